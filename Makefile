@@ -1,0 +1,50 @@
+# The two commands a newcomer runs: `make run` and `make test`.
+# Everything they need is installed here, into .venv, from requirements.lock.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+BUF    := $(VENV)/bin/buf
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test test-db protos lint breaking migrate clean
+
+$(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $@
+
+## run: the suite — embedded Postgres (unless DATABASE_URL), migrations, three services
+run: $(STAMP)
+	$(PY) -m services
+
+## test: the whole test suite (embedded Postgres unless DATABASE_URL is set)
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+## test-db: only the database tests, e.g. against another server:
+##   make test-db DATABASE_URL=postgresql://postgres@127.0.0.1:5432/test
+test-db: $(STAMP)
+	$(PY) -m pytest -m db $(PYTEST_ARGS)
+
+## protos: regenerate gen/ from protos/
+protos: $(STAMP)
+	$(PY) tools/gen_protos.py
+
+## lint: buf lint + format check on the contracts
+lint: $(STAMP)
+	$(BUF) lint
+	$(BUF) format -d --exit-code
+
+## breaking: the contracts against main
+breaking: $(STAMP)
+	$(BUF) breaking --against '.git#branch=main'
+
+## migrate: apply migrations to DATABASE_URL (or the embedded Postgres)
+migrate: $(STAMP)
+	$(PY) -m aos_runtime.migrate upgrade
+
+clean:
+	rm -rf $(VENV) .aos .pytest_cache

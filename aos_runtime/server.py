@@ -1,0 +1,265 @@
+"""Server bootstrap shared by every service.
+
+A service hands over its servicers; this module gives it the rest, once:
+credentials (bearer JWT → tenant, actor, scopes; the scope each RPC needs is read
+from its ``aos.evidence.v1.required_scope`` option), error mapping, request ids
+and a JSON call log, gRPC health (per service, NOT_SERVING while the database is
+unreachable, recovering by itself), server reflection, keepalive and message-size
+limits, and a graceful drain on SIGTERM.
+"""
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import signal
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import grpc
+from google.protobuf import descriptor as descriptor_mod
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from aos.evidence.v1 import options_pb2
+from aos_runtime import auth, errors
+from aos_runtime.db import Database, call_deadline
+from aos_runtime.observability import request_id
+
+log = logging.getLogger("aos.server")
+
+# Open to every caller: a load balancer or grpcurl needs no token for these.
+OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+@dataclass(frozen=True)
+class Servicer:
+    """One gRPC service implementation and how to register it."""
+    descriptor: descriptor_mod.ServiceDescriptor
+    add_to_server: Callable[[Any, grpc.aio.Server], None]
+    implementation: Any
+
+
+def required_scopes(descriptors) -> dict[str, str]:
+    """``/pkg.Service/Method`` → scope, from the contract. A method without one is a startup error."""
+    scopes = {}
+    for service in descriptors:
+        for method in service.methods:
+            scope = method.GetOptions().Extensions[options_pb2.required_scope]
+            if scope not in auth.SCOPES:
+                raise ValueError(f"{method.full_name} declares no valid required_scope ({scope!r})")
+            scopes[f"/{service.full_name}/{method.name}"] = scope
+    return scopes
+
+
+class CallPolicy(grpc.aio.ServerInterceptor):
+    """Wraps every contract RPC: authenticate, authorise, bound, log, map errors."""
+
+    def __init__(self, verifier: auth.TokenVerifier, scopes: dict[str, str]) -> None:
+        self._verifier = verifier
+        self._scopes = scopes
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None or details.method.startswith(OPEN_PREFIXES):
+            return handler
+        scope = self._scopes.get(details.method)
+        if scope is None:  # registered but not in the contract: refuse rather than guess
+            scope = "__undeclared__"
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(handler.unary_unary, details.method, scope),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._streaming(handler.unary_stream, details.method, scope),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        return handler
+
+    def _enter(self, context, method: str, scope: str) -> tuple[str, float]:
+        """Per-call context: request id, deadline, principal. Raises ApiError to refuse the call."""
+        meta = {k: v for k, v in (context.invocation_metadata() or ())}
+        rid = meta.get("x-request-id") or uuid.uuid4().hex
+        request_id.set(rid)
+        remaining = context.time_remaining()
+        call_deadline.set(time.monotonic() + remaining if remaining is not None else None)
+        try:
+            principal = self._verifier.verify(meta.get("authorization"))
+        except auth.AuthError as exc:
+            raise errors.unauthenticated(exc.reason, str(exc)) from None
+        if scope not in principal.scopes:
+            raise errors.permission_denied(scope)
+        auth.current_principal.set(principal)
+        return rid, time.monotonic()
+
+    async def _fail(self, context, method: str, exc: BaseException, started: float) -> None:
+        remaining = context.time_remaining()
+        error = errors.from_exception(exc, deadline_passed=remaining is not None and remaining <= 0)
+        if error.code == grpc.StatusCode.INTERNAL:
+            log.error("call failed", exc_info=exc, extra={"method": method})
+        self._log(method, error.code, started, error.reason)
+        await context.abort_with_status(error.to_status())
+
+    def _log(self, method: str, code: grpc.StatusCode, started: float, reason: str | None = None) -> None:
+        principal = auth.current_principal.get()
+        log.info("call", extra={"method": method, "code": code.name,
+                                "ms": round((time.monotonic() - started) * 1000, 2),
+                                "tenant_id": principal.tenant_id if principal else None,
+                                "reason": reason})
+
+    def _unary(self, behavior, method: str, scope: str):
+        async def wrapped(request, context):
+            started = time.monotonic()
+            try:
+                rid, started = self._enter(context, method, scope)
+                context.set_trailing_metadata((("x-request-id", rid),))
+                result = behavior(request, context)
+                if inspect.isawaitable(result):
+                    result = await result
+            except (grpc.aio.AbortError, asyncio.CancelledError):
+                raise
+            except BaseException as exc:  # noqa: BLE001 - every failure gets a status
+                await self._fail(context, method, exc, started)
+                return None
+            self._log(method, grpc.StatusCode.OK, started)
+            return result
+        return wrapped
+
+    def _streaming(self, behavior, method: str, scope: str):
+        async def wrapped(request, context):
+            started = time.monotonic()
+            try:
+                rid, started = self._enter(context, method, scope)
+                context.set_trailing_metadata((("x-request-id", rid),))
+                async for message in behavior(request, context):
+                    yield message
+            except (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit):
+                raise
+            except BaseException as exc:  # noqa: BLE001
+                await self._fail(context, method, exc, started)
+                return
+            self._log(method, grpc.StatusCode.OK, started)
+        return wrapped
+
+
+def server_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        # Keepalive: find dead peers behind NATs and idle load balancers.
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+class ServiceServer:
+    """One service's gRPC server over one database pool."""
+
+    def __init__(self, name: str, servicers: list[Servicer], db: Database, verifier: auth.TokenVerifier, *,
+                 host: str = "127.0.0.1", port: int = 0, max_message_bytes: int = 8 * 1024 * 1024,
+                 grace_period_s: float = 10, health_probe_interval_s: float = 2) -> None:
+        self.name = name
+        self.db = db
+        self.host = host
+        self.requested_port = port
+        self.port: int | None = None
+        self.grace_period_s = grace_period_s
+        self.health_probe_interval_s = health_probe_interval_s
+        self.service_names = [s.descriptor.full_name for s in servicers]
+        self.health = health_aio.HealthServicer()
+        self.server = grpc.aio.server(
+            interceptors=[CallPolicy(verifier, required_scopes([s.descriptor for s in servicers]))],
+            options=server_options(max_message_bytes))
+        for servicer in servicers:
+            servicer.add_to_server(servicer.implementation, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            self.service_names + [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                                  reflection.SERVICE_NAME], self.server)
+        self._probe: asyncio.Task | None = None
+        self._serving: bool | None = None
+
+    async def start(self) -> int:
+        self.port = self.server.add_insecure_port(f"{self.host}:{self.requested_port}")
+        if not self.port:
+            raise OSError(f"cannot listen on {self.host}:{self.requested_port}")
+        await self._set_serving(await self._database_answers())
+        await self.server.start()
+        self._probe = asyncio.create_task(self._probe_database(), name=f"{self.name}-health-probe")
+        log.info("listening", extra={"service": self.name, "address": f"{self.host}:{self.port}",
+                                     "grpc_services": self.service_names})
+        return self.port
+
+    async def _database_answers(self) -> bool:
+        try:
+            await asyncio.wait_for(self.db.ping(), timeout=max(1.0, self.health_probe_interval_s))
+            return True
+        except Exception:  # noqa: BLE001 - any failure means not serving
+            return False
+
+    async def _set_serving(self, serving: bool) -> None:
+        if serving == self._serving:
+            return
+        self._serving = serving
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ["", *self.service_names]:
+            await self.health.set(name, status)
+        log.log(logging.INFO if serving else logging.WARNING, "health",
+                extra={"service": self.name, "status": health_pb2.HealthCheckResponse.ServingStatus.Name(status)})
+
+    async def _probe_database(self) -> None:
+        while True:
+            await asyncio.sleep(self.health_probe_interval_s)
+            await self._set_serving(await self._database_answers())
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain: report NOT_SERVING, refuse new calls, let in-flight ones finish within the grace period."""
+        await self.health.enter_graceful_shutdown()
+        if self._probe:
+            self._probe.cancel()
+        await self.server.stop(self.grace_period_s if grace is None else grace)
+        await self.db.close()
+
+    async def wait_for_termination(self) -> None:
+        await self.server.wait_for_termination()
+
+
+async def run_until_signalled(server: ServiceServer) -> None:
+    """Serve until SIGTERM or SIGINT, then drain."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await server.start()
+    await stop.wait()
+    log.info("draining", extra={"service": server.name, "grace_s": server.grace_period_s})
+    await server.stop()
+
+
+def not_yet_built(base: type, descriptor: descriptor_mod.ServiceDescriptor, issue: str) -> type:
+    """``base`` with every RPC answering UNIMPLEMENTED (reason NOT_YET_BUILT, naming the issue).
+
+    A service's servicer subclasses this and overrides what it has built; the
+    rest keep telling callers, in the error itself, which issue builds them.
+    """
+    namespace = {}
+    for method in descriptor.methods:
+        error = errors.unimplemented(f"{descriptor.name}.{method.name}", issue)
+        if method.server_streaming:
+            async def rpc(self, request, context, _error=error):
+                raise _error
+                yield  # pragma: no cover - makes this an async generator
+        else:
+            async def rpc(self, request, context, _error=error):
+                raise _error
+        namespace[method.name] = rpc
+    return type(f"Unbuilt{base.__name__}", (base,), namespace)

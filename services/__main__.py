@@ -1,0 +1,115 @@
+"""``python -m services`` (what ``make run`` runs): the whole suite on one machine.
+
+Starts the embedded Postgres when DATABASE_URL is unset, migrates, starts the
+three services as child processes (each its own documented entry point), waits
+until each reports SERVING, then prints the endpoints and a demo token. Ctrl-C
+or SIGTERM drains the services and stops the embedded Postgres.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from aos_runtime import auth, migrate
+from aos_runtime.config import SERVICES, Settings
+from aos_runtime.embedded import database_url_for
+from aos_runtime.observability import configure_logging
+
+DEMO_TENANT = "tenant-demo"
+STARTUP_TIMEOUT_S = 60
+
+
+def _wait_serving(address: str, deadline: float, child: subprocess.Popen) -> None:
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if child.poll() is not None:
+                raise RuntimeError(f"service at {address} exited with code {child.returncode}")
+            try:
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == \
+                        health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"service at {address} did not report SERVING in {STARTUP_TIMEOUT_S}s")
+            time.sleep(0.2)
+
+
+def main() -> int:
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    secret = settings.jwt_secret
+    if not secret and not settings.jwt_public_key_file:
+        secret = auth.ensure_dev_secret(settings.data_dir)
+
+    stopping = False
+
+    def request_stop(signum, frame):  # noqa: ARG001
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+
+    with database_url_for(settings) as url:
+        migrate.upgrade(url)
+        env = dict(os.environ, DATABASE_URL=url, AOS_MIGRATE_ON_START="false")
+        if secret:
+            env["AOS_AUTH_JWT_SECRET"] = secret
+        children: dict[str, subprocess.Popen] = {}
+        try:
+            for name in SERVICES:
+                # Own process group: the terminal's Ctrl-C reaches the suite, which then
+                # drains each child itself in order, instead of all at once.
+                children[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=env,
+                                                  start_new_session=True)
+            deadline = time.monotonic() + STARTUP_TIMEOUT_S
+            for name, child in children.items():
+                _wait_serving(f"{settings.bind_host}:{settings.ports[name]}", deadline, child)
+            _announce(settings, secret)
+            while not stopping:
+                for name, child in children.items():
+                    if child.poll() is not None:
+                        print(f"service {name} exited with code {child.returncode}; stopping the suite",
+                              file=sys.stderr)
+                        return 1
+                time.sleep(0.5)
+            return 0
+        finally:
+            for child in children.values():
+                if child.poll() is None:
+                    child.send_signal(signal.SIGTERM)
+            for child in children.values():
+                try:
+                    child.wait(timeout=settings.grace_period_s + 5)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+
+
+def _announce(settings: Settings, secret: str | None) -> None:
+    host = settings.bind_host
+    lines = ["", "AOS Evidence Plane is running.", ""]
+    for name in SERVICES:
+        lines.append(f"  {name:<9} grpc://{host}:{settings.ports[name]}")
+    lines.append("")
+    if secret:
+        token = auth.mint_token(secret=secret, tenant_id=DEMO_TENANT, subject="user-demo",
+                                audience=settings.audience, issuer=settings.issuer)
+        lines += [f"Demo token (tenant {DEMO_TENANT}, all scopes, 24 h):", "", f"  {token}", "",
+                  "Try:", f"  buf curl --protocol grpc --http2-prior-knowledge "
+                  f"http://{host}:{settings.ports['logs']}/grpc.health.v1.Health/Check"]
+    else:
+        lines.append("Tokens: sign EdDSA JWTs with the key matching AOS_AUTH_JWT_PUBLIC_KEY_FILE.")
+    lines += ["", "Ctrl-C stops everything.", ""]
+    print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Shared fixtures: a real PostgreSQL for the whole session, fresh databases on demand.
+
+By default an embedded Postgres (the same wheel ``make run`` uses) is started in a
+temporary directory. With DATABASE_URL set, the tests use that server instead,
+each in a database of its own that is dropped afterwards.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy.engine import make_url
+
+from aos_runtime import migrate
+from aos_runtime.embedded import EmbeddedPostgres
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory):
+    """A server URL whose user may create databases and roles."""
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+        return
+    server = EmbeddedPostgres(Path(tmp_path_factory.mktemp("pg")), durable=False)
+    server.start()
+    yield server.url
+    server.stop()
+
+
+class DatabaseFactory:
+    """Creates throwaway databases on the session's server and drops them at the end."""
+
+    def __init__(self, server_url: str) -> None:
+        self.server_url = server_url
+        self.created: list[str] = []
+
+    def admin(self) -> psycopg.Connection:
+        return psycopg.connect(self.server_url, autocommit=True)
+
+    def create(self, *, migrated: bool = True) -> str:
+        name = f"aos_test_{uuid.uuid4().hex[:12]}"
+        with self.admin() as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        self.created.append(name)
+        url = make_url(self.server_url).set(database=name).render_as_string(hide_password=False)
+        if migrated:
+            migrate.upgrade(url)
+        return url
+
+    def drop_all(self) -> None:
+        with self.admin() as conn:
+            for name in self.created:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def databases(postgres_server):
+    factory = DatabaseFactory(postgres_server)
+    yield factory
+    factory.drop_all()
+
+
+@pytest.fixture(scope="session")
+def database_url(databases) -> str:
+    """A migrated database shared by the session's read-mostly tests."""
+    return databases.create()
