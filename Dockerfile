@@ -1,0 +1,76 @@
+# syntax=docker/dockerfile:1
+# One image for the whole suite: the three gRPC services and the migrate job.
+# docker-compose.yml picks the command per container:
+#   python -m services.overview | services.logs | services.export
+#   python -m aos_runtime.migrate          (applies migrations to DATABASE_URL, exits)
+#
+#   docker build -t aos-evidence-plane:local .
+
+ARG PYTHON_IMAGE=python:3.11-slim
+
+# ---- builder: the pinned dependencies and the project, into a venv -------------
+FROM ${PYTHON_IMAGE} AS builder
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+
+WORKDIR /src
+# Dependencies first: this layer is rebuilt only when the lock changes.
+COPY requirements.lock ./
+RUN pip install -r requirements.lock
+
+# The project itself (generated protobuf code in gen/ is packaged with it).
+COPY pyproject.toml ./
+COPY gen/ gen/
+COPY aos_runtime/ aos_runtime/
+COPY aos_recording/ aos_recording/
+COPY services/ services/
+# The import check (from /, so the installed copy answers) fails the build early
+# when gen/ has not been generated: run `make protos` first.
+RUN pip install --no-deps . \
+ && cd / && python -c "import aos_runtime.service_main, services.overview.server, services.logs.server, services.export.server"
+
+# ---- runtime --------------------------------------------------------------------
+FROM ${PYTHON_IMAGE} AS runtime
+
+LABEL org.opencontainers.image.title="aos-evidence-plane" \
+      org.opencontainers.image.description="AOS Evidence Plane: Overview, Logs and Export gRPC services"
+
+# A fixed, unprivileged uid/gid (numeric USER below, so runAsNonRoot can verify it).
+RUN groupadd --system --gid 10001 aos \
+ && useradd --system --uid 10001 --gid aos --home-dir /var/lib/aos --no-create-home \
+            --shell /usr/sbin/nologin aos \
+ && install -d -o aos -g aos -m 0700 /var/lib/aos
+
+COPY --from=builder /opt/venv /opt/venv
+
+# The app tree, owned by root and read-only for the service user. migrations/ is
+# found next to aos_runtime/ (aos_runtime.migrate.MIGRATIONS_DIR), hence /app on
+# PYTHONPATH ahead of the copy pip installed into the venv.
+WORKDIR /app
+COPY pyproject.toml ./
+COPY aos_runtime/ aos_runtime/
+COPY aos_recording/ aos_recording/
+COPY services/ services/
+COPY migrations/ migrations/
+COPY tools/grpc_health_probe.py tools/grpc_health_probe.py
+
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONPATH=/app \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    AOS_DATA_DIR=/var/lib/aos \
+    AOS_BIND_HOST=0.0.0.0
+
+USER 10001:10001
+
+# overview, logs, export (AOS_*_PORT defaults)
+EXPOSE 50051 50052 50053
+
+# No image-wide HEALTHCHECK: the port differs per service and the migrate job has
+# none; compose runs tools/grpc_health_probe.py per service.
+CMD ["python", "-m", "services.overview"]

@@ -1,0 +1,167 @@
+"""Every service answers health, reflection and every RPC of its contract, through a real channel."""
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+
+import grpc
+import pytest
+from google.protobuf import message_factory
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
+
+from aos_runtime.embedded import EmbeddedPostgres
+from aos_runtime import migrate
+from aos_runtime.service_main import build_server
+from tests.e2e.support import service_modules, settings, token
+
+pytestmark = pytest.mark.db
+
+
+def rpcs():
+    """(service name, method descriptor) for every RPC of the three services."""
+    for name, module in service_modules().items():
+        for servicer in module.servicers(db=None):
+            for method in servicer.descriptor.methods:
+                yield name, method
+
+
+RPCS = list(rpcs())
+
+
+def rpc_id(param):
+    return param.full_name if hasattr(param, "full_name") else str(param)
+
+
+async def call(address: str, method, metadata=()):
+    request_cls = message_factory.GetMessageClass(method.input_type)
+    response_cls = message_factory.GetMessageClass(method.output_type)
+    path = f"/{method.containing_service.full_name}/{method.name}"
+    async with grpc.aio.insecure_channel(address) as channel:
+        if method.server_streaming:
+            stub = channel.unary_stream(path, request_serializer=request_cls.SerializeToString,
+                                        response_deserializer=response_cls.FromString)
+            return [m async for m in stub(request_cls(), metadata=metadata, timeout=10)]
+        stub = channel.unary_unary(path, request_serializer=request_cls.SerializeToString,
+                                   response_deserializer=response_cls.FromString)
+        return await stub(request_cls(), metadata=metadata, timeout=10)
+
+
+def error_info(err: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
+    status = rpc_status.from_call(err)
+    assert status is not None, "no google.rpc.Status details"
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    raise AssertionError("no ErrorInfo in the status details")
+
+
+async def test_health_reports_serving_per_service(suite):
+    for name, module in service_modules().items():
+        async with grpc.aio.insecure_channel(suite[name]) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            for service in ["", *(s.descriptor.full_name for s in module.servicers(db=None))]:
+                reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+                assert reply.status == health_pb2.HealthCheckResponse.SERVING, (name, service)
+
+
+async def test_reflection_lists_each_services_contract(suite):
+    for name, module in service_modules().items():
+        async with grpc.aio.insecure_channel(suite[name]) as channel:
+            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+            replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+            listed = set()
+            async for reply in replies:
+                listed |= {s.name for s in reply.list_services_response.service}
+            expected = {s.descriptor.full_name for s in module.servicers(db=None)}
+            assert expected | {"grpc.health.v1.Health"} <= listed
+
+
+@pytest.mark.parametrize("service,method", RPCS, ids=rpc_id)
+async def test_every_rpc_refuses_a_call_without_credentials(suite, service, method):
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call(suite[service], method)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    info = error_info(err.value)
+    assert (info.reason, info.domain) == ("CREDENTIALS_MISSING", "aos.evidence")
+
+
+@pytest.mark.parametrize("service,method", RPCS, ids=rpc_id)
+async def test_every_rpc_refuses_a_bad_token(suite, service, method):
+    forged = token()[:-4] + "AAAA"
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call(suite[service], method, metadata=(("authorization", f"Bearer {forged}"),))
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+@pytest.mark.parametrize("service,method", RPCS, ids=rpc_id)
+async def test_every_rpc_needs_its_declared_scope(suite, service, method):
+    from aos.evidence.v1 import options_pb2
+
+    needed = method.GetOptions().Extensions[options_pb2.required_scope]
+    others = [s for s in ("overview.read", "logs.read", "exports.read", "exports.create") if s != needed]
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await call(suite[service], method, metadata=(("authorization", f"Bearer {token(scopes=others)}"),))
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert error_info(err.value).metadata["required_scope"] == needed
+
+
+@pytest.mark.parametrize("service,method", RPCS, ids=rpc_id)
+async def test_every_rpc_answers_an_authenticated_call(suite, service, method):
+    """Answered with a canonical status — UNIMPLEMENTED only where a later issue builds it, never UNKNOWN/INTERNAL."""
+    try:
+        await call(suite[service], method, metadata=(("authorization", f"Bearer {token()}"),))
+    except grpc.aio.AioRpcError as err:
+        assert err.code() not in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL), err
+        if err.code() == grpc.StatusCode.UNIMPLEMENTED:
+            info = error_info(err)
+            assert info.reason == "NOT_YET_BUILT" and info.metadata["issue"].startswith("issue #")
+
+
+async def test_request_id_is_echoed(suite):
+    method = RPCS[0][1]
+    path = f"/{method.containing_service.full_name}/{method.name}"
+    request_cls = message_factory.GetMessageClass(method.input_type)
+    async with grpc.aio.insecure_channel(suite[RPCS[0][0]]) as channel:
+        stub = channel.unary_unary(path, request_serializer=request_cls.SerializeToString,
+                                   response_deserializer=lambda b: b)
+        call_ = stub(request_cls(), metadata=(("x-request-id", "req-123"),), timeout=5)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await call_
+        assert ("x-request-id", "req-123") in tuple(await call_.trailing_metadata())
+
+
+async def test_health_follows_the_database(tmp_path):
+    """NOT_SERVING while the database is down; SERVING again by itself when it returns."""
+    pg = EmbeddedPostgres(tmp_path / "pg", durable=False)
+    pg.start()
+    migrate.upgrade(pg.url)
+    conf = dataclasses.replace(settings(tmp_path), health_probe_interval_s=0.2, connect_timeout_s=1)
+    server = build_server("logs", service_modules()["logs"].servicers, conf, pg.url, port=0)
+    address = f"127.0.0.1:{await server.start()}"
+
+    async def status():
+        async with grpc.aio.insecure_channel(address) as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            return reply.status
+
+    async def wait_for(expected, seconds=15):
+        for _ in range(int(seconds / 0.1)):
+            if await status() == expected:
+                return
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"health never became {expected}")
+
+    try:
+        await wait_for(health_pb2.HealthCheckResponse.SERVING)
+        pg.stop()
+        await wait_for(health_pb2.HealthCheckResponse.NOT_SERVING)
+        pg.start()
+        await wait_for(health_pb2.HealthCheckResponse.SERVING)
+    finally:
+        await server.stop(grace=0)
+        pg.stop()
