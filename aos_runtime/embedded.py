@@ -136,6 +136,8 @@ class EmbeddedPostgres:
             try:
                 port = int(saved.read_text())
                 with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                    # As Postgres itself binds: a port in TIME_WAIT after our own stop is free.
+                    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                     s.bind(("127.0.0.1", port))
                 return port
             except (ValueError, OSError):

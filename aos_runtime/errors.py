@@ -9,6 +9,7 @@ never ends as UNKNOWN or INTERNAL.
 from __future__ import annotations
 
 import asyncio
+import collections
 
 import grpc
 import psycopg
@@ -31,7 +32,7 @@ class ApiError(Exception):
         self.violations = list(violations or [])
         self.metadata = dict(metadata or {})
 
-    def to_status(self) -> grpc.Status:
+    def to_status(self, trailing_metadata: tuple[tuple[str, str], ...] = ()) -> grpc.Status:
         details = []
         info = error_details_pb2.ErrorInfo(reason=self.reason, domain=DOMAIN, metadata=self.metadata)
         details.append(_pack(info))
@@ -39,8 +40,13 @@ class ApiError(Exception):
             bad = error_details_pb2.BadRequest(field_violations=[
                 error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in self.violations])
             details.append(_pack(bad))
-        status = status_pb2.Status(code=getattr(code_pb2, self.code.name), message=self.message, details=details)
-        return rpc_status.to_status(status)
+        status = rpc_status.to_status(
+            status_pb2.Status(code=getattr(code_pb2, self.code.name), message=self.message, details=details))
+        return _Status(status.code, status.details, tuple(trailing_metadata) + tuple(status.trailing_metadata))
+
+
+class _Status(collections.namedtuple("_Status", ("code", "details", "trailing_metadata")), grpc.Status):
+    """A status with extra trailing metadata (the request id) next to the rich details."""
 
 
 def _pack(message) -> any_pb2.Any:

@@ -103,7 +103,8 @@ class CallPolicy(grpc.aio.ServerInterceptor):
         if error.code == grpc.StatusCode.INTERNAL:
             log.error("call failed", exc_info=exc, extra={"method": method})
         self._log(method, error.code, started, error.reason)
-        await context.abort_with_status(error.to_status())
+        rid = request_id.get()
+        await context.abort_with_status(error.to_status((("x-request-id", rid),) if rid else ()))
 
     def _log(self, method: str, code: grpc.StatusCode, started: float, reason: str | None = None) -> None:
         principal = auth.current_principal.get()

@@ -41,4 +41,9 @@ def run_service(name: str, servicers: Callable[[Database], list[Servicer]]) -> N
     with database_url_for(settings) as url:
         if settings.migrate_on_start:
             migrate.upgrade(url)
-        asyncio.run(run_until_signalled(build_server(name, servicers, settings, url)))
+        asyncio.run(_serve(name, servicers, settings, url))
+
+
+async def _serve(name: str, servicers: Callable[[Database], list[Servicer]], settings: Settings, url: str) -> None:
+    # Built inside the running loop: a grpc.aio server belongs to the loop that creates it.
+    await run_until_signalled(build_server(name, servicers, settings, url))
