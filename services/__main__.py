@@ -21,7 +21,6 @@ from aos_runtime.config import SERVICES, Settings
 from aos_runtime.embedded import database_url_for
 from aos_runtime.observability import configure_logging
 
-DEMO_TENANT = "tenant-demo"
 STARTUP_TIMEOUT_S = 60
 
 
@@ -60,6 +59,7 @@ def main() -> int:
 
     with database_url_for(settings) as url:
         migrate.upgrade(url)
+        _load_demo(url)
         env = dict(os.environ, DATABASE_URL=url, AOS_MIGRATE_ON_START="false")
         if secret:
             env["AOS_AUTH_JWT_SECRET"] = secret
@@ -93,6 +93,20 @@ def main() -> int:
                     child.kill()
 
 
+def _load_demo(url: str) -> None:
+    """The demo scenarios, for two tenants, into an empty database (never twice)."""
+    from aos_recording import scenarios
+    from aos_recording.writers import Producer
+
+    producer = Producer(url, pool_size=1)
+    try:
+        loaded = scenarios.load_demo(producer)
+    finally:
+        producer.close()
+    if loaded:
+        print(f"Loaded {loaded} demo scenarios for tenants {', '.join(scenarios.DEMO_TENANTS)}.", flush=True)
+
+
 def _announce(settings: Settings, secret: str | None) -> None:
     host = settings.bind_host
     lines = ["", "AOS Evidence Plane is running.", ""]
@@ -100,9 +114,12 @@ def _announce(settings: Settings, secret: str | None) -> None:
         lines.append(f"  {name:<9} grpc://{host}:{settings.ports[name]}")
     lines.append("")
     if secret:
-        token = auth.mint_token(secret=secret, tenant_id=DEMO_TENANT, subject="user-demo",
+        from aos_recording.scenarios import DEMO_TENANTS
+
+        tenant = next(iter(DEMO_TENANTS))
+        token = auth.mint_token(secret=secret, tenant_id=tenant, subject="user-demo",
                                 audience=settings.audience, issuer=settings.issuer)
-        lines += [f"Demo token (tenant {DEMO_TENANT}, all scopes, 24 h):", "", f"  {token}", "",
+        lines += [f"Demo token (tenant {tenant}, all scopes, 24 h):", "", f"  {token}", "",
                   "Try:", f"  buf curl --protocol grpc --http2-prior-knowledge "
                   f"http://{host}:{settings.ports['logs']}/grpc.health.v1.Health/Check"]
     else:

@@ -554,10 +554,10 @@ def _row_security() -> list[str]:
             "CREATE POLICY tenants_self ON tenants USING (id = aos_current_tenant()) "
             "WITH CHECK (id = aos_current_tenant())",
             "ALTER TABLE system_records ENABLE ROW LEVEL SECURITY",
-            # System-wide rows (NULL tenant) are readable by any tenant, never without one;
-            # they are written by a producer acting for no tenant.
+            # System-wide rows (NULL tenant) are readable by every tenant, and by a producer
+            # acting for no tenant (which writes them); a tenant's rows only by that tenant.
             "CREATE POLICY system_records_tenant ON system_records "
-            "USING (aos_current_tenant() IS NOT NULL AND (tenant_id IS NULL OR tenant_id = aos_current_tenant())) "
+            "USING (tenant_id IS NULL OR tenant_id = aos_current_tenant()) "
             "WITH CHECK (tenant_id IS NOT DISTINCT FROM aos_current_tenant())"]
     return sql
 

@@ -235,10 +235,12 @@ def test_row_level_security_fails_closed(database_url):
             seen = {r[0] for r in conn.execute("SELECT DISTINCT tenant_id FROM system_records")}
             assert seen == {a, None}  # its own rows and system-wide ones
             assert conn.execute("SELECT count(*) FROM log_exports WHERE tenant_id = %s", (b,)).fetchone()[0] == 0
-        # No tenant in the transaction: nothing at all, system-wide records included.
+        # No tenant in the transaction: no tenant's rows at all; only system-wide records.
         with session(database_url, role) as conn:
-            for table in ("audit_ledger", "system_records", "aos_traces", "log_exports", "tenants"):
+            for table in ("audit_ledger", "aos_traces", "log_exports", "tenants", "incidents"):
                 assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, (role, table)
+            assert conn.execute("SELECT count(*) FROM system_records WHERE tenant_id IS NOT NULL").fetchone()[0] == 0
+            assert conn.execute("SELECT count(*) FROM system_records WHERE tenant_id IS NULL").fetchone()[0] >= 1
 
 
 def test_writes_for_another_tenant_are_refused(database_url):

@@ -36,6 +36,7 @@ def test_suite_starts_serves_and_stops_everything(tmp_path):
             assert time.monotonic() < deadline and suite.poll() is None, "".join(output)
             output.append(suite.stdout.readline())
         text = "".join(output)
+        assert re.search(r"Loaded \d+ demo scenarios", text)
         for name, port in ports.items():
             if name != "GATEWAY":
                 assert f"127.0.0.1:{port}" in text

@@ -1,0 +1,1 @@
+"""The recording library: what producers import to write evidence, every evidence hash, the verifier."""

@@ -1,0 +1,52 @@
+"""The recording library's reads: chains and traces, streamed in order for the verifier."""
+from __future__ import annotations
+
+from typing import Any, Iterator, Mapping
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+LEDGER_COLUMNS = ("id, tenant_id, seq, event_type, entity_type, entity_id, actor_type, actor_id, action_reason, "
+                  "correlation_id, created_at, before_state, after_state, content_hash, prev_hash, chain_hash")
+
+
+def iter_ledger(conn: Connection, tenant_id: str, *, from_seq: int = 1, to_seq: int | None = None,
+                batch: int = 5000) -> Iterator[Mapping[str, Any]]:
+    """A tenant's ledger entries in seq order, keyset-batched: memory stays flat on any length."""
+    after = from_seq - 1
+    while True:
+        rows = conn.execute(text(
+            f"SELECT {LEDGER_COLUMNS} FROM audit_ledger WHERE tenant_id = :t AND seq > :after "
+            "AND (CAST(:to_seq AS bigint) IS NULL OR seq <= :to_seq) ORDER BY seq LIMIT :n"),
+            {"t": tenant_id, "after": after, "to_seq": to_seq, "n": batch}).mappings().all()
+        yield from rows
+        if len(rows) < batch:
+            return
+        after = rows[-1]["seq"]
+
+
+def chain_hash_before(conn: Connection, table: str, tenant_id: str, seq: int) -> bytes | None:
+    """The chain hash of the entry just before ``seq`` (the anchor for verifying a range)."""
+    assert table in ("audit_ledger", "log_exports")
+    value = conn.execute(text(f"SELECT chain_hash FROM {table} WHERE tenant_id = :t AND seq < :s "
+                              "ORDER BY seq DESC LIMIT 1"), {"t": tenant_id, "s": seq}).scalar()
+    return bytes(value) if value is not None else None
+
+
+def chain_hash_at(conn: Connection, table: str, tenant_id: str, seq: int) -> bytes | None:
+    assert table in ("audit_ledger", "log_exports")
+    value = conn.execute(text(f"SELECT chain_hash FROM {table} WHERE tenant_id = :t AND seq = :s"),
+                         {"t": tenant_id, "s": seq}).scalar()
+    return bytes(value) if value is not None else None
+
+
+def load_trace(conn: Connection, trace_id: str) -> tuple[Mapping[str, Any] | None, list[Mapping[str, Any]]]:
+    trace = conn.execute(text("SELECT * FROM aos_traces WHERE trace_id = :t"), {"t": trace_id}).mappings().first()
+    steps = conn.execute(text(
+        "SELECT step_index, step_type, input_data, output_data, \"timestamp\", content_hash "
+        "FROM aos_trace_steps WHERE trace_id = :t ORDER BY step_index"), {"t": trace_id}).mappings().all()
+    return trace, list(steps)
+
+
+def tenant_exists(conn: Connection, tenant_id: str) -> bool:
+    return conn.execute(text("SELECT 1 FROM tenants WHERE id = :t"), {"t": tenant_id}).first() is not None

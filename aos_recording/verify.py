@@ -1,0 +1,173 @@
+"""The integrity verifier: one library for the Logs and Export services and the offline verifier.
+
+The checks are pure functions over rows (mappings), so the same code verifies a
+tenant's chain read from the database and the copy inside an export bundle that an
+auditor holds offline. Each anomaly is located precisely: the sequence number (or
+step index) and its kind.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+from aos_recording import hashing
+
+# Anomaly kinds (the names aos.evidence.v1's anomaly enum carries without its prefix).
+CONTENT_MISMATCH = "CONTENT_MISMATCH"   # the row's fields do not hash to its content_hash
+BROKEN_LINK = "BROKEN_LINK"             # prev_hash is not the previous entry's chain_hash
+CHAIN_MISMATCH = "CHAIN_MISMATCH"       # chain_hash is not SHA-256(prev_hash ‖ content_hash)
+SEQUENCE_GAP = "SEQUENCE_GAP"           # sequence numbers missing before this entry
+SEQUENCE_DISORDER = "SEQUENCE_DISORDER"  # a sequence number repeats or goes backwards
+TRUNCATION = "TRUNCATION"               # the chain ends before a held checkpoint
+CHECKPOINT_MISMATCH = "CHECKPOINT_MISMATCH"  # the entry a checkpoint names has another chain hash
+
+
+@dataclass(frozen=True)
+class Anomaly:
+    seq: int
+    kind: str
+    expected: str = ""
+    actual: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """What an auditor keeps: the chain head at some moment."""
+    seq: int
+    chain_hash: bytes
+
+
+@dataclass
+class ChainReport:
+    checked: int = 0
+    first_seq: int | None = None
+    last_seq: int | None = None
+    head_hash: bytes | None = None
+    anomalies: list[Anomaly] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.anomalies
+
+
+class ChainVerifier:
+    """Feeds on rows in ``seq`` order; keeps O(1) state so any chain length streams through.
+
+    ``content_hash_of(row)`` recomputes a row's content hash from its fields; rows
+    carry ``seq``, ``content_hash``, ``prev_hash`` and ``chain_hash`` (bytes).
+    Start it with the chain hash before ``start_seq`` (genesis for seq 1).
+    """
+
+    def __init__(self, content_hash_of: Callable[[Mapping[str, Any]], bytes], *, start_seq: int = 1,
+                 prev_hash: bytes = hashing.GENESIS) -> None:
+        self._content_hash_of = content_hash_of
+        self._expected_seq = start_seq
+        self._prev_hash = prev_hash
+        self.report = ChainReport()
+
+    def _flag(self, seq: int, kind: str, expected: bytes | int | str = "", actual: bytes | int | str = "",
+              detail: str = "") -> None:
+        show = lambda v: v.hex() if isinstance(v, (bytes, bytearray, memoryview)) else str(v)  # noqa: E731
+        self.report.anomalies.append(Anomaly(seq, kind, show(expected), show(actual), detail))
+
+    def feed(self, row: Mapping[str, Any]) -> None:
+        seq = int(row["seq"])
+        content, prev, chain = bytes(row["content_hash"]), bytes(row["prev_hash"]), bytes(row["chain_hash"])
+        report = self.report
+        if report.first_seq is None:
+            report.first_seq = seq
+        if seq > self._expected_seq:
+            missing = f"{self._expected_seq}" if seq - 1 == self._expected_seq else f"{self._expected_seq}..{seq - 1}"
+            self._flag(seq, SEQUENCE_GAP, self._expected_seq, seq, f"entries {missing} are missing")
+        elif seq < self._expected_seq:
+            self._flag(seq, SEQUENCE_DISORDER, self._expected_seq, seq, "sequence number repeats or goes back")
+        recomputed = self._content_hash_of(row)
+        if recomputed != content:
+            self._flag(seq, CONTENT_MISMATCH, recomputed, content, "fields do not hash to content_hash")
+        if prev != self._prev_hash:
+            self._flag(seq, BROKEN_LINK, self._prev_hash, prev, "prev_hash is not the previous chain_hash")
+        expected_chain = hashing.chain_hash(prev, content)
+        if chain != expected_chain:
+            self._flag(seq, CHAIN_MISMATCH, expected_chain, chain, "chain_hash is not SHA-256(prev ‖ content)")
+        report.checked += 1
+        report.last_seq = seq
+        report.head_hash = chain
+        self._expected_seq = max(self._expected_seq, seq) + 1
+        self._prev_hash = chain
+
+    def against_checkpoint(self, checkpoint: Checkpoint, chain_hash_at: bytes | None) -> None:
+        """A held checkpoint proves the chain was neither cut nor rewritten before it.
+
+        ``chain_hash_at`` is the stored chain hash of the entry at ``checkpoint.seq``
+        (None when that entry no longer exists).
+        """
+        last = self.report.last_seq or 0
+        if chain_hash_at is None or last < checkpoint.seq:
+            self._flag(checkpoint.seq, TRUNCATION, checkpoint.seq, last,
+                       f"the checkpoint names entry {checkpoint.seq}; the chain ends at {last}")
+        elif bytes(chain_hash_at) != checkpoint.chain_hash:
+            self._flag(checkpoint.seq, CHECKPOINT_MISMATCH, checkpoint.chain_hash, chain_hash_at,
+                       "the chain before the checkpoint was rewritten")
+
+
+def verify_chain(rows: Iterable[Mapping[str, Any]], content_hash_of: Callable[[Mapping[str, Any]], bytes], *,
+                 start_seq: int = 1, prev_hash: bytes = hashing.GENESIS) -> ChainReport:
+    verifier = ChainVerifier(content_hash_of, start_seq=start_seq, prev_hash=prev_hash)
+    for row in rows:
+        verifier.feed(row)
+    return verifier.report
+
+
+def ledger_content_hash_of(row: Mapping[str, Any]) -> bytes:
+    return hashing.ledger_content_hash(row)
+
+
+def export_content_hash_of(row: Mapping[str, Any]) -> bytes:
+    return hashing.manifest_hash(row["manifest"])
+
+
+@dataclass(frozen=True)
+class StepAnomaly:
+    step_index: int | None
+    kind: str
+    detail: str
+
+
+def verify_trace(trace: Mapping[str, Any], steps: Iterable[Mapping[str, Any]]) -> list[StepAnomaly]:
+    """A trace's step hashes, their order, the trace hash and its inflection point."""
+    anomalies = []
+    ordered = sorted(steps, key=lambda s: s["step_index"])
+    for expected_index, step in enumerate(ordered):
+        if step["step_index"] != expected_index:
+            anomalies.append(StepAnomaly(step["step_index"], SEQUENCE_GAP,
+                                         f"step {expected_index} is missing before step {step['step_index']}"))
+            break
+    for step in ordered:
+        if hashing.step_content_hash(step) != bytes(step["content_hash"]):
+            anomalies.append(StepAnomaly(step["step_index"], CONTENT_MISMATCH,
+                                         "step fields do not hash to its content_hash"))
+    if trace.get("content_hash") is not None:
+        recomputed = hashing.trace_content_hash(bytes(s["content_hash"]) for s in ordered)
+        if recomputed != bytes(trace["content_hash"]):
+            anomalies.append(StepAnomaly(None, CHAIN_MISMATCH,
+                                         "the trace hash is not the hash of its step hashes in order"))
+    violation = trace.get("violation_step_index")
+    if violation is not None and violation not in {s["step_index"] for s in ordered}:
+        anomalies.append(StepAnomaly(violation, SEQUENCE_GAP, "the inflection step is missing"))
+    return anomalies
+
+
+def verify_ledger(conn, tenant_id: str, *, from_seq: int = 1, to_seq: int | None = None,
+                  checkpoint: Checkpoint | None = None) -> ChainReport:
+    """Verify a tenant's audit chain (whole, or the range from_seq..to_seq) read from the database."""
+    from aos_recording import store
+
+    anchor = hashing.GENESIS if from_seq <= 1 else store.chain_hash_before(conn, "audit_ledger", tenant_id, from_seq)
+    verifier = ChainVerifier(ledger_content_hash_of, start_seq=max(1, from_seq),
+                             prev_hash=anchor if anchor is not None else hashing.GENESIS)
+    for row in store.iter_ledger(conn, tenant_id, from_seq=from_seq, to_seq=to_seq):
+        verifier.feed(row)
+    if checkpoint is not None:
+        verifier.against_checkpoint(checkpoint, store.chain_hash_at(conn, "audit_ledger", tenant_id, checkpoint.seq))
+    return verifier.report

@@ -1,0 +1,266 @@
+"""Producer library: how other services write evidence (seed 003 sections 5.2 and 6.1).
+
+Every writer works on a SQLAlchemy ``Connection`` inside a transaction the caller
+owns (``Producer.transaction``), so a producer can record a step, the violation it
+caused and the audit entry that follows atomically. Writers compute content
+hashes (``aos_recording.hashing``); the database assigns ledger chains and
+``recorded_at``. Writes the seeds call idempotent are ``ON CONFLICT … DO NOTHING``
+and then compare: a retry with the same content is a no-op, a different content
+under the same key is refused (``EvidenceConflict``), never overwritten.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterator, Mapping
+
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import Connection
+
+from aos_recording import hashing, vocabulary
+from aos_runtime.db import sync_url
+
+
+class EvidenceConflict(Exception):
+    """The key exists with different content: evidence is never overwritten."""
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(hashing._plain(value))
+
+
+def _check(value: str | None, allowed: frozenset[str], name: str, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if value not in allowed:
+        raise ValueError(f"{name} {value!r} is not one of {sorted(allowed)}")
+
+
+@dataclass(frozen=True)
+class Synthetic:
+    """Marks every row a writer writes as synthetic, with the scenario that wrote it."""
+    scenario_id: str
+
+
+class Producer:
+    """Connections in the ``aos_producer`` role, each transaction scoped to one tenant."""
+
+    def __init__(self, url: str, *, pool_size: int = 5) -> None:
+        self.engine = create_engine(sync_url(url), pool_size=pool_size, max_overflow=0,
+                                    connect_args={"options": "-c role=aos_producer",
+                                                  "application_name": "aos-producer"})
+
+    @contextlib.contextmanager
+    def transaction(self, tenant_id: str | None) -> Iterator[Connection]:
+        """A transaction acting for ``tenant_id`` (None: system-wide records only)."""
+        with self.engine.begin() as conn:
+            conn.execute(text("SELECT set_config('aos.tenant_id', :t, true)"), {"t": tenant_id or ""})
+            yield conn
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+class _Writer:
+    def __init__(self, conn: Connection, *, synthetic: Synthetic | None = None) -> None:
+        self.conn = conn
+        self.synthetic = synthetic
+
+    def _marks(self) -> dict[str, Any]:
+        return {"is_synthetic": self.synthetic is not None,
+                "synthetic_scenario_id": self.synthetic.scenario_id if self.synthetic else None}
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    id: str
+    seq: int
+    content_hash: bytes
+    prev_hash: bytes
+    chain_hash: bytes
+
+
+class AuditLedgerWriter(_Writer):
+    """Appends canonical audit events (INV-LOGS-002: anything else is refused)."""
+
+    def append(self, *, tenant_id: str, event_type: str, entity_type: str, entity_id: str, actor_type: str,
+               actor_id: str | None = None, action_reason: str | None = None, correlation_id: str | None = None,
+               before_state: Mapping | None = None, after_state: Mapping | None = None,
+               created_at: datetime | None = None, entry_id: str | None = None) -> LedgerEntry:
+        _check(event_type, vocabulary.AUDIT_EVENTS, "event_type")
+        _check(entity_type, vocabulary.AUDIT_ENTITIES, "entity_type")
+        _check(actor_type, vocabulary.ACTOR_TYPES, "actor_type")
+        entry = {"id": entry_id or new_id("aud"), "tenant_id": tenant_id, "event_type": event_type,
+                 "entity_type": entity_type, "entity_id": entity_id, "actor_type": actor_type,
+                 "actor_id": actor_id, "action_reason": action_reason, "correlation_id": correlation_id,
+                 "created_at": created_at or now(), "before_state": before_state, "after_state": after_state}
+        content = hashing.ledger_content_hash(entry)
+        row = self.conn.execute(text(
+            "INSERT INTO audit_ledger (id, tenant_id, event_type, entity_type, entity_id, actor_type, actor_id, "
+            "action_reason, correlation_id, created_at, before_state, after_state, content_hash, "
+            "is_synthetic, synthetic_scenario_id) VALUES (:id, :tenant_id, :event_type, :entity_type, "
+            ":entity_id, :actor_type, :actor_id, :action_reason, :correlation_id, :created_at, "
+            "CAST(:before_state AS jsonb), CAST(:after_state AS jsonb), :content_hash, :is_synthetic, "
+            ":synthetic_scenario_id) RETURNING seq, prev_hash, chain_hash"),
+            {**entry, "before_state": _json(before_state), "after_state": _json(after_state),
+             "content_hash": content, **self._marks()}).one()
+        return LedgerEntry(entry["id"], row.seq, content, bytes(row.prev_hash), bytes(row.chain_hash))
+
+
+class SystemRecordWriter(_Writer):
+    """Platform events; ``tenant_id=None`` writes a system-wide record every tenant sees.
+
+    Pass ``record_id`` (and ``created_at``) to make a retry idempotent.
+    """
+
+    def write(self, *, tenant_id: str | None, component: str, event_type: str, severity: str, summary: str,
+              details: Mapping | None = None, caused_by: str = "SYSTEM", actor_id: str | None = None,
+              correlation_id: str | None = None, run_id: str | None = None, environment_id: str | None = None,
+              created_at: datetime | None = None, record_id: str | None = None) -> str:
+        _check(event_type, vocabulary.SYSTEM_EVENT_TYPES, "event_type")
+        _check(severity, vocabulary.SYSTEM_SEVERITIES, "severity")
+        _check(caused_by, vocabulary.CAUSED_BY, "caused_by")
+        record = {"id": record_id or new_id("sys"), "tenant_id": tenant_id, "component": component,
+                  "event_type": event_type, "severity": severity, "summary": summary, "details": details,
+                  "caused_by": caused_by, "actor_id": actor_id, "correlation_id": correlation_id,
+                  "run_id": run_id, "environment_id": environment_id, "created_at": created_at or now()}
+        return _insert_once(self.conn, "system_records", ("id",), record,
+                            hashing.system_record_content_hash(record), self._marks(), jsonb=("details",))
+
+
+class LlmRunRecordWriter(_Writer):
+    """The canonical record of a finished LLM run; one per (tenant, run), written once."""
+
+    def write(self, *, tenant_id: str, run_id: str, provider: str, model: str, execution_status: str,
+              started_at: datetime, completed_at: datetime | None = None, trace_id: str | None = None,
+              agent_id: str | None = None, project_id: str | None = None, executor_type: str = "LLM",
+              outcome: str | None = None, termination_reason: str | None = None, input_tokens: int = 0,
+              output_tokens: int = 0, cost_cents: int = 0, source: str = "worker",
+              created_at: datetime | None = None, record_id: str | None = None) -> str:
+        _check(execution_status, vocabulary.LLM_RUN_STATUSES, "execution_status")
+        _check(executor_type, vocabulary.EXECUTOR_TYPES, "executor_type")
+        _check(outcome, vocabulary.OUTCOMES, "outcome", optional=True)
+        # Deterministic defaults, so a retry of the same run writes the same content.
+        record_id = record_id or "llm_" + hashing.sha256(f"{tenant_id}:{run_id}".encode()).hex()[:32]
+        record = {"id": record_id, "tenant_id": tenant_id, "run_id": run_id, "trace_id": trace_id,
+                  "agent_id": agent_id, "project_id": project_id, "provider": provider, "model": model,
+                  "execution_status": execution_status, "executor_type": executor_type, "outcome": outcome,
+                  "termination_reason": termination_reason, "input_tokens": input_tokens,
+                  "output_tokens": output_tokens, "cost_cents": cost_cents, "source": source,
+                  "started_at": started_at, "completed_at": completed_at,
+                  "created_at": created_at or completed_at or started_at}
+        return _insert_once(self.conn, "llm_run_records", ("tenant_id", "run_id"), record,
+                            hashing.llm_run_content_hash(record), self._marks())
+
+
+def _insert_once(conn: Connection, table: str, key: tuple[str, ...], record: Mapping[str, Any], content: bytes,
+                 marks: Mapping[str, Any], jsonb: tuple[str, ...] = ()) -> str:
+    """INSERT … ON CONFLICT DO NOTHING; on conflict the stored content must equal ours.
+
+    Returns the id of the stored row: ours, or the identical one an earlier try wrote.
+    """
+    columns = [*record, "content_hash", *marks]
+    values = [f"CAST(:{c} AS jsonb)" if c in jsonb else f":{c}" for c in columns]
+    params = {**record, **{c: _json(record[c]) for c in jsonb}, "content_hash": content, **marks}
+    inserted = conn.execute(text(
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(values)}) "
+        f"ON CONFLICT ({', '.join(key)}) DO NOTHING RETURNING id"), params).first()
+    if inserted is not None:
+        return inserted.id
+    where = " AND ".join(f"{c} = :{c}" for c in key)
+    existing = conn.execute(text(f"SELECT id, content_hash FROM {table} WHERE {where}"), params).first()
+    if existing is None or bytes(existing.content_hash) != content:
+        # None: the key is taken by a row this tenant cannot see — still a conflict, never a leak.
+        raise EvidenceConflict(f"{table} {dict((c, record[c]) for c in key)}: already recorded with "
+                               "different content")
+    return existing.id
+
+
+class TraceRecorder(_Writer):
+    """A run's trace: created running, steps appended, a violation marked once, completed once."""
+
+    def create_trace(self, *, tenant_id: str, run_id: str, trace_id: str | None = None,
+                     agent_id: str | None = None, started_at: datetime | None = None,
+                     policy_snapshot_id: str | None = None, policy_snapshot: Mapping | None = None) -> str:
+        trace_id = trace_id or new_id("trace")
+        self.conn.execute(text(
+            "INSERT INTO aos_traces (trace_id, tenant_id, run_id, agent_id, started_at, policy_snapshot_id, "
+            "policy_snapshot, is_synthetic, synthetic_scenario_id) VALUES (:trace_id, :tenant_id, :run_id, "
+            ":agent_id, :started_at, :policy_snapshot_id, CAST(:policy_snapshot AS jsonb), :is_synthetic, "
+            ":synthetic_scenario_id) ON CONFLICT (trace_id) DO NOTHING"),
+            {"trace_id": trace_id, "tenant_id": tenant_id, "run_id": run_id, "agent_id": agent_id,
+             "started_at": started_at or now(), "policy_snapshot_id": policy_snapshot_id,
+             "policy_snapshot": _json(policy_snapshot), **self._marks()})
+        return trace_id
+
+    def add_step(self, *, tenant_id: str, trace_id: str, step_index: int, step_type: str, timestamp: datetime,
+                 input_data: Any = None, output_data: Any = None, metadata: Mapping | None = None,
+                 level: str = "info", source: str = "agent", tokens: int = 0, cost_cents: int = 0,
+                 duration_ms: int = 0, step_id: str | None = None) -> bytes:
+        """Idempotent on (trace_id, step_index). Returns the step's content hash."""
+        _check(step_type, vocabulary.STEP_TYPES, "step_type")
+        _check(level, vocabulary.STEP_LEVELS, "level")
+        step = {"step_index": step_index, "step_type": step_type, "input_data": input_data,
+                "output_data": output_data, "timestamp": timestamp}
+        content = hashing.step_content_hash(step)
+        inserted = self.conn.execute(text(
+            "INSERT INTO aos_trace_steps (id, trace_id, tenant_id, step_index, step_type, level, source, "
+            "\"timestamp\", tokens, cost_cents, duration_ms, input_data, output_data, metadata, content_hash) "
+            "VALUES (:id, :trace_id, :tenant_id, :step_index, :step_type, :level, :source, :timestamp, :tokens, "
+            ":cost_cents, :duration_ms, CAST(:input_data AS jsonb), CAST(:output_data AS jsonb), "
+            "CAST(:metadata AS jsonb), :content_hash) ON CONFLICT (trace_id, step_index) DO NOTHING RETURNING id"),
+            {"id": step_id or new_id("step"), "trace_id": trace_id, "tenant_id": tenant_id,
+             "step_index": step_index, "step_type": step_type, "level": level, "source": source,
+             "timestamp": timestamp, "tokens": tokens, "cost_cents": cost_cents, "duration_ms": duration_ms,
+             "input_data": _json(input_data), "output_data": _json(output_data), "metadata": _json(metadata),
+             "content_hash": content}).first()
+        if inserted is None:
+            stored = self.conn.execute(text(
+                "SELECT content_hash FROM aos_trace_steps WHERE trace_id = :t AND step_index = :i"),
+                {"t": trace_id, "i": step_index}).scalar_one()
+            if bytes(stored) != content:
+                raise EvidenceConflict(f"trace {trace_id} step {step_index}: already recorded with different content")
+        return content
+
+    def mark_violation(self, *, trace_id: str, step_index: int, policy_id: str, reason: str,
+                       timestamp: datetime | None = None, incident_id: str | None = None) -> None:
+        """The inflection point: the step where a policy was violated (recorded once)."""
+        updated = self.conn.execute(text(
+            "UPDATE aos_traces SET violation_step_index = :i, violation_policy_id = :p, violation_reason = :r, "
+            "violation_timestamp = coalesce(:ts, (SELECT \"timestamp\" FROM aos_trace_steps "
+            "  WHERE trace_id = :t AND step_index = :i)), incident_id = coalesce(:incident, incident_id) "
+            "WHERE trace_id = :t AND status = 'running' "
+            "AND (violation_step_index IS NULL OR (violation_step_index = :i AND violation_policy_id = :p))"),
+            {"t": trace_id, "i": step_index, "p": policy_id, "r": reason, "ts": timestamp, "incident": incident_id})
+        if updated.rowcount != 1:
+            raise EvidenceConflict(f"trace {trace_id}: not running, unknown, or already marked differently")
+
+    def complete_trace(self, *, trace_id: str, status: str = "completed", completed_at: datetime | None = None,
+                       termination_reason: str | None = None) -> bytes:
+        """Seals the trace: totals and content hash from its stored steps. Returns the trace hash."""
+        _check(status, vocabulary.TRACE_STATUSES - {"running"}, "status")
+        steps = self.conn.execute(text(
+            "SELECT content_hash, tokens, cost_cents, duration_ms FROM aos_trace_steps "
+            "WHERE trace_id = :t ORDER BY step_index"), {"t": trace_id}).all()
+        trace_hash = hashing.trace_content_hash(bytes(s.content_hash) for s in steps)
+        updated = self.conn.execute(text(
+            "UPDATE aos_traces SET status = :status, completed_at = :completed_at, "
+            "termination_reason = :reason, step_count = :n, total_tokens = :tokens, total_cost_cents = :cost, "
+            "total_duration_ms = :duration, content_hash = :hash WHERE trace_id = :t AND status = 'running'"),
+            {"t": trace_id, "status": status, "completed_at": completed_at or now(), "reason": termination_reason,
+             "n": len(steps), "tokens": sum(s.tokens for s in steps), "cost": sum(s.cost_cents for s in steps),
+             "duration": sum(s.duration_ms for s in steps), "hash": trace_hash})
+        if updated.rowcount != 1:
+            raise EvidenceConflict(f"trace {trace_id}: not running or unknown")
+        return trace_hash
