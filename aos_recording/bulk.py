@@ -51,6 +51,8 @@ class Progress:
         self.started = self.shown = time.monotonic()
 
     def add(self, n: int) -> None:
+        if self.total <= 0:
+            return
         self.done += n
         now = time.monotonic()
         if now - self.shown >= 0.5 or self.done >= self.total:

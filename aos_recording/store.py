@@ -25,6 +25,20 @@ def iter_ledger(conn: Connection, tenant_id: str, *, from_seq: int = 1, to_seq: 
         after = rows[-1]["seq"]
 
 
+def iter_exports(conn: Connection, tenant_id: str, *, batch: int = 1000) -> Iterator[Mapping[str, Any]]:
+    """A tenant's log_exports chain in seq order, keyset-batched."""
+    after = 0
+    while True:
+        rows = conn.execute(text(
+            "SELECT id, seq, manifest, content_hash, prev_hash, chain_hash FROM log_exports "
+            "WHERE tenant_id = :t AND seq > :after ORDER BY seq LIMIT :n"),
+            {"t": tenant_id, "after": after, "n": batch}).mappings().all()
+        yield from rows
+        if len(rows) < batch:
+            return
+        after = rows[-1]["seq"]
+
+
 def chain_hash_before(conn: Connection, table: str, tenant_id: str, seq: int) -> bytes | None:
     """The chain hash of the entry just before ``seq`` (the anchor for verifying a range)."""
     assert table in ("audit_ledger", "log_exports")

@@ -171,3 +171,10 @@ def verify_ledger(conn, tenant_id: str, *, from_seq: int = 1, to_seq: int | None
     if checkpoint is not None:
         verifier.against_checkpoint(checkpoint, store.chain_hash_at(conn, "audit_ledger", tenant_id, checkpoint.seq))
     return verifier.report
+
+
+def verify_exports(conn, tenant_id: str) -> ChainReport:
+    """Verify a tenant's export chain: each row's manifest hash and its link."""
+    from aos_recording import store
+
+    return verify_chain(store.iter_exports(conn, tenant_id), export_content_hash_of)

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -81,16 +82,27 @@ def main() -> int:
                               file=sys.stderr)
                         return 1
                 time.sleep(0.5)
-            return 0
         finally:
-            for child in children.values():
-                if child.poll() is None:
-                    child.send_signal(signal.SIGTERM)
-            for child in children.values():
-                try:
-                    child.wait(timeout=settings.grace_period_s + 5)
-                except subprocess.TimeoutExpired:
-                    child.kill()
+            failed = _stop(children, settings.grace_period_s + 5)
+        return 1 if failed else 0
+
+
+def _stop(children: dict[str, subprocess.Popen], timeout_s: float) -> list[str]:
+    """SIGTERM every child (each drains its calls); the names of those that did not exit cleanly."""
+    for child in children.values():
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    failed = []
+    for name, child in children.items():
+        try:
+            if child.wait(timeout=timeout_s) != 0:
+                failed.append(name)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            failed.append(name)
+    if failed:
+        print(f"services that did not stop cleanly: {', '.join(failed)}", file=sys.stderr)
+    return failed
 
 
 def _load_demo(url: str) -> None:
@@ -120,7 +132,7 @@ def _announce(settings: Settings, secret: str | None) -> None:
         token = auth.mint_token(secret=secret, tenant_id=tenant, subject="user-demo",
                                 audience=settings.audience, issuer=settings.issuer)
         lines += [f"Demo token (tenant {tenant}, all scopes, 24 h):", "", f"  {token}", "",
-                  "Try:", f"  buf curl --protocol grpc --http2-prior-knowledge "
+                  "Try:", f"  {Path(sys.executable).with_name('buf')} curl --protocol grpc --http2-prior-knowledge "
                   f"http://{host}:{settings.ports['logs']}/grpc.health.v1.Health/Check"]
     else:
         lines.append("Tokens: sign EdDSA JWTs with the key matching AOS_AUTH_JWT_PUBLIC_KEY_FILE.")

@@ -277,3 +277,38 @@ def test_bulk_loader_writes_valid_chains_and_100k_entries_verify(databases):
         row, steps = load_trace(conn, "bulk-00001.trace-1")
         assert len(steps) == 5 and verify.verify_trace(row, steps) == []
     p.close()
+
+
+def test_export_chain_verifies_and_a_changed_manifest_is_located(url):
+    import json as _json
+
+    p = Producer(url)
+    tenant = new_tenant(p, "exports")
+    p.close()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SET ROLE aos_export")
+        conn.execute("SELECT set_config('aos.tenant_id', %s, false)", (tenant,))
+        for i in range(3):
+            manifest = {"export_id": f"exp-{i}", "tenant_id": tenant, "checksum": "00" * 32}
+            conn.execute(
+                "INSERT INTO log_exports (id, tenant_id, scope, bundle_type, format, content_type, filename, "
+                "size_bytes, checksum, manifest, dsse_envelope, signing_key_id, redaction, requested_by_type, "
+                "requested_by_id, created_at, content_hash) VALUES (%s, %s, 'AUDIT_SLICE', 'EVIDENCE', 'JSON', "
+                "'application/json', 'x.json', 1, %s, %s, '{}', 'k', '{}', 'HUMAN', 'u', now(), %s)",
+                (f"{tenant}.exp-{i}", tenant, bytes(32), _json.dumps(manifest), hashing.manifest_hash(manifest)))
+
+    def report():
+        q = Producer(url)
+        try:
+            with q.transaction(tenant) as conn:
+                return verify.verify_exports(conn, tenant)
+        finally:
+            q.close()
+
+    assert report().ok and report().checked == 3
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        conn.execute("ALTER TABLE log_exports DISABLE TRIGGER log_exports_append_only")
+        conn.execute("UPDATE log_exports SET manifest = jsonb_set(manifest, '{checksum}', '\"ff\"') "
+                     "WHERE tenant_id = %s AND seq = 2", (tenant,))
+        conn.execute("ALTER TABLE log_exports ENABLE ALWAYS TRIGGER log_exports_append_only")
+    assert [(a.seq, a.kind) for a in report().anomalies] == [(2, verify.CONTENT_MISMATCH)]
