@@ -7,9 +7,7 @@ AOS_AUTH_JWT_PUBLIC_KEY_FILE); anything else — ``alg: none`` included — fail
 from __future__ import annotations
 
 import contextvars
-import os
 import re
-import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,22 +125,3 @@ def mint_token(*, secret: str, tenant_id: str, subject: str, actor_type: str = "
     if issuer:
         claims["iss"] = issuer
     return jwt.encode(claims, key if key is not None else secret, algorithm=algorithm)
-
-
-def ensure_dev_secret(data_dir: Path) -> str:
-    """The development HS256 secret under AOS_DATA_DIR, created on first use (never committed)."""
-    path = Path(data_dir) / "jwt-secret"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        # Written aside, then linked into place: two processes starting at once
-        # agree on one secret and neither reads a half-written file.
-        tmp = path.with_name(f".jwt-secret.{os.getpid()}")
-        tmp.write_text(secrets.token_urlsafe(48))
-        tmp.chmod(0o600)
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass
-        finally:
-            tmp.unlink()
-    return path.read_text().strip()

@@ -31,6 +31,9 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("AOS_AUTH_JWT_PUBLIC_KEY_FILE", None, "PEM Ed25519 public key accepted for EdDSA bearer JWTs."),
     EnvVar("AOS_AUTH_ISSUER", None, "When set, the JWT `iss` claim must equal it."),
     EnvVar("AOS_AUTH_AUDIENCE", "aos-evidence", "Required JWT `aud` claim."),
+    EnvVar("AOS_PAGE_TOKEN_SECRET", None,
+           "Key sealing page tokens (shared by every process of a deployment). A development one is generated "
+           "under AOS_DATA_DIR when unset."),
     EnvVar("AOS_DB_POOL_SIZE", "10", "Connections per service process."),
     EnvVar("AOS_DB_POOL_TIMEOUT_S", "5", "Seconds a call waits for a pooled connection before RESOURCE_EXHAUSTED."),
     EnvVar("AOS_DB_STATEMENT_TIMEOUT_MS", "30000", "Upper bound on one SQL statement; a shorter client deadline wins."),
@@ -88,6 +91,7 @@ class Settings:
     jwt_public_key_file: Path | None
     issuer: str | None
     audience: str
+    page_token_secret: str | None
     pool_size: int
     pool_timeout_s: int
     statement_timeout_ms: int
@@ -124,6 +128,7 @@ class Settings:
             jwt_public_key_file=Path(key_file) if key_file else None,
             issuer=_get(env, "AOS_AUTH_ISSUER"),
             audience=_get(env, "AOS_AUTH_AUDIENCE") or "aos-evidence",
+            page_token_secret=_get(env, "AOS_PAGE_TOKEN_SECRET"),
             pool_size=_int(env, "AOS_DB_POOL_SIZE", minimum=1),
             pool_timeout_s=_int(env, "AOS_DB_POOL_TIMEOUT_S", minimum=1),
             statement_timeout_ms=_int(env, "AOS_DB_STATEMENT_TIMEOUT_MS", minimum=1),

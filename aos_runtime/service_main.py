@@ -6,6 +6,7 @@ import logging
 from typing import Callable
 
 from aos_runtime import auth, migrate
+from aos_runtime.local_state import dev_secret
 from aos_runtime.config import Settings
 from aos_runtime.db import Database
 from aos_runtime.embedded import database_url_for
@@ -19,7 +20,7 @@ def token_verifier(settings: Settings) -> auth.TokenVerifier:
     """The configured keys; with none configured, the development secret under AOS_DATA_DIR."""
     if not settings.jwt_secret and not settings.jwt_public_key_file:
         log.warning("no JWT key configured: using the development secret under AOS_DATA_DIR")
-        return auth.TokenVerifier(secret=auth.ensure_dev_secret(settings.data_dir), public_key_pem=None,
+        return auth.TokenVerifier(secret=dev_secret(settings.data_dir, "jwt-secret"), public_key_pem=None,
                                   audience=settings.audience, issuer=settings.issuer)
     return auth.TokenVerifier.from_settings(settings)
 

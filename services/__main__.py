@@ -18,6 +18,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aos_runtime import auth, migrate
+from aos_runtime.local_state import dev_secret
 from aos_runtime.config import SERVICES, Settings
 from aos_runtime.embedded import database_url_for
 from aos_runtime.observability import configure_logging
@@ -47,7 +48,7 @@ def main() -> int:
     configure_logging(settings.log_level)
     secret = settings.jwt_secret
     if not secret and not settings.jwt_public_key_file:
-        secret = auth.ensure_dev_secret(settings.data_dir)
+        secret = dev_secret(settings.data_dir, "jwt-secret")
 
     stopping = False
 
@@ -64,6 +65,9 @@ def main() -> int:
         env = dict(os.environ, DATABASE_URL=url, AOS_MIGRATE_ON_START="false")
         if secret:
             env["AOS_AUTH_JWT_SECRET"] = secret
+        # One page-token key for all three services, so a token survives their restarts.
+        env["AOS_PAGE_TOKEN_SECRET"] = settings.page_token_secret or dev_secret(settings.data_dir,
+                                                                                "page-token-secret")
         children: dict[str, subprocess.Popen] = {}
         try:
             for name in SERVICES:

@@ -1,0 +1,78 @@
+"""EvidenceMetadata (INV-LOG-META-001), built in one place for every Logs answer.
+
+Stores return what a record and its joins say (``Evidence``); this module turns
+that into the proto, applying the rules once: actor precedence human > agent >
+system (the highest present is named in ``actor_type``, the others stay set),
+``recorded_at`` is when the row was persisted (never the response time), the
+timezone is UTC, the correlation spine is carried through, and the checksum is the
+record's content hash in hex.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from google.protobuf import timestamp_pb2
+
+from aos.evidence.v1 import evidence_pb2
+
+_DOMAINS = {v.name.removeprefix("SOURCE_DOMAIN_"): v.number for v in evidence_pb2.SourceDomain.DESCRIPTOR.values}
+_ORIGINS = {v.name.removeprefix("ORIGIN_"): v.number for v in evidence_pb2.Origin.DESCRIPTOR.values}
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """What a record (and its joins) says about itself."""
+    tenant_id: str
+    occurred_at: datetime
+    recorded_at: datetime
+    source_domain: str          # ACTIVITY, POLICY, INCIDENTS, LOGS, SYSTEM
+    source_component: str
+    origin: str                 # SYSTEM, HUMAN, AGENT, MIGRATION, REPLAY
+    run_id: str | None = None
+    human_actor_id: str | None = None
+    agent_id: str | None = None
+    system_id: str | None = None
+    trace_id: str | None = None
+    policy_ids: tuple[str, ...] = field(default_factory=tuple)
+    incident_ids: tuple[str, ...] = field(default_factory=tuple)
+    export_id: str | None = None
+    correlation_id: str | None = None
+    checksum: bytes | None = None
+
+
+def actor_fields(actor_type: str | None, actor_id: str | None) -> dict[str, str | None]:
+    """One recorded actor (type, id) as the three metadata actor fields."""
+    key = {"HUMAN": "human_actor_id", "AGENT": "agent_id", "SYSTEM": "system_id"}.get(actor_type or "")
+    return {key: actor_id} if key and actor_id else {}
+
+
+def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value if value.tzinfo else value.replace(tzinfo=timezone.utc))
+    return ts
+
+
+def metadata(evidence: Evidence) -> evidence_pb2.EvidenceMetadata:
+    e = evidence
+    if e.human_actor_id:
+        actor = evidence_pb2.ACTOR_TYPE_HUMAN
+    elif e.agent_id:
+        actor = evidence_pb2.ACTOR_TYPE_AGENT
+    elif e.system_id:
+        actor = evidence_pb2.ACTOR_TYPE_SYSTEM
+    else:
+        actor = evidence_pb2.ACTOR_TYPE_UNSPECIFIED
+    message = evidence_pb2.EvidenceMetadata(
+        tenant_id=e.tenant_id, actor_type=actor, timezone="UTC",
+        occurred_at=timestamp(e.occurred_at), recorded_at=timestamp(e.recorded_at),
+        policy_ids=sorted(set(e.policy_ids)), incident_ids=sorted(set(e.incident_ids)),
+        source_domain=_DOMAINS[e.source_domain], source_component=e.source_component,
+        origin=_ORIGINS[e.origin], immutable=True)
+    for name in ("run_id", "human_actor_id", "agent_id", "system_id", "trace_id", "export_id", "correlation_id"):
+        value = getattr(e, name)
+        if value:
+            setattr(message, name, value)
+    if e.checksum:
+        message.checksum = bytes(e.checksum).hex()
+    return message

@@ -1,0 +1,92 @@
+"""List conventions (SPEC section 3, AIP-132/158): page sizes and keyset page tokens.
+
+A page token is opaque to callers and tamper-evident: it carries the keyset
+position (the last item's sort key) and a digest of the tenant and the filters it
+was issued for, sealed with an HMAC. A token that was edited, or reused with other
+filters or by another tenant, is refused with INVALID_ARGUMENT — never silently
+re-interpreted. Tokens survive restarts and work across processes, because the
+key comes from configuration (AOS_PAGE_TOKEN_SECRET), not from the process.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from aos_runtime.errors import invalid_argument
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 1000
+EXACT_TOTAL_LIMIT = 10_000  # totals are exact up to here; above, an estimate (flagged)
+_VERSION = 1
+
+
+def page_size(requested: int, field: str = "page_size") -> int:
+    """0 → 50; above 1000 → 1000; negative → INVALID_ARGUMENT."""
+    if requested < 0:
+        raise invalid_argument(field, "must not be negative")
+    if requested == 0:
+        return DEFAULT_PAGE_SIZE
+    return min(requested, MAX_PAGE_SIZE)
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass(frozen=True)
+class PageTokens:
+    """Issues and reads page tokens under one key."""
+
+    key: bytes
+
+    @classmethod
+    def from_settings(cls, settings) -> "PageTokens":
+        from aos_runtime.local_state import dev_secret
+
+        secret = settings.page_token_secret or dev_secret(settings.data_dir, "page-token-secret")
+        return cls(secret.encode())
+
+    @staticmethod
+    def scope_digest(tenant_id: str, list_name: str, filters: Mapping[str, Any]) -> str:
+        canonical = json.dumps({"tenant": tenant_id, "list": list_name, "filters": filters}, sort_keys=True,
+                               separators=(",", ":"), default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+    def _mac(self, body: bytes) -> bytes:
+        return hmac.new(self.key, body, hashlib.sha256).digest()[:16]
+
+    def issue(self, tenant_id: str, list_name: str, filters: Mapping[str, Any], position: Sequence[Any]) -> str:
+        body = json.dumps({"v": _VERSION, "s": self.scope_digest(tenant_id, list_name, filters),
+                           "p": list(position)}, separators=(",", ":"), default=str).encode()
+        return f"{_b64(body)}.{_b64(self._mac(body))}"
+
+    def read(self, token: str, tenant_id: str, list_name: str, filters: Mapping[str, Any],
+             field: str = "page_token") -> list[Any] | None:
+        """The keyset position a token carries (None for an empty token)."""
+        if not token:
+            return None
+        try:
+            body_text, mac_text = token.split(".")
+            body, mac = _unb64(body_text), _unb64(mac_text)
+        except (ValueError, TypeError):
+            raise invalid_argument(field, "is not a page token this service issued") from None
+        if not hmac.compare_digest(mac, self._mac(body)):
+            raise invalid_argument(field, "is not a page token this service issued (it was altered)")
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            raise invalid_argument(field, "is not a page token this service issued") from None
+        if payload.get("v") != _VERSION or not isinstance(payload.get("p"), list):
+            raise invalid_argument(field, "was issued by another version of this service; start again")
+        if payload.get("s") != self.scope_digest(tenant_id, list_name, filters):
+            raise invalid_argument(field, "was issued for other filters (or another caller); "
+                                          "repeat the first request's filters or start again")
+        return payload["p"]
