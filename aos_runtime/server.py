@@ -28,11 +28,19 @@ from aos.evidence.v1 import options_pb2
 from aos_runtime import auth, errors
 from aos_runtime.db import Database, call_deadline
 from aos_runtime.observability import request_id
+from aos_runtime.pagination import PageTokens
 
 log = logging.getLogger("aos.server")
 
 # Open to every caller: a load balancer or grpcurl needs no token for these.
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+
+@dataclass(frozen=True)
+class ServiceContext:
+    """What a service's handlers get from the runtime: the pool and the page-token key."""
+    db: Database
+    page_tokens: PageTokens
 
 
 @dataclass(frozen=True)

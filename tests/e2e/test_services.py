@@ -15,7 +15,10 @@ from grpc_status import rpc_status
 from aos_runtime.embedded import EmbeddedPostgres
 from aos_runtime import migrate
 from aos_runtime.service_main import build_server
+from aos_runtime.server import ServiceContext
 from tests.e2e.support import service_modules, settings, token
+
+NO_CONTEXT = ServiceContext(db=None, page_tokens=None)  # descriptors only; no call reaches a handler
 
 pytestmark = pytest.mark.db
 
@@ -23,7 +26,7 @@ pytestmark = pytest.mark.db
 def rpcs():
     """(service name, method descriptor) for every RPC of the three services."""
     for name, module in service_modules().items():
-        for servicer in module.servicers(db=None):
+        for servicer in module.servicers(NO_CONTEXT):
             for method in servicer.descriptor.methods:
                 yield name, method
 
@@ -64,7 +67,7 @@ async def test_health_reports_serving_per_service(suite):
     for name, module in service_modules().items():
         async with grpc.aio.insecure_channel(suite[name]) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
-            for service in ["", *(s.descriptor.full_name for s in module.servicers(db=None))]:
+            for service in ["", *(s.descriptor.full_name for s in module.servicers(NO_CONTEXT))]:
                 reply = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
                 assert reply.status == health_pb2.HealthCheckResponse.SERVING, (name, service)
 
@@ -77,7 +80,7 @@ async def test_reflection_lists_each_services_contract(suite):
             listed = set()
             async for reply in replies:
                 listed |= {s.name for s in reply.list_services_response.service}
-            expected = {s.descriptor.full_name for s in module.servicers(db=None)}
+            expected = {s.descriptor.full_name for s in module.servicers(NO_CONTEXT)}
             assert expected | {"grpc.health.v1.Health"} <= listed
 
 
