@@ -2,32 +2,14 @@
 
 Each value's database spelling is its ``(aos.evidence.v1.canonical_name)`` enum
 value option in the protos, so the protos stay the one list; the migration's
-CHECK constraints carry a frozen copy and tests/db/test_vocabulary.py proves the
+CHECK constraints carry a frozen copy and tests/db/test_recording.py proves the
 two agree.
 """
 from __future__ import annotations
 
-from google.protobuf import descriptor_pool
-
 # Imported for their enums, which register in the default descriptor pool.
-from aos.evidence.v1 import bundle_pb2, evidence_pb2, options_pb2, records_pb2, sources_pb2  # noqa: F401
-
-
-def canonical_names(enum_full_name: str) -> dict[str, int]:
-    """``{"PolicyRuleCreated": 1, ...}`` for an enum of the contract (UNSPECIFIED excluded)."""
-    enum = descriptor_pool.Default().FindEnumTypeByName(enum_full_name)
-    names = {}
-    for value in enum.values:
-        name = value.GetOptions().Extensions[options_pb2.canonical_name]
-        if value.number != 0:
-            if not name:
-                raise ValueError(f"{enum_full_name}.{value.name} has no canonical_name option")
-            names[name] = value.number
-    return names
-
-
-def by_number(enum_full_name: str) -> dict[int, str]:
-    return {number: name for name, number in canonical_names(enum_full_name).items()}
+from aos.evidence.v1 import bundle_pb2, evidence_pb2, records_pb2, sources_pb2  # noqa: F401
+from aos_runtime.validation import canonical_names
 
 
 _E = "aos.evidence.v1."

@@ -5,6 +5,7 @@ from aos.logs.v1 import audit_ledger_service_pb2 as audit_pb, audit_ledger_servi
 from aos.logs.v1 import llm_runs_service_pb2 as runs_pb, llm_runs_service_pb2_grpc as runs_grpc
 from aos.logs.v1 import system_logs_service_pb2 as system_pb, system_logs_service_pb2_grpc as system_grpc
 from aos_runtime.server import Servicer, ServiceContext, not_yet_built
+from services.logs.audit_ledger import AuditLedgerService
 
 LLM_RUNS = runs_pb.DESCRIPTOR.services_by_name["LlmRunsService"]
 SYSTEM_LOGS = system_pb.DESCRIPTOR.services_by_name["SystemLogsService"]
@@ -17,11 +18,6 @@ class LlmRunsService(not_yet_built(runs_grpc.LlmRunsServiceServicer, LLM_RUNS, "
 
 
 class SystemLogsService(not_yet_built(system_grpc.SystemLogsServiceServicer, SYSTEM_LOGS, "issue #4")):
-    def __init__(self, ctx: ServiceContext) -> None:
-        self.ctx = ctx
-
-
-class AuditLedgerService(not_yet_built(audit_grpc.AuditLedgerServiceServicer, AUDIT_LEDGER, "issue #4")):
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
 

@@ -1,0 +1,270 @@
+"""AuditLedgerService: translates requests into store calls and rows into protos."""
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+from google.protobuf import struct_pb2
+
+from aos.evidence.v1 import bundle_pb2, evidence_pb2, integrity_pb2
+from aos.logs.v1 import audit_ledger_service_pb2 as pb, audit_ledger_service_pb2_grpc as pb_grpc
+from aos.logs.v1 import records_pb2
+from aos_recording import verify
+from aos_runtime import auth, errors
+from aos_runtime.evidence import Evidence, actor_fields, metadata, timestamp
+from aos_runtime.pagination import page_size
+from aos_runtime.server import ServiceContext, not_yet_built
+from aos_runtime.validation import Request, canonical_names
+from services.logs import store
+
+DESCRIPTOR = pb.DESCRIPTOR.services_by_name["AuditLedgerService"]
+
+EVENTS = canonical_names("aos.evidence.v1.AuditEventType")
+ENTITIES = canonical_names("aos.evidence.v1.AuditEntityType")
+ACTORS = canonical_names("aos.evidence.v1.ActorType")
+SCOPES = canonical_names("aos.evidence.v1.ExportScope")
+BUNDLES = canonical_names("aos.evidence.v1.BundleType")
+FORMATS = canonical_names("aos.evidence.v1.ExportFormat")
+
+# The O1–O3 panels are the ledger restricted to their event categories.
+IDENTITY = ("ActorLoggedIn", "ActorLoggedOut", "ApiKeyCreated", "ApiKeyRevoked")
+AUTHORIZATION = ("AccessGranted", "AccessDenied")
+ACCESS = ("EvidenceExported",)
+
+DOMAIN_OF_ENTITY = {"POLICY_RULE": "POLICY", "POLICY_PROPOSAL": "POLICY", "LIMIT": "POLICY",
+                    "INCIDENT": "INCIDENTS", "ACTOR": "SYSTEM", "API_KEY": "SYSTEM", "LOG_EXPORT": "LOGS"}
+INTEGRITY_DEFAULT, INTEGRITY_MAX = 10_000, 100_000
+
+
+def audit_evidence(row: Mapping[str, Any]) -> Evidence:
+    """An entry's metadata: its actor, and the spine from its entity, its state and its run's trace."""
+    entity, entity_id = row["entity_type"], row["entity_id"]
+    policies = {p for p in (row["state_policy_id"], row["violation_policy_id"]) if p}
+    if entity == "POLICY_RULE":
+        policies.add(entity_id)
+    incidents = {i for i in (row["state_incident_id"], row["trace_incident_id"]) if i}
+    if entity == "INCIDENT":
+        incidents.add(entity_id)
+    return Evidence(tenant_id=row["tenant_id"], occurred_at=row["created_at"], recorded_at=row["recorded_at"],
+                    source_domain=DOMAIN_OF_ENTITY[entity], source_component="audit_ledger",
+                    origin=row["actor_type"], run_id=row["run_id"], trace_id=row["trace_id"],
+                    policy_ids=tuple(policies), incident_ids=tuple(incidents),
+                    export_id=entity_id if entity == "LOG_EXPORT" else None,
+                    correlation_id=row["correlation_id"], checksum=row["content_hash"],
+                    **actor_fields(row["actor_type"], row["actor_id"]))
+
+
+def audit_entry(row: Mapping[str, Any]) -> records_pb2.AuditEntry:
+    entry = records_pb2.AuditEntry(
+        metadata=metadata(audit_evidence(row)), id=row["id"], seq=row["seq"], event_type=EVENTS[row["event_type"]],
+        entity_type=ENTITIES[row["entity_type"]], entity_id=row["entity_id"], actor_type=ACTORS[row["actor_type"]],
+        created_at=timestamp(row["created_at"]), content_hash=bytes(row["content_hash"]).hex(),
+        prev_hash=bytes(row["prev_hash"]).hex(), chain_hash=bytes(row["chain_hash"]).hex())
+    for name in ("actor_id", "action_reason", "correlation_id"):
+        if row[name] is not None:
+            setattr(entry, name, row[name])
+    return entry
+
+
+def export_message(row: Mapping[str, Any]) -> bundle_pb2.Export:
+    """A log_exports row as clients see it (shared by the Logs O5 lists)."""
+    redaction = row["redaction"] or {}
+    message = bundle_pb2.Export(
+        metadata=metadata(Evidence(
+            tenant_id=row["tenant_id"], occurred_at=row["created_at"], recorded_at=row["recorded_at"],
+            source_domain="LOGS", source_component="log_exports", origin=row["requested_by_type"],
+            run_id=row["run_id"], incident_ids=(row["incident_id"],) if row["incident_id"] else (),
+            export_id=row["id"], correlation_id=row["correlation_id"], checksum=row["content_hash"],
+            **actor_fields(row["requested_by_type"], row["requested_by_id"]))),
+        export_id=row["id"], tenant_id=row["tenant_id"], scope=SCOPES[row["scope"]],
+        bundle_type=BUNDLES[row["bundle_type"]], format=FORMATS[row["format"]], content_type=row["content_type"],
+        filename=row["filename"], size_bytes=row["size_bytes"], checksum=bytes(row["checksum"]).hex(),
+        created_at=timestamp(row["created_at"]), requested_by_type=ACTORS[row["requested_by_type"]],
+        requested_by_id=row["requested_by_id"], seq=row["seq"], prev_hash=bytes(row["prev_hash"]).hex(),
+        chain_hash=bytes(row["chain_hash"]).hex(), signing_key_id=row["signing_key_id"],
+        redaction=bundle_pb2.RedactionSummary(
+            profile=redaction.get("profile", ""),
+            counts=[bundle_pb2.RedactionCount(kind=k, count=v) for k, v in sorted(redaction.get("counts", {}).items())]),
+        manifest=_canonical(row["manifest"]), dsse_envelope=json.dumps(row["dsse_envelope"], sort_keys=True))
+    for name in ("run_id", "incident_id", "idempotency_key"):
+        if row[name] is not None:
+            setattr(message, name, row[name])
+    if row["slice_filter"] is not None:
+        message.slice_filter = _canonical(row["slice_filter"])
+    return message
+
+
+def _canonical(value: Any) -> str:
+    from aos_recording.hashing import canonical_json
+
+    return canonical_json(value).decode()
+
+
+def struct(value: Mapping[str, Any] | None) -> struct_pb2.Struct | None:
+    if value is None:
+        return None
+    message = struct_pb2.Struct()
+    message.update(value)
+    return message
+
+
+def answer_metadata(tenant_id: str, component: str, now: datetime | None = None,
+                    checksum: bytes | None = None) -> evidence_pb2.EvidenceMetadata:
+    """Metadata of an answer as a whole (a list or a report): the caller's tenant, the time it was computed."""
+    now = now or datetime.now(timezone.utc)
+    return metadata(Evidence(tenant_id=tenant_id, occurred_at=now, recorded_at=now, source_domain="LOGS",
+                             source_component=component, origin="SYSTEM", system_id="aos-logs", checksum=checksum))
+
+
+class AuditLedgerService(not_yet_built(pb_grpc.AuditLedgerServiceServicer, DESCRIPTOR, "issue #4")):
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+
+    async def _list(self, request, list_name: str, filters: store.AuditFilters, token_filters: dict,
+                    response_cls):
+        tenant = auth.principal().tenant_id
+        limit = page_size(request.page_size)
+        after = self.ctx.page_tokens.read(request.page_token, tenant, list_name, token_filters)
+        page = await self.ctx.db.run(tenant, store.list_audit_entries, tenant, filters, after, limit)
+        next_token = ""
+        if page.has_more:
+            last = page.rows[-1]
+            next_token = self.ctx.page_tokens.issue(tenant, list_name, token_filters,
+                                                    [_iso(last["created_at"]), last["id"]])
+        return response_cls(metadata=answer_metadata(tenant, "audit_ledger"),
+                            entries=[audit_entry(r) for r in page.rows], next_page_token=next_token,
+                            total_size=page.total, total_size_is_estimate=page.total_is_estimate,
+                            has_more=page.has_more)
+
+    async def ListAuditEntries(self, request, context):
+        r = Request()
+        event = r.enum(request.event_type, pb.ListAuditEntriesRequest.DESCRIPTOR.fields_by_name["event_type"].enum_type,
+                       "event_type")
+        entity = r.enum(request.entity_type,
+                        pb.ListAuditEntriesRequest.DESCRIPTOR.fields_by_name["entity_type"].enum_type, "entity_type")
+        actor = r.enum(request.actor_type,
+                       pb.ListAuditEntriesRequest.DESCRIPTOR.fields_by_name["actor_type"].enum_type, "actor_type")
+        actor_id = r.optional_text(request.actor_id, "actor_id")
+        correlation = r.optional_text(request.correlation_id, "correlation_id")
+        start, end = r.time_range(request)
+        r.done()
+        filters = store.AuditFilters(event_types=(event,) if event else (), entity_type=entity, actor_type=actor,
+                                     actor_id=actor_id, correlation_id=correlation, created_after=start,
+                                     created_before=end)
+        return await self._list(request, "audit", filters, _token_filters(filters), pb.ListAuditEntriesResponse)
+
+    async def _category(self, request, list_name: str, events: tuple[str, ...], response_cls):
+        r = Request()
+        actor_id = r.optional_text(request.actor_id, "actor_id")
+        start, end = r.time_range(request)
+        r.done()
+        filters = store.AuditFilters(event_types=events, actor_id=actor_id, created_after=start, created_before=end)
+        return await self._list(request, list_name, filters, _token_filters(filters), response_cls)
+
+    async def ListIdentityEvents(self, request, context):
+        return await self._category(request, "audit.identity", IDENTITY, pb.ListIdentityEventsResponse)
+
+    async def ListAuthorizationDecisions(self, request, context):
+        return await self._category(request, "audit.authorization", AUTHORIZATION,
+                                    pb.ListAuthorizationDecisionsResponse)
+
+    async def ListAccessEvents(self, request, context):
+        return await self._category(request, "audit.access", ACCESS, pb.ListAccessEventsResponse)
+
+    async def GetAuditEntry(self, request, context):
+        r = Request()
+        entry_id = r.resource_id(request.entry_id, "entry_id")
+        r.done()
+        tenant = auth.principal().tenant_id
+        row = await self.ctx.db.run(tenant, store.get_audit_entry, tenant, entry_id)
+        if row is None:
+            raise errors.not_found("audit entry", entry_id)
+        entry = audit_entry(row)
+        return pb.GetAuditEntryResponse(metadata=entry.metadata, entry=entry, before_state=struct(row["before_state"]),
+                                        after_state=struct(row["after_state"]))
+
+    async def GetIntegrityReport(self, request, context):
+        r = Request()
+        if request.from_seq < 0:
+            r.violations.add("from_seq", "must not be negative")
+        if request.to_seq < 0:
+            r.violations.add("to_seq", "must not be negative")
+        if request.from_seq and request.to_seq and request.to_seq < request.from_seq:
+            r.violations.add("to_seq", "must not be before from_seq")
+        if request.max_entries < 0:
+            r.violations.add("max_entries", "must not be negative")
+        r.done()
+        tenant = auth.principal().tenant_id
+        first = max(1, request.from_seq)
+        bounds = {"from_seq": first, "to_seq": request.to_seq}
+        cursor = self.ctx.page_tokens.read(request.page_token, tenant, "audit.integrity", bounds)
+        start = int(cursor[0]) if cursor else first
+        budget = min(request.max_entries or INTEGRITY_DEFAULT, INTEGRITY_MAX)
+        head, report = await self.ctx.db.run(tenant, _verify_range, tenant, start, request.to_seq or None, budget)
+        now = datetime.now(timezone.utc)
+        response = pb.GetIntegrityReportResponse(
+            metadata=answer_metadata(tenant, "audit_ledger.integrity", now,
+                                     checksum=bytes(head["chain_hash"]) if head else None),
+            checked_at=timestamp(now), entries_checked=report.checked,
+            anomalies=[integrity_pb2.ChainAnomaly(seq=a.seq, kind=integrity_pb2.AnomalyKind.Value(f"ANOMALY_KIND_{a.kind}"),
+                                                  expected=a.expected, actual=a.actual, detail=a.detail)
+                       for a in report.anomalies])
+        if head is None:
+            response.status = integrity_pb2.INTEGRITY_STATUS_EMPTY
+            return response
+        response.head.CopyFrom(integrity_pb2.ChainHead(seq=head["seq"], chain_hash=bytes(head["chain_hash"]).hex(),
+                                                       created_at=timestamp(head["created_at"])))
+        if report.checked:
+            response.verified_from_seq, response.verified_to_seq = report.first_seq, report.last_seq
+        end = min(request.to_seq or head["seq"], head["seq"])
+        last = report.last_seq or start - 1
+        if last < end and report.checked:
+            response.has_more = True
+            response.next_page_token = self.ctx.page_tokens.issue(tenant, "audit.integrity", bounds, [last + 1])
+        if report.anomalies:
+            response.status = integrity_pb2.INTEGRITY_STATUS_ANOMALIES_FOUND
+        elif response.has_more:
+            response.status = integrity_pb2.INTEGRITY_STATUS_PARTIAL
+        else:
+            response.status = integrity_pb2.INTEGRITY_STATUS_VERIFIED
+        return response
+
+    async def ListAuditExports(self, request, context):
+        r = Request()
+        start, end = r.time_range(request)
+        r.done()
+        tenant = auth.principal().tenant_id
+        token_filters = {"created_after": _iso(start), "created_before": _iso(end)}
+        limit = page_size(request.page_size)
+        after = self.ctx.page_tokens.read(request.page_token, tenant, "audit.exports", token_filters)
+        page = await self.ctx.db.run(tenant, store.list_exports, tenant, start, end, after, limit)
+        next_token = ""
+        if page.has_more:
+            last = page.rows[-1]
+            next_token = self.ctx.page_tokens.issue(tenant, "audit.exports", token_filters,
+                                                    [_iso(last["created_at"]), last["id"]])
+        return pb.ListAuditExportsResponse(
+            metadata=answer_metadata(tenant, "log_exports"), exports=[export_message(r) for r in page.rows],
+            next_page_token=next_token, total_size=page.total, total_size_is_estimate=page.total_is_estimate,
+            has_more=page.has_more)
+
+
+def _verify_range(conn, tenant: str, start: int, to_seq: int | None, budget: int):
+    """The head and a verification of at most ``budget`` entries from ``start`` (one transaction)."""
+    head = store.ledger_head(conn, tenant)
+    if head is None:
+        return None, verify.ChainReport()
+    end = min(to_seq or head["seq"], head["seq"], start + budget - 1)
+    return head, verify.verify_ledger(conn, tenant, from_seq=start, to_seq=end)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.astimezone(timezone.utc).isoformat() if value else None
+
+
+def _token_filters(filters: store.AuditFilters) -> dict:
+    return {"event_types": list(filters.event_types), "entity_type": filters.entity_type,
+            "actor_type": filters.actor_type, "actor_id": filters.actor_id,
+            "correlation_id": filters.correlation_id, "created_after": _iso(filters.created_after),
+            "created_before": _iso(filters.created_before)}
