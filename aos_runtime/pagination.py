@@ -24,15 +24,6 @@ EXACT_TOTAL_LIMIT = 10_000  # totals are exact up to here; above, an estimate (f
 _VERSION = 1
 
 
-def page_size(requested: int, field: str = "page_size") -> int:
-    """0 → 50; above 1000 → 1000; negative → INVALID_ARGUMENT."""
-    if requested < 0:
-        raise invalid_argument(field, "must not be negative")
-    if requested == 0:
-        return DEFAULT_PAGE_SIZE
-    return min(requested, MAX_PAGE_SIZE)
-
-
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 

@@ -9,6 +9,7 @@ from google.protobuf import descriptor_pool
 
 from aos.evidence.v1 import options_pb2
 from aos_runtime.errors import Violations
+from aos_runtime.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 RESOURCE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,199}$")
 MAX_TEXT = 256
@@ -40,6 +41,13 @@ class Request:
 
     def done(self) -> None:
         self.violations.raise_if_any()
+
+    def page_size(self, requested: int, field: str = "page_size") -> int:
+        """0 → 50; above 1000 → 1000; negative → a violation (SPEC section 3)."""
+        if requested < 0:
+            self.violations.add(field, "must not be negative")
+            return DEFAULT_PAGE_SIZE
+        return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 
     def resource_id(self, value: str, field: str) -> str:
         if not value:

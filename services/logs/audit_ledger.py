@@ -13,7 +13,6 @@ from aos.logs.v1 import records_pb2
 from aos_recording import verify
 from aos_runtime import auth, errors
 from aos_runtime.evidence import Evidence, actor_fields, metadata, timestamp
-from aos_runtime.pagination import page_size
 from aos_runtime.server import ServiceContext, not_yet_built
 from aos_runtime.validation import Request, canonical_names
 from services.logs import store
@@ -121,10 +120,9 @@ class AuditLedgerService(not_yet_built(pb_grpc.AuditLedgerServiceServicer, DESCR
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
 
-    async def _list(self, request, list_name: str, filters: store.AuditFilters, token_filters: dict,
-                    response_cls):
+    async def _list(self, request, list_name: str, filters: store.AuditFilters, limit: int, response_cls):
         tenant = auth.principal().tenant_id
-        limit = page_size(request.page_size)
+        token_filters = _token_filters(filters)
         after = self.ctx.page_tokens.read(request.page_token, tenant, list_name, token_filters)
         page = await self.ctx.db.run(tenant, store.list_audit_entries, tenant, filters, after, limit)
         next_token = ""
@@ -148,19 +146,21 @@ class AuditLedgerService(not_yet_built(pb_grpc.AuditLedgerServiceServicer, DESCR
         actor_id = r.optional_text(request.actor_id, "actor_id")
         correlation = r.optional_text(request.correlation_id, "correlation_id")
         start, end = r.time_range(request)
+        limit = r.page_size(request.page_size)
         r.done()
         filters = store.AuditFilters(event_types=(event,) if event else (), entity_type=entity, actor_type=actor,
                                      actor_id=actor_id, correlation_id=correlation, created_after=start,
                                      created_before=end)
-        return await self._list(request, "audit", filters, _token_filters(filters), pb.ListAuditEntriesResponse)
+        return await self._list(request, "audit", filters, limit, pb.ListAuditEntriesResponse)
 
     async def _category(self, request, list_name: str, events: tuple[str, ...], response_cls):
         r = Request()
         actor_id = r.optional_text(request.actor_id, "actor_id")
         start, end = r.time_range(request)
+        limit = r.page_size(request.page_size)
         r.done()
         filters = store.AuditFilters(event_types=events, actor_id=actor_id, created_after=start, created_before=end)
-        return await self._list(request, list_name, filters, _token_filters(filters), response_cls)
+        return await self._list(request, list_name, filters, limit, response_cls)
 
     async def ListIdentityEvents(self, request, context):
         return await self._category(request, "audit.identity", IDENTITY, pb.ListIdentityEventsResponse)
@@ -233,10 +233,10 @@ class AuditLedgerService(not_yet_built(pb_grpc.AuditLedgerServiceServicer, DESCR
     async def ListAuditExports(self, request, context):
         r = Request()
         start, end = r.time_range(request)
+        limit = r.page_size(request.page_size)
         r.done()
         tenant = auth.principal().tenant_id
         token_filters = {"created_after": _iso(start), "created_before": _iso(end)}
-        limit = page_size(request.page_size)
         after = self.ctx.page_tokens.read(request.page_token, tenant, "audit.exports", token_filters)
         page = await self.ctx.db.run(tenant, store.list_exports, tenant, start, end, after, limit)
         next_token = ""

@@ -2,16 +2,20 @@
 import pytest
 
 from aos_runtime.errors import ApiError
-from aos_runtime.pagination import PageTokens, page_size
+from aos_runtime.pagination import PageTokens
+from aos_runtime.validation import Request
 
 TOKENS = PageTokens(b"k" * 32)
 FILTERS = {"event_type": "LimitCreated", "created_after": None}
 
 
 def test_page_size_rules():
-    assert page_size(0) == 50 and page_size(7) == 7 and page_size(1000) == 1000 and page_size(5000) == 1000
+    r = Request()
+    assert [r.page_size(n) for n in (0, 7, 1000, 5000)] == [50, 7, 1000, 1000]
+    r.done()
+    r.page_size(-1)
     with pytest.raises(ApiError) as err:
-        page_size(-1)
+        r.done()
     assert err.value.violations == [("page_size", "must not be negative")]
 
 
