@@ -261,3 +261,27 @@ async def test_another_tenants_run_is_not_found_in_system_logs(system, rpc, requ
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await getattr(system, rpc)(request_cls(run_id=SUPPORT), metadata=auth(ACME))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_every_list_shows_only_the_callers_tenant(suite, demo):  # noqa: F811
+    """Two tenants loaded the same stories: each list answers with its caller's rows alone."""
+    from aos.logs.v1 import audit_ledger_service_pb2 as audit_pb, audit_ledger_service_pb2_grpc as audit_grpc
+
+    async with grpc.aio.insecure_channel(suite["logs"]) as channel:
+        audit = audit_grpc.AuditLedgerServiceStub(channel)
+        runs_stub = runs_grpc.LlmRunsServiceStub(channel)
+        system_stub = sys_grpc.SystemLogsServiceStub(channel)
+        answers = {
+            "audit": (await audit.ListAuditEntries(audit_pb.ListAuditEntriesRequest(), metadata=auth(ACME))).entries,
+            "identity": (await audit.ListIdentityEvents(audit_pb.ListIdentityEventsRequest(),
+                                                        metadata=auth(ACME))).entries,
+            "authorization": (await audit.ListAuthorizationDecisions(audit_pb.ListAuthorizationDecisionsRequest(),
+                                                                     metadata=auth(ACME))).entries,
+            "runs": (await runs_stub.ListLlmRuns(runs_pb.ListLlmRunsRequest(), metadata=auth(ACME))).runs,
+            "system": (await system_stub.ListSystemRecords(sys_pb.ListSystemRecordsRequest(),
+                                                           metadata=auth(ACME))).records,
+        }
+    for name, items in answers.items():
+        assert items, name
+        assert {i.metadata.tenant_id for i in items} == {ACME}, name
+        assert not [i for i in items if DEMO in str(i)], f"{name} leaked {DEMO}'s rows"

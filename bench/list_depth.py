@@ -1,0 +1,92 @@
+"""Does a deep page cost what the first page costs? (issue #4)
+
+    .venv/bin/python bench/list_depth.py [--entries 110000] [--pages 2000] [--page-size 50]
+
+Bulk-loads one large tenant's audit ledger, starts the Logs service in this process
+on an ephemeral port, and walks ListAuditEntries page by page through a real gRPC
+channel, following next_page_token (no shortcut to the deep pages). Reports the
+median and p90 latency of the first 20 pages against the last 20, and their ratio.
+Uses the embedded Postgres in a temporary directory unless DATABASE_URL is set.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+
+from aos.logs.v1 import audit_ledger_service_pb2 as pb, audit_ledger_service_pb2_grpc as pb_grpc
+from aos_recording import bulk
+from aos_runtime import migrate
+from aos_runtime.auth import mint_token
+from aos_runtime.config import Settings
+from aos_runtime.embedded import EmbeddedPostgres
+from aos_runtime.service_main import build_server
+from services.logs.server import servicers
+
+SECRET = "bench-secret-" + "x" * 40
+
+
+async def walk(url: str, pages: int, size: int, data_dir: Path) -> list[float]:
+    settings = dataclasses.replace(Settings.from_env({}), jwt_secret=SECRET, data_dir=data_dir)
+    server = build_server("logs", servicers, settings, url, port=0)
+    port = await server.start()
+    (tenant,) = bulk.tenant_ids(1)
+    metadata = (("authorization", f"Bearer {mint_token(secret=SECRET, tenant_id=tenant, subject='bench')}"),)
+    latencies, token = [], ""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.AuditLedgerServiceStub(channel)
+        for _ in range(pages):
+            started = time.perf_counter()
+            reply = await stub.ListAuditEntries(pb.ListAuditEntriesRequest(page_size=size, page_token=token),
+                                                metadata=metadata)
+            latencies.append(time.perf_counter() - started)
+            assert len(reply.entries) == size, "ran out of entries: load more with --entries"
+            token = reply.next_page_token
+    await server.stop(grace=0)
+    return latencies
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {"p50_ms": round(statistics.median(ordered) * 1000, 2),
+            "p90_ms": round(ordered[int(0.9 * (len(ordered) - 1))] * 1000, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--entries", type=int, default=110_000)
+    parser.add_argument("--pages", type=int, default=2000)
+    parser.add_argument("--page-size", type=int, default=50)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="aos-bench-"))
+    server, url = None, os.environ.get("DATABASE_URL")
+    if not url:
+        server = EmbeddedPostgres(work / "pg", durable=False)
+        server.start()
+        url = server.url
+    try:
+        migrate.upgrade(url)
+        bulk.load(url, bulk.Volume(tenants=1, ledger=args.entries, traces=0, steps=0, system=0))
+        latencies = asyncio.run(walk(url, args.pages, args.page_size, work))
+    finally:
+        if server:
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    first, last = summary(latencies[:20]), summary(latencies[-20:])
+    print(json.dumps({"entries": args.entries, "page_size": args.page_size, "pages_walked": args.pages,
+                      f"pages_1_to_20": first, f"pages_{args.pages - 19}_to_{args.pages}": last,
+                      "deep_over_first_p50": round(last["p50_ms"] / first["p50_ms"], 2),
+                      "all_pages": summary(latencies)}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
