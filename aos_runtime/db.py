@@ -1,12 +1,15 @@
 """Database engine, pool and tenant-scoped transactions.
 
-Access model — chosen by measurement (bench/db_access_choice.py, BENCHMARKS.md):
-store functions are plain synchronous SQLAlchemy Core over psycopg 3, run by
-``Database.run`` in a thread pool exactly as large as the connection pool. Against
-the async engine (SQLAlchemy asyncio over psycopg's async connection) on the same
-query it served ~40 % more transactions per second with half the p99 at 64
-concurrent callers, and ~10 % more at 8; the async bridge's per-statement overhead
-outweighs what it saves in threads here.
+Access model — chosen by measurement (bench/db_access_choice.py; figures in
+BENCHMARKS.md): store functions are plain synchronous SQLAlchemy Core over
+psycopg 3, run by ``Database.run`` in a thread pool exactly as large as the
+connection pool. Against the async engine (SQLAlchemy asyncio over psycopg's async
+connection) on the same query, throughput was a wash on this 2-core machine (within
+run-to-run noise), but with 64 callers on a 10-connection pool the thread pool held
+p99 at ~160-170 ms where the async engine let it reach ~325-335 ms: callers queue
+in FIFO order for a connection instead of being scheduled unevenly. At 8 callers
+the async engine's p99 was lower (~20 vs ~28 ms). We take the bounded tail under
+overload, and synchronous store code that reads as plain SQL.
 
 What the async model gave for free is kept explicitly:
 - a call's deadline bounds its SQL: ``SET LOCAL statement_timeout`` is the time the

@@ -1,0 +1,77 @@
+"""The runtime's database access: deadlines bound SQL, cancelled calls cancel their query,
+an exhausted pool answers RESOURCE_EXHAUSTED, and sessions hold their service's role."""
+import asyncio
+import time
+
+import psycopg
+import pytest
+import sqlalchemy.exc
+from sqlalchemy import text
+
+from aos_runtime.db import Database, call_deadline
+from aos_runtime.errors import ApiError
+
+pytestmark = pytest.mark.db
+
+
+def sleep(conn, seconds: float):
+    return conn.execute(text("SELECT pg_sleep(:s)"), {"s": seconds}).scalar()
+
+
+def whoami(conn):
+    return conn.execute(text("SELECT current_user, current_setting('transaction_read_only'), "
+                             "current_setting('aos.tenant_id', true)")).one()
+
+
+async def test_sessions_hold_the_service_role_and_tenant(database_url):
+    for service, role, read_only in (("logs", "aos_logs", "on"), ("export", "aos_export", "off")):
+        db = Database(database_url, service=service, pool_size=1)
+        assert tuple(await db.run("tenant-x", whoami)) == (role, read_only, "tenant-x")
+        await db.close()
+
+
+async def test_the_deadline_bounds_the_query(database_url):
+    db = Database(database_url, service="logs", pool_size=1)
+    call_deadline.set(time.monotonic() + 0.3)
+    started = time.monotonic()
+    with pytest.raises(sqlalchemy.exc.OperationalError) as err:
+        await db.run("t", sleep, 5)
+    assert isinstance(err.value.orig, psycopg.errors.QueryCanceled)
+    assert time.monotonic() - started < 2
+    call_deadline.set(None)
+    await db.close()
+
+
+async def test_a_cancelled_call_cancels_its_query(database_url):
+    db = Database(database_url, service="logs", pool_size=1)
+    task = asyncio.create_task(db.run("t", sleep, 30))
+    await asyncio.sleep(0.5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+    def sleeping():
+        with psycopg.connect(database_url) as conn:
+            return conn.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep%%' "
+                                "AND state = 'active'").fetchone()[0]
+
+    for _ in range(50):
+        if await asyncio.to_thread(sleeping) == 0:
+            break
+        await asyncio.sleep(0.1)
+    assert await asyncio.to_thread(sleeping) == 0
+    # The connection came back to the pool usable.
+    assert tuple(await db.run("t", whoami))[0] == "aos_logs"
+    await db.close()
+
+
+async def test_an_exhausted_pool_answers_resource_exhausted(database_url):
+    db = Database(database_url, service="logs", pool_size=1, pool_timeout_s=0.3)
+    busy = asyncio.create_task(db.run("t", sleep, 2))
+    await asyncio.sleep(0.2)
+    started = time.monotonic()
+    with pytest.raises(ApiError) as err:
+        await db.run("t", whoami)
+    assert err.value.code.name == "RESOURCE_EXHAUSTED" and time.monotonic() - started < 1.5
+    await busy
+    await db.close()
