@@ -34,7 +34,7 @@ from typing import Any, Callable, TypeVar
 import grpc
 import psycopg
 from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import make_url
 
 from aos_runtime.errors import ApiError
 

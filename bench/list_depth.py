@@ -83,7 +83,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     first, last = summary(latencies[:20]), summary(latencies[-20:])
     print(json.dumps({"entries": args.entries, "page_size": args.page_size, "pages_walked": args.pages,
-                      f"pages_1_to_20": first, f"pages_{args.pages - 19}_to_{args.pages}": last,
+                      "pages_1_to_20": first, f"pages_{args.pages - 19}_to_{args.pages}": last,
                       "deep_over_first_p50": round(last["p50_ms"] / first["p50_ms"], 2),
                       "all_pages": summary(latencies)}, indent=2))
 

@@ -21,8 +21,6 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from sqlalchemy import text
-
 from aos_recording import bulk, store, verify
 from aos_recording.sources import SourceWriter
 from aos_recording.writers import AuditLedgerWriter, Producer

@@ -1,120 +1,26 @@
 """AuditLedgerService: translates requests into store calls and rows into protos."""
 from __future__ import annotations
 
-import json
 from datetime import datetime, timezone
-from typing import Any, Mapping
 
-from google.protobuf import struct_pb2
-
-from aos.evidence.v1 import bundle_pb2, evidence_pb2, integrity_pb2
+from aos.evidence.v1 import integrity_pb2
 from aos.logs.v1 import audit_ledger_service_pb2 as pb, audit_ledger_service_pb2_grpc as pb_grpc
-from aos.logs.v1 import records_pb2
 from aos_recording import verify
 from aos_runtime import auth, errors
-from aos_runtime.evidence import Evidence, actor_fields, metadata, timestamp
+from aos_runtime.evidence import timestamp
 from aos_runtime.server import ServiceContext, not_yet_built
-from aos_runtime.validation import Request, canonical_names
+from aos_runtime.validation import Request
 from services.logs import store
+from services.logs.messages import answer_metadata, audit_entry, export_message, struct
 
 DESCRIPTOR = pb.DESCRIPTOR.services_by_name["AuditLedgerService"]
 
-EVENTS = canonical_names("aos.evidence.v1.AuditEventType")
-ENTITIES = canonical_names("aos.evidence.v1.AuditEntityType")
-ACTORS = canonical_names("aos.evidence.v1.ActorType")
-SCOPES = canonical_names("aos.evidence.v1.ExportScope")
-BUNDLES = canonical_names("aos.evidence.v1.BundleType")
-FORMATS = canonical_names("aos.evidence.v1.ExportFormat")
 
 # The O1–O3 panels are the ledger restricted to their event categories.
 IDENTITY = ("ActorLoggedIn", "ActorLoggedOut", "ApiKeyCreated", "ApiKeyRevoked")
 AUTHORIZATION = ("AccessGranted", "AccessDenied")
 ACCESS = ("EvidenceExported",)
-
-DOMAIN_OF_ENTITY = {"POLICY_RULE": "POLICY", "POLICY_PROPOSAL": "POLICY", "LIMIT": "POLICY",
-                    "INCIDENT": "INCIDENTS", "ACTOR": "SYSTEM", "API_KEY": "SYSTEM", "LOG_EXPORT": "LOGS"}
 INTEGRITY_DEFAULT, INTEGRITY_MAX = 10_000, 100_000
-
-
-def audit_evidence(row: Mapping[str, Any]) -> Evidence:
-    """An entry's metadata: its actor, and the spine from its entity, its state and its run's trace."""
-    entity, entity_id = row["entity_type"], row["entity_id"]
-    policies = {p for p in (row["state_policy_id"], row["violation_policy_id"]) if p}
-    if entity == "POLICY_RULE":
-        policies.add(entity_id)
-    incidents = {i for i in (row["state_incident_id"], row["trace_incident_id"]) if i}
-    if entity == "INCIDENT":
-        incidents.add(entity_id)
-    return Evidence(tenant_id=row["tenant_id"], occurred_at=row["created_at"], recorded_at=row["recorded_at"],
-                    source_domain=DOMAIN_OF_ENTITY[entity], source_component="audit_ledger",
-                    origin=row["actor_type"], run_id=row["run_id"], trace_id=row["trace_id"],
-                    policy_ids=tuple(policies), incident_ids=tuple(incidents),
-                    export_id=entity_id if entity == "LOG_EXPORT" else None,
-                    correlation_id=row["correlation_id"], checksum=row["content_hash"],
-                    **actor_fields(row["actor_type"], row["actor_id"]))
-
-
-def audit_entry(row: Mapping[str, Any]) -> records_pb2.AuditEntry:
-    entry = records_pb2.AuditEntry(
-        metadata=metadata(audit_evidence(row)), id=row["id"], seq=row["seq"], event_type=EVENTS[row["event_type"]],
-        entity_type=ENTITIES[row["entity_type"]], entity_id=row["entity_id"], actor_type=ACTORS[row["actor_type"]],
-        created_at=timestamp(row["created_at"]), content_hash=bytes(row["content_hash"]).hex(),
-        prev_hash=bytes(row["prev_hash"]).hex(), chain_hash=bytes(row["chain_hash"]).hex())
-    for name in ("actor_id", "action_reason", "correlation_id"):
-        if row[name] is not None:
-            setattr(entry, name, row[name])
-    return entry
-
-
-def export_message(row: Mapping[str, Any]) -> bundle_pb2.Export:
-    """A log_exports row as clients see it (shared by the Logs O5 lists)."""
-    redaction = row["redaction"] or {}
-    message = bundle_pb2.Export(
-        metadata=metadata(Evidence(
-            tenant_id=row["tenant_id"], occurred_at=row["created_at"], recorded_at=row["recorded_at"],
-            source_domain="LOGS", source_component="log_exports", origin=row["requested_by_type"],
-            run_id=row["run_id"], incident_ids=(row["incident_id"],) if row["incident_id"] else (),
-            export_id=row["id"], correlation_id=row["correlation_id"], checksum=row["content_hash"],
-            **actor_fields(row["requested_by_type"], row["requested_by_id"]))),
-        export_id=row["id"], tenant_id=row["tenant_id"], scope=SCOPES[row["scope"]],
-        bundle_type=BUNDLES[row["bundle_type"]], format=FORMATS[row["format"]], content_type=row["content_type"],
-        filename=row["filename"], size_bytes=row["size_bytes"], checksum=bytes(row["checksum"]).hex(),
-        created_at=timestamp(row["created_at"]), requested_by_type=ACTORS[row["requested_by_type"]],
-        requested_by_id=row["requested_by_id"], seq=row["seq"], prev_hash=bytes(row["prev_hash"]).hex(),
-        chain_hash=bytes(row["chain_hash"]).hex(), signing_key_id=row["signing_key_id"],
-        redaction=bundle_pb2.RedactionSummary(
-            profile=redaction.get("profile", ""),
-            counts=[bundle_pb2.RedactionCount(kind=k, count=v) for k, v in sorted(redaction.get("counts", {}).items())]),
-        manifest=_canonical(row["manifest"]), dsse_envelope=json.dumps(row["dsse_envelope"], sort_keys=True))
-    for name in ("run_id", "incident_id", "idempotency_key"):
-        if row[name] is not None:
-            setattr(message, name, row[name])
-    if row["slice_filter"] is not None:
-        message.slice_filter = _canonical(row["slice_filter"])
-    return message
-
-
-def _canonical(value: Any) -> str:
-    from aos_recording.hashing import canonical_json
-
-    return canonical_json(value).decode()
-
-
-def struct(value: Mapping[str, Any] | None) -> struct_pb2.Struct | None:
-    if value is None:
-        return None
-    message = struct_pb2.Struct()
-    message.update(value)
-    return message
-
-
-def answer_metadata(tenant_id: str, component: str, now: datetime | None = None,
-                    checksum: bytes | None = None) -> evidence_pb2.EvidenceMetadata:
-    """Metadata of an answer as a whole (a list or a report): the caller's tenant, the time it was computed."""
-    now = now or datetime.now(timezone.utc)
-    return metadata(Evidence(tenant_id=tenant_id, occurred_at=now, recorded_at=now, source_domain="LOGS",
-                             source_component=component, origin="SYSTEM", system_id="aos-logs", checksum=checksum))
-
 
 class AuditLedgerService(not_yet_built(pb_grpc.AuditLedgerServiceServicer, DESCRIPTOR, "issue #4")):
     def __init__(self, ctx: ServiceContext) -> None:

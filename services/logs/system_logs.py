@@ -2,45 +2,20 @@
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from typing import Any, Mapping
 
-from aos.logs.v1 import records_pb2
 from aos.logs.v1 import system_logs_service_pb2 as pb, system_logs_service_pb2_grpc as pb_grpc
 from aos_runtime import auth, errors
-from aos_runtime.evidence import Evidence, metadata, timestamp
+from aos_runtime.evidence import timestamp
 from aos_runtime.server import ServiceContext, not_yet_built
-from aos_runtime.validation import Request, canonical_names
+from aos_runtime.validation import Request
 from services.logs import store
+from services.logs.messages import CAUSES, SYSTEM_EVENTS, answer_metadata, system_record
+from services.logs.replay import load_replay
 
 DESCRIPTOR = pb.DESCRIPTOR.services_by_name["SystemLogsService"]
-EVENT_TYPES = canonical_names("aos.evidence.v1.SystemEventType")
-SEVERITIES = canonical_names("aos.evidence.v1.SystemSeverity")
-CAUSES = canonical_names("aos.evidence.v1.CausedBy")
 TELEMETRY_GAP = ("no infrastructure telemetry producer exists in the platform yet: CPU, memory and latency "
                  "of the run's hosts were never collected, so none can be shown")
 AVAILABLE_INSTEAD = ["events", "snapshot", "replay", "attribution"]
-
-
-def system_record(row: Mapping[str, Any], viewer: str) -> records_pb2.SystemRecord:
-    """A system record as ``viewer`` sees it (a system-wide one belongs to every tenant)."""
-    cause, actor = row["caused_by"], row["actor_id"]
-    actors = {"human_actor_id": actor} if cause == "HUMAN" and actor else {}
-    actors["system_id"] = actor if cause == "AUTOMATION" and actor else row["component"]
-    record = records_pb2.SystemRecord(
-        metadata=metadata(Evidence(
-            tenant_id=viewer, occurred_at=row["created_at"], recorded_at=row["recorded_at"], source_domain="SYSTEM",
-            source_component=row["component"], origin="HUMAN" if cause == "HUMAN" else "SYSTEM",
-            run_id=row["run_id"], correlation_id=row["correlation_id"], checksum=row["content_hash"], **actors)),
-        id=row["id"], system_wide=row["tenant_id"] is None, component=row["component"],
-        event_type=EVENT_TYPES[row["event_type"]], severity=SEVERITIES[row["severity"]], summary=row["summary"],
-        caused_by=CAUSES[row["caused_by"]], created_at=timestamp(row["created_at"]),
-        content_hash=bytes(row["content_hash"]).hex())
-    if row["details"] is not None:
-        record.details.update(row["details"])
-    for name in ("actor_id", "correlation_id", "run_id", "environment_id"):
-        if row[name] is not None:
-            setattr(record, name, row[name])
-    return record
 
 
 class SystemLogsService(not_yet_built(pb_grpc.SystemLogsServiceServicer, DESCRIPTOR, "issue #4")):
@@ -68,7 +43,7 @@ class SystemLogsService(not_yet_built(pb_grpc.SystemLogsServiceServicer, DESCRIP
         after = self.ctx.page_tokens.read(request.page_token, tenant, "system", token_filters)
         page = await self.ctx.db.run(tenant, store.list_system_records, tenant, filters, after, limit)
         return pb.ListSystemRecordsResponse(
-            metadata=_answer(tenant, "system_records"), records=[system_record(row, tenant) for row in page.rows],
+            metadata=answer_metadata(tenant, "system_records"), records=[system_record(row, tenant) for row in page.rows],
             next_page_token=self._next_token(tenant, "system", token_filters, page), total_size=page.total,
             total_size_is_estimate=page.total_is_estimate, has_more=page.has_more)
 
@@ -91,7 +66,7 @@ class SystemLogsService(not_yet_built(pb_grpc.SystemLogsServiceServicer, DESCRIP
         if count is None:
             raise errors.not_found("llm run", run_id)
         return pb.GetSystemTelemetryResponse(
-            metadata=_answer(tenant, "telemetry"), run_id=run_id, status=pb.TELEMETRY_STATUS_NOT_COLLECTED,
+            metadata=answer_metadata(tenant, "telemetry"), run_id=run_id, status=pb.TELEMETRY_STATUS_NOT_COLLECTED,
             reason=TELEMETRY_GAP, available_data=AVAILABLE_INSTEAD, run_event_count=count)
 
     async def ListSystemRunEvents(self, request, context):
@@ -102,15 +77,13 @@ class SystemLogsService(not_yet_built(pb_grpc.SystemLogsServiceServicer, DESCRIP
         if page is None:
             raise errors.not_found("llm run", run_id)
         return pb.ListSystemRunEventsResponse(
-            metadata=_answer(tenant, "system_records"), records=[system_record(row, tenant) for row in page.rows],
+            metadata=answer_metadata(tenant, "system_records"), records=[system_record(row, tenant) for row in page.rows],
             next_page_token=self._next_token(tenant, "system.run-events", token_filters, page),
             total_size=page.total, total_size_is_estimate=page.total_is_estimate, has_more=page.has_more)
 
     async def GetSystemReplay(self, request, context):
-        from services.logs.llm_runs import load_replay
-
         window = await load_replay(self.ctx, request, llm=False, policy=False)
-        return pb.GetSystemReplayResponse(metadata=_answer(auth.principal().tenant_id, "replay"), replay=window)
+        return pb.GetSystemReplayResponse(metadata=answer_metadata(auth.principal().tenant_id, "replay"), replay=window)
 
     async def GetSystemAttribution(self, request, context):
         r = Request()
@@ -127,20 +100,14 @@ class SystemLogsService(not_yet_built(pb_grpc.SystemLogsServiceServicer, DESCRIP
         after = self.ctx.page_tokens.read(request.page_token, tenant, "system.attribution", token_filters)
         rows, page = await self.ctx.db.run(tenant, store.attribution, tenant, start, end, after, limit)
         return pb.GetSystemAttributionResponse(
-            metadata=_answer(tenant, "system_records.attribution"), window_start=timestamp(start),
+            metadata=answer_metadata(tenant, "system_records.attribution"), window_start=timestamp(start),
             window_end=timestamp(end),
             rows=[pb.AttributionRow(caused_by=CAUSES[row["caused_by"]], component=row["component"],
-                                    event_type=EVENT_TYPES[row["event_type"]], count=row["count"],
+                                    event_type=SYSTEM_EVENTS[row["event_type"]], count=row["count"],
                                     actor_ids=sorted(row["actor_ids"])) for row in rows],
             records=[system_record(row, tenant) for row in page.rows],
             next_page_token=self._next_token(tenant, "system.attribution", token_filters, page),
             total_size=page.total, has_more=page.has_more)
-
-
-def _answer(tenant: str, component: str):
-    from services.logs.audit_ledger import answer_metadata
-
-    return answer_metadata(tenant, component)
 
 
 def _run(request) -> tuple[str, str, int]:

@@ -5,7 +5,9 @@ import pytest
 
 from aos_runtime.config import SERVICES
 from aos_runtime.service_main import build_server
-from tests.e2e.support import service_modules, settings
+from aos_recording import scenarios
+from aos_recording.writers import Producer
+from tests.e2e.support import BASE, service_modules, settings
 
 @pytest.fixture(scope="session")
 async def suite(database_url, tmp_path_factory):
@@ -19,3 +21,12 @@ async def suite(database_url, tmp_path_factory):
     yield addresses
     for server in servers.values():
         await server.stop(grace=1)
+
+
+@pytest.fixture(scope="session")
+def demo(database_url):
+    """The demo scenarios for both demo tenants, at a fixed base time, in the suite's database."""
+    producer = Producer(database_url)
+    scenarios.load_demo(producer, base=BASE)
+    producer.close()
+    return BASE

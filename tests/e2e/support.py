@@ -2,6 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
+from datetime import datetime, timezone
+
+import grpc
+from google.protobuf import timestamp_pb2
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
 
 from aos_runtime.auth import SCOPES, mint_token
 from aos_runtime.config import Settings
@@ -23,3 +29,29 @@ def service_modules():
     from services.overview import server as overview
 
     return {"overview": overview, "logs": logs, "export": export}
+
+
+# The demo scenarios' fixed base time and tenants (tests/e2e/conftest.py loads them).
+BASE = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
+DEMO, ACME = "tenant-demo", "tenant-acme"
+
+
+def auth(tenant=DEMO):
+    """Call metadata carrying a token for ``tenant``."""
+    return (("authorization", f"Bearer {token(tenant)}"),)
+
+
+def ts(value: datetime) -> timestamp_pb2.Timestamp:
+    t = timestamp_pb2.Timestamp()
+    t.FromDatetime(value)
+    return t
+
+
+def violations(err: grpc.aio.AioRpcError) -> dict[str, str]:
+    found = {}
+    for detail in rpc_status.from_call(err).details:
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            found.update({v.field: v.description for v in bad.field_violations})
+    return found

@@ -5,53 +5,20 @@ from datetime import datetime, timedelta, timezone
 
 import grpc
 import pytest
-from google.protobuf import timestamp_pb2
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from aos.evidence.v1 import evidence_pb2, integrity_pb2
 from aos.logs.v1 import audit_ledger_service_pb2 as pb, audit_ledger_service_pb2_grpc as pb_grpc
-from aos_recording import hashing, scenarios
-from aos_recording.writers import Producer
-from tests.e2e.support import token
+from aos_recording import hashing
+from aos_runtime.validation import by_number
+from tests.e2e.support import ACME, BASE, DEMO, auth, ts, violations
 
 pytestmark = pytest.mark.db
-BASE = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
-DEMO, ACME = "tenant-demo", "tenant-acme"
-
-
-@pytest.fixture(scope="module")
-def demo(database_url):
-    producer = Producer(database_url)
-    scenarios.load_demo(producer, base=BASE)
-    producer.close()
-    return BASE
 
 
 @pytest.fixture()
 async def ledger(suite, demo):
     async with grpc.aio.insecure_channel(suite["logs"]) as channel:
         yield pb_grpc.AuditLedgerServiceStub(channel)
-
-
-def auth(tenant=DEMO):
-    return (("authorization", f"Bearer {token(tenant)}"),)
-
-
-def ts(value: datetime) -> timestamp_pb2.Timestamp:
-    t = timestamp_pb2.Timestamp()
-    t.FromDatetime(value)
-    return t
-
-
-def violations(err: grpc.aio.AioRpcError) -> dict[str, str]:
-    found = {}
-    for detail in rpc_status.from_call(err).details:
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            found.update({v.field: v.description for v in bad.field_violations})
-    return found
 
 
 # The ledger entries the four demo scenarios write for one tenant.
@@ -62,8 +29,7 @@ EXPECTED_EVENTS = sorted(["LimitCreated", "LimitBreached", "IncidentAcknowledged
 
 
 def event_name(number: int) -> str:
-    return evidence_pb2.AuditEventType.DESCRIPTOR.values_by_number[number].GetOptions().Extensions[
-        __import__("aos.evidence.v1.options_pb2", fromlist=["x"]).canonical_name]
+    return by_number("aos.evidence.v1.AuditEventType")[number]
 
 
 async def test_list_returns_every_entry_newest_first(ledger):

@@ -8,7 +8,7 @@ proven on real rows — chain, manifest hash, metadata — and across tenants.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 
 import grpc
 import psycopg
@@ -19,7 +19,7 @@ from aos.logs.v1 import audit_ledger_service_pb2 as audit_pb, audit_ledger_servi
 from aos.logs.v1 import llm_runs_service_pb2 as runs_pb, llm_runs_service_pb2_grpc as runs_grpc
 from aos_recording import hashing, scenarios
 from aos_recording.writers import AuditLedgerWriter, Producer
-from tests.e2e.test_audit_ledger import BASE, DEMO, auth, demo  # noqa: F401
+from tests.e2e.support import BASE, DEMO, auth
 
 pytestmark = pytest.mark.db
 TENANT = "tenant-exports"
@@ -27,7 +27,7 @@ RUN = f"{TENANT}.run-support-103"
 
 
 @pytest.fixture(scope="module")
-def exports(database_url, demo):  # noqa: F811
+def exports(database_url, demo):
     producer = Producer(database_url)
     budget = next(s for s in scenarios.demo_scenarios() if s.id == "SDSR-BUDGET-BREACH-001")
     scenarios.load(producer, budget, TENANT, base=BASE)

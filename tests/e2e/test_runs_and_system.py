@@ -12,20 +12,20 @@ from aos.logs.v1 import llm_runs_service_pb2 as runs_pb, llm_runs_service_pb2_gr
 from aos.logs.v1 import records_pb2
 from aos.logs.v1 import system_logs_service_pb2 as sys_pb, system_logs_service_pb2_grpc as sys_grpc
 from aos_recording import hashing
-from tests.e2e.test_audit_ledger import ACME, BASE, DEMO, auth, demo, ts, violations  # noqa: F401
+from tests.e2e.support import ACME, BASE, DEMO, auth, ts, violations
 
 pytestmark = pytest.mark.db
 SUPPORT, RESEARCH = f"{DEMO}.run-support-103", f"{DEMO}.run-research-7"
 
 
 @pytest.fixture()
-async def runs(suite, demo):  # noqa: F811
+async def runs(suite, demo):
     async with grpc.aio.insecure_channel(suite["logs"]) as channel:
         yield runs_grpc.LlmRunsServiceStub(channel)
 
 
 @pytest.fixture()
-async def system(suite, demo):  # noqa: F811
+async def system(suite, demo):
     async with grpc.aio.insecure_channel(suite["logs"]) as channel:
         yield sys_grpc.SystemLogsServiceStub(channel)
 
@@ -263,7 +263,7 @@ async def test_another_tenants_run_is_not_found_in_system_logs(system, rpc, requ
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_every_list_shows_only_the_callers_tenant(suite, demo):  # noqa: F811
+async def test_every_list_shows_only_the_callers_tenant(suite, demo):
     """Two tenants loaded the same stories: each list answers with its caller's rows alone."""
     from aos.logs.v1 import audit_ledger_service_pb2 as audit_pb, audit_ledger_service_pb2_grpc as audit_grpc
 
