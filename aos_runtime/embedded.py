@@ -16,6 +16,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import random
 import socket
 import subprocess
 import time
@@ -45,9 +46,17 @@ def _bin_path() -> Path:
 
 
 def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port below the kernel's ephemeral range, so that no outgoing connection
+    can take it while the server is briefly stopped (a restart reuses it)."""
+    for _ in range(200):
+        port = random.randrange(15000, 30000)
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
+    raise OSError("no free port for the embedded Postgres in 15000-29999")
 
 
 class EmbeddedPostgres:

@@ -25,7 +25,7 @@ class Evidence:
     """What a record (and its joins) says about itself."""
     tenant_id: str
     occurred_at: datetime
-    recorded_at: datetime
+    recorded_at: datetime | None    # None only for an answer that carries no persisted evidence
     source_domain: str          # ACTIVITY, POLICY, INCIDENTS, LOGS, SYSTEM
     source_component: str
     origin: str                 # SYSTEM, HUMAN, AGENT, MIGRATION, REPLAY
@@ -65,7 +65,7 @@ def metadata(evidence: Evidence) -> evidence_pb2.EvidenceMetadata:
         actor = evidence_pb2.ACTOR_TYPE_UNSPECIFIED
     message = evidence_pb2.EvidenceMetadata(
         tenant_id=e.tenant_id, actor_type=actor, timezone="UTC",
-        occurred_at=timestamp(e.occurred_at), recorded_at=timestamp(e.recorded_at),
+        occurred_at=timestamp(e.occurred_at),
         policy_ids=sorted(set(e.policy_ids)), incident_ids=sorted(set(e.incident_ids)),
         source_domain=_DOMAINS[e.source_domain], source_component=e.source_component,
         origin=_ORIGINS[e.origin], immutable=True)
@@ -73,6 +73,8 @@ def metadata(evidence: Evidence) -> evidence_pb2.EvidenceMetadata:
         value = getattr(e, name)
         if value:
             setattr(message, name, value)
+    if e.recorded_at is not None:
+        message.recorded_at.CopyFrom(timestamp(e.recorded_at))
     if e.checksum:
         message.checksum = bytes(e.checksum).hex()
     return message

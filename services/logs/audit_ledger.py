@@ -36,8 +36,9 @@ class AuditLedgerService(not_yet_built(pb_grpc.AuditLedgerServiceServicer, DESCR
             last = page.rows[-1]
             next_token = self.ctx.page_tokens.issue(tenant, list_name, token_filters,
                                                     [_iso(last["created_at"]), last["id"]])
-        return response_cls(metadata=answer_metadata(tenant, "audit_ledger"),
-                            entries=[audit_entry(r) for r in page.rows], next_page_token=next_token,
+        entries = [audit_entry(r) for r in page.rows]
+        return response_cls(metadata=answer_metadata(tenant, "audit_ledger", entries),
+                            entries=entries, next_page_token=next_token,
                             total_size=page.total, total_size_is_estimate=page.total_is_estimate,
                             has_more=page.has_more)
 
@@ -110,7 +111,8 @@ class AuditLedgerService(not_yet_built(pb_grpc.AuditLedgerServiceServicer, DESCR
         head, report = await self.ctx.db.run(tenant, _verify_range, tenant, start, request.to_seq or None, budget)
         now = datetime.now(timezone.utc)
         response = pb.GetIntegrityReportResponse(
-            metadata=answer_metadata(tenant, "audit_ledger.integrity", now,
+            metadata=answer_metadata(tenant, "audit_ledger.integrity", now=now,
+                                     recorded_at=head["recorded_at"] if head else None,
                                      checksum=bytes(head["chain_hash"]) if head else None),
             checked_at=timestamp(now), entries_checked=report.checked,
             anomalies=[integrity_pb2.ChainAnomaly(seq=a.seq, kind=integrity_pb2.AnomalyKind.Value(f"ANOMALY_KIND_{a.kind}"),
@@ -150,8 +152,9 @@ class AuditLedgerService(not_yet_built(pb_grpc.AuditLedgerServiceServicer, DESCR
             last = page.rows[-1]
             next_token = self.ctx.page_tokens.issue(tenant, "audit.exports", token_filters,
                                                     [_iso(last["created_at"]), last["id"]])
+        exports = [export_message(r) for r in page.rows]
         return pb.ListAuditExportsResponse(
-            metadata=answer_metadata(tenant, "log_exports"), exports=[export_message(r) for r in page.rows],
+            metadata=answer_metadata(tenant, "log_exports", exports), exports=exports,
             next_page_token=next_token, total_size=page.total, total_size_is_estimate=page.total_is_estimate,
             has_more=page.has_more)
 

@@ -1,11 +1,11 @@
 """LlmRunsService (O1–O5): translates requests into store calls and rows into protos."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 from aos.logs.v1 import llm_runs_service_pb2 as pb, llm_runs_service_pb2_grpc as pb_grpc
 from aos_runtime import auth, errors
-from aos_runtime.evidence import Evidence, metadata
+from aos_runtime.evidence import metadata
 from aos_runtime.server import ServiceContext, not_yet_built
 from aos_runtime.validation import Request
 from services.logs import store
@@ -44,8 +44,9 @@ class LlmRunsService(not_yet_built(pb_grpc.LlmRunsServiceServicer, DESCRIPTOR, "
             last = page.rows[-1]
             next_token = self.ctx.page_tokens.issue(tenant, "llm-runs", token_filters,
                                                     [last["created_at"].isoformat(), last["id"]])
+        runs = [run_message(row) for row in page.rows]
         return pb.ListLlmRunsResponse(
-            metadata=answer_metadata(tenant, "llm_run_records"), runs=[run_message(row) for row in page.rows],
+            metadata=answer_metadata(tenant, "llm_run_records", runs), runs=runs,
             next_page_token=next_token, total_size=page.total, total_size_is_estimate=page.total_is_estimate,
             has_more=page.has_more)
 
@@ -80,11 +81,9 @@ class LlmRunsService(not_yet_built(pb_grpc.LlmRunsServiceServicer, DESCRIPTOR, "
             raise errors.not_found("llm run", run_id)
         trace, steps, entries, breaches = found
         audit = [audit_entry(row) for row in entries]
-        evidence = trace_evidence(trace) if trace else Evidence(
-            tenant_id=tenant, occurred_at=datetime.now(timezone.utc), recorded_at=datetime.now(timezone.utc),
-            source_domain="POLICY", source_component="governance", origin="SYSTEM", run_id=run_id)
         return pb.GetLlmRunGovernanceResponse(
-            metadata=metadata(evidence), audit_entries=audit,
+            metadata=metadata(trace_evidence(trace)) if trace else answer_metadata(tenant, "governance", audit),
+            audit_entries=audit,
             limit_breaches=[breach_message(b) for b in breaches],
             policy_steps=[step_message(s, trace["violation_step_index"]) for s in steps
                           if s["step_type"] in ("policy_check", "violation")],
@@ -93,15 +92,16 @@ class LlmRunsService(not_yet_built(pb_grpc.LlmRunsServiceServicer, DESCRIPTOR, "
     async def GetLlmRunReplay(self, request, context):
         window = await load_replay(self.ctx, request, llm=True, policy=True)
         tenant = auth.principal().tenant_id
-        return pb.GetLlmRunReplayResponse(metadata=answer_metadata(tenant, "replay"), replay=window)
+        return pb.GetLlmRunReplayResponse(metadata=answer_metadata(tenant, "replay", window.events), replay=window)
 
     async def GetLlmRunExport(self, request, context):
         tenant, run_id = await self._run_id(request)
         page = await self.ctx.db.run(tenant, _run_exports, tenant, run_id)
         if page is None:
             raise errors.not_found("llm run", run_id)
-        return pb.GetLlmRunExportResponse(metadata=answer_metadata(tenant, "log_exports"), run_id=run_id,
-                                          exports=[export_message(row) for row in page.rows])
+        exports = [export_message(row) for row in page.rows]
+        return pb.GetLlmRunExportResponse(metadata=answer_metadata(tenant, "log_exports", exports), run_id=run_id,
+                                          exports=exports)
 
 
 def _governance(conn, tenant: str, run_id: str):

@@ -109,12 +109,22 @@ def struct(value: Mapping[str, Any] | None) -> struct_pb2.Struct | None:
     return message
 
 
-def answer_metadata(tenant_id: str, component: str, now: datetime | None = None,
-                    checksum: bytes | None = None) -> evidence_pb2.EvidenceMetadata:
-    """Metadata of an answer as a whole (a list or a report): the caller's tenant, the time it was computed."""
+def answer_metadata(tenant_id: str, component: str, items=(), *, now: datetime | None = None,
+                    recorded_at: datetime | None = None, checksum: bytes | None = None
+                    ) -> evidence_pb2.EvidenceMetadata:
+    """Metadata of an answer as a whole (a list or a report).
+
+    occurred_at is when the answer was computed; recorded_at is when the newest
+    evidence it carries was persisted (``items``' metadata, or ``recorded_at``) and
+    stays unset when it carries none — never the response time.
+    """
+    newest = [i.metadata.recorded_at.ToDatetime(tzinfo=timezone.utc) for i in items if i.HasField("metadata")]
+    if recorded_at is not None:
+        newest.append(recorded_at)
     now = now or datetime.now(timezone.utc)
-    return metadata(Evidence(tenant_id=tenant_id, occurred_at=now, recorded_at=now, source_domain="LOGS",
-                             source_component=component, origin="SYSTEM", system_id="aos-logs", checksum=checksum))
+    return metadata(Evidence(tenant_id=tenant_id, occurred_at=now, recorded_at=max(newest, default=None),
+                             source_domain="LOGS", source_component=component, origin="SYSTEM",
+                             system_id="aos-logs", checksum=checksum))
 
 
 def money(cents: int) -> evidence_pb2.Money:

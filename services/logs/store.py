@@ -113,7 +113,7 @@ def get_audit_entry(conn: Connection, tenant_id: str, entry_id: str) -> Mapping[
 
 
 def ledger_head(conn: Connection, tenant_id: str) -> Mapping[str, Any] | None:
-    return conn.execute(text("SELECT seq, chain_hash, created_at FROM audit_ledger WHERE tenant_id = :t "
+    return conn.execute(text("SELECT seq, chain_hash, created_at, recorded_at FROM audit_ledger WHERE tenant_id = :t "
                              "ORDER BY seq DESC LIMIT 1"), {"t": tenant_id}).mappings().first()
 
 

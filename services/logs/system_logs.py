@@ -42,8 +42,9 @@ class SystemLogsService(not_yet_built(pb_grpc.SystemLogsServiceServicer, DESCRIP
         token_filters = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in filters.items()}
         after = self.ctx.page_tokens.read(request.page_token, tenant, "system", token_filters)
         page = await self.ctx.db.run(tenant, store.list_system_records, tenant, filters, after, limit)
+        records = [system_record(row, tenant) for row in page.rows]
         return pb.ListSystemRecordsResponse(
-            metadata=answer_metadata(tenant, "system_records"), records=[system_record(row, tenant) for row in page.rows],
+            metadata=answer_metadata(tenant, "system_records", records), records=records,
             next_page_token=self._next_token(tenant, "system", token_filters, page), total_size=page.total,
             total_size_is_estimate=page.total_is_estimate, has_more=page.has_more)
 
@@ -76,14 +77,16 @@ class SystemLogsService(not_yet_built(pb_grpc.SystemLogsServiceServicer, DESCRIP
         page = await self.ctx.db.run(tenant, _run_events, tenant, run_id, after, limit)
         if page is None:
             raise errors.not_found("llm run", run_id)
+        records = [system_record(row, tenant) for row in page.rows]
         return pb.ListSystemRunEventsResponse(
-            metadata=answer_metadata(tenant, "system_records"), records=[system_record(row, tenant) for row in page.rows],
+            metadata=answer_metadata(tenant, "system_records", records), records=records,
             next_page_token=self._next_token(tenant, "system.run-events", token_filters, page),
             total_size=page.total, total_size_is_estimate=page.total_is_estimate, has_more=page.has_more)
 
     async def GetSystemReplay(self, request, context):
         window = await load_replay(self.ctx, request, llm=False, policy=False)
-        return pb.GetSystemReplayResponse(metadata=answer_metadata(auth.principal().tenant_id, "replay"), replay=window)
+        return pb.GetSystemReplayResponse(
+            metadata=answer_metadata(auth.principal().tenant_id, "replay", window.events), replay=window)
 
     async def GetSystemAttribution(self, request, context):
         r = Request()
@@ -99,13 +102,14 @@ class SystemLogsService(not_yet_built(pb_grpc.SystemLogsServiceServicer, DESCRIP
         token_filters = {"created_after": start.isoformat(), "created_before": end.isoformat()}
         after = self.ctx.page_tokens.read(request.page_token, tenant, "system.attribution", token_filters)
         rows, page = await self.ctx.db.run(tenant, store.attribution, tenant, start, end, after, limit)
+        records = [system_record(row, tenant) for row in page.rows]
         return pb.GetSystemAttributionResponse(
-            metadata=answer_metadata(tenant, "system_records.attribution"), window_start=timestamp(start),
+            metadata=answer_metadata(tenant, "system_records.attribution", records), window_start=timestamp(start),
             window_end=timestamp(end),
             rows=[pb.AttributionRow(caused_by=CAUSES[row["caused_by"]], component=row["component"],
                                     event_type=SYSTEM_EVENTS[row["event_type"]], count=row["count"],
                                     actor_ids=sorted(row["actor_ids"])) for row in rows],
-            records=[system_record(row, tenant) for row in page.rows],
+            records=records,
             next_page_token=self._next_token(tenant, "system.attribution", token_filters, page),
             total_size=page.total, has_more=page.has_more)
 

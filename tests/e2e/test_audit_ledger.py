@@ -41,6 +41,9 @@ async def test_list_returns_every_entry_newest_first(ledger):
     assert keys == sorted(keys, reverse=True)
     assert {e.metadata.tenant_id for e in reply.entries} == {DEMO}
     assert reply.metadata.tenant_id == DEMO and reply.metadata.source_component == "audit_ledger"
+    # The answer's recorded_at is its newest evidence's, not the response time.
+    assert reply.metadata.recorded_at == max((e.metadata.recorded_at for e in reply.entries),
+                                             key=lambda t: (t.seconds, t.nanos))
 
 
 async def test_an_entry_field_by_field(ledger):
