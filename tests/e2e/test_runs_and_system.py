@@ -280,6 +280,8 @@ async def test_every_list_shows_only_the_callers_tenant(suite, demo):
             "runs": (await runs_stub.ListLlmRuns(runs_pb.ListLlmRunsRequest(), metadata=auth(ACME))).runs,
             "system": (await system_stub.ListSystemRecords(sys_pb.ListSystemRecordsRequest(),
                                                            metadata=auth(ACME))).records,
+            "attribution": (await system_stub.GetSystemAttribution(sys_pb.GetSystemAttributionRequest(
+                created_after=ts(BASE - timedelta(days=30)), created_before=ts(BASE)), metadata=auth(ACME))).records,
         }
     for name, items in answers.items():
         assert items, name
