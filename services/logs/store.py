@@ -2,13 +2,10 @@
 
 Functions take a connection already scoped to the caller's tenant (row-level
 security) and still filter by tenant explicitly: both must agree for a row to
-appear. Lists are keyset-paginated on (created_at DESC, id DESC), so page 2,000
-costs what page 1 does; totals count at most 10,001 matching rows and fall back
-to the planner's estimate (flagged) above that.
+appear. Lists go through aos_runtime.keyset (keyset pages, capped totals).
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Mapping, Sequence
@@ -16,15 +13,7 @@ from typing import Any, Mapping, Sequence
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from aos_runtime.pagination import EXACT_TOTAL_LIMIT
-
-
-@dataclass(frozen=True)
-class Page:
-    rows: list[Mapping[str, Any]]
-    has_more: bool
-    total: int
-    total_is_estimate: bool
+from aos_runtime.keyset import Page, count_total, keyset_page, position
 
 
 @dataclass(frozen=True)
@@ -75,34 +64,10 @@ LEFT JOIN LATERAL (
 """
 
 
-def _page(conn: Connection, select: str, where: str, params: dict[str, Any], count_from: str,
-          after: Sequence[Any] | None, limit: int, order: str = "a.created_at DESC, a.id DESC",
-          keyset: str = "(a.created_at, a.id) < (:after_at, :after_id)") -> Page:
-    page_where = where
-    if after is not None:
-        page_where += f" AND {keyset}"
-        params = {**params, "after_at": datetime.fromisoformat(after[0].replace("Z", "+00:00")),
-                  "after_id": after[1]}
-    rows = conn.execute(text(f"{select} WHERE {page_where} ORDER BY {order} LIMIT :limit"),
-                        {**params, "limit": limit + 1}).mappings().all()
-    total, estimate = _total(conn, count_from, where, params)
-    return Page(rows=list(rows[:limit]), has_more=len(rows) > limit, total=total, total_is_estimate=estimate)
-
-
-def _total(conn: Connection, count_from: str, where: str, params: dict[str, Any]) -> tuple[int, bool]:
-    exact = conn.execute(text(f"SELECT count(*) FROM (SELECT 1 FROM {count_from} WHERE {where} LIMIT :cap) s"),
-                         {**params, "cap": EXACT_TOTAL_LIMIT + 1}).scalar_one()
-    if exact <= EXACT_TOTAL_LIMIT:
-        return exact, False
-    plan = conn.execute(text(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {count_from} WHERE {where}"), params).scalar_one()
-    plan = plan if isinstance(plan, list) else json.loads(plan)
-    return max(int(plan[0]["Plan"]["Plan Rows"]), EXACT_TOTAL_LIMIT + 1), True
-
-
 def list_audit_entries(conn: Connection, tenant_id: str, filters: AuditFilters, after: Sequence[Any] | None,
                        limit: int) -> Page:
     where, params = filters.where()
-    return _page(conn, _AUDIT_SELECT.format(extra=""), where, {**params, "tenant": tenant_id},
+    return keyset_page(conn, _AUDIT_SELECT.format(extra=""), where, {**params, "tenant": tenant_id},
                  "audit_ledger a", after, limit)
 
 
@@ -135,7 +100,7 @@ def list_exports(conn: Connection, tenant_id: str, created_after: datetime | Non
             name = f"{column}_{len(params)}"
             clauses.append(f"a.{column} {op} :{name}")
             params[name] = value
-    return _page(conn, _EXPORT_SELECT, " AND ".join(clauses), params, "log_exports a", after, limit)
+    return keyset_page(conn, _EXPORT_SELECT, " AND ".join(clauses), params, "log_exports a", after, limit)
 
 
 # --- LLM runs ---------------------------------------------------------------------
@@ -191,7 +156,7 @@ FROM {_RUN_FROM}
 def list_runs(conn: Connection, tenant_id: str, filters: RunFilters, after: Sequence[Any] | None,
               limit: int) -> Page:
     where, params = filters.where()
-    return _page(conn, _RUN_SELECT, where, {**params, "tenant": tenant_id}, _RUN_FROM, after, limit)
+    return keyset_page(conn, _RUN_SELECT, where, {**params, "tenant": tenant_id}, _RUN_FROM, after, limit)
 
 
 def get_run(conn: Connection, tenant_id: str, run_id: str) -> Mapping[str, Any] | None:
@@ -291,22 +256,22 @@ def list_system_records(conn: Connection, tenant_id: str, filters: Mapping[str, 
     keyset = ""
     if after is not None:
         keyset = " AND (s.created_at, s.id) < (:after_at, :after_id)"
-        params.update(after_at=datetime.fromisoformat(after[0].replace("Z", "+00:00")), after_id=after[1])
+        params.update(position(after))
     branch = "(SELECT s.* FROM system_records s WHERE {scope}" + extra + keyset + \
              " ORDER BY s.created_at DESC, s.id DESC LIMIT :limit)"
     rows = conn.execute(text(
         f"SELECT * FROM ({branch.format(scope='s.tenant_id = :tenant')} UNION ALL "
         f"{branch.format(scope='s.tenant_id IS NULL')}) u ORDER BY created_at DESC, id DESC LIMIT :limit"),
         params).mappings().all()
-    own = _total(conn, "system_records s", "s.tenant_id = :tenant" + extra, params)
-    shared = _total(conn, "system_records s", "s.tenant_id IS NULL" + extra, params)
+    own = count_total(conn, "system_records s", "s.tenant_id = :tenant" + extra, params)
+    shared = count_total(conn, "system_records s", "s.tenant_id IS NULL" + extra, params)
     return Page(rows=list(rows[:limit]), has_more=len(rows) > limit, total=own[0] + shared[0],
                 total_is_estimate=own[1] or shared[1])
 
 
 def run_system_records(conn: Connection, tenant_id: str, run_id: str, after: Sequence[Any] | None,
                        limit: int) -> Page:
-    return _page(conn, "SELECT a.* FROM system_records a",
+    return keyset_page(conn, "SELECT a.* FROM system_records a",
                  "a.tenant_id = :tenant AND (a.run_id = :run OR a.correlation_id = :run)",
                  {"tenant": tenant_id, "run": run_id}, "system_records a", after, limit)
 

@@ -1,0 +1,55 @@
+"""Keyset-paginated list queries, shared by every service's store.
+
+Lists are ordered newest first on (created_at DESC, id DESC) and continue after
+the last item's key, so page 2,000 costs what page 1 does. Totals count at most
+EXACT_TOTAL_LIMIT + 1 matching rows; above that they are the planner's estimate,
+flagged, so a total never costs a scan of a large tenant.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Mapping, Sequence
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from aos_runtime.pagination import EXACT_TOTAL_LIMIT
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[Mapping[str, Any]]
+    has_more: bool
+    total: int
+    total_is_estimate: bool
+
+
+def position(after: Sequence[Any]) -> dict[str, Any]:
+    """The keyset parameters a page token's position stands for."""
+    return {"after_at": datetime.fromisoformat(after[0].replace("Z", "+00:00")), "after_id": after[1]}
+
+
+def keyset_page(conn: Connection, select: str, where: str, params: dict[str, Any], count_from: str,
+                after: Sequence[Any] | None, limit: int, order: str = "a.created_at DESC, a.id DESC",
+                keyset: str = "(a.created_at, a.id) < (:after_at, :after_id)") -> Page:
+    page_where = where
+    if after is not None:
+        page_where += f" AND {keyset}"
+        params = {**params, **position(after)}
+    rows = conn.execute(text(f"{select} WHERE {page_where} ORDER BY {order} LIMIT :limit"),
+                        {**params, "limit": limit + 1}).mappings().all()
+    total, estimate = count_total(conn, count_from, where, params)
+    return Page(rows=list(rows[:limit]), has_more=len(rows) > limit, total=total, total_is_estimate=estimate)
+
+
+def count_total(conn: Connection, count_from: str, where: str, params: dict[str, Any]) -> tuple[int, bool]:
+    """(count, is_estimate): exact up to EXACT_TOTAL_LIMIT, else the planner's row estimate."""
+    exact = conn.execute(text(f"SELECT count(*) FROM (SELECT 1 FROM {count_from} WHERE {where} LIMIT :cap) s"),
+                         {**params, "cap": EXACT_TOTAL_LIMIT + 1}).scalar_one()
+    if exact <= EXACT_TOTAL_LIMIT:
+        return exact, False
+    plan = conn.execute(text(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {count_from} WHERE {where}"), params).scalar_one()
+    plan = plan if isinstance(plan, list) else json.loads(plan)
+    return max(int(plan[0]["Plan"]["Plan Rows"]), EXACT_TOTAL_LIMIT + 1), True
