@@ -141,3 +141,8 @@ def artifact_checksum(chunks: Iterable[bytes]) -> bytes:
     for chunk in chunks:
         digest.update(chunk)
     return digest.digest()
+
+
+def signing_key_id(raw_public_key: bytes) -> str:
+    """A signing key's id: the first 16 hex digits of SHA-256 of the raw public key."""
+    return sha256(raw_public_key).hex()[:16]
