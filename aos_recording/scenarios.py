@@ -7,7 +7,9 @@ per tenant, through the producer library. Every row is marked synthetic with the
 scenario id.
 
 Times are offsets from the load's base time (``at: -2h30m``; units d, h, m, s), so
-the demo's data is recent whenever it is loaded and a test can pin the base time.
+the demo's data is recent whenever it is loaded and a test can pin the base time;
+or offsets from the start of the base's UTC day, ISO week or month (``at: month-1s``),
+so a story can sit exactly on a budget window's edge.
 Ids in the YAML are local: the loader namespaces them per tenant (``<tenant>.<id>``)
 so two tenants can load the same story; ``before``/``after`` state values under
 ``*_id`` keys are namespaced the same way.
@@ -23,6 +25,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from aos_recording import store
+from aos_runtime.periods import reset_window
 from aos_recording.sources import SourceWriter
 from aos_recording.writers import (AuditLedgerWriter, LlmRunRecordWriter, Producer, Synthetic, SystemRecordWriter,
                                    TraceRecorder)
@@ -32,6 +35,8 @@ DEMO_TENANTS = {"tenant-demo": "Demo Corp", "tenant-acme": "Acme Robotics"}
 _OFFSET = re.compile(r"^([+-])?((?:\d+[dhms])+)$")
 _PART = re.compile(r"(\d+)([dhms])")
 _UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
+_ANCHOR = re.compile(r"^(day|week|month)([+-].+)?$")
+_ANCHORS = {"day": "DAILY", "week": "WEEKLY", "month": "MONTHLY"}
 
 
 class ScenarioError(ValueError):
@@ -82,7 +87,12 @@ class _Load:
         return None if local is None else f"{self.tenant}.{local}"
 
     def at(self, spec: Mapping[str, Any], key: str = "at") -> datetime:
-        return self.base + offset(spec.get(key, 0))
+        value = spec.get(key, 0)
+        anchor = _ANCHOR.match(str(value))
+        if anchor:  # "month+1s": from the start of the base's UTC day, ISO week or month
+            start, _ = reset_window(_ANCHORS[anchor.group(1)], self.base)
+            return start + offset(anchor.group(2) or 0)
+        return self.base + offset(value)
 
     def state(self, value: Any) -> Any:
         if isinstance(value, Mapping):

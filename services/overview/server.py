@@ -1,15 +1,158 @@
-"""OverviewService: a read-only projection over other domains' tables (owns none)."""
+"""OverviewService: a read-only projection over other domains' tables (owns none).
+
+Handlers validate, call the store and the domain rules, and build protos; the SQL
+is in store.py, the rules in projection.py.
+"""
 from __future__ import annotations
 
+from datetime import datetime, timezone
+
+from aos.evidence.v1 import evidence_pb2, sources_pb2
 from aos.overview.v1 import overview_service_pb2 as pb, overview_service_pb2_grpc as pb_grpc
-from aos_runtime.server import Servicer, ServiceContext, not_yet_built
+from aos_runtime import auth
+from aos_runtime.evidence import timestamp
+from aos_runtime.periods import month_of, reset_window
+from aos_runtime.server import Servicer, ServiceContext
+from aos_runtime.validation import Request, canonical_names
+from services.overview import projection, store
 
 DESCRIPTOR = pb.DESCRIPTOR.services_by_name["OverviewService"]
+CURRENCY = "USD"  # worker_runs.cost_cents are USD cents; only USD budgets compare with them
+_SCOPE_COLUMNS = {"TENANT": None, "PROJECT": "project_id", "AGENT": "agent_id", "PROVIDER": "provider"}
+_LIMIT_SCOPES = canonical_names("aos.evidence.v1.LimitScope")
+_RESET_PERIODS = canonical_names("aos.evidence.v1.ResetPeriod")
+_SOURCES = {pb.DECISION_SOURCE_INCIDENT: "INCIDENT", pb.DECISION_SOURCE_POLICY: "POLICY"}
+_PRIORITIES = {pb.DECISION_PRIORITY_CRITICAL: "CRITICAL", pb.DECISION_PRIORITY_HIGH: "HIGH",
+               pb.DECISION_PRIORITY_MEDIUM: "MEDIUM", pb.DECISION_PRIORITY_LOW: "LOW"}
 
 
-class OverviewService(not_yet_built(pb_grpc.OverviewServiceServicer, DESCRIPTOR, "issue #5")):
+def _money(amount_cents: int) -> evidence_pb2.Money:
+    return evidence_pb2.Money(currency_code=CURRENCY, amount_cents=amount_cents)
+
+
+def _period(start: datetime | None, end: datetime | None) -> pb.Period:
+    period = pb.Period()
+    if start is not None:
+        period.start.CopyFrom(timestamp(start))
+    if end is not None:
+        period.end.CopyFrom(timestamp(end))
+    return period
+
+
+class OverviewService(pb_grpc.OverviewServiceServicer):
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
+
+    async def GetHighlights(self, request, context):
+        tenant = auth.principal().tenant_id
+        now = datetime.now(timezone.utc)
+        counts, totals = await self.ctx.db.run(tenant, _highlights, tenant, now - projection.RECENT_BREACHES)
+        pending_decisions = counts.active_incidents + counts.draft_proposals
+        status = projection.pulse_status(critical_incidents=counts.critical_incidents,
+                                         pending_decisions=pending_decisions, recent_breaches=counts.recent_breaches)
+        pending = {"Incidents": (counts.active_incidents, counts.critical_incidents),
+                   "Policies": (counts.draft_proposals, 0), "Activity": (counts.pending_runs, 0)}
+        response = pb.GetHighlightsResponse(
+            pulse=pb.Pulse(status=pb.PulseStatus.Value(f"PULSE_STATUS_{status}"),
+                           active_incidents=counts.active_incidents, pending_decisions=pending_decisions,
+                           recent_breaches=counts.recent_breaches),
+            domain_counts=[pb.DomainCount(domain=domain, total=total, total_is_estimate=estimate,
+                                          pending=pending[domain][0], critical=pending[domain][1])
+                           for domain, (total, estimate) in totals.items()],
+            computed_at=timestamp(now))
+        if counts.last_activity_at is not None:
+            response.last_activity_at.CopyFrom(timestamp(counts.last_activity_at))
+        return response
+
+    async def GetCosts(self, request, context):
+        r = Request()
+        now = datetime.now(timezone.utc)
+        default_start, default_end = month_of(now)
+        start = request.period_start.ToDatetime(tzinfo=timezone.utc) if request.HasField("period_start") \
+            else default_start
+        end = request.period_end.ToDatetime(tzinfo=timezone.utc) if request.HasField("period_end") else default_end
+        if start >= end:
+            r.violations.add("period_end", "must be later than period_start")
+        r.done()
+        tenant = auth.principal().tenant_id
+        spend, limits, (breaches, overage) = await self.ctx.db.run(tenant, _costs, tenant, start, end, now)
+        return pb.GetCostsResponse(
+            currency=CURRENCY, period=_period(start, end), actuals=pb.CostActuals(llm_run_cost=_money(spend)),
+            limits=limits,
+            violations=pb.CostViolations(breach_count=breaches, total_overage=_money(projection.cents(overage))))
+
+    async def ListDecisions(self, request, context):
+        r = Request()
+        limit = r.page_size(request.page_size)
+        source = priority = None
+        if request.source_domain:
+            source = _SOURCES.get(request.source_domain)
+            r.violations.check(source is not None, "source_domain",
+                               f"{request.source_domain} is not a value of DecisionSource")
+        if request.priority:
+            priority = _PRIORITIES.get(request.priority)
+            r.violations.check(priority is not None, "priority", f"{request.priority} is not a value of DecisionPriority")
+        r.done()
+        tenant = auth.principal().tenant_id
+        filters = {"source_domain": source, "priority": priority}
+        after = self.ctx.page_tokens.read(request.page_token, tenant, "overview.decisions", filters)
+        sources, severities = _decision_scope(source, priority)
+        page = await self.ctx.db.run(tenant, store.list_decisions, tenant, sources, severities, after, limit)
+        next_token = ""
+        if page.has_more:
+            last = page.rows[-1]
+            next_token = self.ctx.page_tokens.issue(tenant, "overview.decisions", filters,
+                                                    [last["created_at"].isoformat(), last["id"], last["source"]])
+        return pb.ListDecisionsResponse(decisions=[_decision(row) for row in page.rows], next_page_token=next_token,
+                                        total_size=page.total, total_size_is_estimate=page.total_is_estimate,
+                                        has_more=page.has_more)
+
+
+def _decision_scope(source: str | None, priority: str | None) -> tuple[list[str], list[str] | None]:
+    """Which branches of the queue to read, and which incident severities, for the filters."""
+    sources = [source] if source else ["INCIDENT", "POLICY"]
+    if priority is None:
+        return sources, None
+    severities = [s for s, p in projection.PRIORITY_BY_SEVERITY.items() if p == priority]
+    if priority != projection.PROPOSAL_PRIORITY:
+        sources = [s for s in sources if s != "POLICY"]
+    return sources, severities
+
+
+def _decision(row) -> pb.Decision:
+    incident = row["source"] == "INCIDENT"
+    priority = projection.PRIORITY_BY_SEVERITY[row["severity"]] if incident else projection.PROPOSAL_PRIORITY
+    return pb.Decision(
+        source_domain=pb.DECISION_SOURCE_INCIDENT if incident else pb.DECISION_SOURCE_POLICY,
+        entity_type=evidence_pb2.AUDIT_ENTITY_TYPE_INCIDENT if incident else evidence_pb2.AUDIT_ENTITY_TYPE_POLICY_PROPOSAL,
+        entity_id=row["id"], decision_type=pb.DECISION_TYPE_ACK if incident else pb.DECISION_TYPE_APPROVE,
+        priority=pb.DecisionPriority.Value(f"DECISION_PRIORITY_{priority}"), summary=row["summary"],
+        created_at=timestamp(row["created_at"]))
+
+
+# --- units of work run in one tenant-scoped, read-only transaction ---------------
+
+def _highlights(conn, tenant: str, breaches_since: datetime):
+    return store.pulse(conn, tenant, breaches_since), store.domain_totals(conn, tenant)
+
+
+def _costs(conn, tenant: str, start: datetime, end: datetime, now: datetime):
+    spend = store.spend_cents(conn, tenant, start, end)
+    limits = []
+    for row in store.active_budget_limits(conn, tenant):
+        if row["currency"] != CURRENCY:
+            continue
+        window = reset_window(row["reset_period"], now)
+        used = store.spend_cents(conn, tenant, *window, _SCOPE_COLUMNS[row["scope"]], row["scope_id"])
+        usage = projection.budget_usage(row["max_value"], used)
+        limits.append(pb.BudgetLimit(
+            limit_id=row["id"], name=row["name"], category=sources_pb2.LIMIT_CATEGORY_BUDGET,
+            scope=_LIMIT_SCOPES[row["scope"]], scope_id=row["scope_id"] or "",
+            reset_period=_RESET_PERIODS[row["reset_period"]], window=_period(*window),
+            max_value=_money(projection.cents(row["max_value"])), used_value=_money(usage.used),
+            remaining_value=_money(projection.cents(usage.remaining)), utilization_bp=usage.utilization_bp,
+            status=pb.BudgetStatus.Value(f"BUDGET_STATUS_{usage.status}")))
+    return spend, limits, store.budget_violations(conn, tenant, start, end)
 
 
 def servicers(ctx: ServiceContext) -> list[Servicer]:

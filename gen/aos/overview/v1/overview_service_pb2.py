@@ -30,7 +30,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&aos/overview/v1/overview_service.proto\x12\x0f\x61os.overview.v1\x1a\x1e\x61os/evidence/v1/evidence.proto\x1a\x1d\x61os/evidence/v1/options.proto\x1a\x1d\x61os/evidence/v1/sources.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x16\n\x14GetHighlightsRequest\"\x83\x01\n\x05Pulse\x12,\n\x06status\x18\x01 \x01(\x0e\x32\x1c.aos.overview.v1.PulseStatus\x12\x18\n\x10\x61\x63tive_incidents\x18\x02 \x01(\x03\x12\x19\n\x11pending_decisions\x18\x03 \x01(\x03\x12\x17\n\x0frecent_breaches\x18\x04 \x01(\x03\"O\n\x0b\x44omainCount\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\r\n\x05total\x18\x02 \x01(\x03\x12\x0f\n\x07pending\x18\x03 \x01(\x03\x12\x10\n\x08\x63ritical\x18\x04 \x01(\x03\"\xda\x01\n\x15GetHighlightsResponse\x12%\n\x05pulse\x18\x01 \x01(\x0b\x32\x16.aos.overview.v1.Pulse\x12\x33\n\rdomain_counts\x18\x02 \x03(\x0b\x32\x1c.aos.overview.v1.DomainCount\x12\x34\n\x10last_activity_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63omputed_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x7f\n\x0fGetCostsRequest\x12\x36\n\x0cperiod_start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x34\n\nperiod_end\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\"\\\n\x06Period\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\x0b\x43ostActuals\x12,\n\x0cllm_run_cost\x18\x01 \x01(\x0b\x32\x16.aos.evidence.v1.Money\"\xc9\x03\n\x0b\x42udgetLimit\x12\x10\n\x08limit_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x30\n\x08\x63\x61tegory\x18\x03 \x01(\x0e\x32\x1e.aos.evidence.v1.LimitCategory\x12*\n\x05scope\x18\x04 \x01(\x0e\x32\x1b.aos.evidence.v1.LimitScope\x12\x10\n\x08scope_id\x18\x05 \x01(\t\x12\x32\n\x0creset_period\x18\x06 \x01(\x0e\x32\x1c.aos.evidence.v1.ResetPeriod\x12\'\n\x06window\x18\x07 \x01(\x0b\x32\x17.aos.overview.v1.Period\x12)\n\tmax_value\x18\x08 \x01(\x0b\x32\x16.aos.evidence.v1.Money\x12*\n\nused_value\x18\t \x01(\x0b\x32\x16.aos.evidence.v1.Money\x12/\n\x0fremaining_value\x18\n \x01(\x0b\x32\x16.aos.evidence.v1.Money\x12\x16\n\x0eutilization_bp\x18\x0b \x01(\x03\x12-\n\x06status\x18\x0c \x01(\x0e\x32\x1d.aos.overview.v1.BudgetStatus\"U\n\x0e\x43ostViolations\x12\x14\n\x0c\x62reach_count\x18\x01 \x01(\x03\x12-\n\rtotal_overage\x18\x02 \x01(\x0b\x32\x16.aos.evidence.v1.Money\"\xdf\x01\n\x10GetCostsResponse\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\'\n\x06period\x18\x02 \x01(\x0b\x32\x17.aos.overview.v1.Period\x12-\n\x07\x61\x63tuals\x18\x03 \x01(\x0b\x32\x1c.aos.overview.v1.CostActuals\x12,\n\x06limits\x18\x04 \x03(\x0b\x32\x1c.aos.overview.v1.BudgetLimit\x12\x33\n\nviolations\x18\x05 \x01(\x0b\x32\x1f.aos.overview.v1.CostViolations\"\xb6\x01\n\x14ListDecisionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12<\n\rsource_domain\x18\x03 \x01(\x0e\x32\x1f.aos.overview.v1.DecisionSourceB\x04\xe2\x41\x01\x01\x12\x39\n\x08priority\x18\x04 \x01(\x0e\x32!.aos.overview.v1.DecisionPriorityB\x04\xe2\x41\x01\x01\"\xb8\x02\n\x08\x44\x65\x63ision\x12\x36\n\rsource_domain\x18\x01 \x01(\x0e\x32\x1f.aos.overview.v1.DecisionSource\x12\x35\n\x0b\x65ntity_type\x18\x02 \x01(\x0e\x32 .aos.evidence.v1.AuditEntityType\x12\x11\n\tentity_id\x18\x03 \x01(\t\x12\x34\n\rdecision_type\x18\x04 \x01(\x0e\x32\x1d.aos.overview.v1.DecisionType\x12\x33\n\x08priority\x18\x05 \x01(\x0e\x32!.aos.overview.v1.DecisionPriority\x12\x0f\n\x07summary\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa4\x01\n\x15ListDecisionsResponse\x12,\n\tdecisions\x18\x01 \x03(\x0b\x32\x19.aos.overview.v1.Decision\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\x12\x1e\n\x16total_size_is_estimate\x18\x04 \x01(\x08\x12\x10\n\x08has_more\x18\x05 \x01(\x08*\x83\x01\n\x0bPulseStatus\x12\x1c\n\x18PULSE_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14PULSE_STATUS_HEALTHY\x10\x01\x12!\n\x1dPULSE_STATUS_ATTENTION_NEEDED\x10\x02\x12\x19\n\x15PULSE_STATUS_CRITICAL\x10\x03*\x81\x01\n\x0c\x42udgetStatus\x12\x1d\n\x19\x42UDGET_STATUS_UNSPECIFIED\x10\x00\x12\x14\n\x10\x42UDGET_STATUS_OK\x10\x01\x12 \n\x1c\x42UDGET_STATUS_NEAR_THRESHOLD\x10\x02\x12\x1a\n\x16\x42UDGET_STATUS_BREACHED\x10\x03*k\n\x0e\x44\x65\x63isionSource\x12\x1f\n\x1b\x44\x45\x43ISION_SOURCE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x44\x45\x43ISION_SOURCE_INCIDENT\x10\x01\x12\x1a\n\x16\x44\x45\x43ISION_SOURCE_POLICY\x10\x02*_\n\x0c\x44\x65\x63isionType\x12\x1d\n\x19\x44\x45\x43ISION_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44\x45\x43ISION_TYPE_ACK\x10\x01\x12\x19\n\x15\x44\x45\x43ISION_TYPE_APPROVE\x10\x02*\xaa\x01\n\x10\x44\x65\x63isionPriority\x12!\n\x1d\x44\x45\x43ISION_PRIORITY_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x44\x45\x43ISION_PRIORITY_CRITICAL\x10\x01\x12\x1a\n\x16\x44\x45\x43ISION_PRIORITY_HIGH\x10\x02\x12\x1c\n\x18\x44\x45\x43ISION_PRIORITY_MEDIUM\x10\x03\x12\x19\n\x15\x44\x45\x43ISION_PRIORITY_LOW\x10\x04\x32\xd9\x03\n\x0fOverviewService\x12\x9c\x01\n\rGetHighlights\x12%.aos.overview.v1.GetHighlightsRequest\x1a&.aos.overview.v1.GetHighlightsResponse\"<\x8a\xb5\x18\roverview.read\x82\xd3\xe4\x93\x02%\x12#/api/v1/runtime/overview/highlights\x12\x88\x01\n\x08GetCosts\x12 .aos.overview.v1.GetCostsRequest\x1a!.aos.overview.v1.GetCostsResponse\"7\x8a\xb5\x18\roverview.read\x82\xd3\xe4\x93\x02 \x12\x1e/api/v1/runtime/overview/costs\x12\x9b\x01\n\rListDecisions\x12%.aos.overview.v1.ListDecisionsRequest\x1a&.aos.overview.v1.ListDecisionsResponse\";\x8a\xb5\x18\roverview.read\x82\xd3\xe4\x93\x02$\x12\"/api/v1/runtime/overview/decisionsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&aos/overview/v1/overview_service.proto\x12\x0f\x61os.overview.v1\x1a\x1e\x61os/evidence/v1/evidence.proto\x1a\x1d\x61os/evidence/v1/options.proto\x1a\x1d\x61os/evidence/v1/sources.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x16\n\x14GetHighlightsRequest\"\x83\x01\n\x05Pulse\x12,\n\x06status\x18\x01 \x01(\x0e\x32\x1c.aos.overview.v1.PulseStatus\x12\x18\n\x10\x61\x63tive_incidents\x18\x02 \x01(\x03\x12\x19\n\x11pending_decisions\x18\x03 \x01(\x03\x12\x17\n\x0frecent_breaches\x18\x04 \x01(\x03\"j\n\x0b\x44omainCount\x12\x0e\n\x06\x64omain\x18\x01 \x01(\t\x12\r\n\x05total\x18\x02 \x01(\x03\x12\x0f\n\x07pending\x18\x03 \x01(\x03\x12\x10\n\x08\x63ritical\x18\x04 \x01(\x03\x12\x19\n\x11total_is_estimate\x18\x05 \x01(\x08\"\xda\x01\n\x15GetHighlightsResponse\x12%\n\x05pulse\x18\x01 \x01(\x0b\x32\x16.aos.overview.v1.Pulse\x12\x33\n\rdomain_counts\x18\x02 \x03(\x0b\x32\x1c.aos.overview.v1.DomainCount\x12\x34\n\x10last_activity_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63omputed_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x7f\n\x0fGetCostsRequest\x12\x36\n\x0cperiod_start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x34\n\nperiod_end\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\"\\\n\x06Period\x12)\n\x05start\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x03\x65nd\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\";\n\x0b\x43ostActuals\x12,\n\x0cllm_run_cost\x18\x01 \x01(\x0b\x32\x16.aos.evidence.v1.Money\"\xc9\x03\n\x0b\x42udgetLimit\x12\x10\n\x08limit_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x30\n\x08\x63\x61tegory\x18\x03 \x01(\x0e\x32\x1e.aos.evidence.v1.LimitCategory\x12*\n\x05scope\x18\x04 \x01(\x0e\x32\x1b.aos.evidence.v1.LimitScope\x12\x10\n\x08scope_id\x18\x05 \x01(\t\x12\x32\n\x0creset_period\x18\x06 \x01(\x0e\x32\x1c.aos.evidence.v1.ResetPeriod\x12\'\n\x06window\x18\x07 \x01(\x0b\x32\x17.aos.overview.v1.Period\x12)\n\tmax_value\x18\x08 \x01(\x0b\x32\x16.aos.evidence.v1.Money\x12*\n\nused_value\x18\t \x01(\x0b\x32\x16.aos.evidence.v1.Money\x12/\n\x0fremaining_value\x18\n \x01(\x0b\x32\x16.aos.evidence.v1.Money\x12\x16\n\x0eutilization_bp\x18\x0b \x01(\x03\x12-\n\x06status\x18\x0c \x01(\x0e\x32\x1d.aos.overview.v1.BudgetStatus\"U\n\x0e\x43ostViolations\x12\x14\n\x0c\x62reach_count\x18\x01 \x01(\x03\x12-\n\rtotal_overage\x18\x02 \x01(\x0b\x32\x16.aos.evidence.v1.Money\"\xdf\x01\n\x10GetCostsResponse\x12\x10\n\x08\x63urrency\x18\x01 \x01(\t\x12\'\n\x06period\x18\x02 \x01(\x0b\x32\x17.aos.overview.v1.Period\x12-\n\x07\x61\x63tuals\x18\x03 \x01(\x0b\x32\x1c.aos.overview.v1.CostActuals\x12,\n\x06limits\x18\x04 \x03(\x0b\x32\x1c.aos.overview.v1.BudgetLimit\x12\x33\n\nviolations\x18\x05 \x01(\x0b\x32\x1f.aos.overview.v1.CostViolations\"\xb6\x01\n\x14ListDecisionsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12<\n\rsource_domain\x18\x03 \x01(\x0e\x32\x1f.aos.overview.v1.DecisionSourceB\x04\xe2\x41\x01\x01\x12\x39\n\x08priority\x18\x04 \x01(\x0e\x32!.aos.overview.v1.DecisionPriorityB\x04\xe2\x41\x01\x01\"\xb8\x02\n\x08\x44\x65\x63ision\x12\x36\n\rsource_domain\x18\x01 \x01(\x0e\x32\x1f.aos.overview.v1.DecisionSource\x12\x35\n\x0b\x65ntity_type\x18\x02 \x01(\x0e\x32 .aos.evidence.v1.AuditEntityType\x12\x11\n\tentity_id\x18\x03 \x01(\t\x12\x34\n\rdecision_type\x18\x04 \x01(\x0e\x32\x1d.aos.overview.v1.DecisionType\x12\x33\n\x08priority\x18\x05 \x01(\x0e\x32!.aos.overview.v1.DecisionPriority\x12\x0f\n\x07summary\x18\x06 \x01(\t\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa4\x01\n\x15ListDecisionsResponse\x12,\n\tdecisions\x18\x01 \x03(\x0b\x32\x19.aos.overview.v1.Decision\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x03\x12\x1e\n\x16total_size_is_estimate\x18\x04 \x01(\x08\x12\x10\n\x08has_more\x18\x05 \x01(\x08*\x83\x01\n\x0bPulseStatus\x12\x1c\n\x18PULSE_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14PULSE_STATUS_HEALTHY\x10\x01\x12!\n\x1dPULSE_STATUS_ATTENTION_NEEDED\x10\x02\x12\x19\n\x15PULSE_STATUS_CRITICAL\x10\x03*\x81\x01\n\x0c\x42udgetStatus\x12\x1d\n\x19\x42UDGET_STATUS_UNSPECIFIED\x10\x00\x12\x14\n\x10\x42UDGET_STATUS_OK\x10\x01\x12 \n\x1c\x42UDGET_STATUS_NEAR_THRESHOLD\x10\x02\x12\x1a\n\x16\x42UDGET_STATUS_BREACHED\x10\x03*k\n\x0e\x44\x65\x63isionSource\x12\x1f\n\x1b\x44\x45\x43ISION_SOURCE_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x44\x45\x43ISION_SOURCE_INCIDENT\x10\x01\x12\x1a\n\x16\x44\x45\x43ISION_SOURCE_POLICY\x10\x02*_\n\x0c\x44\x65\x63isionType\x12\x1d\n\x19\x44\x45\x43ISION_TYPE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x44\x45\x43ISION_TYPE_ACK\x10\x01\x12\x19\n\x15\x44\x45\x43ISION_TYPE_APPROVE\x10\x02*\xaa\x01\n\x10\x44\x65\x63isionPriority\x12!\n\x1d\x44\x45\x43ISION_PRIORITY_UNSPECIFIED\x10\x00\x12\x1e\n\x1a\x44\x45\x43ISION_PRIORITY_CRITICAL\x10\x01\x12\x1a\n\x16\x44\x45\x43ISION_PRIORITY_HIGH\x10\x02\x12\x1c\n\x18\x44\x45\x43ISION_PRIORITY_MEDIUM\x10\x03\x12\x19\n\x15\x44\x45\x43ISION_PRIORITY_LOW\x10\x04\x32\xd9\x03\n\x0fOverviewService\x12\x9c\x01\n\rGetHighlights\x12%.aos.overview.v1.GetHighlightsRequest\x1a&.aos.overview.v1.GetHighlightsResponse\"<\x8a\xb5\x18\roverview.read\x82\xd3\xe4\x93\x02%\x12#/api/v1/runtime/overview/highlights\x12\x88\x01\n\x08GetCosts\x12 .aos.overview.v1.GetCostsRequest\x1a!.aos.overview.v1.GetCostsResponse\"7\x8a\xb5\x18\roverview.read\x82\xd3\xe4\x93\x02 \x12\x1e/api/v1/runtime/overview/costs\x12\x9b\x01\n\rListDecisions\x12%.aos.overview.v1.ListDecisionsRequest\x1a&.aos.overview.v1.ListDecisionsResponse\";\x8a\xb5\x18\roverview.read\x82\xd3\xe4\x93\x02$\x12\"/api/v1/runtime/overview/decisionsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -51,42 +51,42 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OVERVIEWSERVICE'].methods_by_name['GetCosts']._serialized_options = b'\212\265\030\roverview.read\202\323\344\223\002 \022\036/api/v1/runtime/overview/costs'
   _globals['_OVERVIEWSERVICE'].methods_by_name['ListDecisions']._loaded_options = None
   _globals['_OVERVIEWSERVICE'].methods_by_name['ListDecisions']._serialized_options = b'\212\265\030\roverview.read\202\323\344\223\002$\022\"/api/v1/runtime/overview/decisions'
-  _globals['_PULSESTATUS']._serialized_start=2434
-  _globals['_PULSESTATUS']._serialized_end=2565
-  _globals['_BUDGETSTATUS']._serialized_start=2568
-  _globals['_BUDGETSTATUS']._serialized_end=2697
-  _globals['_DECISIONSOURCE']._serialized_start=2699
-  _globals['_DECISIONSOURCE']._serialized_end=2806
-  _globals['_DECISIONTYPE']._serialized_start=2808
-  _globals['_DECISIONTYPE']._serialized_end=2903
-  _globals['_DECISIONPRIORITY']._serialized_start=2906
-  _globals['_DECISIONPRIORITY']._serialized_end=3076
+  _globals['_PULSESTATUS']._serialized_start=2461
+  _globals['_PULSESTATUS']._serialized_end=2592
+  _globals['_BUDGETSTATUS']._serialized_start=2595
+  _globals['_BUDGETSTATUS']._serialized_end=2724
+  _globals['_DECISIONSOURCE']._serialized_start=2726
+  _globals['_DECISIONSOURCE']._serialized_end=2833
+  _globals['_DECISIONTYPE']._serialized_start=2835
+  _globals['_DECISIONTYPE']._serialized_end=2930
+  _globals['_DECISIONPRIORITY']._serialized_start=2933
+  _globals['_DECISIONPRIORITY']._serialized_end=3103
   _globals['_GETHIGHLIGHTSREQUEST']._serialized_start=249
   _globals['_GETHIGHLIGHTSREQUEST']._serialized_end=271
   _globals['_PULSE']._serialized_start=274
   _globals['_PULSE']._serialized_end=405
   _globals['_DOMAINCOUNT']._serialized_start=407
-  _globals['_DOMAINCOUNT']._serialized_end=486
-  _globals['_GETHIGHLIGHTSRESPONSE']._serialized_start=489
-  _globals['_GETHIGHLIGHTSRESPONSE']._serialized_end=707
-  _globals['_GETCOSTSREQUEST']._serialized_start=709
-  _globals['_GETCOSTSREQUEST']._serialized_end=836
-  _globals['_PERIOD']._serialized_start=838
-  _globals['_PERIOD']._serialized_end=930
-  _globals['_COSTACTUALS']._serialized_start=932
-  _globals['_COSTACTUALS']._serialized_end=991
-  _globals['_BUDGETLIMIT']._serialized_start=994
-  _globals['_BUDGETLIMIT']._serialized_end=1451
-  _globals['_COSTVIOLATIONS']._serialized_start=1453
-  _globals['_COSTVIOLATIONS']._serialized_end=1538
-  _globals['_GETCOSTSRESPONSE']._serialized_start=1541
-  _globals['_GETCOSTSRESPONSE']._serialized_end=1764
-  _globals['_LISTDECISIONSREQUEST']._serialized_start=1767
-  _globals['_LISTDECISIONSREQUEST']._serialized_end=1949
-  _globals['_DECISION']._serialized_start=1952
-  _globals['_DECISION']._serialized_end=2264
-  _globals['_LISTDECISIONSRESPONSE']._serialized_start=2267
-  _globals['_LISTDECISIONSRESPONSE']._serialized_end=2431
-  _globals['_OVERVIEWSERVICE']._serialized_start=3079
-  _globals['_OVERVIEWSERVICE']._serialized_end=3552
+  _globals['_DOMAINCOUNT']._serialized_end=513
+  _globals['_GETHIGHLIGHTSRESPONSE']._serialized_start=516
+  _globals['_GETHIGHLIGHTSRESPONSE']._serialized_end=734
+  _globals['_GETCOSTSREQUEST']._serialized_start=736
+  _globals['_GETCOSTSREQUEST']._serialized_end=863
+  _globals['_PERIOD']._serialized_start=865
+  _globals['_PERIOD']._serialized_end=957
+  _globals['_COSTACTUALS']._serialized_start=959
+  _globals['_COSTACTUALS']._serialized_end=1018
+  _globals['_BUDGETLIMIT']._serialized_start=1021
+  _globals['_BUDGETLIMIT']._serialized_end=1478
+  _globals['_COSTVIOLATIONS']._serialized_start=1480
+  _globals['_COSTVIOLATIONS']._serialized_end=1565
+  _globals['_GETCOSTSRESPONSE']._serialized_start=1568
+  _globals['_GETCOSTSRESPONSE']._serialized_end=1791
+  _globals['_LISTDECISIONSREQUEST']._serialized_start=1794
+  _globals['_LISTDECISIONSREQUEST']._serialized_end=1976
+  _globals['_DECISION']._serialized_start=1979
+  _globals['_DECISION']._serialized_end=2291
+  _globals['_LISTDECISIONSRESPONSE']._serialized_start=2294
+  _globals['_LISTDECISIONSRESPONSE']._serialized_end=2458
+  _globals['_OVERVIEWSERVICE']._serialized_start=3106
+  _globals['_OVERVIEWSERVICE']._serialized_end=3579
 # @@protoc_insertion_point(module_scope)

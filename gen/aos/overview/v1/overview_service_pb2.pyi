@@ -85,16 +85,18 @@ class Pulse(_message.Message):
     def __init__(self, status: _Optional[_Union[PulseStatus, str]] = ..., active_incidents: _Optional[int] = ..., pending_decisions: _Optional[int] = ..., recent_breaches: _Optional[int] = ...) -> None: ...
 
 class DomainCount(_message.Message):
-    __slots__ = ("domain", "total", "pending", "critical")
+    __slots__ = ("domain", "total", "pending", "critical", "total_is_estimate")
     DOMAIN_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     PENDING_FIELD_NUMBER: _ClassVar[int]
     CRITICAL_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_IS_ESTIMATE_FIELD_NUMBER: _ClassVar[int]
     domain: str
     total: int
     pending: int
     critical: int
-    def __init__(self, domain: _Optional[str] = ..., total: _Optional[int] = ..., pending: _Optional[int] = ..., critical: _Optional[int] = ...) -> None: ...
+    total_is_estimate: bool
+    def __init__(self, domain: _Optional[str] = ..., total: _Optional[int] = ..., pending: _Optional[int] = ..., critical: _Optional[int] = ..., total_is_estimate: _Optional[bool] = ...) -> None: ...
 
 class GetHighlightsResponse(_message.Message):
     __slots__ = ("pulse", "domain_counts", "last_activity_at", "computed_at")

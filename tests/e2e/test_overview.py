@@ -1,0 +1,279 @@
+"""OverviewService end to end: each number checked against scenarios built to sit on its boundary."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import grpc
+import pytest
+
+from aos.overview.v1 import overview_service_pb2 as pb, overview_service_pb2_grpc as pb_grpc
+from aos.evidence.v1 import evidence_pb2, sources_pb2
+from aos_recording import scenarios
+from aos_recording.writers import Producer
+from tests.e2e.support import auth, ts, violations
+
+pytestmark = pytest.mark.db
+SCENARIOS = Path(__file__).parent / "scenarios"
+TENANTS = {"ov-healthy": "overview-pulse-healthy", "ov-attention": "overview-pulse-attention",
+           "ov-decisions": "overview-decisions", "ov-costs": "overview-costs"}
+RESETS = ("DAILY", "WEEKLY", "MONTHLY", "NONE")
+
+
+def _away_from_midnight() -> datetime:
+    """Now, unless a UTC day is about to turn: the windows the scenarios sit on must
+    be the ones the server computes a moment later."""
+    now = datetime.now(timezone.utc)
+    midnight = (now + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
+    if midnight - now < timedelta(minutes=1):
+        import time
+        time.sleep((midnight - now).total_seconds() + 1)
+        now = datetime.now(timezone.utc)
+    return now.replace(microsecond=0)
+
+
+def _reset_scenario(period: str) -> scenarios.Scenario:
+    """One TENANT budget of 1,000 cents resetting ``period``, a run of 100 at the start
+    of its current window (counted) and one of 200 a second before it (not counted;
+    for NONE, both count: 300)."""
+    anchor = {"DAILY": "day", "WEEKLY": "week", "MONTHLY": "month", "NONE": "day"}[period]
+    actions = [
+        {"limit": {"id": "lim", "name": f"{period} budget", "max_value": 1000, "reset_period": period, "at": "-400d"}},
+        {"worker_run": {"id": "run-in", "cost_cents": 100, "at": f"{anchor}+0s"}},
+        {"worker_run": {"id": "run-out", "cost_cents": 200, "at": f"{anchor}-1s" if period != "NONE" else "-399d"}},
+    ]
+    return scenarios.Scenario(f"SDSR-OVW-RESET-{period}", "", actions, SCENARIOS / "generated")
+
+
+@pytest.fixture(scope="module")
+def overview_data(database_url):
+    base = _away_from_midnight()
+    producer = Producer(database_url)
+    for tenant, name in TENANTS.items():
+        scenarios.load(producer, scenarios.Scenario.from_file(SCENARIOS / f"{name}.yaml"), tenant, base=base)
+    for period in RESETS:
+        scenarios.load(producer, _reset_scenario(period), f"ov-reset-{period.lower()}", base=base)
+    producer.close()
+    return base
+
+
+@pytest.fixture
+async def stub(suite, overview_data):
+    async with grpc.aio.insecure_channel(suite["overview"]) as channel:
+        yield pb_grpc.OverviewServiceStub(channel)
+
+
+def _counts(response) -> dict[str, tuple[int, int, int, bool]]:
+    return {d.domain: (d.total, d.pending, d.critical, d.total_is_estimate) for d in response.domain_counts}
+
+
+# --- highlights -----------------------------------------------------------------
+
+async def test_healthy_pulse(stub, overview_data):
+    r = await stub.GetHighlights(pb.GetHighlightsRequest(), metadata=auth("ov-healthy"))
+    assert r.pulse == pb.Pulse(status=pb.PULSE_STATUS_HEALTHY, active_incidents=0, pending_decisions=0,
+                               recent_breaches=0)  # the breach 24 h 1 min ago is outside the window
+    assert _counts(r) == {"Incidents": (2, 0, 0, False), "Policies": (2, 0, 0, False), "Activity": (2, 0, 0, False)}
+    assert r.last_activity_at.ToDatetime(tzinfo=timezone.utc) == overview_data - timedelta(days=10)
+    assert abs(r.computed_at.ToDatetime(tzinfo=timezone.utc) - datetime.now(timezone.utc)) < timedelta(seconds=30)
+
+
+async def test_attention_pulse_from_a_draft_and_a_breach_just_inside_24_hours(stub):
+    r = await stub.GetHighlights(pb.GetHighlightsRequest(), metadata=auth("ov-attention"))
+    assert r.pulse == pb.Pulse(status=pb.PULSE_STATUS_ATTENTION_NEEDED, active_incidents=0, pending_decisions=1,
+                               recent_breaches=1)
+    assert _counts(r) == {"Incidents": (1, 0, 0, False), "Policies": (1, 1, 0, False), "Activity": (2, 2, 0, False)}
+    assert not r.HasField("last_activity_at")  # this tenant's ledger is empty
+
+
+async def test_critical_pulse_counts_critical_and_high_once(stub):
+    r = await stub.GetHighlights(pb.GetHighlightsRequest(), metadata=auth("ov-decisions"))
+    assert r.pulse == pb.Pulse(status=pb.PULSE_STATUS_CRITICAL, active_incidents=4, pending_decisions=6,
+                               recent_breaches=0)
+    assert _counts(r) == {"Incidents": (6, 4, 2, False), "Policies": (4, 2, 0, False), "Activity": (3, 1, 0, False)}
+
+
+async def test_attention_from_a_medium_incident_alone(suite, database_url):
+    """ACTIVE medium and low incidents are decisions, not criticals."""
+    producer = Producer(database_url)
+    story = scenarios.Scenario("SDSR-OVW-MEDIUM", "", [
+        {"incident": {"id": "inc-m", "title": "m", "severity": "medium"}},
+        {"incident": {"id": "inc-l", "title": "l", "severity": "low"}}], SCENARIOS / "generated")
+    scenarios.load(producer, story, "ov-medium")
+    producer.close()
+    async with grpc.aio.insecure_channel(suite["overview"]) as channel:
+        r = await pb_grpc.OverviewServiceStub(channel).GetHighlights(pb.GetHighlightsRequest(),
+                                                                     metadata=auth("ov-medium"))
+    assert r.pulse.status == pb.PULSE_STATUS_ATTENTION_NEEDED
+    assert (r.pulse.active_incidents, r.pulse.pending_decisions) == (2, 2)
+
+
+# --- costs ------------------------------------------------------------------------
+
+def _month(now: datetime) -> tuple[datetime, datetime]:
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    return start, (start + timedelta(days=32)).replace(day=1)
+
+
+def _usd(cents: int) -> evidence_pb2.Money:
+    return evidence_pb2.Money(currency_code="USD", amount_cents=cents)
+
+
+async def test_costs_scopes_and_budget_boundaries(stub, overview_data):
+    r = await stub.GetCosts(pb.GetCostsRequest(), metadata=auth("ov-costs"))
+    start, end = _month(overview_data)
+    assert r.currency == "USD"
+    assert (r.period.start.ToDatetime(tzinfo=timezone.utc), r.period.end.ToDatetime(tzinfo=timezone.utc)) == (start, end)
+    assert r.actuals.llm_run_cost == _usd(7999 + 8000 + 10000)  # the run a second before the month is out
+    window = pb.Period(start=ts(start), end=ts(end))
+    expected = [
+        ("lim-tenant", sources_pb2.LIMIT_SCOPE_TENANT, "", 100000, 25999, 74001, 2599, pb.BUDGET_STATUS_OK),
+        ("lim-project", sources_pb2.LIMIT_SCOPE_PROJECT, "proj-a", 10000, 7999, 2001, 7999, pb.BUDGET_STATUS_OK),
+        ("lim-agent", sources_pb2.LIMIT_SCOPE_AGENT, "agent-b", 10000, 8000, 2000, 8000,
+         pb.BUDGET_STATUS_NEAR_THRESHOLD),
+        ("lim-provider", sources_pb2.LIMIT_SCOPE_PROVIDER, "prov-c", 10000, 10000, 0, 10000,
+         pb.BUDGET_STATUS_BREACHED),
+    ]
+    assert [l.limit_id for l in r.limits] == [f"ov-costs.{e[0]}" for e in expected]
+    for limit, (_, scope, scope_id, max_value, used, remaining, bp, status) in zip(r.limits, expected):
+        assert limit.category == sources_pb2.LIMIT_CATEGORY_BUDGET
+        assert (limit.scope, limit.scope_id, limit.reset_period) == (scope, scope_id, sources_pb2.RESET_PERIOD_MONTHLY)
+        assert limit.window == window
+        assert (limit.max_value, limit.used_value, limit.remaining_value) == (_usd(max_value), _usd(used),
+                                                                              _usd(remaining))
+        assert (limit.utilization_bp, limit.status) == (bp, status), limit.limit_id
+    # Budget breaches in the month: 500 + 2345 over; the one before the month and the rate breach are out.
+    assert r.violations == pb.CostViolations(breach_count=2, total_overage=_usd(500 + 2345))
+
+
+async def test_costs_for_an_explicit_period(stub, overview_data):
+    start, _ = _month(overview_data)
+    r = await stub.GetCosts(pb.GetCostsRequest(period_start=ts(start - timedelta(days=1)), period_end=ts(start)),
+                            metadata=auth("ov-costs"))
+    assert r.actuals.llm_run_cost == _usd(5000)
+    assert r.violations == pb.CostViolations(breach_count=1, total_overage=_usd(89999))
+    # Budget usage follows each limit's own window, not the requested period.
+    assert [l.used_value.amount_cents for l in r.limits] == [25999, 7999, 8000, 10000]
+
+
+@pytest.mark.parametrize("period", RESETS)
+async def test_budget_usage_follows_its_reset_period(stub, overview_data, period):
+    r = await stub.GetCosts(pb.GetCostsRequest(), metadata=auth(f"ov-reset-{period.lower()}"))
+    (limit,) = r.limits
+    assert limit.reset_period == sources_pb2.ResetPeriod.Value(f"RESET_PERIOD_{period}")
+    day = overview_data.replace(hour=0, minute=0, second=0)
+    windows = {"DAILY": (day, day + timedelta(days=1)),
+               "WEEKLY": (day - timedelta(days=day.weekday()), day - timedelta(days=day.weekday() - 7)),
+               "MONTHLY": _month(overview_data)}
+    if period == "NONE":
+        assert not limit.window.HasField("start") and not limit.window.HasField("end")
+        assert limit.used_value == _usd(300)
+    else:
+        start, end = windows[period]
+        assert limit.window == pb.Period(start=ts(start), end=ts(end))
+        assert limit.used_value == _usd(100)
+    assert limit.status == pb.BUDGET_STATUS_OK
+
+
+async def test_costs_period_must_not_be_inverted(stub):
+    now = datetime.now(timezone.utc)
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.GetCosts(pb.GetCostsRequest(period_start=ts(now), period_end=ts(now - timedelta(days=1))),
+                            metadata=auth("ov-costs"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "period_end" in violations(err.value)
+
+
+# --- decisions --------------------------------------------------------------------
+
+def _decisions(response) -> list[tuple]:
+    return [(d.entity_id.split(".", 1)[1], pb.DecisionSource.Name(d.source_domain)[16:],
+             pb.DecisionType.Name(d.decision_type)[14:], pb.DecisionPriority.Name(d.priority)[18:])
+            for d in response.decisions]
+
+
+QUEUE = [  # newest first; at -30m the incident and the proposal tie on time, the id orders them
+    ("prop-draft-2", "POLICY", "APPROVE", "MEDIUM"),
+    ("inc-low", "INCIDENT", "ACK", "LOW"),
+    ("prop-draft-1", "POLICY", "APPROVE", "MEDIUM"),
+    ("inc-medium", "INCIDENT", "ACK", "MEDIUM"),
+    ("inc-high", "INCIDENT", "ACK", "HIGH"),
+    ("inc-critical", "INCIDENT", "ACK", "CRITICAL"),
+]
+
+
+async def test_decision_queue(stub, overview_data):
+    r = await stub.ListDecisions(pb.ListDecisionsRequest(), metadata=auth("ov-decisions"))
+    assert _decisions(r) == QUEUE
+    assert (r.total_size, r.total_size_is_estimate, r.has_more, r.next_page_token) == (6, False, False, "")
+    first = r.decisions[0]
+    assert first.entity_type == evidence_pb2.AUDIT_ENTITY_TYPE_POLICY_PROPOSAL
+    assert first.summary == "Lower support budget"
+    assert first.created_at.ToDatetime(tzinfo=timezone.utc) == overview_data - timedelta(minutes=1)
+    incident = r.decisions[-1]
+    assert (incident.entity_type, incident.summary) == (evidence_pb2.AUDIT_ENTITY_TYPE_INCIDENT,
+                                                        "Agent exfiltrating customer data")
+
+
+async def test_decision_pages_walk_the_queue_once(stub):
+    seen, token, pages = [], "", 0
+    while True:
+        r = await stub.ListDecisions(pb.ListDecisionsRequest(page_size=2, page_token=token),
+                                     metadata=auth("ov-decisions"))
+        seen += _decisions(r)
+        pages += 1
+        assert r.total_size == 6 and r.has_more == bool(r.next_page_token)
+        token = r.next_page_token
+        if not token:
+            break
+    assert (seen, pages) == (QUEUE, 3)
+
+
+@pytest.mark.parametrize("source, priority, expected", [
+    (pb.DECISION_SOURCE_INCIDENT, 0, ["inc-low", "inc-medium", "inc-high", "inc-critical"]),
+    (pb.DECISION_SOURCE_POLICY, 0, ["prop-draft-2", "prop-draft-1"]),
+    (0, pb.DECISION_PRIORITY_MEDIUM, ["prop-draft-2", "prop-draft-1", "inc-medium"]),
+    (0, pb.DECISION_PRIORITY_CRITICAL, ["inc-critical"]),
+    (pb.DECISION_SOURCE_POLICY, pb.DECISION_PRIORITY_HIGH, []),
+    (pb.DECISION_SOURCE_INCIDENT, pb.DECISION_PRIORITY_LOW, ["inc-low"]),
+])
+async def test_decision_filters(stub, source, priority, expected):
+    r = await stub.ListDecisions(pb.ListDecisionsRequest(source_domain=source, priority=priority),
+                                 metadata=auth("ov-decisions"))
+    assert [d[0] for d in _decisions(r)] == expected
+    assert r.total_size == len(expected)
+
+
+async def test_decision_token_is_bound_to_filters_and_tenant(stub):
+    r = await stub.ListDecisions(pb.ListDecisionsRequest(page_size=1), metadata=auth("ov-decisions"))
+    for request, tenant in ((pb.ListDecisionsRequest(page_token=r.next_page_token,
+                                                     source_domain=pb.DECISION_SOURCE_POLICY), "ov-decisions"),
+                            (pb.ListDecisionsRequest(page_token=r.next_page_token), "ov-attention")):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.ListDecisions(request, metadata=auth(tenant))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "page_token" in violations(err.value)
+
+
+@pytest.mark.parametrize("request_, field", [
+    (pb.ListDecisionsRequest(page_size=-1), "page_size"),
+    (pb.ListDecisionsRequest(source_domain=9), "source_domain"),
+    (pb.ListDecisionsRequest(priority=42), "priority"),
+    (pb.ListDecisionsRequest(page_token="not-a-token"), "page_token"),
+])
+async def test_decision_bad_input(stub, request_, field):
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.ListDecisions(request_, metadata=auth("ov-decisions"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in violations(err.value)
+
+
+async def test_every_answer_is_the_callers_tenant_only(stub):
+    """Another tenant's data never shows: a tenant with none sees an empty projection."""
+    r = await stub.GetHighlights(pb.GetHighlightsRequest(), metadata=auth("ov-nobody"))
+    assert r.pulse.status == pb.PULSE_STATUS_HEALTHY
+    assert _counts(r) == {"Incidents": (0, 0, 0, False), "Policies": (0, 0, 0, False), "Activity": (0, 0, 0, False)}
+    d = await stub.ListDecisions(pb.ListDecisionsRequest(), metadata=auth("ov-nobody"))
+    assert (len(d.decisions), d.total_size) == (0, 0)
+    c = await stub.GetCosts(pb.GetCostsRequest(), metadata=auth("ov-nobody"))
+    assert (len(c.limits), c.actuals.llm_run_cost.amount_cents, c.violations.breach_count) == (0, 0, 0)
