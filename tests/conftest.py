@@ -7,6 +7,8 @@ each in a database of its own that is dropped afterwards.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -19,15 +21,21 @@ from aos_runtime.embedded import EmbeddedPostgres
 
 
 @pytest.fixture(scope="session")
-def postgres_server(tmp_path_factory):
+def postgres_server():
     """A server URL whose user may create databases and roles."""
     if os.environ.get("DATABASE_URL"):
         yield os.environ["DATABASE_URL"]
         return
-    server = EmbeddedPostgres(Path(tmp_path_factory.mktemp("pg")), durable=False)
+    # Not under pytest's basetemp: another pytest session starting meanwhile prunes
+    # old basetemps, and would delete a running server's data directory.
+    work = Path(tempfile.mkdtemp(prefix="aos-test-pg-"))
+    server = EmbeddedPostgres(work, durable=False)
     server.start()
-    yield server.url
-    server.stop()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 class DatabaseFactory:

@@ -58,7 +58,7 @@ def test_suite_starts_serves_and_stops_everything(tmp_path):
             assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
         suite.send_signal(signal.SIGINT)  # what Ctrl-C does
-        assert suite.wait(timeout=60) == 0
+        assert suite.wait(timeout=60) == 0, "".join(output) + suite.stdout.read()
     finally:
         if suite.poll() is None:
             suite.kill()
