@@ -1,0 +1,304 @@
+"""Byte-reproducible renderers for evidence exports: PDF, CSV and ZIP.
+
+Product invariant: the same export request over the same records yields the
+same artifact bytes, PDF and ZIP included. So nothing here reads the clock,
+draws random ids or depends on an order the input does not give; every date in
+an artifact comes from the records. Bytes are reproducible for a given install
+(reportlab and zlib versions, reportlab's settings left at their defaults).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import stat
+import zipfile
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from functools import partial
+from typing import Any, Iterable, Mapping, Sequence
+from uuid import UUID
+from xml.sax.saxutils import escape
+
+from reportlab.lib import colors
+from reportlab.lib.pagesizes import A4
+from reportlab.lib.styles import ParagraphStyle
+from reportlab.lib.units import cm
+from reportlab.pdfgen.canvas import Canvas
+from reportlab.platypus import (Flowable, PageBreak, Paragraph, Preformatted, SimpleDocTemplate, Spacer, Table,
+                                TableStyle)
+
+from aos_recording.hashing import canonical_json, rfc3339
+
+
+@dataclass(frozen=True)
+class Section:
+    """A heading, then its paragraphs, then a table when it has columns."""
+    title: str
+    paragraphs: Sequence[str] = ()
+    columns: Sequence[str] = ()
+    rows: Sequence[Sequence[str]] = ()  # each exactly len(columns) cells; long cells wrap
+
+
+@dataclass(frozen=True)
+class Report:
+    """A report a person reads; render_pdf lays it out."""
+    title: str
+    subtitle: str                               # e.g. "Evidence bundle — LLM run run-123"
+    generated_from: str                         # RFC 3339 from the records: the PDF's creation date
+    summary: list[tuple[str, str]]              # (label, value)
+    sections: list[Section]
+    timeline: list[tuple[str, str, str]]        # (RFC 3339 time, kind, text), already sorted
+    hashes: list[tuple[str, str]]               # (label, hex digest)
+    how_to_verify: list[str]                    # paragraphs or commands for an auditor
+
+
+# --- PDF -------------------------------------------------------------------
+
+_PAGE_WIDTH = A4[0]
+_MARGIN = 2 * cm
+_BODY_WIDTH = _PAGE_WIDTH - 2 * _MARGIN
+_HASH_LABEL_WIDTH = 5 * cm
+_CELL_PADDING = 3  # reportlab's default cell padding, each side
+
+_TITLE = ParagraphStyle("title", fontName="Helvetica-Bold", fontSize=24, leading=30, spaceAfter=12)
+_SUBTITLE = ParagraphStyle("subtitle", fontName="Helvetica", fontSize=14, leading=18, spaceAfter=24)
+_HEADING = ParagraphStyle("heading", fontName="Helvetica-Bold", fontSize=14, leading=18, spaceBefore=12,
+                          spaceAfter=6, keepWithNext=1)
+_BODY = ParagraphStyle("body", fontName="Helvetica", fontSize=10, leading=13, spaceAfter=6)
+_CELL = ParagraphStyle("cell", fontName="Helvetica", fontSize=8, leading=10)
+_HEADER_CELL = ParagraphStyle("header_cell", parent=_CELL, fontName="Helvetica-Bold")
+_CODE = ParagraphStyle("code", fontName="Courier", fontSize=8, leading=10)
+
+_TABLE_STYLE = TableStyle([
+    ("GRID", (0, 0), (-1, -1), 0.25, colors.grey),
+    ("VALIGN", (0, 0), (-1, -1), "TOP"),
+])
+_HEADED_TABLE_STYLE = TableStyle([("BACKGROUND", (0, 0), (-1, 0), colors.lightgrey)], parent=_TABLE_STYLE)
+
+# Control characters but TAB and LF: no glyph to draw, and not allowed in Paragraph's XML markup.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def _drawable(text: str) -> str:
+    """``text`` limited to what Helvetica and Courier can draw: anything else becomes '?'.
+
+    The built-in fonts need no font files but only cover WinAnsi (Latin-1 plus
+    a few typographic marks such as '—'), so '→ 日本' renders as '? ??'. Line
+    ends are normalised to '\\n'.
+    """
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return _CONTROL.sub("?", text).encode("cp1252", errors="replace").decode("cp1252")
+
+
+def _para(text: str, style: ParagraphStyle) -> Paragraph:
+    """A Paragraph showing ``text`` literally: markup escaped, line breaks kept."""
+    return Paragraph(escape(_drawable(text)).replace("\n", "<br/>"), style)
+
+
+def _table(columns: Sequence[str], rows: Iterable[Sequence[str]], widths: Sequence[float]) -> Table:
+    """A table of wrapped cells; the header row repeats on every page the table spans."""
+    data: list[list[Flowable]] = [[_para(c, _HEADER_CELL) for c in columns]]
+    for row in rows:
+        if len(row) != len(columns):
+            raise ValueError(f"row has {len(row)} cells, table has {len(columns)} columns: {row!r}")
+        data.append([_para(cell, _CELL) for cell in row])
+    # splitInRow: a cell taller than a page (a large JSON state) splits instead of failing the layout.
+    return Table(data, colWidths=list(widths), repeatRows=1, splitInRow=1, style=_HEADED_TABLE_STYLE)
+
+
+def _hash_table(hashes: Sequence[tuple[str, str]]) -> Table:
+    """Labels beside digests in Courier, long digests wrapped at the column's width."""
+    digest_width = _BODY_WIDTH - _HASH_LABEL_WIDTH
+    chars_per_line = int((digest_width - 2 * _CELL_PADDING) // (0.6 * _CODE.fontSize))  # Courier: 0.6 em a glyph
+    data = [[_para(label, _CELL), Preformatted(_drawable(digest), _CODE, maxLineLength=chars_per_line)]
+            for label, digest in hashes]
+    return Table(data, colWidths=[_HASH_LABEL_WIDTH, digest_width], style=_TABLE_STYLE)
+
+
+def _section(title: str, body: list[Flowable], empty: str) -> list[Flowable]:
+    return [_para(title, _HEADING), *(body or [_para(empty, _BODY)])]
+
+
+def _story(report: Report) -> list[Flowable]:
+    story: list[Flowable] = [
+        Spacer(1, 6 * cm),
+        _para(report.title, _TITLE),
+        _para(report.subtitle, _SUBTITLE),
+        _para(f"Generated from records as of {report.generated_from}", _BODY),
+        PageBreak(),
+    ]
+    summary = [_table(("Item", "Value"), report.summary, (5 * cm, _BODY_WIDTH - 5 * cm))] if report.summary else []
+    story += _section("Summary", summary, "Nothing to summarise.")
+    for section in report.sections:
+        body = [_para(p, _BODY) for p in section.paragraphs]
+        if section.columns:
+            width = _BODY_WIDTH / len(section.columns)
+            body.append(_table(section.columns, section.rows, [width] * len(section.columns)))
+        elif section.rows:
+            raise ValueError(f"section {section.title!r} has rows but no columns")
+        story += _section(section.title, body, "Nothing recorded.")
+    timeline = [_table(("Time", "Kind", "Event"), report.timeline, (4.4 * cm, 3.5 * cm, _BODY_WIDTH - 7.9 * cm))
+                ] if report.timeline else []
+    story += _section("Timeline", timeline, "No events.")
+    story += _section("Hashes", [_hash_table(report.hashes)] if report.hashes else [], "No hashes.")
+    story += _section("How to verify", [_para(p, _BODY) for p in report.how_to_verify], "No instructions.")
+    return story
+
+
+def _footer(canvas: Canvas, _doc: SimpleDocTemplate) -> None:
+    canvas.saveState()
+    canvas.setFont("Helvetica", 8)
+    canvas.drawCentredString(_PAGE_WIDTH / 2, _MARGIN / 2, f"page {canvas.getPageNumber()}")
+    canvas.restoreState()
+
+
+def _as_utc(value: datetime) -> datetime:
+    """``value`` in UTC; a naive datetime is taken as UTC, as hashing.rfc3339 does."""
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def _pdf_date(rfc3339_text: str) -> str:
+    """An RFC 3339 timestamp as a PDF date in UTC."""
+    value = _as_utc(datetime.fromisoformat(rfc3339_text))
+    return (f"D:{value.year:04d}{value.month:02d}{value.day:02d}"
+            f"{value.hour:02d}{value.minute:02d}{value.second:02d}+00'00'")
+
+
+class _RecordClockCanvas(Canvas):
+    """A canvas whose only clock is the records' timestamp.
+
+    ``invariant=1`` makes reportlab stamp every document 2000-01-01 instead of
+    now, per document and without touching the global ``rl_config.invariant``.
+    But ``SOURCE_DATE_EPOCH`` in the environment overrides that stamp, and the
+    stamp feeds both the Info dates and the digest behind the trailer /ID. So
+    the dates come from a date formatter (public API) and the /ID digest is
+    reseeded from the same date: neither depends on the process's environment.
+    """
+
+    def __init__(self, *args: Any, pdf_date: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.setDateFormatter(lambda *_ymdhms: pdf_date)
+        # reportlab seeds this md5 with its own timestamp and later adds title, author, subject, keywords.
+        self._doc.signature = hashlib.md5(b"a reportlab document" + pdf_date.encode(), usedforsecurity=False)
+
+
+def render_pdf(report: Report) -> bytes:
+    """The report as a PDF; identical bytes for an identical report.
+
+    Only the built-in Helvetica and Courier fonts are used, so text outside
+    WinAnsi (Latin-1 plus a few marks like '—') is drawn as '?'; the Info
+    dictionary (title, subject) keeps the full Unicode text. Raises ValueError
+    for a malformed ``generated_from`` or a table row of the wrong width.
+    """
+    pdf_date = _pdf_date(report.generated_from)
+    out = io.BytesIO()
+    doc = SimpleDocTemplate(
+        out, pagesize=A4, leftMargin=_MARGIN, rightMargin=_MARGIN, topMargin=_MARGIN, bottomMargin=_MARGIN,
+        title=report.title, subject=report.subtitle, author="AOS Evidence Plane",
+        creator="AOS Evidence Plane export", producer="AOS Evidence Plane export (ReportLab)",
+        # Per document, so nothing global changes; explicit so reportlab settings defaults don't leak in.
+        invariant=1, pageCompression=1, lang="en", initialFontName="Helvetica",
+    )
+    doc.build(_story(report), onFirstPage=_footer, onLaterPages=_footer,
+              canvasmaker=partial(_RecordClockCanvas, pdf_date=pdf_date))
+    return out.getvalue()
+
+
+# --- CSV -------------------------------------------------------------------
+
+# Spreadsheets run a cell starting with one of these as a formula (CSV injection).
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_NEEDS_QUOTES = re.compile(r'[",\r\n]')
+
+
+def _csv_text(value: Any) -> str:
+    """One cell's text, before quoting.
+
+    Text that a spreadsheet would run as a formula gets a leading apostrophe
+    (``=SUM(A1)`` becomes ``'=SUM(A1)``): the file is read by people with
+    spreadsheets, and the apostrophe shows them the value was neutralised.
+    Numbers are left alone: ``-5`` is data, not a formula.
+    """
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, Decimal)):
+        return str(value)
+    if isinstance(value, datetime):
+        text = rfc3339(value)
+    elif isinstance(value, (Mapping, list, tuple)):
+        text = canonical_json(value).decode()
+    elif isinstance(value, (str, date, UUID)):
+        text = str(value)
+    else:  # a default repr could carry a memory address: refuse rather than vary
+        raise TypeError(f"cannot render {type(value).__name__} as a CSV cell")
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
+def _csv_record(cells: Sequence[str]) -> str:
+    fields = ['"' + c.replace('"', '""') + '"' if _NEEDS_QUOTES.search(c) else c for c in cells]
+    if fields == [""]:  # a lone empty field would be a blank line, which readers skip
+        fields = ['""']
+    return ",".join(fields) + "\r\n"
+
+
+def render_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
+    """RFC 4180 CSV: UTF-8 without BOM, CRLF line ends, header record first.
+
+    Cells: None is empty, bools are ``true``/``false``, datetimes RFC 3339 UTC,
+    mappings and lists canonical JSON (RFC 8785). Fields holding a quote,
+    comma, CR or LF are quoted. Text starting with = + - @ TAB or CR gets a
+    leading apostrophe against formula injection (header names included).
+    Raises ValueError for a row whose width differs from the header's.
+    """
+    lines = [_csv_record([_csv_text(c) for c in columns])]
+    for row in rows:
+        if len(row) != len(columns):
+            raise ValueError(f"row has {len(row)} cells, header has {len(columns)}: {row!r}")
+        lines.append(_csv_record([_csv_text(v) for v in row]))
+    return "".join(lines).encode("utf-8")
+
+
+# --- ZIP -------------------------------------------------------------------
+
+_ZIP_EPOCH = datetime(1980, 1, 1, tzinfo=timezone.utc)  # the earliest date a ZIP entry can carry
+_REGULAR_FILE_0644 = (stat.S_IFREG | 0o644) << 16       # unix mode in the high 16 bits
+_UNIX = 3
+
+
+def _check_member_name(name: str) -> None:
+    """Reject names that could escape the extraction directory or mean a directory."""
+    parts = name.split("/")
+    if (not name or name.startswith("/") or "\\" in name or "\x00" in name or re.match(r"[A-Za-z]:", name)
+            or any(part in ("", ".", "..") for part in parts)):
+        raise ValueError(f"unsafe ZIP member name: {name!r}")
+
+
+def render_zip(members: Sequence[tuple[str, bytes]], timestamp: datetime) -> bytes:
+    """A ZIP of ``members`` in the given order, identical bytes for identical input.
+
+    Every entry carries ``timestamp`` (UTC, naive taken as UTC, clamped to the
+    ZIP epoch 1980-01-01; DOS dates keep even seconds only), mode 0644 from a
+    unix host, DEFLATE level 9, no extra fields and no comments. Raises ValueError for a duplicate name or one that is absolute,
+    contains '..', '.', empty segments or backslashes.
+    """
+    seen: set[str] = set()
+    for name, _data in members:
+        _check_member_name(name)
+        if name in seen:
+            raise ValueError(f"duplicate ZIP member name: {name!r}")
+        seen.add(name)
+    when = max(_as_utc(timestamp), _ZIP_EPOCH)
+    date_time = (when.year, when.month, when.day, when.hour, when.minute, when.second)
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        for name, data in members:
+            info = zipfile.ZipInfo(name, date_time=date_time)
+            info.create_system = _UNIX
+            info.external_attr = _REGULAR_FILE_0644
+            archive.writestr(info, data, compress_type=zipfile.ZIP_DEFLATED, compresslevel=9)
+    return out.getvalue()
