@@ -135,9 +135,14 @@ def manifest_hash(manifest: Mapping[str, Any]) -> bytes:
     return sha256(canonical_json(manifest))
 
 
+def artifact_digest() -> "hashlib._Hash":
+    """An export artifact's checksum, fed chunk by chunk as the artifact is written."""
+    return hashlib.sha256()
+
+
 def artifact_checksum(chunks: Iterable[bytes]) -> bytes:
     """SHA-256 of an export artifact, streamed."""
-    digest = hashlib.sha256()
+    digest = artifact_digest()
     for chunk in chunks:
         digest.update(chunk)
     return digest.digest()

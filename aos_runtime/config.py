@@ -34,6 +34,12 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("AOS_PAGE_TOKEN_SECRET", None,
            "Key sealing page tokens (shared by every process of a deployment). A development one is generated "
            "under AOS_DATA_DIR when unset."),
+    EnvVar("AOS_EXPORT_SIGNING_KEY_FILE", None,
+           "PEM (PKCS#8) Ed25519 private key that signs exports and checkpoints. Unset: one is generated "
+           "under AOS_DATA_DIR (development only)."),
+    EnvVar("AOS_EXPORT_VERIFICATION_KEY_FILES", None,
+           "Comma-separated PEM Ed25519 public keys (or JSON key lists) of retired signing keys: still "
+           "listed by ListSigningKeys and accepted by VerifyExport."),
     EnvVar("AOS_DB_POOL_SIZE", "10", "Connections per service process."),
     EnvVar("AOS_DB_POOL_TIMEOUT_S", "5", "Seconds a call waits for a pooled connection before RESOURCE_EXHAUSTED."),
     EnvVar("AOS_DB_STATEMENT_TIMEOUT_MS", "30000", "Upper bound on one SQL statement; a shorter client deadline wins."),
@@ -92,6 +98,8 @@ class Settings:
     issuer: str | None
     audience: str
     page_token_secret: str | None
+    export_signing_key_file: Path | None
+    export_verification_key_files: tuple[Path, ...]
     pool_size: int
     pool_timeout_s: int
     statement_timeout_ms: int
@@ -111,6 +119,7 @@ class Settings:
             # a service ends up on the wrong port or database: refuse it.
             raise ConfigError(f"unknown configuration variables: {', '.join(unknown)}")
         key_file = _get(env, "AOS_AUTH_JWT_PUBLIC_KEY_FILE")
+        signing_key = _get(env, "AOS_EXPORT_SIGNING_KEY_FILE")
         level = (_get(env, "AOS_LOG_LEVEL") or "INFO").upper()
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"AOS_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
@@ -129,6 +138,9 @@ class Settings:
             issuer=_get(env, "AOS_AUTH_ISSUER"),
             audience=_get(env, "AOS_AUTH_AUDIENCE") or "aos-evidence",
             page_token_secret=_get(env, "AOS_PAGE_TOKEN_SECRET"),
+            export_signing_key_file=Path(signing_key) if signing_key else None,
+            export_verification_key_files=tuple(Path(p.strip()) for p in (
+                _get(env, "AOS_EXPORT_VERIFICATION_KEY_FILES") or "").split(",") if p.strip()),
             pool_size=_int(env, "AOS_DB_POOL_SIZE", minimum=1),
             pool_timeout_s=_int(env, "AOS_DB_POOL_TIMEOUT_S", minimum=1),
             statement_timeout_ms=_int(env, "AOS_DB_STATEMENT_TIMEOUT_MS", minimum=1),

@@ -28,6 +28,7 @@ from aos.evidence.v1 import options_pb2
 from aos_runtime import auth, errors
 from aos_runtime.db import Database, call_deadline
 from aos_runtime.observability import request_id
+from aos_runtime.config import Settings
 from aos_runtime.pagination import PageTokens
 
 log = logging.getLogger("aos.server")
@@ -38,9 +39,11 @@ OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 
 @dataclass(frozen=True)
 class ServiceContext:
-    """What a service's handlers get from the runtime: the pool and the page-token key."""
+    """What a service's handlers get from the runtime: the pool, the page-token key and
+    the settings (for what only one service needs, such as the export signing keys)."""
     db: Database
     page_tokens: PageTokens
+    settings: Settings | None = None
 
 
 @dataclass(frozen=True)

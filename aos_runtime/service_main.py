@@ -31,7 +31,7 @@ def build_server(name: str, servicers: Callable[[ServiceContext], list[Servicer]
     db = Database(database_url, service=name, pool_size=settings.pool_size,
                   pool_timeout_s=settings.pool_timeout_s, statement_timeout_ms=settings.statement_timeout_ms,
                   connect_timeout_s=settings.connect_timeout_s)
-    context = ServiceContext(db=db, page_tokens=PageTokens.from_settings(settings))
+    context = ServiceContext(db=db, page_tokens=PageTokens.from_settings(settings), settings=settings)
     return ServiceServer(name, servicers(context), db, token_verifier(settings), host=settings.bind_host,
                          port=settings.ports[name] if port is None else port,
                          max_message_bytes=settings.max_message_bytes, grace_period_s=settings.grace_period_s,

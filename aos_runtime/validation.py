@@ -70,12 +70,13 @@ class Request:
             self.violations.add(field, f"{number} is not a value of {enum_descriptor.name}")
         return name
 
-    def time_range(self, message, after: str = "created_after", before: str = "created_before"
-                   ) -> tuple[datetime | None, datetime | None]:
+    def time_range(self, message, after: str = "created_after", before: str = "created_before", *,
+                   prefix: str = "") -> tuple[datetime | None, datetime | None]:
+        """``prefix`` names the nested message in violations (``audit_slice.created_before``)."""
         start = _time(message, after)
         end = _time(message, before)
         if start and end and start >= end:
-            self.violations.add(before, f"must be later than {after}")
+            self.violations.add(prefix + before, f"must be later than {prefix + after}")
         return start, end
 
 

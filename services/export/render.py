@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from functools import partial
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 from uuid import UUID
 from xml.sax.saxutils import escape
 
@@ -245,6 +245,15 @@ def _csv_record(cells: Sequence[str]) -> str:
     return ",".join(fields) + "\r\n"
 
 
+def csv_lines(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Iterator[bytes]:
+    """render_csv line by line, for artifacts too large to hold: the header, then each row."""
+    yield _csv_record([_csv_text(c) for c in columns]).encode("utf-8")
+    for row in rows:
+        if len(row) != len(columns):
+            raise ValueError(f"row has {len(row)} cells, header has {len(columns)}: {row!r}")
+        yield _csv_record([_csv_text(v) for v in row]).encode("utf-8")
+
+
 def render_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
     """RFC 4180 CSV: UTF-8 without BOM, CRLF line ends, header record first.
 
@@ -254,12 +263,7 @@ def render_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
     leading apostrophe against formula injection (header names included).
     Raises ValueError for a row whose width differs from the header's.
     """
-    lines = [_csv_record([_csv_text(c) for c in columns])]
-    for row in rows:
-        if len(row) != len(columns):
-            raise ValueError(f"row has {len(row)} cells, header has {len(columns)}: {row!r}")
-        lines.append(_csv_record([_csv_text(v) for v in row]))
-    return "".join(lines).encode("utf-8")
+    return b"".join(csv_lines(columns, rows))
 
 
 # --- ZIP -------------------------------------------------------------------

@@ -1,15 +1,284 @@
-"""ExportService: evidence bundles, signed, recorded in append-only log_exports."""
+"""ExportService: evidence bundles, signed, recorded in append-only log_exports.
+
+Handlers validate, hand the work to builder (one transaction) or the stores, and
+build protos; rows become messages through the Logs service's converter, so an
+export reads the same in Logs O5 and here.
+"""
 from __future__ import annotations
 
+import asyncio
+from datetime import datetime, timezone
+
+import grpc
+from sqlalchemy.exc import IntegrityError
+
+from aos.evidence.v1 import bundle_pb2, integrity_pb2
 from aos.export.v1 import export_service_pb2 as pb, export_service_pb2_grpc as pb_grpc
-from aos_runtime.server import Servicer, ServiceContext, not_yet_built
+from aos_recording import dsse, verify
+from aos_recording.hashing import artifact_checksum, canonical_json, manifest_hash, rfc3339
+from aos_runtime import auth, errors
+from aos_runtime.evidence import timestamp
+from aos_runtime.server import Servicer, ServiceContext
+from aos_runtime.validation import Request
+from services.export import builder, store
+from services.logs import store as evidence
+from services.logs.messages import export_message
 
 DESCRIPTOR = pb.DESCRIPTOR.services_by_name["ExportService"]
+_FIELDS = pb.CreateExportRequest.DESCRIPTOR.fields_by_name
+_AUDIT = pb.AuditSlice.DESCRIPTOR.fields_by_name
+_SYSTEM = pb.SystemSlice.DESCRIPTOR.fields_by_name
+IDEMPOTENCY_KEY_MAX = 128
 
 
-class ExportService(not_yet_built(pb_grpc.ExportServiceServicer, DESCRIPTOR, "issue #6")):
+def key_ring(settings) -> dsse.KeyRing:
+    """The configured signing key and retired verification keys; for the embedded
+    default (no key configured), a development key under AOS_DATA_DIR."""
+    if settings.export_signing_key_file:
+        return dsse.KeyRing.load(settings.export_signing_key_file, settings.export_verification_key_files)
+    ring = dsse.KeyRing.generate_dev(settings.data_dir)
+    if not settings.export_verification_key_files:
+        return ring
+    extra = dsse.KeyRing.load(settings.data_dir / dsse.DEV_SIGNING_KEY_FILE, settings.export_verification_key_files)
+    return dsse.KeyRing(ring.active, ring.public_keys()[1:] + extra.public_keys()[1:])
+
+
+class ExportService(pb_grpc.ExportServiceServicer):
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
+        self.keys = key_ring(ctx.settings) if ctx.settings is not None else None
+
+    # --- create -------------------------------------------------------------------
+    def _plan(self, request, tenant: str) -> builder.Plan:
+        r = Request()
+        subject = request.WhichOneof("subject")
+        bundle_type = r.enum(request.bundle_type, _FIELDS["bundle_type"].enum_type, "bundle_type")
+        fmt = r.enum(request.format, _FIELDS["format"].enum_type, "format")
+        if not request.bundle_type:
+            r.violations.add("bundle_type", "is required (EVIDENCE, SOC2 or EXECUTIVE)")
+        if not request.format:
+            r.violations.add("format", "is required (JSON, CSV, PDF or ZIP)")
+        key = request.idempotency_key or None
+        if key is not None and (len(key) > IDEMPOTENCY_KEY_MAX or not key.isprintable()):
+            r.violations.add("idempotency_key", f"must be printable and at most {IDEMPOTENCY_KEY_MAX} characters")
+        run_id = incident_id = None
+        slice_filter: dict = {}
+        if subject is None:
+            r.violations.add("subject", "one of run_id, incident_id, audit_slice or system_slice is required")
+            scope = "LLM_RUN"
+        elif subject == "run_id":
+            scope, run_id = "LLM_RUN", r.resource_id(request.run_id, "run_id")
+        elif subject == "incident_id":
+            scope, incident_id = "INCIDENT", r.resource_id(request.incident_id, "incident_id")
+        elif subject == "audit_slice":
+            scope, s = "AUDIT_SLICE", request.audit_slice
+            slice_filter = {
+                "event_type": r.enum(s.event_type, _AUDIT["event_type"].enum_type, "audit_slice.event_type"),
+                "entity_type": r.enum(s.entity_type, _AUDIT["entity_type"].enum_type, "audit_slice.entity_type"),
+                "actor_type": r.enum(s.actor_type, _AUDIT["actor_type"].enum_type, "audit_slice.actor_type"),
+                "actor_id": r.optional_text(s.actor_id, "audit_slice.actor_id"),
+                "correlation_id": r.optional_text(s.correlation_id, "audit_slice.correlation_id"),
+                **_range(r, s, "audit_slice")}
+        else:
+            scope, s = "SYSTEM_SLICE", request.system_slice
+            slice_filter = {
+                "component": r.optional_text(s.component, "system_slice.component"),
+                "event_type": r.enum(s.event_type, _SYSTEM["event_type"].enum_type, "system_slice.event_type"),
+                "severity": r.enum(s.severity, _SYSTEM["severity"].enum_type, "system_slice.severity"),
+                **_range(r, s, "system_slice")}
+        if fmt == "CSV" and scope in ("LLM_RUN", "INCIDENT"):
+            r.violations.add("format", "CSV is for audit and system slices; export a run or an incident as JSON, "
+                                       "PDF or ZIP")
+        r.done()
+        return builder.Plan(tenant_id=tenant, scope=scope, bundle_type=bundle_type, format=fmt, run_id=run_id,
+                            incident_id=incident_id,
+                            slice_filter={k: v for k, v in slice_filter.items() if v is not None},
+                            idempotency_key=key)
+
+    async def CreateExport(self, request, context):
+        who = auth.principal()
+        plan = self._plan(request, who.tenant_id)
+        if plan.idempotency_key:
+            existing = await self.ctx.db.run(who.tenant_id, store.export_by_idempotency_key, who.tenant_id,
+                                             plan.idempotency_key)
+            if existing is not None:
+                return pb.CreateExportResponse(export=self._replay(plan, existing))
+        try:
+            row = await self.ctx.db.run(who.tenant_id, builder.create, plan, self.keys, who.actor_type, who.actor_id)
+        except IntegrityError:
+            # Another call with the same idempotency key committed first: answer with its export.
+            existing = await self.ctx.db.run(who.tenant_id, store.export_by_idempotency_key, who.tenant_id,
+                                             plan.idempotency_key) if plan.idempotency_key else None
+            if existing is None:
+                raise
+            return pb.CreateExportResponse(export=self._replay(plan, existing))
+        return pb.CreateExportResponse(export=_export(row))
+
+    @staticmethod
+    def _replay(plan: builder.Plan, existing) -> bundle_pb2.Export:
+        if not plan.same_request(existing):
+            raise errors.ApiError(grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_KEY_REUSED",
+                                  f"idempotency key {plan.idempotency_key!r} was used for another export request",
+                                  metadata={"export_id": existing["id"]})
+        return _export(existing)
+
+    # --- read -----------------------------------------------------------------------
+    async def _row(self, export_id: str):
+        tenant = auth.principal().tenant_id
+        row = await self.ctx.db.run(tenant, store.get_export, tenant, export_id)
+        if row is None:
+            raise errors.not_found("export", export_id)
+        return row
+
+    async def GetExport(self, request, context):
+        r = Request()
+        export_id = r.resource_id(request.export_id, "export_id")
+        r.done()
+        return pb.GetExportResponse(export=_export(await self._row(export_id)))
+
+    async def ListExports(self, request, context):
+        r = Request()
+        scope = r.enum(request.scope, pb.ListExportsRequest.DESCRIPTOR.fields_by_name["scope"].enum_type, "scope")
+        run_id = r.resource_id(request.run_id, "run_id") if request.run_id else None
+        incident_id = r.resource_id(request.incident_id, "incident_id") if request.incident_id else None
+        start, end = r.time_range(request)
+        limit = r.page_size(request.page_size)
+        r.done()
+        tenant = auth.principal().tenant_id
+        filters = {"scope": scope, "run_id": run_id, "incident_id": incident_id,
+                   "created_after": start and rfc3339(start), "created_before": end and rfc3339(end)}
+        after = self.ctx.page_tokens.read(request.page_token, tenant, "exports", filters)
+        page = await self.ctx.db.run(tenant, evidence.list_exports, tenant, start, end, after, limit, run_id,
+                                     scope, incident_id)
+        token = ""
+        if page.has_more:
+            last = page.rows[-1]
+            token = self.ctx.page_tokens.issue(tenant, "exports", filters, [last["created_at"].isoformat(), last["id"]])
+        return pb.ListExportsResponse(exports=[_export(row) for row in page.rows], next_page_token=token,
+                                      total_size=page.total, total_size_is_estimate=page.total_is_estimate,
+                                      has_more=page.has_more)
+
+    async def DownloadExport(self, request, context):
+        r = Request()
+        export_id = r.resource_id(request.export_id, "export_id")
+        r.done()
+        row = await self._row(export_id)
+        tenant = row["tenant_id"]
+        # One chunk in flight at a time: the pool thread fetches the next chunk only
+        # when the previous one has been handed to gRPC, so memory stays at ~1 MiB.
+        queue: asyncio.Queue = asyncio.Queue(maxsize=1)
+        loop = asyncio.get_running_loop()
+
+        def pump(conn):
+            for chunk in store.artifact_chunks(conn, tenant, export_id):
+                asyncio.run_coroutine_threadsafe(queue.put(chunk), loop).result()
+            asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
+
+        producer = asyncio.ensure_future(self.ctx.db.run(tenant, pump))
+        first = True
+        try:
+            while True:
+                getter = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait({getter, producer}, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    producer.result()  # raises what the pump raised
+                    raise RuntimeError("the artifact stream ended without its end mark")
+                chunk = getter.result()
+                if chunk is None:
+                    break
+                message = pb.DownloadExportResponse(data=chunk)
+                if first:
+                    message.content_type, message.filename = row["content_type"], row["filename"]
+                    message.size_bytes, message.checksum = row["size_bytes"], bytes(row["checksum"]).hex()
+                    first = False
+                yield message
+            await producer
+        finally:
+            if not producer.done():
+                producer.cancel()
+
+    async def VerifyExport(self, request, context):
+        r = Request()
+        export_id = r.resource_id(request.export_id, "export_id")
+        r.done()
+        row = await self._row(export_id)
+        checks = await self.ctx.db.run(row["tenant_id"], self._verify, row)
+        return pb.VerifyExportResponse(valid=all(c.passed for c in checks), checks=checks,
+                                       verified_at=timestamp(datetime.now(timezone.utc)))
+
+    def _verify(self, conn, row) -> list[bundle_pb2.ExportCheck]:
+        checks = []
+
+        def check(name: str, passed: bool, detail: str) -> None:
+            checks.append(bundle_pb2.ExportCheck(name=name, passed=passed, detail=detail))
+
+        stored = artifact_checksum(store.artifact_chunks(conn, row["tenant_id"], row["id"]))
+        check("checksum", stored == bytes(row["checksum"]),
+              f"stored artifact SHA-256 {stored.hex()}; recorded {bytes(row['checksum']).hex()}")
+        manifest = row["manifest"]
+        check("manifest", manifest.get("checksum") == bytes(row["checksum"]).hex()
+              and manifest.get("export_id") == row["id"] and manifest.get("size") == row["size_bytes"],
+              "the manifest names this export, its size and its checksum")
+        try:
+            payload = dsse.verify_envelope(row["dsse_envelope"], self.keys.public_keys(), dsse.MANIFEST_PAYLOAD_TYPE)
+            check("signature", payload == canonical_json(manifest),
+                  f"DSSE Ed25519 signature by key {row['signing_key_id']} over the canonical manifest")
+        except dsse.DsseError as exc:
+            check("signature", False, str(exc))
+        check("content_hash", manifest_hash(manifest) == bytes(row["content_hash"]),
+              "the export chain's content hash is the manifest's SHA-256")
+        report = verify.verify_exports(conn, row["tenant_id"])
+        here = [a for a in report.anomalies if a.seq == row["seq"]]
+        check("export_chain", not report.anomalies,
+              f"{report.checked} exports of the tenant checked; "
+              + ("no anomaly" if not report.anomalies else
+                 "; ".join(f"seq {a.seq}: {a.kind}" for a in report.anomalies[:5])
+                 + (f" (this export: {here[0].kind})" if here else "")))
+        if self.keys.active.public.key_id == row["signing_key_id"] or row["format"] != "ZIP":
+            rendered = builder.rerender_checksum(conn, row, self.keys.active)
+            check("reproducible", rendered == bytes(row["checksum"]),
+                  "re-rendered from the source records: " +
+                  ("identical bytes" if rendered == bytes(row["checksum"]) else
+                   f"SHA-256 {rendered.hex()} differs (the source records changed since the export)"))
+        else:
+            check("reproducible", False, f"a ZIP signed by retired key {row['signing_key_id']} cannot be re-signed "
+                                         "here; verify it offline with that key")
+        return checks
+
+    # --- keys and checkpoints --------------------------------------------------------
+    async def ListSigningKeys(self, request, context):
+        return pb.ListSigningKeysResponse(keys=[_signing_key(k) for k in self.keys.public_keys()])
+
+    async def GetLedgerCheckpoint(self, request, context):
+        tenant = auth.principal().tenant_id
+        head = await self.ctx.db.run(tenant, evidence.ledger_head, tenant)
+        issued = datetime.now(timezone.utc)
+        statement = {"tenant_id": tenant, "seq": head["seq"] if head else 0,
+                     "chain_hash": bytes(head["chain_hash"]).hex() if head else "00" * 32,
+                     "issued_at": rfc3339(issued)}
+        envelope = dsse.sign_envelope(dsse.CHECKPOINT_PAYLOAD_TYPE, canonical_json(statement), self.keys.active)
+        return pb.GetLedgerCheckpointResponse(checkpoint=integrity_pb2.LedgerCheckpoint(
+            tenant_id=tenant, seq=statement["seq"], chain_hash=statement["chain_hash"], issued_at=timestamp(issued),
+            dsse_envelope=dsse.envelope_json(envelope)))
+
+
+def _range(r: Request, message, prefix: str) -> dict:
+    start, end = r.time_range(message, prefix=f"{prefix}.")
+    return {"created_after": start and rfc3339(start), "created_before": end and rfc3339(end)}
+
+
+def _export(row) -> bundle_pb2.Export:
+    return export_message(row)
+
+
+def _signing_key(key: dsse.PublicKey) -> bundle_pb2.SigningKey:
+    message = bundle_pb2.SigningKey(key_id=key.key_id, algorithm="ed25519", public_key=key.raw,
+                                    valid_from=timestamp(key.valid_from),
+                                    status=bundle_pb2.SigningKeyStatus.Value(f"SIGNING_KEY_STATUS_{key.status}"))
+    if key.valid_until is not None:
+        message.valid_until.CopyFrom(timestamp(key.valid_until))
+    return message
 
 
 def servicers(ctx: ServiceContext) -> list[Servicer]:

@@ -82,7 +82,7 @@ def ledger_head(conn: Connection, tenant_id: str) -> Mapping[str, Any] | None:
                              "ORDER BY seq DESC LIMIT 1"), {"t": tenant_id}).mappings().first()
 
 
-_EXPORT_SELECT = """
+EXPORT_SELECT = """
 SELECT a.id, a.tenant_id, a.seq, a.scope, a.subject_id, a.run_id, a.incident_id, a.slice_filter, a.bundle_type,
        a.format, a.content_type, a.filename, a.size_bytes, a.checksum, a.manifest, a.dsse_envelope,
        a.signing_key_id, a.redaction, a.idempotency_key, a.requested_by_type, a.requested_by_id,
@@ -92,15 +92,16 @@ FROM log_exports a
 
 
 def list_exports(conn: Connection, tenant_id: str, created_after: datetime | None, created_before: datetime | None,
-                 after: Sequence[Any] | None, limit: int, run_id: str | None = None) -> Page:
+                 after: Sequence[Any] | None, limit: int, run_id: str | None = None, scope: str | None = None,
+                 incident_id: str | None = None) -> Page:
     clauses, params = ["a.tenant_id = :tenant"], {"tenant": tenant_id}
     for column, op, value in (("created_at", ">=", created_after), ("created_at", "<", created_before),
-                              ("run_id", "=", run_id)):
+                              ("run_id", "=", run_id), ("scope", "=", scope), ("incident_id", "=", incident_id)):
         if value is not None:
             name = f"{column}_{len(params)}"
             clauses.append(f"a.{column} {op} :{name}")
             params[name] = value
-    return keyset_page(conn, _EXPORT_SELECT, " AND ".join(clauses), params, "log_exports a", after, limit)
+    return keyset_page(conn, EXPORT_SELECT, " AND ".join(clauses), params, "log_exports a", after, limit)
 
 
 # --- LLM runs ---------------------------------------------------------------------
@@ -181,14 +182,16 @@ def run_exists(conn: Connection, tenant_id: str, run_id: str) -> bool:
         {"t": tenant_id, "r": run_id}).scalar_one()
 
 
-def run_audit_entries(conn: Connection, tenant_id: str, run_id: str) -> list[Mapping[str, Any]]:
-    """Entries correlated to a run: by correlation id or the run id in their state.
+def run_audit_entries(conn: Connection, tenant_id: str, run_id: str, *, states: bool = False
+                      ) -> list[Mapping[str, Any]]:
+    """Entries correlated to a run: by correlation id or the run id in their state
+    (with their before and after states when ``states``).
 
     Three indexed lookups (ix_audit_ledger_tenant_correlation, _after_run, _before_run)
     united in SQL — never a LIMIT first and a filter in memory after.
     """
     return list(conn.execute(text(
-        _AUDIT_SELECT.format(extra="") +
+        _AUDIT_SELECT.format(extra=", a.before_state, a.after_state" if states else "") +
         " WHERE a.id IN (SELECT id FROM audit_ledger WHERE tenant_id = :tenant AND correlation_id = :run"
         "   UNION SELECT id FROM audit_ledger WHERE tenant_id = :tenant AND after_state ? 'run_id'"
         "     AND after_state ->> 'run_id' = :run"
@@ -229,7 +232,7 @@ def replay_events(conn: Connection, tenant_id: str, trace_id: str | None, start:
 
 # --- system records ---------------------------------------------------------------
 
-def _system_clauses(filters: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+def system_clauses(filters: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     clauses, params = [], {}
     for column in ("component", "event_type", "severity"):
         if filters.get(column) is not None:
@@ -251,7 +254,7 @@ def list_system_records(conn: Connection, tenant_id: str, filters: Mapping[str, 
     Two keyset scans, one per index (the tenant's rows, the system-wide rows),
     merged: an OR over both would sort every match on deep pages.
     """
-    extra, params = _system_clauses(filters)
+    extra, params = system_clauses(filters)
     params = {**params, "tenant": tenant_id, "limit": limit + 1}
     keyset = ""
     if after is not None:

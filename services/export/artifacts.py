@@ -1,0 +1,327 @@
+"""Artifacts: a bundle in its format — JSON, CSV, PDF or the ZIP evidence package.
+
+Everything here is a pure function of the bundle (or of the slice's records): no
+clock, no export id, no randomness, so the bytes are reproducible. Slices stream:
+their records are redacted, written and forgotten one by one, so an export of a
+million ledger entries holds one record (and counters) in memory, not a million.
+
+The ZIP package holds the evidence (evidence.json), the report (report.pdf), for
+slices the records as CSV, a package manifest listing every member's SHA-256, that
+manifest's DSSE envelope, and SHA256SUMS. It is signed inside with the same key
+as the export (Ed25519 is deterministic, so the package is reproducible too).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable, Iterable, Iterator, Mapping
+
+from aos_recording import dsse
+from aos_recording.hashing import artifact_digest, canonical_json, sha256
+from services.export import bundles
+from services.export.redaction import PROFILE
+from services.export.render import Report, Section, csv_lines, render_csv, render_pdf, render_zip
+
+CHUNK_BYTES = 1024 * 1024  # one log_export_artifacts row, one DownloadExport message at most
+PDF_TABLE_ROWS = 500       # a report lists this many records; the JSON and CSV carry all
+ZIP_MAX_RECORDS = 100_000  # a package is assembled in memory: larger slices export as JSON or CSV
+CONTENT_TYPES = {"JSON": "application/json", "CSV": "text/csv; charset=utf-8", "PDF": "application/pdf",
+                 "ZIP": "application/zip"}
+EXTENSIONS = {"JSON": "json", "CSV": "csv", "PDF": "pdf", "ZIP": "zip"}
+EPOCH = "1970-01-01T00:00:00.000000Z"
+
+
+class TooLarge(ValueError):
+    """A slice too large for the format asked for."""
+
+
+class Sink:
+    """Receives an artifact's bytes, hands them on in chunks of CHUNK_BYTES and
+    keeps the running size and checksum."""
+
+    def __init__(self, flush: Callable[[int, bytes], None]) -> None:
+        self._flush = flush
+        self._buffer = bytearray()
+        self._digest = artifact_digest()
+        self._chunks = 0
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self._buffer += data
+        self._digest.update(data)
+        self.size += len(data)
+        while len(self._buffer) >= CHUNK_BYTES:
+            self._emit(bytes(self._buffer[:CHUNK_BYTES]))
+            del self._buffer[:CHUNK_BYTES]
+
+    def _emit(self, chunk: bytes) -> None:
+        self._flush(self._chunks, chunk)
+        self._chunks += 1
+
+    def close(self) -> bytes:
+        if self._buffer or not self._chunks:
+            if self._buffer:
+                self._emit(bytes(self._buffer))
+            self._buffer.clear()
+        return self._digest.digest()
+
+
+@dataclass(frozen=True)
+class Rendered:
+    size: int
+    checksum: bytes
+    redaction: dict[str, Any]    # {"profile": ..., "counts": {...}}
+    records: int                 # records the artifact carries
+
+
+# --- run and incident bundles (small: built whole) ------------------------------
+
+def render_bundle(bundle: dict[str, Any], fmt: str, counts: Mapping[str, int], key: dsse.SigningKey,
+                  sink: Sink) -> Rendered:
+    redaction = {"profile": PROFILE, "counts": dict(counts)}
+    bundle = {**bundle, "redaction": redaction}
+    evidence = canonical_json(bundle)
+    if fmt == "JSON":
+        sink.write(evidence)
+    elif fmt == "PDF":
+        sink.write(render_pdf(bundle_report(bundle)))
+    elif fmt == "ZIP":
+        sink.write(package([("evidence.json", evidence), ("report.pdf", render_pdf(bundle_report(bundle)))],
+                           bundle, key))
+    else:
+        raise ValueError(f"{fmt} is not a format for a {bundle['scope']} bundle")
+    return Rendered(sink.size, sink.close(), redaction, bundle_record_count(bundle))
+
+
+def bundle_record_count(bundle: Mapping[str, Any]) -> int:
+    trace = bundle.get("trace") or {}
+    return (len(trace.get("steps", [])) + len(bundle.get("governance", [])) + len(bundle.get("incidents", []))
+            + len(bundle.get("limit_breaches", [])) + len(bundle.get("proposals", [])) + (1 if bundle.get("run") else 0))
+
+
+def newest_time(value: Any) -> str:
+    """The latest RFC 3339 time anywhere in the bundle: the report's date, from the records."""
+    newest = EPOCH
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str) and len(item) == 27 and item.endswith("Z") and item[10:11] == "T":
+            newest = max(newest, item)
+    return newest
+
+
+def bundle_report(bundle: Mapping[str, Any]) -> Report:
+    trace = bundle.get("trace") or {}
+    sections, timeline, hashes = [], [], []
+    if bundle.get("debrief"):
+        d = bundle["debrief"]
+        sections.append(Section("Debrief", paragraphs=[d["headline"]], columns=["Item", "Value"], rows=[
+            [k, canonical_json(v).decode() if not isinstance(v, str) else v] for k, v in sorted(d.items())
+            if k != "headline"]))
+    if bundle.get("incident"):
+        i = bundle["incident"]
+        sections.append(Section("Incident", columns=["Field", "Value"],
+                                rows=[[k, "" if v is None else str(v)] for k, v in i.items()]))
+    if trace:
+        point = trace["inflection_point"]
+        sections.append(Section(
+            "Trace", paragraphs=[f"Trace {trace['trace_id']} ({trace['status']}): inflection point "
+                                 f"{point['kind']} at {point['at']}"
+                                 + (f", step {point['step_index']}" if point["step_index"] is not None else "")],
+            columns=["Step", "Type", "Time", "Level", "Content hash"],
+            rows=[[str(s["step_index"]) + (" ◀" if s["step_index"] == point["step_index"] else ""), s["step_type"],
+                   s["timestamp"], s["level"], s["content_hash"]] for s in trace["steps"]]))
+        hashes.append((f"trace {trace['trace_id']}", trace["content_hash"] or ""))
+        hashes += [(f"step {s['step_index']}", s["content_hash"]) for s in trace["steps"]]
+        timeline += [(s["timestamp"], s["step_type"], f"step {s['step_index']} ({s['level']})") for s in trace["steps"]]
+    for name, title, columns in (
+            ("incidents", "Incidents", ("id", "severity", "lifecycle_state", "created_at")),
+            ("limit_breaches", "Limit breaches", ("id", "limit_id", "value_at_breach", "limit_value", "breached_at")),
+            ("proposals", "Policy proposals", ("id", "status", "created_at")),
+            ("governance", "Audit ledger", ("seq", "event_type", "entity_type", "actor_type", "created_at"))):
+        rows = bundle.get(name) or []
+        if rows:
+            sections.append(Section(title, columns=list(columns), rows=[[str(r[c]) for c in columns] for r in rows]))
+    for entry in bundle.get("governance") or []:
+        timeline.append((entry["created_at"], entry["event_type"], f"{entry['entity_type']} {entry['entity_id']}"))
+        hashes.append((f"ledger seq {entry['seq']}", entry["chain_hash"]))
+    for breach in bundle.get("limit_breaches") or []:
+        timeline.append((breach["breached_at"], "LimitBreach", f"{breach['limit_id']}: {breach['value_at_breach']}"))
+    if bundle.get("soc2"):
+        sections.append(_soc2_section(bundle["soc2"]))
+    return Report(title=_TITLES[bundle["bundle_type"]], subtitle=f"{bundle['scope']} {bundle['subject']}",
+                  generated_from=newest_time(bundle), summary=_summary(bundle), sections=sections,
+                  timeline=sorted(timeline), hashes=hashes, how_to_verify=HOW_TO_VERIFY)
+
+
+_TITLES = {"EVIDENCE": "Evidence bundle", "SOC2": "SOC 2 evidence (CC7.2, CC7.3, CC7.4)",
+           "EXECUTIVE": "Executive debrief"}
+
+HOW_TO_VERIFY = [
+    "This report is one artifact of a signed export. Its SHA-256 is the checksum in the export's manifest, "
+    "and the manifest is signed (DSSE, Ed25519) by a key listed by ListSigningKeys.",
+    "Save the export's envelope (GetExport: dsse_envelope) as export.dsse.json and the public keys "
+    "(ListSigningKeys) as keys.json, then run, with no database and no service:",
+    "python -m aos_recording.verify_export ARTIFACT --envelope export.dsse.json --keys keys.json",
+    "It exits non-zero on any change to the artifact, the manifest or the envelope. A ZIP package verifies "
+    "on its own: its members are listed with their SHA-256 in a signed package manifest.",
+]
+
+
+def _summary(bundle: Mapping[str, Any]) -> list[tuple[str, str]]:
+    counts = bundle["redaction"]["counts"]
+    rows = [("Tenant", bundle["tenant_id"]), ("Scope", bundle["scope"]), ("Subject", str(bundle["subject"])),
+            ("Bundle type", bundle["bundle_type"]),
+            ("Redaction", f"{bundle['redaction']['profile']}: "
+                          + (", ".join(f"{k} {v}" for k, v in counts.items()) or "nothing redacted"))]
+    if bundle.get("summary"):
+        rows += [(k.replace("_", " "), canonical_json(v).decode() if isinstance(v, (dict, list)) else str(v))
+                 for k, v in bundle["summary"].items()]
+    return rows
+
+
+def _soc2_section(soc2: Mapping[str, Any]) -> Section:
+    return Section("SOC 2 control mapping", paragraphs=[soc2["attestation"]],
+                   columns=["Control", "Evidenced", "Evidence"],
+                   rows=[[c["control"], "yes" if c["evidenced"] else "no",
+                          ", ".join(c["evidence"]) if isinstance(c["evidence"], list) else f"{c['evidence']} records"]
+                         for c in soc2["controls"]])
+
+
+def package(members: list[tuple[str, bytes]], bundle: Mapping[str, Any], key: dsse.SigningKey) -> bytes:
+    """The ZIP evidence package: members, a signed manifest of them, SHA256SUMS."""
+    manifest = canonical_json({
+        "format_version": "aos.evidence-package/v1", "tenant_id": bundle["tenant_id"], "scope": bundle["scope"],
+        "subject": bundle["subject"], "bundle_type": bundle["bundle_type"], "redaction": bundle["redaction"],
+        "files": [{"name": name, "size": len(data), "sha256": sha256(data).hex()} for name, data in members]})
+    envelope = dsse.envelope_json(dsse.sign_envelope(dsse.PACKAGE_PAYLOAD_TYPE, manifest, key)).encode()
+    members = members + [("package-manifest.json", manifest), ("package-manifest.dsse.json", envelope)]
+    sums = "".join(f"{sha256(data).hex()}  {name}\n" for name, data in members).encode()
+    stamp = datetime.fromisoformat(newest_time(bundle).replace("Z", "+00:00"))
+    return render_zip(members + [("SHA256SUMS", sums)], stamp)
+
+
+# --- slices (large: streamed) -----------------------------------------------------
+
+SLICE_COLUMNS = {
+    "audit_entry": ("seq", "id", "created_at", "event_type", "entity_type", "entity_id", "actor_type", "actor_id",
+                    "action_reason", "correlation_id", "before_state", "after_state", "content_hash", "prev_hash",
+                    "chain_hash", "redacted"),
+    "system_record": ("id", "tenant_id", "created_at", "component", "event_type", "severity", "summary", "details",
+                      "caused_by", "actor_id", "correlation_id", "run_id", "environment_id", "content_hash",
+                      "redacted"),
+}
+
+
+def render_slice(head: dict[str, Any], kind: str, records: Iterable[dict[str, Any]], fmt: str,
+                 writer: bundles.RecordWriter, key: dsse.SigningKey, sink: Sink) -> Rendered:
+    """A slice's artifact. ``head`` is the bundle without its records (scope, filter,
+    tenant, bundle type); ``records`` are already redacted, in order."""
+    summary = bundles.SliceSummary(kind)
+    soc2 = head["bundle_type"] == "SOC2"
+    executive = head["bundle_type"] == "EXECUTIVE"
+
+    def counted() -> Iterator[dict[str, Any]]:
+        for record in records:
+            summary.add(record)
+            if soc2:
+                record["control"] = bundles.slice_control(kind, record)
+            yield record
+
+    def redaction() -> dict[str, Any]:
+        return {"profile": PROFILE, "counts": dict(writer.redactor.counts)}
+
+    def tail() -> dict[str, Any]:
+        done = summary.as_dict()
+        extra = {"redaction": redaction(), "summary": done}
+        if soc2:
+            extra["soc2"] = bundles.soc2({c: summary.by_control[c] for c in bundles.SOC2_CONTROLS},
+                                         str(head["subject"]), done["last_created_at"])
+        if executive:
+            extra["debrief"] = bundles.slice_debrief(head["scope"], done)
+        return extra
+
+    if fmt == "JSON" and not executive:
+        _stream_json(head, counted(), tail, sink)
+    elif fmt == "CSV":
+        if executive:
+            for _ in counted():
+                pass
+            rows = [("event_type", k, v) for k, v in sorted(summary.by_type.items())]
+            rows += [("control", k, v) for k, v in sorted(summary.by_control.items())]
+            sink.write(render_csv(("group", "key", "count"), rows))
+        else:
+            columns = SLICE_COLUMNS[kind] + (("control",) if soc2 else ())
+            for line in csv_lines(columns, ([record.get(c) for c in columns] for record in counted())):
+                sink.write(line)
+    elif fmt in ("JSON", "PDF"):  # executive JSON, or any PDF: one pass, then the whole (small) document
+        shown = []
+        for record in counted():
+            if len(shown) < PDF_TABLE_ROWS and not executive:
+                shown.append(record)
+        bundle = {**head, **tail()}
+        if fmt == "JSON":
+            sink.write(canonical_json(bundle))
+        else:
+            sink.write(render_pdf(slice_report(bundle, kind, shown)))
+    elif fmt == "ZIP":
+        kept = []
+        for record in counted():
+            if len(kept) >= ZIP_MAX_RECORDS:
+                raise TooLarge(f"a ZIP package holds at most {ZIP_MAX_RECORDS:,} records; narrow the slice or "
+                               "export it as JSON or CSV")
+            kept.append(record)
+        bundle = {**head, **tail()}
+        if not executive:
+            bundle["records"] = kept
+        columns = SLICE_COLUMNS[kind] + (("control",) if soc2 else ())
+        members = [("evidence.json", canonical_json(bundle)),
+                   ("records.csv", render_csv(columns, [[r.get(c) for c in columns] for r in kept])),
+                   ("report.pdf", render_pdf(slice_report(bundle, kind, kept[:PDF_TABLE_ROWS])))]
+        sink.write(package(members, bundle, key))
+    else:
+        raise ValueError(f"unknown format {fmt}")
+    return Rendered(sink.size, sink.close(), redaction(), summary.count)
+
+
+def _stream_json(head: Mapping[str, Any], records: Iterator[dict[str, Any]], tail: Callable[[], dict[str, Any]],
+                 sink: Sink) -> None:
+    """RFC 8785 JSON of ``head`` + records + tail, written as it goes. JCS orders an
+    object's members by key: the members before "records" come from ``head``, the
+    records stream, and the members after (counted on the way) from ``tail``."""
+    before = {k: v for k, v in head.items() if k < "records"}
+    sink.write(canonical_json(before)[:-1] + (b',"records":[' if before else b'{"records":['))
+    for n, record in enumerate(records):
+        sink.write((b"," if n else b"") + canonical_json(record))
+    after = {**{k: v for k, v in head.items() if k > "records"}, **tail()}
+    if any(k < "records" for k in after):
+        raise AssertionError("a member computed after the records must sort after them")
+    sink.write(b"]" + (b"," + canonical_json(after)[1:] if after else b"}"))
+
+
+def slice_report(bundle: Mapping[str, Any], kind: str, shown: list[Mapping[str, Any]]) -> Report:
+    columns = ("seq", "created_at", "event_type", "entity_type", "actor_type") if kind == "audit_entry" else \
+        ("created_at", "component", "event_type", "severity", "caused_by")
+    count = bundle["summary"]["count"]
+    sections = []
+    if bundle.get("debrief"):
+        d = bundle["debrief"]
+        sections.append(Section("Debrief", paragraphs=[d["headline"]], columns=["Event type", "Count"],
+                                rows=[[t["event_type"], str(t["count"])] for t in d["top_event_types"]]))
+    else:
+        note = (f"The first {len(shown):,} of {count:,} records; the JSON and CSV exports carry all of them."
+                if count > len(shown) else f"All {count:,} records.")
+        sections.append(Section("Records", paragraphs=[note], columns=list(columns),
+                                rows=[[str(r.get(c) if r.get(c) is not None else "") for c in columns]
+                                      for r in shown]))
+    if bundle.get("soc2"):
+        sections.append(_soc2_section(bundle["soc2"]))
+    hashes = [(f"ledger seq {r['seq']}", r["chain_hash"]) for r in shown[-20:]] if kind == "audit_entry" else []
+    return Report(title=_TITLES[bundle["bundle_type"]], subtitle=f"{bundle['scope']} of tenant {bundle['tenant_id']}",
+                  generated_from=bundle["summary"]["last_created_at"] or EPOCH, summary=_summary(bundle),
+                  sections=sections, timeline=[], hashes=hashes, how_to_verify=HOW_TO_VERIFY)
+

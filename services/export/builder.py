@@ -1,0 +1,219 @@
+"""Building an export: gather the records, render the artifact, sign, record — in one transaction.
+
+The artifact's chunks are written as they are rendered; the log_exports row (which
+names the artifact's checksum and carries the signed manifest) and the
+EvidenceExported audit entry are written last, in the same transaction. A crash
+anywhere before the commit leaves neither the row nor a byte of the artifact.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Mapping
+
+import grpc
+from sqlalchemy.engine import Connection
+
+from aos_recording import dsse
+from aos_recording.hashing import GENESIS, canonical_json, manifest_hash, rfc3339
+from aos_recording.writers import AuditLedgerWriter, new_id
+from aos_runtime import errors
+from services.export import artifacts, bundles, store
+from services.logs import store as evidence
+from services.logs.store import AuditFilters
+
+MANIFEST_VERSION = "aos.export-manifest/v1"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to export, as validated from a request (or re-read from a recorded export)."""
+    tenant_id: str
+    scope: str                          # LLM_RUN | INCIDENT | AUDIT_SLICE | SYSTEM_SLICE
+    bundle_type: str
+    format: str
+    run_id: str | None = None
+    incident_id: str | None = None
+    slice_filter: dict[str, Any] = field(default_factory=dict)   # the request's filter, JSON-able
+    idempotency_key: str | None = None
+
+    @property
+    def subject(self) -> Any:
+        return self.run_id or self.incident_id or self.slice_filter
+
+    def same_request(self, row: Mapping[str, Any]) -> bool:
+        """Whether a recorded export was made for this very request (idempotency)."""
+        recorded = {k: v for k, v in (row["slice_filter"] or {}).items() if k not in ("max_seq", "recorded_until")}
+        return (row["scope"], row["run_id"], row["incident_id"], row["bundle_type"], row["format"]) == (
+            self.scope, self.run_id, self.incident_id, self.bundle_type, self.format) and \
+            recorded == (self.slice_filter if self.scope.endswith("SLICE") else {})
+
+
+def _head(plan: Plan) -> dict[str, Any]:
+    return {"format_version": bundles.FORMAT_VERSION, "tenant_id": plan.tenant_id, "scope": plan.scope,
+            "subject": plan.subject, "bundle_type": plan.bundle_type}
+
+
+# --- gathering ---------------------------------------------------------------------
+
+def _run_evidence(conn: Connection, writer: bundles.RecordWriter, tenant: str, run_id: str,
+                  max_seq: int) -> dict[str, Any] | None:
+    run = evidence.get_run(conn, tenant, run_id)
+    trace, steps = evidence.get_trace(conn, tenant, run_id)
+    if run is None and trace is None:
+        return None
+    governance = [e for e in evidence.run_audit_entries(conn, tenant, run_id, states=True) if e["seq"] <= max_seq]
+    return {
+        "run": writer.llm_run(run) if run else None,
+        "trace": writer.trace(trace, steps) if trace else None,
+        "policy_context": {
+            "policy_snapshot_id": trace["policy_snapshot_id"] if trace else None,
+            "violated_policy_id": trace["violation_policy_id"] if trace else None,
+            "policy_events": [e["id"] for e in governance if e["entity_type"] in ("POLICY_RULE", "LIMIT")]},
+        "incidents": [writer.incident(i) for i in store.run_incidents(
+            conn, tenant, run_id, trace["trace_id"] if trace else None)],
+        "limit_breaches": [writer.breach(b) for b in evidence.run_breaches(conn, tenant, run_id)],
+        "governance": [writer.audit_entry(e) for e in sorted(governance, key=lambda e: e["seq"])],
+    }
+
+
+def _views(bundle: dict[str, Any]) -> dict[str, Any]:
+    """SOC2 adds its control mapping; EXECUTIVE keeps the debrief and the hashes, not the raw records."""
+    if bundle["bundle_type"] == "SOC2":
+        return {**bundle, "soc2": bundles.soc2(bundles.run_controls(bundle), str(bundle["subject"]),
+                                               artifacts.newest_time(bundle))}
+    if bundle["bundle_type"] == "EXECUTIVE":
+        trace = bundle.get("trace") or {}
+        return {**{k: bundle[k] for k in ("format_version", "tenant_id", "scope", "subject", "bundle_type")},
+                "debrief": bundles.run_debrief(bundle),
+                "evidence_hashes": {"trace": trace.get("content_hash"),
+                                    "ledger": [{"seq": e["seq"], "chain_hash": e["chain_hash"]}
+                                               for e in bundle.get("governance", [])]},
+                "as_of": artifacts.newest_time(bundle)}
+    return bundle
+
+
+def _gather(conn: Connection, plan: Plan, writer: bundles.RecordWriter, max_seq: int) -> dict[str, Any]:
+    head = _head(plan)
+    if plan.scope == "LLM_RUN":
+        found = _run_evidence(conn, writer, plan.tenant_id, plan.run_id, max_seq)
+        if found is None:
+            raise errors.not_found("run", plan.run_id)
+        return _views({**head, **found})
+    incident = store.incident(conn, plan.tenant_id, plan.incident_id)
+    if incident is None:
+        raise errors.not_found("incident", plan.incident_id)
+    run = (_run_evidence(conn, writer, plan.tenant_id, incident["source_run_id"], max_seq)
+           if incident["source_run_id"] else None) or {}
+    entries = {e["id"]: e for e in store.incident_audit_entries(conn, plan.tenant_id, plan.incident_id)
+               if e["seq"] <= max_seq}
+    governance = sorted([writer.audit_entry(e) for e in entries.values()] +
+                        [e for e in run.get("governance", []) if e["id"] not in entries], key=lambda e: e["seq"])
+    return _views({**head, **run, "incident": writer.incident(incident), "governance": governance,
+                   "proposals": [writer.proposal(p) for p in store.incident_proposals(conn, plan.tenant_id,
+                                                                                      plan.incident_id)]})
+
+
+def _slice_records(conn: Connection, plan: Plan, writer: bundles.RecordWriter, bounds: Mapping[str, Any]):
+    f = plan.slice_filter
+    if plan.scope == "AUDIT_SLICE":
+        filters = AuditFilters(event_types=(f["event_type"],) if f.get("event_type") else (),
+                               entity_type=f.get("entity_type"), actor_type=f.get("actor_type"),
+                               actor_id=f.get("actor_id"), correlation_id=f.get("correlation_id"),
+                               created_after=_time(f.get("created_after")),
+                               created_before=_time(f.get("created_before")))
+        rows = store.audit_slice(conn, plan.tenant_id, filters, bounds["max_seq"])
+        return "audit_entry", (writer.audit_entry(r) for r in rows)
+    filters = {**{k: f.get(k) for k in ("component", "event_type", "severity")},
+               "created_after": _time(f.get("created_after")), "created_before": _time(f.get("created_before")),
+               "recorded_until": _time(bounds["recorded_until"])}
+    return "system_record", (writer.system_record(r) for r in store.system_slice(conn, plan.tenant_id, filters))
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def render(conn: Connection, plan: Plan, key: dsse.SigningKey, sink: artifacts.Sink,
+           bounds: Mapping[str, Any]) -> artifacts.Rendered:
+    """The artifact for ``plan`` over the records within ``bounds`` (the ledger head
+    ``max_seq``, and for system slices ``recorded_until``)."""
+    writer = bundles.RecordWriter()
+    try:
+        if plan.scope in ("LLM_RUN", "INCIDENT"):
+            bundle = _gather(conn, plan, writer, bounds["max_seq"])
+            return artifacts.render_bundle(bundle, plan.format, writer.redactor.counts, key, sink)
+        kind, records = _slice_records(conn, plan, writer, bounds)
+        return artifacts.render_slice(_head(plan), kind, records, plan.format, writer, key, sink)
+    except artifacts.TooLarge as exc:
+        raise errors.ApiError(grpc.StatusCode.FAILED_PRECONDITION, "EXPORT_TOO_LARGE", str(exc),
+                              metadata={"format": plan.format}) from None
+
+
+# --- recording ------------------------------------------------------------------------
+
+def create(conn: Connection, plan: Plan, keys: dsse.KeyRing, actor_type: str, actor_id: str) -> Mapping[str, Any]:
+    """Renders, signs and records one export; returns its log_exports row."""
+    tenant = plan.tenant_id
+    export_id = new_id("exp")
+    ledger = evidence.ledger_head(conn, tenant)
+    bounds = {"max_seq": ledger["seq"] if ledger else 0}
+    if plan.scope == "SYSTEM_SLICE":
+        bounds["recorded_until"] = rfc3339(store.database_now(conn))
+    sink = artifacts.Sink(lambda n, data: store.write_chunk(conn, tenant, export_id, n, data))
+    rendered = render(conn, plan, keys.active, sink, bounds)
+
+    created_at = store.database_now(conn)
+    previous = store.lock_export_chain(conn, tenant)
+    previous_chain = bytes(previous["chain_hash"]) if previous else GENESIS
+    slice_filter = {**plan.slice_filter, **bounds} if plan.scope.endswith("SLICE") else None
+    filename = f"{export_id}.{artifacts.EXTENSIONS[plan.format]}"
+    manifest = {
+        "format_version": MANIFEST_VERSION, "export_id": export_id, "tenant_id": tenant, "scope": plan.scope,
+        "subject": {"run_id": plan.run_id} if plan.run_id else {"incident_id": plan.incident_id}
+        if plan.incident_id else {"filter": slice_filter},
+        "bundle_type": plan.bundle_type, "format": plan.format, "content_type": artifacts.CONTENT_TYPES[plan.format],
+        "filename": filename, "size": rendered.size, "checksum": rendered.checksum.hex(), "records": rendered.records,
+        "created_at": rfc3339(created_at), "requested_by": {"type": actor_type, "id": actor_id},
+        "redaction": rendered.redaction,
+        "ledger_checkpoint": {"seq": bounds["max_seq"],
+                              "chain_hash": bytes(ledger["chain_hash"]).hex() if ledger else GENESIS.hex()},
+        "previous_export_chain_hash": previous_chain.hex(),
+    }
+    envelope = dsse.sign_envelope(dsse.MANIFEST_PAYLOAD_TYPE, canonical_json(manifest), keys.active)
+    inserted = store.insert_export(conn, {
+        "id": export_id, "tenant_id": tenant, "scope": plan.scope, "subject_id": plan.run_id or plan.incident_id,
+        "run_id": plan.run_id, "incident_id": plan.incident_id, "slice_filter": slice_filter,
+        "bundle_type": plan.bundle_type, "format": plan.format, "content_type": manifest["content_type"],
+        "filename": filename, "size_bytes": rendered.size, "checksum": rendered.checksum, "manifest": manifest,
+        "dsse_envelope": envelope, "signing_key_id": keys.active.public.key_id, "redaction": rendered.redaction,
+        "idempotency_key": plan.idempotency_key, "requested_by_type": actor_type, "requested_by_id": actor_id,
+        "correlation_id": plan.run_id or plan.incident_id, "created_at": created_at,
+        "content_hash": manifest_hash(manifest)})
+    if bytes(inserted["prev_hash"]) != previous_chain:  # the lock above makes this impossible; prove it
+        raise RuntimeError("the export chain moved under its lock")
+    AuditLedgerWriter(conn).append(
+        tenant_id=tenant, event_type="EvidenceExported", entity_type="LOG_EXPORT", entity_id=export_id,
+        actor_type=actor_type, actor_id=actor_id, correlation_id=plan.run_id or plan.incident_id,
+        action_reason=f"{plan.bundle_type} {plan.format} export of {plan.scope}",
+        after_state={"export_id": export_id, "scope": plan.scope, "bundle_type": plan.bundle_type,
+                     "format": plan.format, "checksum": rendered.checksum.hex(), "run_id": plan.run_id,
+                     "incident_id": plan.incident_id},
+        created_at=created_at)
+    return store.get_export(conn, tenant, export_id)
+
+
+def plan_of(row: Mapping[str, Any]) -> tuple[Plan, dict[str, Any]]:
+    """The plan and bounds a recorded export was rendered with (to render it again)."""
+    recorded = dict(row["slice_filter"] or {})
+    bounds = {k: recorded.pop(k) for k in ("max_seq", "recorded_until") if k in recorded}
+    bounds.setdefault("max_seq", row["manifest"]["ledger_checkpoint"]["seq"])
+    return Plan(tenant_id=row["tenant_id"], scope=row["scope"], bundle_type=row["bundle_type"], format=row["format"],
+                run_id=row["run_id"], incident_id=row["incident_id"], slice_filter=recorded), bounds
+
+
+def rerender_checksum(conn: Connection, row: Mapping[str, Any], key: dsse.SigningKey) -> bytes:
+    plan, bounds = plan_of(row)
+    sink = artifacts.Sink(lambda n, data: None)
+    return render(conn, plan, key, sink, bounds).checksum
+

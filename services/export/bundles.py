@@ -1,0 +1,232 @@
+"""Evidence bundles: what an export says, built from records, before any format.
+
+A bundle is plain JSON-able data, a function of the request and the records only
+(never of the export's id, time or requester — those are in the manifest), so the
+same request over the same records gives the same bytes. Each record carries the
+fields its content hash covers (SPEC section 5), spelled as hashed, so an auditor
+can recompute the hash; a record whose content was redacted says so, and then only
+its links (chain, trace root) can be re-checked, not its content.
+
+Bundle types (seed 003 section 6.3):
+- EVIDENCE: the records, the run's trace with its inflection point and hashes, its
+  policy and incident context.
+- SOC2: EVIDENCE plus the mapping to controls CC7.2, CC7.3 and CC7.4 and an
+  attestation statement drawn from the records.
+- EXECUTIVE: a debrief a person reads in a minute: what happened, impact, outcome.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from datetime import datetime
+from typing import Any, Iterable, Mapping
+
+from aos_recording.hashing import LEDGER_FIELDS, LLM_RUN_FIELDS, STEP_FIELDS, SYSTEM_RECORD_FIELDS, rfc3339
+from services.export.redaction import Redactor
+
+FORMAT_VERSION = "aos.evidence-bundle/v1"
+
+# Free text and payloads, where secrets and personal data hide; ids, enums, times
+# and hashes are left as recorded so the evidence stays linkable.
+_REDACTED_FIELDS = {
+    "audit_entry": ("actor_id", "action_reason", "before_state", "after_state"),
+    "system_record": ("summary", "details", "actor_id"),
+    "trace_step": ("input_data", "output_data", "metadata"),
+    "llm_run": ("termination_reason",),
+    "trace": ("termination_reason", "violation_reason", "policy_snapshot"),
+    "incident": ("title", "description"),
+    "proposal": ("proposal_name", "rationale", "proposed_rule"),
+    "limit_breach": ("details",),
+}
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return rfc3339(value)
+    if isinstance(value, (bytes, memoryview)):
+        return bytes(value).hex()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "as_integer_ratio") and not isinstance(value, (int, float)):  # Decimal
+        return str(value)
+    return value
+
+
+class RecordWriter:
+    """Turns rows into bundle records, redacting as it goes and counting what it redacted."""
+
+    def __init__(self) -> None:
+        self.redactor = Redactor()
+
+    def record(self, kind: str, row: Mapping[str, Any], fields: Iterable[str]) -> dict[str, Any]:
+        record = {name: _plain(row[name]) for name in fields}
+        before = sum(self.redactor.counts.values())
+        for name in _REDACTED_FIELDS.get(kind, ()):
+            if record.get(name) is not None:
+                record[name] = self.redactor.redact(record[name])
+        record["redacted"] = sum(self.redactor.counts.values()) != before
+        return record
+
+    def audit_entry(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        return self.record("audit_entry", row, LEDGER_FIELDS + ("seq", "content_hash", "prev_hash", "chain_hash"))
+
+    def system_record(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        return self.record("system_record", row, SYSTEM_RECORD_FIELDS + ("content_hash",))
+
+    def llm_run(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        return self.record("llm_run", row, LLM_RUN_FIELDS + ("content_hash",))
+
+    def step(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        return self.record("trace_step", row, STEP_FIELDS + ("level", "source", "tokens", "cost_cents", "duration_ms",
+                                                            "metadata", "content_hash"))
+
+    def trace(self, row: Mapping[str, Any], steps: list[Mapping[str, Any]]) -> dict[str, Any]:
+        trace = self.record("trace", row, (
+            "trace_id", "run_id", "agent_id", "status", "started_at", "completed_at", "termination_reason",
+            "step_count", "total_tokens", "total_cost_cents", "content_hash", "policy_snapshot_id", "policy_snapshot",
+            "incident_id", "violation_step_index", "violation_timestamp", "violation_policy_id", "violation_reason"))
+        trace["steps"] = [self.step(s) for s in steps]
+        # The inflection point: where the run turned (its violation), else its end.
+        trace["inflection_point"] = {
+            "step_index": row["violation_step_index"],
+            "at": _plain(row["violation_timestamp"] or row["completed_at"] or row["started_at"]),
+            "kind": "violation" if row["violation_step_index"] is not None else
+            ("completion" if row["completed_at"] else "start")}
+        return trace
+
+    def incident(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        return self.record("incident", row, ("id", "title", "description", "category", "severity", "lifecycle_state",
+                                             "source_run_id", "trace_id", "policy_id", "created_at",
+                                             "acknowledged_at", "resolved_at"))
+
+    def proposal(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        return self.record("proposal", row, ("id", "proposal_name", "proposal_type", "rationale", "status",
+                                             "triggering_incident_id", "policy_id", "proposed_rule", "created_at",
+                                             "reviewed_at", "reviewed_by"))
+
+    def breach(self, row: Mapping[str, Any]) -> dict[str, Any]:
+        return self.record("limit_breach", row, ("id", "limit_id", "run_id", "breach_type", "value_at_breach",
+                                                 "limit_value", "details", "breached_at"))
+
+
+# --- SOC2 and executive views ---------------------------------------------------
+
+SOC2_CONTROLS = {
+    "CC7.2": "The entity monitors system components and the operation of those components for anomalies "
+             "that are indicative of malicious acts, natural disasters, and errors.",
+    "CC7.3": "The entity evaluates security events to determine whether they could or have resulted in a "
+             "failure of the entity to meet its objectives (security incidents).",
+    "CC7.4": "The entity responds to identified security incidents by executing a defined incident response "
+             "program to understand, contain, remediate, and communicate security incidents.",
+}
+
+
+def soc2(evidence: Mapping[str, list[str] | int], subject: str, newest: str | None) -> dict[str, Any]:
+    """Control mappings: for each control, the ids of the records that evidence it (a
+    run or an incident) or how many of the slice's records do (each record of a SOC2
+    slice names its control)."""
+    controls = []
+    for control, description in SOC2_CONTROLS.items():
+        found = evidence.get(control) or 0
+        controls.append({"control": control, "description": description, "evidenced": bool(found),
+                         "evidence": sorted(found) if isinstance(found, list) else found})
+    met = [c["control"] for c in controls if c["evidenced"]]
+    return {"controls": controls, "attestation": (
+        f"The AOS Evidence Plane attests that the records in this bundle for {subject} are reproduced as "
+        f"recorded in its append-only, hash-chained stores{f' up to {newest}' if newest else ''}, "
+        f"redacted only where declared, and that they evidence control(s) {', '.join(met) or 'none'}. "
+        "The bundle's integrity is proven by its signed manifest, not by this statement.")}
+
+
+def run_controls(bundle: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Which records evidence which control, for a run or incident bundle."""
+    trace = bundle.get("trace") or {}
+    monitoring = [s["content_hash"] for s in trace.get("steps", []) if s["step_type"] in ("policy_check",)]
+    monitoring += [b["id"] for b in bundle.get("limit_breaches", [])]
+    evaluated = [i["id"] for i in bundle.get("incidents", [])]
+    if trace.get("violation_step_index") is not None:
+        evaluated.append(trace["trace_id"])
+    responded = [a["id"] for a in bundle.get("governance", []) if a["event_type"].startswith(("Incident", "Limit",
+                                                                                              "PolicyProposal",
+                                                                                              "Emergency"))]
+    responded += [p["id"] for p in bundle.get("proposals", [])]
+    return {"CC7.2": monitoring, "CC7.3": evaluated, "CC7.4": responded}
+
+
+def slice_control(kind: str, record: Mapping[str, Any]) -> str:
+    """The control one slice record evidences: responses are CC7.4, evaluations CC7.3, the rest monitoring."""
+    if kind == "audit_entry":
+        event = record["event_type"]
+        if event.startswith(("IncidentAcknowledged", "IncidentResolved", "IncidentManuallyClosed", "Emergency",
+                             "LimitOverride", "PolicyProposal", "PolicyRule")):
+            return "CC7.4"
+        if event in ("LimitBreached", "AccessDenied"):
+            return "CC7.3"
+        return "CC7.2"
+    return "CC7.3" if record["severity"] in ("ERROR", "CRITICAL") else "CC7.2"
+
+
+def run_debrief(bundle: Mapping[str, Any]) -> dict[str, Any]:
+    run, trace = bundle.get("run") or {}, bundle.get("trace") or {}
+    violated = trace.get("violation_step_index") is not None
+    headline = (f"Run {bundle['subject']} was stopped at step {trace['violation_step_index']} by policy "
+                f"{trace.get('violation_policy_id')}" if violated else
+                f"Run {bundle['subject']} finished with status {run.get('execution_status') or trace.get('status')}")
+    return {
+        "headline": headline,
+        "outcome": run.get("outcome") or trace.get("status"),
+        "impact": {"cost_cents": run.get("cost_cents", trace.get("total_cost_cents")),
+                   "input_tokens": run.get("input_tokens"), "output_tokens": run.get("output_tokens"),
+                   "steps": len(trace.get("steps", []))},
+        "policy": {"violated": violated, "policy_id": trace.get("violation_policy_id"),
+                   "reason": trace.get("violation_reason")},
+        "incidents": [{"id": i["id"], "severity": i["severity"], "state": i["lifecycle_state"]}
+                      for i in bundle.get("incidents", [])],
+        "decisions": [{"at": a["created_at"], "event": a["event_type"], "by": a["actor_type"]}
+                      for a in bundle.get("governance", [])],
+    }
+
+
+class SliceSummary:
+    """Counted while a slice streams by: nothing but counters is kept."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.count = 0
+        self.first: str | None = None
+        self.last: str | None = None
+        self.first_seq: int | None = None
+        self.last_seq: int | None = None
+        self.by_type: Counter[str] = Counter()
+        self.by_control: Counter[str] = Counter()
+        self.redacted = 0
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        self.count += 1
+        at = record["created_at"]
+        self.first = at if self.first is None or at < self.first else self.first
+        self.last = at if self.last is None or at > self.last else self.last
+        if "seq" in record:
+            self.first_seq = record["seq"] if self.first_seq is None else self.first_seq
+            self.last_seq = record["seq"]
+        self.by_type[record["event_type"]] += 1
+        self.by_control[slice_control(self.kind, record)] += 1
+        self.redacted += bool(record["redacted"])
+
+    def as_dict(self) -> dict[str, Any]:
+        summary = {"count": self.count, "first_created_at": self.first, "last_created_at": self.last,
+                   "by_event_type": dict(sorted(self.by_type.items())), "redacted_records": self.redacted}
+        if self.kind == "audit_entry":
+            summary.update(first_seq=self.first_seq, last_seq=self.last_seq)
+        return summary
+
+
+def slice_debrief(scope: str, summary: Mapping[str, Any]) -> dict[str, Any]:
+    what = "audit ledger entries" if scope == "AUDIT_SLICE" else "system records"
+    top = sorted(summary["by_event_type"].items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+    return {"headline": f"{summary['count']} {what} from {summary['first_created_at'] or '-'} "
+                        f"to {summary['last_created_at'] or '-'}",
+            "top_event_types": [{"event_type": k, "count": v} for k, v in top],
+            "redacted_records": summary["redacted_records"]}
+

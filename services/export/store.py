@@ -1,0 +1,115 @@
+"""The Export service's SQL: every query it runs, and nothing else.
+
+Evidence is read with the Logs service's queries (services.logs.store), the one
+reader of the evidence tables, so an export shows exactly what Logs shows. What is
+the export's own is here: slices streamed through server-side cursors, the
+artifact's chunks, the log_exports row, and the export chain's lock.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any, Iterator, Mapping
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from services.logs.store import EXPORT_SELECT, AuditFilters, system_clauses
+
+STREAM_BATCH = 1000
+
+
+def get_export(conn: Connection, tenant_id: str, export_id: str) -> Mapping[str, Any] | None:
+    return conn.execute(text(EXPORT_SELECT + " WHERE a.tenant_id = :t AND a.id = :id"),
+                        {"t": tenant_id, "id": export_id}).mappings().first()
+
+
+def export_by_idempotency_key(conn: Connection, tenant_id: str, key: str) -> Mapping[str, Any] | None:
+    return conn.execute(text(EXPORT_SELECT + " WHERE a.tenant_id = :t AND a.idempotency_key = :k"),
+                        {"t": tenant_id, "k": key}).mappings().first()
+
+
+def incident(conn: Connection, tenant_id: str, incident_id: str) -> Mapping[str, Any] | None:
+    return conn.execute(text("SELECT * FROM incidents WHERE tenant_id = :t AND id = :id"),
+                        {"t": tenant_id, "id": incident_id}).mappings().first()
+
+
+def incident_audit_entries(conn: Connection, tenant_id: str, incident_id: str) -> list[Mapping[str, Any]]:
+    """Entries about the incident itself (ix_audit_ledger_tenant_entity) or naming it in their state."""
+    return list(conn.execute(text("""
+        SELECT * FROM audit_ledger WHERE tenant_id = :t AND entity_type = 'INCIDENT' AND entity_id = :id
+        UNION SELECT * FROM audit_ledger WHERE tenant_id = :t AND correlation_id = :id
+        ORDER BY seq"""), {"t": tenant_id, "id": incident_id}).mappings())
+
+
+def incident_proposals(conn: Connection, tenant_id: str, incident_id: str) -> list[Mapping[str, Any]]:
+    return list(conn.execute(text("SELECT * FROM policy_proposals WHERE tenant_id = :t "
+                                  "AND triggering_incident_id = :id ORDER BY created_at, id"),
+                             {"t": tenant_id, "id": incident_id}).mappings())
+
+
+def run_incidents(conn: Connection, tenant_id: str, run_id: str, trace_id: str | None) -> list[Mapping[str, Any]]:
+    return list(conn.execute(text("""
+        SELECT * FROM incidents WHERE tenant_id = :t AND source_run_id = :r
+        UNION SELECT * FROM incidents WHERE tenant_id = :t AND trace_id = :trace
+        ORDER BY created_at, id"""), {"t": tenant_id, "r": run_id, "trace": trace_id}).mappings())
+
+
+def _stream(conn: Connection, sql: str, params: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    """Rows through a server-side cursor: memory stays flat however large the slice."""
+    # Per statement: Connection.execution_options() would change the connection itself,
+    # and the artifact's INSERTs would then try to run as server-side cursors too.
+    result = conn.execute(text(sql), params, execution_options={"stream_results": True, "yield_per": STREAM_BATCH})
+    for row in result.mappings():
+        yield row
+
+
+def audit_slice(conn: Connection, tenant_id: str, filters: AuditFilters, max_seq: int
+                ) -> Iterator[Mapping[str, Any]]:
+    """The filtered ledger up to ``max_seq`` (the head when the export began), in chain order."""
+    where, params = filters.where()
+    return _stream(conn, f"SELECT a.* FROM audit_ledger a WHERE {where} AND a.seq <= :max_seq ORDER BY a.seq",
+                   {**params, "tenant": tenant_id, "max_seq": max_seq})
+
+
+def system_slice(conn: Connection, tenant_id: str, filters: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    """The tenant's and the system-wide records matching the filters, oldest first,
+    as far as recorded when the export began (``recorded_until``)."""
+    extra, params = system_clauses(filters)
+    return _stream(conn, "SELECT s.* FROM system_records s WHERE (s.tenant_id = :tenant OR s.tenant_id IS NULL)"
+                         f"{extra} AND s.recorded_at <= :recorded_until ORDER BY s.created_at, s.id",
+                   {**params, "tenant": tenant_id, "recorded_until": filters["recorded_until"]})
+
+
+def database_now(conn: Connection):
+    return conn.execute(text("SELECT clock_timestamp()")).scalar_one()
+
+
+def write_chunk(conn: Connection, tenant_id: str, export_id: str, chunk_no: int, data: bytes) -> None:
+    conn.execute(text("INSERT INTO log_export_artifacts (export_id, tenant_id, chunk_no, data) "
+                      "VALUES (:id, :t, :n, :data)"), {"id": export_id, "t": tenant_id, "n": chunk_no, "data": data})
+
+
+def artifact_chunks(conn: Connection, tenant_id: str, export_id: str) -> Iterator[bytes]:
+    for row in _stream(conn, "SELECT data FROM log_export_artifacts WHERE tenant_id = :t AND export_id = :id "
+                             "ORDER BY chunk_no", {"t": tenant_id, "id": export_id}):
+        yield bytes(row["data"])
+
+
+def lock_export_chain(conn: Connection, tenant_id: str) -> Mapping[str, Any] | None:
+    """Takes the lock the database's chain trigger takes (it is re-entrant), so the
+    previous export's chain hash read here is the one the row will link to. Returns
+    that head (None for the tenant's first export)."""
+    conn.execute(text("SELECT pg_advisory_xact_lock(aos_chain_lock_key('log_exports', :t))"), {"t": tenant_id})
+    return conn.execute(text("SELECT seq, chain_hash FROM log_exports WHERE tenant_id = :t ORDER BY seq DESC LIMIT 1"),
+                        {"t": tenant_id}).mappings().first()
+
+
+def insert_export(conn: Connection, row: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Writes the row once; the database assigns seq, prev_hash, chain_hash and recorded_at."""
+    values = {**row, **{k: json.dumps(row[k]) for k in ("manifest", "dsse_envelope", "redaction", "slice_filter")
+                        if row.get(k) is not None}}
+    columns = ", ".join(values)
+    placeholders = ", ".join(f"CAST(:{k} AS jsonb)" if k in ("manifest", "dsse_envelope", "redaction", "slice_filter")
+                             else f":{k}" for k in values)
+    return conn.execute(text(f"INSERT INTO log_exports ({columns}) VALUES ({placeholders}) "
+                             "RETURNING seq, prev_hash, chain_hash, recorded_at"), values).mappings().one()
