@@ -62,7 +62,7 @@ def _run_evidence(conn: Connection, writer: bundles.RecordWriter, tenant: str, r
     trace, steps = evidence.get_trace(conn, tenant, run_id)
     if run is None and trace is None:
         return None
-    governance = [e for e in evidence.run_audit_entries(conn, tenant, run_id, states=True) if e["seq"] <= max_seq]
+    governance = [e for e in evidence.run_audit_entries(conn, tenant, run_id, states=True) if _governs(e, max_seq)]
     return {
         "run": writer.llm_run(run) if run else None,
         "trace": writer.trace(trace, steps) if trace else None,
@@ -75,6 +75,13 @@ def _run_evidence(conn: Connection, writer: bundles.RecordWriter, tenant: str, r
         "limit_breaches": [writer.breach(b) for b in evidence.run_breaches(conn, tenant, run_id)],
         "governance": [writer.audit_entry(e) for e in sorted(governance, key=lambda e: e["seq"])],
     }
+
+
+def _governs(entry: Mapping[str, Any], max_seq: int) -> bool:
+    """Ledger entries a bundle carries: those recorded before the export began, and
+    not the exports of the same evidence (access events, not governance — else each
+    export would change the next one's bytes)."""
+    return entry["seq"] <= max_seq and entry["event_type"] != "EvidenceExported"
 
 
 def _views(bundle: dict[str, Any]) -> dict[str, Any]:
@@ -106,7 +113,7 @@ def _gather(conn: Connection, plan: Plan, writer: bundles.RecordWriter, max_seq:
     run = (_run_evidence(conn, writer, plan.tenant_id, incident["source_run_id"], max_seq)
            if incident["source_run_id"] else None) or {}
     entries = {e["id"]: e for e in store.incident_audit_entries(conn, plan.tenant_id, plan.incident_id)
-               if e["seq"] <= max_seq}
+               if _governs(e, max_seq)}
     governance = sorted([writer.audit_entry(e) for e in entries.values()] +
                         [e for e in run.get("governance", []) if e["id"] not in entries], key=lambda e: e["seq"])
     return _views({**head, **run, "incident": writer.incident(incident), "governance": governance,

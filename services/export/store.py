@@ -54,11 +54,12 @@ def run_incidents(conn: Connection, tenant_id: str, run_id: str, trace_id: str |
         ORDER BY created_at, id"""), {"t": tenant_id, "r": run_id, "trace": trace_id}).mappings())
 
 
-def _stream(conn: Connection, sql: str, params: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
-    """Rows through a server-side cursor: memory stays flat however large the slice."""
+def _stream(conn: Connection, sql: str, params: Mapping[str, Any], batch: int = STREAM_BATCH
+            ) -> Iterator[Mapping[str, Any]]:
+    """Rows through a server-side cursor, ``batch`` at a time: memory stays flat however large the slice."""
     # Per statement: Connection.execution_options() would change the connection itself,
     # and the artifact's INSERTs would then try to run as server-side cursors too.
-    result = conn.execute(text(sql), params, execution_options={"stream_results": True, "yield_per": STREAM_BATCH})
+    result = conn.execute(text(sql), params, execution_options={"stream_results": True, "yield_per": batch})
     for row in result.mappings():
         yield row
 
@@ -91,7 +92,7 @@ def write_chunk(conn: Connection, tenant_id: str, export_id: str, chunk_no: int,
 
 def artifact_chunks(conn: Connection, tenant_id: str, export_id: str) -> Iterator[bytes]:
     for row in _stream(conn, "SELECT data FROM log_export_artifacts WHERE tenant_id = :t AND export_id = :id "
-                             "ORDER BY chunk_no", {"t": tenant_id, "id": export_id}):
+                             "ORDER BY chunk_no", {"t": tenant_id, "id": export_id}, batch=1):  # 1 MiB each
         yield bytes(row["data"])
 
 

@@ -41,7 +41,7 @@ async def stub(suite, ex_data):
 
 
 def request(scope: str, bundle: str, fmt: str, **kw) -> pb.CreateExportRequest:
-    subject = {"run": {"run_id": RUN}, "incident": {"incident_id": INCIDENT},
+    subject = {"run": {"run_id": kw.pop("run_id", RUN)}, "incident": {"incident_id": INCIDENT},
                # Entries up to the demo's base time: the exports' own EvidenceExported entries stay out.
                "audit": {"audit_slice": pb.AuditSlice(created_before=ts(BASE + timedelta(hours=1)))},
                "system": {"system_slice": pb.SystemSlice(created_before=ts(BASE + timedelta(hours=1)))}}[scope]
@@ -103,3 +103,322 @@ def _looks_like(fmt: str, data: bytes, bundle: str) -> None:
         names = zipfile.ZipFile(io.BytesIO(data)).namelist()
         assert {"evidence.json", "report.pdf", "package-manifest.json", "package-manifest.dsse.json",
                 "SHA256SUMS"} <= set(names)
+
+
+# --- reproducibility --------------------------------------------------------------
+
+@pytest.mark.parametrize("scope", SCOPES)
+@pytest.mark.parametrize("fmt", ["JSON", "PDF", "ZIP", "CSV"])
+async def test_same_request_same_bytes(stub, scope, fmt):
+    if fmt == "CSV" and scope in ("run", "incident"):
+        pytest.skip("CSV is for slices")
+    first = (await stub.CreateExport(request(scope, "SOC2", fmt), metadata=auth(TENANT))).export
+    second = (await stub.CreateExport(request(scope, "SOC2", fmt), metadata=auth(TENANT))).export
+    assert first.export_id != second.export_id and first.seq < second.seq
+    assert first.checksum == second.checksum
+    assert (await download(stub, first.export_id))[0] == (await download(stub, second.export_id))[0]
+
+
+# --- the chain, the ledger, idempotency ---------------------------------------------
+
+async def test_each_export_is_chained_and_recorded_in_the_ledger(stub, suite):
+    from aos.logs.v1 import audit_ledger_service_pb2 as audit_pb, audit_ledger_service_pb2_grpc as audit_grpc
+    one = (await stub.CreateExport(request("run", "EVIDENCE", "JSON"), metadata=auth(TENANT))).export
+    two = (await stub.CreateExport(request("incident", "EVIDENCE", "PDF"), metadata=auth(TENANT))).export
+    assert two.seq == one.seq + 1 and two.prev_hash == one.chain_hash
+    assert two.chain_hash == hashing.chain_hash(bytes.fromhex(two.prev_hash), hashing.manifest_hash(
+        json.loads(two.manifest))).hex()
+    manifest = json.loads(two.manifest)
+    assert manifest["previous_export_chain_hash"] == one.chain_hash
+    assert manifest["ledger_checkpoint"]["seq"] >= 1 and manifest["redaction"]["profile"] == "aos-default-v1"
+    assert (two.requested_by_type, two.requested_by_id) == (evidence_pb2.ACTOR_TYPE_HUMAN, "user-e2e")
+    async with grpc.aio.insecure_channel(suite["logs"]) as channel:
+        access = await audit_grpc.AuditLedgerServiceStub(channel).ListAccessEvents(
+            audit_pb.ListAccessEventsRequest(page_size=1000), metadata=auth(TENANT))
+    recorded = {e.entity_id: e for e in access.entries}
+    assert recorded[two.export_id].event_type == evidence_pb2.AUDIT_EVENT_TYPE_EVIDENCE_EXPORTED
+    assert recorded[two.export_id].correlation_id == INCIDENT
+    assert recorded[one.export_id].correlation_id == RUN
+
+
+async def test_idempotency_key(stub):
+    req = request("run", "EXECUTIVE", "PDF", idempotency_key="ticket-4411-debrief")
+    first = (await stub.CreateExport(req, metadata=auth(TENANT))).export
+    again = (await stub.CreateExport(req, metadata=auth(TENANT))).export
+    assert again == first
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.CreateExport(request("run", "EVIDENCE", "PDF", idempotency_key="ticket-4411-debrief"),
+                                metadata=auth(TENANT))
+    assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
+
+
+async def test_idempotency_key_under_concurrency(stub):
+    import asyncio
+    req = request("audit", "EVIDENCE", "JSON", idempotency_key="nightly-2026-11-01")
+    results = await asyncio.gather(*[stub.CreateExport(req, metadata=auth(TENANT)) for _ in range(6)])
+    assert len({r.export.export_id for r in results}) == 1
+
+
+# --- redaction ----------------------------------------------------------------------
+
+SECRET_TENANT = "tenant-secrets"
+SECRETS = {"openai": "sk-proj-" + "A1b2C3d4E5f6G7h8I9j0K1L2", "email": "jane.doe@example.com",
+           "card": "4111 1111 1111 1111", "jwt": "eyJhbGciOiJIUzI1NiJ9." + "eyJzdWIiOiJ1c2VyLTEifQ." + "c2lnbmF0dXJl"}
+
+
+@pytest.fixture(scope="module")
+def secrets_data(database_url):
+    producer = Producer(database_url)
+    story = scenarios.Scenario("SDSR-SECRETS", "", [
+        {"trace": {"id": "trace-leak", "run": "run-leak", "agent": "agent-x", "at": "-1h", "steps": [
+            {"type": "input", "input": {"prompt": f"mail {SECRETS['email']} the card {SECRETS['card']}"}},
+            {"type": "tool_call", "input": {"openai_api_key": SECRETS["openai"], "tool": "send"},
+             "output": {"header": f"Authorization: Bearer {SECRETS['jwt']}", "epoch_ms": 1732492800000}}]}},
+        {"llm_run": {"run": "run-leak", "trace": "trace-leak", "provider": "openai", "model": "gpt-4o", "at": "-1h"}},
+        {"audit": {"event": "AccessDenied", "entity": "ACTOR", "entity_id": "jane", "reason":
+                   f"denied {SECRETS['email']}", "at": "-30m"}},
+    ], scenarios.SCENARIO_DIR)
+    scenarios.load(producer, story, SECRET_TENANT, base=BASE)
+    producer.close()
+
+
+@pytest.mark.parametrize("fmt", ["JSON", "PDF", "ZIP"])
+async def test_redaction_applies_to_every_export(stub, secrets_data, fmt):
+    created = (await stub.CreateExport(request("run", "EVIDENCE", fmt, run_id=f"{SECRET_TENANT}.run-leak"),
+                                       metadata=auth(SECRET_TENANT))).export
+    counts = {c.kind: c.count for c in created.redaction.counts}
+    assert counts == {"bearer_token": 1, "card_number": 1, "email": 1, "secret_field": 1}
+    assert json.loads(created.manifest)["redaction"]["counts"] == counts
+    data, _ = await download(stub, created.export_id, SECRET_TENANT)
+    blobs = [data]
+    if fmt == "ZIP":
+        archive = zipfile.ZipFile(io.BytesIO(data))
+        blobs = [archive.read(n) for n in archive.namelist()]
+    for blob in blobs:
+        for secret in SECRETS.values():
+            assert secret.encode() not in blob
+    if fmt == "JSON":
+        steps = json.loads(data)["trace"]["steps"]
+        assert [s["redacted"] for s in steps] == [True, True]
+        assert steps[1]["output_data"]["epoch_ms"] == 1732492800000  # a timestamp is not a card
+
+
+async def test_slice_redaction(stub, secrets_data):
+    created = (await stub.CreateExport(request("audit", "EVIDENCE", "CSV"), metadata=auth(SECRET_TENANT))).export
+    data, _ = await download(stub, created.export_id, SECRET_TENANT)
+    assert SECRETS["email"].encode() not in data and b"[REDACTED:email]" in data
+
+
+# --- offline verification catches every change ----------------------------------------
+
+async def _saved(stub, tmp_path, scope: str, fmt: str):
+    created = (await stub.CreateExport(request(scope, "EVIDENCE", fmt), metadata=auth(TENANT))).export
+    data, _ = await download(stub, created.export_id)
+    return created, data, await keys_file(stub, tmp_path)
+
+
+def _offline(tmp_path, data: bytes, envelope: str | None, keys) -> int:
+    (tmp_path / "a").write_bytes(data)
+    args = [str(tmp_path / "a"), "--keys", str(keys)]
+    if envelope is not None:
+        (tmp_path / "e.json").write_text(envelope)
+        args += ["--envelope", str(tmp_path / "e.json")]
+    return verify_export.main(args)
+
+
+@pytest.mark.parametrize("fmt", ["JSON", "PDF", "ZIP"])
+async def test_any_changed_artifact_byte_is_caught(stub, tmp_path, fmt):
+    created, data, keys = await _saved(stub, tmp_path, "run", fmt)
+    assert _offline(tmp_path, data, created.dsse_envelope, keys) == 0
+    for position in (0, len(data) // 3, len(data) // 2, len(data) - 1):
+        changed = bytearray(data)
+        changed[position] ^= 0x01
+        assert _offline(tmp_path, bytes(changed), created.dsse_envelope, keys) == 1, position
+
+
+async def test_a_changed_manifest_or_signature_is_caught(stub, tmp_path):
+    import base64
+    created, data, keys = await _saved(stub, tmp_path, "run", "JSON")
+    envelope = json.loads(created.dsse_envelope)
+    manifest = json.loads(base64.b64decode(envelope["payload"]))
+    manifest["size"] += 1
+    forged = {**envelope, "payload": base64.b64encode(hashing.canonical_json(manifest)).decode()}
+    assert _offline(tmp_path, data, json.dumps(forged), keys) == 1
+    sig = bytearray(base64.b64decode(envelope["signatures"][0]["sig"]))
+    sig[5] ^= 0x80
+    forged = {**envelope, "signatures": [{**envelope["signatures"][0], "sig": base64.b64encode(sig).decode()}]}
+    assert _offline(tmp_path, data, json.dumps(forged), keys) == 1
+    assert _offline(tmp_path, data, json.dumps({**envelope, "payloadType": "text/plain"}), keys) == 1
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(dsse.keys_document([dsse.SigningKey.generate().public])))
+    assert _offline(tmp_path, data, created.dsse_envelope, other) == 1  # not signed by a key the auditor holds
+
+
+async def test_a_package_verifies_alone_and_catches_a_changed_member(stub, tmp_path):
+    created, data, keys = await _saved(stub, tmp_path, "run", "ZIP")
+    assert _offline(tmp_path, data, None, keys) == 0
+    archive = zipfile.ZipFile(io.BytesIO(data))
+    members = {n: archive.read(n) for n in archive.namelist()}
+    bundle = json.loads(members["evidence.json"])
+    bundle["trace"]["steps"][1]["output_data"] = {"summary": "nothing happened"}   # rewrite history
+    members["evidence.json"] = hashing.canonical_json(bundle)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as forged:
+        for name, content in members.items():
+            forged.writestr(name, content)
+    assert _offline(tmp_path, out.getvalue(), None, keys) == 1
+    checks = {c.name: c.passed for c in verify_export.verify(out.getvalue(), None, verify_export.load_keys([keys])).checks}
+    assert checks["package_sums"] is False and checks["steps"] is False  # located: the member, and the step
+
+
+async def test_a_rewritten_json_bundle_is_located(stub, tmp_path):
+    created, data, keys = await _saved(stub, tmp_path, "audit", "JSON")
+    bundle = json.loads(data)
+    bundle["records"][2]["action_reason"] = "nothing to see"
+    result = verify_export.verify(hashing.canonical_json(bundle), created.dsse_envelope,
+                                  verify_export.load_keys([keys]))
+    checks = {c.name: c for c in result.checks}
+    assert not checks["checksum"].passed
+    assert not checks["ledger"].passed and f"seq {bundle['records'][2]['seq']}: content" in checks["ledger"].detail
+
+
+async def test_export_envelope_verifies_with_securesystemslib(stub):
+    from securesystemslib.dsse import Envelope
+    from securesystemslib.signer import SSlibKey
+    created = (await stub.CreateExport(request("incident", "SOC2", "JSON"), metadata=auth(TENANT))).export
+    (key,) = [k for k in (await stub.ListSigningKeys(pb.ListSigningKeysRequest(), metadata=auth(TENANT))).keys
+              if k.key_id == created.signing_key_id]
+    sslib_key = SSlibKey(key.key_id, "ed25519", "ed25519", {"public": key.public_key.hex()})
+    verified = Envelope.from_dict(json.loads(created.dsse_envelope)).verify([sslib_key], 1)
+    assert key.key_id in verified
+    assert json.loads(Envelope.from_dict(json.loads(created.dsse_envelope)).pae().split(b" ", 4)[4]) == \
+        json.loads(created.manifest)
+
+
+# --- keys and checkpoints ---------------------------------------------------------------
+
+async def test_signing_keys_and_a_signed_ledger_checkpoint(stub, suite):
+    keys = (await stub.ListSigningKeys(pb.ListSigningKeysRequest(), metadata=auth(TENANT))).keys
+    active = [k for k in keys if k.status == bundle_pb2.SIGNING_KEY_STATUS_ACTIVE]
+    assert len(active) == 1 and active[0].algorithm == "ed25519" and len(active[0].public_key) == 32
+    assert active[0].key_id == hashing.signing_key_id(active[0].public_key)
+    cp = (await stub.GetLedgerCheckpoint(pb.GetLedgerCheckpointRequest(), metadata=auth(TENANT))).checkpoint
+    statement = json.loads(dsse.verify_envelope(cp.dsse_envelope, [dsse.PublicKey.from_raw(active[0].public_key)],
+                                                dsse.CHECKPOINT_PAYLOAD_TYPE))
+    assert statement == {"tenant_id": TENANT, "seq": cp.seq, "chain_hash": cp.chain_hash,
+                         "issued_at": hashing.rfc3339(cp.issued_at.ToDatetime())}
+    from aos.logs.v1 import audit_ledger_service_pb2 as audit_pb, audit_ledger_service_pb2_grpc as audit_grpc
+    async with grpc.aio.insecure_channel(suite["logs"]) as channel:
+        entries = await audit_grpc.AuditLedgerServiceStub(channel).ListAuditEntries(
+            audit_pb.ListAuditEntriesRequest(page_size=1), metadata=auth(TENANT))
+    assert (entries.entries[0].seq, entries.entries[0].chain_hash) == (cp.seq, cp.chain_hash)
+
+
+async def test_rotation_keeps_old_exports_verifiable(database_url, tmp_path):
+    """A new signing key, the old one configured as a verification key: both listed,
+    the old key RETIRED, and an export signed before the rotation still verifies."""
+    import dataclasses
+    from aos_runtime.service_main import build_server
+    from services.export import server as export_server
+    from tests.e2e.support import settings
+    old, new = dsse.SigningKey.generate(), dsse.SigningKey.generate()
+    (tmp_path / "old.pem").write_bytes(old.private_pem())
+    (tmp_path / "new.pem").write_bytes(new.private_pem())
+    dsse.write_public_key_pem(old.public, tmp_path / "old.pub.pem")
+    base = settings(tmp_path)
+    before = dataclasses.replace(base, export_signing_key_file=tmp_path / "old.pem")
+    after = dataclasses.replace(base, export_signing_key_file=tmp_path / "new.pem",
+                                export_verification_key_files=(tmp_path / "old.pub.pem",))
+    exported = None
+    for conf in (before, after):
+        server = build_server("export", export_server.servicers, conf, database_url, port=0)
+        port = await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = pb_grpc.ExportServiceStub(channel)
+                if exported is None:
+                    exported = (await stub.CreateExport(request("run", "EVIDENCE", "JSON"),
+                                                        metadata=auth(TENANT))).export
+                    assert exported.signing_key_id == old.public.key_id
+                    continue
+                keys = {k.key_id: k.status for k in
+                        (await stub.ListSigningKeys(pb.ListSigningKeysRequest(), metadata=auth(TENANT))).keys}
+                assert keys == {new.public.key_id: bundle_pb2.SIGNING_KEY_STATUS_ACTIVE,
+                                old.public.key_id: bundle_pb2.SIGNING_KEY_STATUS_RETIRED}
+                verdict = await stub.VerifyExport(pb.VerifyExportRequest(export_id=exported.export_id),
+                                                  metadata=auth(TENANT))
+                assert verdict.valid, [(c.name, c.detail) for c in verdict.checks if not c.passed]
+                fresh = (await stub.CreateExport(request("run", "EVIDENCE", "JSON"), metadata=auth(TENANT))).export
+                assert fresh.signing_key_id == new.public.key_id
+        finally:
+            await server.stop(grace=0)
+
+
+# --- lists, isolation, bad input -------------------------------------------------------
+
+async def test_list_exports_filters_and_pages(stub):
+    for _ in range(3):
+        await stub.CreateExport(request("incident", "EVIDENCE", "JSON"), metadata=auth(TENANT))
+    by_incident = await stub.ListExports(pb.ListExportsRequest(incident_id=INCIDENT, page_size=1000),
+                                         metadata=auth(TENANT))
+    assert by_incident.total_size >= 3 and all(e.incident_id == INCIDENT for e in by_incident.exports)
+    seen, token = [], ""
+    while True:
+        page = await stub.ListExports(pb.ListExportsRequest(incident_id=INCIDENT, page_size=2, page_token=token),
+                                      metadata=auth(TENANT))
+        seen += [e.export_id for e in page.exports]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == [e.export_id for e in by_incident.exports]
+    slices = await stub.ListExports(pb.ListExportsRequest(scope=bundle_pb2.EXPORT_SCOPE_AUDIT_SLICE,
+                                                          page_size=1000), metadata=auth(TENANT))
+    assert slices.exports and all(e.scope == bundle_pb2.EXPORT_SCOPE_AUDIT_SLICE for e in slices.exports)
+    assert all(e.metadata.export_id == e.export_id for e in slices.exports)
+
+
+async def test_another_tenants_exports_and_subjects_are_not_found(stub):
+    mine = (await stub.CreateExport(request("run", "EVIDENCE", "JSON"), metadata=auth(TENANT))).export
+    for call in (stub.GetExport(pb.GetExportRequest(export_id=mine.export_id), metadata=auth("tenant-other")),
+                 stub.VerifyExport(pb.VerifyExportRequest(export_id=mine.export_id), metadata=auth("tenant-other")),
+                 stub.CreateExport(request("run", "EVIDENCE", "JSON"), metadata=auth("tenant-other")),
+                 stub.CreateExport(request("incident", "EVIDENCE", "JSON"), metadata=auth("tenant-other"))):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await download(stub, mine.export_id, "tenant-other")
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    listed = await stub.ListExports(pb.ListExportsRequest(), metadata=auth("tenant-other"))
+    assert mine.export_id not in {e.export_id for e in listed.exports}
+
+
+@pytest.mark.parametrize("req, field", [
+    (pb.CreateExportRequest(bundle_type=1, format=1), "subject"),
+    (pb.CreateExportRequest(run_id="r", format=1), "bundle_type"),
+    (pb.CreateExportRequest(run_id="r", bundle_type=1), "format"),
+    (pb.CreateExportRequest(run_id="r", bundle_type=9, format=1), "bundle_type"),
+    (pb.CreateExportRequest(run_id="bad id!", bundle_type=1, format=1), "run_id"),
+    (pb.CreateExportRequest(run_id="r", bundle_type=1, format=2), "format"),   # CSV of a run
+    (pb.CreateExportRequest(audit_slice=pb.AuditSlice(event_type=99), bundle_type=1, format=1),
+     "audit_slice.event_type"),
+    (pb.CreateExportRequest(system_slice=pb.SystemSlice(created_after=ts(BASE), created_before=ts(BASE)),
+                            bundle_type=1, format=1), "system_slice.created_before"),
+    (pb.CreateExportRequest(run_id="r", bundle_type=1, format=1, idempotency_key="k" * 200), "idempotency_key"),
+])
+async def test_bad_create_requests(stub, req, field):
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.CreateExport(req, metadata=auth(TENANT))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in violations(err.value)
+
+
+async def test_unknown_ids(stub):
+    for call in (stub.GetExport(pb.GetExportRequest(export_id="exp_missing"), metadata=auth(TENANT)),
+                 stub.CreateExport(request("run", "EVIDENCE", "JSON", run_id="run-missing"), metadata=auth(TENANT))):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.GetExport(pb.GetExportRequest(export_id=""), metadata=auth(TENANT))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
