@@ -131,9 +131,10 @@ def bundle_report(bundle: Mapping[str, Any]) -> Report:
         sections.append(Section(
             "Trace", paragraphs=[f"Trace {trace['trace_id']} ({trace['status']}): inflection point "
                                  f"{point['kind']} at {point['at']}"
-                                 + (f", step {point['step_index']}" if point["step_index"] is not None else "")],
+                                 + (f", step {point['step_index']} (marked *)" if point["step_index"] is not None
+                                    else "")],
             columns=["Step", "Type", "Time", "Level", "Content hash"],
-            rows=[[str(s["step_index"]) + (" ◀" if s["step_index"] == point["step_index"] else ""), s["step_type"],
+            rows=[[str(s["step_index"]) + (" *" if s["step_index"] == point["step_index"] else ""), s["step_type"],
                    s["timestamp"], s["level"], s["content_hash"]] for s in trace["steps"]]))
         hashes.append((f"trace {trace['trace_id']}", trace["content_hash"] or ""))
         hashes += [(f"step {s['step_index']}", s["content_hash"]) for s in trace["steps"]]

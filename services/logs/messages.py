@@ -5,7 +5,6 @@ place that turns a row (and its joins) into the message a caller sees.
 """
 from __future__ import annotations
 
-import json
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 
@@ -13,6 +12,7 @@ from google.protobuf import json_format, struct_pb2
 
 from aos.evidence.v1 import bundle_pb2, evidence_pb2
 from aos.logs.v1 import llm_runs_service_pb2 as runs_pb, records_pb2
+from aos_recording import dsse
 from aos_recording.hashing import canonical_json
 from aos_runtime.evidence import Evidence, actor_fields, metadata, timestamp
 from aos_runtime.validation import canonical_names
@@ -88,7 +88,7 @@ def export_message(row: Mapping[str, Any]) -> bundle_pb2.Export:
         redaction=bundle_pb2.RedactionSummary(
             profile=redaction.get("profile", ""),
             counts=[bundle_pb2.RedactionCount(kind=k, count=v) for k, v in sorted(redaction.get("counts", {}).items())]),
-        manifest=_canonical(row["manifest"]), dsse_envelope=json.dumps(row["dsse_envelope"], sort_keys=True))
+        manifest=_canonical(row["manifest"]), dsse_envelope=dsse.envelope_json(row["dsse_envelope"]))
     for name in ("run_id", "incident_id", "idempotency_key"):
         if row[name] is not None:
             setattr(message, name, row[name])

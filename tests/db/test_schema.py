@@ -17,7 +17,8 @@ import pytest
 pytestmark = pytest.mark.db
 
 ZERO = bytes(32)
-APPEND_ONLY = ("audit_ledger", "llm_run_records", "system_records", "aos_trace_steps", "log_exports")
+APPEND_ONLY = ("audit_ledger", "llm_run_records", "system_records", "aos_trace_steps", "log_exports",
+               "log_export_artifacts")
 SERVICE_ROLES = ("aos_overview", "aos_logs", "aos_export", "aos_producer")
 
 
@@ -82,6 +83,9 @@ def seed_evidence(url: str, tenant: str) -> dict[str, str]:
             (ids["aos_trace_steps"], ids["aos_traces"], tenant, h("step")))
     with session(url, "aos_export", tenant) as conn:
         ids["log_exports"] = insert_export(conn, tenant)
+        conn.execute("INSERT INTO log_export_artifacts (export_id, tenant_id, chunk_no, data) VALUES (%s, %s, 0, 'x')",
+                     (ids["log_exports"], tenant))
+        ids["log_export_artifacts"] = ids["log_exports"]
     return ids
 
 
@@ -106,7 +110,7 @@ def evidence(database_url, tenant):
     return seed_evidence(database_url, tenant)
 
 
-KEYS = {"aos_traces": "trace_id"}
+KEYS = {"aos_traces": "trace_id", "log_export_artifacts": "export_id"}
 
 
 @pytest.mark.parametrize("table", APPEND_ONLY)
