@@ -70,7 +70,7 @@ def verify(artifact: bytes, envelope: str | None, keys: list[dsse.PublicKey]) ->
     v = Verification()
     if envelope is not None:
         try:
-            manifest = json.loads(dsse.verify_envelope(envelope, keys, dsse.MANIFEST_PAYLOAD_TYPE))
+            manifest = json.loads(dsse.verify_exact(envelope, keys, dsse.MANIFEST_PAYLOAD_TYPE))
             v.add("signature", True, f"export {manifest.get('export_id')} signed by key "
                                      f"{json.loads(envelope)['signatures'][0].get('keyid')}")
             checksum = hashing.sha256(artifact).hex()
@@ -106,8 +106,8 @@ def _package(v: Verification, artifact: bytes, keys: list[dsse.PublicKey]) -> No
           + (f"; mismatched: {', '.join(sorted(bad))}" if bad else "")
           + (f"; missing: {', '.join(missing)}" if missing else ""))
     try:
-        payload = dsse.verify_envelope(members.get("package-manifest.dsse.json", b""), keys,
-                                       dsse.PACKAGE_PAYLOAD_TYPE)
+        payload = dsse.verify_exact(members.get("package-manifest.dsse.json", b""), keys,
+                                    dsse.PACKAGE_PAYLOAD_TYPE)
         manifest = json.loads(payload)
         files_ok = payload == members.get("package-manifest.json") and all(
             f["name"] in members and f["size"] == len(members[f["name"]])
@@ -122,10 +122,13 @@ def _package(v: Verification, artifact: bytes, keys: list[dsse.PublicKey]) -> No
 
 def _bundle(v: Verification, data: bytes) -> None:
     try:
-        bundle = json.loads(data)
-    except ValueError as exc:
-        v.add("bundle", False, f"not JSON: {exc}")
-        return
+        _bundle_checks(v, json.loads(data))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        # A bundle that no longer has the shape this product writes was edited.
+        v.add("bundle", False, f"not an evidence bundle this product wrote: {type(exc).__name__}: {exc}")
+
+
+def _bundle_checks(v: Verification, bundle: dict[str, Any]) -> None:
     trace = bundle.get("trace")
     if trace:
         steps = trace.get("steps", [])

@@ -422,3 +422,23 @@ async def test_unknown_ids(stub):
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.GetExport(pb.GetExportRequest(export_id=""), metadata=auth(TENANT))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_every_byte_of_the_envelope_and_a_json_artifact_matters(stub, tmp_path):
+    """Flip each bit of each byte, one at a time: the offline verifier refuses every variant."""
+    created, data, keys = await _saved(stub, tmp_path, "incident", "JSON")
+    public = verify_export.load_keys([keys])
+    envelope = created.dsse_envelope.encode()
+    assert verify_export.verify(data, created.dsse_envelope, public).ok
+    accepted = []
+    for i in range(len(envelope)):
+        for bit in (0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40):
+            changed = bytearray(envelope)
+            changed[i] ^= bit
+            if verify_export.verify(data, changed.decode("utf-8", "replace"), public).ok:
+                accepted.append((i, bit))
+    assert accepted == []
+    for i in range(0, len(data), max(1, len(data) // 2000)):
+        changed = bytearray(data)
+        changed[i] ^= 0x04
+        assert not verify_export.verify(bytes(changed), created.dsse_envelope, public).ok, i
