@@ -17,7 +17,7 @@ from securesystemslib.dsse import Envelope
 from securesystemslib.exceptions import VerificationError
 from securesystemslib.signer import CryptoSigner, SSlibKey
 
-from aos_recording import hashing
+from aos_recording import dsse, hashing
 from aos_recording.dsse import (CHECKPOINT_PAYLOAD_TYPE, MANIFEST_PAYLOAD_TYPE, DsseError, KeyRing, PublicKey,
                                 SigningKey, envelope_json, keys_document, load_keys_document, pae,
                                 sign_envelope, verify_envelope, write_public_key_pem)
@@ -442,3 +442,21 @@ def test_we_reject_securesystemslib_envelopes_by_other_keys():
     theirs = Envelope(PAYLOAD, MANIFEST_PAYLOAD_TYPE, {})
     theirs.sign(signer)
     assert _reason(theirs.to_dict(), [SigningKey.generate().public]) == "UNKNOWN_KEY"
+
+
+def test_verify_exact_refuses_edits_dsse_itself_tolerates():
+    """DSSE ignores a dropped keyid, extra members and whitespace; an auditor's copy may not change at all."""
+    key = dsse.SigningKey.generate()
+    envelope = dsse.sign_envelope(dsse.MANIFEST_PAYLOAD_TYPE, b'{"size":1}', key)
+    text = dsse.envelope_json(envelope)
+    assert dsse.verify_exact(text, [key.public], dsse.MANIFEST_PAYLOAD_TYPE) == b'{"size":1}'
+    tolerated = [
+        json.dumps(envelope),                                                    # not canonical text
+        dsse.envelope_json({**envelope, "extra": 1}),
+        dsse.envelope_json({**envelope, "signatures": [{"sig": envelope["signatures"][0]["sig"]}]}),
+    ]
+    for variant in tolerated:
+        assert dsse.verify_envelope(variant, [key.public], dsse.MANIFEST_PAYLOAD_TYPE) == b'{"size":1}'
+        with pytest.raises(dsse.DsseError) as err:
+            dsse.verify_exact(variant, [key.public], dsse.MANIFEST_PAYLOAD_TYPE)
+        assert err.value.reason == dsse.NOT_CANONICAL
