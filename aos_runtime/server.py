@@ -204,16 +204,18 @@ class ServiceServer:
         self.port = self.server.add_insecure_port(f"{self.host}:{self.requested_port}")
         if not self.port:
             raise OSError(f"cannot listen on {self.host}:{self.requested_port}")
-        await self._set_serving(await self._database_answers())
+        # At start there is no earlier answer to fall back on: give the first probe
+        # longer than the periodic ones.
+        await self._set_serving(await self._database_answers(timeout=max(5.0, 2 * self.health_probe_interval_s)))
         await self.server.start()
         self._probe = asyncio.create_task(self._probe_database(), name=f"{self.name}-health-probe")
         log.info("listening", extra={"service": self.name, "address": f"{self.host}:{self.port}",
                                      "grpc_services": self.service_names})
         return self.port
 
-    async def _database_answers(self) -> bool:
+    async def _database_answers(self, timeout: float | None = None) -> bool:
         try:
-            await asyncio.wait_for(self.db.ping(), timeout=max(1.0, self.health_probe_interval_s))
+            await asyncio.wait_for(self.db.ping(), timeout=timeout or max(1.0, self.health_probe_interval_s))
             return True
         except Exception:  # noqa: BLE001 - any failure means not serving
             return False
@@ -229,9 +231,19 @@ class ServiceServer:
                 extra={"service": self.name, "status": health_pb2.HealthCheckResponse.ServingStatus.Name(status)})
 
     async def _probe_database(self) -> None:
+        # NOT_SERVING after two failed probes in a row: one probe that ran slow on a
+        # saturated machine must not pull a working service out of rotation; recovery
+        # is reported on the first probe that answers.
+        failures = 0
         while True:
             await asyncio.sleep(self.health_probe_interval_s)
-            await self._set_serving(await self._database_answers())
+            if await self._database_answers():
+                failures = 0
+                await self._set_serving(True)
+            else:
+                failures += 1
+                if failures >= 2:
+                    await self._set_serving(False)
 
     async def stop(self, grace: float | None = None) -> None:
         """Drain: report NOT_SERVING, refuse new calls, let in-flight ones finish within the grace period."""

@@ -7,7 +7,8 @@ from aos_runtime import migrate
 pytestmark = pytest.mark.db
 
 TABLES = {"tenants", "incidents", "policy_proposals", "limits", "limit_breaches", "worker_runs", "audit_ledger",
-          "llm_run_records", "system_records", "aos_traces", "aos_trace_steps", "log_exports"}
+          "llm_run_records", "system_records", "aos_traces", "aos_trace_steps", "log_exports",
+          "log_export_artifacts"}
 
 
 def tables(url: str) -> set[str]:

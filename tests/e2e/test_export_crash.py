@@ -44,8 +44,8 @@ def test_a_killed_export_leaves_nothing(databases, tmp_path):
             timeout=120)
         # Wait until the artifact is being written (its chunks are INSERTed in the open transaction) ...
         deadline = time.monotonic() + 60
-        while not _count(url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'aos-export' "
-                              "AND query LIKE 'INSERT INTO log_export_artifacts%%'"):
+        while not _count(url, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                              "AND application_name = 'aos-export' AND query LIKE 'INSERT INTO log_export_artifacts%%'"):
             assert time.monotonic() < deadline and not call.done(), "the export never started writing its artifact"
             time.sleep(0.01)
         # ... then kill the service outright: no drain, no cleanup code runs.
@@ -54,7 +54,8 @@ def test_a_killed_export_leaves_nothing(databases, tmp_path):
         with pytest.raises(grpc.RpcError):
             call.result()
         deadline = time.monotonic() + 30
-        while _count(url, "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'aos-export'"):
+        while _count(url, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                          "AND application_name = 'aos-export'"):
             assert time.monotonic() < deadline, "the killed service's sessions did not end"
             time.sleep(0.05)
     finally:
