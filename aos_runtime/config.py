@@ -40,6 +40,7 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("AOS_EXPORT_VERIFICATION_KEY_FILES", None,
            "Comma-separated PEM Ed25519 public keys (or JSON key lists) of retired signing keys: still "
            "listed by ListSigningKeys and accepted by VerifyExport."),
+    EnvVar("AOS_TOKEN", None, "Bearer token the aos-evidence CLI sends (else it mints a development one)."),
     EnvVar("AOS_DB_POOL_SIZE", "10", "Connections per service process."),
     EnvVar("AOS_DB_POOL_TIMEOUT_S", "5", "Seconds a call waits for a pooled connection before RESOURCE_EXHAUSTED."),
     EnvVar("AOS_DB_STATEMENT_TIMEOUT_MS", "30000", "Upper bound on one SQL statement; a shorter client deadline wins."),

@@ -1,0 +1,221 @@
+"""``export create | download | verify``: signed evidence bundles, and checking them."""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from aos.evidence.v1 import bundle_pb2
+from aos.export.v1 import export_service_pb2 as pb
+from aos_cli.client import EXIT_FAILED, EXIT_OK, UsageError, VerificationFailed
+from aos_cli.commands import audit
+from aos_cli.context import Context
+from aos_cli.keys import file_keys, server_keys
+from aos_cli.output import to_dict, when
+from aos_cli.values import enum_label, enum_value
+from aos_recording import dsse, verify_export
+
+BUNDLE_TYPE = "aos.evidence.v1.BundleType"
+FORMAT = "aos.evidence.v1.ExportFormat"
+SYSTEM_EVENT_TYPE = "aos.evidence.v1.SystemEventType"
+SEVERITY = "aos.evidence.v1.SystemSeverity"
+AUDIT_ONLY = ("entity_type", "actor_type", "actor_id", "correlation_id")
+SYSTEM_ONLY = ("component", "severity")
+KEYS_FILE = "keys.json"
+ENVELOPE_SUFFIX = ".dsse.json"
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    group = sub.add_parser("export", help="evidence exports").add_subparsers(dest="action", required=True)
+
+    create = group.add_parser("create", parents=[common], help="build, sign and record an export",
+                              description="Exactly one subject. Slice filters: --event-type, --since and --until "
+                                          "for both slices; --entity-type, --actor-type, --actor-id and "
+                                          "--correlation-id for --audit-slice; --component and --severity for "
+                                          "--system-slice.")
+    subject = create.add_mutually_exclusive_group(required=True)
+    subject.add_argument("--run", metavar="RUN_ID", help="one LLM run")
+    subject.add_argument("--incident", metavar="ID", help="one incident")
+    subject.add_argument("--audit-slice", action="store_true", help="a filtered slice of the audit ledger")
+    subject.add_argument("--system-slice", action="store_true", help="a filtered slice of the system records")
+    audit.add_filters(create)
+    create.add_argument("--component", help="system slice: only this component")
+    create.add_argument("--severity", help="system slice: DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    create.add_argument("--bundle", required=True, help="EVIDENCE, SOC2 or EXECUTIVE")
+    create.add_argument("--format", required=True, help="JSON, CSV (slices only), PDF or ZIP")
+    create.add_argument("--idempotency-key", help="retrying with the same key returns the same export")
+    create.add_argument("--download", metavar="PATH", type=Path, help="then download the artifact to PATH")
+    create.set_defaults(handler=create_command)
+
+    download = group.add_parser("download", parents=[common], help="save an artifact, its envelope and the keys",
+                                description=f"Streams the artifact to PATH and checks its SHA-256; saves "
+                                            f"PATH{ENVELOPE_SUFFIX} (the signed manifest) and {KEYS_FILE} "
+                                            f"(the public keys) next to it, ready for `export verify --offline`.")
+    download.add_argument("export_id", metavar="EXPORT_ID")
+    download.add_argument("-o", "--output", metavar="PATH", type=Path,
+                          help="file or directory (default: the export's file name, here)")
+    download.set_defaults(handler=download_command)
+
+    verify = group.add_parser("verify", parents=[common], help="verify an export (by the service, or offline)",
+                              description="With EXPORT_ID the service re-checks checksum, signature, chain and "
+                                          "re-rendering. With --offline nothing is asked of any service: the "
+                                          f"artifact is checked against its envelope (default ARTIFACT"
+                                          f"{ENVELOPE_SUFFIX}) and keys (default {KEYS_FILE} beside it).")
+    verify.add_argument("export_id", metavar="EXPORT_ID", nargs="?")
+    verify.add_argument("--offline", metavar="ARTIFACT", type=Path, help="a downloaded artifact")
+    verify.add_argument("--envelope", type=Path, help="the export's DSSE envelope (.dsse.json)")
+    verify.add_argument("--keys", type=Path, action="append", help="keys.json or a PEM public key (repeatable)")
+    verify.set_defaults(handler=verify_command)
+
+
+def _subject(args: argparse.Namespace) -> dict[str, Any]:
+    given = {name for name in (*AUDIT_ONLY, *SYSTEM_ONLY, "event_type", "since", "until") if getattr(args, name)}
+    if args.run or args.incident:
+        if given:
+            raise UsageError(f"--{sorted(given)[0].replace('_', '-')} filters a slice, not --run or --incident")
+        return {"run_id": args.run} if args.run else {"incident_id": args.incident}
+    if args.audit_slice:
+        if given & set(SYSTEM_ONLY):
+            raise UsageError("--component and --severity filter --system-slice")
+        return {"audit_slice": pb.AuditSlice(**audit.filters(args))}
+    if given & set(AUDIT_ONLY):
+        raise UsageError("--entity-type, --actor-type, --actor-id and --correlation-id filter --audit-slice")
+    fields = audit.filters(args, SYSTEM_EVENT_TYPE)
+    if args.component:
+        fields["component"] = args.component
+    if args.severity:
+        fields["severity"] = enum_value(SEVERITY, args.severity, "--severity")
+    return {"system_slice": pb.SystemSlice(**fields)}
+
+
+def _show_export(ctx: Context, export: bundle_pb2.Export) -> None:
+    subject = export.run_id or export.incident_id or export.slice_filter
+    redacted = ", ".join(f"{c.kind} {c.count}" for c in export.redaction.counts) or "nothing"
+    ctx.out.fields([
+        ("export", export.export_id), ("scope", enum_label("aos.evidence.v1.ExportScope", export.scope)),
+        ("subject", subject), ("bundle / format", f"{enum_label(BUNDLE_TYPE, export.bundle_type)} / "
+                                                  f"{enum_label(FORMAT, export.format)}"),
+        ("file", f"{export.filename} ({export.content_type}, {export.size_bytes} bytes)"),
+        ("sha-256", export.checksum), ("chain", f"seq {export.seq}, hash {export.chain_hash}"),
+        ("signed by", export.signing_key_id), ("redacted", f"{export.redaction.profile}: {redacted}"),
+        ("created", f"{when(export.created_at)} by {export.requested_by_id}"),
+    ], title="Export")
+
+
+def create_command(args: argparse.Namespace, ctx: Context) -> int:
+    request = pb.CreateExportRequest(bundle_type=enum_value(BUNDLE_TYPE, args.bundle, "--bundle"),
+                                     format=enum_value(FORMAT, args.format, "--format"),
+                                     idempotency_key=args.idempotency_key or "", **_subject(args))
+    answer = ctx.client.exports.CreateExport(request)
+    saved = download(ctx, answer.export.export_id, args.download) if args.download else None
+    if ctx.out.json_mode:
+        ctx.out.document({**to_dict(answer), **({"download": saved} if saved else {})})
+        return EXIT_OK
+    _show_export(ctx, answer.export)
+    if saved:
+        _show_download(ctx, saved)
+    return EXIT_OK
+
+
+def _target(path: Path | None, export: bundle_pb2.Export) -> Path:
+    name = Path(export.filename).name or export.export_id  # never a path the service chose
+    if path is None:
+        return Path(name)
+    return path / name if path.is_dir() else path
+
+
+def download(ctx: Context, export_id: str, path: Path | None) -> dict[str, Any]:
+    """Artifact to ``path`` (checked against its checksum), envelope and keys beside it."""
+    export = ctx.client.exports.GetExport(pb.GetExportRequest(export_id=export_id)).export
+    target = _target(path, export)
+    # Written aside and renamed once its checksum holds: PATH is never a partial or altered artifact.
+    partial = target.with_name(target.name + ".part")
+    digest, size, first = hashlib.sha256(), 0, None
+    try:
+        with partial.open("wb") as sink, ctx.out.progress(export_id, export.size_bytes, transfer=True) as (
+                bar, task):
+            for message in ctx.client.exports.DownloadExport(pb.DownloadExportRequest(export_id=export_id)):
+                if first is None:
+                    first = message
+                    bar.update(task, total=message.size_bytes)
+                sink.write(message.data)
+                digest.update(message.data)
+                size += len(message.data)
+                bar.advance(task, len(message.data))
+        expected = first.checksum if first else export.checksum
+        if digest.hexdigest() != expected or expected != export.checksum or size != export.size_bytes:
+            raise VerificationFailed(f"the downloaded artifact does not match its checksum: got {size} bytes "
+                                     f"with SHA-256 {digest.hexdigest()}, expected {export.size_bytes} bytes with "
+                                     f"{export.checksum}")
+        os.replace(partial, target)
+        envelope = target.with_name(target.name + ENVELOPE_SUFFIX)
+        # Verbatim: the offline verifier accepts only the exact canonical text that was signed.
+        envelope.write_text(export.dsse_envelope, encoding="utf-8", newline="")
+        keys = target.parent / KEYS_FILE
+        keys.write_text(json.dumps(dsse.keys_document(server_keys(ctx.client)), indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {exc.filename or target}: {exc.strerror or exc}") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    return {"export_id": export_id, "path": str(target), "size_bytes": size, "sha256": digest.hexdigest(),
+            "envelope": str(envelope), "keys": str(keys)}
+
+
+def _show_download(ctx: Context, saved: dict[str, Any]) -> None:
+    ctx.out.fields([("artifact", saved["path"]), ("size", f"{saved['size_bytes']} bytes"),
+                    ("sha-256", f"{saved['sha256']} (matches the export's checksum)"),
+                    ("envelope", saved["envelope"]), ("keys", saved["keys"])], title="Downloaded")
+    ctx.out.note(f"verify offline: aos-evidence export verify --offline {saved['path']}")
+
+
+def download_command(args: argparse.Namespace, ctx: Context) -> int:
+    saved = download(ctx, args.export_id, args.output)
+    if ctx.out.json_mode:
+        ctx.out.document(saved)
+    else:
+        _show_download(ctx, saved)
+    return EXIT_OK
+
+
+def verify_command(args: argparse.Namespace, ctx: Context) -> int:
+    if args.offline:
+        if args.export_id:
+            raise UsageError("give EXPORT_ID (the service verifies) or --offline ARTIFACT, not both")
+        return _verify_offline(ctx, args.offline, args.envelope, args.keys)
+    if not args.export_id:
+        raise UsageError("EXPORT_ID or --offline ARTIFACT is required")
+    if args.envelope or args.keys:
+        raise UsageError("--envelope and --keys go with --offline")
+    answer = ctx.client.exports.VerifyExport(pb.VerifyExportRequest(export_id=args.export_id))
+    if ctx.out.json_mode:
+        ctx.out.document(answer)
+    else:
+        ctx.out.checks(((c.name, c.passed, c.detail) for c in answer.checks), answer.valid,
+                       title=f"Export {args.export_id}, verified by the service at {when(answer.verified_at)}")
+    return EXIT_OK if answer.valid else EXIT_FAILED
+
+
+def _verify_offline(ctx: Context, artifact: Path, envelope: Path | None, keys: list[Path] | None) -> int:
+    beside_envelope = artifact.with_name(artifact.name + ENVELOPE_SUFFIX)
+    envelope = envelope or (beside_envelope if beside_envelope.is_file() else None)
+    if not keys:
+        if not (artifact.parent / KEYS_FILE).is_file():
+            raise UsageError(f"--keys is required (no {KEYS_FILE} beside {artifact})")
+        keys = [artifact.parent / KEYS_FILE]
+    public_keys = file_keys(keys)
+    try:
+        data = artifact.read_bytes()
+        envelope_text = envelope.read_text(encoding="utf-8") if envelope else None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read the input: {exc}") from None
+    result = verify_export.verify(data, envelope_text, public_keys)
+    if ctx.out.json_mode:
+        ctx.out.document({"valid": result.ok, "checks": [asdict(c) for c in result.checks]})
+    else:
+        ctx.out.checks(((c.name, c.passed, c.detail) for c in result.checks), result.ok,
+                       title=f"{artifact}, verified offline with {', '.join(map(str, keys))}")
+    return EXIT_OK if result.ok else EXIT_FAILED

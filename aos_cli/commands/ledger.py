@@ -1,0 +1,231 @@
+"""``ledger checkpoint | verify``: keep a signed ledger head, later prove the ledger still extends it.
+
+``verify`` trusts neither the service nor the file blindly: the checkpoint's DSSE signature
+is checked, the whole chain is re-linked client-side from the hashes the service lists
+(chain_hash = SHA-256(prev_hash ‖ content_hash), each prev_hash its predecessor's
+chain_hash), and the entry at the checkpoint's seq must still carry the checkpoint's chain
+hash. Content hashes are re-computed by the service (GetIntegrityReport): the entries'
+before/after state is not in the listing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from google.protobuf import json_format
+
+from aos.evidence.v1 import integrity_pb2
+from aos.export.v1 import export_service_pb2 as export_pb
+from aos.logs.v1 import audit_ledger_service_pb2 as audit_pb
+from aos_cli.client import EXIT_FAILED, EXIT_OK, UsageError
+from aos_cli.commands.audit import MAX_PAGE
+from aos_cli.context import Context
+from aos_cli.keys import file_keys, server_keys
+from aos_cli.output import to_dict, when
+from aos_cli.values import enum_label
+from aos_recording import dsse, hashing
+from aos_recording.verify_export import Verification
+
+Kind = integrity_pb2.AnomalyKind
+GENESIS = hashing.GENESIS.hex()
+INTACT = (integrity_pb2.INTEGRITY_STATUS_VERIFIED, integrity_pb2.INTEGRITY_STATUS_EMPTY)
+
+
+class Link(NamedTuple):
+    """What the client-side walk keeps of each entry (not the whole entry: ledgers are long)."""
+    seq: int
+    prev_hash: str
+    content_hash: str
+    chain_hash: str
+
+
+def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    group = sub.add_parser("ledger", help="ledger checkpoints").add_subparsers(dest="action", required=True)
+    checkpoint = group.add_parser("checkpoint", parents=[common], help="save a signed checkpoint of the ledger head")
+    checkpoint.add_argument("-o", "--output", metavar="PATH", type=Path, required=True, help="e.g. cp.json")
+    checkpoint.set_defaults(handler=checkpoint_command)
+    verify = group.add_parser("verify", parents=[common],
+                              help="prove the ledger was neither rewritten nor truncated before a checkpoint")
+    verify.add_argument("--checkpoint", metavar="PATH", type=Path, required=True, help="a saved checkpoint")
+    verify.add_argument("--keys", type=Path, action="append",
+                        help="keys.json or PEM public keys (default: the service's ListSigningKeys)")
+    verify.set_defaults(handler=verify_command)
+
+
+def checkpoint_command(args: argparse.Namespace, ctx: Context) -> int:
+    checkpoint = ctx.client.exports.GetLedgerCheckpoint(export_pb.GetLedgerCheckpointRequest()).checkpoint
+    # The file is the checkpoint's proto3 JSON: `verify` parses it back with the same schema.
+    text = json_format.MessageToJson(checkpoint, preserving_proto_field_name=True, indent=2)
+    try:
+        args.output.write_text(text + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(f"cannot write {args.output}: {exc.strerror or exc}") from None
+    if ctx.out.json_mode:
+        ctx.out.document(checkpoint)
+    else:
+        ctx.out.fields([("tenant", checkpoint.tenant_id), ("seq", checkpoint.seq),
+                        ("chain hash", checkpoint.chain_hash), ("issued", when(checkpoint.issued_at)),
+                        ("signed by", _key_id(checkpoint.dsse_envelope)), ("saved to", args.output)],
+                       title="Ledger checkpoint")
+    return EXIT_OK
+
+
+def _key_id(envelope: str) -> str:
+    try:
+        return json.loads(envelope)["signatures"][0]["keyid"]
+    except (ValueError, KeyError, IndexError, TypeError):
+        return "?"
+
+
+def load_checkpoint(path: Path) -> integrity_pb2.LedgerCheckpoint:
+    try:
+        return json_format.Parse(path.read_text(encoding="utf-8"), integrity_pb2.LedgerCheckpoint())
+    except (OSError, UnicodeDecodeError, json_format.ParseError) as exc:
+        raise UsageError(f"--checkpoint: not a saved ledger checkpoint: {exc}") from None
+
+
+def _signed_statement(checkpoint: integrity_pb2.LedgerCheckpoint, keys: list[dsse.PublicKey],
+                      result: Verification) -> dict[str, Any] | None:
+    """The statement the signature covers, or None (recorded in ``result``) when it does not verify."""
+    try:
+        statement = json.loads(dsse.verify_exact(checkpoint.dsse_envelope, keys, dsse.CHECKPOINT_PAYLOAD_TYPE))
+        issued = datetime.fromisoformat(statement["issued_at"])
+        # verify_exact pins the bytes; this pass also requires the key to have been valid at issued_at.
+        dsse.verify_envelope(checkpoint.dsse_envelope, keys, dsse.CHECKPOINT_PAYLOAD_TYPE, at=issued)
+    except (dsse.DsseError, ValueError, KeyError, TypeError) as exc:
+        result.add("signature", False, str(exc))
+        return None
+    result.add("signature", True, f"signed by key {_key_id(checkpoint.dsse_envelope)}, issued "
+                                  f"{statement['issued_at']}")
+    listed = {"tenant_id": checkpoint.tenant_id, "seq": checkpoint.seq, "chain_hash": checkpoint.chain_hash}
+    edited = [f"{name} {listed[name]!r} (signed: {statement.get(name)!r})" for name in listed
+              if listed[name] != statement.get(name)]
+    result.add("statement", not edited, "the file's fields are the signed ones" if not edited
+               else "the file differs from its signed statement: " + ", ".join(edited))
+    return statement
+
+
+def walk(ctx: Context, tenant: str) -> list[Link]:
+    """Every entry's hashes, all pages, newest first; the token must be ``tenant``'s."""
+    request = audit_pb.ListAuditEntriesRequest(page_size=MAX_PAGE)
+    links: list[Link] = []
+    with ctx.out.progress("walking the ledger", None) as (bar, task):
+        while True:
+            page = ctx.client.audit.ListAuditEntries(request)
+            if not request.page_token:
+                if page.metadata.tenant_id != tenant:
+                    raise UsageError(f"the checkpoint is tenant {tenant}'s, the token tenant "
+                                     f"{page.metadata.tenant_id}'s")
+                bar.update(task, total=page.total_size)
+            links += [Link(e.seq, e.prev_hash, e.content_hash, e.chain_hash) for e in page.entries]
+            bar.advance(task, len(page.entries))
+            if not page.next_page_token:
+                return links
+            request.page_token = page.next_page_token
+
+
+def _linked(link: Link) -> str | None:
+    try:
+        return hashing.chain_hash(bytes.fromhex(link.prev_hash), bytes.fromhex(link.content_hash)).hex()
+    except ValueError:  # not hex: cannot link at all
+        return None
+
+
+def chain_anomalies(links: list[Link], checkpoint_seq: int, checkpoint_hash: str) -> list[integrity_pb2.ChainAnomaly]:
+    """Every break of the chain, by seq, and whether the checkpoint's entry is still there, unchanged."""
+    found: list[integrity_pb2.ChainAnomaly] = []
+
+    def anomaly(seq: int, kind: int, expected: str, actual: str, detail: str) -> None:
+        found.append(integrity_pb2.ChainAnomaly(seq=seq, kind=kind, expected=expected, actual=actual, detail=detail))
+
+    by_seq: dict[int, Link] = {}
+    previous: Link | None = None
+    for link in sorted(links, key=lambda item: item.seq):
+        if link.seq in by_seq:
+            anomaly(link.seq, Kind.ANOMALY_KIND_SEQUENCE_DISORDER, "one entry", "several", "the seq repeats")
+            continue
+        by_seq[link.seq] = link
+        expected_seq = previous.seq + 1 if previous else 1
+        if link.seq != expected_seq:
+            # The predecessor is missing, so this entry's link cannot be checked.
+            anomaly(link.seq, Kind.ANOMALY_KIND_SEQUENCE_GAP, str(expected_seq), str(link.seq),
+                    f"entries {expected_seq}..{link.seq - 1} are missing")
+        elif link.prev_hash != (previous.chain_hash if previous else GENESIS):
+            anomaly(link.seq, Kind.ANOMALY_KIND_BROKEN_LINK, previous.chain_hash if previous else GENESIS,
+                    link.prev_hash, "prev_hash is not the previous entry's chain_hash")
+        computed = _linked(link)
+        if computed != link.chain_hash:
+            anomaly(link.seq, Kind.ANOMALY_KIND_CHAIN_MISMATCH, computed or "hex hashes", link.chain_hash,
+                    "chain_hash is not SHA-256(prev_hash ‖ content_hash)")
+        previous = link
+    if checkpoint_seq:
+        held = by_seq.get(checkpoint_seq)
+        if held is None:
+            anomaly(checkpoint_seq, Kind.ANOMALY_KIND_TRUNCATION, checkpoint_hash, "no entry",
+                    f"the ledger ends at seq {max(by_seq, default=0)}, before the checkpoint")
+        elif held.chain_hash != checkpoint_hash:
+            anomaly(checkpoint_seq, Kind.ANOMALY_KIND_CHECKPOINT_MISMATCH, checkpoint_hash, held.chain_hash,
+                    "the entry the checkpoint names has another chain hash: history was rewritten")
+    return found
+
+
+def integrity_report(ctx: Context) -> audit_pb.GetIntegrityReportResponse:
+    """The service's re-hash of the whole chain, its bounded pages merged into one report."""
+    request = audit_pb.GetIntegrityReportRequest()
+    merged = audit_pb.GetIntegrityReportResponse()
+    while True:
+        page = ctx.client.audit.GetIntegrityReport(request)
+        if not request.page_token:
+            merged.CopyFrom(page)
+        else:
+            merged.anomalies.extend(page.anomalies)
+            merged.entries_checked += page.entries_checked
+            merged.verified_to_seq = page.verified_to_seq
+            if merged.status != integrity_pb2.INTEGRITY_STATUS_ANOMALIES_FOUND:
+                merged.status = page.status
+        if not page.has_more:
+            merged.has_more, merged.next_page_token = False, ""
+            return merged
+        request.page_token = page.next_page_token
+
+
+def verify_command(args: argparse.Namespace, ctx: Context) -> int:
+    checkpoint = load_checkpoint(args.checkpoint)
+    keys = file_keys(args.keys) if args.keys else server_keys(ctx.client)
+    result = Verification()
+    statement = _signed_statement(checkpoint, keys, result)
+    # Judge the ledger by what was signed; the file's own fields only when the signature failed.
+    tenant, seq, chain_hash = ((statement["tenant_id"], statement["seq"], statement["chain_hash"]) if statement
+                               else (checkpoint.tenant_id, checkpoint.seq, checkpoint.chain_hash))
+    links = walk(ctx, tenant)
+    client_side = chain_anomalies(links, seq, chain_hash)
+    held = {Kind.ANOMALY_KIND_TRUNCATION, Kind.ANOMALY_KIND_CHECKPOINT_MISMATCH}
+    chain = [a for a in client_side if a.kind not in held]
+    result.add("chain", not chain, f"{len(links)} entries: every chain hash and link holds" if not chain
+               else f"{len(chain)} anomalies, first at seq {chain[0].seq}")
+    at_checkpoint = [a for a in client_side if a.kind in held]
+    result.add("checkpoint", not at_checkpoint,
+               f"seq {seq} still has chain hash {chain_hash}" if not at_checkpoint else at_checkpoint[0].detail)
+    report = integrity_report(ctx)
+    status = enum_label("aos.evidence.v1.IntegrityStatus", report.status)
+    result.add("integrity", report.status in INTACT and not report.anomalies,
+               f"service re-hashed {report.entries_checked} entries (seq {report.verified_from_seq}.."
+               f"{report.verified_to_seq}): {status}")
+    anomalies = [("client", a) for a in client_side] + [("service", a) for a in report.anomalies]
+    if ctx.out.json_mode:
+        ctx.out.document({"valid": result.ok, "checkpoint": to_dict(checkpoint),
+                          "checks": [asdict(c) for c in result.checks],
+                          "anomalies": [{"found_by": source, **to_dict(a)} for source, a in anomalies],
+                          "integrity_report": to_dict(report)})
+        return EXIT_OK if result.ok else EXIT_FAILED
+    if anomalies:
+        ctx.out.table(("found by", "seq", "kind", "expected", "actual", "detail"), (
+            [source, a.seq, enum_label("aos.evidence.v1.AnomalyKind", a.kind), a.expected, a.actual, a.detail]
+            for source, a in anomalies), title="Anomalies")
+    ctx.out.checks(((c.name, c.passed, c.detail) for c in result.checks), result.ok,
+                   title=f"Ledger of {tenant} against the checkpoint at seq {seq}")
+    return EXIT_OK if result.ok else EXIT_FAILED

@@ -1,0 +1,36 @@
+"""Public signing keys: as ListSigningKeys lists them, or as an auditor saved them."""
+from __future__ import annotations
+
+from datetime import timezone
+from pathlib import Path
+
+from aos.evidence.v1 import bundle_pb2
+from aos.export.v1 import export_service_pb2 as pb
+from aos_cli.client import Client, UsageError, VerificationFailed
+from aos_cli.values import enum_label
+from aos_recording import dsse, verify_export
+
+
+def _public_key(key: bundle_pb2.SigningKey) -> dsse.PublicKey:
+    # The validity window matters: a checkpoint or export must be signed while its key was valid.
+    return dsse.PublicKey(
+        key_id=key.key_id, raw=key.public_key,
+        valid_from=key.valid_from.ToDatetime(tzinfo=timezone.utc) if key.HasField("valid_from") else dsse.EPOCH,
+        valid_until=key.valid_until.ToDatetime(tzinfo=timezone.utc) if key.HasField("valid_until") else None,
+        status=enum_label("aos.evidence.v1.SigningKeyStatus", key.status))
+
+
+def server_keys(client: Client) -> list[dsse.PublicKey]:
+    listed = client.exports.ListSigningKeys(pb.ListSigningKeysRequest()).keys
+    try:
+        return [_public_key(key) for key in listed]
+    except ValueError as exc:  # a key id that is not its key's: nothing it signed can be trusted
+        raise VerificationFailed(f"ListSigningKeys returned an unusable key: {exc}") from None
+
+
+def file_keys(paths: list[Path]) -> list[dsse.PublicKey]:
+    """A saved keys document (keys.json) or PEM Ed25519 public keys."""
+    try:
+        return verify_export.load_keys(paths)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"--keys: {exc}") from None

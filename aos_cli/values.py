@@ -1,0 +1,59 @@
+"""Command-line text → request values. Anything unparseable is a usage error (exit 2)."""
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from functools import cache
+
+from google.protobuf import descriptor_pool, timestamp_pb2
+
+from aos.evidence.v1 import options_pb2
+from aos_cli.client import UsageError
+
+_DURATION = re.compile(r"^(\d+)([smhd]?)$")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@cache
+def enum_labels(enum_full_name: str) -> dict[int, str]:
+    """{number: label}: the value's canonical_name (the seeds' spelling), else its name without the prefix."""
+    enum = descriptor_pool.Default().FindEnumTypeByName(enum_full_name)
+    prefix = enum.values_by_number[0].name.removesuffix("UNSPECIFIED")
+    return {v.number: v.GetOptions().Extensions[options_pb2.canonical_name] or v.name.removeprefix(prefix)
+            for v in enum.values if v.number}
+
+
+def enum_label(enum_full_name: str, number: int) -> str:
+    return enum_labels(enum_full_name).get(number, "-" if number == 0 else str(number))
+
+
+def enum_value(enum_full_name: str, text: str, option: str) -> int:
+    """Accepts the label (``PolicyRuleCreated``), the full name or the name without prefix, any case."""
+    enum = descriptor_pool.Default().FindEnumTypeByName(enum_full_name)
+    prefix = enum.values_by_number[0].name.removesuffix("UNSPECIFIED")
+    wanted = text.strip().lower()
+    for number, label in enum_labels(enum_full_name).items():
+        name = enum.values_by_number[number].name
+        if wanted in (label.lower(), name.lower(), name.removeprefix(prefix).lower()):
+            return number
+    raise UsageError(f"{option}: unknown value {text!r}; one of: "
+                     f"{', '.join(enum_labels(enum_full_name).values())}")
+
+
+def timestamp(text: str, option: str) -> timestamp_pb2.Timestamp:
+    """RFC 3339 / ISO 8601; a time without a zone is UTC (the suite's only zone)."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(f"{option}: {text!r} is not an ISO 8601 time (e.g. 2026-11-01T12:00:00Z)") from None
+    result = timestamp_pb2.Timestamp()
+    result.FromDatetime(value if value.tzinfo else value.replace(tzinfo=timezone.utc))
+    return result
+
+
+def duration_s(text: str, option: str) -> int:
+    """``90``, ``90s``, ``30m``, ``24h`` or ``7d`` in seconds; must be positive."""
+    match = _DURATION.match(text.strip().lower())
+    if not match or int(match.group(1)) == 0:
+        raise UsageError(f"{option}: {text!r} is not a positive duration (e.g. 30m, 24h, 7d)")
+    return int(match.group(1)) * _UNIT_S[match.group(2)]

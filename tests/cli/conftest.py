@@ -1,0 +1,67 @@
+"""The CLI driven in-process (``aos_cli.main.main``) against the suite's real servers."""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Awaitable, Callable
+
+import pytest
+
+from aos_cli.main import main
+from aos_recording import scenarios
+from aos_recording.writers import Producer
+from tests.e2e.conftest import demo, suite  # noqa: F401  (the e2e fixtures, reused)
+from tests.e2e.support import BASE, DEMO, token
+
+# Commands that write (exports add EvidenceExported entries to the ledger) act for a tenant
+# of their own, so the demo tenants stay as the e2e tests expect them.
+WRITER = "tenant-cli"
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+Run = Callable[..., Awaitable[Result]]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path):
+    """No ambient credentials or state: AOS_DATA_DIR points at an empty directory."""
+    for name in ("AOS_TOKEN", "AOS_AUTH_JWT_SECRET", "AOS_AUTH_ISSUER", "AOS_AUTH_AUDIENCE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AOS_DATA_DIR", str(tmp_path / "aos-data"))
+
+
+@pytest.fixture
+def run(capsys) -> Run:
+    """``await run(*argv)``: main() in a worker thread (the servers share this thread's event loop)."""
+    async def invoke(*argv: object) -> Result:
+        capsys.readouterr()
+        code = await asyncio.to_thread(main, [str(a) for a in argv])
+        captured = capsys.readouterr()
+        return Result(code, captured.out, captured.err)
+    return invoke
+
+
+@pytest.fixture(scope="session")
+def writer_tenant(database_url) -> str:
+    """WRITER with the demo scenarios that are its own (system-wide records would show in every tenant)."""
+    producer = Producer(database_url)
+    for scenario in scenarios.demo_scenarios():
+        if not any((action.get("system") or {}).get("system_wide") for action in scenario.actions):
+            scenarios.load(producer, scenario, WRITER, base=BASE)
+    producer.close()
+    return WRITER
+
+
+@pytest.fixture
+def cli(run, suite, demo) -> Run:  # noqa: F811
+    """``await cli(*argv, tenant=DEMO)``: run with the suite's addresses and a token for ``tenant``."""
+    async def invoke(*argv: object, tenant: str | None = DEMO) -> Result:
+        options = [f"--{name}={address}" for name, address in suite.items()]
+        return await run(*options, *(["--token", token(tenant)] if tenant else []), *argv)
+    return invoke

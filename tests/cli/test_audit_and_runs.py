@@ -1,0 +1,112 @@
+"""``audit list | follow`` and ``runs trace`` against the suite, plus how service errors surface."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from aos_cli.commands import audit
+from aos_recording.writers import AuditLedgerWriter, Producer
+from tests.e2e.support import DEMO, SECRET
+
+pytestmark = pytest.mark.db
+
+RUN = f"{DEMO}.run-support-103"
+# The ledger entries the demo scenarios write for one tenant.
+DEMO_EVENTS = {"LimitCreated", "LimitBreached", "IncidentAcknowledged", "PolicyProposalApproved", "PolicyRuleModified",
+               "ActorLoggedIn", "AccessDenied", "AccessGranted", "LimitOverrideGranted", "EmergencyOverrideActivated",
+               "EmergencyOverrideDeactivated", "LimitOverrideRevoked", "ApiKeyCreated", "ApiKeyRevoked",
+               "ActorLoggedOut"}
+
+
+def proto_enum(label: str) -> str:
+    """PolicyRuleCreated → AUDIT_EVENT_TYPE_POLICY_RULE_CREATED, as proto3 JSON spells it."""
+    return "AUDIT_EVENT_TYPE_" + "".join(f"_{c}" if c.isupper() else c.upper() for c in label).lstrip("_")
+
+
+async def test_audit_list_json_is_the_demo_ledger(cli):
+    result = await cli("--json", "audit", "list")
+    assert result.code == 0, result.err
+    doc = json.loads(result.out)
+    assert {e["event_type"] for e in doc["entries"]} >= {proto_enum(e) for e in DEMO_EVENTS}
+    assert {e["metadata"]["tenant_id"] for e in doc["entries"]} == {DEMO}
+    assert int(doc["total_size"]) == len(doc["entries"]) and not doc.get("has_more")
+    seqs = [int(e["seq"]) for e in doc["entries"]]
+    assert sorted(seqs) == list(range(1, len(seqs) + 1))
+
+
+async def test_audit_list_table_with_filters(cli):
+    result = await cli("audit", "list", "--event-type", "limitbreached", "--actor-id", "policy-engine")
+    assert result.code == 0, result.err
+    assert "1 of 1 audit entries" in result.out
+    row = next(line for line in result.out.splitlines() if "LimitBreached" in line)
+    assert f"LIMIT:{DEMO}.lim-support-budget" in row and "SYSTEM:policy-engine" in row
+
+
+async def test_audit_list_follows_page_tokens_up_to_the_limit(cli, monkeypatch):
+    monkeypatch.setattr(audit, "MAX_PAGE", 4)  # pages of 4: --limit 10 takes three calls
+    result = await cli("--json", "audit", "list", "--limit", "10")
+    doc = json.loads(result.out)
+    assert len(doc["entries"]) == 10 and doc["has_more"] and doc["next_page_token"]
+    whole = json.loads((await cli("--json", "audit", "list", "--limit", "0")).out)
+    assert doc["entries"] == whole["entries"][:10]
+
+
+async def test_audit_follow_prints_new_entries_until_ctrl_c(cli, monkeypatch, database_url, writer_tenant):
+    polls = []
+
+    def sleep(seconds):  # first pause: a new entry lands; second: the operator presses Ctrl-C
+        polls.append(seconds)
+        if len(polls) > 1:
+            raise KeyboardInterrupt
+        producer = Producer(database_url, pool_size=1)
+        with producer.transaction(writer_tenant) as conn:
+            AuditLedgerWriter(conn).append(tenant_id=writer_tenant, event_type="ApiKeyCreated", entity_type="API_KEY",
+                                           entity_id="key-follow", actor_type="HUMAN", actor_id="user-follow")
+        producer.close()
+
+    monkeypatch.setattr(audit.time, "sleep", sleep)
+    result = await cli("audit", "follow", "--interval", "0.5", "--limit", "3", tenant=writer_tenant)
+    assert result.code == 0, result.err
+    lines = result.out.splitlines()
+    seqs = [int(line.split()[0]) for line in lines]
+    assert len(lines) == 4 and seqs == sorted(seqs)  # three recent ones, then the new one, oldest first
+    assert "API_KEY:key-follow" in lines[-1] and "HUMAN:user-follow" in lines[-1]
+    assert polls == [0.5, 0.5] and "Ctrl-C stops" in result.err
+
+
+async def test_runs_trace_marks_the_inflection_point(cli):
+    result = await cli("runs", "trace", RUN)
+    assert result.code == 0, result.err
+    marked = [line for line in result.out.splitlines() if "▶ violation" in line]
+    assert len(marked) == 1 and "policy_check" in marked[0] and "│ 3 " in marked[0]
+    doc = json.loads((await cli("runs", "trace", RUN, "--json")).out)
+    assert [s.get("is_inflection_point", False) for s in doc["steps"]] == [False, False, False, True]
+    assert doc["trace"]["content_hash"] in result.out
+    assert "step 3" in result.out and "pol-budget-guard" in result.out
+
+
+async def test_a_malformed_run_id_exits_2_with_the_field_violation(cli):
+    result = await cli("runs", "trace", "not a run id!")
+    assert result.code == 2
+    assert "INVALID_ARGUMENT" in result.err and "field run_id:" in result.err and "Traceback" not in result.err
+
+
+async def test_an_unknown_run_exits_2_not_found(cli):
+    result = await cli("runs", "trace", f"{DEMO}.run-nope")
+    assert result.code == 2 and "NOT_FOUND" in result.err
+
+
+async def test_a_bad_token_exits_2_with_a_hint(cli):
+    result = await cli("--token", "not-a-jwt", "audit", "list", tenant=None)
+    assert result.code == 2 and "UNAUTHENTICATED" in result.err and "AOS_TOKEN" in result.err
+
+
+async def test_without_a_token_one_is_minted_from_the_dev_secret(cli, monkeypatch, tmp_path):
+    data_dir = tmp_path / ".aos"
+    data_dir.mkdir()
+    (data_dir / "jwt-secret").write_text(SECRET)  # the secret the suite verifies with
+    monkeypatch.setenv("AOS_DATA_DIR", str(data_dir))
+    result = await cli("audit", "list", "--limit", "1", tenant=None)
+    assert result.code == 0, result.err
+    assert "development token for tenant-demo" in result.err and "1 of" in result.out
