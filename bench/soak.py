@@ -1,0 +1,259 @@
+"""Soak (issue #8): the whole suite at ~80 % of its measured capacity for 10 minutes.
+
+    .venv/bin/python bench/soak.py [--minutes 10] [--load 0.8] [--probe-seconds 30] [--out soak.json]
+
+Starts the suite as `make run` does (python -m services: embedded Postgres in a
+temporary AOS_DATA_DIR, migrations, the demo data, the three services), then:
+1. capacity: a closed loop of --concurrency callers over the mixed workload below
+   for --probe-seconds; capacity = calls/s it completed;
+2. soak: an open loop issuing calls at --load × capacity for --minutes, each call
+   on its own schedule (a slow answer does not slow the offered rate), recording
+   every call's status and latency;
+3. every 10 s, each service process's resident memory (VmRSS from /proc).
+Reports errors (any status but OK), p50/p99 per minute, and each service's RSS
+after the first minute (warm) against the end. Writes the figures as JSON.
+
+The mix, per 100 calls: Overview highlights 10, costs 10, decisions 10; Logs audit
+list 15, run trace 10, system records 10, integrity (1,000 entries) 5, run
+governance 5; Export list 10, get 10, create (a run's EVIDENCE JSON) 5.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+
+from aos.export.v1 import export_service_pb2 as ex_pb, export_service_pb2_grpc as ex_grpc
+from aos.logs.v1 import audit_ledger_service_pb2 as au_pb, audit_ledger_service_pb2_grpc as au_grpc
+from aos.logs.v1 import llm_runs_service_pb2 as ru_pb, llm_runs_service_pb2_grpc as ru_grpc
+from aos.logs.v1 import system_logs_service_pb2 as sy_pb, system_logs_service_pb2_grpc as sy_grpc
+from aos.overview.v1 import overview_service_pb2 as ov_pb, overview_service_pb2_grpc as ov_grpc
+
+RUN = "tenant-demo.run-support-103"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def children_of(pid: int) -> dict[str, int]:
+    """The suite's service processes, by name (python -m services.<name>)."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmd = (proc / "cmdline").read_bytes().split(b"\0")
+            status = (proc / "status").read_text()
+        except OSError:
+            continue
+        ppid = int(re.search(r"PPid:\s+(\d+)", status).group(1))
+        if ppid == pid and len(cmd) > 2 and cmd[1] == b"-m" and cmd[2].startswith(b"services."):
+            found[cmd[2].decode().split(".", 1)[1]] = int(proc.name)
+    return found
+
+
+class Mix:
+    def __init__(self, channels: dict[str, grpc.aio.Channel], metadata) -> None:
+        self.md = metadata
+        ov, logs, ex = channels["overview"], channels["logs"], channels["export"]
+        self.ov, self.au = ov_grpc.OverviewServiceStub(ov), au_grpc.AuditLedgerServiceStub(logs)
+        self.ru, self.sy = ru_grpc.LlmRunsServiceStub(logs), sy_grpc.SystemLogsServiceStub(logs)
+        self.ex = ex_grpc.ExportServiceStub(ex)
+        self.export_ids: list[str] = []
+        self.calls = ([self.highlights] * 10 + [self.costs] * 10 + [self.decisions] * 10 + [self.audit] * 15 +
+                      [self.trace] * 10 + [self.system] * 10 + [self.integrity] * 5 + [self.governance] * 5 +
+                      [self.list_exports] * 10 + [self.get_export] * 10 + [self.create_export] * 5)
+
+    async def one(self, rng: random.Random) -> str:
+        call = rng.choice(self.calls)
+        await call()
+        return call.__name__
+
+    async def highlights(self):
+        await self.ov.GetHighlights(ov_pb.GetHighlightsRequest(), metadata=self.md, timeout=10)
+
+    async def costs(self):
+        await self.ov.GetCosts(ov_pb.GetCostsRequest(), metadata=self.md, timeout=10)
+
+    async def decisions(self):
+        await self.ov.ListDecisions(ov_pb.ListDecisionsRequest(page_size=20), metadata=self.md, timeout=10)
+
+    async def audit(self):
+        await self.au.ListAuditEntries(au_pb.ListAuditEntriesRequest(page_size=50), metadata=self.md, timeout=10)
+
+    async def trace(self):
+        await self.ru.GetLlmRunTrace(ru_pb.GetLlmRunTraceRequest(run_id=RUN), metadata=self.md, timeout=10)
+
+    async def system(self):
+        await self.sy.ListSystemRecords(sy_pb.ListSystemRecordsRequest(page_size=50), metadata=self.md, timeout=10)
+
+    async def integrity(self):
+        await self.au.GetIntegrityReport(au_pb.GetIntegrityReportRequest(max_entries=1000), metadata=self.md,
+                                         timeout=10)
+
+    async def governance(self):
+        await self.ru.GetLlmRunGovernance(ru_pb.GetLlmRunGovernanceRequest(run_id=RUN), metadata=self.md, timeout=10)
+
+    async def list_exports(self):
+        await self.ex.ListExports(ex_pb.ListExportsRequest(page_size=20), metadata=self.md, timeout=10)
+
+    async def get_export(self):
+        if not self.export_ids:
+            return await self.create_export()
+        await self.ex.GetExport(ex_pb.GetExportRequest(export_id=self.export_ids[-1]), metadata=self.md, timeout=10)
+
+    async def create_export(self):
+        reply = await self.ex.CreateExport(ex_pb.CreateExportRequest(run_id=RUN, bundle_type=1, format=1),
+                                           metadata=self.md, timeout=10)
+        self.export_ids.append(reply.export.export_id)
+        del self.export_ids[:-10]
+
+
+async def timed(mix: Mix, rng: random.Random, results: list) -> None:
+    started = time.monotonic()
+    try:
+        name = await mix.one(rng)
+        code = "OK"
+    except grpc.aio.AioRpcError as err:
+        name, code = "?", err.code().name
+    results.append((started, time.monotonic() - started, code, name))
+
+
+async def capacity(mix: Mix, seconds: float, concurrency: int) -> float:
+    results: list = []
+    deadline = time.monotonic() + seconds
+
+    async def caller(seed: int):
+        rng = random.Random(seed)
+        while time.monotonic() < deadline:
+            await timed(mix, rng, results)
+
+    await asyncio.gather(*[caller(i) for i in range(concurrency)])
+    errors = [r for r in results if r[2] != "OK"]
+    if errors:
+        raise RuntimeError(f"errors while measuring capacity: {errors[:5]}")
+    return len(results) / seconds
+
+
+async def soak(mix: Mix, rate: float, minutes: float, pids: dict[str, int]) -> dict:
+    results: list = []
+    memory: list[tuple[float, dict[str, float]]] = []
+    rng = random.Random(7)
+    start = time.monotonic()
+    end = start + minutes * 60
+    pending: set[asyncio.Task] = set()
+    next_sample = start
+    n = 0
+    while (now := time.monotonic()) < end:
+        if now >= next_sample:
+            memory.append((now - start, {name: round(rss_mib(pid), 1) for name, pid in pids.items()}))
+            next_sample += 10
+        due = start + n / rate
+        if due > now:
+            await asyncio.sleep(due - now)
+        task = asyncio.create_task(timed(mix, rng, results))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+        n += 1
+    await asyncio.gather(*pending)
+    memory.append((time.monotonic() - start, {name: round(rss_mib(pid), 1) for name, pid in pids.items()}))
+    per_minute = []
+    for minute in range(int(minutes + 0.999)):
+        window = [r[1] for r in results if minute * 60 <= r[0] - start < (minute + 1) * 60]
+        if window:
+            ordered = sorted(window)
+            per_minute.append({"minute": minute + 1, "calls": len(window),
+                               "p50_ms": round(statistics.median(ordered) * 1000, 1),
+                               "p99_ms": round(ordered[int(0.99 * (len(ordered) - 1))] * 1000, 1)})
+    warm = next((m for t, m in memory if t >= 60), memory[0][1])
+    last = memory[-1][1]
+    errors: dict[str, int] = {}
+    for r in results:
+        if r[2] != "OK":
+            errors[r[2]] = errors.get(r[2], 0) + 1
+    return {"offered_rate_per_s": round(rate, 1), "calls": len(results),
+            "achieved_rate_per_s": round(len(results) / (minutes * 60), 1), "errors": errors,
+            "per_minute": per_minute,
+            "rss_mib": {name: {"after_1_min": warm[name], "end": last[name],
+                               "growth_pct": round((last[name] - warm[name]) / warm[name] * 100, 1)}
+                        for name in last},
+            "rss_samples": memory}
+
+
+async def run(addresses: dict[str, str], token: str, args, pids: dict[str, int]) -> dict:
+    channels = {name: grpc.aio.insecure_channel(address) for name, address in addresses.items()}
+    mix = Mix(channels, (("authorization", f"Bearer {token}"),))
+    for _ in range(30):  # warm every path once
+        await mix.one(random.Random(1))
+    cap = await capacity(mix, args.probe_seconds, args.concurrency)
+    result = {"capacity_calls_per_s": round(cap, 1), "load": args.load, "minutes": args.minutes,
+              **await soak(mix, cap * args.load, args.minutes, pids)}
+    for channel in channels.values():
+        await channel.close()
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--load", type=float, default=0.8)
+    parser.add_argument("--probe-seconds", type=float, default=30)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=Path("soak.json"))
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="aos-soak-"))
+    ports = {name: free_port() for name in ("overview", "logs", "export", "gateway")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AOS_") and k != "DATABASE_URL"}
+    env.update({f"AOS_{name.upper()}_PORT": str(port) for name, port in ports.items()},
+               AOS_DATA_DIR=str(work / "aos"), AOS_LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1")
+    suite = subprocess.Popen([sys.executable, "-m", "services"], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+    try:
+        lines = []
+        while not any("Ctrl-C stops everything" in line for line in lines):
+            line = suite.stdout.readline()
+            if not line and suite.poll() is not None:
+                raise RuntimeError("the suite did not start:\n" + "".join(lines))
+            lines.append(line)
+        token = re.search(r"^\s+(eyJ[\w-]+\.[\w-]+\.[\w-]+)\s*$", "".join(lines), re.M).group(1)
+        pids = children_of(suite.pid)
+        addresses = {name: f"127.0.0.1:{ports[name]}" for name in ("overview", "logs", "export")}
+        result = asyncio.run(run(addresses, token, args, pids))
+        args.out.write_text(json.dumps(result, indent=2))
+        summary = {k: v for k, v in result.items() if k not in ("rss_samples",)}
+        print(json.dumps(summary, indent=2))
+    finally:
+        suite.send_signal(signal.SIGINT)
+        try:
+            suite.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            suite.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
