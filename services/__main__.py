@@ -2,8 +2,9 @@
 
 Starts the embedded Postgres when DATABASE_URL is unset, migrates, starts the
 three services as child processes (each its own documented entry point), waits
-until each reports SERVING, then prints the endpoints and a demo token. Ctrl-C
-or SIGTERM drains the services and stops the embedded Postgres.
+until each reports SERVING, then starts the REST gateway (``python -m gateway``)
+and waits until it answers, then prints the endpoints and a demo token. Ctrl-C
+or SIGTERM stops the gateway, drains the services and stops the embedded Postgres.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -24,6 +26,7 @@ from aos_runtime.embedded import database_url_for
 from aos_runtime.observability import configure_logging
 
 STARTUP_TIMEOUT_S = 60
+GATEWAY = "gateway"
 
 
 def _wait_serving(address: str, deadline: float, child: subprocess.Popen) -> None:
@@ -41,6 +44,21 @@ def _wait_serving(address: str, deadline: float, child: subprocess.Popen) -> Non
             if time.monotonic() > deadline:
                 raise RuntimeError(f"service at {address} did not report SERVING in {STARTUP_TIMEOUT_S}s")
             time.sleep(0.2)
+
+
+def _wait_answering(url: str, deadline: float, child: subprocess.Popen) -> None:
+    while True:
+        if child.poll() is not None:
+            raise RuntimeError(f"the gateway exited with code {child.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as reply:
+                if reply.status == 200:
+                    return
+        except OSError:  # not listening yet
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{url} did not answer in {STARTUP_TIMEOUT_S}s")
+        time.sleep(0.2)
 
 
 def main() -> int:
@@ -78,6 +96,10 @@ def main() -> int:
             deadline = time.monotonic() + STARTUP_TIMEOUT_S
             for name, child in children.items():
                 _wait_serving(f"{settings.bind_host}:{settings.ports[name]}", deadline, child)
+            # The gateway last: it forwards to the services, so they are SERVING first.
+            children[GATEWAY] = subprocess.Popen([sys.executable, "-m", GATEWAY], env=env, start_new_session=True)
+            _wait_answering(f"http://{settings.bind_host}:{settings.ports[GATEWAY]}/healthz", deadline,
+                            children[GATEWAY])
             _announce(settings, secret)
             while not stopping:
                 for name, child in children.items():
@@ -87,7 +109,9 @@ def main() -> int:
                         return 1
                 time.sleep(0.5)
         finally:
-            failed = _stop(children, settings.grace_period_s + 5)
+            # The gateway first, so no REST call reaches a service that is already draining.
+            failed = _stop({n: c for n, c in children.items() if n == GATEWAY}, settings.grace_period_s + 5)
+            failed += _stop({n: c for n, c in children.items() if n != GATEWAY}, settings.grace_period_s + 5)
         return 1 if failed else 0
 
 
@@ -128,7 +152,8 @@ def _announce(settings: Settings, secret: str | None) -> None:
     lines = ["", "AOS Evidence Plane is running.", ""]
     for name in SERVICES:
         lines.append(f"  {name:<9} grpc://{host}:{settings.ports[name]}")
-    lines.append("")
+    gateway = f"http://{host}:{settings.ports[GATEWAY]}"
+    lines += [f"  {GATEWAY:<9} {gateway}  (REST; OpenAPI at {gateway}/openapi.json)", ""]
     if secret:
         from aos_recording.scenarios import DEMO_TENANTS
 
@@ -136,7 +161,8 @@ def _announce(settings: Settings, secret: str | None) -> None:
         token = auth.mint_token(secret=secret, tenant_id=tenant, subject="user-demo",
                                 audience=settings.audience, issuer=settings.issuer)
         lines += [f"Demo token (tenant {tenant}, all scopes, 24 h):", "", f"  {token}", "",
-                  "Try:", f"  {Path(sys.executable).with_name('buf')} curl --protocol grpc --http2-prior-knowledge "
+                  "Try:", f"  curl -H 'Authorization: Bearer {token}' {gateway}/api/v1/runtime/overview/highlights",
+                  f"  {Path(sys.executable).with_name('buf')} curl --protocol grpc --http2-prior-knowledge "
                   f"http://{host}:{settings.ports['logs']}/grpc.health.v1.Health/Check"]
     else:
         lines.append("Tokens: sign EdDSA JWTs with the key matching AOS_AUTH_JWT_PUBLIC_KEY_FILE.")

@@ -1,15 +1,20 @@
-"""`make run`'s program (python -m services) from the outside: starts, serves, stops cleanly."""
+"""`make run`'s program (python -m services) from the outside: starts the services and the
+gateway, serves gRPC and REST, stops cleanly."""
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -20,6 +25,16 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture
+def tmp_path():
+    """Not under pytest's basetemp: a pytest session starting meanwhile re-chmods
+    /tmp/pytest-of-<user> to 0700, and the embedded Postgres' own system user (when the
+    suite runs as root) could then no longer reach its data directory to stop it."""
+    path = Path(tempfile.mkdtemp(prefix="aos-suite-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def test_suite_starts_serves_and_stops_everything(tmp_path):
@@ -38,9 +53,18 @@ def test_suite_starts_serves_and_stops_everything(tmp_path):
         text = "".join(output)
         assert re.search(r"Loaded \d+ demo scenarios", text)
         for name, port in ports.items():
-            if name != "GATEWAY":
-                assert f"127.0.0.1:{port}" in text
+            assert f"127.0.0.1:{port}" in text
+        gateway = f"http://127.0.0.1:{ports['GATEWAY']}"
+        assert gateway in text
         token = re.search(r"^\s+(eyJ[\w-]+\.[\w-]+\.[\w-]+)\s*$", text, re.M).group(1)
+
+        # The gateway answers REST with the printed token, and refuses a call without one.
+        highlights = httpx.get(f"{gateway}/api/v1/runtime/overview/highlights",
+                               headers={"Authorization": f"Bearer {token}"}, timeout=10)
+        assert highlights.status_code == 200, highlights.text
+        assert highlights.json()["pulse"]["status"].startswith("PULSE_STATUS_")
+        refused = httpx.get(f"{gateway}/api/v1/logs/audit", timeout=10)
+        assert refused.status_code == 401 and refused.json()["code"] == 16
 
         with grpc.insecure_channel(f"127.0.0.1:{ports['LOGS']}") as channel:
             health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)

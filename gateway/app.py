@@ -1,0 +1,247 @@
+"""The Starlette application: every binding of the route table, forwarded to its backend."""
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import time
+import uuid
+from http import HTTPStatus
+from typing import AsyncIterator, Mapping
+from urllib.parse import parse_qsl
+
+import grpc
+from google.protobuf.descriptor import MethodDescriptor
+from google.protobuf.message import Message
+from starlette.applications import Starlette
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route as HttpRoute
+from starlette.types import ASGIApp, Message as AsgiMessage, Receive, Scope, Send
+
+from aos_runtime import errors
+from aos_runtime.observability import request_id
+from gateway import openapi, transcode
+from gateway.backends import service_descriptor
+from gateway.routes import MethodNotAllowed, Route, RouteNotFound, RouteTable
+
+log = logging.getLogger("aos.gateway")
+
+MAX_BODY_BYTES = 1024 * 1024  # request bodies are small JSON messages
+# Methods the route table answers (404 / 405 as google.rpc.Status); Starlette answers the rest.
+_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+# A caller's X-Request-Id is used when it is a sane token; otherwise the gateway makes one.
+_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
+
+
+class Backends:
+    """gRPC channels to the services' servers, one per address. Opened on first use, inside
+    the serving event loop: a grpc.aio channel belongs to the loop that creates it."""
+
+    def __init__(self, addresses: Mapping[str, str], max_message_bytes: int) -> None:
+        self._addresses = dict(addresses)
+        self._options = [("grpc.max_receive_message_length", max_message_bytes),
+                         ("grpc.max_send_message_length", max_message_bytes)]
+        self._channels: dict[str, grpc.aio.Channel] = {}
+
+    def _channel(self, method: MethodDescriptor) -> grpc.aio.Channel:
+        address = self._addresses[method.containing_service.full_name]
+        if address not in self._channels:
+            self._channels[address] = grpc.aio.insecure_channel(address, options=self._options)
+        return self._channels[address]
+
+    def unary(self, method: MethodDescriptor) -> grpc.aio.UnaryUnaryMultiCallable:
+        return self._channel(method).unary_unary(_rpc_path(method), **_serializers(method))
+
+    def stream(self, method: MethodDescriptor) -> grpc.aio.UnaryStreamMultiCallable:
+        return self._channel(method).unary_stream(_rpc_path(method), **_serializers(method))
+
+    async def close(self) -> None:
+        channels, self._channels = list(self._channels.values()), {}
+        for channel in channels:
+            await channel.close()
+
+
+def _rpc_path(method: MethodDescriptor) -> str:
+    return f"/{method.containing_service.full_name}/{method.name}"
+
+
+def _serializers(method: MethodDescriptor) -> dict:
+    return {"request_serializer": transcode.message_class(method.input_type).SerializeToString,
+            "response_deserializer": transcode.message_class(method.output_type).FromString}
+
+
+class RequestContext:
+    """Gives each request an id (the caller's X-Request-Id when usable), echoes it, logs the request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        given = Headers(scope=scope).get("x-request-id", "")
+        rid = given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        request_id.set(rid)
+        scope.setdefault("state", {})["request_id"] = rid
+        started, status = time.monotonic(), 500
+
+        async def send_with_id(message: AsgiMessage) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = MutableHeaders(scope=message)
+                if "x-request-id" not in headers:
+                    headers["X-Request-Id"] = rid
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            log.info("request", extra={"http_method": scope["method"], "path": scope["path"], "status": status,
+                                       "ms": round((time.monotonic() - started) * 1000, 2)})
+
+
+def create_app(backends: Mapping[str, str], *, max_message_bytes: int = 8 * 1024 * 1024) -> Starlette:
+    """The gateway for the services in ``backends``: {service full name: "host:port"}."""
+    table = RouteTable.from_services(service_descriptor(name) for name in backends)
+    document = openapi.build(table)
+    channels = Backends(backends, max_message_bytes)
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "SERVING"})
+
+    async def openapi_json(request: Request) -> Response:
+        return JSONResponse(document)
+
+    async def transcoded(request: Request) -> Response:
+        try:
+            route, variables = table.match(request.method, _raw_path(request.scope))
+            query = _query(request.scope)
+        except UnicodeDecodeError:
+            raise errors.invalid_argument("url", "percent-decodes to invalid UTF-8") from None
+        except RouteNotFound:
+            return _error(errors.ApiError(grpc.StatusCode.NOT_FOUND, "ROUTE_NOT_FOUND",
+                                          f"no route for {request.method} {request.url.path}"))
+        except MethodNotAllowed as exc:
+            allowed = ", ".join(exc.allowed)
+            return _error(errors.ApiError(grpc.StatusCode.UNIMPLEMENTED, "METHOD_NOT_ALLOWED",
+                                          f"{request.method} is not allowed on {request.url.path}; use {allowed}"),
+                          http_status=405, headers={"Allow": allowed})
+        message = transcode.build_request(route, variables, query, await _body(request))
+        metadata, timeout = transcode.call_options(request.headers, request.state.request_id)
+        if route.is_download:
+            return await download_response(channels.stream(route.method), route, message, metadata, timeout)
+        call = channels.unary(route.method)(message, metadata=metadata, timeout=timeout)
+        try:
+            reply = await call
+        except grpc.aio.AioRpcError as exc:
+            return _rpc_error(exc)
+        return JSONResponse(transcode.to_json(reply), headers=_echoed_request_id(await call.trailing_metadata()))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await channels.close()
+
+    return Starlette(
+        routes=[HttpRoute("/healthz", healthz, methods=["GET"]),
+                HttpRoute("/openapi.json", openapi_json, methods=["GET"]),
+                HttpRoute("/{path:path}", transcoded, methods=_METHODS)],
+        middleware=[Middleware(RequestContext)],
+        exception_handlers={errors.ApiError: _api_error, HTTPException: _http_error, Exception: _internal_error},
+        lifespan=lifespan)
+
+
+async def download_response(stream: grpc.aio.UnaryStreamMultiCallable, route: Route, message: Message,
+                            metadata: tuple[tuple[str, str], ...], timeout: float | None) -> Response:
+    """Headers from the first message (so a failed call is still a proper error status), then
+    each message's bytes as they arrive: memory stays one chunk, whatever the artifact's size."""
+    call = stream(message, metadata=metadata, timeout=timeout)
+    try:
+        first = await call.read()
+    except grpc.aio.AioRpcError as exc:
+        return _rpc_error(exc)
+    if first is grpc.aio.EOF:
+        first = transcode.message_class(route.method.output_type)()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        try:
+            if first.data:
+                yield first.data
+            while (reply := await call.read()) is not grpc.aio.EOF:
+                yield reply.data
+        except grpc.aio.AioRpcError as exc:
+            log.warning("download failed mid-stream", extra={"code": exc.code().name, "rpc": route.method.full_name})
+            raise  # the connection drops: a cut-off body never looks like a complete one
+        finally:
+            call.cancel()  # a no-op when done; stops the backend when the client went away
+
+    headers = transcode.download_headers(first)
+    return StreamingResponse(chunks(), media_type=headers.pop("Content-Type"), headers=headers)
+
+
+async def _body(request: Request) -> bytes:
+    """The request body, refused (413) as soon as it passes MAX_BODY_BYTES."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise HTTPException(413, f"request bodies are limited to {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _raw_path(scope: Scope) -> str:
+    """The path as sent (still percent-encoded, so an encoded '/' stays inside its segment)."""
+    raw = scope.get("raw_path")
+    if raw is None:
+        return scope["path"]
+    return raw.split(b"?", 1)[0].decode("utf-8")
+
+
+def _query(scope: Scope) -> list[tuple[str, str]]:
+    return parse_qsl(scope["query_string"].decode("utf-8"), keep_blank_values=True, errors="strict")
+
+
+def _echoed_request_id(metadata: grpc.aio.Metadata | None) -> dict[str, str]:
+    """The request id the service reports in its trailers (the one sent, unless it chose another)."""
+    rid = metadata.get("x-request-id") if metadata else None
+    return {"X-Request-Id": rid} if rid else {}
+
+
+def _error(error: errors.ApiError, *, http_status: int | None = None,
+           headers: Mapping[str, str] | None = None) -> Response:
+    status = transcode.status_from_api_error(error)
+    return JSONResponse(transcode.status_json(status), status_code=http_status or transcode.http_status(status.code),
+                        headers=headers)
+
+
+def _rpc_error(error: grpc.aio.AioRpcError) -> Response:
+    status = transcode.status_from_rpc_error(error)
+    return JSONResponse(transcode.status_json(status), status_code=transcode.http_status(status.code),
+                        headers=_echoed_request_id(error.trailing_metadata()))
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, errors.ApiError)
+    return _error(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """HTTP-level refusals (an unsupported method, a body over the limit) as google.rpc.Status."""
+    assert isinstance(exc, HTTPException)
+    code = {404: grpc.StatusCode.NOT_FOUND, 405: grpc.StatusCode.UNIMPLEMENTED,
+            413: grpc.StatusCode.RESOURCE_EXHAUSTED}.get(exc.status_code, grpc.StatusCode.INVALID_ARGUMENT)
+    return _error(errors.ApiError(code, HTTPStatus(exc.status_code).name, exc.detail),
+                  http_status=exc.status_code, headers=exc.headers)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    log.error("gateway failure", exc_info=exc)
+    return _error(errors.ApiError(grpc.StatusCode.INTERNAL, "INTERNAL",
+                                  "internal error; see the gateway log for the request id"))

@@ -1,0 +1,33 @@
+"""Which gRPC server serves which service.
+
+Importing the generated modules registers every descriptor in the default pool,
+which is where the route table and the OpenAPI document read them from.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+from google.protobuf import descriptor_pool
+from google.protobuf.descriptor import ServiceDescriptor
+
+from aos.export.v1 import export_service_pb2  # noqa: F401 - registers the descriptors
+from aos.logs.v1 import audit_ledger_service_pb2, llm_runs_service_pb2, system_logs_service_pb2  # noqa: F401
+from aos.overview.v1 import overview_service_pb2  # noqa: F401
+
+# Service full name → the server process (a key of Settings.ports) that hosts it.
+SERVICE_BACKENDS: Mapping[str, str] = {
+    "aos.overview.v1.OverviewService": "overview",
+    "aos.logs.v1.LlmRunsService": "logs",
+    "aos.logs.v1.SystemLogsService": "logs",
+    "aos.logs.v1.AuditLedgerService": "logs",
+    "aos.export.v1.ExportService": "export",
+}
+
+
+def backend_addresses(servers: Mapping[str, str]) -> dict[str, str]:
+    """{service full name: "host:port"} from {server name: "host:port"} (e.g. the suite's)."""
+    return {service: servers[server] for service, server in SERVICE_BACKENDS.items()}
+
+
+def service_descriptor(full_name: str) -> ServiceDescriptor:
+    return descriptor_pool.Default().FindServiceByName(full_name)

@@ -1,0 +1,218 @@
+"""HTTP ↔ proto: request messages from path, query and body; replies and errors as JSON.
+
+JSON naming: the gateway emits proto field names (snake_case, as SPEC §2 and the
+seeds spell the response shapes) and prints fields without presence even at their
+default (``[]``, ``false``, ``0``, ``"…_UNSPECIFIED"``), so every response has the
+same keys; int64 values are strings, as proto3 JSON says. Requests accept both the
+proto names and the lowerCamelCase JSON names, as proto3 JSON parsers must.
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Iterable, Mapping
+from urllib.parse import quote
+
+import grpc
+from google.protobuf import json_format, message_factory
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from aos_runtime import errors
+from gateway import fields
+from gateway.routes import Route
+
+JSON_OPTIONS = {"preserving_proto_field_name": True, "always_print_fields_with_no_presence": True}
+
+# gRPC status → HTTP status (google/rpc/code.proto's documented mapping).
+HTTP_STATUS: Mapping[grpc.StatusCode, int] = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.FAILED_PRECONDITION: 400, grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409, grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.UNKNOWN: 500, grpc.StatusCode.INTERNAL: 500, grpc.StatusCode.DATA_LOSS: 500,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+}
+_BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
+
+# Grpc-Timeout: up to 8 digits and a unit (gRPC over HTTP/2, "Timeout").
+_TIMEOUT = re.compile(r"([0-9]{1,8})([HMSmun])")
+_UNIT_SECONDS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+# A download's size and checksum (Content-Length is not sent: the body is chunked).
+SIZE_HEADER = "X-Artifact-Size"
+CHECKSUM_HEADER = "X-Checksum-Sha256"
+# What gRPC metadata can carry in an ASCII header.
+_METADATA_VALUE = re.compile(r"[\x20-\x7e]*")
+
+
+def message_class(descriptor: Descriptor) -> type[Message]:
+    return message_factory.GetMessageClass(descriptor)
+
+
+def build_request(route: Route, variables: Mapping[str, str], query: Iterable[tuple[str, str]],
+                  body: bytes) -> Message:
+    """The request message; ApiError INVALID_ARGUMENT naming every bad field at once."""
+    request = message_class(route.method.input_type)()
+    problems = errors.Violations()
+    if route.body:
+        _merge_body(request, route.body, body, problems)
+    elif body.strip():
+        problems.add("body", f"{route.http_method} {route.template.template} takes no request body")
+    grouped: dict[str, list[str]] = {}
+    for name, value in query:
+        grouped.setdefault(name, []).append(value)
+    for name, values in grouped.items():
+        _merge_query(request, route, name, values, problems)
+    for name, value in variables.items():
+        # Path variables were checked at startup: each names a singular scalar field.
+        _merge_values(request, fields.resolve(request.DESCRIPTOR, name), [value], name, problems)
+    problems.raise_if_any()
+    return request
+
+
+def _merge_body(request: Message, body_field: str, body: bytes, problems: errors.Violations) -> None:
+    if not body.strip():
+        return  # an empty body is the empty message
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        problems.add("body", f"not valid JSON: {exc}")
+        return
+    if body_field == "*" and not isinstance(document, dict):
+        problems.add("body", "must be a JSON object (the request message)")
+        return
+    try:
+        json_format.ParseDict(document if body_field == "*" else {body_field: document}, request,
+                              ignore_unknown_fields=False)
+    except json_format.ParseError as exc:
+        problems.add("body", str(exc))
+
+
+def _merge_query(request: Message, route: Route, name: str, values: list[str], problems: errors.Violations) -> None:
+    if route.body == "*":
+        problems.add(name, "unknown query parameter: this method reads its fields from the JSON body")
+        return
+    try:
+        path = fields.resolve(request.DESCRIPTOR, name)
+    except fields.UnknownField:
+        problems.add(name, "unknown query parameter")
+        return
+    canonical = fields.canonical(path)
+    if canonical in route.template.variables or path[0].name == route.body:
+        problems.add(canonical, "is bound by the URL path or the body, not a query parameter")
+    elif not fields.is_leaf(path[-1]):
+        problems.add(canonical, "cannot be set from a query parameter")
+    elif len(values) > 1 and not path[-1].is_repeated:
+        problems.add(canonical, "given more than once but not repeated")
+    else:
+        _merge_values(request, path, values, canonical, problems)
+
+
+def _merge_values(request: Message, path: list[FieldDescriptor], values: list[str], name: str,
+                  problems: errors.Violations) -> None:
+    """Set one field from URL strings through proto3 JSON parsing (enums by name or number,
+    int64 as digits, RFC 3339 timestamps), so URL values mean what they mean in a body."""
+    leaf = path[-1]
+    try:
+        converted = [_bool(raw) if leaf.type == leaf.TYPE_BOOL else raw for raw in values]
+    except ValueError as exc:
+        problems.add(name, str(exc))
+        return
+    document: object = converted if leaf.is_repeated else converted[0]
+    for field in reversed(path):
+        document = {field.name: document}
+    partial = type(request)()
+    try:
+        json_format.ParseDict(document, partial)
+    except json_format.ParseError as exc:
+        problems.add(name, str(exc))
+        return
+    request.MergeFrom(partial)
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.lower()
+    if lowered in ("true", "1"):
+        return True
+    if lowered in ("false", "0"):
+        return False
+    raise ValueError(f"{raw!r} is not a boolean (true or false)")
+
+
+def call_options(headers: Mapping[str, str], request_id: str) -> tuple[tuple[tuple[str, str], ...], float | None]:
+    """gRPC metadata (authorization passed through, the request id) and the deadline from Grpc-Timeout."""
+    problems = errors.Violations()
+    metadata = [("x-request-id", request_id)]
+    authorization = headers.get("authorization")
+    if authorization is not None:
+        if _METADATA_VALUE.fullmatch(authorization):
+            metadata.append(("authorization", authorization))
+        else:
+            problems.add("Authorization", "must be printable ASCII")
+    timeout = None
+    raw_timeout = headers.get("grpc-timeout")
+    if raw_timeout is not None:
+        match = _TIMEOUT.fullmatch(raw_timeout)
+        if match:
+            timeout = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        else:
+            problems.add("Grpc-Timeout", "must be 1-8 digits and a unit H, M, S, m, u or n (e.g. 5S, 200m)")
+    problems.raise_if_any()
+    return tuple(metadata), timeout
+
+
+def to_json(message: Message) -> dict:
+    return json_format.MessageToDict(message, **JSON_OPTIONS)
+
+
+def http_status(code: int) -> int:
+    """HTTP status for a google.rpc code number."""
+    return HTTP_STATUS.get(_BY_NUMBER.get(code, grpc.StatusCode.UNKNOWN), 500)
+
+
+def status_from_api_error(error: errors.ApiError) -> status_pb2.Status:
+    # Encoded by the services' own ApiError, so the gateway's errors carry the same details as theirs.
+    trailers = dict(error.to_status().trailing_metadata)
+    return status_pb2.Status.FromString(trailers["grpc-status-details-bin"])
+
+
+def status_from_rpc_error(error: grpc.aio.AioRpcError) -> status_pb2.Status:
+    """The rich status from grpc-status-details-bin; for failures that carry none (a passed
+    deadline, an unreachable backend) an ErrorInfo naming the code, so every error has one."""
+    try:
+        status = rpc_status.from_call(error)
+    except ValueError:  # details that contradict the call's code: trust the code
+        status = None
+    if status is not None:
+        return status
+    code = error.code()
+    status = status_pb2.Status(code=code.value[0], message=error.details() or code.name)
+    status.details.add().Pack(error_details_pb2.ErrorInfo(reason=code.name, domain=errors.DOMAIN))
+    return status
+
+
+def status_json(status: status_pb2.Status) -> dict:
+    return json_format.MessageToDict(status, **JSON_OPTIONS)
+
+
+def download_headers(first: Message) -> dict[str, str]:
+    """Headers of a download from its first message: type, file name, size and SHA-256."""
+    headers = {"Content-Type": getattr(first, "content_type", "") or "application/octet-stream"}
+    filename = getattr(first, "filename", "")
+    if filename:
+        fallback = re.sub(r"[^A-Za-z0-9._-]", "_", filename)  # the quoted form must stay plain ASCII
+        headers["Content-Disposition"] = \
+            f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
+    if getattr(first, "size_bytes", 0):
+        headers[SIZE_HEADER] = str(first.size_bytes)
+    if getattr(first, "checksum", ""):
+        headers[CHECKSUM_HEADER] = first.checksum
+    return headers

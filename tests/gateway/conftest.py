@@ -1,0 +1,73 @@
+"""The gateway in front of the in-process suite.
+
+``suite`` and ``demo`` are tests/e2e's fixtures, imported so pytest sees them in this
+directory too (pytest_plugins is only allowed in the root conftest).
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+
+from aos_recording import scenarios
+from aos_recording.writers import Producer
+from gateway import backend_addresses, create_app
+from tests.e2e.conftest import demo, suite  # noqa: F401 - re-exported fixtures
+from tests.e2e.support import BASE, DEMO, token
+
+# The tenant the gateway tests write to (exports), with the demo scenarios of its own,
+# so tenant-demo's ledger stays as the e2e tests expect it.
+WRITER = "tenant-gw"
+
+
+@pytest.fixture(scope="session")
+async def app(suite) -> Starlette:
+    application = create_app(backend_addresses(suite))
+    async with application.router.lifespan_context(application):
+        yield application
+
+
+@pytest.fixture(scope="session")
+def writer_data(database_url) -> str:
+    producer = Producer(database_url)
+    for scenario in scenarios.demo_scenarios():
+        scenarios.load(producer, scenario, WRITER, base=BASE)
+    producer.close()
+    return WRITER
+
+
+def bearer(tenant: str = DEMO, **kw) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(tenant, **kw)}"}
+
+
+@pytest.fixture
+async def client(app, demo) -> httpx.AsyncClient:
+    """In-process HTTP (ASGI) with tenant-demo's token."""
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gateway",
+                                 headers=bearer()) as http:
+        yield http
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield  # leave pytest's own SIGINT handling alone
+
+
+@pytest.fixture(scope="session")
+async def served(app) -> str:
+    """The same app behind a real uvicorn socket on an ephemeral port: its base URL."""
+    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_config=None,
+                                    access_log=False))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), task.exception()
+        await asyncio.sleep(0.01)
+    host, port = server.servers[0].sockets[0].getsockname()[:2]
+    yield f"http://{host}:{port}"
+    server.should_exit = True
+    await task
