@@ -29,6 +29,8 @@ COPY gen/ gen/
 COPY aos_runtime/ aos_runtime/
 COPY aos_recording/ aos_recording/
 COPY services/ services/
+COPY gateway/ gateway/
+COPY aos_cli/ aos_cli/
 # The import check (from /, so the installed copy answers) fails the build early
 # when gen/ has not been generated: run `make protos` first.
 RUN pip install --no-deps . \
@@ -56,6 +58,8 @@ COPY pyproject.toml ./
 COPY aos_runtime/ aos_runtime/
 COPY aos_recording/ aos_recording/
 COPY services/ services/
+COPY gateway/ gateway/
+COPY aos_cli/ aos_cli/
 COPY migrations/ migrations/
 COPY tools/grpc_health_probe.py tools/grpc_health_probe.py
 

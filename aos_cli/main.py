@@ -19,7 +19,6 @@ EXIT_INTERRUPTED = 130
 # Global options may be given before or after the command; these apply when given nowhere.
 GLOBAL_DEFAULTS = {"overview": None, "logs": None, "export": None, "token": None, "json": False, "timeout": 30.0}
 # A server bound to every interface is reached locally.
-_LOCAL = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}
 
 EPILOG = """examples (against `make run`):
   aos-evidence audit list --limit 20
@@ -79,8 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.timeout <= 0:
             raise UsageError("--timeout must be positive")
         settings = _settings()
-        host = _LOCAL.get(settings.bind_host, settings.bind_host)
-        addresses = {name: getattr(args, name) or f"{host}:{settings.ports[name]}" for name in SERVICES}
+        addresses = {name: getattr(args, name) or settings.addresses[name] for name in SERVICES}
         client = Client(addresses, lambda: args.token or token.default_token(settings, out), args.timeout)
         return args.handler(args, Context(out, settings, client))
     except CliError as error:

@@ -26,6 +26,9 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("AOS_OVERVIEW_PORT", "50051", "OverviewService gRPC port."),
     EnvVar("AOS_LOGS_PORT", "50052", "LlmRuns/SystemLogs/AuditLedger gRPC port."),
     EnvVar("AOS_EXPORT_PORT", "50053", "ExportService gRPC port."),
+    EnvVar("AOS_OVERVIEW_ADDRESS", None, "host:port where clients (gateway, CLI) reach Overview; default the local port."),
+    EnvVar("AOS_LOGS_ADDRESS", None, "host:port where clients (gateway, CLI) reach Logs; default the local port."),
+    EnvVar("AOS_EXPORT_ADDRESS", None, "host:port where clients (gateway, CLI) reach Export; default the local port."),
     EnvVar("AOS_GATEWAY_PORT", "8080", "REST gateway HTTP port."),
     EnvVar("AOS_AUTH_JWT_SECRET", None, "HS256 secret for bearer JWTs. make run generates one under AOS_DATA_DIR when unset."),
     EnvVar("AOS_AUTH_JWT_PUBLIC_KEY_FILE", None, "PEM Ed25519 public key accepted for EdDSA bearer JWTs."),
@@ -55,6 +58,8 @@ ENV_VARS: tuple[EnvVar, ...] = (
 _BY_NAME = {v.name: v for v in ENV_VARS}
 
 SERVICES = ("overview", "logs", "export")
+# A server listening on every interface is reached on loopback from this machine.
+_LOCAL_HOSTS = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}
 
 
 class ConfigError(ValueError):
@@ -94,6 +99,7 @@ class Settings:
     data_dir: Path
     bind_host: str
     ports: Mapping[str, int]
+    addresses: Mapping[str, str]      # where a client reaches each service
     jwt_secret: str | None
     jwt_public_key_file: Path | None
     issuer: str | None
@@ -121,19 +127,23 @@ class Settings:
             raise ConfigError(f"unknown configuration variables: {', '.join(unknown)}")
         key_file = _get(env, "AOS_AUTH_JWT_PUBLIC_KEY_FILE")
         signing_key = _get(env, "AOS_EXPORT_SIGNING_KEY_FILE")
+        bind_host = _get(env, "AOS_BIND_HOST") or "127.0.0.1"
         level = (_get(env, "AOS_LOG_LEVEL") or "INFO").upper()
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"AOS_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
         return cls(
             database_url=_get(env, "DATABASE_URL"),
             data_dir=Path(_get(env, "AOS_DATA_DIR") or ".aos").resolve(),
-            bind_host=_get(env, "AOS_BIND_HOST") or "127.0.0.1",
+            bind_host=bind_host,
             ports={
                 "overview": _int(env, "AOS_OVERVIEW_PORT"),
                 "logs": _int(env, "AOS_LOGS_PORT"),
                 "export": _int(env, "AOS_EXPORT_PORT"),
                 "gateway": _int(env, "AOS_GATEWAY_PORT"),
             },
+            addresses={name: _get(env, f"AOS_{name.upper()}_ADDRESS") or
+                       f"{_LOCAL_HOSTS.get(bind_host, bind_host)}:{_int(env, f'AOS_{name.upper()}_PORT')}"
+                       for name in SERVICES},
             jwt_secret=_get(env, "AOS_AUTH_JWT_SECRET"),
             jwt_public_key_file=Path(key_file) if key_file else None,
             issuer=_get(env, "AOS_AUTH_ISSUER"),

@@ -1,6 +1,7 @@
 """``python -m gateway``: the REST gateway in front of the three services.
 
-Backends are the services' ports on AOS_BIND_HOST; the gateway listens on
+Backends are the services' addresses (AOS_<SERVICE>_ADDRESS, by default their local
+ports); the gateway listens on
 AOS_GATEWAY_PORT. SIGTERM or SIGINT: uvicorn stops accepting, lets in-flight
 requests finish within AOS_GRACE_PERIOD_S, and the process exits 0.
 """
@@ -11,7 +12,7 @@ import sys
 
 import uvicorn
 
-from aos_runtime.config import SERVICES, Settings
+from aos_runtime.config import Settings
 from aos_runtime.observability import configure_logging
 from gateway.app import create_app
 from gateway.backends import backend_addresses
@@ -20,8 +21,7 @@ from gateway.backends import backend_addresses
 def main() -> int:
     settings = Settings.from_env()
     configure_logging(settings.log_level)
-    servers = {name: f"{settings.bind_host}:{settings.ports[name]}" for name in SERVICES}
-    app = create_app(backend_addresses(servers), max_message_bytes=settings.max_message_bytes)
+    app = create_app(backend_addresses(settings.addresses), max_message_bytes=settings.max_message_bytes)
     # uvicorn re-raises the signal it shut down for once it has restored the previous
     # handlers; these make that a clean exit (0) instead of a kill or a KeyboardInterrupt.
     for sig in (signal.SIGTERM, signal.SIGINT):

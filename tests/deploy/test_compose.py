@@ -421,3 +421,17 @@ def test_health_probe_gives_up_after_its_timeout():
         elapsed = time.monotonic() - started
     assert result.returncode == 1, result.stderr
     assert elapsed < 10, f"probe took {elapsed:.1f}s with --timeout 1"
+
+
+def test_gateway_reaches_the_services_by_their_compose_names():
+    compose = load_compose()
+    gateway = compose["services"]["gateway"]
+    assert as_argv(gateway["command"]) == ["python", "-m", "gateway"]
+    assert_python_command_exists(as_argv(gateway["command"]), "gateway")
+    assert gateway.get("image") == compose["services"]["migrate"].get("image")
+    settings = Settings.from_env(interpolated_environment(gateway))
+    assert settings.addresses == {name: f"{name}:{settings.ports[name]}" for name in APP_SERVICES}
+    assert published_ports(gateway) == [("127.0.0.1", 8080, 8080)] == [("127.0.0.1", settings.ports["gateway"],
+                                                                        int(KNOWN_VARS["AOS_GATEWAY_PORT"].default))]
+    assert {k: v["condition"] for k, v in gateway["depends_on"].items()} == \
+        {name: "service_healthy" for name in APP_SERVICES}
