@@ -101,7 +101,7 @@ class TokenVerifier:
 
 def _principal_from(claims: dict) -> Principal:
     tenant = claims.get("tenant_id")
-    if not isinstance(tenant, str) or not TENANT_ID.match(tenant):
+    if not isinstance(tenant, str) or not TENANT_ID.fullmatch(tenant):
         raise AuthError("TOKEN_CLAIMS_INVALID", "the token's tenant_id claim is missing or malformed")
     sub = claims.get("sub")
     if not isinstance(sub, str) or not sub:

@@ -13,6 +13,10 @@ from aos_runtime.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
 RESOURCE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,199}$")
 MAX_TEXT = 256
+# Evidence is never older than the Unix epoch; the upper bound leaves room for the
+# day-sized arithmetic the services do on a bound (default windows) without overflow.
+EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(9999, 12, 30, tzinfo=timezone.utc)
 
 
 def canonical_names(enum_full_name: str) -> dict[str, int]:
@@ -52,14 +56,32 @@ class Request:
     def resource_id(self, value: str, field: str) -> str:
         if not value:
             self.violations.add(field, "is required")
-        elif not RESOURCE_ID.match(value):
+        elif not RESOURCE_ID.fullmatch(value):
             self.violations.add(field, "is not a valid id (letters, digits and _.:@- ; at most 200)")
         return value
 
     def optional_text(self, value: str, field: str) -> str | None:
         if len(value) > MAX_TEXT:
             self.violations.add(field, f"is longer than {MAX_TEXT} characters")
+        elif not value.isprintable():  # NUL and other control characters: never in a filter value
+            self.violations.add(field, "must not contain control characters")
         return value or None
+
+    def timestamp(self, message, field: str, name: str | None = None) -> datetime | None:
+        """A Timestamp field as an aware datetime (None when unset), within EARLIEST..LATEST;
+        ``name`` is the field's path in violations when it is nested."""
+        name = name or field
+        if not message.HasField(field):
+            return None
+        try:
+            value = getattr(message, field).ToDatetime(tzinfo=timezone.utc)
+        except (ValueError, OverflowError):
+            self.violations.add(name, "is not a valid timestamp")
+            return None
+        if not EARLIEST <= value <= LATEST:
+            self.violations.add(name, f"must be between {EARLIEST.date()} and {LATEST.date()}")
+            return None
+        return value
 
     def enum(self, number: int, enum_descriptor, field: str) -> str | None:
         """The database spelling of an enum field; None when unset (0)."""
@@ -73,14 +95,8 @@ class Request:
     def time_range(self, message, after: str = "created_after", before: str = "created_before", *,
                    prefix: str = "") -> tuple[datetime | None, datetime | None]:
         """``prefix`` names the nested message in violations (``audit_slice.created_before``)."""
-        start = _time(message, after)
-        end = _time(message, before)
+        start = self.timestamp(message, after, prefix + after)
+        end = self.timestamp(message, before, prefix + before)
         if start and end and start >= end:
             self.violations.add(prefix + before, f"must be later than {prefix + after}")
         return start, end
-
-
-def _time(message, field: str) -> datetime | None:
-    if not message.HasField(field):
-        return None
-    return getattr(message, field).ToDatetime(tzinfo=timezone.utc)

@@ -22,11 +22,11 @@ class SystemLogsService(not_yet_built(pb_grpc.SystemLogsServiceServicer, DESCRIP
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
 
-    def _next_token(self, tenant: str, name: str, filters: dict, page: store.Page) -> str:
+    def _next_token(self, tenant: str, name: str, filters: dict, page: store.Page, *extra: str) -> str:
         if not page.has_more:
             return ""
         last = page.rows[-1]
-        return self.ctx.page_tokens.issue(tenant, name, filters, [last["created_at"].isoformat(), last["id"]])
+        return self.ctx.page_tokens.issue(tenant, name, filters, [last["created_at"].isoformat(), last["id"], *extra])
 
     async def ListSystemRecords(self, request, context):
         r = Request()
@@ -93,14 +93,17 @@ class SystemLogsService(not_yet_built(pb_grpc.SystemLogsServiceServicer, DESCRIP
         start, end = r.time_range(request)
         limit = r.page_size(request.page_size)
         r.done()
-        end = end or datetime.now(timezone.utc)
+        tenant = auth.principal().tenant_id
+        # The token binds the window as asked; a default end ("now") is resolved on the
+        # first page and carried in the token, so later pages read the same window.
+        token_filters = {"created_after": start and start.isoformat(), "created_before": end and end.isoformat()}
+        after = self.ctx.page_tokens.read(request.page_token, tenant, "system.attribution", token_filters)
+        if end is None:
+            end = datetime.fromisoformat(after[2]) if after else datetime.now(timezone.utc)
         start = start or end - timedelta(hours=24)
         if start >= end:
             r.violations.add("created_after", "must be earlier than created_before (default: now)")
             r.done()
-        tenant = auth.principal().tenant_id
-        token_filters = {"created_after": start.isoformat(), "created_before": end.isoformat()}
-        after = self.ctx.page_tokens.read(request.page_token, tenant, "system.attribution", token_filters)
         rows, page = await self.ctx.db.run(tenant, store.attribution, tenant, start, end, after, limit)
         records = [system_record(row, tenant) for row in page.rows]
         return pb.GetSystemAttributionResponse(
@@ -110,7 +113,7 @@ class SystemLogsService(not_yet_built(pb_grpc.SystemLogsServiceServicer, DESCRIP
                                     event_type=SYSTEM_EVENTS[row["event_type"]], count=row["count"],
                                     actor_ids=sorted(row["actor_ids"])) for row in rows],
             records=records,
-            next_page_token=self._next_token(tenant, "system.attribution", token_filters, page),
+            next_page_token=self._next_token(tenant, "system.attribution", token_filters, page, end.isoformat()),
             total_size=page.total, has_more=page.has_more)
 
 
