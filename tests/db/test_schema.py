@@ -14,6 +14,9 @@ from datetime import datetime, timezone
 import psycopg
 import pytest
 
+from aos_recording import scenarios
+from aos_recording.writers import Producer
+
 pytestmark = pytest.mark.db
 
 ZERO = bytes(32)
@@ -310,3 +313,37 @@ def test_governance_lookup_by_run_uses_its_index(database_url, tenant):
             "EXPLAIN SELECT id FROM audit_ledger WHERE tenant_id = %s AND after_state ->> 'run_id' = 'run-7' "
             "AND after_state ? 'run_id'", (tenant,)))
     assert "ix_audit_ledger_after_run" in plan
+
+
+@pytest.mark.parametrize("role", SERVICE_ROLES)
+def test_unscoped_reads_of_every_table_see_only_the_callers_tenant(database_url, role):
+    """Row-level security for a deliberately unscoped query, as each role, on every
+    tenant-scoped table that role may read — source tables and evidence alike."""
+    a, b = new_id("t"), new_id("t")
+    producer = Producer(database_url)
+    # Both tenants' stories (the platform one writes system-wide records, shared by all: not needed here).
+    stories = [story for story in scenarios.demo_scenarios() if story.id != "SDSR-PLATFORM-001"]
+    assert scenarios.load_demo(producer, {a: "A", b: "B"}, scenarios=stories)
+    producer.close()
+    for tenant in (a, b):
+        seed_evidence(database_url, tenant)
+    with session(database_url) as conn:
+        tables = [r[0] for r in conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "JOIN pg_attribute att ON att.attrelid = c.oid WHERE n.nspname = 'public' AND c.relkind = 'r' "
+            "AND att.attname = 'tenant_id' AND has_table_privilege(%s, c.oid, 'SELECT')",
+            (role,))]
+    assert tables
+    checked = 0
+    for table in tables:
+        shared = {None} if table == "system_records" else set()
+        with session(database_url) as conn:  # as the superuser: b's rows are there to be hidden
+            present = {r[0] for r in conn.execute(f"SELECT DISTINCT tenant_id FROM {table} WHERE tenant_id = ANY(%s)",
+                                                  ([a, b],))}
+        with session(database_url, role, a) as conn:
+            seen = {r[0] for r in conn.execute(f"SELECT DISTINCT tenant_id FROM {table}")}
+        assert seen <= {a} | shared and seen & present == present - {b}, (role, table, seen)
+        with session(database_url, role) as conn:
+            assert {r[0] for r in conn.execute(f"SELECT DISTINCT tenant_id FROM {table}")} <= shared, (role, table)
+        checked += b in present
+    assert checked >= 5, "too few tables held the other tenant's rows for this test to mean anything"
