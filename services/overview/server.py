@@ -18,7 +18,6 @@ from services.overview import projection, store
 
 DESCRIPTOR = pb.DESCRIPTOR.services_by_name["OverviewService"]
 CURRENCY = "USD"  # worker_runs.cost_cents are USD cents; only USD budgets compare with them
-_SCOPE_COLUMNS = {"TENANT": None, "PROJECT": "project_id", "AGENT": "agent_id", "PROVIDER": "provider"}
 _LIMIT_SCOPES = canonical_names("aos.evidence.v1.LimitScope")
 _RESET_PERIODS = canonical_names("aos.evidence.v1.ResetPeriod")
 _SOURCES = {pb.DECISION_SOURCE_INCIDENT: "INCIDENT", pb.DECISION_SOURCE_POLICY: "POLICY"}
@@ -68,9 +67,8 @@ class OverviewService(pb_grpc.OverviewServiceServicer):
         r = Request()
         now = datetime.now(timezone.utc)
         default_start, default_end = month_of(now)
-        start = request.period_start.ToDatetime(tzinfo=timezone.utc) if request.HasField("period_start") \
-            else default_start
-        end = request.period_end.ToDatetime(tzinfo=timezone.utc) if request.HasField("period_end") else default_end
+        start = r.timestamp(request, "period_start") or default_start
+        end = r.timestamp(request, "period_end") or default_end
         if start >= end:
             r.violations.add("period_end", "must be later than period_start")
         r.done()
@@ -137,14 +135,13 @@ def _highlights(conn, tenant: str, breaches_since: datetime):
 
 
 def _costs(conn, tenant: str, start: datetime, end: datetime, now: datetime):
-    spend = store.spend_cents(conn, tenant, start, end)
+    budgets = [(row, reset_window(row["reset_period"], now)) for row in store.active_budget_limits(conn, tenant)
+               if row["currency"] == CURRENCY]
+    spend, *used = store.spend_cents(conn, tenant, [store.SpendWindow("TENANT", "", start, end)] + [
+        store.SpendWindow(row["scope"], row["scope_id"] or "", *window) for row, window in budgets])
     limits = []
-    for row in store.active_budget_limits(conn, tenant):
-        if row["currency"] != CURRENCY:
-            continue
-        window = reset_window(row["reset_period"], now)
-        used = store.spend_cents(conn, tenant, *window, _SCOPE_COLUMNS[row["scope"]], row["scope_id"])
-        usage = projection.budget_usage(row["max_value"], used)
+    for (row, window), used_cents in zip(budgets, used):
+        usage = projection.budget_usage(row["max_value"], used_cents)
         limits.append(pb.BudgetLimit(
             limit_id=row["id"], name=row["name"], category=sources_pb2.LIMIT_CATEGORY_BUDGET,
             scope=_LIMIT_SCOPES[row["scope"]], scope_id=row["scope_id"] or "",

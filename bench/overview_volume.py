@@ -1,0 +1,146 @@
+"""Overview at volume (issue #5): highlights, costs and decisions for one large tenant.
+
+    .venv/bin/python bench/overview_volume.py [--incidents 1000000] [--proposals 100000]
+                                              [--runs 1000000] [--months 12] [--calls 300]
+
+Writes one tenant with the given volume of source rows (spread over --months
+months up to now; 0.1 % of incidents ACTIVE, 1 % of proposals draft, 0.01 % of
+runs queued or running, budgets at every scope and reset period, 10,000 breaches;
+the runs' daily cost rollup follows through its trigger, and load_s includes it),
+VACUUM ANALYZEs as an operator would, starts the Overview service in this process
+on an ephemeral port and calls each RPC through a real gRPC channel, one call at a
+time. Reports p50 and p99 per RPC, client-side (the whole call, gRPC included).
+Uses the embedded Postgres in a temporary directory unless DATABASE_URL is set.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+from sqlalchemy import create_engine, text
+
+from aos.overview.v1 import overview_service_pb2 as pb, overview_service_pb2_grpc as pb_grpc
+from aos_runtime import migrate
+from aos_runtime.auth import mint_token
+from aos_runtime.config import Settings
+from aos_runtime.db import sync_url
+from aos_runtime.embedded import EmbeddedPostgres
+from aos_runtime.service_main import build_server
+from services.overview.server import servicers
+
+SECRET = "bench-secret-" + "x" * 40
+TENANT = "tenant-volume"
+
+LOAD = """
+INSERT INTO tenants (id, name) VALUES (:t, 'Volume Corp');
+INSERT INTO incidents (id, tenant_id, title, severity, lifecycle_state, created_at)
+SELECT 'inc-' || i, :t, 'incident ' || i, (ARRAY['critical','high','medium','low'])[1 + i % 4],
+       CASE WHEN i % 1000 = 0 THEN 'ACTIVE' WHEN i % 3 = 0 THEN 'ACKED' ELSE 'RESOLVED' END,
+       now() - make_interval(secs => (i::float8 / :incidents) * :span)
+FROM generate_series(1, :incidents) i;
+INSERT INTO policy_proposals (id, tenant_id, proposal_name, status, created_at)
+SELECT 'prop-' || i, :t, 'proposal ' || i, CASE WHEN i % 100 = 0 THEN 'draft' WHEN i % 2 = 0 THEN 'approved'
+       ELSE 'rejected' END, now() - make_interval(secs => (i::float8 / :proposals) * :span)
+FROM generate_series(1, :proposals) i;
+INSERT INTO worker_runs (id, tenant_id, project_id, agent_id, provider, model, status, cost_cents, created_at)
+SELECT 'run-' || i, :t, 'proj-' || (i % 20), 'agent-' || (i % 50), (ARRAY['openai','anthropic','google','mistral'])[1 + i % 4],
+       'model-' || (i % 7), CASE WHEN i % 10000 = 0 THEN 'running' WHEN i % 10000 = 1 THEN 'queued' ELSE 'completed' END,
+       (i::bigint * 7919) % 500, now() - make_interval(secs => (i::float8 / :runs) * :span)
+FROM generate_series(1, :runs) i;
+INSERT INTO limits (id, tenant_id, name, limit_category, scope, scope_id, max_value, reset_period)
+SELECT 'lim-' || s || '-' || r, :t, s || ' ' || r || ' budget', 'BUDGET', s,
+       CASE s WHEN 'TENANT' THEN NULL WHEN 'PROJECT' THEN 'proj-3' WHEN 'AGENT' THEN 'agent-7' ELSE 'openai' END,
+       1000000000, r
+FROM unnest(ARRAY['TENANT','PROJECT','AGENT','PROVIDER']) s, unnest(ARRAY['DAILY','WEEKLY','MONTHLY','NONE']) r;
+INSERT INTO limit_breaches (id, tenant_id, limit_id, value_at_breach, limit_value, breached_at)
+SELECT 'br-' || i, :t, 'lim-PROJECT-MONTHLY', 1000000000 + i, 1000000000,
+       now() - make_interval(secs => (i::float8 / 10000) * :span)
+FROM generate_series(1, 10000) i;
+"""
+
+
+def load(url: str, incidents: int, proposals: int, runs: int, months: int) -> float:
+    # Synchronous commits, unlike the embedded server's default: while an asynchronous
+    # commit is not flushed, VACUUM sets no hint bits on the rows (nor visibility-map
+    # bits on their pages), and every index-only scan would then visit the heap.
+    engine = create_engine(sync_url(url), connect_args={"options": "-c synchronous_commit=on"})
+    started = time.perf_counter()
+    params = {"t": TENANT, "incidents": incidents, "proposals": proposals, "runs": runs,
+              "span": months * 30 * 86400}
+    with engine.begin() as conn:
+        for statement in filter(str.strip, LOAD.split(";")):
+            conn.execute(text(statement), params)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.execute(text("VACUUM ANALYZE incidents, policy_proposals, worker_runs, worker_run_cost_daily, limits, "
+                          "limit_breaches"))
+    engine.dispose()
+    return time.perf_counter() - started
+
+
+async def measure(url: str, calls: int, data_dir: Path) -> dict[str, dict[str, float]]:
+    settings = dataclasses.replace(Settings.from_env({}), jwt_secret=SECRET, data_dir=data_dir)
+    server = build_server("overview", servicers, settings, url, port=0)
+    port = await server.start()
+    metadata = (("authorization", f"Bearer {mint_token(secret=SECRET, tenant_id=TENANT, subject='bench')}"),)
+    results = {}
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = pb_grpc.OverviewServiceStub(channel)
+        rpcs = {"GetHighlights": (stub.GetHighlights, pb.GetHighlightsRequest()),
+                "GetCosts": (stub.GetCosts, pb.GetCostsRequest()),
+                "ListDecisions": (stub.ListDecisions, pb.ListDecisionsRequest(page_size=50))}
+        for name, (call, request) in rpcs.items():
+            for _ in range(20):  # warm the pool, the caches and the plans
+                reply = await call(request, metadata=metadata)
+            latencies = []
+            for _ in range(calls):
+                started = time.perf_counter()
+                reply = await call(request, metadata=metadata)
+                latencies.append(time.perf_counter() - started)
+            ordered = sorted(latencies)
+            results[name] = {"p50_ms": round(statistics.median(ordered) * 1000, 2),
+                             "p99_ms": round(ordered[int(0.99 * (len(ordered) - 1))] * 1000, 2)}
+            if name == "GetHighlights":
+                results[name]["answer"] = {d.domain: [d.total, d.total_is_estimate, d.pending]
+                                           for d in reply.domain_counts}
+    await server.stop(grace=0)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--incidents", type=int, default=1_000_000)
+    parser.add_argument("--proposals", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=1_000_000)
+    parser.add_argument("--months", type=int, default=12)
+    parser.add_argument("--calls", type=int, default=300)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="aos-bench-"))
+    server, url = None, os.environ.get("DATABASE_URL")
+    if not url:
+        server = EmbeddedPostgres(work / "pg", durable=False)
+        server.start()
+        url = server.url
+    try:
+        migrate.upgrade(url)
+        load_s = load(url, args.incidents, args.proposals, args.runs, args.months)
+        results = asyncio.run(measure(url, args.calls, work))
+    finally:
+        if server:
+            server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    print(json.dumps({"incidents": args.incidents, "proposals": args.proposals, "worker_runs": args.runs,
+                      "months": args.months, "load_s": round(load_s, 1), "calls_each": args.calls,
+                      "rpcs": results}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
