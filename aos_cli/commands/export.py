@@ -48,7 +48,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     create.add_argument("--bundle", required=True, help="EVIDENCE, SOC2 or EXECUTIVE")
     create.add_argument("--format", required=True, help="JSON, CSV (slices only), PDF or ZIP")
     create.add_argument("--idempotency-key", help="retrying with the same key returns the same export")
-    create.add_argument("--download", metavar="PATH", type=Path, help="then download the artifact to PATH")
+    create.add_argument("--download", metavar="PATH", type=_destination,
+                        help="then download the artifact to PATH (a directory when it ends with /)")
     create.set_defaults(handler=create_command)
 
     download = group.add_parser("download", parents=[common], help="save an artifact, its envelope and the keys",
@@ -56,7 +57,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                                             f"PATH{ENVELOPE_SUFFIX} (the signed manifest) and {KEYS_FILE} "
                                             f"(the public keys) next to it, ready for `export verify --offline`.")
     download.add_argument("export_id", metavar="EXPORT_ID")
-    download.add_argument("-o", "--output", metavar="PATH", type=Path,
+    download.add_argument("-o", "--output", metavar="PATH", type=_destination,
                           help="file or directory (default: the export's file name, here)")
     download.set_defaults(handler=download_command)
 
@@ -119,6 +120,14 @@ def create_command(args: argparse.Namespace, ctx: Context) -> int:
     if saved:
         _show_download(ctx, saved)
     return EXIT_OK
+
+
+def _destination(text: str) -> Path:
+    """A download destination; ``out/`` names a directory (created) even before it exists."""
+    path = Path(text)
+    if text.endswith(("/", "\\")):
+        path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _target(path: Path | None, export: bundle_pb2.Export) -> Path:

@@ -131,3 +131,10 @@ def test_a_checkpoint_catches_truncation_and_rewritten_history():
     links = _chain(4)
     assert _kinds(chain_anomalies(links, 6, "ab" * 32)) == [(6, "TRUNCATION")]
     assert _kinds(chain_anomalies(links, 2, "ab" * 32)) == [(2, "CHECKPOINT_MISMATCH")]
+
+
+def test_a_destination_ending_in_a_slash_is_a_directory(tmp_path):
+    from aos_cli.commands.export import _destination
+    target = _destination(f"{tmp_path}/out/")
+    assert target.is_dir()
+    assert not _destination(f"{tmp_path}/file.zip").exists()
