@@ -185,7 +185,9 @@ def run_exists(conn: Connection, tenant_id: str, run_id: str) -> bool:
 def run_audit_entries(conn: Connection, tenant_id: str, run_id: str, *, states: bool = False
                       ) -> list[Mapping[str, Any]]:
     """Entries correlated to a run: by correlation id or the run id in their state
-    (with their before and after states when ``states``).
+    (with their before and after states when ``states``). Not the EvidenceExported
+    entries of the run's exports: access, not governance (O5 lists the exports), and
+    a run exported a thousand times must not carry a thousand entries in its O3.
 
     Three indexed lookups (ix_audit_ledger_tenant_correlation, _after_run, _before_run)
     united in SQL — never a LIMIT first and a filter in memory after.
@@ -197,6 +199,7 @@ def run_audit_entries(conn: Connection, tenant_id: str, run_id: str, *, states: 
         "     AND after_state ->> 'run_id' = :run"
         "   UNION SELECT id FROM audit_ledger WHERE tenant_id = :tenant AND before_state ? 'run_id'"
         "     AND before_state ->> 'run_id' = :run)"
+        " AND a.event_type <> 'EvidenceExported'"
         " ORDER BY a.created_at, a.id"), {"tenant": tenant_id, "run": run_id}).mappings().all())
 
 
