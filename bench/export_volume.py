@@ -15,11 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,9 +25,8 @@ import grpc
 from aos.export.v1 import export_service_pb2 as pb, export_service_pb2_grpc as pb_grpc
 from aos.evidence.v1 import bundle_pb2
 from aos_recording import bulk
-from aos_runtime import migrate
 from aos_runtime.auth import mint_token
-from aos_runtime.embedded import EmbeddedPostgres
+from scratch import free_port, scratch_database
 
 SECRET = "bench-secret-" + "x" * 40
 
@@ -42,68 +38,53 @@ def peak_rss_mib(pid: int) -> float:
     raise RuntimeError("no VmHWM")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--formats", default="JSON,CSV")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="aos-bench-"))
-    server, url = None, os.environ.get("DATABASE_URL")
-    if not url:
-        server = EmbeddedPostgres(work / "pg", durable=False)
-        server.start()
-        url = server.url
-    service = None
-    try:
-        migrate.upgrade(url)
-        started = time.perf_counter()
-        bulk.load(url, bulk.Volume(tenants=1, ledger=args.entries, traces=0, steps=0, system=0))
-        load_s = time.perf_counter() - started
-        (tenant,) = bulk.tenant_ids(1)
-        port = free_port()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AOS_")}
-        env.update(DATABASE_URL=url, AOS_EXPORT_PORT=str(port), AOS_DATA_DIR=str(work / "aos"),
-                   AOS_AUTH_JWT_SECRET=SECRET, AOS_LOG_LEVEL="WARNING", AOS_DB_STATEMENT_TIMEOUT_MS="3600000")
-        service = subprocess.Popen([sys.executable, "-m", "services.export"], env=env)
-        channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", 8 << 20)])
-        grpc.channel_ready_future(channel).result(timeout=60)
-        stub = pb_grpc.ExportServiceStub(channel)
-        metadata = (("authorization", f"Bearer {mint_token(secret=SECRET, tenant_id=tenant, subject='bench')}"),)
-        results = {"entries": args.entries, "bulk_load_s": round(load_s, 1),
-                   "service_peak_rss_mib_idle": peak_rss_mib(service.pid), "formats": {}}
-        for fmt in args.formats.split(","):
+    with scratch_database() as (url, work):
+        service = None
+        try:
             started = time.perf_counter()
-            export = stub.CreateExport(pb.CreateExportRequest(
-                audit_slice=pb.AuditSlice(), bundle_type=bundle_pb2.BUNDLE_TYPE_EVIDENCE,
-                format=bundle_pb2.ExportFormat.Value(f"EXPORT_FORMAT_{fmt}")), metadata=metadata, timeout=3600).export
-            create_s = time.perf_counter() - started
-            after_create = peak_rss_mib(service.pid)
-            started, size = time.perf_counter(), 0
-            for message in stub.DownloadExport(pb.DownloadExportRequest(export_id=export.export_id),
-                                               metadata=metadata, timeout=3600):
-                size += len(message.data)
-            download_s = time.perf_counter() - started
-            assert size == export.size_bytes
-            results["formats"][fmt] = {
-                "records": json.loads(export.manifest)["records"], "artifact_mib": round(size / 2**20, 1),
-                "create_s": round(create_s, 1), "entries_per_s": round(args.entries / create_s),
-                "service_peak_rss_mib_after_create": after_create,
-                "download_s": round(download_s, 1), "download_mib_per_s": round(size / 2**20 / download_s, 1),
-                "service_peak_rss_mib_after_download": peak_rss_mib(service.pid)}
-        print(json.dumps(results, indent=2))
-    finally:
-        if service is not None:
-            service.terminate()
-            service.wait(timeout=30)
-        if server:
-            server.stop()
-        shutil.rmtree(work, ignore_errors=True)
+            bulk.load(url, bulk.Volume(tenants=1, ledger=args.entries, traces=0, steps=0, system=0))
+            load_s = time.perf_counter() - started
+            (tenant,) = bulk.tenant_ids(1)
+            port = free_port()
+            env = {k: v for k, v in os.environ.items() if not k.startswith("AOS_")}
+            env.update(DATABASE_URL=url, AOS_EXPORT_PORT=str(port), AOS_DATA_DIR=str(work / "aos"),
+                       AOS_AUTH_JWT_SECRET=SECRET, AOS_LOG_LEVEL="WARNING", AOS_DB_STATEMENT_TIMEOUT_MS="3600000")
+            service = subprocess.Popen([sys.executable, "-m", "services.export"], env=env)
+            channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", 8 << 20)])
+            grpc.channel_ready_future(channel).result(timeout=60)
+            stub = pb_grpc.ExportServiceStub(channel)
+            metadata = (("authorization", f"Bearer {mint_token(secret=SECRET, tenant_id=tenant, subject='bench')}"),)
+            results = {"entries": args.entries, "bulk_load_s": round(load_s, 1),
+                       "service_peak_rss_mib_idle": peak_rss_mib(service.pid), "formats": {}}
+            for fmt in args.formats.split(","):
+                started = time.perf_counter()
+                export = stub.CreateExport(pb.CreateExportRequest(
+                    audit_slice=pb.AuditSlice(), bundle_type=bundle_pb2.BUNDLE_TYPE_EVIDENCE,
+                    format=bundle_pb2.ExportFormat.Value(f"EXPORT_FORMAT_{fmt}")), metadata=metadata, timeout=3600).export
+                create_s = time.perf_counter() - started
+                after_create = peak_rss_mib(service.pid)
+                started, size = time.perf_counter(), 0
+                for message in stub.DownloadExport(pb.DownloadExportRequest(export_id=export.export_id),
+                                                   metadata=metadata, timeout=3600):
+                    size += len(message.data)
+                download_s = time.perf_counter() - started
+                assert size == export.size_bytes
+                results["formats"][fmt] = {
+                    "records": json.loads(export.manifest)["records"], "artifact_mib": round(size / 2**20, 1),
+                    "create_s": round(create_s, 1), "entries_per_s": round(args.entries / create_s),
+                    "service_peak_rss_mib_after_create": after_create,
+                    "download_s": round(download_s, 1), "download_mib_per_s": round(size / 2**20 / download_s, 1),
+                    "service_peak_rss_mib_after_download": peak_rss_mib(service.pid)}
+            print(json.dumps(results, indent=2))
+        finally:
+            if service is not None:
+                service.terminate()
+                service.wait(timeout=30)
 
 
 if __name__ == "__main__":

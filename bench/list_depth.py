@@ -14,10 +14,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import os
-import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,12 +22,11 @@ import grpc
 
 from aos.logs.v1 import audit_ledger_service_pb2 as pb, audit_ledger_service_pb2_grpc as pb_grpc
 from aos_recording import bulk
-from aos_runtime import migrate
 from aos_runtime.auth import mint_token
 from aos_runtime.config import Settings
-from aos_runtime.embedded import EmbeddedPostgres
 from aos_runtime.service_main import build_server
 from services.logs.server import servicers
+from scratch import scratch_database
 
 SECRET = "bench-secret-" + "x" * 40
 
@@ -67,20 +63,9 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=2000)
     parser.add_argument("--page-size", type=int, default=50)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="aos-bench-"))
-    server, url = None, os.environ.get("DATABASE_URL")
-    if not url:
-        server = EmbeddedPostgres(work / "pg", durable=False)
-        server.start()
-        url = server.url
-    try:
-        migrate.upgrade(url)
+    with scratch_database() as (url, work):
         bulk.load(url, bulk.Volume(tenants=1, ledger=args.entries, traces=0, steps=0, system=0))
         latencies = asyncio.run(walk(url, args.pages, args.page_size, work))
-    finally:
-        if server:
-            server.stop()
-        shutil.rmtree(work, ignore_errors=True)
     first, last = summary(latencies[:20]), summary(latencies[-20:])
     print(json.dumps({"entries": args.entries, "page_size": args.page_size, "pages_walked": args.pages,
                       "pages_1_to_20": first, f"pages_{args.pages - 19}_to_{args.pages}": last,

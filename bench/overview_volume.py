@@ -18,10 +18,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import os
-import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -29,13 +26,12 @@ import grpc
 from sqlalchemy import create_engine, text
 
 from aos.overview.v1 import overview_service_pb2 as pb, overview_service_pb2_grpc as pb_grpc
-from aos_runtime import migrate
 from aos_runtime.auth import mint_token
 from aos_runtime.config import Settings
 from aos_runtime.db import sync_url
-from aos_runtime.embedded import EmbeddedPostgres
 from aos_runtime.service_main import build_server
 from services.overview.server import servicers
+from scratch import scratch_database
 
 SECRET = "bench-secret-" + "x" * 40
 TENANT = "tenant-volume"
@@ -123,20 +119,9 @@ def main() -> None:
     parser.add_argument("--months", type=int, default=12)
     parser.add_argument("--calls", type=int, default=300)
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="aos-bench-"))
-    server, url = None, os.environ.get("DATABASE_URL")
-    if not url:
-        server = EmbeddedPostgres(work / "pg", durable=False)
-        server.start()
-        url = server.url
-    try:
-        migrate.upgrade(url)
+    with scratch_database() as (url, work):
         load_s = load(url, args.incidents, args.proposals, args.runs, args.months)
         results = asyncio.run(measure(url, args.calls, work))
-    finally:
-        if server:
-            server.stop()
-        shutil.rmtree(work, ignore_errors=True)
     print(json.dumps({"incidents": args.incidents, "proposals": args.proposals, "worker_runs": args.runs,
                       "months": args.months, "load_s": round(load_s, 1), "calls_each": args.calls,
                       "rpcs": results}, indent=2))

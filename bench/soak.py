@@ -27,7 +27,6 @@ import random
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -42,14 +41,9 @@ from aos.logs.v1 import audit_ledger_service_pb2 as au_pb, audit_ledger_service_
 from aos.logs.v1 import llm_runs_service_pb2 as ru_pb, llm_runs_service_pb2_grpc as ru_grpc
 from aos.logs.v1 import system_logs_service_pb2 as sy_pb, system_logs_service_pb2_grpc as sy_grpc
 from aos.overview.v1 import overview_service_pb2 as ov_pb, overview_service_pb2_grpc as ov_grpc
+from scratch import free_port
 
 RUN = "tenant-demo.run-support-103"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def rss_mib(pid: int) -> float:

@@ -112,7 +112,7 @@ class ExportService(pb_grpc.ExportServiceServicer):
             if existing is None:
                 raise
             return pb.CreateExportResponse(export=self._replay(plan, existing))
-        return pb.CreateExportResponse(export=_export(row))
+        return pb.CreateExportResponse(export=export_message(row))
 
     @staticmethod
     def _replay(plan: builder.Plan, existing) -> bundle_pb2.Export:
@@ -120,7 +120,7 @@ class ExportService(pb_grpc.ExportServiceServicer):
             raise errors.ApiError(grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_KEY_REUSED",
                                   f"idempotency key {plan.idempotency_key!r} was used for another export request",
                                   metadata={"export_id": existing["id"]})
-        return _export(existing)
+        return export_message(existing)
 
     # --- read -----------------------------------------------------------------------
     async def _row(self, export_id: str):
@@ -134,7 +134,7 @@ class ExportService(pb_grpc.ExportServiceServicer):
         r = Request()
         export_id = r.resource_id(request.export_id, "export_id")
         r.done()
-        return pb.GetExportResponse(export=_export(await self._row(export_id)))
+        return pb.GetExportResponse(export=export_message(await self._row(export_id)))
 
     async def ListExports(self, request, context):
         r = Request()
@@ -154,7 +154,7 @@ class ExportService(pb_grpc.ExportServiceServicer):
         if page.has_more:
             last = page.rows[-1]
             token = self.ctx.page_tokens.issue(tenant, "exports", filters, [last["created_at"].isoformat(), last["id"]])
-        return pb.ListExportsResponse(exports=[_export(row) for row in page.rows], next_page_token=token,
+        return pb.ListExportsResponse(exports=[export_message(row) for row in page.rows], next_page_token=token,
                                       total_size=page.total, total_size_is_estimate=page.total_is_estimate,
                                       has_more=page.has_more)
 
@@ -266,10 +266,6 @@ class ExportService(pb_grpc.ExportServiceServicer):
 def _range(r: Request, message, prefix: str) -> dict:
     start, end = r.time_range(message, prefix=f"{prefix}.")
     return {"created_after": start and rfc3339(start), "created_before": end and rfc3339(end)}
-
-
-def _export(row) -> bundle_pb2.Export:
-    return export_message(row)
 
 
 def _signing_key(key: dsse.PublicKey) -> bundle_pb2.SigningKey:

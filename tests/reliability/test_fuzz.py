@@ -289,8 +289,7 @@ def summary_table() -> list[str]:
 async def fuzz_request(channels, request_strategies, method, data) -> None:
     request = data.draw(request_strategies[method.full_name], label="request")
     err = await error_of(channels, method, request)
-    if record(method, "request", err) == C.INTERNAL and any(bug(request) for bug in KNOWN_INTERNAL):
-        return  # a bug this fuzzing found: see test_found_bugs_answer_canonically
+    record(method, "request", err)
     check_answer(method, request, err)
 
 
@@ -472,27 +471,11 @@ async def test_untrusted_credentials_are_unauthenticated(channels, method, autho
 
 
 # --- bugs this fuzzing found ----------------------------------------------------------
-# Each case stays as a regression test once fixed. A bug still open is a strict xfail,
-# and the fuzzing lets requests of its kind (KNOWN_INTERNAL) answer INTERNAL meanwhile,
-# to keep looking for other bugs.
+# All fixed; each case stays as a regression test, its reason saying what it was.
 
-def set_fields(message):
-    """(field, value) of every field set in the message and in its nested messages."""
-    for field, value in message.ListFields():
-        yield field, value
-        if field.message_type and field.message_type.full_name != TIMESTAMP:
-            yield from set_fields(value)
-
-
-KNOWN_INTERNAL: tuple = ()  # none open
-
-
-def bug(reason: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason)
-
-
-def found(rpc: str, reason: str, fixed: bool = True, **fields):
-    return pytest.param(rpc, fields, id=rpc, marks=() if fixed else bug(reason))
+def found(rpc: str, reason: str, **fields):
+    """A request the fuzzing found answered wrongly (``reason`` says how), now fixed."""
+    return pytest.param(rpc, fields, id=rpc)
 
 
 @pytest.mark.parametrize("rpc, fields", [
