@@ -88,19 +88,27 @@ class Database:
                           "application_name": f"aos-{service}"})
         self._executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix=f"db-{service}")
 
-    def _timeout_ms(self) -> int:
-        deadline = call_deadline.get()
+    def _timeout_ms(self, deadline: float | None) -> int:
+        """The statement timeout for a transaction starting now: what the call has left."""
         if deadline is None:
             return self.statement_timeout_ms
         remaining = int((deadline - time.monotonic()) * 1000)
-        return max(1, min(self.statement_timeout_ms, remaining))
+        if remaining <= 0:
+            # Waited in the queue past its deadline: the caller has its answer
+            # (DEADLINE_EXCEEDED) already; do not spend a connection on it.
+            raise ApiError(grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED",
+                           "the call's deadline passed before a database connection was free")
+        return min(self.statement_timeout_ms, remaining)
 
     async def run(self, tenant_id: str | None, work: Callable[..., T], *args: Any) -> T:
         """Run ``work(conn, *args)`` in one transaction scoped to ``tenant_id`` (None: no tenant rows)."""
-        timeout_ms = str(self._timeout_ms())
+        deadline = call_deadline.get()
         running: dict[str, Any] = {}
 
         def job() -> T:
+            # Timed when the job starts, not when it was queued: time spent waiting
+            # for a connection is time the call no longer has.
+            timeout_ms = str(self._timeout_ms(deadline))
             with self.engine.begin() as conn:
                 running["dbapi"] = conn.connection.dbapi_connection
                 try:

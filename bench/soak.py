@@ -1,9 +1,12 @@
 """Soak (issue #8): the whole suite at ~80 % of its measured capacity for 10 minutes.
 
-    .venv/bin/python bench/soak.py [--minutes 10] [--load 0.8] [--probe-seconds 30] [--out soak.json]
+    .venv/bin/python bench/soak.py [--minutes 10] [--load 0.8] [--probe-seconds 30] [--rate R] [--out soak.json]
 
 Starts the suite as `make run` does (python -m services: embedded Postgres in a
 temporary AOS_DATA_DIR, migrations, the demo data, the three services), then:
+0. settle: exports the demo run until the tenant's ledger is longer than the
+   integrity call's window, so no call still grows with the data (see settle());
+   each call type alone, one at a time, before the soak and after it;
 1. capacity: a closed loop of --concurrency callers over the mixed workload below
    for --probe-seconds; capacity = calls/s it completed;
 2. soak: an open loop issuing calls at --load × capacity for --minutes, each call
@@ -44,6 +47,7 @@ from aos.overview.v1 import overview_service_pb2 as ov_pb, overview_service_pb2_
 from scratch import free_port
 
 RUN = "tenant-demo.run-support-103"
+INTEGRITY_WINDOW = 1000  # ledger entries each integrity call verifies
 
 
 def rss_mib(pid: int) -> float:
@@ -51,6 +55,33 @@ def rss_mib(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """CPU time (user + system) so far of each named process, of every postgres
+    process on the machine together, and of this load generator."""
+    def of(pid: int) -> float:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / TICKS
+
+    found = {name: of(pid) for name, pid in pids.items()}
+    found["postgres"] = sum(of(int(proc.name)) for proc in Path("/proc").iterdir()
+                            if proc.name.isdigit() and _comm(proc) == "postgres")
+    found["load generator"] = of(os.getpid())
+    return found
+
+
+def _comm(proc: Path) -> str:
+    try:
+        return (proc / "comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def children_of(pid: int) -> dict[str, int]:
@@ -82,8 +113,11 @@ class Mix:
                       [self.trace] * 10 + [self.system] * 10 + [self.integrity] * 5 + [self.governance] * 5 +
                       [self.list_exports] * 10 + [self.get_export] * 10 + [self.create_export] * 5)
 
+    def pick(self, rng: random.Random):
+        return rng.choice(self.calls)
+
     async def one(self, rng: random.Random) -> str:
-        call = rng.choice(self.calls)
+        call = self.pick(rng)
         await call()
         return call.__name__
 
@@ -106,8 +140,8 @@ class Mix:
         await self.sy.ListSystemRecords(sy_pb.ListSystemRecordsRequest(page_size=50), metadata=self.md, timeout=10)
 
     async def integrity(self):
-        await self.au.GetIntegrityReport(au_pb.GetIntegrityReportRequest(max_entries=1000), metadata=self.md,
-                                         timeout=10)
+        await self.au.GetIntegrityReport(au_pb.GetIntegrityReportRequest(max_entries=INTEGRITY_WINDOW),
+                                         metadata=self.md, timeout=10)
 
     async def governance(self):
         await self.ru.GetLlmRunGovernance(ru_pb.GetLlmRunGovernanceRequest(run_id=RUN), metadata=self.md, timeout=10)
@@ -128,18 +162,50 @@ class Mix:
 
 
 async def timed(mix: Mix, rng: random.Random, results: list) -> None:
+    call = mix.pick(rng)
     started = time.monotonic()
     try:
-        name = await mix.one(rng)
+        await call()
         code = "OK"
     except grpc.aio.AioRpcError as err:
-        name, code = "?", err.code().name
-    results.append((started, time.monotonic() - started, code, name))
+        code = err.code().name
+    results.append((started, time.monotonic() - started, code, call.__name__))
 
 
-async def capacity(mix: Mix, seconds: float, concurrency: int) -> float:
+async def settle(mix: Mix, concurrency: int) -> int:
+    """Grows the demo tenant's ledger past the integrity call's window with exports
+    (each records one ledger entry), so that no call's cost still changes with the
+    ledger's size when capacity is measured: measured on a 100-entry ledger, the
+    integrity call is 15x cheaper than for the rest of the soak. Returns the head."""
+    async def head() -> int:
+        reply = await mix.au.GetIntegrityReport(au_pb.GetIntegrityReportRequest(max_entries=1), metadata=mix.md,
+                                                timeout=10)
+        return reply.head.seq
+
+    while (seq := await head()) <= INTEGRITY_WINDOW + 100:
+        await asyncio.gather(*[mix.create_export() for _ in range(concurrency)])
+    return seq
+
+
+async def solo(mix: Mix, repeat: int = 20) -> dict[str, float]:
+    """Each call type alone, one at a time: median ms. Taken before and after the soak,
+    it tells whether the calls themselves got slower (growing data) or only queued."""
+    medians = {}
+    for call in dict.fromkeys(mix.calls):
+        times = []
+        for _ in range(repeat):
+            started = time.monotonic()
+            await call()
+            times.append(time.monotonic() - started)
+        medians[call.__name__] = round(statistics.median(times) * 1000, 1)
+    return medians
+
+
+async def capacity(mix: Mix, seconds: float, concurrency: int, pids: dict[str, int]) -> tuple[float, dict]:
+    """Calls/s a closed loop of ``concurrency`` callers completes, and each process's CPU share meanwhile."""
     results: list = []
-    deadline = time.monotonic() + seconds
+    before, started = cpu_seconds(pids), time.monotonic()
+    deadline = started + seconds
 
     async def caller(seed: int):
         rng = random.Random(seed)
@@ -147,15 +213,17 @@ async def capacity(mix: Mix, seconds: float, concurrency: int) -> float:
             await timed(mix, rng, results)
 
     await asyncio.gather(*[caller(i) for i in range(concurrency)])
+    elapsed, after = time.monotonic() - started, cpu_seconds(pids)
     errors = [r for r in results if r[2] != "OK"]
     if errors:
         raise RuntimeError(f"errors while measuring capacity: {errors[:5]}")
-    return len(results) / seconds
+    return len(results) / seconds, {name: round((after[name] - before[name]) / elapsed * 100, 1) for name in after}
 
 
 async def soak(mix: Mix, rate: float, minutes: float, pids: dict[str, int]) -> dict:
     results: list = []
     memory: list[tuple[float, dict[str, float]]] = []
+    cpu: list[tuple[float, dict[str, float]]] = []
     rng = random.Random(7)
     start = time.monotonic()
     end = start + minutes * 60
@@ -165,6 +233,7 @@ async def soak(mix: Mix, rate: float, minutes: float, pids: dict[str, int]) -> d
     while (now := time.monotonic()) < end:
         if now >= next_sample:
             memory.append((now - start, {name: round(rss_mib(pid), 1) for name, pid in pids.items()}))
+            cpu.append((now - start, cpu_seconds(pids)))
             next_sample += 10
         due = start + n / rate
         if due > now:
@@ -173,6 +242,7 @@ async def soak(mix: Mix, rate: float, minutes: float, pids: dict[str, int]) -> d
         pending.add(task)
         task.add_done_callback(pending.discard)
         n += 1
+    cpu.append((time.monotonic() - start, cpu_seconds(pids)))
     await asyncio.gather(*pending)
     memory.append((time.monotonic() - start, {name: round(rss_mib(pid), 1) for name, pid in pids.items()}))
     per_minute = []
@@ -189,9 +259,18 @@ async def soak(mix: Mix, rate: float, minutes: float, pids: dict[str, int]) -> d
     for r in results:
         if r[2] != "OK":
             errors[r[2]] = errors.get(r[2], 0) + 1
+    by_call = {}
+    for name in sorted({r[3] for r in results}):
+        mine = sorted(r[1] for r in results if r[3] == name)
+        by_call[name] = {"calls": len(mine), "errors": sum(1 for r in results if r[3] == name and r[2] != "OK"),
+                         "p50_ms": round(statistics.median(mine) * 1000, 1),
+                         "p99_ms": round(mine[int(0.99 * (len(mine) - 1))] * 1000, 1)}
+    (t0, first), (t1, final) = cpu[0], cpu[-1]
     return {"offered_rate_per_s": round(rate, 1), "calls": len(results),
             "achieved_rate_per_s": round(len(results) / (minutes * 60), 1), "errors": errors,
-            "per_minute": per_minute,
+            "per_minute": per_minute, "by_call": by_call,
+            # Share of one core each process used over the soak (2 cores = 200 %).
+            "cpu_pct": {name: round((final[name] - first[name]) / (t1 - t0) * 100, 1) for name in final},
             "rss_mib": {name: {"after_1_min": warm[name], "end": last[name],
                                "growth_pct": round((last[name] - warm[name]) / warm[name] * 100, 1)}
                         for name in last},
@@ -203,9 +282,15 @@ async def run(addresses: dict[str, str], token: str, args, pids: dict[str, int])
     mix = Mix(channels, (("authorization", f"Bearer {token}"),))
     for _ in range(30):  # warm every path once
         await mix.one(random.Random(1))
-    cap = await capacity(mix, args.probe_seconds, args.concurrency)
-    result = {"capacity_calls_per_s": round(cap, 1), "load": args.load, "minutes": args.minutes,
-              **await soak(mix, cap * args.load, args.minutes, pids)}
+    head = await settle(mix, args.concurrency)
+    before = await solo(mix)
+    print(json.dumps({"alone_before_ms": before}), flush=True)
+    cap, cap_cpu = await capacity(mix, args.probe_seconds, args.concurrency, pids)
+    print(json.dumps({"capacity_calls_per_s": round(cap, 1), "cpu_pct": cap_cpu}), flush=True)
+    rate = args.rate or cap * args.load
+    result = {"ledger_head_before": head, "capacity_calls_per_s": round(cap, 1), "capacity_cpu_pct": cap_cpu, "load": round(rate / cap, 3),
+              "minutes": args.minutes, **await soak(mix, rate, args.minutes, pids)}
+    result["alone_ms"] = {"before": before, "after": await solo(mix)}
     for channel in channels.values():
         await channel.close()
     return result
@@ -217,6 +302,7 @@ def main() -> None:
     parser.add_argument("--load", type=float, default=0.8)
     parser.add_argument("--probe-seconds", type=float, default=30)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rate", type=float, help="offer this many calls/s instead of --load × capacity")
     parser.add_argument("--out", type=Path, default=Path("soak.json"))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="aos-soak-"))
