@@ -75,3 +75,33 @@ async def test_an_exhausted_pool_answers_resource_exhausted(database_url):
     assert err.value.code.name == "RESOURCE_EXHAUSTED" and time.monotonic() - started < 1.5
     await busy
     await db.close()
+
+
+async def test_time_in_the_queue_counts_against_the_deadline(database_url):
+    """The statement timeout is what the call has left when its transaction starts, and a
+    call whose deadline passed while it queued never reaches the database."""
+    db = Database(database_url, service="logs", pool_size=1)
+    ran = []
+
+    def timeout_now(conn):
+        ran.append(True)
+        return conn.execute(text("SELECT current_setting('statement_timeout')")).scalar()
+
+    busy = asyncio.create_task(db.run("t", sleep, 0.6))
+    await asyncio.sleep(0.1)
+    call_deadline.set(time.monotonic() + 2.0)
+    timeout = await db.run("t", timeout_now)  # queued ~0.5 s behind the busy call
+    assert timeout.endswith("ms") and 1000 < int(timeout[:-2]) <= 1550, timeout
+    await busy
+
+    ran.clear()
+    call_deadline.set(None)
+    busy = asyncio.create_task(db.run("t", sleep, 0.6))
+    await asyncio.sleep(0.1)
+    call_deadline.set(time.monotonic() + 0.2)
+    with pytest.raises(ApiError) as err:
+        await db.run("t", timeout_now)
+    assert err.value.code.name == "DEADLINE_EXCEEDED" and ran == []
+    call_deadline.set(None)
+    await busy
+    await db.close()
