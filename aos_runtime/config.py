@@ -21,6 +21,9 @@ class EnvVar:
 ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("DATABASE_URL", None,
            "PostgreSQL 15+ URL (postgresql://user:pass@host:port/db). Unset: an embedded Postgres under AOS_DATA_DIR."),
+    EnvVar("AOS_READ_DATABASE_URL", None,
+           "PostgreSQL URL the read-only services (Overview, Logs) read from, e.g. a streaming replica; "
+           "unset: DATABASE_URL. Migrations always run on DATABASE_URL."),
     EnvVar("AOS_DATA_DIR", ".aos", "Local state: embedded Postgres data, development secrets, signing keys."),
     EnvVar("AOS_BIND_HOST", "127.0.0.1", "Address every server listens on."),
     EnvVar("AOS_OVERVIEW_PORT", "50051", "OverviewService gRPC port."),
@@ -45,6 +48,11 @@ ENV_VARS: tuple[EnvVar, ...] = (
            "listed by ListSigningKeys and accepted by VerifyExport."),
     EnvVar("AOS_TOKEN", None, "Bearer token the aos-evidence CLI sends (else it mints a development one)."),
     EnvVar("AOS_DB_POOL_SIZE", "10", "Connections per service process."),
+    EnvVar("AOS_WORKERS", "1",
+           "Server processes per service, all listening on its one port (SO_REUSEPORT; the kernel spreads "
+           "connections over them); `auto`: one per CPU. Each worker has its own pool, so a deployment opens "
+           "up to services × workers × AOS_DB_POOL_SIZE database connections: keep that below the "
+           "database's max_connections."),
     EnvVar("AOS_DB_POOL_TIMEOUT_S", "5", "Seconds a call waits for a pooled connection before RESOURCE_EXHAUSTED."),
     EnvVar("AOS_DB_STATEMENT_TIMEOUT_MS", "30000", "Upper bound on one SQL statement; a shorter client deadline wins."),
     EnvVar("AOS_DB_CONNECT_TIMEOUT_S", "3", "Seconds to wait for a new database connection."),
@@ -93,9 +101,18 @@ def _bool(env: Mapping[str, str], name: str) -> bool:
     raise ConfigError(f"{name} must be true or false, got {raw!r}")
 
 
+def _workers(env: Mapping[str, str]) -> int:
+    raw = (_get(env, "AOS_WORKERS") or "").strip().lower()
+    if raw == "auto":
+        # The CPUs this process may run on (taskset, cpuset), not merely those the machine has.
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return _int(env, "AOS_WORKERS", minimum=1)
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None
+    read_database_url: str | None     # where Overview and Logs read (a replica); None: database_url
     data_dir: Path
     bind_host: str
     ports: Mapping[str, int]
@@ -108,6 +125,7 @@ class Settings:
     export_signing_key_file: Path | None
     export_verification_key_files: tuple[Path, ...]
     pool_size: int
+    workers: int                      # server processes per service
     pool_timeout_s: int
     statement_timeout_ms: int
     connect_timeout_s: int
@@ -133,6 +151,7 @@ class Settings:
             raise ConfigError(f"AOS_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
         return cls(
             database_url=_get(env, "DATABASE_URL"),
+            read_database_url=_get(env, "AOS_READ_DATABASE_URL"),
             data_dir=Path(_get(env, "AOS_DATA_DIR") or ".aos").resolve(),
             bind_host=bind_host,
             ports={
@@ -153,6 +172,7 @@ class Settings:
             export_verification_key_files=tuple(Path(p.strip()) for p in (
                 _get(env, "AOS_EXPORT_VERIFICATION_KEY_FILES") or "").split(",") if p.strip()),
             pool_size=_int(env, "AOS_DB_POOL_SIZE", minimum=1),
+            workers=_workers(env),
             pool_timeout_s=_int(env, "AOS_DB_POOL_TIMEOUT_S", minimum=1),
             statement_timeout_ms=_int(env, "AOS_DB_STATEMENT_TIMEOUT_MS", minimum=1),
             connect_timeout_s=_int(env, "AOS_DB_CONNECT_TIMEOUT_S", minimum=1),

@@ -159,7 +159,10 @@ class CallPolicy(grpc.aio.ServerInterceptor):
         return wrapped
 
 
-def server_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+def server_options(max_message_bytes: int, *, reuse_port: bool = False) -> list[tuple[str, Any]]:
+    """Channel arguments of every service's server. ``reuse_port``: one of several worker
+    processes sharing the port (AOS_WORKERS > 1); otherwise a second server on a port in
+    use fails to start instead of silently sharing its connections."""
     return [
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
@@ -169,7 +172,7 @@ def server_options(max_message_bytes: int) -> list[tuple[str, Any]]:
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.http2.max_pings_without_data", 0),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
 
 
@@ -178,7 +181,7 @@ class ServiceServer:
 
     def __init__(self, name: str, servicers: list[Servicer], db: Database, verifier: auth.TokenVerifier, *,
                  host: str = "127.0.0.1", port: int = 0, max_message_bytes: int = 8 * 1024 * 1024,
-                 grace_period_s: float = 10, health_probe_interval_s: float = 2) -> None:
+                 grace_period_s: float = 10, health_probe_interval_s: float = 2, reuse_port: bool = False) -> None:
         self.name = name
         self.db = db
         self.host = host
@@ -190,7 +193,7 @@ class ServiceServer:
         self.health = health_aio.HealthServicer()
         self.server = grpc.aio.server(
             interceptors=[CallPolicy(verifier, required_scopes([s.descriptor for s in servicers]))],
-            options=server_options(max_message_bytes))
+            options=server_options(max_message_bytes, reuse_port=reuse_port))
         for servicer in servicers:
             servicer.add_to_server(servicer.implementation, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -1,20 +1,36 @@
-"""The entry point every service shares: ``python -m services.<name>`` ends here."""
+"""The entry point every service shares: ``python -m services.<name>`` ends here.
+
+With AOS_WORKERS > 1 the process started becomes a supervisor of that many worker
+processes, so that one service uses every core (one Python process serves on one).
+gRPC forbids fork once its threads run, and a grpc.aio server belongs to the process
+and loop that made it; so the supervisor does only what is safe before fork
+(settings, migrations, the database URL, the port), then forks, and each worker builds
+its own database pool and gRPC server on the shared port (SO_REUSEPORT: the kernel
+spreads incoming connections over the workers' listening sockets).
+"""
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable
+import os
+import signal
+import socket
+import sys
+import threading
+from typing import Callable, NoReturn
 
 from aos_runtime import auth, migrate
 from aos_runtime.local_state import dev_secret
 from aos_runtime.config import Settings
-from aos_runtime.db import Database
+from aos_runtime.db import READ_ONLY, Database
 from aos_runtime.embedded import database_url_for
 from aos_runtime.observability import configure_logging
 from aos_runtime.pagination import PageTokens
 from aos_runtime.server import Servicer, ServiceContext, ServiceServer, run_until_signalled
 
 log = logging.getLogger("aos.service")
+
+STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 
 
 def token_verifier(settings: Settings) -> auth.TokenVerifier:
@@ -27,7 +43,7 @@ def token_verifier(settings: Settings) -> auth.TokenVerifier:
 
 
 def build_server(name: str, servicers: Callable[[ServiceContext], list[Servicer]], settings: Settings,
-                 database_url: str, *, port: int | None = None) -> ServiceServer:
+                 database_url: str, *, port: int | None = None, reuse_port: bool = False) -> ServiceServer:
     db = Database(database_url, service=name, pool_size=settings.pool_size,
                   pool_timeout_s=settings.pool_timeout_s, statement_timeout_ms=settings.statement_timeout_ms,
                   connect_timeout_s=settings.connect_timeout_s)
@@ -35,7 +51,7 @@ def build_server(name: str, servicers: Callable[[ServiceContext], list[Servicer]
     return ServiceServer(name, servicers(context), db, token_verifier(settings), host=settings.bind_host,
                          port=settings.ports[name] if port is None else port,
                          max_message_bytes=settings.max_message_bytes, grace_period_s=settings.grace_period_s,
-                         health_probe_interval_s=settings.health_probe_interval_s)
+                         health_probe_interval_s=settings.health_probe_interval_s, reuse_port=reuse_port)
 
 
 def run_service(name: str, servicers: Callable[[ServiceContext], list[Servicer]]) -> None:
@@ -43,10 +59,152 @@ def run_service(name: str, servicers: Callable[[ServiceContext], list[Servicer]]
     configure_logging(settings.log_level)
     with database_url_for(settings) as url:
         if settings.migrate_on_start:
-            migrate.upgrade(url)
-        asyncio.run(_serve(name, servicers, settings, url))
+            migrate.upgrade(url)  # the primary's: a replica is read-only and gets the schema by streaming
+        if name in READ_ONLY and settings.read_database_url:
+            url = settings.read_database_url
+        if settings.workers == 1:
+            asyncio.run(_serve(name, servicers, settings, url))
+            return
+        code = _supervise(name, servicers, settings, url)
+    if code:
+        sys.exit(code)
 
 
-async def _serve(name: str, servicers: Callable[[ServiceContext], list[Servicer]], settings: Settings, url: str) -> None:
+async def _serve(name: str, servicers: Callable[[ServiceContext], list[Servicer]], settings: Settings, url: str,
+                 *, port: int | None = None, reuse_port: bool = False) -> None:
     # Built inside the running loop: a grpc.aio server belongs to the loop that creates it.
-    await run_until_signalled(build_server(name, servicers, settings, url))
+    server = build_server(name, servicers, settings, url, port=port, reuse_port=reuse_port)
+    if reuse_port:
+        # A worker is forked with the stop signals blocked (see _supervise). Unblock them on
+        # the loop's first turn: run_until_signalled has installed its handlers by then, so a
+        # signal that arrived meanwhile is delivered to them rather than lost or fatal.
+        asyncio.get_running_loop().call_soon(signal.pthread_sigmask, signal.SIG_UNBLOCK, STOP_SIGNALS)
+    await run_until_signalled(server)
+
+
+def _supervise(name: str, servicers: Callable[[ServiceContext], list[Servicer]], settings: Settings,
+               url: str) -> int:
+    """Fork ``settings.workers`` workers on one port and wait for them; the exit code.
+
+    SIGTERM/SIGINT are forwarded to every worker, each drains as a single process does.
+    A worker that exits while no stop was asked for is not restarted: the others are
+    stopped and the supervisor exits 1. Whatever runs the service (make run, compose's
+    restart policy, Kubernetes) then sees the failure and restarts the whole service
+    with a fresh state, rather than a crash loop hidden behind a port that still answers.
+    """
+    _require_single_thread()
+    reservation = _reserve_port(settings.bind_host, settings.ports[name])
+    port = reservation.getsockname()[1]
+    address = f"{settings.bind_host}:{port}"
+    workers: dict[int, int] = {}      # pid → worker index
+    stopping = False
+
+    def stop(signum: int | None = None, frame=None) -> None:  # noqa: ARG001
+        nonlocal stopping
+        stopping = True
+        for pid in list(workers):
+            os.kill(pid, signal.SIGTERM)
+
+    # Blocked across the forks: a signal arriving meanwhile waits for the handler that
+    # should see it (the supervisor's below, or a worker's once its loop runs).
+    previous_mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        for sig in STOP_SIGNALS:
+            signal.signal(sig, stop)
+        for index in range(settings.workers):
+            pid = os.fork()
+            if pid == 0:
+                _worker(index, name, servicers, settings, url, port, reservation)
+            workers[pid] = index
+    except BaseException:
+        stop()  # e.g. fork failed: the workers already started go too
+        for pid in workers:
+            os.waitpid(pid, 0)
+        raise
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous_mask)
+    log.info("workers started", extra={"service": name, "address": address, "pids": sorted(workers)})
+    failed = False
+    while workers:
+        pid, status = os.wait()  # after a signal's handler has run, Python resumes the wait
+        if pid not in workers:
+            continue  # an orphan reparented to us (we may be PID 1 in a container): reaped, nothing more
+        index = workers.pop(pid)
+        code = os.waitstatus_to_exitcode(status)  # negative: killed by that signal
+        if stopping and code == 0:
+            continue
+        log.error("worker exited unexpectedly" if not stopping else "worker did not stop cleanly",
+                  extra={"service": name, "worker": index, "pid": pid, "exit_code": code})
+        failed = True
+        if not stopping:
+            stop()
+    reservation.close()
+    log.info("workers stopped", extra={"service": name, "address": address, "clean": not failed})
+    return 1 if failed else 0
+
+
+def _worker(index: int, name: str, servicers: Callable[[ServiceContext], list[Servicer]], settings: Settings,
+            url: str, port: int, reservation: socket.socket) -> NoReturn:
+    """A forked worker: its own pool and server on ``port``; never returns."""
+    code = 1
+    try:
+        reservation.close()  # the supervisor's; this process listens on its own socket
+        for sig in STOP_SIGNALS:  # not the supervisor's forwarding handler
+            signal.signal(sig, signal.SIG_DFL)
+        _tag_logs(index)
+        asyncio.run(_serve(name, servicers, settings, url, port=port, reuse_port=True))
+        code = 0
+    except BaseException:  # noqa: BLE001 - whatever it was, the supervisor sees the exit code
+        log.exception("worker failed", extra={"service": name})
+    finally:
+        # os._exit: the supervisor's context (the embedded Postgres it may have started,
+        # its open reservation) is not this process's to clean up.
+        os._exit(code)
+
+
+class _WorkerTag(logging.Filter):
+    """Marks every log line of a worker with its index and pid: which process served a call."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index, self.pid = index, os.getpid()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.worker, record.pid = self.index, self.pid
+        return True
+
+
+def _tag_logs(index: int) -> None:
+    tag = _WorkerTag(index)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(tag)
+
+
+def _require_single_thread() -> None:
+    """Refuse to fork with other threads running (gRPC's, a pool's): their locks and state
+    would be copied half-way into the workers."""
+    try:
+        threads = len(os.listdir("/proc/self/task"))  # native threads too, not only Python's
+    except OSError:
+        threads = threading.active_count()
+    if threads != 1:
+        raise RuntimeError(f"AOS_WORKERS > 1: {threads} threads run before fork; nothing may start "
+                           "threads (gRPC, a database pool) before the workers are forked")
+
+
+def _reserve_port(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` with SO_REUSEPORT and never listening.
+
+    It settles the port every worker binds (with port 0 each worker would get a port of
+    its own) and holds it while workers come and go. The kernel hands connections only
+    to listening sockets, so this one never takes a caller's connection.
+    """
+    family, kind, proto, _, sockaddr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(sockaddr)
+    except OSError:
+        sock.close()
+        raise
+    return sock

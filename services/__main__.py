@@ -1,10 +1,11 @@
 """``python -m services`` (what ``make run`` runs): the whole suite on one machine.
 
 Starts the embedded Postgres when DATABASE_URL is unset, migrates, starts the
-three services as child processes (each its own documented entry point), waits
-until each reports SERVING, then starts the REST gateway (``python -m gateway``)
-and waits until it answers, then prints the endpoints and a demo token. Ctrl-C
-or SIGTERM stops the gateway, drains the services and stops the embedded Postgres.
+three services as child processes (each its own documented entry point, forking
+AOS_WORKERS workers of its own when that is above 1), waits until each reports
+SERVING, then starts the REST gateway (``python -m gateway``) and waits until it
+answers, then prints the endpoints and a demo token. Ctrl-C or SIGTERM stops the
+gateway, drains the services and stops the embedded Postgres.
 """
 from __future__ import annotations
 
@@ -150,8 +151,9 @@ def _load_demo(url: str) -> None:
 def _announce(settings: Settings, secret: str | None) -> None:
     host = settings.bind_host
     lines = ["", "AOS Evidence Plane is running.", ""]
+    workers = f"  ({settings.workers} worker processes each)" if settings.workers > 1 else ""
     for name in SERVICES:
-        lines.append(f"  {name:<9} grpc://{host}:{settings.ports[name]}")
+        lines.append(f"  {name:<9} grpc://{host}:{settings.ports[name]}{workers}")
     gateway = f"http://{host}:{settings.ports[GATEWAY]}"
     lines += [f"  {GATEWAY:<9} {gateway}  (REST; OpenAPI at {gateway}/openapi.json)", ""]
     if secret:

@@ -1,0 +1,185 @@
+"""AOS_WORKERS > 1: one service, several processes on one port (SO_REUSEPORT).
+
+The service runs as a real subprocess (``python -m services.logs``) on port 0, so the
+supervisor must settle one concrete port for all workers. Which process served a call
+is read from the call log: every worker's log lines carry its pid, and each call sends
+its own x-request-id. Each channel below is its own TCP connection (no shared
+subchannel pool), so the kernel, not gRPC, decides which worker gets it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from aos.logs.v1 import audit_ledger_service_pb2 as pb, audit_ledger_service_pb2_grpc as pb_grpc
+from aos_recording import bulk
+from aos_runtime.config import ConfigError, Settings
+from tests.e2e.support import SECRET, auth
+
+pytestmark = pytest.mark.db
+LEDGER = 30_000          # entries GetIntegrityReport verifies: long enough to be in flight at SIGTERM
+CHANNELS = 24            # all on one worker by chance: 2 × 2^-24
+
+
+class Service:
+    """``python -m services.logs`` with the given workers; its JSON log lines as they come."""
+
+    def __init__(self, url: str, data_dir: Path, *, workers: str, port: int = 0) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AOS_")}
+        env.update(DATABASE_URL=url, AOS_WORKERS=workers, AOS_LOGS_PORT=str(port), AOS_DATA_DIR=str(data_dir),
+                   AOS_AUTH_JWT_SECRET=SECRET, AOS_MIGRATE_ON_START="false", AOS_LOG_LEVEL="INFO",
+                   AOS_GRACE_PERIOD_S="30", PYTHONUNBUFFERED="1")
+        self.process = subprocess.Popen([sys.executable, "-m", "services.logs"], env=env,
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.lines: list[dict] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stderr:
+            try:
+                self.lines.append(json.loads(line))
+            except ValueError:  # a traceback or other non-JSON output
+                self.lines.append({"msg": line.rstrip()})
+
+    def wait_for(self, msg: str, count: int = 1, timeout: float = 30, **fields) -> list[dict]:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = [line for line in list(self.lines)
+                     if line.get("msg") == msg and all(line.get(k) == v for k, v in fields.items())]
+            if len(found) >= count:
+                return found
+            # The log ends when the process has exited and every line of it has been read.
+            ended = not self._reader.is_alive()
+            assert time.monotonic() < deadline and not ended, f"no {count} × {msg!r} {fields} in: {self.lines}"
+            time.sleep(0.05)
+
+    def start_workers(self, n: int) -> tuple[str, list[int]]:
+        """(address, worker pids) once every worker listens."""
+        (started,) = self.wait_for("workers started")
+        listening = self.wait_for("listening", count=n)
+        assert {line["address"] for line in listening} == {started["address"]}, "every worker on one port"
+        assert sorted(line["pid"] for line in listening) == sorted(started["pids"])
+        assert not started["address"].endswith(":0")
+        return started["address"], started["pids"]
+
+    def wait(self, timeout: float) -> int:
+        """The exit code, once every line of the log has been read."""
+        code = self.process.wait(timeout=timeout)
+        self._reader.join(timeout=10)
+        return code
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def _parent(pid: int) -> int:
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return int(stat.rsplit(")", 1)[1].split()[1])
+
+
+def _gone(pid: int, timeout: float = 10) -> bool:
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def _channel(address: str) -> grpc.Channel:
+    # Its own subchannel, hence its own TCP connection, even to an address another channel uses.
+    return grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+
+
+def test_workers_share_the_port_serve_calls_and_drain_on_sigterm(databases, tmp_path):
+    url = databases.create()
+    bulk.load(url, bulk.Volume(tenants=1, ledger=LEDGER, traces=0, steps=0, system=0))
+    (tenant,) = bulk.tenant_ids(1)
+    service = Service(url, tmp_path / "aos", workers="2")
+    channels: list[grpc.Channel] = []
+    try:
+        address, pids = service.start_workers(2)
+        assert len(set(pids)) == 2 and all(_parent(pid) == service.process.pid for pid in pids)
+
+        # Many connections, one call each: the kernel spreads them over both workers.
+        served_by: dict[int, int] = {}  # channel → pid of the worker that answered
+        for i in range(CHANNELS):
+            channels.append(_channel(address))
+            stub = pb_grpc.AuditLedgerServiceStub(channels[i])
+            reply = stub.ListAuditEntries(pb.ListAuditEntriesRequest(page_size=5),
+                                          metadata=auth(tenant) + (("x-request-id", f"conn-{i}"),), timeout=10)
+            assert len(reply.entries) == 5
+            (logged,) = service.wait_for("call", request_id=f"conn-{i}")
+            assert logged["code"] == "OK"
+            served_by[i] = logged["pid"]
+        assert set(served_by.values()) == set(pids), f"both workers serve: {served_by}"
+
+        # A single-process service (AOS_WORKERS=1, so_reuseport 0) cannot join the port.
+        port = int(address.rsplit(":", 1)[1])
+        intruder = Service(url, tmp_path / "aos", workers="1", port=port)
+        try:
+            assert intruder.wait(timeout=30) != 0
+            assert any("Failed to bind to address" in str(line.get("msg")) for line in intruder.lines), \
+                intruder.lines
+        finally:
+            intruder.stop()
+
+        # SIGTERM with slow calls in flight on each worker: every call finishes OK, then all exit 0.
+        in_flight = []
+        for pid in pids:
+            for i in [c for c, p in served_by.items() if p == pid][:2]:
+                stub = pb_grpc.AuditLedgerServiceStub(channels[i])
+                in_flight.append(stub.GetIntegrityReport.future(
+                    pb.GetIntegrityReportRequest(max_entries=LEDGER), metadata=auth(tenant), timeout=120))
+        time.sleep(0.3)
+        assert not any(f.done() for f in in_flight), "the calls finished before the signal: make them longer"
+        service.process.send_signal(signal.SIGTERM)
+        assert [f.result().entries_checked for f in in_flight] == [LEDGER] * len(in_flight)
+        assert service.wait(timeout=60) == 0, service.lines
+        assert {line["pid"] for line in service.wait_for("draining", count=2)} == set(pids)
+        assert service.wait_for("workers stopped")[0]["clean"] is True
+        assert all(_gone(pid) for pid in pids)
+    finally:
+        for channel in channels:
+            channel.close()
+        service.stop()
+
+
+def test_a_killed_worker_stops_the_service_with_an_error(databases, tmp_path):
+    service = Service(databases.create(), tmp_path / "aos", workers="2")
+    try:
+        _, (victim, survivor) = service.start_workers(2)
+        os.kill(victim, signal.SIGKILL)
+        assert service.wait(timeout=30) == 1, service.lines
+        (noticed,) = service.wait_for("worker exited unexpectedly")
+        assert (noticed["pid"], noticed["exit_code"]) == (victim, -signal.SIGKILL)
+        # Not left behind: the surviving worker was stopped too.
+        assert _gone(survivor)
+    finally:
+        service.stop()
+
+
+@pytest.mark.parametrize("raw, expected", [(None, 1), ("", 1), ("3", 3),
+                                           ("auto", len(os.sched_getaffinity(0))),
+                                           ("AUTO", len(os.sched_getaffinity(0)))])
+def test_workers_setting(raw, expected):
+    env = {} if raw is None else {"AOS_WORKERS": raw}
+    assert Settings.from_env(env).workers == expected
+
+
+@pytest.mark.parametrize("raw", ["0", "-1", "two", "1.5"])
+def test_workers_setting_refuses_nonsense(raw):
+    with pytest.raises(ConfigError):
+        Settings.from_env({"AOS_WORKERS": raw})
