@@ -9,6 +9,10 @@ keeps a global registry we do not need, so start/stop is ours (below).
 Postgres refuses to run as root; as root we run it as a dedicated system user
 (created once, like the wheel's own layer does) and open the data directory's
 parent folders for traversal.
+
+A second cluster can be a streaming replica of a running one (``start_replica``):
+a base backup of the primary, started as a hot standby on its own port. It serves
+the read-only services from a read DSN; nothing can be written through it.
 """
 from __future__ import annotations
 
@@ -60,14 +64,19 @@ def _free_port() -> int:
 
 
 class EmbeddedPostgres:
-    """One cluster under ``data_dir``: data in ``pgdata/``, log in ``postgres.log``."""
+    """One cluster under ``data_dir``: data in ``pgdata/``, log in ``postgres.log``.
 
-    def __init__(self, data_dir: Path, *, durable: bool = True) -> None:
+    With ``primary``, the cluster is a streaming replica of that (running) one: created
+    by a base backup of it rather than initdb, and always started as a hot standby.
+    """
+
+    def __init__(self, data_dir: Path, *, durable: bool = True, primary: EmbeddedPostgres | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.pgdata = self.data_dir / "pgdata"
         self.logfile = self.data_dir / "postgres.log"
         # Tests trade crash safety for speed; the demo keeps it.
         self.durable = durable
+        self.primary = primary
         self.port: int | None = None
         self._run_as: dict = {}
 
@@ -127,15 +136,21 @@ class EmbeddedPostgres:
             self.logfile.touch()
             self._prepare_user()
             if not (self.pgdata / "PG_VERSION").exists():
-                self._run(_bin("initdb"), "-D", str(self.pgdata), "-U", "postgres", "--auth=trust",
-                          "--encoding=UTF8", "--locale=C", "--no-instructions")
+                if self.primary is not None:
+                    self._base_backup()
+                else:
+                    self._run(_bin("initdb"), "-D", str(self.pgdata), "-U", "postgres", "--auth=trust",
+                              "--encoding=UTF8", "--locale=C", "--no-instructions")
             self.port = self._reusable_port()
             options = f"-h 127.0.0.1 -p {self.port} -k {self.pgdata} -c max_connections=200"
             if not self.durable:
                 options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             self._run(_bin("pg_ctl"), "-D", str(self.pgdata), "-l", str(self.logfile), "-w", "-t", "60",
                       "-o", options, "start")
-            self._ensure_database()
+            if self.primary is None:
+                self._ensure_database()
+            else:
+                self._connect("postgres").close()  # a standby has the primary's databases and creates none
             return True
 
     def _reusable_port(self) -> int:
@@ -155,17 +170,20 @@ class EmbeddedPostgres:
         saved.write_text(str(port))
         return port
 
-    def _ensure_database(self) -> None:
+    def _connect(self, database: str) -> psycopg.Connection:
+        """A superuser connection, retried while the server is still coming up."""
         deadline = time.monotonic() + 30
         while True:
             try:
-                conn = psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres",
+                return psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/{database}",
                                        autocommit=True, connect_timeout=3)
-                break
             except psycopg.OperationalError:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
+
+    def _ensure_database(self) -> None:
+        conn = self._connect("postgres")
         with conn:
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,)).fetchone():
                 conn.execute(f"CREATE DATABASE {DATABASE}")
@@ -174,6 +192,52 @@ class EmbeddedPostgres:
         if self._running_port() is None:
             return
         self._run(_bin("pg_ctl"), "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "60", "stop")
+
+    # --- streaming replication -------------------------------------------------------
+
+    def start_replica(self, data_dir: Path) -> EmbeddedPostgres:
+        """A streaming replica of this running cluster under ``data_dir``, started on its own port.
+
+        Nothing to configure on this side: initdb's defaults are wal_level=replica and
+        max_wal_senders=10, and its pg_hba.conf lets local users connect for replication
+        (trust, like every local connection here). Started again later, the replica
+        resumes streaming from where it stopped.
+        """
+        assert self.primary is None, "a replica of a replica is not needed here"
+        replica = EmbeddedPostgres(data_dir, durable=self.durable, primary=self)
+        replica.start()
+        return replica
+
+    def _base_backup(self) -> None:
+        """Copy the primary's cluster into our (empty) pgdata, set up to follow it (-R:
+        standby.signal plus primary_conninfo). Run as the server's user, so the files are its own."""
+        assert self.primary is not None and self.primary.port is not None, "the primary must be running"
+        self._run(_bin("pg_basebackup"), "-h", "127.0.0.1", "-p", str(self.primary.port), "-U", "postgres",
+                  "-D", str(self.pgdata), "--write-recovery-conf", "--wal-method=stream", "--checkpoint=fast",
+                  *(() if self.durable else ("--no-sync",)))
+
+    def wait_for_replay(self, timeout_s: float = 30) -> str:
+        """Block until this replica has replayed everything its primary committed so far; returns the LSN.
+
+        The target is not the primary's pg_current_wal_lsn() as it stands: that is where WAL
+        has been *written*, and with synchronous_commit=off (durable=False) a commit that has
+        already returned can still sit in WAL buffers past it. So we append a flushed marker
+        record (a logical message, which decoding would ignore) and wait for
+        pg_last_wal_replay_lsn() to pass its end: every commit that returned before lies behind it.
+        """
+        assert self.primary is not None, "not a replica"
+        with self.primary._connect("postgres") as conn:
+            target = conn.execute("SELECT pg_logical_emit_message(false, 'aos.replay-mark', '', true)").fetchone()[0]
+        deadline = time.monotonic() + timeout_s
+        with self._connect("postgres") as conn:
+            while True:
+                replayed, caught_up = conn.execute(
+                    "SELECT pg_last_wal_replay_lsn(), pg_last_wal_replay_lsn() >= %s::pg_lsn", (target,)).fetchone()
+                if caught_up:
+                    return str(replayed)
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"replica replayed up to {replayed}, not {target}, in {timeout_s} s")
+                time.sleep(0.01)
 
 
 @contextlib.contextmanager
