@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/overview_volume.py [--incidents 1000000] [--proposals 100000]
                                               [--runs 1000000] [--months 12] [--calls 300]
+                                              [--breakdown]
 
 Writes one tenant with the given volume of source rows (spread over --months
 months up to now; 0.1 % of incidents ACTIVE, 1 % of proposals draft, 0.01 % of
@@ -11,6 +12,11 @@ VACUUM ANALYZEs as an operator would, starts the Overview service in this proces
 on an ephemeral port and calls each RPC through a real gRPC channel, one call at a
 time. Reports p50 and p99 per RPC, client-side (the whole call, gRPC included).
 Uses the embedded Postgres in a temporary directory unless DATABASE_URL is set.
+
+--breakdown adds where a call's time goes (medians over the same number of calls):
+a gRPC call that touches no database (Health.Check), Database.run of an empty unit
+of work (pool, BEGIN, tenant scope, COMMIT), and each RPC's store function run
+through Database.run without gRPC.
 """
 from __future__ import annotations
 
@@ -82,7 +88,7 @@ def load(url: str, incidents: int, proposals: int, runs: int, months: int) -> fl
     return time.perf_counter() - started
 
 
-async def measure(url: str, calls: int, data_dir: Path) -> dict[str, dict[str, float]]:
+async def measure(url: str, calls: int, data_dir: Path, breakdown: bool = False) -> dict[str, dict]:
     settings = dataclasses.replace(Settings.from_env({}), jwt_secret=SECRET, data_dir=data_dir)
     server = build_server("overview", servicers, settings, url, port=0)
     port = await server.start()
@@ -107,8 +113,47 @@ async def measure(url: str, calls: int, data_dir: Path) -> dict[str, dict[str, f
             if name == "GetHighlights":
                 results[name]["answer"] = {d.domain: [d.total, d.total_is_estimate, d.pending]
                                            for d in reply.domain_counts}
+    if breakdown:
+        results["breakdown_p50_ms"] = await _breakdown(url, calls, port)
     await server.stop(grace=0)
     return results
+
+
+async def _breakdown(url: str, calls: int, port: int) -> dict[str, float]:
+    from datetime import datetime, timedelta, timezone
+
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from aos_runtime.db import Database
+    from aos_runtime.periods import month_of, reset_window
+    from services.overview import store
+    from services.overview.server import CURRENCY, _RESET_PERIODS
+
+    async def median_ms(call) -> float:
+        for _ in range(20):
+            await call()
+        latencies = []
+        for _ in range(calls):
+            started = time.perf_counter()
+            await call()
+            latencies.append(time.perf_counter() - started)
+        return round(statistics.median(latencies) * 1000, 2)
+
+    now = datetime.now(timezone.utc)
+    windows = {period: reset_window(period, now) for period in _RESET_PERIODS}
+    db = Database(url, service="overview")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            figures = {"grpc_without_db": await median_ms(lambda: health.Check(health_pb2.HealthCheckRequest()))}
+        figures["db_run_empty"] = await median_ms(lambda: db.run(TENANT, lambda conn: None))
+        figures["db_run_highlights"] = await median_ms(
+            lambda: db.run(TENANT, store.highlights, TENANT, now - timedelta(hours=24)))
+        figures["db_run_costs"] = await median_ms(
+            lambda: db.run(TENANT, store.costs, TENANT, CURRENCY, *month_of(now), windows))
+    finally:
+        await db.close()
+    return figures
 
 
 def main() -> None:
@@ -118,10 +163,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1_000_000)
     parser.add_argument("--months", type=int, default=12)
     parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--breakdown", action="store_true")
     args = parser.parse_args()
     with scratch_database() as (url, work):
         load_s = load(url, args.incidents, args.proposals, args.runs, args.months)
-        results = asyncio.run(measure(url, args.calls, work))
+        results = asyncio.run(measure(url, args.calls, work, args.breakdown))
     print(json.dumps({"incidents": args.incidents, "proposals": args.proposals, "worker_runs": args.runs,
                       "months": args.months, "load_s": round(load_s, 1), "calls_each": args.calls,
                       "rpcs": results}, indent=2))

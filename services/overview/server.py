@@ -45,7 +45,7 @@ class OverviewService(pb_grpc.OverviewServiceServicer):
     async def GetHighlights(self, request, context):
         tenant = auth.principal().tenant_id
         now = datetime.now(timezone.utc)
-        counts, totals = await self.ctx.db.run(tenant, _highlights, tenant, now - projection.RECENT_BREACHES)
+        counts, totals = await self.ctx.db.run(tenant, store.highlights, tenant, now - projection.RECENT_BREACHES)
         pending_decisions = counts.active_incidents + counts.draft_proposals
         status = projection.pulse_status(critical_incidents=counts.critical_incidents,
                                          pending_decisions=pending_decisions, recent_breaches=counts.recent_breaches)
@@ -73,11 +73,14 @@ class OverviewService(pb_grpc.OverviewServiceServicer):
             r.violations.add("period_end", "must be later than period_start")
         r.done()
         tenant = auth.principal().tenant_id
-        spend, limits, (breaches, overage) = await self.ctx.db.run(tenant, _costs, tenant, start, end, now)
+        windows = {period: reset_window(period, now) for period in _RESET_PERIODS}
+        costs = await self.ctx.db.run(tenant, store.costs, tenant, CURRENCY, start, end, windows)
         return pb.GetCostsResponse(
-            currency=CURRENCY, period=_period(start, end), actuals=pb.CostActuals(llm_run_cost=_money(spend)),
-            limits=limits,
-            violations=pb.CostViolations(breach_count=breaches, total_overage=_money(projection.cents(overage))))
+            currency=CURRENCY, period=_period(start, end),
+            actuals=pb.CostActuals(llm_run_cost=_money(costs.spent_cents)),
+            limits=[_budget_limit(row, windows[row["reset_period"]], used) for row, used in costs.budgets],
+            violations=pb.CostViolations(breach_count=costs.breach_count,
+                                         total_overage=_money(projection.cents(costs.overage))))
 
     async def ListDecisions(self, request, context):
         r = Request()
@@ -117,6 +120,16 @@ def _decision_scope(source: str | None, priority: str | None) -> tuple[list[str]
     return sources, severities
 
 
+def _budget_limit(row, window: tuple[datetime | None, datetime | None], used_cents: int) -> pb.BudgetLimit:
+    usage = projection.budget_usage(row["max_value"], used_cents)
+    return pb.BudgetLimit(
+        limit_id=row["id"], name=row["name"], category=sources_pb2.LIMIT_CATEGORY_BUDGET,
+        scope=_LIMIT_SCOPES[row["scope"]], scope_id=row["scope_id"], reset_period=_RESET_PERIODS[row["reset_period"]],
+        window=_period(*window), max_value=_money(projection.cents(row["max_value"])), used_value=_money(usage.used),
+        remaining_value=_money(projection.cents(usage.remaining)), utilization_bp=usage.utilization_bp,
+        status=pb.BudgetStatus.Value(f"BUDGET_STATUS_{usage.status}"))
+
+
 def _decision(row) -> pb.Decision:
     incident = row["source"] == "INCIDENT"
     priority = projection.PRIORITY_BY_SEVERITY[row["severity"]] if incident else projection.PROPOSAL_PRIORITY
@@ -126,30 +139,6 @@ def _decision(row) -> pb.Decision:
         entity_id=row["id"], decision_type=pb.DECISION_TYPE_ACK if incident else pb.DECISION_TYPE_APPROVE,
         priority=pb.DecisionPriority.Value(f"DECISION_PRIORITY_{priority}"), summary=row["summary"],
         created_at=timestamp(row["created_at"]))
-
-
-# --- units of work run in one tenant-scoped, read-only transaction ---------------
-
-def _highlights(conn, tenant: str, breaches_since: datetime):
-    return store.pulse(conn, tenant, breaches_since), store.domain_totals(conn, tenant)
-
-
-def _costs(conn, tenant: str, start: datetime, end: datetime, now: datetime):
-    budgets = [(row, reset_window(row["reset_period"], now)) for row in store.active_budget_limits(conn, tenant)
-               if row["currency"] == CURRENCY]
-    spend, *used = store.spend_cents(conn, tenant, [store.SpendWindow("TENANT", "", start, end)] + [
-        store.SpendWindow(row["scope"], row["scope_id"] or "", *window) for row, window in budgets])
-    limits = []
-    for (row, window), used_cents in zip(budgets, used):
-        usage = projection.budget_usage(row["max_value"], used_cents)
-        limits.append(pb.BudgetLimit(
-            limit_id=row["id"], name=row["name"], category=sources_pb2.LIMIT_CATEGORY_BUDGET,
-            scope=_LIMIT_SCOPES[row["scope"]], scope_id=row["scope_id"] or "",
-            reset_period=_RESET_PERIODS[row["reset_period"]], window=_period(*window),
-            max_value=_money(projection.cents(row["max_value"])), used_value=_money(usage.used),
-            remaining_value=_money(projection.cents(usage.remaining)), utilization_bp=usage.utilization_bp,
-            status=pb.BudgetStatus.Value(f"BUDGET_STATUS_{usage.status}")))
-    return spend, limits, store.budget_violations(conn, tenant, start, end)
 
 
 def servicers(ctx: ServiceContext) -> list[Servicer]:

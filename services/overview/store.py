@@ -7,6 +7,7 @@ table that serves it (migrations 0001, 0002 and 0004).
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -16,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from aos_runtime.keyset import Page, count_total, position
+from aos_runtime.pagination import EXACT_TOTAL_LIMIT
 
 # The one definition of a critical incident: what turns the pulse CRITICAL and
 # what the Incidents domain counts as critical.
@@ -32,11 +34,24 @@ class Pulse:
     last_activity_at: datetime | None
 
 
-def pulse(conn: Connection, tenant_id: str, breaches_since: datetime) -> Pulse:
-    """The exact counts behind the pulse, in one statement (one snapshot). Each is a
-    partial-index count over open work, small however large the history grows; the
-    ACTIVE and the critical incidents come from one pass over the same index."""
-    row = conn.execute(text("""
+# The table each domain's total counts.
+_DOMAIN_TABLES = {"Incidents": "incidents", "Policies": "policy_proposals", "Activity": "worker_runs"}
+
+
+def highlights(conn: Connection, tenant_id: str,
+               breaches_since: datetime) -> tuple[Pulse, dict[str, tuple[int, bool]]]:
+    """The pulse's exact counts and each domain's total, in one statement (one snapshot,
+    one round trip). The pulse counts are partial-index counts over open work, small
+    however large the history grows; the ACTIVE and the critical incidents come from
+    one pass over the same index. A total is (count, is_estimate): exact up to
+    EXACT_TOTAL_LIMIT (an index-only count that stops one row past it, on the
+    (tenant_id) indexes of migration 0002), else the planner's estimate, flagged,
+    asked for in a second statement only when some count reached the cap."""
+    cap = EXACT_TOTAL_LIMIT + 1
+    totals = ",".join(f"""
+          (SELECT count(*) FROM (SELECT 1 FROM {table} WHERE tenant_id = :t LIMIT :cap) s) AS total_{table}"""
+                      for table in _DOMAIN_TABLES.values())
+    row = conn.execute(text(f"""
         SELECT i.active_incidents, i.critical_incidents,
           (SELECT count(*) FROM policy_proposals WHERE tenant_id = :t AND status = 'draft') AS draft_proposals,
           (SELECT count(*) FROM limit_breaches
@@ -44,22 +59,35 @@ def pulse(conn: Connection, tenant_id: str, breaches_since: datetime) -> Pulse:
           (SELECT count(*) FROM worker_runs
             WHERE tenant_id = :t AND status IN ('queued', 'running')) AS pending_runs,
           (SELECT created_at FROM audit_ledger WHERE tenant_id = :t
-            ORDER BY created_at DESC, id DESC LIMIT 1) AS last_activity_at
+            ORDER BY created_at DESC, id DESC LIMIT 1) AS last_activity_at,{totals}
         FROM (SELECT count(*) AS active_incidents,
                      count(*) FILTER (WHERE severity = ANY(:critical)) AS critical_incidents
               FROM incidents WHERE tenant_id = :t AND lifecycle_state = 'ACTIVE') i
-    """), {"t": tenant_id, "since": breaches_since, "critical": list(CRITICAL_SEVERITIES)}).mappings().one()
-    return Pulse(**row)
+    """), {"t": tenant_id, "since": breaches_since, "critical": list(CRITICAL_SEVERITIES),
+           "cap": cap}).mappings().one()
+    counted = {domain: row[f"total_{table}"] for domain, table in _DOMAIN_TABLES.items()}
+    capped = [domain for domain, n in counted.items() if n >= cap]
+    estimated = dict(zip(capped, _estimated_rows(conn, tenant_id, [_DOMAIN_TABLES[d] for d in capped])))
+    pulse = Pulse(**{column: value for column, value in row.items() if not column.startswith("total_")})
+    return pulse, {domain: (max(estimated[domain], cap), True) if domain in estimated else (n, False)
+                   for domain, n in counted.items()}
 
 
-def domain_totals(conn: Connection, tenant_id: str) -> dict[str, tuple[int, bool]]:
-    """Every record per domain: exact up to 10,000, else a flagged estimate."""
-    params = {"tenant": tenant_id}
-    return {
-        "Incidents": count_total(conn, "incidents", "tenant_id = :tenant", params),
-        "Policies": count_total(conn, "policy_proposals", "tenant_id = :tenant", params),
-        "Activity": count_total(conn, "worker_runs", "tenant_id = :tenant", params),
-    }
+def _estimated_rows(conn: Connection, tenant_id: str, tables: Sequence[str]) -> list[int]:
+    """The planner's estimate of the tenant's rows in each table, from one EXPLAIN of
+    their UNION ALL, whose Append holds a branch per table, in order."""
+    if not tables:
+        return []
+    union = " UNION ALL ".join(f"SELECT 1 FROM {table} WHERE tenant_id = :t" for table in tables)
+    plan = conn.execute(text(f"EXPLAIN (FORMAT JSON) {union}"), {"t": tenant_id}).scalar_one()
+    top = (plan if isinstance(plan, list) else json.loads(plan))[0]["Plan"]
+    if len(tables) == 1:
+        return [int(top["Plan Rows"])]
+    if top["Node Type"] == "Append" and len(top["Plans"]) == len(tables):
+        return [int(branch["Plan Rows"]) for branch in top["Plans"]]
+    # Another shape (a parallel plan's branches carry each worker's share): a
+    # statement per table, whose top node's rows are the whole estimate.
+    return [n for table in tables for n in _estimated_rows(conn, tenant_id, [table])]
 
 
 @dataclass(frozen=True)
@@ -70,23 +98,13 @@ class SpendWindow:
     end: datetime | None
 
 
-def spend_cents(conn: Connection, tenant_id: str, windows: Sequence[SpendWindow]) -> list[int]:
-    """worker_runs.cost_cents summed over each window, in one statement. Whole UTC days
-    are read from the daily rollup (worker_run_cost_daily, migration 0004: a row per
-    day and stripe, cost_cents in its primary key's index), the partial days at a
-    window's edges from worker_runs (the (tenant_id, created_at) index, which INCLUDEs
-    cost_cents and the scope columns, migration 0002), so any timestamps are exact."""
-    if not windows:
-        return []
-    columns = zip(*((w.scope, w.scope_id, *_split_days(w.start, w.end)) for w in windows))
-    params = dict(zip(("scope", "scope_id", "first_day", "last_day", "head_from", "head_to", "tail_from", "tail_to"),
-                      map(list, columns)))
-    rows = conn.execute(text("""
-        SELECT coalesce(d.cents, 0) + coalesce(e.cents, 0)
-        FROM unnest(CAST(:scope AS text[]), CAST(:scope_id AS text[]), CAST(:first_day AS date[]),
-                    CAST(:last_day AS date[]), CAST(:head_from AS timestamptz[]), CAST(:head_to AS timestamptz[]),
-                    CAST(:tail_from AS timestamptz[]), CAST(:tail_to AS timestamptz[]))
-             WITH ORDINALITY AS w (scope, scope_id, first_day, last_day, head_from, head_to, tail_from, tail_to, n)
+# worker_runs.cost_cents summed over each window w (its scope, scope_id and the
+# _DAYS columns): whole UTC days from the daily rollup (worker_run_cost_daily,
+# migrations 0004-0005: a row per day and stripe, cost_cents in its primary key's
+# index), the partial days at its edges from worker_runs (the (tenant_id,
+# created_at) index, which INCLUDEs cost_cents and the scope columns, migration
+# 0002), so any timestamps are exact. The one definition of spend.
+_SPEND = """
         CROSS JOIN LATERAL (
             SELECT sum(cost_cents) AS cents FROM worker_run_cost_daily
             WHERE tenant_id = :t AND scope = w.scope AND scope_id = w.scope_id
@@ -97,11 +115,80 @@ def spend_cents(conn: Connection, tenant_id: str, windows: Sequence[SpendWindow]
             JOIN worker_runs r ON r.tenant_id = :t AND r.created_at >= edge.start AND r.created_at < edge.stop
             WHERE w.scope = 'TENANT' OR w.scope_id = CASE w.scope WHEN 'PROJECT' THEN r.project_id
                                                                   WHEN 'AGENT' THEN r.agent_id
-                                                                  WHEN 'PROVIDER' THEN r.provider END) e
+                                                                  WHEN 'PROVIDER' THEN r.provider END) e"""
+# sum(bigint) is numeric in Postgres: whole cents, returned as ints.
+_SPENT = "coalesce(d.cents, 0) + coalesce(e.cents, 0)"
+# A window's days (_split_days) as parallel arrays, and their columns.
+_DAYS = ("first_day", "last_day", "head_from", "head_to", "tail_from", "tail_to")
+_DAY_ARRAYS = ", ".join(f"CAST(:{c} AS {t}[])" for c, t in zip(_DAYS, ("date",) * 2 + ("timestamptz",) * 4))
+
+
+def _day_arrays(spans: Sequence[tuple[datetime | None, datetime | None]]) -> dict[str, list]:
+    return dict(zip(_DAYS, map(list, zip(*(_split_days(*span) for span in spans)))))
+
+
+def spend_cents(conn: Connection, tenant_id: str, windows: Sequence[SpendWindow]) -> list[int]:
+    """worker_runs.cost_cents summed over each window, in one statement (_SPEND)."""
+    if not windows:
+        return []
+    rows = conn.execute(text(f"""
+        SELECT {_SPENT}
+        FROM unnest(CAST(:scope AS text[]), CAST(:scope_id AS text[]), {_DAY_ARRAYS})
+             WITH ORDINALITY AS w (scope, scope_id, {", ".join(_DAYS)}, n)
+        {_SPEND}
         ORDER BY w.n
-    """), {"t": tenant_id, **params}).scalars()
-    # sum(bigint) is numeric in Postgres: whole cents, returned as ints.
+    """), {"t": tenant_id, "scope": [w.scope for w in windows], "scope_id": [w.scope_id for w in windows],
+           **_day_arrays([(w.start, w.end) for w in windows])}).scalars()
     return [int(cents) for cents in rows]
+
+
+@dataclass(frozen=True)
+class Costs:
+    spent_cents: int                                 # in the requested period
+    budgets: list[tuple[Mapping[str, Any], int]]     # (an ACTIVE budget limit, cents spent in its window)
+    breach_count: int                                # budget breaches in the period
+    overage: Decimal                                 # their summed excess over their limits
+
+
+def costs(conn: Connection, tenant_id: str, currency: str, start: datetime, end: datetime,
+          budget_windows: Mapping[str, tuple[datetime | None, datetime | None]]) -> Costs:
+    """Spend in [start, end); each ACTIVE budget limit in ``currency``, by name, with
+    the spend in its current window (``budget_windows``: a window per reset period);
+    and the budget breaches in [start, end). One statement, one snapshot: its first
+    row is the period's, then a row per budget."""
+    spans = {"": (start, end), **budget_windows}  # '': the requested period's, no reset period's
+    rows = conn.execute(text(f"""
+        WITH span AS (
+            SELECT * FROM unnest(CAST(:reset_period AS text[]), {_DAY_ARRAYS}) AS s (reset_period, {", ".join(_DAYS)})),
+        budget AS (
+            SELECT id, name, scope, coalesce(scope_id, '') AS scope_id, max_value, currency, reset_period,
+                   row_number() OVER (ORDER BY name, id) AS n
+            FROM limits
+            WHERE tenant_id = :t AND limit_category = 'BUDGET' AND status = 'ACTIVE' AND currency = :currency),
+        w AS (
+            SELECT 0 AS n, 'TENANT' AS scope, '' AS scope_id, {", ".join(_DAYS)} FROM span WHERE reset_period = ''
+            UNION ALL
+            SELECT b.n, b.scope, b.scope_id, {", ".join(f"s.{c}" for c in _DAYS)}
+            FROM budget b LEFT JOIN span s USING (reset_period)),
+        violation AS (
+            SELECT greatest(b.value_at_breach - b.limit_value, 0) AS overage
+            FROM limit_breaches b JOIN limits l ON l.id = b.limit_id AND l.tenant_id = b.tenant_id
+            WHERE b.tenant_id = :t AND l.limit_category = 'BUDGET' AND b.breached_at >= :start AND b.breached_at < :end)
+        SELECT {_SPENT} AS spent, b.id, b.name, b.scope, b.scope_id, b.max_value, b.currency, b.reset_period,
+               (SELECT count(*) FROM violation) AS breach_count,
+               (SELECT coalesce(sum(overage), 0) FROM violation) AS overage
+        FROM w
+        {_SPEND}
+        LEFT JOIN budget b ON b.n = w.n
+        ORDER BY w.n
+    """), {"t": tenant_id, "currency": currency, "start": start, "end": end, "reset_period": list(spans),
+           **_day_arrays(list(spans.values()))}).mappings().all()
+    period, *budgets = rows
+    for row in budgets:  # a reset period without a window would have summed nothing, silently
+        if row["reset_period"] not in budget_windows:
+            raise ValueError(f"no window for reset period {row['reset_period']!r}")
+    return Costs(spent_cents=int(period["spent"]), budgets=[(row, int(row["spent"])) for row in budgets],
+                 breach_count=period["breach_count"], overage=period["overage"])
 
 
 def _split_days(start: datetime | None, end: datetime | None) -> tuple:
@@ -123,25 +210,6 @@ def _midnight(instant: datetime, up: bool = False) -> datetime:
     """The UTC midnight at or before ``instant`` (``up``: at or after it)."""
     day = instant.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
     return day + timedelta(days=1) if up and day < instant else day
-
-
-def active_budget_limits(conn: Connection, tenant_id: str) -> list[Mapping[str, Any]]:
-    return list(conn.execute(text("""
-        SELECT id, name, scope, scope_id, max_value, currency, reset_period
-        FROM limits
-        WHERE tenant_id = :t AND limit_category = 'BUDGET' AND status = 'ACTIVE'
-        ORDER BY name, id
-    """), {"t": tenant_id}).mappings())
-
-
-def budget_violations(conn: Connection, tenant_id: str, start: datetime, end: datetime) -> tuple[int, Decimal]:
-    """Breaches of BUDGET limits in [start, end) and their summed overage."""
-    row = conn.execute(text("""
-        SELECT count(*) AS n, coalesce(sum(greatest(b.value_at_breach - b.limit_value, 0)), 0) AS overage
-        FROM limit_breaches b JOIN limits l ON l.id = b.limit_id AND l.tenant_id = b.tenant_id
-        WHERE b.tenant_id = :t AND l.limit_category = 'BUDGET' AND b.breached_at >= :start AND b.breached_at < :end
-    """), {"t": tenant_id, "start": start, "end": end}).one()
-    return row.n, row.overage
 
 
 # The decision queue is the union of two partial indexes, merged newest first. The

@@ -1,6 +1,7 @@
-"""worker_run_cost_daily (migration 0004): the database keeps it equal to worker_runs
-through every insert, update, delete and truncate; Overview may read it, no service
-role may write it; and spend read through it is exact for any window."""
+"""worker_run_cost_daily (migrations 0004, 0005): the database keeps it equal to
+worker_runs through every insert, update, delete and truncate, whether a statement
+writes one run or many; Overview may read it, no service role may write it; and
+spend read through it is exact for any window."""
 from __future__ import annotations
 
 import random
@@ -39,9 +40,49 @@ operations = st.lists(st.one_of(
     st.tuples(st.just("insert"), st.integers(0, 1), runs),
     st.tuples(st.just("update"), st.integers(0, 99), changes),
     st.tuples(st.just("delete"), st.integers(0, 99)),
-    # one statement moving many runs: the trigger fires once per row
+    # statements writing many runs at once: the trigger sums each statement's rows
     st.tuples(st.just("shift"), st.integers(-2, 2)),
+    st.tuples(st.just("insert_many"), st.integers(0, 1), st.integers(1, 60), st.integers(0, 10_000)),
+    st.tuples(st.just("move"), st.integers(0, 2), st.integers(-1, 1)),
+    st.tuples(st.just("delete_many"), st.integers(0, 2)),
+    st.tuples(st.just("upsert"), st.integers(0, 1), st.integers(1, 20), st.integers(0, 10_000)),
 ), max_size=40)
+
+# Runs i = 1..n written by one statement: spread over three UTC days (both midnights
+# crossed), every project, agent and provider and none, a cost from i and a seed.
+MANY_RUNS = """
+    SELECT %(prefix)s || i, %(tenant)s, 'completed', (ARRAY['p1', 'p2', NULL])[1 + i %% 3],
+           (ARRAY['a1', 'a2', NULL])[1 + i %% 5 %% 3], (ARRAY['openai', 'anthropic', NULL])[1 + i %% 7 %% 3],
+           (i * 7919 + %(seed)s) %% 1000, %(midnight)s + (i * 104729 + %(seed)s) %% 259200 * interval '1 second'
+                                                    - interval '1 day'
+    FROM generate_series(1, %(n)s) i"""
+INSERT_MANY = ("INSERT INTO worker_runs (id, tenant_id, status, project_id, agent_id, provider, cost_cents, "
+               "created_at)" + MANY_RUNS)
+
+
+def write_many(conn, op: str, tenants: list[str], *args) -> None:
+    """One statement over many runs: ``insert_many`` and ``upsert`` (which also rewrites
+    the runs it finds) add runs; ``move`` changes a third of them to other days and
+    scopes; ``delete_many`` deletes a third."""
+    if op == "insert_many":
+        tenant, n, seed = args
+        conn.execute(INSERT_MANY, {"prefix": new_id("bulk") + "-", "tenant": tenants[tenant], "n": n, "seed": seed,
+                                   "midnight": MIDNIGHT})
+    elif op == "upsert":  # ids "<tenant>-up-i": a second upsert meets the runs of the first
+        tenant, n, seed = args
+        conn.execute(INSERT_MANY + " ON CONFLICT (id) DO UPDATE SET cost_cents = EXCLUDED.cost_cents, "
+                     "created_at = EXCLUDED.created_at, project_id = EXCLUDED.agent_id",
+                     {"prefix": tenants[tenant] + "-up-", "tenant": tenants[tenant], "n": n, "seed": seed,
+                      "midnight": MIDNIGHT})
+    elif op == "move":
+        third, days = args
+        conn.execute("UPDATE worker_runs SET created_at = created_at + %s, project_id = agent_id, "
+                     "provider = CASE provider WHEN 'openai' THEN NULL ELSE 'openai' END, cost_cents = cost_cents * 2 "
+                     "WHERE tenant_id = ANY(%s) AND abs(hashtext(id)) %% 3 = %s",
+                     (timedelta(days=days, hours=5), tenants, third))
+    elif op == "delete_many":
+        conn.execute("DELETE FROM worker_runs WHERE tenant_id = ANY(%s) AND abs(hashtext(id)) %% 3 = %s",
+                     (tenants, args[0]))
 
 
 def insert_run(conn, tenant: str, run_id: str | None = None, **run) -> str:
@@ -98,7 +139,45 @@ def test_rollup_equals_worker_runs_after_any_writes(database_url, operations):
             elif op == "shift":
                 conn.execute("UPDATE worker_runs SET created_at = created_at + %s, cost_cents = cost_cents + 1 "
                              "WHERE tenant_id = ANY(%s)", (timedelta(hours=7 * args[0]), tenants))
+            elif op in ("insert_many", "upsert", "move", "delete_many"):
+                write_many(conn, op, tenants, *args)
+                live = [r[0] for r in conn.execute("SELECT id FROM worker_runs WHERE tenant_id = ANY(%s) ORDER BY id",
+                                                   (tenants,))]
         assert rollup(conn, tenants) == expected_rollup(conn, tenants)
+
+
+def rollup_writes(conn) -> tuple[int, int]:
+    """Rollup rows (inserted, updated) so far by this backend. Compare two readings in
+    one transaction: Postgres 15 reports counts of earlier transactions not yet flushed."""
+    return conn.execute("SELECT n_tup_ins, n_tup_upd FROM pg_stat_xact_user_tables "
+                        "WHERE relname = 'worker_run_cost_daily'").fetchone()
+
+
+def test_one_statement_of_many_runs_writes_each_rollup_row_once(database_url):
+    """A statement's runs are summed before the upsert: each rollup row it touches is
+    inserted or updated once, not once per run (no dead versions to bloat it)."""
+    tenant = make_tenant(database_url)
+    with session(database_url) as conn:
+        with conn.transaction():
+            before = rollup_writes(conn)
+            write_many(conn, "insert_many", [tenant], 0, 3000, 1)
+            after = rollup_writes(conn)
+            rows = conn.execute("SELECT count(*) FROM worker_run_cost_daily WHERE tenant_id = %s",
+                                (tenant,)).fetchone()[0]
+        assert (after[0] - before[0], after[1] - before[1]) == (rows, 0)
+        assert rows <= 3 * 7 * 8  # 3 days x 7 scopes x 8 stripes, for 3000 runs
+        with conn.transaction():  # a third of the runs move to other days and scopes
+            before = rollup_writes(conn)
+            write_many(conn, "move", [tenant], 0, 1)
+            after = rollup_writes(conn)
+            total = conn.execute("SELECT count(*) FROM worker_run_cost_daily WHERE tenant_id = %s",
+                                 (tenant,)).fetchone()[0]
+        assert (after[0] - before[0]) + (after[1] - before[1]) <= total
+        with conn.transaction():  # a status change moves no money: nothing written
+            before = rollup_writes(conn)
+            conn.execute("UPDATE worker_runs SET status = 'failed' WHERE tenant_id = %s", (tenant,))
+            assert rollup_writes(conn) == before
+        assert rollup(conn, [tenant]) == expected_rollup(conn, [tenant])
 
 
 def test_producer_writes_runs_and_the_rollup_follows(database_url):
@@ -209,6 +288,27 @@ def test_truncate_empties_the_rollup(databases):
         conn.execute("TRUNCATE worker_runs")
         assert conn.execute("SELECT count(*) FROM worker_run_cost_daily").fetchone()[0] == 0
         insert_run(conn, tenant, cost_cents=7)
+        assert rollup(conn, [tenant]) == expected_rollup(conn, [tenant])
+
+
+def test_downgrade_to_the_row_trigger_keeps_the_same_sums(databases):
+    """0005 down to 0004's row trigger and up again: both keep the rollup exact."""
+    url = databases.create()
+    tenant = make_tenant(url)
+    with session(url) as conn:
+        write_many(conn, "insert_many", [tenant], 0, 200, 3)
+    migrate.downgrade(url, "0004_worker_run_cost_rollup")
+    with session(url) as conn:
+        triggers = {r[0] for r in conn.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = 'worker_runs'::regclass "
+                                               "AND NOT tgisinternal")}
+        assert triggers == {"worker_runs_cost_rollup", "worker_runs_cost_truncate"}
+        write_many(conn, "move", [tenant], 1, 1)
+        insert_run(conn, tenant, project_id="p2", cost_cents=5)
+        assert rollup(conn, [tenant]) == expected_rollup(conn, [tenant])
+    migrate.upgrade(url)
+    with session(url) as conn:
+        write_many(conn, "delete_many", [tenant], 2)
+        write_many(conn, "insert_many", [tenant], 0, 50, 4)
         assert rollup(conn, [tenant]) == expected_rollup(conn, [tenant])
 
 

@@ -5,6 +5,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
 
 from aos.overview.v1 import overview_service_pb2 as pb, overview_service_pb2_grpc as pb_grpc
@@ -106,6 +107,31 @@ async def test_attention_from_a_medium_incident_alone(suite, database_url):
                                                                      metadata=auth("ov-medium"))
     assert r.pulse.status == pb.PULSE_STATUS_ATTENTION_NEEDED
     assert (r.pulse.active_incidents, r.pulse.pending_decisions) == (2, 2)
+
+
+async def test_totals_past_the_cap_are_flagged_estimates_each_its_own(suite, database_url):
+    """Over 10,000 records a domain's total is the planner's estimate, flagged; under it,
+    exact. Two domains past the cap, of different sizes: each gets its own estimate."""
+    tenant = "ov-volume"
+    with psycopg.connect(database_url) as conn:  # bulk rows: the producer writes one at a time
+        conn.execute("INSERT INTO tenants (id, name) VALUES (%s, 'Volume')", (tenant,))
+        conn.execute("INSERT INTO incidents (id, tenant_id, title, severity, lifecycle_state) "
+                     "SELECT %s || '.inc-' || i, %s, 'i', 'low', 'RESOLVED' FROM generate_series(1, 12000) i",
+                     (tenant, tenant))
+        conn.execute("INSERT INTO worker_runs (id, tenant_id, status) "
+                     "SELECT %s || '.run-' || i, %s, 'completed' FROM generate_series(1, 30000) i", (tenant, tenant))
+        conn.execute("INSERT INTO policy_proposals (id, tenant_id, proposal_name, status) "
+                     "SELECT %s || '.prop-' || i, %s, 'p', 'approved' FROM generate_series(1, 10000) i",
+                     (tenant, tenant))
+        conn.commit()
+        conn.autocommit = True
+        conn.execute("ANALYZE incidents, worker_runs, policy_proposals")
+    async with grpc.aio.insecure_channel(suite["overview"]) as channel:
+        r = await pb_grpc.OverviewServiceStub(channel).GetHighlights(pb.GetHighlightsRequest(), metadata=auth(tenant))
+    totals = {d.domain: (d.total, d.total_is_estimate) for d in r.domain_counts}
+    assert totals["Policies"] == (10000, False)  # the cap itself is still exact
+    assert totals["Incidents"][1] and totals["Activity"][1]
+    assert abs(totals["Incidents"][0] - 12000) < 600 and abs(totals["Activity"][0] - 30000) < 1500, totals
 
 
 # --- costs ------------------------------------------------------------------------
