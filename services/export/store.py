@@ -13,7 +13,7 @@ from typing import Any, Iterator, Mapping
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from services.logs.store import EXPORT_SELECT, AuditFilters, system_clauses
+from services.logs.store import EXPORT_SELECT, NOT_ACCESS, AuditFilters, system_clauses
 
 STREAM_BATCH = 1000
 
@@ -34,10 +34,12 @@ def incident(conn: Connection, tenant_id: str, incident_id: str) -> Mapping[str,
 
 
 def incident_audit_entries(conn: Connection, tenant_id: str, incident_id: str) -> list[Mapping[str, Any]]:
-    """Entries about the incident itself (ix_audit_ledger_tenant_entity) or naming it in their state."""
-    return list(conn.execute(text("""
+    """Entries about the incident itself (ix_audit_ledger_tenant_entity) or correlated to it
+    (ix_audit_ledger_governance_correlation) — not the access entries of its exports."""
+    return list(conn.execute(text(f"""
         SELECT * FROM audit_ledger WHERE tenant_id = :t AND entity_type = 'INCIDENT' AND entity_id = :id
-        UNION SELECT * FROM audit_ledger WHERE tenant_id = :t AND correlation_id = :id
+            AND {NOT_ACCESS}
+        UNION SELECT * FROM audit_ledger WHERE tenant_id = :t AND correlation_id = :id AND {NOT_ACCESS}
         ORDER BY seq"""), {"t": tenant_id, "id": incident_id}).mappings())
 
 

@@ -182,6 +182,11 @@ def run_exists(conn: Connection, tenant_id: str, run_id: str) -> bool:
         {"t": tenant_id, "r": run_id}).scalar_one()
 
 
+# Governance leaves out access entries; written as the partial indexes' predicate
+# (migration 0006) so that the planner can use them.
+NOT_ACCESS = "event_type <> 'EvidenceExported'"
+
+
 def run_audit_entries(conn: Connection, tenant_id: str, run_id: str, *, states: bool = False
                       ) -> list[Mapping[str, Any]]:
     """Entries correlated to a run: by correlation id or the run id in their state
@@ -189,17 +194,20 @@ def run_audit_entries(conn: Connection, tenant_id: str, run_id: str, *, states: 
     entries of the run's exports: access, not governance (O5 lists the exports), and
     a run exported a thousand times must not carry a thousand entries in its O3.
 
-    Three indexed lookups (ix_audit_ledger_tenant_correlation, _after_run, _before_run)
-    united in SQL — never a LIMIT first and a filter in memory after.
+    Three lookups on the partial indexes that leave the access entries out
+    (ix_audit_ledger_governance_*, migration 0006), united in SQL: the cost follows
+    the run's governance, not how often it was exported.
     """
     return list(conn.execute(text(
         _AUDIT_SELECT.format(extra=", a.before_state, a.after_state" if states else "") +
-        " WHERE a.id IN (SELECT id FROM audit_ledger WHERE tenant_id = :tenant AND correlation_id = :run"
-        "   UNION SELECT id FROM audit_ledger WHERE tenant_id = :tenant AND after_state ? 'run_id'"
-        "     AND after_state ->> 'run_id' = :run"
-        "   UNION SELECT id FROM audit_ledger WHERE tenant_id = :tenant AND before_state ? 'run_id'"
-        "     AND before_state ->> 'run_id' = :run)"
-        " AND a.event_type <> 'EvidenceExported'"
+        # = ANY(ARRAY(...)): the ids first, then the rows by primary key; as IN (...) the
+        # planner may hash-join against the tenant's whole ledger instead.
+        f" WHERE a.id = ANY(ARRAY(SELECT id FROM audit_ledger WHERE tenant_id = :tenant AND correlation_id = :run"
+        f"     AND {NOT_ACCESS}"
+        f"   UNION SELECT id FROM audit_ledger WHERE tenant_id = :tenant AND after_state ? 'run_id'"
+        f"     AND after_state ->> 'run_id' = :run AND {NOT_ACCESS}"
+        f"   UNION SELECT id FROM audit_ledger WHERE tenant_id = :tenant AND before_state ? 'run_id'"
+        f"     AND before_state ->> 'run_id' = :run AND {NOT_ACCESS}))"
         " ORDER BY a.created_at, a.id"), {"tenant": tenant_id, "run": run_id}).mappings().all())
 
 

@@ -21,3 +21,48 @@ def test_totals_are_exact_to_ten_thousand_then_a_flagged_estimate(database_url):
     engine.dispose()
     assert everything.total_is_estimate and everything.total > 10_000 and everything.has_more
     assert not narrow.total_is_estimate and narrow.total == exact < 10_000
+
+
+def test_governance_never_reads_the_runs_access_entries(database_url):
+    """A run exported 2,000 times: its governance lookup reads its own entries, not the
+    2,000 EvidenceExported ones (the partial indexes of migration 0006). Checked on the
+    plan of the very statement the store runs, as the database executed it."""
+    from sqlalchemy import event
+
+    from datetime import datetime, timezone
+
+    from aos_recording.sources import SourceWriter
+    from aos_recording.writers import AuditLedgerWriter, Producer
+
+    tenant, run = "tenant-governance-cost", "tenant-governance-cost.run-1"
+    producer = Producer(database_url)
+    with producer.transaction(tenant) as conn:
+        SourceWriter(conn).ensure_tenant(tenant_id=tenant, name=tenant, created_at=datetime.now(timezone.utc))
+        ledger = AuditLedgerWriter(conn)
+        ledger.append(tenant_id=tenant, event_type="LimitBreached", entity_type="LIMIT", entity_id="limit-1",
+                      actor_type="SYSTEM", actor_id="enforcer", correlation_id=run)
+        ledger.append(tenant_id=tenant, event_type="IncidentAcknowledged", entity_type="INCIDENT", entity_id="inc-1",
+                      actor_type="SYSTEM", actor_id="enforcer", after_state={"run_id": run})
+        ledger.append(tenant_id=tenant, event_type="IncidentResolved", entity_type="INCIDENT", entity_id="inc-1",
+                      actor_type="HUMAN", actor_id="user-1", before_state={"run_id": run})
+        for i in range(2000):
+            ledger.append(tenant_id=tenant, event_type="EvidenceExported", entity_type="LOG_EXPORT",
+                          entity_id=f"exp-{i}", actor_type="HUMAN", actor_id="user-1", correlation_id=run,
+                          after_state={"export_id": f"exp-{i}", "run_id": run})
+    producer.close()
+    engine = create_engine(sync_url(database_url), connect_args={"options": "-c role=aos_logs"})
+    seen = []
+    event.listen(engine, "before_cursor_execute",
+                 lambda conn, cursor, statement, params, context, many: seen.append((statement, params)))
+    with engine.begin() as conn:
+        conn.execute(text("ANALYZE audit_ledger"))
+        conn.execute(text("SELECT set_config('aos.tenant_id', :t, true)"), {"t": tenant})
+        entries = store.run_audit_entries(conn, tenant, run)
+        statement, params = seen[-1]
+        plan = conn.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, params).scalar_one()
+    engine.dispose()
+    assert [e["event_type"] for e in entries] == ["LimitBreached", "IncidentAcknowledged", "IncidentResolved"]
+
+    def rows_read(node) -> int:
+        return node.get("Actual Rows", 0) * node.get("Actual Loops", 1) + sum(map(rows_read, node.get("Plans", [])))
+    assert rows_read(plan[0]["Plan"]) < 50, plan
