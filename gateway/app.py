@@ -14,6 +14,7 @@ import grpc
 from google.protobuf.descriptor import MethodDescriptor
 from google.protobuf.message import Message
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -35,6 +36,21 @@ MAX_BODY_BYTES = 1024 * 1024  # request bodies are small JSON messages
 _METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 # A caller's X-Request-Id is used when it is a sane token; otherwise the gateway makes one.
 _REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
+
+
+class _AnyPath(Convertor[str]):
+    """Starlette's "path" across newlines too: a %0A in a path must reach the route table (and
+    the service's id checks), not miss the catch-all route into a bare 404 or a slash redirect."""
+    regex = "(?s:.*)"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("any_path", _AnyPath())
 
 
 class Backends:
@@ -151,7 +167,7 @@ def create_app(backends: Mapping[str, str], *, max_message_bytes: int = 8 * 1024
     return Starlette(
         routes=[HttpRoute("/healthz", healthz, methods=["GET"]),
                 HttpRoute("/openapi.json", openapi_json, methods=["GET"]),
-                HttpRoute("/{path:path}", transcoded, methods=_METHODS)],
+                HttpRoute("/{path:any_path}", transcoded, methods=_METHODS)],
         middleware=[Middleware(RequestContext)],
         exception_handlers={errors.ApiError: _api_error, HTTPException: _http_error, Exception: _internal_error},
         lifespan=lifespan)

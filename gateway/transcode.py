@@ -51,6 +51,9 @@ SIZE_HEADER = "X-Artifact-Size"
 CHECKSUM_HEADER = "X-Checksum-Sha256"
 # What gRPC metadata can carry in an ASCII header.
 _METADATA_VALUE = re.compile(r"[\x20-\x7e]*")
+# A token is a few hundred bytes. Metadata over the services' 8 KiB limit would be refused by
+# gRPC itself as RESOURCE_EXHAUSTED (a 429, which no retry can fix), and only sometimes.
+MAX_AUTHORIZATION_CHARS = 4096
 
 
 def message_class(descriptor: Descriptor) -> type[Message]:
@@ -92,7 +95,7 @@ def _merge_body(request: Message, body_field: str, body: bytes, problems: errors
     try:
         json_format.ParseDict(document if body_field == "*" else {body_field: document}, request,
                               ignore_unknown_fields=False)
-    except json_format.ParseError as exc:
+    except (json_format.ParseError, OverflowError) as exc:  # Overflow: an enum given Infinity or 1e400
         problems.add("body", str(exc))
 
 
@@ -153,10 +156,12 @@ def call_options(headers: Mapping[str, str], request_id: str) -> tuple[tuple[tup
     metadata = [("x-request-id", request_id)]
     authorization = headers.get("authorization")
     if authorization is not None:
-        if _METADATA_VALUE.fullmatch(authorization):
-            metadata.append(("authorization", authorization))
-        else:
+        if not _METADATA_VALUE.fullmatch(authorization):
             problems.add("Authorization", "must be printable ASCII")
+        elif len(authorization) > MAX_AUTHORIZATION_CHARS:
+            problems.add("Authorization", f"must be at most {MAX_AUTHORIZATION_CHARS} characters")
+        else:
+            metadata.append(("authorization", authorization))
     timeout = None
     raw_timeout = headers.get("grpc-timeout")
     if raw_timeout is not None:
