@@ -21,7 +21,8 @@ from gateway.backends import backend_addresses
 def main() -> int:
     settings = Settings.from_env()
     configure_logging(settings.log_level)
-    app = create_app(backend_addresses(settings.addresses), max_message_bytes=settings.max_message_bytes)
+    app = create_app(backend_addresses(settings.addresses), max_message_bytes=settings.max_message_bytes,
+                     channels_per_backend=settings.workers)
     # uvicorn re-raises the signal it shut down for once it has restored the previous
     # handlers; these make that a clean exit (0) instead of a kill or a KeyboardInterrupt.
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import re
 import time
@@ -54,20 +55,29 @@ register_url_convertor("any_path", _AnyPath())
 
 
 class Backends:
-    """gRPC channels to the services' servers, one per address. Opened on first use, inside
-    the serving event loop: a grpc.aio channel belongs to the loop that creates it."""
+    """gRPC channels to the services' servers: ``per_address`` per address, each its own
+    TCP connection, used in turn. A service with AOS_WORKERS > 1 has its workers share one
+    port and the kernel spreads *connections* over them, so a single channel would send
+    every REST call to one worker. Opened on first use, inside the serving event loop: a
+    grpc.aio channel belongs to the loop that creates it."""
 
-    def __init__(self, addresses: Mapping[str, str], max_message_bytes: int) -> None:
+    def __init__(self, addresses: Mapping[str, str], max_message_bytes: int, per_address: int = 1) -> None:
         self._addresses = dict(addresses)
+        # A local subchannel pool: channels to one address do not share a connection.
         self._options = [("grpc.max_receive_message_length", max_message_bytes),
-                         ("grpc.max_send_message_length", max_message_bytes)]
-        self._channels: dict[str, grpc.aio.Channel] = {}
+                         ("grpc.max_send_message_length", max_message_bytes),
+                         ("grpc.use_local_subchannel_pool", 1)]
+        self._per_address = per_address
+        self._channels: dict[str, list[grpc.aio.Channel]] = {}
+        self._turn = itertools.count()
 
     def _channel(self, method: MethodDescriptor) -> grpc.aio.Channel:
         address = self._addresses[method.containing_service.full_name]
         if address not in self._channels:
-            self._channels[address] = grpc.aio.insecure_channel(address, options=self._options)
-        return self._channels[address]
+            self._channels[address] = [grpc.aio.insecure_channel(address, options=self._options)
+                                       for _ in range(self._per_address)]
+        pool = self._channels[address]
+        return pool[next(self._turn) % len(pool)]
 
     def unary(self, method: MethodDescriptor) -> grpc.aio.UnaryUnaryMultiCallable:
         return self._channel(method).unary_unary(_rpc_path(method), **_serializers(method))
@@ -76,8 +86,8 @@ class Backends:
         return self._channel(method).unary_stream(_rpc_path(method), **_serializers(method))
 
     async def close(self) -> None:
-        channels, self._channels = list(self._channels.values()), {}
-        for channel in channels:
+        pools, self._channels = list(self._channels.values()), {}
+        for channel in (c for pool in pools for c in pool):
             await channel.close()
 
 
@@ -122,11 +132,13 @@ class RequestContext:
                                        "ms": round((time.monotonic() - started) * 1000, 2)})
 
 
-def create_app(backends: Mapping[str, str], *, max_message_bytes: int = 8 * 1024 * 1024) -> Starlette:
-    """The gateway for the services in ``backends``: {service full name: "host:port"}."""
+def create_app(backends: Mapping[str, str], *, max_message_bytes: int = 8 * 1024 * 1024,
+               channels_per_backend: int = 1) -> Starlette:
+    """The gateway for the services in ``backends``: {service full name: "host:port"}, with
+    ``channels_per_backend`` connections to each (the services' AOS_WORKERS)."""
     table = RouteTable.from_services(service_descriptor(name) for name in backends)
     document = openapi.build(table)
-    channels = Backends(backends, max_message_bytes)
+    channels = Backends(backends, max_message_bytes, channels_per_backend)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "SERVING"})

@@ -157,6 +157,38 @@ def test_workers_share_the_port_serve_calls_and_drain_on_sigterm(databases, tmp_
         service.stop()
 
 
+async def test_the_gateway_spreads_its_calls_over_the_workers(databases, tmp_path):
+    """The gateway's backend pool: a channel (a connection) per worker, used in turn, so REST
+    calls reach every worker and not only the one its single connection landed on."""
+    from gateway.app import Backends
+
+    url = databases.create()
+    bulk.load(url, bulk.Volume(tenants=1, ledger=100, traces=0, steps=0, system=0))
+    (tenant,) = bulk.tenant_ids(1)
+    service = Service(url, tmp_path / "aos", workers="2")
+    method = pb.DESCRIPTOR.services_by_name["AuditLedgerService"].methods_by_name["ListAuditEntries"]
+    backends = None
+    try:
+        address, pids = service.start_workers(2)
+        served_by = set()
+        # Connections land on workers by the kernel's hash: retry with fresh pools until
+        # one pool holds both (each pool of 4 misses one worker with probability 2 × 2^-4).
+        for attempt in range(6):
+            backends = Backends({method.containing_service.full_name: address}, 8 * 1024 * 1024, per_address=4)
+            for i in range(8):
+                rid = f"gw-{attempt}-{i}"
+                await backends.unary(method)(pb.ListAuditEntriesRequest(page_size=1),
+                                             metadata=auth(tenant) + (("x-request-id", rid),), timeout=10)
+                served_by.add(service.wait_for("call", request_id=rid)[0]["pid"])
+            await backends.close()
+            if served_by == set(pids):
+                break
+            served_by = set()
+        assert served_by == set(pids), "one pool's calls reached both workers"
+    finally:
+        service.stop()
+
+
 def test_a_killed_worker_stops_the_service_with_an_error(databases, tmp_path):
     service = Service(databases.create(), tmp_path / "aos", workers="2")
     try:
