@@ -167,14 +167,15 @@ def _traces(conn, tenants: list[str], volume: Volume, rng: random.Random) -> dic
                         copy.write_row((f"{trace_id}.s{k}", trace_id, tenant, k, step["step_type"], "info", "agent",
                                         step["timestamp"], 100 + k, rng.randrange(5), 50 + k,
                                         Jsonb(step["input_data"]), Jsonb(step["output_data"]), h))
-                    finals.append((trace_id, hashing.trace_content_hash(hashes),
+                    finals.append((tenant, trace_id, hashing.trace_content_hash(hashes),
                                    EPOCH + timedelta(seconds=i * 60 + volume.steps)))
                     progress.add(volume.steps)
             with conn.cursor() as cur:
                 cur.executemany(
                     "UPDATE aos_traces SET status = 'completed', completed_at = %s, step_count = %s, "
-                    "total_tokens = %s, content_hash = %s WHERE trace_id = %s",
-                    [(done, volume.steps, sum(100 + k for k in range(volume.steps)), h, t) for t, h, done in finals])
+                    "total_tokens = %s, content_hash = %s WHERE tenant_id = %s AND trace_id = %s",
+                    [(done, volume.steps, sum(100 + k for k in range(volume.steps)), h, tenant, t)
+                     for tenant, t, h, done in finals])
     return {"aos_trace_steps": progress.rate()}
 
 

@@ -159,15 +159,31 @@ def verify_trace(trace: Mapping[str, Any], steps: Iterable[Mapping[str, Any]]) -
 
 
 def verify_ledger(conn, tenant_id: str, *, from_seq: int = 1, to_seq: int | None = None,
-                  checkpoint: Checkpoint | None = None) -> ChainReport:
-    """Verify a tenant's audit chain (whole, or the range from_seq..to_seq) read from the database."""
+                  checkpoint: Checkpoint | None = None, anchor: Checkpoint | None = None) -> ChainReport:
+    """Verify a tenant's audit chain (whole, or the range from_seq..to_seq) read from the database.
+
+    ``anchor``: when retention dropped the chain's beginning, the seq and chain hash of
+    the last dropped entry (recorded before the drop, aos_recording.retention); the
+    chain is verified from the entry after it. Without an anchor, a chain whose first
+    entries are gone is a TRUNCATION: nothing vouches for what was cut.
+    """
     from aos_recording import store
 
-    anchor = hashing.GENESIS if from_seq <= 1 else store.chain_hash_before(conn, "audit_ledger", tenant_id, from_seq)
+    if anchor is not None and from_seq <= anchor.seq + 1:
+        from_seq, prev = anchor.seq + 1, anchor.chain_hash
+    elif from_seq <= 1:
+        prev = hashing.GENESIS
+    else:
+        prev = store.chain_hash_before(conn, "audit_ledger", tenant_id, from_seq)
     verifier = ChainVerifier(ledger_content_hash_of, start_seq=max(1, from_seq),
-                             prev_hash=anchor if anchor is not None else hashing.GENESIS)
+                             prev_hash=prev if prev is not None else hashing.GENESIS)
     for row in store.iter_ledger(conn, tenant_id, from_seq=from_seq, to_seq=to_seq):
         verifier.feed(row)
+    first = verifier.report.first_seq
+    if from_seq <= 1 and first is not None and first > 1:
+        verifier.report.anomalies.insert(0, Anomaly(first, TRUNCATION, "1", str(first),
+                                                    f"the chain begins at {first}: entries 1..{first - 1} are gone "
+                                                    "and no retention anchor covers them"))
     if checkpoint is not None:
         verifier.against_checkpoint(checkpoint, store.chain_hash_at(conn, "audit_ledger", tenant_id, checkpoint.seq))
     return verifier.report

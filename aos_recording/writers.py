@@ -198,7 +198,7 @@ class TraceRecorder(_Writer):
             "INSERT INTO aos_traces (trace_id, tenant_id, run_id, agent_id, started_at, policy_snapshot_id, "
             "policy_snapshot, is_synthetic, synthetic_scenario_id) VALUES (:trace_id, :tenant_id, :run_id, "
             ":agent_id, :started_at, :policy_snapshot_id, CAST(:policy_snapshot AS jsonb), :is_synthetic, "
-            ":synthetic_scenario_id) ON CONFLICT (trace_id) DO NOTHING"),
+            ":synthetic_scenario_id) ON CONFLICT (tenant_id, trace_id) DO NOTHING"),
             {"trace_id": trace_id, "tenant_id": tenant_id, "run_id": run_id, "agent_id": agent_id,
              "started_at": started_at or now(), "policy_snapshot_id": policy_snapshot_id,
              "policy_snapshot": _json(policy_snapshot), **self._marks()})
@@ -219,7 +219,8 @@ class TraceRecorder(_Writer):
             "\"timestamp\", tokens, cost_cents, duration_ms, input_data, output_data, metadata, content_hash) "
             "VALUES (:id, :trace_id, :tenant_id, :step_index, :step_type, :level, :source, :timestamp, :tokens, "
             ":cost_cents, :duration_ms, CAST(:input_data AS jsonb), CAST(:output_data AS jsonb), "
-            "CAST(:metadata AS jsonb), :content_hash) ON CONFLICT (trace_id, step_index) DO NOTHING RETURNING id"),
+            "CAST(:metadata AS jsonb), :content_hash) "
+            "ON CONFLICT (tenant_id, trace_id, step_index) DO NOTHING RETURNING id"),
             {"id": step_id or new_id("step"), "trace_id": trace_id, "tenant_id": tenant_id,
              "step_index": step_index, "step_type": step_type, "level": level, "source": source,
              "timestamp": timestamp, "tokens": tokens, "cost_cents": cost_cents, "duration_ms": duration_ms,
@@ -227,8 +228,9 @@ class TraceRecorder(_Writer):
              "content_hash": content}).first()
         if inserted is None:
             stored = self.conn.execute(text(
-                "SELECT content_hash FROM aos_trace_steps WHERE trace_id = :t AND step_index = :i"),
-                {"t": trace_id, "i": step_index}).scalar_one()
+                "SELECT content_hash FROM aos_trace_steps "
+                "WHERE tenant_id = :tenant AND trace_id = :t AND step_index = :i"),
+                {"tenant": tenant_id, "t": trace_id, "i": step_index}).scalar_one()
             if bytes(stored) != content:
                 raise EvidenceConflict(f"trace {trace_id} step {step_index}: already recorded with different content")
         return content

@@ -70,7 +70,7 @@ def write_many(conn, op: str, tenants: list[str], *args) -> None:
                                    "midnight": MIDNIGHT})
     elif op == "upsert":  # ids "<tenant>-up-i": a second upsert meets the runs of the first
         tenant, n, seed = args
-        conn.execute(INSERT_MANY + " ON CONFLICT (id) DO UPDATE SET cost_cents = EXCLUDED.cost_cents, "
+        conn.execute(INSERT_MANY + " ON CONFLICT (tenant_id, id) DO UPDATE SET cost_cents = EXCLUDED.cost_cents, "
                      "created_at = EXCLUDED.created_at, project_id = EXCLUDED.agent_id",
                      {"prefix": tenants[tenant] + "-up-", "tenant": tenants[tenant], "n": n, "seed": seed,
                       "midnight": MIDNIGHT})
