@@ -3,7 +3,6 @@ every guarantee of the unpartitioned one, and retention drops only checkpointed 
 beginnings, only through its function, only for the owner."""
 from __future__ import annotations
 
-import contextlib
 from datetime import date, datetime, timedelta, timezone
 
 import psycopg
@@ -12,21 +11,12 @@ import pytest
 from aos_recording import retention, verify
 from aos_recording.sources import SourceWriter
 from aos_recording.writers import AuditLedgerWriter, Producer
+from tests.db.sessions import session
 
 pytestmark = pytest.mark.db
 
 SERVICE_ROLES = ("aos_overview", "aos_logs", "aos_export", "aos_producer")
 JAN, FEB, MAR = (datetime(2025, m, 10, tzinfo=timezone.utc) for m in (1, 2, 3))
-
-
-@contextlib.contextmanager
-def session(url: str, role: str | None = None, tenant: str | None = None):
-    with psycopg.connect(url, autocommit=True) as conn:
-        if role:
-            conn.execute(f"SET ROLE {role}")
-        if tenant is not None:
-            conn.execute("SELECT set_config('aos.tenant_id', %s, false)", (tenant,))
-        yield conn
 
 
 def append(url: str, tenant: str, months: list[datetime], per_month: int) -> list:

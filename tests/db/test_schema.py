@@ -5,7 +5,6 @@ roles and row-level security that fails closed.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import uuid
@@ -16,6 +15,7 @@ import pytest
 
 from aos_recording import scenarios
 from aos_recording.writers import Producer
+from tests.db.sessions import session
 
 pytestmark = pytest.mark.db
 
@@ -23,17 +23,6 @@ ZERO = bytes(32)
 APPEND_ONLY = ("audit_ledger", "llm_run_records", "system_records", "aos_trace_steps", "log_exports",
                "log_export_artifacts")
 SERVICE_ROLES = ("aos_overview", "aos_logs", "aos_export", "aos_producer")
-
-
-@contextlib.contextmanager
-def session(url: str, role: str | None = None, tenant: str | None = None):
-    """A connection acting as ``role`` for ``tenant`` (None: no tenant set)."""
-    with psycopg.connect(url, autocommit=True) as conn:
-        if role:
-            conn.execute(f"SET ROLE {role}")
-        if tenant is not None:
-            conn.execute("SELECT set_config('aos.tenant_id', %s, false)", (tenant,))
-        yield conn
 
 
 def h(text: str) -> bytes:

@@ -2,27 +2,18 @@
 the reads that found rows by id alone still find them by index."""
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import uuid
 
 import psycopg
 import pytest
 
+from tests.db.sessions import session
+
 pytestmark = pytest.mark.db
 
 # tenant_id is nullable there: a NULL row is system-wide (docs/SCALE.md says how it splits).
 NOT_TENANT_KEYED = {"tenants", "system_records"}
-
-
-@contextlib.contextmanager
-def session(url: str, role: str | None = None, tenant: str | None = None):
-    with psycopg.connect(url, autocommit=True) as conn:
-        if role:
-            conn.execute(f"SET ROLE {role}")
-        if tenant is not None:
-            conn.execute("SELECT set_config('aos.tenant_id', %s, false)", (tenant,))
-        yield conn
 
 
 def tenant_tables(conn) -> list[str]:
