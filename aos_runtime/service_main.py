@@ -11,6 +11,7 @@ spreads incoming connections over the workers' listening sockets).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
 import os
 import signal
@@ -111,9 +112,11 @@ def _supervise(name: str, servicers: Callable[[ServiceContext], list[Servicer]],
     try:
         for sig in STOP_SIGNALS:
             signal.signal(sig, stop)
+        supervisor = os.getpid()
         for index in range(settings.workers):
             pid = os.fork()
             if pid == 0:
+                _die_with(supervisor)
                 _worker(index, name, servicers, settings, url, port, reservation)
             workers[pid] = index
     except BaseException:
@@ -141,6 +144,17 @@ def _supervise(name: str, servicers: Callable[[ServiceContext], list[Servicer]],
     reservation.close()
     log.info("workers stopped", extra={"service": name, "address": address, "clean": not failed})
     return 1 if failed else 0
+
+
+def _die_with(supervisor: int) -> None:
+    """Linux: a worker gets SIGTERM (and drains) when its supervisor dies, even by SIGKILL,
+    so that no worker goes on serving the port with nothing supervising it."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the supervisor's own stop() is all there is
+        return
+    if os.getppid() != supervisor:  # it died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _worker(index: int, name: str, servicers: Callable[[ServiceContext], list[Servicer]], settings: Settings,

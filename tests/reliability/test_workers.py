@@ -185,6 +185,9 @@ async def test_the_gateway_spreads_its_calls_over_the_workers(databases, tmp_pat
                 break
             served_by = set()
         assert served_by == set(pids), "one pool's calls reached both workers"
+        # The supervisor killed outright (no SIGTERM to forward): its workers still go.
+        service.stop()
+        assert all(_gone(pid) for pid in pids), "no worker outlives its supervisor"
     finally:
         service.stop()
 
