@@ -75,7 +75,7 @@ from aos_runtime.auth import mint_token
 from aos_runtime.db import Database, libpq_url
 from aos_runtime.pagination import PageTokens
 from services.logs import store as logs_store
-from services.logs.audit_ledger import _iso, _token_filters
+from services.logs.audit_ledger import audit_token_filters, iso_utc
 from export_volume import peak_rss_mib
 from overview_volume import TENANT as OVERVIEW_TENANT, load as load_overview
 from scratch import free_port, scratch_database
@@ -367,7 +367,7 @@ def deep_page_token(address: str, token: str, tenant: str, entries: int, page: i
     ``page - 1`` — read through GetAuditEntry — exactly as the service issues it. Checked:
     the token minted for page 2 equals the one the service returned with page 1."""
     tokens = PageTokens(PAGE_TOKEN_SECRET.encode())
-    filters = _token_filters(logs_store.AuditFilters())
+    filters = audit_token_filters(logs_store.AuditFilters())
 
     with grpc.insecure_channel(address) as channel:
         stub = au_grpc.AuditLedgerServiceStub(channel)
@@ -378,7 +378,7 @@ def deep_page_token(address: str, token: str, tenant: str, entries: int, page: i
             entry_id = f"{tenant}.aud-{entries - 1 - after_rank}"
             entry = stub.GetAuditEntry(au_pb.GetAuditEntryRequest(entry_id=entry_id), metadata=metadata).entry
             created = entry.created_at.ToDatetime(tzinfo=timezone.utc)
-            return tokens.issue(tenant, "audit", filters, [_iso(created), entry.id])
+            return tokens.issue(tenant, "audit", filters, [iso_utc(created), entry.id])
 
         if minted(PAGE_SIZE - 1) != au_pb.ListAuditEntriesResponse.FromString(first_reply).next_page_token:
             raise BenchError("a minted page token differs from the one the service issues: the minting is wrong")

@@ -28,14 +28,14 @@ class AuditLedgerService(not_yet_built(pb_grpc.AuditLedgerServiceServicer, DESCR
 
     async def _list(self, request, list_name: str, filters: store.AuditFilters, limit: int, response_cls):
         tenant = auth.principal().tenant_id
-        token_filters = _token_filters(filters)
+        token_filters = audit_token_filters(filters)
         after = self.ctx.page_tokens.read(request.page_token, tenant, list_name, token_filters)
         page = await self.ctx.db.run(tenant, store.list_audit_entries, tenant, filters, after, limit)
         next_token = ""
         if page.has_more:
             last = page.rows[-1]
             next_token = self.ctx.page_tokens.issue(tenant, list_name, token_filters,
-                                                    [_iso(last["created_at"]), last["id"]])
+                                                    [iso_utc(last["created_at"]), last["id"]])
         entries = [audit_entry(r) for r in page.rows]
         return response_cls(metadata=answer_metadata(tenant, "audit_ledger", entries),
                             entries=entries, next_page_token=next_token,
@@ -144,14 +144,14 @@ class AuditLedgerService(not_yet_built(pb_grpc.AuditLedgerServiceServicer, DESCR
         limit = r.page_size(request.page_size)
         r.done()
         tenant = auth.principal().tenant_id
-        token_filters = {"created_after": _iso(start), "created_before": _iso(end)}
+        token_filters = {"created_after": iso_utc(start), "created_before": iso_utc(end)}
         after = self.ctx.page_tokens.read(request.page_token, tenant, "audit.exports", token_filters)
         page = await self.ctx.db.run(tenant, store.list_exports, tenant, start, end, after, limit)
         next_token = ""
         if page.has_more:
             last = page.rows[-1]
             next_token = self.ctx.page_tokens.issue(tenant, "audit.exports", token_filters,
-                                                    [_iso(last["created_at"]), last["id"]])
+                                                    [iso_utc(last["created_at"]), last["id"]])
         exports = [export_message(r) for r in page.rows]
         return pb.ListAuditExportsResponse(
             metadata=answer_metadata(tenant, "log_exports", exports), exports=exports,
@@ -168,12 +168,14 @@ def _verify_range(conn, tenant: str, start: int, to_seq: int | None, budget: int
     return head, verify.verify_ledger(conn, tenant, from_seq=start, to_seq=end)
 
 
-def _iso(value: datetime | None) -> str | None:
+def iso_utc(value: datetime | None) -> str | None:
+    """A time as page tokens carry it (public: bench/suite_bench.py mints deep-page tokens the same way)."""
     return value.astimezone(timezone.utc).isoformat() if value else None
 
 
-def _token_filters(filters: store.AuditFilters) -> dict:
+def audit_token_filters(filters: store.AuditFilters) -> dict:
+    """The filters an audit list's page token is sealed with."""
     return {"event_types": list(filters.event_types), "entity_type": filters.entity_type,
             "actor_type": filters.actor_type, "actor_id": filters.actor_id,
-            "correlation_id": filters.correlation_id, "created_after": _iso(filters.created_after),
-            "created_before": _iso(filters.created_before)}
+            "correlation_id": filters.correlation_id, "created_after": iso_utc(filters.created_after),
+            "created_before": iso_utc(filters.created_before)}
