@@ -9,8 +9,8 @@ record's content hash in hex.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import NamedTuple
 
 from google.protobuf import timestamp_pb2
 
@@ -20,9 +20,12 @@ _DOMAINS = {v.name.removeprefix("SOURCE_DOMAIN_"): v.number for v in evidence_pb
 _ORIGINS = {v.name.removeprefix("ORIGIN_"): v.number for v in evidence_pb2.Origin.DESCRIPTOR.values}
 
 
-@dataclass(frozen=True)
-class Evidence:
-    """What a record (and its joins) says about itself."""
+class Evidence(NamedTuple):
+    """What a record (and its joins) says about itself.
+
+    A NamedTuple (immutable, like the frozen dataclass it was) because a list answer
+    builds one per item and a frozen dataclass costs ~4x as much to construct.
+    """
     tenant_id: str
     occurred_at: datetime
     recorded_at: datetime | None    # None only for an answer that carries no persisted evidence
@@ -34,8 +37,8 @@ class Evidence:
     agent_id: str | None = None
     system_id: str | None = None
     trace_id: str | None = None
-    policy_ids: tuple[str, ...] = field(default_factory=tuple)
-    incident_ids: tuple[str, ...] = field(default_factory=tuple)
+    policy_ids: tuple[str, ...] = ()
+    incident_ids: tuple[str, ...] = ()
     export_id: str | None = None
     correlation_id: str | None = None
     checksum: bytes | None = None
@@ -47,10 +50,15 @@ def actor_fields(actor_type: str | None, actor_id: str | None) -> dict[str, str 
     return {key: actor_id} if key and actor_id else {}
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
 def timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value if value.tzinfo else value.replace(tzinfo=timezone.utc))
-    return ts
+    # Seconds and nanos computed here: Timestamp.FromDatetime is pure Python and
+    # costs ~3x as much, and a list answer makes three per entry. Every datetime is
+    # within Timestamp's range (years 1-9999), so its range check adds nothing.
+    delta = (value if value.tzinfo else value.replace(tzinfo=timezone.utc)) - _EPOCH
+    return timestamp_pb2.Timestamp(seconds=delta.days * 86400 + delta.seconds, nanos=delta.microseconds * 1000)
 
 
 def metadata(evidence: Evidence) -> evidence_pb2.EvidenceMetadata:
@@ -63,18 +71,19 @@ def metadata(evidence: Evidence) -> evidence_pb2.EvidenceMetadata:
         actor = evidence_pb2.ACTOR_TYPE_SYSTEM
     else:
         actor = evidence_pb2.ACTOR_TYPE_UNSPECIFIED
-    message = evidence_pb2.EvidenceMetadata(
+    # One constructor call with only the fields that are set (a list answer builds
+    # one of these per item: field-by-field setattr costs twice as much).
+    fields = {name: value for name, value in (
+        ("run_id", e.run_id), ("human_actor_id", e.human_actor_id), ("agent_id", e.agent_id),
+        ("system_id", e.system_id), ("trace_id", e.trace_id), ("export_id", e.export_id),
+        ("correlation_id", e.correlation_id)) if value}
+    if e.recorded_at is not None:
+        fields["recorded_at"] = timestamp(e.recorded_at)
+    if e.checksum:
+        fields["checksum"] = bytes(e.checksum).hex()
+    return evidence_pb2.EvidenceMetadata(
         tenant_id=e.tenant_id, actor_type=actor, timezone="UTC",
         occurred_at=timestamp(e.occurred_at),
         policy_ids=sorted(set(e.policy_ids)), incident_ids=sorted(set(e.incident_ids)),
         source_domain=_DOMAINS[e.source_domain], source_component=e.source_component,
-        origin=_ORIGINS[e.origin], immutable=True)
-    for name in ("run_id", "human_actor_id", "agent_id", "system_id", "trace_id", "export_id", "correlation_id"):
-        value = getattr(e, name)
-        if value:
-            setattr(message, name, value)
-    if e.recorded_at is not None:
-        message.recorded_at.CopyFrom(timestamp(e.recorded_at))
-    if e.checksum:
-        message.checksum = bytes(e.checksum).hex()
-    return message
+        origin=_ORIGINS[e.origin], immutable=True, **fields)

@@ -58,15 +58,12 @@ def audit_evidence(row: Mapping[str, Any]) -> Evidence:
 
 
 def audit_entry(row: Mapping[str, Any]) -> records_pb2.AuditEntry:
-    entry = records_pb2.AuditEntry(
+    optional = {name: row[name] for name in ("actor_id", "action_reason", "correlation_id") if row[name] is not None}
+    return records_pb2.AuditEntry(
         metadata=metadata(audit_evidence(row)), id=row["id"], seq=row["seq"], event_type=EVENTS[row["event_type"]],
         entity_type=ENTITIES[row["entity_type"]], entity_id=row["entity_id"], actor_type=ACTORS[row["actor_type"]],
         created_at=timestamp(row["created_at"]), content_hash=bytes(row["content_hash"]).hex(),
-        prev_hash=bytes(row["prev_hash"]).hex(), chain_hash=bytes(row["chain_hash"]).hex())
-    for name in ("actor_id", "action_reason", "correlation_id"):
-        if row[name] is not None:
-            setattr(entry, name, row[name])
-    return entry
+        prev_hash=bytes(row["prev_hash"]).hex(), chain_hash=bytes(row["chain_hash"]).hex(), **optional)
 
 
 def export_message(row: Mapping[str, Any]) -> bundle_pb2.Export:
@@ -118,7 +115,9 @@ def answer_metadata(tenant_id: str, component: str, items=(), *, now: datetime |
     evidence it carries was persisted (``items``' metadata, or ``recorded_at``) and
     stays unset when it carries none — never the response time.
     """
-    newest = [i.metadata.recorded_at.ToDatetime(tzinfo=timezone.utc) for i in items if i.HasField("metadata")]
+    # The newest by (seconds, nanos), converted once: ToDatetime per item is pure Python.
+    stamps = [i.metadata.recorded_at for i in items if i.HasField("metadata")]
+    newest = [max(stamps, key=lambda t: (t.seconds, t.nanos)).ToDatetime(tzinfo=timezone.utc)] if stamps else []
     if recorded_at is not None:
         newest.append(recorded_at)
     now = now or datetime.now(timezone.utc)

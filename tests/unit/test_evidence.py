@@ -2,7 +2,10 @@
 from datetime import datetime, timezone
 
 from aos.evidence.v1 import evidence_pb2
-from aos_runtime.evidence import Evidence, actor_fields, metadata
+from google.protobuf import timestamp_pb2
+from hypothesis import given, settings, strategies as st
+
+from aos_runtime.evidence import Evidence, actor_fields, metadata, timestamp
 
 OCCURRED = datetime(2026, 1, 13, 12, 0, tzinfo=timezone.utc)
 RECORDED = datetime(2026, 1, 13, 12, 0, 1, 500000, tzinfo=timezone.utc)
@@ -37,3 +40,13 @@ def test_times_spine_and_checksum():
 def test_actor_fields():
     assert actor_fields("AGENT", "a") == {"agent_id": "a"}
     assert actor_fields("HUMAN", None) == {} and actor_fields(None, "x") == {}
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.datetimes(timezones=st.one_of(st.none(), st.timezones())))
+def test_timestamp_matches_protobufs_own_conversion(value):
+    # timestamp() computes seconds/nanos itself (speed); it must agree with
+    # Timestamp.FromDatetime for every datetime, naive ones read as UTC.
+    expected = timestamp_pb2.Timestamp()
+    expected.FromDatetime(value if value.tzinfo else value.replace(tzinfo=timezone.utc))
+    assert timestamp(value) == expected
