@@ -40,7 +40,12 @@ def keyset_page(conn: Connection, select: str, where: str, params: dict[str, Any
         params = {**params, **position(after)}
     rows = conn.execute(text(f"{select} WHERE {page_where} ORDER BY {order} LIMIT :limit"),
                         {**params, "limit": limit + 1}).mappings().all()
-    total, estimate = count_total(conn, count_from, where, params)
+    if after is None and len(rows) <= limit:
+        # A first page that holds every match is its own count (same filter, same
+        # snapshot): no second query.
+        total, estimate = len(rows), False
+    else:
+        total, estimate = count_total(conn, count_from, where, params)
     return Page(rows=list(rows[:limit]), has_more=len(rows) > limit, total=total, total_is_estimate=estimate)
 
 

@@ -66,3 +66,27 @@ def test_governance_never_reads_the_runs_access_entries(database_url):
     def rows_read(node) -> int:
         return node.get("Actual Rows", 0) * node.get("Actual Loops", 1) + sum(map(rows_read, node.get("Plans", [])))
     assert rows_read(plan[0]["Plan"]) < 50, plan
+
+
+def test_a_first_page_holding_every_match_counts_itself_and_agrees_with_the_count(databases):
+    # A first page that is not full is its own total (no count query); it must say
+    # what the count says, at every page size around the number of matches, and on
+    # later pages (which always count).
+    database_url = databases.create()
+    bulk.load(database_url, bulk.Volume(tenants=1, ledger=300, traces=0, steps=0, system=0))
+    (tenant,) = bulk.tenant_ids(1)
+    engine = create_engine(sync_url(database_url), connect_args={"options": "-c role=aos_logs"})
+    with engine.begin() as conn:
+        conn.execute(text("SELECT set_config('aos.tenant_id', :t, true)"), {"t": tenant})
+        exact = conn.execute(text("SELECT count(*) FROM audit_ledger")).scalar()
+        for limit in (exact - 1, exact, exact + 1, 1):
+            first = store.list_audit_entries(conn, tenant, store.AuditFilters(), None, limit)
+            assert (first.total, first.total_is_estimate, first.has_more) == (exact, False, limit < exact)
+            if first.has_more:
+                last = first.rows[-1]
+                after = [last["created_at"].isoformat(), last["id"]]
+                rest = store.list_audit_entries(conn, tenant, store.AuditFilters(), after, exact)
+                assert (rest.total, len(rest.rows), rest.has_more) == (exact, exact - limit, False)
+        none = store.list_audit_entries(conn, tenant, store.AuditFilters(actor_id="nobody"), None, 50)
+        assert (none.total, none.total_is_estimate, none.rows) == (0, False, [])
+    engine.dispose()
