@@ -11,6 +11,7 @@ from grpc_status import rpc_status
 
 from aos.export.v1 import export_service_pb2_grpc
 from aos.logs.v1 import audit_ledger_service_pb2_grpc, llm_runs_service_pb2_grpc
+from aos_runtime import channels
 
 EXIT_OK = 0
 EXIT_FAILED = 1   # a verification did not hold
@@ -28,7 +29,7 @@ _HINTS = {
     grpc.StatusCode.UNAUTHENTICATED: "pass --token or set AOS_TOKEN (`aos-evidence token mint` makes one)",
 }
 # Responses like a 1000-entry ledger page can exceed gRPC's 4 MiB default.
-_CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+_CHANNEL_OPTIONS = channels.channel_options(64 * 1024 * 1024)
 
 
 class CliError(Exception):

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from aos_runtime import channels
+
 
 @dataclass(frozen=True)
 class EnvVar:
@@ -29,9 +31,9 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("AOS_OVERVIEW_PORT", "50051", "OverviewService gRPC port."),
     EnvVar("AOS_LOGS_PORT", "50052", "LlmRuns/SystemLogs/AuditLedger gRPC port."),
     EnvVar("AOS_EXPORT_PORT", "50053", "ExportService gRPC port."),
-    EnvVar("AOS_OVERVIEW_ADDRESS", None, "host:port where clients (gateway, CLI) reach Overview; default the local port."),
-    EnvVar("AOS_LOGS_ADDRESS", None, "host:port where clients (gateway, CLI) reach Logs; default the local port."),
-    EnvVar("AOS_EXPORT_ADDRESS", None, "host:port where clients (gateway, CLI) reach Export; default the local port."),
+    EnvVar("AOS_OVERVIEW_ADDRESS", None, "gRPC target where clients (gateway, CLI) reach Overview: host:port, ipv4:h:p,h:p or dns:///name:port (several instances: round-robin); default the local port."),
+    EnvVar("AOS_LOGS_ADDRESS", None, "gRPC target where clients (gateway, CLI) reach Logs: host:port, ipv4:h:p,h:p or dns:///name:port (several instances: round-robin); default the local port."),
+    EnvVar("AOS_EXPORT_ADDRESS", None, "gRPC target where clients (gateway, CLI) reach Export: host:port, ipv4:h:p,h:p or dns:///name:port (several instances: round-robin); default the local port."),
     EnvVar("AOS_GATEWAY_PORT", "8080", "REST gateway HTTP port."),
     EnvVar("AOS_AUTH_JWT_SECRET", None, "HS256 secret for bearer JWTs. make run generates one under AOS_DATA_DIR when unset."),
     EnvVar("AOS_AUTH_JWT_PUBLIC_KEY_FILE", None, "PEM Ed25519 public key accepted for EdDSA bearer JWTs."),
@@ -72,6 +74,18 @@ _LOCAL_HOSTS = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}
 
 class ConfigError(ValueError):
     """A configuration value that cannot be used; raised at start, never mid-call."""
+
+
+def _address(env: Mapping[str, str], service: str, bind_host: str) -> str:
+    """Where clients reach ``service``: AOS_<SERVICE>_ADDRESS (any gRPC target), else its local port."""
+    name = f"AOS_{service.upper()}_ADDRESS"
+    value = _get(env, name)
+    if value is None:
+        return f"{_LOCAL_HOSTS.get(bind_host, bind_host)}:{_int(env, f'AOS_{service.upper()}_PORT')}"
+    if not channels.is_target(value):
+        raise ConfigError(f"{name} must be a gRPC target: host:port, ipv4:host:port,host:port,... or "
+                          f"dns:///name:port, got {value!r}")
+    return value
 
 
 def _get(env: Mapping[str, str], name: str) -> str | None:
@@ -160,9 +174,7 @@ class Settings:
                 "export": _int(env, "AOS_EXPORT_PORT"),
                 "gateway": _int(env, "AOS_GATEWAY_PORT"),
             },
-            addresses={name: _get(env, f"AOS_{name.upper()}_ADDRESS") or
-                       f"{_LOCAL_HOSTS.get(bind_host, bind_host)}:{_int(env, f'AOS_{name.upper()}_PORT')}"
-                       for name in SERVICES},
+            addresses={name: _address(env, name, bind_host) for name in SERVICES},
             jwt_secret=_get(env, "AOS_AUTH_JWT_SECRET"),
             jwt_public_key_file=Path(key_file) if key_file else None,
             issuer=_get(env, "AOS_AUTH_ISSUER"),

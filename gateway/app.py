@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route as HttpRoute
 from starlette.types import ASGIApp, Message as AsgiMessage, Receive, Scope, Send
 
-from aos_runtime import errors
+from aos_runtime import channels, errors
 from aos_runtime.observability import request_id
 from gateway import openapi, transcode
 from gateway.backends import service_descriptor
@@ -58,15 +58,14 @@ class Backends:
     """gRPC channels to the services' servers: ``per_address`` per address, each its own
     TCP connection, used in turn. A service with AOS_WORKERS > 1 has its workers share one
     port and the kernel spreads *connections* over them, so a single channel would send
-    every REST call to one worker. Opened on first use, inside the serving event loop: a
-    grpc.aio channel belongs to the loop that creates it."""
+    every REST call to one worker. An address naming several instances (a list, a DNS
+    name) is balanced by each channel itself (aos_runtime.channels). Opened on first use,
+    inside the serving event loop: a grpc.aio channel belongs to the loop that creates it."""
 
     def __init__(self, addresses: Mapping[str, str], max_message_bytes: int, per_address: int = 1) -> None:
         self._addresses = dict(addresses)
         # A local subchannel pool: channels to one address do not share a connection.
-        self._options = [("grpc.max_receive_message_length", max_message_bytes),
-                         ("grpc.max_send_message_length", max_message_bytes),
-                         ("grpc.use_local_subchannel_pool", 1)]
+        self._options = channels.channel_options(max_message_bytes) + [("grpc.use_local_subchannel_pool", 1)]
         self._per_address = per_address
         self._channels: dict[str, list[grpc.aio.Channel]] = {}
         self._turn = itertools.count()

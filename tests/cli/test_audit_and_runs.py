@@ -7,7 +7,7 @@ import pytest
 
 from aos_cli.commands import audit
 from aos_recording.writers import AuditLedgerWriter, Producer
-from tests.e2e.support import DEMO, SECRET
+from tests.e2e.support import DEMO, SECRET, token
 
 pytestmark = pytest.mark.db
 
@@ -110,3 +110,12 @@ async def test_without_a_token_one_is_minted_from_the_dev_secret(cli, monkeypatc
     result = await cli("audit", "list", "--limit", "1", tenant=None)
     assert result.code == 0, result.err
     assert "development token for tenant-demo" in result.err and "1 of" in result.out
+
+
+async def test_a_service_address_may_name_several_instances(run, suite, demo):
+    # A gRPC target listing instances (here the same server twice): the CLI's channel
+    # balances over them (aos_runtime.channels), the answer is the same.
+    logs = suite["logs"]
+    result = await run(f"--logs=ipv4:{logs},{logs}", "--token", token(DEMO), "--json", "audit", "list")
+    assert result.code == 0, result.err
+    assert {e["metadata"]["tenant_id"] for e in json.loads(result.out)["entries"]} == {DEMO}
