@@ -38,6 +38,23 @@ def peak_rss_mib(pid: int) -> float:
     raise RuntimeError("no VmHWM")
 
 
+def export_and_download(stub: pb_grpc.ExportServiceStub, metadata, fmt: str,
+                        pid: int) -> tuple[bundle_pb2.Export, float, float, int, float]:
+    """Export the whole ledger in one format, then download the artifact:
+    (export, create seconds, service peak RSS MiB after create, bytes downloaded, download seconds)."""
+    started = time.perf_counter()
+    export = stub.CreateExport(pb.CreateExportRequest(
+        audit_slice=pb.AuditSlice(), bundle_type=bundle_pb2.BUNDLE_TYPE_EVIDENCE,
+        format=bundle_pb2.ExportFormat.Value(f"EXPORT_FORMAT_{fmt}")), metadata=metadata, timeout=3600).export
+    create_s = time.perf_counter() - started
+    after_create = peak_rss_mib(pid)
+    started, size = time.perf_counter(), 0
+    for message in stub.DownloadExport(pb.DownloadExportRequest(export_id=export.export_id),
+                                       metadata=metadata, timeout=3600):
+        size += len(message.data)
+    return export, create_s, after_create, size, time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--entries", type=int, default=1_000_000)
@@ -62,17 +79,8 @@ def main() -> None:
             results = {"entries": args.entries, "bulk_load_s": round(load_s, 1),
                        "service_peak_rss_mib_idle": peak_rss_mib(service.pid), "formats": {}}
             for fmt in args.formats.split(","):
-                started = time.perf_counter()
-                export = stub.CreateExport(pb.CreateExportRequest(
-                    audit_slice=pb.AuditSlice(), bundle_type=bundle_pb2.BUNDLE_TYPE_EVIDENCE,
-                    format=bundle_pb2.ExportFormat.Value(f"EXPORT_FORMAT_{fmt}")), metadata=metadata, timeout=3600).export
-                create_s = time.perf_counter() - started
-                after_create = peak_rss_mib(service.pid)
-                started, size = time.perf_counter(), 0
-                for message in stub.DownloadExport(pb.DownloadExportRequest(export_id=export.export_id),
-                                                   metadata=metadata, timeout=3600):
-                    size += len(message.data)
-                download_s = time.perf_counter() - started
+                export, create_s, after_create, size, download_s = export_and_download(stub, metadata, fmt,
+                                                                                       service.pid)
                 assert size == export.size_bytes
                 results["formats"][fmt] = {
                     "records": json.loads(export.manifest)["records"], "artifact_mib": round(size / 2**20, 1),

@@ -65,19 +65,19 @@ import psutil
 import psycopg
 from sqlalchemy import event
 
-from aos.evidence.v1 import bundle_pb2
-from aos.export.v1 import export_service_pb2 as ex_pb, export_service_pb2_grpc as ex_grpc
+from aos.export.v1 import export_service_pb2_grpc as ex_grpc
 from aos.logs.v1 import audit_ledger_service_pb2 as au_pb, audit_ledger_service_pb2_grpc as au_grpc
 from aos.overview.v1 import overview_service_pb2 as ov_pb
-from aos_recording import bulk, store as recording_store, verify
+from aos_recording import bulk
 from aos_recording.writers import Producer
 from aos_runtime.auth import mint_token
 from aos_runtime.db import Database, libpq_url
 from aos_runtime.pagination import PageTokens
 from services.logs import store as logs_store
 from services.logs.audit_ledger import audit_token_filters, iso_utc
-from export_volume import peak_rss_mib
+from export_volume import export_and_download, peak_rss_mib
 from overview_volume import TENANT as OVERVIEW_TENANT, load as load_overview
+from recording import read_and_verify
 from scratch import free_port, scratch_database
 
 BENCH = Path(__file__).resolve().parent
@@ -396,13 +396,7 @@ def verification(url: str, tenant: str, entries: int) -> dict[str, Any]:
     """bench/recording.py's measurement: verify_ledger against reading the same rows (item 7)."""
     producer = Producer(url, pool_size=1)
     try:
-        with producer.transaction(tenant) as conn:
-            started = time.perf_counter()
-            rows = sum(1 for _ in recording_store.iter_ledger(conn, tenant, to_seq=entries))
-            read_s = time.perf_counter() - started
-            started = time.perf_counter()
-            report = verify.verify_ledger(conn, tenant, to_seq=entries)
-            verify_s = time.perf_counter() - started
+        rows, read_s, report, verify_s = read_and_verify(producer, tenant, to_seq=entries)
     finally:
         producer.close()
     if not report.ok or report.checked != rows or rows != entries:
@@ -421,17 +415,7 @@ def export(suite: Suite, token: str, entries: int, formats: list[str]) -> dict[s
         stub = ex_grpc.ExportServiceStub(channel)
         metadata = (("authorization", f"Bearer {token}"),)
         for fmt in formats:
-            started = time.perf_counter()
-            created = stub.CreateExport(ex_pb.CreateExportRequest(
-                audit_slice=ex_pb.AuditSlice(), bundle_type=bundle_pb2.BUNDLE_TYPE_EVIDENCE,
-                format=bundle_pb2.ExportFormat.Value(f"EXPORT_FORMAT_{fmt}")), metadata=metadata, timeout=3600).export
-            create_s = time.perf_counter() - started
-            after_create = peak_rss_mib(pid)
-            started, size = time.perf_counter(), 0
-            for message in stub.DownloadExport(ex_pb.DownloadExportRequest(export_id=created.export_id),
-                                               metadata=metadata, timeout=3600):
-                size += len(message.data)
-            download_s = time.perf_counter() - started
+            created, create_s, after_create, size, download_s = export_and_download(stub, metadata, fmt, pid)
             records = json.loads(created.manifest)["records"]
             if size != created.size_bytes or records < entries:
                 raise BenchError(f"export {fmt}: {size} of {created.size_bytes} bytes, {records} records")

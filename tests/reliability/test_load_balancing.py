@@ -15,7 +15,7 @@ import pytest
 
 from aos.logs.v1 import audit_ledger_service_pb2 as pb
 from aos_recording import bulk
-from aos_runtime.config import ConfigError, Settings
+from aos_runtime.config import Settings
 from tests.e2e.support import auth
 from tests.reliability.processes import Service
 
@@ -97,19 +97,6 @@ async def test_an_instance_whose_health_is_not_serving_gets_no_calls(databases, 
             await backends.close()
         for instance in instances.values():
             instance.stop()
-
-
-@pytest.mark.parametrize("target", ["logs:50052", "10.0.0.7:50052", "[::1]:50052", "ipv4:10.0.0.1:1,10.0.0.2:2",
-                                    "dns:///logs.internal:50052", "dns://10.0.0.53/logs:50052", "unix:/run/aos.sock"])
-def test_address_settings_take_grpc_targets(target):
-    assert Settings.from_env({"AOS_LOGS_ADDRESS": target}).addresses["logs"] == target
-
-
-@pytest.mark.parametrize("target", ["logs", "logs:port", "http://logs:50052", "ipv4:", "ipv4:10.0.0.1:1,",
-                                    "dns:logs", "logs:50052 ", "a b:1"])
-def test_address_settings_refuse_what_is_not_a_target(target):
-    with pytest.raises(ConfigError, match="AOS_LOGS_ADDRESS must be a gRPC target"):
-        Settings.from_env({"AOS_LOGS_ADDRESS": target})
 
 
 async def test_reads_in_flight_on_a_dying_instance_are_answered_by_another(databases, tmp_path):

@@ -28,6 +28,20 @@ def test_bad_values_and_unknown_names_are_refused(env):
         Settings.from_env(env)
 
 
+# AOS_<SERVICE>_ADDRESS: one instance, a static list, or every address a DNS name returns.
+@pytest.mark.parametrize("target", ["logs:50052", "10.0.0.7:50052", "[::1]:50052", "ipv4:10.0.0.1:1,10.0.0.2:2",
+                                    "dns:///logs.internal:50052", "dns://10.0.0.53/logs:50052", "unix:/run/aos.sock"])
+def test_service_addresses_take_grpc_targets(target):
+    assert Settings.from_env({"AOS_LOGS_ADDRESS": target}).addresses["logs"] == target
+
+
+@pytest.mark.parametrize("target", ["logs", "logs:port", "http://logs:50052", "ipv4:", "ipv4:10.0.0.1:1,",
+                                    "dns:logs", "logs:50052 ", "a b:1"])
+def test_service_addresses_refuse_what_is_not_a_target(target):
+    with pytest.raises(ConfigError, match="AOS_LOGS_ADDRESS must be a gRPC target"):
+        Settings.from_env({"AOS_LOGS_ADDRESS": target})
+
+
 def test_every_variable_is_documented_in_the_readme():
     from pathlib import Path
 
