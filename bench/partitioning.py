@@ -3,14 +3,15 @@
     .venv/bin/python bench/partitioning.py                      # 1,000,000 entries, 10 tenants
     .venv/bin/python bench/partitioning.py --entries 100000     # a quick run
 
-On a scratch database (bench/scratch.py: DATABASE_URL, or an embedded Postgres):
+On a scratch database (bench/scratch.py: DATABASE_URL, or an embedded Postgres) at
+migration 0007 (the last unpartitioned schema):
 1. loads the entries through the real chain trigger (aos_recording.bulk: COPY, content
    hashes as a producer computes them; created_at spread over ~300 days from 2026-01);
 2. vacuums, then measures, as the Logs role under row-level security, the Logs store's own queries —
    the first page of ListAuditEntries, a page of one month in the middle, the ledger
    head — plus a full verification of one tenant's chain and single appends;
-3. converts the ledger in place (aos_recording.retention.partition_ledger: the
-   migration path) and measures the same again;
+3. converts the ledger in place (migration 0008, applied to the loaded database as a
+   deployment would) and measures the same again;
 4. retention: a drop without checkpoints is refused; checkpoints are recorded; the
    first three months are dropped; the tenant's chain verifies from its anchor, and
    is flagged TRUNCATION without it.
@@ -36,6 +37,7 @@ from scratch import scratch_database  # noqa: E402
 
 from aos_recording import bulk, retention, verify  # noqa: E402
 from aos_recording.writers import AuditLedgerWriter, Producer  # noqa: E402
+from aos_runtime import migrate  # noqa: E402
 from aos_runtime.db import libpq_url, sync_url  # noqa: E402
 from services.logs import store  # noqa: E402
 
@@ -129,7 +131,7 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     results: dict[str, object] = {"entries": args.entries, "tenants": args.tenants}
-    with scratch_database("aos-bench-partitioning-") as (url, _):
+    with scratch_database("aos-bench-partitioning-", revision="0007_tenant_keyed_schema") as (url, _):
         with psycopg.connect(libpq_url(url)) as conn:
             results["server"] = conn.execute("SHOW server_version").fetchone()[0]
         started = time.perf_counter()
@@ -140,8 +142,9 @@ def main() -> int:
         with psycopg.connect(libpq_url(url), autocommit=True) as conn:
             results["size_unpartitioned_mb"] = round(conn.execute(
                 "SELECT pg_total_relation_size('audit_ledger')").fetchone()[0] / 2**20, 1)
-            results["convert_s"] = {k: round(v, 2) for k, v in retention.partition_ledger(
-                conn, first_month=date(2026, 1, 1), ahead=3).items()}
+            started = time.perf_counter()
+            migrate.upgrade(url)
+            results["convert_s"] = round(time.perf_counter() - started, 2)
             results["partitions"] = retention.partitions(conn)
             results["size_partitioned_mb"] = round(conn.execute(
                 "SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits "

@@ -18,9 +18,9 @@ from aos_runtime.embedded import EmbeddedPostgres
 
 
 @contextlib.contextmanager
-def scratch_database(prefix: str = "aos-bench-") -> Iterator[tuple[str, Path]]:
-    """(migrated database URL, scratch directory): DATABASE_URL when set, else an
-    embedded Postgres (non-durable) in the scratch directory; both gone afterwards."""
+def scratch_database(prefix: str = "aos-bench-", revision: str = "head") -> Iterator[tuple[str, Path]]:
+    """(database URL migrated to ``revision``, scratch directory): DATABASE_URL when set,
+    else an embedded Postgres (non-durable) in the scratch directory; both gone afterwards."""
     work = Path(tempfile.mkdtemp(prefix=prefix))
     server, url = None, os.environ.get("DATABASE_URL")
     if not url:
@@ -28,7 +28,7 @@ def scratch_database(prefix: str = "aos-bench-") -> Iterator[tuple[str, Path]]:
         server.start()
         url = server.url
     try:
-        migrate.upgrade(url)
+        migrate.upgrade(url, revision)
         yield url, work
     finally:
         if server:

@@ -5,7 +5,7 @@ from datetime import datetime, timezone
 
 from aos.evidence.v1 import integrity_pb2
 from aos.logs.v1 import audit_ledger_service_pb2 as pb, audit_ledger_service_pb2_grpc as pb_grpc
-from aos_recording import verify
+from aos_recording import retention, verify
 from aos_runtime import auth, errors
 from aos_runtime.evidence import timestamp
 from aos_runtime.server import ServiceContext, not_yet_built
@@ -160,12 +160,20 @@ class AuditLedgerService(not_yet_built(pb_grpc.AuditLedgerServiceServicer, DESCR
 
 
 def _verify_range(conn, tenant: str, start: int, to_seq: int | None, budget: int):
-    """The head and a verification of at most ``budget`` entries from ``start`` (one transaction)."""
+    """The head and a verification of at most ``budget`` entries from ``start`` (one transaction).
+
+    Where retention dropped the chain's beginning, verification starts after the
+    tenant's retention anchor, linked to its chain hash (recorded before the drop):
+    the kept chain is verified, not reported as truncated.
+    """
     head = store.ledger_head(conn, tenant)
     if head is None:
         return None, verify.ChainReport()
+    anchor = retention.retention_anchor(conn, tenant)
+    if anchor is not None:
+        start = max(start, anchor.seq + 1)
     end = min(to_seq or head["seq"], head["seq"], start + budget - 1)
-    return head, verify.verify_ledger(conn, tenant, from_seq=start, to_seq=end)
+    return head, verify.verify_ledger(conn, tenant, from_seq=start, to_seq=end, anchor=anchor)
 
 
 def iso_utc(value: datetime | None) -> str | None:

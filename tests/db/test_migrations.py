@@ -8,13 +8,16 @@ pytestmark = pytest.mark.db
 
 TABLES = {"tenants", "incidents", "policy_proposals", "limits", "limit_breaches", "worker_runs", "audit_ledger",
           "llm_run_records", "system_records", "aos_traces", "aos_trace_steps", "log_exports",
-          "log_export_artifacts", "worker_run_cost_daily"}
+          "log_export_artifacts", "worker_run_cost_daily", "ledger_checkpoints"}
 
 
 def tables(url: str) -> set[str]:
+    """The schema's tables (a partitioned table once, not its partitions)."""
     with psycopg.connect(url) as conn:
         return {r[0] for r in conn.execute(
-            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tablename <> 'alembic_version'")}
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
+            "AND c.relname <> 'alembic_version'")}
 
 
 def test_upgrade_downgrade_upgrade(databases):

@@ -1,5 +1,5 @@
-"""The audit ledger partitioned by month (the prototype of aos_recording.retention) keeps
-every guarantee of the unpartitioned one, and retention drops only checkpointed chain
+"""The audit ledger partitioned by month (migration 0008) keeps every guarantee of the
+unpartitioned one, and retention (aos_recording.retention) drops only checkpointed chain
 beginnings, only through its function, only for the owner."""
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from aos_recording import retention, verify
 from aos_recording.sources import SourceWriter
 from aos_recording.writers import AuditLedgerWriter, Producer
+from aos_runtime import migrate
 from tests.db.sessions import session
 
 pytestmark = pytest.mark.db
@@ -49,13 +50,13 @@ def kinds(chain_report: verify.ChainReport) -> list[tuple[int, str]]:
 @pytest.fixture(scope="module")
 def ledger(databases):
     """A database whose ledger held two tenants' chains (A: Jan-Mar 2025, B: Jan-Feb)
-    when it was converted to monthly partitions."""
-    url = databases.create()
+    when migration 0008 converted it to monthly partitions."""
+    url = databases.create(migrated=False)
+    migrate.upgrade(url, "0007_tenant_keyed_schema")
     a, b = "tenant-a", "tenant-b"
     append(url, a, [JAN, FEB, MAR], 10)
     append(url, b, [JAN, FEB], 5)
-    with session(url) as conn:
-        retention.partition_ledger(conn, first_month=date(2025, 1, 1), ahead=2)
+    migrate.upgrade(url)
     return url, a, b
 
 
@@ -219,6 +220,23 @@ def test_drop_of_checkpointed_beginnings_and_verification_from_the_anchor(ledger
     assert report(url, b, anchor=anchor_b).ok
 
 
+def test_the_logs_integrity_report_verifies_from_the_anchor(ledger):
+    # After the drop above: the Logs service's verification (its own role and
+    # transaction) starts after the anchor instead of reporting the cut.
+    import asyncio
+
+    from aos_runtime.db import Database
+    from services.logs.audit_ledger import _verify_range
+
+    url, a, _ = ledger
+    db = Database(url, service="logs")
+    try:
+        head, chain = asyncio.run(db.run(a, _verify_range, a, 1, None, 10_000))
+    finally:
+        asyncio.run(db.close())
+    assert chain.ok and (chain.first_seq, chain.last_seq) == (21, head["seq"])
+
+
 def test_ensure_creates_months_ahead_and_leaves_months_held_by_the_default(ledger):
     url, a, _ = ledger
     append(url, a, [datetime(2031, 6, 1, tzinfo=timezone.utc)], 1)  # no partition yet: the default takes it
@@ -232,3 +250,33 @@ def test_ensure_creates_months_ahead_and_leaves_months_held_by_the_default(ledge
         anchor = retention.retention_anchor(conn, a)
     assert modes == {"A"}
     assert report(url, a, anchor=anchor).ok  # the default partition's entry is part of the chain
+
+
+def test_migration_down_and_up_keeps_every_entry_as_it_was(databases):
+    url = databases.create(migrated=False)
+    migrate.upgrade(url, "0007_tenant_keyed_schema")
+    a = "tenant-a"
+    append(url, a, [JAN, FEB], 3)
+
+    def entries() -> list[tuple]:
+        with session(url) as conn:
+            return conn.execute("SELECT id, seq, created_at, content_hash, prev_hash, chain_hash, recorded_at "
+                                "FROM audit_ledger ORDER BY tenant_id, seq").fetchall()
+
+    def relkind() -> str:
+        with session(url) as conn:
+            return conn.execute("SELECT relkind FROM pg_class WHERE relname = 'audit_ledger'").fetchone()[0]
+
+    before = entries()
+    migrate.upgrade(url)
+    assert relkind() == "p" and entries() == before
+    [third_month] = append(url, a, [MAR], 1)
+    assert third_month.seq == 7
+    migrate.downgrade(url, "0007_tenant_keyed_schema")
+    assert relkind() == "r" and entries()[:6] == before and len(entries()) == 7
+    with session(url) as conn:
+        assert to_regclass(conn, "ledger_checkpoints") is None
+    [after] = append(url, a, [MAR], 1)  # 0001's chain trigger is back, and goes on
+    assert after.seq == 8 and report(url, a).ok and report(url, a).last_seq == 8
+    migrate.upgrade(url)
+    assert relkind() == "p" and report(url, a).ok
