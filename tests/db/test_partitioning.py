@@ -12,7 +12,7 @@ from aos_recording import retention, verify
 from aos_recording.sources import SourceWriter
 from aos_recording.writers import AuditLedgerWriter, Producer
 from aos_runtime import migrate
-from tests.db.sessions import session
+from tests.db.sessions import ledger_report as report, session
 
 pytestmark = pytest.mark.db
 
@@ -30,15 +30,6 @@ def append(url: str, tenant: str, months: list[datetime], per_month: int) -> lis
                                   entity_id="lim-1", actor_type="HUMAN", actor_id="user-1",
                                   after_state={"max_value": i}, created_at=month + timedelta(hours=i))
                     for month in months for i in range(per_month)]
-    finally:
-        producer.close()
-
-
-def report(url: str, tenant: str, **kw) -> verify.ChainReport:
-    producer = Producer(url)
-    try:
-        with producer.transaction(tenant) as conn:
-            return verify.verify_ledger(conn, tenant, **kw)
     finally:
         producer.close()
 

@@ -15,6 +15,7 @@ from aos_recording.store import load_trace
 from aos_recording.writers import (AuditLedgerWriter, EvidenceConflict, LlmRunRecordWriter, Producer,
                                    SystemRecordWriter, TraceRecorder)
 from aos_recording.sources import SourceWriter
+from tests.db.sessions import ledger_report
 
 pytestmark = pytest.mark.db
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -34,15 +35,6 @@ def new_tenant(producer, name: str) -> str:
     with producer.transaction(tenant) as conn:
         SourceWriter(conn).ensure_tenant(tenant_id=tenant, name=name, created_at=T0)
     return tenant
-
-
-def ledger_report(url: str, tenant: str, **kw) -> verify.ChainReport:
-    p = Producer(url)
-    try:
-        with p.transaction(tenant) as conn:
-            return verify.verify_ledger(conn, tenant, **kw)
-    finally:
-        p.close()
 
 
 def append(producer, tenant, n, *, event="LimitUpdated", start=0):

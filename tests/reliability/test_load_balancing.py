@@ -9,6 +9,7 @@ its own x-request-id).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 
 import pytest
@@ -23,6 +24,24 @@ pytestmark = pytest.mark.db
 METHOD = pb.DESCRIPTOR.services_by_name["AuditLedgerService"].methods_by_name["ListAuditEntries"]
 CALLS = 24
 INTEGRITY_LEDGER = 20_000  # entries a GetIntegrityReport verifies: seconds of work, in flight at the kill
+
+
+@contextlib.asynccontextmanager
+async def balanced(instances: dict[str, Service], *order: str):
+    """The gateway's backend pool over the instances (in ``order``, default all) as one
+    ``ipv4:`` target, once they listen; the pool closed and every instance stopped after."""
+    from gateway.app import Backends
+
+    backends = None
+    try:
+        target = "ipv4:" + ",".join(instances[name].address() for name in order or instances)
+        backends = Backends({METHOD.containing_service.full_name: target}, 8 * 1024 * 1024)
+        yield target, backends
+    finally:
+        if backends is not None:
+            await backends.close()
+        for instance in instances.values():
+            instance.stop()
 
 
 def served_by(instances: dict[str, Service], rid: str, timeout: float = 10) -> str:
@@ -50,18 +69,12 @@ async def calls(backends, tenant: str, instances: dict[str, Service], label: str
 
 
 async def test_calls_spread_over_instances_and_survive_one_dying(databases, tmp_path):
-    from gateway.app import Backends
-
     url = databases.create()
     bulk.load(url, bulk.Volume(tenants=1, ledger=50, traces=0, steps=0, system=0))
     (tenant,) = bulk.tenant_ids(1)
     instances = {name: Service(url, tmp_path / name) for name in ("a", "b")}
-    backends = None
-    try:
-        addresses = {name: instance.address() for name, instance in instances.items()}
-        target = "ipv4:" + ",".join(addresses.values())
+    async with balanced(instances) as (target, backends):
         assert Settings.from_env({"AOS_LOGS_ADDRESS": target}).addresses["logs"] == target
-        backends = Backends({METHOD.containing_service.full_name: target}, 8 * 1024 * 1024)
         spread = await calls(backends, tenant, instances, "both")
         # round robin: every instance takes its turn, none takes them all
         assert set(spread) == {"a", "b"} and min(spread.count("a"), spread.count("b")) >= CALLS // 4, spread
@@ -69,16 +82,9 @@ async def test_calls_spread_over_instances_and_survive_one_dying(databases, tmp_
         instances["a"].stop()  # SIGKILL: no drain, its connection just breaks
         after = await calls(backends, tenant, instances, "one-left")
         assert after == ["b"] * CALLS, "every call answered, by the instance still running"
-    finally:
-        if backends is not None:
-            await backends.close()
-        for instance in instances.values():
-            instance.stop()
 
 
 async def test_an_instance_whose_health_is_not_serving_gets_no_calls(databases, tmp_path):
-    from gateway.app import Backends
-
     url = databases.create()
     bulk.load(url, bulk.Volume(tenants=1, ledger=50, traces=0, steps=0, system=0))
     (tenant,) = bulk.tenant_ids(1)
@@ -86,32 +92,19 @@ async def test_an_instance_whose_health_is_not_serving_gets_no_calls(databases, 
     # reports NOT_SERVING, and would fail every call it were given.
     instances = {"up": Service(url, tmp_path / "up"),
                  "dark": Service("postgresql://postgres@127.0.0.1:9/aos", tmp_path / "dark")}
-    backends = None
-    try:
-        addresses = [instances["dark"].address(), instances["up"].address()]
+    async with balanced(instances, "dark", "up") as (_, backends):
         instances["dark"].wait_for("health", status="NOT_SERVING")
-        backends = Backends({METHOD.containing_service.full_name: "ipv4:" + ",".join(addresses)}, 8 * 1024 * 1024)
         assert await calls(backends, tenant, instances, "health") == ["up"] * CALLS
-    finally:
-        if backends is not None:
-            await backends.close()
-        for instance in instances.values():
-            instance.stop()
 
 
 async def test_reads_in_flight_on_a_dying_instance_are_answered_by_another(databases, tmp_path):
     """A read that an instance took but never answered (it died) is sent again to another
     instance: the caller sees its answer, not UNAVAILABLE. Reads only — see channels."""
-    from gateway.app import Backends
-
     url = databases.create()
     bulk.load(url, bulk.Volume(tenants=1, ledger=INTEGRITY_LEDGER, traces=0, steps=0, system=0))
     (tenant,) = bulk.tenant_ids(1)
     instances = {name: Service(url, tmp_path / name) for name in ("a", "b")}
-    backends = None
-    try:
-        target = "ipv4:" + ",".join(instance.address() for instance in instances.values())
-        backends = Backends({METHOD.containing_service.full_name: target}, 8 * 1024 * 1024)
+    async with balanced(instances) as (_, backends):
         verify = backends.unary(METHOD.containing_service.methods_by_name["GetIntegrityReport"])
         request = pb.GetIntegrityReportRequest(max_entries=INTEGRITY_LEDGER)
         in_flight = [asyncio.ensure_future(verify(request, metadata=auth(tenant), timeout=60)) for _ in range(4)]
@@ -121,8 +114,3 @@ async def test_reads_in_flight_on_a_dying_instance_are_answered_by_another(datab
         instances["a"].stop()
         replies = await asyncio.gather(*in_flight)
         assert [r.entries_checked for r in replies] == [INTEGRITY_LEDGER] * 4
-    finally:
-        if backends is not None:
-            await backends.close()
-        for instance in instances.values():
-            instance.stop()
