@@ -1,8 +1,11 @@
-"""Retention of the audit ledger: monthly partitions, checkpoints, drops of checkpointed chain beginnings.
+"""Retention of the evidence: monthly partitions, checkpoints, drops of checkpointed chain beginnings.
 
 Migration 0008 partitions ``audit_ledger`` by month and creates ``ledger_checkpoints``
-and the owner-only functions this module calls; this module is the maintenance path's
-store (its SQL lives here, as the services' lives in their stores) and its command.
+and the owner-only functions this module calls; migration 0009 partitions
+``system_records`` and ``aos_trace_steps`` the same way, their months dropped only
+after the ledger's (as whole finished traces for steps). This module is the
+maintenance path's store (its SQL lives here, as the services' lives in their stores)
+and its command.
 
 Decisions (docs/SCALE.md gives the measurements behind them):
 
@@ -33,6 +36,7 @@ Decisions (docs/SCALE.md gives the measurements behind them):
     python -m aos_recording.retention checkpoint              # record each tenant's chain head
     python -m aos_recording.retention ensure --ahead 3         # this month and 3 ahead
     python -m aos_recording.retention drop --before 2026-01    # whole months before, if covered
+                                                               # (the ledger's, then the others')
 """
 from __future__ import annotations
 
@@ -50,11 +54,17 @@ def _month(value: date | datetime) -> datetime:
     return datetime(value.year, value.month, 1, tzinfo=timezone.utc)
 
 
-def partitions(conn: psycopg.Connection) -> list[tuple[str, int]]:
-    """The ledger's partitions and their row estimates, oldest first (default last)."""
+# Partitioned by month of created_at (migrations 0008, 0009); the ledger's retention
+# is gated by checkpoints, the two others' by the ledger's.
+LEDGER = "audit_ledger"
+FOLLOWERS = ("system_records", "aos_trace_steps")
+
+
+def partitions(conn: psycopg.Connection, table: str = LEDGER) -> list[tuple[str, int]]:
+    """A partitioned table's partitions and their row estimates, oldest first (default last)."""
     return [(name, int(rows)) for name, rows in conn.execute(
         "SELECT c.relname, greatest(c.reltuples, 0) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "WHERE i.inhparent = 'audit_ledger'::regclass ORDER BY c.relname = 'audit_ledger_default', c.relname")]
+        "WHERE i.inhparent = %s::regclass ORDER BY c.relname = %s, c.relname", (table, f"{table}_default"))]
 
 
 def record_checkpoints(conn: psycopg.Connection, tenant_id: str | None = None) -> list[tuple[str, int, bytes]]:
@@ -65,18 +75,26 @@ def record_checkpoints(conn: psycopg.Connection, tenant_id: str | None = None) -
 
 
 def ensure_partitions(conn: psycopg.Connection, *, first: date, through: date) -> list[str]:
+    """The months from ``first`` through ``through`` of every partitioned evidence table."""
+    months = (_month(first), _month(through))
     with conn.transaction():
-        return [r[0] for r in conn.execute("SELECT aos_ensure_ledger_partitions(%s, %s)",
-                                           (_month(first), _month(through)))]
+        created = [r[0] for r in conn.execute("SELECT aos_ensure_ledger_partitions(%s, %s)", months)]
+        for table in FOLLOWERS:
+            created += [r[0] for r in conn.execute("SELECT aos_ensure_partitions(%s, %s, %s)", (table, *months))]
+        return created
 
 
-def drop_partitions_before(conn: psycopg.Connection, before: date) -> list[str]:
-    """Drops the whole months before ``before`` if every chain segment in them is checkpointed.
+def drop_partitions_before(conn: psycopg.Connection, before: date, table: str = LEDGER) -> list[str]:
+    """Drops a table's whole months before ``before``: the ledger's if every chain segment
+    in them is checkpointed; system_records' and aos_trace_steps' once the ledger holds
+    nothing before ``before`` (and, for steps, as whole finished traces).
 
     Raises psycopg.Error (sqlstate AOS02) when retention is refused; nothing is dropped then.
     """
     with conn.transaction():
-        return [r[0] for r in conn.execute("SELECT aos_drop_ledger_partitions(%s)", (_month(before),))]
+        if table == LEDGER:
+            return [r[0] for r in conn.execute("SELECT aos_drop_ledger_partitions(%s)", (_month(before),))]
+        return [r[0] for r in conn.execute("SELECT aos_drop_partitions(%s, %s)", (table, _month(before)))]
 
 
 def retention_anchor(conn, tenant_id: str) -> Checkpoint | None:
@@ -123,8 +141,10 @@ def main(argv: Iterable[str]) -> int:
                 for name in ensure_partitions(conn, first=today, through=date(total // 12, total % 12 + 1, 1)):
                     print(f"created {name}")
             else:
-                for name in drop_partitions_before(conn, args.before):
-                    print(f"dropped {name}")
+                # the ledger first: the others follow it
+                for table in (LEDGER, *FOLLOWERS):
+                    for name in drop_partitions_before(conn, args.before, table):
+                        print(f"dropped {name}")
         except psycopg.Error as err:
             print(f"refused: {err.diag.message_primary or err}", file=sys.stderr)
             return 1

@@ -4,9 +4,13 @@ Every writer works on a SQLAlchemy ``Connection`` inside a transaction the calle
 owns (``Producer.transaction``), so a producer can record a step, the violation it
 caused and the audit entry that follows atomically. Writers compute content
 hashes (``aos_recording.hashing``); the database assigns ledger chains and
-``recorded_at``. Writes the seeds call idempotent are ``ON CONFLICT … DO NOTHING``
-and then compare: a retry with the same content is a no-op, a different content
-under the same key is refused (``EvidenceConflict``), never overwritten.
+``recorded_at``. Writes the seeds call idempotent are keyed: a retry with the same
+content is a no-op, a different content under the same key is refused
+(``EvidenceConflict``), never overwritten. The key is a unique index
+(``ON CONFLICT DO NOTHING``, then compare) or, on the partitioned system_records and
+aos_trace_steps, a trigger (migration 0009) that skips the same content and refuses
+other content with 23505; each such write runs in a savepoint, so a refusal leaves
+the caller's transaction usable.
 """
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from typing import Any, Iterator, Mapping
 
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from aos_recording import hashing, vocabulary
 from aos_runtime.db import sync_url
@@ -173,18 +178,29 @@ def _insert_once(conn: Connection, table: str, key: tuple[str, ...], record: Map
     columns = [*record, "content_hash", *marks]
     values = [f"CAST(:{c} AS jsonb)" if c in jsonb else f":{c}" for c in columns]
     params = {**record, **{c: _json(record[c]) for c in jsonb}, "content_hash": content, **marks}
-    inserted = conn.execute(text(
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(values)}) "
-        f"ON CONFLICT ({', '.join(key)}) DO NOTHING RETURNING id"), params).first()
+    refused = EvidenceConflict(f"{table} {dict((c, record[c]) for c in key)}: already recorded with different content")
+    inserted = _insert_or_refused(conn, f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(values)}) "
+                                  "ON CONFLICT DO NOTHING RETURNING id", params, refused)
     if inserted is not None:
         return inserted.id
     where = " AND ".join(f"{c} = :{c}" for c in key)
     existing = conn.execute(text(f"SELECT id, content_hash FROM {table} WHERE {where}"), params).first()
     if existing is None or bytes(existing.content_hash) != content:
         # None: the key is taken by a row this tenant cannot see — still a conflict, never a leak.
-        raise EvidenceConflict(f"{table} {dict((c, record[c]) for c in key)}: already recorded with "
-                               "different content")
+        raise refused
     return existing.id
+
+
+def _insert_or_refused(conn: Connection, sql: str, params: Mapping[str, Any], refused: EvidenceConflict):
+    """The inserted row (None: skipped, the key holds the same content or a unique index
+    said DO NOTHING); ``refused`` when a key trigger refused other content (23505)."""
+    try:
+        with conn.begin_nested():
+            return conn.execute(text(sql), params).first()
+    except IntegrityError as err:
+        if getattr(err.orig, "sqlstate", None) == "23505":
+            raise refused from err
+        raise
 
 
 class TraceRecorder(_Writer):
@@ -214,25 +230,21 @@ class TraceRecorder(_Writer):
         step = {"step_index": step_index, "step_type": step_type, "input_data": input_data,
                 "output_data": output_data, "timestamp": timestamp}
         content = hashing.step_content_hash(step)
-        inserted = self.conn.execute(text(
+        # The step trigger skips the same content under a taken step_index (a retry)
+        # and refuses other content.
+        _insert_or_refused(
+            self.conn,
             "INSERT INTO aos_trace_steps (id, trace_id, tenant_id, step_index, step_type, level, source, "
             "\"timestamp\", tokens, cost_cents, duration_ms, input_data, output_data, metadata, content_hash) "
             "VALUES (:id, :trace_id, :tenant_id, :step_index, :step_type, :level, :source, :timestamp, :tokens, "
             ":cost_cents, :duration_ms, CAST(:input_data AS jsonb), CAST(:output_data AS jsonb), "
-            "CAST(:metadata AS jsonb), :content_hash) "
-            "ON CONFLICT (tenant_id, trace_id, step_index) DO NOTHING RETURNING id"),
+            "CAST(:metadata AS jsonb), :content_hash) RETURNING id",
             {"id": step_id or new_id("step"), "trace_id": trace_id, "tenant_id": tenant_id,
              "step_index": step_index, "step_type": step_type, "level": level, "source": source,
              "timestamp": timestamp, "tokens": tokens, "cost_cents": cost_cents, "duration_ms": duration_ms,
              "input_data": _json(input_data), "output_data": _json(output_data), "metadata": _json(metadata),
-             "content_hash": content}).first()
-        if inserted is None:
-            stored = self.conn.execute(text(
-                "SELECT content_hash FROM aos_trace_steps "
-                "WHERE tenant_id = :tenant AND trace_id = :t AND step_index = :i"),
-                {"tenant": tenant_id, "t": trace_id, "i": step_index}).scalar_one()
-            if bytes(stored) != content:
-                raise EvidenceConflict(f"trace {trace_id} step {step_index}: already recorded with different content")
+             "content_hash": content},
+            EvidenceConflict(f"trace {trace_id} step {step_index}: already recorded with different content"))
         return content
 
     def mark_violation(self, *, trace_id: str, step_index: int, policy_id: str, reason: str,

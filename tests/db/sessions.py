@@ -1,13 +1,15 @@
 """Sessions for the database tests: a raw psycopg session as a role and tenant (for tests that
-probe the schema itself), and a verification of a tenant's ledger through the producer."""
+probe the schema itself), ledger entries appended and verified through the producer."""
 from __future__ import annotations
 
 import contextlib
+from datetime import datetime, timedelta
 
 import psycopg
 
 from aos_recording import verify
-from aos_recording.writers import Producer
+from aos_recording.sources import SourceWriter
+from aos_recording.writers import AuditLedgerWriter, Producer
 
 
 @contextlib.contextmanager
@@ -27,5 +29,21 @@ def ledger_report(url: str, tenant: str, **kw) -> verify.ChainReport:
     try:
         with producer.transaction(tenant) as conn:
             return verify.verify_ledger(conn, tenant, **kw)
+    finally:
+        producer.close()
+
+
+def append_entries(url: str, tenant: str, months: list[datetime], per_month: int) -> list:
+    """``per_month`` ledger entries of ``tenant`` created in each of ``months`` (the tenant
+    made first if new), through the producer: the chain trigger assigns seq and hashes."""
+    producer = Producer(url)
+    try:
+        with producer.transaction(tenant) as conn:
+            SourceWriter(conn).ensure_tenant(tenant_id=tenant, name=tenant, created_at=months[0] - timedelta(days=30))
+            writer = AuditLedgerWriter(conn)
+            return [writer.append(tenant_id=tenant, event_type="LimitUpdated", entity_type="LIMIT",
+                                  entity_id="lim-1", actor_type="HUMAN", actor_id="user-1",
+                                  after_state={"max_value": i}, created_at=month + timedelta(hours=i))
+                    for month in months for i in range(per_month)]
     finally:
         producer.close()

@@ -9,29 +9,13 @@ import psycopg
 import pytest
 
 from aos_recording import retention, verify
-from aos_recording.sources import SourceWriter
-from aos_recording.writers import AuditLedgerWriter, Producer
 from aos_runtime import migrate
-from tests.db.sessions import ledger_report as report, session
+from tests.db.sessions import append_entries as append, ledger_report as report, session
 
 pytestmark = pytest.mark.db
 
 SERVICE_ROLES = ("aos_overview", "aos_logs", "aos_export", "aos_producer")
 JAN, FEB, MAR = (datetime(2025, m, 10, tzinfo=timezone.utc) for m in (1, 2, 3))
-
-
-def append(url: str, tenant: str, months: list[datetime], per_month: int) -> list:
-    producer = Producer(url)
-    try:
-        with producer.transaction(tenant) as conn:
-            SourceWriter(conn).ensure_tenant(tenant_id=tenant, name=tenant, created_at=JAN - timedelta(days=30))
-            writer = AuditLedgerWriter(conn)
-            return [writer.append(tenant_id=tenant, event_type="LimitUpdated", entity_type="LIMIT",
-                                  entity_id="lim-1", actor_type="HUMAN", actor_id="user-1",
-                                  after_state={"max_value": i}, created_at=month + timedelta(hours=i))
-                    for month in months for i in range(per_month)]
-    finally:
-        producer.close()
 
 
 def kinds(chain_report: verify.ChainReport) -> list[tuple[int, str]]:
@@ -233,7 +217,8 @@ def test_ensure_creates_months_ahead_and_leaves_months_held_by_the_default(ledge
     append(url, a, [datetime(2031, 6, 1, tzinfo=timezone.utc)], 1)  # no partition yet: the default takes it
     with session(url) as conn:
         created = retention.ensure_partitions(conn, first=date(2031, 5, 1), through=date(2031, 7, 1))
-        assert created == ["audit_ledger_p2031_05", "audit_ledger_p2031_07"]
+        assert created == ["audit_ledger_p2031_05", "audit_ledger_p2031_07",  # June: the default holds a row
+                           *(f"{t}_p2031_{m:02d}" for t in ("system_records", "aos_trace_steps") for m in (5, 6, 7))]
         assert retention.ensure_partitions(conn, first=date(2031, 5, 1), through=date(2031, 7, 1)) == []
         modes = {m for (m,) in conn.execute("SELECT tgenabled FROM pg_trigger WHERE NOT tgisinternal "
                                             "AND tgrelid = ANY(%s::regclass[])",

@@ -94,9 +94,11 @@ def test_a_step_joins_only_its_own_tenants_trace(database_url):
     assert err.value.sqlstate == "23503"
     with session(database_url, "aos_producer", a) as conn:
         conn.execute(step, (a, h("s")))
-        # the producer's idempotent retry names the tenant-keyed unique constraint
-        assert conn.execute(step + " ON CONFLICT (tenant_id, trace_id, step_index) "
-                            "DO NOTHING RETURNING id", (a, h("s"))).fetchone() is None
+        # the producer's idempotent retry is skipped; other content at a taken index refused
+        # (the step trigger keeps (tenant_id, trace_id, step_index) unique across partitions)
+        assert conn.execute(step + " RETURNING id", (a, h("s"))).fetchone() is None
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute(step, (a, h("other")))
 
 
 # Reads by id alone (the producer's trace updates, the governance lookup by ids) run under
