@@ -252,15 +252,24 @@ class ExportService(pb_grpc.ExportServiceServicer):
 
     async def GetLedgerCheckpoint(self, request, context):
         tenant = auth.principal().tenant_id
-        head = await self.ctx.db.run(tenant, evidence.ledger_head, tenant)
+        statement, envelope = await self.ctx.db.run(tenant, self._sign_checkpoint, tenant)
+        return pb.GetLedgerCheckpointResponse(checkpoint=integrity_pb2.LedgerCheckpoint(
+            tenant_id=tenant, seq=statement["seq"], chain_hash=statement["chain_hash"],
+            issued_at=timestamp(statement["issued"]), dsse_envelope=envelope))
+
+    def _sign_checkpoint(self, conn, tenant: str) -> tuple[dict, str]:
+        """Signs the tenant's ledger head and records the signed statement (the evidence
+        retention needs before it drops that chain segment, migrations 0008 and 0010)."""
+        head = evidence.ledger_head(conn, tenant)
         issued = datetime.now(timezone.utc)
         statement = {"tenant_id": tenant, "seq": head["seq"] if head else 0,
                      "chain_hash": bytes(head["chain_hash"]).hex() if head else "00" * 32,
                      "issued_at": rfc3339(issued)}
-        envelope = dsse.sign_envelope(dsse.CHECKPOINT_PAYLOAD_TYPE, canonical_json(statement), self.keys.active)
-        return pb.GetLedgerCheckpointResponse(checkpoint=integrity_pb2.LedgerCheckpoint(
-            tenant_id=tenant, seq=statement["seq"], chain_hash=statement["chain_hash"], issued_at=timestamp(issued),
-            dsse_envelope=dsse.envelope_json(envelope)))
+        envelope = dsse.envelope_json(dsse.sign_envelope(dsse.CHECKPOINT_PAYLOAD_TYPE, canonical_json(statement),
+                                                         self.keys.active))
+        if head:
+            store.record_checkpoint(conn, head["seq"], bytes(head["chain_hash"]), envelope)
+        return {**statement, "issued": issued}, envelope
 
 
 def _range(r: Request, message, prefix: str) -> dict:

@@ -116,3 +116,11 @@ def insert_export(conn: Connection, row: Mapping[str, Any]) -> Mapping[str, Any]
                              else f":{k}" for k in values)
     return conn.execute(text(f"INSERT INTO log_exports ({columns}) VALUES ({placeholders}) "
                              "RETURNING seq, prev_hash, chain_hash, recorded_at"), values).mappings().one()
+
+
+def record_checkpoint(conn: Connection, seq: int, chain_hash: bytes, envelope_json: str) -> bool:
+    """Records a signed checkpoint of the current tenant's ledger (migration 0010's
+    function: only at an entry the ledger holds; the first signature at a seq is kept).
+    True when this one was recorded."""
+    return bool(conn.execute(text("SELECT aos_record_signed_checkpoint(:seq, :hash, CAST(:envelope AS jsonb))"),
+                             {"seq": seq, "hash": chain_hash, "envelope": envelope_json}).scalar())

@@ -9,6 +9,7 @@ import zipfile
 from datetime import timedelta
 
 import grpc
+import psycopg
 import pytest
 
 from aos.evidence.v1 import bundle_pb2, evidence_pb2, records_pb2, sources_pb2
@@ -297,7 +298,7 @@ async def test_export_envelope_verifies_with_securesystemslib(stub):
 
 # --- keys and checkpoints ---------------------------------------------------------------
 
-async def test_signing_keys_and_a_signed_ledger_checkpoint(stub, suite):
+async def test_signing_keys_and_a_signed_ledger_checkpoint(stub, suite, database_url):
     keys = (await stub.ListSigningKeys(pb.ListSigningKeysRequest(), metadata=auth(TENANT))).keys
     active = [k for k in keys if k.status == bundle_pb2.SIGNING_KEY_STATUS_ACTIVE]
     assert len(active) == 1 and active[0].algorithm == "ed25519" and len(active[0].public_key) == 32
@@ -312,6 +313,23 @@ async def test_signing_keys_and_a_signed_ledger_checkpoint(stub, suite):
         entries = await audit_grpc.AuditLedgerServiceStub(channel).ListAuditEntries(
             audit_pb.ListAuditEntriesRequest(page_size=1), metadata=auth(TENANT))
     assert (entries.entries[0].seq, entries.entries[0].chain_hash) == (cp.seq, cp.chain_hash)
+    # Recorded as the checkpoint retention needs (migration 0010), the signed envelope with it;
+    # signing the same head again keeps the first statement.
+    again = (await stub.GetLedgerCheckpoint(pb.GetLedgerCheckpointRequest(), metadata=auth(TENANT))).checkpoint
+    assert again.seq == cp.seq and again.dsse_envelope != cp.dsse_envelope
+    with psycopg.connect(database_url) as conn:
+        recorded = conn.execute("SELECT chain_hash, envelope FROM ledger_checkpoints WHERE tenant_id = %s "
+                                "AND kind = 'CHECKPOINT' AND seq = %s", (TENANT, cp.seq)).fetchall()
+        assert [(bytes(h).hex(), e) for h, e in recorded] == [(cp.chain_hash, json.loads(cp.dsse_envelope))]
+        # The Export role records only through that function: only entries the ledger holds,
+        # never a row of its own (an anchor could be forged with one).
+        conn.execute("SET ROLE aos_export")
+        conn.execute("SELECT set_config('aos.tenant_id', %s, false)", (TENANT,))
+        assert conn.execute("SELECT aos_record_signed_checkpoint(%s, %s, NULL)",
+                            (cp.seq - 1, bytes(32))).fetchone() == (None,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("INSERT INTO ledger_checkpoints (tenant_id, kind, seq, chain_hash) "
+                         "VALUES (%s, 'RETENTION_ANCHOR', 1, %s)", (TENANT, bytes(32)))
 
 
 async def test_rotation_keeps_old_exports_verifiable(database_url, tmp_path):
