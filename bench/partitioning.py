@@ -1,20 +1,24 @@
-"""The audit ledger partitioned by month vs unpartitioned, and checkpoint-gated retention.
+"""The evidence tables partitioned by month vs unpartitioned, and checkpoint-gated retention.
 
     .venv/bin/python bench/partitioning.py                      # 1,000,000 entries, 10 tenants
-    .venv/bin/python bench/partitioning.py --entries 100000     # a quick run
+    .venv/bin/python bench/partitioning.py --entries 100000 --records 20000   # a quick run
 
 On a scratch database (bench/scratch.py: DATABASE_URL, or an embedded Postgres) at
 migration 0007 (the last unpartitioned schema):
-1. loads the entries through the real chain trigger (aos_recording.bulk: COPY, content
-   hashes as a producer computes them; created_at spread over ~300 days from 2026-01);
+1. loads the ledger entries through the real chain trigger, and system records and
+   trace steps (``--records`` each: 20 steps per trace) through their triggers
+   (aos_recording.bulk: COPY, content hashes as a producer computes them; created_at
+   spread over ~300 days from 2026-01, steps stamped when loaded);
 2. vacuums, then measures, as the Logs role under row-level security, the Logs store's own queries —
    the first page of ListAuditEntries, a page of one month in the middle, the ledger
-   head — plus a full verification of one tenant's chain and single appends;
-3. converts the ledger in place (migration 0008, applied to the loaded database as a
-   deployment would) and measures the same again;
+   head, the first page of system records — plus a full verification of one tenant's
+   chain and single writes as a producer makes them (a ledger append, a system record,
+   a trace step, each its own transaction);
+3. converts the tables in place (migrations 0008 then 0009, applied to the loaded
+   database as a deployment would, each timed) and measures the same again;
 4. retention: a drop without checkpoints is refused; checkpoints are recorded; the
-   first three months are dropped; the tenant's chain verifies from its anchor, and
-   is flagged TRUNCATION without it.
+   first three months of the ledger are dropped, then those of system records; the
+   tenant's chain verifies from its anchor, and is flagged TRUNCATION without it.
 Prints one line per figure and, with --json, the figures as JSON.
 """
 from __future__ import annotations
@@ -36,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from scratch import scratch_database  # noqa: E402
 
 from aos_recording import bulk, retention, verify  # noqa: E402
-from aos_recording.writers import AuditLedgerWriter, Producer  # noqa: E402
+from aos_recording.writers import AuditLedgerWriter, Producer, SystemRecordWriter, TraceRecorder  # noqa: E402
 from aos_runtime import migrate  # noqa: E402
 from aos_runtime.db import libpq_url, sync_url  # noqa: E402
 from services.logs import store  # noqa: E402
@@ -60,7 +64,8 @@ def measure(url: str, tenant: str, repeat: int) -> dict[str, dict[str, float]]:
     # Both layouts measured vacuumed: index-only scans need the visibility map, and a
     # freshly copied table has none until autovacuum passes.
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
-        conn.execute("VACUUM (ANALYZE) audit_ledger")
+        for table in ("audit_ledger", "system_records", "aos_trace_steps"):
+            conn.execute(f"VACUUM (ANALYZE) {table}")
     engine = create_engine(sync_url(url), connect_args={"options": "-c role=aos_logs"}, pool_size=1)
     producer = Producer(url, pool_size=1)
     figures = {}
@@ -75,6 +80,8 @@ def measure(url: str, tenant: str, repeat: int) -> dict[str, dict[str, float]]:
             figures["list_first_page"] = timed(first_page, repeat)
             figures["list_one_month_page"] = timed(month_page, repeat)
             figures["ledger_head"] = timed(lambda: store.ledger_head(conn, tenant), repeat)
+            figures["system_records_first_page"] = timed(
+                lambda: store.list_system_records(conn, tenant, {}, None, 50), repeat)
             conn.rollback()
             started = time.perf_counter()
             with conn.begin():
@@ -89,6 +96,23 @@ def measure(url: str, tenant: str, repeat: int) -> dict[str, dict[str, float]]:
                                                entity_id="lim-1", actor_type="SYSTEM",
                                                created_at=datetime(2026, 10, 20, tzinfo=timezone.utc))
         figures["append_one_entry"] = timed(append_one, repeat)
+
+        def write_system_record() -> None:
+            with producer.transaction(tenant) as conn:
+                SystemRecordWriter(conn).write(tenant_id=tenant, component="api", event_type="ERROR",
+                                               severity="ERROR", summary="bench",
+                                               created_at=datetime(2026, 10, 20, tzinfo=timezone.utc))
+        figures["write_one_system_record"] = timed(write_system_record, repeat)
+
+        with producer.transaction(tenant) as conn:
+            trace = TraceRecorder(conn).create_trace(tenant_id=tenant, run_id="bench-run")
+        steps = iter(range(repeat + 1))
+
+        def add_step() -> None:
+            with producer.transaction(tenant) as conn:
+                TraceRecorder(conn).add_step(tenant_id=tenant, trace_id=trace, step_index=next(steps),
+                                             step_type="llm_call", timestamp=datetime.now(timezone.utc))
+        figures["append_one_trace_step"] = timed(add_step, repeat)
     finally:
         engine.dispose()
         producer.close()
@@ -112,6 +136,9 @@ def retention_demo(url: str, tenant: str) -> dict[str, object]:
         demo["drop_s"] = round(time.perf_counter() - started, 3)
         anchor = retention.retention_anchor(conn, tenant)
         demo["anchor_seq"] = anchor.seq
+        started = time.perf_counter()
+        demo["dropped_system_records"] = retention.drop_partitions_before(conn, date(2026, 4, 1), "system_records")
+        demo["drop_system_records_s"] = round(time.perf_counter() - started, 3)
     with engine.begin() as conn:
         started = time.perf_counter()
         kept = verify.verify_ledger(conn, tenant, anchor=anchor)
@@ -127,31 +154,39 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--tenants", type=int, default=10)
+    parser.add_argument("--records", type=int, default=200_000, help="system records, and trace steps")
     parser.add_argument("--repeat", type=int, default=200)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    results: dict[str, object] = {"entries": args.entries, "tenants": args.tenants}
+    results: dict[str, object] = {"entries": args.entries, "tenants": args.tenants, "records": args.records}
+    tables = ("audit_ledger", "system_records", "aos_trace_steps")
     with scratch_database("aos-bench-partitioning-", revision="0007_tenant_keyed_schema") as (url, _):
         with psycopg.connect(libpq_url(url)) as conn:
             results["server"] = conn.execute("SHOW server_version").fetchone()[0]
         started = time.perf_counter()
-        bulk.load(url, bulk.Volume(tenants=args.tenants, ledger=args.entries, traces=0, steps=0, system=0))
+        bulk.load(url, bulk.Volume(tenants=args.tenants, ledger=args.entries, traces=args.records // 20, steps=20,
+                                   system=args.records))
         results["load_s"] = round(time.perf_counter() - started, 1)
         tenant = bulk.tenant_ids(args.tenants)[0]
         results["unpartitioned"] = measure(url, tenant, args.repeat)
         with psycopg.connect(libpq_url(url), autocommit=True) as conn:
-            results["size_unpartitioned_mb"] = round(conn.execute(
-                "SELECT pg_total_relation_size('audit_ledger')").fetchone()[0] / 2**20, 1)
-            started = time.perf_counter()
+            def sizes() -> dict[str, float]:
+                # pg_partition_tree: nothing for a plain table, every partition for a partitioned one
+                return {t: round(float(conn.execute(
+                    "SELECT coalesce(sum(pg_total_relation_size(relid)), pg_total_relation_size(%s::regclass)) "
+                    "FROM pg_partition_tree(%s)", (t, t)).fetchone()[0]) / 2**20, 1) for t in tables}
+            results["size_unpartitioned_mb"] = sizes()
+            for revision in ("0008_partitioned_audit_ledger", "0009_partitioned_records_steps"):
+                started = time.perf_counter()
+                migrate.upgrade(url, revision)
+                results[f"convert_s_{revision[:4]}"] = round(time.perf_counter() - started, 2)
             migrate.upgrade(url)
-            results["convert_s"] = round(time.perf_counter() - started, 2)
-            results["partitions"] = retention.partitions(conn)
-            results["size_partitioned_mb"] = round(conn.execute(
-                "SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits "
-                "WHERE inhparent = 'audit_ledger'::regclass").fetchone()[0] / 2**20, 1)
+            results["partitions"] = {t: retention.partitions(conn, t) for t in tables}
+            results["size_partitioned_mb"] = sizes()
         results["partitioned"] = measure(url, tenant, args.repeat)
         results["retention"] = retention_demo(url, tenant)
-    for key in ("server", "entries", "tenants", "load_s", "size_unpartitioned_mb", "size_partitioned_mb", "convert_s"):
+    for key in ("server", "entries", "tenants", "records", "load_s", "size_unpartitioned_mb", "size_partitioned_mb",
+                "convert_s_0008", "convert_s_0009"):
         print(f"{key:<24} {results[key]}")
     for name in results["unpartitioned"]:
         print(f"{name:<24} unpartitioned {results['unpartitioned'][name]}")
