@@ -46,7 +46,10 @@ class AuditFilters:
 
 
 # An audit entry with its correlation spine: the run it names (in its state, or
-# by correlation id), that run's trace, violated policy and incident.
+# by correlation id), that run's trace, violated policy and incident. The run key is
+# computed apart (OFFSET 0 keeps it a subquery of its own): under row-level security a
+# join condition holding jsonb operators, which are not leakproof, cannot be an index
+# condition, and each entry then read every trace of its tenant (tests/db/test_logs_store.py).
 _AUDIT_SELECT = """
 SELECT a.id, a.tenant_id, a.seq, a.event_type, a.entity_type, a.entity_id, a.actor_type, a.actor_id,
        a.action_reason, a.correlation_id, a.created_at, a.recorded_at, a.content_hash, a.prev_hash,
@@ -56,10 +59,11 @@ SELECT a.id, a.tenant_id, a.seq, a.event_type, a.entity_type, a.entity_id, a.act
        coalesce(a.after_state ->> 'incident_id', a.before_state ->> 'incident_id') AS state_incident_id,
        tr.trace_id, tr.violation_policy_id, tr.incident_id AS trace_incident_id{extra}
 FROM audit_ledger a
+CROSS JOIN LATERAL (
+    SELECT coalesce(a.after_state ->> 'run_id', a.before_state ->> 'run_id', a.correlation_id) AS run_key OFFSET 0) k
 LEFT JOIN LATERAL (
     SELECT t.trace_id, t.run_id, t.violation_policy_id, t.incident_id FROM aos_traces t
-    WHERE t.tenant_id = a.tenant_id
-      AND t.run_id = coalesce(a.after_state ->> 'run_id', a.before_state ->> 'run_id', a.correlation_id)
+    WHERE t.tenant_id = a.tenant_id AND t.run_id = k.run_key
     ORDER BY t.started_at LIMIT 1) tr ON true
 """
 
@@ -157,7 +161,11 @@ FROM {_RUN_FROM}
 def list_runs(conn: Connection, tenant_id: str, filters: RunFilters, after: Sequence[Any] | None,
               limit: int) -> Page:
     where, params = filters.where()
-    return keyset_page(conn, _RUN_SELECT, where, {**params, "tenant": tenant_id}, _RUN_FROM, after, limit)
+    # The total counts the trace join only when a filter is on the trace: the join
+    # never changes how many runs there are, and costs a lookup per counted run.
+    on_trace = filters.has_violation is not None or filters.policy_id is not None
+    return keyset_page(conn, _RUN_SELECT, where, {**params, "tenant": tenant_id},
+                       _RUN_FROM if on_trace else "llm_run_records a", after, limit)
 
 
 def get_run(conn: Connection, tenant_id: str, run_id: str) -> Mapping[str, Any] | None:
