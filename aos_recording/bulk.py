@@ -26,7 +26,7 @@ from typing import Iterator
 import psycopg
 from psycopg.types.json import Jsonb
 
-from aos_recording import hashing, vocabulary
+from aos_recording import hashing, retention, vocabulary
 from aos_runtime.db import libpq_url
 
 SCENARIO = "BULK"
@@ -115,6 +115,11 @@ def load(url: str, volume: Volume, *, seed: int = 7) -> dict[str, float]:
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
         conn.execute("SET ROLE aos_owner")
         conn.execute("SET synchronous_commit = off")
+        # Partitioned tables (migrations 0008, 0009): the months the data spans get their
+        # partitions first, as the maintenance path would have made them over time;
+        # otherwise every back-dated row would land in the default partition.
+        if conn.execute("SELECT to_regproc('aos_ensure_partitions') IS NOT NULL").fetchone()[0]:
+            retention.ensure_partitions(conn, first=EPOCH, through=EPOCH + timedelta(seconds=SPAN_S))
         with conn.cursor().copy("COPY tenants (id, name, is_synthetic, synthetic_scenario_id) FROM STDIN") as copy:
             for t in tenants:
                 copy.write_row((t, f"Bulk tenant {t}", True, SCENARIO))
