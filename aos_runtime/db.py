@@ -52,6 +52,18 @@ READ_ONLY = frozenset({"overview", "logs"})
 # server's call wrapper from the gRPC deadline, read when a transaction opens.
 call_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("call_deadline", default=None)
 
+# Read-your-writes on a replica (docs/SERVING.md): a write answers with the WAL position
+# after its commit (WAL_POSITION_HEADER); a read that passes it back (MIN_WAL_POSITION_HEADER,
+# set here by the server's call wrapper) waits until its database has replayed that far.
+WAL_POSITION_HEADER = "x-aos-wal-lsn"
+MIN_WAL_POSITION_HEADER = "x-aos-min-lsn"
+min_wal_position: contextvars.ContextVar[str | None] = contextvars.ContextVar("min_wal_position", default=None)
+# The longest a read waits for its replica (less when the call's deadline is nearer).
+REPLAY_WAIT_S = 5.0
+# On a primary pg_last_wal_replay_lsn() is NULL: it holds every write it answered.
+_REPLAYED = text("SELECT coalesce(pg_last_wal_replay_lsn() >= CAST(:wanted AS pg_lsn), true), "
+                 "pg_last_wal_replay_lsn()::text")
+
 _SCOPE = text("SELECT set_config('aos.tenant_id', :tenant, true), set_config('statement_timeout', :timeout, true)")
 
 
@@ -102,7 +114,7 @@ class Database:
 
     async def run(self, tenant_id: str | None, work: Callable[..., T], *args: Any) -> T:
         """Run ``work(conn, *args)`` in one transaction scoped to ``tenant_id`` (None: no tenant rows)."""
-        deadline = call_deadline.get()
+        deadline, wanted = call_deadline.get(), min_wal_position.get()
         running: dict[str, Any] = {}
 
         def job() -> T:
@@ -113,6 +125,8 @@ class Database:
                 running["dbapi"] = conn.connection.dbapi_connection
                 try:
                     conn.execute(_SCOPE, {"tenant": tenant_id or "", "timeout": timeout_ms})
+                    if wanted is not None:
+                        _await_replay(conn, wanted, deadline)
                     return work(conn, *args)
                 finally:
                     running.pop("dbapi", None)
@@ -134,6 +148,12 @@ class Database:
                 dbapi.cancel()
             raise
 
+    async def wal_position(self) -> str:
+        """Where this database's WAL insert position stands now: at or past the end of every
+        commit that has returned (with synchronous_commit off, past the flushed position too)."""
+        return await self.run(None, lambda conn: conn.execute(text("SELECT pg_current_wal_insert_lsn()::text"))
+                              .scalar_one())
+
     async def ping(self) -> None:
         """Raises unless a fresh connection answers ``SELECT 1`` in time.
 
@@ -149,3 +169,19 @@ class Database:
         self._executor.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(self.engine.dispose)
 
+
+def _await_replay(conn, wanted: str, deadline: float | None) -> None:
+    """Returns once the session's database has replayed up to ``wanted`` (at once on a
+    primary); UNAVAILABLE (another instance may be further) after REPLAY_WAIT_S, or the
+    call's deadline if sooner: a waiting call holds a pooled connection. Each poll is a
+    statement of its own, so the work that follows (READ COMMITTED) sees what was replayed."""
+    give_up = min(deadline if deadline is not None else float("inf"), time.monotonic() + REPLAY_WAIT_S)
+    while True:
+        caught_up, replayed = conn.execute(_REPLAYED, {"wanted": wanted}).one()
+        if caught_up:
+            return
+        if time.monotonic() >= give_up:
+            raise ApiError(grpc.StatusCode.UNAVAILABLE, "REPLICA_BEHIND",
+                           f"this instance's database has replayed the WAL up to {replayed}, not yet to {wanted} "
+                           f"({MIN_WAL_POSITION_HEADER}); retry", metadata={"replayed": replayed or ""})
+        time.sleep(0.005)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import re
 import signal
 import time
 import uuid
@@ -26,7 +27,7 @@ from grpc_reflection.v1alpha import reflection
 
 from aos.evidence.v1 import options_pb2
 from aos_runtime import auth, errors
-from aos_runtime.db import Database, call_deadline
+from aos_runtime.db import MIN_WAL_POSITION_HEADER, WAL_POSITION_HEADER, Database, call_deadline, min_wal_position
 from aos_runtime.observability import request_id
 from aos_runtime.config import Settings
 from aos_runtime.pagination import PageTokens
@@ -35,6 +36,8 @@ log = logging.getLogger("aos.server")
 
 # Open to every caller: a load balancer or grpcurl needs no token for these.
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+# A pg_lsn as PostgreSQL prints it: two hex words.
+_WAL_POSITION = re.compile(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}")
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,11 @@ class CallPolicy(grpc.aio.ServerInterceptor):
         if scope not in principal.scopes:
             raise errors.permission_denied(scope)
         auth.current_principal.set(principal)
+        wanted = meta.get(MIN_WAL_POSITION_HEADER)
+        if wanted is not None and not _WAL_POSITION.fullmatch(wanted):
+            raise errors.invalid_argument(MIN_WAL_POSITION_HEADER, "must be a WAL position as PostgreSQL writes it "
+                                          f"(the {WAL_POSITION_HEADER} a write answered with), e.g. 0/16B3748")
+        min_wal_position.set(wanted)
         return rid, time.monotonic()
 
     async def _fail(self, context, method: str, exc: BaseException, started: float) -> None:

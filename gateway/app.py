@@ -25,6 +25,7 @@ from starlette.routing import Route as HttpRoute
 from starlette.types import ASGIApp, Message as AsgiMessage, Receive, Scope, Send
 
 from aos_runtime import channels, errors
+from aos_runtime.db import WAL_POSITION_HEADER
 from aos_runtime.observability import request_id
 from gateway import openapi, transcode
 from gateway.backends import service_descriptor
@@ -168,7 +169,8 @@ def create_app(backends: Mapping[str, str], *, max_message_bytes: int = 8 * 1024
             reply = await call
         except grpc.aio.AioRpcError as exc:
             return _rpc_error(exc)
-        return JSONResponse(transcode.to_json(reply), headers=_echoed_request_id(await call.trailing_metadata()))
+        return JSONResponse(transcode.to_json(reply), headers={**_echoed_request_id(await call.trailing_metadata()),
+                                                               **_wal_position(await call.initial_metadata())})
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -233,6 +235,12 @@ def _raw_path(scope: Scope) -> str:
 
 def _query(scope: Scope) -> list[tuple[str, str]]:
     return parse_qsl(scope["query_string"].decode("utf-8"), keep_blank_values=True, errors="strict")
+
+
+def _wal_position(metadata: grpc.aio.Metadata | None) -> dict[str, str]:
+    """A write's WAL position (Export's CreateExport), for X-AOS-Min-LSN on later reads."""
+    lsn = metadata.get(WAL_POSITION_HEADER) if metadata else None
+    return {"X-AOS-WAL-LSN": lsn} if lsn else {}
 
 
 def _echoed_request_id(metadata: grpc.aio.Metadata | None) -> dict[str, str]:

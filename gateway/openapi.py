@@ -61,7 +61,9 @@ def build(table: RouteTable, *, title: str = "AOS Evidence Plane", version: str 
             "REST transcoding of the gRPC services by their google.api.http annotations. JSON uses the proto "
             "field names (snake_case) and prints fields at their defaults; int64 values are strings. Headers: "
             "`Authorization: Bearer <JWT>` (passed through), `Grpc-Timeout` (e.g. `5S`, `200m`: the call's "
-            "deadline), `X-Request-Id` (passed through, echoed). Errors are google.rpc.Status with "
+            "deadline), `X-Request-Id` (passed through, echoed), `X-AOS-Min-LSN` (passed through: a read on a "
+            "replica waits until it has replayed the write that answered with that `X-AOS-WAL-LSN`, as "
+            "CreateExport does). Errors are google.rpc.Status with "
             "google.rpc.ErrorInfo (domain aos.evidence) and, for bad input, google.rpc.BadRequest.")},
         "tags": [{"name": s.name, "description": s.full_name} for s in services],
         "paths": dict(sorted(paths.items())),

@@ -21,6 +21,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from aos_runtime import errors
+from aos_runtime.db import MIN_WAL_POSITION_HEADER
 from gateway import fields
 from gateway.routes import Route
 
@@ -151,7 +152,8 @@ def _bool(raw: str) -> bool:
 
 
 def call_options(headers: Mapping[str, str], request_id: str) -> tuple[tuple[tuple[str, str], ...], float | None]:
-    """gRPC metadata (authorization passed through, the request id) and the deadline from Grpc-Timeout."""
+    """gRPC metadata (authorization and X-AOS-Min-LSN passed through, the request id) and the
+    deadline from Grpc-Timeout."""
     problems = errors.Violations()
     metadata = [("x-request-id", request_id)]
     authorization = headers.get("authorization")
@@ -162,6 +164,13 @@ def call_options(headers: Mapping[str, str], request_id: str) -> tuple[tuple[tup
             problems.add("Authorization", f"must be at most {MAX_AUTHORIZATION_CHARS} characters")
         else:
             metadata.append(("authorization", authorization))
+    # Read-your-writes on a replica: passed through, checked by the service.
+    wanted = headers.get(MIN_WAL_POSITION_HEADER)
+    if wanted is not None:
+        if _METADATA_VALUE.fullmatch(wanted) and len(wanted) <= 32:
+            metadata.append((MIN_WAL_POSITION_HEADER, wanted))
+        else:
+            problems.add("X-AOS-Min-LSN", "must be a WAL position, e.g. 0/16B3748")
     timeout = None
     raw_timeout = headers.get("grpc-timeout")
     if raw_timeout is not None:

@@ -17,6 +17,7 @@ from aos.export.v1 import export_service_pb2 as pb, export_service_pb2_grpc as p
 from aos_recording import dsse, verify
 from aos_recording.hashing import artifact_checksum, canonical_json, manifest_hash, rfc3339
 from aos_runtime import auth, errors
+from aos_runtime.db import WAL_POSITION_HEADER
 from aos_runtime.evidence import timestamp
 from aos_runtime.server import Servicer, ServiceContext
 from aos_runtime.validation import Request
@@ -96,6 +97,13 @@ class ExportService(pb_grpc.ExportServiceServicer):
                             idempotency_key=key)
 
     async def CreateExport(self, request, context):
+        reply = await self._create(request)
+        # Read-your-writes on a replica: where the WAL stands after the export committed;
+        # a Logs read passing it back waits for its replica to get there (docs/SERVING.md).
+        await context.send_initial_metadata(((WAL_POSITION_HEADER, await self.ctx.db.wal_position()),))
+        return reply
+
+    async def _create(self, request) -> pb.CreateExportResponse:
         who = auth.principal()
         plan = self._plan(request, who.tenant_id)
         if plan.idempotency_key:

@@ -119,6 +119,10 @@ async def test_create_download_and_verify_an_export(client, writer_data):
     assert created.status_code == 200, created.text
     export = created.json()["export"]
     assert (export["run_id"], export["scope"], export["format"]) == (run, "EXPORT_SCOPE_LLM_RUN", "EXPORT_FORMAT_ZIP")
+    # read-your-writes on a replica: the write's WAL position, for X-AOS-Min-LSN on later reads
+    position = created.headers["x-aos-wal-lsn"]
+    listed = await client.get("/api/v1/logs/audit", headers={**headers, "X-AOS-Min-LSN": position})
+    assert listed.status_code == 200, listed.text  # one database here: the primary holds it already
 
     fetched = (await client.get(f"/api/v1/logs/exports/{export['export_id']}", headers=headers)).json()["export"]
     assert fetched["checksum"] == export["checksum"] and '"payloadType"' in fetched["dsse_envelope"]
@@ -319,6 +323,13 @@ async def test_grpc_timeout_is_the_deadline(client):
     assert body["details"][0]["domain"] == "aos.evidence"
     assert (await client.get("/api/v1/logs/audit", headers={"Grpc-Timeout": "30S"})).status_code == 200
     assert "Grpc-Timeout" in bad_request_fields(await client.get("/api/v1/logs/audit", headers={"Grpc-Timeout": "1x"}))
+
+
+async def test_a_bad_min_lsn_is_a_bad_request(client):
+    assert "x-aos-min-lsn" in bad_request_fields(await client.get("/api/v1/logs/audit",
+                                                                  headers={"X-AOS-Min-LSN": "yesterday"}))
+    assert "X-AOS-Min-LSN" in bad_request_fields(await client.get("/api/v1/logs/audit",
+                                                                  headers={"X-AOS-Min-LSN": "0/" + "F" * 40}))
 
 
 async def test_request_ids_pass_through_and_come_back(client):

@@ -8,6 +8,7 @@ only and reach the replica by replication.
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -167,3 +168,49 @@ def test_the_read_dsn_setting_points_a_read_service_at_the_replica(clusters, tmp
     finally:
         service.terminate()
         assert service.wait(timeout=30) == 0
+
+
+async def test_a_read_passing_a_writes_wal_position_waits_for_the_replica_to_replay_it(clusters, services,
+                                                                                       monkeypatch):
+    """Read-your-writes (docs/SERVING.md): CreateExport answers with x-aos-wal-lsn; a Logs read
+    on the replica that passes it back as x-aos-min-lsn answers only once the replica has
+    replayed that far (never stale), or UNAVAILABLE; without it, the replica answers at once
+    as of its replay position. Replay is paused on the replica to make the lag certain."""
+    from aos_runtime import db
+    from tests.e2e.support import violations
+
+    primary, replica = clusters
+    with psycopg.connect(replica.url, autocommit=True) as conn:
+        conn.execute("SELECT pg_wal_replay_pause()")
+    async with grpc.aio.insecure_channel(services["export", "primary"]) as channel:
+        call = export_grpc.ExportServiceStub(channel).CreateExport(export_pb.CreateExportRequest(
+            bundle_type=bundle_pb2.BUNDLE_TYPE_EVIDENCE, format=bundle_pb2.EXPORT_FORMAT_JSON, run_id=SUPPORT),
+            metadata=auth())
+        created = (await call).export
+        lsn = dict(await call.initial_metadata())["x-aos-wal-lsn"]
+    request = audit_pb.ListAccessEventsRequest(page_size=1000)
+    after_write = auth() + (("x-aos-min-lsn", lsn),)
+
+    def exported(reply) -> bool:
+        return created.export_id in {e.entity_id for e in reply.entries}
+
+    async with grpc.aio.insecure_channel(services["logs", "replica"]) as channel:
+        stub = audit_grpc.AuditLedgerServiceStub(channel)
+        assert not exported(await stub.ListAccessEvents(request, metadata=auth()))  # as of the replica: stale
+        monkeypatch.setattr(db, "REPLAY_WAIT_S", 0.3)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.ListAccessEvents(request, metadata=after_write, timeout=10)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE and "not yet to " + lsn in err.value.details()
+        monkeypatch.undo()
+        waiting = asyncio.ensure_future(stub.ListAccessEvents(request, metadata=after_write, timeout=20))
+        await asyncio.sleep(0.5)
+        assert not waiting.done()
+        with psycopg.connect(replica.url, autocommit=True) as conn:
+            conn.execute("SELECT pg_wal_replay_resume()")
+        assert exported(await waiting)
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.ListAccessEvents(request, metadata=auth() + (("x-aos-min-lsn", "not-a-position"),))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "x-aos-min-lsn" in violations(err.value)
+    async with grpc.aio.insecure_channel(services["logs", "primary"]) as channel:  # a primary holds it already
+        assert exported(await audit_grpc.AuditLedgerServiceStub(channel).ListAccessEvents(
+            request, metadata=after_write, timeout=5))
