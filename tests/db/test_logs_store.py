@@ -9,6 +9,17 @@ from services.logs import store
 pytestmark = pytest.mark.db
 
 
+def logs_engine(database_url: str):
+    """An engine in the Logs role, and the statements it sends (with their parameters)."""
+    from sqlalchemy import event
+
+    engine = create_engine(sync_url(database_url), connect_args={"options": "-c role=aos_logs"})
+    seen: list[tuple[str, object]] = []
+    event.listen(engine, "before_cursor_execute",
+                 lambda conn, cursor, statement, params, context, many: seen.append((statement, params)))
+    return engine, seen
+
+
 def test_totals_are_exact_to_ten_thousand_then_a_flagged_estimate(database_url):
     bulk.load(database_url, bulk.Volume(tenants=1, ledger=12_000, traces=0, steps=0, system=0))
     (tenant,) = bulk.tenant_ids(1)
@@ -27,8 +38,6 @@ def test_governance_never_reads_the_runs_access_entries(database_url):
     """A run exported 2,000 times: its governance lookup reads its own entries, not the
     2,000 EvidenceExported ones (the partial indexes of migration 0006). Checked on the
     plan of the very statement the store runs, as the database executed it."""
-    from sqlalchemy import event
-
     from datetime import datetime, timezone
 
     from aos_recording.sources import SourceWriter
@@ -57,10 +66,7 @@ def test_governance_never_reads_the_runs_access_entries(database_url):
     with owner.connect() as conn:
         conn.execute(text("ANALYZE audit_ledger"))
     owner.dispose()
-    engine = create_engine(sync_url(database_url), connect_args={"options": "-c role=aos_logs"})
-    seen = []
-    event.listen(engine, "before_cursor_execute",
-                 lambda conn, cursor, statement, params, context, many: seen.append((statement, params)))
+    engine, seen = logs_engine(database_url)
     with engine.begin() as conn:
         conn.execute(text("SELECT set_config('aos.tenant_id', :t, true)"), {"t": tenant})
         entries = store.run_audit_entries(conn, tenant, run)
@@ -103,15 +109,10 @@ def test_each_listed_entry_reads_only_its_own_runs_trace(databases):
     # Logs role's row-level security a jsonb expression in that join condition kept
     # run_id out of the index condition: every entry read all of its tenant's traces
     # (10 ms for a first page against 1,000 traces; linear in them).
-    from sqlalchemy import event
-
     database_url = databases.create()
     bulk.load(database_url, bulk.Volume(tenants=1, ledger=400, traces=2_000, steps=1, system=0))
     (tenant,) = bulk.tenant_ids(1)
-    engine = create_engine(sync_url(database_url), connect_args={"options": "-c role=aos_logs"})
-    seen = []
-    event.listen(engine, "before_cursor_execute",
-                 lambda conn, cursor, statement, params, context, many: seen.append((statement, params)))
+    engine, seen = logs_engine(database_url)
     with engine.begin() as conn:
         conn.execute(text("SELECT set_config('aos.tenant_id', :t, true)"), {"t": tenant})
         page = store.list_audit_entries(conn, tenant, store.AuditFilters(), None, 50)
@@ -136,8 +137,6 @@ def test_the_runs_total_joins_traces_only_for_a_filter_on_them(databases):
     # there are, so only a filter on the trace keeps it in the count.
     from datetime import datetime, timedelta, timezone
 
-    from sqlalchemy import event
-
     from aos_recording.sources import SourceWriter
     from aos_recording.writers import LlmRunRecordWriter, Producer, TraceRecorder
 
@@ -154,16 +153,13 @@ def test_the_runs_total_joins_traces_only_for_a_filter_on_them(databases):
         recorder.add_step(tenant_id=tenant, trace_id=trace, step_index=0, step_type="policy_check", timestamp=t0)
         recorder.mark_violation(trace_id=trace, step_index=0, policy_id="pol-1", reason="over budget")
     producer.close()
-    engine = create_engine(sync_url(database_url), connect_args={"options": "-c role=aos_logs"})
-    seen = []
-    event.listen(engine, "before_cursor_execute",
-                 lambda conn, cursor, statement, params, context, many: seen.append(statement))
+    engine, seen = logs_engine(database_url)
     with engine.begin() as conn:
         conn.execute(text("SELECT set_config('aos.tenant_id', :t, true)"), {"t": tenant})
         everything = store.list_runs(conn, tenant, store.RunFilters(), None, 50)
-        count_all = seen[-1]
+        count_all = seen[-1][0]
         clean = store.list_runs(conn, tenant, store.RunFilters(has_violation=False), None, 50)
-        count_clean = seen[-1]
+        count_clean = seen[-1][0]
         flagged = store.list_runs(conn, tenant, store.RunFilters(has_violation=True), None, 50)
     engine.dispose()
     assert "count(*)" in count_all and "aos_traces" not in count_all
