@@ -15,7 +15,7 @@ their CPU per call. This measures that directly and splits the service's side:
 2. the service's work, piece by piece, in this process, one thread, the same code the
    handler runs: verifying the bearer token, one database transaction doing nothing but
    its tenant scope (pool checkout, BEGIN + scope, COMMIT, the thread hand-off), the
-   page's SQL inside it (page + capped total), turning 50 rows into protobuf messages
+   page's SQL inside it (page + its total), turning 50 rows into protobuf messages
    with their evidence metadata, serializing the response, and the call-log line.
    Each is the best of --repeat rounds (the machine is shared; the minimum is the cost
    least disturbed by others).
@@ -106,7 +106,7 @@ def pieces(url: str, tenant: str, token: str, repeat: int) -> dict[str, float]:
         return {
             "verify the bearer token": best_ms(lambda: verifier.verify(f"Bearer {token}"), number=2000, repeat=repeat),
             "a transaction doing only its scope (pool, BEGIN + scope, COMMIT, thread hand-off)": empty,
-            "the page's SQL in it (page + capped total), beyond the empty transaction": with_page - empty,
+            "the page's SQL in it (page + its total), beyond the empty transaction": with_page - empty,
             "50 rows into messages with evidence metadata": best_ms(
                 lambda: answer_metadata(tenant, "audit_ledger", [audit_entry(r) for r in rows]),
                 number=300, repeat=repeat),

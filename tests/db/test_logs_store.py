@@ -1,4 +1,5 @@
-"""The Logs store's totals: exact up to 10,000 matches, a flagged planner estimate above."""
+"""The Logs store's totals (exact up to 10,000 matches, a flagged planner estimate above;
+the unfiltered ledger's from its chain) and the plans of its lookups."""
 import pytest
 from sqlalchemy import create_engine, text
 
@@ -21,16 +22,27 @@ def logs_engine(database_url: str):
 
 
 def test_totals_are_exact_to_ten_thousand_then_a_flagged_estimate(database_url):
+    from datetime import datetime, timezone
+
     bulk.load(database_url, bulk.Volume(tenants=1, ledger=12_000, traces=0, steps=0, system=0))
     (tenant,) = bulk.tenant_ids(1)
-    engine = create_engine(sync_url(database_url), connect_args={"options": "-c role=aos_logs"})
+    engine, seen = logs_engine(database_url)
     with engine.begin() as conn:
         conn.execute(text("SELECT set_config('aos.tenant_id', :t, true)"), {"t": tenant})
+        seen.clear()
         everything = store.list_audit_entries(conn, tenant, store.AuditFilters(), None, 50)
+        unfiltered_sql = [statement for statement, _ in seen]
+        wide = store.list_audit_entries(conn, tenant, store.AuditFilters(
+            created_after=datetime(2000, 1, 1, tzinfo=timezone.utc)), None, 50)
         narrow = store.list_audit_entries(conn, tenant, store.AuditFilters(event_types=("LimitCreated",)), None, 50)
         exact = conn.execute(text("SELECT count(*) FROM audit_ledger WHERE event_type = 'LimitCreated'")).scalar()
+        held = conn.execute(text("SELECT count(*) FROM audit_ledger")).scalar()
     engine.dispose()
-    assert everything.total_is_estimate and everything.total > 10_000 and everything.has_more
+    # Unfiltered: the chain's span, exact at any size, without counting the rows.
+    assert held > 10_000 and everything.total == held and not everything.total_is_estimate
+    assert everything.has_more and not any("count(*)" in statement for statement in unfiltered_sql)
+    # A filter that matches more than 10,000: the capped count, then a flagged estimate.
+    assert wide.total_is_estimate and wide.total > 10_000 and wide.has_more
     assert not narrow.total_is_estimate and narrow.total == exact < 10_000
 
 

@@ -7,6 +7,7 @@ from datetime import date, datetime, timedelta, timezone
 
 import psycopg
 import pytest
+from sqlalchemy import text
 
 from aos_recording import retention, verify
 from aos_runtime import migrate
@@ -210,6 +211,32 @@ def test_the_logs_integrity_report_verifies_from_the_anchor(ledger):
     finally:
         asyncio.run(db.close())
     assert chain.ok and (chain.first_seq, chain.last_seq) == (21, head["seq"])
+
+
+def test_the_ledgers_total_after_retention_is_what_it_holds(ledger):
+    # After the drop above the unfiltered total (the chain's span, no count) is what is
+    # left from the anchor to the head, on the first page and past it.
+    import asyncio
+
+    from aos_runtime.db import Database
+    from services.logs import store
+
+    url, a, _ = ledger
+    db = Database(url, service="logs")
+
+    def listed(conn):
+        first = store.list_audit_entries(conn, a, store.AuditFilters(), None, 4)
+        last = first.rows[-1]
+        after = (last["created_at"].isoformat(), last["id"])
+        return first, store.list_audit_entries(conn, a, store.AuditFilters(), after, 4), conn.execute(
+            text("SELECT count(*) FROM audit_ledger")).scalar_one()
+
+    try:
+        first, second, held = asyncio.run(db.run(a, listed))
+    finally:
+        asyncio.run(db.close())
+    assert held == 11 and first.total == second.total == held and first.has_more
+    assert not first.total_is_estimate and not second.total_is_estimate
 
 
 def test_ensure_creates_months_ahead_and_leaves_months_held_by_the_default(ledger):
