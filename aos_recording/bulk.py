@@ -185,25 +185,36 @@ def _traces(conn, tenants: list[str], volume: Volume, rng: random.Random) -> dic
 
 
 def _system(conn, tenants: list[str], volume: Volume, rng: random.Random) -> float:
+    """Every tenth record system-wide, the rest the tenants'; one COPY for each table (a
+    connection runs one COPY at a time). Before migration 0011 system-wide records were
+    system_records' rows without a tenant."""
     progress = Progress("system_records", volume.system)
     events = sorted(vocabulary.SYSTEM_EVENT_TYPES)
     severities = sorted(vocabulary.SYSTEM_SEVERITIES)
-    with conn.transaction(), conn.cursor().copy(
-            "COPY system_records (id, tenant_id, component, event_type, severity, summary, caused_by, run_id, "
-            "created_at, content_hash, is_synthetic, synthetic_scenario_id) FROM STDIN") as copy:
-        for i in range(volume.system):
-            tenant = None if i % 10 == 0 else tenants[i % len(tenants)]
-            record = {"id": f"bulk.sys-{i}", "tenant_id": tenant, "component": ("api", "worker", "gateway")[i % 3],
-                      "event_type": events[i % len(events)], "severity": severities[i % len(severities)],
-                      "summary": f"event {i}", "details": None, "caused_by": "SYSTEM", "actor_id": None,
-                      "correlation_id": None, "run_id": f"{tenant}.run-{i}" if tenant and i % 5 == 0 else None,
-                      "environment_id": None, "created_at": EPOCH + timedelta(seconds=int(i * SPAN_S / volume.system))}
-            copy.write_row((record["id"], tenant, record["component"], record["event_type"], record["severity"],
-                            record["summary"], "SYSTEM", record["run_id"], record["created_at"],
-                            hashing.system_record_content_hash(record), True, SCENARIO))
-            if (i + 1) % 10_000 == 0:
-                progress.add(10_000)
-        progress.add(volume.system % 10_000)
+    written = 0
+    apart = conn.execute("SELECT to_regclass('platform_records') IS NOT NULL").fetchone()[0]
+    with conn.transaction():
+        for table, system_wide in (("system_records", False), ("platform_records" if apart else "system_records", True)):
+            with conn.cursor().copy(
+                    f"COPY {table} (id, tenant_id, component, event_type, severity, summary, caused_by, run_id, "
+                    "created_at, content_hash, is_synthetic, synthetic_scenario_id) FROM STDIN") as copy:
+                for i in range(volume.system):
+                    if (i % 10 == 0) != system_wide:
+                        continue
+                    tenant = None if system_wide else tenants[i % len(tenants)]
+                    record = {"id": f"bulk.sys-{i}", "tenant_id": tenant,
+                              "component": ("api", "worker", "gateway")[i % 3], "event_type": events[i % len(events)],
+                              "severity": severities[i % len(severities)], "summary": f"event {i}", "details": None,
+                              "caused_by": "SYSTEM", "actor_id": None, "correlation_id": None,
+                              "run_id": f"{tenant}.run-{i}" if tenant and i % 5 == 0 else None, "environment_id": None,
+                              "created_at": EPOCH + timedelta(seconds=int(i * SPAN_S / volume.system))}
+                    copy.write_row((record["id"], tenant, record["component"], record["event_type"],
+                                    record["severity"], record["summary"], "SYSTEM", record["run_id"],
+                                    record["created_at"], hashing.system_record_content_hash(record), True, SCENARIO))
+                    written += 1
+                    if written % 10_000 == 0:
+                        progress.add(10_000)
+        progress.add(written - progress.done)
     return progress.rate()
 
 

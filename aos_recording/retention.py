@@ -3,7 +3,8 @@
 Migration 0008 partitions ``audit_ledger`` by month and creates ``ledger_checkpoints``
 and the owner-only functions this module calls; migration 0009 partitions
 ``system_records`` and ``aos_trace_steps`` the same way, their months dropped only
-after the ledger's (as whole finished traces for steps). This module is the
+after the ledger's (as whole finished traces for steps). The system-wide records
+(``platform_records``, migration 0011) are few, unpartitioned and kept. This module is the
 maintenance path's store (its SQL lives here, as the services' lives in their stores)
 and its command.
 

@@ -8,7 +8,7 @@ hashes (``aos_recording.hashing``); the database assigns ledger chains and
 content is a no-op, a different content under the same key is refused
 (``EvidenceConflict``), never overwritten. The key is a unique index
 (``ON CONFLICT DO NOTHING``, then compare) or, on the partitioned system_records and
-aos_trace_steps, a trigger (migration 0009) that skips the same content and refuses
+aos_trace_steps, a trigger (migrations 0009, 0011) that skips the same content and refuses
 other content with 23505; each such write runs in a savepoint, so a refusal leaves
 the caller's transaction usable.
 """
@@ -124,9 +124,11 @@ class AuditLedgerWriter(_Writer):
 
 
 class SystemRecordWriter(_Writer):
-    """Platform events; ``tenant_id=None`` writes a system-wide record every tenant sees.
+    """Platform events; ``tenant_id=None`` writes a system-wide record every tenant sees
+    (``platform_records``, migration 0011), a tenant's go to ``system_records``.
 
-    Pass ``record_id`` (and ``created_at``) to make a retry idempotent.
+    Pass ``record_id`` (and ``created_at``) to make a retry idempotent: an id is recorded
+    once per tenant, and once among the system-wide records.
     """
 
     def write(self, *, tenant_id: str | None, component: str, event_type: str, severity: str, summary: str,
@@ -140,8 +142,9 @@ class SystemRecordWriter(_Writer):
                   "event_type": event_type, "severity": severity, "summary": summary, "details": details,
                   "caused_by": caused_by, "actor_id": actor_id, "correlation_id": correlation_id,
                   "run_id": run_id, "environment_id": environment_id, "created_at": created_at or now()}
-        return _insert_once(self.conn, "system_records", ("id",), record,
-                            hashing.system_record_content_hash(record), self._marks(), jsonb=("details",))
+        table, key = ("platform_records", ("id",)) if tenant_id is None else ("system_records", ("tenant_id", "id"))
+        return _insert_once(self.conn, table, key, record, hashing.system_record_content_hash(record), self._marks(),
+                            jsonb=("details",))
 
 
 class LlmRunRecordWriter(_Writer):

@@ -78,8 +78,9 @@ def system_slice(conn: Connection, tenant_id: str, filters: Mapping[str, Any]) -
     """The tenant's and the system-wide records matching the filters, oldest first,
     as far as recorded when the export began (``recorded_until``)."""
     extra, params = system_clauses(filters)
-    return _stream(conn, "SELECT s.* FROM system_records s WHERE (s.tenant_id = :tenant OR s.tenant_id IS NULL)"
-                         f"{extra} AND s.recorded_at <= :recorded_until ORDER BY s.created_at, s.id",
+    return _stream(conn, f"SELECT * FROM (SELECT s.* FROM system_records s WHERE s.tenant_id = :tenant{extra} "
+                         f"AND s.recorded_at <= :recorded_until UNION ALL SELECT s.* FROM platform_records s "
+                         f"WHERE true{extra} AND s.recorded_at <= :recorded_until) s ORDER BY s.created_at, s.id",
                    {**params, "tenant": tenant_id, "recorded_until": filters["recorded_until"]})
 
 

@@ -251,7 +251,7 @@ def replay_events(conn: Connection, tenant_id: str, trace_id: str | None, start:
             {**window, "trace": trace_id}).mappings().all())
     found["system"] = list(conn.execute(text(
         "(SELECT * FROM system_records WHERE tenant_id = :t AND created_at BETWEEN :start AND :end) UNION ALL "
-        "(SELECT * FROM system_records WHERE tenant_id IS NULL AND created_at BETWEEN :start AND :end) "
+        "(SELECT * FROM platform_records WHERE created_at BETWEEN :start AND :end) "
         "ORDER BY created_at, id"), window).mappings().all())
     if include_policy:
         found["audit"] = list(conn.execute(text(
@@ -284,8 +284,8 @@ def list_system_records(conn: Connection, tenant_id: str, filters: Mapping[str, 
                         limit: int) -> Page:
     """The tenant's records and the system-wide ones, newest first.
 
-    Two keyset scans, one per index (the tenant's rows, the system-wide rows),
-    merged: an OR over both would sort every match on deep pages.
+    Two keyset scans, one per table (the tenant's system_records, platform_records),
+    merged.
     """
     extra, params = system_clauses(filters)
     params = {**params, "tenant": tenant_id, "limit": limit + 1}
@@ -293,14 +293,14 @@ def list_system_records(conn: Connection, tenant_id: str, filters: Mapping[str, 
     if after is not None:
         keyset = " AND (s.created_at, s.id) < (:after_at, :after_id)"
         params.update(position(after))
-    branch = "(SELECT s.* FROM system_records s WHERE {scope}" + extra + keyset + \
+    branch = "(SELECT s.* FROM {table} s WHERE {scope}" + extra + keyset + \
              " ORDER BY s.created_at DESC, s.id DESC LIMIT :limit)"
     rows = conn.execute(text(
-        f"SELECT * FROM ({branch.format(scope='s.tenant_id = :tenant')} UNION ALL "
-        f"{branch.format(scope='s.tenant_id IS NULL')}) u ORDER BY created_at DESC, id DESC LIMIT :limit"),
+        f"SELECT * FROM ({branch.format(table='system_records', scope='s.tenant_id = :tenant')} UNION ALL "
+        f"{branch.format(table='platform_records', scope='true')}) u ORDER BY created_at DESC, id DESC LIMIT :limit"),
         params).mappings().all()
     own = count_total(conn, "system_records s", "s.tenant_id = :tenant" + extra, params)
-    shared = count_total(conn, "system_records s", "s.tenant_id IS NULL" + extra, params)
+    shared = count_total(conn, "platform_records s", "true" + extra, params)
     return Page(rows=list(rows[:limit]), has_more=len(rows) > limit, total=own[0] + shared[0],
                 total_is_estimate=own[1] or shared[1])
 
@@ -335,7 +335,7 @@ def system_baseline(conn: Connection, tenant_id: str, run_id: str, started_at: d
     preceding = conn.execute(text(
         "SELECT * FROM ((SELECT * FROM system_records WHERE tenant_id = :t AND event_type = ANY(:events) "
         "  AND created_at <= :start ORDER BY created_at DESC LIMIT 1) UNION ALL "
-        " (SELECT * FROM system_records WHERE tenant_id IS NULL AND event_type = ANY(:events) "
+        " (SELECT * FROM platform_records WHERE event_type = ANY(:events) "
         "  AND created_at <= :start ORDER BY created_at DESC LIMIT 1)) s ORDER BY created_at DESC, id DESC LIMIT 1"),
         {"t": tenant_id, "events": list(BASELINE_EVENTS), "start": started_at}).mappings().first()
     return preceding, False
@@ -352,8 +352,8 @@ def attribution(conn: Connection, tenant_id: str, start: datetime, end: datetime
     rows = conn.execute(text(
         "SELECT caused_by, component, event_type, count(*) AS count, "
         "       array_remove(array_agg(DISTINCT actor_id), NULL) AS actor_ids "
-        "FROM system_records WHERE (tenant_id = :t OR tenant_id IS NULL) "
-        "AND created_at >= :start AND created_at < :end "
+        "FROM (SELECT * FROM system_records WHERE tenant_id = :t AND created_at >= :start AND created_at < :end "
+        "      UNION ALL SELECT * FROM platform_records WHERE created_at >= :start AND created_at < :end) s "
         "GROUP BY caused_by, component, event_type ORDER BY count(*) DESC, caused_by, component, event_type"),
         {"t": tenant_id, "start": start, "end": end}).mappings().all()
     page = list_system_records(conn, tenant_id, {"created_after": start, "created_before": end}, after, limit)

@@ -37,6 +37,23 @@ def step(url: str, tenant: str, trace: str, index: int, created_at: datetime, da
                              hashing.step_content_hash(fields), created_at)).fetchone()
 
 
+def system_wide_record(url: str, record_id: str, created_at: datetime) -> None:
+    """A system-wide record as the schema before migration 0011 held one: a system_records
+    row without a tenant (the writer now writes platform_records)."""
+    record = {"id": record_id, "tenant_id": None, "component": "api", "event_type": "ERROR", "severity": "ERROR",
+              "summary": "boom", "details": None, "caused_by": "SYSTEM", "actor_id": None, "correlation_id": None,
+              "run_id": None, "environment_id": None, "created_at": created_at}
+    with session(url, "aos_producer") as conn:
+        conn.execute("INSERT INTO system_records (id, component, event_type, severity, summary, created_at, "
+                     "content_hash) VALUES (%s, 'api', 'ERROR', 'ERROR', 'boom', %s, %s)",
+                     (record_id, created_at, hashing.system_record_content_hash(record)))
+
+
+def placement(url: str, table: str) -> dict[str, str]:
+    with session(url) as conn:
+        return dict(conn.execute(f"SELECT id, tableoid::regclass::text FROM {table}").fetchall())
+
+
 def rows(url: str, table: str) -> list[tuple]:
     with session(url) as conn:
         return conn.execute(f"SELECT id, created_at, content_hash, recorded_at FROM {table} ORDER BY id").fetchall()
@@ -63,7 +80,8 @@ def traces(url: str, tenant: str, spec: dict[str, list[datetime]], complete: set
 def records(databases):
     """A database that held a tenant's ledger entries, system records (its own and a
     system-wide one) and three traces' steps in January and February 2025 when migration
-    0009 converted the two tables to monthly partitions."""
+    0009 converted the two tables to monthly partitions (what 0009 made is kept as
+    ``converted``); then upgraded to head (0011 moves the system-wide record apart)."""
     url = databases.create(migrated=False)
     migrate.upgrade(url, "0007_tenant_keyed_schema")
     tenant = "tenant-r"
@@ -74,31 +92,40 @@ def records(databases):
         with producer.transaction(tenant) as conn:
             system_record(conn, tenant, "sys-jan", JAN)
             system_record(conn, tenant, "sys-feb", FEB)
-        with producer.transaction(None) as conn:
-            system_record(conn, None, "sys-global-jan", JAN)
     finally:
         producer.close()
+    system_wide_record(url, "sys-global-jan", JAN)
     # done: finished in January; running: still running; straddling: finished, steps in both months
     traces(url, tenant, {"tr-done": [JAN, JAN], "tr-running": [JAN], "tr-straddling": [JAN, FEB]},
            complete={"tr-done", "tr-straddling"})
     before = {table: rows(url, table) for table in TABLES}
+    migrate.upgrade(url, "0009_partitioned_records_steps")
+    converted = {table: (rows(url, table), placement(url, table)) for table in TABLES}
     migrate.upgrade(url)
-    return url, tenant, before
+    return url, tenant, before, converted
 
 
 def test_conversion_keeps_every_row_and_routes_it_by_month(records):
-    url, _, before = records
+    url, _, before, converted = records
+    for table in TABLES:
+        kept, placed = converted[table]
+        assert kept == before[table]
+        assert {part for part in placed.values()} == {f"{table}_p2025_01", f"{table}_p2025_02"}
+    assert converted["aos_trace_steps"][1]["tr-straddling-1-x"] == "aos_trace_steps_p2025_02"
     with session(url) as conn:
         for table in TABLES:
-            assert rows(url, table) == before[table]
             assert conn.execute("SELECT relkind FROM pg_class WHERE relname = %s", (table,)).fetchone()[0] == "p"
-            placed = dict(conn.execute(f"SELECT id, tableoid::regclass::text FROM {table}").fetchall())
-            assert {part for part in placed.values()} == {f"{table}_p2025_01", f"{table}_p2025_02"}
-        assert placed["tr-straddling-1-x"] == "aos_trace_steps_p2025_02"
+
+
+def test_system_wide_records_move_apart_as_they_were(records):
+    # Migration 0011: ids, content hashes and recorded_at unchanged.
+    url, _, before, _ = records
+    assert rows(url, "platform_records") == [r for r in before["system_records"] if r[0] == "sys-global-jan"]
+    assert rows(url, "system_records") == [r for r in before["system_records"] if r[0] != "sys-global-jan"]
 
 
 def test_every_trigger_fires_always_and_partitions_are_append_only(records):
-    url, tenant, _ = records
+    url, tenant, *_ = records
     with session(url) as conn:
         modes = conn.execute(
             "SELECT DISTINCT tgenabled FROM pg_trigger WHERE NOT tgisinternal AND tgrelid IN "
@@ -114,17 +141,18 @@ def test_every_trigger_fires_always_and_partitions_are_append_only(records):
 
 
 def test_row_level_security_on_the_partitioned_tables(records):
-    url, tenant, _ = records
+    url, tenant, *_ = records
     with session(url, "aos_logs", "someone-else") as conn:
-        assert conn.execute("SELECT id FROM system_records ORDER BY id").fetchall() == [("sys-global-jan",)]
+        assert conn.execute("SELECT count(*) FROM system_records").fetchone()[0] == 0
+        assert conn.execute("SELECT id FROM platform_records").fetchall() == [("sys-global-jan",)]
         assert conn.execute("SELECT count(*) FROM aos_trace_steps").fetchone()[0] == 0
     with session(url, "aos_logs", tenant) as conn:
-        assert conn.execute("SELECT count(*) FROM system_records").fetchone()[0] == 3
+        assert conn.execute("SELECT count(*) FROM system_records").fetchone()[0] == 2
         assert conn.execute("SELECT count(*) FROM aos_trace_steps").fetchone()[0] == 5
 
 
 def test_a_system_record_id_is_recorded_once_across_partitions(records):
-    url, tenant, _ = records
+    url, tenant, *_ = records
     producer = Producer(url)
     try:
         with producer.transaction(tenant) as conn:
@@ -134,8 +162,6 @@ def test_a_system_record_id_is_recorded_once_across_partitions(records):
             with pytest.raises(EvidenceConflict):  # the same id in another month: another partition
                 system_record(conn, tenant, "sys-jan", FEB)
             system_record(conn, tenant, "sys-after-refusals", FEB)  # the transaction stays usable
-        with producer.transaction("someone-else") as conn, pytest.raises(EvidenceConflict):
-            system_record(conn, None, "sys-jan", FEB)  # another's id: refused, nothing leaked
     finally:
         producer.close()
     with session(url) as conn:
@@ -144,7 +170,7 @@ def test_a_system_record_id_is_recorded_once_across_partitions(records):
 
 
 def test_a_traces_step_index_is_recorded_once_across_partitions(records):
-    url, tenant, _ = records
+    url, tenant, *_ = records
     traces(url, tenant, {"tr-unique": [JAN]}, complete=set())
     assert step(url, tenant, "tr-unique", 0, JAN) is None  # the same step again: skipped
     with pytest.raises(psycopg.errors.UniqueViolation):
@@ -165,7 +191,7 @@ def test_a_traces_step_index_is_recorded_once_across_partitions(records):
 
 @pytest.mark.parametrize("role", SERVICE_ROLES)
 def test_service_roles_cannot_run_retention(records, role):
-    url, _, _ = records
+    url, *_ = records
     for call in ("aos_drop_partitions('system_records', now())",
                  "aos_ensure_partitions('aos_trace_steps', now(), now())"):
         with session(url, role) as conn, pytest.raises(psycopg.Error) as err:
@@ -174,7 +200,7 @@ def test_service_roles_cannot_run_retention(records, role):
 
 
 def test_retention_drops_records_and_steps_only_after_the_ledger(records):
-    url, tenant, _ = records
+    url, tenant, *_ = records
     with session(url) as conn:
         with pytest.raises(psycopg.Error) as err:
             retention.drop_partitions_before(conn, date(2025, 2, 1), "system_records")
@@ -213,7 +239,7 @@ def test_retention_drops_records_and_steps_only_after_the_ledger(records):
 
 
 def test_ensure_creates_months_of_every_partitioned_table(records):
-    url, _, _ = records
+    url, *_ = records
     with session(url) as conn:
         created = retention.ensure_partitions(conn, first=date(2032, 1, 1), through=date(2032, 1, 1))
         assert created == ["audit_ledger_p2032_01", "system_records_p2032_01", "aos_trace_steps_p2032_01"]
@@ -232,6 +258,7 @@ def test_migration_down_and_up_keeps_every_row(databases):
             system_record(conn, tenant, "sys-1", JAN)
     finally:
         producer.close()
+    system_wide_record(url, "sys-global-1", FEB)  # moved apart by 0011, back by its downgrade
     before = {table: rows(url, table) for table in TABLES}
     migrate.upgrade(url)
     migrate.downgrade(url, "0008_partitioned_audit_ledger")
@@ -244,4 +271,6 @@ def test_migration_down_and_up_keeps_every_row(databases):
         step(url, tenant, "tr-1", 0, FEB, data="other")
     assert err.value.diag.constraint_name == "aos_trace_steps_tenant_id_trace_id_step_index_key"
     migrate.upgrade(url)
-    assert {table: rows(url, table) for table in TABLES} == before
+    assert rows(url, "aos_trace_steps") == before["aos_trace_steps"]
+    assert sorted(rows(url, "system_records") + rows(url, "platform_records")) == before["system_records"]
+    assert rows(url, "platform_records") == [r for r in before["system_records"] if r[0] == "sys-global-1"]

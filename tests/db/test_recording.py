@@ -252,7 +252,7 @@ def test_scenarios_load_for_two_tenants(databases):
             approved = conn.execute(text("SELECT status, reviewed_by FROM policy_proposals WHERE id = :p"),
                                     {"p": f"{tenant}.prop-pii-strict"}).one()
             assert tuple(approved) == ("approved", "user-policy-owner")
-            system_wide = conn.execute(text("SELECT count(*) FROM system_records WHERE tenant_id IS NULL")).scalar()
+            system_wide = conn.execute(text("SELECT count(*) FROM platform_records")).scalar()
             assert system_wide == 4  # written once, seen by both tenants
     p.close()
 

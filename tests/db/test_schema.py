@@ -20,8 +20,8 @@ from tests.db.sessions import session
 pytestmark = pytest.mark.db
 
 ZERO = bytes(32)
-APPEND_ONLY = ("audit_ledger", "llm_run_records", "system_records", "aos_trace_steps", "log_exports",
-               "log_export_artifacts")
+APPEND_ONLY = ("audit_ledger", "llm_run_records", "system_records", "platform_records", "aos_trace_steps",
+               "log_exports", "log_export_artifacts")
 SERVICE_ROLES = ("aos_overview", "aos_logs", "aos_export", "aos_producer")
 
 
@@ -78,6 +78,11 @@ def seed_evidence(url: str, tenant: str) -> dict[str, str]:
         conn.execute("INSERT INTO log_export_artifacts (export_id, tenant_id, chunk_no, data) VALUES (%s, %s, 0, 'x')",
                      (ids["log_exports"], tenant))
         ids["log_export_artifacts"] = ids["log_exports"]
+    with session(url, "aos_producer", None) as conn:  # a system-wide record: written for no tenant
+        ids["platform_records"] = new_id("sys")
+        conn.execute("INSERT INTO platform_records (id, component, event_type, severity, summary, created_at, "
+                     "content_hash) VALUES (%s, 'platform', 'DEPLOY', 'INFO', 'release 1.1', now(), %s)",
+                     (ids["platform_records"], h("p")))
     return ids
 
 
@@ -220,7 +225,7 @@ def test_row_level_security_fails_closed(database_url):
     seed_evidence(database_url, a)
     seed_evidence(database_url, b)
     with session(database_url, "aos_producer", None) as conn:
-        conn.execute("INSERT INTO system_records (id, component, event_type, severity, summary, created_at, "
+        conn.execute("INSERT INTO platform_records (id, component, event_type, severity, summary, created_at, "
                      "content_hash) VALUES (%s, 'platform', 'DEPLOY', 'INFO', 'release 1.2', now(), %s)",
                      (new_id("sys"), h("global")))
     for role in ("aos_logs", "aos_export", "aos_producer"):
@@ -229,14 +234,15 @@ def test_row_level_security_fails_closed(database_url):
             tenants = {r[0] for r in conn.execute("SELECT DISTINCT tenant_id FROM audit_ledger")}
             assert tenants == {a}
             seen = {r[0] for r in conn.execute("SELECT DISTINCT tenant_id FROM system_records")}
-            assert seen == {a, None}  # its own rows and system-wide ones
+            assert seen == {a}  # its own records; the system-wide ones are apart, for every tenant
+            assert conn.execute("SELECT count(*) FROM platform_records").fetchone()[0] >= 1
             assert conn.execute("SELECT count(*) FROM log_exports WHERE tenant_id = %s", (b,)).fetchone()[0] == 0
         # No tenant in the transaction: no tenant's rows at all; only system-wide records.
         with session(database_url, role) as conn:
             for table in ("audit_ledger", "aos_traces", "log_exports", "tenants", "incidents"):
                 assert conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0, (role, table)
-            assert conn.execute("SELECT count(*) FROM system_records WHERE tenant_id IS NOT NULL").fetchone()[0] == 0
-            assert conn.execute("SELECT count(*) FROM system_records WHERE tenant_id IS NULL").fetchone()[0] >= 1
+            assert conn.execute("SELECT count(*) FROM system_records").fetchone()[0] == 0
+            assert conn.execute("SELECT count(*) FROM platform_records").fetchone()[0] >= 1
 
 
 def test_writes_for_another_tenant_are_refused(database_url):
@@ -328,7 +334,7 @@ def test_unscoped_reads_of_every_table_see_only_the_callers_tenant(database_url,
     assert tables
     checked = 0
     for table in tables:
-        shared = {None} if table == "system_records" else set()
+        shared = {None} if table == "platform_records" else set()
         with session(database_url) as conn:  # as the superuser: b's rows are there to be hidden
             present = {r[0] for r in conn.execute(f"SELECT DISTINCT tenant_id FROM {table} WHERE tenant_id = ANY(%s)",
                                                   ([a, b],))}

@@ -12,8 +12,9 @@ from tests.db.sessions import session
 
 pytestmark = pytest.mark.db
 
-# tenant_id is nullable there: a NULL row is system-wide (docs/SCALE.md says how it splits).
-NOT_TENANT_KEYED = {"tenants", "system_records"}
+# The tenants themselves, and the system-wide records every tenant reads (tenant_id always
+# NULL there: on a sharded cluster a reference table, migration 0011).
+NOT_TENANT_KEYED = {"tenants", "platform_records"}
 
 
 def tenant_tables(conn) -> list[str]:
@@ -99,6 +100,34 @@ def test_a_step_joins_only_its_own_tenants_trace(database_url):
         assert conn.execute(step + " RETURNING id", (a, h("s"))).fetchone() is None
         with pytest.raises(psycopg.errors.UniqueViolation):
             conn.execute(step, (a, h("other")))
+
+
+def test_system_records_are_keyed_by_tenant_and_system_wide_ones_kept_apart(database_url):
+    """Migration 0011: a record id is the tenant's own (another tenant may use it), a
+    system-wide record lives in platform_records, written only for no tenant, read by all."""
+    a, b = make_tenant(database_url), make_tenant(database_url)
+    record = ("INSERT INTO system_records (id, tenant_id, component, event_type, severity, summary, created_at, "
+              "content_hash) VALUES ('sys-1', %s, 'api', 'DEPLOY', 'INFO', 's', '2026-01-02', %s)")
+    system_wide = ("INSERT INTO platform_records (id, tenant_id, component, event_type, severity, summary, "
+                   "created_at, content_hash) VALUES ('sys-1', %s, 'platform', 'DEPLOY', 'INFO', 'p', now(), %s)")
+    for tenant in (a, b):  # the same id in two tenants: two records
+        with session(database_url, "aos_producer", tenant) as conn:
+            conn.execute(record, (tenant, h("s")))
+    with session(database_url, "aos_producer", a) as conn:
+        assert conn.execute(record + " RETURNING id", (a, h("s"))).fetchone() is None  # a retry: skipped
+        with pytest.raises(psycopg.errors.UniqueViolation):
+            conn.execute(record.replace("2026-01-02", "2026-03-04"), (a, h("other")))  # in another month too
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):  # row-level security: not for a tenant
+            conn.execute(system_wide, (None, h("p")))
+    with session(database_url, "aos_producer") as conn:
+        with pytest.raises(psycopg.Error):  # a tenant's table holds no tenant-less record any more
+            conn.execute(record, (None, h("s")))
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute(system_wide, (a, h("p")))
+        conn.execute(system_wide, (None, h("p")))  # its own id space
+    with session(database_url, "aos_logs", b) as conn:
+        assert conn.execute("SELECT tenant_id FROM system_records WHERE id = 'sys-1'").fetchall() == [(b,)]
+        assert conn.execute("SELECT summary FROM platform_records WHERE id = 'sys-1'").fetchall() == [("p",)]
 
 
 # Reads by id alone (the producer's trace updates, the governance lookup by ids) run under
