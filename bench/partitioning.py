@@ -14,8 +14,9 @@ migration 0007 (the last unpartitioned schema):
    head, the first page of system records — plus a full verification of one tenant's
    chain and single writes as a producer makes them (a ledger append, a system record,
    a trace step, each its own transaction);
-3. converts the tables in place (migrations 0008 then 0009, applied to the loaded
-   database as a deployment would, each timed) and measures the same again;
+3. converts the tables in place (migrations 0008, 0009, then 0010-0011 — system-wide
+   records moved to platform_records — applied to the loaded database as a deployment
+   would, each timed) and measures the same again;
 4. retention: a drop without checkpoints is refused; checkpoints are recorded; the
    first three months of the ledger are dropped, then those of system records; the
    tenant's chain verifies from its anchor, and is flagged TRUNCATION without it.
@@ -168,15 +169,23 @@ def main() -> int:
                                    system=args.records))
         results["load_s"] = round(time.perf_counter() - started, 1)
         tenant = bulk.tenant_ids(args.tenants)[0]
+        with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+            # The store reads system-wide records from platform_records (migration 0011); on
+            # this 0007 layout they are system_records' rows without a tenant, read through
+            # the same partial index its store then used. Dropped before the upgrade.
+            conn.execute("CREATE VIEW platform_records AS SELECT * FROM system_records WHERE tenant_id IS NULL")
+            conn.execute("GRANT SELECT ON platform_records TO aos_logs")
         results["unpartitioned"] = measure(url, tenant, args.repeat)
         with psycopg.connect(libpq_url(url), autocommit=True) as conn:
+            conn.execute("DROP VIEW platform_records")
             def sizes() -> dict[str, float]:
                 # pg_partition_tree: nothing for a plain table, every partition for a partitioned one
                 return {t: round(float(conn.execute(
                     "SELECT coalesce(sum(pg_total_relation_size(relid)), pg_total_relation_size(%s::regclass)) "
                     "FROM pg_partition_tree(%s)", (t, t)).fetchone()[0]) / 2**20, 1) for t in tables}
             results["size_unpartitioned_mb"] = sizes()
-            for revision in ("0008_partitioned_audit_ledger", "0009_partitioned_records_steps"):
+            for revision in ("0008_partitioned_audit_ledger", "0009_partitioned_records_steps",
+                             "0011_platform_records"):
                 started = time.perf_counter()
                 migrate.upgrade(url, revision)
                 results[f"convert_s_{revision[:4]}"] = round(time.perf_counter() - started, 2)
@@ -186,7 +195,7 @@ def main() -> int:
         results["partitioned"] = measure(url, tenant, args.repeat)
         results["retention"] = retention_demo(url, tenant)
     for key in ("server", "entries", "tenants", "records", "load_s", "size_unpartitioned_mb", "size_partitioned_mb",
-                "convert_s_0008", "convert_s_0009"):
+                "convert_s_0008", "convert_s_0009", "convert_s_0011"):
         print(f"{key:<24} {results[key]}")
     for name in results["unpartitioned"]:
         print(f"{name:<24} unpartitioned {results['unpartitioned'][name]}")
