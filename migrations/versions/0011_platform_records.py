@@ -38,19 +38,19 @@ depends_on = None
 
 BASELINE_EVENTS = "('STARTUP', 'DEPLOY', 'CONFIG_CHANGE')"
 
-# A record id once per tenant (0009's kept it once across every tenant).
-RECORD_ONCE = r'''
+def _record_once(bucket: str, lookup: str) -> str:
+    """aos_record_once (0009): under one of 64 advisory locks (``bucket``: one per id ran a
+    bulk COPY out of lock slots) it looks the id up (``lookup``); the same content again
+    is skipped, other content refused with 23505."""
+    return f'''
 CREATE OR REPLACE FUNCTION aos_record_once() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public
 AS $$
 DECLARE
     stored bytea;
 BEGIN
-    -- One of 64 locks per tenant by the id's hash (one per id ran a bulk COPY out of
-    -- lock slots, 0009).
-    PERFORM pg_advisory_xact_lock(aos_chain_lock_key(TG_ARGV[0],
-        NEW.tenant_id || ':' || (hashtextextended(NEW.id, 0) & 63)::text));
-    SELECT content_hash INTO stored FROM system_records WHERE tenant_id = NEW.tenant_id AND id = NEW.id LIMIT 1;
+    PERFORM pg_advisory_xact_lock(aos_chain_lock_key(TG_ARGV[0], {bucket}));
+    SELECT content_hash INTO stored FROM system_records WHERE {lookup} LIMIT 1;
     IF NOT FOUND THEN
         RETURN NEW;
     ELSIF stored = NEW.content_hash THEN
@@ -61,27 +61,12 @@ BEGIN
 END $$;
 '''
 
-# 0009's, restored by downgrade.
-RECORD_ONCE_0009 = r'''
-CREATE OR REPLACE FUNCTION aos_record_once() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, public
-AS $$
-DECLARE
-    stored bytea;
-BEGIN
-    -- One of 64 locks by the id's hash, not one per id: a bulk COPY would run out of
-    -- lock slots ("out of shared memory") with one per row.
-    PERFORM pg_advisory_xact_lock(aos_chain_lock_key(TG_ARGV[0], (hashtextextended(NEW.id, 0) & 63)::text));
-    SELECT content_hash INTO stored FROM system_records WHERE id = NEW.id LIMIT 1;
-    IF NOT FOUND THEN
-        RETURN NEW;
-    ELSIF stored = NEW.content_hash THEN
-        RETURN NULL;
-    END IF;
-    RAISE EXCEPTION '% %: already recorded with different content', TG_ARGV[0], NEW.id
-        USING ERRCODE = '23505';
-END $$;
-'''
+
+_BUCKET = "(hashtextextended(NEW.id, 0) & 63)::text"
+# A record id once per tenant, 64 lock buckets per tenant.
+RECORD_ONCE = _record_once(f"NEW.tenant_id || ':' || {_BUCKET}", "tenant_id = NEW.tenant_id AND id = NEW.id")
+# 0009's (once across every tenant), restored by downgrade.
+RECORD_ONCE_0009 = _record_once(_BUCKET, "id = NEW.id")
 
 
 def _set_triggers(conn, names: tuple[str, ...], state: str) -> None:
