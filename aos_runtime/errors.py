@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import enum
+import re
 
 import grpc
 import psycopg
@@ -19,12 +21,34 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 DOMAIN = "aos.evidence"
+# AIP-193: an ErrorInfo reason is UPPER_SNAKE_CASE. Checked when an ApiError is built, so a
+# reason made from a phrase ("TRACE OF RUN_NOT_FOUND") fails the first test that reaches it.
+REASON = re.compile(r"[A-Z][A-Z0-9_]*[A-Z0-9]")
+
+
+class Resource(enum.Enum):
+    """What a NOT_FOUND is about: the member name gives the reason (``TRACE`` →
+    ``TRACE_NOT_FOUND``), the value the phrase the message reads with."""
+    RUN = "run"
+    LLM_RUN = "llm run"
+    TRACE = "trace of run"
+    SYSTEM_BASELINE = "system baseline of run"
+    AUDIT_ENTRY = "audit entry"
+    EXPORT = "export"
+    INCIDENT = "incident"
+    TENANT = "tenant"
+
+    @property
+    def reason(self) -> str:
+        return f"{self.name}_NOT_FOUND"
 
 
 class ApiError(Exception):
     def __init__(self, code: grpc.StatusCode, reason: str, message: str, *,
                  violations: list[tuple[str, str]] | None = None,
                  metadata: dict[str, str] | None = None) -> None:
+        if not isinstance(reason, str) or not REASON.fullmatch(reason):
+            raise ValueError(f"ErrorInfo reason must be UPPER_SNAKE_CASE, got {reason!r}")
         super().__init__(message)
         self.code = code
         self.reason = reason
@@ -80,10 +104,10 @@ def invalid_argument(field: str, description: str) -> ApiError:
                     violations=[(field, description)])
 
 
-def not_found(resource: str, resource_id: str) -> ApiError:
+def not_found(resource: Resource, resource_id: str) -> ApiError:
     # Another tenant's record answers exactly like a missing one: existence is never revealed.
-    return ApiError(grpc.StatusCode.NOT_FOUND, f"{resource.upper()}_NOT_FOUND",
-                    f"{resource} {resource_id!r} not found", metadata={"resource": resource, "id": resource_id})
+    return ApiError(grpc.StatusCode.NOT_FOUND, resource.reason, f"{resource.value} {resource_id!r} not found",
+                    metadata={"resource": resource.name.lower(), "id": resource_id})
 
 
 def unimplemented(method: str, issue: str) -> ApiError:

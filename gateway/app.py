@@ -7,7 +7,6 @@ import logging
 import re
 import time
 import uuid
-from http import HTTPStatus
 from typing import AsyncIterator, Mapping
 from urllib.parse import parse_qsl
 
@@ -270,10 +269,13 @@ async def _api_error(request: Request, exc: Exception) -> Response:
 async def _http_error(request: Request, exc: Exception) -> Response:
     """HTTP-level refusals (an unsupported method, a body over the limit) as google.rpc.Status."""
     assert isinstance(exc, HTTPException)
-    code = {404: grpc.StatusCode.NOT_FOUND, 405: grpc.StatusCode.UNIMPLEMENTED,
-            413: grpc.StatusCode.RESOURCE_EXHAUSTED}.get(exc.status_code, grpc.StatusCode.INVALID_ARGUMENT)
-    return _error(errors.ApiError(code, HTTPStatus(exc.status_code).name, exc.detail),
-                  http_status=exc.status_code, headers=exc.headers)
+    # Reasons spelled out (not HTTPStatus(...).name): every reason the code can send is a literal
+    # that tests/unit/test_errors_reasons.py checks.
+    code, reason = {404: (grpc.StatusCode.NOT_FOUND, "NOT_FOUND"),
+                    405: (grpc.StatusCode.UNIMPLEMENTED, "METHOD_NOT_ALLOWED"),
+                    413: (grpc.StatusCode.RESOURCE_EXHAUSTED, "REQUEST_ENTITY_TOO_LARGE")}.get(
+        exc.status_code, (grpc.StatusCode.INVALID_ARGUMENT, "BAD_REQUEST"))
+    return _error(errors.ApiError(code, reason, exc.detail), http_status=exc.status_code, headers=exc.headers)
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:

@@ -105,11 +105,11 @@ def _gather(conn: Connection, plan: Plan, writer: bundles.RecordWriter, max_seq:
     if plan.scope == "LLM_RUN":
         found = _run_evidence(conn, writer, plan.tenant_id, plan.run_id, max_seq)
         if found is None:
-            raise errors.not_found("run", plan.run_id)
+            raise errors.not_found(errors.Resource.RUN, plan.run_id)
         return _views({**head, **found})
     incident = store.incident(conn, plan.tenant_id, plan.incident_id)
     if incident is None:
-        raise errors.not_found("incident", plan.incident_id)
+        raise errors.not_found(errors.Resource.INCIDENT, plan.incident_id)
     run = (_run_evidence(conn, writer, plan.tenant_id, incident["source_run_id"], max_seq)
            if incident["source_run_id"] else None) or {}
     entries = {e["id"]: e for e in store.incident_audit_entries(conn, plan.tenant_id, plan.incident_id)

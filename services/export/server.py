@@ -135,7 +135,7 @@ class ExportService(pb_grpc.ExportServiceServicer):
         tenant = auth.principal().tenant_id
         row = await self.ctx.db.run(tenant, store.get_export, tenant, export_id)
         if row is None:
-            raise errors.not_found("export", export_id)
+            raise errors.not_found(errors.Resource.EXPORT, export_id)
         return row
 
     async def GetExport(self, request, context):

@@ -86,7 +86,7 @@ class AuditLedgerService(not_yet_built(pb_grpc.AuditLedgerServiceServicer, DESCR
         tenant = auth.principal().tenant_id
         row = await self.ctx.db.run(tenant, store.get_audit_entry, tenant, entry_id)
         if row is None:
-            raise errors.not_found("audit entry", entry_id)
+            raise errors.not_found(errors.Resource.AUDIT_ENTRY, entry_id)
         entry = audit_entry(row)
         return pb.GetAuditEntryResponse(metadata=entry.metadata, entry=entry, before_state=struct(row["before_state"]),
                                         after_state=struct(row["after_state"]))

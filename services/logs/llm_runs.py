@@ -60,7 +60,7 @@ class LlmRunsService(not_yet_built(pb_grpc.LlmRunsServiceServicer, DESCRIPTOR, "
         tenant, run_id = await self._run_id(request)
         row = await self.ctx.db.run(tenant, store.get_run, tenant, run_id)
         if row is None:
-            raise errors.not_found("llm run", run_id)
+            raise errors.not_found(errors.Resource.LLM_RUN, run_id)
         run = run_message(row)
         return pb.GetLlmRunEnvelopeResponse(metadata=run.metadata, run=run)
 
@@ -68,7 +68,7 @@ class LlmRunsService(not_yet_built(pb_grpc.LlmRunsServiceServicer, DESCRIPTOR, "
         tenant, run_id = await self._run_id(request)
         trace, steps = await self.ctx.db.run(tenant, store.get_trace, tenant, run_id)
         if trace is None:
-            raise errors.not_found("trace of run", run_id)
+            raise errors.not_found(errors.Resource.TRACE, run_id)
         return pb.GetLlmRunTraceResponse(
             metadata=metadata(trace_evidence(trace)), trace=trace_message(trace),
             steps=[step_message(s, trace["violation_step_index"]) for s in steps], total_steps=len(steps),
@@ -78,7 +78,7 @@ class LlmRunsService(not_yet_built(pb_grpc.LlmRunsServiceServicer, DESCRIPTOR, "
         tenant, run_id = await self._run_id(request)
         found = await self.ctx.db.run(tenant, _governance, tenant, run_id)
         if found is None:
-            raise errors.not_found("llm run", run_id)
+            raise errors.not_found(errors.Resource.LLM_RUN, run_id)
         trace, steps, entries, breaches = found
         audit = [audit_entry(row) for row in entries]
         return pb.GetLlmRunGovernanceResponse(
@@ -98,7 +98,7 @@ class LlmRunsService(not_yet_built(pb_grpc.LlmRunsServiceServicer, DESCRIPTOR, "
         tenant, run_id = await self._run_id(request)
         page = await self.ctx.db.run(tenant, _run_exports, tenant, run_id)
         if page is None:
-            raise errors.not_found("llm run", run_id)
+            raise errors.not_found(errors.Resource.LLM_RUN, run_id)
         exports = [export_message(row) for row in page.rows]
         return pb.GetLlmRunExportResponse(metadata=answer_metadata(tenant, "log_exports", exports), run_id=run_id,
                                           exports=exports)

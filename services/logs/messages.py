@@ -240,7 +240,7 @@ def replay_window(trace: Mapping[str, Any], seconds: int, found: Mapping[str, li
             metadata=metadata(trace_evidence(trace, row["timestamp"])), kind=records_pb2.REPLAY_EVENT_KIND_LLM_STEP,
             occurred_at=timestamp(row["timestamp"]), step=step_message(row, trace["violation_step_index"]))))
     for row in found["system"]:
-        record = system_record(row, trace["tenant_id"])
+        record = system_record(row)
         events.append((row["created_at"], 1, records_pb2.ReplayEvent(
             metadata=record.metadata, kind=records_pb2.REPLAY_EVENT_KIND_SYSTEM_RECORD,
             occurred_at=record.created_at, system_record=record)))
@@ -264,14 +264,17 @@ def replay_window(trace: Mapping[str, Any], seconds: int, found: Mapping[str, li
         events=[e[2] for e in events])
 
 
-def system_record(row: Mapping[str, Any], viewer: str) -> records_pb2.SystemRecord:
-    """A system record as ``viewer`` sees it (a system-wide one belongs to every tenant)."""
+def system_record(row: Mapping[str, Any]) -> records_pb2.SystemRecord:
+    """A system record. A system-wide one (platform_records) is shown to every tenant but belongs
+    to none: its metadata names no tenant (tenant_id empty, ``system_wide`` set), rather than
+    claiming to be the viewer's evidence."""
     cause, actor = row["caused_by"], row["actor_id"]
     actors = {"human_actor_id": actor} if cause == "HUMAN" and actor else {}
     actors["system_id"] = actor if cause == "AUTOMATION" and actor else row["component"]
     record = records_pb2.SystemRecord(
         metadata=metadata(Evidence(
-            tenant_id=viewer, occurred_at=row["created_at"], recorded_at=row["recorded_at"], source_domain="SYSTEM",
+            tenant_id=row["tenant_id"] or "", occurred_at=row["created_at"], recorded_at=row["recorded_at"],
+            source_domain="SYSTEM",
             source_component=row["component"], origin="HUMAN" if cause == "HUMAN" else "SYSTEM",
             run_id=row["run_id"], correlation_id=row["correlation_id"], checksum=row["content_hash"], **actors)),
         id=row["id"], system_wide=row["tenant_id"] is None, component=row["component"],

@@ -40,5 +40,5 @@ async def load_replay(ctx: ServiceContext, request, *, llm: bool, policy: bool) 
     tenant = auth.principal().tenant_id
     trace, found = await ctx.db.run(tenant, _replay, tenant, run_id, seconds, llm, policy)
     if trace is None:
-        raise errors.not_found("trace of run", run_id)
+        raise errors.not_found(errors.Resource.TRACE, run_id)
     return replay_window(trace, seconds, found)

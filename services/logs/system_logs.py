@@ -42,7 +42,7 @@ class SystemLogsService(not_yet_built(pb_grpc.SystemLogsServiceServicer, DESCRIP
         token_filters = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in filters.items()}
         after = self.ctx.page_tokens.read(request.page_token, tenant, "system", token_filters)
         page = await self.ctx.db.run(tenant, store.list_system_records, tenant, filters, after, limit)
-        records = [system_record(row, tenant) for row in page.rows]
+        records = [system_record(row) for row in page.rows]
         return pb.ListSystemRecordsResponse(
             metadata=answer_metadata(tenant, "system_records", records), records=records,
             next_page_token=self._next_token(tenant, "system", token_filters, page), total_size=page.total,
@@ -52,11 +52,11 @@ class SystemLogsService(not_yet_built(pb_grpc.SystemLogsServiceServicer, DESCRIP
         tenant, run_id, _ = _run(request)
         found = await self.ctx.db.run(tenant, _snapshot, tenant, run_id)
         if found is None:
-            raise errors.not_found("llm run", run_id)
+            raise errors.not_found(errors.Resource.LLM_RUN, run_id)
         row, correlated = found
         if row is None:  # never a made-up placeholder
-            raise errors.not_found("system baseline of run", run_id)
-        record = system_record(row, tenant)
+            raise errors.not_found(errors.Resource.SYSTEM_BASELINE, run_id)
+        record = system_record(row)
         return pb.GetSystemSnapshotResponse(
             metadata=record.metadata, run_id=run_id, baseline=record,
             basis=pb.SNAPSHOT_BASIS_CORRELATED if correlated else pb.SNAPSHOT_BASIS_PRECEDING_BASELINE)
@@ -65,7 +65,7 @@ class SystemLogsService(not_yet_built(pb_grpc.SystemLogsServiceServicer, DESCRIP
         tenant, run_id, _ = _run(request)
         count = await self.ctx.db.run(tenant, _telemetry, tenant, run_id)
         if count is None:
-            raise errors.not_found("llm run", run_id)
+            raise errors.not_found(errors.Resource.LLM_RUN, run_id)
         return pb.GetSystemTelemetryResponse(
             metadata=answer_metadata(tenant, "telemetry"), run_id=run_id, status=pb.TELEMETRY_STATUS_NOT_COLLECTED,
             reason=TELEMETRY_GAP, available_data=AVAILABLE_INSTEAD, run_event_count=count)
@@ -76,8 +76,8 @@ class SystemLogsService(not_yet_built(pb_grpc.SystemLogsServiceServicer, DESCRIP
         after = self.ctx.page_tokens.read(request.page_token, tenant, "system.run-events", token_filters)
         page = await self.ctx.db.run(tenant, _run_events, tenant, run_id, after, limit)
         if page is None:
-            raise errors.not_found("llm run", run_id)
-        records = [system_record(row, tenant) for row in page.rows]
+            raise errors.not_found(errors.Resource.LLM_RUN, run_id)
+        records = [system_record(row) for row in page.rows]
         return pb.ListSystemRunEventsResponse(
             metadata=answer_metadata(tenant, "system_records", records), records=records,
             next_page_token=self._next_token(tenant, "system.run-events", token_filters, page),
@@ -105,7 +105,7 @@ class SystemLogsService(not_yet_built(pb_grpc.SystemLogsServiceServicer, DESCRIP
             r.violations.add("created_after", "must be earlier than created_before (default: now)")
             r.done()
         rows, page = await self.ctx.db.run(tenant, store.attribution, tenant, start, end, after, limit)
-        records = [system_record(row, tenant) for row in page.rows]
+        records = [system_record(row) for row in page.rows]
         return pb.GetSystemAttributionResponse(
             metadata=answer_metadata(tenant, "system_records.attribution", records), window_start=timestamp(start),
             window_end=timestamp(end),

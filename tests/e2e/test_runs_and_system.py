@@ -195,8 +195,9 @@ async def test_system_record_pages_and_fields(system):
     deploy = next(r for r in everything.records if r.event_type == vocab_pb2.SYSTEM_EVENT_TYPE_DEPLOY)
     assert (deploy.system_wide, deploy.component, deploy.caused_by, deploy.actor_id, deploy.environment_id) == \
         (True, "platform", vocab_pb2.CAUSED_BY_HUMAN, "user-sre", "prod-eu")
+    # A system-wide record belongs to no tenant: its metadata does not claim the caller's.
     assert (deploy.metadata.human_actor_id, deploy.metadata.actor_type, deploy.metadata.tenant_id) == \
-        ("user-sre", evidence_pb2.ACTOR_TYPE_HUMAN, DEMO)
+        ("user-sre", evidence_pb2.ACTOR_TYPE_HUMAN, "")
     error = next(r for r in everything.records if r.event_type == vocab_pb2.SYSTEM_EVENT_TYPE_ERROR
                  and not r.system_wide)
     assert dict(error.details) == {"provider": "openai", "attempt": 2}
@@ -285,5 +286,7 @@ async def test_every_list_shows_only_the_callers_tenant(suite, demo):
         }
     for name, items in answers.items():
         assert items, name
-        assert {i.metadata.tenant_id for i in items} == {ACME}, name
+        # System-wide records (shown to every tenant) name no tenant; every other item is ACME's.
+        assert {i.metadata.tenant_id for i in items if not getattr(i, "system_wide", False)} == {ACME}, name
+        assert {i.metadata.tenant_id for i in items if getattr(i, "system_wide", False)} <= {""}, name
         assert not [i for i in items if DEMO in str(i)], f"{name} leaked {DEMO}'s rows"
