@@ -95,7 +95,8 @@ class Database:
         self.connect_timeout_s = connect_timeout_s
         self.engine = create_engine(
             sync_url(url), pool_size=pool_size, max_overflow=0, pool_timeout=pool_timeout_s,
-            pool_recycle=1800,
+            # hide_parameters: bound values (artifact bytes, evidence) never enter an exception's text.
+            pool_recycle=1800, hide_parameters=True,
             connect_args={"options": options, "connect_timeout": connect_timeout_s,
                           "application_name": f"aos-{service}"})
         self._executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix=f"db-{service}")

@@ -36,7 +36,6 @@ class Resource(enum.Enum):
     AUDIT_ENTRY = "audit entry"
     EXPORT = "export"
     INCIDENT = "incident"
-    TENANT = "tenant"
 
     @property
     def reason(self) -> str:
@@ -138,6 +137,12 @@ def from_exception(exc: BaseException, *, deadline_passed: bool) -> ApiError:
                             "the call's deadline passed; its query was cancelled")
         return ApiError(grpc.StatusCode.DEADLINE_EXCEEDED, "QUERY_TIMEOUT",
                         "the query ran past the statement timeout and was cancelled")
+    if isinstance(orig, psycopg.errors.ForeignKeyViolation) and \
+            (orig.diag.constraint_name or "").endswith("_tenant_id_fkey"):
+        # A valid token for a tenant the platform has no row for: reads find nothing, and a
+        # write (an export, its ledger entry, a checkpoint) meets the tenant foreign key.
+        return ApiError(grpc.StatusCode.FAILED_PRECONDITION, "TENANT_NOT_FOUND",
+                        "the token's tenant is not provisioned on this platform; nothing can be recorded for it")
     if isinstance(orig, (psycopg.OperationalError, psycopg.InterfaceError, ConnectionError, OSError)) \
             or (isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated):
         return ApiError(grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE",

@@ -1,4 +1,11 @@
-"""Structured JSON logs, one object per line, each carrying the call's request id."""
+"""Structured JSON logs, one object per line, each carrying the call's request id.
+
+A logged failure never carries the values a statement was given or met: SQLAlchemy's
+engines hide bound parameters (aos_runtime.db), and a database error is logged by its
+SQLSTATE, the constraint, table and column it names and the statement's SQL text —
+not by PostgreSQL's message, whose text quotes values ('invalid input syntax for type
+integer: "…"', 'Failing row contains (…)', 'Key (id)=(…)').
+"""
 from __future__ import annotations
 
 import contextvars
@@ -6,6 +13,10 @@ import json
 import logging
 import sys
 import time
+import traceback
+
+import psycopg
+import sqlalchemy.exc
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
@@ -29,6 +40,42 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
+
+    def formatException(self, ei) -> str:
+        return safe_traceback(ei[1])
+
+
+def describe(exc: BaseException) -> str:
+    """An exception's text, without the values a database error quotes."""
+    if isinstance(exc, sqlalchemy.exc.StatementError):
+        orig = exc.orig
+        what = describe(orig) if orig is not None else type(exc).__name__
+        return f"{what}; statement: {exc.statement}"
+    if isinstance(exc, psycopg.Error):
+        diag = exc.diag
+        names = [f"{label} {value}" for label, value in (
+            ("schema", diag.schema_name), ("table", diag.table_name), ("column", diag.column_name),
+            ("constraint", diag.constraint_name), ("type", diag.datatype_name)) if value]
+        return f"{type(exc).__name__} (SQLSTATE {exc.sqlstate or 'none'}{', ' if names else ''}{', '.join(names)})"
+    return str(exc)
+
+
+def safe_traceback(exc: BaseException | None) -> str:
+    """A traceback like the standard one (the cause chain, oldest first), each exception's line
+    from ``describe``."""
+    chain, seen = [], set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        chain.append(exc)
+        exc = exc.__cause__ if exc.__cause__ is not None else (None if exc.__suppress_context__ else exc.__context__)
+    parts = []
+    for position, item in enumerate(reversed(chain)):
+        if position:
+            parts.append("\nThe above exception led to the following exception:\n\n")
+        parts.append("Traceback (most recent call last):\n")
+        parts.extend(traceback.format_tb(item.__traceback__))
+        parts.append(f"{type(item).__module__}.{type(item).__qualname__}: {describe(item)}\n")
+    return "".join(parts).rstrip("\n")
 
 
 def configure_logging(level: str = "INFO", stream=None) -> None:
