@@ -196,14 +196,17 @@ def _parse(envelope: dict | str | bytes) -> tuple[bytes, str, list[tuple[str, by
         raise DsseError(MALFORMED_ENVELOPE, "payload is not base64") from None
 
 
-def verify_envelope(envelope: dict | str | bytes, keys: Mapping[str, PublicKey] | Iterable[PublicKey],
-                    payload_type: str, *, at: datetime | None = None) -> bytes:
-    """The payload, once a signature by a known key verifies; otherwise ``DsseError``.
+def open_envelope(envelope: dict | str | bytes, keys: Mapping[str, PublicKey] | Iterable[PublicKey],
+                  payload_type: str, *, at: datetime | None = None) -> tuple[bytes, PublicKey]:
+    """(payload, the key whose signature verified), or ``DsseError``.
 
-    Signatures by keys not in ``keys`` are ignored (an envelope may carry others'
-    signatures); a signature without a keyid is tried against every key. With
-    ``at`` (e.g. the signing time the payload claims), the verifying key must also
-    have been valid then.
+    What is checked is the signature over ``PAE(payloadType, payload)`` (DSSE v1),
+    never the envelope's JSON text: re-indenting, reordering its members or a
+    trailing newline change nothing, while any change to the payload, its type or
+    the signature fails. Signatures by keys not in ``keys`` are ignored (an envelope
+    may carry others' signatures); a signature without a keyid is tried against
+    every key. With ``at`` (the signing time the payload claims), the verifying key
+    must also have been valid then.
     """
     payload, actual_type, signatures = _parse(envelope)
     if actual_type != payload_type:
@@ -220,7 +223,7 @@ def verify_envelope(envelope: dict | str | bytes, keys: Mapping[str, PublicKey] 
             tried = True
             if key.verify(sig, message):
                 if at is None or key.valid_at(at):
-                    return payload
+                    return payload, key
                 expired = True
     if expired and at is not None:
         raise DsseError(KEY_NOT_VALID_AT, f"the signing key was not valid at {rfc3339(at)}")
@@ -228,6 +231,18 @@ def verify_envelope(envelope: dict | str | bytes, keys: Mapping[str, PublicKey] 
         raise DsseError(BAD_SIGNATURE, "no signature verifies under a known key")
     named = ", ".join(repr(keyid) for keyid, _ in signatures) or "none"
     raise DsseError(UNKNOWN_KEY, f"no signature by a known key (signed by {named})")
+
+
+def signature_key_ids(envelope: dict | str | bytes) -> list[str]:
+    """The keyids an envelope's signatures name (unsigned hints, for messages only)."""
+    return [keyid for keyid, _ in _parse(envelope)[2]]
+
+
+def verify_envelope(envelope: dict | str | bytes, keys: Mapping[str, PublicKey] | Iterable[PublicKey],
+                    payload_type: str, *, at: datetime | None = None) -> bytes:
+    """The payload, once a signature by a known key verifies; otherwise ``DsseError``
+    (``open_envelope`` without the key)."""
+    return open_envelope(envelope, keys, payload_type, at=at)[0]
 
 
 def verify_exact(envelope: str | bytes, keys: Mapping[str, PublicKey] | Iterable[PublicKey],
@@ -263,48 +278,78 @@ def keys_document(keys: Iterable[PublicKey]) -> dict:
     } for key in keys]}
 
 
-def _timestamp(value: Any, name: str) -> datetime:
+def timestamp(value: Any, name: str) -> datetime:
     if not isinstance(value, str):
         raise ValueError(f"{name} must be an RFC 3339 timestamp")
-    parsed = datetime.fromisoformat(value)
+    parsed = datetime.fromisoformat(value)  # proto3 JSON's nanoseconds are cut to microseconds
     if parsed.tzinfo is None:
         raise ValueError(f"{name} {value!r} has no time zone")
     return parsed
 
 
-def load_keys_document(doc: dict | str | Path) -> list[PublicKey]:
-    """The keys of a ``keys_document`` (a dict, its JSON text, or a file holding it).
+# A keys document is ours (keys_document), or ListSigningKeysResponse as proto3 JSON:
+# the REST gateway writes its field names as in the proto, buf curl in lowerCamelCase,
+# and the status as the enum's full name.
+_FIELD_NAMES = {"key_id": "keyId", "public_key": "publicKey", "valid_from": "validFrom",
+                "valid_until": "validUntil", "algorithm": "algorithm", "status": "status"}
+_STATUS_NAMES = {"SIGNING_KEY_STATUS_ACTIVE": ACTIVE, "SIGNING_KEY_STATUS_RETIRED": RETIRED}
+_MISSING = object()
 
-    Raises ValueError when the document is malformed, a key is not Ed25519, or a
-    key_id does not match its public key.
-    """
+
+def key_entries(doc: dict | str | bytes | Path) -> list[dict]:
+    """The entries of a keys document, each as a dict keyed by our field names."""
     if isinstance(doc, Path):
         doc = doc.read_text(encoding="utf-8")
-    if isinstance(doc, str):
+    if isinstance(doc, (str, bytes)):
         doc = json.loads(doc)
     entries = doc.get("keys") if isinstance(doc, dict) else None
     if not isinstance(entries, list):
         raise ValueError('a keys document is an object with a "keys" list')
-    keys: list[PublicKey] = []
+    out = []
     for index, entry in enumerate(entries):
-        where = f"keys[{index}]"
         if not isinstance(entry, dict):
-            raise ValueError(f"{where} is not an object")
-        if entry.get("algorithm") != ALGORITHM:
-            raise ValueError(f"{where}: algorithm {entry.get('algorithm')!r} is not {ALGORITHM!r}")
-        try:
-            raw = base64.b64decode(entry["public_key"], validate=True)
-            valid_until = entry.get("valid_until")
-            keys.append(PublicKey(
-                key_id=entry["key_id"], raw=raw,
-                valid_from=_timestamp(entry["valid_from"], "valid_from"),
-                valid_until=None if valid_until is None else _timestamp(valid_until, "valid_until"),
-                status=entry["status"]))
-        except KeyError as exc:
-            raise ValueError(f"{where}: missing {exc.args[0]!r}") from None
-        except (ValueError, TypeError) as exc:  # binascii.Error is a ValueError
-            raise ValueError(f"{where}: {exc}") from None
-    return keys
+            raise ValueError(f"keys[{index}] is not an object")
+        fields = {}
+        for name, camel in _FIELD_NAMES.items():
+            value = entry.get(name, entry.get(camel, _MISSING))
+            if value is not _MISSING:
+                fields[name] = value
+        out.append(fields)
+    return out
+
+
+def key_from_entry(entry: dict, where: str, *, validity_required: bool = True) -> PublicKey:
+    """One keys-document entry (as ``key_entries`` gives it) as a PublicKey."""
+    if entry.get("algorithm", ALGORITHM) != ALGORITHM:
+        raise ValueError(f"{where}: algorithm {entry.get('algorithm')!r} is not {ALGORITHM!r}")
+    try:
+        if not isinstance(entry["public_key"], str):
+            raise ValueError("public_key must be base64 text")
+        raw = base64.b64decode(entry["public_key"], validate=True)
+        if validity_required or "valid_from" in entry:
+            valid_from = timestamp(entry["valid_from"], "valid_from")
+        else:
+            valid_from = EPOCH
+        valid_until = entry.get("valid_until")
+        status = entry["status"] if validity_required or "status" in entry else ACTIVE
+        return PublicKey(
+            key_id=entry["key_id"], raw=raw, valid_from=valid_from,
+            valid_until=None if valid_until is None else timestamp(valid_until, "valid_until"),
+            status=_STATUS_NAMES.get(status, status) if isinstance(status, str) else status)
+    except KeyError as exc:
+        raise ValueError(f"{where}: missing {exc.args[0]!r}") from None
+    except (ValueError, TypeError) as exc:  # binascii.Error is a ValueError
+        raise ValueError(f"{where}: {exc}") from None
+
+
+def load_keys_document(doc: dict | str | Path) -> list[PublicKey]:
+    """The keys of a keys document (a dict, its JSON text, or a file holding it): ours
+    (``keys_document``), or ListSigningKeys' answer as proto3 JSON (REST or buf curl).
+
+    Raises ValueError when the document is malformed, a key is not Ed25519, or a
+    key_id does not match its public key.
+    """
+    return [key_from_entry(entry, f"keys[{index}]") for index, entry in enumerate(key_entries(doc))]
 
 
 def write_public_key_pem(key: PublicKey, path: Path) -> None:

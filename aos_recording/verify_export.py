@@ -1,33 +1,76 @@
-"""Verify an export offline: no database, no service, only the files and the public keys.
+"""Verify an export offline: no database, no service, only the files and the keys you trust.
 
-    python -m aos_recording.verify_export ARTIFACT [--envelope EXPORT.dsse.json] --keys KEYS [--keys ...] [--json]
+    python -m aos_recording.verify_export ARTIFACT --envelope EXPORT.dsse.json --key KEY_ID [--keys keys.json] [--json]
 
-ARTIFACT is what DownloadExport returned. EXPORT.dsse.json is the export's envelope
-(GetExport: dsse_envelope); KEYS is the key list ListSigningKeys returns, saved as
-JSON (aos_recording.dsse.keys_document), or PEM Ed25519 public keys.
+ARTIFACT is what DownloadExport returned; EXPORT.dsse.json the export's envelope
+(GetExport: dsse_envelope). Trust comes only from what the auditor pins:
 
-Checks, each reported by name:
-- signature: the envelope is a DSSE envelope of an export manifest, signed by a listed key;
-- checksum / size: the artifact's SHA-256 and length are the manifest's;
-- package: for a ZIP package, every member against SHA256SUMS and against the signed
-  package manifest (a package verifies even without the export's envelope);
-- trace / steps / ledger: inside a JSON bundle, every unredacted trace step and ledger
-  entry re-hashes to its content hash, the trace hash is the hash of its step hashes,
-  and each ledger entry's chain hash links its predecessor.
-Exit status: 0 when every check passed, 1 when one failed, 2 when the input is unusable.
+- ``--key KEY_ID_OR_PUBKEY`` (repeatable): a key id (16 hex, SPEC section 5), or an
+  Ed25519 public key as raw hex (64), raw base64, PEM text or a PEM file, obtained out
+  of band. A pinned key id takes its public key from ``--trust`` or ``--keys``, and
+  only a key whose own computed id equals the pin.
+- ``--trust FILE`` (repeatable): a keys document the auditor keeps (ListSigningKeys
+  saved when they trusted it, or written by hand): every key in it is pinned, with
+  the validity window it states; an entry may carry only ``key_id`` (and validity),
+  its public key then comes from ``--keys``.
+- ``--keys FILE`` (repeatable) is information only, e.g. the keys.json saved beside
+  the artifact (ListSigningKeys as REST or buf curl print it, or our keys document):
+  it supplies public keys for pinned key ids and may narrow a key's validity window,
+  never widen it, and never makes a key trusted.
+
+The signing time is the one inside the signed manifest (``signed_at``), never the
+envelope's unsigned fields or a file's time; the key must have been valid then.
+Checks, each reported by name: signature, signing_key (pinned), key_validity,
+checksum, size, coverage (the ledger seq range and the counts per record type the
+manifest states, against the entries the artifact carries), package (every ZIP
+member listed in the signed package manifest, none missing, none extra), and inside
+the evidence every unredacted trace step and ledger entry against its hash and links.
 """
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
+import csv
+import enum
 import io
 import json
+import re
 import sys
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
+
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
 
 from aos_recording import dsse, hashing
+
+
+class Verdict(enum.Enum):
+    """The one answer of a verification, and the exit status it gives."""
+    VALID = (0, "every check held, signed by a key you pinned while that key was valid")
+    TAMPERED = (1, "the artifact or its evidence differs from what the signed manifest states")
+    UNUSABLE_INPUT = (2, "an input could not be read or parsed (a file, a pin, a keys document)")
+    UNSIGNED = (3, "no signed envelope: an artifact alone proves nothing")
+    UNTRUSTED_KEY = (4, "signed, but by no key you pinned (or you pinned none)")
+    KEY_NOT_VALID_AT_SIGNING_TIME = (5, "signed by a pinned key outside its validity window")
+    SIGNATURE_INVALID = (6, "the envelope is malformed, of another payload type, or its signature does not verify")
+
+    def __init__(self, exit_code: int, meaning: str) -> None:
+        self.exit_code = exit_code
+        self.meaning = meaning
+
+
+def exit_codes_help() -> str:
+    return "exit status:\n" + "\n".join(f"  {v.exit_code}  {v.name}: {v.meaning}"
+                                        for v in sorted(Verdict, key=lambda v: v.exit_code))
+
+
+PACKAGE_META = ("package-manifest.json", "package-manifest.dsse.json", "SHA256SUMS")
 
 
 @dataclass(frozen=True)
@@ -35,67 +78,299 @@ class Check:
     name: str
     passed: bool
     detail: str
+    verdict: str = Verdict.TAMPERED.name   # what this check's failure means
 
 
 class Verification:
     def __init__(self) -> None:
         self.checks: list[Check] = []
+        self.signed_by: str | None = None
+        self.signed_at: str | None = None
 
-    def add(self, name: str, passed: bool, detail: str) -> None:
-        self.checks.append(Check(name, passed, detail))
+    def add(self, name: str, passed: bool, detail: str, verdict: Verdict = Verdict.TAMPERED) -> None:
+        self.checks.append(Check(name, passed, detail, verdict.name))
+
+    @property
+    def verdict(self) -> Verdict:
+        """The first failed check's verdict (checks are added trust first, content after)."""
+        if not self.checks:
+            return Verdict.UNSIGNED
+        failed = next((c for c in self.checks if not c.passed), None)
+        return Verdict.VALID if failed is None else Verdict[failed.verdict]
 
     @property
     def ok(self) -> bool:
-        return bool(self.checks) and all(c.passed for c in self.checks)
+        return self.verdict is Verdict.VALID
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"verdict": self.verdict.name, "valid": self.ok, "exit_code": self.verdict.exit_code,
+                "signed_by": self.signed_by, "signed_at": self.signed_at,
+                "checks": [c.__dict__ for c in self.checks]}
+
+
+# --- keys: what is pinned, what is only listed --------------------------------------
+
+@dataclass
+class Trust:
+    """The keys an auditor pinned (with the validity they trust) and unresolved key-id pins."""
+    keys: list[dsse.PublicKey] = field(default_factory=list)
+    unresolved: list[str] = field(default_factory=list)   # pinned key ids with no public key found
+
+
+_KEY_ID = re.compile(r"[0-9a-f]{16}")
+_RAW_HEX = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def _raw_of(public: Any, where: str) -> bytes:
+    if not isinstance(public, Ed25519PublicKey):
+        raise ValueError(f"{where}: not an Ed25519 public key")
+    return public.public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def parse_pin(text: str) -> str | bytes:
+    """A ``--key`` value: a key id (str) or a raw Ed25519 public key (bytes).
+
+    Accepted: 16 lowercase hex (a key id), 64 hex (raw key), base64 of 32 bytes,
+    PEM SubjectPublicKeyInfo text, or a file holding any of those."""
+    text = text.strip()
+    if _KEY_ID.fullmatch(text):
+        return text
+    if _RAW_HEX.fullmatch(text):
+        return bytes.fromhex(text)
+    if text.startswith("-----BEGIN"):
+        try:
+            return _raw_of(load_pem_public_key(text.encode()), "--key")
+        except (ValueError, UnsupportedAlgorithm) as exc:
+            raise ValueError(f"--key: not a PEM public key: {exc}") from None
+    try:
+        raw = base64.b64decode(text, validate=True)
+        if len(raw) == 32:
+            return raw
+    except (binascii.Error, ValueError):
+        pass
+    path = Path(text)
+    if path.is_file():
+        content = path.read_text(encoding="utf-8").strip()
+        if content and content != text:
+            return parse_pin(content)
+    raise ValueError(f"--key {text!r}: neither a key id (16 hex), a raw Ed25519 public key (64 hex or base64) "
+                     "nor a PEM public key (text or file)")
 
 
 def load_keys(paths: Iterable[Path]) -> list[dsse.PublicKey]:
+    """Keys from keys documents (ours or ListSigningKeys as proto3 JSON) or PEM public keys."""
     keys: list[dsse.PublicKey] = []
     for path in paths:
-        text = Path(path).read_text()
+        text = Path(path).read_text(encoding="utf-8")
         if text.lstrip().startswith("-----BEGIN"):
-            from cryptography.hazmat.primitives import serialization
-            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-            key = serialization.load_pem_public_key(text.encode())
-            if not isinstance(key, Ed25519PublicKey):
-                raise ValueError(f"{path}: not an Ed25519 public key")
-            keys.append(dsse.PublicKey.from_raw(key.public_bytes(serialization.Encoding.Raw,
-                                                                 serialization.PublicFormat.Raw)))
+            try:
+                keys.append(dsse.PublicKey.from_raw(_raw_of(load_pem_public_key(text.encode()), str(path))))
+            except (ValueError, UnsupportedAlgorithm) as exc:
+                raise ValueError(f"{path}: {exc}") from None
         else:
-            keys += dsse.load_keys_document(Path(path))
+            try:
+                keys += dsse.load_keys_document(text)
+            except ValueError as exc:
+                raise ValueError(f"{path}: {exc}") from None
     return keys
 
 
-def verify(artifact: bytes, envelope: str | None, keys: list[dsse.PublicKey]) -> Verification:
-    v = Verification()
-    if envelope is not None:
+def trust(pins: Sequence[str] = (), trust_files: Sequence[Path] = (),
+          listed: Sequence[dsse.PublicKey] = ()) -> Trust:
+    """The pinned keys. A trust file's entries pin keys with the validity they state
+    (an entry without a public key pins its key id); ``--key`` pins are valid from the
+    epoch with no end unless a trust file dates them. Public keys for pinned ids come
+    from the trust files, then from ``listed``, and only when their computed id is the pin."""
+    by_id: dict[str, dsse.PublicKey] = {}
+    windows: dict[str, tuple[datetime, datetime | None]] = {}
+    wanted: list[str] = []
+    for path in trust_files:
         try:
-            manifest = json.loads(dsse.verify_exact(envelope, keys, dsse.MANIFEST_PAYLOAD_TYPE))
-            v.add("signature", True, f"export {manifest.get('export_id')} signed by key "
-                                     f"{json.loads(envelope)['signatures'][0].get('keyid')}")
-            checksum = hashing.sha256(artifact).hex()
-            v.add("checksum", checksum == manifest.get("checksum"),
-                  f"artifact SHA-256 {checksum}; manifest {manifest.get('checksum')}")
-            v.add("size", len(artifact) == manifest.get("size"),
-                  f"artifact {len(artifact)} bytes; manifest {manifest.get('size')}")
-        except (dsse.DsseError, ValueError, KeyError) as exc:
-            v.add("signature", False, str(exc))
-    if artifact[:4] == b"PK\x03\x04":
-        _package(v, artifact, keys)
-    elif artifact[:1] == b"{":
-        _bundle(v, artifact)
-    if not v.checks:
-        v.add("input", False, "nothing to verify this artifact against: pass the export's --envelope")
+            entries = dsse.key_entries(Path(path).read_text(encoding="utf-8"))
+        except ValueError as exc:
+            raise ValueError(f"--trust {path}: {exc}") from None
+        for index, entry in enumerate(entries):
+            where = f"--trust {path}: keys[{index}]"
+            if "public_key" in entry:
+                key = dsse.key_from_entry(entry, where, validity_required=False)
+                by_id.setdefault(key.key_id, key)
+                wanted.append(key.key_id)
+                windows.setdefault(key.key_id, (key.valid_from, key.valid_until))
+                continue
+            key_id = entry.get("key_id")
+            if not isinstance(key_id, str) or not _KEY_ID.fullmatch(key_id):
+                raise ValueError(f"{where}: needs a public_key or a key_id of 16 lowercase hex")
+            try:
+                valid_from = dsse.timestamp(entry["valid_from"], "valid_from") if "valid_from" in entry \
+                    else dsse.EPOCH
+                until = entry.get("valid_until")
+                valid_until = None if until is None else dsse.timestamp(until, "valid_until")
+            except ValueError as exc:
+                raise ValueError(f"{where}: {exc}") from None
+            windows.setdefault(key_id, (valid_from, valid_until))
+            wanted.append(key_id)
+    for pin in pins:
+        value = parse_pin(pin)
+        if isinstance(value, bytes):
+            key = dsse.PublicKey.from_raw(value)
+            by_id.setdefault(key.key_id, key)
+            wanted.append(key.key_id)
+        else:
+            wanted.append(value)
+    for key in listed:  # material only: the listed validity is applied later, as a narrowing
+        by_id.setdefault(key.key_id, dsse.PublicKey.from_raw(key.raw))
+    result = Trust()
+    for key_id in dict.fromkeys(wanted):
+        key = by_id.get(key_id)
+        if key is None:
+            result.unresolved.append(key_id)
+            continue
+        valid_from, valid_until = windows.get(key_id, (dsse.EPOCH, None))
+        result.keys.append(dsse.PublicKey(key.key_id, key.raw, valid_from, valid_until, key.status))
+    return result
+
+
+def _narrowed(key: dsse.PublicKey, listed: Sequence[dsse.PublicKey]) -> dsse.PublicKey:
+    """``key``'s trusted window, narrowed by what a listed keys document says of it (a
+    keys document can only shorten a window: editing it never makes a signature valid)."""
+    valid_from, valid_until = key.valid_from, key.valid_until
+    for other in listed:
+        if other.key_id == key.key_id:
+            valid_from = max(valid_from, other.valid_from)
+            if other.valid_until is not None:
+                valid_until = other.valid_until if valid_until is None else min(valid_until, other.valid_until)
+    return replace(key, valid_from=valid_from, valid_until=valid_until)
+
+
+def _window(key: dsse.PublicKey) -> str:
+    return f"[{hashing.rfc3339(key.valid_from)}, {hashing.rfc3339(key.valid_until) if key.valid_until else 'no end'})"
+
+
+# --- the verification ---------------------------------------------------------------
+
+def verify(artifact: bytes, envelope: str | bytes | None, trusted: Trust | Sequence[dsse.PublicKey],
+           listed: Sequence[dsse.PublicKey] = ()) -> Verification:
+    """Verifies ``artifact`` against its export ``envelope`` under the ``trusted`` keys
+    (a Trust, or keys the caller pins with the validity they carry). ``listed`` keys
+    (a keys document that travelled with the artifact) only name the signer in
+    messages and narrow validity windows."""
+    pinned = trusted if isinstance(trusted, Trust) else Trust(keys=list(trusted))
+    v = Verification()
+    manifest, key = _signature(v, envelope, pinned, listed)
+    if manifest is not None:
+        checksum = hashing.sha256(artifact).hex()
+        v.add("checksum", checksum == manifest.get("checksum"),
+              f"artifact SHA-256 {checksum}; manifest {manifest.get('checksum')}")
+        v.add("size", len(artifact) == manifest.get("size"),
+              f"artifact {len(artifact)} bytes; manifest {manifest.get('size')}")
+    fmt = (manifest or {}).get("format") or _sniff(artifact)
+    contents = (manifest or {}).get("contents")
+    signer = [key] if key is not None else pinned.keys
+    at = _signed_time(manifest) if manifest else None
+    if fmt == "ZIP":
+        _package(v, artifact, signer, at, contents)
+    elif fmt == "JSON":
+        _bundle(v, artifact, contents)
+    elif fmt == "CSV":
+        _csv(v, artifact, contents)
     return v
 
 
-def _package(v: Verification, artifact: bytes, keys: list[dsse.PublicKey]) -> None:
+def _sniff(artifact: bytes) -> str | None:
+    return "ZIP" if artifact[:4] == b"PK\x03\x04" else "JSON" if artifact[:1] == b"{" else None
+
+
+def _signed_time(manifest: dict[str, Any]) -> datetime | None:
+    # Manifests before signed_at was added are dated by created_at, also inside what is signed.
+    value = manifest.get("signed_at", manifest.get("created_at"))
+    try:
+        parsed = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return parsed if parsed is not None and parsed.tzinfo is not None else None
+
+
+def _signature(v: Verification, envelope: str | bytes | None, pinned: Trust,
+               listed: Sequence[dsse.PublicKey]) -> tuple[dict[str, Any] | None, dsse.PublicKey | None]:
+    """The trust checks, in order; the verified manifest and its key, or (None, None)."""
+    if envelope is None:
+        v.add("signature", False, "no signed envelope: an artifact is VALID only with its export's DSSE envelope "
+                                  "(GetExport: dsse_envelope); a ZIP's own package signature carries no signing "
+                                  "time and does not suffice", Verdict.UNSIGNED)
+        return None, None
+    try:
+        named = dsse.signature_key_ids(envelope)
+    except dsse.DsseError as exc:
+        v.add("signature", False, str(exc), Verdict.SIGNATURE_INVALID)
+        return None, None
+    signer_hint = _listed_signer(envelope, listed) or ", ".join(k or "(no keyid)" for k in named) or "no signature"
+    if not pinned.keys:
+        missing = f" (no public key found for pinned key id(s) {', '.join(pinned.unresolved)}: pass --keys or " \
+                  f"the public key itself)" if pinned.unresolved else ""
+        v.add("signing_key", False, f"no key pinned{missing}: pin the export signing key you obtained out of band "
+                                    f"with --key KEY_ID or --key PUBLIC_KEY, or --trust FILE; a keys file beside "
+                                    f"the artifact (--keys) is information, not trust. The envelope is signed "
+                                    f"by {signer_hint}", Verdict.UNTRUSTED_KEY)
+        return None, None
+    try:
+        payload, key = dsse.open_envelope(envelope, pinned.keys, dsse.MANIFEST_PAYLOAD_TYPE)
+    except dsse.DsseError as exc:
+        if exc.reason == dsse.UNKNOWN_KEY:
+            v.add("signing_key", False, f"signed by {signer_hint}, not by a key you pinned "
+                                        f"({', '.join(k.key_id for k in pinned.keys)}): if you obtained that key "
+                                        f"out of band, pin it with --key; a keys file is no trust",
+                  Verdict.UNTRUSTED_KEY)
+        else:  # BAD_SIGNATURE, WRONG_PAYLOAD_TYPE, MALFORMED_ENVELOPE
+            v.add("signature", False, str(exc), Verdict.SIGNATURE_INVALID)
+        return None, None
+    try:
+        manifest = json.loads(payload)
+        if not isinstance(manifest, dict):
+            raise ValueError("not a JSON object")
+    except ValueError as exc:
+        v.add("signature", False, f"the signed payload is not an export manifest: {exc}", Verdict.SIGNATURE_INVALID)
+        return None, None
+    if manifest.get("signed_by", key.key_id) != key.key_id:
+        v.add("signature", False, f"verified under key {key.key_id}, but the manifest says it was signed by "
+                                  f"{manifest.get('signed_by')}", Verdict.SIGNATURE_INVALID)
+        return None, None
+    v.signed_by = key.key_id
+    v.add("signature", True, f"DSSE Ed25519 over PAE(payloadType, payload): export {manifest.get('export_id')}")
+    v.add("signing_key", True, f"key {key.key_id} is pinned", Verdict.UNTRUSTED_KEY)
+    at = _signed_time(manifest)
+    window = _narrowed(key, listed)
+    if at is None:
+        v.add("key_validity", False, "the signed manifest states no signing time (signed_at)",
+              Verdict.KEY_NOT_VALID_AT_SIGNING_TIME)
+        return None, key
+    v.signed_at = hashing.rfc3339(at)
+    v.add("key_validity", window.valid_at(at),
+          f"signed at {hashing.rfc3339(at)} (inside the signed manifest); key {key.key_id} valid {_window(window)}",
+          Verdict.KEY_NOT_VALID_AT_SIGNING_TIME)
+    return manifest, key
+
+
+def _listed_signer(envelope: str | bytes, listed: Sequence[dsse.PublicKey]) -> str | None:
+    try:
+        _, key = dsse.open_envelope(envelope, listed, dsse.MANIFEST_PAYLOAD_TYPE)
+    except dsse.DsseError:
+        return None
+    return f"key {key.key_id} (listed in the keys file)"
+
+
+# --- ZIP packages -------------------------------------------------------------------
+
+def _package(v: Verification, artifact: bytes, keys: Sequence[dsse.PublicKey], at: datetime | None,
+             contents: dict[str, Any] | None) -> None:
     try:
         with zipfile.ZipFile(io.BytesIO(artifact)) as archive:
-            members = {info.filename: archive.read(info) for info in archive.infolist()}
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+            infos = archive.infolist()
+            members = {info.filename: archive.read(info) for info in infos}
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as exc:
         v.add("package", False, f"not a readable ZIP: {exc}")
         return
+    names = [info.filename for info in infos]
+    duplicated = sorted({n for n in names if names.count(n) > 1})
     sums = members.get("SHA256SUMS", b"").decode("utf-8", "replace").splitlines()
     listed = dict(reversed(line.split("  ", 1)) for line in sums if "  " in line)
     bad = [name for name, data in members.items() if name != "SHA256SUMS"
@@ -106,26 +381,106 @@ def _package(v: Verification, artifact: bytes, keys: list[dsse.PublicKey]) -> No
           + (f"; mismatched: {', '.join(sorted(bad))}" if bad else "")
           + (f"; missing: {', '.join(missing)}" if missing else ""))
     try:
-        payload = dsse.verify_exact(members.get("package-manifest.dsse.json", b""), keys,
-                                    dsse.PACKAGE_PAYLOAD_TYPE)
+        payload, _ = dsse.open_envelope(members.get("package-manifest.dsse.json", b""), keys,
+                                        dsse.PACKAGE_PAYLOAD_TYPE, at=at)
         manifest = json.loads(payload)
-        files_ok = payload == members.get("package-manifest.json") and all(
-            f["name"] in members and f["size"] == len(members[f["name"]])
-            and f["sha256"] == hashing.sha256(members[f["name"]]).hex() for f in manifest["files"])
-        v.add("package_manifest", files_ok, f"signed package manifest lists {len(manifest['files'])} files"
-              + ("" if files_ok else "; a member differs from it"))
+        files = {f["name"]: f for f in manifest["files"]}
+        problems = []
+        if payload != members.get("package-manifest.json"):
+            problems.append("package-manifest.json is not the signed package manifest")
+        problems += [f"{name}: listed, missing" for name in files if name not in members]
+        problems += [f"{name}: differs from the signed manifest" for name, f in files.items() if name in members
+                     and (f["size"] != len(members[name]) or f["sha256"] != hashing.sha256(members[name]).hex())]
+        problems += [f"{name}: not listed in the signed package manifest" for name in members
+                     if name not in files and name not in PACKAGE_META]
+        problems += [f"{name}: present {names.count(name)} times" for name in duplicated]
+        v.add("package_manifest", not problems, f"signed package manifest lists {len(files)} files"
+              + (f"; {'; '.join(problems)}" if problems else "; every member is listed and matches"))
     except (dsse.DsseError, ValueError, KeyError, TypeError) as exc:
         v.add("package_manifest", False, str(exc))
     if "evidence.json" in members:
-        _bundle(v, members["evidence.json"])
+        _bundle(v, members["evidence.json"], contents)
 
 
-def _bundle(v: Verification, data: bytes) -> None:
+# --- evidence: JSON bundles and slices, CSV slices ----------------------------------
+
+def _bundle(v: Verification, data: bytes, contents: dict[str, Any] | None) -> None:
     try:
-        _bundle_checks(v, json.loads(data))
+        bundle = json.loads(data)
+        _bundle_checks(v, bundle)
+        if contents is not None:
+            _coverage(v, contents, _carried(bundle))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         # A bundle that no longer has the shape this product writes was edited.
         v.add("bundle", False, f"not an evidence bundle this product wrote: {type(exc).__name__}: {exc}")
+
+
+def _carried(bundle: dict[str, Any]) -> dict[str, list[Any]]:
+    """The entries the artifact carries, per record type: seqs for ledger entries,
+    step indexes for trace steps, a placeholder for the others (only counted)."""
+    carried: dict[str, list[Any]] = {}
+    trace = bundle.get("trace")
+    if isinstance(trace, dict):
+        carried["trace_step"] = [s["step_index"] for s in trace.get("steps", [])]
+    if "governance" in bundle:
+        carried["audit_entry"] = [e["seq"] for e in bundle["governance"]]
+    elif isinstance(bundle.get("evidence_hashes"), dict):
+        carried["audit_entry"] = [e["seq"] for e in bundle["evidence_hashes"].get("ledger", [])]
+    if "records" in bundle:
+        kind = "audit_entry" if bundle.get("scope") == "AUDIT_SLICE" else "system_record"
+        carried[kind] = [r.get("seq", n) for n, r in enumerate(bundle["records"])]
+    for name, kind in (("incidents", "incident"), ("limit_breaches", "limit_breach"), ("proposals", "proposal")):
+        if name in bundle:
+            carried[kind] = list(range(len(bundle[name])))
+    if "run" in bundle:
+        carried["llm_run"] = [0] if bundle["run"] else []
+    return carried
+
+
+def _coverage(v: Verification, contents: dict[str, Any], carried: dict[str, list[Any]]) -> None:
+    """The signed manifest's seq range and counts against the entries the artifact carries."""
+    problems = []
+    for kind, stated in sorted(contents.items()):
+        if kind not in carried:
+            continue  # this artifact does not carry that record type (e.g. an executive summary)
+        found = carried[kind]
+        if len(found) != stated.get("count"):
+            problems.append(f"{kind}: {len(found)} carried, the manifest states {stated.get('count')}")
+        if "first_seq" in stated:
+            problems += _seq_problems(kind, found, stated)
+    v.add("coverage", not problems,
+          "; ".join(problems) if problems else
+          "entries carried as the manifest states: " + ", ".join(
+              f"{kind} {stated.get('count')}" + (f" (seq {stated['first_seq']}..{stated['last_seq']})"
+                                                 if stated.get("first_seq") is not None else "")
+              for kind, stated in sorted(contents.items()) if kind in carried))
+
+
+def _seq_problems(kind: str, seqs: list[Any], stated: dict[str, Any]) -> list[str]:
+    problems = []
+    first, last = stated.get("first_seq"), stated.get("last_seq")
+    previous = None
+    for seq in seqs:
+        if not isinstance(seq, int):
+            problems.append(f"{kind}: seq {seq!r} is not a number")
+        elif first is None or seq < first or seq > last:
+            problems.append(f"{kind}: seq {seq} is outside the manifest's range {first}..{last} (extra)")
+        elif previous is not None and seq == previous:
+            problems.append(f"{kind}: seq {seq} appears twice (extra)")
+        elif previous is not None and seq < previous:
+            problems.append(f"{kind}: seq {seq} comes after seq {previous} (reordered)")
+        elif stated.get("contiguous") and previous is not None and seq != previous + 1:
+            problems.append(f"{kind}: seq {previous + 1} is missing")
+        if isinstance(seq, int):
+            previous = seq if previous is None else max(previous, seq)
+    if seqs and isinstance(seqs[0], int) and seqs[0] != first:
+        problems.append(f"{kind}: the first entry is seq {seqs[0]}, the manifest states {first} (seq {first} "
+                        f"missing?)")
+    if seqs and isinstance(seqs[-1], int) and seqs[-1] != last and first <= seqs[-1] <= last:
+        problems.append(f"{kind}: the last entry is seq {seqs[-1]}, the manifest states {last} (seq {last} missing?)")
+    if not seqs and first is not None:
+        problems.append(f"{kind}: no entry carried, the manifest states seq {first}..{last}")
+    return problems[:10]
 
 
 def _bundle_checks(v: Verification, bundle: dict[str, Any]) -> None:
@@ -148,7 +503,8 @@ def _ledger(v: Verification, entries: list[dict[str, Any]]) -> None:
     problems = []
     previous: dict[str, Any] | None = None
     for e in entries:
-        if not e.get("redacted") and hashing.ledger_content_hash(e).hex() != e["content_hash"]:
+        # A CSV row carries no content fields to re-hash (only its hashes): its chain is re-checked.
+        if "id" in e and not e.get("redacted") and hashing.ledger_content_hash(e).hex() != e["content_hash"]:
             problems.append(f"seq {e['seq']}: content")
         if hashing.chain_hash(bytes.fromhex(e["prev_hash"]), bytes.fromhex(e["content_hash"])).hex() != e["chain_hash"]:
             problems.append(f"seq {e['seq']}: chain hash")
@@ -159,29 +515,63 @@ def _ledger(v: Verification, entries: list[dict[str, Any]]) -> None:
                                                                       if problems else ": hashes and links hold"))
 
 
+def _csv(v: Verification, data: bytes, contents: dict[str, Any] | None) -> None:
+    try:
+        rows = list(csv.DictReader(io.StringIO(data.decode("utf-8"), newline="")))
+        if rows and "seq" in rows[0]:      # an audit slice: chain hashes and links re-checked
+            entries = [{"seq": int(r["seq"]), "prev_hash": r["prev_hash"], "content_hash": r["content_hash"],
+                        "chain_hash": r["chain_hash"]} for r in rows]
+            _ledger(v, entries)
+            carried = {"audit_entry": [e["seq"] for e in entries]}
+        elif rows and "content_hash" in rows[0]:
+            carried = {"system_record": list(range(len(rows)))}
+        else:
+            carried = {}                   # an executive summary: counts, no entries
+        if contents is not None:
+            _coverage(v, contents, carried)
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        v.add("csv", False, f"not a CSV slice this product wrote: {type(exc).__name__}: {exc}")
+
+
+# --- the command ----------------------------------------------------------------------
+
+def add_trust_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--key", action="append", default=[], metavar="KEY_ID_OR_PUBKEY",
+                        help="pin a key you obtained out of band: its key id (16 hex), or its public key (64 hex, "
+                             "base64, PEM text or a PEM file); repeatable")
+    parser.add_argument("--trust", action="append", default=[], type=Path, metavar="FILE",
+                        help="a keys document you keep and trust: pins every key in it, with the validity it "
+                             "states (entries may carry only key_id and validity); repeatable")
+    parser.add_argument("--keys", action="append", default=[], type=Path, metavar="FILE",
+                        help="information only: a keys document (ListSigningKeys as REST or buf curl print it) or "
+                             "PEM public keys; supplies public keys for pinned key ids, never trust; repeatable")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m aos_recording.verify_export", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m aos_recording.verify_export",
+                                     description=__doc__.split("\n")[0],
+                                     epilog=exit_codes_help(), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("artifact", type=Path)
     parser.add_argument("--envelope", type=Path, help="the export's DSSE envelope (GetExport: dsse_envelope)")
-    parser.add_argument("--keys", type=Path, action="append", required=True,
-                        help="public keys: ListSigningKeys saved as JSON, or a PEM Ed25519 public key (repeatable)")
-    parser.add_argument("--json", action="store_true", help="print the checks as JSON")
+    add_trust_arguments(parser)
+    parser.add_argument("--json", action="store_true", help="print the verdict and the checks as JSON")
     args = parser.parse_args(argv)
     try:
-        keys = load_keys(args.keys)
+        listed = load_keys(args.keys)
+        pinned = trust(args.key, args.trust, listed)
         artifact = args.artifact.read_bytes()
-        envelope = args.envelope.read_text() if args.envelope else None
+        envelope = args.envelope.read_bytes() if args.envelope else None
     except (OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    result = verify(artifact, envelope, keys)
+        return Verdict.UNUSABLE_INPUT.exit_code
+    result = verify(artifact, envelope, pinned, listed)
     if args.json:
-        print(json.dumps({"valid": result.ok, "checks": [c.__dict__ for c in result.checks]}, indent=2))
+        print(json.dumps(result.as_dict(), indent=2))
     else:
         for c in result.checks:
             print(f"{'ok  ' if c.passed else 'FAIL'} {c.name}: {c.detail}")
-        print("VALID" if result.ok else "INVALID")
-    return 0 if result.ok else 1
+        print(f"{result.verdict.name}: {result.verdict.meaning}")
+    return result.verdict.exit_code
 
 
 if __name__ == "__main__":

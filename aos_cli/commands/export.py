@@ -5,7 +5,6 @@ import argparse
 import hashlib
 import json
 import os
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -62,14 +61,17 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     download.set_defaults(handler=download_command)
 
     verify = group.add_parser("verify", parents=[common], help="verify an export (by the service, or offline)",
+                              formatter_class=argparse.RawDescriptionHelpFormatter,
                               description="With EXPORT_ID the service re-checks checksum, signature, chain and "
-                                          "re-rendering. With --offline nothing is asked of any service: the "
+                                          "re-rendering.\nWith --offline nothing is asked of any service: the "
                                           f"artifact is checked against its envelope (default ARTIFACT"
-                                          f"{ENVELOPE_SUFFIX}) and keys (default {KEYS_FILE} beside it).")
+                                          f"{ENVELOPE_SUFFIX}) under the keys you pin\n(--key, --trust); "
+                                          f"{KEYS_FILE} beside it (or --keys) is information, never trust.",
+                              epilog="offline, " + verify_export.exit_codes_help())
     verify.add_argument("export_id", metavar="EXPORT_ID", nargs="?")
     verify.add_argument("--offline", metavar="ARTIFACT", type=Path, help="a downloaded artifact")
     verify.add_argument("--envelope", type=Path, help="the export's DSSE envelope (.dsse.json)")
-    verify.add_argument("--keys", type=Path, action="append", help="keys.json or a PEM public key (repeatable)")
+    verify_export.add_trust_arguments(verify)
     verify.set_defaults(handler=verify_command)
 
 
@@ -178,7 +180,8 @@ def _show_download(ctx: Context, saved: dict[str, Any]) -> None:
     ctx.out.fields([("artifact", saved["path"]), ("size", f"{saved['size_bytes']} bytes"),
                     ("sha-256", f"{saved['sha256']} (matches the export's checksum)"),
                     ("envelope", saved["envelope"]), ("keys", saved["keys"])], title="Downloaded")
-    ctx.out.note(f"verify offline: aos-evidence export verify --offline {saved['path']}")
+    ctx.out.note(f"verify offline, pinning the signing key id you obtained out of band: "
+                 f"aos-evidence export verify --offline {saved['path']} --key KEY_ID")
 
 
 def download_command(args: argparse.Namespace, ctx: Context) -> int:
@@ -194,11 +197,11 @@ def verify_command(args: argparse.Namespace, ctx: Context) -> int:
     if args.offline:
         if args.export_id:
             raise UsageError("give EXPORT_ID (the service verifies) or --offline ARTIFACT, not both")
-        return _verify_offline(ctx, args.offline, args.envelope, args.keys)
+        return _verify_offline(ctx, args)
     if not args.export_id:
         raise UsageError("EXPORT_ID or --offline ARTIFACT is required")
-    if args.envelope or args.keys:
-        raise UsageError("--envelope and --keys go with --offline")
+    if args.envelope or args.keys or args.key or args.trust:
+        raise UsageError("--envelope, --key, --trust and --keys go with --offline")
     answer = ctx.client.exports.VerifyExport(pb.VerifyExportRequest(export_id=args.export_id))
     if ctx.out.json_mode:
         ctx.out.document(answer)
@@ -208,23 +211,30 @@ def verify_command(args: argparse.Namespace, ctx: Context) -> int:
     return EXIT_OK if answer.valid else EXIT_FAILED
 
 
-def _verify_offline(ctx: Context, artifact: Path, envelope: Path | None, keys: list[Path] | None) -> int:
+def _verify_offline(ctx: Context, args: argparse.Namespace) -> int:
+    artifact: Path = args.offline
     beside_envelope = artifact.with_name(artifact.name + ENVELOPE_SUFFIX)
-    envelope = envelope or (beside_envelope if beside_envelope.is_file() else None)
-    if not keys:
-        if not (artifact.parent / KEYS_FILE).is_file():
-            raise UsageError(f"--keys is required (no {KEYS_FILE} beside {artifact})")
-        keys = [artifact.parent / KEYS_FILE]
-    public_keys = file_keys(keys)
+    envelope = args.envelope or (beside_envelope if beside_envelope.is_file() else None)
+    # keys.json beside the artifact travelled with it: it may name the signer and supply
+    # public keys for pinned ids, but grants no trust (verify_export.trust).
+    keys = args.keys or ([artifact.parent / KEYS_FILE] if (artifact.parent / KEYS_FILE).is_file() else [])
+    listed = file_keys(keys)
+    try:
+        pinned = verify_export.trust(args.key, args.trust, listed)
+    except (OSError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
     try:
         data = artifact.read_bytes()
-        envelope_text = envelope.read_text(encoding="utf-8") if envelope else None
-    except (OSError, UnicodeDecodeError) as exc:
+        envelope_text = envelope.read_bytes() if envelope else None
+    except OSError as exc:
         raise UsageError(f"cannot read the input: {exc}") from None
-    result = verify_export.verify(data, envelope_text, public_keys)
+    result = verify_export.verify(data, envelope_text, pinned, listed)
+    verdict = result.verdict
     if ctx.out.json_mode:
-        ctx.out.document({"valid": result.ok, "checks": [asdict(c) for c in result.checks]})
+        ctx.out.document(result.as_dict())
     else:
+        pins = ", ".join([*args.key, *map(str, args.trust)]) or "no pinned key"
         ctx.out.checks(((c.name, c.passed, c.detail) for c in result.checks), result.ok,
-                       title=f"{artifact}, verified offline with {', '.join(map(str, keys))}")
-    return EXIT_OK if result.ok else EXIT_FAILED
+                       title=f"{artifact}, verified offline under {pins}")
+        ctx.out.line(f"{verdict.name} (exit {verdict.exit_code}): {verdict.meaning}")
+    return verdict.exit_code

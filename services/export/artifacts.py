@@ -72,6 +72,10 @@ class Rendered:
     checksum: bytes
     redaction: dict[str, Any]    # {"profile": ..., "counts": {...}}
     records: int                 # records the artifact carries
+    # Per record type, the entries the export covers: {"count"}, and for ledger entries
+    # the seq range {"first_seq", "last_seq"} ("contiguous" when no filter can leave a
+    # gap). Signed in the manifest, so a verifier finds a dropped, added or reordered entry.
+    contents: dict[str, Any]
 
 
 # --- run and incident bundles (small: built whole) ------------------------------
@@ -90,7 +94,32 @@ def render_bundle(bundle: dict[str, Any], fmt: str, counts: Mapping[str, int], k
                            bundle, key))
     else:
         raise ValueError(f"{fmt} is not a format for a {bundle['scope']} bundle")
-    return Rendered(sink.size, sink.close(), redaction, bundle_record_count(bundle))
+    return Rendered(sink.size, sink.close(), redaction, bundle_record_count(bundle), bundle_contents(bundle))
+
+
+def seq_range(seqs: list[int], contiguous: bool = False) -> dict[str, Any]:
+    stated: dict[str, Any] = {"count": len(seqs), "first_seq": min(seqs) if seqs else None,
+                              "last_seq": max(seqs) if seqs else None}
+    if contiguous:
+        stated["contiguous"] = True
+    return stated
+
+
+def bundle_contents(bundle: Mapping[str, Any]) -> dict[str, Any]:
+    """What a run or incident bundle carries, per record type (an executive bundle: the
+    ledger entries whose hashes it lists)."""
+    contents: dict[str, Any] = {}
+    if bundle.get("trace"):
+        contents["trace_step"] = {"count": len(bundle["trace"]["steps"])}
+    ledger = bundle["governance"] if "governance" in bundle else (bundle.get("evidence_hashes") or {}).get("ledger")
+    if ledger is not None:
+        contents["audit_entry"] = seq_range([e["seq"] for e in ledger])
+    for name, kind in (("incidents", "incident"), ("limit_breaches", "limit_breach"), ("proposals", "proposal")):
+        if name in bundle:
+            contents[kind] = {"count": len(bundle[name])}
+    if "run" in bundle:
+        contents["llm_run"] = {"count": 1 if bundle["run"] else 0}
+    return contents
 
 
 def bundle_record_count(bundle: Mapping[str, Any]) -> int:
@@ -164,12 +193,14 @@ _TITLES = {"EVIDENCE": "Evidence bundle", "SOC2": "SOC 2 evidence (CC7.2, CC7.3,
 
 HOW_TO_VERIFY = [
     "This report is one artifact of a signed export. Its SHA-256 is the checksum in the export's manifest, "
-    "and the manifest is signed (DSSE, Ed25519) by a key listed by ListSigningKeys.",
-    "Save the export's envelope (GetExport: dsse_envelope) as export.dsse.json and the public keys "
-    "(ListSigningKeys) as keys.json, then run, with no database and no service:",
-    "python -m aos_recording.verify_export ARTIFACT --envelope export.dsse.json --keys keys.json",
-    "It exits non-zero on any change to the artifact, the manifest or the envelope. A ZIP package verifies "
-    "on its own: its members are listed with their SHA-256 in a signed package manifest.",
+    "and the manifest is signed (DSSE, Ed25519) by the export signing key.",
+    "Obtain that key's id out of band (not from a file that came with this report). Save the export's "
+    "envelope (GetExport: dsse_envelope) as export.dsse.json and the public keys (ListSigningKeys) as "
+    "keys.json, then run, with no database and no service:",
+    "python -m aos_recording.verify_export ARTIFACT --envelope export.dsse.json --keys keys.json --key KEY_ID",
+    "It answers VALID (exit 0) only for a signature by the key you pinned, made inside its validity, over "
+    "this very artifact; UNSIGNED, UNTRUSTED_KEY, KEY_NOT_VALID_AT_SIGNING_TIME, SIGNATURE_INVALID or "
+    "TAMPERED (non-zero) otherwise.",
 ]
 
 
@@ -286,7 +317,13 @@ def render_slice(head: dict[str, Any], kind: str, records: Iterable[dict[str, An
         sink.write(package(members, bundle, key))
     else:
         raise ValueError(f"unknown format {fmt}")
-    return Rendered(sink.size, sink.close(), redaction(), summary.count)
+    if kind == "audit_entry":
+        # An unfiltered audit slice is the ledger from its first kept entry on: no gap is legitimate.
+        seqs = [] if summary.first_seq is None else [summary.first_seq, summary.last_seq]
+        contents = {kind: {**seq_range(seqs, contiguous=not head["subject"]), "count": summary.count}}
+    else:
+        contents = {kind: {"count": summary.count}}
+    return Rendered(sink.size, sink.close(), redaction(), summary.count, contents)
 
 
 def _stream_json(head: Mapping[str, Any], records: Iterator[dict[str, Any]], tail: Callable[[], dict[str, Any]],

@@ -22,7 +22,10 @@ from services.export import artifacts, bundles, store
 from services.logs import store as evidence
 from services.logs.store import AuditFilters
 
-MANIFEST_VERSION = "aos.export-manifest/v1"
+# v2: signed_at and signed_by (the signing time and key, inside what is signed: a verifier
+# checks the key's validity at that time), contents (per record type, the count and ledger
+# seq range the artifact covers).
+MANIFEST_VERSION = "aos.export-manifest/v2"
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,8 @@ def create(conn: Connection, plan: Plan, keys: dsse.KeyRing, actor_type: str, ac
         "bundle_type": plan.bundle_type, "format": plan.format, "content_type": artifacts.CONTENT_TYPES[plan.format],
         "filename": filename, "size": rendered.size, "checksum": rendered.checksum.hex(), "records": rendered.records,
         "created_at": rfc3339(created_at), "requested_by": {"type": actor_type, "id": actor_id},
+        # The artifact stays reproducible: the signing time lives here, in the manifest only.
+        "signed_at": rfc3339(created_at), "signed_by": keys.active.public.key_id, "contents": rendered.contents,
         "redaction": rendered.redaction,
         "ledger_checkpoint": {"seq": bounds["max_seq"],
                               "chain_hash": bytes(ledger["chain_hash"]).hex() if ledger else GENESIS.hex()},

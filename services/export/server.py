@@ -229,9 +229,14 @@ class ExportService(pb_grpc.ExportServiceServicer):
               and manifest.get("export_id") == row["id"] and manifest.get("size") == row["size_bytes"],
               "the manifest names this export, its size and its checksum")
         try:
-            payload = dsse.verify_envelope(row["dsse_envelope"], self.keys.public_keys(), dsse.MANIFEST_PAYLOAD_TYPE)
+            # The service's own key ring is pinned by definition; the key must have been valid
+            # when the manifest says it signed (manifests before signed_at: created_at).
+            signed_at = datetime.fromisoformat(manifest.get("signed_at", manifest["created_at"]))
+            payload = dsse.verify_envelope(row["dsse_envelope"], self.keys.public_keys(), dsse.MANIFEST_PAYLOAD_TYPE,
+                                           at=signed_at)
             check("signature", payload == canonical_json(manifest),
-                  f"DSSE Ed25519 signature by key {row['signing_key_id']} over the canonical manifest")
+                  f"DSSE Ed25519 signature by key {row['signing_key_id']} over the canonical manifest, "
+                  f"valid at {rfc3339(signed_at)}")
         except dsse.DsseError as exc:
             check("signature", False, str(exc))
         check("content_hash", manifest_hash(manifest) == bytes(row["content_hash"]),

@@ -57,21 +57,43 @@ async def test_the_service_verifies_the_export(cli, soc2_zip, writer_tenant):
 
 
 async def test_offline_verification_passes_then_catches_one_flipped_byte(run, soc2_zip, tmp_path):
-    artifact, _ = soc2_zip
+    artifact, doc = soc2_zip
+    pin = doc["export"]["signing_key_id"]
     envelope, keys = artifact.with_name("evidence.zip.dsse.json"), artifact.with_name("keys.json")
-    result = await run("export", "verify", "--offline", artifact, "--envelope", envelope, "--keys", keys)
+    result = await run("export", "verify", "--offline", artifact, "--envelope", envelope, "--keys", keys,
+                       "--key", pin)
     assert result.code == 0, result.out + result.err
-    assert "INVALID" not in result.out
-    assert (await run("export", "verify", "--offline", artifact)).code == 0  # envelope and keys found beside it
+    assert "INVALID" not in result.out and "VALID (exit 0)" in result.out
+    # envelope and keys found beside it; the pin still has to come from the auditor
+    assert (await run("export", "verify", "--offline", artifact, "--key", pin)).code == 0
 
     data = bytearray(artifact.read_bytes())
     data[len(data) // 2] ^= 0x01
     tampered = tmp_path / "tampered.zip"
     tampered.write_bytes(bytes(data))
-    result = await run("--json", "export", "verify", "--offline", tampered, "--envelope", envelope, "--keys", keys)
+    result = await run("--json", "export", "verify", "--offline", tampered, "--envelope", envelope, "--keys", keys,
+                       "--key", pin)
     assert result.code == 1
     doc = json.loads(result.out)
-    assert not doc["valid"] and any(c["name"] == "checksum" and not c["passed"] for c in doc["checks"])
+    assert not doc["valid"] and doc["verdict"] == "TAMPERED"
+    assert any(c["name"] == "checksum" and not c["passed"] for c in doc["checks"])
+
+
+async def test_offline_verification_fails_closed(run, soc2_zip, tmp_path):
+    """keys.json beside the artifact is no trust; an artifact without its envelope is UNSIGNED."""
+    artifact, doc = soc2_zip
+    result = await run("export", "verify", "--offline", artifact)          # keys.json beside it, nothing pinned
+    assert result.code == 4 and "UNTRUSTED_KEY" in result.out and "--key KEY_ID" in result.out
+    lone = tmp_path / "lone" / "evidence.zip"
+    lone.parent.mkdir()
+    lone.write_bytes(artifact.read_bytes())
+    result = await run("--json", "export", "verify", "--offline", lone, "--key", doc["export"]["signing_key_id"],
+                       "--keys", artifact.with_name("keys.json"))
+    assert result.code == 3 and json.loads(result.out)["verdict"] == "UNSIGNED"
+    other = dsse.SigningKey.generate().public
+    result = await run("export", "verify", "--offline", artifact, "--key", other.raw.hex())
+    assert result.code == 4
+    assert "exit status" in (await run("export", "verify", "--help")).out
 
 
 async def test_an_audit_slice_export_with_filters(cli, writer_tenant, tmp_path):

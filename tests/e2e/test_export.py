@@ -85,10 +85,33 @@ async def test_every_scope_bundle_and_format(stub, tmp_path, scope, bundle, fmt)
     assert verdict.valid, [(c.name, c.detail) for c in verdict.checks if not c.passed]
     assert {c.name for c in verdict.checks} == {"checksum", "manifest", "signature", "content_hash", "export_chain",
                                                 "reproducible"}
+    assert manifest["signed_at"] == manifest["created_at"] and manifest["signed_by"] == created.signing_key_id
+    _covers(manifest, data, fmt, scope, bundle)
     (tmp_path / "artifact").write_bytes(data)
     (tmp_path / "export.dsse.json").write_text(created.dsse_envelope)
-    assert verify_export.main([str(tmp_path / "artifact"), "--envelope", str(tmp_path / "export.dsse.json"),
-                               "--keys", str(await keys_file(stub, tmp_path))]) == 0
+    args = [str(tmp_path / "artifact"), "--envelope", str(tmp_path / "export.dsse.json"),
+            "--keys", str(await keys_file(stub, tmp_path))]
+    assert verify_export.main(args) == verify_export.Verdict.UNTRUSTED_KEY.exit_code   # nothing pinned
+    assert verify_export.main(args + ["--key", created.signing_key_id]) == 0
+
+
+def _covers(manifest: dict, data: bytes, fmt: str, scope: str, bundle: str) -> None:
+    """The signed manifest states the entries the export covers, per record type."""
+    contents = manifest["contents"]
+    if scope == "audit":
+        (kind,) = contents
+        assert kind == "audit_entry" and contents[kind]["count"] == manifest["records"] > 0
+        assert contents[kind]["first_seq"] <= contents[kind]["last_seq"]
+        assert "contiguous" not in contents[kind]          # a filtered slice may have gaps
+        if fmt == "JSON" and bundle != "EXECUTIVE":
+            records = json.loads(data)["records"]
+            assert (records[0]["seq"], records[-1]["seq"]) == (contents[kind]["first_seq"], contents[kind]["last_seq"])
+    elif scope == "system":
+        assert contents == {"system_record": {"count": manifest["records"]}}
+    else:
+        assert {"audit_entry", "trace_step"} <= set(contents) if bundle != "EXECUTIVE" else "audit_entry" in contents
+        if bundle != "EXECUTIVE":
+            assert sum(c["count"] for c in contents.values()) == manifest["records"]
 
 
 def _looks_like(fmt: str, data: bytes, bundle: str) -> None:
@@ -218,9 +241,11 @@ async def _saved(stub, tmp_path, scope: str, fmt: str):
     return created, data, await keys_file(stub, tmp_path)
 
 
-def _offline(tmp_path, data: bytes, envelope: str | None, keys) -> int:
+def _offline(tmp_path, data: bytes, envelope: str | None, keys, pin: str | None = None) -> int:
     (tmp_path / "a").write_bytes(data)
     args = [str(tmp_path / "a"), "--keys", str(keys)]
+    if pin is not None:
+        args += ["--key", pin]
     if envelope is not None:
         (tmp_path / "e.json").write_text(envelope)
         args += ["--envelope", str(tmp_path / "e.json")]
@@ -230,11 +255,12 @@ def _offline(tmp_path, data: bytes, envelope: str | None, keys) -> int:
 @pytest.mark.parametrize("fmt", ["JSON", "PDF", "ZIP"])
 async def test_any_changed_artifact_byte_is_caught(stub, tmp_path, fmt):
     created, data, keys = await _saved(stub, tmp_path, "run", fmt)
-    assert _offline(tmp_path, data, created.dsse_envelope, keys) == 0
+    pin = created.signing_key_id
+    assert _offline(tmp_path, data, created.dsse_envelope, keys, pin) == 0
     for position in (0, len(data) // 3, len(data) // 2, len(data) - 1):
         changed = bytearray(data)
         changed[position] ^= 0x01
-        assert _offline(tmp_path, bytes(changed), created.dsse_envelope, keys) == 1, position
+        assert _offline(tmp_path, bytes(changed), created.dsse_envelope, keys, pin) == 1, position
 
 
 async def test_a_changed_manifest_or_signature_is_caught(stub, tmp_path):
@@ -243,21 +269,27 @@ async def test_a_changed_manifest_or_signature_is_caught(stub, tmp_path):
     envelope = json.loads(created.dsse_envelope)
     manifest = json.loads(base64.b64decode(envelope["payload"]))
     manifest["size"] += 1
+    pin, invalid = created.signing_key_id, verify_export.Verdict.SIGNATURE_INVALID.exit_code
     forged = {**envelope, "payload": base64.b64encode(hashing.canonical_json(manifest)).decode()}
-    assert _offline(tmp_path, data, json.dumps(forged), keys) == 1
+    assert _offline(tmp_path, data, json.dumps(forged), keys, pin) == invalid
     sig = bytearray(base64.b64decode(envelope["signatures"][0]["sig"]))
     sig[5] ^= 0x80
     forged = {**envelope, "signatures": [{**envelope["signatures"][0], "sig": base64.b64encode(sig).decode()}]}
-    assert _offline(tmp_path, data, json.dumps(forged), keys) == 1
-    assert _offline(tmp_path, data, json.dumps({**envelope, "payloadType": "text/plain"}), keys) == 1
-    other = tmp_path / "other.json"
-    other.write_text(json.dumps(dsse.keys_document([dsse.SigningKey.generate().public])))
-    assert _offline(tmp_path, data, created.dsse_envelope, other) == 1  # not signed by a key the auditor holds
+    assert _offline(tmp_path, data, json.dumps(forged), keys, pin) == invalid
+    assert _offline(tmp_path, data, json.dumps({**envelope, "payloadType": "text/plain"}), keys, pin) == invalid
+    other = dsse.SigningKey.generate().public
+    (tmp_path / "other.json").write_text(json.dumps(dsse.keys_document([other])))
+    # Signed by a key the auditor did not pin.
+    assert _offline(tmp_path, data, created.dsse_envelope, tmp_path / "other.json", other.key_id) == \
+        verify_export.Verdict.UNTRUSTED_KEY.exit_code
 
 
-async def test_a_package_verifies_alone_and_catches_a_changed_member(stub, tmp_path):
+async def test_a_package_needs_its_envelope_and_catches_a_changed_member(stub, tmp_path):
     created, data, keys = await _saved(stub, tmp_path, "run", "ZIP")
-    assert _offline(tmp_path, data, None, keys) == 0
+    pin = created.signing_key_id
+    assert _offline(tmp_path, data, created.dsse_envelope, keys, pin) == 0
+    # Its own package signature carries no signing time: alone, the package is UNSIGNED.
+    assert _offline(tmp_path, data, None, keys, pin) == verify_export.Verdict.UNSIGNED.exit_code
     archive = zipfile.ZipFile(io.BytesIO(data))
     members = {n: archive.read(n) for n in archive.namelist()}
     bundle = json.loads(members["evidence.json"])
@@ -267,8 +299,9 @@ async def test_a_package_verifies_alone_and_catches_a_changed_member(stub, tmp_p
     with zipfile.ZipFile(out, "w") as forged:
         for name, content in members.items():
             forged.writestr(name, content)
-    assert _offline(tmp_path, out.getvalue(), None, keys) == 1
-    checks = {c.name: c.passed for c in verify_export.verify(out.getvalue(), None, verify_export.load_keys([keys])).checks}
+    assert _offline(tmp_path, out.getvalue(), created.dsse_envelope, keys, pin) == 1
+    checks = {c.name: c.passed for c in verify_export.verify(out.getvalue(), created.dsse_envelope,
+                                                             verify_export.load_keys([keys])).checks}
     assert checks["package_sums"] is False and checks["steps"] is False  # located: the member, and the step
 
 
@@ -443,20 +476,27 @@ async def test_unknown_ids(stub):
 
 
 async def test_every_byte_of_the_envelope_and_a_json_artifact_matters(stub, tmp_path):
-    """Flip each bit of each byte, one at a time: the offline verifier refuses every variant."""
+    """Flip each bit of each byte, one at a time: a variant the offline verifier accepts is
+    one DSSE itself calls the same envelope (payloadType, payload and signature unchanged,
+    e.g. a renamed keyid member or an unused base64 bit); every other one is refused."""
     created, data, keys = await _saved(stub, tmp_path, "incident", "JSON")
     public = verify_export.load_keys([keys])
     envelope = created.dsse_envelope.encode()
     assert verify_export.verify(data, created.dsse_envelope, public).ok
-    accepted = []
+    signed = _signed_parts(envelope)
     for i in range(len(envelope)):
         for bit in (0x01, 0x02, 0x04, 0x08, 0x10, 0x20, 0x40):
             changed = bytearray(envelope)
             changed[i] ^= bit
             if verify_export.verify(data, changed.decode("utf-8", "replace"), public).ok:
-                accepted.append((i, bit))
-    assert accepted == []
+                assert _signed_parts(bytes(changed)) == signed, (i, bit)
     for i in range(0, len(data), max(1, len(data) // 2000)):
         changed = bytearray(data)
         changed[i] ^= 0x04
         assert not verify_export.verify(bytes(changed), created.dsse_envelope, public).ok, i
+
+
+def _signed_parts(envelope: bytes):
+    """What a DSSE signature covers, and the signature: (payloadType, payload, [sig])."""
+    payload, payload_type, signatures = dsse._parse(envelope)
+    return payload_type, payload, [sig for _, sig in signatures]
