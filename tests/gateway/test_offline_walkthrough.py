@@ -1,0 +1,118 @@
+"""The README's "Verifying an export offline" walk-through, step by step, against real
+servers: every file saved exactly as the commands there save it (curl's response body as
+is, ``jq -r`` output with its newline, buf curl's own JSON), then the verifier run as a
+subprocess with the README's flags."""
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+
+from aos.export.v1 import export_service_pb2 as pb, export_service_pb2_grpc as pb_grpc
+from tests.e2e.support import token
+from tests.gateway.conftest import WRITER, bearer
+
+pytestmark = pytest.mark.db
+ROOT = Path(__file__).resolve().parents[2]
+BUF = ROOT / ".venv" / "bin" / "buf"
+
+
+def jq_raw(body: bytes, *path: str) -> str:
+    """``jq -r .a.b``: the string, then a newline."""
+    value = json.loads(body)
+    for name in path:
+        value = value[name]
+    return value + "\n"
+
+
+def verifier(*args: object) -> subprocess.CompletedProcess:
+    """``.venv/bin/python -m aos_recording.verify_export ...`` as the README runs it."""
+    return subprocess.run([sys.executable, "-m", "aos_recording.verify_export", *map(str, args)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+async def out_of_band_key_id(suite) -> str:
+    """The key id the auditor is told by another channel (here: the service's gRPC port,
+    not the files being verified)."""
+    async with grpc.aio.insecure_channel(suite["export"]) as channel:
+        keys = await pb_grpc.ExportServiceStub(channel).ListSigningKeys(
+            pb.ListSigningKeysRequest(), metadata=(("authorization", f"Bearer {token(WRITER)}"),))
+    (active,) = [k for k in keys.keys if k.status == 1]
+    return active.key_id
+
+
+@pytest.mark.parametrize("fmt", ["ZIP", "JSON"])
+async def test_the_rest_walkthrough_as_written(served, suite, writer_data, tmp_path, fmt):
+    api = f"{served}/api/v1/logs/exports"
+    async with httpx.AsyncClient(headers=bearer(WRITER), timeout=60) as curl:
+        # curl -s -H "Authorization: Bearer $TOKEN" -X POST $API -d '{...}' | jq -r .export.export_id
+        created = await curl.post(api, content=json.dumps({
+            "run_id": f"{WRITER}.run-support-103", "bundle_type": "BUNDLE_TYPE_SOC2",
+            "format": f"EXPORT_FORMAT_{fmt}"}))
+        assert created.status_code == 200, created.text
+        export_id = jq_raw(created.content, "export", "export_id").strip()
+        # curl -s ... "$API/$EXPORT_ID:download" -o export.zip
+        artifact = tmp_path / f"export.{fmt.lower()}"
+        download = await curl.get(f"{api}/{export_id}:download")
+        assert download.status_code == 200
+        artifact.write_bytes(download.content)
+        # curl -s ... "$API/$EXPORT_ID" | jq -r .export.dsse_envelope > export.dsse.json
+        fetched = await curl.get(f"{api}/{export_id}")
+        (tmp_path / "export.dsse.json").write_text(jq_raw(fetched.content, "export", "dsse_envelope"))
+        # curl -s ... "$API/signing-keys" > keys.json
+        keys = await curl.get(f"{api}/signing-keys")
+        assert keys.status_code == 200
+        (tmp_path / "keys.json").write_bytes(keys.content)
+    key_id = await out_of_band_key_id(suite)
+    assert key_id in keys.text
+
+    readme = [artifact, "--envelope", tmp_path / "export.dsse.json", "--keys", tmp_path / "keys.json"]
+    done = verifier(*readme, "--key", key_id)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip().splitlines()[-1].startswith("VALID")
+    # The same files without the pin: keys.json is no trust.
+    unpinned = verifier(*readme)
+    assert unpinned.returncode == 4 and "UNTRUSTED_KEY" in unpinned.stdout and "--key KEY_ID" in unpinned.stdout
+    # Without the envelope: UNSIGNED.
+    assert verifier(artifact, "--keys", tmp_path / "keys.json", "--key", key_id).returncode == 3
+
+
+@pytest.mark.skipif(not BUF.exists(), reason="buf is installed by make (requirements) into .venv/bin")
+async def test_the_buf_curl_walkthrough_as_written(served, suite, writer_data, tmp_path):
+    """Keys and envelope saved from buf curl (lowerCamelCase proto3 JSON), the artifact over REST."""
+    async with httpx.AsyncClient(headers=bearer(WRITER), timeout=60) as curl:
+        created = (await curl.post(f"{served}/api/v1/logs/exports", json={
+            "run_id": f"{WRITER}.run-support-103", "bundle_type": "BUNDLE_TYPE_EVIDENCE",
+            "format": "EXPORT_FORMAT_PDF"})).json()["export"]
+        artifact = tmp_path / "export.pdf"
+        artifact.write_bytes((await curl.get(f"{served}/api/v1/logs/exports/{created['export_id']}:download")).content)
+
+    async def call(method: str, body: str) -> bytes:
+        # call() { .venv/bin/buf curl --protocol grpc --http2-prior-knowledge -H "authorization: Bearer $TOKEN" \
+        #            -d "$3" "http://127.0.0.1:$1/$2"; }
+        # (a child process: the servers answer on this test's event loop, which must keep running)
+        process = await asyncio.create_subprocess_exec(
+            BUF, "curl", "--protocol", "grpc", "--http2-prior-knowledge",
+            "-H", f"authorization: Bearer {token(WRITER)}", "-d", body,
+            f"http://{suite['export']}/aos.export.v1.ExportService/{method}",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(process.communicate(), 120)
+        assert process.returncode == 0, err
+        return out
+
+    # call 50053 aos.export.v1.ExportService/ListSigningKeys '{}' > keys.json
+    (tmp_path / "keys.json").write_bytes(await call("ListSigningKeys", "{}"))
+    assert b'"keyId"' in (tmp_path / "keys.json").read_bytes()
+    # call 50053 aos.export.v1.ExportService/GetExport '{"export_id": "'$EXPORT_ID'"}' \
+    #   | jq -r .export.dsseEnvelope > export.dsse.json
+    got = await call("GetExport", json.dumps({"export_id": created["export_id"]}))
+    (tmp_path / "export.dsse.json").write_text(jq_raw(got, "export", "dsseEnvelope"))
+    done = verifier(artifact, "--envelope", tmp_path / "export.dsse.json", "--keys", tmp_path / "keys.json",
+                    "--key", await out_of_band_key_id(suite))
+    assert done.returncode == 0, done.stdout + done.stderr
