@@ -6,18 +6,33 @@ AOS_AUTH_JWT_PUBLIC_KEY_FILE); anything else — ``alg: none`` included — fail
 """
 from __future__ import annotations
 
+import base64
 import contextvars
+import json
 import re
 import time
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import jwt
+
+from aos_runtime.config import MIN_SECRET_BYTES, ConfigError
 
 SCOPES = ("overview.read", "logs.read", "exports.read", "exports.create")
 ACTOR_TYPES = ("HUMAN", "AGENT", "SYSTEM")
 TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 LEEWAY_S = 30
+DEFAULT_MAX_LIFETIME_S = 24 * 3600
+MAX_ACTOR_CHARS = 256
+# The claims that reach the append-only ledger and signed manifests as the actor: no
+# control characters (log/CSV injection), no format characters (U+202E and friends
+# make a stored actor id read differently from what it is), no lone surrogates (not
+# storable as UTF-8), no line or paragraph separators.
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+_HEADER_STRINGS = ("alg", "kid", "typ")
+DEV_SECRET_NAME = "jwt-secret"  # the development HS256 secret under AOS_DATA_DIR/secrets/ (local_state)
 
 
 class AuthError(Exception):
@@ -47,11 +62,28 @@ def principal() -> Principal:
     return value
 
 
+def single_authorization(values: Sequence[str]) -> str | None:
+    """The one authorization value a call carries; two are refused (which one a proxy,
+    the gateway and the service would each pick is not something to leave to chance)."""
+    if len(values) > 1:
+        raise AuthError("CREDENTIALS_AMBIGUOUS",
+                        f"{len(values)} authorization headers: send exactly one 'Bearer <JWT>'")
+    return values[0] if values else None
+
+
+def check_hs256_secret(secret: str, variable: str = "AOS_AUTH_JWT_SECRET") -> None:
+    """A short HMAC secret can be brute-forced offline from any one token: refused at start."""
+    if len(secret.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(f"{variable} must be at least {MIN_SECRET_BYTES} bytes "
+                          f"(got {len(secret.encode())}); generate one with `openssl rand -hex 32`")
+
+
 class TokenVerifier:
     def __init__(self, *, secret: str | None, public_key_pem: bytes | None, audience: str,
-                 issuer: str | None) -> None:
+                 issuer: str | None, max_lifetime_s: int = DEFAULT_MAX_LIFETIME_S) -> None:
         self._keys: dict[str, object] = {}
         if secret:
+            check_hs256_secret(secret)
             self._keys["HS256"] = secret
         if public_key_pem:
             from cryptography.hazmat.primitives.serialization import load_pem_public_key
@@ -59,14 +91,18 @@ class TokenVerifier:
             self._keys["EdDSA"] = load_pem_public_key(public_key_pem)
         if not self._keys:
             raise ValueError("no JWT key configured: set AOS_AUTH_JWT_SECRET or AOS_AUTH_JWT_PUBLIC_KEY_FILE")
+        if max_lifetime_s < 1:
+            raise ConfigError(f"the maximum token lifetime must be at least 1 s, got {max_lifetime_s}")
         self.audience = audience
         self.issuer = issuer
+        self.max_lifetime_s = max_lifetime_s
 
     @classmethod
-    def from_settings(cls, settings) -> "TokenVerifier":
+    def from_settings(cls, settings, *, secret: str | None = None) -> "TokenVerifier":
+        """``secret`` stands in for an unset AOS_AUTH_JWT_SECRET (the development one)."""
         pem = Path(settings.jwt_public_key_file).read_bytes() if settings.jwt_public_key_file else None
-        return cls(secret=settings.jwt_secret, public_key_pem=pem, audience=settings.audience,
-                   issuer=settings.issuer)
+        return cls(secret=settings.jwt_secret or secret, public_key_pem=pem, audience=settings.audience,
+                   issuer=settings.issuer, max_lifetime_s=settings.max_token_lifetime_s)
 
     def verify(self, authorization: str | None) -> Principal:
         if not authorization:
@@ -74,15 +110,16 @@ class TokenVerifier:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthError("CREDENTIALS_MALFORMED", "authorization must be 'Bearer <JWT>'")
+        _check_header(token.strip())
         try:
             header = jwt.get_unverified_header(token.strip())
         except jwt.PyJWTError:
             raise AuthError("TOKEN_MALFORMED", "the bearer token is not a JWT") from None
         alg = header.get("alg")
-        key = self._keys.get(alg)
+        key = self._keys.get(alg) if isinstance(alg, str) else None
         if key is None:
             raise AuthError("TOKEN_ALGORITHM_REFUSED", f"JWT algorithm {alg!r} is not accepted")
-        options = {"require": ["exp", "sub", "aud"] + (["iss"] if self.issuer else [])}
+        options = {"require": ["exp", "iat", "sub", "aud"] + (["iss"] if self.issuer else [])}
         try:
             claims = jwt.decode(token.strip(), key=key, algorithms=[alg], audience=self.audience,
                                 issuer=self.issuer, leeway=LEEWAY_S, options=options)
@@ -94,9 +131,45 @@ class TokenVerifier:
             raise AuthError("TOKEN_ISSUER_INVALID", "the bearer token's issuer is not accepted") from None
         except jwt.InvalidSignatureError:
             raise AuthError("TOKEN_SIGNATURE_INVALID", "the bearer token's signature does not verify") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise AuthError("TOKEN_CLAIM_MISSING", f"the bearer token has no {exc.claim!r} claim") from None
+        except jwt.ImmatureSignatureError:
+            raise AuthError("TOKEN_NOT_YET_VALID", "the bearer token is issued in the future (iat or nbf)") from None
         except jwt.PyJWTError as exc:
             raise AuthError("TOKEN_INVALID", f"the bearer token is invalid: {exc}") from None
+        self._check_lifetime(claims)
         return _principal_from(claims)
+
+    def _check_lifetime(self, claims: dict) -> None:
+        # PyJWT accepts any int()-able exp/iat ("123", 1.5): a token's times are JSON integers here.
+        for name in ("exp", "iat"):
+            value = claims[name]
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise AuthError("TOKEN_CLAIMS_INVALID", f"the token's {name} claim must be an integer (seconds)")
+        lifetime = claims["exp"] - claims["iat"]
+        if lifetime > self.max_lifetime_s:
+            # A stolen long-lived token outlives any rotation: the issuer's word is bounded here.
+            raise AuthError("TOKEN_LIFETIME_TOO_LONG", f"the bearer token lives {lifetime} s (exp - iat); "
+                                                       f"at most {self.max_lifetime_s} s are accepted")
+
+
+def _check_header(token: str) -> None:
+    """The header's shape, read before PyJWT (which would answer some shapes with its own
+    generic errors): alg, kid and typ strings, no critical extension. A token whose header
+    does not even decode is left for PyJWT to call malformed."""
+    try:
+        header = json.loads(base64.urlsafe_b64decode(token.split(".", 1)[0] + "==="))
+    except (ValueError, TypeError):  # binascii.Error and UnicodeDecodeError are ValueErrors
+        return
+    if not isinstance(header, dict):
+        return
+    for name in _HEADER_STRINGS:
+        # Before any lookup: a list-valued alg is unhashable and used to escape as INTERNAL.
+        if name in header and not isinstance(header[name], str):
+            raise AuthError("TOKEN_HEADER_INVALID", f"the JWT header's {name!r} must be a string")
+    if "crit" in header:  # RFC 7515 §4.1.11: an extension the recipient does not support is refused
+        raise AuthError("TOKEN_HEADER_INVALID", "the JWT header's 'crit' names extensions this service does "
+                                                "not support (RFC 7797 unencoded payloads included)")
 
 
 def _principal_from(claims: dict) -> Principal:
@@ -104,15 +177,31 @@ def _principal_from(claims: dict) -> Principal:
     if not isinstance(tenant, str) or not TENANT_ID.fullmatch(tenant):
         raise AuthError("TOKEN_CLAIMS_INVALID", "the token's tenant_id claim is missing or malformed")
     sub = claims.get("sub")
-    if not isinstance(sub, str) or not sub:
-        raise AuthError("TOKEN_CLAIMS_INVALID", "the token's sub claim is missing")
+    problem = _actor_text_problem(sub)
+    if problem:
+        raise AuthError("TOKEN_CLAIMS_INVALID", f"the token's sub claim {problem}")
     actor_type = claims.get("actor_type", "HUMAN")
+    problem = _actor_text_problem(actor_type)
+    if problem:
+        raise AuthError("TOKEN_CLAIMS_INVALID", f"the token's actor_type claim {problem}")
     if actor_type not in ACTOR_TYPES:
         raise AuthError("TOKEN_CLAIMS_INVALID", f"actor_type must be one of {', '.join(ACTOR_TYPES)}")
     scope = claims.get("scope", "")
     if not isinstance(scope, str):
         raise AuthError("TOKEN_CLAIMS_INVALID", "the scope claim must be a space-separated string")
     return Principal(tenant_id=tenant, actor_id=sub, actor_type=actor_type, scopes=frozenset(scope.split()))
+
+
+def _actor_text_problem(value: object) -> str | None:
+    """What makes ``value`` unfit to be recorded as an actor (None when it is fit)."""
+    if not isinstance(value, str) or not value:
+        return "must be a non-empty string"
+    if len(value) > MAX_ACTOR_CHARS:
+        return f"must be at most {MAX_ACTOR_CHARS} characters"
+    for char in value:
+        if unicodedata.category(char) in _REFUSED_CATEGORIES:
+            return f"must not contain control or format characters (found U+{ord(char):04X})"
+    return None
 
 
 def mint_token(*, secret: str, tenant_id: str, subject: str, actor_type: str = "HUMAN",

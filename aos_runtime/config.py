@@ -39,6 +39,11 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("AOS_AUTH_JWT_PUBLIC_KEY_FILE", None, "PEM Ed25519 public key accepted for EdDSA bearer JWTs."),
     EnvVar("AOS_AUTH_ISSUER", None, "When set, the JWT `iss` claim must equal it."),
     EnvVar("AOS_AUTH_AUDIENCE", "aos-evidence", "Required JWT `aud` claim."),
+    EnvVar("AOS_AUTH_MAX_TOKEN_LIFETIME", "86400",
+           "Longest bearer-token lifetime accepted, in seconds (exp - iat); longer tokens are UNAUTHENTICATED."),
+    EnvVar("AOS_DEV_KEYS", "false",
+           "With DATABASE_URL set, generate development keys and secrets under AOS_DATA_DIR for those not "
+           "configured instead of refusing to start (never in production)."),
     EnvVar("AOS_PAGE_TOKEN_SECRET", None,
            "Key sealing page tokens (shared by every process of a deployment). A development one is generated "
            "under AOS_DATA_DIR when unset."),
@@ -123,6 +128,31 @@ def _workers(env: Mapping[str, str]) -> int:
     return _int(env, "AOS_WORKERS", minimum=1)
 
 
+MIN_SECRET_BYTES = 32  # an HMAC key at least as long as its SHA-256 output (RFC 7518 §3.2)
+
+
+def _check_secret_length(env: Mapping[str, str], name: str) -> None:
+    # A short HMAC secret is brute-forced offline from one token it sealed: refused at start.
+    value = _get(env, name)
+    if value is not None and len(value.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(f"{name} must be at least {MIN_SECRET_BYTES} bytes (got {len(value.encode())}); "
+                          "generate one with `openssl rand -hex 32`")
+
+
+def check_dev_key_allowed(settings: "Settings", variable: str) -> None:
+    """Raises ConfigError unless a missing ``variable`` may be replaced by a development key.
+
+    Yes for the embedded default (DATABASE_URL unset: make run, make test) or with
+    AOS_DEV_KEYS=1. With DATABASE_URL set, a throw-away key would make each instance
+    sign and seal with its own (page tokens refused by the next instance, exports
+    verifiable by nobody after a restart): refused, naming the variable.
+    """
+    if settings.database_url is not None and not settings.dev_keys:
+        raise ConfigError(f"{variable} is not set: with DATABASE_URL set every instance needs the deployment's "
+                          f"shared key; set {variable} (or AOS_DEV_KEYS=1 to generate a development one under "
+                          "AOS_DATA_DIR)")
+
+
 @dataclass(frozen=True)
 class Settings:
     database_url: str | None
@@ -137,6 +167,8 @@ class Settings:
     audience: str
     page_token_secret: str | None
     export_signing_key_file: Path | None
+    max_token_lifetime_s: int
+    dev_keys: bool                    # AOS_DEV_KEYS: see check_dev_key_allowed
     export_verification_key_files: tuple[Path, ...]
     pool_size: int
     workers: int                      # server processes per service
@@ -161,6 +193,8 @@ class Settings:
         signing_key = _get(env, "AOS_EXPORT_SIGNING_KEY_FILE")
         bind_host = _get(env, "AOS_BIND_HOST") or "127.0.0.1"
         level = (_get(env, "AOS_LOG_LEVEL") or "INFO").upper()
+        for name in ("AOS_AUTH_JWT_SECRET", "AOS_PAGE_TOKEN_SECRET"):
+            _check_secret_length(env, name)
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"AOS_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
         return cls(
@@ -181,6 +215,8 @@ class Settings:
             audience=_get(env, "AOS_AUTH_AUDIENCE") or "aos-evidence",
             page_token_secret=_get(env, "AOS_PAGE_TOKEN_SECRET"),
             export_signing_key_file=Path(signing_key) if signing_key else None,
+            max_token_lifetime_s=_int(env, "AOS_AUTH_MAX_TOKEN_LIFETIME", minimum=1),
+            dev_keys=_bool(env, "AOS_DEV_KEYS"),
             export_verification_key_files=tuple(Path(p.strip()) for p in (
                 _get(env, "AOS_EXPORT_VERIFICATION_KEY_FILES") or "").split(",") if p.strip()),
             pool_size=_int(env, "AOS_DB_POOL_SIZE", minimum=1),

@@ -97,13 +97,16 @@ class CallPolicy(grpc.aio.ServerInterceptor):
 
     def _enter(self, context, method: str, scope: str) -> tuple[str, float]:
         """Per-call context: request id, deadline, principal. Raises ApiError to refuse the call."""
-        meta = {k: v for k, v in (context.invocation_metadata() or ())}
+        metadata = tuple(context.invocation_metadata() or ())
+        meta = {k: v for k, v in metadata}
         rid = meta.get("x-request-id") or uuid.uuid4().hex
         request_id.set(rid)
         remaining = context.time_remaining()
         call_deadline.set(time.monotonic() + remaining if remaining is not None else None)
         try:
-            principal = self._verifier.verify(meta.get("authorization"))
+            # Every entry, not the dict's last one: two credentials are refused, never one picked.
+            principal = self._verifier.verify(auth.single_authorization(
+                [value for key, value in metadata if key == "authorization"]))
         except auth.AuthError as exc:
             raise errors.unauthenticated(exc.reason, str(exc)) from None
         if scope not in principal.scopes:

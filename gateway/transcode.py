@@ -20,7 +20,7 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from aos_runtime import errors
+from aos_runtime import auth, errors
 from aos_runtime.db import MIN_WAL_POSITION_HEADER
 from gateway import fields
 from gateway.routes import Route
@@ -156,7 +156,14 @@ def call_options(headers: Mapping[str, str], request_id: str) -> tuple[tuple[tup
     deadline from Grpc-Timeout."""
     problems = errors.Violations()
     metadata = [("x-request-id", request_id)]
-    authorization = headers.get("authorization")
+    # Every Authorization header, not the first: two are refused as the services refuse two
+    # authorization metadata entries, rather than forwarding one of them.
+    values = headers.getlist("authorization") if hasattr(headers, "getlist") else \
+        [v for k, v in headers.items() if k.lower() == "authorization"]
+    try:
+        authorization = auth.single_authorization(values)
+    except auth.AuthError as exc:
+        raise errors.unauthenticated(exc.reason, str(exc)) from None
     if authorization is not None:
         if not _METADATA_VALUE.fullmatch(authorization):
             problems.add("Authorization", "must be printable ASCII")

@@ -39,7 +39,7 @@ SCHEMA_FILE = Path(__file__).resolve().parent / "vendor" / "compose_spec.json"
 PROBE = ROOT / "tools" / "grpc_health_probe.py"
 
 KNOWN_VARS = {v.name: v for v in ENV_VARS}
-PLACEHOLDER = "placeholder-from-test"
+PLACEHOLDER = "placeholder-from-test-32-bytes-long"  # secrets must be >= 32 bytes
 APP_SERVICES = tuple(SERVICES)  # overview, logs, export: python -m services.<name>
 GO_DURATION = re.compile(r"^(\d+(\.\d+)?(ns|us|ms|s|m|h))+$")
 

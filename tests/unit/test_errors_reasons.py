@@ -30,6 +30,8 @@ PASSED_THROUGH = {
     ("aos_runtime/errors.py", "unauthenticated", "reason"),
     # The call wrapper hands an AuthError's reason on; every AuthError(...) is collected.
     ("aos_runtime/server.py", "_enter", "exc.reason"),
+    # The gateway refuses two Authorization headers itself, with the AuthError the services would raise.
+    ("gateway/transcode.py", "call_options", "exc.reason"),
     # HTTP refusals: the (code, reason) pairs of the function's own literal table, collected below.
     ("gateway/app.py", "_http_error", "reason"),
     # The gateway refuses two Authorization headers with the AuthError's reason (collected above).
