@@ -22,6 +22,7 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 EXACT_TOTAL_LIMIT = 10_000  # totals are exact up to here; above, an estimate (flagged)
 _VERSION = 1
+DEV_SECRET_NAME = "page-token-secret"  # under AOS_DATA_DIR/secrets/ (aos_runtime.local_state)
 
 
 def _b64(data: bytes) -> str:
@@ -40,10 +41,16 @@ class PageTokens:
 
     @classmethod
     def from_settings(cls, settings) -> "PageTokens":
+        """AOS_PAGE_TOKEN_SECRET, the same in every instance so that any of them reads a token
+        another issued; unset, a development secret (refused when DATABASE_URL is set, unless
+        AOS_DEV_KEYS: an instance-local key would make every other instance refuse its tokens)."""
+        from aos_runtime.config import check_dev_key_allowed
         from aos_runtime.local_state import dev_secret
 
-        secret = settings.page_token_secret or dev_secret(settings.data_dir, "page-token-secret")
-        return cls(secret.encode())
+        if settings.page_token_secret:
+            return cls(settings.page_token_secret.encode())
+        check_dev_key_allowed(settings, "AOS_PAGE_TOKEN_SECRET")
+        return cls(dev_secret(settings.data_dir, DEV_SECRET_NAME).encode())
 
     @staticmethod
     def scope_digest(tenant_id: str, list_name: str, filters: Mapping[str, Any]) -> str:

@@ -22,7 +22,7 @@ from typing import Callable, NoReturn
 
 from aos_runtime import auth, migrate
 from aos_runtime.local_state import dev_secret
-from aos_runtime.config import Settings
+from aos_runtime.config import ConfigError, Settings, check_dev_key_allowed
 from aos_runtime.db import READ_ONLY, Database
 from aos_runtime.embedded import database_url_for
 from aos_runtime.observability import configure_logging
@@ -35,11 +35,13 @@ STOP_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT})
 
 
 def token_verifier(settings: Settings) -> auth.TokenVerifier:
-    """The configured keys; with none configured, the development secret under AOS_DATA_DIR."""
+    """The configured keys; with none configured, the development secret under AOS_DATA_DIR
+    (with DATABASE_URL set only when AOS_DEV_KEYS allows it)."""
     if not settings.jwt_secret and not settings.jwt_public_key_file:
+        check_dev_key_allowed(settings, "AOS_AUTH_JWT_SECRET")
         log.warning("no JWT key configured: using the development secret under AOS_DATA_DIR")
-        return auth.TokenVerifier(secret=dev_secret(settings.data_dir, "jwt-secret"), public_key_pem=None,
-                                  audience=settings.audience, issuer=settings.issuer)
+        return auth.TokenVerifier.from_settings(settings,
+                                                secret=dev_secret(settings.data_dir, auth.DEV_SECRET_NAME))
     return auth.TokenVerifier.from_settings(settings)
 
 
@@ -56,8 +58,14 @@ def build_server(name: str, servicers: Callable[[ServiceContext], list[Servicer]
 
 
 def run_service(name: str, servicers: Callable[[ServiceContext], list[Servicer]]) -> None:
-    settings = Settings.from_env()
-    configure_logging(settings.log_level)
+    try:
+        settings = Settings.from_env()
+        configure_logging(settings.log_level)
+        # Keys first: a missing or unusable one stops the service before it migrates or forks.
+        token_verifier(settings)
+        PageTokens.from_settings(settings)
+    except ConfigError as exc:
+        sys.exit(f"configuration error: {exc}")
     with database_url_for(settings) as url:
         if settings.migrate_on_start:
             migrate.upgrade(url)  # the primary's: a replica is read-only and gets the schema by streaming

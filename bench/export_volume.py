@@ -70,7 +70,8 @@ def main() -> None:
             port = free_port()
             env = {k: v for k, v in os.environ.items() if not k.startswith("AOS_")}
             env.update(DATABASE_URL=url, AOS_EXPORT_PORT=str(port), AOS_DATA_DIR=str(work / "aos"),
-                       AOS_AUTH_JWT_SECRET=SECRET, AOS_LOG_LEVEL="WARNING", AOS_DB_STATEMENT_TIMEOUT_MS="3600000")
+                       AOS_AUTH_JWT_SECRET=SECRET, AOS_LOG_LEVEL="WARNING", AOS_DB_STATEMENT_TIMEOUT_MS="3600000",
+                       AOS_DEV_KEYS="true")
             service = subprocess.Popen([sys.executable, "-m", "services.export"], env=env)
             channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", 8 << 20)])
             grpc.channel_ready_future(channel).result(timeout=60)

@@ -143,7 +143,7 @@ class Suite:
         self.log_path = work / "suite.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("AOS_")}
         env.update(DATABASE_URL=url, AOS_DATA_DIR=str(work / "aos"), AOS_AUTH_JWT_SECRET=JWT_SECRET,
-                   AOS_PAGE_TOKEN_SECRET=PAGE_TOKEN_SECRET, AOS_LOG_LEVEL="INFO",
+                   AOS_PAGE_TOKEN_SECRET=PAGE_TOKEN_SECRET, AOS_DEV_KEYS="true", AOS_LOG_LEVEL="INFO",
                    # A million-entry export is one long statement; list calls are far below either bound.
                    AOS_DB_STATEMENT_TIMEOUT_MS="3600000",
                    **{f"AOS_{name.upper()}_PORT": str(port) for name, port in self.ports.items()})

@@ -59,6 +59,7 @@ class LogsService:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AOS_")}
         env.update(DATABASE_URL=url, AOS_WORKERS=str(workers), AOS_LOGS_PORT=str(self.port),
                    AOS_DATA_DIR=str(work / "aos"), AOS_AUTH_JWT_SECRET=SECRET, AOS_MIGRATE_ON_START="false",
+                   AOS_DEV_KEYS="true",
                    AOS_LOG_LEVEL="INFO")
         with open(self.log_path, "w") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "services.logs"], env=env,

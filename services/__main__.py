@@ -22,9 +22,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aos_runtime import auth, migrate
 from aos_runtime.local_state import dev_secret
-from aos_runtime.config import SERVICES, Settings
+from aos_runtime.config import SERVICES, ConfigError, Settings, check_dev_key_allowed
 from aos_runtime.embedded import database_url_for
 from aos_runtime.observability import configure_logging
+from aos_runtime.pagination import DEV_SECRET_NAME as PAGE_TOKEN_DEV_SECRET
 
 STARTUP_TIMEOUT_S = 60
 GATEWAY = "gateway"
@@ -65,9 +66,18 @@ def _wait_answering(url: str, deadline: float, child: subprocess.Popen) -> None:
 def main() -> int:
     settings = Settings.from_env()
     configure_logging(settings.log_level)
+    # Every missing key is refused here, before anything starts, when DATABASE_URL is set
+    # (unless AOS_DEV_KEYS): a generated key would be this machine's alone.
     secret = settings.jwt_secret
     if not secret and not settings.jwt_public_key_file:
-        secret = dev_secret(settings.data_dir, "jwt-secret")
+        check_dev_key_allowed(settings, "AOS_AUTH_JWT_SECRET")
+        secret = dev_secret(settings.data_dir, auth.DEV_SECRET_NAME)
+    page_token_secret = settings.page_token_secret
+    if not page_token_secret:
+        check_dev_key_allowed(settings, "AOS_PAGE_TOKEN_SECRET")
+        page_token_secret = dev_secret(settings.data_dir, PAGE_TOKEN_DEV_SECRET)
+    if not settings.export_signing_key_file:
+        check_dev_key_allowed(settings, "AOS_EXPORT_SIGNING_KEY_FILE")
 
     stopping = False
 
@@ -85,8 +95,10 @@ def main() -> int:
         if secret:
             env["AOS_AUTH_JWT_SECRET"] = secret
         # One page-token key for all three services, so a token survives their restarts.
-        env["AOS_PAGE_TOKEN_SECRET"] = settings.page_token_secret or dev_secret(settings.data_dir,
-                                                                                "page-token-secret")
+        env["AOS_PAGE_TOKEN_SECRET"] = page_token_secret
+        if settings.database_url is None:
+            # The children get the embedded DATABASE_URL; the development signing key stays allowed.
+            env["AOS_DEV_KEYS"] = "true"
         children: dict[str, subprocess.Popen] = {}
         try:
             for name in SERVICES:
@@ -160,9 +172,11 @@ def _announce(settings: Settings, secret: str | None) -> None:
         from aos_recording.scenarios import DEMO_TENANTS
 
         tenant = next(iter(DEMO_TENANTS))
-        token = auth.mint_token(secret=secret, tenant_id=tenant, subject="user-demo",
+        ttl_s = min(24 * 3600, settings.max_token_lifetime_s)  # never longer than the services accept
+        token = auth.mint_token(secret=secret, tenant_id=tenant, subject="user-demo", ttl_s=ttl_s,
                                 audience=settings.audience, issuer=settings.issuer)
-        lines += [f"Demo token (tenant {tenant}, all scopes, 24 h):", "", f"  {token}", "",
+        lifetime = f"{ttl_s // 3600} h" if ttl_s % 3600 == 0 else f"{ttl_s} s"
+        lines += [f"Demo token (tenant {tenant}, all scopes, {lifetime}):", "", f"  {token}", "",
                   "Try:", f"  curl -H 'Authorization: Bearer {token}' {gateway}/api/v1/runtime/overview/highlights",
                   f"  {Path(sys.executable).with_name('buf')} curl --protocol grpc --http2-prior-knowledge "
                   f"http://{host}:{settings.ports['logs']}/grpc.health.v1.Health/Check"]
@@ -173,4 +187,8 @@ def _announce(settings: Settings, secret: str | None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except ConfigError as exc:  # a clear line naming the variable, not a traceback
+        print(f"configuration error: {exc}", file=sys.stderr)
+        sys.exit(2)

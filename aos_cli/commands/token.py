@@ -13,12 +13,12 @@ from aos_cli.context import Context
 from aos_cli.output import Output
 from aos_cli.values import duration_s
 from aos_recording.scenarios import DEMO_TENANTS
-from aos_runtime import auth
-from aos_runtime.config import Settings
+from aos_runtime import auth, local_state
+from aos_runtime.config import ConfigError, Settings
 
 DEMO_TENANT = next(iter(DEMO_TENANTS))
 DEMO_SUBJECT = "user-demo"  # the subject of the token `make run` prints
-DEV_SECRET_FILE = "jwt-secret"  # aos_runtime.local_state's name for it under AOS_DATA_DIR
+DEFAULT_TTL_S = 24 * 3600
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -31,7 +31,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     mint.add_argument("--actor-type", default="HUMAN", choices=auth.ACTOR_TYPES, type=str.upper)
     mint.add_argument("--scope", action="append", choices=auth.SCOPES,
                       help="a scope to grant (repeatable; default all)")
-    mint.add_argument("--ttl", default="24h", help="lifetime: 90s, 30m, 24h, 7d (default 24h)")
+    mint.add_argument("--ttl", default=None,
+                      help="lifetime: 90s, 30m, 24h (default 24h, or AOS_AUTH_MAX_TOKEN_LIFETIME if shorter; "
+                           "never longer than it, the services refuse such tokens)")
     mint.add_argument("--secret-file", type=Path, help="read the HS256 secret from this file")
     mint.set_defaults(handler=mint_command)
 
@@ -45,14 +47,24 @@ def signing_secret(settings: Settings, secret_file: Path | None = None) -> tuple
             raise UsageError(f"--secret-file: {exc.strerror or exc}: {secret_file}") from None
     if settings.jwt_secret:
         return settings.jwt_secret, "AOS_AUTH_JWT_SECRET"
-    dev_file = settings.data_dir / DEV_SECRET_FILE
-    if dev_file.is_file():  # read, never created: only a dev .aos/ that `make run` set up counts
-        return dev_file.read_text().strip(), str(dev_file)
-    return None
+    # Read, never created: only a dev .aos/ that `make run` set up counts.
+    try:
+        secret = local_state.read_dev_secret(settings.data_dir, auth.DEV_SECRET_NAME)
+    except ConfigError as exc:  # e.g. a secret file others can read: refused, as the services refuse it
+        raise UsageError(str(exc)) from None
+    if secret is None:
+        return None
+    return secret, str(dev_secret_path(settings))
+
+
+def dev_secret_path(settings: Settings) -> Path:
+    return settings.data_dir / local_state.SECRETS_DIR / auth.DEV_SECRET_NAME
 
 
 def mint(settings: Settings, secret: str, *, tenant: str = DEMO_TENANT, subject: str = DEMO_SUBJECT,
-         actor_type: str = "HUMAN", scopes: tuple[str, ...] = auth.SCOPES, ttl_s: int = 24 * 3600) -> str:
+         actor_type: str = "HUMAN", scopes: tuple[str, ...] = auth.SCOPES, ttl_s: int | None = None) -> str:
+    if ttl_s is None:
+        ttl_s = min(DEFAULT_TTL_S, settings.max_token_lifetime_s)
     return auth.mint_token(secret=secret, tenant_id=tenant, subject=subject, actor_type=actor_type, scopes=scopes,
                            ttl_s=ttl_s, audience=settings.audience, issuer=settings.issuer)
 
@@ -70,13 +82,16 @@ def default_token(settings: Settings, out: Output) -> str | None:
 
 
 def mint_command(args: argparse.Namespace, ctx: Context) -> int:
-    ttl_s = duration_s(args.ttl, "--ttl")
+    ttl_s = duration_s(args.ttl, "--ttl") if args.ttl is not None else None
+    if ttl_s is not None and ttl_s > ctx.settings.max_token_lifetime_s:
+        raise UsageError(f"--ttl: {args.ttl} is longer than the {ctx.settings.max_token_lifetime_s} s the services "
+                         "accept (AOS_AUTH_MAX_TOKEN_LIFETIME)")
     if not auth.TENANT_ID.match(args.tenant):
         raise UsageError(f"--tenant: {args.tenant!r} is not a tenant id")
     found = signing_secret(ctx.settings, args.secret_file)
     if found is None:
         raise UsageError("no signing secret: set AOS_AUTH_JWT_SECRET, pass --secret-file, or run `make run` "
-                         f"once so that {ctx.settings.data_dir / DEV_SECRET_FILE} exists")
+                         f"once so that {dev_secret_path(ctx.settings)} exists")
     secret, source = found
     token = mint(ctx.settings, secret, tenant=args.tenant, subject=args.subject, actor_type=args.actor_type,
                  scopes=tuple(args.scope or auth.SCOPES), ttl_s=ttl_s)

@@ -16,7 +16,8 @@ from aos.evidence.v1 import bundle_pb2, integrity_pb2
 from aos.export.v1 import export_service_pb2 as pb, export_service_pb2_grpc as pb_grpc
 from aos_recording import dsse, verify
 from aos_recording.hashing import artifact_checksum, canonical_json, manifest_hash, rfc3339
-from aos_runtime import auth, errors
+from aos_runtime import auth, errors, local_state
+from aos_runtime.config import check_dev_key_allowed
 from aos_runtime.db import WAL_POSITION_HEADER
 from aos_runtime.evidence import timestamp
 from aos_runtime.server import Servicer, ServiceContext
@@ -34,14 +35,18 @@ IDEMPOTENCY_KEY_MAX = 128
 
 def key_ring(settings) -> dsse.KeyRing:
     """The configured signing key and retired verification keys; for the embedded
-    default (no key configured), a development key under AOS_DATA_DIR."""
+    default (no key configured; with DATABASE_URL set only under AOS_DEV_KEYS), a
+    development key in AOS_DATA_DIR/secrets/ plus the retired public keys in
+    AOS_DATA_DIR/export-signing-keys/retired/. A private key file others could read
+    or that another user owns is refused (public keys need no secrecy)."""
     if settings.export_signing_key_file:
+        local_state.check_private(settings.export_signing_key_file, "AOS_EXPORT_SIGNING_KEY_FILE")
         return dsse.KeyRing.load(settings.export_signing_key_file, settings.export_verification_key_files)
-    ring = dsse.KeyRing.generate_dev(settings.data_dir)
-    if not settings.export_verification_key_files:
-        return ring
-    extra = dsse.KeyRing.load(settings.data_dir / dsse.DEV_SIGNING_KEY_FILE, settings.export_verification_key_files)
-    return dsse.KeyRing(ring.active, ring.public_keys()[1:] + extra.public_keys()[1:])
+    check_dev_key_allowed(settings, "AOS_EXPORT_SIGNING_KEY_FILE")
+    key_file = local_state.dev_secret_file(settings.data_dir, dsse.DEV_SIGNING_KEY_FILE,
+                                           lambda: dsse.SigningKey.generate().private_pem())
+    retired = sorted((settings.data_dir / dsse.DEV_RETIRED_KEYS_DIR).glob("*.pem"))
+    return dsse.KeyRing.load(key_file, [*retired, *settings.export_verification_key_files])
 
 
 class ExportService(pb_grpc.ExportServiceServicer):

@@ -106,6 +106,7 @@ async def test_without_a_token_one_is_minted_from_the_dev_secret(cli, monkeypatc
     data_dir = tmp_path / ".aos"
     data_dir.mkdir()
     (data_dir / "jwt-secret").write_text(SECRET)  # the secret the suite verifies with
+    (data_dir / "jwt-secret").chmod(0o600)  # a secret others can read is refused
     monkeypatch.setenv("AOS_DATA_DIR", str(data_dir))
     result = await cli("audit", "list", "--limit", "1", tenant=None)
     assert result.code == 0, result.err

@@ -66,17 +66,31 @@ async def test_token_mint_uses_the_configured_secret_then_the_dev_secret(run, mo
     monkeypatch.delenv("AOS_AUTH_ISSUER")
     data_dir = tmp_path / "dev"
     data_dir.mkdir()
-    (data_dir / "jwt-secret").write_text("dev-" + SECRET)
+    legacy = data_dir / "jwt-secret"  # where make run kept it before AOS_DATA_DIR/secrets/
+    legacy.write_text("dev-" + SECRET)
+    legacy.chmod(0o600)
     monkeypatch.setenv("AOS_DATA_DIR", str(data_dir))
     result = await run("token", "mint", "--json")  # global options after the command work too
     assert result.code == 0, result.err
     jwt.decode(json.loads(result.out)["token"], "dev-" + SECRET, algorithms=["HS256"], audience="aos-evidence")
+    assert not legacy.exists() and (data_dir / "secrets" / "jwt-secret").read_text() == "dev-" + SECRET
+
+
+async def test_token_mint_refuses_a_dev_secret_others_can_read(run, monkeypatch, tmp_path):
+    data_dir = tmp_path / "dev"
+    (data_dir / "secrets").mkdir(parents=True, mode=0o700)
+    (data_dir / "secrets" / "jwt-secret").write_text("dev-" + SECRET)
+    (data_dir / "secrets" / "jwt-secret").chmod(0o644)
+    monkeypatch.setenv("AOS_DATA_DIR", str(data_dir))
+    result = await run("token", "mint")
+    assert result.code == 2 and "mode 0644" in result.err and "Traceback" not in result.err
 
 
 @pytest.mark.parametrize("argv, message", [
     (["token", "mint"], "no signing secret"),  # AOS_DATA_DIR is empty and nothing is configured
     (["token", "mint", "--secret-file", "/nonexistent/secret"], "--secret-file"),
     (["token", "mint", "--ttl", "soon"], "--ttl"),
+    (["token", "mint", "--ttl", "2d"], "AOS_AUTH_MAX_TOKEN_LIFETIME"),  # longer than the services accept
     (["token", "mint", "--scope", "everything"], "invalid choice"),
     (["export", "verify"], "EXPORT_ID or --offline ARTIFACT is required"),
     (["export", "create", "--run", "r", "--bundle", "SOC2"], "--format"),

@@ -375,6 +375,8 @@ async def test_rotation_keeps_old_exports_verifiable(database_url, tmp_path):
     old, new = dsse.SigningKey.generate(), dsse.SigningKey.generate()
     (tmp_path / "old.pem").write_bytes(old.private_pem())
     (tmp_path / "new.pem").write_bytes(new.private_pem())
+    for private in ("old.pem", "new.pem"):
+        (tmp_path / private).chmod(0o600)  # a signing key others can read is refused
     dsse.write_public_key_pem(old.public, tmp_path / "old.pub.pem")
     base = settings(tmp_path)
     before = dataclasses.replace(base, export_signing_key_file=tmp_path / "old.pem")

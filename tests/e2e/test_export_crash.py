@@ -33,7 +33,7 @@ def test_a_killed_export_leaves_nothing(databases, tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AOS_")}
     env.update(DATABASE_URL=url, AOS_EXPORT_PORT=str(port), AOS_DATA_DIR=str(tmp_path / "aos"),
-               AOS_AUTH_JWT_SECRET=SECRET, AOS_LOG_LEVEL="WARNING")
+               AOS_AUTH_JWT_SECRET=SECRET, AOS_DEV_KEYS="true", AOS_LOG_LEVEL="WARNING")
     service = subprocess.Popen([sys.executable, "-m", "services.export"], env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     try:

@@ -18,7 +18,7 @@ class Service:
     def __init__(self, url: str, data_dir: Path, *, workers: str = "1", port: int = 0) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AOS_")}
         env.update(DATABASE_URL=url, AOS_WORKERS=workers, AOS_LOGS_PORT=str(port), AOS_DATA_DIR=str(data_dir),
-                   AOS_AUTH_JWT_SECRET=SECRET, AOS_MIGRATE_ON_START="false", AOS_LOG_LEVEL="INFO",
+                   AOS_AUTH_JWT_SECRET=SECRET, AOS_DEV_KEYS="true", AOS_MIGRATE_ON_START="false", AOS_LOG_LEVEL="INFO",
                    AOS_GRACE_PERIOD_S="30", PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen([sys.executable, "-m", "services.logs"], env=env,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -112,7 +112,7 @@ def test_sigterm_drains_calls_in_flight(databases, tmp_path):
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AOS_")}
     env.update(DATABASE_URL=url, AOS_LOGS_PORT=str(port), AOS_DATA_DIR=str(tmp_path / "aos"),
-               AOS_AUTH_JWT_SECRET=SECRET, AOS_LOG_LEVEL="WARNING", AOS_GRACE_PERIOD_S="30")
+               AOS_AUTH_JWT_SECRET=SECRET, AOS_DEV_KEYS="true", AOS_LOG_LEVEL="WARNING", AOS_GRACE_PERIOD_S="30")
     service = subprocess.Popen([sys.executable, "-m", "services.logs"], env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     try:

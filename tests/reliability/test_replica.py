@@ -150,7 +150,8 @@ def test_the_read_dsn_setting_points_a_read_service_at_the_replica(clusters, tmp
         port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("AOS_") and k != "DATABASE_URL"}
     env.update(DATABASE_URL=primary.url, AOS_READ_DATABASE_URL=replica.url, AOS_LOGS_PORT=str(port),
-               AOS_DATA_DIR=str(tmp_path / "aos"), AOS_AUTH_JWT_SECRET=SECRET, AOS_LOG_LEVEL="WARNING")
+               AOS_DATA_DIR=str(tmp_path / "aos"), AOS_AUTH_JWT_SECRET=SECRET, AOS_LOG_LEVEL="WARNING",
+               AOS_DEV_KEYS="true")
     service = subprocess.Popen([sys.executable, "-m", "services.logs"], env=env)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
