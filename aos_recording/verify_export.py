@@ -427,8 +427,10 @@ def _carried(bundle: dict[str, Any]) -> dict[str, list[Any]]:
     elif isinstance(bundle.get("evidence_hashes"), dict):
         carried["audit_entry"] = [e["seq"] for e in bundle["evidence_hashes"].get("ledger", [])]
     if "records" in bundle:
-        kind = "audit_entry" if bundle.get("scope") == "AUDIT_SLICE" else "system_record"
-        carried[kind] = [r.get("seq", n) for n, r in enumerate(bundle["records"])]
+        if bundle.get("scope") == "AUDIT_SLICE":
+            carried["audit_entry"] = [r["seq"] for r in bundle["records"]]
+        else:   # a system slice is ordered by (created_at, id)
+            carried["system_record"] = [(r["created_at"], r["id"]) for r in bundle["records"]]
     for name, kind in (("incidents", "incident"), ("limit_breaches", "limit_breach"), ("proposals", "proposal")):
         if name in bundle:
             carried[kind] = list(range(len(bundle[name])))
@@ -448,6 +450,11 @@ def _coverage(v: Verification, contents: dict[str, Any], carried: dict[str, list
             problems.append(f"{kind}: {len(found)} carried, the manifest states {stated.get('count')}")
         if "first_seq" in stated:
             problems += _seq_problems(kind, found, stated)
+        elif kind == "system_record":
+            # Ordered by (created_at, id), the id in the database's collation: only a step back in
+            # time is certain to be a reorder.
+            problems += [f"system_record {b[1]} comes after {a[1]} (reordered)"
+                         for a, b in zip(found, found[1:]) if b[0] < a[0]][:10]
     v.add("coverage", not problems,
           "; ".join(problems) if problems else
           "entries carried as the manifest states: " + ", ".join(
@@ -524,7 +531,7 @@ def _csv(v: Verification, data: bytes, contents: dict[str, Any] | None) -> None:
             _ledger(v, entries)
             carried = {"audit_entry": [e["seq"] for e in entries]}
         elif rows and "content_hash" in rows[0]:
-            carried = {"system_record": list(range(len(rows)))}
+            carried = {"system_record": [(r["created_at"], r["id"]) for r in rows]}
         else:
             carried = {}                   # an executive summary: counts, no entries
         if contents is not None:

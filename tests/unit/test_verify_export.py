@@ -346,6 +346,50 @@ def test_an_extra_or_missing_zip_member_fails(key):
     assert "report.pdf: listed, missing" in checks(result)["package_manifest"].detail
 
 
+def test_a_duplicated_zip_member_fails(key):
+    data, rendered = render("ZIP", ledger(4), key)
+    envelope = sign(manifest_for(data, rendered, "ZIP", key), key)
+    source = zipfile.ZipFile(io.BytesIO(data))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as target, pytest.warns(UserWarning, match="Duplicate name"):
+        for info in source.infolist():
+            target.writestr(info, source.read(info))
+        target.writestr("evidence.json", source.read("evidence.json"))   # a second copy, read by some tools
+    detail = checks(verify_export.verify(out.getvalue(), envelope, [key.public]))["package_manifest"].detail
+    assert "evidence.json: present 2 times" in detail
+
+
+def _system_records(n: int) -> list[dict]:
+    return [{"id": f"sys-{i}", "tenant_id": TENANT, "created_at": f"2026-11-01T12:{i:02d}:00.000000Z",
+             "component": "api", "event_type": "DEPLOY", "severity": "INFO", "summary": "s", "details": {},
+             "caused_by": "SYSTEM", "actor_id": None, "correlation_id": None, "run_id": None,
+             "environment_id": None, "content_hash": "ab" * 32, "redacted": False} for i in range(n)]
+
+
+@pytest.mark.parametrize("fmt", ["JSON", "CSV"])
+def test_a_reordered_or_dropped_system_record_is_named(key, fmt):
+    head = {"format_version": bundles.FORMAT_VERSION, "tenant_id": TENANT, "scope": "SYSTEM_SLICE",
+            "subject": {}, "bundle_type": "EVIDENCE"}
+
+    def slice_of(records):
+        chunks: list[bytes] = []
+        rendered = artifacts.render_slice(head, "system_record", iter([dict(r) for r in records]), fmt,
+                                          bundles.RecordWriter(), key, artifacts.Sink(lambda n, d: chunks.append(d)))
+        return b"".join(chunks), rendered
+
+    records = _system_records(4)
+    data, rendered = slice_of(records)
+    assert rendered.contents == {"system_record": {"count": 4}}
+    envelope = sign(manifest_for(data, rendered, fmt, key, scope="SYSTEM_SLICE"), key)
+    assert verify_export.verify(data, envelope, [key.public]).ok
+    swapped, _ = slice_of([records[0], records[2], records[1], records[3]])
+    assert "sys-1 comes after sys-2 (reordered)" in checks(verify_export.verify(swapped, envelope,
+                                                                                 [key.public]))["coverage"].detail
+    dropped, _ = slice_of(records[:3])
+    assert "3 carried, the manifest states 4" in checks(verify_export.verify(dropped, envelope,
+                                                                              [key.public]))["coverage"].detail
+
+
 # --- DSSE: PAE, not the envelope's text -------------------------------------------------------
 
 def test_whitespace_and_member_order_of_the_envelope_do_not_matter(tmp_path, key, export):
