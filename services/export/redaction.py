@@ -3,29 +3,63 @@
 Two mechanisms, both counted per kind for the export's RedactionSummary:
 
 - secret-named fields: the whole value of a dict entry whose key names a secret
-  ("password", "openai_api_key", "X-Api-Key", ...) becomes "[REDACTED:secret_field]";
-- secrets and PII inside any string value become "[REDACTED:<kind>]".
+  ("password", "pwd", "openai_api_key", "X-Api-Key", ...) becomes
+  "[REDACTED:secret_field]", and so does the value of a ``[name, value]`` pair
+  (headers as lists: ``[["Authorization", "Bearer ..."]]``) whose name does;
+- secrets and PII inside any string value, and inside any string dict key (a token
+  used as a key), become "[REDACTED:<kind>]".
 
-Dict keys themselves are never rewritten. Patterns are precise rather than greedy:
-a redaction that eats epoch milliseconds, UUIDs or digests damages the evidence.
+The detectors are our own narrow patterns where a library's would miss or over-match
+(each says why), and Yelp's detect-secrets plugins for the provider formats and the
+entropy measure; only their patterns and pure functions are used, never their scan
+or settings machinery, so nothing is shared between calls or exports. Patterns are
+precise rather than greedy: a redaction that eats epoch milliseconds, UUIDs or
+digests damages the evidence. Redaction is a pure function of its input: the same
+value gives the same output and the same counts.
 """
 from __future__ import annotations
 
+import base64
 import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from detect_secrets.plugins.aws import AWSKeyDetector
+from detect_secrets.plugins.gitlab_token import GitLabTokenDetector
+from detect_secrets.plugins.high_entropy_strings import Base64HighEntropyString
+from detect_secrets.plugins.keyword import DENYLIST as _KEYWORD_DENYLIST
+from detect_secrets.plugins.mailchimp import MailchimpDetector
+from detect_secrets.plugins.pypi_token import PypiTokenDetector
+from detect_secrets.plugins.sendgrid import SendGridDetector
+from detect_secrets.plugins.square_oauth import SquareOAuthDetector
+from detect_secrets.plugins.stripe import StripeDetector
+from detect_secrets.plugins.twilio import TwilioKeyDetector
+from detect_secrets.plugins.azure_storage_key import AzureStorageKeyDetector
+
 # Declared in export manifests; a change to what is redacted needs a new profile name.
-PROFILE = "aos-default-v1"
+# v2 (issue #17): more secret field names, provider keys, PEM blocks, URL passwords,
+# Basic credentials, header pairs, secrets as dict keys, unlabelled AWS secret keys,
+# internationalised emails.
+PROFILE = "aos-default-v2"
 
 _SECRET_FIELD = "secret_field"
+_FIELD_PLACEHOLDER = f"[REDACTED:{_SECRET_FIELD}]"
 
 # Matched as substrings of the key after lowercasing and dropping separators, so
-# "api_key", "API-Key", "apiKey" and "x_api_key" all read as "apikey".
-_SECRET_KEY_MARKERS = ("password", "passwd", "secret", "token", "apikey", "privatekey",
-                       "authorization", "credential", "cookie", "sessionkey", "accesskey")
+# "api_key", "API-Key", "apiKey" and "x_api_key" all read as "apikey". detect-secrets'
+# KeywordDetector list ("pwd", "priv_key", "db_pass", "client_key", ...) is merged in,
+# spelled the same way ("priv_?key" -> "privkey").
+_SECRET_KEY_MARKERS = tuple(dict.fromkeys(
+    ("password", "passwd", "passphrase", "secret", "token", "apikey", "privatekey",
+     "authorization", "credential", "cookie", "sessionkey", "accesskey")
+    + tuple(word.replace("_?", "").replace("_", "") for word in _KEYWORD_DENYLIST)))
+# Words too short to match as substrings ("pass" is in "passenger", "bypass"), so
+# they count only as the key's last word: "pass", "db_pass", "smtpPass", "pw", not
+# "pass_rate".
+_SECRET_KEY_WORDS = frozenset(("pass", "pw"))
+_KEY_WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 # LLM usage counters ("input_tokens", "max_tokens", "token_count") contain "token" but
 # hold no secret, so a key ending in one of these words is exempt from the "token"
 # marker. The rest of such a key is still checked, against the other markers and
@@ -38,7 +72,12 @@ _KEY_SEPARATORS = re.compile(r"[\s._-]+")
 @functools.lru_cache(maxsize=4096)  # exports repeat the same few keys millions of times
 def _is_secret_key(key: str) -> bool:
     """Whether a dict key names a secret, so its whole value is withheld."""
+    if "[REDACTED:" in key:
+        return False  # a key we redacted ("[REDACTED:github_token]", "ec=[REDACTED:private_key]") names nothing
     normalised = _KEY_SEPARATORS.sub("", key.lower())
+    words = _KEY_WORDS.findall(key)
+    if words and words[-1].lower() in _SECRET_KEY_WORDS:
+        return True
     for suffix in _TOKEN_COUNTER_SUFFIXES:
         if normalised.endswith(suffix):
             head = normalised[: -len(suffix)]
@@ -83,10 +122,15 @@ class _Rule:
     kind: str
     pattern: re.Pattern[str]
     # Lowercase substrings, one of which every match contains. A rule none of whose
-    # needles is in the lowercased text is skipped: most strings run no regex at all.
-    needles: tuple[str, ...]
-    # Final say on a match the regex alone cannot decide (Luhn, card prefix).
-    accept: Callable[[str], bool] | None = None
+    # needles is in the lowercased text is skipped: most strings run few regexes.
+    # None: no cheap needle exists, the rule runs on every string of min_length or more.
+    needles: tuple[str, ...] | None
+    # Final say on a match the regex alone cannot decide (Luhn, card prefix, entropy).
+    accept: Callable[[re.Match[str]], bool] | None = None
+    # The group holding the secret; the rest of the match (a label, a URL's scheme,
+    # user and host) is kept so the reader still sees what was removed. 0: all of it.
+    group: int | str = 0
+    min_length: int = 0
 
     @property
     def placeholder(self) -> str:
@@ -95,64 +139,225 @@ class _Rule:
 
 _DIGITS = tuple("0123456789")
 
+# detect-secrets' Base64 entropy measure (Shannon entropy over the base64 alphabet).
+# Only its pure calculate_shannon_entropy is called: the plugin's analyze_line reads
+# the library's global settings, which we never touch.
+_ENTROPY = Base64HighEntropyString().calculate_shannon_entropy
+_HEX = frozenset("0123456789abcdefABCDEF")
+
+
+def _looks_like_aws_secret(match: re.Match[str]) -> bool:
+    """A bare 40-character base64 run is an AWS secret access key only when it looks
+    random: mixed case and digits, not hex (git SHAs, our digests), and entropy above
+    4.3 bits. Random 40-character keys score 4.3 or less 0.04% of the time (measured
+    over 20,000); camel-case identifiers and paths score 4.2-4.3 and lack a digit or a
+    case. detect-secrets' own default (4.5) misses 1.9% of real keys."""
+    value = match[0]
+    return (any(c.isupper() for c in value) and any(c.islower() for c in value)
+            and any(c.isdigit() for c in value) and not set(value) <= _HEX and _ENTROPY(value) > 4.3)
+
+
+# Vendor prefixes of "sk-" keys whose body may be all lowercase (OpenAI project and
+# service-account keys, Anthropic, OpenRouter).
+_SK_VENDORS = ("proj-", "svcacct-", "admin-", "ant-", "or-")
+_SK_RUNS = re.compile(r"[-_]+")
+
+
+def _is_sk_key(match: re.Match[str]) -> bool:
+    """Any "sk-" key, lowercase ones included, but not slugs like "sk-learn-compatible-api":
+    the body holds an uppercase letter or digit, or starts with a vendor prefix, or holds
+    a 20+ character run of random-looking characters (entropy > 3.3 bits: random
+    lowercase runs of 20+ score 3.3 or more 99.9% of the time, English words well under)."""
+    body = match[0][3:]
+    return (any(c.isupper() or c.isdigit() for c in body) or body.startswith(_SK_VENDORS)
+            or any(len(run) >= 20 and _ENTROPY(run) > 3.3 for run in _SK_RUNS.split(body)))
+
+
+def _is_basic_credential(match: re.Match[str]) -> bool:
+    """"Basic <b64>" is a credential after an Authorization label, or when it decodes to
+    printable "user:password"; otherwise it is prose ("Basic authentication")."""
+    if match["label"]:
+        return True
+    token = match["cred"]
+    try:
+        decoded = base64.b64decode(token + "=" * (-len(token) % 4), validate=True).decode("utf-8")
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return ":" in decoded and decoded.isprintable()
+
+
 # Applied in this order, each to the output of the previous one, so a secret is
 # counted once under the first kind that claims it ("Bearer eyJ..." is a
 # bearer_token, not a jwt). Placeholders match none of the patterns.
-_RULES = (
+_OWN_RULES = (
+    # Our own pattern: detect-secrets' PrivateKeyDetector flags only the BEGIN line, and
+    # an export must lose the whole block. The body is base64, whitespace, escaped
+    # newlines and RFC 1421 headers ("Proc-Type: 4,ENCRYPTED"); a block cut short
+    # (no END line) still loses what follows its BEGIN line. Linear: the body's
+    # alternatives never overlap at a character that ends them.
+    _Rule("private_key", re.compile(
+        r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"
+        r"(?:[A-Za-z0-9+/=\s\\]|[A-Za-z-]+: [A-Za-z0-9,-]*)*"
+        r"(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----)?"),
+        ("private key",), min_length=27),
     _Rule("bearer_token", re.compile(
         # RFC 6750 b64token; 16+ characters so prose like "Bearer authentication" survives.
         r"(?i)(?<![A-Za-z0-9_])bearer\s+[A-Za-z0-9._~+/-]{16,}=*"),
-        ("bearer",)),
+        ("bearer",), min_length=23),
+    _Rule("basic_auth", re.compile(
+        # RFC 7617 credentials in free text ("Authorization: Basic dXNlcjpwYXNz", a curl
+        # trace); the label is kept. detect-secrets' BasicAuthDetector is about URLs only.
+        r"(?P<label>(?i:authorization)[\"']?\s*[:=]\s*[\"']?)?"
+        r"(?P<secret>(?<![A-Za-z0-9_])(?i:basic)\s+(?P<cred>[A-Za-z0-9+/]{4,}={0,2}))(?![A-Za-z0-9+/=])"),
+        ("basic",), _is_basic_credential, group="secret", min_length=10),
     _Rule("jwt", re.compile(
         # header.payload.signature; the signature may be empty (alg "none").
         r"(?<![A-Za-z0-9_-])eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"),
-        ("eyj",)),
+        ("eyj",), min_length=7),
     _Rule("openai_key", re.compile(
-        # Any "sk-" key (sk-proj-, sk-svcacct-, ...). The body must hold an uppercase
-        # letter or digit, which real keys always do and slugs like "sk-learn-..." do not.
-        r"(?<![A-Za-z0-9_-])sk-(?=[a-z_-]*[A-Z0-9])[A-Za-z0-9_-]{20,}"),
-        ("sk-",)),
+        # Any "sk-" key (sk-proj-, sk-ant-, sk-svcacct-, ...), after anything but a letter
+        # or digit ("risk-", "task-" stay). detect-secrets' OpenAIDetector requires the
+        # legacy "T3BlbkFJ" marker, which project and Anthropic keys do not carry.
+        r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_-]{20,}"),
+        ("sk-",), _is_sk_key, min_length=23),
+    _Rule("google_api_key", re.compile(
+        # Not in detect-secrets 1.5: "AIza" and 35 URL-safe characters.
+        r"(?<![A-Za-z0-9_-])AIza[0-9A-Za-z_-]{35}(?![A-Za-z0-9_-])"),
+        ("aiza",), min_length=39),
     _Rule("aws_access_key", re.compile(
         r"(?<![A-Za-z0-9])(?:AKIA|ASIA)[A-Z0-9]{16}(?![A-Za-z0-9])"),
-        ("akia", "asia")),
+        ("akia", "asia"), min_length=20),
     _Rule("aws_secret_key", re.compile(
-        # Only after a secret-key label: a bare 40-character string is as likely a git SHA.
-        # The label is kept so the reader still sees what was removed.
-        r"(?P<keep>(?i:(?:aws[ _-]?)?secret[ _-]?(?:access[ _-]?)?key)[\"']?\s*[:=]?\s*[\"']?)"
-        r"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"),
-        ("secret",)),
+        # After a secret-key label, whatever its entropy; the label is kept.
+        r"(?i:(?:aws[ _-]?)?secret[ _-]?(?:access[ _-]?)?key)[\"']?\s*[:=]?\s*[\"']?"
+        r"(?P<secret>(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])"),
+        ("secret",), group="secret", min_length=49),
+    _Rule("aws_secret_key", re.compile(
+        # Unlabelled: a whole 40-character base64 run that looks random (see the check).
+        r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"),
+        None, _looks_like_aws_secret, min_length=40),
     _Rule("github_token", re.compile(
         r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})"),
-        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_")),
+        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"), min_length=33),
     _Rule("slack_token", re.compile(
         r"(?<![A-Za-z0-9])xox[baprs]-[A-Za-z0-9-]{10,}"
         r"|(?:https?://)?hooks\.slack\.com/services/[A-Za-z0-9]+/[A-Za-z0-9]+/[A-Za-z0-9]+"),
-        ("xox", "hooks.slack.com")),
+        ("xox", "hooks.slack.com"), min_length=15),
+    _Rule("url_password", re.compile(
+        # The password of a URL's userinfo (RFC 3986 3.2.1): "postgres://u:[REDACTED]@h/db"
+        # keeps the URL's shape. detect-secrets' BasicAuthDetector pattern refuses
+        # sub-delimiters ("!$&'()*+,;=") in the password, which real passwords hold.
+        r"(?<![A-Za-z0-9+.-])[A-Za-z][A-Za-z0-9+.-]{0,31}://[^\s:/?#\[\]@]*:"
+        r"(?P<secret>[^\s/?#\[\]@]+)@"),
+        ("://",), group="secret", min_length=7),
     _Rule("email", re.compile(
-        # ASCII dot-atom local part and a dotted hostname with an alphabetic TLD;
-        # every repetition is bounded or delimited, so there is no catastrophic backtracking.
-        r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}"
-        r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}(?![A-Za-z0-9-])"),
-        ("@",)),
+        # Unicode local part and domain (RFC 6531/5890: "user@bücher.de", "user@例え.jp"),
+        # punycode TLDs ("xn--p1ai"), and inside identifiers: "run-alice@example.com-42"
+        # loses the address, a trailing "-42" is not part of a TLD. [^\W_] is a Unicode
+        # letter or digit. Every repetition is bounded or delimited: no catastrophic
+        # backtracking.
+        r"(?<![\w.%+-])[^\W_][\w.%+-]{0,63}"
+        r"@(?:[^\W_](?:(?:[^\W_]|-){0,61}[^\W_])?\.)+(?:(?i:xn--)[A-Za-z0-9-]{1,59}|[^\W\d_]{2,63})(?![^\W_])"),
+        ("@",), min_length=6),
     _Rule("card_number", re.compile(
         # A whole digit run (never part of a word, decimal or longer run), either
         # contiguous or in groups with one consistent separator (4-4-4-4, 4-6-5, ...).
         r"(?<![A-Za-z0-9_])(?<![0-9]\.)"
         r"(?:[0-9]{13,19}"
         r"|(?<![0-9][ -])[0-9]{4}(?P<sep>[ -])[0-9]{3,6}(?:(?P=sep)[0-9]{3,6}){1,3}(?![ -][0-9]))"
-        r"(?![A-Za-z0-9_])(?!\.[0-9])"),
-        _DIGITS, _is_card_number),
+        r"(?![A-Za-z0-9_])(?!\.[0-9])", re.ASCII),
+        _DIGITS, lambda match: _is_card_number(match[0]), min_length=13),
     _Rule("ssn", re.compile(
         # Areas 000, 666 and 900-999, group 00 and serial 0000 are never issued.
         r"(?<![A-Za-z0-9_.-])(?!000|666|9)[0-9]{3}-(?!00)[0-9]{2}-(?!0000)[0-9]{4}(?![A-Za-z0-9_-])(?!\.[0-9])"),
-        ("-",)),
+        ("-",), min_length=11),
 )
+
+
+def _library_rules() -> tuple[_Rule, ...]:
+    """Provider formats from detect-secrets' regex plugins: their compiled `denylist`
+    patterns, matched here with sub (the plugins' own analyze_string only yields values,
+    not where they are, and for a pattern with a group yields the group even when it is
+    GitLab's "glpat" prefix). Where the secret is a group, that group is redacted; a
+    whole match is extended over the rest of its token, because some stop at a
+    fixed length their keys have outgrown (Stripe's 24 characters; live keys are
+    longer). Kinds are our stable names, not the plugins' display names."""
+    def each(kind: str, group: int = 0) -> tuple[str, int]:
+        return kind, group
+
+    plugins = (
+        # (plugin, (kind, group of the secret) per pattern, needles). GitLab's group is
+        # its prefix ("glpat"), not the secret; AWS's second pattern's group is the key.
+        (StripeDetector, (each("stripe_key"),), ("_live_",)),
+        (AWSKeyDetector, (each("aws_access_key"), each("aws_secret_key", 1)),
+         ("a3t", "abia", "acca", "akia", "asia", "aws")),
+        (GitLabTokenDetector, (each("gitlab_token"),) * len(GitLabTokenDetector.denylist), ("gl", "gr1348941")),
+        (SendGridDetector, (each("sendgrid_key"),), ("sg.",)),
+        (PypiTokenDetector, (each("pypi_token"),) * 2, ("pypi-",)),
+        (AzureStorageKeyDetector, (each("azure_storage_key"),), ("accountkey=",)),
+        (SquareOAuthDetector, (each("square_oauth_secret"),), ("sq0csp-",)),
+        (TwilioKeyDetector, (each("twilio_key"),) * 2, ("ac", "sk")),
+        (MailchimpDetector, (each("mailchimp_key"),), ("-us",)),
+    )
+    rules = []
+    for plugin, kinds, needles in plugins:
+        patterns = tuple(plugin.denylist)
+        assert len(patterns) == len(kinds), plugin  # a new pattern in a library upgrade needs a kind
+        for pattern, (kind, group) in zip(patterns, kinds):
+            if group == 0:
+                # Over the rest of the token; the inner groups keep their numbers.
+                pattern = re.compile(f"(?:{pattern.pattern})[A-Za-z0-9]*", pattern.flags)
+            # 20: the shortest any of these patterns matches (an AWS key id).
+            rules.append(_Rule(kind, pattern, needles, group=group, min_length=20))
+    return tuple(rules)
+
+
+_RULES = _OWN_RULES + _library_rules()
+
+# (shortest match, needle, positions in _RULES of the rules it lets run), shortest
+# first. Each needle is looked for once per string, not once per rule, and only if a
+# rule it serves can match a string that short: per-rule checks cost more than the
+# regexes they were meant to spare (measured by bench/redaction_cost.py).
+_needles: dict[str, tuple[int, frozenset[int]]] = {}
+for _position, _rule in enumerate(_RULES):
+    for _needle in _rule.needles or ():
+        _shortest, _positions = _needles.get(_needle, (_rule.min_length, frozenset()))
+        _needles[_needle] = (min(_shortest, _rule.min_length), _positions | {_position})
+_NEEDLES = sorted((shortest, needle, positions) for needle, (shortest, positions) in _needles.items())
+_ALWAYS = tuple(position for position, rule in enumerate(_RULES) if rule.needles is None)
+
+
+def _rules_for(text: str) -> tuple[_Rule, ...]:
+    """The rules that can match `text`, in their order."""
+    size, lowered = len(text), text.lower()
+    active = set(_ALWAYS)
+    for shortest, needle, positions in _NEEDLES:
+        if shortest > size:
+            break
+        if needle in lowered:
+            active |= positions
+    return tuple(_RULES[position] for position in sorted(active) if size >= _RULES[position].min_length)
+
+
+# Exports repeat the same short strings (keys, statuses, ids) endlessly; the cache
+# holds at most 16,384 strings of at most 128 characters (a few MiB).
+_rules_for_short = functools.lru_cache(maxsize=16_384)(_rules_for)
+
+# Every kind a manifest can name.
+KINDS = tuple(sorted({_SECRET_FIELD} | {rule.kind for rule in _RULES}))
 
 
 @dataclass(frozen=True)
 class RedactionResult:
     value: Any
     counts: dict[str, int]
+
+
+def _is_secret_name(value: Any) -> bool:
+    """The first item of a [name, value] pair that names a secret (a header name, a
+    field name): one word, no whitespace, so prose in a two-item list is not a name."""
+    return isinstance(value, str) and 0 < len(value) <= 64 and not any(c.isspace() for c in value) \
+        and _is_secret_key(value)
 
 
 class Redactor:
@@ -170,34 +375,56 @@ class Redactor:
         if isinstance(value, str):
             return self._redact_text(value)
         if isinstance(value, dict):
-            return {key: self._redact_entry(key, item) for key, item in value.items()}
-        if isinstance(value, list):
-            return [self.redact(item) for item in value]
-        if isinstance(value, tuple):
-            return tuple(self.redact(item) for item in value)
+            return self._redact_dict(value)
+        if isinstance(value, (list, tuple)):
+            if len(value) == 2 and value[1] is not None and _is_secret_name(value[0]):
+                # [["Authorization", "Bearer ..."], ["X-Api-Key", "..."]]: the value after a
+                # secret's name is withheld whole, as it would be under that dict key.
+                items = [value[0], self._withhold(value[1])]
+            else:
+                items = [self.redact(item) for item in value]
+            return items if isinstance(value, list) else tuple(items)
         return value
+
+    def _redact_dict(self, value: dict[Any, Any]) -> dict[Any, Any]:
+        redacted: dict[Any, Any] = {}
+        for key, item in value.items():
+            new_key = key
+            if isinstance(key, str):
+                # A token used as a key ({"sk-proj-...": {...}}) leaks like any other string.
+                new_key = self._redact_text(key)
+                # Two redacted keys must not collapse into one entry (a value would be lost):
+                # the second becomes "[REDACTED:kind]#2", in the dict's own order.
+                number, base = 2, new_key
+                while new_key != key and (new_key in redacted or new_key in value):
+                    new_key, number = f"{base}#{number}", number + 1
+            redacted[new_key] = self._redact_entry(key, item)
+        return redacted
 
     def _redact_entry(self, key: Any, value: Any) -> Any:
         # The field rule wins: its value is dropped whole, not scanned, and counted once.
         if value is not None and isinstance(key, str) and _is_secret_key(key):
-            self._count(_SECRET_FIELD)
-            return f"[REDACTED:{_SECRET_FIELD}]"
+            return self._withhold(value)
         return self.redact(value)
 
+    def _withhold(self, value: Any) -> str:
+        # Already withheld (a redacted export redacted again) is not counted twice.
+        if value != _FIELD_PLACEHOLDER:
+            self._count(_SECRET_FIELD)
+        return _FIELD_PLACEHOLDER
+
     def _redact_text(self, text: str) -> str:
-        lowered = text.lower()
-        for rule in _RULES:
-            for needle in rule.needles:
-                if needle in lowered:
-                    text = rule.pattern.sub(functools.partial(self._replace, rule), text)
-                    break
+        for rule in _rules_for_short(text) if len(text) <= 128 else _rules_for(text):
+            text = rule.pattern.sub(functools.partial(self._replace, rule), text)
         return text
 
     def _replace(self, rule: _Rule, match: re.Match[str]) -> str:
-        if rule.accept is not None and not rule.accept(match[0]):
+        if rule.accept is not None and not rule.accept(match):
             return match[0]
         self._count(rule.kind)
-        return (match.groupdict().get("keep") or "") + rule.placeholder
+        start, end = match.span(rule.group)
+        offset = match.start()
+        return match[0][:start - offset] + rule.placeholder + match[0][end - offset:]
 
     def _count(self, kind: str) -> None:
         self._counts[kind] = self._counts.get(kind, 0) + 1

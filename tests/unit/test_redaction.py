@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from decimal import Decimal
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from services.export.redaction import PROFILE, RedactionResult, Redactor, redact
 
@@ -37,6 +38,27 @@ GH_FINE = "github_pat_" + "11ABCDEFG0123456789_abcdefghijKLMNOPQRSTuvwxyz012345"
 SLACK_BOT = "xox" + "b-" + "1234567890-0987654321-AbCdEfGhIjKlMnOpQrStUvWx"
 SLACK_USER = "xox" + "p-" + "2345678901-3456789012-4567890123-0a1b2c3d4e5f"
 SLACK_HOOK = "https://hooks.slack.com/services/" + "T024BE7LD/B08QXRC1Z/4xR9vPq2LmN7sT3wY6zK1aBc"
+# Kinds an outside attack found leaking (issue #17 part 6).
+STRIPE_SK = "sk_" + "live_" + "51HqLyjWDarjtT1zdp7dcXyZ0vBQpRsT4uVwXyZ01234abcd"
+STRIPE_RK = "rk_" + "live_" + "a1B2c3D4e5F6g7H8i9J0k1L2"
+OPENAI_LOWER = "sk-" + "proj-" + "qz7xwvbnmkltrpsudyeahgfjcoiq3xw9"
+OPENAI_ALL_LOWER = "sk-" + "proj-" + "qzxwvbnmkltrpsudyeahgfjcoiqxw"
+ANTHROPIC_LOWER = "sk-" + "ant-" + "api-" + "mqzpwoxnlkvbrtjhgsfdyeaucxz"
+SK_LOWER_RANDOM = "sk-" + "qzxwvbnmkltrpsudyeahgfjcoi"
+GOOGLE = "AI" + "za" + "SyD-9tSrke72PouQMnMX7KA2qm8bF1ZwE4Q"
+PEM_RSA = ("-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAu1SU1LfVLPHCozMxH2Mo4lgOEePzNm0tRgeLezV6ffAt0gun\n"
+           "VTLw7onLRnrq0/IzW7yWR7QkrmBL7jTKEn5u+qKhbwKfBstIs+bMY2Zkp18gnTxK\n-----END RSA PRIVATE KEY-----")
+PEM_OPENSSH = ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW\n"
+               "QyNTUxOQAAACBHK2Ow5N3AE6oTwy6jBmvsXGyLWZ8rGA5cM4s0pYqJ1wAAAJg=\n-----END OPENSSH PRIVATE KEY-----")
+PEM_EC = "-----BEGIN EC PRIVATE KEY-----\r\nMHcCAQEEIIrYSSNQFaA2Hwf1duRSxKtLYX5CB04fSeQ6tF1aY/PuoAoGCCqGSM49\r\n-----END EC PRIVATE KEY-----"
+PEM_ENCRYPTED = ("-----BEGIN ENCRYPTED PRIVATE KEY-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,3F17F5316E2BAC89\n\n"
+                 "MIIFHDBOBgkqhkiG9w0BBQ0wQTApBgkqhkiG9w0BBQwwHAQI\n-----END ENCRYPTED PRIVATE KEY-----")
+PEM_PKCS8_ESCAPED = "-----BEGIN PRIVATE KEY-----\\nMC4CAQAwBQYDK2VwBCIEIJ+DYvh6SEqVTm50DFtMDoQikTmiCqirVv9mWG9qfSnF\\n-----END PRIVATE KEY-----"
+PEM_TRUNCATED = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIJ+DYvh6SEqVTm50DFtMDoQikTmiCqirVv9mWG9qfSnF"
+BASIC = "Basic " + "YWxhZGRpbjpvcGVuc2VzYW1l"  # aladdin:opensesame
+AWS_SK_RANDOM = "kR4vZ8qT1nYw0" + "Hc7LmB3xJ9eP2sG6uA5dF+oI/Ka"
+GITLAB = "glpat-" + "xK3mP9qR2sT5vW8yZ1bC"
+SENDGRID = "SG." + "ngeVfQFYQlKU0ufo8x5d1A" + "." + "TwL2iGABf9DHoTf-09kqeF8tAmbihYzrnopKc-1s5cr"
 
 
 def case(template, *found):
@@ -88,6 +110,45 @@ POSITIVES = [
     case("SSN {} on file", ("ssn", "123-45-6789")),
     case("applicant ({})", ("ssn", "078-05-1120")),
     case("ssns: {}, {}.", ("ssn", "219-09-9999"), ("ssn", "665-99-0001")),
+    # --- issue #17 part 6: kinds that leaked -----------------------------------------
+    # Stripe secret and restricted live keys, whatever their length (detect-secrets' pattern, extended)
+    case("STRIPE_KEY={} set", ("stripe_key", STRIPE_SK)),
+    case("restricted {}", ("stripe_key", STRIPE_RK)),
+    # lowercase sk- keys: vendor prefixes, or a random-looking lowercase run
+    case("key {} in env", ("openai_key", OPENAI_LOWER)),
+    case("key {} in env", ("openai_key", OPENAI_ALL_LOWER)),
+    case("x-api-key:{}", ("openai_key", ANTHROPIC_LOWER)),
+    case("OPENAI_KEY_{} leaked", ("openai_key", SK_LOWER_RANDOM)),
+    # Google API keys
+    case("https://maps.googleapis.com/maps/api/geocode/json?key={}&address=x", ("google_api_key", GOOGLE)),
+    # PEM private-key blocks, whole: RSA, OpenSSH, EC (CRLF), encrypted with headers, JSON-escaped, cut short
+    case("key:\n{}\nend", ("private_key", PEM_RSA)),
+    case("{}", ("private_key", PEM_OPENSSH)),
+    case("ec={};", ("private_key", PEM_EC)),
+    case("{} (encrypted)", ("private_key", PEM_ENCRYPTED)),
+    case('{{"pem": "{}"}}', ("private_key", PEM_PKCS8_ESCAPED)),
+    case("log cut: {}", ("private_key", PEM_TRUNCATED)),
+    # credentials inside URLs: only the password goes, the URL keeps its shape
+    case("GET https://alice:{}@api.example.com/v1", ("url_password", "s3cr3t-Pa55")),
+    case("DATABASE_URL=postgres://u:{}@h/db", ("url_password", "p")),
+    case("redis://:{}@cache:6379/0 and amqp://svc:{}@mq", ("url_password", "hunter2"), ("url_password", "pa$$w0rd!")),
+    # Authorization: Basic in free text (label kept), or bare when it decodes to user:password
+    case("Authorization: {}", ("basic_auth", BASIC)),
+    case('{{"authorization": "{}"}}', ("basic_auth", "basic dXNlcjpwYXNz")),
+    case("curl -H '{}' https://api", ("basic_auth", BASIC)),
+    # AWS secret access keys without a label: a 40-character run that looks random
+    case("creds {} loaded", ("aws_secret_key", AWS_SK)),
+    case("[{}, {}]", ("aws_access_key", AWS_AK), ("aws_secret_key", AWS_SK_RANDOM)),
+    # internationalised email domains, punycode, and emails inside identifiers
+    case("mail {}", ("email", "user@bücher.de")),
+    case("mail {}", ("email", "user@例え.jp")),
+    case("{} and {}", ("email", "user@xn--bcher-kva.de"), ("email", "ivan@example.xn--p1ai")),
+    case("{}-42", ("email", "run-alice@example.com")),
+    case("user:{}", ("email", "bob@corp.io")),
+    case("by {} at 12:00", ("email", "Jürgen.Müller@bücher.example")),
+    # other provider formats from detect-secrets' plugins
+    case("GITLAB_TOKEN={}", ("gitlab_token", GITLAB)),
+    case("sendgrid {}", ("sendgrid_key", SENDGRID)),
 ]
 
 
@@ -131,6 +192,22 @@ NEGATIVES = [
     # never-issued SSNs and other dashed numbers
     "000-12-3456", "666-12-3456", "912-34-5678", "123-00-4567", "123-45-0000",
     "978-3-16-148410-0", "1-123-45-6789",
+    # evidence we emit ourselves: content/chain hashes, seqs, UUIDs, ids, RFC 3339, epoch ms
+    "chain_hash 326ffbb99ced4a061f4f86bc8e93861c5888da81685c2d106570bd796069ad07 seq 17",
+    "0000000000000000000000000000000000000000000000000000000000000000",
+    "tenant-demo.run-support-103", "tenant-demo.trace-support-103", "exp_695c85644af941a4bf5258d048046199",
+    "2026-11-01T12:00:00.000000Z", "1790000000123", "seq 42", "7", "118",
+    "sha256-b64 47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
+    # 40-character runs that are not secrets: git SHAs, words, low-entropy or one-case runs
+    "a94a8fe5ccb19ba61c4c0873d391e987982fbbd3", "ListAuditEntriesRequestPageTokenSealedV2",
+    "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "abcdefghijklmnopqrstuvwxyzabcdefghijklmn",
+    "0123456789012345678901234567890123456789",
+    # prose around the new detectors
+    "Basic authentication is required", "the basic plan", "Authorization header missing",
+    "the private key is stored in KMS", "-----BEGIN PUBLIC KEY-----", "sk-learn-compatible-estimator-api",
+    "sk-internationalization-tests", "ask-questions-first", "https://api.example.com:8443/v1/items?x=1",
+    "postgres://localhost:5432/evidence", "http://user@host/path", "see https://example.com/a@b",
+    "AIza-short", "sk_test_only", "a@b", "name@host", "x@y.z",
     "",
 ]
 
@@ -145,6 +222,9 @@ def test_lookalikes_survive_unchanged(text):
     "password", "db_passwd", "client_secret", "refresh_token", "openai_api_key", "X-Api-Key", "apiKey",
     "private_key", "Authorization", "aws_credentials", "Set-Cookie", "session_key", "aws_access_key_id",
     "AOS_AUTH_JWT_SECRET", "access_tokens", "secret_tokens",
+    # issue #17 part 6: pwd / passphrase / private_key-style names
+    "pwd", "PWD", "db_pwd", "passphrase", "ssh_passphrase", "priv_key", "privKey", "db_pass", "smtpPass",
+    "pass", "PW", "client_key", "auth_key", "contraseña",
 ])
 def test_secret_named_fields_lose_their_whole_value(key):
     for value in ("hunter2", 12345, 0, False, "", ["a", "b"], {"nested": "x"}):
@@ -159,6 +239,7 @@ def test_secret_named_field_set_to_none_stays_none():
 @pytest.mark.parametrize("key", [
     "token_count", "input_tokens", "output_tokens", "tokens", "total_tokens", "max_tokens", "inputTokens",
     "cache_read_input_tokens", "signing_key_id", "key", "monkey", "author",
+    "passenger", "bypass", "compass_heading", "pass_rate", "passed", "power", "keyword", "primary_key",
 ])
 def test_harmless_keys_are_not_secret_fields(key):
     assert redact({key: 1234}) == RedactionResult({key: 1234}, {})
@@ -172,9 +253,52 @@ def test_secret_field_wins_over_string_patterns_and_counts_once():
         {"headers": {"Authorization": R("secret_field"), "cookie": R("secret_field")}}, {"secret_field": 2})
 
 
-def test_keys_are_never_rewritten():
-    value = {"alice@example.com": "bob@example.com", 4111111111111111: "x"}
-    assert redact(value) == RedactionResult({"alice@example.com": R("email"), 4111111111111111: "x"}, {"email": 1})
+def test_secrets_used_as_keys_are_redacted():
+    value = {OPENAI_PROJ: {"scope": "all"}, "alice@example.com": "bob@example.com", "plain": 1,
+             4111111111111111: "x"}
+    assert redact(value) == RedactionResult(
+        {R("openai_key"): {"scope": "all"}, R("email"): R("email"), "plain": 1, 4111111111111111: "x"},
+        {"email": 2, "openai_key": 1})
+
+
+def test_redacted_keys_never_collapse_into_one_entry():
+    value = {AWS_AK: 1, AWS_STS: 2, "x": {GH_PAT: "a", GH_OAUTH: "b"}}
+    assert redact(value) == RedactionResult(
+        {R("aws_access_key"): 1, R("aws_access_key") + "#2": 2, "x": {R("github_token"): "a", R("github_token") + "#2": "b"}},
+        {"aws_access_key": 2, "github_token": 2})
+
+
+def test_a_redacted_key_never_overwrites_a_real_one():
+    value = {AWS_AK: 1, R("aws_access_key"): 2}
+    assert redact(value).value == {R("aws_access_key") + "#2": 1, R("aws_access_key"): 2}
+
+
+def test_secret_named_key_that_is_itself_a_token():
+    # The field rule reads the original key; the key itself is redacted as text.
+    assert redact({f"{OPENAI_PROJ}_secret": "v"}) == RedactionResult(
+        {f"{R('openai_key')}": R("secret_field")}, {"openai_key": 1, "secret_field": 1})
+
+
+@pytest.mark.parametrize("pairs, expected", [
+    ([["Authorization", f"Bearer {JWT_HS256}"], ["X-Api-Key", "k-123"], ["Accept", "application/json"]],
+     [["Authorization", R("secret_field")], ["X-Api-Key", R("secret_field")], ["Accept", "application/json"]]),
+    ((("cookie", "sid=abc"), ("User-Agent", "curl/8")), (("cookie", R("secret_field")), ("User-Agent", "curl/8"))),
+    ({"headers": [["proxy-authorization", BASIC], ["x-request-id", "r-1"]]},
+     {"headers": [["proxy-authorization", R("secret_field")], ["x-request-id", "r-1"]]}),
+    ([["db_pass", 1234], ["pwd", ["a", "b"]]], [["db_pass", R("secret_field")], ["pwd", R("secret_field")]]),
+])
+def test_secret_values_in_name_value_pairs(pairs, expected):
+    result = redact(pairs)
+    assert result.value == expected
+    assert result.counts == {"secret_field": json.dumps(expected).count(R("secret_field"))}
+
+
+@pytest.mark.parametrize("pair", [
+    ["Accept", "application/json"], ["the password is", "hunter2"], ["password"], ["password", None],
+    ["tokens", 1200], ["password", "x", "y"],
+])
+def test_lists_that_are_not_secret_pairs_are_only_scanned(pair):
+    assert redact(pair) == RedactionResult(pair, {})
 
 
 def luhn_valid(number):
@@ -256,15 +380,41 @@ def test_redacted_output_is_a_fixed_point():
 
 
 def test_profile_name():
-    assert PROFILE == "aos-default-v1"
+    # v2 redacts more than v1 did: a manifest naming v1 was redacted less.
+    assert PROFILE == "aos-default-v2"
 
 
 @pytest.mark.parametrize("text", [
     "a" * 100_000 + "@", "a." * 50_000 + "@b", "x@" + "a-" * 50_000, "eyJ" + "A" * 100_000,
     "sk-" + "a-" * 50_000, "4111 " * 20_000, "1" * 100_000, "123-45-" * 20_000, "Bearer " * 20_000,
     "secret key " + "A" * 100_000,
+    "-----BEGIN PRIVATE KEY-----" * 5_000, "-----BEGIN PRIVATE KEY-----" + "a-" * 50_000,
+    "-----BEGIN PRIVATE KEY-----" + "Proc-Type: " * 10_000, "a://" + "b:" * 50_000, "x://u:" + "p" * 100_000,
+    "Authorization: Basic " * 5_000, "basic " + "A" * 100_000, "u@例" + "例-" * 50_000, "ü" * 50_000 + "@",
+    "sk-" + "a" * 100_000, "Ab1" * 40_000, "AIza" * 30_000, "sk_live_" * 20_000, "glpat-" + "a" * 100_000,
 ])
 def test_adversarial_inputs_stay_linear(text):
     start = time.perf_counter()
     redact(text)
     assert time.perf_counter() - start < 1.0
+
+
+# --- properties: deterministic and idempotent over arbitrary nested values -------------
+
+FRAGMENTS = [param.values[0] for param in POSITIVES] + NEGATIVES + [
+    "password", "Authorization", "X-Api-Key", "pwd", "[REDACTED:email]", "@", "://", ":", "-", ".", "#2", " ", "\n"]
+_ALPHABET = "abcXYZ019@.:/-_+=[]#' \n\\üé例"
+TEXT = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(_ALPHABET, max_size=12)), max_size=6).map("".join)
+VALUES = st.recursive(
+    st.one_of(TEXT, st.integers(), st.none(), st.booleans()),
+    lambda children: st.one_of(st.lists(children, max_size=4), st.tuples(TEXT, children),
+                               st.dictionaries(st.one_of(TEXT, st.sampled_from(FRAGMENTS)), children, max_size=4)),
+    max_leaves=12)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(VALUES)
+def test_redaction_is_deterministic_and_idempotent(value):
+    once = redact(value)
+    assert redact(value) == once                                  # same input, same output and counts
+    assert redact(once.value) == RedactionResult(once.value, {})  # nothing left to redact, nothing recounted
