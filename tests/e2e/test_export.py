@@ -154,7 +154,7 @@ async def test_each_export_is_chained_and_recorded_in_the_ledger(stub, suite):
         json.loads(two.manifest))).hex()
     manifest = json.loads(two.manifest)
     assert manifest["previous_export_chain_hash"] == one.chain_hash
-    assert manifest["ledger_checkpoint"]["seq"] >= 1 and manifest["redaction"]["profile"] == "aos-default-v1"
+    assert manifest["ledger_checkpoint"]["seq"] >= 1 and manifest["redaction"]["profile"] == "aos-default-v2"
     assert (two.requested_by_type, two.requested_by_id) == (evidence_pb2.ACTOR_TYPE_HUMAN, "user-e2e")
     async with grpc.aio.insecure_channel(suite["logs"]) as channel:
         access = await audit_grpc.AuditLedgerServiceStub(channel).ListAccessEvents(
