@@ -6,7 +6,7 @@ import csv
 import io
 import json
 import zipfile
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import grpc
 import psycopg
@@ -405,6 +405,42 @@ async def test_rotation_keeps_old_exports_verifiable(database_url, tmp_path):
                 assert fresh.signing_key_id == new.public.key_id
         finally:
             await server.stop(grace=0)
+
+
+async def test_the_service_refuses_a_signature_made_outside_its_keys_validity(database_url, ex_data, tmp_path):
+    """VerifyExport pins the service's own key ring, validity included: once the ring
+    dates the old key as ended before the manifest's signed_at, its export fails."""
+    import dataclasses
+    from aos_runtime.service_main import build_server
+    from services.export import server as export_server
+    from tests.e2e.support import settings
+    old, new = dsse.SigningKey.generate(), dsse.SigningKey.generate()
+    for name, key in (("old.pem", old), ("new.pem", new)):
+        (tmp_path / name).write_bytes(key.private_pem())
+        (tmp_path / name).chmod(0o600)
+    ended = dsse.PublicKey.from_raw(old.public.raw, valid_until=datetime(2000, 1, 1, tzinfo=timezone.utc))
+    (tmp_path / "old.keys.json").write_text(json.dumps(dsse.keys_document([ended])))
+    base = settings(tmp_path)
+    exported = None
+    for conf in (dataclasses.replace(base, export_signing_key_file=tmp_path / "old.pem"),
+                 dataclasses.replace(base, export_signing_key_file=tmp_path / "new.pem",
+                                     export_verification_key_files=(tmp_path / "old.keys.json",))):
+        server = build_server("export", export_server.servicers, conf, database_url, port=0)
+        port = await server.start()
+        try:
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                stub = pb_grpc.ExportServiceStub(channel)
+                if exported is None:
+                    exported = (await stub.CreateExport(request("run", "EVIDENCE", "JSON"),
+                                                        metadata=auth(TENANT))).export
+                    continue
+                verdict = await stub.VerifyExport(pb.VerifyExportRequest(export_id=exported.export_id),
+                                                  metadata=auth(TENANT))
+        finally:
+            await server.stop(grace=0)
+    checks = {c.name: c for c in verdict.checks}
+    assert not verdict.valid and not checks["signature"].passed
+    assert "KEY_NOT_VALID_AT" in checks["signature"].detail
 
 
 # --- lists, isolation, bad input -------------------------------------------------------
