@@ -3,12 +3,13 @@ written, which key files are refused, and that a production-like run (DATABASE_U
 never silently generates a throw-away key."""
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import os
 import stat
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aos_recording import dsse
-from aos_runtime import auth
+from aos_runtime import auth, local_state
 from aos_runtime.config import ConfigError, Settings
 from aos_runtime.local_state import SecretFileError, dev_secret, read_dev_secret
 from aos_runtime.pagination import PageTokens
@@ -67,16 +68,43 @@ def test_dev_secrets_are_0700_even_under_a_permissive_umask(tmp_path):
     assert mode(tmp_path / "aos" / "secrets" / "page-token-secret") == 0o600
 
 
-def _secret_in_a_new_process(data_dir: str) -> str:
-    return dev_secret(Path(data_dir), "page-token-secret")
+RACER = """
+import os, sys, time
+from aos_runtime.local_state import dev_secret
+while not os.path.exists(sys.argv[2]):  # all start together once every racer is ready
+    time.sleep(0.001)
+print(dev_secret(sys.argv[1], "page-token-secret"))
+"""
 
 
 def test_concurrent_first_use_agrees_on_one_secret(tmp_path):
-    data_dir = str(tmp_path / "aos")
-    with concurrent.futures.ProcessPoolExecutor(8) as pool:
-        values = set(pool.map(_secret_in_a_new_process, [data_dir] * 32))
-    assert len(values) == 1
+    # Separate processes (not forked from this one, which may run gRPC threads), released at once.
+    go = tmp_path / "go"
+    racers = [subprocess.Popen([sys.executable, "-c", RACER, str(tmp_path / "aos"), str(go)], cwd=ROOT,
+                               stdout=subprocess.PIPE, text=True) for _ in range(12)]
+    time.sleep(2)  # imports done
+    go.touch()
+    values = {racer.communicate(timeout=60)[0].strip() for racer in racers}
+    assert all(racer.returncode == 0 for racer in racers)
+    assert len(values) == 1 and len(values.pop()) >= 32
     assert [p.name for p in (tmp_path / "aos" / "secrets").iterdir()] == ["page-token-secret"]
+
+
+def test_a_writer_that_loses_the_race_takes_the_winners_secret(tmp_path, monkeypatch):
+    """Deterministically, the interleaving the test above can only hope for: another process
+    creates the secret after this one found it missing and before it writes its own."""
+    data_dir = tmp_path / "aos"
+    target = data_dir / "secrets" / "jwt-secret"
+    mkstemp = tempfile.mkstemp
+
+    def meanwhile_another_process_wins(*args, **kwargs):  # between the exists() check and the write
+        target.write_text("the-winners-secret-" + "w" * 32)
+        target.chmod(0o600)
+        return mkstemp(*args, **kwargs)
+
+    monkeypatch.setattr(local_state.tempfile, "mkstemp", meanwhile_another_process_wins)
+    assert dev_secret(data_dir, "jwt-secret") == "the-winners-secret-" + "w" * 32
+    assert [p.name for p in (data_dir / "secrets").iterdir()] == ["jwt-secret"]  # its own temp file removed
 
 
 def test_legacy_secrets_move_into_secrets_and_keep_their_value(tmp_path):
