@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -81,6 +82,40 @@ async def test_the_rest_walkthrough_as_written(served, suite, writer_data, tmp_p
     assert unpinned.returncode == 4 and "UNTRUSTED_KEY" in unpinned.stdout and "--key KEY_ID" in unpinned.stdout
     # Without the envelope: UNSIGNED.
     assert verifier(artifact, "--keys", tmp_path / "keys.json", "--key", key_id).returncode == 3
+
+
+# The README's block, verbatim (README.md, "Verifying an export offline"); the test fills
+# in only the placeholders: the token, the gateway's address, the key id, and a run of
+# the gateway tests' own tenant.
+README_REST = """\
+TOKEN=...                # a token with exports.read (and exports.create to make an export)
+GATEWAY=http://127.0.0.1:8080
+API=$GATEWAY/api/v1/logs/exports
+EXPORT_ID=$(curl -s -H "Authorization: Bearer $TOKEN" -X POST "$API" \\
+  -d '{"run_id": "tenant-demo.run-support-103", "bundle_type": "BUNDLE_TYPE_SOC2", "format": "EXPORT_FORMAT_ZIP"}' \\
+  | jq -r .export.export_id)
+curl -s -H "Authorization: Bearer $TOKEN" "$API/$EXPORT_ID:download" -o export.zip
+curl -s -H "Authorization: Bearer $TOKEN" "$API/$EXPORT_ID" | jq -r .export.dsse_envelope > export.dsse.json
+curl -s -H "Authorization: Bearer $TOKEN" "$API/signing-keys" > keys.json
+KEY_ID=...               # the export signing key id, as the operator gave it to you out of band
+.venv/bin/python -m aos_recording.verify_export export.zip --envelope export.dsse.json --keys keys.json --key $KEY_ID
+"""
+
+
+@pytest.mark.skipif(not (shutil.which("curl") and shutil.which("jq")), reason="the README's block needs curl and jq")
+async def test_the_readme_block_runs_verbatim_in_a_shell(served, suite, writer_data, tmp_path):
+    script = (README_REST.replace("TOKEN=...", f"TOKEN={token(WRITER)}")
+              .replace("GATEWAY=http://127.0.0.1:8080", f"GATEWAY={served}")
+              .replace("KEY_ID=...", f"KEY_ID={await out_of_band_key_id(suite)}")
+              .replace("tenant-demo.run-support-103", f"{WRITER}.run-support-103"))
+    (tmp_path / ".venv").symlink_to(ROOT / ".venv")
+    process = await asyncio.create_subprocess_exec(   # the gateway answers on this event loop: keep it free
+        "bash", "-euo", "pipefail", "-c", script, cwd=tmp_path,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(process.communicate(), 300)
+    assert process.returncode == 0, out.decode() + err.decode()
+    assert out.decode().strip().splitlines()[-1].startswith("VALID")
+    assert (tmp_path / "export.dsse.json").read_text().endswith("}\n")   # jq -r's newline, accepted
 
 
 @pytest.mark.skipif(not BUF.exists(), reason="buf is installed by make (requirements) into .venv/bin")
