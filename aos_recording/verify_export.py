@@ -536,7 +536,7 @@ def _csv(v: Verification, data: bytes, contents: dict[str, Any] | None) -> None:
             carried = {}                   # an executive summary: counts, no entries
         if contents is not None:
             _coverage(v, contents, carried)
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # UnicodeDecodeError is a ValueError
         v.add("csv", False, f"not a CSV slice this product wrote: {type(exc).__name__}: {exc}")
 
 
