@@ -21,12 +21,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Iterator, Mapping
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import Connection
+from sqlalchemy import create_engine, event, text
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import IntegrityError
 
 from aos_recording import hashing, vocabulary
-from aos_runtime.db import sync_url
 
 
 class EvidenceConflict(Exception):
@@ -58,13 +57,66 @@ class Synthetic:
     scenario_id: str
 
 
+PRODUCER_ROLE = "aos_producer"
+
+# What the session's login is and could become (the services run the same check in
+# aos_runtime.db; this library does not import the runtime).
+_LOGIN = """
+SELECT session_user::text, current_user::text, r.rolsuper OR r.rolbypassrls OR r.rolcreaterole OR r.rolcreatedb
+       OR r.rolreplication,
+       ARRAY(SELECT g.rolname::text FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+             WHERE m.member = r.oid ORDER BY 1),
+       EXISTS (SELECT 1 FROM pg_class WHERE relowner = r.oid AND relpersistence <> 't')
+       OR EXISTS (SELECT 1 FROM pg_namespace WHERE nspowner = r.oid)
+       OR EXISTS (SELECT 1 FROM pg_proc WHERE proowner = r.oid)
+       OR EXISTS (SELECT 1 FROM pg_database WHERE datdba = r.oid)
+FROM pg_roles r WHERE r.rolname = session_user"""
+
+
+class UnsafeProducerLogin(ValueError):
+    """The producer's DSN logs in as something other than the bare aos_producer role."""
+
+
+def check_producer_login(dbapi_conn) -> None:
+    """Raises UnsafeProducerLogin unless the session (a psycopg connection) is aos_producer's
+    login and can become nothing else: no superuser or other role attribute, no membership
+    in any role (so no SET ROLE), owner of nothing."""
+    session, current, privileged, member_of, owns = dbapi_conn.execute(_LOGIN).fetchone()
+    problems = [p for p, bad in (
+        (f"logs in as {session!r}, not {PRODUCER_ROLE!r}", session != PRODUCER_ROLE),
+        (f"acts as {current!r}", current != session),
+        ("has superuser, BYPASSRLS, CREATEROLE, CREATEDB or REPLICATION", privileged),
+        (f"is a member of {', '.join(member_of or [])}", bool(member_of)),
+        ("owns database objects", owns)) if bad]
+    if problems:
+        raise UnsafeProducerLogin(f"the producer refuses its database login: it {'; '.join(problems)}. Use the "
+                                  f"DSN of the login role {PRODUCER_ROLE} (AOS_PRODUCER_DATABASE_URL)")
+
+
+def _engine_url(url: str) -> str:
+    """The SQLAlchemy URL for psycopg 3 (``postgresql://`` → ``postgresql+psycopg://``)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "postgresql":
+        raise ValueError(f"the producer's DSN must be a postgresql:// URL, got {parsed.drivername!r}")
+    return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
 class Producer:
-    """Connections in the ``aos_producer`` role, each transaction scoped to one tenant."""
+    """Connections as the ``aos_producer`` login role, each transaction scoped to one tenant.
+
+    ``url`` is that role's own DSN: a superuser's, the owner's or any login that could switch
+    to another role is refused at the first connection (and every new one)."""
 
     def __init__(self, url: str, *, pool_size: int = 5) -> None:
-        self.engine = create_engine(sync_url(url), pool_size=pool_size, max_overflow=0,
-                                    connect_args={"options": "-c role=aos_producer",
-                                                  "application_name": "aos-producer"})
+        self.engine = create_engine(_engine_url(url), pool_size=pool_size, max_overflow=0,
+                                    connect_args={"application_name": "aos-producer"})
+
+        @event.listens_for(self.engine, "connect")
+        def _check(dbapi_conn, _record) -> None:
+            try:
+                check_producer_login(dbapi_conn)
+            finally:
+                dbapi_conn.rollback()
 
     @contextlib.contextmanager
     def transaction(self, tenant_id: str | None) -> Iterator[Connection]:

@@ -22,10 +22,19 @@ class EnvVar:
 
 ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("DATABASE_URL", None,
-           "PostgreSQL 15+ URL (postgresql://user:pass@host:port/db). Unset: an embedded Postgres under AOS_DATA_DIR."),
+           "PostgreSQL 15+ admin URL (postgresql://user:pass@host:port/db) for the migration step only (migrations "
+           "and the services' login roles); no service process gets it. Unset: an embedded Postgres under "
+           "AOS_DATA_DIR."),
     EnvVar("AOS_READ_DATABASE_URL", None,
-           "PostgreSQL URL the read-only services (Overview, Logs) read from, e.g. a streaming replica; "
-           "unset: DATABASE_URL. Migrations always run on DATABASE_URL."),
+           "PostgreSQL URL of a streaming replica the read-only services (Overview, Logs) read from: its host, "
+           "port and database, with each service's own login and password; unset: the primary."),
+    EnvVar("AOS_OVERVIEW_DATABASE_URL", None,
+           "DSN of the Overview service's own login role (aos_overview): the only database credential it holds. "
+           "Unset: derived from the embedded Postgres (a password generated under AOS_DATA_DIR)."),
+    EnvVar("AOS_LOGS_DATABASE_URL", None, "DSN of the Logs service's own login role (aos_logs); as above."),
+    EnvVar("AOS_EXPORT_DATABASE_URL", None, "DSN of the Export service's own login role (aos_export); as above."),
+    EnvVar("AOS_PRODUCER_DATABASE_URL", None,
+           "DSN of the producers' login role (aos_producer): the demo loader and the recording library."),
     EnvVar("AOS_DATA_DIR", ".aos", "Local state: embedded Postgres data, development secrets, signing keys."),
     EnvVar("AOS_BIND_HOST", "127.0.0.1", "Address every server listens on."),
     EnvVar("AOS_OVERVIEW_PORT", "50051", "OverviewService gRPC port."),
@@ -63,7 +72,9 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("AOS_DB_POOL_TIMEOUT_S", "5", "Seconds a call waits for a pooled connection before RESOURCE_EXHAUSTED."),
     EnvVar("AOS_DB_STATEMENT_TIMEOUT_MS", "30000", "Upper bound on one SQL statement; a shorter client deadline wins."),
     EnvVar("AOS_DB_CONNECT_TIMEOUT_S", "3", "Seconds to wait for a new database connection."),
-    EnvVar("AOS_MIGRATE_ON_START", "true", "Apply migrations when a service or the suite starts."),
+    EnvVar("AOS_MIGRATE_ON_START", "true",
+           "Apply migrations and provision the login roles when a service or the suite starts, in a separate "
+           "step (`python -m aos_runtime.migrate upgrade`) that alone uses the admin credentials."),
     EnvVar("AOS_GRACE_PERIOD_S", "10", "Seconds in-flight calls get to finish after SIGTERM."),
     EnvVar("AOS_HEALTH_PROBE_INTERVAL_S", "2", "Seconds between database probes behind the health status."),
     EnvVar("AOS_MAX_MESSAGE_BYTES", str(8 * 1024 * 1024), "Largest gRPC message a server sends or receives."),
@@ -147,7 +158,9 @@ def check_dev_key_allowed(settings: "Settings", variable: str) -> None:
     sign and seal with its own (page tokens refused by the next instance, exports
     verifiable by nobody after a restart): refused, naming the variable.
     """
-    if settings.database_url is not None and not settings.dev_keys:
+    # A service's own DSN (AOS_<SERVICE>_DATABASE_URL, e.g. in compose) is as production-like as DATABASE_URL.
+    external = settings.database_url is not None or any(settings.service_database_urls.values())
+    if external and not settings.dev_keys:
         raise ConfigError(f"{variable} is not set: with DATABASE_URL set every instance needs the deployment's "
                           f"shared key; set {variable} (or AOS_DEV_KEYS=1 to generate a development one under "
                           "AOS_DATA_DIR)")
@@ -157,6 +170,7 @@ def check_dev_key_allowed(settings: "Settings", variable: str) -> None:
 class Settings:
     database_url: str | None
     read_database_url: str | None     # where Overview and Logs read (a replica); None: database_url
+    service_database_urls: Mapping[str, str | None]  # AOS_<LOGIN>_DATABASE_URL per login (provision.LOGINS)
     data_dir: Path
     bind_host: str
     ports: Mapping[str, int]
@@ -200,6 +214,8 @@ class Settings:
         return cls(
             database_url=_get(env, "DATABASE_URL"),
             read_database_url=_get(env, "AOS_READ_DATABASE_URL"),
+            service_database_urls={name: _get(env, f"AOS_{name.upper()}_DATABASE_URL")
+                                   for name in (*SERVICES, "producer")},
             data_dir=Path(_get(env, "AOS_DATA_DIR") or ".aos").resolve(),
             bind_host=bind_host,
             ports={

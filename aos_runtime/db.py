@@ -19,26 +19,34 @@ What the async model gave for free is kept explicitly:
   queue it is refused with RESOURCE_EXHAUSTED, and the deadline bounds it too.
 
 Every transaction carries the caller's tenant (``SET LOCAL aos.tenant_id``; row-level
-security reads it). Each service connects through one URL and assumes its own role
-for the whole session (libpq ``options=-c role=...``): the privileges a service holds
-are its role's, not the login's, and overview and logs sessions are read-only.
+security reads it). Each service logs in as its own LOGIN role (SPEC §6; made by
+``aos_runtime.provision``), and every new connection checks that its login is that
+role and can be nothing else (``check_login``): no superuser, no BYPASSRLS, CREATEROLE,
+CREATEDB or REPLICATION, owner of nothing, member of no role — so ``SET ROLE`` to
+another role and ``SET SESSION AUTHORIZATION`` fail from the session itself. A
+service handed an admin or owner DSN refuses to start. Overview and logs sessions
+are read-only.
 """
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, TypeVar
 
 import grpc
 import psycopg
-from sqlalchemy import create_engine, text
+import sqlalchemy.exc
+from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 
+from aos_runtime.config import ConfigError
 from aos_runtime.errors import ApiError
 
 T = TypeVar("T")
+log = logging.getLogger("aos.db")
 
 ROLES = {
     "overview": "aos_overview",
@@ -67,6 +75,56 @@ _REPLAYED = text("SELECT coalesce(pg_last_wal_replay_lsn() >= CAST(:wanted AS pg
 _SCOPE = text("SELECT set_config('aos.tenant_id', :tenant, true), set_config('statement_timeout', :timeout, true)")
 
 
+class UnsafeDatabaseLogin(ConfigError):
+    """A service's database login could do more than its role: raised at start, never served."""
+
+
+# What the session's login is and could become. pg_roles, pg_auth_members and the catalogs'
+# owner columns are readable by every role. Direct memberships are enough: with none, the
+# login reaches no other role, directly or through another.
+_LOGIN = """
+SELECT session_user::text, current_user::text, r.rolsuper, r.rolbypassrls, r.rolcreaterole, r.rolcreatedb,
+       r.rolreplication,
+       ARRAY(SELECT g.rolname::text FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
+             WHERE m.member = r.oid ORDER BY 1),
+       (SELECT count(*) FROM pg_class WHERE relowner = r.oid AND relpersistence <> 't')
+     + (SELECT count(*) FROM pg_namespace WHERE nspowner = r.oid)
+     + (SELECT count(*) FROM pg_proc WHERE proowner = r.oid)
+     + (SELECT count(*) FROM pg_database WHERE datdba = r.oid)
+FROM pg_roles r WHERE r.rolname = session_user"""
+
+
+def login_problems(dbapi_conn, role: str) -> list[str]:
+    """Why the session of ``dbapi_conn`` (a psycopg connection) is not exactly ``role``'s; [] if it is."""
+    row = dbapi_conn.execute(_LOGIN).fetchone()
+    session, current, superuser, bypassrls, createrole, createdb, replication, member_of, owned = row
+    problems = []
+    if session != role:
+        problems.append(f"logs in as {session!r}, not as {role!r}")
+    if current != session:
+        problems.append(f"acts as {current!r} (SET ROLE / -c role) rather than as its login")
+    for flag, what in ((superuser, "a superuser"), (bypassrls, "BYPASSRLS"), (createrole, "CREATEROLE"),
+                       (createdb, "CREATEDB"), (replication, "REPLICATION")):
+        if flag:
+            problems.append(f"is {what}")
+    if member_of:
+        problems.append(f"is a member of {', '.join(member_of)} (it could SET ROLE to them)")
+    if owned:
+        problems.append(f"owns {owned} database objects")
+    return problems
+
+
+def check_login(dbapi_conn, service: str) -> None:
+    """Raises UnsafeDatabaseLogin unless the session is ``service``'s login role and nothing more."""
+    role = ROLES[service]
+    problems = login_problems(dbapi_conn, role)
+    if problems:
+        raise UnsafeDatabaseLogin(
+            f"the {service} service refuses its database login: it {'; '.join(problems)}. Give it "
+            f"AOS_{service.upper()}_DATABASE_URL, the DSN of its own login role {role} (made by "
+            "`python -m aos_runtime.migrate upgrade`; README, 'Database roles')")
+
+
 def sync_url(url: str) -> str:
     """The SQLAlchemy URL for psycopg 3 (``postgresql://`` → ``postgresql+psycopg://``)."""
     parsed = make_url(url)
@@ -85,9 +143,9 @@ class Database:
 
     def __init__(self, url: str, *, service: str, pool_size: int = 10, pool_timeout_s: float = 5,
                  statement_timeout_ms: int = 30000, connect_timeout_s: int = 3) -> None:
-        options = f"-c role={ROLES[service]}"
-        if service in READ_ONLY:
-            options += " -c default_transaction_read_only=on"
+        # The login is the role (SPEC §6): no "-c role=" here, a login that needed one would
+        # be one that can switch roles, and check_login refuses it.
+        options = "-c default_transaction_read_only=on" if service in READ_ONLY else ""
         self.service = service
         self.url = url
         self.pool_timeout_s = pool_timeout_s
@@ -100,6 +158,28 @@ class Database:
             connect_args={"options": options, "connect_timeout": connect_timeout_s,
                           "application_name": f"aos-{service}"})
         self._executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix=f"db-{service}")
+
+        @event.listens_for(self.engine, "connect")
+        def _check(dbapi_conn, _record) -> None:
+            # Every new connection, not only the first: a password changed to another role's
+            # or a role altered meanwhile is caught before the connection serves a call.
+            try:
+                check_login(dbapi_conn, service)
+            finally:
+                dbapi_conn.rollback()
+
+    def check_login(self) -> None:
+        """Connect once now: an unsafe login raises UnsafeDatabaseLogin at start, not at the first call.
+
+        A database that does not answer yet is no reason to refuse: the service starts
+        NOT_SERVING (its health follows the database) and every connection it makes
+        later runs the same check before serving anything."""
+        try:
+            with self.engine.connect():
+                pass
+        except sqlalchemy.exc.OperationalError as exc:
+            log.warning("database not reachable at start; the login is checked on its first connection",
+                        extra={"service": self.service, "error": type(exc.orig).__name__})
 
     def _timeout_ms(self, deadline: float | None) -> int:
         """The statement timeout for a transaction starting now: what the call has left."""

@@ -10,6 +10,13 @@ Postgres refuses to run as root; as root we run it as a dedicated system user
 (created once, like the wheel's own layer does) and open the data directory's
 parent folders for traversal.
 
+No connection is trusted (SPEC §6): initdb sets scram-sha-256 for TCP and for the
+unix socket, the superuser's password is generated once into AOS_DATA_DIR
+(``local_state.dev_secret``), the server listens on 127.0.0.1 only and its socket lives
+in the 0700 data directory. A cluster made by an older version with ``trust`` is
+converted on start: the superuser gets its password while trust still lets us in,
+then pg_hba.conf is rewritten to scram and reloaded.
+
 A second cluster can be a streaming replica of a running one (``start_replica``):
 a base backup of the primary, started as a hot standby on its own port. It serves
 the read-only services from a read DSN; nothing can be written through it.
@@ -26,13 +33,21 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import quote
 
 import psycopg
+from psycopg import sql
+
+from aos_runtime.local_state import dev_secret
 
 log = logging.getLogger(__name__)
 
 SYSTEM_USER = "aos_postgres"
 DATABASE = "aos"
+SUPERUSER = "postgres"
+# The dev_secret name of the embedded superuser's password (the admin DSN's).
+SUPERUSER_SECRET = "postgres-password"
+AUTH_METHOD = "scram-sha-256"
 
 
 def _bin(name: str) -> str:
@@ -70,7 +85,8 @@ class EmbeddedPostgres:
     by a base backup of it rather than initdb, and always started as a hot standby.
     """
 
-    def __init__(self, data_dir: Path, *, durable: bool = True, primary: EmbeddedPostgres | None = None) -> None:
+    def __init__(self, data_dir: Path, *, durable: bool = True, primary: EmbeddedPostgres | None = None,
+                 password: str | None = None) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.pgdata = self.data_dir / "pgdata"
         self.logfile = self.data_dir / "postgres.log"
@@ -79,11 +95,23 @@ class EmbeddedPostgres:
         self.primary = primary
         self.port: int | None = None
         self._run_as: dict = {}
+        # A replica is a copy of its primary's cluster: same roles, same passwords. ``password=""``:
+        # a handle that only stops or locates the server and must not load the superuser's password.
+        if password is not None:
+            self.password = password
+        else:
+            self.password = primary.password if primary is not None else dev_secret(self.data_dir,
+                                                                                   SUPERUSER_SECRET)
 
     @property
     def url(self) -> str:
+        """The superuser's (admin) DSN: migrations and provisioning only, never a service."""
+        return self.url_for(DATABASE)
+
+    def url_for(self, database: str, *, user: str = SUPERUSER, password: str | None = None) -> str:
         assert self.port is not None, "not started"
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{DATABASE}"
+        secret = self.password if password is None else password
+        return f"postgresql://{user}:{quote(secret, safe='')}@127.0.0.1:{self.port}/{database}"
 
     def _prepare_user(self) -> None:
         if os.geteuid() != 0:
@@ -105,14 +133,18 @@ class EmbeddedPostgres:
             os.chown(path, entry.pw_uid, entry.pw_gid)
         self._run_as = {"user": pwd.getpwnam(SYSTEM_USER).pw_uid, "group": entry.pw_gid}
 
-    def _run(self, *args: str) -> None:
-        result = subprocess.run(args, capture_output=True, text=True, **self._run_as)
+    def _run(self, *args: str, env: dict[str, str] | None = None) -> None:
+        result = subprocess.run(args, capture_output=True, text=True, env=env, **self._run_as)
         if result.returncode != 0:
             tail = self.logfile.read_text()[-2000:] if self.logfile.exists() else ""
             raise RuntimeError(f"{' '.join(args[:2])} failed: {result.stderr.strip()}\n{tail}")
 
     def _running_port(self) -> int | None:
-        pidfile = self.pgdata / "postmaster.pid"
+        return self.running_port(self.data_dir)
+
+    @staticmethod
+    def running_port(data_dir: Path) -> int | None:
+        pidfile = Path(data_dir).resolve() / "pgdata" / "postmaster.pid"
         if not pidfile.exists():
             return None
         lines = pidfile.read_text().splitlines()
@@ -139,19 +171,71 @@ class EmbeddedPostgres:
                 if self.primary is not None:
                     self._base_backup()
                 else:
-                    self._run(_bin("initdb"), "-D", str(self.pgdata), "-U", "postgres", "--auth=trust",
-                              "--encoding=UTF8", "--locale=C", "--no-instructions")
+                    self._initdb()
+            trusting = self._trust_lines()
             self.port = self._reusable_port()
+            # Socket in pgdata (0700, the server's user): no other OS user reaches it.
             options = f"-h 127.0.0.1 -p {self.port} -k {self.pgdata} -c max_connections=200"
             if not self.durable:
                 options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
             self._run(_bin("pg_ctl"), "-D", str(self.pgdata), "-l", str(self.logfile), "-w", "-t", "60",
                       "-o", options, "start")
+            if trusting:
+                self._close_trust()
             if self.primary is None:
                 self._ensure_database()
             else:
                 self._connect("postgres").close()  # a standby has the primary's databases and creates none
             return True
+
+    def _initdb(self) -> None:
+        """A new cluster whose superuser has the generated password and no trusted connection.
+
+        initdb reads the password from a file the server's OS user can open: written 0600,
+        owned by that user, removed right after."""
+        pwfile = self.data_dir / ".initdb-password"
+        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, self.password.encode() + b"\n")
+            if self._run_as:
+                os.fchown(fd, self._run_as["user"], self._run_as["group"])
+        finally:
+            os.close(fd)
+        try:
+            self._run(_bin("initdb"), "-D", str(self.pgdata), "-U", SUPERUSER, f"--pwfile={pwfile}",
+                      f"--auth-host={AUTH_METHOD}", f"--auth-local={AUTH_METHOD}",
+                      "--encoding=UTF8", "--locale=C", "--no-instructions")
+        finally:
+            pwfile.unlink(missing_ok=True)
+
+    @property
+    def _hba(self) -> Path:
+        return self.pgdata / "pg_hba.conf"
+
+    def _trust_lines(self) -> bool:
+        """Whether pg_hba.conf trusts any connection (a cluster made before trust was removed)."""
+        return any(_hba_method(line) == "trust" for line in self._hba.read_text().splitlines())
+
+    def _close_trust(self) -> None:
+        """Convert a trusting cluster: the superuser's password set while trust still holds,
+        then every trust line becomes scram-sha-256 and the server reloads its pg_hba.conf.
+        A replica gets the password from its primary's WAL; only its pg_hba.conf is its own."""
+        if self.primary is None:
+            with psycopg.connect(f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/postgres",
+                                 autocommit=True, connect_timeout=10) as conn:
+                # A SCRAM verifier, not the password itself: the statement may be logged.
+                verifier = conn.pgconn.encrypt_password(self.password.encode(), SUPERUSER.encode(),
+                                                        AUTH_METHOD.encode()).decode()
+                conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(SUPERUSER),
+                                                                        sql.Literal(verifier)))
+        lines = [_hba_replace_trust(line) for line in self._hba.read_text().splitlines()]
+        # Rewritten in place: the file keeps its owner (the server's OS user) and mode.
+        with open(self._hba, "r+") as handle:
+            handle.truncate(0)
+            handle.write("\n".join(lines) + "\n")
+        self._run(_bin("pg_ctl"), "-D", str(self.pgdata), "reload")
+        log.warning("embedded postgres: trust authentication replaced by scram-sha-256",
+                    extra={"data_dir": str(self.data_dir)})
 
     def _reusable_port(self) -> int:
         """The port of the previous start when it is still free (a stable URL across restarts), else a new one."""
@@ -175,8 +259,7 @@ class EmbeddedPostgres:
         deadline = time.monotonic() + 30
         while True:
             try:
-                return psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/{database}",
-                                       autocommit=True, connect_timeout=3)
+                return psycopg.connect(self.url_for(database), autocommit=True, connect_timeout=3)
             except psycopg.OperationalError:
                 if time.monotonic() > deadline:
                     raise
@@ -191,6 +274,8 @@ class EmbeddedPostgres:
     def stop(self) -> None:
         if self._running_port() is None:
             return
+        if not self._run_as:
+            self._prepare_user()  # as root: pg_ctl runs as the server's user (a handle that did not start it)
         self._run(_bin("pg_ctl"), "-D", str(self.pgdata), "-m", "fast", "-w", "-t", "60", "stop")
 
     # --- streaming replication -------------------------------------------------------
@@ -200,8 +285,8 @@ class EmbeddedPostgres:
 
         Nothing to configure on this side: initdb's defaults are wal_level=replica and
         max_wal_senders=10, and its pg_hba.conf lets local users connect for replication
-        (trust, like every local connection here). Started again later, the replica
-        resumes streaming from where it stopped.
+        (scram-sha-256, like every connection here: the superuser's password). Started
+        again later, the replica resumes streaming from where it stopped.
         """
         assert self.primary is None, "a replica of a replica is not needed here"
         replica = EmbeddedPostgres(data_dir, durable=self.durable, primary=self)
@@ -210,11 +295,16 @@ class EmbeddedPostgres:
 
     def _base_backup(self) -> None:
         """Copy the primary's cluster into our (empty) pgdata, set up to follow it (-R:
-        standby.signal plus primary_conninfo). Run as the server's user, so the files are its own."""
+        standby.signal plus primary_conninfo). Run as the server's user, so the files are its own.
+
+        The password goes in through PGPASSWORD, never the command line (other users see
+        that in ps); -R writes it into primary_conninfo in postgresql.auto.conf, inside the
+        replica's 0700 pgdata, where the standby needs it to reconnect."""
         assert self.primary is not None and self.primary.port is not None, "the primary must be running"
-        self._run(_bin("pg_basebackup"), "-h", "127.0.0.1", "-p", str(self.primary.port), "-U", "postgres",
+        self._run(_bin("pg_basebackup"), "-h", "127.0.0.1", "-p", str(self.primary.port), "-U", SUPERUSER,
                   "-D", str(self.pgdata), "--write-recovery-conf", "--wal-method=stream", "--checkpoint=fast",
-                  *(() if self.durable else ("--no-sync",)))
+                  "--no-password", *(() if self.durable else ("--no-sync",)),
+                  env={**os.environ, "PGPASSWORD": self.password})
 
     def wait_for_replay(self, timeout_s: float = 30) -> str:
         """Block until this replica has replayed everything its primary committed so far; returns the LSN.
@@ -240,6 +330,25 @@ class EmbeddedPostgres:
                 time.sleep(0.01)
 
 
+def _hba_method(line: str) -> str | None:
+    """The authentication method of a pg_hba.conf line (None for comments and blanks).
+    local lines have 3 fields before the method, host lines 4."""
+    fields = line.split("#", 1)[0].split()
+    if not fields:
+        return None
+    index = 3 if fields[0] == "local" else 4
+    return fields[index] if len(fields) > index else None
+
+
+def _hba_replace_trust(line: str) -> str:
+    if _hba_method(line) != "trust":
+        return line
+    head, _, comment = line.partition("#")
+    fields = head.split()
+    fields[3 if fields[0] == "local" else 4] = AUTH_METHOD
+    return "\t".join(fields) + (f"  #{comment}" if comment else "")
+
+
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
     with open(path, "a") as handle:
@@ -251,11 +360,12 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def database_url_for(settings) -> Iterator[str]:
-    """DATABASE_URL when configured; else the embedded cluster under AOS_DATA_DIR.
+def database_url_for(settings, *, keep_running: bool = False) -> Iterator[str]:
+    """The admin DSN: DATABASE_URL when configured; else the embedded cluster's superuser.
 
     The embedded server is stopped on exit only by the process that started it, so
-    a service started next to a running suite does not take the suite's database down.
+    a service started next to a running suite does not take the suite's database down;
+    ``keep_running``: not even then (the caller's parent owns it, see ``embedded_running``).
     """
     if settings.database_url:
         yield settings.database_url
@@ -267,5 +377,15 @@ def database_url_for(settings) -> Iterator[str]:
     try:
         yield server.url
     finally:
-        if started:
+        if started and not keep_running:
             server.stop()
+
+
+def embedded_port(data_dir: Path) -> int | None:
+    """The port of the embedded cluster under ``data_dir`` if it runs, read without any credential."""
+    return EmbeddedPostgres.running_port(Path(data_dir))
+
+
+def stop_embedded(data_dir: Path) -> None:
+    """Stop the embedded cluster under ``data_dir`` (pg_ctl: no database credential needed)."""
+    EmbeddedPostgres(Path(data_dir), password="").stop()

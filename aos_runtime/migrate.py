@@ -1,7 +1,14 @@
-"""Schema migrations (Alembic) against DATABASE_URL or the embedded Postgres.
+"""Schema migrations (Alembic) and the services' login roles, as the admin (owner) DSN:
+DATABASE_URL, or the embedded Postgres's superuser.
 
-    python -m aos_runtime.migrate            # upgrade to head
+    python -m aos_runtime.migrate            # upgrade to head, then provision the login roles
+    python -m aos_runtime.migrate upgrade [REV]
+    python -m aos_runtime.migrate provision  # the login roles only (aos_runtime.provision)
     python -m aos_runtime.migrate downgrade base
+
+This is the one step that holds the admin credentials; services run it as a separate
+process (AOS_MIGRATE_ON_START) and never load them themselves. ``--keep-running``: an
+embedded Postgres this step started is left running for the process that asked for it.
 """
 from __future__ import annotations
 
@@ -35,19 +42,31 @@ def downgrade(database_url: str, revision: str = "base") -> None:
 def main(argv: list[str]) -> int:
     from aos_runtime.config import Settings
     from aos_runtime.embedded import database_url_for
+    from aos_runtime.provision import provision_from_settings
 
+    keep_running = "--keep-running" in argv
+    argv = [a for a in argv if a != "--keep-running"]
     settings = Settings.from_env()
     action = argv[0] if argv else "upgrade"
-    with database_url_for(settings) as url:
+    if action not in ("upgrade", "downgrade", "provision"):
+        print(f"unknown action {action!r}: use upgrade [REV], provision or downgrade [REV]", file=sys.stderr)
+        return 2
+    with database_url_for(settings, keep_running=keep_running) as url:
         if action == "upgrade":
             upgrade(url, argv[1] if len(argv) > 1 else "head")
-        elif action == "downgrade":
-            downgrade(url, argv[1] if len(argv) > 1 else "base")
+            provision_from_settings(settings, url, only_configured=True)
+        elif action == "provision":
+            provision_from_settings(settings, url, only_configured=True)
         else:
-            print(f"unknown action {action!r}: use upgrade [REV] or downgrade [REV]", file=sys.stderr)
-            return 2
+            downgrade(url, argv[1] if len(argv) > 1 else "base")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    from aos_runtime.config import ConfigError
+
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except ConfigError as exc:  # provisioning refused, a bad variable: one clear line, exit 2
+        print(f"migrate: {exc}", file=sys.stderr)
+        sys.exit(2)

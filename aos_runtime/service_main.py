@@ -12,19 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import dataclasses
 import logging
 import os
 import signal
 import socket
+import subprocess
 import sys
 import threading
 from typing import Callable, NoReturn
 
-from aos_runtime import auth, migrate
+from aos_runtime import auth, provision
 from aos_runtime.local_state import dev_secret
 from aos_runtime.config import ConfigError, Settings, check_dev_key_allowed
-from aos_runtime.db import READ_ONLY, Database
-from aos_runtime.embedded import database_url_for
+from aos_runtime.db import READ_ONLY, ROLES, Database, check_login, libpq_url
+from aos_runtime.embedded import DATABASE, embedded_port, stop_embedded
 from aos_runtime.observability import configure_logging
 from aos_runtime.pagination import PageTokens
 from aos_runtime.server import Servicer, ServiceContext, ServiceServer, run_until_signalled
@@ -47,9 +49,16 @@ def token_verifier(settings: Settings) -> auth.TokenVerifier:
 
 def build_server(name: str, servicers: Callable[[ServiceContext], list[Servicer]], settings: Settings,
                  database_url: str, *, port: int | None = None, reuse_port: bool = False) -> ServiceServer:
+    """``database_url``: the service's own login DSN. An admin, owner or other role's DSN is
+    refused here (UnsafeDatabaseLogin), before the server can start."""
     db = Database(database_url, service=name, pool_size=settings.pool_size,
                   pool_timeout_s=settings.pool_timeout_s, statement_timeout_ms=settings.statement_timeout_ms,
                   connect_timeout_s=settings.connect_timeout_s)
+    try:
+        db.check_login()
+    except BaseException:
+        db.engine.dispose()
+        raise
     context = ServiceContext(db=db, page_tokens=PageTokens.from_settings(settings), settings=settings)
     return ServiceServer(name, servicers(context), db, token_verifier(settings), host=settings.bind_host,
                          port=settings.ports[name] if port is None else port,
@@ -66,17 +75,82 @@ def run_service(name: str, servicers: Callable[[ServiceContext], list[Servicer]]
         PageTokens.from_settings(settings)
     except ConfigError as exc:
         sys.exit(f"configuration error: {exc}")
-    with database_url_for(settings) as url:
-        if settings.migrate_on_start:
-            migrate.upgrade(url)  # the primary's: a replica is read-only and gets the schema by streaming
+    started_embedded = False
+    try:
+        url, started_embedded = _own_database_url(name, settings)
+        # From here on the process holds no admin credential, not even in its environment
+        # (forked workers and anything they spawn inherit it).
+        os.environ.pop("DATABASE_URL", None)
+        settings = dataclasses.replace(settings, database_url=None)
         if name in READ_ONLY and settings.read_database_url:
-            url = settings.read_database_url
+            url = provision.read_url(url, settings.read_database_url)
+        _check_before_fork(name, url)
+    except ConfigError as exc:
+        if started_embedded:
+            stop_embedded(settings.data_dir)
+        sys.exit(f"configuration error: {exc}")
+    try:
         if settings.workers == 1:
             asyncio.run(_serve(name, servicers, settings, url))
             return
         code = _supervise(name, servicers, settings, url)
+    finally:
+        if started_embedded:
+            stop_embedded(settings.data_dir)
     if code:
         sys.exit(code)
+
+
+def _own_database_url(name: str, settings: Settings) -> tuple[str, bool]:
+    """(this service's login DSN, whether this process caused the embedded Postgres to start).
+
+    AOS_<NAME>_DATABASE_URL when set. Else, with DATABASE_URL (an admin DSN) set: refused, a
+    service never logs in as the admin. Else the embedded default: the migration step runs
+    as a child process (it alone reads the superuser's password), then the service logs in
+    as its role with the password that step generated under AOS_DATA_DIR.
+    """
+    own = settings.service_database_urls.get(name)
+    if own:
+        if settings.migrate_on_start and settings.database_url:
+            _migration_step(settings, keep_running=False)
+        return own, False
+    variable = f"AOS_{name.upper()}_DATABASE_URL"
+    if settings.database_url:
+        raise ConfigError(f"DATABASE_URL is the admin's DSN, for the migration step only; the {name} service "
+                          f"logs in as its own role {ROLES[name]}: set {variable} (README, 'Database roles')")
+    was_running = embedded_port(settings.data_dir) is not None
+    _migration_step(settings, keep_running=True)
+    port = embedded_port(settings.data_dir)
+    if port is None:
+        raise ConfigError(f"the embedded Postgres under {settings.data_dir} is not running after the migration step")
+    password = dev_secret(settings.data_dir, provision.password_secret(ROLES[name]))
+    return provision.login_url(f"postgresql://127.0.0.1:{port}/{DATABASE}", name, password), not was_running
+
+
+def _migration_step(settings: Settings, *, keep_running: bool) -> None:
+    """``python -m aos_runtime.migrate`` in a child process: the admin's credentials stay in it.
+    With AOS_MIGRATE_ON_START false, only the login roles are provisioned."""
+    action = "upgrade" if settings.migrate_on_start else "provision"
+    argv = [sys.executable, "-m", "aos_runtime.migrate", action, *(["--keep-running"] if keep_running else [])]
+    result = subprocess.run(argv, env=dict(os.environ), stdout=subprocess.DEVNULL)
+    if result.returncode != 0:
+        raise ConfigError(f"the migration step ({' '.join(argv[1:])}) failed with exit code {result.returncode}")
+
+
+def _check_before_fork(name: str, url: str) -> None:
+    """The login checked once by the process that forks the workers: a refused DSN is one clear
+    error, not one per worker (psycopg alone here, no thread starts before the fork)."""
+    import psycopg
+
+    try:
+        conn = psycopg.connect(libpq_url(url), autocommit=True, connect_timeout=10)
+    except psycopg.OperationalError:
+        # Not reachable yet: start NOT_SERVING, as before; each worker's connections are checked.
+        log.warning("database not reachable at start; the login is checked on its first connection",
+                    extra={"service": name})
+        return
+    with conn:
+        check_login(conn, name)
 
 
 async def _serve(name: str, servicers: Callable[[ServiceContext], list[Servicer]], settings: Settings, url: str,

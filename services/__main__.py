@@ -1,8 +1,9 @@
 """``python -m services`` (what ``make run`` runs): the whole suite on one machine.
 
-Starts the embedded Postgres when DATABASE_URL is unset, migrates, starts the
-three services as child processes (each its own documented entry point, forking
-AOS_WORKERS workers of its own when that is above 1), waits until each reports
+Starts the embedded Postgres when DATABASE_URL is unset, migrates and provisions
+each service's login role (aos_runtime.provision) as the admin, starts the
+three services as child processes (each its own documented entry point, given only
+its own login's DSN, forking AOS_WORKERS workers of its own when that is above 1), waits until each reports
 SERVING, then starts the REST gateway (``python -m gateway``) and waits until it
 answers, then prints the endpoints and a demo token. Ctrl-C or SIGTERM stops the
 gateway, drains the services and stops the embedded Postgres.
@@ -19,11 +20,13 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from sqlalchemy.engine import make_url
 
 from aos_runtime import auth, migrate
 from aos_runtime.local_state import dev_secret
 from aos_runtime.config import SERVICES, ConfigError, Settings, check_dev_key_allowed
 from aos_runtime.embedded import database_url_for
+from aos_runtime.provision import LOGINS, provision_from_settings
 from aos_runtime.observability import configure_logging
 from aos_runtime.pagination import DEV_SECRET_NAME as PAGE_TOKEN_DEV_SECRET
 
@@ -89,22 +92,27 @@ def main() -> int:
     signal.signal(signal.SIGINT, request_stop)
 
     with database_url_for(settings) as url:
-        migrate.upgrade(url)
-        _load_demo(url)
-        env = dict(os.environ, DATABASE_URL=url, AOS_MIGRATE_ON_START="false")
+        # The migration step, as the admin (DATABASE_URL or the embedded superuser): the schema,
+        # then every service's own login role. The children never see the admin DSN.
+        if settings.migrate_on_start:
+            migrate.upgrade(url)
+        logins = provision_from_settings(settings, url)
+        _load_demo(logins["producer"])
+        env = _child_environment(settings)
         if secret:
             env["AOS_AUTH_JWT_SECRET"] = secret
         # One page-token key for all three services, so a token survives their restarts.
         env["AOS_PAGE_TOKEN_SECRET"] = page_token_secret
         if settings.database_url is None:
-            # The children get the embedded DATABASE_URL; the development signing key stays allowed.
+            # The children log in to the embedded Postgres; the development signing key stays allowed.
             env["AOS_DEV_KEYS"] = "true"
         children: dict[str, subprocess.Popen] = {}
         try:
             for name in SERVICES:
                 # Own process group: the terminal's Ctrl-C reaches the suite, which then
                 # drains each child itself in order, instead of all at once.
-                children[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=env,
+                own = {f"AOS_{name.upper()}_DATABASE_URL": logins[name]}  # its own login, nobody else's
+                children[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env={**env, **own},
                                                   start_new_session=True)
             deadline = time.monotonic() + STARTUP_TIMEOUT_S
             for name, child in children.items():
@@ -126,6 +134,21 @@ def main() -> int:
             failed = _stop({n: c for n, c in children.items() if n == GATEWAY}, settings.grace_period_s + 5)
             failed += _stop({n: c for n, c in children.items() if n != GATEWAY}, settings.grace_period_s + 5)
         return 1 if failed else 0
+
+
+def _child_environment(settings: Settings) -> dict[str, str]:
+    """The environment every child starts from: no database credential at all (each service
+    gets its own login on top), and the services do not migrate (this process did)."""
+    credentials = {"DATABASE_URL", "AOS_READ_DATABASE_URL", "PGPASSWORD", "PGPASSFILE",
+                   *(f"AOS_{login.upper()}_DATABASE_URL" for login in LOGINS)}
+    env = {k: v for k, v in os.environ.items() if k not in credentials}
+    env["AOS_MIGRATE_ON_START"] = "false"
+    if settings.read_database_url:
+        # Where the replica is, without whoever's credentials the variable carried:
+        # each read service logs in there as itself.
+        env["AOS_READ_DATABASE_URL"] = make_url(settings.read_database_url).set(username=None, password=None) \
+            .render_as_string(hide_password=False)
+    return env
 
 
 def _stop(children: dict[str, subprocess.Popen], timeout_s: float) -> list[str]:

@@ -3,6 +3,10 @@
 By default an embedded Postgres (the same wheel ``make run`` uses) is started in a
 temporary directory. With DATABASE_URL set, the tests use that server instead,
 each in a database of its own that is dropped afterwards.
+
+The URLs these fixtures hand out are the admin's (they create, migrate and probe the
+schema); a service or producer under test logs in with ``tests.logins.login_url(url, name)``,
+its own role, as it does in production. A migrated database has those logins provisioned.
 """
 from __future__ import annotations
 
@@ -18,11 +22,13 @@ from sqlalchemy.engine import make_url
 
 from aos_runtime import migrate
 from aos_runtime.embedded import EmbeddedPostgres
+from tests.logins import login_url, provision_logins
 
 
 @pytest.fixture(scope="session")
 def postgres_server():
-    """A server URL whose user may create databases and roles."""
+    """A server URL whose user may create databases and roles (the embedded one's carries the
+    superuser's generated password: the cluster trusts no connection)."""
     if os.environ.get("DATABASE_URL"):
         yield os.environ["DATABASE_URL"]
         return
@@ -56,6 +62,7 @@ class DatabaseFactory:
         url = make_url(self.server_url).set(database=name).render_as_string(hide_password=False)
         if migrated:
             migrate.upgrade(url)
+        provision_logins(url)
         return url
 
     def drop_all(self) -> None:
@@ -75,3 +82,9 @@ def databases(postgres_server):
 def database_url(databases) -> str:
     """A migrated database shared by the session's read-mostly tests."""
     return databases.create()
+
+
+@pytest.fixture
+def producer_url(database_url) -> str:
+    """The producer's own login DSN on ``database_url``'s database."""
+    return login_url(database_url, "producer")

@@ -12,6 +12,7 @@ from aos_recording import scenarios
 from aos_recording.writers import Producer
 from tests.e2e.conftest import demo, suite  # noqa: F401  (the e2e fixtures, reused)
 from tests.e2e.support import BASE, DEMO, token
+from tests.logins import login_url
 
 # Commands that write (exports add EvidenceExported entries to the ledger) act for a tenant
 # of their own, so the demo tenants stay as the e2e tests expect them.
@@ -50,7 +51,7 @@ def run(capsys) -> Run:
 @pytest.fixture(scope="session")
 def writer_tenant(database_url) -> str:
     """WRITER with the demo scenarios that are its own (system-wide records would show in every tenant)."""
-    producer = Producer(database_url)
+    producer = Producer(login_url(database_url, "producer"))
     for scenario in scenarios.demo_scenarios():
         if not any((action.get("system") or {}).get("system_wide") for action in scenario.actions):
             scenarios.load(producer, scenario, WRITER, base=BASE)

@@ -8,6 +8,7 @@ import pytest
 from aos_cli.commands import audit
 from aos_recording.writers import AuditLedgerWriter, Producer
 from tests.e2e.support import DEMO, SECRET, token
+from tests.logins import login_url
 
 pytestmark = pytest.mark.db
 
@@ -59,7 +60,7 @@ async def test_audit_follow_prints_new_entries_until_ctrl_c(cli, monkeypatch, da
         polls.append(seconds)
         if len(polls) > 1:
             raise KeyboardInterrupt
-        producer = Producer(database_url, pool_size=1)
+        producer = Producer(login_url(database_url, "producer"), pool_size=1)
         with producer.transaction(writer_tenant) as conn:
             AuditLedgerWriter(conn).append(tenant_id=writer_tenant, event_type="ApiKeyCreated", entity_type="API_KEY",
                                            entity_id="key-follow", actor_type="HUMAN", actor_id="user-follow")

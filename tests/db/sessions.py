@@ -10,6 +10,7 @@ import psycopg
 from aos_recording import verify
 from aos_recording.sources import SourceWriter
 from aos_recording.writers import AuditLedgerWriter, Producer
+from tests.logins import login_url
 
 
 @contextlib.contextmanager
@@ -25,7 +26,7 @@ def session(url: str, role: str | None = None, tenant: str | None = None):
 
 def ledger_report(url: str, tenant: str, **kw) -> verify.ChainReport:
     """``verify_ledger`` of ``tenant``'s chain, in a producer transaction of its own."""
-    producer = Producer(url)
+    producer = Producer(login_url(url, "producer"))
     try:
         with producer.transaction(tenant) as conn:
             return verify.verify_ledger(conn, tenant, **kw)
@@ -36,7 +37,7 @@ def ledger_report(url: str, tenant: str, **kw) -> verify.ChainReport:
 def append_entries(url: str, tenant: str, months: list[datetime], per_month: int) -> list:
     """``per_month`` ledger entries of ``tenant`` created in each of ``months`` (the tenant
     made first if new), through the producer: the chain trigger assigns seq and hashes."""
-    producer = Producer(url)
+    producer = Producer(login_url(url, "producer"))
     try:
         with producer.transaction(tenant) as conn:
             SourceWriter(conn).ensure_tenant(tenant_id=tenant, name=tenant, created_at=months[0] - timedelta(days=30))

@@ -10,6 +10,7 @@ from sqlalchemy import text
 
 from aos_runtime.db import Database, call_deadline
 from aos_runtime.errors import ApiError
+from tests.logins import login_url
 
 pytestmark = pytest.mark.db
 
@@ -25,13 +26,13 @@ def whoami(conn):
 
 async def test_sessions_hold_the_service_role_and_tenant(database_url):
     for service, role, read_only in (("logs", "aos_logs", "on"), ("export", "aos_export", "off")):
-        db = Database(database_url, service=service, pool_size=1)
+        db = Database(login_url(database_url, service), service=service, pool_size=1)
         assert tuple(await db.run("tenant-x", whoami)) == (role, read_only, "tenant-x")
         await db.close()
 
 
 async def test_the_deadline_bounds_the_query(database_url):
-    db = Database(database_url, service="logs", pool_size=1)
+    db = Database(login_url(database_url, "logs"), service="logs", pool_size=1)
     call_deadline.set(time.monotonic() + 0.3)
     started = time.monotonic()
     with pytest.raises(sqlalchemy.exc.OperationalError) as err:
@@ -43,7 +44,7 @@ async def test_the_deadline_bounds_the_query(database_url):
 
 
 async def test_a_cancelled_call_cancels_its_query(database_url):
-    db = Database(database_url, service="logs", pool_size=1)
+    db = Database(login_url(database_url, "logs"), service="logs", pool_size=1)
     task = asyncio.create_task(db.run("t", sleep, 30))
     await asyncio.sleep(0.5)
     task.cancel()
@@ -66,7 +67,7 @@ async def test_a_cancelled_call_cancels_its_query(database_url):
 
 
 async def test_an_exhausted_pool_answers_resource_exhausted(database_url):
-    db = Database(database_url, service="logs", pool_size=1, pool_timeout_s=0.3)
+    db = Database(login_url(database_url, "logs"), service="logs", pool_size=1, pool_timeout_s=0.3)
     busy = asyncio.create_task(db.run("t", sleep, 2))
     await asyncio.sleep(0.2)
     started = time.monotonic()
@@ -80,7 +81,7 @@ async def test_an_exhausted_pool_answers_resource_exhausted(database_url):
 async def test_time_in_the_queue_counts_against_the_deadline(database_url):
     """The statement timeout is what the call has left when its transaction starts, and a
     call whose deadline passed while it queued never reaches the database."""
-    db = Database(database_url, service="logs", pool_size=1)
+    db = Database(login_url(database_url, "logs"), service="logs", pool_size=1)
     ran = []
 
     def timeout_now(conn):

@@ -6,6 +6,7 @@ from sqlalchemy import create_engine, text
 from aos_recording import bulk
 from aos_runtime.db import sync_url
 from services.logs import store
+from tests.logins import login_url
 
 pytestmark = pytest.mark.db
 
@@ -56,7 +57,7 @@ def test_governance_never_reads_the_runs_access_entries(database_url):
     from aos_recording.writers import AuditLedgerWriter, Producer
 
     tenant, run = "tenant-governance-cost", "tenant-governance-cost.run-1"
-    producer = Producer(database_url)
+    producer = Producer(login_url(database_url, "producer"))
     with producer.transaction(tenant) as conn:
         SourceWriter(conn).ensure_tenant(tenant_id=tenant, name=tenant, created_at=datetime.now(timezone.utc))
         ledger = AuditLedgerWriter(conn)
@@ -154,7 +155,7 @@ def test_the_runs_total_joins_traces_only_for_a_filter_on_them(databases):
 
     database_url, tenant = databases.create(), "tenant-runs-total"
     t0 = datetime(2026, 3, 1, tzinfo=timezone.utc)
-    producer = Producer(database_url)
+    producer = Producer(login_url(database_url, "producer"))
     with producer.transaction(tenant) as conn:
         SourceWriter(conn).ensure_tenant(tenant_id=tenant, name=tenant, created_at=t0)
         for i in range(60):

@@ -12,6 +12,7 @@ from aos_recording import hashing, retention
 from aos_recording.writers import EvidenceConflict, Producer, SystemRecordWriter, TraceRecorder
 from aos_runtime import migrate
 from tests.db.sessions import append_entries, session
+from tests.logins import login_url
 
 pytestmark = pytest.mark.db
 
@@ -60,7 +61,7 @@ def rows(url: str, table: str) -> list[tuple]:
 
 
 def traces(url: str, tenant: str, spec: dict[str, list[datetime]], complete: set[str]) -> None:
-    producer = Producer(url)
+    producer = Producer(login_url(url, "producer"))
     try:
         with producer.transaction(tenant) as conn:
             for trace in spec:
@@ -87,7 +88,7 @@ def records(databases):
     tenant = "tenant-r"
     append_entries(url, tenant, [JAN, FEB], 2)
     migrate.upgrade(url, "0008_partitioned_audit_ledger")  # the ledger's months: January and February
-    producer = Producer(url)
+    producer = Producer(login_url(url, "producer"))
     try:
         with producer.transaction(tenant) as conn:
             system_record(conn, tenant, "sys-jan", JAN)
@@ -153,7 +154,7 @@ def test_row_level_security_on_the_partitioned_tables(records):
 
 def test_a_system_record_id_is_recorded_once_across_partitions(records):
     url, tenant, *_ = records
-    producer = Producer(url)
+    producer = Producer(login_url(url, "producer"))
     try:
         with producer.transaction(tenant) as conn:
             assert system_record(conn, tenant, "sys-jan", JAN) == "sys-jan"  # the retry: a no-op
@@ -175,7 +176,7 @@ def test_a_traces_step_index_is_recorded_once_across_partitions(records):
     assert step(url, tenant, "tr-unique", 0, JAN) is None  # the same step again: skipped
     with pytest.raises(psycopg.errors.UniqueViolation):
         step(url, tenant, "tr-unique", 0, FEB, data="other")  # another month's partition
-    producer = Producer(url)
+    producer = Producer(login_url(url, "producer"))
     try:
         with producer.transaction(tenant) as conn:
             recorder = TraceRecorder(conn)
@@ -215,7 +216,7 @@ def test_retention_drops_records_and_steps_only_after_the_ledger(records):
         with pytest.raises(psycopg.Error) as err:
             retention.drop_partitions_before(conn, date(2025, 2, 1), "aos_trace_steps")
         assert err.value.sqlstate == "AOS02" and "tr-running" in str(err.value)
-    traces_done = Producer(url)
+    traces_done = Producer(login_url(url, "producer"))
     try:
         with traces_done.transaction(tenant) as conn:
             TraceRecorder(conn).complete_trace(trace_id="tr-running", completed_at=JAN)
@@ -252,7 +253,7 @@ def test_migration_down_and_up_keeps_every_row(databases):
     tenant = "tenant-d"
     append_entries(url, tenant, [JAN], 1)
     traces(url, tenant, {"tr-1": [JAN, FEB]}, complete=set())
-    producer = Producer(url)
+    producer = Producer(login_url(url, "producer"))
     try:
         with producer.transaction(tenant) as conn:
             system_record(conn, tenant, "sys-1", JAN)

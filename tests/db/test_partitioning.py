@@ -12,6 +12,7 @@ from sqlalchemy import text
 from aos_recording import retention, verify
 from aos_runtime import migrate
 from tests.db.sessions import append_entries as append, ledger_report as report, session
+from tests.logins import login_url
 
 pytestmark = pytest.mark.db
 
@@ -205,7 +206,7 @@ def test_the_logs_integrity_report_verifies_from_the_anchor(ledger):
     from services.logs.audit_ledger import _verify_range
 
     url, a, _ = ledger
-    db = Database(url, service="logs")
+    db = Database(login_url(url, "logs"), service="logs")
     try:
         head, chain = asyncio.run(db.run(a, _verify_range, a, 1, None, 10_000))
     finally:
@@ -222,7 +223,7 @@ def test_the_ledgers_total_after_retention_is_what_it_holds(ledger):
     from services.logs import store
 
     url, a, _ = ledger
-    db = Database(url, service="logs")
+    db = Database(login_url(url, "logs"), service="logs")
 
     def listed(conn):
         first = store.list_audit_entries(conn, a, store.AuditFilters(), None, 4)

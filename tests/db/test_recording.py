@@ -16,6 +16,7 @@ from aos_recording.writers import (AuditLedgerWriter, EvidenceConflict, LlmRunRe
                                    SystemRecordWriter, TraceRecorder)
 from aos_recording.sources import SourceWriter
 from tests.db.sessions import ledger_report
+from tests.logins import login_url
 
 pytestmark = pytest.mark.db
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
@@ -23,7 +24,7 @@ T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
 
 @pytest.fixture(scope="module")
 def producer(database_url):
-    p = Producer(database_url)
+    p = Producer(login_url(database_url, "producer"))
     yield p
     p.close()
 
@@ -141,7 +142,7 @@ def test_run_and_system_records_are_written_once(producer):
 def test_concurrent_appenders_leave_a_gapless_valid_chain(database_url, producer):
     """Eight connections appending to one tenant at once."""
     tenant = new_tenant(producer, "busy")
-    writers = [Producer(database_url, pool_size=1) for _ in range(8)]
+    writers = [Producer(login_url(database_url, "producer"), pool_size=1) for _ in range(8)]
     errors = []
 
     def work(p, k):
@@ -174,7 +175,7 @@ class TestTampering:
 
     @pytest.fixture()
     def chain(self, url):
-        p = Producer(url)
+        p = Producer(login_url(url, "producer"))
         tenant = new_tenant(p, "victim")
         entries = append(p, tenant, 10)
         p.close()
@@ -228,7 +229,7 @@ class TestTampering:
 
 def test_scenarios_load_for_two_tenants(databases):
     url = databases.create()
-    p = Producer(url)
+    p = Producer(login_url(url, "producer"))
     base = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
     loaded = scenarios.load_demo(p, base=base)
     assert loaded == 2 * len(scenarios.demo_scenarios()) >= 8
@@ -264,7 +265,7 @@ def test_bulk_loader_writes_valid_chains_and_100k_entries_verify(databases):
     for tenant in bulk.tenant_ids(2):
         report = ledger_report(url, tenant)
         assert report.ok and report.checked == 50_000 and report.last_seq == 50_000
-    p = Producer(url)
+    p = Producer(login_url(url, "producer"))
     with p.transaction("bulk-00001") as conn:
         row, steps = load_trace(conn, "bulk-00001.trace-1")
         assert len(steps) == 5 and verify.verify_trace(row, steps) == []
@@ -274,7 +275,7 @@ def test_bulk_loader_writes_valid_chains_and_100k_entries_verify(databases):
 def test_export_chain_verifies_and_a_changed_manifest_is_located(url):
     import json as _json
 
-    p = Producer(url)
+    p = Producer(login_url(url, "producer"))
     tenant = new_tenant(p, "exports")
     p.close()
     with psycopg.connect(url, autocommit=True) as conn:
@@ -290,7 +291,7 @@ def test_export_chain_verifies_and_a_changed_manifest_is_located(url):
                 (f"{tenant}.exp-{i}", tenant, bytes(32), _json.dumps(manifest), hashing.manifest_hash(manifest)))
 
     def report():
-        q = Producer(url)
+        q = Producer(login_url(url, "producer"))
         try:
             with q.transaction(tenant) as conn:
                 return verify.verify_exports(conn, tenant)

@@ -16,6 +16,7 @@ import pytest
 from aos_recording import scenarios
 from aos_recording.writers import Producer
 from tests.db.sessions import session
+from tests.logins import login_url
 
 pytestmark = pytest.mark.db
 
@@ -318,7 +319,7 @@ def test_unscoped_reads_of_every_table_see_only_the_callers_tenant(database_url,
     """Row-level security for a deliberately unscoped query, as each role, on every
     tenant-scoped table that role may read — source tables and evidence alike."""
     a, b = new_id("t"), new_id("t")
-    producer = Producer(database_url)
+    producer = Producer(login_url(database_url, "producer"))
     # Both tenants' stories (the platform one writes system-wide records, shared by all: not needed here).
     stories = [story for story in scenarios.demo_scenarios() if story.id != "SDSR-PLATFORM-001"]
     assert scenarios.load_demo(producer, {a: "A", b: "B"}, scenarios=stories)

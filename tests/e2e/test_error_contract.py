@@ -25,6 +25,7 @@ from aos_runtime import errors
 from sqlalchemy import text
 
 from tests.e2e.support import BASE, DEMO, auth, settings, ts
+from tests.logins import login_url
 
 pytestmark = pytest.mark.db
 GHOST = "tenant-ghost"      # a valid token, no row in tenants
@@ -45,7 +46,7 @@ def error_info(err: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
 
 @pytest.fixture(scope="module")
 def early_run(database_url, demo):
-    producer = Producer(database_url)
+    producer = Producer(login_url(database_url, "producer"))
     with producer.transaction(DEMO) as conn:
         SourceWriter(conn).ensure_tenant(tenant_id=DEMO, name=DEMO, created_at=BASE)
         LlmRunRecordWriter(conn).write(tenant_id=DEMO, run_id=EARLY_RUN, provider="openai", model="gpt",
@@ -219,7 +220,7 @@ async def test_a_failing_statement_logs_no_values(database_url, tmp_path):
     logger.addHandler(handler)
     server = build_server("overview", lambda ctx: [Servicer(overview_pb.DESCRIPTOR.services_by_name[
         "OverviewService"], overview_grpc.add_OverviewServiceServicer_to_server, _FailingStatement(ctx))],
-        settings(tmp_path), database_url, port=0)
+        settings(tmp_path), login_url(database_url, "overview"), port=0)
     try:
         port = await server.start()
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:

@@ -17,6 +17,7 @@ from aos.export.v1 import export_service_pb2 as pb, export_service_pb2_grpc as p
 from aos_recording import dsse, hashing, scenarios, verify_export
 from aos_recording.writers import Producer
 from tests.e2e.support import BASE, auth, ts, violations
+from tests.logins import login_url
 
 pytestmark = pytest.mark.db
 TENANT = "tenant-ex"
@@ -29,7 +30,7 @@ SCOPES = ("run", "incident", "audit", "system")
 
 @pytest.fixture(scope="module")
 def ex_data(database_url):
-    producer = Producer(database_url)
+    producer = Producer(login_url(database_url, "producer"))
     for scenario in scenarios.demo_scenarios():
         scenarios.load(producer, scenario, TENANT, base=BASE)
     producer.close()
@@ -192,7 +193,7 @@ SECRETS = {"openai": "sk-proj-" + "A1b2C3d4E5f6G7h8I9j0K1L2", "email": "jane.doe
 
 @pytest.fixture(scope="module")
 def secrets_data(database_url):
-    producer = Producer(database_url)
+    producer = Producer(login_url(database_url, "producer"))
     story = scenarios.Scenario("SDSR-SECRETS", "", [
         {"trace": {"id": "trace-leak", "run": "run-leak", "agent": "agent-x", "at": "-1h", "steps": [
             {"type": "input", "input": {"prompt": f"mail {SECRETS['email']} the card {SECRETS['card']}"}},
@@ -384,7 +385,8 @@ async def test_rotation_keeps_old_exports_verifiable(database_url, tmp_path):
                                 export_verification_key_files=(tmp_path / "old.pub.pem",))
     exported = None
     for conf in (before, after):
-        server = build_server("export", export_server.servicers, conf, database_url, port=0)
+        server = build_server("export", export_server.servicers, conf, login_url(database_url, "export"),
+                              port=0)
         port = await server.start()
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
@@ -425,7 +427,7 @@ async def test_the_service_refuses_a_signature_made_outside_its_keys_validity(da
     for conf in (dataclasses.replace(base, export_signing_key_file=tmp_path / "old.pem"),
                  dataclasses.replace(base, export_signing_key_file=tmp_path / "new.pem",
                                      export_verification_key_files=(tmp_path / "old.keys.json",))):
-        server = build_server("export", export_server.servicers, conf, database_url, port=0)
+        server = build_server("export", export_server.servicers, conf, login_url(database_url, "export"), port=0)
         port = await server.start()
         try:
             async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:

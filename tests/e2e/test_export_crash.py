@@ -15,6 +15,7 @@ from aos.export.v1 import export_service_pb2 as pb, export_service_pb2_grpc as p
 from aos_recording import bulk
 from tests.e2e.support import SECRET, auth
 from tests.e2e.test_suite_launcher import free_port
+from tests.logins import login_url
 
 pytestmark = pytest.mark.db
 ENTRIES = 40_000
@@ -32,7 +33,7 @@ def test_a_killed_export_leaves_nothing(databases, tmp_path):
     ledger_before = _count(url, "SELECT count(*) FROM audit_ledger WHERE tenant_id = %s", tenant)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AOS_")}
-    env.update(DATABASE_URL=url, AOS_EXPORT_PORT=str(port), AOS_DATA_DIR=str(tmp_path / "aos"),
+    env.update(AOS_EXPORT_DATABASE_URL=login_url(url, "export"), AOS_EXPORT_PORT=str(port), AOS_DATA_DIR=str(tmp_path / "aos"),
                AOS_AUTH_JWT_SECRET=SECRET, AOS_DEV_KEYS="true", AOS_LOG_LEVEL="WARNING")
     service = subprocess.Popen([sys.executable, "-m", "services.export"], env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)

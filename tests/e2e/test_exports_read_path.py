@@ -20,6 +20,7 @@ from aos.logs.v1 import llm_runs_service_pb2 as runs_pb, llm_runs_service_pb2_gr
 from aos_recording import hashing, scenarios
 from aos_recording.writers import AuditLedgerWriter, Producer
 from tests.e2e.support import BASE, DEMO, auth
+from tests.logins import login_url
 
 pytestmark = pytest.mark.db
 TENANT = "tenant-exports"
@@ -28,7 +29,7 @@ RUN = f"{TENANT}.run-support-103"
 
 @pytest.fixture(scope="module")
 def exports(database_url, demo):
-    producer = Producer(database_url)
+    producer = Producer(login_url(database_url, "producer"))
     budget = next(s for s in scenarios.demo_scenarios() if s.id == "SDSR-BUDGET-BREACH-001")
     scenarios.load(producer, budget, TENANT, base=BASE)
     made = []

@@ -13,6 +13,7 @@ from aos.evidence.v1 import evidence_pb2, sources_pb2
 from aos_recording import scenarios
 from aos_recording.writers import Producer
 from tests.e2e.support import auth, ts, violations
+from tests.logins import login_url
 
 pytestmark = pytest.mark.db
 SCENARIOS = Path(__file__).parent / "scenarios"
@@ -49,7 +50,7 @@ def _reset_scenario(period: str) -> scenarios.Scenario:
 @pytest.fixture(scope="module")
 def overview_data(database_url):
     base = _away_from_midnight()
-    producer = Producer(database_url)
+    producer = Producer(login_url(database_url, "producer"))
     for tenant, name in TENANTS.items():
         scenarios.load(producer, scenarios.Scenario.from_file(SCENARIOS / f"{name}.yaml"), tenant, base=base)
     for period in RESETS:
@@ -96,7 +97,7 @@ async def test_critical_pulse_counts_critical_and_high_once(stub):
 
 async def test_attention_from_a_medium_incident_alone(suite, database_url):
     """ACTIVE medium and low incidents are decisions, not criticals."""
-    producer = Producer(database_url)
+    producer = Producer(login_url(database_url, "producer"))
     story = scenarios.Scenario("SDSR-OVW-MEDIUM", "", [
         {"incident": {"id": "inc-m", "title": "m", "severity": "medium"}},
         {"incident": {"id": "inc-l", "title": "l", "severity": "low"}}], SCENARIOS / "generated")

@@ -17,6 +17,7 @@ from aos_runtime import migrate
 from aos_runtime.service_main import build_server
 from aos_runtime.server import ServiceContext
 from tests.e2e.support import service_modules, settings, token
+from tests.logins import login_url, migrate_and_provision
 
 NO_CONTEXT = ServiceContext(db=None, page_tokens=None)  # descriptors only; no call reaches a handler
 
@@ -142,9 +143,9 @@ async def test_health_follows_the_database(tmp_path):
     """NOT_SERVING while the database is down; SERVING again by itself when it returns."""
     pg = EmbeddedPostgres(tmp_path / "pg", durable=False)
     pg.start()
-    migrate.upgrade(pg.url)
+    migrate_and_provision(pg.url)
     conf = dataclasses.replace(settings(tmp_path), health_probe_interval_s=0.2, connect_timeout_s=1)
-    server = build_server("logs", service_modules()["logs"].servicers, conf, pg.url, port=0)
+    server = build_server("logs", service_modules()["logs"].servicers, conf, login_url(pg.url, "logs"), port=0)
     address = f"127.0.0.1:{await server.start()}"
 
     async def status():

@@ -18,6 +18,7 @@ from aos_recording.writers import Producer
 from gateway import backend_addresses, create_app
 from tests.e2e.conftest import demo, suite  # noqa: F401 - re-exported fixtures
 from tests.e2e.support import BASE, DEMO, token
+from tests.logins import login_url
 
 # The tenant the gateway tests write to (exports), with the demo scenarios of its own,
 # so tenant-demo's ledger stays as the e2e tests expect it.
@@ -33,7 +34,7 @@ async def app(suite) -> Starlette:
 
 @pytest.fixture(scope="session")
 def writer_data(database_url) -> str:
-    producer = Producer(database_url)
+    producer = Producer(login_url(database_url, "producer"))
     for scenario in scenarios.demo_scenarios():
         scenarios.load(producer, scenario, WRITER, base=BASE)
     producer.close()

@@ -42,6 +42,7 @@ from gateway import fields, transcode
 from gateway.backends import SERVICE_BACKENDS, service_descriptor
 from gateway.routes import Route, RouteTable, Variable
 from tests.e2e.support import ACME, BASE, DEMO, token
+from tests.logins import login_url
 
 pytestmark = pytest.mark.db
 
@@ -439,7 +440,7 @@ def requests(route: Route | None, paths: st.SearchStrategy[str]) -> st.SearchStr
 def fuzz_tenant(database_url, demo) -> str:
     """TENANT with the demo scenarios of its own (CreateExport calls write to it); tenant-acme's
     and tenant-demo's data are there too, and must never show."""
-    producer = Producer(database_url)
+    producer = Producer(login_url(database_url, "producer"))
     for scenario in scenarios.demo_scenarios():
         scenarios.load(producer, scenario, TENANT, base=BASE)
     producer.close()

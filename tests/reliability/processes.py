@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from tests.e2e.support import SECRET
+from tests.logins import login_url
 
 
 class Service:
@@ -17,7 +18,8 @@ class Service:
 
     def __init__(self, url: str, data_dir: Path, *, workers: str = "1", port: int = 0) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AOS_")}
-        env.update(DATABASE_URL=url, AOS_WORKERS=workers, AOS_LOGS_PORT=str(port), AOS_DATA_DIR=str(data_dir),
+        # The service's own login, never the admin URL the fixtures made the database with.
+        env.update(AOS_LOGS_DATABASE_URL=login_url(url, "logs"), AOS_WORKERS=workers, AOS_LOGS_PORT=str(port), AOS_DATA_DIR=str(data_dir),
                    AOS_AUTH_JWT_SECRET=SECRET, AOS_DEV_KEYS="true", AOS_MIGRATE_ON_START="false", AOS_LOG_LEVEL="INFO",
                    AOS_GRACE_PERIOD_S="30", PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen([sys.executable, "-m", "services.logs"], env=env,

@@ -24,6 +24,7 @@ from aos_runtime.embedded import EmbeddedPostgres
 from aos_runtime.service_main import build_server
 from tests.e2e.support import SECRET, auth, service_modules, settings
 from tests.e2e.test_suite_launcher import free_port
+from tests.logins import login_url, migrate_and_provision
 
 pytestmark = pytest.mark.db
 WORKERS = 8
@@ -37,12 +38,12 @@ async def _health(address: str) -> int:
 async def test_database_stopped_and_restarted_under_load(tmp_path):
     pg = EmbeddedPostgres(tmp_path / "pg", durable=False)
     pg.start()
-    migrate.upgrade(pg.url)
-    producer = Producer(pg.url)
+    migrate_and_provision(pg.url)
+    producer = Producer(login_url(pg.url, "producer"))
     scenarios.load_demo(producer)
     producer.close()
     conf = dataclasses.replace(settings(tmp_path), health_probe_interval_s=0.2, connect_timeout_s=1)
-    server = build_server("logs", service_modules()["logs"].servicers, conf, pg.url, port=0)
+    server = build_server("logs", service_modules()["logs"].servicers, conf, login_url(pg.url, "logs"), port=0)
     address = f"127.0.0.1:{await server.start()}"
     calls: list[tuple[float, grpc.StatusCode, float]] = []   # (started, code, seconds)
     stop = asyncio.Event()
@@ -111,7 +112,7 @@ def test_sigterm_drains_calls_in_flight(databases, tmp_path):
     (tenant,) = bulk.tenant_ids(1)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("AOS_")}
-    env.update(DATABASE_URL=url, AOS_LOGS_PORT=str(port), AOS_DATA_DIR=str(tmp_path / "aos"),
+    env.update(AOS_LOGS_DATABASE_URL=login_url(url, "logs"), AOS_LOGS_PORT=str(port), AOS_DATA_DIR=str(tmp_path / "aos"),
                AOS_AUTH_JWT_SECRET=SECRET, AOS_DEV_KEYS="true", AOS_LOG_LEVEL="WARNING", AOS_GRACE_PERIOD_S="30")
     service = subprocess.Popen([sys.executable, "-m", "services.logs"], env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)

@@ -44,6 +44,7 @@ from aos_recording import scenarios
 from aos_recording.writers import Producer, SystemRecordWriter
 from aos_runtime.auth import ACTOR_TYPES, TENANT_ID, mint_token
 from tests.e2e.support import ACME, BASE, SECRET, auth, ts, violations
+from tests.logins import login_url
 
 pytestmark = pytest.mark.db
 
@@ -228,7 +229,7 @@ async def channels(suite):
 async def ids(database_url, demo, channels) -> dict[str, tuple[str, ...]]:
     """TENANT's data (the demo scenarios, a few more system records, two exports), and
     the ids the string strategy draws from."""
-    producer = Producer(database_url)
+    producer = Producer(login_url(database_url, "producer"))
     for scenario in scenarios.demo_scenarios():
         scenarios.load(producer, scenario, TENANT, base=BASE)
     with producer.transaction(TENANT) as conn:

@@ -30,6 +30,7 @@ from aos_runtime import migrate
 from aos_runtime.embedded import EmbeddedPostgres
 from aos_runtime.service_main import build_server
 from tests.e2e.support import BASE, DEMO, SECRET, auth, service_modules, settings
+from tests.logins import login_url, migrate_and_provision
 
 pytestmark = pytest.mark.db
 SUPPORT = f"{DEMO}.run-support-103"
@@ -57,13 +58,14 @@ def clusters(tmp_path):
 async def services(clusters, tmp_path):
     """{(service, cluster): address}: Logs and Overview on each cluster, Export on the primary only."""
     primary, replica = clusters
-    migrate.upgrade(primary.url)
-    producer = Producer(primary.url)
+    migrate_and_provision(primary.url)
+    producer = Producer(login_url(primary.url, "producer"))
     scenarios.load_demo(producer, base=BASE)
     producer.close()
     replica.wait_for_replay()
     conf, modules = settings(tmp_path / "aos"), service_modules()
-    servers = {(name, role): build_server(name, modules[name].servicers, conf, cluster.url, port=0)
+    servers = {(name, role): build_server(name, modules[name].servicers, conf, login_url(cluster.url, name),
+                                                 port=0)
                for name, role, cluster in [("logs", "replica", replica), ("overview", "replica", replica),
                                            ("logs", "primary", primary), ("overview", "primary", primary),
                                            ("export", "primary", primary)]}
@@ -149,7 +151,10 @@ def test_the_read_dsn_setting_points_a_read_service_at_the_replica(clusters, tmp
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {k: v for k, v in os.environ.items() if not k.startswith("AOS_") and k != "DATABASE_URL"}
-    env.update(DATABASE_URL=primary.url, AOS_READ_DATABASE_URL=replica.url, AOS_LOGS_PORT=str(port),
+    # The admin DSN for its migration step (a child process), its own login for serving; the
+    # replica's URL gives only where to read (its credentials are not the service's).
+    env.update(DATABASE_URL=primary.url, AOS_LOGS_DATABASE_URL=login_url(primary.url, "logs"),
+               AOS_READ_DATABASE_URL=replica.url, AOS_LOGS_PORT=str(port),
                AOS_DATA_DIR=str(tmp_path / "aos"), AOS_AUTH_JWT_SECRET=SECRET, AOS_LOG_LEVEL="WARNING",
                AOS_DEV_KEYS="true")
     service = subprocess.Popen([sys.executable, "-m", "services.logs"], env=env)
