@@ -2,7 +2,12 @@
 # One image for the whole suite: the three gRPC services and the migrate job.
 # docker-compose.yml picks the command per container:
 #   python -m services.overview | services.logs | services.export
-#   python -m aos_runtime.migrate          (applies migrations to DATABASE_URL, exits)
+#   python -m aos_runtime.migrate          (as the admin DATABASE_URL: applies migrations, makes each
+#                                           service's role a LOGIN with its AOS_<SERVICE>_DATABASE_URL
+#                                           password, exits; the only container given the admin DSN)
+#
+# No credential is baked in: .dockerignore keeps .env, secrets/, .aos/ and .venv/ out of the
+# build context; they come from compose's environment and secrets at run time.
 #
 #   docker build -t aos-evidence-plane:local .
 

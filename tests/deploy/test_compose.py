@@ -5,6 +5,9 @@
 - its environment holds only variables the suite understands, with values
   Settings.from_env accepts; published ports and healthchecks match the services;
   the migrate job gates the services;
+- only the migrate job holds the admin DSN; each service holds its own login's DSN and
+  password, no other; passwords and secrets are required, never defaulted; every
+  instance shares the page-token secret and Export's signing key;
 - the Dockerfile's runtime stage is not root and runs code that exists in the repo;
 - tools/grpc_health_probe.py (the healthcheck) exits 0 only for SERVING.
 """
@@ -235,12 +238,82 @@ def test_environment_values_are_accepted_by_settings(name):
     env = interpolated_environment(service)
     assert not [v for v in env.values() if "${" in v], env
     settings = Settings.from_env(env)  # must not raise ConfigError
-    assert settings.database_url, f"{name}: DATABASE_URL is not set"
-    assert urlsplit(settings.database_url).hostname == "postgres"
+    if name == "migrate":
+        assert settings.database_url, "migrate: DATABASE_URL (the admin DSN) is not set"
+        assert urlsplit(settings.database_url).hostname == "postgres"
+        # It provisions every login with the password the services will use.
+        for login, url in settings.service_database_urls.items():
+            assert url and urlsplit(url).username == f"aos_{login}", f"migrate: no {login} DSN to provision"
+    else:
+        assert settings.database_url is None, f"{name}: holds DATABASE_URL, the admin DSN"
+        own = settings.service_database_urls[name]
+        assert own and urlsplit(own).hostname == "postgres" and urlsplit(own).username == f"aos_{name}"
+        assert [k for k, v in settings.service_database_urls.items() if v] == [name], \
+            f"{name}: holds another login's DSN"
     if name in APP_SERVICES:
         assert settings.bind_host == "0.0.0.0", f"{name}: must listen on all interfaces in a container"
         assert settings.migrate_on_start is False, f"{name}: migrate job owns migrations"
         assert settings.jwt_secret or settings.jwt_public_key_file, f"{name}: no JWT key configured"
+
+
+PASSWORD_VARIABLES = {"admin": "POSTGRES_PASSWORD", "overview": "AOS_OVERVIEW_DB_PASSWORD",
+                      "logs": "AOS_LOGS_DB_PASSWORD", "export": "AOS_EXPORT_DB_PASSWORD",
+                      "producer": "AOS_PRODUCER_DB_PASSWORD"}
+
+
+def test_each_service_holds_only_its_own_database_password():
+    """Interpolated with a distinct value per password variable: the admin's password reaches
+    only postgres and the migrate job; each service holds its own and no other."""
+    marks = {variable: f"mark-{who}-{'x' * 32}" for who, variable in PASSWORD_VARIABLES.items()}
+    services = load_compose()["services"]
+    for name, service in services.items():
+        env = {k: interpolate(v, marks) for k, v in environment(service).items()}
+        holds = {who for who, variable in PASSWORD_VARIABLES.items() if any(marks[variable] in v for v in env.values())}
+        if name == "migrate":
+            assert holds == set(PASSWORD_VARIABLES), holds
+        elif name == "postgres":
+            assert holds == {"admin"}, holds
+        elif name in APP_SERVICES:
+            assert holds == {name}, f"{name} holds the passwords of {sorted(holds)}"
+            assert "DATABASE_URL" not in env
+        else:
+            assert holds == set(), f"{name} holds the passwords of {sorted(holds)}"
+
+
+@pytest.mark.parametrize("variable", sorted(PASSWORD_VARIABLES.values()))
+def test_database_passwords_are_required_not_defaulted(variable):
+    text = COMPOSE_FILE.read_text()
+    uses = re.findall(r"\$\{" + variable + r"([^}]*)\}", text)
+    assert uses and all(re.fullmatch(r":?\?.*", u) for u in uses), f"{variable}: {uses} (a default is a known password)"
+
+
+def test_postgres_trusts_no_connection():
+    env = environment(load_compose()["services"]["postgres"])
+    assert env.get("POSTGRES_HOST_AUTH_METHOD", "scram-sha-256") not in ("trust", "password", "md5")
+    args = env.get("POSTGRES_INITDB_ARGS", "")
+    assert "--auth-local=scram-sha-256" in args and "--auth-host=scram-sha-256" in args, args
+
+
+def test_every_instance_shares_the_page_token_secret_and_the_signing_key():
+    """Recreated or scaled (`--scale logs=3`), every instance seals page tokens with the one
+    secret and Export signs with the one key: both come from the deployment, never generated."""
+    compose = load_compose()
+    services = compose["services"]
+    for name in APP_SERVICES:
+        raw = environment(services[name]).get("AOS_PAGE_TOKEN_SECRET", "")
+        assert re.fullmatch(r"\$\{AOS_PAGE_TOKEN_SECRET:?\?[^}]*\}", raw), f"{name}: {raw!r}"
+    export = services["export"]
+    key_file = environment(export)["AOS_EXPORT_SIGNING_KEY_FILE"]
+    mounted = [s if isinstance(s, str) else s["source"] for s in export.get("secrets", [])]
+    assert mounted and key_file == f"/run/secrets/{mounted[0]}", (key_file, mounted)
+    assert "file" in compose["secrets"][mounted[0]]
+
+
+def test_dockerignore_keeps_local_state_and_credentials_out_of_the_image():
+    patterns = {line.strip().rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()
+                if line.strip() and not line.startswith("#")}
+    for needed in (".venv", ".aos", ".git", ".env", "secrets", "**/__pycache__", ".pytest_cache"):
+        assert needed in patterns, f".dockerignore does not exclude {needed}"
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
