@@ -44,6 +44,12 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("AOS_LOGS_ADDRESS", None, "gRPC target where clients (gateway, CLI) reach Logs: host:port, ipv4:h:p,h:p or dns:///name:port (several instances: round-robin); default the local port."),
     EnvVar("AOS_EXPORT_ADDRESS", None, "gRPC target where clients (gateway, CLI) reach Export: host:port, ipv4:h:p,h:p or dns:///name:port (several instances: round-robin); default the local port."),
     EnvVar("AOS_GATEWAY_PORT", "8080", "REST gateway HTTP port."),
+    EnvVar("AOS_GATEWAY_HEADER_TIMEOUT_S", "10",
+           "Seconds a gateway client has to send a request's headers and body after connecting (or after its "
+           "previous response); a slower connection is closed."),
+    EnvVar("AOS_GATEWAY_MAX_CONNECTIONS", "1000",
+           "Open connections the gateway keeps; past it a new connection closes the oldest one still waiting "
+           "for its request (only when all are busy is the new one refused)."),
     EnvVar("AOS_AUTH_JWT_SECRET", None, "HS256 secret for bearer JWTs. make run generates one under AOS_DATA_DIR when unset."),
     EnvVar("AOS_AUTH_JWT_PUBLIC_KEY_FILE", None, "PEM Ed25519 public key accepted for EdDSA bearer JWTs."),
     EnvVar("AOS_AUTH_ISSUER", None, "When set, the JWT `iss` claim must equal it."),
@@ -194,6 +200,8 @@ class Settings:
     health_probe_interval_s: float
     max_message_bytes: int
     log_level: str
+    gateway_header_timeout_s: int = 10   # AOS_GATEWAY_HEADER_TIMEOUT_S
+    gateway_max_connections: int = 1000  # AOS_GATEWAY_MAX_CONNECTIONS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
@@ -245,4 +253,6 @@ class Settings:
             health_probe_interval_s=float(_int(env, "AOS_HEALTH_PROBE_INTERVAL_S", minimum=1)),
             max_message_bytes=_int(env, "AOS_MAX_MESSAGE_BYTES", minimum=1024),
             log_level=level,
+            gateway_header_timeout_s=_int(env, "AOS_GATEWAY_HEADER_TIMEOUT_S", minimum=1),
+            gateway_max_connections=_int(env, "AOS_GATEWAY_MAX_CONNECTIONS", minimum=1),
         )

@@ -3,7 +3,9 @@
 Backends are the services' addresses (AOS_<SERVICE>_ADDRESS, by default their local
 ports); the gateway listens on
 AOS_GATEWAY_PORT. SIGTERM or SIGINT: uvicorn stops accepting, lets in-flight
-requests finish within AOS_GRACE_PERIOD_S, and the process exits 0.
+requests finish within AOS_GRACE_PERIOD_S, and the process exits 0. Slow and
+numerous clients are bounded by AOS_GATEWAY_HEADER_TIMEOUT_S and
+AOS_GATEWAY_MAX_CONNECTIONS (gateway/serving.py).
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from aos_runtime.config import Settings
 from aos_runtime.observability import configure_logging
 from gateway.app import create_app
 from gateway.backends import backend_addresses
+from gateway.serving import config
 
 
 def main() -> int:
@@ -27,8 +30,11 @@ def main() -> int:
     # handlers; these make that a clean exit (0) instead of a kill or a KeyboardInterrupt.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: None)
-    uvicorn.run(app, host=settings.bind_host, port=settings.ports["gateway"], log_config=None, access_log=False,
-                timeout_graceful_shutdown=settings.grace_period_s)
+    uvicorn.Server(config(app, host=settings.bind_host, port=settings.ports["gateway"],
+                          header_timeout_s=settings.gateway_header_timeout_s,
+                          max_connections=settings.gateway_max_connections,
+                          log_config=None, access_log=False,
+                          timeout_graceful_shutdown=settings.grace_period_s)).run()
     return 0
 
 

@@ -5,6 +5,8 @@ transcoder (query parameters) and the OpenAPI generator (which parameters exist)
 """
 from __future__ import annotations
 
+import re
+
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 
 # Well-known types whose proto3 JSON form is a single string, so a path or query
@@ -51,3 +53,54 @@ def resolve(message: Descriptor, path: str) -> list[FieldDescriptor]:
 def canonical(fields: list[FieldDescriptor]) -> str:
     """The dotted proto-name path: how violations and the OpenAPI document name a field."""
     return ".".join(f.name for f in fields)
+
+
+# The integer types by their range: a URL value outside it is refused by name, not by a parser's text.
+_INT_RANGES = {
+    FieldDescriptor.TYPE_INT32: (-2**31, 2**31 - 1), FieldDescriptor.TYPE_SINT32: (-2**31, 2**31 - 1),
+    FieldDescriptor.TYPE_SFIXED32: (-2**31, 2**31 - 1),
+    FieldDescriptor.TYPE_INT64: (-2**63, 2**63 - 1), FieldDescriptor.TYPE_SINT64: (-2**63, 2**63 - 1),
+    FieldDescriptor.TYPE_SFIXED64: (-2**63, 2**63 - 1),
+    FieldDescriptor.TYPE_UINT32: (0, 2**32 - 1), FieldDescriptor.TYPE_FIXED32: (0, 2**32 - 1),
+    FieldDescriptor.TYPE_UINT64: (0, 2**64 - 1), FieldDescriptor.TYPE_FIXED64: (0, 2**64 - 1),
+}
+_INTEGER = re.compile(r"-?[0-9]{1,20}")
+_NUMBER = re.compile(r"-?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?")
+
+
+def expected(field: FieldDescriptor) -> str:
+    """What a URL value of ``field`` must be, in words: the description of a field violation."""
+    if field.type in _INT_RANGES:
+        low, high = _INT_RANGES[field.type]
+        return f"must be an integer from {low} to {high}"
+    if field.type in (FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE):
+        return "must be a number"
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        return "must be true or false"
+    if field.type == FieldDescriptor.TYPE_ENUM:
+        return f"must be one of {', '.join(v.name for v in field.enum_type.values)} (or its number)"
+    if field.type == FieldDescriptor.TYPE_BYTES:
+        return "must be base64"
+    if field.message_type is not None and field.message_type.full_name == "google.protobuf.Timestamp":
+        return "must be an RFC 3339 timestamp, e.g. 2026-11-01T12:00:00Z"
+    if field.message_type is not None and field.message_type.full_name == "google.protobuf.Duration":
+        return "must be a duration in seconds with an s, e.g. 1.5s"
+    return "is not a valid value for this field"
+
+
+def acceptable(field: FieldDescriptor, raw: str) -> bool:
+    """Whether a URL value can set ``field``; checked here rather than left to the JSON parser, so a
+    refusal names what the field takes instead of quoting the parser ("invalid literal for int()")."""
+    if field.type in _INT_RANGES:
+        low, high = _INT_RANGES[field.type]
+        return bool(_INTEGER.fullmatch(raw)) and low <= int(raw) <= high
+    if field.type in (FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE):
+        return bool(_NUMBER.fullmatch(raw)) and abs(float(raw)) != float("inf")
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        return raw.lower() in ("true", "false", "1", "0")
+    if field.type == FieldDescriptor.TYPE_ENUM:
+        # Only the enum's own values: an undefined number is a caller's mistake, not a forward-
+        # compatible value a URL could mean.
+        return field.enum_type.values_by_name.get(raw) is not None or (
+            bool(_INTEGER.fullmatch(raw)) and field.enum_type.values_by_number.get(int(raw)) is not None)
+    return True  # strings; bytes and well-known types are left to the parser, refused with expected()

@@ -47,6 +47,9 @@ _BY_NUMBER = {code.value[0]: code for code in grpc.StatusCode}
 # Grpc-Timeout: up to 8 digits and a unit (gRPC over HTTP/2, "Timeout").
 _TIMEOUT = re.compile(r"([0-9]{1,8})([HMSmun])")
 _UNIT_SECONDS = {"H": 3600.0, "M": 60.0, "S": 1.0, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+# The longest deadline the gateway passes on (a day; no call of the suite runs near it): longer
+# Grpc-Timeout values (up to 99999999H) mean "no hurry" and are clamped to it.
+MAX_TIMEOUT_S = 86400.0
 # A download's size and checksum (Content-Length is not sent: the body is chunked).
 SIZE_HEADER = "X-Artifact-Size"
 CHECKSUM_HEADER = "X-Checksum-Sha256"
@@ -125,30 +128,22 @@ def _merge_values(request: Message, path: list[FieldDescriptor], values: list[st
     """Set one field from URL strings through proto3 JSON parsing (enums by name or number,
     int64 as digits, RFC 3339 timestamps), so URL values mean what they mean in a body."""
     leaf = path[-1]
-    try:
-        converted = [_bool(raw) if leaf.type == leaf.TYPE_BOOL else raw for raw in values]
-    except ValueError as exc:
-        problems.add(name, str(exc))
+    # Refused in words that say what the field takes (fields.expected), never the parser's
+    # Python text ("invalid literal for int() with base 10").
+    if not all(fields.acceptable(leaf, raw) for raw in values):
+        problems.add(name, fields.expected(leaf))
         return
+    converted = [raw.lower() in ("true", "1") if leaf.type == leaf.TYPE_BOOL else raw for raw in values]
     document: object = converted if leaf.is_repeated else converted[0]
     for field in reversed(path):
         document = {field.name: document}
     partial = type(request)()
     try:
         json_format.ParseDict(document, partial)
-    except json_format.ParseError as exc:
-        problems.add(name, str(exc))
+    except (json_format.ParseError, ValueError, OverflowError):
+        problems.add(name, fields.expected(leaf))
         return
     request.MergeFrom(partial)
-
-
-def _bool(raw: str) -> bool:
-    lowered = raw.lower()
-    if lowered in ("true", "1"):
-        return True
-    if lowered in ("false", "0"):
-        return False
-    raise ValueError(f"{raw!r} is not a boolean (true or false)")
 
 
 def call_options(headers: Mapping[str, str], request_id: str) -> tuple[tuple[tuple[str, str], ...], float | None]:
@@ -183,7 +178,9 @@ def call_options(headers: Mapping[str, str], request_id: str) -> tuple[tuple[tup
     if raw_timeout is not None:
         match = _TIMEOUT.fullmatch(raw_timeout)
         if match:
-            timeout = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+            # Clamped: a value past what gRPC can represent as a deadline (99999999H) became one
+            # that had already passed, and the call a 504 it never ran.
+            timeout = min(int(match.group(1)) * _UNIT_SECONDS[match.group(2)], MAX_TIMEOUT_S)
         else:
             problems.add("Grpc-Timeout", "must be 1-8 digits and a unit H, M, S, m, u or n (e.g. 5S, 200m)")
     problems.raise_if_any()

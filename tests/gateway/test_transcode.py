@@ -56,10 +56,12 @@ def test_query_on_a_real_request():
 @pytest.mark.parametrize("query,field,says", [
     ([("bogus", "1")], "bogus", "unknown query parameter"),
     ([("filter.nope", "1")], "filter.nope", "unknown query parameter"),
-    ([("kinds", "KIND_Z")], "kinds", "Invalid enum value KIND_Z"),
-    ([("filter.big", "1.5")], "filter.big", "non-integer"),
-    ([("filter.flag", "maybe")], "filter.flag", "not a boolean"),
-    ([("filter.after", "yesterday")], "filter.after", "filter.after"),
+    ([("kinds", "KIND_Z")], "kinds", "must be one of KIND_UNSPECIFIED, KIND_A, KIND_B (or its number)"),
+    ([("kinds", "99")], "kinds", "must be one of KIND_UNSPECIFIED, KIND_A, KIND_B (or its number)"),
+    ([("filter.big", "1.5")], "filter.big", "must be an integer from -9223372036854775808 to 9223372036854775807"),
+    ([("filter.big", "9223372036854775808")], "filter.big", "must be an integer from -9223372036854775808"),
+    ([("filter.flag", "maybe")], "filter.flag", "must be true or false"),
+    ([("filter.after", "yesterday")], "filter.after", "must be an RFC 3339 timestamp"),
     ([("name", "x")], "name", "bound by the URL path"),
     ([("filter", "x")], "filter", "cannot be set from a query parameter"),
     ([("labels", "x")], "labels", "cannot be set from a query parameter"),
@@ -120,7 +122,9 @@ def test_a_body_where_none_is_taken():
 
 
 @pytest.mark.parametrize("value,seconds", [("5S", 5.0), ("200m", 0.2), ("1n", 1e-9), ("2M", 120.0), ("1H", 3600.0),
-                                           ("12345678u", 12.345678)])
+                                           ("12345678u", 12.345678), ("24H", 86400.0),
+                                           # beyond the maximum: clamped to it
+                                           ("25H", 86400.0), ("99999999H", 86400.0), ("99999999S", 86400.0)])
 def test_grpc_timeout(value, seconds):
     metadata, timeout = transcode.call_options({"grpc-timeout": value, "authorization": "Bearer x"}, "rid-1")
     assert timeout == pytest.approx(seconds)
@@ -173,6 +177,27 @@ def test_download_headers():
 
 
 def test_error_info_is_unpacked_by_type():
-    status = transcode.status_from_api_error(errors.not_found("export", "exp-1"))
+    status = transcode.status_from_api_error(errors.not_found(errors.Resource.EXPORT, "exp-1"))
     info = error_details_pb2.ErrorInfo()
     assert status.details[0].Unpack(info) and info.reason == "EXPORT_NOT_FOUND"
+
+
+PYTHON_TEXT = ("invalid literal", "int()", "Failed to parse", "Traceback", "ValueError", "Couldn't parse", "at List")
+
+
+@pytest.mark.parametrize("query,says", [
+    ([("page_size", "abc")], "must be an integer from -2147483648 to 2147483647"),
+    ([("page_size", "1.5")], "must be an integer from -2147483648 to 2147483647"),
+    ([("page_size", "1e3")], "must be an integer from -2147483648 to 2147483647"),
+    ([("page_size", "99999999999")], "must be an integer from -2147483648 to 2147483647"),
+    ([("page_size", "")], "must be an integer"),
+    ([("event_type", "NOPE")], "must be one of AUDIT_EVENT_TYPE_UNSPECIFIED, "),
+    ([("event_type", "99999")], "must be one of AUDIT_EVENT_TYPE_UNSPECIFIED, "),
+    ([("created_after", "yesterday")], "must be an RFC 3339 timestamp"),
+])
+def test_a_bad_query_value_on_a_real_route_names_what_the_field_takes(query, says):
+    with pytest.raises(errors.ApiError) as exc:
+        build(REAL, "GET", "/api/v1/logs/audit", query)
+    (field, description), = exc.value.violations
+    assert field == query[0][0] and description.startswith(says)
+    assert not any(text in description or text in exc.value.message for text in PYTHON_TEXT)

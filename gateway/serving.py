@@ -1,0 +1,120 @@
+"""How the gateway's HTTP server treats slow and numerous clients.
+
+uvicorn 0.54 (h11) has no request-read timeout: a connection that sends nothing, or
+sends its headers a byte at a time (slowloris), is kept for as long as the client
+likes — its keep-alive timer only starts after a response. Its ``limit_concurrency``
+is no connection cap either: it answers 503 to *requests* once that many connections
+are open, so 200 clients that never finish their headers would turn every well-behaved
+request away. The protocol below adds, per connection:
+
+- a read deadline: a request's headers and body must arrive within
+  ``AOS_GATEWAY_HEADER_TIMEOUT_S`` of the connection opening (or of the previous
+  response, on a kept-alive connection); otherwise the connection is closed;
+- a connection cap: past ``AOS_GATEWAY_MAX_CONNECTIONS`` open connections, a new one
+  closes the oldest connection that is still waiting for its request (a slow client
+  never holds a slot a working one needs); only when every connection is busy with a
+  request is the new one refused (closed at once).
+
+A subclass of uvicorn's own h11 protocol, selected through ``uvicorn.Config(http=...)``:
+the smallest hook there is (no ASGI middleware sees a connection before its headers).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import h11
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+log = logging.getLogger("aos.gateway")
+
+# Their side of the connection is still sending a request (or has not begun one).
+_READING = (h11.IDLE, h11.SEND_BODY)
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a request-read deadline and a connection cap (class attributes,
+    set by ``protocol``)."""
+
+    header_timeout_s: float = 10.0
+    max_connections: int = 1000
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._read_deadline: asyncio.TimerHandle | None = None
+        self.opened_at = 0.0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.opened_at = self.loop.time()
+        self._arm()
+        if len(self.connections) > self.max_connections:
+            self._shed()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self.conn.their_state not in _READING or self.transport.is_closing():
+            self._disarm()  # the request is in: its handling is bounded by the call's own deadline
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # A kept-alive connection waits for its next request under the same deadline.
+        if not self.transport.is_closing() and self.conn.their_state in _READING:
+            self._arm()
+
+    def waiting(self) -> bool:
+        """Still waiting for (the rest of) a request: no request of this connection is being served."""
+        return self.conn.their_state in _READING and (self.cycle is None or self.cycle.response_complete)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._read_deadline = self.loop.call_later(self.header_timeout_s, self._read_timed_out)
+
+    def _disarm(self) -> None:
+        if self._read_deadline is not None:
+            self._read_deadline.cancel()
+            self._read_deadline = None
+
+    def _read_timed_out(self) -> None:
+        self._read_deadline = None
+        if self.conn.their_state in _READING and not self.transport.is_closing():
+            log.info("connection closed: request not read in time",
+                     extra={"client": _address(self.client), "timeout_s": self.header_timeout_s})
+            self.transport.close()
+
+    def _shed(self) -> None:
+        """Over the cap: close the oldest connection still waiting for its request, else this one."""
+        waiting = [c for c in self.connections
+                   if c is not self and isinstance(c, GuardedH11Protocol) and c.waiting()
+                   and not c.transport.is_closing()]
+        victim = min(waiting, key=lambda c: c.opened_at) if waiting else self
+        log.warning("connection cap reached: closing a connection",
+                    extra={"max_connections": self.max_connections, "client": _address(victim.client),
+                           "closed": "oldest waiting" if victim is not self else "the new one"})
+        victim._disarm()
+        victim.transport.close()
+
+
+def _address(client: tuple[str, int] | None) -> str | None:
+    return f"{client[0]}:{client[1]}" if client else None
+
+
+def protocol(header_timeout_s: float, max_connections: int) -> type[GuardedH11Protocol]:
+    """The protocol class for these limits (uvicorn builds one instance per connection)."""
+    return type("GatewayH11Protocol", (GuardedH11Protocol,),
+                {"header_timeout_s": float(header_timeout_s), "max_connections": int(max_connections)})
+
+
+def config(app, *, host: str, port: int, header_timeout_s: float, max_connections: int,
+           **kwargs: Any) -> uvicorn.Config:
+    """uvicorn's configuration for the gateway: the guarded protocol, keep-alive no longer than
+    the read deadline, and a listen backlog that holds a burst the size of the cap."""
+    return uvicorn.Config(app, host=host, port=port, http=protocol(header_timeout_s, max_connections),
+                          timeout_keep_alive=min(5, max(1, int(header_timeout_s))),
+                          backlog=max(2048, max_connections), **kwargs)
