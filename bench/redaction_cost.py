@@ -7,7 +7,9 @@ _REDACTED_FIELDS); an audit slice can hold 200k records or more. This times
 Redactor.redact over a fixed, seeded corpus shaped like what exports carry: the
 ledger's short fields and state dicts (ids, 64-hex hashes, RFC 3339 times, epoch
 milliseconds), trace steps' prompts and tool payloads (prose, some with a secret or
-an email), and reports microseconds per field and per record, best of --repeat runs.
+an email), and reports microseconds per field and per record, best of --repeat runs;
+then the cost of one long, unique prompt (about 4 KB of prose, as trace steps carry),
+where per-string work (which detectors a string needs) is not amortised by repetition.
 --impl times another copy of the module (e.g. the previous version, saved with
 `git show <commit>:services/export/redaction.py > /tmp/old.py`) over the same corpus.
 """
@@ -86,6 +88,17 @@ def main() -> None:
     print(f"impl {args.impl or 'services/export/redaction.py'} profile {module.PROFILE}")
     print(f"{args.records} records, {len(fields)} fields: {best:.3f} s, "
           f"{best / len(fields) * 1e6:.1f} us/field, {best / args.records * 1e6:.1f} us/record; counts {counts}")
+    rng = random.Random(11)
+    prompts = [" ".join(rng.choice(PROSE) for _ in range(60)) + f" (ticket {i}, 2026-11-01T12:00:00Z)"
+               for i in range(500)]
+    best = float("inf")
+    for _ in range(args.repeat):
+        redactor = module.Redactor()
+        started = time.perf_counter()
+        for prompt in prompts:
+            redactor.redact(prompt)
+        best = min(best, time.perf_counter() - started)
+    print(f"{len(prompts)} unique prompts of ~{len(prompts[0])} characters: {best / len(prompts) * 1e6:.0f} us/prompt")
 
 
 if __name__ == "__main__":

@@ -131,13 +131,13 @@ class _Rule:
     # user and host) is kept so the reader still sees what was removed. 0: all of it.
     group: int | str = 0
     min_length: int = 0
+    # A cheap test of the whole string before the regex runs (None: none needed).
+    gate: Callable[[str], bool] | None = None
 
     @property
     def placeholder(self) -> str:
         return f"[REDACTED:{self.kind}]"
 
-
-_DIGITS = tuple("0123456789")
 
 # detect-secrets' Base64 entropy measure (Shannon entropy over the base64 alphabet).
 # Only its pure calculate_shannon_entropy is called: the plugin's analyze_line reads
@@ -155,6 +155,12 @@ def _looks_like_aws_secret(match: re.Match[str]) -> bool:
     value = match[0]
     return (any(c.isupper() for c in value) and any(c.islower() for c in value)
             and any(c.isdigit() for c in value) and not set(value) <= _HEX and _ENTROPY(value) > 4.3)
+
+
+def _has_long_word(text: str) -> bool:
+    # A 40-character run needs a whitespace-free stretch that long; prose rarely has
+    # one, and str.split runs in C (over a 4 KB prompt, a sixth of the regex's scan).
+    return len(max(text.split(), key=len, default="")) >= 40
 
 
 # Vendor prefixes of "sk-" keys whose body may be all lowercase (OpenAI project and
@@ -235,7 +241,7 @@ _OWN_RULES = (
     _Rule("aws_secret_key", re.compile(
         # Unlabelled: a whole 40-character base64 run that looks random (see the check).
         r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"),
-        None, _looks_like_aws_secret, min_length=40),
+        None, _looks_like_aws_secret, min_length=40, gate=_has_long_word),
     _Rule("github_token", re.compile(
         r"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{22,})"),
         ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"), min_length=33),
@@ -265,8 +271,9 @@ _OWN_RULES = (
         r"(?<![A-Za-z0-9_])(?<![0-9]\.)"
         r"(?:[0-9]{13,19}"
         r"|(?<![0-9][ -])[0-9]{4}(?P<sep>[ -])[0-9]{3,6}(?:(?P=sep)[0-9]{3,6}){1,3}(?![ -][0-9]))"
-        r"(?![A-Za-z0-9_])(?!\.[0-9])", re.ASCII),
-        _DIGITS, lambda match: _is_card_number(match[0]), min_length=13),
+        r"(?![A-Za-z0-9_])(?!\.[0-9])"),
+        # No needle: ten digit needles cost more than this regex's own scan.
+        None, lambda match: _is_card_number(match[0]), min_length=13),
     _Rule("ssn", re.compile(
         # Areas 000, 666 and 900-999, group 00 and serial 0000 are never issued.
         r"(?<![A-Za-z0-9_.-])(?!000|666|9)[0-9]{3}-(?!00)[0-9]{2}-(?!0000)[0-9]{4}(?![A-Za-z0-9_-])(?!\.[0-9])"),
@@ -282,28 +289,27 @@ def _library_rules() -> tuple[_Rule, ...]:
     whole match is extended over the rest of its token, because some stop at a
     fixed length their keys have outgrown (Stripe's 24 characters; live keys are
     longer). Kinds are our stable names, not the plugins' display names."""
-    def each(kind: str, group: int = 0) -> tuple[str, int]:
-        return kind, group
+    def each(kind: str, needles: tuple[str, ...] | None, group: int = 0) -> tuple[str, tuple[str, ...] | None, int]:
+        return kind, needles, group
 
     plugins = (
-        # (plugin, (kind, group of the secret) per pattern, needles). GitLab's group is
+        # (plugin, (kind, needles, group of the secret) per pattern). GitLab's group is
         # its prefix ("glpat"), not the secret; AWS's second pattern's group is the key.
-        (StripeDetector, (each("stripe_key"),), ("_live_",)),
-        (AWSKeyDetector, (each("aws_access_key"), each("aws_secret_key", 1)),
-         ("a3t", "abia", "acca", "akia", "asia", "aws")),
-        (GitLabTokenDetector, (each("gitlab_token"),) * len(GitLabTokenDetector.denylist), ("gl", "gr1348941")),
-        (SendGridDetector, (each("sendgrid_key"),), ("sg.",)),
-        (PypiTokenDetector, (each("pypi_token"),) * 2, ("pypi-",)),
-        (AzureStorageKeyDetector, (each("azure_storage_key"),), ("accountkey=",)),
-        (SquareOAuthDetector, (each("square_oauth_secret"),), ("sq0csp-",)),
-        (TwilioKeyDetector, (each("twilio_key"),) * 2, ("ac", "sk")),
-        (MailchimpDetector, (each("mailchimp_key"),), ("-us",)),
+        (StripeDetector, (each("stripe_key", ("_live_",)),)),
+        (AWSKeyDetector, (each("aws_access_key", None), each("aws_secret_key", ("aws",), 1))),
+        (GitLabTokenDetector, (each("gitlab_token", ("gl", "gr1348941")),) * len(GitLabTokenDetector.denylist)),
+        (SendGridDetector, (each("sendgrid_key", None),)),
+        (PypiTokenDetector, (each("pypi_token", None),) * 2),
+        (AzureStorageKeyDetector, (each("azure_storage_key", None),)),
+        (SquareOAuthDetector, (each("square_oauth_secret", None),)),
+        (TwilioKeyDetector, (each("twilio_key", None),) * 2),
+        (MailchimpDetector, (each("mailchimp_key", ("-us",)),)),
     )
     rules = []
-    for plugin, kinds, needles in plugins:
+    for plugin, kinds in plugins:
         patterns = tuple(plugin.denylist)
         assert len(patterns) == len(kinds), plugin  # a new pattern in a library upgrade needs a kind
-        for pattern, (kind, group) in zip(patterns, kinds):
+        for pattern, (kind, needles, group) in zip(patterns, kinds):
             if group == 0:
                 # Over the rest of the token; the inner groups keep their numbers.
                 pattern = re.compile(f"(?:{pattern.pattern})[A-Za-z0-9]*", pattern.flags)
@@ -312,36 +318,76 @@ def _library_rules() -> tuple[_Rule, ...]:
     return tuple(rules)
 
 
-_RULES = _OWN_RULES + _library_rules()
+# Last of all, so a value a specific rule already claimed stays under its kind (the
+# placeholder is skipped): a secret-named field written as text, as serialised
+# payloads, logs, env files and query strings carry it: 'password=hunter2',
+# '"pwd": "x"', '?api_key=abc&', '{\\"secret\\": \\"x\\"}'. The name is judged by the
+# same rule as a dict key (so "max_tokens: 5" stays). An unquoted value ends at
+# whitespace or a delimiter; a quoted one at its quote. detect-secrets'
+# KeywordDetector patterns eat to the end of the line and only report the first
+# match of a string, so they neither bound the cut nor find the second secret.
+_ASSIGNMENT = _Rule("secret_assignment", re.compile(
+    r"(?<![A-Za-z0-9_.-])(?P<name>[A-Za-z][A-Za-z0-9_.-]{0,63})(?P<q1>\\?[\"'])?[ \t]*[:=][ \t]*"
+    r"(?P<q2>\\?[\"'])?(?!\[REDACTED:)"
+    r"(?P<secret>(?(q2)[^\"'\\\n]{1,256}|[^\s\"'\\&,;)}\]]{1,256}))"),
+    # Roots every secret name holds, separators or not ("api_key", "x-auth-token").
+    ("pass", "pw", "secret", "token", "key", "auth", "cookie", "credential", "contrase"),
+    lambda match: _is_secret_key(match["name"]), group="secret", min_length=3)
 
-# (shortest match, needle, positions in _RULES of the rules it lets run), shortest
-# first. Each needle is looked for once per string, not once per rule, and only if a
-# rule it serves can match a string that short: per-rule checks cost more than the
-# regexes they were meant to spare (measured by bench/redaction_cost.py).
-_needles: dict[str, tuple[int, frozenset[int]]] = {}
+_RULES = _OWN_RULES + _library_rules() + (_ASSIGNMENT,)
+
+# (needle, positions in _RULES of the rules it lets run). Each needle is looked for
+# once per string, not once per rule (measured by bench/redaction_cost.py: per-rule
+# checks cost more than the regexes they spare). A regex with a literal prefix that
+# sre scans for in C ("AKIA|ASIA|...", "AC[a-z0-9]{32}") needs no needle: over a 4 KB
+# prompt it costs what a substring test does.
+_RULES_OF: dict[str, set[int]] = {}
 for _position, _rule in enumerate(_RULES):
     for _needle in _rule.needles or ():
-        _shortest, _positions = _needles.get(_needle, (_rule.min_length, frozenset()))
-        _needles[_needle] = (min(_shortest, _rule.min_length), _positions | {_position})
-_NEEDLES = sorted((shortest, needle, positions) for needle, (shortest, positions) in _needles.items())
-_ALWAYS = tuple(position for position, rule in enumerate(_RULES) if rule.needles is None)
+        _RULES_OF.setdefault(_needle, set()).add(_position)
+_NEEDLES = tuple(_RULES_OF.items())
+_ALWAYS = frozenset(position for position, rule in enumerate(_RULES) if rule.needles is None)
 
 
-def _rules_for(text: str) -> tuple[_Rule, ...]:
+def _rules_for(text: str) -> list[_Rule]:
     """The rules that can match `text`, in their order."""
-    size, lowered = len(text), text.lower()
+    lowered = text.lower()
     active = set(_ALWAYS)
-    for shortest, needle, positions in _NEEDLES:
-        if shortest > size:
-            break
+    for needle, positions in _NEEDLES:
         if needle in lowered:
             active |= positions
-    return tuple(_RULES[position] for position in sorted(active) if size >= _RULES[position].min_length)
+    size = len(text)
+    return [rule for rule in (_RULES[position] for position in sorted(active))
+            if size >= rule.min_length and (rule.gate is None or rule.gate(text))]
 
 
-# Exports repeat the same short strings (keys, statuses, ids) endlessly; the cache
-# holds at most 16,384 strings of at most 128 characters (a few MiB).
-_rules_for_short = functools.lru_cache(maxsize=16_384)(_rules_for)
+def _replace(rule: _Rule, counts: dict[str, int], match: re.Match[str]) -> str:
+    if rule.accept is not None and not rule.accept(match):
+        return match[0]
+    counts[rule.kind] = counts.get(rule.kind, 0) + 1
+    start, end = match.span(rule.group)
+    offset = match.start()
+    return match[0][:start - offset] + rule.placeholder + match[0][end - offset:]
+
+
+def _scan(text: str) -> tuple[str, tuple[tuple[str, int], ...]]:
+    """A string redacted, and what was replaced in it per kind: a pure function."""
+    counts: dict[str, int] = {}
+    # Until nothing changes: removing a secret can complete another match (a
+    # boundary the secret's last character blocked), so one pass is not always a
+    # fixed point. A string with nothing to redact (almost all) takes one pass; each
+    # further pass removes at least one character that is not a placeholder, so it ends.
+    while True:
+        before = text
+        for rule in _rules_for(text):
+            text = rule.pattern.sub(functools.partial(_replace, rule, counts), text)
+        if text == before:
+            return text, tuple(counts.items())
+
+
+# Exports repeat the same short strings (keys, statuses, ids) endlessly, so short
+# strings are scanned once: at most 16,384 of at most 128 characters (a few MiB).
+_scan_short = functools.lru_cache(maxsize=16_384)(_scan)
 
 # Every kind a manifest can name.
 KINDS = tuple(sorted({_SECRET_FIELD} | {rule.kind for rule in _RULES}))
@@ -414,17 +460,10 @@ class Redactor:
         return _FIELD_PLACEHOLDER
 
     def _redact_text(self, text: str) -> str:
-        for rule in _rules_for_short(text) if len(text) <= 128 else _rules_for(text):
-            text = rule.pattern.sub(functools.partial(self._replace, rule), text)
+        text, found = _scan_short(text) if len(text) <= 128 else _scan(text)
+        for kind, count in found:
+            self._counts[kind] = self._counts.get(kind, 0) + count
         return text
-
-    def _replace(self, rule: _Rule, match: re.Match[str]) -> str:
-        if rule.accept is not None and not rule.accept(match):
-            return match[0]
-        self._count(rule.kind)
-        start, end = match.span(rule.group)
-        offset = match.start()
-        return match[0][:start - offset] + rule.placeholder + match[0][end - offset:]
 
     def _count(self, kind: str) -> None:
         self._counts[kind] = self._counts.get(kind, 0) + 1

@@ -146,6 +146,12 @@ POSITIVES = [
     case("{}-42", ("email", "run-alice@example.com")),
     case("user:{}", ("email", "bob@corp.io")),
     case("by {} at 12:00", ("email", "Jürgen.Müller@bücher.example")),
+    # a secret-named field written as text (serialised payloads, logs, env files, query strings)
+    case("password={} next", ("secret_assignment", "hunter2")),
+    case('{{"pwd": "{}", "user": "bob"}}', ("secret_assignment", "p@ss w0rd")),
+    case("GET /x?api_key={}&page=2", ("secret_assignment", "abc123")),
+    case('{{\\"client_secret\\": \\"{}\\"}}', ("secret_assignment", "xyz")),
+    case("db_pass = {}; host=db; X-Auth-Token: {}", ("secret_assignment", "s3cr3t"), ("secret_assignment", "t0k")),
     # other provider formats from detect-secrets' plugins
     case("GITLAB_TOKEN={}", ("gitlab_token", GITLAB)),
     case("sendgrid {}", ("sendgrid_key", SENDGRID)),
@@ -208,6 +214,8 @@ NEGATIVES = [
     "sk-internationalization-tests", "ask-questions-first", "https://api.example.com:8443/v1/items?x=1",
     "postgres://localhost:5432/evidence", "http://user@host/path", "see https://example.com/a@b",
     "AIza-short", "sk_test_only", "a@b", "name@host", "x@y.z",
+    "max_tokens: 5", "input_tokens=1200", "token_count: 3", "keyboard: qwerty", "author: Jane", "passed: 12",
+    "compass=north", "status=ok", "https://example.com/token", "the token expired", "password rotation is due",
     "",
 ]
 
