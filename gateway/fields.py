@@ -81,6 +81,8 @@ def expected(field: FieldDescriptor) -> str:
         return f"must be one of {', '.join(v.name for v in field.enum_type.values)} (or its number)"
     if field.type == FieldDescriptor.TYPE_BYTES:
         return "must be base64"
+    if field.type == FieldDescriptor.TYPE_STRING:
+        return "must be a string"
     if field.message_type is not None and field.message_type.full_name == "google.protobuf.Timestamp":
         return "must be an RFC 3339 timestamp, e.g. 2026-11-01T12:00:00Z"
     if field.message_type is not None and field.message_type.full_name == "google.protobuf.Duration":
@@ -104,3 +106,42 @@ def acceptable(field: FieldDescriptor, raw: str) -> bool:
         return field.enum_type.values_by_name.get(raw) is not None or (
             bool(_INTEGER.fullmatch(raw)) and field.enum_type.values_by_number.get(int(raw)) is not None)
     return True  # strings; bytes and well-known types are left to the parser, refused with expected()
+
+
+def json_acceptable(field: FieldDescriptor, value: object) -> bool:
+    """Whether one JSON value (from a request body) can set the scalar, enum or string-shaped
+    well-known-type ``field``, as proto3 JSON reads it; checked before the parser for the same
+    reason as ``acceptable``."""
+    if isinstance(value, bool):
+        return field.type == FieldDescriptor.TYPE_BOOL
+    if field.type == FieldDescriptor.TYPE_BOOL:
+        return False
+    if isinstance(value, str):
+        if field.type in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES):
+            return True
+        if field.message_type is not None:
+            return _well_known(field.message_type.full_name, value)
+        return acceptable(field, value)
+    if isinstance(value, (int, float)):
+        if field.type in _INT_RANGES:
+            low, high = _INT_RANGES[field.type]
+            return float(value).is_integer() and low <= int(value) <= high
+        if field.type in (FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE):
+            return abs(float(value)) != float("inf")
+        if field.type == FieldDescriptor.TYPE_ENUM:
+            return float(value).is_integer() and field.enum_type.values_by_number.get(int(value)) is not None
+    return False
+
+
+def _well_known(name: str, value: str) -> bool:
+    from google.protobuf import duration_pb2, timestamp_pb2
+
+    message = {"google.protobuf.Timestamp": timestamp_pb2.Timestamp,
+               "google.protobuf.Duration": duration_pb2.Duration}.get(name)
+    if message is None:
+        return True
+    try:
+        message().FromJsonString(value)
+    except ValueError:
+        return False
+    return True

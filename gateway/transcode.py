@@ -96,11 +96,37 @@ def _merge_body(request: Message, body_field: str, body: bytes, problems: errors
     if body_field == "*" and not isinstance(document, dict):
         problems.add("body", "must be a JSON object (the request message)")
         return
+    document = document if body_field == "*" else {body_field: document}
+    # Values of the wrong kind are named by field, in words (fields.expected), before the parser
+    # would describe them in its own Python text ("invalid literal for int() with base 10").
+    found = len(problems.items)
+    _check_body_values(request.DESCRIPTOR, document, "", problems)
+    if len(problems.items) > found:
+        return
     try:
-        json_format.ParseDict(document if body_field == "*" else {body_field: document}, request,
-                              ignore_unknown_fields=False)
+        json_format.ParseDict(document, request, ignore_unknown_fields=False)
     except (json_format.ParseError, OverflowError) as exc:  # Overflow: an enum given Infinity or 1e400
         problems.add("body", str(exc))
+
+
+def _check_body_values(descriptor: Descriptor, document: object, prefix: str, problems: errors.Violations) -> None:
+    if not isinstance(document, dict):
+        return  # the parser names a message given something else
+    for key, value in document.items():
+        field = descriptor.fields_by_name.get(key) or descriptor.fields_by_camelcase_name.get(key)
+        if field is None or value is None or fields.is_map(field):
+            continue  # an unknown field, a null (the default) or a map: the parser's to judge
+        name = f"{prefix}{field.name}"
+        items = value if field.is_repeated and isinstance(value, list) else [value]
+        if fields.is_leaf(field):
+            if not all(item is None or fields.json_acceptable(field, item) for item in items):
+                problems.add(name, fields.expected(field))
+        elif field.message_type is not None and not field.message_type.full_name.startswith("google.protobuf."):
+            if not all(isinstance(item, dict) for item in items):
+                problems.add(name, "must be a JSON object")
+                continue
+            for item in items:
+                _check_body_values(field.message_type, item, f"{name}.", problems)
 
 
 def _merge_query(request: Message, route: Route, name: str, values: list[str], problems: errors.Violations) -> None:
