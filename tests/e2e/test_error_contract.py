@@ -29,8 +29,10 @@ from tests.logins import login_url
 
 pytestmark = pytest.mark.db
 GHOST = "tenant-ghost"      # a valid token, no row in tenants
-# A run recorded long before any system record: it has no baseline to show.
-EARLY_RUN = f"{DEMO}.run-before-the-platform"
+# A run recorded long before any system record: it has no baseline to show. In a tenant of its
+# own, so the demo tenants' lists stay as the other tests expect them.
+EARLY = "tenant-errors"
+EARLY_RUN = f"{EARLY}.run-before-the-platform"
 
 
 def error_info(err: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
@@ -47,9 +49,9 @@ def error_info(err: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
 @pytest.fixture(scope="module")
 def early_run(database_url, demo):
     producer = Producer(login_url(database_url, "producer"))
-    with producer.transaction(DEMO) as conn:
-        SourceWriter(conn).ensure_tenant(tenant_id=DEMO, name=DEMO, created_at=BASE)
-        LlmRunRecordWriter(conn).write(tenant_id=DEMO, run_id=EARLY_RUN, provider="openai", model="gpt",
+    with producer.transaction(EARLY) as conn:
+        SourceWriter(conn).ensure_tenant(tenant_id=EARLY, name=EARLY, created_at=BASE)
+        LlmRunRecordWriter(conn).write(tenant_id=EARLY, run_id=EARLY_RUN, provider="openai", model="gpt",
                                        execution_status="succeeded",
                                        started_at=datetime(2000, 1, 1, tzinfo=timezone.utc))
     producer.close()
@@ -76,7 +78,7 @@ def _not_found_calls(stubs, early_run):
                                                         metadata=auth()),
         errors.Resource.TRACE: runs.GetLlmRunTrace(runs_pb.GetLlmRunTraceRequest(run_id=missing), metadata=auth()),
         errors.Resource.SYSTEM_BASELINE: system.GetSystemSnapshot(
-            sys_pb.GetSystemSnapshotRequest(run_id=early_run), metadata=auth()),
+            sys_pb.GetSystemSnapshotRequest(run_id=early_run), metadata=auth(EARLY)),
         errors.Resource.AUDIT_ENTRY: audit.GetAuditEntry(audit_pb.GetAuditEntryRequest(entry_id="aud_no_such_entry"),
                                                          metadata=auth()),
         errors.Resource.EXPORT: export.GetExport(export_pb.GetExportRequest(export_id="exp_no_such_export"),
