@@ -67,13 +67,16 @@ _KEY_WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 _TOKEN_COUNTER_SUFFIXES = ("tokens", "tokencount")
 _CREDENTIAL_TOKEN_QUALIFIERS = ("access", "refresh", "auth", "bearer", "session", "csrf", "api", "jwt")
 _KEY_SEPARATORS = re.compile(r"[\s._-]+")
+_PLACEHOLDERS = re.compile(r"\[REDACTED:[a-z0-9_]+\]")
 
 
 @functools.lru_cache(maxsize=4096)  # exports repeat the same few keys millions of times
 def _is_secret_key(key: str) -> bool:
     """Whether a dict key names a secret, so its whole value is withheld."""
-    if "[REDACTED:" in key:
-        return False  # a key we redacted ("[REDACTED:github_token]", "ec=[REDACTED:private_key]") names nothing
+    # A placeholder in a key stands for what was removed, not for a word of a name
+    # ("[REDACTED:aws_access_key]" names nothing): judged as a break between words.
+    # Not skipped: "[REDACTED:x] password" still names a password.
+    key = _PLACEHOLDERS.sub("\0", key)
     normalised = _KEY_SEPARATORS.sub("", key.lower())
     words = _KEY_WORDS.findall(key)
     if words and words[-1].lower() in _SECRET_KEY_WORDS:
@@ -423,10 +426,14 @@ class Redactor:
         if isinstance(value, dict):
             return self._redact_dict(value)
         if isinstance(value, (list, tuple)):
-            if len(value) == 2 and value[1] is not None and _is_secret_name(value[0]):
+            if len(value) == 2 and isinstance(value[0], str):
                 # [["Authorization", "Bearer ..."], ["X-Api-Key", "..."]]: the value after a
-                # secret's name is withheld whole, as it would be under that dict key.
-                items = [value[0], self._withhold(value[1])]
+                # secret's name is withheld whole, as it would be under that dict key. The
+                # name is judged as given and as redacted, so redacting again finds the
+                # same pair (idempotence).
+                name = self._redact_text(value[0])
+                secret = value[1] is not None and (_is_secret_name(value[0]) or _is_secret_name(name))
+                items = [name, self._withhold(value[1]) if secret else self.redact(value[1])]
             else:
                 items = [self.redact(item) for item in value]
             return items if isinstance(value, list) else tuple(items)
@@ -444,14 +451,13 @@ class Redactor:
                 number, base = 2, new_key
                 while new_key != key and (new_key in redacted or new_key in value):
                     new_key, number = f"{base}#{number}", number + 1
-            redacted[new_key] = self._redact_entry(key, item)
+            # The field rule wins: its value is dropped whole, not scanned, and counted
+            # once. The key is judged as given and as redacted (see the pairs above).
+            if item is not None and isinstance(key, str) and (_is_secret_key(key) or _is_secret_key(new_key)):
+                redacted[new_key] = self._withhold(item)
+            else:
+                redacted[new_key] = self.redact(item)
         return redacted
-
-    def _redact_entry(self, key: Any, value: Any) -> Any:
-        # The field rule wins: its value is dropped whole, not scanned, and counted once.
-        if value is not None and isinstance(key, str) and _is_secret_key(key):
-            return self._withhold(value)
-        return self.redact(value)
 
     def _withhold(self, value: Any) -> str:
         # Already withheld (a redacted export redacted again) is not counted twice.

@@ -9,7 +9,7 @@ from decimal import Decimal
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from services.export.redaction import PROFILE, RedactionResult, Redactor, redact
+from services.export.redaction import KINDS, PROFILE, RedactionResult, Redactor, redact
 
 
 def R(kind):
@@ -410,7 +410,8 @@ def test_adversarial_inputs_stay_linear(text):
 # --- properties: deterministic and idempotent over arbitrary nested values -------------
 
 FRAGMENTS = [param.values[0] for param in POSITIVES] + NEGATIVES + [
-    "password", "Authorization", "X-Api-Key", "pwd", "[REDACTED:email]", "@", "://", ":", "-", ".", "#2", " ", "\n"]
+    "password", "Authorization", "X-Api-Key", "pwd", "pass", "Pass", "_pw", "[REDACTED:email]", "[REDACTED:x] ",
+    "@", "://", ":", "=", "-", ".", "#2", " ", "\n"]
 _ALPHABET = "abcXYZ019@.:/-_+=[]#' \n\\üé例"
 TEXT = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(_ALPHABET, max_size=12)), max_size=6).map("".join)
 VALUES = st.recursive(
@@ -426,3 +427,33 @@ def test_redaction_is_deterministic_and_idempotent(value):
     once = redact(value)
     assert redact(value) == once                                  # same input, same output and counts
     assert redact(once.value) == RedactionResult(once.value, {})  # nothing left to redact, nothing recounted
+
+
+def test_a_placeholder_in_a_key_does_not_hide_a_secret_name():
+    # A key holding our placeholder text is still judged by its words.
+    assert redact({"[REDACTED:x] password": "hunter2"}) == \
+        RedactionResult({"[REDACTED:x] password": R("secret_field")}, {"secret_field": 1})
+
+
+def test_detect_secrets_global_settings_play_no_part():
+    # Only the plugins' patterns and pure functions are used: the library's global
+    # settings (which its scanner and analyze_line read) neither change what is found
+    # nor are changed by redaction.
+    from detect_secrets.settings import get_settings, transient_settings
+
+    value = {"note": f"stripe {STRIPE_SK}, gitlab {GITLAB}, aws {AWS_SK_RANDOM}", "pwd": "x"}
+    expected = redact(value)
+    before = get_settings().json()
+    with transient_settings({"plugins_used": [], "filters_used": []}):
+        assert redact(value) == expected
+    assert get_settings().json() == before
+    assert expected.counts == {"aws_secret_key": 1, "gitlab_token": 1, "secret_field": 1, "stripe_key": 1}
+
+
+def test_kinds_have_stable_manifest_names():
+    # Manifests name these kinds; renaming one breaks comparisons across exports.
+    assert KINDS == (
+        "aws_access_key", "aws_secret_key", "azure_storage_key", "basic_auth", "bearer_token", "card_number",
+        "email", "github_token", "gitlab_token", "google_api_key", "jwt", "mailchimp_key", "openai_key",
+        "private_key", "pypi_token", "secret_assignment", "secret_field", "sendgrid_key", "slack_token",
+        "square_oauth_secret", "ssn", "stripe_key", "twilio_key", "url_password")
