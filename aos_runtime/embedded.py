@@ -166,6 +166,9 @@ class EmbeddedPostgres:
             self.pgdata.mkdir(exist_ok=True)
             self.pgdata.chmod(0o700)
             self.logfile.touch()
+            # The server's log can quote statements and their values: its OS user's alone
+            # (pg_ctl appends to the file as it is; root still reads it for error messages).
+            self.logfile.chmod(0o600)
             self._prepare_user()
             if not (self.pgdata / "PG_VERSION").exists():
                 if self.primary is not None:

@@ -268,6 +268,7 @@ def test_another_os_user_cannot_read_the_data_or_the_secrets(own_cluster, nobody
     listing = as_nobody("ls", str(own_cluster.pgdata))
     assert listing.returncode != 0 and "Permission denied" in listing.stderr
     assert as_nobody("cat", str(own_cluster.pgdata / "PG_VERSION")).returncode != 0
+    assert as_nobody("cat", str(own_cluster.logfile)).returncode != 0, "the server's log is readable"
     for secret in secret_files:
         read = as_nobody("cat", str(secret))
         assert read.returncode != 0 and own_cluster.password not in read.stdout
