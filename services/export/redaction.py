@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from detect_secrets.plugins.aws import AWSKeyDetector
+from detect_secrets.plugins.azure_storage_key import AzureStorageKeyDetector
 from detect_secrets.plugins.gitlab_token import GitLabTokenDetector
 from detect_secrets.plugins.high_entropy_strings import Base64HighEntropyString
 from detect_secrets.plugins.keyword import DENYLIST as _KEYWORD_DENYLIST
@@ -36,7 +37,6 @@ from detect_secrets.plugins.sendgrid import SendGridDetector
 from detect_secrets.plugins.square_oauth import SquareOAuthDetector
 from detect_secrets.plugins.stripe import StripeDetector
 from detect_secrets.plugins.twilio import TwilioKeyDetector
-from detect_secrets.plugins.azure_storage_key import AzureStorageKeyDetector
 
 # Declared in export manifests; a change to what is redacted needs a new profile name.
 # v2 (issue #17): more secret field names, provider keys, PEM blocks, URL passwords,
