@@ -5,13 +5,14 @@ Real servers (the ``suite`` fixture), real channels, the demo scenarios.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import grpc
 import pytest
 from google.protobuf import message_factory
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from sqlalchemy import text
 
 from aos.evidence.v1 import bundle_pb2
 from aos.export.v1 import export_service_pb2 as export_pb, export_service_pb2_grpc as export_grpc
@@ -22,9 +23,8 @@ from aos.overview.v1 import overview_service_pb2 as overview_pb, overview_servic
 from aos_recording.sources import SourceWriter
 from aos_recording.writers import LlmRunRecordWriter, Producer
 from aos_runtime import errors
-from sqlalchemy import text
 
-from tests.e2e.support import BASE, DEMO, auth, settings, ts
+from tests.e2e.support import BASE, DEMO, auth, settings
 from tests.logins import login_url
 
 pytestmark = pytest.mark.db
