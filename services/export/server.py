@@ -22,7 +22,7 @@ from aos_runtime.db import WAL_POSITION_HEADER
 from aos_runtime.evidence import timestamp
 from aos_runtime.server import Servicer, ServiceContext
 from aos_runtime.validation import Request
-from services.export import builder, store
+from services.export import builder, redaction, store
 from services.logs import store as evidence
 from services.logs.messages import export_message
 
@@ -253,7 +253,13 @@ class ExportService(pb_grpc.ExportServiceServicer):
               + ("no anomaly" if not report.anomalies else
                  "; ".join(f"seq {a.seq}: {a.kind}" for a in report.anomalies[:5])
                  + (f" (this export: {here[0].kind})" if here else "")))
-        if self.keys.active.public.key_id == row["signing_key_id"] or row["format"] != "ZIP":
+        profile = (manifest.get("redaction") or {}).get("profile")
+        if profile != redaction.PROFILE:
+            # Re-rendering applies today's redaction: an export made under another profile
+            # cannot come out byte for byte, and that is not a change of its records.
+            check("reproducible", False, f"redacted under profile {profile}; this service redacts under "
+                                         f"{redaction.PROFILE} and cannot re-render it; verify it offline")
+        elif self.keys.active.public.key_id == row["signing_key_id"] or row["format"] != "ZIP":
             rendered = builder.rerender_checksum(conn, row, self.keys.active)
             check("reproducible", rendered == bytes(row["checksum"]),
                   "re-rendered from the source records: " +

@@ -12,6 +12,7 @@ import pytest
 from aos.evidence.v1 import bundle_pb2
 from aos.export.v1 import export_service_pb2 as pb, export_service_pb2_grpc as pb_grpc
 from aos_recording import dsse, verify_export
+from services.export import redaction
 from tests.e2e.support import DEMO, auth
 
 pytestmark = pytest.mark.db
@@ -98,3 +99,16 @@ async def test_demo_exports_keep_every_hash_and_verify_offline(stub, database_ur
     # The demo holds one kind of personal data (an email address) and no secrets: any
     # other kind is a detector firing on evidence.
     assert set(kinds) <= {"email"}, kinds
+
+
+async def test_an_export_redacted_under_another_profile_is_named_not_blamed_on_its_records(stub, monkeypatch):
+    # After an upgrade changes the redaction profile, VerifyExport cannot re-render an
+    # older export byte for byte: it says so, instead of "the source records changed".
+    created, _ = await _export(stub, run_id=RUN)
+    monkeypatch.setattr(redaction, "PROFILE", "aos-default-v99")   # the service after an upgrade
+    verdict = await stub.VerifyExport(pb.VerifyExportRequest(export_id=created.export_id), metadata=auth(DEMO))
+    checks = {c.name: c for c in verdict.checks}
+    assert not verdict.valid and not checks["reproducible"].passed
+    assert "aos-default-v2" in checks["reproducible"].detail and "aos-default-v99" in checks["reproducible"].detail
+    assert "source records changed" not in checks["reproducible"].detail
+    assert all(c.passed for name, c in checks.items() if name != "reproducible")
