@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from services.export import redaction
 from services.export.redaction import KINDS, PROFILE, RedactionResult, Redactor, redact
 
 
@@ -435,17 +436,31 @@ def test_a_placeholder_in_a_key_does_not_hide_a_secret_name():
         RedactionResult({"[REDACTED:x] password": R("secret_field")}, {"secret_field": 1})
 
 
-def test_detect_secrets_global_settings_play_no_part():
+def test_detect_secrets_global_settings_play_no_part(monkeypatch):
     # Only the plugins' patterns and pure functions are used: the library's global
     # settings (which its scanner and analyze_line read) neither change what is found
-    # nor are changed by redaction.
+    # nor are changed by redaction, and its verify() (an HTTP call to Stripe, AWS, ...
+    # that analyze_line makes when the verification filter is on) is never reached.
+    import socket
+
     from detect_secrets.settings import get_settings, transient_settings
 
+    def no_network(*args, **kwargs):
+        raise AssertionError("redaction opened a network connection")
+
+    def fresh(value):
+        redaction._scan_short.cache_clear()  # scanned now, under these settings, not remembered
+        return redact(value)
+
+    monkeypatch.setattr(socket.socket, "connect", no_network)
     value = {"note": f"stripe {STRIPE_SK}, gitlab {GITLAB}, aws {AWS_SK_RANDOM}", "pwd": "x"}
-    expected = redact(value)
+    expected = fresh(value)
     before = get_settings().json()
     with transient_settings({"plugins_used": [], "filters_used": []}):
-        assert redact(value) == expected
+        assert fresh(value) == expected
+    verifying = {"path": "detect_secrets.filters.common.is_ignored_due_to_verification_policies", "min_level": 2}
+    with transient_settings({"plugins_used": [{"name": "StripeDetector"}], "filters_used": [verifying]}):
+        assert fresh(value) == expected
     assert get_settings().json() == before
     assert expected.counts == {"aws_secret_key": 1, "gitlab_token": 1, "secret_field": 1, "stripe_key": 1}
 
