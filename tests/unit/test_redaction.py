@@ -1,5 +1,6 @@
 """Export redaction: what is removed, what survives byte for byte, and how it is counted."""
 import base64
+import re
 import json
 import time
 from collections import Counter
@@ -472,3 +473,14 @@ def test_kinds_have_stable_manifest_names():
         "email", "github_token", "gitlab_token", "google_api_key", "jwt", "mailchimp_key", "openai_key",
         "private_key", "pypi_token", "secret_assignment", "secret_field", "sendgrid_key", "slack_token",
         "square_oauth_secret", "ssn", "stripe_key", "twilio_key", "url_password")
+
+
+def test_the_contract_names_every_kind():
+    # protos/aos/evidence/v1/bundle.proto documents the kinds a manifest may name.
+    from pathlib import Path
+
+    proto = (Path(__file__).resolve().parents[2] / "protos/aos/evidence/v1/bundle.proto").read_text()
+    comment = proto[proto.index("message RedactionCount {"):proto.index("string kind = 1;")]
+    words = set(re.findall(r"[a-z0-9_]+", comment))
+    assert set(KINDS) <= words, set(KINDS) - words
+    assert PROFILE in comment
