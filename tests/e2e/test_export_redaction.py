@@ -1,6 +1,9 @@
 """Redaction over the demo scenarios' real evidence (issue #17 part 6): the detectors
 (entropy included) leave our own hashes, ids, timestamps and sequence numbers alone,
-so every hash in an export is the database's and the offline verifier still passes."""
+so every hash in an export is the database's and the offline verifier still passes.
+
+The demo scenarios are loaded into a tenant of this module's own, as the demo loader
+does for tenant-demo: other tests rely on tenant-demo holding no export."""
 from __future__ import annotations
 
 import json
@@ -11,17 +14,27 @@ import pytest
 
 from aos.evidence.v1 import bundle_pb2
 from aos.export.v1 import export_service_pb2 as pb, export_service_pb2_grpc as pb_grpc
-from aos_recording import dsse, verify_export
+from aos_recording import dsse, scenarios, verify_export
+from aos_recording.writers import Producer
 from services.export import redaction
-from tests.e2e.support import DEMO, auth
+from tests.e2e.support import BASE, auth
+from tests.logins import login_url
 
 pytestmark = pytest.mark.db
+DEMO = "tenant-redaction"
 RUN = f"{DEMO}.run-support-103"
 HASH_FIELDS = ("content_hash", "chain_hash", "prev_hash")
 
 
+@pytest.fixture(scope="module")
+def demo_data(database_url):
+    producer = Producer(login_url(database_url, "producer"))
+    scenarios.load_demo(producer, {DEMO: "Redaction Demo"}, base=BASE)   # what make run loads, for this tenant
+    producer.close()
+
+
 @pytest.fixture
-async def stub(suite, demo):
+async def stub(suite, demo_data):
     async with grpc.aio.insecure_channel(suite["export"]) as channel:
         yield pb_grpc.ExportServiceStub(channel)
 
