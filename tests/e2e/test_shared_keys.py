@@ -16,17 +16,25 @@ import pytest
 
 from aos.export.v1 import export_service_pb2 as export_pb2, export_service_pb2_grpc as export_grpc
 from aos.logs.v1 import audit_ledger_service_pb2 as audit_pb2, audit_ledger_service_pb2_grpc as audit_grpc
-from aos_recording import dsse
+from aos_recording import dsse, scenarios
+from aos_recording.writers import Producer
 from aos_runtime.service_main import build_server
-from tests.e2e.support import DEMO, auth, service_modules, settings
+from tests.e2e.support import BASE, DEMO, auth, service_modules, settings
+from tests.logins import login_url
 
 pytestmark = pytest.mark.db
 
-try:  # the services' own login roles (issue #17 part 1), where the test helpers provide them
-    from tests.logins import login_url
-except ImportError:  # pragma: no cover - before the login roles: the fixtures' URL itself
-    def login_url(url: str, service: str) -> str:  # noqa: ARG001
-        return url
+# Exports are written for a tenant of their own: other tests count tenant-demo's exports.
+WRITER = "tenant-shared-keys"
+
+
+@pytest.fixture(scope="module")
+def writer(database_url) -> str:
+    producer = Producer(login_url(database_url, "producer"))
+    for scenario in scenarios.demo_scenarios():
+        scenarios.load(producer, scenario, WRITER, base=BASE)
+    producer.close()
+    return WRITER
 
 
 @contextlib.asynccontextmanager
@@ -77,7 +85,7 @@ async def test_control_instance_local_development_secrets_do_not_share_tokens(da
         assert isinstance(second, grpc.aio.AioRpcError) and second.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def test_an_export_signed_by_one_instance_verifies_on_another(database_url, demo, tmp_path):
+async def test_an_export_signed_by_one_instance_verifies_on_another(database_url, writer, tmp_path):
     key = tmp_path / "signing.pem"
     key.write_bytes(dsse.SigningKey.generate().private_pem())
     key.chmod(0o600)
@@ -86,10 +94,10 @@ async def test_an_export_signed_by_one_instance_verifies_on_another(database_url
     async with two_instances("export", database_url, confs) as (a, b):
         stub_a, stub_b = export_grpc.ExportServiceStub(a), export_grpc.ExportServiceStub(b)
         created = (await stub_a.CreateExport(export_pb2.CreateExportRequest(
-            run_id=f"{DEMO}.run-support-103", bundle_type="BUNDLE_TYPE_EVIDENCE", format="EXPORT_FORMAT_JSON"),
-            metadata=auth(DEMO))).export
-        keys_b = (await stub_b.ListSigningKeys(export_pb2.ListSigningKeysRequest(), metadata=auth(DEMO))).keys
+            run_id=f"{writer}.run-support-103", bundle_type="BUNDLE_TYPE_EVIDENCE", format="EXPORT_FORMAT_JSON"),
+            metadata=auth(writer))).export
+        keys_b = (await stub_b.ListSigningKeys(export_pb2.ListSigningKeysRequest(), metadata=auth(writer))).keys
         assert created.signing_key_id == keys_b[0].key_id
         verdict = await stub_b.VerifyExport(export_pb2.VerifyExportRequest(export_id=created.export_id),
-                                            metadata=auth(DEMO))
+                                            metadata=auth(writer))
         assert verdict.valid, [(c.name, c.detail) for c in verdict.checks if not c.passed]
