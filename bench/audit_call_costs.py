@@ -44,7 +44,7 @@ from aos_runtime.db import Database
 from aos_runtime.observability import JsonFormatter
 from services.logs import store
 from services.logs.messages import answer_metadata, audit_entry
-from scratch import scratch_database
+from scratch import scratch_database, service_logins
 from workers_scaling import SECRET, LogsService
 
 BENCH = Path(__file__).resolve().parent
@@ -82,9 +82,9 @@ def best_ms(work, *, number: int, repeat: int) -> float:
     return min(rounds)
 
 
-def pieces(url: str, tenant: str, token: str, repeat: int) -> dict[str, float]:
+def pieces(logs_url: str, tenant: str, token: str, repeat: int) -> dict[str, float]:
     verifier = auth.TokenVerifier(secret=SECRET, public_key_pem=None, audience="aos-evidence", issuer=None)
-    db = Database(url, service="logs")
+    db = Database(logs_url, service="logs")  # the Logs service's own login, as the handler's
     loop = asyncio.new_event_loop()
     filters = store.AuditFilters()
 
@@ -129,7 +129,8 @@ def main() -> None:
         bulk.load(url, bulk.Volume(tenants=1, ledger=args.entries, traces=0, steps=0, system=0))
         (tenant,) = bulk.tenant_ids(1)
         token = mint_token(secret=SECRET, tenant_id=tenant, subject="bench")
-        service = LogsService(url, work, 1)
+        logs_url = service_logins(url, work / "aos")["logs"]  # the admin URL only bulk-loaded
+        service = LogsService(logs_url, work, 1)
         try:
             with grpc.insecure_channel(service.address) as channel:
                 reply = pb_grpc.AuditLedgerServiceStub(channel).ListAuditEntries(
@@ -151,7 +152,7 @@ def main() -> None:
                 bare.wait(timeout=30)
         finally:
             service.stop()
-        parts = pieces(url, tenant, token, args.repeat)
+        parts = pieces(logs_url, tenant, token, args.repeat)
     end_to_end["bare_over_service"] = round(end_to_end["bare_server_ms"] / end_to_end["logs_service_ms"], 3)
     print(json.dumps({
         "workload": f"ListAuditEntries first page, page_size {PAGE_SIZE}, one tenant of {args.entries} entries, "

@@ -17,20 +17,16 @@ import argparse
 import asyncio
 import hashlib
 import os
-import shutil
 import statistics
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import psycopg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from aos_runtime import migrate
-from aos_runtime.db import Database, sync_url
-from aos_runtime.embedded import EmbeddedPostgres
+from aos_runtime.db import Database, libpq_url, sync_url
+from scratch import scratch_database, service_logins
 
 TENANT = "bench-tenant"
 QUERY = text("SELECT id, event_type, entity_type, entity_id, actor_type, actor_id, created_at, seq "
@@ -38,9 +34,9 @@ QUERY = text("SELECT id, event_type, entity_type, entity_id, actor_type, actor_i
 SCOPE = text("SELECT set_config('aos.tenant_id', :t, true), set_config('statement_timeout', '5000', true)")
 
 
-def seed(url: str, rows: int = 5000) -> None:
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("SET ROLE aos_producer")
+def seed(admin_url: str, producer_url: str, rows: int = 5000) -> None:
+    # Written as the producer's own login (as the recording library writes), analysed as the owner.
+    with psycopg.connect(libpq_url(producer_url), autocommit=True) as conn:
         conn.execute("SELECT set_config('aos.tenant_id', %s, false)", (TENANT,))
         conn.execute("INSERT INTO tenants (id, name) VALUES (%s, 'bench') ON CONFLICT DO NOTHING", (TENANT,))
         with conn.transaction():
@@ -50,7 +46,7 @@ def seed(url: str, rows: int = 5000) -> None:
                              "actor_type, actor_id, created_at, content_hash) VALUES "
                              "(%s, %s, 'LimitUpdated', 'LIMIT', %s, 'SYSTEM', 'svc', now() - %s * interval '1s', %s)",
                              (entry, TENANT, f"lim-{i % 50}", i, hashlib.sha256(entry.encode()).digest()))
-        conn.execute("RESET ROLE")
+    with psycopg.connect(libpq_url(admin_url), autocommit=True) as conn:
         conn.execute("ANALYZE audit_ledger")
 
 
@@ -63,7 +59,7 @@ def report(name: str, latencies: list[float], seconds: float) -> None:
 
 async def run_async(url: str, seconds: float, concurrency: int, pool: int) -> None:
     engine = create_async_engine(sync_url(url), pool_size=pool, max_overflow=0, pool_timeout=30,
-                                 connect_args={"options": "-c role=aos_logs -c default_transaction_read_only=on"})
+                                 connect_args={"options": "-c default_transaction_read_only=on"})
 
     async def one():
         async with engine.begin() as conn:
@@ -109,23 +105,14 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--pool", type=int, default=10)
     args = parser.parse_args()
-    server = None
-    url = os.environ.get("DATABASE_URL")
-    if not url:
-        server = EmbeddedPostgres(Path(tempfile.mkdtemp(prefix="aos-bench-")), durable=False)
-        server.start()
-        url = server.url
-    try:
-        migrate.upgrade(url)
-        seed(url)
+    with scratch_database() as (url, work):
+        # Both models connect as the Logs service's own login (the services' role), never the admin.
+        dsns = service_logins(url, work / "aos")
+        seed(url, dsns["producer"])
         print(f"{args.concurrency} concurrent callers, pool {args.pool}, {args.seconds:.0f} s each, "
               f"{os.cpu_count()} cores")
-        asyncio.run(run_async(url, args.seconds, args.concurrency, args.pool))
-        asyncio.run(run_threads(url, args.seconds, args.concurrency, args.pool))
-    finally:
-        if server:
-            server.stop()
-            shutil.rmtree(server.data_dir, ignore_errors=True)
+        asyncio.run(run_async(dsns["logs"], args.seconds, args.concurrency, args.pool))
+        asyncio.run(run_threads(dsns["logs"], args.seconds, args.concurrency, args.pool))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -26,7 +25,7 @@ from aos.export.v1 import export_service_pb2 as pb, export_service_pb2_grpc as p
 from aos.evidence.v1 import bundle_pb2
 from aos_recording import bulk
 from aos_runtime.auth import mint_token
-from scratch import free_port, scratch_database
+from scratch import free_port, scratch_database, service_env, service_logins
 
 SECRET = "bench-secret-" + "x" * 40
 
@@ -68,10 +67,10 @@ def main() -> None:
             load_s = time.perf_counter() - started
             (tenant,) = bulk.tenant_ids(1)
             port = free_port()
-            env = {k: v for k, v in os.environ.items() if not k.startswith("AOS_")}
-            env.update(DATABASE_URL=url, AOS_EXPORT_PORT=str(port), AOS_DATA_DIR=str(work / "aos"),
-                       AOS_AUTH_JWT_SECRET=SECRET, AOS_LOG_LEVEL="WARNING", AOS_DB_STATEMENT_TIMEOUT_MS="3600000",
-                       AOS_DEV_KEYS="true")
+            # The service gets its own login's DSN only; the admin URL stays here (bulk load).
+            env = service_env(service_logins(url, work / "aos"), "export", AOS_EXPORT_PORT=str(port),
+                              AOS_DATA_DIR=str(work / "aos"), AOS_AUTH_JWT_SECRET=SECRET, AOS_LOG_LEVEL="WARNING",
+                              AOS_DB_STATEMENT_TIMEOUT_MS="3600000")
             service = subprocess.Popen([sys.executable, "-m", "services.export"], env=env)
             channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", 8 << 20)])
             grpc.channel_ready_future(channel).result(timeout=60)

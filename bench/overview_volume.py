@@ -37,7 +37,7 @@ from aos_runtime.config import Settings
 from aos_runtime.db import sync_url
 from aos_runtime.service_main import build_server
 from services.overview.server import servicers
-from scratch import scratch_database
+from scratch import scratch_database, service_logins
 
 SECRET = "bench-secret-" + "x" * 40
 TENANT = "tenant-volume"
@@ -88,9 +88,10 @@ def load(url: str, incidents: int, proposals: int, runs: int, months: int) -> fl
     return time.perf_counter() - started
 
 
-async def measure(url: str, calls: int, data_dir: Path, breakdown: bool = False) -> dict[str, dict]:
+async def measure(overview_url: str, calls: int, data_dir: Path, breakdown: bool = False) -> dict[str, dict]:
+    """``overview_url``: the Overview service's own login (aos_overview); it refuses the admin's."""
     settings = dataclasses.replace(Settings.from_env({}), jwt_secret=SECRET, data_dir=data_dir)
-    server = build_server("overview", servicers, settings, url, port=0)
+    server = build_server("overview", servicers, settings, overview_url, port=0)
     port = await server.start()
     metadata = (("authorization", f"Bearer {mint_token(secret=SECRET, tenant_id=TENANT, subject='bench')}"),)
     results = {}
@@ -114,12 +115,12 @@ async def measure(url: str, calls: int, data_dir: Path, breakdown: bool = False)
                 results[name]["answer"] = {d.domain: [d.total, d.total_is_estimate, d.pending]
                                            for d in reply.domain_counts}
     if breakdown:
-        results["breakdown_p50_ms"] = await _breakdown(url, calls, port)
+        results["breakdown_p50_ms"] = await _breakdown(overview_url, calls, port)
     await server.stop(grace=0)
     return results
 
 
-async def _breakdown(url: str, calls: int, port: int) -> dict[str, float]:
+async def _breakdown(overview_url: str, calls: int, port: int) -> dict[str, float]:
     from datetime import datetime, timedelta, timezone
 
     from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -141,7 +142,7 @@ async def _breakdown(url: str, calls: int, port: int) -> dict[str, float]:
 
     now = datetime.now(timezone.utc)
     windows = {period: reset_window(period, now) for period in _RESET_PERIODS}
-    db = Database(url, service="overview")
+    db = Database(overview_url, service="overview")
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
@@ -166,8 +167,9 @@ def main() -> None:
     parser.add_argument("--breakdown", action="store_true")
     args = parser.parse_args()
     with scratch_database() as (url, work):
-        load_s = load(url, args.incidents, args.proposals, args.runs, args.months)
-        results = asyncio.run(measure(url, args.calls, work, args.breakdown))
+        load_s = load(url, args.incidents, args.proposals, args.runs, args.months)  # as the admin (owner)
+        overview = service_logins(url, work / "aos")["overview"]
+        results = asyncio.run(measure(overview, args.calls, work, args.breakdown))
     print(json.dumps({"incidents": args.incidents, "proposals": args.proposals, "worker_runs": args.runs,
                       "months": args.months, "load_s": round(load_s, 1), "calls_each": args.calls,
                       "rpcs": results}, indent=2))

@@ -38,7 +38,7 @@ from sqlalchemy import create_engine, text
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from scratch import scratch_database  # noqa: E402
+from scratch import scratch_database, service_logins  # noqa: E402
 
 from aos_recording import bulk, retention, verify  # noqa: E402
 from aos_recording.writers import AuditLedgerWriter, Producer, SystemRecordWriter, TraceRecorder  # noqa: E402
@@ -61,14 +61,16 @@ def timed(fn, repeat: int) -> dict[str, float]:
             "max_ms": round(samples[-1], 3)}
 
 
-def measure(url: str, tenant: str, repeat: int) -> dict[str, dict[str, float]]:
+def measure(url: str, dsns: dict[str, str], tenant: str, repeat: int) -> dict[str, dict[str, float]]:
+    """``url``: the admin's (VACUUM); ``dsns``: the logins (scratch.service_logins) the reads and
+    writes run as, the Logs service's and the producer's own."""
     # Both layouts measured vacuumed: index-only scans need the visibility map, and a
     # freshly copied table has none until autovacuum passes.
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
         for table in ("audit_ledger", "system_records", "aos_trace_steps"):
             conn.execute(f"VACUUM (ANALYZE) {table}")
-    engine = create_engine(sync_url(url), connect_args={"options": "-c role=aos_logs"}, pool_size=1)
-    producer = Producer(url, pool_size=1)
+    engine = create_engine(sync_url(dsns["logs"]), pool_size=1)
+    producer = Producer(dsns["producer"], pool_size=1)
     figures = {}
     try:
         with engine.connect() as conn:
@@ -161,7 +163,9 @@ def main() -> int:
     args = parser.parse_args()
     results: dict[str, object] = {"entries": args.entries, "tenants": args.tenants, "records": args.records}
     tables = ("audit_ledger", "system_records", "aos_trace_steps")
-    with scratch_database("aos-bench-partitioning-", revision="0007_tenant_keyed_schema") as (url, _):
+    with scratch_database("aos-bench-partitioning-", revision="0007_tenant_keyed_schema") as (url, work):
+        # The roles exist since 0001: their logins work on the 0007 layout and, unchanged, after the upgrade.
+        dsns = service_logins(url, work / "aos")
         with psycopg.connect(libpq_url(url)) as conn:
             results["server"] = conn.execute("SHOW server_version").fetchone()[0]
         started = time.perf_counter()
@@ -175,7 +179,7 @@ def main() -> int:
             # the same partial index its store then used. Dropped before the upgrade.
             conn.execute("CREATE VIEW platform_records AS SELECT * FROM system_records WHERE tenant_id IS NULL")
             conn.execute("GRANT SELECT ON platform_records TO aos_logs")
-        results["unpartitioned"] = measure(url, tenant, args.repeat)
+        results["unpartitioned"] = measure(url, dsns, tenant, args.repeat)
         with psycopg.connect(libpq_url(url), autocommit=True) as conn:
             conn.execute("DROP VIEW platform_records")
             def sizes() -> dict[str, float]:
@@ -192,7 +196,7 @@ def main() -> int:
             migrate.upgrade(url)
             results["partitions"] = {t: retention.partitions(conn, t) for t in tables}
             results["size_partitioned_mb"] = sizes()
-        results["partitioned"] = measure(url, tenant, args.repeat)
+        results["partitioned"] = measure(url, dsns, tenant, args.repeat)
         results["retention"] = retention_demo(url, tenant)
     for key in ("server", "entries", "tenants", "records", "load_s", "size_unpartitioned_mb", "size_partitioned_mb",
                 "convert_s_0008", "convert_s_0009", "convert_s_0011"):

@@ -45,9 +45,11 @@ from aos_runtime import migrate
 from aos_runtime.auth import mint_token
 from aos_runtime.config import Settings
 from aos_runtime.embedded import EmbeddedPostgres
+from aos_runtime.provision import read_url
 from aos_runtime.service_main import build_server
 from services.export.server import servicers as export_servicers
 from services.logs.server import servicers as logs_servicers
+from scratch import service_logins
 
 SECRET = "bench-secret-" + "x" * 40
 
@@ -119,11 +121,14 @@ async def lag_run(export_address: str, replica_logs: str, tenants: list[str],
     return lags, first_read_saw[0]
 
 
-async def measure(primary: EmbeddedPostgres, replica: EmbeddedPostgres, work: Path, args) -> dict:
+async def measure(dsns: dict[str, str], replica: EmbeddedPostgres, work: Path, args) -> dict:
+    """``dsns``: each service's own login on the primary (scratch.service_logins). The replica has
+    the primary's roles and passwords: Logs reads there as itself (provision.read_url)."""
     settings = dataclasses.replace(Settings.from_env({}), jwt_secret=SECRET, data_dir=work / "aos")
-    servers = {"logs@primary": build_server("logs", logs_servicers, settings, primary.url, port=0),
-               "logs@replica": build_server("logs", logs_servicers, settings, replica.url, port=0),
-               "export@primary": build_server("export", export_servicers, settings, primary.url, port=0)}
+    servers = {"logs@primary": build_server("logs", logs_servicers, settings, dsns["logs"], port=0),
+               "logs@replica": build_server("logs", logs_servicers, settings,
+                                            read_url(dsns["logs"], replica.url), port=0),
+               "export@primary": build_server("export", export_servicers, settings, dsns["export"], port=0)}
     address = {name: f"127.0.0.1:{await server.start()}" for name, server in servers.items()}
     try:
         (reader,) = bulk.tenant_ids(1)
@@ -163,13 +168,16 @@ def main() -> None:
     try:
         primary.start()
         replica = primary.start_replica(work / "replica")
-        migrate.upgrade(primary.url)  # the replica gets the schema by streaming, like everything else
+        # The admin URL migrates, provisions the logins and bulk-loads; the replica gets all of it
+        # (schema, roles, passwords) by streaming, like everything else.
+        migrate.upgrade(primary.url)
+        dsns = service_logins(primary.url, work / "aos")
         bulk.load(primary.url, bulk.Volume(tenants=1, ledger=args.entries, traces=0, steps=0, system=0))
-        producer = Producer(primary.url)
+        producer = Producer(dsns["producer"])
         scenarios.load_demo(producer)
         producer.close()
         replica.wait_for_replay(timeout_s=120)
-        result = asyncio.run(measure(primary, replica, work, args))
+        result = asyncio.run(measure(dsns, replica, work, args))
     finally:
         if replica:
             replica.stop()

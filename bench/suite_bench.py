@@ -63,6 +63,7 @@ from typing import Any
 import grpc
 import psutil
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from sqlalchemy import event
 
 from aos.export.v1 import export_service_pb2_grpc as ex_grpc
@@ -78,7 +79,7 @@ from services.logs.audit_ledger import audit_token_filters, iso_utc
 from export_volume import export_and_download, peak_rss_mib
 from overview_volume import TENANT as OVERVIEW_TENANT, load as load_overview
 from recording import read_and_verify
-from scratch import free_port, scratch_database
+from scratch import free_port, scratch_database, service_logins
 
 BENCH = Path(__file__).resolve().parent
 JWT_SECRET = "suite-bench-jwt-" + "x" * 40
@@ -136,7 +137,11 @@ def redact(command: list[str]) -> str:
 # --- the suite -------------------------------------------------------------------------------
 
 class Suite:
-    """`python -m services` on free ports, its output (the services' JSON call log) in a file."""
+    """`python -m services` on free ports, its output (the services' JSON call log) in a file.
+
+    It gets the admin ``url``, as `make run` has it: it is the migration step (migrates and
+    provisions each service's login from the passwords under AOS_DATA_DIR, ``work/aos``) and
+    hands each service only its own login's DSN."""
 
     def __init__(self, url: str, work: Path) -> None:
         self.ports = {name: free_port() for name in ("overview", "logs", "export", "gateway")}
@@ -248,15 +253,24 @@ def wrk(url: str, token: str, seconds: int, clients: int, warmup: int) -> dict[s
             "p99_ms": round(float(p99.group(1)) * to_ms[p99.group(2)], 2)}
 
 
+def libpq_env(url: str, options: str) -> tuple[str, dict[str, str]]:
+    """(``url`` without its password, the environment giving psql/pgbench the password and
+    PGOPTIONS): the command line, recorded in the results, carries no credential."""
+    params = conninfo_to_dict(libpq_url(url))
+    env = dict(os.environ, PGOPTIONS=options, PGPASSWORD=params.pop("password", ""))
+    return make_conninfo(**params), env
+
+
 def pgbench(url: str, options: str, script: Path, seconds: int, clients: int, work: Path,
             warmup: int) -> dict[str, Any]:
-    env = dict(os.environ, PGOPTIONS=options)
+    """``url``: the Logs service's own login, whose session the captured SQL ran in."""
+    conninfo, env = libpq_env(url, options)
     base = ["pgbench", "-n", "-M", "prepared", "-j", "1", "-c", str(clients), "-f", str(script)]
     if warmup:
-        subprocess.run([*base, "-T", str(warmup), libpq_url(url)], check=True, capture_output=True,
+        subprocess.run([*base, "-T", str(warmup), conninfo], check=True, capture_output=True,
                        env=env)
     prefix = work / f"pgbench-{time.monotonic_ns()}"
-    command = [*base, "-T", str(seconds), "--log", f"--log-prefix={prefix}", libpq_url(url)]
+    command = [*base, "-T", str(seconds), "--log", f"--log-prefix={prefix}", conninfo]
     run = subprocess.run(command, capture_output=True, text=True, env=env)
     out = run.stdout
     failed = re.search(r"number of failed transactions: (\d+)", out)
@@ -327,16 +341,16 @@ def checked_h2load(suite: Suite | None, address: str, method: str, body: Path, t
 
 # --- the pieces ------------------------------------------------------------------------------
 
-def page_sql(url: str, tenant: str, work: Path) -> tuple[Path, str, int]:
+def page_sql(logs_url: str, tenant: str, work: Path) -> tuple[Path, str, int]:
     """The pgbench script: the SQL one ListAuditEntries page runs, captured from the Logs
-    store through the service's own Database (same role, same tenant scope), with its
-    parameters inlined. Returns (script, PGOPTIONS, rows the page query returned)."""
-    db = Database(url, service="logs")
+    store through the service's own Database (its own login ``logs_url``, same tenant
+    scope), with its parameters inlined. Returns (script, PGOPTIONS, rows the page query returned)."""
+    db = Database(logs_url, service="logs")
     captured: list[tuple[str, Any]] = []
     session: dict[str, str] = {}
 
     def capture(conn, cursor, statement, parameters, context, many) -> None:
-        session["options"] = conn.connection.dbapi_connection.info.options  # the role, read-only: libpq options
+        session["options"] = conn.connection.dbapi_connection.info.options  # read-only: libpq options
         captured.append((statement, parameters))
 
     event.listen(db.engine, "before_cursor_execute", capture)
@@ -351,7 +365,7 @@ def page_sql(url: str, tenant: str, work: Path) -> tuple[Path, str, int]:
     page = asyncio.run(one_page())
     if len(page.rows) != PAGE_SIZE:
         raise BenchError(f"the store returned {len(page.rows)} rows for a {PAGE_SIZE}-row page")
-    with psycopg.connect(libpq_url(url)) as conn:
+    with psycopg.connect(libpq_url(logs_url)) as conn:
         cursor = psycopg.ClientCursor(conn)
         statements = [cursor.mogrify(statement, parameters) for statement, parameters in captured]
     script = work / "list_audit_page.sql"
@@ -392,9 +406,10 @@ def deep_page_token(address: str, token: str, tenant: str, entries: int, page: i
     return deep
 
 
-def verification(url: str, tenant: str, entries: int) -> dict[str, Any]:
-    """bench/recording.py's measurement: verify_ledger against reading the same rows (item 7)."""
-    producer = Producer(url, pool_size=1)
+def verification(producer_url: str, tenant: str, entries: int) -> dict[str, Any]:
+    """bench/recording.py's measurement: verify_ledger against reading the same rows (item 7),
+    as the producer's own login."""
+    producer = Producer(producer_url, pool_size=1)
     try:
         rows, read_s, report, verify_s = read_and_verify(producer, tenant, to_seq=entries)
     finally:
@@ -470,19 +485,23 @@ def run(args, work: Path) -> dict[str, Any]:
                                "worker_runs": args.runs, "months": 12, "load_s": round(overview_s, 1)}
         print(f"overview volume loaded in {overview_s:.0f} s", file=sys.stderr, flush=True)
         figures["dataset"] = dataset
-        script, options, sql_rows = page_sql(url, tenant, work)
+        # The admin URL loaded the data (as the owner) and starts the suite (its migration step);
+        # every connection of the bench's own logs in as a service's role or the producer's.
+        # scratch / "aos": the suite's AOS_DATA_DIR, so it provisions the same passwords.
+        dsns = service_logins(url, scratch / "aos")
+        script, options, sql_rows = page_sql(dsns["logs"], tenant, work)
 
         suite = Suite(url, scratch)
         try:
             figures["suite"] = {"ports": suite.ports, "processes": "python -m services: overview, logs, export, "
                                 "gateway, one process each (AOS_WORKERS default)"}
-            figures.update(measure(args, url, suite, tenant, script, options, sql_rows, work))
+            figures.update(measure(args, dsns, suite, tenant, script, options, sql_rows, work))
         finally:
             suite.stop()
     return figures
 
 
-def measure(args, url: str, suite: Suite, tenant: str, script: Path, options: str, sql_rows: int,
+def measure(args, dsns: dict[str, str], suite: Suite, tenant: str, script: Path, options: str, sql_rows: int,
             work: Path) -> dict[str, Any]:
     token = mint_token(secret=JWT_SECRET, tenant_id=tenant, subject="suite-bench")
     logs = suite.address("logs")
@@ -522,12 +541,14 @@ def measure(args, url: str, suite: Suite, tenant: str, script: Path, options: st
         bare.wait(timeout=30)
 
     # (2) The page's SQL, straight to the database.
-    check = subprocess.run(["psql", "-X", "-v", "ON_ERROR_STOP=1", "-f", str(script), libpq_url(url)],
-                           capture_output=True, text=True, env=dict(os.environ, PGOPTIONS=options))
+    conninfo, env = libpq_env(dsns["logs"], options)
+    check = subprocess.run(["psql", "-X", "-v", "ON_ERROR_STOP=1", "-f", str(script), conninfo],
+                           capture_output=True, text=True, env=env)
     if check.returncode or f"({sql_rows + 1} rows)" not in check.stdout:
         raise BenchError(f"the pgbench script does not return the page:\n{check.stdout[-2000:]}\n{check.stderr}")
     step("(2) the same SQL, pgbench")
-    loads["pgbench_list_page_sql"] = pgbench(url, options, script, args.seconds, args.clients, work, args.warmup)
+    loads["pgbench_list_page_sql"] = pgbench(dsns["logs"], options, script, args.seconds, args.clients, work,
+                                             args.warmup)
     loads["pgbench_list_page_sql"]["script"] = script.read_text()
 
     # (3) A deep page of the same tenant.
@@ -567,7 +588,7 @@ def measure(args, url: str, suite: Suite, tenant: str, script: Path, options: st
 
     # (7) before (6): the export appends its own ledger entry to the tenant's chain.
     step("(7) integrity verification against reading the rows")
-    verified = verification(url, tenant, args.entries)
+    verified = verification(dsns["producer"], tenant, args.entries)
     step("(6) export of the tenant's ledger")
     exported = export(suite, token, args.entries, args.export_formats.split(","))
     return {"loads": loads, "verification": verified, "export": exported,

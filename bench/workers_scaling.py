@@ -40,7 +40,7 @@ import grpc
 from aos.logs.v1 import audit_ledger_service_pb2 as pb, audit_ledger_service_pb2_grpc as pb_grpc
 from aos_recording import bulk
 from aos_runtime.auth import mint_token
-from scratch import free_port, scratch_database
+from scratch import free_port, scratch_database, service_env, service_logins
 
 SECRET = "bench-secret-" + "x" * 40
 METHOD = "/aos.logs.v1.AuditLedgerService/ListAuditEntries"
@@ -49,18 +49,17 @@ _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
 class LogsService:
-    """``python -m services.logs`` with ``workers`` workers; its JSON log in a file."""
+    """``python -m services.logs`` with ``workers`` workers; its JSON log in a file.
 
-    def __init__(self, url: str, work: Path, workers: int) -> None:
+    ``logs_url``: the Logs service's own login DSN (scratch.service_logins), never the admin's."""
+
+    def __init__(self, logs_url: str, work: Path, workers: int) -> None:
         self.workers = workers
         self.port = free_port()
         self.log_path = work / f"logs-service-{workers}-workers.log"
         self._offset = 0
-        env = {k: v for k, v in os.environ.items() if not k.startswith("AOS_")}
-        env.update(DATABASE_URL=url, AOS_WORKERS=str(workers), AOS_LOGS_PORT=str(self.port),
-                   AOS_DATA_DIR=str(work / "aos"), AOS_AUTH_JWT_SECRET=SECRET, AOS_MIGRATE_ON_START="false",
-                   AOS_DEV_KEYS="true",
-                   AOS_LOG_LEVEL="INFO")
+        env = service_env({"logs": logs_url}, "logs", AOS_WORKERS=str(workers), AOS_LOGS_PORT=str(self.port),
+                          AOS_DATA_DIR=str(work / "aos"), AOS_AUTH_JWT_SECRET=SECRET, AOS_LOG_LEVEL="INFO")
         with open(self.log_path, "w") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "services.logs"], env=env,
                                             stdout=subprocess.DEVNULL, stderr=log)
@@ -177,7 +176,8 @@ def main() -> None:
         body = work / "list-audit-entries.bin"
         body.write_bytes(grpc_body(request))
 
-        services = {n: LogsService(url, work, n) for n in (1, 2)}
+        logs_url = service_logins(url, work / "aos")["logs"]
+        services = {n: LogsService(logs_url, work, n) for n in (1, 2)}
         try:
             results: dict[int, list[dict]] = {n: [] for n in services}
             control = None
