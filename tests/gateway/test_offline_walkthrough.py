@@ -151,3 +151,8 @@ async def test_the_buf_curl_walkthrough_as_written(served, suite, writer_data, t
     done = verifier(artifact, "--envelope", tmp_path / "export.dsse.json", "--keys", tmp_path / "keys.json",
                     "--key", await out_of_band_key_id(suite))
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_the_readme_shows_exactly_the_block_these_tests_run():
+    """The walk-through tested above is the one an auditor reads: README.md carries it verbatim."""
+    assert README_REST in (ROOT / "README.md").read_text()
