@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from datetime import timezone
 from pathlib import Path
+from typing import Callable, Sequence
 
 from aos.evidence.v1 import bundle_pb2
 from aos.export.v1 import export_service_pb2 as pb
@@ -34,3 +35,25 @@ def file_keys(paths: list[Path]) -> list[dsse.PublicKey]:
         return verify_export.load_keys(paths)
     except (OSError, ValueError) as exc:
         raise UsageError(f"--keys: {exc}") from None
+
+
+def signing_keys_trusted(pins: Sequence[str], trust_files: Sequence[Path], listed: list[dsse.PublicKey],
+                         service_keys: Callable[[], list[dsse.PublicKey]]) -> tuple[list[dsse.PublicKey], str]:
+    """The keys a signature is checked against, and where they came from (said in the result).
+
+    Pinned keys (``--key``, ``--trust``) are the auditor's trust, as in the offline export
+    verifier; ``--keys`` files only supply public keys for them. With no pin at all the
+    service's ListSigningKeys is used, and the result says that the keys were the service's."""
+    if not pins and not trust_files:
+        return (listed or service_keys()), ("the given --keys, not pinned" if listed else
+                                            "the service's ListSigningKeys, not pinned")
+    try:
+        # Public keys for pinned ids may come from the files or from the service: material
+        # only, accepted for a pin only when the key's own id is the pinned one.
+        pinned = verify_export.trust(pins, trust_files, [*listed, *service_keys()])
+    except (OSError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    if pinned.unresolved:
+        raise UsageError(f"no public key found for pinned key id(s) {', '.join(pinned.unresolved)}: "
+                         "pass it with --key or --trust, or a --keys file that lists it")
+    return pinned.keys, "pinned"

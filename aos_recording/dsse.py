@@ -51,7 +51,6 @@ WRONG_PAYLOAD_TYPE = "WRONG_PAYLOAD_TYPE"  # a valid envelope, but of another ki
 UNKNOWN_KEY = "UNKNOWN_KEY"                # no signature names (or verifies under) a known key
 BAD_SIGNATURE = "BAD_SIGNATURE"            # a known key's signature does not verify
 KEY_NOT_VALID_AT = "KEY_NOT_VALID_AT"      # genuine, but the key was not valid at the time asked
-NOT_CANONICAL = "NOT_CANONICAL"            # verified copy edited where DSSE does not look (verify_exact)
 
 
 class DsseError(Exception):
@@ -243,27 +242,6 @@ def verify_envelope(envelope: dict | str | bytes, keys: Mapping[str, PublicKey] 
     """The payload, once a signature by a known key verifies; otherwise ``DsseError``
     (``open_envelope`` without the key)."""
     return open_envelope(envelope, keys, payload_type, at=at)[0]
-
-
-def verify_exact(envelope: str | bytes, keys: Mapping[str, PublicKey] | Iterable[PublicKey],
-                 payload_type: str) -> bytes:
-    """verify_envelope for an envelope held as a file, where no byte may change unnoticed.
-
-    DSSE itself tolerates changes that do not touch what is signed (a renamed or
-    dropped keyid, extra members, non-canonical base64, whitespace). An auditor's
-    copy must be exactly the canonical form this product writes: one signature, its
-    keyid naming the key that verifies it, RFC 8785 text.
-    """
-    text = envelope.decode("utf-8", "replace") if isinstance(envelope, bytes) else envelope
-    payload, actual_type, signatures = _parse(text)
-    if len(signatures) != 1 or not signatures[0][0]:
-        raise DsseError(NOT_CANONICAL, "expected exactly one signature naming its keyid")
-    (keyid, sig), = signatures
-    canonical = envelope_json({"payload": _b64encode(payload), "payloadType": actual_type,
-                               "signatures": [{"keyid": keyid, "sig": _b64encode(sig)}]})
-    if text != canonical:
-        raise DsseError(NOT_CANONICAL, "the envelope is not in its canonical form (it was edited)")
-    return verify_envelope(text, keys, payload_type)
 
 
 def keys_document(keys: Iterable[PublicKey]) -> dict:

@@ -24,10 +24,11 @@ from aos.logs.v1 import audit_ledger_service_pb2 as audit_pb
 from aos_cli.client import EXIT_FAILED, EXIT_OK, UsageError
 from aos_cli.commands.audit import MAX_PAGE
 from aos_cli.context import Context
-from aos_cli.keys import file_keys, server_keys
+from aos_cli.keys import file_keys, server_keys, signing_keys_trusted
 from aos_cli.output import to_dict, when
 from aos_cli.values import enum_label
 from aos_recording import dsse, hashing
+from aos_recording import verify_export
 from aos_recording.verify_export import Verification
 
 Kind = integrity_pb2.AnomalyKind
@@ -51,8 +52,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     verify = group.add_parser("verify", parents=[common],
                               help="prove the ledger was neither rewritten nor truncated before a checkpoint")
     verify.add_argument("--checkpoint", metavar="PATH", type=Path, required=True, help="a saved checkpoint")
-    verify.add_argument("--keys", type=Path, action="append",
-                        help="keys.json or PEM public keys (default: the service's ListSigningKeys)")
+    # The same pins as the offline export verifier: trust is what the auditor pinned; with no
+    # pin at all the service's own key list is used and the result says so.
+    verify_export.add_trust_arguments(verify)
     verify.set_defaults(handler=verify_command)
 
 
@@ -88,19 +90,23 @@ def load_checkpoint(path: Path) -> integrity_pb2.LedgerCheckpoint:
         raise UsageError(f"--checkpoint: not a saved ledger checkpoint: {exc}") from None
 
 
-def _signed_statement(checkpoint: integrity_pb2.LedgerCheckpoint, keys: list[dsse.PublicKey],
+def _signed_statement(checkpoint: integrity_pb2.LedgerCheckpoint, keys: list[dsse.PublicKey], source: str,
                       result: Verification) -> dict[str, Any] | None:
-    """The statement the signature covers, or None (recorded in ``result``) when it does not verify."""
+    """The statement the signature covers, or None (recorded in ``result``) when it does not verify.
+
+    The signature is checked over PAE(payloadType, payload), never the envelope's text (a
+    saved checkpoint re-indented, or with a trailing newline, still verifies), and the key
+    must have been valid at the signed ``issued_at``."""
     try:
-        statement = json.loads(dsse.verify_exact(checkpoint.dsse_envelope, keys, dsse.CHECKPOINT_PAYLOAD_TYPE))
+        payload, key = dsse.open_envelope(checkpoint.dsse_envelope, keys, dsse.CHECKPOINT_PAYLOAD_TYPE)
+        statement = json.loads(payload)
         issued = datetime.fromisoformat(statement["issued_at"])
-        # verify_exact pins the bytes; this pass also requires the key to have been valid at issued_at.
-        dsse.verify_envelope(checkpoint.dsse_envelope, keys, dsse.CHECKPOINT_PAYLOAD_TYPE, at=issued)
+        if not key.valid_at(issued):
+            raise dsse.DsseError(dsse.KEY_NOT_VALID_AT, f"key {key.key_id} was not valid at {statement['issued_at']}")
     except (dsse.DsseError, ValueError, KeyError, TypeError) as exc:
-        result.add("signature", False, str(exc))
+        result.add("signature", False, f"{exc} (keys: {source})")
         return None
-    result.add("signature", True, f"signed by key {_key_id(checkpoint.dsse_envelope)}, issued "
-                                  f"{statement['issued_at']}")
+    result.add("signature", True, f"signed by key {key.key_id} ({source}), issued {statement['issued_at']}")
     listed = {"tenant_id": checkpoint.tenant_id, "seq": checkpoint.seq, "chain_hash": checkpoint.chain_hash}
     edited = [f"{name} {listed[name]!r} (signed: {statement.get(name)!r})" for name in listed
               if listed[name] != statement.get(name)]
@@ -195,9 +201,10 @@ def integrity_report(ctx: Context) -> audit_pb.GetIntegrityReportResponse:
 
 def verify_command(args: argparse.Namespace, ctx: Context) -> int:
     checkpoint = load_checkpoint(args.checkpoint)
-    keys = file_keys(args.keys) if args.keys else server_keys(ctx.client)
+    keys, source = signing_keys_trusted(args.key, args.trust, file_keys(args.keys) if args.keys else [],
+                                        lambda: server_keys(ctx.client))
     result = Verification()
-    statement = _signed_statement(checkpoint, keys, result)
+    statement = _signed_statement(checkpoint, keys, source, result)
     # Judge the ledger by what was signed; the file's own fields only when the signature failed.
     tenant, seq, chain_hash = ((statement["tenant_id"], statement["seq"], statement["chain_hash"]) if statement
                                else (checkpoint.tenant_id, checkpoint.seq, checkpoint.chain_hash))

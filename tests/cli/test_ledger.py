@@ -98,3 +98,30 @@ async def test_a_truncated_ledger_is_reported(cli, tmp_path):
 async def test_another_tenants_checkpoint_is_an_input_error(cli, checkpoint):
     result = await cli("ledger", "verify", "--checkpoint", checkpoint, tenant="tenant-acme")
     assert result.code == 2 and "tenant" in result.err
+
+
+async def test_a_reindented_checkpoint_envelope_still_verifies_over_pae(cli, checkpoint):
+    """The signature covers PAE(payloadType, payload), not the envelope's text: an auditor's
+    tools may re-indent the envelope or add a newline without breaking the checkpoint."""
+    saved = json.loads(checkpoint.read_text())
+    saved["dsse_envelope"] = json.dumps(json.loads(saved["dsse_envelope"]), indent=4) + "\n"
+    checkpoint.write_text(json.dumps(saved, indent=1))
+    result = await cli("--json", "ledger", "verify", "--checkpoint", checkpoint)
+    assert result.code == 0, result.out + result.err
+    assert json.loads(result.out)["valid"]
+
+
+async def test_pinned_keys_decide_and_the_source_of_trust_is_said(cli, suite, checkpoint, tmp_path):
+    client = Client(suite, lambda: token(DEMO), 10)
+    (active, *_) = await asyncio.to_thread(server_keys, client)
+    client.close()
+    unpinned = json.loads((await cli("--json", "ledger", "verify", "--checkpoint", checkpoint)).out)
+    assert "not pinned" in {c["name"]: c for c in unpinned["checks"]}["signature"]["detail"]
+    pinned = await cli("--json", "ledger", "verify", "--checkpoint", checkpoint, "--key", active.key_id)
+    assert pinned.code == 0, pinned.out + pinned.err
+    assert "(pinned)" in {c["name"]: c for c in json.loads(pinned.out)["checks"]}["signature"]["detail"]
+    # A checkpoint signed by another key, that key in a keys file beside it: not trusted
+    # while the auditor pins the service's key.
+    path, keys = forged(tmp_path, seq=1, chain_hash="00" * 32)
+    forged_result = await cli("ledger", "verify", "--checkpoint", path, "--keys", keys, "--key", active.key_id)
+    assert forged_result.code == 1 and "UNKNOWN_KEY" in forged_result.out
