@@ -161,6 +161,8 @@ def _check_header(token: str) -> None:
         header = json.loads(base64.urlsafe_b64decode(token.split(".", 1)[0] + "==="))
     except (ValueError, TypeError):  # binascii.Error and UnicodeDecodeError are ValueErrors
         return
+    except RecursionError:  # ~1000 nested arrays (under 3 KB of header): PyJWT would raise it too
+        raise AuthError("TOKEN_MALFORMED", "the bearer token's header is nested too deeply") from None
     if not isinstance(header, dict):
         return
     for name in _HEADER_STRINGS:

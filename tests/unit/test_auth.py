@@ -130,6 +130,16 @@ def test_non_string_alg_kid_or_typ_is_unauthenticated(header):
     assert _reason(verifier(), bearer(signed(header, claims()))) == "TOKEN_HEADER_INVALID"
 
 
+@pytest.mark.parametrize("part", ["header", "claims"])
+def test_a_deeply_nested_header_or_claims_is_unauthenticated(part):
+    # Under 3 KB of Authorization: json's recursion limit raised RecursionError, answered as INTERNAL.
+    deep = "[" * 5000 + "]" * 5000
+    header = _b64(deep.encode()) if part == "header" else _b64(json.dumps({"alg": "HS256"}).encode())
+    body = _b64(deep.encode()) if part == "claims" else _b64(json.dumps(claims()).encode())
+    assert _reason(verifier(), bearer(f"{header}.{body}.{_b64(b'x' * 32)}")) in {"TOKEN_MALFORMED",
+                                                                               "TOKEN_SIGNATURE_INVALID"}
+
+
 def test_critical_header_extensions_are_refused():
     # RFC 7797 b64=false would make the "payload" unencoded bytes: no extension is supported.
     header = {"alg": "HS256", "crit": ["b64"], "b64": False}
