@@ -171,7 +171,7 @@ def _parse(envelope: dict | str | bytes) -> tuple[bytes, str, list[tuple[str, by
     """(payload, payloadType, [(keyid, sig)]), or MALFORMED_ENVELOPE."""
     try:
         doc = envelope if isinstance(envelope, dict) else json.loads(envelope)
-    except (ValueError, TypeError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    except (ValueError, TypeError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError: ValueErrors
         raise DsseError(MALFORMED_ENVELOPE, f"not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise DsseError(MALFORMED_ENVELOPE, "the envelope is not a JSON object")

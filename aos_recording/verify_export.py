@@ -38,6 +38,7 @@ import json
 import re
 import sys
 import zipfile
+import zlib
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -366,8 +367,9 @@ def _package(v: Verification, artifact: bytes, keys: Sequence[dsse.PublicKey], a
         with zipfile.ZipFile(io.BytesIO(artifact)) as archive:
             infos = archive.infolist()
             members = {info.filename: archive.read(info) for info in infos}
-    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError) as exc:
-        v.add("package", False, f"not a readable ZIP: {exc}")
+    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, RuntimeError, EOFError,
+            zlib.error) as exc:  # RuntimeError: an encrypted member; zlib.error: a corrupt deflate stream
+        v.add("package", False, f"not a readable ZIP: {type(exc).__name__}: {exc}")
         return
     names = [info.filename for info in infos]
     duplicated = sorted({n for n in names if names.count(n) > 1})
@@ -410,7 +412,7 @@ def _bundle(v: Verification, data: bytes, contents: dict[str, Any] | None) -> No
         _bundle_checks(v, bundle)
         if contents is not None:
             _coverage(v, contents, _carried(bundle))
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
         # A bundle that no longer has the shape this product writes was edited.
         v.add("bundle", False, f"not an evidence bundle this product wrote: {type(exc).__name__}: {exc}")
 
@@ -536,7 +538,7 @@ def _csv(v: Verification, data: bytes, contents: dict[str, Any] | None) -> None:
             carried = {}                   # an executive summary: counts, no entries
         if contents is not None:
             _coverage(v, contents, carried)
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # UnicodeDecodeError is a ValueError
+    except (ValueError, KeyError, TypeError, AttributeError, csv.Error) as exc:  # UnicodeDecodeError: ValueError
         v.add("csv", False, f"not a CSV slice this product wrote: {type(exc).__name__}: {exc}")
 
 
@@ -568,10 +570,14 @@ def main(argv: list[str] | None = None) -> int:
         pinned = trust(args.key, args.trust, listed)
         artifact = args.artifact.read_bytes()
         envelope = args.envelope.read_bytes() if args.envelope else None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: a keys file nested too deeply
         print(f"error: {exc}", file=sys.stderr)
         return Verdict.UNUSABLE_INPUT.exit_code
-    result = verify(artifact, envelope, pinned, listed)
+    try:
+        result = verify(artifact, envelope, pinned, listed)
+    except Exception as exc:  # noqa: BLE001 - hostile input never ends in a traceback, nor in exit 0
+        print(f"error: the inputs could not be verified: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return Verdict.UNUSABLE_INPUT.exit_code
     if args.json:
         print(json.dumps(result.as_dict(), indent=2))
     else:

@@ -446,3 +446,52 @@ def test_csv_slice_chain_is_rechecked(key):
     envelope = sign(manifest_for(data, rendered, "CSV", key), key)
     result = verify_export.verify(out.getvalue().encode(), envelope, [key.public])
     assert not checks(result)["ledger"].passed and "seq 3: chain hash" in checks(result)["ledger"].detail
+
+
+# --- hostile files: a verdict and its exit code, never a traceback --------------------------
+
+def _encrypted_flag(data: bytes) -> bytes:
+    """The ZIP with its first member marked encrypted (zipfile then raises RuntimeError)."""
+    out = bytearray(data)
+    out[6] |= 1
+    central = out.rfind(b"PK\x01\x02")
+    out[central + 8] |= 1
+    return bytes(out)
+
+
+def _corrupt_deflate(data: bytes) -> bytes:
+    """The ZIP with its first member's deflate stream garbled (zipfile then raises zlib.error)."""
+    out = bytearray(data)
+    start = 30 + int.from_bytes(out[26:28], "little") + int.from_bytes(out[28:30], "little")
+    for i in range(start, start + 16):
+        out[i] ^= 0x55
+    return bytes(out)
+
+
+def test_hostile_inputs_end_in_a_failing_verdict_not_a_traceback(tmp_path, key, export, capsys):
+    data, envelope = export
+    pin = ["--key", key.public.key_id]
+    deep = "[" * 5000 + "]" * 5000
+    zipped, rendered = render("ZIP", ledger(3), key)
+    zip_envelope = sign(manifest_for(zipped, rendered, "ZIP", key), key)
+    csv_data, csv_rendered = render("CSV", ledger(3), key)
+    csv_envelope = sign(manifest_for(csv_data, csv_rendered, "CSV", key), key)
+    cases = {
+        "deep envelope": (data, deep, [key.public]),
+        "deep artifact": (deep.encode(), envelope, [key.public]),
+        "encrypted zip member": (_encrypted_flag(zipped), zip_envelope, [key.public]),
+        "corrupt deflate": (_corrupt_deflate(zipped), zip_envelope, [key.public]),
+        "huge csv field": (b"seq,prev_hash\n1," + b"a" * 200_000 + b"\n", csv_envelope, [key.public]),
+    }
+    for name, (artifact, env, keys) in cases.items():
+        case = tmp_path / name.replace(" ", "-")
+        case.mkdir()
+        code = verify_export.main(files(case, artifact, env, keys) + pin)
+        assert code not in (0, None), name
+    (tmp_path / "deep-keys.json").write_text(deep)
+    for flag in ("--keys", "--trust"):
+        case = tmp_path / f"deep{flag}"
+        case.mkdir()
+        code = verify_export.main(files(case, data, envelope) + pin + [flag, str(tmp_path / "deep-keys.json")])
+        assert code == Verdict.UNUSABLE_INPUT.exit_code, flag
+    assert "Traceback" not in capsys.readouterr().err
