@@ -71,10 +71,11 @@ async def test_rest_refuses_two_authorization_headers_over_a_real_socket(served,
     async with httpx.AsyncClient(base_url=served, timeout=10) as http:
         assert (await http.get(AUDIT, headers={"Authorization": good})).status_code == 200
         for second in (good, f"Bearer {token('tenant-acme')}", "Bearer not-a-jwt"):
-            reply = await http.get(AUDIT, headers=[("Authorization", good), ("Authorization", second)])
-            assert reply.status_code == 401, reply.text
-            body = reply.json()
-            assert body["code"] == 16 and body["details"][0]["reason"] == "CREDENTIALS_AMBIGUOUS", body
+            for other in ("Authorization", "authorization", "AUTHORIZATION"):  # one header, any casing
+                reply = await http.get(AUDIT, headers=[("Authorization", good), (other, second)])
+                assert reply.status_code == 401, (other, reply.text)
+                body = reply.json()
+                assert body["code"] == 16 and body["details"][0]["reason"] == "CREDENTIALS_AMBIGUOUS", body
 
 
 async def test_grpc_and_rest_agree_on_a_list_valued_alg(suite, served, demo):
