@@ -31,6 +31,13 @@ MAX_ACTOR_CHARS = 256
 # make a stored actor id read differently from what it is), no lone surrogates (not
 # storable as UTF-8), no line or paragraph separators.
 _REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+# Code points that make two actor ids look alike: private use and unassigned ones (no
+# defined glyph), spaces other than U+0020 (NBSP, ideographic space), and the
+# Default_Ignorable_Code_Point characters that are not format characters (Hangul fillers,
+# variation selectors, the combining grapheme joiner) — Unicode's DerivedCoreProperties.
+_LOOKALIKE_CATEGORIES = frozenset({"Co", "Cn", "Zs"})
+_IGNORABLE_RANGES = ((0x034F, 0x034F), (0x115F, 0x1160), (0x17B4, 0x17B5), (0x180B, 0x180F), (0x3164, 0x3164),
+                     (0xFE00, 0xFE0F), (0xFFA0, 0xFFA0), (0xE0100, 0xE01EF))
 _HEADER_STRINGS = ("alg", "kid", "typ")
 DEV_SECRET_NAME = "jwt-secret"  # the development HS256 secret under AOS_DATA_DIR/secrets/ (local_state)
 
@@ -201,8 +208,15 @@ def _actor_text_problem(value: object) -> str | None:
     if len(value) > MAX_ACTOR_CHARS:
         return f"must be at most {MAX_ACTOR_CHARS} characters"
     for char in value:
-        if unicodedata.category(char) in _REFUSED_CATEGORIES:
-            return f"must not contain control or format characters (found U+{ord(char):04X})"
+        category, point = unicodedata.category(char), ord(char)
+        if category in _REFUSED_CATEGORIES:
+            return f"must not contain control or format characters (found U+{point:04X})"
+        if (category in _LOOKALIKE_CATEGORIES and char != " ") or \
+                any(low <= point <= high for low, high in _IGNORABLE_RANGES):
+            return f"must not contain invisible, unassigned or private-use characters (found U+{point:04X})"
+    if not unicodedata.is_normalized("NFC", value):
+        # Two spellings of one visible name would be two actors in the ledger.
+        return "must be in Unicode normalization form C (NFC)"
     return None
 
 

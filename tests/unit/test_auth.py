@@ -216,13 +216,17 @@ def test_short_hs256_secrets_are_refused_at_start(secret):
     ("sub", "a\u2028b"), ("sub", "\ufeffbom"), ("sub", "lone\ud800"), ("sub", ["u"]), ("sub", 5),
     ("actor_type", "HUMAN\u202e"), ("actor_type", "H" * 300), ("actor_type", ""), ("actor_type", ["HUMAN"]),
     ("actor_type", "human"),
+    # Lookalikes: alice and "alice" + an invisible or unassigned character would be two actors.
+    ("sub", "alice\u3164"), ("sub", "alice\u00a0"), ("sub", "ali\u3000ce"), ("sub", "alice\ue000"),
+    ("sub", "alice\U000e0101"), ("sub", "alice\ufe0f"), ("sub", "a\u034fb"), ("sub", "alice\U0010fffd"),
+    ("sub", "alice\u0378"), ("sub", "Jose\u0301"),  # unassigned U+0378; decomposed é (not NFC)
 ])
 def test_actor_claims_unfit_for_the_ledger_are_refused(claim, value):
     assert _reason(verifier(), bearer(signed({"alg": "HS256"}, claims(**{claim: value})))) in (
         "TOKEN_CLAIMS_INVALID", "TOKEN_INVALID")  # TOKEN_INVALID: PyJWT's own check that sub is a string
 
 
-@pytest.mark.parametrize("sub", ["u" * 256, "José Müller", "服务-账号", "agent:billing/7"])
+@pytest.mark.parametrize("sub", ["u" * 256, "José Müller", "服务-账号", "agent:billing/7", "Jos\u00e9", "한국어 사용자"])
 def test_actor_ids_that_are_fine_are_accepted(sub):
     assert verifier().verify(bearer(signed({"alg": "HS256"}, claims(sub=sub)))).actor_id == sub
 
