@@ -109,11 +109,6 @@ def not_found(resource: Resource, resource_id: str) -> ApiError:
                     metadata={"resource": resource.name.lower(), "id": resource_id})
 
 
-def unimplemented(method: str, issue: str) -> ApiError:
-    return ApiError(grpc.StatusCode.UNIMPLEMENTED, "NOT_YET_BUILT",
-                    f"{method} is declared in the contract and is built by {issue}", metadata={"issue": issue})
-
-
 def unauthenticated(reason: str, message: str) -> ApiError:
     return ApiError(grpc.StatusCode.UNAUTHENTICATED, reason, message)
 

@@ -281,23 +281,3 @@ async def run_until_signalled(server: ServiceServer) -> None:
     await stop.wait()
     log.info("draining", extra={"service": server.name, "grace_s": server.grace_period_s})
     await server.stop()
-
-
-def not_yet_built(base: type, descriptor: descriptor_mod.ServiceDescriptor, issue: str) -> type:
-    """``base`` with every RPC answering UNIMPLEMENTED (reason NOT_YET_BUILT, naming the issue).
-
-    A service's servicer subclasses this and overrides what it has built; the
-    rest keep telling callers, in the error itself, which issue builds them.
-    """
-    namespace = {}
-    for method in descriptor.methods:
-        error = errors.unimplemented(f"{descriptor.name}.{method.name}", issue)
-        if method.server_streaming:
-            async def rpc(self, request, context, _error=error):
-                raise _error
-                yield  # pragma: no cover - makes this an async generator
-        else:
-            async def rpc(self, request, context, _error=error):
-                raise _error
-        namespace[method.name] = rpc
-    return type(f"Unbuilt{base.__name__}", (base,), namespace)

@@ -6,7 +6,7 @@ from datetime import datetime
 from aos.logs.v1 import llm_runs_service_pb2 as pb, llm_runs_service_pb2_grpc as pb_grpc
 from aos_runtime import auth, errors
 from aos_runtime.evidence import metadata
-from aos_runtime.server import ServiceContext, not_yet_built
+from aos_runtime.server import ServiceContext
 from aos_runtime.validation import Request
 from services.logs import store
 from services.logs.messages import (answer_metadata, audit_entry, breach_message, export_message, run_message,
@@ -18,7 +18,7 @@ OVERRIDE_EVENTS = {"LimitOverrideGranted", "LimitOverrideRevoked", "EmergencyOve
                    "EmergencyOverrideDeactivated"}
 
 
-class LlmRunsService(not_yet_built(pb_grpc.LlmRunsServiceServicer, DESCRIPTOR, "issue #4")):
+class LlmRunsService(pb_grpc.LlmRunsServiceServicer):
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
 

@@ -6,7 +6,7 @@ from datetime import datetime, timedelta, timezone
 from aos.logs.v1 import system_logs_service_pb2 as pb, system_logs_service_pb2_grpc as pb_grpc
 from aos_runtime import auth, errors
 from aos_runtime.evidence import timestamp
-from aos_runtime.server import ServiceContext, not_yet_built
+from aos_runtime.server import ServiceContext
 from aos_runtime.validation import Request
 from services.logs import store
 from services.logs.messages import CAUSES, SYSTEM_EVENTS, answer_metadata, system_record
@@ -18,7 +18,7 @@ TELEMETRY_GAP = ("no infrastructure telemetry producer exists in the platform ye
 AVAILABLE_INSTEAD = ["events", "snapshot", "replay", "attribution"]
 
 
-class SystemLogsService(not_yet_built(pb_grpc.SystemLogsServiceServicer, DESCRIPTOR, "issue #4")):
+class SystemLogsService(pb_grpc.SystemLogsServiceServicer):
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
 
