@@ -46,6 +46,10 @@ def attacks(admin_user: str, service: str) -> dict[str, list[str]]:
         "DELETE from the ledger": ["DELETE FROM audit_ledger"],
         "TRUNCATE the ledger": ["TRUNCATE audit_ledger"],
         "grant itself the owner": [f"GRANT aos_owner TO {ROLES[service]}"],
+        # Migration 0012: a temp table would shadow the ledger for the owner's functions.
+        "shadow the ledger with a temp table": ["CREATE TEMP TABLE audit_ledger "
+                                                "(tenant_id text, seq bigint, chain_hash bytea)"],
+        "create a large object": ["SELECT lo_from_bytea(0, 'unbounded')"],
     }
 
 
