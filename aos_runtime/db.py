@@ -22,8 +22,10 @@ Every transaction carries the caller's tenant (``SET LOCAL aos.tenant_id``; row-
 security reads it). Each service logs in as its own LOGIN role (SPEC §6; made by
 ``aos_runtime.provision``), and every new connection checks that its login is that
 role and can be nothing else (``check_login``): no superuser, no BYPASSRLS, CREATEROLE,
-CREATEDB or REPLICATION, owner of nothing, member of no role — so ``SET ROLE`` to
-another role and ``SET SESSION AUTHORIZATION`` fail from the session itself. A
+CREATEDB or REPLICATION, owner of nothing (large objects included), member of no role
+— so ``SET ROLE`` to another role and ``SET SESSION AUTHORIZATION`` fail from the session
+itself — and no stored role setting (``ALTER ROLE … SET``, which every later session of
+the role would inherit). A
 service handed an admin or owner DSN refuses to start. Overview and logs sessions
 are read-only.
 """
@@ -90,14 +92,19 @@ SELECT session_user::text, current_user::text, r.rolsuper, r.rolbypassrls, r.rol
        (SELECT count(*) FROM pg_class WHERE relowner = r.oid AND relpersistence <> 't')
      + (SELECT count(*) FROM pg_namespace WHERE nspowner = r.oid)
      + (SELECT count(*) FROM pg_proc WHERE proowner = r.oid)
-     + (SELECT count(*) FROM pg_database WHERE datdba = r.oid)
+     + (SELECT count(*) FROM pg_database WHERE datdba = r.oid),
+       (SELECT count(*) FROM pg_largeobject_metadata WHERE lomowner = r.oid),
+       ARRAY(SELECT coalesce(d.datname::text, '*') || ': ' || array_to_string(s.setconfig, ', ')
+             FROM pg_db_role_setting s LEFT JOIN pg_database d ON d.oid = s.setdatabase
+             WHERE s.setrole = r.oid ORDER BY 1)
 FROM pg_roles r WHERE r.rolname = session_user"""
 
 
 def login_problems(dbapi_conn, role: str) -> list[str]:
     """Why the session of ``dbapi_conn`` (a psycopg connection) is not exactly ``role``'s; [] if it is."""
     row = dbapi_conn.execute(_LOGIN).fetchone()
-    session, current, superuser, bypassrls, createrole, createdb, replication, member_of, owned = row
+    (session, current, superuser, bypassrls, createrole, createdb, replication, member_of, owned,
+     large_objects, settings) = row
     problems = []
     if session != role:
         problems.append(f"logs in as {session!r}, not as {role!r}")
@@ -111,6 +118,14 @@ def login_problems(dbapi_conn, role: str) -> list[str]:
         problems.append(f"is a member of {', '.join(member_of)} (it could SET ROLE to them)")
     if owned:
         problems.append(f"owns {owned} database objects")
+    if large_objects:
+        problems.append(f"owns {large_objects} large objects")
+    # A setting stored for the role (ALTER ROLE … SET, by a superuser or by a session of the
+    # role itself) applies to every later session: session_replication_role, search_path,
+    # statement_timeout … Provisioning clears them; until then the login is refused.
+    if settings:
+        problems.append(f"has stored role settings ({'; '.join(settings)}): ALTER ROLE {role} RESET ALL "
+                        "(and IN DATABASE … RESET ALL), or run the migration step again, which resets them")
     return problems
 
 

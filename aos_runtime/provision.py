@@ -6,7 +6,8 @@ run with the admin (owner) DSN right after the migrations, lets each one log in:
     ALTER ROLE aos_logs LOGIN PASSWORD '…' NOSUPERUSER NOCREATEDB NOCREATEROLE
                         NOREPLICATION NOBYPASSRLS          -- and no membership in any role
 
-so that a service session holds its own role's privileges and nothing else: it cannot
+and drops every setting stored for it (``ALTER ROLE … RESET ALL``, for all databases and
+for each one), so that a service session holds its own role's privileges and nothing else: it cannot
 ``SET ROLE`` to the owner, a superuser or another service (it is a member of none), nor
 ``SET SESSION AUTHORIZATION`` (only a superuser can). The admin DSN stays with the
 migration step; a service process gets only its own DSN.
@@ -86,6 +87,7 @@ def provision(admin_url: str, urls: Mapping[str, str], *, given: frozenset[str] 
                                     f"{role} (its grants come from the migrations)")
         if name in given:
             try:
+                _reset_settings_as_admin(admin_url, role)
                 _check(url, name)
                 log.info("database login checked", extra={"role": role})
                 continue
@@ -122,6 +124,31 @@ def _provision_role(admin_url: str, role: str, password: str) -> None:
                     "WHERE r.rolname = %s", (role,)).fetchall():
                 conn.execute(sql.SQL("REVOKE {} FROM {} GRANTED BY {}").format(
                     sql.Identifier(granted), sql.Identifier(role), sql.Identifier(grantor)))
+            _reset_settings(conn, role)
+
+
+def _reset_settings(conn: psycopg.Connection, role: str) -> None:
+    """Drop every setting stored for ``role`` (ALTER ROLE … SET, for all databases or one):
+    a superuser's leftover session_replication_role = replica, or a search_path, timeout or
+    synchronous_commit a session of the role persisted for itself, would shape every later
+    session. check_login refuses a login that has any."""
+    conn.execute(sql.SQL("ALTER ROLE {} RESET ALL").format(sql.Identifier(role)))
+    for (database,) in conn.execute(
+            "SELECT d.datname FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
+            "JOIN pg_roles r ON r.oid = s.setrole WHERE r.rolname = %s", (role,)).fetchall():
+        conn.execute(sql.SQL("ALTER ROLE {} IN DATABASE {} RESET ALL").format(sql.Identifier(role),
+                                                                             sql.Identifier(database)))
+
+
+def _reset_settings_as_admin(admin_url: str, role: str) -> None:
+    """The "expect" path's reset: an admin that may not alter the role (a managed database
+    whose logins the operator made) leaves it to check_login, which then refuses loudly."""
+    with psycopg.connect(libpq_url(admin_url), autocommit=True, connect_timeout=10) as conn:
+        try:
+            with conn.transaction():
+                _reset_settings(conn, role)
+        except psycopg.errors.InsufficientPrivilege:
+            log.warning("cannot reset the stored settings of a configured login", extra={"role": role})
 
 
 def provision_from_settings(settings, admin_url: str, *, only_configured: bool = False) -> dict[str, str]:

@@ -168,6 +168,96 @@ def test_a_login_that_became_a_member_of_the_owner_is_refused_until_provisioning
         db.engine.dispose()
 
 
+def _settings(database_url: str, role: str) -> list:
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        return conn.execute("SELECT s.setdatabase, s.setconfig FROM pg_db_role_setting s "
+                            "JOIN pg_roles r ON r.oid = s.setrole WHERE r.rolname = %s", (role,)).fetchall()
+
+
+def test_a_stored_role_setting_is_refused_until_provisioning_resets_it(database_url):
+    """A superuser's leftover ALTER ROLE … SET (replica mode would skip every ENABLE-d trigger;
+    a read-only service's default turned off): each later session inherits it. The login is
+    refused at its next connection, and provisioning clears it."""
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as admin:
+        database = admin.execute("SELECT current_database()").fetchone()[0]
+        admin.execute("ALTER ROLE aos_producer SET session_replication_role = replica")
+        admin.execute(f'ALTER ROLE aos_logs IN DATABASE "{database}" SET default_transaction_read_only = off')
+    try:
+        producer = Producer(login_url(database_url, "producer"), pool_size=1)
+        try:
+            with pytest.raises(UnsafeProducerLogin, match="stored role settings"):
+                with producer.transaction(None):
+                    pass
+        finally:
+            producer.close()
+        db = Database(login_url(database_url, "logs"), service="logs", pool_size=1)
+        try:
+            with pytest.raises(UnsafeDatabaseLogin, match=rf"stored role settings \({database}: default_transaction_read_only=off"):
+                db.check_login()
+        finally:
+            db.engine.dispose()
+    finally:
+        provision_logins(database_url)
+    assert _settings(database_url, "aos_producer") == [] and _settings(database_url, "aos_logs") == []
+    producer = Producer(login_url(database_url, "producer"), pool_size=1)
+    try:
+        with producer.transaction(None) as conn:
+            assert conn.execute(text("SHOW session_replication_role")).scalar() == "origin"
+    finally:
+        producer.close()
+
+
+def test_a_session_that_persists_a_setting_for_itself_fails_its_next_connection(database_url):
+    """PostgreSQL lets a role ALTER itself (SET …, even its password): a compromised export
+    session can persist synchronous_commit = off for every later session. It cannot be
+    stopped in the session, so the next connection refuses the login, loudly."""
+    async def persist():
+        db = Database(login_url(database_url, "export"), service="export", pool_size=1)
+        try:
+            await db.run(None, lambda conn: conn.execute(text("ALTER ROLE aos_export SET synchronous_commit = off")))
+        finally:
+            await db.close()
+
+    try:
+        asyncio.run(persist())
+        db = Database(login_url(database_url, "export"), service="export", pool_size=1)
+        try:
+            with pytest.raises(UnsafeDatabaseLogin, match=r"stored role settings \(\*: synchronous_commit=off\)"):
+                db.check_login()
+        finally:
+            db.engine.dispose()
+    finally:
+        provision_logins(database_url)
+    assert _settings(database_url, "aos_export") == []
+
+
+def test_a_login_that_owns_a_large_object_is_refused(database_url):
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as admin:
+        oid = admin.execute("SELECT lo_from_bytea(0, 'x')").fetchone()[0]
+        admin.execute(f"ALTER LARGE OBJECT {oid} OWNER TO aos_logs")
+        try:
+            db = Database(login_url(database_url, "logs"), service="logs", pool_size=1)
+            try:
+                with pytest.raises(UnsafeDatabaseLogin, match="owns 1 large objects"):
+                    db.check_login()
+            finally:
+                db.engine.dispose()
+            producer_oid = admin.execute("SELECT lo_from_bytea(0, 'y')").fetchone()[0]
+            admin.execute(f"ALTER LARGE OBJECT {producer_oid} OWNER TO aos_producer")
+            try:
+                producer = Producer(login_url(database_url, "producer"), pool_size=1)
+                try:
+                    with pytest.raises(UnsafeProducerLogin, match="owns database objects"):
+                        with producer.transaction(None):
+                            pass
+                finally:
+                    producer.close()
+            finally:
+                admin.execute("SELECT lo_unlink(%s)", (producer_oid,))
+        finally:
+            admin.execute("SELECT lo_unlink(%s)", (oid,))
+
+
 def test_provisioning_only_checks_a_login_that_already_works(database_url):
     """The "expect" path: a configured DSN that logs in is checked, its password not rewritten."""
     def stored():
