@@ -19,8 +19,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
-import tempfile
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -42,6 +40,7 @@ ACTIVE = "ACTIVE"
 RETIRED = "RETIRED"
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)  # valid_from of a key nothing dates
 
+# The development key (aos_runtime.local_state, services/export key_ring): AOS_DATA_DIR/secrets/<this>.
 DEV_SIGNING_KEY_FILE = "export-signing-key.pem"
 DEV_RETIRED_KEYS_DIR = Path("export-signing-keys", "retired")
 
@@ -353,20 +352,33 @@ def _load_signing_key(path: Path) -> SigningKey:
     return SigningKey.from_private(private)
 
 
-def _load_verification_keys(path: Path) -> list[PublicKey]:
-    data = _read(path)
-    if not data.lstrip().startswith(b"-----BEGIN"):
+def public_keys_from(data: bytes | str) -> list[PublicKey]:
+    """The public keys in a PEM SubjectPublicKeyInfo Ed25519 key (one key) or a JSON keys
+    document (``load_keys_document``): the one reader behind ``KeyRing.load``'s verification
+    key files, the offline verifier's ``--keys`` files and its PEM ``--key`` pins.
+
+    Raises ValueError saying which of the two the data was taken for and what is wrong;
+    callers prefix where it came from (a file, a flag)."""
+    text = data.decode("utf-8") if isinstance(data, bytes) else data  # UnicodeDecodeError: a ValueError
+    if not text.lstrip().startswith("-----BEGIN"):
         try:
-            return load_keys_document(data.decode("utf-8"))
-        except ValueError as exc:  # covers bad JSON and bad UTF-8 too
-            raise ValueError(f"{path}: neither a PEM public key nor a JSON keys document: {exc}") from None
+            return load_keys_document(text)
+        except ValueError as exc:  # covers bad JSON too
+            raise ValueError(f"neither a PEM public key nor a JSON keys document: {exc}") from None
     try:
-        public = load_pem_public_key(data)
+        public = load_pem_public_key(text.strip().encode())
     except (ValueError, UnsupportedAlgorithm) as exc:
-        raise ValueError(f"{path}: not a PEM SubjectPublicKeyInfo public key: {exc}") from None
+        raise ValueError(f"not a PEM SubjectPublicKeyInfo public key: {exc}") from None
     if not isinstance(public, Ed25519PublicKey):
-        raise ValueError(f"{path}: verification keys must be Ed25519, not {type(public).__name__}")
+        raise ValueError(f"an export signing key is Ed25519, not {type(public).__name__}")
     return [PublicKey.from_raw(_raw_public(public))]
+
+
+def _load_verification_keys(path: Path) -> list[PublicKey]:
+    try:
+        return public_keys_from(_read(path))
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
 
 
 class KeyRing:
@@ -396,41 +408,3 @@ class KeyRing:
         non-Ed25519 key raises ValueError naming its file."""
         active = _load_signing_key(Path(signing_key_file))
         return cls(active, [key for path in verification_key_files for key in _load_verification_keys(Path(path))])
-
-    @classmethod
-    def generate_dev(cls, data_dir: Path) -> KeyRing:
-        """The embedded default: ``data_dir/export-signing-key.pem``, created on first use,
-        plus any retired public keys in ``data_dir/export-signing-keys/retired/*.pem``."""
-        data_dir = Path(data_dir)
-        data_dir.mkdir(parents=True, exist_ok=True)
-        key_file = data_dir / DEV_SIGNING_KEY_FILE
-        if not key_file.exists():
-            _create_once(key_file, SigningKey.generate().private_pem())
-        return cls.load(key_file, sorted((data_dir / DEV_RETIRED_KEYS_DIR).glob("*.pem")))
-
-
-def _create_once(path: Path, content: bytes) -> None:
-    """Create ``path`` holding ``content`` (mode 0600) unless it exists: first writer wins.
-
-    The content is written and synced under a temporary name, then hard-linked into
-    place: the link fails if another process got there first, and nobody ever sees a
-    partly written key.
-    """
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # mode 0600
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fsync(handle.fileno())
-        try:
-            os.link(temp, path)
-        except FileExistsError:
-            return
-    finally:
-        os.unlink(temp)
-    # Sync the directory too: losing the key in a crash would orphan every envelope it signed.
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

@@ -1,14 +1,16 @@
 """Verify an export offline: no database, no service, only the files and the keys you trust.
 
-    python -m aos_recording.verify_export ARTIFACT --envelope EXPORT.dsse.json --key KEY_ID [--keys keys.json] [--json]
+    python -m aos_recording.verify_export ARTIFACT --envelope EXPORT.dsse.json --key PUBLIC_KEY [--keys keys.json] [--json]
 
 ARTIFACT is what DownloadExport returned; EXPORT.dsse.json the export's envelope
 (GetExport: dsse_envelope). Trust comes only from what the auditor pins:
 
-- ``--key KEY_ID_OR_PUBKEY`` (repeatable): a key id (16 hex, SPEC section 5), or an
-  Ed25519 public key as raw hex (64), raw base64, PEM text or a PEM file, obtained out
-  of band. A pinned key id takes its public key from ``--trust`` or ``--keys``, and
-  only a key whose own computed id equals the pin.
+- ``--key PUBKEY_OR_KEY_ID`` (repeatable): an Ed25519 public key as raw base64 (as
+  ListSigningKeys' ``public_key``), raw hex (64), PEM text or a PEM file, obtained out
+  of band; or a key id (16 hex, SPEC section 5). A pinned key id takes its public key
+  from ``--trust`` or ``--keys``, and only a key whose own computed id equals the pin;
+  its public key then comes from untrusted material, so the pin is only as strong as
+  the 64-bit id, and the result says so (the signing_key check and the VALID line).
 - ``--trust FILE`` (repeatable): a keys document the auditor keeps (ListSigningKeys
   saved when they trusted it, or written by hand): every key in it is pinned, with
   the validity window it states; an entry may carry only ``key_id`` (and validity),
@@ -43,10 +45,6 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Sequence
-
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat, load_pem_public_key
 
 from aos_recording import dsse, hashing
 
@@ -87,6 +85,7 @@ class Verification:
         self.checks: list[Check] = []
         self.signed_by: str | None = None
         self.signed_at: str | None = None
+        self.note: str | None = None   # said beside the verdict (a pin weaker than a public key)
 
     def add(self, name: str, passed: bool, detail: str, verdict: Verdict = Verdict.TAMPERED) -> None:
         self.checks.append(Check(name, passed, detail, verdict.name))
@@ -105,7 +104,7 @@ class Verification:
 
     def as_dict(self) -> dict[str, Any]:
         return {"verdict": self.verdict.name, "valid": self.ok, "exit_code": self.verdict.exit_code,
-                "signed_by": self.signed_by, "signed_at": self.signed_at,
+                "signed_by": self.signed_by, "signed_at": self.signed_at, "note": self.note,
                 "checks": [c.__dict__ for c in self.checks]}
 
 
@@ -116,16 +115,22 @@ class Trust:
     """The keys an auditor pinned (with the validity they trust) and unresolved key-id pins."""
     keys: list[dsse.PublicKey] = field(default_factory=list)
     unresolved: list[str] = field(default_factory=list)   # pinned key ids with no public key found
+    # Pinned key ids whose public key came from material handed to the verifier (--keys, a
+    # service's key list), not from the auditor: such a pin is only as strong as the 64-bit
+    # id (SPEC section 5), within reach of a second preimage for a large budget.
+    by_id_only: set[str] = field(default_factory=set)
+
+    def strength(self, key_id: str) -> str | None:
+        """None for a full pin; else the note that says the pin is the weaker 64-bit one."""
+        if key_id not in self.by_id_only:
+            return None
+        return (f"key {key_id} is pinned by its 64-bit key id only, its public key taken from the keys given "
+                f"as information: pin the public key itself (--key PUBLIC_KEY: ListSigningKeys' public_key, "
+                f"obtained out of band) for the full 256-bit pin")
 
 
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
 _RAW_HEX = re.compile(r"[0-9a-fA-F]{64}")
-
-
-def _raw_of(public: Any, where: str) -> bytes:
-    if not isinstance(public, Ed25519PublicKey):
-        raise ValueError(f"{where}: not an Ed25519 public key")
-    return public.public_bytes(Encoding.Raw, PublicFormat.Raw)
 
 
 def parse_pin(text: str) -> str | bytes:
@@ -140,9 +145,10 @@ def parse_pin(text: str) -> str | bytes:
         return bytes.fromhex(text)
     if text.startswith("-----BEGIN"):
         try:
-            return _raw_of(load_pem_public_key(text.encode()), "--key")
-        except (ValueError, UnsupportedAlgorithm) as exc:
-            raise ValueError(f"--key: not a PEM public key: {exc}") from None
+            (key,) = dsse.public_keys_from(text)
+        except ValueError as exc:
+            raise ValueError(f"--key: {exc}") from None
+        return key.raw
     try:
         raw = base64.b64decode(text, validate=True)
         if len(raw) == 32:
@@ -162,17 +168,11 @@ def load_keys(paths: Iterable[Path]) -> list[dsse.PublicKey]:
     """Keys from keys documents (ours or ListSigningKeys as proto3 JSON) or PEM public keys."""
     keys: list[dsse.PublicKey] = []
     for path in paths:
-        text = Path(path).read_text(encoding="utf-8")
-        if text.lstrip().startswith("-----BEGIN"):
-            try:
-                keys.append(dsse.PublicKey.from_raw(_raw_of(load_pem_public_key(text.encode()), str(path))))
-            except (ValueError, UnsupportedAlgorithm) as exc:
-                raise ValueError(f"{path}: {exc}") from None
-        else:
-            try:
-                keys += dsse.load_keys_document(text)
-            except ValueError as exc:
-                raise ValueError(f"{path}: {exc}") from None
+        data = Path(path).read_bytes()
+        try:
+            keys += dsse.public_keys_from(data)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
     return keys
 
 
@@ -182,7 +182,7 @@ def trust(pins: Sequence[str] = (), trust_files: Sequence[Path] = (),
     (an entry without a public key pins its key id); ``--key`` pins are valid from the
     epoch with no end unless a trust file dates them. Public keys for pinned ids come
     from the trust files, then from ``listed``, and only when their computed id is the pin."""
-    by_id: dict[str, dsse.PublicKey] = {}
+    by_id: dict[str, dsse.PublicKey] = {}   # public keys the auditor gave: a full pin
     windows: dict[str, tuple[datetime, datetime | None]] = {}
     wanted: list[str] = []
     for path in trust_files:
@@ -218,11 +218,15 @@ def trust(pins: Sequence[str] = (), trust_files: Sequence[Path] = (),
             wanted.append(key.key_id)
         else:
             wanted.append(value)
+    material: dict[str, dsse.PublicKey] = {}
     for key in listed:  # material only: the listed validity is applied later, as a narrowing
-        by_id.setdefault(key.key_id, dsse.PublicKey.from_raw(key.raw))
+        material.setdefault(key.key_id, dsse.PublicKey.from_raw(key.raw))
     result = Trust()
     for key_id in dict.fromkeys(wanted):
         key = by_id.get(key_id)
+        if key is None and key_id in material:
+            key = material[key_id]
+            result.by_id_only.add(key_id)
         if key is None:
             result.unresolved.append(key_id)
             continue
@@ -267,7 +271,7 @@ def verify(artifact: bytes, envelope: str | bytes | None, trusted: Trust | Seque
     fmt = (manifest or {}).get("format") or _sniff(artifact)
     contents = (manifest or {}).get("contents")
     signer = [key] if key is not None else pinned.keys
-    at = _signed_time(manifest) if manifest else None
+    at = signed_time(manifest) if manifest else None
     if fmt == "ZIP":
         _package(v, artifact, signer, at, contents)
     elif fmt == "JSON":
@@ -281,7 +285,9 @@ def _sniff(artifact: bytes) -> str | None:
     return "ZIP" if artifact[:4] == b"PK\x03\x04" else "JSON" if artifact[:1] == b"{" else None
 
 
-def _signed_time(manifest: dict[str, Any]) -> datetime | None:
+def signed_time(manifest: dict[str, Any]) -> datetime | None:
+    """When the signed manifest says it was signed (an aware datetime), or None when it
+    states no usable time: missing, not a string, not RFC 3339, or without a time zone."""
     # Manifests before signed_at was added are dated by created_at, also inside what is signed.
     value = manifest.get("signed_at", manifest.get("created_at"))
     try:
@@ -309,9 +315,9 @@ def _signature(v: Verification, envelope: str | bytes | None, pinned: Trust,
         missing = f" (no public key found for pinned key id(s) {', '.join(pinned.unresolved)}: pass --keys or " \
                   f"the public key itself)" if pinned.unresolved else ""
         v.add("signing_key", False, f"no key pinned{missing}: pin the export signing key you obtained out of band "
-                                    f"with --key KEY_ID or --key PUBLIC_KEY, or --trust FILE; a keys file beside "
-                                    f"the artifact (--keys) is information, not trust. The envelope is signed "
-                                    f"by {signer_hint}", Verdict.UNTRUSTED_KEY)
+                                    f"with --key PUBLIC_KEY (or --key KEY_ID, a weaker 64-bit pin), or --trust "
+                                    f"FILE; a keys file beside the artifact (--keys) is information, not trust. "
+                                    f"The envelope is signed by {signer_hint}", Verdict.UNTRUSTED_KEY)
         return None, None
     try:
         payload, key = dsse.open_envelope(envelope, pinned.keys, dsse.MANIFEST_PAYLOAD_TYPE)
@@ -337,8 +343,9 @@ def _signature(v: Verification, envelope: str | bytes | None, pinned: Trust,
         return None, None
     v.signed_by = key.key_id
     v.add("signature", True, f"DSSE Ed25519 over PAE(payloadType, payload): export {manifest.get('export_id')}")
-    v.add("signing_key", True, f"key {key.key_id} is pinned", Verdict.UNTRUSTED_KEY)
-    at = _signed_time(manifest)
+    v.note = pinned.strength(key.key_id)
+    v.add("signing_key", True, v.note or f"key {key.key_id} is pinned by its public key", Verdict.UNTRUSTED_KEY)
+    at = signed_time(manifest)
     window = _narrowed(key, listed)
     if at is None:
         v.add("key_validity", False, "the signed manifest states no signing time (signed_at)",
@@ -545,9 +552,10 @@ def _csv(v: Verification, data: bytes, contents: dict[str, Any] | None) -> None:
 # --- the command ----------------------------------------------------------------------
 
 def add_trust_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--key", action="append", default=[], metavar="KEY_ID_OR_PUBKEY",
-                        help="pin a key you obtained out of band: its key id (16 hex), or its public key (64 hex, "
-                             "base64, PEM text or a PEM file); repeatable")
+    parser.add_argument("--key", action="append", default=[], metavar="PUBKEY_OR_KEY_ID",
+                        help="pin a key you obtained out of band: its public key (base64 as ListSigningKeys' "
+                             "public_key, 64 hex, PEM text or a PEM file), or only its key id (16 hex: a weaker "
+                             "64-bit pin, its public key then taken from --keys; the result says so); repeatable")
     parser.add_argument("--trust", action="append", default=[], type=Path, metavar="FILE",
                         help="a keys document you keep and trust: pins every key in it, with the validity it "
                              "states (entries may carry only key_id and validity); repeatable")
@@ -583,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         for c in result.checks:
             print(f"{'ok  ' if c.passed else 'FAIL'} {c.name}: {c.detail}")
-        print(f"{result.verdict.name}: {result.verdict.meaning}")
+        print(f"{result.verdict.name}: {result.verdict.meaning}" + (f" (note: {result.note})" if result.note else ""))
     return result.verdict.exit_code
 
 

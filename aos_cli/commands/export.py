@@ -180,8 +180,8 @@ def _show_download(ctx: Context, saved: dict[str, Any]) -> None:
     ctx.out.fields([("artifact", saved["path"]), ("size", f"{saved['size_bytes']} bytes"),
                     ("sha-256", f"{saved['sha256']} (matches the export's checksum)"),
                     ("envelope", saved["envelope"]), ("keys", saved["keys"])], title="Downloaded")
-    ctx.out.note(f"verify offline, pinning the signing key id you obtained out of band: "
-                 f"aos-evidence export verify --offline {saved['path']} --key KEY_ID")
+    ctx.out.note(f"verify offline, pinning the signing key's public key you obtained out of band: "
+                 f"aos-evidence export verify --offline {saved['path']} --key PUBLIC_KEY")
 
 
 def download_command(args: argparse.Namespace, ctx: Context) -> int:
@@ -236,5 +236,6 @@ def _verify_offline(ctx: Context, args: argparse.Namespace) -> int:
         pins = ", ".join([*args.key, *map(str, args.trust)]) or "no pinned key"
         ctx.out.checks(((c.name, c.passed, c.detail) for c in result.checks), result.ok,
                        title=f"{artifact}, verified offline under {pins}")
-        ctx.out.line(f"{verdict.name} (exit {verdict.exit_code}): {verdict.meaning}")
+        ctx.out.line(f"{verdict.name} (exit {verdict.exit_code}): {verdict.meaning}"
+                     + (f" (note: {result.note})" if result.note else ""))
     return verdict.exit_code

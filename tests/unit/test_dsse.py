@@ -3,9 +3,6 @@ independent cross-check against securesystemslib's DSSE implementation."""
 import base64
 import copy
 import json
-import os
-import stat
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 
 import pytest
@@ -373,36 +370,6 @@ def test_load_rejects_a_verification_key_that_is_not_ed25519(tmp_path, make):
 def test_load_names_a_missing_file(tmp_path):
     with pytest.raises(ValueError, match="missing.pem"):
         KeyRing.load(tmp_path / "missing.pem")
-
-
-# --- the embedded default key --------------------------------------------------
-
-def test_generate_dev_creates_a_private_key_once(tmp_path):
-    data_dir = tmp_path / "data"
-    first = KeyRing.generate_dev(data_dir)
-    key_file = data_dir / "export-signing-key.pem"
-    assert stat.S_IMODE(os.stat(key_file).st_mode) == 0o600
-    assert KeyRing.generate_dev(data_dir).active.public == first.active.public
-    assert KeyRing.load(key_file).active.public == first.active.public
-    assert sorted(p.name for p in data_dir.iterdir()) == ["export-signing-key.pem"]  # no temp files left
-
-
-def test_generate_dev_agrees_when_started_concurrently(tmp_path):
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        rings = list(pool.map(KeyRing.generate_dev, [tmp_path] * 16))
-    assert len({ring.active.public.key_id for ring in rings}) == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["export-signing-key.pem"]
-
-
-def test_generate_dev_picks_up_retired_public_keys(tmp_path):
-    old = SigningKey.generate()
-    retired_dir = tmp_path / "export-signing-keys" / "retired"
-    retired_dir.mkdir(parents=True)
-    write_public_key_pem(old.public, retired_dir / "2025.pem")
-    (retired_dir / "README.txt").write_text("not a key")
-    ring = KeyRing.generate_dev(tmp_path)
-    assert [k.key_id for k in ring.public_keys()] == [ring.active.public.key_id, old.public.key_id]
-    assert ring.get(old.public.key_id).status == "RETIRED"
 
 
 # --- independent cross-check with securesystemslib --------------------------------

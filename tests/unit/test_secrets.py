@@ -37,6 +37,13 @@ def settings(tmp_path: Path, **env: str) -> Settings:
     return Settings.from_env({"AOS_DATA_DIR": str(tmp_path / "aos"), **env})
 
 
+def public_of(pem_file: Path) -> dsse.PublicKey:
+    """The public half of the private key on disk, read with cryptography itself."""
+    private = serialization.load_pem_private_key(pem_file.read_bytes(), password=None)
+    return dsse.PublicKey.from_raw(private.public_key().public_bytes(serialization.Encoding.Raw,
+                                                                     serialization.PublicFormat.Raw))
+
+
 def signing_key_file(path: Path, file_mode: int = 0o600) -> Path:
     path.write_bytes(dsse.SigningKey.generate().private_pem())
     path.chmod(file_mode)
@@ -184,7 +191,7 @@ def test_a_configured_signing_key_others_can_read_is_refused(tmp_path):
     with pytest.raises(SecretFileError, match=r"AOS_EXPORT_SIGNING_KEY_FILE .* mode 0644"):
         key_ring(settings(tmp_path, AOS_EXPORT_SIGNING_KEY_FILE=str(key)))
     key.chmod(0o600)
-    assert key_ring(settings(tmp_path, AOS_EXPORT_SIGNING_KEY_FILE=str(key))).active.public.key_id
+    assert key_ring(settings(tmp_path, AOS_EXPORT_SIGNING_KEY_FILE=str(key))).active.public == public_of(key)
 
 
 def test_a_missing_signing_key_file_is_a_clear_error(tmp_path):
@@ -227,14 +234,46 @@ def test_with_database_url_a_missing_jwt_key_or_signing_key_is_refused(tmp_path)
     assert not (tmp_path / "aos" / "secrets").exists()
     allowed = settings(tmp_path, DATABASE_URL=DB, AOS_DEV_KEYS="true")
     assert token_verifier(allowed).max_lifetime_s == 86400
-    assert key_ring(allowed).active.public.key_id
+    # The development key AOS_DEV_KEYS allows is the one written (0600) under secrets/.
+    dev_key = tmp_path / "aos" / "secrets" / dsse.DEV_SIGNING_KEY_FILE
+    assert key_ring(allowed).active.public == public_of(dev_key) and mode(dev_key) == 0o600
 
 
 def test_the_embedded_default_still_generates_development_keys(tmp_path):
     embedded = settings(tmp_path)  # DATABASE_URL unset: make run, make test
-    assert PageTokens.from_settings(embedded).key and token_verifier(embedded) and key_ring(embedded)
-    assert sorted(p.name for p in (tmp_path / "aos" / "secrets").iterdir()) == [
-        dsse.DEV_SIGNING_KEY_FILE, "jwt-secret", "page-token-secret"]
+    secrets_dir = tmp_path / "aos" / "secrets"
+    ring = key_ring(embedded)
+    assert PageTokens.from_settings(embedded).key == (secrets_dir / "page-token-secret").read_text().strip().encode()
+    assert token_verifier(embedded)._keys == {"HS256": (secrets_dir / "jwt-secret").read_text().strip()}
+    assert ring.active.public == public_of(secrets_dir / dsse.DEV_SIGNING_KEY_FILE)
+    assert sorted(p.name for p in secrets_dir.iterdir()) == [dsse.DEV_SIGNING_KEY_FILE, "jwt-secret",
+                                                               "page-token-secret"]
+    # Another process (a second service of the suite) loads the same key, not one of its own.
+    other = subprocess.run([sys.executable, "-c", KEY_ID_OF_THE_RING, str(tmp_path / "aos")], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+    assert other.returncode == 0, other.stderr
+    assert other.stdout.strip() == ring.active.public.key_id
+
+
+KEY_ID_OF_THE_RING = """
+import sys
+from pathlib import Path
+from aos_runtime.config import Settings
+from services.export.server import key_ring
+print(key_ring(Settings.from_env({"AOS_DATA_DIR": sys.argv[1]})).active.public.key_id)
+"""
+
+
+def test_the_development_ring_lists_the_retired_public_keys_beside_it(tmp_path):
+    """AOS_DATA_DIR/export-signing-keys/retired/*.pem stay verifiable; other files there are no keys."""
+    old = dsse.SigningKey.generate()
+    retired_dir = tmp_path / "aos" / dsse.DEV_RETIRED_KEYS_DIR
+    retired_dir.mkdir(parents=True)
+    dsse.write_public_key_pem(old.public, retired_dir / "2025.pem")
+    (retired_dir / "README.txt").write_text("not a key")
+    ring = key_ring(settings(tmp_path))
+    assert [k.key_id for k in ring.public_keys()] == [ring.active.public.key_id, old.public.key_id]
+    assert ring.get(old.public.key_id).status == "RETIRED"
 
 
 def _start(module: str, tmp_path: Path, **extra: str) -> subprocess.CompletedProcess:

@@ -14,6 +14,7 @@ import zipfile
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa as rsa_keys
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from securesystemslib.dsse import Envelope
@@ -204,6 +205,69 @@ def test_every_pin_form(tmp_path, key, export):
     for bad in ("abc", "0123456789ABCDEF", base64.b64encode(b"x" * 31).decode()):
         with pytest.raises(ValueError, match="--key"):
             verify_export.parse_pin(bad)
+
+
+def test_a_key_id_pin_is_said_to_be_the_weaker_64_bit_pin_and_a_public_key_pin_is_not(tmp_path, key, export, capsys):
+    """A key id is 64 bits (SPEC section 5) and its public key then comes from the keys file
+    an attacker may have written: VALID, but the check and the VALID line say the pin is weak."""
+    data, envelope = export
+    by_id = verify_export.verify(data, envelope, verify_export.trust([key.public.key_id], listed=[key.public]),
+                                 [key.public])
+    assert by_id.verdict is Verdict.VALID
+    assert "64-bit key id only" in checks(by_id)["signing_key"].detail and by_id.note
+    assert by_id.as_dict()["note"] == by_id.note
+    public = base64.b64encode(key.public.raw).decode()
+    by_key = verify_export.verify(data, envelope, verify_export.trust([public], listed=[key.public]), [key.public])
+    assert by_key.verdict is Verdict.VALID and by_key.note is None
+    assert "64-bit" not in checks(by_key)["signing_key"].detail
+    # A trust file's entry that carries only a key id is as weak; one with the public key is not.
+    id_only = tmp_path / "ids.json"
+    id_only.write_text(json.dumps({"keys": [{"key_id": key.public.key_id}]}))
+    assert verify_export.verify(data, envelope, verify_export.trust(trust_files=[id_only], listed=[key.public])).note
+    full = tmp_path / "full.json"
+    full.write_text(json.dumps(dsse.keys_document([key.public])))
+    assert verify_export.verify(data, envelope, verify_export.trust(trust_files=[full], listed=[key.public])).note \
+        is None
+    # The command's last line says it too, and --help says which pin is the weaker one.
+    args = files(tmp_path, data, envelope, [key.public])
+    assert verify_export.main(args + ["--key", key.public.key_id]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("VALID") and "64-bit key id only" in last
+    assert verify_export.main(args + ["--key", public]) == 0
+    assert "64-bit" not in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        verify_export.main(["--help"])
+    assert "64-bit pin" in " ".join(capsys.readouterr().out.split())
+
+
+def test_one_loader_reads_pem_and_keys_documents_for_every_caller(tmp_path, key, attacker):
+    """--keys files, PEM --key pins and the service's verification key files share
+    dsse.public_keys_from; each caller still names where the bad input came from."""
+    pem, doc = tmp_path / "pub.pem", tmp_path / "keys.json"
+    pem.write_text(_pem(key))
+    doc.write_text(json.dumps(dsse.keys_document([attacker.public])))
+    assert verify_export.load_keys([pem, doc]) == [key.public, attacker.public]
+    assert verify_export.parse_pin(_pem(key)) == key.public.raw
+    ring = dsse.KeyRing.load(_signing_pem(tmp_path, attacker), [pem])
+    assert [k.key_id for k in ring.public_keys()] == [attacker.public.key_id, key.public.key_id]
+    rsa = tmp_path / "rsa.pem"
+    rsa.write_bytes(rsa_keys.generate_private_key(public_exponent=65537, key_size=2048).public_key().public_bytes(
+        Encoding.PEM, PublicFormat.SubjectPublicKeyInfo))
+    with pytest.raises(ValueError, match=r"rsa\.pem: an export signing key is Ed25519, not RSAPublicKey"):
+        verify_export.load_keys([rsa])
+    with pytest.raises(ValueError, match=r"^--key: an export signing key is Ed25519"):
+        verify_export.parse_pin(rsa.read_text())
+    with pytest.raises(ValueError, match=r"rsa\.pem: an export signing key is Ed25519"):
+        dsse.KeyRing.load(_signing_pem(tmp_path, attacker), [rsa])
+    (tmp_path / "junk.json").write_text("{not json")
+    with pytest.raises(ValueError, match="junk.json: neither a PEM public key nor a JSON keys document"):
+        verify_export.load_keys([tmp_path / "junk.json"])
+
+
+def _signing_pem(tmp_path, key: dsse.SigningKey):
+    path = tmp_path / "signing.pem"
+    path.write_bytes(key.private_pem())
+    return path
 
 
 def test_trust_files_ours_proto3_json_and_id_only(tmp_path, key, export):
