@@ -70,6 +70,8 @@ SELECT session_user::text, current_user::text, r.rolsuper OR r.rolbypassrls OR r
        OR EXISTS (SELECT 1 FROM pg_namespace WHERE nspowner = r.oid)
        OR EXISTS (SELECT 1 FROM pg_proc WHERE proowner = r.oid)
        OR EXISTS (SELECT 1 FROM pg_database WHERE datdba = r.oid)
+       OR EXISTS (SELECT 1 FROM pg_largeobject_metadata WHERE lomowner = r.oid),
+       EXISTS (SELECT 1 FROM pg_db_role_setting WHERE setrole = r.oid)
 FROM pg_roles r WHERE r.rolname = session_user"""
 
 
@@ -81,13 +83,16 @@ def check_producer_login(dbapi_conn) -> None:
     """Raises UnsafeProducerLogin unless the session (a psycopg connection) is aos_producer's
     login and can become nothing else: no superuser or other role attribute, no membership
     in any role (so no SET ROLE), owner of nothing."""
-    session, current, privileged, member_of, owns = dbapi_conn.execute(_LOGIN).fetchone()
+    session, current, privileged, member_of, owns, settings = dbapi_conn.execute(_LOGIN).fetchone()
     problems = [p for p, bad in (
         (f"logs in as {session!r}, not {PRODUCER_ROLE!r}", session != PRODUCER_ROLE),
         (f"acts as {current!r}", current != session),
         ("has superuser, BYPASSRLS, CREATEROLE, CREATEDB or REPLICATION", privileged),
         (f"is a member of {', '.join(member_of or [])}", bool(member_of)),
-        ("owns database objects", owns)) if bad]
+        ("owns database objects", owns),
+        # ALTER ROLE … SET would shape every later session (session_replication_role, search_path…).
+        ((f"has stored role settings: ALTER ROLE {PRODUCER_ROLE} RESET ALL (and IN DATABASE … RESET ALL), "
+          "or run the migration step again"), settings)) if bad]
     if problems:
         raise UnsafeProducerLogin(f"the producer refuses its database login: it {'; '.join(problems)}. Use the "
                                   f"DSN of the login role {PRODUCER_ROLE} (AOS_PRODUCER_DATABASE_URL)")
@@ -233,7 +238,7 @@ def _insert_once(conn: Connection, table: str, key: tuple[str, ...], record: Map
     columns = [*record, "content_hash", *marks]
     values = [f"CAST(:{c} AS jsonb)" if c in jsonb else f":{c}" for c in columns]
     params = {**record, **{c: _json(record[c]) for c in jsonb}, "content_hash": content, **marks}
-    refused = EvidenceConflict(f"{table} {dict((c, record[c]) for c in key)}: already recorded with different content")
+    refused = EvidenceConflict(f"{table} { {c: record[c] for c in key} }: already recorded with different content")
     inserted = _insert_or_refused(conn, f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(values)}) "
                                   "ON CONFLICT DO NOTHING RETURNING id", params, refused)
     if inserted is not None:
