@@ -38,15 +38,14 @@ def file_keys(paths: list[Path]) -> list[dsse.PublicKey]:
 
 
 def signing_keys_trusted(pins: Sequence[str], trust_files: Sequence[Path], listed: list[dsse.PublicKey],
-                         service_keys: Callable[[], list[dsse.PublicKey]]) -> tuple[list[dsse.PublicKey], str]:
-    """The keys a signature is checked against, and where they came from (said in the result).
-
-    Pinned keys (``--key``, ``--trust``) are the auditor's trust, as in the offline export
-    verifier; ``--keys`` files only supply public keys for them. With no pin at all the
-    service's ListSigningKeys is used, and the result says that the keys were the service's."""
+                         service_keys: Callable[[], list[dsse.PublicKey]]) -> verify_export.Trust:
+    """The keys a signature is checked against: only those the auditor pinned (``--key``,
+    ``--trust``), as in the offline export verifier. ``--keys`` files and the service's
+    ListSigningKeys only supply public keys for pinned key ids (such a pin is the weaker
+    64-bit one, and ``Trust.strength`` says so); with no pin the Trust is empty and the
+    signature check fails: the audited service's own key list vouches for nothing."""
     if not pins and not trust_files:
-        return (listed or service_keys()), ("the given --keys, not pinned" if listed else
-                                            "the service's ListSigningKeys, not pinned")
+        return verify_export.Trust()
     try:
         # Public keys for pinned ids may come from the files or from the service: material
         # only, accepted for a pin only when the key's own id is the pinned one.
@@ -56,4 +55,4 @@ def signing_keys_trusted(pins: Sequence[str], trust_files: Sequence[Path], liste
     if pinned.unresolved:
         raise UsageError(f"no public key found for pinned key id(s) {', '.join(pinned.unresolved)}: "
                          "pass it with --key or --trust, or a --keys file that lists it")
-    return pinned.keys, "pinned"
+    return pinned

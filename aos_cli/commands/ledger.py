@@ -52,8 +52,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     verify = group.add_parser("verify", parents=[common],
                               help="prove the ledger was neither rewritten nor truncated before a checkpoint")
     verify.add_argument("--checkpoint", metavar="PATH", type=Path, required=True, help="a saved checkpoint")
-    # The same pins as the offline export verifier: trust is what the auditor pinned; with no
-    # pin at all the service's own key list is used and the result says so.
+    # The same pins as the offline export verifier: trust is only what the auditor pinned; with
+    # no pin the signature check fails (UNTRUSTED), the audited service cannot vouch for itself.
     verify_export.add_trust_arguments(verify)
     verify.set_defaults(handler=verify_command)
 
@@ -90,23 +90,33 @@ def load_checkpoint(path: Path) -> integrity_pb2.LedgerCheckpoint:
         raise UsageError(f"--checkpoint: not a saved ledger checkpoint: {exc}") from None
 
 
-def _signed_statement(checkpoint: integrity_pb2.LedgerCheckpoint, keys: list[dsse.PublicKey], source: str,
+UNPINNED = ("UNTRUSTED: no key pinned. Pin the export signing key you obtained out of band: --key PUBLIC_KEY "
+            "(ListSigningKeys' public_key, base64), or --key KEY_ID (a weaker 64-bit pin), or --trust FILE; "
+            "--keys files and the service's own key list are information, not trust")
+
+
+def _signed_statement(checkpoint: integrity_pb2.LedgerCheckpoint, pinned: verify_export.Trust,
                       result: Verification) -> dict[str, Any] | None:
     """The statement the signature covers, or None (recorded in ``result``) when it does not verify.
 
     The signature is checked over PAE(payloadType, payload), never the envelope's text (a
     saved checkpoint re-indented, or with a trailing newline, still verifies), and the key
     must have been valid at the signed ``issued_at``."""
+    if not pinned.keys:
+        result.add("signature", False, f"{UNPINNED} (the checkpoint names key {_key_id(checkpoint.dsse_envelope)})")
+        return None
     try:
-        payload, key = dsse.open_envelope(checkpoint.dsse_envelope, keys, dsse.CHECKPOINT_PAYLOAD_TYPE)
+        payload, key = dsse.open_envelope(checkpoint.dsse_envelope, pinned.keys, dsse.CHECKPOINT_PAYLOAD_TYPE)
         statement = json.loads(payload)
         issued = datetime.fromisoformat(statement["issued_at"])
         if not key.valid_at(issued):
             raise dsse.DsseError(dsse.KEY_NOT_VALID_AT, f"key {key.key_id} was not valid at {statement['issued_at']}")
     except (dsse.DsseError, ValueError, KeyError, TypeError) as exc:
-        result.add("signature", False, f"{exc} (keys: {source})")
+        result.add("signature", False, f"{exc} (keys: pinned)")
         return None
-    result.add("signature", True, f"signed by key {key.key_id} ({source}), issued {statement['issued_at']}")
+    result.note = pinned.strength(key.key_id)
+    result.add("signature", True, f"signed by key {key.key_id}, issued {statement['issued_at']}; "
+                                  + (result.note or "pinned by its public key"))
     listed = {"tenant_id": checkpoint.tenant_id, "seq": checkpoint.seq, "chain_hash": checkpoint.chain_hash}
     edited = [f"{name} {listed[name]!r} (signed: {statement.get(name)!r})" for name in listed
               if listed[name] != statement.get(name)]
@@ -201,10 +211,10 @@ def integrity_report(ctx: Context) -> audit_pb.GetIntegrityReportResponse:
 
 def verify_command(args: argparse.Namespace, ctx: Context) -> int:
     checkpoint = load_checkpoint(args.checkpoint)
-    keys, source = signing_keys_trusted(args.key, args.trust, file_keys(args.keys) if args.keys else [],
-                                        lambda: server_keys(ctx.client))
+    pinned = signing_keys_trusted(args.key, args.trust, file_keys(args.keys) if args.keys else [],
+                                  lambda: server_keys(ctx.client))
     result = Verification()
-    statement = _signed_statement(checkpoint, keys, source, result)
+    statement = _signed_statement(checkpoint, pinned, result)
     # Judge the ledger by what was signed; the file's own fields only when the signature failed.
     tenant, seq, chain_hash = ((statement["tenant_id"], statement["seq"], statement["chain_hash"]) if statement
                                else (checkpoint.tenant_id, checkpoint.seq, checkpoint.chain_hash))
@@ -224,7 +234,7 @@ def verify_command(args: argparse.Namespace, ctx: Context) -> int:
                f"{report.verified_to_seq}): {status}")
     anomalies = [("client", a) for a in client_side] + [("service", a) for a in report.anomalies]
     if ctx.out.json_mode:
-        ctx.out.document({"valid": result.ok, "checkpoint": to_dict(checkpoint),
+        ctx.out.document({"valid": result.ok, "note": result.note, "checkpoint": to_dict(checkpoint),
                           "checks": [asdict(c) for c in result.checks],
                           "anomalies": [{"found_by": source, **to_dict(a)} for source, a in anomalies],
                           "integrity_report": to_dict(report)})
@@ -235,4 +245,6 @@ def verify_command(args: argparse.Namespace, ctx: Context) -> int:
             for source, a in anomalies), title="Anomalies")
     ctx.out.checks(((c.name, c.passed, c.detail) for c in result.checks), result.ok,
                    title=f"Ledger of {tenant} against the checkpoint at seq {seq}")
+    if result.note:
+        ctx.out.line(f"note: {result.note}")
     return EXIT_OK if result.ok else EXIT_FAILED
