@@ -2,7 +2,8 @@
 carrying its exit code, so ``main`` prints one message and never a traceback."""
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import grpc
 from google.protobuf.message import Message

@@ -7,9 +7,9 @@ DEADLINE_EXCEEDED …), 130 interrupted.
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from collections.abc import Sequence
 
-from aos_cli.client import EXIT_USAGE, CliError, Client, UsageError
+from aos_cli.client import EXIT_USAGE, Client, CliError, UsageError
 from aos_cli.commands import audit, export, ledger, runs, token
 from aos_cli.context import Context
 from aos_cli.output import Output

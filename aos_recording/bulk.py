@@ -19,9 +19,9 @@ import argparse
 import random
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Iterator
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -92,7 +92,8 @@ def ledger_rows(tenant: str, count: int, rng: random.Random) -> Iterator[tuple]:
         event = _EVENTS[i % len(_EVENTS)]
         entity = entity_of(event)
         entry = {"id": f"{tenant}.aud-{i}", "tenant_id": tenant, "event_type": event, "entity_type": entity,
-                 "entity_id": f"{entity.lower()}-{rng.randrange(200)}", "actor_type": ("HUMAN", "AGENT", "SYSTEM")[i % 3],
+                 "entity_id": f"{entity.lower()}-{rng.randrange(200)}",
+                 "actor_type": ("HUMAN", "AGENT", "SYSTEM")[i % 3],
                  "actor_id": f"actor-{rng.randrange(50)}", "action_reason": None,
                  "correlation_id": f"{tenant}.run-{rng.randrange(100_000)}" if i % 4 == 0 else None,
                  "created_at": EPOCH + timedelta(seconds=int(i * step)), "before_state": None,
@@ -194,7 +195,8 @@ def _system(conn, tenants: list[str], volume: Volume, rng: random.Random) -> flo
     written = 0
     apart = conn.execute("SELECT to_regclass('platform_records') IS NOT NULL").fetchone()[0]
     with conn.transaction():
-        for table, system_wide in (("system_records", False), ("platform_records" if apart else "system_records", True)):
+        platform_table = "platform_records" if apart else "system_records"
+        for table, system_wide in (("system_records", False), (platform_table, True)):
             with conn.cursor().copy(
                     f"COPY {table} (id, tenant_id, component, event_type, severity, summary, caused_by, run_id, "
                     "created_at, content_hash, is_synthetic, synthetic_scenario_id) FROM STDIN") as copy:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import rfc8785
 
@@ -135,7 +136,7 @@ def manifest_hash(manifest: Mapping[str, Any]) -> bytes:
     return sha256(canonical_json(manifest))
 
 
-def artifact_digest() -> "hashlib._Hash":
+def artifact_digest() -> hashlib._Hash:
     """An export artifact's checksum, fed chunk by chunk as the artifact is written."""
     return hashlib.sha256()
 

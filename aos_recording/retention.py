@@ -43,8 +43,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
 from datetime import date, datetime, timezone
-from typing import Iterable
 
 import psycopg
 
@@ -113,7 +113,7 @@ def retention_anchor(conn, tenant_id: str) -> Checkpoint | None:
 
 
 def _parse_month(value: str) -> date:
-    return datetime.strptime(value, "%Y-%m").date()
+    return datetime.strptime(value, "%Y-%m").date()  # noqa: DTZ007 - only the calendar month is kept
 
 
 def main(argv: Iterable[str]) -> int:
@@ -137,7 +137,7 @@ def main(argv: Iterable[str]) -> int:
                 for tenant, seq, chain in record_checkpoints(conn):
                     print(f"{tenant}\t{seq}\t{chain.hex()}")
             elif args.command == "ensure":
-                today = date.today()
+                today = datetime.now(timezone.utc).date()  # partitions are UTC months, the host's zone is not
                 total = today.year * 12 + today.month - 1 + args.ahead
                 for name in ensure_partitions(conn, first=today, through=date(total // 12, total % 12 + 1, 1)):
                     print(f"created {name}")

@@ -17,18 +17,25 @@ so two tenants can load the same story; ``before``/``after`` state values under
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import yaml
 
 from aos_recording import store
-from aos_runtime.periods import reset_window
 from aos_recording.sources import SourceWriter
-from aos_recording.writers import (AuditLedgerWriter, LlmRunRecordWriter, Producer, Synthetic, SystemRecordWriter,
-                                   TraceRecorder)
+from aos_recording.writers import (
+    AuditLedgerWriter,
+    LlmRunRecordWriter,
+    Producer,
+    Synthetic,
+    SystemRecordWriter,
+    TraceRecorder,
+)
+from aos_runtime.periods import reset_window
 
 SCENARIO_DIR = Path(__file__).resolve().parent / "scenario_files"
 DEMO_TENANTS = {"tenant-demo": "Demo Corp", "tenant-acme": "Acme Robotics"}
@@ -51,7 +58,7 @@ class Scenario:
     path: Path
 
     @classmethod
-    def from_file(cls, path: Path) -> "Scenario":
+    def from_file(cls, path: Path) -> Scenario:
         doc = yaml.safe_load(Path(path).read_text())
         if not isinstance(doc, dict) or "id" not in doc or not isinstance(doc.get("actions"), list):
             raise ScenarioError(f"{path}: a scenario needs `id` and a list of `actions`")
@@ -103,8 +110,8 @@ class _Load:
         return value
 
     def run(self) -> None:
-        for self.number, action in enumerate(self.scenario.actions, 1):
-            number = self.number
+        for number, action in enumerate(self.scenario.actions, 1):
+            self.number = number
             if not isinstance(action, Mapping) or len(action) != 1:
                 raise ScenarioError(f"{self.scenario.path.name} action {number}: one key per action")
             (kind, spec), = action.items()

@@ -1,7 +1,8 @@
 """The recording library's reads: chains and traces, streamed in order for the verifier."""
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection

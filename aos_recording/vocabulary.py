@@ -11,7 +11,6 @@ from __future__ import annotations
 from aos.evidence.v1 import bundle_pb2, evidence_pb2, records_pb2, sources_pb2  # noqa: F401
 from aos_runtime.validation import canonical_names
 
-
 _E = "aos.evidence.v1."
 AUDIT_EVENTS = frozenset(canonical_names(_E + "AuditEventType"))
 AUDIT_ENTITIES = frozenset(canonical_names(_E + "AuditEntityType"))

@@ -12,9 +12,9 @@ import json
 import re
 import time
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import jwt
 
@@ -105,7 +105,7 @@ class TokenVerifier:
         self.max_lifetime_s = max_lifetime_s
 
     @classmethod
-    def from_settings(cls, settings, *, secret: str | None = None) -> "TokenVerifier":
+    def from_settings(cls, settings, *, secret: str | None = None) -> TokenVerifier:
         """``secret`` stands in for an unset AOS_AUTH_JWT_SECRET (the development one)."""
         pem = Path(settings.jwt_public_key_file).read_bytes() if settings.jwt_public_key_file else None
         return cls(secret=settings.jwt_secret or secret, public_key_pem=pem, audience=settings.audience,

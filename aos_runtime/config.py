@@ -6,9 +6,9 @@ table, the compose file check and ``Settings.from_env`` all read that one list.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from aos_runtime import channels
 
@@ -19,6 +19,9 @@ class EnvVar:
     default: str | None
     help: str
 
+
+_TARGET_FORMS = ("host:port, ipv4:h:p,h:p or dns:///name:port (several instances: round-robin); "
+                 "default the local port.")
 
 ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("DATABASE_URL", None,
@@ -40,9 +43,9 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("AOS_OVERVIEW_PORT", "50051", "OverviewService gRPC port."),
     EnvVar("AOS_LOGS_PORT", "50052", "LlmRuns/SystemLogs/AuditLedger gRPC port."),
     EnvVar("AOS_EXPORT_PORT", "50053", "ExportService gRPC port."),
-    EnvVar("AOS_OVERVIEW_ADDRESS", None, "gRPC target where clients (gateway, CLI) reach Overview: host:port, ipv4:h:p,h:p or dns:///name:port (several instances: round-robin); default the local port."),
-    EnvVar("AOS_LOGS_ADDRESS", None, "gRPC target where clients (gateway, CLI) reach Logs: host:port, ipv4:h:p,h:p or dns:///name:port (several instances: round-robin); default the local port."),
-    EnvVar("AOS_EXPORT_ADDRESS", None, "gRPC target where clients (gateway, CLI) reach Export: host:port, ipv4:h:p,h:p or dns:///name:port (several instances: round-robin); default the local port."),
+    EnvVar("AOS_OVERVIEW_ADDRESS", None, "gRPC target where clients (gateway, CLI) reach Overview: " + _TARGET_FORMS),
+    EnvVar("AOS_LOGS_ADDRESS", None, "gRPC target where clients (gateway, CLI) reach Logs: " + _TARGET_FORMS),
+    EnvVar("AOS_EXPORT_ADDRESS", None, "gRPC target where clients (gateway, CLI) reach Export: " + _TARGET_FORMS),
     EnvVar("AOS_GATEWAY_PORT", "8080", "REST gateway HTTP port."),
     EnvVar("AOS_GATEWAY_HEADER_TIMEOUT_S", "10",
            "Seconds a gateway client has to send a request's headers and body after connecting (or after its "
@@ -50,7 +53,8 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("AOS_GATEWAY_MAX_CONNECTIONS", "1000",
            "Open connections the gateway keeps; past it a new connection closes the oldest one still waiting "
            "for its request (only when all are busy is the new one refused)."),
-    EnvVar("AOS_AUTH_JWT_SECRET", None, "HS256 secret for bearer JWTs. make run generates one under AOS_DATA_DIR when unset."),
+    EnvVar("AOS_AUTH_JWT_SECRET", None,
+           "HS256 secret for bearer JWTs. make run generates one under AOS_DATA_DIR when unset."),
     EnvVar("AOS_AUTH_JWT_PUBLIC_KEY_FILE", None, "PEM Ed25519 public key accepted for EdDSA bearer JWTs."),
     EnvVar("AOS_AUTH_ISSUER", None, "When set, the JWT `iss` claim must equal it."),
     EnvVar("AOS_AUTH_AUDIENCE", "aos-evidence", "Required JWT `aud` claim."),
@@ -156,7 +160,7 @@ def _check_secret_length(env: Mapping[str, str], name: str) -> None:
                           "generate one with `openssl rand -hex 32`")
 
 
-def check_dev_key_allowed(settings: "Settings", variable: str) -> None:
+def check_dev_key_allowed(settings: Settings, variable: str) -> None:
     """Raises ConfigError unless a missing ``variable`` may be replaced by a development key.
 
     Yes for the embedded default (DATABASE_URL unset: make run, make test) or with
@@ -204,7 +208,7 @@ class Settings:
     gateway_max_connections: int = 1000  # AOS_GATEWAY_MAX_CONNECTIONS
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         unknown = sorted(k for k in env if k.startswith("AOS_") and k not in _BY_NAME)
         if unknown:

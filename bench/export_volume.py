@@ -21,8 +21,8 @@ from pathlib import Path
 
 import grpc
 
-from aos.export.v1 import export_service_pb2 as pb, export_service_pb2_grpc as pb_grpc
 from aos.evidence.v1 import bundle_pb2
+from aos.export.v1 import export_service_pb2 as pb, export_service_pb2_grpc as pb_grpc
 from aos_recording import bulk
 from aos_runtime.auth import mint_token
 from scratch import free_port, scratch_database, service_env, service_logins

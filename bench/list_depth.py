@@ -25,8 +25,8 @@ from aos_recording import bulk
 from aos_runtime.auth import mint_token
 from aos_runtime.config import Settings
 from aos_runtime.service_main import build_server
-from services.logs.server import servicers
 from scratch import scratch_database, service_logins
+from services.logs.server import servicers
 
 SECRET = "bench-secret-" + "x" * 40
 

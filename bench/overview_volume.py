@@ -36,8 +36,8 @@ from aos_runtime.auth import mint_token
 from aos_runtime.config import Settings
 from aos_runtime.db import sync_url
 from aos_runtime.service_main import build_server
-from services.overview.server import servicers
 from scratch import scratch_database, service_logins
+from services.overview.server import servicers
 
 SECRET = "bench-secret-" + "x" * 40
 TENANT = "tenant-volume"
@@ -54,8 +54,9 @@ SELECT 'prop-' || i, :t, 'proposal ' || i, CASE WHEN i % 100 = 0 THEN 'draft' WH
        ELSE 'rejected' END, now() - make_interval(secs => (i::float8 / :proposals) * :span)
 FROM generate_series(1, :proposals) i;
 INSERT INTO worker_runs (id, tenant_id, project_id, agent_id, provider, model, status, cost_cents, created_at)
-SELECT 'run-' || i, :t, 'proj-' || (i % 20), 'agent-' || (i % 50), (ARRAY['openai','anthropic','google','mistral'])[1 + i % 4],
-       'model-' || (i % 7), CASE WHEN i % 10000 = 0 THEN 'running' WHEN i % 10000 = 1 THEN 'queued' ELSE 'completed' END,
+SELECT 'run-' || i, :t, 'proj-' || (i % 20), 'agent-' || (i % 50),
+       (ARRAY['openai','anthropic','google','mistral'])[1 + i % 4], 'model-' || (i % 7),
+       CASE WHEN i % 10000 = 0 THEN 'running' WHEN i % 10000 = 1 THEN 'queued' ELSE 'completed' END,
        (i::bigint * 7919) % 500, now() - make_interval(secs => (i::float8 / :runs) * :span)
 FROM generate_series(1, :runs) i;
 INSERT INTO limits (id, tenant_id, name, limit_category, scope, scope_id, max_value, reset_period)
@@ -128,7 +129,7 @@ async def _breakdown(overview_url: str, calls: int, port: int) -> dict[str, floa
     from aos_runtime.db import Database
     from aos_runtime.periods import month_of, reset_window
     from services.overview import store
-    from services.overview.server import CURRENCY, _RESET_PERIODS
+    from services.overview.server import _RESET_PERIODS, CURRENCY
 
     async def median_ms(call) -> float:
         for _ in range(20):

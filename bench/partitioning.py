@@ -38,13 +38,12 @@ from sqlalchemy import create_engine, text
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from scratch import scratch_database, service_logins  # noqa: E402
-
-from aos_recording import bulk, retention, verify  # noqa: E402
-from aos_recording.writers import AuditLedgerWriter, Producer, SystemRecordWriter, TraceRecorder  # noqa: E402
-from aos_runtime import migrate  # noqa: E402
-from aos_runtime.db import libpq_url, sync_url  # noqa: E402
-from services.logs import store  # noqa: E402
+from aos_recording import bulk, retention, verify
+from aos_recording.writers import AuditLedgerWriter, Producer, SystemRecordWriter, TraceRecorder
+from aos_runtime import migrate
+from aos_runtime.db import libpq_url, sync_url
+from scratch import scratch_database, service_logins
+from services.logs import store
 
 
 def timed(fn, repeat: int) -> dict[str, float]:

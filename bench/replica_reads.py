@@ -47,9 +47,9 @@ from aos_runtime.config import Settings
 from aos_runtime.embedded import EmbeddedPostgres
 from aos_runtime.provision import read_url
 from aos_runtime.service_main import build_server
+from scratch import service_logins
 from services.export.server import servicers as export_servicers
 from services.logs.server import servicers as logs_servicers
-from scratch import service_logins
 
 SECRET = "bench-secret-" + "x" * 40
 

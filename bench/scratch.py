@@ -17,8 +17,8 @@ import os
 import shutil
 import socket
 import tempfile
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Iterator, Mapping
 
 from aos_runtime import migrate
 from aos_runtime.config import Settings

@@ -40,9 +40,14 @@ from pathlib import Path
 import grpc
 
 from aos.export.v1 import export_service_pb2 as ex_pb, export_service_pb2_grpc as ex_grpc
-from aos.logs.v1 import audit_ledger_service_pb2 as au_pb, audit_ledger_service_pb2_grpc as au_grpc
-from aos.logs.v1 import llm_runs_service_pb2 as ru_pb, llm_runs_service_pb2_grpc as ru_grpc
-from aos.logs.v1 import system_logs_service_pb2 as sy_pb, system_logs_service_pb2_grpc as sy_grpc
+from aos.logs.v1 import (
+    audit_ledger_service_pb2 as au_pb,
+    audit_ledger_service_pb2_grpc as au_grpc,
+    llm_runs_service_pb2 as ru_pb,
+    llm_runs_service_pb2_grpc as ru_grpc,
+    system_logs_service_pb2 as sy_pb,
+    system_logs_service_pb2_grpc as sy_grpc,
+)
 from aos.overview.v1 import overview_service_pb2 as ov_pb, overview_service_pb2_grpc as ov_grpc
 from scratch import free_port
 
@@ -151,7 +156,8 @@ class Mix:
 
     async def get_export(self):
         if not self.export_ids:
-            return await self.create_export()
+            await self.create_export()
+            return
         await self.ex.GetExport(ex_pb.GetExportRequest(export_id=self.export_ids[-1]), metadata=self.md, timeout=10)
 
     async def create_export(self):
@@ -288,7 +294,8 @@ async def run(addresses: dict[str, str], token: str, args, pids: dict[str, int])
     cap, cap_cpu = await capacity(mix, args.probe_seconds, args.concurrency, pids)
     print(json.dumps({"capacity_calls_per_s": round(cap, 1), "cpu_pct": cap_cpu}), flush=True)
     rate = args.rate or cap * args.load
-    result = {"ledger_head_before": head, "capacity_calls_per_s": round(cap, 1), "capacity_cpu_pct": cap_cpu, "load": round(rate / cap, 3),
+    result = {"ledger_head_before": head, "capacity_calls_per_s": round(cap, 1), "capacity_cpu_pct": cap_cpu,
+              "load": round(rate / cap, 3),
               "minutes": args.minutes, **await soak(mix, rate, args.minutes, pids)}
     result["alone_ms"] = {"before": before, "after": await solo(mix)}
     for channel in channels.values():

@@ -74,12 +74,12 @@ from aos_recording.writers import Producer
 from aos_runtime.auth import mint_token
 from aos_runtime.db import Database, libpq_url
 from aos_runtime.pagination import PageTokens
-from services.logs import store as logs_store
-from services.logs.audit_ledger import audit_token_filters, iso_utc
 from export_volume import export_and_download, peak_rss_mib
 from overview_volume import TENANT as OVERVIEW_TENANT, load as load_overview
 from recording import read_and_verify
 from scratch import free_port, scratch_database, service_logins
+from services.logs import store as logs_store
+from services.logs.audit_ledger import audit_token_filters, iso_utc
 
 BENCH = Path(__file__).resolve().parent
 JWT_SECRET = "suite-bench-jwt-" + "x" * 40
@@ -226,7 +226,8 @@ def h2load(address: str, method: str, body: Path, token: str | None, seconds: in
         raise BenchError(f"h2load saw failures:\n{out}")
     latencies = sorted(int(row.split("\t")[2]) / 1000 for row in log.read_text().splitlines()
                        if row.split("\t")[1] == "200")
-    return {"tool": "h2load", "command": redact(command), "clients": clients, "load_average_1m_after": round(os.getloadavg()[0], 2), "seconds": float(rate.group(1)),
+    return {"tool": "h2load", "command": redact(command), "clients": clients,
+            "load_average_1m_after": round(os.getloadavg()[0], 2), "seconds": float(rate.group(1)),
             "requests": succeeded, "throughput_per_s": round(float(rate.group(2)), 1),
             "p50_ms": round(percentile(latencies, 0.50), 2), "p99_ms": round(percentile(latencies, 0.99), 2),
             "mean_ms": round(sum(latencies) / len(latencies), 2), "data_bytes": int(data.group(1))}
@@ -247,7 +248,8 @@ def wrk(url: str, token: str, seconds: int, clients: int, warmup: int) -> dict[s
     if not (requests and rate and p50 and p99):
         raise BenchError(f"unexpected wrk output:\n{out}")
     to_ms = {"us": 0.001, "ms": 1.0, "s": 1000.0}
-    return {"tool": "wrk", "command": redact(command), "clients": clients, "load_average_1m_after": round(os.getloadavg()[0], 2), "seconds": seconds,
+    return {"tool": "wrk", "command": redact(command), "clients": clients,
+            "load_average_1m_after": round(os.getloadavg()[0], 2), "seconds": seconds,
             "requests": int(requests.group(1)), "throughput_per_s": round(float(rate.group(1)), 1),
             "p50_ms": round(float(p50.group(1)) * to_ms[p50.group(2)], 2),
             "p99_ms": round(float(p99.group(1)) * to_ms[p99.group(2)], 2)}
@@ -281,7 +283,8 @@ def pgbench(url: str, options: str, script: Path, seconds: int, clients: int, wo
     latencies = sorted(int(line.split()[2]) / 1000 for log in work.glob(f"{prefix.name}.*")
                        for line in log.read_text().splitlines())
     return {"tool": "pgbench", "command": f"PGOPTIONS={shlex.quote(options)} " + shlex.join(command),
-            "clients": clients, "load_average_1m_after": round(os.getloadavg()[0], 2), "seconds": seconds, "requests": int(done.group(1)),
+            "clients": clients, "load_average_1m_after": round(os.getloadavg()[0], 2), "seconds": seconds,
+            "requests": int(done.group(1)),
             "throughput_per_s": round(float(tps.group(1)), 1),
             "p50_ms": round(percentile(latencies, 0.50), 2), "p99_ms": round(percentile(latencies, 0.99), 2),
             "mean_ms": round(sum(latencies) / len(latencies), 2)}
@@ -654,7 +657,7 @@ def chart(figures: dict[str, Any], path: Path, label: str) -> None:
     bars = top.bar(range(len(names)), throughput, color=["C0" if loads[n]["tool"] == "h2load" else
                                                           "C1" if loads[n]["tool"] == "wrk" else "C2" for n in names])
     top.bar_label(bars, labels=[f"{t:,.0f}/s\n{loads[n]['tool']} c={loads[n]['clients']}"
-                                for n, t in zip(names, throughput)], fontsize=8)
+                                for n, t in zip(names, throughput, strict=True)], fontsize=8)
     top.set_xticks(range(len(names)), names, rotation=15, fontsize=8)
     top.set_ylabel("throughput (requests/s)")
     top.set_ylim(0, max(throughput) * 1.25)
@@ -691,7 +694,8 @@ def chart(figures: dict[str, Any], path: Path, label: str) -> None:
 
 def markdown(figures: dict[str, Any]) -> str:
     """The tables BENCHMARKS.md carries, from the figures just measured."""
-    lines = ["| measurement | tool | clients | requests | throughput/s | p50 ms | p99 ms |", "|---|---|---|---|---|---|---|"]
+    lines = ["| measurement | tool | clients | requests | throughput/s | p50 ms | p99 ms |",
+             "|---|---|---|---|---|---|---|"]
     for name, f in figures["loads"].items():
         lines.append(f"| {name} | {f['tool']} | {f['clients']} | {f['requests']:,} | {f['throughput_per_s']:,.1f} | "
                      f"{f['p50_ms']} | {f['p99_ms']} |")

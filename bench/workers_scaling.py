@@ -181,7 +181,7 @@ def main() -> None:
         try:
             results: dict[int, list[dict]] = {n: [] for n in services}
             control = None
-            for n, service in services.items():
+            for service in services.values():
                 # A real call through grpc first: the body h2load sends answers a full page.
                 with grpc.insecure_channel(service.address) as channel:
                     reply = pb_grpc.AuditLedgerServiceStub(channel).ListAuditEntries(

@@ -8,4 +8,4 @@ request is transcoded (``transcode``) and forwarded to the service's backend
 from gateway.app import create_app
 from gateway.backends import SERVICE_BACKENDS, backend_addresses
 
-__all__ = ["create_app", "SERVICE_BACKENDS", "backend_addresses"]
+__all__ = ["SERVICE_BACKENDS", "backend_addresses", "create_app"]

@@ -7,7 +7,7 @@ import logging
 import re
 import time
 import uuid
-from typing import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from urllib.parse import parse_qsl
 
 import grpc
@@ -186,7 +186,8 @@ def create_app(backends: Mapping[str, str], *, max_message_bytes: int = 8 * 1024
 
 
 async def download_response(stream: grpc.aio.UnaryStreamMultiCallable, route: Route, message: Message,
-                            metadata: tuple[tuple[str, str], ...], timeout: float | None) -> Response:
+                            metadata: tuple[tuple[str, str], ...],
+                            timeout: float | None) -> Response:  # noqa: ASYNC109 - the call's gRPC deadline, passed on
     """Headers from the first message (so a failed call is still a proper error status), then
     each message's bytes as they arrive: memory stays one chunk, whatever the artifact's size."""
     call = stream(message, metadata=metadata, timeout=timeout)

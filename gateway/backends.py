@@ -5,7 +5,7 @@ which is where the route table and the OpenAPI document read them from.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import ServiceDescriptor

@@ -78,7 +78,7 @@ def build(table: RouteTable, *, title: str = "AOS Evidence Plane", version: str 
     }
 
 
-def _operation(route: Route, schemas: "_Schemas") -> dict[str, Any]:
+def _operation(route: Route, schemas: _Schemas) -> dict[str, Any]:
     service, request = route.method.containing_service, route.method.input_type
     operation: dict[str, Any] = {
         "operationId": route.operation_id,
@@ -98,7 +98,7 @@ def _operation(route: Route, schemas: "_Schemas") -> dict[str, Any]:
     return operation
 
 
-def _path_parameters(route: Route, schemas: "_Schemas") -> list[dict[str, Any]]:
+def _path_parameters(route: Route, schemas: _Schemas) -> list[dict[str, Any]]:
     params = []
     for variable in route.template.variables:
         schema = schemas.field(fields.resolve(route.method.input_type, variable)[-1])
@@ -108,7 +108,7 @@ def _path_parameters(route: Route, schemas: "_Schemas") -> list[dict[str, Any]]:
     return params
 
 
-def _query_parameters(route: Route, message: Descriptor, prefix: str, schemas: "_Schemas",
+def _query_parameters(route: Route, message: Descriptor, prefix: str, schemas: _Schemas,
                       seen: frozenset[str]) -> list[dict[str, Any]]:
     """Every field a query parameter can set, nested messages by dotted names (cycles cut)."""
     params = []
@@ -129,7 +129,7 @@ def _query_parameters(route: Route, message: Descriptor, prefix: str, schemas: "
     return params
 
 
-def _request_body(route: Route, schemas: "_Schemas") -> dict[str, Any]:
+def _request_body(route: Route, schemas: _Schemas) -> dict[str, Any]:
     request = route.method.input_type
     if route.body == "*":
         # The path binds some fields; the body carries the rest.

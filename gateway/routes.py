@@ -13,8 +13,8 @@ template can win.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 from urllib.parse import unquote
 
 from google.api import annotations_pb2, http_pb2
@@ -54,7 +54,7 @@ class PathTemplate:
     verb: str
 
     @classmethod
-    def parse(cls, template: str) -> "PathTemplate":
+    def parse(cls, template: str) -> PathTemplate:
         if not template.startswith("/"):
             raise ValueError(f"path template {template!r} does not start with '/'")
         path, verb = template, ""
@@ -93,7 +93,7 @@ class PathTemplate:
         if verb != self.verb or len(segments) != len(self.segments):
             return None
         values = {}
-        for expected, actual in zip(self.segments, segments):
+        for expected, actual in zip(self.segments, segments, strict=True):
             if isinstance(expected, Variable):
                 if not actual:
                     return None
@@ -147,7 +147,7 @@ class RouteTable:
             seen[key] = route
 
     @classmethod
-    def from_services(cls, services: Iterable[ServiceDescriptor]) -> "RouteTable":
+    def from_services(cls, services: Iterable[ServiceDescriptor]) -> RouteTable:
         return cls(route for service in services for method in service.methods for route in _routes(method))
 
     def match(self, http_method: str, raw_path: str) -> tuple[Route, dict[str, str]]:

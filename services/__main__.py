@@ -23,12 +23,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy.engine import make_url
 
 from aos_runtime import auth, migrate
-from aos_runtime.local_state import dev_secret
 from aos_runtime.config import SERVICES, ConfigError, Settings, check_dev_key_allowed
 from aos_runtime.embedded import database_url_for
-from aos_runtime.provision import LOGINS, provision_from_settings
+from aos_runtime.local_state import dev_secret
 from aos_runtime.observability import configure_logging
 from aos_runtime.pagination import DEV_SECRET_NAME as PAGE_TOKEN_DEV_SECRET
+from aos_runtime.provision import LOGINS, provision_from_settings
 
 STARTUP_TIMEOUT_S = 60
 GATEWAY = "gateway"
@@ -84,7 +84,7 @@ def main() -> int:
 
     stopping = False
 
-    def request_stop(signum, frame):  # noqa: ARG001
+    def request_stop(signum, frame):
         nonlocal stopping
         stopping = True
 
@@ -201,8 +201,8 @@ def _announce(settings: Settings, secret: str | None) -> None:
         lifetime = f"{ttl_s // 3600} h" if ttl_s % 3600 == 0 else f"{ttl_s} s"
         lines += [f"Demo token (tenant {tenant}, all scopes, {lifetime}):", "", f"  {token}", "",
                   "Try:", f"  curl -H 'Authorization: Bearer {token}' {gateway}/api/v1/runtime/overview/highlights",
-                  f"  {Path(sys.executable).with_name('buf')} curl --protocol grpc --http2-prior-knowledge "
-                  f"http://{host}:{settings.ports['logs']}/grpc.health.v1.Health/Check"]
+                  (f"  {Path(sys.executable).with_name('buf')} curl --protocol grpc --http2-prior-knowledge "
+                   f"http://{host}:{settings.ports['logs']}/grpc.health.v1.Health/Check")]
     else:
         lines.append("Tokens: sign EdDSA JWTs with the key matching AOS_AUTH_JWT_PUBLIC_KEY_FILE.")
     lines += ["", "Ctrl-C stops everything.", ""]

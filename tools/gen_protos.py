@@ -16,8 +16,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from grpc_tools import protoc
 import grpc_tools
+from grpc_tools import protoc
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
@@ -49,7 +49,8 @@ def main() -> int:
         generate(fresh)
         if args.check:
             have, want = files(GEN) if GEN.exists() else set(), files(fresh)
-            stale = sorted((have ^ want) | {f for f in have & want if not filecmp.cmp(GEN / f, fresh / f, shallow=False)})
+            changed = {f for f in have & want if not filecmp.cmp(GEN / f, fresh / f, shallow=False)}
+            stale = sorted((have ^ want) | changed)
             for name in stale:
                 print(f"stale: gen/{name}")
             if stale:

@@ -5,8 +5,7 @@ import argparse
 import time
 from typing import Any
 
-from aos.logs.v1 import audit_ledger_service_pb2 as pb
-from aos.logs.v1 import records_pb2
+from aos.logs.v1 import audit_ledger_service_pb2 as pb, records_pb2
 from aos_cli.client import EXIT_OK, EXIT_SERVICE, CliError, UsageError
 from aos_cli.context import Context
 from aos_cli.output import to_dict, when
