@@ -72,7 +72,10 @@ def run_service(name: str, servicers: Callable[[ServiceContext], list[Servicer]]
         configure_logging(settings.log_level)
         # Keys first: a missing or unusable one stops the service before it migrates or forks.
         token_verifier(settings)
-        PageTokens.from_settings(settings)
+        page_tokens = PageTokens.from_settings(settings)
+        # A servicer reads the keys only it needs (the export signing keys) when it is built:
+        # built once here, with no database (no call reaches it), so they are checked here too.
+        servicers(ServiceContext(db=None, page_tokens=page_tokens, settings=settings))
     except ConfigError as exc:
         sys.exit(f"configuration error: {exc}")
     started_embedded = False

@@ -17,7 +17,7 @@ from aos.export.v1 import export_service_pb2 as pb, export_service_pb2_grpc as p
 from aos_recording import dsse, verify, verify_export
 from aos_recording.hashing import artifact_checksum, canonical_json, manifest_hash, rfc3339
 from aos_runtime import auth, errors, local_state
-from aos_runtime.config import check_dev_key_allowed
+from aos_runtime.config import ConfigError, check_dev_key_allowed
 from aos_runtime.db import WAL_POSITION_HEADER
 from aos_runtime.evidence import timestamp
 from aos_runtime.server import Servicer, ServiceContext
@@ -41,18 +41,26 @@ def key_ring(settings) -> dsse.KeyRing:
     or that another user owns is refused (public keys need no secrecy)."""
     if settings.export_signing_key_file:
         local_state.check_private(settings.export_signing_key_file, "AOS_EXPORT_SIGNING_KEY_FILE")
-        return dsse.KeyRing.load(settings.export_signing_key_file, settings.export_verification_key_files)
-    check_dev_key_allowed(settings, "AOS_EXPORT_SIGNING_KEY_FILE")
-    key_file = local_state.dev_secret_file(settings.data_dir, dsse.DEV_SIGNING_KEY_FILE,
-                                           lambda: dsse.SigningKey.generate().private_pem())
-    retired = sorted((settings.data_dir / dsse.DEV_RETIRED_KEYS_DIR).glob("*.pem"))
-    return dsse.KeyRing.load(key_file, [*retired, *settings.export_verification_key_files])
+        key_file, retired = settings.export_signing_key_file, []
+    else:
+        check_dev_key_allowed(settings, "AOS_EXPORT_SIGNING_KEY_FILE")
+        key_file = local_state.dev_secret_file(settings.data_dir, dsse.DEV_SIGNING_KEY_FILE,
+                                               lambda: dsse.SigningKey.generate().private_pem())
+        retired = sorted((settings.data_dir / dsse.DEV_RETIRED_KEYS_DIR).glob("*.pem"))
+    try:
+        return dsse.KeyRing.load(key_file, [*retired, *settings.export_verification_key_files])
+    except ValueError as exc:  # an unreadable or non-Ed25519 key: a start-up error, never a traceback
+        raise ConfigError(f"export signing keys (AOS_EXPORT_SIGNING_KEY_FILE, "
+                          f"AOS_EXPORT_VERIFICATION_KEY_FILES): {exc}") from None
 
 
 class ExportService(pb_grpc.ExportServiceServicer):
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
-        self.keys = key_ring(ctx.settings) if ctx.settings is not None else None
+        # No export without its signing keys: a service that cannot sign or verify does not start.
+        if ctx.settings is None:
+            raise ConfigError("the export service needs its settings: its signing key ring is read from them")
+        self.keys = key_ring(ctx.settings)
 
     # --- create -------------------------------------------------------------------
     def _plan(self, request, tenant: str) -> builder.Plan:
