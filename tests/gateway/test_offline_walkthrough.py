@@ -5,6 +5,7 @@ subprocess with the README's flags."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import shutil
 import subprocess
@@ -38,14 +39,23 @@ def verifier(*args: object) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=120)
 
 
-async def out_of_band_key_id(suite) -> str:
-    """The key id the auditor is told by another channel (here: the service's gRPC port,
-    not the files being verified)."""
+async def out_of_band_key(suite):
+    """The active signing key as the auditor is told it by another channel (here: the
+    service's gRPC port, not the files being verified)."""
     async with grpc.aio.insecure_channel(suite["export"]) as channel:
         keys = await pb_grpc.ExportServiceStub(channel).ListSigningKeys(
             pb.ListSigningKeysRequest(), metadata=(("authorization", f"Bearer {token(WRITER)}"),))
     (active,) = [k for k in keys.keys if k.status == 1]
-    return active.key_id
+    return active
+
+
+async def out_of_band_public_key(suite) -> str:
+    """The README's pin: the public key, base64 of its 32 raw bytes (as REST and jq print it)."""
+    return base64.b64encode((await out_of_band_key(suite)).public_key).decode()
+
+
+# How the README's operator reads the public key from the gateway's signing-keys answer.
+OPERATOR_JQ = '.keys[] | select(.status == "SIGNING_KEY_STATUS_ACTIVE") | .public_key'
 
 
 @pytest.mark.parametrize("fmt", ["ZIP", "JSON"])
@@ -70,22 +80,27 @@ async def test_the_rest_walkthrough_as_written(served, suite, writer_data, tmp_p
         keys = await curl.get(f"{api}/signing-keys")
         assert keys.status_code == 200
         (tmp_path / "keys.json").write_bytes(keys.content)
-    key_id = await out_of_band_key_id(suite)
-    assert key_id in keys.text
+    public_key = await out_of_band_public_key(suite)
+    key_id = (await out_of_band_key(suite)).key_id
+    assert public_key in keys.text
 
     readme = [artifact, "--envelope", tmp_path / "export.dsse.json", "--keys", tmp_path / "keys.json"]
-    done = verifier(*readme, "--key", key_id)
+    done = verifier(*readme, "--key", public_key)
     assert done.returncode == 0, done.stdout + done.stderr
-    assert done.stdout.strip().splitlines()[-1].startswith("VALID")
+    assert done.stdout.strip().splitlines()[-1].startswith("VALID") and "64-bit" not in done.stdout
+    # Pinning only the key id still verifies, but the verifier says it is the weaker pin.
+    by_id = verifier(*readme, "--key", key_id)
+    assert by_id.returncode == 0, by_id.stdout + by_id.stderr
+    assert "64-bit key id only" in by_id.stdout.strip().splitlines()[-1]
     # The same files without the pin: keys.json is no trust.
     unpinned = verifier(*readme)
     assert unpinned.returncode == 4 and "UNTRUSTED_KEY" in unpinned.stdout and "--key KEY_ID" in unpinned.stdout
     # Without the envelope: UNSIGNED.
-    assert verifier(artifact, "--keys", tmp_path / "keys.json", "--key", key_id).returncode == 3
+    assert verifier(artifact, "--keys", tmp_path / "keys.json", "--key", public_key).returncode == 3
 
 
 # The README's block, verbatim (README.md, "Verifying an export offline"); the test fills
-# in only the placeholders: the token, the gateway's address, the key id, and a run of
+# in only the placeholders: the token, the gateway's address, the public key, and a run of
 # the gateway tests' own tenant.
 README_REST = """\
 TOKEN=...                # a token with exports.read (and exports.create to make an export)
@@ -97,8 +112,8 @@ EXPORT_ID=$(curl -s -H "Authorization: Bearer $TOKEN" -X POST "$API" \\
 curl -s -H "Authorization: Bearer $TOKEN" "$API/$EXPORT_ID:download" -o export.zip
 curl -s -H "Authorization: Bearer $TOKEN" "$API/$EXPORT_ID" | jq -r .export.dsse_envelope > export.dsse.json
 curl -s -H "Authorization: Bearer $TOKEN" "$API/signing-keys" > keys.json
-KEY_ID=...               # the export signing key id, as the operator gave it to you out of band
-.venv/bin/python -m aos_recording.verify_export export.zip --envelope export.dsse.json --keys keys.json --key $KEY_ID
+KEY=...                  # the export signing key's public key, as the operator gave it to you out of band
+.venv/bin/python -m aos_recording.verify_export export.zip --envelope export.dsse.json --keys keys.json --key $KEY
 """
 
 
@@ -106,7 +121,7 @@ KEY_ID=...               # the export signing key id, as the operator gave it to
 async def test_the_readme_block_runs_verbatim_in_a_shell(served, suite, writer_data, tmp_path):
     script = (README_REST.replace("TOKEN=...", f"TOKEN={token(WRITER)}")
               .replace("GATEWAY=http://127.0.0.1:8080", f"GATEWAY={served}")
-              .replace("KEY_ID=...", f"KEY_ID={await out_of_band_key_id(suite)}")
+              .replace("KEY=...", f"KEY={await out_of_band_public_key(suite)}")
               .replace("tenant-demo.run-support-103", f"{WRITER}.run-support-103"))
     (tmp_path / ".venv").symlink_to(ROOT / ".venv")
     process = await asyncio.create_subprocess_exec(   # the gateway answers on this event loop: keep it free
@@ -116,6 +131,10 @@ async def test_the_readme_block_runs_verbatim_in_a_shell(served, suite, writer_d
     assert process.returncode == 0, out.decode() + err.decode()
     assert out.decode().strip().splitlines()[-1].startswith("VALID")
     assert (tmp_path / "export.dsse.json").read_text().endswith("}\n")   # jq -r's newline, accepted
+    # The operator's command in the README reads that same key from the gateway's answer.
+    operator = subprocess.run(["jq", "-r", OPERATOR_JQ, tmp_path / "keys.json"], capture_output=True, text=True,
+                              timeout=60)
+    assert operator.stdout.strip() == await out_of_band_public_key(suite)
 
 
 @pytest.mark.skipif(not BUF.exists(), reason="buf is installed by make (requirements) into .venv/bin")
@@ -149,10 +168,15 @@ async def test_the_buf_curl_walkthrough_as_written(served, suite, writer_data, t
     got = await call("GetExport", json.dumps({"export_id": created["export_id"]}))
     (tmp_path / "export.dsse.json").write_text(jq_raw(got, "export", "dsseEnvelope"))
     done = verifier(artifact, "--envelope", tmp_path / "export.dsse.json", "--keys", tmp_path / "keys.json",
-                    "--key", await out_of_band_key_id(suite))
+                    "--key", await out_of_band_public_key(suite))
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_the_readme_shows_exactly_the_block_these_tests_run():
-    """The walk-through tested above is the one an auditor reads: README.md carries it verbatim."""
-    assert README_REST in (ROOT / "README.md").read_text()
+    """The walk-through tested above is the one an auditor reads: README.md carries it verbatim,
+    and the operator's command that reads the pin (before the block, and in Trying it) too."""
+    readme = (ROOT / "README.md").read_text()
+    assert README_REST in readme
+    operator = f"/api/v1/logs/exports/signing-keys | jq -r '{OPERATOR_JQ}')"
+    assert f"`curl -s -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:8080{operator[:-1]}`" in readme
+    assert f"KEY=$(curl -s -H \"Authorization: Bearer $TOKEN\" http://127.0.0.1:8080{operator}" in readme
