@@ -6,6 +6,7 @@ from datetime import datetime, timezone
 from functools import cache
 
 from google.protobuf import descriptor_pool, timestamp_pb2
+from google.protobuf.descriptor import EnumValueDescriptor
 
 from aos.evidence.v1 import options_pb2
 from aos_cli.client import UsageError
@@ -19,8 +20,12 @@ def enum_labels(enum_full_name: str) -> dict[int, str]:
     """{number: label}: the value's canonical_name (the seeds' spelling), else its name without the prefix."""
     enum = descriptor_pool.Default().FindEnumTypeByName(enum_full_name)
     prefix = enum.values_by_number[0].name.removesuffix("UNSPECIFIED")
-    return {v.number: v.GetOptions().Extensions[options_pb2.canonical_name] or v.name.removeprefix(prefix)
-            for v in enum.values if v.number}
+    return {v.number: _canonical_name(v) or v.name.removeprefix(prefix) for v in enum.values if v.number}
+
+
+def _canonical_name(value: EnumValueDescriptor) -> str:
+    name: str = value.GetOptions().Extensions[options_pb2.canonical_name]  # type: ignore[index]  # protoc's .pyi types an extension as a plain FieldDescriptor
+    return name
 
 
 def enum_label(enum_full_name: str, number: int) -> str:

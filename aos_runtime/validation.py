@@ -26,7 +26,7 @@ def canonical_names(enum_full_name: str) -> dict[str, int]:
     for value in enum.values:
         if value.number == 0:
             continue
-        name = value.GetOptions().Extensions[options_pb2.canonical_name]
+        name: str = value.GetOptions().Extensions[options_pb2.canonical_name]  # type: ignore[index]  # protoc's .pyi types an extension as a plain FieldDescriptor
         if not name:
             raise ValueError(f"{enum_full_name}.{value.name} has no canonical_name option")
         names[name] = value.number

@@ -192,18 +192,18 @@ async def download_response(stream: grpc.aio.UnaryStreamMultiCallable, route: Ro
     each message's bytes as they arrive: memory stays one chunk, whatever the artifact's size."""
     call = stream(message, metadata=metadata, timeout=timeout)
     try:
-        first = await call.read()
+        reply = await call.read()
     except grpc.aio.AioRpcError as exc:
         return _rpc_error(exc)
-    if first is grpc.aio.EOF:
-        first = transcode.message_class(route.method.output_type)()
+    # grpc types read() as object (a message or EOF); no message at all answers an empty one.
+    first = reply if isinstance(reply, Message) else transcode.message_class(route.method.output_type)()
 
     async def chunks() -> AsyncIterator[bytes]:
         try:
-            if first.data:
-                yield first.data
+            if data := transcode.download_chunk(first):
+                yield data
             while (reply := await call.read()) is not grpc.aio.EOF:
-                yield reply.data
+                yield transcode.download_chunk(reply)
         except grpc.aio.AioRpcError as exc:
             log.warning("download failed mid-stream", extra={"code": exc.code().name, "rpc": route.method.full_name})
             raise  # the connection drops: a cut-off body never looks like a complete one
@@ -240,13 +240,13 @@ def _query(scope: Scope) -> list[tuple[str, str]]:
 def _wal_position(metadata: grpc.aio.Metadata | None) -> dict[str, str]:
     """A write's WAL position (Export's CreateExport), for X-AOS-Min-LSN on later reads."""
     lsn = metadata.get(WAL_POSITION_HEADER) if metadata else None
-    return {"X-AOS-WAL-LSN": lsn} if lsn else {}
+    return {"X-AOS-WAL-LSN": lsn} if isinstance(lsn, str) and lsn else {}  # bytes only for -bin keys
 
 
 def _echoed_request_id(metadata: grpc.aio.Metadata | None) -> dict[str, str]:
     """The request id the service reports in its trailers (the one sent, unless it chose another)."""
     rid = metadata.get("x-request-id") if metadata else None
-    return {"X-Request-Id": rid} if rid else {}
+    return {"X-Request-Id": rid} if isinstance(rid, str) and rid else {}  # bytes only for -bin keys
 
 
 def _error(error: errors.ApiError, *, http_status: int | None = None,

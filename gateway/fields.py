@@ -6,8 +6,10 @@ transcoder (query parameters) and the OpenAPI generator (which parameters exist)
 from __future__ import annotations
 
 import re
+from typing import cast
 
-from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+from google.protobuf.message import Message
 
 # Well-known types whose proto3 JSON form is a single string, so a path or query
 # value can carry one (RFC 3339 timestamps, "1.5s" durations).
@@ -33,6 +35,19 @@ def is_nested(field: FieldDescriptor) -> bool:
     """A singular message field whose own fields a dotted name may reach."""
     return (field.message_type is not None and not field.is_repeated and not is_map(field)
             and not field.message_type.full_name.startswith("google.protobuf."))
+
+
+def descriptor(message: Message | type[Message]) -> Descriptor:
+    """A message's descriptor. The stubs type Message.DESCRIPTOR as either the Python or the upb
+    Descriptor, two classes to them; at run time the upb one is what descriptor.Descriptor names."""
+    return cast(Descriptor, message.DESCRIPTOR)
+
+
+def message_type(field: FieldDescriptor) -> Descriptor:
+    """The message a message-typed (or map) field holds; protobuf sets it on every such field."""
+    if field.message_type is None:
+        raise TypeError(f"{field.full_name} is not a message field")
+    return field.message_type
 
 
 def resolve(message: Descriptor, path: str) -> list[FieldDescriptor]:
@@ -78,7 +93,7 @@ def expected(field: FieldDescriptor) -> str:
     if field.type == FieldDescriptor.TYPE_BOOL:
         return "must be true or false"
     if field.type == FieldDescriptor.TYPE_ENUM:
-        return f"must be one of {', '.join(v.name for v in field.enum_type.values)} (or its number)"
+        return f"must be one of {', '.join(v.name for v in _enum(field).values)} (or its number)"
     if field.type == FieldDescriptor.TYPE_BYTES:
         return "must be base64"
     if field.type == FieldDescriptor.TYPE_STRING:
@@ -103,8 +118,9 @@ def acceptable(field: FieldDescriptor, raw: str) -> bool:
     if field.type == FieldDescriptor.TYPE_ENUM:
         # Only the enum's own values: an undefined number is a caller's mistake, not a forward-
         # compatible value a URL could mean.
-        return field.enum_type.values_by_name.get(raw) is not None or (
-            bool(_INTEGER.fullmatch(raw)) and field.enum_type.values_by_number.get(int(raw)) is not None)
+        enum = _enum(field)
+        return enum.values_by_name.get(raw) is not None or (
+            bool(_INTEGER.fullmatch(raw)) and enum.values_by_number.get(int(raw)) is not None)
     return True  # strings; bytes and well-known types are left to the parser, refused with expected()
 
 
@@ -129,19 +145,28 @@ def json_acceptable(field: FieldDescriptor, value: object) -> bool:
         if field.type in (FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_DOUBLE):
             return abs(float(value)) != float("inf")
         if field.type == FieldDescriptor.TYPE_ENUM:
-            return float(value).is_integer() and field.enum_type.values_by_number.get(int(value)) is not None
+            return float(value).is_integer() and _enum(field).values_by_number.get(int(value)) is not None
     return False
+
+
+def _enum(field: FieldDescriptor) -> EnumDescriptor:
+    # protobuf sets enum_type on every TYPE_ENUM field; its stubs type it Optional for all fields.
+    if field.enum_type is None:
+        raise TypeError(f"{field.full_name} is not an enum field")
+    return field.enum_type
 
 
 def _well_known(name: str, value: str) -> bool:
     from google.protobuf import duration_pb2, timestamp_pb2
 
-    message = {"google.protobuf.Timestamp": timestamp_pb2.Timestamp,
-               "google.protobuf.Duration": duration_pb2.Duration}.get(name)
-    if message is None:
+    if name == "google.protobuf.Timestamp":
+        parse = timestamp_pb2.Timestamp().FromJsonString
+    elif name == "google.protobuf.Duration":
+        parse = duration_pb2.Duration().FromJsonString
+    else:
         return True
     try:
-        message().FromJsonString(value)
+        parse(value)
     except ValueError:
         return False
     return True

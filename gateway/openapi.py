@@ -53,7 +53,7 @@ def build(table: RouteTable, *, title: str = "AOS Evidence Plane", version: str 
     paths: dict[str, dict[str, Any]] = {}
     for route in table.routes:
         paths.setdefault(route.template.template, {})[route.http_method.lower()] = _operation(route, schemas)
-    status = schemas.message(status_pb2.Status.DESCRIPTOR)
+    status = schemas.message(fields.descriptor(status_pb2.Status))
     services = sorted({r.method.containing_service for r in table.routes}, key=lambda s: s.full_name)
     return {
         "openapi": "3.1.0",
@@ -123,9 +123,9 @@ def _query_parameters(route: Route, message: Descriptor, prefix: str, schemas: _
             if field.is_repeated:
                 param.update(style="form", explode=True)  # ?name=a&name=b
             params.append(param)
-        elif fields.is_nested(field) and field.message_type.full_name not in seen:
-            params += _query_parameters(route, field.message_type, f"{name}.", schemas,
-                                        seen | {field.message_type.full_name})
+        elif fields.is_nested(field) and fields.message_type(field).full_name not in seen:
+            nested = fields.message_type(field)
+            params += _query_parameters(route, nested, f"{name}.", schemas, seen | {nested.full_name})
     return params
 
 
@@ -156,7 +156,7 @@ def _download(route: Route) -> dict[str, Any]:
 
 
 def _required(field: FieldDescriptor) -> bool:
-    behaviors = field.GetOptions().Extensions[field_behavior_pb2.field_behavior]
+    behaviors: list[int] = field.GetOptions().Extensions[field_behavior_pb2.field_behavior]  # type: ignore[index]  # protoc's .pyi types an extension as a plain FieldDescriptor
     return field_behavior_pb2.REQUIRED in behaviors
 
 
@@ -185,7 +185,8 @@ class _Schemas:
 
     def field(self, field: FieldDescriptor) -> dict[str, Any]:
         if fields.is_map(field):
-            return {"type": "object", "additionalProperties": self._single(field.message_type.fields_by_name["value"])}
+            value = fields.message_type(field).fields_by_name["value"]
+            return {"type": "object", "additionalProperties": self._single(value)}
         schema = self._single(field)
         return {"type": "array", "items": schema} if field.is_repeated else schema
 

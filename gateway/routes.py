@@ -118,7 +118,8 @@ class Route:
 
     @property
     def scope(self) -> str:
-        return self.method.GetOptions().Extensions[options_pb2.required_scope]
+        scope: str = self.method.GetOptions().Extensions[options_pb2.required_scope]  # type: ignore[index]  # protoc's .pyi types an extension as a plain FieldDescriptor
+        return scope
 
 
 def split_path(raw_path: str) -> tuple[list[str], str]:
@@ -166,7 +167,7 @@ class RouteTable:
 
 
 def _routes(method: MethodDescriptor) -> list[Route]:
-    rule = method.GetOptions().Extensions[annotations_pb2.http]
+    rule: http_pb2.HttpRule = method.GetOptions().Extensions[annotations_pb2.http]  # type: ignore[index]  # protoc's .pyi types an extension as a plain FieldDescriptor
     if rule.WhichOneof("pattern") is None:
         raise ValueError(f"{method.full_name} has no google.api.http binding")
     return [_route(method, binding, i) for i, binding in enumerate([rule, *rule.additional_bindings])]

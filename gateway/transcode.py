@@ -25,8 +25,6 @@ from aos_runtime.db import MIN_WAL_POSITION_HEADER
 from gateway import fields
 from gateway.routes import Route
 
-JSON_OPTIONS = {"preserving_proto_field_name": True, "always_print_fields_with_no_presence": True}
-
 # gRPC status → HTTP status (google/rpc/code.proto's documented mapping).
 HTTP_STATUS: Mapping[grpc.StatusCode, int] = {
     grpc.StatusCode.OK: 200,
@@ -80,7 +78,7 @@ def build_request(route: Route, variables: Mapping[str, str], query: Iterable[tu
         _merge_query(request, route, name, values, problems)
     for name, value in variables.items():
         # Path variables were checked at startup: each names a singular scalar field.
-        _merge_values(request, fields.resolve(request.DESCRIPTOR, name), [value], name, problems)
+        _merge_values(request, fields.resolve(fields.descriptor(request), name), [value], name, problems)
     problems.raise_if_any()
     return request
 
@@ -100,7 +98,7 @@ def _merge_body(request: Message, body_field: str, body: bytes, problems: errors
     # Values of the wrong kind are named by field, in words (fields.expected), before the parser
     # would describe them in its own Python text ("invalid literal for int() with base 10").
     found = len(problems.items)
-    _check_body_values(request.DESCRIPTOR, document, "", problems)
+    _check_body_values(fields.descriptor(request), document, "", problems)
     if len(problems.items) > found:
         return
     try:
@@ -134,7 +132,7 @@ def _merge_query(request: Message, route: Route, name: str, values: list[str], p
         problems.add(name, "unknown query parameter: this method reads its fields from the JSON body")
         return
     try:
-        path = fields.resolve(request.DESCRIPTOR, name)
+        path = fields.resolve(fields.descriptor(request), name)
     except fields.UnknownField:
         problems.add(name, "unknown query parameter")
         return
@@ -160,8 +158,8 @@ def _merge_values(request: Message, path: list[FieldDescriptor], values: list[st
         problems.add(name, fields.expected(leaf))
         return
     converted = [raw.lower() in ("true", "1") if leaf.type == leaf.TYPE_BOOL else raw for raw in values]
-    document: object = converted if leaf.is_repeated else converted[0]
-    for field in reversed(path):
+    document: dict[str, object] = {leaf.name: converted if leaf.is_repeated else converted[0]}
+    for field in reversed(path[:-1]):
         document = {field.name: document}
     partial = type(request)()
     try:
@@ -214,7 +212,8 @@ def call_options(headers: Mapping[str, str], request_id: str) -> tuple[tuple[tup
 
 
 def to_json(message: Message) -> dict:
-    return json_format.MessageToDict(message, **JSON_OPTIONS)
+    return json_format.MessageToDict(message, preserving_proto_field_name=True,
+                                     always_print_fields_with_no_presence=True)
 
 
 def http_status(code: int) -> int:
@@ -224,8 +223,10 @@ def http_status(code: int) -> int:
 
 def status_from_api_error(error: errors.ApiError) -> status_pb2.Status:
     # Encoded by the services' own ApiError, so the gateway's errors carry the same details as theirs.
-    trailers = dict(error.to_status().trailing_metadata)
-    return status_pb2.Status.FromString(trailers["grpc-status-details-bin"])
+    details = dict(error.to_status().trailing_metadata)["grpc-status-details-bin"]
+    if not isinstance(details, bytes):  # a -bin trailer is bytes by gRPC's rule
+        raise TypeError("grpc-status-details-bin is not bytes")
+    return status_pb2.Status.FromString(details)
 
 
 def status_from_rpc_error(error: grpc.aio.AioRpcError) -> status_pb2.Status:
@@ -244,7 +245,7 @@ def status_from_rpc_error(error: grpc.aio.AioRpcError) -> status_pb2.Status:
 
 
 def status_json(status: status_pb2.Status) -> dict:
-    return json_format.MessageToDict(status, **JSON_OPTIONS)
+    return to_json(status)
 
 
 def download_headers(first: Message) -> dict[str, str]:
@@ -255,8 +256,14 @@ def download_headers(first: Message) -> dict[str, str]:
         fallback = re.sub(r"[^A-Za-z0-9._-]", "_", filename)  # the quoted form must stay plain ASCII
         headers["Content-Disposition"] = \
             f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
-    if getattr(first, "size_bytes", 0):
-        headers[SIZE_HEADER] = str(first.size_bytes)
-    if getattr(first, "checksum", ""):
-        headers[CHECKSUM_HEADER] = first.checksum
+    if size := getattr(first, "size_bytes", 0):
+        headers[SIZE_HEADER] = str(size)
+    if checksum := getattr(first, "checksum", ""):
+        headers[CHECKSUM_HEADER] = checksum
     return headers
+
+
+def download_chunk(message: object) -> bytes:
+    """The bytes a download's message carries: every download RPC streams messages with a ``data`` field."""
+    data: bytes = getattr(message, "data", b"")
+    return data
