@@ -24,7 +24,7 @@ EPILOG = """examples (against `make run`):
   aos-evidence audit list --limit 20
   aos-evidence runs trace tenant-demo.run-support-103
   aos-evidence export create --run tenant-demo.run-support-103 --bundle SOC2 --format ZIP --download out/
-  aos-evidence ledger checkpoint -o cp.json && aos-evidence ledger verify --checkpoint cp.json
+  aos-evidence ledger checkpoint -o cp.json && aos-evidence ledger verify --checkpoint cp.json --key PUBLIC_KEY
 """
 
 
