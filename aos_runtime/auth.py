@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jwt
+from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PrivateKey, Ed448PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from aos_runtime.config import MIN_SECRET_BYTES, ConfigError
 
@@ -88,14 +90,19 @@ def check_hs256_secret(secret: str, variable: str = "AOS_AUTH_JWT_SECRET") -> No
 class TokenVerifier:
     def __init__(self, *, secret: str | None, public_key_pem: bytes | None, audience: str,
                  issuer: str | None, max_lifetime_s: int = DEFAULT_MAX_LIFETIME_S) -> None:
-        self._keys: dict[str, object] = {}
+        self._keys: dict[str, str | Ed25519PublicKey | Ed448PublicKey] = {}
         if secret:
             check_hs256_secret(secret)
             self._keys["HS256"] = secret
         if public_key_pem:
             from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-            self._keys["EdDSA"] = load_pem_public_key(public_key_pem)
+            public_key = load_pem_public_key(public_key_pem)
+            # Any other kind (RSA, EC…) would load, then fail every EdDSA token at request time.
+            if not isinstance(public_key, Ed25519PublicKey | Ed448PublicKey):
+                raise ConfigError(f"the JWT public key must be an Ed25519 or Ed448 key (EdDSA), "
+                                  f"not {type(public_key).__name__}")
+            self._keys["EdDSA"] = public_key
         if not self._keys:
             raise ValueError("no JWT key configured: set AOS_AUTH_JWT_SECRET or AOS_AUTH_JWT_PUBLIC_KEY_FILE")
         if max_lifetime_s < 1:
@@ -124,9 +131,9 @@ class TokenVerifier:
             raise AuthError("TOKEN_MALFORMED", "the bearer token is not a JWT") from None
         alg = header.get("alg")
         key = self._keys.get(alg) if isinstance(alg, str) else None
-        if key is None:
+        if key is None or not isinstance(alg, str):
             raise AuthError("TOKEN_ALGORITHM_REFUSED", f"JWT algorithm {alg!r} is not accepted")
-        options = {"require": ["exp", "iat", "sub", "aud"] + (["iss"] if self.issuer else [])}
+        options: jwt.types.Options = {"require": ["exp", "iat", "sub", "aud"] + (["iss"] if self.issuer else [])}
         try:
             claims = jwt.decode(token.strip(), key=key, algorithms=[alg], audience=self.audience,
                                 issuer=self.issuer, leeway=LEEWAY_S, options=options)
@@ -187,7 +194,7 @@ def _principal_from(claims: dict) -> Principal:
         raise AuthError("TOKEN_CLAIMS_INVALID", "the token's tenant_id claim is missing or malformed")
     sub = claims.get("sub")
     problem = _actor_text_problem(sub)
-    if problem:
+    if problem or not isinstance(sub, str):
         raise AuthError("TOKEN_CLAIMS_INVALID", f"the token's sub claim {problem}")
     actor_type = claims.get("actor_type", "HUMAN")
     problem = _actor_text_problem(actor_type)
@@ -222,7 +229,8 @@ def _actor_text_problem(value: object) -> str | None:
 
 def mint_token(*, secret: str, tenant_id: str, subject: str, actor_type: str = "HUMAN",
                scopes: tuple[str, ...] = SCOPES, ttl_s: int = 24 * 3600, audience: str = "aos-evidence",
-               issuer: str | None = None, algorithm: str = "HS256", key: object | None = None) -> str:
+               issuer: str | None = None, algorithm: str = "HS256",
+               key: Ed25519PrivateKey | Ed448PrivateKey | None = None) -> str:
     """A development token (``make run`` prints one; the CLI's ``token`` command mints them)."""
     now = int(time.time())
     claims = {"sub": subject, "tenant_id": tenant_id, "actor_type": actor_type, "scope": " ".join(scopes),

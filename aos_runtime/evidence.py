@@ -10,14 +10,17 @@ record's content hash in hex.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import NamedTuple
+from typing import Any, NamedTuple, cast
 
 from google.protobuf import timestamp_pb2
 
 from aos.evidence.v1 import evidence_pb2
 
-_DOMAINS = {v.name.removeprefix("SOURCE_DOMAIN_"): v.number for v in evidence_pb2.SourceDomain.DESCRIPTOR.values}
-_ORIGINS = {v.name.removeprefix("ORIGIN_"): v.number for v in evidence_pb2.Origin.DESCRIPTOR.values}
+# Typed as the enums (protoc's .pyi takes the enum class for an enum field, not a plain int).
+_DOMAINS = cast("dict[str, evidence_pb2.SourceDomain]",
+                {v.name.removeprefix("SOURCE_DOMAIN_"): v.number for v in evidence_pb2.SourceDomain.DESCRIPTOR.values})
+_ORIGINS = cast("dict[str, evidence_pb2.Origin]",
+                {v.name.removeprefix("ORIGIN_"): v.number for v in evidence_pb2.Origin.DESCRIPTOR.values})
 
 
 class Evidence(NamedTuple):
@@ -73,7 +76,7 @@ def metadata(evidence: Evidence) -> evidence_pb2.EvidenceMetadata:
         actor = evidence_pb2.ACTOR_TYPE_UNSPECIFIED
     # One constructor call with only the fields that are set (a list answer builds
     # one of these per item: field-by-field setattr costs twice as much).
-    fields = {name: value for name, value in (
+    fields: dict[str, Any] = {name: value for name, value in (
         ("run_id", e.run_id), ("human_actor_id", e.human_actor_id), ("agent_id", e.agent_id),
         ("system_id", e.system_id), ("trace_id", e.trace_id), ("export_id", e.export_id),
         ("correlation_id", e.correlation_id)) if value}

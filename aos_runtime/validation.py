@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
+from typing import TypeVar, cast
 
 from google.protobuf import descriptor_pool
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
 from aos.evidence.v1 import options_pb2
 from aos_runtime.errors import Violations
@@ -31,6 +33,16 @@ def canonical_names(enum_full_name: str) -> dict[str, int]:
             raise ValueError(f"{enum_full_name}.{value.name} has no canonical_name option")
         names[name] = value.number
     return names
+
+
+_Enum = TypeVar("_Enum", bound=int)
+
+
+def canonical_values(enum: type[_Enum]) -> dict[str, _Enum]:
+    """``canonical_names`` of a generated enum, typed as that enum: protoc's .pyi types an enum
+    field as its enum class, which the plain ints of a descriptor are not, to a type checker."""
+    wrapper = cast(EnumTypeWrapper, enum)  # what a generated enum is at run time
+    return cast("dict[str, _Enum]", canonical_names(wrapper.DESCRIPTOR.full_name))
 
 
 def by_number(enum_full_name: str) -> dict[int, str]:
