@@ -1,9 +1,9 @@
 """Public signing keys: as ListSigningKeys lists them, or as an auditor saved them."""
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import timezone
 from pathlib import Path
-from typing import Callable, Sequence
 
 from aos.evidence.v1 import bundle_pb2
 from aos.export.v1 import export_service_pb2 as pb

@@ -19,15 +19,22 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import (Encoding, NoEncryption, PrivateFormat, PublicFormat,
-                                                          load_pem_private_key, load_pem_public_key)
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+    load_pem_private_key,
+    load_pem_public_key,
+)
 
 from aos_recording.hashing import canonical_json, rfc3339, signing_key_id
 
@@ -213,10 +220,8 @@ def open_envelope(envelope: dict | str | bytes, keys: Mapping[str, PublicKey] | 
     message = pae(actual_type, payload)
     tried = expired = False
     for keyid, sig in signatures:
-        if keyid:
-            candidates = [known[keyid]] if keyid in known else []
-        else:  # keyid is only an optional hint in DSSE: without it, try every key
-            candidates = list(known.values())
+        # keyid is only an optional hint in DSSE: without it, try every key.
+        candidates = ([known[keyid]] if keyid in known else []) if keyid else list(known.values())
         for key in candidates:
             tried = True
             if key.verify(sig, message):

@@ -1,6 +1,6 @@
 """Verify an export offline: no database, no service, only the files and the keys you trust.
 
-    python -m aos_recording.verify_export ARTIFACT --envelope EXPORT.dsse.json --key PUBLIC_KEY [--keys keys.json] [--json]
+    python -m aos_recording.verify_export ARTIFACT --envelope EXPORT.dsse.json --key PUBKEY [--keys FILE] [--json]
 
 ARTIFACT is what DownloadExport returned; EXPORT.dsse.json the export's envelope
 (GetExport: dsse_envelope). Trust comes only from what the auditor pins:
@@ -36,15 +36,17 @@ import binascii
 import csv
 import enum
 import io
+import itertools
 import json
 import re
 import sys
 import zipfile
 import zlib
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 from aos_recording import dsse, hashing
 
@@ -223,15 +225,15 @@ def trust(pins: Sequence[str] = (), trust_files: Sequence[Path] = (),
         material.setdefault(key.key_id, dsse.PublicKey.from_raw(key.raw))
     result = Trust()
     for key_id in dict.fromkeys(wanted):
-        key = by_id.get(key_id)
-        if key is None and key_id in material:
-            key = material[key_id]
+        found = by_id.get(key_id)
+        if found is None and key_id in material:
+            found = material[key_id]
             result.by_id_only.add(key_id)
-        if key is None:
+        if found is None:
             result.unresolved.append(key_id)
             continue
         valid_from, valid_until = windows.get(key_id, (dsse.EPOCH, None))
-        result.keys.append(dsse.PublicKey(key.key_id, key.raw, valid_from, valid_until, key.status))
+        result.keys.append(dsse.PublicKey(found.key_id, found.raw, valid_from, valid_until, found.status))
     return result
 
 
@@ -312,8 +314,8 @@ def _signature(v: Verification, envelope: str | bytes | None, pinned: Trust,
         return None, None
     signer_hint = _listed_signer(envelope, listed) or ", ".join(k or "(no keyid)" for k in named) or "no signature"
     if not pinned.keys:
-        missing = f" (no public key found for pinned key id(s) {', '.join(pinned.unresolved)}: pass --keys or " \
-                  f"the public key itself)" if pinned.unresolved else ""
+        missing = (f" (no public key found for pinned key id(s) {', '.join(pinned.unresolved)}: pass --keys or "
+                   f"the public key itself)") if pinned.unresolved else ""
         v.add("signing_key", False, f"no key pinned{missing}: pin the export signing key you obtained out of band "
                                     f"with --key PUBLIC_KEY (or --key KEY_ID, a weaker 64-bit pin), or --trust "
                                     f"FILE; a keys file beside the artifact (--keys) is information, not trust. "
@@ -463,7 +465,7 @@ def _coverage(v: Verification, contents: dict[str, Any], carried: dict[str, list
             # Ordered by (created_at, id), the id in the database's collation: only a step back in
             # time is certain to be a reorder.
             problems += [f"system_record {b[1]} comes after {a[1]} (reordered)"
-                         for a, b in zip(found, found[1:]) if b[0] < a[0]][:10]
+                         for a, b in itertools.pairwise(found) if b[0] < a[0]][:10]
     v.add("coverage", not problems,
           "; ".join(problems) if problems else
           "entries carried as the manifest states: " + ", ".join(

@@ -15,12 +15,13 @@ refused (``SecretFileError``): it may have been read, or replaced, by someone el
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import stat
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from aos_runtime.config import ConfigError
 
@@ -106,14 +107,10 @@ def _adopt_legacy(legacy: Path, path: Path) -> None:
     if not legacy.is_file():
         return
     check_private(legacy)  # one others could read is no secret any more: refused, not moved
-    try:
+    with contextlib.suppress(FileExistsError):
         os.link(legacy, path)
-    except FileExistsError:
-        pass
-    try:
+    with contextlib.suppress(FileNotFoundError):
         legacy.unlink()
-    except FileNotFoundError:
-        pass
     _sync_dir(path.parent)
 
 

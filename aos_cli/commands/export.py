@@ -100,8 +100,8 @@ def _show_export(ctx: Context, export: bundle_pb2.Export) -> None:
     redacted = ", ".join(f"{c.kind} {c.count}" for c in export.redaction.counts) or "nothing"
     ctx.out.fields([
         ("export", export.export_id), ("scope", enum_label("aos.evidence.v1.ExportScope", export.scope)),
-        ("subject", subject), ("bundle / format", f"{enum_label(BUNDLE_TYPE, export.bundle_type)} / "
-                                                  f"{enum_label(FORMAT, export.format)}"),
+        ("subject", subject), ("bundle / format", (f"{enum_label(BUNDLE_TYPE, export.bundle_type)} / "
+                                                   f"{enum_label(FORMAT, export.format)}")),
         ("file", f"{export.filename} ({export.content_type}, {export.size_bytes} bytes)"),
         ("sha-256", export.checksum), ("chain", f"seq {export.seq}, hash {export.chain_hash}"),
         ("signed by", export.signing_key_id), ("redacted", f"{export.redaction.profile}: {redacted}"),

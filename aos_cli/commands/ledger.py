@@ -27,8 +27,7 @@ from aos_cli.context import Context
 from aos_cli.keys import file_keys, server_keys, signing_keys_trusted
 from aos_cli.output import to_dict, when
 from aos_cli.values import enum_label
-from aos_recording import dsse, hashing
-from aos_recording import verify_export
+from aos_recording import dsse, hashing, verify_export
 from aos_recording.verify_export import Verification
 
 Kind = integrity_pb2.AnomalyKind

@@ -132,9 +132,10 @@ async def test_the_readme_block_runs_verbatim_in_a_shell(served, suite, writer_d
     assert out.decode().strip().splitlines()[-1].startswith("VALID")
     assert (tmp_path / "export.dsse.json").read_text().endswith("}\n")   # jq -r's newline, accepted
     # The operator's command in the README reads that same key from the gateway's answer.
-    operator = subprocess.run(["jq", "-r", OPERATOR_JQ, tmp_path / "keys.json"], capture_output=True, text=True,
-                              timeout=60)
-    assert operator.stdout.strip() == await out_of_band_public_key(suite)
+    jq = await asyncio.create_subprocess_exec("jq", "-r", OPERATOR_JQ, tmp_path / "keys.json",
+                                              stdout=asyncio.subprocess.PIPE)
+    printed, _ = await asyncio.wait_for(jq.communicate(), 60)
+    assert printed.decode().strip() == await out_of_band_public_key(suite)
 
 
 @pytest.mark.skipif(not BUF.exists(), reason="buf is installed by make (requirements) into .venv/bin")

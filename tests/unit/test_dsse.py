@@ -8,16 +8,33 @@ from datetime import datetime, timezone
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.hazmat.primitives.serialization import (BestAvailableEncryption, Encoding, NoEncryption,
-                                                          PrivateFormat, PublicFormat)
+from cryptography.hazmat.primitives.serialization import (
+    BestAvailableEncryption,
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+)
 from securesystemslib.dsse import Envelope
 from securesystemslib.exceptions import VerificationError
 from securesystemslib.signer import CryptoSigner, SSlibKey
 
 from aos_recording import dsse, hashing
-from aos_recording.dsse import (CHECKPOINT_PAYLOAD_TYPE, MANIFEST_PAYLOAD_TYPE, DsseError, KeyRing, PublicKey,
-                                SigningKey, envelope_json, keys_document, load_keys_document, pae,
-                                sign_envelope, verify_envelope, write_public_key_pem)
+from aos_recording.dsse import (
+    CHECKPOINT_PAYLOAD_TYPE,
+    MANIFEST_PAYLOAD_TYPE,
+    DsseError,
+    KeyRing,
+    PublicKey,
+    SigningKey,
+    envelope_json,
+    keys_document,
+    load_keys_document,
+    pae,
+    sign_envelope,
+    verify_envelope,
+    write_public_key_pem,
+)
 
 PAYLOAD = hashing.canonical_json({"export_id": "exp-1", "tenant_id": "t", "checksum": "ab" * 32})
 T2026 = datetime(2026, 1, 13, 12, 0, tzinfo=timezone.utc)
@@ -201,10 +218,11 @@ def test_key_validity_window_is_checked_when_a_time_is_given(key):
     assert verify_envelope(envelope, [retired], MANIFEST_PAYLOAD_TYPE) == PAYLOAD  # no time, no window
     assert _reason(envelope, [retired], at=datetime(2025, 12, 31, tzinfo=timezone.utc)) == "KEY_NOT_VALID_AT"
     assert _reason(envelope, [retired], at=retired.valid_until) == "KEY_NOT_VALID_AT"  # end is exclusive
-    assert verify_envelope(envelope, [dated.public], MANIFEST_PAYLOAD_TYPE, at=datetime(2100, 1, 1)) == PAYLOAD
+    assert verify_envelope(envelope, [dated.public], MANIFEST_PAYLOAD_TYPE,
+                           at=datetime(2100, 1, 1)) == PAYLOAD  # noqa: DTZ001 - a naive time means UTC
     # A forged signature stays BAD_SIGNATURE, whatever the time.
     envelope["payload"] = _flip(envelope["payload"])
-    assert _reason(envelope, [retired], at=datetime(2020, 1, 1)) == "BAD_SIGNATURE"
+    assert _reason(envelope, [retired], at=datetime(2020, 1, 1)) == "BAD_SIGNATURE"  # noqa: DTZ001 - naive: UTC
 
 
 # --- keys ----------------------------------------------------------------------
@@ -341,7 +359,7 @@ def _rsa_private():
 def test_load_rejects_a_signing_key_that_is_not_an_ed25519_private_key(tmp_path, make):
     path = tmp_path / "odd-signing-key.pem"
     path.write_bytes(make())
-    with pytest.raises(ValueError, match="odd-signing-key.pem"):
+    with pytest.raises(ValueError, match=r"odd-signing-key\.pem"):
         KeyRing.load(path)
 
 
@@ -349,7 +367,7 @@ def test_load_rejects_an_encrypted_signing_key(tmp_path):
     path = tmp_path / "locked.pem"
     path.write_bytes(Ed25519PrivateKey.generate().private_bytes(
         Encoding.PEM, PrivateFormat.PKCS8, BestAvailableEncryption(b"secret")))
-    with pytest.raises(ValueError, match="locked.pem"):
+    with pytest.raises(ValueError, match=r"locked\.pem"):
         KeyRing.load(path)
 
 
@@ -363,12 +381,12 @@ def test_load_rejects_a_verification_key_that_is_not_ed25519(tmp_path, make):
     _write_private(tmp_path / "signing.pem", Ed25519PrivateKey.generate())
     path = tmp_path / "odd-verification-key.pem"
     path.write_bytes(make())
-    with pytest.raises(ValueError, match="odd-verification-key.pem"):
+    with pytest.raises(ValueError, match=r"odd-verification-key\.pem"):
         KeyRing.load(tmp_path / "signing.pem", [path])
 
 
 def test_load_names_a_missing_file(tmp_path):
-    with pytest.raises(ValueError, match="missing.pem"):
+    with pytest.raises(ValueError, match=r"missing\.pem"):
         KeyRing.load(tmp_path / "missing.pem")
 
 

@@ -260,7 +260,7 @@ def test_one_loader_reads_pem_and_keys_documents_for_every_caller(tmp_path, key,
     with pytest.raises(ValueError, match=r"rsa\.pem: an export signing key is Ed25519"):
         dsse.KeyRing.load(_signing_pem(tmp_path, attacker), [rsa])
     (tmp_path / "junk.json").write_text("{not json")
-    with pytest.raises(ValueError, match="junk.json: neither a PEM public key nor a JSON keys document"):
+    with pytest.raises(ValueError, match=r"junk\.json: neither a PEM public key nor a JSON keys document"):
         verify_export.load_keys([tmp_path / "junk.json"])
 
 
