@@ -16,6 +16,9 @@ Why (issue #17, review after part 1):
   always resolves to the catalog or the real table first.
 - TEMPORARY on the database is revoked from PUBLIC: no service makes a temporary table,
   so a service session cannot create the shadow at all (defence in depth with the above).
+  The owner role keeps it (granted by name): aos_drop_ledger_partitions (0008) builds its
+  list of dropped chain ends in a temporary table, as the owner. No login is a member of
+  the owner (check_login), so no session reaches that grant.
 - The large-object functions that create or write one are revoked from PUBLIC: a
   read-only service session could ``SET default_transaction_read_only = off`` and fill the
   disk with large objects it then owns, out of every table's grants.
@@ -74,6 +77,7 @@ DO $$
 DECLARE fn regprocedure; r text;
 BEGIN
     EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM PUBLIC', current_database());
+    EXECUTE format('GRANT TEMPORARY ON DATABASE %I TO {OWNER}', current_database());
     FOR fn IN SELECT p.oid::regprocedure FROM pg_proc p WHERE p.pronamespace = 'pg_catalog'::regnamespace
               AND p.proname = ANY({_names(LO_WRITERS)}) LOOP
         EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', fn);
@@ -107,6 +111,7 @@ BEGIN
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO PUBLIC', fn);
     END LOOP;
     EXECUTE format('GRANT TEMPORARY ON DATABASE %I TO PUBLIC', current_database());
+    EXECUTE format('REVOKE TEMPORARY ON DATABASE %I FROM {OWNER}', current_database());
     FOR fn IN {_FUNCTIONS} LOOP
         IF (SELECT prosecdef FROM pg_proc WHERE oid = fn) THEN
             EXECUTE format('ALTER FUNCTION %s SET search_path = pg_catalog, public', fn);
