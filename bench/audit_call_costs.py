@@ -37,14 +37,15 @@ from pathlib import Path
 import grpc
 
 from aos.logs.v1 import audit_ledger_service_pb2 as pb, audit_ledger_service_pb2_grpc as pb_grpc
+from aos_evidence.messages import audit_entry
 from aos_recording import bulk
 from aos_runtime import auth
 from aos_runtime.auth import mint_token
 from aos_runtime.db import Database
 from aos_runtime.observability import JsonFormatter
-from services.logs import store
-from services.logs.messages import answer_metadata, audit_entry
 from scratch import scratch_database, service_logins
+from services.logs import store
+from services.logs.messages import answer_metadata
 from workers_scaling import SECRET, LogsService
 
 BENCH = Path(__file__).resolve().parent

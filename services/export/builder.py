@@ -17,10 +17,10 @@ from sqlalchemy.engine import Connection
 from aos_recording import dsse
 from aos_recording.hashing import GENESIS, canonical_json, manifest_hash, rfc3339
 from aos_recording.writers import AuditLedgerWriter, new_id
+from aos_evidence import queries as evidence
+from aos_evidence.queries import AuditFilters
 from aos_runtime import errors
 from services.export import artifacts, bundles, store
-from services.logs import store as evidence
-from services.logs.store import AuditFilters
 
 # v2: signed_at and signed_by (the signing time and key, inside what is signed: a verifier
 # checks the key's validity at that time), contents (per record type, the count and ledger

@@ -14,6 +14,8 @@ from sqlalchemy.exc import IntegrityError
 
 from aos.evidence.v1 import bundle_pb2, integrity_pb2
 from aos.export.v1 import export_service_pb2 as pb, export_service_pb2_grpc as pb_grpc
+from aos_evidence import queries as evidence
+from aos_evidence.messages import export_message
 from aos_recording import dsse, verify, verify_export
 from aos_recording.hashing import artifact_checksum, canonical_json, manifest_hash, rfc3339
 from aos_runtime import auth, errors, local_state
@@ -23,8 +25,6 @@ from aos_runtime.evidence import timestamp
 from aos_runtime.server import Servicer, ServiceContext
 from aos_runtime.validation import Request
 from services.export import builder, redaction, store
-from services.logs import store as evidence
-from services.logs.messages import export_message
 
 DESCRIPTOR = pb.DESCRIPTOR.services_by_name["ExportService"]
 _FIELDS = pb.CreateExportRequest.DESCRIPTOR.fields_by_name

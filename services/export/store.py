@@ -1,7 +1,7 @@
 """The Export service's SQL: every query it runs, and nothing else.
 
-Evidence is read with the Logs service's queries (services.logs.store), the one
-reader of the evidence tables, so an export shows exactly what Logs shows. What is
+Evidence is read with the shared evidence read model (aos_evidence.queries), the
+queries Logs lists it with, so an export shows exactly what Logs shows. What is
 the export's own is here: slices streamed through server-side cursors, the
 artifact's chunks, the log_exports row, and the export chain's lock.
 """
@@ -13,7 +13,7 @@ from typing import Any, Iterator, Mapping
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from services.logs.store import EXPORT_SELECT, NOT_ACCESS, AuditFilters, system_clauses
+from aos_evidence.queries import EXPORT_SELECT, NOT_ACCESS, AuditFilters, system_clauses
 
 STREAM_BATCH = 1000
 

@@ -10,8 +10,10 @@ from aos_runtime import auth, errors
 from aos_runtime.evidence import timestamp
 from aos_runtime.server import ServiceContext
 from aos_runtime.validation import Request
+from aos_evidence import queries as evidence
+from aos_evidence.messages import audit_entry, export_message, struct
 from services.logs import store
-from services.logs.messages import answer_metadata, audit_entry, export_message, struct
+from services.logs.messages import answer_metadata
 
 DESCRIPTOR = pb.DESCRIPTOR.services_by_name["AuditLedgerService"]
 
@@ -146,7 +148,7 @@ class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
         tenant = auth.principal().tenant_id
         token_filters = {"created_after": iso_utc(start), "created_before": iso_utc(end)}
         after = self.ctx.page_tokens.read(request.page_token, tenant, "audit.exports", token_filters)
-        page = await self.ctx.db.run(tenant, store.list_exports, tenant, start, end, after, limit)
+        page = await self.ctx.db.run(tenant, evidence.list_exports, tenant, start, end, after, limit)
         next_token = ""
         if page.has_more:
             last = page.rows[-1]
@@ -166,7 +168,7 @@ def _verify_range(conn, tenant: str, start: int, to_seq: int | None, budget: int
     tenant's retention anchor, linked to its chain hash (recorded before the drop):
     the kept chain is verified, not reported as truncated.
     """
-    head = store.ledger_head(conn, tenant)
+    head = evidence.ledger_head(conn, tenant)
     if head is None:
         return None, verify.ChainReport()
     anchor = retention.retention_anchor(conn, tenant)

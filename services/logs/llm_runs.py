@@ -8,9 +8,11 @@ from aos_runtime import auth, errors
 from aos_runtime.evidence import metadata
 from aos_runtime.server import ServiceContext
 from aos_runtime.validation import Request
+from aos_evidence import queries as evidence
+from aos_evidence.messages import (audit_entry, breach_message, export_message, run_message, step_message,
+                                   trace_evidence, trace_message)
 from services.logs import store
-from services.logs.messages import (answer_metadata, audit_entry, breach_message, export_message, run_message,
-                                    step_message, trace_evidence, trace_message)
+from services.logs.messages import answer_metadata
 from services.logs.replay import load_replay
 
 DESCRIPTOR = pb.DESCRIPTOR.services_by_name["LlmRunsService"]
@@ -58,7 +60,7 @@ class LlmRunsService(pb_grpc.LlmRunsServiceServicer):
 
     async def GetLlmRunEnvelope(self, request, context):
         tenant, run_id = await self._run_id(request)
-        row = await self.ctx.db.run(tenant, store.get_run, tenant, run_id)
+        row = await self.ctx.db.run(tenant, evidence.get_run, tenant, run_id)
         if row is None:
             raise errors.not_found(errors.Resource.LLM_RUN, run_id)
         run = run_message(row)
@@ -66,7 +68,7 @@ class LlmRunsService(pb_grpc.LlmRunsServiceServicer):
 
     async def GetLlmRunTrace(self, request, context):
         tenant, run_id = await self._run_id(request)
-        trace, steps = await self.ctx.db.run(tenant, store.get_trace, tenant, run_id)
+        trace, steps = await self.ctx.db.run(tenant, evidence.get_trace, tenant, run_id)
         if trace is None:
             raise errors.not_found(errors.Resource.TRACE, run_id)
         return pb.GetLlmRunTraceResponse(
@@ -107,11 +109,11 @@ class LlmRunsService(pb_grpc.LlmRunsServiceServicer):
 def _governance(conn, tenant: str, run_id: str):
     if not store.run_exists(conn, tenant, run_id):
         return None
-    trace, steps = store.get_trace(conn, tenant, run_id)
-    return trace, steps, store.run_audit_entries(conn, tenant, run_id), store.run_breaches(conn, tenant, run_id)
+    trace, steps = evidence.get_trace(conn, tenant, run_id)
+    return trace, steps, evidence.run_audit_entries(conn, tenant, run_id), evidence.run_breaches(conn, tenant, run_id)
 
 
 def _run_exports(conn, tenant: str, run_id: str):
     if not store.run_exists(conn, tenant, run_id):
         return None
-    return store.list_exports(conn, tenant, None, None, None, 1000, run_id=run_id)
+    return evidence.list_exports(conn, tenant, None, None, None, 1000, run_id=run_id)

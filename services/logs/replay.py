@@ -7,6 +7,7 @@ from aos.logs.v1 import records_pb2
 from aos_runtime import auth, errors
 from aos_runtime.server import ServiceContext
 from aos_runtime.validation import Request
+from aos_evidence import queries as evidence
 from services.logs import store
 from services.logs.messages import replay_center, replay_window
 
@@ -22,7 +23,7 @@ def window_seconds(r: Request, requested: int) -> int:
 
 
 def _replay(conn, tenant: str, run_id: str, seconds: int, llm: bool, policy: bool):
-    trace, _ = store.get_trace(conn, tenant, run_id)
+    trace, _ = evidence.get_trace(conn, tenant, run_id)
     if trace is None:
         return None, None
     center, _ = replay_center(trace)

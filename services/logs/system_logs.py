@@ -9,7 +9,8 @@ from aos_runtime.evidence import timestamp
 from aos_runtime.server import ServiceContext
 from aos_runtime.validation import Request
 from services.logs import store
-from services.logs.messages import CAUSES, SYSTEM_EVENTS, answer_metadata, system_record
+from aos_evidence.messages import CAUSES, SYSTEM_EVENTS, system_record
+from services.logs.messages import answer_metadata
 from services.logs.replay import load_replay
 
 DESCRIPTOR = pb.DESCRIPTOR.services_by_name["SystemLogsService"]

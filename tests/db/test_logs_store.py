@@ -3,6 +3,7 @@ the unfiltered ledger's from its chain) and the plans of its lookups."""
 import pytest
 from sqlalchemy import create_engine, text
 
+from aos_evidence import queries as evidence
 from aos_recording import bulk
 from aos_runtime.db import sync_url
 from services.logs import store
@@ -82,7 +83,7 @@ def test_governance_never_reads_the_runs_access_entries(database_url):
     engine, seen = logs_engine(database_url)
     with engine.begin() as conn:
         conn.execute(text("SELECT set_config('aos.tenant_id', :t, true)"), {"t": tenant})
-        entries = store.run_audit_entries(conn, tenant, run)
+        entries = evidence.run_audit_entries(conn, tenant, run)
         statement, params = seen[-1]
         plan = conn.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + statement, params).scalar_one()
     engine.dispose()

@@ -1,0 +1,179 @@
+"""The evidence read model's shared queries: what more than one service reads.
+
+The Logs service lists and shows this evidence; the Export service packs the same
+rows into bundles. Both read it here, so an export holds exactly what Logs shows and
+no service reaches into another's store. Each service keeps its own queries in its
+own store module.
+
+Functions take a connection already scoped to the caller's tenant (row-level
+security) and still filter by tenant explicitly: both must agree for a row to
+appear. Lists go through aos_runtime.keyset (keyset pages, capped totals).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Mapping, Sequence
+
+from sqlalchemy import text
+from sqlalchemy.engine import Connection
+
+from aos_runtime.keyset import Page, keyset_page
+
+
+@dataclass(frozen=True)
+class AuditFilters:
+    event_types: tuple[str, ...] = ()
+    entity_type: str | None = None
+    actor_type: str | None = None
+    actor_id: str | None = None
+    correlation_id: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+    def where(self) -> tuple[str, dict[str, Any]]:
+        clauses, params = ["a.tenant_id = :tenant"], {}
+        if self.event_types:
+            clauses.append("a.event_type = ANY(:event_types)")
+            params["event_types"] = list(self.event_types)
+        for column in ("entity_type", "actor_type", "actor_id", "correlation_id"):
+            value = getattr(self, column)
+            if value is not None:
+                clauses.append(f"a.{column} = :{column}")
+                params[column] = value
+        if self.created_after is not None:
+            clauses.append("a.created_at >= :created_after")
+            params["created_after"] = self.created_after
+        if self.created_before is not None:
+            clauses.append("a.created_at < :created_before")
+            params["created_before"] = self.created_before
+        return " AND ".join(clauses), params
+
+
+# An audit entry with its correlation spine: the run it names (in its state, or
+# by correlation id), that run's trace, violated policy and incident. The run key is
+# computed apart (OFFSET 0 keeps it a subquery of its own): under row-level security a
+# join condition holding jsonb operators, which are not leakproof, cannot be an index
+# condition, and each entry then read every trace of its tenant (tests/db/test_logs_store.py).
+AUDIT_SELECT = """
+SELECT a.id, a.tenant_id, a.seq, a.event_type, a.entity_type, a.entity_id, a.actor_type, a.actor_id,
+       a.action_reason, a.correlation_id, a.created_at, a.recorded_at, a.content_hash, a.prev_hash,
+       a.chain_hash, a.is_synthetic,
+       coalesce(a.after_state ->> 'run_id', a.before_state ->> 'run_id', tr.run_id) AS run_id,
+       coalesce(a.after_state ->> 'policy_id', a.before_state ->> 'policy_id') AS state_policy_id,
+       coalesce(a.after_state ->> 'incident_id', a.before_state ->> 'incident_id') AS state_incident_id,
+       tr.trace_id, tr.violation_policy_id, tr.incident_id AS trace_incident_id{extra}
+FROM audit_ledger a
+CROSS JOIN LATERAL (
+    SELECT coalesce(a.after_state ->> 'run_id', a.before_state ->> 'run_id', a.correlation_id) AS run_key OFFSET 0) k
+LEFT JOIN LATERAL (
+    SELECT t.trace_id, t.run_id, t.violation_policy_id, t.incident_id FROM aos_traces t
+    WHERE t.tenant_id = a.tenant_id AND t.run_id = k.run_key
+    ORDER BY t.started_at LIMIT 1) tr ON true
+"""
+
+
+def ledger_head(conn: Connection, tenant_id: str) -> Mapping[str, Any] | None:
+    return conn.execute(text("SELECT seq, chain_hash, created_at, recorded_at FROM audit_ledger WHERE tenant_id = :t "
+                             "ORDER BY seq DESC LIMIT 1"), {"t": tenant_id}).mappings().first()
+
+
+
+EXPORT_SELECT = """
+SELECT a.id, a.tenant_id, a.seq, a.scope, a.subject_id, a.run_id, a.incident_id, a.slice_filter, a.bundle_type,
+       a.format, a.content_type, a.filename, a.size_bytes, a.checksum, a.manifest, a.dsse_envelope,
+       a.signing_key_id, a.redaction, a.idempotency_key, a.requested_by_type, a.requested_by_id,
+       a.correlation_id, a.created_at, a.recorded_at, a.content_hash, a.prev_hash, a.chain_hash
+FROM log_exports a
+"""
+
+
+def list_exports(conn: Connection, tenant_id: str, created_after: datetime | None, created_before: datetime | None,
+                 after: Sequence[Any] | None, limit: int, run_id: str | None = None, scope: str | None = None,
+                 incident_id: str | None = None) -> Page:
+    clauses, params = ["a.tenant_id = :tenant"], {"tenant": tenant_id}
+    for column, op, value in (("created_at", ">=", created_after), ("created_at", "<", created_before),
+                              ("run_id", "=", run_id), ("scope", "=", scope), ("incident_id", "=", incident_id)):
+        if value is not None:
+            name = f"{column}_{len(params)}"
+            clauses.append(f"a.{column} {op} :{name}")
+            params[name] = value
+    return keyset_page(conn, EXPORT_SELECT, " AND ".join(clauses), params, "log_exports a", after, limit)
+
+
+# A run's record joined with its trace (by trace id, else by run id).
+RUN_FROM = """llm_run_records a
+LEFT JOIN LATERAL (
+    SELECT t.trace_id, t.violation_step_index, t.violation_policy_id, t.incident_id FROM aos_traces t
+    WHERE t.tenant_id = a.tenant_id AND (t.trace_id = a.trace_id OR (a.trace_id IS NULL AND t.run_id = a.run_id))
+    ORDER BY t.started_at LIMIT 1) tr ON true"""
+RUN_SELECT = f"""
+SELECT a.*, tr.trace_id AS joined_trace_id, tr.violation_step_index, tr.violation_policy_id,
+       tr.incident_id AS trace_incident_id
+FROM {RUN_FROM}
+"""
+
+
+
+def get_run(conn: Connection, tenant_id: str, run_id: str) -> Mapping[str, Any] | None:
+    return conn.execute(text(RUN_SELECT + " WHERE a.tenant_id = :tenant AND a.run_id = :run"),
+                        {"tenant": tenant_id, "run": run_id}).mappings().first()
+
+
+def get_trace(conn: Connection, tenant_id: str, run_id: str) -> tuple[Mapping[str, Any] | None, list]:
+    trace = conn.execute(text("SELECT * FROM aos_traces WHERE tenant_id = :tenant AND run_id = :run "
+                              "ORDER BY started_at LIMIT 1"), {"tenant": tenant_id, "run": run_id}).mappings().first()
+    if trace is None:
+        return None, []
+    steps = conn.execute(text("SELECT * FROM aos_trace_steps WHERE tenant_id = :tenant AND trace_id = :trace "
+                              "ORDER BY step_index"), {"tenant": tenant_id, "trace": trace["trace_id"]}).mappings().all()
+    return trace, list(steps)
+
+
+# Governance leaves out access entries; written as the partial indexes' predicate
+# (migration 0006) so that the planner can use them.
+NOT_ACCESS = "event_type <> 'EvidenceExported'"
+
+
+def run_audit_entries(conn: Connection, tenant_id: str, run_id: str, *, states: bool = False
+                      ) -> list[Mapping[str, Any]]:
+    """Entries correlated to a run: by correlation id or the run id in their state
+    (with their before and after states when ``states``). Not the EvidenceExported
+    entries of the run's exports: access, not governance (O5 lists the exports), and
+    a run exported a thousand times must not carry a thousand entries in its O3.
+
+    Three lookups on the partial indexes that leave the access entries out
+    (ix_audit_ledger_governance_*, migration 0006), united in SQL: the cost follows
+    the run's governance, not how often it was exported.
+    """
+    return list(conn.execute(text(
+        AUDIT_SELECT.format(extra=", a.before_state, a.after_state" if states else "") +
+        # = ANY(ARRAY(...)): the ids first, then the rows by primary key; as IN (...) the
+        # planner may hash-join against the tenant's whole ledger instead.
+        f" WHERE a.id = ANY(ARRAY(SELECT id FROM audit_ledger WHERE tenant_id = :tenant AND correlation_id = :run"
+        f"     AND {NOT_ACCESS}"
+        f"   UNION SELECT id FROM audit_ledger WHERE tenant_id = :tenant AND after_state ? 'run_id'"
+        f"     AND after_state ->> 'run_id' = :run AND {NOT_ACCESS}"
+        f"   UNION SELECT id FROM audit_ledger WHERE tenant_id = :tenant AND before_state ? 'run_id'"
+        f"     AND before_state ->> 'run_id' = :run AND {NOT_ACCESS}))"
+        " ORDER BY a.created_at, a.id"), {"tenant": tenant_id, "run": run_id}).mappings().all())
+
+
+def run_breaches(conn: Connection, tenant_id: str, run_id: str) -> list[Mapping[str, Any]]:
+    return list(conn.execute(text("SELECT * FROM limit_breaches WHERE tenant_id = :t AND run_id = :r "
+                                  "ORDER BY breached_at, id"), {"t": tenant_id, "r": run_id}).mappings().all())
+
+
+def system_clauses(filters: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    clauses, params = [], {}
+    for column in ("component", "event_type", "severity"):
+        if filters.get(column) is not None:
+            clauses.append(f"s.{column} = :{column}")
+            params[column] = filters[column]
+    if filters.get("created_after") is not None:
+        clauses.append("s.created_at >= :created_after")
+        params["created_after"] = filters["created_after"]
+    if filters.get("created_before") is not None:
+        clauses.append("s.created_at < :created_before")
+        params["created_before"] = filters["created_before"]
+    return "".join(f" AND {c}" for c in clauses), params
