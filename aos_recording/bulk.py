@@ -119,7 +119,8 @@ def load(url: str, volume: Volume, *, seed: int = 7) -> dict[str, float]:
         # Partitioned tables (migrations 0008, 0009): the months the data spans get their
         # partitions first, as the maintenance path would have made them over time;
         # otherwise every back-dated row would land in the default partition.
-        if conn.execute("SELECT to_regproc('aos_ensure_partitions') IS NOT NULL").fetchone()[0]:
+        partitioned = conn.execute("SELECT to_regproc('aos_ensure_partitions') IS NOT NULL").fetchone()
+        if partitioned and partitioned[0]:
             retention.ensure_partitions(conn, first=EPOCH, through=EPOCH + timedelta(seconds=SPAN_S))
         with conn.cursor().copy("COPY tenants (id, name, is_synthetic, synthetic_scenario_id) FROM STDIN") as copy:
             for t in tenants:

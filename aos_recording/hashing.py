@@ -70,7 +70,7 @@ def _simple(value: Any) -> bool:
     if kind is str or kind is bool or value is None:
         return True
     if kind is int:
-        return -_MAX_SAFE_INT <= value <= _MAX_SAFE_INT
+        return bool(-_MAX_SAFE_INT <= value <= _MAX_SAFE_INT)
     if kind is dict:
         return all((k.isascii() or max(map(ord, k)) < 0x10000) and _simple(v) for k, v in value.items())
     if kind is list:

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import yaml
 
@@ -90,6 +90,10 @@ class _Load:
         self.runs = LlmRunRecordWriter(conn, synthetic=marks)
         self.system = SystemRecordWriter(conn, synthetic=marks)
 
+    @overload
+    def ns(self, local: str) -> str: ...
+    @overload
+    def ns(self, local: None) -> None: ...
     def ns(self, local: str | None) -> str | None:
         return None if local is None else f"{self.tenant}.{local}"
 
@@ -98,6 +102,8 @@ class _Load:
         anchor = _ANCHOR.match(str(value))
         if anchor:  # "month+1s": from the start of the base's UTC day, ISO week or month
             start, _ = reset_window(_ANCHORS[anchor.group(1)], self.base)
+            if start is None:  # cannot happen: only a NONE period has no start, and no anchor names one
+                raise ScenarioError(f"{value!r}: the window has no start")
             return start + offset(anchor.group(2) or 0)
         return self.base + offset(value)
 

@@ -1,11 +1,18 @@
 """The recording library's reads: chains and traces, streamed in order for the verifier."""
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, cast
 
 from sqlalchemy import text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Result
+
+Row = Mapping[str, Any]
+
+
+def _rows(result: Result[Any]) -> Sequence[Row]:
+    # SQLAlchemy types a row's keys as str or column; these queries' keys are their column names.
+    return cast("Sequence[Row]", result.mappings().all())
 
 LEDGER_COLUMNS = ("id, tenant_id, seq, event_type, entity_type, entity_id, actor_type, actor_id, action_reason, "
                   "correlation_id, created_at, before_state, after_state, content_hash, prev_hash, chain_hash")
@@ -16,10 +23,10 @@ def iter_ledger(conn: Connection, tenant_id: str, *, from_seq: int = 1, to_seq: 
     """A tenant's ledger entries in seq order, keyset-batched: memory stays flat on any length."""
     after = from_seq - 1
     while True:
-        rows = conn.execute(text(
+        rows = _rows(conn.execute(text(
             f"SELECT {LEDGER_COLUMNS} FROM audit_ledger WHERE tenant_id = :t AND seq > :after "
             "AND (CAST(:to_seq AS bigint) IS NULL OR seq <= :to_seq) ORDER BY seq LIMIT :n"),
-            {"t": tenant_id, "after": after, "to_seq": to_seq, "n": batch}).mappings().all()
+            {"t": tenant_id, "after": after, "to_seq": to_seq, "n": batch}))
         yield from rows
         if len(rows) < batch:
             return
@@ -30,10 +37,10 @@ def iter_exports(conn: Connection, tenant_id: str, *, batch: int = 1000) -> Iter
     """A tenant's log_exports chain in seq order, keyset-batched."""
     after = 0
     while True:
-        rows = conn.execute(text(
+        rows = _rows(conn.execute(text(
             "SELECT id, seq, manifest, content_hash, prev_hash, chain_hash FROM log_exports "
             "WHERE tenant_id = :t AND seq > :after ORDER BY seq LIMIT :n"),
-            {"t": tenant_id, "after": after, "n": batch}).mappings().all()
+            {"t": tenant_id, "after": after, "n": batch}))
         yield from rows
         if len(rows) < batch:
             return
@@ -56,11 +63,11 @@ def chain_hash_at(conn: Connection, table: str, tenant_id: str, seq: int) -> byt
 
 
 def load_trace(conn: Connection, trace_id: str) -> tuple[Mapping[str, Any] | None, list[Mapping[str, Any]]]:
-    trace = conn.execute(text("SELECT * FROM aos_traces WHERE trace_id = :t"), {"t": trace_id}).mappings().first()
-    steps = conn.execute(text(
+    traces = _rows(conn.execute(text("SELECT * FROM aos_traces WHERE trace_id = :t"), {"t": trace_id}))
+    steps = _rows(conn.execute(text(
         "SELECT step_index, step_type, input_data, output_data, \"timestamp\", content_hash "
-        "FROM aos_trace_steps WHERE trace_id = :t ORDER BY step_index"), {"t": trace_id}).mappings().all()
-    return trace, list(steps)
+        "FROM aos_trace_steps WHERE trace_id = :t ORDER BY step_index"), {"t": trace_id}))
+    return (traces[0] if traces else None), list(steps)
 
 
 def tenant_exists(conn: Connection, tenant_id: str) -> bool:

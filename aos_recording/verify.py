@@ -11,6 +11,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from sqlalchemy.engine import Connection
+
 from aos_recording import hashing
 
 # Anomaly kinds (the names aos.evidence.v1's anomaly enum carries without its prefix).
@@ -69,8 +71,7 @@ class ChainVerifier:
 
     def _flag(self, seq: int, kind: str, expected: bytes | int | str = "", actual: bytes | int | str = "",
               detail: str = "") -> None:
-        show = lambda v: v.hex() if isinstance(v, (bytes, bytearray, memoryview)) else str(v)  # noqa: E731
-        self.report.anomalies.append(Anomaly(seq, kind, show(expected), show(actual), detail))
+        self.report.anomalies.append(Anomaly(seq, kind, _show(expected), _show(actual), detail))
 
     def feed(self, row: Mapping[str, Any]) -> None:
         seq = int(row["seq"])
@@ -159,7 +160,11 @@ def verify_trace(trace: Mapping[str, Any], steps: Iterable[Mapping[str, Any]]) -
     return anomalies
 
 
-def verify_ledger(conn, tenant_id: str, *, from_seq: int = 1, to_seq: int | None = None,
+def _show(value: bytes | int | str) -> str:
+    return value.hex() if isinstance(value, (bytes, bytearray, memoryview)) else str(value)
+
+
+def verify_ledger(conn: Connection, tenant_id: str, *, from_seq: int = 1, to_seq: int | None = None,
                   checkpoint: Checkpoint | None = None, anchor: Checkpoint | None = None) -> ChainReport:
     """Verify a tenant's audit chain (whole, or the range from_seq..to_seq) read from the database.
 
@@ -170,6 +175,7 @@ def verify_ledger(conn, tenant_id: str, *, from_seq: int = 1, to_seq: int | None
     """
     from aos_recording import store
 
+    prev: bytes | None
     if anchor is not None and from_seq <= anchor.seq + 1:
         from_seq, prev = anchor.seq + 1, anchor.chain_hash
     elif from_seq <= 1:
@@ -190,7 +196,7 @@ def verify_ledger(conn, tenant_id: str, *, from_seq: int = 1, to_seq: int | None
     return verifier.report
 
 
-def verify_exports(conn, tenant_id: str) -> ChainReport:
+def verify_exports(conn: Connection, tenant_id: str) -> ChainReport:
     """Verify a tenant's export chain: each row's manifest hash and its link."""
     from aos_recording import store
 

@@ -17,12 +17,13 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import Connection, make_url
+from sqlalchemy.engine import Connection, Row, make_url
 from sqlalchemy.exc import IntegrityError
 
 from aos_recording import hashing, vocabulary
@@ -79,7 +80,7 @@ class UnsafeProducerLogin(ValueError):
     """The producer's DSN logs in as something other than the bare aos_producer role."""
 
 
-def check_producer_login(dbapi_conn) -> None:
+def check_producer_login(dbapi_conn: Any) -> None:  # the DBAPI (psycopg) connection SQLAlchemy connects
     """Raises UnsafeProducerLogin unless the session (a psycopg connection) is aos_producer's
     login and can become nothing else: no superuser or other role attribute, no membership
     in any role (so no SET ROLE), owner of nothing."""
@@ -117,7 +118,7 @@ class Producer:
                                     connect_args={"application_name": "aos-producer"})
 
         @event.listens_for(self.engine, "connect")
-        def _check(dbapi_conn, _record) -> None:
+        def _check(dbapi_conn: Any, _record: Any) -> None:
             try:
                 check_producer_login(dbapi_conn)
             finally:
@@ -158,12 +159,12 @@ class AuditLedgerWriter(_Writer):
 
     def append(self, *, tenant_id: str, event_type: str, entity_type: str, entity_id: str, actor_type: str,
                actor_id: str | None = None, action_reason: str | None = None, correlation_id: str | None = None,
-               before_state: Mapping | None = None, after_state: Mapping | None = None,
+               before_state: Mapping[str, Any] | None = None, after_state: Mapping[str, Any] | None = None,
                created_at: datetime | None = None, entry_id: str | None = None) -> LedgerEntry:
         _check(event_type, vocabulary.AUDIT_EVENTS, "event_type")
         _check(entity_type, vocabulary.AUDIT_ENTITIES, "entity_type")
         _check(actor_type, vocabulary.ACTOR_TYPES, "actor_type")
-        entry = {"id": entry_id or new_id("aud"), "tenant_id": tenant_id, "event_type": event_type,
+        entry: dict[str, Any] = {"id": entry_id or new_id("aud"), "tenant_id": tenant_id, "event_type": event_type,
                  "entity_type": entity_type, "entity_id": entity_id, "actor_type": actor_type,
                  "actor_id": actor_id, "action_reason": action_reason, "correlation_id": correlation_id,
                  "created_at": created_at or now(), "before_state": before_state, "after_state": after_state}
@@ -189,7 +190,7 @@ class SystemRecordWriter(_Writer):
     """
 
     def write(self, *, tenant_id: str | None, component: str, event_type: str, severity: str, summary: str,
-              details: Mapping | None = None, caused_by: str = "SYSTEM", actor_id: str | None = None,
+              details: Mapping[str, Any] | None = None, caused_by: str = "SYSTEM", actor_id: str | None = None,
               correlation_id: str | None = None, run_id: str | None = None, environment_id: str | None = None,
               created_at: datetime | None = None, record_id: str | None = None) -> str:
         _check(event_type, vocabulary.SYSTEM_EVENT_TYPES, "event_type")
@@ -242,16 +243,17 @@ def _insert_once(conn: Connection, table: str, key: tuple[str, ...], record: Map
     inserted = _insert_or_refused(conn, f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(values)}) "
                                   "ON CONFLICT DO NOTHING RETURNING id", params, refused)
     if inserted is not None:
-        return inserted.id
+        return str(inserted.id)
     where = " AND ".join(f"{c} = :{c}" for c in key)
     existing = conn.execute(text(f"SELECT id, content_hash FROM {table} WHERE {where}"), params).first()
     if existing is None or bytes(existing.content_hash) != content:
         # None: the key is taken by a row this tenant cannot see — still a conflict, never a leak.
         raise refused
-    return existing.id
+    return str(existing.id)
 
 
-def _insert_or_refused(conn: Connection, sql: str, params: Mapping[str, Any], refused: EvidenceConflict):
+def _insert_or_refused(conn: Connection, sql: str, params: Mapping[str, Any],
+                       refused: EvidenceConflict) -> Row[Any] | None:
     """The inserted row (None: skipped, the key holds the same content or a unique index
     said DO NOTHING); ``refused`` when a key trigger refused other content (23505)."""
     try:
@@ -268,7 +270,7 @@ class TraceRecorder(_Writer):
 
     def create_trace(self, *, tenant_id: str, run_id: str, trace_id: str | None = None,
                      agent_id: str | None = None, started_at: datetime | None = None,
-                     policy_snapshot_id: str | None = None, policy_snapshot: Mapping | None = None) -> str:
+                     policy_snapshot_id: str | None = None, policy_snapshot: Mapping[str, Any] | None = None) -> str:
         trace_id = trace_id or new_id("trace")
         self.conn.execute(text(
             "INSERT INTO aos_traces (trace_id, tenant_id, run_id, agent_id, started_at, policy_snapshot_id, "
@@ -281,7 +283,7 @@ class TraceRecorder(_Writer):
         return trace_id
 
     def add_step(self, *, tenant_id: str, trace_id: str, step_index: int, step_type: str, timestamp: datetime,
-                 input_data: Any = None, output_data: Any = None, metadata: Mapping | None = None,
+                 input_data: Any = None, output_data: Any = None, metadata: Mapping[str, Any] | None = None,
                  level: str = "info", source: str = "agent", tokens: int = 0, cost_cents: int = 0,
                  duration_ms: int = 0, step_id: str | None = None) -> bytes:
         """Idempotent on (trace_id, step_index). Returns the step's content hash."""
