@@ -33,10 +33,13 @@ test-db: $(STAMP)
 protos: $(STAMP)
 	$(PY) tools/gen_protos.py
 
-## lint: buf lint + format check on the contracts
+## lint: the contracts (buf lint, buf format) and the Python (ruff, mypy: pyproject.toml says how)
+## (no ruff format: the code base is not in its style, and a mass reformat buries history)
 lint: $(STAMP)
 	$(BUF) lint
 	$(BUF) format -d --exit-code
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 ## breaking: the contracts against main
 breaking: $(STAMP)

@@ -38,12 +38,12 @@ from sqlalchemy import create_engine, text
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from aos_evidence import queries as evidence
 from aos_recording import bulk, retention, verify
 from aos_recording.writers import AuditLedgerWriter, Producer, SystemRecordWriter, TraceRecorder
 from aos_runtime import migrate
 from aos_runtime.db import libpq_url, sync_url
 from scratch import scratch_database, service_logins
-from aos_evidence import queries as evidence
 from services.logs import store
 
 
