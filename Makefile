@@ -50,4 +50,4 @@ migrate: $(STAMP)
 	$(PY) -m aos_runtime.migrate upgrade
 
 clean:
-	rm -rf $(VENV) .aos .pytest_cache
+	rm -rf $(VENV) .aos .pytest_cache .mypy_cache .ruff_cache
