@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from aos_runtime.keyset import Page, keyset_page
+from aos_runtime.keyset import Page, keyset_page, where
 
 
 @dataclass(frozen=True)
@@ -32,22 +32,11 @@ class AuditFilters:
     created_before: datetime | None = None
 
     def where(self) -> tuple[str, dict[str, Any]]:
-        clauses, params = ["a.tenant_id = :tenant"], {}
-        if self.event_types:
-            clauses.append("a.event_type = ANY(:event_types)")
-            params["event_types"] = list(self.event_types)
-        for column in ("entity_type", "actor_type", "actor_id", "correlation_id"):
-            value = getattr(self, column)
-            if value is not None:
-                clauses.append(f"a.{column} = :{column}")
-                params[column] = value
-        if self.created_after is not None:
-            clauses.append("a.created_at >= :created_after")
-            params["created_after"] = self.created_after
-        if self.created_before is not None:
-            clauses.append("a.created_at < :created_before")
-            params["created_before"] = self.created_before
-        return " AND ".join(clauses), params
+        return where("a.tenant_id = :tenant", [
+            ("a.event_type", "= ANY", self.event_types), ("a.entity_type", "=", self.entity_type),
+            ("a.actor_type", "=", self.actor_type), ("a.actor_id", "=", self.actor_id),
+            ("a.correlation_id", "=", self.correlation_id), ("a.created_at", ">=", self.created_after),
+            ("a.created_at", "<", self.created_before)])
 
 
 # An audit entry with its correlation spine: the run it names (in its state, or
@@ -88,17 +77,24 @@ FROM log_exports a
 """
 
 
-def list_exports(conn: Connection, tenant_id: str, created_after: datetime | None, created_before: datetime | None,
-                 after: Sequence[Any] | None, limit: int, run_id: str | None = None, scope: str | None = None,
-                 incident_id: str | None = None) -> Page:
-    clauses, params = ["a.tenant_id = :tenant"], {"tenant": tenant_id}
-    for column, op, value in (("created_at", ">=", created_after), ("created_at", "<", created_before),
-                              ("run_id", "=", run_id), ("scope", "=", scope), ("incident_id", "=", incident_id)):
-        if value is not None:
-            name = f"{column}_{len(params)}"
-            clauses.append(f"a.{column} {op} :{name}")
-            params[name] = value
-    return keyset_page(conn, EXPORT_SELECT, " AND ".join(clauses), params, "log_exports a", after, limit)
+@dataclass(frozen=True)
+class ExportFilters:
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    run_id: str | None = None
+    scope: str | None = None
+    incident_id: str | None = None
+
+    def where(self) -> tuple[str, dict[str, Any]]:
+        return where("a.tenant_id = :tenant", [
+            ("a.created_at", ">=", self.created_after), ("a.created_at", "<", self.created_before),
+            ("a.run_id", "=", self.run_id), ("a.scope", "=", self.scope), ("a.incident_id", "=", self.incident_id)])
+
+
+def list_exports(conn: Connection, tenant_id: str, filters: ExportFilters, after: Sequence[Any] | None,
+                 limit: int) -> Page:
+    clauses, params = filters.where()
+    return keyset_page(conn, EXPORT_SELECT, clauses, {**params, "tenant": tenant_id}, "log_exports a", after, limit)
 
 
 # A run's record joined with its trace (by trace id, else by run id).
@@ -165,15 +161,10 @@ def run_breaches(conn: Connection, tenant_id: str, run_id: str) -> list[Mapping[
 
 
 def system_clauses(filters: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    clauses, params = [], {}
-    for column in ("component", "event_type", "severity"):
-        if filters.get(column) is not None:
-            clauses.append(f"s.{column} = :{column}")
-            params[column] = filters[column]
-    if filters.get("created_after") is not None:
-        clauses.append("s.created_at >= :created_after")
-        params["created_after"] = filters["created_after"]
-    if filters.get("created_before") is not None:
-        clauses.append("s.created_at < :created_before")
-        params["created_before"] = filters["created_before"]
-    return "".join(f" AND {c}" for c in clauses), params
+    """" AND …" for the system record filters set (component, event_type, severity, a
+    created_at range), to follow each table's own scope (the tenant's, or system-wide)."""
+    clauses, params = where("", [
+        ("s.component", "=", filters.get("component")), ("s.event_type", "=", filters.get("event_type")),
+        ("s.severity", "=", filters.get("severity")), ("s.created_at", ">=", filters.get("created_after")),
+        ("s.created_at", "<", filters.get("created_before"))], prefix="s")
+    return (f" AND {clauses}" if clauses else ""), params

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
@@ -31,17 +31,53 @@ def position(after: Sequence[Any]) -> dict[str, Any]:
     return {"after_at": datetime.fromisoformat(after[0].replace("Z", "+00:00")), "after_id": after[1]}
 
 
+NEWEST_FIRST = "(a.created_at, a.id) < (:after_at, :after_id)"
+
+
+def after_clause(after: Sequence[Any] | None, keyset: str = NEWEST_FIRST) -> tuple[str, dict[str, Any]]:
+    """(" AND <keyset>", its parameters) past a page token's position; nothing on a first page."""
+    if after is None:
+        return "", {}
+    return f" AND {keyset}", position(after)
+
+
+def cut(rows: Sequence[Mapping[str, Any]], limit: int, total: int, estimate: bool) -> Page:
+    """A page from ``limit + 1`` rows read: the extra row only says that there is more."""
+    return Page(rows=list(rows[:limit]), has_more=len(rows) > limit, total=total, total_is_estimate=estimate)
+
+
+# Operators where() knows; "IS NULL" takes a bool (True: IS NULL, False: IS NOT NULL).
+_OPERATORS = ("=", ">=", "<", "= ANY", "IS NULL")
+
+
+def where(base: str, conditions: Iterable[tuple[str, str, Any]], prefix: str = "f") -> tuple[str, dict[str, Any]]:
+    """The one filter → WHERE builder of every list: ``base`` (the tenant's scope) AND'ed
+    with each (column, operator, value) whose value is set (not None, not empty).
+    Values are bound parameters, never text in the SQL; columns and operators come from code."""
+    clauses, params = [base] if base else [], {}
+    for column, op, value in conditions:
+        if op not in _OPERATORS:
+            raise ValueError(f"where(): unknown operator {op!r}")
+        if value is None or (isinstance(value, (tuple, list)) and not value):
+            continue
+        if op == "IS NULL":
+            clauses.append(f"{column} IS {'NULL' if value else 'NOT NULL'}")
+            continue
+        name = f"{prefix}{len(params)}"
+        clauses.append(f"{column} = ANY(:{name})" if op == "= ANY" else f"{column} {op} :{name}")
+        params[name] = list(value) if op == "= ANY" else value
+    return " AND ".join(clauses), params
+
+
 def keyset_page(conn: Connection, select: str, where: str, params: dict[str, Any], count_from: str,
                 after: Sequence[Any] | None, limit: int, order: str = "a.created_at DESC, a.id DESC",
-                keyset: str = "(a.created_at, a.id) < (:after_at, :after_id)",
+                keyset: str = NEWEST_FIRST,
                 known_total: Callable[[Connection], int] | None = None) -> Page:
     """``known_total``: an exact count of every match that the caller can read cheaper
     than counting them (the audit ledger's chain span), used instead of the capped count."""
-    page_where = where
-    if after is not None:
-        page_where += f" AND {keyset}"
-        params = {**params, **position(after)}
-    rows = conn.execute(text(f"{select} WHERE {page_where} ORDER BY {order} LIMIT :limit"),
+    past, cursor = after_clause(after, keyset)
+    params = {**params, **cursor}
+    rows = conn.execute(text(f"{select} WHERE {where}{past} ORDER BY {order} LIMIT :limit"),
                         {**params, "limit": limit + 1}).mappings().all()
     if after is None and len(rows) <= limit:
         # A first page that holds every match is its own count (same filter, same
@@ -51,7 +87,7 @@ def keyset_page(conn: Connection, select: str, where: str, params: dict[str, Any
         total, estimate = known_total(conn), False
     else:
         total, estimate = count_total(conn, count_from, where, params)
-    return Page(rows=list(rows[:limit]), has_more=len(rows) > limit, total=total, total_is_estimate=estimate)
+    return cut(rows, limit, total, estimate)
 
 
 def count_total(conn: Connection, count_from: str, where: str, params: dict[str, Any]) -> tuple[int, bool]:

@@ -13,10 +13,14 @@ import base64
 import hashlib
 import hmac
 import json
-from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass, is_dataclass
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from aos_runtime.errors import invalid_argument
+
+if TYPE_CHECKING:  # keyset imports this module's limits
+    from aos_runtime.keyset import Page
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
@@ -88,3 +92,68 @@ class PageTokens:
             raise invalid_argument(field, "was issued for other filters (or another caller); "
                                           "repeat the first request's filters or start again")
         return payload["p"]
+
+
+def iso_utc(value: datetime | None) -> str | None:
+    """A time as page tokens carry it: ISO 8601 in UTC (a keyset position, a sealed filter)."""
+    return value.astimezone(timezone.utc).isoformat() if value else None
+
+
+def sealed(filters: Any) -> dict[str, Any]:
+    """The one form a list's filters take inside its page tokens (what a token is bound to):
+    a dataclass's fields or a mapping's items, times in UTC ISO 8601, sequences as lists.
+    One form for every list, so that two lists never bind the same filter two ways."""
+    items = vars(filters) if is_dataclass(filters) else dict(filters)
+    return {name: _sealed_value(value) for name, value in items.items()}
+
+
+def _sealed_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return iso_utc(value)
+    if isinstance(value, (tuple, list)):
+        return [_sealed_value(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One list call's paging, the same for every list: the token read for the caller's
+    tenant and filters, the page run after its position, the next token sealed with
+    the same binding, and the page fields filled.
+
+    Positions are the last row's keyset, (created_at in UTC, id), plus any ``extra``
+    a list needs to continue (a tie-breaker, a window resolved on the first page).
+    """
+
+    tokens: PageTokens
+    tenant_id: str
+    name: str
+    filters: Mapping[str, Any]  # sealed
+
+    @classmethod
+    def of(cls, tokens: PageTokens, tenant_id: str, name: str, filters: Any) -> "Listing":
+        return cls(tokens, tenant_id, name, sealed(filters))
+
+    def after(self, page_token: str) -> list[Any] | None:
+        """The position a request's page token carries (None on a first page)."""
+        return self.tokens.read(page_token, self.tenant_id, self.name, self.filters)
+
+    async def fetch(self, db, page_token: str, query: Callable[..., Any], *args: Any, limit: int) -> Any:
+        """``query(conn, tenant, *args, after, limit)`` in the tenant's transaction."""
+        return await db.run(self.tenant_id, query, self.tenant_id, *args, self.after(page_token), limit)
+
+    def issue(self, position: Sequence[Any]) -> str:
+        return self.tokens.issue(self.tenant_id, self.name, self.filters, position)
+
+    def next_token(self, page: "Page", *extra: Any) -> str:
+        if not page.has_more:
+            return ""
+        last = page.rows[-1]
+        return self.issue([iso_utc(last["created_at"]), last["id"], *extra])
+
+    def answer(self, response_cls: Any, page: "Page", *extra: Any, **fields: Any) -> Any:
+        """``response_cls(**fields)`` with the page fields it declares."""
+        declared = response_cls.DESCRIPTOR.fields_by_name
+        paged = {"next_page_token": self.next_token(page, *extra), "total_size": page.total,
+                 "total_size_is_estimate": page.total_is_estimate, "has_more": page.has_more}
+        return response_cls(**fields, **{k: v for k, v in paged.items() if k in declared})

@@ -73,13 +73,12 @@ from aos_recording import bulk
 from aos_recording.writers import Producer
 from aos_runtime.auth import mint_token
 from aos_runtime.db import Database, libpq_url
-from aos_runtime.pagination import PageTokens
+from aos_runtime.pagination import PageTokens, iso_utc, sealed
 from export_volume import export_and_download, peak_rss_mib
 from overview_volume import TENANT as OVERVIEW_TENANT, load as load_overview
 from recording import read_and_verify
 from scratch import free_port, scratch_database, service_logins
 from services.logs import store as logs_store
-from services.logs.audit_ledger import audit_token_filters, iso_utc
 
 BENCH = Path(__file__).resolve().parent
 JWT_SECRET = "suite-bench-jwt-" + "x" * 40
@@ -384,7 +383,7 @@ def deep_page_token(address: str, token: str, tenant: str, entries: int, page: i
     ``page - 1`` — read through GetAuditEntry — exactly as the service issues it. Checked:
     the token minted for page 2 equals the one the service returned with page 1."""
     tokens = PageTokens(PAGE_TOKEN_SECRET.encode())
-    filters = audit_token_filters(logs_store.AuditFilters())
+    filters = sealed(logs_store.AuditFilters())
 
     with grpc.insecure_channel(address) as channel:
         stub = au_grpc.AuditLedgerServiceStub(channel)

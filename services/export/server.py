@@ -22,6 +22,7 @@ from aos_runtime import auth, errors, local_state
 from aos_runtime.config import ConfigError, check_dev_key_allowed
 from aos_runtime.db import WAL_POSITION_HEADER
 from aos_runtime.evidence import timestamp
+from aos_runtime.pagination import Listing
 from aos_runtime.server import Servicer, ServiceContext
 from aos_runtime.validation import Request
 from services.export import builder, redaction, store
@@ -165,19 +166,11 @@ class ExportService(pb_grpc.ExportServiceServicer):
         start, end = r.time_range(request)
         limit = r.page_size(request.page_size)
         r.done()
-        tenant = auth.principal().tenant_id
-        filters = {"scope": scope, "run_id": run_id, "incident_id": incident_id,
-                   "created_after": start and rfc3339(start), "created_before": end and rfc3339(end)}
-        after = self.ctx.page_tokens.read(request.page_token, tenant, "exports", filters)
-        page = await self.ctx.db.run(tenant, evidence.list_exports, tenant, start, end, after, limit, run_id,
-                                     scope, incident_id)
-        token = ""
-        if page.has_more:
-            last = page.rows[-1]
-            token = self.ctx.page_tokens.issue(tenant, "exports", filters, [last["created_at"].isoformat(), last["id"]])
-        return pb.ListExportsResponse(exports=[export_message(row) for row in page.rows], next_page_token=token,
-                                      total_size=page.total, total_size_is_estimate=page.total_is_estimate,
-                                      has_more=page.has_more)
+        filters = evidence.ExportFilters(created_after=start, created_before=end, run_id=run_id, scope=scope,
+                                         incident_id=incident_id)
+        listing = Listing.of(self.ctx.page_tokens, auth.principal().tenant_id, "exports", filters)
+        page = await listing.fetch(self.ctx.db, request.page_token, evidence.list_exports, filters, limit=limit)
+        return listing.answer(pb.ListExportsResponse, page, exports=[export_message(row) for row in page.rows])
 
     async def DownloadExport(self, request, context):
         r = Request()

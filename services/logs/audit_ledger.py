@@ -8,6 +8,7 @@ from aos.logs.v1 import audit_ledger_service_pb2 as pb, audit_ledger_service_pb2
 from aos_recording import retention, verify
 from aos_runtime import auth, errors
 from aos_runtime.evidence import timestamp
+from aos_runtime.pagination import Listing
 from aos_runtime.server import ServiceContext
 from aos_runtime.validation import Request
 from aos_evidence import queries as evidence
@@ -28,21 +29,15 @@ class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
 
+    def _listing(self, list_name: str, filters) -> Listing:
+        return Listing.of(self.ctx.page_tokens, auth.principal().tenant_id, list_name, filters)
+
     async def _list(self, request, list_name: str, filters: store.AuditFilters, limit: int, response_cls):
-        tenant = auth.principal().tenant_id
-        token_filters = audit_token_filters(filters)
-        after = self.ctx.page_tokens.read(request.page_token, tenant, list_name, token_filters)
-        page = await self.ctx.db.run(tenant, store.list_audit_entries, tenant, filters, after, limit)
-        next_token = ""
-        if page.has_more:
-            last = page.rows[-1]
-            next_token = self.ctx.page_tokens.issue(tenant, list_name, token_filters,
-                                                    [iso_utc(last["created_at"]), last["id"]])
+        listing = self._listing(list_name, filters)
+        page = await listing.fetch(self.ctx.db, request.page_token, store.list_audit_entries, filters, limit=limit)
         entries = [audit_entry(r) for r in page.rows]
-        return response_cls(metadata=answer_metadata(tenant, "audit_ledger", entries),
-                            entries=entries, next_page_token=next_token,
-                            total_size=page.total, total_size_is_estimate=page.total_is_estimate,
-                            has_more=page.has_more)
+        return listing.answer(response_cls, page, entries=entries,
+                              metadata=answer_metadata(listing.tenant_id, "audit_ledger", entries))
 
     async def ListAuditEntries(self, request, context):
         r = Request()
@@ -106,8 +101,9 @@ class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
         r.done()
         tenant = auth.principal().tenant_id
         first = max(1, request.from_seq)
-        bounds = {"from_seq": first, "to_seq": request.to_seq}
-        cursor = self.ctx.page_tokens.read(request.page_token, tenant, "audit.integrity", bounds)
+        # A walk along the chain, not a newest-first list: its position is the next seq.
+        listing = self._listing("audit.integrity", {"from_seq": first, "to_seq": request.to_seq})
+        cursor = listing.after(request.page_token)
         start = int(cursor[0]) if cursor else first
         budget = min(request.max_entries or INTEGRITY_DEFAULT, INTEGRITY_MAX)
         head, report = await self.ctx.db.run(tenant, _verify_range, tenant, start, request.to_seq or None, budget)
@@ -131,7 +127,7 @@ class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
         last = report.last_seq or start - 1
         if last < end and report.checked:
             response.has_more = True
-            response.next_page_token = self.ctx.page_tokens.issue(tenant, "audit.integrity", bounds, [last + 1])
+            response.next_page_token = listing.issue([last + 1])
         if report.anomalies:
             response.status = integrity_pb2.INTEGRITY_STATUS_ANOMALIES_FOUND
         elif response.has_more:
@@ -145,20 +141,12 @@ class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
         start, end = r.time_range(request)
         limit = r.page_size(request.page_size)
         r.done()
-        tenant = auth.principal().tenant_id
-        token_filters = {"created_after": iso_utc(start), "created_before": iso_utc(end)}
-        after = self.ctx.page_tokens.read(request.page_token, tenant, "audit.exports", token_filters)
-        page = await self.ctx.db.run(tenant, evidence.list_exports, tenant, start, end, after, limit)
-        next_token = ""
-        if page.has_more:
-            last = page.rows[-1]
-            next_token = self.ctx.page_tokens.issue(tenant, "audit.exports", token_filters,
-                                                    [iso_utc(last["created_at"]), last["id"]])
+        filters = evidence.ExportFilters(created_after=start, created_before=end)
+        listing = self._listing("audit.exports", filters)
+        page = await listing.fetch(self.ctx.db, request.page_token, evidence.list_exports, filters, limit=limit)
         exports = [export_message(r) for r in page.rows]
-        return pb.ListAuditExportsResponse(
-            metadata=answer_metadata(tenant, "log_exports", exports), exports=exports,
-            next_page_token=next_token, total_size=page.total, total_size_is_estimate=page.total_is_estimate,
-            has_more=page.has_more)
+        return listing.answer(pb.ListAuditExportsResponse, page, exports=exports,
+                              metadata=answer_metadata(listing.tenant_id, "log_exports", exports))
 
 
 def _verify_range(conn, tenant: str, start: int, to_seq: int | None, budget: int):
@@ -176,16 +164,3 @@ def _verify_range(conn, tenant: str, start: int, to_seq: int | None, budget: int
         start = max(start, anchor.seq + 1)
     end = min(to_seq or head["seq"], head["seq"], start + budget - 1)
     return head, verify.verify_ledger(conn, tenant, from_seq=start, to_seq=end, anchor=anchor)
-
-
-def iso_utc(value: datetime | None) -> str | None:
-    """A time as page tokens carry it (public: bench/suite_bench.py mints deep-page tokens the same way)."""
-    return value.astimezone(timezone.utc).isoformat() if value else None
-
-
-def audit_token_filters(filters: store.AuditFilters) -> dict:
-    """The filters an audit list's page token is sealed with."""
-    return {"event_types": list(filters.event_types), "entity_type": filters.entity_type,
-            "actor_type": filters.actor_type, "actor_id": filters.actor_id,
-            "correlation_id": filters.correlation_id, "created_after": iso_utc(filters.created_after),
-            "created_before": iso_utc(filters.created_before)}

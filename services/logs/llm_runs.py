@@ -1,11 +1,10 @@
 """LlmRunsService (O1–O5): translates requests into store calls and rows into protos."""
 from __future__ import annotations
 
-from datetime import datetime
-
 from aos.logs.v1 import llm_runs_service_pb2 as pb, llm_runs_service_pb2_grpc as pb_grpc
 from aos_runtime import auth, errors
 from aos_runtime.evidence import metadata
+from aos_runtime.pagination import Listing
 from aos_runtime.server import ServiceContext
 from aos_runtime.validation import Request
 from aos_evidence import queries as evidence
@@ -37,20 +36,11 @@ class LlmRunsService(pb_grpc.LlmRunsServiceServicer):
             **dict(zip(("created_after", "created_before"), r.time_range(request))))
         limit = r.page_size(request.page_size)
         r.done()
-        tenant = auth.principal().tenant_id
-        token_filters = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in vars(filters).items()}
-        after = self.ctx.page_tokens.read(request.page_token, tenant, "llm-runs", token_filters)
-        page = await self.ctx.db.run(tenant, store.list_runs, tenant, filters, after, limit)
-        next_token = ""
-        if page.has_more:
-            last = page.rows[-1]
-            next_token = self.ctx.page_tokens.issue(tenant, "llm-runs", token_filters,
-                                                    [last["created_at"].isoformat(), last["id"]])
+        listing = Listing.of(self.ctx.page_tokens, auth.principal().tenant_id, "llm-runs", filters)
+        page = await listing.fetch(self.ctx.db, request.page_token, store.list_runs, filters, limit=limit)
         runs = [run_message(row) for row in page.rows]
-        return pb.ListLlmRunsResponse(
-            metadata=answer_metadata(tenant, "llm_run_records", runs), runs=runs,
-            next_page_token=next_token, total_size=page.total, total_size_is_estimate=page.total_is_estimate,
-            has_more=page.has_more)
+        return listing.answer(pb.ListLlmRunsResponse, page, runs=runs,
+                              metadata=answer_metadata(listing.tenant_id, "llm_run_records", runs))
 
     async def _run_id(self, request) -> tuple[str, str]:
         r = Request()
@@ -116,4 +106,4 @@ def _governance(conn, tenant: str, run_id: str):
 def _run_exports(conn, tenant: str, run_id: str):
     if not store.run_exists(conn, tenant, run_id):
         return None
-    return evidence.list_exports(conn, tenant, None, None, None, 1000, run_id=run_id)
+    return evidence.list_exports(conn, tenant, evidence.ExportFilters(run_id=run_id), None, 1000)

@@ -16,14 +16,14 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from aos_evidence.queries import AUDIT_SELECT, RUN_FROM, RUN_SELECT, AuditFilters, system_clauses
-from aos_runtime.keyset import Page, count_total, keyset_page, position
+from aos_runtime.keyset import Page, after_clause, count_total, cut, keyset_page, where
 
 
 def list_audit_entries(conn: Connection, tenant_id: str, filters: AuditFilters, after: Sequence[Any] | None,
                        limit: int) -> Page:
-    where, params = filters.where()
+    clauses, params = filters.where()
     unfiltered = filters == AuditFilters()
-    return keyset_page(conn, AUDIT_SELECT.format(extra=""), where, {**params, "tenant": tenant_id},
+    return keyset_page(conn, AUDIT_SELECT.format(extra=""), clauses, {**params, "tenant": tenant_id},
                        "audit_ledger a", after, limit,
                        known_total=(lambda c: ledger_size(c, tenant_id)) if unfiltered else None)
 
@@ -62,34 +62,22 @@ class RunFilters:
     created_before: datetime | None = None
 
     def where(self) -> tuple[str, dict[str, Any]]:
-        clauses, params = ["a.tenant_id = :tenant"], {}
-        for column, attr in (("run_id", "run_id"), ("agent_id", "agent_id"), ("execution_status", "status"),
-                             ("provider", "provider"), ("model", "model"), ("is_synthetic", "is_synthetic")):
-            value = getattr(self, attr)
-            if value is not None:
-                clauses.append(f"a.{column} = :{attr}")
-                params[attr] = value
-        if self.has_violation is not None:
-            clauses.append("tr.violation_step_index IS " + ("NOT NULL" if self.has_violation else "NULL"))
-        if self.policy_id is not None:
-            clauses.append("tr.violation_policy_id = :policy_id")
-            params["policy_id"] = self.policy_id
-        if self.created_after is not None:
-            clauses.append("a.created_at >= :created_after")
-            params["created_after"] = self.created_after
-        if self.created_before is not None:
-            clauses.append("a.created_at < :created_before")
-            params["created_before"] = self.created_before
-        return " AND ".join(clauses), params
+        violated = None if self.has_violation is None else not self.has_violation
+        return where("a.tenant_id = :tenant", [
+            ("a.run_id", "=", self.run_id), ("a.agent_id", "=", self.agent_id),
+            ("a.execution_status", "=", self.status), ("a.provider", "=", self.provider),
+            ("a.model", "=", self.model), ("a.is_synthetic", "=", self.is_synthetic),
+            ("tr.violation_step_index", "IS NULL", violated), ("tr.violation_policy_id", "=", self.policy_id),
+            ("a.created_at", ">=", self.created_after), ("a.created_at", "<", self.created_before)])
 
 
 def list_runs(conn: Connection, tenant_id: str, filters: RunFilters, after: Sequence[Any] | None,
               limit: int) -> Page:
-    where, params = filters.where()
+    clauses, params = filters.where()
     # The total counts the trace join only when a filter is on the trace: the join
     # never changes how many runs there are, and costs a lookup per counted run.
     on_trace = filters.has_violation is not None or filters.policy_id is not None
-    return keyset_page(conn, RUN_SELECT, where, {**params, "tenant": tenant_id},
+    return keyset_page(conn, RUN_SELECT, clauses, {**params, "tenant": tenant_id},
                        RUN_FROM if on_trace else "llm_run_records a", after, limit)
 
 
@@ -133,14 +121,11 @@ def list_system_records(conn: Connection, tenant_id: str, filters: Mapping[str, 
     """The tenant's records and the system-wide ones, newest first.
 
     Two keyset scans, one per table (the tenant's system_records, platform_records),
-    merged.
+    merged: each reads at most a page past the position, so the merge does too.
     """
     extra, params = system_clauses(filters)
-    params = {**params, "tenant": tenant_id, "limit": limit + 1}
-    keyset = ""
-    if after is not None:
-        keyset = " AND (s.created_at, s.id) < (:after_at, :after_id)"
-        params.update(position(after))
+    keyset, cursor = after_clause(after, "(s.created_at, s.id) < (:after_at, :after_id)")
+    params = {**params, **cursor, "tenant": tenant_id, "limit": limit + 1}
     branch = "(SELECT s.* FROM {table} s WHERE {scope}" + extra + keyset + \
              " ORDER BY s.created_at DESC, s.id DESC LIMIT :limit)"
     rows = conn.execute(text(
@@ -149,8 +134,7 @@ def list_system_records(conn: Connection, tenant_id: str, filters: Mapping[str, 
         params).mappings().all()
     own = count_total(conn, "system_records s", "s.tenant_id = :tenant" + extra, params)
     shared = count_total(conn, "platform_records s", "true" + extra, params)
-    return Page(rows=list(rows[:limit]), has_more=len(rows) > limit, total=own[0] + shared[0],
-                total_is_estimate=own[1] or shared[1])
+    return cut(rows, limit, own[0] + shared[0], own[1] or shared[1])
 
 
 def run_system_records(conn: Connection, tenant_id: str, run_id: str, after: Sequence[Any] | None,

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 from aos.logs.v1 import system_logs_service_pb2 as pb, system_logs_service_pb2_grpc as pb_grpc
 from aos_runtime import auth, errors
 from aos_runtime.evidence import timestamp
+from aos_runtime.pagination import Listing
 from aos_runtime.server import ServiceContext
 from aos_runtime.validation import Request
 from services.logs import store
@@ -23,11 +24,8 @@ class SystemLogsService(pb_grpc.SystemLogsServiceServicer):
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
 
-    def _next_token(self, tenant: str, name: str, filters: dict, page: store.Page, *extra: str) -> str:
-        if not page.has_more:
-            return ""
-        last = page.rows[-1]
-        return self.ctx.page_tokens.issue(tenant, name, filters, [last["created_at"].isoformat(), last["id"], *extra])
+    def _listing(self, name: str, filters) -> Listing:
+        return Listing.of(self.ctx.page_tokens, auth.principal().tenant_id, name, filters)
 
     async def ListSystemRecords(self, request, context):
         r = Request()
@@ -39,15 +37,11 @@ class SystemLogsService(pb_grpc.SystemLogsServiceServicer):
                    "created_after": start, "created_before": end}
         limit = r.page_size(request.page_size)
         r.done()
-        tenant = auth.principal().tenant_id
-        token_filters = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in filters.items()}
-        after = self.ctx.page_tokens.read(request.page_token, tenant, "system", token_filters)
-        page = await self.ctx.db.run(tenant, store.list_system_records, tenant, filters, after, limit)
+        listing = self._listing("system", filters)
+        page = await listing.fetch(self.ctx.db, request.page_token, store.list_system_records, filters, limit=limit)
         records = [system_record(row) for row in page.rows]
-        return pb.ListSystemRecordsResponse(
-            metadata=answer_metadata(tenant, "system_records", records), records=records,
-            next_page_token=self._next_token(tenant, "system", token_filters, page), total_size=page.total,
-            total_size_is_estimate=page.total_is_estimate, has_more=page.has_more)
+        return listing.answer(pb.ListSystemRecordsResponse, page, records=records,
+                              metadata=answer_metadata(listing.tenant_id, "system_records", records))
 
     async def GetSystemSnapshot(self, request, context):
         tenant, run_id, _ = _run(request)
@@ -73,16 +67,13 @@ class SystemLogsService(pb_grpc.SystemLogsServiceServicer):
 
     async def ListSystemRunEvents(self, request, context):
         tenant, run_id, limit = _run(request)
-        token_filters = {"run_id": run_id}
-        after = self.ctx.page_tokens.read(request.page_token, tenant, "system.run-events", token_filters)
-        page = await self.ctx.db.run(tenant, _run_events, tenant, run_id, after, limit)
+        listing = self._listing("system.run-events", {"run_id": run_id})
+        page = await listing.fetch(self.ctx.db, request.page_token, _run_events, run_id, limit=limit)
         if page is None:
             raise errors.not_found(errors.Resource.LLM_RUN, run_id)
         records = [system_record(row) for row in page.rows]
-        return pb.ListSystemRunEventsResponse(
-            metadata=answer_metadata(tenant, "system_records", records), records=records,
-            next_page_token=self._next_token(tenant, "system.run-events", token_filters, page),
-            total_size=page.total, total_size_is_estimate=page.total_is_estimate, has_more=page.has_more)
+        return listing.answer(pb.ListSystemRunEventsResponse, page, records=records,
+                              metadata=answer_metadata(tenant, "system_records", records))
 
     async def GetSystemReplay(self, request, context):
         window = await load_replay(self.ctx, request, llm=False, policy=False)
@@ -97,8 +88,8 @@ class SystemLogsService(pb_grpc.SystemLogsServiceServicer):
         tenant = auth.principal().tenant_id
         # The token binds the window as asked; a default end ("now") is resolved on the
         # first page and carried in the token, so later pages read the same window.
-        token_filters = {"created_after": start and start.isoformat(), "created_before": end and end.isoformat()}
-        after = self.ctx.page_tokens.read(request.page_token, tenant, "system.attribution", token_filters)
+        listing = self._listing("system.attribution", {"created_after": start, "created_before": end})
+        after = listing.after(request.page_token)
         if end is None:
             end = datetime.fromisoformat(after[2]) if after else datetime.now(timezone.utc)
         start = start or end - timedelta(hours=24)
@@ -107,15 +98,14 @@ class SystemLogsService(pb_grpc.SystemLogsServiceServicer):
             r.done()
         rows, page = await self.ctx.db.run(tenant, store.attribution, tenant, start, end, after, limit)
         records = [system_record(row) for row in page.rows]
-        return pb.GetSystemAttributionResponse(
+        return listing.answer(
+            pb.GetSystemAttributionResponse, page, end.isoformat(),
             metadata=answer_metadata(tenant, "system_records.attribution", records), window_start=timestamp(start),
             window_end=timestamp(end),
             rows=[pb.AttributionRow(caused_by=CAUSES[row["caused_by"]], component=row["component"],
                                     event_type=SYSTEM_EVENTS[row["event_type"]], count=row["count"],
                                     actor_ids=sorted(row["actor_ids"])) for row in rows],
-            records=records,
-            next_page_token=self._next_token(tenant, "system.attribution", token_filters, page, end.isoformat()),
-            total_size=page.total, has_more=page.has_more)
+            records=records)
 
 
 def _run(request) -> tuple[str, str, int]:

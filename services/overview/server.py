@@ -11,6 +11,7 @@ from aos.evidence.v1 import evidence_pb2, sources_pb2
 from aos.overview.v1 import overview_service_pb2 as pb, overview_service_pb2_grpc as pb_grpc
 from aos_runtime import auth
 from aos_runtime.evidence import timestamp
+from aos_runtime.pagination import Listing
 from aos_runtime.periods import month_of, reset_window
 from aos_runtime.server import Servicer, ServiceContext
 from aos_runtime.validation import Request, canonical_names
@@ -94,19 +95,14 @@ class OverviewService(pb_grpc.OverviewServiceServicer):
             priority = _PRIORITIES.get(request.priority)
             r.violations.check(priority is not None, "priority", f"{request.priority} is not a value of DecisionPriority")
         r.done()
-        tenant = auth.principal().tenant_id
-        filters = {"source_domain": source, "priority": priority}
-        after = self.ctx.page_tokens.read(request.page_token, tenant, "overview.decisions", filters)
+        listing = Listing.of(self.ctx.page_tokens, auth.principal().tenant_id, "overview.decisions",
+                             {"source_domain": source, "priority": priority})
         sources, severities = _decision_scope(source, priority)
-        page = await self.ctx.db.run(tenant, store.list_decisions, tenant, sources, severities, after, limit)
-        next_token = ""
-        if page.has_more:
-            last = page.rows[-1]
-            next_token = self.ctx.page_tokens.issue(tenant, "overview.decisions", filters,
-                                                    [last["created_at"].isoformat(), last["id"], last["source"]])
-        return pb.ListDecisionsResponse(decisions=[_decision(row) for row in page.rows], next_page_token=next_token,
-                                        total_size=page.total, total_size_is_estimate=page.total_is_estimate,
-                                        has_more=page.has_more)
+        page = await listing.fetch(self.ctx.db, request.page_token, store.list_decisions, sources, severities,
+                                   limit=limit)
+        # The source breaks ties between an incident and a proposal with one time and id.
+        return listing.answer(pb.ListDecisionsResponse, page, page.rows[-1]["source"] if page.rows else None,
+                              decisions=[_decision(row) for row in page.rows])
 
 
 def _decision_scope(source: str | None, priority: str | None) -> tuple[list[str], list[str] | None]:

@@ -16,7 +16,7 @@ from typing import Any, Mapping, Sequence
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from aos_runtime.keyset import Page, count_total, position
+from aos_runtime.keyset import Page, after_clause, count_total, cut
 from aos_runtime.pagination import EXACT_TOTAL_LIMIT
 
 # The one definition of a critical incident: what turns the pulse CRITICAL and
@@ -233,10 +233,11 @@ def list_decisions(conn: Connection, tenant_id: str, sources: Sequence[str], sev
     incidents (None: all); ``sources`` names the branches to read."""
     params: dict[str, Any] = {"tenant": tenant_id, "severities": list(severities or ()), "limit": limit + 1,
                               "branch_limit": limit + 2}
-    keyset, outer = "", ""
+    keyset, cursor = after_clause(after, "(created_at, id) <= (:after_at, :after_id)")
+    params.update(cursor)
+    outer = ""
     if after is not None:
-        params.update(position(after), after_source=after[2])
-        keyset = " AND (created_at, id) <= (:after_at, :after_id)"
+        params["after_source"] = after[2]
         outer = "WHERE (created_at, id, source) < (:after_at, :after_id, :after_source)"
     severity = " AND severity = ANY(:severities)" if severities is not None else ""
     branches = [_DECISION_BRANCHES[s].format(severity=severity, keyset=keyset) for s in sources]
@@ -247,4 +248,4 @@ def list_decisions(conn: Connection, tenant_id: str, sources: Sequence[str], sev
                              "LIMIT :limit"), params).mappings().all()
     counted = " UNION ALL ".join(_DECISION_BRANCHES[s].format(severity=severity, keyset="") for s in sources)
     total, estimate = count_total(conn, f"({counted}) d", "true", params)
-    return Page(rows=list(rows[:limit]), has_more=len(rows) > limit, total=total, total_is_estimate=estimate)
+    return cut(rows, limit, total, estimate)

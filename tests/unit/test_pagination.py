@@ -50,3 +50,71 @@ def test_altered_tokens_are_refused(mangle):
     with pytest.raises(ApiError) as err:
         TOKENS.read(mangle(token), "t1", "audit", FILTERS)
     assert err.value.code.name == "INVALID_ARGUMENT"
+
+
+# --- the one paging helper and the one filter builder ---------------------------------
+
+def _listing(filters, name="audit", tenant="t1"):
+    from aos_runtime.pagination import Listing
+    return Listing.of(PageTokens(b"k" * 32), tenant, name, filters)
+
+
+def test_filters_are_sealed_one_way_whatever_form_they_come_in():
+    """A dataclass and a mapping with the same filters, and one instant in two time zones,
+    bind a token the same way; a tuple and a list too."""
+    from dataclasses import dataclass
+    from datetime import datetime, timedelta, timezone
+
+    from aos_runtime.pagination import sealed
+
+    @dataclass(frozen=True)
+    class Filters:
+        event_types: tuple = ()
+        created_after: datetime | None = None
+
+    utc = datetime(2026, 5, 1, 12, tzinfo=timezone.utc)
+    plus2 = utc.astimezone(timezone(timedelta(hours=2)))
+    assert sealed(Filters(("A", "B"), plus2)) == sealed({"event_types": ["A", "B"], "created_after": utc}) == {
+        "event_types": ["A", "B"], "created_after": "2026-05-01T12:00:00+00:00"}
+    token = _listing(Filters(("A",), plus2)).issue(["2026-05-01T12:00:00+00:00", "x"])
+    assert _listing({"event_types": ["A"], "created_after": utc}).after(token) == ["2026-05-01T12:00:00+00:00", "x"]
+    with pytest.raises(ApiError) as refused:
+        _listing({"event_types": ["B"], "created_after": utc}).after(token)
+    assert refused.value.code.name == "INVALID_ARGUMENT" and refused.value.violations[0][0] == "page_token"
+
+
+def test_the_listing_fills_the_page_fields_its_response_declares():
+    from types import SimpleNamespace
+
+    from datetime import datetime, timezone
+
+    from aos.logs.v1 import audit_ledger_service_pb2 as audit_pb, system_logs_service_pb2 as system_pb
+
+    listing = _listing({})
+    last = {"created_at": datetime(2026, 5, 1, tzinfo=timezone.utc), "id": "aud_2"}
+    page = SimpleNamespace(rows=[{"created_at": last["created_at"], "id": "aud_1"}, last], has_more=True,
+                           total=12_000, total_is_estimate=True)
+    answer = listing.answer(audit_pb.ListAuditEntriesResponse, page)
+    assert (answer.total_size, answer.total_size_is_estimate, answer.has_more) == (12_000, True, True)
+    assert listing.after(answer.next_page_token) == ["2026-05-01T00:00:00+00:00", "aud_2"]
+    # A response without total_size_is_estimate gets the others; extra position parts follow the keyset.
+    window = listing.answer(system_pb.GetSystemAttributionResponse, page, "2026-05-02T00:00:00+00:00")
+    assert listing.after(window.next_page_token)[2] == "2026-05-02T00:00:00+00:00"
+    done = listing.answer(audit_pb.ListAuditEntriesResponse, SimpleNamespace(rows=[last], has_more=False, total=1,
+                                                                             total_is_estimate=False))
+    assert (done.next_page_token, done.has_more, done.total_size) == ("", False, 1)
+
+
+def test_the_filter_builder_binds_values_and_skips_unset_filters():
+    from aos_runtime.keyset import where
+
+    clause, params = where("a.tenant_id = :tenant", [
+        ("a.event_type", "= ANY", ("A", "B")), ("a.actor_id", "=", None), ("a.entity_type", "=", "x'; DROP"),
+        ("a.created_at", ">=", 1), ("a.event_type", "= ANY", ()), ("tr.v", "IS NULL", False),
+        ("tr.w", "IS NULL", True), ("a.is_synthetic", "=", False)])
+    assert clause == ("a.tenant_id = :tenant AND a.event_type = ANY(:f0) AND a.entity_type = :f1 "
+                      "AND a.created_at >= :f2 AND tr.v IS NOT NULL AND tr.w IS NULL AND a.is_synthetic = :f3")
+    assert params == {"f0": ["A", "B"], "f1": "x'; DROP", "f2": 1, "f3": False}
+    assert where("", [("s.x", "=", None)]) == ("", {})
+    with pytest.raises(ValueError):
+        where("", [("a.x", "LIKE", "%")])
