@@ -124,6 +124,10 @@ class Producer:
             finally:
                 dbapi_conn.rollback()
 
+        # Also before SQLAlchemy's own first queries (first_connect runs ahead of "connect"):
+        # a stored search_path = pg_temp would fail them with a bare privilege error.
+        event.listen(self.engine, "first_connect", _check, insert=True)
+
     @contextlib.contextmanager
     def transaction(self, tenant_id: str | None) -> Iterator[Connection]:
         """A transaction acting for ``tenant_id`` (None: system-wide records only)."""

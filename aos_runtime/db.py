@@ -183,6 +183,11 @@ class Database:
             finally:
                 dbapi_conn.rollback()
 
+        # And before SQLAlchemy's own first queries (dialect initialize runs on first_connect,
+        # ahead of "connect"): a stored ``search_path = pg_temp, …`` would fail those with a
+        # bare "permission denied to create temporary tables" instead of check_login's reason.
+        event.listen(self.engine, "first_connect", _check, insert=True)
+
     def check_login(self) -> None:
         """Connect once now: an unsafe login raises UnsafeDatabaseLogin at start, not at the first call.
 

@@ -176,12 +176,15 @@ def _settings(database_url: str, role: str) -> list:
 
 def test_a_stored_role_setting_is_refused_until_provisioning_resets_it(database_url):
     """A superuser's leftover ALTER ROLE … SET (replica mode would skip every ENABLE-d trigger;
-    a read-only service's default turned off): each later session inherits it. The login is
-    refused at its next connection, and provisioning clears it."""
+    a read-only service's default turned off, a search_path that puts pg_temp first): each
+    later session inherits it. The login is refused at its next connection, saying why (not
+    with a bare privilege error from the driver's first query), and provisioning clears it."""
     with psycopg.connect(libpq_url(database_url), autocommit=True) as admin:
         database = admin.execute("SELECT current_database()").fetchone()[0]
         admin.execute("ALTER ROLE aos_producer SET session_replication_role = replica")
+        admin.execute(f'ALTER ROLE aos_producer IN DATABASE "{database}" SET search_path = pg_temp, public')
         admin.execute(f'ALTER ROLE aos_logs IN DATABASE "{database}" SET default_transaction_read_only = off')
+        admin.execute(f'ALTER ROLE aos_logs IN DATABASE "{database}" SET search_path = pg_temp, public')
     try:
         producer = Producer(login_url(database_url, "producer"), pool_size=1)
         try:
