@@ -15,12 +15,13 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed448 import Ed448PrivateKey, Ed448PublicKey
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from aos_runtime.config import MIN_SECRET_BYTES, ConfigError
+from aos_runtime.config import MIN_SECRET_BYTES, ConfigError, Settings
 
 SCOPES = ("overview.read", "logs.read", "exports.read", "exports.create")
 ACTOR_TYPES = ("HUMAN", "AGENT", "SYSTEM")
@@ -112,7 +113,7 @@ class TokenVerifier:
         self.max_lifetime_s = max_lifetime_s
 
     @classmethod
-    def from_settings(cls, settings, *, secret: str | None = None) -> TokenVerifier:
+    def from_settings(cls, settings: Settings, *, secret: str | None = None) -> TokenVerifier:
         """``secret`` stands in for an unset AOS_AUTH_JWT_SECRET (the development one)."""
         pem = Path(settings.jwt_public_key_file).read_bytes() if settings.jwt_public_key_file else None
         return cls(secret=settings.jwt_secret or secret, public_key_pem=pem, audience=settings.audience,
@@ -154,7 +155,7 @@ class TokenVerifier:
         self._check_lifetime(claims)
         return _principal_from(claims)
 
-    def _check_lifetime(self, claims: dict) -> None:
+    def _check_lifetime(self, claims: dict[str, Any]) -> None:
         # PyJWT accepts any int()-able exp/iat ("123", 1.5): a token's times are JSON integers here.
         for name in ("exp", "iat"):
             value = claims[name]
@@ -188,7 +189,7 @@ def _check_header(token: str) -> None:
                                                 "not support (RFC 7797 unencoded payloads included)")
 
 
-def _principal_from(claims: dict) -> Principal:
+def _principal_from(claims: dict[str, Any]) -> Principal:
     tenant = claims.get("tenant_id")
     if not isinstance(tenant, str) or not TENANT_ID.fullmatch(tenant):
         raise AuthError("TOKEN_CLAIMS_INVALID", "the token's tenant_id claim is missing or malformed")

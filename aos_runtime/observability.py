@@ -14,6 +14,8 @@ import logging
 import sys
 import time
 import traceback
+from types import TracebackType
+from typing import TextIO
 
 import psycopg
 import sqlalchemy.exc
@@ -21,6 +23,9 @@ import sqlalchemy.exc
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None)).keys()) | {"message", "asctime"}
+
+
+_ExcInfo = tuple[type[BaseException], BaseException, TracebackType | None] | tuple[None, None, None]
 
 
 class JsonFormatter(logging.Formatter):
@@ -41,7 +46,7 @@ class JsonFormatter(logging.Formatter):
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
 
-    def formatException(self, ei) -> str:
+    def formatException(self, ei: _ExcInfo) -> str:
         return safe_traceback(ei[1])
 
 
@@ -78,7 +83,7 @@ def safe_traceback(exc: BaseException | None) -> str:
     return "".join(parts).rstrip("\n")
 
 
-def configure_logging(level: str = "INFO", stream=None) -> None:
+def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

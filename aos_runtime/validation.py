@@ -7,7 +7,9 @@ from datetime import datetime, timezone
 from typing import TypeVar, cast
 
 from google.protobuf import descriptor_pool
+from google.protobuf.descriptor import EnumDescriptor
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+from google.protobuf.message import Message
 
 from aos.evidence.v1 import options_pb2
 from aos_runtime.errors import Violations
@@ -79,14 +81,14 @@ class Request:
             self.violations.add(field, "must not contain control characters")
         return value or None
 
-    def timestamp(self, message, field: str, name: str | None = None) -> datetime | None:
+    def timestamp(self, message: Message, field: str, name: str | None = None) -> datetime | None:
         """A Timestamp field as an aware datetime (None when unset), within EARLIEST..LATEST;
         ``name`` is the field's path in violations when it is nested."""
         name = name or field
         if not message.HasField(field):
             return None
         try:
-            value = getattr(message, field).ToDatetime(tzinfo=timezone.utc)
+            value: datetime = getattr(message, field).ToDatetime(tzinfo=timezone.utc)
         except (ValueError, OverflowError):
             self.violations.add(name, "is not a valid timestamp")
             return None
@@ -95,7 +97,7 @@ class Request:
             return None
         return value
 
-    def enum(self, number: int, enum_descriptor, field: str) -> str | None:
+    def enum(self, number: int, enum_descriptor: EnumDescriptor, field: str) -> str | None:
         """The database spelling of an enum field; None when unset (0)."""
         if number == 0:
             return None
@@ -104,7 +106,7 @@ class Request:
             self.violations.add(field, f"{number} is not a value of {enum_descriptor.name}")
         return name
 
-    def time_range(self, message, after: str = "created_after", before: str = "created_before", *,
+    def time_range(self, message: Message, after: str = "created_after", before: str = "created_before", *,
                    prefix: str = "") -> tuple[datetime | None, datetime | None]:
         """``prefix`` names the nested message in violations (``audit_slice.created_before``)."""
         start = self.timestamp(message, after, prefix + after)
