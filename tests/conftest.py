@@ -20,8 +20,13 @@ import psycopg
 import pytest
 from sqlalchemy.engine import make_url
 
+from aos_recording import scenarios
+from aos_recording.writers import Producer
 from aos_runtime import migrate
+from aos_runtime.config import SERVICES
 from aos_runtime.embedded import EmbeddedPostgres
+from aos_runtime.service_main import build_server
+from tests.e2e.support import BASE, service_modules, settings
 from tests.logins import login_url, provision_logins
 
 
@@ -88,3 +93,30 @@ def database_url(databases) -> str:
 def producer_url(database_url) -> str:
     """The producer's own login DSN on ``database_url``'s database."""
     return login_url(database_url, "producer")
+
+
+# The suite and its demo data, for the e2e, gateway, CLI and reliability tests alike
+# (defined here, once: a conftest imported by another would start a second suite).
+
+@pytest.fixture(scope="session")
+async def suite(database_url, tmp_path_factory):
+    """The three services in this process, each on its own ephemeral port: {name: address}."""
+    conf = settings(tmp_path_factory.mktemp("suite"))
+    modules = service_modules()
+    servers = {name: build_server(name, modules[name].servicers, conf, login_url(database_url, name),
+                                      port=0) for name in SERVICES}
+    addresses = {}
+    for name, server in servers.items():
+        addresses[name] = f"127.0.0.1:{await server.start()}"
+    yield addresses
+    for server in servers.values():
+        await server.stop(grace=1)
+
+
+@pytest.fixture(scope="session")
+def demo(database_url):
+    """The demo scenarios for both demo tenants, at a fixed base time, in the suite's database."""
+    producer = Producer(login_url(database_url, "producer"))
+    scenarios.load_demo(producer, base=BASE)
+    producer.close()
+    return BASE

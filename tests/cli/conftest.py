@@ -10,7 +10,6 @@ import pytest
 from aos_cli.main import main
 from aos_recording import scenarios
 from aos_recording.writers import Producer
-from tests.e2e.conftest import demo, suite  # noqa: F401  (the e2e fixtures, reused)
 from tests.e2e.support import BASE, DEMO, token
 from tests.logins import login_url
 

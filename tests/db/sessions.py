@@ -3,6 +3,7 @@ probe the schema itself), ledger entries appended and verified through the produ
 from __future__ import annotations
 
 import contextlib
+import uuid
 from datetime import datetime, timedelta
 
 import psycopg
@@ -22,6 +23,18 @@ def session(url: str, role: str | None = None, tenant: str | None = None):
         if tenant is not None:
             conn.execute("SELECT set_config('aos.tenant_id', %s, false)", (tenant,))
         yield conn
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex[:16]}"
+
+
+def make_tenant(url: str) -> str:
+    """A new tenant row, made by the producer role: its id."""
+    tenant = new_id("t")
+    with session(url, "aos_producer", tenant) as conn:
+        conn.execute("INSERT INTO tenants (id, name) VALUES (%s, %s)", (tenant, f"Tenant {tenant}"))
+    return tenant
 
 
 def ledger_report(url: str, tenant: str, **kw) -> verify.ChainReport:

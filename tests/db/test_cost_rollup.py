@@ -16,7 +16,7 @@ from sqlalchemy import create_engine, text
 from aos_runtime import migrate
 from aos_runtime.db import sync_url
 from services.overview import store
-from tests.db.test_schema import make_tenant, new_id, session
+from tests.db.sessions import make_tenant, new_id, session
 
 pytestmark = pytest.mark.db
 

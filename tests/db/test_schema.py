@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import uuid
 from datetime import datetime, timezone
 
 import psycopg
@@ -15,7 +14,7 @@ import pytest
 
 from aos_recording import scenarios
 from aos_recording.writers import Producer
-from tests.db.sessions import session
+from tests.db.sessions import make_tenant, new_id, session
 from tests.logins import login_url
 
 pytestmark = pytest.mark.db
@@ -28,17 +27,6 @@ SERVICE_ROLES = ("aos_overview", "aos_logs", "aos_export", "aos_producer")
 
 def h(text: str) -> bytes:
     return hashlib.sha256(text.encode()).digest()
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:16]}"
-
-
-def make_tenant(url: str) -> str:
-    tenant = new_id("t")
-    with session(url, "aos_producer", tenant) as conn:
-        conn.execute("INSERT INTO tenants (id, name) VALUES (%s, %s)", (tenant, f"Tenant {tenant}"))
-    return tenant
 
 
 def append_audit(conn, tenant: str, event: str = "PolicyRuleCreated", entity: str = "POLICY_RULE") -> str:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import socket
 from datetime import datetime, timezone
 
 import grpc
@@ -21,6 +22,13 @@ def token(tenant: str = "tenant-a", scopes=SCOPES, **kw) -> str:
 
 def settings(tmp_path) -> Settings:
     return dataclasses.replace(Settings.from_env({}), jwt_secret=SECRET, data_dir=tmp_path)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for a child process that must be told its port)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def service_modules():

@@ -13,8 +13,7 @@ import pytest
 
 from aos.export.v1 import export_service_pb2 as pb, export_service_pb2_grpc as pb_grpc
 from aos_recording import bulk
-from tests.e2e.support import SECRET, auth
-from tests.e2e.test_suite_launcher import free_port
+from tests.e2e.support import SECRET, auth, free_port
 from tests.logins import login_url
 
 pytestmark = pytest.mark.db

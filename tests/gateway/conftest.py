@@ -1,8 +1,4 @@
-"""The gateway in front of the in-process suite.
-
-``suite`` and ``demo`` are tests/e2e's fixtures, imported so pytest sees them in this
-directory too (pytest_plugins is only allowed in the root conftest).
-"""
+"""The gateway in front of the in-process suite (``suite`` and ``demo``: tests/conftest.py)."""
 from __future__ import annotations
 
 import asyncio
@@ -16,13 +12,9 @@ from starlette.applications import Starlette
 from aos_recording import scenarios
 from aos_recording.writers import Producer
 from gateway import backend_addresses, create_app
-from tests.e2e.conftest import demo, suite  # noqa: F401 - re-exported fixtures
-from tests.e2e.support import BASE, DEMO, token
+from tests.e2e.support import BASE
+from tests.gateway.support import WRITER, bearer
 from tests.logins import login_url
-
-# The tenant the gateway tests write to (exports), with the demo scenarios of its own,
-# so tenant-demo's ledger stays as the e2e tests expect it.
-WRITER = "tenant-gw"
 
 
 @pytest.fixture(scope="session")
@@ -39,10 +31,6 @@ def writer_data(database_url) -> str:
         scenarios.load(producer, scenario, WRITER, base=BASE)
     producer.close()
     return WRITER
-
-
-def bearer(tenant: str = DEMO, **kw) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token(tenant, **kw)}"}
 
 
 @pytest.fixture

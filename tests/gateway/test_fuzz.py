@@ -15,7 +15,7 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from schemathesis.checks import not_a_server_error
 
-from tests.gateway.conftest import WRITER, bearer
+from tests.gateway.support import WRITER, bearer
 
 pytestmark = pytest.mark.db
 

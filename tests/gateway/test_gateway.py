@@ -12,7 +12,7 @@ from gateway import create_app
 from gateway.backends import SERVICE_BACKENDS, service_descriptor
 from gateway.routes import RouteTable
 from tests.e2e.support import ACME, DEMO
-from tests.gateway.conftest import WRITER, bearer
+from tests.gateway.support import WRITER, bearer
 
 pytestmark = pytest.mark.db
 

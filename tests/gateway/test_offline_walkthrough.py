@@ -18,7 +18,7 @@ import pytest
 
 from aos.export.v1 import export_service_pb2 as pb, export_service_pb2_grpc as pb_grpc
 from tests.e2e.support import token
-from tests.gateway.conftest import WRITER, bearer
+from tests.gateway.support import WRITER, bearer
 
 pytestmark = pytest.mark.db
 ROOT = Path(__file__).resolve().parents[2]

@@ -14,7 +14,7 @@ import pytest
 import uvicorn
 
 from gateway import serving
-from tests.gateway.conftest import bearer
+from tests.gateway.support import bearer
 
 pytestmark = pytest.mark.db
 

@@ -22,8 +22,7 @@ from aos_recording.writers import Producer
 from aos_runtime import migrate
 from aos_runtime.embedded import EmbeddedPostgres
 from aos_runtime.service_main import build_server
-from tests.e2e.support import SECRET, auth, service_modules, settings
-from tests.e2e.test_suite_launcher import free_port
+from tests.e2e.support import SECRET, auth, free_port, service_modules, settings
 from tests.logins import login_url, migrate_and_provision
 
 pytestmark = pytest.mark.db

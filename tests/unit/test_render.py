@@ -10,33 +10,17 @@ import sys
 import zipfile
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from reportlab import rl_config
 
-from services.export.render import Report, Section, render_csv, render_pdf, render_zip
+from services.export.render import Section, render_csv, render_pdf, render_zip
+from tests.unit.samples import sample_report
 
 REPO = Path(__file__).resolve().parents[2]
 T = datetime(2026, 1, 13, 12, 0, 0, 123456, tzinfo=timezone.utc)
-
-
-def sample_report(**changes) -> Report:
-    report = Report(
-        title="Evidence bundle",
-        subtitle="Evidence bundle — LLM run run-123",
-        generated_from="2026-01-13T12:00:00.123456Z",
-        summary=[("Run", "run-123"), ("Records", "3")],
-        sections=[Section("Ledger", paragraphs=["Entries in sequence order."], columns=["seq", "event", "state"],
-                          rows=[["1", "LimitCreated", '{"max_value":5}'], ["2", "LimitUpdated", '{"max_value":6}']])],
-        timeline=[("2026-01-13T11:59:00.000000Z", "step", "prompt sent"),
-                  ("2026-01-13T12:00:00.000000Z", "step", "completion received")],
-        hashes=[("Trace content hash", "ab" * 32), ("Chain head", "0123456789abcdef" * 8)],
-        how_to_verify=["Recompute every hash with the offline verifier:", "aos-verify bundle.zip"],
-    )
-    return replace(report, **changes)
 
 
 def _page_count(pdf: bytes) -> int:
@@ -67,7 +51,7 @@ def test_pdf_is_a_pdf_and_the_same_bytes_every_time():
 def test_pdf_is_the_same_bytes_in_another_process_whatever_its_clock_settings():
     # SOURCE_DATE_EPOCH would move reportlab's invariant timestamp; TZ and hash seed must not matter either.
     env = {**os.environ, "SOURCE_DATE_EPOCH": "1700000000", "TZ": "Asia/Tokyo", "PYTHONHASHSEED": "12345"}
-    code = ("import sys; from tests.unit.test_render import sample_report; "
+    code = ("import sys; from tests.unit.samples import sample_report; "
             "from services.export.render import render_pdf; sys.stdout.buffer.write(render_pdf(sample_report()))")
     child = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, check=True)
     assert child.stdout == render_pdf(sample_report())

@@ -1,0 +1,12 @@
+"""Helpers shared by the gateway tests: the tenant they write to and their Authorization header."""
+from __future__ import annotations
+
+from tests.e2e.support import DEMO, token
+
+# The tenant the gateway tests write to (exports), with the demo scenarios of its own,
+# so tenant-demo's ledger stays as the e2e tests expect it.
+WRITER = "tenant-gw"
+
+
+def bearer(tenant: str = DEMO, **kw) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token(tenant, **kw)}"}
