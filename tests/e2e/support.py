@@ -39,7 +39,7 @@ def service_modules():
     return {"overview": overview, "logs": logs, "export": export}
 
 
-# The demo scenarios' fixed base time and tenants (tests/e2e/conftest.py loads them).
+# The demo scenarios' fixed base time and tenants (the demo fixture in tests/conftest.py loads them).
 BASE = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
 DEMO, ACME = "tenant-demo", "tenant-acme"
 
