@@ -8,6 +8,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 from urllib.parse import parse_qsl
 
 import grpc
@@ -78,10 +79,10 @@ class Backends:
         pool = self._channels[address]
         return pool[next(self._turn) % len(pool)]
 
-    def unary(self, method: MethodDescriptor) -> grpc.aio.UnaryUnaryMultiCallable:
+    def unary(self, method: MethodDescriptor) -> grpc.aio.UnaryUnaryMultiCallable[Message, Message]:
         return self._channel(method).unary_unary(_rpc_path(method), **_serializers(method))
 
-    def stream(self, method: MethodDescriptor) -> grpc.aio.UnaryStreamMultiCallable:
+    def stream(self, method: MethodDescriptor) -> grpc.aio.UnaryStreamMultiCallable[Message, Message]:
         return self._channel(method).unary_stream(_rpc_path(method), **_serializers(method))
 
     async def close(self) -> None:
@@ -94,7 +95,7 @@ def _rpc_path(method: MethodDescriptor) -> str:
     return f"/{method.containing_service.full_name}/{method.name}"
 
 
-def _serializers(method: MethodDescriptor) -> dict:
+def _serializers(method: MethodDescriptor) -> dict[str, Any]:
     return {"request_serializer": transcode.message_class(method.input_type).SerializeToString,
             "response_deserializer": transcode.message_class(method.output_type).FromString}
 
@@ -185,8 +186,8 @@ def create_app(backends: Mapping[str, str], *, max_message_bytes: int = 8 * 1024
         lifespan=lifespan)
 
 
-async def download_response(stream: grpc.aio.UnaryStreamMultiCallable, route: Route, message: Message,
-                            metadata: tuple[tuple[str, str], ...],
+async def download_response(stream: grpc.aio.UnaryStreamMultiCallable[Message, Message], route: Route,
+                            message: Message, metadata: tuple[tuple[str, str], ...],
                             timeout: float | None) -> Response:  # noqa: ASYNC109 - the call's gRPC deadline, passed on
     """Headers from the first message (so a failed call is still a proper error status), then
     each message's bytes as they arrive: memory stays one chunk, whatever the artifact's size."""
@@ -227,9 +228,10 @@ async def _body(request: Request) -> bytes:
 
 def _raw_path(scope: Scope) -> str:
     """The path as sent (still percent-encoded, so an encoded '/' stays inside its segment)."""
-    raw = scope.get("raw_path")
+    raw: bytes | None = scope.get("raw_path")
     if raw is None:
-        return scope["path"]
+        path: str = scope["path"]
+        return path
     return raw.split(b"?", 1)[0].decode("utf-8")
 
 

@@ -138,7 +138,7 @@ def split_path(raw_path: str) -> tuple[list[str], str]:
 class RouteTable:
     def __init__(self, routes: Iterable[Route]) -> None:
         self.routes = tuple(routes)
-        seen: dict[tuple, Route] = {}
+        seen: dict[tuple[str, tuple[str, ...]], Route] = {}
         for route in self.routes:
             _check(route)
             key = (route.http_method, route.template.shape)

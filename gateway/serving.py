@@ -26,6 +26,7 @@ from typing import Any
 
 import h11
 import uvicorn
+from starlette.types import ASGIApp
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 log = logging.getLogger("aos.gateway")
@@ -111,7 +112,7 @@ def protocol(header_timeout_s: float, max_connections: int) -> type[GuardedH11Pr
                 {"header_timeout_s": float(header_timeout_s), "max_connections": int(max_connections)})
 
 
-def config(app, *, host: str, port: int, header_timeout_s: float, max_connections: int,
+def config(app: ASGIApp, *, host: str, port: int, header_timeout_s: float, max_connections: int,
            **kwargs: Any) -> uvicorn.Config:
     """uvicorn's configuration for the gateway: the guarded protocol, keep-alive no longer than
     the read deadline, and a listen backlog that holds a burst the size of the cap."""

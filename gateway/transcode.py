@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
+from typing import Any
 from urllib.parse import quote
 
 import grpc
@@ -211,7 +212,7 @@ def call_options(headers: Mapping[str, str], request_id: str) -> tuple[tuple[tup
     return tuple(metadata), timeout
 
 
-def to_json(message: Message) -> dict:
+def to_json(message: Message) -> dict[str, Any]:
     return json_format.MessageToDict(message, preserving_proto_field_name=True,
                                      always_print_fields_with_no_presence=True)
 
@@ -233,7 +234,7 @@ def status_from_rpc_error(error: grpc.aio.AioRpcError) -> status_pb2.Status:
     """The rich status from grpc-status-details-bin; for failures that carry none (a passed
     deadline, an unreachable backend) an ErrorInfo naming the code, so every error has one."""
     try:
-        status = rpc_status.from_call(error)
+        status: status_pb2.Status | None = rpc_status.from_call(error)  # type: ignore[no-untyped-call]  # grpcio-status is untyped
     except ValueError:  # details that contradict the call's code: trust the code
         status = None
     if status is not None:
@@ -244,7 +245,7 @@ def status_from_rpc_error(error: grpc.aio.AioRpcError) -> status_pb2.Status:
     return status
 
 
-def status_json(status: status_pb2.Status) -> dict:
+def status_json(status: status_pb2.Status) -> dict[str, Any]:
     return to_json(status)
 
 
