@@ -42,11 +42,27 @@ def test_every_public_function_pins_its_search_path_with_pg_temp_last(database_u
     functions = _public_functions(database_url)
     # The SECURITY DEFINER functions and the triggers the review named are among them.
     for name in ("aos_assign_chain()", "aos_check_step_trace()", "aos_record_once()", "aos_refuse_mutation()",
-                 "aos_stamp_recorded_at()", "aos_current_tenant()"):
+                 "aos_stamp_recorded_at()", "aos_chain_lock_key(text,text)"):
         assert name in functions
     unpinned = {name: config for name, config in functions.items()
                 if "search_path=pg_catalog, public, pg_temp" not in config}
-    assert not unpinned, unpinned
+    # The one exception (migration 0012): the policies' tenant, kept inlinable.
+    assert unpinned == {"aos_current_tenant()": []}, unpinned
+
+
+def test_the_policies_tenant_function_names_nothing_a_session_could_shadow(database_url):
+    """aos_current_tenant() is left unpinned so that the planner inlines it into every
+    policy: its body must stay one call of a pg_catalog function on a literal, and the
+    plan of a policy-filtered read must show that call, not the function."""
+    with psycopg.connect(libpq_url(database_url)) as conn:
+        language, body = conn.execute("SELECT l.lanname, p.prosrc FROM pg_proc p JOIN pg_language l "
+                                      "ON l.oid = p.prolang WHERE p.oid = 'aos_current_tenant()'::regprocedure"
+                                      ).fetchone()
+    assert language == "sql"
+    assert " ".join(body.split()) == "SELECT nullif(current_setting('aos.tenant_id', true), '')"
+    with psycopg.connect(libpq_url(login_url(database_url, "logs"))) as conn:
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN VERBOSE SELECT count(*) FROM audit_ledger"))
+    assert "current_setting('aos.tenant_id'" in plan and "aos_current_tenant" not in plan, plan
 
 
 @pytest.mark.parametrize("service", ["overview", "logs", "export", "producer"])
