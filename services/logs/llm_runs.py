@@ -87,13 +87,18 @@ class LlmRunsService(pb_grpc.LlmRunsServiceServicer):
         return pb.GetLlmRunReplayResponse(metadata=answer_metadata(tenant, "replay", window.events), replay=window)
 
     async def GetLlmRunExport(self, request, context):
-        tenant, run_id = await self._run_id(request)
-        page = await self.ctx.db.run(tenant, _run_exports, tenant, run_id)
+        r = Request()
+        run_id = r.resource_id(request.run_id, "run_id")
+        limit = r.page_size(request.page_size)
+        r.done()
+        filters = evidence.ExportFilters(run_id=run_id)
+        listing = Listing.of(self.ctx.page_tokens, auth.principal().tenant_id, "llm-runs.exports", filters)
+        page = await listing.fetch(self.ctx.db, request.page_token, _run_exports, filters, limit=limit)
         if page is None:
             raise errors.not_found(errors.Resource.LLM_RUN, run_id)
         exports = [export_message(row) for row in page.rows]
-        return pb.GetLlmRunExportResponse(metadata=answer_metadata(tenant, "log_exports", exports), run_id=run_id,
-                                          exports=exports)
+        return listing.answer(pb.GetLlmRunExportResponse, page, run_id=run_id, exports=exports,
+                              metadata=answer_metadata(listing.tenant_id, "log_exports", exports))
 
 
 def _governance(conn, tenant: str, run_id: str):
@@ -103,7 +108,7 @@ def _governance(conn, tenant: str, run_id: str):
     return trace, steps, evidence.run_audit_entries(conn, tenant, run_id), evidence.run_breaches(conn, tenant, run_id)
 
 
-def _run_exports(conn, tenant: str, run_id: str):
-    if not store.run_exists(conn, tenant, run_id):
+def _run_exports(conn, tenant: str, filters: evidence.ExportFilters, after, limit: int):
+    if not store.run_exists(conn, tenant, filters.run_id):
         return None
-    return evidence.list_exports(conn, tenant, evidence.ExportFilters(run_id=run_id), None, 1000)
+    return evidence.list_exports(conn, tenant, filters, after, limit)

@@ -32,32 +32,36 @@ def exports(database_url, demo):
     producer = Producer(login_url(database_url, "producer"))
     budget = next(s for s in scenarios.demo_scenarios() if s.id == "SDSR-BUDGET-BREACH-001")
     scenarios.load(producer, budget, TENANT, base=BASE)
-    made = []
-    for i, bundle in enumerate(("EVIDENCE", "SOC2")):
-        export_id = f"{TENANT}.exp-{i}"
-        created = BASE + timedelta(minutes=i)
-        manifest = {"export_id": export_id, "tenant_id": TENANT, "scope": "LLM_RUN", "subject": RUN,
-                    "bundle_type": bundle, "format": "JSON", "checksum": hashing.sha256(export_id.encode()).hex()}
-        with psycopg.connect(database_url, autocommit=True) as conn:
-            conn.execute("SET ROLE aos_export")
-            conn.execute("SELECT set_config('aos.tenant_id', %s, false)", (TENANT,))
-            conn.execute(
-                "INSERT INTO log_exports (id, tenant_id, scope, subject_id, run_id, bundle_type, format, content_type, "
-                "filename, size_bytes, checksum, manifest, dsse_envelope, signing_key_id, redaction, "
-                "idempotency_key, requested_by_type, requested_by_id, created_at, content_hash) VALUES "
-                "(%s, %s, 'LLM_RUN', %s, %s, %s, 'JSON', 'application/json', %s, 123, %s, %s, %s, 'key-1', %s, "
-                "%s, 'HUMAN', 'user-auditor', %s, %s)",
-                (export_id, TENANT, RUN, RUN, bundle, f"{export_id}.json", hashing.sha256(export_id.encode()),
-                 json.dumps(manifest), json.dumps({"payloadType": "application/vnd.aos.export-manifest+json"}),
-                 json.dumps({"profile": "default", "counts": {"email": 2}}), f"key-{i}", created,
-                 hashing.manifest_hash(manifest)))
-        with producer.transaction(TENANT) as conn:
-            AuditLedgerWriter(conn).append(tenant_id=TENANT, event_type="EvidenceExported", entity_type="LOG_EXPORT",
-                                           entity_id=export_id, actor_type="HUMAN", actor_id="user-auditor",
-                                           correlation_id=RUN, created_at=created)
-        made.append(export_id)
+    made = [write_export(database_url, producer, TENANT, RUN, i, bundle)
+            for i, bundle in enumerate(("EVIDENCE", "SOC2"))]
     producer.close()
     return made
+
+
+def write_export(database_url: str, producer: Producer, tenant: str, run: str, i: int, bundle: str) -> str:
+    """One export of ``run``, i minutes after BASE: its log_exports row and EvidenceExported entry."""
+    export_id = f"{tenant}.exp-{i}"
+    created = BASE + timedelta(minutes=i)
+    manifest = {"export_id": export_id, "tenant_id": tenant, "scope": "LLM_RUN", "subject": run,
+                "bundle_type": bundle, "format": "JSON", "checksum": hashing.sha256(export_id.encode()).hex()}
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("SET ROLE aos_export")
+        conn.execute("SELECT set_config('aos.tenant_id', %s, false)", (tenant,))
+        conn.execute(
+            "INSERT INTO log_exports (id, tenant_id, scope, subject_id, run_id, bundle_type, format, content_type, "
+            "filename, size_bytes, checksum, manifest, dsse_envelope, signing_key_id, redaction, "
+            "idempotency_key, requested_by_type, requested_by_id, created_at, content_hash) VALUES "
+            "(%s, %s, 'LLM_RUN', %s, %s, %s, 'JSON', 'application/json', %s, 123, %s, %s, %s, 'key-1', %s, "
+            "%s, 'HUMAN', 'user-auditor', %s, %s)",
+            (export_id, tenant, run, run, bundle, f"{export_id}.json", hashing.sha256(export_id.encode()),
+             json.dumps(manifest), json.dumps({"payloadType": "application/vnd.aos.export-manifest+json"}),
+             json.dumps({"profile": "default", "counts": {"email": 2}}), f"key-{i}", created,
+             hashing.manifest_hash(manifest)))
+    with producer.transaction(tenant) as conn:
+        AuditLedgerWriter(conn).append(tenant_id=tenant, event_type="EvidenceExported", entity_type="LOG_EXPORT",
+                                       entity_id=export_id, actor_type="HUMAN", actor_id="user-auditor",
+                                       correlation_id=run, created_at=created)
+    return export_id
 
 
 @pytest.fixture()
@@ -109,3 +113,36 @@ async def test_another_tenant_sees_none_of_them(stubs, exports):
     demo_integrity = await audit.GetIntegrityReport(audit_pb.GetIntegrityReportRequest(), metadata=auth(DEMO))
     assert integrity.head.seq == 4 and demo_integrity.head.seq == 15  # each tenant's own chain
     assert integrity.head.chain_hash != demo_integrity.head.chain_hash
+
+
+PAGED = "tenant-exports-paged"
+
+
+async def test_the_runs_exports_are_paged_past_one_page(database_url, stubs):
+    """GetLlmRunExport pages (it stopped silently at 1,000): 5 exports at 2 a page come
+    back once each, newest first, with their total; the token is bound to the run."""
+    producer = Producer(login_url(database_url, "producer"))
+    budget = next(s for s in scenarios.demo_scenarios() if s.id == "SDSR-BUDGET-BREACH-001")
+    scenarios.load(producer, budget, PAGED, base=BASE)
+    run = f"{PAGED}.run-support-103"
+    made = [write_export(database_url, producer, PAGED, run, i, "EVIDENCE") for i in range(5)]
+    producer.close()
+    _, runs = stubs
+    seen, token, pages = [], "", []
+    while True:
+        page = await runs.GetLlmRunExport(runs_pb.GetLlmRunExportRequest(run_id=run, page_size=2, page_token=token),
+                                          metadata=auth(PAGED))
+        pages.append((len(page.exports), page.total_size, page.total_size_is_estimate, page.has_more))
+        seen += [e.export_id for e in page.exports]
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == list(reversed(made))
+    assert pages == [(2, 5, False, True), (2, 5, False, True), (1, 5, False, False)]
+    first = await runs.GetLlmRunExport(runs_pb.GetLlmRunExportRequest(run_id=run, page_size=2), metadata=auth(PAGED))
+    for other in (runs.GetLlmRunExport(runs_pb.GetLlmRunExportRequest(
+                      run_id=f"{PAGED}.run-other", page_size=2, page_token=first.next_page_token), metadata=auth(PAGED)),
+                  runs.GetLlmRunExport(runs_pb.GetLlmRunExportRequest(run_id=run, page_size=-1), metadata=auth(PAGED))):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await other
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -224,17 +224,29 @@ class GetLlmRunReplayResponse(_message.Message):
     def __init__(self, metadata: _Optional[_Union[_evidence_pb2.EvidenceMetadata, _Mapping]] = ..., replay: _Optional[_Union[_records_pb2_1.ReplayWindow, _Mapping]] = ...) -> None: ...
 
 class GetLlmRunExportRequest(_message.Message):
-    __slots__ = ("run_id",)
+    __slots__ = ("run_id", "page_size", "page_token")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     run_id: str
-    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+    page_size: int
+    page_token: str
+    def __init__(self, run_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class GetLlmRunExportResponse(_message.Message):
-    __slots__ = ("metadata", "run_id", "exports")
+    __slots__ = ("metadata", "run_id", "exports", "next_page_token", "total_size", "total_size_is_estimate", "has_more")
     METADATA_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     EXPORTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_IS_ESTIMATE_FIELD_NUMBER: _ClassVar[int]
+    HAS_MORE_FIELD_NUMBER: _ClassVar[int]
     metadata: _evidence_pb2.EvidenceMetadata
     run_id: str
     exports: _containers.RepeatedCompositeFieldContainer[_bundle_pb2.Export]
-    def __init__(self, metadata: _Optional[_Union[_evidence_pb2.EvidenceMetadata, _Mapping]] = ..., run_id: _Optional[str] = ..., exports: _Optional[_Iterable[_Union[_bundle_pb2.Export, _Mapping]]] = ...) -> None: ...
+    next_page_token: str
+    total_size: int
+    total_size_is_estimate: bool
+    has_more: bool
+    def __init__(self, metadata: _Optional[_Union[_evidence_pb2.EvidenceMetadata, _Mapping]] = ..., run_id: _Optional[str] = ..., exports: _Optional[_Iterable[_Union[_bundle_pb2.Export, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ..., total_size_is_estimate: _Optional[bool] = ..., has_more: _Optional[bool] = ...) -> None: ...
