@@ -268,8 +268,11 @@ def test_provisioning_only_checks_a_login_that_already_works(database_url):
             return conn.execute("SELECT rolpassword FROM pg_authid WHERE rolname = 'aos_logs'").fetchone()[0]
 
     before = stored()
+    with psycopg.connect(libpq_url(database_url), autocommit=True) as admin:
+        admin.execute("ALTER ROLE aos_logs SET statement_timeout = 0")
     provision.provision(database_url, {"logs": login_url(database_url, "logs")}, given={"logs"})
     assert stored() == before
+    assert _settings(database_url, "aos_logs") == [], "the expect path resets stored settings too"
     provision.provision(database_url, {"logs": login_url(database_url, "logs")})  # generated path: re-set
     assert stored() != before and stored().startswith("SCRAM-SHA-256$")
 
