@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
-from typing import TypeVar, cast
+from typing import Protocol, TypeVar, cast
 
 from google.protobuf import descriptor_pool
-from google.protobuf.descriptor import EnumDescriptor
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from google.protobuf.message import Message
 
@@ -49,6 +48,15 @@ def canonical_values(enum: type[_Enum]) -> dict[str, _Enum]:
 
 def by_number(enum_full_name: str) -> dict[int, str]:
     return {number: name for name, number in canonical_names(enum_full_name).items()}
+
+
+class _NamedEnum(Protocol):
+    """An EnumDescriptor, whichever class implements it (the stubs know a Python and a upb one)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def full_name(self) -> str: ...
 
 
 class Request:
@@ -97,8 +105,11 @@ class Request:
             return None
         return value
 
-    def enum(self, number: int, enum_descriptor: EnumDescriptor, field: str) -> str | None:
-        """The database spelling of an enum field; None when unset (0)."""
+    def enum(self, number: int, enum_descriptor: _NamedEnum | None, field: str) -> str | None:
+        """The database spelling of an enum field; None when unset (0). ``enum_descriptor`` is the
+        field's ``enum_type``, which the stubs type as Optional (it is set on every enum field)."""
+        if enum_descriptor is None:
+            raise TypeError(f"{field} is not an enum field")
         if number == 0:
             return None
         name = by_number(enum_descriptor.full_name).get(number)
