@@ -4,9 +4,11 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 from functools import cache
+from typing import TypeVar, cast
 
 from google.protobuf import descriptor_pool, timestamp_pb2
 from google.protobuf.descriptor import EnumValueDescriptor
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
 from aos.evidence.v1 import options_pb2
 from aos_cli.client import UsageError
@@ -43,6 +45,16 @@ def enum_value(enum_full_name: str, text: str, option: str) -> int:
             return number
     raise UsageError(f"{option}: unknown value {text!r}; one of: "
                      f"{', '.join(enum_labels(enum_full_name).values())}")
+
+
+_Enum = TypeVar("_Enum", bound=int)
+
+
+def enum_member(enum: type[_Enum], text: str, option: str) -> _Enum:
+    """``enum_value`` of a generated enum, typed as that enum: protoc's .pyi takes the enum class
+    for an enum field, which a plain int is not, to a type checker."""
+    wrapper = cast(EnumTypeWrapper, enum)  # what a generated enum is at run time
+    return cast(_Enum, enum_value(wrapper.DESCRIPTOR.full_name, text, option))
 
 
 def timestamp(text: str, option: str) -> timestamp_pb2.Timestamp:
