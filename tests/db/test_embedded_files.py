@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import stat
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -73,9 +75,19 @@ def test_a_symlink_planted_in_the_data_dir_is_refused_and_not_followed(tmp_path,
     assert pg._running_port() is None
 
 
-def test_the_initdb_password_never_lands_where_a_planted_link_points(tmp_path):
+@pytest.fixture
+def server_dir():
+    """Not under pytest's basetemp (0700, re-closed by any other pytest session starting as
+    root): the server's OS user must traverse every parent, as tests/conftest.py does."""
+    work = Path(tempfile.mkdtemp(prefix="aos-test-files-"))
+    yield work
+    shutil.rmtree(work, ignore_errors=True)
+
+
+def test_the_initdb_password_never_lands_where_a_planted_link_points(server_dir):
     """Under umask 0, a symlink at the old password file's path: the server starts, the
     victim holds no password, and what is left in the data directory is not open to others."""
+    tmp_path = server_dir
     data_dir = tmp_path / "aos"
     with umask(0):
         pg = EmbeddedPostgres(data_dir, durable=False)
