@@ -33,13 +33,14 @@ COPY pyproject.toml ./
 COPY gen/ gen/
 COPY aos_runtime/ aos_runtime/
 COPY aos_recording/ aos_recording/
+COPY aos_evidence/ aos_evidence/
 COPY services/ services/
 COPY gateway/ gateway/
 COPY aos_cli/ aos_cli/
 # The import check (from /, so the installed copy answers) fails the build early
 # when gen/ has not been generated: run `make protos` first.
 RUN pip install --no-deps . \
- && cd / && python -c "import aos_runtime.service_main, services.overview.server, services.logs.server, services.export.server"
+ && cd / && python -c "import aos_runtime.service_main, aos_evidence.queries, services.overview.server, services.logs.server, services.export.server"
 
 # ---- runtime --------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
@@ -62,6 +63,7 @@ WORKDIR /app
 COPY pyproject.toml ./
 COPY aos_runtime/ aos_runtime/
 COPY aos_recording/ aos_recording/
+COPY aos_evidence/ aos_evidence/
 COPY services/ services/
 COPY gateway/ gateway/
 COPY aos_cli/ aos_cli/

@@ -508,3 +508,19 @@ def test_gateway_reaches_the_services_by_their_compose_names():
                                                                         int(KNOWN_VARS["AOS_GATEWAY_PORT"].default))]
     assert {k: v["condition"] for k, v in gateway["depends_on"].items()} == \
         {name: "service_healthy" for name in APP_SERVICES}
+
+
+def test_the_image_copies_every_package_the_project_installs():
+    """A package added to the repo (aos_evidence) but not COPY'd into the build stage
+    would install without it and fail only when a service imports it."""
+    import tomllib
+    from fnmatch import fnmatch
+
+    include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = {p.name for p in ROOT.iterdir() if (p / "__init__.py").exists()
+                and any(fnmatch(p.name, pattern) for pattern in include)}
+    _, stages = dockerfile_stages()
+    copied = {shlex.split(rest)[0].rstrip("/") for stage in stages for i, rest in stage
+              if i == "COPY" and "--from" not in rest}
+    assert {"aos_evidence", "aos_runtime", "services"} <= packages
+    assert packages <= copied, f"the Dockerfile does not copy {sorted(packages - copied)}"
