@@ -4,13 +4,13 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 from aos.logs.v1 import system_logs_service_pb2 as pb, system_logs_service_pb2_grpc as pb_grpc
+from aos_evidence.messages import CAUSES, SYSTEM_EVENTS, system_record
 from aos_runtime import auth, errors
 from aos_runtime.evidence import timestamp
 from aos_runtime.pagination import Listing
 from aos_runtime.server import ServiceContext
 from aos_runtime.validation import Request
 from services.logs import store
-from aos_evidence.messages import CAUSES, SYSTEM_EVENTS, system_record
 from services.logs.messages import answer_metadata
 from services.logs.replay import load_replay
 
