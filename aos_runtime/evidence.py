@@ -10,7 +10,7 @@ record's content hash in hex.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, NamedTuple, cast
+from typing import Any, NamedTuple, TypedDict, cast
 
 from google.protobuf import timestamp_pb2
 
@@ -47,10 +47,24 @@ class Evidence(NamedTuple):
     checksum: bytes | None = None
 
 
-def actor_fields(actor_type: str | None, actor_id: str | None) -> dict[str, str | None]:
+class ActorFields(TypedDict, total=False):
+    """Evidence's actor fields, as keyword arguments (typed, so ``**`` of it type-checks)."""
+    human_actor_id: str | None
+    agent_id: str | None
+    system_id: str | None
+
+
+def actor_fields(actor_type: str | None, actor_id: str | None) -> ActorFields:
     """One recorded actor (type, id) as the three metadata actor fields."""
-    key = {"HUMAN": "human_actor_id", "AGENT": "agent_id", "SYSTEM": "system_id"}.get(actor_type or "")
-    return {key: actor_id} if key and actor_id else {}
+    if not actor_id:
+        return {}
+    if actor_type == "HUMAN":
+        return {"human_actor_id": actor_id}
+    if actor_type == "AGENT":
+        return {"agent_id": actor_id}
+    if actor_type == "SYSTEM":
+        return {"system_id": actor_id}
+    return {}
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
