@@ -13,6 +13,7 @@ from google.protobuf import json_format, struct_pb2
 
 from aos.evidence.v1 import bundle_pb2, evidence_pb2
 from aos.logs.v1 import llm_runs_service_pb2 as runs_pb, records_pb2
+from aos_evidence.kinds import BundleType, ExportFormat, ExportScope
 from aos_recording import dsse
 from aos_recording.hashing import canonical_json
 from aos_runtime.evidence import Evidence, actor_fields, metadata, timestamp
@@ -21,9 +22,6 @@ from aos_runtime.validation import canonical_names
 EVENTS = canonical_names("aos.evidence.v1.AuditEventType")
 ENTITIES = canonical_names("aos.evidence.v1.AuditEntityType")
 ACTORS = canonical_names("aos.evidence.v1.ActorType")
-SCOPES = canonical_names("aos.evidence.v1.ExportScope")
-BUNDLES = canonical_names("aos.evidence.v1.BundleType")
-FORMATS = canonical_names("aos.evidence.v1.ExportFormat")
 RUN_STATUSES = canonical_names("aos.evidence.v1.LlmRunStatus")
 EXECUTORS = canonical_names("aos.evidence.v1.ExecutorType")
 OUTCOMES = canonical_names("aos.evidence.v1.RunOutcome")
@@ -76,8 +74,8 @@ def export_message(row: Mapping[str, Any]) -> bundle_pb2.Export:
             run_id=row["run_id"], incident_ids=(row["incident_id"],) if row["incident_id"] else (),
             export_id=row["id"], correlation_id=row["correlation_id"], checksum=row["content_hash"],
             **actor_fields(row["requested_by_type"], row["requested_by_id"]))),
-        export_id=row["id"], tenant_id=row["tenant_id"], scope=SCOPES[row["scope"]],
-        bundle_type=BUNDLES[row["bundle_type"]], format=FORMATS[row["format"]], content_type=row["content_type"],
+        export_id=row["id"], tenant_id=row["tenant_id"], scope=ExportScope(row["scope"]).proto,
+        bundle_type=BundleType(row["bundle_type"]).proto, format=ExportFormat(row["format"]).proto, content_type=row["content_type"],
         filename=row["filename"], size_bytes=row["size_bytes"], checksum=bytes(row["checksum"]).hex(),
         created_at=timestamp(row["created_at"]), requested_by_type=ACTORS[row["requested_by_type"]],
         requested_by_id=row["requested_by_id"], seq=row["seq"], prev_hash=bytes(row["prev_hash"]).hex(),

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
+from aos_evidence.kinds import BundleType, ExportFormat, ExportScope
 from aos_recording import dsse
 from aos_recording.hashing import artifact_digest, canonical_json, sha256
 from services.export import bundles
@@ -25,9 +26,6 @@ from services.export.render import Report, Section, csv_lines, render_csv, rende
 CHUNK_BYTES = 1024 * 1024  # one log_export_artifacts row, one DownloadExport message at most
 PDF_TABLE_ROWS = 500       # a report lists this many records; the JSON and CSV carry all
 ZIP_MAX_RECORDS = 100_000  # a package is assembled in memory: larger slices export as JSON or CSV
-CONTENT_TYPES = {"JSON": "application/json", "CSV": "text/csv; charset=utf-8", "PDF": "application/pdf",
-                 "ZIP": "application/zip"}
-EXTENSIONS = {"JSON": "json", "CSV": "csv", "PDF": "pdf", "ZIP": "zip"}
 EPOCH = "1970-01-01T00:00:00.000000Z"
 
 
@@ -80,16 +78,16 @@ class Rendered:
 
 # --- run and incident bundles (small: built whole) ------------------------------
 
-def render_bundle(bundle: dict[str, Any], fmt: str, counts: Mapping[str, int], key: dsse.SigningKey,
+def render_bundle(bundle: dict[str, Any], fmt: ExportFormat, counts: Mapping[str, int], key: dsse.SigningKey,
                   sink: Sink) -> Rendered:
     redaction = {"profile": PROFILE, "counts": dict(counts)}
     bundle = {**bundle, "redaction": redaction}
     evidence = canonical_json(bundle)
-    if fmt == "JSON":
+    if fmt is ExportFormat.JSON:
         sink.write(evidence)
-    elif fmt == "PDF":
+    elif fmt is ExportFormat.PDF:
         sink.write(render_pdf(bundle_report(bundle)))
-    elif fmt == "ZIP":
+    elif fmt is ExportFormat.ZIP:
         sink.write(package([("evidence.json", evidence), ("report.pdf", render_pdf(bundle_report(bundle)))],
                            bundle, key))
     else:
@@ -183,13 +181,13 @@ def bundle_report(bundle: Mapping[str, Any]) -> Report:
         timeline.append((breach["breached_at"], "LimitBreach", f"{breach['limit_id']}: {breach['value_at_breach']}"))
     if bundle.get("soc2"):
         sections.append(_soc2_section(bundle["soc2"]))
-    return Report(title=_TITLES[bundle["bundle_type"]], subtitle=f"{bundle['scope']} {bundle['subject']}",
+    return Report(title=_TITLES[BundleType(bundle["bundle_type"])], subtitle=f"{bundle['scope']} {bundle['subject']}",
                   generated_from=newest_time(bundle), summary=_summary(bundle), sections=sections,
                   timeline=sorted(timeline), hashes=hashes, how_to_verify=HOW_TO_VERIFY)
 
 
-_TITLES = {"EVIDENCE": "Evidence bundle", "SOC2": "SOC 2 evidence (CC7.2, CC7.3, CC7.4)",
-           "EXECUTIVE": "Executive debrief"}
+_TITLES = {BundleType.EVIDENCE: "Evidence bundle", BundleType.SOC2: "SOC 2 evidence (CC7.2, CC7.3, CC7.4)",
+           BundleType.EXECUTIVE: "Executive debrief"}
 
 HOW_TO_VERIFY = [
     "This report is one artifact of a signed export. Its SHA-256 is the checksum in the export's manifest, "
@@ -249,13 +247,14 @@ SLICE_COLUMNS = {
 }
 
 
-def render_slice(head: dict[str, Any], kind: str, records: Iterable[dict[str, Any]], fmt: str,
+def render_slice(head: dict[str, Any], kind: str, records: Iterable[dict[str, Any]], fmt: ExportFormat,
                  writer: bundles.RecordWriter, key: dsse.SigningKey, sink: Sink) -> Rendered:
     """A slice's artifact. ``head`` is the bundle without its records (scope, filter,
     tenant, bundle type); ``records`` are already redacted, in order."""
     summary = bundles.SliceSummary(kind)
-    soc2 = head["bundle_type"] == "SOC2"
-    executive = head["bundle_type"] == "EXECUTIVE"
+    bundle_type = BundleType(head["bundle_type"])
+    soc2 = bundle_type is BundleType.SOC2
+    executive = bundle_type is BundleType.EXECUTIVE
 
     def counted() -> Iterator[dict[str, Any]]:
         for record in records:
@@ -274,12 +273,12 @@ def render_slice(head: dict[str, Any], kind: str, records: Iterable[dict[str, An
             extra["soc2"] = bundles.soc2({c: summary.by_control[c] for c in bundles.SOC2_CONTROLS},
                                          str(head["subject"]), done["last_created_at"])
         if executive:
-            extra["debrief"] = bundles.slice_debrief(head["scope"], done)
+            extra["debrief"] = bundles.slice_debrief(ExportScope(head["scope"]), done)
         return extra
 
-    if fmt == "JSON" and not executive:
+    if fmt is ExportFormat.JSON and not executive:
         _stream_json(head, counted(), tail, sink)
-    elif fmt == "CSV":
+    elif fmt is ExportFormat.CSV:
         if executive:
             for _ in counted():
                 pass
@@ -290,17 +289,17 @@ def render_slice(head: dict[str, Any], kind: str, records: Iterable[dict[str, An
             columns = SLICE_COLUMNS[kind] + (("control",) if soc2 else ())
             for line in csv_lines(columns, ([record.get(c) for c in columns] for record in counted())):
                 sink.write(line)
-    elif fmt in ("JSON", "PDF"):  # executive JSON, or any PDF: one pass, then the whole (small) document
+    elif fmt in (ExportFormat.JSON, ExportFormat.PDF):  # executive JSON, or any PDF: one pass, then the whole (small) document
         shown = []
         for record in counted():
             if len(shown) < PDF_TABLE_ROWS and not executive:
                 shown.append(record)
         bundle = {**head, **tail()}
-        if fmt == "JSON":
+        if fmt is ExportFormat.JSON:
             sink.write(canonical_json(bundle))
         else:
             sink.write(render_pdf(slice_report(bundle, kind, shown)))
-    elif fmt == "ZIP":
+    elif fmt is ExportFormat.ZIP:
         kept = []
         for record in counted():
             if len(kept) >= ZIP_MAX_RECORDS:
@@ -359,7 +358,7 @@ def slice_report(bundle: Mapping[str, Any], kind: str, shown: list[Mapping[str, 
     if bundle.get("soc2"):
         sections.append(_soc2_section(bundle["soc2"]))
     hashes = [(f"ledger seq {r['seq']}", r["chain_hash"]) for r in shown[-20:]] if kind == "audit_entry" else []
-    return Report(title=_TITLES[bundle["bundle_type"]], subtitle=f"{bundle['scope']} of tenant {bundle['tenant_id']}",
+    return Report(title=_TITLES[BundleType(bundle["bundle_type"])], subtitle=f"{bundle['scope']} of tenant {bundle['tenant_id']}",
                   generated_from=bundle["summary"]["last_created_at"] or EPOCH, summary=_summary(bundle),
                   sections=sections, timeline=[], hashes=hashes, how_to_verify=HOW_TO_VERIFY)
 

@@ -18,6 +18,7 @@ from aos_recording import dsse
 from aos_recording.hashing import GENESIS, canonical_json, manifest_hash, rfc3339
 from aos_recording.writers import AuditLedgerWriter, new_id
 from aos_evidence import queries as evidence
+from aos_evidence.kinds import BundleType, ExportFormat, ExportScope
 from aos_evidence.queries import AuditFilters
 from aos_runtime import errors
 from services.export import artifacts, bundles, store
@@ -32,9 +33,9 @@ MANIFEST_VERSION = "aos.export-manifest/v2"
 class Plan:
     """What to export, as validated from a request (or re-read from a recorded export)."""
     tenant_id: str
-    scope: str                          # LLM_RUN | INCIDENT | AUDIT_SLICE | SYSTEM_SLICE
-    bundle_type: str
-    format: str
+    scope: ExportScope
+    bundle_type: BundleType
+    format: ExportFormat
     run_id: str | None = None
     incident_id: str | None = None
     slice_filter: dict[str, Any] = field(default_factory=dict)   # the request's filter, JSON-able
@@ -49,12 +50,13 @@ class Plan:
         recorded = {k: v for k, v in (row["slice_filter"] or {}).items() if k not in ("max_seq", "recorded_until")}
         return (row["scope"], row["run_id"], row["incident_id"], row["bundle_type"], row["format"]) == (
             self.scope, self.run_id, self.incident_id, self.bundle_type, self.format) and \
-            recorded == (self.slice_filter if self.scope.endswith("SLICE") else {})
+            recorded == (self.slice_filter if self.scope.is_slice else {})
 
 
 def _head(plan: Plan) -> dict[str, Any]:
-    return {"format_version": bundles.FORMAT_VERSION, "tenant_id": plan.tenant_id, "scope": plan.scope,
-            "subject": plan.subject, "bundle_type": plan.bundle_type}
+    # Plain strings in the document: canonical_json takes its fast path only for exact builtins.
+    return {"format_version": bundles.FORMAT_VERSION, "tenant_id": plan.tenant_id, "scope": plan.scope.value,
+            "subject": plan.subject, "bundle_type": plan.bundle_type.value}
 
 
 # --- gathering ---------------------------------------------------------------------
@@ -89,10 +91,11 @@ def _governs(entry: Mapping[str, Any], max_seq: int) -> bool:
 
 def _views(bundle: dict[str, Any]) -> dict[str, Any]:
     """SOC2 adds its control mapping; EXECUTIVE keeps the debrief and the hashes, not the raw records."""
-    if bundle["bundle_type"] == "SOC2":
+    kind = BundleType(bundle["bundle_type"])
+    if kind is BundleType.SOC2:
         return {**bundle, "soc2": bundles.soc2(bundles.run_controls(bundle), str(bundle["subject"]),
                                                artifacts.newest_time(bundle))}
-    if bundle["bundle_type"] == "EXECUTIVE":
+    if kind is BundleType.EXECUTIVE:
         trace = bundle.get("trace") or {}
         return {**{k: bundle[k] for k in ("format_version", "tenant_id", "scope", "subject", "bundle_type")},
                 "debrief": bundles.run_debrief(bundle),
@@ -105,7 +108,7 @@ def _views(bundle: dict[str, Any]) -> dict[str, Any]:
 
 def _gather(conn: Connection, plan: Plan, writer: bundles.RecordWriter, max_seq: int) -> dict[str, Any]:
     head = _head(plan)
-    if plan.scope == "LLM_RUN":
+    if plan.scope is ExportScope.LLM_RUN:
         found = _run_evidence(conn, writer, plan.tenant_id, plan.run_id, max_seq)
         if found is None:
             raise errors.not_found(errors.Resource.RUN, plan.run_id)
@@ -126,7 +129,7 @@ def _gather(conn: Connection, plan: Plan, writer: bundles.RecordWriter, max_seq:
 
 def _slice_records(conn: Connection, plan: Plan, writer: bundles.RecordWriter, bounds: Mapping[str, Any]):
     f = plan.slice_filter
-    if plan.scope == "AUDIT_SLICE":
+    if plan.scope is ExportScope.AUDIT_SLICE:
         filters = AuditFilters(event_types=(f["event_type"],) if f.get("event_type") else (),
                                entity_type=f.get("entity_type"), actor_type=f.get("actor_type"),
                                actor_id=f.get("actor_id"), correlation_id=f.get("correlation_id"),
@@ -150,7 +153,7 @@ def render(conn: Connection, plan: Plan, key: dsse.SigningKey, sink: artifacts.S
     ``max_seq``, and for system slices ``recorded_until``)."""
     writer = bundles.RecordWriter()
     try:
-        if plan.scope in ("LLM_RUN", "INCIDENT"):
+        if not plan.scope.is_slice:
             bundle = _gather(conn, plan, writer, bounds["max_seq"])
             return artifacts.render_bundle(bundle, plan.format, writer.redactor.counts, key, sink)
         kind, records = _slice_records(conn, plan, writer, bounds)
@@ -168,7 +171,7 @@ def create(conn: Connection, plan: Plan, keys: dsse.KeyRing, actor_type: str, ac
     export_id = new_id("exp")
     ledger = evidence.ledger_head(conn, tenant)
     bounds = {"max_seq": ledger["seq"] if ledger else 0}
-    if plan.scope == "SYSTEM_SLICE":
+    if plan.scope is ExportScope.SYSTEM_SLICE:
         bounds["recorded_until"] = rfc3339(store.database_now(conn))
     sink = artifacts.Sink(lambda n, data: store.write_chunk(conn, tenant, export_id, n, data))
     rendered = render(conn, plan, keys.active, sink, bounds)
@@ -176,13 +179,13 @@ def create(conn: Connection, plan: Plan, keys: dsse.KeyRing, actor_type: str, ac
     created_at = store.database_now(conn)
     previous = store.lock_export_chain(conn, tenant)
     previous_chain = bytes(previous["chain_hash"]) if previous else GENESIS
-    slice_filter = {**plan.slice_filter, **bounds} if plan.scope.endswith("SLICE") else None
-    filename = f"{export_id}.{artifacts.EXTENSIONS[plan.format]}"
+    slice_filter = {**plan.slice_filter, **bounds} if plan.scope.is_slice else None
+    filename = f"{export_id}.{plan.format.extension}"
     manifest = {
         "format_version": MANIFEST_VERSION, "export_id": export_id, "tenant_id": tenant, "scope": plan.scope,
         "subject": {"run_id": plan.run_id} if plan.run_id else {"incident_id": plan.incident_id}
         if plan.incident_id else {"filter": slice_filter},
-        "bundle_type": plan.bundle_type, "format": plan.format, "content_type": artifacts.CONTENT_TYPES[plan.format],
+        "bundle_type": plan.bundle_type, "format": plan.format, "content_type": plan.format.content_type,
         "filename": filename, "size": rendered.size, "checksum": rendered.checksum.hex(), "records": rendered.records,
         "created_at": rfc3339(created_at), "requested_by": {"type": actor_type, "id": actor_id},
         # The artifact stays reproducible: the signing time lives here, in the manifest only.
@@ -220,8 +223,9 @@ def plan_of(row: Mapping[str, Any]) -> tuple[Plan, dict[str, Any]]:
     recorded = dict(row["slice_filter"] or {})
     bounds = {k: recorded.pop(k) for k in ("max_seq", "recorded_until") if k in recorded}
     bounds.setdefault("max_seq", row["manifest"]["ledger_checkpoint"]["seq"])
-    return Plan(tenant_id=row["tenant_id"], scope=row["scope"], bundle_type=row["bundle_type"], format=row["format"],
-                run_id=row["run_id"], incident_id=row["incident_id"], slice_filter=recorded), bounds
+    return Plan(tenant_id=row["tenant_id"], scope=ExportScope(row["scope"]), bundle_type=BundleType(row["bundle_type"]),
+                format=ExportFormat(row["format"]), run_id=row["run_id"], incident_id=row["incident_id"],
+                slice_filter=recorded), bounds
 
 
 def rerender_checksum(conn: Connection, row: Mapping[str, Any], key: dsse.SigningKey) -> bytes:

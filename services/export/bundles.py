@@ -20,6 +20,7 @@ from collections import Counter
 from datetime import datetime
 from typing import Any, Iterable, Mapping
 
+from aos_evidence.kinds import ExportScope
 from aos_recording.hashing import LEDGER_FIELDS, LLM_RUN_FIELDS, STEP_FIELDS, SYSTEM_RECORD_FIELDS, rfc3339
 from services.export.redaction import Redactor
 
@@ -222,8 +223,8 @@ class SliceSummary:
         return summary
 
 
-def slice_debrief(scope: str, summary: Mapping[str, Any]) -> dict[str, Any]:
-    what = "audit ledger entries" if scope == "AUDIT_SLICE" else "system records"
+def slice_debrief(scope: ExportScope, summary: Mapping[str, Any]) -> dict[str, Any]:
+    what = "audit ledger entries" if scope is ExportScope.AUDIT_SLICE else "system records"
     top = sorted(summary["by_event_type"].items(), key=lambda kv: (-kv[1], kv[0]))[:5]
     return {"headline": f"{summary['count']} {what} from {summary['first_created_at'] or '-'} "
                         f"to {summary['last_created_at'] or '-'}",

@@ -15,6 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from aos.evidence.v1 import bundle_pb2, integrity_pb2
 from aos.export.v1 import export_service_pb2 as pb, export_service_pb2_grpc as pb_grpc
 from aos_evidence import queries as evidence
+from aos_evidence.kinds import BundleType, ExportFormat, ExportScope
 from aos_evidence.messages import export_message
 from aos_recording import dsse, verify, verify_export
 from aos_recording.hashing import artifact_checksum, canonical_json, manifest_hash, rfc3339
@@ -80,13 +81,13 @@ class ExportService(pb_grpc.ExportServiceServicer):
         slice_filter: dict = {}
         if subject is None:
             r.violations.add("subject", "one of run_id, incident_id, audit_slice or system_slice is required")
-            scope = "LLM_RUN"
+            scope = ExportScope.LLM_RUN
         elif subject == "run_id":
-            scope, run_id = "LLM_RUN", r.resource_id(request.run_id, "run_id")
+            scope, run_id = ExportScope.LLM_RUN, r.resource_id(request.run_id, "run_id")
         elif subject == "incident_id":
-            scope, incident_id = "INCIDENT", r.resource_id(request.incident_id, "incident_id")
+            scope, incident_id = ExportScope.INCIDENT, r.resource_id(request.incident_id, "incident_id")
         elif subject == "audit_slice":
-            scope, s = "AUDIT_SLICE", request.audit_slice
+            scope, s = ExportScope.AUDIT_SLICE, request.audit_slice
             slice_filter = {
                 "event_type": r.enum(s.event_type, _AUDIT["event_type"].enum_type, "audit_slice.event_type"),
                 "entity_type": r.enum(s.entity_type, _AUDIT["entity_type"].enum_type, "audit_slice.entity_type"),
@@ -95,17 +96,18 @@ class ExportService(pb_grpc.ExportServiceServicer):
                 "correlation_id": r.optional_text(s.correlation_id, "audit_slice.correlation_id"),
                 **_range(r, s, "audit_slice")}
         else:
-            scope, s = "SYSTEM_SLICE", request.system_slice
+            scope, s = ExportScope.SYSTEM_SLICE, request.system_slice
             slice_filter = {
                 "component": r.optional_text(s.component, "system_slice.component"),
                 "event_type": r.enum(s.event_type, _SYSTEM["event_type"].enum_type, "system_slice.event_type"),
                 "severity": r.enum(s.severity, _SYSTEM["severity"].enum_type, "system_slice.severity"),
                 **_range(r, s, "system_slice")}
-        if fmt == "CSV" and scope in ("LLM_RUN", "INCIDENT"):
+        if fmt == ExportFormat.CSV and not scope.is_slice:
             r.violations.add("format", "CSV is for audit and system slices; export a run or an incident as JSON, "
                                        "PDF or ZIP")
         r.done()
-        return builder.Plan(tenant_id=tenant, scope=scope, bundle_type=bundle_type, format=fmt, run_id=run_id,
+        return builder.Plan(tenant_id=tenant, scope=scope, bundle_type=BundleType(bundle_type),
+                            format=ExportFormat(fmt), run_id=run_id,
                             incident_id=incident_id,
                             slice_filter={k: v for k, v in slice_filter.items() if v is not None},
                             idempotency_key=key)
@@ -267,7 +269,7 @@ class ExportService(pb_grpc.ExportServiceServicer):
             # cannot come out byte for byte, and that is not a change of its records.
             check("reproducible", False, f"redacted under profile {profile}; this service redacts under "
                                          f"{redaction.PROFILE} and cannot re-render it; verify it offline")
-        elif self.keys.active.public.key_id == row["signing_key_id"] or row["format"] != "ZIP":
+        elif self.keys.active.public.key_id == row["signing_key_id"] or row["format"] != ExportFormat.ZIP:
             rendered = builder.rerender_checksum(conn, row, self.keys.active)
             check("reproducible", rendered == bytes(row["checksum"]),
                   "re-rendered from the source records: " +
