@@ -20,16 +20,17 @@ import socket
 import subprocess
 import sys
 import threading
-from typing import Callable, NoReturn
+from collections.abc import Callable
+from typing import NoReturn
 
 from aos_runtime import auth, provision
-from aos_runtime.local_state import dev_secret
 from aos_runtime.config import ConfigError, Settings, check_dev_key_allowed
 from aos_runtime.db import READ_ONLY, ROLES, Database, check_login, libpq_url
 from aos_runtime.embedded import DATABASE, embedded_port, stop_embedded
+from aos_runtime.local_state import dev_secret
 from aos_runtime.observability import configure_logging
 from aos_runtime.pagination import PageTokens
-from aos_runtime.server import Servicer, ServiceContext, ServiceServer, run_until_signalled
+from aos_runtime.server import ServiceContext, Servicer, ServiceServer, run_until_signalled
 
 log = logging.getLogger("aos.service")
 
@@ -185,7 +186,7 @@ def _supervise(name: str, servicers: Callable[[ServiceContext], list[Servicer]],
     workers: dict[int, int] = {}      # pid → worker index
     stopping = False
 
-    def stop(signum: int | None = None, frame=None) -> None:  # noqa: ARG001
+    def stop(signum: int | None = None, frame=None) -> None:
         nonlocal stopping
         stopping = True
         for pid in list(workers):
@@ -253,7 +254,7 @@ def _worker(index: int, name: str, servicers: Callable[[ServiceContext], list[Se
         _tag_logs(index)
         asyncio.run(_serve(name, servicers, settings, url, port=port, reuse_port=True))
         code = 0
-    except BaseException:  # noqa: BLE001 - whatever it was, the supervisor sees the exit code
+    except BaseException:  # whatever it was, the supervisor sees the exit code
         log.exception("worker failed", extra={"service": name})
     finally:
         # os._exit: the supervisor's context (the embedded Postgres it may have started,
