@@ -76,7 +76,8 @@ def run_service(name: str, servicers: Callable[[ServiceContext], list[Servicer]]
         page_tokens = PageTokens.from_settings(settings)
         # A servicer reads the keys only it needs (the export signing keys) when it is built:
         # built once here, with no database (no call reaches it), so they are checked here too.
-        servicers(ServiceContext(db=None, page_tokens=page_tokens, settings=settings))
+        servicers(ServiceContext(db=None, page_tokens=page_tokens,  # type: ignore[arg-type]  # no call, no db
+                                 settings=settings))
     except ConfigError as exc:
         sys.exit(f"configuration error: {exc}")
     started_embedded = False
