@@ -7,31 +7,31 @@ service answers (Logs lists an export; Export creates it).
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any, Mapping, overload
 
 from google.protobuf import json_format, struct_pb2
 
-from aos.evidence.v1 import bundle_pb2, evidence_pb2
+from aos.evidence.v1 import bundle_pb2, evidence_pb2, records_pb2 as evidence_records, sources_pb2
 from aos.logs.v1 import llm_runs_service_pb2 as runs_pb, records_pb2
 from aos_evidence.kinds import BundleType, ExportFormat, ExportScope
 from aos_recording import dsse
 from aos_recording.hashing import canonical_json
 from aos_runtime.evidence import Evidence, actor_fields, metadata, timestamp
-from aos_runtime.validation import canonical_names
+from aos_runtime.validation import canonical_values
 
-EVENTS = canonical_names("aos.evidence.v1.AuditEventType")
-ENTITIES = canonical_names("aos.evidence.v1.AuditEntityType")
-ACTORS = canonical_names("aos.evidence.v1.ActorType")
-RUN_STATUSES = canonical_names("aos.evidence.v1.LlmRunStatus")
-EXECUTORS = canonical_names("aos.evidence.v1.ExecutorType")
-OUTCOMES = canonical_names("aos.evidence.v1.RunOutcome")
-TRACE_STATUSES = canonical_names("aos.evidence.v1.TraceStatus")
-STEP_TYPES = canonical_names("aos.evidence.v1.StepType")
-STEP_LEVELS = canonical_names("aos.evidence.v1.StepLevel")
-BREACH_TYPES = canonical_names("aos.evidence.v1.BreachType")
-SYSTEM_EVENTS = canonical_names("aos.evidence.v1.SystemEventType")
-SEVERITIES = canonical_names("aos.evidence.v1.SystemSeverity")
-CAUSES = canonical_names("aos.evidence.v1.CausedBy")
+EVENTS = canonical_values(evidence_pb2.AuditEventType)
+ENTITIES = canonical_values(evidence_pb2.AuditEntityType)
+ACTORS = canonical_values(evidence_pb2.ActorType)
+RUN_STATUSES = canonical_values(evidence_records.LlmRunStatus)
+EXECUTORS = canonical_values(evidence_records.ExecutorType)
+OUTCOMES = canonical_values(evidence_records.RunOutcome)
+TRACE_STATUSES = canonical_values(evidence_records.TraceStatus)
+STEP_TYPES = canonical_values(evidence_records.StepType)
+STEP_LEVELS = canonical_values(evidence_records.StepLevel)
+BREACH_TYPES = canonical_values(sources_pb2.BreachType)
+SYSTEM_EVENTS = canonical_values(evidence_records.SystemEventType)
+SEVERITIES = canonical_values(evidence_records.SystemSeverity)
+CAUSES = canonical_values(evidence_records.CausedBy)
 
 DOMAIN_OF_ENTITY = {"POLICY_RULE": "POLICY", "POLICY_PROPOSAL": "POLICY", "LIMIT": "POLICY",
                     "INCIDENT": "INCIDENTS", "ACTOR": "SYSTEM", "API_KEY": "SYSTEM", "LOG_EXPORT": "LOGS"}
@@ -94,6 +94,12 @@ def export_message(row: Mapping[str, Any]) -> bundle_pb2.Export:
 
 def _canonical(value: Any) -> str:
     return canonical_json(value).decode()
+
+
+@overload
+def struct(value: Mapping[str, Any]) -> struct_pb2.Struct: ...
+@overload
+def struct(value: None) -> None: ...
 
 
 def struct(value: Mapping[str, Any] | None) -> struct_pb2.Struct | None:

@@ -3,16 +3,18 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import grpc
+
 from aos.evidence.v1 import integrity_pb2
 from aos.logs.v1 import audit_ledger_service_pb2 as pb, audit_ledger_service_pb2_grpc as pb_grpc
+from aos_evidence import queries as evidence
+from aos_evidence.messages import audit_entry, export_message, struct
 from aos_recording import retention, verify
 from aos_runtime import auth, errors
 from aos_runtime.evidence import timestamp
 from aos_runtime.pagination import Listing
 from aos_runtime.server import ServiceContext
 from aos_runtime.validation import Request
-from aos_evidence import queries as evidence
-from aos_evidence.messages import audit_entry, export_message, struct
 from services.logs import store
 from services.logs.messages import answer_metadata
 
@@ -39,7 +41,8 @@ class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
         return listing.answer(response_cls, page, entries=entries,
                               metadata=answer_metadata(listing.tenant_id, "audit_ledger", entries))
 
-    async def ListAuditEntries(self, request, context):
+    async def ListAuditEntries(self, request: pb.ListAuditEntriesRequest,
+                               context: grpc.aio.ServicerContext) -> pb.ListAuditEntriesResponse:
         r = Request()
         event = r.enum(request.event_type, pb.ListAuditEntriesRequest.DESCRIPTOR.fields_by_name["event_type"].enum_type,
                        "event_type")
@@ -66,17 +69,21 @@ class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
         filters = store.AuditFilters(event_types=events, actor_id=actor_id, created_after=start, created_before=end)
         return await self._list(request, list_name, filters, limit, response_cls)
 
-    async def ListIdentityEvents(self, request, context):
+    async def ListIdentityEvents(self, request: pb.ListIdentityEventsRequest,
+                                 context: grpc.aio.ServicerContext) -> pb.ListIdentityEventsResponse:
         return await self._category(request, "audit.identity", IDENTITY, pb.ListIdentityEventsResponse)
 
-    async def ListAuthorizationDecisions(self, request, context):
+    async def ListAuthorizationDecisions(self, request: pb.ListAuthorizationDecisionsRequest,
+                                         context: grpc.aio.ServicerContext) -> pb.ListAuthorizationDecisionsResponse:
         return await self._category(request, "audit.authorization", AUTHORIZATION,
                                     pb.ListAuthorizationDecisionsResponse)
 
-    async def ListAccessEvents(self, request, context):
+    async def ListAccessEvents(self, request: pb.ListAccessEventsRequest,
+                               context: grpc.aio.ServicerContext) -> pb.ListAccessEventsResponse:
         return await self._category(request, "audit.access", ACCESS, pb.ListAccessEventsResponse)
 
-    async def GetAuditEntry(self, request, context):
+    async def GetAuditEntry(self, request: pb.GetAuditEntryRequest,
+                            context: grpc.aio.ServicerContext) -> pb.GetAuditEntryResponse:
         r = Request()
         entry_id = r.resource_id(request.entry_id, "entry_id")
         r.done()
@@ -88,7 +95,8 @@ class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
         return pb.GetAuditEntryResponse(metadata=entry.metadata, entry=entry, before_state=struct(row["before_state"]),
                                         after_state=struct(row["after_state"]))
 
-    async def GetIntegrityReport(self, request, context):
+    async def GetIntegrityReport(self, request: pb.GetIntegrityReportRequest,
+                                 context: grpc.aio.ServicerContext) -> pb.GetIntegrityReportResponse:
         r = Request()
         if request.from_seq < 0:
             r.violations.add("from_seq", "must not be negative")
@@ -113,7 +121,7 @@ class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
                                      recorded_at=head["recorded_at"] if head else None,
                                      checksum=bytes(head["chain_hash"]) if head else None),
             checked_at=timestamp(now), entries_checked=report.checked,
-            anomalies=[integrity_pb2.ChainAnomaly(seq=a.seq, kind=integrity_pb2.AnomalyKind.Value(f"ANOMALY_KIND_{a.kind}"),
+            anomalies=[integrity_pb2.ChainAnomaly(seq=a.seq, kind=f"ANOMALY_KIND_{a.kind}",
                                                   expected=a.expected, actual=a.actual, detail=a.detail)
                        for a in report.anomalies])
         if head is None:
@@ -136,7 +144,8 @@ class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
             response.status = integrity_pb2.INTEGRITY_STATUS_VERIFIED
         return response
 
-    async def ListAuditExports(self, request, context):
+    async def ListAuditExports(self, request: pb.ListAuditExportsRequest,
+                               context: grpc.aio.ServicerContext) -> pb.ListAuditExportsResponse:
         r = Request()
         start, end = r.time_range(request)
         limit = r.page_size(request.page_size)

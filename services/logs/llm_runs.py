@@ -1,15 +1,24 @@
 """LlmRunsService (O1–O5): translates requests into store calls and rows into protos."""
 from __future__ import annotations
 
+import grpc
+
 from aos.logs.v1 import llm_runs_service_pb2 as pb, llm_runs_service_pb2_grpc as pb_grpc
+from aos_evidence import queries as evidence
+from aos_evidence.messages import (
+    audit_entry,
+    breach_message,
+    export_message,
+    run_message,
+    step_message,
+    trace_evidence,
+    trace_message,
+)
 from aos_runtime import auth, errors
 from aos_runtime.evidence import metadata
 from aos_runtime.pagination import Listing
 from aos_runtime.server import ServiceContext
 from aos_runtime.validation import Request
-from aos_evidence import queries as evidence
-from aos_evidence.messages import (audit_entry, breach_message, export_message, run_message, step_message,
-                                   trace_evidence, trace_message)
 from services.logs import store
 from services.logs.messages import answer_metadata
 from services.logs.replay import load_replay
@@ -23,7 +32,8 @@ class LlmRunsService(pb_grpc.LlmRunsServiceServicer):
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
 
-    async def ListLlmRuns(self, request, context):
+    async def ListLlmRuns(self, request: pb.ListLlmRunsRequest,
+                          context: grpc.aio.ServicerContext) -> pb.ListLlmRunsResponse:
         r = Request()
         fields = pb.ListLlmRunsRequest.DESCRIPTOR.fields_by_name
         filters = store.RunFilters(
@@ -48,7 +58,8 @@ class LlmRunsService(pb_grpc.LlmRunsServiceServicer):
         r.done()
         return auth.principal().tenant_id, run_id
 
-    async def GetLlmRunEnvelope(self, request, context):
+    async def GetLlmRunEnvelope(self, request: pb.GetLlmRunEnvelopeRequest,
+                                context: grpc.aio.ServicerContext) -> pb.GetLlmRunEnvelopeResponse:
         tenant, run_id = await self._run_id(request)
         row = await self.ctx.db.run(tenant, evidence.get_run, tenant, run_id)
         if row is None:
@@ -56,7 +67,8 @@ class LlmRunsService(pb_grpc.LlmRunsServiceServicer):
         run = run_message(row)
         return pb.GetLlmRunEnvelopeResponse(metadata=run.metadata, run=run)
 
-    async def GetLlmRunTrace(self, request, context):
+    async def GetLlmRunTrace(self, request: pb.GetLlmRunTraceRequest,
+                             context: grpc.aio.ServicerContext) -> pb.GetLlmRunTraceResponse:
         tenant, run_id = await self._run_id(request)
         trace, steps = await self.ctx.db.run(tenant, evidence.get_trace, tenant, run_id)
         if trace is None:
@@ -66,7 +78,8 @@ class LlmRunsService(pb_grpc.LlmRunsServiceServicer):
             steps=[step_message(s, trace["violation_step_index"]) for s in steps], total_steps=len(steps),
             total_duration_ms=sum(s["duration_ms"] for s in steps), total_tokens=sum(s["tokens"] for s in steps))
 
-    async def GetLlmRunGovernance(self, request, context):
+    async def GetLlmRunGovernance(self, request: pb.GetLlmRunGovernanceRequest,
+                                  context: grpc.aio.ServicerContext) -> pb.GetLlmRunGovernanceResponse:
         tenant, run_id = await self._run_id(request)
         found = await self.ctx.db.run(tenant, _governance, tenant, run_id)
         if found is None:
@@ -81,12 +94,14 @@ class LlmRunsService(pb_grpc.LlmRunsServiceServicer):
                           if s["step_type"] in ("policy_check", "violation")],
             overrides=[e for e, row in zip(audit, entries) if row["event_type"] in OVERRIDE_EVENTS])
 
-    async def GetLlmRunReplay(self, request, context):
+    async def GetLlmRunReplay(self, request: pb.GetLlmRunReplayRequest,
+                              context: grpc.aio.ServicerContext) -> pb.GetLlmRunReplayResponse:
         window = await load_replay(self.ctx, request, llm=True, policy=True)
         tenant = auth.principal().tenant_id
         return pb.GetLlmRunReplayResponse(metadata=answer_metadata(tenant, "replay", window.events), replay=window)
 
-    async def GetLlmRunExport(self, request, context):
+    async def GetLlmRunExport(self, request: pb.GetLlmRunExportRequest,
+                              context: grpc.aio.ServicerContext) -> pb.GetLlmRunExportResponse:
         r = Request()
         run_id = r.resource_id(request.run_id, "run_id")
         limit = r.page_size(request.page_size)
@@ -109,6 +124,7 @@ def _governance(conn, tenant: str, run_id: str):
 
 
 def _run_exports(conn, tenant: str, filters: evidence.ExportFilters, after, limit: int):
-    if not store.run_exists(conn, tenant, filters.run_id):
+    # GetLlmRunExport's filter always names its run; a filter without one has no run to find.
+    if filters.run_id is None or not store.run_exists(conn, tenant, filters.run_id):
         return None
     return evidence.list_exports(conn, tenant, filters, after, limit)

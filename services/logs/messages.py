@@ -33,7 +33,7 @@ def answer_metadata(tenant_id: str, component: str, items=(), *, now: datetime |
                              system_id="aos-logs", checksum=checksum))
 
 
-def replay_center(trace: Mapping[str, Any]) -> tuple[datetime, int]:
+def replay_center(trace: Mapping[str, Any]) -> tuple[datetime, records_pb2.ReplayCenter]:
     """The inflection point: the violation, else completion, else start (SPEC section 4, O4)."""
     if trace["violation_timestamp"] is not None:
         return trace["violation_timestamp"], records_pb2.REPLAY_CENTER_VIOLATION

@@ -4,10 +4,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from aos.logs.v1 import records_pb2
+from aos_evidence import queries as evidence
 from aos_runtime import auth, errors
 from aos_runtime.server import ServiceContext
 from aos_runtime.validation import Request
-from aos_evidence import queries as evidence
 from services.logs import store
 from services.logs.messages import replay_center, replay_window
 

@@ -1,10 +1,12 @@
 """The Logs service: LlmRunsService, SystemLogsService and AuditLedgerService — read-only raw evidence."""
 from __future__ import annotations
 
-from aos.logs.v1 import audit_ledger_service_pb2_grpc as audit_grpc
-from aos.logs.v1 import llm_runs_service_pb2_grpc as runs_grpc
-from aos.logs.v1 import system_logs_service_pb2_grpc as system_grpc
-from aos_runtime.server import Servicer, ServiceContext
+from aos.logs.v1 import (
+    audit_ledger_service_pb2_grpc as audit_grpc,
+    llm_runs_service_pb2_grpc as runs_grpc,
+    system_logs_service_pb2_grpc as system_grpc,
+)
+from aos_runtime.server import ServiceContext, Servicer
 from services.logs import audit_ledger, llm_runs, system_logs
 
 

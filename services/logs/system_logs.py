@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
+import grpc
+
 from aos.logs.v1 import system_logs_service_pb2 as pb, system_logs_service_pb2_grpc as pb_grpc
 from aos_evidence.messages import CAUSES, SYSTEM_EVENTS, system_record
 from aos_runtime import auth, errors
@@ -27,7 +29,8 @@ class SystemLogsService(pb_grpc.SystemLogsServiceServicer):
     def _listing(self, name: str, filters) -> Listing:
         return Listing.of(self.ctx.page_tokens, auth.principal().tenant_id, name, filters)
 
-    async def ListSystemRecords(self, request, context):
+    async def ListSystemRecords(self, request: pb.ListSystemRecordsRequest,
+                                context: grpc.aio.ServicerContext) -> pb.ListSystemRecordsResponse:
         r = Request()
         fields = pb.ListSystemRecordsRequest.DESCRIPTOR.fields_by_name
         start, end = r.time_range(request)
@@ -43,7 +46,8 @@ class SystemLogsService(pb_grpc.SystemLogsServiceServicer):
         return listing.answer(pb.ListSystemRecordsResponse, page, records=records,
                               metadata=answer_metadata(listing.tenant_id, "system_records", records))
 
-    async def GetSystemSnapshot(self, request, context):
+    async def GetSystemSnapshot(self, request: pb.GetSystemSnapshotRequest,
+                                context: grpc.aio.ServicerContext) -> pb.GetSystemSnapshotResponse:
         tenant, run_id, _ = _run(request)
         found = await self.ctx.db.run(tenant, _snapshot, tenant, run_id)
         if found is None:
@@ -56,7 +60,8 @@ class SystemLogsService(pb_grpc.SystemLogsServiceServicer):
             metadata=record.metadata, run_id=run_id, baseline=record,
             basis=pb.SNAPSHOT_BASIS_CORRELATED if correlated else pb.SNAPSHOT_BASIS_PRECEDING_BASELINE)
 
-    async def GetSystemTelemetry(self, request, context):
+    async def GetSystemTelemetry(self, request: pb.GetSystemTelemetryRequest,
+                                 context: grpc.aio.ServicerContext) -> pb.GetSystemTelemetryResponse:
         tenant, run_id, _ = _run(request)
         count = await self.ctx.db.run(tenant, _telemetry, tenant, run_id)
         if count is None:
@@ -65,7 +70,8 @@ class SystemLogsService(pb_grpc.SystemLogsServiceServicer):
             metadata=answer_metadata(tenant, "telemetry"), run_id=run_id, status=pb.TELEMETRY_STATUS_NOT_COLLECTED,
             reason=TELEMETRY_GAP, available_data=AVAILABLE_INSTEAD, run_event_count=count)
 
-    async def ListSystemRunEvents(self, request, context):
+    async def ListSystemRunEvents(self, request: pb.ListSystemRunEventsRequest,
+                                  context: grpc.aio.ServicerContext) -> pb.ListSystemRunEventsResponse:
         tenant, run_id, limit = _run(request)
         listing = self._listing("system.run-events", {"run_id": run_id})
         page = await listing.fetch(self.ctx.db, request.page_token, _run_events, run_id, limit=limit)
@@ -75,12 +81,14 @@ class SystemLogsService(pb_grpc.SystemLogsServiceServicer):
         return listing.answer(pb.ListSystemRunEventsResponse, page, records=records,
                               metadata=answer_metadata(tenant, "system_records", records))
 
-    async def GetSystemReplay(self, request, context):
+    async def GetSystemReplay(self, request: pb.GetSystemReplayRequest,
+                              context: grpc.aio.ServicerContext) -> pb.GetSystemReplayResponse:
         window = await load_replay(self.ctx, request, llm=False, policy=False)
         return pb.GetSystemReplayResponse(
             metadata=answer_metadata(auth.principal().tenant_id, "replay", window.events), replay=window)
 
-    async def GetSystemAttribution(self, request, context):
+    async def GetSystemAttribution(self, request: pb.GetSystemAttributionRequest,
+                                   context: grpc.aio.ServicerContext) -> pb.GetSystemAttributionResponse:
         r = Request()
         start, end = r.time_range(request)
         limit = r.page_size(request.page_size)

@@ -7,20 +7,22 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import grpc
+
 from aos.evidence.v1 import evidence_pb2, sources_pb2
 from aos.overview.v1 import overview_service_pb2 as pb, overview_service_pb2_grpc as pb_grpc
 from aos_runtime import auth
 from aos_runtime.evidence import timestamp
 from aos_runtime.pagination import Listing
 from aos_runtime.periods import month_of, reset_window
-from aos_runtime.server import Servicer, ServiceContext
-from aos_runtime.validation import Request, canonical_names
+from aos_runtime.server import ServiceContext, Servicer
+from aos_runtime.validation import Request, canonical_values
 from services.overview import projection, store
 
 DESCRIPTOR = pb.DESCRIPTOR.services_by_name["OverviewService"]
 CURRENCY = "USD"  # worker_runs.cost_cents are USD cents; only USD budgets compare with them
-_LIMIT_SCOPES = canonical_names("aos.evidence.v1.LimitScope")
-_RESET_PERIODS = canonical_names("aos.evidence.v1.ResetPeriod")
+_LIMIT_SCOPES = canonical_values(sources_pb2.LimitScope)
+_RESET_PERIODS = canonical_values(sources_pb2.ResetPeriod)
 _SOURCES = {pb.DECISION_SOURCE_INCIDENT: "INCIDENT", pb.DECISION_SOURCE_POLICY: "POLICY"}
 _PRIORITIES = {pb.DECISION_PRIORITY_CRITICAL: "CRITICAL", pb.DECISION_PRIORITY_HIGH: "HIGH",
                pb.DECISION_PRIORITY_MEDIUM: "MEDIUM", pb.DECISION_PRIORITY_LOW: "LOW"}
@@ -43,7 +45,8 @@ class OverviewService(pb_grpc.OverviewServiceServicer):
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
 
-    async def GetHighlights(self, request, context):
+    async def GetHighlights(self, request: pb.GetHighlightsRequest,
+                            context: grpc.aio.ServicerContext) -> pb.GetHighlightsResponse:
         tenant = auth.principal().tenant_id
         now = datetime.now(timezone.utc)
         counts, totals = await self.ctx.db.run(tenant, store.highlights, tenant, now - projection.RECENT_BREACHES)
@@ -53,7 +56,7 @@ class OverviewService(pb_grpc.OverviewServiceServicer):
         pending = {"Incidents": (counts.active_incidents, counts.critical_incidents),
                    "Policies": (counts.draft_proposals, 0), "Activity": (counts.pending_runs, 0)}
         response = pb.GetHighlightsResponse(
-            pulse=pb.Pulse(status=pb.PulseStatus.Value(f"PULSE_STATUS_{status}"),
+            pulse=pb.Pulse(status=f"PULSE_STATUS_{status}",
                            active_incidents=counts.active_incidents, pending_decisions=pending_decisions,
                            recent_breaches=counts.recent_breaches),
             domain_counts=[pb.DomainCount(domain=domain, total=total, total_is_estimate=estimate,
@@ -64,7 +67,7 @@ class OverviewService(pb_grpc.OverviewServiceServicer):
             response.last_activity_at.CopyFrom(timestamp(counts.last_activity_at))
         return response
 
-    async def GetCosts(self, request, context):
+    async def GetCosts(self, request: pb.GetCostsRequest, context: grpc.aio.ServicerContext) -> pb.GetCostsResponse:
         r = Request()
         now = datetime.now(timezone.utc)
         default_start, default_end = month_of(now)
@@ -83,7 +86,8 @@ class OverviewService(pb_grpc.OverviewServiceServicer):
             violations=pb.CostViolations(breach_count=costs.breach_count,
                                          total_overage=_money(projection.cents(costs.overage))))
 
-    async def ListDecisions(self, request, context):
+    async def ListDecisions(self, request: pb.ListDecisionsRequest,
+                            context: grpc.aio.ServicerContext) -> pb.ListDecisionsResponse:
         r = Request()
         limit = r.page_size(request.page_size)
         source = priority = None
@@ -123,7 +127,7 @@ def _budget_limit(row, window: tuple[datetime | None, datetime | None], used_cen
         scope=_LIMIT_SCOPES[row["scope"]], scope_id=row["scope_id"], reset_period=_RESET_PERIODS[row["reset_period"]],
         window=_period(*window), max_value=_money(projection.cents(row["max_value"])), used_value=_money(usage.used),
         remaining_value=_money(projection.cents(usage.remaining)), utilization_bp=usage.utilization_bp,
-        status=pb.BudgetStatus.Value(f"BUDGET_STATUS_{usage.status}"))
+        status=f"BUDGET_STATUS_{usage.status}")
 
 
 def _decision(row) -> pb.Decision:
@@ -133,7 +137,7 @@ def _decision(row) -> pb.Decision:
         source_domain=pb.DECISION_SOURCE_INCIDENT if incident else pb.DECISION_SOURCE_POLICY,
         entity_type=evidence_pb2.AUDIT_ENTITY_TYPE_INCIDENT if incident else evidence_pb2.AUDIT_ENTITY_TYPE_POLICY_PROPOSAL,
         entity_id=row["id"], decision_type=pb.DECISION_TYPE_ACK if incident else pb.DECISION_TYPE_APPROVE,
-        priority=pb.DecisionPriority.Value(f"DECISION_PRIORITY_{priority}"), summary=row["summary"],
+        priority=f"DECISION_PRIORITY_{priority}", summary=row["summary"],
         created_at=timestamp(row["created_at"]))
 
 
