@@ -7,9 +7,29 @@ two agree.
 """
 from __future__ import annotations
 
+from google.protobuf import descriptor_pool
+
 # Imported for their enums, which register in the default descriptor pool.
-from aos.evidence.v1 import bundle_pb2, evidence_pb2, records_pb2, sources_pb2  # noqa: F401
-from aos_runtime.validation import canonical_names
+from aos.evidence.v1 import bundle_pb2, evidence_pb2, options_pb2, records_pb2, sources_pb2  # noqa: F401
+
+
+def canonical_names(enum_full_name: str) -> dict[str, int]:
+    """``{"PolicyRuleCreated": 1, ...}``: an enum's database spellings (its canonical_name options).
+
+    Here, in the recording library, rather than in the server runtime: the writers check
+    against these sets and the library's core imports nothing of the runtime (nor grpc);
+    aos_runtime.validation hands the same function on to the services."""
+    enum = descriptor_pool.Default().FindEnumTypeByName(enum_full_name)
+    names = {}
+    for value in enum.values:
+        if value.number == 0:
+            continue
+        name: str = value.GetOptions().Extensions[options_pb2.canonical_name]  # type: ignore[index]  # protoc's .pyi types an extension as a plain FieldDescriptor
+        if not name:
+            raise ValueError(f"{enum_full_name}.{value.name} has no canonical_name option")
+        names[name] = value.number
+    return names
+
 
 _E = "aos.evidence.v1."
 AUDIT_EVENTS = frozenset(canonical_names(_E + "AuditEventType"))

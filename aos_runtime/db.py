@@ -16,7 +16,7 @@ What the async model gave for free is kept explicitly:
   call has left, and a cancelled call cancels its running query (psycopg's
   ``cancel()`` is safe from another thread);
 - a call never waits forever for a connection: after ``pool_timeout_s`` in the
-  queue it is refused with RESOURCE_EXHAUSTED, and the deadline bounds it too.
+  queue it is refused (PoolExhausted: RESOURCE_EXHAUSTED), and the deadline bounds it too.
 
 Every transaction carries the caller's tenant (``SET LOCAL aos.tenant_id``; row-level
 security reads it). Each service logs in as its own LOGIN role (SPEC §6; made by
@@ -34,18 +34,19 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import threading
 import time
+from collections.abc import AsyncIterator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
-import grpc
 import psycopg
 import sqlalchemy.exc
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from aos_runtime.config import ConfigError
-from aos_runtime.errors import ApiError
+from aos_runtime.faults import DeadlinePassed, PoolExhausted, ReplicaBehind
 
 T = TypeVar("T")
 log = logging.getLogger("aos.db")
@@ -63,10 +64,9 @@ READ_ONLY = frozenset({"overview", "logs"})
 call_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("call_deadline", default=None)
 
 # Read-your-writes on a replica (docs/SERVING.md): a write answers with the WAL position
-# after its commit (WAL_POSITION_HEADER); a read that passes it back (MIN_WAL_POSITION_HEADER,
-# set here by the server's call wrapper) waits until its database has replayed that far.
-WAL_POSITION_HEADER = "x-aos-wal-lsn"
-MIN_WAL_POSITION_HEADER = "x-aos-min-lsn"
+# after its commit (aos_runtime.headers.WAL_POSITION_HEADER); a read that passes it back
+# (MIN_WAL_POSITION_HEADER, set here by the server's call wrapper) waits until its database
+# has replayed that far.
 min_wal_position: contextvars.ContextVar[str | None] = contextvars.ContextVar("min_wal_position", default=None)
 # The longest a read waits for its replica (less when the call's deadline is nearer).
 REPLAY_WAIT_S = 5.0
@@ -209,8 +209,7 @@ class Database:
         if remaining <= 0:
             # Waited in the queue past its deadline: the caller has its answer
             # (DEADLINE_EXCEEDED) already; do not spend a connection on it.
-            raise ApiError(grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED",
-                           "the call's deadline passed before a database connection was free")
+            raise DeadlinePassed()
         return min(self.statement_timeout_ms, remaining)
 
     async def run(self, tenant_id: str | None, work: Callable[..., T], *args: Any) -> T:
@@ -238,8 +237,7 @@ class Database:
             done, _ = await asyncio.wait({future}, timeout=self.pool_timeout_s)
             # cancel() succeeds only for a job that has not started: never for one that may have written.
             if not done and queued.cancel():
-                raise ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "DATABASE_POOL_EXHAUSTED",
-                               "every database connection stayed busy; retry with backoff")
+                raise PoolExhausted()
             return await future
         except asyncio.CancelledError:
             # The caller went away (cancel or deadline): stop its query, not just our wait.
@@ -248,6 +246,53 @@ class Database:
             if dbapi is not None:
                 dbapi.cancel()
             raise
+
+    async def stream(self, tenant_id: str | None, work: Callable[..., Iterable[T]], *args: Any) -> AsyncIterator[T]:
+        """Yield the items of ``work(conn, *args)`` (e.g. rows of a server-side cursor) as
+        ``run`` would return them: one transaction scoped to ``tenant_id``, the same pool
+        timeout, deadline and cancellation (a caller that leaves cancels the running query).
+
+        One item in flight at a time: the pool thread makes the next one only when the
+        previous one was taken, so memory stays at one item however long the stream. A
+        consumer that stops early (closes the iterator, or is cancelled) frees the thread and
+        the connection: the thread is never left waiting to hand over an item nobody takes."""
+        loop = asyncio.get_running_loop()
+        handoff: asyncio.Queue[tuple[bool, T | None]] = asyncio.Queue(maxsize=1)
+        stopped = threading.Event()
+
+        def hand(last: bool, item: T | None) -> None:
+            if stopped.is_set():
+                raise _StreamAbandoned()
+            asyncio.run_coroutine_threadsafe(handoff.put((last, item)), loop).result()
+
+        def pump(conn: Any) -> None:
+            for item in work(conn, *args):
+                hand(False, item)
+            hand(True, None)
+
+        producer = asyncio.ensure_future(self.run(tenant_id, pump))
+        try:
+            while True:
+                getter = asyncio.ensure_future(handoff.get())
+                done, _ = await asyncio.wait({getter, producer}, return_when=asyncio.FIRST_COMPLETED)
+                if getter not in done:
+                    getter.cancel()
+                    producer.result()  # raises what the work raised
+                    raise RuntimeError("the stream's work ended without its end mark")
+                last, item = getter.result()
+                if last:
+                    break
+                yield item  # type: ignore[misc]  # only the end mark carries None
+            await producer
+        finally:
+            if not producer.done():
+                # Stop the thread at its next hand-over, and free a hand-over already waiting
+                # (the queue holds one item): the transaction then rolls back and the
+                # connection goes back to the pool. A query running now is cancelled by run().
+                stopped.set()
+                while not handoff.empty():
+                    handoff.get_nowait()
+                producer.cancel()
 
     async def wal_position(self) -> str:
         """Where this database's WAL insert position stands now: at or past the end of every
@@ -271,9 +316,13 @@ class Database:
         await asyncio.to_thread(self.engine.dispose)
 
 
+class _StreamAbandoned(Exception):
+    """Ends a stream's work in its pool thread once the consumer has stopped taking items."""
+
+
 def _await_replay(conn, wanted: str, deadline: float | None) -> None:
     """Returns once the session's database has replayed up to ``wanted`` (at once on a
-    primary); UNAVAILABLE (another instance may be further) after REPLAY_WAIT_S, or the
+    primary); ReplicaBehind (another instance may be further) after REPLAY_WAIT_S, or the
     call's deadline if sooner: a waiting call holds a pooled connection. Each poll is a
     statement of its own, so the work that follows (READ COMMITTED) sees what was replayed."""
     give_up = min(deadline if deadline is not None else float("inf"), time.monotonic() + REPLAY_WAIT_S)
@@ -282,7 +331,5 @@ def _await_replay(conn, wanted: str, deadline: float | None) -> None:
         if caught_up:
             return
         if time.monotonic() >= give_up:
-            raise ApiError(grpc.StatusCode.UNAVAILABLE, "REPLICA_BEHIND",
-                           f"this instance's database has replayed the WAL up to {replayed}, not yet to {wanted} "
-                           f"({MIN_WAL_POSITION_HEADER}); retry", metadata={"replayed": replayed or ""})
+            raise ReplicaBehind(replayed, wanted)
         time.sleep(0.005)

@@ -1,7 +1,8 @@
 """Errors as callers see them (SPEC section 3, AIP-193).
 
-Handlers and stores raise ``ApiError`` (usually through the helpers below); the
-server's call wrapper turns it — or any database failure — into a canonical
+Handlers raise ``ApiError`` (usually through the helpers below); the layers below the
+edge raise domain faults (``aos_runtime.faults``) and know nothing of gRPC. The
+server's call wrapper turns either — or any database failure — into a canonical
 status with ``google.rpc.ErrorInfo`` (UPPER_SNAKE reason, domain ``aos.evidence``)
 and, for bad input, ``google.rpc.BadRequest`` field violations. A caller's mistake
 never ends as UNKNOWN or INTERNAL.
@@ -19,6 +20,9 @@ import sqlalchemy.exc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
+from aos_runtime import faults
+from aos_runtime.headers import MIN_WAL_POSITION_HEADER
 
 DOMAIN = "aos.evidence"
 # AIP-193: an ErrorInfo reason is UPPER_SNAKE_CASE. Checked when an ApiError is built, so a
@@ -119,9 +123,12 @@ def permission_denied(scope: str) -> ApiError:
 
 
 def from_exception(exc: BaseException, *, deadline_passed: bool) -> ApiError:
-    """Classify a failure that is not an ApiError. Unknown failures are INTERNAL."""
+    """Classify a failure that is not an ApiError: the domain faults (aos_runtime.faults) and
+    the database's own failures, each to its one status. Unknown failures are INTERNAL."""
     if isinstance(exc, ApiError):
         return exc
+    if isinstance(exc, faults.Fault):
+        return _from_fault(exc)
     if isinstance(exc, sqlalchemy.exc.TimeoutError):
         return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "DATABASE_POOL_EXHAUSTED",
                         "no database connection became free in time; retry with backoff")
@@ -142,4 +149,24 @@ def from_exception(exc: BaseException, *, deadline_passed: bool) -> ApiError:
             or (isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated):
         return ApiError(grpc.StatusCode.UNAVAILABLE, "DATABASE_UNAVAILABLE",
                         "the database is unreachable; retry with backoff")
+    return ApiError(grpc.StatusCode.INTERNAL, "INTERNAL", "internal error; see the server log for the request id")
+
+
+def _from_fault(exc: faults.Fault) -> ApiError:
+    """The one place a domain fault becomes a status; every Fault subclass has its line."""
+    if isinstance(exc, faults.DeadlinePassed):
+        # Waited in the queue past its deadline: no connection was spent on it.
+        return ApiError(grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED",
+                        "the call's deadline passed before a database connection was free")
+    if isinstance(exc, faults.PoolExhausted):
+        return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "DATABASE_POOL_EXHAUSTED",
+                        "every database connection stayed busy; retry with backoff")
+    if isinstance(exc, faults.ReplicaBehind):
+        # UNAVAILABLE: another instance (or this one a moment later) may have replayed further.
+        return ApiError(grpc.StatusCode.UNAVAILABLE, "REPLICA_BEHIND",
+                        f"this instance's database has replayed the WAL up to {exc.replayed}, not yet to "
+                        f"{exc.wanted} ({MIN_WAL_POSITION_HEADER}); retry", metadata={"replayed": exc.replayed or ""})
+    if isinstance(exc, faults.ExportTooLarge):
+        return ApiError(grpc.StatusCode.FAILED_PRECONDITION, "EXPORT_TOO_LARGE", exc.message,
+                        metadata={"format": str(exc.format)})
     return ApiError(grpc.StatusCode.INTERNAL, "INTERNAL", "internal error; see the server log for the request id")

@@ -27,7 +27,8 @@ from grpc_reflection.v1alpha import reflection
 
 from aos.evidence.v1 import options_pb2
 from aos_runtime import auth, errors
-from aos_runtime.db import MIN_WAL_POSITION_HEADER, WAL_POSITION_HEADER, Database, call_deadline, min_wal_position
+from aos_runtime.db import Database, call_deadline, min_wal_position
+from aos_runtime.headers import MIN_WAL_POSITION_HEADER, WAL_POSITION_HEADER
 from aos_runtime.observability import request_id
 from aos_runtime.config import Settings
 from aos_runtime.pagination import PageTokens

@@ -6,11 +6,11 @@ import re
 from datetime import datetime, timezone
 from typing import Protocol, TypeVar, cast
 
-from google.protobuf import descriptor_pool
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from google.protobuf.message import Message
 
-from aos.evidence.v1 import options_pb2
+# canonical_names lives with the recording library's vocabularies (its core imports no runtime).
+from aos_recording.vocabulary import canonical_names as canonical_names
 from aos_runtime.errors import Violations
 from aos_runtime.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 
@@ -20,20 +20,6 @@ MAX_TEXT = 256
 # day-sized arithmetic the services do on a bound (default windows) without overflow.
 EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
 LATEST = datetime(9999, 12, 30, tzinfo=timezone.utc)
-
-
-def canonical_names(enum_full_name: str) -> dict[str, int]:
-    """``{"PolicyRuleCreated": 1, ...}``: an enum's database spellings (its canonical_name options)."""
-    enum = descriptor_pool.Default().FindEnumTypeByName(enum_full_name)
-    names = {}
-    for value in enum.values:
-        if value.number == 0:
-            continue
-        name: str = value.GetOptions().Extensions[options_pb2.canonical_name]  # type: ignore[index]  # protoc's .pyi types an extension as a plain FieldDescriptor
-        if not name:
-            raise ValueError(f"{enum_full_name}.{value.name} has no canonical_name option")
-        names[name] = value.number
-    return names
 
 
 _Enum = TypeVar("_Enum", bound=int)

@@ -25,7 +25,7 @@ from starlette.routing import Route as HttpRoute
 from starlette.types import ASGIApp, Message as AsgiMessage, Receive, Scope, Send
 
 from aos_runtime import channels, errors
-from aos_runtime.db import WAL_POSITION_HEADER
+from aos_runtime.headers import WAL_POSITION_HEADER
 from aos_runtime.observability import request_id
 from gateway import openapi, transcode
 from gateway.backends import service_descriptor

@@ -22,7 +22,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from aos_runtime import auth, errors
-from aos_runtime.db import MIN_WAL_POSITION_HEADER
+from aos_runtime.headers import MIN_WAL_POSITION_HEADER
 from gateway import fields
 from gateway.routes import Route
 

@@ -7,20 +7,20 @@ anywhere before the commit leaves neither the row nor a byte of the artifact.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Mapping
+from typing import Any
 
-import grpc
 from sqlalchemy.engine import Connection
 
-from aos_recording import dsse
-from aos_recording.hashing import GENESIS, canonical_json, manifest_hash, rfc3339
-from aos_recording.writers import AuditLedgerWriter, new_id
 from aos_evidence import queries as evidence
 from aos_evidence.kinds import BundleType, ExportFormat, ExportScope
 from aos_evidence.queries import AuditFilters
-from aos_runtime import errors
+from aos_recording import dsse
+from aos_recording.hashing import GENESIS, canonical_json, manifest_hash, rfc3339
+from aos_recording.writers import AuditLedgerWriter, new_id
+from aos_runtime import errors, faults
 from services.export import artifacts, bundles, store
 
 # v2: signed_at and signed_by (the signing time and key, inside what is signed: a verifier
@@ -159,8 +159,7 @@ def render(conn: Connection, plan: Plan, key: dsse.SigningKey, sink: artifacts.S
         kind, records = _slice_records(conn, plan, writer, bounds)
         return artifacts.render_slice(_head(plan), kind, records, plan.format, writer, key, sink)
     except artifacts.TooLarge as exc:
-        raise errors.ApiError(grpc.StatusCode.FAILED_PRECONDITION, "EXPORT_TOO_LARGE", str(exc),
-                              metadata={"format": plan.format}) from None
+        raise faults.ExportTooLarge(str(exc), format=plan.format) from None
 
 
 # --- recording ------------------------------------------------------------------------

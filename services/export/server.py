@@ -6,7 +6,7 @@ export reads the same in Logs O5 and here.
 """
 from __future__ import annotations
 
-import asyncio
+import contextlib
 from datetime import datetime, timezone
 
 import grpc
@@ -21,10 +21,10 @@ from aos_recording import dsse, verify, verify_export
 from aos_recording.hashing import artifact_checksum, canonical_json, manifest_hash, rfc3339
 from aos_runtime import auth, errors, local_state
 from aos_runtime.config import ConfigError, check_dev_key_allowed
-from aos_runtime.db import WAL_POSITION_HEADER
 from aos_runtime.evidence import timestamp
+from aos_runtime.headers import WAL_POSITION_HEADER
 from aos_runtime.pagination import Listing
-from aos_runtime.server import Servicer, ServiceContext
+from aos_runtime.server import ServiceContext, Servicer
 from aos_runtime.validation import Request
 from services.export import builder, redaction, store
 
@@ -180,39 +180,16 @@ class ExportService(pb_grpc.ExportServiceServicer):
         r.done()
         row = await self._row(export_id)
         tenant = row["tenant_id"]
-        # One chunk in flight at a time: the pool thread fetches the next chunk only
-        # when the previous one has been handed to gRPC, so memory stays at ~1 MiB.
-        queue: asyncio.Queue = asyncio.Queue(maxsize=1)
-        loop = asyncio.get_running_loop()
-
-        def pump(conn):
-            for chunk in store.artifact_chunks(conn, tenant, export_id):
-                asyncio.run_coroutine_threadsafe(queue.put(chunk), loop).result()
-            asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
-
-        producer = asyncio.ensure_future(self.ctx.db.run(tenant, pump))
-        first = True
-        try:
-            while True:
-                getter = asyncio.ensure_future(queue.get())
-                done, _ = await asyncio.wait({getter, producer}, return_when=asyncio.FIRST_COMPLETED)
-                if getter not in done:
-                    getter.cancel()
-                    producer.result()  # raises what the pump raised
-                    raise RuntimeError("the artifact stream ended without its end mark")
-                chunk = getter.result()
-                if chunk is None:
-                    break
+        # aclosing: a client that leaves closes the stream now, which frees its connection.
+        async with contextlib.aclosing(self.ctx.db.stream(tenant, store.artifact_chunks, tenant, export_id)) as chunks:
+            first = True
+            async for chunk in chunks:
                 message = pb.DownloadExportResponse(data=chunk)
                 if first:
                     message.content_type, message.filename = row["content_type"], row["filename"]
                     message.size_bytes, message.checksum = row["size_bytes"], bytes(row["checksum"]).hex()
                     first = False
                 yield message
-            await producer
-        finally:
-            if not producer.done():
-                producer.cancel()
 
     async def VerifyExport(self, request, context):
         r = Request()

@@ -7,6 +7,8 @@ as much as one at the top of a module.
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,3 +71,79 @@ def test_the_check_sees_a_crossing(tmp_path):
     (service / "ok.py").write_text("from services.export import store\nfrom aos_evidence import queries\n")
     files = {f.split(":")[0] for f in crossings(service, "export")}
     assert files == {f"export/{name}.py" for name in "abcd"}, files
+
+
+
+# --- the recording core, the database module and the gateway ------------------------------
+
+RECORDING_CORE = ("hashing", "writers", "verify", "dsse", "verify_export")
+
+
+def _core_closure() -> list[Path]:
+    """The core modules and every aos_recording module they import (lazily or not)."""
+    todo, seen = [ROOT / "aos_recording" / f"{name}.py" for name in RECORDING_CORE], set()
+    while todo:
+        path = todo.pop()
+        if path not in seen:
+            seen.add(path)
+            for name in _imports(path):
+                parts = name.split(".")
+                if parts[0] == "aos_recording" and len(parts) > 1:
+                    module = ROOT / "aos_recording" / f"{parts[1]}.py"
+                    if module.exists():
+                        todo.append(module)
+    return sorted(seen)
+
+
+def _forbidden(paths: list[Path], forbidden: tuple[str, ...], base: Path = ROOT) -> list[str]:
+    """``path: import`` for every import of ``paths`` that is, or lies inside, a forbidden name."""
+    return [f"{p.relative_to(base)}: {n}" for p in paths for n in sorted(_imports(p))
+            if any(n == f or n.startswith(f + ".") for f in forbidden)]
+
+
+def test_the_recording_core_imports_neither_grpc_nor_the_runtime():
+    """What an auditor's verifier runs and every writer hashes stands on its own: the
+    core (and the library modules it uses: vocabulary, store) names no grpc and nothing
+    of the server. Its dev tooling (scenarios, bulk, retention) may."""
+    closure = _core_closure()
+    assert {p.stem for p in closure} >= {*RECORDING_CORE, "vocabulary", "store"}
+    found = _forbidden(closure, ("grpc", "grpc_status", "aos_runtime", "services", "gateway"))
+    assert not found, "the recording core imports the server side:\n" + "\n".join(found)
+
+
+def test_the_database_layer_imports_no_grpc():
+    """Database failures are domain faults (aos_runtime.faults), mapped to statuses once at
+    the edge (errors.from_exception): the database module knows nothing of gRPC."""
+    found = _forbidden([ROOT / "aos_runtime" / f"{name}.py" for name in ("db", "faults", "headers")],
+                       ("grpc", "grpc_status", "aos_runtime.errors"))
+    assert not found, "\n".join(found)
+
+
+def test_the_gateway_does_not_import_the_database_layer():
+    found = _forbidden(sorted((ROOT / "gateway").rglob("*.py")), ("aos_runtime.db", "sqlalchemy", "psycopg"))
+    assert not found, "the gateway imports the database layer:\n" + "\n".join(found)
+
+
+def _loaded_after(imports: str, prefixes: tuple[str, ...]) -> list[str]:
+    """The modules under ``prefixes`` a fresh interpreter holds after ``imports``."""
+    code = (f"import sys\nimport {imports}\n"
+            f"print(sorted(m for m in sys.modules if any(m == p or m.startswith(p + '.') for p in {prefixes!r})))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    return ast.literal_eval(out.stdout.strip())
+
+
+def test_the_same_holds_at_run_time():
+    """As the interpreter loads them, indirect imports included."""
+    assert _loaded_after(", ".join(f"aos_recording.{m}" for m in RECORDING_CORE), ("grpc", "aos_runtime")) == []
+    assert _loaded_after("aos_runtime.db", ("grpc", "grpc_status", "aos_runtime.errors")) == []
+    assert _loaded_after("gateway.app, gateway.__main__", ("aos_runtime.db",)) == []
+    # The probe itself sees an indirect import: the server runtime loads the database module.
+    assert _loaded_after("aos_runtime.server", ("aos_runtime.db",)) == ["aos_runtime.db"]
+
+
+def test_the_scan_sees_a_forbidden_import(tmp_path):
+    (tmp_path / "a.py").write_text("def f():\n    from aos_runtime.errors import ApiError\n")
+    (tmp_path / "b.py").write_text("import grpc.aio\n")
+    (tmp_path / "ok.py").write_text("from aos_recording import hashing\nimport grpcio_like\n")
+    found = _forbidden([tmp_path / n for n in ("a.py", "b.py", "ok.py")], ("grpc", "aos_runtime"), base=tmp_path)
+    assert found == ["a.py: aos_runtime.errors", "a.py: aos_runtime.errors.ApiError", "b.py: grpc.aio"], found

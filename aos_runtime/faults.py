@@ -1,0 +1,45 @@
+"""Domain failures, raised where they happen and answered at the edge.
+
+The database layer and the services raise these; the server's call wrapper turns each
+into its gRPC status once, in ``aos_runtime.errors.from_exception``. This module imports
+no grpc, so a layer below the edge (the database module, a store, the recording tools)
+can say what went wrong without knowing how a caller is answered.
+"""
+from __future__ import annotations
+
+
+class Fault(Exception):
+    """A failure with a specific answer for the caller (never INTERNAL)."""
+
+
+class DeadlinePassed(Fault):
+    """The call's deadline passed while it waited for a database connection."""
+
+    def __init__(self) -> None:
+        super().__init__("the call's deadline passed before a database connection was free")
+
+
+class PoolExhausted(Fault):
+    """Every database connection stayed busy for the whole pool timeout."""
+
+    def __init__(self) -> None:
+        super().__init__("every database connection stayed busy; retry with backoff")
+
+
+class ReplicaBehind(Fault):
+    """The session's database had not replayed the WAL up to ``wanted`` in time;
+    ``replayed`` is how far it got (None: nothing replayed yet)."""
+
+    def __init__(self, replayed: str | None, wanted: str) -> None:
+        super().__init__(f"replayed up to {replayed}, not yet to {wanted}")
+        self.replayed = replayed
+        self.wanted = wanted
+
+
+class ExportTooLarge(Fault):
+    """An export's artifact cannot be made in the requested ``format`` at this size."""
+
+    def __init__(self, message: str, *, format: str) -> None:
+        super().__init__(message)
+        self.message = message
+        self.format = format

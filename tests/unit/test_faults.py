@@ -1,0 +1,55 @@
+"""Domain faults (aos_runtime.faults) are raised below the edge and answered once, by
+errors.from_exception, with the code, reason, message and ErrorInfo metadata callers
+have always seen for them."""
+from __future__ import annotations
+
+import inspect
+
+import grpc
+import pytest
+
+from aos_evidence.kinds import ExportFormat
+from aos_runtime import errors, faults
+
+CASES = [
+    (faults.DeadlinePassed(), grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED",
+     "the call's deadline passed before a database connection was free", {}),
+    (faults.PoolExhausted(), grpc.StatusCode.RESOURCE_EXHAUSTED, "DATABASE_POOL_EXHAUSTED",
+     "every database connection stayed busy; retry with backoff", {}),
+    (faults.ReplicaBehind("0/3000060", "0/3000148"), grpc.StatusCode.UNAVAILABLE, "REPLICA_BEHIND",
+     "this instance's database has replayed the WAL up to 0/3000060, not yet to 0/3000148 (x-aos-min-lsn); retry",
+     {"replayed": "0/3000060"}),
+    (faults.ReplicaBehind(None, "0/3000148"), grpc.StatusCode.UNAVAILABLE, "REPLICA_BEHIND",
+     "this instance's database has replayed the WAL up to None, not yet to 0/3000148 (x-aos-min-lsn); retry",
+     {"replayed": ""}),
+    (faults.ExportTooLarge("a ZIP package holds at most 3 records", format="ZIP"),
+     grpc.StatusCode.FAILED_PRECONDITION, "EXPORT_TOO_LARGE", "a ZIP package holds at most 3 records",
+     {"format": "ZIP"}),
+    # As the builder raises it: the plan's format is an ExportFormat, its value the spelling callers see.
+    (faults.ExportTooLarge("too many records", format=ExportFormat.ZIP), grpc.StatusCode.FAILED_PRECONDITION,
+     "EXPORT_TOO_LARGE", "too many records", {"format": "ZIP"}),
+]
+
+
+@pytest.mark.parametrize(("fault", "code", "reason", "message", "metadata"), CASES,
+                         ids=[type(c[0]).__name__ for c in CASES])
+def test_each_fault_gets_its_status(fault, code, reason, message, metadata):
+    for deadline_passed in (False, True):
+        answer = errors.from_exception(fault, deadline_passed=deadline_passed)
+        assert (answer.code, answer.reason, answer.message, answer.metadata) == (code, reason, message, metadata)
+
+
+def test_every_fault_is_mapped():
+    """A Fault added without its line in the mapper would answer INTERNAL: caught here."""
+    defined = {cls for _, cls in inspect.getmembers(faults, inspect.isclass)
+               if issubclass(cls, faults.Fault) and cls is not faults.Fault}
+    assert defined == {type(case[0]) for case in CASES}
+    unmapped = type("Unmapped", (faults.Fault,), {})()
+    assert errors.from_exception(unmapped, deadline_passed=False).code == grpc.StatusCode.INTERNAL
+
+
+def test_faults_are_not_taken_for_timeouts():
+    """A fault must not subclass what from_exception reads as a database failure (a
+    TimeoutError would become QUERY_TIMEOUT, an OSError DATABASE_UNAVAILABLE)."""
+    for fault, *_ in CASES:
+        assert not isinstance(fault, (TimeoutError, OSError, ConnectionError))
