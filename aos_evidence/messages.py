@@ -6,8 +6,9 @@ service answers (Logs lists an export; Export creates it).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, Mapping, overload
+from typing import Any, overload
 
 from google.protobuf import json_format, struct_pb2
 
@@ -75,14 +76,16 @@ def export_message(row: Mapping[str, Any]) -> bundle_pb2.Export:
             export_id=row["id"], correlation_id=row["correlation_id"], checksum=row["content_hash"],
             **actor_fields(row["requested_by_type"], row["requested_by_id"]))),
         export_id=row["id"], tenant_id=row["tenant_id"], scope=ExportScope(row["scope"]).proto,
-        bundle_type=BundleType(row["bundle_type"]).proto, format=ExportFormat(row["format"]).proto, content_type=row["content_type"],
+        bundle_type=BundleType(row["bundle_type"]).proto, format=ExportFormat(row["format"]).proto,
+        content_type=row["content_type"],
         filename=row["filename"], size_bytes=row["size_bytes"], checksum=bytes(row["checksum"]).hex(),
         created_at=timestamp(row["created_at"]), requested_by_type=ACTORS[row["requested_by_type"]],
         requested_by_id=row["requested_by_id"], seq=row["seq"], prev_hash=bytes(row["prev_hash"]).hex(),
         chain_hash=bytes(row["chain_hash"]).hex(), signing_key_id=row["signing_key_id"],
         redaction=bundle_pb2.RedactionSummary(
             profile=redaction.get("profile", ""),
-            counts=[bundle_pb2.RedactionCount(kind=k, count=v) for k, v in sorted(redaction.get("counts", {}).items())]),
+            counts=[bundle_pb2.RedactionCount(kind=k, count=v)
+                    for k, v in sorted(redaction.get("counts", {}).items())]),
         manifest=_canonical(row["manifest"]), dsse_envelope=dsse.envelope_json(row["dsse_envelope"]))
     for name in ("run_id", "incident_id", "idempotency_key"):
         if row[name] is not None:

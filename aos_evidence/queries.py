@@ -11,9 +11,10 @@ appear. Lists go through aos_runtime.keyset (keyset pages, capped totals).
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
@@ -122,7 +123,8 @@ def get_trace(conn: Connection, tenant_id: str, run_id: str) -> tuple[Mapping[st
     if trace is None:
         return None, []
     steps = conn.execute(text("SELECT * FROM aos_trace_steps WHERE tenant_id = :tenant AND trace_id = :trace "
-                              "ORDER BY step_index"), {"tenant": tenant_id, "trace": trace["trace_id"]}).mappings().all()
+                              "ORDER BY step_index"),
+                         {"tenant": tenant_id, "trace": trace["trace_id"]}).mappings().all()
     return trace, list(steps)
 
 

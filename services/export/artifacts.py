@@ -12,9 +12,10 @@ as the export (Ed25519 is deterministic, so the package is reproducible too).
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 from aos_evidence.kinds import BundleType, ExportFormat, ExportScope
 from aos_recording import dsse
@@ -123,7 +124,8 @@ def bundle_contents(bundle: Mapping[str, Any]) -> dict[str, Any]:
 def bundle_record_count(bundle: Mapping[str, Any]) -> int:
     trace = bundle.get("trace") or {}
     return (len(trace.get("steps", [])) + len(bundle.get("governance", [])) + len(bundle.get("incidents", []))
-            + len(bundle.get("limit_breaches", [])) + len(bundle.get("proposals", [])) + (1 if bundle.get("run") else 0))
+            + len(bundle.get("limit_breaches", [])) + len(bundle.get("proposals", []))
+            + (1 if bundle.get("run") else 0))
 
 
 def newest_time(value: Any) -> str:
@@ -289,7 +291,8 @@ def render_slice(head: dict[str, Any], kind: str, records: Iterable[dict[str, An
             columns = SLICE_COLUMNS[kind] + (("control",) if soc2 else ())
             for line in csv_lines(columns, ([record.get(c) for c in columns] for record in counted())):
                 sink.write(line)
-    elif fmt in (ExportFormat.JSON, ExportFormat.PDF):  # executive JSON, or any PDF: one pass, then the whole (small) document
+    elif fmt in (ExportFormat.JSON, ExportFormat.PDF):
+        # Executive JSON, or any PDF: one pass, then the whole (small) document.
         shown = []
         for record in counted():
             if len(shown) < PDF_TABLE_ROWS and not executive:
@@ -358,7 +361,8 @@ def slice_report(bundle: Mapping[str, Any], kind: str, shown: list[Mapping[str, 
     if bundle.get("soc2"):
         sections.append(_soc2_section(bundle["soc2"]))
     hashes = [(f"ledger seq {r['seq']}", r["chain_hash"]) for r in shown[-20:]] if kind == "audit_entry" else []
-    return Report(title=_TITLES[BundleType(bundle["bundle_type"])], subtitle=f"{bundle['scope']} of tenant {bundle['tenant_id']}",
+    return Report(title=_TITLES[BundleType(bundle["bundle_type"])],
+                  subtitle=f"{bundle['scope']} of tenant {bundle['tenant_id']}",
                   generated_from=bundle["summary"]["last_created_at"] or EPOCH, summary=_summary(bundle),
                   sections=sections, timeline=[], hashes=hashes, how_to_verify=HOW_TO_VERIFY)
 

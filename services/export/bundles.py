@@ -17,8 +17,9 @@ Bundle types (seed 003 section 6.3):
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from datetime import datetime
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from aos_evidence.kinds import ExportScope
 from aos_recording.hashing import LEDGER_FIELDS, LLM_RUN_FIELDS, STEP_FIELDS, SYSTEM_RECORD_FIELDS, rfc3339

@@ -13,11 +13,12 @@ import io
 import re
 import stat
 import zipfile
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from decimal import Decimal
 from functools import partial
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any
 from uuid import UUID
 from xml.sax.saxutils import escape
 
@@ -26,8 +27,16 @@ from reportlab.lib.pagesizes import A4
 from reportlab.lib.styles import ParagraphStyle
 from reportlab.lib.units import cm
 from reportlab.pdfgen.canvas import Canvas
-from reportlab.platypus import (Flowable, PageBreak, Paragraph, Preformatted, SimpleDocTemplate, Spacer, Table,
-                                TableStyle)
+from reportlab.platypus import (
+    Flowable,
+    PageBreak,
+    Paragraph,
+    Preformatted,
+    SimpleDocTemplate,
+    Spacer,
+    Table,
+    TableStyle,
+)
 
 from aos_recording.hashing import canonical_json, rfc3339
 
@@ -286,8 +295,8 @@ def render_zip(members: Sequence[tuple[str, bytes]], timestamp: datetime) -> byt
 
     Every entry carries ``timestamp`` (UTC, naive taken as UTC, clamped to the
     ZIP epoch 1980-01-01; DOS dates keep even seconds only), mode 0644 from a
-    unix host, DEFLATE level 9, no extra fields and no comments. Raises ValueError for a duplicate name or one that is absolute,
-    contains '..', '.', empty segments or backslashes.
+    unix host, DEFLATE level 9, no extra fields and no comments. Raises ValueError for a
+    duplicate name or one that is absolute, contains '..', '.', empty segments or backslashes.
     """
     seen: set[str] = set()
     for name, _data in members:

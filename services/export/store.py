@@ -8,7 +8,8 @@ artifact's chunks, the log_exports row, and the export chain's lock.
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
@@ -62,8 +63,7 @@ def _stream(conn: Connection, sql: str, params: Mapping[str, Any], batch: int = 
     # Per statement: Connection.execution_options() would change the connection itself,
     # and the artifact's INSERTs would then try to run as server-side cursors too.
     result = conn.execute(text(sql), params, execution_options={"stream_results": True, "yield_per": batch})
-    for row in result.mappings():
-        yield row
+    yield from result.mappings()
 
 
 def audit_slice(conn: Connection, tenant_id: str, filters: AuditFilters, max_seq: int

@@ -43,7 +43,7 @@ class LlmRunsService(pb_grpc.LlmRunsServiceServicer):
             has_violation=request.has_violation if request.HasField("has_violation") else None,
             policy_id=r.optional_text(request.policy_id, "policy_id"),
             is_synthetic=request.is_synthetic if request.HasField("is_synthetic") else None,
-            **dict(zip(("created_after", "created_before"), r.time_range(request))))
+            **dict(zip(("created_after", "created_before"), r.time_range(request), strict=True)))
         limit = r.page_size(request.page_size)
         r.done()
         listing = Listing.of(self.ctx.page_tokens, auth.principal().tenant_id, "llm-runs", filters)
@@ -92,7 +92,7 @@ class LlmRunsService(pb_grpc.LlmRunsServiceServicer):
             limit_breaches=[breach_message(b) for b in breaches],
             policy_steps=[step_message(s, trace["violation_step_index"]) for s in steps
                           if s["step_type"] in ("policy_check", "violation")],
-            overrides=[e for e, row in zip(audit, entries) if row["event_type"] in OVERRIDE_EVENTS])
+            overrides=[e for e, row in zip(audit, entries, strict=True) if row["event_type"] in OVERRIDE_EVENTS])
 
     async def GetLlmRunReplay(self, request: pb.GetLlmRunReplayRequest,
                               context: grpc.aio.ServicerContext) -> pb.GetLlmRunReplayResponse:

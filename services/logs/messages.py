@@ -4,8 +4,9 @@ Every evidence record's message (and its EvidenceMetadata) is built in aos_evide
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
-from typing import Any, Mapping
+from typing import Any
 
 from aos.evidence.v1 import evidence_pb2
 from aos.logs.v1 import records_pb2

@@ -97,7 +97,8 @@ class OverviewService(pb_grpc.OverviewServiceServicer):
                                f"{request.source_domain} is not a value of DecisionSource")
         if request.priority:
             priority = _PRIORITIES.get(request.priority)
-            r.violations.check(priority is not None, "priority", f"{request.priority} is not a value of DecisionPriority")
+            r.violations.check(priority is not None, "priority",
+                               f"{request.priority} is not a value of DecisionPriority")
         r.done()
         listing = Listing.of(self.ctx.page_tokens, auth.principal().tenant_id, "overview.decisions",
                              {"source_domain": source, "priority": priority})
@@ -135,7 +136,8 @@ def _decision(row) -> pb.Decision:
     priority = projection.PRIORITY_BY_SEVERITY[row["severity"]] if incident else projection.PROPOSAL_PRIORITY
     return pb.Decision(
         source_domain=pb.DECISION_SOURCE_INCIDENT if incident else pb.DECISION_SOURCE_POLICY,
-        entity_type=evidence_pb2.AUDIT_ENTITY_TYPE_INCIDENT if incident else evidence_pb2.AUDIT_ENTITY_TYPE_POLICY_PROPOSAL,
+        entity_type=(evidence_pb2.AUDIT_ENTITY_TYPE_INCIDENT if incident
+                     else evidence_pb2.AUDIT_ENTITY_TYPE_POLICY_PROPOSAL),
         entity_id=row["id"], decision_type=pb.DECISION_TYPE_ACK if incident else pb.DECISION_TYPE_APPROVE,
         priority=f"DECISION_PRIORITY_{priority}", summary=row["summary"],
         created_at=timestamp(row["created_at"]))

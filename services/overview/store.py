@@ -8,10 +8,11 @@ table that serves it (migrations 0001, 0002 and 0004).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
@@ -67,7 +68,7 @@ def highlights(conn: Connection, tenant_id: str,
            "cap": cap}).mappings().one()
     counted = {domain: row[f"total_{table}"] for domain, table in _DOMAIN_TABLES.items()}
     capped = [domain for domain, n in counted.items() if n >= cap]
-    estimated = dict(zip(capped, _estimated_rows(conn, tenant_id, [_DOMAIN_TABLES[d] for d in capped])))
+    estimated = dict(zip(capped, _estimated_rows(conn, tenant_id, [_DOMAIN_TABLES[d] for d in capped]), strict=True))
     pulse = Pulse(**{column: value for column, value in row.items() if not column.startswith("total_")})
     return pulse, {domain: (max(estimated[domain], cap), True) if domain in estimated else (n, False)
                    for domain, n in counted.items()}
@@ -120,11 +121,13 @@ _SPEND = """
 _SPENT = "coalesce(d.cents, 0) + coalesce(e.cents, 0)"
 # A window's days (_split_days) as parallel arrays, and their columns.
 _DAYS = ("first_day", "last_day", "head_from", "head_to", "tail_from", "tail_to")
-_DAY_ARRAYS = ", ".join(f"CAST(:{c} AS {t}[])" for c, t in zip(_DAYS, ("date",) * 2 + ("timestamptz",) * 4))
+_DAY_ARRAYS = ", ".join(f"CAST(:{c} AS {t}[])"
+                        for c, t in zip(_DAYS, ("date",) * 2 + ("timestamptz",) * 4, strict=True))
 
 
 def _day_arrays(spans: Sequence[tuple[datetime | None, datetime | None]]) -> dict[str, list]:
-    return dict(zip(_DAYS, map(list, zip(*(_split_days(*span) for span in spans)))))
+    # Callers pass at least one span (spend_cents returns early without windows).
+    return dict(zip(_DAYS, map(list, zip(*(_split_days(*span) for span in spans), strict=True)), strict=True))
 
 
 def spend_cents(conn: Connection, tenant_id: str, windows: Sequence[SpendWindow]) -> list[int]:
