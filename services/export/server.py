@@ -1,8 +1,10 @@
 """ExportService: evidence bundles, signed, recorded in append-only log_exports.
 
-Handlers validate, hand the work to builder (one transaction) or the stores, and
-build protos; rows become messages through the Logs service's converter, so an
-export reads the same in Logs O5 and here.
+Handlers validate, call, answer: the work runs in one transaction in builder
+(creating), verification (VerifyExport's checks), checkpoints (ledger checkpoints and
+the signing keys) or the store, a download streams through ``Database.stream``, and
+rows become messages through aos_evidence.messages, so an export reads the same in
+Logs and here.
 """
 from __future__ import annotations
 
@@ -12,13 +14,13 @@ from datetime import datetime, timezone
 import grpc
 from sqlalchemy.exc import IntegrityError
 
-from aos.evidence.v1 import bundle_pb2, integrity_pb2
+from aos.evidence.v1 import bundle_pb2
 from aos.export.v1 import export_service_pb2 as pb, export_service_pb2_grpc as pb_grpc
 from aos_evidence import queries as evidence
 from aos_evidence.kinds import BundleType, ExportFormat, ExportScope
 from aos_evidence.messages import export_message
-from aos_recording import dsse, verify, verify_export
-from aos_recording.hashing import artifact_checksum, canonical_json, manifest_hash, rfc3339
+from aos_recording import dsse
+from aos_recording.hashing import rfc3339
 from aos_runtime import auth, errors, local_state
 from aos_runtime.config import ConfigError, check_dev_key_allowed
 from aos_runtime.evidence import timestamp
@@ -26,7 +28,7 @@ from aos_runtime.headers import WAL_POSITION_HEADER
 from aos_runtime.pagination import Listing
 from aos_runtime.server import ServiceContext, Servicer
 from aos_runtime.validation import Request
-from services.export import builder, redaction, store
+from services.export import builder, checkpoints, store, verification
 
 DESCRIPTOR = pb.DESCRIPTOR.services_by_name["ExportService"]
 _FIELDS = pb.CreateExportRequest.DESCRIPTOR.fields_by_name
@@ -196,105 +198,23 @@ class ExportService(pb_grpc.ExportServiceServicer):
         export_id = r.resource_id(request.export_id, "export_id")
         r.done()
         row = await self._row(export_id)
-        checks = await self.ctx.db.run(row["tenant_id"], self._verify, row)
+        checks = await self.ctx.db.run(row["tenant_id"], verification.check_export, row, self.keys)
         return pb.VerifyExportResponse(valid=all(c.passed for c in checks), checks=checks,
                                        verified_at=timestamp(datetime.now(timezone.utc)))
 
-    def _verify(self, conn, row) -> list[bundle_pb2.ExportCheck]:
-        checks = []
-
-        def check(name: str, passed: bool, detail: str) -> None:
-            checks.append(bundle_pb2.ExportCheck(name=name, passed=passed, detail=detail))
-
-        stored = artifact_checksum(store.artifact_chunks(conn, row["tenant_id"], row["id"]))
-        check("checksum", stored == bytes(row["checksum"]),
-              f"stored artifact SHA-256 {stored.hex()}; recorded {bytes(row['checksum']).hex()}")
-        # A stored manifest that is no JSON object fails the checks below, never raises.
-        manifest = row["manifest"] if isinstance(row["manifest"], dict) else {}
-        check("manifest", manifest.get("checksum") == bytes(row["checksum"]).hex()
-              and manifest.get("export_id") == row["id"] and manifest.get("size") == row["size_bytes"],
-              "the manifest names this export, its size and its checksum")
-        # The service's own key ring is pinned by definition; the key must have been valid
-        # when the manifest says it signed (manifests before signed_at: created_at). A manifest
-        # with no usable time cannot show that: a failed check, as offline (verify_export).
-        signed_at = verify_export.signed_time(manifest)
-        if signed_at is None:
-            check("signature", False, "the stored manifest states no usable signing time (signed_at, or created_at "
-                                      "for older manifests, as an RFC 3339 timestamp with a time zone): the key's "
-                                      "validity at signing cannot be checked")
-        else:
-            try:
-                payload = dsse.verify_envelope(row["dsse_envelope"], self.keys.public_keys(),
-                                               dsse.MANIFEST_PAYLOAD_TYPE, at=signed_at)
-                check("signature", payload == canonical_json(manifest),
-                      f"DSSE Ed25519 signature by key {row['signing_key_id']} over the canonical manifest, "
-                      f"valid at {rfc3339(signed_at)}")
-            except dsse.DsseError as exc:
-                check("signature", False, str(exc))
-        check("content_hash", manifest_hash(manifest) == bytes(row["content_hash"]),
-              "the export chain's content hash is the manifest's SHA-256")
-        report = verify.verify_exports(conn, row["tenant_id"])
-        here = [a for a in report.anomalies if a.seq == row["seq"]]
-        check("export_chain", not report.anomalies,
-              f"{report.checked} exports of the tenant checked; "
-              + ("no anomaly" if not report.anomalies else
-                 "; ".join(f"seq {a.seq}: {a.kind}" for a in report.anomalies[:5])
-                 + (f" (this export: {here[0].kind})" if here else "")))
-        profile = (manifest.get("redaction") or {}).get("profile")
-        if profile != redaction.PROFILE:
-            # Re-rendering applies today's redaction: an export made under another profile
-            # cannot come out byte for byte, and that is not a change of its records.
-            check("reproducible", False, f"redacted under profile {profile}; this service redacts under "
-                                         f"{redaction.PROFILE} and cannot re-render it; verify it offline")
-        elif self.keys.active.public.key_id == row["signing_key_id"] or row["format"] != ExportFormat.ZIP:
-            rendered = builder.rerender_checksum(conn, row, self.keys.active)
-            check("reproducible", rendered == bytes(row["checksum"]),
-                  "re-rendered from the source records: " +
-                  ("identical bytes" if rendered == bytes(row["checksum"]) else
-                   f"SHA-256 {rendered.hex()} differs (the source records changed since the export)"))
-        else:
-            check("reproducible", False, f"a ZIP signed by retired key {row['signing_key_id']} cannot be re-signed "
-                                         "here; verify it offline with that key")
-        return checks
-
     # --- keys and checkpoints --------------------------------------------------------
     async def ListSigningKeys(self, request, context):
-        return pb.ListSigningKeysResponse(keys=[_signing_key(k) for k in self.keys.public_keys()])
+        return pb.ListSigningKeysResponse(keys=[checkpoints.signing_key_message(k) for k in self.keys.public_keys()])
 
     async def GetLedgerCheckpoint(self, request, context):
         tenant = auth.principal().tenant_id
-        statement, envelope = await self.ctx.db.run(tenant, self._sign_checkpoint, tenant)
-        return pb.GetLedgerCheckpointResponse(checkpoint=integrity_pb2.LedgerCheckpoint(
-            tenant_id=tenant, seq=statement["seq"], chain_hash=statement["chain_hash"],
-            issued_at=timestamp(statement["issued"]), dsse_envelope=envelope))
-
-    def _sign_checkpoint(self, conn, tenant: str) -> tuple[dict, str]:
-        """Signs the tenant's ledger head and records the signed statement (the evidence
-        retention needs before it drops that chain segment, migrations 0008 and 0010)."""
-        head = evidence.ledger_head(conn, tenant)
-        issued = datetime.now(timezone.utc)
-        statement = {"tenant_id": tenant, "seq": head["seq"] if head else 0,
-                     "chain_hash": bytes(head["chain_hash"]).hex() if head else "00" * 32,
-                     "issued_at": rfc3339(issued)}
-        envelope = dsse.envelope_json(dsse.sign_envelope(dsse.CHECKPOINT_PAYLOAD_TYPE, canonical_json(statement),
-                                                         self.keys.active))
-        if head:
-            store.record_checkpoint(conn, head["seq"], bytes(head["chain_hash"]), envelope)
-        return {**statement, "issued": issued}, envelope
+        checkpoint = await self.ctx.db.run(tenant, checkpoints.sign, tenant, self.keys.active)
+        return pb.GetLedgerCheckpointResponse(checkpoint=checkpoint)
 
 
 def _range(r: Request, message, prefix: str) -> dict:
     start, end = r.time_range(message, prefix=f"{prefix}.")
     return {"created_after": start and rfc3339(start), "created_before": end and rfc3339(end)}
-
-
-def _signing_key(key: dsse.PublicKey) -> bundle_pb2.SigningKey:
-    message = bundle_pb2.SigningKey(key_id=key.key_id, algorithm="ed25519", public_key=key.raw,
-                                    valid_from=timestamp(key.valid_from),
-                                    status=bundle_pb2.SigningKeyStatus.Value(f"SIGNING_KEY_STATUS_{key.status}"))
-    if key.valid_until is not None:
-        message.valid_until.CopyFrom(timestamp(key.valid_until))
-    return message
 
 
 def servicers(ctx: ServiceContext) -> list[Servicer]:

@@ -1,0 +1,79 @@
+"""VerifyExport's checks: a recorded export against its artifact, its signed manifest, the
+export chain and, where it can be done here, a re-rendering from the source records.
+
+The server verifies with its own key ring (pinned by definition); an auditor verifies the
+downloaded artifact offline (aos_recording.verify_export) with the keys they pin.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from aos.evidence.v1 import bundle_pb2
+from aos_evidence.kinds import ExportFormat
+from aos_recording import dsse, verify, verify_export
+from aos_recording.hashing import artifact_checksum, canonical_json, manifest_hash, rfc3339
+from services.export import builder, redaction, store
+
+
+def check_export(conn: Connection, row: Mapping[str, Any], keys: dsse.KeyRing) -> list[bundle_pb2.ExportCheck]:
+    """Every check of a recorded export (its log_exports ``row``), each passed or failed with
+    what was compared; ``keys`` is the service's own key ring. Reads in the caller's
+    transaction; a check that cannot pass fails, it never raises."""
+    checks: list[bundle_pb2.ExportCheck] = []
+
+    def check(name: str, passed: bool, detail: str) -> None:
+        checks.append(bundle_pb2.ExportCheck(name=name, passed=passed, detail=detail))
+
+    stored = artifact_checksum(store.artifact_chunks(conn, row["tenant_id"], row["id"]))
+    check("checksum", stored == bytes(row["checksum"]),
+          f"stored artifact SHA-256 {stored.hex()}; recorded {bytes(row['checksum']).hex()}")
+    # A stored manifest that is no JSON object fails the checks below, never raises.
+    manifest = row["manifest"] if isinstance(row["manifest"], dict) else {}
+    check("manifest", manifest.get("checksum") == bytes(row["checksum"]).hex()
+          and manifest.get("export_id") == row["id"] and manifest.get("size") == row["size_bytes"],
+          "the manifest names this export, its size and its checksum")
+    # The service's own key ring is pinned by definition; the key must have been valid
+    # when the manifest says it signed (manifests before signed_at: created_at). A manifest
+    # with no usable time cannot show that: a failed check, as offline (verify_export).
+    signed_at = verify_export.signed_time(manifest)
+    if signed_at is None:
+        check("signature", False, "the stored manifest states no usable signing time (signed_at, or created_at "
+                                  "for older manifests, as an RFC 3339 timestamp with a time zone): the key's "
+                                  "validity at signing cannot be checked")
+    else:
+        try:
+            payload = dsse.verify_envelope(row["dsse_envelope"], keys.public_keys(),
+                                           dsse.MANIFEST_PAYLOAD_TYPE, at=signed_at)
+            check("signature", payload == canonical_json(manifest),
+                  f"DSSE Ed25519 signature by key {row['signing_key_id']} over the canonical manifest, "
+                  f"valid at {rfc3339(signed_at)}")
+        except dsse.DsseError as exc:
+            check("signature", False, str(exc))
+    check("content_hash", manifest_hash(manifest) == bytes(row["content_hash"]),
+          "the export chain's content hash is the manifest's SHA-256")
+    report = verify.verify_exports(conn, row["tenant_id"])
+    here = [a for a in report.anomalies if a.seq == row["seq"]]
+    check("export_chain", not report.anomalies,
+          f"{report.checked} exports of the tenant checked; "
+          + ("no anomaly" if not report.anomalies else
+             "; ".join(f"seq {a.seq}: {a.kind}" for a in report.anomalies[:5])
+             + (f" (this export: {here[0].kind})" if here else "")))
+    profile = (manifest.get("redaction") or {}).get("profile")
+    if profile != redaction.PROFILE:
+        # Re-rendering applies today's redaction: an export made under another profile
+        # cannot come out byte for byte, and that is not a change of its records.
+        check("reproducible", False, f"redacted under profile {profile}; this service redacts under "
+                                     f"{redaction.PROFILE} and cannot re-render it; verify it offline")
+    elif keys.active.public.key_id == row["signing_key_id"] or row["format"] != ExportFormat.ZIP:
+        rendered = builder.rerender_checksum(conn, row, keys.active)
+        check("reproducible", rendered == bytes(row["checksum"]),
+              "re-rendered from the source records: " +
+              ("identical bytes" if rendered == bytes(row["checksum"]) else
+               f"SHA-256 {rendered.hex()} differs (the source records changed since the export)"))
+    else:
+        check("reproducible", False, f"a ZIP signed by retired key {row['signing_key_id']} cannot be re-signed "
+                                     "here; verify it offline with that key")
+    return checks
