@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import TypeVar
 
 import grpc
 
@@ -27,6 +28,13 @@ AUTHORIZATION = ("AccessGranted", "AccessDenied")
 ACCESS = ("EvidenceExported",)
 INTEGRITY_DEFAULT, INTEGRITY_MAX = 10_000, 100_000
 
+# The ledger's lists: the full one and the three category views share one page walk.
+_CategoryRequest = pb.ListIdentityEventsRequest | pb.ListAuthorizationDecisionsRequest | pb.ListAccessEventsRequest
+_ListRequest = pb.ListAuditEntriesRequest | _CategoryRequest
+_ListResponse = TypeVar("_ListResponse", pb.ListAuditEntriesResponse, pb.ListIdentityEventsResponse,
+                        pb.ListAuthorizationDecisionsResponse, pb.ListAccessEventsResponse)
+
+
 class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
@@ -34,7 +42,8 @@ class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
     def _listing(self, list_name: str, filters) -> Listing:
         return Listing.of(self.ctx.page_tokens, auth.principal().tenant_id, list_name, filters)
 
-    async def _list(self, request, list_name: str, filters: store.AuditFilters, limit: int, response_cls):
+    async def _list(self, request: _ListRequest, list_name: str, filters: store.AuditFilters, limit: int,
+                    response_cls: type[_ListResponse]) -> _ListResponse:
         listing = self._listing(list_name, filters)
         page = await listing.fetch(self.ctx.db, request.page_token, store.list_audit_entries, filters, limit=limit)
         entries = [audit_entry(r) for r in page.rows]
@@ -60,7 +69,8 @@ class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
                                      created_before=end)
         return await self._list(request, "audit", filters, limit, pb.ListAuditEntriesResponse)
 
-    async def _category(self, request, list_name: str, events: tuple[str, ...], response_cls):
+    async def _category(self, request: _CategoryRequest, list_name: str, events: tuple[str, ...],
+                        response_cls: type[_ListResponse]) -> _ListResponse:
         r = Request()
         actor_id = r.optional_text(request.actor_id, "actor_id")
         start, end = r.time_range(request)

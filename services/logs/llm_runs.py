@@ -52,7 +52,8 @@ class LlmRunsService(pb_grpc.LlmRunsServiceServicer):
         return listing.answer(pb.ListLlmRunsResponse, page, runs=runs,
                               metadata=answer_metadata(listing.tenant_id, "llm_run_records", runs))
 
-    async def _run_id(self, request) -> tuple[str, str]:
+    async def _run_id(self, request: pb.GetLlmRunEnvelopeRequest | pb.GetLlmRunTraceRequest
+                      | pb.GetLlmRunGovernanceRequest) -> tuple[str, str]:
         r = Request()
         run_id = r.resource_id(request.run_id, "run_id")
         r.done()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from aos.logs.v1 import records_pb2
+from aos.logs.v1 import llm_runs_service_pb2 as runs_pb, records_pb2, system_logs_service_pb2 as system_pb
 from aos_evidence import queries as evidence
 from aos_runtime import auth, errors
 from aos_runtime.server import ServiceContext
@@ -32,7 +32,8 @@ def _replay(conn, tenant: str, run_id: str, seconds: int, llm: bool, policy: boo
                                       include_llm=llm, include_policy=policy)
 
 
-async def load_replay(ctx: ServiceContext, request, *, llm: bool, policy: bool) -> records_pb2.ReplayWindow:
+async def load_replay(ctx: ServiceContext, request: runs_pb.GetLlmRunReplayRequest | system_pb.GetSystemReplayRequest,
+                      *, llm: bool, policy: bool) -> records_pb2.ReplayWindow:
     """The replay of a run (LLM replay: everything; system replay: system records only)."""
     r = Request()
     run_id = r.resource_id(request.run_id, "run_id")

@@ -203,8 +203,9 @@ def _split_days(start: datetime | None, end: datetime | None) -> tuple:
     last = None if end is None else _midnight(end)
     if first is not None and last is not None and first >= last:  # no whole day inside: all of it is the head
         return first.date().isoformat(), first.date().isoformat(), start, end, None, None
-    head = (start, first) if start is not None and start < first else (None, None)
-    tail = (last, end) if end is not None and last < end else (None, None)
+    # first is None exactly when start is, last exactly when end is.
+    head = (start, first) if start is not None and first is not None and start < first else (None, None)
+    tail = (last, end) if end is not None and last is not None and last < end else (None, None)
     return (first.date().isoformat() if first else "-infinity", last.date().isoformat() if last else "infinity",
             *head, *tail)
 
