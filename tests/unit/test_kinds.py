@@ -8,6 +8,7 @@ import pytest
 from aos.evidence.v1 import bundle_pb2
 from aos_evidence import kinds
 from aos_evidence.kinds import BundleType, ExportFormat, ExportScope
+from aos_recording.hashing import canonical_json, manifest_hash
 from aos_runtime.validation import canonical_values
 
 PAIRS = [(ExportScope, bundle_pb2.ExportScope), (BundleType, bundle_pb2.BundleType),
@@ -56,3 +57,14 @@ def test_only_audit_and_system_slices_are_slices():
 def test_every_format_names_its_file():
     for fmt in ExportFormat:
         assert fmt.content_type and fmt.extension == fmt.value.lower()
+
+
+def test_a_member_hashes_as_its_database_spelling():
+    """The manifest and the ledger entry of an export carry members; their signed bytes and
+    hashes are those of the plain strings (what exports made before the enums carried)."""
+    as_members = {"scope": ExportScope.AUDIT_SLICE, "bundle_type": BundleType.SOC2, "format": ExportFormat.ZIP,
+                  "subject": {"filter": {"event_type": "PolicyRuleCreated"}}}
+    as_strings = {"scope": "AUDIT_SLICE", "bundle_type": "SOC2", "format": "ZIP",
+                  "subject": {"filter": {"event_type": "PolicyRuleCreated"}}}
+    assert canonical_json(as_members) == canonical_json(as_strings)
+    assert manifest_hash(as_members) == manifest_hash(as_strings)
