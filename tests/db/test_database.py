@@ -183,3 +183,19 @@ async def test_a_stream_raises_what_its_work_raised(database_url):
             got.append(item)
     assert got == [1]
     await db.close()
+
+
+async def test_the_deadline_bounds_a_streams_query(database_url):
+    def slow(conn):
+        yield conn.execute(text("SELECT pg_sleep(5)")).scalar()
+
+    db = Database(login_url(database_url, "logs"), service="logs", pool_size=1)
+    call_deadline.set(time.monotonic() + 0.3)
+    started = time.monotonic()
+    try:
+        with pytest.raises(sqlalchemy.exc.OperationalError) as err:
+            [item async for item in db.stream("t", slow)]
+    finally:
+        call_deadline.set(None)
+    assert isinstance(err.value.orig, psycopg.errors.QueryCanceled) and time.monotonic() - started < 2
+    await db.close()
