@@ -33,6 +33,15 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(os.lstat(path).st_mode)
 
 
+@pytest.fixture
+def server_dir():
+    """Not under pytest's basetemp (0700, re-closed by any other pytest session starting as
+    root): the server's OS user must traverse every parent, as tests/conftest.py does."""
+    work = Path(tempfile.mkdtemp(prefix="aos-test-files-"))
+    yield work
+    shutil.rmtree(work, ignore_errors=True)
+
+
 def test_the_data_dir_is_made_without_group_or_other_write_under_umask_0(tmp_path):
     with umask(0):
         pg = EmbeddedPostgres(tmp_path / "aos", durable=False)
@@ -59,8 +68,9 @@ def test_a_data_dir_of_another_user_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("name", ["postgres.log", "postgres.lock", "postgres.port"])
-def test_a_symlink_planted_in_the_data_dir_is_refused_and_not_followed(tmp_path, name):
+def test_a_symlink_planted_in_the_data_dir_is_refused_and_not_followed(server_dir, name):
     """The victim is a file the attacker wants chmod-ed, chown-ed, truncated or written."""
+    tmp_path = server_dir  # with the port file planted, initdb runs first: not under pytest's basetemp
     pg = EmbeddedPostgres(tmp_path / "aos", durable=False)
     victim = tmp_path / "victim"
     victim.write_text("keep")
@@ -73,15 +83,6 @@ def test_a_symlink_planted_in_the_data_dir_is_refused_and_not_followed(tmp_path,
     assert victim.read_text() == "keep"
     assert (after.st_mode, after.st_uid, after.st_gid) == (before.st_mode, before.st_uid, before.st_gid)
     assert pg._running_port() is None
-
-
-@pytest.fixture
-def server_dir():
-    """Not under pytest's basetemp (0700, re-closed by any other pytest session starting as
-    root): the server's OS user must traverse every parent, as tests/conftest.py does."""
-    work = Path(tempfile.mkdtemp(prefix="aos-test-files-"))
-    yield work
-    shutil.rmtree(work, ignore_errors=True)
 
 
 def test_the_initdb_password_never_lands_where_a_planted_link_points(server_dir):
