@@ -12,7 +12,7 @@ as the export (Ed25519 is deterministic, so the package is reproducible too).
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -293,7 +293,7 @@ def render_slice(head: dict[str, Any], kind: str, records: Iterable[dict[str, An
                 sink.write(line)
     elif fmt in (ExportFormat.JSON, ExportFormat.PDF):
         # Executive JSON, or any PDF: one pass, then the whole (small) document.
-        shown = []
+        shown: list[dict[str, Any]] = []
         for record in counted():
             if len(shown) < PDF_TABLE_ROWS and not executive:
                 shown.append(record)
@@ -303,7 +303,7 @@ def render_slice(head: dict[str, Any], kind: str, records: Iterable[dict[str, An
         else:
             sink.write(render_pdf(slice_report(bundle, kind, shown)))
     elif fmt is ExportFormat.ZIP:
-        kept = []
+        kept: list[dict[str, Any]] = []
         for record in counted():
             if len(kept) >= ZIP_MAX_RECORDS:
                 raise TooLarge(f"a ZIP package holds at most {ZIP_MAX_RECORDS:,} records; narrow the slice or "
@@ -321,7 +321,8 @@ def render_slice(head: dict[str, Any], kind: str, records: Iterable[dict[str, An
         raise ValueError(f"unknown format {fmt}")
     if kind == "audit_entry":
         # An unfiltered audit slice is the ledger from its first kept entry on: no gap is legitimate.
-        seqs = [] if summary.first_seq is None else [summary.first_seq, summary.last_seq]
+        first, last = summary.first_seq, summary.last_seq  # both None, or both set
+        seqs = [] if first is None or last is None else [first, last]
         contents = {kind: {**seq_range(seqs, contiguous=not head["subject"]), "count": summary.count}}
     else:
         contents = {kind: {"count": summary.count}}
@@ -343,7 +344,7 @@ def _stream_json(head: Mapping[str, Any], records: Iterator[dict[str, Any]], tai
     sink.write(b"]" + (b"," + canonical_json(after)[1:] if after else b"}"))
 
 
-def slice_report(bundle: Mapping[str, Any], kind: str, shown: list[Mapping[str, Any]]) -> Report:
+def slice_report(bundle: Mapping[str, Any], kind: str, shown: Sequence[Mapping[str, Any]]) -> Report:
     columns = ("seq", "created_at", "event_type", "entity_type", "actor_type") if kind == "audit_entry" else \
         ("created_at", "component", "event_type", "severity", "caused_by")
     count = bundle["summary"]["count"]

@@ -128,7 +128,7 @@ def soc2(evidence: Mapping[str, list[str] | int], subject: str, newest: str | No
     """Control mappings: for each control, the ids of the records that evidence it (a
     run or an incident) or how many of the slice's records do (each record of a SOC2
     slice names its control)."""
-    controls = []
+    controls: list[dict[str, Any]] = []
     for control, description in SOC2_CONTROLS.items():
         found = evidence.get(control) or 0
         controls.append({"control": control, "description": description, "evidenced": bool(found),

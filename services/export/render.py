@@ -126,7 +126,7 @@ def _hash_table(hashes: Sequence[tuple[str, str]]) -> Table:
     return Table(data, colWidths=[_HASH_LABEL_WIDTH, digest_width], style=_TABLE_STYLE)
 
 
-def _section(title: str, body: list[Flowable], empty: str) -> list[Flowable]:
+def _section(title: str, body: Sequence[Flowable], empty: str) -> list[Flowable]:
     return [_para(title, _HEADING), *(body or [_para(empty, _BODY)])]
 
 
@@ -141,7 +141,7 @@ def _story(report: Report) -> list[Flowable]:
     summary = [_table(("Item", "Value"), report.summary, (5 * cm, _BODY_WIDTH - 5 * cm))] if report.summary else []
     story += _section("Summary", summary, "Nothing to summarise.")
     for section in report.sections:
-        body = [_para(p, _BODY) for p in section.paragraphs]
+        body: list[Flowable] = [_para(p, _BODY) for p in section.paragraphs]
         if section.columns:
             width = _BODY_WIDTH / len(section.columns)
             body.append(_table(section.columns, section.rows, [width] * len(section.columns)))
@@ -190,7 +190,9 @@ class _RecordClockCanvas(Canvas):
         super().__init__(*args, **kwargs)
         self.setDateFormatter(lambda *_ymdhms: pdf_date)
         # reportlab seeds this md5 with its own timestamp and later adds title, author, subject, keywords.
-        self._doc.signature = hashlib.md5(b"a reportlab document" + pdf_date.encode(), usedforsecurity=False)
+        # (The stubs leave out the canvas's PDFDocument, _doc.)
+        digest = hashlib.md5(b"a reportlab document" + pdf_date.encode(), usedforsecurity=False)
+        self._doc.signature = digest  # type: ignore[attr-defined]
 
 
 def render_pdf(report: Report) -> bytes:
