@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from securesystemslib.dsse import Envelope
 from securesystemslib.signer import CryptoSigner, SSlibKey
 
+from aos_evidence.kinds import ExportFormat
 from aos_recording import dsse, hashing, verify_export
 from aos_recording.verify_export import Verdict
 from services.export import artifacts, bundles
@@ -49,7 +50,7 @@ def render(fmt: str, records: list[dict], key: dsse.SigningKey, subject=None) ->
             "subject": subject or {}, "bundle_type": "EVIDENCE"}
     chunks: list[bytes] = []
     sink = artifacts.Sink(lambda n, data: chunks.append(data))
-    rendered = artifacts.render_slice(head, "audit_entry", iter([dict(r) for r in records]), fmt,
+    rendered = artifacts.render_slice(head, "audit_entry", iter([dict(r) for r in records]), ExportFormat(fmt),
                                       bundles.RecordWriter(), key, sink)
     return b"".join(chunks), rendered
 
@@ -437,7 +438,7 @@ def test_a_reordered_or_dropped_system_record_is_named(key, fmt):
 
     def slice_of(records):
         chunks: list[bytes] = []
-        rendered = artifacts.render_slice(head, "system_record", iter([dict(r) for r in records]), fmt,
+        rendered = artifacts.render_slice(head, "system_record", iter([dict(r) for r in records]), ExportFormat(fmt),
                                           bundles.RecordWriter(), key, artifacts.Sink(lambda n, d: chunks.append(d)))
         return b"".join(chunks), rendered
 
