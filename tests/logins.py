@@ -10,9 +10,13 @@ superuser's own password.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from datetime import datetime
 
 from sqlalchemy.engine import make_url
 
+from aos_recording import scenarios
+from aos_recording.writers import Producer
 from aos_runtime import provision
 from aos_runtime.db import ROLES
 
@@ -51,3 +55,18 @@ def migrate_and_provision(admin_url: str) -> None:
 
     migrate.upgrade(admin_url)
     provision_logins(admin_url)
+
+
+def load_demo_scenarios(admin_url: str, tenant: str, *, base: datetime,
+                        keep: Callable[[scenarios.Scenario], bool] = lambda scenario: True) -> str:
+    """``tenant`` with the demo scenarios (those ``keep`` accepts) of its own, written as the
+    producer's login: tests that write (exports) do it in a tenant of their own, so that
+    tenant-demo's lists stay as the other tests expect them."""
+    producer = Producer(login_url(admin_url, "producer"))
+    try:
+        for scenario in scenarios.demo_scenarios():
+            if keep(scenario):
+                scenarios.load(producer, scenario, tenant, base=base)
+    finally:
+        producer.close()
+    return tenant

@@ -8,10 +8,8 @@ from typing import Awaitable, Callable
 import pytest
 
 from aos_cli.main import main
-from aos_recording import scenarios
-from aos_recording.writers import Producer
 from tests.e2e.support import BASE, DEMO, token
-from tests.logins import login_url
+from tests.logins import load_demo_scenarios
 
 # Commands that write (exports add EvidenceExported entries to the ledger) act for a tenant
 # of their own, so the demo tenants stay as the e2e tests expect them.
@@ -50,12 +48,8 @@ def run(capsys) -> Run:
 @pytest.fixture(scope="session")
 def writer_tenant(database_url) -> str:
     """WRITER with the demo scenarios that are its own (system-wide records would show in every tenant)."""
-    producer = Producer(login_url(database_url, "producer"))
-    for scenario in scenarios.demo_scenarios():
-        if not any((action.get("system") or {}).get("system_wide") for action in scenario.actions):
-            scenarios.load(producer, scenario, WRITER, base=BASE)
-    producer.close()
-    return WRITER
+    return load_demo_scenarios(database_url, WRITER, base=BASE, keep=lambda scenario: not any(
+        (action.get("system") or {}).get("system_wide") for action in scenario.actions))
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from aos.export.v1 import export_service_pb2 as pb, export_service_pb2_grpc as p
 from aos_recording import dsse, hashing, scenarios, verify_export
 from aos_recording.writers import Producer
 from tests.e2e.support import BASE, auth, ts, violations
-from tests.logins import login_url
+from tests.logins import login_url, load_demo_scenarios
 
 pytestmark = pytest.mark.db
 TENANT = "tenant-ex"
@@ -30,10 +30,7 @@ SCOPES = ("run", "incident", "audit", "system")
 
 @pytest.fixture(scope="module")
 def ex_data(database_url):
-    producer = Producer(login_url(database_url, "producer"))
-    for scenario in scenarios.demo_scenarios():
-        scenarios.load(producer, scenario, TENANT, base=BASE)
-    producer.close()
+    load_demo_scenarios(database_url, TENANT, base=BASE)
 
 
 @pytest.fixture

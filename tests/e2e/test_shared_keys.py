@@ -16,11 +16,10 @@ import pytest
 
 from aos.export.v1 import export_service_pb2 as export_pb2, export_service_pb2_grpc as export_grpc
 from aos.logs.v1 import audit_ledger_service_pb2 as audit_pb2, audit_ledger_service_pb2_grpc as audit_grpc
-from aos_recording import dsse, scenarios
-from aos_recording.writers import Producer
+from aos_recording import dsse
 from aos_runtime.service_main import build_server
 from tests.e2e.support import BASE, DEMO, auth, service_modules, settings
-from tests.logins import login_url
+from tests.logins import load_demo_scenarios, login_url
 
 pytestmark = pytest.mark.db
 
@@ -30,11 +29,7 @@ WRITER = "tenant-shared-keys"
 
 @pytest.fixture(scope="module")
 def writer(database_url) -> str:
-    producer = Producer(login_url(database_url, "producer"))
-    for scenario in scenarios.demo_scenarios():
-        scenarios.load(producer, scenario, WRITER, base=BASE)
-    producer.close()
-    return WRITER
+    return load_demo_scenarios(database_url, WRITER, base=BASE)
 
 
 @contextlib.asynccontextmanager

@@ -9,12 +9,10 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 
-from aos_recording import scenarios
-from aos_recording.writers import Producer
 from gateway import backend_addresses, create_app
 from tests.e2e.support import BASE
 from tests.gateway.support import WRITER, bearer
-from tests.logins import login_url
+from tests.logins import load_demo_scenarios
 
 
 @pytest.fixture(scope="session")
@@ -26,11 +24,7 @@ async def app(suite) -> Starlette:
 
 @pytest.fixture(scope="session")
 def writer_data(database_url) -> str:
-    producer = Producer(login_url(database_url, "producer"))
-    for scenario in scenarios.demo_scenarios():
-        scenarios.load(producer, scenario, WRITER, base=BASE)
-    producer.close()
-    return WRITER
+    return load_demo_scenarios(database_url, WRITER, base=BASE)
 
 
 @pytest.fixture

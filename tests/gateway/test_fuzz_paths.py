@@ -36,13 +36,11 @@ import httpcore
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from aos_recording import scenarios
-from aos_recording.writers import Producer
 from gateway import fields, transcode
 from gateway.backends import SERVICE_BACKENDS, service_descriptor
 from gateway.routes import Route, RouteTable, Variable
 from tests.e2e.support import ACME, BASE, DEMO, token
-from tests.logins import login_url
+from tests.logins import load_demo_scenarios
 
 pytestmark = pytest.mark.db
 
@@ -440,11 +438,7 @@ def requests(route: Route | None, paths: st.SearchStrategy[str]) -> st.SearchStr
 def fuzz_tenant(database_url, demo) -> str:
     """TENANT with the demo scenarios of its own (CreateExport calls write to it); tenant-acme's
     and tenant-demo's data are there too, and must never show."""
-    producer = Producer(login_url(database_url, "producer"))
-    for scenario in scenarios.demo_scenarios():
-        scenarios.load(producer, scenario, TENANT, base=BASE)
-    producer.close()
-    return TENANT
+    return load_demo_scenarios(database_url, TENANT, base=BASE)
 
 
 @pytest.fixture(scope="module")
