@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from aos_evidence.kinds import ExportScope
 from aos_runtime.keyset import Page, keyset_page, where
 
 
@@ -83,7 +84,7 @@ class ExportFilters:
     created_after: datetime | None = None
     created_before: datetime | None = None
     run_id: str | None = None
-    scope: str | None = None
+    scope: ExportScope | None = None
     incident_id: str | None = None
 
     def where(self) -> tuple[str, dict[str, Any]]:

@@ -36,7 +36,7 @@ import contextvars
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -247,7 +247,8 @@ class Database:
                 dbapi.cancel()
             raise
 
-    async def stream(self, tenant_id: str | None, work: Callable[..., Iterable[T]], *args: Any) -> AsyncIterator[T]:
+    async def stream(self, tenant_id: str | None, work: Callable[..., Iterable[T]], *args: Any
+                     ) -> AsyncGenerator[T, None]:
         """Yield the items of ``work(conn, *args)`` (e.g. rows of a server-side cursor) as
         ``run`` would return them: one transaction scoped to ``tenant_id``, the same pool
         timeout, deadline and cancellation (a caller that leaves cancels the running query).

@@ -9,7 +9,9 @@ Logs and here.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import AsyncIterator, Mapping
 from datetime import datetime, timezone
+from typing import Any
 
 import grpc
 from sqlalchemy.exc import IntegrityError
@@ -67,11 +69,13 @@ class ExportService(pb_grpc.ExportServiceServicer):
         self.keys = key_ring(ctx.settings)
 
     # --- create -------------------------------------------------------------------
-    def _plan(self, request, tenant: str) -> builder.Plan:
+    def _plan(self, request: pb.CreateExportRequest, tenant: str) -> builder.Plan:
         r = Request()
         subject = request.WhichOneof("subject")
-        bundle_type = r.enum(request.bundle_type, _FIELDS["bundle_type"].enum_type, "bundle_type")
-        fmt = r.enum(request.format, _FIELDS["format"].enum_type, "format")
+        bundle_name = r.enum(request.bundle_type, _FIELDS["bundle_type"].enum_type, "bundle_type")
+        format_name = r.enum(request.format, _FIELDS["format"].enum_type, "format")
+        bundle_type = BundleType(bundle_name) if bundle_name else None
+        fmt = ExportFormat(format_name) if format_name else None
         if not request.bundle_type:
             r.violations.add("bundle_type", "is required (EVIDENCE, SOC2 or EXECUTIVE)")
         if not request.format:
@@ -89,39 +93,41 @@ class ExportService(pb_grpc.ExportServiceServicer):
         elif subject == "incident_id":
             scope, incident_id = ExportScope.INCIDENT, r.resource_id(request.incident_id, "incident_id")
         elif subject == "audit_slice":
-            scope, s = ExportScope.AUDIT_SLICE, request.audit_slice
+            scope, audit = ExportScope.AUDIT_SLICE, request.audit_slice
             slice_filter = {
-                "event_type": r.enum(s.event_type, _AUDIT["event_type"].enum_type, "audit_slice.event_type"),
-                "entity_type": r.enum(s.entity_type, _AUDIT["entity_type"].enum_type, "audit_slice.entity_type"),
-                "actor_type": r.enum(s.actor_type, _AUDIT["actor_type"].enum_type, "audit_slice.actor_type"),
-                "actor_id": r.optional_text(s.actor_id, "audit_slice.actor_id"),
-                "correlation_id": r.optional_text(s.correlation_id, "audit_slice.correlation_id"),
-                **_range(r, s, "audit_slice")}
+                "event_type": r.enum(audit.event_type, _AUDIT["event_type"].enum_type, "audit_slice.event_type"),
+                "entity_type": r.enum(audit.entity_type, _AUDIT["entity_type"].enum_type, "audit_slice.entity_type"),
+                "actor_type": r.enum(audit.actor_type, _AUDIT["actor_type"].enum_type, "audit_slice.actor_type"),
+                "actor_id": r.optional_text(audit.actor_id, "audit_slice.actor_id"),
+                "correlation_id": r.optional_text(audit.correlation_id, "audit_slice.correlation_id"),
+                **_range(r, audit, "audit_slice")}
         else:
-            scope, s = ExportScope.SYSTEM_SLICE, request.system_slice
+            scope, system = ExportScope.SYSTEM_SLICE, request.system_slice
             slice_filter = {
-                "component": r.optional_text(s.component, "system_slice.component"),
-                "event_type": r.enum(s.event_type, _SYSTEM["event_type"].enum_type, "system_slice.event_type"),
-                "severity": r.enum(s.severity, _SYSTEM["severity"].enum_type, "system_slice.severity"),
-                **_range(r, s, "system_slice")}
-        if fmt == ExportFormat.CSV and not scope.is_slice:
+                "component": r.optional_text(system.component, "system_slice.component"),
+                "event_type": r.enum(system.event_type, _SYSTEM["event_type"].enum_type, "system_slice.event_type"),
+                "severity": r.enum(system.severity, _SYSTEM["severity"].enum_type, "system_slice.severity"),
+                **_range(r, system, "system_slice")}
+        if fmt is ExportFormat.CSV and not scope.is_slice:
             r.violations.add("format", "CSV is for audit and system slices; export a run or an incident as JSON, "
                                        "PDF or ZIP")
         r.done()
-        return builder.Plan(tenant_id=tenant, scope=scope, bundle_type=BundleType(bundle_type),
-                            format=ExportFormat(fmt), run_id=run_id,
+        # Unset (or unknown) values were violations above, and r.done() raised on them.
+        assert bundle_type is not None and fmt is not None
+        return builder.Plan(tenant_id=tenant, scope=scope, bundle_type=bundle_type, format=fmt, run_id=run_id,
                             incident_id=incident_id,
                             slice_filter={k: v for k, v in slice_filter.items() if v is not None},
                             idempotency_key=key)
 
-    async def CreateExport(self, request, context):
+    async def CreateExport(self, request: pb.CreateExportRequest,
+                           context: grpc.aio.ServicerContext) -> pb.CreateExportResponse:
         reply = await self._create(request)
         # Read-your-writes on a replica: where the WAL stands after the export committed;
         # a Logs read passing it back waits for its replica to get there (docs/SERVING.md).
         await context.send_initial_metadata(((WAL_POSITION_HEADER, await self.ctx.db.wal_position()),))
         return reply
 
-    async def _create(self, request) -> pb.CreateExportResponse:
+    async def _create(self, request: pb.CreateExportRequest) -> pb.CreateExportResponse:
         who = auth.principal()
         plan = self._plan(request, who.tenant_id)
         if plan.idempotency_key:
@@ -141,7 +147,7 @@ class ExportService(pb_grpc.ExportServiceServicer):
         return pb.CreateExportResponse(export=export_message(row))
 
     @staticmethod
-    def _replay(plan: builder.Plan, existing) -> bundle_pb2.Export:
+    def _replay(plan: builder.Plan, existing: Mapping[str, Any]) -> bundle_pb2.Export:
         if not plan.same_request(existing):
             raise errors.ApiError(grpc.StatusCode.ALREADY_EXISTS, "IDEMPOTENCY_KEY_REUSED",
                                   f"idempotency key {plan.idempotency_key!r} was used for another export request",
@@ -149,22 +155,24 @@ class ExportService(pb_grpc.ExportServiceServicer):
         return export_message(existing)
 
     # --- read -----------------------------------------------------------------------
-    async def _row(self, export_id: str):
+    async def _row(self, export_id: str) -> Mapping[str, Any]:
         tenant = auth.principal().tenant_id
         row = await self.ctx.db.run(tenant, store.get_export, tenant, export_id)
         if row is None:
             raise errors.not_found(errors.Resource.EXPORT, export_id)
         return row
 
-    async def GetExport(self, request, context):
+    async def GetExport(self, request: pb.GetExportRequest, context: grpc.aio.ServicerContext) -> pb.GetExportResponse:
         r = Request()
         export_id = r.resource_id(request.export_id, "export_id")
         r.done()
         return pb.GetExportResponse(export=export_message(await self._row(export_id)))
 
-    async def ListExports(self, request, context):
+    async def ListExports(self, request: pb.ListExportsRequest,
+                          context: grpc.aio.ServicerContext) -> pb.ListExportsResponse:
         r = Request()
-        scope = r.enum(request.scope, pb.ListExportsRequest.DESCRIPTOR.fields_by_name["scope"].enum_type, "scope")
+        scope_name = r.enum(request.scope, pb.ListExportsRequest.DESCRIPTOR.fields_by_name["scope"].enum_type, "scope")
+        scope = ExportScope(scope_name) if scope_name else None
         run_id = r.resource_id(request.run_id, "run_id") if request.run_id else None
         incident_id = r.resource_id(request.incident_id, "incident_id") if request.incident_id else None
         start, end = r.time_range(request)
@@ -176,7 +184,8 @@ class ExportService(pb_grpc.ExportServiceServicer):
         page = await listing.fetch(self.ctx.db, request.page_token, evidence.list_exports, filters, limit=limit)
         return listing.answer(pb.ListExportsResponse, page, exports=[export_message(row) for row in page.rows])
 
-    async def DownloadExport(self, request, context):
+    async def DownloadExport(self, request: pb.DownloadExportRequest,
+                             context: grpc.aio.ServicerContext) -> AsyncIterator[pb.DownloadExportResponse]:
         r = Request()
         export_id = r.resource_id(request.export_id, "export_id")
         r.done()
@@ -193,7 +202,8 @@ class ExportService(pb_grpc.ExportServiceServicer):
                     first = False
                 yield message
 
-    async def VerifyExport(self, request, context):
+    async def VerifyExport(self, request: pb.VerifyExportRequest,
+                           context: grpc.aio.ServicerContext) -> pb.VerifyExportResponse:
         r = Request()
         export_id = r.resource_id(request.export_id, "export_id")
         r.done()
@@ -203,18 +213,20 @@ class ExportService(pb_grpc.ExportServiceServicer):
                                        verified_at=timestamp(datetime.now(timezone.utc)))
 
     # --- keys and checkpoints --------------------------------------------------------
-    async def ListSigningKeys(self, request, context):
+    async def ListSigningKeys(self, request: pb.ListSigningKeysRequest,
+                              context: grpc.aio.ServicerContext) -> pb.ListSigningKeysResponse:
         return pb.ListSigningKeysResponse(keys=[checkpoints.signing_key_message(k) for k in self.keys.public_keys()])
 
-    async def GetLedgerCheckpoint(self, request, context):
+    async def GetLedgerCheckpoint(self, request: pb.GetLedgerCheckpointRequest,
+                                  context: grpc.aio.ServicerContext) -> pb.GetLedgerCheckpointResponse:
         tenant = auth.principal().tenant_id
         checkpoint = await self.ctx.db.run(tenant, checkpoints.sign, tenant, self.keys.active)
         return pb.GetLedgerCheckpointResponse(checkpoint=checkpoint)
 
 
-def _range(r: Request, message, prefix: str) -> dict:
+def _range(r: Request, message: pb.AuditSlice | pb.SystemSlice, prefix: str) -> dict[str, str | None]:
     start, end = r.time_range(message, prefix=f"{prefix}.")
-    return {"created_after": start and rfc3339(start), "created_before": end and rfc3339(end)}
+    return {"created_after": rfc3339(start) if start else None, "created_before": rfc3339(end) if end else None}
 
 
 def servicers(ctx: ServiceContext) -> list[Servicer]:
