@@ -383,7 +383,7 @@ def _package(v: Verification, artifact: bytes, keys: Sequence[dsse.PublicKey], a
     names = [info.filename for info in infos]
     duplicated = sorted({n for n in names if names.count(n) > 1})
     sums = members.get("SHA256SUMS", b"").decode("utf-8", "replace").splitlines()
-    listed = dict(reversed(line.split("  ", 1)) for line in sums if "  " in line)
+    listed = {name: digest for digest, name in (line.split("  ", 1) for line in sums if "  " in line)}
     bad = [name for name, data in members.items() if name != "SHA256SUMS"
            and listed.get(name) != hashing.sha256(data).hex()]
     missing = sorted(set(listed) - set(members))
@@ -474,14 +474,21 @@ def _coverage(v: Verification, contents: dict[str, Any], carried: dict[str, list
               for kind, stated in sorted(contents.items()) if kind in carried))
 
 
+def _is_seq(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _seq_problems(kind: str, seqs: list[Any], stated: dict[str, Any]) -> list[str]:
-    problems = []
+    problems: list[str] = []
     first, last = stated.get("first_seq"), stated.get("last_seq")
+    if not ((first is None and last is None) or (_is_seq(first) and _is_seq(last))):
+        # A hostile manifest: comparing a seq with null or text would raise, not fail a check.
+        return [f"{kind}: the manifest's seq range {first!r}..{last!r} is not a range of numbers"]
     previous = None
     for seq in seqs:
         if not isinstance(seq, int):
             problems.append(f"{kind}: seq {seq!r} is not a number")
-        elif first is None or seq < first or seq > last:
+        elif first is None or last is None or seq < first or seq > last:
             problems.append(f"{kind}: seq {seq} is outside the manifest's range {first}..{last} (extra)")
         elif previous is not None and seq == previous:
             problems.append(f"{kind}: seq {seq} appears twice (extra)")
@@ -494,7 +501,8 @@ def _seq_problems(kind: str, seqs: list[Any], stated: dict[str, Any]) -> list[st
     if seqs and isinstance(seqs[0], int) and seqs[0] != first:
         problems.append(f"{kind}: the first entry is seq {seqs[0]}, the manifest states {first} (seq {first} "
                         f"missing?)")
-    if seqs and isinstance(seqs[-1], int) and seqs[-1] != last and first <= seqs[-1] <= last:
+    if seqs and isinstance(seqs[-1], int) and seqs[-1] != last and first is not None and last is not None \
+            and first <= seqs[-1] <= last:
         problems.append(f"{kind}: the last entry is seq {seqs[-1]}, the manifest states {last} (seq {last} missing?)")
     if not seqs and first is not None:
         problems.append(f"{kind}: no entry carried, the manifest states seq {first}..{last}")

@@ -560,3 +560,17 @@ def test_hostile_inputs_end_in_a_failing_verdict_not_a_traceback(tmp_path, key, 
         code = verify_export.main(files(case, data, envelope) + pin + [flag, str(tmp_path / "deep-keys.json")])
         assert code == Verdict.UNUSABLE_INPUT.exit_code, flag
     assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("last_seq", [None, "6"])
+def test_a_manifest_seq_range_that_is_not_two_numbers_fails_coverage_instead_of_raising(key, last_seq):
+    # A hostile manifest's range compared a seq with null or text: a TypeError out of verify().
+    from aos_evidence.kinds import ExportFormat
+
+    data, rendered = render(ExportFormat.JSON, ledger(6), key)
+    contents = {"audit_entry": {**rendered.contents["audit_entry"], "last_seq": last_seq}}
+    envelope = sign(manifest_for(data, rendered, "JSON", key, contents=contents), key)
+    result = verify_export.verify(data, envelope, [key.public])
+    coverage = checks(result)["coverage"]
+    assert not result.ok and not coverage.passed
+    assert "is not a range of numbers" in coverage.detail, coverage.detail
