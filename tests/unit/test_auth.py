@@ -8,9 +8,9 @@ import time
 
 import jwt
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from aos_runtime.auth import AuthError, TokenVerifier, mint_token, single_authorization
 
@@ -272,3 +272,15 @@ def test_no_header_or_claims_shape_escapes_as_anything_but_unauthenticated(heade
     assert isinstance(payload["exp"], int) and isinstance(payload["iat"], int)
     assert payload["exp"] - payload["iat"] <= v.max_lifetime_s
     assert principal.actor_id == payload["sub"] and 0 < len(principal.actor_id) <= 256
+
+
+def test_a_public_key_file_that_is_not_an_eddsa_key_is_a_configuration_error():
+    # An RSA key loaded, then failed every EdDSA token at request time; now the service does not start.
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from aos_runtime.config import ConfigError
+
+    pem = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    with pytest.raises(ConfigError, match="Ed25519 or Ed448"):
+        verifier(secret=None, public_key_pem=pem)
