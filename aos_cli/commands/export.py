@@ -15,7 +15,7 @@ from aos_cli.commands import audit
 from aos_cli.context import Context
 from aos_cli.keys import file_keys, server_keys
 from aos_cli.output import to_dict, when
-from aos_cli.values import enum_label, enum_value
+from aos_cli.values import enum_label, enum_member, enum_value
 from aos_recording import dsse, verify_export
 
 BUNDLE_TYPE = "aos.evidence.v1.BundleType"
@@ -110,8 +110,8 @@ def _show_export(ctx: Context, export: bundle_pb2.Export) -> None:
 
 
 def create_command(args: argparse.Namespace, ctx: Context) -> int:
-    request = pb.CreateExportRequest(bundle_type=enum_value(BUNDLE_TYPE, args.bundle, "--bundle"),
-                                     format=enum_value(FORMAT, args.format, "--format"),
+    request = pb.CreateExportRequest(bundle_type=enum_member(bundle_pb2.BundleType, args.bundle, "--bundle"),
+                                     format=enum_member(bundle_pb2.ExportFormat, args.format, "--format"),
                                      idempotency_key=args.idempotency_key or "", **_subject(args))
     answer = ctx.client.exports.CreateExport(request)
     saved = download(ctx, answer.export.export_id, args.download) if args.download else None

@@ -154,7 +154,7 @@ def chain_anomalies(links: list[Link], checkpoint_seq: int, checkpoint_hash: str
     """Every break of the chain, by seq, and whether the checkpoint's entry is still there, unchanged."""
     found: list[integrity_pb2.ChainAnomaly] = []
 
-    def anomaly(seq: int, kind: int, expected: str, actual: str, detail: str) -> None:
+    def anomaly(seq: int, kind: integrity_pb2.AnomalyKind, expected: str, actual: str, detail: str) -> None:
         found.append(integrity_pb2.ChainAnomaly(seq=seq, kind=kind, expected=expected, actual=actual, detail=detail))
 
     by_seq: dict[int, Link] = {}

@@ -109,22 +109,31 @@ def _views(bundle: dict[str, Any]) -> dict[str, Any]:
 def _gather(conn: Connection, plan: Plan, writer: bundles.RecordWriter, max_seq: int) -> dict[str, Any]:
     head = _head(plan)
     if plan.scope is ExportScope.LLM_RUN:
-        found = _run_evidence(conn, writer, plan.tenant_id, plan.run_id, max_seq)
+        run_id = _subject_id(plan.run_id, "run_id")
+        found = _run_evidence(conn, writer, plan.tenant_id, run_id, max_seq)
         if found is None:
-            raise errors.not_found(errors.Resource.RUN, plan.run_id)
+            raise errors.not_found(errors.Resource.RUN, run_id)
         return _views({**head, **found})
-    incident = store.incident(conn, plan.tenant_id, plan.incident_id)
+    incident_id = _subject_id(plan.incident_id, "incident_id")
+    incident = store.incident(conn, plan.tenant_id, incident_id)
     if incident is None:
-        raise errors.not_found(errors.Resource.INCIDENT, plan.incident_id)
+        raise errors.not_found(errors.Resource.INCIDENT, incident_id)
     run = (_run_evidence(conn, writer, plan.tenant_id, incident["source_run_id"], max_seq)
            if incident["source_run_id"] else None) or {}
-    entries = {e["id"]: e for e in store.incident_audit_entries(conn, plan.tenant_id, plan.incident_id)
+    entries = {e["id"]: e for e in store.incident_audit_entries(conn, plan.tenant_id, incident_id)
                if _governs(e, max_seq)}
     governance = sorted([writer.audit_entry(e) for e in entries.values()] +
                         [e for e in run.get("governance", []) if e["id"] not in entries], key=lambda e: e["seq"])
     return _views({**head, **run, "incident": writer.incident(incident), "governance": governance,
                    "proposals": [writer.proposal(p) for p in store.incident_proposals(conn, plan.tenant_id,
-                                                                                      plan.incident_id)]})
+                                                                                      incident_id)]})
+
+
+def _subject_id(value: str | None, name: str) -> str:
+    """A run or incident plan's subject; the request validation made sure it is there."""
+    if value is None:
+        raise ValueError(f"the export plan has no {name}")
+    return value
 
 
 def _slice_records(conn: Connection, plan: Plan, writer: bundles.RecordWriter, bounds: Mapping[str, Any]):
@@ -137,10 +146,12 @@ def _slice_records(conn: Connection, plan: Plan, writer: bundles.RecordWriter, b
                                created_before=_time(f.get("created_before")))
         rows = store.audit_slice(conn, plan.tenant_id, filters, bounds["max_seq"])
         return "audit_entry", (writer.audit_entry(r) for r in rows)
-    filters = {**{k: f.get(k) for k in ("component", "event_type", "severity")},
-               "created_after": _time(f.get("created_after")), "created_before": _time(f.get("created_before")),
-               "recorded_until": _time(bounds["recorded_until"])}
-    return "system_record", (writer.system_record(r) for r in store.system_slice(conn, plan.tenant_id, filters))
+    system_filters = {**{k: f.get(k) for k in ("component", "event_type", "severity")},
+                      "created_after": _time(f.get("created_after")),
+                      "created_before": _time(f.get("created_before")),
+                      "recorded_until": _time(bounds["recorded_until"])}
+    return "system_record", (writer.system_record(r)
+                             for r in store.system_slice(conn, plan.tenant_id, system_filters))
 
 
 def _time(value: str | None) -> datetime | None:
@@ -214,7 +225,10 @@ def create(conn: Connection, plan: Plan, keys: dsse.KeyRing, actor_type: str, ac
                      "format": plan.format, "checksum": rendered.checksum.hex(), "run_id": plan.run_id,
                      "incident_id": plan.incident_id},
         created_at=created_at)
-    return store.get_export(conn, tenant, export_id)
+    exported = store.get_export(conn, tenant, export_id)
+    if exported is None:  # written above, in this transaction
+        raise RuntimeError(f"export {export_id} is not readable after its insert")
+    return exported
 
 
 def plan_of(row: Mapping[str, Any]) -> tuple[Plan, dict[str, Any]]:

@@ -312,7 +312,7 @@ def _library_rules() -> tuple[_Rule, ...]:
     for plugin, kinds in plugins:
         patterns = tuple(plugin.denylist)
         assert len(patterns) == len(kinds), plugin  # a new pattern in a library upgrade needs a kind
-        for pattern, (kind, needles, group) in zip(patterns, kinds):
+        for pattern, (kind, needles, group) in zip(patterns, kinds, strict=True):
             if group == 0:
                 # Over the rest of the token; the inner groups keep their numbers.
                 pattern = re.compile(f"(?:{pattern.pattern})[A-Za-z0-9]*", pattern.flags)

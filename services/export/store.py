@@ -15,46 +15,47 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from aos_evidence.queries import EXPORT_SELECT, NOT_ACCESS, AuditFilters, system_clauses
+from aos_runtime.rows import each_of, first_of, one_of
 
 STREAM_BATCH = 1000
 
 
 def get_export(conn: Connection, tenant_id: str, export_id: str) -> Mapping[str, Any] | None:
-    return conn.execute(text(EXPORT_SELECT + " WHERE a.tenant_id = :t AND a.id = :id"),
-                        {"t": tenant_id, "id": export_id}).mappings().first()
+    return first_of(conn.execute(text(EXPORT_SELECT + " WHERE a.tenant_id = :t AND a.id = :id"),
+                        {"t": tenant_id, "id": export_id}))
 
 
 def export_by_idempotency_key(conn: Connection, tenant_id: str, key: str) -> Mapping[str, Any] | None:
-    return conn.execute(text(EXPORT_SELECT + " WHERE a.tenant_id = :t AND a.idempotency_key = :k"),
-                        {"t": tenant_id, "k": key}).mappings().first()
+    return first_of(conn.execute(text(EXPORT_SELECT + " WHERE a.tenant_id = :t AND a.idempotency_key = :k"),
+                        {"t": tenant_id, "k": key}))
 
 
 def incident(conn: Connection, tenant_id: str, incident_id: str) -> Mapping[str, Any] | None:
-    return conn.execute(text("SELECT * FROM incidents WHERE tenant_id = :t AND id = :id"),
-                        {"t": tenant_id, "id": incident_id}).mappings().first()
+    return first_of(conn.execute(text("SELECT * FROM incidents WHERE tenant_id = :t AND id = :id"),
+                        {"t": tenant_id, "id": incident_id}))
 
 
 def incident_audit_entries(conn: Connection, tenant_id: str, incident_id: str) -> list[Mapping[str, Any]]:
     """Entries about the incident itself (ix_audit_ledger_tenant_entity) or correlated to it
     (ix_audit_ledger_governance_correlation) — not the access entries of its exports."""
-    return list(conn.execute(text(f"""
+    return list(each_of(conn.execute(text(f"""
         SELECT * FROM audit_ledger WHERE tenant_id = :t AND entity_type = 'INCIDENT' AND entity_id = :id
             AND {NOT_ACCESS}
         UNION SELECT * FROM audit_ledger WHERE tenant_id = :t AND correlation_id = :id AND {NOT_ACCESS}
-        ORDER BY seq"""), {"t": tenant_id, "id": incident_id}).mappings())
+        ORDER BY seq"""), {"t": tenant_id, "id": incident_id})))
 
 
 def incident_proposals(conn: Connection, tenant_id: str, incident_id: str) -> list[Mapping[str, Any]]:
-    return list(conn.execute(text("SELECT * FROM policy_proposals WHERE tenant_id = :t "
+    return list(each_of(conn.execute(text("SELECT * FROM policy_proposals WHERE tenant_id = :t "
                                   "AND triggering_incident_id = :id ORDER BY created_at, id"),
-                             {"t": tenant_id, "id": incident_id}).mappings())
+                             {"t": tenant_id, "id": incident_id})))
 
 
 def run_incidents(conn: Connection, tenant_id: str, run_id: str, trace_id: str | None) -> list[Mapping[str, Any]]:
-    return list(conn.execute(text("""
+    return list(each_of(conn.execute(text("""
         SELECT * FROM incidents WHERE tenant_id = :t AND source_run_id = :r
         UNION SELECT * FROM incidents WHERE tenant_id = :t AND trace_id = :trace
-        ORDER BY created_at, id"""), {"t": tenant_id, "r": run_id, "trace": trace_id}).mappings())
+        ORDER BY created_at, id"""), {"t": tenant_id, "r": run_id, "trace": trace_id})))
 
 
 def _stream(conn: Connection, sql: str, params: Mapping[str, Any], batch: int = STREAM_BATCH
@@ -63,7 +64,7 @@ def _stream(conn: Connection, sql: str, params: Mapping[str, Any], batch: int = 
     # Per statement: Connection.execution_options() would change the connection itself,
     # and the artifact's INSERTs would then try to run as server-side cursors too.
     result = conn.execute(text(sql), params, execution_options={"stream_results": True, "yield_per": batch})
-    yield from result.mappings()
+    yield from each_of(result)
 
 
 def audit_slice(conn: Connection, tenant_id: str, filters: AuditFilters, max_seq: int
@@ -104,8 +105,8 @@ def lock_export_chain(conn: Connection, tenant_id: str) -> Mapping[str, Any] | N
     previous export's chain hash read here is the one the row will link to. Returns
     that head (None for the tenant's first export)."""
     conn.execute(text("SELECT pg_advisory_xact_lock(aos_chain_lock_key('log_exports', :t))"), {"t": tenant_id})
-    return conn.execute(text("SELECT seq, chain_hash FROM log_exports WHERE tenant_id = :t ORDER BY seq DESC LIMIT 1"),
-                        {"t": tenant_id}).mappings().first()
+    return first_of(conn.execute(text("SELECT seq, chain_hash FROM log_exports WHERE tenant_id = :t "
+                                      "ORDER BY seq DESC LIMIT 1"), {"t": tenant_id}))
 
 
 def insert_export(conn: Connection, row: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -115,8 +116,8 @@ def insert_export(conn: Connection, row: Mapping[str, Any]) -> Mapping[str, Any]
     columns = ", ".join(values)
     placeholders = ", ".join(f"CAST(:{k} AS jsonb)" if k in ("manifest", "dsse_envelope", "redaction", "slice_filter")
                              else f":{k}" for k in values)
-    return conn.execute(text(f"INSERT INTO log_exports ({columns}) VALUES ({placeholders}) "
-                             "RETURNING seq, prev_hash, chain_hash, recorded_at"), values).mappings().one()
+    return one_of(conn.execute(text(f"INSERT INTO log_exports ({columns}) VALUES ({placeholders}) "
+                             "RETURNING seq, prev_hash, chain_hash, recorded_at"), values))
 
 
 def record_checkpoint(conn: Connection, seq: int, chain_hash: bytes, envelope_json: str) -> bool:

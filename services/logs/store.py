@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 
 from aos_evidence.queries import AUDIT_SELECT, RUN_FROM, RUN_SELECT, AuditFilters, system_clauses
 from aos_runtime.keyset import Page, after_clause, count_total, cut, keyset_page, where
+from aos_runtime.rows import all_of, first_of
 
 
 def list_audit_entries(conn: Connection, tenant_id: str, filters: AuditFilters, after: Sequence[Any] | None,
@@ -42,9 +43,9 @@ def ledger_size(conn: Connection, tenant_id: str) -> int:
 
 
 def get_audit_entry(conn: Connection, tenant_id: str, entry_id: str) -> Mapping[str, Any] | None:
-    return conn.execute(text(AUDIT_SELECT.format(extra=", a.before_state, a.after_state") +
+    return first_of(conn.execute(text(AUDIT_SELECT.format(extra=", a.before_state, a.after_state") +
                              " WHERE a.tenant_id = :tenant AND a.id = :id"),
-                        {"tenant": tenant_id, "id": entry_id}).mappings().first()
+                        {"tenant": tenant_id, "id": entry_id}))
 
 
 # --- LLM runs ---------------------------------------------------------------------
@@ -96,21 +97,21 @@ def replay_events(conn: Connection, tenant_id: str, trace_id: str | None, start:
     window = {"t": tenant_id, "start": start, "end": end}
     found: dict[str, list] = {"steps": [], "system": [], "audit": [], "breaches": []}
     if include_llm and trace_id:
-        found["steps"] = list(conn.execute(text(
+        found["steps"] = list(all_of(conn.execute(text(
             "SELECT * FROM aos_trace_steps WHERE tenant_id = :t AND trace_id = :trace "
             "AND \"timestamp\" BETWEEN :start AND :end ORDER BY \"timestamp\", step_index"),
-            {**window, "trace": trace_id}).mappings().all())
-    found["system"] = list(conn.execute(text(
+            {**window, "trace": trace_id})))
+    found["system"] = list(all_of(conn.execute(text(
         "(SELECT * FROM system_records WHERE tenant_id = :t AND created_at BETWEEN :start AND :end) UNION ALL "
         "(SELECT * FROM platform_records WHERE created_at BETWEEN :start AND :end) "
-        "ORDER BY created_at, id"), window).mappings().all())
+        "ORDER BY created_at, id"), window)))
     if include_policy:
-        found["audit"] = list(conn.execute(text(
+        found["audit"] = list(all_of(conn.execute(text(
             AUDIT_SELECT.format(extra="") + " WHERE a.tenant_id = :t AND a.entity_type IN ('POLICY_RULE', 'LIMIT') "
-            "AND a.created_at BETWEEN :start AND :end ORDER BY a.created_at, a.id"), window).mappings().all())
-        found["breaches"] = list(conn.execute(text(
+            "AND a.created_at BETWEEN :start AND :end ORDER BY a.created_at, a.id"), window)))
+        found["breaches"] = list(all_of(conn.execute(text(
             "SELECT * FROM limit_breaches WHERE tenant_id = :t AND breached_at BETWEEN :start AND :end "
-            "ORDER BY breached_at, id"), window).mappings().all())
+            "ORDER BY breached_at, id"), window)))
     return found
 
 
@@ -129,10 +130,10 @@ def list_system_records(conn: Connection, tenant_id: str, filters: Mapping[str, 
     params = {**params, **cursor, "tenant": tenant_id, "limit": limit + 1}
     branch = "(SELECT s.* FROM {table} s WHERE {scope}" + extra + keyset + \
              " ORDER BY s.created_at DESC, s.id DESC LIMIT :limit)"
-    rows = conn.execute(text(
+    rows = all_of(conn.execute(text(
         f"SELECT * FROM ({branch.format(table='system_records', scope='s.tenant_id = :tenant')} UNION ALL "
         f"{branch.format(table='platform_records', scope='true')}) u ORDER BY created_at DESC, id DESC LIMIT :limit"),
-        params).mappings().all()
+        params))
     own = count_total(conn, "system_records s", "s.tenant_id = :tenant" + extra, params)
     shared = count_total(conn, "platform_records s", "true" + extra, params)
     return cut(rows, limit, own[0] + shared[0], own[1] or shared[1])
@@ -159,18 +160,18 @@ def system_baseline(conn: Connection, tenant_id: str, run_id: str, started_at: d
                     ) -> tuple[Mapping[str, Any] | None, bool]:
     """(record, correlated): a baseline record correlated to the run, else the newest
     STARTUP/DEPLOY/CONFIG_CHANGE (the tenant's or system-wide) before the run began."""
-    correlated = conn.execute(text(
+    correlated = first_of(conn.execute(text(
         "SELECT * FROM system_records WHERE tenant_id = :t AND (run_id = :r OR correlation_id = :r) "
         "AND event_type = ANY(:events) ORDER BY created_at, id LIMIT 1"),
-        {"t": tenant_id, "r": run_id, "events": list(BASELINE_EVENTS)}).mappings().first()
+        {"t": tenant_id, "r": run_id, "events": list(BASELINE_EVENTS)}))
     if correlated is not None:
         return correlated, True
-    preceding = conn.execute(text(
+    preceding = first_of(conn.execute(text(
         "SELECT * FROM ((SELECT * FROM system_records WHERE tenant_id = :t AND event_type = ANY(:events) "
         "  AND created_at <= :start ORDER BY created_at DESC LIMIT 1) UNION ALL "
         " (SELECT * FROM platform_records WHERE event_type = ANY(:events) "
         "  AND created_at <= :start ORDER BY created_at DESC LIMIT 1)) s ORDER BY created_at DESC, id DESC LIMIT 1"),
-        {"t": tenant_id, "events": list(BASELINE_EVENTS), "start": started_at}).mappings().first()
+        {"t": tenant_id, "events": list(BASELINE_EVENTS), "start": started_at}))
     return preceding, False
 
 
@@ -182,12 +183,12 @@ def run_event_count(conn: Connection, tenant_id: str, run_id: str) -> int:
 def attribution(conn: Connection, tenant_id: str, start: datetime, end: datetime, after: Sequence[Any] | None,
                 limit: int) -> tuple[list[Mapping[str, Any]], Page]:
     """caused_by × component × event_type counts over [start, end), and that window's records."""
-    rows = conn.execute(text(
+    rows = all_of(conn.execute(text(
         "SELECT caused_by, component, event_type, count(*) AS count, "
         "       array_remove(array_agg(DISTINCT actor_id), NULL) AS actor_ids "
         "FROM (SELECT * FROM system_records WHERE tenant_id = :t AND created_at >= :start AND created_at < :end "
         "      UNION ALL SELECT * FROM platform_records WHERE created_at >= :start AND created_at < :end) s "
         "GROUP BY caused_by, component, event_type ORDER BY count(*) DESC, caused_by, component, event_type"),
-        {"t": tenant_id, "start": start, "end": end}).mappings().all()
+        {"t": tenant_id, "start": start, "end": end}))
     page = list_system_records(conn, tenant_id, {"created_after": start, "created_before": end}, after, limit)
     return list(rows), page

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 
 from aos_runtime.keyset import Page, after_clause, count_total, cut
 from aos_runtime.pagination import EXACT_TOTAL_LIMIT
+from aos_runtime.rows import all_of, one_of
 
 # The one definition of a critical incident: what turns the pulse CRITICAL and
 # what the Incidents domain counts as critical.
@@ -52,7 +53,7 @@ def highlights(conn: Connection, tenant_id: str,
     totals = ",".join(f"""
           (SELECT count(*) FROM (SELECT 1 FROM {table} WHERE tenant_id = :t LIMIT :cap) s) AS total_{table}"""
                       for table in _DOMAIN_TABLES.values())
-    row = conn.execute(text(f"""
+    row = one_of(conn.execute(text(f"""
         SELECT i.active_incidents, i.critical_incidents,
           (SELECT count(*) FROM policy_proposals WHERE tenant_id = :t AND status = 'draft') AS draft_proposals,
           (SELECT count(*) FROM limit_breaches
@@ -65,7 +66,7 @@ def highlights(conn: Connection, tenant_id: str,
                      count(*) FILTER (WHERE severity = ANY(:critical)) AS critical_incidents
               FROM incidents WHERE tenant_id = :t AND lifecycle_state = 'ACTIVE') i
     """), {"t": tenant_id, "since": breaches_since, "critical": list(CRITICAL_SEVERITIES),
-           "cap": cap}).mappings().one()
+           "cap": cap}))
     counted = {domain: row[f"total_{table}"] for domain, table in _DOMAIN_TABLES.items()}
     capped = [domain for domain, n in counted.items() if n >= cap]
     estimated = dict(zip(capped, _estimated_rows(conn, tenant_id, [_DOMAIN_TABLES[d] for d in capped]), strict=True))
@@ -160,7 +161,7 @@ def costs(conn: Connection, tenant_id: str, currency: str, start: datetime, end:
     and the budget breaches in [start, end). One statement, one snapshot: its first
     row is the period's, then a row per budget."""
     spans = {"": (start, end), **budget_windows}  # '': the requested period's, no reset period's
-    rows = conn.execute(text(f"""
+    rows = all_of(conn.execute(text(f"""
         WITH span AS (
             SELECT * FROM unnest(CAST(:reset_period AS text[]), {_DAY_ARRAYS}) AS s (reset_period, {", ".join(_DAYS)})),
         budget AS (
@@ -185,7 +186,7 @@ def costs(conn: Connection, tenant_id: str, currency: str, start: datetime, end:
         LEFT JOIN budget b ON b.n = w.n
         ORDER BY w.n
     """), {"t": tenant_id, "currency": currency, "start": start, "end": end, "reset_period": list(spans),
-           **_day_arrays(list(spans.values()))}).mappings().all()
+           **_day_arrays(list(spans.values()))}))
     period, *budgets = rows
     for row in budgets:  # a reset period without a window would have summed nothing, silently
         if row["reset_period"] not in budget_windows:
@@ -248,8 +249,8 @@ def list_decisions(conn: Connection, tenant_id: str, sources: Sequence[str], sev
     if not branches:
         return Page(rows=[], has_more=False, total=0, total_is_estimate=False)
     union = " UNION ALL ".join(f"({b} ORDER BY created_at DESC, id DESC LIMIT :branch_limit)" for b in branches)
-    rows = conn.execute(text(f"SELECT * FROM ({union}) d {outer} ORDER BY created_at DESC, id DESC, source DESC "
-                             "LIMIT :limit"), params).mappings().all()
+    rows = all_of(conn.execute(text(f"SELECT * FROM ({union}) d {outer} ORDER BY created_at DESC, id DESC, source DESC "
+                             "LIMIT :limit"), params))
     counted = " UNION ALL ".join(_DECISION_BRANCHES[s].format(severity=severity, keyset="") for s in sources)
     total, estimate = count_total(conn, f"({counted}) d", "true", params)
     return cut(rows, limit, total, estimate)

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Awaitable, Callable
 
 import pytest
 
@@ -53,7 +53,7 @@ def writer_tenant(database_url) -> str:
 
 
 @pytest.fixture
-def cli(run, suite, demo) -> Run:  # noqa: F811
+def cli(run, suite, demo) -> Run:
     """``await cli(*argv, tenant=DEMO)``: run with the suite's addresses and a token for ``tenant``."""
     async def invoke(*argv: object, tenant: str | None = DEMO) -> Result:
         options = [f"--{name}={address}" for name, address in suite.items()]

@@ -199,8 +199,9 @@ def test_every_element_has_a_comment():
                      if loc.leading_comments.strip() or loc.trailing_comments.strip()}
 
         def need(path, name):
-            if tuple(path) not in commented:
-                missing.append(f"{file.name}: {name}")
+            # Called only within this iteration, so the loop's current values are the right ones.
+            if tuple(path) not in commented:  # noqa: B023
+                missing.append(f"{file.name}: {name}")  # noqa: B023
 
         def walk_message(message, path, prefix):
             need(path, prefix)

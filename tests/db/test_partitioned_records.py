@@ -3,7 +3,7 @@ guarantees — an id, a trace's step_index recorded once, append-only, row-level
 and retention drops their months only after the ledger's, steps as whole finished traces."""
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 
 import psycopg
 import pytest

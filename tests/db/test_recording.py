@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -11,10 +12,16 @@ import pytest
 from sqlalchemy import text
 
 from aos_recording import bulk, hashing, scenarios, verify, vocabulary
-from aos_recording.store import load_trace
-from aos_recording.writers import (AuditLedgerWriter, EvidenceConflict, LlmRunRecordWriter, Producer,
-                                   SystemRecordWriter, TraceRecorder)
 from aos_recording.sources import SourceWriter
+from aos_recording.store import load_trace
+from aos_recording.writers import (
+    AuditLedgerWriter,
+    EvidenceConflict,
+    LlmRunRecordWriter,
+    Producer,
+    SystemRecordWriter,
+    TraceRecorder,
+)
 from tests.db.sessions import ledger_report
 from tests.logins import login_url
 
@@ -74,7 +81,7 @@ def test_ledger_writer_appends_a_valid_chain(producer, database_url):
     entries = append(producer, tenant, 5)
     assert [e.seq for e in entries] == [1, 2, 3, 4, 5]
     assert entries[0].prev_hash == hashing.GENESIS
-    assert all(b.prev_hash == a.chain_hash for a, b in zip(entries, entries[1:]))
+    assert all(b.prev_hash == a.chain_hash for a, b in itertools.pairwise(entries))
     report = ledger_report(database_url, tenant)
     assert report.ok and report.checked == 5 and report.head_hash == entries[-1].chain_hash
 

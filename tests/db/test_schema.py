@@ -181,7 +181,7 @@ def test_ledger_chain_is_assigned_by_the_database(database_url):
     # Writers supplied seq 999 and zero hashes; the database ignored them.
     assert [r[0] for r in rows] == [1, 2, 3, 4, 5]
     prev = ZERO
-    for seq, content, prev_hash, chain in rows:
+    for _seq, content, prev_hash, chain in rows:
         assert bytes(prev_hash) == prev
         assert bytes(chain) == hashlib.sha256(prev + bytes(content)).digest()
         prev = bytes(chain)

@@ -103,8 +103,9 @@ def test_every_escalation_is_refused_from_a_service_session(database_url, servic
 def test_the_ledger_is_unchanged_after_the_attacks(database_url):
     """The writes above were refused, not merely aimed at no row: with entries present an
     export session's UPDATE/DELETE still fails and every entry stays."""
-    from tests.db.sessions import append_entries
     from datetime import datetime, timezone
+
+    from tests.db.sessions import append_entries
 
     append_entries(database_url, "tenant-victim", [datetime(2026, 3, 1, tzinfo=timezone.utc)], 3)
     for statement in ("UPDATE audit_ledger SET action_reason = 'rewritten'", "DELETE FROM audit_ledger"):

@@ -163,7 +163,7 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
         current = ""
     if current:
         logical.append(current)
-    return [(l.split(None, 1)[0].upper(), l.split(None, 1)[1] if " " in l else "") for l in logical]
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1] if " " in line else "") for line in logical]
 
 
 def dockerfile_stages() -> tuple[dict[str, str], list[list[tuple[str, str]]]]:

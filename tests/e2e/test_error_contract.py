@@ -16,14 +16,18 @@ from sqlalchemy import text
 
 from aos.evidence.v1 import bundle_pb2
 from aos.export.v1 import export_service_pb2 as export_pb, export_service_pb2_grpc as export_grpc
-from aos.logs.v1 import audit_ledger_service_pb2 as audit_pb, audit_ledger_service_pb2_grpc as audit_grpc
-from aos.logs.v1 import llm_runs_service_pb2 as runs_pb, llm_runs_service_pb2_grpc as runs_grpc
-from aos.logs.v1 import system_logs_service_pb2 as sys_pb, system_logs_service_pb2_grpc as sys_grpc
+from aos.logs.v1 import (
+    audit_ledger_service_pb2 as audit_pb,
+    audit_ledger_service_pb2_grpc as audit_grpc,
+    llm_runs_service_pb2 as runs_pb,
+    llm_runs_service_pb2_grpc as runs_grpc,
+    system_logs_service_pb2 as sys_pb,
+    system_logs_service_pb2_grpc as sys_grpc,
+)
 from aos.overview.v1 import overview_service_pb2 as overview_pb, overview_service_pb2_grpc as overview_grpc
 from aos_recording.sources import SourceWriter
 from aos_recording.writers import LlmRunRecordWriter, Producer
 from aos_runtime import errors
-
 from tests.e2e.support import BASE, DEMO, auth, settings
 from tests.logins import login_url
 
@@ -140,6 +144,7 @@ GHOST_REQUESTS = {
 
 def _every_rpc(stubs):
     from google.protobuf import json_format
+
     from aos.logs.v1 import audit_ledger_service_pb2, llm_runs_service_pb2, system_logs_service_pb2
     from aos.overview.v1 import overview_service_pb2
 

@@ -12,12 +12,12 @@ import grpc
 import psycopg
 import pytest
 
-from aos.evidence.v1 import bundle_pb2, evidence_pb2, records_pb2, sources_pb2
+from aos.evidence.v1 import bundle_pb2, evidence_pb2
 from aos.export.v1 import export_service_pb2 as pb, export_service_pb2_grpc as pb_grpc
 from aos_recording import dsse, hashing, scenarios, verify_export
 from aos_recording.writers import Producer
 from tests.e2e.support import BASE, auth, ts, violations
-from tests.logins import login_url, load_demo_scenarios
+from tests.logins import load_demo_scenarios, login_url
 
 pytestmark = pytest.mark.db
 TENANT = "tenant-ex"
@@ -367,6 +367,7 @@ async def test_rotation_keeps_old_exports_verifiable(database_url, tmp_path):
     """A new signing key, the old one configured as a verification key: both listed,
     the old key RETIRED, and an export signed before the rotation still verifies."""
     import dataclasses
+
     from aos_runtime.service_main import build_server
     from services.export import server as export_server
     from tests.e2e.support import settings
@@ -410,6 +411,7 @@ async def test_the_service_refuses_a_signature_made_outside_its_keys_validity(da
     """VerifyExport pins the service's own key ring, validity included: once the ring
     dates the old key as ended before the manifest's signed_at, its export fails."""
     import dataclasses
+
     from aos_runtime.service_main import build_server
     from services.export import server as export_server
     from tests.e2e.support import settings

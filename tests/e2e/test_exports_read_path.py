@@ -15,8 +15,12 @@ import psycopg
 import pytest
 
 from aos.evidence.v1 import bundle_pb2, evidence_pb2
-from aos.logs.v1 import audit_ledger_service_pb2 as audit_pb, audit_ledger_service_pb2_grpc as audit_grpc
-from aos.logs.v1 import llm_runs_service_pb2 as runs_pb, llm_runs_service_pb2_grpc as runs_grpc
+from aos.logs.v1 import (
+    audit_ledger_service_pb2 as audit_pb,
+    audit_ledger_service_pb2_grpc as audit_grpc,
+    llm_runs_service_pb2 as runs_pb,
+    llm_runs_service_pb2_grpc as runs_grpc,
+)
 from aos_recording import hashing, scenarios
 from aos_recording.writers import AuditLedgerWriter, Producer
 from tests.e2e.support import BASE, DEMO, auth

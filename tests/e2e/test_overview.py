@@ -8,8 +8,8 @@ import grpc
 import psycopg
 import pytest
 
-from aos.overview.v1 import overview_service_pb2 as pb, overview_service_pb2_grpc as pb_grpc
 from aos.evidence.v1 import evidence_pb2, sources_pb2
+from aos.overview.v1 import overview_service_pb2 as pb, overview_service_pb2_grpc as pb_grpc
 from aos_recording import scenarios
 from aos_recording.writers import Producer
 from tests.e2e.support import auth, ts, violations
@@ -161,7 +161,7 @@ async def test_costs_scopes_and_budget_boundaries(stub, overview_data):
         ("lim-provider", sources_pb2.LIMIT_SCOPE_PROVIDER, "prov-c", 10000, 10000, 0, 10000,
          pb.BUDGET_STATUS_BREACHED),
     ]
-    assert [l.limit_id for l in r.limits] == [f"ov-costs.{e[0]}" for e in expected]
+    assert [limit.limit_id for limit in r.limits] == [f"ov-costs.{e[0]}" for e in expected]
     for limit, (_, scope, scope_id, max_value, used, remaining, bp, status) in zip(r.limits, expected):
         assert limit.category == sources_pb2.LIMIT_CATEGORY_BUDGET
         assert (limit.scope, limit.scope_id, limit.reset_period) == (scope, scope_id, sources_pb2.RESET_PERIOD_MONTHLY)
@@ -180,7 +180,7 @@ async def test_costs_for_an_explicit_period(stub, overview_data):
     assert r.actuals.llm_run_cost == _usd(5000)
     assert r.violations == pb.CostViolations(breach_count=1, total_overage=_usd(89999))
     # Budget usage follows each limit's own window, not the requested period.
-    assert [l.used_value.amount_cents for l in r.limits] == [25999, 7999, 8000, 10000]
+    assert [limit.used_value.amount_cents for limit in r.limits] == [25999, 7999, 8000, 10000]
 
 
 @pytest.mark.parametrize("period", RESETS)

@@ -8,9 +8,13 @@ import pytest
 from google.protobuf import json_format
 
 from aos.evidence.v1 import evidence_pb2, records_pb2 as vocab_pb2
-from aos.logs.v1 import llm_runs_service_pb2 as runs_pb, llm_runs_service_pb2_grpc as runs_grpc
-from aos.logs.v1 import records_pb2
-from aos.logs.v1 import system_logs_service_pb2 as sys_pb, system_logs_service_pb2_grpc as sys_grpc
+from aos.logs.v1 import (
+    llm_runs_service_pb2 as runs_pb,
+    llm_runs_service_pb2_grpc as runs_grpc,
+    records_pb2,
+    system_logs_service_pb2 as sys_pb,
+    system_logs_service_pb2_grpc as sys_grpc,
+)
 from aos_recording import hashing
 from tests.e2e.support import ACME, BASE, DEMO, auth, ts, violations
 

@@ -47,7 +47,7 @@ def test_suite_starts_serves_and_stops_everything(tmp_path):
             output.append(suite.stdout.readline())
         text = "".join(output)
         assert re.search(r"Loaded \d+ demo scenarios", text)
-        for name, port in ports.items():
+        for port in ports.values():
             assert f"127.0.0.1:{port}" in text
         gateway = f"http://127.0.0.1:{ports['GATEWAY']}"
         assert gateway in text

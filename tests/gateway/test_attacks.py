@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from aos_runtime.auth import SCOPES
 from gateway.backends import SERVICE_BACKENDS, service_descriptor
 from gateway.routes import RouteTable
-from tests.e2e.support import ACME, DEMO, SECRET, token
+from tests.e2e.support import ACME, DEMO, token
 
 pytestmark = pytest.mark.db
 ROUTES = list(RouteTable.from_services(service_descriptor(name) for name in SERVICE_BACKENDS).routes)

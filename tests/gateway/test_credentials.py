@@ -18,8 +18,7 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from aos.logs.v1 import audit_ledger_service_pb2 as audit_pb2
-from aos.logs.v1 import audit_ledger_service_pb2_grpc as audit_grpc
+from aos.logs.v1 import audit_ledger_service_pb2 as audit_pb2, audit_ledger_service_pb2_grpc as audit_grpc
 from tests.e2e.support import DEMO, SECRET, token
 
 pytestmark = pytest.mark.db

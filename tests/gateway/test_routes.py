@@ -5,8 +5,16 @@ import pytest
 from google.api import http_pb2
 
 from gateway.backends import SERVICE_BACKENDS, service_descriptor
-from gateway.routes import (MethodNotAllowed, PathTemplate, Route, RouteNotFound, RouteTable, Variable, _route,
-                            split_path)
+from gateway.routes import (
+    MethodNotAllowed,
+    PathTemplate,
+    Route,
+    RouteNotFound,
+    RouteTable,
+    Variable,
+    _route,
+    split_path,
+)
 from tests.gateway import synthetic
 
 TABLE = RouteTable.from_services(service_descriptor(name) for name in SERVICE_BACKENDS)

@@ -51,7 +51,7 @@ async def closed_by_peer(reader: asyncio.StreamReader, within: float) -> bool:
         return await asyncio.wait_for(reader.read(1024), within) == b""
     except (ConnectionResetError, BrokenPipeError):
         return True
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return False
 
 

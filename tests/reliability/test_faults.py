@@ -19,7 +19,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from aos.logs.v1 import audit_ledger_service_pb2 as pb, audit_ledger_service_pb2_grpc as pb_grpc
 from aos_recording import bulk, scenarios
 from aos_recording.writers import Producer
-from aos_runtime import migrate
 from aos_runtime.embedded import EmbeddedPostgres
 from aos_runtime.service_main import build_server
 from tests.e2e.support import SECRET, auth, free_port, service_modules, settings

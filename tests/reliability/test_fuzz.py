@@ -37,8 +37,12 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from aos.evidence.v1 import bundle_pb2
 from aos.export.v1 import export_service_pb2, export_service_pb2_grpc
-from aos.logs.v1 import (audit_ledger_service_pb2, audit_ledger_service_pb2_grpc, llm_runs_service_pb2,
-                         system_logs_service_pb2)
+from aos.logs.v1 import (
+    audit_ledger_service_pb2,
+    audit_ledger_service_pb2_grpc,
+    llm_runs_service_pb2,
+    system_logs_service_pb2,
+)
 from aos.overview.v1 import overview_service_pb2
 from aos_recording import scenarios
 from aos_recording.writers import Producer, SystemRecordWriter

@@ -21,8 +21,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aos.evidence.v1 import bundle_pb2, evidence_pb2
 from aos.export.v1 import export_service_pb2 as export_pb, export_service_pb2_grpc as export_grpc
-from aos.logs.v1 import audit_ledger_service_pb2 as audit_pb, audit_ledger_service_pb2_grpc as audit_grpc
-from aos.logs.v1 import llm_runs_service_pb2 as runs_pb, llm_runs_service_pb2_grpc as runs_grpc
+from aos.logs.v1 import (
+    audit_ledger_service_pb2 as audit_pb,
+    audit_ledger_service_pb2_grpc as audit_grpc,
+    llm_runs_service_pb2 as runs_pb,
+    llm_runs_service_pb2_grpc as runs_grpc,
+)
 from aos.overview.v1 import overview_service_pb2 as overview_pb, overview_service_pb2_grpc as overview_grpc
 from aos_recording import scenarios
 from aos_recording.writers import Producer

@@ -1,10 +1,10 @@
 """EvidenceMetadata rules, applied in one place."""
 from datetime import datetime, timezone
 
-from aos.evidence.v1 import evidence_pb2
 from google.protobuf import timestamp_pb2
 from hypothesis import given, settings, strategies as st
 
+from aos.evidence.v1 import evidence_pb2
 from aos_runtime.evidence import Evidence, actor_fields, metadata, timestamp
 
 OCCURRED = datetime(2026, 1, 13, 12, 0, tzinfo=timezone.utc)

@@ -84,9 +84,8 @@ def test_filters_are_sealed_one_way_whatever_form_they_come_in():
 
 
 def test_the_listing_fills_the_page_fields_its_response_declares():
-    from types import SimpleNamespace
-
     from datetime import datetime, timezone
+    from types import SimpleNamespace
 
     from aos.logs.v1 import audit_ledger_service_pb2 as audit_pb, system_logs_service_pb2 as system_pb
 

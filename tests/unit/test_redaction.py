@@ -1,7 +1,7 @@
 """Export redaction: what is removed, what survives byte for byte, and how it is counted."""
 import base64
-import re
 import json
+import re
 import time
 from collections import Counter
 from datetime import datetime, timezone

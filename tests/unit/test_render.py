@@ -168,12 +168,12 @@ def test_csv_exact_bytes():
         '"a,1","say ""hi""\nbye",-5,true,2026-01-13T12:00:00.123456Z,"{""a"":[1,""é""],""b"":1}",\'=SUM(A1:A2),\r\n'
         "b,plain,1.5,false,2026-01-13T12:00:00.123456Z,[],'-1+2,\r\n"
         "c,'@me,0,false,2026-01-13T12:00:00.123456Z,{},'\tx,\"'\rx\"\r\n"
-    ).encode("utf-8")
+    ).encode()
 
 
 def test_csv_is_utf8_without_bom_and_keeps_a_lone_empty_field():
     data = render_csv(["name"], [["日本"], [None]])
-    assert data == 'name\r\n日本\r\n""\r\n'.encode("utf-8")
+    assert data == 'name\r\n日本\r\n""\r\n'.encode()
     assert not data.startswith(b"\xef\xbb\xbf")
 
 

@@ -3,9 +3,19 @@ import copy
 from datetime import datetime, timedelta, timezone
 
 from aos_recording import hashing
-from aos_recording.verify import (BROKEN_LINK, CHAIN_MISMATCH, CHECKPOINT_MISMATCH, CONTENT_MISMATCH,
-                                  SEQUENCE_GAP, TRUNCATION, ChainVerifier, Checkpoint, ledger_content_hash_of,
-                                  verify_chain, verify_trace)
+from aos_recording.verify import (
+    BROKEN_LINK,
+    CHAIN_MISMATCH,
+    CHECKPOINT_MISMATCH,
+    CONTENT_MISMATCH,
+    SEQUENCE_GAP,
+    TRUNCATION,
+    ChainVerifier,
+    Checkpoint,
+    ledger_content_hash_of,
+    verify_chain,
+    verify_trace,
+)
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
