@@ -2,7 +2,9 @@
 checked byte for byte, offline, and against tampering."""
 from __future__ import annotations
 
+import contextlib
 import csv
+import dataclasses
 import io
 import json
 import zipfile
@@ -16,7 +18,9 @@ from aos.evidence.v1 import bundle_pb2, evidence_pb2
 from aos.export.v1 import export_service_pb2 as pb, export_service_pb2_grpc as pb_grpc
 from aos_recording import dsse, hashing, scenarios, verify_export
 from aos_recording.writers import Producer
-from tests.e2e.support import BASE, auth, ts, violations
+from aos_runtime.service_main import build_server
+from services.export import server as export_server
+from tests.e2e.support import BASE, auth, settings, ts, violations
 from tests.logins import load_demo_scenarios, login_url
 
 pytestmark = pytest.mark.db
@@ -363,82 +367,61 @@ async def test_signing_keys_and_a_signed_ledger_checkpoint(stub, suite, database
                          "VALUES (%s, 'RETENTION_ANCHOR', 1, %s)", (TENANT, bytes(32)))
 
 
-async def test_rotation_keeps_old_exports_verifiable(database_url, tmp_path):
+@contextlib.asynccontextmanager
+async def export_service(database_url: str, tmp_path, signing_key: str, *verification_keys: str):
+    """An Export service of its own on port 0, signing with ``tmp_path/signing_key`` and
+    verifying with the retired keys named: a stub to it."""
+    base = settings(tmp_path)
+    conf = dataclasses.replace(base, export_signing_key_file=tmp_path / signing_key,
+                               export_verification_key_files=tuple(tmp_path / k for k in verification_keys))
+    server = build_server("export", export_server.servicers, conf, login_url(database_url, "export"), port=0)
+    port = await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield pb_grpc.ExportServiceStub(channel)
+    finally:
+        await server.stop(grace=0)
+
+
+def write_signing_keys(tmp_path, **keys: dsse.SigningKey) -> None:
+    for name, key in keys.items():
+        (tmp_path / f"{name}.pem").write_bytes(key.private_pem())
+        (tmp_path / f"{name}.pem").chmod(0o600)  # a signing key others can read is refused
+
+
+async def test_rotation_keeps_old_exports_verifiable(database_url, ex_data, tmp_path):
     """A new signing key, the old one configured as a verification key: both listed,
     the old key RETIRED, and an export signed before the rotation still verifies."""
-    import dataclasses
-
-    from aos_runtime.service_main import build_server
-    from services.export import server as export_server
-    from tests.e2e.support import settings
     old, new = dsse.SigningKey.generate(), dsse.SigningKey.generate()
-    (tmp_path / "old.pem").write_bytes(old.private_pem())
-    (tmp_path / "new.pem").write_bytes(new.private_pem())
-    for private in ("old.pem", "new.pem"):
-        (tmp_path / private).chmod(0o600)  # a signing key others can read is refused
+    write_signing_keys(tmp_path, old=old, new=new)
     dsse.write_public_key_pem(old.public, tmp_path / "old.pub.pem")
-    base = settings(tmp_path)
-    before = dataclasses.replace(base, export_signing_key_file=tmp_path / "old.pem")
-    after = dataclasses.replace(base, export_signing_key_file=tmp_path / "new.pem",
-                                export_verification_key_files=(tmp_path / "old.pub.pem",))
-    exported = None
-    for conf in (before, after):
-        server = build_server("export", export_server.servicers, conf, login_url(database_url, "export"),
-                              port=0)
-        port = await server.start()
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                stub = pb_grpc.ExportServiceStub(channel)
-                if exported is None:
-                    exported = (await stub.CreateExport(request("run", "EVIDENCE", "JSON"),
-                                                        metadata=auth(TENANT))).export
-                    assert exported.signing_key_id == old.public.key_id
-                    continue
-                keys = {k.key_id: k.status for k in
-                        (await stub.ListSigningKeys(pb.ListSigningKeysRequest(), metadata=auth(TENANT))).keys}
-                assert keys == {new.public.key_id: bundle_pb2.SIGNING_KEY_STATUS_ACTIVE,
-                                old.public.key_id: bundle_pb2.SIGNING_KEY_STATUS_RETIRED}
-                verdict = await stub.VerifyExport(pb.VerifyExportRequest(export_id=exported.export_id),
-                                                  metadata=auth(TENANT))
-                assert verdict.valid, [(c.name, c.detail) for c in verdict.checks if not c.passed]
-                fresh = (await stub.CreateExport(request("run", "EVIDENCE", "JSON"), metadata=auth(TENANT))).export
-                assert fresh.signing_key_id == new.public.key_id
-        finally:
-            await server.stop(grace=0)
+    async with export_service(database_url, tmp_path, "old.pem") as stub:
+        exported = (await stub.CreateExport(request("run", "EVIDENCE", "JSON"), metadata=auth(TENANT))).export
+    assert exported.signing_key_id == old.public.key_id
+    async with export_service(database_url, tmp_path, "new.pem", "old.pub.pem") as stub:
+        keys = {k.key_id: k.status for k in
+                (await stub.ListSigningKeys(pb.ListSigningKeysRequest(), metadata=auth(TENANT))).keys}
+        assert keys == {new.public.key_id: bundle_pb2.SIGNING_KEY_STATUS_ACTIVE,
+                        old.public.key_id: bundle_pb2.SIGNING_KEY_STATUS_RETIRED}
+        verdict = await stub.VerifyExport(pb.VerifyExportRequest(export_id=exported.export_id),
+                                          metadata=auth(TENANT))
+        assert verdict.valid, [(c.name, c.detail) for c in verdict.checks if not c.passed]
+        fresh = (await stub.CreateExport(request("run", "EVIDENCE", "JSON"), metadata=auth(TENANT))).export
+        assert fresh.signing_key_id == new.public.key_id
 
 
 async def test_the_service_refuses_a_signature_made_outside_its_keys_validity(database_url, ex_data, tmp_path):
     """VerifyExport pins the service's own key ring, validity included: once the ring
     dates the old key as ended before the manifest's signed_at, its export fails."""
-    import dataclasses
-
-    from aos_runtime.service_main import build_server
-    from services.export import server as export_server
-    from tests.e2e.support import settings
     old, new = dsse.SigningKey.generate(), dsse.SigningKey.generate()
-    for name, key in (("old.pem", old), ("new.pem", new)):
-        (tmp_path / name).write_bytes(key.private_pem())
-        (tmp_path / name).chmod(0o600)
+    write_signing_keys(tmp_path, old=old, new=new)
     ended = dsse.PublicKey.from_raw(old.public.raw, valid_until=datetime(2000, 1, 1, tzinfo=timezone.utc))
     (tmp_path / "old.keys.json").write_text(json.dumps(dsse.keys_document([ended])))
-    base = settings(tmp_path)
-    exported = None
-    for conf in (dataclasses.replace(base, export_signing_key_file=tmp_path / "old.pem"),
-                 dataclasses.replace(base, export_signing_key_file=tmp_path / "new.pem",
-                                     export_verification_key_files=(tmp_path / "old.keys.json",))):
-        server = build_server("export", export_server.servicers, conf, login_url(database_url, "export"), port=0)
-        port = await server.start()
-        try:
-            async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-                stub = pb_grpc.ExportServiceStub(channel)
-                if exported is None:
-                    exported = (await stub.CreateExport(request("run", "EVIDENCE", "JSON"),
-                                                        metadata=auth(TENANT))).export
-                    continue
-                verdict = await stub.VerifyExport(pb.VerifyExportRequest(export_id=exported.export_id),
-                                                  metadata=auth(TENANT))
-        finally:
-            await server.stop(grace=0)
+    async with export_service(database_url, tmp_path, "old.pem") as stub:
+        exported = (await stub.CreateExport(request("run", "EVIDENCE", "JSON"), metadata=auth(TENANT))).export
+    async with export_service(database_url, tmp_path, "new.pem", "old.keys.json") as stub:
+        verdict = await stub.VerifyExport(pb.VerifyExportRequest(export_id=exported.export_id),
+                                          metadata=auth(TENANT))
     checks = {c.name: c for c in verdict.checks}
     assert not verdict.valid and not checks["signature"].passed
     assert "KEY_NOT_VALID_AT" in checks["signature"].detail
