@@ -20,8 +20,8 @@ What it adds:
   O(log n) rows by primary key, and nothing ever reads the whole log.
   Each row keeps ``tree_size``, the size of the tree after the append that wrote it: the
   row with the highest index is the newest, and its tree_size is the log's size (one
-  backwards probe of the primary key). Leaf rows (level 0) also keep the entry's id and
-  its leaf data: retention (aos_recording.retention) drops whole ledger partitions, and
+  backwards probe of the primary key). Leaf rows (level 0) also keep the entry's id, its
+  leaf data and its created_at / recorded_at (a leaf's evidence metadata): retention (aos_recording.retention) drops whole ledger partitions, and
   every later proof still needs the dropped entries' hashes; with the leaf data here,
   ListLedgerLeaves still answers for entries whose rows were dropped. The table is not
   partitioned and retention never touches it (about 2 × 32 bytes of hashes per entry).
@@ -68,11 +68,15 @@ CREATE TABLE tlog_hashes (
     hash       bytea  NOT NULL CHECK (octet_length(hash) = 32),
     -- the log's size after the append that wrote this hash (for a leaf: its seq)
     tree_size  bigint NOT NULL CHECK (tree_size >= 1),
-    -- leaf rows only: the entry (audit entry or export id) and its leaf data (content hash)
-    entry_id   text,
-    leaf_data  bytea  CHECK (octet_length(leaf_data) = 32),
+    -- leaf rows only: the entry (audit entry or export id), its leaf data (content hash),
+    -- when it happened and when the database recorded it (its row's created_at, recorded_at)
+    entry_id    text,
+    leaf_data   bytea  CHECK (octet_length(leaf_data) = 32),
+    created_at  timestamptz,
+    recorded_at timestamptz,
     PRIMARY KEY (tenant_id, log, hash_index),
-    CHECK ((entry_id IS NULL) = (leaf_data IS NULL))
+    CHECK ((entry_id IS NULL) = (leaf_data IS NULL) AND (entry_id IS NULL) = (created_at IS NULL)
+           AND (entry_id IS NULL) = (recorded_at IS NULL))
 );
 ALTER TABLE tlog_hashes OWNER TO {OWNER};
 CREATE TRIGGER tlog_hashes_append_only BEFORE UPDATE OR DELETE ON tlog_hashes
@@ -106,7 +110,8 @@ END $$;
 -- Appends leaf data `leaf` as leaf seq - 1 of a tenant's log: its leaf hash, then a node
 -- hash per subtree it completes (Go sumdb/tlog StoredHashes), read and written by key.
 -- Callers hold the tenant's chain lock, and the log holds leaves 0 .. seq - 2.
-CREATE FUNCTION aos_tlog_add(a_tenant text, a_log text, a_seq bigint, a_entry text, a_leaf bytea) RETURNS void
+CREATE FUNCTION aos_tlog_add(a_tenant text, a_log text, a_seq bigint, a_entry text, a_leaf bytea,
+                             a_created timestamptz, a_recorded timestamptz) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = {PINNED}
 AS $$
 DECLARE
@@ -136,9 +141,10 @@ BEGIN
             hashes := hashes || h;
         END LOOP;
     END IF;
-    INSERT INTO tlog_hashes (tenant_id, log, hash_index, hash, tree_size, entry_id, leaf_data)
-    SELECT a_tenant, a_log, aos_tlog_index(0, n) + i - 1, hashes[i], a_seq,
-           CASE WHEN i = 1 THEN a_entry END, CASE WHEN i = 1 THEN a_leaf END
+    INSERT INTO tlog_hashes (tenant_id, log, hash_index, hash, tree_size, entry_id, leaf_data, created_at,
+                             recorded_at)
+    SELECT a_tenant, a_log, aos_tlog_index(0, n) + i - 1, hashes[i], a_seq, CASE WHEN i = 1 THEN a_entry END,
+           CASE WHEN i = 1 THEN a_leaf END, CASE WHEN i = 1 THEN a_created END, CASE WHEN i = 1 THEN a_recorded END
       FROM generate_subscripts(hashes, 1) i;
 END $$;
 
@@ -146,14 +152,16 @@ CREATE FUNCTION aos_tlog_append() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = {PINNED}
 AS $$
 BEGIN
-    PERFORM aos_tlog_add(NEW.tenant_id, TG_ARGV[0], NEW.seq, NEW.id, NEW.content_hash);
+    PERFORM aos_tlog_add(NEW.tenant_id, TG_ARGV[0], NEW.seq, NEW.id, NEW.content_hash, NEW.created_at,
+                         NEW.recorded_at);
     RETURN NULL;
 END $$;
 
 ALTER FUNCTION aos_tlog_index(integer, bigint) OWNER TO {OWNER};
-ALTER FUNCTION aos_tlog_add(text, text, bigint, text, bytea) OWNER TO {OWNER};
+ALTER FUNCTION aos_tlog_add(text, text, bigint, text, bytea, timestamptz, timestamptz) OWNER TO {OWNER};
 ALTER FUNCTION aos_tlog_append() OWNER TO {OWNER};
-REVOKE EXECUTE ON FUNCTION aos_tlog_add(text, text, bigint, text, bytea), aos_tlog_append() FROM PUBLIC;
+REVOKE EXECUTE ON FUNCTION aos_tlog_add(text, text, bigint, text, bytea, timestamptz, timestamptz),
+    aos_tlog_append() FROM PUBLIC;
 """
 
 # Before 0013 retention dropped only with a RETENTION_ANCHOR recorded first.
@@ -173,8 +181,9 @@ BACKFILL = """
 DO $$
 DECLARE r record;
 BEGIN
-    FOR r IN SELECT tenant_id, seq, id, content_hash FROM {table} ORDER BY tenant_id, seq LOOP
-        PERFORM aos_tlog_add(r.tenant_id, '{log}', r.seq, r.id, r.content_hash);
+    FOR r IN SELECT tenant_id, seq, id, content_hash, created_at, recorded_at FROM {table}
+             ORDER BY tenant_id, seq LOOP
+        PERFORM aos_tlog_add(r.tenant_id, '{log}', r.seq, r.id, r.content_hash, r.created_at, r.recorded_at);
     END LOOP;
 END $$;"""
 
@@ -204,5 +213,5 @@ def downgrade() -> None:
         DROP TRIGGER log_exports_tlog ON log_exports;
         DROP TABLE tlog_hashes;
         DROP FUNCTION aos_tlog_append();
-        DROP FUNCTION aos_tlog_add(text, text, bigint, text, bytea);
+        DROP FUNCTION aos_tlog_add(text, text, bigint, text, bytea, timestamptz, timestamptz);
         DROP FUNCTION aos_tlog_index(integer, bigint);""")

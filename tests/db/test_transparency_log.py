@@ -74,7 +74,7 @@ def leaves(url: str, tenant: str, table: str = "audit_ledger") -> list[bytes]:
 
 def leaf_rows(url: str, tenant: str, log: str = "ledger") -> list[tuple]:
     with session(url) as conn:
-        return conn.execute("SELECT tree_size, entry_id, leaf_data FROM tlog_hashes WHERE tenant_id = %s "
+        return conn.execute("SELECT tree_size, entry_id, leaf_data, created_at, recorded_at FROM tlog_hashes WHERE tenant_id = %s "
                             "AND log = %s AND leaf_data IS NOT NULL ORDER BY hash_index", (tenant, log)).fetchall()
 
 
@@ -82,8 +82,9 @@ def assert_tree_right(url: str, tenant: str, table: str = "audit_ledger", log: s
     data = leaves(url, tenant, table)
     assert tree(url, tenant, log) == from_scratch(data)
     with session(url) as conn:
-        ids = [r[0] for r in conn.execute(f"SELECT id FROM {table} WHERE tenant_id = %s ORDER BY seq", (tenant,))]
-    assert leaf_rows(url, tenant, log) == [(i + 1, ids[i], data[i]) for i in range(len(data))]
+        rows = conn.execute(f"SELECT id, created_at, recorded_at FROM {table} WHERE tenant_id = %s ORDER BY seq",
+                            (tenant,)).fetchall()
+    assert leaf_rows(url, tenant, log) == [(i + 1, rows[i][0], data[i], *rows[i][1:]) for i in range(len(data))]
     return len(data)
 
 
@@ -176,7 +177,7 @@ def test_no_service_session_writes_or_changes_the_tree(database_url, role):
         ("UPDATE tlog_hashes SET hash = %s WHERE tenant_id = %s", (b"\x00" * 32, tenant)),
         ("DELETE FROM tlog_hashes WHERE tenant_id = %s", (tenant,)),
         ("TRUNCATE tlog_hashes", ()),
-        ("SELECT aos_tlog_add(%s, 'ledger', 4, 'forged', %s)", (tenant, b"\x00" * 32)),
+        ("SELECT aos_tlog_add(%s, 'ledger', 4, 'forged', %s, now(), now())", (tenant, b"\x00" * 32)),
         ("ALTER TABLE tlog_hashes DISABLE TRIGGER tlog_hashes_append_only", ()),
     ]
     for sql, params in attempts:
