@@ -272,7 +272,7 @@ def _leaf_proof(lo: int, hi: int, n: int, hashes: list[bytes], at: int) -> tuple
 
 
 def record_proof_indexes(t: int, n: int) -> list[int]:
-    """The stored indexes ``prove_record(t, n, …)`` reads (≤ 2·log2(t); not sorted)."""
+    """The stored indexes ``prove_record(t, n, …)`` reads (ascending, ≤ 2·log2(t))."""
     if not 0 <= n < t:
         raise ValueError(f"record_proof_indexes({t}, {n}): need 0 ≤ n < t")
     return _leaf_proof_index(0, t, n, [])
@@ -326,7 +326,7 @@ def _tree_proof(lo: int, hi: int, n: int, hashes: list[bytes], at: int) -> tuple
 
 
 def tree_proof_indexes(t: int, n: int) -> list[int]:
-    """The stored indexes ``prove_tree(t, n, …)`` reads (≤ 2·log2(t); not sorted)."""
+    """The stored indexes ``prove_tree(t, n, …)`` reads (ascending, ≤ 2·log2(t))."""
     if not 1 <= n <= t:
         raise ValueError(f"tree_proof_indexes({t}, {n}): need 1 ≤ n ≤ t")
     return _tree_proof_index(0, t, n, [])
