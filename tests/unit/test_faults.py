@@ -28,6 +28,10 @@ CASES = [
     # As the builder raises it: the plan's format is an ExportFormat, its value the spelling callers see.
     (faults.ExportTooLarge("too many records", format=ExportFormat.ZIP), grpc.StatusCode.FAILED_PRECONDITION,
      "EXPORT_TOO_LARGE", "too many records", {"format": "ZIP"}),
+    # Raised by the export builder for a run or incident the tenant does not have: answered as the
+    # handlers' own errors.not_found would (another tenant's record reads as missing).
+    (faults.RecordNotFound(faults.Resource.INCIDENT, "inc-9"), grpc.StatusCode.NOT_FOUND, "INCIDENT_NOT_FOUND",
+     "incident 'inc-9' not found", {"resource": "incident", "id": "inc-9"}),
 ]
 
 
