@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from aos_runtime.config import MIN_SECRET_BYTES, ConfigError, Settings
 
-SCOPES = ("overview.read", "logs.read", "exports.read", "exports.create")
+SCOPES = ("overview.read", "logs.read", "exports.read", "exports.create", "checkpoints.cosign")
 ACTOR_TYPES = ("HUMAN", "AGENT", "SYSTEM")
 TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 LEEWAY_S = 30

@@ -72,6 +72,15 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("AOS_EXPORT_VERIFICATION_KEY_FILES", None,
            "Comma-separated PEM Ed25519 public keys (or JSON key lists) of retired signing keys: still "
            "listed by ListSigningKeys and accepted by VerifyExport."),
+    EnvVar("AOS_LOG_ORIGIN", "aos-evidence.local",
+           "Base of the transparency logs' origins (C2SP checkpoints): `<base>/ledger/<tenant_id>` and "
+           "`<base>/exports/<tenant_id>`; also the log note key's name."),
+    EnvVar("AOS_CHECKPOINT_INTERVAL_S", "60",
+           "Seconds between the Export service's publications of C2SP checkpoints for every log that grew; "
+           "0: only on demand (GetLedgerCheckpoint)."),
+    EnvVar("AOS_WITNESS_KEYS", None,
+           "Comma- or space-separated witness verifier keys (cosignature/v1 vkeys, "
+           "`<name>+<hex id>+<base64>`) whose cosignatures AddCheckpointCosignature accepts."),
     EnvVar("AOS_TOKEN", None, "Bearer token the aos-evidence CLI sends (else it mints a development one)."),
     EnvVar("AOS_DB_POOL_SIZE", "10", "Connections per service process."),
     EnvVar("AOS_WORKERS", "1",
@@ -206,6 +215,9 @@ class Settings:
     log_level: str
     gateway_header_timeout_s: int = 10   # AOS_GATEWAY_HEADER_TIMEOUT_S
     gateway_max_connections: int = 1000  # AOS_GATEWAY_MAX_CONNECTIONS
+    log_origin: str = "aos-evidence.local"  # AOS_LOG_ORIGIN
+    checkpoint_interval_s: int = 60      # AOS_CHECKPOINT_INTERVAL_S (0: on demand only)
+    witness_keys: tuple[str, ...] = ()   # AOS_WITNESS_KEYS, parsed by the Export service at start
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -259,4 +271,7 @@ class Settings:
             log_level=level,
             gateway_header_timeout_s=_int(env, "AOS_GATEWAY_HEADER_TIMEOUT_S", minimum=1),
             gateway_max_connections=_int(env, "AOS_GATEWAY_MAX_CONNECTIONS", minimum=1),
+            log_origin=(_get(env, "AOS_LOG_ORIGIN") or "aos-evidence.local").strip(),
+            checkpoint_interval_s=_int(env, "AOS_CHECKPOINT_INTERVAL_S"),
+            witness_keys=tuple((_get(env, "AOS_WITNESS_KEYS") or "").replace(",", " ").split()),
         )

@@ -24,6 +24,7 @@ class Resource(enum.Enum):
     AUDIT_ENTRY = "audit entry"
     EXPORT = "export"
     INCIDENT = "incident"
+    CHECKPOINT = "kept checkpoint of tree size"
 
     @property
     def reason(self) -> str:

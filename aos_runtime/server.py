@@ -16,7 +16,7 @@ import re
 import signal
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,6 +57,9 @@ class Servicer:
     descriptor: descriptor_mod.ServiceDescriptor
     add_to_server: Callable[[Any, grpc.aio.Server], None]
     implementation: Any
+    # Work the service does by itself while it serves (e.g. publishing checkpoints): started
+    # with the server, cancelled when it drains.
+    background: Callable[[], Coroutine[Any, Any, None]] | None = None
 
 
 def required_scopes(descriptors) -> dict[str, str]:
@@ -215,6 +218,8 @@ class ServiceServer:
                                   reflection.SERVICE_NAME], self.server)
         self._probe: asyncio.Task | None = None
         self._serving: bool | None = None
+        self._background = [s.background for s in servicers if s.background is not None]
+        self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> int:
         self.port = self.server.add_insecure_port(f"{self.host}:{self.requested_port}")
@@ -225,6 +230,8 @@ class ServiceServer:
         await self._set_serving(await self._database_answers(timeout=max(5.0, 2 * self.health_probe_interval_s)))
         await self.server.start()
         self._probe = asyncio.create_task(self._probe_database(), name=f"{self.name}-health-probe")
+        self._tasks = [asyncio.create_task(work(), name=f"{self.name}-background-{i}")
+                       for i, work in enumerate(self._background)]
         log.info("listening", extra={"service": self.name, "address": f"{self.host}:{self.port}",
                                      "grpc_services": self.service_names})
         return self.port
@@ -266,6 +273,8 @@ class ServiceServer:
         await self.health.enter_graceful_shutdown()
         if self._probe:
             self._probe.cancel()
+        for task in self._tasks:
+            task.cancel()
         await self.server.stop(self.grace_period_s if grace is None else grace)
         await self.db.close()
 

@@ -1,21 +1,42 @@
 """Ledger checkpoints and the keys that sign them.
 
-A checkpoint is the tenant's audit ledger head (seq, chain hash) in a DSSE envelope
-signed by the service's active key; it is recorded, because retention keeps a chain
-segment until a signed statement covers it (migrations 0008 and 0010).
+Two forms. The DSSE statement: the tenant's audit ledger head (seq, chain hash) in a DSSE
+envelope signed by the service's active key; it is recorded, because retention keeps a
+chain segment until a signed statement covers it (migrations 0008 and 0010).
+
+The C2SP checkpoint of each of the tenant's transparency logs (SPEC §5; the ledger and
+the export chain, Merkle trees kept by the database, migration 0013): a tlog-checkpoint
+(origin ``<AOS_LOG_ORIGIN>/<log>/<tenant>``, tree size, base64 root computed from the
+stored hashes in O(log n) reads) in a signed-note signed under the origin, kept per size
+(migration 0016) with the witnesses' cosignatures, which are served with it.
+
+The log key is the export signing ring's active key. Auditors already pin that key
+(ListSigningKeys, out of band) and the ring already has what a log key needs: one secret
+per deployment shared by every instance, a development default, rotation with retired
+keys kept verifiable. A second secret to deploy and rotate would add no assurance here:
+whoever holds the export key can already sign what an auditor trusts. The log's verifier
+key (the vkey witnesses pin) is that public key under the origin's name. When the ring
+rotates, a kept note signed by the retired key is served with the active key's signature
+added (its text does not change), so both pins verify it.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from typing import Any
 
 from sqlalchemy.engine import Connection
 
 from aos.evidence.v1 import bundle_pb2, integrity_pb2
 from aos_evidence import queries as evidence
-from aos_recording import dsse
+from aos_recording import dsse, note, tlog
 from aos_recording.hashing import canonical_json, rfc3339
 from aos_runtime.evidence import timestamp
 from services.export import store
+
+LOGS = {integrity_pb2.TRANSPARENCY_LOG_LEDGER: "ledger", integrity_pb2.TRANSPARENCY_LOG_EXPORTS: "exports"}
+LOG_ENUM = {name: number for number, name in LOGS.items()}
 
 
 def sign(conn: Connection, tenant: str, key: dsse.SigningKey) -> integrity_pb2.LedgerCheckpoint:
@@ -42,3 +63,75 @@ def signing_key_message(key: dsse.PublicKey) -> bundle_pb2.SigningKey:
     if key.valid_until is not None:
         message.valid_until.CopyFrom(timestamp(key.valid_until))
     return message
+
+
+# --- C2SP checkpoints -------------------------------------------------------------------------
+
+class TreeMismatch(RuntimeError):
+    """The kept checkpoint at a size has another root than the stored tree gives now: the tree
+    was rewritten under a signed checkpoint. Never answered as a checkpoint."""
+
+
+@dataclass(frozen=True)
+class LogSigner:
+    """Signs the tenant logs' checkpoints: the ring's active key, under each log's origin."""
+
+    key: dsse.SigningKey
+    base: str  # AOS_LOG_ORIGIN
+
+    def origin(self, log: str, tenant: str) -> str:
+        return note.log_origin(self.base, log, tenant)
+
+    def verifier(self, origin: str) -> note.NoteVerifier:
+        return note.NoteVerifier.ed25519(origin, self.key.public.raw)
+
+
+def tree_root(conn: Connection, tenant: str, log: str, size: int) -> bytes:
+    """The RFC 6962 root of the log's first ``size`` leaves, from O(log n) stored hashes."""
+    return tlog.tree_hash(size, lambda indexes: store.tlog_hashes(conn, tenant, log, list(indexes)))
+
+
+def publish(conn: Connection, tenant: str, log: str, signer: LogSigner,
+            size: int | None = None) -> integrity_pb2.LogCheckpoint:
+    """Signs the log's checkpoint at ``size`` (None: its size now) and keeps it (the first note
+    at a size stays); answers the kept note with its cosignatures. A tree whose root at a
+    kept size changed raises ``TreeMismatch``."""
+    if size is None:
+        size = store.tlog_size(conn, tenant, log)
+    root = tree_root(conn, tenant, log, size)
+    origin = signer.origin(log, tenant)
+    checkpoint = note.Checkpoint(origin, size, root)
+    signed = note.sign_checkpoint(checkpoint, signer.key.private)
+    kept = store.keep_checkpoint_note(conn, tenant, log, size, root, checkpoint.body().decode(), signed.decode(),
+                                      signer.verifier(origin).key_id.hex())
+    if bytes(kept["root_hash"]) != root:
+        raise TreeMismatch(f"{log} log of {tenant}: the checkpoint kept at size {size} has another root than the "
+                           "stored tree")
+    return served(conn, kept, signer)
+
+
+def kept(conn: Connection, tenant: str, log: str, size: int) -> Mapping[str, Any] | None:
+    """The checkpoint kept at ``size``, if any (its row)."""
+    return store.checkpoint_note(conn, tenant, log, size)
+
+
+def served(conn: Connection, row: Mapping[str, Any], signer: LogSigner) -> integrity_pb2.LogCheckpoint:
+    """A kept checkpoint as answered: its note, the active key's signature added if another
+    key signed it (rotation), then every cosignature kept, in the order received."""
+    origin = signer.origin(row["log"], row["tenant_id"])
+    verifier = signer.verifier(origin)
+    signed = row["note"].encode()
+    if row["key_id"] != verifier.key_id.hex():
+        signed = note.add_signatures(signed, [note.note_signature(row["body"].encode(), origin, signer.key.private)])
+    lines = store.cosignature_lines(conn, row["tenant_id"], row["log"], row["tree_size"])
+    if lines:
+        signed = note.add_signatures(signed, [line.encode() for line in lines])
+    return integrity_pb2.LogCheckpoint(
+        origin=origin, log=LOG_ENUM[row["log"]], tree_size=row["tree_size"], root_hash=bytes(row["root_hash"]),
+        signed_note=signed.decode(), log_verifier_key=verifier.vkey(), signed_at=timestamp(row["signed_at"]),
+        cosignature_count=len(lines))
+
+
+def publish_all(conn: Connection) -> list[Mapping[str, Any]]:
+    """The logs that grew past their newest kept checkpoint (every tenant's)."""
+    return store.unpublished_logs(conn)

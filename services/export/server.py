@@ -8,7 +8,9 @@ Logs and here.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -16,14 +18,14 @@ from typing import Any
 import grpc
 from sqlalchemy.exc import IntegrityError
 
-from aos.evidence.v1 import bundle_pb2
+from aos.evidence.v1 import bundle_pb2, integrity_pb2
 from aos.export.v1 import export_service_pb2 as pb, export_service_pb2_grpc as pb_grpc
 from aos_evidence import queries as evidence
 from aos_evidence.kinds import BundleType, ExportFormat, ExportScope
 from aos_evidence.messages import export_message
-from aos_recording import dsse
+from aos_recording import dsse, note
 from aos_recording.hashing import rfc3339
-from aos_runtime import auth, errors, local_state
+from aos_runtime import auth, errors, faults, local_state
 from aos_runtime.config import ConfigError, check_dev_key_allowed
 from aos_runtime.evidence import timestamp
 from aos_runtime.headers import WAL_POSITION_HEADER
@@ -31,6 +33,8 @@ from aos_runtime.pagination import Listing
 from aos_runtime.server import ServiceContext, Servicer
 from aos_runtime.validation import Request
 from services.export import builder, checkpoints, store, verification
+
+log = logging.getLogger("aos.export")
 
 DESCRIPTOR = pb.DESCRIPTOR.services_by_name["ExportService"]
 _FIELDS = pb.CreateExportRequest.DESCRIPTOR.fields_by_name
@@ -67,6 +71,9 @@ class ExportService(pb_grpc.ExportServiceServicer):
         if ctx.settings is None:
             raise ConfigError("the export service needs its settings: its signing key ring is read from them")
         self.keys = key_ring(ctx.settings)
+        self.logs = log_signer(ctx.settings, self.keys)
+        self.witnesses = witness_keys(ctx.settings)
+        self.checkpoint_interval_s = ctx.settings.checkpoint_interval_s
 
     # --- create -------------------------------------------------------------------
     def _plan(self, request: pb.CreateExportRequest, tenant: str) -> builder.Plan:
@@ -219,9 +226,152 @@ class ExportService(pb_grpc.ExportServiceServicer):
 
     async def GetLedgerCheckpoint(self, request: pb.GetLedgerCheckpointRequest,
                                   context: grpc.aio.ServicerContext) -> pb.GetLedgerCheckpointResponse:
+        r = Request()
+        log_name = _log(r, request.log, pb.GetLedgerCheckpointRequest)
+        if request.tree_size < 0:
+            r.violations.add("tree_size", "must not be negative (0: the head, signed now)")
+        r.done()
         tenant = auth.principal().tenant_id
-        checkpoint = await self.ctx.db.run(tenant, checkpoints.sign, tenant, self.keys.active)
-        return pb.GetLedgerCheckpointResponse(checkpoint=checkpoint)
+        if request.tree_size:
+            return pb.GetLedgerCheckpointResponse(log_checkpoint=await self.ctx.db.run(
+                tenant, _kept_checkpoint, tenant, log_name, request.tree_size, self.logs))
+        if log_name == "exports":
+            return pb.GetLedgerCheckpointResponse(log_checkpoint=await self.ctx.db.run(
+                tenant, checkpoints.publish, tenant, log_name, self.logs))
+        statement, signed = await self.ctx.db.run(tenant, _ledger_head_checkpoints, tenant, self.keys.active,
+                                                  self.logs)
+        return pb.GetLedgerCheckpointResponse(checkpoint=statement, log_checkpoint=signed)
+
+    async def AddCheckpointCosignature(self, request: pb.AddCheckpointCosignatureRequest,
+                                       context: grpc.aio.ServicerContext) -> pb.AddCheckpointCosignatureResponse:
+        r = Request()
+        log_name = _log(r, request.log, pb.AddCheckpointCosignatureRequest)
+        size, body = request.tree_size, None
+        if not request.cosignature.strip():
+            r.violations.add("cosignature", "is required: the witness's signature line, '— <name> <base64>'")
+        elif "\n" in request.cosignature.rstrip("\n"):
+            r.violations.add("cosignature", "is one signature line")
+        if size < 0:
+            r.violations.add("tree_size", "must not be negative")
+        if request.checkpoint_note:
+            try:
+                body, _ = note.split_note(request.checkpoint_note.encode())
+                parsed = note.Checkpoint.parse(body)
+            except note.NoteError as exc:
+                r.violations.add("checkpoint_note", f"is not a C2SP checkpoint note: {exc}")
+            else:
+                if size and size != parsed.size:
+                    r.violations.add("tree_size", f"is {size}, the checkpoint note's is {parsed.size}")
+                size = parsed.size
+        elif size <= 0:
+            r.violations.add("tree_size", "is required (the cosigned checkpoint's size) unless checkpoint_note is set")
+        r.done()
+        tenant = auth.principal().tenant_id
+        line = request.cosignature.rstrip("\n").encode() + b"\n"
+        checkpoint, added = await self.ctx.db.run(tenant, _cosign, tenant, log_name, size, body, line, self.logs,
+                                                  self.witnesses)
+        return pb.AddCheckpointCosignatureResponse(checkpoint=checkpoint, added=added)
+
+    # --- the periodic publisher --------------------------------------------------------
+    async def publish_checkpoints(self) -> None:
+        """Every AOS_CHECKPOINT_INTERVAL_S: a C2SP checkpoint for each log (every tenant's)
+        that grew since its newest kept one. A failed round is logged and the next one runs."""
+        if self.checkpoint_interval_s <= 0:
+            return
+        while True:
+            await asyncio.sleep(self.checkpoint_interval_s)
+            try:
+                await self.publish_round()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the publisher outlives one failed round (the database may be away)
+                log.exception("checkpoint publication failed; retried next round")
+
+    async def publish_round(self) -> int:
+        """One round of the publisher: the number of checkpoints signed and kept."""
+        grown = await self.ctx.db.run(None, checkpoints.publish_all)
+        for row in grown:
+            await self.ctx.db.run(row["tenant_id"], checkpoints.publish, row["tenant_id"], row["log"], self.logs,
+                                  row["tree_size"])
+        return len(grown)
+
+
+def log_signer(settings, keys: dsse.KeyRing) -> checkpoints.LogSigner:
+    """The transparency logs' checkpoint signer: the ring's active key under AOS_LOG_ORIGIN."""
+    try:
+        note.log_origin(settings.log_origin, "ledger", "tenant")
+    except ValueError as exc:
+        raise ConfigError(f"AOS_LOG_ORIGIN {settings.log_origin!r} makes no valid note key name: {exc}") from None
+    return checkpoints.LogSigner(keys.active, settings.log_origin)
+
+
+def witness_keys(settings) -> tuple[note.NoteVerifier, ...]:
+    """AOS_WITNESS_KEYS parsed: cosignature/v1 (type 0x04) verifier keys; anything else stops the start."""
+    keys = []
+    for vkey in settings.witness_keys:
+        try:
+            key = note.parse_verifier_key(vkey)
+        except (note.NoteError, ValueError) as exc:
+            raise ConfigError(f"AOS_WITNESS_KEYS: {vkey[:80]!r} is no verifier key: {exc}") from None
+        if key.sig_type != note.SIG_COSIGNATURE:
+            raise ConfigError(f"AOS_WITNESS_KEYS: {key.name} is a type 0x{key.sig_type:02x} key; witnesses "
+                              "cosign with cosignature/v1 (type 0x04) keys")
+        keys.append(key)
+    return tuple(keys)
+
+
+def _log(r: Request, number: int, request_cls: Any) -> str:
+    """The request's log field as the database spells it (unset: the ledger)."""
+    return r.enum(number, request_cls.DESCRIPTOR.fields_by_name["log"].enum_type, "log") or "ledger"
+
+
+def _ledger_head_checkpoints(conn, tenant: str, key: dsse.SigningKey, signer: checkpoints.LogSigner
+                             ) -> tuple[integrity_pb2.LedgerCheckpoint, integrity_pb2.LogCheckpoint]:
+    """Both forms of the ledger's head, in one transaction: the DSSE statement and the C2SP
+    checkpoint of the tree at the same size (the head seq)."""
+    statement = checkpoints.sign(conn, tenant, key)
+    return statement, checkpoints.publish(conn, tenant, "ledger", signer, statement.seq)
+
+
+def _kept_checkpoint(conn, tenant: str, log_name: str, size: int,
+                     signer: checkpoints.LogSigner) -> integrity_pb2.LogCheckpoint:
+    row = checkpoints.kept(conn, tenant, log_name, size)
+    if row is None:
+        raise faults.RecordNotFound(faults.Resource.CHECKPOINT, f"{log_name}/{size}")
+    return checkpoints.served(conn, row, signer)
+
+
+def _cosign(conn, tenant: str, log_name: str, size: int, body: bytes | None, line: bytes,
+            signer: checkpoints.LogSigner, witnesses: tuple[note.NoteVerifier, ...]
+            ) -> tuple[integrity_pb2.LogCheckpoint, bool]:
+    """Checks a witness's cosignature line against the checkpoint kept at ``size`` and keeps it."""
+    row = checkpoints.kept(conn, tenant, log_name, size)
+    if row is None:
+        raise faults.RecordNotFound(faults.Resource.CHECKPOINT, f"{log_name}/{size}")
+    kept_body = row["body"].encode()
+    if body is not None and body != kept_body:
+        log.warning("a witness sent a checkpoint that is not the one kept", extra={
+            "tenant": tenant, "log": log_name, "tree_size": size})
+        raise errors.ApiError(grpc.StatusCode.FAILED_PRECONDITION, "CHECKPOINT_NOT_OURS",
+                              f"the checkpoint note's text is not that of the {log_name} checkpoint kept at "
+                              f"size {size} (origin, size or root differ)", metadata={"tree_size": str(size)})
+    try:
+        verified = note.verify_cosignatures(kept_body + b"\n" + line, witnesses) if witnesses else []
+    except note.NoteError as exc:
+        if exc.reason == note.BAD_SIGNATURE:
+            raise errors.ApiError(grpc.StatusCode.INVALID_ARGUMENT, "BAD_COSIGNATURE",
+                                  "the cosignature does not verify over the kept checkpoint",
+                                  violations=[("cosignature", f"does not verify: {exc}")]) from None
+        if exc.reason != note.UNVERIFIED:
+            raise errors.invalid_argument("cosignature", f"is not a signature line: {exc}") from None
+        verified = []
+    if not verified:
+        raise errors.ApiError(grpc.StatusCode.PERMISSION_DENIED, "UNKNOWN_WITNESS_KEY",
+                              "the cosignature is not from a configured witness key (AOS_WITNESS_KEYS)"
+                              + ("" if witnesses else "; none is configured"))
+    v = verified[0]
+    added = store.keep_cosignature(conn, tenant, log_name, size, v.name, v.key_id, v.timestamp, line.decode())
+    return checkpoints.served(conn, row, signer), added
 
 
 def _range(r: Request, message: pb.AuditSlice | pb.SystemSlice, prefix: str) -> dict[str, str | None]:
@@ -230,4 +380,6 @@ def _range(r: Request, message: pb.AuditSlice | pb.SystemSlice, prefix: str) -> 
 
 
 def servicers(ctx: ServiceContext) -> list[Servicer]:
-    return [Servicer(DESCRIPTOR, pb_grpc.add_ExportServiceServicer_to_server, ExportService(ctx))]
+    service = ExportService(ctx)
+    return [Servicer(DESCRIPTOR, pb_grpc.add_ExportServiceServicer_to_server, service,
+                     background=service.publish_checkpoints)]

@@ -126,3 +126,67 @@ def record_checkpoint(conn: Connection, seq: int, chain_hash: bytes, envelope_js
     True when this one was recorded."""
     return bool(conn.execute(text("SELECT aos_record_signed_checkpoint(:seq, :hash, CAST(:envelope AS jsonb))"),
                              {"seq": seq, "hash": chain_hash, "envelope": envelope_json}).scalar())
+
+
+# --- transparency logs: stored hashes, kept checkpoints, cosignatures (migrations 0013, 0016) ---
+
+def tlog_size(conn: Connection, tenant_id: str, log: str) -> int:
+    """The log's tree size: the tree_size of its newest stored hash (one backwards probe of
+    the primary key); 0 for a log with no leaf yet."""
+    return int(conn.execute(text("SELECT tree_size FROM tlog_hashes WHERE tenant_id = :t AND log = :log "
+                                 "ORDER BY hash_index DESC LIMIT 1"), {"t": tenant_id, "log": log}).scalar() or 0)
+
+
+def tlog_hashes(conn: Connection, tenant_id: str, log: str, indexes: list[int]) -> list[bytes]:
+    """The stored hashes at ``indexes``, in that order (a missing one is left out, which
+    the tlog reader reports as a store fault)."""
+    if not indexes:
+        return []
+    found = {int(r["hash_index"]): bytes(r["hash"]) for r in each_of(conn.execute(
+        text("SELECT hash_index, hash FROM tlog_hashes WHERE tenant_id = :t AND log = :log "
+             "AND hash_index = ANY(:indexes)"), {"t": tenant_id, "log": log, "indexes": indexes}))}
+    return [found[i] for i in indexes if i in found]
+
+
+def unpublished_logs(conn: Connection) -> list[Mapping[str, Any]]:
+    """Every (tenant_id, log, tree_size) whose log grew past its newest kept checkpoint."""
+    return list(each_of(conn.execute(text("SELECT tenant_id, log, tree_size FROM aos_tlog_unpublished()"))))
+
+
+_NOTE_COLUMNS = "tenant_id, log, tree_size, root_hash, body, note, key_id, signed_at"
+
+
+def keep_checkpoint_note(conn: Connection, tenant_id: str, log: str, tree_size: int, root: bytes, body: str,
+                         signed_note: str, key_id: str) -> Mapping[str, Any]:
+    """Keeps the first note signed at (log, size) and returns the kept one (this one, or an
+    earlier one at that size)."""
+    conn.execute(text("INSERT INTO checkpoint_notes (tenant_id, log, tree_size, root_hash, body, note, key_id) "
+                      "VALUES (:t, :log, :size, :root, :body, :note, :kid) ON CONFLICT DO NOTHING"),
+                 {"t": tenant_id, "log": log, "size": tree_size, "root": root, "body": body, "note": signed_note,
+                  "kid": key_id})
+    kept = checkpoint_note(conn, tenant_id, log, tree_size)
+    assert kept is not None  # inserted just now, or there already
+    return kept
+
+
+def checkpoint_note(conn: Connection, tenant_id: str, log: str, tree_size: int) -> Mapping[str, Any] | None:
+    return first_of(conn.execute(text(f"SELECT {_NOTE_COLUMNS} FROM checkpoint_notes WHERE tenant_id = :t "
+                                      "AND log = :log AND tree_size = :size"),
+                                 {"t": tenant_id, "log": log, "size": tree_size}))
+
+
+def cosignature_lines(conn: Connection, tenant_id: str, log: str, tree_size: int) -> list[str]:
+    """The kept cosignature lines of a checkpoint, in the order they were received."""
+    return [r["line"] for r in each_of(conn.execute(
+        text("SELECT line FROM checkpoint_cosignatures WHERE tenant_id = :t AND log = :log AND tree_size = :size "
+             "ORDER BY received_at, witness_name, witness_key_id"), {"t": tenant_id, "log": log, "size": tree_size}))]
+
+
+def keep_cosignature(conn: Connection, tenant_id: str, log: str, tree_size: int, witness_name: str,
+                     witness_key_id: bytes, cosigned_at: int, line: str) -> bool:
+    """Keeps a witness's first cosignature of a checkpoint; False when it had one already."""
+    return conn.execute(text(
+        "INSERT INTO checkpoint_cosignatures (tenant_id, log, tree_size, witness_name, witness_key_id, cosigned_at, "
+        "line) VALUES (:t, :log, :size, :name, :kid, :at, :line) ON CONFLICT DO NOTHING"),
+        {"t": tenant_id, "log": log, "size": tree_size, "name": witness_name, "kid": witness_key_id,
+         "at": cosigned_at, "line": line}).rowcount == 1

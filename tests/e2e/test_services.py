@@ -17,6 +17,7 @@ from grpc_status import rpc_status
 from aos_runtime.embedded import EmbeddedPostgres
 from aos_runtime.server import ServiceContext
 from aos_runtime.service_main import build_server
+from aos_runtime.auth import SCOPES
 from tests.e2e.support import service_modules, settings, token
 from tests.logins import login_url, migrate_and_provision
 
@@ -121,7 +122,7 @@ async def test_every_rpc_needs_its_declared_scope(suite, service, method):
     from aos.evidence.v1 import options_pb2
 
     needed = method.GetOptions().Extensions[options_pb2.required_scope]
-    others = [s for s in ("overview.read", "logs.read", "exports.read", "exports.create") if s != needed]
+    others = [s for s in SCOPES if s != needed]
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await call(suite[service], method, metadata=(("authorization", f"Bearer {token(scopes=others)}"),))
     assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED

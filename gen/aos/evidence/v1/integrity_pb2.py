@@ -22,24 +22,33 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from aos.evidence.v1 import options_pb2 as aos_dot_evidence_dot_v1_dot_options__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61os/evidence/v1/integrity.proto\x12\x0f\x61os.evidence.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"y\n\x0c\x43hainAnomaly\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.aos.evidence.v1.AnomalyKind\x12\x10\n\x08\x65xpected\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tual\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"\\\n\tChainHead\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x12\n\nchain_hash\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8c\x01\n\x10LedgerCheckpoint\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x12\n\nchain_hash\x18\x03 \x01(\t\x12-\n\tissued_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rdsse_envelope\x18\x05 \x01(\t*\xb2\x01\n\x0fIntegrityStatus\x12 \n\x1cINTEGRITY_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19INTEGRITY_STATUS_VERIFIED\x10\x01\x12$\n INTEGRITY_STATUS_ANOMALIES_FOUND\x10\x02\x12\x1a\n\x16INTEGRITY_STATUS_EMPTY\x10\x03\x12\x1c\n\x18INTEGRITY_STATUS_PARTIAL\x10\x04*\x93\x02\n\x0b\x41nomalyKind\x12\x1c\n\x18\x41NOMALY_KIND_UNSPECIFIED\x10\x00\x12!\n\x1d\x41NOMALY_KIND_CONTENT_MISMATCH\x10\x01\x12\x1c\n\x18\x41NOMALY_KIND_BROKEN_LINK\x10\x02\x12\x1f\n\x1b\x41NOMALY_KIND_CHAIN_MISMATCH\x10\x03\x12\x1d\n\x19\x41NOMALY_KIND_SEQUENCE_GAP\x10\x04\x12\"\n\x1e\x41NOMALY_KIND_SEQUENCE_DISORDER\x10\x05\x12\x1b\n\x17\x41NOMALY_KIND_TRUNCATION\x10\x06\x12$\n ANOMALY_KIND_CHECKPOINT_MISMATCH\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x61os/evidence/v1/integrity.proto\x12\x0f\x61os.evidence.v1\x1a\x1d\x61os/evidence/v1/options.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"y\n\x0c\x43hainAnomaly\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12*\n\x04kind\x18\x02 \x01(\x0e\x32\x1c.aos.evidence.v1.AnomalyKind\x12\x10\n\x08\x65xpected\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63tual\x18\x04 \x01(\t\x12\x0e\n\x06\x64\x65tail\x18\x05 \x01(\t\"\\\n\tChainHead\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12\x12\n\nchain_hash\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8c\x01\n\x10LedgerCheckpoint\x12\x11\n\ttenant_id\x18\x01 \x01(\t\x12\x0b\n\x03seq\x18\x02 \x01(\x03\x12\x12\n\nchain_hash\x18\x03 \x01(\t\x12-\n\tissued_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rdsse_envelope\x18\x05 \x01(\t\"\xed\x01\n\rLogCheckpoint\x12\x0e\n\x06origin\x18\x01 \x01(\t\x12-\n\x03log\x18\x02 \x01(\x0e\x32 .aos.evidence.v1.TransparencyLog\x12\x11\n\ttree_size\x18\x03 \x01(\x03\x12\x11\n\troot_hash\x18\x04 \x01(\x0c\x12\x13\n\x0bsigned_note\x18\x05 \x01(\t\x12\x18\n\x10log_verifier_key\x18\x06 \x01(\t\x12-\n\tsigned_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11\x63osignature_count\x18\x08 \x01(\x05*\xb2\x01\n\x0fIntegrityStatus\x12 \n\x1cINTEGRITY_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19INTEGRITY_STATUS_VERIFIED\x10\x01\x12$\n INTEGRITY_STATUS_ANOMALIES_FOUND\x10\x02\x12\x1a\n\x16INTEGRITY_STATUS_EMPTY\x10\x03\x12\x1c\n\x18INTEGRITY_STATUS_PARTIAL\x10\x04*\x93\x02\n\x0b\x41nomalyKind\x12\x1c\n\x18\x41NOMALY_KIND_UNSPECIFIED\x10\x00\x12!\n\x1d\x41NOMALY_KIND_CONTENT_MISMATCH\x10\x01\x12\x1c\n\x18\x41NOMALY_KIND_BROKEN_LINK\x10\x02\x12\x1f\n\x1b\x41NOMALY_KIND_CHAIN_MISMATCH\x10\x03\x12\x1d\n\x19\x41NOMALY_KIND_SEQUENCE_GAP\x10\x04\x12\"\n\x1e\x41NOMALY_KIND_SEQUENCE_DISORDER\x10\x05\x12\x1b\n\x17\x41NOMALY_KIND_TRUNCATION\x10\x06\x12$\n ANOMALY_KIND_CHECKPOINT_MISMATCH\x10\x07*\x87\x01\n\x0fTransparencyLog\x12 \n\x1cTRANSPARENCY_LOG_UNSPECIFIED\x10\x00\x12\'\n\x17TRANSPARENCY_LOG_LEDGER\x10\x01\x1a\n\x92\xb5\x18\x06ledger\x12)\n\x18TRANSPARENCY_LOG_EXPORTS\x10\x02\x1a\x0b\x92\xb5\x18\x07\x65xportsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aos.evidence.v1.integrity_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_INTEGRITYSTATUS']._serialized_start=446
-  _globals['_INTEGRITYSTATUS']._serialized_end=624
-  _globals['_ANOMALYKIND']._serialized_start=627
-  _globals['_ANOMALYKIND']._serialized_end=902
-  _globals['_CHAINANOMALY']._serialized_start=85
-  _globals['_CHAINANOMALY']._serialized_end=206
-  _globals['_CHAINHEAD']._serialized_start=208
-  _globals['_CHAINHEAD']._serialized_end=300
-  _globals['_LEDGERCHECKPOINT']._serialized_start=303
-  _globals['_LEDGERCHECKPOINT']._serialized_end=443
+  _globals['_TRANSPARENCYLOG'].values_by_name["TRANSPARENCY_LOG_LEDGER"]._loaded_options = None
+  _globals['_TRANSPARENCYLOG'].values_by_name["TRANSPARENCY_LOG_LEDGER"]._serialized_options = b'\222\265\030\006ledger'
+  _globals['_TRANSPARENCYLOG'].values_by_name["TRANSPARENCY_LOG_EXPORTS"]._loaded_options = None
+  _globals['_TRANSPARENCYLOG'].values_by_name["TRANSPARENCY_LOG_EXPORTS"]._serialized_options = b'\222\265\030\007exports'
+  _globals['_INTEGRITYSTATUS']._serialized_start=717
+  _globals['_INTEGRITYSTATUS']._serialized_end=895
+  _globals['_ANOMALYKIND']._serialized_start=898
+  _globals['_ANOMALYKIND']._serialized_end=1173
+  _globals['_TRANSPARENCYLOG']._serialized_start=1176
+  _globals['_TRANSPARENCYLOG']._serialized_end=1311
+  _globals['_CHAINANOMALY']._serialized_start=116
+  _globals['_CHAINANOMALY']._serialized_end=237
+  _globals['_CHAINHEAD']._serialized_start=239
+  _globals['_CHAINHEAD']._serialized_end=331
+  _globals['_LEDGERCHECKPOINT']._serialized_start=334
+  _globals['_LEDGERCHECKPOINT']._serialized_end=474
+  _globals['_LOGCHECKPOINT']._serialized_start=477
+  _globals['_LOGCHECKPOINT']._serialized_end=714
 # @@protoc_insertion_point(module_scope)

@@ -163,11 +163,37 @@ class ListSigningKeysResponse(_message.Message):
     def __init__(self, keys: _Optional[_Iterable[_Union[_bundle_pb2.SigningKey, _Mapping]]] = ...) -> None: ...
 
 class GetLedgerCheckpointRequest(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...
+    __slots__ = ("log", "tree_size")
+    LOG_FIELD_NUMBER: _ClassVar[int]
+    TREE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    log: _integrity_pb2.TransparencyLog
+    tree_size: int
+    def __init__(self, log: _Optional[_Union[_integrity_pb2.TransparencyLog, str]] = ..., tree_size: _Optional[int] = ...) -> None: ...
 
 class GetLedgerCheckpointResponse(_message.Message):
-    __slots__ = ("checkpoint",)
+    __slots__ = ("checkpoint", "log_checkpoint")
     CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    LOG_CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
     checkpoint: _integrity_pb2.LedgerCheckpoint
-    def __init__(self, checkpoint: _Optional[_Union[_integrity_pb2.LedgerCheckpoint, _Mapping]] = ...) -> None: ...
+    log_checkpoint: _integrity_pb2.LogCheckpoint
+    def __init__(self, checkpoint: _Optional[_Union[_integrity_pb2.LedgerCheckpoint, _Mapping]] = ..., log_checkpoint: _Optional[_Union[_integrity_pb2.LogCheckpoint, _Mapping]] = ...) -> None: ...
+
+class AddCheckpointCosignatureRequest(_message.Message):
+    __slots__ = ("log", "tree_size", "checkpoint_note", "cosignature")
+    LOG_FIELD_NUMBER: _ClassVar[int]
+    TREE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_NOTE_FIELD_NUMBER: _ClassVar[int]
+    COSIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    log: _integrity_pb2.TransparencyLog
+    tree_size: int
+    checkpoint_note: str
+    cosignature: str
+    def __init__(self, log: _Optional[_Union[_integrity_pb2.TransparencyLog, str]] = ..., tree_size: _Optional[int] = ..., checkpoint_note: _Optional[str] = ..., cosignature: _Optional[str] = ...) -> None: ...
+
+class AddCheckpointCosignatureResponse(_message.Message):
+    __slots__ = ("checkpoint", "added")
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    ADDED_FIELD_NUMBER: _ClassVar[int]
+    checkpoint: _integrity_pb2.LogCheckpoint
+    added: bool
+    def __init__(self, checkpoint: _Optional[_Union[_integrity_pb2.LogCheckpoint, _Mapping]] = ..., added: _Optional[bool] = ...) -> None: ...

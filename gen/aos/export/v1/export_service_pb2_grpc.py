@@ -72,6 +72,11 @@ class ExportServiceStub:
                 request_serializer=aos_dot_export_dot_v1_dot_export__service__pb2.GetLedgerCheckpointRequest.SerializeToString,
                 response_deserializer=aos_dot_export_dot_v1_dot_export__service__pb2.GetLedgerCheckpointResponse.FromString,
                 _registered_method=True)
+        self.AddCheckpointCosignature = channel.unary_unary(
+                '/aos.export.v1.ExportService/AddCheckpointCosignature',
+                request_serializer=aos_dot_export_dot_v1_dot_export__service__pb2.AddCheckpointCosignatureRequest.SerializeToString,
+                response_deserializer=aos_dot_export_dot_v1_dot_export__service__pb2.AddCheckpointCosignatureResponse.FromString,
+                _registered_method=True)
 
 
 class ExportServiceServicer:
@@ -124,7 +129,21 @@ class ExportServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetLedgerCheckpoint(self, request, context):
-        """A signed statement of the tenant's ledger head, for an auditor to keep.
+        """A signed statement of the tenant's ledger head, for an auditor to keep: the
+        DSSE statement and the C2SP checkpoint of the ledger's Merkle tree (signed
+        now and kept, with the witnesses' cosignatures collected so far); or a kept
+        C2SP checkpoint of the ledger or the export chain, by tree size.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AddCheckpointCosignature(self, request, context):
+        """A witness's C2SP tlog-cosignature (cosignature/v1) on a kept checkpoint.
+        Accepted only from a witness key the service is configured with
+        (AOS_WITNESS_KEYS) and only when it verifies over that checkpoint; kept
+        append-only (a witness's first cosignature per checkpoint) and served with
+        the checkpoint from then on.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -167,6 +186,11 @@ def add_ExportServiceServicer_to_server(servicer, server):
                     servicer.GetLedgerCheckpoint,
                     request_deserializer=aos_dot_export_dot_v1_dot_export__service__pb2.GetLedgerCheckpointRequest.FromString,
                     response_serializer=aos_dot_export_dot_v1_dot_export__service__pb2.GetLedgerCheckpointResponse.SerializeToString,
+            ),
+            'AddCheckpointCosignature': grpc.unary_unary_rpc_method_handler(
+                    servicer.AddCheckpointCosignature,
+                    request_deserializer=aos_dot_export_dot_v1_dot_export__service__pb2.AddCheckpointCosignatureRequest.FromString,
+                    response_serializer=aos_dot_export_dot_v1_dot_export__service__pb2.AddCheckpointCosignatureResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -361,6 +385,33 @@ class ExportService:
             '/aos.export.v1.ExportService/GetLedgerCheckpoint',
             aos_dot_export_dot_v1_dot_export__service__pb2.GetLedgerCheckpointRequest.SerializeToString,
             aos_dot_export_dot_v1_dot_export__service__pb2.GetLedgerCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AddCheckpointCosignature(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aos.export.v1.ExportService/AddCheckpointCosignature',
+            aos_dot_export_dot_v1_dot_export__service__pb2.AddCheckpointCosignatureRequest.SerializeToString,
+            aos_dot_export_dot_v1_dot_export__service__pb2.AddCheckpointCosignatureResponse.FromString,
             options,
             channel_credentials,
             insecure,
