@@ -2,18 +2,27 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import socket
 from datetime import datetime, timezone
 
 import grpc
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from aos_recording import note
 from aos_runtime.auth import SCOPES, mint_token
 from aos_runtime.config import Settings
 
 SECRET = "e2e-secret-" + "x" * 40
+
+# Three witnesses (name, Ed25519 key, from fixed seeds): the suite's export service is
+# configured with the first two (AOS_WITNESS_KEYS); the third is one it does not know.
+WITNESSES = [(f"witness-{i}.aos-test.example", Ed25519PrivateKey.from_private_bytes(
+    hashlib.sha256(f"aos-test-witness-{i}".encode()).digest())) for i in range(3)]
+WITNESS_KEYS = tuple(note.cosigner_key(name, key.public_key()) for name, key in WITNESSES[:2])
 
 
 def token(tenant: str = "tenant-a", scopes=SCOPES, **kw) -> str:
@@ -21,7 +30,8 @@ def token(tenant: str = "tenant-a", scopes=SCOPES, **kw) -> str:
 
 
 def settings(tmp_path) -> Settings:
-    return dataclasses.replace(Settings.from_env({}), jwt_secret=SECRET, data_dir=tmp_path)
+    return dataclasses.replace(Settings.from_env({}), jwt_secret=SECRET, data_dir=tmp_path,
+                               witness_keys=WITNESS_KEYS)
 
 
 def free_port() -> int:

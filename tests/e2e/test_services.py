@@ -14,10 +14,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
+from aos_runtime.auth import SCOPES
 from aos_runtime.embedded import EmbeddedPostgres
 from aos_runtime.server import ServiceContext
 from aos_runtime.service_main import build_server
-from aos_runtime.auth import SCOPES
 from tests.e2e.support import service_modules, settings, token
 from tests.logins import login_url, migrate_and_provision
 
