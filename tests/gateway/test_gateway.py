@@ -84,13 +84,15 @@ READS: list[tuple[str, dict[str, str], dict[str, Any]]] = [
     ("/api/v1/logs/audit/integrity", {}, {"status": "INTEGRITY_STATUS_VERIFIED", "entries_checked": "15",
                                           "anomalies": []}),
     ("/api/v1/logs/audit/exports", {}, {"exports": [], "has_more": False}),
-    ("/api/v1/logs/audit/checkpoint", {}, {"checkpoint__tenant_id": DEMO, "checkpoint__seq": "15"}),
+    ("/api/v1/logs/audit/checkpoint", {}, {"checkpoint__tenant_id": DEMO, "checkpoint__seq": "15",
+                                           "log_checkpoint__tree_size": "15",
+                                           "log_checkpoint__origin": f"aos-evidence.local/ledger/{DEMO}"}),
     ("/api/v1/logs/exports", {}, {"exports": [], "total_size": "0"}),
     ("/api/v1/logs/exports/signing-keys", {}, {"keys__*__algorithm": ["ed25519"]}),
 ]
 WRITES = {("POST", "/api/v1/logs/exports"), ("POST", "/api/v1/logs/llm-runs/{run_id}/export"),
           ("GET", "/api/v1/logs/exports/{export_id}"), ("GET", "/api/v1/logs/exports/{export_id}:download"),
-          ("POST", "/api/v1/logs/exports/{export_id}:verify")}
+          ("POST", "/api/v1/logs/exports/{export_id}:verify"), ("POST", "/api/v1/logs/audit/checkpoint:cosign")}
 
 
 def test_these_tests_cover_every_binding():
@@ -181,7 +183,7 @@ async def test_the_openapi_document(client):
     assert document["openapi"] == "3.1.0"
     operations = [op for item in document["paths"].values() for op in item.values()]
     ids = [op["operationId"] for op in operations]
-    assert len(ids) == len(set(ids)) == 32
+    assert len(ids) == len(set(ids)) == 33
     assert document["paths"]["/api/v1/runtime/logs/audit"]["get"]["operationId"] == \
         "AuditLedgerService_ListAuditEntries2"
     both = document["paths"]["/api/v1/logs/llm-runs/{run_id}/export"]
