@@ -1,8 +1,8 @@
 """AuditLedgerService: translates requests into store calls and rows into protos."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 import grpc

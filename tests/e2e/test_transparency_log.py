@@ -40,8 +40,8 @@ def root_of(leaf_data: list[bytes]) -> bytes:
     hashes in a dict), independent of what the service stored."""
     stored: dict[int, bytes] = {}
     for n, data in enumerate(leaf_data):
-        for i, h in enumerate(tlog.stored_hashes(n, data, lambda idx: [stored[i] for i in idx])):
-            stored[tlog.stored_hash_index(0, n) + i] = h
+        for offset, h in enumerate(tlog.stored_hashes(n, data, lambda idx: [stored[i] for i in idx])):
+            stored[tlog.stored_hash_index(0, n) + offset] = h
     return tlog.tree_hash(len(leaf_data), lambda idx: [stored[i] for i in idx])
 
 
