@@ -26,7 +26,6 @@ import json
 import math
 import os
 import random
-import statistics
 import time
 from datetime import datetime, timezone
 
