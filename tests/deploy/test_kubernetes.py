@@ -26,6 +26,7 @@ from aos_runtime.config import ENV_VARS, SERVICES, Settings
 ROOT = Path(__file__).resolve().parents[2]
 BASE = ROOT / "deploy" / "kubernetes" / "base"
 REPLICA = ROOT / "deploy" / "kubernetes" / "overlays" / "read-replica"
+EXTERNAL = ROOT / "deploy" / "kubernetes" / "overlays" / "external-postgres"
 KUBERNETES_VERSION = "1.32.0"  # the schema the manifests are held to (kubernetes-validate ships it)
 KNOWN = {v.name for v in ENV_VARS}
 PORTS = {name: int(next(v.default for v in ENV_VARS if v.name == f"AOS_{name.upper()}_PORT")) for name in SERVICES}
@@ -78,6 +79,11 @@ def replica() -> list[dict]:
     return kustomize(REPLICA)
 
 
+@pytest.fixture(scope="module")
+def external() -> list[dict]:
+    return kustomize(EXTERNAL)
+
+
 def test_each_base_file_validates_against_the_pinned_schema():
     files = sorted(p for p in BASE.glob("*.yaml") if p.name != "kustomization.yaml")
     listed = yaml.safe_load((BASE / "kustomization.yaml").read_text())["resources"]
@@ -100,7 +106,7 @@ def test_the_validator_catches_a_wrong_manifest():
         kubernetes_validate.validate(wrong_type, KUBERNETES_VERSION, strict=True)
 
 
-@pytest.mark.parametrize("overlay", ["base", "replica"])
+@pytest.mark.parametrize("overlay", ["base", "replica", "external"])
 def test_rendered_manifests_validate(overlay, request):
     docs = request.getfixturevalue(overlay)
     assert docs
@@ -329,3 +335,17 @@ def test_the_replica_overlay_points_overview_and_logs_only_at_the_replica(base, 
             container["env"] = [e for e in container.get("env", []) if e["name"] != "AOS_READ_DATABASE_URL"]
     key = lambda d: (d["kind"], d["metadata"]["name"])  # noqa: E731
     assert sorted(strip, key=key) == sorted(base, key=key)
+
+
+def test_the_external_postgres_overlay_narrows_database_egress_to_its_address(base, external):
+    policies = by_kind(external, "NetworkPolicy")
+    rules = policies["aos-database-clients"]["spec"]["egress"]
+    database = [r for r in rules if any(p.get("port") == 5432 for p in r.get("ports", []))]
+    assert [peer["ipBlock"]["cidr"] for rule in database for peer in rule["to"]] == ["192.0.2.10/32"]
+    # Who may reach Postgres is unchanged: the services and the Job, not the gateway.
+    pods = pod_labels(external)
+    for name, labels in pods.items():
+        reach = _egress_allowed(list(policies.values()), labels, 5432)
+        assert reach == (name != "aos-gateway"), name
+    key = lambda d: (d["kind"], d["metadata"]["name"])  # noqa: E731
+    assert [key(d) for d in sorted(external, key=key)] == [key(d) for d in sorted(base, key=key)]
