@@ -88,7 +88,7 @@ def _held_by(port: int) -> str:
 def describe(pid: int) -> str:
     """``pid``'s command line, shortened, for a message ("" when it cannot be read)."""
     try:
-        text = " ".join(psutil.Process(pid).cmdline())
+        text = " ".join(" ".join(psutil.Process(pid).cmdline()).split())  # one line, whatever argv holds
     except (psutil.Error, ValueError):
         return ""
     return f"'{text[:80]}'" if text else ""

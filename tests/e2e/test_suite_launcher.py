@@ -172,6 +172,19 @@ def test_an_answer_from_the_child_itself_is_taken():
         child.wait()
 
 
+def test_a_child_that_fails_to_start_is_reported_with_the_variable_of_its_port():
+    """The port was free when checked, then taken before the child bound it: the child exits,
+    and the launcher reports that child's failure rather than waiting or announcing."""
+    from aos_runtime import launch
+
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.exit('Failed to bind to address')"])
+    with pytest.raises(launch.StartFailure) as failure:
+        launch.wait_serving("the export service", "127.0.0.1", launch.Port("AOS_EXPORT_PORT", free_port()),
+                            time.monotonic() + 30, child)
+    message = str(failure.value)
+    assert "the export service exited with code 1" in message and "AOS_EXPORT_PORT" in message
+
+
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_make_run_stops_every_process_it_started(tmp_path, how):
     """`make run`, then Ctrl-C (SIGINT to the whole process group, make included) or SIGTERM
