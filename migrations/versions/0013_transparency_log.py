@@ -13,7 +13,7 @@ What it adds:
   audit entry of seq i + 1, leaf data = its 32 raw content_hash bytes) and ``exports`` (the
   log_exports chain, leaf data = the export row's content_hash), in the layout of Go's
   golang.org/x/mod/sumdb/tlog: the hash of the subtree (level L, index n) is stored at
-  ``stored_hash_index(L, n)`` (``aos_tlog_index`` here, ``aos_recording.tlog`` in Python).
+  ``stored_hash_index(L, n)`` (``aos_recording.tlog``; the trigger computes it as 2n - popcount(n)).
   Appending leaf n writes its leaf hash, then one node hash for each trailing 1 bit of n
   (the subtrees it completes), at consecutive indexes; it reads one stored hash per node
   written. So an append costs O(log n) (2 rows on average), a proof or a tree head reads
@@ -59,11 +59,46 @@ PINNED = "pg_catalog, public, pg_temp"
 # The logs and the chained tables they follow (TG_ARGV[0] of the trigger is the log).
 LOGS = {"audit_ledger": "ledger", "log_exports": "exports"}
 
+# aos_tlog_add's work, shared with the trigger function (which reads its inputs from NEW):
+# the a_* inputs are declared before these.
+_TLOG_DECLARE = """\
+    n          bigint := a_seq - 1;
+    first      bigint := 2 * n - bit_count(n::bit(64));
+    h          bytea := sha256('\\x00'::bytea || a_leaf);
+    m          integer := 0;
+    wanted     bigint[] := '{}';
+    lefts      bytea[];
+    hashes     bytea[] := '{}';"""
+_TLOG_BODY = """\
+    INSERT INTO tlog_hashes (tenant_id, log, hash_index, hash, tree_size, entry_id, leaf_data, created_at,
+                             recorded_at)
+    VALUES (a_tenant, a_log, first, h, a_seq, a_entry, a_leaf, a_created, a_recorded);
+    IF n & 1 = 0 THEN
+        RETURN{nothing};  -- half of all appends: a left child completes nothing
+    END IF;
+    WHILE (n >> m) & 1 = 1 LOOP
+        wanted := wanted || (2 * (n - (1::bigint << m)) - bit_count((n - (1::bigint << m))::bit(64)) + m);
+        m := m + 1;
+    END LOOP;
+    -- level 0's left sibling has the highest index, each level up a lower one
+    SELECT array_agg(t.hash ORDER BY t.hash_index DESC) INTO lefts FROM tlog_hashes t
+     WHERE t.tenant_id = a_tenant AND t.log = a_log AND t.hash_index = ANY(wanted);
+    IF coalesce(array_length(lefts, 1), 0) <> m THEN
+        RAISE EXCEPTION 'tlog %/%: the tree lacks hashes below leaf %', a_log, a_tenant, n USING ERRCODE = 'AOS03';
+    END IF;
+    FOR i IN 1..m LOOP
+        h := sha256('\\x01'::bytea || lefts[i] || h);
+        hashes := hashes || h;
+    END LOOP;
+    INSERT INTO tlog_hashes (tenant_id, log, hash_index, hash, tree_size)
+    SELECT a_tenant, a_log, first + i, x, a_seq FROM unnest(hashes) WITH ORDINALITY AS u(x, i);
+    RETURN{nothing};"""
+
 SCHEMA = f"""
 CREATE TABLE tlog_hashes (
     tenant_id  text   NOT NULL,
     log        text   NOT NULL CHECK (log IN ('ledger', 'exports')),
-    -- Go sumdb/tlog's stored hash index: aos_tlog_index(level, n)
+    -- Go sumdb/tlog's stored hash index, StoredHashIndex(level, n)
     hash_index bigint NOT NULL CHECK (hash_index >= 0),
     hash       bytea  NOT NULL CHECK (octet_length(hash) = 32),
     -- the log's size after the append that wrote this hash (for a leaf: its seq)
@@ -90,74 +125,42 @@ CREATE POLICY tlog_hashes_tenant ON tlog_hashes USING (tenant_id = aos_current_t
     WITH CHECK (tenant_id = aos_current_tenant());
 GRANT SELECT ON tlog_hashes TO aos_logs, aos_export;
 
--- Go sumdb/tlog StoredHashIndex: where the hash of subtree (level, n) is stored.
-CREATE FUNCTION aos_tlog_index(level integer, n bigint) RETURNS bigint
-LANGUAGE plpgsql IMMUTABLE STRICT PARALLEL SAFE SET search_path = {PINNED}
-AS $$
-DECLARE
-    i bigint := 0;
-BEGIN
-    FOR l IN 1..level LOOP
-        n := 2 * n + 1;
-    END LOOP;
-    WHILE n > 0 LOOP
-        i := i + n;
-        n := n >> 1;
-    END LOOP;
-    RETURN i + level;
-END $$;
-
--- Appends leaf data `leaf` as leaf seq - 1 of a tenant's log: its leaf hash, then a node
--- hash per subtree it completes (Go sumdb/tlog StoredHashes), read and written by key.
--- Callers hold the tenant's chain lock, and the log holds leaves 0 .. seq - 2.
+-- Appends leaf data `a_leaf` as leaf n = a_seq - 1 of a tenant's log (Go sumdb/tlog
+-- StoredHashes): its leaf hash, then a node hash per subtree it completes (one per trailing
+-- 1 bit of n), at consecutive indexes from StoredHashIndex(0, n) = 2n - popcount(n). The
+-- left half of the subtree of level k that leaf n completes is stored at
+-- StoredHashIndex(k, (n >> k) - 1) = 2(n - 2^k) - popcount(n - 2^k) + k.
+-- Callers hold the tenant's chain lock, and the log holds leaves 0 .. n - 1.
+-- enable_seqscan off: the lookup is by primary key, always; a table the planner believes
+-- empty (analyzed before its first append) got a sequential scan per append (measured:
+-- 3,000 appends in one transaction went from 37 to 1,200 µs each).
 CREATE FUNCTION aos_tlog_add(a_tenant text, a_log text, a_seq bigint, a_entry text, a_leaf bytea,
                              a_created timestamptz, a_recorded timestamptz) RETURNS void
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = {PINNED}
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = {PINNED} SET enable_seqscan = off
 AS $$
 DECLARE
-    n      bigint := a_seq - 1;
-    m      integer := 0;
-    h      bytea := sha256('\\x00'::bytea || a_leaf);
-    wanted bigint[] := '{{}}';
-    lefts  bytea[];
-    hashes bytea[];
+{_TLOG_DECLARE}
 BEGIN
-    -- each trailing 1 bit of n completes a subtree; its left half is stored already
-    WHILE (n >> m) & 1 = 1 LOOP
-        wanted := wanted || aos_tlog_index(m, (n >> m) - 1);
-        m := m + 1;
-    END LOOP;
-    hashes := ARRAY[h];
-    IF m > 0 THEN
-        -- level 0's left sibling has the highest index, each level up a lower one
-        SELECT array_agg(t.hash ORDER BY t.hash_index DESC) INTO lefts FROM tlog_hashes t
-         WHERE t.tenant_id = a_tenant AND t.log = a_log AND t.hash_index = ANY(wanted);
-        IF coalesce(array_length(lefts, 1), 0) <> m THEN
-            RAISE EXCEPTION 'tlog %/%: the tree lacks hashes below leaf %', a_log, a_tenant, n
-                USING ERRCODE = 'AOS03';
-        END IF;
-        FOR i IN 1..m LOOP
-            h := sha256('\\x01'::bytea || lefts[i] || h);
-            hashes := hashes || h;
-        END LOOP;
-    END IF;
-    INSERT INTO tlog_hashes (tenant_id, log, hash_index, hash, tree_size, entry_id, leaf_data, created_at,
-                             recorded_at)
-    SELECT a_tenant, a_log, aos_tlog_index(0, n) + i - 1, hashes[i], a_seq, CASE WHEN i = 1 THEN a_entry END,
-           CASE WHEN i = 1 THEN a_leaf END, CASE WHEN i = 1 THEN a_created END, CASE WHEN i = 1 THEN a_recorded END
-      FROM generate_subscripts(hashes, 1) i;
+{_TLOG_BODY.format(nothing="")}
 END $$;
 
+-- The trigger: the same body inline (one SECURITY DEFINER call per append, not two).
 CREATE FUNCTION aos_tlog_append() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = {PINNED}
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = {PINNED} SET enable_seqscan = off
 AS $$
+DECLARE
+    a_tenant   text := NEW.tenant_id;
+    a_log      text := TG_ARGV[0];
+    a_seq      bigint := NEW.seq;
+    a_entry    text := NEW.id;
+    a_leaf     bytea := NEW.content_hash;
+    a_created  timestamptz := NEW.created_at;
+    a_recorded timestamptz := NEW.recorded_at;
+{_TLOG_DECLARE}
 BEGIN
-    PERFORM aos_tlog_add(NEW.tenant_id, TG_ARGV[0], NEW.seq, NEW.id, NEW.content_hash, NEW.created_at,
-                         NEW.recorded_at);
-    RETURN NULL;
+{_TLOG_BODY.format(nothing=" NULL")}
 END $$;
 
-ALTER FUNCTION aos_tlog_index(integer, bigint) OWNER TO {OWNER};
 ALTER FUNCTION aos_tlog_add(text, text, bigint, text, bytea, timestamptz, timestamptz) OWNER TO {OWNER};
 ALTER FUNCTION aos_tlog_append() OWNER TO {OWNER};
 REVOKE EXECUTE ON FUNCTION aos_tlog_add(text, text, bigint, text, bytea, timestamptz, timestamptz),
@@ -204,7 +207,10 @@ def upgrade() -> None:
             "SELECT t.tgrelid::regclass::text, t.tgname FROM pg_trigger t WHERE NOT t.tgisinternal "
             "AND t.tgname IN ('audit_ledger_tlog', 'log_exports_tlog')").fetchall():
         conn.exec_driver_sql(f'ALTER TABLE {relation} ENABLE ALWAYS TRIGGER "{trigger}"')
-    op.execute("ANALYZE tlog_hashes")
+    # Only with rows: analyzed empty, the table is planned as empty for sure until the
+    # next autovacuum analyze (aos_tlog_add's lookups are pinned to the index anyway).
+    if conn.exec_driver_sql("SELECT EXISTS (SELECT FROM tlog_hashes)").scalar():
+        op.execute("ANALYZE tlog_hashes")
 
 
 def downgrade() -> None:
@@ -213,5 +219,4 @@ def downgrade() -> None:
         DROP TRIGGER log_exports_tlog ON log_exports;
         DROP TABLE tlog_hashes;
         DROP FUNCTION aos_tlog_append();
-        DROP FUNCTION aos_tlog_add(text, text, bigint, text, bytea, timestamptz, timestamptz);
-        DROP FUNCTION aos_tlog_index(integer, bigint);""")
+        DROP FUNCTION aos_tlog_add(text, text, bigint, text, bytea, timestamptz, timestamptz);""")

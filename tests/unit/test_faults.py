@@ -28,6 +28,9 @@ CASES = [
     # As the builder raises it: the plan's format is an ExportFormat, its value the spelling callers see.
     (faults.ExportTooLarge("too many records", format=ExportFormat.ZIP), grpc.StatusCode.FAILED_PRECONDITION,
      "EXPORT_TOO_LARGE", "too many records", {"format": "ZIP"}),
+    (faults.LogHashesMissing("ledger", [7, 3]), grpc.StatusCode.DATA_LOSS, "LOG_HASHES_MISSING",
+     "the tenant's ledger transparency log lacks 2 stored hashes this proof needs",
+     {"log": "ledger", "missing": "7,3"}),
     # Raised by the export builder for a run or incident the tenant does not have: answered as the
     # handlers' own errors.not_found would (another tenant's record reads as missing).
     (faults.RecordNotFound(faults.Resource.INCIDENT, "inc-9"), grpc.StatusCode.NOT_FOUND, "INCIDENT_NOT_FOUND",
