@@ -1,0 +1,143 @@
+"""``aos-evidence witness``: cosigns the ledger's checkpoint only along a consistent tree.
+
+Against the real servers: first use, then a grown ledger (consistency proof from the kept
+size), a repeat at the same size; refusals (no state without --first-use, a wrong log key,
+an altered state, a rollback, a fork) exit 1 and leave the state as it was. The rollback and
+the fork are made real: an export service of this test's own, whose log key the test holds,
+signs a second history.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
+
+from aos.export.v1 import export_service_pb2 as pb, export_service_pb2_grpc as pb_grpc
+from aos_recording import note, tlog
+from aos_runtime.service_main import build_server
+from tests.db.sessions import append_entries, new_id
+from tests.e2e.support import WITNESS_KEYS, WITNESSES, auth, service_modules, settings
+from tests.logins import login_url
+
+pytestmark = pytest.mark.db
+
+OCT = datetime(2026, 10, 1, tzinfo=timezone.utc)
+
+
+def pem(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+
+
+def witness_files(directory: Path, i: int = 0) -> tuple[Path, Path, str]:
+    """(key file, state dir, name) of test witness i."""
+    name, key = WITNESSES[i]
+    key_file = directory / f"witness-{i}.pem"
+    key_file.write_bytes(pem(key))
+    return key_file, directory / f"state-{i}", name
+
+
+async def served(address: str, tenant: str) -> pb.GetLedgerCheckpointResponse:
+    async with grpc.aio.insecure_channel(address) as channel:
+        return await pb_grpc.ExportServiceStub(channel).GetLedgerCheckpoint(
+            pb.GetLedgerCheckpointRequest(), metadata=auth(tenant), timeout=10)
+
+
+def read(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+@pytest.fixture
+def own_tenant(database_url) -> str:
+    tenant = new_id("t")
+    append_entries(database_url, tenant, [OCT], 5)
+    return tenant
+
+
+async def test_the_witness_cosigns_along_a_consistent_tree(cli, suite, own_tenant, database_url, tmp_path):
+    vkey = (await served(suite["export"], own_tenant)).log_checkpoint.log_verifier_key
+    key_file, state_dir, name = witness_files(tmp_path)
+    argv = ("witness", "--log-key", vkey, "--key", key_file, "--name", name, "--state", state_dir)
+    # no state, no --first-use: refused
+    refused = await cli("--json", *argv, tenant=own_tenant)
+    assert refused.code == 1 and json.loads(refused.out)["reason"] == "NO_STATE"
+    assert not any(state_dir.iterdir())
+    first = await cli("--json", *argv, "--first-use", tenant=own_tenant)
+    assert first.code == 0, first.out + first.err
+    doc = json.loads(first.out)
+    assert (doc["cosigned"], doc["size"], doc["added"], doc["cosignatures"]) == (True, 5, True, 1)
+    assert doc["witness_key"] == WITNESS_KEYS[0]
+    state_file = Path(doc["state"])
+    kept = read(state_file)
+    assert note.require_cosignatures(kept, WITNESS_KEYS[:1], 1, log_key=vkey)
+    # the ledger grows: cosigned with the consistency proof from 5
+    append_entries(database_url, own_tenant, [OCT], 4)
+    grown = await cli(*argv, tenant=own_tenant)
+    assert grown.code == 0 and "COSIGNED" in grown.out, grown.out + grown.err
+    assert "size 5 → 9" in grown.out
+    assert note.open_checkpoint(read(state_file), vkey)[0].size == 9
+    # the same size again: accepted, the log keeps the first cosignature
+    again = json.loads((await cli("--json", *argv, tenant=own_tenant)).out)
+    assert (again["cosigned"], again["added"], again["proof_hashes"]) == (True, False, 0)
+    # the served checkpoint now carries the cosignature, and meets a 1-of-2 policy
+    note.require_cosignatures((await served(suite["export"], own_tenant)).log_checkpoint.signed_note.encode(),
+                              WITNESS_KEYS, 1, log_key=vkey)
+
+
+async def test_a_witness_refuses_a_wrong_log_key_or_an_altered_state(cli, suite, own_tenant, tmp_path):
+    vkey = (await served(suite["export"], own_tenant)).log_checkpoint.log_verifier_key
+    key_file, state_dir, name = witness_files(tmp_path)
+    other = note.verifier_key(vkey.split("+")[0], Ed25519PrivateKey.generate().public_key())
+    wrong = await cli("--json", "witness", "--log-key", other, "--key", key_file, "--name", name,
+                      "--state", state_dir, "--first-use", tenant=own_tenant)
+    assert wrong.code == 1 and json.loads(wrong.out)["reason"] == "BAD_CHECKPOINT"
+    argv = ("witness", "--log-key", vkey, "--key", key_file, "--name", name, "--state", state_dir)
+    assert (await cli(*argv, "--first-use", tenant=own_tenant)).code == 0
+    state_file = next(state_dir.iterdir())
+    altered = state_file.read_bytes().replace(b"\n5\n", b"\n4\n", 1)
+    state_file.write_bytes(altered)
+    result = await cli("--json", *argv, tenant=own_tenant)
+    assert result.code == 1 and json.loads(result.out)["reason"] == "BAD_STATE"
+    assert state_file.read_bytes() == altered
+    # usage errors: a malformed log key, a missing key file
+    assert (await cli(*argv[:2], "nonsense", *argv[3:], tenant=own_tenant)).code == 2
+    assert (await cli("witness", "--log-key", vkey, "--key", tmp_path / "none.pem", "--name", name,
+                      "--state", state_dir, tenant=own_tenant)).code == 2
+
+
+async def test_a_witness_refuses_a_rollback_and_a_fork(cli, own_tenant, database_url, tmp_path):
+    """An export service whose log key this test holds: a state signed by that key at a larger
+    size (rollback) or at the same size with another root (fork: two histories) is refused."""
+    log_private = Ed25519PrivateKey.generate()
+    key_path = Path(tempfile.mkdtemp(prefix="aos-witness-")) / "log.pem"
+    key_path.write_bytes(pem(log_private))
+    key_path.chmod(0o600)
+    conf = dataclasses.replace(settings(Path(tempfile.mkdtemp(prefix="aos-witness-data-"))),
+                               export_signing_key_file=key_path, checkpoint_interval_s=0)
+    server = build_server("export", service_modules()["export"].servicers, conf, login_url(database_url, "export"),
+                          port=0)
+    address = f"127.0.0.1:{await server.start()}"
+    try:
+        head = (await served(address, own_tenant)).log_checkpoint
+        origin, vkey = head.origin, head.log_verifier_key
+        assert vkey == note.verifier_key(origin, log_private.public_key())
+        key_file, state_dir, name = witness_files(tmp_path)
+        argv = ("--export", address, "--json", "witness", "--log-key", vkey, "--key", key_file, "--name", name,
+                "--state", state_dir)
+        state_dir.mkdir()
+        state_file = state_dir / (origin.replace("/", "_") + ".checkpoint")
+        for size, root, reason in [(head.tree_size + 10, tlog.leaf_hash(b"later"), "ROLLBACK"),
+                                   (head.tree_size, tlog.leaf_hash(b"another history"), "FORK")]:
+            other_history = note.sign_checkpoint(note.Checkpoint(origin, size, root), log_private)
+            state_file.write_bytes(other_history)
+            result = await cli(*argv, tenant=own_tenant)
+            assert result.code == 1 and json.loads(result.out)["reason"] == reason, result.out + result.err
+            assert state_file.read_bytes() == other_history
+    finally:
+        await server.stop(grace=0)
