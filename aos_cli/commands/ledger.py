@@ -26,6 +26,7 @@ from aos.export.v1 import export_service_pb2 as export_pb
 from aos.logs.v1 import audit_ledger_service_pb2 as audit_pb
 from aos_cli.client import EXIT_FAILED, EXIT_OK, UsageError
 from aos_cli.commands.audit import MAX_PAGE
+from aos_cli.commands.witness import add_policy_arguments, witnessed_head
 from aos_cli.context import Context
 from aos_cli.keys import file_keys, server_keys, signing_keys_trusted
 from aos_cli.output import to_dict, when
@@ -65,6 +66,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                        help="the tree size to prove against (default: the kept state's, else the current one)")
     prove.add_argument("--state", metavar="FILE", type=Path,
                        help="a state kept by check-consistency: the proof must reach its root")
+    add_policy_arguments(prove)
     prove.set_defaults(handler=prove_command)
     consistency = group.add_parser(
         "check-consistency", parents=[common],
@@ -74,6 +76,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     consistency.add_argument("--state", metavar="FILE", type=Path,
                              help="where the newest verified state is kept (default: --from); a missing file "
                                   "is started from the current tree (trust on first use)")
+    add_policy_arguments(consistency)
     consistency.set_defaults(handler=consistency_command)
 
 
@@ -312,7 +315,12 @@ def _verdict(ctx: Context, result: Verification, title: str, doc: dict[str, Any]
 
 def prove_command(args: argparse.Namespace, ctx: Context) -> int:
     state = load_state(args.state) if args.state else None
-    size = args.size or (state.size if state else 0)
+    result = Verification()
+    # With --log-key the proof goes to the signed (and, with --min-witnesses, cosigned) head.
+    head = witnessed_head(ctx, args, result)
+    if args.log_key is not None and head is None:
+        return _verdict(ctx, result, "Ledger checkpoint", {})
+    size = args.size or (state.size if state else 0) or (head.size if head else 0)
     if size < 0:
         raise UsageError("--size must not be negative")
     request = audit_pb.GetInclusionProofRequest(tree_size=size)
@@ -321,7 +329,6 @@ def prove_command(args: argparse.Namespace, ctx: Context) -> int:
     else:
         request.entry_id = args.entry
     proof = ctx.client.audit.GetInclusionProof(request)
-    result = Verification()
     tenant = proof.metadata.tenant_id
     if state and state.tenant != tenant:
         raise UsageError(f"the state is tenant {state.tenant}'s, the token tenant {tenant}'s")
@@ -334,11 +341,15 @@ def prove_command(args: argparse.Namespace, ctx: Context) -> int:
                                       f"{proof.tree_size}")
     except tlog.ProofError as exc:
         result.add("inclusion", False, f"the audit path does not lead to the stated root: {exc}")
+    if head and proof.tree_size == head.size:
+        result.add("signed root", proof.root_hash == head.root,
+                   f"the root of the signed checkpoint of size {head.size}" if proof.root_hash == head.root
+                   else "the service's root differs from its signed checkpoint's: FORK")
     if state and proof.tree_size == state.size:
         result.add("root", proof.root_hash == state.root,
                    f"the kept root of size {state.size}" if proof.root_hash == state.root
                    else "the service's root differs from the kept one: FORK")
-    else:
+    elif not (head and proof.tree_size == head.size):
         ctx.out.note("note: the root is the service's own statement; keep a verified state "
                      "(check-consistency --state) and prove against it to rely on it")
     return _verdict(ctx, result, f"Entry {proof.entry_id} in the ledger of {tenant}", {
@@ -357,21 +368,30 @@ def consistency_command(args: argparse.Namespace, ctx: Context) -> int:
     if source is None:
         raise UsageError("give --from FILE (a kept state) or --state FILE")
     tenant, current = _current_size(ctx)
+    result = Verification()
+    # With --log-key the newer tree is the signed (and, with --min-witnesses, cosigned) head,
+    # not the service's bare answer.
+    signed = witnessed_head(ctx, args, result)
+    if args.log_key is not None:
+        if signed is None:
+            return _verdict(ctx, result, f"Ledger tree of {tenant}", {"tenant": tenant})
+        current = signed.size
     if not source.exists() and args.source is None:
         if current == 0:
             raise UsageError(f"tenant {tenant}'s ledger is empty: nothing to keep yet")
         head = ctx.client.audit.GetConsistencyProof(
             audit_pb.GetConsistencyProofRequest(first_tree_size=current, second_tree_size=current))
+        if signed is not None and head.first_root_hash != signed.root:
+            result.add("signed root", False, "the service's root differs from its signed checkpoint's: FORK")
+            return _verdict(ctx, result, f"Ledger tree of {tenant}", {"tenant": tenant, "size": current})
         save_state(target, TreeState(tenant, current, head.first_root_hash))
         ctx.out.note(f"note: no state in {target}: the current tree (size {current}) is kept as the first one "
                      "(trust on first use)")
-        result = Verification()
         result.add("kept", True, f"size {current}, root {base64.b64encode(head.first_root_hash).decode()}")
         return _verdict(ctx, result, f"Ledger tree of {tenant}", {"tenant": tenant, "size": current})
     old = load_state(source)
     if old.tenant != tenant:
         raise UsageError(f"the state is tenant {old.tenant}'s, the token tenant {tenant}'s")
-    result = Verification()
     if current < old.size:
         result.add("size", False, f"the tree has {current} leaves, fewer than the kept {old.size}: "
                                   "history was truncated (FORK)")
@@ -388,6 +408,11 @@ def consistency_command(args: argparse.Namespace, ctx: Context) -> int:
                                         "prove the older tree a prefix of the newer")
     except tlog.ProofError as exc:
         result.add("consistency", False, f"the newer tree does not extend the kept one: FORK ({exc})")
+    if signed is not None:
+        result.add("signed root", proof.second_root_hash == signed.root,
+                   f"the newer root is the signed checkpoint's (size {signed.size})"
+                   if proof.second_root_hash == signed.root
+                   else "the service's root differs from its signed checkpoint's: FORK")
     if result.ok and target is not None:
         save_state(target, TreeState(tenant, proof.second_tree_size, proof.second_root_hash))
         result.add("kept", True, f"{target} now holds size {proof.second_tree_size}")

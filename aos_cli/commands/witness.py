@@ -112,6 +112,27 @@ def checked_checkpoint(signed_note: str, args: argparse.Namespace, now: int | No
     return checkpoint, cosigned
 
 
+def witnessed_head(ctx: Context, args: argparse.Namespace, result) -> note.Checkpoint | None:
+    """With --log-key: the ledger's C2SP checkpoint as served now, checked under the policy
+    (recorded in ``result`` as the "checkpoint" check; None when it fails). Without: None and
+    nothing recorded (the commands then rely on the service's own roots, and say so)."""
+    if args.log_key is None:
+        if args.witness or args.min_witnesses:
+            raise UsageError("--witness and --min-witnesses need --log-key (the log's verifier key)")
+        return None
+    served = ctx.client.exports.GetLedgerCheckpoint(export_pb.GetLedgerCheckpointRequest(
+        log=integrity_pb2.TRANSPARENCY_LOG_LEDGER)).log_checkpoint
+    try:
+        checkpoint, cosigned = checked_checkpoint(served.signed_note, args)
+    except note.NoteError as exc:
+        result.add("checkpoint", False, f"the served checkpoint fails the policy: {exc}")
+        return None
+    witnesses = (f"; cosigned by {len({c.public_key for c in cosigned})} of the required {args.min_witnesses} "
+                 f"witnesses ({', '.join(sorted({c.name for c in cosigned}))})" if args.min_witnesses else "")
+    result.add("checkpoint", True, f"size {checkpoint.size} signed by the pinned log key{witnesses}")
+    return checkpoint
+
+
 def _load_or_create_key(path: Path, create: bool) -> Ed25519PrivateKey:
     if not path.exists():
         if not create:
@@ -125,12 +146,12 @@ def _load_or_create_key(path: Path, create: bool) -> Ed25519PrivateKey:
             raise UsageError(f"cannot create {path}: {exc.strerror or exc}") from None
         return key
     try:
-        key = load_pem_private_key(path.read_bytes(), password=None)
+        loaded = load_pem_private_key(path.read_bytes(), password=None)
     except (OSError, ValueError, TypeError) as exc:
         raise UsageError(f"--key {path}: not an unencrypted PEM private key: {exc}") from None
-    if not isinstance(key, Ed25519PrivateKey):
-        raise UsageError(f"--key {path}: a witness key is Ed25519, not {type(key).__name__}")
-    return key
+    if not isinstance(loaded, Ed25519PrivateKey):
+        raise UsageError(f"--key {path}: a witness key is Ed25519, not {type(loaded).__name__}")
+    return loaded
 
 
 def state_file(directory: Path, origin: str) -> Path:

@@ -141,3 +141,48 @@ async def test_a_witness_refuses_a_rollback_and_a_fork(cli, own_tenant, database
             assert state_file.read_bytes() == other_history
     finally:
         await server.stop(grace=0)
+
+
+async def test_ledger_commands_accept_only_a_checkpoint_meeting_the_witness_policy(cli, suite, own_tenant,
+                                                                                  database_url, tmp_path):
+    vkey = (await served(suite["export"], own_tenant)).log_checkpoint.log_verifier_key
+    policy = ("--log-key", vkey, "--witness", WITNESS_KEYS[0], "--witness", WITNESS_KEYS[1])
+    state = tmp_path / "tree.json"
+    # nobody cosigned yet: 1 of 2 is not met; the state is not started
+    none = await cli("--json", "ledger", "check-consistency", "--state", state, *policy, "--min-witnesses", "1",
+                     tenant=own_tenant)
+    assert none.code == 1 and "TOO_FEW_COSIGNATURES" in none.out and not state.exists()
+    key_file, state_dir, name = witness_files(tmp_path, 0)
+    assert (await cli("witness", "--log-key", vkey, "--key", key_file, "--name", name, "--state", state_dir,
+                      "--first-use", tenant=own_tenant)).code == 0
+    # 1 of 2 now holds, 2 of 2 not yet
+    one = await cli("--json", "ledger", "check-consistency", "--state", state, *policy, "--min-witnesses", "1",
+                    tenant=own_tenant)
+    assert one.code == 0, one.out + one.err
+    assert [c["name"] for c in json.loads(one.out)["checks"]] == ["checkpoint", "kept"]
+    two = await cli("--json", "ledger", "prove", "3", *policy, "--min-witnesses", "2", tenant=own_tenant)
+    assert two.code == 1 and "TOO_FEW_COSIGNATURES" in two.out
+    key_file, state_dir, name = witness_files(tmp_path, 1)
+    assert (await cli("witness", "--log-key", vkey, "--key", key_file, "--name", name, "--state", state_dir,
+                      "--first-use", tenant=own_tenant)).code == 0
+    proved = await cli("--json", "ledger", "prove", "3", *policy, "--min-witnesses", "2", tenant=own_tenant)
+    doc = json.loads(proved.out)
+    assert proved.code == 0 and doc["tree_size"] == 5, proved.out + proved.err
+    assert [c["name"] for c in doc["checks"]] == ["checkpoint", "leaf", "inclusion", "signed root"]
+    # the ledger grows: the new head is signed but not cosigned yet, so the policy refuses it
+    append_entries(database_url, own_tenant, [OCT], 2)
+    grown = await cli("--json", "ledger", "check-consistency", "--from", state, *policy, "--min-witnesses", "1",
+                      tenant=own_tenant)
+    assert grown.code == 1 and json.loads(state.read_text())["size"] == 5
+    # with the log's signature only (no witnesses asked) the signed head is accepted
+    signed_only = await cli("--json", "ledger", "check-consistency", "--from", state, "--log-key", vkey,
+                            tenant=own_tenant)
+    assert signed_only.code == 0, signed_only.out + signed_only.err
+    assert [c["name"] for c in json.loads(signed_only.out)["checks"]] == \
+        ["checkpoint", "kept root", "consistency", "signed root", "kept"]
+    # a log key not the log's, witnesses without a log key, K above the witnesses given
+    other = note.verifier_key(vkey.split("+")[0], Ed25519PrivateKey.generate().public_key())
+    assert (await cli("ledger", "prove", "1", "--log-key", other, tenant=own_tenant)).code == 1
+    assert (await cli("ledger", "prove", "1", "--witness", WITNESS_KEYS[0], "--min-witnesses", "1",
+                      tenant=own_tenant)).code == 2
+    assert (await cli("ledger", "prove", "1", *policy, "--min-witnesses", "3", tenant=own_tenant)).code == 2
