@@ -23,7 +23,7 @@ from aos.export.v1 import export_service_pb2 as pb, export_service_pb2_grpc as p
 from aos_evidence import queries as evidence
 from aos_evidence.kinds import BundleType, ExportFormat, ExportScope
 from aos_evidence.messages import export_message
-from aos_recording import dsse, note
+from aos_recording import dsse, intoto, note
 from aos_recording.hashing import rfc3339
 from aos_runtime import auth, errors, faults, local_state
 from aos_runtime.config import ConfigError, check_dev_key_allowed
@@ -173,7 +173,9 @@ class ExportService(pb_grpc.ExportServiceServicer):
         r = Request()
         export_id = r.resource_id(request.export_id, "export_id")
         r.done()
-        return pb.GetExportResponse(export=export_message(await self._row(export_id)))
+        row = await self._row(export_id)
+        statement = intoto.sign_export_statement(row["manifest"], self.keys.active)
+        return pb.GetExportResponse(export=export_message(row), intoto_envelope=dsse.envelope_json(statement))
 
     async def ListExports(self, request: pb.ListExportsRequest,
                           context: grpc.aio.ServicerContext) -> pb.ListExportsResponse:

@@ -79,10 +79,12 @@ class GetExportRequest(_message.Message):
     def __init__(self, export_id: _Optional[str] = ...) -> None: ...
 
 class GetExportResponse(_message.Message):
-    __slots__ = ("export",)
+    __slots__ = ("export", "intoto_envelope")
     EXPORT_FIELD_NUMBER: _ClassVar[int]
+    INTOTO_ENVELOPE_FIELD_NUMBER: _ClassVar[int]
     export: _bundle_pb2.Export
-    def __init__(self, export: _Optional[_Union[_bundle_pb2.Export, _Mapping]] = ...) -> None: ...
+    intoto_envelope: str
+    def __init__(self, export: _Optional[_Union[_bundle_pb2.Export, _Mapping]] = ..., intoto_envelope: _Optional[str] = ...) -> None: ...
 
 class ListExportsRequest(_message.Message):
     __slots__ = ("page_size", "page_token", "scope", "run_id", "incident_id", "created_after", "created_before")
