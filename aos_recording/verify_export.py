@@ -27,6 +27,11 @@ checksum, size, coverage (the ledger seq range and the counts per record type th
 manifest states, against the entries the artifact carries), package (every ZIP
 member listed in the signed package manifest, none missing, none extra), and inside
 the evidence every unredacted trace step and ledger entry against its hash and links.
+A v3 manifest also names the C2SP checkpoint of the tenant's ledger it was built against
+(origin, tree size, root, the signed note) and carries one proof that every ledger entry
+in the artifact is a leaf of that tree: checks checkpoint (the note states the manifest's
+root; with --log-key its signature, with --witness … --min-witnesses K a k-of-n witness
+policy) and inclusion. A v2 manifest has neither and verifies as before.
 """
 from __future__ import annotations
 
@@ -40,6 +45,7 @@ import itertools
 import json
 import re
 import sys
+import time
 import zipfile
 import zlib
 from collections.abc import Iterable, Sequence
@@ -48,7 +54,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from aos_recording import dsse, hashing
+from aos_recording import dsse, hashing, note, tlog
 
 
 class Verdict(enum.Enum):
@@ -88,6 +94,9 @@ class Verification:
         self.signed_by: str | None = None
         self.signed_at: str | None = None
         self.note: str | None = None   # said beside the verdict (a pin weaker than a public key)
+        # The ledger entries the artifact carries, (seq, hex content hash): the leaves whose
+        # inclusion a v3 manifest proves. None: the artifact shows none (a PDF, an executive summary).
+        self.ledger_leaves: list[tuple[int, str]] | None = None
 
     def add(self, name: str, passed: bool, detail: str, verdict: Verdict = Verdict.TAMPERED) -> None:
         self.checks.append(Check(name, passed, detail, verdict.name))
@@ -256,11 +265,13 @@ def _window(key: dsse.PublicKey) -> str:
 # --- the verification ---------------------------------------------------------------
 
 def verify(artifact: bytes, envelope: str | bytes | None, trusted: Trust | Sequence[dsse.PublicKey],
-           listed: Sequence[dsse.PublicKey] = ()) -> Verification:
+           listed: Sequence[dsse.PublicKey] = (), policy: LogPolicy | None = None) -> Verification:
     """Verifies ``artifact`` against its export ``envelope`` under the ``trusted`` keys
     (a Trust, or keys the caller pins with the validity they carry). ``listed`` keys
     (a keys document that travelled with the artifact) only name the signer in
-    messages and narrow validity windows."""
+    messages and narrow validity windows. A v3 manifest's transparency section (the
+    checkpoint the export was built against and one proof that every ledger entry carried is
+    in its tree) is checked too, under ``policy`` (log key, k-of-n witnesses) when given."""
     pinned = trusted if isinstance(trusted, Trust) else Trust(keys=list(trusted))
     v = Verification()
     manifest, key = _signature(v, envelope, pinned, listed)
@@ -280,6 +291,8 @@ def verify(artifact: bytes, envelope: str | bytes | None, trusted: Trust | Seque
         _bundle(v, artifact, contents)
     elif fmt == "CSV":
         _csv(v, artifact, contents)
+    if manifest is not None:
+        _transparency(v, manifest, policy or LogPolicy())
     return v
 
 
@@ -523,6 +536,10 @@ def _bundle_checks(v: Verification, bundle: dict[str, Any]) -> None:
     entries = bundle.get("governance") or (bundle.get("records") if bundle.get("scope") == "AUDIT_SLICE" else None)
     if entries:
         _ledger(v, entries)
+    hashes: dict[str, Any] = bundle["evidence_hashes"] if isinstance(bundle.get("evidence_hashes"), dict) else {}
+    carried = entries or hashes.get("ledger")
+    if carried:
+        v.ledger_leaves = [(e["seq"], e["content_hash"]) for e in carried]
 
 
 def _ledger(v: Verification, entries: list[dict[str, Any]]) -> None:
@@ -548,6 +565,7 @@ def _csv(v: Verification, data: bytes, contents: dict[str, Any] | None) -> None:
             entries = [{"seq": int(r["seq"]), "prev_hash": r["prev_hash"], "content_hash": r["content_hash"],
                         "chain_hash": r["chain_hash"]} for r in rows]
             _ledger(v, entries)
+            v.ledger_leaves = [(int(r["seq"]), r["content_hash"]) for r in rows]
             carried = {"audit_entry": [e["seq"] for e in entries]}
         elif rows and "content_hash" in rows[0]:
             carried = {"system_record": [(r["created_at"], r["id"]) for r in rows]}
@@ -557,6 +575,116 @@ def _csv(v: Verification, data: bytes, contents: dict[str, Any] | None) -> None:
             _coverage(v, contents, carried)
     except (ValueError, KeyError, TypeError, AttributeError, csv.Error) as exc:  # UnicodeDecodeError: ValueError
         v.add("csv", False, f"not a CSV slice this product wrote: {type(exc).__name__}: {exc}")
+
+
+# --- the transparency log: the checkpoint an export was built against ----------------
+
+@dataclass(frozen=True)
+class LogPolicy:
+    """What an auditor requires of the checkpoint a v3 manifest names: the log's signature
+    under ``log_key`` (pinned out of band), at least ``min_witnesses`` distinct ``witnesses``
+    cosigning, each no later than ``not_after`` (POSIX s). ``checkpoint`` replaces the note
+    the manifest carries by one fetched later at the same size (with the cosignatures
+    collected since: GetLedgerCheckpoint with tree_size)."""
+    log_key: str | None = None
+    witnesses: tuple[str, ...] = ()
+    min_witnesses: int = 0
+    not_after: int | None = None
+    checkpoint: bytes | None = None
+
+    @property
+    def asked(self) -> bool:
+        return self.log_key is not None or self.min_witnesses > 0 or self.checkpoint is not None
+
+
+MANIFEST_V3 = "aos.export-manifest/v3"  # a v2 manifest plus transparency_log
+
+
+def transparency_section(origin: str, tree_size: int, root: bytes, signed_note: bytes, proof: Sequence[bytes],
+                         records: int) -> dict[str, Any]:
+    """A v3 manifest's ``transparency_log``: the ledger checkpoint the export was built against
+    (origin, size, base64 root, the signed note) and the one proof (``tlog.prove_records``)
+    that the ``records`` ledger entries the artifact carries are leaves of its tree."""
+    return {"log": "ledger", "origin": origin, "tree_size": tree_size, "root": base64.b64encode(root).decode(),
+            "checkpoint": signed_note.decode(), "records": records,
+            "inclusion_proof": [base64.b64encode(h).decode() for h in proof]}
+
+
+def _b64(text: object, what: str) -> bytes:
+    if not isinstance(text, str):
+        raise ValueError(f"{what} is not base64 text")
+    return base64.b64decode(text, validate=True)
+
+
+def _transparency(v: Verification, manifest: dict[str, Any], policy: LogPolicy) -> None:
+    section = manifest.get("transparency_log")
+    if section is None:
+        if policy.asked:
+            v.add("checkpoint", False, f"the manifest ({manifest.get('format_version')}) names no checkpoint of "
+                                       "the transparency log, but a log key or witnesses were required")
+        return
+    try:
+        origin, size = section["origin"], section["tree_size"]
+        root = _b64(section["root"], "the root")
+        proof = [_b64(h, "a proof hash") for h in section["inclusion_proof"]]
+        if not isinstance(origin, str) or not _is_seq(size) or len(root) != tlog.HASH_SIZE:
+            raise ValueError("origin, tree_size or root malformed")
+    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+        v.add("checkpoint", False, f"the manifest's transparency section is malformed: {exc}")
+        return
+    signed = policy.checkpoint if policy.checkpoint is not None else str(section.get("checkpoint", "")).encode()
+    try:
+        text, _ = note.split_note(signed)
+        stated = note.Checkpoint.parse(text)
+        if (stated.origin, stated.size, stated.root) != (origin, size, root):
+            raise note.NoteError(note.MALFORMED_CHECKPOINT, f"the checkpoint note is of {stated.origin} size "
+                                                            f"{stated.size}, not the manifest's {origin} size {size}")
+        details = []
+        if policy.log_key is not None:
+            note.open_checkpoint(signed, policy.log_key, origin=origin)
+            details.append("signed by the pinned log key")
+        else:
+            details.append("the log's signature not checked (no log key pinned; the signed manifest vouches for "
+                           "the root)")
+        if policy.min_witnesses:
+            cosigned = note.require_cosignatures(signed, list(policy.witnesses), policy.min_witnesses,
+                                                 not_after=policy.not_after)
+            details.append(f"cosigned by {len({c.public_key for c in cosigned})} of the required "
+                           f"{policy.min_witnesses} witnesses ({', '.join(sorted({c.name for c in cosigned}))})")
+        v.add("checkpoint", True, f"{origin} at tree size {size}: " + "; ".join(details))
+    except (note.NoteError, ValueError) as exc:
+        v.add("checkpoint", False, f"the checkpoint does not hold: {exc}")
+        return
+    leaves = v.ledger_leaves
+    if leaves is None:
+        if proof and section.get("records"):
+            v.add("inclusion", False, f"the manifest proves {section.get('records')} ledger entries, the artifact "
+                                      "shows none in machine-readable form")
+        else:
+            v.note = ((v.note + "; ") if v.note else "") + "the artifact carries no ledger entries to prove"
+        return
+    try:
+        hashes = {seq - 1: tlog.leaf_hash(bytes.fromhex(content)) for seq, content in leaves}
+        if len(hashes) != len(leaves):
+            raise tlog.ProofError("a seq appears twice")
+        tlog.check_records(proof, size, root, hashes)
+    except (tlog.ProofError, ValueError, TypeError) as exc:
+        v.add("inclusion", False, f"the {len(leaves)} ledger entries carried are not all in the tree of size "
+                                  f"{size}: {exc}")
+        return
+    v.add("inclusion", True, f"{len(leaves)} ledger entries carried are leaves of the tree of size {size} "
+                             f"(one proof of {len(proof)} hashes)")
+
+
+def inclusion_proof(artifact_leaves: Sequence[tuple[int, str]], section: dict[str, Any], seq: int) -> list[bytes]:
+    """The standard RFC 9162 audit path of the carried entry ``seq``, derived from a v3 manifest's
+    proof (raises tlog.ProofError when that proof does not verify): what any RFC 6962 verifier
+    checks against the checkpoint's root."""
+    root = _b64(section["root"], "the root")
+    proof = [_b64(h, "a proof hash") for h in section["inclusion_proof"]]
+    hashes = {s - 1: tlog.leaf_hash(bytes.fromhex(c)) for s, c in artifact_leaves}
+    known = tlog.check_records(proof, section["tree_size"], root, hashes)
+    return tlog.record_audit_path(known, section["tree_size"], seq - 1)
 
 
 # --- the command ----------------------------------------------------------------------
@@ -574,6 +702,20 @@ def add_trust_arguments(parser: argparse.ArgumentParser) -> None:
                              "PEM public keys; supplies public keys for pinned key ids, never trust; repeatable")
 
 
+def log_policy(log_key: str | None, witnesses: Sequence[str], min_witnesses: int,
+               checkpoint: bytes | None = None) -> LogPolicy:
+    """The policy from the command's arguments; ValueError for a key that does not parse or a
+    K outside 0..len(witnesses)."""
+    if log_key is not None and note.parse_verifier_key(log_key).sig_type != note.SIG_ED25519:
+        raise ValueError("--log-key: a log key is an Ed25519 note key (type 0x01)")
+    for vkey in witnesses:
+        if note.parse_verifier_key(vkey).sig_type != note.SIG_COSIGNATURE:
+            raise ValueError(f"--witness {vkey[:40]}…: a witness key is a cosignature/v1 (type 0x04) key")
+    if not 0 <= min_witnesses <= len(witnesses):
+        raise ValueError(f"--min-witnesses must be between 0 and the {len(witnesses)} --witness keys given")
+    return LogPolicy(log_key, tuple(witnesses), min_witnesses, int(time.time()) + 600, checkpoint)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m aos_recording.verify_export",
                                      description=__doc__.split("\n")[0],
@@ -582,17 +724,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--envelope", type=Path, help="the export's DSSE envelope (GetExport: dsse_envelope)")
     add_trust_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the verdict and the checks as JSON")
+    parser.add_argument("--log-key", metavar="VKEY",
+                        help="the transparency log's verifier key, pinned out of band: the checkpoint the export "
+                             "names must be signed by it")
+    parser.add_argument("--witness", metavar="VKEY", action="append", default=[],
+                        help="a witness's cosignature/v1 verifier key (repeat for each)")
+    parser.add_argument("--min-witnesses", metavar="K", type=int, default=0,
+                        help="at least K distinct --witness keys must have cosigned that checkpoint")
+    parser.add_argument("--checkpoint", metavar="FILE", type=Path,
+                        help="the checkpoint note at the export's tree size as fetched later, with its "
+                             "cosignatures (default: the note the manifest carries)")
     args = parser.parse_args(argv)
     try:
         listed = load_keys(args.keys)
         pinned = trust(args.key, args.trust, listed)
         artifact = args.artifact.read_bytes()
         envelope = args.envelope.read_bytes() if args.envelope else None
+        policy = log_policy(args.log_key, args.witness, args.min_witnesses,
+                            args.checkpoint.read_bytes() if args.checkpoint else None)
     except (OSError, ValueError, RecursionError) as exc:  # RecursionError: a keys file nested too deeply
         print(f"error: {exc}", file=sys.stderr)
         return Verdict.UNUSABLE_INPUT.exit_code
     try:
-        result = verify(artifact, envelope, pinned, listed)
+        result = verify(artifact, envelope, pinned, listed, policy)
     except Exception as exc:  # noqa: BLE001 - hostile input never ends in a traceback, nor in exit 0
         print(f"error: the inputs could not be verified: {type(exc).__name__}: {exc}", file=sys.stderr)
         return Verdict.UNUSABLE_INPUT.exit_code

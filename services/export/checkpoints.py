@@ -30,7 +30,7 @@ from sqlalchemy.engine import Connection
 
 from aos.evidence.v1 import bundle_pb2, integrity_pb2
 from aos_evidence import queries as evidence
-from aos_recording import dsse, note, tlog
+from aos_recording import dsse, note, tlog, verify_export
 from aos_recording.hashing import canonical_json, rfc3339
 from aos_runtime.evidence import timestamp
 from services.export import store
@@ -135,3 +135,18 @@ def served(conn: Connection, row: Mapping[str, Any], signer: LogSigner) -> integ
 def publish_all(conn: Connection) -> list[Mapping[str, Any]]:
     """The logs that grew past their newest kept checkpoint (every tenant's)."""
     return store.unpublished_logs(conn)
+
+
+def manifest_section(conn: Connection, tenant: str, signer: LogSigner, size: int,
+                     seqs: list[int]) -> dict[str, Any]:
+    """A v3 export manifest's ``transparency_log``: the ledger checkpoint at ``size`` (the
+    export's bound, signed and kept now if it was not already) and one proof that the
+    ledger entries ``seqs`` the artifact carries are leaves of its tree; O(k log n) stored
+    hashes read once."""
+    checkpoint = publish(conn, tenant, "ledger", signer, size)
+    row = kept(conn, tenant, "ledger", size)
+    assert row is not None  # publish kept it
+    proof = tlog.prove_records([s - 1 for s in seqs], size,
+                               lambda indexes: store.tlog_hashes(conn, tenant, "ledger", list(indexes))) if seqs else []
+    return verify_export.transparency_section(checkpoint.origin, size, checkpoint.root_hash, row["note"].encode(),
+                                              proof, len(seqs))
