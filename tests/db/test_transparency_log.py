@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import psycopg
 import pytest
 
+from aos_recording import retention, tlog
 from aos_runtime import migrate
 from tests.db.sessions import append_entries, make_tenant, new_id, session
 
@@ -112,6 +113,21 @@ def test_incremental_hashes_equal_a_tree_built_from_scratch(database_url, count)
     tenant = new_id("t")
     append_entries(database_url, tenant, [JAN], count)
     assert assert_tree_right(database_url, tenant) == count
+
+
+def test_the_stored_tree_is_aos_recording_tlogs(database_url):
+    """The database's stored hashes are those aos_recording.tlog writes leaf by leaf, and its
+    root of every size is the RFC 6962 MTH of that prefix."""
+    tenant = new_id("t")
+    append_entries(database_url, tenant, [JAN], 21)
+    stored, data = tree(database_url, tenant), leaves(database_url, tenant)
+    expected: dict[int, bytes] = {}
+    for n, leaf in enumerate(data):
+        for offset, h in enumerate(tlog.stored_hashes(n, leaf, lambda idx: [expected[i] for i in idx])):
+            expected[tlog.stored_hash_index(0, n) + offset] = h
+    assert stored == expected and len(stored) == tlog.stored_hash_count(len(data))
+    for size in range(1, len(data) + 1):
+        assert tlog.tree_hash(size, lambda idx: [stored[i] for i in idx]) == _mth(data[:size])
 
 
 def test_each_append_writes_one_hash_per_completed_subtree(database_url):
@@ -221,3 +237,22 @@ def test_a_pre_0013_ledger_and_export_chain_are_backfilled(databases):
         assert conn.execute("SELECT to_regclass('tlog_hashes')").fetchone()[0] is None
     migrate.upgrade(url)
     assert assert_tree_right(url, a) == 25
+
+
+def test_retention_drops_ledger_months_but_never_the_tree(databases):
+    """The dropped entries' leaves and hashes stay: later proofs need them, and the leaf data
+    still answers ListLedgerLeaves; appends after the drop go on from the kept tree."""
+    url = databases.create()
+    tenant = "tenant-r"
+    with session(url) as conn:
+        retention.ensure_partitions(conn, first=date(2025, 1, 1), through=date(2025, 3, 1))
+    entries = append_entries(url, tenant, [JAN, JAN + timedelta(days=31)], 5)
+    before = leaf_rows(url, tenant)
+    with session(url) as conn:
+        retention.record_checkpoints(conn)
+        assert retention.drop_partitions_before(conn, date(2025, 2, 1)) == ["audit_ledger_p2025_01"]
+        assert conn.execute("SELECT min(seq) FROM audit_ledger WHERE tenant_id = %s", (tenant,)).fetchone()[0] == 6
+    assert leaf_rows(url, tenant) == before
+    entries += append_entries(url, tenant, [JAN + timedelta(days=40)], 4)
+    assert [e.seq for e in entries[-4:]] == [11, 12, 13, 14]
+    assert tree(url, tenant) == from_scratch([e.content_hash for e in entries])
