@@ -536,10 +536,8 @@ def _bundle_checks(v: Verification, bundle: dict[str, Any]) -> None:
     entries = bundle.get("governance") or (bundle.get("records") if bundle.get("scope") == "AUDIT_SLICE" else None)
     if entries:
         _ledger(v, entries)
-    hashes: dict[str, Any] = bundle["evidence_hashes"] if isinstance(bundle.get("evidence_hashes"), dict) else {}
-    carried = entries or hashes.get("ledger")
-    if carried:
-        v.ledger_leaves = [(e["seq"], e["content_hash"]) for e in carried]
+    if entries:  # an executive summary lists seqs and chain hashes only: no leaves to prove
+        v.ledger_leaves = [(e["seq"], e["content_hash"]) for e in entries]
 
 
 def _ledger(v: Verification, entries: list[dict[str, Any]]) -> None:
@@ -657,11 +655,11 @@ def _transparency(v: Verification, manifest: dict[str, Any], policy: LogPolicy) 
         return
     leaves = v.ledger_leaves
     if leaves is None:
-        if proof and section.get("records"):
-            v.add("inclusion", False, f"the manifest proves {section.get('records')} ledger entries, the artifact "
-                                      "shows none in machine-readable form")
-        else:
-            v.note = ((v.note + "; ") if v.note else "") + "the artifact carries no ledger entries to prove"
+        # A PDF or an executive summary shows no entry with its content hash: nothing to check
+        # offline here (the entries' inclusion is proved on the JSON, CSV or ZIP form).
+        v.note = ((v.note + "; ") if v.note else "") + (
+            f"the manifest proves {section.get('records')} ledger entries, this artifact shows none with its "
+            "content hash (PDF or executive summary): inclusion not checked")
         return
     try:
         hashes = {seq - 1: tlog.leaf_hash(bytes.fromhex(content)) for seq, content in leaves}
