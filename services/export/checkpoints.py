@@ -94,14 +94,19 @@ def tree_root(conn: Connection, tenant: str, log: str, size: int) -> bytes:
 def publish(conn: Connection, tenant: str, log: str, signer: LogSigner,
             size: int | None = None) -> integrity_pb2.LogCheckpoint:
     """Signs the log's checkpoint at ``size`` (None: its size now) and keeps it (the first note
-    at a size stays); answers the kept note with its cosignatures. A tree whose root at a
-    kept size changed raises ``TreeMismatch``."""
+    at a size stays; an empty log's is not kept); answers the kept note with its cosignatures.
+    A tree whose root at a kept size changed raises ``TreeMismatch``."""
     if size is None:
         size = store.tlog_size(conn, tenant, log)
     root = tree_root(conn, tenant, log, size)
     origin = signer.origin(log, tenant)
     checkpoint = note.Checkpoint(origin, size, root)
     signed = note.sign_checkpoint(checkpoint, signer.key.private)
+    if size == 0:  # a log with no leaf yet: signed and answered, not kept (nothing to witness or prove)
+        return served(conn, {"tenant_id": tenant, "log": log, "tree_size": 0, "root_hash": root,
+                             "body": checkpoint.body().decode(), "note": signed.decode(),
+                             "key_id": signer.verifier(origin).key_id.hex(),
+                             "signed_at": datetime.now(timezone.utc)}, signer)
     kept = store.keep_checkpoint_note(conn, tenant, log, size, root, checkpoint.body().decode(), signed.decode(),
                                       signer.verifier(origin).key_id.hex())
     if bytes(kept["root_hash"]) != root:
@@ -145,8 +150,9 @@ def manifest_section(conn: Connection, tenant: str, signer: LogSigner, size: int
     hashes read once."""
     checkpoint = publish(conn, tenant, "ledger", signer, size)
     row = kept(conn, tenant, "ledger", size)
-    assert row is not None  # publish kept it
+    # the note as the log signed it (an empty ledger's is not kept, and has no cosignature)
+    signed_note = row["note"] if row is not None else checkpoint.signed_note
     proof = tlog.prove_records([s - 1 for s in seqs], size,
                                lambda indexes: store.tlog_hashes(conn, tenant, "ledger", list(indexes))) if seqs else []
-    return verify_export.transparency_section(checkpoint.origin, size, checkpoint.root_hash, row["note"].encode(),
+    return verify_export.transparency_section(checkpoint.origin, size, checkpoint.root_hash, signed_note.encode(),
                                               proof, len(seqs))
