@@ -163,4 +163,9 @@ def _from_fault(exc: faults.Fault) -> ApiError:
         return ApiError(grpc.StatusCode.DATA_LOSS, "LOG_HASHES_MISSING",
                         f"the tenant's {exc.log} transparency log lacks {len(exc.missing)} stored hashes this "
                         "proof needs", metadata={"log": exc.log, "missing": ",".join(map(str, exc.missing[:20]))})
+    if isinstance(exc, faults.CheckpointTreeMismatch):
+        # A signed checkpoint and the stored tree disagree: the evidence was altered; no retry helps.
+        return ApiError(grpc.StatusCode.DATA_LOSS, "CHECKPOINT_TREE_MISMATCH",
+                        f"the tenant's {exc.log} transparency log no longer has the root its checkpoint of tree "
+                        f"size {exc.size} signed", metadata={"log": exc.log, "tree_size": str(exc.size)})
     return ApiError(grpc.StatusCode.INTERNAL, "INTERNAL", "internal error; see the server log for the request id")

@@ -82,3 +82,13 @@ class LogHashesMissing(Fault):
         super().__init__(f"the {log} log lacks stored hashes {missing[:5]}")
         self.log = log
         self.missing = missing
+
+
+class CheckpointTreeMismatch(Fault):
+    """The checkpoint kept (signed) at ``size`` has another root than the stored tree gives
+    now: the tree was rewritten under a signed checkpoint. Never answered as a checkpoint."""
+
+    def __init__(self, log: str, size: int) -> None:
+        super().__init__(f"the {log} log's checkpoint kept at size {size} has another root than its stored tree")
+        self.log = log
+        self.size = size

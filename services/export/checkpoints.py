@@ -21,7 +21,7 @@ added (its text does not change), so both pins verify it.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -32,6 +32,7 @@ from aos.evidence.v1 import bundle_pb2, integrity_pb2
 from aos_evidence import queries as evidence
 from aos_recording import dsse, note, tlog, verify_export
 from aos_recording.hashing import canonical_json, rfc3339
+from aos_runtime import faults
 from aos_runtime.evidence import timestamp
 from services.export import store
 
@@ -67,11 +68,6 @@ def signing_key_message(key: dsse.PublicKey) -> bundle_pb2.SigningKey:
 
 # --- C2SP checkpoints -------------------------------------------------------------------------
 
-class TreeMismatch(RuntimeError):
-    """The kept checkpoint at a size has another root than the stored tree gives now: the tree
-    was rewritten under a signed checkpoint. Never answered as a checkpoint."""
-
-
 @dataclass(frozen=True)
 class LogSigner:
     """Signs the tenant logs' checkpoints: the ring's active key, under each log's origin."""
@@ -86,16 +82,27 @@ class LogSigner:
         return note.NoteVerifier.ed25519(origin, self.key.public.raw)
 
 
+def _reader(conn: Connection, tenant: str, log: str) -> tlog.HashReader:
+    """The log's stored hashes, by index; a missing one is the store's fault (LogHashesMissing)."""
+    def read(indexes: Sequence[int]) -> list[bytes]:
+        found = store.tlog_hashes(conn, tenant, log, list(indexes))
+        if len(found) != len(indexes):
+            present = set(store.tlog_hash_indexes(conn, tenant, log, list(indexes)))
+            raise faults.LogHashesMissing(log, [i for i in indexes if i not in present])
+        return found
+    return read
+
+
 def tree_root(conn: Connection, tenant: str, log: str, size: int) -> bytes:
     """The RFC 6962 root of the log's first ``size`` leaves, from O(log n) stored hashes."""
-    return tlog.tree_hash(size, lambda indexes: store.tlog_hashes(conn, tenant, log, list(indexes)))
+    return tlog.tree_hash(size, _reader(conn, tenant, log))
 
 
 def publish(conn: Connection, tenant: str, log: str, signer: LogSigner,
             size: int | None = None) -> integrity_pb2.LogCheckpoint:
     """Signs the log's checkpoint at ``size`` (None: its size now) and keeps it (the first note
     at a size stays; an empty log's is not kept); answers the kept note with its cosignatures.
-    A tree whose root at a kept size changed raises ``TreeMismatch``."""
+    A tree whose root at a kept size changed raises ``faults.CheckpointTreeMismatch``."""
     if size is None:
         size = store.tlog_size(conn, tenant, log)
     root = tree_root(conn, tenant, log, size)
@@ -110,8 +117,7 @@ def publish(conn: Connection, tenant: str, log: str, signer: LogSigner,
     kept = store.keep_checkpoint_note(conn, tenant, log, size, root, checkpoint.body().decode(), signed.decode(),
                                       signer.verifier(origin).key_id.hex())
     if bytes(kept["root_hash"]) != root:
-        raise TreeMismatch(f"{log} log of {tenant}: the checkpoint kept at size {size} has another root than the "
-                           "stored tree")
+        raise faults.CheckpointTreeMismatch(log, size)
     return served(conn, kept, signer)
 
 
@@ -152,7 +158,6 @@ def manifest_section(conn: Connection, tenant: str, signer: LogSigner, size: int
     row = kept(conn, tenant, "ledger", size)
     # the note as the log signed it (an empty ledger's is not kept, and has no cosignature)
     signed_note = row["note"] if row is not None else checkpoint.signed_note
-    proof = tlog.prove_records([s - 1 for s in seqs], size,
-                               lambda indexes: store.tlog_hashes(conn, tenant, "ledger", list(indexes))) if seqs else []
+    proof = tlog.prove_records([s - 1 for s in seqs], size, _reader(conn, tenant, "ledger")) if seqs else []
     return verify_export.transparency_section(checkpoint.origin, size, checkpoint.root_hash, signed_note.encode(),
                                               proof, len(seqs))

@@ -148,6 +148,13 @@ def tlog_hashes(conn: Connection, tenant_id: str, log: str, indexes: list[int]) 
     return [found[i] for i in indexes if i in found]
 
 
+def tlog_hash_indexes(conn: Connection, tenant_id: str, log: str, indexes: list[int]) -> list[int]:
+    """Which of ``indexes`` the log holds."""
+    return [int(r["hash_index"]) for r in each_of(conn.execute(
+        text("SELECT hash_index FROM tlog_hashes WHERE tenant_id = :t AND log = :log AND hash_index = ANY(:indexes)"),
+        {"t": tenant_id, "log": log, "indexes": indexes}))]
+
+
 def unpublished_logs(conn: Connection) -> list[Mapping[str, Any]]:
     """Every (tenant_id, log, tree_size) whose log grew past its newest kept checkpoint."""
     return list(each_of(conn.execute(text("SELECT tenant_id, log, tree_size FROM aos_tlog_unpublished()"))))

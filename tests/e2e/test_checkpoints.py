@@ -29,6 +29,7 @@ from aos.export.v1 import export_service_pb2 as pb, export_service_pb2_grpc as p
 from aos_recording import note, tlog, witness
 from aos_recording.writers import AuditLedgerWriter, Producer
 from aos_runtime.service_main import build_server
+from tests.db.sessions import session
 from tests.e2e.support import WITNESS_KEYS, WITNESSES, auth, service_modules, settings, token, violations
 from tests.logins import login_url
 
@@ -321,3 +322,19 @@ async def test_the_publisher_keeps_checkpoints_without_being_asked(database_url)
         note.open_checkpoint(kept.log_checkpoint.signed_note.encode(), kept.log_checkpoint.log_verifier_key)
     finally:
         await server.stop(grace=0)
+
+
+async def test_a_kept_checkpoint_the_tree_no_longer_matches_is_data_loss(suite, database_url):
+    """A checkpoint row kept with another root than the stored tree's (as if the tree had been
+    rewritten under it) is never served as a checkpoint: DATA_LOSS, CHECKPOINT_TREE_MISMATCH."""
+    tenant = f"tenant-mis-{uuid.uuid4().hex[:8]}"
+    append(database_url, tenant, 2)
+    origin = f"aos-evidence.local/ledger/{tenant}"
+    body = note.Checkpoint(origin, 2, tlog.leaf_hash(b"another tree")).body().decode()
+    with session(database_url, "aos_export", tenant) as conn:
+        conn.execute("INSERT INTO checkpoint_notes (tenant_id, log, tree_size, root_hash, body, note, key_id) "
+                     "VALUES (%s, 'ledger', 2, %s, %s, %s, '00000000')",
+                     (tenant, tlog.leaf_hash(b"another tree"), body, body + "\n— x AAAAAAA=\n"))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await head(suite["export"], tenant)
+    assert (err.value.code(), reason(err.value)) == (grpc.StatusCode.DATA_LOSS, "CHECKPOINT_TREE_MISMATCH")

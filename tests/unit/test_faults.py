@@ -31,6 +31,9 @@ CASES = [
     (faults.LogHashesMissing("ledger", [7, 3]), grpc.StatusCode.DATA_LOSS, "LOG_HASHES_MISSING",
      "the tenant's ledger transparency log lacks 2 stored hashes this proof needs",
      {"log": "ledger", "missing": "7,3"}),
+    (faults.CheckpointTreeMismatch("ledger", 12), grpc.StatusCode.DATA_LOSS, "CHECKPOINT_TREE_MISMATCH",
+     "the tenant's ledger transparency log no longer has the root its checkpoint of tree size 12 signed",
+     {"log": "ledger", "tree_size": "12"}),
     # Raised by the export builder for a run or incident the tenant does not have: answered as the
     # handlers' own errors.not_found would (another tenant's record reads as missing).
     (faults.RecordNotFound(faults.Resource.INCIDENT, "inc-9"), grpc.StatusCode.NOT_FOUND, "INCIDENT_NOT_FOUND",
