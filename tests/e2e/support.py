@@ -30,8 +30,10 @@ def token(tenant: str = "tenant-a", scopes=SCOPES, **kw) -> str:
 
 
 def settings(tmp_path) -> Settings:
+    # No periodic checkpoint publisher in the shared suite (tests that need one start their own):
+    # it would keep checkpoints of every tenant behind the back of tests that count them.
     return dataclasses.replace(Settings.from_env({}), jwt_secret=SECRET, data_dir=tmp_path,
-                               witness_keys=WITNESS_KEYS)
+                               witness_keys=WITNESS_KEYS, checkpoint_interval_s=0)
 
 
 def free_port() -> int:
