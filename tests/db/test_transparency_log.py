@@ -256,3 +256,21 @@ def test_retention_drops_ledger_months_but_never_the_tree(databases):
     entries += append_entries(url, tenant, [JAN + timedelta(days=40)], 4)
     assert [e.seq for e in entries[-4:]] == [11, 12, 13, 14]
     assert tree(url, tenant) == from_scratch([e.content_hash for e in entries])
+
+
+def test_a_ledger_whose_beginning_retention_dropped_before_0013_is_refused_by_name(databases):
+    """Its leaves are gone: the migration says which tenant, rather than keep a tree that does
+    not start at entry 1 (and appends that could never be proved)."""
+    url = databases.create(migrated=False)
+    migrate.upgrade(url, "0012_pinned_search_path")
+    with session(url) as conn:
+        retention.ensure_partitions(conn, first=date(2025, 1, 1), through=date(2025, 3, 1))
+    append_entries(url, "tenant-dropped", [JAN, JAN + timedelta(days=31)], 2)
+    with session(url) as conn:
+        retention.record_checkpoints(conn)
+        assert retention.drop_partitions_before(conn, date(2025, 2, 1)) == ["audit_ledger_p2025_01"]
+    with pytest.raises(Exception, match="tenant-dropped") as err:
+        migrate.upgrade(url)
+    assert getattr(err.value, "orig", err.value).sqlstate == "AOS03"
+    with session(url) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0012_pinned_search_path"
