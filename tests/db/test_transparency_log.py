@@ -274,3 +274,22 @@ def test_a_ledger_whose_beginning_retention_dropped_before_0013_is_refused_by_na
     assert getattr(err.value, "orig", err.value).sqlstate == "AOS03"
     with session(url) as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0012_pinned_search_path"
+
+
+def test_a_stale_snapshot_cannot_append_a_second_leaf_at_a_seq(database_url):
+    """A REPEATABLE READ appender reads the chain head from its old snapshot and would reuse a
+    seq (the partitioned ledger's (tenant_id, seq, created_at) key lets a second row in): the
+    tree's primary key refuses the second leaf, so the append fails instead of forking."""
+    tenant = new_id("t")
+    append_entries(database_url, tenant, [JAN], 2)
+    insert = ("INSERT INTO audit_ledger (id, tenant_id, event_type, entity_type, entity_id, actor_type, created_at, "
+              "content_hash) VALUES (%s, %s, 'LimitUpdated', 'LIMIT', 'x', 'HUMAN', %s, %s)")
+    with session(database_url, "aos_producer", tenant) as stale:
+        stale.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        stale.execute("SELECT count(*) FROM audit_ledger WHERE tenant_id = %s", (tenant,))  # the snapshot
+        append_entries(database_url, tenant, [JAN], 1)  # seq 3, committed after the snapshot
+        with pytest.raises(psycopg.errors.UniqueViolation) as err:
+            stale.execute(insert, (new_id("aud"), tenant, JAN + timedelta(minutes=5), b"\x02" * 32))
+        assert err.value.diag.constraint_name == "tlog_hashes_pkey"
+        stale.execute("ROLLBACK")
+    assert assert_tree_right(database_url, tenant) == 3
