@@ -256,3 +256,40 @@ def test_retention_drops_ledger_months_but_never_the_tree(databases):
     entries += append_entries(url, tenant, [JAN + timedelta(days=40)], 4)
     assert [e.seq for e in entries[-4:]] == [11, 12, 13, 14]
     assert tree(url, tenant) == from_scratch([e.content_hash for e in entries])
+
+
+def test_a_ledger_whose_beginning_retention_dropped_before_0013_is_refused_by_name(databases):
+    """Its leaves are gone: the migration says which tenant, rather than keep a tree that does
+    not start at entry 1 (and appends that could never be proved)."""
+    url = databases.create(migrated=False)
+    migrate.upgrade(url, "0012_pinned_search_path")
+    with session(url) as conn:
+        retention.ensure_partitions(conn, first=date(2025, 1, 1), through=date(2025, 3, 1))
+    append_entries(url, "tenant-dropped", [JAN, JAN + timedelta(days=31)], 2)
+    with session(url) as conn:
+        retention.record_checkpoints(conn)
+        assert retention.drop_partitions_before(conn, date(2025, 2, 1)) == ["audit_ledger_p2025_01"]
+    with pytest.raises(Exception, match="tenant-dropped") as err:
+        migrate.upgrade(url)
+    assert getattr(err.value, "orig", err.value).sqlstate == "AOS03"
+    with session(url) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == "0012_pinned_search_path"
+
+
+def test_a_stale_snapshot_cannot_append_a_second_leaf_at_a_seq(database_url):
+    """A REPEATABLE READ appender reads the chain head from its old snapshot and would reuse a
+    seq (the partitioned ledger's (tenant_id, seq, created_at) key lets a second row in): the
+    tree's primary key refuses the second leaf, so the append fails instead of forking."""
+    tenant = new_id("t")
+    append_entries(database_url, tenant, [JAN], 2)
+    insert = ("INSERT INTO audit_ledger (id, tenant_id, event_type, entity_type, entity_id, actor_type, created_at, "
+              "content_hash) VALUES (%s, %s, 'LimitUpdated', 'LIMIT', 'x', 'HUMAN', %s, %s)")
+    with session(database_url, "aos_producer", tenant) as stale:
+        stale.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        stale.execute("SELECT count(*) FROM audit_ledger WHERE tenant_id = %s", (tenant,))  # the snapshot
+        append_entries(database_url, tenant, [JAN], 1)  # seq 3, committed after the snapshot
+        with pytest.raises(psycopg.errors.UniqueViolation) as err:
+            stale.execute(insert, (new_id("aud"), tenant, JAN + timedelta(minutes=5), b"\x02" * 32))
+        assert err.value.diag.constraint_name == "tlog_hashes_pkey"
+        stale.execute("ROLLBACK")
+    assert assert_tree_right(database_url, tenant) == 3
