@@ -36,10 +36,18 @@ class ReplicaBehind(Fault):
         self.wanted = wanted
 
 
-class ExportTooLarge(Fault):
-    """An export's artifact cannot be made in the requested ``format`` at this size."""
+class QuotaExceeded(Fault):
+    """A tenant's quota refuses the call. ``reason`` is what callers match on
+    (EXPORT_RATE_LIMITED, EXPORT_STORAGE_QUOTA); ``subject`` and ``description`` the
+    violated quota (google.rpc.QuotaFailure); ``retry_after_s`` when waiting frees it
+    (google.rpc.RetryInfo), None when only freeing room (or a new limit) will."""
 
-    def __init__(self, message: str, *, format: str) -> None:
+    def __init__(self, reason: str, message: str, *, subject: str, description: str,
+                 retry_after_s: float | None = None, metadata: dict[str, str] | None = None) -> None:
         super().__init__(message)
+        self.reason = reason
         self.message = message
-        self.format = format
+        self.subject = subject
+        self.description = description
+        self.retry_after_s = retry_after_s
+        self.metadata = dict(metadata or {})

@@ -163,14 +163,11 @@ def render(conn: Connection, plan: Plan, key: dsse.SigningKey, sink: artifacts.S
     """The artifact for ``plan`` over the records within ``bounds`` (the ledger head
     ``max_seq``, and for system slices ``recorded_until``)."""
     writer = bundles.RecordWriter()
-    try:
-        if not plan.scope.is_slice:
-            bundle = _gather(conn, plan, writer, bounds["max_seq"])
-            return artifacts.render_bundle(bundle, plan.format, writer.redactor.counts, key, sink)
-        kind, records = _slice_records(conn, plan, writer, bounds)
-        return artifacts.render_slice(_head(plan), kind, records, plan.format, writer, key, sink)
-    except artifacts.TooLarge as exc:
-        raise faults.ExportTooLarge(str(exc), format=plan.format) from None
+    if not plan.scope.is_slice:
+        bundle = _gather(conn, plan, writer, bounds["max_seq"])
+        return artifacts.render_bundle(bundle, plan.format, writer.redactor.counts, key, sink)
+    kind, records = _slice_records(conn, plan, writer, bounds)
+    return artifacts.render_slice(_head(plan), kind, records, plan.format, writer, key, sink)
 
 
 # --- recording ------------------------------------------------------------------------
