@@ -23,14 +23,14 @@ from aos_evidence.kinds import BundleType, ExportFormat, ExportScope
 from aos_evidence.messages import export_message
 from aos_recording import dsse
 from aos_recording.hashing import rfc3339
-from aos_runtime import auth, errors, local_state
+from aos_runtime import auth, errors, faults, local_state
 from aos_runtime.config import ConfigError, check_dev_key_allowed
 from aos_runtime.evidence import timestamp
 from aos_runtime.headers import WAL_POSITION_HEADER
 from aos_runtime.pagination import Listing
 from aos_runtime.server import ServiceContext, Servicer
 from aos_runtime.validation import Request
-from services.export import builder, checkpoints, store, verification
+from services.export import builder, checkpoints, quotas, store, verification
 
 DESCRIPTOR = pb.DESCRIPTOR.services_by_name["ExportService"]
 _FIELDS = pb.CreateExportRequest.DESCRIPTOR.fields_by_name
@@ -67,6 +67,8 @@ class ExportService(pb_grpc.ExportServiceServicer):
         if ctx.settings is None:
             raise ConfigError("the export service needs its settings: its signing key ring is read from them")
         self.keys = key_ring(ctx.settings)
+        self.limits = quotas.Limits(rate_per_hour=ctx.settings.export_rate_per_hour,
+                                    stored_bytes=ctx.settings.export_stored_bytes_per_tenant)
 
     # --- create -------------------------------------------------------------------
     def _plan(self, request: pb.CreateExportRequest, tenant: str) -> builder.Plan:
@@ -136,9 +138,11 @@ class ExportService(pb_grpc.ExportServiceServicer):
             if existing is not None:
                 return pb.CreateExportResponse(export=self._replay(plan, existing))
         try:
-            row = await self.ctx.db.run(who.tenant_id, builder.create, plan, self.keys, who.actor_type, who.actor_id)
-        except IntegrityError:
-            # Another call with the same idempotency key committed first: answer with its export.
+            row = await self.ctx.db.run(who.tenant_id, builder.create, plan, self.keys, who.actor_type, who.actor_id,
+                                        self.limits)
+        except (IntegrityError, faults.QuotaExceeded):
+            # Another call with the same idempotency key committed first: answer with its export
+            # (a replay is never refused by a quota, even one that call just filled).
             existing = await self.ctx.db.run(who.tenant_id, store.export_by_idempotency_key, who.tenant_id,
                                              plan.idempotency_key) if plan.idempotency_key else None
             if existing is None:
