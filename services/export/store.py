@@ -147,3 +147,13 @@ def stored_artifact_bytes(conn: Connection, tenant_id: str) -> int:
     """The bytes of every export artifact the tenant has stored."""
     return int(conn.execute(text("SELECT coalesce(sum(size_bytes), 0) FROM log_exports WHERE tenant_id = :t"),
                             {"t": tenant_id}).scalar_one())
+
+
+def recorded_verification(conn: Connection, tenant_id: str, export_id: str,
+                          verifier_version: str) -> Mapping[str, Any] | None:
+    """The newest ExportVerified ledger entry for the export by ``verifier_version``."""
+    return first_of(conn.execute(text("""
+        SELECT id, seq, created_at, after_state FROM audit_ledger
+        WHERE tenant_id = :t AND event_type = 'ExportVerified' AND entity_type = 'LOG_EXPORT'
+          AND entity_id = :id AND after_state ->> 'verifier_version' = :v
+        ORDER BY seq DESC LIMIT 1"""), {"t": tenant_id, "id": export_id, "v": verifier_version}))
