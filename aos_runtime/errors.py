@@ -171,13 +171,21 @@ def _from_fault(exc: faults.Fault) -> ApiError:
         return ApiError(grpc.StatusCode.UNAVAILABLE, "REPLICA_BEHIND",
                         f"this instance's database has replayed the WAL up to {exc.replayed}, not yet to "
                         f"{exc.wanted} ({MIN_WAL_POSITION_HEADER}); retry", metadata={"replayed": exc.replayed or ""})
-    if isinstance(exc, faults.QuotaExceeded):
-        details: list[Message] = [error_details_pb2.QuotaFailure(violations=[error_details_pb2.QuotaFailure.Violation(
-            subject=exc.subject, description=exc.description)])]
-        if exc.retry_after_s is not None:
-            wait = duration_pb2.Duration()
-            wait.FromMilliseconds(max(1, math.ceil(exc.retry_after_s * 1000)))
-            details.append(error_details_pb2.RetryInfo(retry_delay=wait))
-        return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, exc.reason, exc.message, metadata=exc.metadata,
-                        details=details)
+    if isinstance(exc, faults.ExportRateLimited):
+        return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "EXPORT_RATE_LIMITED", exc.message,
+                        metadata=exc.metadata, details=_quota_details(exc))
+    if isinstance(exc, faults.ExportStorageQuota):
+        return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "EXPORT_STORAGE_QUOTA", exc.message,
+                        metadata=exc.metadata, details=_quota_details(exc))
     return ApiError(grpc.StatusCode.INTERNAL, "INTERNAL", "internal error; see the server log for the request id")
+
+
+def _quota_details(exc: faults.ExportRateLimited | faults.ExportStorageQuota) -> list[Message]:
+    """google.rpc.QuotaFailure, and RetryInfo when waiting frees the quota (rounded up to the ms)."""
+    details: list[Message] = [error_details_pb2.QuotaFailure(violations=[error_details_pb2.QuotaFailure.Violation(
+        subject=exc.subject, description=exc.description)])]
+    if exc.retry_after_s is not None:
+        wait = duration_pb2.Duration()
+        wait.FromMilliseconds(max(1, math.ceil(exc.retry_after_s * 1000)))
+        details.append(error_details_pb2.RetryInfo(retry_delay=wait))
+    return details

@@ -22,10 +22,20 @@ from typing import Any, Protocol
 
 from aos_evidence.kinds import BundleType, ExportFormat, ExportScope
 from aos_recording import dsse
-from aos_recording.hashing import artifact_digest, canonical_json, sha256
+from aos_recording.hashing import artifact_digest, canonical_json
 from services.export import bundles
 from services.export.redaction import PROFILE
-from services.export.render import PDF_MAX_ROWS, Report, Section, Spool, ZipStream, csv_lines, csv_row, render_csv, render_pdf
+from services.export.render import (
+    PDF_MAX_ROWS,
+    Report,
+    Section,
+    Spool,
+    ZipStream,
+    csv_lines,
+    csv_row,
+    render_csv,
+    render_pdf,
+)
 
 CHUNK_BYTES = 1024 * 1024  # one log_export_artifacts row, one DownloadExport message at most
 PDF_TABLE_ROWS = PDF_MAX_ROWS  # a report lists this many records; the JSON and CSV carry all

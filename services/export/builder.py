@@ -173,9 +173,9 @@ def render(conn: Connection, plan: Plan, key: dsse.SigningKey, sink: artifacts.S
 # --- recording ------------------------------------------------------------------------
 
 def create(conn: Connection, plan: Plan, keys: dsse.KeyRing, actor_type: str, actor_id: str,
-           limits: quotas.Limits = quotas.Limits()) -> Mapping[str, Any]:
-    """Renders, signs and records one export; returns its log_exports row. Refuses with
-    faults.QuotaExceeded before rendering, and again under the chain lock with the
+           limits: quotas.Limits = quotas.NONE) -> Mapping[str, Any]:
+    """Renders, signs and records one export; returns its log_exports row. Refuses with a
+    quota fault (faults.QUOTA_FAULTS) before rendering, and again under the chain lock with the
     artifact's size, when the tenant's ``limits`` would be passed."""
     tenant = plan.tenant_id
     quotas.check(conn, tenant, limits)

@@ -25,15 +25,17 @@ class Limits:
     stored_bytes: int = 0         # AOS_EXPORT_STORED_BYTES_PER_TENANT; 0: no limit
 
 
+NONE = Limits()
+
+
 def check(conn: Connection, tenant: str, limits: Limits, adding_bytes: int = 0) -> None:
-    """Raises faults.QuotaExceeded when one more export of ``adding_bytes`` (before
+    """Raises faults.ExportRateLimited or ExportStorageQuota when one more export of ``adding_bytes`` (before
     rendering: at least one byte) would pass a limit of ``tenant``."""
     if limits.rate_per_hour:
         window = store.export_rate_window(conn, tenant, limits.rate_per_hour, WINDOW_S)
         if window["frees_in_s"] is not None:
             wait = max(float(window["frees_in_s"]), 0.001)
-            raise faults.QuotaExceeded(
-                "EXPORT_RATE_LIMITED",
+            raise faults.ExportRateLimited(
                 f"the tenant made {window['made']} exports in the last hour, the most it may "
                 f"(AOS_EXPORT_RATE_PER_HOUR={limits.rate_per_hour}); the next one can start in {wait:.0f} s",
                 subject=f"tenant:{tenant}", description=f"at most {limits.rate_per_hour} exports per hour",
@@ -44,8 +46,7 @@ def check(conn: Connection, tenant: str, limits: Limits, adding_bytes: int = 0) 
         stored = store.stored_artifact_bytes(conn, tenant)
         needed = max(adding_bytes, 1)
         if stored + needed > limits.stored_bytes:
-            raise faults.QuotaExceeded(
-                "EXPORT_STORAGE_QUOTA",
+            raise faults.ExportStorageQuota(
                 f"the tenant's stored export artifacts take {stored:,} bytes; "
                 + (f"this export's {adding_bytes:,} bytes would pass " if adding_bytes else "that reaches ")
                 + f"the quota of {limits.stored_bytes:,} (AOS_EXPORT_STORED_BYTES_PER_TENANT)",

@@ -141,7 +141,7 @@ class ExportService(pb_grpc.ExportServiceServicer):
         try:
             row = await self.ctx.db.run(who.tenant_id, builder.create, plan, self.keys, who.actor_type, who.actor_id,
                                         self.limits)
-        except (IntegrityError, faults.QuotaExceeded):
+        except (IntegrityError, *faults.QUOTA_FAULTS):
             # Another call with the same idempotency key committed first: answer with its export
             # (a replay is never refused by a quota, even one that call just filled).
             existing = await self.ctx.db.run(who.tenant_id, store.export_by_idempotency_key, who.tenant_id,

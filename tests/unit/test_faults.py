@@ -22,10 +22,10 @@ CASES = [
     (faults.ReplicaBehind(None, "0/3000148"), grpc.StatusCode.UNAVAILABLE, "REPLICA_BEHIND",
      "this instance's database has replayed the WAL up to None, not yet to 0/3000148 (x-aos-min-lsn); retry",
      {"replayed": ""}),
-    (faults.QuotaExceeded("EXPORT_RATE_LIMITED", "at most 2 exports an hour", subject="tenant:t-1",
-                          description="2 exports per 3600 s", retry_after_s=12.3401, metadata={"limit": "2"}),
+    (faults.ExportRateLimited("at most 2 exports an hour", subject="tenant:t-1", description="2 exports per 3600 s",
+                              retry_after_s=12.3401, metadata={"limit": "2"}),
      grpc.StatusCode.RESOURCE_EXHAUSTED, "EXPORT_RATE_LIMITED", "at most 2 exports an hour", {"limit": "2"}),
-    (faults.QuotaExceeded("EXPORT_STORAGE_QUOTA", "stored bytes", subject="tenant:t-1", description="1000 bytes"),
+    (faults.ExportStorageQuota("stored bytes", subject="tenant:t-1", description="1000 bytes"),
      grpc.StatusCode.RESOURCE_EXHAUSTED, "EXPORT_STORAGE_QUOTA", "stored bytes", {}),
 ]
 
@@ -68,9 +68,9 @@ def _details(fault: faults.Fault) -> dict[str, object]:
 
 
 def test_a_quota_fault_carries_its_quota_failure_and_when_to_retry():
-    rate = _details(faults.QuotaExceeded("EXPORT_RATE_LIMITED", "m", subject="tenant:t-1", description="2 an hour",
+    rate = _details(faults.ExportRateLimited("m", subject="tenant:t-1", description="2 an hour",
                                          retry_after_s=12.3401))
     assert [(v.subject, v.description) for v in rate["QuotaFailure"].violations] == [("tenant:t-1", "2 an hour")]
     assert rate["RetryInfo"].retry_delay.ToMilliseconds() == 12341   # rounded up: never too early
-    storage = _details(faults.QuotaExceeded("EXPORT_STORAGE_QUOTA", "m", subject="tenant:t-1", description="d"))
+    storage = _details(faults.ExportStorageQuota("m", subject="tenant:t-1", description="d"))
     assert "RetryInfo" not in storage and storage["ErrorInfo"].reason == "EXPORT_STORAGE_QUOTA"
