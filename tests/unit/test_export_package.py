@@ -133,3 +133,46 @@ def test_a_member_shorter_than_announced_is_refused():
     stream = ZipStream(bytearray().extend, datetime.fromisoformat("2026-11-01T12:00:00+00:00"))
     with pytest.raises(ValueError, match="announced"):
         stream.add("a.txt", [b"abc"], 4)
+
+
+def _lazy_ledger(n: int):
+    """n ledger entries made one at a time (as a server-side cursor hands them over)."""
+    for seq in range(1, n + 1):
+        yield {"id": f"aud-{seq}", "tenant_id": TENANT, "event_type": "PolicyRuleCreated", "entity_type": "POLICY_RULE",
+               "entity_id": f"rule-{seq}", "actor_type": "HUMAN", "actor_id": "u-1", "action_reason": "reviewed " * 20,
+               "correlation_id": None, "created_at": f"2026-11-01T12:{seq % 60:02d}:00.000000Z",
+               "before_state": {"n": seq - 1, "note": "x" * 200}, "after_state": {"n": seq, "note": "y" * 200},
+               "seq": seq, "content_hash": "ab" * 32, "prev_hash": "cd" * 32, "chain_hash": "ef" * 32,
+               "redacted": False}
+
+
+def _peak_while_packaging(n: int, key: dsse.SigningKey) -> tuple[int, int]:
+    """(the Python heap's peak while a slice of n records is packaged, the package's size)."""
+    import tracemalloc
+
+    head = {"format_version": bundles.FORMAT_VERSION, "tenant_id": TENANT, "scope": "AUDIT_SLICE", "subject": {},
+            "bundle_type": "EVIDENCE"}
+    size = 0
+
+    def flush(_n: int, data: bytes) -> None:
+        nonlocal size
+        size += len(data)
+
+    tracemalloc.start()
+    try:
+        artifacts.render_slice(head, "audit_entry", _lazy_ledger(n), artifacts.ExportFormat.ZIP,
+                               bundles.RecordWriter(), key, artifacts.Sink(flush))
+        return tracemalloc.get_traced_memory()[1], size
+    finally:
+        tracemalloc.stop()
+
+
+def test_packaging_a_slice_holds_no_more_memory_for_six_times_the_records(key):
+    # Measured: a 6.6 MiB peak for 2,000 records and 6.4 MiB for 12,000 (the report's 500 rows the most).
+    # Streaming: the heap holds one record, the report's first rows and the buffers, whatever the
+    # slice's size (the in-memory package held every record, its JSON, its CSV and the ZIP).
+    small, _ = _peak_while_packaging(2_000, key)
+    large, size = _peak_while_packaging(12_000, key)
+    assert size > 256 * 1024              # compressed from members of ~13 MiB (JSON) and ~12 MiB (CSV)
+    assert large < small + 1024 * 1024, (small, large)
+    assert large < 12 * 1024 * 1024, large
