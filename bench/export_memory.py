@@ -65,6 +65,12 @@ def rss_mib(pid: int) -> float:
     return round(sum(_kib(p, "VmRSS") for p in _family(pid)) / 1024, 1)
 
 
+def rss_parts_mib(pid: int) -> dict[str, float]:
+    """Resident memory by kind: anonymous (the heap: Python objects, malloc arenas, buffers)
+    and file-backed (shared libraries' pages touched so far)."""
+    return {field: round(sum(_kib(p, field) for p in _family(pid)) / 1024, 1) for field in ("RssAnon", "RssFile")}
+
+
 class Sampler:
     """VmRSS every ``interval`` seconds in a thread; ``peak`` since the last ``reset``."""
 
@@ -124,13 +130,15 @@ def main() -> None:
             stub.ListExports(pb.ListExportsRequest(), metadata=metadata, timeout=60)
             time.sleep(1)
             idle = rss_mib(service.pid)
+            idle_parts = rss_parts_mib(service.pid)
             sampler = Sampler(service.pid)
             results = {"command": " ".join(["bench/export_memory.py", *sys.argv[1:]]),
                        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        "machine": f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores "
                                   "(shared with other work during the run)",
                        "entries": args.entries, "concurrency": args.concurrency, "service_env": extra,
-                       "bulk_load_s": round(load_s, 1), "idle_rss_mib": idle, "bound_mib": BOUND_MIB,
+                       "bulk_load_s": round(load_s, 1), "idle_rss_mib": idle, "idle_rss_parts_mib": idle_parts,
+                       "bound_mib": BOUND_MIB,
                        "runs": []}
 
             # The bulk-loaded entries only: the exports' own EvidenceExported entries (now) stay out,
@@ -171,6 +179,7 @@ def main() -> None:
                         "create_s": round(create_s, 1), "download_s": round(download_s, 1),
                         "rss_before_mib": before, "peak_rss_during_creates_mib": peak_create,
                         "peak_rss_mib": peak, "rss_after_mib": after,
+                        "rss_after_parts_mib": rss_parts_mib(service.pid),
                         "peak_over_idle_mib": round(peak - idle, 1), "after_over_idle_mib": round(after - idle, 1),
                         "within_bound": peak - idle <= BOUND_MIB}
                     results["runs"].append(run)
