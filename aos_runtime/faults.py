@@ -64,7 +64,7 @@ class ReplicaBehind(Fault):
         self.wanted = wanted
 
 
-class _Quota:
+class _Quota(Exception):
     """What a quota refusal tells: ``subject`` and ``description`` the violated quota
     (google.rpc.QuotaFailure); ``retry_after_s`` when waiting frees it (google.rpc.RetryInfo),
     None when only freeing room (or a new limit) will; ``metadata`` for ErrorInfo."""
