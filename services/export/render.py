@@ -132,8 +132,9 @@ def _section(title: str, body: Sequence[Flowable], empty: str) -> list[Flowable]
 
 
 # A report is read by a person, and reportlab's tables cost ~15 KiB and a growing time per
-# row (measured: 5,000 rows 108 MiB peak and 30 s; 20,000 rows 336 MiB and 179 s): a table
-# lists at most this many rows and says so; the JSON (a ZIP's evidence.json) carries all.
+# row (bench/pdf_table_cost.py: 500 rows 38 MiB peak RSS; 5,000 rows 108 MiB, 8 s; 20,000
+# rows 336 MiB): a table lists at most this many rows and says so; the JSON (a ZIP's
+# evidence.json) carries all.
 PDF_MAX_ROWS = 500
 
 

@@ -226,7 +226,7 @@ def test_zip_rejects_duplicate_names():
 
 
 def test_a_pdf_table_lists_a_bounded_number_of_rows_and_says_so(monkeypatch):
-    # reportlab's tables grow ~15 KiB and superlinear time per row: a report never lists more than
+    # reportlab's tables grow ~15 KiB and a growing time per row (bench/pdf_table_cost.py): a report never lists more than
     # PDF_MAX_ROWS of a table (here 3), and names how many there are and where they all are.
     from services.export import render
 
