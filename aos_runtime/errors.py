@@ -166,6 +166,11 @@ def _from_fault(exc: faults.Fault) -> ApiError:
     if isinstance(exc, faults.ExportStorageQuota):
         return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "EXPORT_STORAGE_QUOTA", exc.message,
                         metadata=exc.metadata, details=_quota_details(exc))
+    if isinstance(exc, faults.LogHashesMissing):
+        # The stored tree no longer answers: evidence was lost, and no retry brings it back.
+        return ApiError(grpc.StatusCode.DATA_LOSS, "LOG_HASHES_MISSING",
+                        f"the tenant's {exc.log} transparency log lacks {len(exc.missing)} stored hashes this "
+                        "proof needs", metadata={"log": exc.log, "missing": ",".join(map(str, exc.missing[:20]))})
     return ApiError(grpc.StatusCode.INTERNAL, "INTERNAL", "internal error; see the server log for the request id")
 
 

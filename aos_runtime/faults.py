@@ -88,3 +88,13 @@ class ExportStorageQuota(_Quota, Fault):
 
 
 QUOTA_FAULTS = (ExportRateLimited, ExportStorageQuota)
+
+
+class LogHashesMissing(Fault):
+    """A tenant's transparency log lacks stored hashes a proof needs (``missing``: their
+    indexes): the tree the database keeps (migration 0013) is damaged."""
+
+    def __init__(self, log: str, missing: list[int]) -> None:
+        super().__init__(f"the {log} log lacks stored hashes {missing[:5]}")
+        self.log = log
+        self.missing = missing

@@ -1,7 +1,7 @@
 """ExportVerified: a VerifyExport's result, recorded once in the audit ledger.
 
 Revision ID: 0014_export_verified
-Revises: 0012_pinned_search_path
+Revises: 0013_transparency_log
 Create Date: 2026-12-06
 
 Why (issue #19): VerifyExport re-renders the whole export (11.8 s at 200,000 records)
@@ -14,16 +14,13 @@ every partition by 0008) lists the closed vocabulary of the contract
 replaced on the partitioned ledger by one that also admits ExportVerified. Adding it
 validates every partition once (a scan of the ledger, at migration time).
 
-Numbering: 0014, after 0013_transparency_log, which was not yet on main when this was
-written; down_revision names 0012 until then (re-point it to 0013 when that lands).
-
 Downgrade restores 0001's list. The ledger is append-only: once an ExportVerified entry
 is recorded, the database refuses the narrower CHECK and the downgrade fails, as it must.
 """
 from alembic import op
 
 revision = "0014_export_verified"
-down_revision = "0012_pinned_search_path"
+down_revision = "0013_transparency_log"
 branch_labels = None
 depends_on = None
 

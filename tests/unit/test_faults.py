@@ -27,6 +27,9 @@ CASES = [
      grpc.StatusCode.RESOURCE_EXHAUSTED, "EXPORT_RATE_LIMITED", "at most 2 exports an hour", {"limit": "2"}),
     (faults.ExportStorageQuota("stored bytes", subject="tenant:t-1", description="1000 bytes"),
      grpc.StatusCode.RESOURCE_EXHAUSTED, "EXPORT_STORAGE_QUOTA", "stored bytes", {}),
+    (faults.LogHashesMissing("ledger", [7, 3]), grpc.StatusCode.DATA_LOSS, "LOG_HASHES_MISSING",
+     "the tenant's ledger transparency log lacks 2 stored hashes this proof needs",
+     {"log": "ledger", "missing": "7,3"}),
     # Raised by the export builder for a run or incident the tenant does not have: answered as the
     # handlers' own errors.not_found would (another tenant's record reads as missing).
     (faults.RecordNotFound(faults.Resource.INCIDENT, "inc-9"), grpc.StatusCode.NOT_FOUND, "INCIDENT_NOT_FOUND",
