@@ -81,6 +81,13 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("AOS_WITNESS_KEYS", None,
            "Comma- or space-separated witness verifier keys (cosignature/v1 vkeys, "
            "`<name>+<hex id>+<base64>`) whose cosignatures AddCheckpointCosignature accepts."),
+    EnvVar("AOS_EXPORT_RATE_PER_HOUR", "600",
+           "Exports one tenant may create in any sliding hour, counted from its recorded exports (so every "
+           "instance agrees); past it CreateExport answers RESOURCE_EXHAUSTED EXPORT_RATE_LIMITED with RetryInfo "
+           "(when the window frees a slot). An idempotent replay is never refused. 0: no limit."),
+    EnvVar("AOS_EXPORT_STORED_BYTES_PER_TENANT", str(20 * 1024 ** 3),
+           "Artifact bytes one tenant's recorded exports may hold in all (default 20 GiB); an export that would "
+           "pass it is refused with RESOURCE_EXHAUSTED EXPORT_STORAGE_QUOTA and QuotaFailure. 0: no limit."),
     EnvVar("AOS_TOKEN", None, "Bearer token the aos-evidence CLI sends (else it mints a development one)."),
     EnvVar("AOS_DB_POOL_SIZE", "10", "Connections per service process."),
     EnvVar("AOS_WORKERS", "1",
@@ -218,6 +225,8 @@ class Settings:
     log_origin: str = "aos-evidence.local"  # AOS_LOG_ORIGIN
     checkpoint_interval_s: int = 60      # AOS_CHECKPOINT_INTERVAL_S (0: on demand only)
     witness_keys: tuple[str, ...] = ()   # AOS_WITNESS_KEYS, parsed by the Export service at start
+    export_rate_per_hour: int = 600      # AOS_EXPORT_RATE_PER_HOUR; 0: no limit
+    export_stored_bytes_per_tenant: int = 20 * 1024 ** 3  # AOS_EXPORT_STORED_BYTES_PER_TENANT; 0: no limit
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -274,4 +283,6 @@ class Settings:
             log_origin=(_get(env, "AOS_LOG_ORIGIN") or "aos-evidence.local").strip(),
             checkpoint_interval_s=_int(env, "AOS_CHECKPOINT_INTERVAL_S"),
             witness_keys=tuple((_get(env, "AOS_WITNESS_KEYS") or "").replace(",", " ").split()),
+            export_rate_per_hour=_int(env, "AOS_EXPORT_RATE_PER_HOUR"),
+            export_stored_bytes_per_tenant=_int(env, "AOS_EXPORT_STORED_BYTES_PER_TENANT"),
         )
