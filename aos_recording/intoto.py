@@ -23,6 +23,9 @@ from aos_recording.hashing import canonical_json
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 EXPORT_MANIFEST_PREDICATE_TYPE = "https://aos-evidence.dev/export-manifest/v2"
+# A v3 manifest (one that names its transparency-log checkpoint) under its own predicate type.
+EXPORT_MANIFEST_V3_PREDICATE_TYPE = "https://aos-evidence.dev/export-manifest/v3"
+PREDICATE_TYPES = {"aos.export-manifest/v3": EXPORT_MANIFEST_V3_PREDICATE_TYPE}
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 
 
@@ -42,7 +45,7 @@ def export_statement(manifest: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "_type": STATEMENT_TYPE,
         "subject": [{"name": filename, "digest": {"sha256": checksum}}],
-        "predicateType": EXPORT_MANIFEST_PREDICATE_TYPE,
+        "predicateType": PREDICATE_TYPES.get(str(manifest.get("format_version")), EXPORT_MANIFEST_PREDICATE_TYPE),
         "predicate": dict(manifest),
     }
 
@@ -66,9 +69,10 @@ def open_export_statement(envelope: dict[str, Any] | str | bytes,
         raise StatementError("the payload is not JSON") from None
     if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE:
         raise StatementError(f"not an in-toto Statement v1 ({STATEMENT_TYPE})")
-    if statement.get("predicateType") != EXPORT_MANIFEST_PREDICATE_TYPE:
-        raise StatementError(f"predicate type {statement.get('predicateType')!r} is not an export manifest")
     manifest = statement.get("predicate")
-    if not isinstance(manifest, dict) or statement.get("subject") != export_statement(manifest)["subject"]:
+    if not isinstance(manifest, dict) or statement.get("predicateType") != export_statement(manifest)["predicateType"]:
+        raise StatementError(f"predicate type {statement.get('predicateType')!r} is not that of an export manifest "
+                             "of its version")
+    if statement.get("subject") != export_statement(manifest)["subject"]:
         raise StatementError("the subject is not the artifact its manifest names")
     return statement

@@ -7,7 +7,8 @@ anywhere before the commit leaves neither the row nor a byte of the artifact.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+import array
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -17,15 +18,18 @@ from sqlalchemy.engine import Connection
 from aos_evidence import queries as evidence
 from aos_evidence.kinds import BundleType, ExportFormat, ExportScope
 from aos_evidence.queries import AuditFilters
-from aos_recording import dsse
+from aos_recording import dsse, verify_export
 from aos_recording.hashing import GENESIS, canonical_json, manifest_hash, rfc3339
 from aos_recording.writers import AuditLedgerWriter, new_id
 from aos_runtime import faults
-from services.export import artifacts, bundles, quotas, store
+from services.export import artifacts, bundles, checkpoints, quotas, store
 
 # v2: signed_at and signed_by (the signing time and key, inside what is signed: a verifier
 # checks the key's validity at that time), contents (per record type, the count and ledger
 # seq range the artifact covers).
+# v3 (with a log signer): transparency_log, the C2SP checkpoint of the ledger at the export's
+# bound (origin, tree size, root, the signed note) and one proof that every ledger entry the
+# artifact carries is a leaf of its tree (verify_export checks both; v2 manifests still verify).
 MANIFEST_VERSION = "aos.export-manifest/v2"
 
 
@@ -159,21 +163,33 @@ def _time(value: str | None) -> datetime | None:
 
 
 def render(conn: Connection, plan: Plan, key: dsse.SigningKey, sink: artifacts.Sink,
-           bounds: Mapping[str, Any]) -> artifacts.Rendered:
+           bounds: Mapping[str, Any], ledger_seqs: array.array | None = None) -> artifacts.Rendered:
     """The artifact for ``plan`` over the records within ``bounds`` (the ledger head
-    ``max_seq``, and for system slices ``recorded_until``)."""
+    ``max_seq``, and for system slices ``recorded_until``). ``ledger_seqs`` collects the seqs
+    of the ledger entries the artifact carries (8 bytes each), for the manifest's proof."""
     writer = bundles.RecordWriter()
     if not plan.scope.is_slice:
         bundle = _gather(conn, plan, writer, bounds["max_seq"])
+        if ledger_seqs is not None:
+            hashes = bundle.get("evidence_hashes") or {}
+            ledger_seqs.extend(e["seq"] for e in bundle.get("governance") or hashes.get("ledger") or [])
         return artifacts.render_bundle(bundle, plan.format, writer.redactor.counts, key, sink)
     kind, records = _slice_records(conn, plan, writer, bounds)
+    if ledger_seqs is not None and kind == "audit_entry":
+        records = _tapped(records, ledger_seqs)
     return artifacts.render_slice(_head(plan), kind, records, plan.format, writer, key, sink)
+
+
+def _tapped(records: Iterator[dict[str, Any]], seqs: array.array) -> Iterator[dict[str, Any]]:
+    for record in records:
+        seqs.append(record["seq"])
+        yield record
 
 
 # --- recording ------------------------------------------------------------------------
 
 def create(conn: Connection, plan: Plan, keys: dsse.KeyRing, actor_type: str, actor_id: str,
-           limits: quotas.Limits = quotas.NONE) -> Mapping[str, Any]:
+           limits: quotas.Limits = quotas.NONE, log: checkpoints.LogSigner | None = None) -> Mapping[str, Any]:
     """Renders, signs and records one export; returns its log_exports row. Refuses with a
     quota fault (faults.QUOTA_FAULTS) before rendering, and again under the chain lock with the
     artifact's size, when the tenant's ``limits`` would be passed."""
@@ -185,7 +201,8 @@ def create(conn: Connection, plan: Plan, keys: dsse.KeyRing, actor_type: str, ac
     if plan.scope is ExportScope.SYSTEM_SLICE:
         bounds["recorded_until"] = rfc3339(store.database_now(conn))
     sink = artifacts.Sink(lambda n, data: store.write_chunk(conn, tenant, export_id, n, data))
-    rendered = render(conn, plan, keys.active, sink, bounds)
+    seqs = array.array("q")
+    rendered = render(conn, plan, keys.active, sink, bounds, seqs)
 
     created_at = store.database_now(conn)
     previous = store.lock_export_chain(conn, tenant)
@@ -207,6 +224,12 @@ def create(conn: Connection, plan: Plan, keys: dsse.KeyRing, actor_type: str, ac
                               "chain_hash": bytes(ledger["chain_hash"]).hex() if ledger else GENESIS.hex()},
         "previous_export_chain_hash": previous_chain.hex(),
     }
+    if log is not None:
+        # v3: the C2SP checkpoint of the ledger at max_seq (kept now if it was not) and one
+        # proof that every ledger entry the artifact carries is a leaf of its tree.
+        manifest["format_version"] = verify_export.MANIFEST_V3
+        manifest["transparency_log"] = checkpoints.manifest_section(conn, tenant, log, bounds["max_seq"],
+                                                                    list(seqs))
     envelope = dsse.sign_envelope(dsse.MANIFEST_PAYLOAD_TYPE, canonical_json(manifest), keys.active)
     inserted = store.insert_export(conn, {
         "id": export_id, "tenant_id": tenant, "scope": plan.scope, "subject_id": plan.run_id or plan.incident_id,

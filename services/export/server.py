@@ -146,7 +146,7 @@ class ExportService(pb_grpc.ExportServiceServicer):
                 return pb.CreateExportResponse(export=self._replay(plan, existing))
         try:
             row = await self.ctx.db.run(who.tenant_id, builder.create, plan, self.keys, who.actor_type, who.actor_id,
-                                        self.limits)
+                                        self.limits, self.logs)
         except (IntegrityError, *faults.QUOTA_FAULTS):
             # Another call with the same idempotency key committed first: answer with its export
             # (a replay is never refused by a quota, even one that call just filled).

@@ -186,3 +186,23 @@ async def test_ledger_commands_accept_only_a_checkpoint_meeting_the_witness_poli
     assert (await cli("ledger", "prove", "1", "--witness", WITNESS_KEYS[0], "--min-witnesses", "1",
                       tenant=own_tenant)).code == 2
     assert (await cli("ledger", "prove", "1", *policy, "--min-witnesses", "3", tenant=own_tenant)).code == 2
+
+
+async def test_an_auditor_checks_a_later_ledger_against_an_exports_checkpoint(cli, suite, own_tenant, database_url,
+                                                                             tmp_path):
+    """The checkpoint a v3 export names is a tree state `ledger check-consistency` starts from."""
+    from aos.evidence.v1 import bundle_pb2
+
+    async with grpc.aio.insecure_channel(suite["export"]) as channel:
+        created = (await pb_grpc.ExportServiceStub(channel).CreateExport(pb.CreateExportRequest(
+            audit_slice=pb.AuditSlice(), bundle_type=bundle_pb2.BUNDLE_TYPE_EVIDENCE,
+            format=bundle_pb2.EXPORT_FORMAT_JSON), metadata=auth(own_tenant), timeout=60)).export
+    section = json.loads(created.manifest)["transparency_log"]
+    state = tmp_path / "from-export.json"
+    state.write_text(json.dumps({"tenant": own_tenant, "size": section["tree_size"], "root": section["root"]}))
+    vkey = (await served(suite["export"], own_tenant)).log_checkpoint.log_verifier_key
+    append_entries(database_url, own_tenant, [OCT], 3)
+    later = await cli("--json", "ledger", "check-consistency", "--from", state, "--log-key", vkey, tenant=own_tenant)
+    assert later.code == 0, later.out + later.err
+    # the export itself appended its EvidenceExported entry: 5 + 1 + 3
+    assert json.loads(state.read_text())["size"] == section["tree_size"] + 4

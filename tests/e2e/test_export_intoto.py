@@ -43,6 +43,7 @@ async def test_get_export_offers_the_manifest_as_an_in_toto_statement(suite, dat
     parsed = ita_statement.Statement.copy_from_pb(
         json_format.Parse(base64.b64decode(envelope["payload"]), statement_pb2.Statement()))
     parsed.validate()
+    assert parsed.pb.predicate_type == intoto.EXPORT_MANIFEST_V3_PREDICATE_TYPE  # the manifest names its checkpoint
     assert [(s.name, dict(s.digest)) for s in parsed.pb.subject] == \
         [(created.filename, {"sha256": hashlib.sha256(artifact).hexdigest()})]
     active = dsse.PublicKey.from_raw(keys[0].public_key)

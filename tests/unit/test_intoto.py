@@ -8,7 +8,7 @@ import pytest
 from google.protobuf import json_format
 from in_toto_attestation.v1 import statement as ita_statement, statement_pb2
 
-from aos_recording import dsse, intoto
+from aos_recording import dsse, hashing, intoto
 
 ARTIFACT = b"%PDF-1.7 an export's bytes"
 MANIFEST = {
@@ -66,3 +66,16 @@ def test_tampered_or_foreign_statements_are_refused():
     for bad in ({**MANIFEST, "checksum": "ABC"}, {k: v for k, v in MANIFEST.items() if k != "filename"}):
         with pytest.raises(intoto.StatementError):
             intoto.export_statement(bad)
+
+
+def test_a_v3_manifest_has_its_own_predicate_type_and_no_other():
+    key = dsse.SigningKey.generate()
+    v3 = {**MANIFEST, "format_version": "aos.export-manifest/v3", "transparency_log": {"tree_size": 42}}
+    envelope = intoto.sign_export_statement(v3, key)
+    statement = intoto.open_export_statement(envelope, [key.public])
+    assert statement["predicateType"] == intoto.EXPORT_MANIFEST_V3_PREDICATE_TYPE
+    # the v3 manifest relabelled as a v2 predicate is refused
+    relabelled = dsse.sign_envelope(intoto.PAYLOAD_TYPE, hashing.canonical_json(
+        {**statement, "predicateType": intoto.EXPORT_MANIFEST_PREDICATE_TYPE}), key)
+    with pytest.raises(intoto.StatementError):
+        intoto.open_export_statement(relabelled, [key.public])
