@@ -700,6 +700,26 @@ def add_trust_arguments(parser: argparse.ArgumentParser) -> None:
                              "PEM public keys; supplies public keys for pinned key ids, never trust; repeatable")
 
 
+def add_log_policy_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log-key", metavar="VKEY",
+                        help="the transparency log's verifier key, pinned out of band: the checkpoint the export "
+                             "names must be signed by it")
+    parser.add_argument("--witness", metavar="VKEY", action="append", default=[],
+                        help="a witness's cosignature/v1 verifier key (repeat for each)")
+    parser.add_argument("--min-witnesses", metavar="K", type=int, default=0,
+                        help="at least K distinct --witness keys must have cosigned that checkpoint")
+    parser.add_argument("--checkpoint", metavar="FILE", type=Path,
+                        help="the checkpoint note at the export's tree size as fetched later, with its "
+                             "cosignatures (GetLedgerCheckpoint with tree_size; default: the note the manifest "
+                             "carries)")
+
+
+def log_policy_of(args: argparse.Namespace) -> LogPolicy:
+    """The policy of ``add_log_policy_arguments``' arguments (OSError, ValueError when unusable)."""
+    return log_policy(args.log_key, args.witness, args.min_witnesses,
+                      args.checkpoint.read_bytes() if args.checkpoint else None)
+
+
 def log_policy(log_key: str | None, witnesses: Sequence[str], min_witnesses: int,
                checkpoint: bytes | None = None) -> LogPolicy:
     """The policy from the command's arguments; ValueError for a key that does not parse or a
@@ -722,24 +742,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--envelope", type=Path, help="the export's DSSE envelope (GetExport: dsse_envelope)")
     add_trust_arguments(parser)
     parser.add_argument("--json", action="store_true", help="print the verdict and the checks as JSON")
-    parser.add_argument("--log-key", metavar="VKEY",
-                        help="the transparency log's verifier key, pinned out of band: the checkpoint the export "
-                             "names must be signed by it")
-    parser.add_argument("--witness", metavar="VKEY", action="append", default=[],
-                        help="a witness's cosignature/v1 verifier key (repeat for each)")
-    parser.add_argument("--min-witnesses", metavar="K", type=int, default=0,
-                        help="at least K distinct --witness keys must have cosigned that checkpoint")
-    parser.add_argument("--checkpoint", metavar="FILE", type=Path,
-                        help="the checkpoint note at the export's tree size as fetched later, with its "
-                             "cosignatures (default: the note the manifest carries)")
+    add_log_policy_arguments(parser)
     args = parser.parse_args(argv)
     try:
         listed = load_keys(args.keys)
         pinned = trust(args.key, args.trust, listed)
         artifact = args.artifact.read_bytes()
         envelope = args.envelope.read_bytes() if args.envelope else None
-        policy = log_policy(args.log_key, args.witness, args.min_witnesses,
-                            args.checkpoint.read_bytes() if args.checkpoint else None)
+        policy = log_policy_of(args)
     except (OSError, ValueError, RecursionError) as exc:  # RecursionError: a keys file nested too deeply
         print(f"error: {exc}", file=sys.stderr)
         return Verdict.UNUSABLE_INPUT.exit_code

@@ -75,6 +75,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                              "recorded verification of the export")
     verify.add_argument("--envelope", type=Path, help="the export's DSSE envelope (.dsse.json)")
     verify_export.add_trust_arguments(verify)
+    verify_export.add_log_policy_arguments(verify)
     verify.set_defaults(handler=verify_command)
 
 
@@ -207,8 +208,8 @@ def verify_command(args: argparse.Namespace, ctx: Context) -> int:
         return _verify_offline(ctx, args)
     if not args.export_id:
         raise UsageError("EXPORT_ID or --offline ARTIFACT is required")
-    if args.envelope or args.keys or args.key or args.trust:
-        raise UsageError("--envelope, --key, --trust and --keys go with --offline")
+    if args.envelope or args.keys or args.key or args.trust or args.log_key or args.witness or args.checkpoint:
+        raise UsageError("--envelope, --key, --trust, --keys, --log-key, --witness and --checkpoint go with --offline")
     answer = ctx.client.exports.VerifyExport(pb.VerifyExportRequest(export_id=args.export_id,
                                                                     recompute=args.recompute))
     if ctx.out.json_mode:
@@ -232,6 +233,7 @@ def _verify_offline(ctx: Context, args: argparse.Namespace) -> int:
     listed = file_keys(keys)
     try:
         pinned = verify_export.trust(args.key, args.trust, listed)
+        policy = verify_export.log_policy_of(args)
     except (OSError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     try:
@@ -239,7 +241,7 @@ def _verify_offline(ctx: Context, args: argparse.Namespace) -> int:
         envelope_text = envelope.read_bytes() if envelope else None
     except OSError as exc:
         raise UsageError(f"cannot read the input: {exc}") from None
-    result = verify_export.verify(data, envelope_text, pinned, listed)
+    result = verify_export.verify(data, envelope_text, pinned, listed, policy)
     verdict = result.verdict
     if ctx.out.json_mode:
         ctx.out.document(result.as_dict())

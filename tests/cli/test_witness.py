@@ -8,6 +8,7 @@ signs a second history.
 """
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import tempfile
@@ -206,3 +207,43 @@ async def test_an_auditor_checks_a_later_ledger_against_an_exports_checkpoint(cl
     assert later.code == 0, later.out + later.err
     # the export itself appended its EvidenceExported entry: 5 + 1 + 3
     assert json.loads(state.read_text())["size"] == section["tree_size"] + 4
+
+
+async def test_export_verify_offline_takes_the_witness_policy(cli, suite, own_tenant, tmp_path):
+    artifact = tmp_path / "slice.json"
+    created = await cli("--json", "export", "create", "--audit-slice", "--bundle", "EVIDENCE", "--format", "json",
+                        "--download", artifact, tenant=own_tenant)
+    assert created.code == 0, created.err
+    section = json.loads(json.loads(created.out)["export"]["manifest"])["transparency_log"]
+    size = section["tree_size"]
+    public_key = (await signing_keys(suite["export"], own_tenant))[0]
+    vkey = (await served(suite["export"], own_tenant)).log_checkpoint.log_verifier_key
+    base = ("--json", "export", "verify", "--offline", artifact, "--key", public_key, "--log-key", vkey,
+            "--witness", WITNESS_KEYS[0], "--witness", WITNESS_KEYS[1])
+    signed_only = await cli(*base, tenant=own_tenant)
+    assert signed_only.code == 0, signed_only.out + signed_only.err
+    assert {c["name"] for c in json.loads(signed_only.out)["checks"]} >= {"checkpoint", "inclusion"}
+    # the manifest's own note has no cosignature: 1 of 2 fails
+    assert (await cli(*base, "--min-witnesses", "1", tenant=own_tenant)).code == 1
+    # witness 0 cosigns the kept checkpoint of that size; the auditor fetches it and passes it
+    async with grpc.aio.insecure_channel(suite["export"]) as channel:
+        stub = pb_grpc.ExportServiceStub(channel)
+        kept = (await stub.GetLedgerCheckpoint(pb.GetLedgerCheckpointRequest(tree_size=size),
+                                               metadata=auth(own_tenant), timeout=10)).log_checkpoint
+        name, key = WITNESSES[0]
+        line = note.cosign(note.split_note(kept.signed_note.encode())[0], name, key, 1_765_000_000)
+        reply = await stub.AddCheckpointCosignature(pb.AddCheckpointCosignatureRequest(
+            tree_size=size, cosignature=line.decode()), metadata=auth(own_tenant), timeout=10)
+    checkpoint = tmp_path / "checkpoint.note"
+    checkpoint.write_text(reply.checkpoint.signed_note)
+    one = await cli(*base, "--min-witnesses", "1", "--checkpoint", checkpoint, tenant=own_tenant)
+    assert one.code == 0, one.out + one.err
+    assert (await cli(*base, "--min-witnesses", "2", "--checkpoint", checkpoint, tenant=own_tenant)).code == 1
+    assert (await cli(*base, "--min-witnesses", "3", tenant=own_tenant)).code == 2
+
+
+async def signing_keys(address: str, tenant: str) -> list[str]:
+    async with grpc.aio.insecure_channel(address) as channel:
+        keys = (await pb_grpc.ExportServiceStub(channel).ListSigningKeys(pb.ListSigningKeysRequest(),
+                                                                         metadata=auth(tenant), timeout=10)).keys
+    return [base64.b64encode(k.public_key).decode() for k in keys]
