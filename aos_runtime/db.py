@@ -43,6 +43,7 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from aos_recording.logins import login_problems
+from aos_runtime import metrics
 from aos_runtime.config import ConfigError
 from aos_runtime.faults import DeadlinePassed, PoolExhausted, ReplicaBehind
 
@@ -168,6 +169,7 @@ class Database:
         running: dict[str, Any] = {}
 
         def job() -> T:
+            metrics.db_pool_wait.labels(self.service).observe(time.monotonic() - submitted)
             # Timed when the job starts, not when it was queued: time spent waiting
             # for a connection is time the call no longer has.
             timeout_ms = str(self._timeout_ms(deadline))
@@ -181,7 +183,9 @@ class Database:
                 finally:
                     running.pop("dbapi", None)
 
-        queued = self._executor.submit(job)
+        submitted = time.monotonic()
+        # In the call's context (its trace span, request id): the statements' spans are its children.
+        queued = self._executor.submit(contextvars.copy_context().run, job)
         future = asyncio.wrap_future(queued)
         try:
             done, _ = await asyncio.wait({future}, timeout=self.pool_timeout_s)
@@ -244,6 +248,12 @@ class Database:
                 while not handoff.empty():
                     handoff.get_nowait()
                 producer.cancel()
+
+    def pool_status(self) -> tuple[int, int, int]:
+        """(connections the pool holds at most, in use now, calls waiting for one) — for the metrics."""
+        pool = self.engine.pool
+        return (pool.size(), pool.checkedout(),  # type: ignore[attr-defined]  # QueuePool's, not Pool's
+                self._executor._work_queue.qsize())  # jobs submitted that no pool thread has taken yet
 
     async def wal_position(self) -> str:
         """Where this database's WAL insert position stands now: at or past the end of every

@@ -9,6 +9,7 @@ Logs and here.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -23,7 +24,7 @@ from aos_evidence.kinds import BundleType, ExportFormat, ExportScope
 from aos_evidence.messages import export_message
 from aos_recording import dsse
 from aos_recording.hashing import rfc3339
-from aos_runtime import auth, errors, local_state
+from aos_runtime import auth, errors, local_state, metrics
 from aos_runtime.config import ConfigError, check_dev_key_allowed
 from aos_runtime.evidence import timestamp
 from aos_runtime.headers import WAL_POSITION_HEADER
@@ -135,8 +136,10 @@ class ExportService(pb_grpc.ExportServiceServicer):
                                              plan.idempotency_key)
             if existing is not None:
                 return pb.CreateExportResponse(export=self._replay(plan, existing))
+        started = time.monotonic()
         try:
             row = await self.ctx.db.run(who.tenant_id, builder.create, plan, self.keys, who.actor_type, who.actor_id)
+            metrics.observe_export(plan.scope.value, plan.format.value, row["size_bytes"], time.monotonic() - started)
         except IntegrityError:
             # Another call with the same idempotency key committed first: answer with its export.
             existing = await self.ctx.db.run(who.tenant_id, store.export_by_idempotency_key, who.tenant_id,
