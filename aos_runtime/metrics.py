@@ -132,15 +132,21 @@ def _split(method: str) -> tuple[str, str]:
     return service, name
 
 
+# grpc_code as the grpc-ecosystem spells it (Go's codes.Code.String()), which their dashboards match.
+_CODE_NAMES = {code: "".join(part.capitalize() for part in code.name.split("_")) for code in grpc.StatusCode}
+_CODE_NAMES[grpc.StatusCode.OK] = "OK"
+_CODE_NAMES[grpc.StatusCode.CANCELLED] = "Canceled"
+
+
 def _code(context: Any, failure: BaseException | None) -> str:
     code = context.code()
     if isinstance(code, grpc.StatusCode):
-        return str(code.name)
+        return _CODE_NAMES[code]
     if failure is None:
         return "OK"
     if isinstance(failure, asyncio.CancelledError):
-        return "CANCELLED"
-    return "UNKNOWN"  # what grpc answers for an exception that set no status
+        return "Canceled"
+    return "Unknown"  # what grpc answers for an exception that set no status
 
 
 class RpcMetrics(grpc.aio.ServerInterceptor):
@@ -191,9 +197,13 @@ class RpcMetrics(grpc.aio.ServerInterceptor):
             sent = grpc_msg_sent.labels(kind, service, name)
             started, failure = time.monotonic(), None
             try:
-                async for message in behavior(request, context):
-                    sent.inc()
-                    yield message
+                result = behavior(request, context)
+                if hasattr(result, "__aiter__"):
+                    async for message in result:
+                        sent.inc()
+                        yield message
+                else:  # a coroutine that writes through context.write (grpc.health.v1 Watch)
+                    await result
             except BaseException as exc:
                 failure = exc
                 raise
