@@ -43,7 +43,6 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from aos_recording.logins import login_problems
-from aos_runtime import metrics
 from aos_runtime.config import ConfigError
 from aos_runtime.faults import DeadlinePassed, PoolExhausted, ReplicaBehind
 
@@ -124,6 +123,8 @@ class Database:
             connect_args={"options": options, "connect_timeout": connect_timeout_s,
                           "application_name": f"aos-{service}"})
         self._executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix=f"db-{service}")
+        # Told how long each call waited for a connection (a database thread): the metrics set it.
+        self.observe_wait: Callable[[float], None] | None = None
 
         @event.listens_for(self.engine, "connect")
         def _check(dbapi_conn, _record) -> None:
@@ -169,7 +170,8 @@ class Database:
         running: dict[str, Any] = {}
 
         def job() -> T:
-            metrics.db_pool_wait.labels(self.service).observe(time.monotonic() - submitted)
+            if self.observe_wait is not None:
+                self.observe_wait(time.monotonic() - submitted)
             # Timed when the job starts, not when it was queued: time spent waiting
             # for a connection is time the call no longer has.
             timeout_ms = str(self._timeout_ms(deadline))

@@ -36,8 +36,6 @@ import grpc
 from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
-from sqlalchemy import text
-from sqlalchemy.engine import Connection, Engine
 
 log = logging.getLogger("aos.metrics")
 
@@ -217,6 +215,7 @@ class RpcMetrics(grpc.aio.ServerInterceptor):
 
 class PoolSource(Protocol):
     service: str
+    observe_wait: Callable[[float], None] | None
 
     def pool_status(self) -> tuple[int, int, int]: ...
 
@@ -259,6 +258,16 @@ class _Pools(Collector):
 
 pools = _Pools()
 REGISTRY.register(pools)
+
+
+def watch_database(db: PoolSource) -> None:
+    """``db``'s pool on /metrics from now on, and each call's wait for a connection."""
+    db.observe_wait = db_pool_wait.labels(db.service).observe
+    pools.add(db)
+
+
+def forget_database(db: PoolSource) -> None:
+    pools.remove(db)
 
 
 @dataclass
@@ -308,16 +317,14 @@ class _Ledger(Collector):
 ledger = _Ledger()
 REGISTRY.register(ledger)
 
-_READ_TIMEOUT = text("SELECT set_config('statement_timeout', '2000', true)")
+def ledger_reader(engine: Any, query: Callable[[Any], tuple[int, float | None]]) -> Callable[[], LedgerStats]:
+    """What ``ledger.watch`` takes: ``query(conn)`` in a transaction of its own on the SQLAlchemy
+    ``engine`` (one pooled connection, 2 s at most), in the scraping thread."""
+    from sqlalchemy import text  # here: the gateway imports this module and no database layer
 
-
-def ledger_reader(engine: Engine, query: Callable[[Connection], tuple[int, float | None]]
-                  ) -> Callable[[], LedgerStats]:
-    """What ``ledger.watch`` takes: ``query`` in a transaction of its own on ``engine`` (one pooled
-    connection, 2 s at most), in the scraping thread."""
     def read() -> LedgerStats:
         with engine.begin() as conn:
-            conn.execute(_READ_TIMEOUT)
+            conn.execute(text("SELECT set_config('statement_timeout', '2000', true)"))
             return LedgerStats(*query(conn))
     return read
 

@@ -205,7 +205,7 @@ class ServiceServer:
         self.service_names = [s.descriptor.full_name for s in servicers]
         self.health = health_aio.HealthServicer()
         tracing.instrument_engine(db.engine)
-        metrics.pools.add(db)
+        metrics.watch_database(db)
         self.server = grpc.aio.server(
             # Metrics outermost (every call counts, refused ones too), then the trace span, then the policy.
             interceptors=[metrics.RpcMetrics(), *tracing.server_interceptors(),
@@ -273,7 +273,7 @@ class ServiceServer:
         if self._probe:
             self._probe.cancel()
         await self.server.stop(self.grace_period_s if grace is None else grace)
-        metrics.pools.remove(self.db)
+        metrics.forget_database(self.db)
         await self.db.close()
 
     async def wait_for_termination(self) -> None:
