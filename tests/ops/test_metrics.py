@@ -4,9 +4,11 @@ real servers (the in-process suite, and ``python -m services.logs`` with two wor
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import grpc
@@ -16,7 +18,7 @@ import pytest
 from aos.logs.v1 import audit_ledger_service_pb2 as audit_pb, audit_ledger_service_pb2_grpc as audit_grpc
 from aos_runtime import metrics
 from aos_runtime.config import ConfigError, Settings
-from tests.e2e.support import DEMO, SECRET, auth
+from tests.e2e.support import DEMO, SECRET, auth, free_port
 from tests.logins import login_url
 from tests.ops.support import OPS, scrape, value
 
@@ -154,14 +156,12 @@ def _wait_scrape(port: int, deadline: float):
             time.sleep(0.1)
 
 
-def test_each_worker_of_a_service_serves_its_own_metrics_port(database_url, tmp_path_factory):
-    first, grpc_port = _free_pair(), None
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        grpc_port = s.getsockname()[1]
+def test_each_worker_of_a_service_serves_its_own_metrics_port(database_url):
+    first, grpc_port = _free_pair(), free_port()
+    data_dir = tempfile.mkdtemp(prefix="aos-metrics-workers-")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AOS_", "OTEL_"))}
     env.update(AOS_LOGS_DATABASE_URL=login_url(database_url, "logs"), AOS_WORKERS="2", AOS_LOGS_PORT=str(grpc_port),
-               AOS_LOGS_METRICS_PORT=str(first), AOS_DATA_DIR=str(tmp_path_factory.mktemp("metrics-workers")),
+               AOS_LOGS_METRICS_PORT=str(first), AOS_DATA_DIR=data_dir,
                AOS_AUTH_JWT_SECRET=SECRET, AOS_DEV_KEYS="true", AOS_MIGRATE_ON_START="false")
     process = subprocess.Popen([sys.executable, "-m", "services.logs"], env=env, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
@@ -183,3 +183,4 @@ def test_each_worker_of_a_service_serves_its_own_metrics_port(database_url, tmp_
     finally:
         process.terminate()
         process.wait(timeout=30)
+        shutil.rmtree(data_dir, ignore_errors=True)
