@@ -3,6 +3,7 @@ gateway's requests by route template, pools, health, exports, the ledger — scr
 real servers (the in-process suite, and ``python -m services.logs`` with two workers)."""
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -184,3 +185,72 @@ def test_each_worker_of_a_service_serves_its_own_metrics_port(database_url):
         process.terminate()
         process.wait(timeout=30)
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def test_the_health_gauge_follows_the_database_and_the_drain(database_url, metrics_port):
+    """A server whose database does not answer is NOT_SERVING on grpc.health.v1 and 0 on /metrics;
+    one whose database answers is 1 until it drains."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    from aos_runtime import auth as runtime_auth
+    from aos_runtime.db import Database
+    from aos_runtime.server import ServiceServer
+    from services.overview import server as overview
+
+    verifier = runtime_auth.TokenVerifier(secret=SECRET, public_key_pem=None, audience="aos-evidence", issuer=None)
+    nowhere = Database(f"postgresql://aos_overview:x@127.0.0.1:{free_port()}/aos", service="overview",
+                       connect_timeout_s=1)
+    down = ServiceServer("gauge-down", [], nowhere, verifier, port=0, health_probe_interval_s=1)
+    up_db = Database(login_url(database_url, "overview"), service="overview")
+    up = ServiceServer("gauge-up", overview.servicers(_context(up_db)), up_db, verifier, port=0,
+                       health_probe_interval_s=1)
+    try:
+        down_port, _ = await down.start(), await up.start()
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{down_port}") as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
+        samples = scrape(metrics_port)
+        assert value(samples, "aos_service_serving", service="gauge-down") == 0
+        assert value(samples, "aos_service_serving", service="gauge-up") == 1
+    finally:
+        await up.stop(grace=0)
+        await down.stop(grace=0)
+    assert value(scrape(metrics_port), "aos_service_serving", service="gauge-up") == 0  # drained
+
+
+def _context(db):
+    from aos_runtime.pagination import PageTokens
+    from aos_runtime.server import ServiceContext
+
+    return ServiceContext(db=db, page_tokens=PageTokens(SECRET.encode()))
+
+
+async def test_the_pool_gauges_see_a_held_connection_and_a_waiting_call(database_url, metrics_port):
+    from sqlalchemy import text
+
+    from aos_runtime.db import Database
+
+    db = Database(login_url(database_url, "logs"), service="logs", pool_size=1)
+    before = scrape(metrics_port)
+    metrics.watch_database(db)
+    try:
+        sleeps = [asyncio.ensure_future(db.run(None, lambda conn: conn.execute(text("SELECT pg_sleep(1.5)"))))
+                  for _ in range(2)]
+        await asyncio.sleep(0.7)  # the first holds the one connection, the second waits for it
+        during = scrape(metrics_port)
+        await asyncio.gather(*sleeps)
+        after = scrape(metrics_port)
+    finally:
+        metrics.forget_database(db)
+        await db.close()
+
+    def delta(samples, name):
+        return value(samples, name, service="logs") - value(before, name, service="logs")
+
+    assert delta(during, "aos_db_pool_size") == 1
+    assert delta(during, "aos_db_pool_in_use") == 1
+    assert delta(during, "aos_db_pool_waiting") == 1
+    assert delta(after, "aos_db_pool_wait_seconds_count") == 2
+    assert delta(after, "aos_db_pool_wait_seconds_sum") > 1.0  # the second waited for the first's 1.5 s
+    assert delta(after, "aos_db_pool_in_use") == 0 and delta(after, "aos_db_pool_waiting") == 0
+    assert delta(scrape(metrics_port), "aos_db_pool_size") == 0  # forgotten once closed
