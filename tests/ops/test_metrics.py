@@ -160,7 +160,7 @@ def _wait_scrape(port: int, deadline: float):
 def test_each_worker_of_a_service_serves_its_own_metrics_port(database_url):
     first, grpc_port = _free_pair(), free_port()
     data_dir = tempfile.mkdtemp(prefix="aos-metrics-workers-")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AOS_", "OTEL_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AOS_", "OTEL_")) and k != "DATABASE_URL"}
     env.update(AOS_LOGS_DATABASE_URL=login_url(database_url, "logs"), AOS_WORKERS="2", AOS_LOGS_PORT=str(grpc_port),
                AOS_LOGS_METRICS_PORT=str(first), AOS_DATA_DIR=data_dir,
                AOS_AUTH_JWT_SECRET=SECRET, AOS_DEV_KEYS="true", AOS_MIGRATE_ON_START="false")
