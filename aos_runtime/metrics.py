@@ -52,10 +52,6 @@ grpc_handling = Histogram("grpc_server_handling_seconds",
 grpc_msg_sent = Counter("grpc_server_msg_sent_total", "Total number of gRPC stream messages sent by the server.",
                         _RPC)
 
-# --- health ---------------------------------------------------------------------------------
-serving = Gauge("aos_service_serving",
-                "1 while the service reports SERVING on grpc.health.v1, 0 while NOT_SERVING (its database "
-                "does not answer, or it is draining).", ["service"])
 
 # --- database pool --------------------------------------------------------------------------
 db_pool_wait = Histogram("aos_db_pool_wait_seconds",
@@ -258,6 +254,39 @@ class _Pools(Collector):
 
 pools = _Pools()
 REGISTRY.register(pools)
+
+
+class _Health(Collector):
+    """Each running server's health status (set by the server when it changes), until it stops.
+    Several servers of one service in one process (only tests) report their lowest."""
+
+    def __init__(self) -> None:
+        self._status: dict[int, tuple[str, bool]] = {}
+        self._lock = threading.Lock()
+
+    def set(self, server: object, service: str, serving: bool) -> None:
+        with self._lock:
+            self._status[id(server)] = (service, serving)
+
+    def forget(self, server: object) -> None:
+        with self._lock:
+            self._status.pop(id(server), None)
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily("aos_service_serving", "1 while the service reports SERVING on "
+                                   "grpc.health.v1, 0 while NOT_SERVING (its database does not answer, or it "
+                                   "is draining).", labels=["service"])
+        lowest: dict[str, bool] = {}
+        with self._lock:
+            for service, serving in self._status.values():
+                lowest[service] = lowest.get(service, True) and serving
+        for service, serving in sorted(lowest.items()):
+            family.add_metric([service], 1 if serving else 0)
+        yield family
+
+
+serving = _Health()
+REGISTRY.register(serving)
 
 
 def watch_database(db: PoolSource) -> None:

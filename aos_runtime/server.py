@@ -244,7 +244,7 @@ class ServiceServer:
         if serving == self._serving:
             return
         self._serving = serving
-        metrics.serving.labels(self.name).set(1 if serving else 0)
+        metrics.serving.set(self, self.name, serving)
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in ["", *self.service_names]:
             await self.health.set(name, status)
@@ -269,11 +269,12 @@ class ServiceServer:
     async def stop(self, grace: float | None = None) -> None:
         """Drain: report NOT_SERVING, refuse new calls, let in-flight ones finish within the grace period."""
         await self.health.enter_graceful_shutdown()
-        metrics.serving.labels(self.name).set(0)
+        metrics.serving.set(self, self.name, False)
         if self._probe:
             self._probe.cancel()
         await self.server.stop(self.grace_period_s if grace is None else grace)
         metrics.forget_database(self.db)
+        metrics.serving.forget(self)
         await self.db.close()
 
     async def wait_for_termination(self) -> None:

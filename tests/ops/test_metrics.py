@@ -68,7 +68,9 @@ async def test_gateway_requests_are_labelled_by_route_template_never_by_path(res
 async def test_pools_and_health_are_read_live(rest, metrics_port, suite):
     samples = scrape(metrics_port)
     for service in ("overview", "logs", "export"):
-        assert value(samples, "aos_service_serving", service=service) == 1
+        # (its value, 1 or 0, is tried with servers of their own below: other tests of this session
+        # leave servers of the same name behind, some of them NOT_SERVING on purpose)
+        assert ("aos_service_serving", (("service", service),)) in samples
         assert value(samples, "aos_db_pool_size", service=service) >= 10  # AOS_DB_POOL_SIZE per pool
         assert value(samples, "aos_db_pool_in_use", service=service) >= 0
     assert (await rest.get("/api/v1/logs/audit")).status_code == 200
@@ -189,7 +191,7 @@ def test_each_worker_of_a_service_serves_its_own_metrics_port(database_url):
 
 async def test_the_health_gauge_follows_the_database_and_the_drain(database_url, metrics_port):
     """A server whose database does not answer is NOT_SERVING on grpc.health.v1 and 0 on /metrics;
-    one whose database answers is 1 until it drains."""
+    one whose database answers is 1; a stopped server's series is gone."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     from aos_runtime import auth as runtime_auth
@@ -215,7 +217,8 @@ async def test_the_health_gauge_follows_the_database_and_the_drain(database_url,
     finally:
         await up.stop(grace=0)
         await down.stop(grace=0)
-    assert value(scrape(metrics_port), "aos_service_serving", service="gauge-up") == 0  # drained
+    left = {dict(labels).get("service") for name, labels in scrape(metrics_port) if name == "aos_service_serving"}
+    assert not left & {"gauge-up", "gauge-down"}, left
 
 
 def _context(db):
