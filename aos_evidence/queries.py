@@ -72,7 +72,7 @@ def ledger_head(conn: Connection, tenant_id: str) -> Mapping[str, Any] | None:
 
 def ledger_stats(conn: Connection) -> tuple[int, float | None]:
     """(entries appended to every tenant's ledger, seconds since the newest signed checkpoint or
-    None): totals over tenants, through the owner's ``aos_ledger_stats()`` (migration 0013) —
+    None): totals over tenants, through the owner's ``aos_ledger_stats()`` (migration 0015) —
     a session sees no tenant's rows by itself."""
     entries, age = conn.execute(text(
         "SELECT entries, extract(epoch FROM clock_timestamp() - newest_checkpoint_at)::float8 "

@@ -78,6 +78,13 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("AOS_EXPORT_VERIFICATION_KEY_FILES", None,
            "Comma-separated PEM Ed25519 public keys (or JSON key lists) of retired signing keys: still "
            "listed by ListSigningKeys and accepted by VerifyExport."),
+    EnvVar("AOS_EXPORT_RATE_PER_HOUR", "600",
+           "Exports one tenant may create in any sliding hour, counted from its recorded exports (so every "
+           "instance agrees); past it CreateExport answers RESOURCE_EXHAUSTED EXPORT_RATE_LIMITED with RetryInfo "
+           "(when the window frees a slot). An idempotent replay is never refused. 0: no limit."),
+    EnvVar("AOS_EXPORT_STORED_BYTES_PER_TENANT", str(20 * 1024 ** 3),
+           "Artifact bytes one tenant's recorded exports may hold in all (default 20 GiB); an export that would "
+           "pass it is refused with RESOURCE_EXHAUSTED EXPORT_STORAGE_QUOTA and QuotaFailure. 0: no limit."),
     EnvVar("AOS_TOKEN", None, "Bearer token the aos-evidence CLI sends (else it mints a development one)."),
     EnvVar("AOS_DB_POOL_SIZE", "10", "Connections per service process."),
     EnvVar("AOS_WORKERS", "1",
@@ -235,6 +242,8 @@ class Settings:
     gateway_max_connections: int = 1000  # AOS_GATEWAY_MAX_CONNECTIONS
     # AOS_<PROCESS>_METRICS_PORT: /metrics of each service (worker i: port + i) and the gateway; 0: none
     metrics_ports: Mapping[str, int] = field(default_factory=lambda: dict.fromkeys(_METRICS, 0))
+    export_rate_per_hour: int = 600      # AOS_EXPORT_RATE_PER_HOUR; 0: no limit
+    export_stored_bytes_per_tenant: int = 20 * 1024 ** 3  # AOS_EXPORT_STORED_BYTES_PER_TENANT; 0: no limit
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -289,4 +298,6 @@ class Settings:
             gateway_header_timeout_s=_int(env, "AOS_GATEWAY_HEADER_TIMEOUT_S", minimum=1),
             gateway_max_connections=_int(env, "AOS_GATEWAY_MAX_CONNECTIONS", minimum=1),
             metrics_ports=_metrics_ports(env, _workers(env)),
+            export_rate_per_hour=_int(env, "AOS_EXPORT_RATE_PER_HOUR"),
+            export_stored_bytes_per_tenant=_int(env, "AOS_EXPORT_STORED_BYTES_PER_TENANT"),
         )

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import math
 import re
+from collections.abc import Sequence
 
 import grpc
 import psycopg
 import sqlalchemy.exc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -36,7 +39,7 @@ Resource = faults.Resource
 class ApiError(Exception):
     def __init__(self, code: grpc.StatusCode, reason: str, message: str, *,
                  violations: list[tuple[str, str]] | None = None,
-                 metadata: dict[str, str] | None = None) -> None:
+                 metadata: dict[str, str] | None = None, details: Sequence[Message] = ()) -> None:
         if not isinstance(reason, str) or not REASON.fullmatch(reason):
             raise ValueError(f"ErrorInfo reason must be UPPER_SNAKE_CASE, got {reason!r}")
         super().__init__(message)
@@ -45,6 +48,7 @@ class ApiError(Exception):
         self.message = message
         self.violations = list(violations or [])
         self.metadata = dict(metadata or {})
+        self.details = list(details)   # further google.rpc details (QuotaFailure, RetryInfo, ...)
 
     def to_status(self, trailing_metadata: tuple[tuple[str, str], ...] = ()) -> grpc.Status:
         details = []
@@ -54,6 +58,7 @@ class ApiError(Exception):
             bad = error_details_pb2.BadRequest(field_violations=[
                 error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in self.violations])
             details.append(_pack(bad))
+        details += [_pack(d) for d in self.details]
         status = rpc_status.to_status(
             status_pb2.Status(code=getattr(code_pb2, self.code.name), message=self.message, details=details))
         return _Status(status.code, status.details, tuple(trailing_metadata) + tuple(status.trailing_metadata))
@@ -155,7 +160,26 @@ def _from_fault(exc: faults.Fault) -> ApiError:
                         f"{exc.wanted} ({MIN_WAL_POSITION_HEADER}); retry", metadata={"replayed": exc.replayed or ""})
     if isinstance(exc, faults.RecordNotFound):
         return not_found(exc.resource, exc.resource_id)
-    if isinstance(exc, faults.ExportTooLarge):
-        return ApiError(grpc.StatusCode.FAILED_PRECONDITION, "EXPORT_TOO_LARGE", exc.message,
-                        metadata={"format": str(exc.format)})
+    if isinstance(exc, faults.ExportRateLimited):
+        return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "EXPORT_RATE_LIMITED", exc.message,
+                        metadata=exc.metadata, details=_quota_details(exc))
+    if isinstance(exc, faults.ExportStorageQuota):
+        return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "EXPORT_STORAGE_QUOTA", exc.message,
+                        metadata=exc.metadata, details=_quota_details(exc))
+    if isinstance(exc, faults.LogHashesMissing):
+        # The stored tree no longer answers: evidence was lost, and no retry brings it back.
+        return ApiError(grpc.StatusCode.DATA_LOSS, "LOG_HASHES_MISSING",
+                        f"the tenant's {exc.log} transparency log lacks {len(exc.missing)} stored hashes this "
+                        "proof needs", metadata={"log": exc.log, "missing": ",".join(map(str, exc.missing[:20]))})
     return ApiError(grpc.StatusCode.INTERNAL, "INTERNAL", "internal error; see the server log for the request id")
+
+
+def _quota_details(exc: faults.ExportRateLimited | faults.ExportStorageQuota) -> list[Message]:
+    """google.rpc.QuotaFailure, and RetryInfo when waiting frees the quota (rounded up to the ms)."""
+    details: list[Message] = [error_details_pb2.QuotaFailure(violations=[error_details_pb2.QuotaFailure.Violation(
+        subject=exc.subject, description=exc.description)])]
+    if exc.retry_after_s is not None:
+        wait = duration_pb2.Duration()
+        wait.FromMilliseconds(max(1, math.ceil(exc.retry_after_s * 1000)))
+        details.append(error_details_pb2.RetryInfo(retry_delay=wait))
+    return details

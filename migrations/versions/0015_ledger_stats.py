@@ -1,7 +1,7 @@
 """aos_ledger_stats(): the audit ledger's size and the newest checkpoint's time, for the metrics.
 
-Revision ID: 0013_ledger_stats
-Revises: 0012_pinned_search_path
+Revision ID: 0015_ledger_stats
+Revises: 0014_export_verified
 Create Date: 2026-12-06
 
 Why (issue #23, metrics): the Logs service exports the ledger's appends and the age of
@@ -19,8 +19,8 @@ Downgrade drops the function.
 """
 from alembic import op
 
-revision = "0013_ledger_stats"
-down_revision = "0012_pinned_search_path"
+revision = "0015_ledger_stats"
+down_revision = "0014_export_verified"
 branch_labels = None
 depends_on = None
 
