@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aos_runtime import channels
@@ -53,6 +53,12 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("AOS_GATEWAY_MAX_CONNECTIONS", "1000",
            "Open connections the gateway keeps; past it a new connection closes the oldest one still waiting "
            "for its request (only when all are busy is the new one refused)."),
+    EnvVar("AOS_OVERVIEW_METRICS_PORT", "0",
+           "Port of the Overview service's Prometheus /metrics (on AOS_BIND_HOST); 0: no metrics endpoint. With "
+           "AOS_WORKERS > 1, worker i serves on this port + i. Suggested: 9461 (docs/OBSERVABILITY.md)."),
+    EnvVar("AOS_LOGS_METRICS_PORT", "0", "Port of the Logs service's /metrics; as above. Suggested: 9471."),
+    EnvVar("AOS_EXPORT_METRICS_PORT", "0", "Port of the Export service's /metrics; as above. Suggested: 9481."),
+    EnvVar("AOS_GATEWAY_METRICS_PORT", "0", "Port of the REST gateway's /metrics; 0: none. Suggested: 9450."),
     EnvVar("AOS_AUTH_JWT_SECRET", None,
            "HS256 secret for bearer JWTs. make run generates one under AOS_DATA_DIR when unset."),
     EnvVar("AOS_AUTH_JWT_PUBLIC_KEY_FILE", None, "PEM Ed25519 public key accepted for EdDSA bearer JWTs."),
@@ -165,6 +171,27 @@ def _workers(env: Mapping[str, str]) -> int:
     return _int(env, "AOS_WORKERS", minimum=1)
 
 
+_METRICS = (*SERVICES, "gateway")
+
+
+def _metrics_ports(env: Mapping[str, str], workers: int) -> dict[str, int]:
+    """AOS_<PROCESS>_METRICS_PORT of each process; a service's workers take port … port + workers - 1,
+    so ranges that overlap (or that meet another process's port) are refused here, naming both."""
+    ports = {name: _int(env, f"AOS_{name.upper()}_METRICS_PORT") for name in _METRICS}
+    taken: dict[int, str] = {}
+    for name, port in ports.items():
+        if not port:
+            continue
+        for p in range(port, port + (workers if name in SERVICES else 1)):
+            other = taken.get(p)
+            if other is not None:
+                raise ConfigError(f"AOS_{name.upper()}_METRICS_PORT={port} and AOS_{other.upper()}_METRICS_PORT "
+                                  f"both need port {p} (with AOS_WORKERS={workers} a service's workers use "
+                                  "port … port + workers - 1): set them further apart")
+            taken[p] = name
+    return ports
+
+
 MIN_SECRET_BYTES = 32  # an HMAC key at least as long as its SHA-256 output (RFC 7518 §3.2)
 
 
@@ -225,6 +252,8 @@ class Settings:
     log_origin: str = "aos-evidence.local"  # AOS_LOG_ORIGIN
     checkpoint_interval_s: int = 60      # AOS_CHECKPOINT_INTERVAL_S (0: on demand only)
     witness_keys: tuple[str, ...] = ()   # AOS_WITNESS_KEYS, parsed by the Export service at start
+    # AOS_<PROCESS>_METRICS_PORT: /metrics of each service (worker i: port + i) and the gateway; 0: none
+    metrics_ports: Mapping[str, int] = field(default_factory=lambda: dict.fromkeys(_METRICS, 0))
     export_rate_per_hour: int = 600      # AOS_EXPORT_RATE_PER_HOUR; 0: no limit
     export_stored_bytes_per_tenant: int = 20 * 1024 ** 3  # AOS_EXPORT_STORED_BYTES_PER_TENANT; 0: no limit
 
@@ -283,6 +312,7 @@ class Settings:
             log_origin=(_get(env, "AOS_LOG_ORIGIN") or "aos-evidence.local").strip(),
             checkpoint_interval_s=_int(env, "AOS_CHECKPOINT_INTERVAL_S"),
             witness_keys=tuple((_get(env, "AOS_WITNESS_KEYS") or "").replace(",", " ").split()),
+            metrics_ports=_metrics_ports(env, _workers(env)),
             export_rate_per_hour=_int(env, "AOS_EXPORT_RATE_PER_HOUR"),
             export_stored_bytes_per_tenant=_int(env, "AOS_EXPORT_STORED_BYTES_PER_TENANT"),
         )

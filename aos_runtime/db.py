@@ -123,6 +123,8 @@ class Database:
             connect_args={"options": options, "connect_timeout": connect_timeout_s,
                           "application_name": f"aos-{service}"})
         self._executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix=f"db-{service}")
+        # Told how long each call waited for a connection (a database thread): the metrics set it.
+        self.observe_wait: Callable[[float], None] | None = None
 
         @event.listens_for(self.engine, "connect")
         def _check(dbapi_conn, _record) -> None:
@@ -168,6 +170,8 @@ class Database:
         running: dict[str, Any] = {}
 
         def job() -> T:
+            if self.observe_wait is not None:
+                self.observe_wait(time.monotonic() - submitted)
             # Timed when the job starts, not when it was queued: time spent waiting
             # for a connection is time the call no longer has.
             timeout_ms = str(self._timeout_ms(deadline))
@@ -181,7 +185,9 @@ class Database:
                 finally:
                     running.pop("dbapi", None)
 
-        queued = self._executor.submit(job)
+        submitted = time.monotonic()
+        # In the call's context (its trace span, request id): the statements' spans are its children.
+        queued = self._executor.submit(contextvars.copy_context().run, job)
         future = asyncio.wrap_future(queued)
         try:
             done, _ = await asyncio.wait({future}, timeout=self.pool_timeout_s)
@@ -244,6 +250,12 @@ class Database:
                 while not handoff.empty():
                     handoff.get_nowait()
                 producer.cancel()
+
+    def pool_status(self) -> tuple[int, int, int]:
+        """(connections the pool holds at most, in use now, calls waiting for one) — for the metrics."""
+        pool = self.engine.pool
+        return (pool.size(), pool.checkedout(),  # type: ignore[attr-defined]  # QueuePool's, not Pool's
+                self._executor._work_queue.qsize())  # jobs submitted that no pool thread has taken yet
 
     async def wal_position(self) -> str:
         """Where this database's WAL insert position stands now: at or past the end of every

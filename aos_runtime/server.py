@@ -27,7 +27,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from aos.evidence.v1 import options_pb2
-from aos_runtime import auth, errors
+from aos_runtime import auth, errors, metrics, tracing
 from aos_runtime.config import Settings
 from aos_runtime.db import Database, call_deadline, min_wal_position
 from aos_runtime.headers import MIN_WAL_POSITION_HEADER, WAL_POSITION_HEADER
@@ -207,8 +207,12 @@ class ServiceServer:
         self.health_probe_interval_s = health_probe_interval_s
         self.service_names = [s.descriptor.full_name for s in servicers]
         self.health = health_aio.HealthServicer()
+        tracing.instrument_engine(db.engine)
+        metrics.watch_database(db)
         self.server = grpc.aio.server(
-            interceptors=[CallPolicy(verifier, required_scopes([s.descriptor for s in servicers]))],
+            # Metrics outermost (every call counts, refused ones too), then the trace span, then the policy.
+            interceptors=[metrics.RpcMetrics(), *tracing.server_interceptors(),
+                          CallPolicy(verifier, required_scopes([s.descriptor for s in servicers]))],
             options=server_options(max_message_bytes, reuse_port=reuse_port))
         for servicer in servicers:
             servicer.add_to_server(servicer.implementation, self.server)
@@ -247,6 +251,7 @@ class ServiceServer:
         if serving == self._serving:
             return
         self._serving = serving
+        metrics.serving.set(self, self.name, serving)
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in ["", *self.service_names]:
             await self.health.set(name, status)
@@ -271,11 +276,14 @@ class ServiceServer:
     async def stop(self, grace: float | None = None) -> None:
         """Drain: report NOT_SERVING, refuse new calls, let in-flight ones finish within the grace period."""
         await self.health.enter_graceful_shutdown()
+        metrics.serving.set(self, self.name, False)
         if self._probe:
             self._probe.cancel()
         for task in self._tasks:
             task.cancel()
         await self.server.stop(self.grace_period_s if grace is None else grace)
+        metrics.forget_database(self.db)
+        metrics.serving.forget(self)
         await self.db.close()
 
     async def wait_for_termination(self) -> None:

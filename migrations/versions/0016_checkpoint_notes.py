@@ -1,7 +1,7 @@
 """The transparency logs' C2SP checkpoints, kept, and the witnesses' cosignatures on them.
 
 Revision ID: 0016_checkpoint_notes
-Revises: 0014_export_verified
+Revises: 0015_ledger_stats
 Create Date: 2026-12-06
 
 Why (issue #20): GetLedgerCheckpoint answers each tenant's ledger (and export chain) as a
@@ -34,7 +34,7 @@ Downgrade drops the function and both tables.
 from alembic import op
 
 revision = "0016_checkpoint_notes"
-down_revision = "0014_export_verified"
+down_revision = "0015_ledger_stats"
 branch_labels = None
 depends_on = None
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -24,7 +25,7 @@ from aos_evidence.kinds import BundleType, ExportFormat, ExportScope
 from aos_evidence.messages import export_message
 from aos_recording import dsse, intoto, note
 from aos_recording.hashing import rfc3339
-from aos_runtime import auth, errors, faults, local_state
+from aos_runtime import auth, errors, faults, local_state, metrics
 from aos_runtime.config import ConfigError, check_dev_key_allowed
 from aos_runtime.evidence import timestamp
 from aos_runtime.headers import WAL_POSITION_HEADER
@@ -144,9 +145,11 @@ class ExportService(pb_grpc.ExportServiceServicer):
                                              plan.idempotency_key)
             if existing is not None:
                 return pb.CreateExportResponse(export=self._replay(plan, existing))
+        started = time.monotonic()
         try:
             row = await self.ctx.db.run(who.tenant_id, builder.create, plan, self.keys, who.actor_type, who.actor_id,
                                         self.limits, self.logs)
+            metrics.observe_export(plan.scope.value, plan.format.value, row["size_bytes"], time.monotonic() - started)
         except (IntegrityError, *faults.QUOTA_FAULTS):
             # Another call with the same idempotency key committed first: answer with its export
             # (a replay is never refused by a quota, even one that call just filled).
