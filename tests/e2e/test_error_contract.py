@@ -91,6 +91,8 @@ def _not_found_calls(stubs, early_run):
                                                  metadata=auth()),
         errors.Resource.INCIDENT: export.CreateExport(
             export_pb.CreateExportRequest(incident_id=f"{DEMO}.inc-none", **evidence), metadata=auth()),
+        errors.Resource.CHECKPOINT: export.GetLedgerCheckpoint(
+            export_pb.GetLedgerCheckpointRequest(tree_size=10 ** 12), metadata=auth()),
     }
 
 
@@ -179,8 +181,8 @@ async def test_a_tenant_with_no_row_gets_clean_answers(stubs):
             info = error_info(err)
             assert errors.REASON.fullmatch(info.reason), (method.name, info.reason)
             answers[(method.name, str(request))] = (err.code().name, info.reason)
-    # Every RPC of the three services (3 Overview, 22 Logs, 7 Export) was called.
-    assert len({name for name, _ in answers}) == 32, sorted(answers)
+    # Every RPC of the three services (3 Overview, 22 Logs, 8 Export) was called.
+    assert len({name for name, _ in answers}) == 33, sorted(answers)
     bad = {k: v for k, v in answers.items() if v != "OK" and v[0] in ("INTERNAL", "UNKNOWN")}
     assert not bad, bad
     # Writes are refused as a precondition (the tenant is not provisioned), not answered OK.
