@@ -17,7 +17,7 @@ import re
 import grpc
 import psycopg
 import sqlalchemy.exc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -49,7 +49,8 @@ class Resource(enum.Enum):
 class ApiError(Exception):
     def __init__(self, code: grpc.StatusCode, reason: str, message: str, *,
                  violations: list[tuple[str, str]] | None = None,
-                 metadata: dict[str, str] | None = None) -> None:
+                 metadata: dict[str, str] | None = None, retry_after_s: float | None = None,
+                 quota_violations: list[tuple[str, str]] | None = None) -> None:
         if not isinstance(reason, str) or not REASON.fullmatch(reason):
             raise ValueError(f"ErrorInfo reason must be UPPER_SNAKE_CASE, got {reason!r}")
         super().__init__(message)
@@ -58,6 +59,10 @@ class ApiError(Exception):
         self.message = message
         self.violations = list(violations or [])
         self.metadata = dict(metadata or {})
+        # google.rpc.RetryInfo: when a retry may succeed (a refusal under load says it).
+        self.retry_after_s = retry_after_s
+        # google.rpc.QuotaFailure: (subject, description) of each limit the call met.
+        self.quota_violations = list(quota_violations or [])
 
     def to_status(self, trailing_metadata: tuple[tuple[str, str], ...] = ()) -> grpc.Status:
         details = []
@@ -67,6 +72,14 @@ class ApiError(Exception):
             bad = error_details_pb2.BadRequest(field_violations=[
                 error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in self.violations])
             details.append(_pack(bad))
+        if self.retry_after_s is not None:
+            delay = duration_pb2.Duration()
+            delay.FromNanoseconds(max(0, round(self.retry_after_s * 1e9)))
+            details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
+        if self.quota_violations:
+            details.append(_pack(error_details_pb2.QuotaFailure(violations=[
+                error_details_pb2.QuotaFailure.Violation(subject=s, description=d)
+                for s, d in self.quota_violations])))
         status = rpc_status.to_status(
             status_pb2.Status(code=getattr(code_pb2, self.code.name), message=self.message, details=details))
         return _Status(status.code, status.details, tuple(trailing_metadata) + tuple(status.trailing_metadata))
@@ -160,7 +173,15 @@ def _from_fault(exc: faults.Fault) -> ApiError:
                         "the call's deadline passed before a database connection was free")
     if isinstance(exc, faults.PoolExhausted):
         return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "DATABASE_POOL_EXHAUSTED",
-                        "every database connection stayed busy; retry with backoff")
+                        "every database connection stayed busy; retry with backoff", retry_after_s=exc.retry_after_s)
+    if isinstance(exc, faults.Overloaded):
+        # Refused before it started: nothing was done, so any call (a write too) may be retried.
+        metadata, quota = {"limit": exc.limit}, [(exc.tenant, exc.limit)]
+        if exc.tenant_limit:  # the tenant's own calls fill its share, not the process's
+            return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "TENANT_HEAVY_LIMIT", exc.message, metadata=metadata,
+                            retry_after_s=exc.retry_after_s, quota_violations=quota)
+        return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "SERVER_OVERLOADED", exc.message, metadata=metadata,
+                        retry_after_s=exc.retry_after_s, quota_violations=quota)
     if isinstance(exc, faults.ReplicaBehind):
         # UNAVAILABLE: another instance (or this one a moment later) may have replayed further.
         return ApiError(grpc.StatusCode.UNAVAILABLE, "REPLICA_BEHIND",
