@@ -197,7 +197,14 @@ async def settle(mix: Mix, concurrency: int) -> int:
         return reply.head.seq
 
     while (seq := await head()) <= INTEGRITY_WINDOW + 100:
-        await asyncio.gather(*[mix.create_export() for _ in range(concurrency)])
+        outcomes = await asyncio.gather(*[mix.create_export() for _ in range(concurrency)], return_exceptions=True)
+        for outcome in outcomes:
+            # Exports are heavy calls (issue #19): one tenant's beyond its share wait or are
+            # refused RESOURCE_EXHAUSTED; the loop simply asks again.
+            if isinstance(outcome, BaseException) and not (
+                    isinstance(outcome, grpc.aio.AioRpcError)
+                    and outcome.code() == grpc.StatusCode.RESOURCE_EXHAUSTED):
+                raise outcome
     return seq
 
 
