@@ -15,7 +15,9 @@ Two gates per server process, both applied by the call wrapper (aos_runtime/serv
 
 A call that cannot start within its budget is refused — at once when that is already
 clear (its tenant's queue is full, or the wait estimated from recent service times is
-longer than its budget), else when the budget passes — with ``faults.Overloaded``:
+longer than what is left of its budget once the event loop's lag — the time calls now
+wait in gRPC's own queue before the wrapper sees them — is taken off), else when the
+budget passes — with ``faults.Overloaded``:
 RESOURCE_EXHAUSTED, google.rpc.RetryInfo (the estimated wait) and google.rpc.QuotaFailure
 (the tenant, which limit). A refused call did nothing: any call, a write too, may be retried.
 
@@ -42,6 +44,41 @@ WINDOW = 50
 MIN_SAMPLES = 5
 # The smallest retry delay a refusal gives (a retry sooner than this would meet the same queue).
 MIN_RETRY_S = 0.05
+
+
+class LoopLag:
+    """How late this process's event loop runs a 10 ms timer: the least lateness of the last
+    ``TICKS`` timers, so that one long pause (a collection, a slow callback) is not taken for
+    saturation, while a saturated loop (every timer late) is. A call that arrives while the
+    loop lags waits about that long in
+    gRPC's own queue before the call wrapper sees it: time the gate cannot count by itself,
+    so ``FairGate`` takes it off the call's budget. A saturated process then refuses new
+    calls at once (refusing is cheap) until its backlog drains, instead of letting that
+    hidden queue grow past every caller's deadline."""
+
+    INTERVAL_S = 0.01
+    TICKS = 4
+
+    def __init__(self) -> None:
+        self.lag_s = 0.0
+        self._recent: deque[float] = deque(maxlen=self.TICKS)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            due = time.monotonic() + self.INTERVAL_S
+            await asyncio.sleep(self.INTERVAL_S)
+            self._recent.append(max(0.0, time.monotonic() - due))
+            self.lag_s = min(self._recent) if len(self._recent) == self.TICKS else 0.0
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
 
 
 @dataclass(frozen=True)
@@ -82,8 +119,9 @@ class FairGate:
     moves to the ring's end. A tenant with twelve calls waiting delays another's first call
     by at most one of its own. Runs on one asyncio loop: no locks."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, lag: LoopLag | None = None) -> None:
         self.limits = limits
+        self._lag = lag
         self._running: Counter[str] = Counter()
         self._total = 0
         self._waiting: OrderedDict[str, deque[asyncio.Future[float]]] = OrderedDict()
@@ -131,18 +169,20 @@ class FairGate:
         """A permit once the call may start; raises Overloaded if it cannot start within
         ``min(deadline - now, budget_s)`` (at once when that is already clear)."""
         now = time.monotonic()
-        if self._eligible(tenant):
-            return self._grant(tenant, now)
         limits = self.limits
-        budget = limits.budget_s if deadline is None else min(limits.budget_s, deadline - now)
+        # What the call already waited before we saw it (gRPC's queue while the loop lags).
+        waited = self._lag.lag_s if self._lag is not None else 0.0
+        budget = (limits.budget_s if deadline is None else min(limits.budget_s, deadline - now)) - waited
+        if self._eligible(tenant) and budget > 0:
+            return self._grant(tenant, now)
         if limits.queue_per_tenant is not None and self.waiting_of(tenant) >= limits.queue_per_tenant:
             raise self._refusal(tenant, "its queue is full", tenant_limit=True,
                                 limit=f"{limits.name} calls of one tenant waiting per process "
                                       f"(AOS_HEAVY_QUEUE_PER_TENANT={limits.queue_per_tenant})")
         estimate = self.estimated_wait_s(tenant)
         if budget <= 0 or estimate > budget:
-            raise self._refusal(tenant, f"it would wait ~{estimate:.2f} s to start, longer than its budget of "
-                                        f"{max(budget, 0):.2f} s", tenant_limit=self._tenant_bound(tenant))
+            raise self._refusal(tenant, f"it would wait ~{estimate + waited:.2f} s to start, longer than its budget "
+                                        f"of {max(budget + waited, 0):.2f} s", tenant_limit=self._tenant_bound(tenant))
         ticket: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(tenant, deque()).append(ticket)
         try:
@@ -219,7 +259,8 @@ class FairGate:
             limit = f"{limits.name} calls of one tenant at once per process (AOS_HEAVY_PER_TENANT={limits.per_tenant})"
         else:
             limit = f"{limits.name} calls at once per process ({limits.setting}={limits.concurrency})"
-        retry = max(self.estimated_wait_s(tenant), self.mean_service_s(1) or 0.0, MIN_RETRY_S)
+        lag = self._lag.lag_s if self._lag is not None else 0.0
+        retry = max(self.estimated_wait_s(tenant) + lag, self.mean_service_s(1) or 0.0, MIN_RETRY_S)
         return Overloaded(tenant_limit=tenant_limit, tenant=tenant, limit=limit, retry_after_s=round(retry, 3),
                           message=f"not started: {why}; limit: {limit}; retry after {math.ceil(retry * 10) / 10} s")
 
@@ -230,14 +271,16 @@ class Admission:
     calls are then admitted as light ones and share the light calls' database pool)."""
     light: FairGate
     heavy: FairGate | None
+    lag: LoopLag
 
     @classmethod
     def of(cls, *, max_inflight: int, queue_budget_s: float, heavy_isolation: bool, heavy_concurrency: int,
            heavy_per_tenant: int, heavy_queue_per_tenant: int, heavy_queue_budget_s: float) -> Admission:
-        light = FairGate(Limits("light", max_inflight, None, None, queue_budget_s, "AOS_MAX_INFLIGHT"))
+        lag = LoopLag()
+        light = FairGate(Limits("light", max_inflight, None, None, queue_budget_s, "AOS_MAX_INFLIGHT"), lag)
         heavy = FairGate(Limits("heavy", heavy_concurrency, heavy_per_tenant, heavy_queue_per_tenant,
-                                heavy_queue_budget_s, "AOS_HEAVY_CONCURRENCY")) if heavy_isolation else None
-        return cls(light, heavy)
+                                heavy_queue_budget_s, "AOS_HEAVY_CONCURRENCY"), lag) if heavy_isolation else None
+        return cls(light, heavy, lag)
 
     def gate(self, heavy: bool) -> FairGate:
         return self.heavy if heavy and self.heavy is not None else self.light

@@ -85,8 +85,9 @@ ENV_VARS: tuple[EnvVar, ...] = (
            "Light calls (every RPC not declared heavy) one service process runs at once; more wait, round-robin "
            "between tenants, for at most AOS_QUEUE_BUDGET_S (or their deadline), else RESOURCE_EXHAUSTED with "
            "RetryInfo (REST: 429 with Retry-After): at once when recent service times say the wait would be longer."),
-    EnvVar("AOS_QUEUE_BUDGET_S", "0.5",
-           "Longest a light call waits to start (its deadline, if sooner, wins); seconds, fractions allowed."),
+    EnvVar("AOS_QUEUE_BUDGET_S", "0.25",
+           "Longest a light call waits to start (its deadline, if sooner, wins), counting the time it waited in "
+           "gRPC's own queue while the process was saturated (its event loop's lag); seconds, fractions allowed."),
     EnvVar("AOS_HEAVY_CONCURRENCY", "2",
            "Heavy calls (the RPCs whose proto declares `heavy`: CreateExport, DownloadExport, VerifyExport, "
            "GetIntegrityReport) one service process runs at once, on a database pool of as many connections of "
@@ -237,7 +238,7 @@ class Settings:
     max_message_bytes: int
     log_level: str
     max_inflight: int = 32               # AOS_MAX_INFLIGHT (aos_runtime.admission)
-    queue_budget_s: float = 0.5          # AOS_QUEUE_BUDGET_S
+    queue_budget_s: float = 0.25         # AOS_QUEUE_BUDGET_S
     heavy_concurrency: int = 2           # AOS_HEAVY_CONCURRENCY
     heavy_per_tenant: int = 1            # AOS_HEAVY_PER_TENANT
     heavy_queue_per_tenant: int = 8      # AOS_HEAVY_QUEUE_PER_TENANT

@@ -264,6 +264,8 @@ class ServiceServer:
         # longer than the periodic ones.
         await self._set_serving(await self._database_answers(timeout=max(5.0, 2 * self.health_probe_interval_s)))
         await self.server.start()
+        if self.admission is not None:
+            self.admission.lag.start()
         self._probe = asyncio.create_task(self._probe_database(), name=f"{self.name}-health-probe")
         log.info("listening", extra={"service": self.name, "address": f"{self.host}:{self.port}",
                                      "grpc_services": self.service_names})
@@ -306,6 +308,8 @@ class ServiceServer:
         await self.health.enter_graceful_shutdown()
         if self._probe:
             self._probe.cancel()
+        if self.admission is not None:
+            self.admission.lag.stop()
         await self.server.stop(self.grace_period_s if grace is None else grace)
         await self.db.close()
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from aos_runtime.admission import MIN_SAMPLES, FairGate, Limits
+from aos_runtime.admission import MIN_SAMPLES, FairGate, Limits, LoopLag
 from aos_runtime.faults import Overloaded
 
 
@@ -128,3 +128,39 @@ async def test_a_cancelled_waiter_gives_its_place_and_a_granted_one_its_slot():
     permit.release()
     permit.release()  # idempotent
     assert g.running == 0
+
+
+async def test_a_saturated_loop_counts_against_the_budget():
+    """Calls that waited in gRPC's queue while the event loop lagged have that much less budget:
+    past it they are refused at once, even with a slot free, until the lag drains."""
+    lag = LoopLag()
+    g = FairGate(Limits("light", 4, None, None, 0.25, "AOS_MAX_INFLIGHT"), lag)
+    lag.lag_s = 0.3
+    started = time.monotonic()
+    with pytest.raises(Overloaded) as refused:
+        await g.acquire("a", None)
+    assert time.monotonic() - started < 0.01 and refused.value.retry_after_s >= 0.3
+    lag.lag_s = 0.01
+    (await g.acquire("a", None)).release()
+
+
+def block(seconds: float) -> None:
+    """Keeps the event loop from running anything for ``seconds`` (a saturated process does)."""
+    time.sleep(seconds)
+
+
+async def test_the_loop_lag_is_measured():
+    """A loop late on every timer is saturated; one long pause is not."""
+    lag = LoopLag()
+    lag.start()
+    await asyncio.sleep(0.06)
+    block(0.2)  # one pause
+    await asyncio.sleep(0.001)
+    assert lag.lag_s < 0.05
+    for _ in range(LoopLag.TICKS + 1):  # every timer late: saturated
+        await asyncio.sleep(0.001)
+        block(0.08)
+    assert lag.lag_s > 0.05
+    await asyncio.sleep(0.05)  # and on time again
+    assert lag.lag_s < 0.02
+    lag.stop()
