@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
-# One image for the whole suite: the three gRPC services and the migrate job.
-# docker-compose.yml picks the command per container:
-#   python -m services.overview | services.logs | services.export
+# One image for the whole suite: the three gRPC services, the gateway, the migrate job and the
+# tools. docker-compose.yml and deploy/kubernetes pick the command per container:
+#   python -m services.overview | services.logs | services.export | gateway
+#   python -m services load-demo           (the demo data, as the producers' login)
+#   python -m aos_cli ...                  (the CLI; `token mint` makes a token)
 #   python -m aos_runtime.migrate          (as the admin DATABASE_URL: applies migrations, makes each
 #                                           service's role a LOGIN with its AOS_<SERVICE>_DATABASE_URL
 #                                           password, exits; the only container given the admin DSN)
@@ -79,8 +81,8 @@ ENV PATH=/opt/venv/bin:$PATH \
 
 USER 10001:10001
 
-# overview, logs, export (AOS_*_PORT defaults)
-EXPOSE 50051 50052 50053
+# overview, logs, export, the gateway (AOS_*_PORT defaults)
+EXPOSE 50051 50052 50053 8080
 
 # No image-wide HEALTHCHECK: the port differs per service and the migrate job has
 # none; compose runs tools/grpc_health_probe.py per service.

@@ -9,14 +9,17 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: run test test-db protos lint breaking migrate clean
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock requirements-interop.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
+	@echo "installing the pinned dependencies into $(VENV) (about a minute, once; later runs reuse it)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps --ignore-requires-python -r requirements-interop.lock
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
-## run: the suite — embedded Postgres (unless DATABASE_URL), migrations, three services
+## run: the suite — embedded Postgres (unless DATABASE_URL), migrations, three services, the gateway.
+##   Checks its ports first; Ctrl-C (or SIGTERM to make) stops everything it started.
 run: $(STAMP)
 	$(PY) -m services
 

@@ -12,6 +12,7 @@ from grpc_status import rpc_status
 
 from aos.export.v1 import export_service_pb2_grpc
 from aos.logs.v1 import audit_ledger_service_pb2_grpc, llm_runs_service_pb2_grpc
+from aos.overview.v1 import overview_service_pb2_grpc
 from aos_runtime import channels
 
 EXIT_OK = 0
@@ -123,6 +124,10 @@ class Client:
             self._channels[service] = grpc.insecure_channel(self._addresses[service], options=_CHANNEL_OPTIONS)
         return _Service(stub_class(self._channels[service]), self._addresses[service], self._metadata,
                         self._timeout_s)
+
+    @property
+    def overview(self) -> _Service:
+        return self._service("overview", overview_service_pb2_grpc.OverviewServiceStub)
 
     @property
     def audit(self) -> _Service:

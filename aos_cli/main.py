@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Sequence
 
 from aos_cli.client import EXIT_USAGE, Client, CliError, UsageError
-from aos_cli.commands import audit, export, ledger, runs, token
+from aos_cli.commands import audit, export, ledger, overview, runs, token
 from aos_cli.context import Context
 from aos_cli.output import Output
 from aos_runtime.config import SERVICES, ConfigError, Settings
@@ -21,6 +21,8 @@ GLOBAL_DEFAULTS = {"overview": None, "logs": None, "export": None, "token": None
 # A server bound to every interface is reached locally.
 
 EPILOG = """examples (against `make run`):
+  aos-evidence overview highlights
+  aos-evidence overview decisions --priority critical
   aos-evidence audit list --limit 20
   aos-evidence runs trace tenant-demo.run-support-103
   aos-evidence export create --run tenant-demo.run-support-103 --bundle SOC2 --format ZIP --download out/
@@ -49,10 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     common = _global_options()
     parser = argparse.ArgumentParser(prog="aos-evidence", parents=[common], epilog=EPILOG,
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     description="Operator CLI of the AOS Evidence Plane: audit ledger, run traces, "
-                                                 "signed exports and ledger checkpoints, over gRPC.")
+                                     description="Operator CLI of the AOS Evidence Plane: overview, audit ledger, "
+                                                 "run traces, signed exports and ledger checkpoints, over gRPC.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (token, audit, runs, export, ledger):
+    for module in (token, overview, audit, runs, export, ledger):
         module.register(commands, common)
     return parser
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -19,8 +20,10 @@ from rich.progress import (
     DownloadColumn,
     MofNCompleteColumn,
     Progress,
+    SpinnerColumn,
     TaskID,
     TextColumn,
+    TimeElapsedColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
@@ -108,3 +111,16 @@ class Output:
         columns.append(TimeRemainingColumn())
         with Progress(*columns, console=self.err, disable=not self.err.is_terminal, transient=not transfer) as bar:
             yield bar, bar.add_task(description, total=total)
+
+    @contextmanager
+    def waiting(self, description: str, done: str) -> Iterator[None]:
+        """While one call blocks: a spinner with the elapsed time on stderr (a terminal only),
+        then ``done`` with the time it took ("{elapsed}" in it), as a note (stderr, always)."""
+        started = time.monotonic()
+        columns = [SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn()]
+        # Progress refreshes from its own thread: the spinner and the clock move while this one waits.
+        with Progress(*columns, console=self.err, disable=not self.err.is_terminal, transient=True,
+                      refresh_per_second=8) as bar:
+            bar.add_task(description, total=None)
+            yield
+        self.note(done.format(elapsed=f"{time.monotonic() - started:.1f} s"))

@@ -27,6 +27,7 @@ from sqlalchemy.engine import Connection, Row, make_url
 from sqlalchemy.exc import IntegrityError
 
 from aos_recording import hashing, vocabulary
+from aos_recording.logins import login_problems
 
 
 class EvidenceConflict(Exception):
@@ -60,21 +61,6 @@ class Synthetic:
 
 PRODUCER_ROLE = "aos_producer"
 
-# What the session's login is and could become (the services run the same check in
-# aos_runtime.db; this library does not import the runtime).
-_LOGIN = """
-SELECT session_user::text, current_user::text, r.rolsuper OR r.rolbypassrls OR r.rolcreaterole OR r.rolcreatedb
-       OR r.rolreplication,
-       ARRAY(SELECT g.rolname::text FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
-             WHERE m.member = r.oid ORDER BY 1),
-       EXISTS (SELECT 1 FROM pg_class WHERE relowner = r.oid AND relpersistence <> 't')
-       OR EXISTS (SELECT 1 FROM pg_namespace WHERE nspowner = r.oid)
-       OR EXISTS (SELECT 1 FROM pg_proc WHERE proowner = r.oid)
-       OR EXISTS (SELECT 1 FROM pg_database WHERE datdba = r.oid)
-       OR EXISTS (SELECT 1 FROM pg_largeobject_metadata WHERE lomowner = r.oid),
-       EXISTS (SELECT 1 FROM pg_db_role_setting WHERE setrole = r.oid)
-FROM pg_roles r WHERE r.rolname = session_user"""
-
 
 class UnsafeProducerLogin(ValueError):
     """The producer's DSN logs in as something other than the bare aos_producer role."""
@@ -84,16 +70,7 @@ def check_producer_login(dbapi_conn: Any) -> None:  # the DBAPI (psycopg) connec
     """Raises UnsafeProducerLogin unless the session (a psycopg connection) is aos_producer's
     login and can become nothing else: no superuser or other role attribute, no membership
     in any role (so no SET ROLE), owner of nothing."""
-    session, current, privileged, member_of, owns, settings = dbapi_conn.execute(_LOGIN).fetchone()
-    problems = [p for p, bad in (
-        (f"logs in as {session!r}, not {PRODUCER_ROLE!r}", session != PRODUCER_ROLE),
-        (f"acts as {current!r}", current != session),
-        ("has superuser, BYPASSRLS, CREATEROLE, CREATEDB or REPLICATION", privileged),
-        (f"is a member of {', '.join(member_of or [])}", bool(member_of)),
-        ("owns database objects", owns),
-        # ALTER ROLE … SET would shape every later session (session_replication_role, search_path…).
-        ((f"has stored role settings: ALTER ROLE {PRODUCER_ROLE} RESET ALL (and IN DATABASE … RESET ALL), "
-          "or run the migration step again"), settings)) if bad]
+    problems = login_problems(dbapi_conn, PRODUCER_ROLE)
     if problems:
         raise UnsafeProducerLogin(f"the producer refuses its database login: it {'; '.join(problems)}. Use the "
                                   f"DSN of the login role {PRODUCER_ROLE} (AOS_PRODUCER_DATABASE_URL)")

@@ -1,15 +1,12 @@
 """Database engine, pool and tenant-scoped transactions.
 
-Access model — chosen by measurement (bench/db_access_choice.py; figures in
-BENCHMARKS.md): store functions are plain synchronous SQLAlchemy Core over
-psycopg 3, run by ``Database.run`` in a thread pool exactly as large as the
-connection pool. Against the async engine (SQLAlchemy asyncio over psycopg's async
-connection) on the same query, throughput was a wash on this 2-core machine (within
-run-to-run noise), but with 64 callers on a 10-connection pool the thread pool held
-p99 at ~160-170 ms where the async engine let it reach ~325-335 ms: callers queue
-in FIFO order for a connection instead of being scheduled unevenly. At 8 callers
-the async engine's p99 was lower (~20 vs ~28 ms). We take the bounded tail under
-overload, and synchronous store code that reads as plain SQL.
+Access model — chosen by measurement (bench/db_access_choice.py; the figures and the
+run they came from are in BENCHMARKS.md): store functions are plain synchronous
+SQLAlchemy Core over psycopg 3, run by ``Database.run`` in a thread pool exactly as
+large as the connection pool. Against the async engine the throughput was the same,
+but under overload the thread pool kept the tail bounded (callers queue in FIFO order
+for a connection instead of being scheduled unevenly); we take that, and synchronous
+store code that reads as plain SQL.
 
 What the async model gave for free is kept explicitly:
 - a call's deadline bounds its SQL: ``SET LOCAL statement_timeout`` is the time the
@@ -47,6 +44,7 @@ import sqlalchemy.exc
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 
+from aos_recording.logins import login_problems
 from aos_runtime.config import ConfigError
 from aos_runtime.faults import DeadlinePassed, PoolExhausted, ReplicaBehind
 
@@ -83,54 +81,6 @@ class UnsafeDatabaseLogin(ConfigError):
     """A service's database login could do more than its role: raised at start, never served."""
 
 
-# What the session's login is and could become. pg_roles, pg_auth_members and the catalogs'
-# owner columns are readable by every role. Direct memberships are enough: with none, the
-# login reaches no other role, directly or through another.
-_LOGIN = """
-SELECT session_user::text, current_user::text, r.rolsuper, r.rolbypassrls, r.rolcreaterole, r.rolcreatedb,
-       r.rolreplication,
-       ARRAY(SELECT g.rolname::text FROM pg_auth_members m JOIN pg_roles g ON g.oid = m.roleid
-             WHERE m.member = r.oid ORDER BY 1),
-       (SELECT count(*) FROM pg_class WHERE relowner = r.oid AND relpersistence <> 't')
-     + (SELECT count(*) FROM pg_namespace WHERE nspowner = r.oid)
-     + (SELECT count(*) FROM pg_proc WHERE proowner = r.oid)
-     + (SELECT count(*) FROM pg_database WHERE datdba = r.oid),
-       (SELECT count(*) FROM pg_largeobject_metadata WHERE lomowner = r.oid),
-       ARRAY(SELECT coalesce(d.datname::text, '*') || ': ' || array_to_string(s.setconfig, ', ')
-             FROM pg_db_role_setting s LEFT JOIN pg_database d ON d.oid = s.setdatabase
-             WHERE s.setrole = r.oid ORDER BY 1)
-FROM pg_roles r WHERE r.rolname = session_user"""
-
-
-def login_problems(dbapi_conn, role: str) -> list[str]:
-    """Why the session of ``dbapi_conn`` (a psycopg connection) is not exactly ``role``'s; [] if it is."""
-    row = dbapi_conn.execute(_LOGIN).fetchone()
-    (session, current, superuser, bypassrls, createrole, createdb, replication, member_of, owned,
-     large_objects, settings) = row
-    problems = []
-    if session != role:
-        problems.append(f"logs in as {session!r}, not as {role!r}")
-    if current != session:
-        problems.append(f"acts as {current!r} (SET ROLE / -c role) rather than as its login")
-    for flag, what in ((superuser, "a superuser"), (bypassrls, "BYPASSRLS"), (createrole, "CREATEROLE"),
-                       (createdb, "CREATEDB"), (replication, "REPLICATION")):
-        if flag:
-            problems.append(f"is {what}")
-    if member_of:
-        problems.append(f"is a member of {', '.join(member_of)} (it could SET ROLE to them)")
-    if owned:
-        problems.append(f"owns {owned} database objects")
-    if large_objects:
-        problems.append(f"owns {large_objects} large objects")
-    # A setting stored for the role (ALTER ROLE … SET, by a superuser or by a session of the
-    # role itself) applies to every later session: session_replication_role, search_path,
-    # statement_timeout … Provisioning clears them; until then the login is refused.
-    if settings:
-        problems.append(f"has stored role settings ({'; '.join(settings)}): ALTER ROLE {role} RESET ALL "
-                        "(and IN DATABASE … RESET ALL), or run the migration step again, which resets them")
-    return problems
-
-
 def check_login(dbapi_conn, service: str) -> None:
     """Raises UnsafeDatabaseLogin unless the session is ``service``'s login role and nothing more."""
     role = ROLES[service]
@@ -139,7 +89,7 @@ def check_login(dbapi_conn, service: str) -> None:
         raise UnsafeDatabaseLogin(
             f"the {service} service refuses its database login: it {'; '.join(problems)}. Give it "
             f"AOS_{service.upper()}_DATABASE_URL, the DSN of its own login role {role} (made by "
-            "`python -m aos_runtime.migrate upgrade`; README, 'Database roles')")
+            "`python -m aos_runtime.migrate upgrade`; docs/DATABASE.md, 'Database logins')")
 
 
 def sync_url(url: str) -> str:

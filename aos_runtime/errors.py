@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import enum
 import re
 
 import grpc
@@ -30,20 +29,8 @@ DOMAIN = "aos.evidence"
 REASON = re.compile(r"[A-Z][A-Z0-9_]*[A-Z0-9]")
 
 
-class Resource(enum.Enum):
-    """What a NOT_FOUND is about: the member name gives the reason (``TRACE`` →
-    ``TRACE_NOT_FOUND``), the value the phrase the message reads with."""
-    RUN = "run"
-    LLM_RUN = "llm run"
-    TRACE = "trace of run"
-    SYSTEM_BASELINE = "system baseline of run"
-    AUDIT_ENTRY = "audit entry"
-    EXPORT = "export"
-    INCIDENT = "incident"
-
-    @property
-    def reason(self) -> str:
-        return f"{self.name}_NOT_FOUND"
+# What a NOT_FOUND is about; defined with the fault below the edge, named here for handlers.
+Resource = faults.Resource
 
 
 class ApiError(Exception):
@@ -187,6 +174,8 @@ def _from_fault(exc: faults.Fault) -> ApiError:
         return ApiError(grpc.StatusCode.UNAVAILABLE, "REPLICA_BEHIND",
                         f"this instance's database has replayed the WAL up to {exc.replayed}, not yet to "
                         f"{exc.wanted} ({MIN_WAL_POSITION_HEADER}); retry", metadata={"replayed": exc.replayed or ""})
+    if isinstance(exc, faults.RecordNotFound):
+        return not_found(exc.resource, exc.resource_id)
     if isinstance(exc, faults.ExportTooLarge):
         return ApiError(grpc.StatusCode.FAILED_PRECONDITION, "EXPORT_TOO_LARGE", exc.message,
                         metadata={"format": str(exc.format)})

@@ -7,9 +7,37 @@ can say what went wrong without knowing how a caller is answered.
 """
 from __future__ import annotations
 
+import enum
+
 
 class Fault(Exception):
     """A failure with a specific answer for the caller (never INTERNAL)."""
+
+
+class Resource(enum.Enum):
+    """What a NOT_FOUND is about: the member name gives the reason (``TRACE`` →
+    ``TRACE_NOT_FOUND``), the value the phrase the message reads with."""
+    RUN = "run"
+    LLM_RUN = "llm run"
+    TRACE = "trace of run"
+    SYSTEM_BASELINE = "system baseline of run"
+    AUDIT_ENTRY = "audit entry"
+    EXPORT = "export"
+    INCIDENT = "incident"
+
+    @property
+    def reason(self) -> str:
+        return f"{self.name}_NOT_FOUND"
+
+
+class RecordNotFound(Fault):
+    """The tenant has no ``resource`` with this id (another tenant's record is missing too:
+    existence is never revealed)."""
+
+    def __init__(self, resource: Resource, resource_id: str) -> None:
+        super().__init__(f"{resource.value} {resource_id!r} not found")
+        self.resource = resource
+        self.resource_id = resource_id
 
 
 class DeadlinePassed(Fault):

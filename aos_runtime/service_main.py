@@ -142,7 +142,8 @@ def _own_database_url(name: str, settings: Settings) -> tuple[str, bool]:
     variable = f"AOS_{name.upper()}_DATABASE_URL"
     if settings.database_url:
         raise ConfigError(f"DATABASE_URL is the admin's DSN, for the migration step only; the {name} service "
-                          f"logs in as its own role {ROLES[name]}: set {variable} (README, 'Database roles')")
+                          f"logs in as its own role {ROLES[name]}: set {variable} "
+                          "(docs/DATABASE.md, 'Database logins')")
     was_running = embedded_port(settings.data_dir) is not None
     _migration_step(settings, keep_running=True)
     port = embedded_port(settings.data_dir)

@@ -5,24 +5,31 @@ each service's login role (aos_runtime.provision) as the admin, starts the
 three services as child processes (each its own documented entry point, given only
 its own login's DSN, forking AOS_WORKERS workers of its own when that is above 1), waits until each reports
 SERVING, then starts the REST gateway (``python -m gateway``) and waits until it
-answers, then prints the endpoints and a demo token. Ctrl-C or SIGTERM stops the
-gateway, drains the services and stops the embedded Postgres.
+answers, then prints the endpoints and a demo token.
+
+Honest start and stop (aos_runtime.launch): every port is checked before anything starts
+(one that is taken is named with its variable, exit code 2); "running" is printed only
+once each child answers from a socket that child (or its forked workers) holds, never on
+another process's answer; a child that fails to start is reported and everything started
+so far is stopped (exit code 1). Ctrl-C (SIGINT to the foreground process group, as
+``make run`` gets it), SIGTERM or SIGHUP stop the gateway, then drain the services, then
+stop the embedded Postgres if this process started it (one already running is left as it
+was), at any point of the start too; a child that does not exit within the grace period
+is killed with its process group.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy.engine import make_url
 
-from aos_runtime import auth, migrate
+from aos_runtime import auth, launch, migrate
 from aos_runtime.config import SERVICES, ConfigError, Settings, check_dev_key_allowed
 from aos_runtime.embedded import database_url_for
 from aos_runtime.local_state import dev_secret
@@ -34,41 +41,20 @@ STARTUP_TIMEOUT_S = 60
 GATEWAY = "gateway"
 
 
-def _wait_serving(address: str, deadline: float, child: subprocess.Popen) -> None:
-    with grpc.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            if child.poll() is not None:
-                raise RuntimeError(f"service at {address} exited with code {child.returncode}")
-            try:
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=1).status == \
-                        health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.RpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"service at {address} did not report SERVING in {STARTUP_TIMEOUT_S}s")
-            time.sleep(0.2)
-
-
-def _wait_answering(url: str, deadline: float, child: subprocess.Popen) -> None:
-    while True:
-        if child.poll() is not None:
-            raise RuntimeError(f"the gateway exited with code {child.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as reply:
-                if reply.status == 200:
-                    return
-        except OSError:  # not listening yet
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{url} did not answer in {STARTUP_TIMEOUT_S}s")
-        time.sleep(0.2)
+class Stop(Exception):
+    """Ctrl-C or SIGTERM arrived: unwind from wherever the start had got to."""
 
 
 def main() -> int:
     settings = Settings.from_env()
     configure_logging(settings.log_level)
+    # Every port first, before anything starts: one held by another process is named with the
+    # variable that moves it (a second `make run`, another program), instead of a child failing
+    # to bind later, or the other process answering the health checks in its place.
+    busy = launch.busy_ports(settings.bind_host, launch.suite_ports(os.environ))
+    if busy:
+        print("cannot start: " + "\n  ".join(["a port the suite needs is taken", *busy]), file=sys.stderr)
+        return 2
     # Every missing key is refused here, before anything starts, when DATABASE_URL is set
     # (unless AOS_DEV_KEYS): a generated key would be this machine's alone.
     secret = settings.jwt_secret
@@ -82,58 +68,103 @@ def main() -> int:
     if not settings.export_signing_key_file:
         check_dev_key_allowed(settings, "AOS_EXPORT_SIGNING_KEY_FILE")
 
-    stopping = False
+    # The first Ctrl-C/SIGTERM unwinds the start wherever it is (migrating, waiting for a child):
+    # the finally blocks below stop what has started. Later ones only note it, so a second
+    # Ctrl-C does not cut the draining short; while the embedded Postgres starts the signal
+    # waits (interrupted there, pg_ctl would leave a server that nobody stops).
+    state = {"stopping": False, "defer": False}
 
     def request_stop(signum, frame):
-        nonlocal stopping
-        stopping = True
+        if state["stopping"]:
+            return
+        state["stopping"] = True
+        if not state["defer"]:
+            raise Stop
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    # `make run`: Ctrl-C sends SIGINT to the terminal's foreground process group (make and
+    # this process; the children have sessions of their own and hear it from us, in order).
+    # SIGTERM to make reaches this process as SIGTERM; SIGHUP (the terminal closed) too.
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, request_stop)
 
-    with database_url_for(settings) as url:
-        # The migration step, as the admin (DATABASE_URL or the embedded superuser): the schema,
-        # then every service's own login role. The children never see the admin DSN.
-        if settings.migrate_on_start:
-            migrate.upgrade(url)
-        logins = provision_from_settings(settings, url)
-        _load_demo(logins["producer"])
-        env = _child_environment(settings)
-        if secret:
-            env["AOS_AUTH_JWT_SECRET"] = secret
-        # One page-token key for all three services, so a token survives their restarts.
-        env["AOS_PAGE_TOKEN_SECRET"] = page_token_secret
-        if settings.database_url is None:
-            # The children log in to the embedded Postgres; the development signing key stays allowed.
-            env["AOS_DEV_KEYS"] = "true"
-        children: dict[str, subprocess.Popen] = {}
-        try:
-            for name in SERVICES:
-                # Own process group: the terminal's Ctrl-C reaches the suite, which then
-                # drains each child itself in order, instead of all at once.
-                own = {f"AOS_{name.upper()}_DATABASE_URL": logins[name]}  # its own login, nobody else's
-                children[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env={**env, **own},
-                                                  start_new_session=True)
-            deadline = time.monotonic() + STARTUP_TIMEOUT_S
-            for name, child in children.items():
-                _wait_serving(f"{settings.bind_host}:{settings.ports[name]}", deadline, child)
-            # The gateway last: it forwards to the services, so they are SERVING first.
-            children[GATEWAY] = subprocess.Popen([sys.executable, "-m", GATEWAY], env=env, start_new_session=True)
-            _wait_answering(f"http://{settings.bind_host}:{settings.ports[GATEWAY]}/healthz", deadline,
-                            children[GATEWAY])
-            _announce(settings, secret)
-            while not stopping:
-                for name, child in children.items():
-                    if child.poll() is not None:
-                        print(f"service {name} exited with code {child.returncode}; stopping the suite",
-                              file=sys.stderr)
-                        return 1
-                time.sleep(0.5)
-        finally:
-            # The gateway first, so no REST call reaches a service that is already draining.
-            failed = _stop({n: c for n, c in children.items() if n == GATEWAY}, settings.grace_period_s + 5)
-            failed += _stop({n: c for n, c in children.items() if n != GATEWAY}, settings.grace_period_s + 5)
-        return 1 if failed else 0
+    code = 0
+    children: dict[str, subprocess.Popen] = {}
+    try:
+        with contextlib.ExitStack() as stack:
+            # The embedded Postgres (DATABASE_URL unset) is stopped on the way out when this process
+            # started it; one that was already running (another suite's, a test's) is left running.
+            state["defer"] = True
+            url = stack.enter_context(database_url_for(settings))
+            state["defer"] = False
+            if state["stopping"]:
+                raise Stop
+            try:
+                # The migration step, as the admin (DATABASE_URL or the embedded superuser): the
+                # schema, then every service's own login role. The children never see the admin DSN.
+                if settings.migrate_on_start:
+                    migrate.upgrade(url)
+                logins = provision_from_settings(settings, url)
+                _load_demo(logins["producer"])
+                env = _child_environment(settings)
+                if secret:
+                    env["AOS_AUTH_JWT_SECRET"] = secret
+                # One page-token key for all three services, so a token survives their restarts.
+                env["AOS_PAGE_TOKEN_SECRET"] = page_token_secret
+                if settings.database_url is None:
+                    # The children log in to the embedded Postgres; the development signing key stays allowed.
+                    env["AOS_DEV_KEYS"] = "true"
+                _start(settings, env, logins, children)
+                _announce(settings, secret)
+                code = _watch(children)
+            except launch.StartFailure as exc:
+                print(f"cannot start: {exc}", file=sys.stderr)
+                code = 1
+            finally:
+                state["stopping"] = True  # no Stop from here on: every child is waited for
+                # The gateway first, so no REST call reaches a service that is already draining.
+                failed = _stop({n: c for n, c in children.items() if n == GATEWAY}, settings.grace_period_s + 5)
+                failed += _stop({n: c for n, c in children.items() if n != GATEWAY}, settings.grace_period_s + 5)
+                if failed:
+                    code = 1
+    except Stop:
+        pass
+    if code == 0:
+        print("stopped: every process of the suite has exited.", file=sys.stderr, flush=True)
+    return code
+
+
+def _watch(children: dict[str, subprocess.Popen]) -> int:
+    """Until a child exits (1) or a stop signal (Stop) arrives."""
+    while True:
+        for name, child in children.items():
+            if child.poll() is not None:
+                print(f"{name} exited with code {child.returncode}; stopping the suite", file=sys.stderr)
+                return 1
+        time.sleep(0.5)
+
+
+def _start(settings: Settings, env: dict[str, str], logins: dict[str, str],
+           children: dict[str, subprocess.Popen]) -> None:
+    """The three services, then the gateway; each counts as started only when it answers from
+    its own socket (aos_runtime.launch). ``children`` is filled as they start, for the caller to stop."""
+    host = settings.bind_host
+    for name in SERVICES:
+        # Own session: the terminal's Ctrl-C reaches the suite, which then drains each child
+        # itself in order, instead of all at once.
+        own = {f"AOS_{name.upper()}_DATABASE_URL": logins[name]}  # its own login, nobody else's
+        children[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env={**env, **own},
+                                          start_new_session=True)
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    for name in SERVICES:
+        launch.wait_serving(f"the {name} service", host, _port(settings, name), deadline, children[name])
+    # The gateway last: it forwards to the services, so they are SERVING first.
+    children[GATEWAY] = subprocess.Popen([sys.executable, "-m", GATEWAY], env=env, start_new_session=True)
+    launch.wait_answering("the gateway", f"http://{host}:{settings.ports[GATEWAY]}/healthz",
+                          _port(settings, GATEWAY), deadline, children[GATEWAY])
+
+
+def _port(settings: Settings, name: str) -> launch.Port:
+    return launch.Port(f"AOS_{name.upper()}_PORT", settings.ports[name])
 
 
 def _child_environment(settings: Settings) -> dict[str, str]:
@@ -162,7 +193,9 @@ def _stop(children: dict[str, subprocess.Popen], timeout_s: float) -> list[str]:
             if child.wait(timeout=timeout_s) != 0:
                 failed.append(name)
         except subprocess.TimeoutExpired:
-            child.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(child.pid, signal.SIGKILL)  # its own session: its workers too
+            child.wait()
             failed.append(name)
     if failed:
         print(f"services that did not stop cleanly: {', '.join(failed)}", file=sys.stderr)
@@ -209,9 +242,26 @@ def _announce(settings: Settings, secret: str | None) -> None:
     print("\n".join(lines), flush=True)
 
 
+def load_demo_only() -> int:
+    """``python -m services load-demo``: the demo scenarios into the database of
+    AOS_PRODUCER_DATABASE_URL (the producers' login: no admin credential), then exit. The compose
+    file's one-shot ``demo`` job; loading twice loads nothing the second time."""
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    url = settings.service_database_urls.get("producer")
+    if not url:
+        raise ConfigError("AOS_PRODUCER_DATABASE_URL is not set: the demo is loaded as the producers' login")
+    _load_demo(url)
+    print("demo data present.", flush=True)
+    return 0
+
+
 if __name__ == "__main__":
     try:
-        sys.exit(main())
+        if sys.argv[1:] not in ([], ["load-demo"]):
+            sys.exit("usage: python -m services            (the whole suite: make run)\n"
+                     "       python -m services load-demo  (the demo data, as AOS_PRODUCER_DATABASE_URL)")
+        sys.exit(load_demo_only() if sys.argv[1:] else main())
     except ConfigError as exc:  # a clear line naming the variable, not a traceback
         print(f"configuration error: {exc}", file=sys.stderr)
         sys.exit(2)

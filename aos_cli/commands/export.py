@@ -113,7 +113,11 @@ def create_command(args: argparse.Namespace, ctx: Context) -> int:
     request = pb.CreateExportRequest(bundle_type=enum_member(bundle_pb2.BundleType, args.bundle, "--bundle"),
                                      format=enum_member(bundle_pb2.ExportFormat, args.format, "--format"),
                                      idempotency_key=args.idempotency_key or "", **_subject(args))
-    answer = ctx.client.exports.CreateExport(request)
+    # CreateExport is one unary call that answers once the export is built, signed and recorded;
+    # the service exposes no "building" state to poll (an export is listed only once it exists),
+    # so the progress shown is the time spent waiting, not a share of the work.
+    with ctx.out.waiting("building the export (render, sign, record)…", "export built in {elapsed}"):
+        answer = ctx.client.exports.CreateExport(request)
     saved = download(ctx, answer.export.export_id, args.download) if args.download else None
     if ctx.out.json_mode:
         ctx.out.document({**to_dict(answer), **({"download": saved} if saved else {})})

@@ -20,7 +20,7 @@ from aos_evidence.queries import AuditFilters
 from aos_recording import dsse
 from aos_recording.hashing import GENESIS, canonical_json, manifest_hash, rfc3339
 from aos_recording.writers import AuditLedgerWriter, new_id
-from aos_runtime import errors, faults
+from aos_runtime import faults
 from services.export import artifacts, bundles, store
 
 # v2: signed_at and signed_by (the signing time and key, inside what is signed: a verifier
@@ -112,12 +112,12 @@ def _gather(conn: Connection, plan: Plan, writer: bundles.RecordWriter, max_seq:
         run_id = _subject_id(plan.run_id, "run_id")
         found = _run_evidence(conn, writer, plan.tenant_id, run_id, max_seq)
         if found is None:
-            raise errors.not_found(errors.Resource.RUN, run_id)
+            raise faults.RecordNotFound(faults.Resource.RUN, run_id)
         return _views({**head, **found})
     incident_id = _subject_id(plan.incident_id, "incident_id")
     incident = store.incident(conn, plan.tenant_id, incident_id)
     if incident is None:
-        raise errors.not_found(errors.Resource.INCIDENT, incident_id)
+        raise faults.RecordNotFound(faults.Resource.INCIDENT, incident_id)
     run = (_run_evidence(conn, writer, plan.tenant_id, incident["source_run_id"], max_seq)
            if incident["source_run_id"] else None) or {}
     entries = {e["id"]: e for e in store.incident_audit_entries(conn, plan.tenant_id, incident_id)

@@ -251,7 +251,7 @@ def test_a_login_that_owns_a_large_object_is_refused(database_url):
             try:
                 producer = Producer(login_url(database_url, "producer"), pool_size=1)
                 try:
-                    with pytest.raises(UnsafeProducerLogin, match="owns database objects"):
+                    with pytest.raises(UnsafeProducerLogin, match="owns 1 large objects"):
                         with producer.transaction(None):
                             pass
                 finally:

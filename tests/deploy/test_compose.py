@@ -232,12 +232,17 @@ def test_interpolation_helper():
         f"x/{PLACEHOLDER}/d//" + "/$/x"
 
 
-@pytest.mark.parametrize("name", ["migrate", *APP_SERVICES])
+@pytest.mark.parametrize("name", ["migrate", "demo", "cli", *APP_SERVICES])
 def test_environment_values_are_accepted_by_settings(name):
     service = load_compose()["services"][name]
     env = interpolated_environment(service)
     assert not [v for v in env.values() if "${" in v], env
     settings = Settings.from_env(env)  # must not raise ConfigError
+    if name in ("demo", "cli"):
+        assert settings.database_url is None
+        holds = {k for k, v in settings.service_database_urls.items() if v}
+        assert holds == ({"producer"} if name == "demo" else set()), f"{name} holds the DSNs of {sorted(holds)}"
+        return
     if name == "migrate":
         assert settings.database_url, "migrate: DATABASE_URL (the admin DSN) is not set"
         assert urlsplit(settings.database_url).hostname == "postgres"
@@ -276,6 +281,8 @@ def test_each_service_holds_only_its_own_database_password():
         elif name in APP_SERVICES:
             assert holds == {name}, f"{name} holds the passwords of {sorted(holds)}"
             assert "DATABASE_URL" not in env
+        elif name == "demo":
+            assert holds == {"producer"}, f"the demo loader holds the passwords of {sorted(holds)}"
         else:
             assert holds == set(), f"{name} holds the passwords of {sorted(holds)}"
 
@@ -324,12 +331,14 @@ def test_jwt_secret_comes_from_the_environment_and_is_required(name):
 
 
 @pytest.mark.parametrize("name", APP_SERVICES)
-def test_published_port_is_the_documented_default(name):
+def test_services_publish_no_host_port_so_they_scale(name):
+    """`docker compose up --scale logs=3`: replicas cannot share a host port or a container
+    name; each service listens on its documented default port inside the network."""
     service = load_compose()["services"][name]
+    assert not service.get("ports"), f"{name}: a published port stops --scale {name}=N"
+    assert "container_name" not in service
     default = int(KNOWN_VARS[f"AOS_{name.upper()}_PORT"].default)
-    ports = published_ports(service)
-    assert ports == [("127.0.0.1", default, default)], f"{name}: ports {ports}"
-    # If the compose file sets the port variable, it must agree with the mapping.
+    assert [int(p) for p in service.get("expose", [])] == [default]
     configured = Settings.from_env(interpolated_environment(service)).ports[name]
     assert configured == default
 
@@ -354,7 +363,8 @@ def test_app_service_healthcheck_runs_the_probe(name):
     addr = argv[argv.index("--addr") + 1]
     host, port = addr.rsplit(":", 1)
     assert host in ("127.0.0.1", "localhost")
-    assert int(port) == published_ports(service)[0][2], f"{name}: healthcheck probes another port"
+    assert int(port) == Settings.from_env(interpolated_environment(service)).ports[name], \
+        f"{name}: healthcheck probes another port"
     for key in ("interval", "timeout", "start_period"):
         if key in service["healthcheck"]:
             assert GO_DURATION.match(service["healthcheck"][key]), f"{name}: bad {key}"
@@ -503,7 +513,7 @@ def test_gateway_reaches_the_services_by_their_compose_names():
     assert_python_command_exists(as_argv(gateway["command"]), "gateway")
     assert gateway.get("image") == compose["services"]["migrate"].get("image")
     settings = Settings.from_env(interpolated_environment(gateway))
-    assert settings.addresses == {name: f"{name}:{settings.ports[name]}" for name in APP_SERVICES}
+    assert settings.addresses == {name: f"dns:///{name}:{settings.ports[name]}" for name in APP_SERVICES}
     assert published_ports(gateway) == [("127.0.0.1", 8080, 8080)] == [("127.0.0.1", settings.ports["gateway"],
                                                                         int(KNOWN_VARS["AOS_GATEWAY_PORT"].default))]
     assert {k: v["condition"] for k, v in gateway["depends_on"].items()} == \
@@ -524,3 +534,133 @@ def test_the_image_copies_every_package_the_project_installs():
               if i == "COPY" and "--from" not in rest}
     assert {"aos_evidence", "aos_runtime", "services"} <= packages
     assert packages <= copied, f"the Dockerfile does not copy {sorted(packages - copied)}"
+
+
+# ---- the one-shot demo loader and the CLI (a token) -------------------------------------------
+
+def test_demo_loader_and_cli_are_one_shot_tools_on_the_suite_image():
+    compose = load_compose()
+    services = compose["services"]
+    image = services["migrate"].get("image")
+    demo, cli = services["demo"], services["cli"]
+    assert as_argv(demo["command"]) == ["python", "-m", "services", "load-demo"]
+    assert_python_command_exists(as_argv(demo["command"]), "demo")
+    assert demo["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert as_argv(cli["entrypoint"]) == ["python", "-m", "aos_cli"]
+    assert_python_command_exists(as_argv(cli["entrypoint"]), "cli")
+    for name, service in (("demo", demo), ("cli", cli)):
+        assert service.get("image") == image and service.get("restart") == "no", name
+        # In a profile: `docker compose up` does not start them, `run` does.
+        assert service.get("profiles"), f"{name}: not in a profile, `up` would start it"
+        assert not service.get("ports"), name
+    # The CLI mints tokens with the suite's JWT secret and reaches the services by name.
+    settings = Settings.from_env(interpolated_environment(cli))
+    assert settings.jwt_secret == PLACEHOLDER
+    gateway = Settings.from_env(interpolated_environment(services["gateway"]))
+    assert settings.addresses == gateway.addresses
+
+
+# ---- docker-compose config: Compose itself reads the file -------------------------------------
+
+REQUIRED = ("POSTGRES_PASSWORD", "AOS_OVERVIEW_DB_PASSWORD", "AOS_LOGS_DB_PASSWORD", "AOS_EXPORT_DB_PASSWORD",
+            "AOS_PRODUCER_DB_PASSWORD", "AOS_AUTH_JWT_SECRET", "AOS_PAGE_TOKEN_SECRET")
+
+
+def compose_command() -> list[str]:
+    """Debian's docker-compose (1.29), else the Docker CLI's compose plugin; skipped when neither is here
+    (apt-get install docker-compose)."""
+    import shutil
+
+    if shutil.which("docker-compose"):
+        return ["docker-compose"]
+    if shutil.which("docker") and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
+        return ["docker", "compose"]
+    pytest.skip("neither docker-compose nor `docker compose` is installed (Debian: apt-get install docker-compose)")
+
+
+def compose_config(compose_file: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in REQUIRED and not k.startswith("AOS_")}
+    return subprocess.run([*compose_command(), "-f", str(compose_file), "--project-directory", str(ROOT),
+                           *args, "config"], env={**clean, **env}, capture_output=True, text=True, timeout=60)
+
+
+def test_docker_compose_config_accepts_the_file_and_resolves_the_shared_secrets():
+    env = {name: f"value-of-{name.lower()}-" + "x" * 32 for name in REQUIRED}
+    result = compose_config(COMPOSE_FILE, env, "--profile", "demo", "--profile", "tools")
+    assert result.returncode == 0, result.stderr
+    resolved = yaml.safe_load(result.stdout)
+    assert {"postgres", "migrate", *APP_SERVICES, "gateway", "demo", "cli"} <= set(resolved["services"])
+    for name in APP_SERVICES:
+        service = resolved["services"][name]
+        # Compose resolved one page-token secret and one JWT secret for every service.
+        assert service["environment"]["AOS_PAGE_TOKEN_SECRET"] == env["AOS_PAGE_TOKEN_SECRET"]
+        assert service["environment"]["AOS_AUTH_JWT_SECRET"] == env["AOS_AUTH_JWT_SECRET"]
+        assert not service.get("ports")
+    assert resolved["services"]["export"]["secrets"][0]["source"] == "export_signing_key"
+    assert "pgdata" in resolved["volumes"]
+
+
+@pytest.mark.parametrize("missing", ["POSTGRES_PASSWORD", "AOS_LOGS_DB_PASSWORD", "AOS_PAGE_TOKEN_SECRET"])
+def test_docker_compose_config_refuses_a_missing_secret(missing):
+    env = {name: "x" * 40 for name in REQUIRED if name != missing}
+    result = compose_config(COMPOSE_FILE, env)
+    assert result.returncode != 0 and missing in result.stderr, result.stderr
+
+
+def test_docker_compose_config_catches_a_broken_file(tmp_path):
+    """The check above can fail: Compose refuses a file that is not a valid compose file."""
+    broken = tmp_path / "docker-compose.yml"
+    compose = load_compose()
+    compose["services"]["logs"]["healthcheck"]["retries"] = "three"
+    broken.write_text(yaml.safe_dump(compose))
+    env = {name: "x" * 40 for name in REQUIRED}
+    result = compose_config(broken, env)
+    assert result.returncode != 0, result.stdout
+
+
+# ---- for real, where a Docker engine runs (none does on this project's machines) -------------
+
+def docker_daemon() -> bool:
+    import shutil
+
+    return bool(shutil.which("docker")) and subprocess.run(["docker", "info"], capture_output=True,
+                                                           timeout=30).returncode == 0
+
+
+@pytest.mark.skipif(not docker_daemon(), reason="no Docker engine answers `docker info` here")
+def test_compose_up_scaled_serves_the_demo_through_the_gateway(tmp_path):
+    """Build, start with two Logs replicas, load the demo, mint a token with the cli service and
+    read the highlights through the gateway; then `down -v`. Never run on the project's
+    machines (no engine, no image registry): written for a developer's machine with Docker."""
+    import secrets as random
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    key = tmp_path / "export-signing-key.pem"
+    key.write_bytes(ed25519.Ed25519PrivateKey.generate().private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    os.chmod(key, 0o600)
+    if os.geteuid() == 0:
+        os.chown(key, 10001, 10001)  # the image's user owns the key it signs with
+    env = {**os.environ, **{name: random.token_hex(32) for name in REQUIRED},
+           "AOS_EXPORT_SIGNING_KEY_PATH": str(key), "COMPOSE_PROJECT_NAME": f"aos-test-{random.token_hex(4)}"}
+    compose = ["docker", "compose", "-f", str(COMPOSE_FILE), "--project-directory", str(ROOT)]
+
+    def run(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+        return subprocess.run([*compose, *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+    try:
+        up = run("up", "--build", "--detach", "--wait", "--scale", "logs=2")
+        assert up.returncode == 0, up.stderr
+        demo = run("--profile", "demo", "run", "--rm", "demo")
+        assert demo.returncode == 0, demo.stderr
+        token = run("--profile", "tools", "run", "--rm", "-T", "cli", "token", "mint", "--tenant", "tenant-demo")
+        assert token.returncode == 0, token.stderr
+        import httpx
+
+        answer = httpx.get("http://127.0.0.1:8080/api/v1/runtime/overview/highlights",
+                           headers={"Authorization": f"Bearer {token.stdout.strip()}"}, timeout=30)
+        assert answer.status_code == 200, answer.text
+    finally:
+        run("down", "-v", "--remove-orphans", timeout=300)

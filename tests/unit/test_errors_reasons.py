@@ -26,6 +26,8 @@ PASSED_THROUGH = {
     ("aos_runtime/errors.py", "to_status", "self.reason"),
     # not_found: a Resource member's reason (every member checked below).
     ("aos_runtime/errors.py", "not_found", "resource.reason"),
+    # A RecordNotFound fault carries a Resource member (typed so; raised with members below the edge).
+    ("aos_runtime/errors.py", "_from_fault", "exc.resource"),
     # unauthenticated(reason, ...): its callers' arguments are collected like any reason.
     ("aos_runtime/errors.py", "unauthenticated", "reason"),
     # The call wrapper hands an AuthError's reason on; every AuthError(...) is collected.
@@ -95,6 +97,9 @@ def collect(sources=None) -> tuple[set[str], list[str], set[tuple[str, str, str]
                 continue
             where = f"{path}:{call.lineno} ({function})"
             expression = ast.unparse(argument)
+            if name == "not_found" and (path, function, expression) in PASSED_THROUGH:
+                seen.add((path, function, expression))
+                continue
             if name == "not_found":
                 member = expression.rsplit(".", 1)[-1]
                 if not (isinstance(argument, ast.Attribute) and expression.endswith(f"Resource.{member}")

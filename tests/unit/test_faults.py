@@ -28,6 +28,10 @@ CASES = [
     # As the builder raises it: the plan's format is an ExportFormat, its value the spelling callers see.
     (faults.ExportTooLarge("too many records", format=ExportFormat.ZIP), grpc.StatusCode.FAILED_PRECONDITION,
      "EXPORT_TOO_LARGE", "too many records", {"format": "ZIP"}),
+    # Raised by the export builder for a run or incident the tenant does not have: answered as the
+    # handlers' own errors.not_found would (another tenant's record reads as missing).
+    (faults.RecordNotFound(faults.Resource.INCIDENT, "inc-9"), grpc.StatusCode.NOT_FOUND, "INCIDENT_NOT_FOUND",
+     "incident 'inc-9' not found", {"resource": "incident", "id": "inc-9"}),
     # Admission's refusals (aos_runtime.admission): the tenant's share, or the process's limit.
     (faults.Overloaded(tenant_limit=True, tenant="t1", limit="heavy calls of one tenant", retry_after_s=1.5,
                        message="not started"), grpc.StatusCode.RESOURCE_EXHAUSTED, "TENANT_HEAVY_LIMIT",
@@ -69,7 +73,9 @@ def test_refusals_say_when_to_retry_and_which_limit():
                     found[kind.__name__] = message
         return found
 
-    refused = details(errors.from_exception(CASES[-2][0], deadline_passed=False))
+    refused = details(errors.from_exception(faults.Overloaded(
+        tenant_limit=True, tenant="t1", limit="heavy calls of one tenant", retry_after_s=1.5, message="not started"),
+        deadline_passed=False))
     assert refused["RetryInfo"].retry_delay.ToNanoseconds() == 1_500_000_000
     (violation,) = refused["QuotaFailure"].violations
     assert (violation.subject, violation.description) == ("t1", "heavy calls of one tenant")

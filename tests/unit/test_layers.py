@@ -76,7 +76,7 @@ def test_the_check_sees_a_crossing(tmp_path):
 
 # --- the recording core, the database module and the gateway ------------------------------
 
-RECORDING_CORE = ("hashing", "writers", "verify", "dsse", "verify_export")
+RECORDING_CORE = ("hashing", "writers", "verify", "dsse", "verify_export", "tlog", "note", "intoto", "witness")
 
 
 def _core_closure() -> list[Path]:
