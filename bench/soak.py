@@ -471,7 +471,8 @@ def main() -> None:
         token = re.search(r"^\s+(eyJ[\w-]+\.[\w-]+\.[\w-]+)\s*$", "".join(lines), re.M).group(1)
         pids = children_of(suite.pid)
         addresses = {name: f"127.0.0.1:{ports[name]}" for name in ("overview", "logs", "export")}
-        result = {"command": " ".join(["bench/soak.py", *sys.argv[1:]]), **asyncio.run(run(addresses, token, args, pids))}
+        measured = asyncio.run(run(addresses, token, args, pids))
+        result = {"command": " ".join(["bench/soak.py", *sys.argv[1:]]), **measured}
         args.out.write_text(json.dumps(result, indent=2))
         summary = {k: v for k, v in result.items() if k not in ("rss_samples",)}
         print(json.dumps(summary, indent=2))
