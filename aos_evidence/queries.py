@@ -70,6 +70,15 @@ def ledger_head(conn: Connection, tenant_id: str) -> Mapping[str, Any] | None:
                                       "WHERE tenant_id = :t ORDER BY seq DESC LIMIT 1"), {"t": tenant_id}))
 
 
+def ledger_stats(conn: Connection) -> tuple[int, float | None]:
+    """(entries appended to every tenant's ledger, seconds since the newest signed checkpoint or
+    None): totals over tenants, through the owner's ``aos_ledger_stats()`` (migration 0015) —
+    a session sees no tenant's rows by itself."""
+    entries, age = conn.execute(text(
+        "SELECT entries, extract(epoch FROM clock_timestamp() - newest_checkpoint_at)::float8 "
+        "FROM aos_ledger_stats()")).one()
+    return int(entries), age
+
 
 EXPORT_SELECT = """
 SELECT a.id, a.tenant_id, a.seq, a.scope, a.subject_id, a.run_id, a.incident_id, a.slice_filter, a.bundle_type,

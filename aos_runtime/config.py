@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aos_runtime import channels
@@ -54,6 +54,12 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("AOS_GATEWAY_MAX_CONNECTIONS", "1000",
            "Open connections the gateway keeps; past it a new connection closes the oldest one still waiting "
            "for its request (only when all are busy is the new one refused)."),
+    EnvVar("AOS_OVERVIEW_METRICS_PORT", "0",
+           "Port of the Overview service's Prometheus /metrics (on AOS_BIND_HOST); 0: no metrics endpoint. With "
+           "AOS_WORKERS > 1, worker i serves on this port + i. Suggested: 9461 (docs/OBSERVABILITY.md)."),
+    EnvVar("AOS_LOGS_METRICS_PORT", "0", "Port of the Logs service's /metrics; as above. Suggested: 9471."),
+    EnvVar("AOS_EXPORT_METRICS_PORT", "0", "Port of the Export service's /metrics; as above. Suggested: 9481."),
+    EnvVar("AOS_GATEWAY_METRICS_PORT", "0", "Port of the REST gateway's /metrics; 0: none. Suggested: 9450."),
     EnvVar("AOS_AUTH_JWT_SECRET", None,
            "HS256 secret for bearer JWTs. make run generates one under AOS_DATA_DIR when unset."),
     EnvVar("AOS_AUTH_JWT_PUBLIC_KEY_FILE", None, "PEM Ed25519 public key accepted for EdDSA bearer JWTs."),
@@ -73,6 +79,13 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("AOS_EXPORT_VERIFICATION_KEY_FILES", None,
            "Comma-separated PEM Ed25519 public keys (or JSON key lists) of retired signing keys: still "
            "listed by ListSigningKeys and accepted by VerifyExport."),
+    EnvVar("AOS_EXPORT_RATE_PER_HOUR", "600",
+           "Exports one tenant may create in any sliding hour, counted from its recorded exports (so every "
+           "instance agrees); past it CreateExport answers RESOURCE_EXHAUSTED EXPORT_RATE_LIMITED with RetryInfo "
+           "(when the window frees a slot). An idempotent replay is never refused. 0: no limit."),
+    EnvVar("AOS_EXPORT_STORED_BYTES_PER_TENANT", str(20 * 1024 ** 3),
+           "Artifact bytes one tenant's recorded exports may hold in all (default 20 GiB); an export that would "
+           "pass it is refused with RESOURCE_EXHAUSTED EXPORT_STORAGE_QUOTA and QuotaFailure. 0: no limit."),
     EnvVar("AOS_TOKEN", None, "Bearer token the aos-evidence CLI sends (else it mints a development one)."),
     EnvVar("AOS_DB_POOL_SIZE", "10", "Connections per service process."),
     EnvVar("AOS_WORKERS", "1",
@@ -182,6 +195,27 @@ def _workers(env: Mapping[str, str]) -> int:
     return _int(env, "AOS_WORKERS", minimum=1)
 
 
+_METRICS = (*SERVICES, "gateway")
+
+
+def _metrics_ports(env: Mapping[str, str], workers: int) -> dict[str, int]:
+    """AOS_<PROCESS>_METRICS_PORT of each process; a service's workers take port … port + workers - 1,
+    so ranges that overlap (or that meet another process's port) are refused here, naming both."""
+    ports = {name: _int(env, f"AOS_{name.upper()}_METRICS_PORT") for name in _METRICS}
+    taken: dict[int, str] = {}
+    for name, port in ports.items():
+        if not port:
+            continue
+        for p in range(port, port + (workers if name in SERVICES else 1)):
+            other = taken.get(p)
+            if other is not None:
+                raise ConfigError(f"AOS_{name.upper()}_METRICS_PORT={port} and AOS_{other.upper()}_METRICS_PORT "
+                                  f"both need port {p} (with AOS_WORKERS={workers} a service's workers use "
+                                  "port … port + workers - 1): set them further apart")
+            taken[p] = name
+    return ports
+
+
 MIN_SECRET_BYTES = 32  # an HMAC key at least as long as its SHA-256 output (RFC 7518 §3.2)
 
 
@@ -246,6 +280,10 @@ class Settings:
     heavy_isolation: bool = True         # AOS_HEAVY_ISOLATION
     gateway_header_timeout_s: int = 10   # AOS_GATEWAY_HEADER_TIMEOUT_S
     gateway_max_connections: int = 1000  # AOS_GATEWAY_MAX_CONNECTIONS
+    # AOS_<PROCESS>_METRICS_PORT: /metrics of each service (worker i: port + i) and the gateway; 0: none
+    metrics_ports: Mapping[str, int] = field(default_factory=lambda: dict.fromkeys(_METRICS, 0))
+    export_rate_per_hour: int = 600      # AOS_EXPORT_RATE_PER_HOUR; 0: no limit
+    export_stored_bytes_per_tenant: int = 20 * 1024 ** 3  # AOS_EXPORT_STORED_BYTES_PER_TENANT; 0: no limit
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -306,4 +344,7 @@ class Settings:
             heavy_isolation=_bool(env, "AOS_HEAVY_ISOLATION"),
             gateway_header_timeout_s=_int(env, "AOS_GATEWAY_HEADER_TIMEOUT_S", minimum=1),
             gateway_max_connections=_int(env, "AOS_GATEWAY_MAX_CONNECTIONS", minimum=1),
+            metrics_ports=_metrics_ports(env, _workers(env)),
+            export_rate_per_hour=_int(env, "AOS_EXPORT_RATE_PER_HOUR"),
+            export_stored_bytes_per_tenant=_int(env, "AOS_EXPORT_STORED_BYTES_PER_TENANT"),
         )

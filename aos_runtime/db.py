@@ -158,6 +158,8 @@ class Database:
         # at most one connection at a time.
         self._heavy = _Pool(self._engine(heavy_pool_size, "heavy"), heavy_pool_size, f"db-{service}-heavy",
                             lower_priority=True) if heavy_pool_size else None
+        # Told how long each call waited for a connection (a database thread): the metrics set it.
+        self.observe_wait: Callable[[float], None] | None = None
 
     def _engine(self, size: int, kind: str) -> Any:
         service = self.service
@@ -185,6 +187,10 @@ class Database:
         # bare "permission denied to create temporary tables" instead of check_login's reason.
         event.listen(engine, "first_connect", _check, insert=True)
         return engine
+
+    def engines(self) -> list[Any]:
+        """The light calls' engine, and the heavy calls' when there is one."""
+        return [pool.engine for pool in (self._light, self._heavy) if pool is not None]
 
     def check_login(self) -> None:
         """Connect once now: an unsafe login raises UnsafeDatabaseLogin at start, not at the first call.
@@ -217,6 +223,8 @@ class Database:
         running: dict[str, Any] = {}
 
         def job() -> T:
+            if self.observe_wait is not None:
+                self.observe_wait(time.monotonic() - submitted)
             # Timed when the job starts, not when it was queued: time spent waiting
             # for a connection is time the call no longer has.
             timeout_ms = str(self._timeout_ms(deadline))
@@ -234,7 +242,9 @@ class Database:
             finally:
                 pool.durations.append(time.monotonic() - started)
 
-        queued = pool.executor.submit(job)
+        submitted = time.monotonic()
+        # In the call's context (its trace span, request id): the statements' spans are its children.
+        queued = pool.executor.submit(contextvars.copy_context().run, job)
         future = asyncio.wrap_future(queued)
         try:
             done, _ = await asyncio.wait({future}, timeout=self.pool_timeout_s)
@@ -297,6 +307,12 @@ class Database:
                 while not handoff.empty():
                     handoff.get_nowait()
                 producer.cancel()
+
+    def pool_status(self) -> tuple[int, int, int]:
+        """(connections the pool holds at most, in use now, calls waiting for one) — for the metrics."""
+        pool = self.engine.pool  # the light calls' pool (the heavy calls' is bounded by admission)
+        return (pool.size(), pool.checkedout(),  # the engine is typed Any here: QueuePool has both
+                self._light.executor._work_queue.qsize())  # jobs submitted that no pool thread has taken yet
 
     async def wal_position(self) -> str:
         """Where this database's WAL insert position stands now: at or past the end of every

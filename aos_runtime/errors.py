@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import math
 import re
+from collections.abc import Sequence
 
 import grpc
 import psycopg
 import sqlalchemy.exc
 from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -36,8 +39,7 @@ Resource = faults.Resource
 class ApiError(Exception):
     def __init__(self, code: grpc.StatusCode, reason: str, message: str, *,
                  violations: list[tuple[str, str]] | None = None,
-                 metadata: dict[str, str] | None = None, retry_after_s: float | None = None,
-                 quota_violations: list[tuple[str, str]] | None = None) -> None:
+                 metadata: dict[str, str] | None = None, details: Sequence[Message] = ()) -> None:
         if not isinstance(reason, str) or not REASON.fullmatch(reason):
             raise ValueError(f"ErrorInfo reason must be UPPER_SNAKE_CASE, got {reason!r}")
         super().__init__(message)
@@ -46,10 +48,7 @@ class ApiError(Exception):
         self.message = message
         self.violations = list(violations or [])
         self.metadata = dict(metadata or {})
-        # google.rpc.RetryInfo: when a retry may succeed (a refusal under load says it).
-        self.retry_after_s = retry_after_s
-        # google.rpc.QuotaFailure: (subject, description) of each limit the call met.
-        self.quota_violations = list(quota_violations or [])
+        self.details = list(details)   # further google.rpc details (QuotaFailure, RetryInfo, ...)
 
     def to_status(self, trailing_metadata: tuple[tuple[str, str], ...] = ()) -> grpc.Status:
         details = []
@@ -59,14 +58,7 @@ class ApiError(Exception):
             bad = error_details_pb2.BadRequest(field_violations=[
                 error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in self.violations])
             details.append(_pack(bad))
-        if self.retry_after_s is not None:
-            delay = duration_pb2.Duration()
-            delay.FromNanoseconds(max(0, round(self.retry_after_s * 1e9)))
-            details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
-        if self.quota_violations:
-            details.append(_pack(error_details_pb2.QuotaFailure(violations=[
-                error_details_pb2.QuotaFailure.Violation(subject=s, description=d)
-                for s, d in self.quota_violations])))
+        details += [_pack(d) for d in self.details]
         status = rpc_status.to_status(
             status_pb2.Status(code=getattr(code_pb2, self.code.name), message=self.message, details=details))
         return _Status(status.code, status.details, tuple(trailing_metadata) + tuple(status.trailing_metadata))
@@ -160,15 +152,17 @@ def _from_fault(exc: faults.Fault) -> ApiError:
                         "the call's deadline passed before a database connection was free")
     if isinstance(exc, faults.PoolExhausted):
         return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "DATABASE_POOL_EXHAUSTED",
-                        "every database connection stayed busy; retry with backoff", retry_after_s=exc.retry_after_s)
+                        "every database connection stayed busy; retry with backoff",
+                        details=_retry_info(exc.retry_after_s))
     if isinstance(exc, faults.Overloaded):
         # Refused before it started: nothing was done, so any call (a write too) may be retried.
-        metadata, quota = {"limit": exc.limit}, [(exc.tenant, exc.limit)]
+        details = [error_details_pb2.QuotaFailure(violations=[error_details_pb2.QuotaFailure.Violation(
+            subject=exc.tenant, description=exc.limit)]), *_retry_info(exc.retry_after_s)]
         if exc.tenant_limit:  # the tenant's own calls fill its share, not the process's
-            return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "TENANT_HEAVY_LIMIT", exc.message, metadata=metadata,
-                            retry_after_s=exc.retry_after_s, quota_violations=quota)
-        return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "SERVER_OVERLOADED", exc.message, metadata=metadata,
-                        retry_after_s=exc.retry_after_s, quota_violations=quota)
+            return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "TENANT_HEAVY_LIMIT", exc.message,
+                            metadata={"limit": exc.limit}, details=details)
+        return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "SERVER_OVERLOADED", exc.message,
+                        metadata={"limit": exc.limit}, details=details)
     if isinstance(exc, faults.ReplicaBehind):
         # UNAVAILABLE: another instance (or this one a moment later) may have replayed further.
         return ApiError(grpc.StatusCode.UNAVAILABLE, "REPLICA_BEHIND",
@@ -176,7 +170,31 @@ def _from_fault(exc: faults.Fault) -> ApiError:
                         f"{exc.wanted} ({MIN_WAL_POSITION_HEADER}); retry", metadata={"replayed": exc.replayed or ""})
     if isinstance(exc, faults.RecordNotFound):
         return not_found(exc.resource, exc.resource_id)
-    if isinstance(exc, faults.ExportTooLarge):
-        return ApiError(grpc.StatusCode.FAILED_PRECONDITION, "EXPORT_TOO_LARGE", exc.message,
-                        metadata={"format": str(exc.format)})
+    if isinstance(exc, faults.ExportRateLimited):
+        return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "EXPORT_RATE_LIMITED", exc.message,
+                        metadata=exc.metadata, details=_quota_details(exc))
+    if isinstance(exc, faults.ExportStorageQuota):
+        return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "EXPORT_STORAGE_QUOTA", exc.message,
+                        metadata=exc.metadata, details=_quota_details(exc))
+    if isinstance(exc, faults.LogHashesMissing):
+        # The stored tree no longer answers: evidence was lost, and no retry brings it back.
+        return ApiError(grpc.StatusCode.DATA_LOSS, "LOG_HASHES_MISSING",
+                        f"the tenant's {exc.log} transparency log lacks {len(exc.missing)} stored hashes this "
+                        "proof needs", metadata={"log": exc.log, "missing": ",".join(map(str, exc.missing[:20]))})
     return ApiError(grpc.StatusCode.INTERNAL, "INTERNAL", "internal error; see the server log for the request id")
+
+
+def _quota_details(exc: faults.ExportRateLimited | faults.ExportStorageQuota) -> list[Message]:
+    """google.rpc.QuotaFailure, and RetryInfo when waiting frees the quota (rounded up to the ms)."""
+    details: list[Message] = [error_details_pb2.QuotaFailure(violations=[error_details_pb2.QuotaFailure.Violation(
+        subject=exc.subject, description=exc.description)])]
+    return details + _retry_info(exc.retry_after_s)
+
+
+def _retry_info(seconds: float | None) -> list[Message]:
+    """google.rpc.RetryInfo when a wait is known (rounded up to the ms); none otherwise."""
+    if seconds is None:
+        return []
+    wait = duration_pb2.Duration()
+    wait.FromMilliseconds(max(1, math.ceil(seconds * 1000)))
+    return [error_details_pb2.RetryInfo(retry_delay=wait)]

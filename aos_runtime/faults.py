@@ -82,10 +82,37 @@ class ReplicaBehind(Fault):
         self.wanted = wanted
 
 
-class ExportTooLarge(Fault):
-    """An export's artifact cannot be made in the requested ``format`` at this size."""
+class _Quota(Exception):
+    """What a quota refusal tells: ``subject`` and ``description`` the violated quota
+    (google.rpc.QuotaFailure); ``retry_after_s`` when waiting frees it (google.rpc.RetryInfo),
+    None when only freeing room (or a new limit) will; ``metadata`` for ErrorInfo."""
 
-    def __init__(self, message: str, *, format: str) -> None:
+    def __init__(self, message: str, *, subject: str, description: str, retry_after_s: float | None = None,
+                 metadata: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.message = message
-        self.format = format
+        self.subject = subject
+        self.description = description
+        self.retry_after_s = retry_after_s
+        self.metadata = dict(metadata or {})
+
+
+class ExportRateLimited(_Quota, Fault):
+    """The tenant made as many exports in the last hour as AOS_EXPORT_RATE_PER_HOUR allows."""
+
+
+class ExportStorageQuota(_Quota, Fault):
+    """The tenant's stored export artifacts would pass AOS_EXPORT_STORED_BYTES_PER_TENANT."""
+
+
+QUOTA_FAULTS = (ExportRateLimited, ExportStorageQuota)
+
+
+class LogHashesMissing(Fault):
+    """A tenant's transparency log lacks stored hashes a proof needs (``missing``: their
+    indexes): the tree the database keeps (migration 0013) is damaged."""
+
+    def __init__(self, log: str, missing: list[int]) -> None:
+        super().__init__(f"the {log} log lacks stored hashes {missing[:5]}")
+        self.log = log
+        self.missing = missing

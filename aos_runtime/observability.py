@@ -1,4 +1,5 @@
-"""Structured JSON logs, one object per line, each carrying the call's request id.
+"""Structured JSON logs, one object per line, each carrying the call's request id (and, with
+tracing on, its trace_id and span_id).
 
 A logged failure never carries the values a statement was given or met: SQLAlchemy's
 engines hide bound parameters (aos_runtime.db), and a database error is logged by its
@@ -19,6 +20,7 @@ from typing import TextIO
 
 import psycopg
 import sqlalchemy.exc
+from opentelemetry import trace
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 
@@ -39,6 +41,10 @@ class JsonFormatter(logging.Formatter):
         rid = request_id.get()
         if rid:
             entry["request_id"] = rid
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:  # tracing on (aos_runtime/tracing.py): the line joins its trace
+            entry["trace_id"] = format(span.trace_id, "032x")
+            entry["span_id"] = format(span.span_id, "016x")
         for key, value in vars(record).items():
             if key not in _STANDARD and not key.startswith("_"):
                 entry[key] = value

@@ -29,7 +29,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from aos.evidence.v1 import options_pb2
-from aos_runtime import auth, errors
+from aos_runtime import auth, errors, metrics, tracing
 from aos_runtime.admission import OPEN, Admission, Permit
 from aos_runtime.config import Settings
 from aos_runtime.db import Database, call_deadline, heavy_call, min_wal_position
@@ -243,8 +243,13 @@ class ServiceServer:
         self.service_names = [s.descriptor.full_name for s in servicers]
         self.admission = admission  # its gates' state: what runs and waits now
         self.health = health_aio.HealthServicer()
+        for engine in db.engines():
+            tracing.instrument_engine(engine)
+        metrics.watch_database(db)
         self.server = grpc.aio.server(
-            interceptors=[CallPolicy(verifier, required_scopes([s.descriptor for s in servicers]), admission=admission,
+            # Metrics outermost (every call counts, refused ones too), then the trace span, then the policy.
+            interceptors=[metrics.RpcMetrics(), *tracing.server_interceptors(),
+                          CallPolicy(verifier, required_scopes([s.descriptor for s in servicers]), admission=admission,
                                      heavy=heavy_methods([s.descriptor for s in servicers]))],
             options=server_options(max_message_bytes, reuse_port=reuse_port))
         for servicer in servicers:
@@ -282,6 +287,7 @@ class ServiceServer:
         if serving == self._serving:
             return
         self._serving = serving
+        metrics.serving.set(self, self.name, serving)
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for name in ["", *self.service_names]:
             await self.health.set(name, status)
@@ -306,11 +312,14 @@ class ServiceServer:
     async def stop(self, grace: float | None = None) -> None:
         """Drain: report NOT_SERVING, refuse new calls, let in-flight ones finish within the grace period."""
         await self.health.enter_graceful_shutdown()
+        metrics.serving.set(self, self.name, False)
         if self._probe:
             self._probe.cancel()
         if self.admission is not None:
             self.admission.lag.stop()
         await self.server.stop(self.grace_period_s if grace is None else grace)
+        metrics.forget_database(self.db)
+        metrics.serving.forget(self)
         await self.db.close()
 
     async def wait_for_termination(self) -> None:

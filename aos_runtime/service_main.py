@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable
 from typing import NoReturn
 
-from aos_runtime import auth, provision
+from aos_runtime import auth, metrics, provision, tracing
 from aos_runtime.admission import Admission
 from aos_runtime.config import ConfigError, Settings, check_dev_key_allowed
 from aos_runtime.db import READ_ONLY, ROLES, Database, check_login, libpq_url
@@ -180,7 +180,13 @@ def _check_before_fork(name: str, url: str) -> None:
 
 
 async def _serve(name: str, servicers: Callable[[ServiceContext], list[Servicer]], settings: Settings, url: str,
-                 *, port: int | None = None, reuse_port: bool = False) -> None:
+                 *, port: int | None = None, reuse_port: bool = False, worker: int = 0) -> None:
+    # In this process (a worker: after the fork): both start threads.
+    tracing.configure(name)
+    exposed = None
+    if settings.metrics_ports[name]:
+        exposed = metrics.serve(settings.bind_host, settings.metrics_ports[name] + worker,
+                                f"AOS_{name.upper()}_METRICS_PORT")
     # Built inside the running loop: a grpc.aio server belongs to the loop that creates it.
     server = build_server(name, servicers, settings, url, port=port, reuse_port=reuse_port)
     if reuse_port:
@@ -188,7 +194,12 @@ async def _serve(name: str, servicers: Callable[[ServiceContext], list[Servicer]
         # the loop's first turn: run_until_signalled has installed its handlers by then, so a
         # signal that arrived meanwhile is delivered to them rather than lost or fatal.
         asyncio.get_running_loop().call_soon(signal.pthread_sigmask, signal.SIG_UNBLOCK, STOP_SIGNALS)
-    await run_until_signalled(server)
+    try:
+        await run_until_signalled(server)
+    finally:
+        tracing.stop()  # the spans still buffered go out
+        if exposed:
+            exposed.close()
 
 
 def _supervise(name: str, servicers: Callable[[ServiceContext], list[Servicer]], settings: Settings,
@@ -274,7 +285,7 @@ def _worker(index: int, name: str, servicers: Callable[[ServiceContext], list[Se
         for sig in STOP_SIGNALS:  # not the supervisor's forwarding handler
             signal.signal(sig, signal.SIG_DFL)
         _tag_logs(index)
-        asyncio.run(_serve(name, servicers, settings, url, port=port, reuse_port=True))
+        asyncio.run(_serve(name, servicers, settings, url, port=port, reuse_port=True, worker=index))
         code = 0
     except BaseException:  # whatever it was, the supervisor sees the exit code
         log.exception("worker failed", extra={"service": name})

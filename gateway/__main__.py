@@ -14,6 +14,7 @@ import sys
 
 import uvicorn
 
+from aos_runtime import metrics, tracing
 from aos_runtime.config import Settings
 from aos_runtime.observability import configure_logging
 from gateway.app import create_app
@@ -24,6 +25,9 @@ from gateway.serving import config
 def main() -> int:
     settings = Settings.from_env()
     configure_logging(settings.log_level)
+    tracing.configure("gateway")  # OTEL_*; off unless OTEL_TRACES_EXPORTER names an exporter
+    if settings.metrics_ports["gateway"]:
+        metrics.serve(settings.bind_host, settings.metrics_ports["gateway"], "AOS_GATEWAY_METRICS_PORT")
     app = create_app(backend_addresses(settings.addresses), max_message_bytes=settings.max_message_bytes,
                      channels_per_backend=settings.workers)
     # uvicorn re-raises the signal it shut down for once it has restored the previous
@@ -35,6 +39,7 @@ def main() -> int:
                           max_connections=settings.gateway_max_connections,
                           log_config=None, access_log=False,
                           timeout_graceful_shutdown=settings.grace_period_s)).run()
+    tracing.stop()
     return 0
 
 

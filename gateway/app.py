@@ -24,7 +24,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route as HttpRoute
 from starlette.types import ASGIApp, Message as AsgiMessage, Receive, Scope, Send
 
-from aos_runtime import channels, errors
+from aos_runtime import channels, errors, metrics, tracing
 from aos_runtime.headers import WAL_POSITION_HEADER
 from aos_runtime.observability import request_id
 from gateway import openapi, transcode
@@ -74,7 +74,8 @@ class Backends:
     def _channel(self, method: MethodDescriptor) -> grpc.aio.Channel:
         address = self._addresses[method.containing_service.full_name]
         if address not in self._channels:
-            self._channels[address] = [grpc.aio.insecure_channel(address, options=self._options)
+            self._channels[address] = [grpc.aio.insecure_channel(address, options=self._options,
+                                                                 interceptors=tracing.client_interceptors())
                                        for _ in range(self._per_address)]
         pool = self._channels[address]
         return pool[next(self._turn) % len(pool)]
@@ -89,6 +90,19 @@ class Backends:
         pools, self._channels = list(self._channels.values()), {}
         for channel in (c for pool in pools for c in pool):
             await channel.close()
+
+
+_ROUTE = "aos.route"
+_FIXED_ROUTES = frozenset({"/healthz", "/openapi.json"})
+
+
+def _route_label(scope: Scope) -> str:
+    """The route template a request matched (a bounded set), never its path: "unmatched" for the rest."""
+    route = scope.get(_ROUTE)
+    if isinstance(route, str):
+        return route
+    path = scope.get("path")
+    return path if path in _FIXED_ROUTES else "unmatched"
 
 
 def _rpc_path(method: MethodDescriptor) -> str:
@@ -130,6 +144,7 @@ class RequestContext:
         finally:
             log.info("request", extra={"http_method": scope["method"], "path": scope["path"], "status": status,
                                        "ms": round((time.monotonic() - started) * 1000, 2)})
+            metrics.observe_http(scope["method"], _route_label(scope), status, time.monotonic() - started)
 
 
 def create_app(backends: Mapping[str, str], *, max_message_bytes: int = 8 * 1024 * 1024,
@@ -160,6 +175,8 @@ def create_app(backends: Mapping[str, str], *, max_message_bytes: int = 8 * 1024
             return _error(errors.ApiError(grpc.StatusCode.UNIMPLEMENTED, "METHOD_NOT_ALLOWED",
                                           f"{request.method} is not allowed on {request.url.path}; use {allowed}"),
                           http_status=405, headers={"Allow": allowed})
+        request.scope[_ROUTE] = route.template.template  # the metrics' and the trace's route label
+        tracing.name_route(request.method, route.template.template)
         message = transcode.build_request(route, variables, query, await _body(request))
         metadata, timeout = transcode.call_options(request.headers, request.state.request_id)
         if route.is_download:
@@ -181,7 +198,7 @@ def create_app(backends: Mapping[str, str], *, max_message_bytes: int = 8 * 1024
         routes=[HttpRoute("/healthz", healthz, methods=["GET"]),
                 HttpRoute("/openapi.json", openapi_json, methods=["GET"]),
                 HttpRoute("/{path:any_path}", transcoded, methods=_METHODS)],
-        middleware=[Middleware(RequestContext)],
+        middleware=[*tracing.asgi_middleware(), Middleware(RequestContext)],
         exception_handlers={errors.ApiError: _api_error, HTTPException: _http_error, Exception: _internal_error},
         lifespan=lifespan)
 

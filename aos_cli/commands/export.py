@@ -70,6 +70,9 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                               epilog="offline, " + verify_export.exit_codes_help())
     verify.add_argument("export_id", metavar="EXPORT_ID", nargs="?")
     verify.add_argument("--offline", metavar="ARTIFACT", type=Path, help="a downloaded artifact")
+    verify.add_argument("--recompute", action="store_true",
+                        help="the service verifies afresh (a full re-render) instead of answering from its "
+                             "recorded verification of the export")
     verify.add_argument("--envelope", type=Path, help="the export's DSSE envelope (.dsse.json)")
     verify_export.add_trust_arguments(verify)
     verify.set_defaults(handler=verify_command)
@@ -206,12 +209,16 @@ def verify_command(args: argparse.Namespace, ctx: Context) -> int:
         raise UsageError("EXPORT_ID or --offline ARTIFACT is required")
     if args.envelope or args.keys or args.key or args.trust:
         raise UsageError("--envelope, --key, --trust and --keys go with --offline")
-    answer = ctx.client.exports.VerifyExport(pb.VerifyExportRequest(export_id=args.export_id))
+    answer = ctx.client.exports.VerifyExport(pb.VerifyExportRequest(export_id=args.export_id,
+                                                                    recompute=args.recompute))
     if ctx.out.json_mode:
         ctx.out.document(answer)
     else:
+        how = (f"recorded verification of {when(answer.verified_at)} (audit entry seq {answer.audit_entry_seq}, "
+               f"{answer.verifier_version}; --recompute to verify afresh)" if answer.recorded else
+               f"verified by the service at {when(answer.verified_at)} ({answer.verifier_version})")
         ctx.out.checks(((c.name, c.passed, c.detail) for c in answer.checks), answer.valid,
-                       title=f"Export {args.export_id}, verified by the service at {when(answer.verified_at)}")
+                       title=f"Export {args.export_id}, {how}")
     return EXIT_OK if answer.valid else EXIT_FAILED
 
 

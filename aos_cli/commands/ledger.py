@@ -10,7 +10,10 @@ before/after state is not in the listing.
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import json
+import os
 from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
@@ -27,7 +30,7 @@ from aos_cli.context import Context
 from aos_cli.keys import file_keys, server_keys, signing_keys_trusted
 from aos_cli.output import to_dict, when
 from aos_cli.values import enum_label
-from aos_recording import dsse, hashing, verify_export
+from aos_recording import dsse, hashing, tlog, verify_export
 from aos_recording.verify_export import Verification
 
 Kind = integrity_pb2.AnomalyKind
@@ -55,6 +58,23 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     # no pin the signature check fails (UNTRUSTED), the audited service cannot vouch for itself.
     verify_export.add_trust_arguments(verify)
     verify.set_defaults(handler=verify_command)
+    prove = group.add_parser("prove", parents=[common],
+                             help="prove an entry is in the ledger's Merkle tree (RFC 6962), verified offline")
+    prove.add_argument("entry", metavar="ENTRY", help="an entry id, or a seq number")
+    prove.add_argument("--size", metavar="N", type=int, default=0,
+                       help="the tree size to prove against (default: the kept state's, else the current one)")
+    prove.add_argument("--state", metavar="FILE", type=Path,
+                       help="a state kept by check-consistency: the proof must reach its root")
+    prove.set_defaults(handler=prove_command)
+    consistency = group.add_parser(
+        "check-consistency", parents=[common],
+        help="prove the ledger's tree extends a kept state (no entry before it changed); keep the newer state")
+    consistency.add_argument("--from", dest="source", metavar="FILE", type=Path,
+                             help="the kept state {tenant, size, root} (default: --state)")
+    consistency.add_argument("--state", metavar="FILE", type=Path,
+                             help="where the newest verified state is kept (default: --from); a missing file "
+                                  "is started from the current tree (trust on first use)")
+    consistency.set_defaults(handler=consistency_command)
 
 
 def checkpoint_command(args: argparse.Namespace, ctx: Context) -> int:
@@ -247,3 +267,130 @@ def verify_command(args: argparse.Namespace, ctx: Context) -> int:
     if result.note:
         ctx.out.line(f"note: {result.note}")
     return EXIT_OK if result.ok else EXIT_FAILED
+
+
+# --- the Merkle tree (RFC 6962): inclusion and consistency, checked here ---------------------
+class TreeState(NamedTuple):
+    """A tree head this auditor verified: the tenant, the tree's size and its root hash."""
+    tenant: str
+    size: int
+    root: bytes
+
+
+def load_state(path: Path) -> TreeState:
+    """A state file as ``save_state`` writes it: {"tenant", "size", "root" (base64)}."""
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        root = base64.b64decode(doc["root"], validate=True)
+        state = TreeState(str(doc["tenant"]), int(doc["size"]), root)
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise UsageError(f"{path}: not a ledger tree state ({{tenant, size, root}}): {exc}") from None
+    if state.size < 1 or len(state.root) != 32:
+        raise UsageError(f"{path}: a state needs a size of at least 1 and a 32-byte root")
+    return state
+
+
+def save_state(path: Path, state: TreeState) -> None:
+    """Written whole or not at all (a temporary file renamed over the old one)."""
+    doc = {"tenant": state.tenant, "size": state.size, "root": base64.b64encode(state.root).decode()}
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        temporary.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        os.replace(temporary, path)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
+def _verdict(ctx: Context, result: Verification, title: str, doc: dict[str, Any]) -> int:
+    if ctx.out.json_mode:
+        ctx.out.document({"verified": result.ok, **doc, "checks": [asdict(c) for c in result.checks]})
+    else:
+        ctx.out.checks(((c.name, c.passed, c.detail) for c in result.checks), result.ok, title=title)
+        ctx.out.line("VERIFIED" if result.ok else "NOT VERIFIED")
+    return EXIT_OK if result.ok else EXIT_FAILED
+
+
+def prove_command(args: argparse.Namespace, ctx: Context) -> int:
+    state = load_state(args.state) if args.state else None
+    size = args.size or (state.size if state else 0)
+    if size < 0:
+        raise UsageError("--size must not be negative")
+    request = audit_pb.GetInclusionProofRequest(tree_size=size)
+    if args.entry.isdigit():
+        request.seq = int(args.entry)
+    else:
+        request.entry_id = args.entry
+    proof = ctx.client.audit.GetInclusionProof(request)
+    result = Verification()
+    tenant = proof.metadata.tenant_id
+    if state and state.tenant != tenant:
+        raise UsageError(f"the state is tenant {state.tenant}'s, the token tenant {tenant}'s")
+    leaf_hash = tlog.leaf_hash(proof.leaf_data)
+    result.add("leaf", leaf_hash == proof.leaf_hash,
+               f"leaf {proof.leaf_index} (seq {proof.seq}): SHA-256(0x00 ‖ {proof.leaf_data.hex()})")
+    try:
+        tlog.check_record(list(proof.audit_path), proof.tree_size, proof.root_hash, proof.leaf_index, leaf_hash)
+        result.add("inclusion", True, f"{len(proof.audit_path)} hashes lead to the root of the tree of size "
+                                      f"{proof.tree_size}")
+    except tlog.ProofError as exc:
+        result.add("inclusion", False, f"the audit path does not lead to the stated root: {exc}")
+    if state and proof.tree_size == state.size:
+        result.add("root", proof.root_hash == state.root,
+                   f"the kept root of size {state.size}" if proof.root_hash == state.root
+                   else "the service's root differs from the kept one: FORK")
+    else:
+        ctx.out.note("note: the root is the service's own statement; keep a verified state "
+                     "(check-consistency --state) and prove against it to rely on it")
+    return _verdict(ctx, result, f"Entry {proof.entry_id} in the ledger of {tenant}", {
+        "entry_id": proof.entry_id, "seq": proof.seq, "tree_size": proof.tree_size,
+        "root": base64.b64encode(proof.root_hash).decode(),
+        "kept_root": base64.b64encode(state.root).decode() if state else None})
+
+
+def _current_size(ctx: Context) -> tuple[str, int]:
+    page = ctx.client.audit.ListLedgerLeaves(audit_pb.ListLedgerLeavesRequest(page_size=1))
+    return page.metadata.tenant_id, page.last_seq
+
+
+def consistency_command(args: argparse.Namespace, ctx: Context) -> int:
+    source, target = args.source or args.state, args.state or args.source
+    if source is None:
+        raise UsageError("give --from FILE (a kept state) or --state FILE")
+    tenant, current = _current_size(ctx)
+    if not source.exists() and args.source is None:
+        if current == 0:
+            raise UsageError(f"tenant {tenant}'s ledger is empty: nothing to keep yet")
+        head = ctx.client.audit.GetConsistencyProof(
+            audit_pb.GetConsistencyProofRequest(first_tree_size=current, second_tree_size=current))
+        save_state(target, TreeState(tenant, current, head.first_root_hash))
+        ctx.out.note(f"note: no state in {target}: the current tree (size {current}) is kept as the first one "
+                     "(trust on first use)")
+        result = Verification()
+        result.add("kept", True, f"size {current}, root {base64.b64encode(head.first_root_hash).decode()}")
+        return _verdict(ctx, result, f"Ledger tree of {tenant}", {"tenant": tenant, "size": current})
+    old = load_state(source)
+    if old.tenant != tenant:
+        raise UsageError(f"the state is tenant {old.tenant}'s, the token tenant {tenant}'s")
+    result = Verification()
+    if current < old.size:
+        result.add("size", False, f"the tree has {current} leaves, fewer than the kept {old.size}: "
+                                  "history was truncated (FORK)")
+        return _verdict(ctx, result, f"Ledger tree of {tenant} against the kept size {old.size}",
+                        {"tenant": tenant, "kept_size": old.size, "size": current})
+    proof = ctx.client.audit.GetConsistencyProof(audit_pb.GetConsistencyProofRequest(
+        first_tree_size=old.size, second_tree_size=current))
+    result.add("kept root", proof.first_root_hash == old.root,
+               f"the tree of size {old.size} still has the kept root" if proof.first_root_hash == old.root
+               else f"the service's tree of size {old.size} has another root: FORK")
+    try:
+        tlog.check_tree(list(proof.proof), proof.second_tree_size, proof.second_root_hash, old.size, old.root)
+        result.add("consistency", True, f"size {old.size} → {proof.second_tree_size}: {len(proof.proof)} hashes "
+                                        "prove the older tree a prefix of the newer")
+    except tlog.ProofError as exc:
+        result.add("consistency", False, f"the newer tree does not extend the kept one: FORK ({exc})")
+    if result.ok and target is not None:
+        save_state(target, TreeState(tenant, proof.second_tree_size, proof.second_root_hash))
+        result.add("kept", True, f"{target} now holds size {proof.second_tree_size}")
+    return _verdict(ctx, result, f"Ledger tree of {tenant} against the kept size {old.size}", {
+        "tenant": tenant, "kept_size": old.size, "size": proof.second_tree_size,
+        "root": base64.b64encode(proof.second_root_hash).decode()})

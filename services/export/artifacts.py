@@ -8,30 +8,38 @@ million ledger entries holds one record (and counters) in memory, not a million.
 The ZIP package holds the evidence (evidence.json), the report (report.pdf), for
 slices the records as CSV, a package manifest listing every member's SHA-256, that
 manifest's DSSE envelope, and SHA256SUMS. It is signed inside with the same key
-as the export (Ed25519 is deterministic, so the package is reproducible too).
+as the export (Ed25519 is deterministic, so the package is reproducible too). A slice's
+package streams as well: its members are written to spools (temporary files past 1 MiB)
+as the records pass, with their checksums, then zipped member by member into the sink.
+No size limit; memory holds one record, the report's first PDF_TABLE_ROWS, and buffers.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from aos_evidence.kinds import BundleType, ExportFormat, ExportScope
 from aos_recording import dsse
-from aos_recording.hashing import artifact_digest, canonical_json, sha256
+from aos_recording.hashing import artifact_digest, canonical_json
 from services.export import bundles
 from services.export.redaction import PROFILE
-from services.export.render import Report, Section, csv_lines, render_csv, render_pdf, render_zip
+from services.export.render import (
+    PDF_MAX_ROWS,
+    Report,
+    Section,
+    Spool,
+    ZipStream,
+    csv_lines,
+    csv_row,
+    render_csv,
+    render_pdf,
+)
 
 CHUNK_BYTES = 1024 * 1024  # one log_export_artifacts row, one DownloadExport message at most
-PDF_TABLE_ROWS = 500       # a report lists this many records; the JSON and CSV carry all
-ZIP_MAX_RECORDS = 100_000  # a package is assembled in memory: larger slices export as JSON or CSV
+PDF_TABLE_ROWS = PDF_MAX_ROWS  # a report lists this many records; the JSON and CSV carry all
 EPOCH = "1970-01-01T00:00:00.000000Z"
-
-
-class TooLarge(ValueError):
-    """A slice too large for the format asked for."""
 
 
 class Sink:
@@ -89,8 +97,8 @@ def render_bundle(bundle: dict[str, Any], fmt: ExportFormat, counts: Mapping[str
     elif fmt is ExportFormat.PDF:
         sink.write(render_pdf(bundle_report(bundle)))
     elif fmt is ExportFormat.ZIP:
-        sink.write(package([("evidence.json", evidence), ("report.pdf", render_pdf(bundle_report(bundle)))],
-                           bundle, key))
+        package([("evidence.json", Spool.of(evidence)), ("report.pdf", Spool.of(render_pdf(bundle_report(bundle))))],
+                bundle, newest_time(bundle), key, sink)
     else:
         raise ValueError(f"{fmt} is not a format for a {bundle['scope']} bundle")
     return Rendered(sink.size, sink.close(), redaction, bundle_record_count(bundle), bundle_contents(bundle))
@@ -224,17 +232,27 @@ def _soc2_section(soc2: Mapping[str, Any]) -> Section:
                          for c in soc2["controls"]])
 
 
-def package(members: list[tuple[str, bytes]], bundle: Mapping[str, Any], key: dsse.SigningKey) -> bytes:
-    """The ZIP evidence package: members, a signed manifest of them, SHA256SUMS."""
-    manifest = canonical_json({
-        "format_version": "aos.evidence-package/v1", "tenant_id": bundle["tenant_id"], "scope": bundle["scope"],
-        "subject": bundle["subject"], "bundle_type": bundle["bundle_type"], "redaction": bundle["redaction"],
-        "files": [{"name": name, "size": len(data), "sha256": sha256(data).hex()} for name, data in members]})
-    envelope = dsse.envelope_json(dsse.sign_envelope(dsse.PACKAGE_PAYLOAD_TYPE, manifest, key)).encode()
-    members = members + [("package-manifest.json", manifest), ("package-manifest.dsse.json", envelope)]
-    sums = "".join(f"{sha256(data).hex()}  {name}\n" for name, data in members).encode()
-    stamp = datetime.fromisoformat(newest_time(bundle).replace("Z", "+00:00"))
-    return render_zip(members + [("SHA256SUMS", sums)], stamp)
+def package(members: list[tuple[str, Spool]], bundle: Mapping[str, Any], newest: str, key: dsse.SigningKey,
+            sink: Sink) -> None:
+    """The ZIP evidence package into ``sink``: members, a signed manifest of them, SHA256SUMS.
+    ``newest`` is the latest time in the bundle and its records (every entry's date)."""
+    try:
+        manifest = canonical_json({
+            "format_version": "aos.evidence-package/v1", "tenant_id": bundle["tenant_id"], "scope": bundle["scope"],
+            "subject": bundle["subject"], "bundle_type": bundle["bundle_type"], "redaction": bundle["redaction"],
+            "files": [{"name": name, "size": spool.size, "sha256": spool.sha256} for name, spool in members]})
+        envelope = dsse.envelope_json(dsse.sign_envelope(dsse.PACKAGE_PAYLOAD_TYPE, manifest, key)).encode()
+        members = members + [("package-manifest.json", Spool.of(manifest)),
+                             ("package-manifest.dsse.json", Spool.of(envelope))]
+        sums = "".join(f"{spool.sha256}  {name}\n" for name, spool in members).encode()
+        members.append(("SHA256SUMS", Spool.of(sums)))
+        archive = ZipStream(sink.write, datetime.fromisoformat(newest.replace("Z", "+00:00")))
+        for name, spool in members:
+            archive.add(name, spool.chunks(), spool.size)
+        archive.close()
+    finally:
+        for _, spool in members:
+            spool.close()
 
 
 # --- slices (large: streamed) -----------------------------------------------------
@@ -303,20 +321,7 @@ def render_slice(head: dict[str, Any], kind: str, records: Iterable[dict[str, An
         else:
             sink.write(render_pdf(slice_report(bundle, kind, shown)))
     elif fmt is ExportFormat.ZIP:
-        kept: list[dict[str, Any]] = []
-        for record in counted():
-            if len(kept) >= ZIP_MAX_RECORDS:
-                raise TooLarge(f"a ZIP package holds at most {ZIP_MAX_RECORDS:,} records; narrow the slice or "
-                               "export it as JSON or CSV")
-            kept.append(record)
-        bundle = {**head, **tail()}
-        if not executive:
-            bundle["records"] = kept
-        columns = SLICE_COLUMNS[kind] + (("control",) if soc2 else ())
-        members = [("evidence.json", canonical_json(bundle)),
-                   ("records.csv", render_csv(columns, [[r.get(c) for c in columns] for r in kept])),
-                   ("report.pdf", render_pdf(slice_report(bundle, kind, kept[:PDF_TABLE_ROWS])))]
-        sink.write(package(members, bundle, key))
+        _slice_package(head, kind, counted(), tail, executive, soc2, key, sink)
     else:
         raise ValueError(f"unknown format {fmt}")
     if kind == "audit_entry":
@@ -329,8 +334,49 @@ def render_slice(head: dict[str, Any], kind: str, records: Iterable[dict[str, An
     return Rendered(sink.size, sink.close(), redaction(), summary.count, contents)
 
 
+def _slice_package(head: Mapping[str, Any], kind: str, records: Iterator[dict[str, Any]],
+                   tail: Callable[[], dict[str, Any]], executive: bool, soc2: bool, key: dsse.SigningKey,
+                   sink: Sink) -> None:
+    """A slice's ZIP package in one pass over its records: evidence.json (without the records
+    for an executive bundle) and records.csv spooled side by side, the report from the first
+    PDF_TABLE_ROWS records, then the package. Same bytes as the whole bundle built in memory."""
+    evidence, table = Spool(), Spool()
+    columns = SLICE_COLUMNS[kind] + (("control",) if soc2 else ())
+    shown: list[dict[str, Any]] = []
+    newest = [EPOCH]
+
+    def passing() -> Iterator[dict[str, Any]]:
+        table.write(csv_row(columns))
+        for record in records:
+            table.write(csv_row([record.get(c) for c in columns]))
+            if len(shown) < PDF_TABLE_ROWS:
+                shown.append(record)
+            newest[0] = max(newest[0], newest_time(record))
+            yield record
+
+    try:
+        if executive:
+            for _ in passing():
+                pass
+            bundle = {**head, **tail()}
+            evidence.write(canonical_json(bundle))
+        else:
+            bundle = {**head, **_stream_json(head, passing(), tail, evidence)}
+        report = render_pdf(slice_report(bundle, kind, shown))
+    except BaseException:
+        evidence.close()
+        table.close()
+        raise
+    package([("evidence.json", evidence), ("records.csv", table), ("report.pdf", Spool.of(report))], bundle,
+            max(newest[0], newest_time(bundle)), key, sink)
+
+
+class _Writable(Protocol):
+    def write(self, data: bytes) -> Any: ...
+
+
 def _stream_json(head: Mapping[str, Any], records: Iterator[dict[str, Any]], tail: Callable[[], dict[str, Any]],
-                 sink: Sink) -> None:
+                 sink: _Writable) -> dict[str, Any]:
     """RFC 8785 JSON of ``head`` + records + tail, written as it goes. JCS orders an
     object's members by key: the members before "records" come from ``head``, the
     records stream, and the members after (counted on the way) from ``tail``."""
@@ -342,6 +388,7 @@ def _stream_json(head: Mapping[str, Any], records: Iterator[dict[str, Any]], tai
     if any(k < "records" for k in after):
         raise AssertionError("a member computed after the records must sort after them")
     sink.write(b"]" + (b"," + canonical_json(after)[1:] if after else b"}"))
+    return after
 
 
 def slice_report(bundle: Mapping[str, Any], kind: str, shown: Sequence[Mapping[str, Any]]) -> Report:

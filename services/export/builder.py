@@ -21,7 +21,7 @@ from aos_recording import dsse
 from aos_recording.hashing import GENESIS, canonical_json, manifest_hash, rfc3339
 from aos_recording.writers import AuditLedgerWriter, new_id
 from aos_runtime import faults
-from services.export import artifacts, bundles, store
+from services.export import artifacts, bundles, quotas, store
 
 # v2: signed_at and signed_by (the signing time and key, inside what is signed: a verifier
 # checks the key's validity at that time), contents (per record type, the count and ledger
@@ -163,21 +163,22 @@ def render(conn: Connection, plan: Plan, key: dsse.SigningKey, sink: artifacts.S
     """The artifact for ``plan`` over the records within ``bounds`` (the ledger head
     ``max_seq``, and for system slices ``recorded_until``)."""
     writer = bundles.RecordWriter()
-    try:
-        if not plan.scope.is_slice:
-            bundle = _gather(conn, plan, writer, bounds["max_seq"])
-            return artifacts.render_bundle(bundle, plan.format, writer.redactor.counts, key, sink)
-        kind, records = _slice_records(conn, plan, writer, bounds)
-        return artifacts.render_slice(_head(plan), kind, records, plan.format, writer, key, sink)
-    except artifacts.TooLarge as exc:
-        raise faults.ExportTooLarge(str(exc), format=plan.format) from None
+    if not plan.scope.is_slice:
+        bundle = _gather(conn, plan, writer, bounds["max_seq"])
+        return artifacts.render_bundle(bundle, plan.format, writer.redactor.counts, key, sink)
+    kind, records = _slice_records(conn, plan, writer, bounds)
+    return artifacts.render_slice(_head(plan), kind, records, plan.format, writer, key, sink)
 
 
 # --- recording ------------------------------------------------------------------------
 
-def create(conn: Connection, plan: Plan, keys: dsse.KeyRing, actor_type: str, actor_id: str) -> Mapping[str, Any]:
-    """Renders, signs and records one export; returns its log_exports row."""
+def create(conn: Connection, plan: Plan, keys: dsse.KeyRing, actor_type: str, actor_id: str,
+           limits: quotas.Limits = quotas.NONE) -> Mapping[str, Any]:
+    """Renders, signs and records one export; returns its log_exports row. Refuses with a
+    quota fault (faults.QUOTA_FAULTS) before rendering, and again under the chain lock with the
+    artifact's size, when the tenant's ``limits`` would be passed."""
     tenant = plan.tenant_id
+    quotas.check(conn, tenant, limits)
     export_id = new_id("exp")
     ledger = evidence.ledger_head(conn, tenant)
     bounds = {"max_seq": ledger["seq"] if ledger else 0}
@@ -188,6 +189,7 @@ def create(conn: Connection, plan: Plan, keys: dsse.KeyRing, actor_type: str, ac
 
     created_at = store.database_now(conn)
     previous = store.lock_export_chain(conn, tenant)
+    quotas.check(conn, tenant, limits, adding_bytes=rendered.size)  # exact: other creates wait on the lock
     previous_chain = bytes(previous["chain_hash"]) if previous else GENESIS
     slice_filter = {**plan.slice_filter, **bounds} if plan.scope.is_slice else None
     filename = f"{export_id}.{plan.format.extension}"

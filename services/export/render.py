@@ -12,8 +12,9 @@ import hashlib
 import io
 import re
 import stat
+import tempfile
 import zipfile
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timezone
 from decimal import Decimal
@@ -130,6 +131,21 @@ def _section(title: str, body: Sequence[Flowable], empty: str) -> list[Flowable]
     return [_para(title, _HEADING), *(body or [_para(empty, _BODY)])]
 
 
+# A report is read by a person, and reportlab's tables cost ~15 KiB and a growing time per
+# row (bench/pdf_table_cost.py: 500 rows 38 MiB peak RSS; 5,000 rows 108 MiB, 8 s; 20,000
+# rows 336 MiB): a table lists at most this many rows and says so; the JSON (a ZIP's
+# evidence.json) carries all.
+PDF_MAX_ROWS = 500
+
+
+def _cut(rows: Sequence[object], what: str) -> list[Flowable]:
+    """The note above a table cut to PDF_MAX_ROWS; nothing for one that is not."""
+    if len(rows) <= PDF_MAX_ROWS:
+        return []
+    return [_para(f"The first {PDF_MAX_ROWS:,} of {len(rows):,} {what}; the JSON export (and a ZIP package's "
+                  f"evidence.json) carries all of them.", _BODY)]
+
+
 def _story(report: Report) -> list[Flowable]:
     story: list[Flowable] = [
         Spacer(1, 6 * cm),
@@ -144,14 +160,17 @@ def _story(report: Report) -> list[Flowable]:
         body: list[Flowable] = [_para(p, _BODY) for p in section.paragraphs]
         if section.columns:
             width = _BODY_WIDTH / len(section.columns)
-            body.append(_table(section.columns, section.rows, [width] * len(section.columns)))
+            body += _cut(section.rows, "rows")
+            body.append(_table(section.columns, section.rows[:PDF_MAX_ROWS], [width] * len(section.columns)))
         elif section.rows:
             raise ValueError(f"section {section.title!r} has rows but no columns")
         story += _section(section.title, body, "Nothing recorded.")
-    timeline = [_table(("Time", "Kind", "Event"), report.timeline, (4.4 * cm, 3.5 * cm, _BODY_WIDTH - 7.9 * cm))
-                ] if report.timeline else []
+    timeline = [*_cut(report.timeline, "events"),
+                _table(("Time", "Kind", "Event"), report.timeline[:PDF_MAX_ROWS],
+                       (4.4 * cm, 3.5 * cm, _BODY_WIDTH - 7.9 * cm))] if report.timeline else []
     story += _section("Timeline", timeline, "No events.")
-    story += _section("Hashes", [_hash_table(report.hashes)] if report.hashes else [], "No hashes.")
+    story += _section("Hashes", [*_cut(report.hashes, "hashes"), _hash_table(report.hashes[:PDF_MAX_ROWS])]
+                      if report.hashes else [], "No hashes.")
     story += _section("How to verify", [_para(p, _BODY) for p in report.how_to_verify], "No instructions.")
     return story
 
@@ -258,11 +277,16 @@ def _csv_record(cells: Sequence[str]) -> str:
 
 def csv_lines(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Iterator[bytes]:
     """render_csv line by line, for artifacts too large to hold: the header, then each row."""
-    yield _csv_record([_csv_text(c) for c in columns]).encode("utf-8")
+    yield csv_row(columns)
     for row in rows:
         if len(row) != len(columns):
             raise ValueError(f"row has {len(row)} cells, header has {len(columns)}: {row!r}")
-        yield _csv_record([_csv_text(v) for v in row]).encode("utf-8")
+        yield csv_row(row)
+
+
+def csv_row(cells: Sequence[Any]) -> bytes:
+    """One CSV record (render_csv's rules), for a writer that checks widths itself."""
+    return _csv_record([_csv_text(v) for v in cells]).encode("utf-8")
 
 
 def render_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
@@ -282,6 +306,7 @@ def render_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:
 _ZIP_EPOCH = datetime(1980, 1, 1, tzinfo=timezone.utc)  # the earliest date a ZIP entry can carry
 _REGULAR_FILE_0644 = (stat.S_IFREG | 0o644) << 16       # unix mode in the high 16 bits
 _UNIX = 3
+SPOOL_BYTES = 1024 * 1024                                # kept in memory; beyond, a temporary file
 
 
 def _check_member_name(name: str) -> None:
@@ -292,28 +317,136 @@ def _check_member_name(name: str) -> None:
         raise ValueError(f"unsafe ZIP member name: {name!r}")
 
 
-def render_zip(members: Sequence[tuple[str, bytes]], timestamp: datetime) -> bytes:
-    """A ZIP of ``members`` in the given order, identical bytes for identical input.
+class _Window:
+    """A seekable file for zipfile.ZipFile that hands bytes on once a member is done.
 
-    Every entry carries ``timestamp`` (UTC, naive taken as UTC, clamped to the
-    ZIP epoch 1980-01-01; DOS dates keep even seconds only), mode 0644 from a
-    unix host, DEFLATE level 9, no extra fields and no comments. Raises ValueError for a
-    duplicate name or one that is absolute, contains '..', '.', empty segments or backslashes.
+    zipfile writes a member's local header, its compressed data, then seeks back to fill
+    the header's CRC and sizes. Only the member being written is kept (in a spool that
+    moves to a temporary file past SPOOL_BYTES); ``commit`` passes it to ``out`` in
+    chunks and forgets it. A seek before the current member is a bug, and raises.
     """
-    seen: set[str] = set()
-    for name, _data in members:
-        _check_member_name(name)
-        if name in seen:
-            raise ValueError(f"duplicate ZIP member name: {name!r}")
-        seen.add(name)
-    when = max(_as_utc(timestamp), _ZIP_EPOCH)
-    date_time = (when.year, when.month, when.day, when.hour, when.minute, when.second)
 
-    out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
-        for name, data in members:
-            info = zipfile.ZipInfo(name, date_time=date_time)
-            info.create_system = _UNIX
-            info.external_attr = _REGULAR_FILE_0644
-            archive.writestr(info, data, compress_type=zipfile.ZIP_DEFLATED, compresslevel=9)
-    return out.getvalue()
+    def __init__(self, out: Callable[[bytes], None]) -> None:
+        self._out = out
+        self._base = 0
+        self._spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
+
+    def write(self, data: bytes) -> int:
+        return self._spool.write(data)
+
+    def tell(self) -> int:
+        return self._base + self._spool.tell()
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence != io.SEEK_SET or offset < self._base:
+            raise OSError(f"the ZIP stream cannot seek to {offset} (whence {whence}): "
+                          f"{self._base} bytes are already written out")
+        return self._base + self._spool.seek(offset - self._base)
+
+    def seekable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        pass
+
+    def commit(self) -> None:
+        """Hands on everything written so far; the stream continues after it."""
+        end = self._spool.seek(0, io.SEEK_END)
+        self._spool.seek(0)
+        while chunk := self._spool.read(SPOOL_BYTES):
+            self._out(chunk)
+        self._spool.close()
+        self._spool = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
+        self._base += end
+
+    def close(self) -> None:
+        self._spool.close()
+
+
+class Spool:
+    """A ZIP member's content as it is produced, kept in a temporary file past SPOOL_BYTES,
+    with its running SHA-256 and size (for the package manifest and SHA256SUMS)."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)
+        self._digest = hashlib.sha256()
+        self.size = 0
+
+    @classmethod
+    def of(cls, data: bytes) -> Spool:
+        spool = cls()
+        spool.write(data)
+        return spool
+
+    def write(self, data: bytes) -> None:
+        self._file.write(data)
+        self._digest.update(data)
+        self.size += len(data)
+
+    @property
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+    def chunks(self) -> Iterator[bytes]:
+        self._file.seek(0)
+        while chunk := self._file.read(SPOOL_BYTES):
+            yield chunk
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class ZipStream:
+    """A ZIP written member by member into ``out``, never held whole: byte for byte what
+    zipfile writes into a seekable file with ``writestr`` (so packages made before streaming
+    re-render identically). Every entry carries ``timestamp`` (UTC, naive taken as UTC,
+    clamped to the ZIP epoch 1980-01-01; DOS dates keep even seconds only), mode 0644 from
+    a unix host, DEFLATE level 9, no extra fields and no comments. ``add`` raises ValueError
+    for a duplicate name or one that is absolute, contains '..', '.', empty segments or
+    backslashes."""
+
+    def __init__(self, out: Callable[[bytes], None], timestamp: datetime) -> None:
+        when = max(_as_utc(timestamp), _ZIP_EPOCH)
+        self._date_time = (when.year, when.month, when.day, when.hour, when.minute, when.second)
+        self._window = _Window(out)
+        self._archive = zipfile.ZipFile(self._window, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=9)
+        self._seen: set[str] = set()
+
+    def add(self, name: str, chunks: Iterable[bytes], size: int) -> None:
+        """One member of ``size`` bytes, given in chunks (any split: deflate's output does not
+        depend on it). The size decides ZIP64 exactly as ``writestr`` does."""
+        _check_member_name(name)
+        if name in self._seen:
+            raise ValueError(f"duplicate ZIP member name: {name!r}")
+        self._seen.add(name)
+        info = zipfile.ZipInfo(name, date_time=self._date_time)
+        info.create_system = _UNIX
+        info.external_attr = _REGULAR_FILE_0644
+        info.compress_type = zipfile.ZIP_DEFLATED
+        # What writestr(..., compresslevel=9) sets; zipfile has no public setter before 3.13.
+        info._compresslevel = 9  # type: ignore[attr-defined]
+        info.file_size = size    # writestr sets it before writing: it decides ZIP64
+        written = 0
+        with self._archive.open(info, "w") as member:
+            for chunk in chunks:
+                member.write(chunk)
+                written += len(chunk)
+        if written != size:
+            raise ValueError(f"ZIP member {name!r}: {written} bytes written, {size} announced")
+        self._window.commit()
+
+    def close(self) -> None:
+        """Writes the central directory and hands on the rest."""
+        self._archive.close()
+        self._window.commit()
+        self._window.close()
+
+
+def render_zip(members: Sequence[tuple[str, bytes]], timestamp: datetime) -> bytes:
+    """A ZIP of small in-memory ``members`` in the given order (ZipStream into bytes)."""
+    out = bytearray()
+    stream = ZipStream(out.extend, timestamp)
+    for name, data in members:
+        stream.add(name, [data], len(data))
+    stream.close()
+    return bytes(out)

@@ -8,9 +8,10 @@ Logs and here.
 """
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Mapping
-from datetime import datetime, timezone
 from typing import Any
 
 import grpc
@@ -23,14 +24,14 @@ from aos_evidence.kinds import BundleType, ExportFormat, ExportScope
 from aos_evidence.messages import export_message
 from aos_recording import dsse
 from aos_recording.hashing import rfc3339
-from aos_runtime import auth, errors, local_state
+from aos_runtime import auth, errors, faults, local_state, metrics
 from aos_runtime.config import ConfigError, check_dev_key_allowed
 from aos_runtime.evidence import timestamp
 from aos_runtime.headers import WAL_POSITION_HEADER
 from aos_runtime.pagination import Listing
 from aos_runtime.server import ServiceContext, Servicer
 from aos_runtime.validation import Request
-from services.export import builder, checkpoints, store, verification
+from services.export import builder, checkpoints, quotas, store, verification
 
 DESCRIPTOR = pb.DESCRIPTOR.services_by_name["ExportService"]
 _FIELDS = pb.CreateExportRequest.DESCRIPTOR.fields_by_name
@@ -67,6 +68,9 @@ class ExportService(pb_grpc.ExportServiceServicer):
         if ctx.settings is None:
             raise ConfigError("the export service needs its settings: its signing key ring is read from them")
         self.keys = key_ring(ctx.settings)
+        self._verifying: dict[tuple[str, str, bool], asyncio.Future[tuple[Mapping[str, Any], bool]]] = {}
+        self.limits = quotas.Limits(rate_per_hour=ctx.settings.export_rate_per_hour,
+                                    stored_bytes=ctx.settings.export_stored_bytes_per_tenant)
 
     # --- create -------------------------------------------------------------------
     def _plan(self, request: pb.CreateExportRequest, tenant: str) -> builder.Plan:
@@ -135,10 +139,14 @@ class ExportService(pb_grpc.ExportServiceServicer):
                                              plan.idempotency_key)
             if existing is not None:
                 return pb.CreateExportResponse(export=self._replay(plan, existing))
+        started = time.monotonic()
         try:
-            row = await self.ctx.db.run(who.tenant_id, builder.create, plan, self.keys, who.actor_type, who.actor_id)
-        except IntegrityError:
-            # Another call with the same idempotency key committed first: answer with its export.
+            row = await self.ctx.db.run(who.tenant_id, builder.create, plan, self.keys, who.actor_type, who.actor_id,
+                                        self.limits)
+            metrics.observe_export(plan.scope.value, plan.format.value, row["size_bytes"], time.monotonic() - started)
+        except (IntegrityError, *faults.QUOTA_FAULTS):
+            # Another call with the same idempotency key committed first: answer with its export
+            # (a replay is never refused by a quota, even one that call just filled).
             existing = await self.ctx.db.run(who.tenant_id, store.export_by_idempotency_key, who.tenant_id,
                                              plan.idempotency_key) if plan.idempotency_key else None
             if existing is None:
@@ -208,9 +216,35 @@ class ExportService(pb_grpc.ExportServiceServicer):
         export_id = r.resource_id(request.export_id, "export_id")
         r.done()
         row = await self._row(export_id)
-        checks = await self.ctx.db.run(row["tenant_id"], verification.check_export, row, self.keys)
-        return pb.VerifyExportResponse(valid=all(c.passed for c in checks), checks=checks,
-                                       verified_at=timestamp(datetime.now(timezone.utc)))
+        entry, recorded = await self._verify_shared(row, request.recompute)
+        return _verify_response(entry, recorded=recorded)
+
+    async def _verify_shared(self, row: Mapping[str, Any], recompute: bool) -> tuple[Mapping[str, Any], bool]:
+        """One verification per export at a time in this process: calls arriving while one
+        runs share its answer (single flight; recompute calls share theirs). It runs on if its
+        first caller leaves: the others wait for it, and its result is recorded either way."""
+        key = (row["tenant_id"], row["id"], recompute)
+        task = self._verifying.get(key)
+        if task is None:
+            who = auth.principal()
+            task = asyncio.ensure_future(self._verify(row, recompute, who.actor_type, who.actor_id))
+            self._verifying[key] = task
+            task.add_done_callback(lambda _done: self._verifying.pop(key, None))
+        return await asyncio.shield(task)
+
+    async def _verify(self, row: Mapping[str, Any], recompute: bool, actor_type: str,
+                      actor_id: str) -> tuple[Mapping[str, Any], bool]:
+        """The recorded verification by this verifier version (unless ``recompute``), else a
+        fresh one, recorded. Looked up inside the flight: a call that comes as another
+        flight ends finds what that one recorded."""
+        tenant = row["tenant_id"]
+        if not recompute:
+            recorded = await self.ctx.db.run(tenant, store.recorded_verification, tenant, row["id"],
+                                             verification.VERIFIER_VERSION)
+            if recorded is not None:
+                return recorded, True
+        return await self.ctx.db.run(tenant, verification.verify_and_record, row, self.keys, actor_type,
+                                     actor_id), False
 
     # --- keys and checkpoints --------------------------------------------------------
     async def ListSigningKeys(self, request: pb.ListSigningKeysRequest,
@@ -222,6 +256,15 @@ class ExportService(pb_grpc.ExportServiceServicer):
         tenant = auth.principal().tenant_id
         checkpoint = await self.ctx.db.run(tenant, checkpoints.sign, tenant, self.keys.active)
         return pb.GetLedgerCheckpointResponse(checkpoint=checkpoint)
+
+
+def _verify_response(entry: Mapping[str, Any], *, recorded: bool) -> pb.VerifyExportResponse:
+    """A verification's answer from its ExportVerified entry (``recorded``: an earlier one)."""
+    return pb.VerifyExportResponse(
+        valid=entry["after_state"]["valid"], checks=verification.checks_of(entry),
+        verified_at=timestamp(entry["created_at"]), recorded=recorded,
+        verifier_version=entry["after_state"]["verifier_version"], audit_entry_id=entry["id"],
+        audit_entry_seq=entry["seq"])
 
 
 def _range(r: Request, message: pb.AuditSlice | pb.SystemSlice, prefix: str) -> dict[str, str | None]:

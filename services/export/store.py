@@ -126,3 +126,34 @@ def record_checkpoint(conn: Connection, seq: int, chain_hash: bytes, envelope_js
     True when this one was recorded."""
     return bool(conn.execute(text("SELECT aos_record_signed_checkpoint(:seq, :hash, CAST(:envelope AS jsonb))"),
                              {"seq": seq, "hash": chain_hash, "envelope": envelope_json}).scalar())
+
+
+def export_rate_window(conn: Connection, tenant_id: str, limit: int, window_s: int) -> Mapping[str, Any]:
+    """The tenant's exports recorded in the last ``window_s`` seconds of the database's clock:
+    how many (counted up to ``limit``), and when the ``limit``-th newest of them leaves the
+    window (``frees_in_s``; None while fewer than ``limit``). Reads the created_at index."""
+    return one_of(conn.execute(text("""
+        WITH recent AS (
+            SELECT created_at FROM log_exports
+            WHERE tenant_id = :t AND created_at > clock_timestamp() - make_interval(secs => :w)
+            ORDER BY created_at DESC LIMIT :limit)
+        SELECT count(*) AS made,
+               CASE WHEN count(*) >= :limit THEN EXTRACT(EPOCH FROM
+                   min(created_at) + make_interval(secs => :w) - clock_timestamp()) END AS frees_in_s
+        FROM recent"""), {"t": tenant_id, "w": window_s, "limit": limit}))
+
+
+def stored_artifact_bytes(conn: Connection, tenant_id: str) -> int:
+    """The bytes of every export artifact the tenant has stored."""
+    return int(conn.execute(text("SELECT coalesce(sum(size_bytes), 0) FROM log_exports WHERE tenant_id = :t"),
+                            {"t": tenant_id}).scalar_one())
+
+
+def recorded_verification(conn: Connection, tenant_id: str, export_id: str,
+                          verifier_version: str) -> Mapping[str, Any] | None:
+    """The newest ExportVerified ledger entry for the export by ``verifier_version``."""
+    return first_of(conn.execute(text("""
+        SELECT id, seq, created_at, after_state FROM audit_ledger
+        WHERE tenant_id = :t AND event_type = 'ExportVerified' AND entity_type = 'LOG_EXPORT'
+          AND entity_id = :id AND after_state ->> 'verifier_version' = :v
+        ORDER BY seq DESC LIMIT 1"""), {"t": tenant_id, "id": export_id, "v": verifier_version}))

@@ -3,6 +3,10 @@ export chain and, where it can be done here, a re-rendering from the source reco
 
 The server verifies with its own key ring (pinned by definition); an auditor verifies the
 downloaded artifact offline (aos_recording.verify_export) with the keys they pin.
+
+A verification's result is itself evidence: ``verify_and_record`` appends it to the
+tenant's audit ledger (ExportVerified: the verdict, VERIFIER_VERSION, each check with what
+it compared), and VerifyExport answers later calls for the export from that entry.
 """
 from __future__ import annotations
 
@@ -15,7 +19,12 @@ from aos.evidence.v1 import bundle_pb2
 from aos_evidence.kinds import ExportFormat
 from aos_recording import dsse, verify, verify_export
 from aos_recording.hashing import artifact_checksum, canonical_json, manifest_hash, rfc3339
+from aos_recording.writers import AuditLedgerWriter
 from services.export import builder, redaction, store
+
+# Names the checks below and how they compare. A recorded result is reused only by the
+# same version: change it whenever a check is added or compares differently.
+VERIFIER_VERSION = "aos-export-verifier/1"
 
 
 def check_export(conn: Connection, row: Mapping[str, Any], keys: dsse.KeyRing) -> list[bundle_pb2.ExportCheck]:
@@ -77,3 +86,26 @@ def check_export(conn: Connection, row: Mapping[str, Any], keys: dsse.KeyRing) -
         check("reproducible", False, f"a ZIP signed by retired key {row['signing_key_id']} cannot be re-signed "
                                      "here; verify it offline with that key")
     return checks
+
+
+def verify_and_record(conn: Connection, row: Mapping[str, Any], keys: dsse.KeyRing, actor_type: str,
+                      actor_id: str) -> Mapping[str, Any]:
+    """Every check of the export, recorded as an ExportVerified ledger entry in the same
+    transaction; returns that entry as store.recorded_verification reads it."""
+    checks = check_export(conn, row, keys)
+    valid = all(c.passed for c in checks)
+    created_at = store.database_now(conn)
+    state = {"export_id": row["id"], "export_seq": row["seq"], "checksum": bytes(row["checksum"]).hex(),
+             "valid": valid, "verifier_version": VERIFIER_VERSION,
+             "checks": [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in checks]}
+    # No correlation id and no run_id: an access to evidence, never part of a run's governance.
+    entry = AuditLedgerWriter(conn).append(
+        tenant_id=row["tenant_id"], event_type="ExportVerified", entity_type="LOG_EXPORT", entity_id=row["id"],
+        actor_type=actor_type, actor_id=actor_id, after_state=state, created_at=created_at,
+        action_reason=f"VerifyExport: {'valid' if valid else 'NOT valid'} ({VERIFIER_VERSION})")
+    return {"id": entry.id, "seq": entry.seq, "created_at": created_at, "after_state": state}
+
+
+def checks_of(recorded: Mapping[str, Any]) -> list[bundle_pb2.ExportCheck]:
+    return [bundle_pb2.ExportCheck(name=c["name"], passed=c["passed"], detail=c["detail"])
+            for c in recorded["after_state"]["checks"]]

@@ -1,8 +1,9 @@
 """AuditLedgerService: translates requests into store calls and rows into protos."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timezone
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -10,14 +11,14 @@ from aos.evidence.v1 import integrity_pb2
 from aos.logs.v1 import audit_ledger_service_pb2 as pb, audit_ledger_service_pb2_grpc as pb_grpc
 from aos_evidence import queries as evidence
 from aos_evidence.messages import audit_entry, export_message, struct
-from aos_recording import retention, verify
-from aos_runtime import auth, errors
+from aos_recording import retention, tlog, verify
+from aos_runtime import auth, errors, faults
 from aos_runtime.evidence import timestamp
 from aos_runtime.pagination import Listing
 from aos_runtime.server import ServiceContext
 from aos_runtime.validation import Request
 from services.logs import store
-from services.logs.messages import answer_metadata
+from services.logs.messages import answer_metadata, kept_checkpoint, ledger_leaf
 
 DESCRIPTOR = pb.DESCRIPTOR.services_by_name["AuditLedgerService"]
 
@@ -167,6 +168,56 @@ class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
         return listing.answer(pb.ListAuditExportsResponse, page, exports=exports,
                               metadata=answer_metadata(listing.tenant_id, "log_exports", exports))
 
+    # --- the ledger's transparency log (SPEC section 5; the tree: migration 0013) -----------
+    async def GetInclusionProof(self, request: pb.GetInclusionProofRequest,
+                                context: grpc.aio.ServicerContext) -> pb.GetInclusionProofResponse:
+        r = Request()
+        entry_id = None
+        if request.entry_id and request.seq:
+            r.violations.add("seq", "give entry_id or seq, not both")
+        elif request.entry_id:
+            entry_id = r.resource_id(request.entry_id, "entry_id")
+        elif request.seq <= 0:
+            r.violations.add("seq" if request.seq else "entry_id",
+                             "must be at least 1" if request.seq else "entry_id or seq is required")
+        if request.tree_size < 0:
+            r.violations.add("tree_size", "must not be negative (0 means the current size)")
+        r.done()
+        tenant = auth.principal().tenant_id
+        return await self.ctx.db.run(tenant, _inclusion, tenant, entry_id, request.seq, request.tree_size)
+
+    async def GetConsistencyProof(self, request: pb.GetConsistencyProofRequest,
+                                  context: grpc.aio.ServicerContext) -> pb.GetConsistencyProofResponse:
+        r = Request()
+        if request.first_tree_size <= 0:
+            r.violations.add("first_tree_size", "must be at least 1")
+        if request.second_tree_size < 0:
+            r.violations.add("second_tree_size", "must not be negative (0 means the current size)")
+        elif request.second_tree_size and request.second_tree_size < request.first_tree_size:
+            r.violations.add("second_tree_size", "must not be smaller than first_tree_size")
+        r.done()
+        tenant = auth.principal().tenant_id
+        return await self.ctx.db.run(tenant, _consistency, tenant, request.first_tree_size, request.second_tree_size)
+
+    async def ListLedgerLeaves(self, request: pb.ListLedgerLeavesRequest,
+                               context: grpc.aio.ServicerContext) -> pb.ListLedgerLeavesResponse:
+        r = Request()
+        if request.from_seq < 0:
+            r.violations.add("from_seq", "must not be negative (0 means 1)")
+        if request.to_seq < 0:
+            r.violations.add("to_seq", "must not be negative (0 means the tree's size)")
+        elif request.to_seq and request.to_seq < max(request.from_seq, 1):
+            r.violations.add("to_seq", "must not be before from_seq")
+        limit = r.page_size(request.page_size)
+        r.done()
+        # A walk in seq order, not a newest-first list: its position is the last seq
+        # answered and the range's end as the first page resolved it.
+        listing = self._listing("audit.leaves", {"from_seq": request.from_seq, "to_seq": request.to_seq})
+        cursor = listing.after(request.page_token)
+        tenant = listing.tenant_id
+        return await self.ctx.db.run(tenant, _leaves, listing, max(request.from_seq, 1), request.to_seq, cursor,
+                                     limit)
+
 
 def _verify_range(conn, tenant: str, start: int, to_seq: int | None, budget: int):
     """The head and a verification of at most ``budget`` entries from ``start`` (one transaction).
@@ -183,3 +234,91 @@ def _verify_range(conn, tenant: str, start: int, to_seq: int | None, budget: int
         start = max(start, anchor.seq + 1)
     end = min(to_seq or head["seq"], head["seq"], start + budget - 1)
     return head, verify.verify_ledger(conn, tenant, from_seq=start, to_seq=end, anchor=anchor)
+
+
+# --- transparency log jobs: each runs in one transaction of the tenant's -------------------
+def _hashes(conn, tenant: str, indexes: list[int]) -> dict[int, Mapping[str, Any]]:
+    """The stored hashes a tlog computation asks for, read in one query; every one must be there."""
+    rows = store.tlog_rows(conn, tenant, indexes)
+    missing = [i for i in indexes if i not in rows]
+    if missing:
+        raise faults.LogHashesMissing(store.LEDGER_LOG, missing)
+    return rows
+
+
+def _reader(rows: Mapping[int, Mapping[str, Any]]) -> tlog.HashReader:
+    return lambda indexes: [bytes(rows[i]["hash"]) for i in indexes]
+
+
+def _size_check(r: Request, field: str, requested: int, current: int) -> int:
+    """The tree size a request names (0: the current one), a violation when past the tree."""
+    if requested > current:
+        r.violations.add(field, f"is larger than the tree (size {current})")
+    return requested or current
+
+
+def _inclusion(conn, tenant: str, entry_id: str | None, seq: int, tree_size: int) -> pb.GetInclusionProofResponse:
+    current = store.tlog_size(conn, tenant)
+    if entry_id is not None:
+        found = store.ledger_entry_seq(conn, tenant, entry_id)
+        if found is None:
+            raise errors.not_found(errors.Resource.AUDIT_ENTRY, entry_id)
+        seq = found
+    r = Request()
+    size = _size_check(r, "tree_size", tree_size, current)
+    if entry_id is None and seq > current:
+        r.violations.add("seq", f"is past the tree's last leaf (size {current})")
+    elif seq > size:
+        r.violations.add("tree_size", f"must be at least the entry's seq ({seq})")
+    r.done()
+    leaf = tlog.stored_hash_index(0, seq - 1)
+    path, root = tlog.record_proof_indexes(size, seq - 1), tlog.tree_hash_indexes(size)
+    rows = _hashes(conn, tenant, sorted({leaf, *path, *root}))
+    read = _reader(rows)
+    checkpoint = store.kept_checkpoint(conn, tenant, size)
+    entry = rows[leaf]
+    return pb.GetInclusionProofResponse(
+        metadata=ledger_leaf(tenant, {**entry, "seq": seq, "leaf_hash": entry["hash"]}).metadata,
+        entry_id=entry["entry_id"], seq=seq, leaf_index=seq - 1, tree_size=size,
+        root_hash=tlog.tree_hash(size, read), leaf_data=bytes(entry["leaf_data"]), leaf_hash=bytes(entry["hash"]),
+        audit_path=tlog.prove_record(size, seq - 1, read),
+        checkpoint=kept_checkpoint(checkpoint) if checkpoint else None)
+
+
+def _consistency(conn, tenant: str, first: int, second: int) -> pb.GetConsistencyProofResponse:
+    current = store.tlog_size(conn, tenant)
+    r = Request()
+    _size_check(r, "first_tree_size", first, current)
+    # the handler checked an explicit second size against the first; 0 is the current size
+    second = _size_check(r, "second_tree_size", second, current)
+    r.done()
+    wanted = {*tlog.tree_proof_indexes(second, first), *tlog.tree_hash_indexes(first),
+              *tlog.tree_hash_indexes(second)}
+    read = _reader(_hashes(conn, tenant, sorted(wanted)))
+    return pb.GetConsistencyProofResponse(
+        metadata=answer_metadata(tenant, "audit_ledger.tlog"), first_tree_size=first,
+        first_root_hash=tlog.tree_hash(first, read), second_tree_size=second,
+        second_root_hash=tlog.tree_hash(second, read), proof=tlog.prove_tree(second, first, read))
+
+
+def _leaves(conn, listing: Listing, first: int, to_seq: int, cursor: list[Any] | None,
+            limit: int) -> pb.ListLedgerLeavesResponse:
+    tenant = listing.tenant_id
+    if cursor:
+        after, end = int(cursor[0]), int(cursor[1])
+    else:
+        current = store.tlog_size(conn, tenant)
+        r = Request()
+        if first > max(current, 1):
+            r.violations.add("from_seq", f"is past the tree's last leaf (size {current})")
+        end = _size_check(r, "to_seq", to_seq, current)
+        r.done()
+        after = first - 1
+    rows = store.tlog_leaves(conn, tenant, tlog.stored_hash_index(0, after), tlog.stored_hash_index(0, end - 1),
+                             limit + 1) if end > after else []
+    page, more = rows[:limit], len(rows) > limit
+    leaves = [ledger_leaf(tenant, row) for row in page]
+    return pb.ListLedgerLeavesResponse(
+        metadata=answer_metadata(tenant, "audit_ledger.tlog", leaves), leaves=leaves,
+        next_page_token=listing.issue([page[-1]["seq"], end]) if more else "",
+        total_size=max(end - first + 1, 0), has_more=more, last_seq=end)

@@ -4,12 +4,14 @@ Every evidence record's message (and its EvidenceMetadata) is built in aos_evide
 """
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from aos.evidence.v1 import evidence_pb2
-from aos.logs.v1 import records_pb2
+from aos.evidence.v1 import evidence_pb2, integrity_pb2
+from aos.logs.v1 import audit_ledger_service_pb2, records_pb2
 from aos_evidence.messages import audit_entry, breach_message, step_message, system_record, trace_evidence
 from aos_runtime.evidence import Evidence, metadata, timestamp
 
@@ -74,3 +76,28 @@ def replay_window(trace: Mapping[str, Any], seconds: int, found: Mapping[str, li
         run_id=trace["run_id"], center_timestamp=timestamp(center), center=kind,
         window_start=timestamp(center - delta), window_end=timestamp(center + delta), window_seconds=seconds,
         events=[e[2] for e in events])
+
+
+def ledger_leaf(tenant_id: str, row: Mapping[str, Any]) -> audit_ledger_service_pb2.LedgerLeaf:
+    """A leaf of the tenant's ledger tree (a tlog_hashes leaf row): the entry it stands for,
+    its leaf data (the content hash) and leaf hash, with the entry's times as metadata."""
+    return audit_ledger_service_pb2.LedgerLeaf(
+        metadata=metadata(Evidence(tenant_id=tenant_id, occurred_at=row["created_at"], recorded_at=row["recorded_at"],
+                                   source_domain="LOGS", source_component="audit_ledger.tlog", origin="SYSTEM",
+                                   system_id="aos-logs", checksum=bytes(row["leaf_data"]))),
+        seq=row["seq"], leaf_index=row["seq"] - 1, entry_id=row["entry_id"], leaf_data=bytes(row["leaf_data"]),
+        leaf_hash=bytes(row["leaf_hash"]))
+
+
+def kept_checkpoint(row: Mapping[str, Any]) -> integrity_pb2.LedgerCheckpoint:
+    """A signed checkpoint as ledger_checkpoints keeps it: the DSSE envelope as recorded, the
+    issue time read from its (signed) statement; the signature is for the caller to check."""
+    envelope = row["envelope"]
+    try:
+        issued = json.loads(base64.b64decode(envelope["payload"]))["issued_at"]
+        issued_at = timestamp(datetime.fromisoformat(issued.replace("Z", "+00:00")))
+    except (KeyError, TypeError, ValueError):
+        issued_at = None
+    return integrity_pb2.LedgerCheckpoint(tenant_id=row["tenant_id"], seq=row["seq"],
+                                          chain_hash=bytes(row["chain_hash"]).hex(), issued_at=issued_at,
+                                          dsse_envelope=json.dumps(envelope, separators=(",", ":")))

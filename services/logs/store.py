@@ -192,3 +192,50 @@ def attribution(conn: Connection, tenant_id: str, start: datetime, end: datetime
         {"t": tenant_id, "start": start, "end": end}))
     page = list_system_records(conn, tenant_id, {"created_after": start, "created_before": end}, after, limit)
     return list(rows), page
+
+
+# --- the ledger's transparency log (migration 0013) -------------------------------------
+# Stored hashes by their Go sumdb/tlog index (aos_recording.tlog computes which); the tree
+# the database keeps under the chain lock. ``log`` is 'ledger' here.
+LEDGER_LOG = "ledger"
+
+
+def tlog_size(conn: Connection, tenant_id: str, log: str = LEDGER_LOG) -> int:
+    """The log's tree size: the newest stored hash (highest index) says how large the tree
+    was when it was written. One backwards probe of the primary key."""
+    return conn.execute(text(
+        "SELECT coalesce((SELECT tree_size FROM tlog_hashes WHERE tenant_id = :t AND log = :log "
+        "ORDER BY hash_index DESC LIMIT 1), 0)"), {"t": tenant_id, "log": log}).scalar_one()
+
+
+def tlog_rows(conn: Connection, tenant_id: str, indexes: Sequence[int],
+              log: str = LEDGER_LOG) -> dict[int, Mapping[str, Any]]:
+    """The stored hashes at ``indexes`` (and, for leaves, their entry), by index: one query."""
+    return {r["hash_index"]: r for r in all_of(conn.execute(text(
+        "SELECT hash_index, hash, tree_size, entry_id, leaf_data, created_at, recorded_at FROM tlog_hashes "
+        "WHERE tenant_id = :t AND log = :log AND hash_index = ANY(:idx)"),
+        {"t": tenant_id, "log": log, "idx": list(indexes)}))}
+
+
+def ledger_entry_seq(conn: Connection, tenant_id: str, entry_id: str) -> int | None:
+    return conn.execute(text("SELECT seq FROM audit_ledger WHERE tenant_id = :t AND id = :id LIMIT 1"),
+                        {"t": tenant_id, "id": entry_id}).scalar_one_or_none()
+
+
+def tlog_leaves(conn: Connection, tenant_id: str, first_index: int, last_index: int, limit: int,
+                log: str = LEDGER_LOG) -> list[Mapping[str, Any]]:
+    """Leaf rows with stored index in [first_index, last_index], in tree order; ``limit``
+    rows at most. The interior hashes between them are skipped on the primary key's range."""
+    return all_of(conn.execute(text(
+        "SELECT hash_index, tree_size AS seq, entry_id, leaf_data, hash AS leaf_hash, created_at, recorded_at "
+        "FROM tlog_hashes WHERE tenant_id = :t AND log = :log AND hash_index BETWEEN :lo AND :hi "
+        "AND leaf_data IS NOT NULL ORDER BY hash_index LIMIT :limit"),
+        {"t": tenant_id, "log": log, "lo": first_index, "hi": last_index, "limit": limit}))
+
+
+def kept_checkpoint(conn: Connection, tenant_id: str, seq: int) -> Mapping[str, Any] | None:
+    """The signed ledger checkpoint recorded at exactly ``seq``, if one was kept."""
+    return first_of(conn.execute(text(
+        "SELECT tenant_id, seq, chain_hash, envelope, recorded_at FROM ledger_checkpoints "
+        "WHERE tenant_id = :t AND kind = 'CHECKPOINT' AND seq = :seq AND envelope IS NOT NULL"),
+        {"t": tenant_id, "seq": seq}))

@@ -54,6 +54,11 @@ async def test_the_service_verifies_the_export(cli, soc2_zip, writer_tenant):
     as_json = json.loads((await cli("--json", "export", "verify", doc["export"]["export_id"],
                                     tenant=writer_tenant)).out)
     assert as_json["valid"] and {c["name"] for c in as_json["checks"]} >= {"checksum", "signature"}
+    # The second answer is the first verification, recorded; --recompute verifies afresh.
+    assert as_json["recorded"] and "recorded verification" in (await cli(
+        "export", "verify", doc["export"]["export_id"], tenant=writer_tenant)).out
+    fresh = await cli("export", "verify", "--recompute", doc["export"]["export_id"], tenant=writer_tenant)
+    assert fresh.code == 0 and "verified by the service at" in fresh.out
 
 
 async def test_offline_verification_passes_then_catches_one_flipped_byte(run, soc2_zip, tmp_path):

@@ -179,8 +179,8 @@ async def test_a_tenant_with_no_row_gets_clean_answers(stubs):
             info = error_info(err)
             assert errors.REASON.fullmatch(info.reason), (method.name, info.reason)
             answers[(method.name, str(request))] = (err.code().name, info.reason)
-    # Every RPC of the three services (3 Overview, 19 Logs, 7 Export) was called.
-    assert len({name for name, _ in answers}) == 29, sorted(answers)
+    # Every RPC of the three services (3 Overview, 22 Logs, 7 Export) was called.
+    assert len({name for name, _ in answers}) == 32, sorted(answers)
     bad = {k: v for k, v in answers.items() if v != "OK" and v[0] in ("INTERNAL", "UNKNOWN")}
     assert not bad, bad
     # Writes are refused as a precondition (the tenant is not provisioned), not answered OK.

@@ -46,7 +46,12 @@ async def test_a_manifest_without_a_usable_signing_time_fails_the_signature_chec
         conn.execute("ALTER TABLE log_exports DISABLE TRIGGER log_exports_append_only")
         conn.execute(f"UPDATE log_exports SET manifest = {edit} WHERE id = %s", (created.export_id,))
         conn.execute("ALTER TABLE log_exports ENABLE ALWAYS TRIGGER log_exports_append_only")
-    verdict = await stub.VerifyExport(pb.VerifyExportRequest(export_id=created.export_id), metadata=auth(TENANT))
+    # Answered from the verification recorded before the edit, saying so; recompute sees the edit.
+    recorded = await stub.VerifyExport(pb.VerifyExportRequest(export_id=created.export_id), metadata=auth(TENANT))
+    assert recorded.recorded and (recorded.audit_entry_id, recorded.valid) == (before.audit_entry_id, before.valid)
+    verdict = await stub.VerifyExport(pb.VerifyExportRequest(export_id=created.export_id, recompute=True),
+                                      metadata=auth(TENANT))
+    assert not verdict.recorded and verdict.audit_entry_seq > before.audit_entry_seq
     signature = {c.name: c for c in verdict.checks}["signature"]
     assert not verdict.valid and not signature.passed
     assert "no usable signing time" in signature.detail and "signed_at" in signature.detail

@@ -85,6 +85,12 @@ READS: list[tuple[str, dict[str, str], dict[str, Any]]] = [
                                           "anomalies": []}),
     ("/api/v1/logs/audit/exports", {}, {"exports": [], "has_more": False}),
     ("/api/v1/logs/audit/checkpoint", {}, {"checkpoint__tenant_id": DEMO, "checkpoint__seq": "15"}),
+    ("/api/v1/logs/audit/proofs/inclusion", {"seq": "3"}, {
+        "seq": "3", "leaf_index": "2", "tree_size": "15", "metadata__tenant_id": DEMO}),
+    ("/api/v1/logs/audit/proofs/consistency", {"first_tree_size": "7"}, {
+        "first_tree_size": "7", "second_tree_size": "15"}),
+    ("/api/v1/logs/audit/leaves", {"from_seq": "14"}, {
+        "leaves__*__seq": ["14", "15"], "total_size": "2", "last_seq": "15", "has_more": False}),
     ("/api/v1/logs/exports", {}, {"exports": [], "total_size": "0"}),
     ("/api/v1/logs/exports/signing-keys", {}, {"keys__*__algorithm": ["ed25519"]}),
 ]
@@ -181,7 +187,7 @@ async def test_the_openapi_document(client):
     assert document["openapi"] == "3.1.0"
     operations = [op for item in document["paths"].values() for op in item.values()]
     ids = [op["operationId"] for op in operations]
-    assert len(ids) == len(set(ids)) == 32
+    assert len(ids) == len(set(ids)) == 35
     assert document["paths"]["/api/v1/runtime/logs/audit"]["get"]["operationId"] == \
         "AuditLedgerService_ListAuditEntries2"
     both = document["paths"]["/api/v1/logs/llm-runs/{run_id}/export"]

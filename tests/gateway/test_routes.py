@@ -22,7 +22,7 @@ TABLE = RouteTable.from_services(service_descriptor(name) for name in SERVICE_BA
 
 def test_every_rpc_and_every_additional_binding_is_routed():
     routed = {(r.http_method, r.template.template) for r in TABLE.routes}
-    assert len(routed) == len(TABLE.routes) == 32
+    assert len(routed) == len(TABLE.routes) == 35
     assert {("GET", "/api/v1/runtime/logs/audit"), ("GET", "/api/v1/runtime/logs/audit/{entry_id}"),
             ("POST", "/api/v1/logs/llm-runs/{run_id}/export")} <= routed
     methods = {r.method.full_name for r in TABLE.routes}
@@ -48,6 +48,9 @@ def test_template_parsing():
     ("GET", "/api/v1/logs/audit/integrity", "GetIntegrityReport", {}),
     ("GET", "/api/v1/logs/audit/exports", "ListAuditExports", {}),
     ("GET", "/api/v1/logs/audit/checkpoint", "GetLedgerCheckpoint", {}),
+    ("GET", "/api/v1/logs/audit/leaves", "ListLedgerLeaves", {}),
+    ("GET", "/api/v1/logs/audit/proofs/inclusion", "GetInclusionProof", {}),
+    ("GET", "/api/v1/logs/audit/proofs/consistency", "GetConsistencyProof", {}),
     ("GET", "/api/v1/logs/audit/aud_123", "GetAuditEntry", {"entry_id": "aud_123"}),
     ("GET", "/api/v1/runtime/logs/audit/aud_123", "GetAuditEntry", {"entry_id": "aud_123"}),
     ("GET", "/api/v1/logs/exports/signing-keys", "ListSigningKeys", {}),

@@ -7,8 +7,8 @@ import inspect
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2, status_pb2
 
-from aos_evidence.kinds import ExportFormat
 from aos_runtime import errors, faults
 
 CASES = [
@@ -22,12 +22,14 @@ CASES = [
     (faults.ReplicaBehind(None, "0/3000148"), grpc.StatusCode.UNAVAILABLE, "REPLICA_BEHIND",
      "this instance's database has replayed the WAL up to None, not yet to 0/3000148 (x-aos-min-lsn); retry",
      {"replayed": ""}),
-    (faults.ExportTooLarge("a ZIP package holds at most 3 records", format="ZIP"),
-     grpc.StatusCode.FAILED_PRECONDITION, "EXPORT_TOO_LARGE", "a ZIP package holds at most 3 records",
-     {"format": "ZIP"}),
-    # As the builder raises it: the plan's format is an ExportFormat, its value the spelling callers see.
-    (faults.ExportTooLarge("too many records", format=ExportFormat.ZIP), grpc.StatusCode.FAILED_PRECONDITION,
-     "EXPORT_TOO_LARGE", "too many records", {"format": "ZIP"}),
+    (faults.ExportRateLimited("at most 2 exports an hour", subject="tenant:t-1", description="2 exports per 3600 s",
+                              retry_after_s=12.3401, metadata={"limit": "2"}),
+     grpc.StatusCode.RESOURCE_EXHAUSTED, "EXPORT_RATE_LIMITED", "at most 2 exports an hour", {"limit": "2"}),
+    (faults.ExportStorageQuota("stored bytes", subject="tenant:t-1", description="1000 bytes"),
+     grpc.StatusCode.RESOURCE_EXHAUSTED, "EXPORT_STORAGE_QUOTA", "stored bytes", {}),
+    (faults.LogHashesMissing("ledger", [7, 3]), grpc.StatusCode.DATA_LOSS, "LOG_HASHES_MISSING",
+     "the tenant's ledger transparency log lacks 2 stored hashes this proof needs",
+     {"log": "ledger", "missing": "7,3"}),
     # Raised by the export builder for a run or incident the tenant does not have: answered as the
     # handlers' own errors.not_found would (another tenant's record reads as missing).
     (faults.RecordNotFound(faults.Resource.INCIDENT, "inc-9"), grpc.StatusCode.NOT_FOUND, "INCIDENT_NOT_FOUND",
@@ -89,3 +91,25 @@ def test_faults_are_not_taken_for_timeouts():
     TimeoutError would become QUERY_TIMEOUT, an OSError DATABASE_UNAVAILABLE)."""
     for fault, *_ in CASES:
         assert not isinstance(fault, (TimeoutError, OSError, ConnectionError))
+
+
+def _details(fault: faults.Fault) -> dict[str, object]:
+    status = errors.from_exception(fault, deadline_passed=False).to_status()
+    packed = status_pb2.Status.FromString(dict(status.trailing_metadata)["grpc-status-details-bin"])
+    found: dict[str, object] = {}
+    for cls in (error_details_pb2.ErrorInfo, error_details_pb2.QuotaFailure, error_details_pb2.RetryInfo):
+        for detail in packed.details:
+            if detail.Is(cls.DESCRIPTOR):
+                message = cls()
+                detail.Unpack(message)
+                found[cls.__name__] = message
+    return found
+
+
+def test_a_quota_fault_carries_its_quota_failure_and_when_to_retry():
+    rate = _details(faults.ExportRateLimited("m", subject="tenant:t-1", description="2 an hour",
+                                         retry_after_s=12.3401))
+    assert [(v.subject, v.description) for v in rate["QuotaFailure"].violations] == [("tenant:t-1", "2 an hour")]
+    assert rate["RetryInfo"].retry_delay.ToMilliseconds() == 12341   # rounded up: never too early
+    storage = _details(faults.ExportStorageQuota("m", subject="tenant:t-1", description="d"))
+    assert "RetryInfo" not in storage and storage["ErrorInfo"].reason == "EXPORT_STORAGE_QUOTA"

@@ -223,3 +223,22 @@ def test_zip_rejects_unsafe_names(name):
 def test_zip_rejects_duplicate_names():
     with pytest.raises(ValueError):
         render_zip([("a.txt", b"1"), ("a.txt", b"2")], T)
+
+
+def test_a_pdf_table_lists_a_bounded_number_of_rows_and_says_so(monkeypatch):
+    # reportlab's tables grow ~15 KiB and a growing time per row (bench/pdf_table_cost.py): a report never lists more than
+    # PDF_MAX_ROWS of a table (here 3), and names how many there are and where they all are.
+    from services.export import render
+
+    monkeypatch.setattr(render, "PDF_MAX_ROWS", 3)
+    rows = [[str(i), f"event {i}", "{}"] for i in range(7)]
+    timeline = [("2026-01-13T11:59:00.000000Z", "step", f"step {i}") for i in range(5)]
+    pdf = render_pdf(sample_report(sections=[Section("Ledger", columns=["seq", "event", "state"], rows=rows)],
+                                   timeline=timeline, hashes=[("h", "ab" * 32)] * 2))
+    text = b"".join(_shown_text(pdf))
+    assert b"event 2" in text and b"event 3" not in text and b"step 2" in text and b"step 3" not in text
+    assert b"The first 3 of 7 rows" in text and b"The first 3 of 5 events" in text
+    assert b"of 2 hashes" not in text                       # a table within the bound is not cut
+    # Within the bound nothing changes: the same bytes as before the bound existed.
+    monkeypatch.setattr(render, "PDF_MAX_ROWS", 500)
+    assert b"The first" not in b"".join(_shown_text(render_pdf(sample_report())))

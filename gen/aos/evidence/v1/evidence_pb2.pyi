@@ -61,6 +61,7 @@ class AuditEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUDIT_EVENT_TYPE_ACCESS_GRANTED: _ClassVar[AuditEventType]
     AUDIT_EVENT_TYPE_ACCESS_DENIED: _ClassVar[AuditEventType]
     AUDIT_EVENT_TYPE_EVIDENCE_EXPORTED: _ClassVar[AuditEventType]
+    AUDIT_EVENT_TYPE_EXPORT_VERIFIED: _ClassVar[AuditEventType]
 
 class AuditEntityType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -111,6 +112,7 @@ AUDIT_EVENT_TYPE_API_KEY_REVOKED: AuditEventType
 AUDIT_EVENT_TYPE_ACCESS_GRANTED: AuditEventType
 AUDIT_EVENT_TYPE_ACCESS_DENIED: AuditEventType
 AUDIT_EVENT_TYPE_EVIDENCE_EXPORTED: AuditEventType
+AUDIT_EVENT_TYPE_EXPORT_VERIFIED: AuditEventType
 AUDIT_ENTITY_TYPE_UNSPECIFIED: AuditEntityType
 AUDIT_ENTITY_TYPE_POLICY_RULE: AuditEntityType
 AUDIT_ENTITY_TYPE_POLICY_PROPOSAL: AuditEntityType

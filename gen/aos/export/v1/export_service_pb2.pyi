@@ -137,20 +137,30 @@ class DownloadExportResponse(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., content_type: _Optional[str] = ..., filename: _Optional[str] = ..., size_bytes: _Optional[int] = ..., checksum: _Optional[str] = ...) -> None: ...
 
 class VerifyExportRequest(_message.Message):
-    __slots__ = ("export_id",)
+    __slots__ = ("export_id", "recompute")
     EXPORT_ID_FIELD_NUMBER: _ClassVar[int]
+    RECOMPUTE_FIELD_NUMBER: _ClassVar[int]
     export_id: str
-    def __init__(self, export_id: _Optional[str] = ...) -> None: ...
+    recompute: bool
+    def __init__(self, export_id: _Optional[str] = ..., recompute: _Optional[bool] = ...) -> None: ...
 
 class VerifyExportResponse(_message.Message):
-    __slots__ = ("valid", "checks", "verified_at")
+    __slots__ = ("valid", "checks", "verified_at", "recorded", "verifier_version", "audit_entry_id", "audit_entry_seq")
     VALID_FIELD_NUMBER: _ClassVar[int]
     CHECKS_FIELD_NUMBER: _ClassVar[int]
     VERIFIED_AT_FIELD_NUMBER: _ClassVar[int]
+    RECORDED_FIELD_NUMBER: _ClassVar[int]
+    VERIFIER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_ENTRY_SEQ_FIELD_NUMBER: _ClassVar[int]
     valid: bool
     checks: _containers.RepeatedCompositeFieldContainer[_bundle_pb2.ExportCheck]
     verified_at: _timestamp_pb2.Timestamp
-    def __init__(self, valid: _Optional[bool] = ..., checks: _Optional[_Iterable[_Union[_bundle_pb2.ExportCheck, _Mapping]]] = ..., verified_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    recorded: bool
+    verifier_version: str
+    audit_entry_id: str
+    audit_entry_seq: int
+    def __init__(self, valid: _Optional[bool] = ..., checks: _Optional[_Iterable[_Union[_bundle_pb2.ExportCheck, _Mapping]]] = ..., verified_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recorded: _Optional[bool] = ..., verifier_version: _Optional[str] = ..., audit_entry_id: _Optional[str] = ..., audit_entry_seq: _Optional[int] = ...) -> None: ...
 
 class ListSigningKeysRequest(_message.Message):
     __slots__ = ()

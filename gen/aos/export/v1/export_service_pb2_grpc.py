@@ -110,7 +110,11 @@ class ExportServiceServicer:
 
     def VerifyExport(self, request, context):
         """Re-checks checksum, signature and chain, and that re-rendering from the
-        source records yields the same checksum.
+        source records yields the same checksum. The result is recorded once, as an
+        ExportVerified audit entry; later calls for the same export are answered
+        from that record (saying so, when and by which verifier version) unless
+        `recompute` asks for a fresh verification. Concurrent calls for one export
+        share one verification.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

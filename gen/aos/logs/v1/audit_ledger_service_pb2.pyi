@@ -226,3 +226,107 @@ class ListAuditExportsResponse(_message.Message):
     total_size_is_estimate: bool
     has_more: bool
     def __init__(self, metadata: _Optional[_Union[_evidence_pb2.EvidenceMetadata, _Mapping]] = ..., exports: _Optional[_Iterable[_Union[_bundle_pb2.Export, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ..., total_size_is_estimate: _Optional[bool] = ..., has_more: _Optional[bool] = ...) -> None: ...
+
+class GetInclusionProofRequest(_message.Message):
+    __slots__ = ("entry_id", "seq", "tree_size")
+    ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    TREE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    entry_id: str
+    seq: int
+    tree_size: int
+    def __init__(self, entry_id: _Optional[str] = ..., seq: _Optional[int] = ..., tree_size: _Optional[int] = ...) -> None: ...
+
+class GetInclusionProofResponse(_message.Message):
+    __slots__ = ("metadata", "entry_id", "seq", "leaf_index", "tree_size", "root_hash", "leaf_data", "leaf_hash", "audit_path", "checkpoint")
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    LEAF_INDEX_FIELD_NUMBER: _ClassVar[int]
+    TREE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    ROOT_HASH_FIELD_NUMBER: _ClassVar[int]
+    LEAF_DATA_FIELD_NUMBER: _ClassVar[int]
+    LEAF_HASH_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_PATH_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINT_FIELD_NUMBER: _ClassVar[int]
+    metadata: _evidence_pb2.EvidenceMetadata
+    entry_id: str
+    seq: int
+    leaf_index: int
+    tree_size: int
+    root_hash: bytes
+    leaf_data: bytes
+    leaf_hash: bytes
+    audit_path: _containers.RepeatedScalarFieldContainer[bytes]
+    checkpoint: _integrity_pb2.LedgerCheckpoint
+    def __init__(self, metadata: _Optional[_Union[_evidence_pb2.EvidenceMetadata, _Mapping]] = ..., entry_id: _Optional[str] = ..., seq: _Optional[int] = ..., leaf_index: _Optional[int] = ..., tree_size: _Optional[int] = ..., root_hash: _Optional[bytes] = ..., leaf_data: _Optional[bytes] = ..., leaf_hash: _Optional[bytes] = ..., audit_path: _Optional[_Iterable[bytes]] = ..., checkpoint: _Optional[_Union[_integrity_pb2.LedgerCheckpoint, _Mapping]] = ...) -> None: ...
+
+class GetConsistencyProofRequest(_message.Message):
+    __slots__ = ("first_tree_size", "second_tree_size")
+    FIRST_TREE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SECOND_TREE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    first_tree_size: int
+    second_tree_size: int
+    def __init__(self, first_tree_size: _Optional[int] = ..., second_tree_size: _Optional[int] = ...) -> None: ...
+
+class GetConsistencyProofResponse(_message.Message):
+    __slots__ = ("metadata", "first_tree_size", "first_root_hash", "second_tree_size", "second_root_hash", "proof")
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    FIRST_TREE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    FIRST_ROOT_HASH_FIELD_NUMBER: _ClassVar[int]
+    SECOND_TREE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    SECOND_ROOT_HASH_FIELD_NUMBER: _ClassVar[int]
+    PROOF_FIELD_NUMBER: _ClassVar[int]
+    metadata: _evidence_pb2.EvidenceMetadata
+    first_tree_size: int
+    first_root_hash: bytes
+    second_tree_size: int
+    second_root_hash: bytes
+    proof: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, metadata: _Optional[_Union[_evidence_pb2.EvidenceMetadata, _Mapping]] = ..., first_tree_size: _Optional[int] = ..., first_root_hash: _Optional[bytes] = ..., second_tree_size: _Optional[int] = ..., second_root_hash: _Optional[bytes] = ..., proof: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class ListLedgerLeavesRequest(_message.Message):
+    __slots__ = ("page_size", "page_token", "from_seq", "to_seq")
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    FROM_SEQ_FIELD_NUMBER: _ClassVar[int]
+    TO_SEQ_FIELD_NUMBER: _ClassVar[int]
+    page_size: int
+    page_token: str
+    from_seq: int
+    to_seq: int
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., from_seq: _Optional[int] = ..., to_seq: _Optional[int] = ...) -> None: ...
+
+class LedgerLeaf(_message.Message):
+    __slots__ = ("metadata", "seq", "leaf_index", "entry_id", "leaf_data", "leaf_hash")
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    LEAF_INDEX_FIELD_NUMBER: _ClassVar[int]
+    ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
+    LEAF_DATA_FIELD_NUMBER: _ClassVar[int]
+    LEAF_HASH_FIELD_NUMBER: _ClassVar[int]
+    metadata: _evidence_pb2.EvidenceMetadata
+    seq: int
+    leaf_index: int
+    entry_id: str
+    leaf_data: bytes
+    leaf_hash: bytes
+    def __init__(self, metadata: _Optional[_Union[_evidence_pb2.EvidenceMetadata, _Mapping]] = ..., seq: _Optional[int] = ..., leaf_index: _Optional[int] = ..., entry_id: _Optional[str] = ..., leaf_data: _Optional[bytes] = ..., leaf_hash: _Optional[bytes] = ...) -> None: ...
+
+class ListLedgerLeavesResponse(_message.Message):
+    __slots__ = ("metadata", "leaves", "next_page_token", "total_size", "total_size_is_estimate", "has_more", "last_seq")
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    LEAVES_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_IS_ESTIMATE_FIELD_NUMBER: _ClassVar[int]
+    HAS_MORE_FIELD_NUMBER: _ClassVar[int]
+    LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    metadata: _evidence_pb2.EvidenceMetadata
+    leaves: _containers.RepeatedCompositeFieldContainer[LedgerLeaf]
+    next_page_token: str
+    total_size: int
+    total_size_is_estimate: bool
+    has_more: bool
+    last_seq: int
+    def __init__(self, metadata: _Optional[_Union[_evidence_pb2.EvidenceMetadata, _Mapping]] = ..., leaves: _Optional[_Iterable[_Union[LedgerLeaf, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ..., total_size_is_estimate: _Optional[bool] = ..., has_more: _Optional[bool] = ..., last_seq: _Optional[int] = ...) -> None: ...

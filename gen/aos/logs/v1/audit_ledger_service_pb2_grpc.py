@@ -71,6 +71,21 @@ class AuditLedgerServiceStub:
                 request_serializer=aos_dot_logs_dot_v1_dot_audit__ledger__service__pb2.ListAuditExportsRequest.SerializeToString,
                 response_deserializer=aos_dot_logs_dot_v1_dot_audit__ledger__service__pb2.ListAuditExportsResponse.FromString,
                 _registered_method=True)
+        self.GetInclusionProof = channel.unary_unary(
+                '/aos.logs.v1.AuditLedgerService/GetInclusionProof',
+                request_serializer=aos_dot_logs_dot_v1_dot_audit__ledger__service__pb2.GetInclusionProofRequest.SerializeToString,
+                response_deserializer=aos_dot_logs_dot_v1_dot_audit__ledger__service__pb2.GetInclusionProofResponse.FromString,
+                _registered_method=True)
+        self.GetConsistencyProof = channel.unary_unary(
+                '/aos.logs.v1.AuditLedgerService/GetConsistencyProof',
+                request_serializer=aos_dot_logs_dot_v1_dot_audit__ledger__service__pb2.GetConsistencyProofRequest.SerializeToString,
+                response_deserializer=aos_dot_logs_dot_v1_dot_audit__ledger__service__pb2.GetConsistencyProofResponse.FromString,
+                _registered_method=True)
+        self.ListLedgerLeaves = channel.unary_unary(
+                '/aos.logs.v1.AuditLedgerService/ListLedgerLeaves',
+                request_serializer=aos_dot_logs_dot_v1_dot_audit__ledger__service__pb2.ListLedgerLeavesRequest.SerializeToString,
+                response_deserializer=aos_dot_logs_dot_v1_dot_audit__ledger__service__pb2.ListLedgerLeavesResponse.FromString,
+                _registered_method=True)
 
 
 class AuditLedgerServiceServicer:
@@ -128,6 +143,32 @@ class AuditLedgerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetInclusionProof(self, request, context):
+        """An RFC 6962 inclusion proof: the entry (by id or seq) is leaf seq - 1 of the tenant's
+        ledger tree of the given size (SPEC §5, "Transparency log"). Verify it offline with
+        aos_recording.tlog (or any RFC 6962 / RFC 9162 verifier) against a root you trust.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConsistencyProof(self, request, context):
+        """An RFC 6962 consistency proof: the tenant's ledger tree of the first size is a prefix
+        of the tree of the second size, i.e. no entry before it was changed, removed or reordered.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListLedgerLeaves(self, request, context):
+        """The leaves of the tenant's ledger tree for a seq range, in seq order (the tree's
+        order, oldest first): what an auditor needs to rebuild the tree or check an entry's leaf.
+        Answers for entries that retention dropped too (the tree keeps their leaf data).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuditLedgerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -165,6 +206,21 @@ def add_AuditLedgerServiceServicer_to_server(servicer, server):
                     servicer.ListAuditExports,
                     request_deserializer=aos_dot_logs_dot_v1_dot_audit__ledger__service__pb2.ListAuditExportsRequest.FromString,
                     response_serializer=aos_dot_logs_dot_v1_dot_audit__ledger__service__pb2.ListAuditExportsResponse.SerializeToString,
+            ),
+            'GetInclusionProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetInclusionProof,
+                    request_deserializer=aos_dot_logs_dot_v1_dot_audit__ledger__service__pb2.GetInclusionProofRequest.FromString,
+                    response_serializer=aos_dot_logs_dot_v1_dot_audit__ledger__service__pb2.GetInclusionProofResponse.SerializeToString,
+            ),
+            'GetConsistencyProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConsistencyProof,
+                    request_deserializer=aos_dot_logs_dot_v1_dot_audit__ledger__service__pb2.GetConsistencyProofRequest.FromString,
+                    response_serializer=aos_dot_logs_dot_v1_dot_audit__ledger__service__pb2.GetConsistencyProofResponse.SerializeToString,
+            ),
+            'ListLedgerLeaves': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListLedgerLeaves,
+                    request_deserializer=aos_dot_logs_dot_v1_dot_audit__ledger__service__pb2.ListLedgerLeavesRequest.FromString,
+                    response_serializer=aos_dot_logs_dot_v1_dot_audit__ledger__service__pb2.ListLedgerLeavesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -358,6 +414,87 @@ class AuditLedgerService:
             '/aos.logs.v1.AuditLedgerService/ListAuditExports',
             aos_dot_logs_dot_v1_dot_audit__ledger__service__pb2.ListAuditExportsRequest.SerializeToString,
             aos_dot_logs_dot_v1_dot_audit__ledger__service__pb2.ListAuditExportsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetInclusionProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aos.logs.v1.AuditLedgerService/GetInclusionProof',
+            aos_dot_logs_dot_v1_dot_audit__ledger__service__pb2.GetInclusionProofRequest.SerializeToString,
+            aos_dot_logs_dot_v1_dot_audit__ledger__service__pb2.GetInclusionProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConsistencyProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aos.logs.v1.AuditLedgerService/GetConsistencyProof',
+            aos_dot_logs_dot_v1_dot_audit__ledger__service__pb2.GetConsistencyProofRequest.SerializeToString,
+            aos_dot_logs_dot_v1_dot_audit__ledger__service__pb2.GetConsistencyProofResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListLedgerLeaves(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aos.logs.v1.AuditLedgerService/ListLedgerLeaves',
+            aos_dot_logs_dot_v1_dot_audit__ledger__service__pb2.ListLedgerLeavesRequest.SerializeToString,
+            aos_dot_logs_dot_v1_dot_audit__ledger__service__pb2.ListLedgerLeavesResponse.FromString,
             options,
             channel_credentials,
             insecure,
