@@ -5,6 +5,7 @@ table, the compose file check and ``Settings.from_env`` all read that one list.
 """
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -102,6 +103,27 @@ ENV_VARS: tuple[EnvVar, ...] = (
            "up to services × workers × AOS_DB_POOL_SIZE database connections: keep that below the "
            "database's max_connections."),
     EnvVar("AOS_DB_POOL_TIMEOUT_S", "5", "Seconds a call waits for a pooled connection before RESOURCE_EXHAUSTED."),
+    EnvVar("AOS_MAX_INFLIGHT", "32",
+           "Light calls (every RPC not declared heavy) one service process runs at once; more wait, round-robin "
+           "between tenants, for at most AOS_QUEUE_BUDGET_S (or their deadline), else RESOURCE_EXHAUSTED with "
+           "RetryInfo (REST: 429 with Retry-After): at once when recent service times say the wait would be longer."),
+    EnvVar("AOS_QUEUE_BUDGET_S", "0.25",
+           "Longest a light call waits to start (its deadline, if sooner, wins), counting the time it waited in "
+           "gRPC's own queue while the process was saturated (its event loop's lag); seconds, fractions allowed."),
+    EnvVar("AOS_HEAVY_CONCURRENCY", "2",
+           "Heavy calls (the RPCs whose proto declares `heavy`: CreateExport, DownloadExport, VerifyExport, "
+           "GetIntegrityReport) one service process runs at once, on a database pool of as many connections of "
+           "their own (beside AOS_DB_POOL_SIZE): they never take the connections light reads need."),
+    EnvVar("AOS_HEAVY_PER_TENANT", "1",
+           "Heavy calls of one tenant a process runs at once; waiting heavy calls start round-robin between tenants."),
+    EnvVar("AOS_HEAVY_QUEUE_PER_TENANT", "8",
+           "Heavy calls of one tenant that may wait per process; one more is refused at once (TENANT_HEAVY_LIMIT)."),
+    EnvVar("AOS_HEAVY_QUEUE_BUDGET_S", "10",
+           "Longest a heavy call waits to start (its deadline, if sooner, wins), else RESOURCE_EXHAUSTED "
+           "(TENANT_HEAVY_LIMIT or SERVER_OVERLOADED) with RetryInfo and QuotaFailure."),
+    EnvVar("AOS_HEAVY_ISOLATION", "on",
+           "`off` only to diagnose: heavy calls are then admitted as light ones, on the shared pool, with no "
+           "per-tenant limit (the fairness tests show what that costs another tenant)."),
     EnvVar("AOS_DB_STATEMENT_TIMEOUT_MS", "30000", "Upper bound on one SQL statement; a shorter client deadline wins."),
     EnvVar("AOS_DB_CONNECT_TIMEOUT_S", "3", "Seconds to wait for a new database connection."),
     EnvVar("AOS_MIGRATE_ON_START", "true",
@@ -151,6 +173,17 @@ def _int(env: Mapping[str, str], name: str, *, minimum: int = 0) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _seconds(env: Mapping[str, str], name: str) -> float:
+    raw = _get(env, name)
+    try:
+        value = float(raw)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{name} must be a positive number of seconds, got {raw!r}")
     return value
 
 
@@ -247,6 +280,13 @@ class Settings:
     health_probe_interval_s: float
     max_message_bytes: int
     log_level: str
+    max_inflight: int = 32               # AOS_MAX_INFLIGHT (aos_runtime.admission)
+    queue_budget_s: float = 0.25         # AOS_QUEUE_BUDGET_S
+    heavy_concurrency: int = 2           # AOS_HEAVY_CONCURRENCY
+    heavy_per_tenant: int = 1            # AOS_HEAVY_PER_TENANT
+    heavy_queue_per_tenant: int = 8      # AOS_HEAVY_QUEUE_PER_TENANT
+    heavy_queue_budget_s: float = 10.0   # AOS_HEAVY_QUEUE_BUDGET_S
+    heavy_isolation: bool = True         # AOS_HEAVY_ISOLATION
     gateway_header_timeout_s: int = 10   # AOS_GATEWAY_HEADER_TIMEOUT_S
     gateway_max_connections: int = 1000  # AOS_GATEWAY_MAX_CONNECTIONS
     log_origin: str = "aos-evidence.local"  # AOS_LOG_ORIGIN
@@ -307,6 +347,13 @@ class Settings:
             health_probe_interval_s=float(_int(env, "AOS_HEALTH_PROBE_INTERVAL_S", minimum=1)),
             max_message_bytes=_int(env, "AOS_MAX_MESSAGE_BYTES", minimum=1024),
             log_level=level,
+            max_inflight=_int(env, "AOS_MAX_INFLIGHT", minimum=1),
+            queue_budget_s=_seconds(env, "AOS_QUEUE_BUDGET_S"),
+            heavy_concurrency=_int(env, "AOS_HEAVY_CONCURRENCY", minimum=1),
+            heavy_per_tenant=_int(env, "AOS_HEAVY_PER_TENANT", minimum=1),
+            heavy_queue_per_tenant=_int(env, "AOS_HEAVY_QUEUE_PER_TENANT"),
+            heavy_queue_budget_s=_seconds(env, "AOS_HEAVY_QUEUE_BUDGET_S"),
+            heavy_isolation=_bool(env, "AOS_HEAVY_ISOLATION"),
             gateway_header_timeout_s=_int(env, "AOS_GATEWAY_HEADER_TIMEOUT_S", minimum=1),
             gateway_max_connections=_int(env, "AOS_GATEWAY_MAX_CONNECTIONS", minimum=1),
             log_origin=(_get(env, "AOS_LOG_ORIGIN") or "aos-evidence.local").strip(),

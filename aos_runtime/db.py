@@ -31,8 +31,10 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -103,30 +105,75 @@ def libpq_url(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+class _Pool:
+    """One SQLAlchemy pool and the thread pool exactly as large that runs its transactions,
+    with the recent transaction times (for a refusal's retry delay)."""
+
+    def __init__(self, engine: Any, size: int, name: str, *, lower_priority: bool = False) -> None:
+        self.engine = engine
+        self.size = size
+        self.executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix=name,
+                                           initializer=_lower_thread_priority if lower_priority else None)
+        self.durations: deque[float] = deque(maxlen=50)
+
+    def retry_after_s(self) -> float | None:
+        """About when a connection frees: the mean recent transaction time (None: none yet)."""
+        if not self.durations:
+            return None
+        return round(sum(self.durations) / len(self.durations), 3)
+
+
+def _lower_thread_priority() -> None:
+    """A heavy pool's thread runs at nice +10 (Linux: a thread's own priority), so that on a
+    busy machine the kernel gives light work (other threads, other services) the CPU first.
+    Raising one's niceness needs no privilege; where it is not possible, nothing changes."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HEAVY_NICE)
+    except (OSError, AttributeError):
+        pass
+
+
+# Whether the current call is heavy work (set by the server's call wrapper for the RPCs whose
+# proto declares ``(aos.evidence.v1.heavy) = true``): its transactions then run on the heavy
+# pool, whose connections and threads light reads never wait behind.
+heavy_call: contextvars.ContextVar[bool] = contextvars.ContextVar("heavy_call", default=False)
+HEAVY_NICE = 10
+
+
 class Database:
-    """One pool per service process, every session in the service's role."""
+    """One pool per service process, every session in the service's role; with
+    ``heavy_pool_size`` a second pool (its own connections and threads) for heavy calls."""
 
     def __init__(self, url: str, *, service: str, pool_size: int = 10, pool_timeout_s: float = 5,
-                 statement_timeout_ms: int = 30000, connect_timeout_s: int = 3) -> None:
-        # The login is the role (SPEC §6): no "-c role=" here, a login that needed one would
-        # be one that can switch roles, and check_login refuses it.
-        options = "-c default_transaction_read_only=on" if service in READ_ONLY else ""
+                 statement_timeout_ms: int = 30000, connect_timeout_s: int = 3, heavy_pool_size: int = 0) -> None:
         self.service = service
         self.url = url
         self.pool_timeout_s = pool_timeout_s
         self.statement_timeout_ms = statement_timeout_ms
         self.connect_timeout_s = connect_timeout_s
-        self.engine = create_engine(
-            sync_url(url), pool_size=pool_size, max_overflow=0, pool_timeout=pool_timeout_s,
-            # hide_parameters: bound values (artifact bytes, evidence) never enter an exception's text.
-            pool_recycle=1800, hide_parameters=True,
-            connect_args={"options": options, "connect_timeout": connect_timeout_s,
-                          "application_name": f"aos-{service}"})
-        self._executor = ThreadPoolExecutor(max_workers=pool_size, thread_name_prefix=f"db-{service}")
+        self._light = _Pool(self._engine(pool_size, "light"), pool_size, f"db-{service}")
+        self.engine = self._light.engine
+        # Heavy calls wait for a heavy connection only as long as admission let them: the
+        # heavy pool is as large as the number of heavy calls admitted at once, each holding
+        # at most one connection at a time.
+        self._heavy = _Pool(self._engine(heavy_pool_size, "heavy"), heavy_pool_size, f"db-{service}-heavy",
+                            lower_priority=True) if heavy_pool_size else None
         # Told how long each call waited for a connection (a database thread): the metrics set it.
         self.observe_wait: Callable[[float], None] | None = None
 
-        @event.listens_for(self.engine, "connect")
+    def _engine(self, size: int, kind: str) -> Any:
+        service = self.service
+        # The login is the role (SPEC §6): no "-c role=" here, a login that needed one would
+        # be one that can switch roles, and check_login refuses it.
+        options = "-c default_transaction_read_only=on" if service in READ_ONLY else ""
+        engine = create_engine(
+            sync_url(self.url), pool_size=size, max_overflow=0, pool_timeout=self.pool_timeout_s,
+            # hide_parameters: bound values (artifact bytes, evidence) never enter an exception's text.
+            pool_recycle=1800, hide_parameters=True,
+            connect_args={"options": options, "connect_timeout": self.connect_timeout_s,
+                          "application_name": f"aos-{service}" if kind == "light" else f"aos-{service}-{kind}"})
+
+        @event.listens_for(engine, "connect")
         def _check(dbapi_conn, _record) -> None:
             # Every new connection, not only the first: a password changed to another role's
             # or a role altered meanwhile is caught before the connection serves a call.
@@ -138,7 +185,12 @@ class Database:
         # And before SQLAlchemy's own first queries (dialect initialize runs on first_connect,
         # ahead of "connect"): a stored ``search_path = pg_temp, …`` would fail those with a
         # bare "permission denied to create temporary tables" instead of check_login's reason.
-        event.listen(self.engine, "first_connect", _check, insert=True)
+        event.listen(engine, "first_connect", _check, insert=True)
+        return engine
+
+    def engines(self) -> list[Any]:
+        """The light calls' engine, and the heavy calls' when there is one."""
+        return [pool.engine for pool in (self._light, self._heavy) if pool is not None]
 
     def check_login(self) -> None:
         """Connect once now: an unsafe login raises UnsafeDatabaseLogin at start, not at the first call.
@@ -167,6 +219,7 @@ class Database:
     async def run(self, tenant_id: str | None, work: Callable[..., T], *args: Any) -> T:
         """Run ``work(conn, *args)`` in one transaction scoped to ``tenant_id`` (None: no tenant rows)."""
         deadline, wanted = call_deadline.get(), min_wal_position.get()
+        pool = self._heavy if heavy_call.get() and self._heavy is not None else self._light
         running: dict[str, Any] = {}
 
         def job() -> T:
@@ -175,25 +228,29 @@ class Database:
             # Timed when the job starts, not when it was queued: time spent waiting
             # for a connection is time the call no longer has.
             timeout_ms = str(self._timeout_ms(deadline))
-            with self.engine.begin() as conn:
-                running["dbapi"] = conn.connection.dbapi_connection
-                try:
-                    conn.execute(_SCOPE, {"tenant": tenant_id or "", "timeout": timeout_ms})
-                    if wanted is not None:
-                        _await_replay(conn, wanted, deadline)
-                    return work(conn, *args)
-                finally:
-                    running.pop("dbapi", None)
+            started = time.monotonic()
+            try:
+                with pool.engine.begin() as conn:
+                    running["dbapi"] = conn.connection.dbapi_connection
+                    try:
+                        conn.execute(_SCOPE, {"tenant": tenant_id or "", "timeout": timeout_ms})
+                        if wanted is not None:
+                            _await_replay(conn, wanted, deadline)
+                        return work(conn, *args)
+                    finally:
+                        running.pop("dbapi", None)
+            finally:
+                pool.durations.append(time.monotonic() - started)
 
         submitted = time.monotonic()
         # In the call's context (its trace span, request id): the statements' spans are its children.
-        queued = self._executor.submit(contextvars.copy_context().run, job)
+        queued = pool.executor.submit(contextvars.copy_context().run, job)
         future = asyncio.wrap_future(queued)
         try:
             done, _ = await asyncio.wait({future}, timeout=self.pool_timeout_s)
             # cancel() succeeds only for a job that has not started: never for one that may have written.
             if not done and queued.cancel():
-                raise PoolExhausted()
+                raise PoolExhausted(retry_after_s=pool.retry_after_s())
             return await future
         except asyncio.CancelledError:
             # The caller went away (cancel or deadline): stop its query, not just our wait.
@@ -253,9 +310,9 @@ class Database:
 
     def pool_status(self) -> tuple[int, int, int]:
         """(connections the pool holds at most, in use now, calls waiting for one) — for the metrics."""
-        pool = self.engine.pool
-        return (pool.size(), pool.checkedout(),  # type: ignore[attr-defined]  # QueuePool's, not Pool's
-                self._executor._work_queue.qsize())  # jobs submitted that no pool thread has taken yet
+        pool = self.engine.pool  # the light calls' pool (the heavy calls' is bounded by admission)
+        return (pool.size(), pool.checkedout(),  # the engine is typed Any here: QueuePool has both
+                self._light.executor._work_queue.qsize())  # jobs submitted that no pool thread has taken yet
 
     async def wal_position(self) -> str:
         """Where this database's WAL insert position stands now: at or past the end of every
@@ -275,8 +332,10 @@ class Database:
             await conn.execute("SELECT 1")
 
     async def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-        await asyncio.to_thread(self.engine.dispose)
+        for pool in (self._light, self._heavy):
+            if pool is not None:
+                pool.executor.shutdown(wait=False, cancel_futures=True)
+                await asyncio.to_thread(pool.engine.dispose)
 
 
 class _StreamAbandoned(Exception):

@@ -152,7 +152,17 @@ def _from_fault(exc: faults.Fault) -> ApiError:
                         "the call's deadline passed before a database connection was free")
     if isinstance(exc, faults.PoolExhausted):
         return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "DATABASE_POOL_EXHAUSTED",
-                        "every database connection stayed busy; retry with backoff")
+                        "every database connection stayed busy; retry with backoff",
+                        details=_retry_info(exc.retry_after_s))
+    if isinstance(exc, faults.Overloaded):
+        # Refused before it started: nothing was done, so any call (a write too) may be retried.
+        details = [error_details_pb2.QuotaFailure(violations=[error_details_pb2.QuotaFailure.Violation(
+            subject=exc.tenant, description=exc.limit)]), *_retry_info(exc.retry_after_s)]
+        if exc.tenant_limit:  # the tenant's own calls fill its share, not the process's
+            return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "TENANT_HEAVY_LIMIT", exc.message,
+                            metadata={"limit": exc.limit}, details=details)
+        return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "SERVER_OVERLOADED", exc.message,
+                        metadata={"limit": exc.limit}, details=details)
     if isinstance(exc, faults.ReplicaBehind):
         # UNAVAILABLE: another instance (or this one a moment later) may have replayed further.
         return ApiError(grpc.StatusCode.UNAVAILABLE, "REPLICA_BEHIND",
@@ -183,8 +193,13 @@ def _quota_details(exc: faults.ExportRateLimited | faults.ExportStorageQuota) ->
     """google.rpc.QuotaFailure, and RetryInfo when waiting frees the quota (rounded up to the ms)."""
     details: list[Message] = [error_details_pb2.QuotaFailure(violations=[error_details_pb2.QuotaFailure.Violation(
         subject=exc.subject, description=exc.description)])]
-    if exc.retry_after_s is not None:
-        wait = duration_pb2.Duration()
-        wait.FromMilliseconds(max(1, math.ceil(exc.retry_after_s * 1000)))
-        details.append(error_details_pb2.RetryInfo(retry_delay=wait))
-    return details
+    return details + _retry_info(exc.retry_after_s)
+
+
+def _retry_info(seconds: float | None) -> list[Message]:
+    """google.rpc.RetryInfo when a wait is known (rounded up to the ms); none otherwise."""
+    if seconds is None:
+        return []
+    wait = duration_pb2.Duration()
+    wait.FromMilliseconds(max(1, math.ceil(seconds * 1000)))
+    return [error_details_pb2.RetryInfo(retry_delay=wait)]

@@ -49,10 +49,28 @@ class DeadlinePassed(Fault):
 
 
 class PoolExhausted(Fault):
-    """Every database connection stayed busy for the whole pool timeout."""
+    """Every database connection stayed busy for the whole pool timeout. ``retry_after_s``:
+    when one is likely free again, from the pool's recent transaction times."""
 
-    def __init__(self) -> None:
+    def __init__(self, retry_after_s: float | None = None) -> None:
         super().__init__("every database connection stayed busy; retry with backoff")
+        self.retry_after_s = retry_after_s
+
+
+class Overloaded(Fault):
+    """The call could not start within its queue budget and was not started (aos_runtime.admission).
+
+    ``tenant_limit``: the tenant's own calls fill its share (else the process's limit);
+    ``limit``: which limit, in words, for google.rpc.QuotaFailure; ``retry_after_s``:
+    when a slot is likely free, estimated from recent service times."""
+
+    def __init__(self, *, tenant_limit: bool, tenant: str, limit: str, retry_after_s: float, message: str) -> None:
+        super().__init__(message)
+        self.tenant_limit = tenant_limit
+        self.tenant = tenant
+        self.limit = limit
+        self.retry_after_s = retry_after_s
+        self.message = message
 
 
 class ReplicaBehind(Fault):

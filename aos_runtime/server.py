@@ -2,7 +2,9 @@
 
 A service hands over its servicers; this module gives it the rest, once:
 credentials (bearer JWT → tenant, actor, scopes; the scope each RPC needs is read
-from its ``aos.evidence.v1.required_scope`` option), error mapping, request ids
+from its ``aos.evidence.v1.required_scope`` option), admission (an in-flight limit for
+every call, a per-tenant fair queue for the RPCs declared ``heavy``: aos_runtime.admission),
+error mapping, request ids
 and a JSON call log, gRPC health (per service, NOT_SERVING while the database is
 unreachable, recovering by itself), server reflection, keepalive and message-size
 limits, and a graceful drain on SIGTERM.
@@ -28,8 +30,9 @@ from grpc_reflection.v1alpha import reflection
 
 from aos.evidence.v1 import options_pb2
 from aos_runtime import auth, errors, metrics, tracing
+from aos_runtime.admission import OPEN, Admission, Permit
 from aos_runtime.config import Settings
-from aos_runtime.db import Database, call_deadline, min_wal_position
+from aos_runtime.db import Database, call_deadline, heavy_call, min_wal_position
 from aos_runtime.headers import MIN_WAL_POSITION_HEADER, WAL_POSITION_HEADER
 from aos_runtime.observability import request_id
 from aos_runtime.pagination import PageTokens
@@ -62,6 +65,16 @@ class Servicer:
     background: Callable[[], Coroutine[Any, Any, None]] | None = None
 
 
+def heavy_methods(descriptors) -> frozenset[str]:
+    """``/pkg.Service/Method`` of every RPC whose proto declares ``(aos.evidence.v1.heavy) = true``.
+
+    Declared in the contract, next to the scope, rather than in a table here: a client reading
+    the proto learns which calls are admitted through the heavy queue (and may be refused with
+    TENANT_HEAVY_LIMIT), and a new RPC is classified where it is written."""
+    return frozenset(f"/{service.full_name}/{method.name}" for service in descriptors for method in service.methods
+                     if method.GetOptions().Extensions[options_pb2.heavy])
+
+
 def required_scopes(descriptors) -> dict[str, str]:
     """``/pkg.Service/Method`` → scope, from the contract. A method without one is a startup error."""
     scopes = {}
@@ -75,11 +88,15 @@ def required_scopes(descriptors) -> dict[str, str]:
 
 
 class CallPolicy(grpc.aio.ServerInterceptor):
-    """Wraps every contract RPC: authenticate, authorise, bound, log, map errors."""
+    """Wraps every contract RPC: authenticate, authorise, admit (aos_runtime.admission),
+    bound, log, map errors."""
 
-    def __init__(self, verifier: auth.TokenVerifier, scopes: dict[str, str]) -> None:
+    def __init__(self, verifier: auth.TokenVerifier, scopes: dict[str, str], *,
+                 admission: Admission | None = None, heavy: frozenset[str] = frozenset()) -> None:
         self._verifier = verifier
         self._scopes = scopes
+        self._admission = admission
+        self._heavy = heavy
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
@@ -99,6 +116,18 @@ class CallPolicy(grpc.aio.ServerInterceptor):
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer)
         return handler
+
+    async def _admit(self, method: str) -> Permit:
+        """Waits for the call's turn (light or heavy gate); raises Overloaded to refuse it.
+        A heavy call admitted through the heavy gate runs its transactions on the heavy pool."""
+        if self._admission is None:
+            return OPEN
+        heavy = method in self._heavy and self._admission.heavy is not None
+        principal = auth.current_principal.get()
+        tenant = principal.tenant_id if principal else ""
+        permit = await self._admission.gate(heavy).acquire(tenant, call_deadline.get())
+        heavy_call.set(heavy)
+        return permit
 
     def _enter(self, context, method: str, scope: str) -> tuple[str, float]:
         """Per-call context: request id, deadline, principal. Raises ApiError to refuse the call."""
@@ -143,9 +172,11 @@ class CallPolicy(grpc.aio.ServerInterceptor):
     def _unary(self, behavior, method: str, scope: str):
         async def wrapped(request, context):
             started = time.monotonic()
+            permit = OPEN
             try:
                 rid, started = self._enter(context, method, scope)
                 context.set_trailing_metadata((("x-request-id", rid),))
+                permit = await self._admit(method)
                 result = behavior(request, context)
                 if inspect.isawaitable(result):
                     result = await result
@@ -154,6 +185,8 @@ class CallPolicy(grpc.aio.ServerInterceptor):
             except BaseException as exc:  # noqa: BLE001 - every failure gets a status
                 await self._fail(context, method, exc, started)
                 return None
+            finally:
+                permit.release()
             self._log(method, grpc.StatusCode.OK, started)
             return result
         return wrapped
@@ -161,9 +194,11 @@ class CallPolicy(grpc.aio.ServerInterceptor):
     def _streaming(self, behavior, method: str, scope: str):
         async def wrapped(request, context):
             started = time.monotonic()
+            permit = OPEN
             try:
                 rid, started = self._enter(context, method, scope)
                 context.set_trailing_metadata((("x-request-id", rid),))
+                permit = await self._admit(method)
                 async for message in behavior(request, context):
                     yield message
             except (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit):
@@ -171,6 +206,8 @@ class CallPolicy(grpc.aio.ServerInterceptor):
             except BaseException as exc:  # noqa: BLE001
                 await self._fail(context, method, exc, started)
                 return
+            finally:
+                permit.release()  # the whole stream held its slot
             self._log(method, grpc.StatusCode.OK, started)
         return wrapped
 
@@ -197,7 +234,8 @@ class ServiceServer:
 
     def __init__(self, name: str, servicers: list[Servicer], db: Database, verifier: auth.TokenVerifier, *,
                  host: str = "127.0.0.1", port: int = 0, max_message_bytes: int = 8 * 1024 * 1024,
-                 grace_period_s: float = 10, health_probe_interval_s: float = 2, reuse_port: bool = False) -> None:
+                 grace_period_s: float = 10, health_probe_interval_s: float = 2, reuse_port: bool = False,
+                 admission: Admission | None = None) -> None:
         self.name = name
         self.db = db
         self.host = host
@@ -206,13 +244,16 @@ class ServiceServer:
         self.grace_period_s = grace_period_s
         self.health_probe_interval_s = health_probe_interval_s
         self.service_names = [s.descriptor.full_name for s in servicers]
+        self.admission = admission  # its gates' state: what runs and waits now
         self.health = health_aio.HealthServicer()
-        tracing.instrument_engine(db.engine)
+        for engine in db.engines():
+            tracing.instrument_engine(engine)
         metrics.watch_database(db)
         self.server = grpc.aio.server(
             # Metrics outermost (every call counts, refused ones too), then the trace span, then the policy.
             interceptors=[metrics.RpcMetrics(), *tracing.server_interceptors(),
-                          CallPolicy(verifier, required_scopes([s.descriptor for s in servicers]))],
+                          CallPolicy(verifier, required_scopes([s.descriptor for s in servicers]), admission=admission,
+                                     heavy=heavy_methods([s.descriptor for s in servicers]))],
             options=server_options(max_message_bytes, reuse_port=reuse_port))
         for servicer in servicers:
             servicer.add_to_server(servicer.implementation, self.server)
@@ -233,6 +274,8 @@ class ServiceServer:
         # longer than the periodic ones.
         await self._set_serving(await self._database_answers(timeout=max(5.0, 2 * self.health_probe_interval_s)))
         await self.server.start()
+        if self.admission is not None:
+            self.admission.lag.start()
         self._probe = asyncio.create_task(self._probe_database(), name=f"{self.name}-health-probe")
         self._tasks = [asyncio.create_task(work(), name=f"{self.name}-background-{i}")
                        for i, work in enumerate(self._background)]
@@ -281,6 +324,8 @@ class ServiceServer:
             self._probe.cancel()
         for task in self._tasks:
             task.cancel()
+        if self.admission is not None:
+            self.admission.lag.stop()
         await self.server.stop(self.grace_period_s if grace is None else grace)
         metrics.forget_database(self.db)
         metrics.serving.forget(self)

@@ -272,13 +272,13 @@ def _error(error: errors.ApiError, *, http_status: int | None = None,
            headers: Mapping[str, str] | None = None) -> Response:
     status = transcode.status_from_api_error(error)
     return JSONResponse(transcode.status_json(status), status_code=http_status or transcode.http_status(status.code),
-                        headers=headers)
+                        headers={**transcode.retry_after(status), **(headers or {})})
 
 
 def _rpc_error(error: grpc.aio.AioRpcError) -> Response:
     status = transcode.status_from_rpc_error(error)
     return JSONResponse(transcode.status_json(status), status_code=transcode.http_status(status.code),
-                        headers=_echoed_request_id(error.trailing_metadata()))
+                        headers={**_echoed_request_id(error.trailing_metadata()), **transcode.retry_after(status)})
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:

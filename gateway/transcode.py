@@ -9,6 +9,7 @@ proto names and the lowerCamelCase JSON names, as proto3 JSON parsers must.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -243,6 +244,17 @@ def status_from_rpc_error(error: grpc.aio.AioRpcError) -> status_pb2.Status:
     status = status_pb2.Status(code=code.value[0], message=error.details() or code.name)
     status.details.add().Pack(error_details_pb2.ErrorInfo(reason=code.name, domain=errors.DOMAIN))
     return status
+
+
+def retry_after(status: status_pb2.Status) -> dict[str, str]:
+    """``Retry-After`` (whole seconds, rounded up: RFC 9110 §10.2.3) from the status's
+    google.rpc.RetryInfo, when it has one (a refusal under load, an exhausted pool)."""
+    for detail in status.details:
+        info = error_details_pb2.RetryInfo()
+        if detail.Unpack(info):  # False for any other kind of detail
+            seconds = info.retry_delay.ToNanoseconds() / 1e9
+            return {"Retry-After": str(max(1, math.ceil(seconds)))}
+    return {}
 
 
 def status_json(status: status_pb2.Status) -> dict[str, Any]:

@@ -1,11 +1,13 @@
 """The runtime's database access: deadlines bound SQL, cancelled calls cancel their query,
 an exhausted pool answers RESOURCE_EXHAUSTED, and sessions hold their service's role."""
 import asyncio
+import math
 import time
 
 import psycopg
 import pytest
 import sqlalchemy.exc
+from google.rpc.error_details_pb2 import RetryInfo
 from sqlalchemy import text
 
 from aos_runtime.db import Database, call_deadline
@@ -69,6 +71,7 @@ async def test_a_cancelled_call_cancels_its_query(database_url):
 
 async def test_an_exhausted_pool_answers_resource_exhausted(database_url):
     db = Database(login_url(database_url, "logs"), service="logs", pool_size=1, pool_timeout_s=0.3)
+    await db.run("t", sleep, 0.2)  # one transaction's time: the retry delay's estimate
     busy = asyncio.create_task(db.run("t", sleep, 2))
     await asyncio.sleep(0.2)
     started = time.monotonic()
@@ -77,6 +80,10 @@ async def test_an_exhausted_pool_answers_resource_exhausted(database_url):
     assert time.monotonic() - started < 1.5
     answer = from_exception(err.value, deadline_passed=False)
     assert (answer.code.name, answer.reason) == ("RESOURCE_EXHAUSTED", "DATABASE_POOL_EXHAUSTED")
+    # google.rpc.RetryInfo: about one recent transaction's time, not a constant.
+    assert 0.2 <= err.value.retry_after_s < 1
+    (info,) = [d for d in answer.details if isinstance(d, RetryInfo)]
+    assert info.retry_delay.ToMilliseconds() == math.ceil(err.value.retry_after_s * 1000)
     await busy
     await db.close()
 

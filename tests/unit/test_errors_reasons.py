@@ -135,7 +135,8 @@ def test_every_reason_the_code_can_raise_is_upper_snake_case():
     assert {"TRACE_NOT_FOUND", "LLM_RUN_NOT_FOUND", "SYSTEM_BASELINE_NOT_FOUND", "SCOPE_MISSING",
             "TOKEN_EXPIRED", "DATABASE_UNAVAILABLE", "REQUEST_ENTITY_TOO_LARGE", "ROUTE_NOT_FOUND",
             # The domain faults' reasons, from the one edge mapper (errors.from_exception).
-            "DATABASE_POOL_EXHAUSTED", "REPLICA_BEHIND", "EXPORT_RATE_LIMITED", "EXPORT_STORAGE_QUOTA"} <= reasons
+            "DATABASE_POOL_EXHAUSTED", "REPLICA_BEHIND", "EXPORT_RATE_LIMITED", "EXPORT_STORAGE_QUOTA",
+            "TENANT_HEAVY_LIMIT", "SERVER_OVERLOADED"} <= reasons
     # The scan saw the pass-throughs it knows (each is a real place, not a blanket excuse).
     assert seen >= PASSED_THROUGH - {("gateway/transcode.py", "call_options", "exc.reason")}
 

@@ -37,6 +37,13 @@ CASES = [
     # handlers' own errors.not_found would (another tenant's record reads as missing).
     (faults.RecordNotFound(faults.Resource.INCIDENT, "inc-9"), grpc.StatusCode.NOT_FOUND, "INCIDENT_NOT_FOUND",
      "incident 'inc-9' not found", {"resource": "incident", "id": "inc-9"}),
+    # Admission's refusals (aos_runtime.admission): the tenant's share, or the process's limit.
+    (faults.Overloaded(tenant_limit=True, tenant="t1", limit="heavy calls of one tenant", retry_after_s=1.5,
+                       message="not started"), grpc.StatusCode.RESOURCE_EXHAUSTED, "TENANT_HEAVY_LIMIT",
+     "not started", {"limit": "heavy calls of one tenant"}),
+    (faults.Overloaded(tenant_limit=False, tenant="t1", limit="light calls at once", retry_after_s=0.2,
+                       message="not started"), grpc.StatusCode.RESOURCE_EXHAUSTED, "SERVER_OVERLOADED",
+     "not started", {"limit": "light calls at once"}),
 ]
 
 
@@ -55,6 +62,31 @@ def test_every_fault_is_mapped():
     assert defined == {type(case[0]) for case in CASES}
     unmapped = type("Unmapped", (faults.Fault,), {})()
     assert errors.from_exception(unmapped, deadline_passed=False).code == grpc.StatusCode.INTERNAL
+
+
+def test_refusals_say_when_to_retry_and_which_limit():
+    """RetryInfo on every refusal under load (the pool's too), QuotaFailure naming the tenant and the limit."""
+    from google.rpc import error_details_pb2, status_pb2
+
+    def details(answer: errors.ApiError) -> dict[str, object]:
+        status = status_pb2.Status.FromString(dict(answer.to_status().trailing_metadata)["grpc-status-details-bin"])
+        found = {}
+        for detail in status.details:
+            for kind in (error_details_pb2.RetryInfo, error_details_pb2.QuotaFailure):
+                message = kind()
+                if detail.Unpack(message):
+                    found[kind.__name__] = message
+        return found
+
+    refused = details(errors.from_exception(faults.Overloaded(
+        tenant_limit=True, tenant="t1", limit="heavy calls of one tenant", retry_after_s=1.5, message="not started"),
+        deadline_passed=False))
+    assert refused["RetryInfo"].retry_delay.ToNanoseconds() == 1_500_000_000
+    (violation,) = refused["QuotaFailure"].violations
+    assert (violation.subject, violation.description) == ("t1", "heavy calls of one tenant")
+    pool = details(errors.from_exception(faults.PoolExhausted(retry_after_s=0.25), deadline_passed=False))
+    assert pool["RetryInfo"].retry_delay.ToNanoseconds() == 250_000_000 and "QuotaFailure" not in pool
+    assert details(errors.from_exception(faults.PoolExhausted(), deadline_passed=False)) == {}
 
 
 def test_faults_are_not_taken_for_timeouts():

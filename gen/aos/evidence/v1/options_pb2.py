@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61os/evidence/v1/options.proto\x12\x0f\x61os.evidence.v1\x1a google/protobuf/descriptor.proto:8\n\x0erequired_scope\x12\x1e.google.protobuf.MethodOptions\x18\xd1\x86\x03 \x01(\t:;\n\x0e\x63\x61nonical_name\x12!.google.protobuf.EnumValueOptions\x18\xd2\x86\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61os/evidence/v1/options.proto\x12\x0f\x61os.evidence.v1\x1a google/protobuf/descriptor.proto:8\n\x0erequired_scope\x12\x1e.google.protobuf.MethodOptions\x18\xd1\x86\x03 \x01(\t:/\n\x05heavy\x12\x1e.google.protobuf.MethodOptions\x18\xd3\x86\x03 \x01(\x08:;\n\x0e\x63\x61nonical_name\x12!.google.protobuf.EnumValueOptions\x18\xd2\x86\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)

@@ -1,0 +1,286 @@
+"""Admission: which calls start now, which wait, which are refused at once.
+
+Two gates per server process, both applied by the call wrapper (aos_runtime/server.py
+``CallPolicy``), so handlers know nothing of them:
+
+- **light**: every contract RPC not declared heavy. At most ``AOS_MAX_INFLIGHT`` run at
+  once; the others wait, served round-robin between tenants, for at most their budget
+  (``min(time to the call's deadline, AOS_QUEUE_BUDGET_S)``).
+- **heavy**: the RPCs whose proto declares ``(aos.evidence.v1.heavy) = true`` (exports,
+  verifications, downloads, integrity walks). At most ``AOS_HEAVY_CONCURRENCY`` at once,
+  ``AOS_HEAVY_PER_TENANT`` of one tenant; at most ``AOS_HEAVY_QUEUE_PER_TENANT`` of one
+  tenant wait, round-robin between tenants, for at most ``min(deadline,
+  AOS_HEAVY_QUEUE_BUDGET_S)``. Their database work runs on the database's heavy pool
+  (``aos_runtime.db.heavy_call``), never on the connections light reads use.
+
+A call that cannot start within its budget is refused — at once when that is already
+clear (its tenant's queue is full, or the wait estimated from recent service times is
+longer than what is left of its budget once the event loop's lag — the time calls now
+wait in gRPC's own queue before the wrapper sees them — is taken off), else when the
+budget passes — with ``faults.Overloaded``:
+RESOURCE_EXHAUSTED, google.rpc.RetryInfo (the estimated wait) and google.rpc.QuotaFailure
+(the tenant, which limit). A refused call did nothing: any call, a write too, may be retried.
+
+Why our own and not a library: what is needed is a counting semaphore with per-key caps,
+round-robin between keys, a bounded queue and an estimate of the wait, on one asyncio loop
+(gRPC's own ``maximum_concurrent_rpcs`` refuses at once with no per-tenant share and no
+retry delay; Envoy's overload manager and adaptive concurrency sit in front of a process,
+not inside it). It is ~150 lines with no I/O, tested directly (tests/unit/test_admission.py).
+The model is Envoy's and gRPC's: refuse early rather than queue past the deadline, and say
+when to come back.
+"""
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import Counter, OrderedDict, deque
+from dataclasses import dataclass
+
+from aos_runtime.faults import Overloaded
+
+# Service times kept for the estimate, and how many make one (fewer: no early refusal).
+WINDOW = 50
+MIN_SAMPLES = 5
+# The smallest retry delay a refusal gives (a retry sooner than this would meet the same queue).
+MIN_RETRY_S = 0.05
+
+
+class LoopLag:
+    """How late this process's event loop runs a 10 ms timer: the least lateness of the last
+    ``TICKS`` timers, so that one long pause (a collection, a slow callback) is not taken for
+    saturation, while a saturated loop (every timer late) is. A call that arrives while the
+    loop lags waits about that long in
+    gRPC's own queue before the call wrapper sees it: time the gate cannot count by itself,
+    so ``FairGate`` takes it off the call's budget. A saturated process then refuses new
+    calls at once (refusing is cheap) until its backlog drains, instead of letting that
+    hidden queue grow past every caller's deadline."""
+
+    INTERVAL_S = 0.01
+    TICKS = 4
+
+    def __init__(self) -> None:
+        self.lag_s = 0.0
+        self._recent: deque[float] = deque(maxlen=self.TICKS)
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            due = time.monotonic() + self.INTERVAL_S
+            await asyncio.sleep(self.INTERVAL_S)
+            self._recent.append(max(0.0, time.monotonic() - due))
+            self.lag_s = min(self._recent) if len(self._recent) == self.TICKS else 0.0
+
+    def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+
+@dataclass(frozen=True)
+class Limits:
+    """``concurrency`` calls at once, ``per_tenant`` of one tenant (None: no share), at most
+    ``queue_per_tenant`` of one tenant waiting (None: bounded by the budget only), each
+    waiting at most ``budget_s``."""
+    name: str                       # the gate, as refusals name it: "heavy" or "light"
+    concurrency: int
+    per_tenant: int | None
+    queue_per_tenant: int | None
+    budget_s: float
+    setting: str                    # the variable that sets ``concurrency``, named in refusals
+
+
+class Permit:
+    """A started call's slot; ``release()`` once, when the call ends (idempotent)."""
+
+    __slots__ = ("_gate", "_released", "_started", "_tenant")
+
+    def __init__(self, gate: FairGate | None, tenant: str, started: float) -> None:
+        self._gate, self._tenant, self._started, self._released = gate, tenant, started, False
+
+    def release(self) -> None:
+        if not self._released and self._gate is not None:
+            self._released = True
+            self._gate._release(self._tenant, self._started)
+
+
+OPEN = Permit(None, "", 0.0)  # for a call no gate applies to
+
+
+class FairGate:
+    """A counting semaphore with a per-tenant share and round-robin between waiting tenants.
+
+    Waiting calls are kept per tenant, and the tenants with waiting calls in a ring: each
+    slot that frees goes to the first tenant in the ring that is under its share, which then
+    moves to the ring's end. A tenant with twelve calls waiting delays another's first call
+    by at most one of its own. Runs on one asyncio loop: no locks."""
+
+    def __init__(self, limits: Limits, lag: LoopLag | None = None) -> None:
+        self.limits = limits
+        self._lag = lag
+        self._running: Counter[str] = Counter()
+        self._total = 0
+        self._waiting: OrderedDict[str, deque[asyncio.Future[float]]] = OrderedDict()
+        self._service_s: deque[float] = deque(maxlen=WINDOW)
+
+    # --- what the gate holds (for tests and logs) --------------------------------------
+    @property
+    def running(self) -> int:
+        return self._total
+
+    def running_of(self, tenant: str) -> int:
+        return self._running[tenant]
+
+    def waiting_of(self, tenant: str) -> int:
+        return len(self._waiting.get(tenant, ()))
+
+    def mean_service_s(self, min_samples: int = MIN_SAMPLES) -> float | None:
+        """The mean of the recent service times (from start to end of a call), once there are
+        ``min_samples`` (an early refusal needs MIN_SAMPLES; a retry delay takes what there is)."""
+        if not self._service_s or len(self._service_s) < min_samples:
+            return None
+        return sum(self._service_s) / len(self._service_s)
+
+    def estimated_wait_s(self, tenant: str) -> float:
+        """How long a call of ``tenant`` arriving now would wait: the calls that must end
+        before it starts (its own tenant's beyond its share; everyone's ahead of it in the
+        round-robin beyond the concurrency), ending at the rate their mean service time
+        allows. 0 without enough samples."""
+        mean = self.mean_service_s()
+        if mean is None:
+            return 0.0
+        limits = self.limits
+        queued = self.waiting_of(tenant)
+        wait = 0.0
+        if limits.per_tenant is not None:
+            own = self._running[tenant] + queued + 1 - limits.per_tenant
+            wait = max(wait, mean * own / limits.per_tenant)
+        # Round-robin: each other tenant gets as many turns as this one before its turn comes.
+        ahead = queued + sum(min(len(q), queued + 1) for t, q in self._waiting.items() if t != tenant)
+        overall = self._total + ahead + 1 - limits.concurrency
+        return max(wait, mean * overall / limits.concurrency, 0.0)
+
+    # --- admission -----------------------------------------------------------------------
+    async def acquire(self, tenant: str, deadline: float | None) -> Permit:
+        """A permit once the call may start; raises Overloaded if it cannot start within
+        ``min(deadline - now, budget_s)`` (at once when that is already clear)."""
+        now = time.monotonic()
+        limits = self.limits
+        # What the call already waited before we saw it (gRPC's queue while the loop lags).
+        waited = self._lag.lag_s if self._lag is not None else 0.0
+        budget = (limits.budget_s if deadline is None else min(limits.budget_s, deadline - now)) - waited
+        if self._eligible(tenant) and budget > 0:
+            return self._grant(tenant, now)
+        if limits.queue_per_tenant is not None and self.waiting_of(tenant) >= limits.queue_per_tenant:
+            raise self._refusal(tenant, "its queue is full", tenant_limit=True,
+                                limit=f"{limits.name} calls of one tenant waiting per process "
+                                      f"(AOS_HEAVY_QUEUE_PER_TENANT={limits.queue_per_tenant})")
+        estimate = self.estimated_wait_s(tenant)
+        if budget <= 0 or estimate > budget:
+            raise self._refusal(tenant, f"it would wait ~{estimate + waited:.2f} s to start, longer than its budget "
+                                        f"of {max(budget + waited, 0):.2f} s", tenant_limit=self._tenant_bound(tenant))
+        ticket: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(tenant, deque()).append(ticket)
+        try:
+            done, _ = await asyncio.wait({ticket}, timeout=budget)
+        except asyncio.CancelledError:
+            self._leave(tenant, ticket)
+            raise
+        if not done:
+            self._leave(tenant, ticket)
+            raise self._refusal(tenant, f"it did not start within its budget of {budget:.2f} s",
+                                tenant_limit=self._tenant_bound(tenant))
+        return Permit(self, tenant, ticket.result())
+
+    def _eligible(self, tenant: str) -> bool:
+        per_tenant = self.limits.per_tenant
+        return self._total < self.limits.concurrency and (per_tenant is None or self._running[tenant] < per_tenant)
+
+    def _tenant_bound(self, tenant: str) -> bool:
+        """Whether the tenant's own share (not the process's limit) is what holds its call back."""
+        per_tenant = self.limits.per_tenant
+        return per_tenant is not None and self._running[tenant] >= per_tenant
+
+    def _grant(self, tenant: str, now: float) -> Permit:
+        self._running[tenant] += 1
+        self._total += 1
+        return Permit(self, tenant, now)
+
+    def _leave(self, tenant: str, ticket: asyncio.Future[float]) -> None:
+        """A waiting call gives up (budget passed, or cancelled): out of the queue, or, if it
+        was granted meanwhile, its slot back."""
+        if ticket.done() and not ticket.cancelled():
+            self._release(tenant, ticket.result(), record=False)
+            return
+        ticket.cancel()
+        queue = self._waiting.get(tenant)
+        if queue is not None:
+            try:
+                queue.remove(ticket)
+            except ValueError:
+                pass
+            if not queue:
+                del self._waiting[tenant]
+
+    def _release(self, tenant: str, started: float, *, record: bool = True) -> None:
+        if record:
+            self._service_s.append(time.monotonic() - started)
+        self._running[tenant] -= 1
+        if not self._running[tenant]:
+            del self._running[tenant]
+        self._total -= 1
+        self._dispatch()
+
+    def _dispatch(self) -> None:
+        """Hand free slots to waiting calls, round-robin over the tenants under their share."""
+        while self._total < self.limits.concurrency:
+            tenant = next((t for t in self._waiting if self._eligible(t)), None)
+            if tenant is None:
+                return
+            queue = self._waiting[tenant]
+            ticket = queue.popleft()
+            if queue:
+                self._waiting.move_to_end(tenant)
+            else:
+                del self._waiting[tenant]
+            self._running[tenant] += 1
+            self._total += 1
+            ticket.set_result(time.monotonic())
+
+    def _refusal(self, tenant: str, why: str, *, tenant_limit: bool, limit: str | None = None) -> Overloaded:
+        limits = self.limits
+        if limit is not None:
+            pass
+        elif tenant_limit:
+            limit = f"{limits.name} calls of one tenant at once per process (AOS_HEAVY_PER_TENANT={limits.per_tenant})"
+        else:
+            limit = f"{limits.name} calls at once per process ({limits.setting}={limits.concurrency})"
+        lag = self._lag.lag_s if self._lag is not None else 0.0
+        retry = max(self.estimated_wait_s(tenant) + lag, self.mean_service_s(1) or 0.0, MIN_RETRY_S)
+        return Overloaded(tenant_limit=tenant_limit, tenant=tenant, limit=limit, retry_after_s=round(retry, 3),
+                          message=f"not started: {why}; limit: {limit}; retry after {math.ceil(retry * 10) / 10} s")
+
+
+@dataclass(frozen=True)
+class Admission:
+    """The server's gates. ``heavy`` is None with AOS_HEAVY_ISOLATION=off (a diagnostic: heavy
+    calls are then admitted as light ones and share the light calls' database pool)."""
+    light: FairGate
+    heavy: FairGate | None
+    lag: LoopLag
+
+    @classmethod
+    def of(cls, *, max_inflight: int, queue_budget_s: float, heavy_isolation: bool, heavy_concurrency: int,
+           heavy_per_tenant: int, heavy_queue_per_tenant: int, heavy_queue_budget_s: float) -> Admission:
+        lag = LoopLag()
+        light = FairGate(Limits("light", max_inflight, None, None, queue_budget_s, "AOS_MAX_INFLIGHT"), lag)
+        heavy = FairGate(Limits("heavy", heavy_concurrency, heavy_per_tenant, heavy_queue_per_tenant,
+                                heavy_queue_budget_s, "AOS_HEAVY_CONCURRENCY"), lag) if heavy_isolation else None
+        return cls(light, heavy, lag)
+
+    def gate(self, heavy: bool) -> FairGate:
+        return self.heavy if heavy and self.heavy is not None else self.light

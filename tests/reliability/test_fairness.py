@@ -1,0 +1,274 @@
+"""Fair under load (issue #19): one tenant's heavy calls cannot starve another's reads,
+overload is refused at once with a retry delay, REST says 429 with Retry-After.
+
+Real Logs servers on port 0 with small limits over a small bulk ledger; heavy work is
+GetIntegrityReport (declared heavy in its proto), light work ListAuditEntries. The
+contrast test runs twice: with the isolation (it must hold) and with
+AOS_HEAVY_ISOLATION=off (the same assertion must fail, or the test could not tell)."""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from aos.logs.v1 import audit_ledger_service_pb2 as pb, audit_ledger_service_pb2_grpc as pb_grpc
+from aos_recording import bulk
+from aos_runtime.service_main import build_server
+from gateway import create_app
+from tests.e2e.support import BASE, auth, service_modules, settings, token
+from tests.logins import load_demo_scenarios, login_url
+
+pytestmark = pytest.mark.db
+
+LEDGER = 15_000             # entries per tenant; one integrity walk of them takes a good fraction of a second
+LIMITS = {"pool_size": 4, "max_inflight": 16, "queue_budget_s": 0.5, "heavy_concurrency": 2,
+          "heavy_per_tenant": 1, "heavy_queue_per_tenant": 3, "heavy_queue_budget_s": 10.0}
+FLOOD = 8                   # tenant A's concurrent heavy callers
+# Tenant B's light reads under A's flood: no error, and p99 within this many times B's p99
+# alone, and at least FLOOR_S.
+# On this shared 2-core machine B's p99 under the flood measured 125-560 ms isolated, 3.1-3.8 s
+# (two calls in three seconds) with the isolation off: the floor keeps the test from flaking
+# on a busy machine while the contrast stays an order of magnitude.
+SLOWDOWN, FLOOR_S = 5, 1.0
+
+
+SHORT = 5_000              # entries of the walks in the tests of order and refusals
+
+@pytest.fixture(scope="module")
+def ledger(databases) -> tuple[str, str, str]:
+    """(database URL, tenant A with LEDGER entries, tenant B with the demo scenarios)."""
+    url = databases.create()
+    bulk.load(url, bulk.Volume(tenants=1, ledger=LEDGER, traces=0, steps=0, system=0))
+    (a,) = bulk.tenant_ids(1)
+    return url, a, load_demo_scenarios(url, "tenant-fair-b", base=BASE)
+
+
+@contextlib.asynccontextmanager
+async def logs_server(url: str, **limits):
+    data = Path(tempfile.mkdtemp(prefix="aos-fair-"))
+    conf = dataclasses.replace(settings(data), **{**LIMITS, **limits})
+    server = build_server("logs", service_modules()["logs"].servicers, conf, login_url(url, "logs"), port=0)
+    address = f"127.0.0.1:{await server.start()}"
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            yield server, pb_grpc.AuditLedgerServiceStub(channel)
+    finally:
+        await server.stop(grace=1)
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def integrity(tenant: str, stub, entries: int = LEDGER, timeout: float = 60):
+    return stub.GetIntegrityReport(pb.GetIntegrityReportRequest(max_entries=entries), metadata=auth(tenant),
+                                   timeout=timeout)
+
+
+async def until(predicate, seconds: float = 10) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "the server never reached the state the test waits for"
+        await asyncio.sleep(0.001)
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[int(0.99 * (len(ordered) - 1))]
+
+
+async def light_loop(stub, tenant: str, seconds: float, callers: int = 2) -> tuple[list[float], list[str]]:
+    """``callers`` closed loops of ListAuditEntries for ``seconds``: (latencies, error codes)."""
+    latencies: list[float] = []
+    failures: list[str] = []
+    end = time.monotonic() + seconds
+
+    async def caller() -> None:
+        while time.monotonic() < end:
+            started = time.monotonic()
+            try:
+                await stub.ListAuditEntries(pb.ListAuditEntriesRequest(page_size=20), metadata=auth(tenant), timeout=5)
+                latencies.append(time.monotonic() - started)
+            except grpc.aio.AioRpcError as err:
+                failures.append(err.code().name)
+
+    await asyncio.gather(*[caller() for _ in range(callers)])
+    return latencies, failures
+
+
+async def heavy_loop(stub, tenant: str, stop: asyncio.Event, done: list[str]) -> None:
+    """A closed loop of integrity walks; a refused one is tried again after its RetryInfo's
+    delay, as a gRPC client's retry policy does (at most 0.5 s, so the flood stays a flood)."""
+    while not stop.is_set():
+        try:
+            await integrity(tenant, stub)
+            done.append("OK")
+        except grpc.aio.AioRpcError as err:
+            done.append(err.code().name)
+            retry = details(err).get(error_details_pb2.RetryInfo)
+            await asyncio.sleep(min(retry.retry_delay.ToNanoseconds() / 1e9, 0.5) if retry else 0.05)
+
+
+def details(err: grpc.aio.AioRpcError) -> dict[type, object]:
+    found: dict[type, object] = {}
+    for detail in rpc_status.from_call(err).details:
+        for kind in (error_details_pb2.ErrorInfo, error_details_pb2.RetryInfo, error_details_pb2.QuotaFailure):
+            if detail.Is(kind.DESCRIPTOR):
+                message = kind()
+                detail.Unpack(message)
+                found[kind] = message
+    return found
+
+
+@pytest.mark.parametrize("isolation", [True, False], ids=["isolated", "isolation-off-must-fail"])
+async def test_a_heavy_flood_leaves_another_tenants_reads_fast(ledger, isolation):
+    url, a, b = ledger
+    async with logs_server(url, heavy_isolation=isolation) as (server, stub):
+        await integrity(a, stub)  # warm both paths
+        alone, alone_failures = await light_loop(stub, b, seconds=1)
+        assert not alone_failures
+        stop, heavy = asyncio.Event(), []
+        flood = [asyncio.ensure_future(heavy_loop(stub, a, stop, heavy)) for _ in range(FLOOD)]
+        await asyncio.sleep(0.5)  # the flood is under way
+        loaded, failures = await light_loop(stub, b, seconds=2.5)
+        stop.set()
+        for task in flood:  # cancelled: the server cancels their walks
+            task.cancel()
+        await asyncio.gather(*flood, return_exceptions=True)
+    bound = max(SLOWDOWN * p99(alone), FLOOR_S)
+    figures = (f"B alone p50/p99 {statistics.median(alone) * 1000:.1f}/{p99(alone) * 1000:.1f} ms; under A's flood "
+               f"{(statistics.median(loaded) * 1000) if loaded else 0:.1f}/{(p99(loaded) * 1000) if loaded else 0:.1f}"
+               f" ms over {len(loaded)} calls, {len(failures)} errors {sorted(set(failures))}; bound {bound * 1000:.0f}"
+               f" ms; A: {heavy.count('OK')} walks done, {len(heavy) - heavy.count('OK')} refused")
+    print(figures)
+    held = bool(loaded) and not failures and p99(loaded) <= bound
+    assert heavy.count("OK") >= 2, f"A's heavy calls did not run: {figures}"
+    if isolation:
+        assert held, figures
+    else:
+        assert not held, f"with the isolation off, A's flood should have slowed B: {figures}"
+
+
+async def test_per_tenant_share_round_robin_and_the_refusal_details(ledger):
+    """A's share is one heavy call; its next three wait and a fifth is refused at once with
+    TENANT_HEAVY_LIMIT, RetryInfo and QuotaFailure; B's first heavy call starts at once."""
+    url, a, b = ledger
+    async with logs_server(url, heavy_queue_budget_s=30.0) as (server, stub):
+        gate = server.admission.heavy
+        for _ in range(2):  # service times for the estimate
+            await integrity(a, stub, SHORT)
+        a_calls = [asyncio.ensure_future(integrity(a, stub, SHORT)) for _ in range(4)]
+        await until(lambda: gate.waiting_of(a) == 3)
+        assert (gate.running_of(a), gate.waiting_of(a)) == (1, 3)
+        refusals = []
+        for _ in range(10):
+            started = time.monotonic()
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await integrity(a, stub, SHORT)
+            refusals.append(time.monotonic() - started)
+        err = refused.value
+        assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        found = details(err)
+        assert found[error_details_pb2.ErrorInfo].reason == "TENANT_HEAVY_LIMIT"
+        delay = found[error_details_pb2.RetryInfo].retry_delay.ToNanoseconds() / 1e9
+        assert delay > 0.05, "the retry delay comes from the recent walks, not a token constant"
+        (violation,) = found[error_details_pb2.QuotaFailure].violations
+        assert violation.subject == a and "AOS_HEAVY_QUEUE_PER_TENANT=3" in violation.description
+        print(f"refusal round trips (ms): {sorted(round(r * 1000, 1) for r in refusals)}; retry_delay {delay:.3f} s")
+        assert statistics.median(refusals) < 0.01, refusals
+        # B is not behind A's queue: a slot is free (A's share is one), its call starts now
+        # and ends before A's waiting calls do.
+        b_call = asyncio.ensure_future(integrity(b, stub))
+        await until(lambda: b_call.done() or gate.running_of(b) == 1)
+        assert gate.waiting_of(b) == 0, "B's first call started at once"
+        finished = []
+        for name, task in [("b", b_call)] + [(f"a{i}", t) for i, t in enumerate(a_calls)]:
+            task.add_done_callback(lambda _, name=name: finished.append(name))
+        await asyncio.gather(b_call, *a_calls)
+        assert finished.index("b") < 2, f"B's call finished behind A's queue: {finished}"
+
+
+class CallLog(logging.Handler):
+    """The server's call log lines (aos.server "call": method, code, ms, reason)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage() == "call":
+            self.calls.append(record)
+
+
+async def test_light_calls_over_the_limit_are_refused_at_once(ledger):
+    """Two light calls at a time, 40 callers: the rest are refused SERVER_OVERLOADED, nearly
+    all at once (the estimate from recent service times), not after waiting out the budget.
+    Timed by the server (its call log: arrival to refusal): the callers share this process's
+    event loop, so their own round trips measure the test's load too (bench/soak.py times
+    refusals from another process)."""
+    url, a, b = ledger
+    calls, logger = CallLog(), logging.getLogger("aos.server")
+    level = logger.level
+    logger.addHandler(calls)
+    logger.setLevel(logging.INFO)
+    async with logs_server(url, max_inflight=2, queue_budget_s=0.1) as (server, stub):
+        results: list[tuple[str, float, object]] = []
+
+        async def caller() -> None:
+            for _ in range(15):
+                started = time.monotonic()
+                try:
+                    await stub.ListAuditEntries(pb.ListAuditEntriesRequest(page_size=20), metadata=auth(b),
+                                                timeout=5)
+                    results.append(("OK", time.monotonic() - started, None))
+                except grpc.aio.AioRpcError as err:
+                    results.append((err.code().name, time.monotonic() - started, err))
+
+        await asyncio.gather(*[caller() for _ in range(40)])
+    logger.removeHandler(calls)
+    logger.setLevel(level)
+    refused = [r for r in results if r[0] == "RESOURCE_EXHAUSTED"]
+    accepted = [r[1] for r in results if r[0] == "OK"]
+    assert {r[0] for r in results} <= {"OK", "RESOURCE_EXHAUSTED"}, {r[0] for r in results}
+    assert refused and accepted
+    info = details(refused[-1][2])
+    assert info[error_details_pb2.ErrorInfo].reason == "SERVER_OVERLOADED"
+    assert info[error_details_pb2.RetryInfo].retry_delay.ToNanoseconds() > 0
+    assert "AOS_MAX_INFLIGHT=2" in info[error_details_pb2.QuotaFailure].violations[0].description
+    server_ms = [r.ms for r in calls.calls if getattr(r, "reason", None) == "SERVER_OVERLOADED"]  # type: ignore[attr-defined]
+    assert len(server_ms) == len(refused)
+    at_once = [ms for ms in server_ms if ms < 10]
+    print(f"{len(accepted)} accepted, p99 {p99(accepted) * 1000:.0f} ms; {len(refused)} refused, {len(at_once)} in "
+          f"< 10 ms by the server (median {statistics.median(server_ms):.2f} ms; round trip median "
+          f"{statistics.median(r[1] for r in refused) * 1000:.1f} ms)")
+    assert len(at_once) >= 0.8 * len(refused), "most refusals come at once, from the estimate, not the budget"
+
+
+async def test_rest_answers_a_refusal_429_with_retry_after(ledger):
+    url, a, b = ledger
+    async with logs_server(url, heavy_queue_per_tenant=0) as (server, stub):
+        for _ in range(2):
+            await integrity(a, stub, SHORT)
+        held = asyncio.ensure_future(integrity(a, stub, SHORT))
+        await until(lambda: server.admission.heavy.running_of(a) == 1)
+        app = create_app({"aos.logs.v1.AuditLedgerService": f"127.0.0.1:{server.port}"})
+        async with app.router.lifespan_context(app), httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://gateway",
+                headers={"Authorization": f"Bearer {token(a)}"}) as http:
+            reply = await http.get("/api/v1/logs/audit/integrity", params={"max_entries": SHORT})
+        await held
+    assert reply.status_code == 429, reply.text
+    assert reply.headers["Retry-After"].isdigit() and int(reply.headers["Retry-After"]) >= 1
+    body = reply.json()
+    kinds = {d["@type"].rsplit("/", 1)[-1]: d for d in body["details"]}
+    assert kinds["google.rpc.ErrorInfo"]["reason"] == "TENANT_HEAVY_LIMIT"
+    assert "google.rpc.RetryInfo" in kinds and kinds["google.rpc.QuotaFailure"]["violations"][0]["subject"] == a

@@ -1,0 +1,166 @@
+"""The admission gate alone (aos_runtime.admission): shares, round-robin, budgets, early refusal.
+
+The same gate behind real servers, and what it does for another tenant's latency, is in
+tests/reliability/test_fairness.py."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from aos_runtime.admission import MIN_SAMPLES, FairGate, Limits, LoopLag
+from aos_runtime.faults import Overloaded
+
+
+def gate(concurrency=2, per_tenant=1, queue_per_tenant=8, budget_s=5.0) -> FairGate:
+    return FairGate(Limits("heavy", concurrency, per_tenant, queue_per_tenant, budget_s, "AOS_HEAVY_CONCURRENCY"))
+
+
+async def settle() -> None:
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_one_tenant_gets_its_share_and_no_more():
+    g = gate(concurrency=3, per_tenant=2)
+    a1, a2 = await g.acquire("a", None), await g.acquire("a", None)
+    third = asyncio.ensure_future(g.acquire("a", None))
+    await settle()
+    assert not third.done() and g.running_of("a") == 2 and g.waiting_of("a") == 1
+    b = await asyncio.wait_for(g.acquire("b", None), 0.1)  # a free slot, another tenant: at once
+    a1.release()
+    a3 = await asyncio.wait_for(third, 0.1)
+    assert g.running == 3
+    for permit in (a2, a3, b):
+        permit.release()
+    assert g.running == 0
+
+
+async def test_waiting_tenants_are_served_round_robin():
+    """A has six calls waiting when B's one arrives: B starts after at most one more of A's."""
+    g = gate(concurrency=1, per_tenant=1)
+    first = await g.acquire("a", None)
+    order: list[str] = []
+
+    async def call(tenant: str, n: int) -> None:
+        permit = await g.acquire(tenant, None)
+        order.append(f"{tenant}{n}")
+        await asyncio.sleep(0)
+        permit.release()
+
+    tasks = [asyncio.ensure_future(call("a", n)) for n in range(6)]
+    await settle()
+    tasks += [asyncio.ensure_future(call("b", 0)), asyncio.ensure_future(call("c", 0))]
+    await settle()
+    first.release()
+    await asyncio.gather(*tasks)
+    assert order == ["a0", "b0", "c0", "a1", "a2", "a3", "a4", "a5"]
+
+
+async def test_a_full_tenant_queue_is_refused_at_once_and_says_which_limit():
+    g = gate(concurrency=4, per_tenant=1, queue_per_tenant=2)
+    held = await g.acquire("a", None)
+    waiting = [asyncio.ensure_future(g.acquire("a", None)) for _ in range(2)]
+    await settle()
+    started = time.monotonic()
+    with pytest.raises(Overloaded) as refused:
+        await g.acquire("a", None)
+    assert time.monotonic() - started < 0.01
+    assert refused.value.tenant_limit and "AOS_HEAVY_QUEUE_PER_TENANT=2" in refused.value.limit
+    assert refused.value.tenant == "a" and refused.value.retry_after_s > 0
+    # Another tenant is not held back by a's queue.
+    (await asyncio.wait_for(g.acquire("b", None), 0.1)).release()
+    held.release()
+    for waiter in waiting:  # one at a time: a's share is one
+        (await waiter).release()
+
+
+async def test_a_call_that_cannot_start_within_its_budget_is_refused_when_it_passes():
+    g = gate(concurrency=1, per_tenant=None, budget_s=0.2)
+    held = await g.acquire("a", None)
+    started = time.monotonic()
+    with pytest.raises(Overloaded) as refused:
+        await g.acquire("b", None)
+    assert 0.19 < time.monotonic() - started < 0.5
+    assert not refused.value.tenant_limit and "AOS_HEAVY_CONCURRENCY=1" in refused.value.limit
+    assert g.waiting_of("b") == 0, "a refused call leaves the queue"
+    # Its own deadline, when sooner, is its budget.
+    started = time.monotonic()
+    with pytest.raises(Overloaded):
+        await g.acquire("b", time.monotonic() + 0.05)
+    assert time.monotonic() - started < 0.15
+    held.release()
+
+
+async def test_recent_service_times_refuse_at_once_what_would_wait_too_long():
+    """With calls taking ~0.1 s and one slot, the third caller in line would wait ~0.2 s:
+    with a budget of 0.15 s it is refused at once, its RetryInfo the estimated wait."""
+    g = gate(concurrency=1, per_tenant=None, budget_s=0.15)
+    for _ in range(MIN_SAMPLES):
+        permit = await g.acquire("a", None)
+        await asyncio.sleep(0.1)
+        permit.release()
+    held = await g.acquire("a", None)
+    second = asyncio.ensure_future(g.acquire("b", None))  # ~0.1 s: within its budget, waits
+    await settle()
+    assert not second.done()
+    started = time.monotonic()
+    with pytest.raises(Overloaded) as refused:
+        await g.acquire("c", None)
+    assert time.monotonic() - started < 0.01
+    assert 0.15 < refused.value.retry_after_s < 0.4
+    held.release()
+    (await second).release()
+
+
+async def test_a_cancelled_waiter_gives_its_place_and_a_granted_one_its_slot():
+    g = gate(concurrency=1, per_tenant=None)
+    held = await g.acquire("a", None)
+    waiter = asyncio.ensure_future(g.acquire("b", None))
+    await settle()
+    waiter.cancel()
+    await settle()
+    assert g.waiting_of("b") == 0
+    held.release()
+    assert g.running == 0
+    permit = await g.acquire("c", None)
+    permit.release()
+    permit.release()  # idempotent
+    assert g.running == 0
+
+
+async def test_a_saturated_loop_counts_against_the_budget():
+    """Calls that waited in gRPC's queue while the event loop lagged have that much less budget:
+    past it they are refused at once, even with a slot free, until the lag drains."""
+    lag = LoopLag()
+    g = FairGate(Limits("light", 4, None, None, 0.25, "AOS_MAX_INFLIGHT"), lag)
+    lag.lag_s = 0.3
+    started = time.monotonic()
+    with pytest.raises(Overloaded) as refused:
+        await g.acquire("a", None)
+    assert time.monotonic() - started < 0.01 and refused.value.retry_after_s >= 0.3
+    lag.lag_s = 0.01
+    (await g.acquire("a", None)).release()
+
+
+def block(seconds: float) -> None:
+    """Keeps the event loop from running anything for ``seconds`` (a saturated process does)."""
+    time.sleep(seconds)
+
+
+async def test_the_loop_lag_is_measured():
+    """A loop late on every timer is saturated; one long pause is not."""
+    lag = LoopLag()
+    lag.start()
+    await asyncio.sleep(0.06)
+    block(0.2)  # one pause
+    await asyncio.sleep(0.001)
+    assert lag.lag_s < 0.05
+    for _ in range(LoopLag.TICKS + 1):  # every timer late: saturated
+        await asyncio.sleep(0.001)
+        block(0.08)
+    assert lag.lag_s > 0.05
+    await asyncio.sleep(0.05)  # and on time again
+    assert lag.lag_s < 0.02
+    lag.stop()
