@@ -138,18 +138,53 @@ class LedgerEntry:
 class AuditLedgerWriter(_Writer):
     """Appends canonical audit events (INV-LOGS-002: anything else is refused)."""
 
-    def append(self, *, tenant_id: str, event_type: str, entity_type: str, entity_id: str, actor_type: str,
-               actor_id: str | None = None, action_reason: str | None = None, correlation_id: str | None = None,
-               before_state: Mapping[str, Any] | None = None, after_state: Mapping[str, Any] | None = None,
-               created_at: datetime | None = None, entry_id: str | None = None) -> LedgerEntry:
+    @staticmethod
+    def entry(*, tenant_id: str, event_type: str, entity_type: str, entity_id: str, actor_type: str,
+              actor_id: str | None = None, action_reason: str | None = None, correlation_id: str | None = None,
+              before_state: Mapping[str, Any] | None = None, after_state: Mapping[str, Any] | None = None,
+              created_at: datetime | None = None, entry_id: str | None = None) -> dict[str, Any]:
+        """The entry's canonical fields (what its content hash covers), checked against the vocabulary."""
         _check(event_type, vocabulary.AUDIT_EVENTS, "event_type")
         _check(entity_type, vocabulary.AUDIT_ENTITIES, "entity_type")
         _check(actor_type, vocabulary.ACTOR_TYPES, "actor_type")
-        entry: dict[str, Any] = {"id": entry_id or new_id("aud"), "tenant_id": tenant_id, "event_type": event_type,
-                 "entity_type": entity_type, "entity_id": entity_id, "actor_type": actor_type,
-                 "actor_id": actor_id, "action_reason": action_reason, "correlation_id": correlation_id,
-                 "created_at": created_at or now(), "before_state": before_state, "after_state": after_state}
+        return {"id": entry_id or new_id("aud"), "tenant_id": tenant_id, "event_type": event_type,
+                "entity_type": entity_type, "entity_id": entity_id, "actor_type": actor_type,
+                "actor_id": actor_id, "action_reason": action_reason, "correlation_id": correlation_id,
+                "created_at": created_at or now(), "before_state": before_state, "after_state": after_state}
+
+    def append(self, **fields: Any) -> LedgerEntry:
+        """Appends the entry ``entry(**fields)`` describes; the database assigns seq and chain."""
+        entry = self.entry(**fields)
+        return self._insert(entry, hashing.ledger_content_hash(entry))
+
+    def hold_producer_ids(self, tenant_id: str) -> None:
+        """Serialises appends under producer-chosen ids in ``tenant_id`` until the transaction
+        ends (``append_once``'s look-up-then-insert must not race another's). One lock per
+        tenant, taken before any append of the transaction: the chain trigger's own lock comes
+        after it, always in that order, so no two transactions wait on each other in a cycle."""
+        self.conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended('aos_ledger_ids:' || :t, 0))"),
+                          {"t": tenant_id})
+
+    def append_once(self, **fields: Any) -> tuple[LedgerEntry, bool]:
+        """Appends the entry unless its id (``entry_id``, required) is recorded in the tenant:
+        (the entry, True) when appended; (the recorded one, False) when recorded with the same
+        content (a retry). EvidenceConflict when recorded with other content: never overwritten.
+        The caller holds ``hold_producer_ids`` for the tenant."""
+        if not fields.get("entry_id"):
+            raise ValueError("append_once needs the producer's entry_id")
+        entry = self.entry(**fields)
         content = hashing.ledger_content_hash(entry)
+        stored = self.conn.execute(text(
+            "SELECT seq, content_hash, prev_hash, chain_hash FROM audit_ledger WHERE tenant_id = :t AND id = :id "
+            "LIMIT 1"), {"t": entry["tenant_id"], "id": entry["id"]}).first()
+        if stored is None:
+            return self._insert(entry, content), True
+        if bytes(stored.content_hash) != content:
+            raise EvidenceConflict(f"audit entry {entry['id']!r}: already recorded with different content")
+        return LedgerEntry(entry["id"], stored.seq, content, bytes(stored.prev_hash), bytes(stored.chain_hash)), False
+
+    def _insert(self, entry: Mapping[str, Any], content: bytes) -> LedgerEntry:
+        before_state, after_state = entry["before_state"], entry["after_state"]
         row = self.conn.execute(text(
             "INSERT INTO audit_ledger (id, tenant_id, event_type, entity_type, entity_id, actor_type, actor_id, "
             "action_reason, correlation_id, created_at, before_state, after_state, content_hash, "
@@ -160,6 +195,14 @@ class AuditLedgerWriter(_Writer):
             {**entry, "before_state": _json(before_state), "after_state": _json(after_state),
              "content_hash": content, **self._marks()}).one()
         return LedgerEntry(entry["id"], row.seq, content, bytes(row.prev_hash), bytes(row.chain_hash))
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A keyed write's outcome: the stored id, its content hash, and whether this write stored it."""
+    id: str
+    content_hash: bytes
+    created: bool
 
 
 class SystemRecordWriter(_Writer):
@@ -174,6 +217,16 @@ class SystemRecordWriter(_Writer):
               details: Mapping[str, Any] | None = None, caused_by: str = "SYSTEM", actor_id: str | None = None,
               correlation_id: str | None = None, run_id: str | None = None, environment_id: str | None = None,
               created_at: datetime | None = None, record_id: str | None = None) -> str:
+        return self.record(tenant_id=tenant_id, component=component, event_type=event_type, severity=severity,
+                           summary=summary, details=details, caused_by=caused_by, actor_id=actor_id,
+                           correlation_id=correlation_id, run_id=run_id, environment_id=environment_id,
+                           created_at=created_at, record_id=record_id).id
+
+    def record(self, *, tenant_id: str | None, component: str, event_type: str, severity: str, summary: str,
+               details: Mapping[str, Any] | None = None, caused_by: str = "SYSTEM", actor_id: str | None = None,
+               correlation_id: str | None = None, run_id: str | None = None, environment_id: str | None = None,
+               created_at: datetime | None = None, record_id: str | None = None) -> Recorded:
+        """``write`` that also says whether this call stored the record (False: a retry of it)."""
         _check(event_type, vocabulary.SYSTEM_EVENT_TYPES, "event_type")
         _check(severity, vocabulary.SYSTEM_SEVERITIES, "severity")
         _check(caused_by, vocabulary.CAUSED_BY, "caused_by")
@@ -182,8 +235,9 @@ class SystemRecordWriter(_Writer):
                   "caused_by": caused_by, "actor_id": actor_id, "correlation_id": correlation_id,
                   "run_id": run_id, "environment_id": environment_id, "created_at": created_at or now()}
         table, key = ("platform_records", ("id",)) if tenant_id is None else ("system_records", ("tenant_id", "id"))
-        return _insert_once(self.conn, table, key, record, hashing.system_record_content_hash(record), self._marks(),
-                            jsonb=("details",))
+        content = hashing.system_record_content_hash(record)
+        stored, created = _insert_once(self.conn, table, key, record, content, self._marks(), jsonb=("details",))
+        return Recorded(stored, content, created)
 
 
 class LlmRunRecordWriter(_Writer):
@@ -208,14 +262,15 @@ class LlmRunRecordWriter(_Writer):
                   "started_at": started_at, "completed_at": completed_at,
                   "created_at": created_at or completed_at or started_at}
         return _insert_once(self.conn, "llm_run_records", ("tenant_id", "run_id"), record,
-                            hashing.llm_run_content_hash(record), self._marks())
+                            hashing.llm_run_content_hash(record), self._marks())[0]
 
 
 def _insert_once(conn: Connection, table: str, key: tuple[str, ...], record: Mapping[str, Any], content: bytes,
-                 marks: Mapping[str, Any], jsonb: tuple[str, ...] = ()) -> str:
+                 marks: Mapping[str, Any], jsonb: tuple[str, ...] = ()) -> tuple[str, bool]:
     """INSERT … ON CONFLICT DO NOTHING; on conflict the stored content must equal ours.
 
-    Returns the id of the stored row: ours, or the identical one an earlier try wrote.
+    Returns the id of the stored row and whether this call inserted it: (ours, True), or
+    (the identical one an earlier try wrote, False).
     """
     columns = [*record, "content_hash", *marks]
     values = [f"CAST(:{c} AS jsonb)" if c in jsonb else f":{c}" for c in columns]
@@ -224,13 +279,13 @@ def _insert_once(conn: Connection, table: str, key: tuple[str, ...], record: Map
     inserted = _insert_or_refused(conn, f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(values)}) "
                                   "ON CONFLICT DO NOTHING RETURNING id", params, refused)
     if inserted is not None:
-        return str(inserted.id)
+        return str(inserted.id), True
     where = " AND ".join(f"{c} = :{c}" for c in key)
     existing = conn.execute(text(f"SELECT id, content_hash FROM {table} WHERE {where}"), params).first()
     if existing is None or bytes(existing.content_hash) != content:
         # None: the key is taken by a row this tenant cannot see — still a conflict, never a leak.
         raise refused
-    return str(existing.id)
+    return str(existing.id), False
 
 
 def _insert_or_refused(conn: Connection, sql: str, params: Mapping[str, Any],

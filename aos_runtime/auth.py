@@ -23,8 +23,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from aos_runtime.config import MIN_SECRET_BYTES, ConfigError, Settings
 
-SCOPES = ("overview.read", "logs.read", "exports.read", "exports.create", "checkpoints.cosign")
+SCOPES = ("overview.read", "logs.read", "exports.read", "exports.create", "checkpoints.cosign", "evidence.write")
 ACTOR_TYPES = ("HUMAN", "AGENT", "SYSTEM")
+# Scopes only some kinds of caller may use (SPEC §6): producers writing evidence through
+# Ingest are software (SYSTEM or AGENT), never a person's token.
+SCOPE_ACTOR_TYPES = {"evidence.write": ("SYSTEM", "AGENT")}
 TENANT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 LEEWAY_S = 30
 DEFAULT_MAX_LIFETIME_S = 24 * 3600

@@ -37,6 +37,7 @@ ENV_VARS: tuple[EnvVar, ...] = (
            "Unset: derived from the embedded Postgres (a password generated under AOS_DATA_DIR)."),
     EnvVar("AOS_LOGS_DATABASE_URL", None, "DSN of the Logs service's own login role (aos_logs); as above."),
     EnvVar("AOS_EXPORT_DATABASE_URL", None, "DSN of the Export service's own login role (aos_export); as above."),
+    EnvVar("AOS_INGEST_DATABASE_URL", None, "DSN of the Ingest service's own login role (aos_ingest); as above."),
     EnvVar("AOS_PRODUCER_DATABASE_URL", None,
            "DSN of the producers' login role (aos_producer): the demo loader and the recording library."),
     EnvVar("AOS_DATA_DIR", ".aos", "Local state: embedded Postgres data, development secrets, signing keys."),
@@ -44,9 +45,11 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("AOS_OVERVIEW_PORT", "50051", "OverviewService gRPC port."),
     EnvVar("AOS_LOGS_PORT", "50052", "LlmRuns/SystemLogs/AuditLedger gRPC port."),
     EnvVar("AOS_EXPORT_PORT", "50053", "ExportService gRPC port."),
+    EnvVar("AOS_INGEST_PORT", "50054", "IngestService gRPC port (producers write evidence here)."),
     EnvVar("AOS_OVERVIEW_ADDRESS", None, "gRPC target where clients (gateway, CLI) reach Overview: " + _TARGET_FORMS),
     EnvVar("AOS_LOGS_ADDRESS", None, "gRPC target where clients (gateway, CLI) reach Logs: " + _TARGET_FORMS),
     EnvVar("AOS_EXPORT_ADDRESS", None, "gRPC target where clients (gateway, CLI) reach Export: " + _TARGET_FORMS),
+    EnvVar("AOS_INGEST_ADDRESS", None, "gRPC target where clients (gateway) reach Ingest: " + _TARGET_FORMS),
     EnvVar("AOS_GATEWAY_PORT", "8080", "REST gateway HTTP port."),
     EnvVar("AOS_GATEWAY_HEADER_TIMEOUT_S", "10",
            "Seconds a gateway client has to send a request's headers and body after connecting (or after its "
@@ -59,6 +62,7 @@ ENV_VARS: tuple[EnvVar, ...] = (
            "AOS_WORKERS > 1, worker i serves on this port + i. Suggested: 9461 (docs/OBSERVABILITY.md)."),
     EnvVar("AOS_LOGS_METRICS_PORT", "0", "Port of the Logs service's /metrics; as above. Suggested: 9471."),
     EnvVar("AOS_EXPORT_METRICS_PORT", "0", "Port of the Export service's /metrics; as above. Suggested: 9481."),
+    EnvVar("AOS_INGEST_METRICS_PORT", "0", "Port of the Ingest service's /metrics; as above. Suggested: 9491."),
     EnvVar("AOS_GATEWAY_METRICS_PORT", "0", "Port of the REST gateway's /metrics; 0: none. Suggested: 9450."),
     EnvVar("AOS_AUTH_JWT_SECRET", None,
            "HS256 secret for bearer JWTs. make run generates one under AOS_DATA_DIR when unset."),
@@ -137,7 +141,7 @@ ENV_VARS: tuple[EnvVar, ...] = (
 
 _BY_NAME = {v.name: v for v in ENV_VARS}
 
-SERVICES = ("overview", "logs", "export")
+SERVICES = ("overview", "logs", "export", "ingest")
 # A server listening on every interface is reached on loopback from this machine.
 _LOCAL_HOSTS = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}
 
@@ -324,6 +328,7 @@ class Settings:
                 "overview": _int(env, "AOS_OVERVIEW_PORT"),
                 "logs": _int(env, "AOS_LOGS_PORT"),
                 "export": _int(env, "AOS_EXPORT_PORT"),
+                "ingest": _int(env, "AOS_INGEST_PORT"),
                 "gateway": _int(env, "AOS_GATEWAY_PORT"),
             },
             addresses={name: _address(env, name, bind_host) for name in SERVICES},

@@ -55,6 +55,7 @@ ROLES = {
     "overview": "aos_overview",
     "logs": "aos_logs",
     "export": "aos_export",
+    "ingest": "aos_ingest",
     "producer": "aos_producer",
 }
 READ_ONLY = frozenset({"overview", "logs"})

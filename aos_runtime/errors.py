@@ -114,6 +114,12 @@ def permission_denied(scope: str) -> ApiError:
                     f"this call needs the scope {scope!r}", metadata={"required_scope": scope})
 
 
+def actor_type_refused(scope: str, actor_type: str, allowed: tuple[str, ...]) -> ApiError:
+    return ApiError(grpc.StatusCode.PERMISSION_DENIED, "ACTOR_TYPE_REFUSED",
+                    f"the scope {scope!r} is for {' or '.join(allowed)} callers, not {actor_type}",
+                    metadata={"required_scope": scope, "actor_type": actor_type})
+
+
 def from_exception(exc: BaseException, *, deadline_passed: bool) -> ApiError:
     """Classify a failure that is not an ApiError: the domain faults (aos_runtime.faults) and
     the database's own failures, each to its one status. Unknown failures are INTERNAL."""

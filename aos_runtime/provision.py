@@ -32,8 +32,8 @@ from aos_runtime.local_state import dev_secret
 
 log = logging.getLogger(__name__)
 
-# Every login the suite uses: the three services and the producers (demo loader, recording library).
-LOGINS = ("overview", "logs", "export", "producer")
+# Every login the suite uses: the four services and the producers (demo loader, recording library).
+LOGINS = ("overview", "logs", "export", "ingest", "producer")
 # The roles the migrations create; a login must be exactly one of them (its grants are the role's).
 OWNER = "aos_owner"
 

@@ -145,6 +145,9 @@ class CallPolicy(grpc.aio.ServerInterceptor):
             raise errors.unauthenticated(exc.reason, str(exc)) from None
         if scope not in principal.scopes:
             raise errors.permission_denied(scope)
+        allowed = auth.SCOPE_ACTOR_TYPES.get(scope)
+        if allowed is not None and principal.actor_type not in allowed:
+            raise errors.actor_type_refused(scope, principal.actor_type, allowed)
         auth.current_principal.set(principal)
         wanted = meta.get(MIN_WAL_POSITION_HEADER)
         if wanted is not None and not _WAL_POSITION.fullmatch(wanted):

@@ -17,13 +17,14 @@ from grpc_tools import protoc
 
 from aos.evidence.v1 import evidence_pb2, options_pb2
 from aos.export.v1 import export_service_pb2
+from aos.ingest.v1 import ingest_service_pb2
 from aos.logs.v1 import audit_ledger_service_pb2, llm_runs_service_pb2, system_logs_service_pb2
 from aos.overview.v1 import overview_service_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT.parent / "shared" / "SPEC.md"
 CONTRACT_CHECK = ROOT.parent / "shared" / "tools" / "contract_check.py"
-SCOPES = {"overview.read", "logs.read", "exports.read", "exports.create", "checkpoints.cosign"}
+SCOPES = {"overview.read", "logs.read", "exports.read", "exports.create", "checkpoints.cosign", "evidence.write"}
 
 SERVICES = [
     overview_service_pb2.DESCRIPTOR.services_by_name["OverviewService"],
@@ -31,6 +32,7 @@ SERVICES = [
     system_logs_service_pb2.DESCRIPTOR.services_by_name["SystemLogsService"],
     audit_ledger_service_pb2.DESCRIPTOR.services_by_name["AuditLedgerService"],
     export_service_pb2.DESCRIPTOR.services_by_name["ExportService"],
+    ingest_service_pb2.DESCRIPTOR.services_by_name["IngestService"],
 ]
 LOGS_SERVICES = [s for s in SERVICES if s.full_name.startswith("aos.logs.")]
 METHODS = [m for s in SERVICES for m in s.methods]
@@ -38,9 +40,7 @@ METADATA = evidence_pb2.EvidenceMetadata.DESCRIPTOR.full_name
 # RPCs SPEC.md declares that the protos do not carry yet, with the issue that builds each.
 NOT_YET_IN_THE_CONTRACT = {
     ("aos.logs.v1.EvidenceSearchService", "SearchEvidence"): "#25 search",
-    ("aos.ingest.v1.IngestService", "AppendAuditEvents"): "#21 ingest",
     ("aos.ingest.v1.IngestService", "RecordRun"): "#21 ingest",
-    ("aos.ingest.v1.IngestService", "AppendSystemRecords"): "#21 ingest",
 }
 
 

@@ -45,10 +45,11 @@ def free_port() -> int:
 
 def service_modules():
     from services.export import server as export
+    from services.ingest import server as ingest
     from services.logs import server as logs
     from services.overview import server as overview
 
-    return {"overview": overview, "logs": logs, "export": export}
+    return {"overview": overview, "logs": logs, "export": export, "ingest": ingest}
 
 
 # The demo scenarios' fixed base time and tenants (the demo fixture in tests/conftest.py loads them).

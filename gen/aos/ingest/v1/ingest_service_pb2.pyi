@@ -1,0 +1,160 @@
+import datetime
+
+from aos.evidence.v1 import evidence_pb2 as _evidence_pb2
+from aos.evidence.v1 import options_pb2 as _options_pb2
+from aos.evidence.v1 import records_pb2 as _records_pb2
+from google.api import annotations_pb2 as _annotations_pb2
+from google.api import field_behavior_pb2 as _field_behavior_pb2
+from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ItemStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ITEM_STATUS_UNSPECIFIED: _ClassVar[ItemStatus]
+    ITEM_STATUS_CREATED: _ClassVar[ItemStatus]
+    ITEM_STATUS_ALREADY_PRESENT: _ClassVar[ItemStatus]
+    ITEM_STATUS_CONFLICT: _ClassVar[ItemStatus]
+    ITEM_STATUS_INVALID: _ClassVar[ItemStatus]
+ITEM_STATUS_UNSPECIFIED: ItemStatus
+ITEM_STATUS_CREATED: ItemStatus
+ITEM_STATUS_ALREADY_PRESENT: ItemStatus
+ITEM_STATUS_CONFLICT: ItemStatus
+ITEM_STATUS_INVALID: ItemStatus
+
+class ItemViolation(_message.Message):
+    __slots__ = ("field", "description")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    description: str
+    def __init__(self, field: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
+
+class AuditEvent(_message.Message):
+    __slots__ = ("event_id", "event_type", "entity_type", "entity_id", "action_reason", "correlation_id", "occurred_at", "before_state", "after_state", "content_hash")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_TYPE_FIELD_NUMBER: _ClassVar[int]
+    ENTITY_ID_FIELD_NUMBER: _ClassVar[int]
+    ACTION_REASON_FIELD_NUMBER: _ClassVar[int]
+    CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
+    OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
+    BEFORE_STATE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_STATE_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    event_type: _evidence_pb2.AuditEventType
+    entity_type: _evidence_pb2.AuditEntityType
+    entity_id: str
+    action_reason: str
+    correlation_id: str
+    occurred_at: _timestamp_pb2.Timestamp
+    before_state: _struct_pb2.Struct
+    after_state: _struct_pb2.Struct
+    content_hash: str
+    def __init__(self, event_id: _Optional[str] = ..., event_type: _Optional[_Union[_evidence_pb2.AuditEventType, str]] = ..., entity_type: _Optional[_Union[_evidence_pb2.AuditEntityType, str]] = ..., entity_id: _Optional[str] = ..., action_reason: _Optional[str] = ..., correlation_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., before_state: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., after_state: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., content_hash: _Optional[str] = ...) -> None: ...
+
+class AppendAuditEventsRequest(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[AuditEvent]
+    def __init__(self, events: _Optional[_Iterable[_Union[AuditEvent, _Mapping]]] = ...) -> None: ...
+
+class AuditEventResult(_message.Message):
+    __slots__ = ("event_id", "status", "seq", "content_hash", "chain_hash", "violations", "message")
+    EVENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_HASH_FIELD_NUMBER: _ClassVar[int]
+    VIOLATIONS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    event_id: str
+    status: ItemStatus
+    seq: int
+    content_hash: str
+    chain_hash: str
+    violations: _containers.RepeatedCompositeFieldContainer[ItemViolation]
+    message: str
+    def __init__(self, event_id: _Optional[str] = ..., status: _Optional[_Union[ItemStatus, str]] = ..., seq: _Optional[int] = ..., content_hash: _Optional[str] = ..., chain_hash: _Optional[str] = ..., violations: _Optional[_Iterable[_Union[ItemViolation, _Mapping]]] = ..., message: _Optional[str] = ...) -> None: ...
+
+class AppendAuditEventsResponse(_message.Message):
+    __slots__ = ("results", "created", "already_present", "conflicts", "invalid")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_PRESENT_FIELD_NUMBER: _ClassVar[int]
+    CONFLICTS_FIELD_NUMBER: _ClassVar[int]
+    INVALID_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[AuditEventResult]
+    created: int
+    already_present: int
+    conflicts: int
+    invalid: int
+    def __init__(self, results: _Optional[_Iterable[_Union[AuditEventResult, _Mapping]]] = ..., created: _Optional[int] = ..., already_present: _Optional[int] = ..., conflicts: _Optional[int] = ..., invalid: _Optional[int] = ...) -> None: ...
+
+class SystemRecordInput(_message.Message):
+    __slots__ = ("record_id", "component", "event_type", "severity", "summary", "details", "caused_by", "correlation_id", "run_id", "environment_id", "occurred_at")
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    COMPONENT_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SEVERITY_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    DETAILS_FIELD_NUMBER: _ClassVar[int]
+    CAUSED_BY_FIELD_NUMBER: _ClassVar[int]
+    CORRELATION_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
+    record_id: str
+    component: str
+    event_type: _records_pb2.SystemEventType
+    severity: _records_pb2.SystemSeverity
+    summary: str
+    details: _struct_pb2.Struct
+    caused_by: _records_pb2.CausedBy
+    correlation_id: str
+    run_id: str
+    environment_id: str
+    occurred_at: _timestamp_pb2.Timestamp
+    def __init__(self, record_id: _Optional[str] = ..., component: _Optional[str] = ..., event_type: _Optional[_Union[_records_pb2.SystemEventType, str]] = ..., severity: _Optional[_Union[_records_pb2.SystemSeverity, str]] = ..., summary: _Optional[str] = ..., details: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., caused_by: _Optional[_Union[_records_pb2.CausedBy, str]] = ..., correlation_id: _Optional[str] = ..., run_id: _Optional[str] = ..., environment_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class AppendSystemRecordsRequest(_message.Message):
+    __slots__ = ("records",)
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    records: _containers.RepeatedCompositeFieldContainer[SystemRecordInput]
+    def __init__(self, records: _Optional[_Iterable[_Union[SystemRecordInput, _Mapping]]] = ...) -> None: ...
+
+class SystemRecordResult(_message.Message):
+    __slots__ = ("record_id", "status", "content_hash", "violations", "message")
+    RECORD_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    VIOLATIONS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    record_id: str
+    status: ItemStatus
+    content_hash: str
+    violations: _containers.RepeatedCompositeFieldContainer[ItemViolation]
+    message: str
+    def __init__(self, record_id: _Optional[str] = ..., status: _Optional[_Union[ItemStatus, str]] = ..., content_hash: _Optional[str] = ..., violations: _Optional[_Iterable[_Union[ItemViolation, _Mapping]]] = ..., message: _Optional[str] = ...) -> None: ...
+
+class AppendSystemRecordsResponse(_message.Message):
+    __slots__ = ("results", "created", "already_present", "conflicts", "invalid")
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    ALREADY_PRESENT_FIELD_NUMBER: _ClassVar[int]
+    CONFLICTS_FIELD_NUMBER: _ClassVar[int]
+    INVALID_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[SystemRecordResult]
+    created: int
+    already_present: int
+    conflicts: int
+    invalid: int
+    def __init__(self, results: _Optional[_Iterable[_Union[SystemRecordResult, _Mapping]]] = ..., created: _Optional[int] = ..., already_present: _Optional[int] = ..., conflicts: _Optional[int] = ..., invalid: _Optional[int] = ...) -> None: ...

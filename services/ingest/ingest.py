@@ -1,0 +1,256 @@
+"""IngestService: validates each batch, writes it in one transaction, answers per item.
+
+The tenant and the producer come from the caller's verified token (aos_runtime.auth),
+never from the payload; the server computes the content hashes (SPEC §5, through the
+recording library's writers) and the database assigns the chains. A whole-request
+fault (no items, too many, too large) is INVALID_ARGUMENT; a fault of one item makes
+that item INVALID and the others are still written.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import grpc
+from google.protobuf import struct_pb2
+
+from aos.ingest.v1 import ingest_service_pb2 as pb, ingest_service_pb2_grpc as pb_grpc
+from aos_recording import hashing
+from aos_recording.writers import AuditLedgerWriter
+from aos_runtime import auth
+from aos_runtime.server import ServiceContext
+from aos_runtime.validation import RESOURCE_ID, Request
+from services.ingest import store
+
+DESCRIPTOR = pb.DESCRIPTOR.services_by_name["IngestService"]
+MAX_ITEMS = 1000
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+MAX_FUTURE = timedelta(minutes=5)   # how far ahead of this server's clock an occurred_at may be
+MAX_NAME = 256                      # entity ids, components, correlation/run/environment ids
+MAX_TEXT = 4096                     # action reasons, summaries
+# A system record's cause when the producer names none: what its token says it is.
+DEFAULT_CAUSE = {"SYSTEM": "SYSTEM", "AGENT": "AUTOMATION"}
+
+_EVENT = pb.AuditEvent.DESCRIPTOR.fields_by_name
+_RECORD = pb.SystemRecordInput.DESCRIPTOR.fields_by_name
+_STATUS = {True: pb.ITEM_STATUS_CREATED, False: pb.ITEM_STATUS_ALREADY_PRESENT}
+
+
+class IngestService(pb_grpc.IngestServiceServicer):
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+
+    async def AppendAuditEvents(self, request: pb.AppendAuditEventsRequest,
+                                context: grpc.aio.ServicerContext) -> pb.AppendAuditEventsResponse:
+        _check_batch(request, len(request.events), "events")
+        who = auth.principal()
+        now = datetime.now(timezone.utc)
+        results: list[pb.AuditEventResult] = []
+        valid: list[tuple[pb.AuditEventResult, dict[str, Any]]] = []
+        for event in request.events:
+            result = pb.AuditEventResult(event_id=event.event_id)
+            fields, problems = _audit_fields(event, who, now)
+            if problems:
+                _invalid(result, problems)
+            else:
+                valid.append((result, fields))
+            results.append(result)
+        if valid:
+            outcomes = await self.ctx.db.run(who.tenant_id, store.append_audit_events, who.tenant_id,
+                                             [fields for _, fields in valid])
+            for (result, _), outcome in zip(valid, outcomes, strict=True):
+                if outcome.conflict is not None:
+                    _conflict(result, outcome.conflict)
+                    continue
+                assert outcome.entry is not None
+                result.status = _STATUS[outcome.created]
+                result.seq = outcome.entry.seq
+                result.content_hash = outcome.entry.content_hash.hex()
+                result.chain_hash = outcome.entry.chain_hash.hex()
+        return pb.AppendAuditEventsResponse(results=results, **_counts(results))
+
+    async def AppendSystemRecords(self, request: pb.AppendSystemRecordsRequest,
+                                  context: grpc.aio.ServicerContext) -> pb.AppendSystemRecordsResponse:
+        _check_batch(request, len(request.records), "records")
+        who = auth.principal()
+        now = datetime.now(timezone.utc)
+        results: list[pb.SystemRecordResult] = []
+        valid: list[tuple[pb.SystemRecordResult, dict[str, Any]]] = []
+        for record in request.records:
+            result = pb.SystemRecordResult(record_id=record.record_id)
+            fields, problems = _system_fields(record, who, now)
+            if problems:
+                _invalid(result, problems)
+            else:
+                valid.append((result, fields))
+            results.append(result)
+        if valid:
+            outcomes = await self.ctx.db.run(who.tenant_id, store.append_system_records,
+                                             [fields for _, fields in valid])
+            for (result, _), outcome in zip(valid, outcomes, strict=True):
+                if outcome.conflict is not None:
+                    _conflict(result, outcome.conflict)
+                    continue
+                assert outcome.content_hash is not None
+                result.status = _STATUS[outcome.created]
+                result.content_hash = outcome.content_hash.hex()
+        return pb.AppendSystemRecordsResponse(results=results, **_counts(results))
+
+
+# --- the request as a whole ---------------------------------------------------------------
+def _check_batch(request: Any, count: int, field: str) -> None:
+    """INVALID_ARGUMENT, naming the limit, for an empty, too long or too large batch."""
+    r = Request()
+    if count == 0:
+        r.violations.add(field, "at least one is required")
+    elif count > MAX_ITEMS:
+        r.violations.add(field, f"at most {MAX_ITEMS} per request (got {count}): split the batch")
+    size = request.ByteSize()
+    if size > MAX_REQUEST_BYTES:
+        r.violations.add(field, f"a request may hold at most {MAX_REQUEST_BYTES} bytes (4 MiB) of items "
+                                f"(got {size}): split the batch")
+    r.done()
+
+
+# --- one item -------------------------------------------------------------------------------
+def _audit_fields(event: pb.AuditEvent, who: auth.Principal,
+                  now: datetime) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """AuditLedgerWriter's fields for the event, with the caller as actor; or its problems."""
+    r = Request()
+    _producer_id(r, event.event_id, "event_id")
+    event_type = _required_enum(r, event.event_type, _EVENT["event_type"], "event_type")
+    entity_type = _required_enum(r, event.entity_type, _EVENT["entity_type"], "entity_type")
+    _text(r, event.entity_id, "entity_id", MAX_NAME, required=True)
+    reason = _text(r, event.action_reason, "action_reason", MAX_TEXT) if event.HasField("action_reason") else None
+    correlation = (_text(r, event.correlation_id, "correlation_id", MAX_NAME)
+                   if event.HasField("correlation_id") else None)
+    occurred = _occurred_at(r, event, now)
+    before = _struct(r, event, "before_state")
+    after = _struct(r, event, "after_state")
+    claimed = event.content_hash.lower()
+    if claimed and (len(claimed) != 64 or any(c not in "0123456789abcdef" for c in claimed)):
+        r.violations.add("content_hash", "must be a hex SHA-256 (64 hex digits) when set")
+    fields: dict[str, Any] = {"tenant_id": who.tenant_id, "entry_id": event.event_id, "event_type": event_type,
+              "entity_type": entity_type, "entity_id": event.entity_id, "actor_type": who.actor_type,
+              "actor_id": who.actor_id, "action_reason": reason, "correlation_id": correlation,
+              "before_state": before, "after_state": after, "created_at": occurred}
+    if claimed and not r.violations.items:
+        computed = hashing.ledger_content_hash(AuditLedgerWriter.entry(**fields)).hex()
+        if computed != claimed:
+            r.violations.add("content_hash", f"is not the entry's content hash (SPEC §5): the server computed "
+                                              f"{computed}")
+    return fields, r.violations.items
+
+
+def _system_fields(record: pb.SystemRecordInput, who: auth.Principal,
+                   now: datetime) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """SystemRecordWriter.record's fields for the record, with the caller as actor; or its problems."""
+    r = Request()
+    _producer_id(r, record.record_id, "record_id")
+    _text(r, record.component, "component", MAX_NAME, required=True)
+    event_type = _required_enum(r, record.event_type, _RECORD["event_type"], "event_type")
+    severity = _required_enum(r, record.severity, _RECORD["severity"], "severity")
+    _text(r, record.summary, "summary", MAX_TEXT, required=True)
+    caused_by = r.enum(record.caused_by, _RECORD["caused_by"].enum_type, "caused_by") \
+        or DEFAULT_CAUSE.get(who.actor_type, "SYSTEM")
+    optional = {name: _text(r, getattr(record, name), name, MAX_NAME) if record.HasField(name) else None
+                for name in ("correlation_id", "run_id", "environment_id")}
+    occurred = _occurred_at(r, record, now)
+    details = _struct(r, record, "details")
+    fields: dict[str, Any] = {"tenant_id": who.tenant_id, "record_id": record.record_id, "component": record.component,
+              "event_type": event_type, "severity": severity, "summary": record.summary, "details": details,
+              "caused_by": caused_by, "actor_id": who.actor_id, "created_at": occurred, **optional}
+    return fields, r.violations.items
+
+
+def _producer_id(r: Request, value: str, field: str) -> None:
+    if not value:
+        r.violations.add(field, "is required: the producer's id for the item, which makes a retry idempotent")
+    elif not RESOURCE_ID.fullmatch(value):
+        r.violations.add(field, "is not a valid id (letters, digits and _.:@- ; at most 200)")
+
+
+def _required_enum(r: Request, number: int, field_descriptor: Any, field: str) -> str | None:
+    if number == 0:
+        r.violations.add(field, "is required")
+        return None
+    return r.enum(number, field_descriptor.enum_type, field)
+
+
+def _text(r: Request, value: str, field: str, limit: int, *, required: bool = False) -> str:
+    if required and not value.strip():
+        r.violations.add(field, "is required")
+    elif len(value) > limit:
+        r.violations.add(field, f"is longer than {limit} characters")
+    elif "\x00" in value:  # PostgreSQL text holds no NUL
+        r.violations.add(field, "must not contain NUL characters")
+    return value
+
+
+def _occurred_at(r: Request, message: Any, now: datetime) -> datetime | None:
+    if not message.HasField("occurred_at"):
+        r.violations.add("occurred_at", "is required: when it happened, so that a retry carries the same content")
+        return None
+    value = r.timestamp(message, "occurred_at")
+    if value is not None and value > now + MAX_FUTURE:
+        r.violations.add("occurred_at", f"is more than {int(MAX_FUTURE.total_seconds() // 60)} minutes ahead of "
+                                        "the server's clock")
+    return value
+
+
+def _struct(r: Request, message: Any, field: str) -> dict[str, Any] | None:
+    """A Struct field as the JSON object the database stores (None when unset). Whole numbers
+    become integers (a Struct holds only doubles; the stored jsonb and the hash then agree)."""
+    if not message.HasField(field):
+        return None
+    problems: list[str] = []
+    plain = {key: _plain(value, problems.append, key) for key, value in getattr(message, field).fields.items()}
+    for problem in problems[:1]:
+        r.violations.add(field, problem)
+    return plain
+
+
+def _plain(value: struct_pb2.Value, problem: Callable[[str], None], key: str = "") -> Any:
+    """One Struct value as plain JSON; ``problem`` hears of what JSON or jsonb cannot hold."""
+    if "\x00" in key:
+        problem("holds a key with a NUL character (PostgreSQL jsonb refuses it)")
+    kind = value.WhichOneof("kind")
+    if kind == "number_value":
+        number = value.number_value
+        if not math.isfinite(number):
+            problem("holds a number that is not finite (JSON has no NaN or Infinity)")
+            return None
+        return int(number) if number.is_integer() else number
+    if kind == "string_value":
+        if "\x00" in value.string_value:
+            problem("holds a string with a NUL character (PostgreSQL jsonb refuses it)")
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return {k: _plain(v, problem, k) for k, v in value.struct_value.fields.items()}
+    if kind == "list_value":
+        return [_plain(v, problem) for v in value.list_value.values]
+    return None  # null_value, or unset
+
+
+# --- answers --------------------------------------------------------------------------------
+def _invalid(result: Any, problems: list[tuple[str, str]]) -> None:
+    result.status = pb.ITEM_STATUS_INVALID
+    result.violations.extend(pb.ItemViolation(field=f, description=d) for f, d in problems)
+    result.message = "not written: " + "; ".join(f"{f} {d}" for f, d in problems)
+
+
+def _conflict(result: Any, message: str) -> None:
+    result.status = pb.ITEM_STATUS_CONFLICT
+    result.message = f"not written: {message} (ALREADY_EXISTS; evidence is never overwritten)"
+
+
+def _counts(results: list[Any]) -> dict[str, int]:
+    statuses = [r.status for r in results]
+    return {"created": statuses.count(pb.ITEM_STATUS_CREATED),
+            "already_present": statuses.count(pb.ITEM_STATUS_ALREADY_PRESENT),
+            "conflicts": statuses.count(pb.ITEM_STATUS_CONFLICT),
+            "invalid": statuses.count(pb.ITEM_STATUS_INVALID)}
