@@ -29,7 +29,7 @@ pytestmark = pytest.mark.db
 
 # insufficient_privilege, read_only_sql_transaction, the append-only triggers' AOS01.
 REFUSED = {"42501", "25006", "AOS01"}
-SESSIONS = ("overview", "logs", "export", "producer")
+SESSIONS = ("overview", "logs", "export", "ingest", "producer")
 
 
 def attacks(admin_user: str, service: str) -> dict[str, list[str]]:

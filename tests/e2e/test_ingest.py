@@ -18,9 +18,10 @@ from aos.logs.v1 import (
     system_logs_service_pb2 as system_pb,
     system_logs_service_pb2_grpc as system_grpc,
 )
-from aos_recording import hashing, verify
-from aos_recording.writers import AuditLedgerWriter, Producer
+from aos_recording import hashing
+from aos_recording.writers import AuditLedgerWriter
 from gateway import backend_addresses, create_app
+from tests.db.sessions import ledger_report
 from tests.e2e.support import BASE, token, ts, violations
 from tests.logins import load_demo_scenarios, login_url
 
@@ -76,15 +77,6 @@ async def entries(ledger, correlation: str, tenant=TENANT) -> list:
     return sorted(reply.entries, key=lambda e: e.seq)
 
 
-def chain_report(database_url: str, tenant: str) -> verify.ChainReport:
-    producer = Producer(login_url(database_url, "producer"), pool_size=1)
-    try:
-        with producer.transaction(tenant) as conn:
-            return verify.verify_ledger(conn, tenant)
-    finally:
-        producer.close()
-
-
 async def test_a_batch_appears_in_the_ledger_with_a_valid_chain(ingest, ledger, database_url):
     correlation = uuid.uuid4().hex
     reply = await ingest.AppendAuditEvents(pb.AppendAuditEventsRequest(events=batch(3, correlation)),
@@ -109,7 +101,7 @@ async def test_a_batch_appears_in_the_ledger_with_a_valid_chain(ingest, ledger, 
         correlation_id=correlation, created_at=BASE + timedelta(hours=1),
         after_state={"limit_cents": 5000, "ratio": 0.5, "tags": ["a", "b"]}))
     assert reply.results[0].content_hash == expected.hex()
-    report = chain_report(database_url, TENANT)
+    report = ledger_report(database_url, TENANT)
     assert report.ok, report.anomalies
     assert report.last_seq >= seqs[-1]
 
@@ -131,7 +123,7 @@ async def test_a_retry_is_already_present_and_adds_nothing(ingest, ledger, datab
         events=[event(f"evt-{twice}", twice), event(f"evt-{twice}", twice)]), metadata=writer())
     assert [r.status for r in reply.results] == [pb.ITEM_STATUS_CREATED, pb.ITEM_STATUS_ALREADY_PRESENT]
     assert len(await entries(ledger, twice)) == 1
-    assert chain_report(database_url, TENANT).ok
+    assert ledger_report(database_url, TENANT).ok
 
 
 async def test_a_changed_retry_is_a_conflict_and_changes_nothing(ingest, ledger):
