@@ -263,7 +263,7 @@ def test_environment_values_are_accepted_by_settings(name):
 
 PASSWORD_VARIABLES = {"admin": "POSTGRES_PASSWORD", "overview": "AOS_OVERVIEW_DB_PASSWORD",
                       "logs": "AOS_LOGS_DB_PASSWORD", "export": "AOS_EXPORT_DB_PASSWORD",
-                      "producer": "AOS_PRODUCER_DB_PASSWORD"}
+                      "ingest": "AOS_INGEST_DB_PASSWORD", "producer": "AOS_PRODUCER_DB_PASSWORD"}
 
 
 def test_each_service_holds_only_its_own_database_password():
@@ -563,7 +563,7 @@ def test_demo_loader_and_cli_are_one_shot_tools_on_the_suite_image():
 # ---- docker-compose config: Compose itself reads the file -------------------------------------
 
 REQUIRED = ("POSTGRES_PASSWORD", "AOS_OVERVIEW_DB_PASSWORD", "AOS_LOGS_DB_PASSWORD", "AOS_EXPORT_DB_PASSWORD",
-            "AOS_PRODUCER_DB_PASSWORD", "AOS_AUTH_JWT_SECRET", "AOS_PAGE_TOKEN_SECRET")
+            "AOS_INGEST_DB_PASSWORD", "AOS_PRODUCER_DB_PASSWORD", "AOS_AUTH_JWT_SECRET", "AOS_PAGE_TOKEN_SECRET")
 
 
 def compose_command() -> list[str]:

@@ -8,7 +8,8 @@ def test_defaults_match_spec():
     s = Settings.from_env({})
     assert s.database_url is None
     assert s.bind_host == "127.0.0.1"
-    assert dict(s.ports) == {"overview": 50051, "logs": 50052, "export": 50053, "gateway": 8080}
+    assert dict(s.ports) == {"overview": 50051, "logs": 50052, "export": 50053, "ingest": 50054,
+                              "gateway": 8080}
     assert s.audience == "aos-evidence"
     assert s.migrate_on_start is True
 
