@@ -24,7 +24,7 @@ from aos_recording.writers import AuditLedgerWriter
 from gateway import backend_addresses, create_app
 from tests.db.sessions import ledger_report
 from tests.e2e.support import BASE, token, ts, violations
-from tests.logins import load_demo_scenarios, login_url
+from tests.logins import load_demo_scenarios
 
 pytestmark = pytest.mark.db
 
