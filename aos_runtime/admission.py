@@ -138,6 +138,10 @@ class FairGate:
     def waiting_of(self, tenant: str) -> int:
         return len(self._waiting.get(tenant, ()))
 
+    def waiting_total(self) -> int:
+        """Calls of every tenant waiting now (the aos_heavy_queue_depth metric reads it)."""
+        return sum(len(queue) for queue in self._waiting.values())
+
     def mean_service_s(self, min_samples: int = MIN_SAMPLES) -> float | None:
         """The mean of the recent service times (from start to end of a call), once there are
         ``min_samples`` (an early refusal needs MIN_SAMPLES; a retry delay takes what there is)."""
