@@ -37,7 +37,7 @@ import time
 from collections import Counter, OrderedDict, deque
 from dataclasses import dataclass
 
-from aos_runtime.faults import Overloaded
+from aos_runtime.faults import DeadlinePassed, Overloaded
 
 # Service times kept for the estimate, and how many make one (fewer: no early refusal).
 WINDOW = 50
@@ -138,6 +138,10 @@ class FairGate:
     def waiting_of(self, tenant: str) -> int:
         return len(self._waiting.get(tenant, ()))
 
+    def waiting_total(self) -> int:
+        """Calls of every tenant waiting now (the aos_heavy_queue_depth metric reads it)."""
+        return sum(len(queue) for queue in self._waiting.values())
+
     def mean_service_s(self, min_samples: int = MIN_SAMPLES) -> float | None:
         """The mean of the recent service times (from start to end of a call), once there are
         ``min_samples`` (an early refusal needs MIN_SAMPLES; a retry delay takes what there is)."""
@@ -172,8 +176,15 @@ class FairGate:
         limits = self.limits
         # What the call already waited before we saw it (gRPC's queue while the loop lags).
         waited = self._lag.lag_s if self._lag is not None else 0.0
-        budget = (limits.budget_s if deadline is None else min(limits.budget_s, deadline - now)) - waited
-        if self._eligible(tenant) and budget > 0:
+        left = math.inf if deadline is None else deadline - now
+        if left <= 0:
+            # Expired before it reached us (e.g. grpc-timeout 1n): its deadline, not our load, ends it.
+            raise DeadlinePassed("it could start")
+        # The queue budget counts the loop's lag (time already spent in gRPC's queue); the time to
+        # the deadline is measured now, so that wait is in it already.
+        queue_budget = limits.budget_s - waited
+        budget = min(queue_budget, left)
+        if self._eligible(tenant) and queue_budget > 0:
             return self._grant(tenant, now)
         if limits.queue_per_tenant is not None and self.waiting_of(tenant) >= limits.queue_per_tenant:
             raise self._refusal(tenant, "its queue is full", tenant_limit=True,

@@ -154,8 +154,7 @@ def _from_fault(exc: faults.Fault) -> ApiError:
     """The one place a domain fault becomes a status; every Fault subclass has its line."""
     if isinstance(exc, faults.DeadlinePassed):
         # Waited in the queue past its deadline: no connection was spent on it.
-        return ApiError(grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED",
-                        "the call's deadline passed before a database connection was free")
+        return ApiError(grpc.StatusCode.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED", str(exc))
     if isinstance(exc, faults.PoolExhausted):
         return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "DATABASE_POOL_EXHAUSTED",
                         "every database connection stayed busy; retry with backoff",

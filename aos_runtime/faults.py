@@ -42,10 +42,11 @@ class RecordNotFound(Fault):
 
 
 class DeadlinePassed(Fault):
-    """The call's deadline passed while it waited for a database connection."""
+    """The call's deadline passed while it waited (for a database connection, or for its turn
+    to start: an already expired call is not an overload)."""
 
-    def __init__(self) -> None:
-        super().__init__("the call's deadline passed before a database connection was free")
+    def __init__(self, before: str = "a database connection was free") -> None:
+        super().__init__(f"the call's deadline passed before {before}")
 
 
 class PoolExhausted(Fault):

@@ -98,7 +98,8 @@ class _OnFirstUse:
 # --- heavy work (admission) -------------------------------------------------------------------
 # Set by the admission of heavy calls (exports, integrity reports): e.g.
 # ``metrics.heavy_queue_depth.labels(service="export").set(n)`` and
-# ``metrics.heavy_refused.labels(service="export", reason="QUEUE_FULL").inc()``.
+# ``metrics.heavy_refused.labels(service="export", reason="TENANT_HEAVY_LIMIT").inc()`` (aos_runtime.server
+# CallPolicy counts the refusals; ServiceServer points the depth at the heavy gate's queue).
 heavy_queue_depth = _OnFirstUse(Gauge("aos_heavy_queue_depth",
                                       "Heavy calls waiting for admission now.", ["service"], registry=None))
 heavy_refused = _OnFirstUse(Counter("aos_heavy_refused_total",

@@ -33,6 +33,7 @@ from aos_runtime import auth, errors, metrics, tracing
 from aos_runtime.admission import OPEN, Admission, Permit
 from aos_runtime.config import Settings
 from aos_runtime.db import Database, call_deadline, heavy_call, min_wal_position
+from aos_runtime.faults import Overloaded
 from aos_runtime.headers import MIN_WAL_POSITION_HEADER, WAL_POSITION_HEADER
 from aos_runtime.observability import request_id
 from aos_runtime.pagination import PageTokens
@@ -92,7 +93,8 @@ class CallPolicy(grpc.aio.ServerInterceptor):
     bound, log, map errors."""
 
     def __init__(self, verifier: auth.TokenVerifier, scopes: dict[str, str], *,
-                 admission: Admission | None = None, heavy: frozenset[str] = frozenset()) -> None:
+                 admission: Admission | None = None, heavy: frozenset[str] = frozenset(), service: str = "") -> None:
+        self._service = service  # the metrics' label
         self._verifier = verifier
         self._scopes = scopes
         self._admission = admission
@@ -125,7 +127,13 @@ class CallPolicy(grpc.aio.ServerInterceptor):
         heavy = method in self._heavy and self._admission.heavy is not None
         principal = auth.current_principal.get()
         tenant = principal.tenant_id if principal else ""
-        permit = await self._admission.gate(heavy).acquire(tenant, call_deadline.get())
+        try:
+            permit = await self._admission.gate(heavy).acquire(tenant, call_deadline.get())
+        except Overloaded as refused:
+            if heavy:
+                reason = "TENANT_HEAVY_LIMIT" if refused.tenant_limit else "SERVER_OVERLOADED"
+                metrics.heavy_refused.labels(service=self._service, reason=reason).inc()
+            raise
         heavy_call.set(heavy)
         return permit
 
@@ -252,11 +260,13 @@ class ServiceServer:
         for engine in db.engines():
             tracing.instrument_engine(engine)
         metrics.watch_database(db)
+        if admission is not None and admission.heavy is not None:
+            metrics.heavy_queue_depth.labels(service=name).set_function(admission.heavy.waiting_total)
         self.server = grpc.aio.server(
             # Metrics outermost (every call counts, refused ones too), then the trace span, then the policy.
             interceptors=[metrics.RpcMetrics(), *tracing.server_interceptors(),
                           CallPolicy(verifier, required_scopes([s.descriptor for s in servicers]), admission=admission,
-                                     heavy=heavy_methods([s.descriptor for s in servicers]))],
+                                     heavy=heavy_methods([s.descriptor for s in servicers]), service=name)],
             options=server_options(max_message_bytes, reuse_port=reuse_port))
         for servicer in servicers:
             servicer.add_to_server(servicer.implementation, self.server)

@@ -48,25 +48,26 @@ class Stop(Exception):
 def main() -> int:
     settings = Settings.from_env()
     configure_logging(settings.log_level)
-    # Every port first, before anything starts: one held by another process is named with the
+    # Every missing key is refused here, before anything starts, when DATABASE_URL is set
+    # (unless AOS_DEV_KEYS): a generated key would be this machine's alone. Checked before the
+    # ports (a configuration that can never start is said first, whatever holds the ports) but
+    # generated after them (a refused start leaves nothing behind).
+    generate_jwt_secret = not settings.jwt_secret and not settings.jwt_public_key_file
+    if generate_jwt_secret:
+        check_dev_key_allowed(settings, "AOS_AUTH_JWT_SECRET")
+    if not settings.page_token_secret:
+        check_dev_key_allowed(settings, "AOS_PAGE_TOKEN_SECRET")
+    if not settings.export_signing_key_file:
+        check_dev_key_allowed(settings, "AOS_EXPORT_SIGNING_KEY_FILE")
+    # Every port next, before anything starts: one held by another process is named with the
     # variable that moves it (a second `make run`, another program), instead of a child failing
     # to bind later, or the other process answering the health checks in its place.
     busy = launch.busy_ports(settings.bind_host, launch.suite_ports(os.environ))
     if busy:
         print("cannot start: " + "\n  ".join(["a port the suite needs is taken", *busy]), file=sys.stderr)
         return 2
-    # Every missing key is refused here, before anything starts, when DATABASE_URL is set
-    # (unless AOS_DEV_KEYS): a generated key would be this machine's alone.
-    secret = settings.jwt_secret
-    if not secret and not settings.jwt_public_key_file:
-        check_dev_key_allowed(settings, "AOS_AUTH_JWT_SECRET")
-        secret = dev_secret(settings.data_dir, auth.DEV_SECRET_NAME)
-    page_token_secret = settings.page_token_secret
-    if not page_token_secret:
-        check_dev_key_allowed(settings, "AOS_PAGE_TOKEN_SECRET")
-        page_token_secret = dev_secret(settings.data_dir, PAGE_TOKEN_DEV_SECRET)
-    if not settings.export_signing_key_file:
-        check_dev_key_allowed(settings, "AOS_EXPORT_SIGNING_KEY_FILE")
+    secret = dev_secret(settings.data_dir, auth.DEV_SECRET_NAME) if generate_jwt_secret else settings.jwt_secret
+    page_token_secret = settings.page_token_secret or dev_secret(settings.data_dir, PAGE_TOKEN_DEV_SECRET)
 
     # The first Ctrl-C/SIGTERM unwinds the start wherever it is (migrating, waiting for a child):
     # the finally blocks below stop what has started. Later ones only note it, so a second

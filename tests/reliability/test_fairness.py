@@ -22,6 +22,7 @@ import httpx
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from prometheus_client import REGISTRY
 
 from aos.logs.v1 import audit_ledger_service_pb2 as pb, audit_ledger_service_pb2_grpc as pb_grpc
 from aos_recording import bulk
@@ -169,6 +170,10 @@ async def test_per_tenant_share_round_robin_and_the_refusal_details(ledger):
         a_calls = [asyncio.ensure_future(integrity(a, stub, SHORT)) for _ in range(4)]
         await until(lambda: gate.waiting_of(a) == 3)
         assert (gate.running_of(a), gate.waiting_of(a)) == (1, 3)
+        # What a scrape reads: the heavy queue's depth now, and each refusal counted by reason.
+        assert REGISTRY.get_sample_value("aos_heavy_queue_depth", {"service": server.name}) == 3
+        refused_before = REGISTRY.get_sample_value(
+            "aos_heavy_refused_total", {"service": server.name, "reason": "TENANT_HEAVY_LIMIT"}) or 0
         refusals = []
         for _ in range(10):
             started = time.monotonic()
@@ -176,6 +181,8 @@ async def test_per_tenant_share_round_robin_and_the_refusal_details(ledger):
                 await integrity(a, stub, SHORT)
             refusals.append(time.monotonic() - started)
         err = refused.value
+        assert REGISTRY.get_sample_value("aos_heavy_refused_total", {
+            "service": server.name, "reason": "TENANT_HEAVY_LIMIT"}) == refused_before + 10
         assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         found = details(err)
         assert found[error_details_pb2.ErrorInfo].reason == "TENANT_HEAVY_LIMIT"

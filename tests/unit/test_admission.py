@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import time
 
+import grpc
 import pytest
 
+from aos_runtime import errors
 from aos_runtime.admission import MIN_SAMPLES, FairGate, Limits, LoopLag
-from aos_runtime.faults import Overloaded
+from aos_runtime.faults import DeadlinePassed, Overloaded
 
 
 def gate(concurrency=2, per_tenant=1, queue_per_tenant=8, budget_s=5.0) -> FairGate:
@@ -91,6 +93,17 @@ async def test_a_call_that_cannot_start_within_its_budget_is_refused_when_it_pas
         await g.acquire("b", time.monotonic() + 0.05)
     assert time.monotonic() - started < 0.15
     held.release()
+
+
+async def test_an_expired_call_is_past_its_deadline_not_overloaded():
+    """A call whose deadline passed before it reached the gate (grpc-timeout 1n) is
+    DEADLINE_EXCEEDED, on an idle gate too — never refused as an overload."""
+    g = gate(concurrency=1, per_tenant=None)
+    with pytest.raises(DeadlinePassed, match="before it could start"):
+        await g.acquire("a", time.monotonic() - 0.001)
+    assert errors.from_exception(DeadlinePassed("it could start"), deadline_passed=True).code == \
+        grpc.StatusCode.DEADLINE_EXCEEDED
+    (await g.acquire("a", time.monotonic() + 5)).release()
 
 
 async def test_recent_service_times_refuse_at_once_what_would_wait_too_long():

@@ -24,25 +24,14 @@ from aos_evidence.kinds import ExportFormat
 from aos_recording import dsse, hashing, verify_export
 from aos_recording.verify_export import Verdict
 from services.export import artifacts, bundles
+from tests.unit.samples import ledger_entries
 
 SIGNED_AT = datetime(2026, 11, 1, 12, 30, tzinfo=timezone.utc)
 TENANT = "tenant-unit"
 
 
 def ledger(n: int) -> list[dict]:
-    """n ledger entries as an audit slice carries them, with their real hashes and links."""
-    prev, out = hashing.GENESIS, []
-    for seq in range(1, n + 1):
-        entry = {"id": f"aud-{seq}", "tenant_id": TENANT, "event_type": "PolicyRuleCreated",
-                 "entity_type": "POLICY_RULE", "entity_id": f"rule-{seq}", "actor_type": "HUMAN", "actor_id": "u-1",
-                 "action_reason": "reviewed", "correlation_id": None,
-                 "created_at": f"2026-11-01T12:{seq:02d}:00.000000Z", "before_state": None, "after_state": {"n": seq}}
-        content = hashing.ledger_content_hash(entry)
-        chain = hashing.chain_hash(prev, content)
-        out.append({**entry, "seq": seq, "content_hash": content.hex(), "prev_hash": prev.hex(),
-                    "chain_hash": chain.hex(), "redacted": False})
-        prev = chain
-    return out
+    return ledger_entries(n, TENANT)
 
 
 def render(fmt: str, records: list[dict], key: dsse.SigningKey, subject=None) -> tuple[bytes, artifacts.Rendered]:

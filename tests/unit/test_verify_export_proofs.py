@@ -14,6 +14,7 @@ from aos_evidence.kinds import ExportFormat
 from aos_recording import dsse, hashing, note, tlog, verify_export
 from aos_recording.verify_export import LogPolicy, Verdict
 from services.export import artifacts, bundles
+from tests.unit.samples import ledger_entries
 
 TENANT = "tenant-proofs"
 ORIGIN = note.log_origin(note.DEFAULT_LOG_ORIGIN, "ledger", TENANT)
@@ -21,18 +22,7 @@ NOW = 1_765_000_000
 
 
 def ledger(n: int) -> list[dict]:
-    prev, out = hashing.GENESIS, []
-    for seq in range(1, n + 1):
-        entry = {"id": f"aud-{seq}", "tenant_id": TENANT, "event_type": "PolicyRuleCreated",
-                 "entity_type": "POLICY_RULE", "entity_id": f"rule-{seq}", "actor_type": "HUMAN", "actor_id": "u-1",
-                 "action_reason": None, "correlation_id": None, "created_at": f"2026-11-01T12:{seq:02d}:00.000000Z",
-                 "before_state": None, "after_state": {"n": seq}}
-        content = hashing.ledger_content_hash(entry)
-        chain = hashing.chain_hash(prev, content)
-        out.append({**entry, "seq": seq, "content_hash": content.hex(), "prev_hash": prev.hex(),
-                    "chain_hash": chain.hex(), "redacted": False})
-        prev = chain
-    return out
+    return ledger_entries(n, TENANT)
 
 
 class World:
