@@ -98,7 +98,8 @@ READS: list[tuple[str, dict[str, str], dict[str, Any]]] = [
 ]
 WRITES = {("POST", "/api/v1/logs/exports"), ("POST", "/api/v1/logs/llm-runs/{run_id}/export"),
           ("GET", "/api/v1/logs/exports/{export_id}"), ("GET", "/api/v1/logs/exports/{export_id}:download"),
-          ("POST", "/api/v1/logs/exports/{export_id}:verify"), ("POST", "/api/v1/logs/audit/checkpoint:cosign")}
+          ("POST", "/api/v1/logs/exports/{export_id}:verify"), ("POST", "/api/v1/logs/audit/checkpoint:cosign"),
+          ("POST", "/api/v1/ingest/audit-events"), ("POST", "/api/v1/ingest/system-records")}
 
 
 def test_these_tests_cover_every_binding():
@@ -117,6 +118,29 @@ async def test_every_read_path(client, template, query, expected):
     assert reply.headers["content-type"] == "application/json"
     assert reply.headers["x-request-id"]
     expect(reply.json(), **expected)
+
+
+async def test_ingest_writes_through_the_gateway(client, writer_data):
+    """A producer's batch over REST: per-item results, a retry answered as such, a person refused."""
+    producer = bearer(WRITER, scopes=("evidence.write",), actor_type="SYSTEM")
+    audit = {"events": [{"event_id": "gw-evt-1", "event_type": "AUDIT_EVENT_TYPE_LIMIT_UPDATED",
+                         "entity_type": "AUDIT_ENTITY_TYPE_LIMIT", "entity_id": "lim-gw",
+                         "occurred_at": "2026-11-01T12:30:00Z", "before_state": {"cents": 10},
+                         "after_state": {"cents": 20}}]}
+    system = {"records": [{"record_id": "gw-sys-1", "component": "worker", "event_type": "SYSTEM_EVENT_TYPE_DEPLOY",
+                           "severity": "SYSTEM_SEVERITY_INFO", "summary": "deployed",
+                           "occurred_at": "2026-11-01T12:31:00Z"}]}
+    statuses = []
+    for path, body in (("/api/v1/ingest/audit-events", audit), ("/api/v1/ingest/system-records", system)):
+        for _ in range(2):
+            reply = await client.post(path, headers=producer, json=body)
+            assert reply.status_code == 200, reply.text
+            statuses.append(reply.json()["results"][0]["status"])
+    assert statuses == ["ITEM_STATUS_CREATED", "ITEM_STATUS_ALREADY_PRESENT"] * 2
+    person = await client.post("/api/v1/ingest/audit-events", headers=bearer(WRITER), json=audit)
+    assert person.status_code == 403 and "SYSTEM or AGENT" in person.text
+    empty = await client.post("/api/v1/ingest/audit-events", headers=producer, json={"events": []})
+    assert empty.status_code == 400 and "events" in empty.text
 
 
 async def test_create_download_and_verify_an_export(client, writer_data):
@@ -189,7 +213,7 @@ async def test_the_openapi_document(client):
     assert document["openapi"] == "3.1.0"
     operations = [op for item in document["paths"].values() for op in item.values()]
     ids = [op["operationId"] for op in operations]
-    assert len(ids) == len(set(ids)) == 36
+    assert len(ids) == len(set(ids)) == 38
     assert document["paths"]["/api/v1/runtime/logs/audit"]["get"]["operationId"] == \
         "AuditLedgerService_ListAuditEntries2"
     both = document["paths"]["/api/v1/logs/llm-runs/{run_id}/export"]
