@@ -30,6 +30,7 @@ MAX_REQUEST_BYTES = 4 * 1024 * 1024
 MAX_FUTURE = timedelta(minutes=5)   # how far ahead of this server's clock an occurred_at may be
 MAX_NAME = 256                      # entity ids, components, correlation/run/environment ids
 MAX_TEXT = 4096                     # action reasons, summaries
+MAX_SAFE_INTEGER = 2 ** 53 - 1      # the largest integer an IEEE double, hence RFC 8785, holds exactly
 # A system record's cause when the producer names none: what its token says it is.
 DEFAULT_CAUSE = {"SYSTEM": "SYSTEM", "AGENT": "AUTOMATION"}
 
@@ -221,6 +222,10 @@ def _plain(value: struct_pb2.Value, problem: Callable[[str], None], key: str = "
         number = value.number_value
         if not math.isfinite(number):
             problem("holds a number that is not finite (JSON has no NaN or Infinity)")
+            return None
+        if abs(number) > MAX_SAFE_INTEGER:  # RFC 8785 (the content hash's JSON) has no exact form for it
+            problem(f"holds a number beyond ±{MAX_SAFE_INTEGER} (2^53 - 1), which JSON numbers do not hold "
+                    "exactly; send it as a string")
             return None
         return int(number) if number.is_integer() else number
     if kind == "string_value":

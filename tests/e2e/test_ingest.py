@@ -238,12 +238,14 @@ async def test_invalid_items_name_their_fields(ingest, ledger):
              event(f"evt-{correlation}-5", correlation, event_type=999)]
     nan = event(f"evt-{correlation}-6", correlation)
     nan.after_state.update({"x": float("nan")})
-    items.append(nan)
+    huge = event(f"evt-{correlation}-8", correlation)
+    huge.after_state.update({"x": [2.0 ** 60]})  # found by tests/reliability/test_fuzz.py: was INTERNAL
+    items += [nan, huge]
     reply = await ingest.AppendAuditEvents(pb.AppendAuditEventsRequest(events=items), metadata=writer())
-    assert [r.status for r in reply.results] == [pb.ITEM_STATUS_INVALID] * 7
+    assert [r.status for r in reply.results] == [pb.ITEM_STATUS_INVALID] * 8
     assert [sorted(v.field for v in r.violations) for r in reply.results] == [
         ["occurred_at"], ["occurred_at"], ["entity_id", "event_type"], ["content_hash"], ["action_reason"],
-        ["event_type"], ["after_state"]]
+        ["event_type"], ["after_state"], ["after_state"]]
     assert await entries(ledger, correlation) == []
     # The right content hash, sent by the producer, is accepted.
     good = event(f"evt-{correlation}-7", correlation)

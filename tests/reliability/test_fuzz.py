@@ -30,13 +30,14 @@ import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from google.api import field_behavior_pb2
-from google.protobuf import timestamp_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message_factory import GetMessageClass
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from aos.evidence.v1 import bundle_pb2
+from aos.evidence.v1 import bundle_pb2, options_pb2
 from aos.export.v1 import export_service_pb2, export_service_pb2_grpc
+from aos.ingest.v1 import ingest_service_pb2
 from aos.logs.v1 import (
     audit_ledger_service_pb2,
     audit_ledger_service_pb2_grpc,
@@ -46,8 +47,8 @@ from aos.logs.v1 import (
 from aos.overview.v1 import overview_service_pb2
 from aos_recording import scenarios
 from aos_recording.writers import Producer, SystemRecordWriter
-from aos_runtime.auth import ACTOR_TYPES, TENANT_ID, mint_token
-from tests.e2e.support import ACME, BASE, SECRET, auth, ts, violations
+from aos_runtime.auth import ACTOR_TYPES, SCOPE_ACTOR_TYPES, TENANT_ID, mint_token
+from tests.e2e.support import ACME, BASE, SECRET, auth, token, ts, violations
 from tests.logins import login_url
 
 pytestmark = pytest.mark.db
@@ -62,10 +63,11 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize
                 suppress_health_check=[HealthCheck.too_slow])
 
 SERVICES = [service for module in (overview_service_pb2, llm_runs_service_pb2, system_logs_service_pb2,
-                                   audit_ledger_service_pb2, export_service_pb2)
+                                   audit_ledger_service_pb2, export_service_pb2, ingest_service_pb2)
             for service in module.DESCRIPTOR.services_by_name.values()]
 METHODS = [method for service in SERVICES for method in service.methods]
-WRITES = {"aos.export.v1.ExportService.CreateExport"}
+WRITES = {"aos.export.v1.ExportService.CreateExport", "aos.ingest.v1.IngestService.AppendAuditEvents",
+          "aos.ingest.v1.IngestService.AppendSystemRecords"}
 LISTS = [m for m in METHODS if "page_token" in m.input_type.fields_by_name
          and "next_page_token" in m.output_type.fields_by_name]
 
@@ -73,6 +75,7 @@ C = grpc.StatusCode
 ANSWERS = {C.OK, C.INVALID_ARGUMENT, C.NOT_FOUND, C.FAILED_PRECONDITION, C.ALREADY_EXISTS, C.OUT_OF_RANGE,
            C.PERMISSION_DENIED}
 TIMESTAMP = timestamp_pb2.Timestamp.DESCRIPTOR.full_name
+STRUCT = struct_pb2.Struct.DESCRIPTOR.full_name
 MIN_S, MAX_S = -62_135_596_800, 253_402_300_799  # Timestamp's valid range: 0001-01-01 to 9999-12-31 UTC
 B64 = string.ascii_letters + string.digits + "-_"
 PRINTABLE = st.characters(min_codepoint=0x20, max_codepoint=0x7E)  # what an ASCII gRPC header value may hold
@@ -132,6 +135,28 @@ def strings(ids: dict[str, tuple[str, ...]], name: str) -> st.SearchStrategy[str
 
 
 def values(field, ids, well_formed: bool) -> st.SearchStrategy:
+    if field.is_repeated:  # a batch: a few items (the ingest RPCs)
+        return st.lists(single_values(field, ids, well_formed), max_size=3)
+    return single_values(field, ids, well_formed)
+
+
+def json_objects() -> st.SearchStrategy[struct_pb2.Struct]:
+    """A google.protobuf.Struct: JSON with any strings (NUL, control, bidi) and any doubles (NaN, inf)."""
+    leaves = st.one_of(st.none(), st.booleans(), st.floats(), st.text(max_size=20))
+    tree = st.recursive(leaves, lambda inner: st.one_of(st.lists(inner, max_size=3),
+                                                        st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+                        max_leaves=10)
+
+    def to_struct(document: dict) -> struct_pb2.Struct:
+        message = struct_pb2.Struct()
+        message.update(document)
+        return message
+    return st.dictionaries(st.text(max_size=8), tree, max_size=4).map(to_struct)
+
+
+def single_values(field, ids, well_formed: bool) -> st.SearchStrategy:
+    if field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.full_name == STRUCT:
+        return json_objects()
     if field.type == FieldDescriptor.TYPE_MESSAGE:
         return messages(field.message_type, ids, well_formed)
     if field.type == FieldDescriptor.TYPE_ENUM:
@@ -205,7 +230,7 @@ def field_paths(descriptor, prefix: str = "") -> set[str]:
     paths = {prefix + oneof.name for oneof in descriptor.oneofs}
     for field in descriptor.fields:
         paths.add(prefix + field.name)
-        if field.message_type and field.message_type.full_name != TIMESTAMP:
+        if field.message_type and field.message_type.full_name not in (TIMESTAMP, STRUCT):
             paths |= field_paths(field.message_type, f"{prefix}{field.name}.")
     return paths
 
@@ -293,7 +318,10 @@ def summary_table() -> list[str]:
 
 async def fuzz_request(channels, request_strategies, method, data) -> None:
     request = data.draw(request_strategies[method.full_name], label="request")
-    err = await error_of(channels, method, request)
+    # A producer's RPC is called as a producer (SYSTEM), so that its handler is what is fuzzed.
+    producer = method.GetOptions().Extensions[options_pb2.required_scope] in SCOPE_ACTOR_TYPES
+    err = await error_of(channels, method, request,
+                         (("authorization", f"Bearer {token(TENANT, actor_type='SYSTEM')}"),) if producer else None)
     record(method, "request", err)
     check_answer(method, request, err)
 
@@ -305,7 +333,8 @@ async def test_any_read_request_gets_a_canonical_answer(channels, request_strate
     await fuzz_request(channels, request_strategies, method, data)
 
 
-# Each CreateExport that passes validation builds, signs and stores an artifact: fewer examples.
+# Each CreateExport that passes validation builds, signs and stores an artifact, each ingest batch
+# appends to TENANT's ledger: fewer examples.
 @pytest.mark.parametrize("method", [m for m in METHODS if m.full_name in WRITES], ids=rpc_name)
 @settings(FUZZ, max_examples=max(5, EXAMPLES // 2))
 @given(data=st.data())
