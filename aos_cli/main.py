@@ -17,7 +17,7 @@ from aos_runtime.config import SERVICES, ConfigError, Settings
 
 EXIT_INTERRUPTED = 130
 # Global options may be given before or after the command; these apply when given nowhere.
-GLOBAL_DEFAULTS = {"overview": None, "logs": None, "export": None, "token": None, "json": False, "timeout": 30.0}
+GLOBAL_DEFAULTS = {**dict.fromkeys(SERVICES), "token": None, "json": False, "timeout": 30.0}
 # A server bound to every interface is reached locally.
 
 EPILOG = """examples (against `make run`):
