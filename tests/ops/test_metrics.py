@@ -132,8 +132,8 @@ def test_the_heavy_queue_depth_is_the_admission_gates(metrics_port, suite):
 
 def test_metrics_ports_that_would_overlap_between_workers_are_refused():
     ok = Settings.from_env({"AOS_WORKERS": "2", "AOS_LOGS_METRICS_PORT": "9471", "AOS_EXPORT_METRICS_PORT": "9481"})
-    assert ok.metrics_ports == {"overview": 0, "logs": 9471, "export": 9481, "gateway": 0}
-    assert Settings.from_env({}).metrics_ports == {"overview": 0, "logs": 0, "export": 0, "gateway": 0}
+    assert ok.metrics_ports == {"overview": 0, "logs": 9471, "export": 9481, "ingest": 0, "gateway": 0}
+    assert Settings.from_env({}).metrics_ports == {"overview": 0, "logs": 0, "export": 0, "ingest": 0, "gateway": 0}
     with pytest.raises(ConfigError, match="AOS_EXPORT_METRICS_PORT=9472 and AOS_LOGS_METRICS_PORT"):
         Settings.from_env({"AOS_WORKERS": "2", "AOS_LOGS_METRICS_PORT": "9471", "AOS_EXPORT_METRICS_PORT": "9472"})
 

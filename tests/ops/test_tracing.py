@@ -62,7 +62,7 @@ async def traced(database_url, ops_data, tmp_path_factory):
         port = await server.start()
         address = f"127.0.0.1:{port}"
         app = create_app({service: where for service, where in backend_addresses(
-            {"overview": address, "logs": address, "export": address}).items() if service.startswith("aos.logs.")})
+            {"overview": address, "logs": address, "export": address, "ingest": address}).items() if service.startswith("aos.logs.")})
         web = _Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False))
         task = asyncio.create_task(web.serve())
         while not web.started:
