@@ -16,12 +16,12 @@ from tests.logins import login_url
 class Service:
     """``python -m services.logs`` with the given workers; its JSON log lines as they come."""
 
-    def __init__(self, url: str, data_dir: Path, *, workers: str = "1", port: int = 0) -> None:
+    def __init__(self, url: str, data_dir: Path, *, workers: str = "1", port: int = 0, **settings: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("AOS_")}
         # The service's own login, never the admin URL the fixtures made the database with.
         env.update(AOS_LOGS_DATABASE_URL=login_url(url, "logs"), AOS_WORKERS=workers, AOS_LOGS_PORT=str(port), AOS_DATA_DIR=str(data_dir),
                    AOS_AUTH_JWT_SECRET=SECRET, AOS_DEV_KEYS="true", AOS_MIGRATE_ON_START="false", AOS_LOG_LEVEL="INFO",
-                   AOS_GRACE_PERIOD_S="30", PYTHONUNBUFFERED="1")
+                   AOS_GRACE_PERIOD_S="30", PYTHONUNBUFFERED="1", **settings)
         self.process = subprocess.Popen([sys.executable, "-m", "services.logs"], env=env,
                                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         self.lines: list[dict] = []

@@ -103,7 +103,10 @@ async def test_reads_in_flight_on_a_dying_instance_are_answered_by_another(datab
     url = databases.create()
     bulk.load(url, bulk.Volume(tenants=1, ledger=INTEGRITY_LEDGER, traces=0, steps=0, system=0))
     (tenant,) = bulk.tenant_ids(1)
-    instances = {name: Service(url, tmp_path / name) for name in ("a", "b")}
+    # Integrity reports are heavy calls (one per tenant at a time by default): let all four run
+    # at once, so that the kill meets them in flight rather than queued or refused.
+    heavy = {"AOS_HEAVY_PER_TENANT": "4", "AOS_HEAVY_CONCURRENCY": "4"}
+    instances = {name: Service(url, tmp_path / name, **heavy) for name in ("a", "b")}
     async with balanced(instances) as (_, backends):
         verify = backends.unary(METHOD.containing_service.methods_by_name["GetIntegrityReport"])
         request = pb.GetIntegrityReportRequest(max_entries=INTEGRITY_LEDGER)
