@@ -94,7 +94,10 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def suite_env(data_dir: Path, **extra: str) -> tuple[dict[str, str], dict[str, int]]:
     ports = {name: free_port() for name in ("OVERVIEW", "LOGS", "EXPORT", "GATEWAY")}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AOS_") and k != "DATABASE_URL"}
+    # Not MAKEFLAGS either: under `make test-db DATABASE_URL=…` it carries that command-line
+    # variable into the `make run` these tests start, which would then need production keys.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("AOS_") and k not in ("DATABASE_URL", "MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     env.update({f"AOS_{name}_PORT": str(port) for name, port in ports.items()})
     env.update(AOS_DATA_DIR=str(data_dir), AOS_LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1", **extra)
     return env, ports
