@@ -39,6 +39,20 @@ _RECORD = pb.SystemRecordInput.DESCRIPTOR.fields_by_name
 _STATUS = {True: pb.ITEM_STATUS_CREATED, False: pb.ITEM_STATUS_ALREADY_PRESENT}
 
 
+def _triage(checked: list[tuple[Any, tuple[dict[str, Any], Any]]]
+            ) -> tuple[list[Any], list[tuple[Any, dict[str, Any]]]]:
+    """Each item's result in request order, and the (result, fields) of the valid ones to
+    write; an item with problems is answered INVALID here and never reaches the database."""
+    results, valid = [], []
+    for result, (fields, problems) in checked:
+        if problems:
+            _invalid(result, problems)
+        else:
+            valid.append((result, fields))
+        results.append(result)
+    return results, valid
+
+
 class IngestService(pb_grpc.IngestServiceServicer):
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
@@ -48,16 +62,8 @@ class IngestService(pb_grpc.IngestServiceServicer):
         _check_batch(request, len(request.events), "events")
         who = auth.principal()
         now = datetime.now(timezone.utc)
-        results: list[pb.AuditEventResult] = []
-        valid: list[tuple[pb.AuditEventResult, dict[str, Any]]] = []
-        for event in request.events:
-            result = pb.AuditEventResult(event_id=event.event_id)
-            fields, problems = _audit_fields(event, who, now)
-            if problems:
-                _invalid(result, problems)
-            else:
-                valid.append((result, fields))
-            results.append(result)
+        results, valid = _triage([(pb.AuditEventResult(event_id=e.event_id), _audit_fields(e, who, now))
+                                  for e in request.events])
         if valid:
             outcomes = await self.ctx.db.run(who.tenant_id, store.append_audit_events, who.tenant_id,
                                              [fields for _, fields in valid])
@@ -77,16 +83,8 @@ class IngestService(pb_grpc.IngestServiceServicer):
         _check_batch(request, len(request.records), "records")
         who = auth.principal()
         now = datetime.now(timezone.utc)
-        results: list[pb.SystemRecordResult] = []
-        valid: list[tuple[pb.SystemRecordResult, dict[str, Any]]] = []
-        for record in request.records:
-            result = pb.SystemRecordResult(record_id=record.record_id)
-            fields, problems = _system_fields(record, who, now)
-            if problems:
-                _invalid(result, problems)
-            else:
-                valid.append((result, fields))
-            results.append(result)
+        results, valid = _triage([(pb.SystemRecordResult(record_id=r.record_id), _system_fields(r, who, now))
+                                  for r in request.records])
         if valid:
             outcomes = await self.ctx.db.run(who.tenant_id, store.append_system_records,
                                              [fields for _, fields in valid])
