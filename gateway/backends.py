@@ -9,6 +9,7 @@ from collections.abc import Mapping
 
 from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import ServiceDescriptor
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2  # noqa: F401 - OTLP's TraceService
 
 from aos.export.v1 import export_service_pb2  # noqa: F401 - registers the descriptors
 from aos.ingest.v1 import ingest_service_pb2  # noqa: F401
@@ -23,6 +24,8 @@ SERVICE_BACKENDS: Mapping[str, str] = {
     "aos.logs.v1.AuditLedgerService": "logs",
     "aos.export.v1.ExportService": "export",
     "aos.ingest.v1.IngestService": "ingest",
+    # OTLP's own service (no REST rules: the gateway serves it as OTLP/HTTP at POST /v1/traces).
+    "opentelemetry.proto.collector.trace.v1.TraceService": "ingest",
 }
 
 
