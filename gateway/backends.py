@@ -24,14 +24,14 @@ SERVICE_BACKENDS: Mapping[str, str] = {
     "aos.logs.v1.AuditLedgerService": "logs",
     "aos.export.v1.ExportService": "export",
     "aos.ingest.v1.IngestService": "ingest",
-    # OTLP's own service (no REST rules: the gateway serves it as OTLP/HTTP at POST /v1/traces).
-    "opentelemetry.proto.collector.trace.v1.TraceService": "ingest",
 }
+# OTLP's own service: no REST rules, the gateway serves it as OTLP/HTTP at POST /v1/traces.
+OTLP_BACKENDS: Mapping[str, str] = {"opentelemetry.proto.collector.trace.v1.TraceService": "ingest"}
 
 
 def backend_addresses(servers: Mapping[str, str]) -> dict[str, str]:
     """{service full name: "host:port"} from {server name: "host:port"} (e.g. the suite's)."""
-    return {service: servers[server] for service, server in SERVICE_BACKENDS.items()}
+    return {service: servers[server] for service, server in {**SERVICE_BACKENDS, **OTLP_BACKENDS}.items()}
 
 
 def service_descriptor(full_name: str) -> ServiceDescriptor:

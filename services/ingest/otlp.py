@@ -68,9 +68,21 @@ class _Span:
                 return value
         return None
 
-    def count(self, name: str) -> int:
-        value = self.attributes.get(name)
-        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+    def count(self, *names: str) -> int:
+        """The first of ``names`` that holds a whole number (older conventions' names after the current)."""
+        for name in names:
+            value = self.attributes.get(name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        return 0
+
+    @property
+    def input_tokens(self) -> int:
+        return self.count("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")
+
+    @property
+    def output_tokens(self) -> int:
+        return self.count("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens")
 
 
 class TraceReceiver(otlp_grpc.TraceServiceServicer):
@@ -148,8 +160,8 @@ def _run_input(trace_id: str, spans: list[_Span]) -> pb.RunInput:
         outcome=records_pb2.RUN_OUTCOME_FAILURE if failed else records_pb2.RUN_OUTCOME_SUCCESS,
         executor_type=(records_pb2.EXECUTOR_TYPE_AGENT if any(s.operation in AGENT_OPERATIONS for s in spans)
                        else records_pb2.EXECUTOR_TYPE_LLM),
-        input_tokens=sum(s.count("gen_ai.usage.input_tokens") for s in calls),
-        output_tokens=sum(s.count("gen_ai.usage.output_tokens") for s in calls),
+        input_tokens=sum(s.input_tokens for s in calls),
+        output_tokens=sum(s.output_tokens for s in calls),
         cost_cents=sum(s.count(COST_ATTRIBUTE) for s in calls),
         steps=[_step(s, trace_id) for s in spans])
     if agent:
@@ -188,7 +200,7 @@ def _step(s: _Span, trace_id: str) -> pb.StepInput:
     step = pb.StepInput(
         step_type=step_type, source="otlp",
         level=records_pb2.STEP_LEVEL_ERROR if error else records_pb2.STEP_LEVEL_INFO,
-        tokens=s.count("gen_ai.usage.input_tokens") + s.count("gen_ai.usage.output_tokens"),
+        tokens=s.input_tokens + s.output_tokens,
         cost_cents=s.count(COST_ATTRIBUTE),
         duration_ms=max(0, span.end_time_unix_nano - span.start_time_unix_nano) // 1_000_000)
     _set_time(step.timestamp, span.start_time_unix_nano)
