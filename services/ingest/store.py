@@ -89,7 +89,13 @@ def step_hashes(steps: Sequence[Mapping[str, Any]]) -> list[bytes]:
 def record_runs(conn: Connection, tenant_id: str, runs: Sequence[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]]
                 ) -> list[RunOutcome]:
     """Records each finished run (LlmRunRecordWriter.record's fields, TraceRecorder.add_step's
-    step fields) in a savepoint of its own: a refused run leaves nothing and the others stand."""
+    step fields) in a savepoint of its own: a refused run leaves nothing and the others stand.
+
+    The tenant's run recordings are serialised (a transaction-scoped advisory lock): each run
+    adds to the tenant's cost rollup rows (worker_runs' per-statement trigger, 0005), and two
+    batches adding to them statement by statement deadlocked under concurrent exports."""
+    conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended('aos_ingest_runs:' || :t, 0))"),
+                 {"t": tenant_id})
     outcomes = []
     for run, steps in runs:
         try:
