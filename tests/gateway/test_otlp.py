@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import json
 import re
 import time
@@ -250,6 +251,13 @@ async def test_otlp_http_json_and_bad_bodies(served, tenant, logs):
         reply = await http.post("/v1/traces", content=export_request(conversation).SerializeToString(),
                                 headers={"Content-Type": "application/x-protobuf"})
         assert reply.status_code == 401 and reply.headers["content-type"] == "application/x-protobuf"
+        # gzip, as the exporters send with OTEL_EXPORTER_OTLP_COMPRESSION=gzip; a body that is not gzip is 400.
+        zipped = gzip.compress(export_request(uuid.uuid4().hex).SerializeToString())
+        reply = await http.post("/v1/traces", content=zipped, headers={**protobuf, "Content-Encoding": "gzip"})
+        assert reply.status_code == 200
+        assert otlp.ExportTraceServiceResponse.FromString(reply.content).partial_success.rejected_spans == 1
+        reply = await http.post("/v1/traces", content=b"plain", headers={**protobuf, "Content-Encoding": "gzip"})
+        assert reply.status_code == 400
         reply = await http.post("/v1/traces", content=otlp.ExportTraceServiceRequest().SerializeToString(),
                                 headers=protobuf)
         assert reply.status_code == 200
