@@ -140,7 +140,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def suite_env(data_dir: Path, **extra: str) -> tuple[dict[str, str], dict[str, int]]:
-    ports = {name: free_port() for name in ("OVERVIEW", "LOGS", "EXPORT", "GATEWAY")}
+    ports = {name: free_port() for name in ("OVERVIEW", "LOGS", "EXPORT", "INGEST", "GATEWAY")}
     # Not MAKEFLAGS either: under `make test-db DATABASE_URL=…` it carries that command-line
     # variable into the `make run` these tests start, which would then need production keys.
     env = {k: v for k, v in os.environ.items()
