@@ -1,0 +1,106 @@
+"""Stored wire forms of immutable evidence (issue #22).
+
+An evidence row never changes once written (the ledger is append-only, a run's or a
+system record's row is written once), so its protobuf encoding — the message
+``aos_evidence.messages`` builds from it, with its EvidenceMetadata — need be computed
+only once per process. ``WireForms`` keeps those encodings in a bounded LRU keyed by
+(kind, schema version, tenant, id), and a list answer is then its page's stored items
+concatenated as the repeated field's bytes between a header and a tail built per call
+(``repeated_field``): protobuf concatenates repeated fields, and the converters'
+messages have no maps, so the bytes are exactly what ``SerializeToString`` of the whole
+answer gives (tests/unit/test_wire.py proves it on generated rows).
+
+What this is not: an answer cache. Every call still reads its page from the database
+under the tenant's row-level security; only the conversion of a row already seen is
+skipped, and only when the row read now is the row the encoding was made from — the
+whole row (its joins included: a trace written after an audit entry changes the entry's
+metadata) is kept beside the encoding and compared, so a row that differs in any column
+is converted again. Tokens, totals and the answer's own metadata are computed per call.
+
+``SCHEMA_VERSION`` names the converters' output: bump it with any change to what a
+converter writes (a new field, another rendering), so that no encoding of the old form
+is ever served (the cache is per process; a deploy starts empty, the key keeps it honest
+in tests and in a process that reloads code).
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from google.protobuf.message import Message
+
+SCHEMA_VERSION = 1
+DEFAULT_ITEMS = 20_000  # ~30 MiB of audit entries (encoding ~0.6 KiB + the row kept to compare)
+
+
+class WireForms:
+    """A bounded, thread-safe LRU of items' encodings: (kind, version, tenant, id) → (row, bytes)."""
+
+    def __init__(self, max_items: int = DEFAULT_ITEMS) -> None:
+        self.max_items = max_items
+        self._items: OrderedDict[tuple[str, int, str, Any], tuple[tuple[Any, ...], bytes]] = OrderedDict()
+        self._lock = threading.Lock()
+        self.hits = 0
+        self.misses = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+    def encoded(self, kind: str, tenant_id: str, row: Mapping[str, Any],
+                convert: Callable[[Mapping[str, Any]], Message], key: str = "id") -> bytes:
+        """``convert(row).SerializeToString()``, from the store when this exact row was seen."""
+        values = tuple(row.values())
+        ident = (kind, SCHEMA_VERSION, tenant_id, row[key])
+        kept = self._items.get(ident)
+        if kept is not None and kept[0] == values:
+            self.hits += 1
+            with self._lock:
+                if ident in self._items:
+                    self._items.move_to_end(ident)
+            return kept[1]
+        self.misses += 1
+        data = convert(row).SerializeToString()
+        if self.max_items > 0:
+            with self._lock:
+                self._items[ident] = (values, data)
+                self._items.move_to_end(ident)
+                while len(self._items) > self.max_items:
+                    self._items.popitem(last=False)
+        return data
+
+    def encode_all(self, kind: str, tenant_id: str, rows: Iterable[Mapping[str, Any]],
+                   convert: Callable[[Mapping[str, Any]], Message], key: str = "id") -> list[bytes]:
+        return [self.encoded(kind, tenant_id, row, convert, key) for row in rows]
+
+
+def varint(value: int) -> bytes:
+    """A protobuf base-128 varint (non-negative values: lengths and tags)."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def repeated_field(number: int, items: Sequence[bytes]) -> bytes:
+    """A repeated message field's bytes: each item as tag (wire type 2), length, encoding."""
+    tag = varint(number << 3 | 2)
+    return b"".join(tag + varint(len(item)) + item for item in items)
+
+
+def answer(before: Message, number: int, items: Sequence[bytes], after: Message) -> bytes:
+    """An answer's bytes: the fields numbered below ``number`` (``before``), the repeated
+    field ``number`` from stored items, the fields numbered above it (``after``). Equal to
+    serializing one message holding all three, as protobuf writes fields in number order."""
+    return before.SerializeToString() + repeated_field(number, items) + after.SerializeToString()
+
+
+# The process's store (one per process: each AOS_WORKERS worker has its own).
+forms = WireForms()
