@@ -6,9 +6,12 @@ system record's row is written once), so its protobuf encoding — the message
 only once per process. ``WireForms`` keeps those encodings in a bounded LRU keyed by
 (kind, schema version, tenant, id), and a list answer is then its page's stored items
 concatenated as the repeated field's bytes between a header and a tail built per call
-(``repeated_field``): protobuf concatenates repeated fields, and the converters'
-messages have no maps, so the bytes are exactly what ``SerializeToString`` of the whole
-answer gives (tests/unit/test_wire.py proves it on generated rows).
+(``repeated_field``): protobuf concatenates repeated fields, so the bytes are exactly what
+``SerializeToString(deterministic=True)`` of the whole answer gives (tests/unit/test_wire.py
+proves it on generated rows). Deterministic, because a Struct (an entry's states, a system
+record's details) is a map, whose entries protobuf otherwise writes in an order that may
+differ between a message and its copy inside another: any order parses to the same message,
+but only the sorted one is one canonical form to compare and to keep.
 
 What this is not: an answer cache. Every call still reads its page from the database
 under the tenant's row-level security; only the conversion of a row already seen is
@@ -54,7 +57,7 @@ class WireForms:
 
     def encoded(self, kind: str, tenant_id: str, row: Mapping[str, Any],
                 convert: Callable[[Mapping[str, Any]], Message], key: str = "id") -> bytes:
-        """``convert(row).SerializeToString()``, from the store when this exact row was seen."""
+        """``convert(row).SerializeToString(deterministic=True)``, from the store when this exact row was seen."""
         values = tuple(row.values())
         ident = (kind, SCHEMA_VERSION, tenant_id, row[key])
         kept = self._items.get(ident)
@@ -65,7 +68,7 @@ class WireForms:
                     self._items.move_to_end(ident)
             return kept[1]
         self.misses += 1
-        data = convert(row).SerializeToString()
+        data = convert(row).SerializeToString(deterministic=True)
         if self.max_items > 0:
             with self._lock:
                 self._items[ident] = (values, data)
@@ -99,7 +102,8 @@ def answer(before: Message, number: int, items: Sequence[bytes], after: Message)
     """An answer's bytes: the fields numbered below ``number`` (``before``), the repeated
     field ``number`` from stored items, the fields numbered above it (``after``). Equal to
     serializing one message holding all three, as protobuf writes fields in number order."""
-    return before.SerializeToString() + repeated_field(number, items) + after.SerializeToString()
+    return (before.SerializeToString(deterministic=True) + repeated_field(number, items) +
+            after.SerializeToString(deterministic=True))
 
 
 # The process's store (one per process: each AOS_WORKERS worker has its own).

@@ -125,7 +125,8 @@ def main() -> None:
         by_layer[layer(filename)] += tottime
     report = {
         "workload": f"ListAuditEntries page 1 ({PAGE_SIZE} entries), {args.calls} calls one at a time, "
-                    f"tenant of {args.entries} entries, Logs in-process, transactions inline; CPU time of the loop thread",
+                    f"tenant of {args.entries} entries, Logs in-process, transactions inline; "
+                    "CPU time of the loop thread",
         "load_average_before": load_before, "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "profiled_ms_per_call": round(total / args.calls * 1000, 3),
         "own_time_by_layer_ms_per_call": {k: round(v / args.calls * 1000, 3)

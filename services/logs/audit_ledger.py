@@ -19,7 +19,7 @@ from aos_runtime.pagination import Listing
 from aos_runtime.server import ServiceContext
 from aos_runtime.validation import Request
 from services.logs import store
-from services.logs.messages import answer_metadata, kept_checkpoint, ledger_leaf
+from services.logs.messages import answer_metadata, kept_checkpoint, ledger_leaf, list_answer
 
 DESCRIPTOR = pb.DESCRIPTOR.services_by_name["AuditLedgerService"]
 
@@ -219,14 +219,8 @@ class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
 
 def audit_list_answer(listing: Listing, page: Page, response_cls: type[_ListResponse],
                       now: datetime | None = None) -> bytes:
-    """A ledger list's answer as bytes, equal to ``listing.answer(response_cls, page, entries=[audit_entry(r)…],
-    metadata=answer_metadata(…, entries))`` serialized: the answer's metadata (its recorded_at the
-    newest row's, read from the rows), the entries' stored encodings, the page fields."""
-    items = wire.forms.encode_all("audit", listing.tenant_id, page.rows, audit_entry)
-    newest = max((r["recorded_at"] for r in page.rows), default=None)
-    head = response_cls(metadata=answer_metadata(listing.tenant_id, "audit_ledger", now=now, recorded_at=newest))
-    return wire.answer(head, response_cls.DESCRIPTOR.fields_by_name["entries"].number, items,
-                       listing.answer(response_cls, page))
+    """A ledger list's answer (the full list and the three category views) as bytes."""
+    return list_answer(listing, page, response_cls, "entries", "audit", audit_entry, "audit_ledger", now)
 
 
 def get_audit_entry_response(row: Mapping[str, Any]) -> pb.GetAuditEntryResponse:

@@ -20,7 +20,7 @@ from aos_runtime.pagination import Listing
 from aos_runtime.server import ServiceContext
 from aos_runtime.validation import Request
 from services.logs import store
-from services.logs.messages import answer_metadata
+from services.logs.messages import answer_metadata, list_answer
 from services.logs.replay import load_replay
 
 DESCRIPTOR = pb.DESCRIPTOR.services_by_name["LlmRunsService"]
@@ -33,7 +33,7 @@ class LlmRunsService(pb_grpc.LlmRunsServiceServicer):
         self.ctx = ctx
 
     async def ListLlmRuns(self, request: pb.ListLlmRunsRequest,
-                          context: grpc.aio.ServicerContext) -> pb.ListLlmRunsResponse:
+                          context: grpc.aio.ServicerContext) -> bytes:
         r = Request()
         fields = pb.ListLlmRunsRequest.DESCRIPTOR.fields_by_name
         filters = store.RunFilters(
@@ -48,9 +48,7 @@ class LlmRunsService(pb_grpc.LlmRunsServiceServicer):
         r.done()
         listing = Listing.of(self.ctx.page_tokens, auth.principal().tenant_id, "llm-runs", filters)
         page = await listing.fetch(self.ctx.db, request.page_token, store.list_runs, filters, limit=limit)
-        runs = [run_message(row) for row in page.rows]
-        return listing.answer(pb.ListLlmRunsResponse, page, runs=runs,
-                              metadata=answer_metadata(listing.tenant_id, "llm_run_records", runs))
+        return list_answer(listing, page, pb.ListLlmRunsResponse, "runs", "run", run_message, "llm_run_records")
 
     async def _run_id(self, request: pb.GetLlmRunEnvelopeRequest | pb.GetLlmRunTraceRequest
                       | pb.GetLlmRunGovernanceRequest) -> tuple[str, str]:

@@ -2,8 +2,9 @@
 
 Rows are generated over every column the converters read (joins included), with the
 values the database can hold; each property compares the bytes served from
-aos_evidence.wire (first conversion and stored copy alike) with ``SerializeToString`` of
-the message the converter builds, and the answers built from stored items with the
+aos_evidence.wire (first conversion and stored copy alike) with the deterministic
+serialization of the message the converter builds (maps sorted: one canonical form), and
+parses them back to the canonical message, and the answers built from stored items with the
 answers built the canonical way (one message holding everything).
 """
 from __future__ import annotations
@@ -12,22 +13,45 @@ from datetime import datetime, timedelta, timezone
 
 from hypothesis import given, settings, strategies as st
 
-from aos.logs.v1 import audit_ledger_service_pb2 as pb
+from aos.logs.v1 import (
+    audit_ledger_service_pb2 as pb,
+    llm_runs_service_pb2 as runs_pb,
+    system_logs_service_pb2 as sys_pb,
+)
 from aos_evidence import wire
-from aos_evidence.messages import ACTORS, ENTITIES, EVENTS, audit_entry
+from aos_evidence.messages import (
+    ACTORS,
+    CAUSES,
+    ENTITIES,
+    EVENTS,
+    EXECUTORS,
+    OUTCOMES,
+    RUN_STATUSES,
+    SEVERITIES,
+    SYSTEM_EVENTS,
+    audit_entry,
+    run_message,
+    system_record,
+)
 from aos_runtime.keyset import Page
 from aos_runtime.pagination import Listing, PageTokens
 from services.logs.audit_ledger import audit_list_answer, get_audit_entry_response
-from services.logs.messages import answer_metadata
+from services.logs.messages import answer_metadata, list_answer
 from services.logs.store import AuditFilters
 
 TOKENS = PageTokens(b"k" * 32)
+
+
+def canonical_bytes(message) -> bytes:
+    """Protobuf's deterministic serialization (map entries sorted): the one canonical form."""
+    return message.SerializeToString(deterministic=True)
 LIST_RESPONSES = (pb.ListAuditEntriesResponse, pb.ListIdentityEventsResponse, pb.ListAuthorizationDecisionsResponse,
                   pb.ListAccessEventsResponse)
 
 ids = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=40)
 maybe_ids = st.none() | ids
-times = st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9998, 12, 31),
+# Naive bounds, aware values: hypothesis's own convention for datetimes().
+times = st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(9998, 12, 31),  # noqa: DTZ001
                      timezones=st.just(timezone.utc))
 hashes = st.binary(min_size=32, max_size=32)
 json_values = st.recursive(st.none() | st.booleans() | st.floats(allow_nan=False, allow_infinity=False) |
@@ -54,6 +78,68 @@ def audit_rows(draw, tenant: str = "tenant-a", states_too: bool = False) -> dict
     return row
 
 
+@st.composite
+def run_rows(draw, tenant: str = "tenant-a") -> dict:
+    """A row as RUN_SELECT returns it (llm_run_records.* and the trace join)."""
+    started = draw(times)
+    return {
+        "id": draw(ids), "tenant_id": tenant, "run_id": draw(ids), "trace_id": draw(maybe_ids),
+        "agent_id": draw(maybe_ids), "project_id": draw(maybe_ids), "provider": draw(ids), "model": draw(ids),
+        "execution_status": draw(st.sampled_from(sorted(RUN_STATUSES))),
+        "executor_type": draw(st.sampled_from(sorted(EXECUTORS))),
+        "outcome": draw(st.none() | st.sampled_from(sorted(OUTCOMES))), "termination_reason": draw(maybe_ids),
+        "input_tokens": draw(st.integers(0, 2**62)), "output_tokens": draw(st.integers(0, 2**62)),
+        "cost_cents": draw(st.integers(0, 2**62)), "source": draw(ids), "started_at": started,
+        "completed_at": draw(st.none() | st.just(started)), "is_synthetic": draw(st.booleans()),
+        "synthetic_scenario_id": draw(maybe_ids), "created_at": draw(times), "content_hash": draw(hashes),
+        "recorded_at": draw(times), "joined_trace_id": draw(maybe_ids),
+        "violation_step_index": draw(st.none() | st.integers(0, 2**31 - 1)), "violation_policy_id": draw(maybe_ids),
+        "trace_incident_id": draw(maybe_ids),
+    }
+
+
+@st.composite
+def system_rows(draw, tenant: str = "tenant-a") -> dict:
+    """A system_records or platform_records row (tenant_id None: system-wide)."""
+    return {
+        "id": draw(ids), "tenant_id": draw(st.none() | st.just(tenant)), "component": draw(ids),
+        "event_type": draw(st.sampled_from(sorted(SYSTEM_EVENTS))),
+        "severity": draw(st.sampled_from(sorted(SEVERITIES))), "summary": draw(st.text(max_size=60)),
+        "details": draw(states), "caused_by": draw(st.sampled_from(sorted(CAUSES))), "actor_id": draw(maybe_ids),
+        "correlation_id": draw(maybe_ids), "run_id": draw(maybe_ids), "environment_id": draw(maybe_ids),
+        "is_synthetic": draw(st.booleans()), "synthetic_scenario_id": draw(maybe_ids), "created_at": draw(times),
+        "content_hash": draw(hashes), "recorded_at": draw(times),
+    }
+
+
+# (rows, response class, repeated field, kind, converter, component) of every list served from stored forms.
+OTHER_LISTS = {
+    "runs": (run_rows(), runs_pb.ListLlmRunsResponse, "runs", "run", run_message, "llm_run_records"),
+    "system": (system_rows(), sys_pb.ListSystemRecordsResponse, "records", "system", system_record,
+               "system_records"),
+}
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data(), which=st.sampled_from(sorted(OTHER_LISTS)), has_more=st.booleans(),
+       total=st.integers(0, 2**40), now=times)
+def test_runs_and_system_records_stored_forms_and_answers_are_canonical(data, which, has_more, total, now):
+    rows_of, response_cls, field, kind, convert, component = OTHER_LISTS[which]
+    rows = data.draw(st.lists(rows_of, max_size=8, unique_by=lambda r: r["id"]))
+    wire.forms.clear()
+    for row in rows:
+        assert wire.forms.encoded(kind, "tenant-a", row, convert) == canonical_bytes(convert(row))
+    listing = Listing.of(TOKENS, "tenant-a", which, {"x": None})
+    page = Page(rows=rows, has_more=has_more and bool(rows), total=total, total_is_estimate=False)
+    items = [convert(r) for r in rows]
+    canonical = canonical_bytes(listing.answer(response_cls, page, **{field: items},
+                                               metadata=answer_metadata("tenant-a", component, items, now=now)))
+    for _ in range(2):
+        ours = list_answer(listing, page, response_cls, field, kind, convert, component, now=now)
+        assert ours == canonical
+        assert response_cls.FromString(ours) == response_cls.FromString(canonical)
+
+
 def sample_row(ident: str = "entry-1") -> dict:
     """One fixed row (the deterministic tests below)."""
     at = datetime(2026, 11, 1, 12, 0, tzinfo=timezone.utc)
@@ -69,7 +155,7 @@ def sample_row(ident: str = "entry-1") -> dict:
 @given(row=audit_rows())
 def test_an_entry_stored_form_is_its_canonical_encoding(row):
     forms = wire.WireForms()
-    canonical = audit_entry(row).SerializeToString()
+    canonical = canonical_bytes(audit_entry(row))
     assert forms.encoded("audit", "tenant-a", row, audit_entry) == canonical  # converted
     assert forms.encoded("audit", "tenant-a", dict(row), audit_entry) == canonical  # stored
     assert forms.hits == 1
@@ -80,7 +166,7 @@ def test_an_entry_stored_form_is_its_canonical_encoding(row):
 def test_get_audit_entry_stored_form_is_its_canonical_answer(row):
     forms = wire.WireForms()
     entry = audit_entry(row)
-    canonical = get_audit_entry_response(row).SerializeToString()
+    canonical = canonical_bytes(get_audit_entry_response(row))
     for _ in range(2):
         data = forms.encoded("audit.get", "tenant-a", row, get_audit_entry_response)
         assert data == canonical
@@ -100,7 +186,7 @@ def test_a_list_answer_from_stored_items_is_the_canonical_answer(rows, has_more,
     canonical = listing.answer(response_cls, page, entries=entries,
                                metadata=answer_metadata("tenant-a", "audit_ledger", entries, now=now))
     for _ in range(2):  # converted, then from the stored items
-        assert audit_list_answer(listing, page, response_cls, now=now) == canonical.SerializeToString()
+        assert audit_list_answer(listing, page, response_cls, now=now) == canonical_bytes(canonical)
 
 
 def test_a_row_that_changed_is_converted_again_and_tenants_never_share_an_item():
@@ -110,9 +196,9 @@ def test_a_row_that_changed_is_converted_again_and_tenants_never_share_an_item()
     row = sample_row()
     first = forms.encoded("audit", "tenant-a", row, audit_entry)
     joined = {**row, "trace_id": "trace-later", "run_id": "run-later"}
-    assert forms.encoded("audit", "tenant-a", joined, audit_entry) == audit_entry(joined).SerializeToString() != first
+    assert forms.encoded("audit", "tenant-a", joined, audit_entry) == canonical_bytes(audit_entry(joined)) != first
     other = {**row, "tenant_id": "tenant-b"}
-    assert forms.encoded("audit", "tenant-b", other, audit_entry) == audit_entry(other).SerializeToString()
+    assert forms.encoded("audit", "tenant-b", other, audit_entry) == canonical_bytes(audit_entry(other))
     assert forms.hits == 0 and len(forms) == 2
 
 
@@ -127,7 +213,7 @@ def test_the_store_is_bounded_least_recently_used_first():
     forms.encoded("audit", "tenant-a", rows[1], audit_entry)
     assert forms.hits == 1  # e1 was dropped: converted again
     off = wire.WireForms(max_items=0)
-    assert off.encoded("audit", "tenant-a", rows[0], audit_entry) == audit_entry(rows[0]).SerializeToString()
+    assert off.encoded("audit", "tenant-a", rows[0], audit_entry) == canonical_bytes(audit_entry(rows[0]))
     assert len(off) == 0
 
 
@@ -142,9 +228,9 @@ def test_empty_and_one_item_pages():
     listing = Listing.of(TOKENS, "tenant-a", "audit", AuditFilters())
     now = datetime(2026, 12, 7, tzinfo=timezone.utc)
     empty = Page(rows=[], has_more=False, total=0, total_is_estimate=False)
-    assert audit_list_answer(listing, empty, pb.ListAuditEntriesResponse, now=now) == listing.answer(
+    assert audit_list_answer(listing, empty, pb.ListAuditEntriesResponse, now=now) == canonical_bytes(listing.answer(
         pb.ListAuditEntriesResponse, empty, entries=[],
-        metadata=answer_metadata("tenant-a", "audit_ledger", [], now=now)).SerializeToString()
+        metadata=answer_metadata("tenant-a", "audit_ledger", [], now=now)))
     row = {**sample_row(), "recorded_at": now - timedelta(days=1)}
     one = Page(rows=[row], has_more=True, total=7, total_is_estimate=False)
     parsed = pb.ListAuditEntriesResponse.FromString(audit_list_answer(listing, one, pb.ListAuditEntriesResponse,
