@@ -237,3 +237,52 @@ def test_empty_and_one_item_pages():
                                                                       now=now))
     assert parsed.entries[0] == audit_entry(row) and parsed.total_size == 7 and parsed.next_page_token
     assert parsed.metadata.recorded_at.ToDatetime(tzinfo=timezone.utc) == now - timedelta(days=1)
+
+
+@st.composite
+def traces(draw, tenant: str = "tenant-a") -> tuple[dict, list[dict]]:
+    """An aos_traces row and its steps' rows (aos_trace_steps.*), as get_trace returns them."""
+    from aos_evidence.messages import STEP_LEVELS, STEP_TYPES, TRACE_STATUSES
+
+    trace_id = draw(ids)
+    steps = [{"id": f"{trace_id}-{i}", "trace_id": trace_id, "tenant_id": tenant, "step_index": i,
+              "step_type": draw(st.sampled_from(sorted(STEP_TYPES))), "level": draw(st.sampled_from(sorted(STEP_LEVELS))),
+              "source": draw(ids), "timestamp": draw(times), "tokens": draw(st.integers(0, 2**40)),
+              "cost_cents": draw(st.integers(0, 2**40)), "duration_ms": draw(st.integers(0, 2**40)),
+              "input_data": draw(st.none() | json_values), "output_data": draw(st.none() | json_values),
+              "metadata": draw(states), "content_hash": draw(hashes), "created_at": draw(times),
+              "recorded_at": draw(times)} for i in range(draw(st.integers(0, 6)))]
+    trace = {
+        "trace_id": trace_id, "tenant_id": tenant, "run_id": draw(ids), "agent_id": draw(maybe_ids),
+        "status": draw(st.sampled_from(sorted(TRACE_STATUSES))), "started_at": draw(times),
+        "completed_at": draw(st.none() | times), "step_count": len(steps), "total_tokens": draw(st.integers(0, 2**40)),
+        "total_cost_cents": draw(st.integers(0, 2**40)), "total_duration_ms": draw(st.integers(0, 2**40)),
+        "is_synthetic": draw(st.booleans()), "termination_reason": draw(maybe_ids),
+        "policy_snapshot_id": draw(maybe_ids), "incident_id": draw(maybe_ids),
+        "violation_step_index": draw(st.none() | st.integers(0, 6)), "violation_policy_id": draw(maybe_ids),
+        "violation_reason": draw(maybe_ids), "violation_timestamp": draw(st.none() | times),
+        "policy_snapshot": draw(states), "content_hash": draw(st.none() | hashes), "recorded_at": draw(times),
+    }
+    return trace, steps
+
+
+@settings(max_examples=150, deadline=None)
+@given(found=traces(), other_violation=st.none() | st.integers(0, 6))
+def test_a_trace_answer_from_stored_steps_is_the_canonical_answer(found, other_violation):
+    """GetLlmRunTrace: the same bytes as the message built whole, also after the trace's violation
+    index changed (a step's is_inflection_point follows it: never a stale stored step)."""
+    from aos.logs.v1 import llm_runs_service_pb2 as runs
+    from aos_evidence.messages import step_message, trace_evidence, trace_message
+    from aos_runtime.evidence import metadata
+    from services.logs.llm_runs import trace_answer
+
+    wire.forms.clear()
+    trace, steps = found
+    for violation in (trace["violation_step_index"], other_violation):
+        trace = {**trace, "violation_step_index": violation}
+        canonical = canonical_bytes(runs.GetLlmRunTraceResponse(
+            metadata=metadata(trace_evidence(trace)), trace=trace_message(trace),
+            steps=[step_message(s, violation) for s in steps], total_steps=len(steps),
+            total_duration_ms=sum(s["duration_ms"] for s in steps), total_tokens=sum(s["tokens"] for s in steps)))
+        for _ in range(2):
+            assert trace_answer("tenant-a", trace, steps) == canonical
