@@ -10,8 +10,8 @@ import base64
 import contextvars
 import hashlib
 import json
-import threading
 import re
+import threading
 import time
 import unicodedata
 from collections.abc import Sequence
