@@ -5,8 +5,8 @@ system record's row is written once), so its protobuf encoding — the message
 ``aos_evidence.messages`` builds from it, with its EvidenceMetadata — need be computed
 only once per process. ``WireForms`` keeps those encodings in a bounded LRU keyed by
 (kind, schema version, tenant, id), and a list answer is then its page's stored items
-concatenated as the repeated field's bytes between a header and a tail built per call
-(``repeated_field``): protobuf concatenates repeated fields, so the bytes are exactly what
+(framed as items of the answer's repeated field: tag, length, bytes) joined between a
+header and a tail built per call: protobuf concatenates repeated fields, so the bytes are exactly what
 ``SerializeToString(deterministic=True)`` of the whole answer gives (tests/unit/test_wire.py
 proves it on generated rows). Deterministic, because a Struct (an entry's states, a system
 record's details) is a map, whose entries protobuf otherwise writes in an order that may
@@ -39,7 +39,7 @@ DEFAULT_ITEMS = 20_000  # ~30 MiB of audit entries (encoding ~0.6 KiB + the row 
 
 
 class WireForms:
-    """A bounded, thread-safe LRU of items' encodings: (kind, version, tenant, id) → (row, bytes)."""
+    """A bounded, thread-safe LRU of items' encodings: (kind, version, field, tenant, id) → (row, bytes)."""
 
     def __init__(self, max_items: int = DEFAULT_ITEMS) -> None:
         self.max_items = max_items
@@ -56,10 +56,12 @@ class WireForms:
             self._items.clear()
 
     def encoded(self, kind: str, tenant_id: str, row: Mapping[str, Any],
-                convert: Callable[[Mapping[str, Any]], Message], key: str = "id") -> bytes:
-        """``convert(row).SerializeToString(deterministic=True)``, from the store when this exact row was seen."""
+                convert: Callable[[Mapping[str, Any]], Message], key: str = "id", field: int | None = None) -> bytes:
+        """``convert(row).SerializeToString(deterministic=True)``, from the store when this exact
+        row was seen; with ``field``, framed as an item of that repeated field (tag, length, bytes),
+        kept framed so that a list answer only joins its items."""
         values = tuple(row.values())
-        ident = (kind, SCHEMA_VERSION, tenant_id, row[key])
+        ident = (kind, SCHEMA_VERSION, field, tenant_id, row[key])
         kept = self._items.get(ident)
         if kept is not None and kept[0] == values:
             self.hits += 1
@@ -69,6 +71,8 @@ class WireForms:
             return kept[1]
         self.misses += 1
         data = convert(row).SerializeToString(deterministic=True)
+        if field is not None:
+            data = varint(field << 3 | 2) + varint(len(data)) + data
         if self.max_items > 0:
             with self._lock:
                 self._items[ident] = (values, data)
@@ -77,9 +81,10 @@ class WireForms:
                     self._items.popitem(last=False)
         return data
 
-    def encode_all(self, kind: str, tenant_id: str, rows: Iterable[Mapping[str, Any]],
-                   convert: Callable[[Mapping[str, Any]], Message], key: str = "id") -> list[bytes]:
-        return [self.encoded(kind, tenant_id, row, convert, key) for row in rows]
+    def framed(self, kind: str, tenant_id: str, rows: Iterable[Mapping[str, Any]],
+               convert: Callable[[Mapping[str, Any]], Message], field: int, key: str = "id") -> list[bytes]:
+        """Each row's item of the repeated ``field`` (``encoded`` with ``field``)."""
+        return [self.encoded(kind, tenant_id, row, convert, key, field) for row in rows]
 
 
 def varint(value: int) -> bytes:
@@ -92,17 +97,11 @@ def varint(value: int) -> bytes:
     return bytes(out)
 
 
-def repeated_field(number: int, items: Sequence[bytes]) -> bytes:
-    """A repeated message field's bytes: each item as tag (wire type 2), length, encoding."""
-    tag = varint(number << 3 | 2)
-    return b"".join(tag + varint(len(item)) + item for item in items)
-
-
-def answer(before: Message, number: int, items: Sequence[bytes], after: Message) -> bytes:
-    """An answer's bytes: the fields numbered below ``number`` (``before``), the repeated
-    field ``number`` from stored items, the fields numbered above it (``after``). Equal to
+def answer(before: Message, framed: Sequence[bytes], after: Message) -> bytes:
+    """An answer's bytes: the fields numbered below the repeated field (``before``), its items
+    (``framed``: WireForms.framed), the fields numbered above it (``after``). Equal to
     serializing one message holding all three, as protobuf writes fields in number order."""
-    return (before.SerializeToString(deterministic=True) + repeated_field(number, items) +
+    return (before.SerializeToString(deterministic=True) + b"".join(framed) +
             after.SerializeToString(deterministic=True))
 
 

@@ -120,10 +120,10 @@ def trace_answer(tenant: str, trace: Mapping[str, Any], steps: Sequence[Mapping[
     (a trace row may still change while its run goes on), each step's stored encoding. A step's
     message depends on the trace's violation index as well as its row: the index is in its kind."""
     violation = trace["violation_step_index"]
-    items = wire.forms.encode_all(f"step.{violation}", tenant, steps, lambda row: step_message(row, violation))
+    items = wire.forms.framed(f"step.{violation}", tenant, steps, lambda row: step_message(row, violation),
+                              pb.GetLlmRunTraceResponse.DESCRIPTOR.fields_by_name["steps"].number)
     return wire.answer(
-        pb.GetLlmRunTraceResponse(metadata=metadata(trace_evidence(trace)), trace=trace_message(trace)),
-        pb.GetLlmRunTraceResponse.DESCRIPTOR.fields_by_name["steps"].number, items,
+        pb.GetLlmRunTraceResponse(metadata=metadata(trace_evidence(trace)), trace=trace_message(trace)), items,
         pb.GetLlmRunTraceResponse(total_steps=len(steps), total_duration_ms=sum(s["duration_ms"] for s in steps),
                                   total_tokens=sum(s["tokens"] for s in steps)))
 

@@ -53,11 +53,11 @@ def list_answer(listing: Listing, page: Page, response_cls: Any, field: str, kin
     stored encodings (aos_evidence.wire) as the repeated ``field``, then the page fields.
     Every item's converter sets its metadata; its recorded_at is the row's (unset: the epoch,
     as an unset Timestamp reads), so the answer's recorded_at is read from the rows."""
-    items = wire.forms.encode_all(kind, listing.tenant_id, page.rows, convert)
+    items = wire.forms.framed(kind, listing.tenant_id, page.rows, convert,
+                              response_cls.DESCRIPTOR.fields_by_name[field].number)
     newest = max((row["recorded_at"] or _EPOCH for row in page.rows), default=None)
     head = response_cls(metadata=answer_metadata(listing.tenant_id, component, now=now, recorded_at=newest))
-    return wire.answer(head, response_cls.DESCRIPTOR.fields_by_name[field].number, items,
-                       listing.answer(response_cls, page))
+    return wire.answer(head, items, listing.answer(response_cls, page))
 
 
 def replay_center(trace: Mapping[str, Any]) -> tuple[datetime, records_pb2.ReplayCenter]:
