@@ -43,7 +43,7 @@ class WireForms:
 
     def __init__(self, max_items: int = DEFAULT_ITEMS) -> None:
         self.max_items = max_items
-        self._items: OrderedDict[tuple[str, int, str, Any], tuple[tuple[Any, ...], bytes]] = OrderedDict()
+        self._items: OrderedDict[tuple[str, int, int | None, str, Any], tuple[tuple[Any, ...], bytes]] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0

@@ -189,16 +189,22 @@ def create_app(backends: Mapping[str, str], *, max_message_bytes: int = 8 * 1024
         if route.is_download:
             return await download_response(channels.stream(route.method), route, message, metadata, timeout)
         renderer = renderers.get(route.method.full_name)
-        call = (channels.unary_bytes(route.method) if renderer is not None else channels.unary(route.method))(
-            message, metadata=metadata, timeout=timeout)
+        if renderer is not None:  # the Logs lists: the same body, items' JSON from the store
+            raw = channels.unary_bytes(route.method)(message, metadata=metadata, timeout=timeout)
+            try:
+                data = await raw
+            except grpc.aio.AioRpcError as exc:
+                return _rpc_error(exc)
+            return Response(renderer.body(data), media_type="application/json",
+                            headers={**_echoed_request_id(await raw.trailing_metadata()),
+                                     **_wal_position(await raw.initial_metadata())})
+        call = channels.unary(route.method)(message, metadata=metadata, timeout=timeout)
         try:
             reply = await call
         except grpc.aio.AioRpcError as exc:
             return _rpc_error(exc)
-        headers = {**_echoed_request_id(await call.trailing_metadata()), **_wal_position(await call.initial_metadata())}
-        if renderer is not None:  # the Logs lists: the same body, items' JSON from the store
-            return Response(renderer.body(reply), media_type="application/json", headers=headers)
-        return JSONResponse(transcode.to_json(reply), headers=headers)
+        return JSONResponse(transcode.to_json(reply), headers={**_echoed_request_id(await call.trailing_metadata()),
+                                                               **_wal_position(await call.initial_metadata())})
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

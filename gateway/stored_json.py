@@ -100,7 +100,7 @@ class Renderer:
 
     def __init__(self, method: MethodDescriptor, store: ItemJson | None = None) -> None:
         field = _repeated_message_field(method)
-        if field is None:
+        if field is None or field.message_type is None:
             raise ValueError(f"{method.full_name}: its answer has no single list of items")
         self.field = field
         self.response_cls = message_factory.GetMessageClass(method.output_type)
