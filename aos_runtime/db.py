@@ -78,7 +78,7 @@ REPLAY_WAIT_S = 5.0
 _REPLAYED = text("SELECT coalesce(pg_last_wal_replay_lsn() >= CAST(:wanted AS pg_lsn), true), "
                  "pg_last_wal_replay_lsn()::text")
 
-_SCOPE = text("SELECT set_config('aos.tenant_id', :tenant, true), set_config('statement_timeout', :timeout, true)")
+_SCOPE = "SELECT set_config('aos.tenant_id', :tenant, true), set_config('statement_timeout', :timeout, true)"
 
 
 # A text() query's named parameters (":name", not a "::type" cast) as psycopg writes them.
@@ -278,7 +278,8 @@ class Database:
                 with pool.engine.begin() as conn:
                     running["dbapi"] = conn.connection.dbapi_connection
                     try:
-                        conn.execute(_SCOPE, {"tenant": tenant_id or "", "timeout": timeout_ms})
+                        # Every transaction's first statement: through psycopg as the hot reads are.
+                        fetch_rows(conn, _SCOPE, {"tenant": tenant_id or "", "timeout": timeout_ms})
                         if wanted is not None:
                             _await_replay(conn, wanted, deadline)
                         return work(conn, *args)

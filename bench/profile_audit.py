@@ -56,7 +56,11 @@ def inline_run(self, tenant_id, work, *args):
     async def run():
         timeout_ms = str(self._timeout_ms(db_mod.call_deadline.get()))
         with self.engine.begin() as conn:
-            conn.execute(db_mod._SCOPE, {"tenant": tenant_id or "", "timeout": timeout_ms})
+            scope = {"tenant": tenant_id or "", "timeout": timeout_ms}
+            if hasattr(db_mod, "fetch_rows"):  # issue #22's code
+                db_mod.fetch_rows(conn, db_mod._SCOPE, scope)
+            else:  # before it (a copy of an older commit, for a before/after profile)
+                conn.execute(db_mod._SCOPE, scope)
             return work(conn, *args)
     return run()
 
