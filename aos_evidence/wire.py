@@ -30,9 +30,11 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from google.protobuf.message import Message
+
+M = TypeVar("M", bound=Message)
 
 SCHEMA_VERSION = 1
 DEFAULT_ITEMS = 20_000  # ~30 MiB of audit entries (encoding ~0.6 KiB + the row kept to compare)
@@ -97,12 +99,27 @@ def varint(value: int) -> bytes:
     return bytes(out)
 
 
-def answer(before: Message, framed: Sequence[bytes], after: Message) -> bytes:
+if TYPE_CHECKING:
+    class Encoded(bytes, Generic[M]):
+        """A message of type ``M`` in its wire form: what a handler registered with
+        ``aos_runtime.server.preserialized`` may answer instead of the message (grpc sends
+        the bytes as they are; the caller receives an ``M``). The type says which message."""
+else:
+    class Encoded(Generic[M]):
+        """At run time the bytes themselves (grpc takes exact ``bytes`` only, and a subclass
+        would cost a copy of every answer): ``Encoded[M](data)`` is ``data``; ``Encoded[M]``
+        stays a type the contract test reads (tests/contract/test_handler_types.py)."""
+
+        def __new__(cls, data: bytes) -> bytes:  # type: ignore[misc]
+            return data
+
+
+def answer(before: M, framed: Sequence[bytes], after: M) -> Encoded[M]:
     """An answer's bytes: the fields numbered below the repeated field (``before``), its items
     (``framed``: WireForms.framed), the fields numbered above it (``after``). Equal to
     serializing one message holding all three, as protobuf writes fields in number order."""
-    return (before.SerializeToString(deterministic=True) + b"".join(framed) +
-            after.SerializeToString(deterministic=True))
+    return Encoded(before.SerializeToString(deterministic=True) + b"".join(framed) +
+                   after.SerializeToString(deterministic=True))
 
 
 # The process's store (one per process: each AOS_WORKERS worker has its own).

@@ -70,7 +70,7 @@ def _pass_bytes(serialize: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
     """A response serializer that hands an answer already in its wire form (bytes: issue #22's
     stored forms, aos_evidence.wire) to grpc as it is, and serializes a message as usual."""
     def serializer(response: Any) -> bytes:
-        return response if type(response) is bytes else serialize(response)
+        return response if isinstance(response, bytes) else serialize(response)
     return serializer
 
 

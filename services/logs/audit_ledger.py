@@ -45,14 +45,14 @@ class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
         return Listing.of(self.ctx.page_tokens, auth.principal().tenant_id, list_name, filters)
 
     async def _list(self, request: _ListRequest, list_name: str, filters: store.AuditFilters, limit: int,
-                    response_cls: type[_ListResponse]) -> bytes:
+                    response_cls: type[_ListResponse]) -> wire.Encoded[_ListResponse]:
         """The answer's wire form (aos_evidence.wire): the page read now, its entries' stored encodings."""
         listing = self._listing(list_name, filters)
         page = await listing.fetch(self.ctx.db, request.page_token, store.list_audit_entries, filters, limit=limit)
         return audit_list_answer(listing, page, response_cls)
 
     async def ListAuditEntries(self, request: pb.ListAuditEntriesRequest,
-                               context: grpc.aio.ServicerContext) -> bytes:
+                               context: grpc.aio.ServicerContext) -> wire.Encoded[pb.ListAuditEntriesResponse]:
         r = Request()
         event = r.enum(request.event_type, pb.ListAuditEntriesRequest.DESCRIPTOR.fields_by_name["event_type"].enum_type,
                        "event_type")
@@ -71,7 +71,7 @@ class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
         return await self._list(request, "audit", filters, limit, pb.ListAuditEntriesResponse)
 
     async def _category(self, request: _CategoryRequest, list_name: str, events: tuple[str, ...],
-                        response_cls: type[_ListResponse]) -> bytes:
+                        response_cls: type[_ListResponse]) -> wire.Encoded[_ListResponse]:
         r = Request()
         actor_id = r.optional_text(request.actor_id, "actor_id")
         start, end = r.time_range(request)
@@ -81,20 +81,21 @@ class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
         return await self._list(request, list_name, filters, limit, response_cls)
 
     async def ListIdentityEvents(self, request: pb.ListIdentityEventsRequest,
-                                 context: grpc.aio.ServicerContext) -> bytes:
+                                 context: grpc.aio.ServicerContext) -> wire.Encoded[pb.ListIdentityEventsResponse]:
         return await self._category(request, "audit.identity", IDENTITY, pb.ListIdentityEventsResponse)
 
-    async def ListAuthorizationDecisions(self, request: pb.ListAuthorizationDecisionsRequest,
-                                         context: grpc.aio.ServicerContext) -> bytes:
+    async def ListAuthorizationDecisions(
+            self, request: pb.ListAuthorizationDecisionsRequest,
+            context: grpc.aio.ServicerContext) -> wire.Encoded[pb.ListAuthorizationDecisionsResponse]:
         return await self._category(request, "audit.authorization", AUTHORIZATION,
                                     pb.ListAuthorizationDecisionsResponse)
 
     async def ListAccessEvents(self, request: pb.ListAccessEventsRequest,
-                               context: grpc.aio.ServicerContext) -> bytes:
+                               context: grpc.aio.ServicerContext) -> wire.Encoded[pb.ListAccessEventsResponse]:
         return await self._category(request, "audit.access", ACCESS, pb.ListAccessEventsResponse)
 
     async def GetAuditEntry(self, request: pb.GetAuditEntryRequest,
-                            context: grpc.aio.ServicerContext) -> bytes:
+                            context: grpc.aio.ServicerContext) -> wire.Encoded[pb.GetAuditEntryResponse]:
         r = Request()
         entry_id = r.resource_id(request.entry_id, "entry_id")
         r.done()
@@ -102,7 +103,8 @@ class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
         row = await self.ctx.db.run(tenant, store.get_audit_entry, tenant, entry_id)
         if row is None:
             raise errors.not_found(errors.Resource.AUDIT_ENTRY, entry_id)
-        return wire.forms.encoded("audit.get", tenant, row, get_audit_entry_response)
+        return wire.Encoded[pb.GetAuditEntryResponse](
+            wire.forms.encoded("audit.get", tenant, row, get_audit_entry_response))
 
     async def GetIntegrityReport(self, request: pb.GetIntegrityReportRequest,
                                  context: grpc.aio.ServicerContext) -> pb.GetIntegrityReportResponse:
@@ -218,7 +220,7 @@ class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
 
 
 def audit_list_answer(listing: Listing, page: Page, response_cls: type[_ListResponse],
-                      now: datetime | None = None) -> bytes:
+                      now: datetime | None = None) -> wire.Encoded[_ListResponse]:
     """A ledger list's answer (the full list and the three category views) as bytes."""
     return list_answer(listing, page, response_cls, "entries", "audit", audit_entry, "audit_ledger", now)
 

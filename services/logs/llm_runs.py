@@ -36,7 +36,7 @@ class LlmRunsService(pb_grpc.LlmRunsServiceServicer):
         self.ctx = ctx
 
     async def ListLlmRuns(self, request: pb.ListLlmRunsRequest,
-                          context: grpc.aio.ServicerContext) -> bytes:
+                          context: grpc.aio.ServicerContext) -> wire.Encoded[pb.ListLlmRunsResponse]:
         r = Request()
         fields = pb.ListLlmRunsRequest.DESCRIPTOR.fields_by_name
         filters = store.RunFilters(
@@ -70,7 +70,7 @@ class LlmRunsService(pb_grpc.LlmRunsServiceServicer):
         return pb.GetLlmRunEnvelopeResponse(metadata=run.metadata, run=run)
 
     async def GetLlmRunTrace(self, request: pb.GetLlmRunTraceRequest,
-                             context: grpc.aio.ServicerContext) -> bytes:
+                             context: grpc.aio.ServicerContext) -> wire.Encoded[pb.GetLlmRunTraceResponse]:
         tenant, run_id = await self._run_id(request)
         trace, steps = await self.ctx.db.run(tenant, evidence.get_trace, tenant, run_id)
         if trace is None:
@@ -115,7 +115,8 @@ class LlmRunsService(pb_grpc.LlmRunsServiceServicer):
                               metadata=answer_metadata(listing.tenant_id, "log_exports", exports))
 
 
-def trace_answer(tenant: str, trace: Mapping[str, Any], steps: Sequence[Mapping[str, Any]]) -> bytes:
+def trace_answer(tenant: str, trace: Mapping[str, Any], steps: Sequence[Mapping[str, Any]]
+                 ) -> wire.Encoded[pb.GetLlmRunTraceResponse]:
     """GetLlmRunTrace's answer as bytes (aos_evidence.wire): the trace's header built per call
     (a trace row may still change while its run goes on), each step's stored encoding. A step's
     message depends on the trace's violation index as well as its row: the index is in its kind."""

@@ -44,9 +44,9 @@ def answer_metadata(tenant_id: str, component: str, items=(), *, now: datetime |
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-def list_answer(listing: Listing, page: Page, response_cls: Any, field: str, kind: str,
+def list_answer(listing: Listing, page: Page, response_cls: type[wire.M], field: str, kind: str,
                 convert: Callable[[Mapping[str, Any]], Message], component: str,
-                now: datetime | None = None) -> bytes:
+                now: datetime | None = None) -> wire.Encoded[wire.M]:
     """A list's answer as bytes (issue #22), equal to serializing
     ``listing.answer(response_cls, page, **{field: items}, metadata=answer_metadata(tenant, component, items))``
     with ``items = [convert(row) for row in page.rows]``: the answer's metadata, then the items'
@@ -56,7 +56,9 @@ def list_answer(listing: Listing, page: Page, response_cls: Any, field: str, kin
     items = wire.forms.framed(kind, listing.tenant_id, page.rows, convert,
                               response_cls.DESCRIPTOR.fields_by_name[field].number)
     newest = max((row["recorded_at"] or _EPOCH for row in page.rows), default=None)
-    head = response_cls(metadata=answer_metadata(listing.tenant_id, component, now=now, recorded_at=newest))
+    # Every list answer declares metadata (field 1); Message's own constructor type knows no fields.
+    head = response_cls(metadata=answer_metadata(listing.tenant_id, component, now=now,  # type: ignore[call-arg]
+                                                 recorded_at=newest))
     return wire.answer(head, items, listing.answer(response_cls, page))
 
 

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 import grpc
 
 from aos.logs.v1 import system_logs_service_pb2 as pb, system_logs_service_pb2_grpc as pb_grpc
+from aos_evidence import wire
 from aos_evidence.messages import CAUSES, SYSTEM_EVENTS, system_record
 from aos_runtime import auth, errors
 from aos_runtime.evidence import timestamp
@@ -30,7 +31,7 @@ class SystemLogsService(pb_grpc.SystemLogsServiceServicer):
         return Listing.of(self.ctx.page_tokens, auth.principal().tenant_id, name, filters)
 
     async def ListSystemRecords(self, request: pb.ListSystemRecordsRequest,
-                                context: grpc.aio.ServicerContext) -> bytes:
+                                context: grpc.aio.ServicerContext) -> wire.Encoded[pb.ListSystemRecordsResponse]:
         r = Request()
         fields = pb.ListSystemRecordsRequest.DESCRIPTOR.fields_by_name
         start, end = r.time_range(request)
