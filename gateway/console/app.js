@@ -188,6 +188,7 @@ async function render() {
     if (mine !== renderCount) return;
     main.replaceChildren(errorPage(err));
   }
+  main.dataset.view = String(mine); // which navigation the page shows (the browser tests wait on it)
   const heading = main.querySelector("h1");
   document.title = `${heading ? heading.textContent : "Console"} — AOS Evidence Plane`;
   if (renderCount > 1) main.focus();
@@ -296,7 +297,7 @@ function filterForm(base, query, fields) {
 
 function listQuery(query) {
   const q = Object.fromEntries(query);
-  q.page_size = PAGE_SIZE;
+  q.page_size = q.page_size || PAGE_SIZE;
   return q;
 }
 
