@@ -906,13 +906,15 @@ async function integrityPage(parts, query) {
   return page;
 }
 
-// Ledger size over time: each entry's seq against its created_at (the newest 1000 entries).
+// Ledger growth: how many entries the ledger holds about events up to each time (entries by
+// their created_at, counted; the newest 1000 entries). created_at is the event's time, which
+// producers may record late, so this is growth by event time, not by append order (seq).
 async function ledgerGrowth(box) {
   try {
     const reply = await api("/api/v1/logs/audit", { page_size: 1000 });
-    const points = (reply.entries || []).map((e) => [Date.parse(e.created_at) / 1000, Number(e.seq)]).sort((a, b) => a[0] - b[0]);
-    box.replaceChildren(chart("Ledger growth (entries by time)", points.map((p) => p[0]), [{ label: "ledger size (seq)", values: points.map((p) => p[1]) }],
-      reply.has_more ? "The newest 1000 entries; older ones are not drawn." : "Every entry of the ledger."));
+    const times = (reply.entries || []).map((e) => Date.parse(e.created_at) / 1000).sort((a, b) => a - b);
+    box.replaceChildren(chart("Ledger growth (entries by event time)", times, [{ label: "entries", values: times.map((_, i) => i + 1) }],
+      reply.has_more ? "The newest 1000 entries, counted from the oldest of them." : "Every entry of the ledger, by its created_at."));
   } catch (err) {
     box.replaceChildren(h("p", { class: "warn" }, `Ledger growth unavailable: ${err.message}`));
   }

@@ -32,6 +32,14 @@ SCREENSHOTS = os.environ.get("AOS_CONSOLE_SCREENSHOTS")
 RESEARCH = f"{DEMO}.run-research-7"   # the PII-egress run: its policy breaks at step 2
 SUPPORT = f"{DEMO}.run-support-103"   # the run a budget stopped
 
+def _read(path: str | Path) -> bytes:
+    return Path(path).read_bytes()
+
+
+def _chromium_present() -> bool:
+    return bool(shutil.which(CHROMIUM)) or Path(CHROMIUM).exists()
+
+
 def _no_browser(reason: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{reason}: CI must run the browser tests (.ci/run installs chromium)", pytrace=False)
@@ -44,7 +52,7 @@ async def browser():
         from playwright.async_api import async_playwright
     except ImportError:
         _no_browser("the playwright package is not installed")
-    if not (shutil.which(CHROMIUM) or Path(CHROMIUM).exists()):
+    if not _chromium_present():
         _no_browser(f"no chromium at {CHROMIUM}")
     async with async_playwright() as playwright:
         chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
@@ -84,14 +92,13 @@ class Console:
 
     async def shot(self, name: str) -> None:
         if SCREENSHOTS:
-            Path(SCREENSHOTS).mkdir(parents=True, exist_ok=True)
             await self.page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"), full_page=True)
 
     async def axe(self) -> list[dict]:
         """axe-core's serious and critical violations on the page as it is now. Injected through
         the DevTools protocol (evaluate), which the page's CSP does not govern — the page's own
         scripts stay under it."""
-        await self.page.evaluate(AXE.read_text())
+        await self.page.evaluate(_read(AXE).decode())
         result = await self.page.evaluate(
             "axe.run(document, {runOnly: ['wcag2a', 'wcag2aa', 'best-practice']})")
         assert result["passes"], "axe-core checked nothing"
@@ -349,7 +356,7 @@ async def test_an_export_is_created_downloaded_and_verified(browser, served, wri
     async with tab.page.expect_download() as download:
         await tab.page.click("#download")
     saved = await (await download.value).path()
-    assert hashlib.sha256(Path(saved).read_bytes()).hexdigest() == export["checksum"]
+    assert hashlib.sha256(_read(saved)).hexdigest() == export["checksum"]
     await tab.page.click("#verify")
     await tab.page.wait_for_selector("#verify-verdict", timeout=120_000)
     assert (await tab.text("#verify-verdict")).startswith("VALID")
@@ -358,7 +365,7 @@ async def test_an_export_is_created_downloaded_and_verified(browser, served, wri
     assert command.startswith("python -m aos_recording.verify_export ") and export["filename"] in command
     async with tab.page.expect_download() as envelope:
         await tab.page.click("#save-envelope")
-    assert Path(await (await envelope.value).path()).read_text() == export["dsse_envelope"]
+    assert _read(await (await envelope.value).path()).decode() == export["dsse_envelope"]
     await tab.shot("export")
     assert await tab.axe() == []
     # The run's O5 tab now lists it.
