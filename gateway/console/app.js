@@ -136,6 +136,23 @@ async function call(path, options) {
 }
 
 const api = (path, query) => call(path, { query });
+
+// The enums' values (filters, export options) come from the gateway's own OpenAPI document,
+// so the console offers exactly what the contract accepts. Loaded once, before the first page.
+let contract = null;
+
+async function loadContract() {
+  if (!contract) {
+    const reply = await fetch("/openapi.json", { cache: "no-store" });
+    contract = reply.ok ? await reply.json() : { components: { schemas: {} } };
+  }
+  return contract;
+}
+
+function enumValues(name) {
+  const schema = (contract.components.schemas || {})[`aos.evidence.v1.${name}`] || {};
+  return (schema.enum || []).filter((v) => !v.endsWith("_UNSPECIFIED"));
+}
 const enc = encodeURIComponent;
 
 // ---------------------------------------------------------------- routing
@@ -181,6 +198,7 @@ async function render() {
   const content = h("div", { class: "page", "aria-busy": "true" }, h("p", { class: "loading" }, "Loading…"));
   main.replaceChildren(content);
   try {
+    await loadContract();
     const built = await page(parts, query);
     if (mine !== renderCount) return; // a newer navigation won
     main.replaceChildren(built);
@@ -350,6 +368,13 @@ const BUDGET_KIND = { BUDGET_STATUS_OK: "ok", BUDGET_STATUS_NEAR_THRESHOLD: "war
 const BUDGET_WORD = { BUDGET_STATUS_OK: "OK", BUDGET_STATUS_NEAR_THRESHOLD: "NEAR", BUDGET_STATUS_BREACHED: "BREACHED" };
 const PRIORITY_KIND = { DECISION_PRIORITY_CRITICAL: "bad", DECISION_PRIORITY_HIGH: "warn" };
 
+// Where each domain count's records are in this console.
+const DOMAIN_LINKS = {
+  Incidents: hashFor("/audit", { entity_type: "AUDIT_ENTITY_TYPE_INCIDENT" }),
+  Policies: hashFor("/audit", { entity_type: "AUDIT_ENTITY_TYPE_POLICY_PROPOSAL" }),
+  Activity: "#/runs",
+};
+
 // Where the evidence behind a decision or an entity lives in this console.
 function evidenceLink(entityType, entityId) {
   const type = label(entityType, "AUDIT_ENTITY_TYPE_");
@@ -389,7 +414,7 @@ async function overviewPage() {
 
   const counts = h("section", { class: "card", "aria-labelledby": "counts-h" }, h("h2", { id: "counts-h" }, "Domains"),
     h("ul", { class: "counts" }, (hl.domain_counts || []).map((d) => h("li", {},
-      h("span", { class: "count-domain" }, d.domain),
+      h("span", { class: "count-domain" }, DOMAIN_LINKS[d.domain] ? link(DOMAIN_LINKS[d.domain], d.domain) : d.domain),
       h("span", { class: "count-total" }, `${d.total_is_estimate ? "≈" : ""}${d.total}`),
       h("span", { class: "count-detail" }, `${d.pending} pending · ${d.critical} critical`)))));
 
@@ -475,15 +500,12 @@ async function costHistory(box) {
 
 // ---------------------------------------------------------------- LLM runs
 
-const RUN_STATUSES = ["LLM_RUN_STATUS_RUNNING", "LLM_RUN_STATUS_SUCCEEDED", "LLM_RUN_STATUS_FAILED",
-  "LLM_RUN_STATUS_ABORTED"];
-
 async function runsPage(query) {
   const reply = await api("/api/v1/logs/llm-runs", listQuery(query));
   const runs = reply.runs || [];
   return h("section", { class: "page" }, h("h1", {}, "LLM runs"),
     filterForm("/runs", query, [
-      { name: "status", title: "Status", options: RUN_STATUSES, prefix: "LLM_RUN_STATUS_" },
+      { name: "status", title: "Status", options: enumValues("LlmRunStatus"), prefix: "LLM_RUN_STATUS_" },
       { name: "has_violation", title: "Violation", options: ["true", "false"] },
       { name: "provider", title: "Provider" },
       { name: "model", title: "Model" },
@@ -661,16 +683,18 @@ async function runExports(runId) {
 
 // ---------------------------------------------------------------- System records
 
-const SEVERITIES = ["SYSTEM_SEVERITY_INFO", "SYSTEM_SEVERITY_WARN", "SYSTEM_SEVERITY_ERROR", "SYSTEM_SEVERITY_CRITICAL"];
-
 async function systemPage(query) {
-  const reply = await api("/api/v1/logs/system", listQuery(query));
+  const [reply, attribution] = await Promise.all([
+    api("/api/v1/logs/system", listQuery(query)),
+    api("/api/v1/logs/system/audit", { page_size: 50 }),
+  ]);
   const slice = {};
   for (const k of ["component", "event_type", "severity", "created_after", "created_before"]) if (query.get(k)) slice[k] = query.get(k);
   return h("section", { class: "page" }, h("h1", {}, "System records"),
     filterForm("/system", query, [
       { name: "component", title: "Component" },
-      { name: "severity", title: "Severity", options: SEVERITIES, prefix: "SYSTEM_SEVERITY_" },
+      { name: "event_type", title: "Event", options: enumValues("SystemEventType"), prefix: "SYSTEM_EVENT_TYPE_" },
+      { name: "severity", title: "Severity", options: enumValues("SystemSeverity"), prefix: "SYSTEM_SEVERITY_" },
       { name: "created_after", title: "From", date: true },
       { name: "created_before", title: "Until", date: true },
     ]),
@@ -683,6 +707,14 @@ async function systemPage(query) {
       { title: "Run", cell: (r) => (r.run_id ? link(`#/system/${enc(r.run_id)}/snapshot`, r.run_id) : "—") },
     ], reply.records || [], "No records match."),
     pager("/system", query, reply, "records"),
+    h("h2", {}, "O5 Who caused them"),
+    table(`Platform events by cause, ${when(attribution.window_start)} → ${when(attribution.window_end)}`, [
+      { title: "Caused by", cell: (r) => label(r.caused_by, "CAUSED_BY_") },
+      { title: "Component", cell: (r) => r.component },
+      { title: "Event", cell: (r) => label(r.event_type, "SYSTEM_EVENT_TYPE_") },
+      { title: "Count", cell: (r) => String(r.count) },
+      { title: "Actors", cell: (r) => (r.actor_ids || []).join(", ") || "—" },
+    ], attribution.rows || [], "No platform events in the window."),
     exportForm({ system_slice: slice }, "this filtered list of system records"));
 }
 
@@ -721,14 +753,6 @@ async function systemRunPage(runId, tab) {
 
 // ---------------------------------------------------------------- Audit ledger
 
-const AUDIT_EVENTS = ["POLICY_RULE_CREATED", "POLICY_RULE_MODIFIED", "POLICY_RULE_RETIRED", "POLICY_PROPOSAL_APPROVED",
-  "POLICY_PROPOSAL_REJECTED", "LIMIT_CREATED", "LIMIT_UPDATED", "LIMIT_BREACHED", "LIMIT_OVERRIDE_GRANTED",
-  "LIMIT_OVERRIDE_REVOKED", "INCIDENT_ACKNOWLEDGED", "INCIDENT_RESOLVED", "INCIDENT_MANUALLY_CLOSED",
-  "EMERGENCY_OVERRIDE_ACTIVATED", "EMERGENCY_OVERRIDE_DEACTIVATED", "ACTOR_LOGGED_IN", "ACTOR_LOGGED_OUT",
-  "API_KEY_CREATED", "API_KEY_REVOKED", "ACCESS_GRANTED", "ACCESS_DENIED", "EVIDENCE_EXPORTED", "EXPORT_VERIFIED",
-].map((e) => `AUDIT_EVENT_TYPE_${e}`);
-const AUDIT_ENTITIES = ["POLICY_RULE", "POLICY_PROPOSAL", "LIMIT", "INCIDENT"].map((e) => `AUDIT_ENTITY_TYPE_${e}`);
-const ACTORS = ["HUMAN", "AGENT", "SYSTEM"].map((e) => `ACTOR_TYPE_${e}`);
 
 async function auditPage(query) {
   const reply = await api("/api/v1/logs/audit", listQuery(query));
@@ -739,9 +763,9 @@ async function auditPage(query) {
   return h("section", { class: "page" }, h("h1", {}, "Audit ledger"),
     h("p", { class: "lede" }, "Append-only and hash-chained. ", link("#/integrity", "Check its integrity")),
     filterForm("/audit", query, [
-      { name: "event_type", title: "Event", options: AUDIT_EVENTS, prefix: "AUDIT_EVENT_TYPE_" },
-      { name: "entity_type", title: "Entity", options: AUDIT_ENTITIES, prefix: "AUDIT_ENTITY_TYPE_" },
-      { name: "actor_type", title: "Actor type", options: ACTORS, prefix: "ACTOR_TYPE_" },
+      { name: "event_type", title: "Event", options: enumValues("AuditEventType"), prefix: "AUDIT_EVENT_TYPE_" },
+      { name: "entity_type", title: "Entity", options: enumValues("AuditEntityType"), prefix: "AUDIT_ENTITY_TYPE_" },
+      { name: "actor_type", title: "Actor type", options: enumValues("ActorType"), prefix: "ACTOR_TYPE_" },
       { name: "actor_id", title: "Actor" },
       { name: "correlation_id", title: "Correlation" },
       { name: "created_after", title: "From", date: true },
@@ -922,8 +946,6 @@ async function ledgerGrowth(box) {
 
 // ---------------------------------------------------------------- Exports
 
-const BUNDLES = ["BUNDLE_TYPE_EVIDENCE", "BUNDLE_TYPE_SOC2", "BUNDLE_TYPE_EXECUTIVE"];
-const FORMATS = ["EXPORT_FORMAT_JSON", "EXPORT_FORMAT_CSV", "EXPORT_FORMAT_PDF", "EXPORT_FORMAT_ZIP"];
 
 function exportTable(exports) {
   return table("Exports, newest first", [
@@ -937,8 +959,8 @@ function exportTable(exports) {
 
 // Create an export of `subject` (run_id, incident_id, audit_slice or system_slice), then open it.
 function exportForm(subject, what) {
-  const bundle = h("select", { id: "x-bundle" }, BUNDLES.map((b) => h("option", { value: b }, label(b, "BUNDLE_TYPE_"))));
-  const format = h("select", { id: "x-format" }, FORMATS.map((f) => h("option", { value: f, selected: f === "EXPORT_FORMAT_ZIP" }, label(f, "EXPORT_FORMAT_"))));
+  const bundle = h("select", { id: "x-bundle" }, enumValues("BundleType").map((b) => h("option", { value: b }, label(b, "BUNDLE_TYPE_"))));
+  const format = h("select", { id: "x-format" }, enumValues("ExportFormat").map((f) => h("option", { value: f, selected: f === "EXPORT_FORMAT_ZIP" }, label(f, "EXPORT_FORMAT_"))));
   const out = h("div", { "aria-live": "polite" });
   const button = h("button", { type: "submit", id: "x-create" }, "Create export");
   return h("section", { class: "card export-form" }, h("h2", {}, `Export ${what}`),
@@ -981,7 +1003,7 @@ async function exportsPage(query) {
       link("#/audit", "audit"), " or ", link("#/system", "system"), " list."),
     incident ? exportForm({ incident_id: incident }, `incident ${incident}`) : null,
     filterForm("/exports", query, [
-      { name: "scope", title: "Scope", options: ["EXPORT_SCOPE_LLM_RUN", "EXPORT_SCOPE_INCIDENT", "EXPORT_SCOPE_AUDIT_SLICE", "EXPORT_SCOPE_SYSTEM_SLICE"], prefix: "EXPORT_SCOPE_" },
+      { name: "scope", title: "Scope", options: enumValues("ExportScope"), prefix: "EXPORT_SCOPE_" },
       { name: "run_id", title: "Run" },
       { name: "incident_id", title: "Incident" },
     ]),
