@@ -686,7 +686,8 @@ async function runExports(runId) {
 async function systemPage(query) {
   const [reply, attribution] = await Promise.all([
     api("/api/v1/logs/system", listQuery(query)),
-    api("/api/v1/logs/system/audit", { page_size: 50 }),
+    // The same window as the list's filter (the API's default: the last 24 hours).
+    api("/api/v1/logs/system/audit", { page_size: 50, created_after: query.get("created_after"), created_before: query.get("created_before") }),
   ]);
   const slice = {};
   for (const k of ["component", "event_type", "severity", "created_after", "created_before"]) if (query.get(k)) slice[k] = query.get(k);

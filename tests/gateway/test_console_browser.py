@@ -8,8 +8,8 @@ written here. Every page is also checked by axe-core (no serious or critical vio
 Content-Security-Policy violations.
 
 Without a browser: in CI (CI set) these tests fail — .ci/run installs chromium — elsewhere they
-skip, saying how to install it. AOS_CONSOLE_SCREENSHOTS=DIR saves a screenshot of each page
-(how docs/console/*.png were made).
+skip, saying how to install it. CONSOLE_SCREENSHOTS=DIR saves a screenshot of each page
+they visit.
 """
 from __future__ import annotations
 
@@ -26,9 +26,9 @@ import pytest
 from tests.e2e.support import ACME, DEMO, token
 from tests.gateway.support import WRITER, bearer
 
-CHROMIUM = os.environ.get("AOS_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM = os.environ.get("CONSOLE_CHROMIUM", "/usr/bin/chromium")
 AXE = Path(__file__).with_name("axe") / "axe.min.js"
-SCREENSHOTS = os.environ.get("AOS_CONSOLE_SCREENSHOTS")
+SCREENSHOTS = os.environ.get("CONSOLE_SCREENSHOTS")
 RESEARCH = f"{DEMO}.run-research-7"   # the PII-egress run: its policy breaks at step 2
 SUPPORT = f"{DEMO}.run-support-103"   # the run a budget stopped
 
@@ -285,10 +285,11 @@ async def test_another_tenants_run_is_the_same_not_found_as_a_missing_one(tab):
 
 
 async def test_system_records_and_their_depths(tab, served):
-    records = await _api(served, "/api/v1/logs/system", page_size=20)
-    await tab.open("#/system")
-    assert await tab.page.locator("main table").first.locator("tbody tr").count() == len(records["records"])
-    attribution = await _api(served, "/api/v1/logs/system/audit", page_size=50)
+    window = {"created_after": "2026-10-01T00:00:00Z", "created_before": "2026-12-01T00:00:00Z"}  # the demo's (BASE)
+    records = await _api(served, "/api/v1/logs/system", page_size=20, **window)
+    await tab.open("#/system?created_after=2026-10-01T00:00:00Z&created_before=2026-12-01T00:00:00Z")
+    assert await tab.page.locator("main table").first.locator("tbody tr").count() == len(records["records"]) > 0
+    attribution = await _api(served, "/api/v1/logs/system/audit", page_size=50, **window)
     assert await tab.page.locator("main table").nth(1).locator("tbody tr").count() == len(attribution["rows"]) > 0
     telemetry = await _api(served, f"/api/v1/logs/system/{SUPPORT}/telemetry")
     await tab.open(f"#/system/{SUPPORT}/telemetry", ready="h2:has-text('O2 Telemetry')")
