@@ -377,6 +377,12 @@ async def test_an_export_is_created_downloaded_and_verified(browser, served, wri
     # The run's O5 tab now lists it.
     await tab.open(f"#/runs/{run}/exports", ready="#x-create")
     assert export_id in await tab.text(".tabpanel")
+    # An incident's export, from the link the overview's decisions give.
+    incident = f"{WRITER}.inc-pii-7"
+    await tab.open(f"#/exports?incident_id={incident}", ready="#x-create")
+    await tab.page.select_option("#x-format", "EXPORT_FORMAT_JSON")
+    await tab.settled(tab.page.click("#x-create"))
+    assert f"INCIDENT {incident}" in await tab.text("dl.fields")
     await ctx.close()
     assert not tab.problems, tab.problems
 
