@@ -67,3 +67,20 @@ def test_every_service_and_method_has_a_comment():
         assert comments.get(service.full_name), service.full_name
         for method in service.methods:
             assert comments.get(method.full_name), method.full_name
+
+
+def test_make_run_prints_a_link_that_signs_the_demo_tenant_in(capsys):
+    """The link carries the demo token in the fragment (never sent to a server, never logged)."""
+    import jwt
+
+    from aos_runtime.config import Settings
+    from services.__main__ import _announce
+
+    settings = Settings.from_env({})
+    _announce(settings, "s" * 32)
+    lines = capsys.readouterr().out.splitlines()
+    link = lines[lines.index(next(line for line in lines if line.startswith("Console, signed in as"))) + 2].strip()
+    base, _, token = link.partition("/#token=")
+    assert base == f"http://{settings.bind_host}:{settings.ports['gateway']}"
+    claims = jwt.decode(token, "s" * 32, algorithms=["HS256"], audience=settings.audience)
+    assert claims["tenant_id"] == "tenant-demo"
