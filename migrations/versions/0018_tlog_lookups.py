@@ -1,6 +1,6 @@
-"""The tree trigger probes each stored hash it needs by its primary key: an append is O(log n) on every planner.
+"""The tree trigger probes each stored hash it needs by its primary key; a leaf is found by its entry id.
 
-Revision ID: 0018_tlog_append_probes
+Revision ID: 0018_tlog_lookups
 Revises: 0017_ingest_role
 Create Date: 2026-12-07
 
@@ -33,14 +33,20 @@ statement-level trigger over the transition table would pay it once per statemen
 not done here (a statement trigger on the partitioned ledger does not fire for rows
 inserted into a partition directly, which the row trigger covers).
 
-Downgrade restores 0013's function bodies.
+A leaf by its entry id: ``tlog_hashes_entry``, a partial index on (tenant_id, log, entry_id)
+over the leaf rows. GetInclusionProof by entry_id looked the seq up in audit_ledger, so an
+entry whose month retention dropped was NOT_FOUND although its leaf (with its id) is kept;
+and the export log's leaves had no id lookup at all. With the index both are one probe of
+the tree itself. It costs one more index entry per append (leaf rows only).
+
+Downgrade restores 0013's function bodies and drops the index.
 """
 import importlib.util
 from pathlib import Path
 
 from alembic import op
 
-revision = "0018_tlog_append_probes"
+revision = "0018_tlog_lookups"
 down_revision = "0017_ingest_role"
 branch_labels = None
 depends_on = None
@@ -113,6 +119,7 @@ END $$;
 
 def upgrade() -> None:
     op.execute(functions(_TLOG_DECLARE, _TLOG_BODY))
+    op.execute("CREATE INDEX tlog_hashes_entry ON tlog_hashes (tenant_id, log, entry_id) WHERE entry_id IS NOT NULL")
 
 
 def downgrade() -> None:
@@ -121,3 +128,4 @@ def downgrade() -> None:
     m0013 = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(m0013)
     op.execute(functions(m0013._TLOG_DECLARE, m0013._TLOG_BODY))
+    op.execute("DROP INDEX tlog_hashes_entry")
