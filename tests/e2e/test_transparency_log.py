@@ -7,7 +7,6 @@ the Export service's C2SP checkpoint; an entry whose month retention dropped is 
 by its id."""
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -21,7 +20,7 @@ from aos.export.v1 import export_service_pb2 as export_pb, export_service_pb2_gr
 from aos.logs.v1 import audit_ledger_service_pb2 as pb, audit_ledger_service_pb2_grpc as pb_grpc
 from aos_recording import retention, tlog
 from aos_runtime.service_main import build_server
-from tests.db.sessions import append_entries, make_tenant, new_id, session
+from tests.db.sessions import append_entries, export_rows, make_tenant, new_id, session
 from tests.e2e.support import ACME, DEMO, auth, service_modules, settings, violations
 from tests.logins import login_url
 
@@ -192,23 +191,6 @@ async def test_a_superusers_rewrite_of_a_stored_hash_is_caught_by_the_next_proof
         if seq > 4:
             with pytest.raises(tlog.ProofError):
                 tlog.check_record(list(proof.audit_path), 6, kept.root_hash, seq - 1, proof.leaf_hash)
-
-
-def export_rows(database_url: str, tenant: str, count: int) -> list[tuple[str, bytes]]:
-    """``count`` log_exports rows as the export role writes them (only what the chain and the
-    tree read matters): (export id, content hash) in seq order."""
-    made = []
-    with session(database_url, "aos_export", tenant) as conn:
-        for i in range(count):
-            export_id, content = new_id("exp"), hashlib.sha256(f"{tenant}/{i}".encode()).digest()
-            conn.execute(
-                "INSERT INTO log_exports (id, tenant_id, scope, bundle_type, format, content_type, filename, "
-                "size_bytes, checksum, manifest, dsse_envelope, signing_key_id, redaction, requested_by_type, "
-                "requested_by_id, created_at, content_hash) VALUES (%s, %s, 'AUDIT_SLICE', 'EVIDENCE', 'JSON', "
-                "'application/json', 'x.json', 0, %s, '{}', '{}', 'k', '{}', 'HUMAN', 'u', now(), %s)",
-                (export_id, tenant, hashlib.sha256(b"").digest(), content))
-            made.append((export_id, content))
-    return made
 
 
 async def test_the_export_chain_is_proved_as_a_second_log_against_its_c2sp_checkpoint(ledger, suite,
