@@ -25,9 +25,9 @@ Why our own and not a library: what is needed is a counting semaphore with per-k
 round-robin between keys, a bounded queue and an estimate of the wait, on one asyncio loop
 (gRPC's own ``maximum_concurrent_rpcs`` has no per-tenant share and no retry delay, and in
 grpc.aio it does not even refuse: it stops taking calls from the core; Envoy's overload
-manager and adaptive concurrency sit in front of a process, not inside it). It is ~150 lines with no I/O, tested directly (tests/unit/test_admission.py).
-The model is Envoy's and gRPC's: refuse early rather than queue past the deadline, and say
-when to come back.
+manager and adaptive concurrency sit in front of a process, not inside it). It is ~150 lines
+with no I/O, tested directly (tests/unit/test_admission.py). The model is Envoy's and gRPC's:
+refuse early rather than queue past the deadline, and say when to come back.
 """
 from __future__ import annotations
 
