@@ -122,7 +122,9 @@ class AuditLedgerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListAccessEvents(self, request, context):
-        """O3: access to evidence (EvidenceExported).
+        """O3: access to evidence — log views, granted and refused (AccessGranted,
+        AccessDenied: every call of an RPC declaring (aos.evidence.v1.access) records
+        one) and exports (EvidenceExported).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
