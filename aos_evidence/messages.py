@@ -36,7 +36,9 @@ SEVERITIES = canonical_values(evidence_records.SystemSeverity)
 CAUSES = canonical_values(evidence_records.CausedBy)
 
 DOMAIN_OF_ENTITY = {"POLICY_RULE": "POLICY", "POLICY_PROPOSAL": "POLICY", "LIMIT": "POLICY",
-                    "INCIDENT": "INCIDENTS", "ACTOR": "SYSTEM", "API_KEY": "SYSTEM", "LOG_EXPORT": "LOGS"}
+                    "INCIDENT": "INCIDENTS", "ACTOR": "SYSTEM", "API_KEY": "SYSTEM", "LOG_EXPORT": "LOGS",
+                    # the resources of access entries: reads of the Logs domain's evidence
+                    "LLM_RUN": "LOGS", "SYSTEM_RECORD": "LOGS", "AUDIT_ENTRY": "LOGS"}
 
 
 def audit_evidence(row: Mapping[str, Any]) -> Evidence:
@@ -50,7 +52,8 @@ def audit_evidence(row: Mapping[str, Any]) -> Evidence:
         incidents.add(entity_id)
     return Evidence(tenant_id=row["tenant_id"], occurred_at=row["created_at"], recorded_at=row["recorded_at"],
                     source_domain=DOMAIN_OF_ENTITY[entity], source_component="audit_ledger",
-                    origin=row["actor_type"], run_id=row["run_id"], trace_id=row["trace_id"],
+                    origin=row["actor_type"],
+                    run_id=row["run_id"] or (entity_id if entity == "LLM_RUN" else None), trace_id=row["trace_id"],
                     policy_ids=tuple(policies), incident_ids=tuple(incidents),
                     export_id=entity_id if entity == "LOG_EXPORT" else None,
                     correlation_id=row["correlation_id"], checksum=row["content_hash"],
