@@ -129,12 +129,13 @@ def run_service(name: str, servicers: Callable[[ServiceContext], list[Servicer]]
         # (forked workers and anything they spawn inherit it).
         os.environ.pop("DATABASE_URL", None)
         settings = dataclasses.replace(settings, database_url=None)
-        if name in READ_ONLY and settings.read_database_url:
+        replica = settings.read_database_url
+        if name in READ_ONLY and replica:
             # The primary's DSN stays known for the one thing such a service writes: its access
             # entries (access_recorder).
             settings = dataclasses.replace(settings, service_database_urls={**settings.service_database_urls,
                                                                             name: url})
-            url = provision.read_url(url, settings.read_database_url)
+            url = provision.read_url(url, replica)
         _check_before_fork(name, url)
     except ConfigError as exc:
         if started_embedded:
