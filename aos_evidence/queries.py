@@ -26,6 +26,8 @@ from aos_runtime.rows import all_of, first_of
 # The one entry whose action did not succeed: a refused read (aos_runtime.access).
 ACCESS_DENIED = "AccessDenied"
 ACCESS_EVENTS = ("AccessGranted", ACCESS_DENIED)
+# What a read of evidence is about (aos_runtime.access; migration 0018 admits no other).
+EVIDENCE_ENTITIES = ("LLM_RUN", "SYSTEM_RECORD", "AUDIT_ENTRY", "LOG_EXPORT")
 
 
 @dataclass(frozen=True)
@@ -39,11 +41,12 @@ class AuditFilters:
     created_before: datetime | None = None
     entity_id: str | None = None
     success: bool | None = None  # False: the refusals (AccessDenied); True: every other entry
+    entity_types: tuple[str, ...] = ()
 
     def where(self) -> tuple[str, dict[str, Any]]:
         return where("a.tenant_id = :tenant", [
             ("a.event_type", "= ANY", self.event_types), ("a.entity_type", "=", self.entity_type),
-            ("a.entity_id", "=", self.entity_id),
+            ("a.entity_id", "=", self.entity_id), ("a.entity_type", "= ANY", self.entity_types),
             ("a.event_type", "<>" if self.success else "=", None if self.success is None else ACCESS_DENIED),
             ("a.actor_type", "=", self.actor_type), ("a.actor_id", "=", self.actor_id),
             ("a.correlation_id", "=", self.correlation_id), ("a.created_at", ">=", self.created_after),

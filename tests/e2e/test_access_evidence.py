@@ -217,6 +217,11 @@ async def test_access_entries_verify_in_the_chain_and_the_transparency_log(recor
         proof = await ledger.GetInclusionProof(ledger_pb.GetInclusionProofRequest(entry_id=mine[0].id),
                                                metadata=meta(owner))
     assert len(mine) == 20 and all(e.event_type == evidence_pb2.AUDIT_EVENT_TYPE_ACCESS_GRANTED for e in mine)
+    # O3 is the reads of evidence and the exports: the demo's authorization decision about a
+    # LIMIT (AccessGranted, AccessDenied) is O2's only.
+    assert {e.entity_type for e in access.entries} <= {
+        evidence_pb2.AUDIT_ENTITY_TYPE_LLM_RUN, evidence_pb2.AUDIT_ENTITY_TYPE_SYSTEM_RECORD,
+        evidence_pb2.AUDIT_ENTITY_TYPE_AUDIT_ENTRY, evidence_pb2.AUDIT_ENTITY_TYPE_LOG_EXPORT}
     assert report.status == integrity_pb2.INTEGRITY_STATUS_VERIFIED and not report.anomalies
     assert report.entries_checked == report.head.seq
     assert proof.leaf_data == bytes.fromhex(mine[0].content_hash)
