@@ -143,8 +143,11 @@ async def visible_lag(address: str, samples: int) -> dict:
             rid = f"lag-{uuid.uuid4().hex}"
             await runs.GetLlmRunTrace(runs_pb.GetLlmRunTraceRequest(run_id=RUN), metadata=meta(rid))
             answered = time.perf_counter()
-            while not (await ledger.ListAuditEntries(ledger_pb.ListAuditEntriesRequest(correlation_id=rid),
-                                                     metadata=meta())).entries:
+            while True:  # polling the service is the point: when does the entry become readable
+                reply = await ledger.ListAuditEntries(ledger_pb.ListAuditEntriesRequest(correlation_id=rid),
+                                                      metadata=meta())
+                if reply.entries:
+                    break
                 await asyncio.sleep(0.002)
             lags.append((time.perf_counter() - answered) * 1000)
     return {"samples": samples, "p50_ms": pct(lags, 0.5), "p99_ms": pct(lags, 0.99), "max_ms": round(max(lags), 3)}
