@@ -26,8 +26,17 @@ database assigns the chain). Hashing (SPEC §5) happens in the flush, on a datab
 A SIGTERM drains the buffer after the in-flight calls finished (ServiceServer.stop). What a
 crash (SIGKILL, power loss) can lose: the entries of the last flush interval and of a flush
 in progress — RELIABILITY.md states the window and how it was measured. Nothing is dropped
-silently: an entry the database refuses, or one past the buffer's bound while the database
-is unreachable, is counted (``aos_access_entries_total{outcome="dropped"}``) and logged.
+silently: an entry the database refuses, or one still buffered when a drain finds the
+database away, is counted (``aos_access_entries_total{outcome="dropped"}``) and logged. When
+the buffer holds ``max_buffered`` entries (the database is slower than the reads, or away),
+further reads of evidence are refused with RESOURCE_EXHAUSTED until it has room: fail
+closed, no evidence read without its entry.
+
+The cost is the ledger's append rate: every view is one chained entry in its tenant's chain
+(one lock per tenant, the Merkle tree with it). On the shared 2-core machine one tenant's
+chain took 300–600 entries/s in batches of 500 — about the rate one Logs process answers views
+— so a single tenant viewing at full speed fills the buffer and is held to that rate
+(BENCHMARKS.md, bench/access_recording.py).
 
 The client's address: the gRPC peer's, or — when the peer is one of AOS_TRUSTED_PROXIES (the
 gateway) — the address the gateway passes in ``x-aos-client-ip`` (which it takes from
@@ -66,8 +75,16 @@ MAX_ID_CHARS = 256
 MAX_USER_AGENT_CHARS = 256
 LIST_ENTITY_ID = "*"
 
-_APPEND = text("SELECT aos_record_access(:id, :event_type, :entity_type, :entity_id, :actor_type, :actor_id, "
-               ":action_reason, :correlation_id, :created_at, CAST(:after_state AS jsonb), :content_hash)")
+# A batch in one statement (one round trip, not one per entry): the function runs once per row,
+# in order; the chain trigger assigns each its seq as for single appends.
+_COLUMNS = ("id", "event_type", "entity_type", "entity_id", "actor_type", "actor_id", "action_reason",
+            "correlation_id", "created_at", "after_state", "content_hash")
+_TYPES = ("text", "text", "text", "text", "text", "text", "text", "text", "timestamptz", "text", "bytea")
+_APPEND = text(
+    "SELECT count(aos_record_access(u.id, u.event_type, u.entity_type, u.entity_id, u.actor_type, u.actor_id, "
+    "u.action_reason, u.correlation_id, u.created_at, CAST(u.after_state AS jsonb), u.content_hash)) "
+    "FROM unnest(" + ", ".join(f"CAST(:{c} AS {t}[])" for c, t in zip(_COLUMNS, _TYPES, strict=True)) + ") "
+    "AS u(" + ", ".join(_COLUMNS) + ")")
 
 
 @dataclass(frozen=True)
@@ -175,7 +192,7 @@ class AccessRecorder:
 
     def __init__(self, db: Database, rules: dict[str, AccessRule], *, record_lists: bool = False,
                  trusted_proxies: Sequence[Network] = (), flush_interval_s: float = 0.2, batch_size: int = 500,
-                 max_buffered: int = 50_000, service: str = "") -> None:
+                 max_buffered: int = 10_000, service: str = "") -> None:
         self.db = db
         self.rules = {method: rule for method, rule in rules.items() if record_lists or not rule.list}
         self.trusted_proxies = tuple(trusted_proxies)
@@ -195,6 +212,12 @@ class AccessRecorder:
     def buffered(self) -> int:
         return len(self._buffer)
 
+    @property
+    def full(self) -> bool:
+        """The buffer holds ``max_buffered`` entries: the call wrapper refuses further reads
+        (RESOURCE_EXHAUSTED) until the database has taken some — nothing is read unrecorded."""
+        return len(self._buffer) >= self.max_buffered
+
     def record(self, method: str, request: Any, principal: Principal, *, granted: bool, reason: str | None,
                peer: str | None, metadata: Sequence[tuple[str, Any]], request_id: str | None) -> None:
         """Notes one access; never blocks and never raises into the call."""
@@ -211,10 +234,8 @@ class AccessRecorder:
             log.exception("access entry not built", extra={"method": method})
             self._dropped(1, "unbuildable")
             return
-        if len(self._buffer) >= self.max_buffered:
-            # The database has been unreachable for a long while: keep the newest, say so.
-            self._buffer.popleft()
-            self._dropped(1, "buffer_full")
+        # Past max_buffered only by the calls admitted before it filled (the call wrapper
+        # refuses reads while it is full): kept, never dropped.
         self._buffer.append(pending)
         metrics.access_buffered.labels(service=self.service).set(len(self._buffer))
         if len(self._buffer) >= self.batch_size:
@@ -327,10 +348,14 @@ def _entry(item: _Pending) -> dict[str, Any]:
 
 
 def _append(conn, items: list[_Pending]) -> None:
-    """In one transaction of the items' tenant: hash each entry, append them all."""
-    params = []
+    """In one transaction of the items' tenant: hash each entry, append them all in one statement."""
+    columns: dict[str, list[Any]] = {column: [] for column in _COLUMNS}
     for item in items:
         entry = _entry(item)
-        params.append({**entry, "after_state": hashing.canonical_json(entry["after_state"]).decode(),
-                       "content_hash": hashing.ledger_content_hash(entry)})
-    conn.execute(_APPEND, params)
+        row = {**entry, "after_state": hashing.canonical_json(entry["after_state"]).decode(),
+               "content_hash": hashing.ledger_content_hash(entry)}
+        for column in _COLUMNS:
+            columns[column].append(row[column])
+    written = conn.execute(_APPEND, columns).scalar_one()
+    if written != len(items):
+        raise RuntimeError(f"aos_record_access appended {written} of {len(items)} entries")

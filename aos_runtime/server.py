@@ -188,6 +188,17 @@ class CallPolicy(grpc.aio.ServerInterceptor):
                             reason=refused.reason if refused is not None else None, peer=context.peer(),
                             metadata=tuple(context.invocation_metadata() or ()), request_id=request_id.get())
 
+    def _access_room(self, method: str) -> None:
+        """Refuses a read of evidence while its access entry could not be kept: the recorder's
+        buffer is full (the database has not taken its entries for a while). Fail closed — no
+        evidence is read unrecorded — rather than drop entries."""
+        if self._access is not None and self._access.rule(method) is not None and self._access.full:
+            principal = auth.current_principal.get()
+            raise Overloaded(tenant_limit=False, tenant=principal.tenant_id if principal else "",
+                             limit=f"access entries awaiting the ledger (at most {self._access.max_buffered})",
+                             retry_after_s=1.0, message="this read's access entry cannot be recorded now: "
+                             "the entries of earlier reads are still being written; retry shortly")
+
     async def _fail(self, context, method: str, exc: BaseException, started: float, request: Any = None) -> None:
         remaining = context.time_remaining()
         error = errors.from_exception(exc, deadline_passed=remaining is not None and remaining <= 0)
@@ -213,6 +224,7 @@ class CallPolicy(grpc.aio.ServerInterceptor):
                 rid, started = self._enter(context, method, scope)
                 context.set_trailing_metadata((("x-request-id", rid),))
                 permit = await self._admit(method)
+                self._access_room(method)
                 result = behavior(request, context)
                 if inspect.isawaitable(result):
                     result = await result
@@ -237,6 +249,7 @@ class CallPolicy(grpc.aio.ServerInterceptor):
                 rid, started = self._enter(context, method, scope)
                 context.set_trailing_metadata((("x-request-id", rid),))
                 permit = await self._admit(method)
+                self._access_room(method)
                 async for message in behavior(request, context):
                     if first:  # evidence leaves with the first message: that is the access
                         self._accessed(context, method, request)

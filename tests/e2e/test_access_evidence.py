@@ -230,18 +230,23 @@ async def test_access_entries_verify_in_the_chain_and_the_transparency_log(recor
 
 async def test_a_drain_writes_what_is_buffered(recorded, tmp_path):
     """A SIGTERM's drain (ServiceServer.stop): entries still in the buffer — a flush interval of a
-    minute here — are written before the pool closes."""
+    minute here — are written before the pool closes; a full buffer refuses further reads."""
     owner, _ = recorded["tenants"]
     conf = settings(tmp_path, access_recording=True, access_flush_ms=60_000)
     server = build_server("logs", service_modules()["logs"].servicers, conf,
                           login_url(recorded["url"], "logs"), port=0)
     rid = f"req-{uuid.uuid4().hex}"
+    server.access.max_buffered = 5
     port = await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         runs = runs_grpc.LlmRunsServiceStub(channel)
+        request = runs_pb.GetLlmRunTraceRequest(run_id=f"{owner}.run-support-103")
         for _ in range(5):
-            await runs.GetLlmRunTrace(runs_pb.GetLlmRunTraceRequest(run_id=f"{owner}.run-support-103"),
-                                      metadata=meta(owner, rid))
+            await runs.GetLlmRunTrace(request, metadata=meta(owner, rid))
+        # Full: the next read is refused rather than served unrecorded (fail closed).
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await runs.GetLlmRunTrace(request, metadata=meta(owner, rid))
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert server.access.buffered == 5
     await server.stop(grace=1)
     async with grpc.aio.insecure_channel(recorded["addresses"]["logs"]) as channel:
