@@ -199,12 +199,14 @@ class CallPolicy(grpc.aio.ServerInterceptor):
                              retry_after_s=1.0, message="this read's access entry cannot be recorded now: "
                              "the entries of earlier reads are still being written; retry shortly")
 
-    async def _fail(self, context, method: str, exc: BaseException, started: float, request: Any = None) -> None:
+    async def _fail(self, context, method: str, exc: BaseException, started: float, request: Any = None, *,
+                    record: bool = True) -> None:
         remaining = context.time_remaining()
         error = errors.from_exception(exc, deadline_passed=remaining is not None and remaining <= 0)
         if error.code == grpc.StatusCode.INTERNAL:
             log.error("call failed", exc_info=exc, extra={"method": method})
-        self._accessed(context, method, request, refused=error)
+        if record:
+            self._accessed(context, method, request, refused=error)
         self._log(method, error.code, started, error.reason)
         rid = request_id.get()
         await context.abort_with_status(error.to_status((("x-request-id", rid),) if rid else ()))
@@ -258,7 +260,8 @@ class CallPolicy(grpc.aio.ServerInterceptor):
             except (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit):
                 raise
             except BaseException as exc:  # noqa: BLE001
-                await self._fail(context, method, exc, started, None if not first else request)
+                # A failure after the first message: its access is recorded already (granted).
+                await self._fail(context, method, exc, started, request, record=first)
                 return
             finally:
                 permit.release()  # the whole stream held its slot
