@@ -110,8 +110,8 @@ ENV_VARS: tuple[EnvVar, ...] = (
            "service process can lose (RELIABILITY.md); a SIGTERM writes them all."),
     EnvVar("AOS_TRUSTED_PROXIES", None,
            "Addresses or CIDR blocks (comma-separated) of proxies whose client address is believed: the gateway "
-           "takes X-Forwarded-For only from them, the services the gateway's x-aos-client-ip only from them "
-           "(`make run`: loopback). Unset: the connection's own peer is the client."),
+           "takes X-Forwarded-For only from them, the services the gateway's x-aos-client-ip only from them. "
+           "Unset: the connection's own peer is the client (REST calls then record the gateway's address)."),
     EnvVar("AOS_TOKEN", None, "Bearer token the aos-evidence CLI sends (else it mints a development one)."),
     EnvVar("AOS_DB_POOL_SIZE", "10", "Connections per service process."),
     EnvVar("AOS_WORKERS", "1",
