@@ -26,7 +26,7 @@ from aos_runtime.rows import all_of, first_of
 # The one entry whose action did not succeed: a refused read (aos_runtime.access).
 ACCESS_DENIED = "AccessDenied"
 ACCESS_EVENTS = ("AccessGranted", ACCESS_DENIED)
-# What a read of evidence is about (aos_runtime.access; migration 0018 admits no other).
+# What a read of evidence is about (aos_runtime.access; migration 0019 admits no other).
 EVIDENCE_ENTITIES = ("LLM_RUN", "SYSTEM_RECORD", "AUDIT_ENTRY", "LOG_EXPORT")
 
 
@@ -81,6 +81,25 @@ LEFT JOIN LATERAL (
 def ledger_head(conn: Connection, tenant_id: str) -> Mapping[str, Any] | None:
     return first_of(conn.execute(text("SELECT seq, chain_hash, created_at, recorded_at FROM audit_ledger "
                                       "WHERE tenant_id = :t ORDER BY seq DESC LIMIT 1"), {"t": tenant_id}))
+
+
+def tlog_stored_hashes(conn: Connection, tenant_id: str, log: str, indexes: Sequence[int]
+                       ) -> list[Mapping[str, Any]]:
+    """The rows of a transparency log's stored hashes at ``indexes`` (Go sumdb/tlog stored-hash
+    indexes, migration 0013) that the log holds, in the order of ``indexes``, with their entry
+    columns for leaves: one query.
+
+    One probe of the whole primary key per index (a LATERAL subquery with LIMIT is never
+    flattened into a join), not ``hash_index = ANY(:idx)``: with statistics taken while the
+    tenant's log was small (after a bulk load, before autovacuum's next analyze; on
+    PostgreSQL 15 in the tree trigger) the planner scans the tenant's whole log with the
+    array as a filter, O(n) per read (migration 0018)."""
+    return all_of(conn.execute(text(
+        "SELECT t.hash_index, t.hash, t.tree_size, t.entry_id, t.leaf_data, t.created_at, t.recorded_at "
+        "FROM unnest(CAST(:idx AS bigint[])) WITH ORDINALITY AS w(i, k) CROSS JOIN LATERAL ("
+        "SELECT * FROM tlog_hashes h WHERE h.tenant_id = :t AND h.log = :log AND h.hash_index = w.i LIMIT 1) t "
+        "ORDER BY w.k"),
+        {"t": tenant_id, "log": log, "idx": list(indexes)}))
 
 
 def ledger_stats(conn: Connection) -> tuple[int, float | None]:

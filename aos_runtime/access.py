@@ -21,7 +21,7 @@ tells the recorder how each such call ended; no handler knows about it.
 Recording is buffered, off the request path: the call only appends a small tuple to a
 bounded in-memory buffer; a background task writes the buffer every ``flush_interval_s``
 (or at ``batch_size`` entries), one transaction per tenant, through the database function
-``aos_record_access`` (migration 0018: access events only, the session's tenant only; the
+``aos_record_access`` (migration 0019: access events only, the session's tenant only; the
 database assigns the chain). Hashing (SPEC §5) happens in the flush, on a database thread.
 A SIGTERM drains the buffer after the in-flight calls finished (ServiceServer.stop). What a
 crash (SIGKILL, power loss) can lose: the entries of the last flush interval and of a flush

@@ -1,4 +1,4 @@
-"""aos_record_access (migration 0018): the Logs and Export sessions append access entries of
+"""aos_record_access (migration 0019): the Logs and Export sessions append access entries of
 their session's tenant through it, and nothing else — tried as the services' own logins."""
 from __future__ import annotations
 

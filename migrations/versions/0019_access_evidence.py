@@ -1,7 +1,7 @@
 """Access evidence: the Logs and Export sessions append AccessGranted / AccessDenied, nothing else.
 
-Revision ID: 0018_access_evidence
-Revises: 0017_ingest_role
+Revision ID: 0019_access_evidence
+Revises: 0018_tlog_lookups
 Create Date: 2026-12-07
 
 Why (issue #21, access evidence): every read of a piece of evidence leaves an access entry
@@ -44,8 +44,8 @@ access entry about one of the new entities is recorded (the ledger is append-onl
 """
 from alembic import op
 
-revision = "0018_access_evidence"
-down_revision = "0017_ingest_role"
+revision = "0019_access_evidence"
+down_revision = "0018_tlog_lookups"
 branch_labels = None
 depends_on = None
 
