@@ -23,6 +23,12 @@ from aos_evidence.kinds import ExportScope
 from aos_runtime.keyset import Page, keyset_page, where
 from aos_runtime.rows import all_of, first_of
 
+# The one entry whose action did not succeed: a refused read (aos_runtime.access).
+ACCESS_DENIED = "AccessDenied"
+ACCESS_EVENTS = ("AccessGranted", ACCESS_DENIED)
+# What a read of evidence is about (aos_runtime.access; migration 0019 admits no other).
+EVIDENCE_ENTITIES = ("LLM_RUN", "SYSTEM_RECORD", "AUDIT_ENTRY", "LOG_EXPORT")
+
 
 @dataclass(frozen=True)
 class AuditFilters:
@@ -33,10 +39,15 @@ class AuditFilters:
     correlation_id: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    entity_id: str | None = None
+    success: bool | None = None  # False: the refusals (AccessDenied); True: every other entry
+    entity_types: tuple[str, ...] = ()
 
     def where(self) -> tuple[str, dict[str, Any]]:
         return where("a.tenant_id = :tenant", [
             ("a.event_type", "= ANY", self.event_types), ("a.entity_type", "=", self.entity_type),
+            ("a.entity_id", "=", self.entity_id), ("a.entity_type", "= ANY", self.entity_types),
+            ("a.event_type", "<>" if self.success else "=", None if self.success is None else ACCESS_DENIED),
             ("a.actor_type", "=", self.actor_type), ("a.actor_id", "=", self.actor_id),
             ("a.correlation_id", "=", self.correlation_id), ("a.created_at", ">=", self.created_after),
             ("a.created_at", "<", self.created_before)])
@@ -54,7 +65,9 @@ SELECT a.id, a.tenant_id, a.seq, a.event_type, a.entity_type, a.entity_id, a.act
        coalesce(a.after_state ->> 'run_id', a.before_state ->> 'run_id', tr.run_id) AS run_id,
        coalesce(a.after_state ->> 'policy_id', a.before_state ->> 'policy_id') AS state_policy_id,
        coalesce(a.after_state ->> 'incident_id', a.before_state ->> 'incident_id') AS state_incident_id,
-       tr.trace_id, tr.violation_policy_id, tr.incident_id AS trace_incident_id{extra}
+       tr.trace_id, tr.violation_policy_id, tr.incident_id AS trace_incident_id,
+       a.after_state ->> 'ip_address' AS state_ip_address, a.after_state ->> 'user_agent' AS state_user_agent,
+       a.after_state ->> 'failure_reason' AS state_failure_reason, a.after_state ->> 'rpc' AS state_rpc{extra}
 FROM audit_ledger a
 CROSS JOIN LATERAL (
     SELECT coalesce(a.after_state ->> 'run_id', a.before_state ->> 'run_id', a.correlation_id) AS run_key OFFSET 0) k

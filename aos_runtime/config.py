@@ -5,6 +5,7 @@ table, the compose file check and ``Settings.from_env`` all read that one list.
 """
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 from collections.abc import Mapping
@@ -99,6 +100,18 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("AOS_EXPORT_STORED_BYTES_PER_TENANT", str(20 * 1024 ** 3),
            "Artifact bytes one tenant's recorded exports may hold in all (default 20 GiB); an export that would "
            "pass it is refused with RESOURCE_EXHAUSTED EXPORT_STORAGE_QUOTA and QuotaFailure. 0: no limit."),
+    EnvVar("AOS_ACCESS_RECORDING", "1",
+           "Record every read of a piece of evidence (the RPCs declaring aos.evidence.v1.access) as an "
+           "AccessGranted / AccessDenied entry in the caller's audit ledger. Off only to measure its cost."),
+    EnvVar("AOS_ACCESS_RECORD_LISTS", "0",
+           "Record list pages (ListLlmRuns, ListAuditEntries, …) as access entries too; off: only views by id."),
+    EnvVar("AOS_ACCESS_FLUSH_MS", "200",
+           "Milliseconds between writes of the buffered access entries (or sooner at 500): what a crash of a "
+           "service process can lose (RELIABILITY.md); a SIGTERM writes them all."),
+    EnvVar("AOS_TRUSTED_PROXIES", None,
+           "Addresses or CIDR blocks (comma-separated) of proxies whose client address is believed: the gateway "
+           "takes X-Forwarded-For only from them, the services the gateway's x-aos-client-ip only from them. "
+           "Unset: the connection's own peer is the client (REST calls then record the gateway's address)."),
     EnvVar("AOS_TOKEN", None, "Bearer token the aos-evidence CLI sends (else it mints a development one)."),
     EnvVar("AOS_DB_POOL_SIZE", "10", "Connections per service process."),
     EnvVar("AOS_WORKERS", "1",
@@ -199,6 +212,16 @@ def _seconds(env: Mapping[str, str], name: str, *, zero: bool = False) -> float:
     if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
         raise ConfigError(f"{name} must be a {'non-negative' if zero else 'positive'} number of seconds, got {raw!r}")
     return value
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    parts = tuple((_get(env, name) or "").replace(",", " ").split())
+    for part in parts:
+        try:
+            ipaddress.ip_network(part, strict=False)
+        except ValueError:
+            raise ConfigError(f"{name} must list IP addresses or CIDR blocks, got {part!r}") from None
+    return parts
 
 
 def _bool(env: Mapping[str, str], name: str) -> bool:
@@ -312,6 +335,10 @@ class Settings:
     metrics_ports: Mapping[str, int] = field(default_factory=lambda: dict.fromkeys(_METRICS, 0))
     export_rate_per_hour: int = 600      # AOS_EXPORT_RATE_PER_HOUR; 0: no limit
     export_stored_bytes_per_tenant: int = 20 * 1024 ** 3  # AOS_EXPORT_STORED_BYTES_PER_TENANT; 0: no limit
+    access_recording: bool = True        # AOS_ACCESS_RECORDING (aos_runtime.access)
+    access_record_lists: bool = False    # AOS_ACCESS_RECORD_LISTS
+    access_flush_ms: int = 200           # AOS_ACCESS_FLUSH_MS
+    trusted_proxies: tuple[str, ...] = ()  # AOS_TRUSTED_PROXIES, networks as written (checked in from_env)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -381,4 +408,8 @@ class Settings:
             metrics_ports=_metrics_ports(env, _workers(env)),
             export_rate_per_hour=_int(env, "AOS_EXPORT_RATE_PER_HOUR"),
             export_stored_bytes_per_tenant=_int(env, "AOS_EXPORT_STORED_BYTES_PER_TENANT"),
+            access_recording=_bool(env, "AOS_ACCESS_RECORDING"),
+            access_record_lists=_bool(env, "AOS_ACCESS_RECORD_LISTS"),
+            access_flush_ms=_int(env, "AOS_ACCESS_FLUSH_MS", minimum=1),
+            trusted_proxies=_networks(env, "AOS_TRUSTED_PROXIES"),
         )

@@ -261,8 +261,10 @@ class Database:
             raise DeadlinePassed()
         return min(self.statement_timeout_ms, remaining)
 
-    async def run(self, tenant_id: str | None, work: Callable[..., T], *args: Any) -> T:
-        """Run ``work(conn, *args)`` in one transaction scoped to ``tenant_id`` (None: no tenant rows)."""
+    async def run(self, tenant_id: str | None, work: Callable[..., T], *args: Any, read_write: bool = False) -> T:
+        """Run ``work(conn, *args)`` in one transaction scoped to ``tenant_id`` (None: no tenant rows).
+        ``read_write``: the transaction may write even in a read-only service's session (its
+        access entries, aos_runtime.access); what it may write is its role's grants' business."""
         deadline, wanted = call_deadline.get(), min_wal_position.get()
         pool = self._heavy if heavy_call.get() and self._heavy is not None else self._light
         running: dict[str, Any] = {}
@@ -278,7 +280,9 @@ class Database:
                 with pool.engine.begin() as conn:
                     running["dbapi"] = conn.connection.dbapi_connection
                     try:
-                        # Every transaction's first statement: through psycopg as the hot reads are.
+                        if read_write:  # before any query: PostgreSQL sets the mode only then
+                            conn.exec_driver_sql("SET TRANSACTION READ WRITE")
+                        # The tenant scope: through psycopg as the hot reads are (fetch_rows).
                         fetch_rows(conn, _SCOPE, {"tenant": tenant_id or "", "timeout": timeout_ms})
                         if wanted is not None:
                             _await_replay(conn, wanted, deadline)

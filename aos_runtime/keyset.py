@@ -49,7 +49,7 @@ def cut(rows: Sequence[Mapping[str, Any]], limit: int, total: int, estimate: boo
 
 
 # Operators where() knows; "IS NULL" takes a bool (True: IS NULL, False: IS NOT NULL).
-_OPERATORS = ("=", ">=", "<", "= ANY", "IS NULL")
+_OPERATORS = ("=", "<>", ">=", "<", "= ANY", "IS NULL")
 
 
 def where(base: str, conditions: Iterable[tuple[str, str, Any]], prefix: str = "f") -> tuple[str, dict[str, Any]]:

@@ -7,7 +7,9 @@ every call, a per-tenant fair queue for the RPCs declared ``heavy``: aos_runtime
 error mapping, request ids
 and a JSON call log, gRPC health (per service, NOT_SERVING while the database is
 unreachable, recovering by itself), server reflection, keepalive and message-size
-limits, and a graceful drain on SIGTERM.
+limits, and a graceful drain on SIGTERM. Reads of evidence (the RPCs declaring
+``aos.evidence.v1.access``) are recorded as access entries in the caller's ledger by the
+call wrapper too (aos_runtime.access), never by a handler.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from grpc_reflection.v1alpha import reflection
 
 from aos.evidence.v1 import options_pb2
 from aos_runtime import auth, errors, metrics, tracing
+from aos_runtime.access import AccessRecorder
 from aos_runtime.admission import OPEN, Admission, Permit
 from aos_runtime.config import Settings
 from aos_runtime.db import Database, call_deadline, heavy_call, min_wal_position
@@ -43,6 +46,9 @@ log = logging.getLogger("aos.server")
 
 # Open to every caller: a load balancer or grpcurl needs no token for these.
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+# Refusals that are access decisions (recorded as AccessDenied): the caller may not, or the
+# evidence is not there for it (another tenant's id answers NOT_FOUND too, by design).
+ACCESS_DECISIONS = frozenset({grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND})
 # A pg_lsn as PostgreSQL prints it: two hex words.
 _WAL_POSITION = re.compile(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}")
 
@@ -153,12 +159,14 @@ class CallPolicy(grpc.aio.ServerInterceptor):
     bound, log, map errors."""
 
     def __init__(self, verifier: auth.TokenVerifier, scopes: dict[str, str], *,
-                 admission: Admission | None = None, heavy: frozenset[str] = frozenset(), service: str = "") -> None:
+                 admission: Admission | None = None, heavy: frozenset[str] = frozenset(), service: str = "",
+                 access: AccessRecorder | None = None) -> None:
         self._service = service  # the metrics' label
         self._verifier = verifier
         self._scopes = scopes
         self._admission = admission
         self._heavy = heavy
+        self._access = access
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
@@ -239,12 +247,14 @@ class CallPolicy(grpc.aio.ServerInterceptor):
                 [value for key, value in metadata if key == "authorization"]))
         except auth.AuthError as exc:
             raise errors.unauthenticated(exc.reason, str(exc)) from None
+        # Known before the scope check: a refusal of a verified caller is recorded in its tenant
+        # (access evidence) and logged with it. Handlers only run once every check below passed.
+        auth.current_principal.set(principal)
         if scope not in principal.scopes:
             raise errors.permission_denied(scope)
         allowed = auth.SCOPE_ACTOR_TYPES.get(scope)
         if allowed is not None and principal.actor_type not in allowed:
             raise errors.actor_type_refused(scope, principal.actor_type, allowed)
-        auth.current_principal.set(principal)
         wanted = meta.get(MIN_WAL_POSITION_HEADER)
         if wanted is not None and not _WAL_POSITION.fullmatch(wanted):
             raise errors.invalid_argument(MIN_WAL_POSITION_HEADER, "must be a WAL position as PostgreSQL writes it "
@@ -252,11 +262,39 @@ class CallPolicy(grpc.aio.ServerInterceptor):
         min_wal_position.set(wanted)
         return rid, time.monotonic()
 
-    async def _fail(self, context, method: str, exc: BaseException, started: float) -> None:
+    def _accessed(self, context, method: str, request: Any, *, refused: errors.ApiError | None = None) -> None:
+        """Notes the call's access to evidence when its RPC declares one (aos_runtime.access):
+        granted, or refused for a reason that is an access decision (scope, not found)."""
+        if self._access is None or self._access.rule(method) is None:
+            return
+        principal = auth.current_principal.get()
+        if principal is None:  # no verified caller: no tenant to record it in
+            return
+        if refused is not None and refused.code not in ACCESS_DECISIONS:
+            return
+        self._access.record(method, request, principal, granted=refused is None,
+                            reason=refused.reason if refused is not None else None, peer=context.peer(),
+                            metadata=tuple(context.invocation_metadata() or ()), request_id=request_id.get())
+
+    def _access_room(self, method: str) -> None:
+        """Refuses a read of evidence while its access entry could not be kept: the recorder's
+        buffer is full (the database has not taken its entries for a while). Fail closed — no
+        evidence is read unrecorded — rather than drop entries."""
+        if self._access is not None and self._access.rule(method) is not None and self._access.full:
+            principal = auth.current_principal.get()
+            raise Overloaded(tenant_limit=False, tenant=principal.tenant_id if principal else "",
+                             limit=f"access entries awaiting the ledger (at most {self._access.max_buffered})",
+                             retry_after_s=1.0, message="this read's access entry cannot be recorded now: "
+                             "the entries of earlier reads are still being written; retry shortly")
+
+    async def _fail(self, context, method: str, exc: BaseException, started: float, request: Any = None, *,
+                    record: bool = True) -> None:
         remaining = context.time_remaining()
         error = errors.from_exception(exc, deadline_passed=remaining is not None and remaining <= 0)
         if error.code == grpc.StatusCode.INTERNAL:
             log.error("call failed", exc_info=exc, extra={"method": method})
+        if record:
+            self._accessed(context, method, request, refused=error)
         self._log(method, error.code, started, error.reason)
         rid = request_id.get()
         await context.abort_with_status(error.to_status((("x-request-id", rid),) if rid else ()))
@@ -276,16 +314,18 @@ class CallPolicy(grpc.aio.ServerInterceptor):
                 rid, started = self._enter(context, method, scope)
                 context.set_trailing_metadata((("x-request-id", rid),))
                 slot = await self._admit(method)
+                self._access_room(method)
                 result = behavior(request, context)
                 if inspect.isawaitable(result):
                     result = await result
             except (grpc.aio.AbortError, asyncio.CancelledError):
                 raise
             except BaseException as exc:  # noqa: BLE001 - every failure gets a status
-                await self._fail(context, method, exc, started)
+                await self._fail(context, method, exc, started, request)
                 return None
             finally:
                 slot.permit.release()
+            self._accessed(context, method, request)
             self._log(method, grpc.StatusCode.OK, started)
             return result
         return wrapped
@@ -294,16 +334,22 @@ class CallPolicy(grpc.aio.ServerInterceptor):
         async def wrapped(request, context):
             started = time.monotonic()
             slot = CallSlot(None, "", OPEN)
+            first = True
             try:
                 rid, started = self._enter(context, method, scope)
                 context.set_trailing_metadata((("x-request-id", rid),))
                 slot = await self._admit(method)
+                self._access_room(method)
                 async for message in behavior(request, context):
+                    if first:  # evidence leaves with the first message: that is the access
+                        self._accessed(context, method, request)
+                        first = False
                     yield message
             except (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit):
                 raise
             except BaseException as exc:  # noqa: BLE001
-                await self._fail(context, method, exc, started)
+                # A failure after the first message: its access is recorded already (granted).
+                await self._fail(context, method, exc, started, request, record=first)
                 return
             finally:
                 slot.permit.release()  # the slot it holds at the end (continue_as_stream may swap it)
@@ -334,8 +380,9 @@ class ServiceServer:
     def __init__(self, name: str, servicers: list[Servicer], db: Database, verifier: auth.TokenVerifier, *,
                  host: str = "127.0.0.1", port: int = 0, max_message_bytes: int = 8 * 1024 * 1024,
                  grace_period_s: float = 10, health_probe_interval_s: float = 2, reuse_port: bool = False,
-                 admission: Admission | None = None) -> None:
+                 admission: Admission | None = None, access: AccessRecorder | None = None) -> None:
         self.name = name
+        self.access = access  # access evidence: started with the server, drained after its calls
         self.db = db
         self.host = host
         self.requested_port = port
@@ -354,7 +401,8 @@ class ServiceServer:
             # Metrics outermost (every call counts, refused ones too), then the trace span, then the policy.
             interceptors=[metrics.RpcMetrics(), *tracing.server_interceptors(),
                           CallPolicy(verifier, required_scopes([s.descriptor for s in servicers]), admission=admission,
-                                     heavy=heavy_methods([s.descriptor for s in servicers]), service=name)],
+                                     heavy=heavy_methods([s.descriptor for s in servicers]), service=name,
+                                     access=access)],
             options=server_options(max_message_bytes, reuse_port=reuse_port))
         for servicer in servicers:
             servicer.add_to_server(servicer.implementation, self.server)
@@ -378,6 +426,8 @@ class ServiceServer:
         if self.admission is not None:
             self.admission.lag.start()
         self._probe = asyncio.create_task(self._probe_database(), name=f"{self.name}-health-probe")
+        if self.access is not None:
+            self.access.start()
         self._tasks = [asyncio.create_task(work(), name=f"{self.name}-background-{i}")
                        for i, work in enumerate(self._background)]
         log.info("listening", extra={"service": self.name, "address": f"{self.host}:{self.port}",
@@ -428,6 +478,11 @@ class ServiceServer:
         if self.admission is not None:
             self.admission.lag.stop()
         await self.server.stop(self.grace_period_s if grace is None else grace)
+        if self.access is not None:
+            # After the calls: every access they made is buffered by now; written before the pool closes.
+            await self.access.drain()
+            if self.access.db is not self.db:
+                await self.access.db.close()
         metrics.forget_database(self.db)
         metrics.serving.forget(self)
         await self.db.close()

@@ -7,7 +7,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message as AsgiMessage, Receive, Scope, Sen
 from aos_runtime import channels, errors, metrics, tracing
 from aos_runtime.headers import WAL_POSITION_HEADER
 from aos_runtime.observability import request_id
-from gateway import console, openapi, stored_json, transcode
+from gateway import clients, console, openapi, stored_json, transcode
 from gateway.backends import service_descriptor
 from gateway.routes import MethodNotAllowed, Route, RouteNotFound, RouteTable
 
@@ -155,9 +155,11 @@ class RequestContext:
 
 
 def create_app(backends: Mapping[str, str], *, max_message_bytes: int = 8 * 1024 * 1024,
-               channels_per_backend: int = 1) -> Starlette:
+               channels_per_backend: int = 1, trusted_proxies: Sequence[str] = ()) -> Starlette:
     """The gateway for the services in ``backends``: {service full name: "host:port"}, with
-    ``channels_per_backend`` connections to each (the services' AOS_WORKERS)."""
+    ``channels_per_backend`` connections to each (the services' AOS_WORKERS).
+    ``trusted_proxies`` (AOS_TRUSTED_PROXIES): whose X-Forwarded-For names the client (gateway.clients)."""
+    trusted = clients.networks(trusted_proxies)
     table = RouteTable.from_services(service_descriptor(name) for name in backends)
     document = openapi.build(table)
     channels = Backends(backends, max_message_bytes, channels_per_backend)
@@ -188,6 +190,9 @@ def create_app(backends: Mapping[str, str], *, max_message_bytes: int = 8 * 1024
         tracing.name_route(request.method, route.template.template)
         message = transcode.build_request(route, variables, query, await _body(request))
         metadata, timeout = transcode.call_options(request.headers, request.state.request_id)
+        metadata += tuple(clients.client_metadata(request.client.host if request.client else None,
+                                                  request.headers.getlist("x-forwarded-for"),
+                                                  request.headers.get("user-agent"), trusted))
         if route.is_download:
             return await download_response(channels.stream(route.method), route, message, metadata, timeout)
         renderer = renderers.get(route.method.full_name)

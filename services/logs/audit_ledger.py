@@ -27,7 +27,9 @@ DESCRIPTOR = pb.DESCRIPTOR.services_by_name["AuditLedgerService"]
 # The O1–O3 panels are the ledger restricted to their event categories.
 IDENTITY = ("ActorLoggedIn", "ActorLoggedOut", "ApiKeyCreated", "ApiKeyRevoked")
 AUTHORIZATION = ("AccessGranted", "AccessDenied")
-ACCESS = ("EvidenceExported",)
+# O3, "log views and exports": the reads of evidence the services record (aos_runtime.access:
+# access decisions about evidence, where O2 has every access decision) and the exports.
+ACCESS = (*evidence.ACCESS_EVENTS, "EvidenceExported")
 INTEGRITY_DEFAULT, INTEGRITY_MAX = 10_000, 100_000
 
 # The ledger's lists: the full one and the three category views share one page walk.
@@ -62,22 +64,26 @@ class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
                        pb.ListAuditEntriesRequest.DESCRIPTOR.fields_by_name["actor_type"].enum_type, "actor_type")
         actor_id = r.optional_text(request.actor_id, "actor_id")
         correlation = r.optional_text(request.correlation_id, "correlation_id")
+        entity_id = r.optional_text(request.entity_id, "entity_id")
         start, end = r.time_range(request)
         limit = r.page_size(request.page_size)
         r.done()
         filters = store.AuditFilters(event_types=(event,) if event else (), entity_type=entity, actor_type=actor,
                                      actor_id=actor_id, correlation_id=correlation, created_after=start,
-                                     created_before=end)
+                                     created_before=end, entity_id=entity_id,
+                                     success=request.success if request.HasField("success") else None)
         return await self._list(request, "audit", filters, limit, pb.ListAuditEntriesResponse)
 
     async def _category(self, request: _CategoryRequest, list_name: str, events: tuple[str, ...],
-                        response_cls: type[_ListResponse]) -> wire.Encoded[_ListResponse]:
+                        response_cls: type[_ListResponse], entities: tuple[str, ...] = ()
+                        ) -> wire.Encoded[_ListResponse]:
         r = Request()
         actor_id = r.optional_text(request.actor_id, "actor_id")
         start, end = r.time_range(request)
         limit = r.page_size(request.page_size)
         r.done()
-        filters = store.AuditFilters(event_types=events, actor_id=actor_id, created_after=start, created_before=end)
+        filters = store.AuditFilters(event_types=events, actor_id=actor_id, created_after=start, created_before=end,
+                                     entity_types=entities)
         return await self._list(request, list_name, filters, limit, response_cls)
 
     async def ListIdentityEvents(self, request: pb.ListIdentityEventsRequest,
@@ -92,7 +98,8 @@ class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
 
     async def ListAccessEvents(self, request: pb.ListAccessEventsRequest,
                                context: grpc.aio.ServicerContext) -> wire.Encoded[pb.ListAccessEventsResponse]:
-        return await self._category(request, "audit.access", ACCESS, pb.ListAccessEventsResponse)
+        return await self._category(request, "audit.access", ACCESS, pb.ListAccessEventsResponse,
+                                    evidence.EVIDENCE_ENTITIES)
 
     async def GetAuditEntry(self, request: pb.GetAuditEntryRequest,
                             context: grpc.aio.ServicerContext) -> wire.Encoded[pb.GetAuditEntryResponse]:

@@ -122,7 +122,10 @@ class AuditLedgerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListAccessEvents(self, request, context):
-        """O3: access to evidence (EvidenceExported).
+        """O3: access to evidence — log views, granted and refused (AccessGranted and
+        AccessDenied about a run, system records, an audit entry or an export: every
+        call of an RPC declaring (aos.evidence.v1.access) records one) and exports
+        (EvidenceExported). O2 lists every access decision, these included.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
