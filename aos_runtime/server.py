@@ -73,6 +73,36 @@ class Servicer:
     background: Callable[[], Coroutine[Any, Any, None]] | None = None
 
 
+def _pass_bytes(serialize: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
+    """A response serializer that hands an answer already in its wire form (bytes: issue #22's
+    stored forms, aos_evidence.wire) to grpc as it is, and serializes a message as usual."""
+    def serializer(response: Any) -> bytes:
+        return response if isinstance(response, bytes) else serialize(response)
+    return serializer
+
+
+def preserialized(descriptor: descriptor_mod.ServiceDescriptor) -> Callable[[Any, grpc.aio.Server], None]:
+    """An ``add_to_server`` for ``descriptor``'s servicer, like protoc's ``add_…_to_server``,
+    whose handlers may answer with the response's bytes instead of the message."""
+    from google.protobuf import message_factory
+
+    def add(implementation: Any, server: grpc.aio.Server) -> None:
+        handlers = {}
+        for method in descriptor.methods:
+            request = message_factory.GetMessageClass(method.input_type)
+            response = message_factory.GetMessageClass(method.output_type)
+            if method.client_streaming:
+                raise ValueError(f"{method.full_name}: client streams are not in the contract")
+            make = grpc.unary_stream_rpc_method_handler if method.server_streaming else \
+                grpc.unary_unary_rpc_method_handler
+            handlers[method.name] = make(getattr(implementation, method.name),
+                                         request_deserializer=request.FromString,
+                                         response_serializer=_pass_bytes(response.SerializeToString))
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(descriptor.full_name, handlers),))
+        server.add_registered_method_handlers(descriptor.full_name, handlers)
+    return add
+
+
 def heavy_methods(descriptors) -> frozenset[str]:
     """``/pkg.Service/Method`` of every RPC whose proto declares ``(aos.evidence.v1.heavy) = true``.
 

@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message as AsgiMessage, Receive, Scope, Sen
 from aos_runtime import channels, errors, metrics, tracing
 from aos_runtime.headers import WAL_POSITION_HEADER
 from aos_runtime.observability import request_id
-from gateway import clients, console, openapi, transcode
+from gateway import clients, console, openapi, stored_json, transcode
 from gateway.backends import service_descriptor
 from gateway.routes import MethodNotAllowed, Route, RouteNotFound, RouteTable
 
@@ -82,6 +82,11 @@ class Backends:
 
     def unary(self, method: MethodDescriptor) -> grpc.aio.UnaryUnaryMultiCallable[Message, Message]:
         return self._channel(method).unary_unary(_rpc_path(method), **_serializers(method))
+
+    def unary_bytes(self, method: MethodDescriptor) -> grpc.aio.UnaryUnaryMultiCallable[Message, bytes]:
+        """A call whose answer is handed over as its bytes (gateway.stored_json renders it)."""
+        return self._channel(method).unary_unary(_rpc_path(method), request_serializer=_serializers(method)[
+            "request_serializer"])
 
     def stream(self, method: MethodDescriptor) -> grpc.aio.UnaryStreamMultiCallable[Message, Message]:
         return self._channel(method).unary_stream(_rpc_path(method), **_serializers(method))
@@ -158,6 +163,8 @@ def create_app(backends: Mapping[str, str], *, max_message_bytes: int = 8 * 1024
     table = RouteTable.from_services(service_descriptor(name) for name in backends)
     document = openapi.build(table)
     channels = Backends(backends, max_message_bytes, channels_per_backend)
+    renderers = {method.full_name: stored_json.Renderer(method) for name in backends
+                 for method in service_descriptor(name).methods if stored_json.renders(method)}
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "SERVING"})
@@ -188,6 +195,16 @@ def create_app(backends: Mapping[str, str], *, max_message_bytes: int = 8 * 1024
                                                   request.headers.get("user-agent"), trusted))
         if route.is_download:
             return await download_response(channels.stream(route.method), route, message, metadata, timeout)
+        renderer = renderers.get(route.method.full_name)
+        if renderer is not None:  # the Logs lists: the same body, items' JSON from the store
+            raw = channels.unary_bytes(route.method)(message, metadata=metadata, timeout=timeout)
+            try:
+                data = await raw
+            except grpc.aio.AioRpcError as exc:
+                return _rpc_error(exc)
+            return Response(renderer.body(data), media_type="application/json",
+                            headers={**_echoed_request_id(await raw.trailing_metadata()),
+                                     **_wal_position(await raw.initial_metadata())})
         call = channels.unary(route.method)(message, metadata=metadata, timeout=timeout)
         try:
             reply = await call

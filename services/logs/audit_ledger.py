@@ -9,16 +9,17 @@ import grpc
 
 from aos.evidence.v1 import integrity_pb2
 from aos.logs.v1 import audit_ledger_service_pb2 as pb, audit_ledger_service_pb2_grpc as pb_grpc
-from aos_evidence import queries as evidence
+from aos_evidence import queries as evidence, wire
 from aos_evidence.messages import audit_entry, export_message, struct
 from aos_recording import retention, tlog, verify
 from aos_runtime import auth, errors, faults
 from aos_runtime.evidence import timestamp
+from aos_runtime.keyset import Page
 from aos_runtime.pagination import Listing
 from aos_runtime.server import ServiceContext
 from aos_runtime.validation import Request
 from services.logs import store
-from services.logs.messages import answer_metadata, kept_checkpoint, ledger_leaf
+from services.logs.messages import answer_metadata, kept_checkpoint, ledger_leaf, list_answer
 
 DESCRIPTOR = pb.DESCRIPTOR.services_by_name["AuditLedgerService"]
 
@@ -46,15 +47,14 @@ class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
         return Listing.of(self.ctx.page_tokens, auth.principal().tenant_id, list_name, filters)
 
     async def _list(self, request: _ListRequest, list_name: str, filters: store.AuditFilters, limit: int,
-                    response_cls: type[_ListResponse]) -> _ListResponse:
+                    response_cls: type[_ListResponse]) -> wire.Encoded[_ListResponse]:
+        """The answer's wire form (aos_evidence.wire): the page read now, its entries' stored encodings."""
         listing = self._listing(list_name, filters)
         page = await listing.fetch(self.ctx.db, request.page_token, store.list_audit_entries, filters, limit=limit)
-        entries = [audit_entry(r) for r in page.rows]
-        return listing.answer(response_cls, page, entries=entries,
-                              metadata=answer_metadata(listing.tenant_id, "audit_ledger", entries))
+        return audit_list_answer(listing, page, response_cls)
 
     async def ListAuditEntries(self, request: pb.ListAuditEntriesRequest,
-                               context: grpc.aio.ServicerContext) -> pb.ListAuditEntriesResponse:
+                               context: grpc.aio.ServicerContext) -> wire.Encoded[pb.ListAuditEntriesResponse]:
         r = Request()
         event = r.enum(request.event_type, pb.ListAuditEntriesRequest.DESCRIPTOR.fields_by_name["event_type"].enum_type,
                        "event_type")
@@ -75,7 +75,8 @@ class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
         return await self._list(request, "audit", filters, limit, pb.ListAuditEntriesResponse)
 
     async def _category(self, request: _CategoryRequest, list_name: str, events: tuple[str, ...],
-                        response_cls: type[_ListResponse], entities: tuple[str, ...] = ()) -> _ListResponse:
+                        response_cls: type[_ListResponse], entities: tuple[str, ...] = ()
+                        ) -> wire.Encoded[_ListResponse]:
         r = Request()
         actor_id = r.optional_text(request.actor_id, "actor_id")
         start, end = r.time_range(request)
@@ -86,21 +87,22 @@ class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
         return await self._list(request, list_name, filters, limit, response_cls)
 
     async def ListIdentityEvents(self, request: pb.ListIdentityEventsRequest,
-                                 context: grpc.aio.ServicerContext) -> pb.ListIdentityEventsResponse:
+                                 context: grpc.aio.ServicerContext) -> wire.Encoded[pb.ListIdentityEventsResponse]:
         return await self._category(request, "audit.identity", IDENTITY, pb.ListIdentityEventsResponse)
 
-    async def ListAuthorizationDecisions(self, request: pb.ListAuthorizationDecisionsRequest,
-                                         context: grpc.aio.ServicerContext) -> pb.ListAuthorizationDecisionsResponse:
+    async def ListAuthorizationDecisions(
+            self, request: pb.ListAuthorizationDecisionsRequest,
+            context: grpc.aio.ServicerContext) -> wire.Encoded[pb.ListAuthorizationDecisionsResponse]:
         return await self._category(request, "audit.authorization", AUTHORIZATION,
                                     pb.ListAuthorizationDecisionsResponse)
 
     async def ListAccessEvents(self, request: pb.ListAccessEventsRequest,
-                               context: grpc.aio.ServicerContext) -> pb.ListAccessEventsResponse:
+                               context: grpc.aio.ServicerContext) -> wire.Encoded[pb.ListAccessEventsResponse]:
         return await self._category(request, "audit.access", ACCESS, pb.ListAccessEventsResponse,
                                     evidence.EVIDENCE_ENTITIES)
 
     async def GetAuditEntry(self, request: pb.GetAuditEntryRequest,
-                            context: grpc.aio.ServicerContext) -> pb.GetAuditEntryResponse:
+                            context: grpc.aio.ServicerContext) -> wire.Encoded[pb.GetAuditEntryResponse]:
         r = Request()
         entry_id = r.resource_id(request.entry_id, "entry_id")
         r.done()
@@ -108,9 +110,8 @@ class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
         row = await self.ctx.db.run(tenant, store.get_audit_entry, tenant, entry_id)
         if row is None:
             raise errors.not_found(errors.Resource.AUDIT_ENTRY, entry_id)
-        entry = audit_entry(row)
-        return pb.GetAuditEntryResponse(metadata=entry.metadata, entry=entry, before_state=struct(row["before_state"]),
-                                        after_state=struct(row["after_state"]))
+        return wire.Encoded[pb.GetAuditEntryResponse](
+            wire.forms.encoded("audit.get", tenant, row, get_audit_entry_response))
 
     async def GetIntegrityReport(self, request: pb.GetIntegrityReportRequest,
                                  context: grpc.aio.ServicerContext) -> pb.GetIntegrityReportResponse:
@@ -231,6 +232,19 @@ class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
         tenant = listing.tenant_id
         return await self.ctx.db.run(tenant, _leaves, listing, log, max(request.from_seq, 1), request.to_seq,
                                      cursor, limit)
+
+
+def audit_list_answer(listing: Listing, page: Page, response_cls: type[_ListResponse],
+                      now: datetime | None = None) -> wire.Encoded[_ListResponse]:
+    """A ledger list's answer (the full list and the three category views) as bytes."""
+    return list_answer(listing, page, response_cls, "entries", "audit", audit_entry, "audit_ledger", now)
+
+
+def get_audit_entry_response(row: Mapping[str, Any]) -> pb.GetAuditEntryResponse:
+    """GetAuditEntry's whole answer: a function of the entry's row alone (kept as a wire form)."""
+    entry = audit_entry(row)
+    return pb.GetAuditEntryResponse(metadata=entry.metadata, entry=entry, before_state=struct(row["before_state"]),
+                                    after_state=struct(row["after_state"]))
 
 
 def _verify_range(conn, tenant: str, start: int, to_seq: int | None, budget: int):

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 
 from aos_evidence import queries as evidence
 from aos_evidence.queries import AUDIT_SELECT, RUN_FROM, RUN_SELECT, AuditFilters, system_clauses
+from aos_runtime.db import fetch_rows, fetch_value
 from aos_runtime.keyset import Page, after_clause, count_total, cut, keyset_page, where
 from aos_runtime.rows import all_of, first_of, one_of
 
@@ -37,16 +38,16 @@ def ledger_size(conn: Connection, tenant_id: str) -> int:
     trigger assigns seq gapless under the tenant's lock, nothing deletes an entry, and
     retention drops only a chain's beginning (below the retention anchor); a gap made
     past those guarantees is what the integrity report exists to show."""
-    return conn.execute(text(
-        "SELECT coalesce((SELECT seq FROM audit_ledger WHERE tenant_id = :t ORDER BY seq DESC LIMIT 1)"
-        " - (SELECT seq FROM audit_ledger WHERE tenant_id = :t ORDER BY seq LIMIT 1) + 1, 0)"),
-        {"t": tenant_id}).scalar_one()
+    return fetch_value(conn,
+                       "SELECT coalesce((SELECT seq FROM audit_ledger WHERE tenant_id = :t ORDER BY seq DESC LIMIT 1)"
+                       " - (SELECT seq FROM audit_ledger WHERE tenant_id = :t ORDER BY seq LIMIT 1) + 1, 0)",
+                       {"t": tenant_id})
 
 
 def get_audit_entry(conn: Connection, tenant_id: str, entry_id: str) -> Mapping[str, Any] | None:
-    return first_of(conn.execute(text(AUDIT_SELECT.format(extra=", a.before_state, a.after_state") +
-                             " WHERE a.tenant_id = :tenant AND a.id = :id"),
-                        {"tenant": tenant_id, "id": entry_id}))
+    rows = fetch_rows(conn, AUDIT_SELECT.format(extra=", a.before_state, a.after_state") +
+                      " WHERE a.tenant_id = :tenant AND a.id = :id", {"tenant": tenant_id, "id": entry_id})
+    return rows[0] if rows else None
 
 
 # --- LLM runs ---------------------------------------------------------------------
@@ -131,10 +132,10 @@ def list_system_records(conn: Connection, tenant_id: str, filters: Mapping[str, 
     params = {**params, **cursor, "tenant": tenant_id, "limit": limit + 1}
     branch = "(SELECT s.* FROM {table} s WHERE {scope}" + extra + keyset + \
              " ORDER BY s.created_at DESC, s.id DESC LIMIT :limit)"
-    rows = all_of(conn.execute(text(
+    rows = fetch_rows(conn,
         f"SELECT * FROM ({branch.format(table='system_records', scope='s.tenant_id = :tenant')} UNION ALL "
-        f"{branch.format(table='platform_records', scope='true')}) u ORDER BY created_at DESC, id DESC LIMIT :limit"),
-        params))
+        f"{branch.format(table='platform_records', scope='true')}) u ORDER BY created_at DESC, id DESC LIMIT :limit",
+        params)
     own = count_total(conn, "system_records s", "s.tenant_id = :tenant" + extra, params)
     shared = count_total(conn, "platform_records s", "true" + extra, params)
     return cut(rows, limit, own[0] + shared[0], own[1] or shared[1])
