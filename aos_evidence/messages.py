@@ -15,6 +15,7 @@ from google.protobuf import json_format, struct_pb2
 from aos.evidence.v1 import bundle_pb2, evidence_pb2, records_pb2 as evidence_records, sources_pb2
 from aos.logs.v1 import llm_runs_service_pb2 as runs_pb, records_pb2
 from aos_evidence.kinds import BundleType, ExportFormat, ExportScope
+from aos_evidence.queries import ACCESS_DENIED, ACCESS_EVENTS
 from aos_recording import dsse
 from aos_recording.hashing import canonical_json
 from aos_runtime.evidence import Evidence, actor_fields, metadata, timestamp
@@ -35,7 +36,9 @@ SEVERITIES = canonical_values(evidence_records.SystemSeverity)
 CAUSES = canonical_values(evidence_records.CausedBy)
 
 DOMAIN_OF_ENTITY = {"POLICY_RULE": "POLICY", "POLICY_PROPOSAL": "POLICY", "LIMIT": "POLICY",
-                    "INCIDENT": "INCIDENTS", "ACTOR": "SYSTEM", "API_KEY": "SYSTEM", "LOG_EXPORT": "LOGS"}
+                    "INCIDENT": "INCIDENTS", "ACTOR": "SYSTEM", "API_KEY": "SYSTEM", "LOG_EXPORT": "LOGS",
+                    # the resources of access entries: reads of the Logs domain's evidence
+                    "LLM_RUN": "LOGS", "SYSTEM_RECORD": "LOGS", "AUDIT_ENTRY": "LOGS"}
 
 
 def audit_evidence(row: Mapping[str, Any]) -> Evidence:
@@ -49,7 +52,8 @@ def audit_evidence(row: Mapping[str, Any]) -> Evidence:
         incidents.add(entity_id)
     return Evidence(tenant_id=row["tenant_id"], occurred_at=row["created_at"], recorded_at=row["recorded_at"],
                     source_domain=DOMAIN_OF_ENTITY[entity], source_component="audit_ledger",
-                    origin=row["actor_type"], run_id=row["run_id"], trace_id=row["trace_id"],
+                    origin=row["actor_type"],
+                    run_id=row["run_id"] or (entity_id if entity == "LLM_RUN" else None), trace_id=row["trace_id"],
                     policy_ids=tuple(policies), incident_ids=tuple(incidents),
                     export_id=entity_id if entity == "LOG_EXPORT" else None,
                     correlation_id=row["correlation_id"], checksum=row["content_hash"],
@@ -58,7 +62,12 @@ def audit_evidence(row: Mapping[str, Any]) -> Evidence:
 
 def audit_entry(row: Mapping[str, Any]) -> records_pb2.AuditEntry:
     optional = {name: row[name] for name in ("actor_id", "action_reason", "correlation_id") if row[name] is not None}
+    if row["event_type"] in ACCESS_EVENTS:
+        # An access entry's client and outcome, from its after_state (which its content hash covers).
+        optional.update({name: row[f"state_{name}"] for name in ("ip_address", "user_agent", "failure_reason", "rpc")
+                         if row.get(f"state_{name}") is not None})
     return records_pb2.AuditEntry(
+        success=row["event_type"] != ACCESS_DENIED,
         metadata=metadata(audit_evidence(row)), id=row["id"], seq=row["seq"], event_type=EVENTS[row["event_type"]],
         entity_type=ENTITIES[row["entity_type"]], entity_id=row["entity_id"], actor_type=ACTORS[row["actor_type"]],
         created_at=timestamp(row["created_at"]), content_hash=bytes(row["content_hash"]).hex(),

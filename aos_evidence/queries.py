@@ -23,6 +23,12 @@ from aos_evidence.kinds import ExportScope
 from aos_runtime.keyset import Page, keyset_page, where
 from aos_runtime.rows import all_of, first_of
 
+# The one entry whose action did not succeed: a refused read (aos_runtime.access).
+ACCESS_DENIED = "AccessDenied"
+ACCESS_EVENTS = ("AccessGranted", ACCESS_DENIED)
+# What a read of evidence is about (aos_runtime.access; migration 0019 admits no other).
+EVIDENCE_ENTITIES = ("LLM_RUN", "SYSTEM_RECORD", "AUDIT_ENTRY", "LOG_EXPORT")
+
 
 @dataclass(frozen=True)
 class AuditFilters:
@@ -33,10 +39,15 @@ class AuditFilters:
     correlation_id: str | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    entity_id: str | None = None
+    success: bool | None = None  # False: the refusals (AccessDenied); True: every other entry
+    entity_types: tuple[str, ...] = ()
 
     def where(self) -> tuple[str, dict[str, Any]]:
         return where("a.tenant_id = :tenant", [
             ("a.event_type", "= ANY", self.event_types), ("a.entity_type", "=", self.entity_type),
+            ("a.entity_id", "=", self.entity_id), ("a.entity_type", "= ANY", self.entity_types),
+            ("a.event_type", "<>" if self.success else "=", None if self.success is None else ACCESS_DENIED),
             ("a.actor_type", "=", self.actor_type), ("a.actor_id", "=", self.actor_id),
             ("a.correlation_id", "=", self.correlation_id), ("a.created_at", ">=", self.created_after),
             ("a.created_at", "<", self.created_before)])
@@ -54,7 +65,9 @@ SELECT a.id, a.tenant_id, a.seq, a.event_type, a.entity_type, a.entity_id, a.act
        coalesce(a.after_state ->> 'run_id', a.before_state ->> 'run_id', tr.run_id) AS run_id,
        coalesce(a.after_state ->> 'policy_id', a.before_state ->> 'policy_id') AS state_policy_id,
        coalesce(a.after_state ->> 'incident_id', a.before_state ->> 'incident_id') AS state_incident_id,
-       tr.trace_id, tr.violation_policy_id, tr.incident_id AS trace_incident_id{extra}
+       tr.trace_id, tr.violation_policy_id, tr.incident_id AS trace_incident_id,
+       a.after_state ->> 'ip_address' AS state_ip_address, a.after_state ->> 'user_agent' AS state_user_agent,
+       a.after_state ->> 'failure_reason' AS state_failure_reason, a.after_state ->> 'rpc' AS state_rpc{extra}
 FROM audit_ledger a
 CROSS JOIN LATERAL (
     SELECT coalesce(a.after_state ->> 'run_id', a.before_state ->> 'run_id', a.correlation_id) AS run_key OFFSET 0) k
@@ -68,6 +81,25 @@ LEFT JOIN LATERAL (
 def ledger_head(conn: Connection, tenant_id: str) -> Mapping[str, Any] | None:
     return first_of(conn.execute(text("SELECT seq, chain_hash, created_at, recorded_at FROM audit_ledger "
                                       "WHERE tenant_id = :t ORDER BY seq DESC LIMIT 1"), {"t": tenant_id}))
+
+
+def tlog_stored_hashes(conn: Connection, tenant_id: str, log: str, indexes: Sequence[int]
+                       ) -> list[Mapping[str, Any]]:
+    """The rows of a transparency log's stored hashes at ``indexes`` (Go sumdb/tlog stored-hash
+    indexes, migration 0013) that the log holds, in the order of ``indexes``, with their entry
+    columns for leaves: one query.
+
+    One probe of the whole primary key per index (a LATERAL subquery with LIMIT is never
+    flattened into a join), not ``hash_index = ANY(:idx)``: with statistics taken while the
+    tenant's log was small (after a bulk load, before autovacuum's next analyze; on
+    PostgreSQL 15 in the tree trigger) the planner scans the tenant's whole log with the
+    array as a filter, O(n) per read (migration 0018)."""
+    return all_of(conn.execute(text(
+        "SELECT t.hash_index, t.hash, t.tree_size, t.entry_id, t.leaf_data, t.created_at, t.recorded_at "
+        "FROM unnest(CAST(:idx AS bigint[])) WITH ORDINALITY AS w(i, k) CROSS JOIN LATERAL ("
+        "SELECT * FROM tlog_hashes h WHERE h.tenant_id = :t AND h.log = :log AND h.hash_index = w.i LIMIT 1) t "
+        "ORDER BY w.k"),
+        {"t": tenant_id, "log": log, "idx": list(indexes)}))
 
 
 def ledger_stats(conn: Connection) -> tuple[int, float | None]:

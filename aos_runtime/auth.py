@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import base64
 import contextvars
+import hashlib
 import json
 import re
+import threading
 import time
 import unicodedata
 from collections.abc import Sequence
@@ -45,6 +47,11 @@ _LOOKALIKE_CATEGORIES = frozenset({"Co", "Cn", "Zs"})
 _IGNORABLE_RANGES = ((0x034F, 0x034F), (0x115F, 0x1160), (0x17B4, 0x17B5), (0x180B, 0x180F), (0x3164, 0x3164),
                      (0xFE00, 0xFE0F), (0xFFA0, 0xFFA0), (0xE0100, 0xE01EF))
 _HEADER_STRINGS = ("alg", "kid", "typ")
+# Verified tokens kept per process (by SHA-256 of the token): a caller sends the same token
+# with every call, and verifying it (header checks, HMAC or EdDSA, claims, the actor's
+# Unicode checks) costs ~0.1 ms of a call's CPU. 4,096 distinct live tokens per process is
+# far more than the callers of one instance; past that the oldest are verified again.
+TOKEN_CACHE_SIZE = 4096
 DEV_SECRET_NAME = "jwt-secret"  # the development HS256 secret under AOS_DATA_DIR/secrets/ (local_state)
 
 
@@ -114,6 +121,12 @@ class TokenVerifier:
         self.audience = audience
         self.issuer = issuer
         self.max_lifetime_s = max_lifetime_s
+        # digest -> (principal, exp): only tokens that verified in full, under this
+        # verifier's keys (a key change is a new verifier, an empty cache). A failure is
+        # never kept: every invalid token pays the whole verification.
+        self._verified: dict[bytes, tuple[Principal, int]] = {}
+        self._lock = threading.Lock()
+        self.cache_size = TOKEN_CACHE_SIZE
 
     @classmethod
     def from_settings(cls, settings: Settings, *, secret: str | None = None) -> TokenVerifier:
@@ -128,7 +141,29 @@ class TokenVerifier:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthError("CREDENTIALS_MALFORMED", "authorization must be 'Bearer <JWT>'")
-        _check_header(token.strip())
+        token = token.strip()
+        digest = hashlib.sha256(token.encode()).digest()
+        known = self._verified.get(digest)
+        if known is not None:
+            principal, exp = known
+            # Its signature and claims verified before; its expiry is time's, checked on every
+            # call with the same leeway as PyJWT's (an expired token fails as it did uncached).
+            if time.time() < exp + LEEWAY_S:  # PyJWT: expired when exp <= now - leeway
+                return principal
+            with self._lock:
+                self._verified.pop(digest, None)
+            raise AuthError("TOKEN_EXPIRED", "the bearer token has expired")
+        principal, exp = self._verify_in_full(token)
+        with self._lock:
+            if len(self._verified) >= self.cache_size:
+                # Oldest first (a dict keeps insertion order): bounded whatever callers send.
+                del self._verified[next(iter(self._verified))]
+            self._verified[digest] = (principal, exp)
+        return principal
+
+    def _verify_in_full(self, token: str) -> tuple[Principal, int]:
+        """The token's principal and expiry, or AuthError: header, signature, claims, lifetime."""
+        _check_header(token)
         try:
             header = jwt.get_unverified_header(token.strip())
         except jwt.PyJWTError:
@@ -156,7 +191,7 @@ class TokenVerifier:
         except jwt.PyJWTError as exc:
             raise AuthError("TOKEN_INVALID", f"the bearer token is invalid: {exc}") from None
         self._check_lifetime(claims)
-        return _principal_from(claims)
+        return _principal_from(claims), claims["exp"]
 
     def _check_lifetime(self, claims: dict[str, Any]) -> None:
         # PyJWT accepts any int()-able exp/iat ("123", 1.5): a token's times are JSON integers here.

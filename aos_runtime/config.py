@@ -5,6 +5,7 @@ table, the compose file check and ``Settings.from_env`` all read that one list.
 """
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 from collections.abc import Mapping
@@ -99,6 +100,18 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("AOS_EXPORT_STORED_BYTES_PER_TENANT", str(20 * 1024 ** 3),
            "Artifact bytes one tenant's recorded exports may hold in all (default 20 GiB); an export that would "
            "pass it is refused with RESOURCE_EXHAUSTED EXPORT_STORAGE_QUOTA and QuotaFailure. 0: no limit."),
+    EnvVar("AOS_ACCESS_RECORDING", "1",
+           "Record every read of a piece of evidence (the RPCs declaring aos.evidence.v1.access) as an "
+           "AccessGranted / AccessDenied entry in the caller's audit ledger. Off only to measure its cost."),
+    EnvVar("AOS_ACCESS_RECORD_LISTS", "0",
+           "Record list pages (ListLlmRuns, ListAuditEntries, …) as access entries too; off: only views by id."),
+    EnvVar("AOS_ACCESS_FLUSH_MS", "200",
+           "Milliseconds between writes of the buffered access entries (or sooner at 500): what a crash of a "
+           "service process can lose (RELIABILITY.md); a SIGTERM writes them all."),
+    EnvVar("AOS_TRUSTED_PROXIES", None,
+           "Addresses or CIDR blocks (comma-separated) of proxies whose client address is believed: the gateway "
+           "takes X-Forwarded-For only from them, the services the gateway's x-aos-client-ip only from them. "
+           "Unset: the connection's own peer is the client (REST calls then record the gateway's address)."),
     EnvVar("AOS_TOKEN", None, "Bearer token the aos-evidence CLI sends (else it mints a development one)."),
     EnvVar("AOS_DB_POOL_SIZE", "10", "Connections per service process."),
     EnvVar("AOS_WORKERS", "1",
@@ -114,6 +127,10 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("AOS_QUEUE_BUDGET_S", "0.25",
            "Longest a light call waits to start (its deadline, if sooner, wins), counting the time it waited in "
            "gRPC's own queue while the process was saturated (its event loop's lag); seconds, fractions allowed."),
+    EnvVar("AOS_SHED_LAG_S", "0.01",
+           "When a service process's event loop runs this late (seconds) and a call could not start at once, "
+           "the call is refused before any other work (RESOURCE_EXHAUSTED SERVER_OVERLOADED with RetryInfo), "
+           "so that a saturated process answers refusals fast instead of queueing them unseen. 0: off."),
     EnvVar("AOS_HEAVY_CONCURRENCY", "2",
            "Heavy calls (the RPCs whose proto declares `heavy`: CreateExport, DownloadExport, VerifyExport, "
            "GetIntegrityReport) one service process runs at once, on a database pool of as many connections of "
@@ -125,6 +142,11 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("AOS_HEAVY_QUEUE_BUDGET_S", "10",
            "Longest a heavy call waits to start (its deadline, if sooner, wins), else RESOURCE_EXHAUSTED "
            "(TENANT_HEAVY_LIMIT or SERVER_OVERLOADED) with RetryInfo and QuotaFailure."),
+    EnvVar("AOS_DOWNLOADS_PER_TENANT", "4",
+           "Downloads (DownloadExport) of one tenant a service process streams at once. A download is admitted "
+           "as heavy work only to start; then it holds one of these instead, reading one chunk per short "
+           "transaction, so a slow reader holds no heavy slot or connection. One more is refused at once "
+           "(TENANT_HEAVY_LIMIT with RetryInfo)."),
     EnvVar("AOS_HEAVY_ISOLATION", "on",
            "`off` only to diagnose: heavy calls are then admitted as light ones, on the shared pool, with no "
            "per-tenant limit (the fairness tests show what that costs another tenant)."),
@@ -180,15 +202,26 @@ def _int(env: Mapping[str, str], name: str, *, minimum: int = 0) -> int:
     return value
 
 
-def _seconds(env: Mapping[str, str], name: str) -> float:
+def _seconds(env: Mapping[str, str], name: str, *, zero: bool = False) -> float:
+    """A positive number of seconds (``zero``: 0 too, which means off)."""
     raw = _get(env, name)
     try:
         value = float(raw)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name} must be a positive number of seconds, got {raw!r}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        raise ConfigError(f"{name} must be a {'non-negative' if zero else 'positive'} number of seconds, got {raw!r}")
     return value
+
+
+def _networks(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    parts = tuple((_get(env, name) or "").replace(",", " ").split())
+    for part in parts:
+        try:
+            ipaddress.ip_network(part, strict=False)
+        except ValueError:
+            raise ConfigError(f"{name} must list IP addresses or CIDR blocks, got {part!r}") from None
+    return parts
 
 
 def _bool(env: Mapping[str, str], name: str) -> bool:
@@ -286,11 +319,13 @@ class Settings:
     log_level: str
     max_inflight: int = 32               # AOS_MAX_INFLIGHT (aos_runtime.admission)
     queue_budget_s: float = 0.25         # AOS_QUEUE_BUDGET_S
+    shed_lag_s: float = 0.01             # AOS_SHED_LAG_S
     heavy_concurrency: int = 2           # AOS_HEAVY_CONCURRENCY
     heavy_per_tenant: int = 1            # AOS_HEAVY_PER_TENANT
     heavy_queue_per_tenant: int = 8      # AOS_HEAVY_QUEUE_PER_TENANT
     heavy_queue_budget_s: float = 10.0   # AOS_HEAVY_QUEUE_BUDGET_S
     heavy_isolation: bool = True         # AOS_HEAVY_ISOLATION
+    downloads_per_tenant: int = 4        # AOS_DOWNLOADS_PER_TENANT
     gateway_header_timeout_s: int = 10   # AOS_GATEWAY_HEADER_TIMEOUT_S
     gateway_max_connections: int = 1000  # AOS_GATEWAY_MAX_CONNECTIONS
     log_origin: str = "aos-evidence.local"  # AOS_LOG_ORIGIN
@@ -300,6 +335,10 @@ class Settings:
     metrics_ports: Mapping[str, int] = field(default_factory=lambda: dict.fromkeys(_METRICS, 0))
     export_rate_per_hour: int = 600      # AOS_EXPORT_RATE_PER_HOUR; 0: no limit
     export_stored_bytes_per_tenant: int = 20 * 1024 ** 3  # AOS_EXPORT_STORED_BYTES_PER_TENANT; 0: no limit
+    access_recording: bool = True        # AOS_ACCESS_RECORDING (aos_runtime.access)
+    access_record_lists: bool = False    # AOS_ACCESS_RECORD_LISTS
+    access_flush_ms: int = 200           # AOS_ACCESS_FLUSH_MS
+    trusted_proxies: tuple[str, ...] = ()  # AOS_TRUSTED_PROXIES, networks as written (checked in from_env)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -354,11 +393,13 @@ class Settings:
             log_level=level,
             max_inflight=_int(env, "AOS_MAX_INFLIGHT", minimum=1),
             queue_budget_s=_seconds(env, "AOS_QUEUE_BUDGET_S"),
+            shed_lag_s=_seconds(env, "AOS_SHED_LAG_S", zero=True),
             heavy_concurrency=_int(env, "AOS_HEAVY_CONCURRENCY", minimum=1),
             heavy_per_tenant=_int(env, "AOS_HEAVY_PER_TENANT", minimum=1),
             heavy_queue_per_tenant=_int(env, "AOS_HEAVY_QUEUE_PER_TENANT"),
             heavy_queue_budget_s=_seconds(env, "AOS_HEAVY_QUEUE_BUDGET_S"),
             heavy_isolation=_bool(env, "AOS_HEAVY_ISOLATION"),
+            downloads_per_tenant=_int(env, "AOS_DOWNLOADS_PER_TENANT", minimum=1),
             gateway_header_timeout_s=_int(env, "AOS_GATEWAY_HEADER_TIMEOUT_S", minimum=1),
             gateway_max_connections=_int(env, "AOS_GATEWAY_MAX_CONNECTIONS", minimum=1),
             log_origin=(_get(env, "AOS_LOG_ORIGIN") or "aos-evidence.local").strip(),
@@ -367,4 +408,8 @@ class Settings:
             metrics_ports=_metrics_ports(env, _workers(env)),
             export_rate_per_hour=_int(env, "AOS_EXPORT_RATE_PER_HOUR"),
             export_stored_bytes_per_tenant=_int(env, "AOS_EXPORT_STORED_BYTES_PER_TENANT"),
+            access_recording=_bool(env, "AOS_ACCESS_RECORDING"),
+            access_record_lists=_bool(env, "AOS_ACCESS_RECORD_LISTS"),
+            access_flush_ms=_int(env, "AOS_ACCESS_FLUSH_MS", minimum=1),
+            trusted_proxies=_networks(env, "AOS_TRUSTED_PROXIES"),
         )

@@ -30,17 +30,20 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import os
+import re
 import threading
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import psycopg
 import sqlalchemy.exc
+from psycopg.rows import dict_row
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 
@@ -75,7 +78,48 @@ REPLAY_WAIT_S = 5.0
 _REPLAYED = text("SELECT coalesce(pg_last_wal_replay_lsn() >= CAST(:wanted AS pg_lsn), true), "
                  "pg_last_wal_replay_lsn()::text")
 
-_SCOPE = text("SELECT set_config('aos.tenant_id', :tenant, true), set_config('statement_timeout', :timeout, true)")
+_SCOPE = "SELECT set_config('aos.tenant_id', :tenant, true), set_config('statement_timeout', :timeout, true)"
+
+
+# A text() query's named parameters (":name", not a "::type" cast) as psycopg writes them.
+_NAMED = re.compile(r"(?<![:\w]):(\w+)")
+
+
+@functools.lru_cache(maxsize=512)
+def _driver_sql(sql: str) -> str:
+    """``sql`` in psycopg's placeholder style (``%(name)s``; a literal ``%`` doubled)."""
+    return _NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
+
+
+def _observed(conn: Any) -> bool:
+    return bool(conn.engine.dispatch.before_cursor_execute or conn.engine.dispatch.after_cursor_execute)
+
+
+def fetch_rows(conn: Any, sql: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The rows of a hot read (issue #22) as dicts, through psycopg directly: the same
+    connection and transaction as ``conn`` (so the tenant scope and statement timeout that
+    ``Database.run`` set, and row-level security, apply), without SQLAlchemy's per-statement
+    work (compiling the text() clause, its result machinery, RowMapping): ~25 % of a list call's
+    CPU in bench/profile_audit.py. psycopg prepares a statement run 5 times in a session, as
+    under SQLAlchemy. When anything listens to the engine's statements (tracing's SQL spans; a
+    test or benchmark capturing the SQL it sends), through SQLAlchemy, so that it sees them."""
+    if _observed(conn):
+        return [dict(row) for row in conn.execute(text(sql), params).mappings()]
+    with conn.connection.driver_connection.cursor(row_factory=dict_row) as cursor:
+        cursor.execute(_driver_sql(sql), params)
+        return cursor.fetchall()
+
+
+def fetch_value(conn: Any, sql: str, params: Mapping[str, Any]) -> Any:
+    """The first column of the one row a hot read returns (``fetch_rows``' path)."""
+    if _observed(conn):
+        return conn.execute(text(sql), params).scalar_one()
+    with conn.connection.driver_connection.cursor() as cursor:
+        cursor.execute(_driver_sql(sql), params)
+        row = cursor.fetchone()
+        if row is None or cursor.fetchone() is not None:
+            raise sqlalchemy.exc.NoResultFound("expected exactly one row")  # as scalar_one() would
+        return row[0]
 
 
 class UnsafeDatabaseLogin(ConfigError):
@@ -217,8 +261,10 @@ class Database:
             raise DeadlinePassed()
         return min(self.statement_timeout_ms, remaining)
 
-    async def run(self, tenant_id: str | None, work: Callable[..., T], *args: Any) -> T:
-        """Run ``work(conn, *args)`` in one transaction scoped to ``tenant_id`` (None: no tenant rows)."""
+    async def run(self, tenant_id: str | None, work: Callable[..., T], *args: Any, read_write: bool = False) -> T:
+        """Run ``work(conn, *args)`` in one transaction scoped to ``tenant_id`` (None: no tenant rows).
+        ``read_write``: the transaction may write even in a read-only service's session (its
+        access entries, aos_runtime.access); what it may write is its role's grants' business."""
         deadline, wanted = call_deadline.get(), min_wal_position.get()
         pool = self._heavy if heavy_call.get() and self._heavy is not None else self._light
         running: dict[str, Any] = {}
@@ -234,7 +280,10 @@ class Database:
                 with pool.engine.begin() as conn:
                     running["dbapi"] = conn.connection.dbapi_connection
                     try:
-                        conn.execute(_SCOPE, {"tenant": tenant_id or "", "timeout": timeout_ms})
+                        if read_write:  # before any query: PostgreSQL sets the mode only then
+                            conn.exec_driver_sql("SET TRANSACTION READ WRITE")
+                        # The tenant scope: through psycopg as the hot reads are (fetch_rows).
+                        fetch_rows(conn, _SCOPE, {"tenant": tenant_id or "", "timeout": timeout_ms})
                         if wanted is not None:
                             _await_replay(conn, wanted, deadline)
                         return work(conn, *args)

@@ -16,8 +16,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from aos_runtime.db import fetch_rows, fetch_value
 from aos_runtime.pagination import EXACT_TOTAL_LIMIT
-from aos_runtime.rows import all_of
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def cut(rows: Sequence[Mapping[str, Any]], limit: int, total: int, estimate: boo
 
 
 # Operators where() knows; "IS NULL" takes a bool (True: IS NULL, False: IS NOT NULL).
-_OPERATORS = ("=", ">=", "<", "= ANY", "IS NULL")
+_OPERATORS = ("=", "<>", ">=", "<", "= ANY", "IS NULL")
 
 
 def where(base: str, conditions: Iterable[tuple[str, str, Any]], prefix: str = "f") -> tuple[str, dict[str, Any]]:
@@ -80,8 +80,8 @@ def keyset_page(conn: Connection, select: str, where: str, params: dict[str, Any
     than counting them (the audit ledger's chain span), used instead of the capped count."""
     past, cursor = after_clause(after, keyset)
     params = {**params, **cursor}
-    rows = all_of(conn.execute(text(f"{select} WHERE {where}{past} ORDER BY {order} LIMIT :limit"),
-                        {**params, "limit": limit + 1}))
+    rows = fetch_rows(conn, f"{select} WHERE {where}{past} ORDER BY {order} LIMIT :limit",
+                      {**params, "limit": limit + 1})
     if after is None and len(rows) <= limit:
         # A first page that holds every match is its own count (same filter, same
         # snapshot): no second query.
@@ -95,8 +95,8 @@ def keyset_page(conn: Connection, select: str, where: str, params: dict[str, Any
 
 def count_total(conn: Connection, count_from: str, where: str, params: dict[str, Any]) -> tuple[int, bool]:
     """(count, is_estimate): exact up to EXACT_TOTAL_LIMIT, else the planner's row estimate."""
-    exact = conn.execute(text(f"SELECT count(*) FROM (SELECT 1 FROM {count_from} WHERE {where} LIMIT :cap) s"),
-                         {**params, "cap": EXACT_TOTAL_LIMIT + 1}).scalar_one()
+    exact = fetch_value(conn, f"SELECT count(*) FROM (SELECT 1 FROM {count_from} WHERE {where} LIMIT :cap) s",
+                        {**params, "cap": EXACT_TOTAL_LIMIT + 1})
     if exact <= EXACT_TOTAL_LIMIT:
         return exact, False
     plan = conn.execute(text(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {count_from} WHERE {where}"), params).scalar_one()

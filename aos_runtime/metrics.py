@@ -106,6 +106,19 @@ heavy_refused = _OnFirstUse(Counter("aos_heavy_refused_total",
                                     "Heavy calls refused by admission (RESOURCE_EXHAUSTED), by reason.",
                                     ["service", "reason"], registry=None))
 
+# --- access evidence (aos_runtime.access) -------------------------------------------------------
+access_entries = _OnFirstUse(Counter("aos_access_entries_total",
+                                     "Access entries (AccessGranted/AccessDenied of evidence reads): recorded in "
+                                     "the ledger, or dropped (refused by the database, buffer full, lost at "
+                                     "shutdown; each also logged).", ["service", "outcome"], registry=None))
+access_buffered = _OnFirstUse(Gauge("aos_access_buffered",
+                                    "Access entries noted and not yet written to the ledger.", ["service"],
+                                    registry=None))
+access_flush = _OnFirstUse(Histogram("aos_access_flush_seconds",
+                                     "Seconds one tenant's batch of access entries took to append.", ["service"],
+                                     buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5),
+                                     registry=None))
+
 
 def observe_export(scope: str, format: str, size_bytes: int, seconds: float) -> None:
     """One export committed (services/export)."""

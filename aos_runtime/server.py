@@ -7,11 +7,14 @@ every call, a per-tenant fair queue for the RPCs declared ``heavy``: aos_runtime
 error mapping, request ids
 and a JSON call log, gRPC health (per service, NOT_SERVING while the database is
 unreachable, recovering by itself), server reflection, keepalive and message-size
-limits, and a graceful drain on SIGTERM.
+limits, and a graceful drain on SIGTERM. Reads of evidence (the RPCs declaring
+``aos.evidence.v1.access``) are recorded as access entries in the caller's ledger by the
+call wrapper too (aos_runtime.access), never by a handler.
 """
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import re
@@ -30,6 +33,7 @@ from grpc_reflection.v1alpha import reflection
 
 from aos.evidence.v1 import options_pb2
 from aos_runtime import auth, errors, metrics, tracing
+from aos_runtime.access import AccessRecorder
 from aos_runtime.admission import OPEN, Admission, Permit
 from aos_runtime.config import Settings
 from aos_runtime.db import Database, call_deadline, heavy_call, min_wal_position
@@ -42,6 +46,9 @@ log = logging.getLogger("aos.server")
 
 # Open to every caller: a load balancer or grpcurl needs no token for these.
 OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+# Refusals that are access decisions (recorded as AccessDenied): the caller may not, or the
+# evidence is not there for it (another tenant's id answers NOT_FOUND too, by design).
+ACCESS_DECISIONS = frozenset({grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND})
 # A pg_lsn as PostgreSQL prints it: two hex words.
 _WAL_POSITION = re.compile(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}")
 
@@ -67,6 +74,36 @@ class Servicer:
     # The scope of every method of a service whose protos are another project's (OTLP's
     # TraceService) and so carry no ``required_scope`` option; None: read from the option.
     scope: str | None = None
+
+
+def _pass_bytes(serialize: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
+    """A response serializer that hands an answer already in its wire form (bytes: issue #22's
+    stored forms, aos_evidence.wire) to grpc as it is, and serializes a message as usual."""
+    def serializer(response: Any) -> bytes:
+        return response if isinstance(response, bytes) else serialize(response)
+    return serializer
+
+
+def preserialized(descriptor: descriptor_mod.ServiceDescriptor) -> Callable[[Any, grpc.aio.Server], None]:
+    """An ``add_to_server`` for ``descriptor``'s servicer, like protoc's ``add_…_to_server``,
+    whose handlers may answer with the response's bytes instead of the message."""
+    from google.protobuf import message_factory
+
+    def add(implementation: Any, server: grpc.aio.Server) -> None:
+        handlers = {}
+        for method in descriptor.methods:
+            request = message_factory.GetMessageClass(method.input_type)
+            response = message_factory.GetMessageClass(method.output_type)
+            if method.client_streaming:
+                raise ValueError(f"{method.full_name}: client streams are not in the contract")
+            make = grpc.unary_stream_rpc_method_handler if method.server_streaming else \
+                grpc.unary_unary_rpc_method_handler
+            handlers[method.name] = make(getattr(implementation, method.name),
+                                         request_deserializer=request.FromString,
+                                         response_serializer=_pass_bytes(response.SerializeToString))
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(descriptor.full_name, handlers),))
+        server.add_registered_method_handlers(descriptor.full_name, handlers)
+    return add
 
 
 def heavy_methods(descriptors) -> frozenset[str]:
@@ -97,22 +134,57 @@ def required_scopes(descriptors, given: dict[str, str] | None = None) -> dict[st
     return scopes
 
 
+class CallSlot:
+    """The admission slot a call holds now: released when the call ends, whichever it is then
+    (``continue_as_stream`` swaps a heavy slot for a stream's)."""
+
+    __slots__ = ("admission", "permit", "tenant")
+
+    def __init__(self, admission: Admission | None, tenant: str, permit: Permit) -> None:
+        self.admission, self.tenant, self.permit = admission, tenant, permit
+
+
+_call_slot: contextvars.ContextVar[CallSlot | None] = contextvars.ContextVar("call_slot", default=None)
+
+
+async def continue_as_stream() -> None:
+    """For a streaming call declared heavy whose heavy part is done and whose rest only hands
+    stored bytes on (DownloadExport, once it found the export): its heavy slot is swapped for a
+    stream slot (``AOS_DOWNLOADS_PER_TENANT`` of a tenant at once, none waiting: else
+    RESOURCE_EXHAUSTED TENANT_HEAVY_LIMIT with RetryInfo), and its further transactions run on
+    the light pool — so a slow client holds neither a heavy slot nor a heavy connection for as
+    long as it takes to read. Raises Overloaded (the call then fails before its first message)."""
+    heavy_call.set(False)
+    slot = _call_slot.get()
+    if slot is None or slot.admission is None or slot.admission.streams is None:
+        return
+    stream = await slot.admission.streams.acquire(slot.tenant, call_deadline.get())
+    slot.permit.release()
+    slot.permit = stream
+
+
 class CallPolicy(grpc.aio.ServerInterceptor):
     """Wraps every contract RPC: authenticate, authorise, admit (aos_runtime.admission),
     bound, log, map errors."""
 
     def __init__(self, verifier: auth.TokenVerifier, scopes: dict[str, str], *,
-                 admission: Admission | None = None, heavy: frozenset[str] = frozenset(), service: str = "") -> None:
+                 admission: Admission | None = None, heavy: frozenset[str] = frozenset(), service: str = "",
+                 access: AccessRecorder | None = None) -> None:
         self._service = service  # the metrics' label
         self._verifier = verifier
         self._scopes = scopes
         self._admission = admission
         self._heavy = heavy
+        self._access = access
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
         if handler is None or details.method.startswith(OPEN_PREFIXES):
             return handler
+        if self._admission is not None:
+            refusal = self._admission.shed(details.method in self._heavy)
+            if refusal is not None:
+                return self._shed(handler, details.method, refusal)
         scope = self._scopes.get(details.method)
         if scope is None:  # registered but not in the contract: refuse rather than guess
             scope = "__undeclared__"
@@ -128,23 +200,47 @@ class CallPolicy(grpc.aio.ServerInterceptor):
                 response_serializer=handler.response_serializer)
         return handler
 
-    async def _admit(self, method: str) -> Permit:
+    def _shed(self, handler, method: str, refusal: Overloaded):
+        """A handler that answers the refusal at once (Admission.shed): before the token is
+        checked, so an unauthenticated call is refused the same; one line in the call log."""
+        async def refuse(context) -> None:
+            started = time.monotonic()
+            if method in self._heavy:
+                metrics.heavy_refused.labels(service=self._service, reason="SERVER_OVERLOADED").inc()
+            await self._fail(context, method, refusal, started)
+
+        if handler.unary_unary:
+            async def unary(request, context):
+                await refuse(context)
+            return grpc.unary_unary_rpc_method_handler(unary, request_deserializer=handler.request_deserializer,
+                                                       response_serializer=handler.response_serializer)
+        if handler.unary_stream:
+            async def streaming(request, context):
+                await refuse(context)
+                yield  # pragma: no cover - abort_with_status raised
+            return grpc.unary_stream_rpc_method_handler(streaming, request_deserializer=handler.request_deserializer,
+                                                        response_serializer=handler.response_serializer)
+        return handler
+
+    async def _admit(self, method: str) -> CallSlot:
         """Waits for the call's turn (light or heavy gate); raises Overloaded to refuse it.
         A heavy call admitted through the heavy gate runs its transactions on the heavy pool."""
         if self._admission is None:
-            return OPEN
+            return CallSlot(None, "", OPEN)
         heavy = method in self._heavy and self._admission.heavy is not None
         principal = auth.current_principal.get()
         tenant = principal.tenant_id if principal else ""
         try:
-            permit = await self._admission.gate(heavy).acquire(tenant, call_deadline.get())
+            slot = CallSlot(self._admission, tenant, await self._admission.gate(heavy).acquire(tenant,
+                                                                                             call_deadline.get()))
         except Overloaded as refused:
             if heavy:
                 reason = "TENANT_HEAVY_LIMIT" if refused.tenant_limit else "SERVER_OVERLOADED"
                 metrics.heavy_refused.labels(service=self._service, reason=reason).inc()
             raise
         heavy_call.set(heavy)
-        return permit
+        _call_slot.set(slot)
+        return slot
 
     def _enter(self, context, method: str, scope: str) -> tuple[str, float]:
         """Per-call context: request id, deadline, principal. Raises ApiError to refuse the call."""
@@ -160,12 +256,14 @@ class CallPolicy(grpc.aio.ServerInterceptor):
                 [value for key, value in metadata if key == "authorization"]))
         except auth.AuthError as exc:
             raise errors.unauthenticated(exc.reason, str(exc)) from None
+        # Known before the scope check: a refusal of a verified caller is recorded in its tenant
+        # (access evidence) and logged with it. Handlers only run once every check below passed.
+        auth.current_principal.set(principal)
         if scope not in principal.scopes:
             raise errors.permission_denied(scope)
         allowed = auth.SCOPE_ACTOR_TYPES.get(scope)
         if allowed is not None and principal.actor_type not in allowed:
             raise errors.actor_type_refused(scope, principal.actor_type, allowed)
-        auth.current_principal.set(principal)
         wanted = meta.get(MIN_WAL_POSITION_HEADER)
         if wanted is not None and not _WAL_POSITION.fullmatch(wanted):
             raise errors.invalid_argument(MIN_WAL_POSITION_HEADER, "must be a WAL position as PostgreSQL writes it "
@@ -173,11 +271,39 @@ class CallPolicy(grpc.aio.ServerInterceptor):
         min_wal_position.set(wanted)
         return rid, time.monotonic()
 
-    async def _fail(self, context, method: str, exc: BaseException, started: float) -> None:
+    def _accessed(self, context, method: str, request: Any, *, refused: errors.ApiError | None = None) -> None:
+        """Notes the call's access to evidence when its RPC declares one (aos_runtime.access):
+        granted, or refused for a reason that is an access decision (scope, not found)."""
+        if self._access is None or self._access.rule(method) is None:
+            return
+        principal = auth.current_principal.get()
+        if principal is None:  # no verified caller: no tenant to record it in
+            return
+        if refused is not None and refused.code not in ACCESS_DECISIONS:
+            return
+        self._access.record(method, request, principal, granted=refused is None,
+                            reason=refused.reason if refused is not None else None, peer=context.peer(),
+                            metadata=tuple(context.invocation_metadata() or ()), request_id=request_id.get())
+
+    def _access_room(self, method: str) -> None:
+        """Refuses a read of evidence while its access entry could not be kept: the recorder's
+        buffer is full (the database has not taken its entries for a while). Fail closed — no
+        evidence is read unrecorded — rather than drop entries."""
+        if self._access is not None and self._access.rule(method) is not None and self._access.full:
+            principal = auth.current_principal.get()
+            raise Overloaded(tenant_limit=False, tenant=principal.tenant_id if principal else "",
+                             limit=f"access entries awaiting the ledger (at most {self._access.max_buffered})",
+                             retry_after_s=1.0, message="this read's access entry cannot be recorded now: "
+                             "the entries of earlier reads are still being written; retry shortly")
+
+    async def _fail(self, context, method: str, exc: BaseException, started: float, request: Any = None, *,
+                    record: bool = True) -> None:
         remaining = context.time_remaining()
         error = errors.from_exception(exc, deadline_passed=remaining is not None and remaining <= 0)
         if error.code == grpc.StatusCode.INTERNAL:
             log.error("call failed", exc_info=exc, extra={"method": method})
+        if record:
+            self._accessed(context, method, request, refused=error)
         self._log(method, error.code, started, error.reason)
         rid = request_id.get()
         await context.abort_with_status(error.to_status((("x-request-id", rid),) if rid else ()))
@@ -192,21 +318,23 @@ class CallPolicy(grpc.aio.ServerInterceptor):
     def _unary(self, behavior, method: str, scope: str):
         async def wrapped(request, context):
             started = time.monotonic()
-            permit = OPEN
+            slot = CallSlot(None, "", OPEN)
             try:
                 rid, started = self._enter(context, method, scope)
                 context.set_trailing_metadata((("x-request-id", rid),))
-                permit = await self._admit(method)
+                slot = await self._admit(method)
+                self._access_room(method)
                 result = behavior(request, context)
                 if inspect.isawaitable(result):
                     result = await result
             except (grpc.aio.AbortError, asyncio.CancelledError):
                 raise
             except BaseException as exc:  # noqa: BLE001 - every failure gets a status
-                await self._fail(context, method, exc, started)
+                await self._fail(context, method, exc, started, request)
                 return None
             finally:
-                permit.release()
+                slot.permit.release()
+            self._accessed(context, method, request)
             self._log(method, grpc.StatusCode.OK, started)
             return result
         return wrapped
@@ -214,20 +342,26 @@ class CallPolicy(grpc.aio.ServerInterceptor):
     def _streaming(self, behavior, method: str, scope: str):
         async def wrapped(request, context):
             started = time.monotonic()
-            permit = OPEN
+            slot = CallSlot(None, "", OPEN)
+            first = True
             try:
                 rid, started = self._enter(context, method, scope)
                 context.set_trailing_metadata((("x-request-id", rid),))
-                permit = await self._admit(method)
+                slot = await self._admit(method)
+                self._access_room(method)
                 async for message in behavior(request, context):
+                    if first:  # evidence leaves with the first message: that is the access
+                        self._accessed(context, method, request)
+                        first = False
                     yield message
             except (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit):
                 raise
             except BaseException as exc:  # noqa: BLE001
-                await self._fail(context, method, exc, started)
+                # A failure after the first message: its access is recorded already (granted).
+                await self._fail(context, method, exc, started, request, record=first)
                 return
             finally:
-                permit.release()  # the whole stream held its slot
+                slot.permit.release()  # the slot it holds at the end (continue_as_stream may swap it)
             self._log(method, grpc.StatusCode.OK, started)
         return wrapped
 
@@ -255,8 +389,9 @@ class ServiceServer:
     def __init__(self, name: str, servicers: list[Servicer], db: Database, verifier: auth.TokenVerifier, *,
                  host: str = "127.0.0.1", port: int = 0, max_message_bytes: int = 8 * 1024 * 1024,
                  grace_period_s: float = 10, health_probe_interval_s: float = 2, reuse_port: bool = False,
-                 admission: Admission | None = None) -> None:
+                 admission: Admission | None = None, access: AccessRecorder | None = None) -> None:
         self.name = name
+        self.access = access  # access evidence: started with the server, drained after its calls
         self.db = db
         self.host = host
         self.requested_port = port
@@ -276,8 +411,8 @@ class ServiceServer:
             interceptors=[metrics.RpcMetrics(), *tracing.server_interceptors(),
                           CallPolicy(verifier, required_scopes([s.descriptor for s in servicers],
                                                      {s.descriptor.full_name: s.scope for s in servicers if s.scope}),
-                                     admission=admission,
-                                     heavy=heavy_methods([s.descriptor for s in servicers]), service=name)],
+                                     admission=admission, heavy=heavy_methods([s.descriptor for s in servicers]),
+                                     service=name, access=access)],
             options=server_options(max_message_bytes, reuse_port=reuse_port))
         for servicer in servicers:
             servicer.add_to_server(servicer.implementation, self.server)
@@ -301,6 +436,8 @@ class ServiceServer:
         if self.admission is not None:
             self.admission.lag.start()
         self._probe = asyncio.create_task(self._probe_database(), name=f"{self.name}-health-probe")
+        if self.access is not None:
+            self.access.start()
         self._tasks = [asyncio.create_task(work(), name=f"{self.name}-background-{i}")
                        for i, work in enumerate(self._background)]
         log.info("listening", extra={"service": self.name, "address": f"{self.host}:{self.port}",
@@ -351,6 +488,11 @@ class ServiceServer:
         if self.admission is not None:
             self.admission.lag.stop()
         await self.server.stop(self.grace_period_s if grace is None else grace)
+        if self.access is not None:
+            # After the calls: every access they made is buffered by now; written before the pool closes.
+            await self.access.drain()
+            if self.access.db is not self.db:
+                await self.access.db.close()
         metrics.forget_database(self.db)
         metrics.serving.forget(self)
         await self.db.close()

@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import NoReturn
 
 from aos_runtime import auth, metrics, provision, tracing
+from aos_runtime.access import AccessRecorder, access_rules, parse_networks
 from aos_runtime.admission import Admission
 from aos_runtime.config import ConfigError, Settings, check_dev_key_allowed
 from aos_runtime.db import READ_ONLY, ROLES, Database, check_login, libpq_url
@@ -71,20 +72,43 @@ def build_server(name: str, servicers: Callable[[ServiceContext], list[Servicer]
         # (tests/reliability/test_fairness.py on the shared machine; the report of #19).
         sys.setswitchinterval(HEAVY_SWITCH_INTERVAL_S)
     context = ServiceContext(db=db, page_tokens=PageTokens.from_settings(settings), settings=settings)
-    return ServiceServer(name, servicers(context), db, token_verifier(settings), host=settings.bind_host,
+    implementations = servicers(context)
+    return ServiceServer(name, implementations, db, token_verifier(settings), host=settings.bind_host,
                          port=settings.ports[name] if port is None else port,
                          max_message_bytes=settings.max_message_bytes, grace_period_s=settings.grace_period_s,
                          health_probe_interval_s=settings.health_probe_interval_s, reuse_port=reuse_port,
-                         admission=admission_of(settings))
+                         admission=admission_of(settings), access=access_recorder(name, implementations, settings, db))
+
+
+def access_recorder(name: str, implementations: list[Servicer], settings: Settings,
+                    db: Database) -> AccessRecorder | None:
+    """The service's access evidence (aos_runtime.access), None when it serves no evidence read
+    or AOS_ACCESS_RECORDING is off. A read-only service reading from a replica
+    (AOS_READ_DATABASE_URL) writes its entries through one connection of its own login on
+    the primary (its AOS_<NAME>_DATABASE_URL, which run_service sets to the primary's DSN)."""
+    rules = access_rules([s.descriptor for s in implementations])
+    if not rules or not settings.access_recording:
+        return None
+    writer = db
+    primary = settings.service_database_urls.get(name)
+    if name in READ_ONLY and settings.read_database_url and primary:
+        writer = Database(primary, service=name, pool_size=1, pool_timeout_s=settings.pool_timeout_s,
+                          statement_timeout_ms=settings.statement_timeout_ms,
+                          connect_timeout_s=settings.connect_timeout_s)
+    return AccessRecorder(writer, rules, record_lists=settings.access_record_lists,
+                          trusted_proxies=parse_networks(" ".join(settings.trusted_proxies)),
+                          flush_interval_s=settings.access_flush_ms / 1000, service=name)
 
 
 def admission_of(settings: Settings) -> Admission:
-    """The server's admission gates from AOS_MAX_INFLIGHT, AOS_QUEUE_BUDGET_S and AOS_HEAVY_*."""
+    """The server's admission gates from AOS_MAX_INFLIGHT, AOS_QUEUE_BUDGET_S, AOS_SHED_LAG_S,
+    AOS_DOWNLOADS_PER_TENANT and AOS_HEAVY_*."""
     return Admission.of(max_inflight=settings.max_inflight, queue_budget_s=settings.queue_budget_s,
                         heavy_isolation=settings.heavy_isolation, heavy_concurrency=settings.heavy_concurrency,
                         heavy_per_tenant=settings.heavy_per_tenant,
                         heavy_queue_per_tenant=settings.heavy_queue_per_tenant,
-                        heavy_queue_budget_s=settings.heavy_queue_budget_s)
+                        heavy_queue_budget_s=settings.heavy_queue_budget_s, shed_lag_s=settings.shed_lag_s,
+                        streams_per_tenant=settings.downloads_per_tenant)
 
 
 def run_service(name: str, servicers: Callable[[ServiceContext], list[Servicer]]) -> None:
@@ -107,8 +131,13 @@ def run_service(name: str, servicers: Callable[[ServiceContext], list[Servicer]]
         # (forked workers and anything they spawn inherit it).
         os.environ.pop("DATABASE_URL", None)
         settings = dataclasses.replace(settings, database_url=None)
-        if name in READ_ONLY and settings.read_database_url:
-            url = provision.read_url(url, settings.read_database_url)
+        replica = settings.read_database_url
+        if name in READ_ONLY and replica:
+            # The primary's DSN stays known for the one thing such a service writes: its access
+            # entries (access_recorder).
+            settings = dataclasses.replace(settings, service_database_urls={**settings.service_database_urls,
+                                                                            name: url})
+            url = provision.read_url(url, replica)
         _check_before_fork(name, url)
     except ConfigError as exc:
         if started_embedded:

@@ -29,7 +29,7 @@ def main() -> int:
     if settings.metrics_ports["gateway"]:
         metrics.serve(settings.bind_host, settings.metrics_ports["gateway"], "AOS_GATEWAY_METRICS_PORT")
     app = create_app(backend_addresses(settings.addresses), max_message_bytes=settings.max_message_bytes,
-                     channels_per_backend=settings.workers)
+                     channels_per_backend=settings.workers, trusted_proxies=settings.trusted_proxies)
     # uvicorn re-raises the signal it shut down for once it has restored the previous
     # handlers; these make that a clean exit (0) instead of a kill or a KeyboardInterrupt.
     for sig in (signal.SIGTERM, signal.SIGINT):

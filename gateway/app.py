@@ -7,7 +7,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message as AsgiMessage, Receive, Scope, Sen
 from aos_runtime import channels, errors, metrics, tracing
 from aos_runtime.headers import WAL_POSITION_HEADER
 from aos_runtime.observability import request_id
-from gateway import openapi, otlp_http, transcode
+from gateway import clients, console, openapi, otlp_http, stored_json, transcode
 from gateway.backends import service_descriptor
 from gateway.routes import MethodNotAllowed, Route, RouteNotFound, RouteTable
 
@@ -83,6 +83,11 @@ class Backends:
     def unary(self, method: MethodDescriptor) -> grpc.aio.UnaryUnaryMultiCallable[Message, Message]:
         return self._channel(method).unary_unary(_rpc_path(method), **_serializers(method))
 
+    def unary_bytes(self, method: MethodDescriptor) -> grpc.aio.UnaryUnaryMultiCallable[Message, bytes]:
+        """A call whose answer is handed over as its bytes (gateway.stored_json renders it)."""
+        return self._channel(method).unary_unary(_rpc_path(method), request_serializer=_serializers(method)[
+            "request_serializer"])
+
     def stream(self, method: MethodDescriptor) -> grpc.aio.UnaryStreamMultiCallable[Message, Message]:
         return self._channel(method).unary_stream(_rpc_path(method), **_serializers(method))
 
@@ -93,7 +98,7 @@ class Backends:
 
 
 _ROUTE = "aos.route"
-_FIXED_ROUTES = frozenset({"/healthz", "/openapi.json"})
+_FIXED_ROUTES = frozenset({"/healthz", "/openapi.json"}) | console.PATHS
 
 
 def _route_label(scope: Scope) -> str:
@@ -102,6 +107,8 @@ def _route_label(scope: Scope) -> str:
     if isinstance(route, str):
         return route
     path = scope.get("path")
+    if isinstance(path, str) and path.startswith(console.PREFIX + "/"):
+        return console.PREFIX + "/*"  # the console's files: one label, not one per file
     return path if path in _FIXED_ROUTES else "unmatched"
 
 
@@ -148,13 +155,17 @@ class RequestContext:
 
 
 def create_app(backends: Mapping[str, str], *, max_message_bytes: int = 8 * 1024 * 1024,
-               channels_per_backend: int = 1) -> Starlette:
+               channels_per_backend: int = 1, trusted_proxies: Sequence[str] = ()) -> Starlette:
     """The gateway for the services in ``backends``: {service full name: "host:port"}, with
-    ``channels_per_backend`` connections to each (the services' AOS_WORKERS)."""
+    ``channels_per_backend`` connections to each (the services' AOS_WORKERS).
+    ``trusted_proxies`` (AOS_TRUSTED_PROXIES): whose X-Forwarded-For names the client (gateway.clients)."""
+    trusted = clients.networks(trusted_proxies)
     # OTLP's TraceService has no REST rules: it is served as OTLP/HTTP (otlp_traces below).
     table = RouteTable.from_services(service_descriptor(name) for name in backends if name != otlp_http.SERVICE)
     document = openapi.build(table)
     channels = Backends(backends, max_message_bytes, channels_per_backend)
+    renderers = {method.full_name: stored_json.Renderer(method) for name in backends
+                 for method in service_descriptor(name).methods if stored_json.renders(method)}
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "SERVING"})
@@ -180,8 +191,21 @@ def create_app(backends: Mapping[str, str], *, max_message_bytes: int = 8 * 1024
         tracing.name_route(request.method, route.template.template)
         message = transcode.build_request(route, variables, query, await _body(request))
         metadata, timeout = transcode.call_options(request.headers, request.state.request_id)
+        metadata += tuple(clients.client_metadata(request.client.host if request.client else None,
+                                                  request.headers.getlist("x-forwarded-for"),
+                                                  request.headers.get("user-agent"), trusted))
         if route.is_download:
             return await download_response(channels.stream(route.method), route, message, metadata, timeout)
+        renderer = renderers.get(route.method.full_name)
+        if renderer is not None:  # the Logs lists: the same body, items' JSON from the store
+            raw = channels.unary_bytes(route.method)(message, metadata=metadata, timeout=timeout)
+            try:
+                data = await raw
+            except grpc.aio.AioRpcError as exc:
+                return _rpc_error(exc)
+            return Response(renderer.body(data), media_type="application/json",
+                            headers={**_echoed_request_id(await raw.trailing_metadata()),
+                                     **_wal_position(await raw.initial_metadata())})
         call = channels.unary(route.method)(message, metadata=metadata, timeout=timeout)
         try:
             reply = await call
@@ -202,6 +226,9 @@ def create_app(backends: Mapping[str, str], *, max_message_bytes: int = 8 * 1024
             message = otlp_http.parse(body, kind, request.headers.get("content-encoding", "").strip().lower(),
                                       max_message_bytes)
             metadata, timeout = transcode.call_options(request.headers, request.state.request_id)
+            metadata += tuple(clients.client_metadata(request.client.host if request.client else None,
+                                                      request.headers.getlist("x-forwarded-for"),
+                                                      request.headers.get("user-agent"), trusted))
         except otlp_http.BadBody as exc:
             return otlp_http.bad_request(str(exc), kind)
         except HTTPException as exc:
@@ -226,6 +253,7 @@ def create_app(backends: Mapping[str, str], *, max_message_bytes: int = 8 * 1024
         routes=[HttpRoute("/healthz", healthz, methods=["GET"]),
                 HttpRoute("/openapi.json", openapi_json, methods=["GET"]),
                 *otlp_routes,
+                *console.routes(),
                 HttpRoute("/{path:any_path}", transcoded, methods=_METHODS)],
         middleware=[*tracing.asgi_middleware(), Middleware(RequestContext)],
         exception_handlers={errors.ApiError: _api_error, HTTPException: _http_error, Exception: _internal_error},

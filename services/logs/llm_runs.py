@@ -1,10 +1,13 @@
 """LlmRunsService (O1–O5): translates requests into store calls and rows into protos."""
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import grpc
 
 from aos.logs.v1 import llm_runs_service_pb2 as pb, llm_runs_service_pb2_grpc as pb_grpc
-from aos_evidence import queries as evidence
+from aos_evidence import queries as evidence, wire
 from aos_evidence.messages import (
     audit_entry,
     breach_message,
@@ -20,7 +23,7 @@ from aos_runtime.pagination import Listing
 from aos_runtime.server import ServiceContext
 from aos_runtime.validation import Request
 from services.logs import store
-from services.logs.messages import answer_metadata
+from services.logs.messages import answer_metadata, list_answer
 from services.logs.replay import load_replay
 
 DESCRIPTOR = pb.DESCRIPTOR.services_by_name["LlmRunsService"]
@@ -33,7 +36,7 @@ class LlmRunsService(pb_grpc.LlmRunsServiceServicer):
         self.ctx = ctx
 
     async def ListLlmRuns(self, request: pb.ListLlmRunsRequest,
-                          context: grpc.aio.ServicerContext) -> pb.ListLlmRunsResponse:
+                          context: grpc.aio.ServicerContext) -> wire.Encoded[pb.ListLlmRunsResponse]:
         r = Request()
         fields = pb.ListLlmRunsRequest.DESCRIPTOR.fields_by_name
         filters = store.RunFilters(
@@ -48,9 +51,7 @@ class LlmRunsService(pb_grpc.LlmRunsServiceServicer):
         r.done()
         listing = Listing.of(self.ctx.page_tokens, auth.principal().tenant_id, "llm-runs", filters)
         page = await listing.fetch(self.ctx.db, request.page_token, store.list_runs, filters, limit=limit)
-        runs = [run_message(row) for row in page.rows]
-        return listing.answer(pb.ListLlmRunsResponse, page, runs=runs,
-                              metadata=answer_metadata(listing.tenant_id, "llm_run_records", runs))
+        return list_answer(listing, page, pb.ListLlmRunsResponse, "runs", "run", run_message, "llm_run_records")
 
     async def _run_id(self, request: pb.GetLlmRunEnvelopeRequest | pb.GetLlmRunTraceRequest
                       | pb.GetLlmRunGovernanceRequest) -> tuple[str, str]:
@@ -69,15 +70,12 @@ class LlmRunsService(pb_grpc.LlmRunsServiceServicer):
         return pb.GetLlmRunEnvelopeResponse(metadata=run.metadata, run=run)
 
     async def GetLlmRunTrace(self, request: pb.GetLlmRunTraceRequest,
-                             context: grpc.aio.ServicerContext) -> pb.GetLlmRunTraceResponse:
+                             context: grpc.aio.ServicerContext) -> wire.Encoded[pb.GetLlmRunTraceResponse]:
         tenant, run_id = await self._run_id(request)
         trace, steps = await self.ctx.db.run(tenant, evidence.get_trace, tenant, run_id)
         if trace is None:
             raise errors.not_found(errors.Resource.TRACE, run_id)
-        return pb.GetLlmRunTraceResponse(
-            metadata=metadata(trace_evidence(trace)), trace=trace_message(trace),
-            steps=[step_message(s, trace["violation_step_index"]) for s in steps], total_steps=len(steps),
-            total_duration_ms=sum(s["duration_ms"] for s in steps), total_tokens=sum(s["tokens"] for s in steps))
+        return trace_answer(tenant, trace, steps)
 
     async def GetLlmRunGovernance(self, request: pb.GetLlmRunGovernanceRequest,
                                   context: grpc.aio.ServicerContext) -> pb.GetLlmRunGovernanceResponse:
@@ -115,6 +113,20 @@ class LlmRunsService(pb_grpc.LlmRunsServiceServicer):
         exports = [export_message(row) for row in page.rows]
         return listing.answer(pb.GetLlmRunExportResponse, page, run_id=run_id, exports=exports,
                               metadata=answer_metadata(listing.tenant_id, "log_exports", exports))
+
+
+def trace_answer(tenant: str, trace: Mapping[str, Any], steps: Sequence[Mapping[str, Any]]
+                 ) -> wire.Encoded[pb.GetLlmRunTraceResponse]:
+    """GetLlmRunTrace's answer as bytes (aos_evidence.wire): the trace's header built per call
+    (a trace row may still change while its run goes on), each step's stored encoding. A step's
+    message depends on the trace's violation index as well as its row: the index is in its kind."""
+    violation = trace["violation_step_index"]
+    items = wire.forms.framed(f"step.{violation}", tenant, steps, lambda row: step_message(row, violation),
+                              pb.GetLlmRunTraceResponse.DESCRIPTOR.fields_by_name["steps"].number)
+    return wire.answer(
+        pb.GetLlmRunTraceResponse(metadata=metadata(trace_evidence(trace)), trace=trace_message(trace)), items,
+        pb.GetLlmRunTraceResponse(total_steps=len(steps), total_duration_ms=sum(s["duration_ms"] for s in steps),
+                                  total_tokens=sum(s["tokens"] for s in steps)))
 
 
 def _governance(conn, tenant: str, run_id: str):

@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from google.protobuf.message import Message
+
 from aos.evidence.v1 import evidence_pb2, integrity_pb2
 from aos.logs.v1 import audit_ledger_service_pb2, records_pb2
+from aos_evidence import wire
 from aos_evidence.messages import audit_entry, breach_message, step_message, system_record, trace_evidence
 from aos_runtime.evidence import Evidence, metadata, timestamp
+from aos_runtime.keyset import Page
+from aos_runtime.pagination import Listing
 
 
 def answer_metadata(tenant_id: str, component: str, items=(), *, now: datetime | None = None,
@@ -34,6 +39,27 @@ def answer_metadata(tenant_id: str, component: str, items=(), *, now: datetime |
     return metadata(Evidence(tenant_id=tenant_id, occurred_at=now, recorded_at=max(newest, default=None),
                              source_domain="LOGS", source_component=component, origin="SYSTEM",
                              system_id="aos-logs", checksum=checksum))
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def list_answer(listing: Listing, page: Page, response_cls: type[wire.M], field: str, kind: str,
+                convert: Callable[[Mapping[str, Any]], Message], component: str,
+                now: datetime | None = None) -> wire.Encoded[wire.M]:
+    """A list's answer as bytes (issue #22), equal to serializing
+    ``listing.answer(response_cls, page, **{field: items}, metadata=answer_metadata(tenant, component, items))``
+    with ``items = [convert(row) for row in page.rows]``: the answer's metadata, then the items'
+    stored encodings (aos_evidence.wire) as the repeated ``field``, then the page fields.
+    Every item's converter sets its metadata; its recorded_at is the row's (unset: the epoch,
+    as an unset Timestamp reads), so the answer's recorded_at is read from the rows."""
+    items = wire.forms.framed(kind, listing.tenant_id, page.rows, convert,
+                              response_cls.DESCRIPTOR.fields_by_name[field].number)
+    newest = max((row["recorded_at"] or _EPOCH for row in page.rows), default=None)
+    # Every list answer declares metadata (field 1); Message's own constructor type knows no fields.
+    head = response_cls(metadata=answer_metadata(listing.tenant_id, component, now=now,  # type: ignore[call-arg]
+                                                 recorded_at=newest))
+    return wire.answer(head, items, listing.answer(response_cls, page))
 
 
 def replay_center(trace: Mapping[str, Any]) -> tuple[datetime, records_pb2.ReplayCenter]:
@@ -78,12 +104,13 @@ def replay_window(trace: Mapping[str, Any], seconds: int, found: Mapping[str, li
         events=[e[2] for e in events])
 
 
-def ledger_leaf(tenant_id: str, row: Mapping[str, Any]) -> audit_ledger_service_pb2.LedgerLeaf:
-    """A leaf of the tenant's ledger tree (a tlog_hashes leaf row): the entry it stands for,
-    its leaf data (the content hash) and leaf hash, with the entry's times as metadata."""
+def ledger_leaf(tenant_id: str, row: Mapping[str, Any],
+                component: str = "audit_ledger.tlog") -> audit_ledger_service_pb2.LedgerLeaf:
+    """A leaf of one of the tenant's trees (a tlog_hashes leaf row): the entry (or export) it
+    stands for, its leaf data (the content hash) and leaf hash, with the entry's times as metadata."""
     return audit_ledger_service_pb2.LedgerLeaf(
         metadata=metadata(Evidence(tenant_id=tenant_id, occurred_at=row["created_at"], recorded_at=row["recorded_at"],
-                                   source_domain="LOGS", source_component="audit_ledger.tlog", origin="SYSTEM",
+                                   source_domain="LOGS", source_component=component, origin="SYSTEM",
                                    system_id="aos-logs", checksum=bytes(row["leaf_data"]))),
         seq=row["seq"], leaf_index=row["seq"] - 1, entry_id=row["entry_id"], leaf_data=bytes(row["leaf_data"]),
         leaf_hash=bytes(row["leaf_hash"]))

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 import grpc
 
 from aos.logs.v1 import system_logs_service_pb2 as pb, system_logs_service_pb2_grpc as pb_grpc
+from aos_evidence import wire
 from aos_evidence.messages import CAUSES, SYSTEM_EVENTS, system_record
 from aos_runtime import auth, errors
 from aos_runtime.evidence import timestamp
@@ -13,7 +14,7 @@ from aos_runtime.pagination import Listing
 from aos_runtime.server import ServiceContext
 from aos_runtime.validation import Request
 from services.logs import store
-from services.logs.messages import answer_metadata
+from services.logs.messages import answer_metadata, list_answer
 from services.logs.replay import load_replay
 
 DESCRIPTOR = pb.DESCRIPTOR.services_by_name["SystemLogsService"]
@@ -30,7 +31,7 @@ class SystemLogsService(pb_grpc.SystemLogsServiceServicer):
         return Listing.of(self.ctx.page_tokens, auth.principal().tenant_id, name, filters)
 
     async def ListSystemRecords(self, request: pb.ListSystemRecordsRequest,
-                                context: grpc.aio.ServicerContext) -> pb.ListSystemRecordsResponse:
+                                context: grpc.aio.ServicerContext) -> wire.Encoded[pb.ListSystemRecordsResponse]:
         r = Request()
         fields = pb.ListSystemRecordsRequest.DESCRIPTOR.fields_by_name
         start, end = r.time_range(request)
@@ -42,9 +43,8 @@ class SystemLogsService(pb_grpc.SystemLogsServiceServicer):
         r.done()
         listing = self._listing("system", filters)
         page = await listing.fetch(self.ctx.db, request.page_token, store.list_system_records, filters, limit=limit)
-        records = [system_record(row) for row in page.rows]
-        return listing.answer(pb.ListSystemRecordsResponse, page, records=records,
-                              metadata=answer_metadata(listing.tenant_id, "system_records", records))
+        return list_answer(listing, page, pb.ListSystemRecordsResponse, "records", "system", system_record,
+                           "system_records")
 
     async def GetSystemSnapshot(self, request: pb.GetSystemSnapshotRequest,
                                 context: grpc.aio.ServicerContext) -> pb.GetSystemSnapshotResponse:

@@ -1,4 +1,4 @@
-"""aos_ingest (migrations 0017, 0018): appends audit entries, system records and finished runs
+"""aos_ingest (migrations 0017, 0020): appends audit entries, system records and finished runs
 (run record, activity row, trace, steps; seals the trace it created) of its session's tenant,
 reads them back for the idempotency check, and can do nothing else."""
 from __future__ import annotations

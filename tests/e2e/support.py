@@ -29,11 +29,15 @@ def token(tenant: str = "tenant-a", scopes=SCOPES, **kw) -> str:
     return mint_token(secret=SECRET, tenant_id=tenant, subject="user-e2e", scopes=tuple(scopes), **kw)
 
 
-def settings(tmp_path) -> Settings:
+def settings(tmp_path, **changes) -> Settings:
     # No periodic checkpoint publisher in the shared suite (tests that need one start their own):
-    # it would keep checkpoints of every tenant behind the back of tests that count them.
+    # it would keep checkpoints of every tenant behind the back of tests that count them. No
+    # access evidence either, for the same reason: every view would append to the demo tenants'
+    # ledgers that the tests count entry by entry; tests/e2e/test_access_evidence.py starts a
+    # suite of its own with it on (the default everywhere else).
     return dataclasses.replace(Settings.from_env({}), jwt_secret=SECRET, data_dir=tmp_path,
-                               witness_keys=WITNESS_KEYS, checkpoint_interval_s=0)
+                               witness_keys=WITNESS_KEYS, checkpoint_interval_s=0,
+                               **{"access_recording": False, **changes})
 
 
 def free_port() -> int:

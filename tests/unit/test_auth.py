@@ -284,3 +284,47 @@ def test_a_public_key_file_that_is_not_an_eddsa_key_is_a_configuration_error():
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     with pytest.raises(ConfigError, match="Ed25519 or Ed448"):
         verifier(secret=None, public_key_pem=pem)
+
+
+# --- the verified-token cache (issue #22) ------------------------------------------------------
+
+def test_a_cached_token_still_expires(monkeypatch):
+    """A token verified once is answered from the cache until its exp (+ PyJWT's leeway),
+    then refused as TOKEN_EXPIRED exactly as an uncached one."""
+    from aos_runtime import auth as auth_mod
+
+    v = verifier()
+    now = int(time.time())
+    token = jwt.encode(dict(sub="u", tenant_id="t", aud="aos-evidence", iat=now, exp=now + 60), SECRET)
+    assert v.verify(bearer(token)).tenant_id == "t"
+    assert len(v._verified) == 1
+    assert v.verify(bearer(token)).tenant_id == "t"  # from the cache
+    monkeypatch.setattr(auth_mod.time, "time", lambda: now + 60 + auth_mod.LEEWAY_S - 1)
+    assert v.verify(bearer(token)).tenant_id == "t"
+    monkeypatch.setattr(auth_mod.time, "time", lambda: now + 60 + auth_mod.LEEWAY_S)
+    assert _reason(v, bearer(token)) == "TOKEN_EXPIRED"
+    assert not v._verified  # and dropped: the next call verifies in full, and fails there too
+    monkeypatch.undo()
+    fresh = verifier()
+    assert _reason(fresh, bearer(jwt.encode(dict(sub="u", tenant_id="t", aud="aos-evidence", iat=now - 120,
+                                                  exp=now - 60), SECRET))) == "TOKEN_EXPIRED"
+
+
+def test_failures_are_never_cached_and_the_cache_is_bounded():
+    v = verifier()
+    v.cache_size = 3
+    now = int(time.time())
+    forged = jwt.encode(dict(sub="u", tenant_id="t", aud="aos-evidence", iat=now, exp=now + 60), "x" * 48)
+    for _ in range(2):
+        assert _reason(v, bearer(forged)) == "TOKEN_SIGNATURE_INVALID"
+    assert not v._verified
+    tokens = [jwt.encode(dict(sub=f"u{i}", tenant_id="t", aud="aos-evidence", iat=now, exp=now + 60), SECRET)
+              for i in range(5)]
+    for t in tokens:
+        v.verify(bearer(t))
+    assert len(v._verified) == 3
+    # The same token with other surrounding whitespace is the same token; another verifier
+    # (another key) keeps its own cache: a token cached by one is verified in full by the other.
+    assert v.verify(f"Bearer  {tokens[-1]} ").actor_id == "u4"
+    other = verifier(secret="o" * 48)
+    assert _reason(other, bearer(tokens[-1])) == "TOKEN_SIGNATURE_INVALID"

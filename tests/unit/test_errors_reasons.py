@@ -30,6 +30,8 @@ PASSED_THROUGH = {
     ("aos_runtime/errors.py", "_from_fault", "exc.resource"),
     # unauthenticated(reason, ...): its callers' arguments are collected like any reason.
     ("aos_runtime/errors.py", "unauthenticated", "reason"),
+    # A proof's entry id missing from its log: the log's Resource, from a map whose values are members.
+    ("services/logs/audit_ledger.py", "_inclusion", "_RESOURCE[log]"),
     # The call wrapper hands an AuthError's reason on; every AuthError(...) is collected.
     ("aos_runtime/server.py", "_enter", "exc.reason"),
     # The gateway refuses two Authorization headers itself, with the AuthError the services would raise.

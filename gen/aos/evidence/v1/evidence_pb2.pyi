@@ -73,6 +73,9 @@ class AuditEntityType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUDIT_ENTITY_TYPE_ACTOR: _ClassVar[AuditEntityType]
     AUDIT_ENTITY_TYPE_API_KEY: _ClassVar[AuditEntityType]
     AUDIT_ENTITY_TYPE_LOG_EXPORT: _ClassVar[AuditEntityType]
+    AUDIT_ENTITY_TYPE_LLM_RUN: _ClassVar[AuditEntityType]
+    AUDIT_ENTITY_TYPE_SYSTEM_RECORD: _ClassVar[AuditEntityType]
+    AUDIT_ENTITY_TYPE_AUDIT_ENTRY: _ClassVar[AuditEntityType]
 SOURCE_DOMAIN_UNSPECIFIED: SourceDomain
 SOURCE_DOMAIN_ACTIVITY: SourceDomain
 SOURCE_DOMAIN_POLICY: SourceDomain
@@ -121,6 +124,9 @@ AUDIT_ENTITY_TYPE_INCIDENT: AuditEntityType
 AUDIT_ENTITY_TYPE_ACTOR: AuditEntityType
 AUDIT_ENTITY_TYPE_API_KEY: AuditEntityType
 AUDIT_ENTITY_TYPE_LOG_EXPORT: AuditEntityType
+AUDIT_ENTITY_TYPE_LLM_RUN: AuditEntityType
+AUDIT_ENTITY_TYPE_SYSTEM_RECORD: AuditEntityType
+AUDIT_ENTITY_TYPE_AUDIT_ENTRY: AuditEntityType
 
 class EvidenceMetadata(_message.Message):
     __slots__ = ("tenant_id", "run_id", "human_actor_id", "agent_id", "system_id", "actor_type", "occurred_at", "recorded_at", "timezone", "trace_id", "policy_ids", "incident_ids", "export_id", "correlation_id", "source_domain", "source_component", "origin", "checksum", "immutable")

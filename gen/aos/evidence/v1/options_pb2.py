@@ -25,11 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61os/evidence/v1/options.proto\x12\x0f\x61os.evidence.v1\x1a google/protobuf/descriptor.proto:8\n\x0erequired_scope\x12\x1e.google.protobuf.MethodOptions\x18\xd1\x86\x03 \x01(\t:/\n\x05heavy\x12\x1e.google.protobuf.MethodOptions\x18\xd3\x86\x03 \x01(\x08:;\n\x0e\x63\x61nonical_name\x12!.google.protobuf.EnumValueOptions\x18\xd2\x86\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x61os/evidence/v1/options.proto\x12\x0f\x61os.evidence.v1\x1a google/protobuf/descriptor.proto\"b\n\x0e\x45videnceAccess\x12)\n\x04kind\x18\x01 \x01(\x0e\x32\x1b.aos.evidence.v1.AccessKind\x12\x13\n\x0b\x65ntity_type\x18\x02 \x01(\t\x12\x10\n\x08id_field\x18\x03 \x01(\t*U\n\nAccessKind\x12\x1b\n\x17\x41\x43\x43\x45SS_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10\x41\x43\x43\x45SS_KIND_VIEW\x10\x01\x12\x14\n\x10\x41\x43\x43\x45SS_KIND_LIST\x10\x02:8\n\x0erequired_scope\x12\x1e.google.protobuf.MethodOptions\x18\xd1\x86\x03 \x01(\t:/\n\x05heavy\x12\x1e.google.protobuf.MethodOptions\x18\xd3\x86\x03 \x01(\x08:Q\n\x06\x61\x63\x63\x65ss\x12\x1e.google.protobuf.MethodOptions\x18\xd4\x86\x03 \x01(\x0b\x32\x1f.aos.evidence.v1.EvidenceAccess:;\n\x0e\x63\x61nonical_name\x12!.google.protobuf.EnumValueOptions\x18\xd2\x86\x03 \x01(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aos.evidence.v1.options_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_ACCESSKIND']._serialized_start=184
+  _globals['_ACCESSKIND']._serialized_end=269
+  _globals['_EVIDENCEACCESS']._serialized_start=84
+  _globals['_EVIDENCEACCESS']._serialized_end=182
 # @@protoc_insertion_point(module_scope)

@@ -37,7 +37,7 @@ REPLAY_EVENT_KIND_SYSTEM_RECORD: ReplayEventKind
 REPLAY_EVENT_KIND_POLICY_EVENT: ReplayEventKind
 
 class AuditEntry(_message.Message):
-    __slots__ = ("metadata", "id", "seq", "event_type", "entity_type", "entity_id", "actor_type", "actor_id", "action_reason", "correlation_id", "created_at", "content_hash", "prev_hash", "chain_hash")
+    __slots__ = ("metadata", "id", "seq", "event_type", "entity_type", "entity_id", "actor_type", "actor_id", "action_reason", "correlation_id", "created_at", "content_hash", "prev_hash", "chain_hash", "success", "failure_reason", "ip_address", "user_agent", "rpc")
     METADATA_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -52,6 +52,11 @@ class AuditEntry(_message.Message):
     CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
     PREV_HASH_FIELD_NUMBER: _ClassVar[int]
     CHAIN_HASH_FIELD_NUMBER: _ClassVar[int]
+    SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_REASON_FIELD_NUMBER: _ClassVar[int]
+    IP_ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    USER_AGENT_FIELD_NUMBER: _ClassVar[int]
+    RPC_FIELD_NUMBER: _ClassVar[int]
     metadata: _evidence_pb2.EvidenceMetadata
     id: str
     seq: int
@@ -66,7 +71,12 @@ class AuditEntry(_message.Message):
     content_hash: str
     prev_hash: str
     chain_hash: str
-    def __init__(self, metadata: _Optional[_Union[_evidence_pb2.EvidenceMetadata, _Mapping]] = ..., id: _Optional[str] = ..., seq: _Optional[int] = ..., event_type: _Optional[_Union[_evidence_pb2.AuditEventType, str]] = ..., entity_type: _Optional[_Union[_evidence_pb2.AuditEntityType, str]] = ..., entity_id: _Optional[str] = ..., actor_type: _Optional[_Union[_evidence_pb2.ActorType, str]] = ..., actor_id: _Optional[str] = ..., action_reason: _Optional[str] = ..., correlation_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., content_hash: _Optional[str] = ..., prev_hash: _Optional[str] = ..., chain_hash: _Optional[str] = ...) -> None: ...
+    success: bool
+    failure_reason: str
+    ip_address: str
+    user_agent: str
+    rpc: str
+    def __init__(self, metadata: _Optional[_Union[_evidence_pb2.EvidenceMetadata, _Mapping]] = ..., id: _Optional[str] = ..., seq: _Optional[int] = ..., event_type: _Optional[_Union[_evidence_pb2.AuditEventType, str]] = ..., entity_type: _Optional[_Union[_evidence_pb2.AuditEntityType, str]] = ..., entity_id: _Optional[str] = ..., actor_type: _Optional[_Union[_evidence_pb2.ActorType, str]] = ..., actor_id: _Optional[str] = ..., action_reason: _Optional[str] = ..., correlation_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., content_hash: _Optional[str] = ..., prev_hash: _Optional[str] = ..., chain_hash: _Optional[str] = ..., success: _Optional[bool] = ..., failure_reason: _Optional[str] = ..., ip_address: _Optional[str] = ..., user_agent: _Optional[str] = ..., rpc: _Optional[str] = ...) -> None: ...
 
 class SystemRecord(_message.Message):
     __slots__ = ("metadata", "id", "system_wide", "component", "event_type", "severity", "summary", "details", "caused_by", "actor_id", "correlation_id", "run_id", "environment_id", "created_at", "content_hash")

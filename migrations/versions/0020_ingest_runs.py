@@ -1,7 +1,7 @@
 """The Ingest service's role also records runs: their run record, activity row, trace and steps.
 
-Revision ID: 0018_ingest_runs
-Revises: 0017_ingest_role
+Revision ID: 0020_ingest_runs
+Revises: 0019_access_evidence
 Create Date: 2026-12-07
 
 Why (issue #21): RecordRun and the OTLP receiver write a finished LLM run the way the
@@ -25,8 +25,8 @@ Downgrade revokes these privileges; 0017's stay.
 """
 from alembic import op
 
-revision = "0018_ingest_runs"
-down_revision = "0017_ingest_role"
+revision = "0020_ingest_runs"
+down_revision = "0019_access_evidence"
 branch_labels = None
 depends_on = None
 
