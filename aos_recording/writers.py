@@ -249,6 +249,20 @@ class LlmRunRecordWriter(_Writer):
               outcome: str | None = None, termination_reason: str | None = None, input_tokens: int = 0,
               output_tokens: int = 0, cost_cents: int = 0, source: str = "worker",
               created_at: datetime | None = None, record_id: str | None = None) -> str:
+        return self.record(tenant_id=tenant_id, run_id=run_id, provider=provider, model=model,
+                           execution_status=execution_status, started_at=started_at, completed_at=completed_at,
+                           trace_id=trace_id, agent_id=agent_id, project_id=project_id, executor_type=executor_type,
+                           outcome=outcome, termination_reason=termination_reason, input_tokens=input_tokens,
+                           output_tokens=output_tokens, cost_cents=cost_cents, source=source,
+                           created_at=created_at, record_id=record_id).id
+
+    def record(self, *, tenant_id: str, run_id: str, provider: str, model: str, execution_status: str,
+               started_at: datetime, completed_at: datetime | None = None, trace_id: str | None = None,
+               agent_id: str | None = None, project_id: str | None = None, executor_type: str = "LLM",
+               outcome: str | None = None, termination_reason: str | None = None, input_tokens: int = 0,
+               output_tokens: int = 0, cost_cents: int = 0, source: str = "worker",
+               created_at: datetime | None = None, record_id: str | None = None) -> Recorded:
+        """``write`` that also says whether this call stored the record (False: a retry of it)."""
         _check(execution_status, vocabulary.LLM_RUN_STATUSES, "execution_status")
         _check(executor_type, vocabulary.EXECUTOR_TYPES, "executor_type")
         _check(outcome, vocabulary.OUTCOMES, "outcome", optional=True)
@@ -261,8 +275,10 @@ class LlmRunRecordWriter(_Writer):
                   "output_tokens": output_tokens, "cost_cents": cost_cents, "source": source,
                   "started_at": started_at, "completed_at": completed_at,
                   "created_at": created_at or completed_at or started_at}
-        return _insert_once(self.conn, "llm_run_records", ("tenant_id", "run_id"), record,
-                            hashing.llm_run_content_hash(record), self._marks())[0]
+        content = hashing.llm_run_content_hash(record)
+        stored, created = _insert_once(self.conn, "llm_run_records", ("tenant_id", "run_id"), record, content,
+                                       self._marks())
+        return Recorded(stored, content, created)
 
 
 def _insert_once(conn: Connection, table: str, key: tuple[str, ...], record: Mapping[str, Any], content: bytes,

@@ -175,6 +175,9 @@ def _from_fault(exc: faults.Fault) -> ApiError:
                         f"{exc.wanted} ({MIN_WAL_POSITION_HEADER}); retry", metadata={"replayed": exc.replayed or ""})
     if isinstance(exc, faults.RecordNotFound):
         return not_found(exc.resource, exc.resource_id)
+    if isinstance(exc, faults.EvidenceAlreadyRecorded):
+        return ApiError(grpc.StatusCode.ALREADY_EXISTS, "EVIDENCE_CONFLICT",
+                        f"{exc.message} (evidence is never overwritten; nothing was written)")
     if isinstance(exc, faults.ExportRateLimited):
         return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "EXPORT_RATE_LIMITED", exc.message,
                         metadata=exc.metadata, details=_quota_details(exc))

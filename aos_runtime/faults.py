@@ -128,3 +128,12 @@ class CheckpointTreeMismatch(Fault):
         super().__init__(f"the {log} log's checkpoint kept at size {size} has another root than its stored tree")
         self.log = log
         self.size = size
+
+
+class EvidenceAlreadyRecorded(Fault):
+    """A producer's id is already recorded with other content: evidence is never overwritten
+    (ALREADY_EXISTS; a retry of the same content is not this, it answers ALREADY_PRESENT)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message

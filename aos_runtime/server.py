@@ -71,6 +71,9 @@ class Servicer:
     # Work the service does by itself while it serves (e.g. publishing checkpoints): started
     # with the server, cancelled when it drains.
     background: Callable[[], Coroutine[Any, Any, None]] | None = None
+    # The scope of every method of a service whose protos are another project's (OTLP's
+    # TraceService) and so carry no ``required_scope`` option; None: read from the option.
+    scope: str | None = None
 
 
 def _pass_bytes(serialize: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
@@ -113,10 +116,16 @@ def heavy_methods(descriptors) -> frozenset[str]:
                      if method.GetOptions().Extensions[options_pb2.heavy])
 
 
-def required_scopes(descriptors) -> dict[str, str]:
-    """``/pkg.Service/Method`` → scope, from the contract. A method without one is a startup error."""
+def required_scopes(descriptors, given: dict[str, str] | None = None) -> dict[str, str]:
+    """``/pkg.Service/Method`` → scope, from the contract. A method without one is a startup error,
+    unless its service's scope is ``given`` ({service full name: scope}, for foreign protos)."""
     scopes = {}
     for service in descriptors:
+        if given and service.full_name in given:
+            if given[service.full_name] not in auth.SCOPES:
+                raise ValueError(f"{service.full_name} is given no valid scope ({given[service.full_name]!r})")
+            scopes.update({f"/{service.full_name}/{m.name}": given[service.full_name] for m in service.methods})
+            continue
         for method in service.methods:
             scope = method.GetOptions().Extensions[options_pb2.required_scope]
             if scope not in auth.SCOPES:
@@ -400,9 +409,10 @@ class ServiceServer:
         self.server = grpc.aio.server(
             # Metrics outermost (every call counts, refused ones too), then the trace span, then the policy.
             interceptors=[metrics.RpcMetrics(), *tracing.server_interceptors(),
-                          CallPolicy(verifier, required_scopes([s.descriptor for s in servicers]), admission=admission,
-                                     heavy=heavy_methods([s.descriptor for s in servicers]), service=name,
-                                     access=access)],
+                          CallPolicy(verifier, required_scopes([s.descriptor for s in servicers],
+                                                     {s.descriptor.full_name: s.scope for s in servicers if s.scope}),
+                                     admission=admission, heavy=heavy_methods([s.descriptor for s in servicers]),
+                                     service=name, access=access)],
             options=server_options(max_message_bytes, reuse_port=reuse_port))
         for servicer in servicers:
             servicer.add_to_server(servicer.implementation, self.server)

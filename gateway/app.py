@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message as AsgiMessage, Receive, Scope, Sen
 from aos_runtime import channels, errors, metrics, tracing
 from aos_runtime.headers import WAL_POSITION_HEADER
 from aos_runtime.observability import request_id
-from gateway import clients, console, openapi, stored_json, transcode
+from gateway import clients, console, openapi, otlp_http, stored_json, transcode
 from gateway.backends import service_descriptor
 from gateway.routes import MethodNotAllowed, Route, RouteNotFound, RouteTable
 
@@ -160,7 +160,8 @@ def create_app(backends: Mapping[str, str], *, max_message_bytes: int = 8 * 1024
     ``channels_per_backend`` connections to each (the services' AOS_WORKERS).
     ``trusted_proxies`` (AOS_TRUSTED_PROXIES): whose X-Forwarded-For names the client (gateway.clients)."""
     trusted = clients.networks(trusted_proxies)
-    table = RouteTable.from_services(service_descriptor(name) for name in backends)
+    # OTLP's TraceService has no REST rules: it is served as OTLP/HTTP (otlp_traces below).
+    table = RouteTable.from_services(service_descriptor(name) for name in backends if name != otlp_http.SERVICE)
     document = openapi.build(table)
     channels = Backends(backends, max_message_bytes, channels_per_backend)
     renderers = {method.full_name: stored_json.Renderer(method) for name in backends
@@ -213,6 +214,36 @@ def create_app(backends: Mapping[str, str], *, max_message_bytes: int = 8 * 1024
         return JSONResponse(transcode.to_json(reply), headers={**_echoed_request_id(await call.trailing_metadata()),
                                                                **_wal_position(await call.initial_metadata())})
 
+    async def otlp_traces(request: Request) -> Response:
+        """OTLP/HTTP (gateway/otlp_http.py): the request's encoding in, the same encoding out."""
+        request.scope[_ROUTE] = otlp_http.PATH
+        kind = otlp_http.content_kind(request.headers.get("content-type", ""))
+        if kind is None:
+            return otlp_http.bad_request(f"Content-Type must be {otlp_http.PROTOBUF} or {otlp_http.JSON}",
+                                         otlp_http.JSON, http_status=415)
+        try:
+            body = await _body(request, max_message_bytes)
+            message = otlp_http.parse(body, kind, request.headers.get("content-encoding", "").strip().lower(),
+                                      max_message_bytes)
+            metadata, timeout = transcode.call_options(request.headers, request.state.request_id)
+            metadata += tuple(clients.client_metadata(request.client.host if request.client else None,
+                                                      request.headers.getlist("x-forwarded-for"),
+                                                      request.headers.get("user-agent"), trusted))
+        except otlp_http.BadBody as exc:
+            return otlp_http.bad_request(str(exc), kind)
+        except HTTPException as exc:
+            return otlp_http.bad_request(str(exc.detail), kind, http_status=exc.status_code)
+        except errors.ApiError as exc:
+            return otlp_http.failure(transcode.status_from_api_error(exc), kind)
+        try:
+            reply = await channels.unary(otlp_http.METHOD)(message, metadata=metadata, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            return otlp_http.failure(transcode.status_from_rpc_error(exc), kind)
+        return otlp_http.answer(reply, kind)
+
+    otlp_routes = ([HttpRoute(otlp_http.PATH, otlp_traces, methods=["POST"])]
+                   if otlp_http.SERVICE in backends else [])
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
@@ -221,6 +252,7 @@ def create_app(backends: Mapping[str, str], *, max_message_bytes: int = 8 * 1024
     return Starlette(
         routes=[HttpRoute("/healthz", healthz, methods=["GET"]),
                 HttpRoute("/openapi.json", openapi_json, methods=["GET"]),
+                *otlp_routes,
                 *console.routes(),
                 HttpRoute("/{path:any_path}", transcoded, methods=_METHODS)],
         middleware=[*tracing.asgi_middleware(), Middleware(RequestContext)],
@@ -257,13 +289,13 @@ async def download_response(stream: grpc.aio.UnaryStreamMultiCallable[Message, M
     return StreamingResponse(chunks(), media_type=headers.pop("Content-Type"), headers=headers)
 
 
-async def _body(request: Request) -> bytes:
-    """The request body, refused (413) as soon as it passes MAX_BODY_BYTES."""
+async def _body(request: Request, limit: int = MAX_BODY_BYTES) -> bytes:
+    """The request body, refused (413) as soon as it passes ``limit``."""
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise HTTPException(413, f"request bodies are limited to {MAX_BODY_BYTES} bytes")
+        if size > limit:
+            raise HTTPException(413, f"request bodies are limited to {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 

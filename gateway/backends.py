@@ -9,6 +9,7 @@ from collections.abc import Mapping
 
 from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import ServiceDescriptor
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2  # noqa: F401 - OTLP's TraceService
 
 from aos.export.v1 import export_service_pb2  # noqa: F401 - registers the descriptors
 from aos.ingest.v1 import ingest_service_pb2  # noqa: F401
@@ -24,11 +25,13 @@ SERVICE_BACKENDS: Mapping[str, str] = {
     "aos.export.v1.ExportService": "export",
     "aos.ingest.v1.IngestService": "ingest",
 }
+# OTLP's own service: no REST rules, the gateway serves it as OTLP/HTTP at POST /v1/traces.
+OTLP_BACKENDS: Mapping[str, str] = {"opentelemetry.proto.collector.trace.v1.TraceService": "ingest"}
 
 
 def backend_addresses(servers: Mapping[str, str]) -> dict[str, str]:
     """{service full name: "host:port"} from {server name: "host:port"} (e.g. the suite's)."""
-    return {service: servers[server] for service, server in SERVICE_BACKENDS.items()}
+    return {service: servers[server] for service, server in {**SERVICE_BACKENDS, **OTLP_BACKENDS}.items()}
 
 
 def service_descriptor(full_name: str) -> ServiceDescriptor:

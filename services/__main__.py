@@ -224,7 +224,10 @@ def _announce(settings: Settings, secret: str | None) -> None:
     for name in SERVICES:
         lines.append(f"  {name:<9} grpc://{host}:{settings.ports[name]}{workers}")
     gateway = f"http://{host}:{settings.ports[GATEWAY]}"
-    lines += [f"  {GATEWAY:<9} {gateway}  (REST; OpenAPI at {gateway}/openapi.json, API docs at {gateway}/docs)", ""]
+    lines += [f"  {GATEWAY:<9} {gateway}  (REST; OpenAPI at {gateway}/openapi.json, API docs at {gateway}/docs)",
+              # SPEC §7: the OTLP endpoint, both transports (docs/INGEST.md maps the spans).
+              f"  {'otlp':<9} {gateway}/v1/traces  (OTLP/HTTP; OTLP/gRPC at grpc://{host}:{settings.ports['ingest']})",
+              ""]
     if secret:
         from aos_recording.scenarios import DEMO_TENANTS
 
@@ -240,6 +243,13 @@ def _announce(settings: Settings, secret: str | None) -> None:
                   "Try:", f"  curl -H 'Authorization: Bearer {token}' {gateway}/api/v1/runtime/overview/highlights",
                   (f"  {Path(sys.executable).with_name('buf')} curl --protocol grpc --http2-prior-knowledge "
                    f"http://{host}:{settings.ports['logs']}/grpc.health.v1.Health/Check")]
+        # Producers write with evidence.write as an AGENT or SYSTEM, never a person's token (SPEC §6).
+        producer = auth.mint_token(secret=secret, tenant_id=tenant, subject="agent-demo", actor_type="AGENT",
+                                   scopes=("evidence.write",), ttl_s=ttl_s, audience=settings.audience,
+                                   issuer=settings.issuer)
+        lines += ["", f"OpenTelemetry producer (tenant {tenant}, evidence.write as AGENT, {lifetime}):",
+                  f"  export OTEL_EXPORTER_OTLP_ENDPOINT={gateway}",
+                  f"  export OTEL_EXPORTER_OTLP_HEADERS='authorization=Bearer%20{producer}'"]
     else:
         lines.append("Tokens: sign EdDSA JWTs with the key matching AOS_AUTH_JWT_PUBLIC_KEY_FILE.")
     lines += ["", "Ctrl-C stops everything.", ""]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -19,7 +20,7 @@ from google.protobuf import struct_pb2
 from aos.ingest.v1 import ingest_service_pb2 as pb, ingest_service_pb2_grpc as pb_grpc
 from aos_recording import hashing
 from aos_recording.writers import AuditLedgerWriter
-from aos_runtime import auth
+from aos_runtime import auth, errors, faults
 from aos_runtime.server import ServiceContext
 from aos_runtime.validation import RESOURCE_ID, Request
 from services.ingest import store
@@ -36,6 +37,8 @@ DEFAULT_CAUSE = {"SYSTEM": "SYSTEM", "AGENT": "AUTOMATION"}
 
 _EVENT = pb.AuditEvent.DESCRIPTOR.fields_by_name
 _RECORD = pb.SystemRecordInput.DESCRIPTOR.fields_by_name
+_RUN = pb.RunInput.DESCRIPTOR.fields_by_name
+_STEP = pb.StepInput.DESCRIPTOR.fields_by_name
 _STATUS = {True: pb.ITEM_STATUS_CREATED, False: pb.ITEM_STATUS_ALREADY_PRESENT}
 
 
@@ -96,6 +99,31 @@ class IngestService(pb_grpc.IngestServiceServicer):
                 result.status = _STATUS[outcome.created]
                 result.content_hash = outcome.content_hash.hex()
         return pb.AppendSystemRecordsResponse(results=results, **_counts(results))
+
+
+    async def RecordRun(self, request: pb.RecordRunRequest,
+                        context: grpc.aio.ServicerContext) -> pb.RecordRunResponse:
+        if request.ByteSize() > MAX_REQUEST_BYTES:
+            raise errors.invalid_argument("run", f"a request may hold at most {MAX_REQUEST_BYTES} bytes (4 MiB) "
+                                                 f"(got {request.ByteSize()})")
+        who = auth.principal()
+        r = Request()
+        if not request.HasField("run"):
+            r.violations.add("run", "is required")
+            r.done()
+        checked = run_fields(request.run, who, datetime.now(timezone.utc), "run.")
+        for field, description in checked.problems:
+            r.violations.add(field, description)
+        r.done()
+        outcome, = await self.ctx.db.run(who.tenant_id, store.record_runs, who.tenant_id,
+                                         [(checked.run, checked.steps)])
+        if outcome.conflict is not None:
+            raise faults.EvidenceAlreadyRecorded(outcome.conflict)
+        assert outcome.run_hash is not None and outcome.trace_hash is not None
+        return pb.RecordRunResponse(run_id=request.run.run_id, status=_STATUS[outcome.created],
+                                    trace_id=checked.run["trace_id"], run_content_hash=outcome.run_hash.hex(),
+                                    trace_content_hash=outcome.trace_hash.hex(),
+                                    step_content_hashes=[h.hex() for h in outcome.step_hashes])
 
 
 # --- the request as a whole ---------------------------------------------------------------
@@ -164,6 +192,109 @@ def _system_fields(record: pb.SystemRecordInput, who: auth.Principal,
     return fields, r.violations.items
 
 
+@dataclass(frozen=True)
+class CheckedRun:
+    """A RunInput as the store's fields (LlmRunRecordWriter.record's, TraceRecorder.add_step's),
+    or its problems as (field path, description)."""
+    run: dict[str, Any]
+    steps: list[dict[str, Any]]
+    problems: list[tuple[str, str]]
+
+
+def run_fields(run: pb.RunInput, who: auth.Principal, now: datetime, prefix: str = "", *,
+               source: str = "ingest") -> CheckedRun:
+    """Checks one run and its steps; ``prefix`` leads each violation's field path (``run.``),
+    ``source`` is the run record's (how it came in: ``ingest``, ``otlp``).
+    Shared by RecordRun and the OTLP receiver, which builds a RunInput from its spans."""
+    r = Request()
+    _producer_id(r, run.run_id, "run_id")
+    trace_id = run.trace_id or run.run_id
+    if run.trace_id:
+        _producer_id(r, run.trace_id, "trace_id")
+    optional = {name: _text(r, getattr(run, name), name, MAX_NAME) if run.HasField(name) else None
+                for name in ("agent_id", "project_id")}
+    _text(r, run.provider, "provider", MAX_NAME, required=True)
+    _text(r, run.model, "model", MAX_NAME, required=True)
+    status = _required_enum(r, run.status, _RUN["status"], "status")
+    executor = r.enum(run.executor_type, _RUN["executor_type"].enum_type, "executor_type") or "LLM"
+    outcome = r.enum(run.outcome, _RUN["outcome"].enum_type, "outcome")
+    reason = _text(r, run.termination_reason, "termination_reason", MAX_TEXT) \
+        if run.HasField("termination_reason") else None
+    for name in ("input_tokens", "output_tokens", "cost_cents"):
+        _count(r, getattr(run, name), name)
+    if run.currency not in ("", "USD"):
+        r.violations.add("currency", "only USD is accepted (the suite's budgets and costs are USD cents)")
+    started = _when(r, run, "started_at", now)
+    completed = _when(r, run, "completed_at", now)
+    if started and completed and completed < started:
+        r.violations.add("completed_at", "must not be before started_at")
+    if len(run.steps) > MAX_ITEMS:
+        r.violations.add("steps", f"at most {MAX_ITEMS} per run (got {len(run.steps)})")
+    steps = [_step_fields(r, step, f"steps[{i}].", now) for i, step in enumerate(run.steps)]
+    fields: dict[str, Any] = {
+        "run_id": run.run_id, "trace_id": trace_id, "provider": run.provider, "model": run.model,
+        "execution_status": status, "executor_type": executor, "outcome": outcome, "termination_reason": reason,
+        "input_tokens": run.input_tokens, "output_tokens": run.output_tokens, "cost_cents": run.cost_cents,
+        "source": source, "started_at": started, "completed_at": completed, **optional}
+    if not r.violations.items:
+        hashes = store.step_hashes(steps)
+        for i, (step, computed) in enumerate(zip(run.steps, hashes, strict=True)):
+            _claimed_hash(r, step.content_hash, computed, f"steps[{i}].content_hash")
+        if run.trace_content_hash:
+            _claimed_hash(r, run.trace_content_hash, hashing.trace_content_hash(hashes), "trace_content_hash")
+    return CheckedRun(fields, steps, [(prefix + f, d) for f, d in r.violations.items])
+
+
+def _step_fields(r: Request, step: pb.StepInput, path: str, now: datetime) -> dict[str, Any]:
+    step_type = _required_enum(r, step.step_type, _STEP["step_type"], path + "step_type")
+    level = r.enum(step.level, _STEP["level"].enum_type, path + "level") or "info"
+    source = _text(r, step.source, path + "source", MAX_NAME) or "agent"
+    for name in ("tokens", "cost_cents", "duration_ms"):
+        _count(r, getattr(step, name), path + name)
+    return {"step_type": step_type, "timestamp": _when(r, step, "timestamp", now, path + "timestamp"),
+              "input_data": _value(r, step, "input_data", path), "output_data": _value(r, step, "output_data", path),
+              "metadata": _struct(r, step, "metadata", path + "metadata"), "level": level, "source": source,
+              "tokens": step.tokens, "cost_cents": step.cost_cents, "duration_ms": step.duration_ms}
+
+
+def _count(r: Request, value: int, field: str) -> None:
+    if value < 0:
+        r.violations.add(field, "must not be negative")
+    elif value > MAX_SAFE_INTEGER:
+        r.violations.add(field, f"must be at most {MAX_SAFE_INTEGER}")
+
+
+def _when(r: Request, message: Any, field: str, now: datetime, name: str | None = None) -> datetime | None:
+    name = name or field
+    if not message.HasField(field):
+        r.violations.add(name, "is required")
+        return None
+    value = r.timestamp(message, field, name)
+    if value is not None and value > now + MAX_FUTURE:
+        r.violations.add(name, f"is more than {int(MAX_FUTURE.total_seconds() // 60)} minutes ahead of "
+                               "the server's clock")
+    return value
+
+
+def _value(r: Request, message: Any, field: str, path: str) -> Any:
+    """A google.protobuf.Value field as plain JSON (None when unset)."""
+    if not message.HasField(field):
+        return None
+    problems: list[str] = []
+    plain = _plain(getattr(message, field), problems.append)
+    for problem in problems[:1]:
+        r.violations.add(path + field, problem)
+    return plain
+
+
+def _claimed_hash(r: Request, claimed: str, computed: bytes, field: str) -> None:
+    """A producer's own hash, checked: it must be the server's (SPEC §5)."""
+    if not claimed:
+        return
+    if claimed.lower() != computed.hex():
+        r.violations.add(field, f"is not the content hash (SPEC §5): the server computed {computed.hex()}")
+
+
 def _producer_id(r: Request, value: str, field: str) -> None:
     if not value:
         r.violations.add(field, "is required: the producer's id for the item, which makes a retry idempotent")
@@ -199,7 +330,7 @@ def _occurred_at(r: Request, message: Any, now: datetime) -> datetime | None:
     return value
 
 
-def _struct(r: Request, message: Any, field: str) -> dict[str, Any] | None:
+def _struct(r: Request, message: Any, field: str, name: str | None = None) -> dict[str, Any] | None:
     """A Struct field as the JSON object the database stores (None when unset). Whole numbers
     become integers (a Struct holds only doubles; the stored jsonb and the hash then agree)."""
     if not message.HasField(field):
@@ -207,7 +338,7 @@ def _struct(r: Request, message: Any, field: str) -> dict[str, Any] | None:
     problems: list[str] = []
     plain = {key: _plain(value, problems.append, key) for key, value in getattr(message, field).fields.items()}
     for problem in problems[:1]:
-        r.violations.add(field, problem)
+        r.violations.add(name or field, problem)
     return plain
 
 

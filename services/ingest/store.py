@@ -1,7 +1,8 @@
 """The Ingest service's writes: each batch in the one transaction ``Database.run`` opens.
 
-No SQL here: the recording library's writers (aos_recording.writers) hold it, so the
-suite's own tools and the Ingest API write evidence the same way. Each function takes
+Almost no SQL here: the recording library's writers (aos_recording.writers, sources) hold
+it, so the suite's own tools and the Ingest API write evidence the same way; the two
+look-ups a run's retry needs are below. Each function takes
 the batch's valid items, in request order, and answers one outcome per item.
 """
 from __future__ import annotations
@@ -10,9 +11,19 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from aos_recording.writers import AuditLedgerWriter, EvidenceConflict, LedgerEntry, SystemRecordWriter
+from aos_recording import hashing
+from aos_recording.sources import SourceWriter
+from aos_recording.writers import (
+    AuditLedgerWriter,
+    EvidenceConflict,
+    LedgerEntry,
+    LlmRunRecordWriter,
+    SystemRecordWriter,
+    TraceRecorder,
+)
 
 
 @dataclass(frozen=True)
@@ -52,3 +63,83 @@ def append_system_records(conn: Connection, records: Sequence[Mapping[str, Any]]
             continue
         outcomes.append(Outcome(created=recorded.created, content_hash=recorded.content_hash))
     return outcomes
+
+
+# A finished run's activity row (worker_runs, what the Overview costs sum) from its status.
+WORKER_STATUS = {"succeeded": "completed", "failed": "failed", "aborted": "cancelled"}
+TRACE_STATUS = {"succeeded": "completed", "failed": "failed", "aborted": "aborted"}
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    """What became of one run: recorded by this call (created), already recorded with the
+    same run fields and the same steps (a retry), or refused (``conflict``: why)."""
+    created: bool
+    run_hash: bytes | None = None
+    trace_hash: bytes | None = None
+    step_hashes: tuple[bytes, ...] = ()
+    conflict: str | None = None
+
+
+def step_hashes(steps: Sequence[Mapping[str, Any]]) -> list[bytes]:
+    """Each step's SPEC §5 content hash, its index being its position."""
+    return [hashing.step_content_hash({**step, "step_index": index}) for index, step in enumerate(steps)]
+
+
+def record_runs(conn: Connection, tenant_id: str, runs: Sequence[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]]
+                ) -> list[RunOutcome]:
+    """Records each finished run (LlmRunRecordWriter.record's fields, TraceRecorder.add_step's
+    step fields) in a savepoint of its own: a refused run leaves nothing and the others stand.
+
+    The tenant's run recordings are serialised (a transaction-scoped advisory lock): each run
+    adds to the tenant's cost rollup rows (worker_runs' per-statement trigger, 0005), and two
+    batches adding to them statement by statement deadlocked under concurrent exports."""
+    conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended('aos_ingest_runs:' || :t, 0))"),
+                 {"t": tenant_id})
+    outcomes = []
+    for run, steps in runs:
+        try:
+            with conn.begin_nested():
+                outcomes.append(_record_run(conn, tenant_id, run, steps))
+        except EvidenceConflict as exc:
+            outcomes.append(RunOutcome(created=False, conflict=str(exc)))
+    return outcomes
+
+
+def _record_run(conn: Connection, tenant_id: str, run: Mapping[str, Any],
+                steps: Sequence[Mapping[str, Any]]) -> RunOutcome:
+    hashes = step_hashes(steps)
+    trace_hash = hashing.trace_content_hash(hashes)
+    # The run record first: its unique (tenant, run_id) index makes a concurrent second
+    # writer of the same run wait for the first, then find it.
+    recorded = LlmRunRecordWriter(conn).record(tenant_id=tenant_id, **run)
+    trace_id = run["trace_id"]
+    if not recorded.created:
+        stored = conn.execute(text("SELECT content_hash FROM aos_traces WHERE tenant_id = :t AND trace_id = :id"),
+                              {"t": tenant_id, "id": trace_id}).first()
+        if stored is None or stored.content_hash is None or bytes(stored.content_hash) != trace_hash:
+            raise EvidenceConflict(f"run {run['run_id']!r}: already recorded with other steps")
+        return RunOutcome(False, recorded.content_hash, trace_hash, tuple(hashes))
+    taken = conn.execute(text(
+        "SELECT (SELECT count(*) FROM aos_traces WHERE tenant_id = :t AND trace_id = :trace) AS traces, "
+        "(SELECT count(*) FROM worker_runs WHERE tenant_id = :t AND id = :run) AS runs"),
+        {"t": tenant_id, "trace": trace_id, "run": run["run_id"]}).one()
+    if taken.traces:
+        raise EvidenceConflict(f"trace {trace_id!r}: already recorded for another run")
+    if taken.runs:
+        raise EvidenceConflict(f"run {run['run_id']!r}: its id is taken by an activity record")
+    SourceWriter(conn).worker_run(
+        run_id=run["run_id"], tenant_id=tenant_id, status=WORKER_STATUS[run["execution_status"]],
+        created_at=run["started_at"], project_id=run.get("project_id"), agent_id=run.get("agent_id"),
+        provider=run["provider"], model=run["model"], cost_cents=run["cost_cents"],
+        input_tokens=run["input_tokens"], output_tokens=run["output_tokens"], started_at=run["started_at"],
+        completed_at=run["completed_at"])
+    traces = TraceRecorder(conn)
+    traces.create_trace(tenant_id=tenant_id, run_id=run["run_id"], trace_id=trace_id, agent_id=run.get("agent_id"),
+                        started_at=run["started_at"])
+    for index, step in enumerate(steps):
+        traces.add_step(tenant_id=tenant_id, trace_id=trace_id, step_index=index, **step)
+    sealed = traces.complete_trace(trace_id=trace_id, status=TRACE_STATUS[run["execution_status"]],
+                                   completed_at=run["completed_at"], termination_reason=run.get("termination_reason"))
+    assert sealed == trace_hash  # the same steps, hashed by the same function
+    return RunOutcome(True, recorded.content_hash, trace_hash, tuple(hashes))

@@ -40,7 +40,6 @@ METADATA = evidence_pb2.EvidenceMetadata.DESCRIPTOR.full_name
 # RPCs SPEC.md declares that the protos do not carry yet, with the issue that builds each.
 NOT_YET_IN_THE_CONTRACT = {
     ("aos.logs.v1.EvidenceSearchService", "SearchEvidence"): "#25 search",
-    ("aos.ingest.v1.IngestService", "RecordRun"): "#21 ingest",
 }
 
 
@@ -254,7 +253,9 @@ BUF = shutil.which("buf") or str(Path(sys.executable).with_name("buf"))
 
 
 @pytest.mark.skipif(not Path(BUF).exists(), reason="buf is not installed")
-@pytest.mark.parametrize("args", [["lint"], ["format", "-d", "--exit-code"]], ids=["lint", "format"])
+# The vendored OpenTelemetry protos stay as their project wrote them (make lint excludes them too).
+@pytest.mark.parametrize("args", [["lint"], ["format", "-d", "--exit-code", "--exclude-path",
+                                             "third_party/protos/opentelemetry"]], ids=["lint", "format"])
 def test_buf_is_clean(args):
     result = subprocess.run([BUF, *args], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -1,5 +1,6 @@
-"""aos_ingest (migration 0017): appends audit entries and system records of its session's
-tenant, reads them back for the idempotency check, and can do nothing else."""
+"""aos_ingest (migrations 0017, 0020): appends audit entries, system records and finished runs
+(run record, activity row, trace, steps; seals the trace it created) of its session's tenant,
+reads them back for the idempotency check, and can do nothing else."""
 from __future__ import annotations
 
 import hashlib
@@ -18,7 +19,10 @@ pytestmark = pytest.mark.db
 
 ROLE = "aos_ingest"
 GRANTED = {("audit_ledger", "SELECT"), ("audit_ledger", "INSERT"), ("system_records", "SELECT"),
-           ("system_records", "INSERT")}
+           ("system_records", "INSERT"),
+           *((table, privilege) for table in ("llm_run_records", "worker_runs", "aos_traces", "aos_trace_steps")
+             for privilege in ("SELECT", "INSERT")),
+           ("aos_traces", "UPDATE")}
 
 
 def test_it_holds_exactly_its_grants(database_url):
@@ -47,7 +51,8 @@ def test_it_appends_only_in_its_sessions_tenant(database_url):
         with pytest.raises(psycopg.errors.InsufficientPrivilege):  # row-level security's WITH CHECK
             conn.execute(insert, (new_id("aud"), b, digest))
         for statement in ("UPDATE audit_ledger SET entity_id = 'x'", "DELETE FROM system_records",
-                          "SELECT count(*) FROM llm_run_records", "SELECT count(*) FROM tenants",
+                          "UPDATE worker_runs SET cost_cents = 0", "DELETE FROM aos_trace_steps",
+                          "SELECT count(*) FROM incidents", "SELECT count(*) FROM tenants",
                           "INSERT INTO tenants (id, name) VALUES ('t-new', 'n')"):
             with pytest.raises(psycopg.Error) as err:
                 conn.execute(statement)

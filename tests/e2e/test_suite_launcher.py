@@ -34,9 +34,39 @@ def tmp_path():
     shutil.rmtree(path, ignore_errors=True)
 
 
+# A program instrumented with the OpenTelemetry SDK and its OTLP/HTTP exporter, configured
+# only by the environment (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_EXPORTER_OTLP_HEADERS).
+OTEL_PROGRAM = """
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+class Told(OTLPSpanExporter):
+    def export(self, spans):
+        result = super().export(spans)
+        print(result.name)
+        return result
+
+provider = TracerProvider()
+provider.add_span_processor(SimpleSpanProcessor(Told()))
+with provider.get_tracer("launcher").start_as_current_span("chat gpt-4o", attributes={
+        "gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai", "gen_ai.request.model": "gpt-4o",
+        "gen_ai.agent.id": "agent-launcher", "gen_ai.usage.input_tokens": 42, "gen_ai.usage.output_tokens": 7,
+        "aos.usage.cost_cents": 3}):
+    pass
+provider.shutdown()
+"""
+
+
+def _spend(gateway: str, token: str) -> int:
+    costs = httpx.get(f"{gateway}/api/v1/runtime/overview/costs", headers={"Authorization": f"Bearer {token}"},
+                      timeout=10).json()
+    return int(costs["actuals"]["llm_run_cost"].get("amount_cents", 0))
+
+
 def test_suite_starts_serves_and_stops_everything(tmp_path):
     ports = {name: free_port() for name in ("OVERVIEW", "LOGS", "EXPORT", "INGEST", "GATEWAY")}
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AOS_") and k != "DATABASE_URL"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AOS_", "OTEL_")) and k != "DATABASE_URL"}
     env.update({f"AOS_{name}_PORT": str(port) for name, port in ports.items()})
     env.update(AOS_DATA_DIR=str(tmp_path / "aos"), AOS_LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1")
     suite = subprocess.Popen([sys.executable, "-m", "services"], env=env, stdout=subprocess.PIPE,
@@ -77,6 +107,23 @@ def test_suite_starts_serves_and_stops_everything(tmp_path):
             with pytest.raises(grpc.RpcError) as err:
                 call(None, timeout=5)
             assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+        # An OpenTelemetry-instrumented program, configured with the printed OTLP settings, shows
+        # up as a run with its trace, and in the costs.
+        otel = dict(re.findall(r"^\s+export (OTEL_EXPORTER_OTLP_\w+)='?([^'\n]+)'?$", text, re.M))
+        assert otel["OTEL_EXPORTER_OTLP_ENDPOINT"] == gateway and f"{gateway}/v1/traces" in text
+        assert f"grpc://127.0.0.1:{ports['INGEST']}" in text
+        before = _spend(gateway, token)
+        program = subprocess.run([sys.executable, "-c", OTEL_PROGRAM], env={**env, **otel}, capture_output=True,
+                                 text=True, timeout=60)
+        assert program.returncode == 0 and "SUCCESS" in program.stdout, program.stdout + program.stderr
+        runs = httpx.get(f"{gateway}/api/v1/logs/llm-runs", params={"agent_id": "agent-launcher"},
+                         headers={"Authorization": f"Bearer {token}"}, timeout=10).json()["runs"]
+        assert [(r["model"], int(r["input_tokens"]), int(r["cost"]["amount_cents"])) for r in runs] == [("gpt-4o", 42, 3)]
+        trace = httpx.get(f"{gateway}/api/v1/logs/llm-runs/{runs[0]['run_id']}/trace",
+                          headers={"Authorization": f"Bearer {token}"}, timeout=10).json()
+        assert [s["step_type"] for s in trace["steps"]] == ["STEP_TYPE_LLM_CALL"]
+        assert _spend(gateway, token) - before == 3
 
         suite.send_signal(signal.SIGINT)  # what Ctrl-C does
         assert suite.wait(timeout=60) == 0, "".join(output) + suite.stdout.read()

@@ -99,7 +99,8 @@ READS: list[tuple[str, dict[str, str], dict[str, Any]]] = [
 WRITES = {("POST", "/api/v1/logs/exports"), ("POST", "/api/v1/logs/llm-runs/{run_id}/export"),
           ("GET", "/api/v1/logs/exports/{export_id}"), ("GET", "/api/v1/logs/exports/{export_id}:download"),
           ("POST", "/api/v1/logs/exports/{export_id}:verify"), ("POST", "/api/v1/logs/audit/checkpoint:cosign"),
-          ("POST", "/api/v1/ingest/audit-events"), ("POST", "/api/v1/ingest/system-records")}
+          ("POST", "/api/v1/ingest/audit-events"), ("POST", "/api/v1/ingest/system-records"),
+          ("POST", "/api/v1/ingest/runs")}
 
 
 def test_these_tests_cover_every_binding():
@@ -141,6 +142,14 @@ async def test_ingest_writes_through_the_gateway(client, writer_data):
     assert person.status_code == 403 and "SYSTEM or AGENT" in person.text
     empty = await client.post("/api/v1/ingest/audit-events", headers=producer, json={"events": []})
     assert empty.status_code == 400 and "events" in empty.text
+    # A run with its steps (tests/e2e/test_ingest_runs.py has the rest): recorded, then a retry.
+    run = {"run": {"run_id": "gw-run-1", "provider": "openai", "model": "gpt-4o", "status": "LLM_RUN_STATUS_SUCCEEDED",
+                   "started_at": "2026-11-01T12:32:00Z", "completed_at": "2026-11-01T12:32:05Z", "cost_cents": "12",
+                   "steps": [{"step_type": "STEP_TYPE_LLM_CALL", "timestamp": "2026-11-01T12:32:01Z",
+                              "input_data": {"prompt": "hi"}, "output_data": "hello", "tokens": "9"}]}}
+    answers = [await client.post("/api/v1/ingest/runs", headers=producer, json=run) for _ in range(2)]
+    assert [a.json()["status"] for a in answers] == ["ITEM_STATUS_CREATED", "ITEM_STATUS_ALREADY_PRESENT"]
+    assert len(answers[0].json()["step_content_hashes"]) == 1
 
 
 async def test_create_download_and_verify_an_export(client, writer_data):
@@ -213,7 +222,7 @@ async def test_the_openapi_document(client):
     assert document["openapi"] == "3.1.0"
     operations = [op for item in document["paths"].values() for op in item.values()]
     ids = [op["operationId"] for op in operations]
-    assert len(ids) == len(set(ids)) == 38
+    assert len(ids) == len(set(ids)) == 39
     assert document["paths"]["/api/v1/runtime/logs/audit"]["get"]["operationId"] == \
         "AuditLedgerService_ListAuditEntries2"
     both = document["paths"]["/api/v1/logs/llm-runs/{run_id}/export"]

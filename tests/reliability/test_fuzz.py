@@ -22,6 +22,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import string
 from collections import Counter, defaultdict
 from datetime import datetime, timedelta, timezone
@@ -67,7 +68,7 @@ SERVICES = [service for module in (overview_service_pb2, llm_runs_service_pb2, s
             for service in module.DESCRIPTOR.services_by_name.values()]
 METHODS = [method for service in SERVICES for method in service.methods]
 WRITES = {"aos.export.v1.ExportService.CreateExport", "aos.ingest.v1.IngestService.AppendAuditEvents",
-          "aos.ingest.v1.IngestService.AppendSystemRecords"}
+          "aos.ingest.v1.IngestService.AppendSystemRecords", "aos.ingest.v1.IngestService.RecordRun"}
 LISTS = [m for m in METHODS if "page_token" in m.input_type.fields_by_name
          and "next_page_token" in m.output_type.fields_by_name]
 
@@ -76,6 +77,7 @@ ANSWERS = {C.OK, C.INVALID_ARGUMENT, C.NOT_FOUND, C.FAILED_PRECONDITION, C.ALREA
            C.PERMISSION_DENIED}
 TIMESTAMP = timestamp_pb2.Timestamp.DESCRIPTOR.full_name
 STRUCT = struct_pb2.Struct.DESCRIPTOR.full_name
+VALUE = struct_pb2.Value.DESCRIPTOR.full_name
 MIN_S, MAX_S = -62_135_596_800, 253_402_300_799  # Timestamp's valid range: 0001-01-01 to 9999-12-31 UTC
 B64 = string.ascii_letters + string.digits + "-_"
 PRINTABLE = st.characters(min_codepoint=0x20, max_codepoint=0x7E)  # what an ASCII gRPC header value may hold
@@ -154,9 +156,24 @@ def json_objects() -> st.SearchStrategy[struct_pb2.Struct]:
     return st.dictionaries(st.text(max_size=8), tree, max_size=4).map(to_struct)
 
 
+def json_values() -> st.SearchStrategy[struct_pb2.Value]:
+    """A google.protobuf.Value: any JSON value, as json_objects' leaves and trees (a step's data)."""
+    def to_value(document: dict) -> struct_pb2.Value:
+        message = struct_pb2.Value()
+        message.struct_value.CopyFrom(document)
+        return message
+    leaves = st.one_of(st.builds(lambda: struct_pb2.Value(null_value=0)),
+                       st.builds(struct_pb2.Value, bool_value=st.booleans()),
+                       st.builds(struct_pb2.Value, number_value=st.floats()),
+                       st.builds(struct_pb2.Value, string_value=st.text(max_size=20)))
+    return st.one_of(leaves, json_objects().map(to_value))
+
+
 def single_values(field, ids, well_formed: bool) -> st.SearchStrategy:
     if field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.full_name == STRUCT:
         return json_objects()
+    if field.type == FieldDescriptor.TYPE_MESSAGE and field.message_type.full_name == VALUE:
+        return json_values()
     if field.type == FieldDescriptor.TYPE_MESSAGE:
         return messages(field.message_type, ids, well_formed)
     if field.type == FieldDescriptor.TYPE_ENUM:
@@ -230,7 +247,7 @@ def field_paths(descriptor, prefix: str = "") -> set[str]:
     paths = {prefix + oneof.name for oneof in descriptor.oneofs}
     for field in descriptor.fields:
         paths.add(prefix + field.name)
-        if field.message_type and field.message_type.full_name not in (TIMESTAMP, STRUCT):
+        if field.message_type and field.message_type.full_name not in (TIMESTAMP, STRUCT, VALUE):
             paths |= field_paths(field.message_type, f"{prefix}{field.name}.")
     return paths
 
@@ -241,7 +258,9 @@ def check_answer(method, request, err: grpc.aio.AioRpcError | None) -> None:
     if code == C.INVALID_ARGUMENT:
         found = violations(err)
         assert found, f"{rpc_name(method)}: INVALID_ARGUMENT without a field violation ({err.details()})"
-        assert set(found) <= field_paths(request.DESCRIPTOR), f"violations name no request field: {found}"
+        # An item of a repeated field is named by its index (google.rpc.BadRequest: `steps[2].timestamp`).
+        named = {re.sub(r"\[\d+\]", "", field) for field in found}
+        assert named <= field_paths(request.DESCRIPTOR), f"violations name no request field: {found}"
 
 
 # --- fixtures -------------------------------------------------------------------------

@@ -37,6 +37,10 @@ CASES = [
     # handlers' own errors.not_found would (another tenant's record reads as missing).
     (faults.RecordNotFound(faults.Resource.INCIDENT, "inc-9"), grpc.StatusCode.NOT_FOUND, "INCIDENT_NOT_FOUND",
      "incident 'inc-9' not found", {"resource": "incident", "id": "inc-9"}),
+    # Ingest: a producer's id recorded with other content (a retry of the same content is no fault).
+    (faults.EvidenceAlreadyRecorded("run 'r-1': already recorded with other steps"), grpc.StatusCode.ALREADY_EXISTS,
+     "EVIDENCE_CONFLICT", "run 'r-1': already recorded with other steps (evidence is never overwritten; nothing "
+     "was written)", {}),
     # Admission's refusals (aos_runtime.admission): the tenant's share, or the process's limit.
     (faults.Overloaded(tenant_limit=True, tenant="t1", limit="heavy calls of one tenant", retry_after_s=1.5,
                        message="not started"), grpc.StatusCode.RESOURCE_EXHAUSTED, "TENANT_HEAVY_LIMIT",

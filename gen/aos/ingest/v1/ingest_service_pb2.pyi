@@ -158,3 +158,91 @@ class AppendSystemRecordsResponse(_message.Message):
     conflicts: int
     invalid: int
     def __init__(self, results: _Optional[_Iterable[_Union[SystemRecordResult, _Mapping]]] = ..., created: _Optional[int] = ..., already_present: _Optional[int] = ..., conflicts: _Optional[int] = ..., invalid: _Optional[int] = ...) -> None: ...
+
+class StepInput(_message.Message):
+    __slots__ = ("step_type", "timestamp", "input_data", "output_data", "metadata", "level", "source", "tokens", "cost_cents", "duration_ms", "content_hash")
+    STEP_TYPE_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    INPUT_DATA_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_DATA_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_CENTS_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    step_type: _records_pb2.StepType
+    timestamp: _timestamp_pb2.Timestamp
+    input_data: _struct_pb2.Value
+    output_data: _struct_pb2.Value
+    metadata: _struct_pb2.Struct
+    level: _records_pb2.StepLevel
+    source: str
+    tokens: int
+    cost_cents: int
+    duration_ms: int
+    content_hash: str
+    def __init__(self, step_type: _Optional[_Union[_records_pb2.StepType, str]] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., input_data: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., output_data: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., level: _Optional[_Union[_records_pb2.StepLevel, str]] = ..., source: _Optional[str] = ..., tokens: _Optional[int] = ..., cost_cents: _Optional[int] = ..., duration_ms: _Optional[int] = ..., content_hash: _Optional[str] = ...) -> None: ...
+
+class RunInput(_message.Message):
+    __slots__ = ("run_id", "trace_id", "agent_id", "project_id", "provider", "model", "status", "executor_type", "outcome", "termination_reason", "input_tokens", "output_tokens", "cost_cents", "currency", "started_at", "completed_at", "steps", "trace_content_hash")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    PROVIDER_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    EXECUTOR_TYPE_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    TERMINATION_REASON_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_CENTS_FIELD_NUMBER: _ClassVar[int]
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    STARTED_AT_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_AT_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    TRACE_CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    trace_id: str
+    agent_id: str
+    project_id: str
+    provider: str
+    model: str
+    status: _records_pb2.LlmRunStatus
+    executor_type: _records_pb2.ExecutorType
+    outcome: _records_pb2.RunOutcome
+    termination_reason: str
+    input_tokens: int
+    output_tokens: int
+    cost_cents: int
+    currency: str
+    started_at: _timestamp_pb2.Timestamp
+    completed_at: _timestamp_pb2.Timestamp
+    steps: _containers.RepeatedCompositeFieldContainer[StepInput]
+    trace_content_hash: str
+    def __init__(self, run_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., project_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., status: _Optional[_Union[_records_pb2.LlmRunStatus, str]] = ..., executor_type: _Optional[_Union[_records_pb2.ExecutorType, str]] = ..., outcome: _Optional[_Union[_records_pb2.RunOutcome, str]] = ..., termination_reason: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_cents: _Optional[int] = ..., currency: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[StepInput, _Mapping]]] = ..., trace_content_hash: _Optional[str] = ...) -> None: ...
+
+class RecordRunRequest(_message.Message):
+    __slots__ = ("run",)
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    run: RunInput
+    def __init__(self, run: _Optional[_Union[RunInput, _Mapping]] = ...) -> None: ...
+
+class RecordRunResponse(_message.Message):
+    __slots__ = ("run_id", "status", "trace_id", "run_content_hash", "trace_content_hash", "step_content_hashes")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    TRACE_CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    STEP_CONTENT_HASHES_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    status: ItemStatus
+    trace_id: str
+    run_content_hash: str
+    trace_content_hash: str
+    step_content_hashes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, run_id: _Optional[str] = ..., status: _Optional[_Union[ItemStatus, str]] = ..., trace_id: _Optional[str] = ..., run_content_hash: _Optional[str] = ..., trace_content_hash: _Optional[str] = ..., step_content_hashes: _Optional[_Iterable[str]] = ...) -> None: ...

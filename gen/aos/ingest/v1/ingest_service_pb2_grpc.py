@@ -55,6 +55,11 @@ class IngestServiceStub:
                 request_serializer=aos_dot_ingest_dot_v1_dot_ingest__service__pb2.AppendSystemRecordsRequest.SerializeToString,
                 response_deserializer=aos_dot_ingest_dot_v1_dot_ingest__service__pb2.AppendSystemRecordsResponse.FromString,
                 _registered_method=True)
+        self.RecordRun = channel.unary_unary(
+                '/aos.ingest.v1.IngestService/RecordRun',
+                request_serializer=aos_dot_ingest_dot_v1_dot_ingest__service__pb2.RecordRunRequest.SerializeToString,
+                response_deserializer=aos_dot_ingest_dot_v1_dot_ingest__service__pb2.RecordRunResponse.FromString,
+                _registered_method=True)
 
 
 class IngestServiceServicer:
@@ -87,6 +92,18 @@ class IngestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordRun(self, request, context):
+        """Records one finished LLM run with its trace and steps, in one transaction: the
+        run record, the activity row the Overview costs sum, the trace and its steps
+        (at most 1,000 steps and 4 MiB per request). Idempotent by `run_id` within the
+        tenant: the same run sent again (a retry) answers ALREADY_PRESENT; the same
+        `run_id` with other content (run fields or steps) is refused with ALREADY_EXISTS
+        and changes nothing. An invalid run is INVALID_ARGUMENT with field violations.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -99,6 +116,11 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     servicer.AppendSystemRecords,
                     request_deserializer=aos_dot_ingest_dot_v1_dot_ingest__service__pb2.AppendSystemRecordsRequest.FromString,
                     response_serializer=aos_dot_ingest_dot_v1_dot_ingest__service__pb2.AppendSystemRecordsResponse.SerializeToString,
+            ),
+            'RecordRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordRun,
+                    request_deserializer=aos_dot_ingest_dot_v1_dot_ingest__service__pb2.RecordRunRequest.FromString,
+                    response_serializer=aos_dot_ingest_dot_v1_dot_ingest__service__pb2.RecordRunResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -166,6 +188,33 @@ class IngestService:
             '/aos.ingest.v1.IngestService/AppendSystemRecords',
             aos_dot_ingest_dot_v1_dot_ingest__service__pb2.AppendSystemRecordsRequest.SerializeToString,
             aos_dot_ingest_dot_v1_dot_ingest__service__pb2.AppendSystemRecordsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aos.ingest.v1.IngestService/RecordRun',
+            aos_dot_ingest_dot_v1_dot_ingest__service__pb2.RecordRunRequest.SerializeToString,
+            aos_dot_ingest_dot_v1_dot_ingest__service__pb2.RecordRunResponse.FromString,
             options,
             channel_credentials,
             insecure,

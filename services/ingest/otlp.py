@@ -1,0 +1,263 @@
+"""The OTLP trace receiver: ``opentelemetry.proto.collector.trace.v1.TraceService/Export``.
+
+Spans that follow the OpenTelemetry GenAI semantic conventions (they carry
+``gen_ai.operation.name``) become finished runs with their traces and steps, written exactly
+as RecordRun writes them (each run is turned into a RunInput and checked by the same
+``ingest.run_fields``). The mapping, one table, is docs/INGEST.md:
+
+- the GenAI spans of one OTLP trace in one request are one run; its id is
+  ``otel-<trace id>-<span id of its earliest span>`` (hex), so an exporter's retry of the
+  same request is the same run (ALREADY_PRESENT, accepted), never a second one;
+- each span is one step, in start-time order;
+- spans without ``gen_ai.operation.name`` are refused: OTLP partial success counts them in
+  ``rejected_spans`` with a message (the suite keeps evidence of agent runs, not general
+  tracing), as are the spans of a run that is invalid or conflicts with a recorded one.
+
+Costs: the suite has no price list (no model/pricing table exists), so a span's cost is
+recorded only when it carries one (``aos.usage.cost_cents``, integer USD cents); tokens are
+always recorded.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import grpc
+from google.protobuf import json_format, struct_pb2
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp, trace_service_pb2_grpc as otlp_grpc
+from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.trace.v1 import trace_pb2
+
+from aos.evidence.v1 import records_pb2
+from aos.ingest.v1 import ingest_service_pb2 as pb
+from aos_runtime import auth
+from aos_runtime.server import ServiceContext
+from services.ingest import ingest, store
+
+DESCRIPTOR = otlp.DESCRIPTOR.services_by_name["TraceService"]
+MAX_SAFE_INTEGER = 2 ** 53 - 1
+MAX_MESSAGES = 5  # distinct refusal reasons named in partial_success.error_message
+
+# gen_ai.operation.name → the step a span becomes (semantic conventions, gen-ai spans).
+MODEL_CALLS = frozenset({"chat", "text_completion", "generate_content", "embeddings"})
+AGENT_OPERATIONS = frozenset({"invoke_agent", "create_agent", "invoke_workflow"})
+TOOL_OPERATIONS = frozenset({"execute_tool"})
+COST_ATTRIBUTE = "aos.usage.cost_cents"  # ours: integer USD cents; GenAI semconv defines no cost
+
+
+@dataclass(frozen=True)
+class _Span:
+    span: trace_pb2.Span
+    attributes: dict[str, Any]
+    resource: dict[str, Any]
+
+    @property
+    def operation(self) -> str:
+        return str(self.attributes.get("gen_ai.operation.name", ""))
+
+    def text(self, *names: str) -> str | None:
+        for name in names:
+            value = self.attributes.get(name)
+            if isinstance(value, str) and value:
+                return value
+        return None
+
+    def count(self, *names: str) -> int:
+        """The first of ``names`` that holds a whole number (older conventions' names after the current)."""
+        for name in names:
+            value = self.attributes.get(name)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+        return 0
+
+    @property
+    def input_tokens(self) -> int:
+        return self.count("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens")
+
+    @property
+    def output_tokens(self) -> int:
+        return self.count("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens")
+
+
+class TraceReceiver(otlp_grpc.TraceServiceServicer):
+    def __init__(self, ctx: ServiceContext) -> None:
+        self.ctx = ctx
+
+    async def Export(self, request: otlp.ExportTraceServiceRequest,
+                     context: grpc.aio.ServicerContext) -> otlp.ExportTraceServiceResponse:
+        who = auth.principal()
+        now = datetime.now(timezone.utc)
+        groups, rejected, reasons = _groups(request)
+        runs, spans_of = [], []
+        for trace_id, spans in groups.items():
+            checked = ingest.run_fields(_run_input(trace_id, spans), who, now, source="otlp")
+            if checked.problems:
+                rejected += len(spans)
+                field, problem = checked.problems[0]
+                reasons.append(f"trace {trace_id}: {len(spans)} span(s) refused: {field} {problem}")
+                continue
+            runs.append((checked.run, checked.steps))
+            spans_of.append((trace_id, len(spans)))
+        if runs:
+            outcomes = await self.ctx.db.run(who.tenant_id, store.record_runs, who.tenant_id, runs)
+            for (trace_id, count), outcome in zip(spans_of, outcomes, strict=True):
+                if outcome.conflict is not None:
+                    rejected += count
+                    reasons.append(f"trace {trace_id}: {count} span(s) refused: {outcome.conflict}")
+        response = otlp.ExportTraceServiceResponse()
+        if rejected:
+            response.partial_success.rejected_spans = rejected
+            shown = list(dict.fromkeys(reasons))
+            more = f" (and {len(shown) - MAX_MESSAGES} more)" if len(shown) > MAX_MESSAGES else ""
+            response.partial_success.error_message = "; ".join(shown[:MAX_MESSAGES]) + more
+        return response
+
+
+def _groups(request: otlp.ExportTraceServiceRequest) -> tuple[dict[str, list[_Span]], int, list[str]]:
+    """The GenAI spans by OTLP trace id (hex), the count of other spans and why they were refused."""
+    groups: dict[str, list[_Span]] = defaultdict(list)
+    rejected, reasons = 0, []
+    for resource_spans in request.resource_spans:
+        resource = _attributes(resource_spans.resource.attributes)
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                attributes = _attributes(span.attributes)
+                if not isinstance(attributes.get("gen_ai.operation.name"), str) or \
+                        not attributes["gen_ai.operation.name"]:
+                    rejected += 1
+                    reasons.append("spans without gen_ai.operation.name are not GenAI spans (OpenTelemetry GenAI "
+                                   "semantic conventions) and are not kept")
+                    continue
+                if len(span.trace_id) != 16 or not any(span.trace_id) or len(span.span_id) != 8:
+                    rejected += 1
+                    reasons.append("a span needs a 16-byte trace_id and an 8-byte span_id")
+                    continue
+                groups[span.trace_id.hex()].append(_Span(span, attributes, resource))
+    for spans in groups.values():
+        spans.sort(key=lambda s: (s.span.start_time_unix_nano, s.span.span_id))
+    return groups, rejected, reasons
+
+
+def _run_input(trace_id: str, spans: list[_Span]) -> pb.RunInput:
+    """The run the spans of one trace make (docs/INGEST.md's table)."""
+    first = spans[0]
+    calls = [s for s in spans if s.operation in MODEL_CALLS] or spans
+    model_span = next((s for s in calls if s.text("gen_ai.response.model", "gen_ai.request.model")), first)
+    provider_span = next((s for s in calls if s.text("gen_ai.provider.name", "gen_ai.system")), first)
+    failed = [s for s in spans if s.span.status.code == trace_pb2.Status.STATUS_CODE_ERROR]
+    agent = next((a for s in spans if (a := s.text("gen_ai.agent.id", "gen_ai.agent.name"))), None)
+    run = pb.RunInput(
+        run_id=f"otel-{trace_id}-{first.span.span_id.hex()}",
+        provider=provider_span.text("gen_ai.provider.name", "gen_ai.system") or "unknown",
+        model=model_span.text("gen_ai.response.model", "gen_ai.request.model") or "unknown",
+        status=records_pb2.LLM_RUN_STATUS_FAILED if failed else records_pb2.LLM_RUN_STATUS_SUCCEEDED,
+        outcome=records_pb2.RUN_OUTCOME_FAILURE if failed else records_pb2.RUN_OUTCOME_SUCCESS,
+        executor_type=(records_pb2.EXECUTOR_TYPE_AGENT if any(s.operation in AGENT_OPERATIONS for s in spans)
+                       else records_pb2.EXECUTOR_TYPE_LLM),
+        input_tokens=sum(s.input_tokens for s in calls),
+        output_tokens=sum(s.output_tokens for s in calls),
+        cost_cents=sum(s.count(COST_ATTRIBUTE) for s in calls),
+        steps=[_step(s, trace_id) for s in spans])
+    if agent:
+        run.agent_id = agent
+    if failed:
+        run.termination_reason = failed[0].span.status.message or f"span {failed[0].span.name!r} failed"
+    _set_time(run.started_at, min(s.span.start_time_unix_nano for s in spans))
+    _set_time(run.completed_at, max(s.span.end_time_unix_nano or s.span.start_time_unix_nano for s in spans))
+    return run
+
+
+def _step(s: _Span, trace_id: str) -> pb.StepInput:
+    span, a = s.span, s.attributes
+    operation = s.operation
+    if operation in MODEL_CALLS:
+        step_type = records_pb2.STEP_TYPE_LLM_CALL
+        given = {"operation": operation, "model": a.get("gen_ai.request.model"),
+                 "messages": _json_text(a.get("gen_ai.input.messages")),
+                 "system_instructions": _json_text(a.get("gen_ai.system_instructions"))}
+        taken = {"model": a.get("gen_ai.response.model"), "response_id": a.get("gen_ai.response.id"),
+                 "finish_reasons": a.get("gen_ai.response.finish_reasons"),
+                 "messages": _json_text(a.get("gen_ai.output.messages"))}
+    elif operation in TOOL_OPERATIONS:
+        step_type = records_pb2.STEP_TYPE_TOOL_CALL
+        given = {"tool": a.get("gen_ai.tool.name"), "call_id": a.get("gen_ai.tool.call.id"),
+                 "type": a.get("gen_ai.tool.type"), "arguments": _json_text(a.get("gen_ai.tool.call.arguments"))}
+        taken = {"result": _json_text(a.get("gen_ai.tool.call.result"))}
+    else:  # an agent's invocation, or an operation the conventions add later: the run's input
+        step_type = records_pb2.STEP_TYPE_INPUT
+        given = {"operation": operation, "agent": a.get("gen_ai.agent.name"),
+                 "agent_id": a.get("gen_ai.agent.id"), "messages": _json_text(a.get("gen_ai.input.messages"))}
+        taken = {"messages": _json_text(a.get("gen_ai.output.messages"))}
+    error = span.status.code == trace_pb2.Status.STATUS_CODE_ERROR
+    if error:
+        taken["error"] = span.status.message or a.get("error.type") or "error"
+    step = pb.StepInput(
+        step_type=step_type, source="otlp",
+        level=records_pb2.STEP_LEVEL_ERROR if error else records_pb2.STEP_LEVEL_INFO,
+        tokens=s.input_tokens + s.output_tokens,
+        cost_cents=s.count(COST_ATTRIBUTE),
+        duration_ms=max(0, span.end_time_unix_nano - span.start_time_unix_nano) // 1_000_000)
+    _set_time(step.timestamp, span.start_time_unix_nano)
+    _set_value(step.input_data, _present(given))
+    _set_value(step.output_data, _present(taken))
+    metadata = {"otel_trace_id": trace_id, "span_id": span.span_id.hex(), "name": span.name,
+                "kind": trace_pb2.Span.SpanKind.Name(span.kind),
+                "conversation_id": a.get("gen_ai.conversation.id"),
+                "parent_span_id": span.parent_span_id.hex() or None,
+                "attributes": a, "resource": s.resource}
+    json_format.ParseDict(_present(metadata), step.metadata)
+    return step
+
+
+def _present(values: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _json_text(value: Any) -> Any:
+    """GenAI messages travel as JSON text in span attributes: kept as JSON when they parse."""
+    if isinstance(value, str) and value[:1] in ("[", "{"):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _set_time(target: Any, unix_nano: int) -> None:
+    if unix_nano > 0:  # unset (0) stays unset: the run's check names it
+        target.FromNanoseconds(unix_nano)
+
+
+def _set_value(target: struct_pb2.Value, plain: Any) -> None:
+    json_format.ParseDict(plain, target)
+
+
+def _attributes(pairs: Iterable[common_pb2.KeyValue]) -> dict[str, Any]:
+    return {kv.key: _any(kv.value) for kv in pairs}
+
+
+def _any(value: common_pb2.AnyValue) -> Any:
+    """An OTLP AnyValue as JSON the steps can hold exactly (RFC 8785 numbers, no NaN)."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "int_value":
+        number = value.int_value
+        return number if abs(number) <= MAX_SAFE_INTEGER else str(number)
+    if kind == "double_value":
+        return value.double_value if math.isfinite(value.double_value) else str(value.double_value)
+    if kind == "array_value":
+        return [_any(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return _attributes(value.kvlist_value.values)
+    if kind == "bytes_value":
+        return base64.b64encode(value.bytes_value).decode("ascii")
+    return None
