@@ -24,6 +24,7 @@ from services.logs.messages import answer_metadata
 from services.logs.replay import load_replay
 
 DESCRIPTOR = pb.DESCRIPTOR.services_by_name["LlmRunsService"]
+ANY_RUN = "-"  # GetLlmRunTrace's run_id for "whichever run the trace_id belongs to" (AIP-159)
 OVERRIDE_EVENTS = {"LimitOverrideGranted", "LimitOverrideRevoked", "EmergencyOverrideActivated",
                    "EmergencyOverrideDeactivated"}
 
@@ -52,8 +53,7 @@ class LlmRunsService(pb_grpc.LlmRunsServiceServicer):
         return listing.answer(pb.ListLlmRunsResponse, page, runs=runs,
                               metadata=answer_metadata(listing.tenant_id, "llm_run_records", runs))
 
-    async def _run_id(self, request: pb.GetLlmRunEnvelopeRequest | pb.GetLlmRunTraceRequest
-                      | pb.GetLlmRunGovernanceRequest) -> tuple[str, str]:
+    async def _run_id(self, request: pb.GetLlmRunEnvelopeRequest | pb.GetLlmRunGovernanceRequest) -> tuple[str, str]:
         r = Request()
         run_id = r.resource_id(request.run_id, "run_id")
         r.done()
@@ -70,14 +70,25 @@ class LlmRunsService(pb_grpc.LlmRunsServiceServicer):
 
     async def GetLlmRunTrace(self, request: pb.GetLlmRunTraceRequest,
                              context: grpc.aio.ServicerContext) -> pb.GetLlmRunTraceResponse:
-        tenant, run_id = await self._run_id(request)
-        trace, steps = await self.ctx.db.run(tenant, evidence.get_trace, tenant, run_id)
-        if trace is None:
-            raise errors.not_found(errors.Resource.TRACE, run_id)
+        r = Request()
+        any_run = request.run_id == ANY_RUN
+        run_id = None if any_run else r.resource_id(request.run_id, "run_id")
+        trace_id = r.resource_id(request.trace_id, "trace_id") if request.trace_id or any_run else None
+        limit = r.page_size(request.page_size)
+        r.done()
+        tenant = auth.principal().tenant_id
+        # The token is bound to the trace asked for; its position is the last step index.
+        listing = Listing.of(self.ctx.page_tokens, tenant, "llm-runs.trace", {"run_id": run_id, "trace_id": trace_id})
+        after = listing.after(request.page_token)
+        found = await self.ctx.db.run(tenant, store.trace_steps, tenant, run_id, trace_id, after, limit)
+        if found is None:
+            raise errors.not_found(errors.Resource.TRACE, trace_id or request.run_id)
+        trace, steps, has_more, totals = found
         return pb.GetLlmRunTraceResponse(
             metadata=metadata(trace_evidence(trace)), trace=trace_message(trace),
-            steps=[step_message(s, trace["violation_step_index"]) for s in steps], total_steps=len(steps),
-            total_duration_ms=sum(s["duration_ms"] for s in steps), total_tokens=sum(s["tokens"] for s in steps))
+            steps=[step_message(s, trace["violation_step_index"]) for s in steps], total_steps=totals["steps"],
+            total_duration_ms=totals["duration_ms"], total_tokens=totals["tokens"], has_more=has_more,
+            next_page_token=listing.issue([steps[-1]["step_index"]]) if has_more else "")
 
     async def GetLlmRunGovernance(self, request: pb.GetLlmRunGovernanceRequest,
                                   context: grpc.aio.ServicerContext) -> pb.GetLlmRunGovernanceResponse:
