@@ -17,7 +17,7 @@ steps and system records by their words (docs/DATABASE.md "Search").
   is rewritten, and ``SELECT *`` of system_records and platform_records keeps one shape
   apart from the new request_id, added to both at the same place.
 - One GIN index per table on (tenant_id, document) — btree_gin for the text column (a
-  trusted extension: no superuser needed) — so a word common to every tenant is looked up
+  trusted extension: no superuser needed; in schema aos_ext, out of public) — so a word common to every tenant is looked up
   within the caller's tenant in the index, not filtered out of every tenant's matches.
   On a partitioned table the index is built on every partition (and new ones).
 - Why views: under row-level security a condition with an operator that is not leakproof
@@ -34,7 +34,7 @@ request_id: the producer's request id on system records (the seeds' SystemLog fi
 nullable, not part of the content hash (SPEC §5 is unchanged). Adding a nullable column
 without default rewrites nothing. A partial index serves the ListSystemRecords filter.
 
-Downgrade drops the views, indexes and column (btree_gin stays: other objects may use it).
+Downgrade drops the views, indexes and column, then btree_gin and its schema.
 """
 from alembic import op
 
@@ -86,7 +86,11 @@ VIEWS = {
 
 
 def upgrade() -> None:
-    op.execute("CREATE EXTENSION IF NOT EXISTS btree_gin WITH SCHEMA public")
+    # In a schema of its own: its C functions do not pin search_path, and every function in
+    # public does (migration 0012). A GIN index finds btree_gin's opclass as the default for
+    # text whatever its schema; no role needs USAGE on it.
+    op.execute("CREATE SCHEMA IF NOT EXISTS aos_ext")
+    op.execute("CREATE EXTENSION IF NOT EXISTS btree_gin WITH SCHEMA aos_ext")
     op.execute("""
         ALTER TABLE system_records ADD COLUMN request_id text;
         ALTER TABLE platform_records ADD COLUMN request_id text;
@@ -116,3 +120,5 @@ def downgrade() -> None:
         DROP INDEX IF EXISTS ix_platform_records_request;
         ALTER TABLE system_records DROP COLUMN request_id;
         ALTER TABLE platform_records DROP COLUMN request_id;""")
+    op.execute("DROP EXTENSION IF EXISTS btree_gin")
+    op.execute("DROP SCHEMA IF EXISTS aos_ext")
