@@ -282,14 +282,12 @@ def kept_checkpoint(conn: Connection, tenant_id: str, seq: int) -> Mapping[str, 
 
 # The query as the documents are written: config 'simple', no stemming.
 TSQUERY = "websearch_to_tsquery('simple'::regconfig, :query)"
-_SEP = "'[-._:@/]+'"
 
 
-def _field_match(column: str, json: bool = False) -> str:
-    """SQL true when ``column`` matches the query by itself: the migration's per-field document."""
-    value = f"{column}::text" if json else column
-    return (f"to_tsvector('simple'::regconfig, regexp_replace(coalesce({value}, ''), {_SEP}, ' ', 'g'))"
-            f" @@ {TSQUERY}")
+def _field_match(column: str) -> str:
+    """SQL true when ``column`` matches the query by itself: its own document, made by the
+    migration's aos_search_document()."""
+    return f"aos_search_document({column}) @@ {TSQUERY}"
 
 
 @dataclass(frozen=True)
@@ -303,7 +301,7 @@ class SearchSource:
     def matched(self, alias: str) -> str:
         """An array of the names of the fields that match the query on their own."""
         cases = [f"CASE WHEN {_field_match(f'{alias}.{f}')} THEN '{f}' END" for f in self.text_fields]
-        cases += [f"CASE WHEN {_field_match(f'{alias}.{f}', json=True)} THEN '{f}' END" for f in self.json_fields]
+        cases += [f"CASE WHEN {_field_match(f'{alias}.{f}::text')} THEN '{f}' END" for f in self.json_fields]
         return f"array_remove(ARRAY[{', '.join(cases)}]::text[], NULL) AS matched_fields"
 
 

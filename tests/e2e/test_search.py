@@ -295,3 +295,20 @@ async def test_request_id_is_written_through_ingest_and_filtered_on(suite, seede
         hits = await pb_grpc.EvidenceSearchServiceStub(channel).SearchEvidence(
             pb.SearchEvidenceRequest(query=request_id), metadata=auth(A))
         assert [h.system_record.id for h in hits.hits] == [rid]
+
+
+async def test_a_record_too_large_for_one_tsvector_is_recorded_and_found_by_its_beginning(search, database_url):
+    # A tsvector holds at most 1 MB: a document of every word would refuse the INSERT of the evidence.
+    words = " ".join(f"w{i}" for i in range(300_000))  # ~2.3 MB of distinct words
+    producer = Producer(login_url(database_url, "producer"), pool_size=1)
+    try:
+        with producer.transaction(B) as conn:
+            traces = TraceRecorder(conn)
+            traces.create_trace(tenant_id=B, run_id=f"{B}.run-big", trace_id=f"{B}.trace-big", started_at=BASE)
+            traces.add_step(tenant_id=B, trace_id=f"{B}.trace-big", step_index=0, step_type="input", timestamp=BASE,
+                            input_data={"text": f"giraffe {words} hippopotamus"})
+    finally:
+        producer.close()
+    (hit,) = (await find(search, "giraffe", B)).hits
+    assert hit.trace_step.trace_id == f"{B}.trace-big" and list(hit.matched_fields) == ["input_data"]
+    assert not (await find(search, "hippopotamus", B)).hits  # past the first 100,000 characters
