@@ -393,7 +393,7 @@ def other_filter(request) -> st.SearchStrategy:
         other.CopyFrom(request)
         if field.message_type:  # the lists' only message fields: created_after, created_before
             getattr(other, field.name).CopyFrom(ts(BASE - timedelta(days=30)))
-        elif field.label == FieldDescriptor.LABEL_REPEATED:  # SearchEvidence's sources
+        elif field.is_repeated:  # SearchEvidence's sources
             getattr(other, field.name).append(field.enum_type.values[-1].number)
         elif field.enum_type:
             setattr(other, field.name, field.enum_type.values[-1].number)
