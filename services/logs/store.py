@@ -363,6 +363,12 @@ _SEARCH_KEYSET = "(v.created_at, v.id, '{source}') < (:after_at, :after_id, :aft
 def search_evidence(conn: Connection, tenant_id: str, filters: SearchFilters, after: Sequence[Any] | None,
                     limit: int) -> Page:
     """The page's hits, newest first, as rows {source, id, created_at, matched_fields, record[, trace]}."""
+    # Plans for these words, every time: psycopg prepares a statement run 5 times on a
+    # connection, and PostgreSQL then may keep a generic plan, which cannot know how rare the
+    # words are and walks the tenant's created_at index computing every row's document (a rare
+    # word: 225-260 ms instead of 25 ms, bench/search.py). Planning costs a few ms; SET LOCAL
+    # ends with the transaction.
+    conn.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
     params: dict[str, Any] = {"tenant": tenant_id, "query": filters.query, "run": filters.run_id,
                               "limit": limit + 1}
     if after is not None:
