@@ -70,6 +70,25 @@ def ledger_head(conn: Connection, tenant_id: str) -> Mapping[str, Any] | None:
                                       "WHERE tenant_id = :t ORDER BY seq DESC LIMIT 1"), {"t": tenant_id}))
 
 
+def tlog_stored_hashes(conn: Connection, tenant_id: str, log: str, indexes: Sequence[int]
+                       ) -> list[Mapping[str, Any]]:
+    """The rows of a transparency log's stored hashes at ``indexes`` (Go sumdb/tlog stored-hash
+    indexes, migration 0013) that the log holds, in the order of ``indexes``, with their entry
+    columns for leaves: one query.
+
+    One probe of the whole primary key per index (a LATERAL subquery with LIMIT is never
+    flattened into a join), not ``hash_index = ANY(:idx)``: with statistics taken while the
+    tenant's log was small (after a bulk load, before autovacuum's next analyze; on
+    PostgreSQL 15 in the tree trigger) the planner scans the tenant's whole log with the
+    array as a filter, O(n) per read (migration 0018)."""
+    return all_of(conn.execute(text(
+        "SELECT t.hash_index, t.hash, t.tree_size, t.entry_id, t.leaf_data, t.created_at, t.recorded_at "
+        "FROM unnest(CAST(:idx AS bigint[])) WITH ORDINALITY AS w(i, k) CROSS JOIN LATERAL ("
+        "SELECT * FROM tlog_hashes h WHERE h.tenant_id = :t AND h.log = :log AND h.hash_index = w.i LIMIT 1) t "
+        "ORDER BY w.k"),
+        {"t": tenant_id, "log": log, "idx": list(indexes)}))
+
+
 def ledger_stats(conn: Connection) -> tuple[int, float | None]:
     """(entries appended to every tenant's ledger, seconds since the newest signed checkpoint or
     None): totals over tenants, through the owner's ``aos_ledger_stats()`` (migration 0015) —

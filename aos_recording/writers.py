@@ -229,7 +229,7 @@ class SystemRecordWriter(_Writer):
                created_at: datetime | None = None, record_id: str | None = None,
                request_id: str | None = None) -> Recorded:
         """``write`` that also says whether this call stored the record (False: a retry of it).
-        ``request_id`` (migration 0018) is stored beside the record, outside its content hash."""
+        ``request_id`` (migration 0019) is stored beside the record, outside its content hash."""
         _check(event_type, vocabulary.SYSTEM_EVENT_TYPES, "event_type")
         _check(severity, vocabulary.SYSTEM_SEVERITIES, "severity")
         _check(caused_by, vocabulary.CAUSED_BY, "caused_by")

@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from aos_evidence import queries as evidence
 from aos_evidence.queries import EXPORT_SELECT, NOT_ACCESS, AuditFilters, system_clauses
 from aos_runtime.rows import each_of, first_of, one_of
 
@@ -142,17 +143,12 @@ def tlog_hashes(conn: Connection, tenant_id: str, log: str, indexes: list[int]) 
     the tlog reader reports as a store fault)."""
     if not indexes:
         return []
-    found = {int(r["hash_index"]): bytes(r["hash"]) for r in each_of(conn.execute(
-        text("SELECT hash_index, hash FROM tlog_hashes WHERE tenant_id = :t AND log = :log "
-             "AND hash_index = ANY(:indexes)"), {"t": tenant_id, "log": log, "indexes": indexes}))}
-    return [found[i] for i in indexes if i in found]
+    return [bytes(r["hash"]) for r in evidence.tlog_stored_hashes(conn, tenant_id, log, indexes)]
 
 
 def tlog_hash_indexes(conn: Connection, tenant_id: str, log: str, indexes: list[int]) -> list[int]:
     """Which of ``indexes`` the log holds."""
-    return [int(r["hash_index"]) for r in each_of(conn.execute(
-        text("SELECT hash_index FROM tlog_hashes WHERE tenant_id = :t AND log = :log AND hash_index = ANY(:indexes)"),
-        {"t": tenant_id, "log": log, "indexes": indexes}))]
+    return [int(r["hash_index"]) for r in evidence.tlog_stored_hashes(conn, tenant_id, log, indexes)]
 
 
 def unpublished_logs(conn: Connection) -> list[Mapping[str, Any]]:

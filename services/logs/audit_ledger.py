@@ -182,9 +182,10 @@ class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
                              "must be at least 1" if request.seq else "entry_id or seq is required")
         if request.tree_size < 0:
             r.violations.add("tree_size", "must not be negative (0 means the current size)")
+        log = _log(r, request)
         r.done()
         tenant = auth.principal().tenant_id
-        return await self.ctx.db.run(tenant, _inclusion, tenant, entry_id, request.seq, request.tree_size)
+        return await self.ctx.db.run(tenant, _inclusion, tenant, log, entry_id, request.seq, request.tree_size)
 
     async def GetConsistencyProof(self, request: pb.GetConsistencyProofRequest,
                                   context: grpc.aio.ServicerContext) -> pb.GetConsistencyProofResponse:
@@ -195,9 +196,11 @@ class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
             r.violations.add("second_tree_size", "must not be negative (0 means the current size)")
         elif request.second_tree_size and request.second_tree_size < request.first_tree_size:
             r.violations.add("second_tree_size", "must not be smaller than first_tree_size")
+        log = _log(r, request)
         r.done()
         tenant = auth.principal().tenant_id
-        return await self.ctx.db.run(tenant, _consistency, tenant, request.first_tree_size, request.second_tree_size)
+        return await self.ctx.db.run(tenant, _consistency, tenant, log, request.first_tree_size,
+                                     request.second_tree_size)
 
     async def ListLedgerLeaves(self, request: pb.ListLedgerLeavesRequest,
                                context: grpc.aio.ServicerContext) -> pb.ListLedgerLeavesResponse:
@@ -209,14 +212,19 @@ class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
         elif request.to_seq and request.to_seq < max(request.from_seq, 1):
             r.violations.add("to_seq", "must not be before from_seq")
         limit = r.page_size(request.page_size)
+        log = _log(r, request)
         r.done()
         # A walk in seq order, not a newest-first list: its position is the last seq
-        # answered and the range's end as the first page resolved it.
-        listing = self._listing("audit.leaves", {"from_seq": request.from_seq, "to_seq": request.to_seq})
+        # answered and the range's end as the first page resolved it (the log is a filter:
+        # a token of one log's walk is refused for the other's).
+        filters: dict[str, Any] = {"from_seq": request.from_seq, "to_seq": request.to_seq}
+        if log != store.LEDGER_LOG:
+            filters["log"] = log
+        listing = self._listing("audit.leaves", filters)
         cursor = listing.after(request.page_token)
         tenant = listing.tenant_id
-        return await self.ctx.db.run(tenant, _leaves, listing, max(request.from_seq, 1), request.to_seq, cursor,
-                                     limit)
+        return await self.ctx.db.run(tenant, _leaves, listing, log, max(request.from_seq, 1), request.to_seq,
+                                     cursor, limit)
 
 
 def _verify_range(conn, tenant: str, start: int, to_seq: int | None, budget: int):
@@ -236,14 +244,27 @@ def _verify_range(conn, tenant: str, start: int, to_seq: int | None, budget: int
     return head, verify.verify_ledger(conn, tenant, from_seq=start, to_seq=end, anchor=anchor)
 
 
+_LogRequest = pb.GetInclusionProofRequest | pb.GetConsistencyProofRequest | pb.ListLedgerLeavesRequest
+
+
+def _log(r: Request, request: _LogRequest) -> str:
+    """The tenant's log a proof request names (SPEC section 5): the ledger unless it says the exports'."""
+    return r.enum(request.log, request.DESCRIPTOR.fields_by_name["log"].enum_type, "log") or store.LEDGER_LOG
+
+
 # --- transparency log jobs: each runs in one transaction of the tenant's -------------------
-def _hashes(conn, tenant: str, indexes: list[int]) -> dict[int, Mapping[str, Any]]:
+def _hashes(conn, tenant: str, log: str, indexes: list[int]) -> dict[int, Mapping[str, Any]]:
     """The stored hashes a tlog computation asks for, read in one query; every one must be there."""
-    rows = store.tlog_rows(conn, tenant, indexes)
+    rows = store.tlog_rows(conn, tenant, indexes, log)
     missing = [i for i in indexes if i not in rows]
     if missing:
-        raise faults.LogHashesMissing(store.LEDGER_LOG, missing)
+        raise faults.LogHashesMissing(log, missing)
     return rows
+
+
+# What each log's leaves stand for, in errors and in answers' metadata.
+_RESOURCE = {store.LEDGER_LOG: errors.Resource.AUDIT_ENTRY, store.EXPORTS_LOG: errors.Resource.EXPORT}
+_COMPONENT = {store.LEDGER_LOG: "audit_ledger.tlog", store.EXPORTS_LOG: "log_exports.tlog"}
 
 
 def _reader(rows: Mapping[int, Mapping[str, Any]]) -> tlog.HashReader:
@@ -257,13 +278,15 @@ def _size_check(r: Request, field: str, requested: int, current: int) -> int:
     return requested or current
 
 
-def _inclusion(conn, tenant: str, entry_id: str | None, seq: int, tree_size: int) -> pb.GetInclusionProofResponse:
-    current = store.tlog_size(conn, tenant)
+def _inclusion(conn, tenant: str, log: str, entry_id: str | None, seq: int,
+               tree_size: int) -> pb.GetInclusionProofResponse:
+    # Two queries in all (and the transaction's scope): this one, then the hashes.
+    resolved = store.tlog_resolve(conn, tenant, log, entry_id, tree_size)
+    current = resolved["current"]
     if entry_id is not None:
-        found = store.ledger_entry_seq(conn, tenant, entry_id)
-        if found is None:
-            raise errors.not_found(errors.Resource.AUDIT_ENTRY, entry_id)
-        seq = found
+        if resolved["seq"] is None:
+            raise errors.not_found(_RESOURCE[log], entry_id)
+        seq = resolved["seq"]
     r = Request()
     size = _size_check(r, "tree_size", tree_size, current)
     if entry_id is None and seq > current:
@@ -273,20 +296,21 @@ def _inclusion(conn, tenant: str, entry_id: str | None, seq: int, tree_size: int
     r.done()
     leaf = tlog.stored_hash_index(0, seq - 1)
     path, root = tlog.record_proof_indexes(size, seq - 1), tlog.tree_hash_indexes(size)
-    rows = _hashes(conn, tenant, sorted({leaf, *path, *root}))
+    rows = _hashes(conn, tenant, log, sorted({leaf, *path, *root}))
     read = _reader(rows)
-    checkpoint = store.kept_checkpoint(conn, tenant, size)
+    checkpoint = ({k.removeprefix("checkpoint_"): v for k, v in resolved.items() if k.startswith("checkpoint_")}
+                  if resolved["checkpoint_seq"] is not None else None)
     entry = rows[leaf]
     return pb.GetInclusionProofResponse(
-        metadata=ledger_leaf(tenant, {**entry, "seq": seq, "leaf_hash": entry["hash"]}).metadata,
+        metadata=ledger_leaf(tenant, {**entry, "seq": seq, "leaf_hash": entry["hash"]}, _COMPONENT[log]).metadata,
         entry_id=entry["entry_id"], seq=seq, leaf_index=seq - 1, tree_size=size,
         root_hash=tlog.tree_hash(size, read), leaf_data=bytes(entry["leaf_data"]), leaf_hash=bytes(entry["hash"]),
         audit_path=tlog.prove_record(size, seq - 1, read),
         checkpoint=kept_checkpoint(checkpoint) if checkpoint else None)
 
 
-def _consistency(conn, tenant: str, first: int, second: int) -> pb.GetConsistencyProofResponse:
-    current = store.tlog_size(conn, tenant)
+def _consistency(conn, tenant: str, log: str, first: int, second: int) -> pb.GetConsistencyProofResponse:
+    current = store.tlog_size(conn, tenant, log)
     r = Request()
     _size_check(r, "first_tree_size", first, current)
     # the handler checked an explicit second size against the first; 0 is the current size
@@ -294,20 +318,20 @@ def _consistency(conn, tenant: str, first: int, second: int) -> pb.GetConsistenc
     r.done()
     wanted = {*tlog.tree_proof_indexes(second, first), *tlog.tree_hash_indexes(first),
               *tlog.tree_hash_indexes(second)}
-    read = _reader(_hashes(conn, tenant, sorted(wanted)))
+    read = _reader(_hashes(conn, tenant, log, sorted(wanted)))
     return pb.GetConsistencyProofResponse(
-        metadata=answer_metadata(tenant, "audit_ledger.tlog"), first_tree_size=first,
+        metadata=answer_metadata(tenant, _COMPONENT[log]), first_tree_size=first,
         first_root_hash=tlog.tree_hash(first, read), second_tree_size=second,
         second_root_hash=tlog.tree_hash(second, read), proof=tlog.prove_tree(second, first, read))
 
 
-def _leaves(conn, listing: Listing, first: int, to_seq: int, cursor: list[Any] | None,
+def _leaves(conn, listing: Listing, log: str, first: int, to_seq: int, cursor: list[Any] | None,
             limit: int) -> pb.ListLedgerLeavesResponse:
     tenant = listing.tenant_id
     if cursor:
         after, end = int(cursor[0]), int(cursor[1])
     else:
-        current = store.tlog_size(conn, tenant)
+        current = store.tlog_size(conn, tenant, log)
         r = Request()
         if first > max(current, 1):
             r.violations.add("from_seq", f"is past the tree's last leaf (size {current})")
@@ -315,10 +339,10 @@ def _leaves(conn, listing: Listing, first: int, to_seq: int, cursor: list[Any] |
         r.done()
         after = first - 1
     rows = store.tlog_leaves(conn, tenant, tlog.stored_hash_index(0, after), tlog.stored_hash_index(0, end - 1),
-                             limit + 1) if end > after else []
+                             limit + 1, log) if end > after else []
     page, more = rows[:limit], len(rows) > limit
-    leaves = [ledger_leaf(tenant, row) for row in page]
+    leaves = [ledger_leaf(tenant, row, _COMPONENT[log]) for row in page]
     return pb.ListLedgerLeavesResponse(
-        metadata=answer_metadata(tenant, "audit_ledger.tlog", leaves), leaves=leaves,
+        metadata=answer_metadata(tenant, _COMPONENT[log], leaves), leaves=leaves,
         next_page_token=listing.issue([page[-1]["seq"], end]) if more else "",
         total_size=max(end - first + 1, 0), has_more=more, last_seq=end)

@@ -78,12 +78,13 @@ def replay_window(trace: Mapping[str, Any], seconds: int, found: Mapping[str, li
         events=[e[2] for e in events])
 
 
-def ledger_leaf(tenant_id: str, row: Mapping[str, Any]) -> audit_ledger_service_pb2.LedgerLeaf:
-    """A leaf of the tenant's ledger tree (a tlog_hashes leaf row): the entry it stands for,
-    its leaf data (the content hash) and leaf hash, with the entry's times as metadata."""
+def ledger_leaf(tenant_id: str, row: Mapping[str, Any],
+                component: str = "audit_ledger.tlog") -> audit_ledger_service_pb2.LedgerLeaf:
+    """A leaf of one of the tenant's trees (a tlog_hashes leaf row): the entry (or export) it
+    stands for, its leaf data (the content hash) and leaf hash, with the entry's times as metadata."""
     return audit_ledger_service_pb2.LedgerLeaf(
         metadata=metadata(Evidence(tenant_id=tenant_id, occurred_at=row["created_at"], recorded_at=row["recorded_at"],
-                                   source_domain="LOGS", source_component="audit_ledger.tlog", origin="SYSTEM",
+                                   source_domain="LOGS", source_component=component, origin="SYSTEM",
                                    system_id="aos-logs", checksum=bytes(row["leaf_data"]))),
         seq=row["seq"], leaf_index=row["seq"] - 1, entry_id=row["entry_id"], leaf_data=bytes(row["leaf_data"]),
         leaf_hash=bytes(row["leaf_hash"]))

@@ -2,7 +2,7 @@
 steps, system records), with structured filters, keyset pages and capped totals.
 
 The query is web-search syntax (PostgreSQL's websearch_to_tsquery, config 'simple'). Ids
-glue words with `-._:@/`, which the documents turn into spaces (migration 0018); a query
+glue words with `-._:@/`, which the documents turn into spaces (migration 0019); a query
 term holding them becomes the quoted phrase of its parts, so `run-support-103` finds the
 id and `"budget exceeded"` the phrase. SQL in services/logs/store.py.
 """

@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
+from aos_evidence import queries as evidence
 from aos_evidence.queries import AUDIT_SELECT, RUN_FROM, RUN_SELECT, AuditFilters, system_clauses
 from aos_runtime.keyset import Page, after_clause, count_total, cut, keyset_page, position, where
 from aos_runtime.rows import all_of, first_of, one_of
@@ -229,8 +230,9 @@ def attribution(conn: Connection, tenant_id: str, start: datetime, end: datetime
 
 # --- the ledger's transparency log (migration 0013) -------------------------------------
 # Stored hashes by their Go sumdb/tlog index (aos_recording.tlog computes which); the tree
-# the database keeps under the chain lock. ``log`` is 'ledger' here.
+# the database keeps under the chain lock. ``log`` is 'ledger' or 'exports'.
 LEDGER_LOG = "ledger"
+EXPORTS_LOG = "exports"  # the export chain's tree (leaf data: each export row's content hash)
 
 
 def tlog_size(conn: Connection, tenant_id: str, log: str = LEDGER_LOG) -> int:
@@ -244,15 +246,26 @@ def tlog_size(conn: Connection, tenant_id: str, log: str = LEDGER_LOG) -> int:
 def tlog_rows(conn: Connection, tenant_id: str, indexes: Sequence[int],
               log: str = LEDGER_LOG) -> dict[int, Mapping[str, Any]]:
     """The stored hashes at ``indexes`` (and, for leaves, their entry), by index: one query."""
-    return {r["hash_index"]: r for r in all_of(conn.execute(text(
-        "SELECT hash_index, hash, tree_size, entry_id, leaf_data, created_at, recorded_at FROM tlog_hashes "
-        "WHERE tenant_id = :t AND log = :log AND hash_index = ANY(:idx)"),
-        {"t": tenant_id, "log": log, "idx": list(indexes)}))}
+    return {r["hash_index"]: r for r in evidence.tlog_stored_hashes(conn, tenant_id, log, indexes)}
 
 
-def ledger_entry_seq(conn: Connection, tenant_id: str, entry_id: str) -> int | None:
-    return conn.execute(text("SELECT seq FROM audit_ledger WHERE tenant_id = :t AND id = :id LIMIT 1"),
-                        {"t": tenant_id, "id": entry_id}).scalar_one_or_none()
+def tlog_resolve(conn: Connection, tenant_id: str, log: str, entry_id: str | None,
+                 tree_size: int) -> Mapping[str, Any]:
+    """What an inclusion proof needs before its hashes, in one query: the log's ``current``
+    size, the ``seq`` of the leaf of ``entry_id`` (None when not asked or not in the log; the
+    tree keeps the ids of entries retention dropped, migration 0018's index finds them), and
+    for the ledger the signed DSSE checkpoint kept at exactly the size proved (``tree_size``;
+    0: the current size) as ``checkpoint_*`` columns, NULL when none was kept."""
+    return one_of(conn.execute(text(
+        "SELECT s.current, (SELECT h.tree_size FROM tlog_hashes h WHERE h.tenant_id = :t AND h.log = :log "
+        "                   AND h.entry_id = :id ORDER BY h.hash_index LIMIT 1) AS seq, "
+        "c.tenant_id AS checkpoint_tenant_id, c.seq AS checkpoint_seq, c.chain_hash AS checkpoint_chain_hash, "
+        "c.envelope AS checkpoint_envelope, c.recorded_at AS checkpoint_recorded_at "
+        "FROM (SELECT coalesce((SELECT tree_size FROM tlog_hashes WHERE tenant_id = :t AND log = :log "
+        "                       ORDER BY hash_index DESC LIMIT 1), 0) AS current) s "
+        "LEFT JOIN ledger_checkpoints c ON :log = 'ledger' AND c.tenant_id = :t AND c.kind = 'CHECKPOINT' "
+        "AND c.seq = coalesce(nullif(:size, 0), s.current) AND c.envelope IS NOT NULL"),
+        {"t": tenant_id, "log": log, "id": entry_id, "size": tree_size}))
 
 
 def tlog_leaves(conn: Connection, tenant_id: str, first_index: int, last_index: int, limit: int,
@@ -266,15 +279,7 @@ def tlog_leaves(conn: Connection, tenant_id: str, first_index: int, last_index: 
         {"t": tenant_id, "log": log, "lo": first_index, "hi": last_index, "limit": limit}))
 
 
-def kept_checkpoint(conn: Connection, tenant_id: str, seq: int) -> Mapping[str, Any] | None:
-    """The signed ledger checkpoint recorded at exactly ``seq``, if one was kept."""
-    return first_of(conn.execute(text(
-        "SELECT tenant_id, seq, chain_hash, envelope, recorded_at FROM ledger_checkpoints "
-        "WHERE tenant_id = :t AND kind = 'CHECKPOINT' AND seq = :seq AND envelope IS NOT NULL"),
-        {"t": tenant_id, "seq": seq}))
-
-
-# --- evidence search (migration 0018) ---------------------------------------------------
+# --- evidence search (migration 0019) ---------------------------------------------------
 # Keys come from the tenant-scoped search views (audit_search, trace_step_search,
 # system_search, platform_search), where ``doc @@ query`` is an index condition with the
 # tenant (GIN on (tenant_id, document)); the records themselves from their tables, under

@@ -3,6 +3,7 @@ probe the schema itself), ledger entries appended and verified through the produ
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import uuid
 from datetime import datetime, timedelta
 
@@ -61,3 +62,20 @@ def append_entries(url: str, tenant: str, months: list[datetime], per_month: int
                     for month in months for i in range(per_month)]
     finally:
         producer.close()
+
+
+def export_rows(database_url: str, tenant: str, count: int) -> list[tuple[str, bytes]]:
+    """``count`` log_exports rows as the export role writes them (only what the chain and the
+    tree read matters): (export id, content hash) in seq order."""
+    made = []
+    with session(database_url, "aos_export", tenant) as conn:
+        for i in range(count):
+            export_id, content = new_id("exp"), hashlib.sha256(f"{tenant}/{i}".encode()).digest()
+            conn.execute(
+                "INSERT INTO log_exports (id, tenant_id, scope, bundle_type, format, content_type, filename, "
+                "size_bytes, checksum, manifest, dsse_envelope, signing_key_id, redaction, requested_by_type, "
+                "requested_by_id, created_at, content_hash) VALUES (%s, %s, 'AUDIT_SLICE', 'EVIDENCE', 'JSON', "
+                "'application/json', 'x.json', 0, %s, '{}', '{}', 'k', '{}', 'HUMAN', 'u', now(), %s)",
+                (export_id, tenant, hashlib.sha256(b"").digest(), content))
+            made.append((export_id, content))
+    return made

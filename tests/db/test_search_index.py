@@ -1,4 +1,4 @@
-"""Evidence search in the database (migration 0018): the search views make ``doc @@ query`` an
+"""Evidence search in the database (migration 0019): the search views make ``doc @@ query`` an
 index condition together with the tenant (on the tables, under row-level security, it cannot
 be), and they show the session's tenant only, nothing without one."""
 from __future__ import annotations
@@ -16,7 +16,7 @@ from services.logs import store
 pytestmark = pytest.mark.db
 
 TABLES = ("audit_ledger", "aos_trace_steps", "system_records", "platform_records")
-MIGRATION = Path(__file__).resolve().parents[2] / "migrations" / "versions" / "0018_evidence_search.py"
+MIGRATION = Path(__file__).resolve().parents[2] / "migrations" / "versions" / "0019_evidence_search.py"
 
 
 def migration():

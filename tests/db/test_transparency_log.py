@@ -293,3 +293,38 @@ def test_a_stale_snapshot_cannot_append_a_second_leaf_at_a_seq(database_url):
         assert err.value.diag.constraint_name == "tlog_hashes_pkey"
         stale.execute("ROLLBACK")
     assert assert_tree_right(database_url, tenant) == 3
+
+
+def trigger_plans(url: str, tenant: str, count: int) -> list[str]:
+    """The plans of every statement the tree trigger runs on tlog_hashes while ``count`` entries
+    of ``tenant`` are appended in one INSERT (auto_explain, nested statements, as the admin)."""
+    with session(url) as conn:
+        notices: list[str] = []
+        conn.add_notice_handler(lambda diag: notices.append(diag.message_primary or ""))
+        conn.execute("LOAD 'auto_explain'")
+        for setting, value in (("auto_explain.log_min_duration", "0"), ("auto_explain.log_nested_statements", "on"),
+                               ("client_min_messages", "log")):
+            conn.execute("SELECT set_config(%s, %s, false)", (setting, value))
+        conn.execute(
+            "INSERT INTO audit_ledger (id, tenant_id, event_type, entity_type, entity_id, actor_type, created_at, "
+            "content_hash) SELECT %s || i, %s, 'LimitUpdated', 'LIMIT', 'x', 'HUMAN', %s, sha256(int8send(i)) "
+            "FROM generate_series(1, %s) i", (new_id("aud") + "-", tenant, JAN, count))
+        conn.execute("SELECT set_config('client_min_messages', 'notice', false)")
+    return [n for n in notices if "tlog_hashes" in n.split("plan:", 1)[-1] and "Insert on" not in n]
+
+
+def test_an_append_probes_the_tree_by_primary_key_whatever_the_statistics(database_url):
+    """Migration 0018: statistics taken while a tenant's log was tiny must not make the trigger
+    read the tenant's whole log. 0013's lookup, hash_index = ANY(...), was planned on PG 15 as
+    a scan of (tenant_id, log) with the array as a filter: O(n) per append, bulk loads O(n²)."""
+    tenant = new_id("t")
+    append_entries(database_url, tenant, [JAN], 2)
+    with session(database_url) as conn:
+        conn.execute("ANALYZE tlog_hashes")  # this tenant: two leaves in the statistics
+    plans = trigger_plans(database_url, tenant, 300)
+    assert plans, "auto_explain showed none of the trigger's lookups"
+    for plan in plans:
+        body = plan.split("plan:", 1)[1]
+        assert "Index Cond" in body and "hash_index =" in body.split("Index Cond", 1)[1], plan
+        assert "Filter" not in body, plan
+    assert assert_tree_right(database_url, tenant) == 302

@@ -1,19 +1,30 @@
 """The ledger's transparency log end to end: proofs the Logs service answers for the demo
 tenant verify offline with aos_recording.tlog, another tenant's entry is NOT_FOUND, bad
 sizes are INVALID_ARGUMENT field by field, and a database session cannot change the tree
-(a superuser who does is caught by the next proof against a root kept before)."""
+(a superuser who does is caught by the next proof against a root kept before). The export
+chain's tree answers the same RPCs with log TRANSPARENCY_LOG_EXPORTS, against the root of
+the Export service's C2SP checkpoint; an entry whose month retention dropped is still proved
+by its id."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import tempfile
+from datetime import date, datetime, timezone
+from pathlib import Path
 
 import grpc
 import psycopg
 import pytest
 
+from aos.evidence.v1 import integrity_pb2
+from aos.export.v1 import export_service_pb2 as export_pb, export_service_pb2_grpc as export_grpc
 from aos.logs.v1 import audit_ledger_service_pb2 as pb, audit_ledger_service_pb2_grpc as pb_grpc
-from aos_recording import tlog
-from tests.db.sessions import append_entries, new_id, session
-from tests.e2e.support import ACME, DEMO, auth, violations
+from aos_recording import retention, tlog
+from aos_runtime.service_main import build_server
+from tests.db.sessions import append_entries, export_rows, make_tenant, new_id, session
+from tests.e2e.support import ACME, DEMO, auth, service_modules, settings, violations
+from tests.logins import login_url
+
+EXPORTS = integrity_pb2.TRANSPARENCY_LOG_EXPORTS
 
 pytestmark = pytest.mark.db
 
@@ -180,3 +191,99 @@ async def test_a_superusers_rewrite_of_a_stored_hash_is_caught_by_the_next_proof
         if seq > 4:
             with pytest.raises(tlog.ProofError):
                 tlog.check_record(list(proof.audit_path), 6, kept.root_hash, seq - 1, proof.leaf_hash)
+
+
+async def test_the_export_chain_is_proved_as_a_second_log_against_its_c2sp_checkpoint(ledger, suite,
+                                                                                        database_url):
+    tenant = make_tenant(database_url)
+    exports = export_rows(database_url, tenant, 7)
+    append_entries(database_url, tenant, [datetime(2026, 10, 1, tzinfo=timezone.utc)], 3)  # the ledger: another tree
+    data = [content for _, content in exports]
+    leaves = await ledger.ListLedgerLeaves(pb.ListLedgerLeavesRequest(log=EXPORTS), metadata=auth(tenant))
+    assert [(leaf.seq, leaf.entry_id, leaf.leaf_data) for leaf in leaves.leaves] == \
+        [(i + 1, export_id, content) for i, (export_id, content) in enumerate(exports)]
+    assert leaves.metadata.source_component == "log_exports.tlog"
+    async with grpc.aio.insecure_channel(suite["export"]) as channel:
+        checkpoint = (await export_grpc.ExportServiceStub(channel).GetLedgerCheckpoint(
+            export_pb.GetLedgerCheckpointRequest(log=EXPORTS), metadata=auth(tenant))).log_checkpoint
+    assert (checkpoint.tree_size, checkpoint.root_hash) == (7, root_of(data))
+    for seq, (export_id, content) in enumerate(exports, start=1):
+        by_id = await ledger.GetInclusionProof(pb.GetInclusionProofRequest(entry_id=export_id, log=EXPORTS),
+                                               metadata=auth(tenant))
+        by_seq = await ledger.GetInclusionProof(pb.GetInclusionProofRequest(seq=seq, log=EXPORTS),
+                                                metadata=auth(tenant))
+        assert by_id == by_seq
+        assert (by_id.seq, by_id.entry_id, by_id.leaf_data, by_id.root_hash) == \
+            (seq, export_id, content, checkpoint.root_hash)
+        assert not by_id.HasField("checkpoint")  # DSSE ledger checkpoints are the ledger's
+        tlog.check_record(list(by_id.audit_path), 7, checkpoint.root_hash, seq - 1, tlog.leaf_hash(content))
+    for old in range(1, 8):
+        consistency = await ledger.GetConsistencyProof(pb.GetConsistencyProofRequest(first_tree_size=old, log=EXPORTS),
+                                                       metadata=auth(tenant))
+        assert consistency.first_root_hash == root_of(data[:old])
+        tlog.check_tree(list(consistency.proof), 7, checkpoint.root_hash, old, consistency.first_root_hash)
+    # the logs do not mix: an export's id is no ledger entry, the ledger's size is not the exports'
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await ledger.GetInclusionProof(pb.GetInclusionProofRequest(entry_id=exports[0][0]), metadata=auth(tenant))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await ledger.GetInclusionProof(pb.GetInclusionProofRequest(seq=5), metadata=auth(tenant))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and set(violations(err.value)) == {"seq"}
+    # another tenant sees none of it
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await ledger.GetInclusionProof(pb.GetInclusionProofRequest(entry_id=exports[0][0], log=EXPORTS),
+                                       metadata=auth(DEMO))
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    # a page token of one log's walk is not the other's
+    first = await ledger.ListLedgerLeaves(pb.ListLedgerLeavesRequest(page_size=2, log=EXPORTS), metadata=auth(tenant))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await ledger.ListLedgerLeaves(pb.ListLedgerLeavesRequest(page_size=2, page_token=first.next_page_token),
+                                      metadata=auth(tenant))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "page_token" in violations(err.value)
+
+
+async def test_an_unknown_log_is_an_invalid_argument(ledger):
+    for request in (pb.GetInclusionProofRequest(seq=1, log=99), pb.GetConsistencyProofRequest(first_tree_size=1, log=99),
+                    pb.ListLedgerLeavesRequest(log=99)):
+        method = {pb.GetInclusionProofRequest: ledger.GetInclusionProof,
+                  pb.GetConsistencyProofRequest: ledger.GetConsistencyProof,
+                  pb.ListLedgerLeavesRequest: ledger.ListLedgerLeaves}[type(request)]
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await method(request, metadata=auth())
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and set(violations(err.value)) == {"log"}
+
+
+async def test_an_entry_whose_month_retention_dropped_is_still_proved_by_its_id(databases):
+    """A database of its own (the drop is database-wide): the entry's row is gone, its leaf
+    (with its id) is kept, so the proof by id answers as it did before the drop."""
+    url = databases.create()
+    tenant = "tenant-dropped"
+    with session(url) as conn:
+        retention.ensure_partitions(conn, first=date(2025, 1, 1), through=date(2025, 3, 1))
+    entries = append_entries(url, tenant, [datetime(2025, 1, 10, tzinfo=timezone.utc),
+                                           datetime(2025, 2, 10, tzinfo=timezone.utc)], 3)
+    server = build_server("logs", service_modules()["logs"].servicers,
+                          settings(Path(tempfile.mkdtemp(prefix="aos-tlog-"))), login_url(url, "logs"), port=0)
+    address = f"127.0.0.1:{await server.start()}"
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = pb_grpc.AuditLedgerServiceStub(channel)
+            before = [await stub.GetInclusionProof(pb.GetInclusionProofRequest(entry_id=e.id), metadata=auth(tenant))
+                      for e in entries]
+            with session(url) as conn:
+                retention.record_checkpoints(conn)
+                assert retention.drop_partitions_before(conn, date(2025, 2, 1)) == ["audit_ledger_p2025_01"]
+            with pytest.raises(grpc.aio.AioRpcError) as err:  # the entry itself is gone
+                await stub.GetAuditEntry(pb.GetAuditEntryRequest(entry_id=entries[0].id), metadata=auth(tenant))
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
+            for entry, kept in zip(entries, before, strict=True):
+                proof = await stub.GetInclusionProof(pb.GetInclusionProofRequest(entry_id=entry.id),
+                                                     metadata=auth(tenant))
+                assert proof == kept
+                tlog.check_record(list(proof.audit_path), 6, proof.root_hash, entry.seq - 1,
+                                  tlog.leaf_hash(entry.content_hash))
+            with pytest.raises(grpc.aio.AioRpcError) as err:  # still only the tree's ids
+                await stub.GetInclusionProof(pb.GetInclusionProofRequest(entry_id="aud_unknown"), metadata=auth(tenant))
+            assert err.value.code() == grpc.StatusCode.NOT_FOUND
+    finally:
+        await server.stop(None)

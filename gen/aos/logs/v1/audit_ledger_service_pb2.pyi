@@ -228,14 +228,16 @@ class ListAuditExportsResponse(_message.Message):
     def __init__(self, metadata: _Optional[_Union[_evidence_pb2.EvidenceMetadata, _Mapping]] = ..., exports: _Optional[_Iterable[_Union[_bundle_pb2.Export, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ..., total_size_is_estimate: _Optional[bool] = ..., has_more: _Optional[bool] = ...) -> None: ...
 
 class GetInclusionProofRequest(_message.Message):
-    __slots__ = ("entry_id", "seq", "tree_size")
+    __slots__ = ("entry_id", "seq", "tree_size", "log")
     ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
     TREE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    LOG_FIELD_NUMBER: _ClassVar[int]
     entry_id: str
     seq: int
     tree_size: int
-    def __init__(self, entry_id: _Optional[str] = ..., seq: _Optional[int] = ..., tree_size: _Optional[int] = ...) -> None: ...
+    log: _integrity_pb2.TransparencyLog
+    def __init__(self, entry_id: _Optional[str] = ..., seq: _Optional[int] = ..., tree_size: _Optional[int] = ..., log: _Optional[_Union[_integrity_pb2.TransparencyLog, str]] = ...) -> None: ...
 
 class GetInclusionProofResponse(_message.Message):
     __slots__ = ("metadata", "entry_id", "seq", "leaf_index", "tree_size", "root_hash", "leaf_data", "leaf_hash", "audit_path", "checkpoint")
@@ -262,12 +264,14 @@ class GetInclusionProofResponse(_message.Message):
     def __init__(self, metadata: _Optional[_Union[_evidence_pb2.EvidenceMetadata, _Mapping]] = ..., entry_id: _Optional[str] = ..., seq: _Optional[int] = ..., leaf_index: _Optional[int] = ..., tree_size: _Optional[int] = ..., root_hash: _Optional[bytes] = ..., leaf_data: _Optional[bytes] = ..., leaf_hash: _Optional[bytes] = ..., audit_path: _Optional[_Iterable[bytes]] = ..., checkpoint: _Optional[_Union[_integrity_pb2.LedgerCheckpoint, _Mapping]] = ...) -> None: ...
 
 class GetConsistencyProofRequest(_message.Message):
-    __slots__ = ("first_tree_size", "second_tree_size")
+    __slots__ = ("first_tree_size", "second_tree_size", "log")
     FIRST_TREE_SIZE_FIELD_NUMBER: _ClassVar[int]
     SECOND_TREE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    LOG_FIELD_NUMBER: _ClassVar[int]
     first_tree_size: int
     second_tree_size: int
-    def __init__(self, first_tree_size: _Optional[int] = ..., second_tree_size: _Optional[int] = ...) -> None: ...
+    log: _integrity_pb2.TransparencyLog
+    def __init__(self, first_tree_size: _Optional[int] = ..., second_tree_size: _Optional[int] = ..., log: _Optional[_Union[_integrity_pb2.TransparencyLog, str]] = ...) -> None: ...
 
 class GetConsistencyProofResponse(_message.Message):
     __slots__ = ("metadata", "first_tree_size", "first_root_hash", "second_tree_size", "second_root_hash", "proof")
@@ -286,16 +290,18 @@ class GetConsistencyProofResponse(_message.Message):
     def __init__(self, metadata: _Optional[_Union[_evidence_pb2.EvidenceMetadata, _Mapping]] = ..., first_tree_size: _Optional[int] = ..., first_root_hash: _Optional[bytes] = ..., second_tree_size: _Optional[int] = ..., second_root_hash: _Optional[bytes] = ..., proof: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class ListLedgerLeavesRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "from_seq", "to_seq")
+    __slots__ = ("page_size", "page_token", "from_seq", "to_seq", "log")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     FROM_SEQ_FIELD_NUMBER: _ClassVar[int]
     TO_SEQ_FIELD_NUMBER: _ClassVar[int]
+    LOG_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     from_seq: int
     to_seq: int
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., from_seq: _Optional[int] = ..., to_seq: _Optional[int] = ...) -> None: ...
+    log: _integrity_pb2.TransparencyLog
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., from_seq: _Optional[int] = ..., to_seq: _Optional[int] = ..., log: _Optional[_Union[_integrity_pb2.TransparencyLog, str]] = ...) -> None: ...
 
 class LedgerLeaf(_message.Message):
     __slots__ = ("metadata", "seq", "leaf_index", "entry_id", "leaf_data", "leaf_hash")

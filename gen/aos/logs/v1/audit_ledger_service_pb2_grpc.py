@@ -145,7 +145,8 @@ class AuditLedgerServiceServicer:
 
     def GetInclusionProof(self, request, context):
         """An RFC 6962 inclusion proof: the entry (by id or seq) is leaf seq - 1 of the tenant's
-        ledger tree of the given size (SPEC §5, "Transparency log"). Verify it offline with
+        ledger tree of the given size (SPEC §5, "Transparency log"), or with log
+        TRANSPARENCY_LOG_EXPORTS, the export of the tenant's export chain. Verify it offline with
         aos_recording.tlog (or any RFC 6962 / RFC 9162 verifier) against a root you trust.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -154,7 +155,8 @@ class AuditLedgerServiceServicer:
 
     def GetConsistencyProof(self, request, context):
         """An RFC 6962 consistency proof: the tenant's ledger tree of the first size is a prefix
-        of the tree of the second size, i.e. no entry before it was changed, removed or reordered.
+        of the tree of the second size, i.e. no entry before it was changed, removed or reordered
+        (or of the export chain's tree, with log TRANSPARENCY_LOG_EXPORTS).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -164,6 +166,7 @@ class AuditLedgerServiceServicer:
         """The leaves of the tenant's ledger tree for a seq range, in seq order (the tree's
         order, oldest first): what an auditor needs to rebuild the tree or check an entry's leaf.
         Answers for entries that retention dropped too (the tree keeps their leaf data).
+        With log TRANSPARENCY_LOG_EXPORTS, the leaves of the export chain's tree.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

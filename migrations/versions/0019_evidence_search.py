@@ -1,7 +1,7 @@
 """Evidence search: full-text indexes and the tenant-scoped search views; request_id on system records.
 
-Revision ID: 0018_evidence_search
-Revises: 0017_ingest_role
+Revision ID: 0019_evidence_search
+Revises: 0018_tlog_lookups
 Create Date: 2026-12-07
 
 Why (issue #25): EvidenceSearchService.SearchEvidence finds a tenant's audit entries, trace
@@ -38,8 +38,8 @@ Downgrade drops the views, indexes and column, then btree_gin and its schema.
 """
 from alembic import op
 
-revision = "0018_evidence_search"
-down_revision = "0017_ingest_role"
+revision = "0019_evidence_search"
+down_revision = "0018_tlog_lookups"
 branch_labels = None
 depends_on = None
 
@@ -60,7 +60,7 @@ SET search_path = pg_catalog, public, pg_temp
 AS $$ SELECT to_tsvector('simple'::regconfig,
                          regexp_replace(left(array_to_string(parts, ' '), 100000), '[-._:@/]+', ' ', 'g')) $$;
 COMMENT ON FUNCTION aos_search_document(text[]) IS
-    'The searchable words of a record (migration 0018): its fields (NULLs skipped) joined by spaces, '
+    'The searchable words of a record (migration 0019): its fields (NULLs skipped) joined by spaces, '
     '-._:@/ read as spaces, the first 100,000 characters, config simple.';
 """
 
