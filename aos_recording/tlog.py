@@ -24,8 +24,10 @@ arithmetic is Go's). Nothing here imports the server: an auditor runs it alone.
 """
 from __future__ import annotations
 
+import array
 import bisect
 import hashlib
+import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 HASH_SIZE = 32
@@ -437,8 +439,16 @@ def check_tree(proof: Sequence[bytes], t: int, th: bytes, n: int, h: bytes) -> N
 # RFC 9162 verifier. No library we know of ships such a multi-leaf proof for RFC 6962 trees
 # in Python; this one is the RFC's own recursion (MTH / PATH, §2.1.1, §2.1.3.1).
 
-def _proved_indexes(indexes: Iterable[int], n: int) -> list[int]:
-    out = sorted(set(indexes))
+def _proved_indexes(indexes: Iterable[int], n: int) -> Sequence[int]:
+    """The record indexes sorted, each once. An array('q') already strictly increasing (an
+    export's ledger entries, in seq order) is used as it is: 8 bytes an index, where a sorted
+    list of a set of Python ints takes ~100 — at 200,000 records, ~20 MB at an export's end."""
+    out: Sequence[int]
+    if isinstance(indexes, array.array) and indexes.typecode == "q" and all(
+            a < b for a, b in itertools.pairwise(indexes)):
+        out = indexes
+    else:
+        out = sorted(set(indexes))
     if not isinstance(n, int) or not 0 < n <= MAX_SIZE:
         raise ProofError(f"tree size {n!r} out of range")
     if any(not isinstance(i, int) or isinstance(i, bool) or not 0 <= i < n for i in out):
@@ -446,7 +456,7 @@ def _proved_indexes(indexes: Iterable[int], n: int) -> list[int]:
     return out
 
 
-def _empty_subtrees(lo: int, hi: int, leaves: list[int], i0: int, i1: int, out: list[tuple[int, int]]) -> None:
+def _empty_subtrees(lo: int, hi: int, leaves: Sequence[int], i0: int, i1: int, out: list[tuple[int, int]]) -> None:
     """The maximal subtrees of [lo, hi) that hold none of leaves[i0:i1], left to right."""
     if i0 == i1:
         out.append((lo, hi))
@@ -460,7 +470,8 @@ def _empty_subtrees(lo: int, hi: int, leaves: list[int], i0: int, i1: int, out: 
 
 
 def prove_records(indexes: Iterable[int], n: int, read: HashReader) -> list[bytes]:
-    """The proof that records ``indexes`` (0-based, any order) are in the tree of size ``n``:
+    """The proof that records ``indexes`` (0-based, any order; an array('q') in increasing
+    order is read in place) are in the tree of size ``n``:
     the hashes of the maximal subtrees holding none of them, left to right, read with one call
     of ``read``. Verify with ``check_records``."""
     leaves = _proved_indexes(indexes, n)
@@ -479,12 +490,14 @@ def prove_records(indexes: Iterable[int], n: int, read: HashReader) -> list[byte
     return proof
 
 
-def check_records(proof: Sequence[bytes], t: int, th: bytes, leaf_hashes: Mapping[int, bytes]
-                  ) -> dict[tuple[int, int], bytes]:
+def check_records(proof: Sequence[bytes], t: int, th: bytes, leaf_hashes: Mapping[int, bytes], *,
+                  keep: bool = True) -> dict[tuple[int, int], bytes]:
     """Verify that ``proof`` (``prove_records``) shows the tree of size ``t`` with root ``th``
     has, for each record index i of ``leaf_hashes``, the leaf whose hash is
     ``leaf_hashes[i]`` (``leaf_hash(data)``). Returns the hash of every subtree [lo, hi) the
-    check computed or read (for ``record_audit_path``); raises ``ProofError``."""
+    check computed or read (for ``record_audit_path``), or with ``keep=False`` nothing (an
+    export's 200,000 leaves would keep ~400,000 subtrees a verifier never asks for); raises
+    ``ProofError``."""
     try:
         leaves = _proved_indexes(leaf_hashes, t)
     except TypeError:
@@ -511,7 +524,8 @@ def check_records(proof: Sequence[bytes], t: int, th: bytes, leaf_hashes: Mappin
             j = bisect.bisect_left(leaves, mid, i0, i1)
             left = run(lo, mid, i0, j)
             h = node_hash(left, run(mid, hi, j, i1))
-        known[(lo, hi)] = h
+        if keep:
+            known[(lo, hi)] = h
         return h
 
     root = run(0, t, 0, len(leaves))

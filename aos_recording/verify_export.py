@@ -40,6 +40,7 @@ import base64
 import binascii
 import csv
 import enum
+import hashlib
 import io
 import itertools
 import json
@@ -48,13 +49,20 @@ import sys
 import time
 import zipfile
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+import ijson
 
 from aos_recording import dsse, hashing, note, tlog
+
+# How much of an artifact is read at a time: the verifier holds the artifact as a file it
+# reads in blocks (hashing as it reads, ZIP members decompressed as they are read, a slice's
+# records parsed one at a time), never whole — a 200,000-entry export is ~700 MiB.
+BLOCK = 64 * 1024
 
 
 class Verdict(enum.Enum):
@@ -264,40 +272,56 @@ def _window(key: dsse.PublicKey) -> str:
 
 # --- the verification ---------------------------------------------------------------
 
-def verify(artifact: bytes, envelope: str | bytes | None, trusted: Trust | Sequence[dsse.PublicKey],
+def verify(artifact: bytes | IO[bytes], envelope: str | bytes | None, trusted: Trust | Sequence[dsse.PublicKey],
            listed: Sequence[dsse.PublicKey] = (), policy: LogPolicy | None = None) -> Verification:
-    """Verifies ``artifact`` against its export ``envelope`` under the ``trusted`` keys
+    """Verifies ``artifact`` (its bytes, or a seekable binary file: read in blocks, never
+    whole) against its export ``envelope`` under the ``trusted`` keys
     (a Trust, or keys the caller pins with the validity they carry). ``listed`` keys
     (a keys document that travelled with the artifact) only name the signer in
     messages and narrow validity windows. A v3 manifest's transparency section (the
     checkpoint the export was built against and one proof that every ledger entry carried is
     in its tree) is checked too, under ``policy`` (log key, k-of-n witnesses) when given."""
     pinned = trusted if isinstance(trusted, Trust) else Trust(keys=list(trusted))
+    source = io.BytesIO(artifact) if isinstance(artifact, bytes | bytearray | memoryview) else artifact
     v = Verification()
     manifest, key = _signature(v, envelope, pinned, listed)
     if manifest is not None:
-        checksum = hashing.sha256(artifact).hex()
+        digest, size = _digest(source)
+        checksum = digest.hex()
         v.add("checksum", checksum == manifest.get("checksum"),
               f"artifact SHA-256 {checksum}; manifest {manifest.get('checksum')}")
-        v.add("size", len(artifact) == manifest.get("size"),
-              f"artifact {len(artifact)} bytes; manifest {manifest.get('size')}")
-    fmt = (manifest or {}).get("format") or _sniff(artifact)
+        v.add("size", size == manifest.get("size"),
+              f"artifact {size} bytes; manifest {manifest.get('size')}")
+    fmt = (manifest or {}).get("format") or _sniff(source)
     contents = (manifest or {}).get("contents")
     signer = [key] if key is not None else pinned.keys
     at = signed_time(manifest) if manifest else None
+    source.seek(0)
     if fmt == "ZIP":
-        _package(v, artifact, signer, at, contents)
+        _package(v, source, signer, at, contents)
     elif fmt == "JSON":
-        _bundle(v, artifact, contents)
+        _bundle(v, source, contents)
     elif fmt == "CSV":
-        _csv(v, artifact, contents)
+        _csv(v, source, contents)
     if manifest is not None:
         _transparency(v, manifest, policy or LogPolicy())
     return v
 
 
-def _sniff(artifact: bytes) -> str | None:
-    return "ZIP" if artifact[:4] == b"PK\x03\x04" else "JSON" if artifact[:1] == b"{" else None
+def _digest(source: IO[bytes]) -> tuple[bytes, int]:
+    """SHA-256 and size of the whole file, read a block at a time."""
+    source.seek(0)
+    digest, size = hashlib.sha256(), 0
+    while block := source.read(BLOCK):
+        digest.update(block)
+        size += len(block)
+    return digest.digest(), size
+
+
+def _sniff(source: IO[bytes]) -> str | None:
+    source.seek(0)
+    start = source.read(4)
+    return "ZIP" if start == b"PK\x03\x04" else "JSON" if start[:1] == b"{" else None
 
 
 def signed_time(manifest: dict[str, Any]) -> datetime | None:
@@ -383,60 +407,213 @@ def _listed_signer(envelope: str | bytes, listed: Sequence[dsse.PublicKey]) -> s
 
 # --- ZIP packages -------------------------------------------------------------------
 
-def _package(v: Verification, artifact: bytes, keys: Sequence[dsse.PublicKey], at: datetime | None,
+# A package's own metadata members, read whole (they are a few KiB); every other member is
+# only hashed as it is decompressed, and evidence.json parsed as it is read.
+PACKAGE_READ = frozenset({"SHA256SUMS", "package-manifest.json", "package-manifest.dsse.json"})
+_UNREADABLE_ZIP = (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, RuntimeError, EOFError,
+                   zlib.error)  # RuntimeError: an encrypted member; zlib.error: a corrupt deflate stream
+
+
+def _package(v: Verification, source: IO[bytes], keys: Sequence[dsse.PublicKey], at: datetime | None,
              contents: dict[str, Any] | None) -> None:
     try:
-        with zipfile.ZipFile(io.BytesIO(artifact)) as archive:
-            infos = archive.infolist()
-            members = {info.filename: archive.read(info) for info in infos}
-    except (zipfile.BadZipFile, OSError, ValueError, NotImplementedError, RuntimeError, EOFError,
-            zlib.error) as exc:  # RuntimeError: an encrypted member; zlib.error: a corrupt deflate stream
+        archive = zipfile.ZipFile(source)
+    except _UNREADABLE_ZIP as exc:
         v.add("package", False, f"not a readable ZIP: {type(exc).__name__}: {exc}")
         return
+    with archive:
+        try:
+            infos = archive.infolist()
+            # name → (SHA-256 hex, size): a name given twice counts as its last member, as a reader takes it.
+            hashed: dict[str, tuple[str, int]] = {}
+            meta: dict[str, bytes] = {}
+            for info in infos:
+                with archive.open(info) as member:
+                    digest, size = _digest_stream(member, keep=meta, name=info.filename)
+                hashed[info.filename] = (digest, size)
+        except _UNREADABLE_ZIP as exc:
+            v.add("package", False, f"not a readable ZIP: {type(exc).__name__}: {exc}")
+            return
+        _package_checks(v, infos, hashed, meta, keys, at)
+        if "evidence.json" in hashed:
+            evidence = [info for info in infos if info.filename == "evidence.json"][-1]
+            try:
+                with archive.open(evidence) as member:
+                    _bundle(v, member, contents)
+            except _UNREADABLE_ZIP as exc:  # read once already: only a file changed under us gets here
+                v.add("package", False, f"not a readable ZIP: {type(exc).__name__}: {exc}")
+
+
+def _digest_stream(member: IO[bytes], *, keep: dict[str, bytes], name: str) -> tuple[str, int]:
+    """SHA-256 hex and size of a member, read a block at a time; a PACKAGE_READ member is kept too."""
+    digest, size, kept = hashlib.sha256(), 0, bytearray()
+    while block := member.read(BLOCK):
+        digest.update(block)
+        size += len(block)
+        if name in PACKAGE_READ:
+            kept += block
+    if name in PACKAGE_READ:
+        keep[name] = bytes(kept)
+    return digest.hexdigest(), size
+
+
+def _package_checks(v: Verification, infos: list[zipfile.ZipInfo], hashed: dict[str, tuple[str, int]],
+                    meta: dict[str, bytes], keys: Sequence[dsse.PublicKey], at: datetime | None) -> None:
     names = [info.filename for info in infos]
     duplicated = sorted({n for n in names if names.count(n) > 1})
-    sums = members.get("SHA256SUMS", b"").decode("utf-8", "replace").splitlines()
+    sums = meta.get("SHA256SUMS", b"").decode("utf-8", "replace").splitlines()
     listed = {name: digest for digest, name in (line.split("  ", 1) for line in sums if "  " in line)}
-    bad = [name for name, data in members.items() if name != "SHA256SUMS"
-           and listed.get(name) != hashing.sha256(data).hex()]
-    missing = sorted(set(listed) - set(members))
+    bad = [name for name, (digest, _) in hashed.items() if name != "SHA256SUMS" and listed.get(name) != digest]
+    missing = sorted(set(listed) - set(hashed))
     v.add("package_sums", bool(listed) and not bad and not missing,
           f"{len(listed)} members listed in SHA256SUMS"
           + (f"; mismatched: {', '.join(sorted(bad))}" if bad else "")
           + (f"; missing: {', '.join(missing)}" if missing else ""))
     try:
-        payload, _ = dsse.open_envelope(members.get("package-manifest.dsse.json", b""), keys,
+        payload, _ = dsse.open_envelope(meta.get("package-manifest.dsse.json", b""), keys,
                                         dsse.PACKAGE_PAYLOAD_TYPE, at=at)
         manifest = json.loads(payload)
         files = {f["name"]: f for f in manifest["files"]}
         problems = []
-        if payload != members.get("package-manifest.json"):
+        if payload != meta.get("package-manifest.json"):
             problems.append("package-manifest.json is not the signed package manifest")
-        problems += [f"{name}: listed, missing" for name in files if name not in members]
-        problems += [f"{name}: differs from the signed manifest" for name, f in files.items() if name in members
-                     and (f["size"] != len(members[name]) or f["sha256"] != hashing.sha256(members[name]).hex())]
-        problems += [f"{name}: not listed in the signed package manifest" for name in members
+        problems += [f"{name}: listed, missing" for name in files if name not in hashed]
+        problems += [f"{name}: differs from the signed manifest" for name, f in files.items() if name in hashed
+                     and (f["size"] != hashed[name][1] or f["sha256"] != hashed[name][0])]
+        problems += [f"{name}: not listed in the signed package manifest" for name in hashed
                      if name not in files and name not in PACKAGE_META]
         problems += [f"{name}: present {names.count(name)} times" for name in duplicated]
         v.add("package_manifest", not problems, f"signed package manifest lists {len(files)} files"
               + (f"; {'; '.join(problems)}" if problems else "; every member is listed and matches"))
     except (dsse.DsseError, ValueError, KeyError, TypeError) as exc:
         v.add("package_manifest", False, str(exc))
-    if "evidence.json" in members:
-        _bundle(v, members["evidence.json"], contents)
 
 
 # --- evidence: JSON bundles and slices, CSV slices ----------------------------------
 
-def _bundle(v: Verification, data: bytes, contents: dict[str, Any] | None) -> None:
+def _bundle(v: Verification, source: IO[bytes], contents: dict[str, Any] | None) -> None:
     try:
-        bundle = json.loads(data)
+        bundle = _document(source)
         _bundle_checks(v, bundle)
         if contents is not None:
             _coverage(v, contents, _carried(bundle))
-    except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
-        # A bundle that no longer has the shape this product writes was edited.
+    except (ValueError, KeyError, TypeError, AttributeError, RecursionError, ijson.JSONError) as exc:
+        # A bundle that no longer has the shape this product writes was edited (or is not JSON: ijson.JSONError).
         v.add("bundle", False, f"not an evidence bundle this product wrote: {type(exc).__name__}: {exc}")
+
+
+class _Records:
+    """A slice's "records", taken one at a time as they are parsed and kept only as what the
+    checks need: each entry's seq and content hash (the ledger's leaves), or a system record's
+    (created_at, id), and the ledger walk over them. Which applies is known only at the end
+    (JCS puts "scope" after "records"), so both are gathered; what a record lacks is raised
+    where the whole list would have raised it, when that list is asked for."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.walk = _LedgerWalk()
+        self._leaves: list[tuple[Any, Any]] = []
+        self._system: list[tuple[Any, Any]] = []
+        self._leaf_error: Exception | None = None
+        self._system_error: Exception | None = None
+        self._seq_in_system = False
+
+    def add(self, record: Any) -> None:
+        self.count += 1
+        if self._leaf_error is None:
+            try:
+                self.walk.add(record)
+                self._leaves.append((record["seq"], record["content_hash"]))
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                self._leaf_error = exc
+        if self._system_error is None:
+            if isinstance(record, dict) and "seq" in record:
+                # A ledger entry: not kept twice (an audit slice's records are its leaves). Were this
+                # a system slice after all, its records carry what none of ours does: see system_keys.
+                self._seq_in_system = True
+                return
+            try:
+                self._system.append((record["created_at"], record["id"]))
+            except (KeyError, TypeError) as exc:
+                self._system_error = exc
+
+    def __len__(self) -> int:
+        return self.count
+
+    def leaves(self) -> list[tuple[Any, Any]]:
+        """(seq, content hash) of every record, an audit slice's ledger entries."""
+        if self._leaf_error is not None:
+            raise self._leaf_error
+        return self._leaves
+
+    def system_keys(self) -> list[tuple[Any, Any]]:
+        """(created_at, id) of every record, a system slice's order."""
+        if self._system_error is not None:
+            raise self._system_error
+        if self._seq_in_system:
+            raise ValueError("a record of this system slice carries a ledger seq")
+        return self._system
+
+
+def _document(source: IO[bytes]) -> dict[str, Any]:
+    """The artifact's JSON object, parsed as it is read (ijson, its C parser): a top-level
+    "records" array is never held — its items go one by one to a _Records, which stands in
+    for the list — while every other member (a bundle's run, trace, governance…, a slice's
+    head and summary: bounded) is built whole. Numbers as json.loads gives them (floats, not
+    Decimals), so a record re-hashes to what it hashed to when it was written."""
+    events = ijson.parse(source, use_float=True)
+    _, event, _ = next(events)
+    if event != "start_map":
+        raise ValueError("the artifact is not a JSON object")
+    top: dict[str, Any] = {}
+    for prefix, event, value in events:
+        if event == "end_map" and prefix == "":
+            for _ in events:  # nothing may follow the object (ijson raises on trailing data)
+                raise ValueError("data after the JSON object")
+            return top
+        if event != "map_key":
+            raise ValueError(f"unexpected {event} at the top of the object")
+        if value in top:
+            raise ValueError(f"member {value!r} appears twice")
+        if value == "records":
+            _, event, first = next(events)
+            if event == "start_array":
+                top["records"] = records = _Records()
+                for item in _array_items(events):
+                    records.add(item)
+                continue
+            top["records"] = _value(events, event, first)  # not an array: what the checks then refuse
+            continue
+        _, event, first = next(events)
+        top[value] = _value(events, event, first)
+    raise ValueError("the JSON object is not closed")
+
+
+def _value(events: Iterator[tuple[str, str, Any]], event: str, value: Any) -> Any:
+    """The value that starts with (event, value), built from the events that follow."""
+    if event not in ("start_map", "start_array"):
+        return value
+    builder = ijson.ObjectBuilder()  # type: ignore[no-untyped-call]  # ijson ships no types
+    builder.event(event, value)  # type: ignore[no-untyped-call]
+    depth = 1
+    for _, event, value in events:
+        builder.event(event, value)  # type: ignore[no-untyped-call]
+        if event in ("start_map", "start_array"):
+            depth += 1
+        elif event in ("end_map", "end_array"):
+            depth -= 1
+            if not depth:
+                return builder.value
+    raise ValueError("the JSON document ends inside a value")
+
+
+def _array_items(events: Iterator[tuple[str, str, Any]]) -> Iterator[Any]:
+    """The items of the array whose start_array was just read, one at a time."""
+    for _, event, value in events:
+        if event == "end_array":
+            return
+        yield _value(events, event, value)
+    raise ValueError("the JSON document ends inside an array")
 
 
 def _carried(bundle: dict[str, Any]) -> dict[str, list[Any]]:
@@ -451,10 +628,11 @@ def _carried(bundle: dict[str, Any]) -> dict[str, list[Any]]:
     elif isinstance(bundle.get("evidence_hashes"), dict):
         carried["audit_entry"] = [e["seq"] for e in bundle["evidence_hashes"].get("ledger", [])]
     if "records" in bundle:
+        records = _as_records(bundle["records"])
         if bundle.get("scope") == "AUDIT_SLICE":
-            carried["audit_entry"] = [r["seq"] for r in bundle["records"]]
+            carried["audit_entry"] = [seq for seq, _ in records.leaves()]
         else:   # a system slice is ordered by (created_at, id)
-            carried["system_record"] = [(r["created_at"], r["id"]) for r in bundle["records"]]
+            carried["system_record"] = records.system_keys()
     for name, kind in (("incidents", "incident"), ("limit_breaches", "limit_breach"), ("proposals", "proposal")):
         if name in bundle:
             carried[kind] = list(range(len(bundle[name])))
@@ -533,46 +711,94 @@ def _bundle_checks(v: Verification, bundle: dict[str, Any]) -> None:
         root = hashing.trace_content_hash(bytes.fromhex(s["content_hash"]) for s in steps).hex()
         if trace.get("content_hash"):
             v.add("trace", root == trace["content_hash"], f"trace {trace['trace_id']} hash {trace['content_hash']}")
-    entries = bundle.get("governance") or (bundle.get("records") if bundle.get("scope") == "AUDIT_SLICE" else None)
-    if entries:
-        _ledger(v, entries)
-    if entries:  # an executive summary lists seqs and chain hashes only: no leaves to prove
-        v.ledger_leaves = [(e["seq"], e["content_hash"]) for e in entries]
+    governance = bundle.get("governance")
+    if governance:
+        _ledger(v, governance)
+        v.ledger_leaves = [(e["seq"], e["content_hash"]) for e in governance]
+    elif bundle.get("scope") == "AUDIT_SLICE" and "records" in bundle:
+        records = _as_records(bundle["records"])
+        if records:  # an executive summary lists seqs and chain hashes only: no leaves to prove
+            leaves = records.leaves()  # raises what a malformed entry raised on the way
+            records.walk.report(v)
+            v.ledger_leaves = leaves
 
 
-def _ledger(v: Verification, entries: list[dict[str, Any]]) -> None:
-    problems = []
-    previous: dict[str, Any] | None = None
+def _as_records(value: Any) -> _Records:
+    """A slice's records as _document keeps them; a bundle built otherwise (a list) is walked now."""
+    if isinstance(value, _Records):
+        return value
+    if not isinstance(value, list):
+        raise TypeError(f"records is a {type(value).__name__}, not an array")
+    records = _Records()
+    for record in value:
+        records.add(record)
+    return records
+
+
+def _ledger(v: Verification, entries: Iterable[dict[str, Any]]) -> None:
+    walk = _LedgerWalk()
     for e in entries:
+        walk.add(e)
+    walk.report(v)
+
+
+class _LedgerWalk:
+    """Ledger entries re-hashed and their links re-checked one at a time (a slice's entries
+    as they are read): only the previous entry's seq and chain hash are kept."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.problems: list[str] = []
+        self._previous: tuple[Any, Any] | None = None  # (seq, chain_hash)
+
+    def add(self, e: dict[str, Any]) -> None:
         # A CSV row carries no content fields to re-hash (only its hashes): its chain is re-checked.
         if "id" in e and not e.get("redacted") and hashing.ledger_content_hash(e).hex() != e["content_hash"]:
-            problems.append(f"seq {e['seq']}: content")
+            self._problem(f"seq {e['seq']}: content")
         if hashing.chain_hash(bytes.fromhex(e["prev_hash"]), bytes.fromhex(e["content_hash"])).hex() != e["chain_hash"]:
-            problems.append(f"seq {e['seq']}: chain hash")
-        if previous is not None and e["seq"] == previous["seq"] + 1 and e["prev_hash"] != previous["chain_hash"]:
-            problems.append(f"seq {e['seq']}: broken link")
-        previous = e
-    v.add("ledger", not problems, f"{len(entries)} ledger entries" + (f"; {', '.join(problems[:10])}"
-                                                                      if problems else ": hashes and links hold"))
+            self._problem(f"seq {e['seq']}: chain hash")
+        previous = self._previous
+        if previous is not None and e["seq"] == previous[0] + 1 and e["prev_hash"] != previous[1]:
+            self._problem(f"seq {e['seq']}: broken link")
+        self._previous = (e["seq"], e["chain_hash"])
+        self.count += 1
+
+    def _problem(self, problem: str) -> None:
+        if len(self.problems) < 10:  # the report names ten
+            self.problems.append(problem)
+
+    def report(self, v: Verification) -> None:
+        v.add("ledger", not self.problems, f"{self.count} ledger entries" + (
+            f"; {', '.join(self.problems)}" if self.problems else ": hashes and links hold"))
 
 
-def _csv(v: Verification, data: bytes, contents: dict[str, Any] | None) -> None:
+def _csv(v: Verification, source: IO[bytes], contents: dict[str, Any] | None) -> None:
+    text = io.TextIOWrapper(source, encoding="utf-8", newline="")
     try:
-        rows = list(csv.DictReader(io.StringIO(data.decode("utf-8"), newline="")))
-        if rows and "seq" in rows[0]:      # an audit slice: chain hashes and links re-checked
-            entries = [{"seq": int(r["seq"]), "prev_hash": r["prev_hash"], "content_hash": r["content_hash"],
-                        "chain_hash": r["chain_hash"]} for r in rows]
-            _ledger(v, entries)
-            v.ledger_leaves = [(int(r["seq"]), r["content_hash"]) for r in rows]
-            carried = {"audit_entry": [e["seq"] for e in entries]}
-        elif rows and "content_hash" in rows[0]:
-            carried = {"system_record": [(r["created_at"], r["id"]) for r in rows]}
+        rows = csv.DictReader(text)        # read a row at a time
+        first = next(rows, None)
+        every = itertools.chain([first] if first is not None else [], rows)
+        carried: dict[str, list[Any]]
+        if first is not None and "seq" in first:   # an audit slice: chain hashes and links re-checked
+            walk, leaves = _LedgerWalk(), list[tuple[int, str]]()
+            for r in every:
+                seq = int(r["seq"])
+                walk.add({"seq": seq, "prev_hash": r["prev_hash"], "content_hash": r["content_hash"],
+                          "chain_hash": r["chain_hash"]})
+                leaves.append((seq, r["content_hash"]))
+            walk.report(v)
+            v.ledger_leaves = leaves
+            carried = {"audit_entry": [n for n, _ in leaves]}
+        elif first is not None and "content_hash" in first:
+            carried = {"system_record": [(r["created_at"], r["id"]) for r in every]}
         else:
             carried = {}                   # an executive summary: counts, no entries
         if contents is not None:
             _coverage(v, contents, carried)
     except (ValueError, KeyError, TypeError, AttributeError, csv.Error) as exc:  # UnicodeDecodeError: ValueError
         v.add("csv", False, f"not a CSV slice this product wrote: {type(exc).__name__}: {exc}")
+    finally:
+        text.detach()  # the caller's file stays open
 
 
 # --- the transparency log: the checkpoint an export was built against ----------------
@@ -665,7 +891,7 @@ def _transparency(v: Verification, manifest: dict[str, Any], policy: LogPolicy) 
         hashes = {seq - 1: tlog.leaf_hash(bytes.fromhex(content)) for seq, content in leaves}
         if len(hashes) != len(leaves):
             raise tlog.ProofError("a seq appears twice")
-        tlog.check_records(proof, size, root, hashes)
+        tlog.check_records(proof, size, root, hashes, keep=False)
     except (tlog.ProofError, ValueError, TypeError) as exc:
         v.add("inclusion", False, f"the {len(leaves)} ledger entries carried are not all in the tree of size "
                                   f"{size}: {exc}")
@@ -747,14 +973,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         listed = load_keys(args.keys)
         pinned = trust(args.key, args.trust, listed)
-        artifact = args.artifact.read_bytes()
         envelope = args.envelope.read_bytes() if args.envelope else None
         policy = log_policy_of(args)
+        artifact = args.artifact.open("rb")  # read in blocks by verify, never whole
     except (OSError, ValueError, RecursionError) as exc:  # RecursionError: a keys file nested too deeply
         print(f"error: {exc}", file=sys.stderr)
         return Verdict.UNUSABLE_INPUT.exit_code
     try:
-        result = verify(artifact, envelope, pinned, listed, policy)
+        with artifact:
+            result = verify(artifact, envelope, pinned, listed, policy)
     except Exception as exc:  # noqa: BLE001 - hostile input never ends in a traceback, nor in exit 0
         print(f"error: the inputs could not be verified: {type(exc).__name__}: {exc}", file=sys.stderr)
         return Verdict.UNUSABLE_INPUT.exit_code

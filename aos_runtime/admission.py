@@ -23,11 +23,11 @@ RESOURCE_EXHAUSTED, google.rpc.RetryInfo (the estimated wait) and google.rpc.Quo
 
 Why our own and not a library: what is needed is a counting semaphore with per-key caps,
 round-robin between keys, a bounded queue and an estimate of the wait, on one asyncio loop
-(gRPC's own ``maximum_concurrent_rpcs`` refuses at once with no per-tenant share and no
-retry delay; Envoy's overload manager and adaptive concurrency sit in front of a process,
-not inside it). It is ~150 lines with no I/O, tested directly (tests/unit/test_admission.py).
-The model is Envoy's and gRPC's: refuse early rather than queue past the deadline, and say
-when to come back.
+(gRPC's own ``maximum_concurrent_rpcs`` has no per-tenant share and no retry delay, and in
+grpc.aio it does not even refuse: it stops taking calls from the core; Envoy's overload
+manager and adaptive concurrency sit in front of a process, not inside it). It is ~150 lines
+with no I/O, tested directly (tests/unit/test_admission.py). The model is Envoy's and gRPC's:
+refuse early rather than queue past the deadline, and say when to come back.
 """
 from __future__ import annotations
 
@@ -92,6 +92,8 @@ class Limits:
     queue_per_tenant: int | None
     budget_s: float
     setting: str                    # the variable that sets ``concurrency``, named in refusals
+    tenant_setting: str = "AOS_HEAVY_PER_TENANT"        # … ``per_tenant``
+    queue_setting: str = "AOS_HEAVY_QUEUE_PER_TENANT"   # … ``queue_per_tenant``
 
 
 class Permit:
@@ -186,10 +188,12 @@ class FairGate:
         budget = min(queue_budget, left)
         if self._eligible(tenant) and queue_budget > 0:
             return self._grant(tenant, now)
+        if limits.queue_per_tenant == 0:  # none may wait: refused by the limit that holds it back
+            raise self._refusal(tenant, "no slot is free and none may wait", tenant_limit=self._tenant_bound(tenant))
         if limits.queue_per_tenant is not None and self.waiting_of(tenant) >= limits.queue_per_tenant:
             raise self._refusal(tenant, "its queue is full", tenant_limit=True,
                                 limit=f"{limits.name} calls of one tenant waiting per process "
-                                      f"(AOS_HEAVY_QUEUE_PER_TENANT={limits.queue_per_tenant})")
+                                      f"({limits.queue_setting}={limits.queue_per_tenant})")
         estimate = self.estimated_wait_s(tenant)
         if budget <= 0 or estimate > budget:
             raise self._refusal(tenant, f"it would wait ~{estimate + waited:.2f} s to start, longer than its budget "
@@ -267,7 +271,8 @@ class FairGate:
         if limit is not None:
             pass
         elif tenant_limit:
-            limit = f"{limits.name} calls of one tenant at once per process (AOS_HEAVY_PER_TENANT={limits.per_tenant})"
+            limit = (f"{limits.name} calls of one tenant at once per process "
+                     f"({limits.tenant_setting}={limits.per_tenant})")
         else:
             limit = f"{limits.name} calls at once per process ({limits.setting}={limits.concurrency})"
         lag = self._lag.lag_s if self._lag is not None else 0.0
@@ -279,19 +284,63 @@ class FairGate:
 @dataclass(frozen=True)
 class Admission:
     """The server's gates. ``heavy`` is None with AOS_HEAVY_ISOLATION=off (a diagnostic: heavy
-    calls are then admitted as light ones and share the light calls' database pool)."""
+    calls are then admitted as light ones and share the light calls' database pool).
+    ``shed_lag_s``: the loop lag from which a call that cannot start at once is refused
+    before any other work (``shed``); 0 turns that off."""
     light: FairGate
     heavy: FairGate | None
     lag: LoopLag
+    shed_lag_s: float = 0.0
+    # Streams that continue after their heavy start (DownloadExport): AOS_DOWNLOADS_PER_TENANT of a
+    # tenant at once, none waiting (a download is retried, not queued behind a slow one).
+    streams: FairGate | None = None
 
     @classmethod
     def of(cls, *, max_inflight: int, queue_budget_s: float, heavy_isolation: bool, heavy_concurrency: int,
-           heavy_per_tenant: int, heavy_queue_per_tenant: int, heavy_queue_budget_s: float) -> Admission:
+           heavy_per_tenant: int, heavy_queue_per_tenant: int, heavy_queue_budget_s: float,
+           shed_lag_s: float = 0.0, streams_per_tenant: int = 4) -> Admission:
         lag = LoopLag()
         light = FairGate(Limits("light", max_inflight, None, None, queue_budget_s, "AOS_MAX_INFLIGHT"), lag)
         heavy = FairGate(Limits("heavy", heavy_concurrency, heavy_per_tenant, heavy_queue_per_tenant,
                                 heavy_queue_budget_s, "AOS_HEAVY_CONCURRENCY"), lag) if heavy_isolation else None
-        return cls(light, heavy, lag)
+        # As many streams per process as light calls (a stream holds no database connection between
+        # its chunks, only its place); a tenant's share keeps one tenant from taking them all.
+        streams = FairGate(Limits("download", max_inflight, streams_per_tenant, 0, queue_budget_s, "AOS_MAX_INFLIGHT",
+                                  "AOS_DOWNLOADS_PER_TENANT", "AOS_DOWNLOADS_PER_TENANT"), lag)
+        return cls(light, heavy, lag, shed_lag_s, streams)
 
     def gate(self, heavy: bool) -> FairGate:
         return self.heavy if heavy and self.heavy is not None else self.light
+
+    def shed(self, heavy: bool) -> Overloaded | None:
+        """The refusal of a call that arrives now, decided before anything else is done for it
+        (no token check, no log line of its own, no queueing), or None to admit it as usual.
+
+        Refused when the process is saturated: its event loop runs ``shed_lag_s`` or more late
+        *and* the call's gate is full, so it could not start at once. Why both: a late loop alone
+        is also what a busy machine looks like (another process's CPU, a heavy call's thread
+        holding the GIL) while a free slot would still start the call soon; a full gate alone is
+        what the round-robin queue is for. Together they mean every call now waits in gRPC's own
+        queue behind the loop's backlog — and gRPC's asyncio server takes the next call from its
+        core only once per turn of that loop, so that hidden queue grows while the loop is late.
+        Refusing is the cheapest thing the loop can do with a call: it shortens the loop's turns
+        until the backlog is gone, which is what bounds the refusals' own latency (the soak's
+        < 10 ms target). gRPC's ``maximum_concurrent_rpcs`` cannot do this: in grpc.aio
+        (1.85, ``_ConcurrentRpcLimiter``) it stops taking calls from the core rather than
+        refusing them, which grows the same hidden queue."""
+        if self.shed_lag_s <= 0:
+            return None
+        lag = self.lag.lag_s
+        if lag < self.shed_lag_s:
+            return None
+        gate = self.gate(heavy)
+        limits = gate.limits
+        if gate.running < limits.concurrency:
+            return None
+        limit = (f"{limits.name} calls at once per process ({limits.setting}={limits.concurrency}) while its event "
+                 f"loop runs late (AOS_SHED_LAG_S={self.shed_lag_s:g})")
+        retry = max(lag + (gate.mean_service_s(1) or 0.0), MIN_RETRY_S)
+        return Overloaded(tenant_limit=False, tenant="", limit=limit, retry_after_s=round(retry, 3),
+                          message=f"not started: the process is saturated (its event loop runs {lag * 1000:.0f} ms "
+                                  f"late and {gate.running} {limits.name} calls run); limit: {limit}; "
+                                  f"retry after {math.ceil(retry * 10) / 10} s")

@@ -114,6 +114,10 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("AOS_QUEUE_BUDGET_S", "0.25",
            "Longest a light call waits to start (its deadline, if sooner, wins), counting the time it waited in "
            "gRPC's own queue while the process was saturated (its event loop's lag); seconds, fractions allowed."),
+    EnvVar("AOS_SHED_LAG_S", "0.01",
+           "When a service process's event loop runs this late (seconds) and a call could not start at once, "
+           "the call is refused before any other work (RESOURCE_EXHAUSTED SERVER_OVERLOADED with RetryInfo), "
+           "so that a saturated process answers refusals fast instead of queueing them unseen. 0: off."),
     EnvVar("AOS_HEAVY_CONCURRENCY", "2",
            "Heavy calls (the RPCs whose proto declares `heavy`: CreateExport, DownloadExport, VerifyExport, "
            "GetIntegrityReport) one service process runs at once, on a database pool of as many connections of "
@@ -125,6 +129,11 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("AOS_HEAVY_QUEUE_BUDGET_S", "10",
            "Longest a heavy call waits to start (its deadline, if sooner, wins), else RESOURCE_EXHAUSTED "
            "(TENANT_HEAVY_LIMIT or SERVER_OVERLOADED) with RetryInfo and QuotaFailure."),
+    EnvVar("AOS_DOWNLOADS_PER_TENANT", "4",
+           "Downloads (DownloadExport) of one tenant a service process streams at once. A download is admitted "
+           "as heavy work only to start; then it holds one of these instead, reading one chunk per short "
+           "transaction, so a slow reader holds no heavy slot or connection. One more is refused at once "
+           "(TENANT_HEAVY_LIMIT with RetryInfo)."),
     EnvVar("AOS_HEAVY_ISOLATION", "on",
            "`off` only to diagnose: heavy calls are then admitted as light ones, on the shared pool, with no "
            "per-tenant limit (the fairness tests show what that costs another tenant)."),
@@ -180,14 +189,15 @@ def _int(env: Mapping[str, str], name: str, *, minimum: int = 0) -> int:
     return value
 
 
-def _seconds(env: Mapping[str, str], name: str) -> float:
+def _seconds(env: Mapping[str, str], name: str, *, zero: bool = False) -> float:
+    """A positive number of seconds (``zero``: 0 too, which means off)."""
     raw = _get(env, name)
     try:
         value = float(raw)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise ConfigError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise ConfigError(f"{name} must be a positive number of seconds, got {raw!r}")
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        raise ConfigError(f"{name} must be a {'non-negative' if zero else 'positive'} number of seconds, got {raw!r}")
     return value
 
 
@@ -286,11 +296,13 @@ class Settings:
     log_level: str
     max_inflight: int = 32               # AOS_MAX_INFLIGHT (aos_runtime.admission)
     queue_budget_s: float = 0.25         # AOS_QUEUE_BUDGET_S
+    shed_lag_s: float = 0.01             # AOS_SHED_LAG_S
     heavy_concurrency: int = 2           # AOS_HEAVY_CONCURRENCY
     heavy_per_tenant: int = 1            # AOS_HEAVY_PER_TENANT
     heavy_queue_per_tenant: int = 8      # AOS_HEAVY_QUEUE_PER_TENANT
     heavy_queue_budget_s: float = 10.0   # AOS_HEAVY_QUEUE_BUDGET_S
     heavy_isolation: bool = True         # AOS_HEAVY_ISOLATION
+    downloads_per_tenant: int = 4        # AOS_DOWNLOADS_PER_TENANT
     gateway_header_timeout_s: int = 10   # AOS_GATEWAY_HEADER_TIMEOUT_S
     gateway_max_connections: int = 1000  # AOS_GATEWAY_MAX_CONNECTIONS
     log_origin: str = "aos-evidence.local"  # AOS_LOG_ORIGIN
@@ -354,11 +366,13 @@ class Settings:
             log_level=level,
             max_inflight=_int(env, "AOS_MAX_INFLIGHT", minimum=1),
             queue_budget_s=_seconds(env, "AOS_QUEUE_BUDGET_S"),
+            shed_lag_s=_seconds(env, "AOS_SHED_LAG_S", zero=True),
             heavy_concurrency=_int(env, "AOS_HEAVY_CONCURRENCY", minimum=1),
             heavy_per_tenant=_int(env, "AOS_HEAVY_PER_TENANT", minimum=1),
             heavy_queue_per_tenant=_int(env, "AOS_HEAVY_QUEUE_PER_TENANT"),
             heavy_queue_budget_s=_seconds(env, "AOS_HEAVY_QUEUE_BUDGET_S"),
             heavy_isolation=_bool(env, "AOS_HEAVY_ISOLATION"),
+            downloads_per_tenant=_int(env, "AOS_DOWNLOADS_PER_TENANT", minimum=1),
             gateway_header_timeout_s=_int(env, "AOS_GATEWAY_HEADER_TIMEOUT_S", minimum=1),
             gateway_max_connections=_int(env, "AOS_GATEWAY_MAX_CONNECTIONS", minimum=1),
             log_origin=(_get(env, "AOS_LOG_ORIGIN") or "aos-evidence.local").strip(),

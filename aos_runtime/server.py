@@ -12,6 +12,7 @@ limits, and a graceful drain on SIGTERM.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import re
@@ -88,6 +89,35 @@ def required_scopes(descriptors) -> dict[str, str]:
     return scopes
 
 
+class CallSlot:
+    """The admission slot a call holds now: released when the call ends, whichever it is then
+    (``continue_as_stream`` swaps a heavy slot for a stream's)."""
+
+    __slots__ = ("admission", "permit", "tenant")
+
+    def __init__(self, admission: Admission | None, tenant: str, permit: Permit) -> None:
+        self.admission, self.tenant, self.permit = admission, tenant, permit
+
+
+_call_slot: contextvars.ContextVar[CallSlot | None] = contextvars.ContextVar("call_slot", default=None)
+
+
+async def continue_as_stream() -> None:
+    """For a streaming call declared heavy whose heavy part is done and whose rest only hands
+    stored bytes on (DownloadExport, once it found the export): its heavy slot is swapped for a
+    stream slot (``AOS_DOWNLOADS_PER_TENANT`` of a tenant at once, none waiting: else
+    RESOURCE_EXHAUSTED TENANT_HEAVY_LIMIT with RetryInfo), and its further transactions run on
+    the light pool — so a slow client holds neither a heavy slot nor a heavy connection for as
+    long as it takes to read. Raises Overloaded (the call then fails before its first message)."""
+    heavy_call.set(False)
+    slot = _call_slot.get()
+    if slot is None or slot.admission is None or slot.admission.streams is None:
+        return
+    stream = await slot.admission.streams.acquire(slot.tenant, call_deadline.get())
+    slot.permit.release()
+    slot.permit = stream
+
+
 class CallPolicy(grpc.aio.ServerInterceptor):
     """Wraps every contract RPC: authenticate, authorise, admit (aos_runtime.admission),
     bound, log, map errors."""
@@ -104,6 +134,10 @@ class CallPolicy(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None or details.method.startswith(OPEN_PREFIXES):
             return handler
+        if self._admission is not None:
+            refusal = self._admission.shed(details.method in self._heavy)
+            if refusal is not None:
+                return self._shed(handler, details.method, refusal)
         scope = self._scopes.get(details.method)
         if scope is None:  # registered but not in the contract: refuse rather than guess
             scope = "__undeclared__"
@@ -119,23 +153,47 @@ class CallPolicy(grpc.aio.ServerInterceptor):
                 response_serializer=handler.response_serializer)
         return handler
 
-    async def _admit(self, method: str) -> Permit:
+    def _shed(self, handler, method: str, refusal: Overloaded):
+        """A handler that answers the refusal at once (Admission.shed): before the token is
+        checked, so an unauthenticated call is refused the same; one line in the call log."""
+        async def refuse(context) -> None:
+            started = time.monotonic()
+            if method in self._heavy:
+                metrics.heavy_refused.labels(service=self._service, reason="SERVER_OVERLOADED").inc()
+            await self._fail(context, method, refusal, started)
+
+        if handler.unary_unary:
+            async def unary(request, context):
+                await refuse(context)
+            return grpc.unary_unary_rpc_method_handler(unary, request_deserializer=handler.request_deserializer,
+                                                       response_serializer=handler.response_serializer)
+        if handler.unary_stream:
+            async def streaming(request, context):
+                await refuse(context)
+                yield  # pragma: no cover - abort_with_status raised
+            return grpc.unary_stream_rpc_method_handler(streaming, request_deserializer=handler.request_deserializer,
+                                                        response_serializer=handler.response_serializer)
+        return handler
+
+    async def _admit(self, method: str) -> CallSlot:
         """Waits for the call's turn (light or heavy gate); raises Overloaded to refuse it.
         A heavy call admitted through the heavy gate runs its transactions on the heavy pool."""
         if self._admission is None:
-            return OPEN
+            return CallSlot(None, "", OPEN)
         heavy = method in self._heavy and self._admission.heavy is not None
         principal = auth.current_principal.get()
         tenant = principal.tenant_id if principal else ""
         try:
-            permit = await self._admission.gate(heavy).acquire(tenant, call_deadline.get())
+            slot = CallSlot(self._admission, tenant, await self._admission.gate(heavy).acquire(tenant,
+                                                                                             call_deadline.get()))
         except Overloaded as refused:
             if heavy:
                 reason = "TENANT_HEAVY_LIMIT" if refused.tenant_limit else "SERVER_OVERLOADED"
                 metrics.heavy_refused.labels(service=self._service, reason=reason).inc()
             raise
         heavy_call.set(heavy)
-        return permit
+        _call_slot.set(slot)
+        return slot
 
     def _enter(self, context, method: str, scope: str) -> tuple[str, float]:
         """Per-call context: request id, deadline, principal. Raises ApiError to refuse the call."""
@@ -183,11 +241,11 @@ class CallPolicy(grpc.aio.ServerInterceptor):
     def _unary(self, behavior, method: str, scope: str):
         async def wrapped(request, context):
             started = time.monotonic()
-            permit = OPEN
+            slot = CallSlot(None, "", OPEN)
             try:
                 rid, started = self._enter(context, method, scope)
                 context.set_trailing_metadata((("x-request-id", rid),))
-                permit = await self._admit(method)
+                slot = await self._admit(method)
                 result = behavior(request, context)
                 if inspect.isawaitable(result):
                     result = await result
@@ -197,7 +255,7 @@ class CallPolicy(grpc.aio.ServerInterceptor):
                 await self._fail(context, method, exc, started)
                 return None
             finally:
-                permit.release()
+                slot.permit.release()
             self._log(method, grpc.StatusCode.OK, started)
             return result
         return wrapped
@@ -205,11 +263,11 @@ class CallPolicy(grpc.aio.ServerInterceptor):
     def _streaming(self, behavior, method: str, scope: str):
         async def wrapped(request, context):
             started = time.monotonic()
-            permit = OPEN
+            slot = CallSlot(None, "", OPEN)
             try:
                 rid, started = self._enter(context, method, scope)
                 context.set_trailing_metadata((("x-request-id", rid),))
-                permit = await self._admit(method)
+                slot = await self._admit(method)
                 async for message in behavior(request, context):
                     yield message
             except (grpc.aio.AbortError, asyncio.CancelledError, GeneratorExit):
@@ -218,7 +276,7 @@ class CallPolicy(grpc.aio.ServerInterceptor):
                 await self._fail(context, method, exc, started)
                 return
             finally:
-                permit.release()  # the whole stream held its slot
+                slot.permit.release()  # the slot it holds at the end (continue_as_stream may swap it)
             self._log(method, grpc.StatusCode.OK, started)
         return wrapped
 

@@ -79,12 +79,14 @@ def build_server(name: str, servicers: Callable[[ServiceContext], list[Servicer]
 
 
 def admission_of(settings: Settings) -> Admission:
-    """The server's admission gates from AOS_MAX_INFLIGHT, AOS_QUEUE_BUDGET_S and AOS_HEAVY_*."""
+    """The server's admission gates from AOS_MAX_INFLIGHT, AOS_QUEUE_BUDGET_S, AOS_SHED_LAG_S,
+    AOS_DOWNLOADS_PER_TENANT and AOS_HEAVY_*."""
     return Admission.of(max_inflight=settings.max_inflight, queue_budget_s=settings.queue_budget_s,
                         heavy_isolation=settings.heavy_isolation, heavy_concurrency=settings.heavy_concurrency,
                         heavy_per_tenant=settings.heavy_per_tenant,
                         heavy_queue_per_tenant=settings.heavy_queue_per_tenant,
-                        heavy_queue_budget_s=settings.heavy_queue_budget_s)
+                        heavy_queue_budget_s=settings.heavy_queue_budget_s, shed_lag_s=settings.shed_lag_s,
+                        streams_per_tenant=settings.downloads_per_tenant)
 
 
 def run_service(name: str, servicers: Callable[[ServiceContext], list[Servicer]]) -> None:

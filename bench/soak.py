@@ -452,6 +452,7 @@ def main() -> None:
     parser.add_argument("--overload", type=float,
                         help="issue #19: calm, then this many times capacity for --minutes, then calm again")
     parser.add_argument("--calm-seconds", type=float, default=60, help="with --overload: each calm phase")
+    parser.add_argument("--shed-lag-s", help="AOS_SHED_LAG_S for the services (0: shedding off, to compare)")
     parser.add_argument("--out", type=Path, default=Path("soak.json"))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="aos-soak-"))
@@ -461,6 +462,8 @@ def main() -> None:
                AOS_DATA_DIR=str(work / "aos"), AOS_LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1",
                # The mix creates ~8 exports a second for one tenant: a capacity run, not a quota test.
                AOS_EXPORT_RATE_PER_HOUR="0")
+    if args.shed_lag_s is not None:
+        env["AOS_SHED_LAG_S"] = args.shed_lag_s
     suite = subprocess.Popen([sys.executable, "-m", "services"], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     try:

@@ -27,7 +27,7 @@ from starlette.types import ASGIApp, Message as AsgiMessage, Receive, Scope, Sen
 from aos_runtime import channels, errors, metrics, tracing
 from aos_runtime.headers import WAL_POSITION_HEADER
 from aos_runtime.observability import request_id
-from gateway import openapi, transcode
+from gateway import console, openapi, transcode
 from gateway.backends import service_descriptor
 from gateway.routes import MethodNotAllowed, Route, RouteNotFound, RouteTable
 
@@ -93,7 +93,7 @@ class Backends:
 
 
 _ROUTE = "aos.route"
-_FIXED_ROUTES = frozenset({"/healthz", "/openapi.json"})
+_FIXED_ROUTES = frozenset({"/healthz", "/openapi.json"}) | console.PATHS
 
 
 def _route_label(scope: Scope) -> str:
@@ -102,6 +102,8 @@ def _route_label(scope: Scope) -> str:
     if isinstance(route, str):
         return route
     path = scope.get("path")
+    if isinstance(path, str) and path.startswith(console.PREFIX + "/"):
+        return console.PREFIX + "/*"  # the console's files: one label, not one per file
     return path if path in _FIXED_ROUTES else "unmatched"
 
 
@@ -197,6 +199,7 @@ def create_app(backends: Mapping[str, str], *, max_message_bytes: int = 8 * 1024
     return Starlette(
         routes=[HttpRoute("/healthz", healthz, methods=["GET"]),
                 HttpRoute("/openapi.json", openapi_json, methods=["GET"]),
+                *console.routes(),
                 HttpRoute("/{path:any_path}", transcoded, methods=_METHODS)],
         middleware=[*tracing.asgi_middleware(), Middleware(RequestContext)],
         exception_handlers={errors.ApiError: _api_error, HTTPException: _http_error, Exception: _internal_error},

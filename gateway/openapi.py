@@ -5,15 +5,26 @@ Every binding (additional ones included) is an operation ``Service_Method`` (the
 fields, bodies and replies are the messages in the JSON shape the transcoder emits
 (proto field names; int64 as strings, accepted as numbers too), errors are
 ``google.rpc.Status``.
+
+Summaries and descriptions are the protos' own comments: protoc's Python modules drop
+them, so tools/gen_protos.py also writes gen/aos/descriptor_set.binpb with its
+source_code_info, read here once.
 """
 from __future__ import annotations
 
+import functools
+import re
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from google.api import field_behavior_pb2
+from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.rpc import status_pb2
 
+from aos.evidence.v1 import evidence_pb2
+from aos_runtime.pagination import DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE
 from gateway import fields, transcode
 from gateway.routes import Route, RouteTable
 
@@ -46,6 +57,80 @@ _WELL_KNOWN: dict[str, dict[str, Any]] = {
 _REQUEST_ID = {"description": "The call's request id (the X-Request-Id sent, or one the gateway made).",
                "schema": {"type": "string"}}
 _ERROR = {"$ref": "#/components/responses/Error"}
+# Path and query values that exist in the demo data (`make run`), so "Try it out" answers.
+_EXAMPLES: dict[str, Any] = {"run_id": "tenant-demo.run-support-103", "page_size": 20, "seq": 1,
+                             "window_seconds": 60, "component": "api", "provider": "openai", "model": "gpt-4o"}
+_PAGE_SIZE = {"type": "integer", "format": "int32", "minimum": 0, "default": 0,
+              "description": f"0 or absent: {DEFAULT_PAGE_SIZE}; above {MAX_PAGE_SIZE}: {MAX_PAGE_SIZE}; "
+                             "negative: INVALID_ARGUMENT."}
+
+# FileDescriptorProto / DescriptorProto / EnumDescriptorProto / ServiceDescriptorProto field
+# numbers, as source_code_info paths spell them.
+_FILE_MESSAGE, _FILE_ENUM, _FILE_SERVICE = 4, 5, 6
+_MESSAGE_FIELD, _MESSAGE_NESTED, _MESSAGE_ENUM = 2, 3, 4
+_ENUM_VALUE, _SERVICE_METHOD = 2, 2
+
+
+@functools.cache
+def comments() -> dict[str, str]:
+    """Every commented element of the protos by full name (a field as ``Message.field``, an enum
+    value as ``Enum.VALUE``): its leading comment, each line's comment indent removed."""
+    # Beside the generated modules (gen/aos/): located through one of them, since "aos" is a
+    # namespace package that importlib.resources cannot always resolve.
+    data = (Path(evidence_pb2.__file__).parents[2] / "descriptor_set.binpb").read_bytes()
+    found: dict[str, str] = {}
+    for file in descriptor_pb2.FileDescriptorSet.FromString(data).file:
+        text = {tuple(loc.path): _clean(loc.leading_comments) for loc in file.source_code_info.location
+                if loc.leading_comments.strip()}
+        found.update((name, text[path]) for name, path in _elements(file) if path in text)
+    return found
+
+
+def _elements(file: descriptor_pb2.FileDescriptorProto) -> Iterator[tuple[str, tuple[int, ...]]]:
+    package = file.package
+
+    def enum(e: descriptor_pb2.EnumDescriptorProto, name: str, path: tuple[int, ...]) -> Iterator[
+            tuple[str, tuple[int, ...]]]:
+        yield name, path
+        for i, value in enumerate(e.value):
+            yield f"{name}.{value.name}", (*path, _ENUM_VALUE, i)
+
+    def message(m: descriptor_pb2.DescriptorProto, name: str, path: tuple[int, ...]) -> Iterator[
+            tuple[str, tuple[int, ...]]]:
+        yield name, path
+        for i, f in enumerate(m.field):
+            yield f"{name}.{f.name}", (*path, _MESSAGE_FIELD, i)
+        for i, nested in enumerate(m.nested_type):
+            yield from message(nested, f"{name}.{nested.name}", (*path, _MESSAGE_NESTED, i))
+        for i, e in enumerate(m.enum_type):
+            yield from enum(e, f"{name}.{e.name}", (*path, _MESSAGE_ENUM, i))
+
+    for i, m in enumerate(file.message_type):
+        yield from message(m, f"{package}.{m.name}", (_FILE_MESSAGE, i))
+    for i, e in enumerate(file.enum_type):
+        yield from enum(e, f"{package}.{e.name}", (_FILE_ENUM, i))
+    for i, service in enumerate(file.service):
+        yield f"{package}.{service.name}", (_FILE_SERVICE, i)
+        for j, method in enumerate(service.method):
+            yield f"{package}.{service.name}.{method.name}", (_FILE_SERVICE, i, _SERVICE_METHOD, j)
+
+
+def _clean(comment: str) -> str:
+    lines = [line[1:] if line.startswith(" ") else line for line in comment.strip("\n").split("\n")]
+    return "\n".join(lines).strip()
+
+
+def _summary(comment: str) -> str:
+    """A comment's first sentence, on one line (OpenAPI summaries are short)."""
+    first = re.split(r"(?<=[.:;])\s", " ".join(comment.split()), maxsplit=1)[0]
+    return first.rstrip(".:;")
+
+
+def _described(schema: dict[str, Any], *texts: str) -> dict[str, Any]:
+    text = "\n\n".join(t for t in texts if t)
+    if text:
+        schema["description"] = text
+    return schema
 
 
 def build(table: RouteTable, *, title: str = "AOS Evidence Plane", version: str = "v1") -> dict[str, Any]:
@@ -65,7 +150,7 @@ def build(table: RouteTable, *, title: str = "AOS Evidence Plane", version: str 
             "replica waits until it has replayed the write that answered with that `X-AOS-WAL-LSN`, as "
             "CreateExport does). Errors are google.rpc.Status with "
             "google.rpc.ErrorInfo (domain aos.evidence) and, for bad input, google.rpc.BadRequest.")},
-        "tags": [{"name": s.name, "description": s.full_name} for s in services],
+        "tags": [{"name": s.name, "description": comments().get(s.full_name, s.full_name)} for s in services],
         "paths": dict(sorted(paths.items())),
         "components": {
             "schemas": dict(sorted(schemas.components.items())),
@@ -80,18 +165,20 @@ def build(table: RouteTable, *, title: str = "AOS Evidence Plane", version: str 
 
 def _operation(route: Route, schemas: _Schemas) -> dict[str, Any]:
     service, request = route.method.containing_service, route.method.input_type
+    comment = comments().get(route.method.full_name, "")
     operation: dict[str, Any] = {
         "operationId": route.operation_id,
         "tags": [service.name],
-        "summary": f"{service.full_name}.{route.method.name}",
-        "description": f"Needs the scope `{route.scope}`.",
+        "summary": _summary(comment) or f"{service.full_name}.{route.method.name}",
+        "description": "\n\n".join(filter(None, [comment, f"`{service.full_name}.{route.method.name}`; "
+                                                             f"needs the scope `{route.scope}`."])),
         "parameters": _path_parameters(route, schemas) + ([] if route.body == "*" else _query_parameters(
             route, request, "", schemas, frozenset({request.full_name}))),
     }
     if route.body:
         operation["requestBody"] = _request_body(route, schemas)
     operation["responses"] = {"200": _download(route) if route.is_download else {
-        "description": route.method.output_type.full_name,
+        "description": comments().get(route.method.output_type.full_name, route.method.output_type.full_name),
         "headers": {"X-Request-Id": _REQUEST_ID},
         "content": {"application/json": {"schema": schemas.message(route.method.output_type)}},
     }, "default": _ERROR}
@@ -101,10 +188,13 @@ def _operation(route: Route, schemas: _Schemas) -> dict[str, Any]:
 def _path_parameters(route: Route, schemas: _Schemas) -> list[dict[str, Any]]:
     params = []
     for variable in route.template.variables:
-        schema = schemas.field(fields.resolve(route.method.input_type, variable)[-1])
+        field = fields.resolve(route.method.input_type, variable)[-1]
+        schema = schemas.field(field)
         if schema.get("type") == "string":
             schema["minLength"] = 1
-        params.append({"name": variable, "in": "path", "required": True, "schema": schema})
+        param = {"name": variable, "in": "path", "required": True, "schema": schema,
+                 **_field_doc(field)}
+        params.append(param)
     return params
 
 
@@ -117,7 +207,8 @@ def _query_parameters(route: Route, message: Descriptor, prefix: str, schemas: _
         if name in route.template.variables or (not prefix and field.name == route.body):
             continue
         if fields.is_leaf(field):
-            param: dict[str, Any] = {"name": name, "in": "query", "schema": schemas.field(field)}
+            schema = dict(_PAGE_SIZE) if _is_page_size(field) else schemas.field(field)
+            param: dict[str, Any] = {"name": name, "in": "query", "schema": schema, **_field_doc(field)}
             if _required(field):
                 param["required"] = True
             if field.is_repeated:
@@ -127,6 +218,25 @@ def _query_parameters(route: Route, message: Descriptor, prefix: str, schemas: _
             nested = fields.message_type(field)
             params += _query_parameters(route, nested, f"{name}.", schemas, seen | {nested.full_name})
     return params
+
+
+def _field_name(field: FieldDescriptor) -> str:
+    """``Message.field``, as comments() keys a field."""
+    return f"{field.containing_type.full_name}.{field.name}" if field.containing_type else field.full_name
+
+
+def _is_page_size(field: FieldDescriptor) -> bool:
+    return field.name == "page_size" and field.type == F.TYPE_INT32
+
+
+def _field_doc(field: FieldDescriptor) -> dict[str, Any]:
+    """A parameter's description (its proto comment) and an example value that the demo data answers."""
+    doc: dict[str, Any] = {}
+    if text := comments().get(_field_name(field)):
+        doc["description"] = text
+    if field.name in _EXAMPLES:
+        doc["example"] = _EXAMPLES[field.name]
+    return doc
 
 
 def _request_body(route: Route, schemas: _Schemas) -> dict[str, Any]:
@@ -176,12 +286,19 @@ class _Schemas:
 
     def object(self, message: Descriptor, exclude: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
         included = [f for f in message.fields if f.name not in exclude]
-        schema: dict[str, Any] = {"type": "object", "properties": {f.name: self.field(f) for f in included},
+        schema: dict[str, Any] = {"type": "object",
+                                  "properties": {f.name: self._documented(f) for f in included},
                                   "additionalProperties": False}
+        _described(schema, comments().get(message.full_name, ""))
         required = [f.name for f in included if _required(f)]
         if required:
             schema["required"] = required
         return schema
+
+    def _documented(self, field: FieldDescriptor) -> dict[str, Any]:
+        """A property's schema with its comment (beside a $ref too: OpenAPI 3.1 allows it)."""
+        schema = dict(_PAGE_SIZE) if _is_page_size(field) else self.field(field)
+        return _described(schema, comments().get(_field_name(field), ""))
 
     def field(self, field: FieldDescriptor) -> dict[str, Any]:
         if fields.is_map(field):
@@ -199,9 +316,11 @@ class _Schemas:
 
     def _enum(self, enum: EnumDescriptor) -> dict[str, Any]:
         if enum.full_name not in self.components:
-            self.components[enum.full_name] = {
-                "type": "string", "enum": [v.name for v in enum.values],
-                "description": "By name; requests also accept the number."}
+            values = [f"- `{v.name}`: {_summary(text)}" for v in enum.values
+                      if (text := comments().get(f"{enum.full_name}.{v.name}"))]
+            self.components[enum.full_name] = _described(
+                {"type": "string", "enum": [v.name for v in enum.values]},
+                comments().get(enum.full_name, ""), "By name; requests also accept the number.", "\n".join(values))
         return _ref(enum.full_name)
 
 

@@ -224,7 +224,7 @@ def _announce(settings: Settings, secret: str | None) -> None:
     for name in SERVICES:
         lines.append(f"  {name:<9} grpc://{host}:{settings.ports[name]}{workers}")
     gateway = f"http://{host}:{settings.ports[GATEWAY]}"
-    lines += [f"  {GATEWAY:<9} {gateway}  (REST; OpenAPI at {gateway}/openapi.json)", ""]
+    lines += [f"  {GATEWAY:<9} {gateway}  (REST; OpenAPI at {gateway}/openapi.json, API docs at {gateway}/docs)", ""]
     if secret:
         from aos_recording.scenarios import DEMO_TENANTS
 
@@ -233,7 +233,10 @@ def _announce(settings: Settings, secret: str | None) -> None:
         token = auth.mint_token(secret=secret, tenant_id=tenant, subject="user-demo", ttl_s=ttl_s,
                                 audience=settings.audience, issuer=settings.issuer)
         lifetime = f"{ttl_s // 3600} h" if ttl_s % 3600 == 0 else f"{ttl_s} s"
-        lines += [f"Demo token (tenant {tenant}, all scopes, {lifetime}):", "", f"  {token}", "",
+        # The token rides in the fragment, which browsers never send: the console reads it once,
+        # keeps it in the tab's sessionStorage and takes it out of the address bar.
+        lines += [f"Console, signed in as tenant {tenant} ({lifetime}):", "", f"  {gateway}/#token={token}", "",
+                  f"Demo token (tenant {tenant}, all scopes, {lifetime}):", "", f"  {token}", "",
                   "Try:", f"  curl -H 'Authorization: Bearer {token}' {gateway}/api/v1/runtime/overview/highlights",
                   (f"  {Path(sys.executable).with_name('buf')} curl --protocol grpc --http2-prior-knowledge "
                    f"http://{host}:{settings.ports['logs']}/grpc.health.v1.Health/Check")]

@@ -237,11 +237,12 @@ def _verify_offline(ctx: Context, args: argparse.Namespace) -> int:
     except (OSError, ValueError) as exc:
         raise UsageError(str(exc)) from None
     try:
-        data = artifact.read_bytes()
         envelope_text = envelope.read_bytes() if envelope else None
+        data = artifact.open("rb")  # read in blocks by the verifier, never whole (an export may be GiBs)
     except OSError as exc:
         raise UsageError(f"cannot read the input: {exc}") from None
-    result = verify_export.verify(data, envelope_text, pinned, listed, policy)
+    with data:
+        result = verify_export.verify(data, envelope_text, pinned, listed, policy)
     verdict = result.verdict
     if ctx.out.json_mode:
         ctx.out.document(result.as_dict())

@@ -228,8 +228,7 @@ def create(conn: Connection, plan: Plan, keys: dsse.KeyRing, actor_type: str, ac
         # v3: the C2SP checkpoint of the ledger at max_seq (kept now if it was not) and one
         # proof that every ledger entry the artifact carries is a leaf of its tree.
         manifest["format_version"] = verify_export.MANIFEST_V3
-        manifest["transparency_log"] = checkpoints.manifest_section(conn, tenant, log, bounds["max_seq"],
-                                                                    list(seqs))
+        manifest["transparency_log"] = checkpoints.manifest_section(conn, tenant, log, bounds["max_seq"], seqs)
     envelope = dsse.sign_envelope(dsse.MANIFEST_PAYLOAD_TYPE, canonical_json(manifest), keys.active)
     inserted = store.insert_export(conn, {
         "id": export_id, "tenant_id": tenant, "scope": plan.scope, "subject_id": plan.run_id or plan.incident_id,

@@ -9,7 +9,7 @@ Logs and here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -30,7 +30,7 @@ from aos_runtime.config import ConfigError, check_dev_key_allowed
 from aos_runtime.evidence import timestamp
 from aos_runtime.headers import WAL_POSITION_HEADER
 from aos_runtime.pagination import Listing
-from aos_runtime.server import ServiceContext, Servicer
+from aos_runtime.server import ServiceContext, Servicer, continue_as_stream
 from aos_runtime.validation import Request
 from services.export import builder, checkpoints, quotas, store, verification
 
@@ -207,16 +207,25 @@ class ExportService(pb_grpc.ExportServiceServicer):
         r.done()
         row = await self._row(export_id)
         tenant = row["tenant_id"]
-        # aclosing: a client that leaves closes the stream now, which frees its connection.
-        async with contextlib.aclosing(self.ctx.db.stream(tenant, store.artifact_chunks, tenant, export_id)) as chunks:
-            first = True
-            async for chunk in chunks:
-                message = pb.DownloadExportResponse(data=chunk)
-                if first:
-                    message.content_type, message.filename = row["content_type"], row["filename"]
-                    message.size_bytes, message.checksum = row["size_bytes"], bytes(row["checksum"]).hex()
-                    first = False
-                yield message
+        # The heavy part (finding the export) is done: the rest hands stored chunks on at the
+        # client's pace, holding a stream slot, not a heavy one (issue #19).
+        await continue_as_stream()
+        # One short transaction per chunk (the artifact is append-only, so chunk n read later is
+        # the chunk n of the export found above): between chunks a slow reader holds no
+        # connection, and a client that leaves holds nothing at all.
+        sent = 0
+        for chunk_no in itertools.count():
+            chunk = await self.ctx.db.run(tenant, store.artifact_chunk, tenant, export_id, chunk_no)
+            if chunk is None:
+                break
+            message = pb.DownloadExportResponse(data=chunk)
+            if chunk_no == 0:
+                message.content_type, message.filename = row["content_type"], row["filename"]
+                message.size_bytes, message.checksum = row["size_bytes"], bytes(row["checksum"]).hex()
+            sent += len(chunk)
+            yield message
+        if sent != row["size_bytes"]:  # the recorded size is what the chunks add up to; never seen otherwise
+            raise RuntimeError(f"export {export_id}: {sent} artifact bytes stored, {row['size_bytes']} recorded")
 
     async def VerifyExport(self, request: pb.VerifyExportRequest,
                            context: grpc.aio.ServicerContext) -> pb.VerifyExportResponse:

@@ -95,6 +95,13 @@ def write_chunk(conn: Connection, tenant_id: str, export_id: str, chunk_no: int,
                       "VALUES (:id, :t, :n, :data)"), {"id": export_id, "t": tenant_id, "n": chunk_no, "data": data})
 
 
+def artifact_chunk(conn: Connection, tenant_id: str, export_id: str, chunk_no: int) -> bytes | None:
+    """Chunk ``chunk_no`` of an export's artifact (1 MiB at most), None past its last."""
+    row = first_of(conn.execute(text("SELECT data FROM log_export_artifacts WHERE tenant_id = :t AND export_id = :id "
+                                     "AND chunk_no = :n"), {"t": tenant_id, "id": export_id, "n": chunk_no}))
+    return None if row is None else bytes(row["data"])
+
+
 def artifact_chunks(conn: Connection, tenant_id: str, export_id: str) -> Iterator[bytes]:
     for row in _stream(conn, "SELECT data FROM log_export_artifacts WHERE tenant_id = :t AND export_id = :id "
                              "ORDER BY chunk_no", {"t": tenant_id, "id": export_id}, batch=1):  # 1 MiB each

@@ -71,7 +71,7 @@ def sessions_by_application(data_dir: Path) -> dict[str, set[str]]:
 
 
 def test_the_suite_gives_each_service_only_its_own_login(data_dir):
-    ports = {name: free_port() for name in ("OVERVIEW", "LOGS", "EXPORT", "GATEWAY")}
+    ports = {name: free_port() for name in ("OVERVIEW", "LOGS", "EXPORT", "INGEST", "GATEWAY")}
     env = clean_env(AOS_DATA_DIR=str(data_dir), **{f"AOS_{n}_PORT": str(p) for n, p in ports.items()})
     suite = subprocess.Popen([sys.executable, "-m", "services"], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)

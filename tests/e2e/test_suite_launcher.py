@@ -35,7 +35,7 @@ def tmp_path():
 
 
 def test_suite_starts_serves_and_stops_everything(tmp_path):
-    ports = {name: free_port() for name in ("OVERVIEW", "LOGS", "EXPORT", "GATEWAY")}
+    ports = {name: free_port() for name in ("OVERVIEW", "LOGS", "EXPORT", "INGEST", "GATEWAY")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("AOS_") and k != "DATABASE_URL"}
     env.update({f"AOS_{name}_PORT": str(port) for name, port in ports.items()})
     env.update(AOS_DATA_DIR=str(tmp_path / "aos"), AOS_LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1")
@@ -93,7 +93,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def suite_env(data_dir: Path, **extra: str) -> tuple[dict[str, str], dict[str, int]]:
-    ports = {name: free_port() for name in ("OVERVIEW", "LOGS", "EXPORT", "GATEWAY")}
+    ports = {name: free_port() for name in ("OVERVIEW", "LOGS", "EXPORT", "INGEST", "GATEWAY")}
     # Not MAKEFLAGS either: under `make test-db DATABASE_URL=…` it carries that command-line
     # variable into the `make run` these tests start, which would then need production keys.
     env = {k: v for k, v in os.environ.items()

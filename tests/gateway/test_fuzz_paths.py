@@ -36,7 +36,7 @@ import httpcore
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from gateway import fields, transcode
+from gateway import console, fields, transcode
 from gateway.backends import SERVICE_BACKENDS, service_descriptor
 from gateway.routes import Route, RouteTable, Variable
 from tests.e2e.support import ACME, BASE, DEMO, token
@@ -56,8 +56,9 @@ BODY_ROUTES = [route for route in ROUTES if route.body]
 METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
 # What only the gateway answers, before any service has seen the credentials.
 GATEWAY_REASONS = {"ROUTE_NOT_FOUND", "METHOD_NOT_ALLOWED", "NOT_FOUND", "REQUEST_ENTITY_TOO_LARGE"}
-# What answers without credentials.
-PUBLIC = {"/healthz", "/openapi.json"}
+# What answers without credentials: the health check, the OpenAPI document, the console's pages
+# and files (gateway/console.py; the data they show comes from the API, with the caller's token).
+PUBLIC = {"/healthz", "/openapi.json", *console.PATHS}
 # Other tenants of the session's database (the demo data, the other gateway and fuzz tests).
 TENANT_NAME = re.compile(r"tenant-[A-Za-z0-9_-]+")
 
@@ -315,7 +316,8 @@ def check(request: Request, answer: Answer) -> None:
         reasons = {d.get("reason") for d in status.get("details", []) if isinstance(d, dict)}
     else:
         reasons = set()
-    if request.target.partition("?")[0] in PUBLIC:
+    path = request.target.partition("?")[0]
+    if path in PUBLIC or path.startswith(console.PREFIX + "/"):
         return
     if not request.credentials.usable:
         # Only what the gateway refuses by itself comes before the services' authentication.

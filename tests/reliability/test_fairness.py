@@ -279,3 +279,48 @@ async def test_rest_answers_a_refusal_429_with_retry_after(ledger):
     kinds = {d["@type"].rsplit("/", 1)[-1]: d for d in body["details"]}
     assert kinds["google.rpc.ErrorInfo"]["reason"] == "TENANT_HEAVY_LIMIT"
     assert "google.rpc.RetryInfo" in kinds and kinds["google.rpc.QuotaFailure"]["violations"][0]["subject"] == a
+
+
+async def test_a_saturated_process_refuses_before_any_other_work(ledger):
+    """AOS_SHED_LAG_S: with the event loop late and every light slot taken, a call is refused at
+    once, before its token is checked (a bad token gets the same refusal), with RetryInfo; with a
+    free slot, or a loop on time, the same calls are answered as usual. The lag is set by the
+    test (what LoopLag measures of a saturated loop), so the mechanism is tried deterministically;
+    the figure under a real 2x surge is bench/soak.py's."""
+    url, a, b = ledger
+    calls, logger = CallLog(), logging.getLogger("aos.server")
+    level = logger.level
+    logger.addHandler(calls)
+    logger.setLevel(logging.INFO)
+    bad_token = (("authorization", "Bearer not-a-token"),)
+
+    async def audit(metadata):
+        return await stub.ListAuditEntries(pb.ListAuditEntriesRequest(page_size=5), metadata=metadata, timeout=5)
+
+    try:
+        async with logs_server(url, max_inflight=2, shed_lag_s=0.01) as (server, stub):
+            admission = server.admission
+            admission.lag.stop()
+            held = [await admission.light.acquire("someone", None) for _ in range(2)]
+            admission.lag.lag_s = 0.2
+            for metadata in (auth(b), bad_token):
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await audit(metadata)
+                assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused.value
+                found = details(refused.value)
+                assert found[error_details_pb2.ErrorInfo].reason == "SERVER_OVERLOADED"
+                assert found[error_details_pb2.RetryInfo].retry_delay.ToNanoseconds() / 1e9 >= 0.2
+                assert "AOS_SHED_LAG_S=0.01" in found[error_details_pb2.QuotaFailure].violations[0].description
+            admission.lag.lag_s = 0.0  # on time, gate still full: the call is looked at (and its token refused)
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await audit(bad_token)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            for permit in held:
+                permit.release()
+            admission.lag.lag_s = 0.2  # late, but a slot is free: it starts at once
+            assert (await audit(auth(b))).entries
+    finally:
+        logger.removeHandler(calls)
+        logger.setLevel(level)
+    shed_ms = [r.ms for r in calls.calls if getattr(r, "reason", None) == "SERVER_OVERLOADED"]  # type: ignore[attr-defined]
+    assert len(shed_ms) == 2 and max(shed_ms) < 10, shed_ms

@@ -5,13 +5,14 @@ tests/reliability/test_fairness.py."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 import grpc
 import pytest
 
 from aos_runtime import errors
-from aos_runtime.admission import MIN_SAMPLES, FairGate, Limits, LoopLag
+from aos_runtime.admission import MIN_SAMPLES, Admission, FairGate, Limits, LoopLag
 from aos_runtime.faults import DeadlinePassed, Overloaded
 
 
@@ -177,3 +178,32 @@ async def test_the_loop_lag_is_measured():
     await asyncio.sleep(0.05)  # and on time again
     assert lag.lag_s < 0.02
     lag.stop()
+
+
+async def test_a_saturated_process_sheds_a_call_that_could_not_start_at_once():
+    """Admission.shed: refused before anything else only when the loop is late *and* the
+    call's gate is full — a late loop with a free slot (a busy machine) admits as usual."""
+    lag = LoopLag()
+    admission = Admission.of(max_inflight=2, queue_budget_s=0.25, heavy_isolation=True, heavy_concurrency=1,
+                             heavy_per_tenant=1, heavy_queue_per_tenant=8, heavy_queue_budget_s=10,
+                             shed_lag_s=0.01)
+    admission = dataclasses.replace(admission, lag=lag)
+    assert admission.shed(heavy=False) is None
+    permits = [await admission.light.acquire("a", None), await admission.light.acquire("b", None)]
+    assert admission.shed(heavy=False) is None, "the loop is on time: a full gate queues, it does not shed"
+    lag.lag_s = 0.05
+    refusal = admission.shed(heavy=False)
+    assert isinstance(refusal, Overloaded) and not refusal.tenant_limit
+    assert "AOS_MAX_INFLIGHT=2" in refusal.limit and "AOS_SHED_LAG_S=0.01" in refusal.limit
+    assert refusal.retry_after_s >= 0.05  # at least the backlog the loop has to work off
+    error = errors.from_exception(refusal, deadline_passed=False)
+    assert (error.code, error.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "SERVER_OVERLOADED")
+    assert admission.shed(heavy=True) is None, "the heavy gate has a free slot"
+    permits[0].release()
+    assert admission.shed(heavy=False) is None, "a free light slot: the call starts at once, late loop or not"
+    lag.lag_s = 0.009
+    permits.append(await admission.light.acquire("a", None))
+    assert admission.shed(heavy=False) is None, "below AOS_SHED_LAG_S"
+    assert dataclasses.replace(admission, shed_lag_s=0.0, lag=LoopLag()).shed(heavy=False) is None, "0: off"
+    for permit in permits:
+        permit.release()

@@ -83,3 +83,33 @@ def test_every_hash_leaf_and_root_matters():
     refused(proof, size, root, {**leaves, 5: tlog.leaf_hash(log.leaves[5])})  # a leaf the proof is not for
     refused(proof, size, root, {**leaves, size: tlog.leaf_hash(b"x")})        # outside the tree
     refused(proof, 0, root, leaves)
+
+
+def test_an_increasing_array_of_indexes_is_proved_in_place_with_the_same_proof():
+    """Issue #19: an export proves its 200,000 entries at its end; as an array('q') in seq order
+    they are read in place (8 bytes each) instead of becoming a sorted list of a set of ints."""
+    import array
+    import tracemalloc
+
+    rng = random.Random(7)
+    size = 1000
+    log = Log(rng.randbytes(32) for _ in range(size))
+    for indexes in subsets(rng, size):
+        assert tlog.prove_records(array.array("q", indexes), size, log.read) == tlog.prove_records(
+            list(indexes), size, log.read)
+    # Not increasing (or repeated): sorted and deduplicated as any other iterable.
+    assert tlog.prove_records(array.array("q", [5, 3, 3]), size, log.read) == tlog.prove_records([3, 5], size,
+                                                                                                  log.read)
+    n = 200_000
+    big = array.array("q", range(n))
+
+    def peak(indexes) -> int:
+        tracemalloc.start()
+        try:
+            tlog.prove_records(indexes, n, lambda ix: [b"\0" * 32 for _ in ix])
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    in_place, as_list = peak(big), peak(list(big))
+    assert in_place < 100_000 and as_list > 5_000_000, (in_place, as_list)  # measured: ~1 KB, ~12 MB

@@ -10,6 +10,7 @@ import base64
 import csv
 import io
 import json
+import tracemalloc
 import zipfile
 from datetime import datetime, timedelta, timezone
 
@@ -563,3 +564,46 @@ def test_a_manifest_seq_range_that_is_not_two_numbers_fails_coverage_instead_of_
     coverage = checks(result)["coverage"]
     assert not result.ok and not coverage.passed
     assert "is not a range of numbers" in coverage.detail, coverage.detail
+
+
+@pytest.mark.parametrize("fmt", ["JSON", "CSV", "ZIP"])
+def test_a_large_artifact_is_verified_from_its_file_never_held_whole(tmp_path, key, fmt):
+    """Issue #19: the verifier reads the artifact in blocks (hashing as it reads, ZIP members as
+    they decompress, a slice's records one at a time): its peak memory stays below the size of
+    the evidence it checks, where reading it whole held that size and parsing it several times
+    more. What it keeps is a few dozen bytes per entry (seq and content hash: the leaves)."""
+    data, rendered = render(fmt, ledger(4000), key)
+    envelope = sign(manifest_for(data, rendered, fmt, key), key)
+    if fmt == "ZIP":
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            evidence = archive.getinfo("evidence.json").file_size
+    else:
+        evidence = len(data)
+    path = tmp_path / "artifact"
+    path.write_bytes(data)
+    del data
+    tracemalloc.start()
+    try:
+        with path.open("rb") as artifact:
+            result = verify_export.verify(artifact, envelope, [key.public])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert result.verdict is Verdict.VALID, [(c.name, c.detail) for c in result.checks if not c.passed]
+    assert {c.name for c in result.checks} >= {"checksum", "size", "ledger", "coverage"}
+    assert peak < evidence, f"peak {peak / 2**20:.2f} MiB verifying {evidence / 2**20:.2f} MiB of evidence"
+
+
+@pytest.mark.parametrize("edit", [
+    lambda d: d[:-1],                                            # cut short
+    lambda d: d + b" {}",                                        # data after the object
+    lambda d: d.replace(b'{"', b'{"scope":"AUDIT_SLICE","', 1),  # a member twice
+    lambda d: d.replace(b'"records":[', b'"records":{"x":[', 1).replace(b']', b']}', 1),  # records not an array
+    lambda d: b"[" + d + b"]",                                   # not an object
+], ids=["truncated", "trailing", "duplicate-member", "records-not-array", "not-an-object"])
+def test_a_streamed_bundle_that_is_not_one_fails_its_bundle_check(key, export, edit):
+    data, envelope = export
+    result = verify_export.verify(edit(data), envelope, [key.public])
+    assert result.verdict is not Verdict.VALID
+    failed = {c.name for c in result.checks if not c.passed}
+    assert failed & {"bundle", "coverage", "ledger"}, [(c.name, c.detail) for c in result.checks]

@@ -1,0 +1,1094 @@
+// The AOS Evidence Plane console: a small hash-routed page over the public REST API.
+//
+// Why this shape (docs/ARCHITECTURE.md): no build step and no framework — every call is the
+// same REST call a client makes, with the signed-in bearer token. DOM nodes are built with
+// textContent only (never innerHTML), so nothing the API returns can become markup; the
+// Content-Security-Policy allows scripts and styles from this origin only.
+"use strict";
+
+const TOKEN_KEY = "aos.token";
+const PAGE_SIZE = 20;
+
+// ---------------------------------------------------------------- DOM helpers
+
+function h(tag, props, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = value;
+    else if (key.startsWith("on")) node.addEventListener(key.slice(2), value);
+    else if (key === "style") Object.assign(node.style, value); // CSSOM: allowed by style-src 'self'
+    else node.setAttribute(key, value === true ? "" : String(value));
+  }
+  append(node, children);
+  return node;
+}
+
+function append(node, children) {
+  for (const child of children.flat(Infinity)) {
+    if (child === undefined || child === null || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+function link(href, text, props) {
+  return h("a", Object.assign({ href }, props || {}), text);
+}
+
+function badge(text, kind) {
+  return h("span", { class: `badge badge-${kind || "neutral"}` }, text);
+}
+
+function announce(text) {
+  const status = document.getElementById("status");
+  status.textContent = "";
+  window.setTimeout(() => { status.textContent = text; }, 50);
+}
+
+// ---------------------------------------------------------------- formatting
+
+// "BUDGET_STATUS_NEAR_THRESHOLD" → "NEAR_THRESHOLD": the enum's name without its type prefix.
+function label(value, prefix) {
+  if (value === undefined || value === null || value === "") return "—";
+  const s = String(value);
+  return prefix && s.startsWith(prefix) ? s.slice(prefix.length) : s;
+}
+
+function money(m) {
+  if (!m) return "—";
+  const cents = Number(m.amount_cents || 0);
+  return `${(cents / 100).toFixed(2)} ${m.currency_code || ""}`.trim();
+}
+
+function when(ts) {
+  if (!ts) return "—";
+  const d = new Date(ts);
+  return Number.isNaN(d.getTime()) ? String(ts) : d.toISOString().replace("T", " ").replace(/\.\d+Z$/, "Z");
+}
+
+function timeEl(ts) {
+  return ts ? h("time", { datetime: ts }, when(ts)) : "—";
+}
+
+function short(hash) {
+  return hash ? `${String(hash).slice(0, 16)}…` : "—";
+}
+
+function json(value) {
+  return JSON.stringify(value === undefined ? null : value, null, 2);
+}
+
+function b64ToBytes(b64) {
+  const bin = atob(b64 || "");
+  const out = new Uint8Array(bin.length);
+  for (let i = 0; i < bin.length; i += 1) out[i] = bin.charCodeAt(i);
+  return out;
+}
+
+function hex(bytes) {
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+// ---------------------------------------------------------------- the API
+
+class ApiError extends Error {
+  constructor(httpStatus, status) {
+    super((status && status.message) || `HTTP ${httpStatus}`);
+    this.httpStatus = httpStatus;
+    this.status = status || {};
+    const info = (this.status.details || []).find((d) => d.reason);
+    this.reason = info ? info.reason : "";
+  }
+}
+
+function token() {
+  return window.sessionStorage.getItem(TOKEN_KEY);
+}
+
+async function call(path, options) {
+  const opts = options || {};
+  const url = new URL(path, window.location.origin);
+  for (const [key, value] of Object.entries(opts.query || {})) {
+    if (value !== undefined && value !== null && value !== "") url.searchParams.set(key, value);
+  }
+  const headers = { Authorization: `Bearer ${token()}` };
+  if (opts.body !== undefined) headers["Content-Type"] = "application/json";
+  const reply = await fetch(url, {
+    method: opts.method || "GET",
+    headers,
+    body: opts.body === undefined ? undefined : JSON.stringify(opts.body),
+    cache: "no-store",
+  });
+  if (opts.raw && reply.ok) return reply;
+  const text = await reply.text();
+  let parsed = null;
+  try { parsed = text ? JSON.parse(text) : {}; } catch (e) { parsed = { message: text }; }
+  if (!reply.ok) {
+    if (reply.status === 401) {
+      window.sessionStorage.removeItem(TOKEN_KEY);
+      throw new ApiError(401, parsed);
+    }
+    throw new ApiError(reply.status, parsed);
+  }
+  return parsed;
+}
+
+const api = (path, query) => call(path, { query });
+
+// The enums' values (filters, export options) come from the gateway's own OpenAPI document,
+// so the console offers exactly what the contract accepts. Loaded once, before the first page.
+let contract = null;
+
+async function loadContract() {
+  if (!contract) {
+    const reply = await fetch("/openapi.json", { cache: "no-store" });
+    contract = reply.ok ? await reply.json() : { components: { schemas: {} } };
+  }
+  return contract;
+}
+
+function enumValues(name) {
+  const schema = (contract.components.schemas || {})[`aos.evidence.v1.${name}`] || {};
+  return (schema.enum || []).filter((v) => !v.endsWith("_UNSPECIFIED"));
+}
+const enc = encodeURIComponent;
+
+// ---------------------------------------------------------------- routing
+
+function parseHash() {
+  const raw = window.location.hash.replace(/^#/, "");
+  const [path, qs] = raw.split("?", 2);
+  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  return { parts, query: new URLSearchParams(qs || "") };
+}
+
+function hashFor(path, query) {
+  const qs = new URLSearchParams();
+  for (const [k, v] of Object.entries(query || {})) if (v !== undefined && v !== null && v !== "") qs.set(k, v);
+  const s = qs.toString();
+  return `#${path}${s ? `?${s}` : ""}`;
+}
+
+const ROUTES = {
+  overview: overviewPage,
+  runs: (parts, q) => (parts[1] ? runPage(parts[1], parts[2] || "envelope", q) : runsPage(q)),
+  system: (parts, q) => (parts[1] ? systemRunPage(parts[1], parts[2] || "snapshot") : systemPage(q)),
+  audit: (parts, q) => (parts[1] ? auditEntryPage(parts[1]) : auditPage(q)),
+  integrity: integrityPage,
+  exports: (parts, q) => (parts[1] ? exportPage(parts[1], q) : exportsPage(q)),
+  signin: signinPage,
+};
+
+let renderCount = 0;
+
+async function render() {
+  const { parts, query } = parseHash();
+  const section = parts[0] || "overview";
+  const signedIn = Boolean(token());
+  document.getElementById("signout").hidden = !signedIn;
+  document.querySelectorAll("nav a[data-section]").forEach((a) => {
+    if (a.dataset.section === section) a.setAttribute("aria-current", "page");
+    else a.removeAttribute("aria-current");
+  });
+  const main = document.getElementById("main");
+  const mine = ++renderCount;
+  const page = signedIn ? (ROUTES[section] || notFoundPage) : signinPage;
+  const content = h("div", { class: "page", "aria-busy": "true" }, h("p", { class: "loading" }, "Loading…"));
+  main.replaceChildren(content);
+  try {
+    await loadContract();
+    const built = await page(parts, query);
+    if (mine !== renderCount) return; // a newer navigation won
+    main.replaceChildren(built);
+  } catch (err) {
+    if (mine !== renderCount) return;
+    main.replaceChildren(errorPage(err));
+  }
+  main.dataset.view = String(mine); // which navigation the page shows (the browser tests wait on it)
+  const heading = main.querySelector("h1");
+  document.title = `${heading ? heading.textContent : "Console"} — AOS Evidence Plane`;
+  if (renderCount > 1) main.focus();
+}
+
+function errorPage(err) {
+  if (err instanceof ApiError && err.httpStatus === 401) {
+    return signinPage([], new URLSearchParams(), "Your token was refused (expired or invalid): sign in again.");
+  }
+  if (err instanceof ApiError && err.httpStatus === 404) {
+    // Another tenant's id answers exactly like a missing one.
+    return h("section", { class: "page" }, h("h1", {}, "Not found"),
+      h("p", {}, "There is no such record for your tenant."), link("#/overview", "Back to the overview"));
+  }
+  const reason = err instanceof ApiError && err.reason ? ` (${err.reason})` : "";
+  return h("section", { class: "page" }, h("h1", {}, "Something went wrong"),
+    h("p", { role: "alert" }, `${err.message}${reason}`));
+}
+
+function notFoundPage() {
+  return errorPage(new ApiError(404, {}));
+}
+
+// ---------------------------------------------------------------- sign-in
+
+function signinPage(parts, query, message) {
+  const input = h("input", { id: "token", name: "token", type: "password", autocomplete: "off", required: true,
+    "aria-describedby": "token-help" });
+  const form = h("form", {
+    class: "signin",
+    onsubmit: (event) => {
+      event.preventDefault();
+      window.sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+      window.location.hash = "#/overview";
+      render();
+    },
+  },
+  h("label", { for: "token" }, "Bearer token"), input,
+  h("p", { id: "token-help", class: "help" },
+    "A JWT for your tenant. It stays in this tab (sessionStorage) and is sent only to this gateway."),
+  h("button", { type: "submit" }, "Sign in"));
+  return h("section", { class: "page" }, h("h1", {}, "Sign in"),
+    message ? h("p", { role: "alert", class: "warn" }, message) : null, form);
+}
+
+// ---------------------------------------------------------------- tables and paging
+
+function table(caption, columns, rows, empty) {
+  if (!rows.length) return h("p", { class: "empty" }, empty || "Nothing here.");
+  return h("table", {},
+    h("caption", {}, caption),
+    h("thead", {}, h("tr", {}, columns.map((c) => h("th", { scope: "col" }, c.title)))),
+    h("tbody", {}, rows.map((row) => h("tr", { class: row.__class || null },
+      columns.map((c, i) => (i === 0 ? h("th", { scope: "row" }, c.cell(row)) : h("td", {}, c.cell(row))))))));
+}
+
+function pager(base, query, reply, what) {
+  const total = reply.total_size !== undefined
+    ? `${reply.total_size_is_estimate ? "about " : ""}${reply.total_size} ${what}` : "";
+  const links = [];
+  if (query.get("page_token")) {
+    const first = Object.fromEntries(query);
+    delete first.page_token;
+    links.push(link(hashFor(base, first), "First page"));
+  }
+  if (reply.next_page_token) {
+    links.push(link(hashFor(base, Object.assign(Object.fromEntries(query), { page_token: reply.next_page_token })),
+      "Next page", { rel: "next" }));
+  }
+  return h("nav", { class: "pager", "aria-label": `${what} pages` }, h("span", {}, total), links);
+}
+
+// A filter form whose fields are query parameters of the list call; submitting moves the hash.
+function filterForm(base, query, fields) {
+  const inputs = {};
+  const form = h("form", {
+    class: "filters",
+    onsubmit: (event) => {
+      event.preventDefault();
+      const next = {};
+      for (const [name, input] of Object.entries(inputs)) {
+        if (input.value) next[name] = input.type === "date" ? `${input.value}T00:00:00Z` : input.value;
+      }
+      window.location.hash = hashFor(base, next);
+    },
+  });
+  for (const f of fields) {
+    const id = `f-${f.name.replace(/\W/g, "-")}`;
+    let input;
+    const current = query.get(f.name) || "";
+    if (f.options) {
+      input = h("select", { id, name: f.name }, h("option", { value: "" }, "any"),
+        f.options.map((o) => h("option", { value: o, selected: o === current }, label(o, f.prefix))));
+    } else if (f.date) {
+      input = h("input", { id, name: f.name, type: "date", value: current.slice(0, 10) });
+    } else {
+      input = h("input", { id, name: f.name, type: "text", value: current });
+    }
+    inputs[f.name] = input;
+    form.append(h("div", { class: "field" }, h("label", { for: id }, f.title), input));
+  }
+  form.append(h("div", { class: "field actions" }, h("button", { type: "submit" }, "Apply"),
+    link(`#${base}`, "Clear")));
+  return form;
+}
+
+function listQuery(query) {
+  const q = Object.fromEntries(query);
+  q.page_size = q.page_size || PAGE_SIZE;
+  return q;
+}
+
+// ---------------------------------------------------------------- charts (uPlot)
+
+// A uPlot chart of real API data: xs are unix seconds, each series {label, values, bars}.
+function chart(title, xs, series, note) {
+  const box = h("figure", { class: "chart" }, h("figcaption", {}, title));
+  const target = h("div", { class: "plot", role: "img", "aria-label": `${title} (chart; the table below has the numbers)` });
+  box.append(target);
+  if (note) box.append(h("p", { class: "help" }, note));
+  if (!xs.length) {
+    target.replaceWith(h("p", { class: "empty" }, "No data for this chart."));
+    return box;
+  }
+  const colors = ["#1f5fbf", "#b3261e", "#2e7d32", "#8e44ad"];
+  window.requestAnimationFrame(() => {
+    if (!window.uPlot || !target.isConnected) return;
+    const opts = {
+      width: Math.max(320, Math.min(900, target.clientWidth || 640)),
+      height: 220,
+      series: [{}].concat(series.map((s, i) => ({
+        label: s.label,
+        stroke: colors[i % colors.length],
+        width: 2,
+        fill: s.bars ? `${colors[i % colors.length]}33` : undefined,
+        paths: s.bars && window.uPlot.paths.bars ? window.uPlot.paths.bars({ size: [0.6, 40] }) : undefined,
+        dash: s.dash,
+      }))),
+      axes: [{}, { size: 60 }],
+    };
+    if (series.some((s) => s.bars)) {
+      // Half a day either side, so the first and last bars are drawn whole.
+      opts.scales = { x: { time: true, range: (u, min, max) => [min - 43200, max + 43200] } };
+    }
+    // eslint-disable-next-line no-new
+    new window.uPlot(opts, [xs, ...series.map((s) => s.values)], target);
+  });
+  return box;
+}
+
+function dayStart(date) {
+  return new Date(Date.UTC(date.getUTCFullYear(), date.getUTCMonth(), date.getUTCDate()));
+}
+
+// ---------------------------------------------------------------- Overview
+
+const PULSE_KIND = { PULSE_STATUS_HEALTHY: "ok", PULSE_STATUS_ATTENTION_NEEDED: "warn", PULSE_STATUS_CRITICAL: "bad" };
+const BUDGET_KIND = { BUDGET_STATUS_OK: "ok", BUDGET_STATUS_NEAR_THRESHOLD: "warn", BUDGET_STATUS_BREACHED: "bad" };
+const BUDGET_WORD = { BUDGET_STATUS_OK: "OK", BUDGET_STATUS_NEAR_THRESHOLD: "NEAR", BUDGET_STATUS_BREACHED: "BREACHED" };
+const PRIORITY_KIND = { DECISION_PRIORITY_CRITICAL: "bad", DECISION_PRIORITY_HIGH: "warn" };
+
+// Where each domain count's records are in this console.
+const DOMAIN_LINKS = {
+  Incidents: hashFor("/audit", { entity_type: "AUDIT_ENTITY_TYPE_INCIDENT" }),
+  Policies: hashFor("/audit", { entity_type: "AUDIT_ENTITY_TYPE_POLICY_PROPOSAL" }),
+  Activity: "#/runs",
+};
+
+// Where the evidence behind a decision or an entity lives in this console.
+function evidenceLink(entityType, entityId) {
+  const type = label(entityType, "AUDIT_ENTITY_TYPE_");
+  if (type === "INCIDENT") {
+    return h("span", {}, link(hashFor("/audit", { entity_type: entityType }), "incident audit trail"), " · ",
+      link(hashFor("/exports", { incident_id: entityId }), "export the incident"));
+  }
+  return link(hashFor("/audit", { entity_type: entityType }), `${type.toLowerCase().replace(/_/g, " ")} audit trail`);
+}
+
+async function overviewPage() {
+  const [hl, costs, decisions] = await Promise.all([
+    api("/api/v1/runtime/overview/highlights"),
+    api("/api/v1/runtime/overview/costs"),
+    api("/api/v1/runtime/overview/decisions", { page_size: 50 }),
+  ]);
+  const pulse = hl.pulse || {};
+  const reasons = [];
+  const n = (v) => Number(v || 0);
+  if (n(pulse.active_incidents)) {
+    reasons.push(h("li", {}, link(hashFor("/audit", { entity_type: "AUDIT_ENTITY_TYPE_INCIDENT" }),
+      `${pulse.active_incidents} active incident(s)`)));
+  }
+  if (n(pulse.pending_decisions)) {
+    reasons.push(h("li", {}, link("#/overview", `${pulse.pending_decisions} decision(s) waiting`,
+      { "data-jump": "decisions" })));
+  }
+  if (n(pulse.recent_breaches)) {
+    reasons.push(h("li", {}, link(hashFor("/runs", { has_violation: "true" }), `${pulse.recent_breaches} recent limit breach(es)`)));
+  }
+  const pulseBox = h("section", { class: "card pulse", "aria-labelledby": "pulse-h" },
+    h("h2", { id: "pulse-h" }, "Pulse"),
+    h("p", { class: "pulse-status" }, badge(label(pulse.status, "PULSE_STATUS_"), PULSE_KIND[pulse.status])),
+    reasons.length ? h("div", {}, h("p", {}, "Why:"), h("ul", { class: "reasons" }, reasons))
+      : h("p", {}, "Nothing needs attention: no active incidents, pending decisions or recent breaches."),
+    h("p", { class: "help" }, "Last activity ", timeEl(hl.last_activity_at), " · computed ", timeEl(hl.computed_at)));
+
+  const counts = h("section", { class: "card", "aria-labelledby": "counts-h" }, h("h2", { id: "counts-h" }, "Domains"),
+    h("ul", { class: "counts" }, (hl.domain_counts || []).map((d) => h("li", {},
+      h("span", { class: "count-domain" }, DOMAIN_LINKS[d.domain] ? link(DOMAIN_LINKS[d.domain], d.domain) : d.domain),
+      h("span", { class: "count-total" }, `${d.total_is_estimate ? "≈" : ""}${d.total}`),
+      h("span", { class: "count-detail" }, `${d.pending} pending · ${d.critical} critical`)))));
+
+  const limits = costs.limits || [];
+  const budgetRows = limits.map((l) => {
+    const used = Number((l.used_value || {}).amount_cents || 0);
+    const max = Number((l.max_value || {}).amount_cents || 0);
+    const pct = max > 0 ? Math.min(100, (used / max) * 100) : 0;
+    const bar = h("div", { class: "bar", role: "meter", "aria-valuemin": "0", "aria-valuemax": String(max),
+      "aria-valuenow": String(Math.min(used, max)), "aria-label": `${l.name}: ${money(l.used_value)} of ${money(l.max_value)}` },
+    h("div", { class: `bar-fill bar-${BUDGET_KIND[l.status] || "ok"}`, style: { width: `${pct}%` } }));
+    return h("li", { class: "budget" },
+      h("div", { class: "budget-head" }, h("strong", {}, l.name || l.limit_id), " ",
+        badge(BUDGET_WORD[l.status] || label(l.status, "BUDGET_STATUS_"), BUDGET_KIND[l.status])),
+      h("div", { class: "help" }, `${label(l.scope, "LIMIT_SCOPE_")} ${l.scope_id || ""} · resets ${label(l.reset_period, "RESET_PERIOD_")}`,
+        " · window ", timeEl((l.window || {}).start), " → ", timeEl((l.window || {}).end)),
+      bar,
+      h("div", {}, `${money(l.used_value)} of ${money(l.max_value)} (${(Number(l.utilization_bp || 0) / 100).toFixed(1)}%) · `,
+        `${money(l.remaining_value)} left · `, evidenceLink("AUDIT_ENTITY_TYPE_LIMIT", l.limit_id)));
+  });
+  const violations = costs.violations || {};
+  const costBox = h("section", { class: "card wide", "aria-labelledby": "costs-h" }, h("h2", { id: "costs-h" }, "Costs and budgets"),
+    h("p", {}, `Spend this period (`, timeEl((costs.period || {}).start), " → ", timeEl((costs.period || {}).end), `): `,
+      h("strong", {}, money((costs.actuals || {}).llm_run_cost)), ` · ${violations.breach_count || 0} breach(es), overage `,
+      money(violations.total_overage)),
+    budgetRows.length ? h("ul", { class: "budgets" }, budgetRows) : h("p", { class: "empty" }, "No budgets are defined."),
+    h("div", { id: "cost-chart" }, h("p", { class: "loading" }, "Loading the cost history…")));
+
+  const decisionRows = (decisions.decisions || []);
+  const decisionBox = h("section", { class: "card wide", id: "decisions", "aria-labelledby": "decisions-h", tabindex: "-1" },
+    h("h2", { id: "decisions-h" }, "Decisions waiting"),
+    table("The decisions queue, most urgent first", [
+      { title: "Priority", cell: (d) => badge(label(d.priority, "DECISION_PRIORITY_"), PRIORITY_KIND[d.priority]) },
+      { title: "Decision", cell: (d) => d.summary },
+      { title: "Kind", cell: (d) => `${label(d.decision_type, "DECISION_TYPE_")} · ${label(d.source_domain, "DECISION_SOURCE_")}` },
+      { title: "Entity", cell: (d) => `${label(d.entity_type, "AUDIT_ENTITY_TYPE_")} ${d.entity_id}` },
+      { title: "Since", cell: (d) => timeEl(d.created_at) },
+      { title: "Evidence", cell: (d) => evidenceLink(d.entity_type, d.entity_id) },
+    ], decisionRows, "No decisions are waiting."),
+    decisions.has_more ? h("p", { class: "help" }, `Showing ${decisionRows.length} of ${decisions.total_size}.`) : null);
+
+  const page = h("section", { class: "page" }, h("h1", {}, "Overview"),
+    h("p", { class: "lede" }, "What needs attention right now."),
+    h("div", { class: "grid" }, pulseBox, counts, costBox, decisionBox));
+  page.addEventListener("click", (event) => {
+    const jump = event.target.closest("[data-jump]");
+    if (jump) {
+      event.preventDefault();
+      const target = document.getElementById(jump.dataset.jump);
+      target.scrollIntoView();
+      target.focus();
+    }
+  });
+  costHistory(page.querySelector("#cost-chart"));
+  return page;
+}
+
+// Daily spend for the last 14 days: one GetCosts per UTC day (the API's actuals for that period).
+async function costHistory(box) {
+  const days = 14;
+  const today = dayStart(new Date());
+  const starts = Array.from({ length: days }, (_, i) => new Date(today.getTime() - (days - 1 - i) * 86400000));
+  try {
+    const replies = await Promise.all(starts.map((start) => api("/api/v1/runtime/overview/costs", {
+      period_start: start.toISOString(),
+      period_end: new Date(start.getTime() + 86400000).toISOString(),
+    })));
+    const values = replies.map((r) => Number(((r.actuals || {}).llm_run_cost || {}).amount_cents || 0) / 100);
+    const currency = (replies[0] || {}).currency || "";
+    box.replaceChildren(chart(`LLM spend per day, ${currency} (last ${days} days)`, starts.map((d) => d.getTime() / 1000),
+      [{ label: "spend", values, bars: true }],
+      "From GetCosts for each day. Spend over time per budget scope is not in the API (a budget's usage is reported " +
+      "for its current window only), so budgets are the bars above, not lines here."),
+    table("Spend per day", [
+      { title: "Day", cell: (r) => r.day },
+      { title: "Spend", cell: (r) => r.value.toFixed(2) },
+    ], starts.map((d, i) => ({ day: d.toISOString().slice(0, 10), value: values[i] })).filter((r) => r.value > 0),
+    "No spend in these days."));
+  } catch (err) {
+    box.replaceChildren(h("p", { class: "warn" }, `Cost history unavailable: ${err.message}`));
+  }
+}
+
+// ---------------------------------------------------------------- LLM runs
+
+async function runsPage(query) {
+  const reply = await api("/api/v1/logs/llm-runs", listQuery(query));
+  const runs = reply.runs || [];
+  return h("section", { class: "page" }, h("h1", {}, "LLM runs"),
+    filterForm("/runs", query, [
+      { name: "status", title: "Status", options: enumValues("LlmRunStatus"), prefix: "LLM_RUN_STATUS_" },
+      { name: "has_violation", title: "Violation", options: ["true", "false"] },
+      { name: "provider", title: "Provider" },
+      { name: "model", title: "Model" },
+      { name: "agent_id", title: "Agent" },
+      { name: "policy_id", title: "Policy" },
+      { name: "created_after", title: "From", date: true },
+      { name: "created_before", title: "Until", date: true },
+    ]),
+    table("LLM runs, newest first", [
+      { title: "Run", cell: (r) => link(`#/runs/${enc(r.run_id)}/envelope`, r.run_id) },
+      { title: "Status", cell: (r) => label(r.status, "LLM_RUN_STATUS_") },
+      { title: "Outcome", cell: (r) => label(r.outcome, "RUN_OUTCOME_") },
+      { title: "Model", cell: (r) => `${r.provider} / ${r.model}` },
+      { title: "Cost", cell: (r) => money(r.cost) },
+      { title: "Started", cell: (r) => timeEl(r.started_at) },
+      { title: "Policy", cell: (r) => (r.has_violation ? badge(`violation ${r.violation_policy_id || ""}`.trim(), "bad") : "—") },
+    ], runs, "No runs match."),
+    pager("/runs", query, reply, "runs"));
+}
+
+const RUN_TABS = [
+  ["envelope", "O1 Envelope"], ["trace", "O2 Trace"], ["governance", "O3 Governance"],
+  ["replay", "O4 Replay"], ["exports", "O5 Exports"],
+];
+
+function tabs(base, current, list) {
+  return h("nav", { class: "tabs", "aria-label": "Depth" }, h("ul", {}, list.map(([key, text]) => h("li", {},
+    link(`${base}/${key}`, text, { "aria-current": key === current ? "page" : null })))));
+}
+
+function dl(pairs) {
+  return h("dl", { class: "fields" }, pairs.filter((p) => p).map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
+}
+
+async function runPage(runId, tab, query) {
+  const base = `#/runs/${enc(runId)}`;
+  const envelope = await api(`/api/v1/logs/llm-runs/${enc(runId)}/envelope`); // 404 → the same not-found page
+  const run = envelope.run || {};
+  const body = await ({
+    envelope: () => runEnvelope(run),
+    trace: () => runTrace(runId),
+    governance: () => runGovernance(runId),
+    replay: () => runReplay(runId, query),
+    exports: () => runExports(runId),
+  }[tab] || (() => { throw new ApiError(404, {}); }))();
+  return h("section", { class: "page" },
+    h("p", { class: "crumbs" }, link("#/runs", "LLM runs"), " / ", runId),
+    h("h1", {}, `Run ${runId}`),
+    h("p", { class: "lede" }, `${label(run.status, "LLM_RUN_STATUS_")} · ${label(run.outcome, "RUN_OUTCOME_")} · `,
+      run.has_violation ? badge(`policy violation ${run.violation_policy_id || ""}`.trim(), "bad") : "no violation"),
+    tabs(base, tab, RUN_TABS),
+    h("div", { class: "tabpanel" }, body));
+}
+
+function runEnvelope(run) {
+  return [h("h2", {}, "O1 Envelope: what the run was"), dl([
+    ["Run", run.run_id], ["Trace", run.trace_id || "—"], ["Agent", run.agent_id || "—"], ["Project", run.project_id || "—"],
+    ["Provider / model", `${run.provider} / ${run.model}`], ["Status", label(run.status, "LLM_RUN_STATUS_")],
+    ["Executor", label(run.executor_type, "EXECUTOR_TYPE_")], ["Outcome", label(run.outcome, "RUN_OUTCOME_")],
+    ["Termination", run.termination_reason || "—"], ["Tokens in / out", `${run.input_tokens} / ${run.output_tokens}`],
+    ["Cost", money(run.cost)], ["Started", timeEl(run.started_at)], ["Completed", timeEl(run.completed_at)],
+    ["Violation", run.has_violation ? `yes — policy ${run.violation_policy_id || "?"}` : "no"],
+    ["Synthetic", run.is_synthetic ? `yes (${run.synthetic_scenario_id || ""})` : "no"], ["Source", run.source || "—"],
+  ])];
+}
+
+function jsonBlock(title, value) {
+  if (value === undefined || value === null) return null;
+  return h("details", {}, h("summary", {}, title), h("pre", {}, json(value)));
+}
+
+async function runTrace(runId) {
+  const reply = await api(`/api/v1/logs/llm-runs/${enc(runId)}/trace`);
+  const trace = reply.trace || {};
+  const violationStep = trace.violation_step_index;
+  const hasViolation = violationStep !== undefined && violationStep !== null;
+  const steps = (reply.steps || []).map((s) => {
+    const isViolation = hasViolation && Number(s.step_index) === Number(violationStep);
+    return h("li", { class: `step${isViolation ? " step-violation" : ""}${s.is_inflection_point ? " step-inflection" : ""}`,
+      id: `step-${s.step_index}`, tabindex: "-1", "aria-label": isViolation ? `Step ${s.step_index}: policy violation` : null },
+    h("div", { class: "step-head" }, h("span", { class: "step-index" }, `#${s.step_index}`), " ",
+      h("strong", {}, label(s.step_type, "STEP_TYPE_")), " ", label(s.level, "STEP_LEVEL_"), " · ", s.source || "", " · ",
+      timeEl(s.timestamp),
+      isViolation ? [" ", badge("VIOLATION", "bad")] : null,
+      s.is_inflection_point && !isViolation ? [" ", badge("inflection point", "warn")] : null),
+    h("div", { class: "help" }, `${s.tokens} tokens · ${(Number(s.cost_cents || 0) / 100).toFixed(2)} · ${s.duration_ms} ms · hash `,
+      h("code", { class: "hash", title: s.content_hash }, s.content_hash || "—")),
+    jsonBlock("Input", s.input_data), jsonBlock("Output", s.output_data), jsonBlock("Metadata", s.metadata));
+  });
+  return [h("h2", {}, "O2 Trace: what the run did"),
+    hasViolation ? h("p", { class: "callout bad", role: "note" }, "Policy ", h("strong", {}, trace.violation_policy_id || "?"),
+      ` broke at step #${violationStep}: ${trace.violation_reason || ""}`, " · ", h("button", { type: "button", class: "linklike", id: "goto-violation", onclick: () => {
+        const step = document.getElementById(`step-${violationStep}`);
+        step.scrollIntoView();
+        step.focus();
+      } }, "go to the step"),
+      trace.incident_id ? [" · incident ", link(hashFor("/exports", { incident_id: trace.incident_id }), trace.incident_id)] : null) : h("p", {}, "No policy violation in this trace."),
+    dl([["Trace", trace.trace_id], ["Status", label(trace.status, "TRACE_STATUS_")], ["Steps", String(reply.total_steps)],
+      ["Tokens", String(reply.total_tokens)], ["Duration", `${reply.total_duration_ms} ms`], ["Cost", money(trace.total_cost)],
+      ["Content hash", h("code", { class: "hash" }, trace.content_hash || "—")],
+      ["Policy snapshot", trace.policy_snapshot_id || "—"]]),
+    h("ol", { class: "timeline", "aria-label": "Trace steps in order" }, steps)];
+}
+
+function auditTable(caption, entries, empty) {
+  return table(caption, [
+    { title: "Seq", cell: (e) => link(`#/audit/${enc(e.id)}`, String(e.seq)) },
+    { title: "Event", cell: (e) => label(e.event_type, "AUDIT_EVENT_TYPE_") },
+    { title: "Entity", cell: (e) => `${label(e.entity_type, "AUDIT_ENTITY_TYPE_")} ${e.entity_id}` },
+    { title: "Actor", cell: (e) => `${label(e.actor_type, "ACTOR_TYPE_")} ${e.actor_id || ""}` },
+    { title: "Reason", cell: (e) => e.action_reason || "—" },
+    { title: "When", cell: (e) => timeEl(e.created_at) },
+  ], entries, empty);
+}
+
+async function runGovernance(runId) {
+  const g = await api(`/api/v1/logs/llm-runs/${enc(runId)}/governance`);
+  return [h("h2", {}, "O3 Governance: where it met policy"),
+    h("h3", {}, "Policy steps"),
+    table("Policy-check and violation steps", [
+      { title: "Step", cell: (s) => link(`#/runs/${enc(runId)}/trace`, `#${s.step_index}`) },
+      { title: "Type", cell: (s) => label(s.step_type, "STEP_TYPE_") },
+      { title: "Level", cell: (s) => label(s.level, "STEP_LEVEL_") },
+      { title: "Source", cell: (s) => s.source },
+      { title: "Hash", cell: (s) => h("code", { class: "hash" }, short(s.content_hash)) },
+    ], g.policy_steps || [], "No policy steps."),
+    h("h3", {}, "Limit breaches"),
+    table("Limit breaches of this run", [
+      { title: "Breach", cell: (b) => b.id },
+      { title: "Limit", cell: (b) => b.limit_id },
+      { title: "Type", cell: (b) => label(b.breach_type, "BREACH_TYPE_") },
+      { title: "Value / limit", cell: (b) => `${b.value_at_breach} / ${b.limit_value}` },
+      { title: "When", cell: (b) => timeEl(b.breached_at) },
+    ], g.limit_breaches || [], "No limit breaches."),
+    h("h3", {}, "Audit entries"), auditTable("Audit entries correlated with this run", g.audit_entries || [], "No audit entries."),
+    h("h3", {}, "Overrides"), auditTable("Overrides", g.overrides || [], "No overrides.")];
+}
+
+function replayEventText(e) {
+  if (e.step) return `step #${e.step.step_index} ${label(e.step.step_type, "STEP_TYPE_")} (${e.step.source || ""})`;
+  if (e.system_record) return `${e.system_record.component}: ${e.system_record.summary}`;
+  if (e.audit_entry) return `${label(e.audit_entry.event_type, "AUDIT_EVENT_TYPE_")} ${e.audit_entry.entity_id}`;
+  if (e.limit_breach) return `limit ${e.limit_breach.limit_id} breached: ${e.limit_breach.value_at_breach} / ${e.limit_breach.limit_value}`;
+  return "—";
+}
+
+function replayView(replay) {
+  const r = replay || {};
+  return [dl([["Centred on", `${label(r.center, "REPLAY_CENTER_")} at ${when(r.center_timestamp)}`],
+    ["Window", h("span", {}, timeEl(r.window_start), " → ", timeEl(r.window_end), ` (±${r.window_seconds} s)`)]]),
+  table("Events in the window, in time order", [
+    { title: "When", cell: (e) => timeEl(e.occurred_at) },
+    { title: "Kind", cell: (e) => label(e.kind, "REPLAY_EVENT_KIND_") },
+    { title: "What", cell: (e) => replayEventText(e) },
+  ], r.events || [], "No events in the window.")];
+}
+
+async function runReplay(runId, query) {
+  const seconds = query.get("window_seconds") || "";
+  const reply = await api(`/api/v1/logs/llm-runs/${enc(runId)}/replay`, { window_seconds: seconds });
+  const input = h("input", { id: "window", type: "number", min: "1", value: seconds || String((reply.replay || {}).window_seconds || "") });
+  return [h("h2", {}, "O4 Replay: what surrounded the inflection point"),
+    h("form", { class: "filters", onsubmit: (e) => { e.preventDefault(); window.location.hash = hashFor(`/runs/${enc(runId)}/replay`, { window_seconds: input.value }); } },
+      h("div", { class: "field" }, h("label", { for: "window" }, "Window (seconds either side)"), input),
+      h("div", { class: "field actions" }, h("button", { type: "submit" }, "Replay"))),
+    replayView(reply.replay)];
+}
+
+async function runExports(runId) {
+  const reply = await api(`/api/v1/logs/llm-runs/${enc(runId)}/export`);
+  return [h("h2", {}, "O5 Exports: the evidence bundles that carry this run"),
+    exportTable(reply.exports || []),
+    exportForm({ run_id: runId }, `run ${runId}`)];
+}
+
+// ---------------------------------------------------------------- System records
+
+async function systemPage(query) {
+  const [reply, attribution] = await Promise.all([
+    api("/api/v1/logs/system", listQuery(query)),
+    // The same window as the list's filter (the API's default: the last 24 hours).
+    api("/api/v1/logs/system/audit", { page_size: 50, created_after: query.get("created_after"), created_before: query.get("created_before") }),
+  ]);
+  const slice = {};
+  for (const k of ["component", "event_type", "severity", "created_after", "created_before"]) if (query.get(k)) slice[k] = query.get(k);
+  return h("section", { class: "page" }, h("h1", {}, "System records"),
+    filterForm("/system", query, [
+      { name: "component", title: "Component" },
+      { name: "event_type", title: "Event", options: enumValues("SystemEventType"), prefix: "SYSTEM_EVENT_TYPE_" },
+      { name: "severity", title: "Severity", options: enumValues("SystemSeverity"), prefix: "SYSTEM_SEVERITY_" },
+      { name: "created_after", title: "From", date: true },
+      { name: "created_before", title: "Until", date: true },
+    ]),
+    table("Platform events, newest first", [
+      { title: "When", cell: (r) => timeEl(r.created_at) },
+      { title: "Component", cell: (r) => r.component },
+      { title: "Event", cell: (r) => label(r.event_type, "SYSTEM_EVENT_TYPE_") },
+      { title: "Severity", cell: (r) => label(r.severity, "SYSTEM_SEVERITY_") },
+      { title: "Summary", cell: (r) => r.summary },
+      { title: "Run", cell: (r) => (r.run_id ? link(`#/system/${enc(r.run_id)}/snapshot`, r.run_id) : "—") },
+    ], reply.records || [], "No records match."),
+    pager("/system", query, reply, "records"),
+    h("h2", {}, "O5 Who caused them"),
+    table(`Platform events by cause, ${when(attribution.window_start)} → ${when(attribution.window_end)}`, [
+      { title: "Caused by", cell: (r) => label(r.caused_by, "CAUSED_BY_") },
+      { title: "Component", cell: (r) => r.component },
+      { title: "Event", cell: (r) => label(r.event_type, "SYSTEM_EVENT_TYPE_") },
+      { title: "Count", cell: (r) => String(r.count) },
+      { title: "Actors", cell: (r) => (r.actor_ids || []).join(", ") || "—" },
+    ], attribution.rows || [], "No platform events in the window."),
+    exportForm({ system_slice: slice }, "this filtered list of system records"));
+}
+
+const SYSTEM_TABS = [["snapshot", "O1 Snapshot"], ["telemetry", "O2 Telemetry"], ["events", "O3 Events"], ["replay", "O4 Replay"]];
+
+async function systemRunPage(runId, tab) {
+  const path = `/api/v1/logs/system/${enc(runId)}`;
+  let body;
+  if (tab === "snapshot") {
+    const s = await api(`${path}/snapshot`);
+    const b = s.baseline || {};
+    body = [h("h2", {}, "O1 Environment baseline"), dl([["Basis", label(s.basis, "SNAPSHOT_BASIS_")],
+      ["Record", `${b.component}: ${b.summary}`], ["When", timeEl(b.created_at)],
+      ["Content hash", h("code", { class: "hash" }, b.content_hash || "—")]]), jsonBlock("Details", b.details)];
+  } else if (tab === "telemetry") {
+    const t = await api(`${path}/telemetry`);
+    body = [h("h2", {}, "O2 Telemetry"),
+      h("p", { class: "callout warn", role: "note" }, badge(label(t.status, "TELEMETRY_STATUS_"), "warn"), " ", t.reason),
+      dl([["What is available instead", (t.available_data || []).join(", ") || "—"], ["System records about the run", String(t.run_event_count)]])];
+  } else if (tab === "events") {
+    const e = await api(`${path}/events`, { page_size: 100 });
+    body = [h("h2", {}, "O3 System records about the run"), table("Records", [
+      { title: "When", cell: (r) => timeEl(r.created_at) }, { title: "Component", cell: (r) => r.component },
+      { title: "Summary", cell: (r) => r.summary }, { title: "Hash", cell: (r) => h("code", { class: "hash" }, short(r.content_hash)) },
+    ], e.records || [], "No records.")];
+  } else if (tab === "replay") {
+    const r = await api(`${path}/replay`);
+    body = [h("h2", {}, "O4 Infrastructure replay"), replayView(r.replay)];
+  } else {
+    throw new ApiError(404, {});
+  }
+  return h("section", { class: "page" }, h("p", { class: "crumbs" }, link("#/system", "System records"), " / ", runId),
+    h("h1", {}, `System view of run ${runId}`), tabs(`#/system/${enc(runId)}`, tab, SYSTEM_TABS),
+    h("div", { class: "tabpanel" }, body), h("p", {}, link(`#/runs/${enc(runId)}/envelope`, "The run itself")));
+}
+
+// ---------------------------------------------------------------- Audit ledger
+
+
+async function auditPage(query) {
+  const reply = await api("/api/v1/logs/audit", listQuery(query));
+  const slice = {};
+  for (const k of ["event_type", "entity_type", "actor_type", "actor_id", "correlation_id", "created_after", "created_before"]) {
+    if (query.get(k)) slice[k] = query.get(k);
+  }
+  return h("section", { class: "page" }, h("h1", {}, "Audit ledger"),
+    h("p", { class: "lede" }, "Append-only and hash-chained. ", link("#/integrity", "Check its integrity")),
+    filterForm("/audit", query, [
+      { name: "event_type", title: "Event", options: enumValues("AuditEventType"), prefix: "AUDIT_EVENT_TYPE_" },
+      { name: "entity_type", title: "Entity", options: enumValues("AuditEntityType"), prefix: "AUDIT_ENTITY_TYPE_" },
+      { name: "actor_type", title: "Actor type", options: enumValues("ActorType"), prefix: "ACTOR_TYPE_" },
+      { name: "actor_id", title: "Actor" },
+      { name: "correlation_id", title: "Correlation" },
+      { name: "created_after", title: "From", date: true },
+      { name: "created_before", title: "Until", date: true },
+    ]),
+    auditTable("Ledger entries, newest first", reply.entries || [], "No entries match."),
+    pager("/audit", query, reply, "entries"),
+    exportForm({ audit_slice: slice }, "this filtered list of ledger entries"));
+}
+
+// Both states flattened to dotted paths; each path's before and after side by side.
+function flatten(value, prefix, out) {
+  if (value && typeof value === "object" && !Array.isArray(value) && Object.keys(value).length) {
+    for (const [k, v] of Object.entries(value)) flatten(v, prefix ? `${prefix}.${k}` : k, out);
+  } else if (prefix) {
+    out[prefix] = JSON.stringify(value);
+  }
+  return out;
+}
+
+function stateDiff(before, after) {
+  const a = flatten(before || {}, "", {});
+  const b = flatten(after || {}, "", {});
+  const keys = Array.from(new Set([...Object.keys(a), ...Object.keys(b)])).sort();
+  const rows = keys.map((k) => {
+    const kind = !(k in a) ? "added" : !(k in b) ? "removed" : a[k] === b[k] ? "same" : "changed";
+    return { key: k, before: a[k], after: b[k], kind, __class: `diff-${kind}` };
+  });
+  return table("Before and after", [
+    { title: "Field", cell: (r) => r.key },
+    { title: "Before", cell: (r) => (r.before === undefined ? "—" : h("code", {}, r.before)) },
+    { title: "After", cell: (r) => (r.after === undefined ? "—" : h("code", {}, r.after)) },
+    { title: "Change", cell: (r) => badge(r.kind, { added: "ok", removed: "bad", changed: "warn" }[r.kind]) },
+  ], rows, "This entry records no state.");
+}
+
+async function auditEntryPage(entryId) {
+  const reply = await api(`/api/v1/logs/audit/${enc(entryId)}`);
+  const e = reply.entry || {};
+  return h("section", { class: "page" }, h("p", { class: "crumbs" }, link("#/audit", "Audit ledger"), " / ", `#${e.seq}`),
+    h("h1", {}, `Ledger entry #${e.seq}: ${label(e.event_type, "AUDIT_EVENT_TYPE_")}`),
+    dl([["Entity", `${label(e.entity_type, "AUDIT_ENTITY_TYPE_")} ${e.entity_id}`],
+      ["Actor", `${label(e.actor_type, "ACTOR_TYPE_")} ${e.actor_id || ""}`], ["Reason", e.action_reason || "—"],
+      ["Correlation", e.correlation_id ? link(`#/runs/${enc(e.correlation_id.includes(".") ? e.correlation_id
+        : `${(reply.metadata || e.metadata || {}).tenant_id || ""}.${e.correlation_id}`)}/envelope`, e.correlation_id) : "—"],
+      ["When", timeEl(e.created_at)], ["Content hash", h("code", { class: "hash" }, e.content_hash)],
+      ["Previous hash", h("code", { class: "hash" }, e.prev_hash)], ["Chain hash", h("code", { class: "hash" }, e.chain_hash)]]),
+    h("h2", {}, "What changed"), stateDiff(reply.before_state, reply.after_state),
+    h("p", {}, link(hashFor("/integrity", { seq: e.seq }), "Prove this entry is in the ledger")));
+}
+
+// ---------------------------------------------------------------- Integrity (chain, checkpoint, inclusion proof)
+
+async function sha256(...parts) {
+  const size = parts.reduce((n, p) => n + p.length, 0);
+  const joined = new Uint8Array(size);
+  let at = 0;
+  for (const p of parts) { joined.set(p, at); at += p.length; }
+  return new Uint8Array(await window.crypto.subtle.digest("SHA-256", joined));
+}
+
+const LEAF = Uint8Array.of(0);
+const NODE = Uint8Array.of(1);
+
+// RFC 9162 §2.1.3.2: the root an inclusion proof implies for (leaf index, tree size).
+async function rootFromInclusionProof(leafIndex, treeSize, leafHash, path) {
+  if (leafIndex >= treeSize) throw new Error("leaf index beyond the tree");
+  let fn = leafIndex;
+  let sn = treeSize - 1;
+  let r = leafHash;
+  for (const p of path) {
+    if (sn === 0) throw new Error("the proof is longer than the tree allows");
+    if (fn % 2 === 1 || fn === sn) {
+      r = await sha256(NODE, p, r);
+      if (fn % 2 === 0) {
+        while (fn % 2 === 0 && fn !== 0) { fn = Math.floor(fn / 2); sn = Math.floor(sn / 2); }
+      }
+    } else {
+      r = await sha256(NODE, r, p);
+    }
+    fn = Math.floor(fn / 2);
+    sn = Math.floor(sn / 2);
+  }
+  if (sn !== 0) throw new Error("the proof is shorter than the tree needs");
+  return r;
+}
+
+async function verifyInclusion(proof, trustedRoot) {
+  const leafData = b64ToBytes(proof.leaf_data);
+  const leafHash = await sha256(LEAF, leafData);
+  const checks = [];
+  checks.push(["leaf hash = SHA-256(0x00 ‖ leaf data)", hex(leafHash) === hex(b64ToBytes(proof.leaf_hash))]);
+  let root = null;
+  try {
+    root = await rootFromInclusionProof(Number(proof.leaf_index), Number(proof.tree_size), leafHash,
+      (proof.audit_path || []).map(b64ToBytes));
+    checks.push(["audit path leads to the proof's root", hex(root) === hex(b64ToBytes(proof.root_hash))]);
+  } catch (err) {
+    checks.push([`audit path: ${err.message}`, false]);
+  }
+  if (trustedRoot) checks.push(["root = the signed checkpoint's root", root !== null && hex(root) === hex(trustedRoot)]);
+  return { ok: checks.every(([, passed]) => passed), checks, root };
+}
+
+async function integrityPage(parts, query) {
+  const [report, checkpoint] = await Promise.all([
+    api("/api/v1/logs/audit/integrity"),
+    api("/api/v1/logs/audit/checkpoint").catch((err) => ({ error: err })),
+  ]);
+  const head = report.head || {};
+  const cp = checkpoint.checkpoint || {};
+  const logCp = checkpoint.log_checkpoint || {};
+  const statusKind = { INTEGRITY_STATUS_VERIFIED: "ok", INTEGRITY_STATUS_BROKEN: "bad" }[report.status] || "warn";
+  const proofOut = h("div", { id: "proof-result", "aria-live": "polite" });
+  const input = h("input", { id: "proof-seq", type: "number", min: "1", value: query.get("seq") || String(head.seq || "") });
+  const prove = async () => {
+    proofOut.replaceChildren(h("p", { class: "loading" }, "Fetching the proof…"));
+    try {
+      const q = { seq: input.value };
+      const trusted = logCp.tree_size && Number(logCp.tree_size) >= Number(input.value) ? logCp : null;
+      if (trusted) q.tree_size = logCp.tree_size;
+      const proof = await api("/api/v1/logs/audit/proofs/inclusion", q);
+      const result = await verifyInclusion(proof, trusted ? b64ToBytes(trusted.root_hash) : null);
+      proofOut.replaceChildren(
+        h("p", { class: `callout ${result.ok ? "ok" : "bad"}`, id: "proof-verdict" },
+          result.ok ? "VERIFIED in this browser" : "NOT VERIFIED",
+          ` — entry #${proof.seq} is leaf ${proof.leaf_index} of a tree of ${proof.tree_size}`),
+        h("ul", { class: "checks" }, result.checks.map(([name, passed]) => h("li", {}, badge(passed ? "pass" : "fail", passed ? "ok" : "bad"), " ", name))),
+        dl([["Root", h("code", { class: "hash" }, result.root ? hex(result.root) : "—")],
+          ["Audit path", `${(proof.audit_path || []).length} hashes`],
+          ["Entry", proof.entry_id ? link(`#/audit/${enc(proof.entry_id)}`, proof.entry_id) : "—"]]),
+        h("p", { class: "help" }, "Hashes computed with WebCrypto SHA-256 (RFC 9162). The checkpoint's signature is checked " +
+          "offline with `aos-evidence ledger verify`; this page compares roots only."));
+      announce(result.ok ? "Inclusion proof verified" : "Inclusion proof failed");
+    } catch (err) {
+      proofOut.replaceChildren(h("p", { class: "callout bad", role: "alert" }, `No proof: ${err.message}`));
+    }
+  };
+  const page = h("section", { class: "page" }, h("h1", {}, "Ledger integrity"),
+    h("section", { class: "card" }, h("h2", {}, "Hash chain"),
+      h("p", {}, badge(label(report.status, "INTEGRITY_STATUS_"), statusKind), ` ${report.entries_checked} entries checked (#${report.verified_from_seq}–#${report.verified_to_seq})`,
+        report.has_more ? " — more remain beyond this report's page" : ""),
+      dl([["Head", `#${head.seq} at ${when(head.created_at)}`], ["Head chain hash", h("code", { class: "hash" }, head.chain_hash || "—")],
+        ["Checked at", timeEl(report.checked_at)]]),
+      (report.anomalies || []).length ? table("Anomalies", [
+        { title: "Seq", cell: (a) => String(a.seq) }, { title: "Kind", cell: (a) => label(a.kind, "ANOMALY_KIND_") },
+        { title: "Detail", cell: (a) => a.detail }], report.anomalies) : h("p", {}, "No anomalies.")),
+    h("section", { class: "card" }, h("h2", {}, "Latest checkpoint"),
+      checkpoint.error ? h("p", { class: "warn" }, `No checkpoint: ${checkpoint.error.message}`) : dl([
+        ["Chain checkpoint", `#${cp.seq} issued ${when(cp.issued_at)}`], ["Chain hash", h("code", { class: "hash" }, cp.chain_hash || "—")],
+        ["Transparency log", `${logCp.origin || "—"} · tree size ${logCp.tree_size || "—"}`],
+        ["Root hash", h("code", { class: "hash" }, logCp.root_hash ? hex(b64ToBytes(logCp.root_hash)) : "—")]]),
+      logCp.signed_note ? h("details", {}, h("summary", {}, "Signed note"), h("pre", {}, logCp.signed_note)) : null),
+    h("section", { class: "card" }, h("h2", {}, "Inclusion proof"),
+      h("form", { class: "filters", onsubmit: (e) => { e.preventDefault(); prove(); } },
+        h("div", { class: "field" }, h("label", { for: "proof-seq" }, "Ledger entry (seq)"), input),
+        h("div", { class: "field actions" }, h("button", { type: "submit", id: "prove" }, "Prove and verify here"))),
+      proofOut),
+    h("div", { id: "ledger-growth" }));
+  ledgerGrowth(page.querySelector("#ledger-growth"));
+  if (query.get("seq")) prove();
+  return page;
+}
+
+// Ledger growth: how many entries the ledger holds about events up to each time (entries by
+// their created_at, counted; the newest 1000 entries). created_at is the event's time, which
+// producers may record late, so this is growth by event time, not by append order (seq).
+async function ledgerGrowth(box) {
+  try {
+    const reply = await api("/api/v1/logs/audit", { page_size: 1000 });
+    const times = (reply.entries || []).map((e) => Date.parse(e.created_at) / 1000).sort((a, b) => a - b);
+    box.replaceChildren(chart("Ledger growth (entries by event time)", times, [{ label: "entries", values: times.map((_, i) => i + 1) }],
+      reply.has_more ? "The newest 1000 entries, counted from the oldest of them." : "Every entry of the ledger, by its created_at."));
+  } catch (err) {
+    box.replaceChildren(h("p", { class: "warn" }, `Ledger growth unavailable: ${err.message}`));
+  }
+}
+
+// ---------------------------------------------------------------- Exports
+
+
+function exportTable(exports) {
+  return table("Exports, newest first", [
+    { title: "Export", cell: (x) => link(`#/exports/${enc(x.export_id)}`, x.export_id) },
+    { title: "Scope", cell: (x) => `${label(x.scope, "EXPORT_SCOPE_")} ${x.run_id || x.incident_id || ""}` },
+    { title: "Bundle", cell: (x) => `${label(x.bundle_type, "BUNDLE_TYPE_")} · ${label(x.format, "EXPORT_FORMAT_")}` },
+    { title: "Size", cell: (x) => `${x.size_bytes} B` },
+    { title: "Created", cell: (x) => timeEl(x.created_at) },
+  ], exports, "No exports yet.");
+}
+
+// Create an export of `subject` (run_id, incident_id, audit_slice or system_slice), then open it.
+function exportForm(subject, what) {
+  const bundle = h("select", { id: "x-bundle" }, enumValues("BundleType").map((b) => h("option", { value: b }, label(b, "BUNDLE_TYPE_"))));
+  const format = h("select", { id: "x-format" }, enumValues("ExportFormat").map((f) => h("option", { value: f, selected: f === "EXPORT_FORMAT_ZIP" }, label(f, "EXPORT_FORMAT_"))));
+  const out = h("div", { "aria-live": "polite" });
+  const button = h("button", { type: "submit", id: "x-create" }, "Create export");
+  return h("section", { class: "card export-form" }, h("h2", {}, `Export ${what}`),
+    h("form", {
+      class: "filters",
+      onsubmit: async (event) => {
+        event.preventDefault();
+        button.disabled = true;
+        out.replaceChildren(h("p", { class: "loading" }, "Creating the export (collecting, signing, chaining)…"));
+        try {
+          const body = Object.assign({}, subject, { bundle_type: bundle.value, format: format.value });
+          const reply = await call("/api/v1/logs/exports", { method: "POST", body });
+          announce("Export created");
+          window.location.hash = `#/exports/${enc(reply.export.export_id)}`;
+        } catch (err) {
+          out.replaceChildren(h("p", { class: "callout bad", role: "alert" }, `Not created: ${err.message}`));
+          button.disabled = false;
+        }
+      },
+    },
+    h("div", { class: "field" }, h("label", { for: "x-bundle" }, "Bundle"), bundle),
+    h("div", { class: "field" }, h("label", { for: "x-format" }, "Format"), format),
+    h("div", { class: "field actions" }, button)), out);
+}
+
+async function exportsPage(query) {
+  const q = listQuery(query);
+  const reply = await api("/api/v1/logs/exports", q);
+  const exports = reply.exports || [];
+  const incident = query.get("incident_id");
+  const history = await api("/api/v1/logs/exports", { page_size: 1000 });
+  const perDay = new Map();
+  for (const x of history.exports || []) {
+    const day = dayStart(new Date(x.created_at)).getTime() / 1000;
+    perDay.set(day, (perDay.get(day) || 0) + 1);
+  }
+  const days = Array.from(perDay.keys()).sort((a, b) => a - b);
+  return h("section", { class: "page" }, h("h1", {}, "Exports"),
+    h("p", { class: "lede" }, "Signed, chained evidence bundles: create one from a run (its O5 tab), an incident, or a filtered ",
+      link("#/audit", "audit"), " or ", link("#/system", "system"), " list."),
+    incident ? exportForm({ incident_id: incident }, `incident ${incident}`) : null,
+    filterForm("/exports", query, [
+      { name: "scope", title: "Scope", options: enumValues("ExportScope"), prefix: "EXPORT_SCOPE_" },
+      { name: "run_id", title: "Run" },
+      { name: "incident_id", title: "Incident" },
+    ]),
+    exportTable(exports),
+    pager("/exports", query, reply, "exports"),
+    chart("Export history (exports per day)", days, [{ label: "exports", values: days.map((d) => perDay.get(d)), bars: true }],
+      history.has_more ? "The newest 1000 exports." : null));
+}
+
+function saveFile(name, blob) {
+  const url = URL.createObjectURL(blob);
+  const a = h("a", { href: url, download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  window.setTimeout(() => URL.revokeObjectURL(url), 10000);
+}
+
+async function exportPage(exportId) {
+  const reply = await api(`/api/v1/logs/exports/${enc(exportId)}`);
+  const x = reply.export || {};
+  const verifyOut = h("div", { id: "verify-result", "aria-live": "polite" });
+  const recompute = h("input", { type: "checkbox", id: "recompute" });
+  const download = async () => {
+    const r = await call(`/api/v1/logs/exports/${enc(exportId)}:download`, { raw: true });
+    saveFile(x.filename || `${exportId}.bin`, await r.blob());
+    announce("Download started");
+  };
+  const verify = async () => {
+    verifyOut.replaceChildren(h("p", { class: "loading" }, "Verifying…"));
+    try {
+      const v = await call(`/api/v1/logs/exports/${enc(exportId)}:verify`, { method: "POST", body: { recompute: recompute.checked } });
+      verifyOut.replaceChildren(
+        h("p", { class: `callout ${v.valid ? "ok" : "bad"}`, id: "verify-verdict" }, v.valid ? "VALID" : "INVALID",
+          ` — verified ${when(v.verified_at)} by ${v.verifier_version}`, v.recorded ? ` (recorded in the ledger as #${v.audit_entry_seq})` : ""),
+        table("The server's checks", [
+          { title: "Check", cell: (c) => c.name }, { title: "Result", cell: (c) => badge(c.passed ? "pass" : "fail", c.passed ? "ok" : "bad") },
+          { title: "Detail", cell: (c) => c.detail }], v.checks || []));
+      announce(v.valid ? "Export valid" : "Export invalid");
+    } catch (err) {
+      verifyOut.replaceChildren(h("p", { class: "callout bad", role: "alert" }, `Not verified: ${err.message}`));
+    }
+  };
+  const keys = await api("/api/v1/logs/exports/signing-keys");
+  const signer = (keys.keys || []).find((k) => k.key_id === x.signing_key_id) || {};
+  const file = x.filename || `${exportId}.bin`;
+  const command = `python -m aos_recording.verify_export ${file} --envelope export.dsse.json --keys keys.json --key ${signer.public_key || "<the signing key's public key, from your operator>"}`;
+  return h("section", { class: "page" }, h("p", { class: "crumbs" }, link("#/exports", "Exports"), " / ", exportId),
+    h("h1", {}, `Export ${exportId}`),
+    dl([["Scope", `${label(x.scope, "EXPORT_SCOPE_")} ${x.run_id || x.incident_id || x.slice_filter || ""}`],
+      ["Bundle / format", `${label(x.bundle_type, "BUNDLE_TYPE_")} / ${label(x.format, "EXPORT_FORMAT_")}`],
+      ["File", `${file} (${x.size_bytes} bytes, ${x.content_type})`], ["SHA-256", h("code", { class: "hash" }, x.checksum)],
+      ["Created", h("span", {}, timeEl(x.created_at), ` by ${label(x.requested_by_type, "ACTOR_TYPE_")} ${x.requested_by_id}`)],
+      ["Chain", h("span", {}, `#${x.seq} · `, h("code", { class: "hash" }, x.chain_hash))], ["Signed by key", x.signing_key_id],
+      x.run_id ? ["Run", link(`#/runs/${enc(x.run_id)}/envelope`, x.run_id)] : null]),
+    h("p", { class: "actions" }, h("button", { type: "button", id: "download", onclick: download }, "Download the export")),
+    h("section", { class: "card" }, h("h2", {}, "Verify on the server"),
+      h("p", {}, h("label", {}, recompute, " Recompute the artifact (slower; proves it is reproducible)")),
+      h("button", { type: "button", id: "verify", onclick: verify }, "Verify"), verifyOut),
+    h("section", { class: "card" }, h("h2", {}, "Verify offline (for an auditor)"),
+      h("p", {}, "Save the export, its signed manifest and the keys, then run the verifier anywhere — no service needed:"),
+      h("p", { class: "actions" },
+        h("button", { type: "button", id: "save-envelope", onclick: () => saveFile("export.dsse.json", new Blob([x.dsse_envelope || ""], { type: "application/json" })) }, "Save export.dsse.json"),
+        " ", h("button", { type: "button", id: "save-keys", onclick: () => saveFile("keys.json", new Blob([JSON.stringify(keys, null, 2)], { type: "application/json" })) }, "Save keys.json")),
+      h("pre", { id: "offline-command" }, command),
+      h("p", { class: "help" }, "Pin the public key you got from your operator out of band; the one shown is what this gateway reports.")));
+}
+
+// ---------------------------------------------------------------- start
+
+function start() {
+  // `make run` prints /#token=…: read it once, keep it in this tab, and take it out of the URL and history.
+  const match = window.location.hash.match(/^#token=([^&]+)/);
+  if (match) {
+    window.sessionStorage.setItem(TOKEN_KEY, decodeURIComponent(match[1]));
+    window.history.replaceState(null, "", `${window.location.pathname}#/overview`);
+  }
+  document.getElementById("signout").addEventListener("click", () => {
+    window.sessionStorage.removeItem(TOKEN_KEY);
+    window.location.hash = "#/signin";
+    render();
+  });
+  window.addEventListener("hashchange", render);
+  render();
+}
+
+document.addEventListener("DOMContentLoaded", start);

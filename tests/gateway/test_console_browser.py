@@ -1,0 +1,409 @@
+"""The web console in a real browser: Debian's chromium, headless, driven by Playwright, against
+the gateway on a real socket in front of the in-process suite and the demo data.
+
+Each test is one question of issue #24 a person must answer without reading JSON: what needs my
+attention, what did this run do, where did it break policy, can I prove it to an auditor. What
+the page shows is compared with what the API answers for the same call, never with numbers
+written here. Every page is also checked by axe-core (no serious or critical violation) and for
+Content-Security-Policy violations.
+
+Without a browser: in CI (CI set) these tests fail — .ci/run installs chromium — elsewhere they
+skip, saying how to install it. CONSOLE_SCREENSHOTS=DIR saves a screenshot of each page
+they visit.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.e2e.support import ACME, DEMO, token
+from tests.gateway.support import WRITER, bearer
+
+CHROMIUM = os.environ.get("CONSOLE_CHROMIUM", "/usr/bin/chromium")
+AXE = Path(__file__).with_name("axe") / "axe.min.js"
+SCREENSHOTS = os.environ.get("CONSOLE_SCREENSHOTS")
+RESEARCH = f"{DEMO}.run-research-7"   # the PII-egress run: its policy breaks at step 2
+SUPPORT = f"{DEMO}.run-support-103"   # the run a budget stopped
+
+def _read(path: str | Path) -> bytes:
+    return Path(path).read_bytes()
+
+
+def _chromium_present() -> bool:
+    return bool(shutil.which(CHROMIUM)) or Path(CHROMIUM).exists()
+
+
+def _no_browser(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}: CI must run the browser tests (.ci/run installs chromium)", pytrace=False)
+    pytest.skip(f"{reason}: `apt-get install -y chromium` (and the venv's playwright) to run the console's browser tests")
+
+
+@pytest.fixture(scope="session")
+async def browser():
+    try:
+        from playwright.async_api import async_playwright
+    except ImportError:
+        _no_browser("the playwright package is not installed")
+    if not _chromium_present():
+        _no_browser(f"no chromium at {CHROMIUM}")
+    async with async_playwright() as playwright:
+        # Generous limits: the machine the suite runs on may be shared and loaded.
+        chromium = await playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"], timeout=600_000)
+        yield chromium
+        await chromium.close()
+
+
+class Console:
+    """One signed-in browser tab, collecting page errors and CSP violations as it goes."""
+
+    def __init__(self, page, base: str) -> None:
+        self.page, self.base, self.problems, self.token = page, base, [], ""
+        page.on("pageerror", lambda exc: self.problems.append(f"page error: {exc}"))
+        page.on("console", self._console)
+
+    def _console(self, message) -> None:
+        if message.type == "error":
+            self.problems.append(f"console: {message.text}")
+
+    async def open(self, fragment: str, ready: str = "main h1") -> None:
+        """The console at ``fragment`` ("#/…"), in this document (the way a link moves it)."""
+        await self.settled(self.page.evaluate(
+            "h => { if (location.hash === h) window.dispatchEvent(new HashChangeEvent('hashchange'));"
+            " else location.hash = h; }", fragment))
+        await self.page.wait_for_selector(ready)
+
+    async def settled(self, action) -> None:
+        """Awaits ``action`` (a click, a navigation), then the page it leads to: the console marks
+        each finished navigation on <main data-view>. (No wait_for_function: the page's CSP
+        forbids the eval it needs.)"""
+        before = await self.page.get_attribute("#main", "data-view")
+        await action
+        await self.page.wait_for_selector(f"#main[data-view]:not([data-view='{before}'])")
+
+    async def text(self, selector: str = "main") -> str:
+        return await self.page.inner_text(selector)
+
+    async def shot(self, name: str) -> None:
+        if SCREENSHOTS:
+            await self.page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"), full_page=True)
+
+    async def axe(self) -> list[dict]:
+        """axe-core's serious and critical violations on the page as it is now. Injected through
+        the DevTools protocol (evaluate), which the page's CSP does not govern — the page's own
+        scripts stay under it."""
+        await self.page.evaluate(_read(AXE).decode())
+        result = await self.page.evaluate(
+            "axe.run(document, {runOnly: ['wcag2a', 'wcag2aa', 'best-practice']})")
+        assert result["passes"], "axe-core checked nothing"
+        return [{"id": v["id"], "impact": v["impact"], "nodes": [n["target"] for n in v["nodes"]][:3]}
+                for v in result["violations"] if v["impact"] in ("serious", "critical")]
+
+
+async def _console(browser, served: str, tenant: str = DEMO, **context):
+    ctx = await browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True, **context)
+    ctx.set_default_timeout(120_000)
+    page = await ctx.new_page()
+    console = Console(page, served)
+    console.token = token(tenant)
+    await page.goto(f"{served}/#token={console.token}")
+    await page.wait_for_selector("#main[data-view]")
+    return ctx, console
+
+
+@pytest.fixture
+async def tab(browser, served, demo):
+    ctx, console = await _console(browser, served)
+    yield console
+    await ctx.close()
+    assert not console.problems, console.problems  # no script error, no CSP violation, no failed load
+
+
+async def _api(served: str, path: str, tenant: str = DEMO, **params) -> dict:
+    async with httpx.AsyncClient(base_url=served, headers=bearer(tenant)) as http:
+        reply = await http.get(path, params=params)
+        reply.raise_for_status()
+        return reply.json()
+
+
+# --- signing in -----------------------------------------------------------------------
+
+
+async def test_the_printed_link_signs_in_and_the_token_leaves_the_url(browser, served, demo):
+    ctx, console = await _console(browser, served)
+    page = console.page
+    assert page.url == f"{served}/#/overview"  # the #token=… fragment is gone (replaceState: not in history either)
+    assert await page.evaluate("sessionStorage.getItem('aos.token')") == console.token
+    assert "token" not in await page.evaluate("window.location.href + document.referrer")
+    await page.click("#signout")
+    await page.wait_for_selector("h1:has-text('Sign in')")
+    assert await page.evaluate("sessionStorage.getItem('aos.token')") is None
+    # The sign-in page takes a token typed in.
+    await page.fill("#token", token(DEMO))
+    await page.keyboard.press("Enter")
+    await page.wait_for_selector("h1:has-text('Overview')")
+    await ctx.close()
+    assert not console.problems, console.problems
+
+
+async def test_a_refused_token_asks_to_sign_in_again(browser, served, demo):
+    ctx = await browser.new_context()
+    ctx.set_default_timeout(120_000)
+    page = await ctx.new_page()
+    await page.goto(f"{served}/#token=not-a-jwt")
+    await page.wait_for_selector("h1:has-text('Sign in')")
+    assert "sign in again" in await page.inner_text("main")
+    await ctx.close()
+
+
+# --- what needs my attention ------------------------------------------------------------
+
+
+async def test_overview_says_what_needs_attention_and_links_the_evidence(tab, served):
+    highlights = await _api(served, "/api/v1/runtime/overview/highlights")
+    costs = await _api(served, "/api/v1/runtime/overview/costs")
+    decisions = await _api(served, "/api/v1/runtime/overview/decisions", page_size=50)
+    await tab.open("#/overview")
+    await tab.page.wait_for_selector("#cost-chart figure, #cost-chart .warn")
+    pulse = await tab.text(".pulse")
+    assert highlights["pulse"]["status"].removeprefix("PULSE_STATUS_") in pulse
+    if int(highlights["pulse"]["pending_decisions"]):
+        assert f"{highlights['pulse']['pending_decisions']} decision(s) waiting" in pulse
+    counts = await tab.text(".counts")
+    assert len(highlights["domain_counts"]) == 3
+    for domain in highlights["domain_counts"]:
+        assert domain["domain"] in counts and str(domain["total"]) in counts
+    budgets = await tab.page.locator(".budget").all_inner_texts()
+    assert len(budgets) == len(costs["limits"])
+    word = {"BUDGET_STATUS_OK": "OK", "BUDGET_STATUS_NEAR_THRESHOLD": "NEAR", "BUDGET_STATUS_BREACHED": "BREACHED"}
+    for limit, text in zip(costs["limits"], budgets, strict=True):
+        assert limit["name"] in text and word[limit["status"]] in text
+        assert limit["reset_period"].removeprefix("RESET_PERIOD_") in text
+    assert await tab.page.locator(".budget [role=meter]").count() == len(costs["limits"])
+    rows = tab.page.locator("#decisions tbody tr")
+    assert await rows.count() == len(decisions["decisions"]) > 0
+    for i, decision in enumerate(decisions["decisions"]):
+        row = await rows.nth(i).inner_text()
+        assert decision["summary"] in row and decision["priority"].removeprefix("DECISION_PRIORITY_") in row
+    await tab.shot("overview")
+    assert await tab.axe() == []
+    # Each decision links to its evidence: the incident's audit trail, filtered.
+    incident = next(d for d in decisions["decisions"] if d["entity_type"] == "AUDIT_ENTITY_TYPE_INCIDENT")
+    index = decisions["decisions"].index(incident)
+    await tab.settled(rows.nth(index).get_by_role("link", name="incident audit trail").click())
+    assert await tab.text("h1") == "Audit ledger"
+    assert await tab.page.input_value("#f-entity_type") == "AUDIT_ENTITY_TYPE_INCIDENT"
+    entities = await tab.page.locator("main tbody tr td:nth-child(3)").all_inner_texts()
+    assert entities and all(e.startswith("INCIDENT") for e in entities)
+
+
+# --- what did this run do, where did it break policy ---------------------------------------
+
+
+async def test_runs_filter_and_keyset_paging(tab, served):
+    everything = await _api(served, "/api/v1/logs/llm-runs", page_size=1000)
+    all_ids = [r["run_id"] for r in everything["runs"]]
+    assert len(all_ids) >= 2
+    await tab.open("#/runs?page_size=1")
+    seen = []
+    while True:
+        seen += await tab.page.locator("main tbody th a").all_inner_texts()
+        more = tab.page.get_by_role("link", name="Next page")
+        if not await more.count():
+            break
+        await tab.settled(more.click())
+    assert seen == all_ids  # every run once, newest first, across the pages
+    await tab.settled(tab.page.get_by_role("link", name="First page").click())
+    assert await tab.page.locator("main tbody th a").all_inner_texts() == all_ids[:1]
+    # A filter: runs with a policy violation.
+    await tab.page.select_option("#f-has_violation", "true")
+    await tab.settled(tab.page.click("main form.filters button[type=submit]"))
+    assert "has_violation=true" in tab.page.url
+    violating = [r["run_id"] for r in everything["runs"] if r["has_violation"]]
+    shown = await tab.page.locator("main tbody th a").all_inner_texts()
+    assert shown == violating and shown  # (the filter form starts again at the default page size)
+    await tab.shot("runs")
+    assert await tab.axe() == []
+
+
+async def test_the_run_page_shows_where_it_broke_policy(tab, served):
+    trace = await _api(served, f"/api/v1/logs/llm-runs/{RESEARCH}/trace")
+    step = trace["trace"]["violation_step_index"]
+    await tab.open(f"#/runs/{RESEARCH}/envelope")
+    assert "policy violation pol-pii-egress" in await tab.text(".lede")
+    # Keyboard only: Tab to the O2 tab, Enter.
+    for _ in range(40):
+        await tab.page.keyboard.press("Tab")
+        if await tab.page.evaluate("document.activeElement.textContent") == "O2 Trace":
+            break
+    else:
+        pytest.fail("the O2 tab cannot be reached with the keyboard")
+    await tab.page.keyboard.press("Enter")
+    await tab.page.wait_for_selector(".timeline")
+    assert await tab.page.get_attribute(".tabs a[aria-current=page]", "href") == f"#/runs/{RESEARCH}/trace"
+    marked = tab.page.locator(".step-violation")
+    assert await marked.count() == 1
+    assert f"#{step}" in await marked.inner_text() and "VIOLATION" in await marked.inner_text()
+    assert trace["trace"]["violation_reason"] in await tab.text(".callout")
+    hashes = await tab.page.locator(".timeline .hash").all_inner_texts()
+    assert hashes == [s["content_hash"] for s in trace["steps"]]
+    await tab.page.click("#goto-violation")
+    assert await tab.page.evaluate("document.activeElement.id") == f"step-{step}"
+    await tab.shot("run-trace")
+    assert await tab.axe() == []
+
+    governance = await _api(served, f"/api/v1/logs/llm-runs/{RESEARCH}/governance")
+    await tab.page.get_by_role("link", name="O3 Governance").click()
+    await tab.page.wait_for_selector("h2:has-text('O3 Governance')")
+    text = await tab.text(".tabpanel")
+    for entry in governance["audit_entries"]:
+        assert entry["entity_id"] in text
+    assert len(governance["policy_steps"]) >= 1 and "VIOLATION" in text
+
+    replay = await _api(served, f"/api/v1/logs/llm-runs/{RESEARCH}/replay")
+    await tab.page.get_by_role("link", name="O4 Replay").click()
+    await tab.page.wait_for_selector("h2:has-text('O4 Replay')")
+    assert await tab.page.locator(".tabpanel tbody tr").count() == len(replay["replay"]["events"])
+    await tab.shot("run-replay")
+    assert await tab.axe() == []
+
+
+async def test_another_tenants_run_is_the_same_not_found_as_a_missing_one(tab):
+    await tab.open(f"#/runs/{ACME}.run-support-103/envelope")
+    foreign = await tab.text()
+    await tab.open(f"#/runs/{DEMO}.run-that-never-was/envelope")
+    missing = await tab.text()
+    assert foreign == missing and "Not found" in foreign
+    tab.problems = [p for p in tab.problems if "404" not in p]  # the API's 404s, as expected
+
+
+async def test_system_records_and_their_depths(tab, served):
+    window = {"created_after": "2026-10-01T00:00:00Z", "created_before": "2026-12-01T00:00:00Z"}  # the demo's (BASE)
+    records = await _api(served, "/api/v1/logs/system", page_size=20, **window)
+    await tab.open("#/system?created_after=2026-10-01T00:00:00Z&created_before=2026-12-01T00:00:00Z")
+    assert await tab.page.locator("main table").first.locator("tbody tr").count() == len(records["records"]) > 0
+    attribution = await _api(served, "/api/v1/logs/system/audit", page_size=50, **window)
+    assert await tab.page.locator("main table").nth(1).locator("tbody tr").count() == len(attribution["rows"]) > 0
+    telemetry = await _api(served, f"/api/v1/logs/system/{SUPPORT}/telemetry")
+    await tab.open(f"#/system/{SUPPORT}/telemetry", ready="h2:has-text('O2 Telemetry')")
+    text = await tab.text(".tabpanel")
+    assert telemetry["status"] == "TELEMETRY_STATUS_NOT_COLLECTED" and "NOT_COLLECTED" in text
+    assert telemetry["reason"] in text
+    await tab.shot("system-telemetry")
+    assert await tab.axe() == []
+
+
+async def test_the_audit_ledger_filters_and_diffs_an_entry(tab, served):
+    approved = await _api(served, "/api/v1/logs/audit", event_type="AUDIT_EVENT_TYPE_POLICY_RULE_MODIFIED")
+    entry = approved["entries"][0]
+    await tab.open("#/audit")
+    await tab.page.select_option("#f-event_type", "AUDIT_EVENT_TYPE_POLICY_RULE_MODIFIED")
+    await tab.settled(tab.page.click("main form.filters button[type=submit]"))
+    assert "event_type=AUDIT_EVENT_TYPE_POLICY_RULE_MODIFIED" in tab.page.url
+    assert await tab.page.locator("main tbody th a").all_inner_texts() == [str(e["seq"]) for e in approved["entries"]]
+    await tab.page.locator("main tbody th a").first.click()
+    await tab.page.wait_for_selector("h1:has-text('Ledger entry')")
+    detail = await _api(served, f"/api/v1/logs/audit/{entry['id']}")
+    changed = {k for k in set(detail["before_state"]) | set(detail["after_state"])
+               if detail["before_state"].get(k) != detail["after_state"].get(k)}
+    rows = {(await r.locator("th").inner_text()): (await r.get_attribute("class"))
+            for r in await tab.page.locator("main tbody tr").all()}
+    assert changed and {k for k, cls in rows.items() if cls != "diff-same"} == changed
+    assert entry["chain_hash"] in await tab.text()
+    await tab.shot("audit-entry")
+    assert await tab.axe() == []
+
+
+# --- can I prove it ----------------------------------------------------------------------
+
+
+async def test_an_inclusion_proof_is_verified_in_the_browser_and_a_forged_one_is_not(tab, served):
+    report = await _api(served, "/api/v1/logs/audit/integrity")
+    await tab.open("#/integrity?seq=2", ready="#proof-verdict")
+    assert report["status"].removeprefix("INTEGRITY_STATUS_") in await tab.text()
+    verdict = await tab.text("#proof-result")
+    assert verdict.startswith("VERIFIED in this browser") and "fail" not in verdict
+    assert "root = the signed checkpoint's root" in verdict
+    await tab.page.wait_for_selector("#ledger-growth figure")
+    await tab.shot("integrity")
+    assert await tab.axe() == []
+
+    async def forge(route):  # one flipped bit in the audit path must fail the browser's check
+        reply = await route.fetch()
+        proof = await reply.json()
+        first = bytearray(base64.b64decode(proof["audit_path"][0]))
+        first[0] ^= 1
+        proof["audit_path"][0] = base64.b64encode(bytes(first)).decode()
+        await route.fulfill(response=reply, body=json.dumps(proof))
+
+    await tab.page.route("**/api/v1/logs/audit/proofs/inclusion*", forge)
+    await tab.page.click("#prove")
+    await tab.page.wait_for_selector("#proof-verdict:has-text('NOT VERIFIED')")
+    assert "fail" in await tab.text("#proof-result")
+
+
+async def test_an_export_is_created_downloaded_and_verified(browser, served, writer_data):
+    """In the writer tenant (exports are writes): from a run's O5 tab to the auditor's command."""
+    ctx, tab = await _console(browser, served, WRITER)
+    run = f"{WRITER}.run-support-103"
+    await tab.open(f"#/runs/{run}/exports", ready="#x-create")
+    await tab.page.select_option("#x-format", "EXPORT_FORMAT_ZIP")
+    await tab.page.click("#x-create")
+    await tab.page.wait_for_selector("#download", timeout=120_000)
+    export_id = tab.page.url.rsplit("/", 1)[-1]
+    export = (await _api(served, f"/api/v1/logs/exports/{export_id}", WRITER))["export"]
+    async with tab.page.expect_download() as download:
+        await tab.page.click("#download")
+    saved = await (await download.value).path()
+    assert hashlib.sha256(_read(saved)).hexdigest() == export["checksum"]
+    await tab.page.click("#verify")
+    await tab.page.wait_for_selector("#verify-verdict", timeout=120_000)
+    assert (await tab.text("#verify-verdict")).startswith("VALID")
+    assert await tab.page.locator("#verify-result tbody tr").count() >= 3
+    command = await tab.text("#offline-command")
+    assert command.startswith("python -m aos_recording.verify_export ") and export["filename"] in command
+    async with tab.page.expect_download() as envelope:
+        await tab.page.click("#save-envelope")
+    assert _read(await (await envelope.value).path()).decode() == export["dsse_envelope"]
+    await tab.shot("export")
+    assert await tab.axe() == []
+    # The run's O5 tab now lists it.
+    await tab.open(f"#/runs/{run}/exports", ready="#x-create")
+    assert export_id in await tab.text(".tabpanel")
+    # An incident's export, from the link the overview's decisions give.
+    incident = f"{WRITER}.inc-pii-7"
+    await tab.open(f"#/exports?incident_id={incident}", ready="#x-create")
+    await tab.page.select_option("#x-format", "EXPORT_FORMAT_JSON")
+    await tab.settled(tab.page.click("#x-create"))
+    assert f"INCIDENT {incident}" in await tab.text("dl.fields")
+    await ctx.close()
+    assert not tab.problems, tab.problems
+
+
+# --- the page itself ---------------------------------------------------------------------
+
+
+async def test_every_console_answer_has_a_strict_csp(served):
+    async with httpx.AsyncClient(base_url=served) as http:
+        for path in ("/", "/docs", "/console/app.js", "/console/vendor/uplot/uPlot.iife.min.js"):
+            reply = await http.get(path)
+            assert reply.status_code == 200, path
+            csp = reply.headers["content-security-policy"]
+            assert "unsafe-inline" not in csp and "unsafe-eval" not in csp and "script-src 'self'" in csp
+            assert reply.headers["x-content-type-options"] == "nosniff"
+
+
+async def test_the_api_docs_render_the_protos_comments(tab, served):
+    document = await _api(served, "/openapi.json")
+    summary = document["paths"]["/api/v1/logs/llm-runs"]["get"]["summary"]
+    await tab.page.goto(f"{served}/docs")
+    await tab.page.wait_for_selector(".opblock-tag")
+    assert summary in await tab.page.inner_text("#swagger-ui")
+    await tab.shot("docs")
