@@ -11,7 +11,11 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from aos.export.v1 import export_service_pb2_grpc
-from aos.logs.v1 import audit_ledger_service_pb2_grpc, llm_runs_service_pb2_grpc
+from aos.logs.v1 import (
+    audit_ledger_service_pb2_grpc,
+    evidence_search_service_pb2_grpc,
+    llm_runs_service_pb2_grpc,
+)
 from aos.overview.v1 import overview_service_pb2_grpc
 from aos_runtime import channels
 
@@ -136,6 +140,10 @@ class Client:
     @property
     def runs(self) -> _Service:
         return self._service("logs", llm_runs_service_pb2_grpc.LlmRunsServiceStub)
+
+    @property
+    def search(self) -> _Service:
+        return self._service("logs", evidence_search_service_pb2_grpc.EvidenceSearchServiceStub)
 
     @property
     def exports(self) -> _Service:

@@ -237,7 +237,7 @@ def system_record(row: Mapping[str, Any]) -> records_pb2.SystemRecord:
         content_hash=bytes(row["content_hash"]).hex())
     if row["details"] is not None:
         record.details.update(row["details"])
-    for name in ("actor_id", "correlation_id", "run_id", "environment_id"):
-        if row[name] is not None:
+    for name in ("actor_id", "correlation_id", "run_id", "environment_id", "request_id"):
+        if row.get(name) is not None:
             setattr(record, name, row[name])
     return record

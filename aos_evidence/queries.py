@@ -206,10 +206,11 @@ def run_breaches(conn: Connection, tenant_id: str, run_id: str) -> list[Mapping[
 
 
 def system_clauses(filters: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    """" AND …" for the system record filters set (component, event_type, severity, a
+    """" AND …" for the system record filters set (component, event_type, severity, request_id, a
     created_at range), to follow each table's own scope (the tenant's, or system-wide)."""
     clauses, params = where("", [
         ("s.component", "=", filters.get("component")), ("s.event_type", "=", filters.get("event_type")),
-        ("s.severity", "=", filters.get("severity")), ("s.created_at", ">=", filters.get("created_after")),
+        ("s.severity", "=", filters.get("severity")), ("s.request_id", "=", filters.get("request_id")),
+        ("s.created_at", ">=", filters.get("created_after")),
         ("s.created_at", "<", filters.get("created_before"))], prefix="s")
     return (f" AND {clauses}" if clauses else ""), params

@@ -216,17 +216,20 @@ class SystemRecordWriter(_Writer):
     def write(self, *, tenant_id: str | None, component: str, event_type: str, severity: str, summary: str,
               details: Mapping[str, Any] | None = None, caused_by: str = "SYSTEM", actor_id: str | None = None,
               correlation_id: str | None = None, run_id: str | None = None, environment_id: str | None = None,
-              created_at: datetime | None = None, record_id: str | None = None) -> str:
+              created_at: datetime | None = None, record_id: str | None = None,
+              request_id: str | None = None) -> str:
         return self.record(tenant_id=tenant_id, component=component, event_type=event_type, severity=severity,
                            summary=summary, details=details, caused_by=caused_by, actor_id=actor_id,
                            correlation_id=correlation_id, run_id=run_id, environment_id=environment_id,
-                           created_at=created_at, record_id=record_id).id
+                           created_at=created_at, record_id=record_id, request_id=request_id).id
 
     def record(self, *, tenant_id: str | None, component: str, event_type: str, severity: str, summary: str,
                details: Mapping[str, Any] | None = None, caused_by: str = "SYSTEM", actor_id: str | None = None,
                correlation_id: str | None = None, run_id: str | None = None, environment_id: str | None = None,
-               created_at: datetime | None = None, record_id: str | None = None) -> Recorded:
-        """``write`` that also says whether this call stored the record (False: a retry of it)."""
+               created_at: datetime | None = None, record_id: str | None = None,
+               request_id: str | None = None) -> Recorded:
+        """``write`` that also says whether this call stored the record (False: a retry of it).
+        ``request_id`` (migration 0019) is stored beside the record, outside its content hash."""
         _check(event_type, vocabulary.SYSTEM_EVENT_TYPES, "event_type")
         _check(severity, vocabulary.SYSTEM_SEVERITIES, "severity")
         _check(caused_by, vocabulary.CAUSED_BY, "caused_by")
@@ -236,6 +239,8 @@ class SystemRecordWriter(_Writer):
                   "run_id": run_id, "environment_id": environment_id, "created_at": created_at or now()}
         table, key = ("platform_records", ("id",)) if tenant_id is None else ("system_records", ("tenant_id", "id"))
         content = hashing.system_record_content_hash(record)
+        if request_id is not None:  # not a hashed field (SPEC §5); only written when given
+            record["request_id"] = request_id
         stored, created = _insert_once(self.conn, table, key, record, content, self._marks(), jsonb=("details",))
         return Recorded(stored, content, created)
 

@@ -23,7 +23,8 @@ import re
 
 # The read-only services: their calls may be repeated on another instance.
 READ_ONLY_SERVICES = ("aos.overview.v1.OverviewService", "aos.logs.v1.LlmRunsService",
-                      "aos.logs.v1.SystemLogsService", "aos.logs.v1.AuditLedgerService")
+                      "aos.logs.v1.SystemLogsService", "aos.logs.v1.AuditLedgerService",
+                      "aos.logs.v1.EvidenceSearchService")
 
 _HOST_PORT = r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):\d{1,5}"
 _TARGET = re.compile(

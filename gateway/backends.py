@@ -13,7 +13,12 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2  # noqa: F4
 
 from aos.export.v1 import export_service_pb2  # noqa: F401 - registers the descriptors
 from aos.ingest.v1 import ingest_service_pb2  # noqa: F401
-from aos.logs.v1 import audit_ledger_service_pb2, llm_runs_service_pb2, system_logs_service_pb2  # noqa: F401
+from aos.logs.v1 import (  # noqa: F401
+    audit_ledger_service_pb2,
+    evidence_search_service_pb2,
+    llm_runs_service_pb2,
+    system_logs_service_pb2,
+)
 from aos.overview.v1 import overview_service_pb2  # noqa: F401
 
 # Service full name → the server process (a key of Settings.ports) that hosts it.
@@ -22,6 +27,7 @@ SERVICE_BACKENDS: Mapping[str, str] = {
     "aos.logs.v1.LlmRunsService": "logs",
     "aos.logs.v1.SystemLogsService": "logs",
     "aos.logs.v1.AuditLedgerService": "logs",
+    "aos.logs.v1.EvidenceSearchService": "logs",
     "aos.export.v1.ExportService": "export",
     "aos.ingest.v1.IngestService": "ingest",
 }

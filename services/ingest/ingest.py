@@ -183,7 +183,7 @@ def _system_fields(record: pb.SystemRecordInput, who: auth.Principal,
     caused_by = r.enum(record.caused_by, _RECORD["caused_by"].enum_type, "caused_by") \
         or DEFAULT_CAUSE.get(who.actor_type, "SYSTEM")
     optional = {name: _text(r, getattr(record, name), name, MAX_NAME) if record.HasField(name) else None
-                for name in ("correlation_id", "run_id", "environment_id")}
+                for name in ("correlation_id", "run_id", "environment_id", "request_id")}
     occurred = _occurred_at(r, record, now)
     details = _struct(r, record, "details")
     fields: dict[str, Any] = {"tenant_id": who.tenant_id, "record_id": record.record_id, "component": record.component,

@@ -27,6 +27,7 @@ from services.logs.messages import answer_metadata, list_answer
 from services.logs.replay import load_replay
 
 DESCRIPTOR = pb.DESCRIPTOR.services_by_name["LlmRunsService"]
+ANY_RUN = "-"  # GetLlmRunTrace's run_id for "whichever run the trace_id belongs to" (AIP-159)
 OVERRIDE_EVENTS = {"LimitOverrideGranted", "LimitOverrideRevoked", "EmergencyOverrideActivated",
                    "EmergencyOverrideDeactivated"}
 
@@ -53,8 +54,7 @@ class LlmRunsService(pb_grpc.LlmRunsServiceServicer):
         page = await listing.fetch(self.ctx.db, request.page_token, store.list_runs, filters, limit=limit)
         return list_answer(listing, page, pb.ListLlmRunsResponse, "runs", "run", run_message, "llm_run_records")
 
-    async def _run_id(self, request: pb.GetLlmRunEnvelopeRequest | pb.GetLlmRunTraceRequest
-                      | pb.GetLlmRunGovernanceRequest) -> tuple[str, str]:
+    async def _run_id(self, request: pb.GetLlmRunEnvelopeRequest | pb.GetLlmRunGovernanceRequest) -> tuple[str, str]:
         r = Request()
         run_id = r.resource_id(request.run_id, "run_id")
         r.done()
@@ -71,11 +71,22 @@ class LlmRunsService(pb_grpc.LlmRunsServiceServicer):
 
     async def GetLlmRunTrace(self, request: pb.GetLlmRunTraceRequest,
                              context: grpc.aio.ServicerContext) -> wire.Encoded[pb.GetLlmRunTraceResponse]:
-        tenant, run_id = await self._run_id(request)
-        trace, steps = await self.ctx.db.run(tenant, evidence.get_trace, tenant, run_id)
-        if trace is None:
-            raise errors.not_found(errors.Resource.TRACE, run_id)
-        return trace_answer(tenant, trace, steps)
+        r = Request()
+        any_run = request.run_id == ANY_RUN
+        run_id = None if any_run else r.resource_id(request.run_id, "run_id")
+        trace_id = r.resource_id(request.trace_id, "trace_id") if request.trace_id or any_run else None
+        limit = r.page_size(request.page_size)
+        r.done()
+        tenant = auth.principal().tenant_id
+        # The token is bound to the trace asked for; its position is the last step index.
+        listing = Listing.of(self.ctx.page_tokens, tenant, "llm-runs.trace", {"run_id": run_id, "trace_id": trace_id})
+        after = listing.after(request.page_token)
+        found = await self.ctx.db.run(tenant, store.trace_steps, tenant, run_id, trace_id, after, limit)
+        if found is None:
+            raise errors.not_found(errors.Resource.TRACE, trace_id or request.run_id)
+        trace, steps, has_more, totals = found
+        return trace_answer(tenant, trace, steps, totals, has_more,
+                            listing.issue([steps[-1]["step_index"]]) if has_more else "")
 
     async def GetLlmRunGovernance(self, request: pb.GetLlmRunGovernanceRequest,
                                   context: grpc.aio.ServicerContext) -> pb.GetLlmRunGovernanceResponse:
@@ -115,7 +126,8 @@ class LlmRunsService(pb_grpc.LlmRunsServiceServicer):
                               metadata=answer_metadata(listing.tenant_id, "log_exports", exports))
 
 
-def trace_answer(tenant: str, trace: Mapping[str, Any], steps: Sequence[Mapping[str, Any]]
+def trace_answer(tenant: str, trace: Mapping[str, Any], steps: Sequence[Mapping[str, Any]],
+                 totals: Mapping[str, int], has_more: bool = False, next_page_token: str = ""
                  ) -> wire.Encoded[pb.GetLlmRunTraceResponse]:
     """GetLlmRunTrace's answer as bytes (aos_evidence.wire): the trace's header built per call
     (a trace row may still change while its run goes on), each step's stored encoding. A step's
@@ -125,8 +137,9 @@ def trace_answer(tenant: str, trace: Mapping[str, Any], steps: Sequence[Mapping[
                               pb.GetLlmRunTraceResponse.DESCRIPTOR.fields_by_name["steps"].number)
     return wire.answer(
         pb.GetLlmRunTraceResponse(metadata=metadata(trace_evidence(trace)), trace=trace_message(trace)), items,
-        pb.GetLlmRunTraceResponse(total_steps=len(steps), total_duration_ms=sum(s["duration_ms"] for s in steps),
-                                  total_tokens=sum(s["tokens"] for s in steps)))
+        pb.GetLlmRunTraceResponse(total_steps=totals["steps"], total_duration_ms=totals["duration_ms"],
+                                  total_tokens=totals["tokens"], next_page_token=next_page_token,
+                                  has_more=has_more))
 
 
 def _governance(conn, tenant: str, run_id: str):

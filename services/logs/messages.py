@@ -13,7 +13,7 @@ from typing import Any
 from google.protobuf.message import Message
 
 from aos.evidence.v1 import evidence_pb2, integrity_pb2
-from aos.logs.v1 import audit_ledger_service_pb2, records_pb2
+from aos.logs.v1 import audit_ledger_service_pb2, evidence_search_service_pb2, records_pb2
 from aos_evidence import wire
 from aos_evidence.messages import audit_entry, breach_message, step_message, system_record, trace_evidence
 from aos_runtime.evidence import Evidence, metadata, timestamp
@@ -128,3 +128,30 @@ def kept_checkpoint(row: Mapping[str, Any]) -> integrity_pb2.LedgerCheckpoint:
     return integrity_pb2.LedgerCheckpoint(tenant_id=row["tenant_id"], seq=row["seq"],
                                           chain_hash=bytes(row["chain_hash"]).hex(), issued_at=issued_at,
                                           dsse_envelope=json.dumps(envelope, separators=(",", ":")))
+
+
+def search_hit(hit: Mapping[str, Any]) -> evidence_search_service_pb2.SearchHit:
+    """A search hit: its record's own message and metadata (as its list gives them), the matched fields."""
+    row, source = hit["record"], hit["source"]
+    message = evidence_search_service_pb2.SearchHit(
+        source=_HIT_SOURCES[source], created_at=timestamp(row["created_at"]), matched_fields=hit["matched_fields"])
+    if source == "AUDIT":
+        message.audit_entry.CopyFrom(audit_entry(row))
+        message.metadata.CopyFrom(message.audit_entry.metadata)
+    elif source == "TRACE_STEP":
+        trace = hit["trace"]
+        message.trace_step.CopyFrom(evidence_search_service_pb2.SearchTraceStep(
+            trace_id=row["trace_id"], run_id=trace["run_id"], step=step_message(row, trace["violation_step_index"])))
+        # the trace's spine, at the step's time, with the step's own hash
+        message.metadata.CopyFrom(metadata(trace_evidence(trace, row["timestamp"])._replace(
+            checksum=row["content_hash"])))
+    else:
+        message.system_record.CopyFrom(system_record(row))
+        message.metadata.CopyFrom(message.system_record.metadata)
+    return message
+
+
+_HIT_SOURCES = {"AUDIT": evidence_search_service_pb2.EVIDENCE_SOURCE_AUDIT,
+                "TRACE_STEP": evidence_search_service_pb2.EVIDENCE_SOURCE_TRACE_STEP,
+                "SYSTEM": evidence_search_service_pb2.EVIDENCE_SOURCE_SYSTEM,
+                "PLATFORM": evidence_search_service_pb2.EVIDENCE_SOURCE_SYSTEM}

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection
 from aos_evidence import queries as evidence
 from aos_evidence.queries import AUDIT_SELECT, RUN_FROM, RUN_SELECT, AuditFilters, system_clauses
 from aos_runtime.db import fetch_rows, fetch_value
-from aos_runtime.keyset import Page, after_clause, count_total, cut, keyset_page, where
+from aos_runtime.keyset import Page, after_clause, count_total, cut, keyset_page, position, where
 from aos_runtime.rows import all_of, first_of, one_of
 
 
@@ -115,6 +115,39 @@ def replay_events(conn: Connection, tenant_id: str, trace_id: str | None, start:
             "SELECT * FROM limit_breaches WHERE tenant_id = :t AND breached_at BETWEEN :start AND :end "
             "ORDER BY breached_at, id"), window)))
     return found
+
+
+def find_trace(conn: Connection, tenant_id: str, run_id: str | None, trace_id: str | None
+               ) -> Mapping[str, Any] | None:
+    """A trace: by its id (within its run when ``run_id`` is given), else the run's first."""
+    if trace_id is None:
+        return first_of(conn.execute(text(
+            "SELECT * FROM aos_traces WHERE tenant_id = :t AND run_id = :r ORDER BY started_at LIMIT 1"),
+            {"t": tenant_id, "r": run_id}))
+    clauses, params = where("tenant_id = :t AND trace_id = :trace", [("run_id", "=", run_id)])
+    return first_of(conn.execute(text(f"SELECT * FROM aos_traces WHERE {clauses}"),
+                                 {**params, "t": tenant_id, "trace": trace_id}))
+
+
+def trace_steps(conn: Connection, tenant_id: str, run_id: str | None, trace_id: str | None,
+                after: Sequence[Any] | None, limit: int
+                ) -> tuple[Mapping[str, Any], list[Mapping[str, Any]], bool, Mapping[str, Any]] | None:
+    """(trace, a page of its steps after step ``after[0]``, has_more, totals over every step) or None.
+
+    Pages in step order on the (tenant_id, trace_id, step_index) index: a 10,000-step
+    trace is read a page at a time; its totals are one aggregate on the same index."""
+    trace = find_trace(conn, tenant_id, run_id, trace_id)
+    if trace is None:
+        return None
+    params = {"t": tenant_id, "trace": trace["trace_id"], "after": after[0] if after else -1, "limit": limit + 1}
+    rows = all_of(conn.execute(text(
+        "SELECT * FROM aos_trace_steps WHERE tenant_id = :t AND trace_id = :trace AND step_index > :after "
+        "ORDER BY step_index LIMIT :limit"), params))
+    totals = one_of(conn.execute(text(
+        "SELECT count(*) AS steps, coalesce(sum(duration_ms), 0)::bigint AS duration_ms, "
+        "coalesce(sum(tokens), 0)::bigint AS tokens "
+        "FROM aos_trace_steps WHERE tenant_id = :t AND trace_id = :trace"), params))
+    return trace, list(rows[:limit]), len(rows) > limit, totals
 
 
 # --- system records ---------------------------------------------------------------
@@ -245,3 +278,159 @@ def tlog_leaves(conn: Connection, tenant_id: str, first_index: int, last_index: 
         "FROM tlog_hashes WHERE tenant_id = :t AND log = :log AND hash_index BETWEEN :lo AND :hi "
         "AND leaf_data IS NOT NULL ORDER BY hash_index LIMIT :limit"),
         {"t": tenant_id, "log": log, "lo": first_index, "hi": last_index, "limit": limit}))
+
+
+# --- evidence search (migration 0021) ---------------------------------------------------
+# Keys come from the tenant-scoped search views (audit_search, trace_step_search,
+# system_search, platform_search), where ``doc @@ query`` is an index condition with the
+# tenant (GIN on (tenant_id, document)); the records themselves from their tables, under
+# row-level security, so a hit appears only when both agree. docs/DATABASE.md "Search".
+
+# The query as the documents are written: config 'simple', no stemming.
+TSQUERY = "websearch_to_tsquery('simple'::regconfig, :query)"
+
+
+def _field_match(column: str) -> str:
+    """SQL true when ``column`` matches the query by itself: its own document, made by the
+    migration's aos_search_document()."""
+    return f"aos_search_document({column}) @@ {TSQUERY}"
+
+
+@dataclass(frozen=True)
+class SearchSource:
+    name: str            # EvidenceSource without its prefix; the hit's kind
+    view: str            # the tenant-scoped search view
+    table: str           # where its records are read, under row-level security
+    text_fields: tuple[str, ...]
+    json_fields: tuple[str, ...]
+
+    def matched(self, alias: str) -> str:
+        """An array of the names of the fields that match the query on their own."""
+        cases = [f"CASE WHEN {_field_match(f'{alias}.{f}')} THEN '{f}' END" for f in self.text_fields]
+        cases += [f"CASE WHEN {_field_match(f'{alias}.{f}::text')} THEN '{f}' END" for f in self.json_fields]
+        return f"array_remove(ARRAY[{', '.join(cases)}]::text[], NULL) AS matched_fields"
+
+
+_SYSTEM_TEXT = ("component", "event_type", "severity", "summary", "actor_id", "correlation_id", "run_id",
+                "request_id", "environment_id")
+SEARCH_SOURCES = {s.name: s for s in (
+    SearchSource("AUDIT", "audit_search", "audit_ledger",
+                 ("event_type", "entity_type", "entity_id", "actor_id", "action_reason", "correlation_id"),
+                 ("before_state", "after_state")),
+    SearchSource("TRACE_STEP", "trace_step_search", "aos_trace_steps", ("step_type", "source"),
+                 ("input_data", "output_data", "metadata")),
+    SearchSource("SYSTEM", "system_search", "system_records", _SYSTEM_TEXT, ("details",)),
+    SearchSource("PLATFORM", "platform_search", "platform_records", _SYSTEM_TEXT, ("details",)),
+)}
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    query: str                      # websearch syntax, already normalised (services/logs/search.py)
+    sources: tuple[str, ...] = ()   # SearchSource names; empty: all
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    run_id: str | None = None
+    actor_id: str | None = None
+    correlation_id: str | None = None
+
+    def branches(self) -> list[tuple[SearchSource, str, dict[str, Any]]]:
+        """(source, WHERE on its view ``v``, parameters) for each source the filters leave in."""
+        found = []
+        for source in SEARCH_SOURCES.values():
+            kind = "SYSTEM" if source.name == "PLATFORM" else source.name
+            if self.sources and kind not in self.sources:
+                continue
+            if source.name == "TRACE_STEP" and (self.actor_id or self.correlation_id):
+                continue  # steps carry neither
+            conditions: list[tuple[str, str, Any]] = [
+                ("v.created_at", ">=", self.created_after), ("v.created_at", "<", self.created_before)]
+            extra = ""
+            if source.name == "AUDIT":
+                conditions += [("v.actor_id", "=", self.actor_id), ("v.correlation_id", "=", self.correlation_id),
+                               ("v.run_key", "=", self.run_id)]
+            elif source.name == "TRACE_STEP":
+                if self.run_id:
+                    extra = (" AND v.trace_id IN (SELECT t.trace_id FROM aos_traces t"
+                             " WHERE t.tenant_id = :tenant AND t.run_id = :run)")
+            else:
+                conditions += [("v.actor_id", "=", self.actor_id), ("v.correlation_id", "=", self.correlation_id)]
+                if self.run_id:
+                    extra = " AND (v.run_id = :run OR v.correlation_id = :run)"
+            clauses, params = where(f"v.doc @@ {TSQUERY}", conditions, prefix=f"{source.name.lower()}_")
+            found.append((source, clauses + extra, params))
+        return found
+
+
+# Position: [created_at, id, source]; the source breaks a tie between two tables' ids.
+_SEARCH_KEYSET = "(v.created_at, v.id, '{source}') < (:after_at, :after_id, :after_source)"
+
+
+def search_evidence(conn: Connection, tenant_id: str, filters: SearchFilters, after: Sequence[Any] | None,
+                    limit: int) -> Page:
+    """The page's hits, newest first, as rows {source, id, created_at, matched_fields, record[, trace]}."""
+    # Plans for these words, every time: psycopg prepares a statement run 5 times on a
+    # connection, and PostgreSQL then may keep a generic plan, which cannot know how rare the
+    # words are and walks the tenant's created_at index computing every row's document (a rare
+    # word: 225-260 ms instead of 25 ms, bench/search.py). Planning costs a few ms; SET LOCAL
+    # ends with the transaction.
+    conn.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+    params: dict[str, Any] = {"tenant": tenant_id, "query": filters.query, "run": filters.run_id,
+                              "limit": limit + 1}
+    if after is not None:
+        params.update(position(after), after_source=after[2])
+    branches = filters.branches()
+    if not branches:
+        return cut([], limit, 0, False)
+    selects = []
+    for source, clauses, branch_params in branches:
+        params.update(branch_params)
+        past = f" AND {_SEARCH_KEYSET.format(source=source.name)}" if after is not None else ""
+        selects.append(f"(SELECT '{source.name}' AS source, v.id, v.created_at FROM {source.view} v "
+                       f"WHERE {clauses}{past} ORDER BY v.created_at DESC, v.id DESC LIMIT :limit)")
+    keys = all_of(conn.execute(text(
+        f"SELECT * FROM ({' UNION ALL '.join(selects)}) u ORDER BY created_at DESC, id DESC, source DESC LIMIT :limit"),
+        params))
+    if after is None and len(keys) <= limit:
+        total, estimate = len(keys), False
+    else:
+        total, estimate = 0, False
+        for source, clauses, _ in branches:
+            count, flagged = count_total(conn, f"{source.view} v", clauses, params)
+            total, estimate = total + count, estimate or flagged
+    page = cut(keys, limit, total, estimate)
+    records = _search_records(conn, tenant_id, filters.query, page.rows)
+    rows: list[Mapping[str, Any]] = [{**key, **records[(key["source"], key["id"])]} for key in page.rows
+            if (key["source"], key["id"]) in records]  # a key row-level security does not show is no hit
+    return Page(rows=rows, has_more=page.has_more, total=page.total, total_is_estimate=page.total_is_estimate)
+
+
+def _search_records(conn: Connection, tenant_id: str, query: str, keys: Sequence[Mapping[str, Any]]
+                    ) -> dict[tuple[str, str], dict[str, Any]]:
+    """The records behind the keys, read from their tables (row-level security applies), by (source, id)."""
+    ids: dict[str, list[str]] = {}
+    for key in keys:
+        ids.setdefault(key["source"], []).append(key["id"])
+    found: dict[tuple[str, str], dict[str, Any]] = {}
+    params = {"tenant": tenant_id, "query": query}
+    for name, wanted in ids.items():
+        source = SEARCH_SOURCES[name]
+        if name == "AUDIT":
+            sql = (AUDIT_SELECT.format(extra=", " + source.matched("a")) +
+                   " WHERE a.tenant_id = :tenant AND a.id = ANY(:ids)")
+        elif name == "TRACE_STEP":
+            sql = (f"SELECT s.*, {source.matched('s')} FROM aos_trace_steps s "
+                   "WHERE s.tenant_id = :tenant AND s.id = ANY(:ids)")
+        else:
+            scope = "s.tenant_id = :tenant" if name == "SYSTEM" else "true"
+            sql = f"SELECT s.*, {source.matched('s')} FROM {source.table} s WHERE {scope} AND s.id = ANY(:ids)"
+        rows = all_of(conn.execute(text(sql), {**params, "ids": wanted}))
+        traces: dict[str, Mapping[str, Any]] = {}
+        if name == "TRACE_STEP" and rows:
+            traces = {t["trace_id"]: t for t in all_of(conn.execute(text(
+                "SELECT * FROM aos_traces WHERE tenant_id = :tenant AND trace_id = ANY(:traces)"),
+                {"tenant": tenant_id, "traces": sorted({r["trace_id"] for r in rows})}))}
+        for row in rows:
+            found[(name, row["id"])] = {"matched_fields": list(row["matched_fields"]), "record": row,
+                                        "trace": traces.get(row["trace_id"]) if traces else None}
+    return found

@@ -38,6 +38,7 @@ class SystemLogsService(pb_grpc.SystemLogsServiceServicer):
         filters = {"component": r.optional_text(request.component, "component"),
                    "event_type": r.enum(request.event_type, fields["event_type"].enum_type, "event_type"),
                    "severity": r.enum(request.severity, fields["severity"].enum_type, "severity"),
+                   "request_id": r.optional_text(request.request_id, "request_id"),
                    "created_after": start, "created_before": end}
         limit = r.page_size(request.page_size)
         r.done()

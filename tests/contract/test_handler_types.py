@@ -13,12 +13,13 @@ import pytest
 
 from aos_evidence import wire
 from services.export import server as export_server
-from services.logs import audit_ledger, llm_runs, system_logs
+from services.logs import audit_ledger, llm_runs, search, system_logs
 from services.overview import server as overview_server
 
 SERVICERS = [(audit_ledger.AuditLedgerService, audit_ledger.DESCRIPTOR),
              (llm_runs.LlmRunsService, llm_runs.DESCRIPTOR),
              (system_logs.SystemLogsService, system_logs.DESCRIPTOR),
+             (search.EvidenceSearchService, search.DESCRIPTOR),
              (overview_server.OverviewService, overview_server.DESCRIPTOR),
              (export_server.ExportService, export_server.DESCRIPTOR)]
 METHODS = [(cls, method) for cls, service in SERVICERS for method in service.methods]

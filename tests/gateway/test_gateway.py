@@ -94,6 +94,9 @@ READS: list[tuple[str, dict[str, str], dict[str, Any]]] = [
     ("/api/v1/logs/audit/leaves", {"from_seq": "14"}, {
         "leaves__*__seq": ["14", "15"], "total_size": "2", "last_seq": "15", "has_more": False}),
     ("/api/v1/logs/exports", {}, {"exports": [], "total_size": "0"}),
+    ("/api/v1/logs/search", {"query": "refunds", "sources": "EVIDENCE_SOURCE_AUDIT"}, {
+        "hits__*__audit_entry__action_reason": ["unblock refunds queue"], "hits__*__matched_fields": [["action_reason"]],
+        "total_size": "1", "metadata__tenant_id": DEMO}),
     ("/api/v1/logs/exports/signing-keys", {}, {"keys__*__algorithm": ["ed25519"]}),
 ]
 WRITES = {("POST", "/api/v1/logs/exports"), ("POST", "/api/v1/logs/llm-runs/{run_id}/export"),

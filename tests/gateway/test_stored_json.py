@@ -58,7 +58,10 @@ def test_a_list_body_from_stored_json_is_jsonresponses(data, which, has_more, to
 @given(found=traces())
 def test_a_trace_body_from_stored_json_is_jsonresponses(found):
     wire.forms.clear()
-    answer = trace_answer("tenant-a", *found)
+    trace, steps = found
+    totals = {"steps": len(steps), "duration_ms": sum(s["duration_ms"] for s in steps),
+              "tokens": sum(s["tokens"] for s in steps)}
+    answer = trace_answer("tenant-a", trace, steps, totals, True, "next-page")
     renderer = stored_json.Renderer(TRACE, stored_json.ItemJson())
     for _ in range(2):
         assert renderer.body(answer) == canonical_body(runs_pb.GetLlmRunTraceResponse, answer)

@@ -42,6 +42,7 @@ from aos.ingest.v1 import ingest_service_pb2
 from aos.logs.v1 import (
     audit_ledger_service_pb2,
     audit_ledger_service_pb2_grpc,
+    evidence_search_service_pb2,
     llm_runs_service_pb2,
     system_logs_service_pb2,
 )
@@ -64,7 +65,8 @@ FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None, derandomize
                 suppress_health_check=[HealthCheck.too_slow])
 
 SERVICES = [service for module in (overview_service_pb2, llm_runs_service_pb2, system_logs_service_pb2,
-                                   audit_ledger_service_pb2, export_service_pb2, ingest_service_pb2)
+                                   audit_ledger_service_pb2, evidence_search_service_pb2, export_service_pb2,
+                                   ingest_service_pb2)
             for service in module.DESCRIPTOR.services_by_name.values()]
 METHODS = [method for service in SERVICES for method in service.methods]
 WRITES = {"aos.export.v1.ExportService.CreateExport", "aos.ingest.v1.IngestService.AppendAuditEvents",
@@ -410,6 +412,8 @@ def other_filter(request) -> st.SearchStrategy:
         other.CopyFrom(request)
         if field.message_type:  # the lists' only message fields: created_after, created_before
             getattr(other, field.name).CopyFrom(ts(BASE - timedelta(days=30)))
+        elif field.is_repeated:  # SearchEvidence's sources
+            getattr(other, field.name).append(field.enum_type.values[-1].number)
         elif field.enum_type:
             setattr(other, field.name, field.enum_type.values[-1].number)
         else:  # 2: a sequence number (GetIntegrityReport's from_seq, to_seq)
@@ -440,6 +444,8 @@ def first_page_request(method):
             getattr(request, name).CopyFrom(ts(at))
     if "run_id" in fields and required(fields["run_id"]):
         request.run_id = RUN
+    if "query" in fields:  # SearchEvidence: a word of several of the demo's records
+        request.query = "budget"
     return request
 
 

@@ -168,8 +168,9 @@ def test_empty_and_one_item_pages():
 
 
 @settings(max_examples=150, deadline=None)
-@given(found=traces(), other_violation=st.none() | st.integers(0, 6))
-def test_a_trace_answer_from_stored_steps_is_the_canonical_answer(found, other_violation):
+@given(found=traces(), other_violation=st.none() | st.integers(0, 6), has_more=st.booleans(),
+       token=st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-_", max_size=40))
+def test_a_trace_answer_from_stored_steps_is_the_canonical_answer(found, other_violation, has_more, token):
     """GetLlmRunTrace: the same bytes as the message built whole, also after the trace's violation
     index changed (a step's is_inflection_point follows it: never a stale stored step)."""
     from aos.logs.v1 import llm_runs_service_pb2 as runs
@@ -179,11 +180,15 @@ def test_a_trace_answer_from_stored_steps_is_the_canonical_answer(found, other_v
 
     wire.forms.clear()
     trace, steps = found
+    # A page of a longer trace: the totals are the whole trace's (the store sums them).
+    totals = {"steps": len(steps) + has_more, "duration_ms": sum(s["duration_ms"] for s in steps),
+              "tokens": sum(s["tokens"] for s in steps)}
     for violation in (trace["violation_step_index"], other_violation):
         trace = {**trace, "violation_step_index": violation}
         canonical = canonical_bytes(runs.GetLlmRunTraceResponse(
             metadata=metadata(trace_evidence(trace)), trace=trace_message(trace),
-            steps=[step_message(s, violation) for s in steps], total_steps=len(steps),
-            total_duration_ms=sum(s["duration_ms"] for s in steps), total_tokens=sum(s["tokens"] for s in steps)))
+            steps=[step_message(s, violation) for s in steps], total_steps=totals["steps"],
+            total_duration_ms=totals["duration_ms"], total_tokens=totals["tokens"], next_page_token=token,
+            has_more=has_more))
         for _ in range(2):
-            assert trace_answer("tenant-a", trace, steps) == canonical
+            assert trace_answer("tenant-a", trace, steps, totals, has_more, token) == canonical

@@ -100,7 +100,7 @@ class AppendAuditEventsResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[AuditEventResult, _Mapping]]] = ..., created: _Optional[int] = ..., already_present: _Optional[int] = ..., conflicts: _Optional[int] = ..., invalid: _Optional[int] = ...) -> None: ...
 
 class SystemRecordInput(_message.Message):
-    __slots__ = ("record_id", "component", "event_type", "severity", "summary", "details", "caused_by", "correlation_id", "run_id", "environment_id", "occurred_at")
+    __slots__ = ("record_id", "component", "event_type", "severity", "summary", "details", "caused_by", "correlation_id", "run_id", "environment_id", "occurred_at", "request_id")
     RECORD_ID_FIELD_NUMBER: _ClassVar[int]
     COMPONENT_FIELD_NUMBER: _ClassVar[int]
     EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -112,6 +112,7 @@ class SystemRecordInput(_message.Message):
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_ID_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     record_id: str
     component: str
     event_type: _records_pb2.SystemEventType
@@ -123,7 +124,8 @@ class SystemRecordInput(_message.Message):
     run_id: str
     environment_id: str
     occurred_at: _timestamp_pb2.Timestamp
-    def __init__(self, record_id: _Optional[str] = ..., component: _Optional[str] = ..., event_type: _Optional[_Union[_records_pb2.SystemEventType, str]] = ..., severity: _Optional[_Union[_records_pb2.SystemSeverity, str]] = ..., summary: _Optional[str] = ..., details: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., caused_by: _Optional[_Union[_records_pb2.CausedBy, str]] = ..., correlation_id: _Optional[str] = ..., run_id: _Optional[str] = ..., environment_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    request_id: str
+    def __init__(self, record_id: _Optional[str] = ..., component: _Optional[str] = ..., event_type: _Optional[_Union[_records_pb2.SystemEventType, str]] = ..., severity: _Optional[_Union[_records_pb2.SystemSeverity, str]] = ..., summary: _Optional[str] = ..., details: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., caused_by: _Optional[_Union[_records_pb2.CausedBy, str]] = ..., correlation_id: _Optional[str] = ..., run_id: _Optional[str] = ..., environment_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class AppendSystemRecordsRequest(_message.Message):
     __slots__ = ("records",)

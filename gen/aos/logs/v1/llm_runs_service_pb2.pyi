@@ -122,10 +122,16 @@ class GetLlmRunEnvelopeResponse(_message.Message):
     def __init__(self, metadata: _Optional[_Union[_evidence_pb2.EvidenceMetadata, _Mapping]] = ..., run: _Optional[_Union[LlmRun, _Mapping]] = ...) -> None: ...
 
 class GetLlmRunTraceRequest(_message.Message):
-    __slots__ = ("run_id",)
+    __slots__ = ("run_id", "trace_id", "page_size", "page_token")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     run_id: str
-    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+    trace_id: str
+    page_size: int
+    page_token: str
+    def __init__(self, run_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class Trace(_message.Message):
     __slots__ = ("trace_id", "run_id", "agent_id", "status", "started_at", "completed_at", "termination_reason", "step_count", "total_tokens", "total_cost", "total_duration_ms", "content_hash", "policy_snapshot_id", "policy_snapshot", "incident_id", "violation_step_index", "violation_timestamp", "violation_policy_id", "violation_reason", "is_synthetic")
@@ -172,20 +178,24 @@ class Trace(_message.Message):
     def __init__(self, trace_id: _Optional[str] = ..., run_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., status: _Optional[_Union[_records_pb2.TraceStatus, str]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., termination_reason: _Optional[str] = ..., step_count: _Optional[int] = ..., total_tokens: _Optional[int] = ..., total_cost: _Optional[_Union[_evidence_pb2.Money, _Mapping]] = ..., total_duration_ms: _Optional[int] = ..., content_hash: _Optional[str] = ..., policy_snapshot_id: _Optional[str] = ..., policy_snapshot: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., incident_id: _Optional[str] = ..., violation_step_index: _Optional[int] = ..., violation_timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., violation_policy_id: _Optional[str] = ..., violation_reason: _Optional[str] = ..., is_synthetic: _Optional[bool] = ...) -> None: ...
 
 class GetLlmRunTraceResponse(_message.Message):
-    __slots__ = ("metadata", "trace", "steps", "total_steps", "total_duration_ms", "total_tokens")
+    __slots__ = ("metadata", "trace", "steps", "total_steps", "total_duration_ms", "total_tokens", "next_page_token", "has_more")
     METADATA_FIELD_NUMBER: _ClassVar[int]
     TRACE_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_STEPS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_DURATION_MS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    HAS_MORE_FIELD_NUMBER: _ClassVar[int]
     metadata: _evidence_pb2.EvidenceMetadata
     trace: Trace
     steps: _containers.RepeatedCompositeFieldContainer[_records_pb2_1.TraceStep]
     total_steps: int
     total_duration_ms: int
     total_tokens: int
-    def __init__(self, metadata: _Optional[_Union[_evidence_pb2.EvidenceMetadata, _Mapping]] = ..., trace: _Optional[_Union[Trace, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[_records_pb2_1.TraceStep, _Mapping]]] = ..., total_steps: _Optional[int] = ..., total_duration_ms: _Optional[int] = ..., total_tokens: _Optional[int] = ...) -> None: ...
+    next_page_token: str
+    has_more: bool
+    def __init__(self, metadata: _Optional[_Union[_evidence_pb2.EvidenceMetadata, _Mapping]] = ..., trace: _Optional[_Union[Trace, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[_records_pb2_1.TraceStep, _Mapping]]] = ..., total_steps: _Optional[int] = ..., total_duration_ms: _Optional[int] = ..., total_tokens: _Optional[int] = ..., next_page_token: _Optional[str] = ..., has_more: _Optional[bool] = ...) -> None: ...
 
 class GetLlmRunGovernanceRequest(_message.Message):
     __slots__ = ("run_id",)

@@ -79,7 +79,7 @@ class AuditEntry(_message.Message):
     def __init__(self, metadata: _Optional[_Union[_evidence_pb2.EvidenceMetadata, _Mapping]] = ..., id: _Optional[str] = ..., seq: _Optional[int] = ..., event_type: _Optional[_Union[_evidence_pb2.AuditEventType, str]] = ..., entity_type: _Optional[_Union[_evidence_pb2.AuditEntityType, str]] = ..., entity_id: _Optional[str] = ..., actor_type: _Optional[_Union[_evidence_pb2.ActorType, str]] = ..., actor_id: _Optional[str] = ..., action_reason: _Optional[str] = ..., correlation_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., content_hash: _Optional[str] = ..., prev_hash: _Optional[str] = ..., chain_hash: _Optional[str] = ..., success: _Optional[bool] = ..., failure_reason: _Optional[str] = ..., ip_address: _Optional[str] = ..., user_agent: _Optional[str] = ..., rpc: _Optional[str] = ...) -> None: ...
 
 class SystemRecord(_message.Message):
-    __slots__ = ("metadata", "id", "system_wide", "component", "event_type", "severity", "summary", "details", "caused_by", "actor_id", "correlation_id", "run_id", "environment_id", "created_at", "content_hash")
+    __slots__ = ("metadata", "id", "system_wide", "component", "event_type", "severity", "summary", "details", "caused_by", "actor_id", "correlation_id", "run_id", "environment_id", "created_at", "content_hash", "request_id")
     METADATA_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_WIDE_FIELD_NUMBER: _ClassVar[int]
@@ -95,6 +95,7 @@ class SystemRecord(_message.Message):
     ENVIRONMENT_ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     metadata: _evidence_pb2.EvidenceMetadata
     id: str
     system_wide: bool
@@ -110,7 +111,8 @@ class SystemRecord(_message.Message):
     environment_id: str
     created_at: _timestamp_pb2.Timestamp
     content_hash: str
-    def __init__(self, metadata: _Optional[_Union[_evidence_pb2.EvidenceMetadata, _Mapping]] = ..., id: _Optional[str] = ..., system_wide: _Optional[bool] = ..., component: _Optional[str] = ..., event_type: _Optional[_Union[_records_pb2.SystemEventType, str]] = ..., severity: _Optional[_Union[_records_pb2.SystemSeverity, str]] = ..., summary: _Optional[str] = ..., details: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., caused_by: _Optional[_Union[_records_pb2.CausedBy, str]] = ..., actor_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., run_id: _Optional[str] = ..., environment_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., content_hash: _Optional[str] = ...) -> None: ...
+    request_id: str
+    def __init__(self, metadata: _Optional[_Union[_evidence_pb2.EvidenceMetadata, _Mapping]] = ..., id: _Optional[str] = ..., system_wide: _Optional[bool] = ..., component: _Optional[str] = ..., event_type: _Optional[_Union[_records_pb2.SystemEventType, str]] = ..., severity: _Optional[_Union[_records_pb2.SystemSeverity, str]] = ..., summary: _Optional[str] = ..., details: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., caused_by: _Optional[_Union[_records_pb2.CausedBy, str]] = ..., actor_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., run_id: _Optional[str] = ..., environment_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., content_hash: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class TraceStep(_message.Message):
     __slots__ = ("step_index", "step_type", "level", "source", "timestamp", "tokens", "cost_cents", "duration_ms", "input_data", "output_data", "metadata", "content_hash", "is_inflection_point")

@@ -1,0 +1,106 @@
+"""Evidence search in the database (migration 0021): the search views make ``doc @@ query`` an
+index condition together with the tenant (on the tables, under row-level security, it cannot
+be), and they show the session's tenant only, nothing without one."""
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, event, text
+
+from aos_recording import bulk
+from aos_runtime.db import sync_url
+from services.logs import store
+
+pytestmark = pytest.mark.db
+
+TABLES = ("audit_ledger", "aos_trace_steps", "system_records", "platform_records")
+MIGRATION = Path(__file__).resolve().parents[2] / "migrations" / "versions" / "0021_evidence_search.py"
+
+
+def migration():
+    spec = importlib.util.spec_from_file_location("evidence_search_migration", MIGRATION)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def loaded(databases):
+    url = databases.create()
+    bulk.load(url, bulk.Volume(tenants=2, ledger=4_000, traces=100, steps=5, system=2_000))
+    return url
+
+
+def logs_engine(url: str):
+    engine = create_engine(sync_url(url), connect_args={"options": "-c role=aos_logs"})
+    seen: list[tuple[str, object]] = []
+    event.listen(engine, "before_cursor_execute",
+                 lambda conn, cursor, statement, params, context, many: seen.append((statement, params)))
+    return engine, seen
+
+
+def nodes(node):
+    yield node
+    for child in node.get("Plans", []):
+        yield from nodes(child)
+
+
+def test_each_source_is_searched_on_its_index_with_the_tenant(loaded):
+    tenant = bulk.tenant_ids(2)[0]
+    engine, seen = logs_engine(loaded)
+    with engine.begin() as conn:
+        conn.execute(text("SELECT set_config('aos.tenant_id', :t, true)"), {"t": tenant})
+        # A tiny table may be read faster without an index: these plans must show the index is
+        # usable (its expression is the view's, the tenant and the words both in its condition).
+        conn.execute(text("SET LOCAL enable_seqscan = off; SET LOCAL enable_indexscan = off"))
+        seen.clear()
+        page = store.search_evidence(conn, tenant, store.SearchFilters(query="17"), None, 10)
+        statement, params = next((s, p) for s, p in seen if "UNION ALL" in s)
+        plan = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + statement, params).scalar_one()
+    engine.dispose()
+    assert page.rows and {r["record"]["tenant_id"] for r in page.rows} <= {tenant, None}
+    heaps = [n for n in nodes(plan[0]["Plan"]) if n["Node Type"] == "Bitmap Heap Scan"]
+    for table in TABLES:
+        scans = [child for heap in heaps if heap["Relation Name"].startswith(table)
+                 for child in nodes(heap) if child["Node Type"] == "Bitmap Index Scan"]
+        # (a partition holding a handful of the tenant's rows may be read on its tenant index instead)
+        on_words = [s for s in scans if "@@" in s["Index Cond"]
+                    and ("tenant_id" in s["Index Cond"] or table == "platform_records")]
+        assert on_words, (table, [(s["Index Name"], s["Index Cond"][:80]) for s in scans])
+
+
+def test_on_the_table_under_row_level_security_the_words_are_only_a_filter(loaded):
+    # Why the views exist: @@ is not leakproof, so under the policies it is never an index
+    # condition, and every row of the tenant would have its document computed.
+    tenant = bulk.tenant_ids(2)[0]
+    engine, _ = logs_engine(loaded)
+    with engine.begin() as conn:
+        conn.execute(text("SELECT set_config('aos.tenant_id', :t, true)"), {"t": tenant})
+        conn.execute(text("SET LOCAL enable_seqscan = off; SET LOCAL enable_indexscan = off"))
+        view = conn.execute(text("EXPLAIN SELECT id FROM audit_search v WHERE v.doc @@ "
+                                 "websearch_to_tsquery('simple', 'event')")).scalars().all()
+        # the index's own expression, on the table
+        table = conn.execute(text(
+            f"EXPLAIN SELECT id FROM audit_ledger WHERE tenant_id = :t AND ({migration().AUDIT_DOC})"
+            " @@ websearch_to_tsquery('simple', 'event')"), {"t": tenant}).scalars().all()
+    engine.dispose()
+    on_view = [line for line in view if "Index Cond" in line]
+    assert any("@@" in line for line in on_view), view
+    assert not any("@@" in line for line in table if "Index Cond" in line), table
+
+
+def test_a_search_view_shows_nothing_without_a_tenant_and_only_its_tenant_with_one(loaded):
+    first, second = bulk.tenant_ids(2)
+    engine, _ = logs_engine(loaded)
+    with engine.begin() as conn:
+        for view in ("audit_search", "trace_step_search", "system_search"):
+            assert conn.execute(text(f"SELECT count(*) FROM {view}")).scalar_one() == 0, view
+        conn.execute(text("SELECT set_config('aos.tenant_id', :t, true)"), {"t": first})
+        for view in ("audit_search", "trace_step_search", "system_search"):
+            tenants = conn.execute(text(f"SELECT DISTINCT tenant_id FROM {view}")).scalars().all()
+            assert tenants == [first], (view, tenants)
+            assert conn.execute(text(f"SELECT count(*) FROM {view} WHERE tenant_id = :t"),
+                                {"t": second}).scalar_one() == 0
+    engine.dispose()
