@@ -19,7 +19,8 @@ import pytest
 from aos.logs.v1 import audit_ledger_service_pb2 as audit_pb, audit_ledger_service_pb2_grpc as audit_grpc
 from aos_runtime import metrics
 from aos_runtime.config import ConfigError, Settings
-from tests.e2e.support import DEMO, SECRET, auth, free_port
+from aos_runtime.service_main import build_server
+from tests.e2e.support import DEMO, SECRET, auth, free_port, service_modules, settings
 from tests.logins import login_url
 from tests.ops.support import OPS, names, scrape, value
 
@@ -93,18 +94,27 @@ async def test_a_committed_export_counts_its_bytes_and_its_duration(rest, metric
 
 
 async def test_ledger_appends_are_one_total_and_the_checkpoint_age_comes_from_the_database(
-        rest, metrics_port, database_url, monkeypatch):
+        rest, metrics_port, database_url, monkeypatch, tmp_path):
     monkeypatch.setattr(metrics.ledger, "CACHE_S", 0)
-    with psycopg.connect(database_url) as admin:  # the owner's view: every tenant's head
-        heads = admin.execute("SELECT coalesce(sum(m), 0) FROM (SELECT max(seq) AS m FROM audit_ledger "
-                              "GROUP BY tenant_id) h").fetchone()[0]
-    samples = scrape(metrics_port)
-    assert value(samples, "aos_ledger_entries_total") == heads
-    assert not [labels for name, labels in samples if name == "aos_ledger_entries_total" and labels], \
-        "one series, not one per tenant"
-    assert (await rest.get("/api/v1/logs/audit/checkpoint")).status_code == 200
-    age = value(scrape(metrics_port), "aos_ledger_checkpoint_age_seconds")
-    assert 0 <= age < 60
+    # A Logs server started here: the registry is this process's, and the ledger's reader is the
+    # last started Logs server's (one per process in production; here other tests start theirs,
+    # on databases of their own, after the session's suite).
+    server = build_server("logs", service_modules()["logs"].servicers, settings(tmp_path),
+                          login_url(database_url, "logs"), port=0)
+    await server.start()
+    try:
+        with psycopg.connect(database_url) as admin:  # the owner's view: every tenant's head
+            heads = admin.execute("SELECT coalesce(sum(m), 0) FROM (SELECT max(seq) AS m FROM audit_ledger "
+                                  "GROUP BY tenant_id) h").fetchone()[0]
+        samples = scrape(metrics_port)
+        assert value(samples, "aos_ledger_entries_total") == heads
+        assert not [labels for name, labels in samples if name == "aos_ledger_entries_total" and labels], \
+            "one series, not one per tenant"
+        assert (await rest.get("/api/v1/logs/audit/checkpoint")).status_code == 200
+        age = value(scrape(metrics_port), "aos_ledger_checkpoint_age_seconds")
+        assert 0 <= age < 60
+    finally:
+        await server.stop(grace=1)
 
 
 def test_a_service_session_cannot_read_the_ledger_stats_of_the_owner_except_through_the_function(database_url):
