@@ -9,12 +9,13 @@ from aos.logs.v1 import audit_ledger_service_pb2 as pb, records_pb2
 from aos_cli.client import EXIT_OK, EXIT_SERVICE, CliError, UsageError
 from aos_cli.context import Context
 from aos_cli.output import to_dict, when
+from aos_cli.pages import MAX_PAGE, read_pages
 from aos_cli.values import enum_label, enum_value, timestamp
 
 EVENT_TYPE = "aos.evidence.v1.AuditEventType"
 ENTITY_TYPE = "aos.evidence.v1.AuditEntityType"
 ACTOR_TYPE = "aos.evidence.v1.ActorType"
-MAX_PAGE = 1000  # the services' page size ceiling
+
 COLUMNS = ("seq", "time", "event", "entity", "actor")
 
 
@@ -70,20 +71,8 @@ def list_command(args: argparse.Namespace, ctx: Context) -> int:
     if args.limit < 0:
         raise UsageError("--limit must be 0 (all) or positive")
     request = pb.ListAuditEntriesRequest(**filters(args))
-    result = pb.ListAuditEntriesResponse()
-    while True:
-        wanted = MAX_PAGE if args.limit == 0 else min(MAX_PAGE, args.limit - len(result.entries))
-        request.page_size = wanted
-        page = ctx.client.audit.ListAuditEntries(request)
-        if not result.HasField("metadata"):
-            result.metadata.CopyFrom(page.metadata)
-            result.total_size, result.total_size_is_estimate = page.total_size, page.total_size_is_estimate
-        result.entries.extend(page.entries)
-        # The answer stays a ListAuditEntriesResponse: its token continues where the listing stopped.
-        result.next_page_token, result.has_more = page.next_page_token, page.has_more
-        if not page.next_page_token or (args.limit and len(result.entries) >= args.limit):
-            break
-        request.page_token = page.next_page_token
+    result = read_pages(ctx.client.audit.ListAuditEntries, request, pb.ListAuditEntriesResponse(), "entries",
+                        args.limit)
     if ctx.out.json_mode:
         ctx.out.document(result)
         return EXIT_OK

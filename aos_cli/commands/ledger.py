@@ -25,11 +25,11 @@ from aos.evidence.v1 import integrity_pb2
 from aos.export.v1 import export_service_pb2 as export_pb
 from aos.logs.v1 import audit_ledger_service_pb2 as audit_pb
 from aos_cli.client import EXIT_FAILED, EXIT_OK, UsageError
-from aos_cli.commands.audit import MAX_PAGE
 from aos_cli.commands.witness import add_policy_arguments, witnessed_head
 from aos_cli.context import Context
 from aos_cli.keys import file_keys, server_keys, signing_keys_trusted
 from aos_cli.output import to_dict, when
+from aos_cli.pages import MAX_PAGE
 from aos_cli.values import enum_label
 from aos_recording import dsse, hashing, tlog, verify_export
 from aos_recording.verify_export import Verification

@@ -8,6 +8,7 @@ from aos_cli.client import EXIT_OK, UsageError
 from aos_cli.commands.runs import cents
 from aos_cli.context import Context
 from aos_cli.output import when
+from aos_cli.pages import read_pages
 from aos_cli.values import enum_label, enum_value, timestamp
 
 PULSE = "aos.overview.v1.PulseStatus"
@@ -15,7 +16,6 @@ BUDGET = "aos.overview.v1.BudgetStatus"
 SOURCE = "aos.overview.v1.DecisionSource"
 DECISION = "aos.overview.v1.DecisionType"
 PRIORITY = "aos.overview.v1.DecisionPriority"
-MAX_PAGE = 1000
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -89,17 +89,8 @@ def decisions_command(args: argparse.Namespace, ctx: Context) -> int:
         request.source_domain = enum_value(SOURCE, args.source, "--source")  # type: ignore[assignment]  # an int is the enum at run time
     if args.priority:
         request.priority = enum_value(PRIORITY, args.priority, "--priority")  # type: ignore[assignment]
-    result = pb.ListDecisionsResponse()
-    while True:
-        request.page_size = MAX_PAGE if args.limit == 0 else min(MAX_PAGE, args.limit - len(result.decisions))
-        page = ctx.client.overview.ListDecisions(request)
-        if not result.decisions:
-            result.total_size, result.total_size_is_estimate = page.total_size, page.total_size_is_estimate
-        result.decisions.extend(page.decisions)
-        result.next_page_token = page.next_page_token  # continues where the listing stopped
-        if not page.next_page_token or (args.limit and len(result.decisions) >= args.limit):
-            break
-        request.page_token = page.next_page_token
+    result = read_pages(ctx.client.overview.ListDecisions, request, pb.ListDecisionsResponse(), "decisions",
+                        args.limit)
     if ctx.out.json_mode:
         ctx.out.document(result)
         return EXIT_OK

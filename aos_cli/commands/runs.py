@@ -9,9 +9,9 @@ from aos.logs.v1 import llm_runs_service_pb2 as pb
 from aos_cli.client import EXIT_OK, UsageError
 from aos_cli.context import Context
 from aos_cli.output import when
+from aos_cli.pages import MAX_PAGE
 from aos_cli.values import enum_label
 
-MAX_PAGE = 1000  # the services' page size ceiling
 INFLECTION = Text("▶ violation", style="bold red")
 
 

@@ -8,10 +8,11 @@ from aos.logs.v1 import evidence_search_service_pb2 as pb
 from aos_cli.client import EXIT_OK, UsageError
 from aos_cli.context import Context
 from aos_cli.output import when
+from aos_cli.pages import read_pages
 from aos_cli.values import enum_label, enum_value, timestamp
 
 SOURCE = "aos.logs.v1.EvidenceSource"
-MAX_PAGE = 1000  # the services' page size ceiling
+
 COLUMNS = ("time", "source", "record", "what", "matched")
 
 
@@ -68,18 +69,7 @@ def search_command(args: argparse.Namespace, ctx: Context) -> int:
     if args.limit < 0:
         raise UsageError("--limit must be 0 (all) or positive")
     request = request_of(args)
-    result = pb.SearchEvidenceResponse()
-    while True:
-        request.page_size = MAX_PAGE if args.limit == 0 else min(MAX_PAGE, args.limit - len(result.hits))
-        page = ctx.client.search.SearchEvidence(request)
-        if not result.HasField("metadata"):
-            result.metadata.CopyFrom(page.metadata)
-            result.total_size, result.total_size_is_estimate = page.total_size, page.total_size_is_estimate
-        result.hits.extend(page.hits)
-        result.next_page_token, result.has_more = page.next_page_token, page.has_more
-        if not page.next_page_token or (args.limit and len(result.hits) >= args.limit):
-            break
-        request.page_token = page.next_page_token
+    result = read_pages(ctx.client.search.SearchEvidence, request, pb.SearchEvidenceResponse(), "hits", args.limit)
     if ctx.out.json_mode:
         ctx.out.document(result)
         return EXIT_OK

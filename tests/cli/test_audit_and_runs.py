@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from aos_cli import pages
 from aos_cli.commands import audit
 from aos_recording.writers import AuditLedgerWriter, Producer
 from tests.e2e.support import DEMO, SECRET, token
@@ -45,7 +46,7 @@ async def test_audit_list_table_with_filters(cli):
 
 
 async def test_audit_list_follows_page_tokens_up_to_the_limit(cli, monkeypatch):
-    monkeypatch.setattr(audit, "MAX_PAGE", 4)  # pages of 4: --limit 10 takes three calls
+    monkeypatch.setattr(pages, "MAX_PAGE", 4)  # pages of 4: --limit 10 takes three calls
     result = await cli("--json", "audit", "list", "--limit", "10")
     doc = json.loads(result.out)
     assert len(doc["entries"]) == 10 and doc["has_more"] and doc["next_page_token"]

@@ -5,7 +5,8 @@ import json
 
 import pytest
 
-from aos_cli.commands import runs, search
+from aos_cli import pages
+from aos_cli.commands import runs
 from tests.e2e.support import DEMO
 
 pytestmark = pytest.mark.db
@@ -22,7 +23,7 @@ async def test_search_table_names_each_hit_and_its_matched_fields(cli):
 
 
 async def test_search_json_with_sources_and_paging(cli, monkeypatch):
-    monkeypatch.setattr(search, "MAX_PAGE", 2)  # pages of 2: --limit 3 takes two calls
+    monkeypatch.setattr(pages, "MAX_PAGE", 2)  # pages of 2: --limit 3 takes two calls
     doc = json.loads((await cli("--json", "search", "verdict", "--source", "trace_step", "--limit", "3")).out)
     # "verdict" is in the outputs of both demo traces' policy steps (2 traces x 1 step)
     assert int(doc["total_size"]) == 2 and len(doc["hits"]) == 2
