@@ -23,12 +23,14 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     group = sub.add_parser("audit", help="the audit ledger").add_subparsers(dest="action", required=True)
     listing = group.add_parser("list", parents=[common], help="list audit entries, newest first")
     add_filters(listing)
+    add_entry_filters(listing)
     listing.add_argument("--limit", type=int, default=50, help="entries to show, following pages (0: all; default 50)")
     listing.set_defaults(handler=list_command)
     follow = group.add_parser("follow", parents=[common], help="print new entries as they appear (Ctrl-C stops)",
                               description="Polls the ledger and prints new entries oldest first; with --json, "
                                           "one JSON object per line.")
     add_filters(follow)
+    add_entry_filters(follow)
     follow.add_argument("--interval", type=float, default=2.0, help="seconds between polls (default 2)")
     follow.add_argument("--limit", type=int, default=10, help="recent entries shown first (default 10)")
     follow.set_defaults(handler=follow_command)
@@ -45,15 +47,24 @@ def add_filters(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--until", help="created before (ISO 8601)")
 
 
+def add_entry_filters(parser: argparse.ArgumentParser) -> None:
+    """Filters ListAuditEntries has and an export's AuditSlice has not (so not in ``add_filters``)."""
+    parser.add_argument("--entity-id", help="entries about this entity only (exact id)")
+    parser.add_argument("--success", choices=("true", "false"),
+                        help="only successful entries (true) or only failed ones (false: AccessDenied)")
+
+
 def filters(args: argparse.Namespace, event_enum: str = EVENT_TYPE) -> dict[str, Any]:
     """The filter options that were given, as request fields."""
     found: dict[str, Any] = {}
     for field, enum in (("event_type", event_enum), ("entity_type", ENTITY_TYPE), ("actor_type", ACTOR_TYPE)):
         if getattr(args, field):
             found[field] = enum_value(enum, getattr(args, field), "--" + field.replace("_", "-"))
-    for option in ("actor_id", "correlation_id"):
-        if getattr(args, option):
+    for option in ("actor_id", "correlation_id", "entity_id"):
+        if getattr(args, option, None):
             found[option] = getattr(args, option)
+    if getattr(args, "success", None) is not None:
+        found["success"] = args.success == "true"
     if args.since:
         found["created_after"] = timestamp(args.since, "--since")
     if args.until:

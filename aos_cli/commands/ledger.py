@@ -66,6 +66,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                        help="the tree size to prove against (default: the kept state's, else the current one)")
     prove.add_argument("--state", metavar="FILE", type=Path,
                        help="a state kept by check-consistency: the proof must reach its root")
+    add_log_argument(prove)
     add_policy_arguments(prove)
     prove.set_defaults(handler=prove_command)
     consistency = group.add_parser(
@@ -76,8 +77,19 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     consistency.add_argument("--state", metavar="FILE", type=Path,
                              help="where the newest verified state is kept (default: --from); a missing file "
                                   "is started from the current tree (trust on first use)")
+    add_log_argument(consistency)
     add_policy_arguments(consistency)
     consistency.set_defaults(handler=consistency_command)
+
+
+# --log's choices: the TransparencyLog values by their canonical names (SPEC §5).
+LOGS = {"ledger": integrity_pb2.TRANSPARENCY_LOG_LEDGER, "exports": integrity_pb2.TRANSPARENCY_LOG_EXPORTS}
+
+
+def add_log_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--log", choices=tuple(LOGS), default="ledger",
+                        help="which of the tenant's transparency logs: the audit ledger (default) or the export "
+                             "chain (ENTRY then names an export)")
 
 
 def checkpoint_command(args: argparse.Namespace, ctx: Context) -> int:
@@ -274,28 +286,41 @@ def verify_command(args: argparse.Namespace, ctx: Context) -> int:
 
 # --- the Merkle tree (RFC 6962): inclusion and consistency, checked here ---------------------
 class TreeState(NamedTuple):
-    """A tree head this auditor verified: the tenant, the tree's size and its root hash."""
+    """A tree head this auditor verified: the tenant, the tree's size and its root hash, and
+    which log it is of (a state is never compared with, nor advanced by, the other log's tree)."""
     tenant: str
     size: int
     root: bytes
+    log: str = "ledger"
 
 
 def load_state(path: Path) -> TreeState:
-    """A state file as ``save_state`` writes it: {"tenant", "size", "root" (base64)}."""
+    """A state file as ``save_state`` writes it: {"tenant", "log", "size", "root" (base64)}; a
+    state without "log" was kept before there were two logs, of the ledger."""
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
         root = base64.b64decode(doc["root"], validate=True)
-        state = TreeState(str(doc["tenant"]), int(doc["size"]), root)
+        state = TreeState(str(doc["tenant"]), int(doc["size"]), root, str(doc.get("log", "ledger")))
     except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, binascii.Error) as exc:
         raise UsageError(f"{path}: not a ledger tree state ({{tenant, size, root}}): {exc}") from None
     if state.size < 1 or len(state.root) != 32:
         raise UsageError(f"{path}: a state needs a size of at least 1 and a 32-byte root")
+    if state.log not in LOGS:
+        raise UsageError(f"{path}: log {state.log!r} is none of {', '.join(LOGS)}")
+    return state
+
+
+def _same_log(state: TreeState, args: argparse.Namespace, path: Path) -> TreeState:
+    if state.log != args.log:
+        raise UsageError(f"{path} keeps the {state.log} log's tree, not the {args.log} log's: "
+                         f"give --log {state.log}, or another state file")
     return state
 
 
 def save_state(path: Path, state: TreeState) -> None:
     """Written whole or not at all (a temporary file renamed over the old one)."""
-    doc = {"tenant": state.tenant, "size": state.size, "root": base64.b64encode(state.root).decode()}
+    doc = {"tenant": state.tenant, "log": state.log, "size": state.size,
+           "root": base64.b64encode(state.root).decode()}
     temporary = path.with_name(path.name + ".tmp")
     try:
         temporary.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
@@ -314,16 +339,17 @@ def _verdict(ctx: Context, result: Verification, title: str, doc: dict[str, Any]
 
 
 def prove_command(args: argparse.Namespace, ctx: Context) -> int:
-    state = load_state(args.state) if args.state else None
+    state = _same_log(load_state(args.state), args, args.state) if args.state else None
+    log = LOGS[args.log]
     result = Verification()
     # With --log-key the proof goes to the signed (and, with --min-witnesses, cosigned) head.
-    head = witnessed_head(ctx, args, result)
+    head = witnessed_head(ctx, args, result, log)
     if args.log_key is not None and head is None:
-        return _verdict(ctx, result, "Ledger checkpoint", {})
+        return _verdict(ctx, result, f"{args.log.capitalize()} checkpoint", {})
     size = args.size or (state.size if state else 0) or (head.size if head else 0)
     if size < 0:
         raise UsageError("--size must not be negative")
-    request = audit_pb.GetInclusionProofRequest(tree_size=size)
+    request = audit_pb.GetInclusionProofRequest(tree_size=size, log=log)
     if args.entry.isdigit():
         request.seq = int(args.entry)
     else:
@@ -352,14 +378,14 @@ def prove_command(args: argparse.Namespace, ctx: Context) -> int:
     elif not (head and proof.tree_size == head.size):
         ctx.out.note("note: the root is the service's own statement; keep a verified state "
                      "(check-consistency --state) and prove against it to rely on it")
-    return _verdict(ctx, result, f"Entry {proof.entry_id} in the ledger of {tenant}", {
-        "entry_id": proof.entry_id, "seq": proof.seq, "tree_size": proof.tree_size,
+    return _verdict(ctx, result, f"Entry {proof.entry_id} in the {args.log} log of {tenant}", {
+        "log": args.log, "entry_id": proof.entry_id, "seq": proof.seq, "tree_size": proof.tree_size,
         "root": base64.b64encode(proof.root_hash).decode(),
         "kept_root": base64.b64encode(state.root).decode() if state else None})
 
 
-def _current_size(ctx: Context) -> tuple[str, int]:
-    page = ctx.client.audit.ListLedgerLeaves(audit_pb.ListLedgerLeavesRequest(page_size=1))
+def _current_size(ctx: Context, log: integrity_pb2.TransparencyLog) -> tuple[str, int]:
+    page = ctx.client.audit.ListLedgerLeaves(audit_pb.ListLedgerLeavesRequest(page_size=1, log=log))
     return page.metadata.tenant_id, page.last_seq
 
 
@@ -367,38 +393,40 @@ def consistency_command(args: argparse.Namespace, ctx: Context) -> int:
     source, target = args.source or args.state, args.state or args.source
     if source is None:
         raise UsageError("give --from FILE (a kept state) or --state FILE")
-    tenant, current = _current_size(ctx)
+    log = LOGS[args.log]
+    tenant, current = _current_size(ctx, log)
     result = Verification()
     # With --log-key the newer tree is the signed (and, with --min-witnesses, cosigned) head,
     # not the service's bare answer.
-    signed = witnessed_head(ctx, args, result)
+    signed = witnessed_head(ctx, args, result, log)
     if args.log_key is not None:
         if signed is None:
-            return _verdict(ctx, result, f"Ledger tree of {tenant}", {"tenant": tenant})
+            return _verdict(ctx, result, f"{args.log.capitalize()} tree of {tenant}", {"tenant": tenant})
         current = signed.size
     if not source.exists() and args.source is None:
         if current == 0:
-            raise UsageError(f"tenant {tenant}'s ledger is empty: nothing to keep yet")
+            raise UsageError(f"tenant {tenant}'s {args.log} log is empty: nothing to keep yet")
         head = ctx.client.audit.GetConsistencyProof(
-            audit_pb.GetConsistencyProofRequest(first_tree_size=current, second_tree_size=current))
+            audit_pb.GetConsistencyProofRequest(first_tree_size=current, second_tree_size=current, log=log))
         if signed is not None and head.first_root_hash != signed.root:
             result.add("signed root", False, "the service's root differs from its signed checkpoint's: FORK")
-            return _verdict(ctx, result, f"Ledger tree of {tenant}", {"tenant": tenant, "size": current})
-        save_state(target, TreeState(tenant, current, head.first_root_hash))
+            return _verdict(ctx, result, f"{args.log.capitalize()} tree of {tenant}",
+                            {"tenant": tenant, "size": current})
+        save_state(target, TreeState(tenant, current, head.first_root_hash, args.log))
         ctx.out.note(f"note: no state in {target}: the current tree (size {current}) is kept as the first one "
                      "(trust on first use)")
         result.add("kept", True, f"size {current}, root {base64.b64encode(head.first_root_hash).decode()}")
-        return _verdict(ctx, result, f"Ledger tree of {tenant}", {"tenant": tenant, "size": current})
-    old = load_state(source)
+        return _verdict(ctx, result, f"{args.log.capitalize()} tree of {tenant}", {"tenant": tenant, "size": current})
+    old = _same_log(load_state(source), args, source)
     if old.tenant != tenant:
         raise UsageError(f"the state is tenant {old.tenant}'s, the token tenant {tenant}'s")
     if current < old.size:
         result.add("size", False, f"the tree has {current} leaves, fewer than the kept {old.size}: "
                                   "history was truncated (FORK)")
-        return _verdict(ctx, result, f"Ledger tree of {tenant} against the kept size {old.size}",
+        return _verdict(ctx, result, f"{args.log.capitalize()} tree of {tenant} against the kept size {old.size}",
                         {"tenant": tenant, "kept_size": old.size, "size": current})
     proof = ctx.client.audit.GetConsistencyProof(audit_pb.GetConsistencyProofRequest(
-        first_tree_size=old.size, second_tree_size=current))
+        first_tree_size=old.size, second_tree_size=current, log=log))
     result.add("kept root", proof.first_root_hash == old.root,
                f"the tree of size {old.size} still has the kept root" if proof.first_root_hash == old.root
                else f"the service's tree of size {old.size} has another root: FORK")
@@ -414,8 +442,8 @@ def consistency_command(args: argparse.Namespace, ctx: Context) -> int:
                    if proof.second_root_hash == signed.root
                    else "the service's root differs from its signed checkpoint's: FORK")
     if result.ok and target is not None:
-        save_state(target, TreeState(tenant, proof.second_tree_size, proof.second_root_hash))
+        save_state(target, TreeState(tenant, proof.second_tree_size, proof.second_root_hash, args.log))
         result.add("kept", True, f"{target} now holds size {proof.second_tree_size}")
-    return _verdict(ctx, result, f"Ledger tree of {tenant} against the kept size {old.size}", {
+    return _verdict(ctx, result, f"{args.log.capitalize()} tree of {tenant} against the kept size {old.size}", {
         "tenant": tenant, "kept_size": old.size, "size": proof.second_tree_size,
         "root": base64.b64encode(proof.second_root_hash).decode()})

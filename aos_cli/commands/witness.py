@@ -112,8 +112,10 @@ def checked_checkpoint(signed_note: str, args: argparse.Namespace, now: int | No
     return checkpoint, cosigned
 
 
-def witnessed_head(ctx: Context, args: argparse.Namespace, result) -> note.Checkpoint | None:
-    """With --log-key: the ledger's C2SP checkpoint as served now, checked under the policy
+def witnessed_head(ctx: Context, args: argparse.Namespace, result,
+                   log: integrity_pb2.TransparencyLog = integrity_pb2.TRANSPARENCY_LOG_LEDGER
+                   ) -> note.Checkpoint | None:
+    """With --log-key: the ``log``'s C2SP checkpoint as served now, checked under the policy
     (recorded in ``result`` as the "checkpoint" check; None when it fails). Without: None and
     nothing recorded (the commands then rely on the service's own roots, and say so)."""
     if args.log_key is None:
@@ -121,7 +123,7 @@ def witnessed_head(ctx: Context, args: argparse.Namespace, result) -> note.Check
             raise UsageError("--witness and --min-witnesses need --log-key (the log's verifier key)")
         return None
     served = ctx.client.exports.GetLedgerCheckpoint(export_pb.GetLedgerCheckpointRequest(
-        log=integrity_pb2.TRANSPARENCY_LOG_LEDGER)).log_checkpoint
+        log=log)).log_checkpoint
     try:
         checkpoint, cosigned = checked_checkpoint(served.signed_note, args)
     except note.NoteError as exc:

@@ -122,3 +122,17 @@ async def test_a_service_address_may_name_several_instances(run, suite, demo):
     result = await run(f"--logs=ipv4:{logs},{logs}", "--token", token(DEMO), "--json", "audit", "list")
     assert result.code == 0, result.err
     assert {e["metadata"]["tenant_id"] for e in json.loads(result.out)["entries"]} == {DEMO}
+
+
+async def test_audit_list_by_entity_id_and_by_success(cli):
+    budget = f"{DEMO}.lim-support-budget"
+    by_entity = json.loads((await cli("--json", "audit", "list", "--entity-id", budget, "--limit", "0")).out)
+    assert by_entity["entries"] and {e["entity_id"] for e in by_entity["entries"]} == {budget}
+    whole = json.loads((await cli("--json", "audit", "list", "--limit", "0")).out)["entries"]
+    assert len(by_entity["entries"]) == sum(e["entity_id"] == budget for e in whole) < len(whole)
+    failed = json.loads((await cli("--json", "audit", "list", "--success", "false", "--limit", "0")).out)["entries"]
+    succeeded = json.loads((await cli("--json", "audit", "list", "--success", "true", "--limit", "0")).out)["entries"]
+    assert failed and {e["event_type"] for e in failed} == {proto_enum("AccessDenied")}
+    assert not any(e.get("success") is not True for e in succeeded)
+    assert len(failed) + len(succeeded) == len(whole)
+    assert (await cli("audit", "list", "--success", "maybe")).code == 2

@@ -7,13 +7,23 @@ import base64
 import json
 from datetime import datetime, timezone
 
+import grpc
 import pytest
 
-from tests.db.sessions import append_entries, new_id
+from aos.evidence.v1.integrity_pb2 import TransparencyLog
+from aos.export.v1 import export_service_pb2 as export_pb, export_service_pb2_grpc as export_grpc
+from tests.db.sessions import append_entries, export_rows, new_id
+from tests.e2e.support import auth
 
 pytestmark = pytest.mark.db
 
 OCT = datetime(2026, 10, 1, tzinfo=timezone.utc)
+
+
+async def served(address: str, tenant: str, log: TransparencyLog.ValueType) -> export_pb.GetLedgerCheckpointResponse:
+    async with grpc.aio.insecure_channel(address) as channel:
+        return await export_grpc.ExportServiceStub(channel).GetLedgerCheckpoint(
+            export_pb.GetLedgerCheckpointRequest(log=log), metadata=auth(tenant), timeout=10)
 
 
 @pytest.fixture
@@ -82,3 +92,53 @@ async def test_a_state_of_another_tenant_or_not_a_state_is_refused(cli, own_tena
     assert other.code == 2 and "tenant" in other.err
     state.write_text("{}")
     assert (await cli("ledger", "check-consistency", "--from", state, tenant=own_tenant)).code == 2
+
+
+async def test_the_export_log_is_proved_and_kept_apart_from_the_ledger(cli, suite, own_tenant, database_url,
+                                                                       tmp_path):
+    exports = export_rows(database_url, own_tenant, 3)  # the export log: 3 leaves, the ledger 5
+    proved = await cli("--json", "ledger", "prove", exports[1][0], "--log", "exports", tenant=own_tenant)
+    doc = json.loads(proved.out)
+    assert proved.code == 0, proved.out + proved.err
+    assert (doc["log"], doc["entry_id"], doc["seq"], doc["tree_size"]) == ("exports", exports[1][0], 2, 3)
+    # an export id names no ledger entry
+    assert (await cli("ledger", "prove", exports[1][0], tenant=own_tenant)).code == 2
+    kept_exports, kept_ledger = tmp_path / "exports.json", tmp_path / "ledger.json"
+    assert (await cli("ledger", "check-consistency", "--log", "exports", "--state", kept_exports,
+                      tenant=own_tenant)).code == 0
+    assert (await cli("ledger", "check-consistency", "--state", kept_ledger, tenant=own_tenant)).code == 0
+    assert [(s["log"], s["size"]) for s in map(json.loads, (kept_exports.read_text(), kept_ledger.read_text()))] \
+        == [("exports", 3), ("ledger", 5)]
+    export_rows(database_url, own_tenant, 1)
+    later = await cli("ledger", "check-consistency", "--log", "exports", "--from", kept_exports, tenant=own_tenant)
+    assert later.code == 0, later.out + later.err
+    assert json.loads(kept_exports.read_text())["size"] == 4 and json.loads(kept_ledger.read_text())["size"] == 5
+    root = json.loads(kept_exports.read_text())["root"]
+    against = json.loads((await cli("--json", "ledger", "prove", "4", "--log", "exports", "--state", kept_exports,
+                                    tenant=own_tenant)).out)
+    assert against["verified"] and against["root"] == against["kept_root"] == root
+    # one log's state is never checked against, nor advanced by, the other log's tree
+    mixed = await cli("ledger", "check-consistency", "--from", kept_exports, tenant=own_tenant)
+    assert mixed.code == 2 and "--log exports" in mixed.err and json.loads(kept_exports.read_text())["size"] == 4
+    assert (await cli("ledger", "prove", "1", "--log", "exports", "--state", kept_ledger, tenant=own_tenant)).code == 2
+    # a state kept before there were two logs (no "log") is the ledger's
+    legacy = {k: v for k, v in json.loads(kept_ledger.read_text()).items() if k != "log"}
+    kept_ledger.write_text(json.dumps(legacy))
+    assert (await cli("ledger", "check-consistency", "--from", kept_ledger, tenant=own_tenant)).code == 0
+
+
+async def test_the_export_log_is_proved_against_its_own_signed_checkpoint(cli, suite, own_tenant, database_url):
+    export_rows(database_url, own_tenant, 2)
+    exports_key = (await served(suite["export"], own_tenant, TransparencyLog.TRANSPARENCY_LOG_EXPORTS)
+                   ).log_checkpoint.log_verifier_key
+    ledger_key = (await served(suite["export"], own_tenant, TransparencyLog.TRANSPARENCY_LOG_LEDGER)
+                  ).log_checkpoint.log_verifier_key
+    signed = await cli("--json", "ledger", "prove", "2", "--log", "exports", "--log-key", exports_key,
+                       tenant=own_tenant)
+    doc = json.loads(signed.out)
+    assert signed.code == 0, signed.out + signed.err
+    assert [c["name"] for c in doc["checks"]] == ["checkpoint", "leaf", "inclusion", "signed root"]
+    assert doc["tree_size"] == 2
+    # the exports log's checkpoint does not verify under the ledger's origin, nor the other way round
+    assert (await cli("ledger", "prove", "2", "--log", "exports", "--log-key", ledger_key, tenant=own_tenant)).code == 1
+    assert (await cli("ledger", "prove", "2", "--log-key", exports_key, tenant=own_tenant)).code == 1
