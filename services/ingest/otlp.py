@@ -69,10 +69,11 @@ class _Span:
         return None
 
     def count(self, *names: str) -> int:
-        """The first of ``names`` that holds a whole number (older conventions' names after the current)."""
+        """The first of ``names`` that holds a whole number (older conventions' names after the current);
+        a span whose count attribute holds anything else never gets here (``_malformed_count``)."""
         for name in names:
-            value = self.attributes.get(name)
-            if isinstance(value, int) and not isinstance(value, bool):
+            value = _whole(self.attributes.get(name))
+            if value is not None:
                 return value
         return 0
 
@@ -83,6 +84,34 @@ class _Span:
     @property
     def output_tokens(self) -> int:
         return self.count("gen_ai.usage.output_tokens", "gen_ai.usage.completion_tokens")
+
+
+# The attributes read as counts: a value of another type would otherwise be left out of the run's
+# tokens or cost without a word, so a trace carrying one is refused, naming it.
+COUNT_ATTRIBUTES = ("gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "gen_ai.usage.output_tokens",
+                    "gen_ai.usage.completion_tokens", COST_ATTRIBUTE)
+
+
+def _whole(value: Any) -> int | None:
+    """``value`` as a whole number: an integer, or a double holding one (some SDKs send numbers as
+    doubles); None for anything else (a negative one is the run's check to name)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return None
+
+
+def _malformed_count(spans: list[_Span]) -> str | None:
+    """Why the first span holding a count attribute that is not a whole number is refused, or None."""
+    for s in spans:
+        for name in COUNT_ATTRIBUTES:
+            value = s.attributes.get(name)
+            if value is not None and _whole(value) is None:
+                return f"{name} of span {s.span.span_id.hex()} must be a whole number, got {value!r}"
+    return None
 
 
 class TraceReceiver(otlp_grpc.TraceServiceServicer):
@@ -96,6 +125,11 @@ class TraceReceiver(otlp_grpc.TraceServiceServicer):
         groups, rejected, reasons = _groups(request)
         runs, spans_of = [], []
         for trace_id, spans in groups.items():
+            malformed = _malformed_count(spans)
+            if malformed:
+                rejected += len(spans)
+                reasons.append(f"trace {trace_id}: {len(spans)} span(s) refused: {malformed}")
+                continue
             checked = ingest.run_fields(_run_input(trace_id, spans), who, now, source="otlp")
             if checked.problems:
                 rejected += len(spans)

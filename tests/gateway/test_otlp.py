@@ -183,6 +183,16 @@ async def test_a_retried_export_is_the_same_run_and_other_spans_are_refused_with
         reply = await stub.Export(bad, metadata=auth)
         assert reply.partial_success.rejected_spans == 3
         assert "input_tokens must not be negative" in reply.partial_success.error_message
+        # A count that is not a whole number would be left out of the tokens without a word: refused, named.
+        for odd in ("12", 2.5):
+            reply = await stub.Export(export_request(uuid.uuid4().hex, input_tokens=odd), metadata=auth)
+            assert reply.partial_success.rejected_spans == 3
+            assert "gen_ai.usage.input_tokens of span 0101010101010101 must be a whole number" in \
+                reply.partial_success.error_message
+        # A double holding a whole number (some SDKs send numbers so) counts as that number.
+        whole = uuid.uuid4().hex
+        reply = await stub.Export(export_request(whole, input_tokens=7.0), metadata=auth)
+        assert reply.partial_success.rejected_spans == 1  # the HTTP span only
         # An empty request is fine (nothing to do); a person's token or a reader's is refused.
         assert (await stub.Export(otlp.ExportTraceServiceRequest(), metadata=auth)).partial_success.rejected_spans == 0
         for wrong in (producer_token(actor_type="HUMAN"), producer_token(scopes=("logs.read",))):
@@ -194,9 +204,10 @@ async def test_a_retried_export_is_the_same_run_and_other_spans_are_refused_with
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
     run, trace = await the_run(logs, conversation)
     assert run.input_tokens == 10 and len(trace.steps) == 2
+    assert (await the_run(logs, whole))[0].input_tokens == 7
 
 
-def export_request(conversation: str, *, input_tokens: int = 10) -> otlp.ExportTraceServiceRequest:
+def export_request(conversation: str, *, input_tokens: int | float | str = 10) -> otlp.ExportTraceServiceRequest:
     """A hand-built OTLP request: one trace of a chat and a tool span, and an HTTP span."""
     trace_id = bytes.fromhex(conversation)  # a uuid4's hex: the trace id doubles as the conversation
 
@@ -205,6 +216,8 @@ def export_request(conversation: str, *, input_tokens: int = 10) -> otlp.ExportT
             return common_pb2.KeyValue(key=key, value=common_pb2.AnyValue(bool_value=value))
         if isinstance(value, int):
             return common_pb2.KeyValue(key=key, value=common_pb2.AnyValue(int_value=value))
+        if isinstance(value, float):
+            return common_pb2.KeyValue(key=key, value=common_pb2.AnyValue(double_value=value))
         return common_pb2.KeyValue(key=key, value=common_pb2.AnyValue(string_value=value))
 
     now = time.time_ns() - 60 * 10 ** 9
