@@ -86,8 +86,8 @@ def cells(entry: records_pb2.AuditEntry) -> list[str]:
 def list_command(args: argparse.Namespace, ctx: Context) -> int:
     if args.limit < 0:
         raise UsageError("--limit must be 0 (all) or positive")
-    request = pb.ListAuditEntriesRequest(**filters(args), search=args.search or "",
-                                         order=enum_value(SORT_ORDER, args.order, "--order"))
+    request = pb.ListAuditEntriesRequest(**filters(args), search=args.search or "")
+    request.order = enum_value(SORT_ORDER, args.order, "--order")  # type: ignore[assignment]  # an int is the enum at run time
     result = read_pages(ctx.client.audit.ListAuditEntries, request, pb.ListAuditEntriesResponse(), "entries",
                         args.limit)
     if ctx.out.json_mode:

@@ -417,3 +417,21 @@ async def test_replay_state_at_a_step_over_rest(client):
     assert "at_step" in bad_request_fields(await client.get(path, params={"at_step": "-1"}))
     theirs = await client.get(path, params={"at_step": "3"}, headers=bearer(ACME))
     assert theirs.status_code == 404 and theirs.json()["code"] == 5
+
+
+async def test_list_search_and_order_over_rest(client):
+    """?search= and ?order= on a list path: the same hit as /logs/search, both orders, a token
+    reused with the other order refused."""
+    found = (await client.get("/api/v1/logs/audit", params={"search": "refunds"})).json()
+    assert [e["action_reason"] for e in found["entries"]] == ["unblock refunds queue"] and found["total_size"] == "1"
+    newest = (await client.get("/api/v1/logs/audit", params={"page_size": "20"})).json()["entries"]
+    oldest = (await client.get("/api/v1/logs/audit", params={"page_size": "20",
+                                                            "order": "SORT_ORDER_ASCENDING"})).json()["entries"]
+    assert [e["id"] for e in oldest] == [e["id"] for e in newest][::-1]
+    first = (await client.get("/api/v1/logs/system", params={"page_size": "1", "search": "started"})).json()
+    assert first["next_page_token"]
+    reused = await client.get("/api/v1/logs/system", params={"page_size": "1", "search": "started",
+                                                            "order": "SORT_ORDER_ASCENDING",
+                                                            "page_token": first["next_page_token"]})
+    assert "page_token" in bad_request_fields(reused)
+    assert "search" in bad_request_fields(await client.get("/api/v1/logs/llm-runs", params={"search": "-x"}))
