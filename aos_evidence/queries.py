@@ -58,7 +58,7 @@ class AuditFilters:
         return f"{clauses} AND {search_match('a.id', 'audit_search')}", {**params, "search": self.search}
 
 
-# A full-text search, as a list filter: the ids of the tenant's records whose document (migration
+# A full-text search, as a list filter: the keys of the tenant's records whose document (migration
 # 0021's aos_search_document, one definition) matches, read from the tenant-scoped search view,
 # where `doc @@ query` is an index condition (GIN on (tenant_id, document)); the list itself is
 # read from its table under row-level security. The same matcher as SearchEvidence's.
@@ -66,7 +66,10 @@ SEARCH_QUERY = "websearch_to_tsquery('simple'::regconfig, :search)"
 
 
 def search_match(column: str, view: str, key: str = "id") -> str:
-    return f"{column} IN (SELECT v.{key} FROM {view} v WHERE v.doc @@ {SEARCH_QUERY})"
+    # = ANY(ARRAY(...)): the matching keys first, on the view's GIN index, then the list's rows;
+    # as IN (...) the planner flattens the view into a join and computes the document of every
+    # row of the tenant as a filter (tests/db/test_search_index.py).
+    return f"{column} = ANY(ARRAY(SELECT v.{key} FROM {view} v WHERE v.doc @@ {SEARCH_QUERY}))"
 
 
 # An audit entry with its correlation spine: the run it names (in its state, or

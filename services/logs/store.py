@@ -23,8 +23,16 @@ from aos_runtime.keyset import Page, after_clause, count_total, cut, direction, 
 from aos_runtime.rows import all_of, first_of, one_of
 
 
+def custom_plans(conn: Connection, search: str | None) -> None:
+    """With a search: plans for its words, every time (see search_evidence: a generic plan
+    cannot know how rare the words are). SET LOCAL ends with the transaction."""
+    if search is not None:
+        conn.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+
+
 def list_audit_entries(conn: Connection, tenant_id: str, filters: AuditFilters, after: Sequence[Any] | None,
                        limit: int) -> Page:
+    custom_plans(conn, filters.search)
     clauses, params = filters.where()
     unfiltered = replace(filters, ascending=False) == AuditFilters()
     order, keyset = direction(filters.ascending)
@@ -85,6 +93,7 @@ class RunFilters:
 
 def list_runs(conn: Connection, tenant_id: str, filters: RunFilters, after: Sequence[Any] | None,
               limit: int) -> Page:
+    custom_plans(conn, filters.search)
     clauses, params = filters.where()
     # The total counts the trace join only when a filter is on the trace: the join
     # never changes how many runs there are, and costs a lookup per counted run.
@@ -195,6 +204,7 @@ def list_system_records(conn: Connection, tenant_id: str, filters: Mapping[str, 
     Two keyset scans, one per table (the tenant's system_records, platform_records),
     merged: each reads at most a page past the position, so the merge does too.
     """
+    custom_plans(conn, filters.get("search"))
     extra, params = system_clauses(filters)
     order, past = direction(bool(filters.get("ascending")), "s")
     keyset, cursor = after_clause(after, past)
