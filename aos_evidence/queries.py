@@ -42,15 +42,34 @@ class AuditFilters:
     entity_id: str | None = None
     success: bool | None = None  # False: the refusals (AccessDenied); True: every other entry
     entity_types: tuple[str, ...] = ()
+    search: str | None = None  # a full-text query as the search documents are written (services/logs/search.py)
+    ascending: bool = False    # oldest first
 
     def where(self) -> tuple[str, dict[str, Any]]:
-        return where("a.tenant_id = :tenant", [
+        clauses, params = where("a.tenant_id = :tenant", [
             ("a.event_type", "= ANY", self.event_types), ("a.entity_type", "=", self.entity_type),
             ("a.entity_id", "=", self.entity_id), ("a.entity_type", "= ANY", self.entity_types),
             ("a.event_type", "<>" if self.success else "=", None if self.success is None else ACCESS_DENIED),
             ("a.actor_type", "=", self.actor_type), ("a.actor_id", "=", self.actor_id),
             ("a.correlation_id", "=", self.correlation_id), ("a.created_at", ">=", self.created_after),
             ("a.created_at", "<", self.created_before)])
+        if self.search is None:
+            return clauses, params
+        return f"{clauses} AND {search_match('a.id', 'audit_search')}", {**params, "search": self.search}
+
+
+# A full-text search, as a list filter: the keys of the tenant's records whose document (migration
+# 0021's aos_search_document, one definition) matches, read from the tenant-scoped search view,
+# where `doc @@ query` is an index condition (GIN on (tenant_id, document)); the list itself is
+# read from its table under row-level security. The same matcher as SearchEvidence's.
+SEARCH_QUERY = "websearch_to_tsquery('simple'::regconfig, :search)"
+
+
+def search_match(column: str, view: str, key: str = "id") -> str:
+    # = ANY(ARRAY(...)): the matching keys first, on the view's GIN index, then the list's rows;
+    # as IN (...) the planner flattens the view into a join and computes the document of every
+    # row of the tenant as a filter (tests/db/test_search_index.py).
+    return f"{column} = ANY(ARRAY(SELECT v.{key} FROM {view} v WHERE v.doc @@ {SEARCH_QUERY}))"
 
 
 # An audit entry with its correlation spine: the run it names (in its state, or

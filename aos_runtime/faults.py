@@ -20,6 +20,7 @@ class Resource(enum.Enum):
     RUN = "run"
     LLM_RUN = "llm run"
     TRACE = "trace of run"
+    TRACE_STEP = "step of the trace of run"
     SYSTEM_BASELINE = "system baseline of run"
     AUDIT_ENTRY = "audit entry"
     EXPORT = "export"

@@ -34,6 +34,16 @@ def position(after: Sequence[Any]) -> dict[str, Any]:
 
 
 NEWEST_FIRST = "(a.created_at, a.id) < (:after_at, :after_id)"
+OLDEST_FIRST = "(a.created_at, a.id) > (:after_at, :after_id)"
+
+
+def direction(ascending: bool, alias: str = "a") -> tuple[str, str]:
+    """(ORDER BY, keyset past a position) of a list in either order on (created_at, id): the
+    same index serves both (read backwards for oldest first), and a page token's position is
+    the last row's key either way."""
+    if ascending:
+        return f"{alias}.created_at ASC, {alias}.id ASC", f"({alias}.created_at, {alias}.id) > (:after_at, :after_id)"
+    return f"{alias}.created_at DESC, {alias}.id DESC", f"({alias}.created_at, {alias}.id) < (:after_at, :after_id)"
 
 
 def after_clause(after: Sequence[Any] | None, keyset: str = NEWEST_FIRST) -> tuple[str, dict[str, Any]]:

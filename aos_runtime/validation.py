@@ -111,3 +111,10 @@ class Request:
         if start and end and start >= end:
             self.violations.add(prefix + before, f"must be later than {prefix + after}")
         return start, end
+
+    def ascending(self, number: int, field: str = "order") -> bool:
+        """A list's SortOrder (aos.evidence.v1): True for ASCENDING (oldest first); unset (0) and
+        DESCENDING are newest first (SPEC section 3); any other number is a violation."""
+        if number not in (0, 1, 2):
+            self.violations.add(field, f"{number} is not a value of SortOrder")
+        return number == 2

@@ -14,6 +14,12 @@ port, and calls SearchEvidence through a real gRPC channel as random tenants: th
 - a phrase: an actor id, `actor-17`, searched as the phrase "actor 17" (~2 % of the entries);
 - a phrase over trace steps: "step 3 of trace" (one step of each of the tenant's traces).
 
+With ``--lists`` it also calls ListAuditEntries with `search` (the lists' search, the same
+matcher) — the common word and the rare word, newest first and oldest first — and the
+unfiltered ledger oldest first, a first page of 50 with its total, and reports the in-process
+CPU time per call next to the wall time (client and Logs server share this process; the
+database's CPU is not in it).
+
 Prints p50/p99 per class (ms) right after the load (GIN pending lists not yet merged) and
 after VACUUM, the rows loaded and the search indexes' sizes. Uses the embedded
 Postgres in a temporary directory unless DATABASE_URL is set.
@@ -27,11 +33,18 @@ import json
 import random
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import psycopg
 
-from aos.logs.v1 import evidence_search_service_pb2 as pb, evidence_search_service_pb2_grpc as pb_grpc
+from aos.evidence.v1 import evidence_pb2
+from aos.logs.v1 import (
+    audit_ledger_service_pb2 as audit_pb,
+    audit_ledger_service_pb2_grpc as audit_grpc,
+    evidence_search_service_pb2 as pb,
+    evidence_search_service_pb2_grpc as pb_grpc,
+)
 from aos_recording import bulk
 from aos_runtime.auth import mint_token
 from aos_runtime.config import Settings
@@ -51,27 +64,49 @@ def queries(rng: random.Random, per_tenant: int) -> dict[str, str]:
             "phrase_in_steps": f'"step {rng.randrange(10)} of trace"'}
 
 
-async def measure(logs_url: str, data_dir: Path, tenants: list[str], per_tenant: int, count: int
-                  ) -> dict[str, dict[str, float]]:
+def list_queries(search: dict[str, str]) -> dict[str, tuple[str, int]]:
+    """ListAuditEntries cases: (search, order) for the same random words as SearchEvidence's."""
+    asc, desc = evidence_pb2.SORT_ORDER_ASCENDING, evidence_pb2.SORT_ORDER_DESCENDING
+    return {"list_common_word_desc": (search["one_common_word"], desc),
+            "list_common_word_asc": (search["one_common_word"], asc),
+            "list_rare_word_desc": (search["one_rare_word"], desc),
+            "list_rare_word_asc": (search["one_rare_word"], asc),
+            "list_unfiltered_asc": ("", asc)}
+
+
+async def measure(logs_url: str, data_dir: Path, tenants: list[str], per_tenant: int, count: int,
+                  lists: bool = False) -> dict[str, dict[str, float]]:
     settings = dataclasses.replace(Settings.from_env({}), jwt_secret=SECRET, data_dir=data_dir)
     server = build_server("logs", servicers, settings, logs_url, port=0)
     port = await server.start()
     rng = random.Random(25)
     latencies: dict[str, list[float]] = {}
+    cpu: dict[str, list[float]] = {}
     hits: dict[str, list[int]] = {}
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = pb_grpc.EvidenceSearchServiceStub(channel)
+        audit = audit_grpc.AuditLedgerServiceStub(channel)
         for i in range(count + 5):
             tenant = rng.choice(tenants)
             metadata = (("authorization", f"Bearer {mint_token(secret=SECRET, tenant_id=tenant, subject='b')}"),)
-            for name, query in queries(rng, per_tenant).items():
-                started = time.perf_counter()
-                reply = await stub.SearchEvidence(pb.SearchEvidenceRequest(query=query), metadata=metadata)
+            words = queries(rng, per_tenant)
+            # (rpc, request) pairs, called one at a time (an aio call starts when it is made)
+            calls: dict[str, tuple[Any, Any]] = {
+                name: (stub.SearchEvidence, pb.SearchEvidenceRequest(query=query)) for name, query in words.items()}
+            if lists:
+                calls.update({name: (audit.ListAuditEntries,
+                                     audit_pb.ListAuditEntriesRequest(search=search, order=order, page_size=50))
+                              for name, (search, order) in list_queries(words).items()})
+            for name, (rpc, request) in calls.items():
+                started, used = time.perf_counter(), time.process_time()
+                reply = await rpc(request, metadata=metadata)
                 if i >= 5:
                     latencies.setdefault(name, []).append(time.perf_counter() - started)
+                    cpu.setdefault(name, []).append(time.process_time() - used)
                     hits.setdefault(name, []).append(reply.total_size)
     await server.stop(grace=0)
-    return {name: {**percentiles(values), "median_total_size": sorted(hits[name])[len(hits[name]) // 2]}
+    return {name: {**percentiles(values), "cpu_p50_ms": percentiles(cpu[name])["p50_ms"],
+                   "median_total_size": sorted(hits[name])[len(hits[name]) // 2]}
             for name, values in latencies.items()}
 
 
@@ -100,6 +135,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--system", type=int, default=40_000)
     parser.add_argument("--queries", type=int, default=100)
+    parser.add_argument("--lists", action="store_true", help="also ListAuditEntries with search, both orders")
     args = parser.parse_args()
     volume = bulk.Volume(tenants=args.tenants, ledger=args.ledger, traces=args.traces, steps=args.steps,
                          system=args.system)
@@ -111,10 +147,10 @@ def main() -> None:
         tenants, per_tenant = bulk.tenant_ids(args.tenants), args.ledger // args.tenants
         # Right after the load: each partition's GIN pending list not yet merged (what a search
         # meets between autovacuums); then after VACUUM, the steady state.
-        after_load = asyncio.run(measure(logs, work, tenants, per_tenant, args.queries))
+        after_load = asyncio.run(measure(logs, work, tenants, per_tenant, args.queries, args.lists))
         with psycopg.connect(libpq_url(url), autocommit=True) as conn:
             conn.execute("VACUUM (ANALYZE) audit_ledger, aos_trace_steps, system_records, platform_records")
-        vacuumed = asyncio.run(measure(logs, work, tenants, per_tenant, args.queries))
+        vacuumed = asyncio.run(measure(logs, work, tenants, per_tenant, args.queries, args.lists))
         sizes = index_sizes(url)
     print(json.dumps({"volume": dataclasses.asdict(volume), "load_s": round(loaded_s, 1),
                       "queries_per_class": args.queries,

@@ -15,6 +15,7 @@ from aos_cli.values import enum_label, enum_value, timestamp
 EVENT_TYPE = "aos.evidence.v1.AuditEventType"
 ENTITY_TYPE = "aos.evidence.v1.AuditEntityType"
 ACTOR_TYPE = "aos.evidence.v1.ActorType"
+SORT_ORDER = "aos.evidence.v1.SortOrder"
 
 COLUMNS = ("seq", "time", "event", "entity", "actor")
 
@@ -24,6 +25,10 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     listing = group.add_parser("list", parents=[common], help="list audit entries, newest first")
     add_filters(listing)
     add_entry_filters(listing)
+    listing.add_argument("--search", help='full-text search, as `aos-evidence search` reads it (words, "a phrase", '
+                                          "-excluded, or)")
+    listing.add_argument("--order", choices=("desc", "asc"), default="desc",
+                         help="desc: newest first (default); asc: oldest first")
     listing.add_argument("--limit", type=int, default=50, help="entries to show, following pages (0: all; default 50)")
     listing.set_defaults(handler=list_command)
     follow = group.add_parser("follow", parents=[common], help="print new entries as they appear (Ctrl-C stops)",
@@ -81,7 +86,8 @@ def cells(entry: records_pb2.AuditEntry) -> list[str]:
 def list_command(args: argparse.Namespace, ctx: Context) -> int:
     if args.limit < 0:
         raise UsageError("--limit must be 0 (all) or positive")
-    request = pb.ListAuditEntriesRequest(**filters(args))
+    request = pb.ListAuditEntriesRequest(**filters(args), search=args.search or "")
+    request.order = enum_value(SORT_ORDER, args.order, "--order")  # type: ignore[assignment]  # an int is the enum at run time
     result = read_pages(ctx.client.audit.ListAuditEntries, request, pb.ListAuditEntriesResponse(), "entries",
                         args.limit)
     if ctx.out.json_mode:
@@ -89,7 +95,8 @@ def list_command(args: argparse.Namespace, ctx: Context) -> int:
         return EXIT_OK
     estimate = "~" if result.total_size_is_estimate else ""
     ctx.out.table(COLUMNS, (cells(e) for e in result.entries),
-                  title=f"{len(result.entries)} of {estimate}{result.total_size} audit entries (newest first)")
+                  title=f"{len(result.entries)} of {estimate}{result.total_size} audit entries "
+                        f"({'oldest' if args.order == 'asc' else 'newest'} first)")
     return EXIT_OK
 
 

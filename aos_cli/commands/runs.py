@@ -1,11 +1,13 @@
-"""``runs trace``: an LLM run's steps, with the inflection point marked."""
+"""``runs trace``: an LLM run's steps, with the inflection point marked; ``runs replay``: the O4
+window around it, and with ``--at-step`` the state at one step with its hashes."""
 from __future__ import annotations
 
 import argparse
 
+from google.protobuf import json_format
 from rich.text import Text
 
-from aos.logs.v1 import llm_runs_service_pb2 as pb
+from aos.logs.v1 import llm_runs_service_pb2 as pb, records_pb2
 from aos_cli.client import EXIT_OK, UsageError
 from aos_cli.context import Context
 from aos_cli.output import when
@@ -22,6 +24,15 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     trace.add_argument("--trace", dest="trace_id", help="this trace of the run (with RUN_ID -: whichever run's)")
     trace.add_argument("--limit", type=int, default=0, help="steps to show, following pages (default 0: all)")
     trace.set_defaults(handler=trace_command)
+    replay = group.add_parser("replay", parents=[common],
+                              help="a run's replay window (O4); with --at-step, the state at that step")
+    replay.add_argument("run_id", metavar="RUN_ID", help="the run")
+    replay.add_argument("--at-step", type=int, dest="at_step",
+                        help="stand at this step: its input and output, policy decisions, tokens and cost so far, "
+                             "with their hashes (the window centres on it)")
+    replay.add_argument("--window", type=int, default=0, dest="window_seconds",
+                        help="half-width of the window in seconds, 1-600 (default 0: 30)")
+    replay.set_defaults(handler=replay_command)
 
 
 def cents(amount: int) -> str:
@@ -74,3 +85,60 @@ def trace_command(args: argparse.Namespace, ctx: Context) -> int:
          step.content_hash[:16] + "…"]
         for step in answer.steps))
     return EXIT_OK
+
+
+def replay_command(args: argparse.Namespace, ctx: Context) -> int:
+    request = pb.GetLlmRunReplayRequest(run_id=args.run_id, window_seconds=args.window_seconds)
+    if args.at_step is not None:
+        request.at_step = args.at_step  # a negative step goes to the server, which names the field
+    answer = ctx.client.runs.GetLlmRunReplay(request)
+    if ctx.out.json_mode:
+        ctx.out.document(answer)
+        return EXIT_OK
+    window = answer.replay
+    ctx.out.fields([("run", window.run_id),
+                    ("centre", f"{enum_label('aos.logs.v1.ReplayCenter', window.center)} at "
+                               f"{when(window.center_timestamp)}"),
+                    ("window", f"{when(window.window_start)} .. {when(window.window_end)} "
+                               f"(±{window.window_seconds} s)")], title=f"Replay of {window.run_id}")
+    ctx.out.table(("time", "kind", "what", "hash"), (
+        [when(event.occurred_at), enum_label("aos.logs.v1.ReplayEventKind", event.kind), *_event(event)]
+        for event in window.events))
+    if answer.HasField("state"):
+        state = answer.state
+        step = state.step
+        ctx.out.fields([
+            ("step", Text(f"{state.step_index} of 0..{state.last_step_index} ▶ violation", style="bold red")
+             if step.is_inflection_point else f"{state.step_index} of 0..{state.last_step_index}"),
+            ("type / source", f"{enum_label('aos.evidence.v1.StepType', step.step_type)} / {step.source}"),
+            ("input", json_format.MessageToJson(step.input_data, indent=None) if step.HasField("input_data") else "-"),
+            ("output", json_format.MessageToJson(step.output_data, indent=None)
+             if step.HasField("output_data") else "-"),
+            ("step hash", step.content_hash),
+            ("steps / tokens / ms so far", f"{state.steps_so_far} / {state.tokens} / {state.duration_ms}"),
+            ("cost so far", f"{cents(state.cost.amount_cents)} {state.cost.currency_code}"),
+            ("steps hash (0..step)", state.steps_hash)], title=f"State at step {state.step_index}")
+        ctx.out.table(("policy decision", "hash"), (
+            [*([f"step {s.step_index} {enum_label('aos.evidence.v1.StepType', s.step_type)}", s.content_hash]
+               for s in state.policy_steps),
+             *([f"audit #{e.seq} {enum_label('aos.evidence.v1.AuditEventType', e.event_type)} {e.entity_id}",
+                e.chain_hash] for e in state.audit_entries),
+             *([f"breach {b.id} of {b.limit_id}: {b.value_at_breach} / {b.limit_value}", "- (no hash)"]
+               for b in state.limit_breaches)]))
+    return EXIT_OK
+
+
+def _event(event: records_pb2.ReplayEvent) -> tuple[str, str]:
+    """What a replay event is, and its hash (a breach has none)."""
+    kind = event.WhichOneof("payload")
+    if kind == "step":
+        return (f"step {event.step.step_index} {enum_label('aos.evidence.v1.StepType', event.step.step_type)}",
+                event.step.content_hash)
+    if kind == "system_record":
+        return f"{event.system_record.component}: {event.system_record.summary}", event.system_record.content_hash
+    if kind == "audit_entry":
+        entry = event.audit_entry
+        return (f"{enum_label('aos.evidence.v1.AuditEventType', entry.event_type)} {entry.entity_id}",
+                entry.content_hash)
+    breach = event.limit_breach
+    return f"breach of {breach.limit_id}: {breach.value_at_breach} / {breach.limit_value}", "-"

@@ -20,6 +20,7 @@ from aos_runtime.server import ServiceContext
 from aos_runtime.validation import Request
 from services.logs import store
 from services.logs.messages import answer_metadata, kept_checkpoint, ledger_leaf, list_answer
+from services.logs.search import list_search
 
 DESCRIPTOR = pb.DESCRIPTOR.services_by_name["AuditLedgerService"]
 
@@ -65,13 +66,15 @@ class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
         actor_id = r.optional_text(request.actor_id, "actor_id")
         correlation = r.optional_text(request.correlation_id, "correlation_id")
         entity_id = r.optional_text(request.entity_id, "entity_id")
+        search, ascending = list_search(r, request.search), r.ascending(request.order)
         start, end = r.time_range(request)
         limit = r.page_size(request.page_size)
         r.done()
         filters = store.AuditFilters(event_types=(event,) if event else (), entity_type=entity, actor_type=actor,
                                      actor_id=actor_id, correlation_id=correlation, created_after=start,
                                      created_before=end, entity_id=entity_id,
-                                     success=request.success if request.HasField("success") else None)
+                                     success=request.success if request.HasField("success") else None,
+                                     search=search, ascending=ascending)
         return await self._list(request, "audit", filters, limit, pb.ListAuditEntriesResponse)
 
     async def _category(self, request: _CategoryRequest, list_name: str, events: tuple[str, ...],

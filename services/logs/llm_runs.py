@@ -25,6 +25,7 @@ from aos_runtime.validation import Request
 from services.logs import store
 from services.logs.messages import answer_metadata, list_answer
 from services.logs.replay import load_replay
+from services.logs.search import list_search
 
 DESCRIPTOR = pb.DESCRIPTOR.services_by_name["LlmRunsService"]
 ANY_RUN = "-"  # GetLlmRunTrace's run_id for "whichever run the trace_id belongs to" (AIP-159)
@@ -47,6 +48,7 @@ class LlmRunsService(pb_grpc.LlmRunsServiceServicer):
             has_violation=request.has_violation if request.HasField("has_violation") else None,
             policy_id=r.optional_text(request.policy_id, "policy_id"),
             is_synthetic=request.is_synthetic if request.HasField("is_synthetic") else None,
+            search=list_search(r, request.search), ascending=r.ascending(request.order),
             **dict(zip(("created_after", "created_before"), r.time_range(request), strict=True)))
         limit = r.page_size(request.page_size)
         r.done()
@@ -106,9 +108,10 @@ class LlmRunsService(pb_grpc.LlmRunsServiceServicer):
 
     async def GetLlmRunReplay(self, request: pb.GetLlmRunReplayRequest,
                               context: grpc.aio.ServicerContext) -> pb.GetLlmRunReplayResponse:
-        window = await load_replay(self.ctx, request, llm=True, policy=True)
+        window, state = await load_replay(self.ctx, request, llm=True, policy=True)
         tenant = auth.principal().tenant_id
-        return pb.GetLlmRunReplayResponse(metadata=answer_metadata(tenant, "replay", window.events), replay=window)
+        return pb.GetLlmRunReplayResponse(metadata=answer_metadata(tenant, "replay", window.events), replay=window,
+                                          state=state)
 
     async def GetLlmRunExport(self, request: pb.GetLlmRunExportRequest,
                               context: grpc.aio.ServicerContext) -> pb.GetLlmRunExportResponse:

@@ -71,9 +71,12 @@ def replay_center(trace: Mapping[str, Any]) -> tuple[datetime, records_pb2.Repla
     return trace["started_at"], records_pb2.REPLAY_CENTER_STARTED
 
 
-def replay_window(trace: Mapping[str, Any], seconds: int, found: Mapping[str, list]) -> records_pb2.ReplayWindow:
-    """Merge the window's events by time (stable: steps, then system, then policy on ties)."""
-    center, kind = replay_center(trace)
+def replay_window(trace: Mapping[str, Any], seconds: int, found: Mapping[str, list],
+                  centred: tuple[datetime, records_pb2.ReplayCenter] | None = None
+                  ) -> records_pb2.ReplayWindow:
+    """Merge the window's events by time (stable: steps, then system, then policy on ties),
+    around ``centred`` (time, ReplayCenter), by default the trace's inflection point."""
+    center, kind = centred or replay_center(trace)
     events = []
     for row in found["steps"]:
         events.append((row["timestamp"], 0, records_pb2.ReplayEvent(

@@ -57,6 +57,24 @@ def normalise_query(query: str) -> tuple[str, bool]:
     return " ".join(out), positive
 
 
+def search_query(r: Request, text: str, field: str) -> str:
+    """A search text checked (violations on ``field``) and written as the documents are: the
+    one reading of a query, for SearchEvidence and for the lists' ``search``."""
+    query, positive = normalise_query(text)
+    if len(text) > MAX_QUERY:
+        r.violations.add(field, f"is longer than {MAX_QUERY} characters")
+    elif not text.isprintable():
+        r.violations.add(field, "must not contain control characters")
+    elif not positive:
+        r.violations.add(field, "has no word to find (only punctuation, or only excluded -words)")
+    return query
+
+
+def list_search(r: Request, text: str, field: str = "search") -> str | None:
+    """A list's optional ``search``: None when empty, else as SearchEvidence reads a query."""
+    return search_query(r, text, field) if text else None
+
+
 class EvidenceSearchService(pb_grpc.EvidenceSearchServiceServicer):
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
@@ -64,15 +82,9 @@ class EvidenceSearchService(pb_grpc.EvidenceSearchServiceServicer):
     async def SearchEvidence(self, request: pb.SearchEvidenceRequest,
                              context: grpc.aio.ServicerContext) -> pb.SearchEvidenceResponse:
         r = Request()
-        query, positive = normalise_query(request.query)
         if not request.query.strip():
             r.violations.add("query", "is required")
-        elif len(request.query) > MAX_QUERY:
-            r.violations.add("query", f"is longer than {MAX_QUERY} characters")
-        elif not request.query.isprintable():
-            r.violations.add("query", "must not contain control characters")
-        elif not positive:
-            r.violations.add("query", "has no word to find (only punctuation, or only excluded -words)")
+        query = search_query(r, request.query, "query") if request.query.strip() else ""
         sources = []
         for number in request.sources:
             if number not in _SOURCES:

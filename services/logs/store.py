@@ -9,7 +9,7 @@ handlers call those directly.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -17,18 +17,27 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from aos_evidence import queries as evidence
-from aos_evidence.queries import AUDIT_SELECT, RUN_FROM, RUN_SELECT, AuditFilters, system_clauses
+from aos_evidence.queries import AUDIT_SELECT, RUN_FROM, RUN_SELECT, AuditFilters, search_match, system_clauses
 from aos_runtime.db import fetch_rows, fetch_value
-from aos_runtime.keyset import Page, after_clause, count_total, cut, keyset_page, position, where
+from aos_runtime.keyset import Page, after_clause, count_total, cut, direction, keyset_page, position, where
 from aos_runtime.rows import all_of, first_of, one_of
+
+
+def custom_plans(conn: Connection, search: str | None) -> None:
+    """With a search: plans for its words, every time (see search_evidence: a generic plan
+    cannot know how rare the words are). SET LOCAL ends with the transaction."""
+    if search is not None:
+        conn.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
 
 
 def list_audit_entries(conn: Connection, tenant_id: str, filters: AuditFilters, after: Sequence[Any] | None,
                        limit: int) -> Page:
+    custom_plans(conn, filters.search)
     clauses, params = filters.where()
-    unfiltered = filters == AuditFilters()
+    unfiltered = replace(filters, ascending=False) == AuditFilters()
+    order, keyset = direction(filters.ascending)
     return keyset_page(conn, AUDIT_SELECT.format(extra=""), clauses, {**params, "tenant": tenant_id},
-                       "audit_ledger a", after, limit,
+                       "audit_ledger a", after, limit, order=order, keyset=keyset,
                        known_total=(lambda c: ledger_size(c, tenant_id)) if unfiltered else None)
 
 
@@ -64,25 +73,34 @@ class RunFilters:
     is_synthetic: bool | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    search: str | None = None  # in the run's trace steps (a query as the search documents are written)
+    ascending: bool = False    # oldest first
 
     def where(self) -> tuple[str, dict[str, Any]]:
         violated = None if self.has_violation is None else not self.has_violation
-        return where("a.tenant_id = :tenant", [
+        clauses, params = where("a.tenant_id = :tenant", [
             ("a.run_id", "=", self.run_id), ("a.agent_id", "=", self.agent_id),
             ("a.execution_status", "=", self.status), ("a.provider", "=", self.provider),
             ("a.model", "=", self.model), ("a.is_synthetic", "=", self.is_synthetic),
             ("tr.violation_step_index", "IS NULL", violated), ("tr.violation_policy_id", "=", self.policy_id),
             ("a.created_at", ">=", self.created_after), ("a.created_at", "<", self.created_before)])
+        if self.search is None:
+            return clauses, params
+        # A run matches when a step of its (joined) trace does.
+        return (f"{clauses} AND {search_match('tr.trace_id', 'trace_step_search', key='trace_id')}",
+                {**params, "search": self.search})
 
 
 def list_runs(conn: Connection, tenant_id: str, filters: RunFilters, after: Sequence[Any] | None,
               limit: int) -> Page:
+    custom_plans(conn, filters.search)
     clauses, params = filters.where()
     # The total counts the trace join only when a filter is on the trace: the join
     # never changes how many runs there are, and costs a lookup per counted run.
-    on_trace = filters.has_violation is not None or filters.policy_id is not None
+    on_trace = filters.has_violation is not None or filters.policy_id is not None or filters.search is not None
+    order, keyset = direction(filters.ascending)
     return keyset_page(conn, RUN_SELECT, clauses, {**params, "tenant": tenant_id},
-                       RUN_FROM if on_trace else "llm_run_records a", after, limit)
+                       RUN_FROM if on_trace else "llm_run_records a", after, limit, order=order, keyset=keyset)
 
 
 def run_exists(conn: Connection, tenant_id: str, run_id: str) -> bool:
@@ -114,6 +132,32 @@ def replay_events(conn: Connection, tenant_id: str, trace_id: str | None, start:
         found["breaches"] = list(all_of(conn.execute(text(
             "SELECT * FROM limit_breaches WHERE tenant_id = :t AND breached_at BETWEEN :start AND :end "
             "ORDER BY breached_at, id"), window)))
+    return found
+
+
+def state_at_step(conn: Connection, tenant_id: str, trace_id: str, step_index: int) -> dict[str, Any]:
+    """The trace's state at ``step_index``: {last (the last step index, None without steps),
+    step (None when there is no such step), and with a step: totals over the steps up to it,
+    their content hashes in step order, and its policy_check / violation steps}.
+
+    Every query is on the (tenant_id, trace_id, step_index) index; a 10,000-step trace reads
+    its prefix's hashes (32 bytes a step), not its inputs and outputs."""
+    params = {"t": tenant_id, "trace": trace_id, "n": step_index}
+    scope = "FROM aos_trace_steps WHERE tenant_id = :t AND trace_id = :trace"
+    found: dict[str, Any] = {"last": fetch_value(conn, f"SELECT max(step_index) {scope}", params), "step": None}
+    step = first_of(conn.execute(text(f"SELECT * {scope} AND step_index = :n"), params))
+    if step is None:
+        return found
+    found["step"] = step
+    found["totals"] = one_of(conn.execute(text(
+        "SELECT count(*) AS steps, coalesce(sum(tokens), 0)::bigint AS tokens, "
+        "coalesce(sum(cost_cents), 0)::bigint AS cost_cents, coalesce(sum(duration_ms), 0)::bigint AS duration_ms "
+        f"{scope} AND step_index <= :n"), params))
+    found["hashes"] = [bytes(row["content_hash"]) for row in all_of(conn.execute(text(
+        f"SELECT content_hash {scope} AND step_index <= :n ORDER BY step_index"), params))]
+    found["policy_steps"] = list(all_of(conn.execute(text(
+        f"SELECT * {scope} AND step_index <= :n AND step_type IN ('policy_check', 'violation') "
+        "ORDER BY step_index"), params)))
     return found
 
 
@@ -160,17 +204,24 @@ def list_system_records(conn: Connection, tenant_id: str, filters: Mapping[str, 
     Two keyset scans, one per table (the tenant's system_records, platform_records),
     merged: each reads at most a page past the position, so the merge does too.
     """
+    custom_plans(conn, filters.get("search"))
     extra, params = system_clauses(filters)
-    keyset, cursor = after_clause(after, "(s.created_at, s.id) < (:after_at, :after_id)")
+    order, past = direction(bool(filters.get("ascending")), "s")
+    keyset, cursor = after_clause(after, past)
     params = {**params, **cursor, "tenant": tenant_id, "limit": limit + 1}
-    branch = "(SELECT s.* FROM {table} s WHERE {scope}" + extra + keyset + \
-             " ORDER BY s.created_at DESC, s.id DESC LIMIT :limit)"
+    own_extra, shared_extra = extra, extra
+    if filters.get("search") is not None:  # each table through its own search view
+        params["search"] = filters["search"]
+        own_extra += f" AND {search_match('s.id', 'system_search')}"
+        shared_extra += f" AND {search_match('s.id', 'platform_search')}"
+    branch = "(SELECT s.* FROM {table} s WHERE {scope}{extra}" + keyset + f" ORDER BY {order} LIMIT :limit)"
     rows = fetch_rows(conn,
-        f"SELECT * FROM ({branch.format(table='system_records', scope='s.tenant_id = :tenant')} UNION ALL "
-        f"{branch.format(table='platform_records', scope='true')}) u ORDER BY created_at DESC, id DESC LIMIT :limit",
+        f"SELECT * FROM ({branch.format(table='system_records', scope='s.tenant_id = :tenant', extra=own_extra)} "
+        f"UNION ALL {branch.format(table='platform_records', scope='true', extra=shared_extra)}) s "
+        f"ORDER BY {order} LIMIT :limit",
         params)
-    own = count_total(conn, "system_records s", "s.tenant_id = :tenant" + extra, params)
-    shared = count_total(conn, "platform_records s", "true" + extra, params)
+    own = count_total(conn, "system_records s", "s.tenant_id = :tenant" + own_extra, params)
+    shared = count_total(conn, "platform_records s", "true" + shared_extra, params)
     return cut(rows, limit, own[0] + shared[0], own[1] or shared[1])
 
 

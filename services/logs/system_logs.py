@@ -16,6 +16,7 @@ from aos_runtime.validation import Request
 from services.logs import store
 from services.logs.messages import answer_metadata, list_answer
 from services.logs.replay import load_replay
+from services.logs.search import list_search
 
 DESCRIPTOR = pb.DESCRIPTOR.services_by_name["SystemLogsService"]
 TELEMETRY_GAP = ("no infrastructure telemetry producer exists in the platform yet: CPU, memory and latency "
@@ -39,7 +40,8 @@ class SystemLogsService(pb_grpc.SystemLogsServiceServicer):
                    "event_type": r.enum(request.event_type, fields["event_type"].enum_type, "event_type"),
                    "severity": r.enum(request.severity, fields["severity"].enum_type, "severity"),
                    "request_id": r.optional_text(request.request_id, "request_id"),
-                   "created_after": start, "created_before": end}
+                   "created_after": start, "created_before": end,
+                   "search": list_search(r, request.search), "ascending": r.ascending(request.order)}
         limit = r.page_size(request.page_size)
         r.done()
         listing = self._listing("system", filters)
@@ -84,7 +86,7 @@ class SystemLogsService(pb_grpc.SystemLogsServiceServicer):
 
     async def GetSystemReplay(self, request: pb.GetSystemReplayRequest,
                               context: grpc.aio.ServicerContext) -> pb.GetSystemReplayResponse:
-        window = await load_replay(self.ctx, request, llm=False, policy=False)
+        window, _ = await load_replay(self.ctx, request, llm=False, policy=False)
         return pb.GetSystemReplayResponse(
             metadata=answer_metadata(auth.principal().tenant_id, "replay", window.events), replay=window)
 

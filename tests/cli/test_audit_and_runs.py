@@ -136,3 +136,34 @@ async def test_audit_list_by_entity_id_and_by_success(cli):
     assert not any(e.get("success") is not True for e in succeeded)
     assert len(failed) + len(succeeded) == len(whole)
     assert (await cli("audit", "list", "--success", "maybe")).code == 2
+
+
+async def test_runs_replay_at_the_violation_step(cli):
+    result = await cli("runs", "replay", RUN, "--at-step", "3")
+    assert result.code == 0, result.err
+    doc = json.loads((await cli("runs", "replay", RUN, "--at-step", "3", "--json")).out)
+    state = doc["state"]
+    assert (state["step_index"], state["steps_so_far"], doc["replay"]["center"]) == (3, 4, "REPLAY_CENTER_STEP")
+    # The table shows the step's hash, the prefix hash and the policy decisions with theirs.
+    for shown in (state["step"]["content_hash"], state["steps_hash"], state["audit_entries"][0]["chain_hash"],
+                  "▶ violation", "pol-budget-guard", "BLOCK"):
+        assert shown in result.out, shown
+    plain = json.loads((await cli("runs", "replay", RUN, "--json")).out)
+    assert "state" not in plain and plain["replay"]["center"] == "REPLAY_CENTER_VIOLATION"
+
+
+async def test_runs_replay_beyond_the_last_step_exits_2(cli):
+    result = await cli("runs", "replay", RUN, "--at-step", "4")
+    assert result.code == 2 and "OUT_OF_RANGE" in result.err and "at_step" in result.err
+    assert "Traceback" not in result.err
+
+
+async def test_audit_list_search_and_order(cli):
+    newest = json.loads((await cli("--json", "audit", "list", "--limit", "0")).out)["entries"]
+    oldest = json.loads((await cli("--json", "audit", "list", "--order", "asc", "--limit", "0")).out)["entries"]
+    assert [e["id"] for e in oldest] == [e["id"] for e in newest][::-1]
+    found = await cli("audit", "list", "--search", "refunds", "--order", "asc")
+    assert found.code == 0, found.err
+    assert "1 of 1 audit entries (oldest first)" in found.out
+    bad = await cli("audit", "list", "--search=-refunds")
+    assert bad.code == 2 and "field search:" in bad.err

@@ -104,3 +104,31 @@ def test_a_search_view_shows_nothing_without_a_tenant_and_only_its_tenant_with_o
             assert conn.execute(text(f"SELECT count(*) FROM {view} WHERE tenant_id = :t"),
                                 {"t": second}).scalar_one() == 0
     engine.dispose()
+
+
+@pytest.mark.parametrize("ascending", [False, True])
+def test_a_lists_search_is_an_index_condition_with_the_tenant(loaded, ascending):
+    """ListAuditEntries' and ListSystemRecords' `search` go through the same views: the words
+    and the tenant are the GIN index's condition, in either order."""
+    tenant = bulk.tenant_ids(2)[0]
+    engine, seen = logs_engine(loaded)
+    plans = {}
+    with engine.begin() as conn:
+        conn.execute(text("SELECT set_config('aos.tenant_id', :t, true)"), {"t": tenant})
+        conn.execute(text("SET LOCAL enable_seqscan = off; SET LOCAL enable_indexscan = off"))
+        for name, call in (
+                ("audit_ledger", lambda: store.list_audit_entries(
+                    conn, tenant, store.AuditFilters(search="17", ascending=ascending), None, 10)),
+                ("system_records", lambda: store.list_system_records(
+                    conn, tenant, {"search": "16", "ascending": ascending}, None, 10))):  # bulk.sys-16: tenant 0
+            seen.clear()
+            page = call()
+            assert page.rows and {r["tenant_id"] for r in page.rows} <= {tenant, None}, name
+            keys = [(r["created_at"], r["id"]) for r in page.rows]
+            assert keys == sorted(keys, reverse=not ascending)
+            statement, params = next((s, p) for s, p in seen if "LIMIT" in s and "ANY(ARRAY(SELECT" in s)
+            plans[name] = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + statement, params).scalar_one()
+    engine.dispose()
+    for table, plan in plans.items():
+        conditions = [n.get("Index Cond", "") for n in nodes(plan[0]["Plan"]) if n["Node Type"] == "Bitmap Index Scan"]
+        assert any("@@" in c and "tenant_id" in c for c in conditions), table

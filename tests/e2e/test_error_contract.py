@@ -26,7 +26,7 @@ from aos.logs.v1 import (
 )
 from aos.overview.v1 import overview_service_pb2 as overview_pb, overview_service_pb2_grpc as overview_grpc
 from aos_recording.sources import SourceWriter
-from aos_recording.writers import LlmRunRecordWriter, Producer
+from aos_recording.writers import LlmRunRecordWriter, Producer, TraceRecorder
 from aos_runtime import errors
 from tests.e2e.support import BASE, DEMO, auth, settings
 from tests.logins import login_url
@@ -37,6 +37,7 @@ GHOST = "tenant-ghost"      # a valid token, no row in tenants
 # own, so the demo tenants' lists stay as the other tests expect them.
 EARLY = "tenant-errors"
 EARLY_RUN = f"{EARLY}.run-before-the-platform"
+GAP_RUN = f"{EARLY}.run-with-a-gap"   # a trace written directly with steps 0 and 2: no step 1
 
 
 def error_info(err: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
@@ -58,6 +59,11 @@ def early_run(database_url, demo):
         LlmRunRecordWriter(conn).write(tenant_id=EARLY, run_id=EARLY_RUN, provider="openai", model="gpt",
                                        execution_status="succeeded",
                                        started_at=datetime(2000, 1, 1, tzinfo=timezone.utc))
+        traces = TraceRecorder(conn)
+        trace_id = traces.create_trace(tenant_id=EARLY, run_id=GAP_RUN, started_at=BASE)
+        for index in (0, 2):
+            traces.add_step(tenant_id=EARLY, trace_id=trace_id, step_index=index, step_type="llm_call",
+                            timestamp=BASE)
     producer.close()
     return EARLY_RUN
 
@@ -91,6 +97,8 @@ def _not_found_calls(stubs, early_run):
                                                  metadata=auth()),
         errors.Resource.INCIDENT: export.CreateExport(
             export_pb.CreateExportRequest(incident_id=f"{DEMO}.inc-none", **evidence), metadata=auth()),
+        errors.Resource.TRACE_STEP: runs.GetLlmRunReplay(runs_pb.GetLlmRunReplayRequest(run_id=GAP_RUN, at_step=1),
+                                                         metadata=auth(EARLY)),
         errors.Resource.CHECKPOINT: export.GetLedgerCheckpoint(
             export_pb.GetLedgerCheckpointRequest(tree_size=10 ** 12), metadata=auth()),
     }

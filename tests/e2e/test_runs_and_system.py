@@ -144,6 +144,65 @@ async def test_replay_merges_by_time_around_the_violation(runs):
     assert [e.step.step_index for e in narrow.replay.events] == [1, 2, 3]
 
 
+async def test_replay_state_at_the_violation_step(runs):
+    """Standing at step 3 (the violation): its input and output, everything so far, each hash."""
+    reply = await runs.GetLlmRunReplay(runs_pb.GetLlmRunReplayRequest(run_id=SUPPORT, at_step=3), metadata=auth())
+    trace = await runs.GetLlmRunTrace(runs_pb.GetLlmRunTraceRequest(run_id=SUPPORT), metadata=auth())
+    governance = await runs.GetLlmRunGovernance(runs_pb.GetLlmRunGovernanceRequest(run_id=SUPPORT), metadata=auth())
+    state, steps = reply.state, trace.steps
+    assert (state.trace_id, state.step_index, state.last_step_index, state.steps_so_far) == \
+        (trace.trace.trace_id, 3, 3, 4)
+    assert state.step == steps[3] and state.step.is_inflection_point
+    assert state.step.input_data.struct_value["policy"] == "pol-budget-guard"
+    assert state.step.output_data.struct_value["verdict"] == "BLOCK"
+    assert (state.tokens, state.cost.amount_cents, state.cost.currency_code, state.duration_ms) == \
+        (sum(s.tokens for s in steps), sum(s.cost_cents for s in steps), "USD", sum(s.duration_ms for s in steps))
+    # The prefix hash at the last step is the sealed trace's own hash (SPEC section 5).
+    assert state.steps_hash == trace.trace.content_hash == \
+        hashing.trace_content_hash(bytes.fromhex(s.content_hash) for s in steps).hex()
+    assert [s.step_index for s in state.policy_steps] == [3]
+    step_time = at(state.step.timestamp)
+    assert list(state.audit_entries) == [e for e in governance.audit_entries if at(e.created_at) <= step_time]
+    assert state.audit_entries and all(e.content_hash and e.chain_hash for e in state.audit_entries)
+    assert [b.id for b in state.limit_breaches] == [b.id for b in governance.limit_breaches] == [f"{DEMO}.br-support-1"]
+    window = reply.replay
+    assert (window.center, window.center_timestamp) == (records_pb2.REPLAY_CENTER_STEP, state.step.timestamp)
+
+
+async def test_replay_state_before_the_violation(runs):
+    """At step 1: two steps so far, hashed as their own prefix; no policy step yet; the
+    window centres on step 1, not on the violation."""
+    reply = await runs.GetLlmRunReplay(runs_pb.GetLlmRunReplayRequest(run_id=SUPPORT, at_step=1, window_seconds=1),
+                                       metadata=auth())
+    trace = await runs.GetLlmRunTrace(runs_pb.GetLlmRunTraceRequest(run_id=SUPPORT), metadata=auth())
+    state, steps = reply.state, trace.steps[:2]
+    assert (state.step_index, state.steps_so_far, state.tokens, state.cost.amount_cents) == \
+        (1, 2, sum(s.tokens for s in steps), sum(s.cost_cents for s in steps))
+    assert state.step == steps[1] and not state.step.is_inflection_point
+    assert state.steps_hash == hashing.trace_content_hash(bytes.fromhex(s.content_hash) for s in steps).hex()
+    assert state.steps_hash != trace.trace.content_hash and not state.policy_steps
+    assert reply.replay.center == records_pb2.REPLAY_CENTER_STEP
+    assert [e.step.step_index for e in reply.replay.events if e.HasField("step")] == [1]
+    # Without at_step there is no state, and the window is the inflection point's as before.
+    plain = await runs.GetLlmRunReplay(runs_pb.GetLlmRunReplayRequest(run_id=SUPPORT), metadata=auth())
+    assert not plain.HasField("state") and plain.replay.center == records_pb2.REPLAY_CENTER_VIOLATION
+
+
+async def test_replay_state_beyond_the_last_step_is_out_of_range(runs):
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await runs.GetLlmRunReplay(runs_pb.GetLlmRunReplayRequest(run_id=SUPPORT, at_step=4), metadata=auth())
+    assert err.value.code() == grpc.StatusCode.OUT_OF_RANGE
+    assert set(violations(err.value)) == {"at_step"} and "ends at step 3" in violations(err.value)["at_step"]
+
+
+async def test_replay_state_of_another_tenants_run_is_not_found(runs):
+    for step in (0, 3, 4):  # in range or not: the run does not exist for this tenant
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await runs.GetLlmRunReplay(runs_pb.GetLlmRunReplayRequest(run_id=SUPPORT, at_step=step),
+                                       metadata=auth(ACME))
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
 async def test_run_exports_before_any_export(runs):
     reply = await runs.GetLlmRunExport(runs_pb.GetLlmRunExportRequest(run_id=SUPPORT), metadata=auth())
     assert (reply.run_id, len(reply.exports)) == (SUPPORT, 0)
@@ -166,6 +225,7 @@ async def test_another_tenants_run_is_not_found(runs, rpc, request_cls):
     ("GetLlmRunTrace", runs_pb.GetLlmRunTraceRequest(), {"run_id"}),
     ("GetLlmRunReplay", runs_pb.GetLlmRunReplayRequest(run_id=SUPPORT, window_seconds=601), {"window_seconds"}),
     ("GetLlmRunReplay", runs_pb.GetLlmRunReplayRequest(run_id=SUPPORT, window_seconds=-1), {"window_seconds"}),
+    ("GetLlmRunReplay", runs_pb.GetLlmRunReplayRequest(run_id=SUPPORT, at_step=-1), {"at_step"}),
 ])
 async def test_runs_bad_input(runs, rpc, request_message, fields):
     with pytest.raises(grpc.aio.AioRpcError) as err:

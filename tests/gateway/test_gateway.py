@@ -397,3 +397,41 @@ async def test_an_unreachable_backend_is_503():
             reply = await http.get("/api/v1/runtime/overview/highlights", headers={"Grpc-Timeout": "2S"})
     assert reply.status_code == 503, reply.text
     assert reply.json()["code"] == 14 and reply.json()["details"][0]["reason"] == "UNAVAILABLE"
+
+
+async def test_replay_state_at_a_step_over_rest(client):
+    """?at_step=N on the O4 path: the state at the violation step; beyond the last step 400
+    (OUT_OF_RANGE, code 11, naming at_step); another tenant's run 404."""
+    path = f"/api/v1/logs/llm-runs/{SUPPORT}/replay"
+    reply = await client.get(path, params={"at_step": "3"})
+    assert reply.status_code == 200, reply.text
+    expect(reply.json(), state__step_index=3, state__last_step_index=3, state__steps_so_far=4,
+           state__step__is_inflection_point=True, state__policy_steps__0__step_type="STEP_TYPE_POLICY_CHECK",
+           replay__center="REPLAY_CENTER_STEP")
+    trace = (await client.get(f"/api/v1/logs/llm-runs/{SUPPORT}/trace")).json()
+    assert reply.json()["state"]["steps_hash"] == trace["trace"]["content_hash"]
+    beyond = await client.get(path, params={"at_step": "9"})
+    assert beyond.status_code == 400 and beyond.json()["code"] == 11, beyond.text
+    bad = next(d for d in beyond.json()["details"] if d["@type"] == "type.googleapis.com/google.rpc.BadRequest")
+    assert [v["field"] for v in bad["field_violations"]] == ["at_step"]
+    assert "at_step" in bad_request_fields(await client.get(path, params={"at_step": "-1"}))
+    theirs = await client.get(path, params={"at_step": "3"}, headers=bearer(ACME))
+    assert theirs.status_code == 404 and theirs.json()["code"] == 5
+
+
+async def test_list_search_and_order_over_rest(client):
+    """?search= and ?order= on a list path: the same hit as /logs/search, both orders, a token
+    reused with the other order refused."""
+    found = (await client.get("/api/v1/logs/audit", params={"search": "refunds"})).json()
+    assert [e["action_reason"] for e in found["entries"]] == ["unblock refunds queue"] and found["total_size"] == "1"
+    newest = (await client.get("/api/v1/logs/audit", params={"page_size": "20"})).json()["entries"]
+    oldest = (await client.get("/api/v1/logs/audit", params={"page_size": "20",
+                                                            "order": "SORT_ORDER_ASCENDING"})).json()["entries"]
+    assert [e["id"] for e in oldest] == [e["id"] for e in newest][::-1]
+    first = (await client.get("/api/v1/logs/system", params={"page_size": "1", "search": "started"})).json()
+    assert first["next_page_token"]
+    reused = await client.get("/api/v1/logs/system", params={"page_size": "1", "search": "started",
+                                                            "order": "SORT_ORDER_ASCENDING",
+                                                            "page_token": first["next_page_token"]})
+    assert "page_token" in bad_request_fields(reused)
+    assert "search" in bad_request_fields(await client.get("/api/v1/logs/llm-runs", params={"search": "-x"}))

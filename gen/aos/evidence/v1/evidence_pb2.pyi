@@ -76,6 +76,12 @@ class AuditEntityType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUDIT_ENTITY_TYPE_LLM_RUN: _ClassVar[AuditEntityType]
     AUDIT_ENTITY_TYPE_SYSTEM_RECORD: _ClassVar[AuditEntityType]
     AUDIT_ENTITY_TYPE_AUDIT_ENTRY: _ClassVar[AuditEntityType]
+
+class SortOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SORT_ORDER_UNSPECIFIED: _ClassVar[SortOrder]
+    SORT_ORDER_DESCENDING: _ClassVar[SortOrder]
+    SORT_ORDER_ASCENDING: _ClassVar[SortOrder]
 SOURCE_DOMAIN_UNSPECIFIED: SourceDomain
 SOURCE_DOMAIN_ACTIVITY: SourceDomain
 SOURCE_DOMAIN_POLICY: SourceDomain
@@ -127,6 +133,9 @@ AUDIT_ENTITY_TYPE_LOG_EXPORT: AuditEntityType
 AUDIT_ENTITY_TYPE_LLM_RUN: AuditEntityType
 AUDIT_ENTITY_TYPE_SYSTEM_RECORD: AuditEntityType
 AUDIT_ENTITY_TYPE_AUDIT_ENTRY: AuditEntityType
+SORT_ORDER_UNSPECIFIED: SortOrder
+SORT_ORDER_DESCENDING: SortOrder
+SORT_ORDER_ASCENDING: SortOrder
 
 class EvidenceMetadata(_message.Message):
     __slots__ = ("tenant_id", "run_id", "human_actor_id", "agent_id", "system_id", "actor_type", "occurred_at", "recorded_at", "timezone", "trace_id", "policy_ids", "incident_ids", "export_id", "correlation_id", "source_domain", "source_component", "origin", "checksum", "immutable")

@@ -18,7 +18,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class ListAuditEntriesRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "event_type", "entity_type", "actor_type", "actor_id", "correlation_id", "created_after", "created_before", "entity_id", "success")
+    __slots__ = ("page_size", "page_token", "event_type", "entity_type", "actor_type", "actor_id", "correlation_id", "created_after", "created_before", "entity_id", "success", "search", "order")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -30,6 +30,8 @@ class ListAuditEntriesRequest(_message.Message):
     CREATED_BEFORE_FIELD_NUMBER: _ClassVar[int]
     ENTITY_ID_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     event_type: _evidence_pb2.AuditEventType
@@ -41,7 +43,9 @@ class ListAuditEntriesRequest(_message.Message):
     created_before: _timestamp_pb2.Timestamp
     entity_id: str
     success: bool
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., event_type: _Optional[_Union[_evidence_pb2.AuditEventType, str]] = ..., entity_type: _Optional[_Union[_evidence_pb2.AuditEntityType, str]] = ..., actor_type: _Optional[_Union[_evidence_pb2.ActorType, str]] = ..., actor_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., entity_id: _Optional[str] = ..., success: _Optional[bool] = ...) -> None: ...
+    search: str
+    order: _evidence_pb2.SortOrder
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., event_type: _Optional[_Union[_evidence_pb2.AuditEventType, str]] = ..., entity_type: _Optional[_Union[_evidence_pb2.AuditEntityType, str]] = ..., actor_type: _Optional[_Union[_evidence_pb2.ActorType, str]] = ..., actor_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., entity_id: _Optional[str] = ..., success: _Optional[bool] = ..., search: _Optional[str] = ..., order: _Optional[_Union[_evidence_pb2.SortOrder, str]] = ...) -> None: ...
 
 class ListAuditEntriesResponse(_message.Message):
     __slots__ = ("metadata", "entries", "next_page_token", "total_size", "total_size_is_estimate", "has_more")

@@ -64,7 +64,7 @@ class LlmRun(_message.Message):
     def __init__(self, metadata: _Optional[_Union[_evidence_pb2.EvidenceMetadata, _Mapping]] = ..., run_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., project_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., status: _Optional[_Union[_records_pb2.LlmRunStatus, str]] = ..., executor_type: _Optional[_Union[_records_pb2.ExecutorType, str]] = ..., outcome: _Optional[_Union[_records_pb2.RunOutcome, str]] = ..., termination_reason: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost: _Optional[_Union[_evidence_pb2.Money, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., has_violation: _Optional[bool] = ..., violation_policy_id: _Optional[str] = ..., is_synthetic: _Optional[bool] = ..., synthetic_scenario_id: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
 
 class ListLlmRunsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "run_id", "agent_id", "status", "provider", "model", "has_violation", "policy_id", "is_synthetic", "created_after", "created_before")
+    __slots__ = ("page_size", "page_token", "run_id", "agent_id", "status", "provider", "model", "has_violation", "policy_id", "is_synthetic", "created_after", "created_before", "search", "order")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +77,8 @@ class ListLlmRunsRequest(_message.Message):
     IS_SYNTHETIC_FIELD_NUMBER: _ClassVar[int]
     CREATED_AFTER_FIELD_NUMBER: _ClassVar[int]
     CREATED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     run_id: str
@@ -89,7 +91,9 @@ class ListLlmRunsRequest(_message.Message):
     is_synthetic: bool
     created_after: _timestamp_pb2.Timestamp
     created_before: _timestamp_pb2.Timestamp
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., run_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., status: _Optional[_Union[_records_pb2.LlmRunStatus, str]] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., has_violation: _Optional[bool] = ..., policy_id: _Optional[str] = ..., is_synthetic: _Optional[bool] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    search: str
+    order: _evidence_pb2.SortOrder
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., run_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., status: _Optional[_Union[_records_pb2.LlmRunStatus, str]] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., has_violation: _Optional[bool] = ..., policy_id: _Optional[str] = ..., is_synthetic: _Optional[bool] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., search: _Optional[str] = ..., order: _Optional[_Union[_evidence_pb2.SortOrder, str]] = ...) -> None: ...
 
 class ListLlmRunsResponse(_message.Message):
     __slots__ = ("metadata", "runs", "next_page_token", "total_size", "total_size_is_estimate", "has_more")
@@ -218,20 +222,52 @@ class GetLlmRunGovernanceResponse(_message.Message):
     def __init__(self, metadata: _Optional[_Union[_evidence_pb2.EvidenceMetadata, _Mapping]] = ..., audit_entries: _Optional[_Iterable[_Union[_records_pb2_1.AuditEntry, _Mapping]]] = ..., limit_breaches: _Optional[_Iterable[_Union[_records_pb2_1.LimitBreach, _Mapping]]] = ..., policy_steps: _Optional[_Iterable[_Union[_records_pb2_1.TraceStep, _Mapping]]] = ..., overrides: _Optional[_Iterable[_Union[_records_pb2_1.AuditEntry, _Mapping]]] = ...) -> None: ...
 
 class GetLlmRunReplayRequest(_message.Message):
-    __slots__ = ("run_id", "window_seconds")
+    __slots__ = ("run_id", "window_seconds", "at_step")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     WINDOW_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    AT_STEP_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     window_seconds: int
-    def __init__(self, run_id: _Optional[str] = ..., window_seconds: _Optional[int] = ...) -> None: ...
+    at_step: int
+    def __init__(self, run_id: _Optional[str] = ..., window_seconds: _Optional[int] = ..., at_step: _Optional[int] = ...) -> None: ...
 
 class GetLlmRunReplayResponse(_message.Message):
-    __slots__ = ("metadata", "replay")
+    __slots__ = ("metadata", "replay", "state")
     METADATA_FIELD_NUMBER: _ClassVar[int]
     REPLAY_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
     metadata: _evidence_pb2.EvidenceMetadata
     replay: _records_pb2_1.ReplayWindow
-    def __init__(self, metadata: _Optional[_Union[_evidence_pb2.EvidenceMetadata, _Mapping]] = ..., replay: _Optional[_Union[_records_pb2_1.ReplayWindow, _Mapping]] = ...) -> None: ...
+    state: ReplayState
+    def __init__(self, metadata: _Optional[_Union[_evidence_pb2.EvidenceMetadata, _Mapping]] = ..., replay: _Optional[_Union[_records_pb2_1.ReplayWindow, _Mapping]] = ..., state: _Optional[_Union[ReplayState, _Mapping]] = ...) -> None: ...
+
+class ReplayState(_message.Message):
+    __slots__ = ("trace_id", "step_index", "last_step_index", "step", "steps_so_far", "tokens", "cost", "duration_ms", "steps_hash", "policy_steps", "audit_entries", "limit_breaches")
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    STEP_INDEX_FIELD_NUMBER: _ClassVar[int]
+    LAST_STEP_INDEX_FIELD_NUMBER: _ClassVar[int]
+    STEP_FIELD_NUMBER: _ClassVar[int]
+    STEPS_SO_FAR_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    DURATION_MS_FIELD_NUMBER: _ClassVar[int]
+    STEPS_HASH_FIELD_NUMBER: _ClassVar[int]
+    POLICY_STEPS_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_BREACHES_FIELD_NUMBER: _ClassVar[int]
+    trace_id: str
+    step_index: int
+    last_step_index: int
+    step: _records_pb2_1.TraceStep
+    steps_so_far: int
+    tokens: int
+    cost: _evidence_pb2.Money
+    duration_ms: int
+    steps_hash: str
+    policy_steps: _containers.RepeatedCompositeFieldContainer[_records_pb2_1.TraceStep]
+    audit_entries: _containers.RepeatedCompositeFieldContainer[_records_pb2_1.AuditEntry]
+    limit_breaches: _containers.RepeatedCompositeFieldContainer[_records_pb2_1.LimitBreach]
+    def __init__(self, trace_id: _Optional[str] = ..., step_index: _Optional[int] = ..., last_step_index: _Optional[int] = ..., step: _Optional[_Union[_records_pb2_1.TraceStep, _Mapping]] = ..., steps_so_far: _Optional[int] = ..., tokens: _Optional[int] = ..., cost: _Optional[_Union[_evidence_pb2.Money, _Mapping]] = ..., duration_ms: _Optional[int] = ..., steps_hash: _Optional[str] = ..., policy_steps: _Optional[_Iterable[_Union[_records_pb2_1.TraceStep, _Mapping]]] = ..., audit_entries: _Optional[_Iterable[_Union[_records_pb2_1.AuditEntry, _Mapping]]] = ..., limit_breaches: _Optional[_Iterable[_Union[_records_pb2_1.LimitBreach, _Mapping]]] = ...) -> None: ...
 
 class GetLlmRunExportRequest(_message.Message):
     __slots__ = ("run_id", "page_size", "page_token")

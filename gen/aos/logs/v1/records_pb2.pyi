@@ -20,6 +20,7 @@ class ReplayCenter(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REPLAY_CENTER_VIOLATION: _ClassVar[ReplayCenter]
     REPLAY_CENTER_COMPLETED: _ClassVar[ReplayCenter]
     REPLAY_CENTER_STARTED: _ClassVar[ReplayCenter]
+    REPLAY_CENTER_STEP: _ClassVar[ReplayCenter]
 
 class ReplayEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -31,6 +32,7 @@ REPLAY_CENTER_UNSPECIFIED: ReplayCenter
 REPLAY_CENTER_VIOLATION: ReplayCenter
 REPLAY_CENTER_COMPLETED: ReplayCenter
 REPLAY_CENTER_STARTED: ReplayCenter
+REPLAY_CENTER_STEP: ReplayCenter
 REPLAY_EVENT_KIND_UNSPECIFIED: ReplayEventKind
 REPLAY_EVENT_KIND_LLM_STEP: ReplayEventKind
 REPLAY_EVENT_KIND_SYSTEM_RECORD: ReplayEventKind

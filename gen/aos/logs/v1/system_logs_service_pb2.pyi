@@ -33,7 +33,7 @@ TELEMETRY_STATUS_UNSPECIFIED: TelemetryStatus
 TELEMETRY_STATUS_NOT_COLLECTED: TelemetryStatus
 
 class ListSystemRecordsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "component", "event_type", "severity", "created_after", "created_before", "request_id")
+    __slots__ = ("page_size", "page_token", "component", "event_type", "severity", "created_after", "created_before", "request_id", "search", "order")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     COMPONENT_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +42,8 @@ class ListSystemRecordsRequest(_message.Message):
     CREATED_AFTER_FIELD_NUMBER: _ClassVar[int]
     CREATED_BEFORE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     component: str
@@ -50,7 +52,9 @@ class ListSystemRecordsRequest(_message.Message):
     created_after: _timestamp_pb2.Timestamp
     created_before: _timestamp_pb2.Timestamp
     request_id: str
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., component: _Optional[str] = ..., event_type: _Optional[_Union[_records_pb2.SystemEventType, str]] = ..., severity: _Optional[_Union[_records_pb2.SystemSeverity, str]] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    search: str
+    order: _evidence_pb2.SortOrder
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., component: _Optional[str] = ..., event_type: _Optional[_Union[_records_pb2.SystemEventType, str]] = ..., severity: _Optional[_Union[_records_pb2.SystemSeverity, str]] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ..., search: _Optional[str] = ..., order: _Optional[_Union[_evidence_pb2.SortOrder, str]] = ...) -> None: ...
 
 class ListSystemRecordsResponse(_message.Message):
     __slots__ = ("metadata", "records", "next_page_token", "total_size", "total_size_is_estimate", "has_more")
