@@ -124,6 +124,14 @@ ENV_VARS: tuple[EnvVar, ...] = (
            "Light calls (every RPC not declared heavy) one service process runs at once; more wait, round-robin "
            "between tenants, for at most AOS_QUEUE_BUDGET_S (or their deadline), else RESOURCE_EXHAUSTED with "
            "RetryInfo (REST: 429 with Retry-After): at once when recent service times say the wait would be longer."),
+    EnvVar("AOS_INGEST_INFLIGHT_BYTES", str(64 * 1024 * 1024),
+           "Bytes of ingest requests (AppendAuditEvents, AppendSystemRecords, RecordRun, OTLP Export) one Ingest "
+           "process holds in process at once (default 64 MiB); a request that would pass it is refused at once with "
+           "RESOURCE_EXHAUSTED INGEST_BYTES_LIMIT and RetryInfo (OTLP/HTTP: 429 with Retry-After), which the OTLP "
+           "exporters and aos_recording's client retry. A request alone is always admitted. 0: no limit."),
+    EnvVar("AOS_INGEST_INFLIGHT_BYTES_PER_TENANT", str(32 * 1024 * 1024),
+           "The same bound for one tenant's ingest requests (default 32 MiB), so that one producer's flood leaves "
+           "room for the others. 0: no limit."),
     EnvVar("AOS_QUEUE_BUDGET_S", "0.25",
            "Longest a light call waits to start (its deadline, if sooner, wins), counting the time it waited in "
            "gRPC's own queue while the process was saturated (its event loop's lag); seconds, fractions allowed."),
@@ -319,6 +327,8 @@ class Settings:
     log_level: str
     max_inflight: int = 32               # AOS_MAX_INFLIGHT (aos_runtime.admission)
     queue_budget_s: float = 0.25         # AOS_QUEUE_BUDGET_S
+    ingest_inflight_bytes: int = 64 * 1024 * 1024             # AOS_INGEST_INFLIGHT_BYTES (0: none)
+    ingest_inflight_bytes_per_tenant: int = 32 * 1024 * 1024  # AOS_INGEST_INFLIGHT_BYTES_PER_TENANT
     shed_lag_s: float = 0.01             # AOS_SHED_LAG_S
     heavy_concurrency: int = 2           # AOS_HEAVY_CONCURRENCY
     heavy_per_tenant: int = 1            # AOS_HEAVY_PER_TENANT
@@ -393,6 +403,8 @@ class Settings:
             log_level=level,
             max_inflight=_int(env, "AOS_MAX_INFLIGHT", minimum=1),
             queue_budget_s=_seconds(env, "AOS_QUEUE_BUDGET_S"),
+            ingest_inflight_bytes=_int(env, "AOS_INGEST_INFLIGHT_BYTES"),
+            ingest_inflight_bytes_per_tenant=_int(env, "AOS_INGEST_INFLIGHT_BYTES_PER_TENANT"),
             shed_lag_s=_seconds(env, "AOS_SHED_LAG_S", zero=True),
             heavy_concurrency=_int(env, "AOS_HEAVY_CONCURRENCY", minimum=1),
             heavy_per_tenant=_int(env, "AOS_HEAVY_PER_TENANT", minimum=1),
