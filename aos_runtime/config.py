@@ -107,7 +107,8 @@ ENV_VARS: tuple[EnvVar, ...] = (
            "Record list pages (ListLlmRuns, ListAuditEntries, …) as access entries too; off: only views by id."),
     EnvVar("AOS_ACCESS_FLUSH_MS", "200",
            "Milliseconds between writes of the buffered access entries (or sooner at 500): what a crash of a "
-           "service process can lose (RELIABILITY.md); a SIGTERM writes them all."),
+           "service process can lose while the database keeps up, more (the backlog) when views outrun the "
+           "ledger's appends (RELIABILITY.md); a SIGTERM writes them all."),
     EnvVar("AOS_TRUSTED_PROXIES", None,
            "Addresses or CIDR blocks (comma-separated) of proxies whose client address is believed: the gateway "
            "takes X-Forwarded-For only from them, the services the gateway's x-aos-client-ip only from them. "
