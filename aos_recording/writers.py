@@ -379,6 +379,21 @@ def _insert_once(conn: Connection, table: str, key: tuple[str, ...], record: Map
     return str(existing.id), False
 
 
+# TraceRecorder.add_new_steps: a new trace's steps in one statement, in index order.
+_STEP_COLUMNS = ("id", "step_index", "step_type", "level", "source", "timestamp", "tokens", "cost_cents",
+                 "duration_ms", "input_data", "output_data", "metadata", "content_hash")
+_STEP_TYPES = ("text", "int", "text", "text", "text", "timestamptz", "bigint", "bigint", "bigint", "text", "text",
+               "text", "bytea")
+_STEPS_INSERT_MANY = text(
+    "INSERT INTO aos_trace_steps (id, trace_id, tenant_id, step_index, step_type, level, source, \"timestamp\", "
+    "tokens, cost_cents, duration_ms, input_data, output_data, metadata, content_hash) "
+    "SELECT u.id, :trace_id, :tenant_id, u.step_index, u.step_type, u.level, u.source, u.timestamp, u.tokens, "
+    "u.cost_cents, u.duration_ms, CAST(u.input_data AS jsonb), CAST(u.output_data AS jsonb), "
+    "CAST(u.metadata AS jsonb), u.content_hash "
+    "FROM unnest(" + ", ".join(f"CAST(:{c} AS {t}[])" for c, t in zip(_STEP_COLUMNS, _STEP_TYPES, strict=True))
+    + ") AS u(" + ", ".join(_STEP_COLUMNS) + ") ORDER BY u.step_index")
+
+
 def _insert_or_refused(conn: Connection, sql: str, params: Mapping[str, Any],
                        refused: EvidenceConflict) -> Row[Any] | None:
     """The inserted row (None: skipped, the key holds the same content or a unique index
@@ -435,6 +450,38 @@ class TraceRecorder(_Writer):
              "content_hash": content},
             EvidenceConflict(f"trace {trace_id} step {step_index}: already recorded with different content"))
         return content
+
+    def add_new_steps(self, *, tenant_id: str, trace_id: str, steps: Sequence[Mapping[str, Any]]) -> list[bytes]:
+        """``add_step`` for each of ``steps`` (its fields; the index is the position), in one
+        statement: for a trace created in this transaction, which holds no step yet (so there
+        is no retry to skip and no other content to refuse, and no savepoint per step is
+        needed). Returns the steps' content hashes."""
+        if not steps:
+            return []
+        columns: dict[str, list[Any]] = {c: [] for c in _STEP_COLUMNS}
+        hashes = []
+        for index, fields in enumerate(steps):
+            step_type, level = fields["step_type"], fields.get("level", "info")
+            _check(step_type, vocabulary.STEP_TYPES, "step_type")
+            _check(level, vocabulary.STEP_LEVELS, "level")
+            content = hashing.step_content_hash({"step_index": index, "step_type": step_type,
+                                                 "input_data": fields.get("input_data"),
+                                                 "output_data": fields.get("output_data"),
+                                                 "timestamp": fields["timestamp"]})
+            hashes.append(content)
+            row = {"id": fields.get("step_id") or new_id("step"), "step_index": index, "step_type": step_type,
+                   "level": level, "source": fields.get("source", "agent"), "timestamp": fields["timestamp"],
+                   "tokens": fields.get("tokens", 0), "cost_cents": fields.get("cost_cents", 0),
+                   "duration_ms": fields.get("duration_ms", 0), "input_data": _json(fields.get("input_data")),
+                   "output_data": _json(fields.get("output_data")), "metadata": _json(fields.get("metadata")),
+                   "content_hash": content}
+            for column in _STEP_COLUMNS:
+                columns[column].append(row[column])
+        written = self.conn.execute(_STEPS_INSERT_MANY, {**columns, "trace_id": trace_id,
+                                                         "tenant_id": tenant_id}).rowcount
+        if written != len(steps):
+            raise EvidenceConflict(f"trace {trace_id}: {len(steps) - written} of its steps were already recorded")
+        return hashes
 
     def mark_violation(self, *, trace_id: str, step_index: int, policy_id: str, reason: str,
                        timestamp: datetime | None = None, incident_id: str | None = None) -> None:
