@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
@@ -44,6 +44,22 @@ def new_id(prefix: str) -> str:
 
 def _json(value: Any) -> str | None:
     return None if value is None else json.dumps(hashing._plain(value))
+
+
+# AuditLedgerWriter.append_many_once: a batch of entries in one statement, inserted in the
+# batch's order (ORDER BY the arrays' ordinality), each row's chain assigned by the trigger.
+_LEDGER_COLUMNS = ("id", "tenant_id", "event_type", "entity_type", "entity_id", "actor_type", "actor_id",
+                   "action_reason", "correlation_id", "created_at", "before_state", "after_state", "content_hash")
+_LEDGER_TYPES = ("text", "text", "text", "text", "text", "text", "text", "text", "text", "timestamptz", "text",
+                 "text", "bytea")
+_LEDGER_INSERT_MANY = text(
+    "INSERT INTO audit_ledger (" + ", ".join(_LEDGER_COLUMNS) + ", is_synthetic, synthetic_scenario_id) "
+    "SELECT u.id, u.tenant_id, u.event_type, u.entity_type, u.entity_id, u.actor_type, u.actor_id, "
+    "u.action_reason, u.correlation_id, u.created_at, CAST(u.before_state AS jsonb), CAST(u.after_state AS jsonb), "
+    "u.content_hash, :is_synthetic, :synthetic_scenario_id "
+    "FROM unnest(" + ", ".join(f"CAST(:{c} AS {t}[])" for c, t in zip(_LEDGER_COLUMNS, _LEDGER_TYPES, strict=True))
+    + ") WITH ORDINALITY AS u(" + ", ".join(_LEDGER_COLUMNS) + ", ord) ORDER BY u.ord "
+    "RETURNING id, seq, prev_hash, chain_hash")
 
 
 def _check(value: str | None, allowed: frozenset[str], name: str, *, optional: bool = False) -> None:
@@ -183,6 +199,60 @@ class AuditLedgerWriter(_Writer):
             raise EvidenceConflict(f"audit entry {entry['id']!r}: already recorded with different content")
         return LedgerEntry(entry["id"], stored.seq, content, bytes(stored.prev_hash), bytes(stored.chain_hash)), False
 
+    def append_many_once(self, items: Sequence[Mapping[str, Any]]) -> list[tuple[LedgerEntry, bool] | EvidenceConflict]:
+        """``append_once`` for each item's fields, in order, in two statements for the batch
+        (one look-up of the recorded ids, one INSERT of the new entries in request order; the
+        chain trigger assigns each its seq as for single appends) instead of two per entry.
+        Each answer is what ``append_once`` returns, or the EvidenceConflict it would raise;
+        an id twice in the batch is the first's retry (or a conflict) as if sent again.
+        The caller holds ``hold_producer_ids`` for the tenant."""
+        entries = []
+        for fields in items:
+            if not fields.get("entry_id"):
+                raise ValueError("append_many_once needs the producer's entry_id of every item")
+            entry = self.entry(**fields)
+            entries.append((entry, hashing.ledger_content_hash(entry)))
+        if not entries:
+            return []
+        tenants = {entry["tenant_id"] for entry, _ in entries}
+        if len(tenants) != 1:
+            raise ValueError("append_many_once appends to one tenant")
+        tenant = tenants.pop()
+        recorded: dict[str, LedgerEntry] = {}
+        for row in self.conn.execute(text(
+                "SELECT id, seq, content_hash, prev_hash, chain_hash FROM audit_ledger "
+                "WHERE tenant_id = :t AND id = ANY(CAST(:ids AS text[]))"),
+                {"t": tenant, "ids": [entry["id"] for entry, _ in entries]}):
+            recorded[row.id] = LedgerEntry(row.id, row.seq, bytes(row.content_hash), bytes(row.prev_hash),
+                                           bytes(row.chain_hash))
+        new: dict[str, tuple[dict[str, Any], bytes]] = {}
+        for entry, content in entries:
+            if entry["id"] not in recorded and entry["id"] not in new:
+                new[entry["id"]] = (entry, content)
+        if new:
+            columns: dict[str, list[Any]] = {c: [] for c in _LEDGER_COLUMNS}
+            for fresh, fresh_hash in new.values():
+                values = {**fresh, "before_state": _json(fresh["before_state"]),
+                          "after_state": _json(fresh["after_state"]), "content_hash": fresh_hash}
+                for column in _LEDGER_COLUMNS:
+                    columns[column].append(values[column])
+            for inserted in self.conn.execute(_LEDGER_INSERT_MANY, {**columns, **self._marks()}):
+                recorded[inserted.id] = LedgerEntry(inserted.id, inserted.seq, new[inserted.id][1],
+                                                    bytes(inserted.prev_hash), bytes(inserted.chain_hash))
+        answers: list[tuple[LedgerEntry, bool] | EvidenceConflict] = []
+        created: set[str] = set()
+        for entry, content in entries:
+            stored = recorded[entry["id"]]
+            if stored.content_hash != content:
+                answers.append(EvidenceConflict(f"audit entry {entry['id']!r}: already recorded with different "
+                                                "content"))
+            elif entry["id"] in new and entry["id"] not in created:
+                created.add(entry["id"])
+                answers.append((stored, True))
+            else:
+                answers.append((stored, False))
+        return answers
+
     def _insert(self, entry: Mapping[str, Any], content: bytes) -> LedgerEntry:
         before_state, after_state = entry["before_state"], entry["after_state"]
         row = self.conn.execute(text(
@@ -309,6 +379,21 @@ def _insert_once(conn: Connection, table: str, key: tuple[str, ...], record: Map
     return str(existing.id), False
 
 
+# TraceRecorder.add_new_steps: a new trace's steps in one statement, in index order.
+_STEP_COLUMNS = ("id", "step_index", "step_type", "level", "source", "timestamp", "tokens", "cost_cents",
+                 "duration_ms", "input_data", "output_data", "metadata", "content_hash")
+_STEP_TYPES = ("text", "int", "text", "text", "text", "timestamptz", "bigint", "bigint", "bigint", "text", "text",
+               "text", "bytea")
+_STEPS_INSERT_MANY = text(
+    "INSERT INTO aos_trace_steps (id, trace_id, tenant_id, step_index, step_type, level, source, \"timestamp\", "
+    "tokens, cost_cents, duration_ms, input_data, output_data, metadata, content_hash) "
+    "SELECT u.id, :trace_id, :tenant_id, u.step_index, u.step_type, u.level, u.source, u.timestamp, u.tokens, "
+    "u.cost_cents, u.duration_ms, CAST(u.input_data AS jsonb), CAST(u.output_data AS jsonb), "
+    "CAST(u.metadata AS jsonb), u.content_hash "
+    "FROM unnest(" + ", ".join(f"CAST(:{c} AS {t}[])" for c, t in zip(_STEP_COLUMNS, _STEP_TYPES, strict=True))
+    + ") AS u(" + ", ".join(_STEP_COLUMNS) + ") ORDER BY u.step_index")
+
+
 def _insert_or_refused(conn: Connection, sql: str, params: Mapping[str, Any],
                        refused: EvidenceConflict) -> Row[Any] | None:
     """The inserted row (None: skipped, the key holds the same content or a unique index
@@ -365,6 +450,38 @@ class TraceRecorder(_Writer):
              "content_hash": content},
             EvidenceConflict(f"trace {trace_id} step {step_index}: already recorded with different content"))
         return content
+
+    def add_new_steps(self, *, tenant_id: str, trace_id: str, steps: Sequence[Mapping[str, Any]]) -> list[bytes]:
+        """``add_step`` for each of ``steps`` (its fields; the index is the position), in one
+        statement: for a trace created in this transaction, which holds no step yet (so there
+        is no retry to skip and no other content to refuse, and no savepoint per step is
+        needed). Returns the steps' content hashes."""
+        if not steps:
+            return []
+        columns: dict[str, list[Any]] = {c: [] for c in _STEP_COLUMNS}
+        hashes = []
+        for index, fields in enumerate(steps):
+            step_type, level = fields["step_type"], fields.get("level", "info")
+            _check(step_type, vocabulary.STEP_TYPES, "step_type")
+            _check(level, vocabulary.STEP_LEVELS, "level")
+            content = hashing.step_content_hash({"step_index": index, "step_type": step_type,
+                                                 "input_data": fields.get("input_data"),
+                                                 "output_data": fields.get("output_data"),
+                                                 "timestamp": fields["timestamp"]})
+            hashes.append(content)
+            row = {"id": fields.get("step_id") or new_id("step"), "step_index": index, "step_type": step_type,
+                   "level": level, "source": fields.get("source", "agent"), "timestamp": fields["timestamp"],
+                   "tokens": fields.get("tokens", 0), "cost_cents": fields.get("cost_cents", 0),
+                   "duration_ms": fields.get("duration_ms", 0), "input_data": _json(fields.get("input_data")),
+                   "output_data": _json(fields.get("output_data")), "metadata": _json(fields.get("metadata")),
+                   "content_hash": content}
+            for column in _STEP_COLUMNS:
+                columns[column].append(row[column])
+        written = self.conn.execute(_STEPS_INSERT_MANY, {**columns, "trace_id": trace_id,
+                                                         "tenant_id": tenant_id}).rowcount
+        if written != len(steps):
+            raise EvidenceConflict(f"trace {trace_id}: {len(steps) - written} of its steps were already recorded")
+        return hashes
 
     def mark_violation(self, *, trace_id: str, step_index: int, policy_id: str, reason: str,
                        timestamp: datetime | None = None, incident_id: str | None = None) -> None:

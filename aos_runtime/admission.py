@@ -39,6 +39,8 @@ from dataclasses import dataclass
 
 from aos_runtime.faults import DeadlinePassed, Overloaded
 
+INGEST_BYTES_LIMIT = "INGEST_BYTES_LIMIT"  # the refusal's reason (aos_runtime.errors)
+
 # Service times kept for the estimate, and how many make one (fewer: no early refusal).
 WINDOW = 50
 MIN_SAMPLES = 5
@@ -281,6 +283,89 @@ class FairGate:
                           message=f"not started: {why}; limit: {limit}; retry after {math.ceil(retry * 10) / 10} s")
 
 
+class ByteHold:
+    """The bytes a started call holds; ``release()`` once, when the call ends (idempotent)."""
+
+    __slots__ = ("_gate", "_size", "_started", "_tenant")
+
+    def __init__(self, gate: InflightBytes | None, tenant: str, size: int, started: float) -> None:
+        self._gate, self._tenant, self._size, self._started = gate, tenant, size, started
+
+    def release(self) -> None:
+        if self._gate is not None:
+            gate, self._gate = self._gate, None
+            gate._release(self._tenant, self._size, self._started)
+
+
+NO_BYTES = ByteHold(None, "", 0, 0.0)
+
+
+class InflightBytes:
+    """A bound on the bytes of requests being processed at once in one process (the ingest
+    writes, whose requests are up to 4 MiB each): at most ``limit`` bytes in all and
+    ``per_tenant`` of one tenant. A request that would pass a bound is refused at once —
+    RESOURCE_EXHAUSTED ``INGEST_BYTES_LIMIT`` with RetryInfo (when the bytes in flight are
+    likely done: the recent mean time a request held its bytes) and QuotaFailure — and did
+    nothing, so the producer retries it (the OTLP exporters do so by themselves). It does not
+    wait: a producer has its batch in memory already, and retrying after the delay costs it
+    nothing, while queued bytes would be the memory the bound is there to cap.
+
+    A request alone is always admitted, however large (the gRPC message limit bounds it), so
+    that a bound below the largest request never refuses it forever. 0 turns a bound off."""
+
+    def __init__(self, limit: int, per_tenant: int) -> None:
+        self.limit = limit
+        self.per_tenant = per_tenant
+        self._held: Counter[str] = Counter()
+        self._total = 0
+        self._service_s: deque[float] = deque(maxlen=WINDOW)
+        self.refused = 0  # requests refused since the start (tests, logs)
+
+    @property
+    def held(self) -> int:
+        return self._total
+
+    def held_of(self, tenant: str) -> int:
+        return self._held[tenant]
+
+    def acquire(self, tenant: str, size: int) -> ByteHold:
+        """The hold of ``size`` bytes for ``tenant``'s call, or Overloaded when a bound is full."""
+        if self.per_tenant and self._held[tenant] and self._held[tenant] + size > self.per_tenant:
+            raise self._refusal(tenant, size, tenant_limit=True)
+        if self.limit and self._total and self._total + size > self.limit:
+            raise self._refusal(tenant, size, tenant_limit=False)
+        self._held[tenant] += size
+        self._total += size
+        return ByteHold(self, tenant, size, time.monotonic())
+
+    def _release(self, tenant: str, size: int, started: float) -> None:
+        self._service_s.append(time.monotonic() - started)
+        self._held[tenant] -= size
+        if not self._held[tenant]:
+            del self._held[tenant]
+        self._total -= size
+
+    def retry_after_s(self) -> float:
+        """When the bytes in flight are likely released: the recent mean hold time."""
+        mean = sum(self._service_s) / len(self._service_s) if self._service_s else 0.0
+        return max(mean, MIN_RETRY_S)
+
+    def _refusal(self, tenant: str, size: int, *, tenant_limit: bool) -> Overloaded:
+        self.refused += 1
+        if tenant_limit:
+            limit = (f"bytes of one tenant's ingest requests in process at once per process "
+                     f"(AOS_INGEST_INFLIGHT_BYTES_PER_TENANT={self.per_tenant})")
+            held = self._held[tenant]
+        else:
+            limit = f"bytes of ingest requests in process at once per process (AOS_INGEST_INFLIGHT_BYTES={self.limit})"
+            held = self._total
+        retry = self.retry_after_s()
+        return Overloaded(tenant_limit=tenant_limit, tenant=tenant, limit=limit, retry_after_s=round(retry, 3),
+                          reason=INGEST_BYTES_LIMIT,
+                          message=f"not started: {held} bytes are in process and this request's {size} would pass "
+                                  f"the limit; limit: {limit}; retry after {math.ceil(retry * 10) / 10} s")
+
+
 @dataclass(frozen=True)
 class Admission:
     """The server's gates. ``heavy`` is None with AOS_HEAVY_ISOLATION=off (a diagnostic: heavy
@@ -294,11 +379,14 @@ class Admission:
     # Streams that continue after their heavy start (DownloadExport): AOS_DOWNLOADS_PER_TENANT of a
     # tenant at once, none waiting (a download is retried, not queued behind a slow one).
     streams: FairGate | None = None
+    # Bytes of requests in process of the RPCs whose service bounds them (the ingest writes).
+    inflight_bytes: InflightBytes | None = None
 
     @classmethod
     def of(cls, *, max_inflight: int, queue_budget_s: float, heavy_isolation: bool, heavy_concurrency: int,
            heavy_per_tenant: int, heavy_queue_per_tenant: int, heavy_queue_budget_s: float,
-           shed_lag_s: float = 0.0, streams_per_tenant: int = 4) -> Admission:
+           shed_lag_s: float = 0.0, streams_per_tenant: int = 4, inflight_bytes: int = 0,
+           inflight_bytes_per_tenant: int = 0) -> Admission:
         lag = LoopLag()
         light = FairGate(Limits("light", max_inflight, None, None, queue_budget_s, "AOS_MAX_INFLIGHT"), lag)
         heavy = FairGate(Limits("heavy", heavy_concurrency, heavy_per_tenant, heavy_queue_per_tenant,
@@ -307,7 +395,8 @@ class Admission:
         # its chunks, only its place); a tenant's share keeps one tenant from taking them all.
         streams = FairGate(Limits("download", max_inflight, streams_per_tenant, 0, queue_budget_s, "AOS_MAX_INFLIGHT",
                                   "AOS_DOWNLOADS_PER_TENANT", "AOS_DOWNLOADS_PER_TENANT"), lag)
-        return cls(light, heavy, lag, shed_lag_s, streams)
+        return cls(light, heavy, lag, shed_lag_s, streams,
+                   InflightBytes(inflight_bytes, inflight_bytes_per_tenant))
 
     def gate(self, heavy: bool) -> FairGate:
         return self.heavy if heavy and self.heavy is not None else self.light

@@ -107,7 +107,8 @@ ENV_VARS: tuple[EnvVar, ...] = (
            "Record list pages (ListLlmRuns, ListAuditEntries, …) as access entries too; off: only views by id."),
     EnvVar("AOS_ACCESS_FLUSH_MS", "200",
            "Milliseconds between writes of the buffered access entries (or sooner at 500): what a crash of a "
-           "service process can lose (RELIABILITY.md); a SIGTERM writes them all."),
+           "service process can lose while the database keeps up, more (the backlog) when views outrun the "
+           "ledger's appends (RELIABILITY.md); a SIGTERM writes them all."),
     EnvVar("AOS_TRUSTED_PROXIES", None,
            "Addresses or CIDR blocks (comma-separated) of proxies whose client address is believed: the gateway "
            "takes X-Forwarded-For only from them, the services the gateway's x-aos-client-ip only from them. "
@@ -124,6 +125,14 @@ ENV_VARS: tuple[EnvVar, ...] = (
            "Light calls (every RPC not declared heavy) one service process runs at once; more wait, round-robin "
            "between tenants, for at most AOS_QUEUE_BUDGET_S (or their deadline), else RESOURCE_EXHAUSTED with "
            "RetryInfo (REST: 429 with Retry-After): at once when recent service times say the wait would be longer."),
+    EnvVar("AOS_INGEST_INFLIGHT_BYTES", str(64 * 1024 * 1024),
+           "Bytes of ingest requests (AppendAuditEvents, AppendSystemRecords, RecordRun, OTLP Export) one Ingest "
+           "process holds in process at once (default 64 MiB); a request that would pass it is refused at once with "
+           "RESOURCE_EXHAUSTED INGEST_BYTES_LIMIT and RetryInfo (OTLP/HTTP: 429 with Retry-After), which the OTLP "
+           "exporters and aos_recording's client retry. A request alone is always admitted. 0: no limit."),
+    EnvVar("AOS_INGEST_INFLIGHT_BYTES_PER_TENANT", str(32 * 1024 * 1024),
+           "The same bound for one tenant's ingest requests (default 32 MiB), so that one producer's flood leaves "
+           "room for the others. 0: no limit."),
     EnvVar("AOS_QUEUE_BUDGET_S", "0.25",
            "Longest a light call waits to start (its deadline, if sooner, wins), counting the time it waited in "
            "gRPC's own queue while the process was saturated (its event loop's lag); seconds, fractions allowed."),
@@ -319,6 +328,8 @@ class Settings:
     log_level: str
     max_inflight: int = 32               # AOS_MAX_INFLIGHT (aos_runtime.admission)
     queue_budget_s: float = 0.25         # AOS_QUEUE_BUDGET_S
+    ingest_inflight_bytes: int = 64 * 1024 * 1024             # AOS_INGEST_INFLIGHT_BYTES (0: none)
+    ingest_inflight_bytes_per_tenant: int = 32 * 1024 * 1024  # AOS_INGEST_INFLIGHT_BYTES_PER_TENANT
     shed_lag_s: float = 0.01             # AOS_SHED_LAG_S
     heavy_concurrency: int = 2           # AOS_HEAVY_CONCURRENCY
     heavy_per_tenant: int = 1            # AOS_HEAVY_PER_TENANT
@@ -393,6 +404,8 @@ class Settings:
             log_level=level,
             max_inflight=_int(env, "AOS_MAX_INFLIGHT", minimum=1),
             queue_budget_s=_seconds(env, "AOS_QUEUE_BUDGET_S"),
+            ingest_inflight_bytes=_int(env, "AOS_INGEST_INFLIGHT_BYTES"),
+            ingest_inflight_bytes_per_tenant=_int(env, "AOS_INGEST_INFLIGHT_BYTES_PER_TENANT"),
             shed_lag_s=_seconds(env, "AOS_SHED_LAG_S", zero=True),
             heavy_concurrency=_int(env, "AOS_HEAVY_CONCURRENCY", minimum=1),
             heavy_per_tenant=_int(env, "AOS_HEAVY_PER_TENANT", minimum=1),

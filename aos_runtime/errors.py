@@ -61,7 +61,15 @@ class ApiError(Exception):
         details += [_pack(d) for d in self.details]
         status = rpc_status.to_status(
             status_pb2.Status(code=getattr(code_pb2, self.code.name), message=self.message, details=details))
-        return _Status(status.code, status.details, tuple(trailing_metadata) + tuple(status.trailing_metadata))
+        # The RetryInfo also on its own, as the OpenTelemetry OTLP/gRPC exporters read it
+        # (opentelemetry-exporter-otlp-proto-grpc reads only this key, not the Status details).
+        retry = tuple((RETRY_INFO_KEY, d.SerializeToString()) for d in self.details
+                      if isinstance(d, error_details_pb2.RetryInfo))
+        return _Status(status.code, status.details,
+                       tuple(trailing_metadata) + tuple(status.trailing_metadata) + retry)
+
+
+RETRY_INFO_KEY = "google.rpc.retryinfo-bin"
 
 
 class _Status(collections.namedtuple("_Status", ("code", "details", "trailing_metadata")), grpc.Status):
@@ -163,6 +171,9 @@ def _from_fault(exc: faults.Fault) -> ApiError:
         # Refused before it started: nothing was done, so any call (a write too) may be retried.
         details = [error_details_pb2.QuotaFailure(violations=[error_details_pb2.QuotaFailure.Violation(
             subject=exc.tenant, description=exc.limit)]), *_retry_info(exc.retry_after_s)]
+        if exc.reason is not None:
+            return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, exc.reason, exc.message,
+                            metadata={"limit": exc.limit}, details=details)
         if exc.tenant_limit:  # the tenant's own calls fill its share, not the process's
             return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "TENANT_HEAVY_LIMIT", exc.message,
                             metadata={"limit": exc.limit}, details=details)

@@ -66,8 +66,10 @@ class Overloaded(Fault):
     ``limit``: which limit, in words, for google.rpc.QuotaFailure; ``retry_after_s``:
     when a slot is likely free, estimated from recent service times."""
 
-    def __init__(self, *, tenant_limit: bool, tenant: str, limit: str, retry_after_s: float, message: str) -> None:
+    def __init__(self, *, tenant_limit: bool, tenant: str, limit: str, retry_after_s: float, message: str,
+                 reason: str | None = None) -> None:
         super().__init__(message)
+        self.reason = reason  # the refusal's own reason when it is neither gate's (INGEST_BYTES_LIMIT)
         self.tenant_limit = tenant_limit
         self.tenant = tenant
         self.limit = limit

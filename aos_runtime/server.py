@@ -34,7 +34,7 @@ from grpc_reflection.v1alpha import reflection
 from aos.evidence.v1 import options_pb2
 from aos_runtime import auth, errors, metrics, tracing
 from aos_runtime.access import AccessRecorder
-from aos_runtime.admission import OPEN, Admission, Permit
+from aos_runtime.admission import NO_BYTES, OPEN, Admission, ByteHold, Permit
 from aos_runtime.config import Settings
 from aos_runtime.db import Database, call_deadline, heavy_call, min_wal_position
 from aos_runtime.faults import Overloaded
@@ -74,6 +74,8 @@ class Servicer:
     # The scope of every method of a service whose protos are another project's (OTLP's
     # TraceService) and so carry no ``required_scope`` option; None: read from the option.
     scope: str | None = None
+    # Its requests' bytes count against AOS_INGEST_INFLIGHT_BYTES (aos_runtime.admission.InflightBytes).
+    bound_bytes: bool = False
 
 
 def _pass_bytes(serialize: Callable[[Any], bytes]) -> Callable[[Any], bytes]:
@@ -169,8 +171,9 @@ class CallPolicy(grpc.aio.ServerInterceptor):
 
     def __init__(self, verifier: auth.TokenVerifier, scopes: dict[str, str], *,
                  admission: Admission | None = None, heavy: frozenset[str] = frozenset(), service: str = "",
-                 access: AccessRecorder | None = None) -> None:
+                 access: AccessRecorder | None = None, bound_bytes: frozenset[str] = frozenset()) -> None:
         self._service = service  # the metrics' label
+        self._bound_bytes = bound_bytes
         self._verifier = verifier
         self._scopes = scopes
         self._admission = admission
@@ -241,6 +244,14 @@ class CallPolicy(grpc.aio.ServerInterceptor):
         heavy_call.set(heavy)
         _call_slot.set(slot)
         return slot
+
+    def _hold_bytes(self, method: str, request: Any) -> ByteHold:
+        """The request's bytes, held while it is processed when its service bounds them (the
+        ingest writes); raises Overloaded (INGEST_BYTES_LIMIT) when a bound is full."""
+        if method not in self._bound_bytes or self._admission is None or self._admission.inflight_bytes is None:
+            return NO_BYTES
+        principal = auth.current_principal.get()
+        return self._admission.inflight_bytes.acquire(principal.tenant_id if principal else "", request.ByteSize())
 
     def _enter(self, context, method: str, scope: str) -> tuple[str, float]:
         """Per-call context: request id, deadline, principal. Raises ApiError to refuse the call."""
@@ -319,9 +330,11 @@ class CallPolicy(grpc.aio.ServerInterceptor):
         async def wrapped(request, context):
             started = time.monotonic()
             slot = CallSlot(None, "", OPEN)
+            held = NO_BYTES
             try:
                 rid, started = self._enter(context, method, scope)
                 context.set_trailing_metadata((("x-request-id", rid),))
+                held = self._hold_bytes(method, request)
                 slot = await self._admit(method)
                 self._access_room(method)
                 result = behavior(request, context)
@@ -334,6 +347,7 @@ class CallPolicy(grpc.aio.ServerInterceptor):
                 return None
             finally:
                 slot.permit.release()
+                held.release()
             self._accessed(context, method, request)
             self._log(method, grpc.StatusCode.OK, started)
             return result
@@ -412,7 +426,9 @@ class ServiceServer:
                           CallPolicy(verifier, required_scopes([s.descriptor for s in servicers],
                                                      {s.descriptor.full_name: s.scope for s in servicers if s.scope}),
                                      admission=admission, heavy=heavy_methods([s.descriptor for s in servicers]),
-                                     service=name, access=access)],
+                                     service=name, access=access,
+                                     bound_bytes=frozenset(f"/{s.descriptor.full_name}/{m.name}" for s in servicers
+                                                           if s.bound_bytes for m in s.descriptor.methods))],
             options=server_options(max_message_bytes, reuse_port=reuse_port))
         for servicer in servicers:
             servicer.add_to_server(servicer.implementation, self.server)

@@ -162,7 +162,7 @@ def create_app(backends: Mapping[str, str], *, max_message_bytes: int = 8 * 1024
     trusted = clients.networks(trusted_proxies)
     # OTLP's TraceService has no REST rules: it is served as OTLP/HTTP (otlp_traces below).
     table = RouteTable.from_services(service_descriptor(name) for name in backends if name != otlp_http.SERVICE)
-    document = openapi.build(table)
+    document = openapi.build(table, otlp_path=otlp_http.PATH if otlp_http.SERVICE in backends else None)
     channels = Backends(backends, max_message_bytes, channels_per_backend)
     renderers = {method.full_name: stored_json.Renderer(method) for name in backends
                  for method in service_descriptor(name).methods if stored_json.renders(method)}

@@ -133,12 +133,16 @@ def _described(schema: dict[str, Any], *texts: str) -> dict[str, Any]:
     return schema
 
 
-def build(table: RouteTable, *, title: str = "AOS Evidence Plane", version: str = "v1") -> dict[str, Any]:
+def build(table: RouteTable, *, title: str = "AOS Evidence Plane", version: str = "v1",
+          otlp_path: str | None = None) -> dict[str, Any]:
+    """``otlp_path``: where the gateway serves OTLP/HTTP traces (``/v1/traces``), when it does."""
     schemas = _Schemas()
     paths: dict[str, dict[str, Any]] = {}
     for route in table.routes:
         paths.setdefault(route.template.template, {})[route.http_method.lower()] = _operation(route, schemas)
     status = schemas.message(fields.descriptor(status_pb2.Status))
+    if otlp_path is not None:
+        paths[otlp_path] = {"post": _otlp_traces(status)}
     services = sorted({r.method.containing_service for r in table.routes}, key=lambda s: s.full_name)
     return {
         "openapi": "3.1.0",
@@ -150,7 +154,8 @@ def build(table: RouteTable, *, title: str = "AOS Evidence Plane", version: str 
             "replica waits until it has replayed the write that answered with that `X-AOS-WAL-LSN`, as "
             "CreateExport does). Errors are google.rpc.Status with "
             "google.rpc.ErrorInfo (domain aos.evidence) and, for bad input, google.rpc.BadRequest.")},
-        "tags": [{"name": s.name, "description": comments().get(s.full_name, s.full_name)} for s in services],
+        "tags": [{"name": s.name, "description": comments().get(s.full_name, s.full_name)} for s in services]
+        + ([{"name": "TraceService", "description": "OTLP/HTTP traces (docs/INGEST.md)"}] if otlp_path else []),
         "paths": dict(sorted(paths.items())),
         "components": {
             "schemas": dict(sorted(schemas.components.items())),
@@ -183,6 +188,54 @@ def _operation(route: Route, schemas: _Schemas) -> dict[str, Any]:
         "content": {"application/json": {"schema": schemas.message(route.method.output_type)}},
     }, "default": _ERROR}
     return operation
+
+
+def _otlp_traces(status: dict[str, Any]) -> dict[str, Any]:
+    """``POST /v1/traces`` (gateway/otlp_http.py): OTLP/HTTP as the OpenTelemetry specification
+    defines it, not a transcoded RPC, so its bodies are described here rather than from a
+    google.api.http rule. The JSON schemas are OTLP/JSON's outline (lowerCamelCase names, trace
+    and span ids as hex); the full message is opentelemetry-proto's ExportTraceServiceRequest."""
+    protobuf = {"schema": {"type": "string", "format": "binary"}}
+    any_object = {"type": "object", "additionalProperties": True}
+    request = {"type": "object", "properties": {"resourceSpans": {"type": "array", "items": {
+        "type": "object", "properties": {"resource": any_object, "schemaUrl": {"type": "string"},
+                                         "scopeSpans": {"type": "array", "items": any_object}},
+        "additionalProperties": True}}}, "additionalProperties": True,
+        "description": "opentelemetry.proto.collector.trace.v1.ExportTraceServiceRequest in OTLP/JSON "
+                       "(traceId, spanId, parentSpanId as hex strings)."}
+    reply = {"type": "object", "properties": {"partialSuccess": {"type": "object", "properties": {
+        "rejectedSpans": _INT64, "errorMessage": {"type": "string"}}}},
+        "description": "opentelemetry.proto.collector.trace.v1.ExportTraceServiceResponse; partialSuccess "
+                       "counts and names the spans refused (docs/INGEST.md has the mapping)."}
+    failure = {"description": "google.rpc.Status, in the request's encoding",
+               "content": {"application/json": {"schema": status}, "application/x-protobuf": protobuf}}
+    retried = {**failure, "headers": {"Retry-After": {"schema": {"type": "string"},
+                                                       "description": "Seconds to wait before retrying."}}}
+    return {
+        "operationId": "TraceService_Export",
+        "tags": ["TraceService"],
+        "summary": "OTLP/HTTP traces: GenAI spans become LLM runs with their traces",
+        "description": "OTLP/HTTP (OpenTelemetry protocol specification) forwarded to the Ingest service's "
+                       "`opentelemetry.proto.collector.trace.v1.TraceService/Export`; needs the scope "
+                       "`evidence.write` (actor type AGENT or SYSTEM). Body: `application/x-protobuf` or "
+                       "`application/json`, optionally `Content-Encoding: gzip`; the answer is in the request's "
+                       "encoding. 429 and 503 carry `Retry-After` and are retried by the OTLP exporters.",
+        "parameters": [{"name": "Content-Encoding", "in": "header", "required": False,
+                        "schema": {"type": "string", "enum": ["gzip", "identity"]}}],
+        "requestBody": {"required": True, "content": {"application/x-protobuf": protobuf,
+                                                      "application/json": {"schema": request}}},
+        "responses": {
+            "200": {"description": "Accepted (all, or all but partialSuccess.rejectedSpans)",
+                    "content": {"application/x-protobuf": protobuf, "application/json": {"schema": reply}}},
+            "400": {**failure, "description": "The body does not parse (not retried)"},
+            "401": {**failure, "description": "No or bad credentials"},
+            "403": {**failure, "description": "Not scope evidence.write, or not an AGENT/SYSTEM token"},
+            "415": {**failure, "description": "Content-Type is neither application/x-protobuf nor application/json"},
+            "429": {**retried, "description": "Full (AOS_INGEST_INFLIGHT_BYTES, AOS_MAX_INFLIGHT): retry after"},
+            "503": {**retried, "description": "The service or its database is unreachable: retry after"},
+            "default": _ERROR,
+        },
+    }
 
 
 def _path_parameters(route: Route, schemas: _Schemas) -> list[dict[str, Any]]:

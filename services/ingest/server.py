@@ -9,7 +9,8 @@ from services.ingest import ingest, otlp
 
 
 def servicers(ctx: ServiceContext) -> list[Servicer]:
-    return [Servicer(ingest.DESCRIPTOR, pb_grpc.add_IngestServiceServicer_to_server, ingest.IngestService(ctx)),
+    return [Servicer(ingest.DESCRIPTOR, pb_grpc.add_IngestServiceServicer_to_server, ingest.IngestService(ctx),
+                     bound_bytes=True),
             # OTLP's own protos carry no required_scope option: the scope is given here.
             Servicer(otlp.DESCRIPTOR, otlp_grpc.add_TraceServiceServicer_to_server, otlp.TraceReceiver(ctx),
-                     scope="evidence.write")]
+                     scope="evidence.write", bound_bytes=True)]

@@ -106,6 +106,30 @@ def test_non_canonical_events_never_reach_the_database(producer):
                                        entity_id="p", actor_type="HUMAN")
 
 
+def test_new_steps_in_one_statement_are_add_steps_and_refuse_a_trace_that_has_steps(producer):
+    tenant = new_tenant(producer, "steps")
+    steps = [{"step_type": kind, "timestamp": T0 + timedelta(seconds=i), "input_data": {"i": i}, "tokens": 10,
+              "metadata": {"span_id": f"s{i}"}} for i, kind in enumerate(["input", "llm_call", "output"])]
+    with producer.transaction(tenant) as conn:
+        rec = TraceRecorder(conn)
+        one = rec.create_trace(tenant_id=tenant, run_id="run-many", started_at=T0)
+        other = rec.create_trace(tenant_id=tenant, run_id="run-single", started_at=T0)
+        many = rec.add_new_steps(tenant_id=tenant, trace_id=one, steps=steps)
+        single = [rec.add_step(tenant_id=tenant, trace_id=other, step_index=i, **step) for i, step in enumerate(steps)]
+        assert many == single  # the same SPEC §5 hashes
+        assert rec.complete_trace(trace_id=one) == rec.complete_trace(trace_id=other) == \
+            hashing.trace_content_hash(many)
+        row, stored = load_trace(conn, one)
+        assert (row["step_count"], row["total_tokens"]) == (3, 30)
+        assert [s["step_index"] for s in stored] == [0, 1, 2]
+    with producer.transaction(tenant) as conn:
+        rec = TraceRecorder(conn)
+        again = rec.create_trace(tenant_id=tenant, run_id="run-again", started_at=T0)
+        rec.add_step(tenant_id=tenant, trace_id=again, step_index=0, **steps[0])
+        with pytest.raises(EvidenceConflict):  # not a new trace's steps: one is there (the trigger skips it)
+            rec.add_new_steps(tenant_id=tenant, trace_id=again, steps=steps)
+
+
 def test_trace_lifecycle_idempotency_and_conflicts(producer):
     tenant = new_tenant(producer, "trace")
     with producer.transaction(tenant) as conn:

@@ -130,6 +130,12 @@ async def test_a_retry_is_already_present_and_adds_nothing(ingest, ledger, datab
         events=[event(f"evt-{twice}", twice), event(f"evt-{twice}", twice)]), metadata=writer())
     assert [r.status for r in reply.results] == [pb.ITEM_STATUS_CREATED, pb.ITEM_STATUS_ALREADY_PRESENT]
     assert len(await entries(ledger, twice)) == 1
+    # … and with other content the second is a conflict, the first written (one batch, one statement).
+    other = uuid.uuid4().hex
+    reply = await ingest.AppendAuditEvents(pb.AppendAuditEventsRequest(
+        events=[event(f"evt-{other}", other), event(f"evt-{other}", other, entity_id="lim-2")]), metadata=writer())
+    assert [r.status for r in reply.results] == [pb.ITEM_STATUS_CREATED, pb.ITEM_STATUS_CONFLICT]
+    assert [e.entity_id for e in await entries(ledger, other)] == ["lim-1"]
     assert ledger_report(database_url, TENANT).ok
 
 

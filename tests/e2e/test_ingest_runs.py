@@ -81,11 +81,12 @@ def a_run(run_id: str, started: datetime | None = None, **kw) -> pb.RunInput:
 async def test_a_run_is_readable_with_its_trace_and_counts_in_the_costs(ingest, runs, overview):
     before = (await overview.GetCosts(overview_pb.GetCostsRequest(), metadata=reader())).actuals.llm_run_cost
     run_id = f"run-{uuid.uuid4().hex[:12]}"
-    reply = await ingest.RecordRun(pb.RecordRunRequest(run=a_run(run_id)), metadata=writer())
+    # Built once: a_run's times are from the clock (to the second), so a second build may differ.
+    message = a_run(run_id)
+    reply = await ingest.RecordRun(pb.RecordRunRequest(run=message), metadata=writer())
     assert reply.status == pb.ITEM_STATUS_CREATED
     assert reply.trace_id == run_id  # no trace id sent: the run's
     # The server's hashes are SPEC §5's (recomputed here from the steps as sent).
-    message = a_run(run_id)
     expected = [hashing.step_content_hash({"step_index": i, "step_type": t, "input_data": i_, "output_data": o,
                                            "timestamp": s.timestamp.ToDatetime(tzinfo=timezone.utc)})
                 for i, (s, t, i_, o) in enumerate(zip(

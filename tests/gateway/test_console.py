@@ -57,6 +57,21 @@ async def test_openapi_text_comes_from_the_protos_comments(client):
     assert sizes and all(s["minimum"] == 0 for s in sizes)
 
 
+async def test_openapi_describes_otlp_http_traces_with_its_content_types(client):
+    document = (await client.get("/openapi.json")).json()
+    export = document["paths"]["/v1/traces"]["post"]
+    assert set(export["requestBody"]["content"]) == {"application/x-protobuf", "application/json"}
+    assert set(export["responses"]["200"]["content"]) == {"application/x-protobuf", "application/json"}
+    assert {"400", "415", "429", "503"} <= set(export["responses"])
+    assert "Retry-After" in export["responses"]["429"]["headers"]
+    assert "evidence.write" in export["description"]
+    assert any(tag["name"] == "TraceService" for tag in document["tags"])
+    # What the document says is what the route does: a JSON body in its outline is answered in JSON
+    # (here 403: the console's token is a HUMAN's, and evidence.write is for AGENT or SYSTEM callers).
+    reply = await client.post("/v1/traces", json={"resourceSpans": []})
+    assert reply.status_code == 403 and reply.headers["content-type"].startswith("application/json")
+
+
 def test_every_service_and_method_has_a_comment():
     """The descriptor set carries the source info (gen_protos --include_source_info): a proto
     without comments would give the docs bare RPC names."""

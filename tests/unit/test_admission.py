@@ -10,9 +10,10 @@ import time
 
 import grpc
 import pytest
+from google.rpc import error_details_pb2
 
 from aos_runtime import errors
-from aos_runtime.admission import MIN_SAMPLES, Admission, FairGate, Limits, LoopLag
+from aos_runtime.admission import INGEST_BYTES_LIMIT, MIN_SAMPLES, Admission, FairGate, InflightBytes, Limits, LoopLag
 from aos_runtime.faults import DeadlinePassed, Overloaded
 
 
@@ -207,3 +208,42 @@ async def test_a_saturated_process_sheds_a_call_that_could_not_start_at_once():
     assert dataclasses.replace(admission, shed_lag_s=0.0, lag=LoopLag()).shed(heavy=False) is None, "0: off"
     for permit in permits:
         permit.release()
+
+
+# --- in-flight bytes of ingest requests (AOS_INGEST_INFLIGHT_BYTES*) ------------------------
+def test_inflight_bytes_refuse_a_request_that_would_pass_a_bound_and_say_when_to_retry():
+    g = InflightBytes(limit=1000, per_tenant=600)
+    a = g.acquire("a", 500)
+    with pytest.raises(Overloaded) as own:          # a's own share: 500 + 200 > 600
+        g.acquire("a", 200)
+    assert own.value.tenant_limit and "AOS_INGEST_INFLIGHT_BYTES_PER_TENANT=600" in own.value.limit
+    b = g.acquire("b", 450)                          # another tenant still gets in: 950 ≤ 1000
+    with pytest.raises(Overloaded) as full:          # the process's bound: 950 + 100 > 1000
+        g.acquire("c", 100)
+    assert not full.value.tenant_limit and "AOS_INGEST_INFLIGHT_BYTES=1000" in full.value.limit
+    assert g.refused == 2 and g.held == 950
+    error = errors.from_exception(full.value, deadline_passed=False)
+    assert (error.code, error.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, INGEST_BYTES_LIMIT)
+    retry = [d for d in error.details if isinstance(d, error_details_pb2.RetryInfo)]
+    assert retry and retry[0].retry_delay.ToMilliseconds() >= 50
+    # The OTLP/gRPC exporters read RetryInfo from this trailing key only (not the Status details).
+    assert dict(error.to_status().trailing_metadata)[errors.RETRY_INFO_KEY] == retry[0].SerializeToString()
+    a.release()
+    a.release()                                      # idempotent: released once
+    assert (g.held, g.held_of("a")) == (450, 0)
+    g.acquire("c", 100).release()
+    b.release()
+    assert g.held == 0
+
+
+def test_inflight_bytes_admit_a_request_alone_however_large_and_zero_is_no_bound():
+    g = InflightBytes(limit=100, per_tenant=50)
+    big = g.acquire("a", 10_000)                     # alone: admitted (the message limit bounds it)
+    with pytest.raises(Overloaded):
+        g.acquire("b", 1)
+    big.release()
+    off = InflightBytes(limit=0, per_tenant=0)
+    holds = [off.acquire("a", 10 ** 9) for _ in range(3)]
+    assert off.held == 3 * 10 ** 9 and off.refused == 0
+    for h in holds:
+        h.release()
