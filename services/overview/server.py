@@ -26,6 +26,7 @@ _LIMIT_SCOPES = canonical_values(sources_pb2.LimitScope)
 _RESET_PERIODS = canonical_values(sources_pb2.ResetPeriod)
 HISTORY_DAYS = 14       # GetBudgetHistory's default range
 MAX_HISTORY_DAYS = 92   # about a quarter: a chart's worth of days
+HISTORY_LATEST = datetime(9999, 12, 1, tzinfo=timezone.utc)
 _SOURCES = {pb.DECISION_SOURCE_INCIDENT: "INCIDENT", pb.DECISION_SOURCE_POLICY: "POLICY"}
 _PRIORITIES = {pb.DECISION_PRIORITY_CRITICAL: "CRITICAL", pb.DECISION_PRIORITY_HIGH: "HIGH",
                pb.DECISION_PRIORITY_MEDIUM: "MEDIUM", pb.DECISION_PRIORITY_LOW: "LOW"}
@@ -100,6 +101,8 @@ class OverviewService(pb_grpc.OverviewServiceServicer):
         r.violations.check(1 <= days <= MAX_HISTORY_DAYS, "days", f"must be between 1 and {MAX_HISTORY_DAYS}")
         now = datetime.now(timezone.utc)
         until = r.timestamp(request, "until") or now
+        # Its month's reset window must end inside the calendar Python and Postgres share.
+        r.violations.check(until < HISTORY_LATEST, "until", f"must be before {HISTORY_LATEST.date()}")
         r.done()
         tenant = auth.principal().tenant_id
         last = until.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)

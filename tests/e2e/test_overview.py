@@ -287,6 +287,10 @@ async def test_budget_history_defaults_and_bad_input(stub, history_data):
             await stub.GetBudgetHistory(pb.GetBudgetHistoryRequest(days=days), metadata=auth("ov-history"))
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "days" in violations(err.value)
+    with pytest.raises(grpc.aio.AioRpcError) as err:  # its month's window would end past year 9999
+        await stub.GetBudgetHistory(pb.GetBudgetHistoryRequest(until=ts(datetime(9999, 12, 25, tzinfo=timezone.utc))),
+                                    metadata=auth("ov-history"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "until" in violations(err.value)
     other = await stub.GetBudgetHistory(pb.GetBudgetHistoryRequest(days=7, until=ts(history_data)),
                                         metadata=auth("ov-history-other"))
     assert not other.budgets and [a.amount_cents for a in other.tenant_daily_spend] == [0, 0, 0, 0, 99999, 0, 0]
