@@ -525,7 +525,8 @@ async function costHistory(box, until) {
     const xsOf = (days) => days.map((d) => Date.parse(d.day) / 1000);
     const start = Date.parse(period.start) / 1000;
     const xs = first.length ? xsOf(first) : tenantDays.map((_, i) => start + i * 86400);
-    const charts = [chart(`LLM spend per day, tenant-wide, ${currency} (${when(period.start).slice(0, 10)} → ${when(period.end).slice(0, 10)})`,
+    const lastDay = new Date(Date.parse(period.end) - 86400000).toISOString().slice(0, 10);
+    const charts = [chart(`LLM spend per day, tenant-wide, ${currency} (${when(period.start).slice(0, 10)} to ${lastDay})`,
       xs, [{ label: "spend", values: tenantDays.map(cents), bars: true }])];
     for (const bh of reply.budgets || []) {
       const b = bh.budget || {};
@@ -538,7 +539,7 @@ async function costHistory(box, until) {
         chart(`${b.name || b.limit_id}: ${scope}, resets ${label(b.reset_period, "RESET_PERIOD_")}, limit ${money(b.max_value)}`,
           xsOf(days), [
             { label: "spent that day", values: days.map((d) => cents(d.spent)), bars: true },
-            { label: "used in the window", values: days.map((d) => cents(d.window_used)) },
+            { label: "used in the window", values: days.map((d) => cents(d.window_used)), color: "#8e44ad" },
             { label: "budget", values: days.map(() => limit), dash: [6, 4], color: "#4a4a55" },
             { label: "NEAR", values: mark("BUDGET_STATUS_NEAR_THRESHOLD"), points: true, color: "#c77800" },
             { label: "BREACHED", values: mark("BUDGET_STATUS_BREACHED"), points: true, color: "#a4161a" },

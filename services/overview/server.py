@@ -5,7 +5,6 @@ is in store.py, the rules in projection.py.
 """
 from __future__ import annotations
 
-import functools
 from datetime import datetime, timedelta, timezone
 
 import grpc
@@ -113,17 +112,23 @@ class OverviewService(pb_grpc.OverviewServiceServicer):
         first_windows = {period: reset_window(period, first) for period in _RESET_PERIODS}
         history = await self.ctx.db.run(tenant, store.budget_history, tenant, CURRENCY, first, end, windows,
                                         first_windows)
+        # Computed once per request, not per budget: each day's timestamp and each reset
+        # period's window of each day.
+        day_stamps = {day: timestamp(day) for day in day_starts}
+        day_windows = {period: {day: reset_window(period, day) for day in day_starts} for period in _RESET_PERIODS}
+        window_protos = {period: {day: _period(*w) for day, w in days_of.items()}
+                         for period, days_of in day_windows.items()}
         budgets = []
         for (row, used), carried in zip(history.costs.budgets, history.carried, strict=True):
             period = row["reset_period"]
             spent = history.daily.get((row["scope"], row["scope_id"]), {})
             budgets.append(pb.BudgetHistory(
                 budget=_budget_limit(row, windows[period], used),
-                days=[pb.BudgetDay(day=timestamp(d.day), spent=_money(d.spent), window=_period(*d.window),
+                days=[pb.BudgetDay(day=day_stamps[d.day], spent=_money(d.spent), window=window_protos[period][d.day],
                                    window_used=_money(d.window_used), utilization_bp=d.usage.utilization_bp,
                                    status=f"BUDGET_STATUS_{d.usage.status}")
                       for d in projection.budget_days(row["max_value"], day_starts, spent, carried,
-                                                      functools.partial(reset_window, period))]))
+                                                      day_windows[period].__getitem__)]))
         tenant_daily = history.daily[("TENANT", "")]
         return pb.GetBudgetHistoryResponse(
             currency=CURRENCY, period=_period(first, end), budgets=budgets,

@@ -25,7 +25,6 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from aos_recording import note
-
 from tests.e2e.support import ACME, DEMO, token
 from tests.gateway.support import WRITER, bearer
 
@@ -302,6 +301,7 @@ async def test_the_run_page_shows_where_it_broke_policy(tab, served):
     for entry in governance["audit_entries"]:
         assert entry["entity_id"] in text
     assert len(governance["policy_steps"]) >= 1 and "VIOLATION" in text
+    await tab.shot("run-governance")
 
     replay = await _api(served, f"/api/v1/logs/llm-runs/{RESEARCH}/replay")
     await tab.page.get_by_role("link", name="O4 Replay").click()
@@ -327,6 +327,7 @@ async def test_system_records_and_their_depths(tab, served):
     assert await tab.page.locator("main table").first.locator("tbody tr").count() == len(records["records"]) > 0
     attribution = await _api(served, "/api/v1/logs/system/audit", page_size=50, **window)
     assert await tab.page.locator("main table").nth(1).locator("tbody tr").count() == len(attribution["rows"]) > 0
+    await tab.shot("system")
     telemetry = await _api(served, f"/api/v1/logs/system/{SUPPORT}/telemetry")
     await tab.open(f"#/system/{SUPPORT}/telemetry", ready="h2:has-text('O2 Telemetry')")
     text = await tab.text(".tabpanel")
@@ -343,7 +344,15 @@ async def test_the_audit_ledger_filters_and_diffs_an_entry(tab, served):
     await tab.page.select_option("#f-event_type", "AUDIT_EVENT_TYPE_POLICY_RULE_MODIFIED")
     await tab.settled(tab.page.click("main form.filters button[type=submit]"))
     assert "event_type=AUDIT_EVENT_TYPE_POLICY_RULE_MODIFIED" in tab.page.url
+    await tab.shot("audit")
     assert await tab.page.locator("main tbody th a").all_inner_texts() == [str(e["seq"]) for e in approved["entries"]]
+    # The ledger pages both ways too.
+    paged = await _api(served, "/api/v1/logs/audit", page_size=2)
+    await tab.open("#/audit?page_size=2")
+    await tab.settled(tab.page.get_by_role("link", name="Next page").click())
+    await tab.settled(tab.page.get_by_role("link", name="Previous page").click())
+    assert await tab.page.locator("main tbody th a").all_inner_texts() == [str(e["seq"]) for e in paged["entries"]]
+    await tab.open("#/audit?event_type=AUDIT_EVENT_TYPE_POLICY_RULE_MODIFIED")
     await tab.page.locator("main tbody th a").first.click()
     await tab.page.wait_for_selector("h1:has-text('Ledger entry')")
     detail = await _api(served, f"/api/v1/logs/audit/{entry['id']}")
@@ -456,6 +465,9 @@ async def test_an_export_is_created_downloaded_and_verified(browser, served, wri
     assert _read(await (await envelope.value).path()).decode() == export["dsse_envelope"]
     await tab.shot("export")
     assert await tab.axe() == []
+    await tab.open("#/exports", ready="main table")
+    assert export_id in await tab.text("main table")
+    await tab.shot("exports")
     # The run's O5 tab now lists it.
     await tab.open(f"#/runs/{run}/exports", ready="#x-create")
     assert export_id in await tab.text(".tabpanel")
