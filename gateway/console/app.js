@@ -1161,7 +1161,10 @@ async function exportsPage(query) {
     const day = dayStart(new Date(x.created_at)).getTime() / 1000;
     perDay.set(day, (perDay.get(day) || 0) + 1);
   }
-  const days = Array.from(perDay.keys()).sort((a, b) => a - b);
+  // Every day from the oldest export shown (at least the last 14 days) to today, zeros included.
+  const today = dayStart(new Date()).getTime() / 1000;
+  const oldest = Math.min(today - 13 * 86400, ...perDay.keys());
+  const days = Array.from({ length: Math.round((today - oldest) / 86400) + 1 }, (_, i) => oldest + i * 86400);
   return h("section", { class: "page" }, h("h1", {}, "Exports"),
     h("p", { class: "lede" }, "Signed, chained evidence bundles: create one from a run (its O5 tab), an incident, or a filtered ",
       link("#/audit", "audit"), " or ", link("#/system", "system"), " list."),
@@ -1173,7 +1176,7 @@ async function exportsPage(query) {
     ]),
     exportTable(exports),
     pager("/exports", query, reply, "exports"),
-    chart("Export history (exports per day)", days, [{ label: "exports", values: days.map((d) => perDay.get(d)), bars: true }],
+    chart("Export history (exports per day)", days, [{ label: "exports", values: days.map((d) => perDay.get(d) || 0), bars: true }],
       history.has_more ? "The newest 1000 exports." : null));
 }
 
