@@ -946,9 +946,12 @@ const utf8 = (text) => new TextEncoder().encode(text);
 async function verifyNote(note, vkey) {
   const checks = [];
   const fail = (name) => { checks.push([name, false]); return { ok: false, checks }; };
-  const parts = String(vkey || "").trim().split("+");
-  if (parts.length !== 3 || !parts[0]) return fail("the pinned key is name+keyid+key");
-  const [name, idHex, keyB64] = parts;
+  // Cut at the first two '+' only (as Go's note.NewVerifier does): the base64 key may hold '+'.
+  const text0 = String(vkey || "").trim();
+  const plus1 = text0.indexOf("+");
+  const plus2 = plus1 < 0 ? -1 : text0.indexOf("+", plus1 + 1);
+  if (plus1 <= 0 || plus2 < 0) return fail("the pinned key is name+keyid+key");
+  const [name, idHex, keyB64] = [text0.slice(0, plus1), text0.slice(plus1 + 1, plus2), text0.slice(plus2 + 1)];
   let keyBytes;
   try { keyBytes = b64ToBytes(keyB64); } catch (e) { return fail("the pinned key's base64 decodes"); }
   if (keyBytes.length !== 33 || keyBytes[0] !== 1) return fail("the pinned key is an Ed25519 note key (0x01 ‖ 32 bytes)");

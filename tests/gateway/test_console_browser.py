@@ -387,7 +387,8 @@ async def test_the_checkpoint_signature_and_an_inclusion_proof_are_checked_in_th
     await tab.page.click("#use-served-key")
     assert await tab.page.input_value("#pin-key") == vkey
     await tab.page.click("#verify-note")
-    await tab.page.wait_for_selector("#note-verdict.ok")
+    await tab.page.wait_for_selector("#note-verdict.ok, #note-verdict.bad")
+    assert await tab.page.locator("#note-verdict.ok").count(), (await tab.text("#note-result"), log_cp["signed_note"])
     assert (await tab.text("#note-verdict")).startswith(f"VALID — signed by {log_cp['origin']}, tree size {log_cp['tree_size']}")
     await tab.page.click("#prove")
     await tab.page.wait_for_selector("#proof-verdict.ok")
@@ -404,6 +405,26 @@ async def test_the_checkpoint_signature_and_an_inclusion_proof_are_checked_in_th
     await tab.page.click("#verify-note")
     await tab.page.wait_for_selector("#note-verdict.bad")
     assert (await tab.text("#note-verdict")).startswith("INVALID")
+
+    # A key whose base64 holds '+' (the key string is cut at its first two '+' only): the same
+    # checkpoint signed with it, served in place of the log's, verifies against it.
+    signer = next(k for k in iter(Ed25519PrivateKey.generate, None)
+                  if "+" in note.verifier_key(log_cp["origin"], k.public_key()).split("+", 2)[2])
+    body = log_cp["signed_note"].rpartition("\n\n")[0] + "\n"
+    resigned = note.sign_note(body.encode(), log_cp["origin"], signer).decode()
+
+    async def resign(route):
+        reply = await route.fetch()
+        answer = await reply.json()
+        answer["log_checkpoint"]["signed_note"] = resigned
+        await route.fulfill(response=reply, body=json.dumps(answer))
+
+    await tab.page.route("**/api/v1/logs/audit/checkpoint*", resign)
+    await tab.page.evaluate("k => localStorage.setItem('aos.pinned-log-key', k)",
+                            note.verifier_key(log_cp["origin"], signer.public_key()))
+    await tab.open("#/integrity", ready="#note-verdict")
+    assert (await tab.text("#note-verdict")).startswith("VALID"), await tab.text("#note-result")
+    await tab.page.unroute("**/api/v1/logs/audit/checkpoint*")
 
     async def flip_signature(route):  # one flipped byte in the log's Ed25519 signature
         reply = await route.fetch()
