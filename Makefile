@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 BUF    := $(VENV)/bin/buf
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test test-db protos lint breaking migrate clean
+.PHONY: run test test-db protos lint breaking migrate screenshots clean
 
 $(STAMP): requirements.lock requirements-interop.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11+ is required")'
@@ -51,6 +51,11 @@ breaking: $(STAMP)
 ## migrate: apply migrations to DATABASE_URL (or the embedded Postgres)
 migrate: $(STAMP)
 	$(PY) -m aos_runtime.migrate upgrade
+
+## screenshots: the console's pages as the browser tests see them (demo data), into docs/console/
+##   (needs chromium: apt-get install -y chromium)
+screenshots: $(STAMP)
+	CONSOLE_SCREENSHOTS=docs/console $(PY) -m pytest tests/gateway/test_console_browser.py -q $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .aos .pytest_cache .mypy_cache .ruff_cache

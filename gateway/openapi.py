@@ -59,7 +59,8 @@ _REQUEST_ID = {"description": "The call's request id (the X-Request-Id sent, or 
 _ERROR = {"$ref": "#/components/responses/Error"}
 # Path and query values that exist in the demo data (`make run`), so "Try it out" answers.
 _EXAMPLES: dict[str, Any] = {"run_id": "tenant-demo.run-support-103", "page_size": 20, "seq": 1,
-                             "window_seconds": 60, "component": "api", "provider": "openai", "model": "gpt-4o"}
+                             "window_seconds": 60, "component": "api", "provider": "openai", "model": "gpt-4o",
+                             "days": 14}
 _PAGE_SIZE = {"type": "integer", "format": "int32", "minimum": 0, "default": 0,
               "description": f"0 or absent: {DEFAULT_PAGE_SIZE}; above {MAX_PAGE_SIZE}: {MAX_PAGE_SIZE}; "
                              "negative: INVALID_ARGUMENT."}

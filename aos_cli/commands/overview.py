@@ -48,7 +48,8 @@ def highlights_command(args: argparse.Namespace, ctx: Context) -> int:
         ctx.out.document(answer)
         return EXIT_OK
     pulse = answer.pulse
-    ctx.out.fields([("pulse", enum_label(PULSE, pulse.status)), ("active incidents", pulse.active_incidents),
+    ctx.out.fields([("pulse", enum_label(PULSE, pulse.status)), ("why", pulse.reason),
+                    ("active incidents", pulse.active_incidents),
                     ("pending decisions", pulse.pending_decisions), ("recent breaches", pulse.recent_breaches),
                     ("last activity", when(answer.last_activity_at)), ("computed", when(answer.computed_at))],
                    title="Highlights")

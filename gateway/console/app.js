@@ -263,18 +263,42 @@ function table(caption, columns, rows, empty) {
       columns.map((c, i) => (i === 0 ? h("th", { scope: "row" }, c.cell(row)) : h("td", {}, c.cell(row))))))));
 }
 
-function pager(base, query, reply, what) {
+// Keyset paging goes forward only (the API's tokens lead to the next page), so the way back is
+// kept here: each page's address, keyed by the address of the page after it, in this tab's
+// sessionStorage. A page opened directly (a bookmark, a reload after the tab closed) offers
+// "First page" only.
+const BACK_KEY = "aos.pages.back";
+
+function backLinks() {
+  try { return JSON.parse(window.sessionStorage.getItem(BACK_KEY) || "{}"); } catch (e) { return {}; }
+}
+
+function rememberBack(next, current) {
+  const links = backLinks();
+  delete links[next];
+  links[next] = current;
+  const keys = Object.keys(links);
+  for (const k of keys.slice(0, Math.max(0, keys.length - 500))) delete links[k]; // the newest 500
+  window.sessionStorage.setItem(BACK_KEY, JSON.stringify(links));
+}
+
+function pager(base, query, reply, what, tokenParam) {
+  const param = tokenParam || "page_token";
   const total = reply.total_size !== undefined
     ? `${reply.total_size_is_estimate ? "about " : ""}${reply.total_size} ${what}` : "";
+  const here = hashFor(base, Object.fromEntries(query));
   const links = [];
-  if (query.get("page_token")) {
+  if (query.get(param)) {
     const first = Object.fromEntries(query);
-    delete first.page_token;
+    delete first[param];
+    const previous = backLinks()[here];
     links.push(link(hashFor(base, first), "First page"));
+    if (previous) links.push(link(previous, "Previous page", { rel: "prev" }));
   }
   if (reply.next_page_token) {
-    links.push(link(hashFor(base, Object.assign(Object.fromEntries(query), { page_token: reply.next_page_token })),
-      "Next page", { rel: "next" }));
+    const next = hashFor(base, Object.assign(Object.fromEntries(query), { [param]: reply.next_page_token }));
+    rememberBack(next, here);
+    links.push(link(next, "Next page", { rel: "next" }));
   }
   return h("nav", { class: "pager", "aria-label": `${what} pages` }, h("span", {}, total), links);
 }
@@ -337,14 +361,21 @@ function chart(title, xs, series, note) {
     const opts = {
       width: Math.max(320, Math.min(900, target.clientWidth || 640)),
       height: 220,
-      series: [{}].concat(series.map((s, i) => ({
-        label: s.label,
-        stroke: colors[i % colors.length],
-        width: 2,
-        fill: s.bars ? `${colors[i % colors.length]}33` : undefined,
-        paths: s.bars && window.uPlot.paths.bars ? window.uPlot.paths.bars({ size: [0.6, 40] }) : undefined,
-        dash: s.dash,
-      }))),
+      series: [{}].concat(series.map((s, i) => {
+        const color = s.color || colors[i % colors.length];
+        if (s.points) { // marks only: a dot on each day that has a value, no line
+          return { label: s.label, stroke: color, fill: color, width: 0, paths: () => null,
+            points: { show: true, size: 10, stroke: color, fill: color } };
+        }
+        return {
+          label: s.label,
+          stroke: color,
+          width: 2,
+          fill: s.bars ? `${color}33` : undefined,
+          paths: s.bars && window.uPlot.paths.bars ? window.uPlot.paths.bars({ size: [0.6, 40] }) : undefined,
+          dash: s.dash,
+        };
+      })),
       axes: [{}, { size: 60 }],
     };
     if (series.some((s) => s.bars)) {
@@ -385,31 +416,32 @@ function evidenceLink(entityType, entityId) {
   return link(hashFor("/audit", { entity_type: entityType }), `${type.toLowerCase().replace(/_/g, " ")} audit trail`);
 }
 
-async function overviewPage() {
+async function overviewPage(parts, query) {
   const [hl, costs, decisions] = await Promise.all([
     api("/api/v1/runtime/overview/highlights"),
     api("/api/v1/runtime/overview/costs"),
-    api("/api/v1/runtime/overview/decisions", { page_size: 50 }),
+    api("/api/v1/runtime/overview/decisions", { page_size: query.get("decisions_page_size") || 50,
+      page_token: query.get("decisions_token") }),
   ]);
   const pulse = hl.pulse || {};
-  const reasons = [];
   const n = (v) => Number(v || 0);
+  // The reason is the server's (Pulse.reason, from the counts that decide the status); the
+  // links only lead to the records behind it.
+  const evidence = [];
   if (n(pulse.active_incidents)) {
-    reasons.push(h("li", {}, link(hashFor("/audit", { entity_type: "AUDIT_ENTITY_TYPE_INCIDENT" }),
-      `${pulse.active_incidents} active incident(s)`)));
+    evidence.push(h("li", {}, link(hashFor("/audit", { entity_type: "AUDIT_ENTITY_TYPE_INCIDENT" }), "incidents' audit trail")));
   }
   if (n(pulse.pending_decisions)) {
-    reasons.push(h("li", {}, link("#/overview", `${pulse.pending_decisions} decision(s) waiting`,
-      { "data-jump": "decisions" })));
+    evidence.push(h("li", {}, link("#/overview", "the decisions waiting", { "data-jump": "decisions" })));
   }
   if (n(pulse.recent_breaches)) {
-    reasons.push(h("li", {}, link(hashFor("/runs", { has_violation: "true" }), `${pulse.recent_breaches} recent limit breach(es)`)));
+    evidence.push(h("li", {}, link(hashFor("/runs", { has_violation: "true" }), "runs with a violation")));
   }
   const pulseBox = h("section", { class: "card pulse", "aria-labelledby": "pulse-h" },
     h("h2", { id: "pulse-h" }, "Pulse"),
     h("p", { class: "pulse-status" }, badge(label(pulse.status, "PULSE_STATUS_"), PULSE_KIND[pulse.status])),
-    reasons.length ? h("div", {}, h("p", {}, "Why:"), h("ul", { class: "reasons" }, reasons))
-      : h("p", {}, "Nothing needs attention: no active incidents, pending decisions or recent breaches."),
+    h("p", { id: "pulse-reason" }, pulse.reason || "—"),
+    evidence.length ? h("div", {}, h("p", {}, "See:"), h("ul", { class: "reasons" }, evidence)) : null,
     h("p", { class: "help" }, "Last activity ", timeEl(hl.last_activity_at), " · computed ", timeEl(hl.computed_at)));
 
   const counts = h("section", { class: "card", "aria-labelledby": "counts-h" }, h("h2", { id: "counts-h" }, "Domains"),
@@ -454,8 +486,15 @@ async function overviewPage() {
       { title: "Since", cell: (d) => timeEl(d.created_at) },
       { title: "Evidence", cell: (d) => evidenceLink(d.entity_type, d.entity_id) },
     ], decisionRows, "No decisions are waiting."),
-    decisions.has_more ? h("p", { class: "help" }, `Showing ${decisionRows.length} of ${decisions.total_size}.`) : null);
+    pager("/overview", query, decisions, "decisions", "decisions_token"));
 
+  const until = query.get("costs_until") || "";
+  const untilInput = h("input", { id: "costs-until", type: "date", value: until.slice(0, 10) });
+  costBox.append(h("form", { class: "filters", onsubmit: (event) => {
+    event.preventDefault();
+    window.location.hash = hashFor("/overview", { costs_until: untilInput.value ? `${untilInput.value}T00:00:00Z` : "" });
+  } }, h("div", { class: "field" }, h("label", { for: "costs-until" }, "History up to (UTC day)"), untilInput),
+  h("div", { class: "field actions" }, h("button", { type: "submit" }, "Show"), link("#/overview", "Today"))));
   const page = h("section", { class: "page" }, h("h1", {}, "Overview"),
     h("p", { class: "lede" }, "What needs attention right now."),
     h("div", { class: "grid" }, pulseBox, counts, costBox, decisionBox));
@@ -468,31 +507,57 @@ async function overviewPage() {
       target.focus();
     }
   });
-  costHistory(page.querySelector("#cost-chart"));
+  costHistory(page.querySelector("#cost-chart"), query.get("costs_until"));
   return page;
 }
 
-// Daily spend for the last 14 days: one GetCosts per UTC day (the API's actuals for that period).
-async function costHistory(box) {
-  const days = 14;
-  const today = dayStart(new Date());
-  const starts = Array.from({ length: days }, (_, i) => new Date(today.getTime() - (days - 1 - i) * 86400000));
+// Cost over time per budget scope against its budget: GetBudgetHistory (one call) gives each
+// budget's spend per day, its usage of the reset window each day falls in, and that day's
+// OK/NEAR/BREACHED state — the server's, by the rule GetCosts applies.
+async function costHistory(box, until) {
+  const cents = (m) => Number((m || {}).amount_cents || 0) / 100;
   try {
-    const replies = await Promise.all(starts.map((start) => api("/api/v1/runtime/overview/costs", {
-      period_start: start.toISOString(),
-      period_end: new Date(start.getTime() + 86400000).toISOString(),
-    })));
-    const values = replies.map((r) => Number(((r.actuals || {}).llm_run_cost || {}).amount_cents || 0) / 100);
-    const currency = (replies[0] || {}).currency || "";
-    box.replaceChildren(chart(`LLM spend per day, ${currency} (last ${days} days)`, starts.map((d) => d.getTime() / 1000),
-      [{ label: "spend", values, bars: true }],
-      "From GetCosts for each day. Spend over time per budget scope is not in the API (a budget's usage is reported " +
-      "for its current window only), so budgets are the bars above, not lines here."),
-    table("Spend per day", [
-      { title: "Day", cell: (r) => r.day },
-      { title: "Spend", cell: (r) => r.value.toFixed(2) },
-    ], starts.map((d, i) => ({ day: d.toISOString().slice(0, 10), value: values[i] })).filter((r) => r.value > 0),
-    "No spend in these days."));
+    const reply = await api("/api/v1/runtime/overview/costs/history", { days: 14, until });
+    const currency = reply.currency || "";
+    const first = (reply.budgets[0] || { days: [] }).days;
+    const tenantDays = (reply.tenant_daily_spend || []);
+    const period = reply.period || {};
+    const xsOf = (days) => days.map((d) => Date.parse(d.day) / 1000);
+    const start = Date.parse(period.start) / 1000;
+    const xs = first.length ? xsOf(first) : tenantDays.map((_, i) => start + i * 86400);
+    const lastDay = new Date(Date.parse(period.end) - 86400000).toISOString().slice(0, 10);
+    const charts = [chart(`LLM spend per day, tenant-wide, ${currency} (${when(period.start).slice(0, 10)} to ${lastDay})`,
+      xs, [{ label: "spend", values: tenantDays.map(cents), bars: true }])];
+    for (const bh of reply.budgets || []) {
+      const b = bh.budget || {};
+      const days = bh.days || [];
+      const limit = cents(b.max_value);
+      const mark = (status) => days.map((d) => (d.status === status ? cents(d.window_used) : null));
+      const scope = `${label(b.scope, "LIMIT_SCOPE_")} ${b.scope_id || ""}`.trim();
+      const marks = days.filter((d) => d.status === "BUDGET_STATUS_NEAR_THRESHOLD" || d.status === "BUDGET_STATUS_BREACHED");
+      charts.push(h("section", { class: "budget-history", "data-limit-id": b.limit_id },
+        chart(`${b.name || b.limit_id}: ${scope}, resets ${label(b.reset_period, "RESET_PERIOD_")}, limit ${money(b.max_value)}`,
+          xsOf(days), [
+            { label: "spent that day", values: days.map((d) => cents(d.spent)), bars: true },
+            { label: "used in the window", values: days.map((d) => cents(d.window_used)), color: "#8e44ad" },
+            { label: "budget", values: days.map(() => limit), dash: [6, 4], color: "#4a4a55" },
+            { label: "NEAR", values: mark("BUDGET_STATUS_NEAR_THRESHOLD"), points: true, color: "#c77800" },
+            { label: "BREACHED", values: mark("BUDGET_STATUS_BREACHED"), points: true, color: "#a4161a" },
+          ]),
+        marks.length ? h("ul", { class: "budget-marks", "aria-label": `${b.name}: days at NEAR or BREACHED` }, marks.map((d) => h("li", {},
+          `${String(d.day).slice(0, 10)} `, badge(BUDGET_WORD[d.status], BUDGET_KIND[d.status]),
+          ` ${money(d.window_used)} of ${money(b.max_value)} (${(Number(d.utilization_bp || 0) / 100).toFixed(1)}%)`)))
+          : h("p", { class: "help budget-marks-none" }, "No day at NEAR or BREACHED in this range."),
+        h("details", {}, h("summary", {}, `${b.name}: the days as a table`), table(`${b.name} per day`, [
+          { title: "Day", cell: (d) => String(d.day).slice(0, 10) },
+          { title: "Spent", cell: (d) => money(d.spent) },
+          { title: "Used in the window", cell: (d) => money(d.window_used) },
+          { title: "Window from", cell: (d) => ((d.window || {}).start ? when(d.window.start).slice(0, 10) : "all time") },
+          { title: "State", cell: (d) => badge(BUDGET_WORD[d.status] || label(d.status, "BUDGET_STATUS_"), BUDGET_KIND[d.status]) },
+        ], days))));
+    }
+    if (!(reply.budgets || []).length) charts.push(h("p", { class: "empty" }, "No budgets are defined."));
+    box.replaceChildren(...charts);
   } catch (err) {
     box.replaceChildren(h("p", { class: "warn" }, `Cost history unavailable: ${err.message}`));
   }
@@ -871,6 +936,60 @@ async function verifyInclusion(proof, trustedRoot) {
   return { ok: checks.every(([, passed]) => passed), checks, root };
 }
 
+// C2SP signed-note (https://c2sp.org/signed-note) checked here against the verifier key the
+// person pins (`<name>+<hex key id>+base64(0x01 ‖ Ed25519 public key)`, Go sumdb/note's form):
+// WebCrypto Ed25519. As the signed-note rules say: signatures of other keys (the witnesses'
+// cosignatures) are ignored, the pinned key's signature must verify, and it may sign once.
+const PIN_KEY = "aos.pinned-log-key";
+const utf8 = (text) => new TextEncoder().encode(text);
+
+async function verifyNote(note, vkey) {
+  const checks = [];
+  const fail = (name) => { checks.push([name, false]); return { ok: false, checks }; };
+  // Cut at the first two '+' only (as Go's note.NewVerifier does): the base64 key may hold '+'.
+  const text0 = String(vkey || "").trim();
+  const plus1 = text0.indexOf("+");
+  const plus2 = plus1 < 0 ? -1 : text0.indexOf("+", plus1 + 1);
+  if (plus1 <= 0 || plus2 < 0) return fail("the pinned key is name+keyid+key");
+  const [name, idHex, keyB64] = [text0.slice(0, plus1), text0.slice(plus1 + 1, plus2), text0.slice(plus2 + 1)];
+  let keyBytes;
+  try { keyBytes = b64ToBytes(keyB64); } catch (e) { return fail("the pinned key's base64 decodes"); }
+  if (keyBytes.length !== 33 || keyBytes[0] !== 1) return fail("the pinned key is an Ed25519 note key (0x01 ‖ 32 bytes)");
+  const id = (await sha256(utf8(`${name}\n`), keyBytes)).slice(0, 4);
+  if (hex(id) !== idHex.toLowerCase()) return fail("key id = SHA-256(name ‖ \\n ‖ 0x01 ‖ key)[:4]");
+  checks.push(["the pinned key is well-formed (its id matches)", true]);
+  const cut = note.lastIndexOf("\n\n");
+  if (cut < 0 || !note.endsWith("\n")) return fail("the note is text, a blank line, signature lines");
+  const text = note.slice(0, cut + 1);
+  const lines = note.slice(cut + 2, -1).split("\n");
+  let key;
+  try {
+    key = await window.crypto.subtle.importKey("raw", keyBytes.slice(1), { name: "Ed25519" }, false, ["verify"]);
+  } catch (err) {
+    return { ok: false, unsupported: true, checks: [[`this browser cannot check Ed25519 (${err.name}); use \`aos-evidence ledger verify\``, false]] };
+  }
+  let signed = 0;
+  for (const line of lines) {
+    if (!line.startsWith("— ")) return fail("every signature line starts with an em dash");
+    const [signer, b64] = line.slice(2).split(" ", 2);
+    let sig;
+    try { sig = b64ToBytes(b64); } catch (e) { return fail("signature lines are base64"); }
+    if (signer !== name || sig.length < 4 || hex(sig.slice(0, 4)) !== hex(id)) continue; // another key's
+    signed += 1;
+    const valid = sig.length === 68 && await window.crypto.subtle.verify({ name: "Ed25519" }, key, sig.slice(4), utf8(text));
+    if (!valid) return fail(`Ed25519 signature by ${name} over the note text`);
+  }
+  if (signed !== 1) return fail(signed ? "the pinned key signs once" : `a signature by the pinned key (${name})`);
+  checks.push([`Ed25519 signature by ${name} over the note text`, true]);
+  const [origin, size, root] = text.split("\n");
+  checks.push(["the checkpoint's origin is the key's name", origin === name]);
+  let rootBytes = new Uint8Array();
+  try { rootBytes = b64ToBytes(root); } catch (e) { /* checked below */ }
+  const sizeOk = /^[0-9]+$/.test(size || "") && rootBytes.length === 32;
+  checks.push(["the note is a tlog-checkpoint (origin, tree size, 32-byte root)", sizeOk]);
+  return { ok: checks.every(([, passed]) => passed), checks, origin, treeSize: Number(size), root: rootBytes };
+}
+
 async function integrityPage(parts, query) {
   const [report, checkpoint] = await Promise.all([
     api("/api/v1/logs/audit/integrity"),
@@ -881,30 +1000,61 @@ async function integrityPage(parts, query) {
   const logCp = checkpoint.log_checkpoint || {};
   const statusKind = { INTEGRITY_STATUS_VERIFIED: "ok", INTEGRITY_STATUS_BROKEN: "bad" }[report.status] || "warn";
   const proofOut = h("div", { id: "proof-result", "aria-live": "polite" });
+  const noteOut = h("div", { id: "note-result", "aria-live": "polite" });
   const input = h("input", { id: "proof-seq", type: "number", min: "1", value: query.get("seq") || String(head.seq || "") });
+  const pinInput = h("input", { id: "pin-key", type: "text", class: "wide-input", autocomplete: "off", spellcheck: "false",
+    value: window.localStorage.getItem(PIN_KEY) || "", "aria-describedby": "pin-help" });
+  // The checkpoint the pinned key verified in this page: the only root a proof is held against.
+  let trusted = null;
+  let noteChecked = Promise.resolve();
+  const checkNote = async () => {
+    trusted = null;
+    const vkey = pinInput.value.trim();
+    if (!vkey) {
+      noteOut.replaceChildren(h("p", { class: "callout warn", id: "note-verdict" }, "NOT CHECKED — pin the log's verifier key to check the checkpoint's signature here."));
+      return;
+    }
+    window.localStorage.setItem(PIN_KEY, vkey);
+    if (!logCp.signed_note) {
+      noteOut.replaceChildren(h("p", { class: "callout warn", id: "note-verdict" }, "No signed checkpoint to check."));
+      return;
+    }
+    const result = await verifyNote(logCp.signed_note, vkey);
+    if (result.ok) trusted = { treeSize: result.treeSize, root: result.root };
+    noteOut.replaceChildren(
+      h("p", { class: `callout ${result.ok ? "ok" : result.unsupported ? "warn" : "bad"}`, id: "note-verdict" },
+        result.ok ? `VALID — signed by ${result.origin}, tree size ${result.treeSize}` : result.unsupported ? "NOT CHECKED" : "INVALID",
+        result.ok ? "" : " — inclusion proofs are not held against this checkpoint"),
+      h("ul", { class: "checks" }, result.checks.map(([name, passed]) => h("li", {}, badge(passed ? "pass" : "fail", passed ? "ok" : "bad"), " ", name))));
+    announce(result.ok ? "Checkpoint signature valid" : "Checkpoint signature not valid");
+  };
   const prove = async () => {
     proofOut.replaceChildren(h("p", { class: "loading" }, "Fetching the proof…"));
     try {
+      await noteChecked;
       const q = { seq: input.value };
-      const trusted = logCp.tree_size && Number(logCp.tree_size) >= Number(input.value) ? logCp : null;
-      if (trusted) q.tree_size = logCp.tree_size;
+      const against = trusted && trusted.treeSize >= Number(input.value) ? trusted : null;
+      if (against) q.tree_size = String(against.treeSize);
       const proof = await api("/api/v1/logs/audit/proofs/inclusion", q);
-      const result = await verifyInclusion(proof, trusted ? b64ToBytes(trusted.root_hash) : null);
+      const result = await verifyInclusion(proof, against ? against.root : null);
+      const verdict = !result.ok ? "NOT VERIFIED"
+        : against ? "VERIFIED in this browser against the signed checkpoint"
+          : "CONSISTENT with the proof's own root only — NOT held against a verified checkpoint";
       proofOut.replaceChildren(
-        h("p", { class: `callout ${result.ok ? "ok" : "bad"}`, id: "proof-verdict" },
-          result.ok ? "VERIFIED in this browser" : "NOT VERIFIED",
+        h("p", { class: `callout ${result.ok ? (against ? "ok" : "warn") : "bad"}`, id: "proof-verdict" }, verdict,
           ` — entry #${proof.seq} is leaf ${proof.leaf_index} of a tree of ${proof.tree_size}`),
         h("ul", { class: "checks" }, result.checks.map(([name, passed]) => h("li", {}, badge(passed ? "pass" : "fail", passed ? "ok" : "bad"), " ", name))),
         dl([["Root", h("code", { class: "hash" }, result.root ? hex(result.root) : "—")],
           ["Audit path", `${(proof.audit_path || []).length} hashes`],
           ["Entry", proof.entry_id ? link(`#/audit/${enc(proof.entry_id)}`, proof.entry_id) : "—"]]),
-        h("p", { class: "help" }, "Hashes computed with WebCrypto SHA-256 (RFC 9162). The checkpoint's signature is checked " +
-          "offline with `aos-evidence ledger verify`; this page compares roots only."));
+        h("p", { class: "help" }, "Hashes computed with WebCrypto SHA-256 (RFC 9162); the root is held against the checkpoint " +
+          "whose Ed25519 signature this page verified with the key you pinned."));
       announce(result.ok ? "Inclusion proof verified" : "Inclusion proof failed");
     } catch (err) {
       proofOut.replaceChildren(h("p", { class: "callout bad", role: "alert" }, `No proof: ${err.message}`));
     }
   };
+  const servedKey = logCp.log_verifier_key || "";
   const page = h("section", { class: "page" }, h("h1", {}, "Ledger integrity"),
     h("section", { class: "card" }, h("h2", {}, "Hash chain"),
       h("p", {}, badge(label(report.status, "INTEGRITY_STATUS_"), statusKind), ` ${report.entries_checked} entries checked (#${report.verified_from_seq}–#${report.verified_to_seq})`,
@@ -920,6 +1070,15 @@ async function integrityPage(parts, query) {
         ["Transparency log", `${logCp.origin || "—"} · tree size ${logCp.tree_size || "—"}`],
         ["Root hash", h("code", { class: "hash" }, logCp.root_hash ? hex(b64ToBytes(logCp.root_hash)) : "—")]]),
       logCp.signed_note ? h("details", {}, h("summary", {}, "Signed note"), h("pre", {}, logCp.signed_note)) : null),
+    h("section", { class: "card" }, h("h2", {}, "Checkpoint signature"),
+      h("form", { class: "filters", onsubmit: (e) => { e.preventDefault(); noteChecked = checkNote(); } },
+        h("div", { class: "field grow" }, h("label", { for: "pin-key" }, "Pinned log verifier key"), pinInput),
+        h("div", { class: "field actions" }, h("button", { type: "submit", id: "verify-note" }, "Check the signature here"))),
+      h("p", { id: "pin-help", class: "help" }, "Paste the key your operator gave you out of band; it stays in this browser (localStorage). ",
+        servedKey ? h("button", { type: "button", class: "linklike", id: "use-served-key", onclick: () => { pinInput.value = servedKey; } },
+          "Fill in the key this gateway reports") : null,
+        servedKey ? " (information, not trust: compare it with yours)." : null),
+      noteOut),
     h("section", { class: "card" }, h("h2", {}, "Inclusion proof"),
       h("form", { class: "filters", onsubmit: (e) => { e.preventDefault(); prove(); } },
         h("div", { class: "field" }, h("label", { for: "proof-seq" }, "Ledger entry (seq)"), input),
@@ -927,6 +1086,7 @@ async function integrityPage(parts, query) {
       proofOut),
     h("div", { id: "ledger-growth" }));
   ledgerGrowth(page.querySelector("#ledger-growth"));
+  noteChecked = checkNote();
   if (query.get("seq")) prove();
   return page;
 }
@@ -970,10 +1130,16 @@ function exportForm(subject, what) {
       onsubmit: async (event) => {
         event.preventDefault();
         button.disabled = true;
-        out.replaceChildren(h("p", { class: "loading" }, "Creating the export (collecting, signing, chaining)…"));
+        // CreateExport answers once the export is complete (collected, signed, chained): the API
+        // reports no progress in between, so the page says how long it has waited, nothing more.
+        const waited = h("span", {}, "0 s");
+        out.replaceChildren(h("p", { class: "loading", id: "x-progress" }, "Creating the export (collecting, signing, chaining) — waiting ",
+          waited, ". The server answers when it is complete; it reports no progress before that."));
+        const began = Date.now();
+        const ticker = window.setInterval(() => { waited.textContent = `${Math.round((Date.now() - began) / 1000)} s`; }, 1000);
         try {
           const body = Object.assign({}, subject, { bundle_type: bundle.value, format: format.value });
-          const reply = await call("/api/v1/logs/exports", { method: "POST", body });
+          const reply = await call("/api/v1/logs/exports", { method: "POST", body }).finally(() => window.clearInterval(ticker));
           announce("Export created");
           window.location.hash = `#/exports/${enc(reply.export.export_id)}`;
         } catch (err) {
@@ -998,7 +1164,10 @@ async function exportsPage(query) {
     const day = dayStart(new Date(x.created_at)).getTime() / 1000;
     perDay.set(day, (perDay.get(day) || 0) + 1);
   }
-  const days = Array.from(perDay.keys()).sort((a, b) => a - b);
+  // Every day from the oldest export shown (at least the last 14 days) to today, zeros included.
+  const today = dayStart(new Date()).getTime() / 1000;
+  const oldest = Math.min(today - 13 * 86400, ...perDay.keys());
+  const days = Array.from({ length: Math.round((today - oldest) / 86400) + 1 }, (_, i) => oldest + i * 86400);
   return h("section", { class: "page" }, h("h1", {}, "Exports"),
     h("p", { class: "lede" }, "Signed, chained evidence bundles: create one from a run (its O5 tab), an incident, or a filtered ",
       link("#/audit", "audit"), " or ", link("#/system", "system"), " list."),
@@ -1010,7 +1179,7 @@ async function exportsPage(query) {
     ]),
     exportTable(exports),
     pager("/exports", query, reply, "exports"),
-    chart("Export history (exports per day)", days, [{ label: "exports", values: days.map((d) => perDay.get(d)), bars: true }],
+    chart("Export history (exports per day)", days, [{ label: "exports", values: days.map((d) => perDay.get(d) || 0), bars: true }],
       history.has_more ? "The newest 1000 exports." : null));
 }
 

@@ -5,7 +5,7 @@ is in store.py, the rules in projection.py.
 """
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import grpc
 
@@ -23,6 +23,9 @@ DESCRIPTOR = pb.DESCRIPTOR.services_by_name["OverviewService"]
 CURRENCY = "USD"  # worker_runs.cost_cents are USD cents; only USD budgets compare with them
 _LIMIT_SCOPES = canonical_values(sources_pb2.LimitScope)
 _RESET_PERIODS = canonical_values(sources_pb2.ResetPeriod)
+HISTORY_DAYS = 14       # GetBudgetHistory's default range
+MAX_HISTORY_DAYS = 92   # about a quarter: a chart's worth of days
+HISTORY_LATEST = datetime(9999, 12, 1, tzinfo=timezone.utc)
 _SOURCES = {pb.DECISION_SOURCE_INCIDENT: "INCIDENT", pb.DECISION_SOURCE_POLICY: "POLICY"}
 _PRIORITIES = {pb.DECISION_PRIORITY_CRITICAL: "CRITICAL", pb.DECISION_PRIORITY_HIGH: "HIGH",
                pb.DECISION_PRIORITY_MEDIUM: "MEDIUM", pb.DECISION_PRIORITY_LOW: "LOW"}
@@ -53,12 +56,16 @@ class OverviewService(pb_grpc.OverviewServiceServicer):
         pending_decisions = counts.active_incidents + counts.draft_proposals
         status = projection.pulse_status(critical_incidents=counts.critical_incidents,
                                          pending_decisions=pending_decisions, recent_breaches=counts.recent_breaches)
+        reason = projection.pulse_reason(status=status, critical_incidents=counts.critical_incidents,
+                                         active_incidents=counts.active_incidents,
+                                         draft_proposals=counts.draft_proposals, recent_breaches=counts.recent_breaches)
         pending = {"Incidents": (counts.active_incidents, counts.critical_incidents),
                    "Policies": (counts.draft_proposals, 0), "Activity": (counts.pending_runs, 0)}
         response = pb.GetHighlightsResponse(
             pulse=pb.Pulse(status=f"PULSE_STATUS_{status}",
                            active_incidents=counts.active_incidents, pending_decisions=pending_decisions,
-                           recent_breaches=counts.recent_breaches),
+                           recent_breaches=counts.recent_breaches, reason=reason,
+                           critical_incidents=counts.critical_incidents),
             domain_counts=[pb.DomainCount(domain=domain, total=total, total_is_estimate=estimate,
                                           pending=pending[domain][0], critical=pending[domain][1])
                            for domain, (total, estimate) in totals.items()],
@@ -85,6 +92,47 @@ class OverviewService(pb_grpc.OverviewServiceServicer):
             limits=[_budget_limit(row, windows[row["reset_period"]], used) for row, used in costs.budgets],
             violations=pb.CostViolations(breach_count=costs.breach_count,
                                          total_overage=_money(projection.cents(costs.overage))))
+
+    async def GetBudgetHistory(self, request: pb.GetBudgetHistoryRequest,
+                               context: grpc.aio.ServicerContext) -> pb.GetBudgetHistoryResponse:
+        r = Request()
+        days = request.days or HISTORY_DAYS
+        r.violations.check(1 <= days <= MAX_HISTORY_DAYS, "days", f"must be between 1 and {MAX_HISTORY_DAYS}")
+        now = datetime.now(timezone.utc)
+        until = r.timestamp(request, "until") or now
+        # Its month's reset window must end inside the calendar Python and Postgres share.
+        r.violations.check(until < HISTORY_LATEST, "until", f"must be before {HISTORY_LATEST.date()}")
+        r.done()
+        tenant = auth.principal().tenant_id
+        last = until.astimezone(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+        first = last - timedelta(days=days - 1)
+        end = last + timedelta(days=1)
+        day_starts = [first + timedelta(days=i) for i in range(days)]
+        windows = {period: reset_window(period, now) for period in _RESET_PERIODS}
+        first_windows = {period: reset_window(period, first) for period in _RESET_PERIODS}
+        history = await self.ctx.db.run(tenant, store.budget_history, tenant, CURRENCY, first, end, windows,
+                                        first_windows)
+        # Computed once per request, not per budget: each day's timestamp and each reset
+        # period's window of each day.
+        day_stamps = {day: timestamp(day) for day in day_starts}
+        day_windows = {period: {day: reset_window(period, day) for day in day_starts} for period in _RESET_PERIODS}
+        window_protos = {period: {day: _period(*w) for day, w in days_of.items()}
+                         for period, days_of in day_windows.items()}
+        budgets = []
+        for (row, used), carried in zip(history.costs.budgets, history.carried, strict=True):
+            period = row["reset_period"]
+            spent = history.daily.get((row["scope"], row["scope_id"]), {})
+            budgets.append(pb.BudgetHistory(
+                budget=_budget_limit(row, windows[period], used),
+                days=[pb.BudgetDay(day=day_stamps[d.day], spent=_money(d.spent), window=window_protos[period][d.day],
+                                   window_used=_money(d.window_used), utilization_bp=d.usage.utilization_bp,
+                                   status=f"BUDGET_STATUS_{d.usage.status}")
+                      for d in projection.budget_days(row["max_value"], day_starts, spent, carried,
+                                                      day_windows[period].__getitem__)]))
+        tenant_daily = history.daily[("TENANT", "")]
+        return pb.GetBudgetHistoryResponse(
+            currency=CURRENCY, period=_period(first, end), budgets=budgets,
+            tenant_daily_spend=[_money(tenant_daily.get(d.date(), 0)) for d in day_starts])
 
     async def ListDecisions(self, request: pb.ListDecisionsRequest,
                             context: grpc.aio.ServicerContext) -> pb.ListDecisionsResponse:

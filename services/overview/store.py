@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -254,3 +254,41 @@ def list_decisions(conn: Connection, tenant_id: str, sources: Sequence[str], sev
     counted = " UNION ALL ".join(_DECISION_BRANCHES[s].format(severity=severity, keyset="") for s in sources)
     total, estimate = count_total(conn, f"({counted}) d", "true", params)
     return cut(rows, limit, total, estimate)
+
+
+@dataclass(frozen=True)
+class BudgetHistory:
+    costs: Costs                                # GetCosts' answer for the range (budgets in their current window)
+    daily: dict[tuple[str, str], dict[date, int]]  # (scope, scope_id) → UTC day → cents spent that day
+    carried: list[int]                          # per budget: cents spent in its window before the first day
+
+
+def budget_history(conn: Connection, tenant_id: str, currency: str, first_day: datetime, end: datetime,
+                   budget_windows: Mapping[str, tuple[datetime | None, datetime | None]],
+                   first_windows: Mapping[str, tuple[datetime | None, datetime | None]]) -> BudgetHistory:
+    """Each ACTIVE budget (``costs``), the spend per UTC day in [first_day, end) of each
+    budget's scope and of the tenant, from the daily rollup (worker_run_cost_daily: its
+    primary key (tenant_id, scope, scope_id, day, …) INCLUDEs cost_cents, an index-only
+    range scan per scope), and the spend each budget's window had before ``first_day``
+    (``first_windows``: the window per reset period that holds the first day) — all in
+    one session."""
+    costs_now = costs(conn, tenant_id, currency, first_day, end, budget_windows)
+    scopes = sorted({("TENANT", "")} | {(row["scope"], row["scope_id"]) for row, _ in costs_now.budgets})
+    daily: dict[tuple[str, str], dict[date, int]] = {scope: {} for scope in scopes}
+    for row in all_of(conn.execute(text("""
+        SELECT s.scope, s.scope_id, r.day, sum(r.cost_cents) AS cents
+        FROM unnest(CAST(:scope AS text[]), CAST(:scope_id AS text[])) AS s (scope, scope_id)
+        JOIN worker_run_cost_daily r ON r.tenant_id = :t AND r.scope = s.scope AND r.scope_id = s.scope_id
+                                    AND r.day >= :first AND r.day < :last
+        GROUP BY s.scope, s.scope_id, r.day
+    """), {"t": tenant_id, "scope": [s for s, _ in scopes], "scope_id": [i for _, i in scopes],
+           "first": first_day.date(), "last": end.date()})):
+        daily[(row["scope"], row["scope_id"])][row["day"]] = int(row["cents"])
+    before = []
+    for row, _ in costs_now.budgets:
+        start = first_windows[row["reset_period"]][0]
+        before.append(SpendWindow(row["scope"], row["scope_id"], start, first_day)
+                      if start is None or start < first_day else None)
+    carried_windows = [w for w in before if w is not None]
+    spent = iter(spend_cents(conn, tenant_id, carried_windows))
+    return BudgetHistory(costs=costs_now, daily=daily, carried=[0 if w is None else next(spent) for w in before])

@@ -36,6 +36,7 @@ async def test_highlights_as_json_is_the_service_answer_and_as_a_table_names_eac
     for domain in doc["domain_counts"]:
         assert domain["domain"] in table.out
     assert doc["pulse"]["status"].removeprefix("PULSE_STATUS_") in table.out
+    assert doc["pulse"]["reason"] and doc["pulse"]["reason"] in table.out  # the server's reason, as it is
 
 
 async def test_costs_of_a_period(cli, suite):

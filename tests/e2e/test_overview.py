@@ -74,7 +74,9 @@ def _counts(response) -> dict[str, tuple[int, int, int, bool]]:
 async def test_healthy_pulse(stub, overview_data):
     r = await stub.GetHighlights(pb.GetHighlightsRequest(), metadata=auth("ov-healthy"))
     assert r.pulse == pb.Pulse(status=pb.PULSE_STATUS_HEALTHY, active_incidents=0, pending_decisions=0,
-                               recent_breaches=0)  # the breach 24 h 1 min ago is outside the window
+                               recent_breaches=0, critical_incidents=0, reason=(
+                                   "Nothing needs attention: no ACTIVE incident, no draft policy proposal and no "
+                                   "limit breach in the last 24 hours."))  # the breach 24 h 1 min ago is outside
     assert _counts(r) == {"Incidents": (2, 0, 0, False), "Policies": (2, 0, 0, False), "Activity": (2, 0, 0, False)}
     assert r.last_activity_at.ToDatetime(tzinfo=timezone.utc) == overview_data - timedelta(days=10)
     assert abs(r.computed_at.ToDatetime(tzinfo=timezone.utc) - datetime.now(timezone.utc)) < timedelta(seconds=30)
@@ -83,7 +85,8 @@ async def test_healthy_pulse(stub, overview_data):
 async def test_attention_pulse_from_a_draft_and_a_breach_just_inside_24_hours(stub):
     r = await stub.GetHighlights(pb.GetHighlightsRequest(), metadata=auth("ov-attention"))
     assert r.pulse == pb.Pulse(status=pb.PULSE_STATUS_ATTENTION_NEEDED, active_incidents=0, pending_decisions=1,
-                               recent_breaches=1)
+                               recent_breaches=1, critical_incidents=0, reason=(
+                                   "1 decision pending (1 draft policy proposal); 1 limit breach in the last 24 hours"))
     assert _counts(r) == {"Incidents": (1, 0, 0, False), "Policies": (1, 1, 0, False), "Activity": (2, 2, 0, False)}
     assert not r.HasField("last_activity_at")  # this tenant's ledger is empty
 
@@ -91,7 +94,9 @@ async def test_attention_pulse_from_a_draft_and_a_breach_just_inside_24_hours(st
 async def test_critical_pulse_counts_critical_and_high_once(stub):
     r = await stub.GetHighlights(pb.GetHighlightsRequest(), metadata=auth("ov-decisions"))
     assert r.pulse == pb.Pulse(status=pb.PULSE_STATUS_CRITICAL, active_incidents=4, pending_decisions=6,
-                               recent_breaches=0)
+                               recent_breaches=0, critical_incidents=2, reason=(
+                                   "2 ACTIVE incidents of severity critical or high; 6 decisions pending "
+                                   "(4 ACTIVE incidents, 2 draft policy proposals)"))
     assert _counts(r) == {"Incidents": (6, 4, 2, False), "Policies": (4, 2, 0, False), "Activity": (3, 1, 0, False)}
 
 
@@ -108,6 +113,7 @@ async def test_attention_from_a_medium_incident_alone(suite, database_url):
                                                                      metadata=auth("ov-medium"))
     assert r.pulse.status == pb.PULSE_STATUS_ATTENTION_NEEDED
     assert (r.pulse.active_incidents, r.pulse.pending_decisions) == (2, 2)
+    assert r.pulse.reason == "2 decisions pending (2 ACTIVE incidents)"  # no word of criticals: there are none
 
 
 async def test_totals_past_the_cap_are_flagged_estimates_each_its_own(suite, database_url):
@@ -209,6 +215,85 @@ async def test_costs_period_must_not_be_inverted(stub):
                             metadata=auth("ov-costs"))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "period_end" in violations(err.value)
+
+
+# --- budget history -----------------------------------------------------------------
+
+HISTORY_BASE = datetime(2026, 3, 4, 12, 0, tzinfo=timezone.utc)  # a month turns inside the range
+_H = {"project": "proj-h", "agent": "agent-h", "provider": "prov-h"}
+
+
+@pytest.fixture(scope="module")
+def history_data(database_url):
+    """Three budgets on one project/agent/provider, resetting monthly, daily and never, and
+    runs before and inside the seven days Feb 26 – Mar 4; another tenant's run on the same
+    scope ids, and one of ours on other scope ids, must not count for the budgets."""
+    producer = Producer(login_url(database_url, "producer"))
+    story = scenarios.Scenario("SDSR-OVW-HISTORY", "", [
+        {"limit": {"id": "lim-m", "name": "A monthly", "scope": "PROJECT", "scope_id": "proj-h", "max_value": 1000,
+                   "reset_period": "MONTHLY", "at": "-60d"}},
+        {"limit": {"id": "lim-d", "name": "B daily", "scope": "AGENT", "scope_id": "agent-h", "max_value": 100,
+                   "reset_period": "DAILY", "at": "-60d"}},
+        {"limit": {"id": "lim-n", "name": "C never", "scope": "PROVIDER", "scope_id": "prov-h", "max_value": 500,
+                   "reset_period": "NONE", "at": "-60d"}},
+        {"worker_run": {"id": "run-old", **_H, "cost_cents": 300, "at": "-40d"}},      # Jan 23
+        {"worker_run": {"id": "run-carry", **_H, "cost_cents": 100, "at": "-10d"}},    # Feb 22
+        {"worker_run": {"id": "run-feb", **_H, "cost_cents": 700, "at": "-5d"}},       # Feb 27
+        {"worker_run": {"id": "run-mar", **_H, "cost_cents": 1000, "at": "-2d"}},      # Mar 2
+        {"worker_run": {"id": "run-else", "project": "proj-x", "agent": "agent-x", "provider": "prov-x",
+                        "cost_cents": 50, "at": "-1d"}},                                # Mar 3
+    ], SCENARIOS / "generated")
+    scenarios.load(producer, story, "ov-history", base=HISTORY_BASE)
+    foreign = scenarios.Scenario("SDSR-OVW-HISTORY-FOREIGN", "", [
+        {"worker_run": {"id": "run-big", **_H, "cost_cents": 99999, "at": "-2d"}}], SCENARIOS / "generated")
+    scenarios.load(producer, foreign, "ov-history-other", base=HISTORY_BASE)
+    producer.close()
+    return HISTORY_BASE
+
+
+async def test_budget_history_per_scope_against_each_window(stub, history_data):
+    r = await stub.GetBudgetHistory(pb.GetBudgetHistoryRequest(days=7, until=ts(history_data)),
+                                    metadata=auth("ov-history"))
+    first = datetime(2026, 2, 26, tzinfo=timezone.utc)
+    assert r.period == pb.Period(start=ts(first), end=ts(datetime(2026, 3, 5, tzinfo=timezone.utc)))
+    assert [a.amount_cents for a in r.tenant_daily_spend] == [0, 700, 0, 0, 1000, 50, 0]
+    ok, near, breached = pb.BUDGET_STATUS_OK, pb.BUDGET_STATUS_NEAR_THRESHOLD, pb.BUDGET_STATUS_BREACHED
+    expected = {  # used in the window at each day's end, and the state
+        "A monthly": ([100, 800, 800, 0, 1000, 1000, 1000], [ok, near, near, ok, breached, breached, breached]),
+        "B daily": ([0, 700, 0, 0, 1000, 0, 0], [ok, breached, ok, ok, breached, ok, ok]),
+        "C never": ([400, 1100, 1100, 1100, 2100, 2100, 2100], [near] + [breached] * 6),
+    }
+    assert [b.budget.name for b in r.budgets] == list(expected)
+    for b in r.budgets:
+        used, states = expected[b.budget.name]
+        assert [d.day.ToDatetime(tzinfo=timezone.utc) for d in b.days] == [first + timedelta(days=i) for i in range(7)]
+        assert [d.spent.amount_cents for d in b.days] == [0, 700, 0, 0, 1000, 0, 0], b.budget.name
+        assert [d.window_used.amount_cents for d in b.days] == used, b.budget.name
+        assert [d.status for d in b.days] == states, b.budget.name
+        assert all(d.window_used.currency_code == "USD" for d in b.days)
+    monthly = r.budgets[0]
+    assert [d.window.start.ToDatetime(tzinfo=timezone.utc).month for d in monthly.days] == [2, 2, 2, 3, 3, 3, 3]
+    assert monthly.days[1].utilization_bp == 8000
+    assert not r.budgets[2].days[0].window.HasField("start")  # NONE: all time
+
+
+async def test_budget_history_defaults_and_bad_input(stub, history_data):
+    r = await stub.GetBudgetHistory(pb.GetBudgetHistoryRequest(), metadata=auth("ov-history"))
+    assert len(r.tenant_daily_spend) == 14 and all(len(b.days) == 14 for b in r.budgets)
+    today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    assert r.period.end.ToDatetime(tzinfo=timezone.utc) in (today + timedelta(days=1), today + timedelta(days=2))
+    for days in (-1, 93):
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await stub.GetBudgetHistory(pb.GetBudgetHistoryRequest(days=days), metadata=auth("ov-history"))
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "days" in violations(err.value)
+    with pytest.raises(grpc.aio.AioRpcError) as err:  # its month's window would end past year 9999
+        await stub.GetBudgetHistory(pb.GetBudgetHistoryRequest(until=ts(datetime(9999, 12, 25, tzinfo=timezone.utc))),
+                                    metadata=auth("ov-history"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "until" in violations(err.value)
+    other = await stub.GetBudgetHistory(pb.GetBudgetHistoryRequest(days=7, until=ts(history_data)),
+                                        metadata=auth("ov-history-other"))
+    assert not other.budgets and [a.amount_cents for a in other.tenant_daily_spend] == [0, 0, 0, 0, 99999, 0, 0]
 
 
 # --- decisions --------------------------------------------------------------------

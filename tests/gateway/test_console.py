@@ -45,6 +45,10 @@ async def test_openapi_text_comes_from_the_protos_comments(client):
     trace = document["paths"]["/api/v1/logs/llm-runs/{run_id}/trace"]["get"]
     run_id = next(p for p in trace["parameters"] if p["name"] == "run_id")
     assert run_id["example"] == "tenant-demo.run-support-103" and run_id["description"]
+    history = document["paths"]["/api/v1/runtime/overview/costs/history"]["get"]
+    assert history["summary"].startswith("Spend per day for every ACTIVE budget")
+    days = next(p for p in history["parameters"] if p["name"] == "days")
+    assert "92" in days["description"] and days["example"] == 14
     # Tags, messages, fields and enum values are described too.
     assert all(tag["description"] != f"aos.{tag['name']}" for tag in document["tags"])
     schemas = document["components"]["schemas"]

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from aos_recording import note
 from tests.e2e.support import ACME, DEMO, token
 from tests.gateway.support import WRITER, bearer
 
@@ -170,12 +172,14 @@ async def test_overview_says_what_needs_attention_and_links_the_evidence(tab, se
     highlights = await _api(served, "/api/v1/runtime/overview/highlights")
     costs = await _api(served, "/api/v1/runtime/overview/costs")
     decisions = await _api(served, "/api/v1/runtime/overview/decisions", page_size=50)
-    await tab.open("#/overview")
+    until = "2026-11-01T00:00:00Z"  # the demo's day (BASE): its budget went NEAR the day before
+    history = await _api(served, "/api/v1/runtime/overview/costs/history", days=14, until=until)
+    await tab.open(f"#/overview?costs_until={until}")
     await tab.page.wait_for_selector("#cost-chart figure, #cost-chart .warn")
     pulse = await tab.text(".pulse")
     assert highlights["pulse"]["status"].removeprefix("PULSE_STATUS_") in pulse
-    if int(highlights["pulse"]["pending_decisions"]):
-        assert f"{highlights['pulse']['pending_decisions']} decision(s) waiting" in pulse
+    # The reason is the server's, shown as it is (not composed here).
+    assert highlights["pulse"]["reason"] and await tab.text("#pulse-reason") == highlights["pulse"]["reason"]
     counts = await tab.text(".counts")
     assert len(highlights["domain_counts"]) == 3
     for domain in highlights["domain_counts"]:
@@ -187,6 +191,22 @@ async def test_overview_says_what_needs_attention_and_links_the_evidence(tab, se
         assert limit["name"] in text and word[limit["status"]] in text
         assert limit["reset_period"].removeprefix("RESET_PERIOD_") in text
     assert await tab.page.locator(".budget [role=meter]").count() == len(costs["limits"])
+    # Cost over time per budget scope against its budget: a chart per budget, drawn (uPlot's
+    # canvas and legend), with the days the server marks NEAR or BREACHED listed as such.
+    assert history["budgets"]
+    word = {"BUDGET_STATUS_NEAR_THRESHOLD": "NEAR", "BUDGET_STATUS_BREACHED": "BREACHED"}
+    for budget in history["budgets"]:
+        box = tab.page.locator(f".budget-history[data-limit-id='{budget['budget']['limit_id']}']")
+        await box.locator("canvas").first.wait_for()
+        caption = await box.locator("figcaption").inner_text()
+        assert budget["budget"]["reset_period"].removeprefix("RESET_PERIOD_") in caption
+        assert f"{int(budget['budget']['max_value']['amount_cents']) / 100:.2f} USD" in caption
+        legend = await box.locator(".u-legend").inner_text()
+        assert all(name in legend for name in ("used in the window", "budget", "NEAR", "BREACHED"))
+        marked = [f"{d['day'][:10]} {word[d['status']]}" for d in budget["days"] if d["status"] in word]
+        shown = [" ".join(t.split()[:2]) for t in await box.locator(".budget-marks li").all_inner_texts()]
+        assert shown == marked
+    assert any(d["status"] == "BUDGET_STATUS_NEAR_THRESHOLD" for b in history["budgets"] for d in b["days"])
     rows = tab.page.locator("#decisions tbody tr")
     assert await rows.count() == len(decisions["decisions"]) > 0
     for i, decision in enumerate(decisions["decisions"]):
@@ -194,6 +214,15 @@ async def test_overview_says_what_needs_attention_and_links_the_evidence(tab, se
         assert decision["summary"] in row and decision["priority"].removeprefix("DECISION_PRIORITY_") in row
     await tab.shot("overview")
     assert await tab.axe() == []
+    # The decisions queue pages both ways.
+    await tab.open("#/overview?decisions_page_size=1")
+    walked = [await tab.text("#decisions tbody tr td:nth-child(2)")]
+    await tab.settled(tab.page.locator("#decisions").get_by_role("link", name="Next page").click())
+    walked.append(await tab.text("#decisions tbody tr td:nth-child(2)"))
+    await tab.settled(tab.page.locator("#decisions").get_by_role("link", name="Previous page").click())
+    assert walked == [d["summary"] for d in decisions["decisions"][:2]]
+    assert await tab.text("#decisions tbody tr td:nth-child(2)") == walked[0]
+    await tab.open("#/overview")
     # Each decision links to its evidence: the incident's audit trail, filtered.
     incident = next(d for d in decisions["decisions"] if d["entity_type"] == "AUDIT_ENTITY_TYPE_INCIDENT")
     index = decisions["decisions"].index(incident)
@@ -220,6 +249,12 @@ async def test_runs_filter_and_keyset_paging(tab, served):
             break
         await tab.settled(more.click())
     assert seen == all_ids  # every run once, newest first, across the pages
+    back = []  # and back again, page by page (the console keeps the way back; the API pages forward)
+    while await tab.page.get_by_role("link", name="Previous page").count():
+        await tab.settled(tab.page.get_by_role("link", name="Previous page").click())
+        back += await tab.page.locator("main tbody th a").all_inner_texts()
+    assert back == list(reversed(all_ids))[1:]  # ending on the first page, which has no way back
+    await tab.settled(tab.page.get_by_role("link", name="Next page").click())
     await tab.settled(tab.page.get_by_role("link", name="First page").click())
     assert await tab.page.locator("main tbody th a").all_inner_texts() == all_ids[:1]
     # A filter: runs with a policy violation.
@@ -266,6 +301,7 @@ async def test_the_run_page_shows_where_it_broke_policy(tab, served):
     for entry in governance["audit_entries"]:
         assert entry["entity_id"] in text
     assert len(governance["policy_steps"]) >= 1 and "VIOLATION" in text
+    await tab.shot("run-governance")
 
     replay = await _api(served, f"/api/v1/logs/llm-runs/{RESEARCH}/replay")
     await tab.page.get_by_role("link", name="O4 Replay").click()
@@ -291,6 +327,7 @@ async def test_system_records_and_their_depths(tab, served):
     assert await tab.page.locator("main table").first.locator("tbody tr").count() == len(records["records"]) > 0
     attribution = await _api(served, "/api/v1/logs/system/audit", page_size=50, **window)
     assert await tab.page.locator("main table").nth(1).locator("tbody tr").count() == len(attribution["rows"]) > 0
+    await tab.shot("system")
     telemetry = await _api(served, f"/api/v1/logs/system/{SUPPORT}/telemetry")
     await tab.open(f"#/system/{SUPPORT}/telemetry", ready="h2:has-text('O2 Telemetry')")
     text = await tab.text(".tabpanel")
@@ -307,7 +344,15 @@ async def test_the_audit_ledger_filters_and_diffs_an_entry(tab, served):
     await tab.page.select_option("#f-event_type", "AUDIT_EVENT_TYPE_POLICY_RULE_MODIFIED")
     await tab.settled(tab.page.click("main form.filters button[type=submit]"))
     assert "event_type=AUDIT_EVENT_TYPE_POLICY_RULE_MODIFIED" in tab.page.url
+    await tab.shot("audit")
     assert await tab.page.locator("main tbody th a").all_inner_texts() == [str(e["seq"]) for e in approved["entries"]]
+    # The ledger pages both ways too.
+    paged = await _api(served, "/api/v1/logs/audit", page_size=2)
+    await tab.open("#/audit?page_size=2")
+    await tab.settled(tab.page.get_by_role("link", name="Next page").click())
+    await tab.settled(tab.page.get_by_role("link", name="Previous page").click())
+    assert await tab.page.locator("main tbody th a").all_inner_texts() == [str(e["seq"]) for e in paged["entries"]]
+    await tab.open("#/audit?event_type=AUDIT_EVENT_TYPE_POLICY_RULE_MODIFIED")
     await tab.page.locator("main tbody th a").first.click()
     await tab.page.wait_for_selector("h1:has-text('Ledger entry')")
     detail = await _api(served, f"/api/v1/logs/audit/{entry['id']}")
@@ -324,16 +369,82 @@ async def test_the_audit_ledger_filters_and_diffs_an_entry(tab, served):
 # --- can I prove it ----------------------------------------------------------------------
 
 
-async def test_an_inclusion_proof_is_verified_in_the_browser_and_a_forged_one_is_not(tab, served):
+async def test_the_checkpoint_signature_and_an_inclusion_proof_are_checked_in_the_browser(tab, served):
+    """The page checks the latest checkpoint's C2SP note signature (WebCrypto Ed25519) against the
+    key the person pins, and holds the inclusion proof against that verified checkpoint only; a
+    flipped byte in the signature, a wrong pinned key or a forged proof each show as failed."""
     report = await _api(served, "/api/v1/logs/audit/integrity")
+    log_cp = (await _api(served, "/api/v1/logs/audit/checkpoint"))["log_checkpoint"]
+    vkey = log_cp["log_verifier_key"]
+    verifier = note.parse_verifier_key(vkey)  # the reference verifier agrees the note is signed
+    assert note.open_note(log_cp["signed_note"].encode(), [verifier])
+    await tab.page.evaluate("localStorage.removeItem('aos.pinned-log-key')")
     await tab.open("#/integrity?seq=2", ready="#proof-verdict")
     assert report["status"].removeprefix("INTEGRITY_STATUS_") in await tab.text()
+    # Nothing pinned: the signature is not checked, so the proof is not held against the checkpoint.
+    assert (await tab.text("#note-verdict")).startswith("NOT CHECKED")
+    assert (await tab.text("#proof-verdict")).startswith("CONSISTENT with the proof's own root only")
+    await tab.page.click("#use-served-key")
+    assert await tab.page.input_value("#pin-key") == vkey
+    await tab.page.click("#verify-note")
+    await tab.page.wait_for_selector("#note-verdict.ok, #note-verdict.bad")
+    assert await tab.page.locator("#note-verdict.ok").count(), (await tab.text("#note-result"), log_cp["signed_note"])
+    assert (await tab.text("#note-verdict")).startswith(f"VALID — signed by {log_cp['origin']}, tree size {log_cp['tree_size']}")
+    await tab.page.click("#prove")
+    await tab.page.wait_for_selector("#proof-verdict.ok")
     verdict = await tab.text("#proof-result")
-    assert verdict.startswith("VERIFIED in this browser") and "fail" not in verdict
+    assert verdict.startswith("VERIFIED in this browser against the signed checkpoint") and "fail" not in verdict
     assert "root = the signed checkpoint's root" in verdict
     await tab.page.wait_for_selector("#ledger-growth figure")
     await tab.shot("integrity")
     assert await tab.axe() == []
+
+    # A key of the same name that did not sign: INVALID.
+    other = note.NoteVerifier.ed25519(log_cp["origin"], Ed25519PrivateKey.generate().public_key()).vkey()
+    await tab.page.fill("#pin-key", other)
+    await tab.page.click("#verify-note")
+    await tab.page.wait_for_selector("#note-verdict.bad")
+    assert (await tab.text("#note-verdict")).startswith("INVALID")
+
+    # A key whose base64 holds '+' (the key string is cut at its first two '+' only): the same
+    # checkpoint signed with it, served in place of the log's, verifies against it.
+    signer = next(k for k in iter(Ed25519PrivateKey.generate, None)
+                  if "+" in note.verifier_key(log_cp["origin"], k.public_key()).split("+", 2)[2])
+    body = log_cp["signed_note"].rpartition("\n\n")[0] + "\n"
+    resigned = note.sign_note(body.encode(), log_cp["origin"], signer).decode()
+
+    async def resign(route):
+        reply = await route.fetch()
+        answer = await reply.json()
+        answer["log_checkpoint"]["signed_note"] = resigned
+        await route.fulfill(response=reply, body=json.dumps(answer))
+
+    await tab.page.route("**/api/v1/logs/audit/checkpoint*", resign)
+    await tab.page.evaluate("k => localStorage.setItem('aos.pinned-log-key', k)",
+                            note.verifier_key(log_cp["origin"], signer.public_key()))
+    await tab.open("#/integrity", ready="#note-verdict")
+    assert (await tab.text("#note-verdict")).startswith("VALID"), await tab.text("#note-result")
+    await tab.page.unroute("**/api/v1/logs/audit/checkpoint*")
+
+    async def flip_signature(route):  # one flipped byte in the log's Ed25519 signature
+        reply = await route.fetch()
+        body = await reply.json()
+        text, _, signatures = body["log_checkpoint"]["signed_note"].rpartition("\n\n")
+        first, *rest = signatures.split("\n")
+        name, sig = first[2:].split(" ")
+        raw = bytearray(base64.b64decode(sig))
+        raw[10] ^= 1
+        body["log_checkpoint"]["signed_note"] = "\n\n".join(
+            [text, "\n".join([f"— {name} {base64.b64encode(bytes(raw)).decode()}", *rest])])
+        await route.fulfill(response=reply, body=json.dumps(body))
+
+    await tab.page.route("**/api/v1/logs/audit/checkpoint*", flip_signature)
+    await tab.page.evaluate("k => localStorage.setItem('aos.pinned-log-key', k)", vkey)
+    await tab.open("#/integrity?seq=2", ready="#proof-verdict")  # the pinned key, remembered, is used at once
+    assert (await tab.text("#note-verdict")).startswith("INVALID")
+    assert "fail Ed25519 signature by" in await tab.text("#note-result")
+    assert (await tab.text("#proof-verdict")).startswith("CONSISTENT with the proof's own root only")
+    await tab.page.unroute("**/api/v1/logs/audit/checkpoint*")
 
     async def forge(route):  # one flipped bit in the audit path must fail the browser's check
         reply = await route.fetch()
@@ -343,6 +454,7 @@ async def test_an_inclusion_proof_is_verified_in_the_browser_and_a_forged_one_is
         proof["audit_path"][0] = base64.b64encode(bytes(first)).decode()
         await route.fulfill(response=reply, body=json.dumps(proof))
 
+    await tab.open("#/integrity", ready="#note-verdict.ok")
     await tab.page.route("**/api/v1/logs/audit/proofs/inclusion*", forge)
     await tab.page.click("#prove")
     await tab.page.wait_for_selector("#proof-verdict:has-text('NOT VERIFIED')")
@@ -374,6 +486,9 @@ async def test_an_export_is_created_downloaded_and_verified(browser, served, wri
     assert _read(await (await envelope.value).path()).decode() == export["dsse_envelope"]
     await tab.shot("export")
     assert await tab.axe() == []
+    await tab.open("#/exports", ready="main table")
+    assert export_id in await tab.text("main table")
+    await tab.shot("exports")
     # The run's O5 tab now lists it.
     await tab.open(f"#/runs/{run}/exports", ready="#x-create")
     assert export_id in await tab.text(".tabpanel")

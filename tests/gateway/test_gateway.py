@@ -48,6 +48,11 @@ READS: list[tuple[str, dict[str, str], dict[str, Any]]] = [
     ("/api/v1/runtime/overview/costs", {"period_start": "2026-11-01T00:00:00Z", "period_end": "2026-12-01T00:00:00Z"}, {
         "currency": "USD", "limits__*__limit_id": [f"{DEMO}.lim-support-budget"],
         "violations__breach_count": "1"}),
+    ("/api/v1/runtime/overview/costs/history", {"days": "3", "until": "2026-11-01T12:00:00Z"}, {
+        "budgets__0__budget__limit_id": f"{DEMO}.lim-support-budget",
+        "budgets__0__days__*__window_used__amount_cents": ["31000", "46500", "5200"],
+        "budgets__0__days__1__status": "BUDGET_STATUS_NEAR_THRESHOLD",  # Oct 31: 93 %, then November's window
+        "tenant_daily_spend__2__amount_cents": "6100"}),
     ("/api/v1/runtime/overview/decisions", {}, {
         "decisions__*__entity_id": [f"{DEMO}.inc-latency-2", f"{DEMO}.prop-rate-cap"], "total_size": "2"}),
     ("/api/v1/logs/llm-runs", {}, {"runs__*__run_id": [RESEARCH, SUPPORT], "total_size": "2", "has_more": False}),
@@ -225,7 +230,7 @@ async def test_the_openapi_document(client):
     assert document["openapi"] == "3.1.0"
     operations = [op for item in document["paths"].values() for op in item.values()]
     ids = [op["operationId"] for op in operations]
-    assert len(ids) == len(set(ids)) == 40
+    assert len(ids) == len(set(ids)) == 41
     assert document["paths"]["/api/v1/runtime/logs/audit"]["get"]["operationId"] == \
         "AuditLedgerService_ListAuditEntries2"
     both = document["paths"]["/api/v1/logs/llm-runs/{run_id}/export"]

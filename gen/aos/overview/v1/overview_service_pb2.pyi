@@ -73,16 +73,20 @@ class GetHighlightsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class Pulse(_message.Message):
-    __slots__ = ("status", "active_incidents", "pending_decisions", "recent_breaches")
+    __slots__ = ("status", "active_incidents", "pending_decisions", "recent_breaches", "reason", "critical_incidents")
     STATUS_FIELD_NUMBER: _ClassVar[int]
     ACTIVE_INCIDENTS_FIELD_NUMBER: _ClassVar[int]
     PENDING_DECISIONS_FIELD_NUMBER: _ClassVar[int]
     RECENT_BREACHES_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CRITICAL_INCIDENTS_FIELD_NUMBER: _ClassVar[int]
     status: PulseStatus
     active_incidents: int
     pending_decisions: int
     recent_breaches: int
-    def __init__(self, status: _Optional[_Union[PulseStatus, str]] = ..., active_incidents: _Optional[int] = ..., pending_decisions: _Optional[int] = ..., recent_breaches: _Optional[int] = ...) -> None: ...
+    reason: str
+    critical_incidents: int
+    def __init__(self, status: _Optional[_Union[PulseStatus, str]] = ..., active_incidents: _Optional[int] = ..., pending_decisions: _Optional[int] = ..., recent_breaches: _Optional[int] = ..., reason: _Optional[str] = ..., critical_incidents: _Optional[int] = ...) -> None: ...
 
 class DomainCount(_message.Message):
     __slots__ = ("domain", "total", "pending", "critical", "total_is_estimate")
@@ -181,6 +185,50 @@ class GetCostsResponse(_message.Message):
     limits: _containers.RepeatedCompositeFieldContainer[BudgetLimit]
     violations: CostViolations
     def __init__(self, currency: _Optional[str] = ..., period: _Optional[_Union[Period, _Mapping]] = ..., actuals: _Optional[_Union[CostActuals, _Mapping]] = ..., limits: _Optional[_Iterable[_Union[BudgetLimit, _Mapping]]] = ..., violations: _Optional[_Union[CostViolations, _Mapping]] = ...) -> None: ...
+
+class GetBudgetHistoryRequest(_message.Message):
+    __slots__ = ("days", "until")
+    DAYS_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    days: int
+    until: _timestamp_pb2.Timestamp
+    def __init__(self, days: _Optional[int] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class BudgetDay(_message.Message):
+    __slots__ = ("day", "spent", "window", "window_used", "utilization_bp", "status")
+    DAY_FIELD_NUMBER: _ClassVar[int]
+    SPENT_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_USED_FIELD_NUMBER: _ClassVar[int]
+    UTILIZATION_BP_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    day: _timestamp_pb2.Timestamp
+    spent: _evidence_pb2.Money
+    window: Period
+    window_used: _evidence_pb2.Money
+    utilization_bp: int
+    status: BudgetStatus
+    def __init__(self, day: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., spent: _Optional[_Union[_evidence_pb2.Money, _Mapping]] = ..., window: _Optional[_Union[Period, _Mapping]] = ..., window_used: _Optional[_Union[_evidence_pb2.Money, _Mapping]] = ..., utilization_bp: _Optional[int] = ..., status: _Optional[_Union[BudgetStatus, str]] = ...) -> None: ...
+
+class BudgetHistory(_message.Message):
+    __slots__ = ("budget", "days")
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    DAYS_FIELD_NUMBER: _ClassVar[int]
+    budget: BudgetLimit
+    days: _containers.RepeatedCompositeFieldContainer[BudgetDay]
+    def __init__(self, budget: _Optional[_Union[BudgetLimit, _Mapping]] = ..., days: _Optional[_Iterable[_Union[BudgetDay, _Mapping]]] = ...) -> None: ...
+
+class GetBudgetHistoryResponse(_message.Message):
+    __slots__ = ("currency", "period", "budgets", "tenant_daily_spend")
+    CURRENCY_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_FIELD_NUMBER: _ClassVar[int]
+    BUDGETS_FIELD_NUMBER: _ClassVar[int]
+    TENANT_DAILY_SPEND_FIELD_NUMBER: _ClassVar[int]
+    currency: str
+    period: Period
+    budgets: _containers.RepeatedCompositeFieldContainer[BudgetHistory]
+    tenant_daily_spend: _containers.RepeatedCompositeFieldContainer[_evidence_pb2.Money]
+    def __init__(self, currency: _Optional[str] = ..., period: _Optional[_Union[Period, _Mapping]] = ..., budgets: _Optional[_Iterable[_Union[BudgetHistory, _Mapping]]] = ..., tenant_daily_spend: _Optional[_Iterable[_Union[_evidence_pb2.Money, _Mapping]]] = ...) -> None: ...
 
 class ListDecisionsRequest(_message.Message):
     __slots__ = ("page_size", "page_token", "source_domain", "priority")

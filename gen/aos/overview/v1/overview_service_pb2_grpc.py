@@ -48,6 +48,11 @@ class OverviewServiceStub:
                 request_serializer=aos_dot_overview_dot_v1_dot_overview__service__pb2.GetCostsRequest.SerializeToString,
                 response_deserializer=aos_dot_overview_dot_v1_dot_overview__service__pb2.GetCostsResponse.FromString,
                 _registered_method=True)
+        self.GetBudgetHistory = channel.unary_unary(
+                '/aos.overview.v1.OverviewService/GetBudgetHistory',
+                request_serializer=aos_dot_overview_dot_v1_dot_overview__service__pb2.GetBudgetHistoryRequest.SerializeToString,
+                response_deserializer=aos_dot_overview_dot_v1_dot_overview__service__pb2.GetBudgetHistoryResponse.FromString,
+                _registered_method=True)
         self.ListDecisions = channel.unary_unary(
                 '/aos.overview.v1.OverviewService/ListDecisions',
                 request_serializer=aos_dot_overview_dot_v1_dot_overview__service__pb2.ListDecisionsRequest.SerializeToString,
@@ -76,6 +81,16 @@ class OverviewServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetBudgetHistory(self, request, context):
+        """Spend per day for every ACTIVE budget, in the budget's own scope, with the
+        usage of the reset window each day falls in against the budget's limit and
+        that day's OK/NEAR_THRESHOLD/BREACHED state: cost over time per scope against
+        its budget. Whole UTC days, the newest last.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListDecisions(self, request, context):
         """The decision queue: ACTIVE incidents to acknowledge and draft proposals to approve.
         """
@@ -95,6 +110,11 @@ def add_OverviewServiceServicer_to_server(servicer, server):
                     servicer.GetCosts,
                     request_deserializer=aos_dot_overview_dot_v1_dot_overview__service__pb2.GetCostsRequest.FromString,
                     response_serializer=aos_dot_overview_dot_v1_dot_overview__service__pb2.GetCostsResponse.SerializeToString,
+            ),
+            'GetBudgetHistory': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBudgetHistory,
+                    request_deserializer=aos_dot_overview_dot_v1_dot_overview__service__pb2.GetBudgetHistoryRequest.FromString,
+                    response_serializer=aos_dot_overview_dot_v1_dot_overview__service__pb2.GetBudgetHistoryResponse.SerializeToString,
             ),
             'ListDecisions': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDecisions,
@@ -160,6 +180,33 @@ class OverviewService:
             '/aos.overview.v1.OverviewService/GetCosts',
             aos_dot_overview_dot_v1_dot_overview__service__pb2.GetCostsRequest.SerializeToString,
             aos_dot_overview_dot_v1_dot_overview__service__pb2.GetCostsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBudgetHistory(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aos.overview.v1.OverviewService/GetBudgetHistory',
+            aos_dot_overview_dot_v1_dot_overview__service__pb2.GetBudgetHistoryRequest.SerializeToString,
+            aos_dot_overview_dot_v1_dot_overview__service__pb2.GetBudgetHistoryResponse.FromString,
             options,
             channel_credentials,
             insecure,
