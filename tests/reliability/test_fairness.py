@@ -15,6 +15,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -324,3 +325,49 @@ async def test_a_saturated_process_refuses_before_any_other_work(ledger):
         logger.setLevel(level)
     shed_ms = [r.ms for r in calls.calls if getattr(r, "reason", None) == "SERVER_OVERLOADED"]  # type: ignore[attr-defined]
     assert len(shed_ms) == 2 and max(shed_ms) < 10, shed_ms
+
+
+BURST = 24                  # calls sent at once while the server's event loop is held
+HOLD_S = 1.5                # how long the test holds the loop (a saturated process)
+
+
+@pytest.mark.parametrize("bound", [True, False], ids=["bounded", "unbounded-must-fail"])
+async def test_grpc_core_refuses_calls_beyond_the_pending_bound_without_the_process(ledger, bound):
+    """AOS_MAX_PENDING_CALLS (aos_runtime/server.py PendingCalls): while the process's event loop
+    is busy, calls wait in gRPC's core, where no Python sees them. Bounded, the core refuses the
+    ones beyond the bound at once — while the loop is still held, so without the process — as
+    CANCELLED; the calls within it are answered once the loop is free. Unbounded (0, gRPC's
+    default of thousands), every call waits out the whole hold: the same assertion fails.
+    The burst comes from threads with blocking stubs: the test's own loop is the server's, held."""
+    url, a, b = ledger
+    limits = {"max_pending_calls": 2, "pending_calls_early_drop": 0} if bound else {"max_pending_calls": 0}
+    async with logs_server(url, **limits) as (server, stub):
+        await stub.ListAuditEntries(pb.ListAuditEntriesRequest(page_size=5), metadata=auth(b), timeout=5)
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+        grpc.channel_ready_future(channel).result(timeout=5)
+        blocking = pb_grpc.AuditLedgerServiceStub(channel)
+
+        def call() -> tuple[str, float]:
+            started = time.monotonic()
+            try:
+                blocking.ListAuditEntries(pb.ListAuditEntriesRequest(page_size=5), metadata=auth(b), timeout=10)
+                return "OK", time.monotonic() - started
+            except grpc.RpcError as err:
+                return err.code().name, time.monotonic() - started
+
+        with ThreadPoolExecutor(BURST) as pool:
+            futures = [pool.submit(call) for _ in range(BURST)]
+            time.sleep(HOLD_S)  # noqa: ASYNC251 - holds the server's loop on purpose
+            outcomes = [await asyncio.wrap_future(f) for f in futures]
+        channel.close()
+    refused_early = [s for code, s in outcomes if code == "CANCELLED" and s < HOLD_S / 2]
+    figures = (f"{len(refused_early)} of {BURST} refused while the loop was held (slowest "
+               f"{max(refused_early, default=0) * 1000:.0f} ms); {outcomes}")
+    print(figures)
+    assert "OK" in {code for code, _ in outcomes}, figures  # the calls within the bound are served
+    assert {code for code, _ in outcomes} <= {"OK", "CANCELLED"}, figures
+    held = len(refused_early) >= BURST - 4
+    if bound:
+        assert held, figures
+    else:
+        assert not held, f"unbounded, every call should have waited for the loop: {figures}"
