@@ -388,9 +388,13 @@ class PendingCalls:
     cannot attach one; its promise-based path would say RESOURCE_EXHAUSTED "Too many pending
     requests for this server", the filter-stack path grpcio uses cancels the stream). The call
     did nothing: it may be retried. The gateway answers it 429 with Retry-After (gateway/app.py).
-    ``max_calls`` 0: gRPC's defaults (1000 / 3000 pending, 30 s)."""
-    max_calls: int = 16
-    early_drop: int = 4
+    ``max_calls`` 0: gRPC's defaults (1000 / 3000 pending, 30 s). The defaults, 8 / 32 per method, are
+    between what refuses fast under overload and what lets a burst of one method's calls that
+    arrives within one turn of a healthy loop through: 4 / 16 refused parts of a 40-call burst and
+    risked a 6-call one; 16 / 64 let the core's queue grow until the 1 s age bound, so refusals
+    came back after ~1 s (BENCHMARKS.md compares 4 / 16, 8 / 32 and 16 / 64)."""
+    max_calls: int = 32
+    early_drop: int = 8
     max_unrequested_s: int = 1
 
     def options(self) -> list[tuple[str, Any]]:
