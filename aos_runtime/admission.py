@@ -416,7 +416,9 @@ class Admission:
         until the backlog is gone, which is what bounds the refusals' own latency (the soak's
         < 10 ms target). gRPC's ``maximum_concurrent_rpcs`` cannot do this: in grpc.aio
         (1.85, ``_ConcurrentRpcLimiter``) it stops taking calls from the core rather than
-        refusing them, which grows the same hidden queue."""
+        refusing them, which grows the same hidden queue. That hidden queue itself is bounded by
+        gRPC's core (aos_runtime.server.PendingCalls, AOS_MAX_PENDING_CALLS): the calls beyond it
+        are refused there, never reaching this method."""
         if self.shed_lag_s <= 0:
             return None
         lag = self.lag.lag_s

@@ -140,6 +140,17 @@ ENV_VARS: tuple[EnvVar, ...] = (
            "When a service process's event loop runs this late (seconds) and a call could not start at once, "
            "the call is refused before any other work (RESOURCE_EXHAUSTED SERVER_OVERLOADED with RetryInfo), "
            "so that a saturated process answers refusals fast instead of queueing them unseen. 0: off."),
+    EnvVar("AOS_MAX_PENDING_CALLS", "32",
+           "Calls of one RPC method that gRPC's core holds for a service process before the process has taken "
+           "them (they queue there while the event loop is busy): beyond it the core refuses a new call at once, "
+           "without the process, as CANCELLED (grpc.server.max_pending_requests_hard_limit; the REST gateway "
+           "answers it 429 with Retry-After). 0: gRPC's own default (3000)."),
+    EnvVar("AOS_PENDING_CALLS_EARLY_DROP", "8",
+           "From this many calls of one method held by gRPC's core, a new one is refused with a probability "
+           "rising linearly to 1 at AOS_MAX_PENDING_CALLS (grpc.server.max_pending_requests: random early drop)."),
+    EnvVar("AOS_MAX_UNREQUESTED_S", "1",
+           "Whole seconds a call may wait in gRPC's core before the process takes it; older ones are cancelled "
+           "(CANCELLED) when the process next takes a call (grpc.server_max_unrequested_time_in_server)."),
     EnvVar("AOS_HEAVY_CONCURRENCY", "2",
            "Heavy calls (the RPCs whose proto declares `heavy`: CreateExport, DownloadExport, VerifyExport, "
            "GetIntegrityReport) one service process runs at once, on a database pool of as many connections of "
@@ -331,6 +342,9 @@ class Settings:
     ingest_inflight_bytes: int = 64 * 1024 * 1024             # AOS_INGEST_INFLIGHT_BYTES (0: none)
     ingest_inflight_bytes_per_tenant: int = 32 * 1024 * 1024  # AOS_INGEST_INFLIGHT_BYTES_PER_TENANT
     shed_lag_s: float = 0.01             # AOS_SHED_LAG_S
+    max_pending_calls: int = 32          # AOS_MAX_PENDING_CALLS (gRPC core, per method)
+    pending_calls_early_drop: int = 8    # AOS_PENDING_CALLS_EARLY_DROP
+    max_unrequested_s: int = 1           # AOS_MAX_UNREQUESTED_S
     heavy_concurrency: int = 2           # AOS_HEAVY_CONCURRENCY
     heavy_per_tenant: int = 1            # AOS_HEAVY_PER_TENANT
     heavy_queue_per_tenant: int = 8      # AOS_HEAVY_QUEUE_PER_TENANT
@@ -367,6 +381,9 @@ class Settings:
             _check_secret_length(env, name)
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"AOS_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {level!r}")
+        pending, early = _int(env, "AOS_MAX_PENDING_CALLS"), _int(env, "AOS_PENDING_CALLS_EARLY_DROP")
+        if pending and early > pending:
+            raise ConfigError(f"AOS_PENDING_CALLS_EARLY_DROP ({early}) must be <= AOS_MAX_PENDING_CALLS ({pending})")
         return cls(
             database_url=_get(env, "DATABASE_URL"),
             read_database_url=_get(env, "AOS_READ_DATABASE_URL"),
@@ -407,6 +424,9 @@ class Settings:
             ingest_inflight_bytes=_int(env, "AOS_INGEST_INFLIGHT_BYTES"),
             ingest_inflight_bytes_per_tenant=_int(env, "AOS_INGEST_INFLIGHT_BYTES_PER_TENANT"),
             shed_lag_s=_seconds(env, "AOS_SHED_LAG_S", zero=True),
+            max_pending_calls=_int(env, "AOS_MAX_PENDING_CALLS"),
+            pending_calls_early_drop=_int(env, "AOS_PENDING_CALLS_EARLY_DROP"),
+            max_unrequested_s=_int(env, "AOS_MAX_UNREQUESTED_S", minimum=1),
             heavy_concurrency=_int(env, "AOS_HEAVY_CONCURRENCY", minimum=1),
             heavy_per_tenant=_int(env, "AOS_HEAVY_PER_TENANT", minimum=1),
             heavy_queue_per_tenant=_int(env, "AOS_HEAVY_QUEUE_PER_TENANT"),

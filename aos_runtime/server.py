@@ -380,11 +380,53 @@ class CallPolicy(grpc.aio.ServerInterceptor):
         return wrapped
 
 
-def server_options(max_message_bytes: int, *, reuse_port: bool = False) -> list[tuple[str, Any]]:
+@dataclass(frozen=True)
+class PendingCalls:
+    """How many calls gRPC's core holds for the process before the process has taken them
+    (AOS_MAX_PENDING_CALLS, AOS_PENDING_CALLS_EARLY_DROP, AOS_MAX_UNREQUESTED_S).
+
+    Why this is the first line of shedding: grpc.aio takes one call per registered method from
+    the core per turn of the event loop (its ``_server_main_loop`` keeps one request per method
+    outstanding). While the loop is busy, new calls wait in the core's pending list, unseen by
+    any Python — CallPolicy, the gates and AOS_SHED_LAG_S only meet a call once it leaves that
+    list. Without a bound it grows with the offered load (the 2x soak: accepted p99 10.9 s,
+    refusals p50 1.4 s, #19). The core bounds it itself (src/core/server/server.cc, the
+    RealRequestMatcher's pending list and its RandomEarlyDetection ``pending_backlog_protector_``):
+    from ``early_drop`` pending calls of one method a new one is refused with a probability
+    rising to 1 at ``max_calls``; a call older than ``max_unrequested_s`` is dropped when the
+    process next takes a call. Those refusals never reach Python, so they cost the process
+    nothing and come back while its loop is busy.
+
+    What the caller gets (measured on grpcio 1.85.1, tests/reliability/test_fairness.py): status
+    CANCELLED, details "CANCELLED", no trailers — not RESOURCE_EXHAUSTED, no RetryInfo (the core
+    cannot attach one; its promise-based path would say RESOURCE_EXHAUSTED "Too many pending
+    requests for this server", the filter-stack path grpcio uses cancels the stream). The call
+    did nothing: it may be retried. The gateway answers it 429 with Retry-After (gateway/app.py).
+    ``max_calls`` 0: gRPC's defaults (1000 / 3000 pending, 30 s). The defaults, 8 / 32 per method, are
+    between what refuses fast under overload and what lets a burst of one method's calls that
+    arrives within one turn of a healthy loop through: 4 / 16 refused parts of a 40-call burst and
+    risked a 6-call one; 16 / 64 let the core's queue grow until the 1 s age bound, so refusals
+    came back after ~1 s (BENCHMARKS.md compares 4 / 16, 8 / 32 and 16 / 64)."""
+    max_calls: int = 32
+    early_drop: int = 8
+    max_unrequested_s: int = 1
+
+    def options(self) -> list[tuple[str, Any]]:
+        if self.max_calls <= 0:
+            return []
+        return [("grpc.server.max_pending_requests", min(self.early_drop, self.max_calls)),
+                ("grpc.server.max_pending_requests_hard_limit", self.max_calls),
+                ("grpc.server_max_unrequested_time_in_server", max(1, self.max_unrequested_s))]
+
+
+def server_options(max_message_bytes: int, *, reuse_port: bool = False,
+                   pending: PendingCalls | None = None) -> list[tuple[str, Any]]:
     """Channel arguments of every service's server. ``reuse_port``: one of several worker
     processes sharing the port (AOS_WORKERS > 1); otherwise a second server on a port in
-    use fails to start instead of silently sharing its connections."""
+    use fails to start instead of silently sharing its connections. ``pending``: the bound
+    on calls gRPC's core holds before the process takes them (PendingCalls; None: gRPC's)."""
     return [
+        *(pending.options() if pending is not None else []),
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
         # Keepalive: find dead peers behind NATs and idle load balancers.
@@ -403,7 +445,8 @@ class ServiceServer:
     def __init__(self, name: str, servicers: list[Servicer], db: Database, verifier: auth.TokenVerifier, *,
                  host: str = "127.0.0.1", port: int = 0, max_message_bytes: int = 8 * 1024 * 1024,
                  grace_period_s: float = 10, health_probe_interval_s: float = 2, reuse_port: bool = False,
-                 admission: Admission | None = None, access: AccessRecorder | None = None) -> None:
+                 admission: Admission | None = None, access: AccessRecorder | None = None,
+                 pending: PendingCalls | None = None) -> None:
         self.name = name
         self.access = access  # access evidence: started with the server, drained after its calls
         self.db = db
@@ -426,10 +469,10 @@ class ServiceServer:
                           CallPolicy(verifier, required_scopes([s.descriptor for s in servicers],
                                                      {s.descriptor.full_name: s.scope for s in servicers if s.scope}),
                                      admission=admission, heavy=heavy_methods([s.descriptor for s in servicers]),
-                                     service=name, access=access,
-                                     bound_bytes=frozenset(f"/{s.descriptor.full_name}/{m.name}" for s in servicers
-                                                           if s.bound_bytes for m in s.descriptor.methods))],
-            options=server_options(max_message_bytes, reuse_port=reuse_port))
+                                      service=name, access=access,
+                                      bound_bytes=frozenset(f"/{s.descriptor.full_name}/{m.name}" for s in servicers
+                                                            if s.bound_bytes for m in s.descriptor.methods))],
+            options=server_options(max_message_bytes, reuse_port=reuse_port, pending=pending))
         for servicer in servicers:
             servicer.add_to_server(servicer.implementation, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)

@@ -32,7 +32,7 @@ from aos_runtime.embedded import DATABASE, embedded_port, stop_embedded
 from aos_runtime.local_state import dev_secret
 from aos_runtime.observability import configure_logging
 from aos_runtime.pagination import PageTokens
-from aos_runtime.server import ServiceContext, Servicer, ServiceServer, run_until_signalled
+from aos_runtime.server import PendingCalls, ServiceContext, Servicer, ServiceServer, run_until_signalled
 
 log = logging.getLogger("aos.service")
 
@@ -77,7 +77,9 @@ def build_server(name: str, servicers: Callable[[ServiceContext], list[Servicer]
                          port=settings.ports[name] if port is None else port,
                          max_message_bytes=settings.max_message_bytes, grace_period_s=settings.grace_period_s,
                          health_probe_interval_s=settings.health_probe_interval_s, reuse_port=reuse_port,
-                         admission=admission_of(settings), access=access_recorder(name, implementations, settings, db))
+                         admission=admission_of(settings), access=access_recorder(name, implementations, settings, db),
+                         pending=PendingCalls(settings.max_pending_calls, settings.pending_calls_early_drop,
+                                              settings.max_unrequested_s))
 
 
 def access_recorder(name: str, implementations: list[Servicer], settings: Settings,

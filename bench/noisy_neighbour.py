@@ -141,7 +141,8 @@ async def heavy_loop(name: str, call, stop: asyncio.Event, done: dict) -> None:
             done[name]["seconds"].append(time.monotonic() - started)
         except grpc.aio.AioRpcError as err:
             code = err.code().name
-            done[name]["refused" if code == "RESOURCE_EXHAUSTED" else "errors"] += 1
+            # CANCELLED: the service's gRPC core refused it (AOS_MAX_PENDING_CALLS); no RetryInfo, 1 s.
+            done[name]["refused" if code in ("RESOURCE_EXHAUSTED", "CANCELLED") else "errors"] += 1
             delay = retry_delay(err)
             await asyncio.sleep(min(delay if delay is not None else 1.0, MAX_RETRY_WAIT_S))
 

@@ -1,12 +1,14 @@
 """Soak (issue #8): the whole suite at ~80 % of its measured capacity for 10 minutes.
 
     .venv/bin/python bench/soak.py [--minutes 10] [--load 0.8] [--probe-seconds 30] [--rate R] [--out soak.json]
-    .venv/bin/python bench/soak.py --overload 2.0 [--minutes 5] [--calm-seconds 60]    # issue #19
+    .venv/bin/python bench/soak.py --overload 2.0 [--minutes 5] [--calm-seconds 60] [--capacity C]
+        [--max-pending-calls N] [--env AOS_X=V ...]    # issue #19
 
 With --overload F (issue #19), instead of step 2: --calm-seconds at --load × capacity
 (before), --minutes at F × capacity (the surge), --calm-seconds at --load × capacity again
 (after). Reports goodput in the surge (OK calls/s) against capacity (target >= 90 %), the
-accepted calls' p99 (target <= 1 s), how fast refusals (RESOURCE_EXHAUSTED) came back
+accepted calls' p99 (target <= 1 s), how fast refusals (RESOURCE_EXHAUSTED from the services,
+CANCELLED from their gRPC core beyond AOS_MAX_PENDING_CALLS) came back
 (target < 10 ms), any other error, and the calm minute after the surge against the one
 before (target: as fast).
 
@@ -61,6 +63,9 @@ from scratch import free_port
 
 RUN = "tenant-demo.run-support-103"
 INTEGRITY_WINDOW = 1000  # ledger entries each integrity call verifies
+# Refusals: the services' own (RESOURCE_EXHAUSTED) and their gRPC core's (CANCELLED, a call beyond
+# AOS_MAX_PENDING_CALLS refused before the process took it: this generator never cancels a call).
+REFUSED = ("RESOURCE_EXHAUSTED", "CANCELLED")
 
 
 def rss_mib(pid: int) -> float:
@@ -202,8 +207,7 @@ async def settle(mix: Mix, concurrency: int) -> int:
             # Exports are heavy calls (issue #19): one tenant's beyond its share wait or are
             # refused RESOURCE_EXHAUSTED; the loop simply asks again.
             if isinstance(outcome, BaseException) and not (
-                    isinstance(outcome, grpc.aio.AioRpcError)
-                    and outcome.code() == grpc.StatusCode.RESOURCE_EXHAUSTED):
+                    isinstance(outcome, grpc.aio.AioRpcError) and outcome.code().name in REFUSED):
                 raise outcome
     return seq
 
@@ -237,14 +241,39 @@ async def capacity(mix: Mix, seconds: float, concurrency: int, pids: dict[str, i
     elapsed, after = time.monotonic() - started, cpu_seconds(pids)
     # RESOURCE_EXHAUSTED is admission (issue #19) refusing what would wait too long: e.g. one
     # tenant's integrity calls beyond its heavy share. Not capacity, not an error either.
-    errors = [r for r in results if r[2] not in ("OK", "RESOURCE_EXHAUSTED")]
+    errors = [r for r in results if r[2] not in ("OK", *REFUSED)]
     if errors:
         raise RuntimeError(f"errors while measuring capacity: {errors[:5]}")
-    refused = sum(1 for r in results if r[2] == "RESOURCE_EXHAUSTED")
+    refused = sum(1 for r in results if r[2] in REFUSED)
     if refused:
         print(json.dumps({"refused_while_measuring_capacity": refused}), flush=True)
     ok = sum(1 for r in results if r[2] == "OK")
     return ok / seconds, {name: round((after[name] - before[name]) / elapsed * 100, 1) for name in after}
+
+
+async def ramp(mix: Mix, start: float, step: float, seconds: float, pids: dict[str, int]) -> tuple[float, list]:
+    """Capacity from an open-loop ramp rather than a closed loop (whose callers wait for each
+    answer, so it measures what 16 callers get, not what the suite can take): ``start``,
+    ``start + step``, … calls/s, ``seconds`` each, until a step misses the latency target
+    (OK calls' p99 > 1 s) or completes < 95 % of what it offered. Capacity: the highest
+    step's goodput that met both. Returns it and every step's figures."""
+    steps: list[dict] = []
+    best, rate = 0.0, start
+    rng = random.Random(5)
+    while True:
+        before, started = cpu_seconds(pids), time.monotonic()
+        results = await offer(mix, rate, seconds, rng)
+        elapsed, after = time.monotonic() - started, cpu_seconds(pids)
+        ok = latencies(results)
+        goodput = ok["calls"] / seconds
+        met = ok.get("p99_ms", 0) <= 1000 and goodput >= 0.95 * rate
+        steps.append({"offered_per_s": round(rate, 1), "goodput_per_s": round(goodput, 1), "p50_ms": ok.get("p50_ms"),
+                      "p99_ms": ok.get("p99_ms"), "codes": _codes(results), "met": met,
+                      "cpu_pct": {name: round((after[name] - before[name]) / elapsed * 100, 1) for name in after}})
+        print(json.dumps({"ramp_step": steps[-1]}), flush=True)
+        if not met:
+            return best, steps
+        best, rate = goodput, rate + step
 
 
 async def soak(mix: Mix, rate: float, minutes: float, pids: dict[str, int]) -> dict:
@@ -357,7 +386,7 @@ class LoopLag:
         self._task.cancel()
 
 
-async def overload(mix: Mix, capacity_per_s: float, args) -> dict:
+async def overload(mix: Mix, capacity_per_s: float, args, pids: dict[str, int] | None = None) -> dict:
     """Calm, surge (args.overload × capacity for args.minutes), calm again: see the module's doc."""
     rng = random.Random(11)
     lag = LoopLag()
@@ -367,8 +396,10 @@ async def overload(mix: Mix, capacity_per_s: float, args) -> dict:
     surge_rate = capacity_per_s * args.overload
     surge_started = time.monotonic()
     marks.append(surge_started)
+    cpu_before = cpu_seconds(pids or {})
     surge = await offer(mix, surge_rate, args.minutes * 60, rng)
     surge_s = time.monotonic() - surge_started
+    cpu_after = cpu_seconds(pids or {})
     marks.append(time.monotonic())
     after = await offer(mix, calm, args.calm_seconds, rng)
     marks.append(time.monotonic())
@@ -378,11 +409,11 @@ async def overload(mix: Mix, capacity_per_s: float, args) -> dict:
     for r in surge:
         codes[r[2]] = codes.get(r[2], 0) + 1
     by_reason: dict[str, int] = {}
-    refused = [r for r in surge if r[2] == "RESOURCE_EXHAUSTED"]
+    refused = [r for r in surge if r[2] in REFUSED]
     for r in refused:
         by_reason[r[3]] = by_reason.get(r[3], 0) + 1
     accepted = latencies(surge)
-    refusals = latencies(surge, "RESOURCE_EXHAUSTED")
+    refusals = latencies(refused, None)
     refusal_ms = sorted(r[1] * 1000 for r in refused)
     goodput = ok / surge_s
     return {
@@ -392,8 +423,20 @@ async def overload(mix: Mix, capacity_per_s: float, args) -> dict:
                   "goodput_per_s": round(goodput, 1),
                   "goodput_vs_capacity_pct": round(goodput / capacity_per_s * 100, 1),
                   "accepted": accepted, "refusals": refusals,
+                  "refusals_by_code": {code: latencies(surge, code) for code in REFUSED},
                   "refusals_under_10ms_pct": round(sum(1 for ms in refusal_ms if ms < 10) / len(refusal_ms) * 100, 1)
                   if refusal_ms else None},
+        # Share of one core each process used in the surge (2 cores = 200 %): the load generator
+        # runs on the same two cores as the services.
+        "surge_cpu_pct": {name: round((cpu_after[name] - cpu_before[name]) / surge_s * 100, 1) for name in cpu_after},
+        # Each 10 s of the surge: is a long tail steady or a transient when the surge begins?
+        "surge_windows": [{"from_s": w * 10, "offered": len(win), "ok": sum(1 for r in win if r[2] == "OK"),
+                           "accepted_p50_ms": latencies(win).get("p50_ms"),
+                           "accepted_p99_ms": latencies(win).get("p99_ms"),
+                           "refusals_p50_ms": latencies([r for r in win if r[2] in REFUSED], None).get("p50_ms"),
+                           "refusals_under_10ms": sum(1 for r in win if r[2] in REFUSED and r[1] < 0.01)}
+                          for w in range(int(surge_s // 10) + 1)
+                          if (win := [r for r in surge if w * 10 <= r[0] - surge_started < (w + 1) * 10])],
         "load_generator_loop_lag": {"before": lag.between(marks[0], marks[1]),
                                     "surge": lag.between(marks[1], marks[2]),
                                     "after": lag.between(marks[2], marks[3])},
@@ -424,11 +467,22 @@ async def run(addresses: dict[str, str], token: str, args, pids: dict[str, int])
     head = await settle(mix, args.concurrency)
     before = await solo(mix)
     print(json.dumps({"alone_before_ms": before}), flush=True)
-    cap, cap_cpu = await capacity(mix, args.probe_seconds, args.concurrency, pids)
+    ramp_steps: list = []
+    if args.capacity:  # given: the same offered load for runs compared with each other
+        cap, cap_cpu = args.capacity, {}
+    elif args.ramp:
+        cap, ramp_steps = await ramp(mix, args.ramp[0], args.ramp[1], args.ramp_seconds, pids)
+        cap_cpu = ramp_steps[-2]["cpu_pct"] if len(ramp_steps) > 1 else {}
+        print(json.dumps({"capacity_calls_per_s": round(cap, 1), "from": "ramp"}), flush=True)
+        if cap <= 0:
+            raise RuntimeError(f"no ramp step met the latency target: {ramp_steps}")
+    else:
+        cap, cap_cpu = await capacity(mix, args.probe_seconds, args.concurrency, pids)
     print(json.dumps({"capacity_calls_per_s": round(cap, 1), "cpu_pct": cap_cpu}), flush=True)
     if args.overload:
-        result = {"ledger_head_before": head, "capacity_cpu_pct": cap_cpu, "overload": args.overload,
-                  "minutes": args.minutes, "calm_seconds": args.calm_seconds, **await overload(mix, cap, args)}
+        result = {"ledger_head_before": head, "capacity_cpu_pct": cap_cpu, "ramp": ramp_steps,
+                  "overload": args.overload, "minutes": args.minutes, "calm_seconds": args.calm_seconds,
+                  **await overload(mix, cap, args, pids)}
         for channel in channels.values():
             await channel.close()
         return result
@@ -453,6 +507,15 @@ def main() -> None:
                         help="issue #19: calm, then this many times capacity for --minutes, then calm again")
     parser.add_argument("--calm-seconds", type=float, default=60, help="with --overload: each calm phase")
     parser.add_argument("--shed-lag-s", help="AOS_SHED_LAG_S for the services (0: shedding off, to compare)")
+    parser.add_argument("--max-pending-calls",
+                        help="AOS_MAX_PENDING_CALLS for the services (0: gRPC's own bound of thousands, to compare)")
+    parser.add_argument("--capacity", type=float,
+                        help="calls/s to take as capacity instead of probing it (to compare runs at one offered load)")
+    parser.add_argument("--ramp", type=float, nargs=2, metavar=("START", "STEP"),
+                        help="capacity from an open-loop ramp (START, START+STEP, … calls/s), not the closed loop")
+    parser.add_argument("--ramp-seconds", type=float, default=10, help="with --ramp: each step")
+    parser.add_argument("--env", action="append", default=[], metavar="AOS_X=V",
+                        help="a setting for the services (repeatable), e.g. --env AOS_MAX_INFLIGHT=10")
     parser.add_argument("--out", type=Path, default=Path("soak.json"))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="aos-soak-"))
@@ -464,6 +527,11 @@ def main() -> None:
                AOS_EXPORT_RATE_PER_HOUR="0")
     if args.shed_lag_s is not None:
         env["AOS_SHED_LAG_S"] = args.shed_lag_s
+    if args.max_pending_calls is not None:
+        env["AOS_MAX_PENDING_CALLS"] = args.max_pending_calls
+    for setting in args.env:
+        name, _, value = setting.partition("=")
+        env[name] = value
     suite = subprocess.Popen([sys.executable, "-m", "services"], env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     try:

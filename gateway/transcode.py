@@ -241,8 +241,35 @@ def status_from_rpc_error(error: grpc.aio.AioRpcError) -> status_pb2.Status:
     if status is not None:
         return status
     code = error.code()
+    if code == grpc.StatusCode.CANCELLED:
+        return _refused_by_core(error)
     status = status_pb2.Status(code=code.value[0], message=error.details() or code.name)
     status.details.add().Pack(error_details_pb2.ErrorInfo(reason=code.name, domain=errors.DOMAIN))
+    return status
+
+
+# The retry delay the gateway gives a call the service's gRPC core refused (no RetryInfo of its own).
+CORE_REFUSAL_RETRY_S = 1
+
+
+def _refused_by_core(error: grpc.aio.AioRpcError) -> status_pb2.Status:
+    """A backend call that ended CANCELLED without a status of the service's own. The gateway
+    never cancels a unary call itself (a REST client that goes away cancels the task instead:
+    no AioRpcError), so this is the service's side: its gRPC core refusing a call beyond the
+    calls it holds for the process (AOS_MAX_PENDING_CALLS, AOS_MAX_UNREQUESTED_S; aos_runtime/
+    server.py PendingCalls) — a refusal under load, the call did nothing — or, rarely, a
+    service stopping past its grace period. Answered as the services' own refusals are:
+    RESOURCE_EXHAUSTED SERVER_OVERLOADED with RetryInfo, so REST says 429 with Retry-After."""
+    status = status_pb2.Status(
+        code=grpc.StatusCode.RESOURCE_EXHAUSTED.value[0],
+        message="the service refused the call before taking it (too many calls waiting for it: "
+                f"AOS_MAX_PENDING_CALLS) or cancelled it while stopping; retry after {CORE_REFUSAL_RETRY_S} s "
+                f"(gRPC: {error.details() or 'CANCELLED'})")
+    status.details.add().Pack(error_details_pb2.ErrorInfo(reason="SERVER_OVERLOADED", domain=errors.DOMAIN,
+                                                          metadata={"grpc_code": "CANCELLED"}))
+    info = error_details_pb2.RetryInfo()
+    info.retry_delay.FromSeconds(CORE_REFUSAL_RETRY_S)
+    status.details.add().Pack(info)
     return status
 
 

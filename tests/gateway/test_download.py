@@ -2,6 +2,8 @@
 the first byte are statuses, errors after it cut the body, the call is cancelled when done."""
 from __future__ import annotations
 
+import json
+
 import grpc
 import pytest
 
@@ -78,3 +80,19 @@ async def test_an_empty_artifact():
     call, response = await start([])
     assert response.status_code == 200 and response.media_type == "application/octet-stream"
     assert [chunk async for chunk in response.body_iterator] == []
+
+
+async def test_a_call_the_services_grpc_core_refused_is_429_with_retry_after():
+    """A service's gRPC core refuses a call beyond AOS_MAX_PENDING_CALLS as CANCELLED with no status
+    of the service's (tests/reliability/test_fairness.py measures it on a real server): REST
+    answers it as the services' own refusals, 429 with Retry-After and RetryInfo."""
+    refused = grpc.aio.AioRpcError(grpc.StatusCode.CANCELLED, grpc.aio.Metadata(), grpc.aio.Metadata(),
+                                   details="CANCELLED")
+    call, response = await start([refused])
+    assert response.status_code == 429 and response.headers["Retry-After"] == "1"
+    body = json.loads(response.body)
+    kinds = {d["@type"].rsplit("/", 1)[-1]: d for d in body["details"]}
+    assert body["code"] == grpc.StatusCode.RESOURCE_EXHAUSTED.value[0]
+    assert kinds["google.rpc.ErrorInfo"]["reason"] == "SERVER_OVERLOADED"
+    assert kinds["google.rpc.RetryInfo"]["retry_delay"] == "1s"
+    assert "AOS_MAX_PENDING_CALLS" in body["message"]

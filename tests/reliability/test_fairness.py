@@ -15,6 +15,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
@@ -149,7 +150,8 @@ async def test_a_heavy_flood_leaves_another_tenants_reads_fast(ledger, isolation
     figures = (f"B alone p50/p99 {statistics.median(alone) * 1000:.1f}/{p99(alone) * 1000:.1f} ms; under A's flood "
                f"{(statistics.median(loaded) * 1000) if loaded else 0:.1f}/{(p99(loaded) * 1000) if loaded else 0:.1f}"
                f" ms over {len(loaded)} calls, {len(failures)} errors {sorted(set(failures))}; bound {bound * 1000:.0f}"
-               f" ms; A: {heavy.count('OK')} walks done, {len(heavy) - heavy.count('OK')} refused")
+               f" ms; A: {heavy.count('OK')} walks done, {len(heavy) - heavy.count('OK')} refused "
+               f"{sorted(set(heavy) - {'OK'})}")
     print(figures)
     held = bool(loaded) and not failures and p99(loaded) <= bound
     assert heavy.count("OK") >= 2, f"A's heavy calls did not run: {figures}"
@@ -227,7 +229,10 @@ async def test_light_calls_over_the_limit_are_refused_at_once(ledger):
     level = logger.level
     logger.addHandler(calls)
     logger.setLevel(logging.INFO)
-    async with logs_server(url, max_inflight=2, queue_budget_s=0.1) as (server, stub):
+    # The core's bound off (max_pending_calls=0): the 40 callers share this loop with the server, so
+    # most of a burst waits in gRPC's core, which would refuse them CANCELLED before the gate is
+    # reached (that layer is tried on its own: test_grpc_core_refuses_calls_beyond_the_pending_bound…).
+    async with logs_server(url, max_inflight=2, queue_budget_s=0.1, max_pending_calls=0) as (server, stub):
         results: list[tuple[str, float, object]] = []
 
         async def caller() -> None:
@@ -324,3 +329,51 @@ async def test_a_saturated_process_refuses_before_any_other_work(ledger):
         logger.setLevel(level)
     shed_ms = [r.ms for r in calls.calls if getattr(r, "reason", None) == "SERVER_OVERLOADED"]  # type: ignore[attr-defined]
     assert len(shed_ms) == 2 and max(shed_ms) < 10, shed_ms
+
+
+BURST = 24                  # calls sent at once while the server's event loop is held
+HOLD_S = 1.5                # how long the test holds the loop (a saturated process)
+
+
+@pytest.mark.parametrize("bound", [True, False], ids=["bounded", "unbounded-must-fail"])
+async def test_grpc_core_refuses_calls_beyond_the_pending_bound_without_the_process(ledger, bound):
+    """AOS_MAX_PENDING_CALLS (aos_runtime/server.py PendingCalls): while the process's event loop
+    is busy, calls wait in gRPC's core, where no Python sees them. Bounded, the core refuses the
+    ones beyond the bound at once — while the loop is still held, so without the process — as
+    CANCELLED; the calls within it are answered once the loop is free. Unbounded (0, gRPC's
+    default of thousands), every call waits out the whole hold: the same assertion fails.
+    The burst comes from threads with blocking stubs: the test's own loop is the server's, held."""
+    url, a, b = ledger
+    limits = {"max_pending_calls": 2, "pending_calls_early_drop": 0} if bound else {"max_pending_calls": 0}
+    async with logs_server(url, **limits) as (server, stub):
+        await stub.ListAuditEntries(pb.ListAuditEntriesRequest(page_size=5), metadata=auth(b), timeout=5)
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+        grpc.channel_ready_future(channel).result(timeout=5)
+        blocking = pb_grpc.AuditLedgerServiceStub(channel)
+
+        def call() -> tuple[str, float, float]:
+            started = time.monotonic()
+            try:
+                blocking.ListAuditEntries(pb.ListAuditEntriesRequest(page_size=5), metadata=auth(b), timeout=10)
+                return "OK", started, time.monotonic()
+            except grpc.RpcError as err:
+                return err.code().name, started, time.monotonic()
+
+        with ThreadPoolExecutor(BURST) as pool:
+            futures = [pool.submit(call) for _ in range(BURST)]
+            time.sleep(HOLD_S)  # noqa: ASYNC251 - holds the server's loop on purpose
+            released = time.monotonic()
+            outcomes = [await asyncio.wrap_future(f) for f in futures]
+        channel.close()
+    # Answered before the loop was released: by gRPC's core alone.
+    refused_early = [ended - started for code, started, ended in outcomes if code == "CANCELLED" and ended < released]
+    figures = (f"{len(refused_early)} of {BURST} refused while the loop was held (slowest "
+               f"{max(refused_early, default=0) * 1000:.0f} ms); {[(c, round(e - s, 3)) for c, s, e in outcomes]}")
+    print(figures)
+    assert "OK" in {code for code, _, _ in outcomes}, figures  # the calls within the bound are served
+    assert {code for code, _, _ in outcomes} <= {"OK", "CANCELLED"}, figures
+    held = len(refused_early) >= BURST - 4
+    if bound:
+        assert held, figures
+    else:
+        assert not held, f"unbounded, every call should have waited for the loop: {figures}"

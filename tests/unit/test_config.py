@@ -23,7 +23,9 @@ def test_overrides():
 
 @pytest.mark.parametrize("env", [{"AOS_LOGS_PORT": "http"}, {"AOS_DB_POOL_SIZE": "0"},
                                  {"AOS_MIGRATE_ON_START": "maybe"}, {"AOS_LOG_LEVEL": "LOUD"},
-                                 {"AOS_LOGS_PROT": "1"}])
+                                 {"AOS_LOGS_PROT": "1"}, {"AOS_MAX_UNREQUESTED_S": "0"},
+                                 {"AOS_MAX_PENDING_CALLS": "-1"},
+                                 {"AOS_MAX_PENDING_CALLS": "8", "AOS_PENDING_CALLS_EARLY_DROP": "9"}])
 def test_bad_values_and_unknown_names_are_refused(env):
     with pytest.raises(ConfigError):
         Settings.from_env(env)
@@ -49,3 +51,18 @@ def test_every_variable_is_documented_in_the_readme():
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     missing = [v.name for v in ENV_VARS if f"`{v.name}`" not in readme]
     assert not missing, f"README lacks: {missing}"
+
+
+def test_the_pending_call_bound_becomes_grpc_cores_channel_arguments():
+    """AOS_MAX_PENDING_CALLS and friends reach the server as gRPC core's own arguments
+    (tests/reliability/test_fairness.py shows the core acting on them); 0 leaves gRPC's."""
+    from aos_runtime.server import PendingCalls, server_options
+
+    s = Settings.from_env({"AOS_MAX_PENDING_CALLS": "8", "AOS_PENDING_CALLS_EARLY_DROP": "2",
+                           "AOS_MAX_UNREQUESTED_S": "3"})
+    options = dict(server_options(1024, pending=PendingCalls(s.max_pending_calls, s.pending_calls_early_drop,
+                                                              s.max_unrequested_s)))
+    assert options["grpc.server.max_pending_requests_hard_limit"] == 8
+    assert options["grpc.server.max_pending_requests"] == 2
+    assert options["grpc.server_max_unrequested_time_in_server"] == 3
+    assert not {k for k, _ in server_options(1024, pending=PendingCalls(0, 0, 1)) if "pending" in k or "unrequested" in k}
