@@ -469,9 +469,9 @@ class ServiceServer:
                           CallPolicy(verifier, required_scopes([s.descriptor for s in servicers],
                                                      {s.descriptor.full_name: s.scope for s in servicers if s.scope}),
                                      admission=admission, heavy=heavy_methods([s.descriptor for s in servicers]),
-                                      service=name, access=access,
-                                      bound_bytes=frozenset(f"/{s.descriptor.full_name}/{m.name}" for s in servicers
-                                                            if s.bound_bytes for m in s.descriptor.methods))],
+                                     service=name, access=access,
+                                     bound_bytes=frozenset(f"/{s.descriptor.full_name}/{m.name}" for s in servicers
+                                                           if s.bound_bytes for m in s.descriptor.methods))],
             options=server_options(max_message_bytes, reuse_port=reuse_port, pending=pending))
         for servicer in servicers:
             servicer.add_to_server(servicer.implementation, self.server)
