@@ -57,8 +57,10 @@ entry in the ledger of every tenant that had rows in it. No single row is ever d
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 
@@ -68,6 +70,8 @@ from psycopg.types.json import Jsonb
 
 from aos_recording import retention_policy as rp
 from aos_recording.verify import Checkpoint
+
+log = logging.getLogger("aos.retention")
 
 
 def _month(value: date | datetime) -> datetime:
@@ -232,10 +236,15 @@ def _blocker(conn: psycopg.Connection, table: str, name: str, end: datetime, now
     for hold_id, tenant, scope, target in holds:
         if tenant not in rows:
             continue
-        if scope == "TENANT" or conn.execute(
-                f"SELECT EXISTS ({_COVERS[(table, scope)].format(p=part)})", {"t": tenant, "id": target}).fetchone()[0]:
+        if scope == "TENANT" or _covers(conn, table, scope, part, tenant, target):
             return f"legal hold {hold_id} of tenant {tenant} ({scope}{' ' + target if target else ''})", rows
     return None, rows
+
+
+def _covers(conn: psycopg.Connection, table: str, scope: str, part: str, tenant: str, target: str) -> bool:
+    row = conn.execute(f"SELECT EXISTS ({_COVERS[(table, scope)].format(p=part)})",
+                       {"t": tenant, "id": target}).fetchone()
+    return bool(row and row[0])
 
 
 def _append_drop_entries(conn: psycopg.Connection, table: str, dropped: list[tuple[str, datetime, datetime]],
@@ -315,6 +324,45 @@ def apply_policies(conn: psycopg.Connection, now: datetime, *, dry_run: bool = F
             outcome.kept, outcome.reason = (doomed[0][0] if doomed else None), \
                 f"refused: {err.diag.message_primary or err}"
     return outcomes
+
+
+class Schedule:
+    """Retention rounds on a daemon thread, every ``interval_s`` (the first one interval after
+    ``start``): each tenant's chain head recorded as a checkpoint, then ``apply_policies`` at
+    the clock's time. ``url``: the owner's (migration user's) libpq URL. The suite launcher
+    runs one (AOS_RETENTION_INTERVAL_S); a deployment may run the same two commands from cron.
+    A failed round is logged and the next one runs."""
+
+    def __init__(self, url: str, interval_s: float, *,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+        self.url, self.interval_s, self.clock = url, interval_s, clock
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="aos-retention", daemon=True)
+
+    def start(self) -> bool:
+        """Starts the rounds; False (nothing started) when the interval is 0 (off)."""
+        if self.interval_s <= 0:
+            return False
+        self._thread.start()
+        return True
+
+    def stop(self, timeout_s: float = 30) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    def round(self) -> list[TableOutcome]:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            record_checkpoints(conn)
+            return apply_policies(conn, self.clock())
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                for outcome in self.round():
+                    log.info("retention: %s", describe(outcome))
+            except Exception:  # the schedule outlives one failed round (the database may be away)
+                log.exception("retention round failed; retried next round")
 
 
 def describe(outcome: TableOutcome, *, dry_run: bool = False) -> str:

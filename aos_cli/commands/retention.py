@@ -81,7 +81,8 @@ def set_command(args: argparse.Namespace, ctx: Context) -> int:
         raise UsageError("--days must be positive (or say --permanent)")
     request = pb.SetRetentionPolicyRequest(
         record_type=enum_member(pb.RetentionRecordType, args.record_type, "RECORD_TYPE"),
-        level=enum_member(records_pb2.SystemSeverity, args.level, "--level") if args.level else 0,
+        level=enum_member(records_pb2.SystemSeverity, args.level, "--level") if args.level
+        else records_pb2.SYSTEM_SEVERITY_UNSPECIFIED,
         retention_days=args.days or 0, permanent=args.permanent, retention_class=args.retention_class,
         compliance_tags=args.tags)
     answer = ctx.client.retention.SetRetentionPolicy(request)

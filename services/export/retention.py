@@ -125,7 +125,8 @@ def _reason(r: Request, value: str, field: str) -> str:
 
 def policy_message(policy: rp.Policy, row: Mapping[str, Any] | None) -> pb.RetentionPolicy:
     message = pb.RetentionPolicy(
-        record_type=RECORD_TYPES[policy.record_type], level=LEVELS[policy.level] if policy.level else 0,
+        record_type=RECORD_TYPES[policy.record_type],
+        level=LEVELS[policy.level] if policy.level else records_pb2.SYSTEM_SEVERITY_UNSPECIFIED,
         retention_days=policy.days or 0, permanent=policy.days is None, retention_class=policy.retention_class,
         compliance_tags=list(policy.compliance_tags), is_default=row is None)
     if row is not None:

@@ -55,11 +55,12 @@ def set_policy(conn: Connection, tenant_id: str, wanted: rp.Policy, actor_type: 
         ":now, :at, :aid) ON CONFLICT (tenant_id, record_type, level) DO UPDATE SET "
         "retention_days = EXCLUDED.retention_days, retention_class = EXCLUDED.retention_class, "
         "compliance_tags = EXCLUDED.compliance_tags, updated_at = EXCLUDED.updated_at, "
-        f"updated_by_type = EXCLUDED.updated_by_type, updated_by_id = EXCLUDED.updated_by_id RETURNING {POLICY_COLUMNS}"),
+        "updated_by_type = EXCLUDED.updated_by_type, updated_by_id = EXCLUDED.updated_by_id "
+        f"RETURNING {POLICY_COLUMNS}"),
         {"t": tenant_id, "rt": wanted.record_type, "lv": wanted.level, "days": wanted.days,
          "cls": wanted.retention_class, "tags": list(wanted.compliance_tags), "now": now, "at": actor_type,
          "aid": actor_id}).mappings().one()
-    after = _policy(row)
+    after = _policy(dict(row))
     label = wanted.record_type + (f"/{wanted.level}" if wanted.level else "")
     AuditLedgerWriter(conn).append(
         tenant_id=tenant_id, event_type="RetentionPolicyChanged", entity_type="RETENTION_POLICY", entity_id=label,
@@ -87,8 +88,9 @@ def list_holds(conn: Connection, tenant_id: str, include_released: bool, after: 
 
 
 def _hold(conn: Connection, tenant_id: str, hold_id: str, *, lock: bool = False) -> Mapping[str, Any] | None:
-    return conn.execute(text(HOLD_SELECT + " WHERE a.tenant_id = :t AND a.id = :id" + (" FOR UPDATE" if lock else "")),
-                        {"t": tenant_id, "id": hold_id}).mappings().first()
+    row = conn.execute(text(HOLD_SELECT + " WHERE a.tenant_id = :t AND a.id = :id" + (" FOR UPDATE" if lock else "")),
+                       {"t": tenant_id, "id": hold_id}).mappings().first()
+    return dict(row) if row is not None else None
 
 
 def place_hold(conn: Connection, tenant_id: str, scope: str, target_id: str, reason: str, actor_type: str,

@@ -193,3 +193,25 @@ def test_system_records_by_level_and_trace_steps_go_by_their_own_policy(db):
     assert "SYSTEM_RECORDS/CRITICAL policy keeps it permanently" in out["system_records"].reason
     assert [e for e, s in drop_entries(db, A)] == ["aos_trace_steps_p2025_01", "system_records_p2025_01"]
     assert ledger_report(db, A).ok
+
+
+def test_the_schedule_records_checkpoints_then_applies_at_its_clock_and_is_off_at_zero(db):
+    append_entries(db, A, [MAR], 1)  # after the fixture's checkpoint: the round records a new one
+    schedule = retention.Schedule(db, 0, clock=lambda: at(2026, 3, 15))
+    assert schedule.start() is False  # 0: off, no thread
+    outcome = {o.table: o for o in schedule.round()}["audit_ledger"]
+    assert outcome.dropped == ["audit_ledger_p2025_01", "audit_ledger_p2025_02"]
+    schedule.stop()
+
+
+def test_the_apply_command_dry_run_at_a_given_time(db, monkeypatch, capsys):
+    monkeypatch.setenv("DATABASE_URL", db)
+    assert retention.main(["apply", "--dry-run", "--now", "2026-03-15T00:00:00Z"]) == 0
+    out = capsys.readouterr().out
+    assert "audit_ledger: would drop audit_ledger_p2025_01, audit_ledger_p2025_02 (14 rows of 2 tenants)" in out
+    assert exists(db, "audit_ledger_p2025_01")
+    with pytest.raises(SystemExit):
+        retention.main(["apply", "--now", "2026-03-15"])  # no zone: refused
+    assert retention.main(["apply", "--now", "2026-03-15T00:00:00Z"]) == 0
+    assert "audit_ledger: dropped audit_ledger_p2025_01" in capsys.readouterr().out
+    assert not exists(db, "audit_ledger_p2025_01")

@@ -8,8 +8,9 @@ import grpc
 import pytest
 from sqlalchemy import text
 
-from aos.evidence.v1 import records_pb2
+from aos.evidence.v1 import evidence_pb2, records_pb2
 from aos.export.v1 import retention_service_pb2 as pb, retention_service_pb2_grpc as pb_grpc
+from aos.logs.v1 import audit_ledger_service_pb2 as audit_pb, audit_ledger_service_pb2_grpc as audit_grpc
 from aos_recording.writers import Producer
 from tests.db.sessions import ledger_report, session
 from tests.e2e.support import token, violations
@@ -153,6 +154,20 @@ async def test_holds_placed_listed_released_once_and_only_by_their_tenant(stub, 
         ("LegalHoldPlaced", run_hold.hold_id), ("LegalHoldPlaced", tenant_hold.hold_id),
         ("LegalHoldReleased", run_hold.hold_id)]
     assert entries(database_url, other) == [] and ledger_report(database_url, mine).ok
+
+
+async def test_the_entries_read_through_the_logs_service(stub, suite, database_url):
+    """Each new entity type has its metadata (the Logs service reads every entry it lists)."""
+    mine = new_tenant(database_url)
+    await stub.SetRetentionPolicy(pb.SetRetentionPolicyRequest(record_type=LLM, retention_days=30),
+                                  metadata=who(mine))
+    hold = (await stub.PlaceLegalHold(pb.PlaceLegalHoldRequest(scope=pb.LEGAL_HOLD_SCOPE_TENANT, reason="x"),
+                                      metadata=who(mine))).hold
+    async with grpc.aio.insecure_channel(suite["logs"]) as channel:
+        listed = await audit_grpc.AuditLedgerServiceStub(channel).ListAuditEntries(
+            audit_pb.ListAuditEntriesRequest(), metadata=who(mine, ("logs.read",)))
+    assert [(e.entity_id, e.metadata.source_domain) for e in listed.entries] == [
+        (hold.hold_id, evidence_pb2.SOURCE_DOMAIN_LOGS), ("LLM_RUNS", evidence_pb2.SOURCE_DOMAIN_LOGS)]
 
 
 @pytest.mark.parametrize("fields,field", [
