@@ -5,13 +5,13 @@ import json
 
 import pytest
 
-from tests.e2e.test_retention import new_tenant
+from tests.db.sessions import make_tenant
 
 pytestmark = pytest.mark.db
 
 
 async def test_policies_set_and_holds_through_the_cli(cli, database_url):
-    tenant = new_tenant(database_url)
+    tenant = make_tenant(database_url)
     shown = await cli("retention", "policies", tenant=tenant)
     assert shown.code == 0, shown.err
     assert "AUDIT_LEDGER" in shown.out and "365 days" in shown.out and "permanent" in shown.out

@@ -9,10 +9,9 @@ from datetime import date, datetime, timezone
 import psycopg
 import pytest
 
-from aos_recording import retention, verify
-from aos_recording.writers import AuditLedgerWriter, Producer, SystemRecordWriter
+from aos_recording import hashing, retention, verify
+from aos_recording.writers import AuditLedgerWriter, Producer, SystemRecordWriter, TraceRecorder
 from tests.db.sessions import append_entries, ledger_report, session
-from tests.db.test_partitioned_records import system_record, traces
 from tests.logins import login_url
 
 pytestmark = pytest.mark.db
@@ -47,6 +46,27 @@ def db(databases):
     with session(url) as conn:
         retention.record_checkpoints(conn)
     return url
+
+
+def finished_trace(url: str, tenant: str, trace: str, at_: datetime, steps: int) -> None:
+    """A finished trace whose steps were created at ``at_`` (the partition key; the writer says now())."""
+    producer = Producer(login_url(url, "producer"))
+    try:
+        with producer.transaction(tenant) as conn:
+            TraceRecorder(conn).create_trace(tenant_id=tenant, run_id=f"run-{trace}", trace_id=trace, started_at=at_)
+        with session(url, "aos_producer", tenant) as conn:
+            for i in range(steps):
+                fields = {"step_index": i, "step_type": "llm_call", "input_data": {"i": i}, "output_data": None,
+                          "timestamp": at_}
+                conn.execute(
+                    "INSERT INTO aos_trace_steps (id, trace_id, tenant_id, step_index, step_type, source, "
+                    "\"timestamp\", input_data, content_hash, created_at) VALUES (%s, %s, %s, %s, 'llm_call', "
+                    "'agent', %s, %s, %s, %s)", (f"{trace}-{i}", trace, tenant, i, at_, f'{{"i": {i}}}',
+                                                 hashing.step_content_hash(fields), at_))
+        with producer.transaction(tenant) as conn:
+            TraceRecorder(conn).complete_trace(trace_id=trace, completed_at=at_)
+    finally:
+        producer.close()
 
 
 def set_policy(url: str, tenant: str, record_type: str, days: int | None, cls: str = "STANDARD",
@@ -175,13 +195,14 @@ def test_system_records_by_level_and_trace_steps_go_by_their_own_policy(db):
     producer = Producer(login_url(db, "producer"))
     try:
         with producer.transaction(A) as conn:
-            system_record(conn, A, "sr-error", JAN)
+            SystemRecordWriter(conn).write(tenant_id=A, component="api", event_type="ERROR", severity="ERROR",
+                                           summary="boom", created_at=JAN, record_id="sr-error")
             SystemRecordWriter(conn).write(tenant_id=A, component="db", event_type="ERROR", severity="CRITICAL",
                                            summary="disk", created_at=FEB, record_id="sr-critical")
     finally:
         producer.close()
     set_policy(db, A, "SYSTEM_RECORDS", 1, level="ERROR")
-    traces(db, A, {"tr-done": [JAN, JAN]}, complete={"tr-done"})
+    finished_trace(db, A, "tr-done", JAN, 2)
     out = apply(db, at(2025, 6))
     # steps: 90 days after January's end, and the empty months after it (nobody's rows); the
     # ledger (a year) still holds January
