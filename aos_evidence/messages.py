@@ -103,6 +103,9 @@ def export_message(row: Mapping[str, Any]) -> bundle_pb2.Export:
             setattr(message, name, row[name])
     if row["slice_filter"] is not None:
         message.slice_filter = _canonical(row["slice_filter"])
+    retention = (row["manifest"] or {}).get("retention") or {}
+    message.retention_class = retention.get("retention_class", "")
+    message.compliance_tags.extend(retention.get("compliance_tags", ()))
     return message
 
 

@@ -132,3 +132,20 @@ def release_hold(conn: Connection, tenant_id: str, hold_id: str, reason: str, ac
         action_reason=f"legal hold released: {reason}", before_state=_hold_state(before),
         after_state=_hold_state(after), created_at=now)
     return after
+
+
+# The record types (and levels) an export's records come from, by its scope.
+_CARRIED = {"LLM_RUN": rp.KEYS, "INCIDENT": rp.KEYS, "AUDIT_SLICE": ((rp.AUDIT_LEDGER, ""),),
+            "SYSTEM_SLICE": tuple(k for k in rp.KEYS if k[0] == rp.SYSTEM_RECORDS)}
+
+
+def manifest_section(conn: Connection, tenant_id: str, scope: str, severity: str | None = None) -> dict[str, Any]:
+    """The manifest's ``retention``: the tenant's policies in force for the record types the
+    export carries (a system slice of one severity: that level's), the class of the longest-kept
+    one (permanent first; ties: the first in record-type order) and the union of their tags."""
+    carried = [k for k in _CARRIED[scope] if severity is None or k[0] != rp.SYSTEM_RECORDS or k[1] == severity]
+    found = [p for p, _ in policies(conn, tenant_id) if p.key in carried]
+    longest = max(found, key=lambda p: (p.days is None, p.days or 0))
+    return {"retention_class": longest.retention_class,
+            "compliance_tags": sorted({t for p in found for t in p.compliance_tags}),
+            "policies": [p.as_state() for p in found]}

@@ -2,6 +2,7 @@
 change an audit entry of that tenant, nothing of one tenant visible or changeable by another."""
 from __future__ import annotations
 
+import json
 import uuid
 
 import grpc
@@ -183,3 +184,24 @@ async def test_a_bad_hold_is_refused_with_its_field(stub, database_url, fields, 
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await stub.PlaceLegalHold(pb.PlaceLegalHoldRequest(**fields), metadata=who(mine))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field in violations(err.value)
+
+
+async def test_an_export_carries_the_retention_class_and_tags_in_its_signed_manifest(stub, suite, database_url):
+    from aos.evidence.v1 import bundle_pb2
+    from aos.export.v1 import export_service_pb2 as export_pb, export_service_pb2_grpc as export_grpc
+    mine = new_tenant(database_url)
+    await stub.SetRetentionPolicy(pb.SetRetentionPolicyRequest(
+        record_type=LEDGER, retention_days=7 * 365, retention_class="SOC2", compliance_tags=["soc2", "pci"]),
+        metadata=who(mine))
+    scopes = ("exports.create", "exports.read")
+    async with grpc.aio.insecure_channel(suite["export"]) as channel:
+        exports = export_grpc.ExportServiceStub(channel)
+        made = (await exports.CreateExport(export_pb.CreateExportRequest(
+            audit_slice=export_pb.AuditSlice(), bundle_type=bundle_pb2.BUNDLE_TYPE_EVIDENCE,
+            format=bundle_pb2.EXPORT_FORMAT_JSON), metadata=who(mine, scopes))).export
+        verified = await exports.VerifyExport(export_pb.VerifyExportRequest(export_id=made.export_id),
+                                              metadata=who(mine, scopes))
+    assert made.retention_class == "SOC2" and list(made.compliance_tags) == ["pci", "soc2"]
+    section = json.loads(made.manifest)["retention"]
+    assert section["retention_class"] == "SOC2" and section["policies"][0]["retention_days"] == 2555
+    assert verified.valid
