@@ -10,7 +10,7 @@ from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
-from aos.export.v1 import export_service_pb2_grpc
+from aos.export.v1 import export_service_pb2_grpc, retention_service_pb2_grpc
 from aos.logs.v1 import (
     audit_ledger_service_pb2_grpc,
     evidence_search_service_pb2_grpc,
@@ -148,6 +148,10 @@ class Client:
     @property
     def exports(self) -> _Service:
         return self._service("export", export_service_pb2_grpc.ExportServiceStub)
+
+    @property
+    def retention(self) -> _Service:
+        return self._service("export", retention_service_pb2_grpc.RetentionServiceStub)
 
     def close(self) -> None:
         for channel in self._channels.values():

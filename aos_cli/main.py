@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Sequence
 
 from aos_cli.client import EXIT_USAGE, Client, CliError, UsageError
-from aos_cli.commands import audit, export, ledger, overview, runs, search, token, witness
+from aos_cli.commands import audit, export, ledger, overview, retention, runs, search, token, witness
 from aos_cli.context import Context
 from aos_cli.output import Output
 from aos_runtime.config import SERVICES, ConfigError, Settings
@@ -27,6 +27,8 @@ EPILOG = """examples (against `make run`):
   aos-evidence runs trace tenant-demo.run-support-103
   aos-evidence export create --run tenant-demo.run-support-103 --bundle SOC2 --format ZIP --download out/
   aos-evidence ledger checkpoint -o cp.json && aos-evidence ledger verify --checkpoint cp.json --key PUBLIC_KEY
+  aos-evidence retention set LLM_RUNS --days 365 --class SOC2 --tag soc2
+  aos-evidence retention hold --run tenant-demo.run-support-103 --reason "litigation 2026-114"
   aos-evidence witness --log-key VKEY --key witness.key --name witness.example --state witness-state/
 """
 
@@ -55,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Operator CLI of the AOS Evidence Plane: overview, audit ledger, "
                                                  "run traces, signed exports and ledger checkpoints, over gRPC.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (token, overview, audit, runs, search, export, ledger, witness):
+    for module in (token, overview, audit, runs, search, export, ledger, retention, witness):
         module.register(commands, common)
     return parser
 

@@ -38,7 +38,9 @@ CAUSES = canonical_values(evidence_records.CausedBy)
 DOMAIN_OF_ENTITY = {"POLICY_RULE": "POLICY", "POLICY_PROPOSAL": "POLICY", "LIMIT": "POLICY",
                     "INCIDENT": "INCIDENTS", "ACTOR": "SYSTEM", "API_KEY": "SYSTEM", "LOG_EXPORT": "LOGS",
                     # the resources of access entries: reads of the Logs domain's evidence
-                    "LLM_RUN": "LOGS", "SYSTEM_RECORD": "LOGS", "AUDIT_ENTRY": "LOGS"}
+                    "LLM_RUN": "LOGS", "SYSTEM_RECORD": "LOGS", "AUDIT_ENTRY": "LOGS",
+                    # retention of the evidence (migration 0022): policies, legal holds, dropped partitions
+                    "RETENTION_POLICY": "LOGS", "LEGAL_HOLD": "LOGS", "EVIDENCE_PARTITION": "LOGS"}
 
 
 def audit_evidence(row: Mapping[str, Any]) -> Evidence:
@@ -101,6 +103,9 @@ def export_message(row: Mapping[str, Any]) -> bundle_pb2.Export:
             setattr(message, name, row[name])
     if row["slice_filter"] is not None:
         message.slice_filter = _canonical(row["slice_filter"])
+    retention = (row["manifest"] or {}).get("retention") or {}
+    message.retention_class = retention.get("retention_class", "")
+    message.compliance_tags.extend(retention.get("compliance_tags", ()))
     return message
 
 

@@ -38,17 +38,40 @@ Decisions (docs/SCALE.md gives the measurements behind them):
     python -m aos_recording.retention ensure --ahead 3         # this month and 3 ahead
     python -m aos_recording.retention drop --before 2026-01    # whole months before, if covered
                                                                # (the ledger's, then the others')
+    python -m aos_recording.retention apply [--dry-run] [--now 2027-06-01T00:00:00Z] [--checkpoint]
+                                                               # the tenants' policies and holds
+
+``apply`` (``apply_policies``) is the policy-driven path (issue #25; docs/SCALE.md §3c). Monthly
+partitions are shared by tenants, so a partition is dropped only when, for every tenant with
+rows in it, the tenant's policy for that record type (and, for system records, for each level
+it holds) has expired all of them — its month ended at least the policy's days before ``now``
+— and no active legal hold of any of those tenants covers a row in it. Only a run of the
+oldest partitions goes (the drop functions take every month before a bound), and through the
+same gates as ``drop``: the ledger's checkpoints (``aos_drop_ledger_partitions``), whole
+finished traces for steps (``aos_drop_expired_partitions``, migration 0022). Policies and holds
+are read with ``legal_holds`` and ``retention_policies`` locked SHARE and the candidate
+partitions ACCESS EXCLUSIVE, in the transaction that drops them, so a hold placed meanwhile
+waits for the drop or blocks it. Each dropped partition is an EvidencePartitionDropped
+entry in the ledger of every tenant that had rows in it. No single row is ever deleted.
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
-from collections.abc import Iterable
-from datetime import date, datetime, timezone
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
 
 import psycopg
+import psycopg.sql
+from psycopg.types.json import Jsonb
 
+from aos_recording import retention_policy as rp
 from aos_recording.verify import Checkpoint
+
+log = logging.getLogger("aos.retention")
 
 
 def _month(value: date | datetime) -> datetime:
@@ -112,6 +135,259 @@ def retention_anchor(conn, tenant_id: str) -> Checkpoint | None:
     return Checkpoint(int(row[0]), bytes(row[1])) if row else None
 
 
+# --- policies and legal holds (migration 0022) -------------------------------------------------
+
+STEPS, SYSTEM = "aos_trace_steps", "system_records"
+RECORD_TYPE_OF = {LEDGER: rp.AUDIT_LEDGER, STEPS: rp.LLM_RUNS, SYSTEM: rp.SYSTEM_RECORDS}
+APPLY_ORDER = (LEDGER, STEPS, SYSTEM)
+ACTOR = "aos-retention"
+
+# Which rows of a partition a hold on a run or an incident covers (docs/SCALE.md §3c).
+_COVERS = {
+    (LEDGER, "RUN"): "SELECT FROM {p} x WHERE x.tenant_id = %(t)s AND (x.correlation_id = %(id)s "
+                     "OR (x.entity_type = 'LLM_RUN' AND x.entity_id = %(id)s))",
+    (LEDGER, "INCIDENT"): "SELECT FROM {p} x WHERE x.tenant_id = %(t)s AND (x.correlation_id = %(id)s "
+                          "OR (x.entity_type = 'INCIDENT' AND x.entity_id = %(id)s))",
+    (STEPS, "RUN"): "SELECT FROM {p} x JOIN aos_traces r ON r.tenant_id = x.tenant_id AND r.trace_id = x.trace_id "
+                    "WHERE x.tenant_id = %(t)s AND r.run_id = %(id)s",
+    (STEPS, "INCIDENT"): "SELECT FROM {p} x JOIN aos_traces r ON r.tenant_id = x.tenant_id "
+                         "AND r.trace_id = x.trace_id WHERE x.tenant_id = %(t)s AND r.incident_id = %(id)s",
+    (SYSTEM, "RUN"): "SELECT FROM {p} x WHERE x.tenant_id = %(t)s AND (x.run_id = %(id)s OR x.correlation_id = %(id)s)",
+    (SYSTEM, "INCIDENT"): "SELECT FROM {p} x WHERE x.tenant_id = %(t)s AND x.correlation_id = %(id)s",
+}
+
+
+class LegalHoldActive(Exception):
+    """An active legal hold covers what was to be dropped or erased."""
+
+    def __init__(self, holds: list[dict]) -> None:
+        self.holds = holds
+        super().__init__("legal hold active: " + ", ".join(
+            f"{h['id']} ({h['scope']}{' ' + h['target_id'] if h['target_id'] else ''})" for h in holds))
+
+
+def legal_holds_covering(conn, tenant_id: str, *, run_id: str | None = None,
+                         incident_id: str | None = None) -> list[dict]:
+    """The tenant's active holds that cover the tenant, ``run_id`` or ``incident_id``: the
+    question erasure asks before it erases (``ensure_no_legal_hold``). ``conn``: psycopg or
+    SQLAlchemy; any service role may call it (``aos_legal_holds_covering``, migration 0022),
+    whatever tenant its transaction is scoped to."""
+    sql = "SELECT * FROM aos_legal_holds_covering(%(t)s, %(r)s, %(i)s)"
+    params = {"t": tenant_id, "r": run_id, "i": incident_id}
+    if isinstance(conn, psycopg.Connection):
+        cur = conn.execute(sql, params)
+        names = [c.name for c in cur.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+    return [dict(r._mapping) for r in conn.exec_driver_sql(sql, params).fetchall()]
+
+
+def ensure_no_legal_hold(conn, tenant_id: str, *, run_id: str | None = None,
+                         incident_id: str | None = None) -> None:
+    """Raises LegalHoldActive when a hold covers the tenant, the run or the incident."""
+    holds = legal_holds_covering(conn, tenant_id, run_id=run_id, incident_id=incident_id)
+    if holds:
+        raise LegalHoldActive(holds)
+
+
+@dataclass
+class TableOutcome:
+    """What ``apply_policies`` did to one table."""
+    table: str
+    dropped: list[str] = field(default_factory=list)
+    # The oldest partition kept and why (policy not expired, permanent, a hold, a refused gate).
+    kept: str | None = None
+    reason: str | None = None
+    # tenant -> rows of it the dropped partitions held
+    rows: dict[str, int] = field(default_factory=dict)
+
+
+def _policies(conn: psycopg.Connection) -> dict[tuple[str, str, str], rp.Policy]:
+    return {(t, rt, lv): rp.Policy(rt, lv, days, cls, tuple(tags)) for t, rt, lv, days, cls, tags in conn.execute(
+        "SELECT tenant_id, record_type, level, retention_days, retention_class, compliance_tags "
+        "FROM retention_policies")}
+
+
+def _dated_partitions(conn: psycopg.Connection, table: str) -> list[tuple[str, datetime, datetime]]:
+    """(name, from, to) of a table's monthly partitions, oldest first; never the default one."""
+    return [(name, lo, hi) for name, lo, hi in conn.execute(
+        "SELECT c.relname, b[1]::timestamptz, b[2]::timestamptz FROM pg_inherits i "
+        "JOIN pg_class c ON c.oid = i.inhrelid, "
+        "LATERAL regexp_match(pg_get_expr(c.relpartbound, c.oid), 'FROM \\(''([^'']+)''\\) TO \\(''([^'']+)''\\)') b "
+        "WHERE i.inhparent = %s::regclass AND b IS NOT NULL ORDER BY 2", (table,))]
+
+
+def _blocker(conn: psycopg.Connection, table: str, name: str, end: datetime, now: datetime,
+             policies: dict, holds: list[tuple[str, str, str, str]]) -> tuple[str | None, dict[str, int]]:
+    """Why partition ``name`` (rows created before ``end``) must stay, or None; and its rows per tenant."""
+    part = psycopg.sql.Identifier(name).as_string(conn)
+    level = "x.severity" if table == SYSTEM else "''"
+    groups = conn.execute(f"SELECT x.tenant_id, {level}, count(*) FROM {part} x GROUP BY 1, 2").fetchall()
+    rows: dict[str, int] = {}
+    for tenant, lv, n in groups:
+        rows[tenant] = rows.get(tenant, 0) + int(n)
+        key = (RECORD_TYPE_OF[table], lv)
+        policy = policies.get((tenant, *key)) or rp.default(*key)
+        label = f"{key[0]}{'/' + lv if lv else ''}"
+        if policy.days is None:
+            return f"tenant {tenant}'s {label} policy keeps it permanently", rows
+        if end + timedelta(days=policy.days) > now:
+            return (f"tenant {tenant}'s {label} policy keeps it {policy.days} days: "
+                    f"expires {(end + timedelta(days=policy.days)).isoformat()}"), rows
+    for hold_id, tenant, scope, target in holds:
+        if tenant not in rows:
+            continue
+        if scope == "TENANT" or _covers(conn, table, scope, part, tenant, target):
+            return f"legal hold {hold_id} of tenant {tenant} ({scope}{' ' + target if target else ''})", rows
+    return None, rows
+
+
+def _covers(conn: psycopg.Connection, table: str, scope: str, part: str, tenant: str, target: str) -> bool:
+    row = conn.execute(f"SELECT EXISTS ({_COVERS[(table, scope)].format(p=part)})",
+                       {"t": tenant, "id": target}).fetchone()
+    return bool(row and row[0])
+
+
+def _append_drop_entries(conn: psycopg.Connection, table: str, dropped: list[tuple[str, datetime, datetime]],
+                         per_partition: dict[str, dict[str, int]], now: datetime) -> None:
+    from aos_recording.hashing import ledger_content_hash
+    from aos_recording.writers import AuditLedgerWriter
+    for name, lo, hi in dropped:
+        for tenant, n in sorted(per_partition[name].items()):
+            entry = AuditLedgerWriter.entry(
+                tenant_id=tenant, event_type="EvidencePartitionDropped", entity_type="EVIDENCE_PARTITION",
+                entity_id=name, actor_type="SYSTEM", actor_id=ACTOR,
+                action_reason=f"retention: {RECORD_TYPE_OF[table]} partition {name} expired under every "
+                              "tenant's policy, no legal hold",
+                after_state={"table": table, "partition": name, "record_type": RECORD_TYPE_OF[table],
+                             "from": lo.isoformat(), "to": hi.isoformat(), "rows_of_tenant": n},
+                created_at=now)
+            conn.execute(
+                "INSERT INTO audit_ledger (id, tenant_id, event_type, entity_type, entity_id, actor_type, actor_id, "
+                "action_reason, correlation_id, created_at, before_state, after_state, content_hash) "
+                "VALUES (%(id)s, %(tenant_id)s, %(event_type)s, %(entity_type)s, %(entity_id)s, %(actor_type)s, "
+                "%(actor_id)s, %(action_reason)s, %(correlation_id)s, %(created_at)s, NULL, %(after)s, %(hash)s)",
+                {**entry, "after": Jsonb(entry["after_state"]), "hash": ledger_content_hash(entry)})
+
+
+def apply_policies(conn: psycopg.Connection, now: datetime, *, dry_run: bool = False,
+                   tables: Iterable[str] = APPLY_ORDER) -> list[TableOutcome]:
+    """Applies every tenant's retention policies and legal holds as of ``now`` (the clock is
+    the caller's: tests move it). Per table, in its own transaction: the oldest run of
+    partitions that every tenant's policy lets go and no hold covers is dropped through the
+    table's gate; a refused gate (AOS02) keeps them all and is reported. ``conn``: the
+    owner's (migration user's) connection, autocommit."""
+    if now.tzinfo is None:
+        raise ValueError("now must be timezone-aware")
+    outcomes = []
+    for table in tables:
+        outcome = TableOutcome(table)
+        outcomes.append(outcome)
+        doomed: list[tuple[str, datetime, datetime]] = []
+        try:
+            with conn.transaction() as tx:
+                conn.execute("SET LOCAL timezone = 'UTC'")
+                conn.execute("LOCK TABLE legal_holds, retention_policies IN SHARE MODE")
+                policies = _policies(conn)
+                holds = [tuple(h) for h in conn.execute(
+                    "SELECT id, tenant_id, scope, target_id FROM legal_holds WHERE released_at IS NULL ORDER BY 1")]
+                candidates = [p for p in _dated_partitions(conn, table) if p[2] + timedelta(days=1) <= now]
+                for name, _, _ in sorted(candidates):  # the drop functions' lock order (by name)
+                    conn.execute(f"LOCK TABLE {psycopg.sql.Identifier(name).as_string(conn)} IN ACCESS EXCLUSIVE MODE")
+                per_partition: dict[str, dict[str, int]] = {}
+                for name, lo, hi in candidates:
+                    why, rows = _blocker(conn, table, name, hi, now, policies, holds)
+                    if why is not None:
+                        outcome.kept, outcome.reason = name, why
+                        break
+                    doomed.append((name, lo, hi))
+                    per_partition[name] = rows
+                if doomed and not dry_run:
+                    before = doomed[-1][2]
+                    if table == LEDGER:
+                        gone = [r[0] for r in conn.execute("SELECT aos_drop_ledger_partitions(%s)", (before,))]
+                    else:
+                        gone = [r[0] for r in conn.execute(
+                            "SELECT aos_drop_expired_partitions(%s, %s)", (table, before))]
+                    if sorted(gone) != sorted(n for n, _, _ in doomed):  # the same set, or nothing
+                        raise RuntimeError(f"{table}: dropped {gone}, expected {[n for n, _, _ in doomed]}")
+                    _append_drop_entries(conn, table, doomed, per_partition, now)
+                outcome.dropped = [n for n, _, _ in doomed]
+                for rows in per_partition.values():
+                    for tenant, n in rows.items():
+                        outcome.rows[tenant] = outcome.rows.get(tenant, 0) + n
+                if dry_run:
+                    raise psycopg.Rollback(tx)  # nothing was dropped; leave no lock behind either
+        except psycopg.Error as err:
+            if err.sqlstate != "AOS02":
+                raise
+            outcome.dropped, outcome.rows = [], {}
+            outcome.kept, outcome.reason = (doomed[0][0] if doomed else None), \
+                f"refused: {err.diag.message_primary or err}"
+    return outcomes
+
+
+class Schedule:
+    """Retention rounds on a daemon thread, every ``interval_s`` (the first one interval after
+    ``start``): each tenant's chain head recorded as a checkpoint, then ``apply_policies`` at
+    the clock's time. ``url``: the owner's (migration user's) libpq URL. The suite launcher
+    runs one (AOS_RETENTION_INTERVAL_S); a deployment may run the same two commands from cron.
+    A failed round is logged and the next one runs."""
+
+    def __init__(self, url: str, interval_s: float, *,
+                 clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
+        self.url, self.interval_s, self.clock = url, interval_s, clock
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="aos-retention", daemon=True)
+
+    def start(self) -> bool:
+        """Starts the rounds; False (nothing started) when the interval is 0 (off)."""
+        if self.interval_s <= 0:
+            return False
+        self._thread.start()
+        return True
+
+    def stop(self, timeout_s: float = 30) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    def round(self) -> list[TableOutcome]:
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            record_checkpoints(conn)
+            return apply_policies(conn, self.clock())
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                for outcome in self.round():
+                    log.info("retention: %s", describe(outcome))
+            except Exception:  # the schedule outlives one failed round (the database may be away)
+                log.exception("retention round failed; retried next round")
+
+
+def describe(outcome: TableOutcome, *, dry_run: bool = False) -> str:
+    """One line per table: what went (or would), what stays and why."""
+    went = ", ".join(outcome.dropped) or "nothing"
+    line = f"{outcome.table}: {'would drop' if dry_run else 'dropped'} {went}"
+    if outcome.rows:
+        line += f" ({sum(outcome.rows.values())} rows of {len(outcome.rows)} tenants)"
+    if outcome.kept:
+        line += f"; kept from {outcome.kept}: {outcome.reason}"
+    elif outcome.reason:
+        line += f"; {outcome.reason}"
+    return line
+
+
+def _parse_instant(value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an RFC 3339 time: {value!r}") from None
+    if parsed.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{value!r} names no zone (say Z or +00:00)")
+    return parsed
+
+
 def _parse_month(value: str) -> date:
     return datetime.strptime(value, "%Y-%m").date()  # noqa: DTZ007 - only the calendar month is kept
 
@@ -128,6 +404,12 @@ def main(argv: Iterable[str]) -> int:
     ensure.add_argument("--ahead", type=int, default=3, help="months after the current one (default 3)")
     drop = commands.add_parser("drop", help="drop whole months before a month, if checkpointed")
     drop.add_argument("--before", type=_parse_month, required=True, help="YYYY-MM: months before it go")
+    apply = commands.add_parser("apply", help="apply every tenant's retention policies and legal holds")
+    apply.add_argument("--now", type=_parse_instant, default=None,
+                       help="the clock to apply them at (RFC 3339; default: now, UTC)")
+    apply.add_argument("--dry-run", action="store_true", help="say what would go; drop nothing")
+    apply.add_argument("--checkpoint", action="store_true",
+                       help="record every tenant's chain head first (the ledger's gate needs a checkpoint)")
     args = parser.parse_args(list(argv))
 
     with database_url_for(Settings.from_env()) as url, \
@@ -141,6 +423,11 @@ def main(argv: Iterable[str]) -> int:
                 total = today.year * 12 + today.month - 1 + args.ahead
                 for name in ensure_partitions(conn, first=today, through=date(total // 12, total % 12 + 1, 1)):
                     print(f"created {name}")
+            elif args.command == "apply":
+                if args.checkpoint and not args.dry_run:
+                    record_checkpoints(conn)
+                for outcome in apply_policies(conn, args.now or datetime.now(timezone.utc), dry_run=args.dry_run):
+                    print(describe(outcome, dry_run=args.dry_run))
             else:
                 # the ledger first: the others follow it
                 for table in (LEDGER, *FOLLOWERS):

@@ -25,7 +25,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from aos_runtime.config import MIN_SECRET_BYTES, ConfigError, Settings
 
-SCOPES = ("overview.read", "logs.read", "exports.read", "exports.create", "checkpoints.cosign", "evidence.write")
+SCOPES = ("overview.read", "logs.read", "exports.read", "exports.create", "checkpoints.cosign", "evidence.write",
+          "retention.read", "retention.admin")
 ACTOR_TYPES = ("HUMAN", "AGENT", "SYSTEM")
 # Scopes only some kinds of caller may use (SPEC §6): producers writing evidence through
 # Ingest are software (SYSTEM or AGENT), never a person's token.

@@ -90,6 +90,10 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("AOS_CHECKPOINT_INTERVAL_S", "60",
            "Seconds between the Export service's publications of C2SP checkpoints for every log that grew; "
            "0: only on demand (GetLedgerCheckpoint)."),
+    EnvVar("AOS_RETENTION_INTERVAL_S", "86400",
+           "Seconds between the suite launcher's (`make run`) retention rounds: record every tenant's ledger "
+           "checkpoint, then apply the tenants' retention policies and legal holds (`python -m "
+           "aos_recording.retention apply`); the first round one interval after start; 0: off (run it from cron)."),
     EnvVar("AOS_WITNESS_KEYS", None,
            "Comma- or space-separated witness verifier keys (cosignature/v1 vkeys, "
            "`<name>+<hex id>+<base64>`) whose cosignatures AddCheckpointCosignature accepts."),
@@ -355,6 +359,7 @@ class Settings:
     gateway_max_connections: int = 1000  # AOS_GATEWAY_MAX_CONNECTIONS
     log_origin: str = "aos-evidence.local"  # AOS_LOG_ORIGIN
     checkpoint_interval_s: int = 60      # AOS_CHECKPOINT_INTERVAL_S (0: on demand only)
+    retention_interval_s: int = 86400    # AOS_RETENTION_INTERVAL_S (0: no scheduled retention)
     witness_keys: tuple[str, ...] = ()   # AOS_WITNESS_KEYS, parsed by the Export service at start
     # AOS_<PROCESS>_METRICS_PORT: /metrics of each service (worker i: port + i) and the gateway; 0: none
     metrics_ports: Mapping[str, int] = field(default_factory=lambda: dict.fromkeys(_METRICS, 0))
@@ -437,6 +442,7 @@ class Settings:
             gateway_max_connections=_int(env, "AOS_GATEWAY_MAX_CONNECTIONS", minimum=1),
             log_origin=(_get(env, "AOS_LOG_ORIGIN") or "aos-evidence.local").strip(),
             checkpoint_interval_s=_int(env, "AOS_CHECKPOINT_INTERVAL_S"),
+            retention_interval_s=_int(env, "AOS_RETENTION_INTERVAL_S"),
             witness_keys=tuple((_get(env, "AOS_WITNESS_KEYS") or "").replace(",", " ").split()),
             metrics_ports=_metrics_ports(env, _workers(env)),
             export_rate_per_hour=_int(env, "AOS_EXPORT_RATE_PER_HOUR"),

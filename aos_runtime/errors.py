@@ -189,6 +189,9 @@ def _from_fault(exc: faults.Fault) -> ApiError:
     if isinstance(exc, faults.EvidenceAlreadyRecorded):
         return ApiError(grpc.StatusCode.ALREADY_EXISTS, "EVIDENCE_CONFLICT",
                         f"{exc.message} (evidence is never overwritten; nothing was written)")
+    if isinstance(exc, faults.LegalHoldReleased):
+        return ApiError(grpc.StatusCode.FAILED_PRECONDITION, "LEGAL_HOLD_RELEASED", str(exc),
+                        metadata={"hold_id": exc.hold_id})
     if isinstance(exc, faults.ExportRateLimited):
         return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "EXPORT_RATE_LIMITED", exc.message,
                         metadata=exc.metadata, details=_quota_details(exc))

@@ -26,6 +26,7 @@ class Resource(enum.Enum):
     EXPORT = "export"
     INCIDENT = "incident"
     CHECKPOINT = "kept checkpoint of tree size"
+    LEGAL_HOLD = "legal hold"
 
     @property
     def reason(self) -> str:
@@ -140,3 +141,11 @@ class EvidenceAlreadyRecorded(Fault):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+class LegalHoldReleased(Fault):
+    """The legal hold was released already (a release is written once)."""
+
+    def __init__(self, hold_id: str) -> None:
+        super().__init__(f"legal hold {hold_id!r} is already released")
+        self.hold_id = hold_id

@@ -11,7 +11,10 @@ from google.protobuf import descriptor_pool
 from google.protobuf.descriptor import ServiceDescriptor
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2  # noqa: F401 - OTLP's TraceService
 
-from aos.export.v1 import export_service_pb2  # noqa: F401 - registers the descriptors
+from aos.export.v1 import (
+    export_service_pb2,  # noqa: F401 - registers the descriptors
+    retention_service_pb2,  # noqa: F401
+)
 from aos.ingest.v1 import ingest_service_pb2  # noqa: F401
 from aos.logs.v1 import (  # noqa: F401
     audit_ledger_service_pb2,
@@ -29,6 +32,7 @@ SERVICE_BACKENDS: Mapping[str, str] = {
     "aos.logs.v1.AuditLedgerService": "logs",
     "aos.logs.v1.EvidenceSearchService": "logs",
     "aos.export.v1.ExportService": "export",
+    "aos.export.v1.RetentionService": "export",
     "aos.ingest.v1.IngestService": "ingest",
 }
 # OTLP's own service: no REST rules, the gateway serves it as OTLP/HTTP at POST /v1/traces.

@@ -29,8 +29,10 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from aos_recording import retention
 from aos_runtime import auth, launch, migrate
 from aos_runtime.config import SERVICES, ConfigError, Settings, check_dev_key_allowed
+from aos_runtime.db import libpq_url
 from aos_runtime.embedded import database_url_for
 from aos_runtime.local_state import dev_secret
 from aos_runtime.observability import configure_logging
@@ -116,6 +118,10 @@ def main() -> int:
                     env["AOS_DEV_KEYS"] = "true"
                 _start(settings, env, logins, children)
                 _announce(settings, secret)
+                # Retention rounds as the admin, in this process (the children have no owner rights).
+                schedule = retention.Schedule(libpq_url(url), settings.retention_interval_s)
+                if schedule.start():
+                    stack.callback(schedule.stop)
                 code = _watch(children)
             except launch.StartFailure as exc:
                 print(f"cannot start: {exc}", file=sys.stderr)

@@ -22,7 +22,7 @@ from aos_recording import dsse, verify_export
 from aos_recording.hashing import GENESIS, canonical_json, manifest_hash, rfc3339
 from aos_recording.writers import AuditLedgerWriter, new_id
 from aos_runtime import faults
-from services.export import artifacts, bundles, checkpoints, quotas, store
+from services.export import artifacts, bundles, checkpoints, quotas, retention_store, store
 
 # v2: signed_at and signed_by (the signing time and key, inside what is signed: a verifier
 # checks the key's validity at that time), contents (per record type, the count and ledger
@@ -223,6 +223,9 @@ def create(conn: Connection, plan: Plan, keys: dsse.KeyRing, actor_type: str, ac
         "ledger_checkpoint": {"seq": bounds["max_seq"],
                               "chain_hash": bytes(ledger["chain_hash"]).hex() if ledger else GENESIS.hex()},
         "previous_export_chain_hash": previous_chain.hex(),
+        # The retention policies in force for the carried records (issue #25; seed 001's retention_class).
+        "retention": retention_store.manifest_section(conn, tenant, plan.scope, plan.slice_filter.get("severity")
+                                                      if plan.scope is ExportScope.SYSTEM_SLICE else None),
     }
     if log is not None:
         # v3: the C2SP checkpoint of the ledger at max_seq (kept now if it was not) and one

@@ -32,7 +32,7 @@ from aos_runtime.headers import WAL_POSITION_HEADER
 from aos_runtime.pagination import Listing
 from aos_runtime.server import ServiceContext, Servicer, continue_as_stream
 from aos_runtime.validation import Request
-from services.export import builder, checkpoints, quotas, store, verification
+from services.export import builder, checkpoints, quotas, retention, store, verification
 
 log = logging.getLogger("aos.export")
 
@@ -435,4 +435,4 @@ def _range(r: Request, message: pb.AuditSlice | pb.SystemSlice, prefix: str) -> 
 def servicers(ctx: ServiceContext) -> list[Servicer]:
     service = ExportService(ctx)
     return [Servicer(DESCRIPTOR, pb_grpc.add_ExportServiceServicer_to_server, service,
-                     background=service.publish_checkpoints)]
+                     background=service.publish_checkpoints), *retention.servicers(ctx)]

@@ -29,7 +29,8 @@ from aos.overview.v1 import overview_service_pb2
 ROOT = Path(__file__).resolve().parents[2]
 SPEC = ROOT.parent / "shared" / "SPEC.md"
 CONTRACT_CHECK = ROOT.parent / "shared" / "tools" / "contract_check.py"
-SCOPES = {"overview.read", "logs.read", "exports.read", "exports.create", "checkpoints.cosign", "evidence.write"}
+SCOPES = {"overview.read", "logs.read", "exports.read", "exports.create", "checkpoints.cosign", "evidence.write",
+          "retention.read", "retention.admin"}
 
 SERVICES = [
     overview_service_pb2.DESCRIPTOR.services_by_name["OverviewService"],

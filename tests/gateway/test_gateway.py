@@ -103,12 +103,16 @@ READS: list[tuple[str, dict[str, str], dict[str, Any]]] = [
         "hits__*__audit_entry__action_reason": ["unblock refunds queue"], "hits__*__matched_fields": [["action_reason"]],
         "total_size": "1", "metadata__tenant_id": DEMO}),
     ("/api/v1/logs/exports/signing-keys", {}, {"keys__*__algorithm": ["ed25519"]}),
+    ("/api/v1/logs/retention/policies", {}, {"policies__*__retention_class": ["STANDARD"] * 7,
+                                             "policies__*__is_default": [True] * 7}),
+    ("/api/v1/logs/retention/holds", {}, {"holds": [], "total_size": "0"}),
 ]
 WRITES = {("POST", "/api/v1/logs/exports"), ("POST", "/api/v1/logs/llm-runs/{run_id}/export"),
           ("GET", "/api/v1/logs/exports/{export_id}"), ("GET", "/api/v1/logs/exports/{export_id}:download"),
           ("POST", "/api/v1/logs/exports/{export_id}:verify"), ("POST", "/api/v1/logs/audit/checkpoint:cosign"),
           ("POST", "/api/v1/ingest/audit-events"), ("POST", "/api/v1/ingest/system-records"),
-          ("POST", "/api/v1/ingest/runs")}
+          ("POST", "/api/v1/ingest/runs"), ("POST", "/api/v1/logs/retention/policies"),
+          ("POST", "/api/v1/logs/retention/holds"), ("POST", "/api/v1/logs/retention/holds/{hold_id}:release")}
 
 
 def test_these_tests_cover_every_binding():
@@ -158,6 +162,29 @@ async def test_ingest_writes_through_the_gateway(client, writer_data):
     answers = [await client.post("/api/v1/ingest/runs", headers=producer, json=run) for _ in range(2)]
     assert [a.json()["status"] for a in answers] == ["ITEM_STATUS_CREATED", "ITEM_STATUS_ALREADY_PRESENT"]
     assert len(answers[0].json()["step_content_hashes"]) == 1
+
+
+async def test_retention_writes_through_the_gateway(client, writer_data):
+    """A policy set, a hold placed and released over REST (tests/e2e/test_retention.py has the rest)."""
+    headers = bearer(WRITER)
+    policy = await client.post("/api/v1/logs/retention/policies", headers=headers, json={
+        "record_type": "RETENTION_RECORD_TYPE_SYSTEM_RECORDS", "level": "SYSTEM_SEVERITY_WARNING",
+        "retention_days": 60, "compliance_tags": ["ops"]})
+    assert policy.status_code == 200, policy.text
+    assert policy.json()["policy"]["retention_days"] == 60 and policy.json()["policy"]["level"] == "SYSTEM_SEVERITY_WARNING"
+    hold = await client.post("/api/v1/logs/retention/holds", headers=headers,
+                             json={"scope": "LEGAL_HOLD_SCOPE_INCIDENT", "target_id": "inc-gw", "reason": "audit"})
+    assert hold.status_code == 200, hold.text
+    hold_id = hold.json()["hold"]["hold_id"]
+    released = await client.post(f"/api/v1/logs/retention/holds/{hold_id}:release", headers=headers,
+                                 json={"reason": "done"})
+    assert released.status_code == 200 and released.json()["hold"].get("active", False) is False, released.text
+    again = await client.post(f"/api/v1/logs/retention/holds/{hold_id}:release", headers=headers,
+                              json={"reason": "done"})
+    assert again.status_code == 400 and "LEGAL_HOLD_RELEASED" in again.text
+    reader = await client.post("/api/v1/logs/retention/holds", headers=bearer(WRITER, scopes=("retention.read",)),
+                               json={"scope": "LEGAL_HOLD_SCOPE_TENANT", "reason": "x"})
+    assert reader.status_code == 403
 
 
 async def test_create_download_and_verify_an_export(client, writer_data):
@@ -230,7 +257,7 @@ async def test_the_openapi_document(client):
     assert document["openapi"] == "3.1.0"
     operations = [op for item in document["paths"].values() for op in item.values()]
     ids = [op["operationId"] for op in operations]
-    assert len(ids) == len(set(ids)) == 41
+    assert len(ids) == len(set(ids)) == 46
     assert document["paths"]["/api/v1/runtime/logs/audit"]["get"]["operationId"] == \
         "AuditLedgerService_ListAuditEntries2"
     both = document["paths"]["/api/v1/logs/llm-runs/{run_id}/export"]

@@ -37,6 +37,11 @@ CASES = [
     # handlers' own errors.not_found would (another tenant's record reads as missing).
     (faults.RecordNotFound(faults.Resource.INCIDENT, "inc-9"), grpc.StatusCode.NOT_FOUND, "INCIDENT_NOT_FOUND",
      "incident 'inc-9' not found", {"resource": "incident", "id": "inc-9"}),
+    # RetentionService: a release is written once.
+    (faults.LegalHoldReleased("hold_1"), grpc.StatusCode.FAILED_PRECONDITION, "LEGAL_HOLD_RELEASED",
+     "legal hold 'hold_1' is already released", {"hold_id": "hold_1"}),
+    (faults.RecordNotFound(faults.Resource.LEGAL_HOLD, "hold_2"), grpc.StatusCode.NOT_FOUND, "LEGAL_HOLD_NOT_FOUND",
+     "legal hold 'hold_2' not found", {"resource": "legal_hold", "id": "hold_2"}),
     # Ingest: a producer's id recorded with other content (a retry of the same content is no fault).
     (faults.EvidenceAlreadyRecorded("run 'r-1': already recorded with other steps"), grpc.StatusCode.ALREADY_EXISTS,
      "EVIDENCE_CONFLICT", "run 'r-1': already recorded with other steps (evidence is never overwritten; nothing "

@@ -62,6 +62,10 @@ class AuditEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUDIT_EVENT_TYPE_ACCESS_DENIED: _ClassVar[AuditEventType]
     AUDIT_EVENT_TYPE_EVIDENCE_EXPORTED: _ClassVar[AuditEventType]
     AUDIT_EVENT_TYPE_EXPORT_VERIFIED: _ClassVar[AuditEventType]
+    AUDIT_EVENT_TYPE_RETENTION_POLICY_CHANGED: _ClassVar[AuditEventType]
+    AUDIT_EVENT_TYPE_LEGAL_HOLD_PLACED: _ClassVar[AuditEventType]
+    AUDIT_EVENT_TYPE_LEGAL_HOLD_RELEASED: _ClassVar[AuditEventType]
+    AUDIT_EVENT_TYPE_EVIDENCE_PARTITION_DROPPED: _ClassVar[AuditEventType]
 
 class AuditEntityType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -76,6 +80,9 @@ class AuditEntityType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUDIT_ENTITY_TYPE_LLM_RUN: _ClassVar[AuditEntityType]
     AUDIT_ENTITY_TYPE_SYSTEM_RECORD: _ClassVar[AuditEntityType]
     AUDIT_ENTITY_TYPE_AUDIT_ENTRY: _ClassVar[AuditEntityType]
+    AUDIT_ENTITY_TYPE_RETENTION_POLICY: _ClassVar[AuditEntityType]
+    AUDIT_ENTITY_TYPE_LEGAL_HOLD: _ClassVar[AuditEntityType]
+    AUDIT_ENTITY_TYPE_EVIDENCE_PARTITION: _ClassVar[AuditEntityType]
 
 class SortOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -122,6 +129,10 @@ AUDIT_EVENT_TYPE_ACCESS_GRANTED: AuditEventType
 AUDIT_EVENT_TYPE_ACCESS_DENIED: AuditEventType
 AUDIT_EVENT_TYPE_EVIDENCE_EXPORTED: AuditEventType
 AUDIT_EVENT_TYPE_EXPORT_VERIFIED: AuditEventType
+AUDIT_EVENT_TYPE_RETENTION_POLICY_CHANGED: AuditEventType
+AUDIT_EVENT_TYPE_LEGAL_HOLD_PLACED: AuditEventType
+AUDIT_EVENT_TYPE_LEGAL_HOLD_RELEASED: AuditEventType
+AUDIT_EVENT_TYPE_EVIDENCE_PARTITION_DROPPED: AuditEventType
 AUDIT_ENTITY_TYPE_UNSPECIFIED: AuditEntityType
 AUDIT_ENTITY_TYPE_POLICY_RULE: AuditEntityType
 AUDIT_ENTITY_TYPE_POLICY_PROPOSAL: AuditEntityType
@@ -133,6 +144,9 @@ AUDIT_ENTITY_TYPE_LOG_EXPORT: AuditEntityType
 AUDIT_ENTITY_TYPE_LLM_RUN: AuditEntityType
 AUDIT_ENTITY_TYPE_SYSTEM_RECORD: AuditEntityType
 AUDIT_ENTITY_TYPE_AUDIT_ENTRY: AuditEntityType
+AUDIT_ENTITY_TYPE_RETENTION_POLICY: AuditEntityType
+AUDIT_ENTITY_TYPE_LEGAL_HOLD: AuditEntityType
+AUDIT_ENTITY_TYPE_EVIDENCE_PARTITION: AuditEntityType
 SORT_ORDER_UNSPECIFIED: SortOrder
 SORT_ORDER_DESCENDING: SortOrder
 SORT_ORDER_ASCENDING: SortOrder
