@@ -122,6 +122,34 @@ def fetch_value(conn: Any, sql: str, params: Mapping[str, Any]) -> Any:
         return row[0]
 
 
+def fetch_rows_and_value(conn: Any, sql: str, params: Mapping[str, Any], value_sql: str,
+                         value_params: Mapping[str, Any]) -> tuple[list[dict[str, Any]], Any]:
+    """``fetch_rows(sql)`` and ``fetch_value(value_sql)`` (e.g. a page and its total), both
+    sent before either is read: in a ``pipelined`` transaction they reach the database in the
+    same round trip as its BEGIN and tenant scope (issue #22)."""
+    if _observed(conn):
+        return fetch_rows(conn, sql, params), fetch_value(conn, value_sql, value_params)
+    driver = conn.connection.driver_connection
+    with driver.cursor(row_factory=dict_row) as rows, driver.cursor() as value:
+        rows.execute(_driver_sql(sql), params)
+        value.execute(_driver_sql(value_sql), value_params)
+        found = rows.fetchall()
+        one = value.fetchone()
+        if one is None or value.fetchone() is not None:
+            raise sqlalchemy.exc.NoResultFound("expected exactly one row")
+        return found, one[0]
+
+
+def pipelined(work: Callable[..., T]) -> Callable[..., T]:
+    """Marks a hot read's work (issue #22) whose statements all go through ``fetch_rows`` /
+    ``fetch_value`` / ``fetch_rows_and_value``: ``Database.run`` then runs its transaction in
+    psycopg's pipeline mode, so that BEGIN, the tenant scope and the work's first statements
+    travel to the database together (one round trip instead of one each) and COMMIT needs no
+    wait of its own. The same statements, transaction and row-level security as without it."""
+    work.pipelined = True  # type: ignore[attr-defined]
+    return work
+
+
 class UnsafeDatabaseLogin(ConfigError):
     """A service's database login could do more than its role: raised at start, never served."""
 
@@ -282,8 +310,12 @@ class Database:
                     try:
                         if read_write:  # before any query: PostgreSQL sets the mode only then
                             conn.exec_driver_sql("SET TRANSACTION READ WRITE")
+                        scope = {"tenant": tenant_id or "", "timeout": timeout_ms}
+                        if (wanted is None and not read_write and getattr(work, "pipelined", False)
+                                and not _observed(conn)):
+                            return _pipelined(conn, scope, work, args)
                         # The tenant scope: through psycopg as the hot reads are (fetch_rows).
-                        fetch_rows(conn, _SCOPE, {"tenant": tenant_id or "", "timeout": timeout_ms})
+                        fetch_rows(conn, _SCOPE, scope)
                         if wanted is not None:
                             _await_replay(conn, wanted, deadline)
                         return work(conn, *args)
@@ -386,6 +418,19 @@ class Database:
             if pool is not None:
                 pool.executor.shutdown(wait=False, cancel_futures=True)
                 await asyncio.to_thread(pool.engine.dispose)
+
+
+def _pipelined(conn: Any, scope: Mapping[str, str], work: Callable[..., T], args: tuple[Any, ...]) -> T:
+    """``work`` in pipeline mode (``pipelined``): BEGIN and the scope are queued, not awaited;
+    the work's first read sends them with its own statements; the COMMIT is sent and the pipeline
+    synced before the connection goes back (SQLAlchemy's own commit then finds the
+    transaction ended). An error in any statement aborts the rest and is raised here."""
+    driver = conn.connection.driver_connection
+    with driver.pipeline(), driver.cursor() as cursor:
+        cursor.execute(_driver_sql(_SCOPE), scope)
+        result = work(conn, *args)
+        driver.commit()
+    return result
 
 
 class _StreamAbandoned(Exception):
