@@ -328,19 +328,29 @@ class Database:
         # In the call's context (its trace span, request id): the statements' spans are its children.
         queued = pool.executor.submit(contextvars.copy_context().run, job)
         future = asyncio.wrap_future(queued)
+        refused = []
+
+        def give_up() -> None:
+            # cancel() succeeds only for a job that has not started: never for one that may have
+            # written. The wrapped future is then cancelled too, which ends the await below.
+            if queued.cancel():
+                refused.append(True)
+
+        # A timer rather than asyncio.wait(timeout=): the same bound for a fraction of its work per call.
+        timer = asyncio.get_running_loop().call_later(self.pool_timeout_s, give_up)
         try:
-            done, _ = await asyncio.wait({future}, timeout=self.pool_timeout_s)
-            # cancel() succeeds only for a job that has not started: never for one that may have written.
-            if not done and queued.cancel():
-                raise PoolExhausted(retry_after_s=pool.retry_after_s())
             return await future
         except asyncio.CancelledError:
+            if refused:
+                raise PoolExhausted(retry_after_s=pool.retry_after_s()) from None
             # The caller went away (cancel or deadline): stop its query, not just our wait.
             queued.cancel()
             dbapi = running.get("dbapi")
             if dbapi is not None:
                 dbapi.cancel()
             raise
+        finally:
+            timer.cancel()
 
     async def stream(self, tenant_id: str | None, work: Callable[..., Iterable[T]], *args: Any
                      ) -> AsyncGenerator[T, None]:
