@@ -81,7 +81,8 @@ def keyset_page(conn: Connection, select: str, where: str, params: dict[str, Any
     count; read with the page, in the same round trip (``fetch_rows_and_value``)."""
     past, cursor = after_clause(after, keyset)
     params = {**params, **cursor}
-    page_sql, page_params = f"{select} WHERE {where}{past} ORDER BY {order} LIMIT :limit", {**params, "limit": limit + 1}
+    page_sql = f"{select} WHERE {where}{past} ORDER BY {order} LIMIT :limit"
+    page_params = {**params, "limit": limit + 1}
     known = None
     if known_total is not None:
         rows, known = fetch_rows_and_value(conn, page_sql, page_params, *known_total)

@@ -89,3 +89,17 @@ async def test_the_deadline_bounds_a_pipelined_read(database_url):
     finally:
         call_deadline.set(None)
         await db.close()
+
+
+async def test_pipelined_reads_keep_their_pooled_connection(database_url):
+    """The connection goes back to the pool usable: calls do not open new ones."""
+    from sqlalchemy import event
+    db = Database(login_url(database_url, "logs"), service="logs", pool_size=1)
+    opened = []
+    event.listen(db.engine, "connect", lambda *a: opened.append(1))
+    try:
+        for _ in range(20):
+            assert await db.run("t", _scope) == "t/on/0"
+        assert len(opened) == 1
+    finally:
+        await db.close()
