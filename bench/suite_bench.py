@@ -143,7 +143,7 @@ class Suite:
     hands each service only its own login's DSN."""
 
     def __init__(self, url: str, work: Path) -> None:
-        self.ports = {name: free_port() for name in ("overview", "logs", "export", "gateway")}
+        self.ports = {name: free_port() for name in ("overview", "logs", "export", "ingest", "gateway")}
         self.log_path = work / "suite.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("AOS_")}
         env.update(DATABASE_URL=url, AOS_DATA_DIR=str(work / "aos"), AOS_AUTH_JWT_SECRET=JWT_SECRET,
