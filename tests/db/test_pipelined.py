@@ -103,3 +103,21 @@ async def test_pipelined_reads_keep_their_pooled_connection(database_url):
         assert len(opened) == 1
     finally:
         await db.close()
+
+
+@pipelined
+def _plan_mode(conn):
+    return fetch_value(conn, "SELECT current_setting('plan_cache_mode')", {})
+
+
+def _plan_mode_unmarked(conn):
+    return _plan_mode(conn)
+
+
+async def test_hot_reads_keep_generic_plans_only_in_their_own_transaction(database_url):
+    db = Database(login_url(database_url, "logs"), service="logs", pool_size=1)
+    try:
+        assert await db.run("t", _plan_mode) == "force_generic_plan"
+        assert await db.run("t", _plan_mode_unmarked) == "auto"  # SET LOCAL: gone with the transaction
+    finally:
+        await db.close()
