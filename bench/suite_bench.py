@@ -203,7 +203,9 @@ class PostgresCpu:
     call): the postmaster's own and its reaped children's (utime, stime, cutime, cstime of
     /proc/<postmaster>/stat: a pgbench connection's backend counts once it exits) plus every
     live child's (the services' pooled backends). Only this cluster's processes: the
-    postmaster's pid is read from its data directory's postmaster.pid."""
+    postmaster's pid is read from its data directory's postmaster.pid. What else the cluster
+    does meanwhile counts too: the services' health probes (a fresh connection per service
+    every 2 s), autovacuum, the checkpointer — a small share at these rates."""
 
     def __init__(self, admin_url: str) -> None:
         with psycopg.connect(libpq_url(admin_url)) as conn:
@@ -215,6 +217,17 @@ class PostgresCpu:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         ticks = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if with_children else 0)
         return ticks / self.tick
+
+    def children(self) -> set[int]:
+        return {child.pid for child in psutil.Process(self.pid).children()}
+
+    def settle(self, before: set[int], timeout_s: float = 3.0) -> None:
+        """Waits (at most ``timeout_s``) until the backends born since ``before`` are gone and
+        reaped: a pgbench connection's backend exits after pgbench does, and its CPU reaches the
+        postmaster's cutime only once the postmaster has waited for it."""
+        deadline = time.monotonic() + timeout_s
+        while self.children() - before and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def seconds(self) -> float:
         total = self._stat(self.pid, True)
@@ -230,8 +243,9 @@ def cpu_per_request(meter: PostgresCpu | None, run) -> tuple[Any, float | None]:
     """``run()`` and the database server's CPU ms per request it made (``requests`` of its result)."""
     if meter is None:
         return run(), None
-    before = meter.seconds()
+    children, before = meter.children(), meter.seconds()
     result = run()
+    meter.settle(children)
     spent = meter.seconds() - before
     return result, round(spent / max(result[1], 1) * 1000, 3)
 
