@@ -21,6 +21,7 @@ import psycopg
 from aos_evidence.queries import AUDIT_SELECT
 from aos_recording import bulk
 from aos_runtime.db import _driver_sql, libpq_url
+from aos_runtime.keyset import NEWEST_FIRST
 from scratch import scratch_database, service_logins
 from services.logs import store
 
@@ -29,6 +30,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--entries", type=int, default=20_000)
     parser.add_argument("--executions", type=int, default=300)
+    parser.add_argument("--deep-page", type=int, default=200, help="also the keyset page this deep (50 per page)")
     args = parser.parse_args()
     load = [round(x, 2) for x in os.getloadavg()]
     out: dict = {}
@@ -68,6 +70,18 @@ def main() -> None:
                 by_mode[mode] = per_execution_ms(lambda: cursor.execute(page, values, prepare=True).fetchall())
                 conn.execute("DEALLOCATE ALL")
             out["page_backend_cpu_ms_per_execution"] = by_mode
+            # The deep page: the same query past a position (the keyset clause), as a page token reads it.
+            at, ident = conn.execute("SELECT created_at, id FROM audit_ledger ORDER BY created_at DESC, id DESC "
+                                     "OFFSET %s LIMIT 1", (args.deep_page * 50,)).fetchone()
+            deep = _driver_sql(AUDIT_SELECT.format(extra="") + f" WHERE {clauses} AND {NEWEST_FIRST}"
+                               " ORDER BY a.created_at DESC, a.id DESC LIMIT :limit")
+            deep_values = {**values, "after_at": at, "after_id": ident}
+            by_mode = {}
+            for mode in ("auto", "force_custom_plan", "force_generic_plan"):
+                conn.execute(f"SET plan_cache_mode = {mode}")
+                by_mode[mode] = per_execution_ms(lambda: cursor.execute(deep, deep_values, prepare=True).fetchall())
+                conn.execute("DEALLOCATE ALL")
+            out[f"page_{args.deep_page}_backend_cpu_ms_per_execution"] = by_mode
             conn.execute("SET plan_cache_mode = auto")
             size = _driver_sql(store.LEDGER_SIZE)
             out["ledger_size_backend_cpu_ms"] = per_execution_ms(
