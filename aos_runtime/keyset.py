@@ -8,7 +8,7 @@ flagged, so a total never costs a scan of a large tenant.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from aos_runtime.db import fetch_rows, fetch_value
+from aos_runtime.db import fetch_rows, fetch_rows_and_value, fetch_value
 from aos_runtime.pagination import EXACT_TOTAL_LIMIT
 
 
@@ -85,19 +85,25 @@ def where(base: str, conditions: Iterable[tuple[str, str, Any]], prefix: str = "
 def keyset_page(conn: Connection, select: str, where: str, params: dict[str, Any], count_from: str,
                 after: Sequence[Any] | None, limit: int, order: str = "a.created_at DESC, a.id DESC",
                 keyset: str = NEWEST_FIRST,
-                known_total: Callable[[Connection], int] | None = None) -> Page:
-    """``known_total``: an exact count of every match that the caller can read cheaper
-    than counting them (the audit ledger's chain span), used instead of the capped count."""
+                known_total: tuple[str, Mapping[str, Any]] | None = None) -> Page:
+    """``known_total``: (SQL, parameters) of an exact count of every match that the caller can
+    read cheaper than counting them (the audit ledger's chain span), used instead of the capped
+    count; read with the page, in the same round trip (``fetch_rows_and_value``)."""
     past, cursor = after_clause(after, keyset)
     params = {**params, **cursor}
-    rows = fetch_rows(conn, f"{select} WHERE {where}{past} ORDER BY {order} LIMIT :limit",
-                      {**params, "limit": limit + 1})
+    page_sql = f"{select} WHERE {where}{past} ORDER BY {order} LIMIT :limit"
+    page_params = {**params, "limit": limit + 1}
+    known = None
+    if known_total is not None:
+        rows, known = fetch_rows_and_value(conn, page_sql, page_params, *known_total)
+    else:
+        rows = fetch_rows(conn, page_sql, page_params)
     if after is None and len(rows) <= limit:
         # A first page that holds every match is its own count (same filter, same
         # snapshot): no second query.
         total, estimate = len(rows), False
-    elif known_total is not None:
-        total, estimate = known_total(conn), False
+    elif known is not None:
+        total, estimate = int(known), False
     else:
         total, estimate = count_total(conn, count_from, where, params)
     return cut(rows, limit, total, estimate)

@@ -163,11 +163,23 @@ class RpcMetrics(grpc.aio.ServerInterceptor):
     Installed first, outside the call policy: a call refused for its token or its input
     counts, with the code the caller got."""
 
+    def __init__(self) -> None:
+        # method → (the handler wrapped, its wrapper): built once per method (issue #22).
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
+
     async def intercept_service(self, continuation: Any, details: Any) -> Any:
         handler = await continuation(details)
         if handler is None:
             return None
-        service, name = _split(details.method)
+        kept = self._wrapped.get(details.method)
+        if kept is not None and kept[0] is handler:
+            return kept[1]
+        wrapped = self._wrap(handler, details.method)
+        self._wrapped[details.method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: Any, method: str) -> Any:
+        service, name = _split(method)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(handler.unary_unary, "unary", service, name),
@@ -182,8 +194,12 @@ class RpcMetrics(grpc.aio.ServerInterceptor):
 
     @staticmethod
     def _unary(behavior: Callable[..., Any], kind: str, service: str, name: str) -> Callable[..., Any]:
+        started_count = grpc_started.labels(kind, service, name)
+        handling = grpc_handling.labels(kind, service, name)
+        ok = grpc_handled.labels(kind, service, name, "OK")
+
         async def wrapped(request: Any, context: Any) -> Any:
-            grpc_started.labels(kind, service, name).inc()
+            started_count.inc()
             started, failure = time.monotonic(), None
             try:
                 result = behavior(request, context)
@@ -194,8 +210,9 @@ class RpcMetrics(grpc.aio.ServerInterceptor):
                 failure = exc
                 raise
             finally:
-                grpc_handling.labels(kind, service, name).observe(time.monotonic() - started)
-                grpc_handled.labels(kind, service, name, _code(context, failure)).inc()
+                handling.observe(time.monotonic() - started)
+                code = _code(context, failure)
+                (ok if code == "OK" else grpc_handled.labels(kind, service, name, code)).inc()
         return wrapped
 
     @staticmethod

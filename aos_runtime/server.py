@@ -179,26 +179,38 @@ class CallPolicy(grpc.aio.ServerInterceptor):
         self._admission = admission
         self._heavy = heavy
         self._access = access
+        # method → (the handler wrapped, its wrapper): built on a method's first call, not on
+        # every call (issue #22); a handler the server hands over anew is wrapped anew.
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
-        if handler is None or details.method.startswith(OPEN_PREFIXES):
+        method = details.method
+        if handler is None or method.startswith(OPEN_PREFIXES):
             return handler
         if self._admission is not None:
-            refusal = self._admission.shed(details.method in self._heavy)
+            refusal = self._admission.shed(method in self._heavy)
             if refusal is not None:
-                return self._shed(handler, details.method, refusal)
-        scope = self._scopes.get(details.method)
+                return self._shed(handler, method, refusal)
+        kept = self._wrapped.get(method)
+        if kept is not None and kept[0] is handler:
+            return kept[1]
+        wrapped = self._wrap(handler, method)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler, method: str):
+        scope = self._scopes.get(method)
         if scope is None:  # registered but not in the contract: refuse rather than guess
             scope = "__undeclared__"
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary, details.method, scope),
+                self._unary(handler.unary_unary, method, scope),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer)
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                self._streaming(handler.unary_stream, details.method, scope),
+                self._streaming(handler.unary_stream, method, scope),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer)
         return handler

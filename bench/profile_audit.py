@@ -57,6 +57,8 @@ def inline_run(self, tenant_id, work, *args):
         timeout_ms = str(self._timeout_ms(db_mod.call_deadline.get()))
         with self.engine.begin() as conn:
             scope = {"tenant": tenant_id or "", "timeout": timeout_ms}
+            if getattr(work, "pipelined", False):  # issue #22's pipelined hot reads
+                return db_mod._pipelined(conn, scope, work, args)
             if hasattr(db_mod, "fetch_rows"):  # issue #22's code
                 db_mod.fetch_rows(conn, db_mod._SCOPE, scope)
             else:  # before it (a copy of an older commit, for a before/after profile)

@@ -143,7 +143,7 @@ class Suite:
     hands each service only its own login's DSN."""
 
     def __init__(self, url: str, work: Path) -> None:
-        self.ports = {name: free_port() for name in ("overview", "logs", "export", "gateway")}
+        self.ports = {name: free_port() for name in ("overview", "logs", "export", "ingest", "gateway")}
         self.log_path = work / "suite.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("AOS_")}
         env.update(DATABASE_URL=url, AOS_DATA_DIR=str(work / "aos"), AOS_AUTH_JWT_SECRET=JWT_SECRET,
@@ -198,10 +198,62 @@ class Suite:
         self._log.close()
 
 
+class PostgresCpu:
+    """CPU seconds the scratch database's server has spent so far (issue #22: Postgres CPU per
+    call): the postmaster's own and its reaped children's (utime, stime, cutime, cstime of
+    /proc/<postmaster>/stat: a pgbench connection's backend counts once it exits) plus every
+    live child's (the services' pooled backends). Only this cluster's processes: the
+    postmaster's pid is read from its data directory's postmaster.pid. What else the cluster
+    does meanwhile counts too: the services' health probes (a fresh connection per service
+    every 2 s), autovacuum, the checkpointer — a small share at these rates."""
+
+    def __init__(self, admin_url: str) -> None:
+        with psycopg.connect(libpq_url(admin_url)) as conn:
+            data_dir = conn.execute("SHOW data_directory").fetchone()[0]
+        self.pid = int((Path(data_dir) / "postmaster.pid").read_text().split()[0])
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def _stat(self, pid: int, with_children: bool) -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = int(fields[11]) + int(fields[12]) + (int(fields[13]) + int(fields[14]) if with_children else 0)
+        return ticks / self.tick
+
+    def children(self) -> set[int]:
+        return {child.pid for child in psutil.Process(self.pid).children()}
+
+    def settle(self, before: set[int], timeout_s: float = 3.0) -> None:
+        """Waits (at most ``timeout_s``) until the backends born since ``before`` are gone and
+        reaped: a pgbench connection's backend exits after pgbench does, and its CPU reaches the
+        postmaster's cutime only once the postmaster has waited for it."""
+        deadline = time.monotonic() + timeout_s
+        while self.children() - before and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def seconds(self) -> float:
+        total = self._stat(self.pid, True)
+        for child in psutil.Process(self.pid).children():
+            try:
+                total += self._stat(child.pid, False)
+            except (FileNotFoundError, ProcessLookupError):
+                pass  # exited meanwhile: counted in the postmaster's cutime from now on
+        return total
+
+
+def cpu_per_request(meter: PostgresCpu | None, run) -> tuple[Any, float | None]:
+    """``run()`` and the database server's CPU ms per request it made (``requests`` of its result)."""
+    if meter is None:
+        return run(), None
+    children, before = meter.children(), meter.seconds()
+    result = run()
+    meter.settle(children)
+    spent = meter.seconds() - before
+    return result, round(spent / max(result[1], 1) * 1000, 3)
+
+
 # --- load generators -------------------------------------------------------------------------
 
 def h2load(address: str, method: str, body: Path, token: str | None, seconds: int, clients: int, work: Path,
-           warmup: int) -> dict[str, Any]:
+           warmup: int, meter: PostgresCpu | None = None) -> dict[str, Any]:
     """One request kind for ``seconds`` with ``clients`` connections, one stream each."""
     headers = ["-H", "content-type: application/grpc", "-H", "te: trailers"]
     if token:
@@ -212,7 +264,13 @@ def h2load(address: str, method: str, body: Path, token: str | None, seconds: in
         subprocess.run([*base, "-D", str(warmup), url], check=True, capture_output=True)
     log = work / f"h2load-{time.monotonic_ns()}.tsv"
     command = [*base, "-D", str(seconds), "--log-file", str(log), url]
-    out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+
+    def main_run() -> tuple[str, int]:
+        out = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        done = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded", out)
+        return out, int(done.group(1)) if done else 0
+
+    (out, _), pg_cpu_ms = cpu_per_request(meter, main_run)
     counts = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
                        r"(\d+) errored, (\d+) timeout", out)
     rate = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s", out)
@@ -229,7 +287,8 @@ def h2load(address: str, method: str, body: Path, token: str | None, seconds: in
             "load_average_1m_after": round(os.getloadavg()[0], 2), "seconds": float(rate.group(1)),
             "requests": succeeded, "throughput_per_s": round(float(rate.group(2)), 1),
             "p50_ms": round(percentile(latencies, 0.50), 2), "p99_ms": round(percentile(latencies, 0.99), 2),
-            "mean_ms": round(sum(latencies) / len(latencies), 2), "data_bytes": int(data.group(1))}
+            "mean_ms": round(sum(latencies) / len(latencies), 2), "data_bytes": int(data.group(1)),
+            **({"postgres_cpu_ms_per_request": pg_cpu_ms} if pg_cpu_ms is not None else {})}
 
 
 def wrk(url: str, token: str, seconds: int, clients: int, warmup: int) -> dict[str, Any]:
@@ -263,7 +322,7 @@ def libpq_env(url: str, options: str) -> tuple[str, dict[str, str]]:
 
 
 def pgbench(url: str, options: str, script: Path, seconds: int, clients: int, work: Path,
-            warmup: int) -> dict[str, Any]:
+            warmup: int, meter: PostgresCpu | None = None) -> dict[str, Any]:
     """``url``: the Logs service's own login, whose session the captured SQL ran in."""
     conninfo, env = libpq_env(url, options)
     base = ["pgbench", "-n", "-M", "prepared", "-j", "1", "-c", str(clients), "-f", str(script)]
@@ -272,7 +331,13 @@ def pgbench(url: str, options: str, script: Path, seconds: int, clients: int, wo
                        env=env)
     prefix = work / f"pgbench-{time.monotonic_ns()}"
     command = [*base, "-T", str(seconds), "--log", f"--log-prefix={prefix}", conninfo]
-    run = subprocess.run(command, capture_output=True, text=True, env=env)
+
+    def main_run() -> tuple[subprocess.CompletedProcess, int]:
+        ran = subprocess.run(command, capture_output=True, text=True, env=env)
+        processed = re.search(r"number of transactions actually processed: (\d+)", ran.stdout)
+        return ran, int(processed.group(1)) if processed else 0
+
+    (run, _), pg_cpu_ms = cpu_per_request(meter, main_run)
     out = run.stdout
     failed = re.search(r"number of failed transactions: (\d+)", out)
     tps = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out)
@@ -286,7 +351,8 @@ def pgbench(url: str, options: str, script: Path, seconds: int, clients: int, wo
             "requests": int(done.group(1)),
             "throughput_per_s": round(float(tps.group(1)), 1),
             "p50_ms": round(percentile(latencies, 0.50), 2), "p99_ms": round(percentile(latencies, 0.99), 2),
-            "mean_ms": round(sum(latencies) / len(latencies), 2)}
+            "mean_ms": round(sum(latencies) / len(latencies), 2),
+            **({"postgres_cpu_ms_per_request": pg_cpu_ms} if pg_cpu_ms is not None else {})}
 
 
 # --- validation ------------------------------------------------------------------------------
@@ -331,12 +397,13 @@ def check_answers(method: str, result: dict[str, Any], reply_bytes: int, logged:
 
 
 def checked_h2load(suite: Suite | None, address: str, method: str, body: Path, token: str | None,
-                   reply_bytes: int, args, work: Path, clients: int | None = None) -> dict[str, Any]:
+                   reply_bytes: int, args, work: Path, clients: int | None = None,
+                   meter: PostgresCpu | None = None) -> dict[str, Any]:
     """h2load, with the evidence that its requests were answered OK, not just with HTTP 200."""
     if curl_status(address, method, body, token) != "0":
         raise BenchError(f"{method}: the prebuilt body is not answered with grpc-status 0")
     mark = suite.log_mark() if suite else 0
-    result = h2load(address, method, body, token, args.seconds, clients or args.clients, work, args.warmup)
+    result = h2load(address, method, body, token, args.seconds, clients or args.clients, work, args.warmup, meter)
     check_answers(method, result, reply_bytes, suite.calls_since(mark, method) if suite else None)
     return result
 
@@ -497,14 +564,14 @@ def run(args, work: Path) -> dict[str, Any]:
         try:
             figures["suite"] = {"ports": suite.ports, "processes": "python -m services: overview, logs, export, "
                                 "gateway, one process each (AOS_WORKERS default)"}
-            figures.update(measure(args, dsns, suite, tenant, script, options, sql_rows, work))
+            figures.update(measure(args, dsns, suite, tenant, script, options, sql_rows, work, PostgresCpu(url)))
         finally:
             suite.stop()
     return figures
 
 
 def measure(args, dsns: dict[str, str], suite: Suite, tenant: str, script: Path, options: str, sql_rows: int,
-            work: Path) -> dict[str, Any]:
+            work: Path, meter: PostgresCpu | None = None) -> dict[str, Any]:
     token = mint_token(secret=JWT_SECRET, tenant_id=tenant, subject="suite-bench")
     logs = suite.address("logs")
     loads: dict[str, dict[str, Any]] = {}
@@ -521,7 +588,7 @@ def measure(args, dsns: dict[str, str], suite: Suite, tenant: str, script: Path,
         raise BenchError(f"page 1 is not the tenant's newest {PAGE_SIZE} entries")
     step("(1) ListAuditEntries page 1, Logs service")
     loads["grpc_list_page_1"] = checked_h2load(suite, logs, AUDIT_LIST, first_body, token, len(first_reply),
-                                               args, work)
+                                               args, work, meter=meter)
 
     # (1) The same bytes from a server that does nothing else.
     reply_file = work / "list_page_1.reply"
@@ -550,7 +617,7 @@ def measure(args, dsns: dict[str, str], suite: Suite, tenant: str, script: Path,
         raise BenchError(f"the pgbench script does not return the page:\n{check.stdout[-2000:]}\n{check.stderr}")
     step("(2) the same SQL, pgbench")
     loads["pgbench_list_page_sql"] = pgbench(dsns["logs"], options, script, args.seconds, args.clients, work,
-                                             args.warmup)
+                                             args.warmup, meter)
     loads["pgbench_list_page_sql"]["script"] = script.read_text()
 
     # (3) A deep page of the same tenant.
@@ -618,6 +685,11 @@ def ratios(loads: dict, verified: dict, exported: dict, args) -> list[dict[str, 
         ratio(4, "REST via gateway / direct gRPC (throughput)", rest["throughput_per_s"] / service["throughput_per_s"],
               "requests/s of wrk through the gateway ÷ calls/s of h2load to the Logs service, same request"),
     ]
+    if "postgres_cpu_ms_per_request" in service and sql.get("postgres_cpu_ms_per_request"):
+        pg = service["postgres_cpu_ms_per_request"] / sql["postgres_cpu_ms_per_request"]
+        out.insert(2, ratio(2, "Postgres CPU per ListAuditEntries call / per pgbench transaction of its SQL", pg,
+                            "the database server's CPU ms per call (h2load run) ÷ per transaction (pgbench run)",
+                            "<= 1.5", pg <= 1.5))
     for name in ("highlights", "costs"):
         p50 = loads[f"grpc_overview_{name}"]["p50_ms"]
         out.append(ratio(5, f"Overview {name} p50 / {OVERVIEW_TARGET_MS:g} ms", p50 / OVERVIEW_TARGET_MS,

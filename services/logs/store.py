@@ -18,18 +18,21 @@ from sqlalchemy.engine import Connection
 
 from aos_evidence import queries as evidence
 from aos_evidence.queries import AUDIT_SELECT, RUN_FROM, RUN_SELECT, AuditFilters, search_match, system_clauses
-from aos_runtime.db import fetch_rows, fetch_value
+from aos_runtime.db import fetch_rows, fetch_value, pipelined
 from aos_runtime.keyset import Page, after_clause, count_total, cut, direction, keyset_page, position, where
 from aos_runtime.rows import all_of, first_of, one_of
 
 
 def custom_plans(conn: Connection, search: str | None) -> None:
     """With a search: plans for its words, every time (see search_evidence: a generic plan
-    cannot know how rare the words are). SET LOCAL ends with the transaction."""
+    cannot know how rare the words are) — overriding the hot reads' generic plans
+    (aos_runtime.db._HOT_SCOPE). set_config(..., true) ends with the transaction; through
+    psycopg, as the hot reads' statements are (they may run pipelined)."""
     if search is not None:
-        conn.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+        fetch_rows(conn, "SELECT set_config('plan_cache_mode', 'force_custom_plan', true)", {})
 
 
+@pipelined
 def list_audit_entries(conn: Connection, tenant_id: str, filters: AuditFilters, after: Sequence[Any] | None,
                        limit: int) -> Page:
     custom_plans(conn, filters.search)
@@ -38,21 +41,19 @@ def list_audit_entries(conn: Connection, tenant_id: str, filters: AuditFilters, 
     order, keyset = direction(filters.ascending)
     return keyset_page(conn, AUDIT_SELECT.format(extra=""), clauses, {**params, "tenant": tenant_id},
                        "audit_ledger a", after, limit, order=order, keyset=keyset,
-                       known_total=(lambda c: ledger_size(c, tenant_id)) if unfiltered else None)
+                       known_total=(LEDGER_SIZE, {"t": tenant_id}) if unfiltered else None)
 
 
-def ledger_size(conn: Connection, tenant_id: str) -> int:
-    """How many entries the tenant's ledger holds: the span of its seqs, read from two
-    index probes instead of counting up to a million rows. Exact because the chain
-    trigger assigns seq gapless under the tenant's lock, nothing deletes an entry, and
-    retention drops only a chain's beginning (below the retention anchor); a gap made
-    past those guarantees is what the integrity report exists to show."""
-    return fetch_value(conn,
-                       "SELECT coalesce((SELECT seq FROM audit_ledger WHERE tenant_id = :t ORDER BY seq DESC LIMIT 1)"
-                       " - (SELECT seq FROM audit_ledger WHERE tenant_id = :t ORDER BY seq LIMIT 1) + 1, 0)",
-                       {"t": tenant_id})
+# How many entries the tenant's ledger holds: the span of its seqs, read from two
+# index probes instead of counting up to a million rows. Exact because the chain
+# trigger assigns seq gapless under the tenant's lock, nothing deletes an entry, and
+# retention drops only a chain's beginning (below the retention anchor); a gap made
+# past those guarantees is what the integrity report exists to show.
+LEDGER_SIZE = ("SELECT coalesce((SELECT seq FROM audit_ledger WHERE tenant_id = :t ORDER BY seq DESC LIMIT 1)"
+               " - (SELECT seq FROM audit_ledger WHERE tenant_id = :t ORDER BY seq LIMIT 1) + 1, 0)")
 
 
+@pipelined
 def get_audit_entry(conn: Connection, tenant_id: str, entry_id: str) -> Mapping[str, Any] | None:
     rows = fetch_rows(conn, AUDIT_SELECT.format(extra=", a.before_state, a.after_state") +
                       " WHERE a.tenant_id = :tenant AND a.id = :id", {"tenant": tenant_id, "id": entry_id})
@@ -91,6 +92,7 @@ class RunFilters:
                 {**params, "search": self.search})
 
 
+@pipelined
 def list_runs(conn: Connection, tenant_id: str, filters: RunFilters, after: Sequence[Any] | None,
               limit: int) -> Page:
     custom_plans(conn, filters.search)
@@ -197,6 +199,7 @@ def trace_steps(conn: Connection, tenant_id: str, run_id: str | None, trace_id: 
 # --- system records ---------------------------------------------------------------
 
 
+@pipelined
 def list_system_records(conn: Connection, tenant_id: str, filters: Mapping[str, Any], after: Sequence[Any] | None,
                         limit: int) -> Page:
     """The tenant's records and the system-wide ones, newest first.
