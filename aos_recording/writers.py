@@ -53,6 +53,36 @@ def _check(value: str | None, allowed: frozenset[str], name: str, *, optional: b
         raise ValueError(f"{name} {value!r} is not one of {sorted(allowed)}")
 
 
+def _stored_salts(conn: Connection, tenant_id: str, record_type: str, record_id: str) -> dict[str, bytes]:
+    """The salts a v2 record's payloads were committed with, if it was written before (a retry
+    recomputes the same commitments, so the same content hash; an erased field has none)."""
+    rows = conn.execute(text("SELECT field, salt FROM evidence_payloads WHERE tenant_id = :t AND record_type = :k "
+                             "AND record_id = :r"), {"t": tenant_id, "k": record_type, "r": record_id}).all()
+    return {row.field: bytes(row.salt) for row in rows}
+
+
+def _commit_v2(conn: Connection, tenant_id: str, record_type: str, record_id: str, record: Mapping[str, Any],
+               payload_fields: tuple[str, ...]) -> tuple[dict[str, str], dict[str, bytes]]:
+    return hashing.commit_payloads(record, payload_fields, _stored_salts(conn, tenant_id, record_type, record_id))
+
+
+def _store_payloads(conn: Connection, *, tenant_id: str, record_type: str, record_id: str, subject_id: str,
+                    run_id: str | None, record: Mapping[str, Any], salts: Mapping[str, bytes]) -> None:
+    """A v2 record's payloads and salts, in the erasable side table (docs/ERASURE.md). Written
+    once: a retry's identical rows are skipped (the record's content hash already matched)."""
+    for field, salt in salts.items():
+        conn.execute(text(
+            "INSERT INTO evidence_payloads (tenant_id, record_type, record_id, field, subject_id, run_id, salt, "
+            "payload) VALUES (:t, :k, :r, :f, :s, :run, :salt, CAST(:payload AS jsonb)) ON CONFLICT DO NOTHING"),
+            {"t": tenant_id, "k": record_type, "r": record_id, "f": field, "s": subject_id, "run": run_id,
+             "salt": salt, "payload": json.dumps(hashing._plain(record[field]))})
+
+
+def _check_subject(data_subject: str) -> None:
+    if not data_subject or len(data_subject) > 256:
+        raise ValueError("data_subject must be a non-empty id of at most 256 characters")
+
+
 @dataclass(frozen=True)
 class Synthetic:
     """Marks every row a writer writes as synthetic, with the scenario that wrote it."""
@@ -152,10 +182,22 @@ class AuditLedgerWriter(_Writer):
                 "actor_id": actor_id, "action_reason": action_reason, "correlation_id": correlation_id,
                 "created_at": created_at or now(), "before_state": before_state, "after_state": after_state}
 
-    def append(self, **fields: Any) -> LedgerEntry:
-        """Appends the entry ``entry(**fields)`` describes; the database assigns seq and chain."""
+    def append(self, *, data_subject: str | None = None, **fields: Any) -> LedgerEntry:
+        """Appends the entry ``entry(**fields)`` describes; the database assigns seq and chain.
+
+        ``data_subject``: the entry is written in hash format v2 (docs/ERASURE.md): its
+        action_reason, before_state and after_state are committed by salted digest and stored,
+        with their salts, in evidence_payloads under that subject, erasable."""
         entry = self.entry(**fields)
-        return self._insert(entry, hashing.ledger_content_hash(entry))
+        if data_subject is None:
+            return self._insert(entry, hashing.ledger_content_hash(entry))
+        return self._insert(entry, *self._v2(entry, data_subject))
+
+    def _v2(self, entry: Mapping[str, Any], data_subject: str) -> tuple[bytes, dict[str, str], dict[str, bytes], str]:
+        _check_subject(data_subject)
+        commitments, salts = _commit_v2(self.conn, entry["tenant_id"], "audit_entry", entry["id"], entry,
+                                        hashing.LEDGER_PAYLOAD_FIELDS)
+        return hashing.ledger_content_hash_v2(entry, commitments), commitments, salts, data_subject
 
     def hold_producer_ids(self, tenant_id: str) -> None:
         """Serialises appends under producer-chosen ids in ``tenant_id`` until the transaction
@@ -172,28 +214,40 @@ class AuditLedgerWriter(_Writer):
         The caller holds ``hold_producer_ids`` for the tenant."""
         if not fields.get("entry_id"):
             raise ValueError("append_once needs the producer's entry_id")
+        data_subject = fields.pop("data_subject", None)
         entry = self.entry(**fields)
-        content = hashing.ledger_content_hash(entry)
+        v2 = self._v2(entry, data_subject) if data_subject is not None else None
+        content = v2[0] if v2 else hashing.ledger_content_hash(entry)
         stored = self.conn.execute(text(
             "SELECT seq, content_hash, prev_hash, chain_hash FROM audit_ledger WHERE tenant_id = :t AND id = :id "
             "LIMIT 1"), {"t": entry["tenant_id"], "id": entry["id"]}).first()
         if stored is None:
-            return self._insert(entry, content), True
+            return (self._insert(entry, *v2) if v2 else self._insert(entry, content)), True
         if bytes(stored.content_hash) != content:
             raise EvidenceConflict(f"audit entry {entry['id']!r}: already recorded with different content")
         return LedgerEntry(entry["id"], stored.seq, content, bytes(stored.prev_hash), bytes(stored.chain_hash)), False
 
-    def _insert(self, entry: Mapping[str, Any], content: bytes) -> LedgerEntry:
+    def _insert(self, entry: Mapping[str, Any], content: bytes, commitments: Mapping[str, str] | None = None,
+                salts: Mapping[str, bytes] | None = None, data_subject: str | None = None) -> LedgerEntry:
+        payload_entry = entry
+        if commitments is not None:  # v2: the payloads go to evidence_payloads, never into the row
+            entry = {**entry, **{f: None for f in hashing.LEDGER_PAYLOAD_FIELDS}}
         before_state, after_state = entry["before_state"], entry["after_state"]
         row = self.conn.execute(text(
             "INSERT INTO audit_ledger (id, tenant_id, event_type, entity_type, entity_id, actor_type, actor_id, "
             "action_reason, correlation_id, created_at, before_state, after_state, content_hash, "
-            "is_synthetic, synthetic_scenario_id) VALUES (:id, :tenant_id, :event_type, :entity_type, "
-            ":entity_id, :actor_type, :actor_id, :action_reason, :correlation_id, :created_at, "
+            "is_synthetic, synthetic_scenario_id, hash_version, commitments) VALUES (:id, :tenant_id, :event_type, "
+            ":entity_type, :entity_id, :actor_type, :actor_id, :action_reason, :correlation_id, :created_at, "
             "CAST(:before_state AS jsonb), CAST(:after_state AS jsonb), :content_hash, :is_synthetic, "
-            ":synthetic_scenario_id) RETURNING seq, prev_hash, chain_hash"),
+            ":synthetic_scenario_id, :hash_version, CAST(:commitments AS jsonb)) RETURNING seq, prev_hash, chain_hash"),
             {**entry, "before_state": _json(before_state), "after_state": _json(after_state),
-             "content_hash": content, **self._marks()}).one()
+             "content_hash": content, **self._marks(),
+             "hash_version": hashing.HASH_V1 if commitments is None else hashing.HASH_V2,
+             "commitments": _json(commitments)}).one()
+        if commitments is not None and salts is not None and data_subject is not None:
+            _store_payloads(self.conn, tenant_id=entry["tenant_id"], record_type="audit_entry", record_id=entry["id"],
+                            subject_id=data_subject, run_id=entry.get("correlation_id"), record=payload_entry,
+                            salts=salts)
         return LedgerEntry(entry["id"], row.seq, content, bytes(row.prev_hash), bytes(row.chain_hash))
 
 
@@ -227,9 +281,11 @@ class SystemRecordWriter(_Writer):
                details: Mapping[str, Any] | None = None, caused_by: str = "SYSTEM", actor_id: str | None = None,
                correlation_id: str | None = None, run_id: str | None = None, environment_id: str | None = None,
                created_at: datetime | None = None, record_id: str | None = None,
-               request_id: str | None = None) -> Recorded:
+               request_id: str | None = None, data_subject: str | None = None) -> Recorded:
         """``write`` that also says whether this call stored the record (False: a retry of it).
-        ``request_id`` (migration 0019) is stored beside the record, outside its content hash."""
+        ``request_id`` (migration 0019) is stored beside the record, outside its content hash.
+        ``data_subject`` (a tenant's record only): hash format v2, summary and details committed
+        and kept erasable in evidence_payloads (docs/ERASURE.md)."""
         _check(event_type, vocabulary.SYSTEM_EVENT_TYPES, "event_type")
         _check(severity, vocabulary.SYSTEM_SEVERITIES, "severity")
         _check(caused_by, vocabulary.CAUSED_BY, "caused_by")
@@ -238,10 +294,25 @@ class SystemRecordWriter(_Writer):
                   "caused_by": caused_by, "actor_id": actor_id, "correlation_id": correlation_id,
                   "run_id": run_id, "environment_id": environment_id, "created_at": created_at or now()}
         table, key = ("platform_records", ("id",)) if tenant_id is None else ("system_records", ("tenant_id", "id"))
-        content = hashing.system_record_content_hash(record)
+        if data_subject is None:
+            content = hashing.system_record_content_hash(record)
+            row = record
+        else:
+            _check_subject(data_subject)
+            if tenant_id is None:
+                raise ValueError("a system-wide record has no data subject: it is written in hash format v1")
+            commitments, salts = _commit_v2(self.conn, tenant_id, "system_record", record["id"], record,
+                                            hashing.SYSTEM_RECORD_PAYLOAD_FIELDS)
+            content = hashing.system_record_content_hash_v2(record, commitments)
+            row = {**record, "summary": "", "details": None, "hash_version": hashing.HASH_V2,
+                   "commitments": commitments}
         if request_id is not None:  # not a hashed field (SPEC §5); only written when given
-            record["request_id"] = request_id
-        stored, created = _insert_once(self.conn, table, key, record, content, self._marks(), jsonb=("details",))
+            row["request_id"] = request_id
+        stored, created = _insert_once(self.conn, table, key, row, content, self._marks(),
+                                       jsonb=("details", "commitments") if data_subject else ("details",))
+        if data_subject is not None and created:
+            _store_payloads(self.conn, tenant_id=str(tenant_id), record_type="system_record", record_id=stored,
+                            subject_id=data_subject, run_id=run_id, record=record, salts=salts)
         return Recorded(stored, content, created)
 
 
@@ -342,28 +413,47 @@ class TraceRecorder(_Writer):
     def add_step(self, *, tenant_id: str, trace_id: str, step_index: int, step_type: str, timestamp: datetime,
                  input_data: Any = None, output_data: Any = None, metadata: Mapping[str, Any] | None = None,
                  level: str = "info", source: str = "agent", tokens: int = 0, cost_cents: int = 0,
-                 duration_ms: int = 0, step_id: str | None = None) -> bytes:
-        """Idempotent on (trace_id, step_index). Returns the step's content hash."""
+                 duration_ms: int = 0, step_id: str | None = None, data_subject: str | None = None) -> bytes:
+        """Idempotent on (trace_id, step_index). Returns the step's content hash.
+
+        ``data_subject``: hash format v2 (docs/ERASURE.md): input_data and output_data are
+        committed and kept erasable in evidence_payloads under record id ``<trace_id>/<step_index>``."""
         _check(step_type, vocabulary.STEP_TYPES, "step_type")
         _check(level, vocabulary.STEP_LEVELS, "level")
         step = {"step_index": step_index, "step_type": step_type, "input_data": input_data,
                 "output_data": output_data, "timestamp": timestamp}
-        content = hashing.step_content_hash(step)
+        commitments: dict[str, str] | None = None
+        if data_subject is None:
+            content = hashing.step_content_hash(step)
+        else:
+            _check_subject(data_subject)
+            record_id = f"{trace_id}/{step_index}"
+            commitments, salts = _commit_v2(self.conn, tenant_id, "trace_step", record_id, step,
+                                            hashing.STEP_PAYLOAD_FIELDS)
+            content = hashing.step_content_hash_v2(step, commitments)
         # The step trigger skips the same content under a taken step_index (a retry)
         # and refuses other content.
         _insert_or_refused(
             self.conn,
             "INSERT INTO aos_trace_steps (id, trace_id, tenant_id, step_index, step_type, level, source, "
-            "\"timestamp\", tokens, cost_cents, duration_ms, input_data, output_data, metadata, content_hash) "
+            "\"timestamp\", tokens, cost_cents, duration_ms, input_data, output_data, metadata, content_hash, "
+            "hash_version, commitments) "
             "VALUES (:id, :trace_id, :tenant_id, :step_index, :step_type, :level, :source, :timestamp, :tokens, "
             ":cost_cents, :duration_ms, CAST(:input_data AS jsonb), CAST(:output_data AS jsonb), "
-            "CAST(:metadata AS jsonb), :content_hash) RETURNING id",
+            "CAST(:metadata AS jsonb), :content_hash, :hash_version, CAST(:commitments AS jsonb)) RETURNING id",
             {"id": step_id or new_id("step"), "trace_id": trace_id, "tenant_id": tenant_id,
              "step_index": step_index, "step_type": step_type, "level": level, "source": source,
              "timestamp": timestamp, "tokens": tokens, "cost_cents": cost_cents, "duration_ms": duration_ms,
-             "input_data": _json(input_data), "output_data": _json(output_data), "metadata": _json(metadata),
-             "content_hash": content},
+             "input_data": None if commitments is not None else _json(input_data),
+             "output_data": None if commitments is not None else _json(output_data), "metadata": _json(metadata),
+             "content_hash": content, "hash_version": hashing.HASH_V1 if commitments is None else hashing.HASH_V2,
+             "commitments": _json(commitments)},
             EvidenceConflict(f"trace {trace_id} step {step_index}: already recorded with different content"))
+        if commitments is not None and data_subject is not None:
+            run_id = self.conn.execute(text("SELECT run_id FROM aos_traces WHERE trace_id = :t"),
+                                       {"t": trace_id}).scalar()
+            _store_payloads(self.conn, tenant_id=tenant_id, record_type="trace_step", record_id=record_id,
+                            subject_id=data_subject, run_id=run_id, record=step, salts=salts)
         return content
 
     def mark_violation(self, *, trace_id: str, step_index: int, policy_id: str, reason: str,

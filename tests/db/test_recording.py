@@ -74,10 +74,12 @@ def test_migration_checks_and_contract_vocabularies_agree():
              "EXPORT_FORMATS": "EXPORT_FORMATS"}
     for migration_name, vocabulary_name in pairs.items():
         frozen = getattr(m, migration_name)
-        if migration_name == "AUDIT_EVENTS":   # widened since, by 0014 (ExportVerified)
-            frozen = _migration("0014_export_verified").AUDIT_EVENTS
-        if migration_name == "AUDIT_ENTITIES":  # widened since, by 0019 (the resources of access entries)
-            frozen = _migration("0019_access_evidence").ENTITIES
+        if migration_name == "AUDIT_EVENTS":   # widened since, by 0014 (ExportVerified) and 0022 (erasure)
+            frozen = _migration("0022_erasure").AUDIT_EVENTS
+            assert set(_migration("0014_export_verified").AUDIT_EVENTS) == set(_migration("0022_erasure").PREVIOUS_EVENTS)
+        if migration_name == "AUDIT_ENTITIES":  # widened since, by 0019 (access resources) and 0022 (DATA_SUBJECT)
+            frozen = _migration("0022_erasure").ENTITIES
+            assert set(_migration("0019_access_evidence").ENTITIES) == set(_migration("0022_erasure").PREVIOUS_ENTITIES)
         assert set(frozen) == getattr(vocabulary, vocabulary_name), migration_name
 
 

@@ -62,6 +62,8 @@ class AuditEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUDIT_EVENT_TYPE_ACCESS_DENIED: _ClassVar[AuditEventType]
     AUDIT_EVENT_TYPE_EVIDENCE_EXPORTED: _ClassVar[AuditEventType]
     AUDIT_EVENT_TYPE_EXPORT_VERIFIED: _ClassVar[AuditEventType]
+    AUDIT_EVENT_TYPE_SUBJECT_ERASURE_REQUESTED: _ClassVar[AuditEventType]
+    AUDIT_EVENT_TYPE_SUBJECT_ERASED: _ClassVar[AuditEventType]
 
 class AuditEntityType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -76,6 +78,7 @@ class AuditEntityType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUDIT_ENTITY_TYPE_LLM_RUN: _ClassVar[AuditEntityType]
     AUDIT_ENTITY_TYPE_SYSTEM_RECORD: _ClassVar[AuditEntityType]
     AUDIT_ENTITY_TYPE_AUDIT_ENTRY: _ClassVar[AuditEntityType]
+    AUDIT_ENTITY_TYPE_DATA_SUBJECT: _ClassVar[AuditEntityType]
 SOURCE_DOMAIN_UNSPECIFIED: SourceDomain
 SOURCE_DOMAIN_ACTIVITY: SourceDomain
 SOURCE_DOMAIN_POLICY: SourceDomain
@@ -116,6 +119,8 @@ AUDIT_EVENT_TYPE_ACCESS_GRANTED: AuditEventType
 AUDIT_EVENT_TYPE_ACCESS_DENIED: AuditEventType
 AUDIT_EVENT_TYPE_EVIDENCE_EXPORTED: AuditEventType
 AUDIT_EVENT_TYPE_EXPORT_VERIFIED: AuditEventType
+AUDIT_EVENT_TYPE_SUBJECT_ERASURE_REQUESTED: AuditEventType
+AUDIT_EVENT_TYPE_SUBJECT_ERASED: AuditEventType
 AUDIT_ENTITY_TYPE_UNSPECIFIED: AuditEntityType
 AUDIT_ENTITY_TYPE_POLICY_RULE: AuditEntityType
 AUDIT_ENTITY_TYPE_POLICY_PROPOSAL: AuditEntityType
@@ -127,6 +132,7 @@ AUDIT_ENTITY_TYPE_LOG_EXPORT: AuditEntityType
 AUDIT_ENTITY_TYPE_LLM_RUN: AuditEntityType
 AUDIT_ENTITY_TYPE_SYSTEM_RECORD: AuditEntityType
 AUDIT_ENTITY_TYPE_AUDIT_ENTRY: AuditEntityType
+AUDIT_ENTITY_TYPE_DATA_SUBJECT: AuditEntityType
 
 class EvidenceMetadata(_message.Message):
     __slots__ = ("tenant_id", "run_id", "human_actor_id", "agent_id", "system_id", "actor_type", "occurred_at", "recorded_at", "timezone", "trace_id", "policy_ids", "incident_ids", "export_id", "correlation_id", "source_domain", "source_component", "origin", "checksum", "immutable")
