@@ -38,7 +38,9 @@ CAUSES = canonical_values(evidence_records.CausedBy)
 DOMAIN_OF_ENTITY = {"POLICY_RULE": "POLICY", "POLICY_PROPOSAL": "POLICY", "LIMIT": "POLICY",
                     "INCIDENT": "INCIDENTS", "ACTOR": "SYSTEM", "API_KEY": "SYSTEM", "LOG_EXPORT": "LOGS",
                     # the resources of access entries: reads of the Logs domain's evidence
-                    "LLM_RUN": "LOGS", "SYSTEM_RECORD": "LOGS", "AUDIT_ENTRY": "LOGS"}
+                    "LLM_RUN": "LOGS", "SYSTEM_RECORD": "LOGS", "AUDIT_ENTRY": "LOGS",
+                    # an erasure's data subject (docs/ERASURE.md): the Logs domain's evidence it erased
+                    "DATA_SUBJECT": "LOGS"}
 
 
 def audit_evidence(row: Mapping[str, Any]) -> Evidence:

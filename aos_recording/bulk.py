@@ -75,7 +75,8 @@ def tenant_ids(n: int) -> list[str]:
     return [f"bulk-{i:05d}" for i in range(n)]
 
 
-_EVENTS = sorted(vocabulary.AUDIT_EVENTS - {"EvidenceExported", "ExportVerified"})  # access, not governance
+_EVENTS = sorted(vocabulary.AUDIT_EVENTS - {"EvidenceExported", "ExportVerified", "SubjectErasureRequested",
+                                          "SubjectErased"})  # access and erasure, not governance
 # The entity a realistic entry of each event names (by the event's prefix).
 _ENTITY_BY_PREFIX = (("PolicyRule", "POLICY_RULE"), ("PolicyProposal", "POLICY_PROPOSAL"), ("Limit", "LIMIT"),
                      ("Incident", "INCIDENT"), ("EmergencyOverride", "POLICY_RULE"), ("ActorLogged", "ACTOR"),

@@ -233,17 +233,18 @@ class AuditLedgerWriter(_Writer):
         if commitments is not None:  # v2: the payloads go to evidence_payloads, never into the row
             entry = {**entry, **{f: None for f in hashing.LEDGER_PAYLOAD_FIELDS}}
         before_state, after_state = entry["before_state"], entry["after_state"]
+        # A v1 row names no v2 column: it is written exactly as before migration 0022.
+        v2_columns, v2_values = (", hash_version, commitments", ", 2, CAST(:commitments AS jsonb)") \
+            if commitments is not None else ("", "")
         row = self.conn.execute(text(
             "INSERT INTO audit_ledger (id, tenant_id, event_type, entity_type, entity_id, actor_type, actor_id, "
             "action_reason, correlation_id, created_at, before_state, after_state, content_hash, "
-            "is_synthetic, synthetic_scenario_id, hash_version, commitments) VALUES (:id, :tenant_id, :event_type, "
+            f"is_synthetic, synthetic_scenario_id{v2_columns}) VALUES (:id, :tenant_id, :event_type, "
             ":entity_type, :entity_id, :actor_type, :actor_id, :action_reason, :correlation_id, :created_at, "
             "CAST(:before_state AS jsonb), CAST(:after_state AS jsonb), :content_hash, :is_synthetic, "
-            ":synthetic_scenario_id, :hash_version, CAST(:commitments AS jsonb)) RETURNING seq, prev_hash, chain_hash"),
+            f":synthetic_scenario_id{v2_values}) RETURNING seq, prev_hash, chain_hash"),
             {**entry, "before_state": _json(before_state), "after_state": _json(after_state),
-             "content_hash": content, **self._marks(),
-             "hash_version": hashing.HASH_V1 if commitments is None else hashing.HASH_V2,
-             "commitments": _json(commitments)}).one()
+             "content_hash": content, **self._marks(), "commitments": _json(commitments)}).one()
         if commitments is not None and salts is not None and data_subject is not None:
             _store_payloads(self.conn, tenant_id=entry["tenant_id"], record_type="audit_entry", record_id=entry["id"],
                             subject_id=data_subject, run_id=entry.get("correlation_id"), record=payload_entry,
@@ -436,18 +437,18 @@ class TraceRecorder(_Writer):
         _insert_or_refused(
             self.conn,
             "INSERT INTO aos_trace_steps (id, trace_id, tenant_id, step_index, step_type, level, source, "
-            "\"timestamp\", tokens, cost_cents, duration_ms, input_data, output_data, metadata, content_hash, "
-            "hash_version, commitments) "
+            "\"timestamp\", tokens, cost_cents, duration_ms, input_data, output_data, metadata, content_hash"
+            + (", hash_version, commitments" if commitments is not None else "") + ") "
             "VALUES (:id, :trace_id, :tenant_id, :step_index, :step_type, :level, :source, :timestamp, :tokens, "
             ":cost_cents, :duration_ms, CAST(:input_data AS jsonb), CAST(:output_data AS jsonb), "
-            "CAST(:metadata AS jsonb), :content_hash, :hash_version, CAST(:commitments AS jsonb)) RETURNING id",
+            "CAST(:metadata AS jsonb), :content_hash"
+            + (", 2, CAST(:commitments AS jsonb)" if commitments is not None else "") + ") RETURNING id",
             {"id": step_id or new_id("step"), "trace_id": trace_id, "tenant_id": tenant_id,
              "step_index": step_index, "step_type": step_type, "level": level, "source": source,
              "timestamp": timestamp, "tokens": tokens, "cost_cents": cost_cents, "duration_ms": duration_ms,
              "input_data": None if commitments is not None else _json(input_data),
              "output_data": None if commitments is not None else _json(output_data), "metadata": _json(metadata),
-             "content_hash": content, "hash_version": hashing.HASH_V1 if commitments is None else hashing.HASH_V2,
-             "commitments": _json(commitments)},
+             "content_hash": content, "commitments": _json(commitments)},
             EvidenceConflict(f"trace {trace_id} step {step_index}: already recorded with different content"))
         if commitments is not None and data_subject is not None:
             run_id = self.conn.execute(text("SELECT run_id FROM aos_traces WHERE trace_id = :t"),

@@ -21,7 +21,7 @@ from tests.logins import login_url
 
 pytestmark = pytest.mark.db
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
-SECRET = "jane.doe@example.com"  # the subject's personal data, in every payload kind
+SECRET = "erasure-subject-7731@example.org"  # the subject's personal data, in every payload kind
 
 
 @pytest.fixture(scope="module")
