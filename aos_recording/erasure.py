@@ -157,6 +157,21 @@ def fill(row: Mapping[str, Any], record_id: str, payloads: Mapping[tuple[str, st
     return out
 
 
+def record_id_of(record_type: str, row: Mapping[str, Any]) -> str:
+    """The id a record's payloads are kept under: its own id; a step's ``<trace_id>/<step_index>``."""
+    return f"{row['trace_id']}/{row['step_index']}" if record_type == "trace_step" else str(row["id"])
+
+
+def opened(conn: Connection, tenant_id: str, record_type: str, row: Mapping[str, Any], *,
+           with_salts: bool = False) -> dict[str, Any]:
+    """One row through ``open_payloads`` and ``fill`` (a v1 row comes back as it is, no query)."""
+    if (row.get("hash_version") or hashing.HASH_V1) != hashing.HASH_V2:
+        return dict(row)
+    record_id = record_id_of(record_type, row)
+    return fill(row, record_id, open_payloads(conn, tenant_id, record_type, [(record_id, row)]),
+                with_salts=with_salts)
+
+
 def _commitments(row: Mapping[str, Any]) -> dict[str, str]:
     value = row.get("commitments") or {}
     return json.loads(value) if isinstance(value, str) else dict(value)

@@ -25,7 +25,7 @@ from tests.logins import load_demo_scenarios
 pytestmark = pytest.mark.db
 
 TENANT, OTHER = "tenant-erase-a", "tenant-erase-b"
-SECRET = "erasure-subject-7731@example.org"
+SECRET = "Erasure Subject Seventy lives on Elm Street"
 
 
 @pytest.fixture(scope="module")
@@ -216,3 +216,66 @@ async def test_rest_through_the_gateway(suite, tenants, ingest, database_url):
     with psycopg.connect(database_url) as conn:
         assert conn.execute("SELECT count(*) FROM evidence_payloads WHERE tenant_id = %s AND subject_id = %s",
                             (TENANT, subject)).fetchone()[0] == 0
+
+
+async def _slice_export(suite, correlation: str) -> tuple[bytes, str, list]:
+    """An AUDIT_SLICE JSON export of the correlation's entries: (artifact, envelope, the signing keys)."""
+    from aos.export.v1 import export_service_pb2 as export_pb, export_service_pb2_grpc as export_grpc
+    from aos.evidence.v1 import bundle_pb2
+    from aos_recording import dsse
+
+    meta = (("authorization", f"Bearer {token(TENANT, scopes=('exports.read', 'exports.create'))}"),)
+    async with grpc.aio.insecure_channel(suite["export"]) as channel:
+        stub = export_grpc.ExportServiceStub(channel)
+        created = (await stub.CreateExport(export_pb.CreateExportRequest(
+            bundle_type=bundle_pb2.BUNDLE_TYPE_EVIDENCE, format=bundle_pb2.EXPORT_FORMAT_JSON,
+            audit_slice=export_pb.AuditSlice(correlation_id=correlation)), metadata=meta)).export
+        data = b"".join([m.data async for m in stub.DownloadExport(
+            export_pb.DownloadExportRequest(export_id=created.export_id), metadata=meta)])
+        keys = [k for k in (await stub.ListSigningKeys(export_pb.ListSigningKeysRequest(), metadata=meta)).keys
+                if k.key_id == created.signing_key_id]
+    return data, created.dsse_envelope, [dsse.PublicKey.from_raw(k.public_key) for k in keys] + [keys]
+
+
+async def test_an_export_made_before_the_erasure_still_verifies_and_one_made_after_holds_no_content(
+        suite, ingest, database_url):
+    import json
+
+    from securesystemslib.dsse import Envelope
+    from securesystemslib.signer import SSlibKey
+
+    from aos_recording import hashing, verify_export
+
+    subject = f"subj-{uuid.uuid4().hex[:8]}"
+    correlation = await write_subject(ingest, subject)
+    *before_export, = await _slice_export(suite, correlation)
+    data0, envelope0, (key0, raw0) = before_export[0], before_export[1], before_export[2]
+    records0 = json.loads(data0)["records"]
+    v2 = [r for r in records0 if r.get("hash_version") == 2]
+    assert len(v2) == 2 and all(r["after_state"] == {"owner": SECRET} and set(r["salts"]) ==
+                                {"action_reason", "after_state"} for r in v2)
+    assert all(hashing.openings_match(r, hashing.LEDGER_PAYLOAD_FIELDS) for r in v2)
+    assert verify_export.verify(data0, envelope0, [key0]).ok
+
+    await ingest.EraseDataSubject(pb.EraseDataSubjectRequest(subject_id=subject, reason="DSR-46"),
+                                  metadata=officer())
+
+    # the earlier export: still VALID offline, its records' hashes the database's own
+    assert verify_export.verify(data0, envelope0, [key0]).ok
+    sslib_key = SSlibKey(raw0[0].key_id, "ed25519", "ed25519", {"public": raw0[0].public_key.hex()})
+    assert raw0[0].key_id in Envelope.from_dict(json.loads(envelope0)).verify([sslib_key], 1)
+    with psycopg.connect(database_url) as conn:
+        stored = {i: bytes(h).hex() for i, h in conn.execute(
+            "SELECT id, content_hash FROM audit_ledger WHERE tenant_id = %s AND correlation_id = %s",
+            (TENANT, correlation))}
+    assert {r["id"]: r["content_hash"] for r in records0} == stored
+    # an export made after: the commitments without the content, and it verifies
+    data1, envelope1, (key1, _) = await _slice_export(suite, correlation)
+    assert SECRET.encode() not in data1
+    records1 = {r["id"]: r for r in json.loads(data1)["records"]}
+    for r in v2:
+        after = records1[r["id"]]
+        assert after["commitments"] == r["commitments"] and after["content_hash"] == r["content_hash"]
+        assert after["erased"] == ["action_reason", "after_state"] and after["after_state"] is None
+        assert after["salts"] == {}
+    assert verify_export.verify(data1, envelope1, [key1]).ok

@@ -225,7 +225,7 @@ async def test_the_openapi_document(client):
     assert document["openapi"] == "3.1.0"
     operations = [op for item in document["paths"].values() for op in item.values()]
     ids = [op["operationId"] for op in operations]
-    assert len(ids) == len(set(ids)) == 40
+    assert len(ids) == len(set(ids)) == 41
     assert document["paths"]["/api/v1/runtime/logs/audit"]["get"]["operationId"] == \
         "AuditLedgerService_ListAuditEntries2"
     both = document["paths"]["/api/v1/logs/llm-runs/{run_id}/export"]
