@@ -139,9 +139,10 @@ def fill(row: Mapping[str, Any], record_id: str, payloads: Mapping[tuple[str, st
     out = dict(row)
     if (row.get("hash_version") or hashing.HASH_V1) != hashing.HASH_V2:
         return out
-    erased, missing, salts = [], [], {}
+    erased, missing, salts, states = [], [], {}, {}
     for field in sorted(_commitments(row)):
         p = payloads.get((record_id, field), Payload(MISSING))
+        states[field] = (p.state, p.erasure_id)
         if p.state == PRESENT:
             out[field] = p.value
             if with_salts and p.salt is not None:
@@ -152,6 +153,7 @@ def fill(row: Mapping[str, Any], record_id: str, payloads: Mapping[tuple[str, st
             missing.append(field)
     out["erased"] = erased
     out["missing"] = missing
+    out["payload_states"] = states
     if with_salts:
         out["salts"] = salts
     return out
@@ -160,6 +162,19 @@ def fill(row: Mapping[str, Any], record_id: str, payloads: Mapping[tuple[str, st
 def record_id_of(record_type: str, row: Mapping[str, Any]) -> str:
     """The id a record's payloads are kept under: its own id; a step's ``<trace_id>/<step_index>``."""
     return f"{row['trace_id']}/{row['step_index']}" if record_type == "trace_step" else str(row["id"])
+
+
+def opened_rows(conn: Connection, tenant_id: str, record_type: str,
+                rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """``rows`` with their v2 payloads filled (``fill``), two queries for the lot; v1 rows as they are."""
+    rows = list(rows)
+    pairs = [(record_id_of(record_type, r), r) for r in rows
+             if (r.get("hash_version") or hashing.HASH_V1) == hashing.HASH_V2]
+    if not pairs:
+        return rows
+    payloads = open_payloads(conn, tenant_id, record_type, pairs)
+    return [fill(r, record_id_of(record_type, r), payloads)
+            if (r.get("hash_version") or hashing.HASH_V1) == hashing.HASH_V2 else r for r in rows]
 
 
 def opened(conn: Connection, tenant_id: str, record_type: str, row: Mapping[str, Any], *,

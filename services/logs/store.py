@@ -8,6 +8,7 @@ handlers call those directly.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,6 +18,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from aos_evidence import queries as evidence
+from aos_recording import erasure
 from aos_evidence.queries import AUDIT_SELECT, RUN_FROM, RUN_SELECT, AuditFilters, system_clauses
 from aos_runtime.db import fetch_rows, fetch_value
 from aos_runtime.keyset import Page, after_clause, count_total, cut, keyset_page, position, where
@@ -27,9 +29,11 @@ def list_audit_entries(conn: Connection, tenant_id: str, filters: AuditFilters, 
                        limit: int) -> Page:
     clauses, params = filters.where()
     unfiltered = filters == AuditFilters()
-    return keyset_page(conn, AUDIT_SELECT.format(extra=""), clauses, {**params, "tenant": tenant_id},
+    page = keyset_page(conn, AUDIT_SELECT.format(extra=""), clauses, {**params, "tenant": tenant_id},
                        "audit_ledger a", after, limit,
                        known_total=(lambda c: ledger_size(c, tenant_id)) if unfiltered else None)
+    # v2 entries (docs/ERASURE.md): their payloads from the erasable side table, or ERASED
+    return dataclasses.replace(page, rows=erasure.opened_rows(conn, tenant_id, "audit_entry", page.rows))
 
 
 def ledger_size(conn: Connection, tenant_id: str) -> int:
@@ -47,7 +51,7 @@ def ledger_size(conn: Connection, tenant_id: str) -> int:
 def get_audit_entry(conn: Connection, tenant_id: str, entry_id: str) -> Mapping[str, Any] | None:
     rows = fetch_rows(conn, AUDIT_SELECT.format(extra=", a.before_state, a.after_state") +
                       " WHERE a.tenant_id = :tenant AND a.id = :id", {"tenant": tenant_id, "id": entry_id})
-    return rows[0] if rows else None
+    return erasure.opened_rows(conn, tenant_id, "audit_entry", rows)[0] if rows else None
 
 
 # --- LLM runs ---------------------------------------------------------------------

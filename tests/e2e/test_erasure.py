@@ -279,3 +279,39 @@ async def test_an_export_made_before_the_erasure_still_verifies_and_one_made_aft
         assert after["erased"] == ["action_reason", "after_state"] and after["after_state"] is None
         assert after["salts"] == {}
     assert verify_export.verify(data1, envelope1, [key1]).ok
+
+
+async def test_reads_show_the_content_then_the_commitment_marked_erased(ingest, ledger):
+    from aos.logs.v1 import records_pb2 as logs_records
+
+    subject = f"subj-{uuid.uuid4().hex[:8]}"
+    correlation = await write_subject(ingest, subject)
+    read = (("authorization", f"Bearer {token(TENANT, scopes=('logs.read',))}"),)
+    entry_id = f"evt-{correlation}-0"
+
+    async def entry_now():
+        got = await ledger.GetAuditEntry(audit_pb.GetAuditEntryRequest(entry_id=entry_id), metadata=read)
+        listed = await ledger.ListAuditEntries(audit_pb.ListAuditEntriesRequest(correlation_id=correlation),
+                                               metadata=read)
+        (item,) = [e for e in listed.entries if e.id == entry_id]
+        assert item == got.entry
+        return got
+
+    before = await entry_now()
+    assert before.entry.hash_version == 2 and before.entry.action_reason == f"key for {SECRET}"
+    assert dict(before.after_state) == {"owner": SECRET}
+    assert [(p.field, p.state) for p in before.entry.payloads] == [
+        ("action_reason", logs_records.PAYLOAD_STATE_PRESENT), ("after_state", logs_records.PAYLOAD_STATE_PRESENT)]
+    v1 = await ledger.GetAuditEntry(audit_pb.GetAuditEntryRequest(entry_id=f"evt-{correlation}-2"), metadata=read)
+    assert v1.entry.hash_version == 1 and not v1.entry.payloads and dict(v1.after_state) == {"owner": "service"}
+
+    reply = await ingest.EraseDataSubject(pb.EraseDataSubjectRequest(subject_id=subject, reason="DSR-47"),
+                                          metadata=officer())
+    after = await entry_now()
+    assert not after.entry.HasField("action_reason") and not after.HasField("after_state")
+    assert [(p.field, p.commitment, p.state, p.erasure_id) for p in after.entry.payloads] == [
+        (p.field, p.commitment, logs_records.PAYLOAD_STATE_ERASED, reply.erasure_id) for p in before.entry.payloads]
+    assert after.entry.content_hash == before.entry.content_hash
+    v1_after = await ledger.GetAuditEntry(audit_pb.GetAuditEntryRequest(entry_id=f"evt-{correlation}-2"),
+                                          metadata=read)
+    assert v1_after == v1
