@@ -295,6 +295,7 @@ class SystemRecordWriter(_Writer):
                   "caused_by": caused_by, "actor_id": actor_id, "correlation_id": correlation_id,
                   "run_id": run_id, "environment_id": environment_id, "created_at": created_at or now()}
         table, key = ("platform_records", ("id",)) if tenant_id is None else ("system_records", ("tenant_id", "id"))
+        row: dict[str, Any]
         if data_subject is None:
             content = hashing.system_record_content_hash(record)
             row = record
@@ -302,7 +303,7 @@ class SystemRecordWriter(_Writer):
             _check_subject(data_subject)
             if tenant_id is None:
                 raise ValueError("a system-wide record has no data subject: it is written in hash format v1")
-            commitments, salts = _commit_v2(self.conn, tenant_id, "system_record", record["id"], record,
+            commitments, salts = _commit_v2(self.conn, tenant_id, "system_record", str(record["id"]), record,
                                             hashing.SYSTEM_RECORD_PAYLOAD_FIELDS)
             content = hashing.system_record_content_hash_v2(record, commitments)
             row = {**record, "summary": "", "details": None, "hash_version": hashing.HASH_V2,

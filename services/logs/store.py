@@ -18,8 +18,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from aos_evidence import queries as evidence
-from aos_recording import erasure
 from aos_evidence.queries import AUDIT_SELECT, RUN_FROM, RUN_SELECT, AuditFilters, system_clauses
+from aos_recording import erasure
 from aos_runtime.db import fetch_rows, fetch_value
 from aos_runtime.keyset import Page, after_clause, count_total, cut, keyset_page, position, where
 from aos_runtime.rows import all_of, first_of, one_of

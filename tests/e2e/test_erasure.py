@@ -220,8 +220,8 @@ async def test_rest_through_the_gateway(suite, tenants, ingest, database_url):
 
 async def _slice_export(suite, correlation: str) -> tuple[bytes, str, list]:
     """An AUDIT_SLICE JSON export of the correlation's entries: (artifact, envelope, the signing keys)."""
-    from aos.export.v1 import export_service_pb2 as export_pb, export_service_pb2_grpc as export_grpc
     from aos.evidence.v1 import bundle_pb2
+    from aos.export.v1 import export_service_pb2 as export_pb, export_service_pb2_grpc as export_grpc
     from aos_recording import dsse
 
     meta = (("authorization", f"Bearer {token(TENANT, scopes=('exports.read', 'exports.create'))}"),)
