@@ -204,8 +204,8 @@ def upgrade() -> None:
             IF coalesce(a_subject, '') = '' OR coalesce(a_erasure_id, '') = '' OR coalesce(a_requested_by, '') = '' THEN
                 RAISE EXCEPTION 'subject, erasure id and requester are required' USING ERRCODE = '22023';
             END IF;
-            -- One erasure of a subject at a time, and none beside a payload insert for it
-            -- (writers take the same lock before writing a subject's payloads).
+            -- One erasure of a subject at a time. A payload committed after this statement's
+            -- snapshot is not erased by it (a record written after the erasure); a later one erases it.
             PERFORM pg_advisory_xact_lock(hashtextextended('aos_erasure:' || t || ':' || a_subject, 0));
             hold := aos_legal_hold_covers(t, a_subject, ARRAY(
                 SELECT DISTINCT p.run_id FROM evidence_payloads p

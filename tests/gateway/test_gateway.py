@@ -103,7 +103,9 @@ WRITES = {("POST", "/api/v1/logs/exports"), ("POST", "/api/v1/logs/llm-runs/{run
           ("GET", "/api/v1/logs/exports/{export_id}"), ("GET", "/api/v1/logs/exports/{export_id}:download"),
           ("POST", "/api/v1/logs/exports/{export_id}:verify"), ("POST", "/api/v1/logs/audit/checkpoint:cosign"),
           ("POST", "/api/v1/ingest/audit-events"), ("POST", "/api/v1/ingest/system-records"),
-          ("POST", "/api/v1/ingest/runs")}
+          ("POST", "/api/v1/ingest/runs"),
+          # through the gateway in tests/e2e/test_erasure.py::test_rest_through_the_gateway
+          ("POST", "/api/v1/ingest/erasures")}
 
 
 def test_these_tests_cover_every_binding():
