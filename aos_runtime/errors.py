@@ -208,6 +208,11 @@ def _from_fault(exc: faults.Fault) -> ApiError:
         return ApiError(grpc.StatusCode.DATA_LOSS, "CHECKPOINT_TREE_MISMATCH",
                         f"the tenant's {exc.log} transparency log no longer has the root its checkpoint of tree "
                         f"size {exc.size} signed", metadata={"log": exc.log, "tree_size": str(exc.size)})
+    if isinstance(exc, faults.LegalHoldBlocksErasure):
+        return ApiError(grpc.StatusCode.FAILED_PRECONDITION, "LEGAL_HOLD",
+                        f"legal hold {exc.hold_id} covers this data subject: nothing was erased (the refused "
+                        f"request is audit entry {exc.request_seq})",
+                        metadata={"legal_hold_id": exc.hold_id, "request_seq": str(exc.request_seq)})
     return ApiError(grpc.StatusCode.INTERNAL, "INTERNAL", "internal error; see the server log for the request id")
 
 

@@ -149,3 +149,13 @@ class LegalHoldReleased(Fault):
     def __init__(self, hold_id: str) -> None:
         super().__init__(f"legal hold {hold_id!r} is already released")
         self.hold_id = hold_id
+
+
+class LegalHoldBlocksErasure(Fault):
+    """A legal hold covers the data subject an erasure names (docs/ERASURE.md): nothing was
+    erased; the refused request is recorded (FAILED_PRECONDITION)."""
+
+    def __init__(self, hold_id: str, request_seq: int) -> None:
+        super().__init__(f"legal hold {hold_id} covers this subject: erasure refused")
+        self.hold_id = hold_id
+        self.request_seq = request_seq

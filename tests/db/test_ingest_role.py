@@ -22,7 +22,13 @@ GRANTED = {("audit_ledger", "SELECT"), ("audit_ledger", "INSERT"), ("system_reco
            ("system_records", "INSERT"),
            *((table, privilege) for table in ("llm_run_records", "worker_runs", "aos_traces", "aos_trace_steps")
              for privilege in ("SELECT", "INSERT")),
-           ("aos_traces", "UPDATE")}
+           ("aos_traces", "UPDATE"),
+           # 0022_retention_policies: legal holds read (the holds an erasure must not pass)
+           ("legal_holds", "SELECT"),
+           # 0023_erasure (docs/ERASURE.md): v2 payloads written and read back for retries, erasures'
+           # tombstones read
+           ("evidence_payloads", "SELECT"), ("evidence_payloads", "INSERT"), ("evidence_erasures", "SELECT"),
+           ("erased_payloads", "SELECT")}
 
 
 def test_it_holds_exactly_its_grants(database_url):

@@ -27,6 +27,7 @@ class LegalHoldScope(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LEGAL_HOLD_SCOPE_TENANT: _ClassVar[LegalHoldScope]
     LEGAL_HOLD_SCOPE_RUN: _ClassVar[LegalHoldScope]
     LEGAL_HOLD_SCOPE_INCIDENT: _ClassVar[LegalHoldScope]
+    LEGAL_HOLD_SCOPE_SUBJECT: _ClassVar[LegalHoldScope]
 RETENTION_RECORD_TYPE_UNSPECIFIED: RetentionRecordType
 RETENTION_RECORD_TYPE_AUDIT_LEDGER: RetentionRecordType
 RETENTION_RECORD_TYPE_LLM_RUNS: RetentionRecordType
@@ -35,6 +36,7 @@ LEGAL_HOLD_SCOPE_UNSPECIFIED: LegalHoldScope
 LEGAL_HOLD_SCOPE_TENANT: LegalHoldScope
 LEGAL_HOLD_SCOPE_RUN: LegalHoldScope
 LEGAL_HOLD_SCOPE_INCIDENT: LegalHoldScope
+LEGAL_HOLD_SCOPE_SUBJECT: LegalHoldScope
 
 class RetentionPolicy(_message.Message):
     __slots__ = ("record_type", "level", "retention_days", "permanent", "retention_class", "compliance_tags", "is_default", "updated_at", "updated_by_id")
