@@ -5,7 +5,9 @@ checkpoint re-verified, the content looked for in every table as the admin, and 
 tried: another tenant, other roles, a legal hold, a v2 row carrying its payload."""
 from __future__ import annotations
 
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 
 import psycopg
@@ -245,6 +247,22 @@ def test_a_legal_hold_blocks_the_erasure_and_the_refusal_is_recorded(producer, d
         conn.execute("UPDATE legal_holds SET released_at = now(), released_by_type = 'HUMAN', "
                      "released_by_id = 'counsel', release_reason = 'settled' WHERE tenant_id = %s", (tenant,))
     assert erase(ingest, tenant, "subj-1").payloads_erased == 8
+
+
+def test_a_hold_placed_while_the_erasure_runs_is_not_missed(producer, database_url, ingest):
+    """aos_erase_subject locks legal_holds SHARE before its check (docs/SCALE.md §3c): a hold whose
+    transaction is still open when the erasure starts makes the erasure wait, then refuse. Without
+    the lock the erasure would not see the uncommitted hold and would erase."""
+    t = populate(producer, "hold-race")
+    with session(database_url) as conn, ThreadPoolExecutor(1) as pool:
+        with conn.transaction():
+            place_hold(conn, t["tenant"], "hold-late", "SUBJECT", "subj-1")
+            running = pool.submit(erase, ingest, t["tenant"], "subj-1")
+            time.sleep(1.0)
+            assert not running.done()  # waiting for the hold's transaction
+        result = running.result(timeout=30)
+    assert result.executed_seq is None and result.hold_id == "hold-late" and result.payloads_erased == 0
+    assert content_anywhere(database_url, t["tenant"], SECRET) == ["evidence_payloads"]
 
 
 def test_a_hold_on_another_subject_or_run_does_not_block(producer, database_url, ingest):
