@@ -66,12 +66,11 @@ else
     sources | mmdebstrap --quiet --variant=minbase --format=tar "${SLIM[@]}" \
         --include=postgresql-15 \
         --customize-hook="upload $HERE/offline-images/postgres-entrypoint.sh /usr/local/bin/aos-postgres-entrypoint" \
-        --customize-hook='chmod 0755 "$1/usr/local/bin/aos-postgres-entrypoint"; rm -rf "$1/var/lib/postgresql/15" "$1/etc/postgresql/15"; install -d -m 0700 "$1/var/lib/postgresql/data"; install -d -m 2775 "$1/var/run/postgresql"; chroot "$1" chown postgres:postgres /var/lib/postgresql/data /var/run/postgresql' \
+        --customize-hook='chmod 0755 "$1/usr/local/bin/aos-postgres-entrypoint"; rm -rf "$1/var/lib/postgresql/15" "$1/etc/postgresql/15"; install -d -m 0700 "$1/var/lib/postgresql/data"; chroot "$1" chown postgres:postgres /var/lib/postgresql/data' \
         "$SUITE" - \
       | docker import "${ENVS[@]}" \
           --change 'ENV PATH=/usr/lib/postgresql/15/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
           --change 'ENV PGDATA=/var/lib/postgresql/data' \
-          --change 'USER postgres' \
           --change 'EXPOSE 5432' \
           --change 'ENTRYPOINT ["/usr/local/bin/aos-postgres-entrypoint"]' \
           --message "Debian $SUITE + postgresql-15 (tools/offline_images.sh)" - "$POSTGRES_IMAGE"

@@ -5,6 +5,8 @@
 # POSTGRES_INITDB_ARGS, listen on every address with scram-sha-256 for every host (as the
 # official image does), create POSTGRES_DB; then run postgres in the foreground.
 set -eu
+# Started as root (as the official image is): makes the data and socket directories (/run is
+# empty in a fresh container) the postgres user's, then runs again as that user.
 : "${PGDATA:=/var/lib/postgresql/data}"
 export PGDATA
 if [ "$(id -u)" = 0 ]; then
