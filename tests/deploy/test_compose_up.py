@@ -138,7 +138,7 @@ class Stack:
                     and len(states["logs"]) == scale_logs):
                 return
             assert time.monotonic() < deadline, f"not healthy after {UP_TIMEOUT_S}s: {states}\n{self.logs()}"
-            assert "unhealthy" not in sum(states.values(), []), f"{states}\n{self.logs()}"
+            assert not any("unhealthy" in v for v in states.values()), f"{states}\n{self.logs()}"
             time.sleep(3)
 
     def rest(self, method: str, path: str, token: str, **kwargs) -> dict:
