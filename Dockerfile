@@ -13,6 +13,8 @@
 #
 #   docker build -t aos-evidence-plane:local .
 
+# The base of both stages. Where no image registry is reachable, tools/offline_images.sh builds
+# aos-base:local from Debian's packages: docker build --build-arg PYTHON_IMAGE=aos-base:local .
 ARG PYTHON_IMAGE=python:3.11-slim
 
 # ---- builder: the pinned dependencies and the project, into a venv -------------
@@ -28,7 +30,13 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # Dependencies first: this layer is rebuilt only when the lock changes.
 COPY requirements.lock ./
-RUN pip install -r requirements.lock
+# pip's index when it is not pip's default (empty: unset). Builder stage only: the final image
+# neither declares nor records them.
+ARG PIP_INDEX_URL=
+ARG PIP_EXTRA_INDEX_URL=
+RUN if [ -z "$PIP_INDEX_URL" ]; then unset PIP_INDEX_URL; fi \
+ && if [ -z "$PIP_EXTRA_INDEX_URL" ]; then unset PIP_EXTRA_INDEX_URL; fi \
+ && pip install -r requirements.lock
 
 # The project itself (generated protobuf code in gen/ is packaged with it).
 COPY pyproject.toml ./
