@@ -171,8 +171,8 @@ def _from_fault(exc: faults.Fault) -> ApiError:
         # Refused before it started: nothing was done, so any call (a write too) may be retried.
         details = [error_details_pb2.QuotaFailure(violations=[error_details_pb2.QuotaFailure.Violation(
             subject=exc.tenant, description=exc.limit)]), *_retry_info(exc.retry_after_s)]
-        if exc.reason is not None:
-            return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, exc.reason, exc.message,
+        if exc.ingest_bytes:
+            return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "INGEST_BYTES_LIMIT", exc.message,
                             metadata={"limit": exc.limit}, details=details)
         if exc.tenant_limit:  # the tenant's own calls fill its share, not the process's
             return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "TENANT_HEAVY_LIMIT", exc.message,

@@ -16,7 +16,7 @@ from google.protobuf import descriptor_pb2
 from grpc_tools import protoc
 
 from aos.evidence.v1 import evidence_pb2, options_pb2
-from aos.export.v1 import export_service_pb2
+from aos.export.v1 import export_service_pb2, retention_service_pb2
 from aos.ingest.v1 import ingest_service_pb2
 from aos.logs.v1 import (
     audit_ledger_service_pb2,
@@ -39,6 +39,7 @@ SERVICES = [
     audit_ledger_service_pb2.DESCRIPTOR.services_by_name["AuditLedgerService"],
     evidence_search_service_pb2.DESCRIPTOR.services_by_name["EvidenceSearchService"],
     export_service_pb2.DESCRIPTOR.services_by_name["ExportService"],
+    retention_service_pb2.DESCRIPTOR.services_by_name["RetentionService"],
     ingest_service_pb2.DESCRIPTOR.services_by_name["IngestService"],
 ]
 LOGS_SERVICES = [s for s in SERVICES if s.full_name.startswith("aos.logs.")]
@@ -47,13 +48,19 @@ METADATA = evidence_pb2.EvidenceMetadata.DESCRIPTOR.full_name
 # RPCs SPEC.md declares that the protos do not carry yet, with the issue that builds each.
 NOT_YET_IN_THE_CONTRACT = {
 }
-# Bindings the protos carry that SPEC.md's table does not name yet, each with why: SPEC §2 names
-# no erasure RPC, and issue #25 asks for one (docs/ERASURE.md); the console's budget chart
-# (h-console, merged into m) reads GetBudgetHistory. For the lead: add them to SPEC §2.
+# Bindings built for an issue that SPEC.md's table does not list (SPEC.md is not ours to edit):
+# each named here, so that no other undeclared binding can slip in.
+_RETENTION = "aos.export.v1.RetentionService"
 BEYOND_THE_SPEC_TABLE = {
-    ("aos.ingest.v1.IngestService", "EraseDataSubject", "POST", "/api/v1/ingest/erasures"): "issue #25, erasure",
     ("aos.overview.v1.OverviewService", "GetBudgetHistory", "GET", "/api/v1/runtime/overview/costs/history"):
-        "h-console, the console's budget chart",
+        "issue #24, costs per budget over time",
+    (_RETENTION, "GetRetentionPolicies", "GET", "/api/v1/logs/retention/policies"): "issue #25, retention",
+    (_RETENTION, "SetRetentionPolicy", "POST", "/api/v1/logs/retention/policies"): "issue #25, retention",
+    (_RETENTION, "ListLegalHolds", "GET", "/api/v1/logs/retention/holds"): "issue #25, legal holds",
+    (_RETENTION, "PlaceLegalHold", "POST", "/api/v1/logs/retention/holds"): "issue #25, legal holds",
+    (_RETENTION, "ReleaseLegalHold", "POST", "/api/v1/logs/retention/holds/{hold_id}:release"):
+        "issue #25, legal holds",
+    ("aos.ingest.v1.IngestService", "EraseDataSubject", "POST", "/api/v1/ingest/erasures"): "issue #25, erasure",
 }
 
 

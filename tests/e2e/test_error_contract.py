@@ -156,11 +156,12 @@ def _every_rpc(stubs):
     from google.protobuf import json_format
 
     from aos.logs.v1 import audit_ledger_service_pb2, llm_runs_service_pb2, system_logs_service_pb2
+    from aos.export.v1 import retention_service_pb2
     from aos.overview.v1 import overview_service_pb2
 
     for module, channel in ((overview_service_pb2, "overview"), (audit_ledger_service_pb2, "logs"),
                             (llm_runs_service_pb2, "logs"), (system_logs_service_pb2, "logs"),
-                            (export_pb, "export")):
+                            (export_pb, "export"), (retention_service_pb2, "export")):
         for service in module.DESCRIPTOR.services_by_name.values():
             for method in service.methods:
                 request_class = message_factory.GetMessageClass(method.input_type)
@@ -189,8 +190,8 @@ async def test_a_tenant_with_no_row_gets_clean_answers(stubs):
             info = error_info(err)
             assert errors.REASON.fullmatch(info.reason), (method.name, info.reason)
             answers[(method.name, str(request))] = (err.code().name, info.reason)
-    # Every RPC of the three services (3 Overview, 22 Logs, 8 Export) was called.
-    assert len({name for name, _ in answers}) == 33, sorted(answers)
+    # Every RPC of the three services (4 Overview, 22 Logs, 8 Export + 5 Retention) was called.
+    assert len({name for name, _ in answers}) == 39, sorted(answers)
     bad = {k: v for k, v in answers.items() if v != "OK" and v[0] in ("INTERNAL", "UNKNOWN")}
     assert not bad, bad
     # Writes are refused as a precondition (the tenant is not provisioned), not answered OK.

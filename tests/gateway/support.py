@@ -1,6 +1,10 @@
 """Helpers shared by the gateway tests: the tenant they write to and their Authorization header."""
 from __future__ import annotations
 
+import contextlib
+
+import uvicorn
+
 from tests.e2e.support import DEMO, token
 
 # The tenant the gateway tests write to (exports), with the demo scenarios of its own,
@@ -10,3 +14,11 @@ WRITER = "tenant-gw"
 
 def bearer(tenant: str = DEMO, **kw) -> dict[str, str]:
     return {"Authorization": f"Bearer {token(tenant, **kw)}"}
+
+
+class QuietServer(uvicorn.Server):
+    """uvicorn on a real socket inside a test: it leaves pytest's own SIGINT handling alone."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):
+        yield

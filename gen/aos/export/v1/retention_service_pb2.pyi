@@ -129,16 +129,18 @@ class ListLegalHoldsRequest(_message.Message):
     def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., include_released: _Optional[bool] = ...) -> None: ...
 
 class ListLegalHoldsResponse(_message.Message):
-    __slots__ = ("holds", "next_page_token", "total_size", "has_more")
+    __slots__ = ("holds", "next_page_token", "total_size", "has_more", "total_size_is_estimate")
     HOLDS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
     HAS_MORE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_IS_ESTIMATE_FIELD_NUMBER: _ClassVar[int]
     holds: _containers.RepeatedCompositeFieldContainer[LegalHold]
     next_page_token: str
     total_size: int
     has_more: bool
-    def __init__(self, holds: _Optional[_Iterable[_Union[LegalHold, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ..., has_more: _Optional[bool] = ...) -> None: ...
+    total_size_is_estimate: bool
+    def __init__(self, holds: _Optional[_Iterable[_Union[LegalHold, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ..., has_more: _Optional[bool] = ..., total_size_is_estimate: _Optional[bool] = ...) -> None: ...
 
 class PlaceLegalHoldRequest(_message.Message):
     __slots__ = ("scope", "target_id", "reason")
