@@ -39,7 +39,6 @@ from dataclasses import dataclass
 
 from aos_runtime.faults import DeadlinePassed, Overloaded
 
-
 # Service times kept for the estimate, and how many make one (fewer: no early refusal).
 WINDOW = 50
 MIN_SAMPLES = 5

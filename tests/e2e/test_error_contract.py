@@ -155,8 +155,8 @@ GHOST_REQUESTS = {
 def _every_rpc(stubs):
     from google.protobuf import json_format
 
-    from aos.logs.v1 import audit_ledger_service_pb2, llm_runs_service_pb2, system_logs_service_pb2
     from aos.export.v1 import retention_service_pb2
+    from aos.logs.v1 import audit_ledger_service_pb2, llm_runs_service_pb2, system_logs_service_pb2
     from aos.overview.v1 import overview_service_pb2
 
     for module, channel in ((overview_service_pb2, "overview"), (audit_ledger_service_pb2, "logs"),
