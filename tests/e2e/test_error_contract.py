@@ -15,7 +15,12 @@ from grpc_status import rpc_status
 from sqlalchemy import text
 
 from aos.evidence.v1 import bundle_pb2
-from aos.export.v1 import export_service_pb2 as export_pb, export_service_pb2_grpc as export_grpc
+from aos.export.v1 import (
+    export_service_pb2 as export_pb,
+    export_service_pb2_grpc as export_grpc,
+    retention_service_pb2 as retention_pb,
+    retention_service_pb2_grpc as retention_grpc,
+)
 from aos.logs.v1 import (
     audit_ledger_service_pb2 as audit_pb,
     audit_ledger_service_pb2_grpc as audit_grpc,
@@ -101,6 +106,8 @@ def _not_found_calls(stubs, early_run):
                                                          metadata=auth(EARLY)),
         errors.Resource.CHECKPOINT: export.GetLedgerCheckpoint(
             export_pb.GetLedgerCheckpointRequest(tree_size=10 ** 12), metadata=auth()),
+        errors.Resource.LEGAL_HOLD: retention_grpc.RetentionServiceStub(stubs["export"]).ReleaseLegalHold(
+            retention_pb.ReleaseLegalHoldRequest(hold_id="hold_no_such_hold", reason="closed"), metadata=auth()),
     }
 
 
