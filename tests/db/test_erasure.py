@@ -289,6 +289,41 @@ def test_a_v2_row_cannot_carry_its_payload(producer, database_url):
                 "'HUMAN', now(), %s, '{}')", (t["tenant"], bytes(32)))
 
 
+def test_the_batch_path_writes_v2_entries_as_append_once_does(producer, database_url):
+    """append_many_once (Ingest's batch path): a v2 item's row carries commitments only, its payloads
+    go to evidence_payloads; the same id twice in a batch, or in a later batch, is a retry with the
+    same content hash (the first's salts); other content under the id is a conflict."""
+    from aos_recording.writers import EvidenceConflict
+    t = populate(producer, "batch")
+    v2 = dict(tenant_id=t["tenant"], event_type="ApiKeyRevoked", entity_type="API_KEY", entity_id="key-b",
+              actor_type="SYSTEM", actor_id="idp", after_state={"email": SECRET}, created_at=T0,
+              entry_id="aud_batch_v2", data_subject="subj-1")
+    v1 = {k: v for k, v in v2.items() if k != "data_subject"} | {"entry_id": "aud_batch_v1"}
+    with producer.transaction(t["tenant"]) as conn:
+        writer = AuditLedgerWriter(conn)
+        writer.hold_producer_ids(t["tenant"])
+        answers = writer.append_many_once([v2, v2, v1, {**v2, "after_state": {"email": "x@example.com"}}])
+    (first, created), (again, created_again), (plain, plain_created) = answers[:3]
+    assert created and not created_again and again.content_hash == first.content_hash and plain_created
+    assert isinstance(answers[3], EvidenceConflict)
+    with producer.transaction(t["tenant"]) as conn:
+        writer = AuditLedgerWriter(conn)
+        writer.hold_producer_ids(t["tenant"])
+        (later, later_created), = writer.append_many_once([v2])
+    assert not later_created and later.content_hash == first.content_hash
+    with session(database_url) as conn:
+        rows = {r[0]: r[1:] for r in conn.execute(
+            "SELECT id, hash_version, after_state FROM audit_ledger WHERE tenant_id = %s AND id LIKE 'aud_batch%%'",
+            (t["tenant"],))}
+        kept = conn.execute("SELECT field, subject_id FROM evidence_payloads WHERE tenant_id = %s "
+                            "AND record_id = 'aud_batch_v2'", (t["tenant"],)).fetchall()
+    assert rows == {"aud_batch_v2": (2, None), "aud_batch_v1": (1, {"email": SECRET})}
+    assert kept == [("after_state", "subj-1")]
+    with producer.transaction(t["tenant"]) as conn:  # the batch's v2 entry verifies from its commitments
+        report = verify.verify_ledger(conn, t["tenant"])
+    assert report.ok, report.anomalies
+
+
 def test_v2_retries_are_idempotent_and_other_content_conflicts(producer, database_url):
     t = populate(producer, "retry")
     fields = dict(tenant_id=t["tenant"], event_type="ApiKeyRevoked", entity_type="API_KEY", entity_id="key-9",
