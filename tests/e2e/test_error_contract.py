@@ -10,8 +10,6 @@ from datetime import datetime, timezone
 import grpc
 import pytest
 from google.protobuf import message_factory
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from sqlalchemy import text
 
 from aos.evidence.v1 import bundle_pb2
@@ -33,7 +31,7 @@ from aos.overview.v1 import overview_service_pb2 as overview_pb, overview_servic
 from aos_recording.sources import SourceWriter
 from aos_recording.writers import LlmRunRecordWriter, Producer, TraceRecorder
 from aos_runtime import errors
-from tests.e2e.support import BASE, DEMO, auth, settings
+from tests.e2e.support import BASE, DEMO, auth, error_info, settings
 from tests.logins import login_url
 
 pytestmark = pytest.mark.db
@@ -43,17 +41,6 @@ GHOST = "tenant-ghost"      # a valid token, no row in tenants
 EARLY = "tenant-errors"
 EARLY_RUN = f"{EARLY}.run-before-the-platform"
 GAP_RUN = f"{EARLY}.run-with-a-gap"   # a trace written directly with steps 0 and 2: no step 1
-
-
-def error_info(err: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
-    status = rpc_status.from_call(err)
-    assert status is not None, f"{err.code()} without rich details: {err.details()}"
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info
-    raise AssertionError(f"{err.code()} without an ErrorInfo")
 
 
 @pytest.fixture(scope="module")
