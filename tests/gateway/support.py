@@ -1,6 +1,7 @@
 """Helpers shared by the gateway tests: the tenant they write to and their Authorization header."""
 from __future__ import annotations
 
+import asyncio
 import contextlib
 
 import uvicorn
@@ -22,3 +23,15 @@ class QuietServer(uvicorn.Server):
     @contextlib.contextmanager
     def capture_signals(self):
         yield
+
+
+async def start_uvicorn(config: uvicorn.Config) -> tuple[QuietServer, asyncio.Task, str, int]:
+    """A QuietServer serving ``config`` on its socket: the server, its task, host and port
+    (stop it with ``server.should_exit = True`` and await the task)."""
+    server = QuietServer(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), task.exception()
+        await asyncio.sleep(0.01)
+    host, port = server.servers[0].sockets[0].getsockname()[:2]
+    return server, task, host, port

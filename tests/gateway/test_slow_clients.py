@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from gateway import serving
-from tests.gateway.support import QuietServer, bearer
+from tests.gateway.support import bearer, start_uvicorn
 
 pytestmark = pytest.mark.db
 
@@ -26,13 +26,8 @@ SLOW_CLIENTS = 200
 
 @contextlib.asynccontextmanager
 async def guarded_gateway(app, **limits):
-    server = QuietServer(serving.config(app, host="127.0.0.1", port=0, lifespan="off", log_config=None,
-                                   access_log=False, **limits))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done(), task.exception()
-        await asyncio.sleep(0.01)
-    host, port = server.servers[0].sockets[0].getsockname()[:2]
+    server, task, host, port = await start_uvicorn(serving.config(app, host="127.0.0.1", port=0, lifespan="off",
+                                                                  log_config=None, access_log=False, **limits))
     try:
         yield server, host, port
     finally:
