@@ -18,7 +18,7 @@ $(STAMP): requirements.lock requirements-interop.lock pyproject.toml
 	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	@touch $@
 
-## run: the suite — embedded Postgres (unless DATABASE_URL), migrations, three services, the gateway.
+## run: the suite — embedded Postgres (unless DATABASE_URL), migrations, four services, the gateway.
 ##   Checks its ports first; Ctrl-C (or SIGTERM to make) stops everything it started.
 run: $(STAMP)
 	$(PY) -m services
