@@ -19,27 +19,33 @@ always recorded.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import grpc
 from google.protobuf import json_format, struct_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp, trace_service_pb2_grpc as otlp_grpc
 from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
+from sqlalchemy.engine import Connection
 
 from aos.evidence.v1 import records_pb2
 from aos.ingest.v1 import ingest_service_pb2 as pb
+from aos_recording import hashing
 from aos_runtime import auth
 from aos_runtime.server import ServiceContext
 from services.ingest import ingest, store
 
+log = logging.getLogger(__name__)
 DESCRIPTOR = otlp.DESCRIPTOR.services_by_name["TraceService"]
 MAX_SAFE_INTEGER = 2 ** 53 - 1
 MAX_MESSAGES = 5  # distinct refusal reasons named in partial_success.error_message
@@ -56,6 +62,7 @@ class _Span:
     span: trace_pb2.Span
     attributes: dict[str, Any]
     resource: dict[str, Any]
+    resource_pb: resource_pb2.Resource
 
     @property
     def operation(self) -> str:
@@ -117,33 +124,37 @@ def _malformed_count(spans: list[_Span]) -> str | None:
 class TraceReceiver(otlp_grpc.TraceServiceServicer):
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
+        settings = ctx.settings
+        self.quiet_s = settings.otlp_trace_quiet_s if settings is not None else 30.0
+        self._stuck: set[tuple[str, str]] = set()  # quiet traces whose seal was refused (logged once)
 
     async def Export(self, request: otlp.ExportTraceServiceRequest,
                      context: grpc.aio.ServicerContext) -> otlp.ExportTraceServiceResponse:
         who = auth.principal()
         now = datetime.now(timezone.utc)
         groups, rejected, reasons = _groups(request)
-        runs, spans_of = [], []
-        for trace_id, spans in groups.items():
+        parts = []
+        for trace_id, spans in sorted(groups.items()):
             malformed = _malformed_count(spans)
             if malformed:
                 rejected += len(spans)
                 reasons.append(f"trace {trace_id}: {len(spans)} span(s) refused: {malformed}")
                 continue
+            # The request's part of the trace must make a valid run on its own (its spans' checks).
             checked = ingest.run_fields(_run_input(trace_id, spans), who, now, source="otlp")
             if checked.problems:
                 rejected += len(spans)
                 field, problem = checked.problems[0]
                 reasons.append(f"trace {trace_id}: {len(spans)} span(s) refused: {field} {problem}")
                 continue
-            runs.append((checked.run, checked.steps))
-            spans_of.append((trace_id, len(spans)))
-        if runs:
-            outcomes = await self.ctx.db.run(who.tenant_id, store.record_runs, who.tenant_id, runs)
-            for (trace_id, count), outcome in zip(spans_of, outcomes, strict=True):
-                if outcome.conflict is not None:
-                    rejected += count
-                    reasons.append(f"trace {trace_id}: {count} span(s) refused: {outcome.conflict}")
+            parts.append(_Part(trace_id, spans, checked.steps))
+        if parts:
+            # One transaction: what is acknowledged (sealed runs and kept spans) is committed.
+            refusals = await self.ctx.db.run(who.tenant_id, _settle, who.tenant_id, parts, now)
+            for part, refusal in zip(parts, refusals, strict=True):
+                if refusal is not None:
+                    rejected += len(part.spans)
+                    reasons.append(f"trace {part.trace_id}: {len(part.spans)} span(s) refused: {refusal}")
         response = otlp.ExportTraceServiceResponse()
         if rejected:
             response.partial_success.rejected_spans = rejected
@@ -151,6 +162,145 @@ class TraceReceiver(otlp_grpc.TraceServiceServicer):
             more = f" (and {len(shown) - MAX_MESSAGES} more)" if len(shown) > MAX_MESSAGES else ""
             response.partial_success.error_message = "; ".join(shown[:MAX_MESSAGES]) + more
         return response
+
+    async def seal_quiet_traces(self) -> None:
+        """The Ingest server's background task: seals the kept traces that have been quiet for
+        AOS_OTLP_TRACE_QUIET_S. Cancelled on drain (a seal is one transaction: done or not); the
+        kept spans are in the database, so the next start seals them."""
+        interval = min(5.0, max(0.05, self.quiet_s / 4))
+        while True:
+            try:
+                await self.seal_quiet(datetime.now(timezone.utc))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database away, say: the spans stay kept; try again
+                log.exception("sealing quiet OTLP traces failed")
+            await asyncio.sleep(interval)
+
+    async def seal_quiet(self, now: datetime) -> int:
+        """Seals every kept trace whose last span came more than the quiet window before ``now``;
+        answers how many runs it sealed. A trace whose run is refused (it conflicts with a recorded
+        one) stays kept and is logged, once per process."""
+        before = now - timedelta(seconds=self.quiet_s)
+        sealed = 0
+        for tenant_id, trace_id in await self.ctx.db.run(None, store.quiet_traces, before, QUIET_BATCH):
+            if (tenant_id, trace_id) in self._stuck:
+                continue
+            refusal = await self.ctx.db.run(tenant_id, _seal_quiet, tenant_id, trace_id, before, now)
+            if refusal == "":
+                sealed += 1
+            elif refusal is not None:
+                self._stuck.add((tenant_id, trace_id))
+                log.error("kept OTLP spans cannot be sealed into a run", extra={
+                    "tenant_id": tenant_id, "otel_trace_id": trace_id, "reason": refusal})
+        return sealed
+
+
+QUIET_BATCH = 100  # quiet traces sealed per sweep
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One trace's GenAI spans in one request, and their steps (checked, in the spans' order)."""
+    trace_id: str
+    spans: list[_Span]
+    steps: list[dict[str, Any]]
+
+    @property
+    def has_root(self) -> bool:
+        return any(not s.span.parent_span_id for s in self.spans)
+
+
+def run_id(trace_id: str) -> str:
+    """The run (and its trace) one OTLP trace becomes."""
+    return f"otel-{trace_id}"
+
+
+def _settle(conn: Connection, tenant_id: str, parts: list[_Part], now: datetime) -> list[str | None]:
+    """Each part sealed into its trace's run (its root span is here), kept until it is (no root
+    yet), or found in the run already sealed (a retry); None, or why its spans are refused.
+    Under the tenant's run-recording lock: a part kept and a seal of the same trace never cross."""
+    store.hold_run_recordings(conn, tenant_id)
+    answers: list[str | None] = []
+    for part in parts:
+        with conn.begin_nested():
+            answers.append(_settle_part(conn, tenant_id, part, now))
+    return answers
+
+
+def _settle_part(conn: Connection, tenant_id: str, part: _Part, now: datetime) -> str | None:
+    sealed = store.sealed_steps(conn, tenant_id, run_id(part.trace_id))
+    if sealed is not None:
+        return _in_sealed(part, sealed)
+    kept = store.staged_spans(conn, tenant_id, part.trace_id)
+    if not part.has_root:
+        new = {s.span.span_id.hex() for s in part.spans} - kept.keys()
+        if len(kept) + len(new) > ingest.MAX_ITEMS:
+            return f"a run holds at most {ingest.MAX_ITEMS} spans (steps); this trace would hold {len(kept) + len(new)}"
+        store.stage_spans(conn, tenant_id, part.trace_id,
+                          [(s.span.span_id.hex(), s.span.SerializeToString(), s.resource_pb.SerializeToString())
+                           for s in part.spans], now)
+        return None
+    return _seal(conn, tenant_id, part.trace_id, [*_unkept(kept, part.spans), *part.spans], now)
+
+
+def _in_sealed(part: _Part, sealed: dict[str, tuple[int, bytes]]) -> str | None:
+    """A part of a trace whose run is sealed: accepted when each span is in it with the same
+    content (an exporter's retry), else refused — a sealed run takes no more steps (SPEC §5)."""
+    for s, step in zip(part.spans, part.steps, strict=True):
+        found = sealed.get(s.span.span_id.hex())
+        if found is None:
+            return (f"run {run_id(part.trace_id)!r} is already sealed without span {s.span.span_id.hex()} "
+                    "(a span arriving after its trace's run was sealed cannot be added to it)")
+        index, content_hash = found
+        if hashing.step_content_hash({**step, "step_index": index}) != content_hash:
+            return f"run {run_id(part.trace_id)!r}: already recorded with other steps"
+    return None
+
+
+def _unkept(kept: Mapping[str, store.StagedSpan], given: list[_Span]) -> list[_Span]:
+    """The kept spans not in ``given`` (a span sent again is taken as sent last)."""
+    ids = {s.span.span_id.hex() for s in given}
+    out = []
+    for span_id, row in kept.items():
+        if span_id in ids:
+            continue
+        span, resource = trace_pb2.Span.FromString(row.span), resource_pb2.Resource.FromString(row.resource)
+        out.append(_Span(span, _attributes(span.attributes), _attributes(resource.attributes), resource))
+    return out
+
+
+def _seal(conn: Connection, tenant_id: str, trace_id: str, spans: list[_Span], now: datetime) -> str | None:
+    """Records the run of all the trace's spans and drops its kept ones; None, or why it cannot."""
+    spans = sorted(spans, key=lambda s: (s.span.start_time_unix_nano, s.span.span_id))
+    malformed = _malformed_count(spans)
+    if malformed:
+        return malformed
+    checked = ingest.run_fields(_run_input(trace_id, spans), SEALER, now, source="otlp")
+    if checked.problems:
+        field, problem = checked.problems[0]
+        return f"{field} {problem}"
+    outcome, = store.record_runs(conn, tenant_id, [(checked.run, checked.steps)])
+    if outcome.conflict is not None:
+        return outcome.conflict
+    store.unstage(conn, tenant_id, trace_id)
+    return None
+
+
+# run_fields takes a principal; a run's fields come from its spans, not from who sends them.
+SEALER = auth.Principal(tenant_id="", actor_id="otlp-sealer", actor_type="SYSTEM", scopes=frozenset())
+
+
+def _seal_quiet(conn: Connection, tenant_id: str, trace_id: str, before: datetime, now: datetime) -> str | None:
+    """Seals a quiet kept trace: "" when sealed, None when there is nothing to do (sealed by another
+    process, or a span came since), else why its run is refused."""
+    store.hold_run_recordings(conn, tenant_id)
+    kept = store.staged_spans(conn, tenant_id, trace_id)
+    if not kept or max(k.received_at for k in kept.values()) >= before:
+        return None
+    with conn.begin_nested():
+        refusal = _seal(conn, tenant_id, trace_id, _unkept(kept, []), now)
+    return "" if refusal is None else refusal
 
 
 def _groups(request: otlp.ExportTraceServiceRequest) -> tuple[dict[str, list[_Span]], int, list[str]]:
@@ -172,7 +322,7 @@ def _groups(request: otlp.ExportTraceServiceRequest) -> tuple[dict[str, list[_Sp
                     rejected += 1
                     reasons.append("a span needs a 16-byte trace_id and an 8-byte span_id")
                     continue
-                groups[span.trace_id.hex()].append(_Span(span, attributes, resource))
+                groups[span.trace_id.hex()].append(_Span(span, attributes, resource, resource_spans.resource))
     for spans in groups.values():
         spans.sort(key=lambda s: (s.span.start_time_unix_nano, s.span.span_id))
     return groups, rejected, reasons
@@ -187,7 +337,7 @@ def _run_input(trace_id: str, spans: list[_Span]) -> pb.RunInput:
     failed = [s for s in spans if s.span.status.code == trace_pb2.Status.STATUS_CODE_ERROR]
     agent = next((a for s in spans if (a := s.text("gen_ai.agent.id", "gen_ai.agent.name"))), None)
     run = pb.RunInput(
-        run_id=f"otel-{trace_id}-{first.span.span_id.hex()}",
+        run_id=run_id(trace_id),
         provider=provider_span.text("gen_ai.provider.name", "gen_ai.system") or "unknown",
         model=model_span.text("gen_ai.response.model", "gen_ai.request.model") or "unknown",
         status=records_pb2.LLM_RUN_STATUS_FAILED if failed else records_pb2.LLM_RUN_STATUS_SUCCEEDED,

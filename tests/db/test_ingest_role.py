@@ -1,6 +1,7 @@
-"""aos_ingest (migrations 0017, 0020): appends audit entries, system records and finished runs
+"""aos_ingest (migrations 0017, 0020, 0022, 0024): appends audit entries, system records and finished runs
 (run record, activity row, trace, steps; seals the trace it created) of its session's tenant,
-reads them back for the idempotency check, and can do nothing else."""
+reads them back for the idempotency check; keeps, reads and drops the OTLP spans of traces
+not sealed yet (0024); and can do nothing else."""
 from __future__ import annotations
 
 import hashlib
@@ -22,7 +23,9 @@ GRANTED = {("audit_ledger", "SELECT"), ("audit_ledger", "INSERT"), ("system_reco
            ("system_records", "INSERT"),
            *((table, privilege) for table in ("llm_run_records", "worker_runs", "aos_traces", "aos_trace_steps")
              for privilege in ("SELECT", "INSERT")),
-           ("aos_traces", "UPDATE")}
+           ("aos_traces", "UPDATE"),
+           ("legal_holds", "SELECT"),  # 0022: retention's holds, read before an erasure or a drop
+           *(("otlp_staged_spans", privilege) for privilege in ("SELECT", "INSERT", "DELETE"))}
 
 
 def test_it_holds_exactly_its_grants(database_url):

@@ -9,7 +9,8 @@ pytestmark = pytest.mark.db
 TABLES = {"tenants", "incidents", "policy_proposals", "limits", "limit_breaches", "worker_runs", "audit_ledger",
           "llm_run_records", "system_records", "aos_traces", "aos_trace_steps", "log_exports",
           "log_export_artifacts", "worker_run_cost_daily", "ledger_checkpoints", "platform_records", "tlog_hashes",
-          "checkpoint_notes", "checkpoint_cosignatures", "retention_policies", "legal_holds"}
+          "checkpoint_notes", "checkpoint_cosignatures", "retention_policies", "legal_holds",
+          "otlp_staged_spans"}
 
 
 def tables(url: str) -> set[str]:
