@@ -54,10 +54,11 @@ CREATE FUNCTION aos_otlp_quiet_traces(p_before timestamptz, p_max integer DEFAUL
 RETURNS TABLE (tenant_id text, otel_trace_id text)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = {PINNED}
 AS $$
-    SELECT s.tenant_id, s.otel_trace_id FROM otlp_staged_spans s
-    GROUP BY s.tenant_id, s.otel_trace_id
-    HAVING max(s.received_at) < p_before
-    ORDER BY max(s.received_at)
+    -- Spans received before p_before (the received_at index), of traces with none since (the key).
+    SELECT DISTINCT s.tenant_id, s.otel_trace_id FROM otlp_staged_spans s
+    WHERE s.received_at < p_before AND NOT EXISTS (
+        SELECT 1 FROM otlp_staged_spans n WHERE n.tenant_id = s.tenant_id AND n.otel_trace_id = s.otel_trace_id
+        AND n.received_at >= p_before)
     LIMIT p_max
 $$;
 ALTER FUNCTION aos_otlp_quiet_traces(timestamptz, integer) OWNER TO {OWNER};

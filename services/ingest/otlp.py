@@ -132,8 +132,9 @@ class TraceReceiver(otlp_grpc.TraceServiceServicer):
                      context: grpc.aio.ServicerContext) -> otlp.ExportTraceServiceResponse:
         who = auth.principal()
         now = datetime.now(timezone.utc)
-        groups, rejected, reasons = _groups(request)
-        parts = []
+        groups, roots, rejected, reasons = _groups(request)
+        # A trace's root span came (a non-GenAI one too, which is refused): its kept spans are sealed.
+        parts = [_Part(trace_id, [], [], root=True) for trace_id in sorted(roots - groups.keys())]
         for trace_id, spans in sorted(groups.items()):
             malformed = _malformed_count(spans)
             if malformed:
@@ -147,7 +148,7 @@ class TraceReceiver(otlp_grpc.TraceServiceServicer):
                 field, problem = checked.problems[0]
                 reasons.append(f"trace {trace_id}: {len(spans)} span(s) refused: {field} {problem}")
                 continue
-            parts.append(_Part(trace_id, spans, checked.steps))
+            parts.append(_Part(trace_id, spans, checked.steps, root=trace_id in roots))
         if parts:
             # One transaction: what is acknowledged (sealed runs and kept spans) is committed.
             refusals = await self.ctx.db.run(who.tenant_id, _settle, who.tenant_id, parts, now)
@@ -205,10 +206,7 @@ class _Part:
     trace_id: str
     spans: list[_Span]
     steps: list[dict[str, Any]]
-
-    @property
-    def has_root(self) -> bool:
-        return any(not s.span.parent_span_id for s in self.spans)
+    root: bool  # the trace's root span is in the request (then the trace is whole: it ends last)
 
 
 def run_id(trace_id: str) -> str:
@@ -233,7 +231,7 @@ def _settle_part(conn: Connection, tenant_id: str, part: _Part, now: datetime) -
     if sealed is not None:
         return _in_sealed(part, sealed)
     kept = store.staged_spans(conn, tenant_id, part.trace_id)
-    if not part.has_root:
+    if not part.root:
         new = {s.span.span_id.hex() for s in part.spans} - kept.keys()
         if len(kept) + len(new) > ingest.MAX_ITEMS:
             return f"a run holds at most {ingest.MAX_ITEMS} spans (steps); this trace would hold {len(kept) + len(new)}"
@@ -241,7 +239,15 @@ def _settle_part(conn: Connection, tenant_id: str, part: _Part, now: datetime) -
                           [(s.span.span_id.hex(), s.span.SerializeToString(), s.resource_pb.SerializeToString())
                            for s in part.spans], now)
         return None
-    return _seal(conn, tenant_id, part.trace_id, [*_unkept(kept, part.spans), *part.spans], now)
+    if not kept and not part.spans:
+        return None  # a root alone (not a GenAI span) of a trace with nothing kept
+    refusal = _seal(conn, tenant_id, part.trace_id, [*_unkept(kept, part.spans), *part.spans], now)
+    if refusal is not None and not part.spans:
+        # Only kept spans, already acknowledged: they stay kept; the quiet sweep logs them.
+        log.warning("kept OTLP spans cannot be sealed into a run", extra={
+            "tenant_id": tenant_id, "otel_trace_id": part.trace_id, "reason": refusal})
+        return None
+    return refusal
 
 
 def _in_sealed(part: _Part, sealed: dict[str, tuple[int, bytes]]) -> str | None:
@@ -303,14 +309,18 @@ def _seal_quiet(conn: Connection, tenant_id: str, trace_id: str, before: datetim
     return "" if refusal is None else refusal
 
 
-def _groups(request: otlp.ExportTraceServiceRequest) -> tuple[dict[str, list[_Span]], int, list[str]]:
-    """The GenAI spans by OTLP trace id (hex), the count of other spans and why they were refused."""
+def _groups(request: otlp.ExportTraceServiceRequest) -> tuple[dict[str, list[_Span]], set[str], int, list[str]]:
+    """The GenAI spans by OTLP trace id (hex); the traces whose root span (no parent) is in the
+    request, GenAI or not; the count of other spans and why they were refused."""
     groups: dict[str, list[_Span]] = defaultdict(list)
+    roots: set[str] = set()
     rejected, reasons = 0, []
     for resource_spans in request.resource_spans:
         resource = _attributes(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
+                if not span.parent_span_id and len(span.trace_id) == 16 and any(span.trace_id):
+                    roots.add(span.trace_id.hex())
                 attributes = _attributes(span.attributes)
                 if not isinstance(attributes.get("gen_ai.operation.name"), str) or \
                         not attributes["gen_ai.operation.name"]:
@@ -325,7 +335,7 @@ def _groups(request: otlp.ExportTraceServiceRequest) -> tuple[dict[str, list[_Sp
                 groups[span.trace_id.hex()].append(_Span(span, attributes, resource, resource_spans.resource))
     for spans in groups.values():
         spans.sort(key=lambda s: (s.span.start_time_unix_nano, s.span.span_id))
-    return groups, rejected, reasons
+    return groups, roots, rejected, reasons
 
 
 def _run_input(trace_id: str, spans: list[_Span]) -> pb.RunInput:

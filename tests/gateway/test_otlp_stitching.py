@@ -209,3 +209,26 @@ async def test_a_trace_without_its_root_is_sealed_after_the_quiet_window_by_the_
     assert kept(database_url, tenant, trace.hex()) == 0
     envelope = await logs.GetLlmRunEnvelope(runs_pb.GetLlmRunEnvelopeRequest(run_id=run_id), metadata=reader(tenant))
     assert envelope.run.input_tokens == 15
+
+
+async def test_a_root_span_that_is_no_genai_span_still_seals_its_trace(database_url, tenants, ingest, logs):
+    """An agent's GenAI spans under an HTTP handler's span: the handler's span (refused, not kept)
+    is the trace's root; when it arrives the trace is whole and its kept spans become the run."""
+    tenant = tenants[1]
+    trace = uuid.uuid4().bytes
+    reply = await ingest.Export(request(span(trace, 2, parent=1, start_s=1), span(trace, 3, parent=2, start_s=2)),
+                                metadata=writer(tenant))
+    assert reply.partial_success.rejected_spans == 0 and kept(database_url, tenant, trace.hex()) == 2
+    handler = trace_pb2.Span(trace_id=trace, span_id=b"\x01" * 8, name="POST /chat",
+                             start_time_unix_nano=time.time_ns() - 700 * 10 ** 9, end_time_unix_nano=time.time_ns())
+    reply = await ingest.Export(request(handler), metadata=writer(tenant))
+    assert reply.partial_success.rejected_spans == 1  # not a GenAI span: refused, as before
+    assert [s["metadata"]["span_id"] for s in verified(database_url, tenant, f"otel-{trace.hex()}")] == \
+        ["02" * 8, "03" * 8]
+    assert kept(database_url, tenant, trace.hex()) == 0
+    # Another tenant's root of the same trace id seals nothing of this tenant's (nothing kept there).
+    other = uuid.uuid4().bytes
+    await ingest.Export(request(span(other, 2, parent=1, start_s=1)), metadata=writer(tenant))
+    assert (await ingest.Export(request(trace_pb2.Span(trace_id=other, span_id=b"\x01" * 8, name="x")),
+                                metadata=writer(tenants[0]))).partial_success.rejected_spans == 1
+    assert kept(database_url, tenant, other.hex()) == 1
