@@ -148,7 +148,7 @@ class TraceReceiver(otlp_grpc.TraceServiceServicer):
                 field, problem = checked.problems[0]
                 reasons.append(f"trace {trace_id}: {len(spans)} span(s) refused: {field} {problem}")
                 continue
-            parts.append(_Part(trace_id, spans, checked.steps, root=trace_id in roots))
+            parts.append(_Part(trace_id, spans, checked.steps, root=trace_id in roots, run=checked.run))
         if parts:
             # One transaction: what is acknowledged (sealed runs and kept spans) is committed.
             refusals = await self.ctx.db.run(who.tenant_id, _settle, who.tenant_id, parts, now)
@@ -207,6 +207,7 @@ class _Part:
     spans: list[_Span]
     steps: list[dict[str, Any]]
     root: bool  # the trace's root span is in the request (then the trace is whole: it ends last)
+    run: dict[str, Any] | None = None  # the run of these spans alone (checked), sealed as is when nothing is kept
 
 
 def run_id(trace_id: str) -> str:
@@ -219,18 +220,18 @@ def _settle(conn: Connection, tenant_id: str, parts: list[_Part], now: datetime)
     yet), or found in the run already sealed (a retry); None, or why its spans are refused.
     Under the tenant's run-recording lock: a part kept and a seal of the same trace never cross."""
     store.hold_run_recordings(conn, tenant_id)
-    answers: list[str | None] = []
-    for part in parts:
-        with conn.begin_nested():
-            answers.append(_settle_part(conn, tenant_id, part, now))
-    return answers
+    # Two look-ups for the whole request (each part is another trace: none changes another's).
+    sealed = store.sealed_steps(conn, tenant_id, [run_id(part.trace_id) for part in parts])
+    kept = store.staged_spans(conn, tenant_id, [part.trace_id for part in parts])
+    # No savepoint of its own per part: each writes in one statement or through record_runs' savepoint.
+    return [_settle_part(conn, tenant_id, part, sealed.get(run_id(part.trace_id)), kept.get(part.trace_id, {}), now)
+            for part in parts]
 
 
-def _settle_part(conn: Connection, tenant_id: str, part: _Part, now: datetime) -> str | None:
-    sealed = store.sealed_steps(conn, tenant_id, run_id(part.trace_id))
+def _settle_part(conn: Connection, tenant_id: str, part: _Part, sealed: dict[str, tuple[int, bytes]] | None,
+                 kept: dict[str, store.StagedSpan], now: datetime) -> str | None:
     if sealed is not None:
         return _in_sealed(part, sealed)
-    kept = store.staged_spans(conn, tenant_id, part.trace_id)
     if not part.root:
         new = {s.span.span_id.hex() for s in part.spans} - kept.keys()
         if len(kept) + len(new) > ingest.MAX_ITEMS:
@@ -239,8 +240,12 @@ def _settle_part(conn: Connection, tenant_id: str, part: _Part, now: datetime) -
                           [(s.span.span_id.hex(), s.span.SerializeToString(), s.resource_pb.SerializeToString())
                            for s in part.spans], now)
         return None
-    if not kept and not part.spans:
-        return None  # a root alone (not a GenAI span) of a trace with nothing kept
+    if not kept:
+        if part.run is None:
+            return None  # a root alone (not a GenAI span) of a trace with nothing kept
+        # The whole trace in one request (the usual case): the run checked in Export, as is.
+        outcome, = store.record_runs(conn, tenant_id, [(part.run, part.steps)])
+        return outcome.conflict
     refusal = _seal(conn, tenant_id, part.trace_id, [*_unkept(kept, part.spans), *part.spans], now)
     if refusal is not None and not part.spans:
         # Only kept spans, already acknowledged: they stay kept; the quiet sweep logs them.
@@ -301,11 +306,10 @@ def _seal_quiet(conn: Connection, tenant_id: str, trace_id: str, before: datetim
     """Seals a quiet kept trace: "" when sealed, None when there is nothing to do (sealed by another
     process, or a span came since), else why its run is refused."""
     store.hold_run_recordings(conn, tenant_id)
-    kept = store.staged_spans(conn, tenant_id, trace_id)
+    kept = store.staged_spans(conn, tenant_id, [trace_id]).get(trace_id, {})
     if not kept or max(k.received_at for k in kept.values()) >= before:
         return None
-    with conn.begin_nested():
-        refusal = _seal(conn, tenant_id, trace_id, _unkept(kept, []), now)
+    refusal = _seal(conn, tenant_id, trace_id, _unkept(kept, []), now)
     return "" if refusal is None else refusal
 
 

@@ -170,12 +170,16 @@ def stage_spans(conn: Connection, tenant_id: str, otel_trace_id: str,
           "at": received_at} for span_id, span, resource in spans])
 
 
-def staged_spans(conn: Connection, tenant_id: str, otel_trace_id: str) -> dict[str, StagedSpan]:
-    """The trace's kept spans by span id."""
+def staged_spans(conn: Connection, tenant_id: str, otel_trace_ids: Sequence[str]
+                 ) -> dict[str, dict[str, StagedSpan]]:
+    """The kept spans of each of the traces that has any: {trace: {span id: span}} (one statement)."""
     rows = conn.execute(text(
-        "SELECT span_id, span, resource, received_at FROM otlp_staged_spans "
-        "WHERE tenant_id = :t AND otel_trace_id = :trace"), {"t": tenant_id, "trace": otel_trace_id})
-    return {r.span_id: StagedSpan(bytes(r.span), bytes(r.resource), r.received_at) for r in rows}
+        "SELECT otel_trace_id, span_id, span, resource, received_at FROM otlp_staged_spans "
+        "WHERE tenant_id = :t AND otel_trace_id = ANY(:traces)"), {"t": tenant_id, "traces": list(otel_trace_ids)})
+    kept: dict[str, dict[str, StagedSpan]] = {}
+    for r in rows:
+        kept.setdefault(r.otel_trace_id, {})[r.span_id] = StagedSpan(bytes(r.span), bytes(r.resource), r.received_at)
+    return kept
 
 
 def unstage(conn: Connection, tenant_id: str, otel_trace_id: str) -> None:
@@ -184,15 +188,19 @@ def unstage(conn: Connection, tenant_id: str, otel_trace_id: str) -> None:
                  {"t": tenant_id, "trace": otel_trace_id})
 
 
-def sealed_steps(conn: Connection, tenant_id: str, trace_id: str) -> dict[str, tuple[int, bytes]] | None:
-    """{OTLP span id: (step index, content hash)} of the recorded trace ``trace_id``; None when there is none."""
+def sealed_steps(conn: Connection, tenant_id: str, trace_ids: Sequence[str]
+                 ) -> dict[str, dict[str, tuple[int, bytes]]]:
+    """Of the traces recorded among ``trace_ids``: {trace: {OTLP span id: (step index, content hash)}}."""
     rows = conn.execute(text(
-        "SELECT s.metadata ->> 'span_id' AS span_id, s.step_index, s.content_hash FROM aos_traces t "
+        "SELECT t.trace_id, s.metadata ->> 'span_id' AS span_id, s.step_index, s.content_hash FROM aos_traces t "
         "LEFT JOIN aos_trace_steps s ON s.tenant_id = t.tenant_id AND s.trace_id = t.trace_id "
-        "WHERE t.tenant_id = :t AND t.trace_id = :trace"), {"t": tenant_id, "trace": trace_id}).all()
-    if not rows:
-        return None
-    return {r.span_id: (r.step_index, bytes(r.content_hash)) for r in rows if r.span_id is not None}
+        "WHERE t.tenant_id = :t AND t.trace_id = ANY(:traces)"), {"t": tenant_id, "traces": list(trace_ids)})
+    sealed: dict[str, dict[str, tuple[int, bytes]]] = {}
+    for r in rows:
+        steps = sealed.setdefault(r.trace_id, {})
+        if r.span_id is not None:
+            steps[r.span_id] = (r.step_index, bytes(r.content_hash))
+    return sealed
 
 
 def quiet_traces(conn: Connection, before: Any, limit: int) -> list[tuple[str, str]]:
