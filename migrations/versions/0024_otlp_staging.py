@@ -1,7 +1,7 @@
 """OTLP spans staged until their trace is whole: one run per trace across Export requests.
 
 Revision ID: 0024_otlp_staging
-Revises: 0022_retention_policies
+Revises: 0023_erasure
 Create Date: 2026-12-07
 
 Why (issue #21, trace stitching; docs/INGEST.md): an OpenTelemetry BatchSpanProcessor splits
@@ -25,7 +25,7 @@ Downgrade drops both (staged spans not yet sealed are lost with the table: seal 
 from alembic import op
 
 revision = "0024_otlp_staging"
-down_revision = "0022_retention_policies"
+down_revision = "0023_erasure"
 branch_labels = None
 depends_on = None
 

@@ -218,3 +218,18 @@ def test_kept_spans_survive_a_kill_and_the_next_process_seals_them(ingest_proces
     assert left == 0, "the next process did not seal the kept spans"
     assert {run_id for run_id, *_ in rows} == {f"otel-{trace}" for trace in kept}
     assert all((status, steps, sealed) == ("completed", SPANS, True) for _, status, steps, sealed in rows), rows
+
+
+def test_a_sigterm_keeps_the_kept_spans(ingest_process):
+    """A drain cancels the sealer; the kept spans, committed before their ack, stay for the next process."""
+    url, tenant, port, service = ingest_process
+    metadata = (("authorization", f"Bearer {token(tenant, scopes=('evidence.write',), actor_type='AGENT')}"),)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        grpc.channel_ready_future(channel).result(timeout=60)
+        reply = otlp_grpc.TraceServiceStub(channel).Export(children(0), metadata=metadata, timeout=60)
+    assert reply.partial_success.rejected_spans == 0
+    service.send_signal(signal.SIGTERM)
+    assert service.wait(timeout=60) == 0
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT count(*) FROM otlp_staged_spans WHERE tenant_id = %s",
+                            (tenant,)).fetchone()[0] == TRACES * SPANS

@@ -232,3 +232,24 @@ async def test_a_root_span_that_is_no_genai_span_still_seals_its_trace(database_
     assert (await ingest.Export(request(trace_pb2.Span(trace_id=other, span_id=b"\x01" * 8, name="x")),
                                 metadata=writer(tenants[0]))).partial_success.rejected_spans == 1
     assert kept(database_url, tenant, other.hex()) == 1
+
+
+async def test_a_trace_kept_and_sealed_at_once_is_never_kept_behind_its_run(database_url, tenants, ingest):
+    """Children and root sent concurrently (two exporter threads, say): the tenant's lock orders
+    them, so the children are in the run, or refused as late — never kept behind a sealed run."""
+    tenant = tenants[0]
+    for _ in range(6):
+        trace = uuid.uuid4().bytes
+        children, root = await asyncio.gather(
+            ingest.Export(request(span(trace, 2, parent=1, start_s=1), span(trace, 3, parent=1, start_s=2)),
+                          metadata=writer(tenant)),
+            ingest.Export(request(span(trace, 1, parent=None, start_s=0, operation="invoke_agent")),
+                          metadata=writer(tenant)))
+        assert root.partial_success.rejected_spans == 0
+        in_run = [s["metadata"]["span_id"] for s in verified(database_url, tenant, f"otel-{trace.hex()}")]
+        if children.partial_success.rejected_spans:
+            assert children.partial_success.rejected_spans == 2 and in_run == ["01" * 8]
+            assert "already sealed" in children.partial_success.error_message
+        else:
+            assert in_run == ["01" * 8, "02" * 8, "03" * 8]
+        assert kept(database_url, tenant, trace.hex()) == 0
