@@ -11,6 +11,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from aos.export.v1 import export_service_pb2_grpc, retention_service_pb2_grpc
+from aos.ingest.v1 import ingest_service_pb2_grpc
 from aos.logs.v1 import (
     audit_ledger_service_pb2_grpc,
     evidence_search_service_pb2_grpc,
@@ -152,6 +153,10 @@ class Client:
     @property
     def retention(self) -> _Service:
         return self._service("export", retention_service_pb2_grpc.RetentionServiceStub)
+
+    @property
+    def ingest(self) -> _Service:
+        return self._service("ingest", ingest_service_pb2_grpc.IngestServiceStub)
 
     def close(self) -> None:
         for channel in self._channels.values():

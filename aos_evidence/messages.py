@@ -40,7 +40,9 @@ DOMAIN_OF_ENTITY = {"POLICY_RULE": "POLICY", "POLICY_PROPOSAL": "POLICY", "LIMIT
                     # the resources of access entries: reads of the Logs domain's evidence
                     "LLM_RUN": "LOGS", "SYSTEM_RECORD": "LOGS", "AUDIT_ENTRY": "LOGS",
                     # retention of the evidence (migration 0022): policies, legal holds, dropped partitions
-                    "RETENTION_POLICY": "LOGS", "LEGAL_HOLD": "LOGS", "EVIDENCE_PARTITION": "LOGS"}
+                    "RETENTION_POLICY": "LOGS", "LEGAL_HOLD": "LOGS", "EVIDENCE_PARTITION": "LOGS",
+                    # an erasure's data subject (docs/ERASURE.md): the Logs domain's evidence it erased
+                    "DATA_SUBJECT": "LOGS"}
 
 
 def audit_evidence(row: Mapping[str, Any]) -> Evidence:
@@ -73,7 +75,21 @@ def audit_entry(row: Mapping[str, Any]) -> records_pb2.AuditEntry:
         metadata=metadata(audit_evidence(row)), id=row["id"], seq=row["seq"], event_type=EVENTS[row["event_type"]],
         entity_type=ENTITIES[row["entity_type"]], entity_id=row["entity_id"], actor_type=ACTORS[row["actor_type"]],
         created_at=timestamp(row["created_at"]), content_hash=bytes(row["content_hash"]).hex(),
-        prev_hash=bytes(row["prev_hash"]).hex(), chain_hash=bytes(row["chain_hash"]).hex(), **optional)
+        prev_hash=bytes(row["prev_hash"]).hex(), chain_hash=bytes(row["chain_hash"]).hex(),
+        hash_version=row.get("hash_version") or 1, payloads=payload_commitments(row), **optional)
+
+
+def payload_commitments(row: Mapping[str, Any]) -> list[records_pb2.PayloadCommitment]:
+    """A v2 row's commitments with their states (aos_recording.erasure.fill put them in the row)."""
+    states = row.get("payload_states") or {}
+    return [records_pb2.PayloadCommitment(field=field, commitment=commitment,
+                                          state=PAYLOAD_STATES[states.get(field, ("MISSING", None))[0]],
+                                          erasure_id=states.get(field, ("MISSING", None))[1] or "")
+            for field, commitment in sorted((row.get("commitments") or {}).items())]
+
+
+PAYLOAD_STATES = {"PRESENT": records_pb2.PAYLOAD_STATE_PRESENT, "ERASED": records_pb2.PAYLOAD_STATE_ERASED,
+                  "MISSING": records_pb2.PAYLOAD_STATE_MISSING}
 
 
 def export_message(row: Mapping[str, Any]) -> bundle_pb2.Export:

@@ -80,7 +80,7 @@ def search_match(column: str, view: str, key: str = "id") -> str:
 AUDIT_SELECT = """
 SELECT a.id, a.tenant_id, a.seq, a.event_type, a.entity_type, a.entity_id, a.actor_type, a.actor_id,
        a.action_reason, a.correlation_id, a.created_at, a.recorded_at, a.content_hash, a.prev_hash,
-       a.chain_hash, a.is_synthetic,
+       a.chain_hash, a.is_synthetic, a.hash_version, a.commitments,
        coalesce(a.after_state ->> 'run_id', a.before_state ->> 'run_id', tr.run_id) AS run_id,
        coalesce(a.after_state ->> 'policy_id', a.before_state ->> 'policy_id') AS state_policy_id,
        coalesce(a.after_state ->> 'incident_id', a.before_state ->> 'incident_id') AS state_incident_id,

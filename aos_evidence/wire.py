@@ -36,7 +36,7 @@ from google.protobuf.message import Message
 
 M = TypeVar("M", bound=Message)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: audit entries carry hash_version and payload commitments (docs/ERASURE.md)
 DEFAULT_ITEMS = 20_000  # ~30 MiB of audit entries (encoding ~0.6 KiB + the row kept to compare)
 
 

@@ -75,9 +75,10 @@ def tenant_ids(n: int) -> list[str]:
     return [f"bulk-{i:05d}" for i in range(n)]
 
 
-# Access and retention (the platform's own bookkeeping), not governance.
+# Access, retention and erasure (the platform's own bookkeeping), not governance.
 _EVENTS = sorted(vocabulary.AUDIT_EVENTS - {"EvidenceExported", "ExportVerified", "RetentionPolicyChanged",
-                                            "LegalHoldPlaced", "LegalHoldReleased", "EvidencePartitionDropped"})
+                                            "LegalHoldPlaced", "LegalHoldReleased", "EvidencePartitionDropped",
+                                            "SubjectErasureRequested", "SubjectErased"})
 # The entity a realistic entry of each event names (by the event's prefix).
 _ENTITY_BY_PREFIX = (("PolicyRule", "POLICY_RULE"), ("PolicyProposal", "POLICY_PROPOSAL"), ("Limit", "LIMIT"),
                      ("Incident", "INCIDENT"), ("EmergencyOverride", "POLICY_RULE"), ("ActorLogged", "ACTOR"),

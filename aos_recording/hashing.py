@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -106,6 +107,129 @@ def _fields_hash(record: Mapping[str, Any], fields: Iterable[str]) -> bytes:
 def ledger_content_hash(entry: Mapping[str, Any]) -> bytes:
     """SHA-256 of JCS of the twelve ledger fields (absent ones hash as null)."""
     return _fields_hash(entry, LEDGER_FIELDS)
+
+
+# --- Hash format v2 (docs/ERASURE.md): payloads committed by salted digest --------------
+#
+# A v1 record's content hash covers its payload fields directly (SPEC section 5, unchanged).
+# A v2 record's content hash covers, in place of each payload field that is not null, the
+# hex of that payload's commitment, and one more member "hash_version": 2 (which no v1
+# input has, so no v2 input is ever a v1 input). Payload and salt live apart from the
+# append-only row and can be erased; the commitment, and so every hash above it, stays.
+
+HASH_V1 = 1
+HASH_V2 = 2
+COMMITMENT_TAG = b"aos-evidence/payload-commitment/v2\x00"
+SALT_BYTES = 32
+
+LEDGER_PAYLOAD_FIELDS = ("action_reason", "before_state", "after_state")
+STEP_PAYLOAD_FIELDS = ("input_data", "output_data")
+SYSTEM_RECORD_PAYLOAD_FIELDS = ("summary", "details")
+
+
+def new_salt() -> bytes:
+    """32 bytes from the operating system's CSPRNG: one per committed field."""
+    return secrets.token_bytes(SALT_BYTES)
+
+
+def payload_commitment(salt: bytes, payload: Any) -> bytes:
+    """SHA-256(COMMITMENT_TAG ‖ salt ‖ JCS(payload)): hiding while the salt is secret, binding always."""
+    if len(salt) != SALT_BYTES:
+        raise ValueError(f"a commitment salt is {SALT_BYTES} bytes, got {len(salt)}")
+    return sha256(COMMITMENT_TAG + salt + canonical_json(payload))
+
+
+def commit_payloads(record: Mapping[str, Any], payload_fields: Iterable[str],
+                    salts: Mapping[str, bytes] | None = None) -> tuple[dict[str, str], dict[str, bytes]]:
+    """({field: commitment hex}, {field: salt}) for each payload field of ``record`` that is not null.
+
+    ``salts`` gives the salt of a field (a retry reuses the stored ones, so it writes the same
+    content hash); a field without one gets a fresh salt."""
+    commitments: dict[str, str] = {}
+    used: dict[str, bytes] = {}
+    for f in payload_fields:
+        value = record.get(f)
+        if value is None:
+            continue
+        salt = (salts or {}).get(f) or new_salt()
+        commitments[f] = payload_commitment(salt, value).hex()
+        used[f] = salt
+    return commitments, used
+
+
+def _v2_hash(record: Mapping[str, Any], fields: Iterable[str], payload_fields: tuple[str, ...],
+             commitments: Mapping[str, str]) -> bytes:
+    document: dict[str, Any] = {}
+    for f in fields:
+        if f in payload_fields:
+            document[f] = commitments.get(f)
+            if document[f] is None and record.get(f) is not None:
+                raise ValueError(f"v2 record has a {f} but no commitment for it")
+        else:
+            document[f] = record.get(f)
+    unknown = set(commitments) - set(payload_fields)
+    if unknown:
+        raise ValueError(f"commitments for fields that are not payload fields: {sorted(unknown)}")
+    document["hash_version"] = HASH_V2
+    return sha256(canonical_json(document))
+
+
+def ledger_content_hash_v2(entry: Mapping[str, Any], commitments: Mapping[str, str]) -> bytes:
+    """SHA-256 of JCS of the twelve ledger fields, action_reason / before_state / after_state
+    replaced by their commitments' hex (null stays null), plus "hash_version": 2."""
+    return _v2_hash(entry, LEDGER_FIELDS, LEDGER_PAYLOAD_FIELDS, commitments)
+
+
+def step_content_hash_v2(step: Mapping[str, Any], commitments: Mapping[str, str]) -> bytes:
+    return _v2_hash(step, STEP_FIELDS, STEP_PAYLOAD_FIELDS, commitments)
+
+
+def system_record_content_hash_v2(record: Mapping[str, Any], commitments: Mapping[str, str]) -> bytes:
+    return _v2_hash(record, SYSTEM_RECORD_FIELDS, SYSTEM_RECORD_PAYLOAD_FIELDS, commitments)
+
+
+def _stored(row: Mapping[str, Any], v1: Any, v2: Any) -> bytes:
+    """A stored row's content hash in the format its ``hash_version`` names (absent: 1)."""
+    version = row.get("hash_version") or HASH_V1
+    if version == HASH_V1:
+        return bytes(v1(row))
+    if version == HASH_V2:
+        commitments = row.get("commitments") or {}
+        if isinstance(commitments, str):
+            commitments = json.loads(commitments)
+        return bytes(v2(row, commitments))
+    raise ValueError(f"unknown hash_version {version!r}")
+
+
+def stored_ledger_content_hash(row: Mapping[str, Any]) -> bytes:
+    """The content hash of a stored (or exported) ledger row: v1 from its fields, v2 from its
+    fields and its ``commitments`` (its payload columns are not read: they may be erased)."""
+    return _stored(row, ledger_content_hash, ledger_content_hash_v2)
+
+
+def stored_step_content_hash(row: Mapping[str, Any]) -> bytes:
+    return _stored(row, step_content_hash, step_content_hash_v2)
+
+
+def stored_system_record_content_hash(row: Mapping[str, Any]) -> bytes:
+    return _stored(row, system_record_content_hash, system_record_content_hash_v2)
+
+
+def openings_match(row: Mapping[str, Any], payload_fields: Iterable[str]) -> bool:
+    """A v2 row that carries its payloads with their salts (``salts``: {field: hex}) opens each
+    commitment: SHA-256(tag ‖ salt ‖ JCS(payload)) equals it. An erased field (no salt, or
+    ``erased`` naming it) has nothing to open; a v1 row has no commitments (True)."""
+    if (row.get("hash_version") or HASH_V1) != HASH_V2:
+        return True
+    commitments = row.get("commitments") or {}
+    salts = row.get("salts") or {}
+    erased = set(row.get("erased") or ())
+    for f in payload_fields:
+        if f in erased or f not in salts:
+            continue
+        if f not in commitments or payload_commitment(bytes.fromhex(salts[f]), row.get(f)).hex() != commitments[f]:
+            return False
+    return True
 
 
 def chain_hash(prev_hash: bytes, content_hash: bytes) -> bytes:

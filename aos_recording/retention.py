@@ -142,7 +142,7 @@ RECORD_TYPE_OF = {LEDGER: rp.AUDIT_LEDGER, STEPS: rp.LLM_RUNS, SYSTEM: rp.SYSTEM
 APPLY_ORDER = (LEDGER, STEPS, SYSTEM)
 ACTOR = "aos-retention"
 
-# Which rows of a partition a hold on a run or an incident covers (docs/SCALE.md §3c).
+# Which rows of a partition a hold on a run, an incident or a data subject covers (docs/SCALE.md §3c).
 _COVERS = {
     (LEDGER, "RUN"): "SELECT FROM {p} x WHERE x.tenant_id = %(t)s AND (x.correlation_id = %(id)s "
                      "OR (x.entity_type = 'LLM_RUN' AND x.entity_id = %(id)s))",
@@ -154,6 +154,17 @@ _COVERS = {
                          "AND r.trace_id = x.trace_id WHERE x.tenant_id = %(t)s AND r.incident_id = %(id)s",
     (SYSTEM, "RUN"): "SELECT FROM {p} x WHERE x.tenant_id = %(t)s AND (x.run_id = %(id)s OR x.correlation_id = %(id)s)",
     (SYSTEM, "INCIDENT"): "SELECT FROM {p} x WHERE x.tenant_id = %(t)s AND x.correlation_id = %(id)s",
+    # A data subject (migration 0023_erasure): the hash-format-2 records whose payloads are kept
+    # under the subject in evidence_payloads (a v1 record names no subject: not covered).
+    (LEDGER, "SUBJECT"): "SELECT FROM {p} x JOIN evidence_payloads e ON e.tenant_id = x.tenant_id "
+                         "AND e.record_type = 'audit_entry' AND e.record_id = x.id "
+                         "WHERE x.tenant_id = %(t)s AND e.subject_id = %(id)s",
+    (STEPS, "SUBJECT"): "SELECT FROM {p} x JOIN evidence_payloads e ON e.tenant_id = x.tenant_id "
+                        "AND e.record_type = 'trace_step' AND e.record_id = x.trace_id || '/' || x.step_index "
+                        "WHERE x.tenant_id = %(t)s AND e.subject_id = %(id)s",
+    (SYSTEM, "SUBJECT"): "SELECT FROM {p} x JOIN evidence_payloads e ON e.tenant_id = x.tenant_id "
+                         "AND e.record_type = 'system_record' AND e.record_id = x.id "
+                         "WHERE x.tenant_id = %(t)s AND e.subject_id = %(id)s",
 }
 
 
@@ -199,6 +210,8 @@ class TableOutcome:
     reason: str | None = None
     # tenant -> rows of it the dropped partitions held
     rows: dict[str, int] = field(default_factory=dict)
+    # format 2 payload fields (evidence_payloads) deleted with the dropped partitions' records
+    payloads_purged: int = 0
 
 
 def _policies(conn: psycopg.Connection) -> dict[tuple[str, str, str], rp.Policy]:
@@ -239,6 +252,25 @@ def _blocker(conn: psycopg.Connection, table: str, name: str, end: datetime, now
         if scope == "TENANT" or _covers(conn, table, scope, part, tenant, target):
             return f"legal hold {hold_id} of tenant {tenant} ({scope}{' ' + target if target else ''})", rows
     return None, rows
+
+
+# The record id a format 2 record's payloads are kept under (migration 0023_erasure), per table.
+_PAYLOAD_RECORD = {LEDGER: ("audit_entry", "x.id"), STEPS: ("trace_step", "x.trace_id || '/' || x.step_index"),
+                   SYSTEM: ("system_record", "x.id")}
+
+
+def _purge_payloads(conn: psycopg.Connection, table: str, partitions: list[str]) -> int:
+    """Deletes the payloads and salts (evidence_payloads, docs/ERASURE.md) of the format 2 records
+    in ``partitions``, in the transaction that drops them: a dropped record's content does not
+    outlive it. (Their erasure tombstones, which hold no content, stay: append-only.)"""
+    record_type, record_id = _PAYLOAD_RECORD[table]
+    purged = 0
+    for name in partitions:
+        part = psycopg.sql.Identifier(name).as_string(conn)
+        purged += conn.execute(
+            f"DELETE FROM evidence_payloads e USING {part} x WHERE e.tenant_id = x.tenant_id "
+            f"AND e.record_type = %(k)s AND e.record_id = {record_id}", {"k": record_type}).rowcount
+    return purged
 
 
 def _covers(conn: psycopg.Connection, table: str, scope: str, part: str, tenant: str, target: str) -> bool:
@@ -302,6 +334,7 @@ def apply_policies(conn: psycopg.Connection, now: datetime, *, dry_run: bool = F
                     doomed.append((name, lo, hi))
                     per_partition[name] = rows
                 if doomed and not dry_run:
+                    outcome.payloads_purged = _purge_payloads(conn, table, [n for n, _, _ in doomed])
                     before = doomed[-1][2]
                     if table == LEDGER:
                         gone = [r[0] for r in conn.execute("SELECT aos_drop_ledger_partitions(%s)", (before,))]
@@ -320,7 +353,7 @@ def apply_policies(conn: psycopg.Connection, now: datetime, *, dry_run: bool = F
         except psycopg.Error as err:
             if err.sqlstate != "AOS02":
                 raise
-            outcome.dropped, outcome.rows = [], {}
+            outcome.dropped, outcome.rows, outcome.payloads_purged = [], {}, 0
             outcome.kept, outcome.reason = (doomed[0][0] if doomed else None), \
                 f"refused: {err.diag.message_primary or err}"
     return outcomes
@@ -371,6 +404,8 @@ def describe(outcome: TableOutcome, *, dry_run: bool = False) -> str:
     line = f"{outcome.table}: {'would drop' if dry_run else 'dropped'} {went}"
     if outcome.rows:
         line += f" ({sum(outcome.rows.values())} rows of {len(outcome.rows)} tenants)"
+    if outcome.payloads_purged:
+        line += f", their {outcome.payloads_purged} format 2 payload fields deleted"
     if outcome.kept:
         line += f"; kept from {outcome.kept}: {outcome.reason}"
     elif outcome.reason:

@@ -15,7 +15,8 @@ def _rows(result: Result[Any]) -> Sequence[Row]:
     return cast("Sequence[Row]", result.mappings().all())
 
 LEDGER_COLUMNS = ("id, tenant_id, seq, event_type, entity_type, entity_id, actor_type, actor_id, action_reason, "
-                  "correlation_id, created_at, before_state, after_state, content_hash, prev_hash, chain_hash")
+                  "correlation_id, created_at, before_state, after_state, content_hash, prev_hash, chain_hash, "
+                  "hash_version, commitments")
 
 
 def iter_ledger(conn: Connection, tenant_id: str, *, from_seq: int = 1, to_seq: int | None = None,
@@ -65,7 +66,8 @@ def chain_hash_at(conn: Connection, table: str, tenant_id: str, seq: int) -> byt
 def load_trace(conn: Connection, trace_id: str) -> tuple[Mapping[str, Any] | None, list[Mapping[str, Any]]]:
     traces = _rows(conn.execute(text("SELECT * FROM aos_traces WHERE trace_id = :t"), {"t": trace_id}))
     steps = _rows(conn.execute(text(
-        "SELECT step_index, step_type, input_data, output_data, \"timestamp\", content_hash "
+        "SELECT step_index, step_type, input_data, output_data, \"timestamp\", content_hash, hash_version, "
+        "commitments "
         "FROM aos_trace_steps WHERE trace_id = :t ORDER BY step_index"), {"t": trace_id}))
     return (traces[0] if traces else None), list(steps)
 

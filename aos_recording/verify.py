@@ -122,7 +122,9 @@ def verify_chain(rows: Iterable[Mapping[str, Any]], content_hash_of: Callable[[M
 
 
 def ledger_content_hash_of(row: Mapping[str, Any]) -> bytes:
-    return hashing.ledger_content_hash(row)
+    """v1 rows from their fields, v2 rows from their fields and commitments (docs/ERASURE.md):
+    an erased payload changes nothing here."""
+    return hashing.stored_ledger_content_hash(row)
 
 
 def export_content_hash_of(row: Mapping[str, Any]) -> bytes:
@@ -146,7 +148,7 @@ def verify_trace(trace: Mapping[str, Any], steps: Iterable[Mapping[str, Any]]) -
                                          f"step {expected_index} is missing before step {step['step_index']}"))
             break
     for step in ordered:
-        if hashing.step_content_hash(step) != bytes(step["content_hash"]):
+        if hashing.stored_step_content_hash(step) != bytes(step["content_hash"]):
             anomalies.append(StepAnomaly(step["step_index"], CONTENT_MISMATCH,
                                          "step fields do not hash to its content_hash"))
     if trace.get("content_hash") is not None:

@@ -705,7 +705,8 @@ def _bundle_checks(v: Verification, bundle: dict[str, Any]) -> None:
     if trace:
         steps = trace.get("steps", [])
         bad = [s["step_index"] for s in steps if not s.get("redacted")
-               and hashing.step_content_hash(s).hex() != s["content_hash"]]
+               and (hashing.stored_step_content_hash(s).hex() != s["content_hash"]
+                    or not hashing.openings_match(s, hashing.STEP_PAYLOAD_FIELDS))]
         v.add("steps", not bad, f"{len(steps)} steps, {sum(1 for s in steps if s.get('redacted'))} redacted "
                                 f"(hash carried as recorded)" + (f"; mismatched: {bad}" if bad else ""))
         root = hashing.trace_content_hash(bytes.fromhex(s["content_hash"]) for s in steps).hex()
@@ -753,7 +754,8 @@ class _LedgerWalk:
 
     def add(self, e: dict[str, Any]) -> None:
         # A CSV row carries no content fields to re-hash (only its hashes): its chain is re-checked.
-        if "id" in e and not e.get("redacted") and hashing.ledger_content_hash(e).hex() != e["content_hash"]:
+        if "id" in e and not e.get("redacted") and (hashing.stored_ledger_content_hash(e).hex() != e["content_hash"]
+                                                    or not hashing.openings_match(e, hashing.LEDGER_PAYLOAD_FIELDS)):
             self._problem(f"seq {e['seq']}: content")
         if hashing.chain_hash(bytes.fromhex(e["prev_hash"]), bytes.fromhex(e["content_hash"])).hex() != e["chain_hash"]:
             self._problem(f"seq {e['seq']}: chain hash")

@@ -49,14 +49,15 @@ def _json(value: Any) -> str | None:
 # AuditLedgerWriter.append_many_once: a batch of entries in one statement, inserted in the
 # batch's order (ORDER BY the arrays' ordinality), each row's chain assigned by the trigger.
 _LEDGER_COLUMNS = ("id", "tenant_id", "event_type", "entity_type", "entity_id", "actor_type", "actor_id",
-                   "action_reason", "correlation_id", "created_at", "before_state", "after_state", "content_hash")
+                   "action_reason", "correlation_id", "created_at", "before_state", "after_state", "content_hash",
+                   "hash_version", "commitments")
 _LEDGER_TYPES = ("text", "text", "text", "text", "text", "text", "text", "text", "text", "timestamptz", "text",
-                 "text", "bytea")
+                 "text", "bytea", "smallint", "text")
 _LEDGER_INSERT_MANY = text(
     "INSERT INTO audit_ledger (" + ", ".join(_LEDGER_COLUMNS) + ", is_synthetic, synthetic_scenario_id) "
     "SELECT u.id, u.tenant_id, u.event_type, u.entity_type, u.entity_id, u.actor_type, u.actor_id, "
     "u.action_reason, u.correlation_id, u.created_at, CAST(u.before_state AS jsonb), CAST(u.after_state AS jsonb), "
-    "u.content_hash, :is_synthetic, :synthetic_scenario_id "
+    "u.content_hash, u.hash_version, CAST(u.commitments AS jsonb), :is_synthetic, :synthetic_scenario_id "
     "FROM unnest(" + ", ".join(f"CAST(:{c} AS {t}[])" for c, t in zip(_LEDGER_COLUMNS, _LEDGER_TYPES, strict=True))
     + ") WITH ORDINALITY AS u(" + ", ".join(_LEDGER_COLUMNS) + ", ord) ORDER BY u.ord "
     "RETURNING id, seq, prev_hash, chain_hash")
@@ -67,6 +68,36 @@ def _check(value: str | None, allowed: frozenset[str], name: str, *, optional: b
         return
     if value not in allowed:
         raise ValueError(f"{name} {value!r} is not one of {sorted(allowed)}")
+
+
+def _stored_salts(conn: Connection, tenant_id: str, record_type: str, record_id: str) -> dict[str, bytes]:
+    """The salts a v2 record's payloads were committed with, if it was written before (a retry
+    recomputes the same commitments, so the same content hash; an erased field has none)."""
+    rows = conn.execute(text("SELECT field, salt FROM evidence_payloads WHERE tenant_id = :t AND record_type = :k "
+                             "AND record_id = :r"), {"t": tenant_id, "k": record_type, "r": record_id}).all()
+    return {row.field: bytes(row.salt) for row in rows}
+
+
+def _commit_v2(conn: Connection, tenant_id: str, record_type: str, record_id: str, record: Mapping[str, Any],
+               payload_fields: tuple[str, ...]) -> tuple[dict[str, str], dict[str, bytes]]:
+    return hashing.commit_payloads(record, payload_fields, _stored_salts(conn, tenant_id, record_type, record_id))
+
+
+def _store_payloads(conn: Connection, *, tenant_id: str, record_type: str, record_id: str, subject_id: str,
+                    run_id: str | None, record: Mapping[str, Any], salts: Mapping[str, bytes]) -> None:
+    """A v2 record's payloads and salts, in the erasable side table (docs/ERASURE.md). Written
+    once: a retry's identical rows are skipped (the record's content hash already matched)."""
+    for field, salt in salts.items():
+        conn.execute(text(
+            "INSERT INTO evidence_payloads (tenant_id, record_type, record_id, field, subject_id, run_id, salt, "
+            "payload) VALUES (:t, :k, :r, :f, :s, :run, :salt, CAST(:payload AS jsonb)) ON CONFLICT DO NOTHING"),
+            {"t": tenant_id, "k": record_type, "r": record_id, "f": field, "s": subject_id, "run": run_id,
+             "salt": salt, "payload": json.dumps(hashing._plain(record[field]))})
+
+
+def _check_subject(data_subject: str) -> None:
+    if not data_subject or len(data_subject) > 256:
+        raise ValueError("data_subject must be a non-empty id of at most 256 characters")
 
 
 @dataclass(frozen=True)
@@ -168,10 +199,22 @@ class AuditLedgerWriter(_Writer):
                 "actor_id": actor_id, "action_reason": action_reason, "correlation_id": correlation_id,
                 "created_at": created_at or now(), "before_state": before_state, "after_state": after_state}
 
-    def append(self, **fields: Any) -> LedgerEntry:
-        """Appends the entry ``entry(**fields)`` describes; the database assigns seq and chain."""
+    def append(self, *, data_subject: str | None = None, **fields: Any) -> LedgerEntry:
+        """Appends the entry ``entry(**fields)`` describes; the database assigns seq and chain.
+
+        ``data_subject``: the entry is written in hash format v2 (docs/ERASURE.md): its
+        action_reason, before_state and after_state are committed by salted digest and stored,
+        with their salts, in evidence_payloads under that subject, erasable."""
         entry = self.entry(**fields)
-        return self._insert(entry, hashing.ledger_content_hash(entry))
+        if data_subject is None:
+            return self._insert(entry, hashing.ledger_content_hash(entry))
+        return self._insert(entry, *self._v2(entry, data_subject))
+
+    def _v2(self, entry: Mapping[str, Any], data_subject: str) -> tuple[bytes, dict[str, str], dict[str, bytes], str]:
+        _check_subject(data_subject)
+        commitments, salts = _commit_v2(self.conn, entry["tenant_id"], "audit_entry", entry["id"], entry,
+                                        hashing.LEDGER_PAYLOAD_FIELDS)
+        return hashing.ledger_content_hash_v2(entry, commitments), commitments, salts, data_subject
 
     def hold_producer_ids(self, tenant_id: str) -> None:
         """Serialises appends under producer-chosen ids in ``tenant_id`` until the transaction
@@ -188,13 +231,15 @@ class AuditLedgerWriter(_Writer):
         The caller holds ``hold_producer_ids`` for the tenant."""
         if not fields.get("entry_id"):
             raise ValueError("append_once needs the producer's entry_id")
+        data_subject = fields.pop("data_subject", None)
         entry = self.entry(**fields)
-        content = hashing.ledger_content_hash(entry)
+        v2 = self._v2(entry, data_subject) if data_subject is not None else None
+        content = v2[0] if v2 else hashing.ledger_content_hash(entry)
         stored = self.conn.execute(text(
             "SELECT seq, content_hash, prev_hash, chain_hash FROM audit_ledger WHERE tenant_id = :t AND id = :id "
             "LIMIT 1"), {"t": entry["tenant_id"], "id": entry["id"]}).first()
         if stored is None:
-            return self._insert(entry, content), True
+            return (self._insert(entry, *v2) if v2 else self._insert(entry, content)), True
         if bytes(stored.content_hash) != content:
             raise EvidenceConflict(f"audit entry {entry['id']!r}: already recorded with different content")
         return LedgerEntry(entry["id"], stored.seq, content, bytes(stored.prev_hash), bytes(stored.chain_hash)), False
@@ -205,13 +250,29 @@ class AuditLedgerWriter(_Writer):
         chain trigger assigns each its seq as for single appends) instead of two per entry.
         Each answer is what ``append_once`` returns, or the EvidenceConflict it would raise;
         an id twice in the batch is the first's retry (or a conflict) as if sent again.
-        The caller holds ``hold_producer_ids`` for the tenant."""
+        An item with ``data_subject`` is written in hash format v2, as ``append_once`` writes it
+        (its payloads and salts in evidence_payloads; a retry reuses the stored salts, and an id
+        twice in the batch the first's). The caller holds ``hold_producer_ids`` for the tenant."""
         entries = []
-        for fields in items:
-            if not fields.get("entry_id"):
+        v2s: dict[str, tuple[dict[str, Any], dict[str, str], dict[str, bytes], str]] = {}  # id -> first v2 item's
+        for item in items:
+            if not item.get("entry_id"):
                 raise ValueError("append_many_once needs the producer's entry_id of every item")
+            fields = dict(item)
+            data_subject = fields.pop("data_subject", None)
             entry = self.entry(**fields)
-            entries.append((entry, hashing.ledger_content_hash(entry)))
+            if data_subject is None:
+                entries.append((entry, hashing.ledger_content_hash(entry)))
+                continue
+            _check_subject(data_subject)
+            first = v2s.get(entry["id"])
+            if first is None:
+                commitments, salts = _commit_v2(self.conn, entry["tenant_id"], "audit_entry", entry["id"], entry,
+                                                hashing.LEDGER_PAYLOAD_FIELDS)
+                v2s[entry["id"]] = (entry, commitments, salts, data_subject)
+            else:
+                commitments, _ = hashing.commit_payloads(entry, hashing.LEDGER_PAYLOAD_FIELDS, first[2])
+            entries.append((entry, hashing.ledger_content_hash_v2(entry, commitments)))
         if not entries:
             return []
         tenants = {entry["tenant_id"] for entry, _ in entries}
@@ -232,13 +293,26 @@ class AuditLedgerWriter(_Writer):
         if new:
             columns: dict[str, list[Any]] = {c: [] for c in _LEDGER_COLUMNS}
             for fresh, fresh_hash in new.values():
+                v2 = v2s.get(fresh["id"])
+                if v2 is not None and v2[0] is not fresh:
+                    v2 = None  # a v1 item first under this id: the v2 one after it is its conflict
                 values = {**fresh, "before_state": _json(fresh["before_state"]),
-                          "after_state": _json(fresh["after_state"]), "content_hash": fresh_hash}
+                          "after_state": _json(fresh["after_state"]), "content_hash": fresh_hash,
+                          "hash_version": 1, "commitments": None}
+                if v2 is not None:  # v2: the payloads go to evidence_payloads, never into the row
+                    values.update({f: None for f in hashing.LEDGER_PAYLOAD_FIELDS},
+                                  hash_version=hashing.HASH_V2, commitments=_json(v2[1]))
                 for column in _LEDGER_COLUMNS:
                     columns[column].append(values[column])
             for inserted in self.conn.execute(_LEDGER_INSERT_MANY, {**columns, **self._marks()}):
                 recorded[inserted.id] = LedgerEntry(inserted.id, inserted.seq, new[inserted.id][1],
                                                     bytes(inserted.prev_hash), bytes(inserted.chain_hash))
+            for entry_id, (fresh, _) in new.items():
+                v2 = v2s.get(entry_id)
+                if v2 is not None and v2[0] is fresh:
+                    _store_payloads(self.conn, tenant_id=tenant, record_type="audit_entry", record_id=entry_id,
+                                    subject_id=v2[3], run_id=fresh.get("correlation_id"), record=fresh,
+                                    salts=v2[2])
         answers: list[tuple[LedgerEntry, bool] | EvidenceConflict] = []
         created: set[str] = set()
         for entry, content in entries:
@@ -253,17 +327,28 @@ class AuditLedgerWriter(_Writer):
                 answers.append((stored, False))
         return answers
 
-    def _insert(self, entry: Mapping[str, Any], content: bytes) -> LedgerEntry:
+    def _insert(self, entry: Mapping[str, Any], content: bytes, commitments: Mapping[str, str] | None = None,
+                salts: Mapping[str, bytes] | None = None, data_subject: str | None = None) -> LedgerEntry:
+        payload_entry = entry
+        if commitments is not None:  # v2: the payloads go to evidence_payloads, never into the row
+            entry = {**entry, **{f: None for f in hashing.LEDGER_PAYLOAD_FIELDS}}
         before_state, after_state = entry["before_state"], entry["after_state"]
+        # A v1 row names no v2 column: it is written exactly as before migration 0022.
+        v2_columns, v2_values = (", hash_version, commitments", ", 2, CAST(:commitments AS jsonb)") \
+            if commitments is not None else ("", "")
         row = self.conn.execute(text(
             "INSERT INTO audit_ledger (id, tenant_id, event_type, entity_type, entity_id, actor_type, actor_id, "
             "action_reason, correlation_id, created_at, before_state, after_state, content_hash, "
-            "is_synthetic, synthetic_scenario_id) VALUES (:id, :tenant_id, :event_type, :entity_type, "
-            ":entity_id, :actor_type, :actor_id, :action_reason, :correlation_id, :created_at, "
+            f"is_synthetic, synthetic_scenario_id{v2_columns}) VALUES (:id, :tenant_id, :event_type, "
+            ":entity_type, :entity_id, :actor_type, :actor_id, :action_reason, :correlation_id, :created_at, "
             "CAST(:before_state AS jsonb), CAST(:after_state AS jsonb), :content_hash, :is_synthetic, "
-            ":synthetic_scenario_id) RETURNING seq, prev_hash, chain_hash"),
+            f":synthetic_scenario_id{v2_values}) RETURNING seq, prev_hash, chain_hash"),
             {**entry, "before_state": _json(before_state), "after_state": _json(after_state),
-             "content_hash": content, **self._marks()}).one()
+             "content_hash": content, **self._marks(), "commitments": _json(commitments)}).one()
+        if commitments is not None and salts is not None and data_subject is not None:
+            _store_payloads(self.conn, tenant_id=entry["tenant_id"], record_type="audit_entry", record_id=entry["id"],
+                            subject_id=data_subject, run_id=entry.get("correlation_id"), record=payload_entry,
+                            salts=salts)
         return LedgerEntry(entry["id"], row.seq, content, bytes(row.prev_hash), bytes(row.chain_hash))
 
 
@@ -297,9 +382,11 @@ class SystemRecordWriter(_Writer):
                details: Mapping[str, Any] | None = None, caused_by: str = "SYSTEM", actor_id: str | None = None,
                correlation_id: str | None = None, run_id: str | None = None, environment_id: str | None = None,
                created_at: datetime | None = None, record_id: str | None = None,
-               request_id: str | None = None) -> Recorded:
+               request_id: str | None = None, data_subject: str | None = None) -> Recorded:
         """``write`` that also says whether this call stored the record (False: a retry of it).
-        ``request_id`` (migration 0019) is stored beside the record, outside its content hash."""
+        ``request_id`` (migration 0019) is stored beside the record, outside its content hash.
+        ``data_subject`` (a tenant's record only): hash format v2, summary and details committed
+        and kept erasable in evidence_payloads (docs/ERASURE.md)."""
         _check(event_type, vocabulary.SYSTEM_EVENT_TYPES, "event_type")
         _check(severity, vocabulary.SYSTEM_SEVERITIES, "severity")
         _check(caused_by, vocabulary.CAUSED_BY, "caused_by")
@@ -308,10 +395,26 @@ class SystemRecordWriter(_Writer):
                   "caused_by": caused_by, "actor_id": actor_id, "correlation_id": correlation_id,
                   "run_id": run_id, "environment_id": environment_id, "created_at": created_at or now()}
         table, key = ("platform_records", ("id",)) if tenant_id is None else ("system_records", ("tenant_id", "id"))
-        content = hashing.system_record_content_hash(record)
+        row: dict[str, Any]
+        if data_subject is None:
+            content = hashing.system_record_content_hash(record)
+            row = record
+        else:
+            _check_subject(data_subject)
+            if tenant_id is None:
+                raise ValueError("a system-wide record has no data subject: it is written in hash format v1")
+            commitments, salts = _commit_v2(self.conn, tenant_id, "system_record", str(record["id"]), record,
+                                            hashing.SYSTEM_RECORD_PAYLOAD_FIELDS)
+            content = hashing.system_record_content_hash_v2(record, commitments)
+            row = {**record, "summary": "", "details": None, "hash_version": hashing.HASH_V2,
+                   "commitments": commitments}
         if request_id is not None:  # not a hashed field (SPEC §5); only written when given
-            record["request_id"] = request_id
-        stored, created = _insert_once(self.conn, table, key, record, content, self._marks(), jsonb=("details",))
+            row["request_id"] = request_id
+        stored, created = _insert_once(self.conn, table, key, row, content, self._marks(),
+                                       jsonb=("details", "commitments") if data_subject else ("details",))
+        if data_subject is not None and created:
+            _store_payloads(self.conn, tenant_id=str(tenant_id), record_type="system_record", record_id=stored,
+                            subject_id=data_subject, run_id=run_id, record=record, salts=salts)
         return Recorded(stored, content, created)
 
 
@@ -427,28 +530,47 @@ class TraceRecorder(_Writer):
     def add_step(self, *, tenant_id: str, trace_id: str, step_index: int, step_type: str, timestamp: datetime,
                  input_data: Any = None, output_data: Any = None, metadata: Mapping[str, Any] | None = None,
                  level: str = "info", source: str = "agent", tokens: int = 0, cost_cents: int = 0,
-                 duration_ms: int = 0, step_id: str | None = None) -> bytes:
-        """Idempotent on (trace_id, step_index). Returns the step's content hash."""
+                 duration_ms: int = 0, step_id: str | None = None, data_subject: str | None = None) -> bytes:
+        """Idempotent on (trace_id, step_index). Returns the step's content hash.
+
+        ``data_subject``: hash format v2 (docs/ERASURE.md): input_data and output_data are
+        committed and kept erasable in evidence_payloads under record id ``<trace_id>/<step_index>``."""
         _check(step_type, vocabulary.STEP_TYPES, "step_type")
         _check(level, vocabulary.STEP_LEVELS, "level")
         step = {"step_index": step_index, "step_type": step_type, "input_data": input_data,
                 "output_data": output_data, "timestamp": timestamp}
-        content = hashing.step_content_hash(step)
+        commitments: dict[str, str] | None = None
+        if data_subject is None:
+            content = hashing.step_content_hash(step)
+        else:
+            _check_subject(data_subject)
+            record_id = f"{trace_id}/{step_index}"
+            commitments, salts = _commit_v2(self.conn, tenant_id, "trace_step", record_id, step,
+                                            hashing.STEP_PAYLOAD_FIELDS)
+            content = hashing.step_content_hash_v2(step, commitments)
         # The step trigger skips the same content under a taken step_index (a retry)
         # and refuses other content.
         _insert_or_refused(
             self.conn,
             "INSERT INTO aos_trace_steps (id, trace_id, tenant_id, step_index, step_type, level, source, "
-            "\"timestamp\", tokens, cost_cents, duration_ms, input_data, output_data, metadata, content_hash) "
+            "\"timestamp\", tokens, cost_cents, duration_ms, input_data, output_data, metadata, content_hash"
+            + (", hash_version, commitments" if commitments is not None else "") + ") "
             "VALUES (:id, :trace_id, :tenant_id, :step_index, :step_type, :level, :source, :timestamp, :tokens, "
             ":cost_cents, :duration_ms, CAST(:input_data AS jsonb), CAST(:output_data AS jsonb), "
-            "CAST(:metadata AS jsonb), :content_hash) RETURNING id",
+            "CAST(:metadata AS jsonb), :content_hash"
+            + (", 2, CAST(:commitments AS jsonb)" if commitments is not None else "") + ") RETURNING id",
             {"id": step_id or new_id("step"), "trace_id": trace_id, "tenant_id": tenant_id,
              "step_index": step_index, "step_type": step_type, "level": level, "source": source,
              "timestamp": timestamp, "tokens": tokens, "cost_cents": cost_cents, "duration_ms": duration_ms,
-             "input_data": _json(input_data), "output_data": _json(output_data), "metadata": _json(metadata),
-             "content_hash": content},
+             "input_data": None if commitments is not None else _json(input_data),
+             "output_data": None if commitments is not None else _json(output_data), "metadata": _json(metadata),
+             "content_hash": content, "commitments": _json(commitments)},
             EvidenceConflict(f"trace {trace_id} step {step_index}: already recorded with different content"))
+        if commitments is not None and data_subject is not None:
+            run_id = self.conn.execute(text("SELECT run_id FROM aos_traces WHERE trace_id = :t"),
+                                       {"t": trace_id}).scalar()
+            _store_payloads(self.conn, tenant_id=tenant_id, record_type="trace_step", record_id=record_id,
+                            subject_id=data_subject, run_id=run_id, record=step, salts=salts)
         return content
 
     def add_new_steps(self, *, tenant_id: str, trace_id: str, steps: Sequence[Mapping[str, Any]]) -> list[bytes]:

@@ -39,8 +39,6 @@ from dataclasses import dataclass
 
 from aos_runtime.faults import DeadlinePassed, Overloaded
 
-INGEST_BYTES_LIMIT = "INGEST_BYTES_LIMIT"  # the refusal's reason (aos_runtime.errors)
-
 # Service times kept for the estimate, and how many make one (fewer: no early refusal).
 WINDOW = 50
 MIN_SAMPLES = 5
@@ -361,7 +359,7 @@ class InflightBytes:
             held = self._total
         retry = self.retry_after_s()
         return Overloaded(tenant_limit=tenant_limit, tenant=tenant, limit=limit, retry_after_s=round(retry, 3),
-                          reason=INGEST_BYTES_LIMIT,
+                          ingest_bytes=True,
                           message=f"not started: {held} bytes are in process and this request's {size} would pass "
                                   f"the limit; limit: {limit}; retry after {math.ceil(retry * 10) / 10} s")
 

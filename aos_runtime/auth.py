@@ -26,7 +26,10 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from aos_runtime.config import MIN_SECRET_BYTES, ConfigError, Settings
 
 SCOPES = ("overview.read", "logs.read", "exports.read", "exports.create", "checkpoints.cosign", "evidence.write",
-          "retention.read", "retention.admin")
+          "retention.read", "retention.admin", "evidence.erase")
+# What a token is minted with when no scope is named: everything but erasure (docs/ERASURE.md),
+# which destroys payloads for good and is granted only by naming it.
+DEFAULT_SCOPES = tuple(s for s in SCOPES if s != "evidence.erase")
 ACTOR_TYPES = ("HUMAN", "AGENT", "SYSTEM")
 # Scopes only some kinds of caller may use (SPEC §6): producers writing evidence through
 # Ingest are software (SYSTEM or AGENT), never a person's token.
@@ -268,7 +271,7 @@ def _actor_text_problem(value: object) -> str | None:
 
 
 def mint_token(*, secret: str, tenant_id: str, subject: str, actor_type: str = "HUMAN",
-               scopes: tuple[str, ...] = SCOPES, ttl_s: int = 24 * 3600, audience: str = "aos-evidence",
+               scopes: tuple[str, ...] = DEFAULT_SCOPES, ttl_s: int = 24 * 3600, audience: str = "aos-evidence",
                issuer: str | None = None, algorithm: str = "HS256",
                key: Ed25519PrivateKey | Ed448PrivateKey | None = None) -> str:
     """A development token (``make run`` prints one; the CLI's ``token`` command mints them)."""

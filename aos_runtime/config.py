@@ -150,12 +150,12 @@ ENV_VARS: tuple[EnvVar, ...] = (
            "When a service process's event loop runs this late (seconds) and a call could not start at once, "
            "the call is refused before any other work (RESOURCE_EXHAUSTED SERVER_OVERLOADED with RetryInfo), "
            "so that a saturated process answers refusals fast instead of queueing them unseen. 0: off."),
-    EnvVar("AOS_MAX_PENDING_CALLS", "32",
+    EnvVar("AOS_MAX_PENDING_CALLS", "256",
            "Calls of one RPC method that gRPC's core holds for a service process before the process has taken "
            "them (they queue there while the event loop is busy): beyond it the core refuses a new call at once, "
            "without the process, as CANCELLED (grpc.server.max_pending_requests_hard_limit; the REST gateway "
            "answers it 429 with Retry-After). 0: gRPC's own default (3000)."),
-    EnvVar("AOS_PENDING_CALLS_EARLY_DROP", "8",
+    EnvVar("AOS_PENDING_CALLS_EARLY_DROP", "64",
            "From this many calls of one method held by gRPC's core, a new one is refused with a probability "
            "rising linearly to 1 at AOS_MAX_PENDING_CALLS (grpc.server.max_pending_requests: random early drop)."),
     EnvVar("AOS_MAX_UNREQUESTED_S", "1",
@@ -353,8 +353,8 @@ class Settings:
     ingest_inflight_bytes_per_tenant: int = 32 * 1024 * 1024  # AOS_INGEST_INFLIGHT_BYTES_PER_TENANT
     otlp_trace_quiet_s: float = 30.0     # AOS_OTLP_TRACE_QUIET_S
     shed_lag_s: float = 0.01             # AOS_SHED_LAG_S
-    max_pending_calls: int = 32          # AOS_MAX_PENDING_CALLS (gRPC core, per method)
-    pending_calls_early_drop: int = 8    # AOS_PENDING_CALLS_EARLY_DROP
+    max_pending_calls: int = 256         # AOS_MAX_PENDING_CALLS (gRPC core, per method)
+    pending_calls_early_drop: int = 64   # AOS_PENDING_CALLS_EARLY_DROP
     max_unrequested_s: int = 1           # AOS_MAX_UNREQUESTED_S
     heavy_concurrency: int = 2           # AOS_HEAVY_CONCURRENCY
     heavy_per_tenant: int = 1            # AOS_HEAVY_PER_TENANT

@@ -171,8 +171,8 @@ def _from_fault(exc: faults.Fault) -> ApiError:
         # Refused before it started: nothing was done, so any call (a write too) may be retried.
         details = [error_details_pb2.QuotaFailure(violations=[error_details_pb2.QuotaFailure.Violation(
             subject=exc.tenant, description=exc.limit)]), *_retry_info(exc.retry_after_s)]
-        if exc.reason is not None:
-            return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, exc.reason, exc.message,
+        if exc.ingest_bytes:
+            return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "INGEST_BYTES_LIMIT", exc.message,
                             metadata={"limit": exc.limit}, details=details)
         if exc.tenant_limit:  # the tenant's own calls fill its share, not the process's
             return ApiError(grpc.StatusCode.RESOURCE_EXHAUSTED, "TENANT_HEAVY_LIMIT", exc.message,
@@ -208,6 +208,11 @@ def _from_fault(exc: faults.Fault) -> ApiError:
         return ApiError(grpc.StatusCode.DATA_LOSS, "CHECKPOINT_TREE_MISMATCH",
                         f"the tenant's {exc.log} transparency log no longer has the root its checkpoint of tree "
                         f"size {exc.size} signed", metadata={"log": exc.log, "tree_size": str(exc.size)})
+    if isinstance(exc, faults.LegalHoldBlocksErasure):
+        return ApiError(grpc.StatusCode.FAILED_PRECONDITION, "LEGAL_HOLD",
+                        f"legal hold {exc.hold_id} covers this data subject: nothing was erased (the refused "
+                        f"request is audit entry {exc.request_seq})",
+                        metadata={"legal_hold_id": exc.hold_id, "request_seq": str(exc.request_seq)})
     return ApiError(grpc.StatusCode.INTERNAL, "INTERNAL", "internal error; see the server log for the request id")
 
 

@@ -68,9 +68,9 @@ class Overloaded(Fault):
     when a slot is likely free, estimated from recent service times."""
 
     def __init__(self, *, tenant_limit: bool, tenant: str, limit: str, retry_after_s: float, message: str,
-                 reason: str | None = None) -> None:
+                 ingest_bytes: bool = False) -> None:
         super().__init__(message)
-        self.reason = reason  # the refusal's own reason when it is neither gate's (INGEST_BYTES_LIMIT)
+        self.ingest_bytes = ingest_bytes  # the ingest bytes in flight are full (INGEST_BYTES_LIMIT), not a gate
         self.tenant_limit = tenant_limit
         self.tenant = tenant
         self.limit = limit
@@ -149,3 +149,13 @@ class LegalHoldReleased(Fault):
     def __init__(self, hold_id: str) -> None:
         super().__init__(f"legal hold {hold_id!r} is already released")
         self.hold_id = hold_id
+
+
+class LegalHoldBlocksErasure(Fault):
+    """A legal hold covers the data subject an erasure names (docs/ERASURE.md): nothing was
+    erased; the refused request is recorded (FAILED_PRECONDITION)."""
+
+    def __init__(self, hold_id: str, request_seq: int) -> None:
+        super().__init__(f"legal hold {hold_id} covers this subject: erasure refused")
+        self.hold_id = hold_id
+        self.request_seq = request_seq

@@ -39,11 +39,13 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     holds.add_argument("--all", action="store_true", help="released holds too")
     holds.add_argument("--limit", type=int, default=0, help="holds to show (default 0: all)")
     holds.set_defaults(handler=holds_command)
-    hold = group.add_parser("hold", parents=[common], help="place a legal hold on the tenant, a run or an incident")
+    hold = group.add_parser("hold", parents=[common],
+                            help="place a legal hold on the tenant, a run, an incident or a data subject")
     target = hold.add_mutually_exclusive_group(required=True)
     target.add_argument("--tenant", dest="whole_tenant", action="store_true", help="all of the tenant's evidence")
     target.add_argument("--run", dest="run_id", help="one run")
     target.add_argument("--incident", dest="incident_id", help="one incident")
+    target.add_argument("--subject", dest="subject_id", help="one data subject (docs/ERASURE.md): no erasure of it")
     hold.add_argument("--reason", required=True, help="why (the matter, the request)")
     hold.set_defaults(handler=hold_command)
     release = group.add_parser("release", parents=[common], help="release a legal hold")
@@ -112,8 +114,11 @@ def hold_command(args: argparse.Namespace, ctx: Context) -> int:
         request = pb.PlaceLegalHoldRequest(scope=pb.LEGAL_HOLD_SCOPE_TENANT, reason=args.reason)
     elif args.run_id:
         request = pb.PlaceLegalHoldRequest(scope=pb.LEGAL_HOLD_SCOPE_RUN, target_id=args.run_id, reason=args.reason)
-    else:
+    elif args.incident_id:
         request = pb.PlaceLegalHoldRequest(scope=pb.LEGAL_HOLD_SCOPE_INCIDENT, target_id=args.incident_id,
+                                           reason=args.reason)
+    else:
+        request = pb.PlaceLegalHoldRequest(scope=pb.LEGAL_HOLD_SCOPE_SUBJECT, target_id=args.subject_id,
                                            reason=args.reason)
     return _show_hold(ctx, ctx.client.retention.PlaceLegalHold(request).hold, "Legal hold placed")
 

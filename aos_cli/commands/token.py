@@ -30,7 +30,7 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     mint.add_argument("--subject", default=DEMO_SUBJECT, help=f"sub claim: the actor id (default {DEMO_SUBJECT})")
     mint.add_argument("--actor-type", default="HUMAN", choices=auth.ACTOR_TYPES, type=str.upper)
     mint.add_argument("--scope", action="append", choices=auth.SCOPES,
-                      help="a scope to grant (repeatable; default all)")
+                      help="a scope to grant (repeatable; default all but evidence.erase, which must be named)")
     mint.add_argument("--ttl", default=None,
                       help="lifetime: 90s, 30m, 24h (default 24h, or AOS_AUTH_MAX_TOKEN_LIFETIME if shorter; "
                            "never longer than it, the services refuse such tokens)")
@@ -62,7 +62,7 @@ def dev_secret_path(settings: Settings) -> Path:
 
 
 def mint(settings: Settings, secret: str, *, tenant: str = DEMO_TENANT, subject: str = DEMO_SUBJECT,
-         actor_type: str = "HUMAN", scopes: tuple[str, ...] = auth.SCOPES, ttl_s: int | None = None) -> str:
+         actor_type: str = "HUMAN", scopes: tuple[str, ...] = auth.DEFAULT_SCOPES, ttl_s: int | None = None) -> str:
     if ttl_s is None:
         ttl_s = min(DEFAULT_TTL_S, settings.max_token_lifetime_s)
     return auth.mint_token(secret=secret, tenant_id=tenant, subject=subject, actor_type=actor_type, scopes=scopes,
@@ -94,7 +94,7 @@ def mint_command(args: argparse.Namespace, ctx: Context) -> int:
                          f"once so that {dev_secret_path(ctx.settings)} exists")
     secret, source = found
     token = mint(ctx.settings, secret, tenant=args.tenant, subject=args.subject, actor_type=args.actor_type,
-                 scopes=tuple(args.scope or auth.SCOPES), ttl_s=ttl_s)
+                 scopes=tuple(args.scope or auth.DEFAULT_SCOPES), ttl_s=ttl_s)
     claims = jwt.decode(token, options={"verify_signature": False})
     if ctx.out.json_mode:
         ctx.out.document({"token": token, "claims": claims})

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 from aos_evidence import queries as evidence
 from aos_evidence.kinds import BundleType, ExportFormat, ExportScope
 from aos_evidence.queries import AuditFilters
-from aos_recording import dsse, verify_export
+from aos_recording import dsse, erasure, verify_export
 from aos_recording.hashing import GENESIS, canonical_json, manifest_hash, rfc3339
 from aos_recording.writers import AuditLedgerWriter, new_id
 from aos_runtime import faults
@@ -167,7 +167,10 @@ def render(conn: Connection, plan: Plan, key: dsse.SigningKey, sink: artifacts.S
     """The artifact for ``plan`` over the records within ``bounds`` (the ledger head
     ``max_seq``, and for system slices ``recorded_until``). ``ledger_seqs`` collects the seqs
     of the ledger entries the artifact carries (8 bytes each), for the manifest's proof."""
-    writer = bundles.RecordWriter()
+    # v2 records (docs/ERASURE.md) go out with their payloads still held and the salts that open
+    # their commitments; erased fields as erased.
+    writer = bundles.RecordWriter(opener=lambda kind, row: erasure.opened(conn, plan.tenant_id, kind, row,
+                                                                        with_salts=True))
     if not plan.scope.is_slice:
         bundle = _gather(conn, plan, writer, bounds["max_seq"])
         if ledger_seqs is not None:

@@ -17,7 +17,7 @@ Bundle types (seed 003 section 6.3):
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -55,14 +55,30 @@ def _plain(value: Any) -> Any:
     return value
 
 
+# A v2 record (docs/ERASURE.md) carries, beside its fields, what verifies it without its
+# payloads: its hash_version and commitments; with them the payloads still held, their salts
+# (so the holder can open each commitment) and the fields erased. A v1 record carries none of
+# these keys, so an export of v1 records keeps its bytes.
+_V2_KEYS = ("hash_version", "commitments", "salts", "erased", "missing")
+
+# Opens a v2 row's payloads (kind, row) -> row filled; None: rows go out as stored.
+Opener = Callable[[str, Mapping[str, Any]], Mapping[str, Any]]
+
+
 class RecordWriter:
     """Turns rows into bundle records, redacting as it goes and counting what it redacted."""
 
-    def __init__(self) -> None:
+    def __init__(self, opener: Opener | None = None) -> None:
         self.redactor = Redactor()
+        self.opener = opener
 
     def record(self, kind: str, row: Mapping[str, Any], fields: Iterable[str]) -> dict[str, Any]:
+        v2 = row.get("hash_version") == 2
+        if v2 and self.opener is not None:
+            row = self.opener(kind, row)
         record = {name: _plain(row[name]) for name in fields}
+        if v2:
+            record.update({name: _plain(row[name]) for name in _V2_KEYS if name in row})
         before = sum(self.redactor.counts.values())
         for name in _REDACTED_FIELDS.get(kind, ()):
             if record.get(name) is not None:

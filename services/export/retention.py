@@ -31,6 +31,7 @@ RECORD_TYPES = canonical_values(pb.RetentionRecordType)
 LEVELS = canonical_values(records_pb2.SystemSeverity)
 HOLD_SCOPES = canonical_values(pb.LegalHoldScope)
 MAX_REASON = 1000
+MAX_SUBJECT = 256
 
 
 def _clock() -> datetime:
@@ -89,11 +90,18 @@ class RetentionService(pb_grpc.RetentionServiceServicer):
         r = Request()
         scope = r.enum(request.scope, _PLACE["scope"].enum_type, "scope")
         if not request.scope:
-            r.violations.add("scope", "is required: TENANT, RUN or INCIDENT")
+            r.violations.add("scope", "is required: TENANT, RUN, INCIDENT or SUBJECT")
         if scope == "TENANT" and request.target_id:
             r.violations.add("target_id", "must be empty for a TENANT hold (it covers all of the tenant)")
         elif scope in ("RUN", "INCIDENT"):
             r.resource_id(request.target_id, "target_id")
+        elif scope == "SUBJECT":  # as EraseDataSubject's subject_id and evidence_payloads.subject_id
+            if not request.target_id.strip():
+                r.violations.add("target_id", "is required: the data subject id")
+            elif len(request.target_id) > MAX_SUBJECT:
+                r.violations.add("target_id", f"is longer than {MAX_SUBJECT} characters")
+            elif not request.target_id.isprintable():
+                r.violations.add("target_id", "must not contain control characters")
         reason = _reason(r, request.reason, "reason")
         r.done()
         who = auth.principal()

@@ -125,6 +125,23 @@ class IngestService(pb_grpc.IngestServiceServicer):
                                     trace_content_hash=outcome.trace_hash.hex(),
                                     step_content_hashes=[h.hex() for h in outcome.step_hashes])
 
+    async def EraseDataSubject(self, request: pb.EraseDataSubjectRequest,
+                               context: grpc.aio.ServicerContext) -> pb.EraseDataSubjectResponse:
+        """Erases the subject's v2 payloads in the caller's tenant (docs/ERASURE.md). The
+        request entry is committed whether or not a legal hold refuses the erasure."""
+        who = auth.principal()
+        r = Request()
+        _text(r, request.subject_id, "subject_id", MAX_NAME, required=True)
+        _text(r, request.reason, "reason", MAX_TEXT, required=True)
+        r.done()
+        result = await self.ctx.db.run(who.tenant_id, store.erase_subject, who.tenant_id, request.subject_id,
+                                       who.actor_type, who.actor_id, request.reason)
+        if result.executed_seq is None:
+            raise faults.LegalHoldBlocksErasure(result.hold_id or "", result.request_seq)
+        return pb.EraseDataSubjectResponse(erasure_id=result.erasure_id, subject_id=result.subject_id,
+                                           payloads_erased=result.payloads_erased, request_seq=result.request_seq,
+                                           executed_seq=result.executed_seq)
+
 
 # --- the request as a whole ---------------------------------------------------------------
 def _check_batch(request: Any, count: int, field: str) -> None:
@@ -159,10 +176,16 @@ def _audit_fields(event: pb.AuditEvent, who: auth.Principal,
     claimed = event.content_hash.lower()
     if claimed and (len(claimed) != 64 or any(c not in "0123456789abcdef" for c in claimed)):
         r.violations.add("content_hash", "must be a hex SHA-256 (64 hex digits) when set")
+    subject = _subject(r, event)
+    if subject is not None and claimed:
+        r.violations.add("content_hash", "must be empty with data_subject_id: a v2 entry's commitments are salted "
+                                         "by the server (docs/ERASURE.md), no producer can compute its hash")
     fields: dict[str, Any] = {"tenant_id": who.tenant_id, "entry_id": event.event_id, "event_type": event_type,
               "entity_type": entity_type, "entity_id": event.entity_id, "actor_type": who.actor_type,
               "actor_id": who.actor_id, "action_reason": reason, "correlation_id": correlation,
               "before_state": before, "after_state": after, "created_at": occurred}
+    if subject is not None:
+        fields["data_subject"] = subject
     if claimed and not r.violations.items:
         computed = hashing.ledger_content_hash(AuditLedgerWriter.entry(**fields)).hex()
         if computed != claimed:
@@ -189,7 +212,17 @@ def _system_fields(record: pb.SystemRecordInput, who: auth.Principal,
     fields: dict[str, Any] = {"tenant_id": who.tenant_id, "record_id": record.record_id, "component": record.component,
               "event_type": event_type, "severity": severity, "summary": record.summary, "details": details,
               "caused_by": caused_by, "actor_id": who.actor_id, "created_at": occurred, **optional}
+    subject = _subject(r, record)
+    if subject is not None:
+        fields["data_subject"] = subject
     return fields, r.violations.items
+
+
+def _subject(r: Request, item: Any) -> str | None:
+    """The item's data_subject_id (hash format v2), checked; None when not set."""
+    if not item.HasField("data_subject_id"):
+        return None
+    return _text(r, item.data_subject_id, "data_subject_id", MAX_NAME, required=True)
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,11 @@ Spans that follow the OpenTelemetry GenAI semantic conventions (they carry
 as RecordRun writes them (each run is turned into a RunInput and checked by the same
 ``ingest.run_fields``). The mapping, one table, is docs/INGEST.md:
 
-- the GenAI spans of one OTLP trace in one request are one run; its id is
-  ``otel-<trace id>-<span id of its earliest span>`` (hex), so an exporter's retry of the
-  same request is the same run (ALREADY_PRESENT, accepted), never a second one;
+- the GenAI spans of one OTLP trace of a tenant are one run, ``otel-<trace id>`` (hex), over any
+  number of Export requests (trace stitching): spans of a trace whose root span has not arrived
+  are kept (``otlp_staged_spans``, committed before the answer) and sealed with the root, or by
+  the background sealer once the trace has been quiet for AOS_OTLP_TRACE_QUIET_S; an exporter's
+  retry of spans already in the run is accepted, other spans of a sealed trace are refused;
 - each span is one step, in start-time order;
 - spans without ``gen_ai.operation.name`` are refused: OTLP partial success counts them in
   ``rejected_spans`` with a message (the suite keeps evidence of agent runs, not general

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-from aos_recording import hashing
+from aos_recording import erasure, hashing
 from aos_recording.sources import SourceWriter
 from aos_recording.writers import (
     AuditLedgerWriter,
@@ -149,6 +149,13 @@ def _record_run(conn: Connection, tenant_id: str, run: Mapping[str, Any],
                                    completed_at=run["completed_at"], termination_reason=run.get("termination_reason"))
     assert sealed == trace_hash  # the same steps, hashed by the same function
     return RunOutcome(True, recorded.content_hash, trace_hash, tuple(hashes))
+
+
+def erase_subject(conn: Connection, tenant_id: str, subject_id: str, actor_type: str, actor_id: str,
+                  reason: str) -> erasure.ErasureResult:
+    """The subject's erasure and its two audit entries (or the refused request's one)."""
+    return erasure.erase_subject(conn, tenant_id=tenant_id, subject_id=subject_id, actor_type=actor_type,
+                                 actor_id=actor_id, reason=reason)
 
 
 # OTLP trace stitching (migration 0024, docs/INGEST.md): the spans of a trace whose run is not sealed yet.

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection
 
 from aos_evidence import queries as evidence
 from aos_evidence.queries import AUDIT_SELECT, RUN_FROM, RUN_SELECT, AuditFilters, search_match, system_clauses
+from aos_recording import erasure
 from aos_runtime.db import fetch_rows, fetch_value, pipelined
 from aos_runtime.keyset import Page, after_clause, count_total, cut, direction, keyset_page, position, where
 from aos_runtime.rows import all_of, first_of, one_of
@@ -39,9 +40,11 @@ def list_audit_entries(conn: Connection, tenant_id: str, filters: AuditFilters, 
     clauses, params = filters.where()
     unfiltered = replace(filters, ascending=False) == AuditFilters()
     order, keyset = direction(filters.ascending)
-    return keyset_page(conn, AUDIT_SELECT.format(extra=""), clauses, {**params, "tenant": tenant_id},
+    page = keyset_page(conn, AUDIT_SELECT.format(extra=""), clauses, {**params, "tenant": tenant_id},
                        "audit_ledger a", after, limit, order=order, keyset=keyset,
                        known_total=(LEDGER_SIZE, {"t": tenant_id}) if unfiltered else None)
+    # v2 entries (docs/ERASURE.md): their payloads from the erasable side table, or ERASED
+    return replace(page, rows=erasure.opened_rows(conn, tenant_id, "audit_entry", page.rows))
 
 
 # How many entries the tenant's ledger holds: the span of its seqs, read from two
@@ -57,7 +60,7 @@ LEDGER_SIZE = ("SELECT coalesce((SELECT seq FROM audit_ledger WHERE tenant_id = 
 def get_audit_entry(conn: Connection, tenant_id: str, entry_id: str) -> Mapping[str, Any] | None:
     rows = fetch_rows(conn, AUDIT_SELECT.format(extra=", a.before_state, a.after_state") +
                       " WHERE a.tenant_id = :tenant AND a.id = :id", {"tenant": tenant_id, "id": entry_id})
-    return rows[0] if rows else None
+    return erasure.opened_rows(conn, tenant_id, "audit_entry", rows)[0] if rows else None
 
 
 # --- LLM runs ---------------------------------------------------------------------

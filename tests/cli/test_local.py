@@ -60,7 +60,10 @@ async def test_token_mint_uses_the_configured_secret_then_the_dev_secret(run, mo
     claims = jwt.decode(doc["token"], SECRET, algorithms=["HS256"], audience="aos-evidence",
                         issuer="https://issuer.example")
     assert claims == doc["claims"]
-    assert (claims["tenant_id"], claims["sub"], claims["scope"]) == ("tenant-demo", "user-demo", " ".join(auth.SCOPES))
+    # every scope but evidence.erase, which a token carries only when named (docs/ERASURE.md)
+    assert (claims["tenant_id"], claims["sub"], claims["scope"]) == ("tenant-demo", "user-demo",
+                                                                     " ".join(auth.DEFAULT_SCOPES))
+    assert "evidence.erase" not in claims["scope"].split() and "evidence.erase" in auth.SCOPES
 
     monkeypatch.delenv("AOS_AUTH_JWT_SECRET")
     monkeypatch.delenv("AOS_AUTH_ISSUER")

@@ -24,7 +24,13 @@ GRANTED = {("audit_ledger", "SELECT"), ("audit_ledger", "INSERT"), ("system_reco
            *((table, privilege) for table in ("llm_run_records", "worker_runs", "aos_traces", "aos_trace_steps")
              for privilege in ("SELECT", "INSERT")),
            ("aos_traces", "UPDATE"),
-           ("legal_holds", "SELECT"),  # 0022: retention's holds, read before an erasure or a drop
+           # 0022_retention_policies: legal holds read (the holds an erasure must not pass)
+           ("legal_holds", "SELECT"),
+           # 0023_erasure (docs/ERASURE.md): v2 payloads written and read back for retries, erasures'
+           # tombstones read
+           ("evidence_payloads", "SELECT"), ("evidence_payloads", "INSERT"), ("evidence_erasures", "SELECT"),
+           ("erased_payloads", "SELECT"),
+           # 0024_otlp_staging: OTLP spans kept until their trace is whole
            *(("otlp_staged_spans", privilege) for privilege in ("SELECT", "INSERT", "DELETE"))}
 
 

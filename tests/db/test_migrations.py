@@ -10,6 +10,8 @@ TABLES = {"tenants", "incidents", "policy_proposals", "limits", "limit_breaches"
           "llm_run_records", "system_records", "aos_traces", "aos_trace_steps", "log_exports",
           "log_export_artifacts", "worker_run_cost_daily", "ledger_checkpoints", "platform_records", "tlog_hashes",
           "checkpoint_notes", "checkpoint_cosignatures", "retention_policies", "legal_holds",
+          # 0023 (docs/ERASURE.md)
+          "evidence_payloads", "evidence_erasures", "erased_payloads",
           "otlp_staged_spans"}
 
 

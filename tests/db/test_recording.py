@@ -74,10 +74,14 @@ def test_migration_checks_and_contract_vocabularies_agree():
              "EXPORT_FORMATS": "EXPORT_FORMATS"}
     for migration_name, vocabulary_name in pairs.items():
         frozen = getattr(m, migration_name)
-        if migration_name == "AUDIT_EVENTS":   # widened since, by 0014 (ExportVerified) and 0022 (retention)
-            frozen = _migration("0022_retention_policies").AUDIT_EVENTS
-        if migration_name == "AUDIT_ENTITIES":  # widened since, by 0019 (access entries) and 0022 (retention)
-            frozen = _migration("0022_retention_policies").ENTITIES
+        # widened since, by 0014 (ExportVerified), 0022 (retention) and 0023 (erasure)
+        if migration_name == "AUDIT_EVENTS":
+            frozen = _migration("0023_erasure").AUDIT_EVENTS
+            assert _migration("0022_retention_policies").AUDIT_EVENTS == _migration("0023_erasure").PREVIOUS_EVENTS
+        # widened since, by 0019 (access resources), 0022 (retention) and 0023 (DATA_SUBJECT)
+        if migration_name == "AUDIT_ENTITIES":
+            frozen = _migration("0023_erasure").ENTITIES
+            assert _migration("0022_retention_policies").ENTITIES == _migration("0023_erasure").PREVIOUS_ENTITIES
         assert set(frozen) == getattr(vocabulary, vocabulary_name), migration_name
 
 

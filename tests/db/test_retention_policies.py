@@ -171,6 +171,35 @@ def test_a_run_hold_blocks_only_months_holding_that_run(db):
     assert apply(db, at(2026, 3, 15))["audit_ledger"].dropped == ["audit_ledger_p2025_01", "audit_ledger_p2025_02"]
 
 
+def test_a_subject_hold_keeps_months_holding_that_subjects_records_and_a_drop_takes_their_payloads(db):
+    """SUBJECT (migration 0023_erasure): a month holding a format 2 record whose payloads are kept
+    under the subject stays; another subject's hold keeps nothing; once released, the drop also
+    deletes the dropped records' payloads and salts (they would otherwise outlive the records)."""
+    d = "tenant-ret-d"
+    append_entries(db, d, [JAN], 1)
+    producer = Producer(login_url(db, "producer"))
+    try:
+        with producer.transaction(d) as conn:
+            AuditLedgerWriter(conn).append(tenant_id=d, event_type="ApiKeyCreated", entity_type="API_KEY",
+                                           entity_id="key-s", actor_type="HUMAN", actor_id="admin",
+                                           after_state={"owner": "Subject S"}, created_at=JAN,
+                                           data_subject="subj-s")
+    finally:
+        producer.close()
+    with session(db) as conn:
+        retention.record_checkpoints(conn)
+    place_hold(db, d, "hold-a-other", "SUBJECT", "subj-none")  # sorts first: it would be named if it covered
+    place_hold(db, d, "hold-s", "SUBJECT", "subj-s")
+    kept = apply(db, at(2026, 3, 15))["audit_ledger"]
+    assert kept.dropped == [] and kept.kept == "audit_ledger_p2025_01"
+    assert kept.reason.startswith(f"legal hold hold-s of tenant {d} (SUBJECT subj-s")
+    release_hold(db, d, "hold-s")
+    outcome = apply(db, at(2026, 3, 15))["audit_ledger"]
+    assert outcome.dropped == ["audit_ledger_p2025_01", "audit_ledger_p2025_02"] and outcome.payloads_purged == 1
+    with session(db) as conn:
+        assert conn.execute("SELECT count(*) FROM evidence_payloads WHERE tenant_id = %s", (d,)).fetchone()[0] == 0
+
+
 def test_holds_are_append_only_but_for_their_release_and_tenant_scoped(db):
     place_hold(db, A, "hold-1", "TENANT")
     with session(db, "aos_export", A) as conn:

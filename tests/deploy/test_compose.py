@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.deploy.support import COMPOSE_FILE, REQUIRED, ROOT
 
 try:
     from aos_runtime.config import ENV_VARS, SERVICES, Settings
@@ -36,7 +36,6 @@ except ImportError:  # run without the project installed / on PYTHONPATH
     sys.path.insert(0, str(ROOT))
     from aos_runtime.config import ENV_VARS, SERVICES, Settings
 
-COMPOSE_FILE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 SCHEMA_FILE = Path(__file__).resolve().parent / "vendor" / "compose_spec.json"
 PROBE = ROOT / "tools" / "grpc_health_probe.py"
@@ -592,8 +591,6 @@ def test_demo_loader_and_cli_are_one_shot_tools_on_the_suite_image():
 
 # ---- docker-compose config: Compose itself reads the file -------------------------------------
 
-REQUIRED = ("POSTGRES_PASSWORD", "AOS_OVERVIEW_DB_PASSWORD", "AOS_LOGS_DB_PASSWORD", "AOS_EXPORT_DB_PASSWORD",
-            "AOS_INGEST_DB_PASSWORD", "AOS_PRODUCER_DB_PASSWORD", "AOS_AUTH_JWT_SECRET", "AOS_PAGE_TOKEN_SECRET")
 
 
 def compose_command() -> list[str]:
@@ -650,8 +647,3 @@ def test_docker_compose_config_catches_a_broken_file(tmp_path):
 
 # ---- for real: tests/deploy/test_compose_up.py, where a Docker engine runs -------------------
 
-def docker_daemon() -> bool:
-    import shutil
-
-    return bool(shutil.which("docker")) and subprocess.run(["docker", "info"], capture_output=True,
-                                                           timeout=30).returncode == 0

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.deploy.test_compose import COMPOSE_FILE, REQUIRED, ROOT, docker_daemon
+from tests.deploy.support import COMPOSE_FILE, REQUIRED, ROOT, docker_daemon
 
 OFFICIAL = {"PYTHON_IMAGE": "python:3.11-slim", "POSTGRES_IMAGE": "postgres:16"}
 OFFLINE = {"PYTHON_IMAGE": "aos-base:local", "POSTGRES_IMAGE": "aos-postgres:local"}

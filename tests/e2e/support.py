@@ -80,3 +80,15 @@ def violations(err: grpc.aio.AioRpcError) -> dict[str, str]:
             detail.Unpack(bad)
             found.update({v.field: v.description for v in bad.field_violations})
     return found
+
+
+def error_info(err: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
+    """The ErrorInfo of a failed call's rich status (AssertionError when it has none)."""
+    status = rpc_status.from_call(err)
+    assert status is not None, f"{err.code()} without rich details: {err.details()}"
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            return info
+    raise AssertionError(f"{err.code()} without an ErrorInfo")

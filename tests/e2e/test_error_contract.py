@@ -10,12 +10,15 @@ from datetime import datetime, timezone
 import grpc
 import pytest
 from google.protobuf import message_factory
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 from sqlalchemy import text
 
 from aos.evidence.v1 import bundle_pb2
-from aos.export.v1 import export_service_pb2 as export_pb, export_service_pb2_grpc as export_grpc
+from aos.export.v1 import (
+    export_service_pb2 as export_pb,
+    export_service_pb2_grpc as export_grpc,
+    retention_service_pb2 as retention_pb,
+    retention_service_pb2_grpc as retention_grpc,
+)
 from aos.logs.v1 import (
     audit_ledger_service_pb2 as audit_pb,
     audit_ledger_service_pb2_grpc as audit_grpc,
@@ -28,7 +31,7 @@ from aos.overview.v1 import overview_service_pb2 as overview_pb, overview_servic
 from aos_recording.sources import SourceWriter
 from aos_recording.writers import LlmRunRecordWriter, Producer, TraceRecorder
 from aos_runtime import errors
-from tests.e2e.support import BASE, DEMO, auth, settings
+from tests.e2e.support import BASE, DEMO, auth, error_info, settings
 from tests.logins import login_url
 
 pytestmark = pytest.mark.db
@@ -38,17 +41,6 @@ GHOST = "tenant-ghost"      # a valid token, no row in tenants
 EARLY = "tenant-errors"
 EARLY_RUN = f"{EARLY}.run-before-the-platform"
 GAP_RUN = f"{EARLY}.run-with-a-gap"   # a trace written directly with steps 0 and 2: no step 1
-
-
-def error_info(err: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
-    status = rpc_status.from_call(err)
-    assert status is not None, f"{err.code()} without rich details: {err.details()}"
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info
-    raise AssertionError(f"{err.code()} without an ErrorInfo")
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +93,8 @@ def _not_found_calls(stubs, early_run):
                                                          metadata=auth(EARLY)),
         errors.Resource.CHECKPOINT: export.GetLedgerCheckpoint(
             export_pb.GetLedgerCheckpointRequest(tree_size=10 ** 12), metadata=auth()),
+        errors.Resource.LEGAL_HOLD: retention_grpc.RetentionServiceStub(stubs["export"]).ReleaseLegalHold(
+            retention_pb.ReleaseLegalHoldRequest(hold_id="hold_no_such_hold", reason="closed"), metadata=auth()),
     }
 
 
@@ -155,12 +149,13 @@ GHOST_REQUESTS = {
 def _every_rpc(stubs):
     from google.protobuf import json_format
 
+    from aos.export.v1 import retention_service_pb2
     from aos.logs.v1 import audit_ledger_service_pb2, llm_runs_service_pb2, system_logs_service_pb2
     from aos.overview.v1 import overview_service_pb2
 
     for module, channel in ((overview_service_pb2, "overview"), (audit_ledger_service_pb2, "logs"),
                             (llm_runs_service_pb2, "logs"), (system_logs_service_pb2, "logs"),
-                            (export_pb, "export")):
+                            (export_pb, "export"), (retention_service_pb2, "export")):
         for service in module.DESCRIPTOR.services_by_name.values():
             for method in service.methods:
                 request_class = message_factory.GetMessageClass(method.input_type)
@@ -189,8 +184,8 @@ async def test_a_tenant_with_no_row_gets_clean_answers(stubs):
             info = error_info(err)
             assert errors.REASON.fullmatch(info.reason), (method.name, info.reason)
             answers[(method.name, str(request))] = (err.code().name, info.reason)
-    # Every RPC of the three services (3 Overview, 22 Logs, 8 Export) was called.
-    assert len({name for name, _ in answers}) == 33, sorted(answers)
+    # Every RPC of the three services (4 Overview, 22 Logs, 8 Export + 5 Retention) was called.
+    assert len({name for name, _ in answers}) == 39, sorted(answers)
     bad = {k: v for k, v in answers.items() if v != "OK" and v[0] in ("INTERNAL", "UNKNOWN")}
     assert not bad, bad
     # Writes are refused as a precondition (the tenant is not provisioned), not answered OK.

@@ -157,6 +157,20 @@ async def test_holds_placed_listed_released_once_and_only_by_their_tenant(stub, 
     assert entries(database_url, other) == [] and ledger_report(database_url, mine).ok
 
 
+async def test_a_subject_hold_takes_any_subject_id_erasure_takes(stub, database_url):
+    """SUBJECT (migration 0023_erasure): the id as EraseDataSubject takes it (e.g. an e-mail
+    address, not a resource id), placed and released like the others, recorded as they are."""
+    mine = new_tenant(database_url)
+    hold = (await stub.PlaceLegalHold(pb.PlaceLegalHoldRequest(
+        scope=pb.LEGAL_HOLD_SCOPE_SUBJECT, target_id="jane doe <jane@example.com>", reason="DSR dispute"),
+        metadata=who(mine))).hold
+    assert hold.scope == pb.LEGAL_HOLD_SCOPE_SUBJECT and hold.target_id == "jane doe <jane@example.com>"
+    assert not (await stub.ReleaseLegalHold(pb.ReleaseLegalHoldRequest(hold_id=hold.hold_id, reason="done"),
+                                            metadata=who(mine))).hold.active
+    assert [e[:2] for e in entries(database_url, mine)] == [
+        ("LegalHoldPlaced", hold.hold_id), ("LegalHoldReleased", hold.hold_id)]
+
+
 async def test_the_entries_read_through_the_logs_service(stub, suite, database_url):
     """Each new entity type has its metadata (the Logs service reads every entry it lists)."""
     mine = new_tenant(database_url)
@@ -178,6 +192,9 @@ async def test_the_entries_read_through_the_logs_service(stub, suite, database_u
     ({"scope": pb.LEGAL_HOLD_SCOPE_RUN, "target_id": "run-1", "reason": " "}, "reason"),
     ({"target_id": "run-1", "reason": "x"}, "scope"),
     ({"scope": 9, "reason": "x"}, "scope"),
+    ({"scope": pb.LEGAL_HOLD_SCOPE_SUBJECT, "reason": "x"}, "target_id"),
+    ({"scope": pb.LEGAL_HOLD_SCOPE_SUBJECT, "target_id": "s" * 257, "reason": "x"}, "target_id"),
+    ({"scope": pb.LEGAL_HOLD_SCOPE_SUBJECT, "target_id": "subj\n1", "reason": "x"}, "target_id"),
 ])
 async def test_a_bad_hold_is_refused_with_its_field(stub, database_url, fields, field):
     mine = new_tenant(database_url)

@@ -9,16 +9,14 @@ from pathlib import Path
 import grpc
 import pytest
 from google.protobuf import message_factory
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from grpc_status import rpc_status
 
 from aos_runtime.auth import SCOPE_ACTOR_TYPES, SCOPES
 from aos_runtime.embedded import EmbeddedPostgres
 from aos_runtime.server import ServiceContext
 from aos_runtime.service_main import build_server
-from tests.e2e.support import service_modules, settings, token
+from tests.e2e.support import error_info, service_modules, settings, token
 from tests.logins import login_url, migrate_and_provision
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -67,17 +65,6 @@ async def call(address: str, method, metadata=()):
         stub = channel.unary_unary(path, request_serializer=request_cls.SerializeToString,
                                    response_deserializer=response_cls.FromString)
         return await stub(request_cls(), metadata=metadata, timeout=10)
-
-
-def error_info(err: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
-    status = rpc_status.from_call(err)
-    assert status is not None, "no google.rpc.Status details"
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info
-    raise AssertionError("no ErrorInfo in the status details")
 
 
 async def test_health_reports_serving_per_service(suite, tmp_path):

@@ -1,9 +1,6 @@
 """The gateway in front of the in-process suite (``suite`` and ``demo``: tests/conftest.py)."""
 from __future__ import annotations
 
-import asyncio
-import contextlib
-
 import httpx
 import pytest
 import uvicorn
@@ -11,7 +8,7 @@ from starlette.applications import Starlette
 
 from gateway import backend_addresses, create_app
 from tests.e2e.support import BASE
-from tests.gateway.support import WRITER, bearer
+from tests.gateway.support import WRITER, bearer, start_uvicorn
 from tests.logins import load_demo_scenarios
 
 
@@ -35,22 +32,11 @@ async def client(app, demo) -> httpx.AsyncClient:
         yield http
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self):
-        yield  # leave pytest's own SIGINT handling alone
-
-
 @pytest.fixture(scope="session")
 async def served(app) -> str:
     """The same app behind a real uvicorn socket on an ephemeral port: its base URL."""
-    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_config=None,
-                                    access_log=False))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done(), task.exception()
-        await asyncio.sleep(0.01)
-    host, port = server.servers[0].sockets[0].getsockname()[:2]
+    server, task, host, port = await start_uvicorn(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off",
+                                                                  log_config=None, access_log=False))
     yield f"http://{host}:{port}"
     server.should_exit = True
     await task

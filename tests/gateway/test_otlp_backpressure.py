@@ -19,8 +19,8 @@ from aos_runtime.service_main import build_server
 from gateway import backend_addresses, create_app
 from services.ingest import server as ingest_server
 from tests.e2e.support import settings, token
-from tests.gateway.conftest import _Server
-from tests.gateway.test_otlp import Recording, agent_program
+from tests.gateway.otlp_support import Recording, agent_program
+from tests.gateway.support import start_uvicorn
 from tests.logins import login_url
 
 pytestmark = pytest.mark.db
@@ -61,13 +61,8 @@ async def tight_ingest(suite, database_url, tmp_path):
 
 async def _gateway(address: str, suite: dict[str, str]):
     app = create_app(backend_addresses({**suite, "ingest": address}))
-    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on", log_config=None,
-                                    access_log=False))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done(), task.exception()
-        await asyncio.sleep(0.01)
-    host, port = server.servers[0].sockets[0].getsockname()[:2]
+    server, task, host, port = await start_uvicorn(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="on",
+                                                                  log_config=None, access_log=False))
     return server, task, f"http://{host}:{port}"
 
 

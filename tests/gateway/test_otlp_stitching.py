@@ -32,7 +32,7 @@ from aos_runtime.server import ServiceContext
 from services.ingest import otlp as receiver_module
 from tests.db.sessions import make_tenant
 from tests.e2e.support import token
-from tests.gateway.test_otlp import Recording
+from tests.gateway.otlp_support import Recording
 from tests.logins import login_url
 
 pytestmark = pytest.mark.db

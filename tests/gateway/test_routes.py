@@ -22,7 +22,7 @@ TABLE = RouteTable.from_services(service_descriptor(name) for name in SERVICE_BA
 
 def test_every_rpc_and_every_additional_binding_is_routed():
     routed = {(r.http_method, r.template.template) for r in TABLE.routes}
-    assert len(routed) == len(TABLE.routes) == 46
+    assert len(routed) == len(TABLE.routes) == 47
     assert {("GET", "/api/v1/runtime/logs/audit"), ("GET", "/api/v1/runtime/logs/audit/{entry_id}"),
             ("POST", "/api/v1/logs/llm-runs/{run_id}/export")} <= routed
     methods = {r.method.full_name for r in TABLE.routes}

@@ -11,10 +11,9 @@ import time
 
 import httpx
 import pytest
-import uvicorn
 
 from gateway import serving
-from tests.gateway.support import bearer
+from tests.gateway.support import bearer, start_uvicorn
 
 pytestmark = pytest.mark.db
 
@@ -23,21 +22,12 @@ MAX_CONNECTIONS = 50
 SLOW_CLIENTS = 200
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self):
-        yield  # leave pytest's own SIGINT handling alone
 
 
 @contextlib.asynccontextmanager
 async def guarded_gateway(app, **limits):
-    server = _Server(serving.config(app, host="127.0.0.1", port=0, lifespan="off", log_config=None,
-                                   access_log=False, **limits))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        assert not task.done(), task.exception()
-        await asyncio.sleep(0.01)
-    host, port = server.servers[0].sockets[0].getsockname()[:2]
+    server, task, host, port = await start_uvicorn(serving.config(app, host="127.0.0.1", port=0, lifespan="off",
+                                                                  log_config=None, access_log=False, **limits))
     try:
         yield server, host, port
     finally:

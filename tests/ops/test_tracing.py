@@ -5,8 +5,6 @@ Real servers (a Logs server on port 0, the gateway behind uvicorn on port 0) bui
 goes to an in-memory exporter."""
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import io
 import json
 import logging
@@ -24,7 +22,7 @@ from aos_runtime.observability import JsonFormatter
 from aos_runtime.service_main import build_server
 from gateway import backend_addresses, create_app
 from tests.e2e.support import settings
-from tests.gateway.support import bearer
+from tests.gateway.support import bearer, start_uvicorn
 from tests.logins import login_url
 from tests.ops.support import OPS
 
@@ -34,10 +32,6 @@ TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_SPAN = "00f067aa0ba902b7"
 
 
-class _Server(uvicorn.Server):
-    @contextlib.contextmanager
-    def capture_signals(self):
-        yield  # leave pytest's own SIGINT handling alone
 
 
 @pytest.fixture
@@ -63,12 +57,8 @@ async def traced(database_url, ops_data, tmp_path_factory):
         address = f"127.0.0.1:{port}"
         app = create_app({service: where for service, where in backend_addresses(
             {"overview": address, "logs": address, "export": address, "ingest": address}).items() if service.startswith("aos.logs.")})
-        web = _Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False))
-        task = asyncio.create_task(web.serve())
-        while not web.started:
-            assert not task.done(), task.exception()
-            await asyncio.sleep(0.01)
-        host, http_port = web.servers[0].sockets[0].getsockname()[:2]
+        web, task, host, http_port = await start_uvicorn(
+            uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, access_log=False))
         yield f"http://{host}:{http_port}", exporter, stream
         web.should_exit = True
         await task

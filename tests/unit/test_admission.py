@@ -13,7 +13,7 @@ import pytest
 from google.rpc import error_details_pb2
 
 from aos_runtime import errors
-from aos_runtime.admission import INGEST_BYTES_LIMIT, MIN_SAMPLES, Admission, FairGate, InflightBytes, Limits, LoopLag
+from aos_runtime.admission import MIN_SAMPLES, Admission, FairGate, InflightBytes, Limits, LoopLag
 from aos_runtime.faults import DeadlinePassed, Overloaded
 
 
@@ -223,7 +223,7 @@ def test_inflight_bytes_refuse_a_request_that_would_pass_a_bound_and_say_when_to
     assert not full.value.tenant_limit and "AOS_INGEST_INFLIGHT_BYTES=1000" in full.value.limit
     assert g.refused == 2 and g.held == 950
     error = errors.from_exception(full.value, deadline_passed=False)
-    assert (error.code, error.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, INGEST_BYTES_LIMIT)
+    assert (error.code, error.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "INGEST_BYTES_LIMIT")
     retry = [d for d in error.details if isinstance(d, error_details_pb2.RetryInfo)]
     assert retry and retry[0].retry_delay.ToMilliseconds() >= 50
     # The OTLP/gRPC exporters read RetryInfo from this trailing key only (not the Status details).

@@ -46,6 +46,9 @@ CASES = [
     (faults.EvidenceAlreadyRecorded("run 'r-1': already recorded with other steps"), grpc.StatusCode.ALREADY_EXISTS,
      "EVIDENCE_CONFLICT", "run 'r-1': already recorded with other steps (evidence is never overwritten; nothing "
      "was written)", {}),
+    (faults.LegalHoldBlocksErasure("hold-1", 7), grpc.StatusCode.FAILED_PRECONDITION, "LEGAL_HOLD",
+     "legal hold hold-1 covers this data subject: nothing was erased (the refused request is audit entry 7)",
+     {"legal_hold_id": "hold-1", "request_seq": "7"}),
     # Admission's refusals (aos_runtime.admission): the tenant's share, or the process's limit.
     (faults.Overloaded(tenant_limit=True, tenant="t1", limit="heavy calls of one tenant", retry_after_s=1.5,
                        message="not started"), grpc.StatusCode.RESOURCE_EXHAUSTED, "TENANT_HEAVY_LIMIT",

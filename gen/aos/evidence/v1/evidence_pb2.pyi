@@ -66,6 +66,8 @@ class AuditEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUDIT_EVENT_TYPE_LEGAL_HOLD_PLACED: _ClassVar[AuditEventType]
     AUDIT_EVENT_TYPE_LEGAL_HOLD_RELEASED: _ClassVar[AuditEventType]
     AUDIT_EVENT_TYPE_EVIDENCE_PARTITION_DROPPED: _ClassVar[AuditEventType]
+    AUDIT_EVENT_TYPE_SUBJECT_ERASURE_REQUESTED: _ClassVar[AuditEventType]
+    AUDIT_EVENT_TYPE_SUBJECT_ERASED: _ClassVar[AuditEventType]
 
 class AuditEntityType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -83,6 +85,7 @@ class AuditEntityType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUDIT_ENTITY_TYPE_RETENTION_POLICY: _ClassVar[AuditEntityType]
     AUDIT_ENTITY_TYPE_LEGAL_HOLD: _ClassVar[AuditEntityType]
     AUDIT_ENTITY_TYPE_EVIDENCE_PARTITION: _ClassVar[AuditEntityType]
+    AUDIT_ENTITY_TYPE_DATA_SUBJECT: _ClassVar[AuditEntityType]
 
 class SortOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -133,6 +136,8 @@ AUDIT_EVENT_TYPE_RETENTION_POLICY_CHANGED: AuditEventType
 AUDIT_EVENT_TYPE_LEGAL_HOLD_PLACED: AuditEventType
 AUDIT_EVENT_TYPE_LEGAL_HOLD_RELEASED: AuditEventType
 AUDIT_EVENT_TYPE_EVIDENCE_PARTITION_DROPPED: AuditEventType
+AUDIT_EVENT_TYPE_SUBJECT_ERASURE_REQUESTED: AuditEventType
+AUDIT_EVENT_TYPE_SUBJECT_ERASED: AuditEventType
 AUDIT_ENTITY_TYPE_UNSPECIFIED: AuditEntityType
 AUDIT_ENTITY_TYPE_POLICY_RULE: AuditEntityType
 AUDIT_ENTITY_TYPE_POLICY_PROPOSAL: AuditEntityType
@@ -147,6 +152,7 @@ AUDIT_ENTITY_TYPE_AUDIT_ENTRY: AuditEntityType
 AUDIT_ENTITY_TYPE_RETENTION_POLICY: AuditEntityType
 AUDIT_ENTITY_TYPE_LEGAL_HOLD: AuditEntityType
 AUDIT_ENTITY_TYPE_EVIDENCE_PARTITION: AuditEntityType
+AUDIT_ENTITY_TYPE_DATA_SUBJECT: AuditEntityType
 SORT_ORDER_UNSPECIFIED: SortOrder
 SORT_ORDER_DESCENDING: SortOrder
 SORT_ORDER_ASCENDING: SortOrder

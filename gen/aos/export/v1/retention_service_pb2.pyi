@@ -27,6 +27,7 @@ class LegalHoldScope(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     LEGAL_HOLD_SCOPE_TENANT: _ClassVar[LegalHoldScope]
     LEGAL_HOLD_SCOPE_RUN: _ClassVar[LegalHoldScope]
     LEGAL_HOLD_SCOPE_INCIDENT: _ClassVar[LegalHoldScope]
+    LEGAL_HOLD_SCOPE_SUBJECT: _ClassVar[LegalHoldScope]
 RETENTION_RECORD_TYPE_UNSPECIFIED: RetentionRecordType
 RETENTION_RECORD_TYPE_AUDIT_LEDGER: RetentionRecordType
 RETENTION_RECORD_TYPE_LLM_RUNS: RetentionRecordType
@@ -35,6 +36,7 @@ LEGAL_HOLD_SCOPE_UNSPECIFIED: LegalHoldScope
 LEGAL_HOLD_SCOPE_TENANT: LegalHoldScope
 LEGAL_HOLD_SCOPE_RUN: LegalHoldScope
 LEGAL_HOLD_SCOPE_INCIDENT: LegalHoldScope
+LEGAL_HOLD_SCOPE_SUBJECT: LegalHoldScope
 
 class RetentionPolicy(_message.Message):
     __slots__ = ("record_type", "level", "retention_days", "permanent", "retention_class", "compliance_tags", "is_default", "updated_at", "updated_by_id")
@@ -127,16 +129,18 @@ class ListLegalHoldsRequest(_message.Message):
     def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., include_released: _Optional[bool] = ...) -> None: ...
 
 class ListLegalHoldsResponse(_message.Message):
-    __slots__ = ("holds", "next_page_token", "total_size", "has_more")
+    __slots__ = ("holds", "next_page_token", "total_size", "has_more", "total_size_is_estimate")
     HOLDS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
     HAS_MORE_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SIZE_IS_ESTIMATE_FIELD_NUMBER: _ClassVar[int]
     holds: _containers.RepeatedCompositeFieldContainer[LegalHold]
     next_page_token: str
     total_size: int
     has_more: bool
-    def __init__(self, holds: _Optional[_Iterable[_Union[LegalHold, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ..., has_more: _Optional[bool] = ...) -> None: ...
+    total_size_is_estimate: bool
+    def __init__(self, holds: _Optional[_Iterable[_Union[LegalHold, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ..., has_more: _Optional[bool] = ..., total_size_is_estimate: _Optional[bool] = ...) -> None: ...
 
 class PlaceLegalHoldRequest(_message.Message):
     __slots__ = ("scope", "target_id", "reason")

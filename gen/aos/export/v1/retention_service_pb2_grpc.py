@@ -103,7 +103,7 @@ class RetentionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PlaceLegalHold(self, request, context):
-        """Places a legal hold on the tenant, a run or an incident: while it is
+        """Places a legal hold on the tenant, a run, an incident or a data subject: while it is
         active no retention drops a partition holding evidence it covers, and no
         erasure may pass it. Recorded as a LegalHoldPlaced audit entry.
         """

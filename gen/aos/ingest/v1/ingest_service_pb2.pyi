@@ -29,6 +29,28 @@ ITEM_STATUS_ALREADY_PRESENT: ItemStatus
 ITEM_STATUS_CONFLICT: ItemStatus
 ITEM_STATUS_INVALID: ItemStatus
 
+class EraseDataSubjectRequest(_message.Message):
+    __slots__ = ("subject_id", "reason")
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    subject_id: str
+    reason: str
+    def __init__(self, subject_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class EraseDataSubjectResponse(_message.Message):
+    __slots__ = ("erasure_id", "subject_id", "payloads_erased", "request_seq", "executed_seq")
+    ERASURE_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    PAYLOADS_ERASED_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    EXECUTED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    erasure_id: str
+    subject_id: str
+    payloads_erased: int
+    request_seq: int
+    executed_seq: int
+    def __init__(self, erasure_id: _Optional[str] = ..., subject_id: _Optional[str] = ..., payloads_erased: _Optional[int] = ..., request_seq: _Optional[int] = ..., executed_seq: _Optional[int] = ...) -> None: ...
+
 class ItemViolation(_message.Message):
     __slots__ = ("field", "description")
     FIELD_FIELD_NUMBER: _ClassVar[int]
@@ -38,7 +60,7 @@ class ItemViolation(_message.Message):
     def __init__(self, field: _Optional[str] = ..., description: _Optional[str] = ...) -> None: ...
 
 class AuditEvent(_message.Message):
-    __slots__ = ("event_id", "event_type", "entity_type", "entity_id", "action_reason", "correlation_id", "occurred_at", "before_state", "after_state", "content_hash")
+    __slots__ = ("event_id", "event_type", "entity_type", "entity_id", "action_reason", "correlation_id", "occurred_at", "before_state", "after_state", "content_hash", "data_subject_id")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
     ENTITY_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +71,7 @@ class AuditEvent(_message.Message):
     BEFORE_STATE_FIELD_NUMBER: _ClassVar[int]
     AFTER_STATE_FIELD_NUMBER: _ClassVar[int]
     CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    DATA_SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     event_type: _evidence_pb2.AuditEventType
     entity_type: _evidence_pb2.AuditEntityType
@@ -59,7 +82,8 @@ class AuditEvent(_message.Message):
     before_state: _struct_pb2.Struct
     after_state: _struct_pb2.Struct
     content_hash: str
-    def __init__(self, event_id: _Optional[str] = ..., event_type: _Optional[_Union[_evidence_pb2.AuditEventType, str]] = ..., entity_type: _Optional[_Union[_evidence_pb2.AuditEntityType, str]] = ..., entity_id: _Optional[str] = ..., action_reason: _Optional[str] = ..., correlation_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., before_state: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., after_state: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., content_hash: _Optional[str] = ...) -> None: ...
+    data_subject_id: str
+    def __init__(self, event_id: _Optional[str] = ..., event_type: _Optional[_Union[_evidence_pb2.AuditEventType, str]] = ..., entity_type: _Optional[_Union[_evidence_pb2.AuditEntityType, str]] = ..., entity_id: _Optional[str] = ..., action_reason: _Optional[str] = ..., correlation_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., before_state: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., after_state: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., content_hash: _Optional[str] = ..., data_subject_id: _Optional[str] = ...) -> None: ...
 
 class AppendAuditEventsRequest(_message.Message):
     __slots__ = ("events",)
@@ -100,7 +124,7 @@ class AppendAuditEventsResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[AuditEventResult, _Mapping]]] = ..., created: _Optional[int] = ..., already_present: _Optional[int] = ..., conflicts: _Optional[int] = ..., invalid: _Optional[int] = ...) -> None: ...
 
 class SystemRecordInput(_message.Message):
-    __slots__ = ("record_id", "component", "event_type", "severity", "summary", "details", "caused_by", "correlation_id", "run_id", "environment_id", "occurred_at", "request_id")
+    __slots__ = ("record_id", "component", "event_type", "severity", "summary", "details", "caused_by", "correlation_id", "run_id", "environment_id", "occurred_at", "request_id", "data_subject_id")
     RECORD_ID_FIELD_NUMBER: _ClassVar[int]
     COMPONENT_FIELD_NUMBER: _ClassVar[int]
     EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -113,6 +137,7 @@ class SystemRecordInput(_message.Message):
     ENVIRONMENT_ID_FIELD_NUMBER: _ClassVar[int]
     OCCURRED_AT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    DATA_SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     record_id: str
     component: str
     event_type: _records_pb2.SystemEventType
@@ -125,7 +150,8 @@ class SystemRecordInput(_message.Message):
     environment_id: str
     occurred_at: _timestamp_pb2.Timestamp
     request_id: str
-    def __init__(self, record_id: _Optional[str] = ..., component: _Optional[str] = ..., event_type: _Optional[_Union[_records_pb2.SystemEventType, str]] = ..., severity: _Optional[_Union[_records_pb2.SystemSeverity, str]] = ..., summary: _Optional[str] = ..., details: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., caused_by: _Optional[_Union[_records_pb2.CausedBy, str]] = ..., correlation_id: _Optional[str] = ..., run_id: _Optional[str] = ..., environment_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
+    data_subject_id: str
+    def __init__(self, record_id: _Optional[str] = ..., component: _Optional[str] = ..., event_type: _Optional[_Union[_records_pb2.SystemEventType, str]] = ..., severity: _Optional[_Union[_records_pb2.SystemSeverity, str]] = ..., summary: _Optional[str] = ..., details: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., caused_by: _Optional[_Union[_records_pb2.CausedBy, str]] = ..., correlation_id: _Optional[str] = ..., run_id: _Optional[str] = ..., environment_id: _Optional[str] = ..., occurred_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ..., data_subject_id: _Optional[str] = ...) -> None: ...
 
 class AppendSystemRecordsRequest(_message.Message):
     __slots__ = ("records",)

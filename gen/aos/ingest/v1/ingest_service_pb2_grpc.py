@@ -60,6 +60,11 @@ class IngestServiceStub:
                 request_serializer=aos_dot_ingest_dot_v1_dot_ingest__service__pb2.RecordRunRequest.SerializeToString,
                 response_deserializer=aos_dot_ingest_dot_v1_dot_ingest__service__pb2.RecordRunResponse.FromString,
                 _registered_method=True)
+        self.EraseDataSubject = channel.unary_unary(
+                '/aos.ingest.v1.IngestService/EraseDataSubject',
+                request_serializer=aos_dot_ingest_dot_v1_dot_ingest__service__pb2.EraseDataSubjectRequest.SerializeToString,
+                response_deserializer=aos_dot_ingest_dot_v1_dot_ingest__service__pb2.EraseDataSubjectResponse.FromString,
+                _registered_method=True)
 
 
 class IngestServiceServicer:
@@ -104,6 +109,23 @@ class IngestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def EraseDataSubject(self, request, context):
+        """Erases a data subject's payloads in the caller's tenant (docs/ERASURE.md): the
+        payloads and salts of every record written for `subject_id` in hash format v2
+        (audit events and system records sent with `data_subject_id`) are deleted;
+        each record stays, with its commitment, and reads show it ERASED. Every chain
+        hash, Merkle proof, checkpoint and earlier export stays valid. The request and
+        its execution are audit entries (SubjectErasureRequested, SubjectErased). A
+        legal hold covering the tenant, the subject, or a run or incident of its
+        records refuses it with FAILED_PRECONDITION (reason LEGAL_HOLD, the hold in
+        the metadata); the refused request is still recorded. Records written in
+        format v1 are not erasable (their hash covers the payload) and are untouched.
+        Needs scope `evidence.erase` (any actor type; the caller is the requester).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_IngestServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +143,11 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     servicer.RecordRun,
                     request_deserializer=aos_dot_ingest_dot_v1_dot_ingest__service__pb2.RecordRunRequest.FromString,
                     response_serializer=aos_dot_ingest_dot_v1_dot_ingest__service__pb2.RecordRunResponse.SerializeToString,
+            ),
+            'EraseDataSubject': grpc.unary_unary_rpc_method_handler(
+                    servicer.EraseDataSubject,
+                    request_deserializer=aos_dot_ingest_dot_v1_dot_ingest__service__pb2.EraseDataSubjectRequest.FromString,
+                    response_serializer=aos_dot_ingest_dot_v1_dot_ingest__service__pb2.EraseDataSubjectResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -215,6 +242,33 @@ class IngestService:
             '/aos.ingest.v1.IngestService/RecordRun',
             aos_dot_ingest_dot_v1_dot_ingest__service__pb2.RecordRunRequest.SerializeToString,
             aos_dot_ingest_dot_v1_dot_ingest__service__pb2.RecordRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def EraseDataSubject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/aos.ingest.v1.IngestService/EraseDataSubject',
+            aos_dot_ingest_dot_v1_dot_ingest__service__pb2.EraseDataSubjectRequest.SerializeToString,
+            aos_dot_ingest_dot_v1_dot_ingest__service__pb2.EraseDataSubjectResponse.FromString,
             options,
             channel_credentials,
             insecure,

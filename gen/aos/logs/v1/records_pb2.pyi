@@ -14,6 +14,13 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class PayloadState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PAYLOAD_STATE_UNSPECIFIED: _ClassVar[PayloadState]
+    PAYLOAD_STATE_PRESENT: _ClassVar[PayloadState]
+    PAYLOAD_STATE_ERASED: _ClassVar[PayloadState]
+    PAYLOAD_STATE_MISSING: _ClassVar[PayloadState]
+
 class ReplayCenter(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     REPLAY_CENTER_UNSPECIFIED: _ClassVar[ReplayCenter]
@@ -28,6 +35,10 @@ class ReplayEventKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REPLAY_EVENT_KIND_LLM_STEP: _ClassVar[ReplayEventKind]
     REPLAY_EVENT_KIND_SYSTEM_RECORD: _ClassVar[ReplayEventKind]
     REPLAY_EVENT_KIND_POLICY_EVENT: _ClassVar[ReplayEventKind]
+PAYLOAD_STATE_UNSPECIFIED: PayloadState
+PAYLOAD_STATE_PRESENT: PayloadState
+PAYLOAD_STATE_ERASED: PayloadState
+PAYLOAD_STATE_MISSING: PayloadState
 REPLAY_CENTER_UNSPECIFIED: ReplayCenter
 REPLAY_CENTER_VIOLATION: ReplayCenter
 REPLAY_CENTER_COMPLETED: ReplayCenter
@@ -39,7 +50,7 @@ REPLAY_EVENT_KIND_SYSTEM_RECORD: ReplayEventKind
 REPLAY_EVENT_KIND_POLICY_EVENT: ReplayEventKind
 
 class AuditEntry(_message.Message):
-    __slots__ = ("metadata", "id", "seq", "event_type", "entity_type", "entity_id", "actor_type", "actor_id", "action_reason", "correlation_id", "created_at", "content_hash", "prev_hash", "chain_hash", "success", "failure_reason", "ip_address", "user_agent", "rpc")
+    __slots__ = ("metadata", "id", "seq", "event_type", "entity_type", "entity_id", "actor_type", "actor_id", "action_reason", "correlation_id", "created_at", "content_hash", "prev_hash", "chain_hash", "success", "failure_reason", "ip_address", "user_agent", "rpc", "hash_version", "payloads")
     METADATA_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +70,8 @@ class AuditEntry(_message.Message):
     IP_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     USER_AGENT_FIELD_NUMBER: _ClassVar[int]
     RPC_FIELD_NUMBER: _ClassVar[int]
+    HASH_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PAYLOADS_FIELD_NUMBER: _ClassVar[int]
     metadata: _evidence_pb2.EvidenceMetadata
     id: str
     seq: int
@@ -78,7 +91,21 @@ class AuditEntry(_message.Message):
     ip_address: str
     user_agent: str
     rpc: str
-    def __init__(self, metadata: _Optional[_Union[_evidence_pb2.EvidenceMetadata, _Mapping]] = ..., id: _Optional[str] = ..., seq: _Optional[int] = ..., event_type: _Optional[_Union[_evidence_pb2.AuditEventType, str]] = ..., entity_type: _Optional[_Union[_evidence_pb2.AuditEntityType, str]] = ..., entity_id: _Optional[str] = ..., actor_type: _Optional[_Union[_evidence_pb2.ActorType, str]] = ..., actor_id: _Optional[str] = ..., action_reason: _Optional[str] = ..., correlation_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., content_hash: _Optional[str] = ..., prev_hash: _Optional[str] = ..., chain_hash: _Optional[str] = ..., success: _Optional[bool] = ..., failure_reason: _Optional[str] = ..., ip_address: _Optional[str] = ..., user_agent: _Optional[str] = ..., rpc: _Optional[str] = ...) -> None: ...
+    hash_version: int
+    payloads: _containers.RepeatedCompositeFieldContainer[PayloadCommitment]
+    def __init__(self, metadata: _Optional[_Union[_evidence_pb2.EvidenceMetadata, _Mapping]] = ..., id: _Optional[str] = ..., seq: _Optional[int] = ..., event_type: _Optional[_Union[_evidence_pb2.AuditEventType, str]] = ..., entity_type: _Optional[_Union[_evidence_pb2.AuditEntityType, str]] = ..., entity_id: _Optional[str] = ..., actor_type: _Optional[_Union[_evidence_pb2.ActorType, str]] = ..., actor_id: _Optional[str] = ..., action_reason: _Optional[str] = ..., correlation_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., content_hash: _Optional[str] = ..., prev_hash: _Optional[str] = ..., chain_hash: _Optional[str] = ..., success: _Optional[bool] = ..., failure_reason: _Optional[str] = ..., ip_address: _Optional[str] = ..., user_agent: _Optional[str] = ..., rpc: _Optional[str] = ..., hash_version: _Optional[int] = ..., payloads: _Optional[_Iterable[_Union[PayloadCommitment, _Mapping]]] = ...) -> None: ...
+
+class PayloadCommitment(_message.Message):
+    __slots__ = ("field", "commitment", "state", "erasure_id")
+    FIELD_FIELD_NUMBER: _ClassVar[int]
+    COMMITMENT_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    ERASURE_ID_FIELD_NUMBER: _ClassVar[int]
+    field: str
+    commitment: str
+    state: PayloadState
+    erasure_id: str
+    def __init__(self, field: _Optional[str] = ..., commitment: _Optional[str] = ..., state: _Optional[_Union[PayloadState, str]] = ..., erasure_id: _Optional[str] = ...) -> None: ...
 
 class SystemRecord(_message.Message):
     __slots__ = ("metadata", "id", "system_wide", "component", "event_type", "severity", "summary", "details", "caused_by", "actor_id", "correlation_id", "run_id", "environment_id", "created_at", "content_hash", "request_id")
