@@ -1,13 +1,20 @@
-"""``witness``: cosign the tenant ledger's C2SP checkpoint only if it extends the last one cosigned.
+"""``witness``: cosign a tenant log's C2SP checkpoint only if it extends the last one cosigned.
 
 A witness (C2SP tlog-witness's rules, through aos_recording.witness) keeps, per log, the last
-checkpoint note it cosigned (its *state*, a file in --state DIR). Each run fetches the log's
-checkpoint (GetLedgerCheckpoint) and the consistency proof from the kept size to the new one
-(GetConsistencyProof), verifies the log's signature under the pinned --log-key, the origin,
-that the tree neither shrank nor forked and the proof; only then it cosigns (cosignature/v1),
-keeps the new state (before anything leaves: a cosignature given out is always one the state
-remembers) and submits the cosignature (AddCheckpointCosignature). A refusal (rollback, fork,
-bad proof, bad signature) leaves the state alone and exits with status 1.
+checkpoint note it cosigned (its *state*, a file in --state DIR named after the log's origin).
+The logs it witnesses are the ones whose verifier key is pinned with --log-key (repeatable):
+the key's name is the log's origin, ``<base>/ledger/<tenant>`` (the audit ledger) or
+``<base>/exports/<tenant>`` (the export chain). For each, a run fetches the log's checkpoint
+(GetLedgerCheckpoint with that ``log``) and the consistency proof from the kept size to the
+new one (GetConsistencyProof, same ``log``), verifies the log's signature under the pinned
+key, the origin, that the tree neither shrank nor forked and the proof; only then it cosigns
+(cosignature/v1), keeps the new state (before anything leaves: a cosignature given out is
+always one the state remembers) and submits the cosignature (AddCheckpointCosignature, same
+``log``). A refusal (rollback, fork, bad proof, bad signature) leaves that log's state alone;
+the other logs are still witnessed, and the exit status is 1 if any log was refused.
+
+Output (--json): with one --log-key, that log's document (as before the export log was
+witnessed); with several, ``{"cosigned": <all cosigned>, "logs": [one document per log]}``.
 
 The client policy beside it: ``checked_checkpoint`` verifies a served checkpoint under a
 pinned log key and a k-of-n witness policy (--witness VKEY … --min-witnesses K).
@@ -41,12 +48,16 @@ FUTURE_SKEW_S = 600  # a cosignature dated later than now plus this is not count
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     command = sub.add_parser(
         "witness", parents=[common],
-        help="cosign the ledger's checkpoint if it is consistent with the last one this witness cosigned",
-        description="Fetch the tenant ledger's C2SP checkpoint and the consistency proof from the size this "
-                    "witness last cosigned, verify both offline, cosign (C2SP tlog-cosignature) and submit; "
-                    "refuses (exit 1) on a rollback or a fork and keeps its state unchanged.")
-    command.add_argument("--log-key", metavar="VKEY", required=True,
-                         help="the log's verifier key, pinned out of band (<origin>+<hex id>+<base64 key>)")
+        help="cosign the ledger's (and the export log's) checkpoint if it is consistent with the last one "
+             "this witness cosigned",
+        description="For each log pinned with --log-key (the tenant's ledger, its export chain or both): fetch "
+                    "its C2SP checkpoint and the consistency proof from the size this witness last cosigned, "
+                    "verify both offline, cosign (C2SP tlog-cosignature) and submit; refuses (exit 1) on a "
+                    "rollback or a fork and keeps that log's state unchanged.")
+    command.add_argument("--log-key", metavar="VKEY", required=True, action="append",
+                         help="a log's verifier key, pinned out of band (<origin>+<hex id>+<base64 key>); its "
+                              "origin (<base>/ledger/<tenant> or <base>/exports/<tenant>) says which log. "
+                              "Repeat to witness both logs")
     command.add_argument("--key", metavar="FILE", type=Path, required=True,
                          help="the witness's Ed25519 private key (PEM, PKCS#8)")
     command.add_argument("--name", metavar="NAME", required=True,
@@ -170,9 +181,26 @@ def _write_atomically(path: Path, data: bytes) -> None:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
+LOG_BY_KIND = {"ledger": integrity_pb2.TRANSPARENCY_LOG_LEDGER, "exports": integrity_pb2.TRANSPARENCY_LOG_EXPORTS}
+
+
+def witnessed_log(key: note.NoteVerifier) -> integrity_pb2.TransparencyLog:
+    """Which log a pinned key is for, from its origin ``<base>/<kind>/<tenant>`` (SPEC §5)."""
+    parts = key.name.rsplit("/", 2)
+    if len(parts) != 3 or parts[1] not in LOG_BY_KIND or not parts[0]:
+        raise UsageError(f"--log-key {key.name}: the origin names no log (<base>/ledger/<tenant> or "
+                         f"<base>/exports/<tenant>)")
+    return LOG_BY_KIND[parts[1]]
+
+
 def witness_command(args: argparse.Namespace, ctx: Context) -> int:
-    log = log_key(args.log_key)
-    origin = log.name
+    logs: list[tuple[note.NoteVerifier, integrity_pb2.TransparencyLog]] = []
+    for vkey in args.log_key:
+        key = log_key(vkey)
+        which = witnessed_log(key)
+        if any(which == other for _, other in logs):
+            raise UsageError(f"--log-key: two keys for the {integrity_pb2.TransparencyLog.Name(which)} log")
+        logs.append((key, which))
     private = _load_or_create_key(args.key, args.new_key)
     try:
         own = note.cosigner_key(args.name, private.public_key())
@@ -182,13 +210,26 @@ def witness_command(args: argparse.Namespace, ctx: Context) -> int:
         args.state.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"--state {args.state}: {exc.strerror or exc}") from None
+    docs = [witness_one(args, ctx, key, which, private, own) for key, which in logs]
+    cosigned = all(doc["cosigned"] for doc in docs)
+    if ctx.out.json_mode:
+        ctx.out.document(docs[0] if len(docs) == 1 else {"cosigned": cosigned, "logs": docs})
+    return EXIT_OK if cosigned else EXIT_FAILED
+
+
+def witness_one(args: argparse.Namespace, ctx: Context, log: note.NoteVerifier,
+                which: integrity_pb2.TransparencyLog, private: Ed25519PrivateKey, own: str) -> dict:
+    """Witness one log (its state file, its checkpoint, its proof); the document of the outcome,
+    printed here in text mode."""
+    origin = log.name
+    kind = integrity_pb2.TransparencyLog.Name(which).removeprefix("TRANSPARENCY_LOG_").lower()
     kept_path = state_file(args.state, origin)
     try:
         state = kept_path.read_bytes() if kept_path.exists() else None
     except OSError as exc:
         raise UsageError(f"cannot read {kept_path}: {exc.strerror or exc}") from None
     served = ctx.client.exports.GetLedgerCheckpoint(export_pb.GetLedgerCheckpointRequest(
-        log=integrity_pb2.TRANSPARENCY_LOG_LEDGER)).log_checkpoint
+        log=which)).log_checkpoint
     new_note = served.signed_note.encode()
     proof: list[bytes] = []
     old_size = 0
@@ -199,32 +240,28 @@ def witness_command(args: argparse.Namespace, ctx: Context) -> int:
             old_size = -1  # the witness core refuses it (BAD_STATE) below
         if 0 < old_size < served.tree_size:
             reply = ctx.client.audit.GetConsistencyProof(audit_pb.GetConsistencyProofRequest(
-                first_tree_size=old_size, second_tree_size=served.tree_size))
+                first_tree_size=old_size, second_tree_size=served.tree_size, log=which))
             proof = list(reply.proof)
     try:
         done = witness.cosign_checkpoint(state, new_note, proof, log_key=log, origin=origin, name=args.name,
                                          private_key=private, timestamp=int(time.time()), first_use=args.first_use)
     except witness.WitnessError as exc:
-        doc = {"cosigned": False, "reason": exc.reason, "detail": str(exc), "origin": origin,
+        doc = {"cosigned": False, "reason": exc.reason, "detail": str(exc), "log": kind, "origin": origin,
                "kept_size": old_size if state is not None else None, "size": served.tree_size}
-        if ctx.out.json_mode:
-            ctx.out.document(doc)
-        else:
+        if not ctx.out.json_mode:
             ctx.out.checks([("checkpoint", False, str(exc))], False, title=f"Witness {args.name} on {origin}")
             ctx.out.line("NOT COSIGNED (state unchanged)")
-        return EXIT_FAILED
+        return doc
     # Kept before it leaves: the witness never hands out a cosignature its state does not hold.
     _write_atomically(kept_path, done.state)
     submitted = ctx.client.exports.AddCheckpointCosignature(export_pb.AddCheckpointCosignatureRequest(
-        log=integrity_pb2.TRANSPARENCY_LOG_LEDGER, checkpoint_note=served.signed_note,
-        cosignature=done.line.decode()))
-    doc = {"cosigned": True, "origin": origin, "size": done.checkpoint.size,
+        log=which, checkpoint_note=served.signed_note, cosignature=done.line.decode()))
+    doc = {"cosigned": True, "log": kind, "origin": origin, "size": done.checkpoint.size,
            "kept_size": old_size if state is not None else None, "proof_hashes": len(proof),
            "added": submitted.added, "cosignatures": submitted.checkpoint.cosignature_count,
            "witness_key": own, "state": str(kept_path)}
     if ctx.out.json_mode:
-        ctx.out.document(doc)
-        return EXIT_OK
+        return doc
     detail = ("first checkpoint (trust on first use)" if state is None
               else f"size {old_size} → {done.checkpoint.size}: {len(proof)} hashes prove it consistent")
     ctx.out.checks([("checkpoint", True, f"signed by {origin}; {detail}"),
@@ -234,4 +271,4 @@ def witness_command(args: argparse.Namespace, ctx: Context) -> int:
     ctx.out.fields([("witness key", own), ("cosignatures on it", submitted.checkpoint.cosignature_count),
                     ("state", kept_path)])
     ctx.out.line("COSIGNED")
-    return EXIT_OK
+    return doc

@@ -152,7 +152,8 @@ def upgrade() -> None:
             PRIMARY KEY (tenant_id, record_type, record_id, field)
         );
 
-        CREATE FUNCTION aos_refuse_payload_update() RETURNS trigger LANGUAGE plpgsql AS $$
+        CREATE FUNCTION aos_refuse_payload_update() RETURNS trigger LANGUAGE plpgsql
+            SET search_path = {PINNED} AS $$
         BEGIN
             RAISE EXCEPTION 'evidence_payloads: a payload is never changed, only erased'
                 USING ERRCODE = 'AOS01';

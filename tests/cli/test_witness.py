@@ -1,10 +1,11 @@
-"""``aos-evidence witness``: cosigns the ledger's checkpoint only along a consistent tree.
+"""``aos-evidence witness``: cosigns the ledger's and the export log's checkpoints only along a consistent tree.
 
 Against the real servers: first use, then a grown ledger (consistency proof from the kept
-size), a repeat at the same size; refusals (no state without --first-use, a wrong log key,
-an altered state, a rollback, a fork) exit 1 and leave the state as it was. The rollback and
-the fork are made real: an export service of this test's own, whose log key the test holds,
-signs a second history.
+size), a repeat at the same size; both logs witnessed in one run, each from its own kept
+state; refusals (no state without --first-use, a wrong log key, an altered state, a
+rollback, a fork, a past the served tree does not extend) exit 1 and leave that log's state
+as it was. The rollback, the fork and the inconsistent past are made real, for each log: an
+export service of this test's own, whose log key the test holds, signs a second history.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
+from aos.evidence.v1 import integrity_pb2
 from aos.export.v1 import export_service_pb2 as pb, export_service_pb2_grpc as pb_grpc
 from aos_recording import note, tlog
 from aos_runtime.service_main import build_server
@@ -30,6 +32,7 @@ from tests.logins import login_url
 pytestmark = pytest.mark.db
 
 OCT = datetime(2026, 10, 1, tzinfo=timezone.utc)
+LEDGER_LOG, EXPORTS_LOG = integrity_pb2.TRANSPARENCY_LOG_LEDGER, integrity_pb2.TRANSPARENCY_LOG_EXPORTS
 
 
 def pem(key: Ed25519PrivateKey) -> bytes:
@@ -44,10 +47,20 @@ def witness_files(directory: Path, i: int = 0) -> tuple[Path, Path, str]:
     return key_file, directory / f"state-{i}", name
 
 
-async def served(address: str, tenant: str) -> pb.GetLedgerCheckpointResponse:
+async def served(address: str, tenant: str, log: int = integrity_pb2.TRANSPARENCY_LOG_UNSPECIFIED) -> pb.GetLedgerCheckpointResponse:
     async with grpc.aio.insecure_channel(address) as channel:
         return await pb_grpc.ExportServiceStub(channel).GetLedgerCheckpoint(
-            pb.GetLedgerCheckpointRequest(), metadata=auth(tenant), timeout=10)
+            pb.GetLedgerCheckpointRequest(log=log), metadata=auth(tenant), timeout=10)
+
+
+async def create_export(address: str, tenant: str) -> None:
+    """One export of the tenant's audit slice: a leaf of its export log (and an entry of its ledger)."""
+    from aos.evidence.v1 import bundle_pb2
+
+    async with grpc.aio.insecure_channel(address) as channel:
+        await pb_grpc.ExportServiceStub(channel).CreateExport(pb.CreateExportRequest(
+            audit_slice=pb.AuditSlice(), bundle_type=bundle_pb2.BUNDLE_TYPE_EVIDENCE,
+            format=bundle_pb2.EXPORT_FORMAT_JSON), metadata=auth(tenant), timeout=60)
 
 
 def read(path: Path) -> bytes:
@@ -112,9 +125,13 @@ async def test_a_witness_refuses_a_wrong_log_key_or_an_altered_state(cli, suite,
                       "--state", state_dir, tenant=own_tenant)).code == 2
 
 
-async def test_a_witness_refuses_a_rollback_and_a_fork(cli, own_tenant, database_url, tmp_path):
+@pytest.mark.parametrize("log", [LEDGER_LOG, EXPORTS_LOG], ids=["ledger", "exports"])
+async def test_a_witness_refuses_a_rollback_a_fork_and_an_inconsistent_tree(cli, own_tenant, database_url, tmp_path,
+                                                                            log):
     """An export service whose log key this test holds: a state signed by that key at a larger
-    size (rollback) or at the same size with another root (fork: two histories) is refused."""
+    size (rollback), at the same size with another root (fork: two histories) or at a smaller
+    size with a root the served tree does not extend (the consistency proof fails) is refused,
+    for the ledger and for the export log alike."""
     log_private = Ed25519PrivateKey.generate()
     key_path = Path(tempfile.mkdtemp(prefix="aos-witness-")) / "log.pem"
     key_path.write_bytes(pem(log_private))
@@ -125,7 +142,11 @@ async def test_a_witness_refuses_a_rollback_and_a_fork(cli, own_tenant, database
                           port=0)
     address = f"127.0.0.1:{await server.start()}"
     try:
-        head = (await served(address, own_tenant)).log_checkpoint
+        if log == EXPORTS_LOG:
+            for _ in range(2):
+                await create_export(address, own_tenant)
+        head = (await served(address, own_tenant, log)).log_checkpoint
+        assert head.tree_size >= 2
         origin, vkey = head.origin, head.log_verifier_key
         assert vkey == note.verifier_key(origin, log_private.public_key())
         key_file, state_dir, name = witness_files(tmp_path)
@@ -134,14 +155,68 @@ async def test_a_witness_refuses_a_rollback_and_a_fork(cli, own_tenant, database
         state_dir.mkdir()
         state_file = state_dir / (origin.replace("/", "_") + ".checkpoint")
         for size, root, reason in [(head.tree_size + 10, tlog.leaf_hash(b"later"), "ROLLBACK"),
-                                   (head.tree_size, tlog.leaf_hash(b"another history"), "FORK")]:
+                                   (head.tree_size, tlog.leaf_hash(b"another history"), "FORK"),
+                                   (head.tree_size - 1, tlog.leaf_hash(b"another past"), "INCONSISTENT")]:
             other_history = note.sign_checkpoint(note.Checkpoint(origin, size, root), log_private)
             state_file.write_bytes(other_history)
             result = await cli(*argv, tenant=own_tenant)
-            assert result.code == 1 and json.loads(result.out)["reason"] == reason, result.out + result.err
+            assert result.code == 1, result.out + result.err
+            doc = json.loads(result.out)
+            assert (doc["reason"], doc["log"]) == (reason, "ledger" if log == LEDGER_LOG else "exports")
             assert state_file.read_bytes() == other_history
+        # nothing was submitted: the log's checkpoint carries no cosignature
+        assert (await served(address, own_tenant, log)).log_checkpoint.cosignature_count == 0
     finally:
         await server.stop(grace=0)
+
+
+async def test_the_witness_cosigns_the_export_log_too_each_log_along_its_own_tree(cli, suite, own_tenant,
+                                                                                  database_url, tmp_path):
+    await create_export(suite["export"], own_tenant)
+    ledger = (await served(suite["export"], own_tenant, LEDGER_LOG)).log_checkpoint
+    exports = (await served(suite["export"], own_tenant, EXPORTS_LOG)).log_checkpoint
+    assert "/exports/" in exports.origin and exports.tree_size == 1
+    key_file, state_dir, name = witness_files(tmp_path)
+    argv = ("witness", "--log-key", ledger.log_verifier_key, "--log-key", exports.log_verifier_key,
+            "--key", key_file, "--name", name, "--state", state_dir)
+    first = await cli("--json", *argv, "--first-use", tenant=own_tenant)
+    assert first.code == 0, first.out + first.err
+    doc = json.loads(first.out)
+    assert doc["cosigned"] is True
+    assert [(d["log"], d["size"], d["kept_size"]) for d in doc["logs"]] == \
+        [("ledger", ledger.tree_size, None), ("exports", 1, None)]
+    ledger_state, exports_state = (Path(d["state"]) for d in doc["logs"])
+    assert ledger_state != exports_state and sorted(state_dir.iterdir()) == sorted([ledger_state, exports_state])
+    # both logs grow: each cosigned with its own consistency proof from its own kept size
+    await create_export(suite["export"], own_tenant)
+    append_entries(database_url, own_tenant, [OCT], 2)
+    grown = await cli("--json", *argv, tenant=own_tenant)
+    assert grown.code == 0, grown.out + grown.err
+    by_log = {d["log"]: d for d in json.loads(grown.out)["logs"]}
+    new_ledger_size = (await served(suite["export"], own_tenant, LEDGER_LOG)).log_checkpoint.tree_size
+    assert (by_log["ledger"]["kept_size"], by_log["ledger"]["size"]) == (ledger.tree_size, new_ledger_size)
+    assert (by_log["exports"]["kept_size"], by_log["exports"]["size"], by_log["exports"]["proof_hashes"]) == \
+        (1, 2, 1)
+    assert note.open_checkpoint(read(exports_state), exports.log_verifier_key)[0].size == 2
+    # the export log's served checkpoint carries the cosignature, under the export log's key only
+    served_exports = (await served(suite["export"], own_tenant, EXPORTS_LOG)).log_checkpoint.signed_note.encode()
+    note.require_cosignatures(served_exports, WITNESS_KEYS, 1, log_key=exports.log_verifier_key)
+    with pytest.raises(note.NoteError):
+        note.open_checkpoint(served_exports, ledger.log_verifier_key)
+    # a refusal on one log leaves that log's state alone and does not stop the other
+    altered = read(exports_state).replace(b"\n2\n", b"\n1\n", 1)
+    exports_state.write_bytes(altered)
+    append_entries(database_url, own_tenant, [OCT], 1)
+    mixed = await cli("--json", *argv, tenant=own_tenant)
+    assert mixed.code == 1, mixed.out + mixed.err
+    by_log = {d["log"]: d for d in json.loads(mixed.out)["logs"]}
+    assert by_log["ledger"]["cosigned"] is True and by_log["ledger"]["size"] == new_ledger_size + 1
+    assert (by_log["exports"]["cosigned"], by_log["exports"]["reason"]) == (False, "BAD_STATE")
+    assert read(exports_state) == altered
+    # usage: two keys for one log; a key whose origin names no log
+    assert (await cli(*argv[:3], "--log-key", ledger.log_verifier_key, *argv[5:], tenant=own_tenant)).code == 2
+    stranger = note.verifier_key("example.org/other/t", Ed25519PrivateKey.generate().public_key())
+    assert (await cli("witness", "--log-key", stranger, *argv[5:], tenant=own_tenant)).code == 2
 
 
 async def test_ledger_commands_accept_only_a_checkpoint_meeting_the_witness_policy(cli, suite, own_tenant,

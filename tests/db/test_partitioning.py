@@ -281,6 +281,6 @@ def test_migration_down_and_up_keeps_every_entry_as_it_was(databases):
     with session(url) as conn:
         assert to_regclass(conn, "ledger_checkpoints") is None
     [after] = append(url, a, [MAR], 1)  # 0001's chain trigger is back, and goes on
-    assert after.seq == 8 and report(url, a).ok and report(url, a).last_seq == 8
-    migrate.upgrade(url)
-    assert relkind() == "p" and report(url, a).ok
+    assert after.seq == 8
+    migrate.upgrade(url)  # the verifier reads today's schema (hash_version, 0023): it checks the chain there
+    assert relkind() == "p" and report(url, a).ok and report(url, a).last_seq == 8
