@@ -137,6 +137,12 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("AOS_INGEST_INFLIGHT_BYTES_PER_TENANT", str(32 * 1024 * 1024),
            "The same bound for one tenant's ingest requests (default 32 MiB), so that one producer's flood leaves "
            "room for the others. 0: no limit."),
+    EnvVar("AOS_OTLP_TRACE_QUIET_S", "30",
+           "OTLP trace stitching (docs/INGEST.md): the GenAI spans of a trace whose root span has not arrived are "
+           "kept (committed before the Export is acknowledged) and sealed into one run when the root arrives, or "
+           "once no span of the trace has arrived for this many seconds (a background task of the Ingest server; "
+           "keep it above the exporters' batch delay, 5 s by default in the OpenTelemetry SDKs). A span of a trace "
+           "arriving after its run was sealed is refused (OTLP partial success) unless it is already in the run."),
     EnvVar("AOS_QUEUE_BUDGET_S", "0.25",
            "Longest a light call waits to start (its deadline, if sooner, wins), counting the time it waited in "
            "gRPC's own queue while the process was saturated (its event loop's lag); seconds, fractions allowed."),
@@ -345,6 +351,7 @@ class Settings:
     queue_budget_s: float = 0.25         # AOS_QUEUE_BUDGET_S
     ingest_inflight_bytes: int = 64 * 1024 * 1024             # AOS_INGEST_INFLIGHT_BYTES (0: none)
     ingest_inflight_bytes_per_tenant: int = 32 * 1024 * 1024  # AOS_INGEST_INFLIGHT_BYTES_PER_TENANT
+    otlp_trace_quiet_s: float = 30.0     # AOS_OTLP_TRACE_QUIET_S
     shed_lag_s: float = 0.01             # AOS_SHED_LAG_S
     max_pending_calls: int = 256         # AOS_MAX_PENDING_CALLS (gRPC core, per method)
     pending_calls_early_drop: int = 64   # AOS_PENDING_CALLS_EARLY_DROP
@@ -428,6 +435,7 @@ class Settings:
             queue_budget_s=_seconds(env, "AOS_QUEUE_BUDGET_S"),
             ingest_inflight_bytes=_int(env, "AOS_INGEST_INFLIGHT_BYTES"),
             ingest_inflight_bytes_per_tenant=_int(env, "AOS_INGEST_INFLIGHT_BYTES_PER_TENANT"),
+            otlp_trace_quiet_s=_seconds(env, "AOS_OTLP_TRACE_QUIET_S"),
             shed_lag_s=_seconds(env, "AOS_SHED_LAG_S", zero=True),
             max_pending_calls=_int(env, "AOS_MAX_PENDING_CALLS"),
             pending_calls_early_drop=_int(env, "AOS_PENDING_CALLS_EARLY_DROP"),

@@ -211,6 +211,10 @@ def main() -> None:
             results["events_ratio"] = round(results["api_events"]["events_per_s"]
                                             / results["copy_events"]["rows_per_s"], 3)
             results["otlp_spans"] = otlp_spans(address, args.traces, args.spans, service.pid)
+            with psycopg.connect(admin_url) as conn:  # each trace one run (batches of 512 split traces of 5)
+                results["otlp_spans"]["runs"], results["otlp_spans"]["kept_spans_left"] = conn.execute(
+                    "SELECT (SELECT count(*) FROM llm_run_records WHERE tenant_id = %s), "
+                    "(SELECT count(*) FROM otlp_staged_spans WHERE tenant_id = %s)", (OTLP, OTLP)).fetchone()
             print(json.dumps(results["otlp_spans"]), flush=True)
             results["copy_traces"] = copy_traces(admin_url, args.traces, args.spans)
             print(json.dumps(results["copy_traces"]), flush=True)

@@ -5,9 +5,11 @@ Spans that follow the OpenTelemetry GenAI semantic conventions (they carry
 as RecordRun writes them (each run is turned into a RunInput and checked by the same
 ``ingest.run_fields``). The mapping, one table, is docs/INGEST.md:
 
-- the GenAI spans of one OTLP trace in one request are one run; its id is
-  ``otel-<trace id>-<span id of its earliest span>`` (hex), so an exporter's retry of the
-  same request is the same run (ALREADY_PRESENT, accepted), never a second one;
+- the GenAI spans of one OTLP trace of a tenant are one run, ``otel-<trace id>`` (hex), over any
+  number of Export requests (trace stitching): spans of a trace whose root span has not arrived
+  are kept (``otlp_staged_spans``, committed before the answer) and sealed with the root, or by
+  the background sealer once the trace has been quiet for AOS_OTLP_TRACE_QUIET_S; an exporter's
+  retry of spans already in the run is accepted, other spans of a sealed trace are refused;
 - each span is one step, in start-time order;
 - spans without ``gen_ai.operation.name`` are refused: OTLP partial success counts them in
   ``rejected_spans`` with a message (the suite keeps evidence of agent runs, not general
@@ -19,27 +21,33 @@ always recorded.
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import logging
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import grpc
 from google.protobuf import json_format, struct_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp, trace_service_pb2_grpc as otlp_grpc
 from opentelemetry.proto.common.v1 import common_pb2
+from opentelemetry.proto.resource.v1 import resource_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
+from sqlalchemy.engine import Connection
 
 from aos.evidence.v1 import records_pb2
 from aos.ingest.v1 import ingest_service_pb2 as pb
+from aos_recording import hashing
 from aos_runtime import auth
 from aos_runtime.server import ServiceContext
 from services.ingest import ingest, store
 
+log = logging.getLogger(__name__)
 DESCRIPTOR = otlp.DESCRIPTOR.services_by_name["TraceService"]
 MAX_SAFE_INTEGER = 2 ** 53 - 1
 MAX_MESSAGES = 5  # distinct refusal reasons named in partial_success.error_message
@@ -56,6 +64,7 @@ class _Span:
     span: trace_pb2.Span
     attributes: dict[str, Any]
     resource: dict[str, Any]
+    resource_pb: resource_pb2.Resource
 
     @property
     def operation(self) -> str:
@@ -117,33 +126,38 @@ def _malformed_count(spans: list[_Span]) -> str | None:
 class TraceReceiver(otlp_grpc.TraceServiceServicer):
     def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
+        settings = ctx.settings
+        self.quiet_s = settings.otlp_trace_quiet_s if settings is not None else 30.0
+        self._stuck: set[tuple[str, str]] = set()  # quiet traces whose seal was refused (logged once)
 
     async def Export(self, request: otlp.ExportTraceServiceRequest,
                      context: grpc.aio.ServicerContext) -> otlp.ExportTraceServiceResponse:
         who = auth.principal()
         now = datetime.now(timezone.utc)
-        groups, rejected, reasons = _groups(request)
-        runs, spans_of = [], []
-        for trace_id, spans in groups.items():
+        groups, roots, rejected, reasons = _groups(request)
+        # A trace's root span came (a non-GenAI one too, which is refused): its kept spans are sealed.
+        parts = [_Part(trace_id, [], [], root=True) for trace_id in sorted(roots - groups.keys())]
+        for trace_id, spans in sorted(groups.items()):
             malformed = _malformed_count(spans)
             if malformed:
                 rejected += len(spans)
                 reasons.append(f"trace {trace_id}: {len(spans)} span(s) refused: {malformed}")
                 continue
+            # The request's part of the trace must make a valid run on its own (its spans' checks).
             checked = ingest.run_fields(_run_input(trace_id, spans), who, now, source="otlp")
             if checked.problems:
                 rejected += len(spans)
                 field, problem = checked.problems[0]
                 reasons.append(f"trace {trace_id}: {len(spans)} span(s) refused: {field} {problem}")
                 continue
-            runs.append((checked.run, checked.steps))
-            spans_of.append((trace_id, len(spans)))
-        if runs:
-            outcomes = await self.ctx.db.run(who.tenant_id, store.record_runs, who.tenant_id, runs)
-            for (trace_id, count), outcome in zip(spans_of, outcomes, strict=True):
-                if outcome.conflict is not None:
-                    rejected += count
-                    reasons.append(f"trace {trace_id}: {count} span(s) refused: {outcome.conflict}")
+            parts.append(_Part(trace_id, spans, checked.steps, root=trace_id in roots, run=checked.run))
+        if parts:
+            # One transaction: what is acknowledged (sealed runs and kept spans) is committed.
+            refusals = await self.ctx.db.run(who.tenant_id, _settle, who.tenant_id, parts, now)
+            for part, refusal in zip(parts, refusals, strict=True):
+                if refusal is not None:
+                    rejected += len(part.spans)
+                    reasons.append(f"trace {part.trace_id}: {len(part.spans)} span(s) refused: {refusal}")
         response = otlp.ExportTraceServiceResponse()
         if rejected:
             response.partial_success.rejected_spans = rejected
@@ -152,15 +166,167 @@ class TraceReceiver(otlp_grpc.TraceServiceServicer):
             response.partial_success.error_message = "; ".join(shown[:MAX_MESSAGES]) + more
         return response
 
+    async def seal_quiet_traces(self) -> None:
+        """The Ingest server's background task: seals the kept traces that have been quiet for
+        AOS_OTLP_TRACE_QUIET_S. Cancelled on drain (a seal is one transaction: done or not); the
+        kept spans are in the database, so the next start seals them."""
+        interval = min(5.0, max(0.05, self.quiet_s / 4))
+        while True:
+            try:
+                await self.seal_quiet(datetime.now(timezone.utc))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database away, say: the spans stay kept; try again
+                log.exception("sealing quiet OTLP traces failed")
+            await asyncio.sleep(interval)
 
-def _groups(request: otlp.ExportTraceServiceRequest) -> tuple[dict[str, list[_Span]], int, list[str]]:
-    """The GenAI spans by OTLP trace id (hex), the count of other spans and why they were refused."""
+    async def seal_quiet(self, now: datetime) -> int:
+        """Seals every kept trace whose last span came more than the quiet window before ``now``;
+        answers how many runs it sealed. A trace whose run is refused (it conflicts with a recorded
+        one) stays kept and is logged, once per process."""
+        before = now - timedelta(seconds=self.quiet_s)
+        sealed = 0
+        for tenant_id, trace_id in await self.ctx.db.run(None, store.quiet_traces, before, QUIET_BATCH):
+            if (tenant_id, trace_id) in self._stuck:
+                continue
+            refusal = await self.ctx.db.run(tenant_id, _seal_quiet, tenant_id, trace_id, before, now)
+            if refusal == "":
+                sealed += 1
+            elif refusal is not None:
+                self._stuck.add((tenant_id, trace_id))
+                log.error("kept OTLP spans cannot be sealed into a run", extra={
+                    "tenant_id": tenant_id, "otel_trace_id": trace_id, "reason": refusal})
+        return sealed
+
+
+QUIET_BATCH = 100  # quiet traces sealed per sweep
+
+
+@dataclass(frozen=True)
+class _Part:
+    """One trace's GenAI spans in one request, and their steps (checked, in the spans' order)."""
+    trace_id: str
+    spans: list[_Span]
+    steps: list[dict[str, Any]]
+    root: bool  # the trace's root span is in the request (then the trace is whole: it ends last)
+    run: dict[str, Any] | None = None  # the run of these spans alone (checked), sealed as is when nothing is kept
+
+
+def run_id(trace_id: str) -> str:
+    """The run (and its trace) one OTLP trace becomes."""
+    return f"otel-{trace_id}"
+
+
+def _settle(conn: Connection, tenant_id: str, parts: list[_Part], now: datetime) -> list[str | None]:
+    """Each part sealed into its trace's run (its root span is here), kept until it is (no root
+    yet), or found in the run already sealed (a retry); None, or why its spans are refused.
+    Under the tenant's run-recording lock: a part kept and a seal of the same trace never cross."""
+    store.hold_run_recordings(conn, tenant_id)
+    # Two look-ups for the whole request (each part is another trace: none changes another's).
+    sealed = store.sealed_steps(conn, tenant_id, [run_id(part.trace_id) for part in parts])
+    kept = store.staged_spans(conn, tenant_id, [part.trace_id for part in parts])
+    # No savepoint of its own per part: each writes in one statement or through record_runs' savepoint.
+    return [_settle_part(conn, tenant_id, part, sealed.get(run_id(part.trace_id)), kept.get(part.trace_id, {}), now)
+            for part in parts]
+
+
+def _settle_part(conn: Connection, tenant_id: str, part: _Part, sealed: dict[str, tuple[int, bytes]] | None,
+                 kept: dict[str, store.StagedSpan], now: datetime) -> str | None:
+    if sealed is not None:
+        return _in_sealed(part, sealed)
+    if not part.root:
+        new = {s.span.span_id.hex() for s in part.spans} - kept.keys()
+        if len(kept) + len(new) > ingest.MAX_ITEMS:
+            return f"a run holds at most {ingest.MAX_ITEMS} spans (steps); this trace would hold {len(kept) + len(new)}"
+        store.stage_spans(conn, tenant_id, part.trace_id,
+                          [(s.span.span_id.hex(), s.span.SerializeToString(), s.resource_pb.SerializeToString())
+                           for s in part.spans], now)
+        return None
+    if not kept:
+        if part.run is None:
+            return None  # a root alone (not a GenAI span) of a trace with nothing kept
+        # The whole trace in one request (the usual case): the run checked in Export, as is.
+        outcome, = store.record_runs(conn, tenant_id, [(part.run, part.steps)])
+        return outcome.conflict
+    refusal = _seal(conn, tenant_id, part.trace_id, [*_unkept(kept, part.spans), *part.spans], now)
+    if refusal is not None and not part.spans:
+        # Only kept spans, already acknowledged: they stay kept; the quiet sweep logs them.
+        log.warning("kept OTLP spans cannot be sealed into a run", extra={
+            "tenant_id": tenant_id, "otel_trace_id": part.trace_id, "reason": refusal})
+        return None
+    return refusal
+
+
+def _in_sealed(part: _Part, sealed: dict[str, tuple[int, bytes]]) -> str | None:
+    """A part of a trace whose run is sealed: accepted when each span is in it with the same
+    content (an exporter's retry), else refused — a sealed run takes no more steps (SPEC §5)."""
+    for s, step in zip(part.spans, part.steps, strict=True):
+        found = sealed.get(s.span.span_id.hex())
+        if found is None:
+            return (f"run {run_id(part.trace_id)!r} is already sealed without span {s.span.span_id.hex()} "
+                    "(a span arriving after its trace's run was sealed cannot be added to it)")
+        index, content_hash = found
+        if hashing.step_content_hash({**step, "step_index": index}) != content_hash:
+            return f"run {run_id(part.trace_id)!r}: already recorded with other steps"
+    return None
+
+
+def _unkept(kept: Mapping[str, store.StagedSpan], given: list[_Span]) -> list[_Span]:
+    """The kept spans not in ``given`` (a span sent again is taken as sent last)."""
+    ids = {s.span.span_id.hex() for s in given}
+    out = []
+    for span_id, row in kept.items():
+        if span_id in ids:
+            continue
+        span, resource = trace_pb2.Span.FromString(row.span), resource_pb2.Resource.FromString(row.resource)
+        out.append(_Span(span, _attributes(span.attributes), _attributes(resource.attributes), resource))
+    return out
+
+
+def _seal(conn: Connection, tenant_id: str, trace_id: str, spans: list[_Span], now: datetime) -> str | None:
+    """Records the run of all the trace's spans and drops its kept ones; None, or why it cannot."""
+    spans = sorted(spans, key=lambda s: (s.span.start_time_unix_nano, s.span.span_id))
+    malformed = _malformed_count(spans)
+    if malformed:
+        return malformed
+    checked = ingest.run_fields(_run_input(trace_id, spans), SEALER, now, source="otlp")
+    if checked.problems:
+        field, problem = checked.problems[0]
+        return f"{field} {problem}"
+    outcome, = store.record_runs(conn, tenant_id, [(checked.run, checked.steps)])
+    if outcome.conflict is not None:
+        return outcome.conflict
+    store.unstage(conn, tenant_id, trace_id)
+    return None
+
+
+# run_fields takes a principal; a run's fields come from its spans, not from who sends them.
+SEALER = auth.Principal(tenant_id="", actor_id="otlp-sealer", actor_type="SYSTEM", scopes=frozenset())
+
+
+def _seal_quiet(conn: Connection, tenant_id: str, trace_id: str, before: datetime, now: datetime) -> str | None:
+    """Seals a quiet kept trace: "" when sealed, None when there is nothing to do (sealed by another
+    process, or a span came since), else why its run is refused."""
+    store.hold_run_recordings(conn, tenant_id)
+    kept = store.staged_spans(conn, tenant_id, [trace_id]).get(trace_id, {})
+    if not kept or max(k.received_at for k in kept.values()) >= before:
+        return None
+    refusal = _seal(conn, tenant_id, trace_id, _unkept(kept, []), now)
+    return "" if refusal is None else refusal
+
+
+def _groups(request: otlp.ExportTraceServiceRequest) -> tuple[dict[str, list[_Span]], set[str], int, list[str]]:
+    """The GenAI spans by OTLP trace id (hex); the traces whose root span (no parent) is in the
+    request, GenAI or not; the count of other spans and why they were refused."""
     groups: dict[str, list[_Span]] = defaultdict(list)
+    roots: set[str] = set()
     rejected, reasons = 0, []
     for resource_spans in request.resource_spans:
         resource = _attributes(resource_spans.resource.attributes)
         for scope_spans in resource_spans.scope_spans:
             for span in scope_spans.spans:
+                if not span.parent_span_id and len(span.trace_id) == 16 and any(span.trace_id):
+                    roots.add(span.trace_id.hex())
                 attributes = _attributes(span.attributes)
                 if not isinstance(attributes.get("gen_ai.operation.name"), str) or \
                         not attributes["gen_ai.operation.name"]:
@@ -172,10 +338,10 @@ def _groups(request: otlp.ExportTraceServiceRequest) -> tuple[dict[str, list[_Sp
                     rejected += 1
                     reasons.append("a span needs a 16-byte trace_id and an 8-byte span_id")
                     continue
-                groups[span.trace_id.hex()].append(_Span(span, attributes, resource))
+                groups[span.trace_id.hex()].append(_Span(span, attributes, resource, resource_spans.resource))
     for spans in groups.values():
         spans.sort(key=lambda s: (s.span.start_time_unix_nano, s.span.span_id))
-    return groups, rejected, reasons
+    return groups, roots, rejected, reasons
 
 
 def _run_input(trace_id: str, spans: list[_Span]) -> pb.RunInput:
@@ -187,7 +353,7 @@ def _run_input(trace_id: str, spans: list[_Span]) -> pb.RunInput:
     failed = [s for s in spans if s.span.status.code == trace_pb2.Status.STATUS_CODE_ERROR]
     agent = next((a for s in spans if (a := s.text("gen_ai.agent.id", "gen_ai.agent.name"))), None)
     run = pb.RunInput(
-        run_id=f"otel-{trace_id}-{first.span.span_id.hex()}",
+        run_id=run_id(trace_id),
         provider=provider_span.text("gen_ai.provider.name", "gen_ai.system") or "unknown",
         model=model_span.text("gen_ai.response.model", "gen_ai.request.model") or "unknown",
         status=records_pb2.LLM_RUN_STATUS_FAILED if failed else records_pb2.LLM_RUN_STATUS_SUCCEEDED,

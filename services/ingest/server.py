@@ -9,8 +9,9 @@ from services.ingest import ingest, otlp
 
 
 def servicers(ctx: ServiceContext) -> list[Servicer]:
+    receiver = otlp.TraceReceiver(ctx)  # also seals the OTLP traces kept until they are whole
     return [Servicer(ingest.DESCRIPTOR, pb_grpc.add_IngestServiceServicer_to_server, ingest.IngestService(ctx),
                      bound_bytes=True),
             # OTLP's own protos carry no required_scope option: the scope is given here.
-            Servicer(otlp.DESCRIPTOR, otlp_grpc.add_TraceServiceServicer_to_server, otlp.TraceReceiver(ctx),
-                     scope="evidence.write", bound_bytes=True)]
+            Servicer(otlp.DESCRIPTOR, otlp_grpc.add_TraceServiceServicer_to_server, receiver,
+                     scope="evidence.write", bound_bytes=True, background=receiver.seal_quiet_traces)]

@@ -87,6 +87,12 @@ def step_hashes(steps: Sequence[Mapping[str, Any]]) -> list[bytes]:
     return [hashing.step_content_hash({**step, "step_index": index}) for index, step in enumerate(steps)]
 
 
+def hold_run_recordings(conn: Connection, tenant_id: str) -> None:
+    """Serialises the tenant's run recordings and OTLP staging until the transaction ends (re-entrant)."""
+    conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended('aos_ingest_runs:' || :t, 0))"),
+                 {"t": tenant_id})
+
+
 def record_runs(conn: Connection, tenant_id: str, runs: Sequence[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]]
                 ) -> list[RunOutcome]:
     """Records each finished run (LlmRunRecordWriter.record's fields, TraceRecorder.add_step's
@@ -95,8 +101,7 @@ def record_runs(conn: Connection, tenant_id: str, runs: Sequence[tuple[Mapping[s
     The tenant's run recordings are serialised (a transaction-scoped advisory lock): each run
     adds to the tenant's cost rollup rows (worker_runs' per-statement trigger, 0005), and two
     batches adding to them statement by statement deadlocked under concurrent exports."""
-    conn.execute(text("SELECT pg_advisory_xact_lock(hashtextextended('aos_ingest_runs:' || :t, 0))"),
-                 {"t": tenant_id})
+    hold_run_recordings(conn, tenant_id)
     outcomes = []
     for run, steps in runs:
         try:
@@ -151,3 +156,62 @@ def erase_subject(conn: Connection, tenant_id: str, subject_id: str, actor_type:
     """The subject's erasure and its two audit entries (or the refused request's one)."""
     return erasure.erase_subject(conn, tenant_id=tenant_id, subject_id=subject_id, actor_type=actor_type,
                                  actor_id=actor_id, reason=reason)
+
+
+# OTLP trace stitching (migration 0024, docs/INGEST.md): the spans of a trace whose run is not sealed yet.
+
+@dataclass(frozen=True)
+class StagedSpan:
+    span: bytes       # opentelemetry.proto.trace.v1.Span
+    resource: bytes   # opentelemetry.proto.resource.v1.Resource
+    received_at: Any
+
+
+def stage_spans(conn: Connection, tenant_id: str, otel_trace_id: str,
+                spans: Sequence[tuple[str, bytes, bytes]], received_at: Any) -> None:
+    """Keeps (span id, span, resource) of the trace; a span id already kept stays as it was (a retry)."""
+    conn.execute(text(
+        "INSERT INTO otlp_staged_spans (tenant_id, otel_trace_id, span_id, span, resource, received_at) "
+        "VALUES (:t, :trace, :span_id, :span, :resource, :at) ON CONFLICT DO NOTHING"),
+        [{"t": tenant_id, "trace": otel_trace_id, "span_id": span_id, "span": span, "resource": resource,
+          "at": received_at} for span_id, span, resource in spans])
+
+
+def staged_spans(conn: Connection, tenant_id: str, otel_trace_ids: Sequence[str]
+                 ) -> dict[str, dict[str, StagedSpan]]:
+    """The kept spans of each of the traces that has any: {trace: {span id: span}} (one statement)."""
+    rows = conn.execute(text(
+        "SELECT otel_trace_id, span_id, span, resource, received_at FROM otlp_staged_spans "
+        "WHERE tenant_id = :t AND otel_trace_id = ANY(:traces)"), {"t": tenant_id, "traces": list(otel_trace_ids)})
+    kept: dict[str, dict[str, StagedSpan]] = {}
+    for r in rows:
+        kept.setdefault(r.otel_trace_id, {})[r.span_id] = StagedSpan(bytes(r.span), bytes(r.resource), r.received_at)
+    return kept
+
+
+def unstage(conn: Connection, tenant_id: str, otel_trace_id: str) -> None:
+    """Drops the trace's kept spans (in the transaction that sealed them into its run)."""
+    conn.execute(text("DELETE FROM otlp_staged_spans WHERE tenant_id = :t AND otel_trace_id = :trace"),
+                 {"t": tenant_id, "trace": otel_trace_id})
+
+
+def sealed_steps(conn: Connection, tenant_id: str, trace_ids: Sequence[str]
+                 ) -> dict[str, dict[str, tuple[int, bytes]]]:
+    """Of the traces recorded among ``trace_ids``: {trace: {OTLP span id: (step index, content hash)}}."""
+    rows = conn.execute(text(
+        "SELECT t.trace_id, s.metadata ->> 'span_id' AS span_id, s.step_index, s.content_hash FROM aos_traces t "
+        "LEFT JOIN aos_trace_steps s ON s.tenant_id = t.tenant_id AND s.trace_id = t.trace_id "
+        "WHERE t.tenant_id = :t AND t.trace_id = ANY(:traces)"), {"t": tenant_id, "traces": list(trace_ids)})
+    sealed: dict[str, dict[str, tuple[int, bytes]]] = {}
+    for r in rows:
+        steps = sealed.setdefault(r.trace_id, {})
+        if r.span_id is not None:
+            steps[r.span_id] = (r.step_index, bytes(r.content_hash))
+    return sealed
+
+
+def quiet_traces(conn: Connection, before: Any, limit: int) -> list[tuple[str, str]]:
+    """(tenant, OTLP trace id) of the kept traces whose last span came before ``before``, any tenant."""
+    rows = conn.execute(text("SELECT tenant_id, otel_trace_id FROM aos_otlp_quiet_traces(:before, :limit)"),
+                        {"before": before, "limit": limit})
+    return [(r.tenant_id, r.otel_trace_id) for r in rows]

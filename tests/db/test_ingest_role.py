@@ -1,6 +1,7 @@
-"""aos_ingest (migrations 0017, 0020): appends audit entries, system records and finished runs
+"""aos_ingest (migrations 0017, 0020, 0022, 0024): appends audit entries, system records and finished runs
 (run record, activity row, trace, steps; seals the trace it created) of its session's tenant,
-reads them back for the idempotency check, and can do nothing else."""
+reads them back for the idempotency check; keeps, reads and drops the OTLP spans of traces
+not sealed yet (0024); and can do nothing else."""
 from __future__ import annotations
 
 import hashlib
@@ -28,7 +29,9 @@ GRANTED = {("audit_ledger", "SELECT"), ("audit_ledger", "INSERT"), ("system_reco
            # 0023_erasure (docs/ERASURE.md): v2 payloads written and read back for retries, erasures'
            # tombstones read
            ("evidence_payloads", "SELECT"), ("evidence_payloads", "INSERT"), ("evidence_erasures", "SELECT"),
-           ("erased_payloads", "SELECT")}
+           ("erased_payloads", "SELECT"),
+           # 0024_otlp_staging: OTLP spans kept until their trace is whole
+           *(("otlp_staged_spans", privilege) for privilege in ("SELECT", "INSERT", "DELETE"))}
 
 
 def test_it_holds_exactly_its_grants(database_url):
@@ -90,3 +93,33 @@ def test_an_append_once_retry_and_conflict_as_the_ingest_login(database_url):
         engine.dispose()
     assert outcomes == [(1, True), (1, False), "conflict"]
     assert ledger_report(database_url, tenant).ok
+
+
+def test_kept_otlp_spans_are_the_sessions_tenants_and_only_ingest_finds_quiet_ones(database_url):
+    """Migration 0024: otlp_staged_spans under row-level security; aos_otlp_quiet_traces (ids
+    only, across tenants, for the sealer) executable by aos_ingest alone."""
+    a, b = make_tenant(database_url), make_tenant(database_url)
+    trace = hashlib.sha256(a.encode()).hexdigest()[:32]
+    insert = ("INSERT INTO otlp_staged_spans (tenant_id, otel_trace_id, span_id, span, resource, received_at) "
+              "VALUES (%s, %s, %s, '\\x00', '\\x00', now() - interval '1 hour')")
+    with session(database_url, ROLE, a) as conn:
+        conn.execute(insert, (a, trace, "01" * 8))
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):  # row-level security's WITH CHECK
+            conn.execute(insert, (b, trace, "02" * 8))
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute(insert, (a, "not-hex", "03" * 8))
+    with session(database_url, ROLE, b) as conn:
+        conn.execute(insert, (b, trace, "01" * 8))  # the same trace id in another tenant: its own row
+        assert conn.execute("SELECT tenant_id FROM otlp_staged_spans").fetchall() == [(b,)]
+        assert conn.execute("DELETE FROM otlp_staged_spans WHERE tenant_id = %s", (a,)).rowcount == 0  # a's unseen
+    with session(database_url, ROLE) as conn:  # the sealer: no tenant scope, ids of both
+        quiet = set(conn.execute("SELECT * FROM aos_otlp_quiet_traces(now(), 1000)").fetchall())
+        assert {(a, trace), (b, trace)} <= quiet
+        assert not {(a, trace), (b, trace)} & set(
+            conn.execute("SELECT * FROM aos_otlp_quiet_traces(now() - interval '2 hours', 1000)").fetchall())
+        assert conn.execute("SELECT count(*) FROM otlp_staged_spans").fetchone()[0] == 0
+    for role in ("aos_logs", "aos_export", "aos_overview", "aos_producer"):
+        with session(database_url, role, a) as conn:
+            for statement in ("SELECT * FROM aos_otlp_quiet_traces(now(), 10)", "SELECT * FROM otlp_staged_spans"):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(statement)

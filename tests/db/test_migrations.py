@@ -11,7 +11,8 @@ TABLES = {"tenants", "incidents", "policy_proposals", "limits", "limit_breaches"
           "log_export_artifacts", "worker_run_cost_daily", "ledger_checkpoints", "platform_records", "tlog_hashes",
           "checkpoint_notes", "checkpoint_cosignatures", "retention_policies", "legal_holds",
           # 0023 (docs/ERASURE.md)
-          "evidence_payloads", "evidence_erasures", "erased_payloads"}
+          "evidence_payloads", "evidence_erasures", "erased_payloads",
+          "otlp_staged_spans"}
 
 
 def tables(url: str) -> set[str]:

@@ -38,25 +38,33 @@ def batch(number: int) -> pb.AppendAuditEventsRequest:
         occurred_at=ts(BASE)) for i in range(BATCH)])
 
 
+def start_ingest(url: str, port: int, tmp_path, **settings: str) -> subprocess.Popen:
+    """A real Ingest process on ``url``'s database (its output in tmp_path/ingest.log, read when a test fails)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AOS_")}
+    env.update(AOS_INGEST_DATABASE_URL=login_url(url, "ingest"), AOS_INGEST_PORT=str(port),
+               AOS_DATA_DIR=str(tmp_path / "aos"), AOS_AUTH_JWT_SECRET=SECRET, AOS_DEV_KEYS="true",
+               AOS_MIGRATE_ON_START="false", AOS_LOG_LEVEL="WARNING", **settings)
+    with (tmp_path / "ingest.log").open("ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "services.ingest"], env=env, stdout=log, stderr=log)
+
+
+def stop(service: subprocess.Popen) -> None:
+    if service.poll() is None:
+        service.kill()
+        service.wait(timeout=30)
+
+
 @pytest.fixture()
 def ingest_process(databases, tmp_path):
     """A real Ingest process on its own database: (database url, tenant, port, the process)."""
     url = databases.create()
     tenant = make_tenant(url)
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AOS_")}
-    env.update(AOS_INGEST_DATABASE_URL=login_url(url, "ingest"), AOS_INGEST_PORT=str(port),
-               AOS_DATA_DIR=str(tmp_path / "aos"), AOS_AUTH_JWT_SECRET=SECRET, AOS_DEV_KEYS="true",
-               AOS_MIGRATE_ON_START="false", AOS_LOG_LEVEL="WARNING")
-    log = (tmp_path / "ingest.log").open("wb")  # read when a test fails
-    service = subprocess.Popen([sys.executable, "-m", "services.ingest"], env=env, stdout=log, stderr=log)
+    service = start_ingest(url, port, tmp_path)
     try:
         yield url, tenant, port, service
     finally:
-        if service.poll() is None:
-            service.kill()
-            service.wait(timeout=30)
-        log.close()
+        stop(service)
 
 
 def load_then_kill(port: int, service: subprocess.Popen, call: Callable[[grpc.Channel], Callable[..., Any]],
@@ -155,7 +163,7 @@ def test_a_killed_ingest_keeps_every_acknowledged_otlp_run(ingest_process):
     per_export: dict[int, int] = {}
     for run_id, status, steps, sealed, activity in rows:
         assert (status, steps, sealed, activity) == ("completed", SPANS, True, True), run_id  # each run whole
-        number = int(run_id.split("-")[1][:16], 16) - 1  # otel-<trace id>-<span id>
+        number = int(run_id.split("-")[1][:16], 16) - 1  # otel-<trace id>
         per_export[number] = per_export.get(number, 0) + 1
     interrupted = set(sent) - set(acknowledged)
     assert interrupted, "every call was answered before the kill: nothing was tried"
@@ -164,3 +172,64 @@ def test_a_killed_ingest_keeps_every_acknowledged_otlp_run(ingest_process):
     for n in interrupted:
         assert per_export.get(n, 0) in (0, TRACES), f"unacknowledged export {n} is partly there"
     assert orphans == 0  # no trace without its run, none left running
+
+
+def children(number: int) -> otlp.ExportTraceServiceRequest:
+    """export(number)'s spans as children of a root span that never comes: every trace is kept."""
+    request = export(number)
+    for span in request.resource_spans[0].scope_spans[0].spans:
+        span.parent_span_id = b"\xff" * 8
+    return request
+
+
+def test_kept_spans_survive_a_kill_and_the_next_process_seals_them(ingest_process, tmp_path):
+    """Trace stitching: spans kept for their trace's root are acknowledged only once committed;
+    after a SIGKILL the next process (quiet window 0.2 s) seals each kept trace into one whole run."""
+    url, tenant, port, service = ingest_process
+    metadata = (("authorization", f"Bearer {token(tenant, scopes=('evidence.write',), actor_type='AGENT')}"),)
+    sent, acknowledged = load_then_kill(port, service, lambda c: otlp_grpc.TraceServiceStub(c).Export, children,
+                                        metadata, lambda reply: reply.partial_success.rejected_spans == 0)
+    with psycopg.connect(url) as conn:
+        kept = dict(conn.execute("SELECT otel_trace_id, count(*) FROM otlp_staged_spans WHERE tenant_id = %s "
+                                 "GROUP BY 1", (tenant,)).fetchall())
+        assert conn.execute("SELECT count(*) FROM llm_run_records WHERE tenant_id = %s", (tenant,)).fetchone()[0] == 0
+    interrupted = set(sent) - set(acknowledged)
+    assert interrupted, "every call was answered before the kill: nothing was tried"
+    traces = {n: [f"{n + 1:016x}{t:016x}" for t in range(TRACES)] for n in sent}
+    for n in acknowledged:
+        assert [kept.get(trace) for trace in traces[n]] == [SPANS] * TRACES, f"acknowledged export {n} not kept whole"
+    for n in interrupted:
+        assert {kept.get(trace, 0) for trace in traces[n]} <= {0, SPANS}, f"unacknowledged export {n} partly kept"
+    successor = start_ingest(url, port, tmp_path, AOS_OTLP_TRACE_QUIET_S="0.2")
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            with psycopg.connect(url) as conn:
+                left = conn.execute("SELECT count(*) FROM otlp_staged_spans").fetchone()[0]
+                rows = conn.execute(
+                    "SELECT r.run_id, t.status, t.step_count, t.content_hash IS NOT NULL FROM llm_run_records r "
+                    "JOIN aos_traces t ON t.tenant_id = r.tenant_id AND t.trace_id = r.trace_id "
+                    "WHERE r.tenant_id = %s", (tenant,)).fetchall()
+            if left == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)  # a separate process: its clock cannot be moved
+    finally:
+        stop(successor)
+    assert left == 0, "the next process did not seal the kept spans"
+    assert {run_id for run_id, *_ in rows} == {f"otel-{trace}" for trace in kept}
+    assert all((status, steps, sealed) == ("completed", SPANS, True) for _, status, steps, sealed in rows), rows
+
+
+def test_a_sigterm_keeps_the_kept_spans(ingest_process):
+    """A drain cancels the sealer; the kept spans, committed before their ack, stay for the next process."""
+    url, tenant, port, service = ingest_process
+    metadata = (("authorization", f"Bearer {token(tenant, scopes=('evidence.write',), actor_type='AGENT')}"),)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        grpc.channel_ready_future(channel).result(timeout=60)
+        reply = otlp_grpc.TraceServiceStub(channel).Export(children(0), metadata=metadata, timeout=60)
+    assert reply.partial_success.rejected_spans == 0
+    service.send_signal(signal.SIGTERM)
+    assert service.wait(timeout=60) == 0
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT count(*) FROM otlp_staged_spans WHERE tenant_id = %s",
+                            (tenant,)).fetchone()[0] == TRACES * SPANS
