@@ -116,7 +116,7 @@ def main() -> int:
                 if settings.database_url is None:
                     # The children log in to the embedded Postgres; the development signing key stays allowed.
                     env["AOS_DEV_KEYS"] = "true"
-                _start(settings, env, logins, children)
+                _start(settings, env, logins, children, state)
                 _announce(settings, secret)
                 # Retention rounds as the admin, in this process (the children have no owner rights).
                 schedule = retention.Schedule(libpq_url(url), settings.retention_interval_s)
@@ -150,22 +150,34 @@ def _watch(children: dict[str, subprocess.Popen]) -> int:
         time.sleep(0.5)
 
 
+def _spawn(argv: list[str], env: dict[str, str], state: dict[str, bool]) -> subprocess.Popen:
+    """A child in its own session (the terminal's Ctrl-C reaches the suite, which then drains
+    each child itself, in order). A stop requested meanwhile waits until Popen has returned:
+    raised inside it, after the fork, it would lose the child's pid — and leave the child running."""
+    state["defer"] = True
+    try:
+        return subprocess.Popen(argv, env=env, start_new_session=True)
+    finally:
+        state["defer"] = False
+
+
 def _start(settings: Settings, env: dict[str, str], logins: dict[str, str],
-           children: dict[str, subprocess.Popen]) -> None:
-    """The three services, then the gateway; each counts as started only when it answers from
+           children: dict[str, subprocess.Popen], state: dict[str, bool]) -> None:
+    """The four services, then the gateway; each counts as started only when it answers from
     its own socket (aos_runtime.launch). ``children`` is filled as they start, for the caller to stop."""
     host = settings.bind_host
     for name in SERVICES:
-        # Own session: the terminal's Ctrl-C reaches the suite, which then drains each child
-        # itself in order, instead of all at once.
         own = {f"AOS_{name.upper()}_DATABASE_URL": logins[name]}  # its own login, nobody else's
-        children[name] = subprocess.Popen([sys.executable, "-m", f"services.{name}"], env={**env, **own},
-                                          start_new_session=True)
+        children[name] = _spawn([sys.executable, "-m", f"services.{name}"], {**env, **own}, state)
+        if state["stopping"]:
+            raise Stop
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     for name in SERVICES:
         launch.wait_serving(f"the {name} service", host, _port(settings, name), deadline, children[name])
     # The gateway last: it forwards to the services, so they are SERVING first.
-    children[GATEWAY] = subprocess.Popen([sys.executable, "-m", GATEWAY], env=env, start_new_session=True)
+    children[GATEWAY] = _spawn([sys.executable, "-m", GATEWAY], env, state)
+    if state["stopping"]:
+        raise Stop
     launch.wait_answering("the gateway", f"http://{host}:{settings.ports[GATEWAY]}/healthz",
                           _port(settings, GATEWAY), deadline, children[GATEWAY])
 

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent import futures
 from pathlib import Path
@@ -63,6 +64,17 @@ def _spend(gateway: str, token: str) -> int:
                       timeout=10).json()
     return int(costs["actuals"]["llm_run_cost"].get("amount_cents", 0))
 
+
+
+def rest_of(make: subprocess.Popen, timeout_s: float = 30) -> str:
+    """The rest of make's output once it has exited. Bounded: a child of the suite left running
+    holds the pipe open, and a plain read would wait for it forever (the test must fail, not hang)."""
+    got: list[str] = []
+    reader = threading.Thread(target=lambda: got.append(make.stdout.read()), daemon=True)
+    reader.start()
+    reader.join(timeout_s)
+    assert got, "make has exited but a process of the suite still holds its output: one was left running"
+    return got[0]
 
 def test_suite_starts_serves_and_stops_everything(tmp_path):
     ports = {name: free_port() for name in ("OVERVIEW", "LOGS", "EXPORT", "INGEST", "GATEWAY")}
@@ -263,7 +275,7 @@ def test_make_run_stops_every_process_it_started(tmp_path, how):
         else:
             make.send_signal(signal.SIGTERM)
         make.wait(timeout=90)
-        output.append(make.stdout.read())
+        output.append(rest_of(make))
     finally:
         if make.poll() is None:
             os.killpg(make.pid, signal.SIGKILL)
@@ -305,7 +317,7 @@ def test_ctrl_c_while_the_suite_is_starting_stops_it_at_once(tmp_path):
         interrupted = time.monotonic()
         make.wait(timeout=60)
         took = time.monotonic() - interrupted
-        text = make.stdout.read()
+        text = rest_of(make)
     finally:
         if make.poll() is None:
             os.killpg(make.pid, signal.SIGKILL)
