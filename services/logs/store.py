@@ -25,9 +25,11 @@ from aos_runtime.rows import all_of, first_of, one_of
 
 
 def custom_plans(conn: Connection, search: str | None) -> None:
-    """With a search: plans for its words, every time (see search_evidence: a generic plan
-    cannot know how rare the words are) — overriding the hot reads' generic plans
-    (aos_runtime.db._HOT_SCOPE). set_config(..., true) ends with the transaction; through
+    """With a search: plans for its words, every time. psycopg prepares a statement run 5 times
+    on a connection, and PostgreSQL then may keep a generic plan, which cannot know how rare the
+    words are and walks the tenant's created_at index computing every row's document (a rare
+    word: 225-260 ms instead of 25 ms, bench/search.py); planning costs a few ms. Overrides the
+    hot reads' generic plans (aos_runtime.db._HOT_SCOPE). set_config(..., true) ends with the transaction; through
     psycopg, as the hot reads' statements are (they may run pipelined)."""
     if search is not None:
         fetch_rows(conn, "SELECT set_config('plan_cache_mode', 'force_custom_plan', true)", {})
@@ -426,12 +428,7 @@ _SEARCH_KEYSET = "(v.created_at, v.id, '{source}') < (:after_at, :after_id, :aft
 def search_evidence(conn: Connection, tenant_id: str, filters: SearchFilters, after: Sequence[Any] | None,
                     limit: int) -> Page:
     """The page's hits, newest first, as rows {source, id, created_at, matched_fields, record[, trace]}."""
-    # Plans for these words, every time: psycopg prepares a statement run 5 times on a
-    # connection, and PostgreSQL then may keep a generic plan, which cannot know how rare the
-    # words are and walks the tenant's created_at index computing every row's document (a rare
-    # word: 225-260 ms instead of 25 ms, bench/search.py). Planning costs a few ms; SET LOCAL
-    # ends with the transaction.
-    conn.execute(text("SET LOCAL plan_cache_mode = force_custom_plan"))
+    custom_plans(conn, filters.query)
     params: dict[str, Any] = {"tenant": tenant_id, "query": filters.query, "run": filters.run_id,
                               "limit": limit + 1}
     if after is not None:
