@@ -102,17 +102,24 @@ def _observed(conn: Any) -> bool:
     return bool(conn.engine.dispatch.before_cursor_execute or conn.engine.dispatch.after_cursor_execute)
 
 
-def fetch_rows(conn: Any, sql: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+def fetch_rows(conn: Any, sql: str, params: Mapping[str, Any], *, binary: bool = False) -> list[dict[str, Any]]:
     """The rows of a hot read (issue #22) as dicts, through psycopg directly: the same
     connection and transaction as ``conn`` (so the tenant scope and statement timeout that
     ``Database.run`` set, and row-level security, apply), without SQLAlchemy's per-statement
     work (compiling the text() clause, its result machinery, RowMapping): ~25 % of a list call's
     CPU in bench/profile_audit.py. psycopg prepares a statement run 5 times in a session, as
     under SQLAlchemy. When anything listens to the engine's statements (tracing's SQL spans; a
-    test or benchmark capturing the SQL it sends), through SQLAlchemy, so that it sees them."""
+    test or benchmark capturing the SQL it sends), through SQLAlchemy, so that it sees them.
+
+    ``binary``: the rows in PostgreSQL's binary format, the same values (tests/db/test_pipelined.py)
+    for less of the client's CPU — the ledger's page of 51 rows, 0.63 → 0.55 ms per transaction
+    (bench/driver_floor.py, issue #22): no text to parse for times, integers and bytea. Only for a
+    statement whose every result column is of a type psycopg loads from binary (text, integers,
+    timestamptz, bytea, json/jsonb, boolean): a column of another type (an enum, a composite)
+    would come back as bytes."""
     if _observed(conn):
         return [dict(row) for row in conn.execute(text(sql), params).mappings()]
-    with conn.connection.driver_connection.cursor(row_factory=dict_row) as cursor:
+    with conn.connection.driver_connection.cursor(row_factory=dict_row, binary=binary) as cursor:
         cursor.execute(_driver_sql(sql), params)
         return cursor.fetchall()
 
@@ -130,14 +137,15 @@ def fetch_value(conn: Any, sql: str, params: Mapping[str, Any]) -> Any:
 
 
 def fetch_rows_and_value(conn: Any, sql: str, params: Mapping[str, Any], value_sql: str,
-                         value_params: Mapping[str, Any]) -> tuple[list[dict[str, Any]], Any]:
-    """``fetch_rows(sql)`` and ``fetch_value(value_sql)`` (e.g. a page and its total), both
-    sent before either is read: in a ``pipelined`` transaction they reach the database in the
-    same round trip as its BEGIN and tenant scope (issue #22)."""
+                         value_params: Mapping[str, Any], *, binary: bool = False
+                         ) -> tuple[list[dict[str, Any]], Any]:
+    """``fetch_rows(sql, binary=binary)`` and ``fetch_value(value_sql)`` (e.g. a page and its
+    total), both sent before either is read: in a ``pipelined`` transaction they reach the
+    database in the same round trip as its BEGIN and tenant scope (issue #22)."""
     if _observed(conn):
         return fetch_rows(conn, sql, params), fetch_value(conn, value_sql, value_params)
     driver = conn.connection.driver_connection
-    with driver.cursor(row_factory=dict_row) as rows, driver.cursor() as value:
+    with driver.cursor(row_factory=dict_row, binary=binary) as rows, driver.cursor() as value:
         rows.execute(_driver_sql(sql), params)
         value.execute(_driver_sql(value_sql), value_params)
         found = rows.fetchall()

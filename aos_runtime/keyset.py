@@ -85,19 +85,20 @@ def where(base: str, conditions: Iterable[tuple[str, str, Any]], prefix: str = "
 def keyset_page(conn: Connection, select: str, where: str, params: dict[str, Any], count_from: str,
                 after: Sequence[Any] | None, limit: int, order: str = "a.created_at DESC, a.id DESC",
                 keyset: str = NEWEST_FIRST,
-                known_total: tuple[str, Mapping[str, Any]] | None = None) -> Page:
+                known_total: tuple[str, Mapping[str, Any]] | None = None, binary: bool = False) -> Page:
     """``known_total``: (SQL, parameters) of an exact count of every match that the caller can
     read cheaper than counting them (the audit ledger's chain span), used instead of the capped
-    count; read with the page, in the same round trip (``fetch_rows_and_value``)."""
+    count; read with the page, in the same round trip (``fetch_rows_and_value``). ``binary``:
+    the page's rows in binary format (``aos_runtime.db.fetch_rows`` says when that may be)."""
     past, cursor = after_clause(after, keyset)
     params = {**params, **cursor}
     page_sql = f"{select} WHERE {where}{past} ORDER BY {order} LIMIT :limit"
     page_params = {**params, "limit": limit + 1}
     known = None
     if known_total is not None:
-        rows, known = fetch_rows_and_value(conn, page_sql, page_params, *known_total)
+        rows, known = fetch_rows_and_value(conn, page_sql, page_params, *known_total, binary=binary)
     else:
-        rows = fetch_rows(conn, page_sql, page_params)
+        rows = fetch_rows(conn, page_sql, page_params, binary=binary)
     if after is None and len(rows) <= limit:
         # A first page that holds every match is its own count (same filter, same
         # snapshot): no second query.

@@ -44,7 +44,8 @@ def list_audit_entries(conn: Connection, tenant_id: str, filters: AuditFilters, 
     order, keyset = direction(filters.ascending)
     page = keyset_page(conn, AUDIT_SELECT.format(extra=""), clauses, {**params, "tenant": tenant_id},
                        "audit_ledger a", after, limit, order=order, keyset=keyset,
-                       known_total=(LEDGER_SIZE, {"t": tenant_id}) if unfiltered else None)
+                       known_total=(LEDGER_SIZE, {"t": tenant_id}) if unfiltered else None,
+                       binary=True)  # AUDIT_SELECT's columns: text, integers, times, bytea, jsonb, boolean
     # v2 entries (docs/ERASURE.md): their payloads from the erasable side table, or ERASED
     return replace(page, rows=erasure.opened_rows(conn, tenant_id, "audit_entry", page.rows))
 
@@ -61,7 +62,8 @@ LEDGER_SIZE = ("SELECT coalesce((SELECT seq FROM audit_ledger WHERE tenant_id = 
 @pipelined
 def get_audit_entry(conn: Connection, tenant_id: str, entry_id: str) -> Mapping[str, Any] | None:
     rows = fetch_rows(conn, AUDIT_SELECT.format(extra=", a.before_state, a.after_state") +
-                      " WHERE a.tenant_id = :tenant AND a.id = :id", {"tenant": tenant_id, "id": entry_id})
+                      " WHERE a.tenant_id = :tenant AND a.id = :id", {"tenant": tenant_id, "id": entry_id},
+                      binary=True)
     return erasure.opened_rows(conn, tenant_id, "audit_entry", rows)[0] if rows else None
 
 

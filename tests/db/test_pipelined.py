@@ -121,3 +121,57 @@ async def test_hot_reads_keep_generic_plans_only_in_their_own_transaction(databa
         assert await db.run("t", _plan_mode_unmarked) == "auto"  # SET LOCAL: gone with the transaction
     finally:
         await db.close()
+
+
+async def test_the_ledger_reads_in_binary_format_the_values_text_gives(databases):
+    # The ledger's page and GetAuditEntry read their rows in binary format (issue #22): the same
+    # values of the same types as the text format and SQLAlchemy give, for v1 entries, v2 entries
+    # (commitments: jsonb) and entries joined to a trace.
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy import text
+
+    from aos_evidence.queries import AUDIT_SELECT
+    from aos_recording.sources import SourceWriter
+    from aos_recording.writers import AuditLedgerWriter, Producer, TraceRecorder
+
+    url = databases.create()
+    bulk.load(url, bulk.Volume(tenants=1, ledger=80, traces=10, steps=1, system=0))
+    (tenant,) = bulk.tenant_ids(1)
+    producer = Producer(login_url(url, "producer"))
+    t0 = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=timezone.utc)
+    with producer.transaction(tenant) as conn:
+        SourceWriter(conn).ensure_tenant(tenant_id=tenant, name="binary", created_at=t0)
+        TraceRecorder(conn).create_trace(tenant_id=tenant, run_id="run-binary", started_at=t0)
+        for i in range(3):
+            AuditLedgerWriter(conn).append(
+                tenant_id=tenant, event_type="ApiKeyCreated", entity_type="API_KEY", entity_id=f"key-{i}",
+                actor_type="HUMAN", actor_id="subj-1", action_reason=f"key {i}", correlation_id="run-binary",
+                after_state={"owner_email": "a@example.com", "n": i}, created_at=t0 + timedelta(seconds=i),
+                data_subject="subj-1")
+    producer.close()
+    db = Database(login_url(url, "logs"), service="logs", pool_size=1)
+    sql = AUDIT_SELECT.format(extra=", a.before_state, a.after_state") + \
+        " WHERE a.tenant_id = :tenant ORDER BY a.created_at DESC, a.id DESC"
+
+    def read(conn):
+        return (fetch_rows(conn, sql, {"tenant": tenant}, binary=True), fetch_rows(conn, sql, {"tenant": tenant}),
+                [dict(r) for r in conn.execute(text(sql), {"tenant": tenant}).mappings()])
+
+    try:
+        binary, textual, alchemy = await db.run(tenant, read)
+        assert len(binary) == 83
+        assert binary == textual == alchemy
+        assert [[type(v) for v in r.values()] for r in binary] == [[type(v) for v in r.values()] for r in textual]
+        assert [[v.isoformat() for v in r.values() if isinstance(v, datetime)] for r in binary] == \
+            [[v.isoformat() for v in r.values() if isinstance(v, datetime)] for r in textual]
+        v2 = [r for r in binary if r["hash_version"] == 2]
+        assert len(v2) == 3 and all(isinstance(r["commitments"], dict) and r["trace_id"] for r in v2)
+        # The hot reads themselves: the page and GetAuditEntry answer those rows.
+        page = await db.run(tenant, store.list_audit_entries, tenant, store.AuditFilters(), None, 50)
+        assert [r["id"] for r in page.rows] == [r["id"] for r in textual[:50]]
+        assert all(r == {k: t[k] for k in r} for r, t in zip(page.rows, textual) if r["hash_version"] == 1)
+        one = await db.run(tenant, store.get_audit_entry, tenant, v2[0]["id"])
+        assert one is not None and one["commitments"] == v2[0]["commitments"]
+    finally:
+        await db.close()

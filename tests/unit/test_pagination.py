@@ -117,3 +117,34 @@ def test_the_filter_builder_binds_values_and_skips_unset_filters():
     assert where("", [("s.x", "=", None)]) == ("", {})
     with pytest.raises(ValueError):
         where("", [("a.x", "LIKE", "%")])
+
+
+def test_a_listing_of_frozen_filters_binds_its_tokens_as_one_sealed_each_call_would():
+    # Listing.of computes a frozen filters dataclass's sealed form and token scope once (issue #22):
+    # its tokens must be those of the uncached path, and refuse what it refuses.
+    from datetime import datetime, timezone
+
+    from aos_runtime.pagination import Listing, sealed
+    from services.logs.store import AuditFilters
+
+    filters = AuditFilters(event_types=("LimitCreated",), created_after=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    cached = Listing.of(TOKENS, "t1", "audit", filters)
+    assert cached.scope == PageTokens.scope_digest("t1", "audit", sealed(filters))
+    assert dict(cached.filters) == sealed(filters)
+    assert Listing.of(TOKENS, "t1", "audit", AuditFilters(event_types=("LimitCreated",), created_after=datetime(
+        2026, 1, 1, tzinfo=timezone.utc))).scope == cached.scope  # an equal value: the same binding
+    token = cached.issue(["2026-01-01T00:00:00+00:00", "aud-1"])
+    # Read back without the cache (a mapping of the same filters) and with it, in either direction.
+    assert TOKENS.read(token, "t1", "audit", sealed(filters)) == ["2026-01-01T00:00:00+00:00", "aud-1"]
+    assert cached.after(TOKENS.issue("t1", "audit", sealed(filters), ["p", "q"])) == ["p", "q"]
+    for other in (Listing.of(TOKENS, "t2", "audit", filters), Listing.of(TOKENS, "t1", "audit.access", filters),
+                  Listing.of(TOKENS, "t1", "audit", AuditFilters(event_types=("LimitUpdated",)))):
+        assert other.scope != cached.scope
+        with pytest.raises(ApiError) as err:
+            other.after(token)
+        assert err.value.violations[0][0] == "page_token"
+    # Filters that cannot be a cache key (a dict) are sealed per call, bound the same way.
+    uncached = Listing.of(TOKENS, "t1", "audit", {"event_type": "LimitCreated"})
+    assert uncached.scope is None and uncached.after(uncached.issue(["a", "b"])) == ["a", "b"]
+    with pytest.raises(TypeError):  # the shared sealed form cannot be changed by a caller
+        cached.filters["event_types"] = []  # type: ignore[index]
