@@ -1,5 +1,6 @@
-"""``runs list``: the tenant's LLM runs, searched, sorted; ``runs trace``: an LLM run's steps, with the inflection point marked; ``runs replay``: the O4
-window around it, and with ``--at-step`` the state at one step with its hashes."""
+"""``runs list``: the tenant's LLM runs, searched and sorted; ``runs trace``: an LLM run's
+steps, with the inflection point marked; ``runs replay``: the O4 window around it, and with
+``--at-step`` the state at one step with its hashes."""
 from __future__ import annotations
 
 import argparse
@@ -11,8 +12,7 @@ from aos.logs.v1 import llm_runs_service_pb2 as pb, records_pb2
 from aos_cli.client import EXIT_OK, UsageError
 from aos_cli.context import Context
 from aos_cli.output import when
-from aos_cli.pages import MAX_PAGE
-from aos_cli.pages import read_pages
+from aos_cli.pages import MAX_PAGE, read_pages
 from aos_cli.values import enum_label, enum_labels, enum_value
 
 INFLECTION = Text("▶ violation", style="bold red")

@@ -127,7 +127,8 @@ def list_runs(conn: Connection, tenant_id: str, filters: RunFilters, after: Sequ
 # The run list's sort fields (LlmRunSortField's canonical names), each the leading column of an
 # index (tenant_id, key DESC, created_at DESC, id DESC) of migration 0025 (the tokens' one by its
 # expression, written the same here).
-RUN_SORTS = {"started_at": SortKey("a.started_at", "timestamptz"), "total_cost_cents": SortKey("a.cost_cents", "bigint"),
+RUN_SORTS = {"started_at": SortKey("a.started_at", "timestamptz"),
+             "total_cost_cents": SortKey("a.cost_cents", "bigint"),
              "total_tokens": SortKey("(a.input_tokens + a.output_tokens)", "bigint")}
 # The system record lists' (SystemRecordSortField): the level's rank (migration 0025's
 # aos_severity_rank, which its indexes are on).
