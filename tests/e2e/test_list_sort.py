@@ -288,3 +288,14 @@ async def test_run_events_take_search_order_and_sort(stubs):
     with pytest.raises(grpc.aio.AioRpcError) as err:
         await call(request_cls(run_id=RUN, search="!!"), metadata=auth(A))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and set(violations(err.value)) == {"search"}
+
+
+def test_every_sort_value_of_the_contract_has_its_key():
+    """A value added to a sort enum without its SQL key would fail at run time: each has one."""
+    from aos_evidence.queries import AUDIT_SORTS
+    from aos_runtime.validation import canonical_names
+    from services.logs.store import RUN_SORTS, SYSTEM_SORTS
+
+    for enum, keys in (("aos.logs.v1.AuditSortField", AUDIT_SORTS), ("aos.logs.v1.LlmRunSortField", RUN_SORTS),
+                       ("aos.logs.v1.SystemRecordSortField", SYSTEM_SORTS)):
+        assert set(canonical_names(enum)) - {"created_at"} == set(keys), enum
