@@ -338,6 +338,32 @@ function filterForm(base, query, fields) {
   return form;
 }
 
+// The lists' search, sort and order (seed 003 §4.5) as filter fields, and the caption that
+// says the order a table shows.
+function orderFields(sortEnum, sortPrefix) {
+  return [
+    { name: "search", title: "Search" },
+    { name: "sort", title: "Sort by", options: enumValues(sortEnum, "aos.logs.v1"), prefix: sortPrefix },
+    { name: "order", title: "Order", options: enumValues("SortOrder"), prefix: "SORT_ORDER_" },
+  ];
+}
+
+function orderCaption(what, query, sortPrefix) {
+  const ascending = query.get("order") === "SORT_ORDER_ASCENDING";
+  const byTime = ascending ? "oldest first" : "newest first";
+  const sort = label(query.get("sort") || "", sortPrefix);
+  const sorted = sort === "—" || sort === "CREATED_AT" ? byTime
+    : `by ${sort.toLowerCase()} ${ascending ? "ascending" : "descending"}, then ${byTime}`;
+  return `${what}${query.get("search") ? ` matching “${query.get("search")}”` : ""}, ${sorted}`;
+}
+
+// An export takes a list's filters, not its search: said instead of offering the wrong slice.
+function exportOrNote(query, form) {
+  return query.get("search")
+    ? h("p", { class: "help", id: "export-needs-filters" }, "Exports take the filters, not the search: clear the search to export this list.")
+    : form;
+}
+
 function listQuery(query) {
   const q = Object.fromEntries(query);
   q.page_size = q.page_size || PAGE_SIZE;
@@ -579,8 +605,9 @@ async function runsPage(query) {
       { name: "policy_id", title: "Policy" },
       { name: "created_after", title: "From", date: true },
       { name: "created_before", title: "Until", date: true },
+      ...orderFields("LlmRunSortField", "LLM_RUN_SORT_FIELD_"),
     ]),
-    table("LLM runs, newest first", [
+    table(orderCaption("LLM runs", query, "LLM_RUN_SORT_FIELD_"), [
       { title: "Run", cell: (r) => link(`#/runs/${enc(r.run_id)}/envelope`, r.run_id) },
       { title: "Status", cell: (r) => label(r.status, "LLM_RUN_STATUS_") },
       { title: "Outcome", cell: (r) => label(r.outcome, "RUN_OUTCOME_") },
@@ -764,8 +791,9 @@ async function systemPage(query) {
       { name: "severity", title: "Severity", options: enumValues("SystemSeverity"), prefix: "SYSTEM_SEVERITY_" },
       { name: "created_after", title: "From", date: true },
       { name: "created_before", title: "Until", date: true },
+      ...orderFields("SystemRecordSortField", "SYSTEM_RECORD_SORT_FIELD_"),
     ]),
-    table("Platform events, newest first", [
+    table(orderCaption("Platform events", query, "SYSTEM_RECORD_SORT_FIELD_"), [
       { title: "When", cell: (r) => timeEl(r.created_at) },
       { title: "Component", cell: (r) => r.component },
       { title: "Event", cell: (r) => label(r.event_type, "SYSTEM_EVENT_TYPE_") },
@@ -782,7 +810,7 @@ async function systemPage(query) {
       { title: "Count", cell: (r) => String(r.count) },
       { title: "Actors", cell: (r) => (r.actor_ids || []).join(", ") || "—" },
     ], attribution.rows || [], "No platform events in the window."),
-    exportForm({ system_slice: slice }, "this filtered list of system records"));
+    exportOrNote(query, exportForm({ system_slice: slice }, "this filtered list of system records")));
 }
 
 const SYSTEM_TABS = [["snapshot", "O1 Snapshot"], ["telemetry", "O2 Telemetry"], ["events", "O3 Events"], ["replay", "O4 Replay"]];
@@ -837,10 +865,11 @@ async function auditPage(query) {
       { name: "correlation_id", title: "Correlation" },
       { name: "created_after", title: "From", date: true },
       { name: "created_before", title: "Until", date: true },
+      ...orderFields("AuditSortField", "AUDIT_SORT_FIELD_"),
     ]),
-    auditTable("Ledger entries, newest first", reply.entries || [], "No entries match."),
+    auditTable(orderCaption("Ledger entries", query, "AUDIT_SORT_FIELD_"), reply.entries || [], "No entries match."),
     pager("/audit", query, reply, "entries"),
-    exportForm({ audit_slice: slice }, "this filtered list of ledger entries"));
+    exportOrNote(query, exportForm({ audit_slice: slice }, "this filtered list of ledger entries")));
 }
 
 // Both states flattened to dotted paths; each path's before and after side by side.

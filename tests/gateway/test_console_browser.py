@@ -656,3 +656,29 @@ async def test_retention_is_read_only_without_retention_admin(browser, served, k
     said = await tab.text()
     assert "Something went wrong" in said and "retention.read" in said, said
     await ctx.close()
+
+
+async def test_the_lists_search_and_sort(tab, served):
+    """The list pages take the lists' search, sort and order: the table is what the API answers
+    for the same query, and its caption says the order."""
+    runs = await _api(served, "/api/v1/logs/llm-runs", page_size=20, sort="LLM_RUN_SORT_FIELD_TOTAL_COST_CENTS")
+    await tab.open("#/runs")
+    await tab.page.select_option("#f-sort", "LLM_RUN_SORT_FIELD_TOTAL_COST_CENTS")
+    await tab.settled(tab.page.click("main form.filters button[type=submit]"))
+    assert "sort=LLM_RUN_SORT_FIELD_TOTAL_COST_CENTS" in tab.page.url
+    assert await tab.page.locator("main tbody th a").all_inner_texts() == [r["run_id"] for r in runs["runs"]]
+    assert "by total_cost_cents descending, then newest first" in await tab.text("main caption")
+    found = await _api(served, "/api/v1/logs/audit", page_size=20, search="refunds", order="SORT_ORDER_ASCENDING")
+    await tab.open("#/audit")
+    await tab.page.fill("#f-search", "refunds")
+    await tab.page.select_option("#f-order", "SORT_ORDER_ASCENDING")
+    await tab.settled(tab.page.click("main form.filters button[type=submit]"))
+    assert await tab.page.locator("main tbody th a").all_inner_texts() == [str(e["seq"]) for e in found["entries"]]
+    assert found["entries"] and "matching “refunds”, oldest first" in await tab.text("main caption")
+    # The export form takes filters, not a search: the page says so instead of offering it.
+    assert await tab.page.locator("#x-create").count() == 0 and await tab.page.locator("#export-needs-filters").count() == 1
+    severe = await _api(served, "/api/v1/logs/system", page_size=20, sort="SYSTEM_RECORD_SORT_FIELD_SEVERITY")
+    await tab.open("#/system?sort=SYSTEM_RECORD_SORT_FIELD_SEVERITY")
+    cells = await tab.page.locator("main table").first.locator("tbody tr td:nth-child(4)").all_inner_texts()
+    assert cells == [r["severity"].removeprefix("SYSTEM_SEVERITY_") for r in severe["records"]] and cells
+    assert await tab.axe() == []
