@@ -104,7 +104,7 @@ def ledger_head(conn: Connection, tenant_id: str) -> Mapping[str, Any] | None:
 
 
 def tlog_stored_hashes(conn: Connection, tenant_id: str, log: str, indexes: Sequence[int]
-                       ) -> list[Mapping[str, Any]]:
+                       ) -> list[dict[str, Any]]:
     """The rows of a transparency log's stored hashes at ``indexes`` (Go sumdb/tlog stored-hash
     indexes, migration 0013) that the log holds, in the order of ``indexes``, with their entry
     columns for leaves: one query.
