@@ -259,6 +259,16 @@ class RecordRunRequest(_message.Message):
     run: RunInput
     def __init__(self, run: _Optional[_Union[RunInput, _Mapping]] = ...) -> None: ...
 
+class RecordRunChunk(_message.Message):
+    __slots__ = ("run", "steps", "last")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    run: RunInput
+    steps: _containers.RepeatedCompositeFieldContainer[StepInput]
+    last: bool
+    def __init__(self, run: _Optional[_Union[RunInput, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[StepInput, _Mapping]]] = ..., last: _Optional[bool] = ...) -> None: ...
+
 class RecordRunResponse(_message.Message):
     __slots__ = ("run_id", "status", "trace_id", "run_content_hash", "trace_content_hash", "step_content_hashes")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
