@@ -149,7 +149,7 @@ class IngestClient:
         return self._call(self._stub.RecordRun, pb.RecordRunRequest(run=run))
 
     def record_run_stream(self, run: pb.RunInput, steps: Iterable[pb.StepInput] = (), *,
-                          chunk_steps: int = DEFAULT_CHUNK_STEPS) -> pb.RecordRunResponse:
+                          chunk_steps: int = DEFAULT_CHUNK_STEPS) -> pb.RecordRunStreamResponse:
         """Records one finished run sent as a stream (RecordRunStream): ``run``'s fields (and any
         steps it holds) first, then ``steps`` as they come — a generator may produce them while
         they are sent — in chunks of at most ``chunk_steps`` steps and ``MAX_CHUNK_BYTES``. The
@@ -160,9 +160,9 @@ class IngestClient:
             raise ValueError(f"chunk_steps must be 1 to {MAX_BATCH_ITEMS}")
         run = _with_id(run, "run_id")
         source = _chunks(run, iter(steps), chunk_steps)
-        kept: list[pb.RecordRunChunk] = []
+        kept: list[pb.RecordRunStreamRequest] = []
 
-        def chunks() -> Iterator[pb.RecordRunChunk]:
+        def chunks() -> Iterator[pb.RecordRunStreamRequest]:
             yield from list(kept)
             for chunk in source:
                 kept.append(chunk)
@@ -221,22 +221,22 @@ def retry_delay_s(error: grpc.RpcError) -> float | None:
     return None
 
 
-def _chunks(run: pb.RunInput, steps: Iterator[pb.StepInput], chunk_steps: int) -> Iterator[pb.RecordRunChunk]:
+def _chunks(run: pb.RunInput, steps: Iterator[pb.StepInput], chunk_steps: int) -> Iterator[pb.RecordRunStreamRequest]:
     """The run's chunks: its fields (with the steps it holds) first, then ``steps`` in chunks,
     the last marked ``last`` (a chunk is sent once the next step is known, so the last is known)."""
-    pending = pb.RecordRunChunk(run=run)
+    pending = pb.RecordRunStreamRequest(run=run)
     chunk: list[pb.StepInput] = []
     size = 0
     for step in steps:
         step_size = step.ByteSize() + 8  # the repeated field's tag and length
         if chunk and (len(chunk) == chunk_steps or size + step_size > MAX_CHUNK_BYTES):
             yield pending
-            pending, chunk, size = pb.RecordRunChunk(steps=chunk), [], 0
+            pending, chunk, size = pb.RecordRunStreamRequest(steps=chunk), [], 0
         chunk.append(step)
         size += step_size
     if chunk:
         yield pending
-        pending = pb.RecordRunChunk(steps=chunk)
+        pending = pb.RecordRunStreamRequest(steps=chunk)
     pending.last = True
     yield pending
 

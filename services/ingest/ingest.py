@@ -115,8 +115,8 @@ class IngestService(pb_grpc.IngestServiceServicer):
             r.done()
         return await self._record(request.run)
 
-    async def RecordRunStream(self, requests: AsyncIterator[pb.RecordRunChunk],
-                              context: grpc.aio.ServicerContext) -> pb.RecordRunResponse:
+    async def RecordRunStream(self, requests: AsyncIterator[pb.RecordRunStreamRequest],
+                              context: grpc.aio.ServicerContext) -> pb.RecordRunStreamResponse:
         """The run assembled from its chunks, then recorded as RecordRun records it. Nothing is
         written before the client ends the stream; a stream broken off (the call cancelled) ends
         here, logged, having written nothing."""
@@ -156,7 +156,8 @@ class IngestService(pb_grpc.IngestServiceServicer):
             raise errors.invalid_argument("last", f"the stream ended after {chunks} chunk(s) without its last "
                                                   "(`last` set): the run may not be whole, nothing was recorded")
         assert run is not None  # a chunk came: the first holds the run
-        return await self._record(run)
+        # The same answer as RecordRun's: its message and this one number their fields alike.
+        return pb.RecordRunStreamResponse.FromString((await self._record(run)).SerializeToString())
 
     async def _record(self, run: pb.RunInput) -> pb.RecordRunResponse:
         """One run checked and recorded in one transaction (RecordRun, RecordRunStream)."""

@@ -33,7 +33,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import grpc
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import struct_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp, trace_service_pb2_grpc as otlp_grpc
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.resource.v1 import resource_pb2
@@ -448,7 +448,7 @@ def _step(s: _Span, trace_id: str) -> pb.StepInput:
                 "conversation_id": a.get("gen_ai.conversation.id"),
                 "parent_span_id": span.parent_span_id.hex() or None,
                 "attributes": a, "resource": s.resource}
-    json_format.ParseDict(_present(metadata), step.metadata)
+    step.metadata.update(_present(metadata))
     return step
 
 
@@ -471,8 +471,11 @@ def _set_time(target: Any, unix_nano: int) -> None:
         target.FromNanoseconds(unix_nano)
 
 
-def _set_value(target: struct_pb2.Value, plain: Any) -> None:
-    json_format.ParseDict(plain, target)
+def _set_value(target: struct_pb2.Value, plain: dict[str, Any]) -> None:
+    # Struct.update, not json_format.ParseDict: the same Value (numbers as doubles, as ParseDict
+    # makes them) at a fifth of the CPU, which was a fifth of the Export path's (issue #21).
+    target.struct_value.SetInParent()  # an empty object stays an object (ParseDict's), not unset
+    target.struct_value.update(plain)
 
 
 def _attributes(pairs: Iterable[common_pb2.KeyValue]) -> dict[str, Any]:

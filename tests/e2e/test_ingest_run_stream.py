@@ -48,14 +48,14 @@ def many_steps(n: int, started: datetime) -> list[pb.StepInput]:
                          cost_cents=1, duration_ms=5) for i in range(n)]
 
 
-def chunked(run: pb.RunInput, per_chunk: int) -> list[pb.RecordRunChunk]:
+def chunked(run: pb.RunInput, per_chunk: int) -> list[pb.RecordRunStreamRequest]:
     """The run as a header chunk without steps, then its steps ``per_chunk`` at a time."""
     header = pb.RunInput()
     header.CopyFrom(run)
     del header.steps[:]
     steps = list(run.steps)
-    chunks = [pb.RecordRunChunk(run=header),
-              *(pb.RecordRunChunk(steps=steps[i:i + per_chunk]) for i in range(0, len(steps), per_chunk))]
+    chunks = [pb.RecordRunStreamRequest(run=header),
+              *(pb.RecordRunStreamRequest(steps=steps[i:i + per_chunk]) for i in range(0, len(steps), per_chunk))]
     chunks[-1].last = True
     return chunks
 
@@ -112,8 +112,8 @@ async def test_a_streamed_run_is_the_run_recorded_in_one_request(ingest, databas
     header = pb.RunInput()
     header.CopyFrom(first)
     del header.steps[1:]
-    again = await ingest.RecordRunStream(aiter_of([pb.RecordRunChunk(run=header),
-                                                   *(pb.RecordRunChunk(steps=[s], last=s is first.steps[-1])
+    again = await ingest.RecordRunStream(aiter_of([pb.RecordRunStreamRequest(run=header),
+                                                   *(pb.RecordRunStreamRequest(steps=[s], last=s is first.steps[-1])
                                                      for s in first.steps[1:])]), metadata=writer())
     assert batched.status == pb.ITEM_STATUS_CREATED and again.status == pb.ITEM_STATUS_ALREADY_PRESENT
     assert (again.run_content_hash, again.trace_content_hash, list(again.step_content_hashes)) == \
@@ -160,14 +160,14 @@ async def test_bounds_and_chunk_order_are_refused_as_recordrun_refuses(ingest, d
     started = datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=3)
     cases = {
         "too many steps": chunked(a_run("run-stream-many", started, steps=many_steps(1001, started)), 200),
-        "too many bytes": [pb.RecordRunChunk(run=a_run("run-stream-big", started, steps=[]))] + [
-            pb.RecordRunChunk(steps=[pb.StepInput(step_type=records_pb2.STEP_TYPE_OUTPUT, timestamp=ts(started),
+        "too many bytes": [pb.RecordRunStreamRequest(run=a_run("run-stream-big", started, steps=[]))] + [
+            pb.RecordRunStreamRequest(steps=[pb.StepInput(step_type=records_pb2.STEP_TYPE_OUTPUT, timestamp=ts(started),
                                                   output_data=value("x" * (1024 * 1024)))]) for _ in range(5)],
-        "no run first": [pb.RecordRunChunk(steps=many_steps(1, started))],
-        "run twice": [pb.RecordRunChunk(run=a_run("run-stream-twice", started)),
-                      pb.RecordRunChunk(run=a_run("run-stream-twice", started), last=True)],
-        "after the last": [pb.RecordRunChunk(run=a_run("run-stream-after", started), last=True),
-                           pb.RecordRunChunk(steps=many_steps(1, started), last=True)],
+        "no run first": [pb.RecordRunStreamRequest(steps=many_steps(1, started))],
+        "run twice": [pb.RecordRunStreamRequest(run=a_run("run-stream-twice", started)),
+                      pb.RecordRunStreamRequest(run=a_run("run-stream-twice", started), last=True)],
+        "after the last": [pb.RecordRunStreamRequest(run=a_run("run-stream-after", started), last=True),
+                           pb.RecordRunStreamRequest(steps=many_steps(1, started), last=True)],
         "empty stream": [],
     }
     for name, chunks in cases.items():

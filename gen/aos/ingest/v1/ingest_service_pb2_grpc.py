@@ -62,8 +62,8 @@ class IngestServiceStub:
                 _registered_method=True)
         self.RecordRunStream = channel.stream_unary(
                 '/aos.ingest.v1.IngestService/RecordRunStream',
-                request_serializer=aos_dot_ingest_dot_v1_dot_ingest__service__pb2.RecordRunChunk.SerializeToString,
-                response_deserializer=aos_dot_ingest_dot_v1_dot_ingest__service__pb2.RecordRunResponse.FromString,
+                request_serializer=aos_dot_ingest_dot_v1_dot_ingest__service__pb2.RecordRunStreamRequest.SerializeToString,
+                response_deserializer=aos_dot_ingest_dot_v1_dot_ingest__service__pb2.RecordRunStreamResponse.FromString,
                 _registered_method=True)
         self.EraseDataSubject = channel.unary_unary(
                 '/aos.ingest.v1.IngestService/EraseDataSubject',
@@ -172,8 +172,8 @@ def add_IngestServiceServicer_to_server(servicer, server):
             ),
             'RecordRunStream': grpc.stream_unary_rpc_method_handler(
                     servicer.RecordRunStream,
-                    request_deserializer=aos_dot_ingest_dot_v1_dot_ingest__service__pb2.RecordRunChunk.FromString,
-                    response_serializer=aos_dot_ingest_dot_v1_dot_ingest__service__pb2.RecordRunResponse.SerializeToString,
+                    request_deserializer=aos_dot_ingest_dot_v1_dot_ingest__service__pb2.RecordRunStreamRequest.FromString,
+                    response_serializer=aos_dot_ingest_dot_v1_dot_ingest__service__pb2.RecordRunStreamResponse.SerializeToString,
             ),
             'EraseDataSubject': grpc.unary_unary_rpc_method_handler(
                     servicer.EraseDataSubject,
@@ -298,8 +298,8 @@ class IngestService:
             request_iterator,
             target,
             '/aos.ingest.v1.IngestService/RecordRunStream',
-            aos_dot_ingest_dot_v1_dot_ingest__service__pb2.RecordRunChunk.SerializeToString,
-            aos_dot_ingest_dot_v1_dot_ingest__service__pb2.RecordRunResponse.FromString,
+            aos_dot_ingest_dot_v1_dot_ingest__service__pb2.RecordRunStreamRequest.SerializeToString,
+            aos_dot_ingest_dot_v1_dot_ingest__service__pb2.RecordRunStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,
