@@ -17,8 +17,7 @@ from aos_recording import hashing
 from aos_recording.client import IngestClient, IngestError
 from aos_runtime.service_main import build_server
 from services.ingest import server as ingest_server
-from tests.e2e.support import settings, token, ts
-from tests.e2e.test_ingest_runs import a_run, value
+from tests.e2e.support import a_run, settings, token, ts, value
 from tests.logins import login_url
 
 pytestmark = pytest.mark.db
