@@ -1,9 +1,11 @@
 """The Ingest service's writes: each batch in the one transaction ``Database.run`` opens.
 
-Almost no SQL here: the recording library's writers (aos_recording.writers, sources) hold
-it, so the suite's own tools and the Ingest API write evidence the same way; the two
-look-ups a run's retry needs are below. Each function takes
-the batch's valid items, in request order, and answers one outcome per item.
+The rows and hashes come from the recording library's writers (aos_recording.writers,
+sources), so the suite's own tools and the Ingest API write evidence the same way. The SQL
+here is what the Ingest API needs beyond them: the look-ups a retry needs, the multi-row
+statements that write many runs at once (``record_runs``: the writers' rows, one statement per
+table), and the OTLP spans kept until their trace is whole. Each function takes the batch's
+valid items, in request order, and answers one outcome per item.
 """
 from __future__ import annotations
 
@@ -187,7 +189,8 @@ def _settle_known(conn: Connection, tenant_id: str, prepared: Sequence[_Prepared
         "WHERE tenant_id = :t AND run_id = ANY(CAST(:runs AS text[])) "
         "UNION ALL SELECT 'trace', trace_id, content_hash FROM aos_traces "
         "WHERE tenant_id = :t AND trace_id = ANY(CAST(:traces AS text[])) "
-        "UNION ALL SELECT 'activity', id, NULL FROM worker_runs WHERE tenant_id = :t AND id = ANY(CAST(:runs AS text[]))"),
+        "UNION ALL SELECT 'activity', id, NULL FROM worker_runs "
+        "WHERE tenant_id = :t AND id = ANY(CAST(:runs AS text[]))"),
         {"t": tenant_id, "runs": [prepared[i].run["run_id"] for i in indices],
          "traces": [prepared[i].trace_id for i in indices]})
     found: dict[tuple[str, str], bytes | None] = {
