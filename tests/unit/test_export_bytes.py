@@ -8,7 +8,6 @@ non-BMP text, controls, secrets to redact, nested states, null fields — and is
 """
 from __future__ import annotations
 
-import hashlib
 import random
 from datetime import datetime, timedelta, timezone
 
