@@ -22,13 +22,20 @@ LEDGER_COLUMNS = ("id, tenant_id, seq, event_type, entity_type, entity_id, actor
 def iter_ledger(conn: Connection, tenant_id: str, *, from_seq: int = 1, to_seq: int | None = None,
                 batch: int = 5000) -> Iterator[Mapping[str, Any]]:
     """A tenant's ledger entries in seq order, keyset-batched: memory stays flat on any length."""
+    for rows in iter_ledger_batches(conn, tenant_id, from_seq=from_seq, to_seq=to_seq, batch=batch):
+        yield from rows
+
+
+def iter_ledger_batches(conn: Connection, tenant_id: str, *, from_seq: int = 1, to_seq: int | None = None,
+                        batch: int = 5000) -> Iterator[Sequence[Mapping[str, Any]]]:
+    """iter_ledger's batches (the last may be empty): one query each."""
     after = from_seq - 1
     while True:
         rows = _rows(conn.execute(text(
             f"SELECT {LEDGER_COLUMNS} FROM audit_ledger WHERE tenant_id = :t AND seq > :after "
             "AND (CAST(:to_seq AS bigint) IS NULL OR seq <= :to_seq) ORDER BY seq LIMIT :n"),
             {"t": tenant_id, "after": after, "to_seq": to_seq, "n": batch}))
-        yield from rows
+        yield rows
         if len(rows) < batch:
             return
         after = rows[-1]["seq"]

@@ -2,6 +2,7 @@
 field violation (INVALID_ARGUMENT), collected so a caller learns them all at once."""
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime, timezone
 from typing import Protocol, TypeVar, cast
@@ -32,6 +33,7 @@ def canonical_values(enum: type[_Enum]) -> dict[str, _Enum]:
     return cast("dict[str, _Enum]", canonical_names(wrapper.DESCRIPTOR.full_name))
 
 
+@functools.cache  # the contract's enums do not change in a process; read per field checked
 def by_number(enum_full_name: str) -> dict[int, str]:
     return {number: name for name, number in canonical_names(enum_full_name).items()}
 
@@ -111,6 +113,12 @@ class Request:
         if start and end and start >= end:
             self.violations.add(prefix + before, f"must be later than {prefix + after}")
         return start, end
+
+    def sort(self, number: int, enum_descriptor: _NamedEnum | None, field: str = "sort") -> str | None:
+        """A list's sort field (its enum's canonical name, seed 003 section 4.5's `sort`); None
+        for unset and for created_at, the lists' own order (so both bind a page token alike)."""
+        name = self.enum(number, enum_descriptor, field)
+        return None if name == "created_at" else name
 
     def ascending(self, number: int, field: str = "order") -> bool:
         """A list's SortOrder (aos.evidence.v1): True for ASCENDING (oldest first); unset (0) and

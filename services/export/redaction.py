@@ -414,6 +414,7 @@ class Redactor:
 
     def __init__(self) -> None:
         self._counts: dict[str, int] = {}
+        self.total = 0  # the sum of the counts, kept as they grow (read once per exported record)
 
     @property
     def counts(self) -> dict[str, int]:
@@ -469,10 +470,12 @@ class Redactor:
         text, found = _scan_short(text) if len(text) <= 128 else _scan(text)
         for kind, count in found:
             self._counts[kind] = self._counts.get(kind, 0) + count
+            self.total += count
         return text
 
     def _count(self, kind: str) -> None:
         self._counts[kind] = self._counts.get(kind, 0) + 1
+        self.total += 1
 
 
 def redact(value: Any) -> RedactionResult:

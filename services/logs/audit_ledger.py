@@ -13,6 +13,7 @@ from aos_evidence import queries as evidence, wire
 from aos_evidence.messages import audit_entry, export_message, struct
 from aos_recording import retention, tlog, verify
 from aos_runtime import auth, errors, faults
+from aos_runtime.db import pipelined
 from aos_runtime.evidence import timestamp
 from aos_runtime.keyset import Page
 from aos_runtime.pagination import Listing
@@ -32,6 +33,7 @@ AUTHORIZATION = ("AccessGranted", "AccessDenied")
 # access decisions about evidence, where O2 has every access decision) and the exports.
 ACCESS = (*evidence.ACCESS_EVENTS, "EvidenceExported")
 INTEGRITY_DEFAULT, INTEGRITY_MAX = 10_000, 100_000
+_SORT_FIELD = pb.ListAuditEntriesRequest.DESCRIPTOR.fields_by_name["sort"].enum_type
 
 # The ledger's lists: the full one and the three category views share one page walk.
 _CategoryRequest = pb.ListIdentityEventsRequest | pb.ListAuthorizationDecisionsRequest | pb.ListAccessEventsRequest
@@ -67,6 +69,7 @@ class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
         correlation = r.optional_text(request.correlation_id, "correlation_id")
         entity_id = r.optional_text(request.entity_id, "entity_id")
         search, ascending = list_search(r, request.search), r.ascending(request.order)
+        sort = r.sort(request.sort, _SORT_FIELD)
         start, end = r.time_range(request)
         limit = r.page_size(request.page_size)
         r.done()
@@ -74,7 +77,7 @@ class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
                                      actor_id=actor_id, correlation_id=correlation, created_after=start,
                                      created_before=end, entity_id=entity_id,
                                      success=request.success if request.HasField("success") else None,
-                                     search=search, ascending=ascending)
+                                     search=search, ascending=ascending, sort=sort)
         return await self._list(request, "audit", filters, limit, pb.ListAuditEntriesResponse)
 
     async def _category(self, request: _CategoryRequest, list_name: str, events: tuple[str, ...],
@@ -82,11 +85,15 @@ class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
                         ) -> wire.Encoded[_ListResponse]:
         r = Request()
         actor_id = r.optional_text(request.actor_id, "actor_id")
+        # The category's list takes ListAuditEntries' search, order and sort: the same matcher
+        # (services/logs/search.py and the search views) within the category's events.
+        search, ascending = list_search(r, request.search), r.ascending(request.order)
+        sort = r.sort(request.sort, _SORT_FIELD)
         start, end = r.time_range(request)
         limit = r.page_size(request.page_size)
         r.done()
         filters = store.AuditFilters(event_types=events, actor_id=actor_id, created_after=start, created_before=end,
-                                     entity_types=entities)
+                                     entity_types=entities, search=search, ascending=ascending, sort=sort)
         return await self._list(request, list_name, filters, limit, response_cls)
 
     async def ListIdentityEvents(self, request: pb.ListIdentityEventsRequest,
@@ -301,6 +308,11 @@ def _size_check(r: Request, field: str, requested: int, current: int) -> int:
     return requested or current
 
 
+# A proof's two statements go through psycopg (fetch_rows), so the transaction runs pipelined:
+# BEGIN, the tenant scope and the first statement in one round trip, the hashes in a second,
+# the COMMIT with no wait of its own (issue #20: round trips and SQLAlchemy's per-statement
+# work were about half of a proof call's service CPU, bench/profile_tlog.py).
+@pipelined
 def _inclusion(conn, tenant: str, log: str, entry_id: str | None, seq: int,
                tree_size: int) -> pb.GetInclusionProofResponse:
     # Two queries in all (and the transaction's scope): this one, then the hashes.
@@ -320,18 +332,19 @@ def _inclusion(conn, tenant: str, log: str, entry_id: str | None, seq: int,
     leaf = tlog.stored_hash_index(0, seq - 1)
     path, root = tlog.record_proof_indexes(size, seq - 1), tlog.tree_hash_indexes(size)
     rows = _hashes(conn, tenant, log, sorted({leaf, *path, *root}))
-    read = _reader(rows)
+    read = _reader(rows)  # the index lists are passed on, not computed again
     checkpoint = ({k.removeprefix("checkpoint_"): v for k, v in resolved.items() if k.startswith("checkpoint_")}
                   if resolved["checkpoint_seq"] is not None else None)
     entry = rows[leaf]
     return pb.GetInclusionProofResponse(
         metadata=ledger_leaf(tenant, {**entry, "seq": seq, "leaf_hash": entry["hash"]}, _COMPONENT[log]).metadata,
         entry_id=entry["entry_id"], seq=seq, leaf_index=seq - 1, tree_size=size,
-        root_hash=tlog.tree_hash(size, read), leaf_data=bytes(entry["leaf_data"]), leaf_hash=bytes(entry["hash"]),
-        audit_path=tlog.prove_record(size, seq - 1, read),
+        root_hash=tlog.tree_hash(size, read, root), leaf_data=bytes(entry["leaf_data"]),
+        leaf_hash=bytes(entry["hash"]), audit_path=tlog.prove_record(size, seq - 1, read, path),
         checkpoint=kept_checkpoint(checkpoint) if checkpoint else None)
 
 
+@pipelined
 def _consistency(conn, tenant: str, log: str, first: int, second: int) -> pb.GetConsistencyProofResponse:
     current = store.tlog_size(conn, tenant, log)
     r = Request()
@@ -339,13 +352,14 @@ def _consistency(conn, tenant: str, log: str, first: int, second: int) -> pb.Get
     # the handler checked an explicit second size against the first; 0 is the current size
     second = _size_check(r, "second_tree_size", second, current)
     r.done()
-    wanted = {*tlog.tree_proof_indexes(second, first), *tlog.tree_hash_indexes(first),
-              *tlog.tree_hash_indexes(second)}
-    read = _reader(_hashes(conn, tenant, log, sorted(wanted)))
+    proof, first_root = tlog.tree_proof_indexes(second, first), tlog.tree_hash_indexes(first)
+    second_root = tlog.tree_hash_indexes(second)
+    read = _reader(_hashes(conn, tenant, log, sorted({*proof, *first_root, *second_root})))
     return pb.GetConsistencyProofResponse(
         metadata=answer_metadata(tenant, _COMPONENT[log]), first_tree_size=first,
-        first_root_hash=tlog.tree_hash(first, read), second_tree_size=second,
-        second_root_hash=tlog.tree_hash(second, read), proof=tlog.prove_tree(second, first, read))
+        first_root_hash=tlog.tree_hash(first, read, first_root), second_tree_size=second,
+        second_root_hash=tlog.tree_hash(second, read, second_root),
+        proof=tlog.prove_tree(second, first, read, proof))
 
 
 def _leaves(conn, listing: Listing, log: str, first: int, to_seq: int, cursor: list[Any] | None,

@@ -60,7 +60,7 @@ def test_jsonb_round_trip_keeps_the_hash():
 
 
 def test_fast_path_equals_the_rfc8785_reference():
-    """canonical_json's json.dumps path must produce the reference's bytes on every document it takes."""
+    """canonical_json (its orjson path, see test_canonical.py) must produce the reference's bytes on every document."""
     import rfc8785
     from hypothesis import given, settings, strategies as st
 

@@ -125,3 +125,52 @@ def test_trace_verification():
     del steps[2]
     found = [(a.step_index, a.kind) for a in verify_trace(trace, steps)]
     assert (3, SEQUENCE_GAP) in found and (None, CHAIN_MISMATCH) in found and (2, SEQUENCE_GAP) in found
+
+
+def test_read_ahead_yields_every_batch_in_order_from_one_helper_thread():
+    import contextvars
+    import threading
+
+    from aos_recording.verify import _read_ahead
+
+    marker: contextvars.ContextVar[str] = contextvars.ContextVar("marker", default="unset")
+    marker.set("caller")
+    seen: list[tuple[str, str]] = []
+
+    def batches():
+        for n in range(5):
+            seen.append((threading.current_thread().name, marker.get()))
+            yield [n, n]
+
+    assert list(_read_ahead(batches())) == [[n, n] for n in range(5)]
+    assert {name.startswith("ledger-read-ahead") for name, _ in seen} == {True}
+    assert {value for _, value in seen} == {"caller"}  # the caller's context goes with each read
+
+
+def test_read_ahead_passes_a_read_error_on_and_waits_for_the_read_in_flight():
+    import threading
+    import time
+
+    import pytest
+
+    from aos_recording.verify import _read_ahead
+
+    finished = threading.Event()
+
+    def failing():
+        yield [1]
+        raise RuntimeError("the database went away")
+
+    with pytest.raises(RuntimeError, match="went away"):
+        list(_read_ahead(failing()))
+
+    def slow():
+        yield [1]
+        time.sleep(0.2)
+        finished.set()
+        yield [2]
+
+    reader = _read_ahead(slow())
+    assert next(reader) == [1]
+    reader.close()  # the caller stops early: the second read is in flight
+    assert finished.is_set()

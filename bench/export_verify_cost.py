@@ -1,0 +1,130 @@
+"""Verification and export against reading the same rows, A/B across checkouts (issue #22, ratios 6 and 7).
+
+    PYTHONPATH=.:gen:bench .venv/bin/python bench/export_verify_cost.py --entries 100000 --rounds 3 \\
+        [--copy main=/path/to/a/clean/copy --copy branch=.]
+
+suite_bench's items 6 and 7 at a volume the loaded machine allows, in-process and on one
+database: bulk-loads one tenant's ledger (the suite's bulk loader), then, for each checkout
+named by --copy (default: this one), runs a child process with that checkout's code first on
+its path, which times on the same rows
+
+  read     store.iter_ledger (what ratios 6 and 7 divide by)
+  verify   verify.verify_ledger (ratio 7)
+  export   builder.render of an AUDIT_SLICE (EVIDENCE) in JSON and in CSV to a sink that only
+           counts and hashes (ratio 6 without the gRPC call and the chunk inserts)
+
+each as wall and CPU seconds of the child. Rounds alternate between the checkouts, so the
+machine's load falls on both alike. The artifacts' SHA-256 must be equal across checkouts
+(the run stops otherwise): the same rows give the same bytes.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+
+
+def child(producer_url: str, tenant: str, entries: int, formats: list[str]) -> dict:
+    """Runs in the checkout under test (its code first on sys.path)."""
+    from aos_evidence.kinds import BundleType, ExportFormat, ExportScope
+    from aos_recording import dsse, store, verify
+    from aos_recording.writers import Producer
+    from services.export import artifacts, builder
+
+    out: dict = {}
+
+    def timed(name: str, run) -> object:
+        wall, cpu = time.perf_counter(), time.process_time()
+        result = run()
+        out[name] = {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu}
+        return result
+
+    producer = Producer(producer_url, pool_size=1)
+    key = dsse.SigningKey.generate()
+    try:
+        with producer.transaction(tenant) as conn:
+            rows = timed("read", lambda: sum(1 for _ in store.iter_ledger(conn, tenant, to_seq=entries)))
+            report = timed("verify", lambda: verify.verify_ledger(conn, tenant, to_seq=entries))
+            if rows != entries or not report.ok or report.checked != entries:
+                raise SystemExit(f"read {rows}, verified {report.checked} ok={report.ok}, expected {entries}")
+            for fmt in formats:
+                plan = builder.Plan(tenant_id=tenant, scope=ExportScope.AUDIT_SLICE, bundle_type=BundleType.EVIDENCE,
+                                    format=ExportFormat[fmt])
+                sink = artifacts.Sink(lambda n, data: None)
+                rendered = timed(f"export_{fmt}", lambda plan=plan, sink=sink: builder.render(conn, plan, key, sink,
+                                                                                            {"max_seq": entries}))
+                out[f"export_{fmt}"].update(checksum=rendered.checksum.hex(), size=rendered.size,
+                                            records=rendered.records)
+    finally:
+        producer.close()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--entries", type=int, default=100_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--formats", default="JSON,CSV")
+    parser.add_argument("--copy", action="append", default=[], metavar="NAME=PATH",
+                        help="a checkout to measure (repeatable; default: this one)")
+    parser.add_argument("--child", nargs=3, metavar=("URL", "TENANT", "ENTRIES"), help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help="write the figures as JSON here")
+    args = parser.parse_args()
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    if args.child:
+        print(json.dumps(child(args.child[0], args.child[1], int(args.child[2]), formats)))
+        return
+
+    from aos_recording import bulk
+    from scratch import scratch_database, service_logins
+
+    copies = dict(c.split("=", 1) for c in args.copy) or {"this": str(BENCH.parent)}
+    results: dict[str, list[dict]] = {name: [] for name in copies}
+    with scratch_database("aos-bench-exv-") as (url, work):
+        tenant = bulk.tenant_ids(1)[0]
+        bulk.load(url, bulk.Volume(tenants=1, ledger=args.entries, traces=0, steps=0, system=0))
+        producer_url = service_logins(url, work / "aos")["producer"]
+        for n in range(args.rounds):
+            for name, path in (copies.items() if n % 2 == 0 else reversed(copies.items())):
+                root = Path(path).resolve()
+                env = {**os.environ, "PYTHONPATH": f"{root}:{root / 'gen'}:{BENCH}"}
+                done = subprocess.run([sys.executable, str(BENCH / "export_verify_cost.py"), "--formats", args.formats,
+                                       "--child", producer_url, tenant, str(args.entries)],
+                                      cwd=root, env=env, capture_output=True, text=True, check=False)
+                if done.returncode:
+                    raise SystemExit(f"{name}: {done.stderr[-3000:]}")
+                figures = json.loads(done.stdout.strip().splitlines()[-1])
+                results[name].append(figures)
+                print(f"round {n + 1} {name}: " + ", ".join(
+                    f"{k} {v['wall_s']:.2f}s/{v['cpu_s']:.2f}cpu" for k, v in figures.items()), file=sys.stderr)
+    digests = {(name, fmt): {r[f"export_{fmt}"]["checksum"] for r in runs} for name, runs in results.items()
+               for fmt in formats}
+    for fmt in formats:
+        found = set().union(*(digests[(name, fmt)] for name in copies))
+        if len(found) != 1:
+            raise SystemExit(f"export {fmt}: the checkouts' artifacts differ: {digests}")
+    summary = {"entries": args.entries, "rounds": args.rounds, "load_average": os.getloadavg(), "copies": {}}
+    for name, runs in results.items():
+        med = {step: {k: statistics.median(r[step][k] for r in runs) for k in ("wall_s", "cpu_s")} for step in runs[0]}
+        read = med["read"]
+        summary["copies"][name] = {
+            "median": med,
+            "ratios": {step: {"wall": round(read["wall_s"] / v["wall_s"], 3),
+                              "cpu": round(read["cpu_s"] / v["cpu_s"], 3)}
+                       for step, v in med.items() if step != "read"},
+            "artifact_sha256": {fmt: runs[0][f"export_{fmt}"]["checksum"] for fmt in formats}}
+    text = json.dumps(summary, indent=2)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
