@@ -484,15 +484,15 @@ def _insert_once(conn: Connection, table: str, key: tuple[str, ...], record: Map
 
 # TraceRecorder.add_new_steps: a new trace's steps in one statement, in index order.
 _STEP_COLUMNS = ("id", "step_index", "step_type", "level", "source", "timestamp", "tokens", "cost_cents",
-                 "duration_ms", "input_data", "output_data", "metadata", "content_hash")
+                 "duration_ms", "input_data", "output_data", "metadata", "content_hash", "hash_version", "commitments")
 _STEP_TYPES = ("text", "int", "text", "text", "text", "timestamptz", "bigint", "bigint", "bigint", "text", "text",
-               "text", "bytea")
+               "text", "bytea", "smallint", "text")
 _STEPS_INSERT_MANY = text(
     "INSERT INTO aos_trace_steps (id, trace_id, tenant_id, step_index, step_type, level, source, \"timestamp\", "
-    "tokens, cost_cents, duration_ms, input_data, output_data, metadata, content_hash) "
+    "tokens, cost_cents, duration_ms, input_data, output_data, metadata, content_hash, hash_version, commitments) "
     "SELECT u.id, :trace_id, :tenant_id, u.step_index, u.step_type, u.level, u.source, u.timestamp, u.tokens, "
     "u.cost_cents, u.duration_ms, CAST(u.input_data AS jsonb), CAST(u.output_data AS jsonb), "
-    "CAST(u.metadata AS jsonb), u.content_hash "
+    "CAST(u.metadata AS jsonb), u.content_hash, u.hash_version, CAST(u.commitments AS jsonb) "
     "FROM unnest(" + ", ".join(f"CAST(:{c} AS {t}[])" for c, t in zip(_STEP_COLUMNS, _STEP_TYPES, strict=True))
     + ") AS u(" + ", ".join(_STEP_COLUMNS) + ") ORDER BY u.step_index")
 
@@ -582,27 +582,70 @@ class TraceRecorder(_Writer):
             return []
         columns: dict[str, list[Any]] = {c: [] for c in _STEP_COLUMNS}
         hashes = []
+        erasable: list[tuple[str, str, dict[str, Any], dict[str, bytes]]] = []  # (record id, subject, step, salts)
         for index, fields in enumerate(steps):
             step_type, level = fields["step_type"], fields.get("level", "info")
             _check(step_type, vocabulary.STEP_TYPES, "step_type")
             _check(level, vocabulary.STEP_LEVELS, "level")
-            content = hashing.step_content_hash({"step_index": index, "step_type": step_type,
-                                                 "input_data": fields.get("input_data"),
-                                                 "output_data": fields.get("output_data"),
-                                                 "timestamp": fields["timestamp"]})
+            step = {"step_index": index, "step_type": step_type, "input_data": fields.get("input_data"),
+                    "output_data": fields.get("output_data"), "timestamp": fields["timestamp"]}
+            subject = fields.get("data_subject")
+            commitments: dict[str, str] | None = None
+            if subject is None:
+                content = hashing.step_content_hash(step)
+            else:
+                # Hash format v2 (docs/ERASURE.md), as add_step writes it: fresh salts (the trace
+                # is new), the payloads in the erasable side table, the row's payload columns empty.
+                _check_subject(subject)
+                commitments, salts = hashing.commit_payloads(step, hashing.STEP_PAYLOAD_FIELDS)
+                content = hashing.step_content_hash_v2(step, commitments)
+                erasable.append((f"{trace_id}/{index}", subject, step, salts))
             hashes.append(content)
             row = {"id": fields.get("step_id") or new_id("step"), "step_index": index, "step_type": step_type,
                    "level": level, "source": fields.get("source", "agent"), "timestamp": fields["timestamp"],
                    "tokens": fields.get("tokens", 0), "cost_cents": fields.get("cost_cents", 0),
-                   "duration_ms": fields.get("duration_ms", 0), "input_data": _json(fields.get("input_data")),
-                   "output_data": _json(fields.get("output_data")), "metadata": _json(fields.get("metadata")),
-                   "content_hash": content}
+                   "duration_ms": fields.get("duration_ms", 0),
+                   "input_data": None if commitments is not None else _json(fields.get("input_data")),
+                   "output_data": None if commitments is not None else _json(fields.get("output_data")),
+                   "metadata": _json(fields.get("metadata")), "content_hash": content,
+                   "hash_version": hashing.HASH_V1 if commitments is None else hashing.HASH_V2,
+                   "commitments": _json(commitments)}
             for column in _STEP_COLUMNS:
                 columns[column].append(row[column])
         written = self.conn.execute(_STEPS_INSERT_MANY, {**columns, "trace_id": trace_id,
                                                          "tenant_id": tenant_id}).rowcount
         if written != len(steps):
             raise EvidenceConflict(f"trace {trace_id}: {len(steps) - written} of its steps were already recorded")
+        if erasable:
+            run_id = self.conn.execute(text("SELECT run_id FROM aos_traces WHERE tenant_id = :t AND trace_id = :trace"),
+                                       {"t": tenant_id, "trace": trace_id}).scalar()
+            for record_id, subject, step, salts in erasable:
+                _store_payloads(self.conn, tenant_id=tenant_id, record_type="trace_step", record_id=record_id,
+                                subject_id=subject, run_id=run_id, record=step, salts=salts)
+        return hashes
+
+    def stored_step_hashes(self, *, tenant_id: str, trace_id: str, steps: Sequence[Mapping[str, Any]]) -> list[bytes]:
+        """The content hash each of ``steps`` (``add_new_steps``' fields) has if it is the one
+        recorded at its index: a v2 step's commitments recomputed with the salts stored for it
+        (an erased field has none, so its hash cannot match: erased evidence is never re-written)."""
+        ids = [f"{trace_id}/{i}" for i, f in enumerate(steps) if f.get("data_subject") is not None]
+        stored: dict[str, dict[str, bytes]] = {}
+        if ids:
+            for row in self.conn.execute(text(
+                    "SELECT record_id, field, salt FROM evidence_payloads WHERE tenant_id = :t "
+                    "AND record_type = 'trace_step' AND record_id = ANY(CAST(:ids AS text[]))"),
+                    {"t": tenant_id, "ids": ids}):
+                stored.setdefault(row.record_id, {})[row.field] = bytes(row.salt)
+        hashes = []
+        for index, fields in enumerate(steps):
+            step = {"step_index": index, "step_type": fields["step_type"], "input_data": fields.get("input_data"),
+                    "output_data": fields.get("output_data"), "timestamp": fields["timestamp"]}
+            if fields.get("data_subject") is None:
+                hashes.append(hashing.step_content_hash(step))
+                continue
+            commitments, _ = hashing.commit_payloads(step, hashing.STEP_PAYLOAD_FIELDS,
+                                                     stored.get(f"{trace_id}/{index}", {}))
+            hashes.append(hashing.step_content_hash_v2(step, commitments))
         return hashes
 
     def mark_violation(self, *, trace_id: str, step_index: int, policy_id: str, reason: str,
