@@ -364,3 +364,47 @@ async def test_an_export_made_before_loses_its_artifact_and_says_so(ingest, expo
     steps = json.loads(copy)["trace"]["steps"]
     assert all(hashing.openings_match(s, hashing.STEP_PAYLOAD_FIELDS) for s in steps)
     assert ledger_report(database_url, TENANT).ok
+
+
+async def test_rest_through_the_gateway(suite, tenant, database_url):
+    import httpx
+
+    from gateway import backend_addresses, create_app
+
+    subject = f"subj-{uuid.uuid4().hex[:8]}"
+    run = a_run(subject)
+    app = create_app(backend_addresses(suite))
+
+    def auth(*scopes: str, actor_type: str = "HUMAN") -> dict[str, str]:
+        return {"Authorization": f"Bearer {token(TENANT, scopes=scopes, actor_type=actor_type)}"}
+
+    async with app.router.lifespan_context(app), httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://gateway") as http:
+        recorded = await http.post("/api/v1/ingest/runs", json=json_format.MessageToDict(pb.RecordRunRequest(run=run)),
+                                   headers=auth("evidence.write", actor_type="SYSTEM"))
+        assert recorded.status_code == 200, recorded.text
+        trace_url = f"/api/v1/logs/llm-runs/{run.run_id}/trace"
+        before = (await http.get(trace_url, headers=auth("logs.read"))).json()
+        made = await http.post(f"/api/v1/logs/llm-runs/{run.run_id}/export", json={
+            "bundleType": "BUNDLE_TYPE_EVIDENCE", "format": "EXPORT_FORMAT_JSON"},
+            headers=auth("exports.create", "exports.read"))
+        assert made.status_code == 200, made.text
+        export_id = made.json()["export"]["export_id"]
+        erased = await http.post("/api/v1/ingest/erasures", json={"subjectId": subject, "reason": "DSR-94"},
+                                 headers=auth("evidence.erase"))
+        after = (await http.get(trace_url, headers=auth("logs.read"))).json()
+        download = await http.get(f"/api/v1/logs/exports/{export_id}:download", headers=auth("exports.read"))
+        verified = await http.post(f"/api/v1/logs/exports/{export_id}:verify", json={"recompute": True},
+                                   headers=auth("exports.read"))
+    assert erased.status_code == 200 and erased.json()["exports_erased"] == [export_id]
+    assert [s["hash_version"] for s in before["steps"]] == [2, 2, 2]
+    assert before["steps"][0]["input_data"] == {"prompt": f"{SECRET} #0"}
+    for b, a in zip(before["steps"], after["steps"], strict=True):
+        assert "input_data" not in a and "output_data" not in a and a["content_hash"] == b["content_hash"]
+        assert [p["state"] for p in a["payloads"]] == ["PAYLOAD_STATE_ERASED"] * 2
+        assert [p["commitment"] for p in a["payloads"]] == [p["commitment"] for p in b["payloads"]]
+    assert download.status_code == 400 and "CONTENT_ERASED" in download.text, download.text
+    assert verified.status_code == 200, verified.text
+    answer = verified.json()
+    assert answer["valid"] is True and answer["payloads_erased"] == 6
+    assert ledger_report(database_url, TENANT).ok
