@@ -83,16 +83,23 @@ def _commit_v2(conn: Connection, tenant_id: str, record_type: str, record_id: st
     return hashing.commit_payloads(record, payload_fields, _stored_salts(conn, tenant_id, record_type, record_id))
 
 
-def _store_payloads(conn: Connection, *, tenant_id: str, record_type: str, record_id: str, subject_id: str,
-                    run_id: str | None, record: Mapping[str, Any], salts: Mapping[str, bytes]) -> None:
+_PAYLOAD_INSERT = text(
+    "INSERT INTO evidence_payloads (tenant_id, record_type, record_id, field, subject_id, run_id, salt, "
+    "payload) VALUES (:t, :k, :r, :f, :s, :run, :salt, CAST(:payload AS jsonb)) ON CONFLICT DO NOTHING")
+
+
+def _payload_rows(*, tenant_id: str, record_type: str, record_id: str, subject_id: str, run_id: str | None,
+                  record: Mapping[str, Any], salts: Mapping[str, bytes]) -> list[dict[str, Any]]:
+    return [{"t": tenant_id, "k": record_type, "r": record_id, "f": field, "s": subject_id, "run": run_id,
+             "salt": salt, "payload": json.dumps(hashing._plain(record[field]))} for field, salt in salts.items()]
+
+
+def _store_payloads(conn: Connection, **fields: Any) -> None:
     """A v2 record's payloads and salts, in the erasable side table (docs/ERASURE.md). Written
     once: a retry's identical rows are skipped (the record's content hash already matched)."""
-    for field, salt in salts.items():
-        conn.execute(text(
-            "INSERT INTO evidence_payloads (tenant_id, record_type, record_id, field, subject_id, run_id, salt, "
-            "payload) VALUES (:t, :k, :r, :f, :s, :run, :salt, CAST(:payload AS jsonb)) ON CONFLICT DO NOTHING"),
-            {"t": tenant_id, "k": record_type, "r": record_id, "f": field, "s": subject_id, "run": run_id,
-             "salt": salt, "payload": json.dumps(hashing._plain(record[field]))})
+    rows = _payload_rows(**fields)
+    if rows:
+        conn.execute(_PAYLOAD_INSERT, rows)
 
 
 def _check_subject(data_subject: str) -> None:
@@ -619,9 +626,12 @@ class TraceRecorder(_Writer):
         if erasable:
             run_id = self.conn.execute(text("SELECT run_id FROM aos_traces WHERE tenant_id = :t AND trace_id = :trace"),
                                        {"t": tenant_id, "trace": trace_id}).scalar()
-            for record_id, subject, step, salts in erasable:
-                _store_payloads(self.conn, tenant_id=tenant_id, record_type="trace_step", record_id=record_id,
-                                subject_id=subject, run_id=run_id, record=step, salts=salts)
+            # One executemany for the trace's payloads (psycopg pipelines it), not a statement a field.
+            rows = [row for record_id, subject, step, salts in erasable
+                    for row in _payload_rows(tenant_id=tenant_id, record_type="trace_step", record_id=record_id,
+                                             subject_id=subject, run_id=run_id, record=step, salts=salts)]
+            if rows:
+                self.conn.execute(_PAYLOAD_INSERT, rows)
         return hashes
 
     def stored_step_hashes(self, *, tenant_id: str, trace_id: str, steps: Sequence[Mapping[str, Any]]) -> list[bytes]:

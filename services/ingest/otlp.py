@@ -66,10 +66,10 @@ SUBJECT_ATTRIBUTES = ("enduser.pseudo.id", "enduser.id", "user.id")
 # Attributes that carry the content a step's input/output hold (GenAI semconv, and the older
 # gen_ai.prompt / gen_ai.completion): a v2 step's metadata leaves them out, else its erased
 # content would stay readable in the (unhashed, not erasable) metadata.
+LEGACY_CONTENT = ("gen_ai.prompt", "gen_ai.completion")  # also flattened: gen_ai.prompt.0.content …
 CONTENT_ATTRIBUTES = frozenset({"gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions",
-                                "gen_ai.tool.call.arguments", "gen_ai.tool.call.result", "gen_ai.prompt",
-                                "gen_ai.completion"})
-CONTENT_PREFIXES = ("gen_ai.prompt.", "gen_ai.completion.")
+                                "gen_ai.tool.call.arguments", "gen_ai.tool.call.result", *LEGACY_CONTENT})
+CONTENT_PREFIXES = tuple(f"{name}." for name in LEGACY_CONTENT)
 
 
 @dataclass(frozen=True)
