@@ -20,7 +20,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from aos_evidence.kinds import ExportScope
-from aos_runtime.keyset import Page, keyset_page, where
+from aos_runtime.keyset import Page, SortKey, keyset_page, where
 from aos_runtime.rows import all_of, first_of
 
 # The one entry whose action did not succeed: a refused read (aos_runtime.access).
@@ -44,6 +44,7 @@ class AuditFilters:
     entity_types: tuple[str, ...] = ()
     search: str | None = None  # a full-text query as the search documents are written (services/logs/search.py)
     ascending: bool = False    # oldest first
+    sort: str | None = None    # an AUDIT_SORTS name; None: by (created_at, id)
 
     def where(self) -> tuple[str, dict[str, Any]]:
         clauses, params = where("a.tenant_id = :tenant", [
@@ -56,6 +57,11 @@ class AuditFilters:
         if self.search is None:
             return clauses, params
         return f"{clauses} AND {search_match('a.id', 'audit_search')}", {**params, "search": self.search}
+
+
+# The ledger lists' sort fields (AuditSortField's canonical names), each the leading column of an
+# index (tenant_id, field DESC, created_at DESC, id DESC) of migration 0025.
+AUDIT_SORTS = {"event_type": SortKey("a.event_type", "text"), "entity_type": SortKey("a.entity_type", "text")}
 
 
 # A full-text search, as a list filter: the keys of the tenant's records whose document (migration

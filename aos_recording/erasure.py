@@ -84,7 +84,7 @@ def erase_subject(conn: Connection, *, tenant_id: str, subject_id: str, actor_ty
     if hold is not None:
         return ErasureResult(erasure_id, subject_id, 0, requested.seq, None, hold)
     # Earlier exports whose stored artifacts carried the subject's payloads: deleted by the same
-    # function (migration 0025_erasure_exports), their tombstones read back here.
+    # function (migration 0026_erasure_exports), their tombstones read back here.
     exports = tuple(e for (e,) in conn.execute(text(
         "SELECT export_id FROM erased_export_artifacts WHERE tenant_id = :t AND erasure_id = :e ORDER BY export_id"),
         {"t": tenant_id, "e": erasure_id}))

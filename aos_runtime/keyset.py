@@ -37,20 +37,44 @@ NEWEST_FIRST = "(a.created_at, a.id) < (:after_at, :after_id)"
 OLDEST_FIRST = "(a.created_at, a.id) > (:after_at, :after_id)"
 
 
-def direction(ascending: bool, alias: str = "a") -> tuple[str, str]:
-    """(ORDER BY, keyset past a position) of a list in either order on (created_at, id): the
-    same index serves both (read backwards for oldest first), and a page token's position is
-    the last row's key either way."""
-    if ascending:
-        return f"{alias}.created_at ASC, {alias}.id ASC", f"({alias}.created_at, {alias}.id) > (:after_at, :after_id)"
-    return f"{alias}.created_at DESC, {alias}.id DESC", f"({alias}.created_at, {alias}.id) < (:after_at, :after_id)"
+@dataclass(frozen=True)
+class SortKey:
+    """A list's sort field (seed 003 section 4.5's `sort`): an SQL expression over the list's
+    row (alias ``a``) that is never NULL, and its SQL type. A sorted list orders on (key,
+    created_at, id), all one direction, and selects the key ``AS sort_key`` so that a page
+    token carries the last row's value exactly as the database compared it."""
+
+    expression: str
+    sql_type: str
+
+    def on(self, alias: str) -> str:
+        return self.expression.replace("a.", f"{alias}.")
+
+
+def direction(ascending: bool, alias: str = "a", key: SortKey | None = None) -> tuple[str, str]:
+    """(ORDER BY, keyset past a position) of a list in either order on (created_at, id), or on
+    (key, created_at, id) when sorted by a field: one index serves both orders (read backwards
+    for ascending), and a page token's position is the last row's key either way. One
+    direction for the whole key keeps the keyset a single row comparison, an index condition."""
+    columns = [f"{alias}.created_at", f"{alias}.id"]
+    values = [":after_at", ":after_id"]
+    if key is not None:
+        columns.insert(0, key.on(alias))
+        values.insert(0, f"CAST(:after_key AS {key.sql_type})")
+    way, past = ("ASC", ">") if ascending else ("DESC", "<")
+    return (", ".join(f"{c} {way}" for c in columns),
+            f"({', '.join(columns)}) {past} ({', '.join(values)})")
 
 
 def after_clause(after: Sequence[Any] | None, keyset: str = NEWEST_FIRST) -> tuple[str, dict[str, Any]]:
-    """(" AND <keyset>", its parameters) past a page token's position; nothing on a first page."""
+    """(" AND <keyset>", its parameters) past a page token's position; nothing on a first page.
+    A sorted list's position ends with the sort key's value (Listing.next_token)."""
     if after is None:
         return "", {}
-    return f" AND {keyset}", position(after)
+    params = position(after)
+    if ":after_key" in keyset:
+        params["after_key"] = after[-1]
+    return f" AND {keyset}", params
 
 
 def cut(rows: Sequence[Mapping[str, Any]], limit: int, total: int, estimate: bool) -> Page:

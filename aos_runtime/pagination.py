@@ -147,10 +147,14 @@ class Listing:
         return self.tokens.issue(self.tenant_id, self.name, self.filters, position)
 
     def next_token(self, page: Page, *extra: Any) -> str:
+        """The position after the page's last row; a list sorted by a field (its rows carry
+        ``sort_key``, aos_runtime.keyset.SortKey) ends it with that row's value."""
         if not page.has_more:
             return ""
         last = page.rows[-1]
-        return self.issue([iso_utc(last["created_at"]), last["id"], *extra])
+        key = last.get("sort_key")
+        keyed = [iso_utc(key) if isinstance(key, datetime) else key] if key is not None else []
+        return self.issue([iso_utc(last["created_at"]), last["id"], *extra, *keyed])
 
     def answer(self, response_cls: Any, page: Page, *extra: Any, **fields: Any) -> Any:
         """``response_cls(**fields)`` with the page fields it declares."""

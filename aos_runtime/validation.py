@@ -112,6 +112,12 @@ class Request:
             self.violations.add(prefix + before, f"must be later than {prefix + after}")
         return start, end
 
+    def sort(self, number: int, enum_descriptor: _NamedEnum | None, field: str = "sort") -> str | None:
+        """A list's sort field (its enum's canonical name, seed 003 section 4.5's `sort`); None
+        for unset and for created_at, the lists' own order (so both bind a page token alike)."""
+        name = self.enum(number, enum_descriptor, field)
+        return None if name == "created_at" else name
+
     def ascending(self, number: int, field: str = "order") -> bool:
         """A list's SortOrder (aos.evidence.v1): True for ASCENDING (oldest first); unset (0) and
         DESCENDING are newest first (SPEC section 3); any other number is a violation."""

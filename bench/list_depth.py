@@ -1,11 +1,14 @@
 """Does a deep page cost what the first page costs? (issue #4)
 
     .venv/bin/python bench/list_depth.py [--entries 110000] [--pages 2000] [--page-size 50]
+        [--sort event_type|entity_type ...] [--order asc|desc]
 
 Bulk-loads one large tenant's audit ledger, starts the Logs service in this process
 on an ephemeral port, and walks ListAuditEntries page by page through a real gRPC
 channel, following next_page_token (no shortcut to the deep pages). Reports the
-median and p90 latency of the first 20 pages against the last 20, and their ratio.
+median and p90 latency of the first 20 pages against the last 20, and their ratio. With
+--sort, each sort field (and created_at, the default) is walked in turn on the same load
+(issue #25: a sorted list's keyset on (field, created_at, id)).
 Uses the embedded Postgres in a temporary directory unless DATABASE_URL is set.
 """
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pathlib import Path
 
 import grpc
 
+from aos.evidence.v1 import evidence_pb2
 from aos.logs.v1 import audit_ledger_service_pb2 as pb, audit_ledger_service_pb2_grpc as pb_grpc
 from aos_recording import bulk
 from aos_runtime.auth import mint_token
@@ -31,7 +35,7 @@ from services.logs.server import servicers
 SECRET = "bench-secret-" + "x" * 40
 
 
-async def walk(logs_url: str, pages: int, size: int, data_dir: Path) -> list[float]:
+async def walk(logs_url: str, pages: int, size: int, data_dir: Path, sort: int = 0, order: int = 0) -> list[float]:
     settings = dataclasses.replace(Settings.from_env({}), jwt_secret=SECRET, data_dir=data_dir)
     server = build_server("logs", servicers, settings, logs_url, port=0)
     port = await server.start()
@@ -42,7 +46,8 @@ async def walk(logs_url: str, pages: int, size: int, data_dir: Path) -> list[flo
         stub = pb_grpc.AuditLedgerServiceStub(channel)
         for _ in range(pages):
             started = time.perf_counter()
-            reply = await stub.ListAuditEntries(pb.ListAuditEntriesRequest(page_size=size, page_token=token),
+            reply = await stub.ListAuditEntries(pb.ListAuditEntriesRequest(page_size=size, page_token=token,
+                                                                           sort=sort, order=order),  # type: ignore[arg-type]
                                                 metadata=metadata)
             latencies.append(time.perf_counter() - started)
             assert len(reply.entries) == size, "ran out of entries: load more with --entries"
@@ -62,16 +67,25 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=110_000)
     parser.add_argument("--pages", type=int, default=2000)
     parser.add_argument("--page-size", type=int, default=50)
+    parser.add_argument("--sort", nargs="*", default=[], choices=("event_type", "entity_type"),
+                        help="also walk the list sorted by these fields")
+    parser.add_argument("--order", choices=("asc", "desc"), default="desc")
     args = parser.parse_args()
+    order = evidence_pb2.SORT_ORDER_ASCENDING if args.order == "asc" else evidence_pb2.SORT_ORDER_DESCENDING
+    sorts = {"created_at": pb.AUDIT_SORT_FIELD_CREATED_AT, "event_type": pb.AUDIT_SORT_FIELD_EVENT_TYPE,
+             "entity_type": pb.AUDIT_SORT_FIELD_ENTITY_TYPE}
+    results = {}
     with scratch_database() as (url, work):
         bulk.load(url, bulk.Volume(tenants=1, ledger=args.entries, traces=0, steps=0, system=0))
         logs = service_logins(url, work / "aos")["logs"]  # the service logs in as itself, never as the admin
-        latencies = asyncio.run(walk(logs, args.pages, args.page_size, work))
-    first, last = summary(latencies[:20]), summary(latencies[-20:])
+        for name in ["created_at", *args.sort]:
+            latencies = asyncio.run(walk(logs, args.pages, args.page_size, work, sorts[name], order))
+            first, last = summary(latencies[:20]), summary(latencies[-20:])
+            results[name] = {"pages_1_to_20": first, f"pages_{args.pages - 19}_to_{args.pages}": last,
+                             "deep_over_first_p50": round(last["p50_ms"] / first["p50_ms"], 2),
+                             "all_pages": summary(latencies)}
     print(json.dumps({"entries": args.entries, "page_size": args.page_size, "pages_walked": args.pages,
-                      "pages_1_to_20": first, f"pages_{args.pages - 19}_to_{args.pages}": last,
-                      "deep_over_first_p50": round(last["p50_ms"] / first["p50_ms"], 2),
-                      "all_pages": summary(latencies)}, indent=2))
+                      "order": args.order, "sorts": results}, indent=2))
 
 
 if __name__ == "__main__":

@@ -120,3 +120,31 @@ def demo(database_url):
     scenarios.load_demo(producer, base=BASE)
     producer.close()
     return BASE
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop any embedded Postgres a test left running under this session's basetemp.
+
+    A test that starts its own cluster stops it in a ``finally``; one interrupted between
+    start and that block (a timeout, a crash of the thread that started it) would leave a
+    postmaster running past the suite, holding a port and CI's process tree. Each one found
+    is stopped and named, so the test that leaked it can be fixed rather than hidden.
+    """
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    if factory is None:
+        return
+    try:
+        base = factory.getbasetemp()
+    except (OSError, ValueError):
+        return
+    from aos_runtime.embedded import embedded_port, stop_embedded
+    for pid_file in base.rglob("postmaster.pid"):
+        data_dir = pid_file.parent.parent  # <data_dir>/pgdata/postmaster.pid
+        if embedded_port(data_dir) is None:
+            continue
+        stop_embedded(data_dir)
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.ensure_newline()
+            reporter.write_line(f"an embedded Postgres was left running under {data_dir}: stopped it",
+                                yellow=True)

@@ -10,12 +10,13 @@ from aos_cli.client import EXIT_OK, EXIT_SERVICE, CliError, UsageError
 from aos_cli.context import Context
 from aos_cli.output import to_dict, when
 from aos_cli.pages import MAX_PAGE, read_pages
-from aos_cli.values import enum_label, enum_value, timestamp
+from aos_cli.values import enum_label, enum_labels, enum_value, timestamp
 
 EVENT_TYPE = "aos.evidence.v1.AuditEventType"
 ENTITY_TYPE = "aos.evidence.v1.AuditEntityType"
 ACTOR_TYPE = "aos.evidence.v1.ActorType"
 SORT_ORDER = "aos.evidence.v1.SortOrder"
+SORT_FIELD = "aos.logs.v1.AuditSortField"
 
 COLUMNS = ("seq", "time", "event", "entity", "actor")
 
@@ -29,6 +30,8 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
                                           "-excluded, or)")
     listing.add_argument("--order", choices=("desc", "asc"), default="desc",
                          help="desc: newest first (default); asc: oldest first")
+    listing.add_argument("--sort", choices=tuple(enum_labels(SORT_FIELD).values()), default="created_at",
+                         help="sort by this field, then time, in --order's direction (default created_at)")
     listing.add_argument("--limit", type=int, default=50, help="entries to show, following pages (0: all; default 50)")
     listing.set_defaults(handler=list_command)
     follow = group.add_parser("follow", parents=[common], help="print new entries as they appear (Ctrl-C stops)",
@@ -88,6 +91,7 @@ def list_command(args: argparse.Namespace, ctx: Context) -> int:
         raise UsageError("--limit must be 0 (all) or positive")
     request = pb.ListAuditEntriesRequest(**filters(args), search=args.search or "")
     request.order = enum_value(SORT_ORDER, args.order, "--order")  # type: ignore[assignment]  # an int is the enum at run time
+    request.sort = enum_value(SORT_FIELD, args.sort, "--sort")  # type: ignore[assignment]  # as order
     result = read_pages(ctx.client.audit.ListAuditEntries, request, pb.ListAuditEntriesResponse(), "entries",
                         args.limit)
     if ctx.out.json_mode:
@@ -96,8 +100,14 @@ def list_command(args: argparse.Namespace, ctx: Context) -> int:
     estimate = "~" if result.total_size_is_estimate else ""
     ctx.out.table(COLUMNS, (cells(e) for e in result.entries),
                   title=f"{len(result.entries)} of {estimate}{result.total_size} audit entries "
-                        f"({'oldest' if args.order == 'asc' else 'newest'} first)")
+                        f"({sorted_by(args.sort, args.order)})")
     return EXIT_OK
+
+
+def sorted_by(sort: str, order: str) -> str:
+    """How a sorted list's title says its order."""
+    when_first = "oldest first" if order == "asc" else "newest first"
+    return when_first if sort == "created_at" else f"by {sort} {order}, then {when_first}"
 
 
 def _new_entries(ctx: Context, request: pb.ListAuditEntriesRequest, after_seq: int) -> list[records_pb2.AuditEntry]:

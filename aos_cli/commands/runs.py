@@ -1,5 +1,6 @@
-"""``runs trace``: an LLM run's steps, with the inflection point marked; ``runs replay``: the O4
-window around it, and with ``--at-step`` the state at one step with its hashes."""
+"""``runs list``: the tenant's LLM runs, searched and sorted; ``runs trace``: an LLM run's
+steps, with the inflection point marked; ``runs replay``: the O4 window around it, and with
+``--at-step`` the state at one step with its hashes."""
 from __future__ import annotations
 
 import argparse
@@ -11,14 +12,27 @@ from aos.logs.v1 import llm_runs_service_pb2 as pb, records_pb2
 from aos_cli.client import EXIT_OK, UsageError
 from aos_cli.context import Context
 from aos_cli.output import when
-from aos_cli.pages import MAX_PAGE
-from aos_cli.values import enum_label, payload_shown
+from aos_cli.pages import MAX_PAGE, read_pages
+from aos_cli.values import enum_label, enum_labels, enum_value, payload_shown
 
 INFLECTION = Text("▶ violation", style="bold red")
+SORT_FIELD = "aos.logs.v1.LlmRunSortField"
+SORT_ORDER = "aos.evidence.v1.SortOrder"
+RUN_COLUMNS = ("run", "started", "status", "model", "tokens", "cost")
 
 
 def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     group = sub.add_parser("runs", help="LLM runs").add_subparsers(dest="action", required=True)
+    listing = group.add_parser("list", parents=[common], help="list runs, newest first")
+    listing.add_argument("--agent-id")
+    listing.add_argument("--model")
+    listing.add_argument("--search", help='full-text search in the runs\' steps, as `aos-evidence search` reads it')
+    listing.add_argument("--order", choices=("desc", "asc"), default="desc",
+                         help="desc: newest first, highest first (default); asc: the reverse")
+    listing.add_argument("--sort", choices=tuple(enum_labels(SORT_FIELD).values()), default="created_at",
+                         help="sort by this field, then time, in --order's direction (default created_at)")
+    listing.add_argument("--limit", type=int, default=50, help="runs to show, following pages (0: all; default 50)")
+    listing.set_defaults(handler=list_command)
     trace = group.add_parser("trace", parents=[common], help="a run's trace: steps, inflection point, trace hash")
     trace.add_argument("run_id", metavar="RUN_ID", help="the run; - (any run) with --trace")
     trace.add_argument("--trace", dest="trace_id", help="this trace of the run (with RUN_ID -: whichever run's)")
@@ -39,6 +53,26 @@ def cents(amount: int) -> str:
     """Integer cents as a decimal amount, without a float in between."""
     sign = "-" if amount < 0 else ""
     return f"{sign}{abs(amount) // 100}.{abs(amount) % 100:02d}"
+
+
+def list_command(args: argparse.Namespace, ctx: Context) -> int:
+    if args.limit < 0:
+        raise UsageError("--limit must be 0 (all) or positive")
+    request = pb.ListLlmRunsRequest(agent_id=args.agent_id or "", model=args.model or "", search=args.search or "")
+    request.order = enum_value(SORT_ORDER, args.order, "--order")  # type: ignore[assignment]  # an int is the enum at run time
+    request.sort = enum_value(SORT_FIELD, args.sort, "--sort")  # type: ignore[assignment]  # as order
+    result = read_pages(ctx.client.runs.ListLlmRuns, request, pb.ListLlmRunsResponse(), "runs", args.limit)
+    if ctx.out.json_mode:
+        ctx.out.document(result)
+        return EXIT_OK
+    estimate = "~" if result.total_size_is_estimate else ""
+    first = "oldest first" if args.order == "asc" else "newest first"
+    how = first if args.sort == "created_at" else f"by {args.sort} {args.order}, then {first}"
+    ctx.out.table(RUN_COLUMNS, ([r.run_id, when(r.started_at), enum_label("aos.evidence.v1.LlmRunStatus", r.status),
+                                 r.model, str(r.input_tokens + r.output_tokens), cents(r.cost.amount_cents)]
+                                for r in result.runs),
+                  title=f"{len(result.runs)} of {estimate}{result.total_size} runs ({how})")
+    return EXIT_OK
 
 
 def read_trace(ctx: Context, request: pb.GetLlmRunTraceRequest, limit: int) -> pb.GetLlmRunTraceResponse:

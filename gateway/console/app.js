@@ -149,8 +149,8 @@ async function loadContract() {
   return contract;
 }
 
-function enumValues(name) {
-  const schema = (contract.components.schemas || {})[`aos.evidence.v1.${name}`] || {};
+function enumValues(name, pkg) {
+  const schema = (contract.components.schemas || {})[`${pkg || "aos.evidence.v1"}.${name}`] || {};
   return (schema.enum || []).filter((v) => !v.endsWith("_UNSPECIFIED"));
 }
 const enc = encodeURIComponent;
@@ -178,6 +178,7 @@ const ROUTES = {
   audit: (parts, q) => (parts[1] ? auditEntryPage(parts[1]) : auditPage(q)),
   integrity: integrityPage,
   exports: (parts, q) => (parts[1] ? exportPage(parts[1], q) : exportsPage(q)),
+  retention: (parts, q) => retentionPage(q),
   signin: signinPage,
 };
 
@@ -335,6 +336,32 @@ function filterForm(base, query, fields) {
   form.append(h("div", { class: "field actions" }, h("button", { type: "submit" }, "Apply"),
     link(`#${base}`, "Clear")));
   return form;
+}
+
+// The lists' search, sort and order (seed 003 §4.5) as filter fields, and the caption that
+// says the order a table shows.
+function orderFields(sortEnum, sortPrefix) {
+  return [
+    { name: "search", title: "Search" },
+    { name: "sort", title: "Sort by", options: enumValues(sortEnum, "aos.logs.v1"), prefix: sortPrefix },
+    { name: "order", title: "Order", options: enumValues("SortOrder"), prefix: "SORT_ORDER_" },
+  ];
+}
+
+function orderCaption(what, query, sortPrefix) {
+  const ascending = query.get("order") === "SORT_ORDER_ASCENDING";
+  const byTime = ascending ? "oldest first" : "newest first";
+  const sort = label(query.get("sort") || "", sortPrefix);
+  const sorted = sort === "—" || sort === "CREATED_AT" ? byTime
+    : `by ${sort.toLowerCase()} ${ascending ? "ascending" : "descending"}, then ${byTime}`;
+  return `${what}${query.get("search") ? ` matching “${query.get("search")}”` : ""}, ${sorted}`;
+}
+
+// An export takes a list's filters, not its search: said instead of offering the wrong slice.
+function exportOrNote(query, form) {
+  return query.get("search")
+    ? h("p", { class: "help", id: "export-needs-filters" }, "Exports take the filters, not the search: clear the search to export this list.")
+    : form;
 }
 
 function listQuery(query) {
@@ -578,8 +605,9 @@ async function runsPage(query) {
       { name: "policy_id", title: "Policy" },
       { name: "created_after", title: "From", date: true },
       { name: "created_before", title: "Until", date: true },
+      ...orderFields("LlmRunSortField", "LLM_RUN_SORT_FIELD_"),
     ]),
-    table("LLM runs, newest first", [
+    table(orderCaption("LLM runs", query, "LLM_RUN_SORT_FIELD_"), [
       { title: "Run", cell: (r) => link(`#/runs/${enc(r.run_id)}/envelope`, r.run_id) },
       { title: "Status", cell: (r) => label(r.status, "LLM_RUN_STATUS_") },
       { title: "Outcome", cell: (r) => label(r.outcome, "RUN_OUTCOME_") },
@@ -763,8 +791,9 @@ async function systemPage(query) {
       { name: "severity", title: "Severity", options: enumValues("SystemSeverity"), prefix: "SYSTEM_SEVERITY_" },
       { name: "created_after", title: "From", date: true },
       { name: "created_before", title: "Until", date: true },
+      ...orderFields("SystemRecordSortField", "SYSTEM_RECORD_SORT_FIELD_"),
     ]),
-    table("Platform events, newest first", [
+    table(orderCaption("Platform events", query, "SYSTEM_RECORD_SORT_FIELD_"), [
       { title: "When", cell: (r) => timeEl(r.created_at) },
       { title: "Component", cell: (r) => r.component },
       { title: "Event", cell: (r) => label(r.event_type, "SYSTEM_EVENT_TYPE_") },
@@ -781,7 +810,7 @@ async function systemPage(query) {
       { title: "Count", cell: (r) => String(r.count) },
       { title: "Actors", cell: (r) => (r.actor_ids || []).join(", ") || "—" },
     ], attribution.rows || [], "No platform events in the window."),
-    exportForm({ system_slice: slice }, "this filtered list of system records"));
+    exportOrNote(query, exportForm({ system_slice: slice }, "this filtered list of system records")));
 }
 
 const SYSTEM_TABS = [["snapshot", "O1 Snapshot"], ["telemetry", "O2 Telemetry"], ["events", "O3 Events"], ["replay", "O4 Replay"]];
@@ -836,10 +865,11 @@ async function auditPage(query) {
       { name: "correlation_id", title: "Correlation" },
       { name: "created_after", title: "From", date: true },
       { name: "created_before", title: "Until", date: true },
+      ...orderFields("AuditSortField", "AUDIT_SORT_FIELD_"),
     ]),
-    auditTable("Ledger entries, newest first", reply.entries || [], "No entries match."),
+    auditTable(orderCaption("Ledger entries", query, "AUDIT_SORT_FIELD_"), reply.entries || [], "No entries match."),
     pager("/audit", query, reply, "entries"),
-    exportForm({ audit_slice: slice }, "this filtered list of ledger entries"));
+    exportOrNote(query, exportForm({ audit_slice: slice }, "this filtered list of ledger entries")));
 }
 
 // Both states flattened to dotted paths; each path's before and after side by side.
@@ -1240,6 +1270,191 @@ async function exportPage(exportId) {
         " ", h("button", { type: "button", id: "save-keys", onclick: () => saveFile("keys.json", new Blob([JSON.stringify(keys, null, 2)], { type: "application/json" })) }, "Save keys.json")),
       h("pre", { id: "offline-command" }, command),
       h("p", { class: "help" }, "Pin the public key you got from your operator out of band; the one shown is what this gateway reports.")));
+}
+
+// ---------------------------------------------------------------- Retention
+
+// The scopes of the signed-in token, read from its payload: only to offer the forms a
+// retention.admin may use. The server decides (a form sent without the scope is refused,
+// and the refusal is shown like any error).
+function tokenScopes() {
+  try {
+    const part = (token() || "").split(".")[1] || "";
+    const b64 = part.replace(/-/g, "+").replace(/_/g, "/").padEnd(Math.ceil(part.length / 4) * 4, "=");
+    return String(JSON.parse(atob(b64)).scope || "").split(" ").filter(Boolean);
+  } catch (e) {
+    return [];
+  }
+}
+
+// An API error as the person acting should read it: the message, the reason, and each field
+// the server named (google.rpc.BadRequest) with what is wrong with it.
+function errorCallout(id, verb, err) {
+  const details = (err.status && err.status.details) || [];
+  const bad = details.find((d) => String(d["@type"] || "").endsWith("google.rpc.BadRequest"));
+  const fields = bad ? bad.field_violations || [] : [];
+  const reason = err.reason ? ` (${err.reason})` : "";
+  return h("div", { class: "callout bad", role: "alert", id },
+    h("p", {}, `${verb}: ${err.message}${reason}`),
+    fields.length ? h("ul", {}, fields.map((f) => h("li", {}, h("code", {}, f.field), `: ${f.description}`))) : null);
+}
+
+// What the last change on this page did, shown once on the page it re-renders.
+let retentionFlash = null;
+
+function policyKept(p) {
+  if (p.permanent) return "permanent";
+  const days = Number(p.retention_days || 0);
+  return `${days} day${days === 1 ? "" : "s"}`;
+}
+
+async function retentionPage(query) {
+  const admin = tokenScopes().includes("retention.admin");
+  const holdQuery = listQuery(query);
+  const [policies, holds] = await Promise.all([
+    api("/api/v1/logs/retention/policies"),
+    api("/api/v1/logs/retention/holds", holdQuery),
+  ]);
+  const released = query.get("include_released") === "true";
+  const flash = retentionFlash;
+  retentionFlash = null;
+  const policyTable = table("Retention policy per record type (and level)", [
+    { title: "Record type", cell: (p) => label(p.record_type, "RETENTION_RECORD_TYPE_") },
+    { title: "Level", cell: (p) => (p.level ? label(p.level, "SYSTEM_SEVERITY_") : "—") },
+    { title: "Kept", cell: (p) => policyKept(p) },
+    { title: "Class", cell: (p) => p.retention_class || "—" },
+    { title: "Tags", cell: (p) => (p.compliance_tags || []).join(", ") || "—" },
+    { title: "Set", cell: (p) => (p.is_default ? badge("default", "neutral")
+      : h("span", {}, timeEl(p.updated_at), ` by ${p.updated_by_id || "—"}`)) },
+  ], policies.policies || [], "No policies.");
+  const holdRows = holds.holds || [];
+  const holdColumns = [
+    { title: "Scope", cell: (x) => label(x.scope, "LEGAL_HOLD_SCOPE_") },
+    { title: "Target", cell: (x) => (x.scope === "LEGAL_HOLD_SCOPE_RUN" && x.target_id
+      ? link(`#/runs/${enc(x.target_id)}/envelope`, x.target_id) : x.target_id || "the whole tenant") },
+    { title: "Reason", cell: (x) => x.reason },
+    { title: "Placed", cell: (x) => h("span", {}, timeEl(x.placed_at), ` by ${x.placed_by_id || "—"}`) },
+    { title: "Status", cell: (x) => (x.active ? badge("active", "warn")
+      : h("span", {}, badge("released", "neutral"), " ", timeEl(x.released_at), ` by ${x.released_by_id || "—"}: ${x.release_reason || ""}`)) },
+  ];
+  if (admin) holdColumns.push({ title: "Release", cell: (x) => (x.active ? releaseForm(x) : "—") });
+  return h("section", { class: "page" }, h("h1", {}, "Retention"),
+    h("p", { class: "lede" }, "How long each kind of evidence is kept, and the legal holds no retention or erasure may pass. ",
+      "Every change is an entry in the ", link("#/audit?entity_type=AUDIT_ENTITY_TYPE_RETENTION_POLICY", "audit ledger"), "."),
+    flash ? h("p", { class: "callout ok", role: "status", id: "retention-flash" }, flash) : null,
+    admin ? null : h("p", { class: "callout warn", id: "retention-readonly" },
+      "Read only: setting a policy or placing and releasing a hold needs the retention.admin scope."),
+    h("section", { class: "card" }, h("h2", {}, "Policies"), policyTable, admin ? policyForm() : null),
+    h("section", { class: "card" }, h("h2", {}, "Legal holds"),
+      h("p", {}, released ? link("#/retention", "Active holds only") : link("#/retention?include_released=true", "Show released holds too")),
+      table(released ? "Legal holds, newest first (released ones too)" : "Active legal holds, newest first", holdColumns, holdRows,
+        released ? "No legal holds." : "No active legal holds."),
+      pager("/retention", query, holds, "holds"),
+      admin ? holdForm() : null));
+}
+
+// Sends a retention change; on success re-renders the page with `done(reply)` said on it, on
+// an error shows it in `out` and leaves the form as it was (to correct and send again).
+async function retentionChange(out, button, path, body, verb, done) {
+  button.disabled = true;
+  out.replaceChildren(h("p", { class: "loading" }, "Sending…"));
+  try {
+    const reply = await call(path, { method: "POST", body });
+    retentionFlash = done(reply);
+    announce(retentionFlash);
+    await render();
+  } catch (err) {
+    out.replaceChildren(errorCallout(`${out.id}-error`, verb, err));
+    announce(`${verb}: ${err.message}`);
+    button.disabled = false;
+  }
+}
+
+function policyForm() {
+  const types = enumValues("RetentionRecordType", "aos.export.v1");
+  const recordType = h("select", { id: "p-record-type", required: true },
+    types.map((t) => h("option", { value: t }, label(t, "RETENTION_RECORD_TYPE_"))));
+  const level = h("select", { id: "p-level" }, h("option", { value: "" }, "—"),
+    enumValues("SystemSeverity").map((v) => h("option", { value: v }, label(v, "SYSTEM_SEVERITY_"))));
+  const days = h("input", { id: "p-days", type: "number", min: "0", max: "36500", step: "1", value: "365" });
+  const permanent = h("input", { id: "p-permanent", type: "checkbox" });
+  const klass = h("select", { id: "p-class" }, ["STANDARD", "SOC2", "HIPAA", "GDPR"].map((c) => h("option", { value: c }, c)));
+  const tags = h("input", { id: "p-tags", type: "text", placeholder: "e.g. pci, eu-data", "aria-describedby": "p-tags-help" });
+  const out = h("div", { id: "policy-result", "aria-live": "polite" });
+  const button = h("button", { type: "submit", id: "p-set" }, "Set policy");
+  const levelNeeded = () => {
+    const needed = recordType.value === "RETENTION_RECORD_TYPE_SYSTEM_RECORDS";
+    level.disabled = !needed;
+    if (!needed) level.value = "";
+  };
+  recordType.addEventListener("change", levelNeeded);
+  permanent.addEventListener("change", () => { days.disabled = permanent.checked; });
+  levelNeeded();
+  return h("form", {
+    class: "filters", id: "policy-form", "aria-label": "Set a retention policy",
+    onsubmit: (event) => {
+      event.preventDefault();
+      const body = { record_type: recordType.value, permanent: permanent.checked, retention_class: klass.value,
+        compliance_tags: tags.value.split(",").map((t) => t.trim()).filter(Boolean) };
+      if (!permanent.checked) body.retention_days = Number(days.value || 0);
+      if (level.value) body.level = level.value;
+      retentionChange(out, button, "/api/v1/logs/retention/policies", body, "Policy not set", (reply) => {
+        const p = reply.policy || {};
+        const what = `${label(p.record_type, "RETENTION_RECORD_TYPE_")}${p.level ? ` ${label(p.level, "SYSTEM_SEVERITY_")}` : ""}`;
+        return reply.changed ? `Policy set: ${what} kept ${policyKept(p)} (${p.retention_class}).`
+          : `Nothing changed: ${what} already kept ${policyKept(p)} (${p.retention_class}).`;
+      });
+    },
+  },
+  h("div", { class: "field" }, h("label", { for: "p-record-type" }, "Record type"), recordType),
+  h("div", { class: "field" }, h("label", { for: "p-level" }, "Level (system records)"), level),
+  h("div", { class: "field" }, h("label", { for: "p-days" }, "Days kept"), days),
+  h("div", { class: "field" }, h("label", { for: "p-permanent" }, "Permanent"), permanent),
+  h("div", { class: "field" }, h("label", { for: "p-class" }, "Compliance class"), klass),
+  h("div", { class: "field" }, h("label", { for: "p-tags" }, "Tags"), tags,
+    h("span", { class: "help", id: "p-tags-help" }, "comma-separated")),
+  h("div", { class: "field actions" }, button), out);
+}
+
+function holdForm() {
+  const scope = h("select", { id: "h-scope" }, enumValues("LegalHoldScope", "aos.export.v1")
+    .map((v) => h("option", { value: v }, label(v, "LEGAL_HOLD_SCOPE_"))));
+  const target = h("input", { id: "h-target", type: "text", "aria-describedby": "h-target-help" });
+  const reason = h("input", { id: "h-reason", type: "text", required: true });
+  const out = h("div", { id: "hold-result", "aria-live": "polite" });
+  const button = h("button", { type: "submit", id: "h-place" }, "Place hold");
+  return h("section", {}, h("h3", {}, "Place a legal hold"), h("form", {
+    class: "filters", id: "hold-form", "aria-label": "Place a legal hold",
+    onsubmit: (event) => {
+      event.preventDefault();
+      const body = { scope: scope.value, reason: reason.value };
+      if (target.value.trim()) body.target_id = target.value.trim();
+      retentionChange(out, button, "/api/v1/logs/retention/holds", body, "Hold not placed", (reply) => {
+        const x = reply.hold || {};
+        return `Hold placed: ${label(x.scope, "LEGAL_HOLD_SCOPE_")} ${x.target_id || ""} (${x.hold_id}).`;
+      });
+    },
+  },
+  h("div", { class: "field" }, h("label", { for: "h-scope" }, "Scope"), scope),
+  h("div", { class: "field" }, h("label", { for: "h-target" }, "Target"), target,
+    h("span", { class: "help", id: "h-target-help" }, "run, incident or data subject id; empty for the tenant")),
+  h("div", { class: "field grow" }, h("label", { for: "h-reason" }, "Reason"), reason),
+  h("div", { class: "field actions" }, button)), out);
+}
+
+function releaseForm(hold) {
+  const id = `r-${hold.hold_id.replace(/\W/g, "-")}`;
+  const reason = h("input", { id, type: "text", required: true, "aria-label": `Why release hold ${hold.hold_id}` });
+  const out = h("div", { id: `${id}-result`, "aria-live": "polite" });
+  const button = h("button", { type: "submit" }, "Release");
+  return h("form", {
+    class: "release", "data-hold-id": hold.hold_id,
+    onsubmit: (event) => {
+      event.preventDefault();
+      retentionChange(out, button, `/api/v1/logs/retention/holds/${enc(hold.hold_id)}:release`, { reason: reason.value },
+        "Hold not released", (reply) => `Hold released: ${(reply.hold || {}).hold_id}.`);
+    },
+  }, reason, " ", button, out);
 }
 
 // ---------------------------------------------------------------- start

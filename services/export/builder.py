@@ -256,7 +256,7 @@ def create(conn: Connection, plan: Plan, keys: dsse.KeyRing, actor_type: str, ac
         "content_hash": manifest_hash(manifest)})
     if bytes(inserted["prev_hash"]) != previous_chain:  # the lock above makes this impossible; prove it
         raise RuntimeError("the export chain moved under its lock")
-    # Whose erasable payloads the stored artifact holds: erasing one of them deletes it (0025).
+    # Whose erasable payloads the stored artifact holds: erasing one of them deletes it (0026).
     store.record_payload_subjects(conn, tenant, export_id, carried)
     AuditLedgerWriter(conn).append(
         tenant_id=tenant, event_type="EvidenceExported", entity_type="LOG_EXPORT", entity_id=export_id,

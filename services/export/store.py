@@ -97,7 +97,7 @@ def write_chunk(conn: Connection, tenant_id: str, export_id: str, chunk_no: int,
 
 
 def record_payload_subjects(conn: Connection, tenant_id: str, export_id: str, carried: Mapping[str, int]) -> None:
-    """{subject: payloads} of the export's artifact (0025_erasure_exports: an erasure of one deletes it)."""
+    """{subject: payloads} of the export's artifact (0026_erasure_exports: an erasure of one deletes it)."""
     if carried:
         conn.execute(text("INSERT INTO export_payload_subjects (tenant_id, export_id, subject_id, payloads) "
                           "VALUES (:t, :e, :s, :n)"),
@@ -113,7 +113,7 @@ class ErasedContent:
 
 
 def erased_content(conn: Connection, tenant_id: str, export_id: str) -> ErasedContent | None:
-    """The erasures that deleted the export's stored artifact (0025), or None (the artifact is whole)."""
+    """The erasures that deleted the export's stored artifact (0026), or None (the artifact is whole)."""
     row = first_of(conn.execute(text(
         "SELECT sum(payloads_erased)::int AS payloads, array_agg(DISTINCT erasure_id ORDER BY erasure_id) AS ids, "
         "max(artifact_bytes) AS bytes FROM erased_export_artifacts WHERE tenant_id = :t AND export_id = :e"),

@@ -32,6 +32,7 @@ AUTHORIZATION = ("AccessGranted", "AccessDenied")
 # access decisions about evidence, where O2 has every access decision) and the exports.
 ACCESS = (*evidence.ACCESS_EVENTS, "EvidenceExported")
 INTEGRITY_DEFAULT, INTEGRITY_MAX = 10_000, 100_000
+_SORT_FIELD = pb.ListAuditEntriesRequest.DESCRIPTOR.fields_by_name["sort"].enum_type
 
 # The ledger's lists: the full one and the three category views share one page walk.
 _CategoryRequest = pb.ListIdentityEventsRequest | pb.ListAuthorizationDecisionsRequest | pb.ListAccessEventsRequest
@@ -67,6 +68,7 @@ class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
         correlation = r.optional_text(request.correlation_id, "correlation_id")
         entity_id = r.optional_text(request.entity_id, "entity_id")
         search, ascending = list_search(r, request.search), r.ascending(request.order)
+        sort = r.sort(request.sort, _SORT_FIELD)
         start, end = r.time_range(request)
         limit = r.page_size(request.page_size)
         r.done()
@@ -74,7 +76,7 @@ class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
                                      actor_id=actor_id, correlation_id=correlation, created_after=start,
                                      created_before=end, entity_id=entity_id,
                                      success=request.success if request.HasField("success") else None,
-                                     search=search, ascending=ascending)
+                                     search=search, ascending=ascending, sort=sort)
         return await self._list(request, "audit", filters, limit, pb.ListAuditEntriesResponse)
 
     async def _category(self, request: _CategoryRequest, list_name: str, events: tuple[str, ...],
@@ -82,11 +84,15 @@ class AuditLedgerService(pb_grpc.AuditLedgerServiceServicer):
                         ) -> wire.Encoded[_ListResponse]:
         r = Request()
         actor_id = r.optional_text(request.actor_id, "actor_id")
+        # The category's list takes ListAuditEntries' search, order and sort: the same matcher
+        # (services/logs/search.py and the search views) within the category's events.
+        search, ascending = list_search(r, request.search), r.ascending(request.order)
+        sort = r.sort(request.sort, _SORT_FIELD)
         start, end = r.time_range(request)
         limit = r.page_size(request.page_size)
         r.done()
         filters = store.AuditFilters(event_types=events, actor_id=actor_id, created_after=start, created_before=end,
-                                     entity_types=entities)
+                                     entity_types=entities, search=search, ascending=ascending, sort=sort)
         return await self._list(request, list_name, filters, limit, response_cls)
 
     async def ListIdentityEvents(self, request: pb.ListIdentityEventsRequest,

@@ -49,6 +49,7 @@ class LlmRunsService(pb_grpc.LlmRunsServiceServicer):
             policy_id=r.optional_text(request.policy_id, "policy_id"),
             is_synthetic=request.is_synthetic if request.HasField("is_synthetic") else None,
             search=list_search(r, request.search), ascending=r.ascending(request.order),
+            sort=r.sort(request.sort, fields["sort"].enum_type),
             **dict(zip(("created_after", "created_before"), r.time_range(request), strict=True)))
         limit = r.page_size(request.page_size)
         r.done()

@@ -17,10 +17,18 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from aos_evidence import queries as evidence
-from aos_evidence.queries import AUDIT_SELECT, RUN_FROM, RUN_SELECT, AuditFilters, search_match, system_clauses
+from aos_evidence.queries import (
+    AUDIT_SELECT,
+    AUDIT_SORTS,
+    RUN_FROM,
+    RUN_SELECT,
+    AuditFilters,
+    search_match,
+    system_clauses,
+)
 from aos_recording import erasure
 from aos_runtime.db import fetch_rows, fetch_value, pipelined
-from aos_runtime.keyset import Page, after_clause, count_total, cut, direction, keyset_page, position, where
+from aos_runtime.keyset import Page, SortKey, after_clause, count_total, cut, direction, keyset_page, position, where
 from aos_runtime.rows import all_of, first_of, one_of
 
 
@@ -40,9 +48,12 @@ def list_audit_entries(conn: Connection, tenant_id: str, filters: AuditFilters, 
                        limit: int) -> Page:
     custom_plans(conn, filters.search)
     clauses, params = filters.where()
-    unfiltered = replace(filters, ascending=False) == AuditFilters()
-    order, keyset = direction(filters.ascending)
-    page = keyset_page(conn, AUDIT_SELECT.format(extra=""), clauses, {**params, "tenant": tenant_id},
+    # Neither the order nor the sort changes what matches.
+    unfiltered = replace(filters, ascending=False, sort=None) == AuditFilters()
+    key = AUDIT_SORTS[filters.sort] if filters.sort else None
+    order, keyset = direction(filters.ascending, key=key)
+    extra = f", {key.expression} AS sort_key" if key else ""
+    page = keyset_page(conn, AUDIT_SELECT.format(extra=extra), clauses, {**params, "tenant": tenant_id},
                        "audit_ledger a", after, limit, order=order, keyset=keyset,
                        known_total=(LEDGER_SIZE, {"t": tenant_id}) if unfiltered else None)
     # v2 entries (docs/ERASURE.md): their payloads from the erasable side table, or ERASED
@@ -92,6 +103,7 @@ class RunFilters:
     created_before: datetime | None = None
     search: str | None = None  # in the run's trace steps (a query as the search documents are written)
     ascending: bool = False    # oldest first
+    sort: str | None = None    # a RUN_SORTS name; None: by (created_at, id)
 
     def where(self) -> tuple[str, dict[str, Any]]:
         violated = None if self.has_violation is None else not self.has_violation
@@ -116,9 +128,22 @@ def list_runs(conn: Connection, tenant_id: str, filters: RunFilters, after: Sequ
     # The total counts the trace join only when a filter is on the trace: the join
     # never changes how many runs there are, and costs a lookup per counted run.
     on_trace = filters.has_violation is not None or filters.policy_id is not None or filters.search is not None
-    order, keyset = direction(filters.ascending)
-    return keyset_page(conn, RUN_SELECT, clauses, {**params, "tenant": tenant_id},
+    key = RUN_SORTS[filters.sort] if filters.sort else None
+    order, keyset = direction(filters.ascending, key=key)
+    select = RUN_SELECT.replace("SELECT a.*", f"SELECT a.*, {key.expression} AS sort_key", 1) if key else RUN_SELECT
+    return keyset_page(conn, select, clauses, {**params, "tenant": tenant_id},
                        RUN_FROM if on_trace else "llm_run_records a", after, limit, order=order, keyset=keyset)
+
+
+# The run list's sort fields (LlmRunSortField's canonical names), each the leading column of an
+# index (tenant_id, key DESC, created_at DESC, id DESC) of migration 0025 (the tokens' one by its
+# expression, written the same here).
+RUN_SORTS = {"started_at": SortKey("a.started_at", "timestamptz"),
+             "total_cost_cents": SortKey("a.cost_cents", "bigint"),
+             "total_tokens": SortKey("(a.input_tokens + a.output_tokens)", "bigint")}
+# The system record lists' (SystemRecordSortField): the level's rank (migration 0025's
+# aos_severity_rank, which its indexes are on).
+SYSTEM_SORTS = {"severity": SortKey("aos_severity_rank(a.severity)", "smallint")}
 
 
 def run_exists(conn: Connection, tenant_id: str, run_id: str) -> bool:
@@ -225,7 +250,8 @@ def list_system_records(conn: Connection, tenant_id: str, filters: Mapping[str, 
     """
     custom_plans(conn, filters.get("search"))
     extra, params = system_clauses(filters)
-    order, past = direction(bool(filters.get("ascending")), "s")
+    key = SYSTEM_SORTS[filters["sort"]] if filters.get("sort") else None
+    order, past = direction(bool(filters.get("ascending")), "s", key)
     keyset, cursor = after_clause(after, past)
     params = {**params, **cursor, "tenant": tenant_id, "limit": limit + 1}
     own_extra, shared_extra = extra, extra
@@ -233,7 +259,11 @@ def list_system_records(conn: Connection, tenant_id: str, filters: Mapping[str, 
         params["search"] = filters["search"]
         own_extra += f" AND {search_match('s.id', 'system_search')}"
         shared_extra += f" AND {search_match('s.id', 'platform_search')}"
-    branch = "(SELECT s.* FROM {table} s WHERE {scope}{extra}" + keyset + f" ORDER BY {order} LIMIT :limit)"
+    # Sorted by a field, each branch carries it (the merge's order and the page token's position).
+    columns = f"s.*, {key.on('s')} AS sort_key" if key else "s.*"
+    order = order.replace(key.on("s"), "sort_key", 1) if key else order
+    branch = ("(SELECT " + columns + " FROM {table} s WHERE {scope}{extra}" + keyset +
+              f" ORDER BY {order} LIMIT :limit)")
     rows = fetch_rows(conn,
         f"SELECT * FROM ({branch.format(table='system_records', scope='s.tenant_id = :tenant', extra=own_extra)} "
         f"UNION ALL {branch.format(table='platform_records', scope='true', extra=shared_extra)}) s "
@@ -246,10 +276,20 @@ def list_system_records(conn: Connection, tenant_id: str, filters: Mapping[str, 
 
 
 def run_system_records(conn: Connection, tenant_id: str, run_id: str, after: Sequence[Any] | None,
-                       limit: int) -> Page:
-    page = keyset_page(conn, "SELECT a.* FROM system_records a",
-                       "a.tenant_id = :tenant AND (a.run_id = :run OR a.correlation_id = :run)",
-                       {"tenant": tenant_id, "run": run_id}, "system_records a", after, limit)
+                       limit: int, search: str | None = None, ascending: bool = False,
+                       sort: str | None = None) -> Page:
+    """The run's records (O3), optionally searched (the lists' matcher), in the order and sort asked.
+    A run's records are few: a sorted page sorts them, on the run's indexes."""
+    custom_plans(conn, search)
+    clauses, params = "a.tenant_id = :tenant AND (a.run_id = :run OR a.correlation_id = :run)", {}
+    if search is not None:
+        clauses, params = f"{clauses} AND {search_match('a.id', 'system_search')}", {"search": search}
+    key = SYSTEM_SORTS[sort] if sort else None
+    order, keyset = direction(ascending, key=key)
+    select = f"SELECT a.*, {key.expression} AS sort_key FROM system_records a" if key else \
+        "SELECT a.* FROM system_records a"
+    page = keyset_page(conn, select, clauses, {**params, "tenant": tenant_id, "run": run_id}, "system_records a",
+                       after, limit, order=order, keyset=keyset)
     return replace(page, rows=opened_system(conn, tenant_id, page.rows))
 
 

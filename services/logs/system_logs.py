@@ -41,7 +41,8 @@ class SystemLogsService(pb_grpc.SystemLogsServiceServicer):
                    "severity": r.enum(request.severity, fields["severity"].enum_type, "severity"),
                    "request_id": r.optional_text(request.request_id, "request_id"),
                    "created_after": start, "created_before": end,
-                   "search": list_search(r, request.search), "ascending": r.ascending(request.order)}
+                   "search": list_search(r, request.search), "ascending": r.ascending(request.order),
+                   "sort": r.sort(request.sort, fields["sort"].enum_type)}
         limit = r.page_size(request.page_size)
         r.done()
         listing = self._listing("system", filters)
@@ -75,9 +76,14 @@ class SystemLogsService(pb_grpc.SystemLogsServiceServicer):
 
     async def ListSystemRunEvents(self, request: pb.ListSystemRunEventsRequest,
                                   context: grpc.aio.ServicerContext) -> pb.ListSystemRunEventsResponse:
+        r = Request()
+        # ListSystemRecords' search, order and sort, within the run's records.
+        view = {"search": list_search(r, request.search), "ascending": r.ascending(request.order),
+                "sort": r.sort(request.sort, pb.ListSystemRunEventsRequest.DESCRIPTOR.fields_by_name["sort"].enum_type)}
+        r.done()
         tenant, run_id, limit = _run(request)
-        listing = self._listing("system.run-events", {"run_id": run_id})
-        page = await listing.fetch(self.ctx.db, request.page_token, _run_events, run_id, limit=limit)
+        listing = self._listing("system.run-events", {"run_id": run_id, **view})
+        page = await listing.fetch(self.ctx.db, request.page_token, _run_events, run_id, view, limit=limit)
         if page is None:
             raise errors.not_found(errors.Resource.LLM_RUN, run_id)
         records = [system_record(row) for row in page.rows]
@@ -141,7 +147,7 @@ def _telemetry(conn, tenant: str, run_id: str):
     return store.run_event_count(conn, tenant, run_id)
 
 
-def _run_events(conn, tenant: str, run_id: str, after, limit: int):
+def _run_events(conn, tenant: str, run_id: str, view: dict, after, limit: int):
     if not store.run_exists(conn, tenant, run_id):
         return None
-    return store.run_system_records(conn, tenant, run_id, after, limit)
+    return store.run_system_records(conn, tenant, run_id, after, limit, **view)

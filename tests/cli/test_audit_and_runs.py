@@ -167,3 +167,31 @@ async def test_audit_list_search_and_order(cli):
     assert "1 of 1 audit entries (oldest first)" in found.out
     bad = await cli("audit", "list", "--search=-refunds")
     assert bad.code == 2 and "field search:" in bad.err
+
+
+async def test_audit_list_sorted_by_a_field(cli):
+    result = await cli("--json", "audit", "list", "--sort", "event_type", "--order", "asc", "--limit", "0")
+    assert result.code == 0, result.err
+    entries = json.loads(result.out)["entries"]
+    assert len(entries) == 15
+    # Ascending by the event's name: AccessDenied, then AccessGranted, first.
+    assert [e["event_type"] for e in entries[:2]] == ["AUDIT_EVENT_TYPE_ACCESS_DENIED", "AUDIT_EVENT_TYPE_ACCESS_GRANTED"]
+    table = await cli("audit", "list", "--sort", "entity_type")
+    assert table.code == 0, table.err
+    assert "15 of 15 audit entries (by entity_type desc, then newest first)" in table.out
+    bad = await cli("audit", "list", "--sort", "actor")
+    assert bad.code == 2 and "--sort" in bad.err
+
+
+async def test_runs_list_sorted_searched(cli):
+    by_cost = json.loads((await cli("--json", "runs", "list", "--sort", "total_cost_cents", "--limit", "0")).out)
+    costs = [int(r["cost"].get("amount_cents", 0)) for r in by_cost["runs"]]
+    assert costs == sorted(costs, reverse=True) and len(costs) == int(by_cost["total_size"]) > 1
+    cheapest = json.loads((await cli("--json", "runs", "list", "--sort", "total_cost_cents", "--order", "asc",
+                                      "--limit", "0")).out)
+    assert [r["run_id"] for r in cheapest["runs"]] == [r["run_id"] for r in by_cost["runs"]][::-1]
+    table = await cli("runs", "list", "--sort", "total_tokens", "--limit", "2")
+    assert table.code == 0, table.err
+    assert f"2 of {len(costs)} runs (by total_tokens desc, then newest first)" in table.out
+    bad = await cli("runs", "list", "--search=!!")
+    assert bad.code == 2 and "field search:" in bad.err

@@ -32,7 +32,7 @@ GRANTED = {("audit_ledger", "SELECT"), ("audit_ledger", "INSERT"), ("system_reco
            ("erased_payloads", "SELECT"),
            # 0024_otlp_staging: OTLP spans kept until their trace is whole
            *(("otlp_staged_spans", privilege) for privilege in ("SELECT", "INSERT", "DELETE")),
-           # 0025_erasure_exports: the export artifacts an erasure deleted, read for its answer
+           # 0026_erasure_exports: the export artifacts an erasure deleted, read for its answer
            ("erased_export_artifacts", "SELECT")}
 
 

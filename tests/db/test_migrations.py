@@ -13,7 +13,7 @@ TABLES = {"tenants", "incidents", "policy_proposals", "limits", "limit_breaches"
           # 0023 (docs/ERASURE.md)
           "evidence_payloads", "evidence_erasures", "erased_payloads",
           "otlp_staged_spans",
-          # 0025 (docs/ERASURE.md §5)
+          # 0026 (docs/ERASURE.md §3a)
           "export_payload_subjects", "erased_export_artifacts"}
 
 

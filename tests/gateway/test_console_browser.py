@@ -522,3 +522,163 @@ async def test_the_api_docs_render_the_protos_comments(tab, served):
     await tab.page.wait_for_selector(".opblock-tag")
     assert summary in await tab.page.inner_text("#swagger-ui")
     await tab.shot("docs")
+
+
+# --- retention policies and legal holds ---------------------------------------------------
+
+KEEPER = "tenant-console-retention"  # a tenant of its own: the page writes policies and holds
+
+
+@pytest.fixture(scope="module")
+def keeper(database_url) -> str:
+    from sqlalchemy import text
+
+    from aos_recording.writers import Producer
+    from tests.logins import login_url
+
+    producer = Producer(login_url(database_url, "producer"), pool_size=1)
+    try:
+        with producer.transaction(KEEPER) as conn:
+            conn.execute(text("INSERT INTO tenants (id, name) VALUES (:t, :t) ON CONFLICT DO NOTHING"), {"t": KEEPER})
+    finally:
+        producer.close()
+    return KEEPER
+
+
+async def _signed_in(browser, served: str, bearer_token: str):
+    ctx = await browser.new_context(viewport={"width": 1280, "height": 900})
+    ctx.set_default_timeout(120_000)
+    page = await ctx.new_page()
+    console = Console(page, served)
+    console.token = bearer_token
+    await page.goto(f"{served}/#token={bearer_token}")
+    await page.wait_for_selector("#main[data-view]")
+    return ctx, console
+
+
+async def test_retention_policies_and_holds_are_set_placed_and_released(browser, served, keeper):
+    """A retention.admin sees the tenant's policies and holds as the API answers them, sets a
+    policy, places and releases a hold, and reads the server's refusal when a value is wrong."""
+    ctx, tab = await _signed_in(browser, served, token(keeper))
+    policies = (await _api(served, "/api/v1/logs/retention/policies", keeper))["policies"]
+    await tab.open("#/retention", ready="#policy-form")
+    rows = tab.page.locator("main section.card").first.locator("tbody tr")
+    assert await rows.count() == len(policies) == 7
+    text = await tab.text("main section.card >> nth=0")
+    for p in policies:
+        assert p["record_type"].removeprefix("RETENTION_RECORD_TYPE_") in text
+    assert "No active legal holds." in await tab.text()
+    assert await tab.axe() == []
+    # A policy, set through the form: the page then shows what the API answers.
+    await tab.page.select_option("#p-record-type", "RETENTION_RECORD_TYPE_SYSTEM_RECORDS")
+    await tab.page.select_option("#p-level", "SYSTEM_SEVERITY_WARNING")
+    await tab.page.fill("#p-days", "45")
+    await tab.page.fill("#p-tags", "ops, eu-data")
+    await tab.settled(tab.page.click("#p-set"))
+    assert await tab.text("#retention-flash") == "Policy set: SYSTEM_RECORDS WARNING kept 45 days (STANDARD)."
+    after = (await _api(served, "/api/v1/logs/retention/policies", keeper))["policies"]
+    warning = next(p for p in after if p.get("level") == "SYSTEM_SEVERITY_WARNING")
+    assert warning["retention_days"] == 45 and not warning.get("is_default") and warning["compliance_tags"] == ["ops", "eu-data"]
+    row = tab.page.locator("main tbody tr", has_text="WARNING").first
+    assert "45 days" in await row.inner_text() and "ops, eu-data" in await row.inner_text()
+    # The same again changes nothing, and says so.
+    await tab.page.select_option("#p-record-type", "RETENTION_RECORD_TYPE_SYSTEM_RECORDS")
+    await tab.page.select_option("#p-level", "SYSTEM_SEVERITY_WARNING")
+    await tab.page.fill("#p-days", "45")
+    await tab.page.fill("#p-tags", "ops, eu-data")
+    await tab.settled(tab.page.click("#p-set"))
+    assert (await tab.text("#retention-flash")).startswith("Nothing changed: SYSTEM_RECORDS WARNING")
+    # Below the ledger's minimum: the server's refusal, with the field it names, and nothing set.
+    await tab.page.select_option("#p-record-type", "RETENTION_RECORD_TYPE_AUDIT_LEDGER")
+    assert await tab.page.is_disabled("#p-level")
+    await tab.page.fill("#p-days", "30")
+    await tab.page.click("#p-set")
+    alert = await tab.page.wait_for_selector("#policy-result-error[role=alert]")
+    said = await alert.inner_text()
+    assert said.startswith("Policy not set:") and "retention_days" in said, said
+    assert await tab.page.is_enabled("#p-set")  # corrected and sent again from the same form
+    ledger = next(p for p in (await _api(served, "/api/v1/logs/retention/policies", keeper))["policies"]
+                  if p["record_type"] == "RETENTION_RECORD_TYPE_AUDIT_LEDGER")
+    assert ledger.get("is_default") and ledger["retention_days"] == 365
+    assert await tab.axe() == []
+    await tab.shot("retention-error")
+    # A hold placed on a run, listed, then released with a reason.
+    await tab.page.select_option("#h-scope", "LEGAL_HOLD_SCOPE_RUN")
+    await tab.page.fill("#h-target", f"{keeper}.run-7")
+    await tab.page.fill("#h-reason", "litigation 7")
+    await tab.settled(tab.page.click("#h-place"))
+    holds = (await _api(served, "/api/v1/logs/retention/holds", keeper))["holds"]
+    assert len(holds) == 1 and holds[0]["active"] and holds[0]["reason"] == "litigation 7"
+    assert holds[0]["hold_id"] in await tab.text("#retention-flash")
+    row = tab.page.locator("main tbody tr", has_text="litigation 7")
+    assert f"{keeper}.run-7" in await row.inner_text() and "active" in await row.inner_text()
+    await tab.shot("retention")
+    # A hold the server refuses (a run hold names its run): its reason shown, nothing placed.
+    await tab.page.select_option("#h-scope", "LEGAL_HOLD_SCOPE_RUN")
+    await tab.page.fill("#h-target", "")
+    await tab.page.fill("#h-reason", "no target")
+    await tab.page.click("#h-place")
+    refused = await (await tab.page.wait_for_selector("#hold-result-error[role=alert]")).inner_text()
+    assert refused.startswith("Hold not placed:") and "target_id" in refused, refused
+    assert len((await _api(served, "/api/v1/logs/retention/holds", keeper))["holds"]) == 1
+    release = tab.page.locator(f"form.release[data-hold-id='{holds[0]['hold_id']}']")
+    await release.locator("input").fill("settled out of court")
+    await tab.settled(release.locator("button").click())
+    assert (await tab.text("#retention-flash")).startswith("Hold released")
+    assert "No active legal holds." in await tab.text()
+    gone = (await _api(served, "/api/v1/logs/retention/holds", keeper, include_released="true"))["holds"]
+    assert not gone[0].get("active") and gone[0]["release_reason"] == "settled out of court"
+    await tab.settled(tab.page.get_by_role("link", name="Show released holds too").click())
+    row = tab.page.locator("main tbody tr", has_text="litigation 7")
+    assert "released" in await row.inner_text() and "settled out of court" in await row.inner_text()
+    assert await tab.page.locator("form.release").count() == 0
+    assert await tab.axe() == []
+    await ctx.close()
+    # The browser logs each refused request; the two refusals above, and nothing else.
+    refusals = ["console: Failed to load resource: the server responded with a status of 400 (Bad Request)"] * 2
+    assert tab.problems == refusals, tab.problems
+
+
+async def test_retention_is_read_only_without_retention_admin(browser, served, keeper):
+    # What a reader of the console has (the overview it lands on included), less retention.admin.
+    reader = token(keeper, scopes=("overview.read", "logs.read", "exports.read", "retention.read"))
+    ctx, tab = await _signed_in(browser, served, reader)
+    await tab.open("#/retention", ready="#retention-readonly")
+    assert await tab.page.locator("#policy-form, #hold-form, form.release").count() == 0
+    policies = (await _api(served, "/api/v1/logs/retention/policies", keeper))["policies"]
+    assert await tab.page.locator("main section.card").first.locator("tbody tr").count() == len(policies)
+    assert await tab.axe() == []
+    await ctx.close()
+    assert not tab.problems, tab.problems
+    # Without retention.read the page says why it shows nothing.
+    ctx, tab = await _signed_in(browser, served, token(keeper, scopes=("logs.read",)))
+    await tab.open("#/retention")
+    said = await tab.text()
+    assert "Something went wrong" in said and "retention.read" in said, said
+    await ctx.close()
+
+
+async def test_the_lists_search_and_sort(tab, served):
+    """The list pages take the lists' search, sort and order: the table is what the API answers
+    for the same query, and its caption says the order."""
+    runs = await _api(served, "/api/v1/logs/llm-runs", page_size=20, sort="LLM_RUN_SORT_FIELD_TOTAL_COST_CENTS")
+    await tab.open("#/runs")
+    await tab.page.select_option("#f-sort", "LLM_RUN_SORT_FIELD_TOTAL_COST_CENTS")
+    await tab.settled(tab.page.click("main form.filters button[type=submit]"))
+    assert "sort=LLM_RUN_SORT_FIELD_TOTAL_COST_CENTS" in tab.page.url
+    assert await tab.page.locator("main tbody th a").all_inner_texts() == [r["run_id"] for r in runs["runs"]]
+    assert "by total_cost_cents descending, then newest first" in await tab.text("main caption")
+    found = await _api(served, "/api/v1/logs/audit", page_size=20, search="refunds", order="SORT_ORDER_ASCENDING")
+    await tab.open("#/audit")
+    await tab.page.fill("#f-search", "refunds")
+    await tab.page.select_option("#f-order", "SORT_ORDER_ASCENDING")
+    await tab.settled(tab.page.click("main form.filters button[type=submit]"))
+    assert await tab.page.locator("main tbody th a").all_inner_texts() == [str(e["seq"]) for e in found["entries"]]
+    assert found["entries"] and "matching “refunds”, oldest first" in await tab.text("main caption")
+    # The export form takes filters, not a search: the page says so instead of offering it.
+    assert await tab.page.locator("#x-create").count() == 0 and await tab.page.locator("#export-needs-filters").count() == 1
+    severe = await _api(served, "/api/v1/logs/system", page_size=20, sort="SYSTEM_RECORD_SORT_FIELD_SEVERITY")
+    await tab.open("#/system?sort=SYSTEM_RECORD_SORT_FIELD_SEVERITY")
+    cells = await tab.page.locator("main table").first.locator("tbody tr td:nth-child(4)").all_inner_texts()
+    assert cells == [r["severity"].removeprefix("SYSTEM_SEVERITY_") for r in severe["records"]] and cells
+    assert await tab.axe() == []

@@ -469,3 +469,35 @@ async def test_list_search_and_order_over_rest(client):
                                                             "page_token": first["next_page_token"]})
     assert "page_token" in bad_request_fields(reused)
     assert "search" in bad_request_fields(await client.get("/api/v1/logs/llm-runs", params={"search": "-x"}))
+
+
+async def test_list_sort_over_rest(client):
+    """?sort= on the list paths (and the O1–O3 category paths' ?search=): keyset pages in the sort,
+    a token reused with another sort refused, an unknown sort a field violation."""
+    runs = (await client.get("/api/v1/logs/llm-runs", params={"sort": "LLM_RUN_SORT_FIELD_TOTAL_COST_CENTS",
+                                                             "page_size": "1000"})).json()["runs"]
+    costs = [int(r["cost"].get("amount_cents", "0")) for r in runs]
+    assert len(costs) > 1 and costs == sorted(costs, reverse=True)
+    paged, token = [], ""
+    while True:
+        page = (await client.get("/api/v1/logs/llm-runs", params={
+            "sort": "LLM_RUN_SORT_FIELD_TOTAL_COST_CENTS", "page_size": "2", "page_token": token})).json()
+        paged += [r["run_id"] for r in page["runs"]]
+        assert int(page["total_size"]) == len(runs)
+        token = page.get("next_page_token", "")
+        if not token:
+            break
+    assert paged == [r["run_id"] for r in runs]
+    first = (await client.get("/api/v1/logs/audit", params={"sort": "AUDIT_SORT_FIELD_EVENT_TYPE",
+                                                           "page_size": "1"})).json()
+    reused = await client.get("/api/v1/logs/audit", params={"sort": "AUDIT_SORT_FIELD_ENTITY_TYPE", "page_size": "1",
+                                                            "page_token": first["next_page_token"]})
+    assert "page_token" in bad_request_fields(reused)
+    assert "sort" in bad_request_fields(await client.get("/api/v1/logs/system", params={"sort": "7"}))
+    severe = (await client.get("/api/v1/logs/system", params={"sort": "SYSTEM_RECORD_SORT_FIELD_SEVERITY",
+                                                             "page_size": "1000"})).json()["records"]
+    ranks = {"SYSTEM_SEVERITY_" + n: i for i, n in enumerate(("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))}
+    assert [ranks[r["severity"]] for r in severe] == sorted((ranks[r["severity"]] for r in severe), reverse=True)
+    identity = (await client.get("/api/v1/logs/audit/identity", params={"search": "ActorLoggedIn"})).json()
+    assert identity["entries"] and all(e["event_type"] == "AUDIT_EVENT_TYPE_ACTOR_LOGGED_IN"
+                                       for e in identity["entries"])

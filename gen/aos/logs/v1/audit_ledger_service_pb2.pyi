@@ -10,6 +10,7 @@ from google.api import field_behavior_pb2 as _field_behavior_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
@@ -17,8 +18,19 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class AuditSortField(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    AUDIT_SORT_FIELD_UNSPECIFIED: _ClassVar[AuditSortField]
+    AUDIT_SORT_FIELD_CREATED_AT: _ClassVar[AuditSortField]
+    AUDIT_SORT_FIELD_EVENT_TYPE: _ClassVar[AuditSortField]
+    AUDIT_SORT_FIELD_ENTITY_TYPE: _ClassVar[AuditSortField]
+AUDIT_SORT_FIELD_UNSPECIFIED: AuditSortField
+AUDIT_SORT_FIELD_CREATED_AT: AuditSortField
+AUDIT_SORT_FIELD_EVENT_TYPE: AuditSortField
+AUDIT_SORT_FIELD_ENTITY_TYPE: AuditSortField
+
 class ListAuditEntriesRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "event_type", "entity_type", "actor_type", "actor_id", "correlation_id", "created_after", "created_before", "entity_id", "success", "search", "order")
+    __slots__ = ("page_size", "page_token", "event_type", "entity_type", "actor_type", "actor_id", "correlation_id", "created_after", "created_before", "entity_id", "success", "search", "order", "sort")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     EVENT_TYPE_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +44,7 @@ class ListAuditEntriesRequest(_message.Message):
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
     SEARCH_FIELD_NUMBER: _ClassVar[int]
     ORDER_FIELD_NUMBER: _ClassVar[int]
+    SORT_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     event_type: _evidence_pb2.AuditEventType
@@ -45,7 +58,8 @@ class ListAuditEntriesRequest(_message.Message):
     success: bool
     search: str
     order: _evidence_pb2.SortOrder
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., event_type: _Optional[_Union[_evidence_pb2.AuditEventType, str]] = ..., entity_type: _Optional[_Union[_evidence_pb2.AuditEntityType, str]] = ..., actor_type: _Optional[_Union[_evidence_pb2.ActorType, str]] = ..., actor_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., entity_id: _Optional[str] = ..., success: _Optional[bool] = ..., search: _Optional[str] = ..., order: _Optional[_Union[_evidence_pb2.SortOrder, str]] = ...) -> None: ...
+    sort: AuditSortField
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., event_type: _Optional[_Union[_evidence_pb2.AuditEventType, str]] = ..., entity_type: _Optional[_Union[_evidence_pb2.AuditEntityType, str]] = ..., actor_type: _Optional[_Union[_evidence_pb2.ActorType, str]] = ..., actor_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., entity_id: _Optional[str] = ..., success: _Optional[bool] = ..., search: _Optional[str] = ..., order: _Optional[_Union[_evidence_pb2.SortOrder, str]] = ..., sort: _Optional[_Union[AuditSortField, str]] = ...) -> None: ...
 
 class ListAuditEntriesResponse(_message.Message):
     __slots__ = ("metadata", "entries", "next_page_token", "total_size", "total_size_is_estimate", "has_more")
@@ -82,18 +96,24 @@ class GetAuditEntryResponse(_message.Message):
     def __init__(self, metadata: _Optional[_Union[_evidence_pb2.EvidenceMetadata, _Mapping]] = ..., entry: _Optional[_Union[_records_pb2.AuditEntry, _Mapping]] = ..., before_state: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., after_state: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class ListIdentityEventsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "actor_id", "created_after", "created_before")
+    __slots__ = ("page_size", "page_token", "actor_id", "created_after", "created_before", "search", "order", "sort")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_AFTER_FIELD_NUMBER: _ClassVar[int]
     CREATED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    SORT_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     actor_id: str
     created_after: _timestamp_pb2.Timestamp
     created_before: _timestamp_pb2.Timestamp
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., actor_id: _Optional[str] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    search: str
+    order: _evidence_pb2.SortOrder
+    sort: AuditSortField
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., actor_id: _Optional[str] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., search: _Optional[str] = ..., order: _Optional[_Union[_evidence_pb2.SortOrder, str]] = ..., sort: _Optional[_Union[AuditSortField, str]] = ...) -> None: ...
 
 class ListIdentityEventsResponse(_message.Message):
     __slots__ = ("metadata", "entries", "next_page_token", "total_size", "total_size_is_estimate", "has_more")
@@ -112,18 +132,24 @@ class ListIdentityEventsResponse(_message.Message):
     def __init__(self, metadata: _Optional[_Union[_evidence_pb2.EvidenceMetadata, _Mapping]] = ..., entries: _Optional[_Iterable[_Union[_records_pb2.AuditEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ..., total_size_is_estimate: _Optional[bool] = ..., has_more: _Optional[bool] = ...) -> None: ...
 
 class ListAuthorizationDecisionsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "actor_id", "created_after", "created_before")
+    __slots__ = ("page_size", "page_token", "actor_id", "created_after", "created_before", "search", "order", "sort")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_AFTER_FIELD_NUMBER: _ClassVar[int]
     CREATED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    SORT_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     actor_id: str
     created_after: _timestamp_pb2.Timestamp
     created_before: _timestamp_pb2.Timestamp
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., actor_id: _Optional[str] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    search: str
+    order: _evidence_pb2.SortOrder
+    sort: AuditSortField
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., actor_id: _Optional[str] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., search: _Optional[str] = ..., order: _Optional[_Union[_evidence_pb2.SortOrder, str]] = ..., sort: _Optional[_Union[AuditSortField, str]] = ...) -> None: ...
 
 class ListAuthorizationDecisionsResponse(_message.Message):
     __slots__ = ("metadata", "entries", "next_page_token", "total_size", "total_size_is_estimate", "has_more")
@@ -142,18 +168,24 @@ class ListAuthorizationDecisionsResponse(_message.Message):
     def __init__(self, metadata: _Optional[_Union[_evidence_pb2.EvidenceMetadata, _Mapping]] = ..., entries: _Optional[_Iterable[_Union[_records_pb2.AuditEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ..., total_size_is_estimate: _Optional[bool] = ..., has_more: _Optional[bool] = ...) -> None: ...
 
 class ListAccessEventsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "actor_id", "created_after", "created_before")
+    __slots__ = ("page_size", "page_token", "actor_id", "created_after", "created_before", "search", "order", "sort")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     ACTOR_ID_FIELD_NUMBER: _ClassVar[int]
     CREATED_AFTER_FIELD_NUMBER: _ClassVar[int]
     CREATED_BEFORE_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    SORT_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     actor_id: str
     created_after: _timestamp_pb2.Timestamp
     created_before: _timestamp_pb2.Timestamp
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., actor_id: _Optional[str] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    search: str
+    order: _evidence_pb2.SortOrder
+    sort: AuditSortField
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., actor_id: _Optional[str] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., search: _Optional[str] = ..., order: _Optional[_Union[_evidence_pb2.SortOrder, str]] = ..., sort: _Optional[_Union[AuditSortField, str]] = ...) -> None: ...
 
 class ListAccessEventsResponse(_message.Message):
     __slots__ = ("metadata", "entries", "next_page_token", "total_size", "total_size_is_estimate", "has_more")

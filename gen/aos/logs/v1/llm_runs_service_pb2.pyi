@@ -10,12 +10,26 @@ from google.api import field_behavior_pb2 as _field_behavior_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class LlmRunSortField(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    LLM_RUN_SORT_FIELD_UNSPECIFIED: _ClassVar[LlmRunSortField]
+    LLM_RUN_SORT_FIELD_CREATED_AT: _ClassVar[LlmRunSortField]
+    LLM_RUN_SORT_FIELD_STARTED_AT: _ClassVar[LlmRunSortField]
+    LLM_RUN_SORT_FIELD_TOTAL_COST_CENTS: _ClassVar[LlmRunSortField]
+    LLM_RUN_SORT_FIELD_TOTAL_TOKENS: _ClassVar[LlmRunSortField]
+LLM_RUN_SORT_FIELD_UNSPECIFIED: LlmRunSortField
+LLM_RUN_SORT_FIELD_CREATED_AT: LlmRunSortField
+LLM_RUN_SORT_FIELD_STARTED_AT: LlmRunSortField
+LLM_RUN_SORT_FIELD_TOTAL_COST_CENTS: LlmRunSortField
+LLM_RUN_SORT_FIELD_TOTAL_TOKENS: LlmRunSortField
 
 class LlmRun(_message.Message):
     __slots__ = ("metadata", "run_id", "trace_id", "agent_id", "project_id", "provider", "model", "status", "executor_type", "outcome", "termination_reason", "input_tokens", "output_tokens", "cost", "started_at", "completed_at", "has_violation", "violation_policy_id", "is_synthetic", "synthetic_scenario_id", "source")
@@ -64,7 +78,7 @@ class LlmRun(_message.Message):
     def __init__(self, metadata: _Optional[_Union[_evidence_pb2.EvidenceMetadata, _Mapping]] = ..., run_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., project_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., status: _Optional[_Union[_records_pb2.LlmRunStatus, str]] = ..., executor_type: _Optional[_Union[_records_pb2.ExecutorType, str]] = ..., outcome: _Optional[_Union[_records_pb2.RunOutcome, str]] = ..., termination_reason: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost: _Optional[_Union[_evidence_pb2.Money, _Mapping]] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., has_violation: _Optional[bool] = ..., violation_policy_id: _Optional[str] = ..., is_synthetic: _Optional[bool] = ..., synthetic_scenario_id: _Optional[str] = ..., source: _Optional[str] = ...) -> None: ...
 
 class ListLlmRunsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "run_id", "agent_id", "status", "provider", "model", "has_violation", "policy_id", "is_synthetic", "created_after", "created_before", "search", "order")
+    __slots__ = ("page_size", "page_token", "run_id", "agent_id", "status", "provider", "model", "has_violation", "policy_id", "is_synthetic", "created_after", "created_before", "search", "order", "sort")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
@@ -79,6 +93,7 @@ class ListLlmRunsRequest(_message.Message):
     CREATED_BEFORE_FIELD_NUMBER: _ClassVar[int]
     SEARCH_FIELD_NUMBER: _ClassVar[int]
     ORDER_FIELD_NUMBER: _ClassVar[int]
+    SORT_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     run_id: str
@@ -93,7 +108,8 @@ class ListLlmRunsRequest(_message.Message):
     created_before: _timestamp_pb2.Timestamp
     search: str
     order: _evidence_pb2.SortOrder
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., run_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., status: _Optional[_Union[_records_pb2.LlmRunStatus, str]] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., has_violation: _Optional[bool] = ..., policy_id: _Optional[str] = ..., is_synthetic: _Optional[bool] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., search: _Optional[str] = ..., order: _Optional[_Union[_evidence_pb2.SortOrder, str]] = ...) -> None: ...
+    sort: LlmRunSortField
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., run_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., status: _Optional[_Union[_records_pb2.LlmRunStatus, str]] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., has_violation: _Optional[bool] = ..., policy_id: _Optional[str] = ..., is_synthetic: _Optional[bool] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., search: _Optional[str] = ..., order: _Optional[_Union[_evidence_pb2.SortOrder, str]] = ..., sort: _Optional[_Union[LlmRunSortField, str]] = ...) -> None: ...
 
 class ListLlmRunsResponse(_message.Message):
     __slots__ = ("metadata", "runs", "next_page_token", "total_size", "total_size_is_estimate", "has_more")

@@ -31,13 +31,17 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%aos/logs/v1/system_logs_service.proto\x12\x0b\x61os.logs.v1\x1a\x1e\x61os/evidence/v1/evidence.proto\x1a\x1d\x61os/evidence/v1/options.proto\x1a\x1d\x61os/evidence/v1/records.proto\x1a\x19\x61os/logs/v1/records.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa3\x03\n\x18ListSystemRecordsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x17\n\tcomponent\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12:\n\nevent_type\x18\x04 \x01(\x0e\x32 .aos.evidence.v1.SystemEventTypeB\x04\xe2\x41\x01\x01\x12\x37\n\x08severity\x18\x05 \x01(\x0e\x32\x1f.aos.evidence.v1.SystemSeverityB\x04\xe2\x41\x01\x01\x12\x37\n\rcreated_after\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x38\n\x0e\x63reated_before\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x08 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06search\x18\t \x01(\tB\x04\xe2\x41\x01\x01\x12/\n\x05order\x18\n \x01(\x0e\x32\x1a.aos.evidence.v1.SortOrderB\x04\xe2\x41\x01\x01\"\xdb\x01\n\x19ListSystemRecordsResponse\x12\x33\n\x08metadata\x18\x01 \x01(\x0b\x32!.aos.evidence.v1.EvidenceMetadata\x12*\n\x07records\x18\x02 \x03(\x0b\x32\x19.aos.logs.v1.SystemRecord\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\x12\x12\n\ntotal_size\x18\x04 \x01(\x03\x12\x1e\n\x16total_size_is_estimate\x18\x05 \x01(\x08\x12\x10\n\x08has_more\x18\x06 \x01(\x08\"0\n\x18GetSystemSnapshotRequest\x12\x14\n\x06run_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xb8\x01\n\x19GetSystemSnapshotResponse\x12\x33\n\x08metadata\x18\x01 \x01(\x0b\x32!.aos.evidence.v1.EvidenceMetadata\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12+\n\x08\x62\x61seline\x18\x03 \x01(\x0b\x32\x19.aos.logs.v1.SystemRecord\x12)\n\x05\x62\x61sis\x18\x04 \x01(\x0e\x32\x1a.aos.logs.v1.SnapshotBasis\"1\n\x19GetSystemTelemetryRequest\x12\x14\n\x06run_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xd0\x01\n\x1aGetSystemTelemetryResponse\x12\x33\n\x08metadata\x18\x01 \x01(\x0b\x32!.aos.evidence.v1.EvidenceMetadata\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12,\n\x06status\x18\x03 \x01(\x0e\x32\x1c.aos.logs.v1.TelemetryStatus\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x16\n\x0e\x61vailable_data\x18\x05 \x03(\t\x12\x17\n\x0frun_event_count\x18\x06 \x01(\x03\"Y\n\x1aListSystemRunEventsRequest\x12\x14\n\x06run_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"\xdd\x01\n\x1bListSystemRunEventsResponse\x12\x33\n\x08metadata\x18\x01 \x01(\x0b\x32!.aos.evidence.v1.EvidenceMetadata\x12*\n\x07records\x18\x02 \x03(\x0b\x32\x19.aos.logs.v1.SystemRecord\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\x12\x12\n\ntotal_size\x18\x04 \x01(\x03\x12\x1e\n\x16total_size_is_estimate\x18\x05 \x01(\x08\x12\x10\n\x08has_more\x18\x06 \x01(\x08\"L\n\x16GetSystemReplayRequest\x12\x14\n\x06run_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1c\n\x0ewindow_seconds\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\"y\n\x17GetSystemReplayResponse\x12\x33\n\x08metadata\x18\x01 \x01(\x0b\x32!.aos.evidence.v1.EvidenceMetadata\x12)\n\x06replay\x18\x02 \x01(\x0b\x32\x19.aos.logs.v1.ReplayWindow\"\xb7\x01\n\x1bGetSystemAttributionRequest\x12\x37\n\rcreated_after\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x38\n\x0e\x63reated_before\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"\xa9\x01\n\x0e\x41ttributionRow\x12,\n\tcaused_by\x18\x01 \x01(\x0e\x32\x19.aos.evidence.v1.CausedBy\x12\x11\n\tcomponent\x18\x02 \x01(\t\x12\x34\n\nevent_type\x18\x03 \x01(\x0e\x32 .aos.evidence.v1.SystemEventType\x12\r\n\x05\x63ount\x18\x04 \x01(\x03\x12\x11\n\tactor_ids\x18\x05 \x03(\t\"\xcb\x02\n\x1cGetSystemAttributionResponse\x12\x33\n\x08metadata\x18\x01 \x01(\x0b\x32!.aos.evidence.v1.EvidenceMetadata\x12\x30\n\x0cwindow_start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nwindow_end\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x04rows\x18\x04 \x03(\x0b\x32\x1b.aos.logs.v1.AttributionRow\x12*\n\x07records\x18\x05 \x03(\x0b\x32\x19.aos.logs.v1.SystemRecord\x12\x17\n\x0fnext_page_token\x18\x06 \x01(\t\x12\x12\n\ntotal_size\x18\x07 \x01(\x03\x12\x10\n\x08has_more\x18\x08 \x01(\x08*u\n\rSnapshotBasis\x12\x1e\n\x1aSNAPSHOT_BASIS_UNSPECIFIED\x10\x00\x12\x1d\n\x19SNAPSHOT_BASIS_CORRELATED\x10\x01\x12%\n!SNAPSHOT_BASIS_PRECEDING_BASELINE\x10\x02*W\n\x0fTelemetryStatus\x12 \n\x1cTELEMETRY_STATUS_UNSPECIFIED\x10\x00\x12\"\n\x1eTELEMETRY_STATUS_NOT_COLLECTED\x10\x01\x32\xca\x08\n\x11SystemLogsService\x12\xa1\x01\n\x11ListSystemRecords\x12%.aos.logs.v1.ListSystemRecordsRequest\x1a&.aos.logs.v1.ListSystemRecordsResponse\"=\x8a\xb5\x18\tlogs.read\xa2\xb5\x18\x11\x08\x02\x12\rSYSTEM_RECORD\x82\xd3\xe4\x93\x02\x15\x12\x13/api/v1/logs/system\x12\xb5\x01\n\x11GetSystemSnapshot\x12%.aos.logs.v1.GetSystemSnapshotRequest\x1a&.aos.logs.v1.GetSystemSnapshotResponse\"Q\x8a\xb5\x18\tlogs.read\xa2\xb5\x18\x13\x08\x01\x12\x07LLM_RUN\x1a\x06run_id\x82\xd3\xe4\x93\x02\'\x12%/api/v1/logs/system/{run_id}/snapshot\x12\xb9\x01\n\x12GetSystemTelemetry\x12&.aos.logs.v1.GetSystemTelemetryRequest\x1a\'.aos.logs.v1.GetSystemTelemetryResponse\"R\x8a\xb5\x18\tlogs.read\xa2\xb5\x18\x13\x08\x01\x12\x07LLM_RUN\x1a\x06run_id\x82\xd3\xe4\x93\x02(\x12&/api/v1/logs/system/{run_id}/telemetry\x12\xb9\x01\n\x13ListSystemRunEvents\x12\'.aos.logs.v1.ListSystemRunEventsRequest\x1a(.aos.logs.v1.ListSystemRunEventsResponse\"O\x8a\xb5\x18\tlogs.read\xa2\xb5\x18\x13\x08\x01\x12\x07LLM_RUN\x1a\x06run_id\x82\xd3\xe4\x93\x02%\x12#/api/v1/logs/system/{run_id}/events\x12\xad\x01\n\x0fGetSystemReplay\x12#.aos.logs.v1.GetSystemReplayRequest\x1a$.aos.logs.v1.GetSystemReplayResponse\"O\x8a\xb5\x18\tlogs.read\xa2\xb5\x18\x13\x08\x01\x12\x07LLM_RUN\x1a\x06run_id\x82\xd3\xe4\x93\x02%\x12#/api/v1/logs/system/{run_id}/replay\x12\xb0\x01\n\x14GetSystemAttribution\x12(.aos.logs.v1.GetSystemAttributionRequest\x1a).aos.logs.v1.GetSystemAttributionResponse\"C\x8a\xb5\x18\tlogs.read\xa2\xb5\x18\x11\x08\x02\x12\rSYSTEM_RECORD\x82\xd3\xe4\x93\x02\x1b\x12\x19/api/v1/logs/system/auditb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%aos/logs/v1/system_logs_service.proto\x12\x0b\x61os.logs.v1\x1a\x1e\x61os/evidence/v1/evidence.proto\x1a\x1d\x61os/evidence/v1/options.proto\x1a\x1d\x61os/evidence/v1/records.proto\x1a\x19\x61os/logs/v1/records.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xdb\x03\n\x18ListSystemRecordsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x17\n\tcomponent\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12:\n\nevent_type\x18\x04 \x01(\x0e\x32 .aos.evidence.v1.SystemEventTypeB\x04\xe2\x41\x01\x01\x12\x37\n\x08severity\x18\x05 \x01(\x0e\x32\x1f.aos.evidence.v1.SystemSeverityB\x04\xe2\x41\x01\x01\x12\x37\n\rcreated_after\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x38\n\x0e\x63reated_before\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x18\n\nrequest_id\x18\x08 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x06search\x18\t \x01(\tB\x04\xe2\x41\x01\x01\x12/\n\x05order\x18\n \x01(\x0e\x32\x1a.aos.evidence.v1.SortOrderB\x04\xe2\x41\x01\x01\x12\x36\n\x04sort\x18\x0b \x01(\x0e\x32\".aos.logs.v1.SystemRecordSortFieldB\x04\xe2\x41\x01\x01\"\xdb\x01\n\x19ListSystemRecordsResponse\x12\x33\n\x08metadata\x18\x01 \x01(\x0b\x32!.aos.evidence.v1.EvidenceMetadata\x12*\n\x07records\x18\x02 \x03(\x0b\x32\x19.aos.logs.v1.SystemRecord\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\x12\x12\n\ntotal_size\x18\x04 \x01(\x03\x12\x1e\n\x16total_size_is_estimate\x18\x05 \x01(\x08\x12\x10\n\x08has_more\x18\x06 \x01(\x08\"0\n\x18GetSystemSnapshotRequest\x12\x14\n\x06run_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xb8\x01\n\x19GetSystemSnapshotResponse\x12\x33\n\x08metadata\x18\x01 \x01(\x0b\x32!.aos.evidence.v1.EvidenceMetadata\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12+\n\x08\x62\x61seline\x18\x03 \x01(\x0b\x32\x19.aos.logs.v1.SystemRecord\x12)\n\x05\x62\x61sis\x18\x04 \x01(\x0e\x32\x1a.aos.logs.v1.SnapshotBasis\"1\n\x19GetSystemTelemetryRequest\x12\x14\n\x06run_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"\xd0\x01\n\x1aGetSystemTelemetryResponse\x12\x33\n\x08metadata\x18\x01 \x01(\x0b\x32!.aos.evidence.v1.EvidenceMetadata\x12\x0e\n\x06run_id\x18\x02 \x01(\t\x12,\n\x06status\x18\x03 \x01(\x0e\x32\x1c.aos.logs.v1.TelemetryStatus\x12\x0e\n\x06reason\x18\x04 \x01(\t\x12\x16\n\x0e\x61vailable_data\x18\x05 \x03(\t\x12\x17\n\x0frun_event_count\x18\x06 \x01(\x03\"\xd8\x01\n\x1aListSystemRunEventsRequest\x12\x14\n\x06run_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\x12\x14\n\x06search\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01\x12/\n\x05order\x18\x05 \x01(\x0e\x32\x1a.aos.evidence.v1.SortOrderB\x04\xe2\x41\x01\x01\x12\x36\n\x04sort\x18\x06 \x01(\x0e\x32\".aos.logs.v1.SystemRecordSortFieldB\x04\xe2\x41\x01\x01\"\xdd\x01\n\x1bListSystemRunEventsResponse\x12\x33\n\x08metadata\x18\x01 \x01(\x0b\x32!.aos.evidence.v1.EvidenceMetadata\x12*\n\x07records\x18\x02 \x03(\x0b\x32\x19.aos.logs.v1.SystemRecord\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t\x12\x12\n\ntotal_size\x18\x04 \x01(\x03\x12\x1e\n\x16total_size_is_estimate\x18\x05 \x01(\x08\x12\x10\n\x08has_more\x18\x06 \x01(\x08\"L\n\x16GetSystemReplayRequest\x12\x14\n\x06run_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1c\n\x0ewindow_seconds\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01\"y\n\x17GetSystemReplayResponse\x12\x33\n\x08metadata\x18\x01 \x01(\x0b\x32!.aos.evidence.v1.EvidenceMetadata\x12)\n\x06replay\x18\x02 \x01(\x0b\x32\x19.aos.logs.v1.ReplayWindow\"\xb7\x01\n\x1bGetSystemAttributionRequest\x12\x37\n\rcreated_after\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x38\n\x0e\x63reated_before\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x01\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"\xa9\x01\n\x0e\x41ttributionRow\x12,\n\tcaused_by\x18\x01 \x01(\x0e\x32\x19.aos.evidence.v1.CausedBy\x12\x11\n\tcomponent\x18\x02 \x01(\t\x12\x34\n\nevent_type\x18\x03 \x01(\x0e\x32 .aos.evidence.v1.SystemEventType\x12\r\n\x05\x63ount\x18\x04 \x01(\x03\x12\x11\n\tactor_ids\x18\x05 \x03(\t\"\xcb\x02\n\x1cGetSystemAttributionResponse\x12\x33\n\x08metadata\x18\x01 \x01(\x0b\x32!.aos.evidence.v1.EvidenceMetadata\x12\x30\n\x0cwindow_start\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nwindow_end\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x04rows\x18\x04 \x03(\x0b\x32\x1b.aos.logs.v1.AttributionRow\x12*\n\x07records\x18\x05 \x03(\x0b\x32\x19.aos.logs.v1.SystemRecord\x12\x17\n\x0fnext_page_token\x18\x06 \x01(\t\x12\x12\n\ntotal_size\x18\x07 \x01(\x03\x12\x10\n\x08has_more\x18\x08 \x01(\x08*\xaf\x01\n\x15SystemRecordSortField\x12(\n$SYSTEM_RECORD_SORT_FIELD_UNSPECIFIED\x10\x00\x12\x37\n#SYSTEM_RECORD_SORT_FIELD_CREATED_AT\x10\x01\x1a\x0e\x92\xb5\x18\ncreated_at\x12\x33\n!SYSTEM_RECORD_SORT_FIELD_SEVERITY\x10\x02\x1a\x0c\x92\xb5\x18\x08severity*u\n\rSnapshotBasis\x12\x1e\n\x1aSNAPSHOT_BASIS_UNSPECIFIED\x10\x00\x12\x1d\n\x19SNAPSHOT_BASIS_CORRELATED\x10\x01\x12%\n!SNAPSHOT_BASIS_PRECEDING_BASELINE\x10\x02*W\n\x0fTelemetryStatus\x12 \n\x1cTELEMETRY_STATUS_UNSPECIFIED\x10\x00\x12\"\n\x1eTELEMETRY_STATUS_NOT_COLLECTED\x10\x01\x32\xca\x08\n\x11SystemLogsService\x12\xa1\x01\n\x11ListSystemRecords\x12%.aos.logs.v1.ListSystemRecordsRequest\x1a&.aos.logs.v1.ListSystemRecordsResponse\"=\x8a\xb5\x18\tlogs.read\xa2\xb5\x18\x11\x08\x02\x12\rSYSTEM_RECORD\x82\xd3\xe4\x93\x02\x15\x12\x13/api/v1/logs/system\x12\xb5\x01\n\x11GetSystemSnapshot\x12%.aos.logs.v1.GetSystemSnapshotRequest\x1a&.aos.logs.v1.GetSystemSnapshotResponse\"Q\x8a\xb5\x18\tlogs.read\xa2\xb5\x18\x13\x08\x01\x12\x07LLM_RUN\x1a\x06run_id\x82\xd3\xe4\x93\x02\'\x12%/api/v1/logs/system/{run_id}/snapshot\x12\xb9\x01\n\x12GetSystemTelemetry\x12&.aos.logs.v1.GetSystemTelemetryRequest\x1a\'.aos.logs.v1.GetSystemTelemetryResponse\"R\x8a\xb5\x18\tlogs.read\xa2\xb5\x18\x13\x08\x01\x12\x07LLM_RUN\x1a\x06run_id\x82\xd3\xe4\x93\x02(\x12&/api/v1/logs/system/{run_id}/telemetry\x12\xb9\x01\n\x13ListSystemRunEvents\x12\'.aos.logs.v1.ListSystemRunEventsRequest\x1a(.aos.logs.v1.ListSystemRunEventsResponse\"O\x8a\xb5\x18\tlogs.read\xa2\xb5\x18\x13\x08\x01\x12\x07LLM_RUN\x1a\x06run_id\x82\xd3\xe4\x93\x02%\x12#/api/v1/logs/system/{run_id}/events\x12\xad\x01\n\x0fGetSystemReplay\x12#.aos.logs.v1.GetSystemReplayRequest\x1a$.aos.logs.v1.GetSystemReplayResponse\"O\x8a\xb5\x18\tlogs.read\xa2\xb5\x18\x13\x08\x01\x12\x07LLM_RUN\x1a\x06run_id\x82\xd3\xe4\x93\x02%\x12#/api/v1/logs/system/{run_id}/replay\x12\xb0\x01\n\x14GetSystemAttribution\x12(.aos.logs.v1.GetSystemAttributionRequest\x1a).aos.logs.v1.GetSystemAttributionResponse\"C\x8a\xb5\x18\tlogs.read\xa2\xb5\x18\x11\x08\x02\x12\rSYSTEM_RECORD\x82\xd3\xe4\x93\x02\x1b\x12\x19/api/v1/logs/system/auditb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'aos.logs.v1.system_logs_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_SYSTEMRECORDSORTFIELD'].values_by_name["SYSTEM_RECORD_SORT_FIELD_CREATED_AT"]._loaded_options = None
+  _globals['_SYSTEMRECORDSORTFIELD'].values_by_name["SYSTEM_RECORD_SORT_FIELD_CREATED_AT"]._serialized_options = b'\222\265\030\ncreated_at'
+  _globals['_SYSTEMRECORDSORTFIELD'].values_by_name["SYSTEM_RECORD_SORT_FIELD_SEVERITY"]._loaded_options = None
+  _globals['_SYSTEMRECORDSORTFIELD'].values_by_name["SYSTEM_RECORD_SORT_FIELD_SEVERITY"]._serialized_options = b'\222\265\030\010severity'
   _globals['_LISTSYSTEMRECORDSREQUEST'].fields_by_name['component']._loaded_options = None
   _globals['_LISTSYSTEMRECORDSREQUEST'].fields_by_name['component']._serialized_options = b'\342A\001\001'
   _globals['_LISTSYSTEMRECORDSREQUEST'].fields_by_name['event_type']._loaded_options = None
@@ -54,12 +58,20 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTSYSTEMRECORDSREQUEST'].fields_by_name['search']._serialized_options = b'\342A\001\001'
   _globals['_LISTSYSTEMRECORDSREQUEST'].fields_by_name['order']._loaded_options = None
   _globals['_LISTSYSTEMRECORDSREQUEST'].fields_by_name['order']._serialized_options = b'\342A\001\001'
+  _globals['_LISTSYSTEMRECORDSREQUEST'].fields_by_name['sort']._loaded_options = None
+  _globals['_LISTSYSTEMRECORDSREQUEST'].fields_by_name['sort']._serialized_options = b'\342A\001\001'
   _globals['_GETSYSTEMSNAPSHOTREQUEST'].fields_by_name['run_id']._loaded_options = None
   _globals['_GETSYSTEMSNAPSHOTREQUEST'].fields_by_name['run_id']._serialized_options = b'\342A\001\002'
   _globals['_GETSYSTEMTELEMETRYREQUEST'].fields_by_name['run_id']._loaded_options = None
   _globals['_GETSYSTEMTELEMETRYREQUEST'].fields_by_name['run_id']._serialized_options = b'\342A\001\002'
   _globals['_LISTSYSTEMRUNEVENTSREQUEST'].fields_by_name['run_id']._loaded_options = None
   _globals['_LISTSYSTEMRUNEVENTSREQUEST'].fields_by_name['run_id']._serialized_options = b'\342A\001\002'
+  _globals['_LISTSYSTEMRUNEVENTSREQUEST'].fields_by_name['search']._loaded_options = None
+  _globals['_LISTSYSTEMRUNEVENTSREQUEST'].fields_by_name['search']._serialized_options = b'\342A\001\001'
+  _globals['_LISTSYSTEMRUNEVENTSREQUEST'].fields_by_name['order']._loaded_options = None
+  _globals['_LISTSYSTEMRUNEVENTSREQUEST'].fields_by_name['order']._serialized_options = b'\342A\001\001'
+  _globals['_LISTSYSTEMRUNEVENTSREQUEST'].fields_by_name['sort']._loaded_options = None
+  _globals['_LISTSYSTEMRUNEVENTSREQUEST'].fields_by_name['sort']._serialized_options = b'\342A\001\001'
   _globals['_GETSYSTEMREPLAYREQUEST'].fields_by_name['run_id']._loaded_options = None
   _globals['_GETSYSTEMREPLAYREQUEST'].fields_by_name['run_id']._serialized_options = b'\342A\001\002'
   _globals['_GETSYSTEMREPLAYREQUEST'].fields_by_name['window_seconds']._loaded_options = None
@@ -80,36 +92,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SYSTEMLOGSSERVICE'].methods_by_name['GetSystemReplay']._serialized_options = b'\212\265\030\tlogs.read\242\265\030\023\010\001\022\007LLM_RUN\032\006run_id\202\323\344\223\002%\022#/api/v1/logs/system/{run_id}/replay'
   _globals['_SYSTEMLOGSSERVICE'].methods_by_name['GetSystemAttribution']._loaded_options = None
   _globals['_SYSTEMLOGSSERVICE'].methods_by_name['GetSystemAttribution']._serialized_options = b'\212\265\030\tlogs.read\242\265\030\021\010\002\022\rSYSTEM_RECORD\202\323\344\223\002\033\022\031/api/v1/logs/system/audit'
-  _globals['_SNAPSHOTBASIS']._serialized_start=2622
-  _globals['_SNAPSHOTBASIS']._serialized_end=2739
-  _globals['_TELEMETRYSTATUS']._serialized_start=2741
-  _globals['_TELEMETRYSTATUS']._serialized_end=2828
+  _globals['_SYSTEMRECORDSORTFIELD']._serialized_start=2807
+  _globals['_SYSTEMRECORDSORTFIELD']._serialized_end=2982
+  _globals['_SNAPSHOTBASIS']._serialized_start=2984
+  _globals['_SNAPSHOTBASIS']._serialized_end=3101
+  _globals['_TELEMETRYSTATUS']._serialized_start=3103
+  _globals['_TELEMETRYSTATUS']._serialized_end=3190
   _globals['_LISTSYSTEMRECORDSREQUEST']._serialized_start=272
-  _globals['_LISTSYSTEMRECORDSREQUEST']._serialized_end=691
-  _globals['_LISTSYSTEMRECORDSRESPONSE']._serialized_start=694
-  _globals['_LISTSYSTEMRECORDSRESPONSE']._serialized_end=913
-  _globals['_GETSYSTEMSNAPSHOTREQUEST']._serialized_start=915
-  _globals['_GETSYSTEMSNAPSHOTREQUEST']._serialized_end=963
-  _globals['_GETSYSTEMSNAPSHOTRESPONSE']._serialized_start=966
-  _globals['_GETSYSTEMSNAPSHOTRESPONSE']._serialized_end=1150
-  _globals['_GETSYSTEMTELEMETRYREQUEST']._serialized_start=1152
-  _globals['_GETSYSTEMTELEMETRYREQUEST']._serialized_end=1201
-  _globals['_GETSYSTEMTELEMETRYRESPONSE']._serialized_start=1204
-  _globals['_GETSYSTEMTELEMETRYRESPONSE']._serialized_end=1412
-  _globals['_LISTSYSTEMRUNEVENTSREQUEST']._serialized_start=1414
-  _globals['_LISTSYSTEMRUNEVENTSREQUEST']._serialized_end=1503
-  _globals['_LISTSYSTEMRUNEVENTSRESPONSE']._serialized_start=1506
-  _globals['_LISTSYSTEMRUNEVENTSRESPONSE']._serialized_end=1727
-  _globals['_GETSYSTEMREPLAYREQUEST']._serialized_start=1729
-  _globals['_GETSYSTEMREPLAYREQUEST']._serialized_end=1805
-  _globals['_GETSYSTEMREPLAYRESPONSE']._serialized_start=1807
-  _globals['_GETSYSTEMREPLAYRESPONSE']._serialized_end=1928
-  _globals['_GETSYSTEMATTRIBUTIONREQUEST']._serialized_start=1931
-  _globals['_GETSYSTEMATTRIBUTIONREQUEST']._serialized_end=2114
-  _globals['_ATTRIBUTIONROW']._serialized_start=2117
-  _globals['_ATTRIBUTIONROW']._serialized_end=2286
-  _globals['_GETSYSTEMATTRIBUTIONRESPONSE']._serialized_start=2289
-  _globals['_GETSYSTEMATTRIBUTIONRESPONSE']._serialized_end=2620
-  _globals['_SYSTEMLOGSSERVICE']._serialized_start=2831
-  _globals['_SYSTEMLOGSSERVICE']._serialized_end=3929
+  _globals['_LISTSYSTEMRECORDSREQUEST']._serialized_end=747
+  _globals['_LISTSYSTEMRECORDSRESPONSE']._serialized_start=750
+  _globals['_LISTSYSTEMRECORDSRESPONSE']._serialized_end=969
+  _globals['_GETSYSTEMSNAPSHOTREQUEST']._serialized_start=971
+  _globals['_GETSYSTEMSNAPSHOTREQUEST']._serialized_end=1019
+  _globals['_GETSYSTEMSNAPSHOTRESPONSE']._serialized_start=1022
+  _globals['_GETSYSTEMSNAPSHOTRESPONSE']._serialized_end=1206
+  _globals['_GETSYSTEMTELEMETRYREQUEST']._serialized_start=1208
+  _globals['_GETSYSTEMTELEMETRYREQUEST']._serialized_end=1257
+  _globals['_GETSYSTEMTELEMETRYRESPONSE']._serialized_start=1260
+  _globals['_GETSYSTEMTELEMETRYRESPONSE']._serialized_end=1468
+  _globals['_LISTSYSTEMRUNEVENTSREQUEST']._serialized_start=1471
+  _globals['_LISTSYSTEMRUNEVENTSREQUEST']._serialized_end=1687
+  _globals['_LISTSYSTEMRUNEVENTSRESPONSE']._serialized_start=1690
+  _globals['_LISTSYSTEMRUNEVENTSRESPONSE']._serialized_end=1911
+  _globals['_GETSYSTEMREPLAYREQUEST']._serialized_start=1913
+  _globals['_GETSYSTEMREPLAYREQUEST']._serialized_end=1989
+  _globals['_GETSYSTEMREPLAYRESPONSE']._serialized_start=1991
+  _globals['_GETSYSTEMREPLAYRESPONSE']._serialized_end=2112
+  _globals['_GETSYSTEMATTRIBUTIONREQUEST']._serialized_start=2115
+  _globals['_GETSYSTEMATTRIBUTIONREQUEST']._serialized_end=2298
+  _globals['_ATTRIBUTIONROW']._serialized_start=2301
+  _globals['_ATTRIBUTIONROW']._serialized_end=2470
+  _globals['_GETSYSTEMATTRIBUTIONRESPONSE']._serialized_start=2473
+  _globals['_GETSYSTEMATTRIBUTIONRESPONSE']._serialized_end=2804
+  _globals['_SYSTEMLOGSSERVICE']._serialized_start=3193
+  _globals['_SYSTEMLOGSSERVICE']._serialized_end=4291
 # @@protoc_insertion_point(module_scope)

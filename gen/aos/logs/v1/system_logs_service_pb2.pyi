@@ -16,6 +16,12 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class SystemRecordSortField(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SYSTEM_RECORD_SORT_FIELD_UNSPECIFIED: _ClassVar[SystemRecordSortField]
+    SYSTEM_RECORD_SORT_FIELD_CREATED_AT: _ClassVar[SystemRecordSortField]
+    SYSTEM_RECORD_SORT_FIELD_SEVERITY: _ClassVar[SystemRecordSortField]
+
 class SnapshotBasis(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     SNAPSHOT_BASIS_UNSPECIFIED: _ClassVar[SnapshotBasis]
@@ -26,6 +32,9 @@ class TelemetryStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     TELEMETRY_STATUS_UNSPECIFIED: _ClassVar[TelemetryStatus]
     TELEMETRY_STATUS_NOT_COLLECTED: _ClassVar[TelemetryStatus]
+SYSTEM_RECORD_SORT_FIELD_UNSPECIFIED: SystemRecordSortField
+SYSTEM_RECORD_SORT_FIELD_CREATED_AT: SystemRecordSortField
+SYSTEM_RECORD_SORT_FIELD_SEVERITY: SystemRecordSortField
 SNAPSHOT_BASIS_UNSPECIFIED: SnapshotBasis
 SNAPSHOT_BASIS_CORRELATED: SnapshotBasis
 SNAPSHOT_BASIS_PRECEDING_BASELINE: SnapshotBasis
@@ -33,7 +42,7 @@ TELEMETRY_STATUS_UNSPECIFIED: TelemetryStatus
 TELEMETRY_STATUS_NOT_COLLECTED: TelemetryStatus
 
 class ListSystemRecordsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token", "component", "event_type", "severity", "created_after", "created_before", "request_id", "search", "order")
+    __slots__ = ("page_size", "page_token", "component", "event_type", "severity", "created_after", "created_before", "request_id", "search", "order", "sort")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     COMPONENT_FIELD_NUMBER: _ClassVar[int]
@@ -44,6 +53,7 @@ class ListSystemRecordsRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SEARCH_FIELD_NUMBER: _ClassVar[int]
     ORDER_FIELD_NUMBER: _ClassVar[int]
+    SORT_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
     component: str
@@ -54,7 +64,8 @@ class ListSystemRecordsRequest(_message.Message):
     request_id: str
     search: str
     order: _evidence_pb2.SortOrder
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., component: _Optional[str] = ..., event_type: _Optional[_Union[_records_pb2.SystemEventType, str]] = ..., severity: _Optional[_Union[_records_pb2.SystemSeverity, str]] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ..., search: _Optional[str] = ..., order: _Optional[_Union[_evidence_pb2.SortOrder, str]] = ...) -> None: ...
+    sort: SystemRecordSortField
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., component: _Optional[str] = ..., event_type: _Optional[_Union[_records_pb2.SystemEventType, str]] = ..., severity: _Optional[_Union[_records_pb2.SystemSeverity, str]] = ..., created_after: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., created_before: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., request_id: _Optional[str] = ..., search: _Optional[str] = ..., order: _Optional[_Union[_evidence_pb2.SortOrder, str]] = ..., sort: _Optional[_Union[SystemRecordSortField, str]] = ...) -> None: ...
 
 class ListSystemRecordsResponse(_message.Message):
     __slots__ = ("metadata", "records", "next_page_token", "total_size", "total_size_is_estimate", "has_more")
@@ -113,14 +124,20 @@ class GetSystemTelemetryResponse(_message.Message):
     def __init__(self, metadata: _Optional[_Union[_evidence_pb2.EvidenceMetadata, _Mapping]] = ..., run_id: _Optional[str] = ..., status: _Optional[_Union[TelemetryStatus, str]] = ..., reason: _Optional[str] = ..., available_data: _Optional[_Iterable[str]] = ..., run_event_count: _Optional[int] = ...) -> None: ...
 
 class ListSystemRunEventsRequest(_message.Message):
-    __slots__ = ("run_id", "page_size", "page_token")
+    __slots__ = ("run_id", "page_size", "page_token", "search", "order", "sort")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    SORT_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     page_size: int
     page_token: str
-    def __init__(self, run_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    search: str
+    order: _evidence_pb2.SortOrder
+    sort: SystemRecordSortField
+    def __init__(self, run_id: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., search: _Optional[str] = ..., order: _Optional[_Union[_evidence_pb2.SortOrder, str]] = ..., sort: _Optional[_Union[SystemRecordSortField, str]] = ...) -> None: ...
 
 class ListSystemRunEventsResponse(_message.Message):
     __slots__ = ("metadata", "records", "next_page_token", "total_size", "total_size_is_estimate", "has_more")

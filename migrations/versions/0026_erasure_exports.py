@@ -1,7 +1,7 @@
 """Erasure reaches the stored artifacts of earlier exports (issue #25; docs/ERASURE.md §5).
 
-Revision ID: 0025_erasure_exports
-Revises: 0024_otlp_staging
+Revision ID: 0026_erasure_exports
+Revises: 0025_seedlists
 Create Date: 2026-12-07
 
 Why: an export made before an erasure stores its artifact (``log_export_artifacts``) with the
@@ -30,8 +30,8 @@ Downgrade restores 0023's function and the plain append-only trigger and drops b
 """
 from alembic import op
 
-revision = "0025_erasure_exports"
-down_revision = "0024_otlp_staging"
+revision = "0026_erasure_exports"
+down_revision = "0025_seedlists"
 branch_labels = None
 depends_on = None
 
@@ -161,7 +161,7 @@ BEGIN
     GET DIAGNOSTICS n = ROW_COUNT;
     INSERT INTO evidence_erasures (tenant_id, erasure_id, subject_id, requested_by, payloads_erased)
     VALUES (t, a_erasure_id, a_subject, a_requested_by, n);
-    -- 0025: the stored artifacts of earlier exports that carried the subject's payloads go too
+    -- 0026: the stored artifacts of earlier exports that carried the subject's payloads go too
     -- (the tombstone first: the artifacts' trigger lets a chunk go only under one). The export's
     -- row, manifest and signature stay: the chain and an auditor's copy keep verifying.
     INSERT INTO erased_export_artifacts (tenant_id, export_id, subject_id, erasure_id, payloads_erased,
