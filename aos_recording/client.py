@@ -15,6 +15,8 @@ What it does for the producer, and nothing more:
 - **idempotent ids**: an item without its id gets a random one *before* the first attempt,
   so each retry carries the same id and the server answers ALREADY_PRESENT instead of
   appending it twice (``audit_event()`` likewise fixes ``occurred_at`` when the event is made).
+- **streamed runs**: ``record_run_stream`` sends a run's fields, then its steps as a producer
+  makes them (RecordRunStream); the server records the run when the stream ends.
 - **retries**: RESOURCE_EXHAUSTED (the server is full: its in-flight bytes or calls, an
   exhausted pool), UNAVAILABLE and DEADLINE_EXCEEDED are retried, waiting the delay the
   server's ``google.rpc.RetryInfo`` names, else an exponential backoff with jitter, at most
@@ -28,7 +30,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
@@ -43,6 +45,8 @@ from aos.ingest.v1 import ingest_service_pb2 as pb, ingest_service_pb2_grpc as p
 DEFAULT_BATCH = 500
 MAX_BATCH_ITEMS = 1000                 # the server's limit per request
 MAX_BATCH_BYTES = 3 * 1024 * 1024      # under the server's 4 MiB per request, with room for framing
+DEFAULT_CHUNK_STEPS = 100              # steps per RecordRunStream chunk
+MAX_CHUNK_BYTES = 1024 * 1024          # bytes per chunk (the server bounds the whole run to 4 MiB)
 RETRIED = frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE,
                      grpc.StatusCode.DEADLINE_EXCEEDED})
 Item = TypeVar("Item", pb.AuditEvent, pb.SystemRecordInput)
@@ -144,6 +148,27 @@ class IngestClient:
         run = _with_id(run, "run_id")
         return self._call(self._stub.RecordRun, pb.RecordRunRequest(run=run))
 
+    def record_run_stream(self, run: pb.RunInput, steps: Iterable[pb.StepInput] = (), *,
+                          chunk_steps: int = DEFAULT_CHUNK_STEPS) -> pb.RecordRunStreamResponse:
+        """Records one finished run sent as a stream (RecordRunStream): ``run``'s fields (and any
+        steps it holds) first, then ``steps`` as they come — a generator may produce them while
+        they are sent — in chunks of at most ``chunk_steps`` steps and ``MAX_CHUNK_BYTES``. The
+        server records the run when the stream ends, exactly as ``record_run`` would (same hashes,
+        same answer); a stream broken off records nothing. A retry sends the whole run again (the
+        chunks already produced are kept for it; the server holds a run to 4 MiB, so do they)."""
+        if not 1 <= chunk_steps <= MAX_BATCH_ITEMS:
+            raise ValueError(f"chunk_steps must be 1 to {MAX_BATCH_ITEMS}")
+        run = _with_id(run, "run_id")
+        source = _chunks(run, iter(steps), chunk_steps)
+        kept: list[pb.RecordRunStreamRequest] = []
+
+        def chunks() -> Iterator[pb.RecordRunStreamRequest]:
+            yield from list(kept)
+            for chunk in source:
+                kept.append(chunk)
+                yield chunk
+        return self._call(self._stub.RecordRunStream, None, stream=chunks)
+
     # --- batching and retries ---------------------------------------------------------------
     def _batches(self, items: Sequence[Item]) -> Iterable[list[Item]]:
         batch: list[Item] = []
@@ -158,10 +183,13 @@ class IngestClient:
         if batch:
             yield batch
 
-    def _call(self, method: Any, request: Any) -> Any:
+    def _call(self, method: Any, request: Any, *, stream: Callable[[], Iterator[Any]] | None = None) -> Any:
+        """``method`` called with ``request`` (or, for a client stream, a new iterator from
+        ``stream`` on each attempt), retried as the module's text says."""
         for attempt in range(1, self.max_attempts + 1):
             try:
-                return method(request, metadata=self._metadata, timeout=self.timeout_s)
+                return method(stream() if stream is not None else request, metadata=self._metadata,
+                              timeout=self.timeout_s)
             except grpc.RpcError as error:
                 code = error.code()
                 if code not in RETRIED or attempt == self.max_attempts:
@@ -191,6 +219,26 @@ def retry_delay_s(error: grpc.RpcError) -> float | None:
         if detail.Unpack(info):
             return info.retry_delay.ToNanoseconds() / 1e9
     return None
+
+
+def _chunks(run: pb.RunInput, steps: Iterator[pb.StepInput], chunk_steps: int) -> Iterator[pb.RecordRunStreamRequest]:
+    """The run's chunks: its fields (with the steps it holds) first, then ``steps`` in chunks,
+    the last marked ``last`` (a chunk is sent once the next step is known, so the last is known)."""
+    pending = pb.RecordRunStreamRequest(run=run)
+    chunk: list[pb.StepInput] = []
+    size = 0
+    for step in steps:
+        step_size = step.ByteSize() + 8  # the repeated field's tag and length
+        if chunk and (len(chunk) == chunk_steps or size + step_size > MAX_CHUNK_BYTES):
+            yield pending
+            pending, chunk, size = pb.RecordRunStreamRequest(steps=chunk), [], 0
+        chunk.append(step)
+        size += step_size
+    if chunk:
+        yield pending
+        pending = pb.RecordRunStreamRequest(steps=chunk)
+    pending.last = True
+    yield pending
 
 
 def _with_id(item: WithId, field: str) -> WithId:

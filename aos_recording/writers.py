@@ -448,22 +448,47 @@ class LlmRunRecordWriter(_Writer):
                output_tokens: int = 0, cost_cents: int = 0, source: str = "worker",
                created_at: datetime | None = None, record_id: str | None = None) -> Recorded:
         """``write`` that also says whether this call stored the record (False: a retry of it)."""
+        record = self.row(tenant_id=tenant_id, run_id=run_id, provider=provider, model=model,
+                          execution_status=execution_status, started_at=started_at, completed_at=completed_at,
+                          trace_id=trace_id, agent_id=agent_id, project_id=project_id, executor_type=executor_type,
+                          outcome=outcome, termination_reason=termination_reason, input_tokens=input_tokens,
+                          output_tokens=output_tokens, cost_cents=cost_cents, source=source,
+                          created_at=created_at, record_id=record_id)
+        content = hashing.llm_run_content_hash(record)
+        stored, created = _insert_once(self.conn, "llm_run_records", ("tenant_id", "run_id"), record, content,
+                                       self._marks())
+        return Recorded(stored, content, created)
+
+    @staticmethod
+    def row(*, tenant_id: str, run_id: str, provider: str, model: str, execution_status: str,
+            started_at: datetime, completed_at: datetime | None = None, trace_id: str | None = None,
+            agent_id: str | None = None, project_id: str | None = None, executor_type: str = "LLM",
+            outcome: str | None = None, termination_reason: str | None = None, input_tokens: int = 0,
+            output_tokens: int = 0, cost_cents: int = 0, source: str = "worker",
+            created_at: datetime | None = None, record_id: str | None = None) -> dict[str, Any]:
+        """The run record's row (its hashed fields and id), checked against the vocabulary: what
+        ``record`` writes, and what a writer of many runs at once (services/ingest) writes."""
         _check(execution_status, vocabulary.LLM_RUN_STATUSES, "execution_status")
         _check(executor_type, vocabulary.EXECUTOR_TYPES, "executor_type")
         _check(outcome, vocabulary.OUTCOMES, "outcome", optional=True)
         # Deterministic defaults, so a retry of the same run writes the same content.
         record_id = record_id or "llm_" + hashing.sha256(f"{tenant_id}:{run_id}".encode()).hex()[:32]
-        record = {"id": record_id, "tenant_id": tenant_id, "run_id": run_id, "trace_id": trace_id,
-                  "agent_id": agent_id, "project_id": project_id, "provider": provider, "model": model,
-                  "execution_status": execution_status, "executor_type": executor_type, "outcome": outcome,
-                  "termination_reason": termination_reason, "input_tokens": input_tokens,
-                  "output_tokens": output_tokens, "cost_cents": cost_cents, "source": source,
-                  "started_at": started_at, "completed_at": completed_at,
-                  "created_at": created_at or completed_at or started_at}
-        content = hashing.llm_run_content_hash(record)
-        stored, created = _insert_once(self.conn, "llm_run_records", ("tenant_id", "run_id"), record, content,
-                                       self._marks())
-        return Recorded(stored, content, created)
+        return {"id": record_id, "tenant_id": tenant_id, "run_id": run_id, "trace_id": trace_id,
+                "agent_id": agent_id, "project_id": project_id, "provider": provider, "model": model,
+                "execution_status": execution_status, "executor_type": executor_type, "outcome": outcome,
+                "termination_reason": termination_reason, "input_tokens": input_tokens,
+                "output_tokens": output_tokens, "cost_cents": cost_cents, "source": source,
+                "started_at": started_at, "completed_at": completed_at,
+                "created_at": created_at or completed_at or started_at}
+
+    @staticmethod
+    def conflict(tenant_id: str, run_id: str) -> EvidenceConflict:
+        """What ``record`` raises for a run recorded with other content."""
+        return _refused("llm_run_records", {"tenant_id": tenant_id, "run_id": run_id})
+
+
+def _refused(table: str, key: Mapping[str, Any]) -> EvidenceConflict:
+    return EvidenceConflict(f"{table} {dict(key)}: already recorded with different content")
 
 
 def _insert_once(conn: Connection, table: str, key: tuple[str, ...], record: Mapping[str, Any], content: bytes,
@@ -476,7 +501,7 @@ def _insert_once(conn: Connection, table: str, key: tuple[str, ...], record: Map
     columns = [*record, "content_hash", *marks]
     values = [f"CAST(:{c} AS jsonb)" if c in jsonb else f":{c}" for c in columns]
     params = {**record, **{c: _json(record[c]) for c in jsonb}, "content_hash": content, **marks}
-    refused = EvidenceConflict(f"{table} { {c: record[c] for c in key} }: already recorded with different content")
+    refused = _refused(table, {c: record[c] for c in key})
     inserted = _insert_or_refused(conn, f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(values)}) "
                                   "ON CONFLICT DO NOTHING RETURNING id", params, refused)
     if inserted is not None:
@@ -492,6 +517,7 @@ def _insert_once(conn: Connection, table: str, key: tuple[str, ...], record: Map
 # TraceRecorder.add_new_steps: a new trace's steps in one statement, in index order.
 _STEP_COLUMNS = ("id", "step_index", "step_type", "level", "source", "timestamp", "tokens", "cost_cents",
                  "duration_ms", "input_data", "output_data", "metadata", "content_hash", "hash_version", "commitments")
+_STEP_JSONB = frozenset({"input_data", "output_data", "metadata", "commitments"})
 _STEP_TYPES = ("text", "int", "text", "text", "text", "timestamptz", "bigint", "bigint", "bigint", "text", "text",
                "text", "bytea", "smallint", "text")
 _STEPS_INSERT_MANY = text(
@@ -591,10 +617,7 @@ class TraceRecorder(_Writer):
         hashes = []
         erasable: list[tuple[str, str, dict[str, Any], dict[str, bytes]]] = []  # (record id, subject, step, salts)
         for index, fields in enumerate(steps):
-            step_type, level = fields["step_type"], fields.get("level", "info")
-            _check(step_type, vocabulary.STEP_TYPES, "step_type")
-            _check(level, vocabulary.STEP_LEVELS, "level")
-            step = {"step_index": index, "step_type": step_type, "input_data": fields.get("input_data"),
+            step = {"step_index": index, "step_type": fields["step_type"], "input_data": fields.get("input_data"),
                     "output_data": fields.get("output_data"), "timestamp": fields["timestamp"]}
             subject = fields.get("data_subject")
             commitments: dict[str, str] | None = None
@@ -608,17 +631,14 @@ class TraceRecorder(_Writer):
                 content = hashing.step_content_hash_v2(step, commitments)
                 erasable.append((f"{trace_id}/{index}", subject, step, salts))
             hashes.append(content)
-            row = {"id": fields.get("step_id") or new_id("step"), "step_index": index, "step_type": step_type,
-                   "level": level, "source": fields.get("source", "agent"), "timestamp": fields["timestamp"],
-                   "tokens": fields.get("tokens", 0), "cost_cents": fields.get("cost_cents", 0),
-                   "duration_ms": fields.get("duration_ms", 0),
-                   "input_data": None if commitments is not None else _json(fields.get("input_data")),
-                   "output_data": None if commitments is not None else _json(fields.get("output_data")),
-                   "metadata": _json(fields.get("metadata")), "content_hash": content,
-                   "hash_version": hashing.HASH_V1 if commitments is None else hashing.HASH_V2,
-                   "commitments": _json(commitments)}
+            row = self.step_row(fields, index, content)
+            if commitments is not None:
+                row.update(input_data=None, output_data=None)
+            row.update(hash_version=hashing.HASH_V1 if commitments is None else hashing.HASH_V2,
+                       commitments=commitments)
             for column in _STEP_COLUMNS:
-                columns[column].append(row[column])
+                value = row[column]
+                columns[column].append(_json(value) if column in _STEP_JSONB else value)
         written = self.conn.execute(_STEPS_INSERT_MANY, {**columns, "trace_id": trace_id,
                                                          "tenant_id": tenant_id}).rowcount
         if written != len(steps):
@@ -657,6 +677,20 @@ class TraceRecorder(_Writer):
                                                      stored.get(f"{trace_id}/{index}", {}))
             hashes.append(hashing.step_content_hash_v2(step, commitments))
         return hashes
+
+    @staticmethod
+    def step_row(fields: Mapping[str, Any], index: int, content_hash: bytes) -> dict[str, Any]:
+        """A new step's row from ``add_step``'s fields (its JSON values as they are), checked
+        against the vocabulary: what ``add_new_steps`` writes, and a writer of many traces'."""
+        step_type, level = fields["step_type"], fields.get("level", "info")
+        _check(step_type, vocabulary.STEP_TYPES, "step_type")
+        _check(level, vocabulary.STEP_LEVELS, "level")
+        return {"id": fields.get("step_id") or new_id("step"), "step_index": index, "step_type": step_type,
+                "level": level, "source": fields.get("source", "agent"), "timestamp": fields["timestamp"],
+                "tokens": fields.get("tokens", 0), "cost_cents": fields.get("cost_cents", 0),
+                "duration_ms": fields.get("duration_ms", 0), "input_data": fields.get("input_data"),
+                "output_data": fields.get("output_data"), "metadata": fields.get("metadata"),
+                "content_hash": content_hash}
 
     def mark_violation(self, *, trace_id: str, step_index: int, policy_id: str, reason: str,
                        timestamp: datetime | None = None, incident_id: str | None = None) -> None:

@@ -190,7 +190,12 @@ class RpcMetrics(grpc.aio.ServerInterceptor):
                 self._streaming(handler.unary_stream, "server_stream", service, name),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer)
-        return handler  # no client or bidirectional streams in the contract
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._unary(handler.stream_unary, "client_stream", service, name),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        return handler  # no bidirectional streams in the contract
 
     @staticmethod
     def _unary(behavior: Callable[..., Any], kind: str, service: str, name: str) -> Callable[..., Any]:

@@ -213,7 +213,17 @@ class CallPolicy(grpc.aio.ServerInterceptor):
                 self._streaming(handler.unary_stream, method, scope),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer)
-        return handler
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._client_stream(handler.stream_unary, method, scope),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        # A bidirectional stream is in no contract: refused rather than served unchecked.
+        async def refused(requests, context):
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method}: bidirectional streams are not served")
+            yield  # pragma: no cover - abort raised
+        return grpc.stream_stream_rpc_method_handler(refused, request_deserializer=handler.request_deserializer,
+                                                     response_serializer=handler.response_serializer)
 
     def _shed(self, handler, method: str, refusal: Overloaded):
         """A handler that answers the refusal at once (Admission.shed): before the token is
@@ -234,6 +244,12 @@ class CallPolicy(grpc.aio.ServerInterceptor):
                 await refuse(context)
                 yield  # pragma: no cover - abort_with_status raised
             return grpc.unary_stream_rpc_method_handler(streaming, request_deserializer=handler.request_deserializer,
+                                                        response_serializer=handler.response_serializer)
+        if handler.stream_unary:
+            async def client_stream(requests, context):
+                await refuse(context)
+            return grpc.stream_unary_rpc_method_handler(client_stream,
+                                                        request_deserializer=handler.request_deserializer,
                                                         response_serializer=handler.response_serializer)
         return handler
 
@@ -389,6 +405,43 @@ class CallPolicy(grpc.aio.ServerInterceptor):
             finally:
                 slot.permit.release()  # the slot it holds at the end (continue_as_stream may swap it)
             self._log(method, grpc.StatusCode.OK, started)
+        return wrapped
+
+
+    def _client_stream(self, behavior, method: str, scope: str):
+        """A client stream (IngestService.RecordRunStream): checked as a unary call when it
+        opens (token, scope); each chunk's bytes held as it arrives (AOS_INGEST_INFLIGHT_BYTES),
+        all released when the call ends; admitted through the light gate only once the client
+        has ended its stream — the slot is held for the write, not while a slow client sends.
+        The handler reads the chunks to their end before it writes."""
+        async def wrapped(requests, context):
+            started = time.monotonic()
+            slot = CallSlot(None, "", OPEN)
+            holds: list[ByteHold] = []
+
+            async def chunks():
+                nonlocal slot
+                async for chunk in requests:
+                    holds.append(self._hold_bytes(method, chunk))
+                    yield chunk
+                slot = await self._admit(method)
+
+            try:
+                rid, started = self._enter(context, method, scope)
+                context.set_trailing_metadata((("x-request-id", rid),))
+                self._access_room(method)
+                result = await behavior(chunks(), context)
+            except (grpc.aio.AbortError, asyncio.CancelledError):
+                raise
+            except BaseException as exc:  # noqa: BLE001 - every failure gets a status
+                await self._fail(context, method, exc, started)
+                return None
+            finally:
+                slot.permit.release()
+                for held in holds:
+                    held.release()
+            self._log(method, grpc.StatusCode.OK, started)
+            return result
         return wrapped
 
 

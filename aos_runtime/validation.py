@@ -2,6 +2,7 @@
 field violation (INVALID_ARGUMENT), collected so a caller learns them all at once."""
 from __future__ import annotations
 
+import functools
 import re
 from datetime import datetime, timezone
 from typing import Protocol, TypeVar, cast
@@ -32,6 +33,7 @@ def canonical_values(enum: type[_Enum]) -> dict[str, _Enum]:
     return cast("dict[str, _Enum]", canonical_names(wrapper.DESCRIPTOR.full_name))
 
 
+@functools.cache  # the contract's enums do not change in a process; read per field checked
 def by_number(enum_full_name: str) -> dict[int, str]:
     return {number: name for name, number in canonical_names(enum_full_name).items()}
 

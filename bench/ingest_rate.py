@@ -14,8 +14,10 @@ A real Ingest process (``python -m services.ingest``, its own login) on a scratc
    (max_export_batch_size 512) — spans/s from the first span to the last flush acknowledged,
    p50/p99 per Export — then the same number of traces and steps by COPY
    (aos_recording.bulk's trace loader: aos_traces + aos_trace_steps with their hashes; it
-   writes no run record and no activity row, which the OTLP path also writes, so the ratio is
-   if anything pessimistic for OTLP).
+   writes no run record and no activity row, which the OTLP path also writes, and its steps
+   carry no metadata, so the ratio is pessimistic for OTLP); and the same rows the OTLP path
+   wrote, read back and written again by COPY (run records, activity rows, traces, steps with
+   their metadata: ``spans_ratio_same_rows``, the issue's "COPY rate for the same rows").
 
 Embedded Postgres non-durable (fsync off) unless DATABASE_URL is set. The machine is shared:
 the load average is printed with the figures. Writes bench/results/ingest_rate.json.
@@ -182,6 +184,53 @@ def copy_traces(admin_url: str, traces: int, spans: int) -> dict:
     return {"steps": traces * spans, "seconds": round(elapsed, 2), "steps_per_s": round(traces * spans / elapsed, 1)}
 
 
+_SAME = {  # table -> columns copied as they are (ids prefixed, the tenant swapped)
+    "llm_run_records": ("id", "run_id", "trace_id", "agent_id", "project_id", "provider", "model", "execution_status",
+                        "executor_type", "outcome", "termination_reason", "input_tokens", "output_tokens",
+                        "cost_cents", "source", "started_at", "completed_at", "created_at", "content_hash"),
+    "worker_runs": ("id", "project_id", "agent_id", "provider", "model", "status", "cost_cents", "input_tokens",
+                    "output_tokens", "created_at", "started_at", "completed_at"),
+    "aos_traces": ("trace_id", "run_id", "agent_id", "started_at"),
+    "aos_trace_steps": ("id", "trace_id", "step_index", "step_type", "level", "source", "timestamp", "tokens",
+                        "cost_cents", "duration_ms", "input_data", "output_data", "metadata", "content_hash"),
+}
+_PREFIXED = {"id", "run_id", "trace_id"}
+
+
+def copy_same_rows(admin_url: str) -> dict:
+    """The rows the OTLP path wrote (run records, activity rows, traces, steps with their metadata),
+    read back, then written again by COPY into another tenant as the table owner in one
+    transaction (ids prefixed): the bulk rate for the same rows (issue #21: the steps' metadata
+    and its search document are most of an OTLP step's cost; bulk._traces' steps carry none).
+    Traces are copied running, their steps after, then sealed as bulk._traces seals them."""
+    with psycopg.connect(admin_url) as conn:
+        rows = {table: conn.execute(f"SELECT {', '.join(cols)} FROM {table} WHERE tenant_id = %s",
+                                    (OTLP,)).fetchall() for table, cols in _SAME.items()}
+        seals = conn.execute("SELECT trace_id, status, completed_at, termination_reason, step_count, total_tokens, "
+                             "total_cost_cents, total_duration_ms, content_hash FROM aos_traces WHERE tenant_id = %s",
+                             (OTLP,)).fetchall()
+    started = time.perf_counter()
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        conn.execute("SET ROLE aos_owner")
+        with conn.transaction():
+            for table, cols in _SAME.items():
+                with conn.cursor().copy(f"COPY {table} (tenant_id, {', '.join(cols)}) FROM STDIN") as copy:
+                    for row in rows[table]:
+                        copy.write_row((COPY_TENANT, *(("same-" + v if c in _PREFIXED and v is not None else
+                                                        Jsonb(v) if isinstance(v, (dict, list)) else v)
+                                                       for c, v in zip(cols, row, strict=True))))
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "UPDATE aos_traces SET status = %s, completed_at = %s, termination_reason = %s, step_count = %s, "
+                    "total_tokens = %s, total_cost_cents = %s, total_duration_ms = %s, content_hash = %s "
+                    "WHERE tenant_id = %s AND trace_id = %s",
+                    [(*seal[1:], COPY_TENANT, "same-" + seal[0]) for seal in seals])
+    elapsed = time.perf_counter() - started
+    steps = len(rows["aos_trace_steps"])
+    return {"steps": steps, "runs": len(rows["llm_run_records"]), "seconds": round(elapsed, 2),
+            "steps_per_s": round(steps / elapsed, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=20_000)
@@ -220,11 +269,16 @@ def main() -> None:
             print(json.dumps(results["copy_traces"]), flush=True)
             results["spans_ratio"] = round(results["otlp_spans"]["spans_per_s"]
                                            / results["copy_traces"]["steps_per_s"], 3)
+            results["copy_same_rows"] = copy_same_rows(admin_url)
+            print(json.dumps(results["copy_same_rows"]), flush=True)
+            results["spans_ratio_same_rows"] = round(results["otlp_spans"]["spans_per_s"]
+                                                     / results["copy_same_rows"]["steps_per_s"], 3)
         finally:
             service.send_signal(signal.SIGTERM)
             service.wait(timeout=60)
     results["load_after"] = os.getloadavg()
-    print(json.dumps({k: results[k] for k in ("events_ratio", "spans_ratio", "load_before", "load_after")}))
+    print(json.dumps({k: results[k] for k in ("events_ratio", "spans_ratio", "spans_ratio_same_rows", "load_before",
+                                              "load_after")}))
     out = BENCH / "results" / "ingest_rate.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
 

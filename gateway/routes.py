@@ -169,6 +169,8 @@ class RouteTable:
 def _routes(method: MethodDescriptor) -> list[Route]:
     rule: http_pb2.HttpRule = method.GetOptions().Extensions[annotations_pb2.http]  # type: ignore[index]  # protoc's .pyi types an extension as a plain FieldDescriptor
     if rule.WhichOneof("pattern") is None:
+        if method.client_streaming:  # no transcoding exists for it: the contract gives it no binding
+            return []
         raise ValueError(f"{method.full_name} has no google.api.http binding")
     return [_route(method, binding, i) for i, binding in enumerate([rule, *rule.additional_bindings])]
 

@@ -8,8 +8,10 @@ that item INVALID and the others are still written.
 """
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -25,6 +27,7 @@ from aos_runtime.server import ServiceContext
 from aos_runtime.validation import RESOURCE_ID, Request
 from services.ingest import store
 
+log = logging.getLogger(__name__)
 DESCRIPTOR = pb.DESCRIPTOR.services_by_name["IngestService"]
 MAX_ITEMS = 1000
 MAX_REQUEST_BYTES = 4 * 1024 * 1024
@@ -106,12 +109,61 @@ class IngestService(pb_grpc.IngestServiceServicer):
         if request.ByteSize() > MAX_REQUEST_BYTES:
             raise errors.invalid_argument("run", f"a request may hold at most {MAX_REQUEST_BYTES} bytes (4 MiB) "
                                                  f"(got {request.ByteSize()})")
-        who = auth.principal()
-        r = Request()
         if not request.HasField("run"):
+            r = Request()
             r.violations.add("run", "is required")
             r.done()
-        checked = run_fields(request.run, who, datetime.now(timezone.utc), "run.")
+        return await self._record(request.run)
+
+    async def RecordRunStream(self, requests: AsyncIterator[pb.RecordRunStreamRequest],
+                              context: grpc.aio.ServicerContext) -> pb.RecordRunStreamResponse:
+        """The run assembled from its chunks, then recorded as RecordRun records it. Nothing is
+        written before the client ends the stream; a stream broken off (the call cancelled) ends
+        here, logged, having written nothing."""
+        run: pb.RunInput | None = None
+        size = chunks = 0
+        last = False
+        try:
+            async for chunk in requests:
+                if last:
+                    raise errors.invalid_argument("last", f"no chunk may follow the last (chunk {chunks} did)")
+                last = chunk.last
+                size += chunk.ByteSize()
+                if size > MAX_REQUEST_BYTES:
+                    raise errors.invalid_argument(
+                        "steps", f"a run may hold at most {MAX_REQUEST_BYTES} bytes (4 MiB) over all its chunks "
+                                 f"(chunk {chunks} brings it to {size})")
+                if run is None:
+                    if not chunk.HasField("run"):
+                        raise errors.invalid_argument("run", "is required in the first chunk (the run's fields)")
+                    run = chunk.run
+                elif chunk.HasField("run"):
+                    raise errors.invalid_argument("run", f"only in the first chunk (chunk {chunks} holds one)")
+                run.steps.extend(chunk.steps)
+                if len(run.steps) > MAX_ITEMS:
+                    raise errors.invalid_argument("steps", f"at most {MAX_ITEMS} per run (chunk {chunks} brings "
+                                                           f"them to {len(run.steps)})")
+                chunks += 1
+        except asyncio.CancelledError:
+            log.info("RecordRunStream broken off before its end: nothing recorded",
+                     extra={"chunks": chunks, "steps": len(run.steps) if run is not None else 0})
+            raise
+        # The end of a stream its client cancelled reads as the end of the stream (grpc.aio):
+        # only the producer's last chunk says the run is whole.
+        if not last or context.cancelled():
+            log.info("RecordRunStream ended before its last chunk: nothing recorded",
+                     extra={"chunks": chunks, "steps": len(run.steps) if run is not None else 0})
+            raise errors.invalid_argument("last", f"the stream ended after {chunks} chunk(s) without its last "
+                                                  "(`last` set): the run may not be whole, nothing was recorded")
+        assert run is not None  # a chunk came: the first holds the run
+        # The same answer as RecordRun's: its message and this one number their fields alike.
+        return pb.RecordRunStreamResponse.FromString((await self._record(run)).SerializeToString())
+
+    async def _record(self, run: pb.RunInput) -> pb.RecordRunResponse:
+        """One run checked and recorded in one transaction (RecordRun, RecordRunStream)."""
+        who = auth.principal()
+        r = Request()
+        checked = run_fields(run, who, datetime.now(timezone.utc), "run.")
         for field, description in checked.problems:
             r.violations.add(field, description)
         r.done()
@@ -120,7 +172,7 @@ class IngestService(pb_grpc.IngestServiceServicer):
         if outcome.conflict is not None:
             raise faults.EvidenceAlreadyRecorded(outcome.conflict)
         assert outcome.run_hash is not None and outcome.trace_hash is not None
-        return pb.RecordRunResponse(run_id=request.run.run_id, status=_STATUS[outcome.created],
+        return pb.RecordRunResponse(run_id=run.run_id, status=_STATUS[outcome.created],
                                     trace_id=checked.run["trace_id"], run_content_hash=outcome.run_hash.hex(),
                                     trace_content_hash=outcome.trace_hash.hex(),
                                     step_content_hashes=[h.hex() for h in outcome.step_hashes])

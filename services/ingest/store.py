@@ -1,9 +1,11 @@
 """The Ingest service's writes: each batch in the one transaction ``Database.run`` opens.
 
-Almost no SQL here: the recording library's writers (aos_recording.writers, sources) hold
-it, so the suite's own tools and the Ingest API write evidence the same way; the two
-look-ups a run's retry needs are below. Each function takes
-the batch's valid items, in request order, and answers one outcome per item.
+The rows and hashes come from the recording library's writers (aos_recording.writers,
+sources), so the suite's own tools and the Ingest API write evidence the same way. The SQL
+here is what the Ingest API needs beyond them: the look-ups a retry needs, the multi-row
+statements that write many runs at once (``record_runs``: the writers' rows, one statement per
+table), and the OTLP spans kept until their trace is whole. Each function takes the batch's
+valid items, in request order, and answers one outcome per item.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 
 from aos_recording import erasure, hashing
 from aos_recording.sources import SourceWriter
@@ -23,6 +26,7 @@ from aos_recording.writers import (
     LlmRunRecordWriter,
     SystemRecordWriter,
     TraceRecorder,
+    _json,
 )
 
 
@@ -96,20 +100,228 @@ def hold_run_recordings(conn: Connection, tenant_id: str) -> None:
 def record_runs(conn: Connection, tenant_id: str, runs: Sequence[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]]
                 ) -> list[RunOutcome]:
     """Records each finished run (LlmRunRecordWriter.record's fields, TraceRecorder.add_step's
-    step fields) in a savepoint of its own: a refused run leaves nothing and the others stand.
+    step fields): a refused run leaves nothing and the others stand.
+
+    Set-based (issue #21): one look-up for the whole batch, then one multi-row statement per
+    table for all its new runs (run records, activity rows, traces, steps, the seals) — about
+    eight round trips for an Export of a hundred runs instead of ten a run. The rows, their
+    content hashes and the triggers that fire are those of ``_record_run`` (the one-run-at-a-
+    time path): same writers' hashing, same tables, same order of inserts. Whatever the batch
+    cannot settle from its look-up (a run or trace id twice in the batch, a row a concurrent
+    writer added after the look-up) goes through ``_record_run``, one savepoint each.
 
     The tenant's run recordings are serialised (a transaction-scoped advisory lock): each run
     adds to the tenant's cost rollup rows (worker_runs' per-statement trigger, 0005), and two
     batches adding to them statement by statement deadlocked under concurrent exports."""
     hold_run_recordings(conn, tenant_id)
-    outcomes = []
-    for run, steps in runs:
+    prepared = [_Prepared.of(tenant_id, run, steps) for run, steps in runs]
+    outcomes: list[RunOutcome | None] = [None] * len(prepared)
+    # Ids seen twice: the later ones after the batch, one by one (a retry of the first, or its conflict).
+    seen_runs: set[str] = set()
+    seen_traces: set[str] = set()
+    later: list[int] = []
+    first: list[int] = []
+    for i, p in enumerate(prepared):
+        # A run with a step in hash format 2 (a data subject, docs/ERASURE.md) goes one by one too:
+        # its step hashes depend on salts (fresh, or a retry's stored ones), never known beforehand.
+        if p.run["run_id"] in seen_runs or p.trace_id in seen_traces or p.erasable:
+            later.append(i)
+            seen_runs.add(p.run["run_id"])
+            seen_traces.add(p.trace_id)
+        else:
+            first.append(i)
+            seen_runs.add(p.run["run_id"])
+            seen_traces.add(p.trace_id)
+    new = _settle_known(conn, tenant_id, prepared, first, outcomes)
+    if new:
         try:
             with conn.begin_nested():
-                outcomes.append(_record_run(conn, tenant_id, run, steps))
+                _insert_new(conn, tenant_id, [prepared[i] for i in new])
+        except (_Raced, IntegrityError):
+            later = sorted([*new, *later])  # someone else wrote one of them meanwhile: one by one, exactly
+        else:
+            for i in new:
+                outcomes[i] = prepared[i].outcome(created=True)
+    for i in later:
+        run, steps = runs[i]
+        try:
+            with conn.begin_nested():
+                outcomes[i] = _record_run(conn, tenant_id, run, steps)
         except EvidenceConflict as exc:
-            outcomes.append(RunOutcome(created=False, conflict=str(exc)))
-    return outcomes
+            outcomes[i] = RunOutcome(created=False, conflict=str(exc))
+    assert all(o is not None for o in outcomes)
+    return [o for o in outcomes if o is not None]
+
+
+class _Raced(Exception):
+    """A multi-row write found a row its look-up had not (a writer outside the tenant's run lock)."""
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """One run's rows as ``_record_run`` writes them, hashed once."""
+    run: Mapping[str, Any]
+    steps: Sequence[Mapping[str, Any]]
+    record: dict[str, Any]        # the llm_run_records row (LlmRunRecordWriter.record's)
+    content_hash: bytes
+    step_hashes: list[bytes]
+    trace_hash: bytes
+
+    @property
+    def trace_id(self) -> str:
+        return str(self.run["trace_id"])
+
+    @property
+    def erasable(self) -> bool:
+        return any(step.get("data_subject") is not None for step in self.steps)
+
+    @classmethod
+    def of(cls, tenant_id: str, run: Mapping[str, Any], steps: Sequence[Mapping[str, Any]]) -> _Prepared:
+        record = LlmRunRecordWriter.row(tenant_id=tenant_id, **run)
+        hashes = step_hashes(steps)
+        return cls(run, steps, record, hashing.llm_run_content_hash(record), hashes,
+                   hashing.trace_content_hash(hashes))
+
+    def outcome(self, *, created: bool) -> RunOutcome:
+        return RunOutcome(created, self.content_hash, self.trace_hash, tuple(self.step_hashes))
+
+
+def _settle_known(conn: Connection, tenant_id: str, prepared: Sequence[_Prepared], indices: Sequence[int],
+                  outcomes: list[RunOutcome | None]) -> list[int]:
+    """Answers the runs the look-up settles (a retry, or a conflict with what is recorded) in
+    ``outcomes``; returns the indices of the new runs to insert. One statement."""
+    if not indices:
+        return []
+    rows = conn.execute(text(
+        "SELECT 'run' AS kind, run_id AS key, content_hash FROM llm_run_records "
+        "WHERE tenant_id = :t AND run_id = ANY(CAST(:runs AS text[])) "
+        "UNION ALL SELECT 'trace', trace_id, content_hash FROM aos_traces "
+        "WHERE tenant_id = :t AND trace_id = ANY(CAST(:traces AS text[])) "
+        "UNION ALL SELECT 'activity', id, NULL FROM worker_runs "
+        "WHERE tenant_id = :t AND id = ANY(CAST(:runs AS text[]))"),
+        {"t": tenant_id, "runs": [prepared[i].run["run_id"] for i in indices],
+         "traces": [prepared[i].trace_id for i in indices]})
+    found: dict[tuple[str, str], bytes | None] = {
+        (r.kind, r.key): None if r.content_hash is None else bytes(r.content_hash) for r in rows}
+    new = []
+    for i in indices:
+        p = prepared[i]
+        run_id = p.run["run_id"]
+        if ("run", run_id) in found:
+            # The messages _record_run's writers give (LlmRunRecordWriter.record, then the trace check).
+            if found["run", run_id] != p.content_hash:
+                outcomes[i] = RunOutcome(created=False, conflict=_run_conflict(tenant_id, run_id))
+            elif found.get(("trace", p.trace_id)) != p.trace_hash:
+                outcomes[i] = RunOutcome(created=False,
+                                         conflict=f"run {run_id!r}: already recorded with other steps")
+            else:
+                outcomes[i] = p.outcome(created=False)
+        elif ("trace", p.trace_id) in found:
+            outcomes[i] = RunOutcome(created=False, conflict=f"trace {p.trace_id!r}: already recorded for another run")
+        elif ("activity", run_id) in found:
+            outcomes[i] = RunOutcome(created=False,
+                                     conflict=f"run {run_id!r}: its id is taken by an activity record")
+        else:
+            new.append(i)
+    return new
+
+
+def _run_conflict(tenant_id: str, run_id: str) -> str:
+    return str(LlmRunRecordWriter.conflict(tenant_id, run_id))
+
+
+def _insert_new(conn: Connection, tenant_id: str, runs: Sequence[_Prepared]) -> None:
+    """The new runs' rows, one statement per table, in ``_record_run``'s order: run records,
+    activity rows (their rollup trigger fires once for the statement), traces created running,
+    their steps (the step trigger checks each against its running trace), then the seals.
+    Raises _Raced when a statement writes fewer rows than it was given."""
+    expect(conn.execute(_RUNS_INSERT_MANY, _columns(_RUN_COLUMNS, [p.record for p in runs],
+                                                     content_hash=[p.content_hash for p in runs])), len(runs))
+    activity = [{"id": p.run["run_id"], "status": WORKER_STATUS[p.run["execution_status"]],
+                 "created_at": p.run["started_at"], "project_id": p.run.get("project_id"),
+                 "agent_id": p.run.get("agent_id"), "provider": p.run["provider"], "model": p.run["model"],
+                 "cost_cents": p.run["cost_cents"], "input_tokens": p.run["input_tokens"],
+                 "output_tokens": p.run["output_tokens"], "started_at": p.run["started_at"],
+                 "completed_at": p.run["completed_at"]} for p in runs]
+    expect(conn.execute(_ACTIVITY_INSERT_MANY, {"t": tenant_id, **_columns(_ACTIVITY_COLUMNS, activity)}),
+           len(runs))
+    traces = [{"trace_id": p.trace_id, "run_id": p.run["run_id"], "agent_id": p.run.get("agent_id"),
+               "started_at": p.run["started_at"]} for p in runs]
+    expect(conn.execute(_TRACES_INSERT_MANY, {"t": tenant_id, **_columns(_TRACE_COLUMNS, traces)}), len(runs))
+    steps = [TraceRecorder.step_row(step, index, content_hash) | {"trace_id": p.trace_id}
+             for p in runs for index, (step, content_hash) in enumerate(zip(p.steps, p.step_hashes, strict=True))]
+    if steps:
+        expect(conn.execute(_STEPS_INSERT_MANY, {"t": tenant_id, **_columns(_STEP_COLUMNS, steps)}), len(steps))
+    seals = [{"trace_id": p.trace_id, "status": TRACE_STATUS[p.run["execution_status"]],
+              "completed_at": p.run["completed_at"], "reason": p.run.get("termination_reason"),
+              "n": len(p.steps), "tokens": sum(s.get("tokens", 0) for s in p.steps),
+              "cost": sum(s.get("cost_cents", 0) for s in p.steps),
+              "duration": sum(s.get("duration_ms", 0) for s in p.steps), "hash": p.trace_hash} for p in runs]
+    expect(conn.execute(_SEAL_MANY, {"t": tenant_id, **_columns(_SEAL_COLUMNS, seals)}), len(runs))
+
+
+def expect(result: Any, rows: int) -> None:
+    if result.rowcount != rows:
+        raise _Raced(f"{result.rowcount} of {rows} rows written")
+
+
+def _columns(names: Sequence[str], rows: Sequence[Mapping[str, Any]], **given: list[Any]) -> dict[str, list[Any]]:
+    """Rows as one array per column (the unnest statements' parameters); jsonb columns as JSON text."""
+    out = {name: given[name] if name in given else [row.get(name) for row in rows] for name in names}
+    for name in _JSONB & out.keys():
+        out[name] = [_json(v) for v in out[name]]
+    return out
+
+
+def _unnest(names: Sequence[str], types: Sequence[str]) -> str:
+    return ("unnest(" + ", ".join(f"CAST(:{n} AS {t}[])" for n, t in zip(names, types, strict=True))
+            + ") WITH ORDINALITY AS u(" + ", ".join(names) + ", ord)")
+
+
+_JSONB = frozenset({"input_data", "output_data", "metadata"})
+_RUN_COLUMNS = ("id", "tenant_id", "run_id", "trace_id", "agent_id", "project_id", "provider", "model",
+                "execution_status", "executor_type", "outcome", "termination_reason", "input_tokens",
+                "output_tokens", "cost_cents", "source", "started_at", "completed_at", "created_at", "content_hash")
+_RUN_TYPES = ("text", "text", "text", "text", "text", "text", "text", "text", "text", "text", "text", "text",
+              "bigint", "bigint", "bigint", "text", "timestamptz", "timestamptz", "timestamptz", "bytea")
+# ON CONFLICT DO NOTHING as LlmRunRecordWriter.record's: a row the look-up missed shows as a short count.
+_RUNS_INSERT_MANY = text(
+    f"INSERT INTO llm_run_records ({', '.join(_RUN_COLUMNS)}, is_synthetic, synthetic_scenario_id) "
+    f"SELECT {', '.join('u.' + c for c in _RUN_COLUMNS)}, false, NULL FROM {_unnest(_RUN_COLUMNS, _RUN_TYPES)} "
+    "ORDER BY u.ord ON CONFLICT DO NOTHING")
+_ACTIVITY_COLUMNS = ("id", "project_id", "agent_id", "provider", "model", "status", "cost_cents", "input_tokens",
+                     "output_tokens", "created_at", "started_at", "completed_at")
+_ACTIVITY_TYPES = ("text", "text", "text", "text", "text", "text", "bigint", "bigint", "bigint", "timestamptz",
+                   "timestamptz", "timestamptz")
+_ACTIVITY_INSERT_MANY = text(
+    f"INSERT INTO worker_runs (tenant_id, {', '.join(_ACTIVITY_COLUMNS)}, is_synthetic, synthetic_scenario_id) "
+    f"SELECT :t, {', '.join('u.' + c for c in _ACTIVITY_COLUMNS)}, false, NULL "
+    f"FROM {_unnest(_ACTIVITY_COLUMNS, _ACTIVITY_TYPES)} ORDER BY u.ord")
+_TRACE_COLUMNS = ("trace_id", "run_id", "agent_id", "started_at")
+_TRACES_INSERT_MANY = text(
+    "INSERT INTO aos_traces (trace_id, tenant_id, run_id, agent_id, started_at, policy_snapshot_id, "
+    "policy_snapshot, is_synthetic, synthetic_scenario_id) "
+    f"SELECT u.trace_id, :t, u.run_id, u.agent_id, u.started_at, NULL, NULL, false, NULL "
+    f"FROM {_unnest(_TRACE_COLUMNS, ('text', 'text', 'text', 'timestamptz'))} ORDER BY u.ord "
+    "ON CONFLICT (tenant_id, trace_id) DO NOTHING")
+_STEP_COLUMNS = ("trace_id", "id", "step_index", "step_type", "level", "source", "timestamp", "tokens", "cost_cents",
+                 "duration_ms", "input_data", "output_data", "metadata", "content_hash")
+_STEP_TYPES = ("text", "text", "int", "text", "text", "text", "timestamptz", "bigint", "bigint", "bigint", "text",
+               "text", "text", "bytea")
+_STEPS_INSERT_MANY = text(
+    "INSERT INTO aos_trace_steps (id, trace_id, tenant_id, step_index, step_type, level, source, \"timestamp\", "
+    "tokens, cost_cents, duration_ms, input_data, output_data, metadata, content_hash) "
+    "SELECT u.id, u.trace_id, :t, u.step_index, u.step_type, u.level, u.source, u.timestamp, u.tokens, "
+    "u.cost_cents, u.duration_ms, CAST(u.input_data AS jsonb), CAST(u.output_data AS jsonb), "
+    f"CAST(u.metadata AS jsonb), u.content_hash FROM {_unnest(_STEP_COLUMNS, _STEP_TYPES)} ORDER BY u.ord")
+# TraceRecorder.complete_trace's UPDATE for many traces; the totals are the sums of the steps just written.
+_SEAL_COLUMNS = ("trace_id", "status", "completed_at", "reason", "n", "tokens", "cost", "duration", "hash")
+_SEAL_MANY = text(
+    "UPDATE aos_traces t SET status = u.status, completed_at = u.completed_at, termination_reason = u.reason, "
+    "step_count = u.n, total_tokens = u.tokens, total_cost_cents = u.cost, total_duration_ms = u.duration, "
+    "content_hash = u.hash FROM " + _unnest(_SEAL_COLUMNS, ("text", "text", "timestamptz", "text", "int", "bigint",
+                                                            "bigint", "bigint", "bytea"))
+    + " WHERE t.tenant_id = :t AND t.trace_id = u.trace_id AND t.status = 'running'")
 
 
 def _record_run(conn: Connection, tenant_id: str, run: Mapping[str, Any],
@@ -170,14 +382,17 @@ class StagedSpan:
     received_at: Any
 
 
-def stage_spans(conn: Connection, tenant_id: str, otel_trace_id: str,
-                spans: Sequence[tuple[str, bytes, bytes]], received_at: Any) -> None:
-    """Keeps (span id, span, resource) of the trace; a span id already kept stays as it was (a retry)."""
+def stage_spans(conn: Connection, tenant_id: str, spans: Sequence[tuple[str, str, bytes, bytes]],
+                received_at: Any) -> None:
+    """Keeps (trace, span id, span, resource) of any traces, in one statement; a span id already
+    kept stays as it was (a retry)."""
     conn.execute(text(
         "INSERT INTO otlp_staged_spans (tenant_id, otel_trace_id, span_id, span, resource, received_at) "
-        "VALUES (:t, :trace, :span_id, :span, :resource, :at) ON CONFLICT DO NOTHING"),
-        [{"t": tenant_id, "trace": otel_trace_id, "span_id": span_id, "span": span, "resource": resource,
-          "at": received_at} for span_id, span, resource in spans])
+        "SELECT :t, u.trace, u.span_id, u.span, u.resource, :at FROM unnest(CAST(:traces AS text[]), "
+        "CAST(:span_ids AS text[]), CAST(:spans AS bytea[]), CAST(:resources AS bytea[])) "
+        "AS u(trace, span_id, span, resource) ON CONFLICT DO NOTHING"),
+        {"t": tenant_id, "at": received_at, "traces": [s[0] for s in spans], "span_ids": [s[1] for s in spans],
+         "spans": [s[2] for s in spans], "resources": [s[3] for s in spans]})
 
 
 def staged_spans(conn: Connection, tenant_id: str, otel_trace_ids: Sequence[str]
@@ -192,10 +407,10 @@ def staged_spans(conn: Connection, tenant_id: str, otel_trace_ids: Sequence[str]
     return kept
 
 
-def unstage(conn: Connection, tenant_id: str, otel_trace_id: str) -> None:
-    """Drops the trace's kept spans (in the transaction that sealed them into its run)."""
-    conn.execute(text("DELETE FROM otlp_staged_spans WHERE tenant_id = :t AND otel_trace_id = :trace"),
-                 {"t": tenant_id, "trace": otel_trace_id})
+def unstage(conn: Connection, tenant_id: str, otel_trace_ids: Sequence[str]) -> None:
+    """Drops the traces' kept spans (in the transaction that sealed them into their runs)."""
+    conn.execute(text("DELETE FROM otlp_staged_spans WHERE tenant_id = :t AND otel_trace_id = ANY(:traces)"),
+                 {"t": tenant_id, "traces": list(otel_trace_ids)})
 
 
 def sealed_steps(conn: Connection, tenant_id: str, trace_ids: Sequence[str]

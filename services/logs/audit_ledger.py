@@ -13,6 +13,7 @@ from aos_evidence import queries as evidence, wire
 from aos_evidence.messages import audit_entry, export_message, struct
 from aos_recording import retention, tlog, verify
 from aos_runtime import auth, errors, faults
+from aos_runtime.db import pipelined
 from aos_runtime.evidence import timestamp
 from aos_runtime.keyset import Page
 from aos_runtime.pagination import Listing
@@ -307,6 +308,11 @@ def _size_check(r: Request, field: str, requested: int, current: int) -> int:
     return requested or current
 
 
+# A proof's two statements go through psycopg (fetch_rows), so the transaction runs pipelined:
+# BEGIN, the tenant scope and the first statement in one round trip, the hashes in a second,
+# the COMMIT with no wait of its own (issue #20: round trips and SQLAlchemy's per-statement
+# work were about half of a proof call's service CPU, bench/profile_tlog.py).
+@pipelined
 def _inclusion(conn, tenant: str, log: str, entry_id: str | None, seq: int,
                tree_size: int) -> pb.GetInclusionProofResponse:
     # Two queries in all (and the transaction's scope): this one, then the hashes.
@@ -326,18 +332,19 @@ def _inclusion(conn, tenant: str, log: str, entry_id: str | None, seq: int,
     leaf = tlog.stored_hash_index(0, seq - 1)
     path, root = tlog.record_proof_indexes(size, seq - 1), tlog.tree_hash_indexes(size)
     rows = _hashes(conn, tenant, log, sorted({leaf, *path, *root}))
-    read = _reader(rows)
+    read = _reader(rows)  # the index lists are passed on, not computed again
     checkpoint = ({k.removeprefix("checkpoint_"): v for k, v in resolved.items() if k.startswith("checkpoint_")}
                   if resolved["checkpoint_seq"] is not None else None)
     entry = rows[leaf]
     return pb.GetInclusionProofResponse(
         metadata=ledger_leaf(tenant, {**entry, "seq": seq, "leaf_hash": entry["hash"]}, _COMPONENT[log]).metadata,
         entry_id=entry["entry_id"], seq=seq, leaf_index=seq - 1, tree_size=size,
-        root_hash=tlog.tree_hash(size, read), leaf_data=bytes(entry["leaf_data"]), leaf_hash=bytes(entry["hash"]),
-        audit_path=tlog.prove_record(size, seq - 1, read),
+        root_hash=tlog.tree_hash(size, read, root), leaf_data=bytes(entry["leaf_data"]),
+        leaf_hash=bytes(entry["hash"]), audit_path=tlog.prove_record(size, seq - 1, read, path),
         checkpoint=kept_checkpoint(checkpoint) if checkpoint else None)
 
 
+@pipelined
 def _consistency(conn, tenant: str, log: str, first: int, second: int) -> pb.GetConsistencyProofResponse:
     current = store.tlog_size(conn, tenant, log)
     r = Request()
@@ -345,13 +352,14 @@ def _consistency(conn, tenant: str, log: str, first: int, second: int) -> pb.Get
     # the handler checked an explicit second size against the first; 0 is the current size
     second = _size_check(r, "second_tree_size", second, current)
     r.done()
-    wanted = {*tlog.tree_proof_indexes(second, first), *tlog.tree_hash_indexes(first),
-              *tlog.tree_hash_indexes(second)}
-    read = _reader(_hashes(conn, tenant, log, sorted(wanted)))
+    proof, first_root = tlog.tree_proof_indexes(second, first), tlog.tree_hash_indexes(first)
+    second_root = tlog.tree_hash_indexes(second)
+    read = _reader(_hashes(conn, tenant, log, sorted({*proof, *first_root, *second_root})))
     return pb.GetConsistencyProofResponse(
         metadata=answer_metadata(tenant, _COMPONENT[log]), first_tree_size=first,
-        first_root_hash=tlog.tree_hash(first, read), second_tree_size=second,
-        second_root_hash=tlog.tree_hash(second, read), proof=tlog.prove_tree(second, first, read))
+        first_root_hash=tlog.tree_hash(first, read, first_root), second_tree_size=second,
+        second_root_hash=tlog.tree_hash(second, read, second_root),
+        proof=tlog.prove_tree(second, first, read, proof))
 
 
 def _leaves(conn, listing: Listing, log: str, first: int, to_seq: int, cursor: list[Any] | None,

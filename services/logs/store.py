@@ -351,9 +351,8 @@ EXPORTS_LOG = "exports"  # the export chain's tree (leaf data: each export row's
 def tlog_size(conn: Connection, tenant_id: str, log: str = LEDGER_LOG) -> int:
     """The log's tree size: the newest stored hash (highest index) says how large the tree
     was when it was written. One backwards probe of the primary key."""
-    return conn.execute(text(
-        "SELECT coalesce((SELECT tree_size FROM tlog_hashes WHERE tenant_id = :t AND log = :log "
-        "ORDER BY hash_index DESC LIMIT 1), 0)"), {"t": tenant_id, "log": log}).scalar_one()
+    return fetch_value(conn, "SELECT coalesce((SELECT tree_size FROM tlog_hashes WHERE tenant_id = :t AND log = :log "
+                             "ORDER BY hash_index DESC LIMIT 1), 0)", {"t": tenant_id, "log": log})
 
 
 def tlog_rows(conn: Connection, tenant_id: str, indexes: Sequence[int],
@@ -369,7 +368,7 @@ def tlog_resolve(conn: Connection, tenant_id: str, log: str, entry_id: str | Non
     tree keeps the ids of entries retention dropped, migration 0018's index finds them), and
     for the ledger the signed DSSE checkpoint kept at exactly the size proved (``tree_size``;
     0: the current size) as ``checkpoint_*`` columns, NULL when none was kept."""
-    return one_of(conn.execute(text(
+    rows = fetch_rows(conn, (
         "SELECT s.current, (SELECT h.tree_size FROM tlog_hashes h WHERE h.tenant_id = :t AND h.log = :log "
         "                   AND h.entry_id = :id ORDER BY h.hash_index LIMIT 1) AS seq, "
         "c.tenant_id AS checkpoint_tenant_id, c.seq AS checkpoint_seq, c.chain_hash AS checkpoint_chain_hash, "
@@ -378,7 +377,10 @@ def tlog_resolve(conn: Connection, tenant_id: str, log: str, entry_id: str | Non
         "                       ORDER BY hash_index DESC LIMIT 1), 0) AS current) s "
         "LEFT JOIN ledger_checkpoints c ON :log = 'ledger' AND c.tenant_id = :t AND c.kind = 'CHECKPOINT' "
         "AND c.seq = coalesce(nullif(:size, 0), s.current) AND c.envelope IS NOT NULL"),
-        {"t": tenant_id, "log": log, "id": entry_id, "size": tree_size}))
+        {"t": tenant_id, "log": log, "id": entry_id, "size": tree_size})
+    if len(rows) != 1:  # one row by construction (a FROM of one row, a LEFT JOIN on a unique key)
+        raise AssertionError(f"tlog_resolve: {len(rows)} rows")
+    return rows[0]
 
 
 def tlog_leaves(conn: Connection, tenant_id: str, first_index: int, last_index: int, limit: int,

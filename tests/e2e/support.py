@@ -4,14 +4,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import socket
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from google.protobuf import timestamp_pb2
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from aos.evidence.v1 import records_pb2
+from aos.ingest.v1 import ingest_service_pb2 as ingest_pb
 from aos_recording import note
 from aos_runtime.auth import SCOPES, mint_token
 from aos_runtime.config import Settings
@@ -92,3 +94,26 @@ def error_info(err: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
             detail.Unpack(info)
             return info
     raise AssertionError(f"{err.code()} without an ErrorInfo")
+
+
+def value(plain) -> struct_pb2.Value:
+    return json_format.ParseDict(plain, struct_pb2.Value())
+
+
+def a_run(run_id: str, started: datetime | None = None, **kw) -> ingest_pb.RunInput:
+    """A finished run of three steps (input, a model call, output) for the Ingest tests."""
+    started = started or datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=2)
+    step = ingest_pb.StepInput
+    steps = [step(step_type=records_pb2.STEP_TYPE_INPUT, timestamp=ts(started),
+                  input_data=value({"prompt": "refund order 7?"})),
+             step(step_type=records_pb2.STEP_TYPE_LLM_CALL, timestamp=ts(started + timedelta(seconds=1)),
+                  input_data=value({"model": "gpt-4o"}), output_data=value({"text": "yes", "n": 2}),
+                  tokens=1500, cost_cents=37, duration_ms=900),
+             step(step_type=records_pb2.STEP_TYPE_OUTPUT, timestamp=ts(started + timedelta(seconds=2)),
+                  output_data=value("refunded"))]
+    fields = dict(run_id=run_id, agent_id="agent-refunds", provider="openai", model="gpt-4o",
+                  status=records_pb2.LLM_RUN_STATUS_SUCCEEDED, outcome=records_pb2.RUN_OUTCOME_SUCCESS,
+                  input_tokens=1200, output_tokens=300, cost_cents=37, started_at=ts(started),
+                  completed_at=ts(started + timedelta(seconds=3)), steps=steps)
+    fields.update(kw)
+    return ingest_pb.RunInput(**fields)

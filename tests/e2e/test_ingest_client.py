@@ -45,9 +45,9 @@ class Counting(IngestClient):
         super().__init__(*args, **kwargs)
         self.calls = 0
 
-    def _call(self, method, request):
+    def _call(self, method, request, **kw):
         self.calls += 1
-        return super()._call(method, request)
+        return super()._call(method, request, **kw)
 
 
 async def test_batches_idempotent_ids_and_the_token_as_producer(suite, tenant):

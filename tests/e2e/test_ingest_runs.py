@@ -9,15 +9,14 @@ from datetime import datetime, timedelta, timezone
 import grpc
 import httpx
 import pytest
-from google.protobuf import json_format, struct_pb2
+from google.protobuf import json_format
 
-from aos.evidence.v1 import records_pb2
 from aos.ingest.v1 import ingest_service_pb2 as pb, ingest_service_pb2_grpc as pb_grpc
 from aos.logs.v1 import llm_runs_service_pb2 as runs_pb, llm_runs_service_pb2_grpc as runs_grpc
 from aos.overview.v1 import overview_service_pb2 as overview_pb, overview_service_pb2_grpc as overview_grpc
 from aos_recording import hashing
 from gateway import backend_addresses, create_app
-from tests.e2e.support import BASE, token, ts, violations
+from tests.e2e.support import BASE, a_run, token, ts, violations
 from tests.logins import load_demo_scenarios
 
 pytestmark = pytest.mark.db
@@ -55,27 +54,6 @@ def writer(tenant=TENANT, actor_type="AGENT", scopes=("evidence.write",)):
 
 def reader(tenant=TENANT):
     return (("authorization", f"Bearer {token(tenant, scopes=('logs.read', 'overview.read'))}"),)
-
-
-def value(plain) -> struct_pb2.Value:
-    return json_format.ParseDict(plain, struct_pb2.Value())
-
-
-def a_run(run_id: str, started: datetime | None = None, **kw) -> pb.RunInput:
-    started = started or datetime.now(timezone.utc).replace(microsecond=0) - timedelta(minutes=2)
-    steps = [pb.StepInput(step_type=records_pb2.STEP_TYPE_INPUT, timestamp=ts(started),
-                          input_data=value({"prompt": "refund order 7?"})),
-             pb.StepInput(step_type=records_pb2.STEP_TYPE_LLM_CALL, timestamp=ts(started + timedelta(seconds=1)),
-                          input_data=value({"model": "gpt-4o"}), output_data=value({"text": "yes", "n": 2}),
-                          tokens=1500, cost_cents=37, duration_ms=900),
-             pb.StepInput(step_type=records_pb2.STEP_TYPE_OUTPUT, timestamp=ts(started + timedelta(seconds=2)),
-                          output_data=value("refunded"))]
-    fields = dict(run_id=run_id, agent_id="agent-refunds", provider="openai", model="gpt-4o",
-                  status=records_pb2.LLM_RUN_STATUS_SUCCEEDED, outcome=records_pb2.RUN_OUTCOME_SUCCESS,
-                  input_tokens=1200, output_tokens=300, cost_cents=37, started_at=ts(started),
-                  completed_at=ts(started + timedelta(seconds=3)), steps=steps)
-    fields.update(kw)
-    return pb.RunInput(**fields)
 
 
 async def test_a_run_is_readable_with_its_trace_and_counts_in_the_costs(ingest, runs, overview):

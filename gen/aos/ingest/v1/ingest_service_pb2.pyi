@@ -265,7 +265,33 @@ class RecordRunRequest(_message.Message):
     run: RunInput
     def __init__(self, run: _Optional[_Union[RunInput, _Mapping]] = ...) -> None: ...
 
+class RecordRunStreamRequest(_message.Message):
+    __slots__ = ("run", "steps", "last")
+    RUN_FIELD_NUMBER: _ClassVar[int]
+    STEPS_FIELD_NUMBER: _ClassVar[int]
+    LAST_FIELD_NUMBER: _ClassVar[int]
+    run: RunInput
+    steps: _containers.RepeatedCompositeFieldContainer[StepInput]
+    last: bool
+    def __init__(self, run: _Optional[_Union[RunInput, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[StepInput, _Mapping]]] = ..., last: _Optional[bool] = ...) -> None: ...
+
 class RecordRunResponse(_message.Message):
+    __slots__ = ("run_id", "status", "trace_id", "run_content_hash", "trace_content_hash", "step_content_hashes")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    RUN_CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    TRACE_CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    STEP_CONTENT_HASHES_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    status: ItemStatus
+    trace_id: str
+    run_content_hash: str
+    trace_content_hash: str
+    step_content_hashes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, run_id: _Optional[str] = ..., status: _Optional[_Union[ItemStatus, str]] = ..., trace_id: _Optional[str] = ..., run_content_hash: _Optional[str] = ..., trace_content_hash: _Optional[str] = ..., step_content_hashes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RecordRunStreamResponse(_message.Message):
     __slots__ = ("run_id", "status", "trace_id", "run_content_hash", "trace_content_hash", "step_content_hashes")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]

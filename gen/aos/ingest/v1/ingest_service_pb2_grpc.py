@@ -60,6 +60,11 @@ class IngestServiceStub:
                 request_serializer=aos_dot_ingest_dot_v1_dot_ingest__service__pb2.RecordRunRequest.SerializeToString,
                 response_deserializer=aos_dot_ingest_dot_v1_dot_ingest__service__pb2.RecordRunResponse.FromString,
                 _registered_method=True)
+        self.RecordRunStream = channel.stream_unary(
+                '/aos.ingest.v1.IngestService/RecordRunStream',
+                request_serializer=aos_dot_ingest_dot_v1_dot_ingest__service__pb2.RecordRunStreamRequest.SerializeToString,
+                response_deserializer=aos_dot_ingest_dot_v1_dot_ingest__service__pb2.RecordRunStreamResponse.FromString,
+                _registered_method=True)
         self.EraseDataSubject = channel.unary_unary(
                 '/aos.ingest.v1.IngestService/EraseDataSubject',
                 request_serializer=aos_dot_ingest_dot_v1_dot_ingest__service__pb2.EraseDataSubjectRequest.SerializeToString,
@@ -109,6 +114,27 @@ class IngestServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RecordRunStream(self, request_iterator, context):
+        """Records one finished LLM run sent in parts, as a client stream: the first chunk
+        carries the run's fields (`run`, whose `steps` may hold the first steps), each
+        later chunk more steps (`steps`, in order, after those already sent). Nothing
+        is written while the stream runs: when the client ends it, the whole run is
+        checked and recorded in one transaction exactly as RecordRun records it (the
+        same rows, hashes, idempotency by `run_id` and answers), and the answer means
+        it is committed. The last chunk says so (`last`): a stream that breaks off
+        before it (cancelled, deadline, connection lost, or closed without `last`)
+        records nothing. Bounded as RecordRun: at most 1,000 steps and
+        4 MiB over all its chunks (INVALID_ARGUMENT beyond, at the chunk that passes a
+        bound); the chunks' bytes count against the process's in-flight ingest bytes
+        while the stream runs (RESOURCE_EXHAUSTED INGEST_BYTES_LIMIT with RetryInfo).
+        A first chunk without `run`, or `run` in a later chunk, is INVALID_ARGUMENT.
+        No REST binding: google.api.http has no form for a client stream; REST
+        producers send the whole run to RecordRun.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def EraseDataSubject(self, request, context):
         """Erases a data subject's payloads in the caller's tenant (docs/ERASURE.md): the
         payloads and salts of every record written for `subject_id` in hash format v2
@@ -144,6 +170,11 @@ def add_IngestServiceServicer_to_server(servicer, server):
                     servicer.RecordRun,
                     request_deserializer=aos_dot_ingest_dot_v1_dot_ingest__service__pb2.RecordRunRequest.FromString,
                     response_serializer=aos_dot_ingest_dot_v1_dot_ingest__service__pb2.RecordRunResponse.SerializeToString,
+            ),
+            'RecordRunStream': grpc.stream_unary_rpc_method_handler(
+                    servicer.RecordRunStream,
+                    request_deserializer=aos_dot_ingest_dot_v1_dot_ingest__service__pb2.RecordRunStreamRequest.FromString,
+                    response_serializer=aos_dot_ingest_dot_v1_dot_ingest__service__pb2.RecordRunStreamResponse.SerializeToString,
             ),
             'EraseDataSubject': grpc.unary_unary_rpc_method_handler(
                     servicer.EraseDataSubject,
@@ -243,6 +274,33 @@ class IngestService:
             '/aos.ingest.v1.IngestService/RecordRun',
             aos_dot_ingest_dot_v1_dot_ingest__service__pb2.RecordRunRequest.SerializeToString,
             aos_dot_ingest_dot_v1_dot_ingest__service__pb2.RecordRunResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordRunStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/aos.ingest.v1.IngestService/RecordRunStream',
+            aos_dot_ingest_dot_v1_dot_ingest__service__pb2.RecordRunStreamRequest.SerializeToString,
+            aos_dot_ingest_dot_v1_dot_ingest__service__pb2.RecordRunStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,
