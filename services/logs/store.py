@@ -78,6 +78,17 @@ def get_audit_entry(conn: Connection, tenant_id: str, entry_id: str) -> Mapping[
     return erasure.opened_rows(conn, tenant_id, "audit_entry", rows)[0] if rows else None
 
 
+# Hash format 2 rows (docs/ERASURE.md): their payloads put back from the erasable side table,
+# or their ERASED / MISSING states, as the audit reads above do (aos_recording.erasure, one
+# mechanism for every record type). v1 rows pass as they are, with no query.
+def opened_steps(conn: Connection, tenant_id: str, rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return erasure.opened_rows(conn, tenant_id, "trace_step", rows)
+
+
+def opened_system(conn: Connection, tenant_id: str, rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return erasure.opened_rows(conn, tenant_id, "system_record", rows)
+
+
 # --- LLM runs ---------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -151,11 +162,11 @@ def replay_events(conn: Connection, tenant_id: str, trace_id: str | None, start:
     window = {"t": tenant_id, "start": start, "end": end}
     found: dict[str, list] = {"steps": [], "system": [], "audit": [], "breaches": []}
     if include_llm and trace_id:
-        found["steps"] = list(all_of(conn.execute(text(
+        found["steps"] = opened_steps(conn, tenant_id, all_of(conn.execute(text(
             "SELECT * FROM aos_trace_steps WHERE tenant_id = :t AND trace_id = :trace "
             "AND \"timestamp\" BETWEEN :start AND :end ORDER BY \"timestamp\", step_index"),
             {**window, "trace": trace_id})))
-    found["system"] = list(all_of(conn.execute(text(
+    found["system"] = opened_system(conn, tenant_id, all_of(conn.execute(text(
         "(SELECT * FROM system_records WHERE tenant_id = :t AND created_at BETWEEN :start AND :end) UNION ALL "
         "(SELECT * FROM platform_records WHERE created_at BETWEEN :start AND :end) "
         "ORDER BY created_at, id"), window)))
@@ -182,14 +193,14 @@ def state_at_step(conn: Connection, tenant_id: str, trace_id: str, step_index: i
     step = first_of(conn.execute(text(f"SELECT * {scope} AND step_index = :n"), params))
     if step is None:
         return found
-    found["step"] = step
+    found["step"] = opened_steps(conn, tenant_id, [step])[0]
     found["totals"] = one_of(conn.execute(text(
         "SELECT count(*) AS steps, coalesce(sum(tokens), 0)::bigint AS tokens, "
         "coalesce(sum(cost_cents), 0)::bigint AS cost_cents, coalesce(sum(duration_ms), 0)::bigint AS duration_ms "
         f"{scope} AND step_index <= :n"), params))
     found["hashes"] = [bytes(row["content_hash"]) for row in all_of(conn.execute(text(
         f"SELECT content_hash {scope} AND step_index <= :n ORDER BY step_index"), params))]
-    found["policy_steps"] = list(all_of(conn.execute(text(
+    found["policy_steps"] = opened_steps(conn, tenant_id, all_of(conn.execute(text(
         f"SELECT * {scope} AND step_index <= :n AND step_type IN ('policy_check', 'violation') "
         "ORDER BY step_index"), params)))
     return found
@@ -225,7 +236,7 @@ def trace_steps(conn: Connection, tenant_id: str, run_id: str | None, trace_id: 
         "SELECT count(*) AS steps, coalesce(sum(duration_ms), 0)::bigint AS duration_ms, "
         "coalesce(sum(tokens), 0)::bigint AS tokens "
         "FROM aos_trace_steps WHERE tenant_id = :t AND trace_id = :trace"), params))
-    return trace, list(rows[:limit]), len(rows) > limit, totals
+    return trace, opened_steps(conn, tenant_id, rows[:limit]), len(rows) > limit, totals
 
 
 # --- system records ---------------------------------------------------------------
@@ -262,7 +273,8 @@ def list_system_records(conn: Connection, tenant_id: str, filters: Mapping[str, 
         params)
     own = count_total(conn, "system_records s", "s.tenant_id = :tenant" + own_extra, params)
     shared = count_total(conn, "platform_records s", "true" + shared_extra, params)
-    return cut(rows, limit, own[0] + shared[0], own[1] or shared[1])
+    page = cut(rows, limit, own[0] + shared[0], own[1] or shared[1])
+    return replace(page, rows=opened_system(conn, tenant_id, page.rows))
 
 
 def run_system_records(conn: Connection, tenant_id: str, run_id: str, after: Sequence[Any] | None,
@@ -278,8 +290,9 @@ def run_system_records(conn: Connection, tenant_id: str, run_id: str, after: Seq
     order, keyset = direction(ascending, key=key)
     select = f"SELECT a.*, {key.expression} AS sort_key FROM system_records a" if key else \
         "SELECT a.* FROM system_records a"
-    return keyset_page(conn, select, clauses, {**params, "tenant": tenant_id, "run": run_id}, "system_records a",
+    page = keyset_page(conn, select, clauses, {**params, "tenant": tenant_id, "run": run_id}, "system_records a",
                        after, limit, order=order, keyset=keyset)
+    return replace(page, rows=opened_system(conn, tenant_id, page.rows))
 
 
 def run_started_at(conn: Connection, tenant_id: str, run_id: str) -> datetime | None:
@@ -301,14 +314,14 @@ def system_baseline(conn: Connection, tenant_id: str, run_id: str, started_at: d
         "AND event_type = ANY(:events) ORDER BY created_at, id LIMIT 1"),
         {"t": tenant_id, "r": run_id, "events": list(BASELINE_EVENTS)}))
     if correlated is not None:
-        return correlated, True
+        return opened_system(conn, tenant_id, [correlated])[0], True
     preceding = first_of(conn.execute(text(
         "SELECT * FROM ((SELECT * FROM system_records WHERE tenant_id = :t AND event_type = ANY(:events) "
         "  AND created_at <= :start ORDER BY created_at DESC LIMIT 1) UNION ALL "
         " (SELECT * FROM platform_records WHERE event_type = ANY(:events) "
         "  AND created_at <= :start ORDER BY created_at DESC LIMIT 1)) s ORDER BY created_at DESC, id DESC LIMIT 1"),
         {"t": tenant_id, "events": list(BASELINE_EVENTS), "start": started_at}))
-    return preceding, False
+    return (opened_system(conn, tenant_id, [preceding])[0] if preceding is not None else None), False
 
 
 def run_event_count(conn: Connection, tenant_id: str, run_id: str) -> int:
@@ -523,6 +536,8 @@ def _search_records(conn: Connection, tenant_id: str, query: str, keys: Sequence
             scope = "s.tenant_id = :tenant" if name == "SYSTEM" else "true"
             sql = f"SELECT s.*, {source.matched('s')} FROM {source.table} s WHERE {scope} AND s.id = ANY(:ids)"
         rows = all_of(conn.execute(text(sql), {**params, "ids": wanted}))
+        kind = {"AUDIT": "audit_entry", "TRACE_STEP": "trace_step"}.get(name, "system_record")
+        rows = erasure.opened_rows(conn, tenant_id, kind, rows)  # v2 payloads or their ERASED states
         traces: dict[str, Mapping[str, Any]] = {}
         if name == "TRACE_STEP" and rows:
             traces = {t["trace_id"]: t for t in all_of(conn.execute(text(
