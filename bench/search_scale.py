@@ -1,0 +1,267 @@
+"""Evidence search at issue #25's scale: 10 M ledger entries across 1,000 tenants.
+
+    cd bench && ../.venv/bin/python search_scale.py load --data-dir DIR        # ~30-60 min, ~20 GB
+    cd bench && ../.venv/bin/python search_scale.py measure --data-dir DIR [--queries 200] [--lists]
+    cd bench && ../.venv/bin/python search_scale.py stop --data-dir DIR        # then rm -rf DIR
+
+``load`` makes an embedded PostgreSQL (non-durable) in DIR, migrates it to head and fills it
+with ``aos_recording.bulk``'s realistic text (reasons, states, actors; steps' prompts and
+answers; system records' summaries and details): --ledger entries over --tenants, --traces
+traces of --steps steps, --system system records. bench/search.py's loader (bulk.load) with
+every index and trigger live runs at 400-4,100 entries/s here (45 min to 7 h for 10 M); this
+one reaches the same database faster:
+
+- the chain trigger fires for every row (the database assigns seq, prev hash, chain hash and
+  recorded_at, as for any producer); --workers processes COPY disjoint tenants at once (the
+  chain lock is per tenant);
+- the transparency log's tree trigger (audit_ledger_tlog) is disabled for the COPY and its
+  stored hashes are computed afterwards from the rows in seq order, the trigger's way (bench/
+  tlog.py --tree offline, the method checked there against the trigger at 3,000 and 10 M), then
+  the trigger is enabled again (ENABLE ALWAYS, as migration 0013 leaves it);
+- the four search GIN indexes of migration 0021 are dropped before the COPY and created
+  again after it from their own definitions (pg_get_indexdef: same expression, opclass and
+  gin_pending_list_limit), one CREATE INDEX on each parent (its partitions follow). A GIN
+  index built in one pass is denser than one grown by appends through pending lists: the
+  figures are those of a freshly built (or REINDEXed) index;
+- then VACUUM (ANALYZE), and a check: a sample tenant's chain verified whole
+  (aos_recording.verify.verify_ledger), its tree's root recomputed from its leaves, one entry
+  appended through the live triggers on top of the offline tree and its inclusion proof
+  checked against that root.
+
+``measure`` runs bench/search.py's measurement on it (the Logs service in-process, a real
+channel, random tenants; the first page of 50 with its total), with the text classes too.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import random
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from aos_recording import bulk, retention, tlog
+from aos_runtime import migrate
+from aos_runtime.db import libpq_url
+from aos_runtime.embedded import EmbeddedPostgres
+
+SEARCH_INDEXES = ("ix_audit_ledger_search", "ix_aos_trace_steps_search", "ix_system_records_search",
+                  "ix_platform_records_search")
+# Memory for a 10 M-entry cluster on a 23 GB machine shared with others: the search indexes and
+# the hot btrees fit in shared_buffers; the heaps are read through the OS cache.
+SETTINGS = {"shared_buffers": "3GB", "effective_cache_size": "12GB", "maintenance_work_mem": "1GB",
+            "max_wal_size": "8GB", "checkpoint_timeout": "30min", "autovacuum": "on"}
+
+
+def server(data_dir: Path) -> EmbeddedPostgres:
+    pg = EmbeddedPostgres(data_dir, durable=False)
+    pg.start()
+    return pg
+
+
+def timed(label: str, timings: dict[str, float], work, *args):
+    started = time.perf_counter()
+    result = work(*args)
+    timings[label] = round(time.perf_counter() - started, 1)
+    print(f"{label}: {timings[label]} s", file=sys.stderr, flush=True)
+    return result
+
+
+def _ledger_worker(args: tuple[str, list[str], int]) -> int:
+    url, tenants, per_tenant = args
+    return bulk.load_text_ledger(url, tenants, per_tenant)
+
+
+def _tree_worker(args: tuple[str, list[str]]) -> int:
+    url, tenants = args
+    return offline_tree(url, tenants)
+
+
+def _side_worker(args: tuple[str, list[str], int, int, int]) -> int:
+    url, tenants, traces, steps, system = args
+    return bulk.load_text_traces(url, tenants, traces, steps) + bulk.load_text_system(url, tenants, system)
+
+
+def offline_tree(url: str, tenants: list[str]) -> int:
+    """Each tenant's stored tree hashes from its ledger rows in seq order, the trigger's way
+    (bench/tlog.py load_without_tree), COPYed into tlog_hashes. Returns the leaves written."""
+    leaves = 0
+    with psycopg.connect(libpq_url(url), autocommit=True) as reader, \
+            psycopg.connect(libpq_url(url), autocommit=True) as writer:
+        writer.execute("SET ROLE aos_owner")
+        writer.execute("SET synchronous_commit = off")
+        for tenant in tenants:
+            stack: list[bytes] = []
+            rows = 0
+            with writer.transaction(), writer.cursor().copy(
+                    "COPY tlog_hashes (tenant_id, log, hash_index, hash, tree_size, entry_id, leaf_data, "
+                    "created_at, recorded_at) FROM STDIN") as out, reader.cursor().copy(
+                    "COPY (SELECT seq, id, content_hash, created_at, recorded_at FROM audit_ledger "
+                    "WHERE tenant_id = %s ORDER BY seq) TO STDOUT", (tenant,)) as into:
+                into.set_types(["int8", "text", "bytea", "timestamptz", "timestamptz"])
+                for seq, entry_id, leaf, created, recorded in into.rows():
+                    n = seq - 1
+                    if n != rows:
+                        raise RuntimeError(f"{tenant}: seq {seq} after {rows} rows: the chain has a gap")
+                    index = 2 * n - n.bit_count()  # StoredHashIndex(0, n)
+                    h = tlog.leaf_hash(leaf)
+                    out.write_row((tenant, "ledger", index, h, seq, entry_id, leaf, created, recorded))
+                    m = 0
+                    while (n >> m) & 1:
+                        h = tlog.node_hash(stack.pop(), h)
+                        m += 1
+                        out.write_row((tenant, "ledger", index + m, h, seq, None, None, None, None))
+                    stack.append(h)
+                    rows += 1
+            leaves += rows
+    return leaves
+
+
+def in_parallel(worker, jobs: list) -> list:
+    with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
+        return pool.map(worker, jobs)
+
+
+def load(args: argparse.Namespace) -> dict[str, object]:
+    data_dir = Path(args.data_dir).resolve()
+    pg = server(data_dir)
+    with psycopg.connect(libpq_url(pg.url), autocommit=True) as conn:
+        for name, value in SETTINGS.items():
+            conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+    pg.stop()
+    pg = server(data_dir)
+    url = pg.url
+    timings: dict[str, float] = {}
+    timed("migrate", timings, migrate.upgrade, url)
+    tenants = bulk.tenant_ids(args.tenants)
+    per_tenant = args.ledger // args.tenants
+    with psycopg.connect(libpq_url(url), autocommit=True) as admin:
+        retention.ensure_partitions(admin, first=bulk.EPOCH, through=bulk.EPOCH + timedelta(seconds=bulk.SPAN_S))
+        definitions = [admin.execute("SELECT pg_get_indexdef(%s::regclass)", (name,)).fetchone()[0]
+                       for name in SEARCH_INDEXES]
+        for name in SEARCH_INDEXES:
+            admin.execute(f"DROP INDEX {name}")
+        admin.execute("ALTER TABLE audit_ledger DISABLE TRIGGER audit_ledger_tlog")
+        admin.execute("SET ROLE aos_owner")
+        with admin.cursor().copy("COPY tenants (id, name, is_synthetic, synthetic_scenario_id) FROM STDIN") as copy:
+            for t in tenants:
+                copy.write_row((t, f"Bulk tenant {t}", True, bulk.SCENARIO))
+        admin.execute("RESET ROLE")
+    # The ledger in --workers processes over disjoint tenants, the steps and system records in
+    # one more, at once.
+    jobs: list = [(url, tenants[k::args.workers], per_tenant) for k in range(args.workers)]
+    started = time.perf_counter()
+    with multiprocessing.get_context("spawn").Pool(args.workers + 1) as pool:
+        side = pool.apply_async(_side_worker, ((url, tenants, args.traces, args.steps, args.system),))
+        ledger = pool.map(_ledger_worker, jobs)
+        side_rows = side.get()
+    timings["copy_s"] = round(time.perf_counter() - started, 1)
+    print(f"copy: {timings['copy_s']} s ({sum(ledger)} entries, {side_rows} steps + system records)",
+          file=sys.stderr, flush=True)
+    leaves = timed("tree_s", timings, in_parallel, _tree_worker,
+                   [(url, tenants[k::args.workers]) for k in range(args.workers)])
+    with psycopg.connect(libpq_url(url), autocommit=True) as admin:
+        admin.execute("ALTER TABLE audit_ledger ENABLE ALWAYS TRIGGER audit_ledger_tlog")
+        admin.execute("SET maintenance_work_mem = '1GB'")
+        for definition in definitions:
+            # pg_get_indexdef of a partitioned table's index reads ON ONLY (the parent alone):
+            # without ONLY it is built on every partition, as the migration built it.
+            timed(definition.split()[2], timings, admin.execute, definition.replace(" ON ONLY ", " ON "))
+        timed("vacuum_analyze_s", timings, admin.execute, "VACUUM (ANALYZE)")
+    result = {"volume": vars(args), "timings_s": timings, "ledger_entries": sum(ledger), "tree_leaves": sum(leaves),
+              "check": check(url, tenants[len(tenants) // 2])}
+    pg.stop()
+    return result
+
+
+def mth(hashes: list[bytes]) -> bytes:
+    """RFC 9162 §2.1.1's Merkle tree hash of leaf hashes, by its definition (not the stored hashes)."""
+    if len(hashes) == 1:
+        return hashes[0]
+    k = 1 << ((len(hashes) - 1).bit_length() - 1)  # the largest power of two below the size
+    return tlog.node_hash(mth(hashes[:k]), mth(hashes[k:]))
+
+
+def check(url: str, tenant: str) -> dict[str, object]:
+    """The sample tenant's chain verified whole; one entry appended through the live triggers
+    on top of the offline tree; the stored root against the leaves' Merkle tree hash; the new
+    entry's inclusion proof from the stored hashes against that root."""
+    from sqlalchemy import create_engine, text
+
+    from aos_recording import verify
+    from aos_recording.writers import AuditLedgerWriter
+
+    engine = create_engine(url.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:
+        conn.execute(text("SELECT set_config('aos.tenant_id', :t, true)"), {"t": tenant})
+        AuditLedgerWriter(conn).append(tenant_id=tenant, event_type="LimitUpdated", entity_type="LIMIT",
+                                       entity_id="limit-1", actor_type="SYSTEM", actor_id="bench-check",
+                                       after_state={"max_value": 100})
+    with engine.connect() as conn:
+        report = verify.verify_ledger(conn, tenant)
+    engine.dispose()
+    with psycopg.connect(libpq_url(url), autocommit=True) as admin:
+        stored = {int(i): bytes(h) for i, h in admin.execute(
+            "SELECT hash_index, hash FROM tlog_hashes WHERE tenant_id = %s AND log = 'ledger'", (tenant,))}
+        leaves = [bytes(r[0]) for r in admin.execute(
+            "SELECT leaf_data FROM tlog_hashes WHERE tenant_id = %s AND log = 'ledger' AND entry_id IS NOT NULL "
+            "ORDER BY tree_size", (tenant,))]
+    size = len(leaves)
+
+    def read(indexes):
+        return [stored[i] for i in indexes]
+
+    root = tlog.tree_hash(size, read)
+    tlog.check_record(tlog.prove_record(size, size - 1, read), size, root, size - 1, tlog.leaf_hash(leaves[-1]))
+    return {"tenant": tenant, "chain_ok": report.ok, "chain_checked": report.checked, "tree_size": size,
+            "root_matches_leaves": root == mth([tlog.leaf_hash(leaf) for leaf in leaves]),
+            "appended_entry_proved": True}
+
+
+def measure(args: argparse.Namespace) -> dict[str, object]:
+    import search
+
+    data_dir = Path(args.data_dir).resolve()
+    pg = server(data_dir)
+    from scratch import service_logins
+
+    logs = service_logins(pg.url, data_dir / "aos")["logs"]
+    tenants = bulk.tenant_ids(args.tenants)
+    result = asyncio.run(search.measure(logs, data_dir, tenants, args.ledger // args.tenants, args.queries,
+                                        args.lists, text=True))
+    return {"tenants": args.tenants, "ledger": args.ledger, "queries_per_class": args.queries,
+            "first_page_of_50": result, "bytes": search.index_sizes(pg.url)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("action", choices=("load", "measure", "stop"))
+    parser.add_argument("--data-dir", required=True)
+    parser.add_argument("--tenants", type=int, default=1000)
+    parser.add_argument("--ledger", type=int, default=10_000_000)
+    parser.add_argument("--traces", type=int, default=100_000)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--system", type=int, default=1_000_000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--lists", action="store_true")
+    args = parser.parse_args()
+    random.seed(25)
+    if args.action == "stop":
+        EmbeddedPostgres(Path(args.data_dir).resolve(), durable=False, password="").stop()
+        return 0
+    result = load(args) if args.action == "load" else measure(args)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
