@@ -241,9 +241,45 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
             "first_page_of_50": result, "bytes": search.index_sizes(pg.url)}
 
 
+def explain(args: argparse.Namespace) -> dict[str, object]:
+    """Every statement one SearchEvidence (or one ListAuditEntries with --list) runs for
+    --tenant and --query, as the Logs login, with EXPLAIN (ANALYZE, BUFFERS): where the time goes."""
+    from sqlalchemy import create_engine, event, text
+
+    from aos_runtime.db import sync_url
+    from scratch import service_logins
+    from services.logs import search as search_service, store
+
+    data_dir = Path(args.data_dir).resolve()
+    pg = server(data_dir)
+    engine = create_engine(sync_url(service_logins(pg.url, data_dir / "aos")["logs"]))
+    seen: list[tuple[str, object]] = []
+    event.listen(engine, "before_cursor_execute",
+                 lambda conn, cursor, statement, params, context, many: seen.append((statement, params)))
+    query, _ = search_service.normalise_query(args.query)
+    out: dict[str, object] = {}
+    with engine.begin() as conn:
+        conn.execute(text("SELECT set_config('aos.tenant_id', :t, true)"), {"t": args.tenant})
+        for attempt in range(2):  # the second: warm
+            seen.clear()
+            started = time.perf_counter()
+            if args.list:
+                page = store.list_audit_entries(conn, args.tenant, store.AuditFilters(search=query), None, 50)
+            else:
+                page = store.search_evidence(conn, args.tenant, store.SearchFilters(query=query), None, 50)
+            out[f"call_{attempt}_ms"] = round((time.perf_counter() - started) * 1000, 1)
+        out["total"], out["estimate"], out["hits"] = page.total, page.total_is_estimate, len(page.rows)
+        statements = [(s, p) for s, p in seen if not s.lstrip().upper().startswith(("SELECT SET_CONFIG", "EXPLAIN"))]
+        for i, (statement, params) in enumerate(statements):
+            plan = conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS, SUMMARY) " + statement, params).scalars().all()
+            out[f"statement_{i}"] = [statement.split()[:12], *plan]
+    engine.dispose()
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("action", choices=("load", "measure", "stop"))
+    parser.add_argument("action", choices=("load", "measure", "explain", "stop"))
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--tenants", type=int, default=1000)
     parser.add_argument("--ledger", type=int, default=10_000_000)
@@ -253,12 +289,15 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--lists", action="store_true")
+    parser.add_argument("--tenant", default="bulk-00500", help="explain: as this tenant")
+    parser.add_argument("--query", default="customer", help="explain: this query")
+    parser.add_argument("--list", action="store_true", help="explain: ListAuditEntries' search")
     args = parser.parse_args()
     random.seed(25)
     if args.action == "stop":
         EmbeddedPostgres(Path(args.data_dir).resolve(), durable=False, password="").stop()
         return 0
-    result = load(args) if args.action == "load" else measure(args)
+    result = {"load": load, "measure": measure, "explain": explain}[args.action](args)
     print(json.dumps(result, indent=2, default=str))
     return 0
 

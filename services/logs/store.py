@@ -8,6 +8,7 @@ handlers call those directly.
 """
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -393,8 +394,9 @@ class SearchFilters:
     actor_id: str | None = None
     correlation_id: str | None = None
 
-    def branches(self) -> list[tuple[SearchSource, str, dict[str, Any]]]:
-        """(source, WHERE on its view ``v``, parameters) for each source the filters leave in."""
+    def branches(self, words: str = TSQUERY) -> list[tuple[SearchSource, str, dict[str, Any]]]:
+        """(source, WHERE on its view ``v``, parameters) for each source the filters leave in;
+        ``words``: the tsquery the documents must match (the query's own, or WORDS)."""
         found = []
         for source in SEARCH_SOURCES.values():
             kind = "SYSTEM" if source.name == "PLATFORM" else source.name
@@ -416,47 +418,97 @@ class SearchFilters:
                 conditions += [("v.actor_id", "=", self.actor_id), ("v.correlation_id", "=", self.correlation_id)]
                 if self.run_id:
                     extra = " AND (v.run_id = :run OR v.correlation_id = :run)"
-            clauses, params = where(f"v.doc @@ {TSQUERY}", conditions, prefix=f"{source.name.lower()}_")
+            clauses, params = where(f"v.doc @@ {words}", conditions, prefix=f"{source.name.lower()}_")
             found.append((source, clauses + extra, params))
         return found
+
+    def phrase(self) -> bool:
+        """Whether the query holds a phrase (two words or more in quotes, or an id's parts) and
+        no exclusion: its keys are then found on its words (see search_evidence)."""
+        return '"' in self.query and not any(t.startswith("-") for t in self.query.split())
 
 
 # Position: [created_at, id, source]; the source breaks a tie between two tables' ids.
 _SEARCH_KEYSET = "(v.created_at, v.id, '{source}') < (:after_at, :after_id, :after_source)"
 
+# A phrase's words without their order: the query's tsquery with each phrase operator (<->,
+# <N>) made an AND. GIN answers it from the index alone (a phrase it can only narrow down: it
+# holds no positions, so each candidate's document is computed again to check the order).
+WORDS = f"regexp_replace({TSQUERY}::text, '<(-|[0-9]+)>', '&', 'g')::tsquery"
+# A search's total is counted exactly up to this many matches of each source, then it is the
+# planner's estimate, flagged (AIP-158): at 10 M entries a count of thousands of matches cost
+# more than the page (bench/search_scale.py, BENCHMARKS.md "Evidence search at 10 M").
+SEARCH_EXACT_TOTAL = 1_000
+
 
 def search_evidence(conn: Connection, tenant_id: str, filters: SearchFilters, after: Sequence[Any] | None,
                     limit: int) -> Page:
-    """The page's hits, newest first, as rows {source, id, created_at, matched_fields, record[, trace]}."""
+    """The page's hits, newest first, as rows {source, id, created_at, matched_fields, record[, trace]}.
+
+    Keys: each source's matches newest first (rank-free: the newest evidence is what an auditor
+    pages through), LIMIT page + 1, merged. A phrase's keys are its words' matches (exact on
+    the GIN index, no document computed), newest first, each checked for the phrase on its own
+    row until the page is full: the phrase's document work is the page's, not every
+    candidate's. The total: exact when the page holds every match or a source has at most
+    SEARCH_EXACT_TOTAL; above that the planner's estimate, flagged; for a phrase, the count of
+    its words' matches (at least the phrase's), flagged when it may be more."""
     custom_plans(conn, filters.query)
     params: dict[str, Any] = {"tenant": tenant_id, "query": filters.query, "run": filters.run_id,
                               "limit": limit + 1}
     if after is not None:
         params.update(position(after), after_source=after[2])
-    branches = filters.branches()
+    phrase = filters.phrase()
+    branches = filters.branches(WORDS if phrase else TSQUERY)
     if not branches:
         return cut([], limit, 0, False)
     selects = []
     for source, clauses, branch_params in branches:
         params.update(branch_params)
         past = f" AND {_SEARCH_KEYSET.format(source=source.name)}" if after is not None else ""
-        selects.append(f"(SELECT '{source.name}' AS source, v.id, v.created_at FROM {source.view} v "
-                       f"WHERE {clauses}{past} ORDER BY v.created_at DESC, v.id DESC LIMIT :limit)")
+        candidates = (f"SELECT v.id, v.created_at FROM {source.view} v WHERE {clauses}{past} "
+                      "ORDER BY v.created_at DESC, v.id DESC")
+        if phrase:
+            # OFFSET 0: the candidates sorted first (no document computed), then the phrase
+            # checked on each in that order, the LIMIT stopping it.
+            selects.append(f"(SELECT '{source.name}' AS source, k.id, k.created_at FROM ({candidates} OFFSET 0) k "
+                           f"WHERE EXISTS (SELECT FROM {source.view} w WHERE w.id = k.id "
+                           f"AND w.created_at = k.created_at AND w.doc @@ {TSQUERY} OFFSET 0) "
+                           "ORDER BY k.created_at DESC, k.id DESC LIMIT :limit)")
+        else:
+            selects.append(f"(SELECT '{source.name}' AS source, k.id, k.created_at FROM ({candidates}) k "
+                           "LIMIT :limit)")
     keys = all_of(conn.execute(text(
         f"SELECT * FROM ({' UNION ALL '.join(selects)}) u ORDER BY created_at DESC, id DESC, source DESC LIMIT :limit"),
         params))
     if after is None and len(keys) <= limit:
         total, estimate = len(keys), False
     else:
-        total, estimate = 0, False
-        for source, clauses, _ in branches:
-            count, flagged = count_total(conn, f"{source.view} v", clauses, params)
-            total, estimate = total + count, estimate or flagged
+        total, estimate = _search_total(conn, branches, params, phrase)
     page = cut(keys, limit, total, estimate)
     records = _search_records(conn, tenant_id, filters.query, page.rows)
     rows: list[Mapping[str, Any]] = [{**key, **records[(key["source"], key["id"])]} for key in page.rows
             if (key["source"], key["id"]) in records]  # a key row-level security does not show is no hit
     return Page(rows=rows, has_more=page.has_more, total=page.total, total_is_estimate=page.total_is_estimate)
+
+
+def _search_total(conn: Connection, branches: Sequence[tuple[SearchSource, str, dict[str, Any]]],
+                  params: dict[str, Any], phrase: bool) -> tuple[int, bool]:
+    """(total, is_estimate) over the branches: one statement counting each source's matches up
+    to SEARCH_EXACT_TOTAL + 1; a source past it is the planner's estimate of its matches. A
+    phrase's branches match its words: their count is at least the phrase's, flagged."""
+    counts = [f"(SELECT count(*) FROM (SELECT 1 FROM {source.view} v WHERE {clauses} LIMIT :cap) c)"
+              for source, clauses, _ in branches]
+    found = fetch_rows(conn, f"SELECT ARRAY[{', '.join(counts)}] AS counts", {**params, "cap": SEARCH_EXACT_TOTAL + 1})
+    total, estimate = 0, phrase
+    for (source, clauses, _), count in zip(branches, found[0]["counts"], strict=True):
+        if count <= SEARCH_EXACT_TOTAL:
+            total += count
+            continue
+        plan = conn.execute(text(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {source.view} v WHERE {clauses}"),
+                            params).scalar_one()
+        plan = plan if isinstance(plan, list) else json.loads(plan)
+        total, estimate = total + max(int(plan[0]["Plan"]["Plan Rows"]), SEARCH_EXACT_TOTAL + 1), True
+    return total, estimate
 
 
 def _search_records(conn: Connection, tenant_id: str, query: str, keys: Sequence[Mapping[str, Any]]
