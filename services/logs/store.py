@@ -43,11 +43,33 @@ def list_audit_entries(conn: Connection, tenant_id: str, filters: AuditFilters, 
     clauses, params = filters.where()
     unfiltered = replace(filters, ascending=False) == AuditFilters()
     order, keyset = direction(filters.ascending)
-    page = keyset_page(conn, AUDIT_SELECT.format(extra=""), clauses, {**params, "tenant": tenant_id},
-                       "audit_ledger a", after, limit, order=order, keyset=keyset,
-                       known_total=(LEDGER_SIZE, {"t": tenant_id}) if unfiltered else None)
+    if filters.search is not None:
+        page = _searched_audit_page(conn, clauses, {**params, "tenant": tenant_id}, after, limit, order, keyset)
+    else:
+        page = keyset_page(conn, AUDIT_SELECT.format(extra=""), clauses, {**params, "tenant": tenant_id},
+                           "audit_ledger a", after, limit, order=order, keyset=keyset,
+                           known_total=(LEDGER_SIZE, {"t": tenant_id}) if unfiltered else None)
     # v2 entries (docs/ERASURE.md): their payloads from the erasable side table, or ERASED
     return replace(page, rows=erasure.opened_rows(conn, tenant_id, "audit_entry", page.rows))
+
+
+def _searched_audit_page(conn: Connection, clauses: str, params: dict[str, Any], after: Sequence[Any] | None,
+                         limit: int, order: str, keyset: str) -> Page:
+    """A page of the ledger filtered by a search: the page's keys first, on the entries alone
+    (the search's matches, the filters, the order, LIMIT), then AUDIT_SELECT's spine (the run's
+    trace, its violation and incident) for those keys only. In one statement the planner,
+    misjudging how many of a tenant's entries a word matches, joined every match to its trace
+    before sorting (6,870 lateral look-ups for the page of a word in 60 % of 10,000 entries:
+    123-230 ms against ~10). The total as SearchEvidence's: exact up to SEARCH_EXACT_TOTAL."""
+    past, cursor = after_clause(after, keyset)
+    params = {**params, **cursor, "limit": limit + 1}
+    keys = f"SELECT a.id, a.created_at FROM audit_ledger a WHERE {clauses}{past} ORDER BY {order} LIMIT :limit"
+    rows = fetch_rows(conn, f"{AUDIT_SELECT.format(extra='')} WHERE a.tenant_id = :tenant "
+                            f"AND (a.id, a.created_at) IN ({keys}) ORDER BY {order}", params)
+    if after is None and len(rows) <= limit:
+        return cut(rows, limit, len(rows), False)
+    total, estimate = count_total(conn, "audit_ledger a", clauses, params, cap=SEARCH_EXACT_TOTAL)
+    return cut(rows, limit, total, estimate)
 
 
 # How many entries the tenant's ledger holds: the span of its seqs, read from two
