@@ -109,13 +109,12 @@ def keyset_page(conn: Connection, select: str, where: str, params: dict[str, Any
     return cut(rows, limit, total, estimate)
 
 
-def count_total(conn: Connection, count_from: str, where: str, params: dict[str, Any],
-                cap: int = EXACT_TOTAL_LIMIT) -> tuple[int, bool]:
-    """(count, is_estimate): exact up to ``cap``, else the planner's row estimate."""
+def count_total(conn: Connection, count_from: str, where: str, params: dict[str, Any]) -> tuple[int, bool]:
+    """(count, is_estimate): exact up to EXACT_TOTAL_LIMIT, else the planner's row estimate."""
     exact = fetch_value(conn, f"SELECT count(*) FROM (SELECT 1 FROM {count_from} WHERE {where} LIMIT :cap) s",
-                        {**params, "cap": cap + 1})
-    if exact <= cap:
+                        {**params, "cap": EXACT_TOTAL_LIMIT + 1})
+    if exact <= EXACT_TOTAL_LIMIT:
         return exact, False
     plan = conn.execute(text(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {count_from} WHERE {where}"), params).scalar_one()
     plan = plan if isinstance(plan, list) else json.loads(plan)
-    return max(int(plan[0]["Plan"]["Plan Rows"]), cap + 1), True
+    return max(int(plan[0]["Plan"]["Plan Rows"]), EXACT_TOTAL_LIMIT + 1), True

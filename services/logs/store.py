@@ -22,6 +22,7 @@ from aos_evidence.queries import AUDIT_SELECT, RUN_FROM, RUN_SELECT, AuditFilter
 from aos_recording import erasure
 from aos_runtime.db import fetch_rows, fetch_value, pipelined
 from aos_runtime.keyset import Page, after_clause, count_total, cut, direction, keyset_page, position, where
+from aos_runtime.pagination import EXACT_TOTAL_LIMIT
 from aos_runtime.rows import all_of, first_of, one_of
 
 
@@ -60,7 +61,7 @@ def _searched_audit_page(conn: Connection, clauses: str, params: dict[str, Any],
     trace, its violation and incident) for those keys only. In one statement the planner,
     misjudging how many of a tenant's entries a word matches, joined every match to its trace
     before sorting (6,870 lateral look-ups for the page of a word in 60 % of 10,000 entries:
-    123-230 ms against ~10). The total as SearchEvidence's: exact up to SEARCH_EXACT_TOTAL."""
+    123-230 ms against ~30 on a loaded machine). The total as every list's."""
     past, cursor = after_clause(after, keyset)
     params = {**params, **cursor, "limit": limit + 1}
     keys = f"SELECT a.id, a.created_at FROM audit_ledger a WHERE {clauses}{past} ORDER BY {order} LIMIT :limit"
@@ -68,7 +69,7 @@ def _searched_audit_page(conn: Connection, clauses: str, params: dict[str, Any],
                             f"AND (a.id, a.created_at) IN ({keys}) ORDER BY {order}", params)
     if after is None and len(rows) <= limit:
         return cut(rows, limit, len(rows), False)
-    total, estimate = count_total(conn, "audit_ledger a", clauses, params, cap=SEARCH_EXACT_TOTAL)
+    total, estimate = count_total(conn, "audit_ledger a", clauses, params)
     return cut(rows, limit, total, estimate)
 
 
@@ -457,10 +458,9 @@ _SEARCH_KEYSET = "(v.created_at, v.id, '{source}') < (:after_at, :after_id, :aft
 # <N>) made an AND. GIN answers it from the index alone (a phrase it can only narrow down: it
 # holds no positions, so each candidate's document is computed again to check the order).
 WORDS = f"regexp_replace({TSQUERY}::text, '<(-|[0-9]+)>', '&', 'g')::tsquery"
-# A search's total is counted exactly up to this many matches of each source, then it is the
-# planner's estimate, flagged (AIP-158): at 10 M entries a count of thousands of matches cost
-# more than the page (bench/search_scale.py, BENCHMARKS.md "Evidence search at 10 M").
-SEARCH_EXACT_TOTAL = 1_000
+# A search's total, as every list's (SPEC §3): exact up to EXACT_TOTAL_LIMIT matches of each
+# source, then the planner's estimate, flagged (AIP-158).
+SEARCH_EXACT_TOTAL = EXACT_TOTAL_LIMIT
 
 
 def search_evidence(conn: Connection, tenant_id: str, filters: SearchFilters, after: Sequence[Any] | None,
@@ -472,8 +472,8 @@ def search_evidence(conn: Connection, tenant_id: str, filters: SearchFilters, af
     the GIN index, no document computed), newest first, each checked for the phrase on its own
     row until the page is full: the phrase's document work is the page's, not every
     candidate's. The total: exact when the page holds every match or a source has at most
-    SEARCH_EXACT_TOTAL; above that the planner's estimate, flagged; for a phrase, the count of
-    its words' matches (at least the phrase's), flagged when it may be more."""
+    SEARCH_EXACT_TOTAL; above that the planner's estimate, flagged. A phrase's total is its
+    own (each candidate checked): SPEC §3's exact count is what a phrase costs most."""
     custom_plans(conn, filters.query)
     params: dict[str, Any] = {"tenant": tenant_id, "query": filters.query, "run": filters.run_id,
                               "limit": limit + 1}
@@ -505,7 +505,7 @@ def search_evidence(conn: Connection, tenant_id: str, filters: SearchFilters, af
     if after is None and len(keys) <= limit:
         total, estimate = len(keys), False
     else:
-        total, estimate = _search_total(conn, branches, params, phrase)
+        total, estimate = _search_total(conn, filters.branches() if phrase else branches, params)
     page = cut(keys, limit, total, estimate)
     records = _search_records(conn, tenant_id, filters.query, page.rows)
     rows: list[Mapping[str, Any]] = [{**key, **records[(key["source"], key["id"])]} for key in page.rows
@@ -514,14 +514,14 @@ def search_evidence(conn: Connection, tenant_id: str, filters: SearchFilters, af
 
 
 def _search_total(conn: Connection, branches: Sequence[tuple[SearchSource, str, dict[str, Any]]],
-                  params: dict[str, Any], phrase: bool) -> tuple[int, bool]:
-    """(total, is_estimate) over the branches: one statement counting each source's matches up
-    to SEARCH_EXACT_TOTAL + 1; a source past it is the planner's estimate of its matches. A
-    phrase's branches match its words: their count is at least the phrase's, flagged."""
+                  params: dict[str, Any]) -> tuple[int, bool]:
+    """(total, is_estimate) over the branches: one statement (one round trip, one plan) counting
+    each source's matches up to SEARCH_EXACT_TOTAL + 1, where there were four; a source past it
+    is the planner's estimate of its matches, flagged."""
     counts = [f"(SELECT count(*) FROM (SELECT 1 FROM {source.view} v WHERE {clauses} LIMIT :cap) c)"
               for source, clauses, _ in branches]
     found = fetch_rows(conn, f"SELECT ARRAY[{', '.join(counts)}] AS counts", {**params, "cap": SEARCH_EXACT_TOTAL + 1})
-    total, estimate = 0, phrase
+    total, estimate = 0, False
     for (source, clauses, _), count in zip(branches, found[0]["counts"], strict=True):
         if count <= SEARCH_EXACT_TOTAL:
             total += count
