@@ -174,22 +174,28 @@ LEDGER_TEXT_COPY = ("COPY audit_ledger (id, tenant_id, event_type, entity_type, 
                     "is_synthetic, synthetic_scenario_id) FROM STDIN")
 
 
-def load_text_ledger(url: str, tenants: list[str], per_tenant: int, *, seed: int = 7, progress: bool = True) -> int:
-    """The ledgers of ``tenants`` with free text (text_ledger_rows), one COPY per tenant, as the
-    owner; each tenant's rows from its own seeded generator, so a tenant's ledger is the same
-    whichever process loads it. The tenants must exist. Returns the entries written."""
-    shown = Progress(f"ledger {tenants[0]}", len(tenants) * per_tenant) if progress else None
+def load_text_ledger(url: str, tenants: list[str], per_tenant: int, *, seed: int = 7, progress: bool = True,
+                     stop_at: float | None = None) -> int:
+    """The ledgers of ``tenants`` with free text (text_ledger_rows), one COPY (one transaction)
+    per tenant, as the owner; each tenant's rows from its own seeded generator, so a tenant's
+    ledger is the same whichever process loads it. The tenants must exist. ``stop_at``: no
+    tenant is begun after this time.time(). Returns the entries written."""
+    shown = Progress(f"ledger {tenants[0]}", len(tenants) * per_tenant) if progress and tenants else None
+    written = 0
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
         conn.execute("SET ROLE aos_owner")
         conn.execute("SET synchronous_commit = off")
         for tenant in tenants:
+            if stop_at is not None and time.time() > stop_at:
+                break
+            written += per_tenant
             rng = random.Random(f"{seed}:{tenant}")
             with conn.transaction(), conn.cursor().copy(LEDGER_TEXT_COPY) as copy:
                 for row in text_ledger_rows(tenant, per_tenant, rng):
                     copy.write_row(row)
             if shown:
                 shown.add(per_tenant)
-    return len(tenants) * per_tenant
+    return written
 
 
 def load_text_traces(url: str, tenants: list[str], traces: int, steps: int, *, seed: int = 7) -> int:
@@ -247,9 +253,12 @@ def load_text_traces(url: str, tenants: list[str], traces: int, steps: int, *, s
     return traces * steps
 
 
-def load_text_system(url: str, tenants: list[str], records: int, *, seed: int = 7) -> int:
+def load_text_system(url: str, tenants: list[str], records: int, *, seed: int = 7, batch: int = 5_000) -> int:
     """``records`` system records with summaries and details (every tenth system-wide, in
-    platform_records), through COPY as the owner. Returns the records written."""
+    platform_records), through COPY as the owner, ``batch`` records a transaction: the
+    producer-id trigger takes a transaction-level advisory lock per (tenant, id bucket), and
+    1,000 tenants' buckets in one transaction exhausted the lock table ("out of shared
+    memory", which failed the other loaders' COPYs too). Returns the records written."""
     rng = random.Random(f"{seed}:system")
     events = sorted(vocabulary.SYSTEM_EVENT_TYPES)
     severities = sorted(vocabulary.SYSTEM_SEVERITIES)
@@ -257,31 +266,33 @@ def load_text_system(url: str, tenants: list[str], records: int, *, seed: int = 
     with psycopg.connect(libpq_url(url), autocommit=True) as conn:
         conn.execute("SET ROLE aos_owner")
         conn.execute("SET synchronous_commit = off")
-        with conn.transaction():
-            for table, system_wide in (("system_records", False), ("platform_records", True)):
-                with conn.cursor().copy(
-                        f"COPY {table} (id, tenant_id, component, event_type, severity, summary, details, caused_by, "
-                        "run_id, created_at, content_hash, is_synthetic, synthetic_scenario_id) FROM STDIN") as copy:
-                    for i in range(records):
-                        if (i % 10 == 0) != system_wide:
-                            continue
-                        tenant = None if system_wide else tenants[i % len(tenants)]
-                        host, amount = f"node-{rng.randrange(64)}", rng.randrange(1, 3000)
-                        details = {"host": host, "pid": rng.randrange(1, 65536), "value": amount}
-                        record = {"id": f"bulk.sys-{i}", "tenant_id": tenant,
-                                  "component": ("api", "worker", "gateway")[i % 3],
-                                  "event_type": events[i % len(events)], "severity": severities[i % len(severities)],
-                                  "summary": f"event {i}: " + rng.choice(SUMMARIES).format(host=host, a=amount),
-                                  "details": details, "caused_by": "SYSTEM", "actor_id": None,
-                                  "correlation_id": None,
-                                  "run_id": f"{tenant}.run-{i}" if tenant and i % 5 == 0 else None,
-                                  "environment_id": None,
-                                  "created_at": EPOCH + timedelta(seconds=int(i * SPAN_S / max(records, 1)))}
-                        copy.write_row((record["id"], tenant, record["component"], record["event_type"],
-                                        record["severity"], record["summary"], Jsonb(details), "SYSTEM",
-                                        record["run_id"], record["created_at"],
-                                        hashing.system_record_content_hash(record), True, SCENARIO))
-                        progress.add(1)
+        for first in range(0, records, batch):
+            rows: dict[bool, list[tuple]] = {False: [], True: []}
+            for i in range(first, min(first + batch, records)):
+                system_wide = i % 10 == 0
+                tenant = None if system_wide else tenants[i % len(tenants)]
+                host, amount = f"node-{rng.randrange(64)}", rng.randrange(1, 3000)
+                details = {"host": host, "pid": rng.randrange(1, 65536), "value": amount}
+                record = {"id": f"bulk.sys-{i}", "tenant_id": tenant,
+                          "component": ("api", "worker", "gateway")[i % 3],
+                          "event_type": events[i % len(events)], "severity": severities[i % len(severities)],
+                          "summary": f"event {i}: " + rng.choice(SUMMARIES).format(host=host, a=amount),
+                          "details": details, "caused_by": "SYSTEM", "actor_id": None, "correlation_id": None,
+                          "run_id": f"{tenant}.run-{i}" if tenant and i % 5 == 0 else None, "environment_id": None,
+                          "created_at": EPOCH + timedelta(seconds=int(i * SPAN_S / max(records, 1)))}
+                rows[system_wide].append((
+                    record["id"], tenant, record["component"], record["event_type"], record["severity"],
+                    record["summary"], Jsonb(details), "SYSTEM", record["run_id"], record["created_at"],
+                    hashing.system_record_content_hash(record), True, SCENARIO))
+            with conn.transaction():
+                for table, system_wide in (("system_records", False), ("platform_records", True)):
+                    with conn.cursor().copy(
+                            f"COPY {table} (id, tenant_id, component, event_type, severity, summary, details, "
+                            "caused_by, run_id, created_at, content_hash, is_synthetic, synthetic_scenario_id) "
+                            "FROM STDIN") as copy:
+                        for row in rows[system_wide]:
+                            copy.write_row(row)
+            progress.add(len(rows[False]) + len(rows[True]))
     return records
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import multiprocessing
 import random
@@ -53,6 +54,7 @@ from aos_runtime import migrate
 from aos_runtime.db import libpq_url
 from aos_runtime.embedded import EmbeddedPostgres
 
+MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
 SEARCH_INDEXES = ("ix_audit_ledger_search", "ix_aos_trace_steps_search", "ix_system_records_search",
                   "ix_platform_records_search")
 # Memory for a 10 M-entry cluster on a 23 GB machine shared with others: the search indexes and
@@ -75,9 +77,9 @@ def timed(label: str, timings: dict[str, float], work, *args):
     return result
 
 
-def _ledger_worker(args: tuple[str, list[str], int]) -> int:
-    url, tenants, per_tenant = args
-    return bulk.load_text_ledger(url, tenants, per_tenant)
+def _ledger_worker(args: tuple[str, list[str], int, float | None]) -> int:
+    url, tenants, per_tenant, stop_at = args
+    return bulk.load_text_ledger(url, tenants, per_tenant, stop_at=stop_at)
 
 
 def _tree_worker(args: tuple[str, list[str]]) -> int:
@@ -130,56 +132,112 @@ def in_parallel(worker, jobs: list) -> list:
         return pool.map(worker, jobs)
 
 
-def load(args: argparse.Namespace) -> dict[str, object]:
+def migration_0021():
+    spec = importlib.util.spec_from_file_location("evidence_search_migration", MIGRATIONS / "0021_evidence_search.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def search_index_sql() -> dict[str, str]:
+    """Migration 0021's CREATE INDEX of each search index, from its own definitions."""
+    m = migration_0021()
+    return {"ix_audit_ledger_search": f"CREATE INDEX ix_audit_ledger_search ON audit_ledger USING gin "
+                                      f"(tenant_id, ({m.AUDIT_DOC})) {m.PENDING}",
+            "ix_aos_trace_steps_search": f"CREATE INDEX ix_aos_trace_steps_search ON aos_trace_steps USING gin "
+                                         f"(tenant_id, ({m.STEP_DOC})) {m.PENDING}",
+            "ix_system_records_search": f"CREATE INDEX ix_system_records_search ON system_records USING gin "
+                                        f"(tenant_id, ({m.SYSTEM_DOC})) {m.PENDING}",
+            "ix_platform_records_search": f"CREATE INDEX ix_platform_records_search ON platform_records USING gin "
+                                          f"(({m.SYSTEM_DOC})) {m.PENDING}"}
+
+
+def prepare(args: argparse.Namespace) -> tuple[EmbeddedPostgres, str, list[str]]:
+    """The cluster started with SETTINGS, migrated, its tenants written, the search indexes
+    dropped and the tree trigger disabled (each only when not yet so: a load can resume)."""
     data_dir = Path(args.data_dir).resolve()
     pg = server(data_dir)
     with psycopg.connect(libpq_url(pg.url), autocommit=True) as conn:
-        for name, value in SETTINGS.items():
-            conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
-    pg.stop()
-    pg = server(data_dir)
-    url = pg.url
-    timings: dict[str, float] = {}
-    timed("migrate", timings, migrate.upgrade, url)
+        if conn.execute("SHOW shared_buffers").fetchone()[0] != SETTINGS["shared_buffers"]:
+            for name, value in SETTINGS.items():
+                conn.execute(f"ALTER SYSTEM SET {name} = '{value}'")
+            restart = True
+        else:
+            restart = False
+    if restart:
+        pg.stop()
+        pg = server(data_dir)
+    migrate.upgrade(pg.url)
     tenants = bulk.tenant_ids(args.tenants)
-    per_tenant = args.ledger // args.tenants
-    with psycopg.connect(libpq_url(url), autocommit=True) as admin:
+    with psycopg.connect(libpq_url(pg.url), autocommit=True) as admin:
         retention.ensure_partitions(admin, first=bulk.EPOCH, through=bulk.EPOCH + timedelta(seconds=bulk.SPAN_S))
-        definitions = [admin.execute("SELECT pg_get_indexdef(%s::regclass)", (name,)).fetchone()[0]
-                       for name in SEARCH_INDEXES]
         for name in SEARCH_INDEXES:
-            admin.execute(f"DROP INDEX {name}")
+            admin.execute(f"DROP INDEX IF EXISTS {name}")
         admin.execute("ALTER TABLE audit_ledger DISABLE TRIGGER audit_ledger_tlog")
         admin.execute("SET ROLE aos_owner")
-        with admin.cursor().copy("COPY tenants (id, name, is_synthetic, synthetic_scenario_id) FROM STDIN") as copy:
-            for t in tenants:
-                copy.write_row((t, f"Bulk tenant {t}", True, bulk.SCENARIO))
+        admin.execute("INSERT INTO tenants (id, name, is_synthetic, synthetic_scenario_id) "
+                      "SELECT t, 'Bulk tenant ' || t, true, %s FROM unnest(%s::text[]) t ON CONFLICT DO NOTHING",
+                      (bulk.SCENARIO, tenants))
         admin.execute("RESET ROLE")
-    # The ledger in --workers processes over disjoint tenants, the steps and system records in
-    # one more, at once.
-    jobs: list = [(url, tenants[k::args.workers], per_tenant) for k in range(args.workers)]
+    return pg, pg.url, tenants
+
+
+def loaded_tenants(url: str, tenants: list[str]) -> list[str]:
+    with psycopg.connect(libpq_url(url), autocommit=True) as admin:
+        return [r[0] for r in admin.execute(
+            "SELECT t FROM unnest(%s::text[]) t WHERE EXISTS (SELECT FROM audit_ledger a WHERE a.tenant_id = t)",
+            (tenants,))]
+
+
+def load(args: argparse.Namespace) -> dict[str, object]:
+    """Every phase; resumes where a load stopped (tenants whose ledger is written are kept: one
+    transaction each), or, with --minutes, stops beginning tenants after that long."""
+    pg, url, tenants = prepare(args)
+    timings: dict[str, float] = {}
+    per_tenant = args.ledger // args.tenants
+    done = set(loaded_tenants(url, tenants))
+    todo = [t for t in tenants if t not in done]
+    with psycopg.connect(libpq_url(url), autocommit=True) as admin:
+        have_steps = admin.execute("SELECT EXISTS (SELECT FROM aos_trace_steps)").fetchone()[0]
+        have_system = admin.execute("SELECT EXISTS (SELECT FROM system_records)").fetchone()[0]
+    stop_at = time.time() + args.minutes * 60 if args.minutes else None
+    jobs: list = [(url, todo[k::args.workers], per_tenant, stop_at) for k in range(args.workers)]
     started = time.perf_counter()
     with multiprocessing.get_context("spawn").Pool(args.workers + 1) as pool:
-        side = pool.apply_async(_side_worker, ((url, tenants, args.traces, args.steps, args.system),))
-        ledger = pool.map(_ledger_worker, jobs)
-        side_rows = side.get()
+        side = pool.apply_async(_side_worker, ((url, tenants, 0 if have_steps else args.traces, args.steps,
+                                                0 if have_system else args.system),))
+        pool.map(_ledger_worker, jobs)
+        side.get()
     timings["copy_s"] = round(time.perf_counter() - started, 1)
-    print(f"copy: {timings['copy_s']} s ({sum(ledger)} entries, {side_rows} steps + system records)",
-          file=sys.stderr, flush=True)
+    result = finish(url, tenants, timings)
+    result["volume"] = vars(args)
+    pg.stop()
+    return result
+
+
+def finish(url: str, tenants: list[str], timings: dict[str, float], workers: int = 2) -> dict[str, object]:
+    """The tree of every loaded tenant that has none, the tree trigger enabled again, the
+    search indexes built, VACUUM (ANALYZE), the check."""
+    loaded = loaded_tenants(url, tenants)
+    with psycopg.connect(libpq_url(url), autocommit=True) as admin:
+        treed = {r[0] for r in admin.execute(
+            "SELECT t FROM unnest(%s::text[]) t WHERE EXISTS (SELECT FROM tlog_hashes h WHERE h.tenant_id = t "
+            "AND h.log = 'ledger')", (loaded,))}
+    todo = [t for t in loaded if t not in treed]
     leaves = timed("tree_s", timings, in_parallel, _tree_worker,
-                   [(url, tenants[k::args.workers]) for k in range(args.workers)])
+                   [(url, todo[k::workers]) for k in range(workers)]) if todo else [0]
     with psycopg.connect(libpq_url(url), autocommit=True) as admin:
         admin.execute("ALTER TABLE audit_ledger ENABLE ALWAYS TRIGGER audit_ledger_tlog")
         admin.execute("SET maintenance_work_mem = '1GB'")
-        for definition in definitions:
-            # pg_get_indexdef of a partitioned table's index reads ON ONLY (the parent alone):
-            # without ONLY it is built on every partition, as the migration built it.
-            timed(definition.split()[2], timings, admin.execute, definition.replace(" ON ONLY ", " ON "))
-        timed("vacuum_analyze_s", timings, admin.execute, "VACUUM (ANALYZE)")
-    result = {"volume": vars(args), "timings_s": timings, "ledger_entries": sum(ledger), "tree_leaves": sum(leaves),
-              "check": check(url, tenants[len(tenants) // 2])}
-    pg.stop()
-    return result
+        for name, sql in search_index_sql().items():
+            if admin.execute("SELECT to_regclass(%s)", (name,)).fetchone()[0] is None:
+                timed(name, timings, admin.execute, sql)
+        timed("vacuum_analyze_s", timings, admin.execute,
+              "VACUUM (ANALYZE) audit_ledger, aos_trace_steps, aos_traces, system_records, platform_records, "
+              "tlog_hashes, tenants")
+        entries = admin.execute("SELECT count(*) FROM audit_ledger").fetchone()[0]
+    return {"timings_s": timings, "tenants_loaded": len(loaded), "ledger_entries": entries,
+            "tree_leaves_written": sum(leaves), "check": check(url, loaded[len(loaded) // 2])}
 
 
 def mth(hashes: list[bytes]) -> bytes:
@@ -277,9 +335,38 @@ def explain(args: argparse.Namespace) -> dict[str, object]:
     return out
 
 
+def retention_at_scale(args: argparse.Namespace) -> dict[str, object]:
+    """bench/retention_apply.py's figures on the loaded cluster (destructive: run it last): the
+    checkpoints recorded, then apply_policies at 2027-03-01 as a dry run (the checks alone)
+    and for real (the drops through the checkpoint gate), wall time each."""
+    from datetime import datetime, timezone
+
+    data_dir = Path(args.data_dir).resolve()
+    pg = server(data_dir)
+    now = datetime(2027, 3, 1, tzinfo=timezone.utc)
+    out: dict[str, object] = {}
+    with psycopg.connect(libpq_url(pg.url), autocommit=True) as conn:
+        timings: dict[str, float] = {}
+        timed("record_checkpoints_s", timings, retention.record_checkpoints, conn)
+        for label, dry in (("dry_run", True), ("apply", False)):
+            started = time.perf_counter()
+            outcomes = retention.apply_policies(conn, now, dry_run=dry)
+            out[label] = {"wall_s": round(time.perf_counter() - started, 2), "tables": {
+                o.table: {"dropped": len(o.dropped), "rows": sum(o.rows.values()), "kept": o.kept} for o in outcomes}}
+        out["timings_s"] = timings
+    return out
+
+
+def finish_action(args: argparse.Namespace) -> dict[str, object]:
+    pg = server(Path(args.data_dir).resolve())
+    result = finish(pg.url, bulk.tenant_ids(args.tenants), {})
+    pg.stop()
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("action", choices=("load", "measure", "explain", "stop"))
+    parser.add_argument("action", choices=("load", "finish", "measure", "explain", "retention", "stop"))
     parser.add_argument("--data-dir", required=True)
     parser.add_argument("--tenants", type=int, default=1000)
     parser.add_argument("--ledger", type=int, default=10_000_000)
@@ -287,6 +374,7 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--system", type=int, default=1_000_000)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--minutes", type=float, default=0, help="load: begin no tenant after this long")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--lists", action="store_true")
     parser.add_argument("--tenant", default="bulk-00500", help="explain: as this tenant")
@@ -297,7 +385,8 @@ def main() -> int:
     if args.action == "stop":
         EmbeddedPostgres(Path(args.data_dir).resolve(), durable=False, password="").stop()
         return 0
-    result = {"load": load, "measure": measure, "explain": explain}[args.action](args)
+    result = {"load": load, "finish": finish_action, "measure": measure, "explain": explain,
+              "retention": retention_at_scale}[args.action](args)
     print(json.dumps(result, indent=2, default=str))
     return 0
 
