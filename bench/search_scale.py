@@ -292,10 +292,13 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
     from scratch import service_logins
 
     logs = service_logins(pg.url, data_dir / "aos")["logs"]
-    tenants = bulk.tenant_ids(args.tenants)
+    tenants = loaded_tenants(pg.url, bulk.tenant_ids(args.tenants))  # the callers: tenants with a ledger
+    with psycopg.connect(libpq_url(pg.url), autocommit=True) as admin:
+        volume = {table: admin.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+                  for table in ("audit_ledger", "aos_trace_steps", "system_records", "platform_records")}
     result = asyncio.run(search.measure(logs, data_dir, tenants, args.ledger // args.tenants, args.queries,
                                         args.lists, text=True))
-    return {"tenants": args.tenants, "ledger": args.ledger, "queries_per_class": args.queries,
+    return {"tenants_with_a_ledger": len(tenants), "rows": volume, "queries_per_class": args.queries,
             "first_page_of_50": result, "bytes": search.index_sizes(pg.url)}
 
 

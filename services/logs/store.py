@@ -8,8 +8,9 @@ handlers call those directly.
 """
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -35,6 +36,22 @@ def custom_plans(conn: Connection, search: str | None) -> None:
     psycopg, as the hot reads' statements are (they may run pipelined)."""
     if search is not None:
         fetch_rows(conn, "SELECT set_config('plan_cache_mode', 'force_custom_plan', true)", {})
+
+
+@contextlib.contextmanager
+def gin_scans(conn: Connection) -> Iterator[None]:
+    """Within: no plain index scan, no sequential scan (after: the transaction's own settings
+    again), so a search's matches are read as a bitmap over its GIN index. The planner charges a bitmap heap scan the recheck of every candidate's document, which a query of
+    words never needs (GIN answers AND/OR/NOT of words exactly; only phrases are rechecked), so
+    for a word in most of a tenant's records it preferred walking the tenant's 10,000 entries
+    on a btree, computing each document: the count of `customer` (6,862 of 10,000) took 462 ms
+    that way against 15 ms on the GIN index (5 M entries, bench/search_scale.py explain)."""
+    before = fetch_rows(conn, "SELECT current_setting('enable_indexscan') AS i, "
+                              "current_setting('enable_seqscan') AS s, set_config('enable_indexscan', 'off', true), "
+                              "set_config('enable_seqscan', 'off', true)", {})[0]
+    yield
+    fetch_rows(conn, "SELECT set_config('enable_indexscan', :i, true), set_config('enable_seqscan', :s, true)",
+               {"i": before["i"], "s": before["s"]})
 
 
 @pipelined
@@ -65,11 +82,13 @@ def _searched_audit_page(conn: Connection, clauses: str, params: dict[str, Any],
     past, cursor = after_clause(after, keyset)
     params = {**params, **cursor, "limit": limit + 1}
     keys = f"SELECT a.id, a.created_at FROM audit_ledger a WHERE {clauses}{past} ORDER BY {order} LIMIT :limit"
-    rows = fetch_rows(conn, f"{AUDIT_SELECT.format(extra='')} WHERE a.tenant_id = :tenant "
-                            f"AND (a.id, a.created_at) IN ({keys}) ORDER BY {order}", params)
-    if after is None and len(rows) <= limit:
-        return cut(rows, limit, len(rows), False)
-    total, estimate = count_total(conn, "audit_ledger a", clauses, params)
+    with gin_scans(conn):
+        rows = fetch_rows(conn, f"{AUDIT_SELECT.format(extra='')} WHERE a.tenant_id = :tenant "
+                                f"AND (a.id, a.created_at) IN ({keys}) ORDER BY {order}", params)
+        if after is None and len(rows) <= limit:
+            total, estimate = len(rows), False
+        else:
+            total, estimate = count_total(conn, "audit_ledger a", clauses, params)
     return cut(rows, limit, total, estimate)
 
 
@@ -520,7 +539,9 @@ def _search_total(conn: Connection, branches: Sequence[tuple[SearchSource, str, 
     is the planner's estimate of its matches, flagged."""
     counts = [f"(SELECT count(*) FROM (SELECT 1 FROM {source.view} v WHERE {clauses} LIMIT :cap) c)"
               for source, clauses, _ in branches]
-    found = fetch_rows(conn, f"SELECT ARRAY[{', '.join(counts)}] AS counts", {**params, "cap": SEARCH_EXACT_TOTAL + 1})
+    with gin_scans(conn):
+        found = fetch_rows(conn, f"SELECT ARRAY[{', '.join(counts)}] AS counts",
+                           {**params, "cap": SEARCH_EXACT_TOTAL + 1})
     total, estimate = 0, False
     for (source, clauses, _), count in zip(branches, found[0]["counts"], strict=True):
         if count <= SEARCH_EXACT_TOTAL:
