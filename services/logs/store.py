@@ -41,8 +41,9 @@ def custom_plans(conn: Connection, search: str | None) -> None:
 @contextlib.contextmanager
 def gin_scans(conn: Connection) -> Iterator[None]:
     """Within: no plain index scan, no sequential scan (after: the transaction's own settings
-    again), so a search's matches are read as a bitmap over its GIN index. The planner charges a bitmap heap scan the recheck of every candidate's document, which a query of
-    words never needs (GIN answers AND/OR/NOT of words exactly; only phrases are rechecked), so
+    again), so a search's matches are read as a bitmap over its GIN index. The planner charges
+    a bitmap heap scan the recheck of every candidate's document, which a query of words never
+    needs (GIN answers AND/OR/NOT of words exactly; only phrases are rechecked), so
     for a word in most of a tenant's records it preferred walking the tenant's 10,000 entries
     on a btree, computing each document: the count of `customer` (6,862 of 10,000) took 462 ms
     that way against 15 ms on the GIN index (5 M entries, bench/search_scale.py explain)."""
