@@ -38,6 +38,7 @@ from aos.export.v1 import export_service_pb2 as pb, export_service_pb2_grpc as p
 from aos_recording import bulk
 from aos_runtime.auth import mint_token
 from scratch import free_port, scratch_database, service_env, service_logins
+from services.__main__ import MALLOC_DEFAULTS
 
 SECRET = "bench-secret-" + "x" * 40
 BOUND_MIB = 100
@@ -126,7 +127,9 @@ def main() -> None:
                               # tenant's heavy share (1 by default) would queue them one by one, and
                               # refuse the fourth after AOS_HEAVY_QUEUE_BUDGET_S.
                               AOS_HEAVY_CONCURRENCY=str(args.concurrency),
-                              AOS_HEAVY_PER_TENANT=str(args.concurrency), **extra)
+                              AOS_HEAVY_PER_TENANT=str(args.concurrency),
+                              # As `python -m services` and the image start it (--env overrides).
+                              **{**MALLOC_DEFAULTS, **extra})
             service = subprocess.Popen([sys.executable, "-m", "services.export"], env=env)
             channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", 8 << 20)])
             grpc.channel_ready_future(channel).result(timeout=60)
@@ -142,7 +145,8 @@ def main() -> None:
                        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        "machine": f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores "
                                   "(shared with other work during the run)",
-                       "entries": args.entries, "concurrency": args.concurrency, "service_env": extra,
+                       "entries": args.entries, "concurrency": args.concurrency,
+                       "service_env": {**MALLOC_DEFAULTS, **extra},
                        "bulk_load_s": round(load_s, 1), "idle_rss_mib": idle, "idle_rss_parts_mib": idle_parts,
                        "bound_mib": BOUND_MIB,
                        "runs": []}
