@@ -35,6 +35,7 @@ import asyncio
 import math
 import time
 from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from aos_runtime.faults import DeadlinePassed, Overloaded
@@ -63,6 +64,9 @@ class LoopLag:
         self.lag_s = 0.0
         self._recent: deque[float] = deque(maxlen=self.TICKS)
         self._task: asyncio.Task[None] | None = None
+        # Told each tick's lateness (the metrics' aos_event_loop_lag_seconds): where a call's time
+        # goes under load is then measured in the process, not guessed from the caller's side.
+        self.observe: Callable[[float], None] | None = None
 
     def start(self) -> None:
         if self._task is None:
@@ -72,7 +76,10 @@ class LoopLag:
         while True:
             due = time.monotonic() + self.INTERVAL_S
             await asyncio.sleep(self.INTERVAL_S)
-            self._recent.append(max(0.0, time.monotonic() - due))
+            late = max(0.0, time.monotonic() - due)
+            self._recent.append(late)
+            if self.observe is not None:
+                self.observe(late)
             self.lag_s = min(self._recent) if len(self._recent) == self.TICKS else 0.0
 
     def stop(self) -> None:
@@ -169,6 +176,18 @@ class FairGate:
         ahead = queued + sum(min(len(q), queued + 1) for t, q in self._waiting.items() if t != tenant)
         overall = self._total + ahead + 1 - limits.concurrency
         return max(wait, mean * overall / limits.concurrency, 0.0)
+
+    def least_wait_s(self) -> float | None:
+        """The least any call arriving now would wait, whichever its tenant: the calls running
+        beyond the concurrency plus one turn of each tenant already waiting (round-robin serves
+        a new tenant after one call of each), ending at the mean recent service time. None
+        without enough samples. Needs no tenant, so ``Admission.shed`` can use it before the
+        call's token is read."""
+        mean = self.mean_service_s()
+        if mean is None:
+            return None
+        overall = self._total + len(self._waiting) + 1 - self.limits.concurrency
+        return max(mean * overall / self.limits.concurrency, 0.0)
 
     # --- admission -----------------------------------------------------------------------
     async def acquire(self, tenant: str, deadline: float | None) -> Permit:
@@ -403,8 +422,10 @@ class Admission:
         """The refusal of a call that arrives now, decided before anything else is done for it
         (no token check, no log line of its own, no queueing), or None to admit it as usual.
 
-        Refused when the process is saturated: its event loop runs ``shed_lag_s`` or more late
-        *and* the call's gate is full, so it could not start at once. Why both: a late loop alone
+        Refused when the call's gate is full and the process is saturated — its event loop runs
+        ``shed_lag_s`` or more late — or the gate's queue alone (``FairGate.least_wait_s``, the least
+        any tenant would wait) is longer than the gate's budget: the gate would refuse it anyway,
+        only later and dearer. Why both: a late loop alone
         is also what a busy machine looks like (another process's CPU, a heavy call's thread
         holding the GIL) while a free slot would still start the call soon; a full gate alone is
         what the round-robin queue is for. Together they mean every call now waits in gRPC's own
@@ -419,13 +440,24 @@ class Admission:
         are refused there, never reaching this method."""
         if self.shed_lag_s <= 0:
             return None
-        lag = self.lag.lag_s
-        if lag < self.shed_lag_s:
-            return None
         gate = self.gate(heavy)
         limits = gate.limits
         if gate.running < limits.concurrency:
             return None
+        lag = self.lag.lag_s
+        if lag < self.shed_lag_s:
+            # On time, but a full gate whose queue alone is longer than the budget (the least any
+            # tenant would wait, plus what the loop is late): the call would be refused by the
+            # gate anyway, after its token and request were read — refused here, before both.
+            least = gate.least_wait_s()
+            if least is None or least + lag <= limits.budget_s:
+                return None
+            limit = f"{limits.name} calls at once per process ({limits.setting}={limits.concurrency})"
+            retry = max(least + lag, MIN_RETRY_S)
+            return Overloaded(tenant_limit=False, tenant="", limit=limit, retry_after_s=round(retry, 3),
+                              message=f"not started: it would wait at least ~{least + lag:.2f} s to start, longer "
+                                      f"than its budget of {limits.budget_s:g} s; limit: {limit}; "
+                                      f"retry after {math.ceil(retry * 10) / 10} s")
         limit = (f"{limits.name} calls at once per process ({limits.setting}={limits.concurrency}) while its event "
                  f"loop runs late (AOS_SHED_LAG_S={self.shed_lag_s:g})")
         retry = max(lag + (gate.mean_service_s(1) or 0.0), MIN_RETRY_S)

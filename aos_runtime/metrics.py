@@ -95,6 +95,22 @@ class _OnFirstUse:
         return self._metric.labels(*values, **labels)
 
 
+# --- the event loop (admission.LoopLag) ---------------------------------------------------------
+loop_lag = _OnFirstUse(Histogram("aos_event_loop_lag_seconds",
+                                 "How late the service's event loop ran a 10 ms timer (each tick): while it is "
+                                 "late, calls wait in gRPC's queue before any Python sees them.", ["service"],
+                                 buckets=(.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5),
+                                 registry=None))
+
+# Refusals by admission (RESOURCE_EXHAUSTED): the soak's "< 10 ms" by the service's own clock, from
+# the call policy's first look at the call to its refusal (what the caller sees adds gRPC's queue
+# and, on a busy machine, the wait for a CPU).
+refusal_time = _OnFirstUse(Histogram("aos_refusal_seconds",
+                                     "Seconds from the call policy's first look at a call to its refusal by "
+                                     "admission (RESOURCE_EXHAUSTED), in the service's process.", ["service"],
+                                     buckets=(.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10),
+                                     registry=None))
+
 # --- heavy work (admission) -------------------------------------------------------------------
 # Set by the admission of heavy calls (exports, integrity reports): e.g.
 # ``metrics.heavy_queue_depth.labels(service="export").set(n)`` and

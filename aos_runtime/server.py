@@ -191,7 +191,7 @@ class CallPolicy(grpc.aio.ServerInterceptor):
         if self._admission is not None:
             refusal = self._admission.shed(method in self._heavy)
             if refusal is not None:
-                return self._shed(handler, method, refusal)
+                return self._shed(handler, method, refusal, time.monotonic())
         kept = self._wrapped.get(method)
         if kept is not None and kept[0] is handler:
             return kept[1]
@@ -225,25 +225,27 @@ class CallPolicy(grpc.aio.ServerInterceptor):
         return grpc.stream_stream_rpc_method_handler(refused, request_deserializer=handler.request_deserializer,
                                                      response_serializer=handler.response_serializer)
 
-    def _shed(self, handler, method: str, refusal: Overloaded):
+    def _shed(self, handler, method: str, refusal: Overloaded, started: float):
         """A handler that answers the refusal at once (Admission.shed): before the token is
-        checked, so an unauthenticated call is refused the same; one line in the call log."""
+        checked, so an unauthenticated call is refused the same; one line in the call log.
+        ``started``: when the policy first looked at the call (the refusal is timed from it)."""
         async def refuse(context) -> None:
-            started = time.monotonic()
             if method in self._heavy:
                 metrics.heavy_refused.labels(service=self._service, reason="SERVER_OVERLOADED").inc()
             await self._fail(context, method, refusal, started)
 
+        # No request deserializer: the refusal never parses the request (gRPC hands the handler its
+        # bytes, unread), so a refused call costs the loop no more than its status.
         if handler.unary_unary:
             async def unary(request, context):
                 await refuse(context)
-            return grpc.unary_unary_rpc_method_handler(unary, request_deserializer=handler.request_deserializer,
+            return grpc.unary_unary_rpc_method_handler(unary, request_deserializer=None,
                                                        response_serializer=handler.response_serializer)
         if handler.unary_stream:
             async def streaming(request, context):
                 await refuse(context)
                 yield  # pragma: no cover - abort_with_status raised
-            return grpc.unary_stream_rpc_method_handler(streaming, request_deserializer=handler.request_deserializer,
+            return grpc.unary_stream_rpc_method_handler(streaming, request_deserializer=None,
                                                         response_serializer=handler.response_serializer)
         if handler.stream_unary:
             async def client_stream(requests, context):
@@ -343,6 +345,8 @@ class CallPolicy(grpc.aio.ServerInterceptor):
             log.error("call failed", exc_info=exc, extra={"method": method})
         if record:
             self._accessed(context, method, request, refused=error)
+        if isinstance(exc, Overloaded):
+            metrics.refusal_time.labels(service=self._service).observe(time.monotonic() - started)
         self._log(method, error.code, started, error.reason)
         rid = request_id.get()
         await context.abort_with_status(error.to_status((("x-request-id", rid),) if rid else ()))
@@ -526,6 +530,8 @@ class ServiceServer:
         for engine in db.engines():
             tracing.instrument_engine(engine)
         metrics.watch_database(db)
+        if admission is not None:
+            admission.lag.observe = metrics.loop_lag.labels(service=name).observe
         if admission is not None and admission.heavy is not None:
             metrics.heavy_queue_depth.labels(service=name).set_function(admission.heavy.waiting_total)
         self.server = grpc.aio.server(

@@ -13,7 +13,8 @@ the peak during the exports and downloads, and the RSS 3 s after they end, each 
 the idle RSS measured before the first export (the issue's bound: peak ≤ idle + 100 MiB,
 and back near idle after; by default two rounds through the formats, so a second round
 shows whether anything accumulates). Also the artifacts' sizes and the wall time. Quotas are off for
-the run (AOS_EXPORT_RATE_PER_HOUR=0). Uses an embedded Postgres in a temporary directory
+the run (AOS_EXPORT_RATE_PER_HOUR=0), and the tenant's heavy share is ``concurrency`` (so the
+exports do render at once). Uses an embedded Postgres in a temporary directory
 unless DATABASE_URL is set. The JSON result goes to --out (and stdout).
 """
 from __future__ import annotations
@@ -37,6 +38,7 @@ from aos.export.v1 import export_service_pb2 as pb, export_service_pb2_grpc as p
 from aos_recording import bulk
 from aos_runtime.auth import mint_token
 from scratch import free_port, scratch_database, service_env, service_logins
+from services.__main__ import MALLOC_DEFAULTS
 
 SECRET = "bench-secret-" + "x" * 40
 BOUND_MIB = 100
@@ -120,7 +122,14 @@ def main() -> None:
             env = service_env(service_logins(url, work / "aos"), "export", AOS_EXPORT_PORT=str(port),
                               AOS_DATA_DIR=str(work / "aos"), AOS_AUTH_JWT_SECRET=SECRET, AOS_LOG_LEVEL="WARNING",
                               AOS_DB_STATEMENT_TIMEOUT_MS="3600000", AOS_EXPORT_RATE_PER_HOUR="0",
-                              AOS_EXPORT_STORED_BYTES_PER_TENANT="0", **extra)
+                              AOS_EXPORT_STORED_BYTES_PER_TENANT="0",
+                              # The bound is tried with ``concurrency`` exports rendering at once: one
+                              # tenant's heavy share (1 by default) would queue them one by one, and
+                              # refuse the fourth after AOS_HEAVY_QUEUE_BUDGET_S.
+                              AOS_HEAVY_CONCURRENCY=str(args.concurrency),
+                              AOS_HEAVY_PER_TENANT=str(args.concurrency),
+                              # As `python -m services` and the image start it (--env overrides).
+                              **{**MALLOC_DEFAULTS, **extra})
             service = subprocess.Popen([sys.executable, "-m", "services.export"], env=env)
             channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_receive_message_length", 8 << 20)])
             grpc.channel_ready_future(channel).result(timeout=60)
@@ -136,7 +145,8 @@ def main() -> None:
                        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        "machine": f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores "
                                   "(shared with other work during the run)",
-                       "entries": args.entries, "concurrency": args.concurrency, "service_env": extra,
+                       "entries": args.entries, "concurrency": args.concurrency,
+                       "service_env": {**MALLOC_DEFAULTS, **extra},
                        "bulk_load_s": round(load_s, 1), "idle_rss_mib": idle, "idle_rss_parts_mib": idle_parts,
                        "bound_mib": BOUND_MIB,
                        "runs": []}

@@ -102,6 +102,120 @@ def _comm(proc: Path) -> str:
         return ""
 
 
+def run_queue(pids: dict[str, int]) -> dict[str, tuple[float, float]]:
+    """Per process (every thread summed, /proc/PID/task/*/schedstat): seconds on a CPU and
+    seconds runnable but waiting for one (the run-queue delay), so far. The second is CPU
+    starvation measured directly: time the process had work and the machine ran something else."""
+    def of(pid: int) -> tuple[int, int]:
+        ran = waited = 0
+        try:
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                try:
+                    fields = (task / "schedstat").read_text().split()
+                except OSError:
+                    continue
+                ran, waited = ran + int(fields[0]), waited + int(fields[1])
+        except OSError:
+            pass
+        return ran, waited
+
+    found = {}
+    for name, pid in {**pids, "load generator": os.getpid()}.items():
+        ran, waited = of(pid)
+        found[name] = (ran / 1e9, waited / 1e9)
+    # The suite's own PostgreSQL (not other work's on a shared machine): its postmaster (from
+    # its pid file) and the postmaster's children, the backends.
+    ran = waited = 0
+    for pid in POSTMASTER and [POSTMASTER[0], *_kids(POSTMASTER[0])]:
+        r, w = of(pid)
+        ran, waited = ran + r, waited + w
+    found["postgres"] = (ran / 1e9, waited / 1e9)
+    return found
+
+
+POSTMASTER: list[int] = []  # the suite's embedded PostgreSQL, once started
+
+
+def _kids(pid: int) -> list[int]:
+    try:
+        return [int(c) for task in Path(f"/proc/{pid}/task").iterdir()
+                for c in (task / "children").read_text().split()]
+    except OSError:
+        return []
+
+
+def scrape(ports: dict[str, int]) -> dict[str, dict]:
+    """Each service's /metrics (issue #19's split of a call's time inside the process): the
+    histograms' cumulative bucket counts by name, every label but ``le`` summed over."""
+    from urllib.request import urlopen
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    wanted = ("grpc_server_handling_seconds", "aos_db_pool_wait_seconds", "aos_event_loop_lag_seconds",
+              "aos_refusal_seconds")
+    found: dict[str, dict] = {}
+    for name, port in ports.items():
+        try:
+            text = urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        except OSError:
+            continue
+        buckets: dict[str, dict[float, float]] = {}
+        for family in text_string_to_metric_families(text):
+            if family.name not in wanted:
+                continue
+            for sample in family.samples:
+                if sample.name.endswith("_bucket"):
+                    le = float(sample.labels["le"])
+                    mine = buckets.setdefault(family.name, {})
+                    mine[le] = mine.get(le, 0.0) + sample.value
+        found[name] = buckets
+    return found
+
+
+def _quantile(buckets: dict[float, float], q: float) -> float | None:
+    """The q-quantile of a histogram's cumulative buckets (linear within a bucket, as PromQL's
+    histogram_quantile), in ms; None without observations."""
+    bounds = sorted(buckets)
+    total = buckets[bounds[-1]] if bounds else 0
+    if total <= 0:
+        return None
+    rank, lower, below = q * total, 0.0, 0.0
+    for le in bounds:
+        if buckets[le] >= rank:
+            if le == float("inf"):
+                return round(lower * 1000, 1)
+            inside = buckets[le] - below
+            return round((lower + (le - lower) * ((rank - below) / inside if inside else 1)) * 1000, 1)
+        lower, below = le, buckets[le]
+    return None
+
+
+def inside(start: dict, end: dict, rq0: dict, rq1: dict, seconds: float) -> dict:
+    """Where the time of a phase went in each process: CPU and run-queue delay (share of the
+    phase's wall time), and from its metrics the event loop's lag, the calls' handling time
+    (from the first interceptor to the answer: what gRPC's queue adds is the caller's latency
+    minus this), the wait for a database connection and admission's refusals by the service's
+    clock, p50 / p99 ms."""
+    out: dict[str, dict] = {}
+    for name in rq1:
+        ran = rq1[name][0] - rq0.get(name, (0, 0))[0]
+        waited = rq1[name][1] - rq0.get(name, (0, 0))[1]
+        entry: dict = {"cpu_pct": round(ran / seconds * 100, 1), "run_queue_wait_pct": round(waited / seconds * 100, 1),
+                       # Of the time it was runnable, the share spent waiting for a CPU.
+                       "starved_pct": round(waited / (ran + waited) * 100, 1) if ran + waited else None}
+        for metric, label in (("aos_event_loop_lag_seconds", "loop_lag"), ("grpc_server_handling_seconds", "handling"),
+                              ("aos_db_pool_wait_seconds", "pool_wait"),
+                              # Admission's refusals timed by the service's own clock.
+                              ("aos_refusal_seconds", "refusal")):
+            b0, b1 = start.get(name, {}).get(metric, {}), end.get(name, {}).get(metric, {})
+            diff = {le: b1[le] - b0.get(le, 0.0) for le in b1}
+            if diff:
+                entry[label] = {"n": int(diff[max(diff)]), "p50_ms": _quantile(diff, 0.5),
+                                "p99_ms": _quantile(diff, 0.99)}
+        out[name] = entry
+    return out
+
+
 def children_of(pid: int) -> dict[str, int]:
     """The suite's service processes, by name (python -m services.<name>)."""
     found = {}
@@ -386,13 +500,17 @@ class LoopLag:
         self._task.cancel()
 
 
-async def overload(mix: Mix, capacity_per_s: float, args, pids: dict[str, int] | None = None) -> dict:
+async def overload(mix: Mix, capacity_per_s: float, args, pids: dict[str, int] | None = None,
+                   metrics_ports: dict[str, int] | None = None) -> dict:
     """Calm, surge (args.overload × capacity for args.minutes), calm again: see the module's doc."""
     rng = random.Random(11)
     lag = LoopLag()
     marks = [time.monotonic()]
+    # Per phase boundary: each service's histograms and every process's run-queue figures.
+    snaps = [(scrape(metrics_ports or {}), run_queue(pids or {}))]
     calm = capacity_per_s * args.load
     before = await offer(mix, calm, args.calm_seconds, rng)
+    snaps.append((scrape(metrics_ports or {}), run_queue(pids or {})))
     surge_rate = capacity_per_s * args.overload
     surge_started = time.monotonic()
     marks.append(surge_started)
@@ -401,9 +519,13 @@ async def overload(mix: Mix, capacity_per_s: float, args, pids: dict[str, int] |
     surge_s = time.monotonic() - surge_started
     cpu_after = cpu_seconds(pids or {})
     marks.append(time.monotonic())
+    snaps.append((scrape(metrics_ports or {}), run_queue(pids or {})))
     after = await offer(mix, calm, args.calm_seconds, rng)
     marks.append(time.monotonic())
+    snaps.append((scrape(metrics_ports or {}), run_queue(pids or {})))
     lag.stop()
+    phases = {phase: inside(snaps[i][0], snaps[i + 1][0], snaps[i][1], snaps[i + 1][1], marks[i + 1] - marks[i])
+              for i, phase in enumerate(("before", "surge", "after"))}
     ok = sum(1 for r in surge if r[2] == "OK")
     codes: dict[str, int] = {}
     for r in surge:
@@ -437,6 +559,14 @@ async def overload(mix: Mix, capacity_per_s: float, args, pids: dict[str, int] |
                            "refusals_under_10ms": sum(1 for r in win if r[2] in REFUSED and r[1] < 0.01)}
                           for w in range(int(surge_s // 10) + 1)
                           if (win := [r for r in surge if w * 10 <= r[0] - surge_started < (w + 1) * 10])],
+        # Per call type in the surge: the accepted calls' latency and how each was refused.
+        "surge_by_call": {name: {"accepted": latencies([r for r in surge if r[3] == name]),
+                                 "refused": {code: n for code, n in _codes([r for r in surge if r[3] == name]).items()
+                                             if code != "OK"}}
+                          for name in sorted({r[3] for r in surge})},
+        # Inside each process, per phase (issue #19: queueing in the process vs CPU starvation).
+        "inside": phases,
+        "load_average": list(os.getloadavg()),
         "load_generator_loop_lag": {"before": lag.between(marks[0], marks[1]),
                                     "surge": lag.between(marks[1], marks[2]),
                                     "after": lag.between(marks[2], marks[3])},
@@ -459,7 +589,8 @@ def _codes(results: list) -> dict[str, int]:
     return codes
 
 
-async def run(addresses: dict[str, str], token: str, args, pids: dict[str, int]) -> dict:
+async def run(addresses: dict[str, str], token: str, args, pids: dict[str, int],
+              metrics_ports: dict[str, int] | None = None) -> dict:
     channels = {name: grpc.aio.insecure_channel(address) for name, address in addresses.items()}
     mix = Mix(channels, (("authorization", f"Bearer {token}"),))
     for _ in range(30):  # warm every path once
@@ -482,7 +613,7 @@ async def run(addresses: dict[str, str], token: str, args, pids: dict[str, int])
     if args.overload:
         result = {"ledger_head_before": head, "capacity_cpu_pct": cap_cpu, "ramp": ramp_steps,
                   "overload": args.overload, "minutes": args.minutes, "calm_seconds": args.calm_seconds,
-                  **await overload(mix, cap, args, pids)}
+                  **await overload(mix, cap, args, pids, metrics_ports)}
         for channel in channels.values():
             await channel.close()
         return result
@@ -516,12 +647,18 @@ def main() -> None:
     parser.add_argument("--ramp-seconds", type=float, default=10, help="with --ramp: each step")
     parser.add_argument("--env", action="append", default=[], metavar="AOS_X=V",
                         help="a setting for the services (repeatable), e.g. --env AOS_MAX_INFLIGHT=10")
+    parser.add_argument("--generator-nice", type=int, default=0,
+                        help="this load generator's niceness (e.g. -10, as root): on a machine shared with other "
+                             "work the generator is starved too, and its own wait for a CPU enters every latency "
+                             "it records; the services keep theirs")
     parser.add_argument("--out", type=Path, default=Path("soak.json"))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="aos-soak-"))
     ports = {name: free_port() for name in ("overview", "logs", "export", "gateway")}
+    metrics_ports = {name: free_port() for name in ("overview", "logs", "export")}
     env = {k: v for k, v in os.environ.items() if not k.startswith("AOS_") and k != "DATABASE_URL"}
     env.update({f"AOS_{name.upper()}_PORT": str(port) for name, port in ports.items()},
+               **{f"AOS_{name.upper()}_METRICS_PORT": str(port) for name, port in metrics_ports.items()},
                AOS_DATA_DIR=str(work / "aos"), AOS_LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1",
                # The mix creates ~8 exports a second for one tenant: a capacity run, not a quota test.
                AOS_EXPORT_RATE_PER_HOUR="0")
@@ -543,9 +680,16 @@ def main() -> None:
             lines.append(line)
         token = re.search(r"^\s+(eyJ[\w-]+\.[\w-]+\.[\w-]+)\s*$", "".join(lines), re.M).group(1)
         pids = children_of(suite.pid)
+        found = sorted(work.rglob("postmaster.pid"))
+        if found:
+            POSTMASTER.append(int(found[0].read_text().split()[0]))
         addresses = {name: f"127.0.0.1:{ports[name]}" for name in ("overview", "logs", "export")}
-        measured = asyncio.run(run(addresses, token, args, pids))
-        result = {"command": " ".join(["bench/soak.py", *sys.argv[1:]]), **measured}
+        if args.generator_nice:
+            # After the suite started (its processes keep the niceness they were started with).
+            os.setpriority(os.PRIO_PROCESS, 0, args.generator_nice)
+        measured = asyncio.run(run(addresses, token, args, pids, metrics_ports))
+        result = {"command": " ".join(["bench/soak.py", *sys.argv[1:]]),
+                  "generator_nice": os.getpriority(os.PRIO_PROCESS, 0), **measured}
         args.out.write_text(json.dumps(result, indent=2))
         summary = {k: v for k, v in result.items() if k not in ("rss_samples",)}
         print(json.dumps(summary, indent=2))

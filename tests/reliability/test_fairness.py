@@ -308,6 +308,7 @@ async def test_a_saturated_process_refuses_before_any_other_work(ledger):
             admission.lag.stop()
             held = [await admission.light.acquire("someone", None) for _ in range(2)]
             admission.lag.lag_s = 0.2
+            refusals_before = REGISTRY.get_sample_value("aos_refusal_seconds_count", {"service": "logs"}) or 0
             for metadata in (auth(b), bad_token):
                 with pytest.raises(grpc.aio.AioRpcError) as refused:
                     await audit(metadata)
@@ -316,10 +317,23 @@ async def test_a_saturated_process_refuses_before_any_other_work(ledger):
                 assert found[error_details_pb2.ErrorInfo].reason == "SERVER_OVERLOADED"
                 assert found[error_details_pb2.RetryInfo].retry_delay.ToNanoseconds() / 1e9 >= 0.2
                 assert "AOS_SHED_LAG_S=0.01" in found[error_details_pb2.QuotaFailure].violations[0].description
+            # Nor is the request read: bytes no message parses from are refused the same (unshed, the
+            # same bytes fail in the request's parsing, below).
+            raw = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+            garbage = raw.unary_unary("/aos.logs.v1.AuditLedgerService/ListAuditEntries")
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await garbage(b"\xff\xff\xff", metadata=auth(b), timeout=5)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused.value
+            # Each refusal timed by the server's clock (aos_refusal_seconds, what bench/soak.py reads).
+            assert REGISTRY.get_sample_value("aos_refusal_seconds_count", {"service": "logs"}) == refusals_before + 3
             admission.lag.lag_s = 0.0  # on time, gate still full: the call is looked at (and its token refused)
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await audit(bad_token)
             assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await garbage(b"\xff\xff\xff", metadata=auth(b), timeout=5)
+            assert refused.value.code() != grpc.StatusCode.RESOURCE_EXHAUSTED, "read, it is not a refusal"
+            await raw.close()
             for permit in held:
                 permit.release()
             admission.lag.lag_s = 0.2  # late, but a slot is free: it starts at once
@@ -328,7 +342,7 @@ async def test_a_saturated_process_refuses_before_any_other_work(ledger):
         logger.removeHandler(calls)
         logger.setLevel(level)
     shed_ms = [r.ms for r in calls.calls if getattr(r, "reason", None) == "SERVER_OVERLOADED"]  # type: ignore[attr-defined]
-    assert len(shed_ms) == 2 and max(shed_ms) < 10, shed_ms
+    assert len(shed_ms) == 3 and max(shed_ms) < 10, shed_ms
 
 
 BURST = 24                  # calls sent at once while the server's event loop is held

@@ -210,6 +210,40 @@ async def test_a_saturated_process_sheds_a_call_that_could_not_start_at_once():
         permit.release()
 
 
+async def test_a_full_gate_whose_queue_outlasts_the_budget_sheds_with_the_loop_on_time():
+    """Admission.shed without a late loop: once the least any tenant would wait (the calls
+    beyond the concurrency and one turn of each waiting tenant, at the recent service time) is
+    longer than the gate's budget, a new call is refused before its token or request is read
+    (SERVER_OVERLOADED, RetryInfo that wait); while the queue is within the budget it is not."""
+    lag = LoopLag()
+    admission = dataclasses.replace(
+        Admission.of(max_inflight=2, queue_budget_s=0.25, heavy_isolation=True, heavy_concurrency=1,
+                     heavy_per_tenant=1, heavy_queue_per_tenant=8, heavy_queue_budget_s=10, shed_lag_s=0.01),
+        lag=lag)
+    light = admission.light
+    for _ in range(MIN_SAMPLES):  # recent light calls took ~0.2 s
+        permit = await light.acquire("a", None)
+        await asyncio.sleep(0.2)
+        permit.release()
+    permits = [await light.acquire("a", None), await light.acquire("b", None)]
+    assert light.least_wait_s() == pytest.approx(0.1, rel=0.3)
+    assert admission.shed(heavy=False) is None, "~0.1 s to wait is within the 0.25 s budget"
+    waiting = [asyncio.ensure_future(light.acquire(t, None)) for t in ("c", "d")]
+    await settle()
+    assert not any(w.done() for w in waiting), "each within its budget: they wait"
+    refusal = admission.shed(heavy=False)
+    assert isinstance(refusal, Overloaded) and not refusal.tenant_limit
+    assert refusal.retry_after_s > 0.25 and "AOS_MAX_INFLIGHT=2" in refusal.limit
+    error = errors.from_exception(refusal, deadline_passed=False)
+    assert (error.code, error.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "SERVER_OVERLOADED")
+    assert dataclasses.replace(admission, shed_lag_s=0.0).shed(heavy=False) is None, "AOS_SHED_LAG_S=0: off"
+    for permit in permits:
+        permit.release()
+    for w in waiting:
+        (await w).release()
+    assert admission.shed(heavy=False) is None, "the gate drained: nothing is shed"
+
+
 # --- in-flight bytes of ingest requests (AOS_INGEST_INFLIGHT_BYTES*) ------------------------
 def test_inflight_bytes_refuse_a_request_that_would_pass_a_bound_and_say_when_to_retry():
     g = InflightBytes(limit=1000, per_tenant=600)
