@@ -4,13 +4,14 @@ from __future__ import annotations
 import re
 from datetime import datetime, timezone
 from functools import cache
-from typing import TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from google.protobuf import descriptor_pool, timestamp_pb2
 from google.protobuf.descriptor import EnumValueDescriptor
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
 from aos.evidence.v1 import options_pb2
+from aos.logs.v1 import records_pb2
 from aos_cli.client import UsageError
 
 _DURATION = re.compile(r"^(\d+)([smhd]?)$")
@@ -74,3 +75,15 @@ def duration_s(text: str, option: str) -> int:
     if not match or int(match.group(1)) == 0:
         raise UsageError(f"{option}: {text!r} is not a positive duration (e.g. 30m, 24h, 7d)")
     return int(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+def payload_shown(record: Any, field: str, shown: str) -> str:
+    """``shown`` (a record's payload field as printed), or what stands for it in hash format 2
+    (docs/ERASURE.md): ``ERASED (erasure …)`` for a payload an erasure took, ``MISSING`` for one
+    with neither payload nor erasure — never an empty value passed off as the content."""
+    for p in getattr(record, "payloads", ()):
+        if p.field == field and p.state == records_pb2.PAYLOAD_STATE_ERASED:
+            return f"ERASED (erasure {p.erasure_id})"
+        if p.field == field and p.state == records_pb2.PAYLOAD_STATE_MISSING:
+            return "MISSING (neither payload nor erasure recorded)"
+    return shown

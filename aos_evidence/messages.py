@@ -184,7 +184,9 @@ def step_message(row: Mapping[str, Any], violation_index: int | None) -> records
         step_index=row["step_index"], step_type=STEP_TYPES[row["step_type"]], level=STEP_LEVELS[row["level"]],
         source=row["source"], timestamp=timestamp(row["timestamp"]), tokens=row["tokens"],
         cost_cents=row["cost_cents"], duration_ms=row["duration_ms"], content_hash=bytes(row["content_hash"]).hex(),
-        is_inflection_point=row["step_index"] == violation_index)
+        is_inflection_point=row["step_index"] == violation_index,
+        hash_version=row.get("hash_version") or 1, payloads=payload_commitments(row))
+    # A v2 step's erased field stays unset: its payloads entry says ERASED (never empty content).
     if row["input_data"] is not None:
         step.input_data.CopyFrom(_value(row["input_data"]))
     if row["output_data"] is not None:
@@ -255,7 +257,9 @@ def system_record(row: Mapping[str, Any]) -> records_pb2.SystemRecord:
         id=row["id"], system_wide=row["tenant_id"] is None, component=row["component"],
         event_type=SYSTEM_EVENTS[row["event_type"]], severity=SEVERITIES[row["severity"]], summary=row["summary"],
         caused_by=CAUSES[row["caused_by"]], created_at=timestamp(row["created_at"]),
-        content_hash=bytes(row["content_hash"]).hex())
+        content_hash=bytes(row["content_hash"]).hex(),
+        # v2 (docs/ERASURE.md): an erased summary reads '' and details unset; payloads says ERASED.
+        hash_version=row.get("hash_version") or 1, payloads=payload_commitments(row))
     if row["details"] is not None:
         record.details.update(row["details"])
     for name in ("actor_id", "correlation_id", "run_id", "environment_id", "request_id"):

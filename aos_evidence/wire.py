@@ -36,7 +36,8 @@ from google.protobuf.message import Message
 
 M = TypeVar("M", bound=Message)
 
-SCHEMA_VERSION = 2  # 2: audit entries carry hash_version and payload commitments (docs/ERASURE.md)
+SCHEMA_VERSION = 3  # 2: audit entries carry hash_version and payload commitments (docs/ERASURE.md); 3: trace
+# steps and system records too
 DEFAULT_ITEMS = 20_000  # ~30 MiB of audit entries (encoding ~0.6 KiB + the row kept to compare)
 
 

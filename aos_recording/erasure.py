@@ -44,6 +44,7 @@ class ErasureResult:
     request_seq: int
     executed_seq: int | None        # None: refused (``hold_id`` says by which hold)
     hold_id: str | None = None
+    exports_erased: tuple[str, ...] = ()   # earlier exports whose stored artifacts went with the payloads
 
 
 def erase_subject(conn: Connection, *, tenant_id: str, subject_id: str, actor_type: str, actor_id: str,
@@ -82,12 +83,18 @@ def erase_subject(conn: Connection, *, tenant_id: str, subject_id: str, actor_ty
                               correlation_id=erasure_id, after_state=outcome)
     if hold is not None:
         return ErasureResult(erasure_id, subject_id, 0, requested.seq, None, hold)
+    # Earlier exports whose stored artifacts carried the subject's payloads: deleted by the same
+    # function (migration 0026_erasure_exports), their tombstones read back here.
+    exports = tuple(e for (e,) in conn.execute(text(
+        "SELECT export_id FROM erased_export_artifacts WHERE tenant_id = :t AND erasure_id = :e ORDER BY export_id"),
+        {"t": tenant_id, "e": erasure_id}))
+    state: dict[str, Any] = {"erasure_id": erasure_id, "payloads_erased": erased, "request_seq": requested.seq}
+    if exports:
+        state["exports_erased"] = list(exports)
     executed = ledger.append(tenant_id=tenant_id, event_type="SubjectErased", entity_type="DATA_SUBJECT",
                              entity_id=subject_id, actor_type=actor_type, actor_id=actor_id,
-                             correlation_id=erasure_id,
-                             after_state={"erasure_id": erasure_id, "payloads_erased": erased,
-                                          "request_seq": requested.seq})
-    return ErasureResult(erasure_id, subject_id, erased, requested.seq, executed.seq)
+                             correlation_id=erasure_id, after_state=state)
+    return ErasureResult(erasure_id, subject_id, erased, requested.seq, executed.seq, exports_erased=exports)
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,7 @@ class Payload:
     value: Any = None
     salt: bytes | None = None
     erasure_id: str | None = None
+    subject_id: str | None = None   # PRESENT only: whose payload it is
 
 
 def open_payloads(conn: Connection, tenant_id: str, record_type: str,
@@ -114,10 +122,11 @@ def open_payloads(conn: Connection, tenant_id: str, record_type: str,
     found: dict[tuple[str, str], Payload] = {}
     # fetch_rows: the hot reads that open payloads (services/logs/store.py) run pipelined.
     for r in fetch_rows(conn,
-                        "SELECT record_id, field, salt, payload FROM evidence_payloads WHERE tenant_id = :t "
-                        "AND record_type = :k AND record_id = ANY(CAST(:ids AS text[]))",
+                        "SELECT record_id, field, salt, payload, subject_id FROM evidence_payloads "
+                        "WHERE tenant_id = :t AND record_type = :k AND record_id = ANY(CAST(:ids AS text[]))",
                         {"t": tenant_id, "k": record_type, "ids": ids}):
-        found[(r["record_id"], r["field"])] = Payload(PRESENT, r["payload"], bytes(r["salt"]))
+        found[(r["record_id"], r["field"])] = Payload(PRESENT, r["payload"], bytes(r["salt"]),
+                                                       subject_id=r["subject_id"])
     for r in fetch_rows(conn,
                         "SELECT record_id, field, erasure_id FROM erased_payloads WHERE tenant_id = :t "
                         "AND record_type = :k AND record_id = ANY(CAST(:ids AS text[]))",
@@ -131,11 +140,13 @@ def fill(row: Mapping[str, Any], record_id: str, payloads: Mapping[tuple[str, st
     """The row with its v2 payloads put back where they are present; ``erased`` lists the fields
     erased (their value stays null: the commitment in ``commitments`` is what remains) and
     ``missing`` those with neither payload nor tombstone. ``with_salts`` adds ``salts`` ({field:
-    hex}), so a holder can open each commitment (exports made before an erasure)."""
+    hex}), so a holder can open each commitment (exports made before an erasure), and
+    ``payload_subjects`` ({field: subject}: whose payloads the export carries, so that erasing
+    that subject later deletes the export's stored artifact too)."""
     out = dict(row)
     if (row.get("hash_version") or hashing.HASH_V1) != hashing.HASH_V2:
         return out
-    erased, missing, salts, states = [], [], {}, {}
+    erased, missing, salts, states, subjects = [], [], {}, {}, {}
     for field in sorted(_commitments(row)):
         p = payloads.get((record_id, field), Payload(MISSING))
         states[field] = (p.state, p.erasure_id)
@@ -143,6 +154,8 @@ def fill(row: Mapping[str, Any], record_id: str, payloads: Mapping[tuple[str, st
             out[field] = p.value
             if with_salts and p.salt is not None:
                 salts[field] = p.salt.hex()
+                if p.subject_id is not None:
+                    subjects[field] = p.subject_id
         elif p.state == ERASED:
             erased.append(field)
         else:
@@ -152,6 +165,7 @@ def fill(row: Mapping[str, Any], record_id: str, payloads: Mapping[tuple[str, st
     out["payload_states"] = states
     if with_salts:
         out["salts"] = salts
+        out["payload_subjects"] = subjects
     return out
 
 

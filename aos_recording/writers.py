@@ -83,16 +83,23 @@ def _commit_v2(conn: Connection, tenant_id: str, record_type: str, record_id: st
     return hashing.commit_payloads(record, payload_fields, _stored_salts(conn, tenant_id, record_type, record_id))
 
 
-def _store_payloads(conn: Connection, *, tenant_id: str, record_type: str, record_id: str, subject_id: str,
-                    run_id: str | None, record: Mapping[str, Any], salts: Mapping[str, bytes]) -> None:
+_PAYLOAD_INSERT = text(
+    "INSERT INTO evidence_payloads (tenant_id, record_type, record_id, field, subject_id, run_id, salt, "
+    "payload) VALUES (:t, :k, :r, :f, :s, :run, :salt, CAST(:payload AS jsonb)) ON CONFLICT DO NOTHING")
+
+
+def _payload_rows(*, tenant_id: str, record_type: str, record_id: str, subject_id: str, run_id: str | None,
+                  record: Mapping[str, Any], salts: Mapping[str, bytes]) -> list[dict[str, Any]]:
+    return [{"t": tenant_id, "k": record_type, "r": record_id, "f": field, "s": subject_id, "run": run_id,
+             "salt": salt, "payload": json.dumps(hashing._plain(record[field]))} for field, salt in salts.items()]
+
+
+def _store_payloads(conn: Connection, **fields: Any) -> None:
     """A v2 record's payloads and salts, in the erasable side table (docs/ERASURE.md). Written
     once: a retry's identical rows are skipped (the record's content hash already matched)."""
-    for field, salt in salts.items():
-        conn.execute(text(
-            "INSERT INTO evidence_payloads (tenant_id, record_type, record_id, field, subject_id, run_id, salt, "
-            "payload) VALUES (:t, :k, :r, :f, :s, :run, :salt, CAST(:payload AS jsonb)) ON CONFLICT DO NOTHING"),
-            {"t": tenant_id, "k": record_type, "r": record_id, "f": field, "s": subject_id, "run": run_id,
-             "salt": salt, "payload": json.dumps(hashing._plain(record[field]))})
+    rows = _payload_rows(**fields)
+    if rows:
+        conn.execute(_PAYLOAD_INSERT, rows)
 
 
 def _check_subject(data_subject: str) -> None:
@@ -509,16 +516,16 @@ def _insert_once(conn: Connection, table: str, key: tuple[str, ...], record: Map
 
 # TraceRecorder.add_new_steps: a new trace's steps in one statement, in index order.
 _STEP_COLUMNS = ("id", "step_index", "step_type", "level", "source", "timestamp", "tokens", "cost_cents",
-                 "duration_ms", "input_data", "output_data", "metadata", "content_hash")
-_STEP_JSONB = frozenset({"input_data", "output_data", "metadata"})
+                 "duration_ms", "input_data", "output_data", "metadata", "content_hash", "hash_version", "commitments")
+_STEP_JSONB = frozenset({"input_data", "output_data", "metadata", "commitments"})
 _STEP_TYPES = ("text", "int", "text", "text", "text", "timestamptz", "bigint", "bigint", "bigint", "text", "text",
-               "text", "bytea")
+               "text", "bytea", "smallint", "text")
 _STEPS_INSERT_MANY = text(
     "INSERT INTO aos_trace_steps (id, trace_id, tenant_id, step_index, step_type, level, source, \"timestamp\", "
-    "tokens, cost_cents, duration_ms, input_data, output_data, metadata, content_hash) "
+    "tokens, cost_cents, duration_ms, input_data, output_data, metadata, content_hash, hash_version, commitments) "
     "SELECT u.id, :trace_id, :tenant_id, u.step_index, u.step_type, u.level, u.source, u.timestamp, u.tokens, "
     "u.cost_cents, u.duration_ms, CAST(u.input_data AS jsonb), CAST(u.output_data AS jsonb), "
-    "CAST(u.metadata AS jsonb), u.content_hash "
+    "CAST(u.metadata AS jsonb), u.content_hash, u.hash_version, CAST(u.commitments AS jsonb) "
     "FROM unnest(" + ", ".join(f"CAST(:{c} AS {t}[])" for c, t in zip(_STEP_COLUMNS, _STEP_TYPES, strict=True))
     + ") AS u(" + ", ".join(_STEP_COLUMNS) + ") ORDER BY u.step_index")
 
@@ -608,13 +615,27 @@ class TraceRecorder(_Writer):
             return []
         columns: dict[str, list[Any]] = {c: [] for c in _STEP_COLUMNS}
         hashes = []
+        erasable: list[tuple[str, str, dict[str, Any], dict[str, bytes]]] = []  # (record id, subject, step, salts)
         for index, fields in enumerate(steps):
-            content = hashing.step_content_hash({"step_index": index, "step_type": fields["step_type"],
-                                                 "input_data": fields.get("input_data"),
-                                                 "output_data": fields.get("output_data"),
-                                                 "timestamp": fields["timestamp"]})
+            step = {"step_index": index, "step_type": fields["step_type"], "input_data": fields.get("input_data"),
+                    "output_data": fields.get("output_data"), "timestamp": fields["timestamp"]}
+            subject = fields.get("data_subject")
+            commitments: dict[str, str] | None = None
+            if subject is None:
+                content = hashing.step_content_hash(step)
+            else:
+                # Hash format v2 (docs/ERASURE.md), as add_step writes it: fresh salts (the trace
+                # is new), the payloads in the erasable side table, the row's payload columns empty.
+                _check_subject(subject)
+                commitments, salts = hashing.commit_payloads(step, hashing.STEP_PAYLOAD_FIELDS)
+                content = hashing.step_content_hash_v2(step, commitments)
+                erasable.append((f"{trace_id}/{index}", subject, step, salts))
             hashes.append(content)
             row = self.step_row(fields, index, content)
+            if commitments is not None:
+                row.update(input_data=None, output_data=None)
+            row.update(hash_version=hashing.HASH_V1 if commitments is None else hashing.HASH_V2,
+                       commitments=commitments)
             for column in _STEP_COLUMNS:
                 value = row[column]
                 columns[column].append(_json(value) if column in _STEP_JSONB else value)
@@ -622,6 +643,39 @@ class TraceRecorder(_Writer):
                                                          "tenant_id": tenant_id}).rowcount
         if written != len(steps):
             raise EvidenceConflict(f"trace {trace_id}: {len(steps) - written} of its steps were already recorded")
+        if erasable:
+            run_id = self.conn.execute(text("SELECT run_id FROM aos_traces WHERE tenant_id = :t AND trace_id = :trace"),
+                                       {"t": tenant_id, "trace": trace_id}).scalar()
+            # One executemany for the trace's payloads (psycopg pipelines it), not a statement a field.
+            rows = [row for record_id, subject, step, salts in erasable
+                    for row in _payload_rows(tenant_id=tenant_id, record_type="trace_step", record_id=record_id,
+                                             subject_id=subject, run_id=run_id, record=step, salts=salts)]
+            if rows:
+                self.conn.execute(_PAYLOAD_INSERT, rows)
+        return hashes
+
+    def stored_step_hashes(self, *, tenant_id: str, trace_id: str, steps: Sequence[Mapping[str, Any]]) -> list[bytes]:
+        """The content hash each of ``steps`` (``add_new_steps``' fields) has if it is the one
+        recorded at its index: a v2 step's commitments recomputed with the salts stored for it
+        (an erased field has none, so its hash cannot match: erased evidence is never re-written)."""
+        ids = [f"{trace_id}/{i}" for i, f in enumerate(steps) if f.get("data_subject") is not None]
+        stored: dict[str, dict[str, bytes]] = {}
+        if ids:
+            for row in self.conn.execute(text(
+                    "SELECT record_id, field, salt FROM evidence_payloads WHERE tenant_id = :t "
+                    "AND record_type = 'trace_step' AND record_id = ANY(CAST(:ids AS text[]))"),
+                    {"t": tenant_id, "ids": ids}):
+                stored.setdefault(row.record_id, {})[row.field] = bytes(row.salt)
+        hashes = []
+        for index, fields in enumerate(steps):
+            step = {"step_index": index, "step_type": fields["step_type"], "input_data": fields.get("input_data"),
+                    "output_data": fields.get("output_data"), "timestamp": fields["timestamp"]}
+            if fields.get("data_subject") is None:
+                hashes.append(hashing.step_content_hash(step))
+                continue
+            commitments, _ = hashing.commit_payloads(step, hashing.STEP_PAYLOAD_FIELDS,
+                                                     stored.get(f"{trace_id}/{index}", {}))
+            hashes.append(hashing.step_content_hash_v2(step, commitments))
         return hashes
 
     @staticmethod

@@ -208,6 +208,12 @@ def _from_fault(exc: faults.Fault) -> ApiError:
         return ApiError(grpc.StatusCode.DATA_LOSS, "CHECKPOINT_TREE_MISMATCH",
                         f"the tenant's {exc.log} transparency log no longer has the root its checkpoint of tree "
                         f"size {exc.size} signed", metadata={"log": exc.log, "tree_size": str(exc.size)})
+    if isinstance(exc, faults.ExportContentErased):
+        return ApiError(grpc.StatusCode.FAILED_PRECONDITION, "CONTENT_ERASED",
+                        f"export {exc.export_id}: content erased after export ({exc.payloads} payloads); its stored "
+                        "artifact was deleted with it. Its signed manifest stays (GetExport, VerifyExport); a copy "
+                        "downloaded before verifies offline",
+                        metadata={"payloads_erased": str(exc.payloads), "erasure_ids": ",".join(exc.erasure_ids)})
     if isinstance(exc, faults.LegalHoldBlocksErasure):
         return ApiError(grpc.StatusCode.FAILED_PRECONDITION, "LEGAL_HOLD",
                         f"legal hold {exc.hold_id} covers this data subject: nothing was erased (the refused "

@@ -151,6 +151,17 @@ class LegalHoldReleased(Fault):
         self.hold_id = hold_id
 
 
+class ExportContentErased(Fault):
+    """An export's records had payloads erased after it was made (docs/ERASURE.md §5): its
+    stored artifact was deleted with them, so there is nothing to download (FAILED_PRECONDITION)."""
+
+    def __init__(self, export_id: str, payloads: int, erasure_ids: tuple[str, ...]) -> None:
+        super().__init__(f"export {export_id}: content erased after export ({payloads} payloads)")
+        self.export_id = export_id
+        self.payloads = payloads
+        self.erasure_ids = erasure_ids
+
+
 class LegalHoldBlocksErasure(Fault):
     """A legal hold covers the data subject an erasure names (docs/ERASURE.md): nothing was
     erased; the refused request is recorded (FAILED_PRECONDITION)."""

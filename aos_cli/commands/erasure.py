@@ -32,4 +32,7 @@ def erase_command(args: argparse.Namespace, ctx: Context) -> int:
     ctx.out.table(("erasure", "subject", "payloads erased", "request entry", "execution entry"),
                   [[reply.erasure_id, reply.subject_id, str(reply.payloads_erased), f"#{reply.request_seq}",
                     f"#{reply.executed_seq}"]], title="erased")
+    if reply.exports_erased:
+        ctx.out.line(f"stored artifacts of earlier exports deleted with the content: {', '.join(reply.exports_erased)} "
+                     "(their signed manifests stay; copies downloaded before still verify offline)")
     return EXIT_OK

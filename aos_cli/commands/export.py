@@ -220,6 +220,12 @@ def verify_command(args: argparse.Namespace, ctx: Context) -> int:
                f"verified by the service at {when(answer.verified_at)} ({answer.verifier_version})")
         ctx.out.checks(((c.name, c.passed, c.detail) for c in answer.checks), answer.valid,
                        title=f"Export {args.export_id}, {how}")
+        if answer.payloads_erased:
+            # VALID here is about what the server still holds, never about the erased bytes.
+            ctx.out.line(f"content erased after export ({answer.payloads_erased} payloads; erasure "
+                         f"{', '.join(answer.erasure_ids)}): the signed manifest, the export chain and the records' "
+                         "commitments verify; the server no longer holds the artifact — verify a copy downloaded "
+                         "before with `export verify --offline`")
     return EXIT_OK if answer.valid else EXIT_FAILED
 
 

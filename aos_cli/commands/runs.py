@@ -13,7 +13,7 @@ from aos_cli.client import EXIT_OK, UsageError
 from aos_cli.context import Context
 from aos_cli.output import when
 from aos_cli.pages import MAX_PAGE, read_pages
-from aos_cli.values import enum_label, enum_labels, enum_value
+from aos_cli.values import enum_label, enum_labels, enum_value, payload_shown
 
 INFLECTION = Text("▶ violation", style="bold red")
 SORT_FIELD = "aos.logs.v1.LlmRunSortField"
@@ -145,9 +145,10 @@ def replay_command(args: argparse.Namespace, ctx: Context) -> int:
             ("step", Text(f"{state.step_index} of 0..{state.last_step_index} ▶ violation", style="bold red")
              if step.is_inflection_point else f"{state.step_index} of 0..{state.last_step_index}"),
             ("type / source", f"{enum_label('aos.evidence.v1.StepType', step.step_type)} / {step.source}"),
-            ("input", json_format.MessageToJson(step.input_data, indent=None) if step.HasField("input_data") else "-"),
-            ("output", json_format.MessageToJson(step.output_data, indent=None)
-             if step.HasField("output_data") else "-"),
+            ("input", payload_shown(step, "input_data", json_format.MessageToJson(step.input_data, indent=None)
+                                    if step.HasField("input_data") else "-")),
+            ("output", payload_shown(step, "output_data", json_format.MessageToJson(step.output_data, indent=None)
+                                     if step.HasField("output_data") else "-")),
             ("step hash", step.content_hash),
             ("steps / tokens / ms so far", f"{state.steps_so_far} / {state.tokens} / {state.duration_ms}"),
             ("cost so far", f"{cents(state.cost.amount_cents)} {state.cost.currency_code}"),
@@ -169,7 +170,8 @@ def _event(event: records_pb2.ReplayEvent) -> tuple[str, str]:
         return (f"step {event.step.step_index} {enum_label('aos.evidence.v1.StepType', event.step.step_type)}",
                 event.step.content_hash)
     if kind == "system_record":
-        return f"{event.system_record.component}: {event.system_record.summary}", event.system_record.content_hash
+        record = event.system_record
+        return f"{record.component}: {payload_shown(record, 'summary', record.summary)}", record.content_hash
     if kind == "audit_entry":
         entry = event.audit_entry
         return (f"{enum_label('aos.evidence.v1.AuditEventType', entry.event_type)} {entry.entity_id}",

@@ -8,6 +8,7 @@ anywhere before the commit leaves neither the row nor a byte of the artifact.
 from __future__ import annotations
 
 import array
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -163,14 +164,21 @@ def _time(value: str | None) -> datetime | None:
 
 
 def render(conn: Connection, plan: Plan, key: dsse.SigningKey, sink: artifacts.Sink,
-           bounds: Mapping[str, Any], ledger_seqs: array.array | None = None) -> artifacts.Rendered:
+           bounds: Mapping[str, Any], ledger_seqs: array.array | None = None,
+           carried: Counter[str] | None = None) -> artifacts.Rendered:
     """The artifact for ``plan`` over the records within ``bounds`` (the ledger head
     ``max_seq``, and for system slices ``recorded_until``). ``ledger_seqs`` collects the seqs
-    of the ledger entries the artifact carries (8 bytes each), for the manifest's proof."""
+    of the ledger entries the artifact carries (8 bytes each), for the manifest's proof;
+    ``carried`` counts, per data subject, the v2 payloads it carries."""
     # v2 records (docs/ERASURE.md) go out with their payloads still held and the salts that open
     # their commitments; erased fields as erased.
-    writer = bundles.RecordWriter(opener=lambda kind, row: erasure.opened(conn, plan.tenant_id, kind, row,
-                                                                        with_salts=True))
+    def opener(kind: str, row: Mapping[str, Any]) -> Mapping[str, Any]:
+        opened = erasure.opened(conn, plan.tenant_id, kind, row, with_salts=True)
+        if carried is not None:
+            carried.update((opened.get("payload_subjects") or {}).values())
+        return opened
+
+    writer = bundles.RecordWriter(opener=opener)
     if not plan.scope.is_slice:
         bundle = _gather(conn, plan, writer, bounds["max_seq"])
         if ledger_seqs is not None:
@@ -205,7 +213,8 @@ def create(conn: Connection, plan: Plan, keys: dsse.KeyRing, actor_type: str, ac
         bounds["recorded_until"] = rfc3339(store.database_now(conn))
     sink = artifacts.Sink(lambda n, data: store.write_chunk(conn, tenant, export_id, n, data))
     seqs = array.array("q")
-    rendered = render(conn, plan, keys.active, sink, bounds, seqs)
+    carried: Counter[str] = Counter()
+    rendered = render(conn, plan, keys.active, sink, bounds, seqs, carried)
 
     created_at = store.database_now(conn)
     previous = store.lock_export_chain(conn, tenant)
@@ -247,6 +256,8 @@ def create(conn: Connection, plan: Plan, keys: dsse.KeyRing, actor_type: str, ac
         "content_hash": manifest_hash(manifest)})
     if bytes(inserted["prev_hash"]) != previous_chain:  # the lock above makes this impossible; prove it
         raise RuntimeError("the export chain moved under its lock")
+    # Whose erasable payloads the stored artifact holds: erasing one of them deletes it (0026).
+    store.record_payload_subjects(conn, tenant, export_id, carried)
     AuditLedgerWriter(conn).append(
         tenant_id=tenant, event_type="EvidenceExported", entity_type="LOG_EXPORT", entity_id=export_id,
         actor_type=actor_type, actor_id=actor_id, correlation_id=plan.run_id or plan.incident_id,
@@ -271,8 +282,12 @@ def plan_of(row: Mapping[str, Any]) -> tuple[Plan, dict[str, Any]]:
                 slice_filter=recorded), bounds
 
 
-def rerender_checksum(conn: Connection, row: Mapping[str, Any], key: dsse.SigningKey) -> bytes:
+def rerender(conn: Connection, row: Mapping[str, Any], key: dsse.SigningKey) -> artifacts.Rendered:
     plan, bounds = plan_of(row)
     sink = artifacts.Sink(lambda n, data: None)
-    return render(conn, plan, key, sink, bounds).checksum
+    return render(conn, plan, key, sink, bounds)
+
+
+def rerender_checksum(conn: Connection, row: Mapping[str, Any], key: dsse.SigningKey) -> bytes:
+    return rerender(conn, row, key).checksum
 

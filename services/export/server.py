@@ -207,6 +207,9 @@ class ExportService(pb_grpc.ExportServiceServicer):
         r.done()
         row = await self._row(export_id)
         tenant = row["tenant_id"]
+        erased = await self.ctx.db.run(tenant, store.erased_content, tenant, export_id)
+        if erased is not None:  # its artifact went with the content an erasure took (docs/ERASURE.md §5)
+            raise faults.ExportContentErased(export_id, erased.payloads, erased.erasure_ids)
         # The heavy part (finding the export) is done: the rest hands stored chunks on at the
         # client's pace, holding a stream slot, not a heavy one (issue #19).
         await continue_as_stream()
@@ -256,8 +259,7 @@ class ExportService(pb_grpc.ExportServiceServicer):
         flight ends finds what that one recorded."""
         tenant = row["tenant_id"]
         if not recompute:
-            recorded = await self.ctx.db.run(tenant, store.recorded_verification, tenant, row["id"],
-                                             verification.VERIFIER_VERSION)
+            recorded = await self.ctx.db.run(tenant, verification.current_verification, row)
             if recorded is not None:
                 return recorded, True
         return await self.ctx.db.run(tenant, verification.verify_and_record, row, self.keys, actor_type,
@@ -424,7 +426,8 @@ def _verify_response(entry: Mapping[str, Any], *, recorded: bool) -> pb.VerifyEx
         valid=entry["after_state"]["valid"], checks=verification.checks_of(entry),
         verified_at=timestamp(entry["created_at"]), recorded=recorded,
         verifier_version=entry["after_state"]["verifier_version"], audit_entry_id=entry["id"],
-        audit_entry_seq=entry["seq"])
+        audit_entry_seq=entry["seq"], payloads_erased=entry["after_state"].get("payloads_erased") or 0,
+        erasure_ids=entry["after_state"].get("erasure_ids") or ())
 
 
 def _range(r: Request, message: pb.AuditSlice | pb.SystemSlice, prefix: str) -> dict[str, str | None]:

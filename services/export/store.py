@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
@@ -93,6 +94,33 @@ def database_now(conn: Connection):
 def write_chunk(conn: Connection, tenant_id: str, export_id: str, chunk_no: int, data: bytes) -> None:
     conn.execute(text("INSERT INTO log_export_artifacts (export_id, tenant_id, chunk_no, data) "
                       "VALUES (:id, :t, :n, :data)"), {"id": export_id, "t": tenant_id, "n": chunk_no, "data": data})
+
+
+def record_payload_subjects(conn: Connection, tenant_id: str, export_id: str, carried: Mapping[str, int]) -> None:
+    """{subject: payloads} of the export's artifact (0026_erasure_exports: an erasure of one deletes it)."""
+    if carried:
+        conn.execute(text("INSERT INTO export_payload_subjects (tenant_id, export_id, subject_id, payloads) "
+                          "VALUES (:t, :e, :s, :n)"),
+                     [{"t": tenant_id, "e": export_id, "s": subject, "n": n} for subject, n in sorted(carried.items())])
+
+
+@dataclass(frozen=True)
+class ErasedContent:
+    """What erasures took from an export after it was made: its stored artifact, with these payloads."""
+    payloads: int
+    erasure_ids: tuple[str, ...]
+    artifact_bytes: int
+
+
+def erased_content(conn: Connection, tenant_id: str, export_id: str) -> ErasedContent | None:
+    """The erasures that deleted the export's stored artifact (0026), or None (the artifact is whole)."""
+    row = first_of(conn.execute(text(
+        "SELECT sum(payloads_erased)::int AS payloads, array_agg(DISTINCT erasure_id ORDER BY erasure_id) AS ids, "
+        "max(artifact_bytes) AS bytes FROM erased_export_artifacts WHERE tenant_id = :t AND export_id = :e"),
+        {"t": tenant_id, "e": export_id}))
+    if row is None or row["payloads"] is None:
+        return None
+    return ErasedContent(row["payloads"], tuple(row["ids"]), row["bytes"])
 
 
 def artifact_chunk(conn: Connection, tenant_id: str, export_id: str, chunk_no: int) -> bytes | None:

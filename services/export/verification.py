@@ -36,9 +36,20 @@ def check_export(conn: Connection, row: Mapping[str, Any], keys: dsse.KeyRing) -
     def check(name: str, passed: bool, detail: str) -> None:
         checks.append(bundle_pb2.ExportCheck(name=name, passed=passed, detail=detail))
 
-    stored = artifact_checksum(store.artifact_chunks(conn, row["tenant_id"], row["id"]))
-    check("checksum", stored == bytes(row["checksum"]),
-          f"stored artifact SHA-256 {stored.hex()}; recorded {bytes(row['checksum']).hex()}")
+    erased = store.erased_content(conn, row["tenant_id"], row["id"])
+    if erased is None:
+        stored = artifact_checksum(store.artifact_chunks(conn, row["tenant_id"], row["id"]))
+        check("checksum", stored == bytes(row["checksum"]),
+              f"stored artifact SHA-256 {stored.hex()}; recorded {bytes(row['checksum']).hex()}")
+    else:
+        # docs/ERASURE.md §5: the artifact held content erased since; it was deleted with it. Nothing
+        # here can show those bytes again, so nothing claims to: the signed checksum is reported as
+        # what an earlier copy must match, and the checks below cover what the server still holds.
+        check("artifact", True,
+              f"content erased after export ({erased.payloads} payloads, erasure {', '.join(erased.erasure_ids)}): "
+              f"the stored artifact ({erased.artifact_bytes} bytes) was deleted with it; the signed manifest "
+              f"keeps its SHA-256 {bytes(row['checksum']).hex()}, which a copy downloaded before still matches "
+              "(verify it offline)")
     # A stored manifest that is no JSON object fails the checks below, never raises.
     manifest = row["manifest"] if isinstance(row["manifest"], dict) else {}
     check("manifest", manifest.get("checksum") == bytes(row["checksum"]).hex()
@@ -71,7 +82,17 @@ def check_export(conn: Connection, row: Mapping[str, Any], keys: dsse.KeyRing) -
              "; ".join(f"seq {a.seq}: {a.kind}" for a in report.anomalies[:5])
              + (f" (this export: {here[0].kind})" if here else "")))
     profile = (manifest.get("redaction") or {}).get("profile")
-    if profile != redaction.PROFILE:
+    if erased is not None:
+        # Re-rendered without the erased payloads (their commitments stay in each record): the same
+        # records, counts and ledger ranges as the signed manifest says, or the records changed.
+        again = builder.rerender(conn, row, keys.active)
+        same = again.records == manifest.get("records") and again.contents == manifest.get("contents")
+        check("records", same,
+              f"re-rendered from the source records with their commitments, the erased content left out: "
+              f"{again.records} records" + (", the same records and ledger ranges as the signed manifest" if same
+                                            else f"; the signed manifest says {manifest.get('records')} records "
+                                                 "(the source records changed since the export)"))
+    elif profile != redaction.PROFILE:
         # Re-rendering applies today's redaction: an export made under another profile
         # cannot come out byte for byte, and that is not a change of its records.
         check("reproducible", False, f"redacted under profile {profile}; this service redacts under "
@@ -95,15 +116,31 @@ def verify_and_record(conn: Connection, row: Mapping[str, Any], keys: dsse.KeyRi
     checks = check_export(conn, row, keys)
     valid = all(c.passed for c in checks)
     created_at = store.database_now(conn)
+    erased = store.erased_content(conn, row["tenant_id"], row["id"])
     state = {"export_id": row["id"], "export_seq": row["seq"], "checksum": bytes(row["checksum"]).hex(),
              "valid": valid, "verifier_version": VERIFIER_VERSION,
              "checks": [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in checks]}
+    if erased is not None:
+        state.update(payloads_erased=erased.payloads, erasure_ids=list(erased.erasure_ids))
     # No correlation id and no run_id: an access to evidence, never part of a run's governance.
     entry = AuditLedgerWriter(conn).append(
         tenant_id=row["tenant_id"], event_type="ExportVerified", entity_type="LOG_EXPORT", entity_id=row["id"],
         actor_type=actor_type, actor_id=actor_id, after_state=state, created_at=created_at,
-        action_reason=f"VerifyExport: {'valid' if valid else 'NOT valid'} ({VERIFIER_VERSION})")
+        action_reason=f"VerifyExport: {'valid' if valid else 'NOT valid'} ({VERIFIER_VERSION})"
+        + (f"; content erased after export ({erased.payloads} payloads)" if erased is not None else ""))
     return {"id": entry.id, "seq": entry.seq, "created_at": created_at, "after_state": state}
+
+
+def current_verification(conn: Connection, row: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The recorded verification by this verifier version, while it still speaks of the export
+    as it stands: not once an erasure deleted its artifact (or more of its content) after it."""
+    recorded = store.recorded_verification(conn, row["tenant_id"], row["id"], VERIFIER_VERSION)
+    if recorded is None:
+        return None
+    erased = store.erased_content(conn, row["tenant_id"], row["id"])
+    if (recorded["after_state"].get("payloads_erased") or 0) != (erased.payloads if erased else 0):
+        return None
+    return recorded
 
 
 def checks_of(recorded: Mapping[str, Any]) -> list[bundle_pb2.ExportCheck]:

@@ -192,7 +192,7 @@ class IngestService(pb_grpc.IngestServiceServicer):
             raise faults.LegalHoldBlocksErasure(result.hold_id or "", result.request_seq)
         return pb.EraseDataSubjectResponse(erasure_id=result.erasure_id, subject_id=result.subject_id,
                                            payloads_erased=result.payloads_erased, request_seq=result.request_seq,
-                                           executed_seq=result.executed_seq)
+                                           executed_seq=result.executed_seq, exports_erased=result.exports_erased)
 
 
 # --- the request as a whole ---------------------------------------------------------------
@@ -270,11 +270,11 @@ def _system_fields(record: pb.SystemRecordInput, who: auth.Principal,
     return fields, r.violations.items
 
 
-def _subject(r: Request, item: Any) -> str | None:
+def _subject(r: Request, item: Any, field: str = "data_subject_id") -> str | None:
     """The item's data_subject_id (hash format v2), checked; None when not set."""
     if not item.HasField("data_subject_id"):
         return None
-    return _text(r, item.data_subject_id, "data_subject_id", MAX_NAME, required=True)
+    return _text(r, item.data_subject_id, field, MAX_NAME, required=True)
 
 
 @dataclass(frozen=True)
@@ -315,13 +315,22 @@ def run_fields(run: pb.RunInput, who: auth.Principal, now: datetime, prefix: str
         r.violations.add("completed_at", "must not be before started_at")
     if len(run.steps) > MAX_ITEMS:
         r.violations.add("steps", f"at most {MAX_ITEMS} per run (got {len(run.steps)})")
-    steps = [_step_fields(r, step, f"steps[{i}].", now) for i, step in enumerate(run.steps)]
+    run_subject = _subject(r, run)
+    steps = [_step_fields(r, step, f"steps[{i}].", now, run_subject) for i, step in enumerate(run.steps)]
     fields: dict[str, Any] = {
         "run_id": run.run_id, "trace_id": trace_id, "provider": run.provider, "model": run.model,
         "execution_status": status, "executor_type": executor, "outcome": outcome, "termination_reason": reason,
         "input_tokens": run.input_tokens, "output_tokens": run.output_tokens, "cost_cents": run.cost_cents,
         "source": source, "started_at": started, "completed_at": completed, **optional}
-    if not r.violations.items:
+    erasable = [i for i, step in enumerate(steps) if step.get("data_subject") is not None]
+    for i in erasable:
+        if run.steps[i].content_hash:
+            r.violations.add(f"steps[{i}].content_hash", "must be empty with a data subject: a v2 step's commitments "
+                                                          "are salted by the server (docs/ERASURE.md)")
+    if erasable and run.trace_content_hash:
+        r.violations.add("trace_content_hash", "must be empty when a step has a data subject: its v2 steps' "
+                                               "commitments are salted by the server (docs/ERASURE.md)")
+    if not r.violations.items and not erasable:
         hashes = store.step_hashes(steps)
         for i, (step, computed) in enumerate(zip(run.steps, hashes, strict=True)):
             _claimed_hash(r, step.content_hash, computed, f"steps[{i}].content_hash")
@@ -330,16 +339,24 @@ def run_fields(run: pb.RunInput, who: auth.Principal, now: datetime, prefix: str
     return CheckedRun(fields, steps, [(prefix + f, d) for f, d in r.violations.items])
 
 
-def _step_fields(r: Request, step: pb.StepInput, path: str, now: datetime) -> dict[str, Any]:
+def _step_fields(r: Request, step: pb.StepInput, path: str, now: datetime,
+                 run_subject: str | None = None) -> dict[str, Any]:
     step_type = _required_enum(r, step.step_type, _STEP["step_type"], path + "step_type")
     level = r.enum(step.level, _STEP["level"].enum_type, path + "level") or "info"
     source = _text(r, step.source, path + "source", MAX_NAME) or "agent"
     for name in ("tokens", "cost_cents", "duration_ms"):
         _count(r, getattr(step, name), path + name)
-    return {"step_type": step_type, "timestamp": _when(r, step, "timestamp", now, path + "timestamp"),
+    fields = {"step_type": step_type, "timestamp": _when(r, step, "timestamp", now, path + "timestamp"),
               "input_data": _value(r, step, "input_data", path), "output_data": _value(r, step, "output_data", path),
               "metadata": _struct(r, step, "metadata", path + "metadata"), "level": level, "source": source,
               "tokens": step.tokens, "cost_cents": step.cost_cents, "duration_ms": step.duration_ms}
+    # The step's own subject, else the run's: with one the step is written in hash format v2.
+    subject = _subject(r, step, path + "data_subject_id")
+    if subject is None:
+        subject = run_subject
+    if subject is not None:
+        fields["data_subject"] = subject
+    return fields
 
 
 def _count(r: Request, value: int, field: str) -> None:

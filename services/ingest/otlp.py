@@ -43,6 +43,7 @@ from sqlalchemy.engine import Connection
 from aos.evidence.v1 import records_pb2
 from aos.ingest.v1 import ingest_service_pb2 as pb
 from aos_recording import hashing
+from aos_recording.writers import TraceRecorder
 from aos_runtime import auth
 from aos_runtime.server import ServiceContext
 from services.ingest import ingest, store
@@ -57,6 +58,18 @@ MODEL_CALLS = frozenset({"chat", "text_completion", "generate_content", "embeddi
 AGENT_OPERATIONS = frozenset({"invoke_agent", "create_agent", "invoke_workflow"})
 TOOL_OPERATIONS = frozenset({"execute_tool"})
 COST_ATTRIBUTE = "aos.usage.cost_cents"  # ours: integer USD cents; GenAI semconv defines no cost
+# The data subject of a span's step (hash format v2, erasable: docs/ERASURE.md), first found of
+# the OpenTelemetry semantic conventions' end-user ids, on the span then on its resource:
+# enduser.pseudo.id (the pseudonymous one, preferred: it stays in the ledger as the erasure's
+# entity id), enduser.id, and user.id (which semconv 1.27 named enduser.id's replacement).
+SUBJECT_ATTRIBUTES = ("enduser.pseudo.id", "enduser.id", "user.id")
+# Attributes that carry the content a step's input/output hold (GenAI semconv, and the older
+# gen_ai.prompt / gen_ai.completion): a v2 step's metadata leaves them out, else its erased
+# content would stay readable in the (unhashed, not erasable) metadata.
+LEGACY_CONTENT = ("gen_ai.prompt", "gen_ai.completion")  # also flattened: gen_ai.prompt.0.content …
+CONTENT_ATTRIBUTES = frozenset({"gen_ai.input.messages", "gen_ai.output.messages", "gen_ai.system_instructions",
+                                "gen_ai.tool.call.arguments", "gen_ai.tool.call.result", *LEGACY_CONTENT})
+CONTENT_PREFIXES = tuple(f"{name}." for name in LEGACY_CONTENT)
 
 
 @dataclass(frozen=True)
@@ -75,6 +88,15 @@ class _Span:
             value = self.attributes.get(name)
             if isinstance(value, str) and value:
                 return value
+        return None
+
+    def subject(self) -> str | None:
+        """The span's data subject (SUBJECT_ATTRIBUTES), on the span, else on its resource."""
+        for attributes in (self.attributes, self.resource):
+            for name in SUBJECT_ATTRIBUTES:
+                value = attributes.get(name)
+                if isinstance(value, str) and value:
+                    return value
         return None
 
     def count(self, *names: str) -> int:
@@ -237,7 +259,7 @@ def _settle(conn: Connection, tenant_id: str, parts: list[_Part], now: datetime)
         in_run = sealed.get(run_id(part.trace_id))
         kept_spans = kept.get(part.trace_id, {})
         if in_run is not None:
-            refusals[i] = _in_sealed(part, in_run)
+            refusals[i] = _in_sealed(conn, tenant_id, part, in_run)
         elif not part.root:
             new = {s.span.span_id.hex() for s in part.spans} - kept_spans.keys()
             if len(kept_spans) + len(new) > ingest.MAX_ITEMS:
@@ -274,6 +296,16 @@ def _settle(conn: Connection, tenant_id: str, parts: list[_Part], now: datetime)
     return refusals
 
 
+def _sealed_hash(conn: Connection, tenant_id: str, trace_id: str, index: int, step: Mapping[str, Any]) -> bytes:
+    """The content hash ``step`` has if it is the one recorded at ``index`` (a v2 step's with its stored salts)."""
+    if step.get("data_subject") is None:
+        return hashing.step_content_hash({**step, "step_index": index})
+    # stored_step_hashes hashes steps by position: the steps before index are placeholders (v1, not used).
+    placeholder = {"step_type": step["step_type"], "timestamp": step["timestamp"]}
+    return TraceRecorder(conn).stored_step_hashes(tenant_id=tenant_id, trace_id=trace_id,
+                                                  steps=[*([placeholder] * index), step])[index]
+
+
 def _kept_refusal(tenant_id: str, part: _Part, refusal: str) -> str | None:
     """Why a kept trace's run is refused; when the request brought only its root (not a GenAI
     span), the kept spans, already acknowledged, stay kept: logged, nothing refused (the quiet
@@ -285,7 +317,7 @@ def _kept_refusal(tenant_id: str, part: _Part, refusal: str) -> str | None:
     return None
 
 
-def _in_sealed(part: _Part, sealed: dict[str, tuple[int, bytes]]) -> str | None:
+def _in_sealed(conn: Connection, tenant_id: str, part: _Part, sealed: dict[str, tuple[int, bytes]]) -> str | None:
     """A part of a trace whose run is sealed: accepted when each span is in it with the same
     content (an exporter's retry), else refused — a sealed run takes no more steps (SPEC §5)."""
     for s, step in zip(part.spans, part.steps, strict=True):
@@ -294,7 +326,7 @@ def _in_sealed(part: _Part, sealed: dict[str, tuple[int, bytes]]) -> str | None:
             return (f"run {run_id(part.trace_id)!r} is already sealed without span {s.span.span_id.hex()} "
                     "(a span arriving after its trace's run was sealed cannot be added to it)")
         index, content_hash = found
-        if hashing.step_content_hash({**step, "step_index": index}) != content_hash:
+        if _sealed_hash(conn, tenant_id, run_id(part.trace_id), index, step) != content_hash:
             return f"run {run_id(part.trace_id)!r}: already recorded with other steps"
     return None
 
@@ -443,6 +475,10 @@ def _step(s: _Span, trace_id: str) -> pb.StepInput:
     _set_time(step.timestamp, span.start_time_unix_nano)
     _set_value(step.input_data, _present(given))
     _set_value(step.output_data, _present(taken))
+    subject = s.subject()
+    if subject is not None:
+        step.data_subject_id = subject
+        a = {k: v for k, v in a.items() if k not in CONTENT_ATTRIBUTES and not k.startswith(CONTENT_PREFIXES)}
     metadata = {"otel_trace_id": trace_id, "span_id": span.span_id.hex(), "name": span.name,
                 "kind": trace_pb2.Span.SpanKind.Name(span.kind),
                 "conversation_id": a.get("gen_ai.conversation.id"),

@@ -87,7 +87,7 @@ class RunOutcome:
 
 
 def step_hashes(steps: Sequence[Mapping[str, Any]]) -> list[bytes]:
-    """Each step's SPEC §5 content hash, its index being its position."""
+    """Each step's SPEC §5 content hash (hash format 1), its index being its position."""
     return [hashing.step_content_hash({**step, "step_index": index}) for index, step in enumerate(steps)]
 
 
@@ -122,8 +122,12 @@ def record_runs(conn: Connection, tenant_id: str, runs: Sequence[tuple[Mapping[s
     later: list[int] = []
     first: list[int] = []
     for i, p in enumerate(prepared):
-        if p.run["run_id"] in seen_runs or p.trace_id in seen_traces:
+        # A run with a step in hash format 2 (a data subject, docs/ERASURE.md) goes one by one too:
+        # its step hashes depend on salts (fresh, or a retry's stored ones), never known beforehand.
+        if p.run["run_id"] in seen_runs or p.trace_id in seen_traces or p.erasable:
             later.append(i)
+            seen_runs.add(p.run["run_id"])
+            seen_traces.add(p.trace_id)
         else:
             first.append(i)
             seen_runs.add(p.run["run_id"])
@@ -166,6 +170,10 @@ class _Prepared:
     @property
     def trace_id(self) -> str:
         return str(self.run["trace_id"])
+
+    @property
+    def erasable(self) -> bool:
+        return any(step.get("data_subject") is not None for step in self.steps)
 
     @classmethod
     def of(cls, tenant_id: str, run: Mapping[str, Any], steps: Sequence[Mapping[str, Any]]) -> _Prepared:
@@ -318,13 +326,15 @@ _SEAL_MANY = text(
 
 def _record_run(conn: Connection, tenant_id: str, run: Mapping[str, Any],
                 steps: Sequence[Mapping[str, Any]]) -> RunOutcome:
-    hashes = step_hashes(steps)
-    trace_hash = hashing.trace_content_hash(hashes)
     # The run record first: its unique (tenant, run_id) index makes a concurrent second
     # writer of the same run wait for the first, then find it.
     recorded = LlmRunRecordWriter(conn).record(tenant_id=tenant_id, **run)
     trace_id = run["trace_id"]
+    traces = TraceRecorder(conn)
     if not recorded.created:
+        # A retry: its steps hashed as stored (v2 steps with their stored salts, docs/ERASURE.md).
+        hashes = traces.stored_step_hashes(tenant_id=tenant_id, trace_id=trace_id, steps=steps)
+        trace_hash = hashing.trace_content_hash(hashes)
         stored = conn.execute(text("SELECT content_hash FROM aos_traces WHERE tenant_id = :t AND trace_id = :id"),
                               {"t": tenant_id, "id": trace_id}).first()
         if stored is None or stored.content_hash is None or bytes(stored.content_hash) != trace_hash:
@@ -344,11 +354,12 @@ def _record_run(conn: Connection, tenant_id: str, run: Mapping[str, Any],
         provider=run["provider"], model=run["model"], cost_cents=run["cost_cents"],
         input_tokens=run["input_tokens"], output_tokens=run["output_tokens"], started_at=run["started_at"],
         completed_at=run["completed_at"])
-    traces = TraceRecorder(conn)
     traces.create_trace(tenant_id=tenant_id, run_id=run["run_id"], trace_id=trace_id, agent_id=run.get("agent_id"),
                         started_at=run["started_at"])
-    # One statement for the new trace's steps (add_step takes three round trips a step).
-    traces.add_new_steps(tenant_id=tenant_id, trace_id=trace_id, steps=steps)
+    # One statement for the new trace's steps (add_step takes three round trips a step); the
+    # hashes are the writer's: a v2 step's depend on the salts it drew.
+    hashes = traces.add_new_steps(tenant_id=tenant_id, trace_id=trace_id, steps=steps)
+    trace_hash = hashing.trace_content_hash(hashes)
     sealed = traces.complete_trace(trace_id=trace_id, status=TRACE_STATUS[run["execution_status"]],
                                    completed_at=run["completed_at"], termination_reason=run.get("termination_reason"))
     assert sealed == trace_hash  # the same steps, hashed by the same function

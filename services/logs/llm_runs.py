@@ -150,7 +150,8 @@ def _governance(conn, tenant: str, run_id: str):
     if not store.run_exists(conn, tenant, run_id):
         return None
     trace, steps = evidence.get_trace(conn, tenant, run_id)
-    return trace, steps, evidence.run_audit_entries(conn, tenant, run_id), evidence.run_breaches(conn, tenant, run_id)
+    return (trace, store.opened_steps(conn, tenant, steps), evidence.run_audit_entries(conn, tenant, run_id),
+            evidence.run_breaches(conn, tenant, run_id))
 
 
 def _run_exports(conn, tenant: str, filters: evidence.ExportFilters, after, limit: int):

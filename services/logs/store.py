@@ -8,7 +8,9 @@ handlers call those directly.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import json
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -29,6 +31,7 @@ from aos_evidence.queries import (
 from aos_recording import erasure
 from aos_runtime.db import fetch_rows, fetch_value, pipelined
 from aos_runtime.keyset import Page, SortKey, after_clause, count_total, cut, direction, keyset_page, position, where
+from aos_runtime.pagination import EXACT_TOTAL_LIMIT
 from aos_runtime.rows import all_of, first_of, one_of
 
 
@@ -43,6 +46,23 @@ def custom_plans(conn: Connection, search: str | None) -> None:
         fetch_rows(conn, "SELECT set_config('plan_cache_mode', 'force_custom_plan', true)", {})
 
 
+@contextlib.contextmanager
+def gin_scans(conn: Connection) -> Iterator[None]:
+    """Within: no plain index scan, no sequential scan (after: the transaction's own settings
+    again), so a search's matches are read as a bitmap over its GIN index. The planner charges
+    a bitmap heap scan the recheck of every candidate's document, which a query of words never
+    needs (GIN answers AND/OR/NOT of words exactly; only phrases are rechecked), so
+    for a word in most of a tenant's records it preferred walking the tenant's 10,000 entries
+    on a btree, computing each document: the count of `customer` (6,862 of 10,000) took 462 ms
+    that way against 15 ms on the GIN index (5 M entries, bench/search_scale.py explain)."""
+    before = fetch_rows(conn, "SELECT current_setting('enable_indexscan') AS i, "
+                              "current_setting('enable_seqscan') AS s, set_config('enable_indexscan', 'off', true), "
+                              "set_config('enable_seqscan', 'off', true)", {})[0]
+    yield
+    fetch_rows(conn, "SELECT set_config('enable_indexscan', :i, true), set_config('enable_seqscan', :s, true)",
+               {"i": before["i"], "s": before["s"]})
+
+
 @pipelined
 def list_audit_entries(conn: Connection, tenant_id: str, filters: AuditFilters, after: Sequence[Any] | None,
                        limit: int) -> Page:
@@ -52,13 +72,38 @@ def list_audit_entries(conn: Connection, tenant_id: str, filters: AuditFilters, 
     unfiltered = replace(filters, ascending=False, sort=None) == AuditFilters()
     key = AUDIT_SORTS[filters.sort] if filters.sort else None
     order, keyset = direction(filters.ascending, key=key)
-    extra = f", {key.expression} AS sort_key" if key else ""
-    page = keyset_page(conn, AUDIT_SELECT.format(extra=extra), clauses, {**params, "tenant": tenant_id},
-                       "audit_ledger a", after, limit, order=order, keyset=keyset,
-                       known_total=(LEDGER_SIZE, {"t": tenant_id}) if unfiltered else None,
-                       binary=True)  # AUDIT_SELECT's columns: text, integers, times, bytea, jsonb, boolean
+    if filters.search is not None and key is None:
+        page = _searched_audit_page(conn, clauses, {**params, "tenant": tenant_id}, after, limit, order, keyset)
+    else:
+        extra = f", {key.expression} AS sort_key" if key else ""
+        page = keyset_page(conn, AUDIT_SELECT.format(extra=extra), clauses, {**params, "tenant": tenant_id},
+                           "audit_ledger a", after, limit, order=order, keyset=keyset,
+                           known_total=(LEDGER_SIZE, {"t": tenant_id}) if unfiltered else None,
+                           binary=True)  # AUDIT_SELECT's columns: text, integers, times, bytea, jsonb, boolean
     # v2 entries (docs/ERASURE.md): their payloads from the erasable side table, or ERASED
     return replace(page, rows=erasure.opened_rows(conn, tenant_id, "audit_entry", page.rows))
+
+
+def _searched_audit_page(conn: Connection, clauses: str, params: dict[str, Any], after: Sequence[Any] | None,
+                         limit: int, order: str, keyset: str) -> Page:
+    """A page of the ledger filtered by a search: the page's keys first, on the entries alone
+    (the search's matches, the filters, the order, LIMIT), then AUDIT_SELECT's spine (the run's
+    trace, its violation and incident) for those keys only. In one statement the planner,
+    misjudging how many of a tenant's entries a word matches, joined every match to its trace
+    before sorting (6,870 lateral look-ups for the page of a word in 60 % of 10,000 entries:
+    123-230 ms against ~30 on a loaded machine). The total as every list's."""
+    past, cursor = after_clause(after, keyset)
+    params = {**params, **cursor, "limit": limit + 1}
+    keys = f"SELECT a.id, a.created_at FROM audit_ledger a WHERE {clauses}{past} ORDER BY {order} LIMIT :limit"
+    with gin_scans(conn):
+        rows = fetch_rows(conn, f"{AUDIT_SELECT.format(extra='')} WHERE a.tenant_id = :tenant "
+                                f"AND (a.id, a.created_at) IN ({keys}) ORDER BY {order}", params,
+                          binary=True)
+        if after is None and len(rows) <= limit:
+            total, estimate = len(rows), False
+        else:
+            total, estimate = count_total(conn, "audit_ledger a", clauses, params)
+    return cut(rows, limit, total, estimate)
 
 
 # How many entries the tenant's ledger holds: the span of its seqs, read from two
@@ -76,6 +121,17 @@ def get_audit_entry(conn: Connection, tenant_id: str, entry_id: str) -> Mapping[
                       " WHERE a.tenant_id = :tenant AND a.id = :id", {"tenant": tenant_id, "id": entry_id},
                       binary=True)
     return erasure.opened_rows(conn, tenant_id, "audit_entry", rows)[0] if rows else None
+
+
+# Hash format 2 rows (docs/ERASURE.md): their payloads put back from the erasable side table,
+# or their ERASED / MISSING states, as the audit reads above do (aos_recording.erasure, one
+# mechanism for every record type). v1 rows pass as they are, with no query.
+def opened_steps(conn: Connection, tenant_id: str, rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return erasure.opened_rows(conn, tenant_id, "trace_step", rows)
+
+
+def opened_system(conn: Connection, tenant_id: str, rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return erasure.opened_rows(conn, tenant_id, "system_record", rows)
 
 
 # --- LLM runs ---------------------------------------------------------------------
@@ -151,11 +207,11 @@ def replay_events(conn: Connection, tenant_id: str, trace_id: str | None, start:
     window = {"t": tenant_id, "start": start, "end": end}
     found: dict[str, list] = {"steps": [], "system": [], "audit": [], "breaches": []}
     if include_llm and trace_id:
-        found["steps"] = list(all_of(conn.execute(text(
+        found["steps"] = opened_steps(conn, tenant_id, all_of(conn.execute(text(
             "SELECT * FROM aos_trace_steps WHERE tenant_id = :t AND trace_id = :trace "
             "AND \"timestamp\" BETWEEN :start AND :end ORDER BY \"timestamp\", step_index"),
             {**window, "trace": trace_id})))
-    found["system"] = list(all_of(conn.execute(text(
+    found["system"] = opened_system(conn, tenant_id, all_of(conn.execute(text(
         "(SELECT * FROM system_records WHERE tenant_id = :t AND created_at BETWEEN :start AND :end) UNION ALL "
         "(SELECT * FROM platform_records WHERE created_at BETWEEN :start AND :end) "
         "ORDER BY created_at, id"), window)))
@@ -182,14 +238,14 @@ def state_at_step(conn: Connection, tenant_id: str, trace_id: str, step_index: i
     step = first_of(conn.execute(text(f"SELECT * {scope} AND step_index = :n"), params))
     if step is None:
         return found
-    found["step"] = step
+    found["step"] = opened_steps(conn, tenant_id, [step])[0]
     found["totals"] = one_of(conn.execute(text(
         "SELECT count(*) AS steps, coalesce(sum(tokens), 0)::bigint AS tokens, "
         "coalesce(sum(cost_cents), 0)::bigint AS cost_cents, coalesce(sum(duration_ms), 0)::bigint AS duration_ms "
         f"{scope} AND step_index <= :n"), params))
     found["hashes"] = [bytes(row["content_hash"]) for row in all_of(conn.execute(text(
         f"SELECT content_hash {scope} AND step_index <= :n ORDER BY step_index"), params))]
-    found["policy_steps"] = list(all_of(conn.execute(text(
+    found["policy_steps"] = opened_steps(conn, tenant_id, all_of(conn.execute(text(
         f"SELECT * {scope} AND step_index <= :n AND step_type IN ('policy_check', 'violation') "
         "ORDER BY step_index"), params)))
     return found
@@ -225,7 +281,7 @@ def trace_steps(conn: Connection, tenant_id: str, run_id: str | None, trace_id: 
         "SELECT count(*) AS steps, coalesce(sum(duration_ms), 0)::bigint AS duration_ms, "
         "coalesce(sum(tokens), 0)::bigint AS tokens "
         "FROM aos_trace_steps WHERE tenant_id = :t AND trace_id = :trace"), params))
-    return trace, list(rows[:limit]), len(rows) > limit, totals
+    return trace, opened_steps(conn, tenant_id, rows[:limit]), len(rows) > limit, totals
 
 
 # --- system records ---------------------------------------------------------------
@@ -262,7 +318,8 @@ def list_system_records(conn: Connection, tenant_id: str, filters: Mapping[str, 
         params)
     own = count_total(conn, "system_records s", "s.tenant_id = :tenant" + own_extra, params)
     shared = count_total(conn, "platform_records s", "true" + shared_extra, params)
-    return cut(rows, limit, own[0] + shared[0], own[1] or shared[1])
+    page = cut(rows, limit, own[0] + shared[0], own[1] or shared[1])
+    return replace(page, rows=opened_system(conn, tenant_id, page.rows))
 
 
 def run_system_records(conn: Connection, tenant_id: str, run_id: str, after: Sequence[Any] | None,
@@ -278,8 +335,9 @@ def run_system_records(conn: Connection, tenant_id: str, run_id: str, after: Seq
     order, keyset = direction(ascending, key=key)
     select = f"SELECT a.*, {key.expression} AS sort_key FROM system_records a" if key else \
         "SELECT a.* FROM system_records a"
-    return keyset_page(conn, select, clauses, {**params, "tenant": tenant_id, "run": run_id}, "system_records a",
+    page = keyset_page(conn, select, clauses, {**params, "tenant": tenant_id, "run": run_id}, "system_records a",
                        after, limit, order=order, keyset=keyset)
+    return replace(page, rows=opened_system(conn, tenant_id, page.rows))
 
 
 def run_started_at(conn: Connection, tenant_id: str, run_id: str) -> datetime | None:
@@ -301,14 +359,14 @@ def system_baseline(conn: Connection, tenant_id: str, run_id: str, started_at: d
         "AND event_type = ANY(:events) ORDER BY created_at, id LIMIT 1"),
         {"t": tenant_id, "r": run_id, "events": list(BASELINE_EVENTS)}))
     if correlated is not None:
-        return correlated, True
+        return opened_system(conn, tenant_id, [correlated])[0], True
     preceding = first_of(conn.execute(text(
         "SELECT * FROM ((SELECT * FROM system_records WHERE tenant_id = :t AND event_type = ANY(:events) "
         "  AND created_at <= :start ORDER BY created_at DESC LIMIT 1) UNION ALL "
         " (SELECT * FROM platform_records WHERE event_type = ANY(:events) "
         "  AND created_at <= :start ORDER BY created_at DESC LIMIT 1)) s ORDER BY created_at DESC, id DESC LIMIT 1"),
         {"t": tenant_id, "events": list(BASELINE_EVENTS), "start": started_at}))
-    return preceding, False
+    return (opened_system(conn, tenant_id, [preceding])[0] if preceding is not None else None), False
 
 
 def run_event_count(conn: Connection, tenant_id: str, run_id: str) -> int:
@@ -437,8 +495,9 @@ class SearchFilters:
     actor_id: str | None = None
     correlation_id: str | None = None
 
-    def branches(self) -> list[tuple[SearchSource, str, dict[str, Any]]]:
-        """(source, WHERE on its view ``v``, parameters) for each source the filters leave in."""
+    def branches(self, words: str = TSQUERY) -> list[tuple[SearchSource, str, dict[str, Any]]]:
+        """(source, WHERE on its view ``v``, parameters) for each source the filters leave in;
+        ``words``: the tsquery the documents must match (the query's own, or WORDS)."""
         found = []
         for source in SEARCH_SOURCES.values():
             kind = "SYSTEM" if source.name == "PLATFORM" else source.name
@@ -460,47 +519,98 @@ class SearchFilters:
                 conditions += [("v.actor_id", "=", self.actor_id), ("v.correlation_id", "=", self.correlation_id)]
                 if self.run_id:
                     extra = " AND (v.run_id = :run OR v.correlation_id = :run)"
-            clauses, params = where(f"v.doc @@ {TSQUERY}", conditions, prefix=f"{source.name.lower()}_")
+            clauses, params = where(f"v.doc @@ {words}", conditions, prefix=f"{source.name.lower()}_")
             found.append((source, clauses + extra, params))
         return found
+
+    def phrase(self) -> bool:
+        """Whether the query holds a phrase (two words or more in quotes, or an id's parts) and
+        no exclusion: its keys are then found on its words (see search_evidence)."""
+        return '"' in self.query and not any(t.startswith("-") for t in self.query.split())
 
 
 # Position: [created_at, id, source]; the source breaks a tie between two tables' ids.
 _SEARCH_KEYSET = "(v.created_at, v.id, '{source}') < (:after_at, :after_id, :after_source)"
 
+# A phrase's words without their order: the query's tsquery with each phrase operator (<->,
+# <N>) made an AND. GIN answers it from the index alone (a phrase it can only narrow down: it
+# holds no positions, so each candidate's document is computed again to check the order).
+WORDS = f"regexp_replace({TSQUERY}::text, '<(-|[0-9]+)>', '&', 'g')::tsquery"
+# A search's total, as every list's (SPEC §3): exact up to EXACT_TOTAL_LIMIT matches of each
+# source, then the planner's estimate, flagged (AIP-158).
+SEARCH_EXACT_TOTAL = EXACT_TOTAL_LIMIT
+
 
 def search_evidence(conn: Connection, tenant_id: str, filters: SearchFilters, after: Sequence[Any] | None,
                     limit: int) -> Page:
-    """The page's hits, newest first, as rows {source, id, created_at, matched_fields, record[, trace]}."""
+    """The page's hits, newest first, as rows {source, id, created_at, matched_fields, record[, trace]}.
+
+    Keys: each source's matches newest first (rank-free: the newest evidence is what an auditor
+    pages through), LIMIT page + 1, merged. A phrase's keys are its words' matches (exact on
+    the GIN index, no document computed), newest first, each checked for the phrase on its own
+    row until the page is full: the phrase's document work is the page's, not every
+    candidate's. The total: exact when the page holds every match or a source has at most
+    SEARCH_EXACT_TOTAL; above that the planner's estimate, flagged. A phrase's total is its
+    own (each candidate checked): SPEC §3's exact count is what a phrase costs most."""
     custom_plans(conn, filters.query)
     params: dict[str, Any] = {"tenant": tenant_id, "query": filters.query, "run": filters.run_id,
                               "limit": limit + 1}
     if after is not None:
         params.update(position(after), after_source=after[2])
-    branches = filters.branches()
+    phrase = filters.phrase()
+    branches = filters.branches(WORDS if phrase else TSQUERY)
     if not branches:
         return cut([], limit, 0, False)
     selects = []
     for source, clauses, branch_params in branches:
         params.update(branch_params)
         past = f" AND {_SEARCH_KEYSET.format(source=source.name)}" if after is not None else ""
-        selects.append(f"(SELECT '{source.name}' AS source, v.id, v.created_at FROM {source.view} v "
-                       f"WHERE {clauses}{past} ORDER BY v.created_at DESC, v.id DESC LIMIT :limit)")
+        candidates = (f"SELECT v.id, v.created_at FROM {source.view} v WHERE {clauses}{past} "
+                      "ORDER BY v.created_at DESC, v.id DESC")
+        if phrase:
+            # OFFSET 0: the candidates sorted first (no document computed), then the phrase
+            # checked on each in that order, the LIMIT stopping it.
+            selects.append(f"(SELECT '{source.name}' AS source, k.id, k.created_at FROM ({candidates} OFFSET 0) k "
+                           f"WHERE EXISTS (SELECT FROM {source.view} w WHERE w.id = k.id "
+                           f"AND w.created_at = k.created_at AND w.doc @@ {TSQUERY} OFFSET 0) "
+                           "ORDER BY k.created_at DESC, k.id DESC LIMIT :limit)")
+        else:
+            selects.append(f"(SELECT '{source.name}' AS source, k.id, k.created_at FROM ({candidates}) k "
+                           "LIMIT :limit)")
     keys = all_of(conn.execute(text(
         f"SELECT * FROM ({' UNION ALL '.join(selects)}) u ORDER BY created_at DESC, id DESC, source DESC LIMIT :limit"),
         params))
     if after is None and len(keys) <= limit:
         total, estimate = len(keys), False
     else:
-        total, estimate = 0, False
-        for source, clauses, _ in branches:
-            count, flagged = count_total(conn, f"{source.view} v", clauses, params)
-            total, estimate = total + count, estimate or flagged
+        total, estimate = _search_total(conn, filters.branches() if phrase else branches, params)
     page = cut(keys, limit, total, estimate)
     records = _search_records(conn, tenant_id, filters.query, page.rows)
     rows: list[Mapping[str, Any]] = [{**key, **records[(key["source"], key["id"])]} for key in page.rows
             if (key["source"], key["id"]) in records]  # a key row-level security does not show is no hit
     return Page(rows=rows, has_more=page.has_more, total=page.total, total_is_estimate=page.total_is_estimate)
+
+
+def _search_total(conn: Connection, branches: Sequence[tuple[SearchSource, str, dict[str, Any]]],
+                  params: dict[str, Any]) -> tuple[int, bool]:
+    """(total, is_estimate) over the branches: one statement (one round trip, one plan) counting
+    each source's matches up to SEARCH_EXACT_TOTAL + 1, where there were four; a source past it
+    is the planner's estimate of its matches, flagged."""
+    counts = [f"(SELECT count(*) FROM (SELECT 1 FROM {source.view} v WHERE {clauses} LIMIT :cap) c)"
+              for source, clauses, _ in branches]
+    with gin_scans(conn):
+        found = fetch_rows(conn, f"SELECT ARRAY[{', '.join(counts)}] AS counts",
+                           {**params, "cap": SEARCH_EXACT_TOTAL + 1})
+    total, estimate = 0, False
+    for (source, clauses, _), count in zip(branches, found[0]["counts"], strict=True):
+        if count <= SEARCH_EXACT_TOTAL:
+            total += count
+            continue
+        plan = conn.execute(text(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {source.view} v WHERE {clauses}"),
+                            params).scalar_one()
+        plan = plan if isinstance(plan, list) else json.loads(plan)
+        total, estimate = total + max(int(plan[0]["Plan"]["Plan Rows"]), SEARCH_EXACT_TOTAL + 1), True
+    return total, estimate
 
 
 def _search_records(conn: Connection, tenant_id: str, query: str, keys: Sequence[Mapping[str, Any]]
@@ -523,6 +633,8 @@ def _search_records(conn: Connection, tenant_id: str, query: str, keys: Sequence
             scope = "s.tenant_id = :tenant" if name == "SYSTEM" else "true"
             sql = f"SELECT s.*, {source.matched('s')} FROM {source.table} s WHERE {scope} AND s.id = ANY(:ids)"
         rows = all_of(conn.execute(text(sql), {**params, "ids": wanted}))
+        kind = {"AUDIT": "audit_entry", "TRACE_STEP": "trace_step"}.get(name, "system_record")
+        rows = erasure.opened_rows(conn, tenant_id, kind, rows)  # v2 payloads or their ERASED states
         traces: dict[str, Mapping[str, Any]] = {}
         if name == "TRACE_STEP" and rows:
             traces = {t["trace_id"]: t for t in all_of(conn.execute(text(

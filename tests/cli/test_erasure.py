@@ -60,3 +60,42 @@ async def test_a_held_subject_exits_with_the_hold_named(cli, suite, writer_tenan
     assert released.code == 0, released.err
     erased = await cli("--json", "erase", subject, "--reason", "DSR-2", "--yes", tenant=writer_tenant)
     assert erased.code == 0 and int(json.loads(erased.out)["payloads_erased"]) == 2, erased.err
+
+
+async def test_runs_and_exports_after_an_erasure_say_erased(cli, suite, writer_tenant):
+    """A run recorded with a data subject (hash format 2), exported, then erased from the CLI: the
+    erasure names the export whose artifact went, the replay shows ERASED, the server's
+    verification says the content was erased after the export rather than a mismatch."""
+    from datetime import datetime, timezone
+
+    from google.protobuf import json_format, struct_pb2
+
+    from aos.evidence.v1 import bundle_pb2, records_pb2
+    from aos.export.v1 import export_service_pb2 as export_pb, export_service_pb2_grpc as export_grpc
+
+    subject = f"subj-{uuid.uuid4().hex[:8]}"
+    start = datetime.now(timezone.utc) - timedelta(hours=1)
+    run = pb.RunInput(run_id=f"run-{uuid.uuid4().hex[:10]}", provider="openai", model="gpt-4o",
+                      status=records_pb2.LLM_RUN_STATUS_SUCCEEDED, started_at=ts(start),
+                      completed_at=ts(start + timedelta(seconds=1)), data_subject_id=subject)
+    step = pb.StepInput(step_type=records_pb2.STEP_TYPE_LLM_CALL, timestamp=ts(start))
+    step.input_data.CopyFrom(json_format.ParseDict({"prompt": "CLI Subject's question"}, struct_pb2.Value()))
+    run.steps.append(step)
+    writer = (("authorization", f"Bearer {token(writer_tenant, scopes=('evidence.write',), actor_type='SYSTEM')}"),)
+    reader = (("authorization", f"Bearer {token(writer_tenant, scopes=('exports.create', 'exports.read'))}"),)
+    async with grpc.aio.insecure_channel(suite["ingest"]) as channel:
+        await pb_grpc.IngestServiceStub(channel).RecordRun(pb.RecordRunRequest(run=run), metadata=writer)
+    async with grpc.aio.insecure_channel(suite["export"]) as channel:
+        made = (await export_grpc.ExportServiceStub(channel).CreateExport(export_pb.CreateExportRequest(
+            run_id=run.run_id, bundle_type=bundle_pb2.BUNDLE_TYPE_EVIDENCE, format=bundle_pb2.EXPORT_FORMAT_JSON),
+            metadata=reader)).export
+
+    erased = await cli("erase", subject, "--reason", "DSR-3", "--yes", tenant=writer_tenant)
+    assert erased.code == 0, erased.err
+    assert made.export_id in erased.out
+    replay = await cli("runs", "replay", run.run_id, "--at-step", "0", tenant=writer_tenant)
+    assert replay.code == 0, replay.err
+    assert "ERASED (erasure era_" in replay.out and "CLI Subject" not in replay.out
+    verified = await cli("export", "verify", made.export_id, tenant=writer_tenant)
+    assert verified.code == 0, verified.out + verified.err
+    assert "content erased after export (1 payloads" in verified.out and "VALID" in verified.out

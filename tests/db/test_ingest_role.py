@@ -31,7 +31,9 @@ GRANTED = {("audit_ledger", "SELECT"), ("audit_ledger", "INSERT"), ("system_reco
            ("evidence_payloads", "SELECT"), ("evidence_payloads", "INSERT"), ("evidence_erasures", "SELECT"),
            ("erased_payloads", "SELECT"),
            # 0024_otlp_staging: OTLP spans kept until their trace is whole
-           *(("otlp_staged_spans", privilege) for privilege in ("SELECT", "INSERT", "DELETE"))}
+           *(("otlp_staged_spans", privilege) for privilege in ("SELECT", "INSERT", "DELETE")),
+           # 0026_erasure_exports: the export artifacts an erasure deleted, read for its answer
+           ("erased_export_artifacts", "SELECT")}
 
 
 def test_it_holds_exactly_its_grants(database_url):

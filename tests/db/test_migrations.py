@@ -12,7 +12,9 @@ TABLES = {"tenants", "incidents", "policy_proposals", "limits", "limit_breaches"
           "checkpoint_notes", "checkpoint_cosignatures", "retention_policies", "legal_holds",
           # 0023 (docs/ERASURE.md)
           "evidence_payloads", "evidence_erasures", "erased_payloads",
-          "otlp_staged_spans"}
+          "otlp_staged_spans",
+          # 0026 (docs/ERASURE.md §3a)
+          "export_payload_subjects", "erased_export_artifacts"}
 
 
 def tables(url: str) -> set[str]:

@@ -240,3 +240,13 @@ def test_the_attribute_names_are_the_pinned_semantic_conventions():
     used = set(re.findall(r'"(gen_ai\.[a-z_.]+)"', source))
     known = {v for k, v in vars(gen_ai_attributes).items() if k.startswith("GEN_AI_") and isinstance(v, str)}
     assert used and used <= known, used - known
+
+
+def test_the_data_subject_attributes_are_the_pinned_semantic_conventions():
+    """The end-user ids a span's step is made erasable by (docs/ERASURE.md) are semconv's own names."""
+    from opentelemetry.semconv._incubating.attributes import enduser_attributes, user_attributes
+
+    from services.ingest import otlp
+
+    assert otlp.SUBJECT_ATTRIBUTES == (enduser_attributes.ENDUSER_PSEUDO_ID, enduser_attributes.ENDUSER_ID,
+                                       user_attributes.USER_ID)

@@ -46,6 +46,10 @@ CASES = [
     (faults.EvidenceAlreadyRecorded("run 'r-1': already recorded with other steps"), grpc.StatusCode.ALREADY_EXISTS,
      "EVIDENCE_CONFLICT", "run 'r-1': already recorded with other steps (evidence is never overwritten; nothing "
      "was written)", {}),
+    (faults.ExportContentErased("exp_1", 3, ("era_1", "era_2")), grpc.StatusCode.FAILED_PRECONDITION,
+     "CONTENT_ERASED", "export exp_1: content erased after export (3 payloads); its stored artifact was deleted "
+     "with it. Its signed manifest stays (GetExport, VerifyExport); a copy downloaded before verifies offline",
+     {"payloads_erased": "3", "erasure_ids": "era_1,era_2"}),
     (faults.LegalHoldBlocksErasure("hold-1", 7), grpc.StatusCode.FAILED_PRECONDITION, "LEGAL_HOLD",
      "legal hold hold-1 covers this data subject: nothing was erased (the refused request is audit entry 7)",
      {"legal_hold_id": "hold-1", "request_seq": "7"}),

@@ -147,7 +147,7 @@ class VerifyExportRequest(_message.Message):
     def __init__(self, export_id: _Optional[str] = ..., recompute: _Optional[bool] = ...) -> None: ...
 
 class VerifyExportResponse(_message.Message):
-    __slots__ = ("valid", "checks", "verified_at", "recorded", "verifier_version", "audit_entry_id", "audit_entry_seq")
+    __slots__ = ("valid", "checks", "verified_at", "recorded", "verifier_version", "audit_entry_id", "audit_entry_seq", "payloads_erased", "erasure_ids")
     VALID_FIELD_NUMBER: _ClassVar[int]
     CHECKS_FIELD_NUMBER: _ClassVar[int]
     VERIFIED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -155,6 +155,8 @@ class VerifyExportResponse(_message.Message):
     VERIFIER_VERSION_FIELD_NUMBER: _ClassVar[int]
     AUDIT_ENTRY_ID_FIELD_NUMBER: _ClassVar[int]
     AUDIT_ENTRY_SEQ_FIELD_NUMBER: _ClassVar[int]
+    PAYLOADS_ERASED_FIELD_NUMBER: _ClassVar[int]
+    ERASURE_IDS_FIELD_NUMBER: _ClassVar[int]
     valid: bool
     checks: _containers.RepeatedCompositeFieldContainer[_bundle_pb2.ExportCheck]
     verified_at: _timestamp_pb2.Timestamp
@@ -162,7 +164,9 @@ class VerifyExportResponse(_message.Message):
     verifier_version: str
     audit_entry_id: str
     audit_entry_seq: int
-    def __init__(self, valid: _Optional[bool] = ..., checks: _Optional[_Iterable[_Union[_bundle_pb2.ExportCheck, _Mapping]]] = ..., verified_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recorded: _Optional[bool] = ..., verifier_version: _Optional[str] = ..., audit_entry_id: _Optional[str] = ..., audit_entry_seq: _Optional[int] = ...) -> None: ...
+    payloads_erased: int
+    erasure_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, valid: _Optional[bool] = ..., checks: _Optional[_Iterable[_Union[_bundle_pb2.ExportCheck, _Mapping]]] = ..., verified_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recorded: _Optional[bool] = ..., verifier_version: _Optional[str] = ..., audit_entry_id: _Optional[str] = ..., audit_entry_seq: _Optional[int] = ..., payloads_erased: _Optional[int] = ..., erasure_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListSigningKeysRequest(_message.Message):
     __slots__ = ()

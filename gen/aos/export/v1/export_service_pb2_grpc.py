@@ -107,7 +107,10 @@ class ExportServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DownloadExport(self, request, context):
-        """Streams the artifact in chunks of at most 1 MiB.
+        """Streams the artifact in chunks of at most 1 MiB. An export whose records'
+        payloads were erased after it was made has no stored artifact any more
+        (docs/ERASURE.md §5): FAILED_PRECONDITION, reason CONTENT_ERASED, with the
+        count of payloads erased; its manifest (GetExport) and VerifyExport stay.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

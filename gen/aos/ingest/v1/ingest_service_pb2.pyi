@@ -38,18 +38,20 @@ class EraseDataSubjectRequest(_message.Message):
     def __init__(self, subject_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class EraseDataSubjectResponse(_message.Message):
-    __slots__ = ("erasure_id", "subject_id", "payloads_erased", "request_seq", "executed_seq")
+    __slots__ = ("erasure_id", "subject_id", "payloads_erased", "request_seq", "executed_seq", "exports_erased")
     ERASURE_ID_FIELD_NUMBER: _ClassVar[int]
     SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     PAYLOADS_ERASED_FIELD_NUMBER: _ClassVar[int]
     REQUEST_SEQ_FIELD_NUMBER: _ClassVar[int]
     EXECUTED_SEQ_FIELD_NUMBER: _ClassVar[int]
+    EXPORTS_ERASED_FIELD_NUMBER: _ClassVar[int]
     erasure_id: str
     subject_id: str
     payloads_erased: int
     request_seq: int
     executed_seq: int
-    def __init__(self, erasure_id: _Optional[str] = ..., subject_id: _Optional[str] = ..., payloads_erased: _Optional[int] = ..., request_seq: _Optional[int] = ..., executed_seq: _Optional[int] = ...) -> None: ...
+    exports_erased: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, erasure_id: _Optional[str] = ..., subject_id: _Optional[str] = ..., payloads_erased: _Optional[int] = ..., request_seq: _Optional[int] = ..., executed_seq: _Optional[int] = ..., exports_erased: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ItemViolation(_message.Message):
     __slots__ = ("field", "description")
@@ -188,7 +190,7 @@ class AppendSystemRecordsResponse(_message.Message):
     def __init__(self, results: _Optional[_Iterable[_Union[SystemRecordResult, _Mapping]]] = ..., created: _Optional[int] = ..., already_present: _Optional[int] = ..., conflicts: _Optional[int] = ..., invalid: _Optional[int] = ...) -> None: ...
 
 class StepInput(_message.Message):
-    __slots__ = ("step_type", "timestamp", "input_data", "output_data", "metadata", "level", "source", "tokens", "cost_cents", "duration_ms", "content_hash")
+    __slots__ = ("step_type", "timestamp", "input_data", "output_data", "metadata", "level", "source", "tokens", "cost_cents", "duration_ms", "content_hash", "data_subject_id")
     STEP_TYPE_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     INPUT_DATA_FIELD_NUMBER: _ClassVar[int]
@@ -200,6 +202,7 @@ class StepInput(_message.Message):
     COST_CENTS_FIELD_NUMBER: _ClassVar[int]
     DURATION_MS_FIELD_NUMBER: _ClassVar[int]
     CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    DATA_SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     step_type: _records_pb2.StepType
     timestamp: _timestamp_pb2.Timestamp
     input_data: _struct_pb2.Value
@@ -211,10 +214,11 @@ class StepInput(_message.Message):
     cost_cents: int
     duration_ms: int
     content_hash: str
-    def __init__(self, step_type: _Optional[_Union[_records_pb2.StepType, str]] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., input_data: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., output_data: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., level: _Optional[_Union[_records_pb2.StepLevel, str]] = ..., source: _Optional[str] = ..., tokens: _Optional[int] = ..., cost_cents: _Optional[int] = ..., duration_ms: _Optional[int] = ..., content_hash: _Optional[str] = ...) -> None: ...
+    data_subject_id: str
+    def __init__(self, step_type: _Optional[_Union[_records_pb2.StepType, str]] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., input_data: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., output_data: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., level: _Optional[_Union[_records_pb2.StepLevel, str]] = ..., source: _Optional[str] = ..., tokens: _Optional[int] = ..., cost_cents: _Optional[int] = ..., duration_ms: _Optional[int] = ..., content_hash: _Optional[str] = ..., data_subject_id: _Optional[str] = ...) -> None: ...
 
 class RunInput(_message.Message):
-    __slots__ = ("run_id", "trace_id", "agent_id", "project_id", "provider", "model", "status", "executor_type", "outcome", "termination_reason", "input_tokens", "output_tokens", "cost_cents", "currency", "started_at", "completed_at", "steps", "trace_content_hash")
+    __slots__ = ("run_id", "trace_id", "agent_id", "project_id", "provider", "model", "status", "executor_type", "outcome", "termination_reason", "input_tokens", "output_tokens", "cost_cents", "currency", "started_at", "completed_at", "steps", "trace_content_hash", "data_subject_id")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -233,6 +237,7 @@ class RunInput(_message.Message):
     COMPLETED_AT_FIELD_NUMBER: _ClassVar[int]
     STEPS_FIELD_NUMBER: _ClassVar[int]
     TRACE_CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
+    DATA_SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
     run_id: str
     trace_id: str
     agent_id: str
@@ -251,7 +256,8 @@ class RunInput(_message.Message):
     completed_at: _timestamp_pb2.Timestamp
     steps: _containers.RepeatedCompositeFieldContainer[StepInput]
     trace_content_hash: str
-    def __init__(self, run_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., project_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., status: _Optional[_Union[_records_pb2.LlmRunStatus, str]] = ..., executor_type: _Optional[_Union[_records_pb2.ExecutorType, str]] = ..., outcome: _Optional[_Union[_records_pb2.RunOutcome, str]] = ..., termination_reason: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_cents: _Optional[int] = ..., currency: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[StepInput, _Mapping]]] = ..., trace_content_hash: _Optional[str] = ...) -> None: ...
+    data_subject_id: str
+    def __init__(self, run_id: _Optional[str] = ..., trace_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., project_id: _Optional[str] = ..., provider: _Optional[str] = ..., model: _Optional[str] = ..., status: _Optional[_Union[_records_pb2.LlmRunStatus, str]] = ..., executor_type: _Optional[_Union[_records_pb2.ExecutorType, str]] = ..., outcome: _Optional[_Union[_records_pb2.RunOutcome, str]] = ..., termination_reason: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_cents: _Optional[int] = ..., currency: _Optional[str] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[StepInput, _Mapping]]] = ..., trace_content_hash: _Optional[str] = ..., data_subject_id: _Optional[str] = ...) -> None: ...
 
 class RecordRunRequest(_message.Message):
     __slots__ = ("run",)

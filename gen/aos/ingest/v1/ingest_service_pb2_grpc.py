@@ -138,7 +138,8 @@ class IngestServiceServicer:
     def EraseDataSubject(self, request, context):
         """Erases a data subject's payloads in the caller's tenant (docs/ERASURE.md): the
         payloads and salts of every record written for `subject_id` in hash format v2
-        (audit events and system records sent with `data_subject_id`) are deleted;
+        (audit events, system records and run steps sent with `data_subject_id`, OTLP
+        spans with `enduser.pseudo.id` / `enduser.id` / `user.id`) are deleted;
         each record stays, with its commitment, and reads show it ERASED. Every chain
         hash, Merkle proof, checkpoint and earlier export stays valid. The request and
         its execution are audit entries (SubjectErasureRequested, SubjectErased). A

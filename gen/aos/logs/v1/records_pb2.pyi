@@ -108,7 +108,7 @@ class PayloadCommitment(_message.Message):
     def __init__(self, field: _Optional[str] = ..., commitment: _Optional[str] = ..., state: _Optional[_Union[PayloadState, str]] = ..., erasure_id: _Optional[str] = ...) -> None: ...
 
 class SystemRecord(_message.Message):
-    __slots__ = ("metadata", "id", "system_wide", "component", "event_type", "severity", "summary", "details", "caused_by", "actor_id", "correlation_id", "run_id", "environment_id", "created_at", "content_hash", "request_id")
+    __slots__ = ("metadata", "id", "system_wide", "component", "event_type", "severity", "summary", "details", "caused_by", "actor_id", "correlation_id", "run_id", "environment_id", "created_at", "content_hash", "request_id", "hash_version", "payloads")
     METADATA_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     SYSTEM_WIDE_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +125,8 @@ class SystemRecord(_message.Message):
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    HASH_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PAYLOADS_FIELD_NUMBER: _ClassVar[int]
     metadata: _evidence_pb2.EvidenceMetadata
     id: str
     system_wide: bool
@@ -141,10 +143,12 @@ class SystemRecord(_message.Message):
     created_at: _timestamp_pb2.Timestamp
     content_hash: str
     request_id: str
-    def __init__(self, metadata: _Optional[_Union[_evidence_pb2.EvidenceMetadata, _Mapping]] = ..., id: _Optional[str] = ..., system_wide: _Optional[bool] = ..., component: _Optional[str] = ..., event_type: _Optional[_Union[_records_pb2.SystemEventType, str]] = ..., severity: _Optional[_Union[_records_pb2.SystemSeverity, str]] = ..., summary: _Optional[str] = ..., details: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., caused_by: _Optional[_Union[_records_pb2.CausedBy, str]] = ..., actor_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., run_id: _Optional[str] = ..., environment_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., content_hash: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
+    hash_version: int
+    payloads: _containers.RepeatedCompositeFieldContainer[PayloadCommitment]
+    def __init__(self, metadata: _Optional[_Union[_evidence_pb2.EvidenceMetadata, _Mapping]] = ..., id: _Optional[str] = ..., system_wide: _Optional[bool] = ..., component: _Optional[str] = ..., event_type: _Optional[_Union[_records_pb2.SystemEventType, str]] = ..., severity: _Optional[_Union[_records_pb2.SystemSeverity, str]] = ..., summary: _Optional[str] = ..., details: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., caused_by: _Optional[_Union[_records_pb2.CausedBy, str]] = ..., actor_id: _Optional[str] = ..., correlation_id: _Optional[str] = ..., run_id: _Optional[str] = ..., environment_id: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., content_hash: _Optional[str] = ..., request_id: _Optional[str] = ..., hash_version: _Optional[int] = ..., payloads: _Optional[_Iterable[_Union[PayloadCommitment, _Mapping]]] = ...) -> None: ...
 
 class TraceStep(_message.Message):
-    __slots__ = ("step_index", "step_type", "level", "source", "timestamp", "tokens", "cost_cents", "duration_ms", "input_data", "output_data", "metadata", "content_hash", "is_inflection_point")
+    __slots__ = ("step_index", "step_type", "level", "source", "timestamp", "tokens", "cost_cents", "duration_ms", "input_data", "output_data", "metadata", "content_hash", "is_inflection_point", "hash_version", "payloads")
     STEP_INDEX_FIELD_NUMBER: _ClassVar[int]
     STEP_TYPE_FIELD_NUMBER: _ClassVar[int]
     LEVEL_FIELD_NUMBER: _ClassVar[int]
@@ -158,6 +162,8 @@ class TraceStep(_message.Message):
     METADATA_FIELD_NUMBER: _ClassVar[int]
     CONTENT_HASH_FIELD_NUMBER: _ClassVar[int]
     IS_INFLECTION_POINT_FIELD_NUMBER: _ClassVar[int]
+    HASH_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PAYLOADS_FIELD_NUMBER: _ClassVar[int]
     step_index: int
     step_type: _records_pb2.StepType
     level: _records_pb2.StepLevel
@@ -171,7 +177,9 @@ class TraceStep(_message.Message):
     metadata: _struct_pb2.Struct
     content_hash: str
     is_inflection_point: bool
-    def __init__(self, step_index: _Optional[int] = ..., step_type: _Optional[_Union[_records_pb2.StepType, str]] = ..., level: _Optional[_Union[_records_pb2.StepLevel, str]] = ..., source: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tokens: _Optional[int] = ..., cost_cents: _Optional[int] = ..., duration_ms: _Optional[int] = ..., input_data: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., output_data: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., content_hash: _Optional[str] = ..., is_inflection_point: _Optional[bool] = ...) -> None: ...
+    hash_version: int
+    payloads: _containers.RepeatedCompositeFieldContainer[PayloadCommitment]
+    def __init__(self, step_index: _Optional[int] = ..., step_type: _Optional[_Union[_records_pb2.StepType, str]] = ..., level: _Optional[_Union[_records_pb2.StepLevel, str]] = ..., source: _Optional[str] = ..., timestamp: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tokens: _Optional[int] = ..., cost_cents: _Optional[int] = ..., duration_ms: _Optional[int] = ..., input_data: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., output_data: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., content_hash: _Optional[str] = ..., is_inflection_point: _Optional[bool] = ..., hash_version: _Optional[int] = ..., payloads: _Optional[_Iterable[_Union[PayloadCommitment, _Mapping]]] = ...) -> None: ...
 
 class LimitBreach(_message.Message):
     __slots__ = ("id", "limit_id", "run_id", "breach_type", "value_at_breach", "limit_value", "breached_at")
