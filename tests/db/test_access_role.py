@@ -128,3 +128,42 @@ def test_the_function_pins_its_search_path(database_url):
             "WHERE p.proname = 'aos_record_access'").fetchone()
     assert definer and owner == "aos_owner"
     assert "search_path=pg_catalog, public, pg_temp" in config
+
+
+def test_the_recorders_batch_statement_stores_each_entry_as_hashed(database_url):
+    """The flush's one statement (aos_runtime.access._append: the rows as one JSON array) stores
+    every field the content hash covers as it was hashed — the time to the microsecond, the
+    after_state's text, a missing actor as NULL — in the buffer's order, and the chain verifies."""
+    from sqlalchemy import create_engine, text
+
+    from aos_runtime import access
+    from aos_runtime.db import sync_url
+
+    tenant = make_tenant(database_url)
+    # The function takes only a time near now: a whole-second one would not show a lost microsecond.
+    at = datetime.now(timezone.utc).replace(microsecond=123456) - timedelta(seconds=1)
+    client = access.Client("2001:db8::7", 'console "beta" — ünïcode/1.0 \\ {}')
+    items = [access._Pending(tenant, "HUMAN", "user-1" if i % 2 else "", i % 3 != 0, "LLM_RUN", f"run-{i}",
+                             "/aos.logs.v1.LlmRunsService/GetLlmRun", None if i % 3 else "not_found",
+                             client if i % 2 else access.Client(None, None), f"req-{i}",
+                             at + timedelta(microseconds=i)) for i in range(7)]
+    engine = create_engine(sync_url(login_url(database_url, "logs")))
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SET TRANSACTION READ WRITE"))
+            conn.execute(text("SELECT set_config('aos.tenant_id', :t, true)"), {"t": tenant})
+            access._append(conn, items)
+            conn.commit()
+    finally:
+        engine.dispose()
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute("SELECT entity_id, actor_id, created_at, after_state, content_hash, event_type, "
+                            "action_reason, id FROM audit_ledger WHERE tenant_id = %s ORDER BY seq", (tenant,)).fetchall()
+    assert [r[0] for r in rows] == [f"run-{i}" for i in range(7)]
+    for item, (_, actor, created, after, digest, event, reason, entry_id) in zip(items, rows, strict=True):
+        entry = {**access._entry(item), "id": entry_id}  # _entry names a new id each time
+        assert created == item.at and actor == (item.actor_id or None) and after == entry["after_state"]
+        assert event == ("AccessGranted" if item.granted else "AccessDenied") and reason == entry["action_reason"]
+        assert bytes(digest) == hashing.ledger_content_hash({**entry, "created_at": created, "after_state": after})
+    report = ledger_report(database_url, tenant)
+    assert report.ok and report.checked == 7, report.anomalies

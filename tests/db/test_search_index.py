@@ -12,6 +12,7 @@ from sqlalchemy import create_engine, event, text
 from aos_recording import bulk
 from aos_runtime.db import sync_url
 from services.logs import store
+from services.logs.search import normalise_query
 
 pytestmark = pytest.mark.db
 
@@ -184,3 +185,49 @@ def test_a_phrase_is_found_on_its_words_then_checked_newest_first_in_order(loade
                                   "websearch_to_tsquery('simple', 'actor 17')")).scalar_one()
     engine.dispose()
     assert words > exact  # there are candidates the phrase check turned away
+
+
+# An OTLP span's step as services/ingest/otlp.py writes it (docs/INGEST.md's mapping).
+OTLP_STEP = {
+    "step_type": "MODEL_CALL", "source": "otlp",
+    "input_data": '{"model": "gpt-4o", "operation": "chat"}', "output_data": '{"error": "quota exhausted"}',
+    "metadata": '{"kind": "SPAN_KIND_CLIENT", "name": "chat gpt-4o", "span_id": "cfedfe66a0236172", '
+                '"otel_trace_id": "00860b1e26243dd89420ecbfdbe8b88a", "parent_span_id": "3e542f991ebeab59", '
+                '"attributes": {"gen_ai.request.model": "gpt-4o", "gen_ai.usage.input_tokens": 100, '
+                '"gen_ai.conversation.id": "conv-42"}, '
+                '"resource": {"service.name": "checkout-agent", "telemetry.sdk.language": "python"}}',
+}
+
+
+@pytest.mark.parametrize(("query", "found"), [
+    ("cfedfe66a0236172", True),                  # the span's id
+    ("00860b1e26243dd89420ecbfdbe8b88a", True),  # the OTel trace id
+    ("conv-42", True),                           # an attribute's value, an id
+    ("gen_ai.request.model", True),              # an attribute's key
+    ("checkout-agent", True),                    # the resource
+    ('"quota exhausted"', True),                 # an output's phrase
+    ("SPAN_KIND_CLIENT", True),
+    ("request.model.gpt", True),                 # a key then its value: the jsonb by its text
+    ("101", False), ("conv-4", False), ("model.request", False),
+])
+def test_a_trace_steps_document_matches_what_search_documents(loaded, query, found):
+    """docs/DATABASE.md "Search": a step by its type, source, inputs, outputs and metadata —
+    a jsonb by its text, keys and values. An OTLP step's metadata (its OTel ids, attributes and
+    resource) is therefore found by each: the index that serves it must keep indexing them all
+    (issue #21 measured cutting it, bench/step_search_cost.py)."""
+    query_text, _ = normalise_query(query)
+    engine = create_engine(sync_url(loaded))
+    with engine.connect() as conn:
+        got = conn.execute(text(
+            f"SELECT {migration().STEP_DOC} @@ websearch_to_tsquery('simple'::regconfig, :q) "
+            "FROM (SELECT CAST(:step_type AS text) AS step_type, CAST(:source AS text) AS source, "
+            "CAST(:input_data AS jsonb) AS input_data, CAST(:output_data AS jsonb) AS output_data, "
+            "CAST(:metadata AS jsonb) AS metadata) AS s"), {**OTLP_STEP, "q": query_text}).scalar_one()
+        indexed = conn.execute(text(
+            "SELECT pg_get_indexdef(indexrelid) FROM pg_index WHERE indexrelid = 'ix_aos_trace_steps_search'::regclass"
+        )).scalar_one()
+    engine.dispose()
+    assert got is found
+    # The document asked here is the index's (and the view's): the test follows it if it changes.
+    assert ("aos_search_document(VARIADIC ARRAY[step_type, source, (input_data)::text, (output_data)::text, "
+            "(metadata)::text])") in indexed

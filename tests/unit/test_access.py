@@ -92,3 +92,10 @@ def test_the_gateway_reads_x_forwarded_for_only_behind_a_trusted_proxy():
     assert client_address("10.0.0.5", [], trusted) == "10.0.0.5"
     assert client_metadata("192.0.2.1", [], "agent\x00/1 é", ()) == \
         [("x-aos-client-ip", "192.0.2.1"), ("x-aos-client-user-agent", "agent/1")]
+
+
+def test_a_user_agent_is_kept_printable_and_bounded():
+    assert client_of(None, (("user-agent", "grpc-python/1.85 (linux)"),), ()).user_agent == "grpc-python/1.85 (linux)"
+    assert client_of(None, (("user-agent", "a\x00b\nc\u200bd"),), ()).user_agent == "abcd"
+    assert client_of(None, (("user-agent", "x" * 300),), ()).user_agent == "x" * 256
+    assert client_of(None, (("user-agent", "\x07\x08"),), ()).user_agent is None
