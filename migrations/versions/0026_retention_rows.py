@@ -30,13 +30,16 @@ vacuum) is bounded by the rows removed. A month that is whole-droppable still dr
   recorded first as the tenant's RETENTION_ANCHOR; for trace steps, a trace of the set is
   running or has steps outside the partition (a trace's steps go together, finished).
   Otherwise it deletes the set's format 2 payloads and salts (evidence_payloads; erasure
-  tombstones stay) and the rows, and returns both counts. A dry run calls it in a transaction
+  tombstones stay) and the rows, and returns both counts. It enforces holds and the proofs'
+  gates; whether the tenant's policy has expired the set is its caller's question (the clock is
+  the caller's: tests move it, so a time argument would prove nothing), as for 0022's drops.
+  Never the default partition (its rows have no month). A dry run calls it in a transaction
   it rolls back (an aborted DELETE leaves no dead rows), so it reports the gates' answers. The caller (aos_recording.retention) writes the tenant's
   EvidenceRowsRemoved entry in the same transaction (the content hash is computed in Python).
 - ``aos_refuse_mutation()`` lets a DELETE through on a partition of the ledger, system records
   or trace steps only while that function runs: its ``SET aos.retention_rows = 'on'`` clause
   holds only for the call, and the trigger also requires current_user = aos_owner (the
-  function's definer). No service role holds DELETE on these tables; a session of the owner
+  function's definer), on a monthly partition (not the default one). No service role holds DELETE on these tables; a session of the owner
   or a superuser that sets the flag itself still meets the trigger unless it is aos_owner —
   which owns the tables and could drop the trigger anyway. UPDATE and TRUNCATE stay refused.
 - Merkle trees: tlog_hashes (0013) are not in these tables and are never removed, so
@@ -89,7 +92,7 @@ BEGIN
     -- aos_retention_remove_rows, whose SET clause raises the flag for its call only.
     IF TG_OP = 'DELETE' AND current_user = 'aos_owner'
        AND current_setting('aos.retention_rows', true) = 'on' AND TG_TABLE_SCHEMA = 'public'
-       AND TG_TABLE_NAME ~ '^(audit_ledger|system_records|aos_trace_steps)_(p[0-9]{{4}}_[0-9]{{2}}|default)$' THEN
+       AND TG_TABLE_NAME ~ '^(audit_ledger|system_records|aos_trace_steps)_p[0-9]{{4}}_[0-9]{{2}}$' THEN
         RETURN OLD;
     END IF;
     RAISE EXCEPTION '% is append-only: % refused', TG_TABLE_NAME, TG_OP
@@ -131,9 +134,9 @@ BEGIN
             USING ERRCODE = '22023';
     END IF;
     SELECT c.oid::regclass INTO part FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-     WHERE i.inhparent = p_parent::regclass AND c.relname = p_part;
+     WHERE i.inhparent = p_parent::regclass AND c.relname = p_part AND c.relname <> p_parent || '_default';
     IF part IS NULL THEN
-        RAISE EXCEPTION 'aos_retention_remove_rows: % is not a partition of %', p_part, p_parent
+        RAISE EXCEPTION 'aos_retention_remove_rows: % is not a monthly partition of %', p_part, p_parent
             USING ERRCODE = '22023';
     END IF;
     EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', part);

@@ -202,11 +202,13 @@ def test_only_the_retention_function_gets_past_the_append_only_triggers(db):
                 conn.execute("DELETE FROM system_records_p2025_01 WHERE tenant_id = 'tenant-rows-b'")
             assert err.value.sqlstate == "AOS01"
             raise psycopg.Rollback()
-        with pytest.raises(psycopg.Error) as err:  # arguments checked
-            with conn.transaction():
-                conn.execute("SET LOCAL ROLE aos_retention")
-                conn.execute("SELECT * FROM aos_retention_remove_rows('tenants', 'tenants', %s, NULL)", (B,))
-        assert err.value.sqlstate == "22023"
+        for bad in (("tenants", "tenants", None), ("audit_ledger", "audit_ledger_default", None),
+                    ("system_records", "system_records_p2025_01", None), ("audit_ledger", "audit_ledger_p2025_01", "INFO")):
+            with pytest.raises(psycopg.Error) as err:  # arguments checked: never the default partition
+                with conn.transaction():
+                    conn.execute("SET LOCAL ROLE aos_retention")
+                    conn.execute("SELECT * FROM aos_retention_remove_rows(%s, %s, %s, %s)", (bad[0], bad[1], B, bad[2]))
+            assert err.value.sqlstate == "22023", bad
     for role in ("aos_producer", "aos_ingest", "aos_export", "aos_logs"):
         with session(db, role, B) as conn:
             with pytest.raises(psycopg.Error) as err:
