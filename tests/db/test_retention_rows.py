@@ -10,7 +10,7 @@ import psycopg
 import pytest
 from aics_tlog import tree as aics_tree
 
-from aos_recording import retention, tlog
+from aos_recording import retention, tlog, verify
 from aos_recording.writers import Producer, SystemRecordWriter
 from tests.db.retention_support import apply, at, finished_trace, place_hold, release_hold, set_policy
 from tests.db.sessions import append_entries, ledger_report, session
@@ -112,10 +112,14 @@ def test_a_permanent_critical_record_keeps_its_row_not_the_other_tenants_rows(db
     with session(db) as conn:
         anchor_b = retention.retention_anchor(conn, B)
         assert retention.retention_anchor(conn, A) is None
-    assert (anchor_b.seq, anchor_b.chain_hash) == (6, anchor_b.chain_hash)
+        checkpoints = {t: verify.Checkpoint(seq, bytes(h)) for t, seq, h in conn.execute(
+            "SELECT tenant_id, seq, chain_hash FROM ledger_checkpoints WHERE kind = 'CHECKPOINT'")}
+    # B's anchor is its checkpointed head: what its verifiers held before is where they start now.
+    assert (anchor_b.seq, anchor_b.chain_hash) == (checkpoints[B].seq, checkpoints[B].chain_hash) == \
+        (6, anchor_b.chain_hash)
     report_b = ledger_report(db, B, anchor=anchor_b)
     assert report_b.ok and report_b.first_seq == 7 and report_b.last_seq == 9, report_b
-    report_a = ledger_report(db, A)
+    report_a = ledger_report(db, A, checkpoint=checkpoints[A])
     assert report_a.ok and report_a.first_seq == 1 and report_a.last_seq == 4, report_a
     # B's Merkle tree: the proof made before still verifies (aics-tlog), the tree grew consistently.
     assert aics_tree.verify_leaf_inclusion(first, 0, 6, proof0, root0)
