@@ -16,6 +16,7 @@ from aos.logs.v1 import (
     audit_ledger_service_pb2_grpc,
     evidence_search_service_pb2_grpc,
     llm_runs_service_pb2_grpc,
+    system_logs_service_pb2_grpc,
 )
 from aos.overview.v1 import overview_service_pb2_grpc
 from aos_runtime import channels
@@ -141,6 +142,10 @@ class Client:
     @property
     def runs(self) -> _Service:
         return self._service("logs", llm_runs_service_pb2_grpc.LlmRunsServiceStub)
+
+    @property
+    def system(self) -> _Service:
+        return self._service("logs", system_logs_service_pb2_grpc.SystemLogsServiceStub)
 
     @property
     def search(self) -> _Service:

@@ -10,7 +10,7 @@ import argparse
 from collections.abc import Sequence
 
 from aos_cli.client import EXIT_USAGE, Client, CliError, UsageError
-from aos_cli.commands import audit, erasure, export, ledger, overview, retention, runs, search, token, witness
+from aos_cli.commands import audit, erasure, export, ledger, overview, retention, runs, search, system, token, witness
 from aos_cli.context import Context
 from aos_cli.output import Output
 from aos_runtime.config import SERVICES, ConfigError, Settings
@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      description="Operator CLI of the AOS Evidence Plane: overview, audit ledger, "
                                                  "run traces, signed exports and ledger checkpoints, over gRPC.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (token, overview, audit, runs, search, export, ledger, retention, witness, erasure):
+    for module in (token, overview, audit, runs, system, search, export, ledger, retention, witness, erasure):
         module.register(commands, common)
     return parser
 

@@ -78,7 +78,7 @@ def tenant_ids(n: int) -> list[str]:
 # Access, retention and erasure (the platform's own bookkeeping), not governance.
 _EVENTS = sorted(vocabulary.AUDIT_EVENTS - {"EvidenceExported", "ExportVerified", "RetentionPolicyChanged",
                                             "LegalHoldPlaced", "LegalHoldReleased", "EvidencePartitionDropped",
-                                            "SubjectErasureRequested", "SubjectErased"})
+                                            "SubjectErasureRequested", "SubjectErased", "EvidenceRowsRemoved"})
 # The entity a realistic entry of each event names (by the event's prefix).
 _ENTITY_BY_PREFIX = (("PolicyRule", "POLICY_RULE"), ("PolicyProposal", "POLICY_PROPOSAL"), ("Limit", "LIMIT"),
                      ("Incident", "INCIDENT"), ("EmergencyOverride", "POLICY_RULE"), ("ActorLogged", "ACTOR"),

@@ -52,7 +52,18 @@ finished traces for steps (``aos_drop_expired_partitions``, migration 0022). Pol
 are read with ``legal_holds`` and ``retention_policies`` locked SHARE and the candidate
 partitions ACCESS EXCLUSIVE, in the transaction that drops them, so a hold placed meanwhile
 waits for the drop or blocks it. Each dropped partition is an EvidencePartitionDropped
-entry in the ledger of every tenant that had rows in it. No single row is ever deleted.
+entry in the ledger of every tenant that had rows in it.
+
+A month that cannot go whole (one row in it must stay: a permanent level, another tenant's
+longer policy, a hold) no longer keeps every tenant's rows (migration 0027_retention_rows):
+each later candidate partition is then emptied row-set by row-set — one tenant's rows of it
+(of one level for system records) whose policy expired — through
+``aos_retention_remove_rows``, called as the ``aos_retention`` role: the only path past the
+append-only triggers; it refuses a set a hold covers, a ledger set that is not the beginning of
+the tenant's chain or that no matching checkpoint covers (recording the tenant's retention
+anchor first, as a drop does), steps of an unfinished or straddling trace; it deletes the set's
+payloads with it. Each removed set is an EvidenceRowsRemoved entry of its tenant, with counts.
+A refused set (AOS02) stays and is reported; the others still go (a savepoint each).
 """
 from __future__ import annotations
 
@@ -212,6 +223,12 @@ class TableOutcome:
     rows: dict[str, int] = field(default_factory=dict)
     # format 2 payload fields (evidence_payloads) deleted with the dropped partitions' records
     payloads_purged: int = 0
+    # Row by row, in partitions that could not drop whole: partition -> tenant -> rows removed
+    removed: dict[str, dict[str, int]] = field(default_factory=dict)
+    # payload fields deleted with the removed rows
+    payloads_removed: int = 0
+    # the row sets whose policy had expired but that stay: "partition tenant[/level]: why"
+    refused: list[str] = field(default_factory=list)
 
 
 def _policies(conn: psycopg.Connection) -> dict[tuple[str, str, str], rp.Policy]:
@@ -229,29 +246,42 @@ def _dated_partitions(conn: psycopg.Connection, table: str) -> list[tuple[str, d
         "WHERE i.inhparent = %s::regclass AND b IS NOT NULL ORDER BY 2", (table,))]
 
 
+def _policy_keeps(table: str, tenant: str, level: str, end: datetime, now: datetime,
+                  policies: dict) -> str | None:
+    """Why the tenant's policy keeps its rows of ``table`` (of ``level``) created before ``end``, or None."""
+    key = (RECORD_TYPE_OF[table], level)
+    policy = policies.get((tenant, *key)) or rp.default(*key)
+    label = f"{key[0]}{'/' + level if level else ''}"
+    if policy.days is None:
+        return f"tenant {tenant}'s {label} policy keeps it permanently"
+    if end + timedelta(days=policy.days) > now:
+        return (f"tenant {tenant}'s {label} policy keeps it {policy.days} days: "
+                f"expires {(end + timedelta(days=policy.days)).isoformat()}")
+    return None
+
+
 def _blocker(conn: psycopg.Connection, table: str, name: str, end: datetime, now: datetime,
-             policies: dict, holds: list[tuple[str, str, str, str]]) -> tuple[str | None, dict[str, int]]:
-    """Why partition ``name`` (rows created before ``end``) must stay, or None; and its rows per tenant."""
+             policies: dict, holds: list[tuple[str, str, str, str]]
+             ) -> tuple[str | None, dict[str, int], list[tuple[str, str, int]]]:
+    """Why partition ``name`` (rows created before ``end``) must stay whole, or None; its rows
+    per tenant; its row sets (tenant, level, rows)."""
     part = psycopg.sql.Identifier(name).as_string(conn)
     level = "x.severity" if table == SYSTEM else "''"
-    groups = conn.execute(f"SELECT x.tenant_id, {level}, count(*) FROM {part} x GROUP BY 1, 2").fetchall()
+    groups = [(t, lv, int(n)) for t, lv, n in conn.execute(
+        f"SELECT x.tenant_id, {level}, count(*) FROM {part} x GROUP BY 1, 2 ORDER BY 1, 2")]
     rows: dict[str, int] = {}
-    for tenant, lv, n in groups:
-        rows[tenant] = rows.get(tenant, 0) + int(n)
-        key = (RECORD_TYPE_OF[table], lv)
-        policy = policies.get((tenant, *key)) or rp.default(*key)
-        label = f"{key[0]}{'/' + lv if lv else ''}"
-        if policy.days is None:
-            return f"tenant {tenant}'s {label} policy keeps it permanently", rows
-        if end + timedelta(days=policy.days) > now:
-            return (f"tenant {tenant}'s {label} policy keeps it {policy.days} days: "
-                    f"expires {(end + timedelta(days=policy.days)).isoformat()}"), rows
+    for tenant, _, n in groups:
+        rows[tenant] = rows.get(tenant, 0) + n
+    for tenant, lv, _ in groups:
+        why = _policy_keeps(table, tenant, lv, end, now, policies)
+        if why is not None:
+            return why, rows, groups
     for hold_id, tenant, scope, target in holds:
         if tenant not in rows:
             continue
         if scope == "TENANT" or _covers(conn, table, scope, part, tenant, target):
-            return f"legal hold {hold_id} of tenant {tenant} ({scope}{' ' + target if target else ''})", rows
-    return None, rows
+            return f"legal hold {hold_id} of tenant {tenant} ({scope}{' ' + target if target else ''})", rows, groups
+    return None, rows, groups
 
 
 # The record id a format 2 record's payloads are kept under (migration 0023_erasure), per table.
@@ -279,35 +309,44 @@ def _covers(conn: psycopg.Connection, table: str, scope: str, part: str, tenant:
     return bool(row and row[0])
 
 
-def _append_drop_entries(conn: psycopg.Connection, table: str, dropped: list[tuple[str, datetime, datetime]],
-                         per_partition: dict[str, dict[str, int]], now: datetime) -> None:
+def _append_entry(conn: psycopg.Connection, tenant: str, event: str, partition: str, reason: str,
+                  after: dict, now: datetime) -> None:
+    """One retention entry (entity: the partition) in the tenant's ledger, in the caller's transaction."""
     from aos_recording.hashing import ledger_content_hash
     from aos_recording.writers import AuditLedgerWriter
+    entry = AuditLedgerWriter.entry(
+        tenant_id=tenant, event_type=event, entity_type="EVIDENCE_PARTITION", entity_id=partition,
+        actor_type="SYSTEM", actor_id=ACTOR, action_reason=reason, after_state=after, created_at=now)
+    conn.execute(
+        "INSERT INTO audit_ledger (id, tenant_id, event_type, entity_type, entity_id, actor_type, actor_id, "
+        "action_reason, correlation_id, created_at, before_state, after_state, content_hash) "
+        "VALUES (%(id)s, %(tenant_id)s, %(event_type)s, %(entity_type)s, %(entity_id)s, %(actor_type)s, "
+        "%(actor_id)s, %(action_reason)s, %(correlation_id)s, %(created_at)s, NULL, %(after)s, %(hash)s)",
+        {**entry, "after": Jsonb(entry["after_state"]), "hash": ledger_content_hash(entry)})
+
+
+def _append_drop_entries(conn: psycopg.Connection, table: str, dropped: list[tuple[str, datetime, datetime]],
+                         per_partition: dict[str, dict[str, int]], now: datetime) -> None:
     for name, lo, hi in dropped:
         for tenant, n in sorted(per_partition[name].items()):
-            entry = AuditLedgerWriter.entry(
-                tenant_id=tenant, event_type="EvidencePartitionDropped", entity_type="EVIDENCE_PARTITION",
-                entity_id=name, actor_type="SYSTEM", actor_id=ACTOR,
-                action_reason=f"retention: {RECORD_TYPE_OF[table]} partition {name} expired under every "
-                              "tenant's policy, no legal hold",
-                after_state={"table": table, "partition": name, "record_type": RECORD_TYPE_OF[table],
-                             "from": lo.isoformat(), "to": hi.isoformat(), "rows_of_tenant": n},
-                created_at=now)
-            conn.execute(
-                "INSERT INTO audit_ledger (id, tenant_id, event_type, entity_type, entity_id, actor_type, actor_id, "
-                "action_reason, correlation_id, created_at, before_state, after_state, content_hash) "
-                "VALUES (%(id)s, %(tenant_id)s, %(event_type)s, %(entity_type)s, %(entity_id)s, %(actor_type)s, "
-                "%(actor_id)s, %(action_reason)s, %(correlation_id)s, %(created_at)s, NULL, %(after)s, %(hash)s)",
-                {**entry, "after": Jsonb(entry["after_state"]), "hash": ledger_content_hash(entry)})
+            _append_entry(conn, tenant, "EvidencePartitionDropped", name,
+                          f"retention: {RECORD_TYPE_OF[table]} partition {name} expired under every "
+                          "tenant's policy, no legal hold",
+                          {"table": table, "partition": name, "record_type": RECORD_TYPE_OF[table],
+                           "from": lo.isoformat(), "to": hi.isoformat(), "rows_of_tenant": n}, now)
 
 
 def apply_policies(conn: psycopg.Connection, now: datetime, *, dry_run: bool = False,
-                   tables: Iterable[str] = APPLY_ORDER) -> list[TableOutcome]:
+                   tables: Iterable[str] = APPLY_ORDER, row_wise: bool = True) -> list[TableOutcome]:
     """Applies every tenant's retention policies and legal holds as of ``now`` (the clock is
     the caller's: tests move it). Per table, in its own transaction: the oldest run of
     partitions that every tenant's policy lets go and no hold covers is dropped through the
-    table's gate; a refused gate (AOS02) keeps them all and is reported. ``conn``: the
-    owner's (migration user's) connection, autocommit."""
+    table's gate; a refused gate (AOS02) keeps them all and is reported. Then (``row_wise``)
+    from the first partition that stays on, each expired row set (a tenant's rows of a
+    partition, of one level for system records) is removed through the row gate
+    (``_remove_rows``). ``dry_run``: all of it, in a transaction rolled back, so the gates'
+    answers are reported and nothing changes. ``conn``: the owner's (migration user's)
+    connection, autocommit, which may assume the ``aos_retention`` role (migration 0026)."""
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware")
     outcomes = []
@@ -326,14 +365,18 @@ def apply_policies(conn: psycopg.Connection, now: datetime, *, dry_run: bool = F
                 for name, _, _ in sorted(candidates):  # the drop functions' lock order (by name)
                     conn.execute(f"LOCK TABLE {psycopg.sql.Identifier(name).as_string(conn)} IN ACCESS EXCLUSIVE MODE")
                 per_partition: dict[str, dict[str, int]] = {}
+                # the partitions from the first one that stays whole: (name, from, to, row sets)
+                staying: list[tuple[str, datetime, datetime, list[tuple[str, str, int]]]] = []
                 for name, lo, hi in candidates:
-                    why, rows = _blocker(conn, table, name, hi, now, policies, holds)
-                    if why is not None:
+                    why, rows, groups = _blocker(conn, table, name, hi, now, policies, holds)
+                    if why is None and not staying:
+                        doomed.append((name, lo, hi))
+                        per_partition[name] = rows
+                        continue
+                    if not staying:
                         outcome.kept, outcome.reason = name, why
-                        break
-                    doomed.append((name, lo, hi))
-                    per_partition[name] = rows
-                if doomed and not dry_run:
+                    staying.append((name, lo, hi, groups))
+                if doomed:
                     outcome.payloads_purged = _purge_payloads(conn, table, [n for n, _, _ in doomed])
                     before = doomed[-1][2]
                     if table == LEDGER:
@@ -348,15 +391,66 @@ def apply_policies(conn: psycopg.Connection, now: datetime, *, dry_run: bool = F
                 for rows in per_partition.values():
                     for tenant, n in rows.items():
                         outcome.rows[tenant] = outcome.rows.get(tenant, 0) + n
+                if row_wise and staying:
+                    _remove_rows(conn, table, staying, now, policies, outcome)
                 if dry_run:
-                    raise psycopg.Rollback(tx)  # nothing was dropped; leave no lock behind either
+                    raise psycopg.Rollback(tx)  # nothing was dropped or removed; leave no lock behind either
         except psycopg.Error as err:
             if err.sqlstate != "AOS02":
                 raise
             outcome.dropped, outcome.rows, outcome.payloads_purged = [], {}, 0
+            outcome.removed, outcome.payloads_removed, outcome.refused = {}, 0, []
             outcome.kept, outcome.reason = (doomed[0][0] if doomed else None), \
                 f"refused: {err.diag.message_primary or err}"
     return outcomes
+
+
+def _remove_rows(conn: psycopg.Connection, table: str,
+                 staying: list[tuple[str, datetime, datetime, list[tuple[str, str, int]]]],
+                 now: datetime, policies: dict, outcome: TableOutcome) -> None:
+    """Removes, oldest partition first, each row set whose tenant's policy let it go, through
+    ``aos_retention_remove_rows`` as the ``aos_retention`` role (migration 0026), each in a
+    savepoint: a refused set (AOS02: a hold, the ledger's chain-beginning or checkpoint rule, a
+    trace's steps elsewhere) stays and is reported, the others go. Then one EvidenceRowsRemoved
+    entry per tenant and partition, with the counts (and, for the ledger, the anchor)."""
+    for name, lo, hi, groups in staying:
+        done: dict[str, dict[str, int]] = {}
+        payloads: dict[str, int] = {}
+        for tenant, level, _ in groups:
+            if _policy_keeps(table, tenant, level, hi, now, policies) is not None:
+                continue
+            try:
+                with conn.transaction():
+                    conn.execute("SET LOCAL ROLE aos_retention")
+                    row = conn.execute("SELECT rows_removed, payloads_removed FROM aos_retention_remove_rows("
+                                       "%s, %s, %s, %s)", (table, name, tenant, level or None)).fetchone()
+                    conn.execute("RESET ROLE")
+            except psycopg.Error as err:
+                if err.sqlstate != "AOS02":
+                    raise
+                outcome.refused.append(f"{name} {tenant}{'/' + level if level else ''}: "
+                                       f"{err.diag.message_primary or err}")
+                continue
+            n, k = (int(row[0]), int(row[1])) if row else (0, 0)
+            if n:
+                done.setdefault(tenant, {})[level] = n
+                payloads[tenant] = payloads.get(tenant, 0) + k
+        for tenant, levels in sorted(done.items()):
+            n = sum(levels.values())
+            outcome.removed.setdefault(name, {})[tenant] = n
+            outcome.payloads_removed += payloads[tenant]
+            state: dict[str, object] = {
+                "table": table, "partition": name, "record_type": RECORD_TYPE_OF[table],
+                "from": lo.isoformat(), "to": hi.isoformat(), "rows_removed": n,
+                "payloads_removed": payloads[tenant]}
+            if table == SYSTEM:
+                state["levels"] = dict(sorted(levels.items()))
+            if table == LEDGER:
+                anchor = retention_anchor(conn, tenant)
+                state["anchor_seq"] = anchor.seq if anchor else None
+            _append_entry(conn, tenant, "EvidenceRowsRemoved", name,
+                          f"retention: {RECORD_TYPE_OF[table]} rows of the tenant expired under its policy, "
+                          f"removed from partition {name}, which other rows keep", state, now)
 
 
 class Schedule:
@@ -406,10 +500,19 @@ def describe(outcome: TableOutcome, *, dry_run: bool = False) -> str:
         line += f" ({sum(outcome.rows.values())} rows of {len(outcome.rows)} tenants)"
     if outcome.payloads_purged:
         line += f", their {outcome.payloads_purged} format 2 payload fields deleted"
+    if outcome.removed:
+        tenants = {t for rows in outcome.removed.values() for t in rows}
+        line += (f"; {'would remove' if dry_run else 'removed'} "
+                 f"{sum(n for rows in outcome.removed.values() for n in rows.values())} rows of {len(tenants)} "
+                 f"tenants row by row from {', '.join(outcome.removed)}")
+        if outcome.payloads_removed:
+            line += f" (and {outcome.payloads_removed} payload fields)"
     if outcome.kept:
         line += f"; kept from {outcome.kept}: {outcome.reason}"
     elif outcome.reason:
         line += f"; {outcome.reason}"
+    for refused in outcome.refused:
+        line += f"; kept {refused}"
     return line
 
 

@@ -74,10 +74,11 @@ def test_migration_checks_and_contract_vocabularies_agree():
              "EXPORT_FORMATS": "EXPORT_FORMATS"}
     for migration_name, vocabulary_name in pairs.items():
         frozen = getattr(m, migration_name)
-        # widened since, by 0014 (ExportVerified), 0022 (retention) and 0023 (erasure)
+        # widened since, by 0014 (ExportVerified), 0022 (retention), 0023 (erasure) and 0027 (rows removed)
         if migration_name == "AUDIT_EVENTS":
-            frozen = _migration("0023_erasure").AUDIT_EVENTS
+            frozen = _migration("0027_retention_rows").AUDIT_EVENTS
             assert _migration("0022_retention_policies").AUDIT_EVENTS == _migration("0023_erasure").PREVIOUS_EVENTS
+            assert _migration("0023_erasure").AUDIT_EVENTS == _migration("0027_retention_rows").PREVIOUS_EVENTS
         # widened since, by 0019 (access resources), 0022 (retention) and 0023 (DATA_SUBJECT)
         if migration_name == "AUDIT_ENTITIES":
             frozen = _migration("0023_erasure").ENTITIES

@@ -68,6 +68,7 @@ class AuditEventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUDIT_EVENT_TYPE_EVIDENCE_PARTITION_DROPPED: _ClassVar[AuditEventType]
     AUDIT_EVENT_TYPE_SUBJECT_ERASURE_REQUESTED: _ClassVar[AuditEventType]
     AUDIT_EVENT_TYPE_SUBJECT_ERASED: _ClassVar[AuditEventType]
+    AUDIT_EVENT_TYPE_EVIDENCE_ROWS_REMOVED: _ClassVar[AuditEventType]
 
 class AuditEntityType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -138,6 +139,7 @@ AUDIT_EVENT_TYPE_LEGAL_HOLD_RELEASED: AuditEventType
 AUDIT_EVENT_TYPE_EVIDENCE_PARTITION_DROPPED: AuditEventType
 AUDIT_EVENT_TYPE_SUBJECT_ERASURE_REQUESTED: AuditEventType
 AUDIT_EVENT_TYPE_SUBJECT_ERASED: AuditEventType
+AUDIT_EVENT_TYPE_EVIDENCE_ROWS_REMOVED: AuditEventType
 AUDIT_ENTITY_TYPE_UNSPECIFIED: AuditEntityType
 AUDIT_ENTITY_TYPE_POLICY_RULE: AuditEntityType
 AUDIT_ENTITY_TYPE_POLICY_PROPOSAL: AuditEntityType
