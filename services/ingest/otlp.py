@@ -431,11 +431,17 @@ class _Slow(Exception):
 
 
 # The database's spellings of the enum values the mapping uses (as ingest.run_fields spells them).
-_STATUS_NAMES = by_number(pb.RunInput.DESCRIPTOR.fields_by_name["status"].enum_type.full_name)
-_EXECUTOR_NAMES = by_number(pb.RunInput.DESCRIPTOR.fields_by_name["executor_type"].enum_type.full_name)
-_OUTCOME_NAMES = by_number(pb.RunInput.DESCRIPTOR.fields_by_name["outcome"].enum_type.full_name)
-_STEP_TYPE_NAMES = by_number(pb.StepInput.DESCRIPTOR.fields_by_name["step_type"].enum_type.full_name)
-_LEVEL_NAMES = by_number(pb.StepInput.DESCRIPTOR.fields_by_name["level"].enum_type.full_name)
+def _names(message: Any, field: str) -> dict[int, str]:
+    enum = message.DESCRIPTOR.fields_by_name[field].enum_type
+    assert enum is not None  # an enum field
+    return by_number(enum.full_name)
+
+
+_STATUS_NAMES = _names(pb.RunInput, "status")
+_EXECUTOR_NAMES = _names(pb.RunInput, "executor_type")
+_OUTCOME_NAMES = _names(pb.RunInput, "outcome")
+_STEP_TYPE_NAMES = _names(pb.StepInput, "step_type")
+_LEVEL_NAMES = _names(pb.StepInput, "level")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
@@ -575,7 +581,7 @@ def _utf8(text: str) -> bool:
     return True
 
 
-def _step_data(s: _Span) -> tuple[dict[str, Any], dict[str, Any], int]:
+def _step_data(s: _Span) -> tuple[dict[str, Any], dict[str, Any], records_pb2.StepType]:
     """A span's step input and output (before error), and its step type (docs/INGEST.md's table)."""
     a, operation = s.attributes, s.operation
     if operation in MODEL_CALLS:
