@@ -566,7 +566,16 @@ def _json(value: Any) -> Any:
         for key, item in value.items():
             if type(key) is not str or "\x00" in key or (not key.isascii() and not _utf8(key)):
                 raise _Slow
-            out[key] = _json(item)
+            # The usual leaves inline (most of the nodes; a call each was most of this walk's time).
+            leaf = type(item)
+            if leaf is str:
+                if "\x00" in item or (not item.isascii() and not _utf8(item)):
+                    raise _Slow
+                out[key] = item
+            elif (leaf is int and -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER) or leaf is bool or item is None:
+                out[key] = item
+            else:
+                out[key] = _json(item)
         return out
     if kind is list or kind is tuple:
         return [_json(item) for item in value]
