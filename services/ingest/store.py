@@ -251,8 +251,7 @@ def _insert_new(conn: Connection, tenant_id: str, runs: Sequence[_Prepared]) -> 
     steps = [TraceRecorder.step_row(step, index, content_hash) | {"trace_id": p.trace_id}
              for p in runs for index, (step, content_hash) in enumerate(zip(p.steps, p.step_hashes, strict=True))]
     if steps:
-        expect(conn.execute(_STEPS_INSERT_MANY, {"t": tenant_id, **_columns(_STEP_COLUMNS, steps),
-                                                 "docs": _documents(steps)}), len(steps))
+        expect(conn.execute(_STEPS_INSERT_MANY, {"t": tenant_id, "steps": _documents(steps)}), len(steps))
     seals = [{"trace_id": p.trace_id, "status": TRACE_STATUS[p.run["execution_status"]],
               "completed_at": p.run["completed_at"], "reason": p.run.get("termination_reason"),
               "n": len(p.steps), "tokens": sum(s.get("tokens", 0) for s in p.steps),
@@ -272,20 +271,28 @@ def _columns(names: Sequence[str], rows: Sequence[Mapping[str, Any]], **given: l
 
 
 def _documents(steps: Sequence[Mapping[str, Any]]) -> str:
-    """The steps' jsonb columns as one JSON array of {i, o, m} (a null column's key left out: SQL
-    NULL, as the one-by-one path stores it). One text parameter instead of three text arrays:
-    psycopg escapes each quote of each element of a text array with a regular expression, which
-    was a third of an Export's CPU in the service (issue #21); the values are parsed by the same
-    jsonb input as the JSON text ``writers._json`` makes, so the stored jsonb is the same."""
-    return json.dumps([{key: plain for key, name in _DOCUMENT_KEYS
-                        if (plain := _plain_or_none(step.get(name))) is not None} for step in steps])
+    """The steps' rows as one JSON array (_STEPS_INSERT_MANY's one parameter): psycopg escapes
+    each element of a text array parameter with a regular expression, quote by quote, which
+    was a third of an Export's CPU in the service with the steps' JSON columns as text arrays
+    (issue #21). The jsonb columns are parsed by the same jsonb input as the JSON text
+    ``writers._json`` makes, so they are stored the same; a null one is left out (SQL NULL, as
+    the one-by-one path stores it); the timestamp goes as its ISO text (psycopg's text form of
+    it), the content hash as hex."""
+    rows = []
+    for step in steps:
+        row = {name: step[name] for name in _STEP_SCALARS}
+        row["timestamp"] = step["timestamp"].isoformat()
+        row["content_hash"] = step["content_hash"].hex()
+        for key, name in _DOCUMENT_KEYS:
+            if (value := step.get(name)) is not None:
+                row[key] = hashing._plain(value)
+        rows.append(row)
+    return json.dumps(rows)
 
 
+_STEP_SCALARS = ("trace_id", "id", "step_index", "step_type", "level", "source", "tokens", "cost_cents",
+                 "duration_ms")
 _DOCUMENT_KEYS = (("i", "input_data"), ("o", "output_data"), ("m", "metadata"))
-
-
-def _plain_or_none(value: Any) -> Any:
-    return None if value is None else hashing._plain(value)
 
 
 def _unnest(names: Sequence[str], types: Sequence[str]) -> str:
@@ -318,16 +325,14 @@ _TRACES_INSERT_MANY = text(
     f"SELECT u.trace_id, :t, u.run_id, u.agent_id, u.started_at, NULL, NULL, false, NULL "
     f"FROM {_unnest(_TRACE_COLUMNS, ('text', 'text', 'text', 'timestamptz'))} ORDER BY u.ord "
     "ON CONFLICT (tenant_id, trace_id) DO NOTHING")
-_STEP_COLUMNS = ("trace_id", "id", "step_index", "step_type", "level", "source", "timestamp", "tokens", "cost_cents",
-                 "duration_ms", "content_hash")  # input_data, output_data, metadata: _documents
-_STEP_TYPES = ("text", "text", "int", "text", "text", "text", "timestamptz", "bigint", "bigint", "bigint", "bytea")
 _STEPS_INSERT_MANY = text(
     "INSERT INTO aos_trace_steps (id, trace_id, tenant_id, step_index, step_type, level, source, \"timestamp\", "
     "tokens, cost_cents, duration_ms, input_data, output_data, metadata, content_hash) "
-    "SELECT u.id, u.trace_id, :t, u.step_index, u.step_type, u.level, u.source, u.timestamp, u.tokens, "
-    "u.cost_cents, u.duration_ms, d.doc -> 'i', d.doc -> 'o', d.doc -> 'm', u.content_hash "
-    f"FROM {_unnest(_STEP_COLUMNS, _STEP_TYPES)} "
-    "JOIN jsonb_array_elements(CAST(:docs AS jsonb)) WITH ORDINALITY AS d(doc, ord) ON d.ord = u.ord ORDER BY u.ord")
+    "SELECT s ->> 'id', s ->> 'trace_id', :t, CAST(s ->> 'step_index' AS int), s ->> 'step_type', s ->> 'level', "
+    "s ->> 'source', CAST(s ->> 'timestamp' AS timestamptz), CAST(s ->> 'tokens' AS bigint), "
+    "CAST(s ->> 'cost_cents' AS bigint), CAST(s ->> 'duration_ms' AS bigint), s -> 'i', s -> 'o', s -> 'm', "
+    "decode(s ->> 'content_hash', 'hex') "
+    "FROM jsonb_array_elements(CAST(:steps AS jsonb)) WITH ORDINALITY AS d(s, ord) ORDER BY d.ord")
 # TraceRecorder.complete_trace's UPDATE for many traces; the totals are the sums of the steps just written.
 _SEAL_COLUMNS = ("trace_id", "status", "completed_at", "reason", "n", "tokens", "cost", "duration", "hash")
 _SEAL_MANY = text(

@@ -72,7 +72,8 @@ def rows(database_url, tenant):
                                    "total_duration_ms, content_hash, completed_at FROM aos_traces "
                                    "WHERE tenant_id = %s ORDER BY trace_id", (tenant,)).fetchall(),
             "steps": conn.execute("SELECT trace_id, step_index, step_type, input_data::text, output_data::text, "
-                                  "metadata::text, tokens, content_hash FROM aos_trace_steps WHERE tenant_id = %s "
+                                  "metadata::text, tokens, cost_cents, duration_ms, level, source, \"timestamp\", "
+                                  "content_hash FROM aos_trace_steps WHERE tenant_id = %s "
                                   "ORDER BY trace_id, step_index", (tenant,)).fetchall()}
 
 
