@@ -2,8 +2,9 @@
 
 Spans that follow the OpenTelemetry GenAI semantic conventions (they carry
 ``gen_ai.operation.name``) become finished runs with their traces and steps, written exactly
-as RecordRun writes them (each run is turned into a RunInput and checked by the same
-``ingest.run_fields``). The mapping, one table, is docs/INGEST.md:
+as RecordRun writes them (``_fast_run`` builds the fields ``ingest.run_fields`` makes of the
+run's RunInput; a trace it cannot vouch for goes through that RunInput and check). The
+mapping, one table, is docs/INGEST.md:
 
 - the GenAI spans of one OTLP trace of a tenant are one run, ``otel-<trace id>`` (hex), over any
   number of Export requests (trace stitching): spans of a trace whose root span has not arrived
