@@ -330,7 +330,9 @@ def run_fields(run: pb.RunInput, who: auth.Principal, now: datetime, prefix: str
     if erasable and run.trace_content_hash:
         r.violations.add("trace_content_hash", "must be empty when a step has a data subject: its v2 steps' "
                                                "commitments are salted by the server (docs/ERASURE.md)")
-    if not r.violations.items and not erasable:
+    # The hashes are the store's to compute (record_runs); here only to check a producer's own.
+    claims = bool(run.trace_content_hash) or any(step.content_hash for step in run.steps)
+    if claims and not r.violations.items and not erasable:
         hashes = store.step_hashes(steps)
         for i, (step, computed) in enumerate(zip(run.steps, hashes, strict=True)):
             _claimed_hash(r, step.content_hash, computed, f"steps[{i}].content_hash")

@@ -2,8 +2,9 @@
 
 Spans that follow the OpenTelemetry GenAI semantic conventions (they carry
 ``gen_ai.operation.name``) become finished runs with their traces and steps, written exactly
-as RecordRun writes them (each run is turned into a RunInput and checked by the same
-``ingest.run_fields``). The mapping, one table, is docs/INGEST.md:
+as RecordRun writes them (``_fast_run`` builds the fields ``ingest.run_fields`` makes of the
+run's RunInput; a trace it cannot vouch for goes through that RunInput and check). The
+mapping, one table, is docs/INGEST.md:
 
 - the GenAI spans of one OTLP trace of a tenant are one run, ``otel-<trace id>`` (hex), over any
   number of Export requests (trace stitching): spans of a trace whose root span has not arrived
@@ -46,6 +47,7 @@ from aos_recording import hashing
 from aos_recording.writers import TraceRecorder
 from aos_runtime import auth
 from aos_runtime.server import ServiceContext
+from aos_runtime.validation import by_number
 from services.ingest import ingest, store
 
 log = logging.getLogger(__name__)
@@ -166,7 +168,7 @@ class TraceReceiver(otlp_grpc.TraceServiceServicer):
                 reasons.append(f"trace {trace_id}: {len(spans)} span(s) refused: {malformed}")
                 continue
             # The request's part of the trace must make a valid run on its own (its spans' checks).
-            checked = ingest.run_fields(_run_input(trace_id, spans), who, now, source="otlp")
+            checked = _checked_run(trace_id, spans, now)
             if checked.problems:
                 rejected += len(spans)
                 field, problem = checked.problems[0]
@@ -350,7 +352,7 @@ def _checked_seal(trace_id: str, spans: list[_Span], now: datetime
     malformed = _malformed_count(spans)
     if malformed:
         return malformed
-    checked = ingest.run_fields(_run_input(trace_id, spans), SEALER, now, source="otlp")
+    checked = _checked_run(trace_id, spans, now)
     if checked.problems:
         field, problem = checked.problems[0]
         return f"{field} {problem}"
@@ -369,7 +371,7 @@ def _seal(conn: Connection, tenant_id: str, trace_id: str, spans: list[_Span], n
     return None
 
 
-# run_fields takes a principal; a run's fields come from its spans, not from who sends them.
+# run_fields takes a principal (it does not use it): a run's fields come from its spans, not from who sends them.
 SEALER = auth.Principal(tenant_id="", actor_id="otlp-sealer", actor_type="SYSTEM", scopes=frozenset())
 
 
@@ -413,6 +415,203 @@ def _groups(request: otlp.ExportTraceServiceRequest) -> tuple[dict[str, list[_Sp
     return groups, roots, rejected, reasons
 
 
+def _checked_run(trace_id: str, spans: list[_Span], now: datetime) -> ingest.CheckedRun:
+    """The run the spans of one trace make (docs/INGEST.md's table), checked as RecordRun checks
+    a run: ``_fast_run``'s fields, the same as ``ingest.run_fields(_run_input(...))``'s; and when
+    the spans hold anything that check could refuse or change, that check itself (its refusals
+    and messages are the only ones there are)."""
+    try:
+        return _fast_run(trace_id, spans, now)
+    except _Slow:
+        return ingest.run_fields(_run_input(trace_id, spans), SEALER, now, source="otlp")
+
+
+class _Slow(Exception):
+    """The spans hold something only ``ingest.run_fields`` may judge (a problem, or a value its
+    protobuf round trip could change): the run goes the RunInput way."""
+
+
+# The database's spellings of the enum values the mapping uses (as ingest.run_fields spells them).
+def _names(message: Any, field: str) -> dict[int, str]:
+    enum = message.DESCRIPTOR.fields_by_name[field].enum_type
+    assert enum is not None  # an enum field
+    return by_number(enum.full_name)
+
+
+_STATUS_NAMES = _names(pb.RunInput, "status")
+_EXECUTOR_NAMES = _names(pb.RunInput, "executor_type")
+_OUTCOME_NAMES = _names(pb.RunInput, "outcome")
+_STEP_TYPE_NAMES = _names(pb.StepInput, "step_type")
+_LEVEL_NAMES = _names(pb.StepInput, "level")
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
+def _fast_run(trace_id: str, spans: list[_Span], now: datetime) -> ingest.CheckedRun:
+    """``ingest.run_fields(_run_input(trace_id, spans))``'s run and steps, built from the spans
+    without the RunInput (and its Struct values) in between, which was most of an Export's own
+    CPU (issue #21); raises _Slow wherever that check could find a problem or its round trip
+    change a value, so a run this answers is one it accepts, field for field (tests/unit/
+    test_otlp_fast.py compares the two)."""
+    first = spans[0]
+    calls = [s for s in spans if s.operation in MODEL_CALLS] or spans
+    model_span = next((s for s in calls if s.text("gen_ai.response.model", "gen_ai.request.model")), first)
+    provider_span = next((s for s in calls if s.text("gen_ai.provider.name", "gen_ai.system")), first)
+    failed = [s for s in spans if s.span.status.code == trace_pb2.Status.STATUS_CODE_ERROR]
+    agent = next((a for s in spans if (a := s.text("gen_ai.agent.id", "gen_ai.agent.name"))), None)
+    provider = _name(provider_span.text("gen_ai.provider.name", "gen_ai.system") or "unknown", required=True)
+    model = _name(model_span.text("gen_ai.response.model", "gen_ai.request.model") or "unknown", required=True)
+    reason = None
+    if failed:
+        reason = _name(failed[0].span.status.message or f"span {failed[0].span.name!r} failed", ingest.MAX_TEXT)
+    if len(spans) > ingest.MAX_ITEMS:
+        raise _Slow
+    started = _time(min(s.span.start_time_unix_nano for s in spans), now)
+    completed = _time(max(s.span.end_time_unix_nano or s.span.start_time_unix_nano for s in spans), now)
+    if completed < started:
+        raise _Slow
+    steps = [_fast_step(s, trace_id, now) for s in spans]
+    run = {
+        "run_id": run_id(trace_id), "trace_id": run_id(trace_id), "provider": provider, "model": model,
+        "execution_status": _STATUS_NAMES[records_pb2.LLM_RUN_STATUS_FAILED if failed
+                                          else records_pb2.LLM_RUN_STATUS_SUCCEEDED],
+        "executor_type": _EXECUTOR_NAMES[records_pb2.EXECUTOR_TYPE_AGENT
+                                         if any(s.operation in AGENT_OPERATIONS for s in spans)
+                                         else records_pb2.EXECUTOR_TYPE_LLM],
+        "outcome": _OUTCOME_NAMES[records_pb2.RUN_OUTCOME_FAILURE if failed else records_pb2.RUN_OUTCOME_SUCCESS],
+        "termination_reason": reason,
+        "input_tokens": _amount(sum(s.input_tokens for s in calls)),
+        "output_tokens": _amount(sum(s.output_tokens for s in calls)),
+        "cost_cents": _amount(sum(s.count(COST_ATTRIBUTE) for s in calls)),
+        "source": "otlp", "started_at": started, "completed_at": completed,
+        "agent_id": _name(agent) if agent else None, "project_id": None}
+    return ingest.CheckedRun(run, steps, [])
+
+
+def _fast_step(s: _Span, trace_id: str, now: datetime) -> dict[str, Any]:
+    """``_step``'s StepInput as ``ingest.run_fields`` makes it a step's fields (see _fast_run)."""
+    span, a = s.span, s.attributes
+    given, taken, step_type = _step_data(s)
+    error = span.status.code == trace_pb2.Status.STATUS_CODE_ERROR
+    if error:
+        taken["error"] = span.status.message or a.get("error.type") or "error"
+    subject = s.subject()
+    if subject is not None:
+        _name(subject, required=True)
+        a = {k: v for k, v in a.items() if k not in CONTENT_ATTRIBUTES and not k.startswith(CONTENT_PREFIXES)}
+    metadata = {"otel_trace_id": trace_id, "span_id": span.span_id.hex(), "name": span.name,
+                "kind": trace_pb2.Span.SpanKind.Name(span.kind),
+                "conversation_id": a.get("gen_ai.conversation.id"),
+                "parent_span_id": span.parent_span_id.hex() or None,
+                "attributes": a, "resource": s.resource}
+    fields = {"step_type": _STEP_TYPE_NAMES[step_type], "timestamp": _time(span.start_time_unix_nano, now),
+              "input_data": _json(_present(given)), "output_data": _json(_present(taken)),
+              "metadata": _json(_present(metadata)),
+              "level": _LEVEL_NAMES[records_pb2.STEP_LEVEL_ERROR if error else records_pb2.STEP_LEVEL_INFO],
+              "source": "otlp", "tokens": _amount(s.input_tokens + s.output_tokens),
+              "cost_cents": _amount(s.count(COST_ATTRIBUTE)),
+              "duration_ms": _amount(max(0, span.end_time_unix_nano - span.start_time_unix_nano) // 1_000_000)}
+    if subject is not None:
+        fields["data_subject"] = subject
+    return fields
+
+
+def _name(value: str, limit: int = ingest.MAX_NAME, *, required: bool = False) -> str:
+    """``value`` when ingest's text check passes it, else _Slow."""
+    if (required and not value.strip()) or len(value) > limit or "\x00" in value:
+        raise _Slow
+    return value
+
+
+def _amount(value: int) -> int:
+    """``value`` when ingest's count check passes it (0 to 2^53 - 1), else _Slow."""
+    if not 0 <= value <= MAX_SAFE_INTEGER:
+        raise _Slow
+    return value
+
+
+def _time(unix_nano: int, now: datetime) -> datetime:
+    """Timestamp.FromNanoseconds(...).ToDatetime(utc) (microseconds, truncated), when ingest's
+    timestamp check passes it (set, not more than MAX_FUTURE ahead), else _Slow."""
+    if unix_nano <= 0:
+        raise _Slow
+    value = _EPOCH + timedelta(microseconds=unix_nano // 1000)
+    if value > now + ingest.MAX_FUTURE:
+        raise _Slow
+    return value
+
+
+_LEAVES = (str, bool, type(None))
+
+
+def _json(value: Any) -> Any:
+    """``value`` as it comes back from a protobuf Struct through ingest's ``_plain`` (whole
+    numbers as integers, other numbers as floats), when it comes back without a problem and
+    unchanged otherwise; else _Slow (a NUL, a number JSON does not hold exactly, a lone surrogate)."""
+    kind = type(value)
+    if kind is str:
+        if "\x00" in value or (not value.isascii() and not _utf8(value)):
+            raise _Slow
+        return value
+    if kind is bool or value is None:
+        return value
+    if kind is int:
+        if -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            return value
+        raise _Slow
+    if kind is float:
+        if not math.isfinite(value) or abs(value) > MAX_SAFE_INTEGER:
+            raise _Slow
+        return int(value) if value.is_integer() else value
+    if kind is dict:
+        out = {}
+        for key, item in value.items():
+            if type(key) is not str or "\x00" in key or (not key.isascii() and not _utf8(key)):
+                raise _Slow
+            # The usual leaves inline (most of the nodes; a call each was most of this walk's time).
+            leaf = type(item)
+            if leaf is str:
+                if "\x00" in item or (not item.isascii() and not _utf8(item)):
+                    raise _Slow
+                out[key] = item
+            elif (leaf is int and -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER) or leaf is bool or item is None:
+                out[key] = item
+            else:
+                out[key] = _json(item)
+        return out
+    if kind is list or kind is tuple:
+        return [_json(item) for item in value]
+    raise _Slow
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (JSON text's \ud800): protobuf refuses it
+        return False
+    return True
+
+
+def _step_data(s: _Span) -> tuple[dict[str, Any], dict[str, Any], records_pb2.StepType]:
+    """A span's step input and output (before error), and its step type (docs/INGEST.md's table)."""
+    a, operation = s.attributes, s.operation
+    if operation in MODEL_CALLS:
+        given = {"operation": operation, "model": a.get("gen_ai.request.model"),
+                 "messages": _json_text(a.get("gen_ai.input.messages")),
+                 "system_instructions": _json_text(a.get("gen_ai.system_instructions"))}
+        taken = {"model": a.get("gen_ai.response.model"), "response_id": a.get("gen_ai.response.id"),
+                 "finish_reasons": a.get("gen_ai.response.finish_reasons"),
+                 "messages": _json_text(a.get("gen_ai.output.messages"))}
+        return given, taken, records_pb2.STEP_TYPE_LLM_CALL
+    if operation in TOOL_OPERATIONS:
+        given = {"tool": a.get("gen_ai.tool.name"), "call_id": a.get("gen_ai.tool.call.id"),
+                 "type": a.get("gen_ai.tool.type"), "arguments": _json_text(a.get("gen_ai.tool.call.arguments"))}
+        return given, {"result": _json_text(a.get("gen_ai.tool.call.result"))}, records_pb2.STEP_TYPE_TOOL_CALL
+    # an agent's invocation, or an operation the conventions add later: the run's input
+    given = {"operation": operation, "agent": a.get("gen_ai.agent.name"),
+             "agent_id": a.get("gen_ai.agent.id"), "messages": _json_text(a.get("gen_ai.input.messages"))}
+    return given, {"messages": _json_text(a.get("gen_ai.output.messages"))}, records_pb2.STEP_TYPE_INPUT
+
+
 def _run_input(trace_id: str, spans: list[_Span]) -> pb.RunInput:
     """The run the spans of one trace make (docs/INGEST.md's table)."""
     first = spans[0]
@@ -444,25 +643,7 @@ def _run_input(trace_id: str, spans: list[_Span]) -> pb.RunInput:
 
 def _step(s: _Span, trace_id: str) -> pb.StepInput:
     span, a = s.span, s.attributes
-    operation = s.operation
-    if operation in MODEL_CALLS:
-        step_type = records_pb2.STEP_TYPE_LLM_CALL
-        given = {"operation": operation, "model": a.get("gen_ai.request.model"),
-                 "messages": _json_text(a.get("gen_ai.input.messages")),
-                 "system_instructions": _json_text(a.get("gen_ai.system_instructions"))}
-        taken = {"model": a.get("gen_ai.response.model"), "response_id": a.get("gen_ai.response.id"),
-                 "finish_reasons": a.get("gen_ai.response.finish_reasons"),
-                 "messages": _json_text(a.get("gen_ai.output.messages"))}
-    elif operation in TOOL_OPERATIONS:
-        step_type = records_pb2.STEP_TYPE_TOOL_CALL
-        given = {"tool": a.get("gen_ai.tool.name"), "call_id": a.get("gen_ai.tool.call.id"),
-                 "type": a.get("gen_ai.tool.type"), "arguments": _json_text(a.get("gen_ai.tool.call.arguments"))}
-        taken = {"result": _json_text(a.get("gen_ai.tool.call.result"))}
-    else:  # an agent's invocation, or an operation the conventions add later: the run's input
-        step_type = records_pb2.STEP_TYPE_INPUT
-        given = {"operation": operation, "agent": a.get("gen_ai.agent.name"),
-                 "agent_id": a.get("gen_ai.agent.id"), "messages": _json_text(a.get("gen_ai.input.messages"))}
-        taken = {"messages": _json_text(a.get("gen_ai.output.messages"))}
+    given, taken, step_type = _step_data(s)
     error = span.status.code == trace_pb2.Status.STATUS_CODE_ERROR
     if error:
         taken["error"] = span.status.message or a.get("error.type") or "error"

@@ -27,7 +27,16 @@ def run(run_id: str, *, trace_id: str | None = None, steps: int = 3, model: str 
               "agent_id": "agent-1", "project_id": None}
     return fields, [{"step_type": "llm_call", "timestamp": START + timedelta(seconds=i), "input_data": {"i": i},
                      "output_data": {"text": f"out {i}"}, "metadata": {"span_id": f"s{i}"}, "level": "info",
-                     "source": "ingest", "tokens": 3, "cost_cents": 1, "duration_ms": 7} for i in range(steps)]
+                     "source": "ingest", "tokens": 3, "cost_cents": 1, "duration_ms": 7} | ODD[i % len(ODD)]
+                    for i in range(steps)]
+
+
+# jsonb columns as a batch writes them apart from the others (store._documents): null columns,
+# floats, whole numbers, non-ASCII, quotes and backslashes, nesting — compared as jsonb text.
+ODD = [{}, {"output_data": None},
+       {"metadata": None, "input_data": {"p": 0.25, "w": 2.0, "n": [1, 1.5, None, True], "s": 'a "q" \\ ☃ 😀'}},
+       {"input_data": None, "output_data": None, "metadata": None},
+       {"metadata": {"attributes": {"k": {"deep": [{"x": -0.5}]}}, "at": START}}]
 
 
 def record(database_url, tenant, runs, *, one_by_one=False, before=None):
@@ -62,8 +71,9 @@ def rows(database_url, tenant):
             "traces": conn.execute("SELECT trace_id, run_id, status, step_count, total_tokens, total_cost_cents, "
                                    "total_duration_ms, content_hash, completed_at FROM aos_traces "
                                    "WHERE tenant_id = %s ORDER BY trace_id", (tenant,)).fetchall(),
-            "steps": conn.execute("SELECT trace_id, step_index, step_type, input_data, output_data, metadata, "
-                                  "tokens, content_hash FROM aos_trace_steps WHERE tenant_id = %s "
+            "steps": conn.execute("SELECT trace_id, step_index, step_type, input_data::text, output_data::text, "
+                                  "metadata::text, tokens, cost_cents, duration_ms, level, source, \"timestamp\", "
+                                  "content_hash FROM aos_trace_steps WHERE tenant_id = %s "
                                   "ORDER BY trace_id, step_index", (tenant,)).fetchall()}
 
 
