@@ -12,11 +12,11 @@ from typing import Any, cast
 import grpc
 import psycopg
 import pytest
-from psycopg.rows import dict_row
 from google.protobuf import json_format, struct_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp, trace_service_pb2_grpc as otlp_grpc
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
+from psycopg.rows import dict_row
 
 from aos.evidence.v1 import bundle_pb2, records_pb2
 from aos.export.v1 import export_service_pb2 as export_pb, export_service_pb2_grpc as export_grpc
@@ -321,6 +321,8 @@ async def test_an_export_made_before_loses_its_artifact_and_says_so(ingest, expo
     assert verify_export.verify(copy, made.dsse_envelope, keys).ok
     first = await exports.VerifyExport(export_pb.VerifyExportRequest(export_id=made.export_id), metadata=reader())
     assert first.valid and first.payloads_erased == 0
+    shown = (await exports.GetExport(export_pb.GetExportRequest(export_id=made.export_id), metadata=reader())).export
+    assert not shown.content_erased and shown.payloads_erased == 0 and list(shown.erasure_ids) == []
 
     erased = await ingest.EraseDataSubject(pb.EraseDataSubjectRequest(subject_id=subject, reason="DSR-93"),
                                            metadata=officer())
@@ -339,6 +341,19 @@ async def test_an_export_made_before_loses_its_artifact_and_says_so(ingest, expo
                          (TENANT, other.export_id))
         assert refused.value.sqlstate == "AOS01"
     assert [e for e, _ in chunks] == [other.export_id] and held == 0
+
+    # GetExport and ListExports say so too, from the tombstones (the other export: stored)
+    shown = (await exports.GetExport(export_pb.GetExportRequest(export_id=made.export_id), metadata=reader())).export
+    assert shown.content_erased and shown.payloads_erased == 6 and list(shown.erasure_ids) == [erased.erasure_id]
+    assert shown.checksum == made.checksum and shown.chain_hash == made.chain_hash  # the signed record stays
+    listed = {e.export_id: e for e in (await exports.ListExports(export_pb.ListExportsRequest(page_size=1000),
+                                                                 metadata=reader())).exports}
+    assert (listed[made.export_id].content_erased, listed[made.export_id].payloads_erased,
+            list(listed[made.export_id].erasure_ids)) == (True, 6, [erased.erasure_id])
+    assert not listed[other.export_id].content_erased and listed[other.export_id].payloads_erased == 0
+    (by_run,) = (await exports.ListExports(export_pb.ListExportsRequest(run_id=run.run_id),
+                                           metadata=reader())).exports
+    assert by_run.content_erased and list(by_run.erasure_ids) == [erased.erasure_id]
 
     # the download answers honestly; the other export is untouched
     with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -402,6 +417,8 @@ async def test_rest_through_the_gateway(suite, tenant, database_url):
         download = await http.get(f"/api/v1/logs/exports/{export_id}:download", headers=auth("exports.read"))
         verified = await http.post(f"/api/v1/logs/exports/{export_id}:verify", json={"recompute": True},
                                    headers=auth("exports.read"))
+        shown = await http.get(f"/api/v1/logs/exports/{export_id}", headers=auth("exports.read"))
+        listed = await http.get("/api/v1/logs/exports", params={"run_id": run.run_id}, headers=auth("exports.read"))
     assert erased.status_code == 200 and erased.json()["exports_erased"] == [export_id]
     assert [s["hash_version"] for s in before["steps"]] == [2, 2, 2]
     assert before["steps"][0]["input_data"] == {"prompt": f"{SECRET} #0"}
@@ -413,6 +430,11 @@ async def test_rest_through_the_gateway(suite, tenant, database_url):
     assert verified.status_code == 200, verified.text
     answer = verified.json()
     assert answer["valid"] is True and answer["payloads_erased"] == 6
+    erasure_id = erased.json()["erasure_id"]
+    assert shown.status_code == 200 and listed.status_code == 200, (shown.text, listed.text)
+    for export in (shown.json()["export"], *listed.json()["exports"]):
+        assert export["export_id"] == export_id
+        assert (export["content_erased"], export["payloads_erased"], export["erasure_ids"]) == (True, 6, [erasure_id])
     assert ledger_report(database_url, TENANT).ok
 
 
