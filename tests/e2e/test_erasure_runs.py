@@ -4,6 +4,7 @@ erased payloads ERASED, and an export made before the erasure losing its stored 
 its signature, chain and commitments still verify — and the auditor's copy offline."""
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -532,6 +533,10 @@ async def test_spans_kept_unsealed_are_reached_by_the_erasure_and_sealed_erased(
         payloads = conn.execute("SELECT count(*) AS n FROM evidence_payloads WHERE tenant_id = %s AND record_id LIKE %s",
                                 (TENANT, f"{trace.trace.trace_id}/%")).fetchone()["n"]
     assert verify_trace(stored, rows) == [] and payloads == 0
+    # A retry after the seal: erased evidence is never re-written (docs/ERASURE.md §2), refused in the answer.
+    async with grpc.aio.insecure_channel(suite["ingest"]) as channel:
+        late = await otlp_grpc.TraceServiceStub(channel).Export(request, metadata=producer())
+    assert late.partial_success.rejected_spans == 2 and "already recorded" in late.partial_success.error_message
     assert content_anywhere(database_url, secret) == []
     assert ledger_report(database_url, TENANT).ok
 
@@ -565,3 +570,18 @@ async def test_a_kept_span_of_another_subject_is_sealed_with_its_content(suite, 
         [], [(ERASED, erased.erasure_id)] * 2, [(PRESENT, "")] * 2]
     assert SECRET in json_format.MessageToJson(trace.steps[2].input_data)
     assert f"{SECRET} 2" not in json_format.MessageToJson(trace)
+
+
+async def test_the_erasure_waits_for_a_seal_in_progress(ingest, database_url):
+    """A seal holds the tenant's run-recording lock from before it reads the kept spans to its
+    commit; the erasure takes it too, so it never runs between a seal's read and its commit
+    (which would seal content the erasure had just marked). Without the lock it would not wait."""
+    subject = f"subj-{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(database_url) as conn:
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('aos_ingest_runs:' || %s, 0))", (TENANT,))
+        erasure = asyncio.ensure_future(ingest.EraseDataSubject(
+            pb.EraseDataSubjectRequest(subject_id=subject, reason="DSR-97"), metadata=officer()))
+        await asyncio.sleep(1.0)
+        assert not erasure.done()  # waiting for the "seal"
+        conn.commit()
+    assert (await asyncio.wait_for(erasure, 30)).erasure_id
