@@ -122,6 +122,12 @@ def export_message(row: Mapping[str, Any]) -> bundle_pb2.Export:
     retention = (row["manifest"] or {}).get("retention") or {}
     message.retention_class = retention.get("retention_class", "")
     message.compliance_tags.extend(retention.get("compliance_tags", ()))
+    # Erased after it was made (docs/ERASURE.md §3a): EXPORT_SELECT's tombstone columns; a row
+    # read without them (one just inserted) has had nothing erased.
+    if row.get("payloads_erased"):
+        message.content_erased = True
+        message.payloads_erased = row["payloads_erased"]
+        message.erasure_ids.extend(row["erasure_ids"] or ())
     return message
 
 

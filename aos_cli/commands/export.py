@@ -1,4 +1,4 @@
-"""``export create | download | verify``: signed evidence bundles, and checking them."""
+"""``export create | show | list | download | verify``: signed evidence bundles, and checking them."""
 from __future__ import annotations
 
 import argparse
@@ -15,7 +15,8 @@ from aos_cli.commands import audit
 from aos_cli.context import Context
 from aos_cli.keys import file_keys, server_keys
 from aos_cli.output import to_dict, when
-from aos_cli.values import enum_label, enum_member, enum_value
+from aos_cli.pages import read_pages
+from aos_cli.values import enum_label, enum_member, enum_value, timestamp
 from aos_recording import dsse, verify_export
 
 BUNDLE_TYPE = "aos.evidence.v1.BundleType"
@@ -50,6 +51,19 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     create.add_argument("--download", metavar="PATH", type=_destination,
                         help="then download the artifact to PATH (a directory when it ends with /)")
     create.set_defaults(handler=create_command)
+
+    show = group.add_parser("show", parents=[common], help="one export (GetExport): what it is, and whether "
+                                                            "content it carried was erased since")
+    show.add_argument("export_id", metavar="EXPORT_ID")
+    show.set_defaults(handler=show_command)
+
+    listing = group.add_parser("list", parents=[common], help="the tenant's exports, newest first (ListExports)")
+    listing.add_argument("--run", metavar="RUN_ID", help="only exports of this run")
+    listing.add_argument("--incident", metavar="ID", help="only exports of this incident")
+    listing.add_argument("--since", help="created at or after (ISO 8601, UTC when no zone)")
+    listing.add_argument("--until", help="created before (ISO 8601)")
+    listing.add_argument("--limit", type=int, default=50, help="exports to show, following pages (0: all; default 50)")
+    listing.set_defaults(handler=list_command)
 
     download = group.add_parser("download", parents=[common], help="save an artifact, its envelope and the keys",
                                 description=f"Streams the artifact to PATH and checks its SHA-256; saves "
@@ -110,7 +124,50 @@ def _show_export(ctx: Context, export: bundle_pb2.Export) -> None:
         ("sha-256", export.checksum), ("chain", f"seq {export.seq}, hash {export.chain_hash}"),
         ("signed by", export.signing_key_id), ("redacted", f"{export.redaction.profile}: {redacted}"),
         ("created", f"{when(export.created_at)} by {export.requested_by_id}"),
+        ("content", erased_note(export)),
     ], title="Export")
+
+
+def erased_note(export: bundle_pb2.Export) -> str:
+    """Whether an erasure took content the export carried (docs/ERASURE.md §3a), in words."""
+    if not export.content_erased:
+        return "stored"
+    return (f"ERASED after export ({export.payloads_erased} payloads, erasure "
+            f"{', '.join(export.erasure_ids)}): artifact deleted, manifest and chain kept")
+
+
+LIST_COLUMNS = ("created", "export", "scope", "subject", "bundle / format", "bytes", "content")
+
+
+def show_command(args: argparse.Namespace, ctx: Context) -> int:
+    answer = ctx.client.exports.GetExport(pb.GetExportRequest(export_id=args.export_id))
+    if ctx.out.json_mode:
+        ctx.out.document(to_dict(answer.export))
+        return EXIT_OK
+    _show_export(ctx, answer.export)
+    return EXIT_OK
+
+
+def list_command(args: argparse.Namespace, ctx: Context) -> int:
+    if args.limit < 0:
+        raise UsageError("--limit must be 0 (all) or positive")
+    request = pb.ListExportsRequest(run_id=args.run or "", incident_id=args.incident or "")
+    if args.since:
+        request.created_after.CopyFrom(timestamp(args.since, "--since"))
+    if args.until:
+        request.created_before.CopyFrom(timestamp(args.until, "--until"))
+    result = read_pages(ctx.client.exports.ListExports, request, pb.ListExportsResponse(), "exports", args.limit)
+    if ctx.out.json_mode:
+        ctx.out.document(to_dict(result))
+        return EXIT_OK
+    estimate = "~" if result.total_size_is_estimate else ""
+    ctx.out.table(LIST_COLUMNS, ([
+        when(e.created_at), e.export_id, enum_label("aos.evidence.v1.ExportScope", e.scope),
+        e.run_id or e.incident_id or e.slice_filter,
+        f"{enum_label(BUNDLE_TYPE, e.bundle_type)} / {enum_label(FORMAT, e.format)}", e.size_bytes,
+        "ERASED (" + ", ".join(e.erasure_ids) + ")" if e.content_erased else "stored"] for e in result.exports),
+        title=f"{len(result.exports)} of {estimate}{result.total_size} exports (newest first)")
+    return EXIT_OK
 
 
 def create_command(args: argparse.Namespace, ctx: Context) -> int:

@@ -254,7 +254,8 @@ def _settle(conn: Connection, tenant_id: str, parts: list[_Part], now: datetime)
     sealed = store.sealed_steps(conn, tenant_id, [run_id(part.trace_id) for part in parts])
     kept = store.staged_spans(conn, tenant_id, [part.trace_id for part in parts])
     refusals: list[str | None] = [None] * len(parts)
-    to_keep: list[tuple[str, str, bytes, bytes]] = []
+    erased_kept: set[str] = set()  # traces sealed from kept spans an erasure reached (their steps born ERASED)
+    to_keep: list[store.ToStage] = []
     # (part index, run, steps, the trace whose kept spans the run takes, or None)
     to_seal: list[tuple[int, Mapping[str, Any], list[dict[str, Any]], str | None]] = []
     for i, part in enumerate(parts):
@@ -268,18 +269,19 @@ def _settle(conn: Connection, tenant_id: str, parts: list[_Part], now: datetime)
                 refusals[i] = (f"a run holds at most {ingest.MAX_ITEMS} spans (steps); this trace would hold "
                                f"{len(kept_spans) + len(new)}")
                 continue
-            to_keep.extend((part.trace_id, s.span.span_id.hex(), s.span.SerializeToString(),
-                            s.resource_pb.SerializeToString()) for s in part.spans)
+            to_keep.extend(_to_stage(part.trace_id, s) for s in part.spans)
         elif not kept_spans:
             if part.run is not None:  # else a root alone (not a GenAI span) of a trace with nothing kept
                 # The whole trace in one request (the usual case): the run checked in Export, as is.
                 to_seal.append((i, part.run, part.steps, None))
         else:
-            checked = _checked_seal(part.trace_id, [*_unkept(kept_spans, part.spans), *part.spans], now)
+            checked = _checked_seal(part.trace_id, _merged(kept_spans, part.spans), now)
             if isinstance(checked, str):
                 refusals[i] = _kept_refusal(tenant_id, part, checked)
             else:
                 to_seal.append((i, checked[0], checked[1], part.trace_id))
+                if any(k.erasure_id is not None for k in kept_spans.values()):
+                    erased_kept.add(part.trace_id)
     if to_keep:
         store.stage_spans(conn, tenant_id, to_keep, now)
     taken = []
@@ -294,6 +296,7 @@ def _settle(conn: Connection, tenant_id: str, parts: list[_Part], now: datetime)
             else:
                 refusals[i] = outcome.conflict
     if taken:
+        store.erase_sealed_spans(conn, [t for t in taken if t in erased_kept])
         store.unstage(conn, tenant_id, taken)
     return refusals
 
@@ -334,15 +337,44 @@ def _in_sealed(conn: Connection, tenant_id: str, part: _Part, sealed: dict[str, 
 
 
 def _unkept(kept: Mapping[str, store.StagedSpan], given: list[_Span]) -> list[_Span]:
-    """The kept spans not in ``given`` (a span sent again is taken as sent last)."""
+    """The kept spans not in ``given`` (a span sent again is taken as sent last), each as it came,
+    or without its content when an erasure of its subject took that (docs/ERASURE.md §3b)."""
     ids = {s.span.span_id.hex() for s in given}
     out = []
     for span_id, row in kept.items():
         if span_id in ids:
             continue
-        span, resource = trace_pb2.Span.FromString(row.span), resource_pb2.Resource.FromString(row.resource)
+        span = trace_pb2.Span.FromString(row.content if row.content is not None else row.span)
+        resource = resource_pb2.Resource.FromString(row.resource)
         out.append(_Span(span, _attributes(span.attributes), _attributes(resource.attributes), resource))
     return out
+
+
+def _merged(kept: Mapping[str, store.StagedSpan], given: list[_Span]) -> list[_Span]:
+    """All of a trace's spans for its seal: ``given`` taken as sent last, except a span whose kept
+    copy an erasure reached: the erasure wins (its content is not brought back by a resend)."""
+    given = [s for s in given if getattr(kept.get(s.span.span_id.hex()), "erasure_id", None) is None]
+    return [*_unkept(kept, given), *given]
+
+
+def _to_stage(trace_id: str, s: _Span) -> store.ToStage:
+    """A span to keep: one naming a subject is kept without its content beside the span as it came,
+    so an erasure can delete the content in SQL and leave what the seal needs (migration 0028)."""
+    whole = s.span.SerializeToString()
+    subject = s.subject()
+    if subject is None:
+        return store.ToStage(trace_id, s.span.span_id.hex(), whole, s.resource_pb.SerializeToString())
+    bare = trace_pb2.Span()
+    bare.CopyFrom(s.span)
+    del bare.attributes[:]
+    bare.attributes.extend(kv for kv in s.span.attributes if not _is_content(kv.key))
+    del bare.events[:]  # GenAI content events (gen_ai.*.message) and any other event: never read by a step
+    return store.ToStage(trace_id, s.span.span_id.hex(), bare.SerializeToString(), s.resource_pb.SerializeToString(),
+                         subject, whole)
+
+
+def _is_content(name: str) -> bool:
+    return name in CONTENT_ATTRIBUTES or name.startswith(CONTENT_PREFIXES)
 
 
 def _checked_seal(trace_id: str, spans: list[_Span], now: datetime
@@ -359,14 +391,18 @@ def _checked_seal(trace_id: str, spans: list[_Span], now: datetime
     return checked.run, checked.steps
 
 
-def _seal(conn: Connection, tenant_id: str, trace_id: str, spans: list[_Span], now: datetime) -> str | None:
-    """Records the run of all the trace's spans and drops its kept ones; None, or why it cannot."""
+def _seal(conn: Connection, tenant_id: str, trace_id: str, spans: list[_Span], now: datetime, *,
+          erased: bool = False) -> str | None:
+    """Records the run of all the trace's spans and drops its kept ones; None, or why it cannot.
+    ``erased``: some kept span was reached by an erasure (its step's payloads are erased at once)."""
     checked = _checked_seal(trace_id, spans, now)
     if isinstance(checked, str):
         return checked
     outcome, = store.record_runs(conn, tenant_id, [checked])
     if outcome.conflict is not None:
         return outcome.conflict
+    if erased:
+        store.erase_sealed_spans(conn, [trace_id])
     store.unstage(conn, tenant_id, [trace_id])
     return None
 
@@ -382,7 +418,8 @@ def _seal_quiet(conn: Connection, tenant_id: str, trace_id: str, before: datetim
     kept = store.staged_spans(conn, tenant_id, [trace_id]).get(trace_id, {})
     if not kept or max(k.received_at for k in kept.values()) >= before:
         return None
-    refusal = _seal(conn, tenant_id, trace_id, _unkept(kept, []), now)
+    refusal = _seal(conn, tenant_id, trace_id, _unkept(kept, []), now,
+                    erased=any(k.erasure_id is not None for k in kept.values()))
     return "" if refusal is None else refusal
 
 
@@ -659,7 +696,7 @@ def _step(s: _Span, trace_id: str) -> pb.StepInput:
     subject = s.subject()
     if subject is not None:
         step.data_subject_id = subject
-        a = {k: v for k, v in a.items() if k not in CONTENT_ATTRIBUTES and not k.startswith(CONTENT_PREFIXES)}
+        a = {k: v for k, v in a.items() if not _is_content(k)}
     metadata = {"otel_trace_id": trace_id, "span_id": span.span_id.hex(), "name": span.name,
                 "kind": trace_pb2.Span.SpanKind.Name(span.kind),
                 "conversation_id": a.get("gen_ai.conversation.id"),

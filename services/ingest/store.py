@@ -396,34 +396,60 @@ def erase_subject(conn: Connection, tenant_id: str, subject_id: str, actor_type:
 
 @dataclass(frozen=True)
 class StagedSpan:
-    span: bytes       # opentelemetry.proto.trace.v1.Span
+    span: bytes       # opentelemetry.proto.trace.v1.Span (of a span naming a subject: without its content)
     resource: bytes   # opentelemetry.proto.resource.v1.Resource
     received_at: Any
+    content: bytes | None = None     # the span as it came, while its subject is not erased (0028)
+    erasure_id: str | None = None    # the erasure that took its content: its step is born ERASED
 
 
-def stage_spans(conn: Connection, tenant_id: str, spans: Sequence[tuple[str, str, bytes, bytes]],
-                received_at: Any) -> None:
-    """Keeps (trace, span id, span, resource) of any traces, in one statement; a span id already
-    kept stays as it was (a retry)."""
+@dataclass(frozen=True)
+class ToStage:
+    """One span to keep: ``span`` without its content when it names ``subject_id`` (then
+    ``content`` is the span as it came: an erasure of the subject deletes it, docs/ERASURE.md §3b)."""
+    trace_id: str
+    span_id: str
+    span: bytes
+    resource: bytes
+    subject_id: str | None = None
+    content: bytes | None = None
+
+
+def stage_spans(conn: Connection, tenant_id: str, spans: Sequence[ToStage], received_at: Any) -> None:
+    """Keeps the spans of any traces, in one statement; a span id already kept stays as it was
+    (a retry; one whose content an erasure took stays erased)."""
     conn.execute(text(
-        "INSERT INTO otlp_staged_spans (tenant_id, otel_trace_id, span_id, span, resource, received_at) "
-        "SELECT :t, u.trace, u.span_id, u.span, u.resource, :at FROM unnest(CAST(:traces AS text[]), "
-        "CAST(:span_ids AS text[]), CAST(:spans AS bytea[]), CAST(:resources AS bytea[])) "
-        "AS u(trace, span_id, span, resource) ON CONFLICT DO NOTHING"),
-        {"t": tenant_id, "at": received_at, "traces": [s[0] for s in spans], "span_ids": [s[1] for s in spans],
-         "spans": [s[2] for s in spans], "resources": [s[3] for s in spans]})
+        "INSERT INTO otlp_staged_spans (tenant_id, otel_trace_id, span_id, span, resource, subject_id, content, "
+        "received_at) SELECT :t, u.trace, u.span_id, u.span, u.resource, u.subject_id, u.content, :at "
+        "FROM unnest(CAST(:traces AS text[]), CAST(:span_ids AS text[]), CAST(:spans AS bytea[]), "
+        "CAST(:resources AS bytea[]), CAST(:subjects AS text[]), CAST(:contents AS bytea[])) "
+        "AS u(trace, span_id, span, resource, subject_id, content) ON CONFLICT DO NOTHING"),
+        {"t": tenant_id, "at": received_at, "traces": [s.trace_id for s in spans],
+         "span_ids": [s.span_id for s in spans], "spans": [s.span for s in spans],
+         "resources": [s.resource for s in spans], "subjects": [s.subject_id for s in spans],
+         "contents": [s.content for s in spans]})
 
 
 def staged_spans(conn: Connection, tenant_id: str, otel_trace_ids: Sequence[str]
                  ) -> dict[str, dict[str, StagedSpan]]:
     """The kept spans of each of the traces that has any: {trace: {span id: span}} (one statement)."""
     rows = conn.execute(text(
-        "SELECT otel_trace_id, span_id, span, resource, received_at FROM otlp_staged_spans "
+        "SELECT otel_trace_id, span_id, span, resource, received_at, content, erasure_id FROM otlp_staged_spans "
         "WHERE tenant_id = :t AND otel_trace_id = ANY(:traces)"), {"t": tenant_id, "traces": list(otel_trace_ids)})
     kept: dict[str, dict[str, StagedSpan]] = {}
     for r in rows:
-        kept.setdefault(r.otel_trace_id, {})[r.span_id] = StagedSpan(bytes(r.span), bytes(r.resource), r.received_at)
+        kept.setdefault(r.otel_trace_id, {})[r.span_id] = StagedSpan(
+            bytes(r.span), bytes(r.resource), r.received_at, None if r.content is None else bytes(r.content),
+            r.erasure_id)
     return kept
+
+
+def erase_sealed_spans(conn: Connection, otel_trace_ids: Sequence[str]) -> int:
+    """After the traces' runs were recorded and before their kept spans are dropped: the payloads
+    of the steps made of spans an erasure reached while kept are erased (tombstones with that
+    erasure), in the seal's transaction (aos_erase_sealed_spans, migration 0028). How many fields."""
+    return sum(int(conn.execute(text("SELECT aos_erase_sealed_spans(:trace)"), {"trace": trace}).scalar_one())
+               for trace in otel_trace_ids)
 
 
 def unstage(conn: Connection, tenant_id: str, otel_trace_ids: Sequence[str]) -> None:

@@ -90,6 +90,8 @@ async def test_runs_and_exports_after_an_erasure_say_erased(cli, suite, writer_t
             run_id=run.run_id, bundle_type=bundle_pb2.BUNDLE_TYPE_EVIDENCE, format=bundle_pb2.EXPORT_FORMAT_JSON),
             metadata=reader)).export
 
+    before = await cli("export", "show", made.export_id, tenant=writer_tenant)
+    assert before.code == 0 and "stored" in before.out and "ERASED" not in before.out, before.out + before.err
     erased = await cli("erase", subject, "--reason", "DSR-3", "--yes", tenant=writer_tenant)
     assert erased.code == 0, erased.err
     assert made.export_id in erased.out
@@ -99,3 +101,15 @@ async def test_runs_and_exports_after_an_erasure_say_erased(cli, suite, writer_t
     verified = await cli("export", "verify", made.export_id, tenant=writer_tenant)
     assert verified.code == 0, verified.out + verified.err
     assert "content erased after export (1 payloads" in verified.out and "VALID" in verified.out
+    # export show / list say the content was erased, naming the erasure (GetExport / ListExports)
+    erasure_id = next(w for w in erased.out.replace("(", " ").replace(")", " ").replace(",", " ").split()
+                      if w.startswith("era_"))
+    shown = await cli("export", "show", made.export_id, tenant=writer_tenant)
+    assert shown.code == 0, shown.err
+    assert "ERASED after export (1 payloads" in shown.out and erasure_id in shown.out
+    listed = await cli("export", "list", "--run", run.run_id, tenant=writer_tenant)
+    assert listed.code == 0, listed.err
+    assert made.export_id in listed.out and f"ERASED ({erasure_id})" in listed.out.replace("\n", "")
+    doc = await cli("--json", "export", "list", "--run", run.run_id, tenant=writer_tenant)
+    (export,) = json.loads(doc.out)["exports"]
+    assert (export["content_erased"], export["payloads_erased"], export["erasure_ids"]) == (True, 1, [erasure_id])

@@ -4,9 +4,11 @@ erased payloads ERASED, and an export made before the erasure losing its stored 
 its signature, chain and commitments still verify — and the auditor's copy offline."""
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import datetime, timedelta, timezone
+from typing import Any, cast
 
 import grpc
 import psycopg
@@ -15,6 +17,7 @@ from google.protobuf import json_format, struct_pb2
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2 as otlp, trace_service_pb2_grpc as otlp_grpc
 from opentelemetry.proto.common.v1 import common_pb2
 from opentelemetry.proto.trace.v1 import trace_pb2
+from psycopg.rows import dict_row
 
 from aos.evidence.v1 import bundle_pb2, records_pb2
 from aos.export.v1 import export_service_pb2 as export_pb, export_service_pb2_grpc as export_grpc
@@ -27,9 +30,13 @@ from aos.logs.v1 import (
     system_logs_service_pb2_grpc as system_grpc,
 )
 from aos_recording import dsse, hashing, verify_export
+from aos_recording.verify import verify_trace
+from aos_runtime.db import Database
+from aos_runtime.server import ServiceContext
+from services.ingest import otlp as otlp_receiver
 from tests.db.sessions import ledger_report
 from tests.e2e.support import BASE, error_info, token, ts, violations
-from tests.logins import load_demo_scenarios
+from tests.logins import load_demo_scenarios, login_url
 
 pytestmark = pytest.mark.db
 
@@ -315,6 +322,8 @@ async def test_an_export_made_before_loses_its_artifact_and_says_so(ingest, expo
     assert verify_export.verify(copy, made.dsse_envelope, keys).ok
     first = await exports.VerifyExport(export_pb.VerifyExportRequest(export_id=made.export_id), metadata=reader())
     assert first.valid and first.payloads_erased == 0
+    shown = (await exports.GetExport(export_pb.GetExportRequest(export_id=made.export_id), metadata=reader())).export
+    assert not shown.content_erased and shown.payloads_erased == 0 and list(shown.erasure_ids) == []
 
     erased = await ingest.EraseDataSubject(pb.EraseDataSubjectRequest(subject_id=subject, reason="DSR-93"),
                                            metadata=officer())
@@ -333,6 +342,19 @@ async def test_an_export_made_before_loses_its_artifact_and_says_so(ingest, expo
                          (TENANT, other.export_id))
         assert refused.value.sqlstate == "AOS01"
     assert [e for e, _ in chunks] == [other.export_id] and held == 0
+
+    # GetExport and ListExports say so too, from the tombstones (the other export: stored)
+    shown = (await exports.GetExport(export_pb.GetExportRequest(export_id=made.export_id), metadata=reader())).export
+    assert shown.content_erased and shown.payloads_erased == 6 and list(shown.erasure_ids) == [erased.erasure_id]
+    assert shown.checksum == made.checksum and shown.chain_hash == made.chain_hash  # the signed record stays
+    listed = {e.export_id: e for e in (await exports.ListExports(export_pb.ListExportsRequest(page_size=1000),
+                                                                 metadata=reader())).exports}
+    assert (listed[made.export_id].content_erased, listed[made.export_id].payloads_erased,
+            list(listed[made.export_id].erasure_ids)) == (True, 6, [erased.erasure_id])
+    assert not listed[other.export_id].content_erased and listed[other.export_id].payloads_erased == 0
+    (by_run,) = (await exports.ListExports(export_pb.ListExportsRequest(run_id=run.run_id),
+                                           metadata=reader())).exports
+    assert by_run.content_erased and list(by_run.erasure_ids) == [erased.erasure_id]
 
     # the download answers honestly; the other export is untouched
     with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -396,6 +418,8 @@ async def test_rest_through_the_gateway(suite, tenant, database_url):
         download = await http.get(f"/api/v1/logs/exports/{export_id}:download", headers=auth("exports.read"))
         verified = await http.post(f"/api/v1/logs/exports/{export_id}:verify", json={"recompute": True},
                                    headers=auth("exports.read"))
+        shown = await http.get(f"/api/v1/logs/exports/{export_id}", headers=auth("exports.read"))
+        listed = await http.get("/api/v1/logs/exports", params={"run_id": run.run_id}, headers=auth("exports.read"))
     assert erased.status_code == 200 and erased.json()["exports_erased"] == [export_id]
     assert [s["hash_version"] for s in before["steps"]] == [2, 2, 2]
     assert before["steps"][0]["input_data"] == {"prompt": f"{SECRET} #0"}
@@ -407,4 +431,157 @@ async def test_rest_through_the_gateway(suite, tenant, database_url):
     assert verified.status_code == 200, verified.text
     answer = verified.json()
     assert answer["valid"] is True and answer["payloads_erased"] == 6
+    erasure_id = erased.json()["erasure_id"]
+    assert shown.status_code == 200 and listed.status_code == 200, (shown.text, listed.text)
+    for export in (shown.json()["export"], *listed.json()["exports"]):
+        assert export["export_id"] == export_id
+        assert (export["content_erased"], export["payloads_erased"], export["erasure_ids"]) == (True, 6, [erasure_id])
     assert ledger_report(database_url, TENANT).ok
+
+
+def staged_rows(url: str, trace_hex: str) -> list[dict]:
+    with psycopg.connect(url, row_factory=dict_row) as conn:
+        return conn.execute("SELECT * FROM otlp_staged_spans WHERE tenant_id = %s AND otel_trace_id = %s",
+                            (TENANT, trace_hex)).fetchall()
+
+
+def content_anywhere(url: str, needle: str) -> list[str]:
+    """The tables (as the admin, no row security) whose rows of the tenant hold ``needle`` as text,
+    or as bytes (a bytea column reads as hex: a staged span's protobuf bytes)."""
+    hits = []
+    with psycopg.connect(url) as conn:
+        tables = [t for (t,) in conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = 'tenant_id' "
+            "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relispartition")]
+        for table in tables:
+            if conn.execute(f"SELECT EXISTS (SELECT FROM {table} x WHERE x.tenant_id = %s "
+                            "AND (strpos(x::text, %s) > 0 OR strpos(x::text, %s) > 0))",
+                            (TENANT, needle, needle.encode().hex())).fetchone()[0]:
+                hits.append(table)
+    return hits
+
+
+@pytest.fixture()
+async def sealer(database_url):
+    """A TraceReceiver as the Ingest server's sealer has it (the suite's own waits its 30 s window)."""
+    db = Database(login_url(database_url, "ingest"), service="ingest", pool_size=2)
+    yield otlp_receiver.TraceReceiver(ServiceContext(db=db, page_tokens=cast(Any, None)))
+    await db.close()
+
+
+def kept_span(trace_id: bytes, n: int, subject: str, start: int, secret: str = SECRET) -> trace_pb2.Span:
+    """A child span (its root never sent: the trace stays kept) naming ``subject``, ``secret`` in its
+    content attributes and in an event."""
+    return trace_pb2.Span(
+        trace_id=trace_id, span_id=bytes([n]) * 8, parent_span_id=b"\x01" * 8, name=f"chat {n}",
+        start_time_unix_nano=start + n * 1_000_000_000, end_time_unix_nano=start + n * 1_000_000_000 + 500_000_000,
+        attributes=[_attr("gen_ai.operation.name", "chat"), _attr("gen_ai.request.model", "gpt-4o"),
+                    _attr("gen_ai.provider.name", "openai"), _attr("enduser.pseudo.id", subject),
+                    _attr("gen_ai.input.messages", json.dumps([{"role": "user", "content": f"{secret} {n}"}])),
+                    _attr("gen_ai.output.messages", json.dumps([{"role": "assistant", "content": f"re {secret}"}]))],
+        events=[trace_pb2.Span.Event(name="gen_ai.user.message", time_unix_nano=start,
+                                     attributes=[_attr("content", secret)])])
+
+
+async def test_spans_kept_unsealed_are_reached_by_the_erasure_and_sealed_erased(
+        suite, ingest, runs, sealer, database_url):
+    """docs/ERASURE.md §3b: the erasure takes the kept spans' content at once; the seal after it
+    still makes the run (the Export was acknowledged) with its steps' payloads born ERASED."""
+    subject = f"subj-{uuid.uuid4().hex[:8]}"
+    trace_id = uuid.uuid4().bytes
+    run_id = f"otel-{trace_id.hex()}"
+    start = int((datetime.now(timezone.utc) - timedelta(minutes=30)).timestamp() * 1e9)
+    secret = f"{SECRET} {uuid.uuid4().hex}"  # this test's own: other tests leave format-1 copies of SECRET
+    spans = [kept_span(trace_id, n, subject, start, secret) for n in (2, 3)]
+    request = otlp.ExportTraceServiceRequest(resource_spans=[trace_pb2.ResourceSpans(
+        scope_spans=[trace_pb2.ScopeSpans(spans=spans)])])
+    async with grpc.aio.insecure_channel(suite["ingest"]) as channel:
+        traces = otlp_grpc.TraceServiceStub(channel)
+        answer = await traces.Export(request, metadata=producer())
+        assert not answer.partial_success.rejected_spans, answer
+        kept = staged_rows(database_url, trace_id.hex())
+        assert [r["subject_id"] for r in kept] == [subject] * 2
+        assert all(secret.encode() in bytes(r["content"]) and secret.encode() not in bytes(r["span"]) for r in kept)
+        assert content_anywhere(database_url, secret) == ["otlp_staged_spans"]  # the search finds bytes too
+
+        erased = await ingest.EraseDataSubject(pb.EraseDataSubjectRequest(subject_id=subject, reason="DSR-95"),
+                                               metadata=officer())
+        assert erased.payloads_erased == 0  # nothing sealed yet: no payload row of the subject
+        kept = staged_rows(database_url, trace_id.hex())
+        assert [(r["content"], r["erasure_id"]) for r in kept] == [(None, erased.erasure_id)] * 2
+        assert content_anywhere(database_url, secret) == []
+        # An exporter's retry after the erasure: kept as it was (erased), not brought back.
+        retried = await traces.Export(request, metadata=producer())
+        assert not retried.partial_success.rejected_spans, retried
+        assert [r["content"] for r in staged_rows(database_url, trace_id.hex())] == [None, None]
+
+    now = datetime.now(timezone.utc)
+    assert await sealer.seal_quiet(now + timedelta(seconds=sealer.quiet_s + 1)) >= 1
+    assert staged_rows(database_url, trace_id.hex()) == []
+    trace = await runs.GetLlmRunTrace(runs_pb.GetLlmRunTraceRequest(run_id=run_id), metadata=reader())
+    assert len(trace.steps) == 2
+    for step in trace.steps:
+        assert step.hash_version == 2 and not step.HasField("input_data") and not step.HasField("output_data")
+        assert [(p.state, p.erasure_id) for p in step.payloads] == [(ERASED, erased.erasure_id)] * 2
+    assert [s.content_hash for s in trace.steps] == [h.hex() for h in recomputed(trace.steps)]
+    with psycopg.connect(database_url, row_factory=dict_row) as conn:
+        stored = conn.execute("SELECT * FROM aos_traces WHERE tenant_id = %s AND trace_id = %s",
+                              (TENANT, trace.trace.trace_id)).fetchone()
+        rows = conn.execute("SELECT * FROM aos_trace_steps WHERE tenant_id = %s AND trace_id = %s "
+                            "ORDER BY step_index", (TENANT, trace.trace.trace_id)).fetchall()
+        payloads = conn.execute("SELECT count(*) AS n FROM evidence_payloads WHERE tenant_id = %s AND record_id LIKE %s",
+                                (TENANT, f"{trace.trace.trace_id}/%")).fetchone()["n"]
+    assert verify_trace(stored, rows) == [] and payloads == 0
+    # A retry after the seal: erased evidence is never re-written (docs/ERASURE.md §2), refused in the answer.
+    async with grpc.aio.insecure_channel(suite["ingest"]) as channel:
+        late = await otlp_grpc.TraceServiceStub(channel).Export(request, metadata=producer())
+    assert late.partial_success.rejected_spans == 2 and "already recorded" in late.partial_success.error_message
+    assert content_anywhere(database_url, secret) == []
+    assert ledger_report(database_url, TENANT).ok
+
+
+async def test_a_kept_span_of_another_subject_is_sealed_with_its_content(suite, ingest, runs, database_url):
+    """The erasure reaches its subject's kept spans only; sealed by the root span's arrival (the
+    other path), a resend of the erased span with the root does not bring its content back."""
+    subject, other = f"subj-{uuid.uuid4().hex[:8]}", f"subj-{uuid.uuid4().hex[:8]}"
+    trace_id = uuid.uuid4().bytes
+    start = int((datetime.now(timezone.utc) - timedelta(minutes=30)).timestamp() * 1e9)
+    first, second = kept_span(trace_id, 2, subject, start), kept_span(trace_id, 3, other, start)
+    root = trace_pb2.Span(trace_id=trace_id, span_id=b"\x01" * 8, name="invoke_agent", start_time_unix_nano=start,
+                          end_time_unix_nano=start + 5_000_000_000,
+                          attributes=[_attr("gen_ai.operation.name", "invoke_agent")])
+
+    def request(*spans):
+        return otlp.ExportTraceServiceRequest(resource_spans=[trace_pb2.ResourceSpans(
+            scope_spans=[trace_pb2.ScopeSpans(spans=list(spans))])])
+
+    async with grpc.aio.insecure_channel(suite["ingest"]) as channel:
+        traces = otlp_grpc.TraceServiceStub(channel)
+        assert not (await traces.Export(request(first, second), metadata=producer())).partial_success.rejected_spans
+        erased = await ingest.EraseDataSubject(pb.EraseDataSubjectRequest(subject_id=subject, reason="DSR-96"),
+                                               metadata=officer())
+        sealed = await traces.Export(request(root, first), metadata=producer())
+        assert not sealed.partial_success.rejected_spans, sealed
+    assert staged_rows(database_url, trace_id.hex()) == []
+    trace = await runs.GetLlmRunTrace(runs_pb.GetLlmRunTraceRequest(run_id=f"otel-{trace_id.hex()}"),
+                                      metadata=reader())
+    assert [[(p.state, p.erasure_id) for p in s.payloads] for s in trace.steps] == [
+        [], [(ERASED, erased.erasure_id)] * 2, [(PRESENT, "")] * 2]
+    assert SECRET in json_format.MessageToJson(trace.steps[2].input_data)
+    assert f"{SECRET} 2" not in json_format.MessageToJson(trace)
+
+
+async def test_the_erasure_waits_for_a_seal_in_progress(ingest, database_url):
+    """A seal holds the tenant's run-recording lock from before it reads the kept spans to its
+    commit; the erasure takes it too, so it never runs between a seal's read and its commit
+    (which would seal content the erasure had just marked). Without the lock it would not wait."""
+    subject = f"subj-{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(database_url) as conn:
+        conn.execute("SELECT pg_advisory_xact_lock(hashtextextended('aos_ingest_runs:' || %s, 0))", (TENANT,))
+        erasure = asyncio.ensure_future(ingest.EraseDataSubject(
+            pb.EraseDataSubjectRequest(subject_id=subject, reason="DSR-97"), metadata=officer()))
+        await asyncio.sleep(1.0)
+        assert not erasure.done()  # waiting for the "seal"
+        conn.commit()
+    assert (await asyncio.wait_for(erasure, 30)).erasure_id
