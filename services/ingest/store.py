@@ -10,10 +10,12 @@ valid items, in request order, and answers one outcome per item.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
@@ -235,19 +237,18 @@ def _insert_new(conn: Connection, tenant_id: str, runs: Sequence[_Prepared]) -> 
     activity rows (their rollup trigger fires once for the statement), traces created running,
     their steps (the step trigger checks each against its running trace), then the seals.
     Raises _Raced when a statement writes fewer rows than it was given."""
-    expect(conn.execute(_RUNS_INSERT_MANY, _columns(_RUN_COLUMNS, [p.record for p in runs],
-                                                     content_hash=[p.content_hash for p in runs])), len(runs))
+    expect(conn.execute(_RUNS_INSERT_MANY, {"rows": _json_rows(
+        [{**p.record, "content_hash": p.content_hash} for p in runs], _RUN_COLUMNS)}), len(runs))
     activity = [{"id": p.run["run_id"], "status": WORKER_STATUS[p.run["execution_status"]],
                  "created_at": p.run["started_at"], "project_id": p.run.get("project_id"),
                  "agent_id": p.run.get("agent_id"), "provider": p.run["provider"], "model": p.run["model"],
                  "cost_cents": p.run["cost_cents"], "input_tokens": p.run["input_tokens"],
                  "output_tokens": p.run["output_tokens"], "started_at": p.run["started_at"],
                  "completed_at": p.run["completed_at"]} for p in runs]
-    expect(conn.execute(_ACTIVITY_INSERT_MANY, {"t": tenant_id, **_columns(_ACTIVITY_COLUMNS, activity)}),
-           len(runs))
+    expect(conn.execute(_ACTIVITY_INSERT_MANY, {"t": tenant_id, "rows": _json_rows(activity)}), len(runs))
     traces = [{"trace_id": p.trace_id, "run_id": p.run["run_id"], "agent_id": p.run.get("agent_id"),
                "started_at": p.run["started_at"]} for p in runs]
-    expect(conn.execute(_TRACES_INSERT_MANY, {"t": tenant_id, **_columns(_TRACE_COLUMNS, traces)}), len(runs))
+    expect(conn.execute(_TRACES_INSERT_MANY, {"t": tenant_id, "rows": _json_rows(traces)}), len(runs))
     steps = [TraceRecorder.step_row(step, index, content_hash) | {"trace_id": p.trace_id}
              for p in runs for index, (step, content_hash) in enumerate(zip(p.steps, p.step_hashes, strict=True))]
     if steps:
@@ -257,7 +258,7 @@ def _insert_new(conn: Connection, tenant_id: str, runs: Sequence[_Prepared]) -> 
               "n": len(p.steps), "tokens": sum(s.get("tokens", 0) for s in p.steps),
               "cost": sum(s.get("cost_cents", 0) for s in p.steps),
               "duration": sum(s.get("duration_ms", 0) for s in p.steps), "hash": p.trace_hash} for p in runs]
-    expect(conn.execute(_SEAL_MANY, {"t": tenant_id, **_columns(_SEAL_COLUMNS, seals)}), len(runs))
+    expect(conn.execute(_SEAL_MANY, {"t": tenant_id, "rows": _json_rows(seals)}), len(runs))
 
 
 def expect(result: Any, rows: int) -> None:
@@ -265,9 +266,33 @@ def expect(result: Any, rows: int) -> None:
         raise _Raced(f"{result.rowcount} of {rows} rows written")
 
 
-def _columns(names: Sequence[str], rows: Sequence[Mapping[str, Any]], **given: list[Any]) -> dict[str, list[Any]]:
-    """Rows as one array per column (the unnest statements' parameters; jsonb columns: _documents)."""
-    return {name: given[name] if name in given else [row.get(name) for row in rows] for name in names}
+def _scalar(value: Any) -> str:
+    """orjson's ``default`` for the statements' JSON rows: a timestamp as its ISO text (psycopg's
+    text form of a datetime parameter, which the column's input reads), a hash as hex (decoded
+    in the statement)."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value.hex()
+    raise TypeError(f"{type(value).__name__} is not a statement row's scalar")
+
+
+def _dumps(rows: Any, default: Callable[[Any], Any] | None = None) -> str:
+    """One JSON text for a statement's rows (issue #21: bound arrays were psycopg adapting every
+    value in Python, a tenth of an Export's CPU). orjson where it can write it; jsonb stores the
+    values it parses, not the text, so orjson's and json's texts of one value are stored the
+    same (tests/db/test_ingest_record_runs.py reads every column back as text). Callers refuse
+    non-finite floats (ingest._plain, otlp._json); an integer past 64 bits (orjson refuses it)
+    goes through json, as before."""
+    try:
+        return orjson.dumps(rows, default=default, option=orjson.OPT_PASSTHROUGH_DATETIME).decode()
+    except orjson.JSONEncodeError:
+        return json.dumps(rows, default=default)  # raises as before for what JSON cannot hold
+
+
+def _json_rows(rows: Sequence[Mapping[str, Any]], names: Sequence[str] | None = None) -> str:
+    """The rows as one JSON array (the run-level statements' one parameter, _recordset)."""
+    return _dumps(rows if names is None else [{name: row.get(name) for name in names} for row in rows], _scalar)
 
 
 def _documents(steps: Sequence[Mapping[str, Any]]) -> str:
@@ -287,7 +312,7 @@ def _documents(steps: Sequence[Mapping[str, Any]]) -> str:
             if (value := step.get(name)) is not None:
                 row[key] = hashing._plain(value)
         rows.append(row)
-    return json.dumps(rows)
+    return _dumps(rows)
 
 
 _STEP_SCALARS = ("trace_id", "id", "step_index", "step_type", "level", "source", "tokens", "cost_cents",
@@ -295,9 +320,16 @@ _STEP_SCALARS = ("trace_id", "id", "step_index", "step_type", "level", "source",
 _DOCUMENT_KEYS = (("i", "input_data"), ("o", "output_data"), ("m", "metadata"))
 
 
-def _unnest(names: Sequence[str], types: Sequence[str]) -> str:
-    return ("unnest(" + ", ".join(f"CAST(:{n} AS {t}[])" for n, t in zip(names, types, strict=True))
-            + ") WITH ORDINALITY AS u(" + ", ".join(names) + ", ord)")
+def _recordset(names: Sequence[str], types: Sequence[str]) -> str:
+    """The rows of the JSON array parameter :rows, typed by the columns' input functions (a
+    bytea goes as hex text: decode it), in the array's order (ord)."""
+    columns = ", ".join(f"{n} {'text' if t == 'bytea' else t}" for n, t in zip(names, types, strict=True))
+    return (f"ROWS FROM (jsonb_to_recordset(CAST(:rows AS jsonb)) AS ({columns})) "
+            f"WITH ORDINALITY AS u({', '.join(names)}, ord)")
+
+
+def _hex(name: str) -> str:
+    return f"decode(u.{name}, 'hex')"
 
 
 _RUN_COLUMNS = ("id", "tenant_id", "run_id", "trace_id", "agent_id", "project_id", "provider", "model",
@@ -308,7 +340,8 @@ _RUN_TYPES = ("text", "text", "text", "text", "text", "text", "text", "text", "t
 # ON CONFLICT DO NOTHING as LlmRunRecordWriter.record's: a row the look-up missed shows as a short count.
 _RUNS_INSERT_MANY = text(
     f"INSERT INTO llm_run_records ({', '.join(_RUN_COLUMNS)}, is_synthetic, synthetic_scenario_id) "
-    f"SELECT {', '.join('u.' + c for c in _RUN_COLUMNS)}, false, NULL FROM {_unnest(_RUN_COLUMNS, _RUN_TYPES)} "
+    f"SELECT {', '.join('u.' + c for c in _RUN_COLUMNS[:-1])}, {_hex('content_hash')}, false, NULL "
+    f"FROM {_recordset(_RUN_COLUMNS, _RUN_TYPES)} "
     "ORDER BY u.ord ON CONFLICT DO NOTHING")
 _ACTIVITY_COLUMNS = ("id", "project_id", "agent_id", "provider", "model", "status", "cost_cents", "input_tokens",
                      "output_tokens", "created_at", "started_at", "completed_at")
@@ -317,13 +350,13 @@ _ACTIVITY_TYPES = ("text", "text", "text", "text", "text", "text", "bigint", "bi
 _ACTIVITY_INSERT_MANY = text(
     f"INSERT INTO worker_runs (tenant_id, {', '.join(_ACTIVITY_COLUMNS)}, is_synthetic, synthetic_scenario_id) "
     f"SELECT :t, {', '.join('u.' + c for c in _ACTIVITY_COLUMNS)}, false, NULL "
-    f"FROM {_unnest(_ACTIVITY_COLUMNS, _ACTIVITY_TYPES)} ORDER BY u.ord")
+    f"FROM {_recordset(_ACTIVITY_COLUMNS, _ACTIVITY_TYPES)} ORDER BY u.ord")
 _TRACE_COLUMNS = ("trace_id", "run_id", "agent_id", "started_at")
 _TRACES_INSERT_MANY = text(
     "INSERT INTO aos_traces (trace_id, tenant_id, run_id, agent_id, started_at, policy_snapshot_id, "
     "policy_snapshot, is_synthetic, synthetic_scenario_id) "
     f"SELECT u.trace_id, :t, u.run_id, u.agent_id, u.started_at, NULL, NULL, false, NULL "
-    f"FROM {_unnest(_TRACE_COLUMNS, ('text', 'text', 'text', 'timestamptz'))} ORDER BY u.ord "
+    f"FROM {_recordset(_TRACE_COLUMNS, ('text', 'text', 'text', 'timestamptz'))} ORDER BY u.ord "
     "ON CONFLICT (tenant_id, trace_id) DO NOTHING")
 _STEPS_INSERT_MANY = text(
     "INSERT INTO aos_trace_steps (id, trace_id, tenant_id, step_index, step_type, level, source, \"timestamp\", "
@@ -338,8 +371,8 @@ _SEAL_COLUMNS = ("trace_id", "status", "completed_at", "reason", "n", "tokens", 
 _SEAL_MANY = text(
     "UPDATE aos_traces t SET status = u.status, completed_at = u.completed_at, termination_reason = u.reason, "
     "step_count = u.n, total_tokens = u.tokens, total_cost_cents = u.cost, total_duration_ms = u.duration, "
-    "content_hash = u.hash FROM " + _unnest(_SEAL_COLUMNS, ("text", "text", "timestamptz", "text", "int", "bigint",
-                                                            "bigint", "bigint", "bytea"))
+    "content_hash = decode(u.hash, 'hex') FROM "
+    + _recordset(_SEAL_COLUMNS, ("text", "text", "timestamptz", "text", "int", "bigint", "bigint", "bigint", "bytea"))
     + " WHERE t.tenant_id = :t AND t.trace_id = u.trace_id AND t.status = 'running'")
 
 
