@@ -19,12 +19,18 @@ pytestmark = pytest.mark.db
 START = datetime(2026, 12, 1, 9, tzinfo=timezone.utc)
 
 
-def run(run_id: str, *, trace_id: str | None = None, steps: int = 3, model: str = "gpt-4o"):
+def run(run_id: str, *, trace_id: str | None = None, steps: int = 3, model: str = "gpt-4o", odd: bool = False):
     fields = {"run_id": run_id, "trace_id": trace_id or run_id, "provider": "openai", "model": model,
               "execution_status": "succeeded", "executor_type": "LLM", "outcome": None,
               "termination_reason": None, "input_tokens": 10, "output_tokens": 5, "cost_cents": 2,
               "source": "ingest", "started_at": START, "completed_at": START + timedelta(seconds=9),
               "agent_id": "agent-1", "project_id": None}
+    if odd:  # run-level values as a batch writes them apart from the others (store._json_rows)
+        fields |= {"execution_status": "failed", "executor_type": "AGENT", "outcome": "failure",
+                   "termination_reason": 'a "q" \\ ☃ 😀\n', "input_tokens": 2**53 - 1, "output_tokens": 0,
+                   "cost_cents": 2**40 + 1, "project_id": "p-ü", "agent_id": None,
+                   "started_at": datetime(2026, 12, 1, 10, 0, 0, 123456, tzinfo=timezone(timedelta(hours=2))),
+                   "completed_at": datetime(2026, 12, 1, 10, 0, 1, tzinfo=timezone(timedelta(hours=-3, minutes=-30)))}
     return fields, [{"step_type": "llm_call", "timestamp": START + timedelta(seconds=i), "input_data": {"i": i},
                      "output_data": {"text": f"out {i}"}, "metadata": {"span_id": f"s{i}"}, "level": "info",
                      "source": "ingest", "tokens": 3, "cost_cents": 1, "duration_ms": 7} | ODD[i % len(ODD)]
@@ -36,7 +42,9 @@ def run(run_id: str, *, trace_id: str | None = None, steps: int = 3, model: str 
 ODD = [{}, {"output_data": None},
        {"metadata": None, "input_data": {"p": 0.25, "w": 2.0, "n": [1, 1.5, None, True], "s": 'a "q" \\ ☃ 😀'}},
        {"input_data": None, "output_data": None, "metadata": None},
-       {"metadata": {"attributes": {"k": {"deep": [{"x": -0.5}]}}, "at": START}}]
+       {"metadata": {"attributes": {"k": {"deep": [{"x": -0.5}]}}, "at": START}},
+       {"input_data": {"f": [1e16, 1e-7, 1.7976931348623157e308, 5e-324, 0.1, -0.0, 123456789.12345679],
+                       "i": [2**53 - 1, -(2**53 - 1), 0], "u": "\u2028 \x7f é \U0010ffff"}}]
 
 
 def record(database_url, tenant, runs, *, one_by_one=False, before=None):
@@ -64,12 +72,19 @@ def rows(database_url, tenant):
     """Every stored row of the tenant's runs, without the columns the database stamps."""
     with session(database_url) as conn:
         return {
-            "runs": conn.execute("SELECT id, run_id, trace_id, model, content_hash FROM llm_run_records "
+            "runs": conn.execute("SELECT id, run_id, trace_id, model, content_hash, agent_id, project_id, provider, "
+                                 "execution_status, executor_type, outcome, termination_reason, input_tokens, "
+                                 "output_tokens, cost_cents, source, started_at::text, completed_at::text, "
+                                 "created_at::text, is_synthetic, synthetic_scenario_id FROM llm_run_records "
                                  "WHERE tenant_id = %s ORDER BY run_id", (tenant,)).fetchall(),
-            "activity": conn.execute("SELECT id, status, cost_cents, input_tokens, output_tokens, model "
+            "activity": conn.execute("SELECT id, status, cost_cents, input_tokens, output_tokens, model, project_id, "
+                                     "agent_id, provider, created_at::text, started_at::text, completed_at::text, "
+                                     "is_synthetic, synthetic_scenario_id "
                                      "FROM worker_runs WHERE tenant_id = %s ORDER BY id", (tenant,)).fetchall(),
             "traces": conn.execute("SELECT trace_id, run_id, status, step_count, total_tokens, total_cost_cents, "
-                                   "total_duration_ms, content_hash, completed_at FROM aos_traces "
+                                   "total_duration_ms, content_hash, completed_at::text, agent_id, "
+                                   "started_at::text, termination_reason, policy_snapshot_id, "
+                                   "policy_snapshot::text, is_synthetic, synthetic_scenario_id FROM aos_traces "
                                    "WHERE tenant_id = %s ORDER BY trace_id", (tenant,)).fetchall(),
             "steps": conn.execute("SELECT trace_id, step_index, step_type, input_data::text, output_data::text, "
                                   "metadata::text, tokens, cost_cents, duration_ms, level, source, \"timestamp\", "
@@ -95,6 +110,7 @@ def scenario(database_url, one_by_one: bool):
         run("r-new-1"),                             # twice in the batch: the first's retry
         run("r-new-3", steps=40),
         run("r-new-3", steps=2),                    # twice, other steps: a conflict
+        run("r-odd", steps=6, odd=True),            # every run-level column's odd values
     ], one_by_one=one_by_one)
     return tenant, first, second
 
@@ -110,7 +126,7 @@ def test_a_batch_answers_and_stores_what_the_one_by_one_path_does(database_url):
     assert comparable(batched, batched_tenant) == comparable(single, single_tenant)
     assert [(o.created, o.conflict is None) for o in batched] == [
         (True, True), (False, True), (False, False), (True, True), (False, False), (False, False), (False, True),
-        (True, True), (False, False)]
+        (True, True), (False, False), (True, True)]
     assert "already recorded with different content" in batched[2].conflict
     assert batched[4].conflict == "trace 't-taken': already recorded for another run"
     assert batched[5].conflict == "run 'r-busy': its id is taken by an activity record"
@@ -119,8 +135,9 @@ def test_a_batch_answers_and_stores_what_the_one_by_one_path_does(database_url):
 
     for table in ("activity", "traces", "steps"):
         assert a[table] == b[table], table
-    assert [r[1:4] for r in a["runs"]] == [r[1:4] for r in b["runs"]]
-    assert len(a["steps"]) == 3 + 3 + 3 + 40 and {r[2] for r in a["traces"]} == {"completed"}
+    # id and content_hash depend on the tenant
+    assert [r[1:4] + r[5:] for r in a["runs"]] == [r[1:4] + r[5:] for r in b["runs"]]
+    assert len(a["steps"]) == 3 + 3 + 3 + 40 + 6 and {r[2] for r in a["traces"]} == {"completed", "failed"}
 
 
 def test_a_row_written_behind_the_look_up_sends_the_batch_one_by_one(database_url, monkeypatch):
