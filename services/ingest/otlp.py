@@ -286,7 +286,7 @@ def _settle(conn: Connection, tenant_id: str, parts: list[_Part], now: datetime)
         store.stage_spans(conn, tenant_id, to_keep, now)
     taken = []
     if to_seal:
-        outcomes = store.record_runs(conn, tenant_id, [(run, steps) for _, run, steps, _ in to_seal])
+        outcomes = store.record_runs(conn, tenant_id, [(run, steps) for _, run, steps, _ in to_seal], held=True)
         for (i, _, _, trace_id), outcome in zip(to_seal, outcomes, strict=True):
             if outcome.conflict is None:
                 if trace_id is not None:
@@ -541,8 +541,8 @@ def _fast_step(s: _Span, trace_id: str, now: datetime) -> dict[str, Any]:
                 "parent_span_id": span.parent_span_id.hex() or None,
                 "attributes": a, "resource": s.resource}
     fields = {"step_type": _STEP_TYPE_NAMES[step_type], "timestamp": _time(span.start_time_unix_nano, now),
-              "input_data": _json(_present(given)), "output_data": _json(_present(taken)),
-              "metadata": _json(_present(metadata)),
+              "input_data": _json_object(given, present=True), "output_data": _json_object(taken, present=True),
+              "metadata": _json_object(metadata, present=True),
               "level": _LEVEL_NAMES[records_pb2.STEP_LEVEL_ERROR if error else records_pb2.STEP_LEVEL_INFO],
               "source": "otlp", "tokens": _amount(s.input_tokens + s.output_tokens),
               "cost_cents": _amount(s.count(COST_ATTRIBUTE)),
@@ -600,24 +600,31 @@ def _json(value: Any) -> Any:
             raise _Slow
         return int(value) if value.is_integer() else value
     if kind is dict:
-        out = {}
-        for key, item in value.items():
-            if type(key) is not str or "\x00" in key or (not key.isascii() and not _utf8(key)):
-                raise _Slow
-            # The usual leaves inline (most of the nodes; a call each was most of this walk's time).
-            leaf = type(item)
-            if leaf is str:
-                if "\x00" in item or (not item.isascii() and not _utf8(item)):
-                    raise _Slow
-                out[key] = item
-            elif (leaf is int and -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER) or leaf is bool or item is None:
-                out[key] = item
-            else:
-                out[key] = _json(item)
-        return out
+        return _json_object(value)
     if kind is list or kind is tuple:
         return [_json(item) for item in value]
     raise _Slow
+
+
+def _json_object(value: dict[Any, Any], present: bool = False) -> dict[str, Any]:
+    """_json of a dict; ``present``: its None values left out (``_json(_present(value))`` in one walk)."""
+    out = {}
+    for key, item in value.items():
+        if present and item is None:
+            continue
+        if type(key) is not str or "\x00" in key or (not key.isascii() and not _utf8(key)):
+            raise _Slow
+        # The usual leaves inline (most of the nodes; a call each was most of this walk's time).
+        leaf = type(item)
+        if leaf is str:
+            if "\x00" in item or (not item.isascii() and not _utf8(item)):
+                raise _Slow
+            out[key] = item
+        elif (leaf is int and -MAX_SAFE_INTEGER <= item <= MAX_SAFE_INTEGER) or leaf is bool or item is None:
+            out[key] = item
+        else:
+            out[key] = _json(item)
+    return out
 
 
 def _utf8(text: str) -> bool:

@@ -99,8 +99,8 @@ def hold_run_recordings(conn: Connection, tenant_id: str) -> None:
                  {"t": tenant_id})
 
 
-def record_runs(conn: Connection, tenant_id: str, runs: Sequence[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]]
-                ) -> list[RunOutcome]:
+def record_runs(conn: Connection, tenant_id: str, runs: Sequence[tuple[Mapping[str, Any], Sequence[Mapping[str, Any]]]],
+                *, held: bool = False) -> list[RunOutcome]:
     """Records each finished run (LlmRunRecordWriter.record's fields, TraceRecorder.add_step's
     step fields): a refused run leaves nothing and the others stand.
 
@@ -114,8 +114,10 @@ def record_runs(conn: Connection, tenant_id: str, runs: Sequence[tuple[Mapping[s
 
     The tenant's run recordings are serialised (a transaction-scoped advisory lock): each run
     adds to the tenant's cost rollup rows (worker_runs' per-statement trigger, 0005), and two
-    batches adding to them statement by statement deadlocked under concurrent exports."""
-    hold_run_recordings(conn, tenant_id)
+    batches adding to them statement by statement deadlocked under concurrent exports.
+    ``held``: the caller holds that lock already in this transaction (a round trip less)."""
+    if not held:
+        hold_run_recordings(conn, tenant_id)
     prepared = [_Prepared.of(tenant_id, run, steps) for run, steps in runs]
     outcomes: list[RunOutcome | None] = [None] * len(prepared)
     # Ids seen twice: the later ones after the batch, one by one (a retry of the first, or its conflict).
