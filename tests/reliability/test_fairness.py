@@ -262,7 +262,9 @@ async def test_light_calls_over_the_limit_are_refused_at_once(ledger):
     print(f"{len(accepted)} accepted, p99 {p99(accepted) * 1000:.0f} ms; {len(refused)} refused, {len(at_once)} in "
           f"< 10 ms by the server (median {statistics.median(server_ms):.2f} ms; round trip median "
           f"{statistics.median(r[1] for r in refused) * 1000:.1f} ms)")
-    assert len(at_once) >= 0.8 * len(refused), "most refusals come at once, from the estimate, not the budget"
+    # Without the estimate every refusal waits out the 0.1 s budget (none is at once); with it 79–91 %
+    # are, by how busy the machine is (the 40 callers share the server's loop). "Most" is the claim.
+    assert len(at_once) > 0.5 * len(refused), "most refusals come at once, from the estimate, not the budget"
 
 
 async def test_rest_answers_a_refusal_429_with_retry_after(ledger):
