@@ -166,6 +166,10 @@ async def test_per_tenant_share_round_robin_and_the_refusal_details(ledger):
     """A's share is one heavy call; its next three wait and a fifth is refused at once with
     TENANT_HEAVY_LIMIT, RetryInfo and QuotaFailure; B's first heavy call starts at once."""
     url, a, b = ledger
+    calls, logger = CallLog(), logging.getLogger("aos.server")
+    level = logger.level
+    logger.addHandler(calls)
+    logger.setLevel(logging.INFO)
     async with logs_server(url, heavy_queue_budget_s=30.0) as (server, stub):
         gate = server.admission.heavy
         for _ in range(2):  # service times for the estimate
@@ -193,8 +197,15 @@ async def test_per_tenant_share_round_robin_and_the_refusal_details(ledger):
         assert delay > 0.05, "the retry delay comes from the recent walks, not a token constant"
         (violation,) = found[error_details_pb2.QuotaFailure].violations
         assert violation.subject == a and "AOS_HEAVY_QUEUE_PER_TENANT=3" in violation.description
-        print(f"refusal round trips (ms): {sorted(round(r * 1000, 1) for r in refusals)}; retry_delay {delay:.3f} s")
-        assert statistics.median(refusals) < 0.01, refusals
+        # Timed by the server (arrival to refusal, its call log): the caller shares this process's
+        # loop with the server and A's four walks, so its round trip measures the test's load too;
+        # it must still be far from the 30 s the refused call would otherwise have waited.
+        server_ms = [r.ms for r in calls.calls  # type: ignore[attr-defined]
+                     if getattr(r, "reason", None) == "TENANT_HEAVY_LIMIT"]
+        print(f"refusal round trips (ms): {sorted(round(r * 1000, 1) for r in refusals)}; by the server "
+              f"{sorted(round(ms, 2) for ms in server_ms)}; retry_delay {delay:.3f} s")
+        assert len(server_ms) == 10 and statistics.median(server_ms) < 10, server_ms
+        assert max(refusals) < 1.0, refusals
         # B is not behind A's queue: a slot is free (A's share is one), its call starts now
         # and ends before A's waiting calls do.
         b_call = asyncio.ensure_future(integrity(b, stub))
@@ -204,7 +215,9 @@ async def test_per_tenant_share_round_robin_and_the_refusal_details(ledger):
         for name, task in [("b", b_call)] + [(f"a{i}", t) for i, t in enumerate(a_calls)]:
             task.add_done_callback(lambda _, name=name: finished.append(name))
         await asyncio.gather(b_call, *a_calls)
-        assert finished.index("b") < 2, f"B's call finished behind A's queue: {finished}"
+    logger.removeHandler(calls)
+    logger.setLevel(level)
+    assert finished.index("b") < 2, f"B's call finished behind A's queue: {finished}"
 
 
 class CallLog(logging.Handler):
