@@ -53,6 +53,7 @@ from aos_recording import bulk, retention, tlog
 from aos_runtime import migrate
 from aos_runtime.db import libpq_url
 from aos_runtime.embedded import EmbeddedPostgres
+from tlog import offline_tree  # bench/tlog.py, beside this file (the stored-hash layout is its)
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
 SEARCH_INDEXES = ("ix_audit_ledger_search", "ix_aos_trace_steps_search", "ix_system_records_search",
@@ -90,41 +91,6 @@ def _tree_worker(args: tuple[str, list[str]]) -> int:
 def _side_worker(args: tuple[str, list[str], int, int, int]) -> int:
     url, tenants, traces, steps, system = args
     return bulk.load_text_traces(url, tenants, traces, steps) + bulk.load_text_system(url, tenants, system)
-
-
-def offline_tree(url: str, tenants: list[str]) -> int:
-    """Each tenant's stored tree hashes from its ledger rows in seq order, the trigger's way
-    (bench/tlog.py load_without_tree), COPYed into tlog_hashes. Returns the leaves written."""
-    leaves = 0
-    with psycopg.connect(libpq_url(url), autocommit=True) as reader, \
-            psycopg.connect(libpq_url(url), autocommit=True) as writer:
-        writer.execute("SET ROLE aos_owner")
-        writer.execute("SET synchronous_commit = off")
-        for tenant in tenants:
-            stack: list[bytes] = []
-            rows = 0
-            with writer.transaction(), writer.cursor().copy(
-                    "COPY tlog_hashes (tenant_id, log, hash_index, hash, tree_size, entry_id, leaf_data, "
-                    "created_at, recorded_at) FROM STDIN") as out, reader.cursor().copy(
-                    "COPY (SELECT seq, id, content_hash, created_at, recorded_at FROM audit_ledger "
-                    "WHERE tenant_id = %s ORDER BY seq) TO STDOUT", (tenant,)) as into:
-                into.set_types(["int8", "text", "bytea", "timestamptz", "timestamptz"])
-                for seq, entry_id, leaf, created, recorded in into.rows():
-                    n = seq - 1
-                    if n != rows:
-                        raise RuntimeError(f"{tenant}: seq {seq} after {rows} rows: the chain has a gap")
-                    index = 2 * n - n.bit_count()  # StoredHashIndex(0, n)
-                    h = tlog.leaf_hash(leaf)
-                    out.write_row((tenant, "ledger", index, h, seq, entry_id, leaf, created, recorded))
-                    m = 0
-                    while (n >> m) & 1:
-                        h = tlog.node_hash(stack.pop(), h)
-                        m += 1
-                        out.write_row((tenant, "ledger", index + m, h, seq, None, None, None, None))
-                    stack.append(h)
-                    rows += 1
-            leaves += rows
-    return leaves
 
 
 def in_parallel(worker, jobs: list) -> list:

@@ -78,6 +78,41 @@ def cpu_s(pids) -> float:
     return total
 
 
+def offline_tree(url: str, tenants: list[str]) -> int:
+    """Each tenant's stored tree hashes from its ledger rows in seq order, the trigger's way
+    (the layout of Go's sumdb/tlog StoredHashIndex), COPYed into tlog_hashes. Returns the leaves written."""
+    leaves = 0
+    with psycopg.connect(libpq_url(url), autocommit=True) as reader, \
+            psycopg.connect(libpq_url(url), autocommit=True) as writer:
+        writer.execute("SET ROLE aos_owner")
+        writer.execute("SET synchronous_commit = off")
+        for tenant in tenants:
+            stack: list[bytes] = []
+            rows = 0
+            with writer.transaction(), writer.cursor().copy(
+                    "COPY tlog_hashes (tenant_id, log, hash_index, hash, tree_size, entry_id, leaf_data, "
+                    "created_at, recorded_at) FROM STDIN") as out, reader.cursor().copy(
+                    "COPY (SELECT seq, id, content_hash, created_at, recorded_at FROM audit_ledger "
+                    "WHERE tenant_id = %s ORDER BY seq) TO STDOUT", (tenant,)) as into:
+                into.set_types(["int8", "text", "bytea", "timestamptz", "timestamptz"])
+                for seq, entry_id, leaf, created, recorded in into.rows():
+                    n = seq - 1
+                    if n != rows:
+                        raise RuntimeError(f"{tenant}: seq {seq} after {rows} rows: the chain has a gap")
+                    index = 2 * n - n.bit_count()  # StoredHashIndex(0, n)
+                    h = tlog.leaf_hash(leaf)
+                    out.write_row((tenant, "ledger", index, h, seq, entry_id, leaf, created, recorded))
+                    m = 0
+                    while (n >> m) & 1:
+                        h = tlog.node_hash(stack.pop(), h)
+                        m += 1
+                        out.write_row((tenant, "ledger", index + m, h, seq, None, None, None, None))
+                    stack.append(h)
+                    rows += 1
+            leaves += rows
+    return leaves
+
+
 def load_without_tree(url: str, entries: int) -> dict[str, float]:
     """--tree offline: the COPY with the tree trigger off, then the stored hashes computed from
     the rows in seq order and COPYed into tlog_hashes (see the module's docstring)."""
@@ -93,34 +128,9 @@ def load_without_tree(url: str, entries: int) -> dict[str, float]:
             admin.execute("ALTER TABLE audit_ledger ENABLE ALWAYS TRIGGER audit_ledger_tlog")
     (tenant,) = bulk.tenant_ids(1)
     started = time.perf_counter()
-    rows = 0
-    with psycopg.connect(libpq_url(url), autocommit=True) as reader, \
-            psycopg.connect(libpq_url(url), autocommit=True) as writer:
-        writer.execute("SET ROLE aos_owner")
-        writer.execute("SET synchronous_commit = off")
-        stack: list[bytes] = []  # the hashes of the complete subtrees of the tree so far, left to right
-        with writer.transaction(), writer.cursor().copy(
-                "COPY tlog_hashes (tenant_id, log, hash_index, hash, tree_size, entry_id, leaf_data, created_at, "
-                "recorded_at) FROM STDIN") as out, reader.cursor().copy(
-                "COPY (SELECT seq, id, content_hash, created_at, recorded_at FROM audit_ledger WHERE tenant_id = %s "
-                "ORDER BY seq) TO STDOUT", (tenant,)) as into:
-            into.set_types(["int8", "text", "bytea", "timestamptz", "timestamptz"])
-            for seq, entry_id, leaf, created, recorded in into.rows():
-                n = seq - 1
-                if n != rows:
-                    raise RuntimeError(f"seq {seq} after {rows} rows: the chain has a gap")
-                index = 2 * n - n.bit_count()  # StoredHashIndex(0, n)
-                h = tlog.leaf_hash(leaf)
-                out.write_row((tenant, "ledger", index, h, seq, entry_id, leaf, created, recorded))
-                m = 0
-                while (n >> m) & 1:
-                    h = tlog.node_hash(stack.pop(), h)
-                    m += 1
-                    out.write_row((tenant, "ledger", index + m, h, seq, None, None, None, None))
-                stack.append(h)
-                rows += 1
-        writer.execute("RESET ROLE")
-        writer.execute("ANALYZE tlog_hashes")
+    rows = offline_tree(url, [tenant])
+    with psycopg.connect(libpq_url(url), autocommit=True) as admin:
+        admin.execute("ANALYZE tlog_hashes")
     if rows != entries:
         raise RuntimeError(f"{rows} ledger rows, {entries} expected")
     tree_s = time.perf_counter() - started
