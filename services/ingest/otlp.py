@@ -483,18 +483,27 @@ _LEVEL_NAMES = _names(pb.StepInput, "level")
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
-def _fast_run(trace_id: str, spans: list[_Span], now: datetime) -> ingest.CheckedRun:
-    """``ingest.run_fields(_run_input(trace_id, spans))``'s run and steps, built from the spans
-    without the RunInput (and its Struct values) in between, which was most of an Export's own
-    CPU (issue #21); raises _Slow wherever that check could find a problem or its round trip
-    change a value, so a run this answers is one it accepts, field for field (tests/unit/
-    test_otlp_fast.py compares the two)."""
+def _run_sources(spans: list[_Span]) -> tuple[list[_Span], _Span, _Span, list[_Span], str | None]:
+    """Which spans a trace's run takes its fields from (docs/INGEST.md's table), for both ways of
+    building it: the model calls (else every span: tokens and cost add up over them); the call
+    naming the model and the one naming the provider (else the first span); the failed spans;
+    the first agent named."""
     first = spans[0]
     calls = [s for s in spans if s.operation in MODEL_CALLS] or spans
     model_span = next((s for s in calls if s.text("gen_ai.response.model", "gen_ai.request.model")), first)
     provider_span = next((s for s in calls if s.text("gen_ai.provider.name", "gen_ai.system")), first)
     failed = [s for s in spans if s.span.status.code == trace_pb2.Status.STATUS_CODE_ERROR]
     agent = next((a for s in spans if (a := s.text("gen_ai.agent.id", "gen_ai.agent.name"))), None)
+    return calls, model_span, provider_span, failed, agent
+
+
+def _fast_run(trace_id: str, spans: list[_Span], now: datetime) -> ingest.CheckedRun:
+    """``ingest.run_fields(_run_input(trace_id, spans))``'s run and steps, built from the spans
+    without the RunInput (and its Struct values) in between, which was most of an Export's own
+    CPU (issue #21); raises _Slow wherever that check could find a problem or its round trip
+    change a value, so a run this answers is one it accepts, field for field (tests/unit/
+    test_otlp_fast.py compares the two)."""
+    calls, model_span, provider_span, failed, agent = _run_sources(spans)
     provider = _name(provider_span.text("gen_ai.provider.name", "gen_ai.system") or "unknown", required=True)
     model = _name(model_span.text("gen_ai.response.model", "gen_ai.request.model") or "unknown", required=True)
     reason = None
@@ -658,12 +667,7 @@ def _step_data(s: _Span) -> tuple[dict[str, Any], dict[str, Any], records_pb2.St
 
 def _run_input(trace_id: str, spans: list[_Span]) -> pb.RunInput:
     """The run the spans of one trace make (docs/INGEST.md's table)."""
-    first = spans[0]
-    calls = [s for s in spans if s.operation in MODEL_CALLS] or spans
-    model_span = next((s for s in calls if s.text("gen_ai.response.model", "gen_ai.request.model")), first)
-    provider_span = next((s for s in calls if s.text("gen_ai.provider.name", "gen_ai.system")), first)
-    failed = [s for s in spans if s.span.status.code == trace_pb2.Status.STATUS_CODE_ERROR]
-    agent = next((a for s in spans if (a := s.text("gen_ai.agent.id", "gen_ai.agent.name"))), None)
+    calls, model_span, provider_span, failed, agent = _run_sources(spans)
     run = pb.RunInput(
         run_id=run_id(trace_id),
         provider=provider_span.text("gen_ai.provider.name", "gen_ai.system") or "unknown",
