@@ -27,10 +27,16 @@ from aos_runtime.provision import LOGINS, provision_from_settings
 
 
 @contextlib.contextmanager
-def scratch_database(prefix: str = "aos-bench-", revision: str = "head") -> Iterator[tuple[str, Path]]:
+def scratch_database(prefix: str = "aos-bench-", revision: str = "head",
+                     keep: Path | None = None) -> Iterator[tuple[str, Path]]:
     """(admin database URL migrated to ``revision``, scratch directory): DATABASE_URL when set,
-    else an embedded Postgres (non-durable) in the scratch directory; both gone afterwards."""
-    work = Path(tempfile.mkdtemp(prefix=prefix))
+    else an embedded Postgres (non-durable) in the scratch directory; both gone afterwards.
+
+    With ``keep``, the directory is that one and stays (the embedded Postgres stopped, its data
+    kept): a later run with the same ``keep`` starts on what the earlier one loaded."""
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+    work = keep.resolve() if keep is not None else Path(tempfile.mkdtemp(prefix=prefix))
     server, url = None, os.environ.get("DATABASE_URL")
     if not url:
         server = EmbeddedPostgres(work / "pg", durable=False)
@@ -42,7 +48,8 @@ def scratch_database(prefix: str = "aos-bench-", revision: str = "head") -> Iter
     finally:
         if server:
             server.stop()
-        shutil.rmtree(work, ignore_errors=True)
+        if keep is None:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def service_logins(admin_url: str, data_dir: Path) -> dict[str, str]:

@@ -210,10 +210,10 @@ def timed_calls(call, requests: list) -> list[float]:
     return sorted(times)
 
 
-def proofs(url: str, logs_url: str, work, tenant: str, size: int, calls: int) -> dict[str, object]:
+def proofs(url: str, logs_url: str, work, tenant: str, size: int, calls: int, seed: int) -> dict[str, object]:
     token = mint_token(secret=SECRET, tenant_id=tenant, subject="bench")
     metadata = (("authorization", f"Bearer {token}"),)
-    rng = random.Random(7)
+    rng = random.Random(seed)
     service = LogsService(logs_url, work, 1)
     try:
         with grpc.insecure_channel(service.address) as channel:
@@ -289,17 +289,33 @@ def main() -> None:
     parser.add_argument("--tree", choices=("trigger", "offline"), default="trigger",
                         help="who builds the loaded tenant's tree: the trigger per row, or this script after "
                              "the COPY (the trigger's layout; for 10 M entries)")
+    parser.add_argument("--seed", type=int, default=7,
+                        help="of the random entries and tree sizes proved (another one on a kept database: "
+                             "the earlier run's pages are warm)")
+    parser.add_argument("--data-dir", type=Path,
+                        help="keep the database in this directory; a later run with the same directory and "
+                             "--entries skips the load and measures again (each run appends 2 x --appends more)")
     args = parser.parse_args()
     load_before = [round(x, 2) for x in os.getloadavg()]
-    with scratch_database(prefix="aos-bench-tlog-") as (url, work):
+    with scratch_database(prefix="aos-bench-tlog-", keep=args.data_dir) as (url, work):
         logins = service_logins(url, work / "aos")
-        started = time.perf_counter()
-        if args.tree == "offline":
-            how = load_without_tree(url, args.entries)
+        loaded = work / "loaded.json"
+        if loaded.exists():
+            earlier = json.loads(loaded.read_text())
+            if (earlier["entries"], earlier["tree"]) != (args.entries, args.tree):
+                sys.exit(f"{work} holds {earlier['entries']} entries loaded with --tree {earlier['tree']}")
+            load_s, how = earlier["seconds"], {**earlier["how"], "reused_from_an_earlier_run": True}
         else:
-            bulk.load(url, bulk.Volume(tenants=1, ledger=args.entries, traces=0, steps=0, system=0))
-            how = {}
-        load_s = time.perf_counter() - started
+            started = time.perf_counter()
+            if args.tree == "offline":
+                how = load_without_tree(url, args.entries)
+            else:
+                bulk.load(url, bulk.Volume(tenants=1, ledger=args.entries, traces=0, steps=0, system=0))
+                how = {}
+            load_s = time.perf_counter() - started
+            if args.data_dir:
+                loaded.write_text(json.dumps({"entries": args.entries, "tree": args.tree, "seconds": load_s,
+                                              "how": how}))
         print(f"loaded {args.entries} entries in {load_s:.1f} s {how}", file=sys.stderr, flush=True)
         (tenant,) = bulk.tenant_ids(1)
         with psycopg.connect(libpq_url(url)) as conn:
@@ -309,7 +325,7 @@ def main() -> None:
                                         "JOIN pg_class c ON c.oid = i.inhrelid "
                                         "WHERE i.inhparent = 'audit_ledger'::regclass").fetchone()[0]
             ledger_bytes = int(ledger_bytes or 0)
-        measured = proofs(url, logins["logs"], work, tenant, args.entries, args.calls)
+        measured = proofs(url, logins["logs"], work, tenant, args.entries, args.calls, args.seed)
         print(f"proofs: {rounded({k: v for k, v in measured.items() if not k.startswith('_')})}",
               file=sys.stderr, flush=True)
         producer = Producer(logins["producer"], pool_size=1)
