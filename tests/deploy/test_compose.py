@@ -29,6 +29,7 @@ import pytest
 import yaml
 
 from tests.deploy.support import COMPOSE_FILE, REQUIRED, ROOT
+from tests.e2e.support import free_port
 
 try:
     from aos_runtime.config import ENV_VARS, SERVICES, Settings
@@ -468,12 +469,6 @@ def test_dockerfile_commands_and_sources_exist():
 def run_probe(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(PROBE), *args], capture_output=True, text=True,
                           timeout=30, env={**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH", "")})
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_health_probe_against_an_in_process_server():

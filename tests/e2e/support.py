@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import random
 import socket
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import grpc
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -43,8 +45,26 @@ def settings(tmp_path, **changes) -> Settings:
 
 
 def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (for a child process that must be told its port)."""
-    with socket.socket() as s:
+    """A TCP port free on 127.0.0.1 right now, for a child process that must be told its port.
+
+    Chosen at random below the kernel's ephemeral range rather than by binding port 0: the
+    kernel hands the ephemeral ports to every outgoing connection on the machine (the tests'
+    own database connections included) and to every other bind to 0, so one of them could take
+    the port between this choice and the child's bind (seen once: the launcher's "port N is
+    answered by another process")."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(100):
+        port = random.randrange(10_000, max(low, 10_001))
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # the range below is crowded: let the kernel choose
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 

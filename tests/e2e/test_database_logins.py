@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,15 +27,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from aos_runtime.db import libpq_url
 from aos_runtime.embedded import SUPERUSER_SECRET, EmbeddedPostgres
-from tests.e2e.support import SECRET
+from tests.e2e.support import SECRET, free_port
 
 pytestmark = pytest.mark.db
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def clean_env(**extra: str) -> dict[str, str]:
