@@ -251,6 +251,19 @@ def state_at_step(conn: Connection, tenant_id: str, trace_id: str, step_index: i
     return found
 
 
+def governance_steps(conn: Connection, tenant_id: str, trace_id: str, search: str | None = None,
+                     ascending: bool = True) -> list[Mapping[str, Any]]:
+    """The trace's policy_check and violation steps (the run's O3), by step index (last first
+    unless ``ascending``), those whose words match ``search`` (the lists' matcher, on the steps'
+    search view) when one is given. Only those steps are read, not the whole trace."""
+    matched = f" AND {search_match('s.id', 'trace_step_search')}" if search is not None else ""
+    return opened_steps(conn, tenant_id, all_of(conn.execute(text(
+        "SELECT s.* FROM aos_trace_steps s WHERE s.tenant_id = :t AND s.trace_id = :trace "
+        f"AND s.step_type IN ('policy_check', 'violation'){matched} "
+        f"ORDER BY s.step_index {'ASC' if ascending else 'DESC'}"),
+        {"t": tenant_id, "trace": trace_id, "search": search})))
+
+
 def find_trace(conn: Connection, tenant_id: str, run_id: str | None, trace_id: str | None
                ) -> Mapping[str, Any] | None:
     """A trace: by its id (within its run when ``run_id`` is given), else the run's first."""

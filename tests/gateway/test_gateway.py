@@ -493,6 +493,11 @@ async def test_list_sort_over_rest(client):
     reused = await client.get("/api/v1/logs/audit", params={"sort": "AUDIT_SORT_FIELD_ENTITY_TYPE", "page_size": "1",
                                                             "page_token": first["next_page_token"]})
     assert "page_token" in bad_request_fields(reused)
+    by_actor = (await client.get("/api/v1/logs/audit", params={"sort": "AUDIT_SORT_FIELD_ACTOR",
+                                                              "order": "SORT_ORDER_ASCENDING",
+                                                              "page_size": "1000"})).json()["entries"]
+    actors = [e.get("actor_id", "") for e in by_actor]
+    assert len(set(actors)) > 1 and actors == sorted(actors)
     assert "sort" in bad_request_fields(await client.get("/api/v1/logs/system", params={"sort": "7"}))
     severe = (await client.get("/api/v1/logs/system", params={"sort": "SYSTEM_RECORD_SORT_FIELD_SEVERITY",
                                                              "page_size": "1000"})).json()["records"]
