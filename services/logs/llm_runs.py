@@ -174,8 +174,9 @@ def _governance(conn, tenant: str, run_id: str, view: GovernanceView = Governanc
     steps = store.governance_steps(conn, tenant, trace["trace_id"], view.search, view.ascending) if trace else []
     breaches = evidence.run_breaches(conn, tenant, run_id)
     return (trace, steps,
-            evidence.run_audit_entries(conn, tenant, run_id, search=view.search, ascending=view.ascending,
-                                       sort=view.sort),
+            # v2 entries (docs/ERASURE.md): their payloads put back, or their ERASED states
+            store.opened_audit(conn, tenant, evidence.run_audit_entries(
+                conn, tenant, run_id, search=view.search, ascending=view.ascending, sort=view.sort)),
             breaches if view.ascending else breaches[::-1])
 
 

@@ -134,6 +134,10 @@ def opened_system(conn: Connection, tenant_id: str, rows: Sequence[Mapping[str, 
     return erasure.opened_rows(conn, tenant_id, "system_record", rows)
 
 
+def opened_audit(conn: Connection, tenant_id: str, rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return erasure.opened_rows(conn, tenant_id, "audit_entry", rows)
+
+
 # --- LLM runs ---------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -216,7 +220,7 @@ def replay_events(conn: Connection, tenant_id: str, trace_id: str | None, start:
         "(SELECT * FROM platform_records WHERE created_at BETWEEN :start AND :end) "
         "ORDER BY created_at, id"), window)))
     if include_policy:
-        found["audit"] = list(all_of(conn.execute(text(
+        found["audit"] = opened_audit(conn, tenant_id, all_of(conn.execute(text(
             AUDIT_SELECT.format(extra="") + " WHERE a.tenant_id = :t AND a.entity_type IN ('POLICY_RULE', 'LIMIT') "
             "AND a.created_at BETWEEN :start AND :end ORDER BY a.created_at, a.id"), window)))
         found["breaches"] = list(all_of(conn.execute(text(

@@ -23,6 +23,7 @@ pytestmark = pytest.mark.db
 
 A, B = "tenant-govview-a", "tenant-govview-b"
 RUN = f"{A}.run-governed"
+RUN2 = f"{A}.run-governed-v2"
 START = BASE - timedelta(hours=30)
 ASC, DESC = evidence_pb2.SORT_ORDER_ASCENDING, evidence_pb2.SORT_ORDER_DESCENDING
 # (event, entity, actor, reason) of the run's entries, oldest first (entry i at START + i minutes).
@@ -61,6 +62,15 @@ def seeded(database_url):
             # Not the run's: the same words, no correlation.
             ledger.append(tenant_id=A, event_type="LimitUpdated", entity_type="LIMIT", entity_id=f"{A}.other",
                           actor_type="HUMAN", actor_id="adam", action_reason="heron elsewhere", created_at=START)
+            # RUN2: one entry in hash format 2 (its reason kept erasable under a data subject).
+            LlmRunRecordWriter(conn).write(tenant_id=A, run_id=RUN2, provider="openai", model="gpt",
+                                           execution_status="succeeded", started_at=START, created_at=START)
+            trace2 = traces.create_trace(tenant_id=A, run_id=RUN2, started_at=START)
+            traces.add_step(tenant_id=A, trace_id=trace2, step_index=0, step_type="policy_check",
+                            timestamp=START + timedelta(minutes=1), input_data={"text": "check"})
+            ledger.append(tenant_id=A, event_type="LimitUpdated", entity_type="LIMIT", entity_id=f"{A}.e-v2",
+                          actor_type="HUMAN", actor_id="adam", action_reason="heron raised for a subject",
+                          correlation_id=RUN2, created_at=START, data_subject="subj-govview")
             sources = SourceWriter(conn)
             sources.limit(limit_id=f"{A}.lim", tenant_id=A, name="budget", category="BUDGET", max_value=100,
                           created_at=START)
@@ -146,3 +156,19 @@ async def test_bad_input_is_a_field_violation(runs):
         await runs.GetLlmRunGovernance(pb.GetLlmRunGovernanceRequest(run_id=f"{A}.no-such-run", search="heron"),
                                        metadata=auth(A))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_a_format_2_entry_reads_with_its_payload(runs):
+    """The view's (and the replay state's) audit entries are opened as the lists' are: a hash
+    format 2 entry shows its reason with its payload PRESENT (it read MISSING, reason empty, before)."""
+    from aos.logs.v1 import records_pb2
+
+    view = await runs.GetLlmRunGovernance(pb.GetLlmRunGovernanceRequest(run_id=RUN2),
+                                          metadata=auth(A))
+    (entry,) = view.audit_entries
+    assert entry.action_reason == "heron raised for a subject"
+    assert [(p.field, p.state) for p in entry.payloads] == [("action_reason", records_pb2.PAYLOAD_STATE_PRESENT)]
+    replay = await runs.GetLlmRunReplay(pb.GetLlmRunReplayRequest(run_id=RUN2, at_step=0), metadata=auth(A))
+    (state_entry,) = replay.state.audit_entries
+    assert state_entry.action_reason == "heron raised for a subject"
+    assert [p.state for p in state_entry.payloads] == [records_pb2.PAYLOAD_STATE_PRESENT]
