@@ -677,6 +677,15 @@ async def test_the_lists_search_and_sort(tab, served):
     assert found["entries"] and "matching “refunds”, oldest first" in await tab.text("main caption")
     # The export form takes filters, not a search: the page says so instead of offering it.
     assert await tab.page.locator("#x-create").count() == 0 and await tab.page.locator("#export-needs-filters").count() == 1
+    # Sorted by actor (migration 0029): the sort select offers it, the table is the API's order.
+    by_actor = await _api(served, "/api/v1/logs/audit", page_size=20, sort="AUDIT_SORT_FIELD_ACTOR",
+                          order="SORT_ORDER_ASCENDING")
+    await tab.open("#/audit")
+    await tab.page.select_option("#f-sort", "AUDIT_SORT_FIELD_ACTOR")
+    await tab.page.select_option("#f-order", "SORT_ORDER_ASCENDING")
+    await tab.settled(tab.page.click("main form.filters button[type=submit]"))
+    assert await tab.page.locator("main tbody th a").all_inner_texts() == [str(e["seq"]) for e in by_actor["entries"]]
+    assert by_actor["entries"] and "by actor ascending, then oldest first" in await tab.text("main caption")
     severe = await _api(served, "/api/v1/logs/system", page_size=20, sort="SYSTEM_RECORD_SORT_FIELD_SEVERITY")
     await tab.open("#/system?sort=SYSTEM_RECORD_SORT_FIELD_SEVERITY")
     cells = await tab.page.locator("main table").first.locator("tbody tr td:nth-child(4)").all_inner_texts()
