@@ -192,9 +192,12 @@ def list_runs(conn: Connection, tenant_id: str, filters: RunFilters, after: Sequ
 RUN_SORTS = {"started_at": SortKey("a.started_at", "timestamptz"),
              "total_cost_cents": SortKey("a.cost_cents", "bigint"),
              "total_tokens": SortKey("(a.input_tokens + a.output_tokens)", "bigint")}
-# The system record lists' (SystemRecordSortField): the level's rank (migration 0025's
-# aos_severity_rank, which its indexes are on).
-SYSTEM_SORTS = {"severity": SortKey("aos_severity_rank(a.severity)", "smallint")}
+# The system record lists' (SystemRecordSortField): the level's rank, DEBUG 1 … CRITICAL 5, written
+# as migration 0031's indexes are (a CASE, not 0025's aos_severity_rank(): under row-level security
+# only a leakproof condition is an index condition, and that function is not, so a later page's
+# keyset was a filter from the index's start).
+SYSTEM_SORTS = {"severity": SortKey("(CASE a.severity WHEN 'DEBUG' THEN 1 WHEN 'INFO' THEN 2 WHEN 'WARNING' THEN 3 "
+                                    "WHEN 'ERROR' THEN 4 WHEN 'CRITICAL' THEN 5 END)", "integer")}
 
 
 def run_exists(conn: Connection, tenant_id: str, run_id: str) -> bool:
