@@ -21,7 +21,7 @@ from sqlalchemy.engine import Connection
 
 from aos_evidence.kinds import ExportScope
 from aos_runtime.db import fetch_rows
-from aos_runtime.keyset import Page, SortKey, keyset_page, where
+from aos_runtime.keyset import Page, SortKey, direction, keyset_page, where
 from aos_runtime.rows import all_of, first_of
 
 # The one entry whose action did not succeed: a refused read (aos_runtime.access).
@@ -29,6 +29,16 @@ ACCESS_DENIED = "AccessDenied"
 ACCESS_EVENTS = ("AccessGranted", ACCESS_DENIED)
 # What a read of evidence is about (aos_runtime.access; migration 0019 admits no other).
 EVIDENCE_ENTITIES = ("LLM_RUN", "SYSTEM_RECORD", "AUDIT_ENTRY", "LOG_EXPORT")
+
+
+# An entry's actor as the ledger's actor index holds it (migration 0029_actor_sort): actor_id,
+# never NULL (a sort key must not be; an entry without an actor is ''). A CASE, not coalesce():
+# under row-level security only a leakproof condition can be an index condition, and the planner
+# counts a COALESCE as possibly leaky (a CASE on IS NULL it does not), so a keyset or filter on
+# coalesce() was a filter over the tenant's entries (tests/db/test_sort_index.py). The actor_id
+# filter is written the same way, so that it is an index condition of that index too (for a
+# non-empty id it matches exactly the entries with that actor_id).
+ACTOR_KEY = "(CASE WHEN a.actor_id IS NULL THEN '' ELSE a.actor_id END)"
 
 
 @dataclass(frozen=True)
@@ -52,7 +62,7 @@ class AuditFilters:
             ("a.event_type", "= ANY", self.event_types), ("a.entity_type", "=", self.entity_type),
             ("a.entity_id", "=", self.entity_id), ("a.entity_type", "= ANY", self.entity_types),
             ("a.event_type", "<>" if self.success else "=", None if self.success is None else ACCESS_DENIED),
-            ("a.actor_type", "=", self.actor_type), ("a.actor_id", "=", self.actor_id),
+            ("a.actor_type", "=", self.actor_type), (ACTOR_KEY, "=", self.actor_id),
             ("a.correlation_id", "=", self.correlation_id), ("a.created_at", ">=", self.created_after),
             ("a.created_at", "<", self.created_before)])
         if self.search is None:
@@ -61,8 +71,10 @@ class AuditFilters:
 
 
 # The ledger lists' sort fields (AuditSortField's canonical names), each the leading column of an
-# index (tenant_id, field DESC, created_at DESC, id DESC) of migration 0025.
-AUDIT_SORTS = {"event_type": SortKey("a.event_type", "text"), "entity_type": SortKey("a.entity_type", "text")}
+# index (tenant_id, field DESC, created_at DESC, id DESC) of migration 0025 (event, entity type) or
+# 0029 (the actor, written here as the index's expression).
+AUDIT_SORTS = {"event_type": SortKey("a.event_type", "text"), "entity_type": SortKey("a.entity_type", "text"),
+               "actor": SortKey(ACTOR_KEY, "text")}
 
 
 # A full-text search, as a list filter: the keys of the tenant's records whose document (migration
@@ -221,7 +233,8 @@ def get_trace(conn: Connection, tenant_id: str, run_id: str) -> tuple[Mapping[st
 NOT_ACCESS = "event_type <> 'EvidenceExported'"
 
 
-def run_audit_entries(conn: Connection, tenant_id: str, run_id: str, *, states: bool = False
+def run_audit_entries(conn: Connection, tenant_id: str, run_id: str, *, states: bool = False,
+                      search: str | None = None, ascending: bool = True, sort: str | None = None
                       ) -> list[Mapping[str, Any]]:
     """Entries correlated to a run: by correlation id or the run id in their state
     (with their before and after states when ``states``). Not the EvidenceExported
@@ -230,8 +243,13 @@ def run_audit_entries(conn: Connection, tenant_id: str, run_id: str, *, states: 
 
     Three lookups on the partial indexes that leave the access entries out
     (ix_audit_ledger_governance_*, migration 0006), united in SQL: the cost follows
-    the run's governance, not how often it was exported.
+    the run's governance, not how often it was exported. ``search`` (a query as the search
+    documents are written) keeps the entries the lists' matcher (search_match) finds; oldest
+    first unless ``ascending`` is False; ``sort`` an AUDIT_SORTS name, as the lists sort (a
+    run's entries are few: sorted in memory of the database, not walked on an index).
     """
+    order, _ = direction(ascending, key=AUDIT_SORTS[sort] if sort else None)
+    matched = f" AND {search_match('a.id', 'audit_search')}" if search is not None else ""
     return list(all_of(conn.execute(text(
         AUDIT_SELECT.format(extra=", a.before_state, a.after_state" if states else "") +
         # = ANY(ARRAY(...)): the ids first, then the rows by primary key; as IN (...) the
@@ -241,8 +259,8 @@ def run_audit_entries(conn: Connection, tenant_id: str, run_id: str, *, states: 
         f"   UNION SELECT id FROM audit_ledger WHERE tenant_id = :tenant AND after_state ? 'run_id'"
         f"     AND after_state ->> 'run_id' = :run AND {NOT_ACCESS}"
         f"   UNION SELECT id FROM audit_ledger WHERE tenant_id = :tenant AND before_state ? 'run_id'"
-        f"     AND before_state ->> 'run_id' = :run AND {NOT_ACCESS}))"
-        " ORDER BY a.created_at, a.id"), {"tenant": tenant_id, "run": run_id})))
+        f"     AND before_state ->> 'run_id' = :run AND {NOT_ACCESS})){matched}"
+        f" ORDER BY {order}"), {"tenant": tenant_id, "run": run_id, "search": search})))
 
 
 def run_breaches(conn: Connection, tenant_id: str, run_id: str) -> list[Mapping[str, Any]]:

@@ -1,7 +1,7 @@
 """Does a deep page cost what the first page costs? (issue #4)
 
     .venv/bin/python bench/list_depth.py [--entries 110000] [--pages 2000] [--page-size 50]
-        [--sort event_type|entity_type ...] [--order asc|desc]
+        [--sort event_type|entity_type|actor ...] [--order asc|desc]
 
 Bulk-loads one large tenant's audit ledger, starts the Logs service in this process
 on an ephemeral port, and walks ListAuditEntries page by page through a real gRPC
@@ -67,13 +67,13 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=110_000)
     parser.add_argument("--pages", type=int, default=2000)
     parser.add_argument("--page-size", type=int, default=50)
-    parser.add_argument("--sort", nargs="*", default=[], choices=("event_type", "entity_type"),
+    parser.add_argument("--sort", nargs="*", default=[], choices=("event_type", "entity_type", "actor"),
                         help="also walk the list sorted by these fields")
     parser.add_argument("--order", choices=("asc", "desc"), default="desc")
     args = parser.parse_args()
     order = evidence_pb2.SORT_ORDER_ASCENDING if args.order == "asc" else evidence_pb2.SORT_ORDER_DESCENDING
     sorts = {"created_at": pb.AUDIT_SORT_FIELD_CREATED_AT, "event_type": pb.AUDIT_SORT_FIELD_EVENT_TYPE,
-             "entity_type": pb.AUDIT_SORT_FIELD_ENTITY_TYPE}
+             "entity_type": pb.AUDIT_SORT_FIELD_ENTITY_TYPE, "actor": pb.AUDIT_SORT_FIELD_ACTOR}
     results = {}
     with scratch_database() as (url, work):
         bulk.load(url, bulk.Volume(tenants=1, ledger=args.entries, traces=0, steps=0, system=0))

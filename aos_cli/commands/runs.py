@@ -1,6 +1,7 @@
 """``runs list``: the tenant's LLM runs, searched and sorted; ``runs trace``: an LLM run's
-steps, with the inflection point marked; ``runs replay``: the O4 window around it, and with
-``--at-step`` the state at one step with its hashes."""
+steps, with the inflection point marked; ``runs governance``: its O3, searched and sorted;
+``runs replay``: the O4 window around it, and with ``--at-step`` the state at one step with its
+hashes."""
 from __future__ import annotations
 
 import argparse
@@ -18,6 +19,7 @@ from aos_cli.values import enum_label, enum_labels, enum_value, payload_shown
 INFLECTION = Text("▶ violation", style="bold red")
 SORT_FIELD = "aos.logs.v1.LlmRunSortField"
 SORT_ORDER = "aos.evidence.v1.SortOrder"
+AUDIT_SORT_FIELD = "aos.logs.v1.AuditSortField"
 RUN_COLUMNS = ("run", "started", "status", "model", "tokens", "cost")
 
 
@@ -38,6 +40,17 @@ def register(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -
     trace.add_argument("--trace", dest="trace_id", help="this trace of the run (with RUN_ID -: whichever run's)")
     trace.add_argument("--limit", type=int, default=0, help="steps to show, following pages (default 0: all)")
     trace.set_defaults(handler=trace_command)
+    governance = group.add_parser("governance", parents=[common],
+                                  help="a run's governance (O3): correlated audit entries, overrides, policy steps, "
+                                       "limit breaches")
+    governance.add_argument("run_id", metavar="RUN_ID", help="the run")
+    governance.add_argument("--search", help="only the entries and policy steps whose words match, as "
+                                             "`aos-evidence search` reads a query")
+    governance.add_argument("--order", choices=("asc", "desc"), default="asc",
+                            help="asc: oldest (first step) first (default, the view's order); desc: the reverse")
+    governance.add_argument("--sort", choices=tuple(enum_labels(AUDIT_SORT_FIELD).values()), default="created_at",
+                            help="sort the audit entries by this field, then time, in --order's direction")
+    governance.set_defaults(handler=governance_command)
     replay = group.add_parser("replay", parents=[common],
                               help="a run's replay window (O4); with --at-step, the state at that step")
     replay.add_argument("run_id", metavar="RUN_ID", help="the run")
@@ -118,6 +131,34 @@ def trace_command(args: argparse.Namespace, ctx: Context) -> int:
          step.source, when(step.timestamp), step.tokens, cents(step.cost_cents), step.duration_ms,
          step.content_hash[:16] + "…"]
         for step in answer.steps))
+    return EXIT_OK
+
+
+def governance_command(args: argparse.Namespace, ctx: Context) -> int:
+    request = pb.GetLlmRunGovernanceRequest(run_id=args.run_id, search=args.search or "")
+    request.order = enum_value(SORT_ORDER, args.order, "--order")  # type: ignore[assignment]  # an int is the enum at run time
+    request.sort = enum_value(AUDIT_SORT_FIELD, args.sort, "--sort")  # type: ignore[assignment]  # as order
+    answer = ctx.client.runs.GetLlmRunGovernance(request)
+    if ctx.out.json_mode:
+        ctx.out.document(answer)
+        return EXIT_OK
+    first = "oldest first" if args.order == "asc" else "newest first"
+    how = first if args.sort == "created_at" else f"by {args.sort} {args.order}, then {first}"
+    matching = f" matching “{args.search}”" if args.search else ""
+    overrides = {e.id for e in answer.overrides}
+    ctx.out.table(("seq", "time", "event", "actor", "entity", "reason"), (
+        [str(e.seq), when(e.created_at),
+         enum_label("aos.evidence.v1.AuditEventType", e.event_type) + (" (override)" if e.id in overrides else ""),
+         e.actor_id or "-", e.entity_id, payload_shown(e, "action_reason", e.action_reason or "-")]
+        for e in answer.audit_entries),
+        title=f"Governance of {args.run_id}: {len(answer.audit_entries)} audit entries{matching} ({how})")
+    ctx.out.table(("", "#", "type", "time", "content hash"), (
+        [INFLECTION if s.is_inflection_point else "", s.step_index, enum_label("aos.evidence.v1.StepType", s.step_type),
+         when(s.timestamp), s.content_hash[:16] + "…"] for s in answer.policy_steps),
+        title=f"{len(answer.policy_steps)} policy steps{matching}")
+    ctx.out.table(("breach", "limit", "value / limit", "time"), (
+        [b.id, b.limit_id, f"{b.value_at_breach} / {b.limit_value}", when(b.breached_at)]
+        for b in answer.limit_breaches), title=f"{len(answer.limit_breaches)} limit breaches")
     return EXIT_OK
 
 

@@ -41,6 +41,26 @@ function badge(text, kind) {
   return h("span", { class: `badge badge-${kind || "neutral"}` }, text);
 }
 
+// Hash format 2 (docs/ERASURE.md): a record's committed payload fields, each PRESENT, ERASED (with
+// the erasure that took it) or MISSING. What stands for an erased or missing field: never an empty
+// value passed off as the content.
+function payloadGone(record, field) {
+  const p = ((record || {}).payloads || []).find((c) => c.field === field);
+  if (!p || (p.state !== "PAYLOAD_STATE_ERASED" && p.state !== "PAYLOAD_STATE_MISSING")) return null;
+  if (p.state === "PAYLOAD_STATE_MISSING") {
+    return h("span", { class: "payload-gone", "data-field": field }, badge("MISSING", "bad"), " neither payload nor erasure recorded");
+  }
+  return h("span", { class: "payload-gone payload-erased", "data-field": field, "data-erasure": p.erasure_id || "" },
+    badge("ERASED", "warn"), " by erasure ", h("code", {}, p.erasure_id || "?"),
+    h("span", { class: "help" }, " — the commitment ", h("code", { class: "hash", title: p.commitment }, short(p.commitment)),
+      " and every hash above it remain"));
+}
+
+// A payload field as shown: its erased (or missing) state, else `shown` (a value, or a function of none).
+function payloadOr(record, field, shown) {
+  return payloadGone(record, field) || (typeof shown === "function" ? shown() : shown);
+}
+
 function announce(text) {
   const status = document.getElementById("status");
   status.textContent = "";
@@ -665,6 +685,12 @@ function runEnvelope(run) {
   ])];
 }
 
+// A step's (or record's) erased payload field as a line of its own, in place of its block.
+function erasedLine(title, record, field) {
+  const gone = payloadGone(record, field);
+  return gone ? h("p", { class: "payload-line" }, h("strong", {}, `${title}: `), gone) : null;
+}
+
 function jsonBlock(title, value) {
   if (value === undefined || value === null) return null;
   return h("details", {}, h("summary", {}, title), h("pre", {}, json(value)));
@@ -686,7 +712,8 @@ async function runTrace(runId) {
       s.is_inflection_point && !isViolation ? [" ", badge("inflection point", "warn")] : null),
     h("div", { class: "help" }, `${s.tokens} tokens · ${(Number(s.cost_cents || 0) / 100).toFixed(2)} · ${s.duration_ms} ms · hash `,
       h("code", { class: "hash", title: s.content_hash }, s.content_hash || "—")),
-    jsonBlock("Input", s.input_data), jsonBlock("Output", s.output_data), jsonBlock("Metadata", s.metadata));
+    erasedLine("Input", s, "input_data") || jsonBlock("Input", s.input_data),
+    erasedLine("Output", s, "output_data") || jsonBlock("Output", s.output_data), jsonBlock("Metadata", s.metadata));
   });
   return [h("h2", {}, "O2 Trace: what the run did"),
     hasViolation ? h("p", { class: "callout bad", role: "note" }, "Policy ", h("strong", {}, trace.violation_policy_id || "?"),
@@ -709,7 +736,7 @@ function auditTable(caption, entries, empty) {
     { title: "Event", cell: (e) => label(e.event_type, "AUDIT_EVENT_TYPE_") },
     { title: "Entity", cell: (e) => `${label(e.entity_type, "AUDIT_ENTITY_TYPE_")} ${e.entity_id}` },
     { title: "Actor", cell: (e) => `${label(e.actor_type, "ACTOR_TYPE_")} ${e.actor_id || ""}` },
-    { title: "Reason", cell: (e) => e.action_reason || "—" },
+    { title: "Reason", cell: (e) => payloadOr(e, "action_reason", e.action_reason || "—") },
     { title: "When", cell: (e) => timeEl(e.created_at) },
   ], entries, empty);
 }
@@ -739,7 +766,7 @@ async function runGovernance(runId) {
 
 function replayEventText(e) {
   if (e.step) return `step #${e.step.step_index} ${label(e.step.step_type, "STEP_TYPE_")} (${e.step.source || ""})`;
-  if (e.system_record) return `${e.system_record.component}: ${e.system_record.summary}`;
+  if (e.system_record) return [`${e.system_record.component}: `, payloadOr(e.system_record, "summary", e.system_record.summary)];
   if (e.audit_entry) return `${label(e.audit_entry.event_type, "AUDIT_EVENT_TYPE_")} ${e.audit_entry.entity_id}`;
   if (e.limit_breach) return `limit ${e.limit_breach.limit_id} breached: ${e.limit_breach.value_at_breach} / ${e.limit_breach.limit_value}`;
   return "—";
@@ -798,7 +825,7 @@ async function systemPage(query) {
       { title: "Component", cell: (r) => r.component },
       { title: "Event", cell: (r) => label(r.event_type, "SYSTEM_EVENT_TYPE_") },
       { title: "Severity", cell: (r) => label(r.severity, "SYSTEM_SEVERITY_") },
-      { title: "Summary", cell: (r) => r.summary },
+      { title: "Summary", cell: (r) => payloadOr(r, "summary", r.summary) },
       { title: "Run", cell: (r) => (r.run_id ? link(`#/system/${enc(r.run_id)}/snapshot`, r.run_id) : "—") },
     ], reply.records || [], "No records match."),
     pager("/system", query, reply, "records"),
@@ -822,8 +849,9 @@ async function systemRunPage(runId, tab) {
     const s = await api(`${path}/snapshot`);
     const b = s.baseline || {};
     body = [h("h2", {}, "O1 Environment baseline"), dl([["Basis", label(s.basis, "SNAPSHOT_BASIS_")],
-      ["Record", `${b.component}: ${b.summary}`], ["When", timeEl(b.created_at)],
-      ["Content hash", h("code", { class: "hash" }, b.content_hash || "—")]]), jsonBlock("Details", b.details)];
+      ["Record", h("span", {}, `${b.component}: `, payloadOr(b, "summary", b.summary))], ["When", timeEl(b.created_at)],
+      ["Content hash", h("code", { class: "hash" }, b.content_hash || "—")]]),
+    erasedLine("Details", b, "details") || jsonBlock("Details", b.details)];
   } else if (tab === "telemetry") {
     const t = await api(`${path}/telemetry`);
     body = [h("h2", {}, "O2 Telemetry"),
@@ -833,7 +861,7 @@ async function systemRunPage(runId, tab) {
     const e = await api(`${path}/events`, { page_size: 100 });
     body = [h("h2", {}, "O3 System records about the run"), table("Records", [
       { title: "When", cell: (r) => timeEl(r.created_at) }, { title: "Component", cell: (r) => r.component },
-      { title: "Summary", cell: (r) => r.summary }, { title: "Hash", cell: (r) => h("code", { class: "hash" }, short(r.content_hash)) },
+      { title: "Summary", cell: (r) => payloadOr(r, "summary", r.summary) }, { title: "Hash", cell: (r) => h("code", { class: "hash" }, short(r.content_hash)) },
     ], e.records || [], "No records.")];
   } else if (tab === "replay") {
     const r = await api(`${path}/replay`);
@@ -904,12 +932,13 @@ async function auditEntryPage(entryId) {
   return h("section", { class: "page" }, h("p", { class: "crumbs" }, link("#/audit", "Audit ledger"), " / ", `#${e.seq}`),
     h("h1", {}, `Ledger entry #${e.seq}: ${label(e.event_type, "AUDIT_EVENT_TYPE_")}`),
     dl([["Entity", `${label(e.entity_type, "AUDIT_ENTITY_TYPE_")} ${e.entity_id}`],
-      ["Actor", `${label(e.actor_type, "ACTOR_TYPE_")} ${e.actor_id || ""}`], ["Reason", e.action_reason || "—"],
+      ["Actor", `${label(e.actor_type, "ACTOR_TYPE_")} ${e.actor_id || ""}`], ["Reason", payloadOr(e, "action_reason", e.action_reason || "—")],
       ["Correlation", e.correlation_id ? link(`#/runs/${enc(e.correlation_id.includes(".") ? e.correlation_id
         : `${(reply.metadata || e.metadata || {}).tenant_id || ""}.${e.correlation_id}`)}/envelope`, e.correlation_id) : "—"],
       ["When", timeEl(e.created_at)], ["Content hash", h("code", { class: "hash" }, e.content_hash)],
       ["Previous hash", h("code", { class: "hash" }, e.prev_hash)], ["Chain hash", h("code", { class: "hash" }, e.chain_hash)]]),
-    h("h2", {}, "What changed"), stateDiff(reply.before_state, reply.after_state),
+    h("h2", {}, "What changed"), erasedLine("Before", e, "before_state"), erasedLine("After", e, "after_state"),
+    stateDiff(reply.before_state, reply.after_state),
     h("p", {}, link(hashFor("/integrity", { seq: e.seq }), "Prove this entry is in the ledger")));
 }
 
@@ -1144,6 +1173,8 @@ function exportTable(exports) {
     { title: "Scope", cell: (x) => `${label(x.scope, "EXPORT_SCOPE_")} ${x.run_id || x.incident_id || ""}` },
     { title: "Bundle", cell: (x) => `${label(x.bundle_type, "BUNDLE_TYPE_")} · ${label(x.format, "EXPORT_FORMAT_")}` },
     { title: "Size", cell: (x) => `${x.size_bytes} B` },
+    { title: "Content", cell: (x) => x.content_erased
+      ? h("span", { class: "export-erased" }, badge("ERASED", "warn"), ` (${(x.erasure_ids || []).join(", ")})`) : "stored" },
     { title: "Created", cell: (x) => timeEl(x.created_at) },
   ], exports, "No exports yet.");
 }
@@ -1259,7 +1290,15 @@ async function exportPage(exportId) {
       ["Created", h("span", {}, timeEl(x.created_at), ` by ${label(x.requested_by_type, "ACTOR_TYPE_")} ${x.requested_by_id}`)],
       ["Chain", h("span", {}, `#${x.seq} · `, h("code", { class: "hash" }, x.chain_hash))], ["Signed by key", x.signing_key_id],
       x.run_id ? ["Run", link(`#/runs/${enc(x.run_id)}/envelope`, x.run_id)] : null]),
-    h("p", { class: "actions" }, h("button", { type: "button", id: "download", onclick: download }, "Download the export")),
+    x.content_erased ? h("p", { class: "callout bad", id: "content-erased", role: "note" },
+      h("strong", {}, "Content erased after export"), ` (${x.payloads_erased || 0} payloads, erasure `,
+      (x.erasure_ids || []).map((id, i) => [i ? ", " : "", h("code", {}, id)]),
+      "): the stored artifact was deleted with them, so it cannot be downloaded. The signed manifest, the signature and the export's ",
+      "place in the chain remain and verify; a copy downloaded before still matches the manifest's SHA-256.") : null,
+    h("p", { class: "actions" }, h("button", {
+      type: "button", id: "download", onclick: download, disabled: x.content_erased ? true : null,
+      "aria-describedby": x.content_erased ? "content-erased" : null,
+    }, x.content_erased ? "Download the export (content erased)" : "Download the export")),
     h("section", { class: "card" }, h("h2", {}, "Verify on the server"),
       h("p", {}, h("label", {}, recompute, " Recompute the artifact (slower; proves it is reproducible)")),
       h("button", { type: "button", id: "verify", onclick: verify }, "Verify"), verifyOut),

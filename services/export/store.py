@@ -97,7 +97,11 @@ def write_chunk(conn: Connection, tenant_id: str, export_id: str, chunk_no: int,
 
 
 def record_payload_subjects(conn: Connection, tenant_id: str, export_id: str, carried: Mapping[str, int]) -> None:
-    """{subject: payloads} of the export's artifact (0026_erasure_exports: an erasure of one deletes it)."""
+    """{subject: payloads} of the export's artifact (0026_erasure_exports: an erasure of one deletes
+    it), and that they were recorded, none or some (0030_untracked_exports: an export without that
+    row is one an erasure must assume may carry its subject)."""
+    conn.execute(text("INSERT INTO export_subjects_tracked (tenant_id, export_id) VALUES (:t, :e)"),
+                 {"t": tenant_id, "e": export_id})
     if carried:
         conn.execute(text("INSERT INTO export_payload_subjects (tenant_id, export_id, subject_id, payloads) "
                           "VALUES (:t, :e, :s, :n)"),

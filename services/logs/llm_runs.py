@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 
+from aos.evidence.v1 import evidence_pb2
 from aos.logs.v1 import llm_runs_service_pb2 as pb, llm_runs_service_pb2_grpc as pb_grpc
 from aos_evidence import queries as evidence, wire
 from aos_evidence.messages import (
@@ -57,7 +59,7 @@ class LlmRunsService(pb_grpc.LlmRunsServiceServicer):
         page = await listing.fetch(self.ctx.db, request.page_token, store.list_runs, filters, limit=limit)
         return list_answer(listing, page, pb.ListLlmRunsResponse, "runs", "run", run_message, "llm_run_records")
 
-    async def _run_id(self, request: pb.GetLlmRunEnvelopeRequest | pb.GetLlmRunGovernanceRequest) -> tuple[str, str]:
+    async def _run_id(self, request: pb.GetLlmRunEnvelopeRequest) -> tuple[str, str]:
         r = Request()
         run_id = r.resource_id(request.run_id, "run_id")
         r.done()
@@ -93,8 +95,18 @@ class LlmRunsService(pb_grpc.LlmRunsServiceServicer):
 
     async def GetLlmRunGovernance(self, request: pb.GetLlmRunGovernanceRequest,
                                   context: grpc.aio.ServicerContext) -> pb.GetLlmRunGovernanceResponse:
-        tenant, run_id = await self._run_id(request)
-        found = await self.ctx.db.run(tenant, _governance, tenant, run_id)
+        r = Request()
+        run_id = r.resource_id(request.run_id, "run_id")
+        # The O1–O3 lists' search, order and sort (one reading of each, services/logs/search.py and
+        # aos_runtime.validation); the view's own order, oldest first, unless DESCENDING is asked.
+        r.ascending(request.order)  # a value of SortOrder
+        view = GovernanceView(search=list_search(r, request.search),
+                              ascending=request.order != evidence_pb2.SORT_ORDER_DESCENDING,
+                              sort=r.sort(request.sort, pb.GetLlmRunGovernanceRequest.DESCRIPTOR
+                                          .fields_by_name["sort"].enum_type))
+        r.done()
+        tenant = auth.principal().tenant_id
+        found = await self.ctx.db.run(tenant, _governance, tenant, run_id, view)
         if found is None:
             raise errors.not_found(errors.Resource.LLM_RUN, run_id)
         trace, steps, entries, breaches = found
@@ -103,8 +115,7 @@ class LlmRunsService(pb_grpc.LlmRunsServiceServicer):
             metadata=metadata(trace_evidence(trace)) if trace else answer_metadata(tenant, "governance", audit),
             audit_entries=audit,
             limit_breaches=[breach_message(b) for b in breaches],
-            policy_steps=[step_message(s, trace["violation_step_index"]) for s in steps
-                          if s["step_type"] in ("policy_check", "violation")],
+            policy_steps=[step_message(s, trace["violation_step_index"]) for s in steps],
             overrides=[e for e, row in zip(audit, entries, strict=True) if row["event_type"] in OVERRIDE_EVENTS])
 
     async def GetLlmRunReplay(self, request: pb.GetLlmRunReplayRequest,
@@ -146,12 +157,27 @@ def trace_answer(tenant: str, trace: Mapping[str, Any], steps: Sequence[Mapping[
                                   has_more=has_more))
 
 
-def _governance(conn, tenant: str, run_id: str):
+@dataclass(frozen=True)
+class GovernanceView:
+    """GetLlmRunGovernance's search (a query as the search documents are written), order and
+    sort (an AUDIT_SORTS name; None: by time)."""
+    search: str | None = None
+    ascending: bool = True
+    sort: str | None = None
+
+
+def _governance(conn, tenant: str, run_id: str, view: GovernanceView = GovernanceView()):
     if not store.run_exists(conn, tenant, run_id):
         return None
-    trace, steps = evidence.get_trace(conn, tenant, run_id)
-    return (trace, store.opened_steps(conn, tenant, steps), evidence.run_audit_entries(conn, tenant, run_id),
-            evidence.run_breaches(conn, tenant, run_id))
+    store.custom_plans(conn, view.search)
+    trace = store.find_trace(conn, tenant, run_id, None)
+    steps = store.governance_steps(conn, tenant, trace["trace_id"], view.search, view.ascending) if trace else []
+    breaches = evidence.run_breaches(conn, tenant, run_id)
+    return (trace, steps,
+            # v2 entries (docs/ERASURE.md): their payloads put back, or their ERASED states
+            store.opened_audit(conn, tenant, evidence.run_audit_entries(
+                conn, tenant, run_id, search=view.search, ascending=view.ascending, sort=view.sort)),
+            breaches if view.ascending else breaches[::-1])
 
 
 def _run_exports(conn, tenant: str, filters: evidence.ExportFilters, after, limit: int):

@@ -42,7 +42,8 @@ def _replay(conn, tenant: str, run_id: str, seconds: int, llm: bool, policy: boo
         center = (state["step"]["timestamp"], records_pb2.REPLAY_CENTER_STEP)
         at = state["step"]["timestamp"]
         # O3's correlated entries and the run's breaches, as far as the step's time.
-        state["audit"] = [e for e in evidence.run_audit_entries(conn, tenant, run_id) if e["created_at"] <= at]
+        state["audit"] = store.opened_audit(conn, tenant, [e for e in evidence.run_audit_entries(conn, tenant, run_id)
+                                                           if e["created_at"] <= at])
         state["breaches"] = [b for b in evidence.run_breaches(conn, tenant, run_id) if b["breached_at"] <= at]
     delta = timedelta(seconds=seconds)
     found = store.replay_events(conn, tenant, trace["trace_id"], center[0] - delta, center[0] + delta,

@@ -134,6 +134,10 @@ def opened_system(conn: Connection, tenant_id: str, rows: Sequence[Mapping[str, 
     return erasure.opened_rows(conn, tenant_id, "system_record", rows)
 
 
+def opened_audit(conn: Connection, tenant_id: str, rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    return erasure.opened_rows(conn, tenant_id, "audit_entry", rows)
+
+
 # --- LLM runs ---------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -188,9 +192,12 @@ def list_runs(conn: Connection, tenant_id: str, filters: RunFilters, after: Sequ
 RUN_SORTS = {"started_at": SortKey("a.started_at", "timestamptz"),
              "total_cost_cents": SortKey("a.cost_cents", "bigint"),
              "total_tokens": SortKey("(a.input_tokens + a.output_tokens)", "bigint")}
-# The system record lists' (SystemRecordSortField): the level's rank (migration 0025's
-# aos_severity_rank, which its indexes are on).
-SYSTEM_SORTS = {"severity": SortKey("aos_severity_rank(a.severity)", "smallint")}
+# The system record lists' (SystemRecordSortField): the level's rank, DEBUG 1 … CRITICAL 5, written
+# as migration 0031's indexes are (a CASE, not 0025's aos_severity_rank(): under row-level security
+# only a leakproof condition is an index condition, and that function is not, so a later page's
+# keyset was a filter from the index's start).
+SYSTEM_SORTS = {"severity": SortKey("(CASE a.severity WHEN 'DEBUG' THEN 1 WHEN 'INFO' THEN 2 WHEN 'WARNING' THEN 3 "
+                                    "WHEN 'ERROR' THEN 4 WHEN 'CRITICAL' THEN 5 END)", "integer")}
 
 
 def run_exists(conn: Connection, tenant_id: str, run_id: str) -> bool:
@@ -216,7 +223,7 @@ def replay_events(conn: Connection, tenant_id: str, trace_id: str | None, start:
         "(SELECT * FROM platform_records WHERE created_at BETWEEN :start AND :end) "
         "ORDER BY created_at, id"), window)))
     if include_policy:
-        found["audit"] = list(all_of(conn.execute(text(
+        found["audit"] = opened_audit(conn, tenant_id, all_of(conn.execute(text(
             AUDIT_SELECT.format(extra="") + " WHERE a.tenant_id = :t AND a.entity_type IN ('POLICY_RULE', 'LIMIT') "
             "AND a.created_at BETWEEN :start AND :end ORDER BY a.created_at, a.id"), window)))
         found["breaches"] = list(all_of(conn.execute(text(
@@ -249,6 +256,19 @@ def state_at_step(conn: Connection, tenant_id: str, trace_id: str, step_index: i
         f"SELECT * {scope} AND step_index <= :n AND step_type IN ('policy_check', 'violation') "
         "ORDER BY step_index"), params)))
     return found
+
+
+def governance_steps(conn: Connection, tenant_id: str, trace_id: str, search: str | None = None,
+                     ascending: bool = True) -> list[Mapping[str, Any]]:
+    """The trace's policy_check and violation steps (the run's O3), by step index (last first
+    unless ``ascending``), those whose words match ``search`` (the lists' matcher, on the steps'
+    search view) when one is given. Only those steps are read, not the whole trace."""
+    matched = f" AND {search_match('s.id', 'trace_step_search')}" if search is not None else ""
+    return opened_steps(conn, tenant_id, all_of(conn.execute(text(
+        "SELECT s.* FROM aos_trace_steps s WHERE s.tenant_id = :t AND s.trace_id = :trace "
+        f"AND s.step_type IN ('policy_check', 'violation'){matched} "
+        f"ORDER BY s.step_index {'ASC' if ascending else 'DESC'}"),
+        {"t": tenant_id, "trace": trace_id, "search": search})))
 
 
 def find_trace(conn: Connection, tenant_id: str, run_id: str | None, trace_id: str | None

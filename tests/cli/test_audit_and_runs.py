@@ -179,7 +179,14 @@ async def test_audit_list_sorted_by_a_field(cli):
     table = await cli("audit", "list", "--sort", "entity_type")
     assert table.code == 0, table.err
     assert "15 of 15 audit entries (by entity_type desc, then newest first)" in table.out
-    bad = await cli("audit", "list", "--sort", "actor")
+    by_actor = await cli("--json", "audit", "list", "--sort", "actor", "--order", "asc", "--limit", "0")
+    assert by_actor.code == 0, by_actor.err
+    actors = [e.get("actor_id", "") for e in json.loads(by_actor.out)["entries"]]
+    assert len(actors) == 15 and actors == sorted(actors) and len(set(actors)) > 1
+    table = await cli("audit", "list", "--sort", "actor")
+    assert table.code == 0, table.err
+    assert "15 of 15 audit entries (by actor desc, then newest first)" in table.out
+    bad = await cli("audit", "list", "--sort", "actor_id")
     assert bad.code == 2 and "--sort" in bad.err
 
 
@@ -194,4 +201,23 @@ async def test_runs_list_sorted_searched(cli):
     assert table.code == 0, table.err
     assert f"2 of {len(costs)} runs (by total_tokens desc, then newest first)" in table.out
     bad = await cli("runs", "list", "--search=!!")
+    assert bad.code == 2 and "field search:" in bad.err
+
+
+async def test_runs_governance_searched_and_sorted(cli):
+    """`runs governance` (O3): the run's entries, policy steps and breaches; --search narrows the
+    entries and policy steps through the lists' matcher, breaches are answered whole."""
+    result = await cli("runs", "governance", RUN)
+    assert result.code == 0, result.err
+    shown = " ".join(result.out.split())
+    assert f"Governance of {RUN}: 1 audit entries (oldest first)" in shown
+    assert "LimitBreached" in shown and "1 policy steps" in shown and "1 limit breaches" in shown
+    doc = json.loads((await cli("--json", "runs", "governance", RUN, "--search", "LimitBreached")).out)
+    assert [e["event_type"] for e in doc["audit_entries"]] == ["AUDIT_EVENT_TYPE_LIMIT_BREACHED"]
+    none = await cli("runs", "governance", RUN, "--search", "kestrel", "--order", "desc", "--sort", "actor")
+    assert none.code == 0, none.err
+    words = " ".join(none.out.split())  # an empty table's title wraps at its width
+    assert "0 audit entries matching “kestrel” (by actor desc, then newest first)" in words
+    assert "0 policy steps matching" in words and "1 limit breaches" in words
+    bad = await cli("runs", "governance", RUN, "--search=-kestrel")
     assert bad.code == 2 and "field search:" in bad.err

@@ -14,7 +14,9 @@ TABLES = {"tenants", "incidents", "policy_proposals", "limits", "limit_breaches"
           "evidence_payloads", "evidence_erasures", "erased_payloads",
           "otlp_staged_spans",
           # 0026 (docs/ERASURE.md §3a)
-          "export_payload_subjects", "erased_export_artifacts"}
+          "export_payload_subjects", "erased_export_artifacts",
+          # 0030 (docs/ERASURE.md §3c)
+          "export_subjects_tracked"}
 
 
 def tables(url: str) -> set[str]:

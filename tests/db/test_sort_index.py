@@ -1,7 +1,8 @@
-"""The lists' `sort` (migration 0025): every sort field, in either order, first page and a later
+"""The lists' `sort` (migrations 0025, 0029): every sort field, in either order, first page and a later
 one, is a walk of an index — the plan has no Sort node over the table — and the rows come in
 (field, created_at, id) order. With sorting disabled in the planner a plan still sorts when no
-index holds the key in that order, so each of these fails without the migration's indexes."""
+index holds the key in that order, so each of these fails without the migrations' indexes (the actor sort without
+0029's, on the ledger's old actor index)."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -53,6 +54,8 @@ CASES = [
         conn, t, store.AuditFilters(sort="event_type", ascending=asc), after, 20), "audit_ledger"),
     ("audit", "entity_type", lambda conn, t, asc, after: store.list_audit_entries(
         conn, t, store.AuditFilters(sort="entity_type", ascending=asc), after, 20), "audit_ledger"),
+    ("audit", "actor", lambda conn, t, asc, after: store.list_audit_entries(
+        conn, t, store.AuditFilters(sort="actor", ascending=asc), after, 20), "audit_ledger"),
     ("runs", "started_at", lambda conn, t, asc, after: store.list_runs(
         conn, t, store.RunFilters(sort="started_at", ascending=asc), after, 20), "llm_run_records"),
     ("runs", "total_cost_cents", lambda conn, t, asc, after: store.list_runs(
@@ -64,8 +67,18 @@ CASES = [
 ]
 
 
+# Sorts whose keyset is not an index condition under row-level security (found by the check
+# below, issue #25): 0025's token key is not leakproof — int8 `+` can raise an overflow error.
+# Its pages walk the index from its start with the keyset as a filter: a later page costs its
+# position. Strict: fixed, it fails here. (The severity key was aos_severity_rank(), never inlined
+# and not leakproof: migration 0031 made it a CASE.)
+KEYSET_FILTERED = {("runs", "total_tokens")}
+
+
 @pytest.mark.parametrize("ascending", [False, True])
-@pytest.mark.parametrize("name,sort,call,table", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
+@pytest.mark.parametrize("name,sort,call,table", [
+    pytest.param(*c, marks=pytest.mark.xfail(strict=True, reason="0025's key is not leakproof: keyset filtered"))
+    if c[:2] in KEYSET_FILTERED else c for c in CASES], ids=[f"{c[0]}-{c[1]}" for c in CASES])
 def test_every_sort_walks_an_index(loaded, name, sort, call, table, ascending):
     url, tenant = loaded
     engine = create_engine(sync_url(url), connect_args={"options": "-c role=aos_logs"})
@@ -92,6 +105,12 @@ def test_every_sort_walks_an_index(loaded, name, sort, call, table, ascending):
     scans = {n.get("Index Name", "") for n in nodes(plan[0]["Plan"]) if "Index" in n["Node Type"]}
     assert not list(sorted_scans(plan[0]["Plan"], table)), (statement, scans)
     assert any(i.startswith((table, f"ix_{table}")) for i in scans), scans
+    # The later page starts at its position in the index: the keyset is an index condition (under
+    # row-level security only a leakproof one can be), not a filter over the rows before it.
+    keyed = [n for n in nodes(plan[0]["Plan"]) if n.get("Relation Name", "").startswith(table)
+             and "Index" in n["Node Type"]]
+    assert keyed and all("created_at" in n.get("Index Cond", "") for n in keyed), [
+        (n.get("Index Name"), n.get("Index Cond"), n.get("Filter")) for n in keyed]
 
 
 def sorted_scans(node, table: str, sorting: bool = False):
@@ -106,3 +125,27 @@ def sorted_scans(node, table: str, sorting: bool = False):
         yield node
     for child in node.get("Plans", []):
         yield from sorted_scans(child, table, sorting)
+
+
+@pytest.mark.parametrize("sort", [None, "actor"])
+def test_the_actor_filter_walks_the_actor_index(loaded, sort):
+    """The actor_id filter is written on the actor index's expression (0029): it stays an index
+    condition of that index (alone, and sorted by actor), with no Sort of the tenant's entries."""
+    url, tenant = loaded
+    engine = create_engine(sync_url(url), connect_args={"options": "-c role=aos_logs"})
+    seen: list[tuple[str, object]] = []
+    event.listen(engine, "before_cursor_execute",
+                 lambda conn, cursor, statement, params, context, many: seen.append((statement, params)))
+    with engine.begin() as conn:
+        conn.execute(text("SELECT set_config('aos.tenant_id', :t, true)"), {"t": tenant})
+        conn.execute(text("SET LOCAL enable_sort = off; SET LOCAL enable_seqscan = off"))
+        page = store.list_audit_entries(conn, tenant, store.AuditFilters(actor_id="actor-7", sort=sort), None, 20)
+        statement, params = next((s, p) for s, p in seen if "ORDER BY" in s and "LIMIT" in s)
+        plan = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + statement, params).scalar_one()
+    engine.dispose()
+    assert page.rows and {r["actor_id"] for r in page.rows} == {"actor-7"}
+    assert not list(sorted_scans(plan[0]["Plan"], "audit_ledger"))
+    # Each partition's scan has the actor in its index condition (not a filter over the tenant's rows).
+    scans = [n for n in nodes(plan[0]["Plan"]) if n.get("Relation Name", "").startswith("audit_ledger")]
+    assert scans and all("actor_id" in n.get("Index Cond", "") for n in scans), [
+        (n.get("Index Name"), n.get("Index Cond"), n.get("Filter")) for n in scans]

@@ -34,6 +34,8 @@ RUN = f"{A}.run-sorted"
 # (event, entity): names whose order is the same in every collation (distinct first letters).
 EVENTS = [("LimitUpdated", "LIMIT"), ("PolicyRuleCreated", "POLICY_RULE"), ("IncidentAcknowledged", "INCIDENT"),
           ("ActorLoggedIn", "ACTOR"), ("AccessGranted", "LLM_RUN")]
+# Actors of the entries (entry i: ACTORS[i % 4]), ties included; one kind of entry has none (sorts as '').
+ACTORS = ["mallory", "bob", None, "ziggy"]
 LEVELS = ["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 # run index -> (cost_cents, input_tokens, output_tokens, minutes after START it started)
 RUNS = {0: (500, 10, 5, 30), 1: (100, 100, 0, 10), 2: (500, 1, 1, 20), 3: (0, 50, 50, 0), 4: (250, 7, 8, 40)}
@@ -42,7 +44,7 @@ RUNS = {0: (500, 10, 5, 30), 1: (100, 100, 0, 10), 2: (500, 1, 1, 20), 3: (0, 50
 @pytest.fixture(scope="module")
 def seeded(database_url):
     """Tenant A: 15 audit entries (each EVENTS pair three times; 'heron' in the reasons of the
-    even ones), 10 system records of the run RUN (each level twice; 'heron' in the first five)
+    even ones; ACTORS in turn), 10 system records of the run RUN (each level twice; 'heron' in the first five)
     and 5 runs (RUNS: ties in cost, in started-at order different from created order). Tenant
     B: one of each, so that A's lists show none of them."""
     producer = Producer(login_url(database_url, "producer"), pool_size=1)
@@ -56,7 +58,7 @@ def seeded(database_url):
             for i in range(15):
                 event, entity = EVENTS[i % len(EVENTS)]
                 ledger.append(tenant_id=A, event_type=event, entity_type=entity, entity_id=f"{A}.e-{i}",
-                              actor_type="HUMAN", actor_id="user-sorter",
+                              actor_type="SYSTEM" if ACTORS[i % 4] is None else "HUMAN", actor_id=ACTORS[i % 4],
                               action_reason=f"{'heron' if i % 2 == 0 else 'sparrow'} entry {i}",
                               created_at=START + timedelta(minutes=i))
             records = SystemRecordWriter(conn)
@@ -129,6 +131,7 @@ SEVERITY_NAMES = by_number("aos.evidence.v1.SystemSeverity")
 
 AUDIT_SORTS = {audit_pb.AUDIT_SORT_FIELD_EVENT_TYPE: lambda e: EVENT_NAMES[e.event_type],
                audit_pb.AUDIT_SORT_FIELD_ENTITY_TYPE: lambda e: ENTITY_NAMES[e.entity_type],
+               audit_pb.AUDIT_SORT_FIELD_ACTOR: lambda e: e.actor_id,
                audit_pb.AUDIT_SORT_FIELD_CREATED_AT: lambda e: 0}
 
 
@@ -148,6 +151,20 @@ async def test_audit_sorts_page_as_a_full_sort(stubs, sort, order):
                                    sort=sort, order=order, page_size=3)
     assert totals == {8} and [e.id for e in heron] == expected(
         [e for e in every if "heron" in e.action_reason], AUDIT_SORTS[sort], order == ASC, lambda e: e.id)
+
+
+async def test_audit_by_actor_with_the_actor_filter(stubs):
+    """Sorted by actor, DESCENDING: ziggy's entries first, the entries without an actor last
+    (their key is ''); with the actor_id filter (the same index, migration 0029) one actor's
+    entries, newest first within it, in pages."""
+    call = stubs["audit"].ListAuditEntries
+    items, totals = await read_all(call, audit_pb.ListAuditEntriesRequest, "entries", page_size=4,
+                                   sort=audit_pb.AUDIT_SORT_FIELD_ACTOR)
+    assert totals == {15}
+    assert [e.actor_id for e in items] == ["ziggy"] * 3 + ["mallory"] * 4 + ["bob"] * 4 + [""] * 4
+    bob, totals = await read_all(call, audit_pb.ListAuditEntriesRequest, "entries", page_size=1, actor_id="bob",
+                                 sort=audit_pb.AUDIT_SORT_FIELD_ACTOR, order=ASC)
+    assert [e.entity_id for e in bob] == [f"{A}.e-{i}" for i in (1, 5, 9, 13)] and totals == {4}
 
 
 RUN_SORTS = {runs_pb.LLM_RUN_SORT_FIELD_STARTED_AT: lambda r: r.started_at.ToDatetime(),
@@ -204,6 +221,8 @@ async def test_system_records_by_severity(stubs, order):
 LISTS = {
     "audit": ("audit", "ListAuditEntries", audit_pb.ListAuditEntriesRequest, audit_pb.AUDIT_SORT_FIELD_EVENT_TYPE,
               audit_pb.AUDIT_SORT_FIELD_ENTITY_TYPE, audit_pb.AUDIT_SORT_FIELD_CREATED_AT),
+    "audit-actor": ("audit", "ListAuditEntries", audit_pb.ListAuditEntriesRequest, audit_pb.AUDIT_SORT_FIELD_ACTOR,
+                    audit_pb.AUDIT_SORT_FIELD_EVENT_TYPE, audit_pb.AUDIT_SORT_FIELD_CREATED_AT),
     "runs": ("runs", "ListLlmRuns", runs_pb.ListLlmRunsRequest, runs_pb.LLM_RUN_SORT_FIELD_TOTAL_COST_CENTS,
              runs_pb.LLM_RUN_SORT_FIELD_STARTED_AT, runs_pb.LLM_RUN_SORT_FIELD_CREATED_AT),
     "system": ("system", "ListSystemRecords", sys_pb.ListSystemRecordsRequest,

@@ -677,8 +677,111 @@ async def test_the_lists_search_and_sort(tab, served):
     assert found["entries"] and "matching “refunds”, oldest first" in await tab.text("main caption")
     # The export form takes filters, not a search: the page says so instead of offering it.
     assert await tab.page.locator("#x-create").count() == 0 and await tab.page.locator("#export-needs-filters").count() == 1
+    # Sorted by actor (migration 0029): the sort select offers it, the table is the API's order.
+    by_actor = await _api(served, "/api/v1/logs/audit", page_size=20, sort="AUDIT_SORT_FIELD_ACTOR",
+                          order="SORT_ORDER_ASCENDING")
+    await tab.open("#/audit")
+    await tab.page.select_option("#f-sort", "AUDIT_SORT_FIELD_ACTOR")
+    await tab.page.select_option("#f-order", "SORT_ORDER_ASCENDING")
+    await tab.settled(tab.page.click("main form.filters button[type=submit]"))
+    assert await tab.page.locator("main tbody th a").all_inner_texts() == [str(e["seq"]) for e in by_actor["entries"]]
+    assert by_actor["entries"] and "by actor ascending, then oldest first" in await tab.text("main caption")
     severe = await _api(served, "/api/v1/logs/system", page_size=20, sort="SYSTEM_RECORD_SORT_FIELD_SEVERITY")
     await tab.open("#/system?sort=SYSTEM_RECORD_SORT_FIELD_SEVERITY")
     cells = await tab.page.locator("main table").first.locator("tbody tr td:nth-child(4)").all_inner_texts()
     assert cells == [r["severity"].removeprefix("SYSTEM_SEVERITY_") for r in severe["records"]] and cells
     assert await tab.axe() == []
+
+
+# --- erasure state (docs/ERASURE.md §3, §3a) -----------------------------------------------
+
+ERASED_TENANT = "tenant-console-erased"
+ERASED_RUN = f"{ERASED_TENANT}.run-erased"
+
+
+@pytest.fixture(scope="module")
+def erasable(database_url) -> str:
+    """A run whose first step and one correlated audit entry are hash format 2 under a data subject
+    (their payloads erasable), a v1 policy step beside them, written as a producer would."""
+    from datetime import timedelta
+
+    from sqlalchemy import text
+
+    from aos_recording.writers import AuditLedgerWriter, LlmRunRecordWriter, Producer, TraceRecorder
+    from tests.e2e.support import BASE
+    from tests.logins import login_url
+
+    subject = "subj-console-erased"
+    producer = Producer(login_url(database_url, "producer"), pool_size=1)
+    try:
+        with producer.transaction(ERASED_TENANT) as conn:
+            conn.execute(text("INSERT INTO tenants (id, name) VALUES (:t, :t) ON CONFLICT DO NOTHING"),
+                         {"t": ERASED_TENANT})
+            LlmRunRecordWriter(conn).write(tenant_id=ERASED_TENANT, run_id=ERASED_RUN, provider="openai", model="gpt",
+                                           execution_status="succeeded", started_at=BASE, created_at=BASE)
+            traces = TraceRecorder(conn)
+            trace = traces.create_trace(tenant_id=ERASED_TENANT, run_id=ERASED_RUN, started_at=BASE)
+            traces.add_step(tenant_id=ERASED_TENANT, trace_id=trace, step_index=0, step_type="llm_call",
+                            timestamp=BASE, input_data={"prompt": "Console Subject lives on Birch Lane"},
+                            output_data={"text": "noted"}, data_subject=subject)
+            traces.add_step(tenant_id=ERASED_TENANT, trace_id=trace, step_index=1, step_type="policy_check",
+                            timestamp=BASE + timedelta(seconds=1), input_data={"rule": "pii"})
+            AuditLedgerWriter(conn).append(tenant_id=ERASED_TENANT, event_type="LimitUpdated", entity_type="LIMIT",
+                                           entity_id=f"{ERASED_TENANT}.lim", actor_type="HUMAN", actor_id="user-ops",
+                                           action_reason="raised for Console Subject", correlation_id=ERASED_RUN,
+                                           created_at=BASE + timedelta(seconds=2), data_subject=subject)
+    finally:
+        producer.close()
+    return subject
+
+
+async def test_erased_content_is_shown_as_erased(browser, served, erasable):
+    """After an erasure: the run's trace and governance show each erased payload as ERASED with its
+    erasure id (never an empty value as content), and an export made before it says its content
+    was erased, its Download disabled — what the API answers, in the page."""
+    async with httpx.AsyncClient(base_url=served, headers=bearer(ERASED_TENANT)) as http:
+        created = await http.post("/api/v1/logs/exports", json={
+            "run_id": ERASED_RUN, "bundle_type": "BUNDLE_TYPE_EVIDENCE", "format": "EXPORT_FORMAT_JSON"})
+        assert created.status_code == 200, created.text
+        export_id = created.json()["export"]["export_id"]
+        erased = await http.post("/api/v1/ingest/erasures", json={"subjectId": erasable, "reason": "DSR-console"},
+                                 headers={"Authorization": f"Bearer {token(ERASED_TENANT, scopes=('evidence.erase',))}"})
+        assert erased.status_code == 200, erased.text
+    erasure = erased.json()["erasure_id"]
+    assert erased.json()["exports_erased"] == [export_id]
+    ctx, tab = await _console(browser, served, ERASED_TENANT)
+    # The trace: step 0's input and output are ERASED by that erasure; step 1 (format 1) shows its input.
+    trace = await _api(served, f"/api/v1/logs/llm-runs/{ERASED_RUN}/trace", ERASED_TENANT)
+    gone = {p["field"] for p in trace["steps"][0]["payloads"] if p["state"] == "PAYLOAD_STATE_ERASED"}
+    assert gone == {"input_data", "output_data"}
+    await tab.open(f"#/runs/{ERASED_RUN}/trace", ready="ol.timeline")
+    step0 = tab.page.locator("#step-0")
+    marks = step0.locator(".payload-erased")
+    assert await marks.count() == 2
+    assert {await marks.nth(i).get_attribute("data-erasure") for i in range(2)} == {erasure}
+    assert "ERASED" in await step0.inner_text() and erasure in await step0.inner_text()
+    assert "Birch Lane" not in await tab.text()
+    assert await tab.page.locator("#step-1 .payload-erased").count() == 0
+    assert "Input" in await tab.page.inner_text("#step-1")
+    await tab.shot("run-trace-erased")
+    assert await tab.axe() == []
+    # The governance tab: the correlated entry's reason is ERASED with the erasure id.
+    await tab.open(f"#/runs/{ERASED_RUN}/governance", ready="main h2")
+    reason = tab.page.locator("table:has(caption:text('Audit entries correlated')) .payload-erased")
+    assert await reason.count() == 1 and await reason.get_attribute("data-erasure") == erasure
+    assert "Console Subject" not in await tab.text()
+    assert await tab.axe() == []
+    # The export made before: content erased, Download disabled, the callout names the erasure.
+    export = (await _api(served, f"/api/v1/logs/exports/{export_id}", ERASED_TENANT))["export"]
+    assert export["content_erased"] and export["erasure_ids"] == [erasure]
+    await tab.open(f"#/exports/{export_id}", ready="#download")
+    assert await tab.page.is_disabled("#download")
+    note = await tab.text("#content-erased")
+    assert "Content erased after export" in note and erasure in note and f"{export['payloads_erased']} payloads" in note
+    await tab.shot("export-erased")
+    assert await tab.axe() == []
+    await tab.open("#/exports", ready="main table")
+    row = tab.page.locator("main table tbody tr", has_text=export_id)
+    assert "ERASED" in await row.inner_text() and erasure in await row.inner_text()
+    await ctx.close()
+    assert not tab.problems, tab.problems

@@ -493,11 +493,27 @@ async def test_list_sort_over_rest(client):
     reused = await client.get("/api/v1/logs/audit", params={"sort": "AUDIT_SORT_FIELD_ENTITY_TYPE", "page_size": "1",
                                                             "page_token": first["next_page_token"]})
     assert "page_token" in bad_request_fields(reused)
+    by_actor = (await client.get("/api/v1/logs/audit", params={"sort": "AUDIT_SORT_FIELD_ACTOR",
+                                                              "order": "SORT_ORDER_ASCENDING",
+                                                              "page_size": "1000"})).json()["entries"]
+    actors = [e.get("actor_id", "") for e in by_actor]
+    assert len(set(actors)) > 1 and actors == sorted(actors)
     assert "sort" in bad_request_fields(await client.get("/api/v1/logs/system", params={"sort": "7"}))
     severe = (await client.get("/api/v1/logs/system", params={"sort": "SYSTEM_RECORD_SORT_FIELD_SEVERITY",
                                                              "page_size": "1000"})).json()["records"]
     ranks = {"SYSTEM_SEVERITY_" + n: i for i, n in enumerate(("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"))}
     assert [ranks[r["severity"]] for r in severe] == sorted((ranks[r["severity"]] for r in severe), reverse=True)
+    # A run's O3 takes the same query parameters (issue #25): not paged, breaches answered whole.
+    governance = f"/api/v1/logs/llm-runs/{SUPPORT}/governance"
+    whole = (await client.get(governance)).json()
+    found = (await client.get(governance, params={"search": "LimitBreached", "order": "SORT_ORDER_DESCENDING",
+                                                  "sort": "AUDIT_SORT_FIELD_ACTOR"})).json()
+    assert found["audit_entries"] == whole["audit_entries"] and len(whole["audit_entries"]) == 1
+    none = (await client.get(governance, params={"search": "kestrel"})).json()
+    assert not none.get("audit_entries") and not none.get("policy_steps")
+    assert none["limit_breaches"] == whole["limit_breaches"]
+    assert "search" in bad_request_fields(await client.get(governance, params={"search": "-kestrel"}))
+    assert "sort" in bad_request_fields(await client.get(governance, params={"sort": "9"}))
     identity = (await client.get("/api/v1/logs/audit/identity", params={"search": "ActorLoggedIn"})).json()
     assert identity["entries"] and all(e["event_type"] == "AUDIT_EVENT_TYPE_ACTOR_LOGGED_IN"
                                        for e in identity["entries"])

@@ -24,10 +24,12 @@ class AuditSortField(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     AUDIT_SORT_FIELD_CREATED_AT: _ClassVar[AuditSortField]
     AUDIT_SORT_FIELD_EVENT_TYPE: _ClassVar[AuditSortField]
     AUDIT_SORT_FIELD_ENTITY_TYPE: _ClassVar[AuditSortField]
+    AUDIT_SORT_FIELD_ACTOR: _ClassVar[AuditSortField]
 AUDIT_SORT_FIELD_UNSPECIFIED: AuditSortField
 AUDIT_SORT_FIELD_CREATED_AT: AuditSortField
 AUDIT_SORT_FIELD_EVENT_TYPE: AuditSortField
 AUDIT_SORT_FIELD_ENTITY_TYPE: AuditSortField
+AUDIT_SORT_FIELD_ACTOR: AuditSortField
 
 class ListAuditEntriesRequest(_message.Message):
     __slots__ = ("page_size", "page_token", "event_type", "entity_type", "actor_type", "actor_id", "correlation_id", "created_after", "created_before", "entity_id", "success", "search", "order", "sort")

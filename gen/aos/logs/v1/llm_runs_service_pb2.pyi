@@ -4,6 +4,7 @@ from aos.evidence.v1 import bundle_pb2 as _bundle_pb2
 from aos.evidence.v1 import evidence_pb2 as _evidence_pb2
 from aos.evidence.v1 import options_pb2 as _options_pb2
 from aos.evidence.v1 import records_pb2 as _records_pb2
+from aos.logs.v1 import audit_ledger_service_pb2 as _audit_ledger_service_pb2
 from aos.logs.v1 import records_pb2 as _records_pb2_1
 from google.api import annotations_pb2 as _annotations_pb2
 from google.api import field_behavior_pb2 as _field_behavior_pb2
@@ -218,10 +219,16 @@ class GetLlmRunTraceResponse(_message.Message):
     def __init__(self, metadata: _Optional[_Union[_evidence_pb2.EvidenceMetadata, _Mapping]] = ..., trace: _Optional[_Union[Trace, _Mapping]] = ..., steps: _Optional[_Iterable[_Union[_records_pb2_1.TraceStep, _Mapping]]] = ..., total_steps: _Optional[int] = ..., total_duration_ms: _Optional[int] = ..., total_tokens: _Optional[int] = ..., next_page_token: _Optional[str] = ..., has_more: _Optional[bool] = ...) -> None: ...
 
 class GetLlmRunGovernanceRequest(_message.Message):
-    __slots__ = ("run_id",)
+    __slots__ = ("run_id", "search", "order", "sort")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    SEARCH_FIELD_NUMBER: _ClassVar[int]
+    ORDER_FIELD_NUMBER: _ClassVar[int]
+    SORT_FIELD_NUMBER: _ClassVar[int]
     run_id: str
-    def __init__(self, run_id: _Optional[str] = ...) -> None: ...
+    search: str
+    order: _evidence_pb2.SortOrder
+    sort: _audit_ledger_service_pb2.AuditSortField
+    def __init__(self, run_id: _Optional[str] = ..., search: _Optional[str] = ..., order: _Optional[_Union[_evidence_pb2.SortOrder, str]] = ..., sort: _Optional[_Union[_audit_ledger_service_pb2.AuditSortField, str]] = ...) -> None: ...
 
 class GetLlmRunGovernanceResponse(_message.Message):
     __slots__ = ("metadata", "audit_entries", "limit_breaches", "policy_steps", "overrides")
