@@ -1,0 +1,258 @@
+"""Each tenant's ledger head in one row (migration 0029_ledger_heads): the chain trigger reads it
+instead of every monthly partition, and the chain it assigns is the one 0008's lookup assigned —
+gapless and linked under concurrent appends of one tenant and of many, after a skipped row,
+after a tail removed behind the triggers, after retention; no service login can write it."""
+from __future__ import annotations
+
+import threading
+from datetime import date, datetime, timedelta, timezone
+
+import psycopg
+import pytest
+
+from aos_recording import retention
+from aos_runtime import migrate
+from tests.db.retention_support import apply, set_policy
+from tests.db.sessions import append_entries, ledger_report, session
+
+pytestmark = pytest.mark.db
+
+MONTHS = [datetime(2025, m, 10, tzinfo=timezone.utc) for m in range(1, 13)]
+SERVICE_ROLES = ("aos_overview", "aos_logs", "aos_export", "aos_producer", "aos_ingest", "aos_retention")
+
+
+@pytest.fixture(scope="module")
+def url(databases):
+    """A database of its own: tests here delete rows behind the triggers."""
+    url = databases.create()
+    with session(url) as conn:
+        retention.ensure_partitions(conn, first=date(2025, 1, 1), through=date(2025, 12, 1))
+    return url
+
+
+def head(url: str, tenant: str) -> tuple[int, bytes, datetime] | None:
+    with session(url) as conn:
+        row = conn.execute("SELECT seq, chain_hash, created_at FROM ledger_heads WHERE tenant_id = %s",
+                           (tenant,)).fetchone()
+    return None if row is None else (row[0], bytes(row[1]), row[2])
+
+
+def newest(url: str, tenant: str) -> tuple[int, bytes, datetime]:
+    with session(url) as conn:
+        row = conn.execute("SELECT seq, chain_hash, created_at FROM audit_ledger WHERE tenant_id = %s "
+                           "ORDER BY seq DESC LIMIT 1", (tenant,)).fetchone()
+    return row[0], bytes(row[1]), row[2]
+
+
+def chained(url: str, tenant: str) -> int:
+    """The tenant's entries in seq order form one gapless chain from seq 1: their count."""
+    import hashlib
+
+    with session(url) as conn:
+        rows = conn.execute("SELECT seq, prev_hash, content_hash, chain_hash FROM audit_ledger "
+                            "WHERE tenant_id = %s ORDER BY seq", (tenant,)).fetchall()
+    prev = bytes(32)
+    for n, (seq, prev_hash, content, chain_hash) in enumerate(rows, 1):
+        assert seq == n and bytes(prev_hash) == prev
+        assert bytes(chain_hash) == hashlib.sha256(prev + bytes(content)).digest()
+        prev = bytes(chain_hash)
+    return len(rows)
+
+
+def test_the_head_is_the_newest_entry_across_months(url):
+    entries = append_entries(url, "heads-a", MONTHS, 2)
+    assert [e.seq for e in entries] == list(range(1, 25))
+    assert head(url, "heads-a") == newest(url, "heads-a") == (24, entries[-1].chain_hash, MONTHS[-1] + timedelta(hours=1))
+    # a backdated entry (January) is the head all the same: the head is seq order, not time
+    [late] = append_entries(url, "heads-a", [MONTHS[0] + timedelta(days=1)], 1)
+    assert late.seq == 25 and late.prev_hash == entries[-1].chain_hash
+    assert head(url, "heads-a")[:2] == (25, late.chain_hash)
+    assert ledger_report(url, "heads-a").ok
+
+
+def test_many_rows_in_one_statement_chain_through_the_head(url):
+    append_entries(url, "heads-many", MONTHS[:1], 1)
+    with session(url) as conn:
+        conn.execute("INSERT INTO audit_ledger (id, tenant_id, event_type, entity_type, entity_id, actor_type, "
+                     "created_at, content_hash) SELECT 'many-' || i, 'heads-many', 'LimitUpdated', 'LIMIT', 'x', "
+                     "'HUMAN', %s::timestamptz + i * interval '1 day', sha256(int8send(i)) "
+                     "FROM generate_series(1, 500) i", (MONTHS[0],))
+    # the rows' content hashes are not their fields' (made in SQL): the links are what is checked
+    assert chained(url, "heads-many") == 501
+    assert head(url, "heads-many") == newest(url, "heads-many")
+
+
+def test_concurrent_appends_of_one_tenant_and_of_many_stay_gapless_and_linked(url):
+    """Eight sessions: four append to one tenant, four to a tenant each, 20 one-entry
+    transactions apiece, in months spread over the year."""
+    tenants = ["heads-busy"] * 4 + [f"heads-own-{k}" for k in range(4)]
+    for tenant in set(tenants):
+        append_entries(url, tenant, MONTHS[:1], 1)
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(tenants))
+
+    def work(k: int, tenant: str) -> None:
+        try:
+            start.wait()
+            for i in range(20):
+                append_entries(url, tenant, [MONTHS[(k + i) % 12] + timedelta(minutes=k)], 1)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(k, t)) for k, t in enumerate(tenants)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    for tenant, n in (("heads-busy", 81), *((f"heads-own-{k}", 21) for k in range(4))):
+        report = ledger_report(url, tenant)
+        assert report.ok and report.checked == n and report.last_seq == n, tenant
+        assert head(url, tenant) == newest(url, tenant)
+
+
+def test_a_row_skipped_after_the_trigger_leaves_no_gap(url):
+    """INSERT … ON CONFLICT DO NOTHING runs the BEFORE trigger, then skips the row: the head
+    names an entry never written, and the next append goes on from the ledger's real newest."""
+    [first] = append_entries(url, "heads-skip", MONTHS[:1], 1)
+    with session(url, "aos_producer", "heads-skip") as conn:
+        row = conn.execute("SELECT id, created_at FROM audit_ledger WHERE tenant_id = 'heads-skip'").fetchone()
+        skipped = conn.execute(
+            "INSERT INTO audit_ledger (id, tenant_id, event_type, entity_type, entity_id, actor_type, created_at, "
+            "content_hash) VALUES (%s, 'heads-skip', 'LimitUpdated', 'LIMIT', 'x', 'HUMAN', %s, sha256('x')) "
+            "ON CONFLICT DO NOTHING RETURNING seq", (row[0], row[1])).fetchall()
+    assert skipped == [] and head(url, "heads-skip")[0] == 2  # the trigger ran: the head moved to nothing
+    [entry] = append_entries(url, "heads-skip", MONTHS[1:2], 1)
+    assert entry.seq == 2 and entry.prev_hash == first.chain_hash
+    assert ledger_report(url, "heads-skip").ok and head(url, "heads-skip") == newest(url, "heads-skip")
+
+
+def test_a_tail_removed_behind_the_triggers_is_where_the_chain_goes_on(url):
+    entries = append_entries(url, "heads-cut", MONTHS[:3], 2)
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        conn.execute("ALTER TABLE audit_ledger DISABLE TRIGGER audit_ledger_append_only")
+        conn.execute("DELETE FROM audit_ledger WHERE tenant_id = 'heads-cut' AND seq > 4")
+        conn.execute("ALTER TABLE audit_ledger ENABLE ALWAYS TRIGGER audit_ledger_append_only")
+        # the tree keeps leaves 5 and 6 (and would refuse them again): off for this append
+        conn.execute("ALTER TABLE audit_ledger DISABLE TRIGGER audit_ledger_tlog")
+    try:
+        [entry] = append_entries(url, "heads-cut", MONTHS[3:4], 1)
+    finally:
+        with session(url) as conn:
+            conn.execute("ALTER TABLE audit_ledger ENABLE ALWAYS TRIGGER audit_ledger_tlog")
+    assert entry.seq == 5 and entry.prev_hash == entries[3].chain_hash  # as 0008's lookup answered
+    assert ledger_report(url, "heads-cut").ok and head(url, "heads-cut") == newest(url, "heads-cut")
+
+
+def test_retention_row_removal_keeps_the_head_and_the_chain_goes_on(databases):
+    """apply_policies row by row (0027): the chain's beginning goes, the head stays; a tenant
+    whose every entry goes continues from its anchor (its EvidenceRowsRemoved entry first)."""
+    db = databases.create()
+    with session(db) as conn:
+        retention.ensure_partitions(conn, first=date(2025, 1, 1), through=date(2025, 12, 1))
+    keeper, a, b = "heads-keep", "heads-ret-a", "heads-ret-b"
+    append_entries(db, keeper, MONTHS[:1], 1)
+    set_policy(db, keeper, "AUDIT_LEDGER", 7 * 365, "SOC2")  # January stays a month of rows
+    entries = append_entries(db, a, [MONTHS[0], MONTHS[1], MONTHS[5]], 3)
+    other = append_entries(db, b, MONTHS[:1], 2)
+    with session(db) as conn:
+        retention.record_checkpoints(conn)
+    ledger = apply(db, datetime(2026, 3, 15, tzinfo=timezone.utc))["audit_ledger"]
+    assert ledger.removed == {"audit_ledger_p2025_01": {a: 3, b: 2}, "audit_ledger_p2025_02": {a: 3}}
+    with session(db) as conn:
+        anchor_a, anchor_b = retention.retention_anchor(conn, a), retention.retention_anchor(conn, b)
+    assert (anchor_a.seq, anchor_a.chain_hash) == (6, entries[5].chain_hash)
+    assert (anchor_b.seq, anchor_b.chain_hash) == (2, other[-1].chain_hash)
+    # each removal wrote its tenant an EvidenceRowsRemoved entry: a's after its head (seq 9),
+    # b's after the anchor (its head's entry was removed)
+    assert newest(db, a)[0] == 9 + 2 and newest(db, b)[0] == 3
+    for tenant, anchor in ((a, anchor_a), (b, anchor_b)):
+        assert ledger_report(db, tenant, anchor=anchor).ok and head(db, tenant) == newest(db, tenant)
+    [entry] = append_entries(db, a, MONTHS[6:7], 1)
+    assert entry.seq == 12 and ledger_report(db, a, anchor=anchor_a).ok
+
+
+def test_every_entry_gone_the_chain_goes_on_from_the_anchor(url):
+    """The head's own entry removed (the tenant's whole ledger, behind its checkpoint): the head
+    row names nothing the ledger holds, and the trigger takes the anchor, as 0008's did."""
+    entries = append_entries(url, "heads-all", MONTHS[2:3], 3)
+    with session(url) as conn:
+        retention.record_checkpoints(conn, "heads-all")
+        conn.execute("SET ROLE aos_retention")
+        conn.execute("SELECT * FROM aos_retention_remove_rows('audit_ledger', 'audit_ledger_p2025_03', "
+                     "'heads-all', NULL)")
+        conn.execute("RESET ROLE")
+        assert conn.execute("SELECT count(*) FROM audit_ledger WHERE tenant_id = 'heads-all'").fetchone()[0] == 0
+        anchor = retention.retention_anchor(conn, "heads-all")
+    assert head(url, "heads-all")[:2] == (3, entries[-1].chain_hash) == (anchor.seq, anchor.chain_hash)
+    [entry] = append_entries(url, "heads-all", MONTHS[4:5], 1)
+    assert entry.seq == 4 and entry.prev_hash == anchor.chain_hash
+    assert ledger_report(url, "heads-all", anchor=anchor).ok and head(url, "heads-all") == newest(url, "heads-all")
+
+
+@pytest.mark.parametrize("role", SERVICE_ROLES)
+def test_no_service_login_writes_the_head_table(url, role):
+    append_entries(url, "heads-guard", MONTHS[:1], 1)
+    before = head(url, "heads-guard")
+    for statement in ("UPDATE ledger_heads SET seq = 1",
+                      "DELETE FROM ledger_heads",
+                      "TRUNCATE ledger_heads",
+                      "INSERT INTO ledger_heads VALUES ('heads-guard', 9, sha256('x'), now())"):
+        with session(url, role, "heads-guard") as conn, pytest.raises(psycopg.Error) as err:
+            conn.execute(statement)
+        assert err.value.sqlstate == "42501", statement  # insufficient privilege
+    assert head(url, "heads-guard") == before
+
+
+def test_the_owner_cannot_delete_or_truncate_heads_and_readers_see_their_tenant_only(url):
+    append_entries(url, "heads-rls", MONTHS[:1], 1)
+    for statement in ("DELETE FROM ledger_heads WHERE tenant_id = 'heads-rls'", "TRUNCATE ledger_heads"):
+        with session(url, "aos_owner") as conn, pytest.raises(psycopg.Error) as err:
+            conn.execute(statement)
+        assert err.value.sqlstate == "AOS01", statement
+    for role in ("aos_logs", "aos_export"):
+        with session(url, role, "heads-rls") as conn:
+            assert [r[0] for r in conn.execute("SELECT tenant_id FROM ledger_heads")] == ["heads-rls"]
+        with session(url, role) as conn:  # no tenant: nothing
+            assert conn.execute("SELECT count(*) FROM ledger_heads").fetchone()[0] == 0
+
+
+def test_migration_backfills_every_tenants_head_and_downgrades(databases):
+    url = databases.create(migrated=False)
+    migrate.upgrade(url, "0028_staged_erasure")
+    with session(url) as conn:
+        retention.ensure_partitions(conn, first=date(2025, 1, 1), through=date(2025, 12, 1))
+    a = append_entries(url, "heads-mig-a", MONTHS[:6], 3)
+    b = append_entries(url, "heads-mig-b", MONTHS[3:4], 2)
+    with session(url) as conn:
+        conn.execute("INSERT INTO tenants (id, name) VALUES ('heads-mig-empty', 'x')")
+    migrate.upgrade(url)
+    assert head(url, "heads-mig-a") == (18, a[-1].chain_hash, MONTHS[5] + timedelta(hours=2))
+    assert head(url, "heads-mig-b") == (2, b[-1].chain_hash, MONTHS[3] + timedelta(hours=1))
+    assert head(url, "heads-mig-empty") is None
+    [entry] = append_entries(url, "heads-mig-empty", MONTHS[:1], 1)
+    assert entry.seq == 1 and head(url, "heads-mig-empty")[0] == 1
+    migrate.downgrade(url, "0028_staged_erasure")
+    [after] = append_entries(url, "heads-mig-a", MONTHS[6:7], 1)  # 0008's lookup again
+    assert after.seq == 19 and after.prev_hash == a[-1].chain_hash
+    migrate.upgrade(url)
+    assert head(url, "heads-mig-a")[:2] == (19, after.chain_hash)
+    assert ledger_report(url, "heads-mig-a").ok
+
+
+def test_an_append_reads_the_heads_month_only(url):
+    """The point of 0029: with its head row, an append scans no partition but the head's month
+    (0008's lookup scanned every month's index). Counted in the appending transaction."""
+    append_entries(url, "heads-one-month", MONTHS, 1)  # a head in December, entries in every month
+    with psycopg.connect(url) as conn:
+        conn.execute("SELECT set_config('aos.tenant_id', 'heads-one-month', true)")
+        conn.execute("INSERT INTO audit_ledger (id, tenant_id, event_type, entity_type, entity_id, actor_type, "
+                     "created_at, content_hash) VALUES ('one-month', 'heads-one-month', 'LimitUpdated', 'LIMIT', "
+                     "'x', 'HUMAN', %s, sha256('x'))", (MONTHS[6],))
+        # per partition: its sequential scans and its indexes' scans
+        scans = dict(conn.execute(
+            "SELECT c.relname, pg_stat_get_xact_numscans(c.oid) + coalesce((SELECT sum(pg_stat_get_xact_numscans("
+            "x.indexrelid)) FROM pg_index x WHERE x.indrelid = c.oid), 0) FROM pg_inherits i JOIN pg_class c "
+            "ON c.oid = i.inhrelid WHERE i.inhparent = 'audit_ledger'::regclass"))
+        conn.rollback()
+    assert {name: n for name, n in scans.items() if n} == {"audit_ledger_p2025_12": 1}
