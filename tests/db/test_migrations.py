@@ -14,7 +14,9 @@ TABLES = {"tenants", "incidents", "policy_proposals", "limits", "limit_breaches"
           "evidence_payloads", "evidence_erasures", "erased_payloads",
           "otlp_staged_spans",
           # 0026 (docs/ERASURE.md §3a)
-          "export_payload_subjects", "erased_export_artifacts"}
+          "export_payload_subjects", "erased_export_artifacts",
+          # 0029 (issue #20: each tenant's ledger head)
+          "ledger_heads"}
 
 
 def tables(url: str) -> set[str]:
