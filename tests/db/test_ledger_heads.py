@@ -34,7 +34,16 @@ def head(url: str, tenant: str) -> tuple[int, bytes, datetime] | None:
     with session(url) as conn:
         row = conn.execute("SELECT seq, chain_hash, created_at FROM ledger_heads WHERE tenant_id = %s",
                            (tenant,)).fetchone()
-    return None if row is None else (row[0], bytes(row[1]), row[2])
+    return None if row is None else (row[0], None if row[1] is None else bytes(row[1]), row[2])
+
+
+CLEARED = (None, None, None)
+
+
+def head_is_right(url: str, tenant: str) -> bool:
+    """The head row names the newest entry, or is cleared (a transaction appended more than one
+    entry of the tenant: the next append looks the head up)."""
+    return head(url, tenant) in (CLEARED, newest(url, tenant))
 
 
 def newest(url: str, tenant: str) -> tuple[int, bytes, datetime]:
@@ -60,26 +69,52 @@ def chained(url: str, tenant: str) -> int:
 
 
 def test_the_head_is_the_newest_entry_across_months(url):
-    entries = append_entries(url, "heads-a", MONTHS, 2)
-    assert [e.seq for e in entries] == list(range(1, 25))
-    assert head(url, "heads-a") == newest(url, "heads-a") == (24, entries[-1].chain_hash, MONTHS[-1] + timedelta(hours=1))
-    # a backdated entry (January) is the head all the same: the head is seq order, not time
+    entries = append_entries(url, "heads-a", MONTHS, 2)  # one transaction: the head row is cleared
+    assert [e.seq for e in entries] == list(range(1, 25)) and head(url, "heads-a") == CLEARED
+    # a backdated entry (January), alone in its transaction: found by the lookup, written
     [late] = append_entries(url, "heads-a", [MONTHS[0] + timedelta(days=1)], 1)
     assert late.seq == 25 and late.prev_hash == entries[-1].chain_hash
-    assert head(url, "heads-a")[:2] == (25, late.chain_hash)
+    assert head(url, "heads-a") == newest(url, "heads-a") == (25, late.chain_hash, MONTHS[0] + timedelta(days=1))
+    # the next one goes on from the head row (the head is seq order, not time)
+    [more] = append_entries(url, "heads-a", [MONTHS[3]], 1)
+    assert more.seq == 26 and more.prev_hash == late.chain_hash and head(url, "heads-a")[:2] == (26, more.chain_hash)
     assert ledger_report(url, "heads-a").ok
 
 
-def test_many_rows_in_one_statement_chain_through_the_head(url):
+def test_many_rows_in_one_statement_chain_and_write_the_head_row_at_most_twice(url):
     append_entries(url, "heads-many", MONTHS[:1], 1)
-    with session(url) as conn:
+    with psycopg.connect(url) as conn:
+        # now(): 500 entries of one instant (the probe must not read them all: see 0029)
         conn.execute("INSERT INTO audit_ledger (id, tenant_id, event_type, entity_type, entity_id, actor_type, "
                      "created_at, content_hash) SELECT 'many-' || i, 'heads-many', 'LimitUpdated', 'LIMIT', 'x', "
-                     "'HUMAN', %s::timestamptz + i * interval '1 day', sha256(int8send(i)) "
-                     "FROM generate_series(1, 500) i", (MONTHS[0],))
+                     "'HUMAN', now(), sha256(int8send(i)) FROM generate_series(1, 500) i")
+        written = conn.execute("SELECT pg_stat_get_xact_tuples_inserted('ledger_heads'::regclass) + "
+                               "pg_stat_get_xact_tuples_updated('ledger_heads'::regclass)").fetchone()[0]
+        conn.commit()
+    assert written == 2  # named the first entry, then cleared: not one version per entry
     # the rows' content hashes are not their fields' (made in SQL): the links are what is checked
-    assert chained(url, "heads-many") == 501
-    assert head(url, "heads-many") == newest(url, "heads-many")
+    assert chained(url, "heads-many") == 501 and head(url, "heads-many") == CLEARED
+    [entry] = append_entries(url, "heads-many", MONTHS[1:2], 1)
+    assert entry.seq == 502 and head(url, "heads-many") == newest(url, "heads-many")
+
+
+def test_a_rolled_back_savepoint_takes_its_head_with_it(url):
+    append_entries(url, "heads-sp", MONTHS[:1], 1)
+    insert = ("INSERT INTO audit_ledger (id, tenant_id, event_type, entity_type, entity_id, actor_type, created_at, "
+              "content_hash) VALUES (%s, 'heads-sp', 'LimitUpdated', 'LIMIT', 'x', 'HUMAN', %s, sha256(%s)) "
+              "RETURNING seq")
+    with psycopg.connect(url) as conn:
+        assert conn.execute(insert, ("sp-1", MONTHS[1], b"1")).fetchone()[0] == 2
+        with pytest.raises(psycopg.errors.UniqueViolation), conn.transaction():  # a savepoint
+            assert conn.execute(insert, ("sp-2", MONTHS[2], b"2")).fetchone()[0] == 3
+            conn.execute(insert, ("sp-1", MONTHS[1], b"again"))  # its id and month are taken
+        assert conn.execute(insert, ("sp-3", MONTHS[3], b"3")).fetchone()[0] == 3
+        with conn.transaction():  # a savepoint released
+            assert conn.execute(insert, ("sp-4", MONTHS[4], b"4")).fetchone()[0] == 4
+        conn.commit()
+    assert chained(url, "heads-sp") == 4 and head_is_right(url, "heads-sp")
+    [entry] = append_entries(url, "heads-sp", MONTHS[5:6], 1)
+    assert entry.seq == 5 and head(url, "heads-sp") == newest(url, "heads-sp")
 
 
 def test_concurrent_appends_of_one_tenant_and_of_many_stay_gapless_and_linked(url):
@@ -108,7 +143,7 @@ def test_concurrent_appends_of_one_tenant_and_of_many_stay_gapless_and_linked(ur
     for tenant, n in (("heads-busy", 81), *((f"heads-own-{k}", 21) for k in range(4))):
         report = ledger_report(url, tenant)
         assert report.ok and report.checked == n and report.last_seq == n, tenant
-        assert head(url, tenant) == newest(url, tenant)
+        assert head(url, tenant) == newest(url, tenant)  # one entry per transaction: named
 
 
 def test_a_row_skipped_after_the_trigger_leaves_no_gap(url):
@@ -142,6 +177,18 @@ def test_a_tail_removed_behind_the_triggers_is_where_the_chain_goes_on(url):
             conn.execute("ALTER TABLE audit_ledger ENABLE ALWAYS TRIGGER audit_ledger_tlog")
     assert entry.seq == 5 and entry.prev_hash == entries[3].chain_hash  # as 0008's lookup answered
     assert ledger_report(url, "heads-cut").ok and head(url, "heads-cut") == newest(url, "heads-cut")
+    # and the entry a stale head row named: removed, found again by the lookup
+    with psycopg.connect(url, autocommit=True) as conn, conn.transaction():
+        conn.execute("ALTER TABLE audit_ledger DISABLE TRIGGER audit_ledger_append_only")
+        conn.execute("DELETE FROM audit_ledger WHERE tenant_id = 'heads-cut' AND seq = 5")
+        conn.execute("ALTER TABLE audit_ledger ENABLE ALWAYS TRIGGER audit_ledger_append_only")
+        conn.execute("ALTER TABLE audit_ledger DISABLE TRIGGER audit_ledger_tlog")
+    try:
+        [again] = append_entries(url, "heads-cut", MONTHS[4:5], 1)
+    finally:
+        with session(url) as conn:
+            conn.execute("ALTER TABLE audit_ledger ENABLE ALWAYS TRIGGER audit_ledger_tlog")
+    assert again.seq == 5 and again.prev_hash == entries[3].chain_hash
 
 
 def test_retention_row_removal_keeps_the_head_and_the_chain_goes_on(databases):
@@ -167,7 +214,7 @@ def test_retention_row_removal_keeps_the_head_and_the_chain_goes_on(databases):
     # b's after the anchor (its head's entry was removed)
     assert newest(db, a)[0] == 9 + 2 and newest(db, b)[0] == 3
     for tenant, anchor in ((a, anchor_a), (b, anchor_b)):
-        assert ledger_report(db, tenant, anchor=anchor).ok and head(db, tenant) == newest(db, tenant)
+        assert ledger_report(db, tenant, anchor=anchor).ok and head_is_right(db, tenant)
     [entry] = append_entries(db, a, MONTHS[6:7], 1)
     assert entry.seq == 12 and ledger_report(db, a, anchor=anchor_a).ok
 
@@ -176,6 +223,8 @@ def test_every_entry_gone_the_chain_goes_on_from_the_anchor(url):
     """The head's own entry removed (the tenant's whole ledger, behind its checkpoint): the head
     row names nothing the ledger holds, and the trigger takes the anchor, as 0008's did."""
     entries = append_entries(url, "heads-all", MONTHS[2:3], 3)
+    entries += append_entries(url, "heads-all", [MONTHS[2] + timedelta(days=1)], 1)  # alone: the row names it
+    assert head(url, "heads-all")[:2] == (4, entries[-1].chain_hash)
     with session(url) as conn:
         retention.record_checkpoints(conn, "heads-all")
         conn.execute("SET ROLE aos_retention")
@@ -184,9 +233,9 @@ def test_every_entry_gone_the_chain_goes_on_from_the_anchor(url):
         conn.execute("RESET ROLE")
         assert conn.execute("SELECT count(*) FROM audit_ledger WHERE tenant_id = 'heads-all'").fetchone()[0] == 0
         anchor = retention.retention_anchor(conn, "heads-all")
-    assert head(url, "heads-all")[:2] == (3, entries[-1].chain_hash) == (anchor.seq, anchor.chain_hash)
+    assert (anchor.seq, anchor.chain_hash) == (4, entries[-1].chain_hash) and head(url, "heads-all")[0] == 4
     [entry] = append_entries(url, "heads-all", MONTHS[4:5], 1)
-    assert entry.seq == 4 and entry.prev_hash == anchor.chain_hash
+    assert entry.seq == 5 and entry.prev_hash == anchor.chain_hash
     assert ledger_report(url, "heads-all", anchor=anchor).ok and head(url, "heads-all") == newest(url, "heads-all")
 
 
@@ -243,7 +292,8 @@ def test_migration_backfills_every_tenants_head_and_downgrades(databases):
 def test_an_append_reads_the_heads_month_only(url):
     """The point of 0029: with its head row, an append scans no partition but the head's month
     (0008's lookup scanned every month's index). Counted in the appending transaction."""
-    append_entries(url, "heads-one-month", MONTHS, 1)  # a head in December, entries in every month
+    append_entries(url, "heads-one-month", MONTHS, 1)  # entries in every month, the head row cleared
+    append_entries(url, "heads-one-month", [MONTHS[11] + timedelta(days=1)], 1)  # the row names December's
     with psycopg.connect(url) as conn:
         conn.execute("SELECT set_config('aos.tenant_id', 'heads-one-month', true)")
         conn.execute("INSERT INTO audit_ledger (id, tenant_id, event_type, entity_type, entity_id, actor_type, "
