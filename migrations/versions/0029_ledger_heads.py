@@ -39,7 +39,9 @@ What it adds:
   The probe is ``seq >= … AND created_at = … ORDER BY seq LIMIT 1`` (with enable_sort off),
   not ``seq = …``: with ``seq = …`` the planner took the (tenant_id, created_at DESC, id DESC)
   index, which reads every entry of that instant (a bulk INSERT's now(): 20,000 entries 27 s).
-  The export chain (log_exports, not partitioned) keeps 0008's lookup.
+  The setting is a custom placeholder: a session keeps one (empty outside its transaction,
+  ~100 bytes) per tenant it has appended to. The export chain (log_exports, not partitioned)
+  keeps 0008's lookup.
 - Protection: owned by aos_owner, row-level security on the tenant, SELECT for aos_logs and
   aos_export only (no service role may INSERT, UPDATE or DELETE: only the SECURITY DEFINER
   trigger, as the owner, writes it); DELETE and TRUNCATE refused (aos_refuse_mutation, ENABLE
