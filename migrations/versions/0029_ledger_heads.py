@@ -40,7 +40,12 @@ What it adds:
   not ``seq = …``: with ``seq = …`` the planner took the (tenant_id, created_at DESC, id DESC)
   index, which reads every entry of that instant (a bulk INSERT's now(): 20,000 entries 27 s).
   The setting is a custom placeholder: a session keeps one (empty outside its transaction,
-  ~100 bytes) per tenant it has appended to. The export chain (log_exports, not partitioned)
+  ~100 bytes) per tenant it has appended to. A session can set it itself: naming an older
+  entry of the tenant makes the trigger reuse a seq, which the tree's primary key
+  (tlog_hashes, ENABLE ALWAYS) refuses — the same backstop as for a stale REPEATABLE READ
+  snapshot (tests/db/test_ledger_heads.py); the append fails, the ledger does not fork. Not
+  done: checking that the named entry is this transaction's (xmin) — a subtransaction's rows
+  carry another xid. The export chain (log_exports, not partitioned)
   keeps 0008's lookup.
 - Protection: owned by aos_owner, row-level security on the tenant, SELECT for aos_logs and
   aos_export only (no service role may INSERT, UPDATE or DELETE: only the SECURITY DEFINER

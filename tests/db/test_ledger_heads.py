@@ -311,3 +311,25 @@ def test_an_append_reads_the_heads_month_only(url):
             "ON c.oid = i.inhrelid WHERE i.inhparent = 'audit_ledger'::regclass"))
         conn.rollback()
     assert {name: n for name, n in scans.items() if n} == {"audit_ledger_p2025_12": 1}
+
+
+def test_a_forged_transaction_head_is_refused_not_forked(url):
+    """The transaction's own head is a setting the session could set itself: naming an older
+    entry makes the trigger reuse a seq, which the tree's primary key refuses (the tree
+    trigger is ENABLE ALWAYS; only the owner can turn it off). No fork either way."""
+    import hashlib
+
+    first = append_entries(url, "heads-forge", MONTHS[:1], 1)[0]
+    name = "aos.ledger_head_" + hashlib.md5(b"heads-forge").hexdigest()
+    forged = f"{first.seq}|{MONTHS[0].strftime('%Y-%m-%d %H:%M:%S')}.000000|cleared"
+    with session(url, "aos_producer", "heads-forge") as conn, pytest.raises(psycopg.errors.UniqueViolation) as err:
+        with conn.transaction():
+            conn.execute("INSERT INTO audit_ledger (id, tenant_id, event_type, entity_type, entity_id, actor_type, "
+                         "created_at, content_hash) VALUES ('forge-1', 'heads-forge', 'LimitUpdated', 'LIMIT', "
+                         "'x', 'HUMAN', %s, sha256('1'))", (MONTHS[1],))
+            conn.execute("SELECT set_config(%s, %s, true)", (name, forged))
+            conn.execute("INSERT INTO audit_ledger (id, tenant_id, event_type, entity_type, entity_id, actor_type, "
+                         "created_at, content_hash) VALUES ('forge-2', 'heads-forge', 'LimitUpdated', 'LIMIT', "
+                         "'x', 'HUMAN', %s, sha256('2'))", (MONTHS[2],))
+    assert err.value.diag.constraint_name == "tlog_hashes_pkey"
+    assert ledger_report(url, "heads-forge").ok and newest(url, "heads-forge")[0] == 1
