@@ -1,5 +1,5 @@
 """The chain trigger's database CPU per append against the months a tenant's ledger spans
-(issue #20, migration 0029_ledger_heads): PostgreSQL backend CPU (/proc, user + system) and
+(issue #20, migration 0032_ledger_heads): PostgreSQL backend CPU (/proc, user + system) and
 wall time of one-entry appends, each its own transaction.
 
     .venv/bin/python bench/chain_head_cpu.py [--months 3 15 60] [--per-month 2000] [--appends 2000] [--rounds 4]
@@ -7,10 +7,10 @@ wall time of one-entry appends, each its own transaction.
 For each --months M: a tenant whose --per-month × M entries lie in M monthly partitions (its
 head in the newest), loaded by one INSERT … SELECT; then, alternating by round, --appends
 appends to it with aos_assign_chain as 0008 made it (``before``: ``ORDER BY seq DESC LIMIT 1``
-over every partition, main's) and as 0029 makes it (``after``: the head row, one probe of the
+over every partition, main's) and as 0032 makes it (``after``: the head row, one probe of the
 head's month). Both in the same database, so the machine's load falls on both alike; the
 first append of each round is untimed. 0008's trigger does not keep the head row: before each
-``after`` round the owner sets it to the newest entry again (untimed) — 0029's probe finds a
+``after`` round the owner sets it to the newest entry again (untimed) — 0032's probe finds a
 head row's entry gone, not one left behind by appends that bypassed it. The tree trigger (audit_ledger_tlog) is
 off throughout: its cost does not depend on the months (bench/tlog_trigger_cpu.py measures
 it); this measures the chain trigger alone. The head functions are put back at the end.
@@ -33,7 +33,7 @@ from aos_runtime.db import libpq_url
 from scratch import scratch_database
 from tlog import cpu_s
 
-MIGRATION = Path(__file__).resolve().parent.parent / "migrations" / "versions" / "0029_ledger_heads.py"
+MIGRATION = Path(__file__).resolve().parent.parent / "migrations" / "versions" / "0032_ledger_heads.py"
 LOAD = ("INSERT INTO audit_ledger (id, tenant_id, event_type, entity_type, entity_id, actor_type, created_at, "
         "content_hash) SELECT %s || i, %s, 'LimitUpdated', 'LIMIT', 'x', 'HUMAN', "
         "%s::timestamptz + ((i - 1) / %s) * interval '1 month' + (i %% 1000) * interval '1 second', "

@@ -1,4 +1,4 @@
-"""Each tenant's ledger head in one row (migration 0029_ledger_heads): the chain trigger reads it
+"""Each tenant's ledger head in one row (migration 0032_ledger_heads): the chain trigger reads it
 instead of every monthly partition, and the chain it assigns is the one 0008's lookup assigned —
 gapless and linked under concurrent appends of one tenant and of many, after a skipped row,
 after a tail removed behind the triggers, after retention; no service login can write it."""
@@ -84,7 +84,7 @@ def test_the_head_is_the_newest_entry_across_months(url):
 def test_many_rows_in_one_statement_chain_and_write_the_head_row_at_most_twice(url):
     append_entries(url, "heads-many", MONTHS[:1], 1)
     with psycopg.connect(url) as conn:
-        # now(): 500 entries of one instant (the probe must not read them all: see 0029)
+        # now(): 500 entries of one instant (the probe must not read them all: see 0032)
         conn.execute("INSERT INTO audit_ledger (id, tenant_id, event_type, entity_type, entity_id, actor_type, "
                      "created_at, content_hash) SELECT 'many-' || i, 'heads-many', 'LimitUpdated', 'LIMIT', 'x', "
                      "'HUMAN', now(), sha256(int8send(i)) FROM generate_series(1, 500) i")
@@ -273,7 +273,7 @@ def test_the_owner_cannot_delete_or_truncate_heads_and_readers_see_their_tenant_
 
 def test_migration_backfills_every_tenants_head_and_downgrades(databases):
     url = databases.create(migrated=False)
-    migrate.upgrade(url, "0028_staged_erasure")
+    migrate.upgrade(url, "0031_severity_sort_key")
     with session(url) as conn:
         retention.ensure_partitions(conn, first=date(2025, 1, 1), through=date(2025, 12, 1))
     a = append_entries(url, "heads-mig-a", MONTHS[:6], 3)
@@ -286,7 +286,7 @@ def test_migration_backfills_every_tenants_head_and_downgrades(databases):
     assert head(url, "heads-mig-empty") is None
     [entry] = append_entries(url, "heads-mig-empty", MONTHS[:1], 1)
     assert entry.seq == 1 and head(url, "heads-mig-empty")[0] == 1
-    migrate.downgrade(url, "0028_staged_erasure")
+    migrate.downgrade(url, "0031_severity_sort_key")
     [after] = append_entries(url, "heads-mig-a", MONTHS[6:7], 1)  # 0008's lookup again
     assert after.seq == 19 and after.prev_hash == a[-1].chain_hash
     migrate.upgrade(url)
@@ -295,7 +295,7 @@ def test_migration_backfills_every_tenants_head_and_downgrades(databases):
 
 
 def test_an_append_reads_the_heads_month_only(url):
-    """The point of 0029: with its head row, an append scans no partition but the head's month
+    """The point of 0032: with its head row, an append scans no partition but the head's month
     (0008's lookup scanned every month's index). Counted in the appending transaction."""
     append_entries(url, "heads-one-month", MONTHS, 1)  # entries in every month, the head row cleared
     append_entries(url, "heads-one-month", [MONTHS[11] + timedelta(days=1)], 1)  # the row names December's

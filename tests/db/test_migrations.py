@@ -15,7 +15,7 @@ TABLES = {"tenants", "incidents", "policy_proposals", "limits", "limit_breaches"
           "otlp_staged_spans",
           # 0026 (docs/ERASURE.md §3a)
           "export_payload_subjects", "erased_export_artifacts",
-          # 0029 (issue #20: each tenant's ledger head)
+          # 0032 (issue #20: each tenant's ledger head)
           "ledger_heads"}
 
 

@@ -279,8 +279,8 @@ def test_a_ledger_whose_beginning_retention_dropped_before_0013_is_refused_by_na
 def test_a_stale_snapshot_cannot_append_a_second_leaf_at_a_seq(database_url):
     """A REPEATABLE READ appender reads the chain head from its old snapshot and would reuse a
     seq (the partitioned ledger's (tenant_id, seq, created_at) key lets a second row in). Since
-    0029 its update of the tenant's head row (ledger_heads), which the committed append changed
-    after the snapshot, fails first (40001); before 0029 the tree's primary key refused the
+    0032 its update of the tenant's head row (ledger_heads), which the committed append changed
+    after the snapshot, fails first (40001); before 0032 the tree's primary key refused the
     second leaf (tlog_hashes_pkey). Either way the append fails instead of forking."""
     tenant = new_id("t")
     append_entries(database_url, tenant, [JAN], 2)

@@ -1,7 +1,7 @@
 """Each tenant's ledger head in one row: the chain trigger's lookup no longer reads every month.
 
-Revision ID: 0029_ledger_heads
-Revises: 0028_staged_erasure
+Revision ID: 0032_ledger_heads
+Revises: 0031_severity_sort_key
 Create Date: 2026-12-07
 
 Why (issue #20, BENCHMARKS.md "Issue #20's remainder"): ``aos_assign_chain`` (0008) found a
@@ -70,8 +70,8 @@ Downgrade: 0008's trigger function (with 0012's pinned search_path) and the tabl
 """
 from alembic import op
 
-revision = "0029_ledger_heads"
-down_revision = "0028_staged_erasure"
+revision = "0032_ledger_heads"
+down_revision = "0031_severity_sort_key"
 branch_labels = None
 depends_on = None
 
@@ -132,7 +132,7 @@ BEGIN
         IF pending IS NOT NULL THEN
             head_seq := pending[1]::bigint;
             head_at := pending[2]::timestamp AT TIME ZONE 'UTC';
-        ELSE  -- the head row (0029): the newest entry when the last transaction appended it
+        ELSE  -- the head row (0032): the newest entry when the last transaction appended it
             SELECT h.seq, h.created_at INTO head_seq, head_at FROM ledger_heads h WHERE h.tenant_id = NEW.tenant_id;
             pending := ARRAY[NULL, NULL, CASE WHEN FOUND THEN 'row' END];
         END IF;
