@@ -16,7 +16,9 @@ TABLES = {"tenants", "incidents", "policy_proposals", "limits", "limit_breaches"
           # 0026 (docs/ERASURE.md §3a)
           "export_payload_subjects", "erased_export_artifacts",
           # 0030 (docs/ERASURE.md §3c)
-          "export_subjects_tracked"}
+          "export_subjects_tracked",
+          # 0032 (issue #20: each tenant's ledger head)
+          "ledger_heads"}
 
 
 def tables(url: str) -> set[str]:

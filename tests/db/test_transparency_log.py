@@ -278,8 +278,10 @@ def test_a_ledger_whose_beginning_retention_dropped_before_0013_is_refused_by_na
 
 def test_a_stale_snapshot_cannot_append_a_second_leaf_at_a_seq(database_url):
     """A REPEATABLE READ appender reads the chain head from its old snapshot and would reuse a
-    seq (the partitioned ledger's (tenant_id, seq, created_at) key lets a second row in): the
-    tree's primary key refuses the second leaf, so the append fails instead of forking."""
+    seq (the partitioned ledger's (tenant_id, seq, created_at) key lets a second row in). Since
+    0032 its update of the tenant's head row (ledger_heads), which the committed append changed
+    after the snapshot, fails first (40001); before 0032 the tree's primary key refused the
+    second leaf (tlog_hashes_pkey). Either way the append fails instead of forking."""
     tenant = new_id("t")
     append_entries(database_url, tenant, [JAN], 2)
     insert = ("INSERT INTO audit_ledger (id, tenant_id, event_type, entity_type, entity_id, actor_type, created_at, "
@@ -288,9 +290,9 @@ def test_a_stale_snapshot_cannot_append_a_second_leaf_at_a_seq(database_url):
         stale.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
         stale.execute("SELECT count(*) FROM audit_ledger WHERE tenant_id = %s", (tenant,))  # the snapshot
         append_entries(database_url, tenant, [JAN], 1)  # seq 3, committed after the snapshot
-        with pytest.raises(psycopg.errors.UniqueViolation) as err:
+        with pytest.raises(psycopg.errors.SerializationFailure) as err:
             stale.execute(insert, (new_id("aud"), tenant, JAN + timedelta(minutes=5), b"\x02" * 32))
-        assert err.value.diag.constraint_name == "tlog_hashes_pkey"
+        assert "ledger_heads" in (err.value.diag.context or "")
         stale.execute("ROLLBACK")
     assert assert_tree_right(database_url, tenant) == 3
 
