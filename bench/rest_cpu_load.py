@@ -3,6 +3,7 @@
 under load").
 
     PYTHONPATH=.:gen:bench .venv/bin/python bench/rest_cpu_load.py --copy main=/path/main --copy branch=. \
+        [--copy fast=. --env fast=AOS_GATEWAY_HTTP_PARSER=httptools] \
         [--entries 20000] [--requests 3000] [--rounds 4] [--clients 8] [--profile 12]
 
 One scratch database (one tenant of --entries ledger entries); per copy one Logs process
@@ -111,11 +112,11 @@ def cpu_seconds(pid: int) -> float:
 class Gateway:
     """``python -m gateway`` with its Logs backend at ``logs``; its log in a file."""
 
-    def __init__(self, logs: str, work: Path) -> None:
+    def __init__(self, logs: str, work: Path, extra: dict[str, str]) -> None:
         self.port = free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith("AOS_")}
         env.update(AOS_LOGS_ADDRESS=logs, AOS_GATEWAY_PORT=str(self.port), AOS_LOG_LEVEL="INFO",
-                   AOS_DATA_DIR=str(work / "aos"))
+                   AOS_DATA_DIR=str(work / "aos"), **extra)
         self.log = (work / "gateway.log").open("w")
         self.process = subprocess.Popen([sys.executable, "-m", "gateway"], env=env, stdout=subprocess.DEVNULL,
                                         stderr=self.log)
@@ -163,10 +164,16 @@ def main() -> None:
     parser.add_argument("--profile", type=int, default=0, help="seconds of py-spy on each gateway afterwards")
     parser.add_argument("--rate", type=int, default=200, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--env", action="append", default=[], help="NAME=KEY=VALUE: an environment setting for "
+                        "one copy's gateway (repeat), e.g. branch=AOS_GATEWAY_HTTP_PARSER=httptools")
     args = parser.parse_args()
     if not shutil.which("h2load"):
         sys.exit("h2load not found: apt-get install nghttp2-client")
     copies = dict(item.split("=", 1) for item in args.copy)
+    extra: dict[str, dict[str, str]] = {}
+    for item in args.env:
+        name, key, value = item.split("=", 2)
+        extra.setdefault(name, {})[key] = value
     load = [round(x, 2) for x in os.getloadavg()]
     with scratch_database(prefix="aos-bench-rest-cpu-") as (url, work):
         bulk.load(url, bulk.Volume(tenants=1, ledger=args.entries, traces=0, steps=0, system=0))
@@ -185,7 +192,7 @@ def main() -> None:
                 os.environ["PYTHONPATH"] = f"{root}:{root / 'gen'}"
                 (work / name).mkdir()
                 services[name] = LogsService(logs_url, work / name, 1)
-                gateways[name] = Gateway(services[name].address, work / name)
+                gateways[name] = Gateway(services[name].address, work / name, extra.get(name, {}))
                 os.environ.clear()
                 os.environ.update(saved)
         finally:
@@ -272,7 +279,7 @@ def main() -> None:
                     f"round {args.requests} gRPC calls (h2load) then {args.requests} REST calls (h2load --h1), "
                     f"{args.clients} connections x 1 in flight; Logs AOS_WORKERS=1, one gateway process",
         "load_average_before": load, "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "rounds": rounds,
+        "gateway_env": extra, "rounds": rounds,
         "medians": {name: {"grpc_calls_per_s": median(name, "grpc", "calls_per_s"),
                            "rest_calls_per_s": median(name, "rest", "calls_per_s"),
                            "rest_over_grpc": round(statistics.median(r["rest_over_grpc"] for r in rounds[name]), 3),
