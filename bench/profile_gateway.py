@@ -1,6 +1,7 @@
 """Where the gateway's CPU goes on one REST ListAuditEntries call (issue #22), without a database.
 
-    PYTHONPATH=.:gen:bench .venv/bin/python bench/profile_gateway.py [--calls 2000] [--top 30] [--http]
+    PYTHONPATH=.:gen:bench .venv/bin/python bench/profile_gateway.py [--calls 2000] [--top 30] \
+        [--http [--parser httptools]] [--no-cprofile] [--loop uvloop]
 
 The backend is bench/bare_server.py answering ListAuditEntries with a real 50-entry answer (built
 as the Logs service builds it, as in bench/rest_render_cost.py), so the gateway's own work is all
@@ -140,9 +141,9 @@ async def main_async(args, backend: str) -> dict:
     if args.http:
         config = serving.config(app, host="127.0.0.1", port=0, header_timeout_s=10, max_connections=1000,
                                 log_config=None, access_log=False, lifespan="off")
-        if args.parser == "httptools-unguarded":  # uvicorn's own httptools protocol, to compare parsers
-            config = uvicorn.Config(app, host="127.0.0.1", port=0, http="httptools", log_config=None,
-                                    access_log=False, lifespan="off")
+        if args.parser == "httptools":  # AOS_GATEWAY_HTTP_PARSER=httptools (not in checkouts before it)
+            config = serving.config(app, host="127.0.0.1", port=0, header_timeout_s=10, max_connections=1000,
+                                    log_config=None, access_log=False, lifespan="off", parser="httptools")
         server = uvicorn.Server(config)
         task = asyncio.create_task(server.serve())
         while not server.started:  # noqa: ASYNC110 - uvicorn says so by this flag only
@@ -189,8 +190,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--http", action="store_true", help="under uvicorn, over HTTP (else the ASGI app alone)")
-    parser.add_argument("--parser", choices=("gateway", "httptools-unguarded"), default="gateway",
-                        help="with --http: the gateway's own server config, or uvicorn's httptools protocol")
+    parser.add_argument("--parser", choices=("h11", "httptools"), default="h11",
+                        help="with --http: the gateway's HTTP parser (AOS_GATEWAY_HTTP_PARSER)")
     parser.add_argument("--loop", choices=("asyncio", "uvloop"), default="asyncio")
     parser.add_argument("--no-cprofile", action="store_true", help="the plain run only (to sample it with py-spy)")
     args = parser.parse_args()
