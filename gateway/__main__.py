@@ -5,7 +5,8 @@ ports); the gateway listens on
 AOS_GATEWAY_PORT. SIGTERM or SIGINT: uvicorn stops accepting, lets in-flight
 requests finish within AOS_GRACE_PERIOD_S, and the process exits 0. Slow and
 numerous clients are bounded by AOS_GATEWAY_HEADER_TIMEOUT_S and
-AOS_GATEWAY_MAX_CONNECTIONS (gateway/serving.py).
+AOS_GATEWAY_MAX_CONNECTIONS (gateway/serving.py), whichever HTTP parser AOS_GATEWAY_HTTP_PARSER
+names (h11 by default, or httptools).
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ def main() -> int:
     uvicorn.Server(config(app, host=settings.bind_host, port=settings.ports["gateway"],
                           header_timeout_s=settings.gateway_header_timeout_s,
                           max_connections=settings.gateway_max_connections,
+                          parser=settings.gateway_http_parser,
                           log_config=None, access_log=False,
                           timeout_graceful_shutdown=settings.grace_period_s)).run()
     tracing.stop()

@@ -160,6 +160,8 @@ def create_app(backends: Mapping[str, str], *, max_message_bytes: int = 8 * 1024
     ``channels_per_backend`` connections to each (the services' AOS_WORKERS).
     ``trusted_proxies`` (AOS_TRUSTED_PROXIES): whose X-Forwarded-For names the client (gateway.clients)."""
     trusted = clients.networks(trusted_proxies)
+    client_metadata = clients.ClientMetadata(trusted)
+    requests = transcode.Requests()
     # OTLP's TraceService has no REST rules: it is served as OTLP/HTTP (otlp_traces below).
     table = RouteTable.from_services(service_descriptor(name) for name in backends if name != otlp_http.SERVICE)
     document = openapi.build(table, otlp_path=otlp_http.PATH if otlp_http.SERVICE in backends else None)
@@ -189,11 +191,10 @@ def create_app(backends: Mapping[str, str], *, max_message_bytes: int = 8 * 1024
                           http_status=405, headers={"Allow": allowed})
         request.scope[_ROUTE] = route.template.template  # the metrics' and the trace's route label
         tracing.name_route(request.method, route.template.template)
-        message = transcode.build_request(route, variables, query, await _body(request))
+        message = requests.build(route, variables, query, await _body(request))
         metadata, timeout = transcode.call_options(request.headers, request.state.request_id)
-        metadata += tuple(clients.client_metadata(request.client.host if request.client else None,
-                                                  request.headers.getlist("x-forwarded-for"),
-                                                  request.headers.get("user-agent"), trusted))
+        metadata += client_metadata(request.client.host if request.client else None,
+                                    request.headers.getlist("x-forwarded-for"), request.headers.get("user-agent"))
         if route.is_download:
             return await download_response(channels.stream(route.method), route, message, metadata, timeout)
         renderer = renderers.get(route.method.full_name)
@@ -226,9 +227,8 @@ def create_app(backends: Mapping[str, str], *, max_message_bytes: int = 8 * 1024
             message = otlp_http.parse(body, kind, request.headers.get("content-encoding", "").strip().lower(),
                                       max_message_bytes)
             metadata, timeout = transcode.call_options(request.headers, request.state.request_id)
-            metadata += tuple(clients.client_metadata(request.client.host if request.client else None,
-                                                      request.headers.getlist("x-forwarded-for"),
-                                                      request.headers.get("user-agent"), trusted))
+            metadata += client_metadata(request.client.host if request.client else None,
+                                        request.headers.getlist("x-forwarded-for"), request.headers.get("user-agent"))
         except otlp_http.BadBody as exc:
             return otlp_http.bad_request(str(exc), kind)
         except HTTPException as exc:

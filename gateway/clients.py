@@ -9,6 +9,7 @@ x-aos-client-user-agent, which the services believe only from a trusted peer (th
 """
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections.abc import Sequence
 
@@ -62,3 +63,29 @@ def client_metadata(peer: str | None, forwarded_for: Sequence[str], user_agent: 
         if cleaned:
             metadata.append((CLIENT_USER_AGENT_HEADER, cleaned))
     return metadata
+
+
+# Per gateway: the metadata of up to this many (peer, X-Forwarded-For, User-Agent), each
+# given in at most MAX_CACHED_CHARS characters altogether.
+CACHED_CLIENTS = 4096
+MAX_CACHED_CHARS = 1024
+
+
+class ClientMetadata:
+    """``client_metadata`` for one gateway's trusted proxies, kept by what it is computed from
+    (an LRU of ``max_items``): a connection's calls come from the same peer with the same headers."""
+
+    def __init__(self, trusted: Sequence[Network], max_items: int = CACHED_CLIENTS) -> None:
+        self.trusted = tuple(trusted)
+        self._cached = functools.lru_cache(maxsize=max_items)(self._uncached)
+
+    def _uncached(self, peer: str | None, forwarded_for: tuple[str, ...],
+                  user_agent: str | None) -> tuple[tuple[str, str], ...]:
+        return tuple(client_metadata(peer, forwarded_for, user_agent, self.trusted))
+
+    def __call__(self, peer: str | None, forwarded_for: Sequence[str],
+                 user_agent: str | None) -> tuple[tuple[str, str], ...]:
+        size = len(peer or "") + len(user_agent or "") + sum(len(h) for h in forwarded_for)
+        if size > MAX_CACHED_CHARS:
+            return self._uncached(peer, tuple(forwarded_for), user_agent)
+        return self._cached(peer, tuple(forwarded_for), user_agent)

@@ -13,6 +13,7 @@ template can win.
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import unquote
@@ -24,6 +25,9 @@ from aos.evidence.v1 import options_pb2
 from gateway import fields
 
 HTTP_METHODS = ("get", "put", "post", "delete", "patch")
+# Matches kept per route table: paths (ids included) up to this many characters.
+CACHED_MATCHES = 4096
+MAX_CACHED_PATH = 256
 
 
 class RouteNotFound(LookupError):
@@ -146,13 +150,23 @@ class RouteTable:
                 raise ValueError(f"{route.http_method} {route.template.template} ({route.method.full_name}) and "
                                  f"{seen[key].template.template} ({seen[key].method.full_name}) route identically")
             seen[key] = route
+        self._cached = functools.lru_cache(maxsize=CACHED_MATCHES)(self._match)
 
     @classmethod
     def from_services(cls, services: Iterable[ServiceDescriptor]) -> RouteTable:
         return cls(route for service in services for method in service.methods for route in _routes(method))
 
     def match(self, http_method: str, raw_path: str) -> tuple[Route, dict[str, str]]:
-        """The route for a request and its path variables; RouteNotFound or MethodNotAllowed otherwise."""
+        """The route for a request and its path variables; RouteNotFound or MethodNotAllowed otherwise.
+
+        Matches of paths up to MAX_CACHED_PATH characters are kept (an LRU of CACHED_MATCHES: the
+        same path matches the same way; refusals are raised, so never kept)."""
+        if len(raw_path) > MAX_CACHED_PATH:
+            return self._match(http_method, raw_path)
+        route, values = self._cached(http_method, raw_path)
+        return route, dict(values)
+
+    def _match(self, http_method: str, raw_path: str) -> tuple[Route, dict[str, str]]:
         segments, verb = split_path(raw_path)
         matches = [(route, values) for route in self.routes
                    if (values := route.template.match(segments, verb)) is not None]

@@ -106,16 +106,117 @@ def _address(client: tuple[str, int] | None) -> str | None:
     return f"{client[0]}:{client[1]}" if client else None
 
 
-def protocol(header_timeout_s: float, max_connections: int) -> type[GuardedH11Protocol]:
+# h11's limit on a request's head still incomplete (its max_incomplete_event_size default, which
+# uvicorn keeps): the httptools protocol below refuses past the same size, as h11 would.
+MAX_HEAD_BYTES = 16 * 1024
+PARSERS = ("h11", "httptools")
+
+
+def _httptools_protocol() -> type[Any]:
+    """uvicorn's httptools protocol (llhttp, C) with the same read deadline, connection cap and
+    head limit as GuardedH11Protocol (AOS_GATEWAY_HTTP_PARSER=httptools; issue #22: the HTTP
+    parser's share of a REST call). Imported on demand: httptools is only needed when chosen."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    class GuardedHttpToolsProtocol(HttpToolsProtocol):
+        header_timeout_s: float = 10.0
+        max_connections: int = 1000
+
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self._read_deadline: asyncio.TimerHandle | None = None
+            self.opened_at = 0.0
+            self._whole = 0            # requests read whole, their responses not complete yet
+            self._head_pending = True  # the next request's head is not complete yet
+            self._head_bytes = 0       # what has arrived of it
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self.opened_at = self.loop.time()
+            self._arm()
+            if len(self.connections) > self.max_connections:
+                self._shed()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def data_received(self, data: bytes) -> None:
+            if self._head_pending:
+                self._head_bytes += len(data)
+            super().data_received(data)
+            if self._head_pending and self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+                msg = "Invalid HTTP request received."  # what uvicorn answers past h11's limit
+                self.logger.warning(msg)
+                self.send_400_response(msg)
+            if self._whole or self.transport.is_closing():
+                self._disarm()  # the request is in: its handling is bounded by the call's own deadline
+
+        def on_headers_complete(self) -> None:
+            self._head_pending, self._head_bytes = False, 0
+            super().on_headers_complete()
+
+        def on_message_complete(self) -> None:
+            if self.cycle is None or not self.cycle.response_complete:
+                self._whole += 1
+            self._head_pending, self._head_bytes = True, 0
+            super().on_message_complete()
+
+        def on_response_complete(self) -> None:
+            self._whole = max(0, self._whole - 1)
+            super().on_response_complete()
+            # A kept-alive connection waits for its next request under the same deadline.
+            if not self.transport.is_closing() and not self._whole:
+                self._arm()
+
+        def waiting(self) -> bool:
+            """Still waiting for (the rest of) a request: no request of this connection is being served."""
+            return not self._whole and (self.cycle is None or self.cycle.response_complete)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._read_deadline = self.loop.call_later(self.header_timeout_s, self._read_timed_out)
+
+        def _disarm(self) -> None:
+            if self._read_deadline is not None:
+                self._read_deadline.cancel()
+                self._read_deadline = None
+
+        def _read_timed_out(self) -> None:
+            self._read_deadline = None
+            if not self._whole and not self.transport.is_closing():
+                log.info("connection closed: request not read in time",
+                         extra={"client": _address(self.client), "timeout_s": self.header_timeout_s})
+                self.transport.close()
+
+        def _shed(self) -> None:
+            waiting = [c for c in self.connections
+                       if c is not self and isinstance(c, GuardedHttpToolsProtocol) and c.waiting()
+                       and not c.transport.is_closing()]
+            victim = min(waiting, key=lambda c: c.opened_at) if waiting else self
+            log.warning("connection cap reached: closing a connection",
+                        extra={"max_connections": self.max_connections, "client": _address(victim.client),
+                               "closed": "oldest waiting" if victim is not self else "the new one"})
+            victim._disarm()
+            victim.transport.close()
+
+    return GuardedHttpToolsProtocol
+
+
+def protocol(header_timeout_s: float, max_connections: int, parser: str = "h11") -> type[Any]:
     """The protocol class for these limits (uvicorn builds one instance per connection)."""
-    return type("GatewayH11Protocol", (GuardedH11Protocol,),
+    if parser not in PARSERS:
+        raise ValueError(f"unknown HTTP parser {parser!r}: one of {', '.join(PARSERS)}")
+    base = GuardedH11Protocol if parser == "h11" else _httptools_protocol()
+    return type(f"Gateway{parser.capitalize()}Protocol", (base,),
                 {"header_timeout_s": float(header_timeout_s), "max_connections": int(max_connections)})
 
 
 def config(app: ASGIApp, *, host: str, port: int, header_timeout_s: float, max_connections: int,
-           **kwargs: Any) -> uvicorn.Config:
-    """uvicorn's configuration for the gateway: the guarded protocol, keep-alive no longer than
-    the read deadline, and a listen backlog that holds a burst the size of the cap."""
-    return uvicorn.Config(app, host=host, port=port, http=protocol(header_timeout_s, max_connections),
+           parser: str = "h11", **kwargs: Any) -> uvicorn.Config:
+    """uvicorn's configuration for the gateway: the guarded protocol (``parser``: h11, or httptools),
+    keep-alive no longer than the read deadline, and a listen backlog that holds a burst the size
+    of the cap."""
+    return uvicorn.Config(app, host=host, port=port, http=protocol(header_timeout_s, max_connections, parser),
                           timeout_keep_alive=min(5, max(1, int(header_timeout_s))),
                           backlog=max(2048, max_connections), **kwargs)

@@ -13,10 +13,11 @@ tests/gateway/test_stored_json.py proves byte equality with JSONResponse's rende
 """
 from __future__ import annotations
 
+import functools
 import json
-import threading
-from collections import OrderedDict
-from typing import Any
+from collections.abc import Callable
+from itertools import repeat
+from typing import Any, cast
 
 from google.protobuf import message_factory
 from google.protobuf.descriptor import FieldDescriptor, MethodDescriptor
@@ -29,10 +30,14 @@ DEFAULT_ITEMS = 20_000
 # come back call after call (elsewhere every item would be a miss).
 PACKAGES = ("aos.logs.v1.",)
 
+# What Starlette's JSONResponse.render calls (json.dumps with these arguments builds this very
+# encoder on every call): built once.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"))
+
 
 def _dumps(value: Any) -> str:
     """As Starlette's JSONResponse.render does (its bytes are this text in UTF-8)."""
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, indent=None, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 def _varint(data: bytes, pos: int) -> tuple[int, int]:
@@ -62,34 +67,35 @@ def renders(method: MethodDescriptor) -> bool:
             and not method.client_streaming and _repeated_message_field(method) is not None)
 
 
+def _render(item_cls: type[Message], data: bytes) -> str:
+    return _dumps(transcode.to_json(item_cls.FromString(data)))
+
+
 class ItemJson:
-    """A bounded, thread-safe LRU: an item's bytes → its JSON text (``MessageToDict`` as the gateway's)."""
+    """A bounded, thread-safe LRU: an item's bytes → its JSON text (``MessageToDict`` as the gateway's).
+
+    functools.lru_cache (the standard library's C LRU) keyed by (item class, bytes): a page's
+    items are looked up in one ``map`` over it, with no Python frame per hit."""
 
     def __init__(self, max_items: int = DEFAULT_ITEMS) -> None:
         self.max_items = max_items
-        self._items: OrderedDict[tuple[str, bytes], str] = OrderedDict()
-        self._lock = threading.Lock()
-        self.hits = 0
+        self._cache = functools.lru_cache(maxsize=max(0, max_items))(_render)
+        # A message class is hashable (by identity); typeshed's lru_cache types its arguments as Hashable.
+        self._text = cast(Callable[[type[Message], bytes], str], self._cache)
 
     def __len__(self) -> int:
-        return len(self._items)
+        return self._cache.cache_info().currsize
+
+    @property
+    def hits(self) -> int:
+        return self._cache.cache_info().hits
 
     def text(self, item_cls: type[Message], data: bytes) -> str:
-        key = (item_cls.DESCRIPTOR.full_name, data)
-        kept = self._items.get(key)
-        if kept is not None:
-            self.hits += 1
-            with self._lock:
-                if key in self._items:
-                    self._items.move_to_end(key)
-            return kept
-        rendered = _dumps(transcode.to_json(item_cls.FromString(data)))
-        if self.max_items > 0:
-            with self._lock:
-                self._items[key] = rendered
-                while len(self._items) > self.max_items:
-                    self._items.popitem(last=False)
-        return rendered
+        return self._text(item_cls, data)
+
+    def joined(self, item_cls: type[Message], items: list[bytes]) -> str:
+        """The items' JSON texts as one JSON array."""
+        return "[" + ",".join(map(self._text, repeat(item_cls, len(items)), items)) + "]"
 
 
 items = ItemJson()
@@ -108,42 +114,60 @@ class Renderer:
         self.store = store if store is not None else items
 
     def split(self, data: bytes) -> tuple[bytes, list[bytes]]:
-        """(the answer without its items, the items' bytes), walking the top-level fields."""
-        rest = bytearray()
+        """(the answer without its items, the items' bytes), walking the top-level fields.
+
+        One-byte tags and one- or two-byte lengths (field numbers below 16, items under 16 KiB)
+        read inline; longer ones through ``_varint``. The remainder is the answer's other fields'
+        bytes, in their order."""
+        number = self.field.number
+        item_tag = (number << 3) | 2
+        rest: list[bytes] = []
         found: list[bytes] = []
         pos, end = 0, len(data)
         while pos < end:
             start = pos
-            tag, pos = _varint(data, pos)
-            number, wire_type = tag >> 3, tag & 7
-            if wire_type == 0:
+            tag = data[pos]
+            pos += 1
+            if tag & 0x80:
+                tag, pos = _varint(data, start)
+            wire_type = tag & 7
+            if wire_type == 2:
+                length = data[pos]
+                pos += 1
+                if length & 0x80:
+                    second = data[pos]
+                    if second & 0x80:
+                        length, pos = _varint(data, pos - 1)
+                    else:  # two bytes: items of 128 bytes to 16 KiB
+                        length = (length & 0x7F) | (second << 7)
+                        pos += 1
+                stop = pos + length
+                if stop > end:
+                    raise ValueError("truncated message")
+                if tag == item_tag:
+                    found.append(data[pos:stop])
+                    pos = stop
+                    continue
+                pos = stop
+            elif wire_type == 0:
                 _, pos = _varint(data, pos)
             elif wire_type == 1:
                 pos += 8
             elif wire_type == 5:
                 pos += 4
-            elif wire_type == 2:
-                length, pos = _varint(data, pos)
-                if pos + length > end:
-                    raise ValueError("truncated message")
-                if number == self.field.number:
-                    found.append(data[pos:pos + length])
-                    pos += length
-                    continue
-                pos += length
             else:
                 raise ValueError(f"unexpected wire type {wire_type}")
             if pos > end:
                 raise ValueError("truncated message")
-            rest += data[start:pos]
-        return bytes(rest), found
+            rest.append(data[start:pos])
+        return b"".join(rest), found
 
     def body(self, data: bytes) -> bytes:
         """``JSONResponse(transcode.to_json(Response.FromString(data))).body``, items from the store."""
         rest, found = self.split(data)
         remainder = self.response_cls.FromString(rest)
         head = transcode.to_json(remainder)
-        listed = "[" + ",".join(self.store.text(self.item_cls, item) for item in found) + "]"
+        listed = self.store.joined(self.item_cls, found)
         name = self.field.name
         order = list(head)
         if found:

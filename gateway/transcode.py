@@ -8,6 +8,7 @@ proto names and the lowerCamelCase JSON names, as proto3 JSON parsers must.
 """
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -83,6 +84,34 @@ def build_request(route: Route, variables: Mapping[str, str], query: Iterable[tu
         _merge_values(request, fields.resolve(fields.descriptor(request), name), [value], name, problems)
     problems.raise_if_any()
     return request
+
+
+# Request messages kept per gateway (gateway.app): calls without a body whose path variables and
+# query add up to at most this many characters.
+CACHED_REQUESTS = 4096
+MAX_CACHED_CHARS = 1024
+
+
+class Requests:
+    """``build_request`` for calls without a body, kept by (route, path variables, query): the same
+    URL builds the same message, so it is built once (an LRU of ``max_items``). Refusals are
+    raised, hence never kept. A kept message is shared by the calls that send it: it is only
+    ever serialized after it is built (gateway.app passes it to the channel and nothing else)."""
+
+    def __init__(self, max_items: int = CACHED_REQUESTS) -> None:
+        self._build = functools.lru_cache(maxsize=max_items)(_build_without_body)
+
+    def build(self, route: Route, variables: Mapping[str, str], query: list[tuple[str, str]],
+              body: bytes) -> Message:
+        if body or (sum(len(k) + len(v) for k, v in query) + sum(len(v) for v in variables.values())
+                    > MAX_CACHED_CHARS):
+            return build_request(route, variables, query, body)
+        return self._build(route, tuple(variables.items()), tuple(query))
+
+
+def _build_without_body(route: Route, variables: tuple[tuple[str, str], ...],
+                        query: tuple[tuple[str, str], ...]) -> Message:
+    return build_request(route, dict(variables), query, b"")
 
 
 def _merge_body(request: Message, body_field: str, body: bytes, problems: errors.Violations) -> None:

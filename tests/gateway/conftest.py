@@ -1,15 +1,22 @@
 """The gateway in front of the in-process suite (``suite`` and ``demo``: tests/conftest.py)."""
 from __future__ import annotations
 
+import os
+
 import httpx
 import pytest
 import uvicorn
 from starlette.applications import Starlette
 
-from gateway import backend_addresses, create_app
+from gateway import backend_addresses, create_app, serving
 from tests.e2e.support import BASE
 from tests.gateway.support import WRITER, bearer, start_uvicorn
 from tests.logins import load_demo_scenarios
+
+
+def _parser() -> str | type:
+    parser = os.environ.get("AOS_TEST_HTTP_PARSER", "h11")
+    return "h11" if parser == "h11" else serving.protocol(60, 10_000, parser)
 
 
 @pytest.fixture(scope="session")
@@ -34,9 +41,13 @@ async def client(app, demo) -> httpx.AsyncClient:
 
 @pytest.fixture(scope="session")
 async def served(app) -> str:
-    """The same app behind a real uvicorn socket on an ephemeral port: its base URL."""
+    """The same app behind a real uvicorn socket on an ephemeral port: its base URL. h11, the
+    gateway's default parser (uvicorn's "auto" would take httptools once it is installed);
+    AOS_TEST_HTTP_PARSER=httptools runs the socket tests over the other one, with the gateway's
+    head limit (gateway.serving)."""
     server, task, host, port = await start_uvicorn(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off",
-                                                                  log_config=None, access_log=False))
+                                                                  log_config=None, access_log=False,
+                                                                  http=_parser()))
     yield f"http://{host}:{port}"
     server.should_exit = True
     await task

@@ -17,6 +17,9 @@ from tests.gateway.support import bearer, start_uvicorn
 
 pytestmark = pytest.mark.db
 
+# Every parser AOS_GATEWAY_HTTP_PARSER can choose is held to the same limits.
+PARSERS = pytest.mark.parametrize("parser", serving.PARSERS)
+
 HEADER_TIMEOUT_S = 1.5
 MAX_CONNECTIONS = 50
 SLOW_CLIENTS = 200
@@ -25,9 +28,10 @@ SLOW_CLIENTS = 200
 
 
 @contextlib.asynccontextmanager
-async def guarded_gateway(app, **limits):
+async def guarded_gateway(app, parser, **limits):
     server, task, host, port = await start_uvicorn(serving.config(app, host="127.0.0.1", port=0, lifespan="off",
-                                                                  log_config=None, access_log=False, **limits))
+                                                                  log_config=None, access_log=False, parser=parser,
+                                                                  **limits))
     try:
         yield server, host, port
     finally:
@@ -45,8 +49,9 @@ async def closed_by_peer(reader: asyncio.StreamReader, within: float) -> bool:
         return False
 
 
-async def test_a_slowloris_connection_is_closed_after_the_header_timeout(app, demo):
-    async with guarded_gateway(app, header_timeout_s=HEADER_TIMEOUT_S, max_connections=MAX_CONNECTIONS) as (
+@PARSERS
+async def test_a_slowloris_connection_is_closed_after_the_header_timeout(app, demo, parser):
+    async with guarded_gateway(app, parser, header_timeout_s=HEADER_TIMEOUT_S, max_connections=MAX_CONNECTIONS) as (
             _, host, port):
         silent_reader, silent = await asyncio.open_connection(host, port)           # sends nothing
         drip_reader, drip = await asyncio.open_connection(host, port)               # headers, a byte every 50 ms
@@ -72,8 +77,9 @@ async def test_a_slowloris_connection_is_closed_after_the_header_timeout(app, de
             writer.close()
 
 
-async def test_many_slow_clients_do_not_keep_a_well_behaved_one_out(app, demo):
-    async with guarded_gateway(app, header_timeout_s=HEADER_TIMEOUT_S, max_connections=MAX_CONNECTIONS) as (
+@PARSERS
+async def test_many_slow_clients_do_not_keep_a_well_behaved_one_out(app, demo, parser):
+    async with guarded_gateway(app, parser, header_timeout_s=HEADER_TIMEOUT_S, max_connections=MAX_CONNECTIONS) as (
             server, host, port):
         slow = []
         for _ in range(SLOW_CLIENTS):  # each opens and sends part of a request line, never the rest
@@ -99,9 +105,10 @@ async def test_many_slow_clients_do_not_keep_a_well_behaved_one_out(app, demo):
                 assert (await http.get("/api/v1/logs/audit", params={"page_size": 1})).status_code == 200
 
 
-async def test_when_every_connection_is_busy_a_new_one_is_refused_not_queued(app, demo):
+@PARSERS
+async def test_when_every_connection_is_busy_a_new_one_is_refused_not_queued(app, demo, parser):
     """The cap counts connections in use too: with all of them mid-request, the newcomer is closed."""
-    async with guarded_gateway(app, header_timeout_s=HEADER_TIMEOUT_S, max_connections=2) as (server, host, port):
+    async with guarded_gateway(app, parser, header_timeout_s=HEADER_TIMEOUT_S, max_connections=2) as (server, host, port):
         busy = []
         for _ in range(2):  # a POST whose body never comes: mid-request, not waiting for one
             reader, writer = await asyncio.open_connection(host, port)
@@ -114,3 +121,26 @@ async def test_when_every_connection_is_busy_a_new_one_is_refused_not_queued(app
         assert all(await asyncio.gather(*(closed_by_peer(r, HEADER_TIMEOUT_S + 2) for r, _ in busy)))
         for _, w in busy + [(reader, writer)]:
             w.close()
+
+
+@PARSERS
+async def test_a_head_past_16_kib_is_refused_by_the_parser_and_a_kept_alive_connection_serves_again(app, demo, parser):
+    async with guarded_gateway(app, parser, header_timeout_s=HEADER_TIMEOUT_S, max_connections=MAX_CONNECTIONS) as (
+            _, host, port):
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: gw\r\nX-Big: " + b"a" * (serving.MAX_HEAD_BYTES + 10))
+        await writer.drain()
+        reply = await asyncio.wait_for(reader.read(), 5)
+        assert reply.startswith(b"HTTP/1.1 400 ") and reply.endswith(b"Invalid HTTP request received."), reply[:200]
+        writer.close()
+        # Two requests on one connection, the deadline re-armed after the first answer.
+        reader, writer = await asyncio.open_connection(host, port)
+        for _ in range(2):
+            writer.write(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+            assert head.startswith(b"HTTP/1.1 200 "), head
+            length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:"))
+            await reader.readexactly(length)
+        assert await closed_by_peer(reader, HEADER_TIMEOUT_S + 2)  # idle after its answers: closed by the deadline
+        writer.close()
