@@ -6,7 +6,7 @@ chain exactly as ``feed`` does, anomaly for anomaly.
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from zoneinfo import ZoneInfo
 
 import rfc8785
@@ -28,9 +28,20 @@ _plain_json = st.recursive(
     st.none() | st.booleans() | st.integers(-(2 ** 53) + 1, 2 ** 53 - 1) | _text,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_text, inner, max_size=5),
     max_leaves=20)
+class _NoOffset(tzinfo):
+    """A zone without an offset (utcoffset None): the datetime is naive for orjson, not UTC."""
+
+    def utcoffset(self, dt):
+        return None
+
+    def dst(self, dt):
+        return None
+
+
 # The zones psycopg gives a timestamptz (the session's: UTC as timezone.utc or ZoneInfo, or another),
 # and fixed offsets, zero among them; microseconds zero or not.
-_zones = st.sampled_from([timezone.utc, ZoneInfo("UTC"), ZoneInfo("Europe/Berlin"), timezone(timedelta(0)),
+_zones = st.sampled_from([timezone.utc, ZoneInfo("UTC"), ZoneInfo("Etc/UTC"), ZoneInfo("Europe/London"),
+                          ZoneInfo("Europe/Berlin"), timezone(timedelta(0)), _NoOffset(),
                           timezone(timedelta(hours=-5, minutes=30)), timezone(timedelta(0), "UTC")])
 _times = st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30), timezones=_zones) | \
     st.datetimes(timezones=st.just(timezone.utc)).map(lambda d: d.replace(microsecond=0))
