@@ -8,15 +8,18 @@ step index) and its kind.
 from __future__ import annotations
 
 import contextvars
+import functools
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection
 
 from aos_recording import hashing
+
+B = TypeVar("B")  # a batch of rows, as a reader gives them
 
 # Anomaly kinds (the names aos.evidence.v1's anomaly enum carries without its prefix).
 CONTENT_MISMATCH = "CONTENT_MISMATCH"   # the row's fields do not hash to its content_hash
@@ -107,7 +110,7 @@ class ChainVerifier:
             report.checked += checked
             checked, last = 0, None
             self._expected_seq, self._prev_hash = expected, prev_hash
-            self._check(int(seq), bytes(content), bytes(prev), bytes(chain), lambda r=recomputed: r)
+            self._check(int(seq), bytes(content), bytes(prev), bytes(chain), functools.partial(bytes, recomputed))
             expected, prev_hash = self._expected_seq, self._prev_hash
         if last is not None:
             report.last_seq, report.head_hash = last[0], bytes(last[3])
@@ -205,7 +208,7 @@ def _show(value: bytes | int | str) -> str:
     return value.hex() if isinstance(value, (bytes, bytearray, memoryview)) else str(value)
 
 
-def _read_ahead(batches: Iterator[Sequence[Mapping[str, Any]]]) -> Iterator[Sequence[Mapping[str, Any]]]:
+def _read_ahead(batches: Iterator[B]) -> Iterator[B]:
     """``batches``, each next one read by a helper thread while the caller checks the current one.
 
     Hashing a batch holds the GIL; reading the next one mostly waits for the database (the
@@ -215,7 +218,7 @@ def _read_ahead(batches: Iterator[Sequence[Mapping[str, Any]]]) -> Iterator[Sequ
     the read in flight, so the connection is idle again when this returns."""
     context = contextvars.copy_context()
 
-    def read() -> Sequence[Mapping[str, Any]] | None:
+    def read() -> B | None:
         return context.run(next, batches, None)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-read-ahead") as pool:

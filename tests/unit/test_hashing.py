@@ -28,7 +28,7 @@ def _rfc3339_before(value):
 
 
 @settings(max_examples=3000, deadline=None)
-@given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),
+@given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),  # noqa: DTZ001 - hypothesis' bounds are naive
                     timezones=st.none() | st.sampled_from([timezone.utc, ZoneInfo("UTC"), ZoneInfo("Etc/UTC"),
                                                            ZoneInfo("Europe/London"), ZoneInfo("America/St_Johns"),
                                                            timezone(timedelta(0), "Z0"),
