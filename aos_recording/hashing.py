@@ -197,7 +197,6 @@ def ledger_content_hash(entry: Mapping[str, Any]) -> bytes:
 # in this order.
 LEDGER_ROW_COLUMNS = ("seq", "content_hash", "prev_hash", "chain_hash", "hash_version", "commitments",
                       *LEDGER_FIELDS)
-_ROW_FIELDS_AT = 6  # LEDGER_FIELDS begin here
 _ROW_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER | orjson.OPT_UTC_Z
 _JSON_LEAVES = frozenset((str, int, bool, type(None)))
 
@@ -223,8 +222,8 @@ def ledger_row_hash_input(row: Sequence[Any]) -> bytes:
     """The RFC 8785 bytes SPEC section 5 hashes for a v1 ledger entry, from a row in
     ``LEDGER_ROW_COLUMNS`` order as read from audit_ledger (text columns are str or None):
     canonical_json of the twelve fields, byte for byte."""
-    (id_, tenant_id, event_type, entity_type, entity_id, actor_type, actor_id, action_reason, correlation_id,
-     created_at, before_state, after_state) = row[_ROW_FIELDS_AT:]
+    (_seq, _content, _prev, _chain, _version, _commitments, id_, tenant_id, event_type, entity_type, entity_id,
+     actor_type, actor_id, action_reason, correlation_id, created_at, before_state, after_state) = row
     created: Any = created_at
     zone = created_at.tzinfo if type(created_at) is datetime else None
     # orjson writes "Z" for an offset of zero (OPT_UTC_Z), the offset itself for any other.

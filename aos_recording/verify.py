@@ -84,7 +84,7 @@ class ChainVerifier:
         self._check(int(row["seq"]), content, bytes(row["prev_hash"]), bytes(row["chain_hash"]),
                     lambda: self._content_hash_of(row))
 
-    def feed_ledger_rows(self, rows: Iterable[Sequence[Any]]) -> None:
+    def feed_ledger_rows(self, rows: Sequence[Sequence[Any]]) -> None:
         """``feed`` for ledger rows as tuples in ``hashing.LEDGER_ROW_COLUMNS`` order (the content
         hash through ``hashing.ledger_row_content_hash``, whatever ``content_hash_of`` says).
 
@@ -92,14 +92,15 @@ class ChainVerifier:
         all as expected only moves the state on (what ``feed`` does for it); any other goes
         through ``feed``'s checks, which flag it exactly as they would have."""
         report = self.report
+        if report.first_seq is None and rows:
+            report.first_seq = rows[0][0]
         expected, prev_hash = self._expected_seq, self._prev_hash
-        content_hash_of, sha256 = hashing.ledger_row_content_hash, hashlib.sha256
+        hash_input, content_hash_of, sha256 = hashing.ledger_row_hash_input, hashing.ledger_row_content_hash, \
+            hashlib.sha256
         checked, last = 0, None
         for row in rows:
-            seq, content, prev, chain = row[0], row[1], row[2], row[3]
-            if report.first_seq is None:
-                report.first_seq = seq
-            recomputed = content_hash_of(row)
+            seq, content, prev, chain, version = row[0], row[1], row[2], row[3], row[4]
+            recomputed = sha256(hash_input(row)).digest() if version == hashing.HASH_V1 else content_hash_of(row)
             if (seq == expected and prev == prev_hash and recomputed == content
                     and sha256(prev + content).digest() == chain):
                 expected, prev_hash, last = seq + 1, chain, row
