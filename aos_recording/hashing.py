@@ -10,9 +10,10 @@ import hashlib
 import json
 import re
 import secrets
-from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 import rfc8785
@@ -29,10 +30,29 @@ SYSTEM_RECORD_FIELDS = ("id", "tenant_id", "component", "event_type", "severity"
                         "caused_by", "actor_id", "correlation_id", "run_id", "environment_id", "created_at")
 
 
+# The zones a UTC session gives (psycopg: ZoneInfo of the server's TimeZone, "Etc/UTC" by default),
+# looked up first; any other zone counts as UTC where its offset at that moment is zero.
+_UTC_ZONES = frozenset((timezone.utc, ZoneInfo("UTC"), ZoneInfo("Etc/UTC")))
+_ZERO = timedelta(0)
+# orjson (C) writes a datetime as RFC 3339: "Z" for an offset of zero (OPT_UTC_Z), naive ones as UTC
+# (OPT_NAIVE_UTC), six digits of microseconds when they are not zero and none when they are.
+_RFC3339_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
+
+
 def rfc3339(value: datetime) -> str:
     """``2026-01-13T12:00:00.000000Z``: UTC, always microseconds (naive means UTC)."""
-    # isoformat (C) writes the same digits as the f-string this replaced, at a third of its
-    # cost (one per hashed or exported record); with a zero offset its suffix is "+00:00".
+    # One per hashed or exported record: orjson writes a UTC (or naive) datetime in C at a third
+    # of isoformat's cost on an aware one; the ".000000" it leaves out is put back. Other zones,
+    # and subclasses, take isoformat (tests/unit/test_hashing.py compares the two on generated times).
+    if type(value) is datetime:
+        zone = value.tzinfo
+        if zone is None or zone in _UTC_ZONES or value.utcoffset() == _ZERO:
+            text = orjson.dumps(value, option=_RFC3339_OPTIONS)
+            return (text[1:-1] if value.microsecond else text[1:-2] + b".000000Z").decode()
+    return _rfc3339_isoformat(value)
+
+
+def _rfc3339_isoformat(value: datetime) -> str:
     if value.tzinfo is None:
         return value.isoformat(timespec="microseconds") + "Z"
     if value.utcoffset():
@@ -156,6 +176,84 @@ def _fields_hash(record: Mapping[str, Any], fields: Iterable[str]) -> bytes:
 def ledger_content_hash(entry: Mapping[str, Any]) -> bytes:
     """SHA-256 of JCS of the twelve ledger fields (absent ones hash as null)."""
     return _fields_hash(entry, LEDGER_FIELDS)
+
+
+# --- A ledger row's hashed bytes, built for its fixed shape (issue #22) ---------------------
+#
+# Verifying a chain hashes every entry; the general path (a dict of the twelve fields, the
+# type walk over all of it, orjson calling back into Python for the datetime, rfc3339's
+# isoformat of an aware datetime: ~1 us alone) was most of a verification's own CPU. A row
+# read from audit_ledger has a fixed shape: nine text columns (str or None), created_at (a
+# timestamptz: an aware datetime) and two jsonb states (what json.loads makes: dict, list,
+# str, int, float, bool, None). So only the states need the walk (for floats), and created_at
+# is written by orjson itself (C) when its zone is UTC: orjson writes an aware UTC datetime as
+# RFC 3339 with "Z" (OPT_UTC_Z) and six digits of microseconds when they are not zero; when
+# they are, it leaves them out, and the ".000000" is put back by a Fragment (raw JSON bytes).
+# Anything else (another zone, a float in a state, a character past U+FFFF, a non-text value
+# where text belongs) takes canonical_json, the general path. tests/unit/test_ledger_row_hash.py
+# checks the bytes against the general path on generated rows.
+
+# A ledger row as the verifier reads it (aos_recording.store.iter_ledger_rows): these columns,
+# in this order.
+LEDGER_ROW_COLUMNS = ("seq", "content_hash", "prev_hash", "chain_hash", "hash_version", "commitments",
+                      *LEDGER_FIELDS)
+_ROW_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER | orjson.OPT_UTC_Z
+_JSON_LEAVES = frozenset((str, int, bool, type(None)))
+
+
+def _json_fast(value: Any) -> bool:
+    """``_fast`` for a decoded JSON value: exact str, int, bool, None in dicts (str keys) and
+    lists — no float, and no datetime (orjson would write one in its own form here)."""
+    kind = type(value)
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str or (type(item) not in _JSON_LEAVES and not _json_fast(item)):
+                return False
+        return True
+    if kind is list:
+        for item in value:
+            if type(item) not in _JSON_LEAVES and not _json_fast(item):
+                return False
+        return True
+    return kind in _JSON_LEAVES
+
+
+def ledger_row_hash_input(row: Sequence[Any]) -> bytes:
+    """The RFC 8785 bytes SPEC section 5 hashes for a v1 ledger entry, from a row in
+    ``LEDGER_ROW_COLUMNS`` order as read from audit_ledger (text columns are str or None):
+    canonical_json of the twelve fields, byte for byte."""
+    (_seq, _content, _prev, _chain, _version, _commitments, id_, tenant_id, event_type, entity_type, entity_id,
+     actor_type, actor_id, action_reason, correlation_id, created_at, before_state, after_state) = row
+    created: Any = created_at
+    zone = created_at.tzinfo if type(created_at) is datetime else None
+    # orjson writes "Z" for an offset of zero (OPT_UTC_Z), the offset itself for any other.
+    if zone in _UTC_ZONES or (zone is not None and created_at.utcoffset() == _ZERO):
+        if not created_at.microsecond:
+            created = orjson.Fragment(orjson.dumps(created_at, option=orjson.OPT_UTC_Z)[:-2] + b'.000000Z"')
+        fast = (before_state is None or _json_fast(before_state)) and (after_state is None or _json_fast(after_state))
+    else:
+        fast = False
+    document = {"id": id_, "tenant_id": tenant_id, "event_type": event_type, "entity_type": entity_type,
+                "entity_id": entity_id, "actor_type": actor_type, "actor_id": actor_id,
+                "action_reason": action_reason, "correlation_id": correlation_id, "created_at": created,
+                "before_state": before_state, "after_state": after_state}
+    if fast:
+        try:
+            out = orjson.dumps(document, option=_ROW_OPTIONS)
+        except TypeError:  # an integer past 2**53 - 1, a lone surrogate: the general path decides
+            out = None
+        if out is not None and (out.isascii() or not _NON_BMP.search(out)):
+            return out
+    document["created_at"] = created_at
+    return canonical_json(document)
+
+
+def ledger_row_content_hash(row: Sequence[Any]) -> bytes:
+    """``stored_ledger_content_hash`` of a row in ``LEDGER_ROW_COLUMNS`` order (v1 through
+    ``ledger_row_hash_input``; v2 and anything else through the general path)."""
+    if row[4] == HASH_V1:
+        return hashlib.sha256(ledger_row_hash_input(row)).digest()
+    return stored_ledger_content_hash(dict(zip(LEDGER_ROW_COLUMNS, row, strict=True)))
 
 
 # --- Hash format v2 (docs/ERASURE.md): payloads committed by salted digest --------------

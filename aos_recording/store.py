@@ -7,6 +7,9 @@ from typing import Any, cast
 from sqlalchemy import text
 from sqlalchemy.engine import Connection, Result
 
+from aos_recording import hashing
+from aos_runtime.db import fetch_tuples
+
 Row = Mapping[str, Any]
 
 
@@ -39,6 +42,25 @@ def iter_ledger_batches(conn: Connection, tenant_id: str, *, from_seq: int = 1, 
         if len(rows) < batch:
             return
         after = rows[-1]["seq"]
+
+
+_LEDGER_ROWS_SQL = (f"SELECT {', '.join(hashing.LEDGER_ROW_COLUMNS)} FROM audit_ledger WHERE tenant_id = :t "
+                    "AND seq > :after AND (CAST(:to_seq AS bigint) IS NULL OR seq <= :to_seq) ORDER BY seq LIMIT :n")
+
+
+def iter_ledger_rows(conn: Connection, tenant_id: str, *, from_seq: int = 1, to_seq: int | None = None,
+                     batch: int = 5000) -> Iterator[Sequence[tuple[Any, ...]]]:
+    """``iter_ledger_batches`` for the verifier: the same entries, each a tuple in
+    ``hashing.LEDGER_ROW_COLUMNS`` order, read through psycopg in binary (``db.fetch_tuples``:
+    no RowMapping, no text to parse for times, integers and bytea)."""
+    after = from_seq - 1
+    while True:
+        rows = fetch_tuples(conn, _LEDGER_ROWS_SQL, {"t": tenant_id, "after": after, "to_seq": to_seq, "n": batch},
+                            binary=True)  # text, bigint, smallint, timestamptz, bytea, jsonb: all load from binary
+        yield rows
+        if len(rows) < batch:
+            return
+        after = rows[-1][0]
 
 
 def iter_exports(conn: Connection, tenant_id: str, *, batch: int = 1000) -> Iterator[Mapping[str, Any]]:

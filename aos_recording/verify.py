@@ -8,14 +8,18 @@ step index) and its kind.
 from __future__ import annotations
 
 import contextvars
+import functools
+import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import Connection
 
 from aos_recording import hashing
+
+B = TypeVar("B")  # a batch of rows, as a reader gives them
 
 # Anomaly kinds (the names aos.evidence.v1's anomaly enum carries without its prefix).
 CONTENT_MISMATCH = "CONTENT_MISMATCH"   # the row's fields do not hash to its content_hash
@@ -76,8 +80,45 @@ class ChainVerifier:
         self.report.anomalies.append(Anomaly(seq, kind, _show(expected), _show(actual), detail))
 
     def feed(self, row: Mapping[str, Any]) -> None:
-        seq = int(row["seq"])
-        content, prev, chain = bytes(row["content_hash"]), bytes(row["prev_hash"]), bytes(row["chain_hash"])
+        content = bytes(row["content_hash"])
+        self._check(int(row["seq"]), content, bytes(row["prev_hash"]), bytes(row["chain_hash"]),
+                    lambda: self._content_hash_of(row))
+
+    def feed_ledger_rows(self, rows: Sequence[Sequence[Any]]) -> None:
+        """``feed`` for ledger rows as tuples in ``hashing.LEDGER_ROW_COLUMNS`` order (the content
+        hash through ``hashing.ledger_row_content_hash``, whatever ``content_hash_of`` says).
+
+        One loop for the whole batch: an entry whose seq, link, content hash and chain hash are
+        all as expected only moves the state on (what ``feed`` does for it); any other goes
+        through ``feed``'s checks, which flag it exactly as they would have."""
+        report = self.report
+        if report.first_seq is None and rows:
+            report.first_seq = rows[0][0]
+        expected, prev_hash = self._expected_seq, self._prev_hash
+        hash_input, content_hash_of, sha256 = hashing.ledger_row_hash_input, hashing.ledger_row_content_hash, \
+            hashlib.sha256
+        checked, last = 0, None
+        for row in rows:
+            seq, content, prev, chain, version = row[0], row[1], row[2], row[3], row[4]
+            recomputed = sha256(hash_input(row)).digest() if version == hashing.HASH_V1 else content_hash_of(row)
+            if (seq == expected and prev == prev_hash and recomputed == content
+                    and sha256(prev + content).digest() == chain):
+                expected, prev_hash, last = seq + 1, chain, row
+                checked += 1
+                continue
+            if last is not None:
+                report.last_seq, report.head_hash = last[0], bytes(last[3])
+            report.checked += checked
+            checked, last = 0, None
+            self._expected_seq, self._prev_hash = expected, prev_hash
+            self._check(int(seq), bytes(content), bytes(prev), bytes(chain), functools.partial(bytes, recomputed))
+            expected, prev_hash = self._expected_seq, self._prev_hash
+        if last is not None:
+            report.last_seq, report.head_hash = last[0], bytes(last[3])
+        report.checked += checked
+        self._expected_seq, self._prev_hash = expected, prev_hash
+
+    def _check(self, seq: int, content: bytes, prev: bytes, chain: bytes, recompute: Callable[[], bytes]) -> None:
         report = self.report
         if report.first_seq is None:
             report.first_seq = seq
@@ -86,7 +127,7 @@ class ChainVerifier:
             self._flag(seq, SEQUENCE_GAP, self._expected_seq, seq, f"entries {missing} are missing")
         elif seq < self._expected_seq:
             self._flag(seq, SEQUENCE_DISORDER, self._expected_seq, seq, "sequence number repeats or goes back")
-        recomputed = self._content_hash_of(row)
+        recomputed = recompute()
         if recomputed != content:
             self._flag(seq, CONTENT_MISMATCH, recomputed, content, "fields do not hash to content_hash")
         if prev != self._prev_hash:
@@ -168,7 +209,7 @@ def _show(value: bytes | int | str) -> str:
     return value.hex() if isinstance(value, (bytes, bytearray, memoryview)) else str(value)
 
 
-def _read_ahead(batches: Iterator[Sequence[Mapping[str, Any]]]) -> Iterator[Sequence[Mapping[str, Any]]]:
+def _read_ahead(batches: Iterator[B]) -> Iterator[B]:
     """``batches``, each next one read by a helper thread while the caller checks the current one.
 
     Hashing a batch holds the GIL; reading the next one mostly waits for the database (the
@@ -178,7 +219,7 @@ def _read_ahead(batches: Iterator[Sequence[Mapping[str, Any]]]) -> Iterator[Sequ
     the read in flight, so the connection is idle again when this returns."""
     context = contextvars.copy_context()
 
-    def read() -> Sequence[Mapping[str, Any]] | None:
+    def read() -> B | None:
         return context.run(next, batches, None)
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-read-ahead") as pool:
@@ -211,9 +252,8 @@ def verify_ledger(conn: Connection, tenant_id: str, *, from_seq: int = 1, to_seq
         prev = store.chain_hash_before(conn, "audit_ledger", tenant_id, from_seq)
     verifier = ChainVerifier(ledger_content_hash_of, start_seq=max(1, from_seq),
                              prev_hash=prev if prev is not None else hashing.GENESIS)
-    for rows in _read_ahead(store.iter_ledger_batches(conn, tenant_id, from_seq=from_seq, to_seq=to_seq)):
-        for row in rows:
-            verifier.feed(row)
+    for rows in _read_ahead(store.iter_ledger_rows(conn, tenant_id, from_seq=from_seq, to_seq=to_seq)):
+        verifier.feed_ledger_rows(rows)
     first = verifier.report.first_seq
     if from_seq <= 1 and first is not None and first > 1:
         verifier.report.anomalies.insert(0, Anomaly(first, TRUNCATION, "1", str(first),

@@ -8,7 +8,10 @@ database: bulk-loads one tenant's ledger (the suite's bulk loader), then, for ea
 named by --copy (default: this one), runs a child process with that checkout's code first on
 its path, which times on the same rows
 
-  read     store.iter_ledger (what ratios 6 and 7 divide by)
+  read       store.iter_ledger (what ratios 6 and 7 divide by: SQLAlchemy RowMappings, text protocol)
+  read_rows  the same entries through psycopg directly, tuples in binary, keyset batches of 5,000
+             (the leanest way this process reads them, and the reader verify_ledger uses since
+             issue #22's h-verify; defined here, so every checkout is measured with the same one)
   verify   verify.verify_ledger (ratio 7)
   export   builder.render of an AUDIT_SLICE (EVIDENCE) in JSON and in CSV to a sink that only
            counts and hashes (ratio 6 without the gRPC call and the chunk inserts)
@@ -31,6 +34,26 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 
 
+LEDGER_COLUMNS = ("seq, content_hash, prev_hash, chain_hash, hash_version, commitments, id, tenant_id, event_type, "
+                  "entity_type, entity_id, actor_type, actor_id, action_reason, correlation_id, created_at, "
+                  "before_state, after_state")
+
+
+def _read_rows(conn, tenant: str, entries: int, batch: int = 5000) -> int:
+    """The ledger's entries 1..entries as tuples through psycopg in binary, keyset batches."""
+    driver, after, count = conn.connection.driver_connection, 0, 0
+    with driver.cursor(binary=True) as cursor:
+        while True:
+            cursor.execute(f"SELECT {LEDGER_COLUMNS} FROM audit_ledger WHERE tenant_id = %(t)s AND seq > %(a)s "
+                           "AND seq <= %(to)s ORDER BY seq LIMIT %(n)s", {"t": tenant, "a": after, "to": entries,
+                                                                         "n": batch})
+            rows = cursor.fetchall()
+            count += len(rows)
+            if len(rows) < batch:
+                return count
+            after = rows[-1][0]
+
+
 def child(producer_url: str, tenant: str, entries: int, formats: list[str]) -> dict:
     """Runs in the checkout under test (its code first on sys.path)."""
     from aos_evidence.kinds import BundleType, ExportFormat, ExportScope
@@ -51,6 +74,9 @@ def child(producer_url: str, tenant: str, entries: int, formats: list[str]) -> d
     try:
         with producer.transaction(tenant) as conn:
             rows = timed("read", lambda: sum(1 for _ in store.iter_ledger(conn, tenant, to_seq=entries)))
+            lean = timed("read_rows", lambda: _read_rows(conn, tenant, entries))
+            if lean != rows:
+                raise SystemExit(f"read {rows} rows, read_rows {lean}")
             report = timed("verify", lambda: verify.verify_ledger(conn, tenant, to_seq=entries))
             if rows != entries or not report.ok or report.checked != entries:
                 raise SystemExit(f"read {rows}, verified {report.checked} ok={report.ok}, expected {entries}")
@@ -87,6 +113,7 @@ def main() -> None:
 
     copies = dict(c.split("=", 1) for c in args.copy) or {"this": str(BENCH.parent)}
     results: dict[str, list[dict]] = {name: [] for name in copies}
+    load_before = os.getloadavg()
     with scratch_database("aos-bench-exv-") as (url, work):
         tenant = bulk.tenant_ids(1)[0]
         bulk.load(url, bulk.Volume(tenants=1, ledger=args.entries, traces=0, steps=0, system=0))
@@ -102,7 +129,7 @@ def main() -> None:
                     raise SystemExit(f"{name}: {done.stderr[-3000:]}")
                 figures = json.loads(done.stdout.strip().splitlines()[-1])
                 results[name].append(figures)
-                print(f"round {n + 1} {name}: " + ", ".join(
+                print(f"round {n + 1} {name} (load {os.getloadavg()[0]:.1f}): " + ", ".join(
                     f"{k} {v['wall_s']:.2f}s/{v['cpu_s']:.2f}cpu" for k, v in figures.items()), file=sys.stderr)
     digests = {(name, fmt): {r[f"export_{fmt}"]["checksum"] for r in runs} for name, runs in results.items()
                for fmt in formats}
@@ -110,15 +137,19 @@ def main() -> None:
         found = set().union(*(digests[(name, fmt)] for name in copies))
         if len(found) != 1:
             raise SystemExit(f"export {fmt}: the checkouts' artifacts differ: {digests}")
-    summary = {"entries": args.entries, "rounds": args.rounds, "load_average": os.getloadavg(), "copies": {}}
+    summary = {"entries": args.entries, "rounds": args.rounds, "load_average_before": load_before,
+               "load_average": os.getloadavg(), "copies": {}}
     for name, runs in results.items():
         med = {step: {k: statistics.median(r[step][k] for r in runs) for k in ("wall_s", "cpu_s")} for step in runs[0]}
-        read = med["read"]
+        read, lean = med["read"], med["read_rows"]
         summary["copies"][name] = {
             "median": med,
             "ratios": {step: {"wall": round(read["wall_s"] / v["wall_s"], 3),
                               "cpu": round(read["cpu_s"] / v["cpu_s"], 3)}
-                       for step, v in med.items() if step != "read"},
+                       for step, v in med.items() if step not in ("read", "read_rows")},
+            "ratios_to_read_rows": {step: {"wall": round(lean["wall_s"] / v["wall_s"], 3),
+                                           "cpu": round(lean["cpu_s"] / v["cpu_s"], 3)}
+                                    for step, v in med.items() if step not in ("read", "read_rows")},
             "artifact_sha256": {fmt: runs[0][f"export_{fmt}"]["checksum"] for fmt in formats}}
     text = json.dumps(summary, indent=2)
     print(text)

@@ -51,6 +51,10 @@ def _plain(value: Any) -> Any:
         return rfc3339(value)
     if kind is bytes:
         return value.hex()
+    if kind is dict:  # a state (jsonb): the isinstance branch below, without its checks before it
+        return {k: v if type(v) in _AS_IS else _plain(v) for k, v in value.items()}
+    if kind is list:
+        return [v if type(v) in _AS_IS else _plain(v) for v in value]
     if isinstance(value, datetime):
         return rfc3339(value)
     if isinstance(value, (bytes, memoryview)):

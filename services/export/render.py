@@ -270,7 +270,15 @@ def _csv_text(value: Any) -> str:
     return "'" + text if text.startswith(_FORMULA_STARTS) else text
 
 
+_QUOTE_OR_BREAK = re.compile(r'["\r\n]')
+
+
 def _csv_record(cells: Sequence[str]) -> str:
+    # Most records need no quoting: one search over the joined record decides for every cell
+    # (a cell's own comma shows as one comma more than the separators), instead of one per cell.
+    line = ",".join(cells)
+    if len(cells) > 1 and line.count(",") == len(cells) - 1 and not _QUOTE_OR_BREAK.search(line):
+        return line + "\r\n"
     fields = ['"' + c.replace('"', '""') + '"' if _NEEDS_QUOTES.search(c) else c for c in cells]
     if fields == [""]:  # a lone empty field would be a blank line, which readers skip
         fields = ['""']
@@ -288,7 +296,9 @@ def csv_lines(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> Iterator
 
 def csv_row(cells: Sequence[Any]) -> bytes:
     """One CSV record (render_csv's rules), for a writer that checks widths itself."""
-    return _csv_record([_csv_text(v) for v in cells]).encode("utf-8")
+    # A text cell inline (_csv_text's first branch): most cells are text.
+    return _csv_record([("'" + v if v.startswith(_FORMULA_STARTS) else v) if type(v) is str else _csv_text(v)
+                        for v in cells]).encode("utf-8")
 
 
 def render_csv(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> bytes:

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 
 from aos_evidence import queries as evidence
 from aos_evidence.queries import EXPORT_SELECT, NOT_ACCESS, AuditFilters, system_clauses
+from aos_runtime.db import stream_rows
 from aos_runtime.rows import each_of, first_of, one_of
 
 STREAM_BATCH = 1000
@@ -73,8 +74,11 @@ def audit_slice(conn: Connection, tenant_id: str, filters: AuditFilters, max_seq
                 ) -> Iterator[Mapping[str, Any]]:
     """The filtered ledger up to ``max_seq`` (the head when the export began), in chain order."""
     where, params = filters.where()
-    return _stream(conn, f"SELECT a.* FROM audit_ledger a WHERE {where} AND a.seq <= :max_seq ORDER BY a.seq",
-                   {**params, "tenant": tenant_id, "max_seq": max_seq})
+    # Through psycopg as dicts, in binary (issue #22: the rows an export renders cost ~2 us each less
+    # than as RowMappings): audit_ledger's columns are text, integers, timestamptz, jsonb, bytea and
+    # boolean, all of which psycopg loads from binary as from text.
+    return stream_rows(conn, f"SELECT a.* FROM audit_ledger a WHERE {where} AND a.seq <= :max_seq ORDER BY a.seq",
+                       {**params, "tenant": tenant_id, "max_seq": max_seq}, batch=STREAM_BATCH, binary=True)
 
 
 def system_slice(conn: Connection, tenant_id: str, filters: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:

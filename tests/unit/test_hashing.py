@@ -2,6 +2,9 @@
 import hashlib
 import json
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+from hypothesis import given, settings, strategies as st
 
 from aos_recording import hashing
 
@@ -13,6 +16,30 @@ def test_rfc3339_is_utc_with_microseconds_and_z():
     assert hashing.rfc3339(T.replace(microsecond=0)) == "2026-01-13T12:00:00.000000Z"
     plus_two = T.astimezone(timezone(timedelta(hours=2)))
     assert hashing.rfc3339(plus_two) == "2026-01-13T12:00:00.123456Z"
+
+
+def _rfc3339_before(value):
+    """rfc3339 as it was before orjson wrote it (isoformat), the reference for the test below."""
+    if value.tzinfo is None:
+        return value.isoformat(timespec="microseconds") + "Z"
+    if value.utcoffset():
+        value = value.astimezone(timezone.utc)
+    return value.isoformat(timespec="microseconds")[:-6] + "Z"
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.datetimes(min_value=datetime(1, 1, 2), max_value=datetime(9999, 12, 30),  # noqa: DTZ001 - hypothesis' bounds are naive
+                    timezones=st.none() | st.sampled_from([timezone.utc, ZoneInfo("UTC"), ZoneInfo("Etc/UTC"),
+                                                           ZoneInfo("Europe/London"), ZoneInfo("America/St_Johns"),
+                                                           timezone(timedelta(0), "Z0"),
+                                                           timezone(timedelta(hours=-5, minutes=30))])),
+       st.booleans())
+def test_rfc3339_writes_what_isoformat_wrote(moment, whole_second):
+    """Naive, UTC under each of its names, zones whose offset is zero only in winter, fixed offsets,
+    microseconds zero or not, years 1 to 9999, folds: the same string as the isoformat code."""
+    if whole_second:
+        moment = moment.replace(microsecond=0)
+    assert hashing.rfc3339(moment) == _rfc3339_before(moment)
 
 
 def test_canonical_json_is_rfc8785():

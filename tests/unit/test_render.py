@@ -14,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 from reportlab import rl_config
 
 from services.export.render import Section, render_csv, render_pdf, render_zip
@@ -242,3 +243,29 @@ def test_a_pdf_table_lists_a_bounded_number_of_rows_and_says_so(monkeypatch):
     # Within the bound nothing changes: the same bytes as before the bound existed.
     monkeypatch.setattr(render, "PDF_MAX_ROWS", 500)
     assert b"The first" not in b"".join(_shown_text(render_pdf(sample_report())))
+
+
+# --- CSV records: the one-search path against the per-cell rules ---------------------------------
+
+def _csv_row_per_cell(cells) -> bytes:
+    """csv_row as it was before the one-search path: every cell through _csv_text, each searched."""
+    from services.export import render
+
+    fields = ['"' + c.replace('"', '""') + '"' if re.search(r'[",\r\n]', c) else c
+              for c in (render._csv_text(v) for v in cells)]
+    if fields == [""]:
+        fields = ['""']
+    return (",".join(fields) + "\r\n").encode("utf-8")
+
+
+_cell_text = st.text(st.sampled_from(list('ab,"\r\n=+-@\t é\U0001f602\x00')), max_size=6)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(st.none() | st.booleans() | st.integers() | _cell_text | st.lists(_cell_text, max_size=2)
+                | st.dictionaries(_cell_text, _cell_text, max_size=2), min_size=1, max_size=6))
+def test_csv_rows_equal_the_per_cell_rules(cells):
+    """Commas, quotes, CR and LF in any cell, formula starts, empty and lone cells, JSON cells."""
+    from services.export.render import csv_row
+
+    assert csv_row(cells) == _csv_row_per_cell(cells)
