@@ -4,6 +4,9 @@ Everything here is a pure function of the bundle (or of the slice's records): no
 clock, no export id, no randomness, so the bytes are reproducible. Slices stream:
 their records are redacted, written and forgotten one by one, so an export of a
 million ledger entries holds one record (and counters) in memory, not a million.
+A run or incident bundle holds its few records (run, incidents, breaches, ledger
+entries) but not its trace's steps, of which a run may have any number: they were
+spooled as they were redacted (bundles.Steps) and are streamed into its JSON.
 
 The ZIP package holds the evidence (evidence.json), the report (report.pdf), for
 slices the records as CSV, a package manifest listing every member's SHA-256, that
