@@ -79,8 +79,12 @@ class Trimmer:
         """Called on the event loop when a heavy call, or a download, ends."""
         if self._trim is None or self._scheduled:
             return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # a gate released outside the loop: no trim rather than a failed release
+            return
         self._scheduled = True
-        asyncio.get_running_loop().call_later(self.delay_s, self._due)
+        loop.call_later(self.delay_s, self._due)
 
     def _due(self) -> None:
         self._scheduled = False
