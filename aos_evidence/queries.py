@@ -218,14 +218,20 @@ def get_run(conn: Connection, tenant_id: str, run_id: str) -> Mapping[str, Any] 
 
 
 def get_trace(conn: Connection, tenant_id: str, run_id: str) -> tuple[Mapping[str, Any] | None, list]:
-    trace = first_of(conn.execute(text("SELECT * FROM aos_traces WHERE tenant_id = :tenant AND run_id = :run "
-                              "ORDER BY started_at LIMIT 1"), {"tenant": tenant_id, "run": run_id}))
+    trace = trace_of_run(conn, tenant_id, run_id)
     if trace is None:
         return None, []
-    steps = all_of(conn.execute(text("SELECT * FROM aos_trace_steps WHERE tenant_id = :tenant AND trace_id = :trace "
-                              "ORDER BY step_index"),
-                         {"tenant": tenant_id, "trace": trace["trace_id"]}))
+    steps = all_of(conn.execute(text(TRACE_STEPS_SELECT), {"tenant": tenant_id, "trace": trace["trace_id"]}))
     return trace, list(steps)
+
+
+def trace_of_run(conn: Connection, tenant_id: str, run_id: str) -> Mapping[str, Any] | None:
+    """A run's trace row, without its steps (TRACE_STEPS_SELECT reads them, :tenant and :trace)."""
+    return first_of(conn.execute(text("SELECT * FROM aos_traces WHERE tenant_id = :tenant AND run_id = :run "
+                                      "ORDER BY started_at LIMIT 1"), {"tenant": tenant_id, "run": run_id}))
+
+
+TRACE_STEPS_SELECT = "SELECT * FROM aos_trace_steps WHERE tenant_id = :tenant AND trace_id = :trace ORDER BY step_index"
 
 
 # Governance leaves out access entries; written as the partial indexes' predicate

@@ -135,6 +135,9 @@ class FairGate:
         self._total = 0
         self._waiting: OrderedDict[str, deque[asyncio.Future[float]]] = OrderedDict()
         self._service_s: deque[float] = deque(maxlen=WINDOW)
+        # Called (on the loop) when a call ends and none runs or waits any more: the heap trim
+        # after heavy work (aos_runtime.heap; ServiceServer sets it).
+        self.on_idle: Callable[[], None] | None = None
 
     # --- what the gate holds (for tests and logs) --------------------------------------
     @property
@@ -268,6 +271,13 @@ class FairGate:
             del self._running[tenant]
         self._total -= 1
         self._dispatch()
+        if self.on_idle is not None and self.idle:
+            self.on_idle()
+
+    @property
+    def idle(self) -> bool:
+        """No call runs or waits."""
+        return not self._total and not self._waiting
 
     def _dispatch(self) -> None:
         """Hand free slots to waiting calls, round-robin over the tenants under their share."""
@@ -398,12 +408,14 @@ class Admission:
     streams: FairGate | None = None
     # Bytes of requests in process of the RPCs whose service bounds them (the ingest writes).
     inflight_bytes: InflightBytes | None = None
+    # AOS_HEAP_TRIM: give the heap back to the system when heavy work ends (aos_runtime.heap).
+    trim_heap: bool = True
 
     @classmethod
     def of(cls, *, max_inflight: int, queue_budget_s: float, heavy_isolation: bool, heavy_concurrency: int,
            heavy_per_tenant: int, heavy_queue_per_tenant: int, heavy_queue_budget_s: float,
            shed_lag_s: float = 0.0, streams_per_tenant: int = 4, inflight_bytes: int = 0,
-           inflight_bytes_per_tenant: int = 0) -> Admission:
+           inflight_bytes_per_tenant: int = 0, trim_heap: bool = True) -> Admission:
         lag = LoopLag()
         light = FairGate(Limits("light", max_inflight, None, None, queue_budget_s, "AOS_MAX_INFLIGHT"), lag)
         heavy = FairGate(Limits("heavy", heavy_concurrency, heavy_per_tenant, heavy_queue_per_tenant,
@@ -413,7 +425,7 @@ class Admission:
         streams = FairGate(Limits("download", max_inflight, streams_per_tenant, 0, queue_budget_s, "AOS_MAX_INFLIGHT",
                                   "AOS_DOWNLOADS_PER_TENANT", "AOS_DOWNLOADS_PER_TENANT"), lag)
         return cls(light, heavy, lag, shed_lag_s, streams,
-                   InflightBytes(inflight_bytes, inflight_bytes_per_tenant))
+                   InflightBytes(inflight_bytes, inflight_bytes_per_tenant), trim_heap)
 
     def gate(self, heavy: bool) -> FairGate:
         return self.heavy if heavy and self.heavy is not None else self.light

@@ -183,6 +183,10 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("AOS_HEAVY_ISOLATION", "on",
            "`off` only to diagnose: heavy calls are then admitted as light ones, on the shared pool, with no "
            "per-tenant limit (the fairness tests show what that costs another tenant)."),
+    EnvVar("AOS_HEAP_TRIM", "on",
+           "When a process's heavy calls and downloads have all ended, give its freed heap back to the system "
+           "(glibc `malloc_trim`, in a thread; counted in `aos_heap_trims_total`), so its resident memory returns "
+           "to about idle. `off` keeps what glibc keeps. Nothing to do where the C library is not glibc."),
     EnvVar("AOS_DB_STATEMENT_TIMEOUT_MS", "30000", "Upper bound on one SQL statement; a shorter client deadline wins."),
     EnvVar("AOS_DB_CONNECT_TIMEOUT_S", "3", "Seconds to wait for a new database connection."),
     EnvVar("AOS_MIGRATE_ON_START", "true",
@@ -371,6 +375,7 @@ class Settings:
     heavy_queue_per_tenant: int = 8      # AOS_HEAVY_QUEUE_PER_TENANT
     heavy_queue_budget_s: float = 10.0   # AOS_HEAVY_QUEUE_BUDGET_S
     heavy_isolation: bool = True         # AOS_HEAVY_ISOLATION
+    heap_trim: bool = True               # AOS_HEAP_TRIM
     downloads_per_tenant: int = 4        # AOS_DOWNLOADS_PER_TENANT
     gateway_header_timeout_s: int = 10   # AOS_GATEWAY_HEADER_TIMEOUT_S
     gateway_max_connections: int = 1000  # AOS_GATEWAY_MAX_CONNECTIONS
@@ -456,6 +461,7 @@ class Settings:
             heavy_queue_per_tenant=_int(env, "AOS_HEAVY_QUEUE_PER_TENANT"),
             heavy_queue_budget_s=_seconds(env, "AOS_HEAVY_QUEUE_BUDGET_S"),
             heavy_isolation=_bool(env, "AOS_HEAVY_ISOLATION"),
+            heap_trim=_bool(env, "AOS_HEAP_TRIM"),
             downloads_per_tenant=_int(env, "AOS_DOWNLOADS_PER_TENANT", minimum=1),
             gateway_header_timeout_s=_int(env, "AOS_GATEWAY_HEADER_TIMEOUT_S", minimum=1),
             gateway_max_connections=_int(env, "AOS_GATEWAY_MAX_CONNECTIONS", minimum=1),

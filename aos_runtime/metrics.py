@@ -122,6 +122,17 @@ heavy_refused = _OnFirstUse(Counter("aos_heavy_refused_total",
                                     "Heavy calls refused by admission (RESOURCE_EXHAUSTED), by reason.",
                                     ["service", "reason"], registry=None))
 
+# --- the heap given back after heavy work (aos_runtime.heap) ---------------------------------------
+heap_trims = _OnFirstUse(Counter("aos_heap_trims_total",
+                                 "malloc_trim(0) calls after the process's heavy work ended (glibc only).",
+                                 ["service"], registry=None))
+heap_trim_released = _OnFirstUse(Counter("aos_heap_trim_released_bytes_total",
+                                          "Resident bytes the heap trims gave back to the system.", ["service"],
+                                          registry=None))
+heap_trim_seconds = _OnFirstUse(Counter("aos_heap_trim_seconds_total",
+                                        "Seconds the heap trims took (in a thread of their own).", ["service"],
+                                        registry=None))
+
 # --- access evidence (aos_runtime.access) -------------------------------------------------------
 access_entries = _OnFirstUse(Counter("aos_access_entries_total",
                                      "Access entries (AccessGranted/AccessDenied of evidence reads): recorded in "

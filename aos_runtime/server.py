@@ -32,7 +32,7 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from aos.evidence.v1 import options_pb2
-from aos_runtime import auth, errors, metrics, tracing
+from aos_runtime import auth, errors, heap, metrics, tracing
 from aos_runtime.access import AccessRecorder
 from aos_runtime.admission import NO_BYTES, OPEN, Admission, ByteHold, Permit
 from aos_runtime.config import Settings
@@ -508,6 +508,20 @@ def server_options(max_message_bytes: int, *, reuse_port: bool = False,
     ]
 
 
+def heap_trimmer(name: str, admission: Admission | None) -> heap.Trimmer | None:
+    """The heap trim after heavy work (aos_runtime.heap): when the heavy gate and the downloads
+    are both empty. None with AOS_HEAP_TRIM=off, no heavy gate, or no glibc."""
+    if admission is None or admission.heavy is None or not admission.trim_heap:
+        return None
+    gates = [gate for gate in (admission.heavy, admission.streams) if gate is not None]
+    trimmer = heap.Trimmer(name, lambda: all(gate.idle for gate in gates))
+    if not trimmer.available:
+        return None
+    for gate in gates:
+        gate.on_idle = trimmer.soon
+    return trimmer
+
+
 class ServiceServer:
     """One service's gRPC server over one database pool."""
 
@@ -534,6 +548,7 @@ class ServiceServer:
             admission.lag.observe = metrics.loop_lag.labels(service=name).observe
         if admission is not None and admission.heavy is not None:
             metrics.heavy_queue_depth.labels(service=name).set_function(admission.heavy.waiting_total)
+        self.trimmer = heap_trimmer(name, admission)
         self.server = grpc.aio.server(
             # Metrics outermost (every call counts, refused ones too), then the trace span, then the policy.
             interceptors=[metrics.RpcMetrics(), *tracing.server_interceptors(),

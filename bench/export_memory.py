@@ -3,6 +3,7 @@ memory idle, at its peak under four concurrent exports of each format, and after
 
     .venv/bin/python bench/export_memory.py [--entries 200000] [--concurrency 4]
                                             [--formats JSON,CSV,PDF,ZIP] [--out bench/results/export_memory.json]
+                                            [--run-steps N] [--env AOS_HEAP_TRIM=off]
 
 Bulk-loads one tenant's audit ledger (aos_recording.bulk), starts the Export service as its
 own process (python -m services.export, its own login), then per format: ``concurrency``
@@ -12,7 +13,9 @@ children, from /proc) is sampled every 50 ms throughout; reported per format: RS
 the peak during the exports and downloads, and the RSS 3 s after they end, each against
 the idle RSS measured before the first export (the issue's bound: peak ≤ idle + 100 MiB,
 and back near idle after; by default two rounds through the formats, so a second round
-shows whether anything accumulates). Also the artifacts' sizes and the wall time. Quotas are off for
+shows whether anything accumulates). With ``--run-steps N`` the exports are of one run of N
+steps (an LLM_RUN EVIDENCE bundle, JSON/PDF/ZIP) instead of the slice. Also the artifacts' sizes,
+the wall time and the service's heap trims (aos_heap_trims_total, from its /metrics). Quotas are off for
 the run (AOS_EXPORT_RATE_PER_HOUR=0), and the tenant's heavy share is ``concurrency`` (so the
 exports do render at once). Uses an embedded Postgres in a temporary directory
 unless DATABASE_URL is set. The JSON result goes to --out (and stdout).
@@ -26,6 +29,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -108,18 +112,24 @@ def main() -> None:
     parser.add_argument("--settle-s", type=float, default=3.0, help="seconds after a format's calls end")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "export_memory.json")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
-                        help="extra environment for the service (e.g. MALLOC_ARENA_MAX=2)")
+                        help="extra environment for the service (e.g. MALLOC_ARENA_MAX=2, AOS_HEAP_TRIM=off)")
+    parser.add_argument("--run-steps", type=int, default=0,
+                        help="export one run of this many steps (JSON, PDF, ZIP) instead of the audit slice")
     args = parser.parse_args()
+    if args.run_steps and "CSV" in args.formats.split(","):
+        args.formats = ",".join(f for f in args.formats.split(",") if f != "CSV")  # a run has no CSV
     with scratch_database() as (url, work):
         service = None
         try:
             started = time.perf_counter()
-            bulk.load(url, bulk.Volume(tenants=1, ledger=args.entries, traces=0, steps=0, system=0))
+            bulk.load(url, bulk.Volume(tenants=1, ledger=args.entries, traces=1 if args.run_steps else 0,
+                                       steps=args.run_steps, system=0))
             load_s = time.perf_counter() - started
             (tenant,) = bulk.tenant_ids(1)
-            port = free_port()
+            port, metrics_port = free_port(), free_port()
             extra = dict(item.split("=", 1) for item in args.env)
             env = service_env(service_logins(url, work / "aos"), "export", AOS_EXPORT_PORT=str(port),
+                              AOS_EXPORT_METRICS_PORT=str(metrics_port),
                               AOS_DATA_DIR=str(work / "aos"), AOS_AUTH_JWT_SECRET=SECRET, AOS_LOG_LEVEL="WARNING",
                               AOS_DB_STATEMENT_TIMEOUT_MS="3600000", AOS_EXPORT_RATE_PER_HOUR="0",
                               AOS_EXPORT_STORED_BYTES_PER_TENANT="0",
@@ -145,7 +155,7 @@ def main() -> None:
                        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                        "machine": f"{platform.machine()}, {len(__import__('os').sched_getaffinity(0))} cores "
                                   "(shared with other work during the run)",
-                       "entries": args.entries, "concurrency": args.concurrency,
+                       "entries": args.entries, "concurrency": args.concurrency, "run_steps": args.run_steps,
                        "service_env": {**MALLOC_DEFAULTS, **extra},
                        "bulk_load_s": round(load_s, 1), "idle_rss_mib": idle, "idle_rss_parts_mib": idle_parts,
                        "bound_mib": BOUND_MIB,
@@ -157,11 +167,25 @@ def main() -> None:
             until.FromDatetime(bulk.EPOCH + timedelta(seconds=bulk.SPAN_S + 86400))
             slice_ = pb.AuditSlice(created_before=until)
 
+            subject = {"run_id": f"{tenant}.run-0"} if args.run_steps else {"audit_slice": slice_}
+
             def create(fmt: str) -> bundle_pb2.Export:
                 return stub.CreateExport(pb.CreateExportRequest(
-                    audit_slice=slice_, bundle_type=bundle_pb2.BUNDLE_TYPE_EVIDENCE,
+                    **subject, bundle_type=bundle_pb2.BUNDLE_TYPE_EVIDENCE,
                     format=bundle_pb2.ExportFormat.Value(f"EXPORT_FORMAT_{fmt}")),
                     metadata=metadata, timeout=3600).export
+
+            def heap_trims() -> dict[str, float]:
+                """The service's aos_heap_trim* counters (its /metrics), 0 before its first trim."""
+                found = {"trims": 0.0, "released_mib": 0.0, "seconds": 0.0}
+                text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+                for line in text.splitlines():
+                    for key, name, scale in (("trims", "aos_heap_trims_total", 1),
+                                             ("released_mib", "aos_heap_trim_released_bytes_total", 2**20),
+                                             ("seconds", "aos_heap_trim_seconds_total", 1)):
+                        if line.startswith(name + "{"):
+                            found[key] = round(float(line.rsplit(" ", 1)[1]) / scale, 3)
+                return found
 
             def download(export_id: str) -> int:
                 return sum(len(m.data) for m in stub.DownloadExport(
@@ -191,7 +215,7 @@ def main() -> None:
                         "peak_rss_mib": peak, "rss_after_mib": after,
                         "rss_after_parts_mib": rss_parts_mib(service.pid),
                         "peak_over_idle_mib": round(peak - idle, 1), "after_over_idle_mib": round(after - idle, 1),
-                        "within_bound": peak - idle <= BOUND_MIB}
+                        "within_bound": peak - idle <= BOUND_MIB, "heap_trims_so_far": heap_trims()}
                     results["runs"].append(run)
                     print(json.dumps(run), flush=True)
             sampler.stop()

@@ -4,6 +4,9 @@ Everything here is a pure function of the bundle (or of the slice's records): no
 clock, no export id, no randomness, so the bytes are reproducible. Slices stream:
 their records are redacted, written and forgotten one by one, so an export of a
 million ledger entries holds one record (and counters) in memory, not a million.
+A run or incident bundle holds its few records (run, incidents, breaches, ledger
+entries) but not its trace's steps, of which a run may have any number: they were
+spooled as they were redacted (bundles.Steps) and are streamed into its JSON.
 
 The ZIP package holds the evidence (evidence.json), the report (report.pdf), for
 slices the records as CSV, a package manifest listing every member's SHA-256, that
@@ -39,7 +42,8 @@ from services.export.render import (
 
 CHUNK_BYTES = 1024 * 1024  # one log_export_artifacts row, one DownloadExport message at most
 PDF_TABLE_ROWS = PDF_MAX_ROWS  # a report lists this many records; the JSON and CSV carry all
-EPOCH = "1970-01-01T00:00:00.000000Z"
+EPOCH = bundles.EPOCH
+newest_time = bundles.newest_time  # the latest RFC 3339 time in a bundle or record: dates its report and package
 
 
 class Sink:
@@ -85,22 +89,37 @@ class Rendered:
     contents: dict[str, Any]
 
 
-# --- run and incident bundles (small: built whole) ------------------------------
+# --- run and incident bundles (their steps streamed) -------------------------------
 
 def render_bundle(bundle: dict[str, Any], fmt: ExportFormat, counts: Mapping[str, int], key: dsse.SigningKey,
                   sink: Sink) -> Rendered:
+    """A run or incident bundle's artifact. Its trace's steps, any number, come as
+    bundles.Steps (spooled as they were written; a list is taken too) and are streamed into
+    the JSON; the report reads what Steps kept for it. Closes the steps."""
     redaction = {"profile": PROFILE, "counts": dict(counts)}
     bundle = {**bundle, "redaction": redaction}
-    evidence = canonical_json(bundle)
-    if fmt is ExportFormat.JSON:
-        sink.write(evidence)
-    elif fmt is ExportFormat.PDF:
-        sink.write(render_pdf(bundle_report(bundle)))
-    elif fmt is ExportFormat.ZIP:
-        package([("evidence.json", Spool.of(evidence)), ("report.pdf", Spool.of(render_pdf(bundle_report(bundle))))],
-                bundle, newest_time(bundle), key, sink)
-    else:
-        raise ValueError(f"{fmt} is not a format for a {bundle['scope']} bundle")
+    trace = bundle.get("trace")
+    if isinstance(trace, dict) and isinstance(trace.get("steps"), list):
+        bundle["trace"] = {**trace, "steps": bundles.Steps.of(trace["steps"])}
+    try:
+        if fmt is ExportFormat.JSON:
+            bundles.write_json(bundle, sink.write)
+        elif fmt is ExportFormat.PDF:
+            sink.write(render_pdf(bundle_report(bundle)))
+        elif fmt is ExportFormat.ZIP:
+            evidence = Spool()
+            try:
+                bundles.write_json(bundle, evidence.write)
+                report = Spool.of(render_pdf(bundle_report(bundle)))
+            except BaseException:
+                evidence.close()
+                raise
+            package([("evidence.json", evidence), ("report.pdf", report)], bundle, newest_time(bundle), key, sink)
+        else:
+            raise ValueError(f"{fmt} is not a format for a {bundle['scope']} bundle")
+    finally:
+        if isinstance(bundle.get("trace"), dict) and isinstance(bundle["trace"].get("steps"), bundles.Steps):
+            bundle["trace"]["steps"].close()
     return Rendered(sink.size, sink.close(), redaction, bundle_record_count(bundle), bundle_contents(bundle))
 
 
@@ -117,7 +136,7 @@ def bundle_contents(bundle: Mapping[str, Any]) -> dict[str, Any]:
     ledger entries whose hashes it lists)."""
     contents: dict[str, Any] = {}
     if bundle.get("trace"):
-        contents["trace_step"] = {"count": len(bundle["trace"]["steps"])}
+        contents["trace_step"] = {"count": len(bundle["trace"]["steps"])}  # a list or bundles.Steps
     ledger = bundle["governance"] if "governance" in bundle else (bundle.get("evidence_hashes") or {}).get("ledger")
     if ledger is not None:
         contents["audit_entry"] = seq_range([e["seq"] for e in ledger])
@@ -136,21 +155,6 @@ def bundle_record_count(bundle: Mapping[str, Any]) -> int:
             + (1 if bundle.get("run") else 0))
 
 
-def newest_time(value: Any) -> str:
-    """The latest RFC 3339 time anywhere in the bundle: the report's date, from the records."""
-    newest = EPOCH
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, str) and len(item) == 27 and item.endswith("Z") and item[10:11] == "T":
-            newest = max(newest, item)
-    return newest
-
-
 def bundle_report(bundle: Mapping[str, Any]) -> Report:
     trace = bundle.get("trace") or {}
     sections, timeline, hashes = [], [], []
@@ -163,8 +167,10 @@ def bundle_report(bundle: Mapping[str, Any]) -> Report:
         i = bundle["incident"]
         sections.append(Section("Incident", columns=["Field", "Value"],
                                 rows=[[k, "" if v is None else str(v)] for k, v in i.items()]))
+    hidden = 0  # the steps past the first PDF_MAX_ROWS: counted, not held
     if trace:
         point = trace["inflection_point"]
+        steps: bundles.Steps = trace["steps"]
         sections.append(Section(
             "Trace", paragraphs=[f"Trace {trace['trace_id']} ({trace['status']}): inflection point "
                                  f"{point['kind']} at {point['at']}"
@@ -172,10 +178,11 @@ def bundle_report(bundle: Mapping[str, Any]) -> Report:
                                     else "")],
             columns=["Step", "Type", "Time", "Level", "Content hash"],
             rows=[[str(s["step_index"]) + (" *" if s["step_index"] == point["step_index"] else ""), s["step_type"],
-                   s["timestamp"], s["level"], s["content_hash"]] for s in trace["steps"]]))
+                   s["timestamp"], s["level"], s["content_hash"]] for s in steps.first], total_rows=steps.count))
         hashes.append((f"trace {trace['trace_id']}", trace["content_hash"] or ""))
-        hashes += [(f"step {s['step_index']}", s["content_hash"]) for s in trace["steps"]]
-        timeline += [(s["timestamp"], s["step_type"], f"step {s['step_index']} ({s['level']})") for s in trace["steps"]]
+        hashes += [(f"step {s['step_index']}", s["content_hash"]) for s in steps.first]
+        timeline += steps.events()
+        hidden = steps.count - len(steps.first)
     for name, title, columns in (
             ("incidents", "Incidents", ("id", "severity", "lifecycle_state", "created_at")),
             ("limit_breaches", "Limit breaches", ("id", "limit_id", "value_at_breach", "limit_value", "breached_at")),
@@ -191,9 +198,13 @@ def bundle_report(bundle: Mapping[str, Any]) -> Report:
         timeline.append((breach["breached_at"], "LimitBreach", f"{breach['limit_id']}: {breach['value_at_breach']}"))
     if bundle.get("soc2"):
         sections.append(_soc2_section(bundle["soc2"]))
+    # Past the first PDF_MAX_ROWS steps no step's hash is shown (the trace's comes first, then the
+    # steps', then the ledger's), nor a step's event past the PDF_MAX_ROWS earliest (Steps.events).
     return Report(title=_TITLES[BundleType(bundle["bundle_type"])], subtitle=f"{bundle['scope']} {bundle['subject']}",
                   generated_from=newest_time(bundle), summary=_summary(bundle), sections=sections,
-                  timeline=sorted(timeline), hashes=hashes, how_to_verify=HOW_TO_VERIFY)
+                  timeline=sorted(timeline), hashes=hashes, how_to_verify=HOW_TO_VERIFY,
+                  timeline_total=len(timeline) + (steps.count - len(steps.events()) if trace else 0),
+                  hashes_total=len(hashes) + hidden)
 
 
 _TITLES = {BundleType.EVIDENCE: "Evidence bundle", BundleType.SOC2: "SOC 2 evidence (CC7.2, CC7.3, CC7.4)",

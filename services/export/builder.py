@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import array
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -69,10 +69,25 @@ def _head(plan: Plan) -> dict[str, Any]:
 def _run_evidence(conn: Connection, writer: bundles.RecordWriter, tenant: str, run_id: str,
                   max_seq: int) -> dict[str, Any] | None:
     run = evidence.get_run(conn, tenant, run_id)
-    trace, steps = evidence.get_trace(conn, tenant, run_id)
+    trace = evidence.trace_of_run(conn, tenant, run_id)
     if run is None and trace is None:
         return None
-    governance = [e for e in evidence.run_audit_entries(conn, tenant, run_id, states=True) if _governs(e, max_seq)]
+    return run_evidence(
+        writer, run, trace,
+        # Streamed through a server-side cursor as the writer takes them (never all held).
+        store.trace_steps(conn, tenant, trace["trace_id"]) if trace else (),
+        governance=evidence.run_audit_entries(conn, tenant, run_id, states=True),
+        incidents=store.run_incidents(conn, tenant, run_id, trace["trace_id"] if trace else None),
+        breaches=evidence.run_breaches(conn, tenant, run_id), max_seq=max_seq)
+
+
+def run_evidence(writer: bundles.RecordWriter, run: Mapping[str, Any] | None, trace: Mapping[str, Any] | None,
+                 steps: Iterable[Mapping[str, Any]], *, governance: Iterable[Mapping[str, Any]],
+                 incidents: Iterable[Mapping[str, Any]], breaches: Iterable[Mapping[str, Any]],
+                 max_seq: int) -> dict[str, Any]:
+    """A run bundle's records from its rows (the trace's ``steps`` as an iterable: taken once,
+    into bundles.Steps)."""
+    governance = [e for e in governance if _governs(e, max_seq)]
     return {
         "run": writer.llm_run(run) if run else None,
         "trace": writer.trace(trace, steps) if trace else None,
@@ -80,11 +95,22 @@ def _run_evidence(conn: Connection, writer: bundles.RecordWriter, tenant: str, r
             "policy_snapshot_id": trace["policy_snapshot_id"] if trace else None,
             "violated_policy_id": trace["violation_policy_id"] if trace else None,
             "policy_events": [e["id"] for e in governance if e["entity_type"] in ("POLICY_RULE", "LIMIT")]},
-        "incidents": [writer.incident(i) for i in store.run_incidents(
-            conn, tenant, run_id, trace["trace_id"] if trace else None)],
-        "limit_breaches": [writer.breach(b) for b in evidence.run_breaches(conn, tenant, run_id)],
+        "incidents": [writer.incident(i) for i in incidents],
+        "limit_breaches": [writer.breach(b) for b in breaches],
         "governance": [writer.audit_entry(e) for e in sorted(governance, key=lambda e: e["seq"])],
     }
+
+
+def incident_evidence(writer: bundles.RecordWriter, incident: Mapping[str, Any], run: Mapping[str, Any],
+                      entries: Iterable[Mapping[str, Any]], proposals: Iterable[Mapping[str, Any]],
+                      max_seq: int) -> dict[str, Any]:
+    """An incident bundle's records: its source run's (``run``, from run_evidence, or {}), its
+    ledger entries merged into the run's by id, its proposals."""
+    own = {e["id"]: e for e in entries if _governs(e, max_seq)}
+    governance = sorted([writer.audit_entry(e) for e in own.values()] +
+                        [e for e in run.get("governance", []) if e["id"] not in own], key=lambda e: e["seq"])
+    return {**run, "incident": writer.incident(incident), "governance": governance,
+            "proposals": [writer.proposal(p) for p in proposals]}
 
 
 def _governs(entry: Mapping[str, Any], max_seq: int) -> bool:
@@ -125,13 +151,9 @@ def _gather(conn: Connection, plan: Plan, writer: bundles.RecordWriter, max_seq:
         raise faults.RecordNotFound(faults.Resource.INCIDENT, incident_id)
     run = (_run_evidence(conn, writer, plan.tenant_id, incident["source_run_id"], max_seq)
            if incident["source_run_id"] else None) or {}
-    entries = {e["id"]: e for e in store.incident_audit_entries(conn, plan.tenant_id, incident_id)
-               if _governs(e, max_seq)}
-    governance = sorted([writer.audit_entry(e) for e in entries.values()] +
-                        [e for e in run.get("governance", []) if e["id"] not in entries], key=lambda e: e["seq"])
-    return _views({**head, **run, "incident": writer.incident(incident), "governance": governance,
-                   "proposals": [writer.proposal(p) for p in store.incident_proposals(conn, plan.tenant_id,
-                                                                                      incident_id)]})
+    return _views({**head, **incident_evidence(
+        writer, incident, run, store.incident_audit_entries(conn, plan.tenant_id, incident_id),
+        store.incident_proposals(conn, plan.tenant_id, incident_id), max_seq)})
 
 
 def _subject_id(value: str | None, name: str) -> str:
@@ -178,7 +200,8 @@ def render(conn: Connection, plan: Plan, key: dsse.SigningKey, sink: artifacts.S
             carried.update((opened.get("payload_subjects") or {}).values())
         return opened
 
-    writer = bundles.RecordWriter(opener=opener)
+    # An executive bundle carries no steps: their JSON is not spooled.
+    writer = bundles.RecordWriter(opener=opener, step_json=plan.bundle_type is not BundleType.EXECUTIVE)
     if not plan.scope.is_slice:
         bundle = _gather(conn, plan, writer, bounds["max_seq"])
         if ledger_seqs is not None:

@@ -16,16 +16,27 @@ Bundle types (seed 003 section 6.3):
 """
 from __future__ import annotations
 
+import heapq
+import tempfile
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
 from aos_evidence.kinds import ExportScope
-from aos_recording.hashing import LEDGER_FIELDS, LLM_RUN_FIELDS, STEP_FIELDS, SYSTEM_RECORD_FIELDS, rfc3339
+from aos_recording.hashing import (
+    LEDGER_FIELDS,
+    LLM_RUN_FIELDS,
+    STEP_FIELDS,
+    SYSTEM_RECORD_FIELDS,
+    canonical_json,
+    rfc3339,
+)
+from services.export import render
 from services.export.redaction import Redactor
 
 FORMAT_VERSION = "aos.evidence-bundle/v1"
+EPOCH = "1970-01-01T00:00:00.000000Z"
 
 # Free text and payloads, where secrets and personal data hide; ids, enums, times
 # and hashes are left as recorded so the evidence stays linkable.
@@ -81,12 +92,135 @@ Opener = Callable[[str, Mapping[str, Any]], Mapping[str, Any]]
 _AS_IS = frozenset((str, int, bool, float, type(None)))
 
 
-class RecordWriter:
-    """Turns rows into bundle records, redacting as it goes and counting what it redacted."""
+def newest_time(value: Any) -> str:
+    """The latest RFC 3339 time anywhere in the bundle: the report's date, from the records
+    (a trace's Steps: the latest of theirs, kept as they were written)."""
+    newest = EPOCH
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str) and len(item) == 27 and item.endswith("Z") and item[10:11] == "T":
+            newest = max(newest, item)
+        elif isinstance(item, Steps):
+            newest = max(newest, item.newest)
+    return newest
 
-    def __init__(self, opener: Opener | None = None) -> None:
+
+_BATCH_BYTES = 64 * 1024
+
+
+class Steps:
+    """A trace's steps, one record at a time, never all held (a run may have any number).
+
+    Each record's canonical JSON goes to a spool (a temporary file past SPOOL_BYTES),
+    comma-separated as inside the bundle's "steps" array; ``json=False`` (an executive
+    bundle, which carries no steps) keeps none. Kept beside it: what the views and the
+    report read of the steps — their count and newest time, the first ``report_rows``
+    steps' report fields (step_index, step_type, timestamp, level, content_hash), the
+    ``report_rows`` earliest timeline events, and the content hashes of the policy checks
+    (SOC2 CC7.2 lists them all; the only part that grows with the run, 64 characters each).
+    ``close()`` drops the spool."""
+
+    def __init__(self, *, json: bool = True, report_rows: int | None = None) -> None:
+        self._spool = tempfile.SpooledTemporaryFile(max_size=render.SPOOL_BYTES) if json else None
+        self._batch: list[bytes] = []
+        self._held = 0
+        self._report_rows = render.PDF_MAX_ROWS if report_rows is None else report_rows
+        self._events: list[tuple[str, str, str]] = []
+        self.count = 0
+        self.newest = EPOCH
+        self.first: list[dict[str, Any]] = []
+        self.policy_checks: list[str] = []
+
+    @classmethod
+    def of(cls, records: Iterable[dict[str, Any]]) -> Steps:
+        steps = cls()
+        for record in records:
+            steps.add(record)
+        return steps
+
+    def add(self, record: dict[str, Any]) -> None:
+        if self._spool is not None:
+            data = canonical_json(record)
+            self._batch.append(b"," + data if self.count else data)
+            self._held += len(data) + 1
+            if self._held >= _BATCH_BYTES:
+                self._flush()
+        self.count += 1
+        self.newest = max(self.newest, newest_time(record))
+        if len(self.first) < self._report_rows:
+            self.first.append({k: record[k] for k in ("step_index", "step_type", "timestamp", "level",
+                                                       "content_hash")})
+        if record["step_type"] == "policy_check":
+            self.policy_checks.append(record["content_hash"])
+        # The report's timeline event of this step (artifacts.bundle_report): only the earliest
+        # report_rows are ever shown, so no more than twice that are held.
+        self._events.append((record["timestamp"], record["step_type"], f"step {record['step_index']} "
+                                                                        f"({record['level']})"))
+        if len(self._events) >= 2 * self._report_rows:
+            self._events = heapq.nsmallest(self._report_rows, self._events)
+
+    def events(self) -> list[tuple[str, str, str]]:
+        """The ``report_rows`` earliest timeline events of the steps, in order."""
+        return heapq.nsmallest(self._report_rows, self._events)
+
+    def _flush(self) -> None:
+        if self._spool is not None and self._batch:
+            self._spool.write(b"".join(self._batch))
+        self._batch.clear()
+        self._held = 0
+
+    def json_chunks(self) -> Iterator[bytes]:
+        """The records' JSON, comma-separated, as written (read again from the start each call)."""
+        if self._spool is None:
+            raise ValueError("these steps were written without their JSON (json=False)")
+        self._flush()
+        self._spool.seek(0)
+        while chunk := self._spool.read(render.SPOOL_BYTES):
+            yield chunk
+
+    def __len__(self) -> int:
+        return self.count
+
+    def close(self) -> None:
+        if self._spool is not None:
+            self._spool.close()
+
+
+def write_json(bundle: Mapping[str, Any], write: Callable[[bytes], Any]) -> None:
+    """RFC 8785 JSON of ``bundle`` into ``write``, its trace's Steps streamed from their spool:
+    the same bytes as canonical_json of the bundle with the steps as a list. JCS orders an
+    object's members by key (all ASCII here): "trace" is the bundle's last member, and the
+    trace's members before "steps" are written, then the steps, then the members after."""
+    trace = bundle.get("trace")
+    steps = trace.get("steps") if isinstance(trace, dict) else None
+    if not isinstance(trace, dict) or not isinstance(steps, Steps):
+        write(canonical_json(bundle))
+        return
+    rest = {k: v for k, v in bundle.items() if k != "trace"}
+    before = {k: v for k, v in trace.items() if k < "steps"}
+    after = {k: v for k, v in trace.items() if k > "steps"}
+    if any(k > "trace" for k in rest) or not before or not after:
+        raise AssertionError("a run bundle's trace is its last member and has members around its steps")
+    write((canonical_json(rest)[:-1] + b',"trace":' if rest else b'{"trace":')
+          + canonical_json(before)[:-1] + b',"steps":[')
+    for chunk in steps.json_chunks():
+        write(chunk)
+    write(b"]," + canonical_json(after)[1:] + b"}")
+
+
+class RecordWriter:
+    """Turns rows into bundle records, redacting as it goes and counting what it redacted.
+    A trace's steps become Steps (their JSON spooled unless ``step_json`` is False)."""
+
+    def __init__(self, opener: Opener | None = None, *, step_json: bool = True) -> None:
         self.redactor = Redactor()
         self.opener = opener
+        self.step_json = step_json
 
     def record(self, kind: str, row: Mapping[str, Any], fields: tuple[str, ...]) -> dict[str, Any]:
         # row[...] rather than .get: a RowMapping's .get is the Mapping ABC's, in Python.
@@ -119,12 +253,18 @@ class RecordWriter:
         return self.record("trace_step", row, STEP_FIELDS + ("level", "source", "tokens", "cost_cents", "duration_ms",
                                                             "metadata", "content_hash"))
 
-    def trace(self, row: Mapping[str, Any], steps: list[Mapping[str, Any]]) -> dict[str, Any]:
+    def trace(self, row: Mapping[str, Any], steps: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         trace = self.record("trace", row, (
             "trace_id", "run_id", "agent_id", "status", "started_at", "completed_at", "termination_reason",
             "step_count", "total_tokens", "total_cost_cents", "content_hash", "policy_snapshot_id", "policy_snapshot",
             "incident_id", "violation_step_index", "violation_timestamp", "violation_policy_id", "violation_reason"))
-        trace["steps"] = [self.step(s) for s in steps]
+        written = trace["steps"] = Steps(json=self.step_json)
+        try:
+            for step in steps:
+                written.add(self.step(step))
+        except BaseException:
+            written.close()
+            raise
         # The inflection point: where the run turned (its violation), else its end.
         trace["inflection_point"] = {
             "step_index": row["violation_step_index"],
@@ -180,7 +320,9 @@ def soc2(evidence: Mapping[str, list[str] | int], subject: str, newest: str | No
 def run_controls(bundle: Mapping[str, Any]) -> dict[str, list[str]]:
     """Which records evidence which control, for a run or incident bundle."""
     trace = bundle.get("trace") or {}
-    monitoring = [s["content_hash"] for s in trace.get("steps", []) if s["step_type"] in ("policy_check",)]
+    steps = trace.get("steps", ())
+    monitoring = list(steps.policy_checks) if isinstance(steps, Steps) else \
+        [s["content_hash"] for s in steps if s["step_type"] == "policy_check"]
     monitoring += [b["id"] for b in bundle.get("limit_breaches", [])]
     evaluated = [i["id"] for i in bundle.get("incidents", [])]
     if trace.get("violation_step_index") is not None:
@@ -216,7 +358,7 @@ def run_debrief(bundle: Mapping[str, Any]) -> dict[str, Any]:
         "outcome": run.get("outcome") or trace.get("status"),
         "impact": {"cost_cents": run.get("cost_cents", trace.get("total_cost_cents")),
                    "input_tokens": run.get("input_tokens"), "output_tokens": run.get("output_tokens"),
-                   "steps": len(trace.get("steps", []))},
+                   "steps": len(trace.get("steps", ()))},
         "policy": {"violated": violated, "policy_id": trace.get("violation_policy_id"),
                    "reason": trace.get("violation_reason")},
         "incidents": [{"id": i["id"], "severity": i["severity"], "state": i["lifecycle_state"]}

@@ -49,6 +49,7 @@ class Section:
     paragraphs: Sequence[str] = ()
     columns: Sequence[str] = ()
     rows: Sequence[Sequence[str]] = ()  # each exactly len(columns) cells; long cells wrap
+    total_rows: int | None = None       # the rows there are, when ``rows`` holds only the first PDF_MAX_ROWS
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,10 @@ class Report:
     timeline: list[tuple[str, str, str]]        # (RFC 3339 time, kind, text), already sorted
     hashes: list[tuple[str, str]]               # (label, hex digest)
     how_to_verify: list[str]                    # paragraphs or commands for an auditor
+    # The events and hashes there are, when ``timeline`` or ``hashes`` holds only the first
+    # PDF_MAX_ROWS of them (a run's steps are not held: services/export/bundles.Steps).
+    timeline_total: int | None = None
+    hashes_total: int | None = None
 
 
 # --- PDF -------------------------------------------------------------------
@@ -138,11 +143,13 @@ def _section(title: str, body: Sequence[Flowable], empty: str) -> list[Flowable]
 PDF_MAX_ROWS = 500
 
 
-def _cut(rows: Sequence[object], what: str) -> list[Flowable]:
-    """The note above a table cut to PDF_MAX_ROWS; nothing for one that is not."""
-    if len(rows) <= PDF_MAX_ROWS:
+def _cut(rows: Sequence[object], total: int | None, what: str) -> list[Flowable]:
+    """The note above a table cut to PDF_MAX_ROWS; nothing for one that is not. ``total``: how
+    many rows there are, when ``rows`` holds only the first of them."""
+    count = len(rows) if total is None else total
+    if count <= PDF_MAX_ROWS:
         return []
-    return [_para(f"The first {PDF_MAX_ROWS:,} of {len(rows):,} {what}; the JSON export (and a ZIP package's "
+    return [_para(f"The first {PDF_MAX_ROWS:,} of {count:,} {what}; the JSON export (and a ZIP package's "
                   f"evidence.json) carries all of them.", _BODY)]
 
 
@@ -160,16 +167,17 @@ def _story(report: Report) -> list[Flowable]:
         body: list[Flowable] = [_para(p, _BODY) for p in section.paragraphs]
         if section.columns:
             width = _BODY_WIDTH / len(section.columns)
-            body += _cut(section.rows, "rows")
+            body += _cut(section.rows, section.total_rows, "rows")
             body.append(_table(section.columns, section.rows[:PDF_MAX_ROWS], [width] * len(section.columns)))
         elif section.rows:
             raise ValueError(f"section {section.title!r} has rows but no columns")
         story += _section(section.title, body, "Nothing recorded.")
-    timeline = [*_cut(report.timeline, "events"),
+    timeline = [*_cut(report.timeline, report.timeline_total, "events"),
                 _table(("Time", "Kind", "Event"), report.timeline[:PDF_MAX_ROWS],
                        (4.4 * cm, 3.5 * cm, _BODY_WIDTH - 7.9 * cm))] if report.timeline else []
     story += _section("Timeline", timeline, "No events.")
-    story += _section("Hashes", [*_cut(report.hashes, "hashes"), _hash_table(report.hashes[:PDF_MAX_ROWS])]
+    story += _section("Hashes", [*_cut(report.hashes, report.hashes_total, "hashes"),
+                                 _hash_table(report.hashes[:PDF_MAX_ROWS])]
                       if report.hashes else [], "No hashes.")
     story += _section("How to verify", [_para(p, _BODY) for p in report.how_to_verify], "No instructions.")
     return story

@@ -70,6 +70,11 @@ def _stream(conn: Connection, sql: str, params: Mapping[str, Any], batch: int = 
     yield from each_of(result)
 
 
+def trace_steps(conn: Connection, tenant_id: str, trace_id: str) -> Iterator[Mapping[str, Any]]:
+    """A trace's steps in order, streamed (a run may have any number; the Logs read model's query)."""
+    return _stream(conn, evidence.TRACE_STEPS_SELECT, {"tenant": tenant_id, "trace": trace_id})
+
+
 def audit_slice(conn: Connection, tenant_id: str, filters: AuditFilters, max_seq: int
                 ) -> Iterator[Mapping[str, Any]]:
     """The filtered ledger up to ``max_seq`` (the head when the export began), in chain order."""
