@@ -125,6 +125,65 @@ class Limits:
     target_s: float = 0.0
 
 
+class AdaptiveLimit:
+    """An in-flight limit that follows measured latency: Netflix concurrency-limits' Gradient2,
+    with each call's service time taken against its own method's baseline (the light gate mixes
+    methods of 5 ms and 300 ms, whose raw times say nothing about queueing).
+
+    Per method a baseline: the lower envelope of its service times (drops to a faster call at once,
+    creeps up by ``DRIFT`` of the gap on each slower one, so it follows a lasting change in ~5,000
+    calls). Every ``WINDOW`` calls, the mean ratio of service time to baseline is the latency
+    gradient: ``gradient = clamp(TOLERANCE / ratio, 0.5, 1)``, and
+    ``limit = (1 − SMOOTHING)·limit + SMOOTHING·(limit·gradient + √limit)`` — shrinking while calls
+    take more than TOLERANCE× their baseline (queueing inside the process: its loop, its pool),
+    growing by ~√limit per window while they do not and the limit is used (at least half of it
+    in flight). Between ``minimum`` and ``maximum`` (AOS_ADAPTIVE_INFLIGHT_MIN, AOS_MAX_INFLIGHT).
+
+    Own code rather than a library: the algorithm is ~25 lines, the concurrency-limits libraries
+    are Java/Go, and it has to sit inside FairGate's tenant round-robin on the asyncio loop."""
+
+    WINDOW = 25
+    TOLERANCE = 2.0
+    SMOOTHING = 0.2
+    DRIFT = 0.0002
+
+    def __init__(self, minimum: int, maximum: int) -> None:
+        self.minimum = max(1, min(minimum, maximum))
+        self.maximum = maximum
+        self.limit = float(maximum)
+        self._baseline: dict[str, float] = {}
+        self._ratios = 0.0
+        self._samples = 0
+        self._peak = 0
+
+    @property
+    def current(self) -> int:
+        return int(self.limit)
+
+    def sample(self, kind: str, took: float, inflight: int) -> None:
+        """One call of ``kind`` ended after ``took`` s, ``inflight`` calls running then (itself too)."""
+        took = max(took, 1e-4)
+        base = self._baseline.get(kind)
+        if base is None or took < base:
+            self._baseline[kind] = took
+            base = took
+        else:
+            self._baseline[kind] = base + (took - base) * self.DRIFT
+        self._ratios += took / base
+        self._samples += 1
+        self._peak = max(self._peak, inflight)
+        if self._samples < self.WINDOW:
+            return
+        ratio = self._ratios / self._samples
+        peak = self._peak
+        self._ratios, self._samples, self._peak = 0.0, 0, 0
+        gradient = max(0.5, min(1.0, self.TOLERANCE / ratio))
+        if gradient >= 1.0 and peak < self.limit / 2:
+            return  # not using the limit it has: no evidence that more would be fine
+        target = self.limit * gradient + math.sqrt(self.limit)
+        self.limit = min(self.maximum, max(self.minimum, self.limit * (1 - self.SMOOTHING) + target * self.SMOOTHING))
+
+
 class Permit:
     """A started call's slot; ``release()`` once, when the call ends (idempotent)."""
 
@@ -151,9 +210,11 @@ class FairGate:
     moves to the ring's end. A tenant with twelve calls waiting delays another's first call
     by at most one of its own. Runs on one asyncio loop: no locks."""
 
-    def __init__(self, limits: Limits, lag: LoopLag | None = None) -> None:
+    def __init__(self, limits: Limits, lag: LoopLag | None = None, adaptive: AdaptiveLimit | None = None) -> None:
         self.limits = limits
         self._lag = lag
+        # AOS_ADAPTIVE_INFLIGHT_MIN: the calls at once follow measured latency (None: limits.concurrency).
+        self.adaptive = adaptive
         self._running: Counter[str] = Counter()
         self._total = 0
         self._waiting: OrderedDict[str, deque[asyncio.Future[float]]] = OrderedDict()
@@ -169,6 +230,17 @@ class FairGate:
     @property
     def running(self) -> int:
         return self._total
+
+    @property
+    def concurrency(self) -> int:
+        """Calls this gate runs at once now: ``limits.concurrency``, or the adaptive limit."""
+        return self.adaptive.current if self.adaptive is not None else self.limits.concurrency
+
+    def describe_limit(self) -> str:
+        """The limit as a refusal names it, e.g. ``AOS_MAX_INFLIGHT=32`` or, adaptive,
+        ``adaptive 9 of AOS_MAX_INFLIGHT=32``."""
+        fixed = f"{self.limits.setting}={self.limits.concurrency}"
+        return fixed if self.adaptive is None else f"adaptive {self.concurrency} of {fixed}"
 
     def running_of(self, tenant: str) -> int:
         return self._running[tenant]
@@ -209,8 +281,9 @@ class FairGate:
             wait = max(wait, mean * own / limits.per_tenant)
         # Round-robin: each other tenant gets as many turns as this one before its turn comes.
         ahead = queued + sum(min(len(q), queued + 1) for t, q in self._waiting.items() if t != tenant)
-        overall = self._total + ahead + 1 - limits.concurrency
-        return max(wait, mean * overall / limits.concurrency, 0.0)
+        concurrency = self.concurrency
+        overall = self._total + ahead + 1 - concurrency
+        return max(wait, mean * overall / concurrency, 0.0)
 
     def least_wait_s(self) -> float | None:
         """The least any call arriving now would wait, whichever its tenant: the calls running
@@ -221,8 +294,9 @@ class FairGate:
         mean = self.mean_service_s()
         if mean is None:
             return None
-        overall = self._total + len(self._waiting) + 1 - self.limits.concurrency
-        return max(mean * overall / self.limits.concurrency, 0.0)
+        concurrency = self.concurrency
+        overall = self._total + len(self._waiting) + 1 - concurrency
+        return max(mean * overall / concurrency, 0.0)
 
     # --- admission -----------------------------------------------------------------------
     async def acquire(self, tenant: str, deadline: float | None, kind: str = "") -> Permit:
@@ -283,7 +357,7 @@ class FairGate:
 
     def _eligible(self, tenant: str) -> bool:
         per_tenant = self.limits.per_tenant
-        return self._total < self.limits.concurrency and (per_tenant is None or self._running[tenant] < per_tenant)
+        return self._total < self.concurrency and (per_tenant is None or self._running[tenant] < per_tenant)
 
     def _tenant_bound(self, tenant: str) -> bool:
         """Whether the tenant's own share (not the process's limit) is what holds its call back."""
@@ -316,6 +390,8 @@ class FairGate:
             took = time.monotonic() - started
             self._service_s.append(took)
             self._observe_kind(kind, took)
+            if self.adaptive is not None:
+                self.adaptive.sample(kind, took, self._total)
         self._running[tenant] -= 1
         if not self._running[tenant]:
             del self._running[tenant]
@@ -337,7 +413,7 @@ class FairGate:
 
     def _dispatch(self) -> None:
         """Hand free slots to waiting calls, round-robin over the tenants under their share."""
-        while self._total < self.limits.concurrency:
+        while self._total < self.concurrency:
             tenant = next((t for t in self._waiting if self._eligible(t)), None)
             if tenant is None:
                 return
@@ -360,7 +436,7 @@ class FairGate:
             limit = (f"{limits.name} calls of one tenant at once per process "
                      f"({limits.tenant_setting}={limits.per_tenant})")
         else:
-            limit = f"{limits.name} calls at once per process ({limits.setting}={limits.concurrency})"
+            limit = f"{limits.name} calls at once per process ({self.describe_limit()})"
         lag = self._lag.lag_s if self._lag is not None else 0.0
         retry = max(self.estimated_wait_s(tenant) + lag, self.mean_service_s(1) or 0.0, MIN_RETRY_S)
         return Overloaded(tenant_limit=tenant_limit, tenant=tenant, limit=limit, retry_after_s=round(retry, 3),
@@ -471,10 +547,12 @@ class Admission:
     def of(cls, *, max_inflight: int, queue_budget_s: float, heavy_isolation: bool, heavy_concurrency: int,
            heavy_per_tenant: int, heavy_queue_per_tenant: int, heavy_queue_budget_s: float,
            shed_lag_s: float = 0.0, streams_per_tenant: int = 4, inflight_bytes: int = 0,
-           inflight_bytes_per_tenant: int = 0, accepted_target_s: float = 0.0) -> Admission:
+           inflight_bytes_per_tenant: int = 0, accepted_target_s: float = 0.0,
+           adaptive_inflight_min: int = 0) -> Admission:
         lag = LoopLag()
         light = FairGate(Limits("light", max_inflight, None, None, queue_budget_s, "AOS_MAX_INFLIGHT",
-                                target_s=accepted_target_s), lag)
+                                target_s=accepted_target_s), lag,
+                         AdaptiveLimit(adaptive_inflight_min, max_inflight) if adaptive_inflight_min > 0 else None)
         heavy = FairGate(Limits("heavy", heavy_concurrency, heavy_per_tenant, heavy_queue_per_tenant,
                                 heavy_queue_budget_s, "AOS_HEAVY_CONCURRENCY", target_s=accepted_target_s),
                          lag) if heavy_isolation else None
@@ -516,7 +594,7 @@ class Admission:
             return None
         gate = self.gate(heavy)
         limits = gate.limits
-        if gate.running < limits.concurrency:
+        if gate.running < gate.concurrency:
             return None
         lag = self.lag.lag_s
         if lag < self.shed_lag_s:
@@ -526,7 +604,7 @@ class Admission:
             least = gate.least_wait_s()
             if least is None:
                 return None
-            limit = f"{limits.name} calls at once per process ({limits.setting}={limits.concurrency})"
+            limit = f"{limits.name} calls at once per process ({gate.describe_limit()})"
             retry = max(least + lag, MIN_RETRY_S)
             own = gate.service_estimate_s(kind) if limits.target_s > 0 else None
             if least + lag > limits.budget_s:
@@ -541,7 +619,7 @@ class Admission:
             return Overloaded(tenant_limit=False, tenant="", limit=limit, retry_after_s=round(retry, 3),
                               gate=limits.name, cause=cause,
                               message=f"not started: {why}; limit: {limit}; retry after {math.ceil(retry * 10) / 10} s")
-        limit = (f"{limits.name} calls at once per process ({limits.setting}={limits.concurrency}) while its event "
+        limit = (f"{limits.name} calls at once per process ({gate.describe_limit()}) while its event "
                  f"loop runs late (AOS_SHED_LAG_S={self.shed_lag_s:g})")
         retry = max(lag + (gate.mean_service_s(1) or 0.0), MIN_RETRY_S)
         return Overloaded(tenant_limit=False, tenant="", limit=limit, retry_after_s=round(retry, 3),

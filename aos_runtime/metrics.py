@@ -128,6 +128,10 @@ admission_service = _OnFirstUse(Gauge("aos_admission_service_seconds",
                                       "percentile of the gate's last 50 calls of it): a call that must wait is "
                                       "admitted only if its wait plus this ends within AOS_ACCEPTED_TARGET_S.",
                                       ["service", "gate", "grpc_service", "grpc_method"], registry=None))
+admission_inflight_limit = _OnFirstUse(Gauge("aos_admission_inflight_limit",
+                                             "Light calls a service process runs at once now: AOS_MAX_INFLIGHT, "
+                                             "or the adaptive limit (AOS_ADAPTIVE_INFLIGHT_MIN).", ["service"],
+                                             registry=None))
 admission_refused = _OnFirstUse(Counter("aos_admission_refused_total",
                                         "Calls refused by admission (RESOURCE_EXHAUSTED), by gate and cause "
                                         "(aos_runtime.admission.CAUSES: predicted_late = would end past "

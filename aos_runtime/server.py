@@ -537,6 +537,8 @@ class ServiceServer:
         if admission is not None and admission.heavy is not None:
             metrics.heavy_queue_depth.labels(service=name).set_function(admission.heavy.waiting_total)
         if admission is not None:
+            light = admission.light
+            metrics.admission_inflight_limit.labels(service=name).set_function(lambda: light.concurrency)
             for gate in (admission.light, admission.heavy):
                 if gate is not None:
                     gate.on_estimate = metrics.admission_service_observer(name, gate.limits.name)

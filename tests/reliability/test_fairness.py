@@ -158,6 +158,10 @@ async def test_a_heavy_flood_leaves_another_tenants_reads_fast(ledger, isolation
     assert heavy.count("OK") >= 2, f"A's heavy calls did not run: {figures}"
     if isolation:
         assert held, figures
+        # The walks' service time as admission predicts it (AOS_ACCEPTED_TARGET_S), exported per method.
+        assert (REGISTRY.get_sample_value("aos_admission_service_seconds", {
+            "service": server.name, "gate": "heavy", "grpc_service": "aos.logs.v1.AuditLedgerService",
+            "grpc_method": "GetIntegrityReport"}) or 0) > 0, "no predicted service time exported"
     else:
         assert not held, f"with the isolation off, A's flood should have slowed B: {figures}"
 
@@ -181,6 +185,8 @@ async def test_per_tenant_share_round_robin_and_the_refusal_details(ledger):
         assert REGISTRY.get_sample_value("aos_heavy_queue_depth", {"service": server.name}) == 3
         refused_before = REGISTRY.get_sample_value(
             "aos_heavy_refused_total", {"service": server.name, "reason": "TENANT_HEAVY_LIMIT"}) or 0
+        by_cause = {"service": server.name, "gate": "heavy", "cause": "queue_full"}
+        cause_before = REGISTRY.get_sample_value("aos_admission_refused_total", by_cause) or 0
         refusals = []
         for _ in range(10):
             started = time.monotonic()
@@ -190,6 +196,7 @@ async def test_per_tenant_share_round_robin_and_the_refusal_details(ledger):
         err = refused.value
         assert REGISTRY.get_sample_value("aos_heavy_refused_total", {
             "service": server.name, "reason": "TENANT_HEAVY_LIMIT"}) == refused_before + 10
+        assert REGISTRY.get_sample_value("aos_admission_refused_total", by_cause) == cause_before + 10
         assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         found = details(err)
         assert found[error_details_pb2.ErrorInfo].reason == "TENANT_HEAVY_LIMIT"

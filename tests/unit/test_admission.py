@@ -13,7 +13,15 @@ import pytest
 from google.rpc import error_details_pb2
 
 from aos_runtime import errors
-from aos_runtime.admission import MIN_SAMPLES, Admission, FairGate, InflightBytes, Limits, LoopLag
+from aos_runtime.admission import (
+    MIN_SAMPLES,
+    AdaptiveLimit,
+    Admission,
+    FairGate,
+    InflightBytes,
+    Limits,
+    LoopLag,
+)
 from aos_runtime.faults import DeadlinePassed, Overloaded
 
 
@@ -358,6 +366,50 @@ async def test_a_full_gate_sheds_a_call_predicted_to_end_past_the_target_before_
     assert admission.shed(heavy=False, kind="/other/Method") is None
     admission.light.limits = dataclasses.replace(admission.light.limits, target_s=0.0)
     assert admission.shed(heavy=False, kind=kind) is None, "AOS_ACCEPTED_TARGET_S=0: off"
+    for permit in permits:
+        permit.release()
+
+
+# --- the adaptive in-flight limit (AOS_ADAPTIVE_INFLIGHT_MIN) -----------------------------------
+def test_the_adaptive_limit_shrinks_while_calls_queue_and_grows_back_when_they_do_not():
+    """Two methods of very different cost, each at its baseline: the limit stays at the maximum.
+    Both at 4x their baseline (queueing in the process): it falls, ~10 % per window. Back at the
+    baseline and using the limit: it grows back; not using it (few in flight): it stays."""
+    limit = AdaptiveLimit(minimum=4, maximum=32)
+
+    def window(factor: float, inflight: int, n: int = AdaptiveLimit.WINDOW) -> None:
+        for i in range(n):
+            fast, slow = (0.005, "/s/Fast"), (0.3, "/s/Slow")
+            took, kind = fast if i % 2 else slow
+            limit.sample(kind, took * factor, inflight)
+
+    window(1.0, 32, n=4 * AdaptiveLimit.WINDOW)
+    assert limit.current == 32
+    shrunk = []
+    for _ in range(40):  # 1,000 calls
+        window(4.0, limit.current)
+        shrunk.append(limit.current)
+    assert shrunk[-1] <= 10 and shrunk == sorted(shrunk, reverse=True), shrunk
+    low = limit.current
+    for _ in range(30):
+        window(1.0, 1)  # fast again, but one call in flight: no evidence more would be fine
+    assert limit.current == low
+    grown = []
+    for _ in range(30):
+        window(1.0, limit.current)
+        grown.append(limit.current)
+    assert grown[-1] == 32 and grown == sorted(grown), grown
+
+
+async def test_a_gate_with_an_adaptive_limit_runs_no_more_than_it_and_names_it():
+    g = FairGate(Limits("light", 8, None, None, 0.05, "AOS_MAX_INFLIGHT"), adaptive=AdaptiveLimit(2, 8))
+    g.adaptive.limit = 2.0  # as if latency had pushed it down
+    permits = [await g.acquire("a", None), await g.acquire("b", None)]
+    with pytest.raises(Overloaded) as refused:
+        await g.acquire("c", None)
+    assert "adaptive 2 of AOS_MAX_INFLIGHT=8" in refused.value.limit
+    g.adaptive.limit = 3.0
+    (await asyncio.wait_for(g.acquire("c", None), 0.1)).release()
     for permit in permits:
         permit.release()
 
