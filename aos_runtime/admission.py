@@ -17,7 +17,17 @@ A call that cannot start within its budget is refused — at once when that is a
 clear (its tenant's queue is full, or the wait estimated from recent service times is
 longer than what is left of its budget once the event loop's lag — the time calls now
 wait in gRPC's own queue before the wrapper sees them — is taken off), else when the
-budget passes — with ``faults.Overloaded``:
+budget passes — with ``faults.Overloaded``.
+
+Admission by predicted completion (``AOS_ACCEPTED_TARGET_S``, issue #19): a call that cannot
+start at once is admitted to wait only if it would still *end* in time — its estimated wait
+plus the service time of its kind (the RPC method: the 90th percentile of the last ``WINDOW``
+calls of that method this gate ran) within ``min(its deadline, the target)`` from its arrival;
+else it is refused at once, and a waiting call gives up once starting later could no longer
+end in time. A call that can start at once always starts, however long its kind takes (the
+target bounds what queueing adds, not the work itself). Refusing early beats accepting a call
+that will be late: the caller retries elsewhere or later, and the calls that are accepted end
+within the target. The refusal is the same:
 RESOURCE_EXHAUSTED, google.rpc.RetryInfo (the estimated wait) and google.rpc.QuotaFailure
 (the tenant, which limit). A refused call did nothing: any call, a write too, may be retried.
 
@@ -45,6 +55,15 @@ WINDOW = 50
 MIN_SAMPLES = 5
 # The smallest retry delay a refusal gives (a retry sooner than this would meet the same queue).
 MIN_RETRY_S = 0.05
+# The service time a call's kind is predicted to take: this quantile of its last WINDOW calls. A
+# high one because the target is the accepted calls' p99, not their mean (the mean of a kind whose
+# calls take 0.3 s or 1.2 s would admit calls that end late). Our own ~10 lines over a deque of 50,
+# sorted once per completed call: a sketch library (t-digest, DDSketch) earns its keep over long
+# streams and merges, neither of which a 50-call window needs.
+SERVICE_QUANTILE = 0.9
+# Why admission refused, the ``cause`` label of aos_admission_refused_total.
+CAUSES = ("queue_full", "wait_too_long", "budget_passed", "predicted_late",
+          "shed_saturated", "shed_queue", "shed_predicted_late")
 
 
 class LoopLag:
@@ -101,20 +120,83 @@ class Limits:
     setting: str                    # the variable that sets ``concurrency``, named in refusals
     tenant_setting: str = "AOS_HEAVY_PER_TENANT"        # … ``per_tenant``
     queue_setting: str = "AOS_HEAVY_QUEUE_PER_TENANT"   # … ``queue_per_tenant``
+    # AOS_ACCEPTED_TARGET_S: a call that must wait is admitted only if its predicted end (wait +
+    # its kind's service time) is within min(deadline, target_s) of its arrival. 0: off.
+    target_s: float = 0.0
+
+
+class AdaptiveLimit:
+    """An in-flight limit that follows measured latency: Netflix concurrency-limits' Gradient2,
+    with each call's service time taken against its own method's baseline (the light gate mixes
+    methods of 5 ms and 300 ms, whose raw times say nothing about queueing).
+
+    Per method a baseline: the lower envelope of its service times (drops to a faster call at once,
+    creeps up by ``DRIFT`` of the gap on each slower one, so it follows a lasting change in ~5,000
+    calls). Every ``WINDOW`` calls, the mean ratio of service time to baseline is the latency
+    gradient: ``gradient = clamp(TOLERANCE / ratio, 0.5, 1)``, and
+    ``limit = (1 − SMOOTHING)·limit + SMOOTHING·(limit·gradient + √limit)`` — shrinking while calls
+    take more than TOLERANCE× their baseline (queueing inside the process: its loop, its pool),
+    growing by ~√limit per window while they do not and the limit is used (at least half of it
+    in flight). Between ``minimum`` and ``maximum`` (AOS_ADAPTIVE_INFLIGHT_MIN, AOS_MAX_INFLIGHT).
+
+    Own code rather than a library: the algorithm is ~25 lines, the concurrency-limits libraries
+    are Java/Go, and it has to sit inside FairGate's tenant round-robin on the asyncio loop."""
+
+    WINDOW = 25
+    TOLERANCE = 2.0
+    SMOOTHING = 0.2
+    DRIFT = 0.0002
+
+    def __init__(self, minimum: int, maximum: int) -> None:
+        self.minimum = max(1, min(minimum, maximum))
+        self.maximum = maximum
+        self.limit = float(maximum)
+        self._baseline: dict[str, float] = {}
+        self._ratios = 0.0
+        self._samples = 0
+        self._peak = 0
+
+    @property
+    def current(self) -> int:
+        return int(self.limit)
+
+    def sample(self, kind: str, took: float, inflight: int) -> None:
+        """One call of ``kind`` ended after ``took`` s, ``inflight`` calls running then (itself too)."""
+        took = max(took, 1e-4)
+        base = self._baseline.get(kind)
+        if base is None or took < base:
+            self._baseline[kind] = took
+            base = took
+        else:
+            self._baseline[kind] = base + (took - base) * self.DRIFT
+        self._ratios += took / base
+        self._samples += 1
+        self._peak = max(self._peak, inflight)
+        if self._samples < self.WINDOW:
+            return
+        ratio = self._ratios / self._samples
+        peak = self._peak
+        self._ratios, self._samples, self._peak = 0.0, 0, 0
+        gradient = max(0.5, min(1.0, self.TOLERANCE / ratio))
+        if gradient >= 1.0 and peak < self.limit / 2:
+            return  # not using the limit it has: no evidence that more would be fine
+        target = self.limit * gradient + math.sqrt(self.limit)
+        self.limit = min(self.maximum, max(self.minimum, self.limit * (1 - self.SMOOTHING) + target * self.SMOOTHING))
 
 
 class Permit:
     """A started call's slot; ``release()`` once, when the call ends (idempotent)."""
 
-    __slots__ = ("_gate", "_released", "_started", "_tenant")
+    __slots__ = ("_gate", "_kind", "_released", "_started", "_tenant")
 
-    def __init__(self, gate: FairGate | None, tenant: str, started: float) -> None:
+    def __init__(self, gate: FairGate | None, tenant: str, started: float, kind: str = "") -> None:
         self._gate, self._tenant, self._started, self._released = gate, tenant, started, False
+        self._kind = kind
 
     def release(self) -> None:
         if not self._released and self._gate is not None:
             self._released = True
-            self._gate._release(self._tenant, self._started)
+            self._gate._release(self._tenant, self._started, self._kind)
 
 
 OPEN = Permit(None, "", 0.0)  # for a call no gate applies to
@@ -128,9 +210,11 @@ class FairGate:
     moves to the ring's end. A tenant with twelve calls waiting delays another's first call
     by at most one of its own. Runs on one asyncio loop: no locks."""
 
-    def __init__(self, limits: Limits, lag: LoopLag | None = None) -> None:
+    def __init__(self, limits: Limits, lag: LoopLag | None = None, adaptive: AdaptiveLimit | None = None) -> None:
         self.limits = limits
         self._lag = lag
+        # AOS_ADAPTIVE_INFLIGHT_MIN: the calls at once follow measured latency (None: limits.concurrency).
+        self.adaptive = adaptive
         self._running: Counter[str] = Counter()
         self._total = 0
         self._waiting: OrderedDict[str, deque[asyncio.Future[float]]] = OrderedDict()
@@ -138,11 +222,28 @@ class FairGate:
         # Called (on the loop) when a call ends and none runs or waits any more: the heap trim
         # after heavy work (aos_runtime.heap; ServiceServer sets it).
         self.on_idle: Callable[[], None] | None = None
+        # Per kind of call (the RPC method): its last WINDOW service times and their
+        # SERVICE_QUANTILE, recomputed when one ends (admission by predicted completion).
+        self._kind_s: dict[str, deque[float]] = {}
+        self._kind_estimate: dict[str, float] = {}
+        # Told (kind, estimate) when a kind's estimate changes (aos_admission_service_seconds).
+        self.on_estimate: Callable[[str, float], None] | None = None
 
     # --- what the gate holds (for tests and logs) --------------------------------------
     @property
     def running(self) -> int:
         return self._total
+
+    @property
+    def concurrency(self) -> int:
+        """Calls this gate runs at once now: ``limits.concurrency``, or the adaptive limit."""
+        return self.adaptive.current if self.adaptive is not None else self.limits.concurrency
+
+    def describe_limit(self) -> str:
+        """The limit as a refusal names it, e.g. ``AOS_MAX_INFLIGHT=32`` or, adaptive,
+        ``adaptive 9 of AOS_MAX_INFLIGHT=32``."""
+        fixed = f"{self.limits.setting}={self.limits.concurrency}"
+        return fixed if self.adaptive is None else f"adaptive {self.concurrency} of {fixed}"
 
     def running_of(self, tenant: str) -> int:
         return self._running[tenant]
@@ -161,6 +262,12 @@ class FairGate:
             return None
         return sum(self._service_s) / len(self._service_s)
 
+    def service_estimate_s(self, kind: str) -> float | None:
+        """The service time predicted for a call of ``kind``: the SERVICE_QUANTILE of the last
+        WINDOW calls of that kind this gate ran, once there are MIN_SAMPLES; else None (no
+        prediction: the call is admitted by the wait alone, as without a target)."""
+        return self._kind_estimate.get(kind)
+
     def estimated_wait_s(self, tenant: str) -> float:
         """How long a call of ``tenant`` arriving now would wait: the calls that must end
         before it starts (its own tenant's beyond its share; everyone's ahead of it in the
@@ -177,8 +284,9 @@ class FairGate:
             wait = max(wait, mean * own / limits.per_tenant)
         # Round-robin: each other tenant gets as many turns as this one before its turn comes.
         ahead = queued + sum(min(len(q), queued + 1) for t, q in self._waiting.items() if t != tenant)
-        overall = self._total + ahead + 1 - limits.concurrency
-        return max(wait, mean * overall / limits.concurrency, 0.0)
+        concurrency = self.concurrency
+        overall = self._total + ahead + 1 - concurrency
+        return max(wait, mean * overall / concurrency, 0.0)
 
     def least_wait_s(self) -> float | None:
         """The least any call arriving now would wait, whichever its tenant: the calls running
@@ -189,13 +297,16 @@ class FairGate:
         mean = self.mean_service_s()
         if mean is None:
             return None
-        overall = self._total + len(self._waiting) + 1 - self.limits.concurrency
-        return max(mean * overall / self.limits.concurrency, 0.0)
+        concurrency = self.concurrency
+        overall = self._total + len(self._waiting) + 1 - concurrency
+        return max(mean * overall / concurrency, 0.0)
 
     # --- admission -----------------------------------------------------------------------
-    async def acquire(self, tenant: str, deadline: float | None) -> Permit:
+    async def acquire(self, tenant: str, deadline: float | None, kind: str = "") -> Permit:
         """A permit once the call may start; raises Overloaded if it cannot start within
-        ``min(deadline - now, budget_s)`` (at once when that is already clear)."""
+        ``min(deadline - now, budget_s)`` (at once when that is already clear), or — with a
+        target (``Limits.target_s``) and a service time known for its ``kind`` — if it must wait
+        and would not end within ``min(deadline, target)`` of its arrival."""
         now = time.monotonic()
         limits = self.limits
         # What the call already waited before we saw it (gRPC's queue while the loop lags).
@@ -209,17 +320,31 @@ class FairGate:
         queue_budget = limits.budget_s - waited
         budget = min(queue_budget, left)
         if self._eligible(tenant) and queue_budget > 0:
-            return self._grant(tenant, now)
+            return self._grant(tenant, now, kind)
         if limits.queue_per_tenant == 0:  # none may wait: refused by the limit that holds it back
-            raise self._refusal(tenant, "no slot is free and none may wait", tenant_limit=self._tenant_bound(tenant))
+            raise self._refusal(tenant, "no slot is free and none may wait", tenant_limit=self._tenant_bound(tenant),
+                                cause="queue_full")
         if limits.queue_per_tenant is not None and self.waiting_of(tenant) >= limits.queue_per_tenant:
-            raise self._refusal(tenant, "its queue is full", tenant_limit=True,
+            raise self._refusal(tenant, "its queue is full", tenant_limit=True, cause="queue_full",
                                 limit=f"{limits.name} calls of one tenant waiting per process "
                                       f"({limits.queue_setting}={limits.queue_per_tenant})")
         estimate = self.estimated_wait_s(tenant)
+        own = self.service_estimate_s(kind) if limits.target_s > 0 else None
+        if own is not None:
+            # Predicted completion: it waits ~estimate, then runs ~own; it must end within
+            # min(deadline, target) of its arrival (``waited`` ago).
+            end_left = min(left, limits.target_s - waited)
+            if estimate + own > end_left:
+                bound = (f"its deadline in {left:.2f} s" if left < limits.target_s - waited else
+                         f"AOS_ACCEPTED_TARGET_S={limits.target_s:g}")
+                raise self._refusal(tenant, f"it would end ~{waited + estimate + own:.2f} s after it arrived "
+                                            f"(~{estimate:.2f} s to wait, ~{own:.2f} s to run), past {bound}",
+                                    tenant_limit=self._tenant_bound(tenant), cause="predicted_late")
+            budget = min(budget, end_left - own)  # a later start could no longer end in time
         if budget <= 0 or estimate > budget:
             raise self._refusal(tenant, f"it would wait ~{estimate + waited:.2f} s to start, longer than its budget "
-                                        f"of {max(budget + waited, 0):.2f} s", tenant_limit=self._tenant_bound(tenant))
+                                        f"of {max(budget + waited, 0):.2f} s", tenant_limit=self._tenant_bound(tenant),
+                                cause="wait_too_long")
         ticket: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(tenant, deque()).append(ticket)
         try:
@@ -230,22 +355,22 @@ class FairGate:
         if not done:
             self._leave(tenant, ticket)
             raise self._refusal(tenant, f"it did not start within its budget of {budget:.2f} s",
-                                tenant_limit=self._tenant_bound(tenant))
-        return Permit(self, tenant, ticket.result())
+                                tenant_limit=self._tenant_bound(tenant), cause="budget_passed")
+        return Permit(self, tenant, ticket.result(), kind)
 
     def _eligible(self, tenant: str) -> bool:
         per_tenant = self.limits.per_tenant
-        return self._total < self.limits.concurrency and (per_tenant is None or self._running[tenant] < per_tenant)
+        return self._total < self.concurrency and (per_tenant is None or self._running[tenant] < per_tenant)
 
     def _tenant_bound(self, tenant: str) -> bool:
         """Whether the tenant's own share (not the process's limit) is what holds its call back."""
         per_tenant = self.limits.per_tenant
         return per_tenant is not None and self._running[tenant] >= per_tenant
 
-    def _grant(self, tenant: str, now: float) -> Permit:
+    def _grant(self, tenant: str, now: float, kind: str = "") -> Permit:
         self._running[tenant] += 1
         self._total += 1
-        return Permit(self, tenant, now)
+        return Permit(self, tenant, now, kind)
 
     def _leave(self, tenant: str, ticket: asyncio.Future[float]) -> None:
         """A waiting call gives up (budget passed, or cancelled): out of the queue, or, if it
@@ -263,9 +388,13 @@ class FairGate:
             if not queue:
                 del self._waiting[tenant]
 
-    def _release(self, tenant: str, started: float, *, record: bool = True) -> None:
+    def _release(self, tenant: str, started: float, kind: str = "", *, record: bool = True) -> None:
         if record:
-            self._service_s.append(time.monotonic() - started)
+            took = time.monotonic() - started
+            self._service_s.append(took)
+            self._observe_kind(kind, took)
+            if self.adaptive is not None:
+                self.adaptive.sample(kind, took, self._total)
         self._running[tenant] -= 1
         if not self._running[tenant]:
             del self._running[tenant]
@@ -279,9 +408,22 @@ class FairGate:
         """No call runs or waits."""
         return not self._total and not self._waiting
 
+    def _observe_kind(self, kind: str, took: float) -> None:
+        times = self._kind_s.get(kind)
+        if times is None:
+            times = self._kind_s[kind] = deque(maxlen=WINDOW)
+        times.append(took)
+        if len(times) < MIN_SAMPLES:
+            return
+        ordered = sorted(times)
+        estimate = ordered[int(SERVICE_QUANTILE * (len(ordered) - 1))]
+        self._kind_estimate[kind] = estimate
+        if self.on_estimate is not None:
+            self.on_estimate(kind, estimate)
+
     def _dispatch(self) -> None:
         """Hand free slots to waiting calls, round-robin over the tenants under their share."""
-        while self._total < self.limits.concurrency:
+        while self._total < self.concurrency:
             tenant = next((t for t in self._waiting if self._eligible(t)), None)
             if tenant is None:
                 return
@@ -295,7 +437,8 @@ class FairGate:
             self._total += 1
             ticket.set_result(time.monotonic())
 
-    def _refusal(self, tenant: str, why: str, *, tenant_limit: bool, limit: str | None = None) -> Overloaded:
+    def _refusal(self, tenant: str, why: str, *, tenant_limit: bool, cause: str,
+                 limit: str | None = None) -> Overloaded:
         limits = self.limits
         if limit is not None:
             pass
@@ -303,10 +446,11 @@ class FairGate:
             limit = (f"{limits.name} calls of one tenant at once per process "
                      f"({limits.tenant_setting}={limits.per_tenant})")
         else:
-            limit = f"{limits.name} calls at once per process ({limits.setting}={limits.concurrency})"
+            limit = f"{limits.name} calls at once per process ({self.describe_limit()})"
         lag = self._lag.lag_s if self._lag is not None else 0.0
         retry = max(self.estimated_wait_s(tenant) + lag, self.mean_service_s(1) or 0.0, MIN_RETRY_S)
         return Overloaded(tenant_limit=tenant_limit, tenant=tenant, limit=limit, retry_after_s=round(retry, 3),
+                          gate=limits.name, cause=cause,
                           message=f"not started: {why}; limit: {limit}; retry after {math.ceil(retry * 10) / 10} s")
 
 
@@ -415,11 +559,15 @@ class Admission:
     def of(cls, *, max_inflight: int, queue_budget_s: float, heavy_isolation: bool, heavy_concurrency: int,
            heavy_per_tenant: int, heavy_queue_per_tenant: int, heavy_queue_budget_s: float,
            shed_lag_s: float = 0.0, streams_per_tenant: int = 4, inflight_bytes: int = 0,
-           inflight_bytes_per_tenant: int = 0, trim_heap: bool = True) -> Admission:
+           inflight_bytes_per_tenant: int = 0, trim_heap: bool = True, accepted_target_s: float = 0.0,
+           adaptive_inflight_min: int = 0) -> Admission:
         lag = LoopLag()
-        light = FairGate(Limits("light", max_inflight, None, None, queue_budget_s, "AOS_MAX_INFLIGHT"), lag)
+        light = FairGate(Limits("light", max_inflight, None, None, queue_budget_s, "AOS_MAX_INFLIGHT",
+                                target_s=accepted_target_s), lag,
+                         AdaptiveLimit(adaptive_inflight_min, max_inflight) if adaptive_inflight_min > 0 else None)
         heavy = FairGate(Limits("heavy", heavy_concurrency, heavy_per_tenant, heavy_queue_per_tenant,
-                                heavy_queue_budget_s, "AOS_HEAVY_CONCURRENCY"), lag) if heavy_isolation else None
+                                heavy_queue_budget_s, "AOS_HEAVY_CONCURRENCY", target_s=accepted_target_s),
+                         lag) if heavy_isolation else None
         # As many streams per process as light calls (a stream holds no database connection between
         # its chunks, only its place); a tenant's share keeps one tenant from taking them all.
         streams = FairGate(Limits("download", max_inflight, streams_per_tenant, 0, queue_budget_s, "AOS_MAX_INFLIGHT",
@@ -430,7 +578,7 @@ class Admission:
     def gate(self, heavy: bool) -> FairGate:
         return self.heavy if heavy and self.heavy is not None else self.light
 
-    def shed(self, heavy: bool) -> Overloaded | None:
+    def shed(self, heavy: bool, kind: str = "") -> Overloaded | None:
         """The refusal of a call that arrives now, decided before anything else is done for it
         (no token check, no log line of its own, no queueing), or None to admit it as usual.
 
@@ -449,12 +597,16 @@ class Admission:
         (1.85, ``_ConcurrentRpcLimiter``) it stops taking calls from the core rather than
         refusing them, which grows the same hidden queue. That hidden queue itself is bounded by
         gRPC's core (aos_runtime.server.PendingCalls, AOS_MAX_PENDING_CALLS): the calls beyond it
-        are refused there, never reaching this method."""
+        are refused there, never reaching this method.
+
+        With a target (AOS_ACCEPTED_TARGET_S) and a service time known for the call's ``kind``, a
+        full gate whose least wait plus that service time would end the call past the target
+        refuses it here too (the gate would refuse it by its predicted completion, only later)."""
         if self.shed_lag_s <= 0:
             return None
         gate = self.gate(heavy)
         limits = gate.limits
-        if gate.running < limits.concurrency:
+        if gate.running < gate.concurrency:
             return None
         lag = self.lag.lag_s
         if lag < self.shed_lag_s:
@@ -462,18 +614,28 @@ class Admission:
             # tenant would wait, plus what the loop is late): the call would be refused by the
             # gate anyway, after its token and request were read — refused here, before both.
             least = gate.least_wait_s()
-            if least is None or least + lag <= limits.budget_s:
+            if least is None:
                 return None
-            limit = f"{limits.name} calls at once per process ({limits.setting}={limits.concurrency})"
+            limit = f"{limits.name} calls at once per process ({gate.describe_limit()})"
             retry = max(least + lag, MIN_RETRY_S)
+            own = gate.service_estimate_s(kind) if limits.target_s > 0 else None
+            if least + lag > limits.budget_s:
+                why, cause = (f"it would wait at least ~{least + lag:.2f} s to start, longer than its budget of "
+                              f"{limits.budget_s:g} s"), "shed_queue"
+            elif own is not None and least + lag + own > limits.target_s:
+                why, cause = (f"it would end at least ~{least + lag + own:.2f} s after it arrived (~{least + lag:.2f}"
+                              f" s to wait, ~{own:.2f} s to run), past AOS_ACCEPTED_TARGET_S={limits.target_s:g}"
+                              ), "shed_predicted_late"
+            else:
+                return None
             return Overloaded(tenant_limit=False, tenant="", limit=limit, retry_after_s=round(retry, 3),
-                              message=f"not started: it would wait at least ~{least + lag:.2f} s to start, longer "
-                                      f"than its budget of {limits.budget_s:g} s; limit: {limit}; "
-                                      f"retry after {math.ceil(retry * 10) / 10} s")
-        limit = (f"{limits.name} calls at once per process ({limits.setting}={limits.concurrency}) while its event "
+                              gate=limits.name, cause=cause,
+                              message=f"not started: {why}; limit: {limit}; retry after {math.ceil(retry * 10) / 10} s")
+        limit = (f"{limits.name} calls at once per process ({gate.describe_limit()}) while its event "
                  f"loop runs late (AOS_SHED_LAG_S={self.shed_lag_s:g})")
         retry = max(lag + (gate.mean_service_s(1) or 0.0), MIN_RETRY_S)
         return Overloaded(tenant_limit=False, tenant="", limit=limit, retry_after_s=round(retry, 3),
+                          gate=limits.name, cause="shed_saturated",
                           message=f"not started: the process is saturated (its event loop runs {lag * 1000:.0f} ms "
                                   f"late and {gate.running} {limits.name} calls run); limit: {limit}; "
                                   f"retry after {math.ceil(retry * 10) / 10} s")

@@ -149,6 +149,18 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("AOS_QUEUE_BUDGET_S", "0.25",
            "Longest a light call waits to start (its deadline, if sooner, wins), counting the time it waited in "
            "gRPC's own queue while the process was saturated (its event loop's lag); seconds, fractions allowed."),
+    EnvVar("AOS_ACCEPTED_TARGET_S", "1",
+           "Admission by predicted completion: a call (light or heavy) that cannot start at once is admitted to "
+           "wait only if its estimated wait plus its method's recent service time (90th percentile of the last 50) "
+           "ends within this many seconds of its arrival, or its deadline if sooner; else it is refused at once "
+           "(RESOURCE_EXHAUSTED SERVER_OVERLOADED or TENANT_HEAVY_LIMIT with RetryInfo and QuotaFailure), and a "
+           "waiting call gives up once it could no longer end in time. A call that can start at once always "
+           "starts. Fractions allowed; 0: off (calls wait up to their queue budget)."),
+    EnvVar("AOS_ADAPTIVE_INFLIGHT_MIN", "0",
+           "0: light calls at once are AOS_MAX_INFLIGHT. Else an adaptive limit between this and AOS_MAX_INFLIGHT "
+           "(a gradient on each call's service time against its method's baseline, as Netflix concurrency-limits' "
+           "Gradient2): it shrinks while light calls take more than twice their baseline, and grows back while "
+           "they do not (metric aos_admission_inflight_limit)."),
     EnvVar("AOS_SHED_LAG_S", "0.01",
            "When a service process's event loop runs this late (seconds) and a call could not start at once, "
            "the call is refused before any other work (RESOURCE_EXHAUSTED SERVER_OVERLOADED with RetryInfo), "
@@ -367,6 +379,8 @@ class Settings:
     ingest_inflight_bytes_per_tenant: int = 32 * 1024 * 1024  # AOS_INGEST_INFLIGHT_BYTES_PER_TENANT
     otlp_trace_quiet_s: float = 30.0     # AOS_OTLP_TRACE_QUIET_S
     shed_lag_s: float = 0.01             # AOS_SHED_LAG_S
+    accepted_target_s: float = 1.0       # AOS_ACCEPTED_TARGET_S (0: off)
+    adaptive_inflight_min: int = 0       # AOS_ADAPTIVE_INFLIGHT_MIN (0: off)
     max_pending_calls: int = 256         # AOS_MAX_PENDING_CALLS (gRPC core, per method)
     pending_calls_early_drop: int = 64   # AOS_PENDING_CALLS_EARLY_DROP
     max_unrequested_s: int = 1           # AOS_MAX_UNREQUESTED_S
@@ -453,6 +467,8 @@ class Settings:
             ingest_inflight_bytes_per_tenant=_int(env, "AOS_INGEST_INFLIGHT_BYTES_PER_TENANT"),
             otlp_trace_quiet_s=_seconds(env, "AOS_OTLP_TRACE_QUIET_S"),
             shed_lag_s=_seconds(env, "AOS_SHED_LAG_S", zero=True),
+            accepted_target_s=_seconds(env, "AOS_ACCEPTED_TARGET_S", zero=True),
+            adaptive_inflight_min=_int(env, "AOS_ADAPTIVE_INFLIGHT_MIN"),
             max_pending_calls=_int(env, "AOS_MAX_PENDING_CALLS"),
             pending_calls_early_drop=_int(env, "AOS_PENDING_CALLS_EARLY_DROP"),
             max_unrequested_s=_int(env, "AOS_MAX_UNREQUESTED_S", minimum=1),

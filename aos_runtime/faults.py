@@ -68,8 +68,12 @@ class Overloaded(Fault):
     when a slot is likely free, estimated from recent service times."""
 
     def __init__(self, *, tenant_limit: bool, tenant: str, limit: str, retry_after_s: float, message: str,
-                 ingest_bytes: bool = False) -> None:
+                 ingest_bytes: bool = False, gate: str = "", cause: str = "") -> None:
         super().__init__(message)
+        # Which gate refused and why, for the metrics only (aos_admission_refused_total): one of
+        # admission.CAUSES, "" for refusals not made by a gate (ingest bytes).
+        self.gate = gate
+        self.cause = cause
         self.ingest_bytes = ingest_bytes  # the ingest bytes in flight are full (INGEST_BYTES_LIMIT), not a gate
         self.tenant_limit = tenant_limit
         self.tenant = tenant

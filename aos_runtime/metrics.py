@@ -133,6 +133,32 @@ heap_trim_seconds = _OnFirstUse(Counter("aos_heap_trim_seconds_total",
                                         "Seconds the heap trims took (in a thread of their own).", ["service"],
                                         registry=None))
 
+# --- admission by predicted completion (aos_runtime.admission, AOS_ACCEPTED_TARGET_S) ---------------
+admission_service = _OnFirstUse(Gauge("aos_admission_service_seconds",
+                                      "The service time admission predicts for a call of this method (the 90th "
+                                      "percentile of the gate's last 50 calls of it): a call that must wait is "
+                                      "admitted only if its wait plus this ends within AOS_ACCEPTED_TARGET_S.",
+                                      ["service", "gate", "grpc_service", "grpc_method"], registry=None))
+admission_inflight_limit = _OnFirstUse(Gauge("aos_admission_inflight_limit",
+                                             "Light calls a service process runs at once now: AOS_MAX_INFLIGHT, "
+                                             "or the adaptive limit (AOS_ADAPTIVE_INFLIGHT_MIN).", ["service"],
+                                             registry=None))
+admission_refused = _OnFirstUse(Counter("aos_admission_refused_total",
+                                        "Calls refused by admission (RESOURCE_EXHAUSTED), by gate and cause "
+                                        "(aos_runtime.admission.CAUSES: predicted_late = would end past "
+                                        "AOS_ACCEPTED_TARGET_S or its deadline).", ["service", "gate", "cause"],
+                                        registry=None))
+
+
+def admission_service_observer(service: str, gate: str) -> Callable[[str, float], None]:
+    """What a gate tells when a method's predicted service time changes (FairGate.on_estimate)."""
+    def observe(method: str, seconds: float) -> None:
+        grpc_service, grpc_method = _split(method)
+        admission_service.labels(service=service, gate=gate, grpc_service=grpc_service,
+                                 grpc_method=grpc_method).set(seconds)
+    return observe
+
+
 # --- access evidence (aos_runtime.access) -------------------------------------------------------
 access_entries = _OnFirstUse(Counter("aos_access_entries_total",
                                      "Access entries (AccessGranted/AccessDenied of evidence reads): recorded in "

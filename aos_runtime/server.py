@@ -189,7 +189,7 @@ class CallPolicy(grpc.aio.ServerInterceptor):
         if handler is None or method.startswith(OPEN_PREFIXES):
             return handler
         if self._admission is not None:
-            refusal = self._admission.shed(method in self._heavy)
+            refusal = self._admission.shed(method in self._heavy, method)
             if refusal is not None:
                 return self._shed(handler, method, refusal, time.monotonic())
         kept = self._wrapped.get(method)
@@ -232,6 +232,7 @@ class CallPolicy(grpc.aio.ServerInterceptor):
         async def refuse(context) -> None:
             if method in self._heavy:
                 metrics.heavy_refused.labels(service=self._service, reason="SERVER_OVERLOADED").inc()
+            metrics.admission_refused.labels(service=self._service, gate=refusal.gate, cause=refusal.cause).inc()
             await self._fail(context, method, refusal, started)
 
         # No request deserializer: the refusal never parses the request (gRPC hands the handler its
@@ -264,12 +265,13 @@ class CallPolicy(grpc.aio.ServerInterceptor):
         principal = auth.current_principal.get()
         tenant = principal.tenant_id if principal else ""
         try:
-            slot = CallSlot(self._admission, tenant, await self._admission.gate(heavy).acquire(tenant,
-                                                                                             call_deadline.get()))
+            slot = CallSlot(self._admission, tenant, await self._admission.gate(heavy).acquire(
+                tenant, call_deadline.get(), method))
         except Overloaded as refused:
             if heavy:
                 reason = "TENANT_HEAVY_LIMIT" if refused.tenant_limit else "SERVER_OVERLOADED"
                 metrics.heavy_refused.labels(service=self._service, reason=reason).inc()
+            metrics.admission_refused.labels(service=self._service, gate=refused.gate, cause=refused.cause).inc()
             raise
         heavy_call.set(heavy)
         _call_slot.set(slot)
@@ -549,6 +551,12 @@ class ServiceServer:
         if admission is not None and admission.heavy is not None:
             metrics.heavy_queue_depth.labels(service=name).set_function(admission.heavy.waiting_total)
         self.trimmer = heap_trimmer(name, admission)
+        if admission is not None:
+            light = admission.light
+            metrics.admission_inflight_limit.labels(service=name).set_function(lambda: light.concurrency)
+            for gate in (admission.light, admission.heavy):
+                if gate is not None:
+                    gate.on_estimate = metrics.admission_service_observer(name, gate.limits.name)
         self.server = grpc.aio.server(
             # Metrics outermost (every call counts, refused ones too), then the trace span, then the policy.
             interceptors=[metrics.RpcMetrics(), *tracing.server_interceptors(),

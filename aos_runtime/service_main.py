@@ -104,7 +104,8 @@ def access_recorder(name: str, implementations: list[Servicer], settings: Settin
 
 def admission_of(settings: Settings) -> Admission:
     """The server's admission gates from AOS_MAX_INFLIGHT, AOS_QUEUE_BUDGET_S, AOS_SHED_LAG_S,
-    AOS_DOWNLOADS_PER_TENANT, AOS_INGEST_INFLIGHT_BYTES*, AOS_HEAVY_* and AOS_HEAP_TRIM."""
+    AOS_ACCEPTED_TARGET_S, AOS_ADAPTIVE_INFLIGHT_MIN, AOS_DOWNLOADS_PER_TENANT,
+    AOS_INGEST_INFLIGHT_BYTES*, AOS_HEAVY_* and AOS_HEAP_TRIM."""
     return Admission.of(max_inflight=settings.max_inflight, queue_budget_s=settings.queue_budget_s,
                         heavy_isolation=settings.heavy_isolation, heavy_concurrency=settings.heavy_concurrency,
                         heavy_per_tenant=settings.heavy_per_tenant,
@@ -113,7 +114,9 @@ def admission_of(settings: Settings) -> Admission:
                         streams_per_tenant=settings.downloads_per_tenant,
                         inflight_bytes=settings.ingest_inflight_bytes,
                         inflight_bytes_per_tenant=settings.ingest_inflight_bytes_per_tenant,
-                        trim_heap=settings.heap_trim)
+                        trim_heap=settings.heap_trim,
+                        accepted_target_s=settings.accepted_target_s,
+                        adaptive_inflight_min=settings.adaptive_inflight_min)
 
 
 def run_service(name: str, servicers: Callable[[ServiceContext], list[Servicer]]) -> None:

@@ -160,7 +160,13 @@ def scrape(ports: dict[str, int]) -> dict[str, dict]:
         except OSError:
             continue
         buckets: dict[str, dict[float, float]] = {}
+        refused: dict[str, float] = {}
         for family in text_string_to_metric_families(text):
+            if family.name == "aos_admission_refused":  # the counter's family name, without _total
+                for sample in family.samples:
+                    if sample.name.endswith("_total"):
+                        key = f"{sample.labels['gate']}/{sample.labels['cause']}"
+                        refused[key] = refused.get(key, 0.0) + sample.value
             if family.name not in wanted:
                 continue
             for sample in family.samples:
@@ -168,7 +174,7 @@ def scrape(ports: dict[str, int]) -> dict[str, dict]:
                     le = float(sample.labels["le"])
                     mine = buckets.setdefault(family.name, {})
                     mine[le] = mine.get(le, 0.0) + sample.value
-        found[name] = buckets
+        found[name] = {**buckets, "refused_by_cause": refused}  # type: ignore[dict-item]
     return found
 
 
@@ -212,6 +218,11 @@ def inside(start: dict, end: dict, rq0: dict, rq1: dict, seconds: float) -> dict
             if diff:
                 entry[label] = {"n": int(diff[max(diff)]), "p50_ms": _quantile(diff, 0.5),
                                 "p99_ms": _quantile(diff, 0.99)}
+        # Admission's refusals by gate and cause (aos_admission_refused_total; AOS_ACCEPTED_TARGET_S).
+        c0, c1 = start.get(name, {}).get("refused_by_cause", {}), end.get(name, {}).get("refused_by_cause", {})
+        causes = {key: int(c1[key] - c0.get(key, 0.0)) for key in sorted(c1) if c1[key] - c0.get(key, 0.0)}
+        if causes:
+            entry["refused_by_cause"] = causes
         out[name] = entry
     return out
 

@@ -158,6 +158,10 @@ async def test_a_heavy_flood_leaves_another_tenants_reads_fast(ledger, isolation
     assert heavy.count("OK") >= 2, f"A's heavy calls did not run: {figures}"
     if isolation:
         assert held, figures
+        # The walks' service time as admission predicts it (AOS_ACCEPTED_TARGET_S), exported per method.
+        assert (REGISTRY.get_sample_value("aos_admission_service_seconds", {
+            "service": server.name, "gate": "heavy", "grpc_service": "aos.logs.v1.AuditLedgerService",
+            "grpc_method": "GetIntegrityReport"}) or 0) > 0, "no predicted service time exported"
     else:
         assert not held, f"with the isolation off, A's flood should have slowed B: {figures}"
 
@@ -181,6 +185,8 @@ async def test_per_tenant_share_round_robin_and_the_refusal_details(ledger):
         assert REGISTRY.get_sample_value("aos_heavy_queue_depth", {"service": server.name}) == 3
         refused_before = REGISTRY.get_sample_value(
             "aos_heavy_refused_total", {"service": server.name, "reason": "TENANT_HEAVY_LIMIT"}) or 0
+        by_cause = {"service": server.name, "gate": "heavy", "cause": "queue_full"}
+        cause_before = REGISTRY.get_sample_value("aos_admission_refused_total", by_cause) or 0
         refusals = []
         for _ in range(10):
             started = time.monotonic()
@@ -190,6 +196,7 @@ async def test_per_tenant_share_round_robin_and_the_refusal_details(ledger):
         err = refused.value
         assert REGISTRY.get_sample_value("aos_heavy_refused_total", {
             "service": server.name, "reason": "TENANT_HEAVY_LIMIT"}) == refused_before + 10
+        assert REGISTRY.get_sample_value("aos_admission_refused_total", by_cause) == cause_before + 10
         assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
         found = details(err)
         assert found[error_details_pb2.ErrorInfo].reason == "TENANT_HEAVY_LIMIT"
@@ -218,6 +225,54 @@ async def test_per_tenant_share_round_robin_and_the_refusal_details(ledger):
     logger.removeHandler(calls)
     logger.setLevel(level)
     assert finished.index("b") < 2, f"B's call finished behind A's queue: {finished}"
+
+
+@pytest.mark.parametrize("predicted", [True, False], ids=["predicted-completion", "off-must-fail"])
+async def test_a_heavy_queue_refuses_at_once_the_calls_that_would_end_past_the_target(ledger, predicted):
+    """AOS_ACCEPTED_TARGET_S on a real server: A's integrity walks (one at a time, A's share) have
+    taken ~w each; the target is set to 2.5 w. Seven arrive together: those whose wait + w would
+    end past it are refused at once with RetryInfo (when the walks ahead are done) and QuotaFailure,
+    and every accepted walk ends in time (1.5x slack for the loaded machine). With the target off
+    (0) all seven wait and the last ones end late — the same assertion fails."""
+    url, a, b = ledger
+    async with logs_server(url, heavy_queue_per_tenant=6) as (server, stub):
+        gate = server.admission.heavy
+        kind = "/aos.logs.v1.AuditLedgerService/GetIntegrityReport"
+        for _ in range(6):  # service times of the walk (MIN_SAMPLES and more)
+            await integrity(a, stub, SHORT)
+        walk = gate.service_estimate_s(kind)
+        assert walk is not None and walk > 0
+        target = 2.5 * walk
+        gate.limits = dataclasses.replace(gate.limits, target_s=target if predicted else 0.0)
+        results: list[tuple[str, float, object]] = []
+
+        async def call() -> None:
+            started = time.monotonic()
+            try:
+                await integrity(a, stub, SHORT)
+                results.append(("OK", time.monotonic() - started, None))
+            except grpc.aio.AioRpcError as err:
+                results.append((err.code().name, time.monotonic() - started, err))
+
+        await asyncio.gather(*[call() for _ in range(7)])
+    accepted = sorted(r[1] for r in results if r[0] == "OK")
+    refused = [r for r in results if r[0] == "RESOURCE_EXHAUSTED"]
+    figures = (f"walk ~{walk * 1000:.0f} ms, target {target * 1000:.0f} ms: accepted ended after "
+               f"{[round(x * 1000) for x in accepted]} ms; {len(refused)} refused after "
+               f"{sorted(round(r[1] * 1000, 1) for r in refused)} ms")
+    print(figures)
+    assert {r[0] for r in results} <= {"OK", "RESOURCE_EXHAUSTED"}, figures
+    in_time = all(x <= 1.5 * target for x in accepted)
+    if not predicted:
+        assert not in_time and not refused, f"with the target off the queue should end walks late: {figures}"
+        return
+    assert in_time and len(accepted) >= 2 and refused, figures
+    found = details(refused[0][2])
+    assert found[error_details_pb2.ErrorInfo].reason == "TENANT_HEAVY_LIMIT"
+    assert found[error_details_pb2.RetryInfo].retry_delay.ToNanoseconds() / 1e9 >= walk, "after the walks ahead"
+    assert found[error_details_pb2.QuotaFailure].violations[0].subject == a
+    # Refused at once: long before the walk ahead of them ended (the caller shares this loop).
+    assert max(r[1] for r in refused) < walk, figures
 
 
 class CallLog(logging.Handler):

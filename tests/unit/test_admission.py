@@ -13,7 +13,15 @@ import pytest
 from google.rpc import error_details_pb2
 
 from aos_runtime import errors
-from aos_runtime.admission import MIN_SAMPLES, Admission, FairGate, InflightBytes, Limits, LoopLag
+from aos_runtime.admission import (
+    MIN_SAMPLES,
+    AdaptiveLimit,
+    Admission,
+    FairGate,
+    InflightBytes,
+    Limits,
+    LoopLag,
+)
 from aos_runtime.faults import DeadlinePassed, Overloaded
 
 
@@ -242,6 +250,168 @@ async def test_a_full_gate_whose_queue_outlasts_the_budget_sheds_with_the_loop_o
     for w in waiting:
         (await w).release()
     assert admission.shed(heavy=False) is None, "the gate drained: nothing is shed"
+
+
+# --- admission by predicted completion (AOS_ACCEPTED_TARGET_S) ---------------------------------
+SLOW = "/aos.logs.v1.AuditLedgerService/GetIntegrityReport"
+
+
+async def learn(g: FairGate, kind: str, seconds: float, n: int = MIN_SAMPLES) -> None:
+    """``n`` calls of ``kind`` taking ``seconds`` each: the gate's service times for it."""
+    for _ in range(n):
+        permit = await g.acquire("warm", None, kind)
+        await asyncio.sleep(seconds)
+        permit.release()
+
+
+@pytest.mark.parametrize("target_s", [0.4, 0.0], ids=["target", "off-must-fail"])
+async def test_a_heavy_queue_admits_only_calls_that_end_within_the_target(target_s):
+    """One tenant's heavy calls, one at a time, each ~0.1 s; eight more arrive while one runs.
+    With AOS_ACCEPTED_TARGET_S=0.4 those whose wait + 0.1 s would end past 0.4 s are refused at
+    once (RetryInfo: when the queue ahead is done) and every accepted one ends within the target;
+    with it off (0) all eight wait, up to a budget of 10 s, and the last ones end late."""
+    g = FairGate(Limits("heavy", 2, 1, 8, 10.0, "AOS_HEAVY_CONCURRENCY", target_s=target_s))
+    await learn(g, SLOW, 0.1)
+    assert g.service_estimate_s(SLOW) == pytest.approx(0.1, abs=0.05)
+    ended: list[float] = []
+    refused: list[tuple[float, Overloaded]] = []
+
+    async def call() -> None:
+        arrived = time.monotonic()
+        try:
+            permit = await g.acquire("a", None, SLOW)
+        except Overloaded as refusal:
+            refused.append((time.monotonic() - arrived, refusal))
+            return
+        await asyncio.sleep(0.1)
+        permit.release()
+        ended.append(time.monotonic() - arrived)
+
+    calls = [asyncio.ensure_future(call())]
+    await settle()
+    assert g.running_of("a") == 1
+    calls += [asyncio.ensure_future(call()) for _ in range(8)]
+    await asyncio.gather(*calls)
+    figures = (f"accepted ended after {sorted(round(e, 3) for e in ended)} s; refused after "
+               f"{sorted(round(r, 4) for r, _ in refused)} s")
+    print(figures)
+    late = [e for e in ended if e > 0.4 * 1.5]  # slack for a loaded machine's timers
+    if not target_s:
+        assert late and not refused, f"with the target off the queue should end calls late: {figures}"
+        return
+    assert not late, figures
+    assert 2 <= len(ended) <= 5 and len(refused) >= 4, figures  # ~3 end in time: 0.1 running + 0.1 each
+    assert max(r for r, _ in refused) < 0.01, f"refused at once: {figures}"
+    refusal = refused[0][1]
+    assert refusal.cause == "predicted_late" and refusal.tenant_limit and "AOS_ACCEPTED_TARGET_S=0.4" in refusal.message
+    error = errors.from_exception(refusal, deadline_passed=False)
+    assert (error.code, error.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "TENANT_HEAVY_LIMIT")
+    (retry,) = [d for d in error.details if isinstance(d, error_details_pb2.RetryInfo)]
+    assert retry.retry_delay.ToMilliseconds() >= 200, "after the calls ahead of it, not a constant"
+    assert [d for d in error.details if isinstance(d, error_details_pb2.QuotaFailure)]
+    assert g.running == 0 and g.waiting_total() == 0
+
+
+async def test_a_call_that_can_start_at_once_starts_however_long_its_kind_takes():
+    """The target bounds what queueing adds, not the work: a kind slower than the target still
+    runs when a slot is free; only its waiting is refused. Without samples no prediction."""
+    g = FairGate(Limits("heavy", 2, 1, 8, 10.0, "AOS_HEAVY_CONCURRENCY", target_s=0.05))
+    await learn(g, SLOW, 0.06)
+    first = await asyncio.wait_for(g.acquire("a", None, SLOW), 0.1)  # free: starts
+    with pytest.raises(Overloaded) as late:
+        await g.acquire("a", None, SLOW)                             # must wait: would end late
+    assert late.value.cause == "predicted_late"
+    unknown = asyncio.ensure_future(g.acquire("a", None, "/never/Seen"))  # no estimate: waits as before
+    await settle()
+    assert g.waiting_of("a") == 1
+    first.release()
+    (await unknown).release()
+
+
+async def test_a_deadline_sooner_than_the_target_is_the_bound_and_a_waiter_gives_up_in_time():
+    """With a deadline 0.15 s away and ~0.1 s to wait + ~0.1 s to run, the call is refused at
+    once (not after 0.15 s); with a deadline 0.25 s away it waits, but only as long as it could
+    still end by it (0.25 − 0.1 s), not its whole budget."""
+    g = FairGate(Limits("heavy", 2, 1, 8, 10.0, "AOS_HEAVY_CONCURRENCY", target_s=5.0))
+    await learn(g, SLOW, 0.1)
+    held = await g.acquire("a", None, SLOW)
+    started = time.monotonic()
+    with pytest.raises(Overloaded) as refused:
+        await g.acquire("a", time.monotonic() + 0.15, SLOW)
+    assert time.monotonic() - started < 0.01 and "its deadline" in refused.value.message
+    started = time.monotonic()
+    with pytest.raises(Overloaded) as gave_up:  # the held call never ends: it gives up at ~0.15 s
+        await g.acquire("a", time.monotonic() + 0.25, SLOW)
+    assert 0.1 < time.monotonic() - started < 0.22 and gave_up.value.cause == "budget_passed"
+    held.release()
+
+
+async def test_a_full_gate_sheds_a_call_predicted_to_end_past_the_target_before_its_token_is_read():
+    """Admission.shed with the loop on time: a full light gate, recent calls of the method ~0.3 s,
+    target 0.25 s: refused before any other work (SERVER_OVERLOADED, RetryInfo); another method
+    with no samples, or the target off, is not shed."""
+    admission = dataclasses.replace(
+        Admission.of(max_inflight=2, queue_budget_s=0.25, heavy_isolation=True, heavy_concurrency=1,
+                     heavy_per_tenant=1, heavy_queue_per_tenant=8, heavy_queue_budget_s=10, shed_lag_s=0.01,
+                     accepted_target_s=0.25),
+        lag=LoopLag())
+    kind = "/aos.logs.v1.AuditLedgerService/ListAuditEntries"
+    await learn(admission.light, kind, 0.3)
+    permits = [await admission.light.acquire("a", None, kind), await admission.light.acquire("b", None, kind)]
+    refusal = admission.shed(heavy=False, kind=kind)
+    assert isinstance(refusal, Overloaded) and refusal.cause == "shed_predicted_late", refusal
+    error = errors.from_exception(refusal, deadline_passed=False)
+    assert (error.code, error.reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "SERVER_OVERLOADED")
+    assert [d for d in error.details if isinstance(d, error_details_pb2.RetryInfo)]
+    assert admission.shed(heavy=False, kind="/other/Method") is None
+    admission.light.limits = dataclasses.replace(admission.light.limits, target_s=0.0)
+    assert admission.shed(heavy=False, kind=kind) is None, "AOS_ACCEPTED_TARGET_S=0: off"
+    for permit in permits:
+        permit.release()
+
+
+# --- the adaptive in-flight limit (AOS_ADAPTIVE_INFLIGHT_MIN) -----------------------------------
+def test_the_adaptive_limit_shrinks_while_calls_queue_and_grows_back_when_they_do_not():
+    """Two methods of very different cost, each at its baseline: the limit stays at the maximum.
+    Both at 4x their baseline (queueing in the process): it falls, ~10 % per window. Back at the
+    baseline and using the limit: it grows back; not using it (few in flight): it stays."""
+    limit = AdaptiveLimit(minimum=4, maximum=32)
+
+    def window(factor: float, inflight: int, n: int = AdaptiveLimit.WINDOW) -> None:
+        for i in range(n):
+            fast, slow = (0.005, "/s/Fast"), (0.3, "/s/Slow")
+            took, kind = fast if i % 2 else slow
+            limit.sample(kind, took * factor, inflight)
+
+    window(1.0, 32, n=4 * AdaptiveLimit.WINDOW)
+    assert limit.current == 32
+    shrunk = []
+    for _ in range(40):  # 1,000 calls
+        window(4.0, limit.current)
+        shrunk.append(limit.current)
+    assert shrunk[-1] <= 10 and shrunk == sorted(shrunk, reverse=True), shrunk
+    low = limit.current
+    for _ in range(30):
+        window(1.0, 1)  # fast again, but one call in flight: no evidence more would be fine
+    assert limit.current == low
+    grown = []
+    for _ in range(30):
+        window(1.0, limit.current)
+        grown.append(limit.current)
+    assert grown[-1] == 32 and grown == sorted(grown), grown
+
+
+async def test_a_gate_with_an_adaptive_limit_runs_no_more_than_it_and_names_it():
+    g = FairGate(Limits("light", 8, None, None, 0.05, "AOS_MAX_INFLIGHT"), adaptive=AdaptiveLimit(2, 8))
+    g.adaptive.limit = 2.0  # as if latency had pushed it down
+    permits = [await g.acquire("a", None), await g.acquire("b", None)]
+    with pytest.raises(Overloaded) as refused:
+        await g.acquire("c", None)
+    assert "adaptive 2 of AOS_MAX_INFLIGHT=8" in refused.value.limit
+    g.adaptive.limit = 3.0
+    (await asyncio.wait_for(g.acquire("c", None), 0.1)).release()
+    for permit in permits:
+        permit.release()
 
 
 # --- in-flight bytes of ingest requests (AOS_INGEST_INFLIGHT_BYTES*) ------------------------
