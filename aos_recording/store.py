@@ -8,7 +8,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Result
 
 from aos_recording import hashing
-from aos_runtime.db import fetch_tuples
+from aos_recording.driver import fetch_tuples
 
 Row = Mapping[str, Any]
 
@@ -51,7 +51,7 @@ _LEDGER_ROWS_SQL = (f"SELECT {', '.join(hashing.LEDGER_ROW_COLUMNS)} FROM audit_
 def iter_ledger_rows(conn: Connection, tenant_id: str, *, from_seq: int = 1, to_seq: int | None = None,
                      batch: int = 5000) -> Iterator[Sequence[tuple[Any, ...]]]:
     """``iter_ledger_batches`` for the verifier: the same entries, each a tuple in
-    ``hashing.LEDGER_ROW_COLUMNS`` order, read through psycopg in binary (``db.fetch_tuples``:
+    ``hashing.LEDGER_ROW_COLUMNS`` order, read through psycopg in binary (``driver.fetch_tuples``:
     no RowMapping, no text to parse for times, integers and bytea)."""
     after = from_seq - 1
     while True:

@@ -30,11 +30,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import functools
 import itertools
 import logging
 import os
-import re
 import threading
 import time
 from collections import deque
@@ -48,6 +46,7 @@ from psycopg.rows import dict_row
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 
+from aos_recording.driver import driver_sql as _driver_sql, fetch_tuples as fetch_tuples, observed as _observed
 from aos_recording.logins import login_problems
 from aos_runtime.config import ConfigError
 from aos_runtime.faults import DeadlinePassed, PoolExhausted, ReplicaBehind
@@ -89,20 +88,6 @@ _SCOPE = "SELECT set_config('aos.tenant_id', :tenant, true), set_config('stateme
 _HOT_SCOPE = _SCOPE + ", set_config('plan_cache_mode', 'force_generic_plan', true)"
 
 
-# A text() query's named parameters (":name", not a "::type" cast) as psycopg writes them.
-_NAMED = re.compile(r"(?<![:\w]):(\w+)")
-
-
-@functools.lru_cache(maxsize=512)
-def _driver_sql(sql: str) -> str:
-    """``sql`` in psycopg's placeholder style (``%(name)s``; a literal ``%`` doubled)."""
-    return _NAMED.sub(r"%(\1)s", sql.replace("%", "%%"))
-
-
-def _observed(conn: Any) -> bool:
-    return bool(conn.engine.dispatch.before_cursor_execute or conn.engine.dispatch.after_cursor_execute)
-
-
 def fetch_rows(conn: Any, sql: str, params: Mapping[str, Any], *, binary: bool = False) -> list[dict[str, Any]]:
     """The rows of a hot read (issue #22) as dicts, through psycopg directly: the same
     connection and transaction as ``conn`` (so the tenant scope and statement timeout that
@@ -121,16 +106,6 @@ def fetch_rows(conn: Any, sql: str, params: Mapping[str, Any], *, binary: bool =
     if _observed(conn):
         return [dict(row) for row in conn.execute(text(sql), params).mappings()]
     with conn.connection.driver_connection.cursor(row_factory=dict_row, binary=binary) as cursor:
-        cursor.execute(_driver_sql(sql), params)
-        return cursor.fetchall()
-
-
-def fetch_tuples(conn: Any, sql: str, params: Mapping[str, Any], *, binary: bool = False) -> list[tuple[Any, ...]]:
-    """``fetch_rows`` as tuples in the statement's column order: for a reader that walks many
-    rows by position (the chain verifier), without a dict per row."""
-    if _observed(conn):
-        return [tuple(row) for row in conn.execute(text(sql), params)]
-    with conn.connection.driver_connection.cursor(binary=binary) as cursor:
         cursor.execute(_driver_sql(sql), params)
         return cursor.fetchall()
 

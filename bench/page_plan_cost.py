@@ -20,7 +20,8 @@ import psycopg
 
 from aos_evidence.queries import AUDIT_SELECT
 from aos_recording import bulk
-from aos_runtime.db import _driver_sql, libpq_url
+from aos_recording.driver import driver_sql as _driver_sql
+from aos_runtime.db import libpq_url
 from aos_runtime.keyset import NEWEST_FIRST
 from scratch import scratch_database, service_logins
 from services.logs import store

@@ -6,7 +6,8 @@ import pytest
 from sqlalchemy import create_engine, event, text
 
 from aos_recording import bulk
-from aos_runtime.db import _driver_sql, sync_url
+from aos_recording.driver import driver_sql as _driver_sql
+from aos_runtime.db import sync_url
 from services.logs import store
 
 pytestmark = pytest.mark.db

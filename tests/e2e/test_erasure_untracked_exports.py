@@ -22,8 +22,8 @@ from aos.evidence.v1 import bundle_pb2
 from aos.export.v1 import export_service_pb2 as export_pb, export_service_pb2_grpc as export_grpc
 from aos.ingest.v1 import ingest_service_pb2 as pb, ingest_service_pb2_grpc as pb_grpc
 from services.export import store as export_store
+from tests.e2e.erasure_support import SECRET, officer, write_subject
 from tests.e2e.support import BASE, error_info, token
-from tests.e2e.test_erasure import SECRET, officer, write_subject
 from tests.logins import load_demo_scenarios
 
 pytestmark = pytest.mark.db

@@ -34,7 +34,7 @@ from tests.logins import load_demo_scenarios, login_url
 
 pytestmark = pytest.mark.db
 
-LEDGER = 15_000             # entries per tenant; one integrity walk of them takes a good fraction of a second
+LEDGER = 40_000             # entries per tenant; one integrity walk of them takes a good fraction of a second
 LIMITS = {"pool_size": 4, "max_inflight": 16, "queue_budget_s": 0.5, "heavy_concurrency": 2,
           "heavy_per_tenant": 1, "heavy_queue_per_tenant": 3, "heavy_queue_budget_s": 10.0}
 FLOOD = 8                   # tenant A's concurrent heavy callers
@@ -42,7 +42,9 @@ FLOOD = 8                   # tenant A's concurrent heavy callers
 # alone, and at least FLOOR_S.
 # On this shared 2-core machine B's p99 under the flood measured 125-560 ms isolated, 3.1-3.8 s
 # (two calls in three seconds) with the isolation off: the floor keeps the test from flaking
-# on a busy machine while the contrast stays an order of magnitude.
+# on a busy machine while the contrast stays an order of magnitude. (Walks of 15,000 entries
+# got ~2x faster with the fixed-shape hashing, and the off case fell under the floor, 0.7-0.9 s;
+# at 40,000: 122 ms isolated, 2.6 s off, on a quiet machine.)
 SLOWDOWN, FLOOR_S = 5, 1.0
 
 
@@ -135,7 +137,11 @@ def details(err: grpc.aio.AioRpcError) -> dict[type, object]:
 @pytest.mark.parametrize("isolation", [True, False], ids=["isolated", "isolation-off-must-fail"])
 async def test_a_heavy_flood_leaves_another_tenants_reads_fast(ledger, isolation):
     url, a, b = ledger
-    async with logs_server(url, heavy_isolation=isolation) as (server, stub):
+    # Off, the accepted-time target goes too: admission by predicted completion alone keeps B's
+    # waits near AOS_ACCEPTED_TARGET_S (1 s: B's p99 ~0.9 s here, under the bound, ~70x alone),
+    # and this test is about what the heavy calls' own gate and pool give B.
+    off = {} if isolation else {"accepted_target_s": 0.0}
+    async with logs_server(url, heavy_isolation=isolation, **off) as (server, stub):
         await integrity(a, stub)  # warm both paths
         alone, alone_failures = await light_loop(stub, b, seconds=1)
         assert not alone_failures
