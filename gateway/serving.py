@@ -35,20 +35,32 @@ log = logging.getLogger("aos.gateway")
 _READING = (h11.IDLE, h11.SEND_BODY)
 
 
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a request-read deadline and a connection cap (class attributes,
-    set by ``protocol``)."""
+class _ReadGuard:
+    """A request-read deadline and a connection cap for a uvicorn HTTP protocol (class attributes,
+    set by ``protocol``): mixed into the h11 and httptools protocols before uvicorn's own class;
+    each says by ``_reading`` whether its peer is still sending a request."""
 
     header_timeout_s: float = 10.0
     max_connections: int = 1000
+    # uvicorn's protocols have these (typed here for the mixin's own methods)
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    connections: set[Any]
+    client: tuple[str, int] | None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._read_deadline: asyncio.TimerHandle | None = None
         self.opened_at = 0.0
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+    def _reading(self) -> bool:
+        raise NotImplementedError
+
+    def waiting(self) -> bool:
+        raise NotImplementedError
+
+    def connection_made(self, transport: Any) -> None:  # uvicorn's: an asyncio.Transport
+        super().connection_made(transport)  # type: ignore[misc]
         self.opened_at = self.loop.time()
         self._arm()
         if len(self.connections) > self.max_connections:
@@ -56,22 +68,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
-        super().connection_lost(exc)
-
-    def data_received(self, data: bytes) -> None:
-        super().data_received(data)
-        if self.conn.their_state not in _READING or self.transport.is_closing():
-            self._disarm()  # the request is in: its handling is bounded by the call's own deadline
-
-    def on_response_complete(self) -> None:
-        super().on_response_complete()
-        # A kept-alive connection waits for its next request under the same deadline.
-        if not self.transport.is_closing() and self.conn.their_state in _READING:
-            self._arm()
-
-    def waiting(self) -> bool:
-        """Still waiting for (the rest of) a request: no request of this connection is being served."""
-        return self.conn.their_state in _READING and (self.cycle is None or self.cycle.response_complete)
+        super().connection_lost(exc)  # type: ignore[misc]
 
     def _arm(self) -> None:
         self._disarm()
@@ -84,7 +81,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def _read_timed_out(self) -> None:
         self._read_deadline = None
-        if self.conn.their_state in _READING and not self.transport.is_closing():
+        if self._reading() and not self.transport.is_closing():
             log.info("connection closed: request not read in time",
                      extra={"client": _address(self.client), "timeout_s": self.header_timeout_s})
             self.transport.close()
@@ -92,14 +89,35 @@ class GuardedH11Protocol(H11Protocol):
     def _shed(self) -> None:
         """Over the cap: close the oldest connection still waiting for its request, else this one."""
         waiting = [c for c in self.connections
-                   if c is not self and isinstance(c, GuardedH11Protocol) and c.waiting()
-                   and not c.transport.is_closing()]
+                   if c is not self and isinstance(c, _ReadGuard) and c.waiting() and not c.transport.is_closing()]
         victim = min(waiting, key=lambda c: c.opened_at) if waiting else self
         log.warning("connection cap reached: closing a connection",
                     extra={"max_connections": self.max_connections, "client": _address(victim.client),
                            "closed": "oldest waiting" if victim is not self else "the new one"})
         victim._disarm()
         victim.transport.close()
+
+
+class GuardedH11Protocol(_ReadGuard, H11Protocol):
+    """uvicorn's h11 protocol with the read deadline and the connection cap."""
+
+    def _reading(self) -> bool:
+        return self.conn.their_state in _READING
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if not self._reading() or self.transport.is_closing():
+            self._disarm()  # the request is in: its handling is bounded by the call's own deadline
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # A kept-alive connection waits for its next request under the same deadline.
+        if not self.transport.is_closing() and self._reading():
+            self._arm()
+
+    def waiting(self) -> bool:
+        """Still waiting for (the rest of) a request: no request of this connection is being served."""
+        return self._reading() and (self.cycle is None or self.cycle.response_complete)
 
 
 def _address(client: tuple[str, int] | None) -> str | None:
@@ -118,28 +136,15 @@ def _httptools_protocol() -> type[Any]:
     parser's share of a REST call). Imported on demand: httptools is only needed when chosen."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-    class GuardedHttpToolsProtocol(HttpToolsProtocol):
-        header_timeout_s: float = 10.0
-        max_connections: int = 1000
-
+    class GuardedHttpToolsProtocol(_ReadGuard, HttpToolsProtocol):
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
-            self._read_deadline: asyncio.TimerHandle | None = None
-            self.opened_at = 0.0
             self._whole = 0            # requests read whole, their responses not complete yet
             self._head_pending = True  # the next request's head is not complete yet
             self._head_bytes = 0       # what has arrived of it
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self.opened_at = self.loop.time()
-            self._arm()
-            if len(self.connections) > self.max_connections:
-                self._shed()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm()
-            super().connection_lost(exc)
+        def _reading(self) -> bool:
+            return not self._whole
 
         def data_received(self, data: bytes) -> None:
             if self._head_pending:
@@ -172,33 +177,6 @@ def _httptools_protocol() -> type[Any]:
         def waiting(self) -> bool:
             """Still waiting for (the rest of) a request: no request of this connection is being served."""
             return not self._whole and (self.cycle is None or self.cycle.response_complete)
-
-        def _arm(self) -> None:
-            self._disarm()
-            self._read_deadline = self.loop.call_later(self.header_timeout_s, self._read_timed_out)
-
-        def _disarm(self) -> None:
-            if self._read_deadline is not None:
-                self._read_deadline.cancel()
-                self._read_deadline = None
-
-        def _read_timed_out(self) -> None:
-            self._read_deadline = None
-            if not self._whole and not self.transport.is_closing():
-                log.info("connection closed: request not read in time",
-                         extra={"client": _address(self.client), "timeout_s": self.header_timeout_s})
-                self.transport.close()
-
-        def _shed(self) -> None:
-            waiting = [c for c in self.connections
-                       if c is not self and isinstance(c, GuardedHttpToolsProtocol) and c.waiting()
-                       and not c.transport.is_closing()]
-            victim = min(waiting, key=lambda c: c.opened_at) if waiting else self
-            log.warning("connection cap reached: closing a connection",
-                        extra={"max_connections": self.max_connections, "client": _address(victim.client),
-                               "closed": "oldest waiting" if victim is not self else "the new one"})
-            victim._disarm()
-            victim.transport.close()
 
     return GuardedHttpToolsProtocol
 

@@ -18,23 +18,28 @@ TEXTS = ["plain", "é and ü", "\U0001f602 emoji", "\ufb33 dalet", "tab\there", 
 STEP_TYPES = ["llm_call", "tool_call", "policy_check", "decision", "output"]
 
 
-def state(rng: random.Random, depth: int = 0) -> Any:
+# The keys of generated states: redacted ones, non-BMP and presentation forms (RFC 8785 sorts by
+# UTF-16 units), and "steps" (a bundle's own member name) unless a caller passes its own list.
+KEYS = ("n", "password", "api_key", "input_tokens", "\U0001f602", "\ufb33", "z", "a", "Authorization", "é", "steps")
+
+
+def state(rng: random.Random, depth: int = 0, keys: tuple[str, ...] = KEYS, texts: list[str] = TEXTS) -> Any:
+    """A random JSON value of the shapes evidence states take (test_export_bytes pins artifacts
+    made from these: the draws must not change)."""
     kind = rng.randrange(9 if depth < 2 else 6)
     if kind == 0:
         return rng.randrange(-10**6, 10**6)
     if kind == 1:
         return rng.choice([0.5, 1.0, 1e21, 1e-7, 2.5e-3, -0.0, 123456.789, 1 / 3])
     if kind == 2:
-        return rng.choice(TEXTS)
+        return rng.choice(texts)
     if kind == 3:
         return rng.choice([None, True, False])
     if kind in (4, 5):
         return rng.choice([2 ** 53 - 1, -(2 ** 53 - 1), 0, 7])
     if kind == 6:
-        return [state(rng, depth + 1) for _ in range(rng.randrange(4))]
-    keys = ["n", "password", "api_key", "input_tokens", "\U0001f602", "\ufb33", "z", "a", "Authorization", "é",
-            "steps"]
-    return {rng.choice(keys): state(rng, depth + 1) for _ in range(rng.randrange(5))}
+        return [state(rng, depth + 1, keys, texts) for _ in range(rng.randrange(4))]
+    return {rng.choice(keys): state(rng, depth + 1, keys, texts) for _ in range(rng.randrange(5))}
 
 
 def _hash(rng: random.Random) -> str:

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from aos_evidence.kinds import BundleType, ExportFormat, ExportScope
 from aos_recording import dsse, hashing
 from services.export import artifacts, builder, bundles
+from tests.unit.bundle_rows import state
 
 T0 = datetime(2026, 3, 1, 8, 0, 0, tzinfo=timezone.utc)
 _TEXTS = ["plain", "é and ü", "\U0001f602 emoji", "\ufb33 dalet", "tab\there", "line\nbreak", "quote \" back \\",
@@ -25,21 +26,9 @@ _TEXTS = ["plain", "é and ü", "\U0001f602 emoji", "\ufb33 dalet", "tab\there",
 
 
 def _state(rng: random.Random, depth: int = 0):
-    kind = rng.randrange(9 if depth < 2 else 6)
-    if kind == 0:
-        return rng.randrange(-10**6, 10**6)
-    if kind == 1:
-        return rng.choice([0.5, 1.0, 1e21, 1e-7, 2.5e-3, -0.0, 123456.789, 1 / 3])
-    if kind == 2:
-        return rng.choice(_TEXTS)
-    if kind == 3:
-        return rng.choice([None, True, False])
-    if kind in (4, 5):
-        return rng.choice([2 ** 53 - 1, -(2 ** 53 - 1), 0, 7])
-    if kind == 6:
-        return [_state(rng, depth + 1) for _ in range(rng.randrange(4))]
-    keys = ["n", "password", "api_key", "input_tokens", "\U0001f602", "\ufb33", "z", "a", "Authorization", "é"]
-    return {rng.choice(keys): _state(rng, depth + 1) for _ in range(rng.randrange(5))}
+    # bundle_rows' generator with these pins' own keys and texts (the draws the pins were made of)
+    return state(rng, depth, ("n", "password", "api_key", "input_tokens", "\U0001f602", "\ufb33", "z", "a",
+                              "Authorization", "é"), _TEXTS)
 
 
 def ledger_rows(count: int = 400, seed: int = 22) -> list[dict]:
