@@ -115,21 +115,22 @@ _LEAVES = frozenset((str, int, bool, type(None), datetime))
 _NON_BMP = re.compile(rb"[\xf0-\xf4]")  # the lead byte of a 4-byte UTF-8 sequence
 
 
-def _fast(value: Any) -> bool:
+def _fast(value: Any, leaves: frozenset[Any] = _LEAVES, sequences: tuple[type, ...] = (list, tuple)) -> bool:
     """Whether every node of ``value`` is one orjson writes as RFC 8785 does: exact str, int,
-    bool, None, datetime, and dicts (str keys) and lists/tuples of those — no float, nothing else."""
+    bool, None, datetime, and dicts (str keys) and lists/tuples of those — no float, nothing else.
+    (``leaves`` and ``sequences`` narrow it for a decoded JSON value: ``_JSON_LEAVES``, lists.)"""
     kind = type(value)
     if kind is dict:
         for key, item in value.items():
-            if type(key) is not str or (type(item) not in _LEAVES and not _fast(item)):
+            if type(key) is not str or (type(item) not in leaves and not _fast(item, leaves, sequences)):
                 return False
         return True
-    if kind is list or kind is tuple:
+    if kind in sequences:
         for item in value:
-            if type(item) not in _LEAVES and not _fast(item):
+            if type(item) not in leaves and not _fast(item, leaves, sequences):
                 return False
         return True
-    return kind in _LEAVES
+    return kind in leaves
 
 
 def _default(value: Any) -> str:
@@ -199,23 +200,7 @@ LEDGER_ROW_COLUMNS = ("seq", "content_hash", "prev_hash", "chain_hash", "hash_ve
                       *LEDGER_FIELDS)
 _ROW_OPTIONS = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER | orjson.OPT_UTC_Z
 _JSON_LEAVES = frozenset((str, int, bool, type(None)))
-
-
-def _json_fast(value: Any) -> bool:
-    """``_fast`` for a decoded JSON value: exact str, int, bool, None in dicts (str keys) and
-    lists — no float, and no datetime (orjson would write one in its own form here)."""
-    kind = type(value)
-    if kind is dict:
-        for key, item in value.items():
-            if type(key) is not str or (type(item) not in _JSON_LEAVES and not _json_fast(item)):
-                return False
-        return True
-    if kind is list:
-        for item in value:
-            if type(item) not in _JSON_LEAVES and not _json_fast(item):
-                return False
-        return True
-    return kind in _JSON_LEAVES
+_JSON_SEQUENCES = (list,)
 
 
 def ledger_row_hash_input(row: Sequence[Any]) -> bytes:
@@ -230,7 +215,9 @@ def ledger_row_hash_input(row: Sequence[Any]) -> bytes:
     if zone in _UTC_ZONES or (zone is not None and created_at.utcoffset() == _ZERO):
         if not created_at.microsecond:
             created = orjson.Fragment(orjson.dumps(created_at, option=orjson.OPT_UTC_Z)[:-2] + b'.000000Z"')
-        fast = (before_state is None or _json_fast(before_state)) and (after_state is None or _json_fast(after_state))
+        # a decoded JSON value: no datetime (orjson would write one in its own form), no tuple
+        fast = ((before_state is None or _fast(before_state, _JSON_LEAVES, _JSON_SEQUENCES))
+                and (after_state is None or _fast(after_state, _JSON_LEAVES, _JSON_SEQUENCES)))
     else:
         fast = False
     document = {"id": id_, "tenant_id": tenant_id, "event_type": event_type, "entity_type": entity_type,

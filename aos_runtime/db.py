@@ -46,7 +46,7 @@ from psycopg.rows import dict_row
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 
-from aos_recording.driver import driver_sql as _driver_sql, fetch_tuples as fetch_tuples, observed as _observed
+from aos_recording.driver import driver_sql as _driver_sql, observed as _observed
 from aos_recording.logins import login_problems
 from aos_runtime.config import ConfigError
 from aos_runtime.faults import DeadlinePassed, PoolExhausted, ReplicaBehind
