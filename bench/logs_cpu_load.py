@@ -239,9 +239,9 @@ def main() -> None:
             for name, path in copies.items():
                 root = Path(path).resolve()
                 os.environ["PYTHONPATH"] = f"{root}:{root / 'gen'}"
-                os.environ.update(extra.get(name, {}))
                 (work / name).mkdir()
-                services[name] = LogsService(logs_url, work / name, 1)
+                # As the service's own variables: service_env drops every AOS_ variable of ours.
+                services[name] = LogsService(logs_url, work / name, 1, **extra.get(name, {}))
                 os.environ.clear()
                 os.environ.update(saved)
         finally:

@@ -86,3 +86,21 @@ def test_a_logs_service_started_by_a_bench_serves(scratch):
     url, work = scratch
     service = LogsService(service_logins(url, work / "aos")["logs"], work, 1)  # raises if it did not start
     assert service.stop() == 0
+
+
+def test_a_bench_started_logs_service_gets_the_settings_it_is_given(scratch, monkeypatch):
+    # bench/logs_cpu_load.py --env: an AOS_ setting reaches the service (service_env drops the
+    # bench's own AOS_ variables, so it must be passed as the service's).
+    from pathlib import Path
+
+    from workers_scaling import LogsService
+
+    url, work = scratch
+    monkeypatch.setenv("AOS_DB_POOL_SIZE", "7")  # the bench's own: not passed on
+    service = LogsService(service_logins(url, work / "aos")["logs"], work, 1, AOS_MAX_INFLIGHT="9")
+    try:
+        environ = dict(item.split("=", 1) for item in
+                       Path(f"/proc/{service.process.pid}/environ").read_text().split("\0") if "=" in item)
+        assert environ["AOS_MAX_INFLIGHT"] == "9" and "AOS_DB_POOL_SIZE" not in environ
+    finally:
+        assert service.stop() == 0

@@ -53,13 +53,14 @@ class LogsService:
 
     ``logs_url``: the Logs service's own login DSN (scratch.service_logins), never the admin's."""
 
-    def __init__(self, logs_url: str, work: Path, workers: int) -> None:
+    def __init__(self, logs_url: str, work: Path, workers: int, **variables: str) -> None:
         self.workers = workers
         self.port = free_port()
         self.log_path = work / f"logs-service-{workers}-workers.log"
         self._offset = 0
         env = service_env({"logs": logs_url}, "logs", AOS_WORKERS=str(workers), AOS_LOGS_PORT=str(self.port),
-                          AOS_DATA_DIR=str(work / "aos"), AOS_AUTH_JWT_SECRET=SECRET, AOS_LOG_LEVEL="INFO")
+                          AOS_DATA_DIR=str(work / "aos"), AOS_AUTH_JWT_SECRET=SECRET, AOS_LOG_LEVEL="INFO",
+                          **variables)
         with open(self.log_path, "w") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "services.logs"], env=env,
                                             stdout=subprocess.DEVNULL, stderr=log)
