@@ -9,7 +9,8 @@ transaction with the tenant scope and generic plans (aos_runtime.db._HOT_SCOPE).
 (``time.process_time``) per transaction, best of --repeat rounds:
 
 - ``service``: ``Database.run(store.list_audit_entries)`` as the handler calls it (SQLAlchemy's
-  pool and transaction, psycopg's pipeline mode, dict rows, the thread hand-off);
+  pool and transaction, psycopg's pipeline mode, dict rows, the thread hand-off), one call at a
+  time and 8 at once (as h2load's 8 clients: the figure per call);
 - ``psycopg pipeline``: the same statements on a bare psycopg connection, pipelined, dict rows;
 - ``psycopg binary``: the same with results in binary format;
 - ``asyncpg``: the same statements through asyncpg (prepared, binary, Cython decoding) on an
@@ -77,12 +78,23 @@ def main() -> None:
             pages["service"] = loop.run_until_complete(
                 db.run(tenant, store.list_audit_entries, tenant, filters, None, 50)).rows
 
+        def in_flight() -> None:
+            # 8 calls at once, as under h2load's 8 clients (the figure is per call).
+            async def eight() -> None:
+                await asyncio.gather(*(db.run(tenant, store.list_audit_entries, tenant, filters, None, 50)
+                                       for _ in range(8)))
+            loop.run_until_complete(eight())
+
         try:
             service()
+            in_flight()
             figures["service: Database.run(list_audit_entries) (pool, pipeline, dict rows, thread hand-off)"] = \
                 best_ms(service, args.calls, args.repeat)
+            figures["service, 8 calls in flight, per call"] = \
+                round(best_ms(in_flight, max(1, args.calls // 8), args.repeat) / 8, 4)
         finally:
             loop.run_until_complete(db.close())
+            loop.close()
 
         for binary, page in ((False, PAGE), (True, PAGE), (True, STORED_PAGE)):
             with psycopg.connect(libpq_url(logs_url), options="-c default_transaction_read_only=on") as conn:
