@@ -517,8 +517,15 @@ def heap_trimmer(name: str, admission: Admission | None, db: Database | None = N
     if admission is None or admission.heavy is None or not admission.trim_heap:
         return None
     gates = [gate for gate in (admission.heavy, admission.streams) if gate is not None]
-    trimmer = heap.Trimmer(name, lambda: all(gate.idle for gate in gates),
-                           release=db.release_idle_connections if db is not None else None)
+    light = admission.light
+
+    def release() -> None:
+        # The heavy pool's idle connections always; the light pool's only while no light call
+        # runs either (a new connection costs its next call the login: aos_runtime.db).
+        if db is not None:
+            db.release_idle_connections(light=light.idle)
+
+    trimmer = heap.Trimmer(name, lambda: all(gate.idle for gate in gates), release=release)
     if not trimmer.available:
         return None
     for gate in gates:
