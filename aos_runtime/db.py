@@ -428,6 +428,26 @@ class Database:
                     handoff.get_nowait()
                 producer.cancel()
 
+    def release_idle_connections(self, *, light: bool = True) -> int:
+        """Closes every pooled connection no call holds now — the heavy pool's, and the light
+        pool's too with ``light`` — the pools open new ones as calls need them. The number closed.
+
+        Why (issue #19): libpq grows a connection's input and output buffers to its largest
+        message and never shrinks them — after an export wrote its 1 MiB artifact chunks and a
+        download read them back, each connection that carried one holds 2–4 MiB until it closes
+        (aos_runtime.heap runs this before its trim, when no heavy call or download runs). A new
+        connection costs its next call the login and its check (~70 ms measured on a loaded
+        machine, ~15 ms warm): nothing to a heavy call, so the light pool is left alone while
+        light calls run (``light``). A connection checked out meanwhile is not touched; it goes
+        back to the pool when its transaction ends (QueuePool.dispose: until the pool next fills,
+        it may hold that many connections more than its size)."""
+        closed = 0
+        for pool in (self._heavy, self._light if light else None):
+            if pool is not None:
+                closed += pool.engine.pool.checkedin()
+                pool.engine.pool.dispose()
+        return closed
+
     def pool_status(self) -> tuple[int, int, int]:
         """(connections the pool holds at most, in use now, calls waiting for one) — for the metrics."""
         pool = self.engine.pool  # the light calls' pool (the heavy calls' is bounded by admission)

@@ -9,10 +9,23 @@ back (madvise). MALLOC_ARENA_MAX=2 and the 128 KiB mmap/trim thresholds the serv
 with (services/__main__.py) shrink that, not remove it: bench/export_memory.py measured
 +30…+56 MiB still resident after four concurrent exports of each format.
 
+What else an export leaves resident (measured in the Export service after four concurrent
+exports of each format with sys._debugmallocstats, mallinfo2 and /proc/self/smaps; BENCHMARKS.md):
+libpq's connection buffers. libpq grows a connection's input and output buffers to its largest
+message and never shrinks them: an export writes its artifact in 1 MiB chunks (the output buffer
+doubles to 2 MiB) and a download reads them back hex-encoded (an input buffer of 4 MiB), so the
+pooled connections that carried chunks held ~28 MiB of mmap'd blocks (~14 MiB resident) until
+they closed. So the trim first closes the connections no call holds (``release``:
+Database.release_idle_connections; the light pool's only while no light call runs, since a new
+connection costs its next call the login); the pools open new ones as calls need them. What stays after
+both is mostly pymalloc's: its 1 MiB arenas go back only when wholly empty, and a few objects
+that outlive the export (a cache entry, a logger's record) keep each of them.
+
 So: when a process's last heavy call ends (no heavy call running or waiting, no download
-streaming), ``malloc_trim(0)`` runs once, shortly after (TRIM_DELAY_S, so a burst of calls
-trims once), in a thread (ctypes lets go of the GIL: the event loop runs on). Only on glibc
-(musl and others have no malloc_trim, and nothing to do); AOS_HEAP_TRIM=off turns it off.
+streaming), the idle connections are closed and ``malloc_trim(0)`` runs, once, shortly after
+(TRIM_DELAY_S, so a burst of calls trims once), in a thread (ctypes lets go of the GIL: the
+event loop runs on). Only on glibc (musl and others have no malloc_trim, and nothing to do);
+AOS_HEAP_TRIM=off turns both off.
 Each trim is counted in ``aos_heap_trims_total`` with the resident bytes it released
 (``aos_heap_trim_released_bytes_total``) and its time (``aos_heap_trim_seconds_total``).
 
@@ -62,9 +75,13 @@ class Trimmer:
     """Trims the heap of this process when its heavy work is done (``soon``, from the event
     loop, when a gate empties: it trims once ``idle()`` still holds TRIM_DELAY_S later)."""
 
-    def __init__(self, service: str, idle: Callable[[], bool], *, delay_s: float = TRIM_DELAY_S) -> None:
+    def __init__(self, service: str, idle: Callable[[], bool], *, delay_s: float = TRIM_DELAY_S,
+                 release: Callable[[], object] | None = None) -> None:
         self.service = service
         self.idle = idle
+        # Run first in each trim: what holds memory that only closing it gives back (the idle
+        # database connections' libpq buffers).
+        self.release = release
         self.delay_s = delay_s
         self._trim = _malloc_trim()
         self._scheduled = False
@@ -92,12 +109,17 @@ class Trimmer:
             asyncio.get_running_loop().run_in_executor(None, self.trim)
 
     def trim(self) -> int:
-        """malloc_trim(0) now; the resident bytes it released (0 where there is no glibc, or
-        another trim is running)."""
+        """``release`` then malloc_trim(0), now; the resident bytes they released (0 where there
+        is no glibc, or another trim is running)."""
         if self._trim is None or not self._running.acquire(blocking=False):
             return 0
         try:
             before, started = resident_bytes(), time.perf_counter()
+            if self.release is not None:
+                try:
+                    self.release()
+                except Exception:  # a connection that fails to close is no reason to skip the trim
+                    log.warning("releasing idle connections before the heap trim failed", exc_info=True)
             self._trim(0)
             seconds, released = time.perf_counter() - started, max(0, before - resident_bytes())
             self.trims += 1

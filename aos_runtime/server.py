@@ -510,13 +510,22 @@ def server_options(max_message_bytes: int, *, reuse_port: bool = False,
     ]
 
 
-def heap_trimmer(name: str, admission: Admission | None) -> heap.Trimmer | None:
+def heap_trimmer(name: str, admission: Admission | None, db: Database | None = None) -> heap.Trimmer | None:
     """The heap trim after heavy work (aos_runtime.heap): when the heavy gate and the downloads
-    are both empty. None with AOS_HEAP_TRIM=off, no heavy gate, or no glibc."""
+    are both empty, ``db``'s idle connections closed first. None with AOS_HEAP_TRIM=off, no
+    heavy gate, or no glibc."""
     if admission is None or admission.heavy is None or not admission.trim_heap:
         return None
     gates = [gate for gate in (admission.heavy, admission.streams) if gate is not None]
-    trimmer = heap.Trimmer(name, lambda: all(gate.idle for gate in gates))
+    light = admission.light
+
+    def release() -> None:
+        # The heavy pool's idle connections always; the light pool's only while no light call
+        # runs either (a new connection costs its next call the login: aos_runtime.db).
+        if db is not None:
+            db.release_idle_connections(light=light.idle)
+
+    trimmer = heap.Trimmer(name, lambda: all(gate.idle for gate in gates), release=release)
     if not trimmer.available:
         return None
     for gate in gates:
@@ -550,7 +559,7 @@ class ServiceServer:
             admission.lag.observe = metrics.loop_lag.labels(service=name).observe
         if admission is not None and admission.heavy is not None:
             metrics.heavy_queue_depth.labels(service=name).set_function(admission.heavy.waiting_total)
-        self.trimmer = heap_trimmer(name, admission)
+        self.trimmer = heap_trimmer(name, admission, db)
         if admission is not None:
             light = admission.light
             metrics.admission_inflight_limit.labels(service=name).set_function(lambda: light.concurrency)

@@ -1,5 +1,6 @@
-"""Memory returns after heavy work (issue #19): a real Export server trims its heap once its
-heavy calls have ended, and says so in /metrics (aos_heap_trims_total). With AOS_HEAP_TRIM=off
+"""Memory returns after heavy work (issue #19): a real Export server closes its idle database
+connections and trims its heap once its heavy calls have ended, and says so in /metrics
+(aos_heap_trims_total). With AOS_HEAP_TRIM=off
 it does not — the same check then fails, so the test can tell. How much it gives back under
 four concurrent largest-size exports is bench/export_memory.py's (BENCHMARKS.md)."""
 from __future__ import annotations
@@ -51,6 +52,10 @@ def trims(service: str) -> float:
     return REGISTRY.get_sample_value("aos_heap_trims_total", {"service": service}) or 0
 
 
+def idle_connections(server) -> int:
+    return sum(engine.pool.checkedin() for engine in server.db.engines())
+
+
 async def export_and_verify(stub) -> None:
     created = (await stub.CreateExport(pb.CreateExportRequest(
         run_id=RUN, bundle_type=bundle_pb2.BUNDLE_TYPE_SOC2, format=bundle_pb2.EXPORT_FORMAT_ZIP),
@@ -71,6 +76,9 @@ async def test_the_heap_is_trimmed_after_heavy_calls_and_metrics_say_so(trim_dat
         assert trims("export") > before
         assert b'aos_heap_trims_total{service="export"}' in generate_latest(REGISTRY)
         assert server.trimmer.trims >= 1
+        # The connections the calls used were closed before the trim (their libpq buffers
+        # keep their largest message until then: tests/db/test_connection_buffers.py).
+        assert idle_connections(server) == 0
 
 
 async def test_aos_heap_trim_off_does_not_trim(trim_data):
@@ -80,3 +88,4 @@ async def test_aos_heap_trim_off_does_not_trim(trim_data):
         await export_and_verify(stub)
         await asyncio.sleep(0.5)
         assert trims("export") == before
+        assert idle_connections(server) > 0
