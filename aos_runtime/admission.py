@@ -219,6 +219,8 @@ class FairGate:
         self._total = 0
         self._waiting: OrderedDict[str, deque[asyncio.Future[float]]] = OrderedDict()
         self._service_s: deque[float] = deque(maxlen=WINDOW)
+        # When the last call ended (monotonic): how long the gate has been quiet (quiet_for).
+        self._last_end = time.monotonic()
         # Called (on the loop) when a call ends and none runs or waits any more: the heap trim
         # after heavy work (aos_runtime.heap; ServiceServer sets it).
         self.on_idle: Callable[[], None] | None = None
@@ -389,8 +391,9 @@ class FairGate:
                 del self._waiting[tenant]
 
     def _release(self, tenant: str, started: float, kind: str = "", *, record: bool = True) -> None:
+        self._last_end = ended = time.monotonic()
         if record:
-            took = time.monotonic() - started
+            took = ended - started
             self._service_s.append(took)
             self._observe_kind(kind, took)
             if self.adaptive is not None:
@@ -407,6 +410,10 @@ class FairGate:
     def idle(self) -> bool:
         """No call runs or waits."""
         return not self._total and not self._waiting
+
+    def quiet_for(self, seconds: float) -> bool:
+        """No call runs or waits, and none ended in the last ``seconds``."""
+        return self.idle and time.monotonic() - self._last_end >= seconds
 
     def _observe_kind(self, kind: str, took: float) -> None:
         times = self._kind_s.get(kind)

@@ -16,7 +16,7 @@ message and never shrinks them: an export writes its artifact in 1 MiB chunks (t
 doubles to 2 MiB) and a download reads them back hex-encoded (an input buffer of 4 MiB), so the
 pooled connections that carried chunks held ~28 MiB of mmap'd blocks (~14 MiB resident) until
 they closed. So the trim first closes the connections no call holds (``release``:
-Database.release_idle_connections; the light pool's only while no light call runs, since a new
+Database.release_idle_connections; the light pool's only once no light call has run for 2 s: a new
 connection costs its next call the login); the pools open new ones as calls need them. What stays after
 both is mostly pymalloc's: its 1 MiB arenas go back only when wholly empty, and a few objects
 that outlive the export (a cache entry, a logger's record) keep each of them.

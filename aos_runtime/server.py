@@ -510,6 +510,11 @@ def server_options(max_message_bytes: int, *, reuse_port: bool = False,
     ]
 
 
+# How long no light call must have run before the heap trim closes the light pool's idle
+# connections too (heap_trimmer): a trim after an export in a busy process leaves them.
+LIGHT_QUIET_S = 2.0
+
+
 def heap_trimmer(name: str, admission: Admission | None, db: Database | None = None) -> heap.Trimmer | None:
     """The heap trim after heavy work (aos_runtime.heap): when the heavy gate and the downloads
     are both empty, ``db``'s idle connections closed first. None with AOS_HEAP_TRIM=off, no
@@ -520,10 +525,11 @@ def heap_trimmer(name: str, admission: Admission | None, db: Database | None = N
     light = admission.light
 
     def release() -> None:
-        # The heavy pool's idle connections always; the light pool's only while no light call
-        # runs either (a new connection costs its next call the login: aos_runtime.db).
+        # The heavy pool's idle connections always; the light pool's only once no light call
+        # has run for LIGHT_QUIET_S (a new connection costs its next call the login,
+        # aos_runtime.db: under steady light traffic its connections stay, buffers and all).
         if db is not None:
-            db.release_idle_connections(light=light.idle)
+            db.release_idle_connections(light=light.quiet_for(LIGHT_QUIET_S))
 
     trimmer = heap.Trimmer(name, lambda: all(gate.idle for gate in gates), release=release)
     if not trimmer.available:

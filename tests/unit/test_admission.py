@@ -49,6 +49,17 @@ async def test_one_tenant_gets_its_share_and_no_more():
     assert g.running == 0
 
 
+async def test_a_gate_is_quiet_only_once_no_call_has_run_for_the_interval():
+    # The heap trim closes the light pool's connections only then (aos_runtime.server).
+    g = gate()
+    permit = await g.acquire("a", None)
+    assert not g.quiet_for(0)            # a call runs
+    permit.release()
+    assert g.quiet_for(0) and not g.quiet_for(0.2)
+    await asyncio.sleep(0.25)
+    assert g.quiet_for(0.2)
+
+
 async def test_waiting_tenants_are_served_round_robin():
     """A has six calls waiting when B's one arrives: B starts after at most one more of A's."""
     g = gate(concurrency=1, per_tenant=1)
