@@ -76,13 +76,16 @@ class Trimmer:
     loop, when a gate empties: it trims once ``idle()`` still holds TRIM_DELAY_S later)."""
 
     def __init__(self, service: str, idle: Callable[[], bool], *, delay_s: float = TRIM_DELAY_S,
-                 release: Callable[[], object] | None = None) -> None:
+                 release: Callable[[], bool] | None = None, follow_up_s: float = 0.0) -> None:
         self.service = service
         self.idle = idle
         # Run first in each trim: what holds memory that only closing it gives back (the idle
-        # database connections' libpq buffers).
+        # database connections' libpq buffers). False: it held some back for now (the light
+        # pool, busy), and one more trim follows ``follow_up_s`` later.
         self.release = release
         self.delay_s = delay_s
+        self.follow_up_s = follow_up_s
+        self._held_back = False
         self._trim = _malloc_trim()
         self._scheduled = False
         self._running = threading.Lock()
@@ -103,10 +106,19 @@ class Trimmer:
         self._scheduled = True
         loop.call_later(self.delay_s, self._due)
 
-    def _due(self) -> None:
+    def _due(self, follow_up: bool = False) -> None:
         self._scheduled = False
         if self.idle():
-            asyncio.get_running_loop().run_in_executor(None, self.trim)
+            loop = asyncio.get_running_loop()
+            done = loop.run_in_executor(None, self.trim)
+            if not follow_up and self.follow_up_s > 0:
+                done.add_done_callback(lambda _: self._follow_up(loop))
+
+    def _follow_up(self, loop: asyncio.AbstractEventLoop) -> None:
+        # Once per heavy episode: a process whose light calls go on keeps those connections.
+        if self._held_back and not self._scheduled:
+            self._scheduled = True
+            loop.call_later(self.follow_up_s, self._due, True)
 
     def trim(self) -> int:
         """``release`` then malloc_trim(0), now; the resident bytes they released (0 where there
@@ -115,9 +127,10 @@ class Trimmer:
             return 0
         try:
             before, started = resident_bytes(), time.perf_counter()
+            self._held_back = False
             if self.release is not None:
                 try:
-                    self.release()
+                    self._held_back = not self.release()
                 except Exception:  # a connection that fails to close is no reason to skip the trim
                     log.warning("releasing idle connections before the heap trim failed", exc_info=True)
             self._trim(0)

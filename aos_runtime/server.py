@@ -524,14 +524,19 @@ def heap_trimmer(name: str, admission: Admission | None, db: Database | None = N
     gates = [gate for gate in (admission.heavy, admission.streams) if gate is not None]
     light = admission.light
 
-    def release() -> None:
+    def release() -> bool:
         # The heavy pool's idle connections always; the light pool's only once no light call
         # has run for LIGHT_QUIET_S (a new connection costs its next call the login,
-        # aos_runtime.db: under steady light traffic its connections stay, buffers and all).
-        if db is not None:
-            db.release_idle_connections(light=light.quiet_for(LIGHT_QUIET_S))
+        # aos_runtime.db) — else the trimmer tries once more that much later; under steady
+        # light traffic its connections stay, buffers and all.
+        if db is None:
+            return True
+        quiet = light.quiet_for(LIGHT_QUIET_S)
+        db.release_idle_connections(light=quiet)
+        return quiet
 
-    trimmer = heap.Trimmer(name, lambda: all(gate.idle for gate in gates), release=release)
+    trimmer = heap.Trimmer(name, lambda: all(gate.idle for gate in gates), release=release,
+                           follow_up_s=LIGHT_QUIET_S + heap.TRIM_DELAY_S)
     if not trimmer.available:
         return None
     for gate in gates:

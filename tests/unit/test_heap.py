@@ -55,6 +55,26 @@ async def test_the_trimmer_trims_once_after_a_burst_and_only_if_still_idle():
 
 
 @glibc
+async def test_a_trim_that_held_some_back_is_followed_by_one_more_and_no_others():
+    # The light pool busy at the trim (release says False): one follow-up trim, not a loop.
+    quiet = {"light": False}
+    calls = []
+
+    def release() -> bool:
+        calls.append(quiet["light"])
+        return quiet["light"]
+
+    trimmer = heap.Trimmer("unit", lambda: True, delay_s=0.02, release=release, follow_up_s=0.1)
+    trimmer.soon()
+    await asyncio.sleep(0.5)
+    assert calls == [False, False] and trimmer.trims == 2   # held back twice: then it stops
+    quiet["light"] = True
+    trimmer.soon()
+    await asyncio.sleep(0.5)
+    assert calls == [False, False, True] and trimmer.trims == 3   # all released: no follow-up
+
+
+@glibc
 def test_a_trim_gives_back_the_free_pages_inside_the_heap():
     """200 blocks of 64 KiB (below glibc's mmap threshold: from the heap), touched, then freed
     below a block still held: glibc keeps their 12.5 MiB resident (free() only shrinks the top
