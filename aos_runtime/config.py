@@ -198,9 +198,9 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("AOS_HEAP_TRIM", "on",
            "When a process's heavy calls and downloads have all ended, close its idle database connections "
            "(the light calls' only once none has run for 2 s) (libpq keeps each one's largest message buffered "
-           "until it closes: an artifact chunk, 2–4 MiB) and give its freed heap back to the system (glibc `malloc_trim`, "
-           "in a thread; counted in `aos_heap_trims_total`), so its resident memory returns toward idle. `off` "
-           "keeps both. Nothing to do where the C library is not glibc."),
+           "until it closes: an artifact chunk, 2–4 MiB) and give its freed heap back to the system (glibc "
+           "`malloc_trim`, in a thread; counted in `aos_heap_trims_total`), so its resident memory returns "
+           "toward idle. `off` keeps both. Nothing to do where the C library is not glibc."),
     EnvVar("AOS_DB_STATEMENT_TIMEOUT_MS", "30000", "Upper bound on one SQL statement; a shorter client deadline wins."),
     EnvVar("AOS_DB_CONNECT_TIMEOUT_S", "3", "Seconds to wait for a new database connection."),
     EnvVar("AOS_MIGRATE_ON_START", "true",
