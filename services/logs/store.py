@@ -187,11 +187,12 @@ def list_runs(conn: Connection, tenant_id: str, filters: RunFilters, after: Sequ
 
 
 # The run list's sort fields (LlmRunSortField's canonical names), each the leading column of an
-# index (tenant_id, key DESC, created_at DESC, id DESC) of migration 0025 (the tokens' one by its
-# expression, written the same here).
+# index (tenant_id, key DESC, created_at DESC, id DESC) of migration 0025, the tokens' of 0033: the
+# stored column total_tokens = input_tokens + output_tokens (0025's key was that sum, whose int8 `+`
+# is not leakproof: under row-level security a later page's keyset was a filter from the index's start).
 RUN_SORTS = {"started_at": SortKey("a.started_at", "timestamptz"),
              "total_cost_cents": SortKey("a.cost_cents", "bigint"),
-             "total_tokens": SortKey("(a.input_tokens + a.output_tokens)", "bigint")}
+             "total_tokens": SortKey("a.total_tokens", "bigint")}
 # The system record lists' (SystemRecordSortField): the level's rank, DEBUG 1 … CRITICAL 5, written
 # as migration 0031's indexes are (a CASE, not 0025's aos_severity_rank(): under row-level security
 # only a leakproof condition is an index condition, and that function is not, so a later page's
