@@ -167,13 +167,17 @@ SELECT a.id, a.tenant_id, a.seq, a.scope, a.subject_id, a.run_id, a.incident_id,
        a.format, a.content_type, a.filename, a.size_bytes, a.checksum, a.manifest, a.dsse_envelope,
        a.signing_key_id, a.redaction, a.idempotency_key, a.requested_by_type, a.requested_by_id,
        a.correlation_id, a.created_at, a.recorded_at, a.content_hash, a.prev_hash, a.chain_hash,
-       er.payloads_erased, er.erasure_ids
+       er.payloads_erased, er.erasure_ids, er.erasures
 FROM log_exports a
 LEFT JOIN LATERAL (
     -- What erasures took from the export after it was made (migration 0026's tombstones), in the
-    -- same statement as the export (a page of them included): no query per export.
+    -- same statement as the export (a page of them included): no query per export. Each with its
+    -- basis (0030: RECORDED, or UNTRACKED whose count is an upper bound), by erasure id.
     SELECT sum(e.payloads_erased)::int AS payloads_erased,
-           array_agg(DISTINCT e.erasure_id ORDER BY e.erasure_id) AS erasure_ids
+           array_agg(DISTINCT e.erasure_id ORDER BY e.erasure_id) AS erasure_ids,
+           jsonb_agg(jsonb_build_object('erasure_id', e.erasure_id, 'basis', e.basis,
+                                        'payloads_erased', e.payloads_erased, 'erased_at', e.erased_at)
+                     ORDER BY e.erasure_id, e.subject_id) AS erasures
     FROM erased_export_artifacts e WHERE e.tenant_id = a.tenant_id AND e.export_id = a.id) er ON true
 """
 
