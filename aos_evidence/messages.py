@@ -6,7 +6,7 @@ service answers (Logs lists an export; Export creates it).
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any, overload
 
@@ -34,6 +34,7 @@ BREACH_TYPES = canonical_values(sources_pb2.BreachType)
 SYSTEM_EVENTS = canonical_values(evidence_records.SystemEventType)
 SEVERITIES = canonical_values(evidence_records.SystemSeverity)
 CAUSES = canonical_values(evidence_records.CausedBy)
+ERASURE_BASES = canonical_values(bundle_pb2.ErasureBasis)  # erased_export_artifacts.basis (0030)
 
 DOMAIN_OF_ENTITY = {"POLICY_RULE": "POLICY", "POLICY_PROPOSAL": "POLICY", "LIMIT": "POLICY",
                     "INCIDENT": "INCIDENTS", "ACTOR": "SYSTEM", "API_KEY": "SYSTEM", "LOG_EXPORT": "LOGS",
@@ -128,7 +129,23 @@ def export_message(row: Mapping[str, Any]) -> bundle_pb2.Export:
         message.content_erased = True
         message.payloads_erased = row["payloads_erased"]
         message.erasure_ids.extend(row["erasure_ids"] or ())
+        message.erasures.extend(export_erasures(row.get("erasures") or ()))
     return message
+
+
+def export_erasures(tombstones: Iterable[Mapping[str, Any]]) -> list[bundle_pb2.ExportErasure]:
+    """An export's tombstones (erased_export_artifacts rows, or EXPORT_SELECT's JSON of them: the
+    time as text), one ExportErasure per erasure, with its basis, by erasure id."""
+    found: dict[str, bundle_pb2.ExportErasure] = {}
+    for t in tombstones:
+        at = t["erased_at"]
+        at = datetime.fromisoformat(at) if isinstance(at, str) else at
+        erasure = found.get(t["erasure_id"])
+        if erasure is None:  # one tombstone per erasure (each erasure is of one subject): this is the rule
+            erasure = found[t["erasure_id"]] = bundle_pb2.ExportErasure(
+                erasure_id=t["erasure_id"], basis=ERASURE_BASES[t["basis"]], erased_at=timestamp(at))
+        erasure.payloads_erased += t["payloads_erased"]
+    return [found[k] for k in sorted(found)]
 
 
 def _canonical(value: Any) -> str:

@@ -90,8 +90,42 @@ def search_match(column: str, view: str, key: str = "id") -> str:
     # document of every row of the tenant as a filter (tests/db/test_search_index.py). As
     # IN (not = ANY(ARRAY(...)), the first form) the keys are a hashed semi-join: = ANY tested
     # each row against the whole array, and a word matching thousands of a tenant's entries
-    # cost a scan of it per row (bench/search_scale.py).
-    return f"{column} IN (SELECT v.{key} FROM {view} v WHERE v.doc @@ {SEARCH_QUERY} OFFSET 0)"
+    # cost a scan of it per row (bench/search_scale.py). With the keys of the records whose held
+    # format-2 payloads match (payload_keys), in the same semi-join.
+    keys = f"SELECT v.{key} FROM {view} v WHERE v.doc @@ {SEARCH_QUERY} OFFSET 0"
+    held = payload_keys(view, key)
+    if held is not None:
+        keys = f"({keys}) UNION ALL ({held} OFFSET 0)"
+    return f"{column} IN ({keys})"
+
+
+# Hash format 2 (docs/ERASURE.md): a record written with a data subject holds its payload fields
+# (an entry's reason and states, a step's input and output, a record's summary and details) in
+# evidence_payloads, its row holds them empty, so its row's document lacks them. payload_search
+# (migration 0034) is the tenant's held payloads, each its own document on a GIN index, with its
+# record's key: a record matches a search when its row's document matches the query or one of its
+# held payloads does. An erased payload's row is deleted: from then on it matches nothing.
+PAYLOAD_RECORDS = {"audit_search": "audit_entry", "trace_step_search": "trace_step", "system_search": "system_record"}
+
+
+def payload_keys(view: str, key: str = "id", query: str = SEARCH_QUERY) -> str | None:
+    """SELECT of the ``key`` (a column of ``view``: id, or a step's trace_id) of the records whose
+    held payloads match ``query``; None for a view whose records hold none (platform_search)."""
+    kind = PAYLOAD_RECORDS.get(view)
+    if kind is None:
+        return None
+    match = f"p.record_type = '{kind}' AND p.doc @@ {query}"
+    if kind != "trace_step":
+        if key != "id":
+            raise ValueError(f"payload_keys: {view} records are matched by id, not {key}")
+        return f"SELECT p.record_id FROM payload_search p WHERE {match}"
+    if key == "trace_id":
+        return f"SELECT p.trace_id FROM payload_search p WHERE {match}"
+    if key != "id":
+        raise ValueError(f"payload_keys: steps are matched by id or trace_id, not {key}")
+    # A step's payloads are keyed <trace_id>/<step_index>: its id on the (tenant, trace, step) index.
+    return ("SELECT st.id FROM payload_search p JOIN aos_trace_steps st ON st.tenant_id = p.tenant_id "
+            f"AND st.trace_id = p.trace_id AND st.step_index = p.step_index WHERE {match}")
 
 
 # An audit entry with its correlation spine: the run it names (in its state, or
@@ -167,13 +201,17 @@ SELECT a.id, a.tenant_id, a.seq, a.scope, a.subject_id, a.run_id, a.incident_id,
        a.format, a.content_type, a.filename, a.size_bytes, a.checksum, a.manifest, a.dsse_envelope,
        a.signing_key_id, a.redaction, a.idempotency_key, a.requested_by_type, a.requested_by_id,
        a.correlation_id, a.created_at, a.recorded_at, a.content_hash, a.prev_hash, a.chain_hash,
-       er.payloads_erased, er.erasure_ids
+       er.payloads_erased, er.erasure_ids, er.erasures
 FROM log_exports a
 LEFT JOIN LATERAL (
     -- What erasures took from the export after it was made (migration 0026's tombstones), in the
-    -- same statement as the export (a page of them included): no query per export.
+    -- same statement as the export (a page of them included): no query per export. Each with its
+    -- basis (0030: RECORDED, or UNTRACKED whose count is an upper bound), by erasure id.
     SELECT sum(e.payloads_erased)::int AS payloads_erased,
-           array_agg(DISTINCT e.erasure_id ORDER BY e.erasure_id) AS erasure_ids
+           array_agg(DISTINCT e.erasure_id ORDER BY e.erasure_id) AS erasure_ids,
+           jsonb_agg(jsonb_build_object('erasure_id', e.erasure_id, 'basis', e.basis,
+                                        'payloads_erased', e.payloads_erased, 'erased_at', e.erased_at)
+                     ORDER BY e.erasure_id, e.subject_id) AS erasures
     FROM erased_export_artifacts e WHERE e.tenant_id = a.tenant_id AND e.export_id = a.id) er ON true
 """
 

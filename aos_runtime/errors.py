@@ -210,10 +210,12 @@ def _from_fault(exc: faults.Fault) -> ApiError:
                         f"size {exc.size} signed", metadata={"log": exc.log, "tree_size": str(exc.size)})
     if isinstance(exc, faults.ExportContentErased):
         return ApiError(grpc.StatusCode.FAILED_PRECONDITION, "CONTENT_ERASED",
-                        f"export {exc.export_id}: content erased after export ({exc.payloads} payloads); its stored "
+                        f"export {exc.export_id}: content erased after export "
+                        f"({'up to ' if 'UNTRACKED' in exc.bases else ''}{exc.payloads} payloads); its stored "
                         "artifact was deleted with it. Its signed manifest stays (GetExport, VerifyExport); a copy "
                         "downloaded before verifies offline",
-                        metadata={"payloads_erased": str(exc.payloads), "erasure_ids": ",".join(exc.erasure_ids)})
+                        metadata={"payloads_erased": str(exc.payloads), "erasure_ids": ",".join(exc.erasure_ids),
+                                  "erasure_bases": ",".join(exc.bases)})
     if isinstance(exc, faults.LegalHoldBlocksErasure):
         return ApiError(grpc.StatusCode.FAILED_PRECONDITION, "LEGAL_HOLD",
                         f"legal hold {exc.hold_id} covers this data subject: nothing was erased (the refused "

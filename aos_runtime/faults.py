@@ -159,11 +159,13 @@ class ExportContentErased(Fault):
     """An export's records had payloads erased after it was made (docs/ERASURE.md §5): its
     stored artifact was deleted with them, so there is nothing to download (FAILED_PRECONDITION)."""
 
-    def __init__(self, export_id: str, payloads: int, erasure_ids: tuple[str, ...]) -> None:
+    def __init__(self, export_id: str, payloads: int, erasure_ids: tuple[str, ...],
+                 bases: tuple[str, ...] = ()) -> None:
         super().__init__(f"export {export_id}: content erased after export ({payloads} payloads)")
         self.export_id = export_id
         self.payloads = payloads
         self.erasure_ids = erasure_ids
+        self.bases = bases  # the tombstones' bases (RECORDED, UNTRACKED: payloads is then an upper bound)
 
 
 class LegalHoldBlocksErasure(Fault):

@@ -129,11 +129,24 @@ def _show_export(ctx: Context, export: bundle_pb2.Export) -> None:
 
 
 def erased_note(export: bundle_pb2.Export) -> str:
-    """Whether an erasure took content the export carried (docs/ERASURE.md §3a), in words."""
+    """Whether an erasure took content the export carried (docs/ERASURE.md §3a), in words, each
+    erasure with its basis (§3c): recorded (the export recorded carrying the subject's payloads),
+    or untracked (it recorded nothing; its count is at most what it carried)."""
     if not export.content_erased:
         return "stored"
-    return (f"ERASED after export ({export.payloads_erased} payloads, erasure "
-            f"{', '.join(export.erasure_ids)}): artifact deleted, manifest and chain kept")
+    untracked = any(e.basis == bundle_pb2.ERASURE_BASIS_UNTRACKED for e in export.erasures)
+    return (f"ERASED after export ({'up to ' if untracked else ''}{export.payloads_erased} payloads, erasure "
+            f"{erasures_text(export)}): artifact deleted, manifest and chain kept")
+
+
+def erasures_text(export: bundle_pb2.Export | pb.VerifyExportResponse) -> str:
+    """"era_1 recorded, era_2 untracked": each erasure with its basis (the ids alone when none says)."""
+    if not export.erasures:
+        return ", ".join(export.erasure_ids)
+    return ", ".join(f"{e.erasure_id} {BASES.get(e.basis, 'basis unknown')}" for e in export.erasures)
+
+
+BASES = {bundle_pb2.ERASURE_BASIS_RECORDED: "recorded", bundle_pb2.ERASURE_BASIS_UNTRACKED: "untracked"}
 
 
 LIST_COLUMNS = ("created", "export", "scope", "subject", "bundle / format", "bytes", "content")
@@ -165,7 +178,7 @@ def list_command(args: argparse.Namespace, ctx: Context) -> int:
         when(e.created_at), e.export_id, enum_label("aos.evidence.v1.ExportScope", e.scope),
         e.run_id or e.incident_id or e.slice_filter,
         f"{enum_label(BUNDLE_TYPE, e.bundle_type)} / {enum_label(FORMAT, e.format)}", e.size_bytes,
-        "ERASED (" + ", ".join(e.erasure_ids) + ")" if e.content_erased else "stored"] for e in result.exports),
+        f"ERASED ({erasures_text(e)})" if e.content_erased else "stored"] for e in result.exports),
         title=f"{len(result.exports)} of {estimate}{result.total_size} exports (newest first)")
     return EXIT_OK
 
@@ -279,8 +292,10 @@ def verify_command(args: argparse.Namespace, ctx: Context) -> int:
                        title=f"Export {args.export_id}, {how}")
         if answer.payloads_erased:
             # VALID here is about what the server still holds, never about the erased bytes.
-            ctx.out.line(f"content erased after export ({answer.payloads_erased} payloads; erasure "
-                         f"{', '.join(answer.erasure_ids)}): the signed manifest, the export chain and the records' "
+            untracked = any(e.basis == bundle_pb2.ERASURE_BASIS_UNTRACKED for e in answer.erasures)
+            ctx.out.line(f"content erased after export ({'up to ' if untracked else ''}{answer.payloads_erased} "
+                         f"payloads; erasure {erasures_text(answer)}): the signed manifest, the export chain and "
+                         "the records' "
                          "commitments verify; the server no longer holds the artifact — verify a copy downloaded "
                          "before with `export verify --offline`")
     return EXIT_OK if answer.valid else EXIT_FAILED

@@ -1174,9 +1174,22 @@ function exportTable(exports) {
     { title: "Bundle", cell: (x) => `${label(x.bundle_type, "BUNDLE_TYPE_")} · ${label(x.format, "EXPORT_FORMAT_")}` },
     { title: "Size", cell: (x) => `${x.size_bytes} B` },
     { title: "Content", cell: (x) => x.content_erased
-      ? h("span", { class: "export-erased" }, badge("ERASED", "warn"), ` (${(x.erasure_ids || []).join(", ")})`) : "stored" },
+      ? h("span", { class: "export-erased" }, badge("ERASED", "warn"), ` (${erasuresText(x)})`) : "stored" },
     { title: "Created", cell: (x) => timeEl(x.created_at) },
   ], exports, "No exports yet.");
+}
+
+// An erased export's erasures, each with its basis (docs/ERASURE.md §3c): "recorded" (the export
+// recorded carrying the subject's payloads) or "untracked" (it recorded nothing; treated as possibly
+// carrying them). The ids alone when the answer names no basis.
+function erasuresText(x) {
+  const erasures = x.erasures || [];
+  if (!erasures.length) return (x.erasure_ids || []).join(", ");
+  return erasures.map((e) => `${e.erasure_id} ${e.basis ? label(e.basis, "ERASURE_BASIS_").toLowerCase() : "basis unknown"}`).join(", ");
+}
+
+function isUntracked(x) {
+  return (x.erasures || []).some((e) => e.basis === "ERASURE_BASIS_UNTRACKED");
 }
 
 // Create an export of `subject` (run_id, incident_id, audit_slice or system_slice), then open it.
@@ -1291,10 +1304,16 @@ async function exportPage(exportId) {
       ["Chain", h("span", {}, `#${x.seq} · `, h("code", { class: "hash" }, x.chain_hash))], ["Signed by key", x.signing_key_id],
       x.run_id ? ["Run", link(`#/runs/${enc(x.run_id)}/envelope`, x.run_id)] : null]),
     x.content_erased ? h("p", { class: "callout bad", id: "content-erased", role: "note" },
-      h("strong", {}, "Content erased after export"), ` (${x.payloads_erased || 0} payloads, erasure `,
-      (x.erasure_ids || []).map((id, i) => [i ? ", " : "", h("code", {}, id)]),
+      h("strong", {}, "Content erased after export"),
+      ` (${isUntracked(x) ? "up to " : ""}${x.payloads_erased || 0} payloads, erasure `,
+      ((x.erasures || []).length ? x.erasures.map((e, i) => [i ? ", " : "", h("code", {}, e.erasure_id), " ",
+        h("span", { class: "erasure-basis" }, e.basis ? label(e.basis, "ERASURE_BASIS_").toLowerCase() : "basis unknown")])
+        : (x.erasure_ids || []).map((id, i) => [i ? ", " : "", h("code", {}, id)])),
       "): the stored artifact was deleted with them, so it cannot be downloaded. The signed manifest, the signature and the export's ",
-      "place in the chain remain and verify; a copy downloaded before still matches the manifest's SHA-256.") : null,
+      "place in the chain remain and verify; a copy downloaded before still matches the manifest's SHA-256.",
+      isUntracked(x) ? [" ", h("span", { id: "erasure-untracked" }, "Untracked: this export recorded nothing of whose payloads it ",
+        "carried (made before that was recorded), so the erasure treated it as possibly carrying the subject's, made after ",
+        "one of them was stored; the count is at most what it carried, and it may have carried none.")] : null) : null,
     h("p", { class: "actions" }, h("button", {
       type: "button", id: "download", onclick: download, disabled: x.content_erased ? true : null,
       "aria-describedby": x.content_erased ? "content-erased" : null,

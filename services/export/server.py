@@ -22,7 +22,7 @@ from aos.evidence.v1 import bundle_pb2, integrity_pb2
 from aos.export.v1 import export_service_pb2 as pb, export_service_pb2_grpc as pb_grpc
 from aos_evidence import queries as evidence
 from aos_evidence.kinds import BundleType, ExportFormat, ExportScope
-from aos_evidence.messages import export_message
+from aos_evidence.messages import export_erasures, export_message
 from aos_recording import dsse, intoto, note
 from aos_recording.hashing import rfc3339
 from aos_runtime import auth, errors, faults, local_state, metrics
@@ -209,7 +209,7 @@ class ExportService(pb_grpc.ExportServiceServicer):
         tenant = row["tenant_id"]
         erased = await self.ctx.db.run(tenant, store.erased_content, tenant, export_id)
         if erased is not None:  # its artifact went with the content an erasure took (docs/ERASURE.md §5)
-            raise faults.ExportContentErased(export_id, erased.payloads, erased.erasure_ids)
+            raise faults.ExportContentErased(export_id, erased.payloads, erased.erasure_ids, erased.bases)
         # The heavy part (finding the export) is done: the rest hands stored chunks on at the
         # client's pace, holding a stream slot, not a heavy one (issue #19).
         await continue_as_stream()
@@ -427,7 +427,8 @@ def _verify_response(entry: Mapping[str, Any], *, recorded: bool) -> pb.VerifyEx
         verified_at=timestamp(entry["created_at"]), recorded=recorded,
         verifier_version=entry["after_state"]["verifier_version"], audit_entry_id=entry["id"],
         audit_entry_seq=entry["seq"], payloads_erased=entry["after_state"].get("payloads_erased") or 0,
-        erasure_ids=entry["after_state"].get("erasure_ids") or ())
+        erasure_ids=entry["after_state"].get("erasure_ids") or (),
+        erasures=export_erasures(entry.get("erasures") or ()))
 
 
 def _range(r: Request, message: pb.AuditSlice | pb.SystemSlice, prefix: str) -> dict[str, str | None]:

@@ -18,7 +18,7 @@ from sqlalchemy.engine import Connection
 from aos_evidence import queries as evidence
 from aos_evidence.queries import EXPORT_SELECT, NOT_ACCESS, AuditFilters, system_clauses
 from aos_runtime.db import stream_rows
-from aos_runtime.rows import each_of, first_of, one_of
+from aos_runtime.rows import all_of, each_of, first_of, one_of
 
 STREAM_BATCH = 1000
 
@@ -119,21 +119,34 @@ def record_payload_subjects(conn: Connection, tenant_id: str, export_id: str, ca
 
 @dataclass(frozen=True)
 class ErasedContent:
-    """What erasures took from an export after it was made: its stored artifact, with these payloads."""
+    """What erasures took from an export after it was made: its stored artifact, with these payloads.
+    ``tombstones``: the erased_export_artifacts rows (erasure_id, basis, payloads_erased, erased_at),
+    by erasure id; ``bases`` the bases among them (0030: RECORDED, UNTRACKED)."""
     payloads: int
     erasure_ids: tuple[str, ...]
     artifact_bytes: int
+    tombstones: tuple[Mapping[str, Any], ...] = ()
+
+    @property
+    def bases(self) -> tuple[str, ...]:
+        return tuple(sorted({t["basis"] for t in self.tombstones}))
+
+    @property
+    def upper_bound(self) -> bool:
+        """Whether ``payloads`` counts at most what the artifact carried (an UNTRACKED tombstone)."""
+        return "UNTRACKED" in self.bases
 
 
 def erased_content(conn: Connection, tenant_id: str, export_id: str) -> ErasedContent | None:
     """The erasures that deleted the export's stored artifact (0026), or None (the artifact is whole)."""
-    row = first_of(conn.execute(text(
-        "SELECT sum(payloads_erased)::int AS payloads, array_agg(DISTINCT erasure_id ORDER BY erasure_id) AS ids, "
-        "max(artifact_bytes) AS bytes FROM erased_export_artifacts WHERE tenant_id = :t AND export_id = :e"),
+    rows = all_of(conn.execute(text(
+        "SELECT erasure_id, basis, payloads_erased, erased_at, artifact_bytes FROM erased_export_artifacts "
+        "WHERE tenant_id = :t AND export_id = :e ORDER BY erasure_id, subject_id"),
         {"t": tenant_id, "e": export_id}))
-    if row is None or row["payloads"] is None:
+    if not rows:
         return None
-    return ErasedContent(row["payloads"], tuple(row["ids"]), row["bytes"])
+    return ErasedContent(sum(r["payloads_erased"] for r in rows), tuple(sorted({r["erasure_id"] for r in rows})),
+                         max(r["artifact_bytes"] for r in rows), tuple(rows))
 
 
 def artifact_chunk(conn: Connection, tenant_id: str, export_id: str, chunk_no: int) -> bytes | None:

@@ -46,7 +46,8 @@ def check_export(conn: Connection, row: Mapping[str, Any], keys: dsse.KeyRing) -
         # here can show those bytes again, so nothing claims to: the signed checksum is reported as
         # what an earlier copy must match, and the checks below cover what the server still holds.
         check("artifact", True,
-              f"content erased after export ({erased.payloads} payloads, erasure {', '.join(erased.erasure_ids)}): "
+              f"content erased after export ({erased_count(erased)}, erasure {', '.join(erased.erasure_ids)}, "
+              f"basis {', '.join(erased.bases)}): "
               f"the stored artifact ({erased.artifact_bytes} bytes) was deleted with it; the signed manifest "
               f"keeps its SHA-256 {bytes(row['checksum']).hex()}, which a copy downloaded before still matches "
               "(verify it offline)")
@@ -121,14 +122,24 @@ def verify_and_record(conn: Connection, row: Mapping[str, Any], keys: dsse.KeyRi
              "valid": valid, "verifier_version": VERIFIER_VERSION,
              "checks": [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in checks]}
     if erased is not None:
-        state.update(payloads_erased=erased.payloads, erasure_ids=list(erased.erasure_ids))
+        state.update(payloads_erased=erased.payloads, erasure_ids=list(erased.erasure_ids),
+                     erasures=[{"erasure_id": t["erasure_id"], "basis": t["basis"],
+                                "payloads_erased": t["payloads_erased"], "erased_at": rfc3339(t["erased_at"])}
+                               for t in erased.tombstones])
     # No correlation id and no run_id: an access to evidence, never part of a run's governance.
     entry = AuditLedgerWriter(conn).append(
         tenant_id=row["tenant_id"], event_type="ExportVerified", entity_type="LOG_EXPORT", entity_id=row["id"],
         actor_type=actor_type, actor_id=actor_id, after_state=state, created_at=created_at,
         action_reason=f"VerifyExport: {'valid' if valid else 'NOT valid'} ({VERIFIER_VERSION})"
-        + (f"; content erased after export ({erased.payloads} payloads)" if erased is not None else ""))
-    return {"id": entry.id, "seq": entry.seq, "created_at": created_at, "after_state": state}
+        + (f"; content erased after export ({erased_count(erased)})" if erased is not None else ""))
+    return {"id": entry.id, "seq": entry.seq, "created_at": created_at, "after_state": state,
+            "erasures": erased.tombstones if erased is not None else ()}
+
+
+def erased_count(erased: store.ErasedContent) -> str:
+    """"N payloads", or "up to N payloads" when a tombstone's basis is UNTRACKED (docs/ERASURE.md §3c:
+    the export recorded nothing of whose payloads it carried; N is what it may have carried)."""
+    return f"{'up to ' if erased.upper_bound else ''}{erased.payloads} payloads"
 
 
 def current_verification(conn: Connection, row: Mapping[str, Any]) -> Mapping[str, Any] | None:
@@ -140,7 +151,9 @@ def current_verification(conn: Connection, row: Mapping[str, Any]) -> Mapping[st
     erased = store.erased_content(conn, row["tenant_id"], row["id"])
     if (recorded["after_state"].get("payloads_erased") or 0) != (erased.payloads if erased else 0):
         return None
-    return recorded
+    # The erasures with their bases, read from the tombstones (a verification recorded before the
+    # bases were recorded with it speaks of the same tombstones: their count is what it recorded).
+    return {**recorded, "erasures": erased.tombstones if erased is not None else ()}
 
 
 def checks_of(recorded: Mapping[str, Any]) -> list[bundle_pb2.ExportCheck]:

@@ -25,6 +25,7 @@ from aos_evidence.queries import (
     RUN_FROM,
     RUN_SELECT,
     AuditFilters,
+    payload_keys,
     search_match,
     system_clauses,
 )
@@ -187,11 +188,12 @@ def list_runs(conn: Connection, tenant_id: str, filters: RunFilters, after: Sequ
 
 
 # The run list's sort fields (LlmRunSortField's canonical names), each the leading column of an
-# index (tenant_id, key DESC, created_at DESC, id DESC) of migration 0025 (the tokens' one by its
-# expression, written the same here).
+# index (tenant_id, key DESC, created_at DESC, id DESC) of migration 0025, the tokens' of 0033: the
+# stored column total_tokens = input_tokens + output_tokens (0025's key was that sum, whose int8 `+`
+# is not leakproof: under row-level security a later page's keyset was a filter from the index's start).
 RUN_SORTS = {"started_at": SortKey("a.started_at", "timestamptz"),
              "total_cost_cents": SortKey("a.cost_cents", "bigint"),
-             "total_tokens": SortKey("(a.input_tokens + a.output_tokens)", "bigint")}
+             "total_tokens": SortKey("a.total_tokens", "bigint")}
 # The system record lists' (SystemRecordSortField): the level's rank, DEBUG 1 … CRITICAL 5, written
 # as migration 0031's indexes are (a CASE, not 0025's aos_severity_rank(): under row-level security
 # only a leakproof condition is an index condition, and that function is not, so a later page's
@@ -515,14 +517,24 @@ class SearchFilters:
     actor_id: str | None = None
     correlation_id: str | None = None
 
-    def branches(self, words: str = TSQUERY) -> list[tuple[SearchSource, str, dict[str, Any]]]:
+    def branches(self, words: str = TSQUERY, held: bool = False) -> list[tuple[SearchSource, str, dict[str, Any]]]:
         """(source, WHERE on its view ``v``, parameters) for each source the filters leave in;
-        ``words``: the tsquery the documents must match (the query's own, or WORDS)."""
+        ``words``: the tsquery the documents must match (the query's own, or WORDS). ``held``: instead,
+        the records whose row does not match the query and a held format-2 payload does (migration 0034,
+        aos_evidence.queries.payload_keys), for the sources whose records hold payloads: disjoint from
+        the row matches, so a record is one hit and the totals add up."""
         found = []
         for source in SEARCH_SOURCES.values():
             kind = "SYSTEM" if source.name == "PLATFORM" else source.name
             if self.sources and kind not in self.sources:
                 continue
+            base = f"v.doc @@ {words}"
+            if held:
+                keys = payload_keys(source.view, "id", TSQUERY)
+                if keys is None:
+                    continue
+                # The payloads' keys first, then those records by id (a few: format 2, held, matching).
+                base = f"v.id = ANY(ARRAY({keys})) AND NOT (v.doc @@ {TSQUERY})"
             if source.name == "TRACE_STEP" and (self.actor_id or self.correlation_id):
                 continue  # steps carry neither
             conditions: list[tuple[str, str, Any]] = [
@@ -539,7 +551,7 @@ class SearchFilters:
                 conditions += [("v.actor_id", "=", self.actor_id), ("v.correlation_id", "=", self.correlation_id)]
                 if self.run_id:
                     extra = " AND (v.run_id = :run OR v.correlation_id = :run)"
-            clauses, params = where(f"v.doc @@ {words}", conditions, prefix=f"{source.name.lower()}_")
+            clauses, params = where(base, conditions, prefix=f"{source.name.lower()}_")
             found.append((source, clauses + extra, params))
         return found
 
@@ -581,13 +593,14 @@ def search_evidence(conn: Connection, tenant_id: str, filters: SearchFilters, af
     branches = filters.branches(WORDS if phrase else TSQUERY)
     if not branches:
         return cut([], limit, 0, False)
+    held = filters.branches(held=True)  # format-2 records found by a held payload only (migration 0034)
     selects = []
-    for source, clauses, branch_params in branches:
+    for (source, clauses, branch_params), by_payload in [*((b, False) for b in branches), *((b, True) for b in held)]:
         params.update(branch_params)
         past = f" AND {_SEARCH_KEYSET.format(source=source.name)}" if after is not None else ""
         candidates = (f"SELECT v.id, v.created_at FROM {source.view} v WHERE {clauses}{past} "
                       "ORDER BY v.created_at DESC, v.id DESC")
-        if phrase:
+        if phrase and not by_payload:
             # OFFSET 0: the candidates sorted first (no document computed), then the phrase
             # checked on each in that order, the LIMIT stopping it.
             selects.append(f"(SELECT '{source.name}' AS source, k.id, k.created_at FROM ({candidates} OFFSET 0) k "
@@ -603,7 +616,7 @@ def search_evidence(conn: Connection, tenant_id: str, filters: SearchFilters, af
     if after is None and len(keys) <= limit:
         total, estimate = len(keys), False
     else:
-        total, estimate = _search_total(conn, filters.branches() if phrase else branches, params)
+        total, estimate = _search_total(conn, [*(filters.branches() if phrase else branches), *held], params)
     page = cut(keys, limit, total, estimate)
     records = _search_records(conn, tenant_id, filters.query, page.rows)
     rows: list[Mapping[str, Any]] = [{**key, **records[(key["source"], key["id"])]} for key in page.rows
@@ -654,13 +667,32 @@ def _search_records(conn: Connection, tenant_id: str, query: str, keys: Sequence
             sql = f"SELECT s.*, {source.matched('s')} FROM {source.table} s WHERE {scope} AND s.id = ANY(:ids)"
         rows = all_of(conn.execute(text(sql), {**params, "ids": wanted}))
         kind = {"AUDIT": "audit_entry", "TRACE_STEP": "trace_step"}.get(name, "system_record")
+        held = _held_matches(conn, kind, query, rows) if name != "PLATFORM" else {}
         rows = erasure.opened_rows(conn, tenant_id, kind, rows)  # v2 payloads or their ERASED states
         traces: dict[str, Mapping[str, Any]] = {}
         if name == "TRACE_STEP" and rows:
             traces = {t["trace_id"]: t for t in all_of(conn.execute(text(
                 "SELECT * FROM aos_traces WHERE tenant_id = :tenant AND trace_id = ANY(:traces)"),
                 {"tenant": tenant_id, "traces": sorted({r["trace_id"] for r in rows})}))}
+        fields = (*source.text_fields, *source.json_fields)
         for row in rows:
-            found[(name, row["id"])] = {"matched_fields": list(row["matched_fields"]), "record": row,
+            matched = set(row["matched_fields"]) | held.get(erasure.record_id_of(kind, row), set())
+            found[(name, row["id"])] = {"matched_fields": [f for f in fields if f in matched], "record": row,
                                         "trace": traces.get(row["trace_id"]) if traces else None}
+    return found
+
+
+def _held_matches(conn: Connection, kind: str, query: str, rows: Sequence[Mapping[str, Any]]
+                  ) -> dict[str, set[str]]:
+    """{record id: its payload fields that match the query on their own} for the format-2 ``rows``
+    (a row's own matched fields cannot say: its payload columns are empty). Only payloads still held
+    (payload_search, migration 0034): an erased one is never a matched field."""
+    ids = [erasure.record_id_of(kind, r) for r in rows if (r.get("hash_version") or 1) == 2]
+    if not ids:
+        return {}
+    found: dict[str, set[str]] = {}
+    for r in all_of(conn.execute(text(
+            f"SELECT p.record_id, p.field FROM payload_search p WHERE p.record_type = :kind "
+            f"AND p.record_id = ANY(:ids) AND p.doc @@ {TSQUERY}"), {"kind": kind, "ids": ids, "query": query})):
+        found.setdefault(r["record_id"], set()).add(r["field"])
     return found

@@ -106,10 +106,54 @@ async def test_runs_and_exports_after_an_erasure_say_erased(cli, suite, writer_t
                       if w.startswith("era_"))
     shown = await cli("export", "show", made.export_id, tenant=writer_tenant)
     assert shown.code == 0, shown.err
-    assert "ERASED after export (1 payloads" in shown.out and erasure_id in shown.out
+    assert "ERASED after export (1 payloads" in shown.out and f"{erasure_id} recorded" in shown.out
     listed = await cli("export", "list", "--run", run.run_id, tenant=writer_tenant)
     assert listed.code == 0, listed.err
-    assert made.export_id in listed.out and f"ERASED ({erasure_id})" in listed.out.replace("\n", "")
+    assert made.export_id in listed.out and f"ERASED ({erasure_id} recorded)" in " ".join(listed.out.split())
     doc = await cli("--json", "export", "list", "--run", run.run_id, tenant=writer_tenant)
     (export,) = json.loads(doc.out)["exports"]
     assert (export["content_erased"], export["payloads_erased"], export["erasure_ids"]) == (True, 1, [erasure_id])
+    assert [(e["erasure_id"], e["basis"]) for e in export["erasures"]] == [(erasure_id, "ERASURE_BASIS_RECORDED")]
+
+
+async def test_an_untracked_export_says_its_basis(cli, suite, writer_tenant, monkeypatch):
+    """An export rendered without recording whose payloads it carried (what the Export service did
+    before migration 0026), made after the subject's payloads: the erasure takes it on basis
+    UNTRACKED (docs/ERASURE.md §3c), and export show / list / verify say so, with the count as an
+    upper bound ("up to N payloads")."""
+    from aos.evidence.v1 import bundle_pb2
+    from aos.export.v1 import export_service_pb2 as export_pb, export_service_pb2_grpc as export_grpc
+    from services.export import store as export_store
+    from tests.e2e.erasure_support import write_subject
+
+    monkeypatch.setenv("COLUMNS", "400")  # rich's tables: one line a row
+    subject = f"subj-{uuid.uuid4().hex[:8]}"
+    reader = (("authorization", f"Bearer {token(writer_tenant, scopes=('exports.create', 'exports.read'))}"),)
+    async with grpc.aio.insecure_channel(suite["ingest"]) as channel:
+        correlation = await write_subject(pb_grpc.IngestServiceStub(channel), subject, tenant=writer_tenant)
+    with monkeypatch.context() as pre_0026:
+        pre_0026.setattr(export_store, "record_payload_subjects", lambda *args, **kwargs: None)
+        async with grpc.aio.insecure_channel(suite["export"]) as channel:
+            made = (await export_grpc.ExportServiceStub(channel).CreateExport(export_pb.CreateExportRequest(
+                bundle_type=bundle_pb2.BUNDLE_TYPE_EVIDENCE, format=bundle_pb2.EXPORT_FORMAT_JSON,
+                audit_slice=export_pb.AuditSlice(correlation_id=correlation)), metadata=reader)).export
+    erased = await cli("--json", "erase", subject, "--reason", "DSR-4", "--yes", tenant=writer_tenant)
+    assert erased.code == 0, erased.err
+    doc = json.loads(erased.out)
+    assert made.export_id in doc["exports_erased"]
+    erasure_id, count = doc["erasure_id"], int(doc["payloads_erased"])
+    shown = await cli("export", "show", made.export_id, tenant=writer_tenant)
+    assert shown.code == 0, shown.err
+    flat = " ".join(shown.out.split())
+    assert f"ERASED after export (up to {count} payloads, erasure {erasure_id} untracked)" in flat, shown.out
+    listed = await cli("export", "list", tenant=writer_tenant)
+    assert listed.code == 0, listed.err
+    row = next(line for line in listed.out.splitlines() if made.export_id in line)
+    assert f"ERASED ({erasure_id} untracked)" in row, listed.out
+    verified = await cli("export", "verify", made.export_id, tenant=writer_tenant)
+    assert verified.code == 0, verified.out + verified.err
+    flat = " ".join(verified.out.split())
+    assert f"content erased after export (up to {count} payloads; erasure {erasure_id} untracked)" in flat, verified.out
+    as_json = await cli("--json", "export", "show", made.export_id, tenant=writer_tenant)
+    assert [(e["erasure_id"], e["basis"], int(e["payloads_erased"])) for e in json.loads(as_json.out)["erasures"]] == [
+        (erasure_id, "ERASURE_BASIS_UNTRACKED", count)]

@@ -127,7 +127,7 @@ def test_a_lists_search_is_an_index_condition_with_the_tenant(loaded, ascending)
             assert page.rows and {r["tenant_id"] for r in page.rows} <= {tenant, None}, name
             keys = [(r["created_at"], r["id"]) for r in page.rows]
             assert keys == sorted(keys, reverse=not ascending)
-            statement, params = next((s, p) for s, p in seen if "LIMIT" in s and "IN (SELECT v." in s)
+            statement, params = next((s, p) for s, p in seen if "LIMIT" in s and " v WHERE v.doc @@ " in s)
             plans[name] = conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + statement, params).scalar_one()
     engine.dispose()
     for table, plan in plans.items():
@@ -231,3 +231,49 @@ def test_a_trace_steps_document_matches_what_search_documents(loaded, query, fou
     # The document asked here is the index's (and the view's): the test follows it if it changes.
     assert ("aos_search_document(VARIADIC ARRAY[step_type, source, (input_data)::text, (output_data)::text, "
             "(metadata)::text])") in indexed
+
+
+def test_held_payloads_are_searched_on_their_index_with_the_tenant(loaded):
+    """Migration 0034: a format-2 record's payloads (evidence_payloads) are matched through the
+    tenant-scoped view payload_search, where the words, the record type and the tenant are the
+    GIN index's condition; the view shows the session's tenant only, nothing without one; the
+    lists' matcher and SearchEvidence take the record's key from it."""
+    from aos_recording.writers import AuditLedgerWriter, Producer
+    from tests.logins import login_url
+
+    first, second = bulk.tenant_ids(2)
+    producer = Producer(login_url(loaded, "producer"), pool_size=1)
+    try:
+        for tenant in (first, second):
+            with producer.transaction(tenant) as conn:
+                AuditLedgerWriter(conn).append(
+                    tenant_id=tenant, event_type="LimitUpdated", entity_type="LIMIT", entity_id=f"{tenant}.held",
+                    actor_type="HUMAN", actor_id="adam", action_reason="echidna raised", data_subject="subj-idx")
+    finally:
+        producer.close()
+    # Enough held payloads of each tenant that an index is worth reading (as the admin: the rows alone).
+    with create_engine(sync_url(loaded)).begin() as admin:
+        admin.execute(text(
+            "INSERT INTO evidence_payloads (tenant_id, record_type, record_id, field, subject_id, salt, payload) "
+            "SELECT t, 'audit_entry', 'filler-' || n, 'action_reason', 'subj-filler', sha256(n::text::bytea), "
+            "to_jsonb('filler ' || chr(97 + n % 26) || chr(97 + (n / 26) % 26)) "
+            "FROM unnest(CAST(:tenants AS text[])) t, generate_series(1, 3000) n"), {"tenants": [first, second]})
+        admin.execute(text("ANALYZE evidence_payloads"))
+    engine, seen = logs_engine(loaded)
+    with engine.begin() as conn:
+        assert conn.execute(text("SELECT count(*) FROM payload_search")).scalar_one() == 0
+        conn.execute(text("SELECT set_config('aos.tenant_id', :t, true)"), {"t": first})
+        assert conn.execute(text("SELECT DISTINCT tenant_id FROM payload_search")).scalars().all() == [first]
+        conn.execute(text("SET LOCAL enable_seqscan = off; SET LOCAL enable_indexscan = off"))
+        plan = conn.execute(text(
+            "EXPLAIN (FORMAT JSON) SELECT p.record_id FROM payload_search p WHERE p.record_type = 'audit_entry' "
+            "AND p.doc @@ websearch_to_tsquery('simple', 'echidna')")).scalar_one()
+        seen.clear()
+        page = store.list_audit_entries(conn, first, store.AuditFilters(search="echidna"), None, 10)
+        hits = store.search_evidence(conn, first, store.SearchFilters(query="echidna"), None, 10)
+    engine.dispose()
+    conditions = [n.get("Index Cond", "") for n in nodes(plan[0]["Plan"]) if n["Node Type"] == "Bitmap Index Scan"]
+    assert any("@@" in c and "tenant_id" in c and "record_type" in c for c in conditions), conditions
+    assert [r["entity_id"] for r in page.rows] == [f"{first}.held"]
+    assert [(r["record"]["entity_id"], r["matched_fields"]) for r in hits.rows] == [
+        (f"{first}.held", ["action_reason"])]

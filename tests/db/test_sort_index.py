@@ -1,8 +1,10 @@
-"""The lists' `sort` (migrations 0025, 0029): every sort field, in either order, first page and a later
-one, is a walk of an index — the plan has no Sort node over the table — and the rows come in
+"""The lists' `sort` (migrations 0025, 0029, 0031, 0033): every sort field, in either order, first page and a
+later one, is a walk of an index — the plan has no Sort node over the table — and the rows come in
 (field, created_at, id) order. With sorting disabled in the planner a plan still sorts when no
 index holds the key in that order, so each of these fails without the migrations' indexes (the actor sort without
-0029's, on the ledger's old actor index)."""
+0029's, on the ledger's old actor index). A later page's keyset must be an index condition: under row-level
+security only a leakproof one can be, which 0025's severity rank function (0031 made it a CASE) and its
+tokens sum (int8 `+`; 0033 made it a stored column) were not."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -67,18 +69,8 @@ CASES = [
 ]
 
 
-# Sorts whose keyset is not an index condition under row-level security (found by the check
-# below, issue #25): 0025's token key is not leakproof — int8 `+` can raise an overflow error.
-# Its pages walk the index from its start with the keyset as a filter: a later page costs its
-# position. Strict: fixed, it fails here. (The severity key was aos_severity_rank(), never inlined
-# and not leakproof: migration 0031 made it a CASE.)
-KEYSET_FILTERED = {("runs", "total_tokens")}
-
-
 @pytest.mark.parametrize("ascending", [False, True])
-@pytest.mark.parametrize("name,sort,call,table", [
-    pytest.param(*c, marks=pytest.mark.xfail(strict=True, reason="0025's key is not leakproof: keyset filtered"))
-    if c[:2] in KEYSET_FILTERED else c for c in CASES], ids=[f"{c[0]}-{c[1]}" for c in CASES])
+@pytest.mark.parametrize("name,sort,call,table", CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
 def test_every_sort_walks_an_index(loaded, name, sort, call, table, ascending):
     url, tenant = loaded
     engine = create_engine(sync_url(url), connect_args={"options": "-c role=aos_logs"})
@@ -102,6 +94,9 @@ def test_every_sort_walks_an_index(loaded, name, sort, call, table, ascending):
     assert first.has_more and len(rows) == 40
     keys = [(r["sort_key"], r["created_at"], r["id"]) for r in rows]
     assert keys == sorted(keys, reverse=not ascending) and len(set(keys)) == 40
+    if sort == "total_tokens":  # the key is the run's input + output tokens, ties broken by (created_at, id)
+        assert all(r["sort_key"] == r["input_tokens"] + r["output_tokens"] for r in rows)
+        assert len({k for k, _, _ in keys}) < len(keys)
     scans = {n.get("Index Name", "") for n in nodes(plan[0]["Plan"]) if "Index" in n["Node Type"]}
     assert not list(sorted_scans(plan[0]["Plan"], table)), (statement, scans)
     assert any(i.startswith((table, f"ix_{table}")) for i in scans), scans

@@ -346,15 +346,22 @@ async def test_an_export_made_before_loses_its_artifact_and_says_so(ingest, expo
     # GetExport and ListExports say so too, from the tombstones (the other export: stored)
     shown = (await exports.GetExport(export_pb.GetExportRequest(export_id=made.export_id), metadata=reader())).export
     assert shown.content_erased and shown.payloads_erased == 6 and list(shown.erasure_ids) == [erased.erasure_id]
+    # with its basis: the export recorded carrying the subject's payloads (docs/ERASURE.md §3a)
+    (tombstone,) = shown.erasures
+    assert (tombstone.erasure_id, tombstone.basis, tombstone.payloads_erased) == (
+        erased.erasure_id, bundle_pb2.ERASURE_BASIS_RECORDED, 6) and tombstone.HasField("erased_at")
     assert shown.checksum == made.checksum and shown.chain_hash == made.chain_hash  # the signed record stays
     listed = {e.export_id: e for e in (await exports.ListExports(export_pb.ListExportsRequest(page_size=1000),
                                                                  metadata=reader())).exports}
     assert (listed[made.export_id].content_erased, listed[made.export_id].payloads_erased,
             list(listed[made.export_id].erasure_ids)) == (True, 6, [erased.erasure_id])
+    assert list(listed[made.export_id].erasures) == [tombstone]
     assert not listed[other.export_id].content_erased and listed[other.export_id].payloads_erased == 0
+    assert not listed[other.export_id].erasures
     (by_run,) = (await exports.ListExports(export_pb.ListExportsRequest(run_id=run.run_id),
                                            metadata=reader())).exports
     assert by_run.content_erased and list(by_run.erasure_ids) == [erased.erasure_id]
+    assert list(by_run.erasures) == [tombstone]
 
     # the download answers honestly; the other export is untouched
     with pytest.raises(grpc.aio.AioRpcError) as err:
@@ -362,6 +369,7 @@ async def test_an_export_made_before_loses_its_artifact_and_says_so(ingest, expo
     assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     info = error_info(err.value)
     assert info.reason == "CONTENT_ERASED" and info.metadata["payloads_erased"] == "6"
+    assert info.metadata["erasure_bases"] == "RECORDED"
     assert "content erased after export (6 payloads)" in err.value.details()
     assert await _download(exports, other.export_id)
 
@@ -372,10 +380,11 @@ async def test_an_export_made_before_loses_its_artifact_and_says_so(ingest, expo
     checks = {c.name: c for c in now.checks}
     assert "checksum" not in checks and "reproducible" not in checks
     assert checks["artifact"].passed and "content erased after export (6 payloads" in checks["artifact"].detail
+    assert "basis RECORDED" in checks["artifact"].detail and list(now.erasures) == [tombstone]
     assert all(checks[n].passed for n in ("manifest", "signature", "content_hash", "export_chain", "records"))
     assert now.valid
     again = await exports.VerifyExport(export_pb.VerifyExportRequest(export_id=made.export_id), metadata=reader())
-    assert again.recorded and again.payloads_erased == 6
+    assert again.recorded and again.payloads_erased == 6 and list(again.erasures) == [tombstone]
     untouched_check = await exports.VerifyExport(export_pb.VerifyExportRequest(export_id=other.export_id,
                                                                                recompute=True), metadata=reader())
     assert untouched_check.valid and untouched_check.payloads_erased == 0
@@ -432,10 +441,14 @@ async def test_rest_through_the_gateway(suite, tenant, database_url):
     answer = verified.json()
     assert answer["valid"] is True and answer["payloads_erased"] == 6
     erasure_id = erased.json()["erasure_id"]
+    # the erasure's basis, in the gateway's JSON (proto field and enum names)
+    (basis,) = answer["erasures"]
+    assert (basis["erasure_id"], basis["basis"], basis["payloads_erased"]) == (erasure_id, "ERASURE_BASIS_RECORDED", 6)
     assert shown.status_code == 200 and listed.status_code == 200, (shown.text, listed.text)
     for export in (shown.json()["export"], *listed.json()["exports"]):
         assert export["export_id"] == export_id
         assert (export["content_erased"], export["payloads_erased"], export["erasure_ids"]) == (True, 6, [erasure_id])
+        assert export["erasures"] == [basis]
     assert ledger_report(database_url, TENANT).ok
 
 

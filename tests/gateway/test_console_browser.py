@@ -774,14 +774,17 @@ async def test_erased_content_is_shown_as_erased(browser, served, erasable):
     # The export made before: content erased, Download disabled, the callout names the erasure.
     export = (await _api(served, f"/api/v1/logs/exports/{export_id}", ERASED_TENANT))["export"]
     assert export["content_erased"] and export["erasure_ids"] == [erasure]
+    assert [e["basis"] for e in export["erasures"]] == ["ERASURE_BASIS_RECORDED"]
     await tab.open(f"#/exports/{export_id}", ready="#download")
     assert await tab.page.is_disabled("#download")
     note = await tab.text("#content-erased")
     assert "Content erased after export" in note and erasure in note and f"{export['payloads_erased']} payloads" in note
+    # the basis (docs/ERASURE.md §3c): this export recorded carrying the subject's payloads
+    assert f"{erasure} recorded" in note and "up to" not in note and await tab.page.locator("#erasure-untracked").count() == 0
     await tab.shot("export-erased")
     assert await tab.axe() == []
     await tab.open("#/exports", ready="main table")
     row = tab.page.locator("main table tbody tr", has_text=export_id)
-    assert "ERASED" in await row.inner_text() and erasure in await row.inner_text()
+    assert "ERASED" in await row.inner_text() and f"{erasure} recorded" in await row.inner_text()
     await ctx.close()
     assert not tab.problems, tab.problems

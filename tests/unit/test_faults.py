@@ -46,10 +46,15 @@ CASES = [
     (faults.EvidenceAlreadyRecorded("run 'r-1': already recorded with other steps"), grpc.StatusCode.ALREADY_EXISTS,
      "EVIDENCE_CONFLICT", "run 'r-1': already recorded with other steps (evidence is never overwritten; nothing "
      "was written)", {}),
-    (faults.ExportContentErased("exp_1", 3, ("era_1", "era_2")), grpc.StatusCode.FAILED_PRECONDITION,
+    (faults.ExportContentErased("exp_1", 3, ("era_1", "era_2"), ("RECORDED",)), grpc.StatusCode.FAILED_PRECONDITION,
      "CONTENT_ERASED", "export exp_1: content erased after export (3 payloads); its stored artifact was deleted "
      "with it. Its signed manifest stays (GetExport, VerifyExport); a copy downloaded before verifies offline",
-     {"payloads_erased": "3", "erasure_ids": "era_1,era_2"}),
+     {"payloads_erased": "3", "erasure_ids": "era_1,era_2", "erasure_bases": "RECORDED"}),
+    # An UNTRACKED tombstone (docs/ERASURE.md §3c): its count is an upper bound.
+    (faults.ExportContentErased("exp_2", 4, ("era_3",), ("UNTRACKED",)), grpc.StatusCode.FAILED_PRECONDITION,
+     "CONTENT_ERASED", "export exp_2: content erased after export (up to 4 payloads); its stored artifact was "
+     "deleted with it. Its signed manifest stays (GetExport, VerifyExport); a copy downloaded before verifies offline",
+     {"payloads_erased": "4", "erasure_ids": "era_3", "erasure_bases": "UNTRACKED"}),
     (faults.LegalHoldBlocksErasure("hold-1", 7), grpc.StatusCode.FAILED_PRECONDITION, "LEGAL_HOLD",
      "legal hold hold-1 covers this data subject: nothing was erased (the refused request is audit entry 7)",
      {"legal_hold_id": "hold-1", "request_seq": "7"}),

@@ -27,7 +27,7 @@ from aos.evidence.v1 import options_pb2 as aos_dot_evidence_dot_v1_dot_options__
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61os/evidence/v1/bundle.proto\x12\x0f\x61os.evidence.v1\x1a\x1e\x61os/evidence/v1/evidence.proto\x1a\x1d\x61os/evidence/v1/options.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"-\n\x0eRedactionCount\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"T\n\x10RedactionSummary\x12\x0f\n\x07profile\x18\x01 \x01(\t\x12/\n\x06\x63ounts\x18\x02 \x03(\x0b\x32\x1f.aos.evidence.v1.RedactionCount\"\x8a\x07\n\x06\x45xport\x12\x11\n\texport_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12+\n\x05scope\x18\x03 \x01(\x0e\x32\x1c.aos.evidence.v1.ExportScope\x12\x13\n\x06run_id\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x18\n\x0bincident_id\x18\x05 \x01(\tH\x01\x88\x01\x01\x12\x19\n\x0cslice_filter\x18\x06 \x01(\tH\x02\x88\x01\x01\x12\x30\n\x0b\x62undle_type\x18\x07 \x01(\x0e\x32\x1b.aos.evidence.v1.BundleType\x12-\n\x06\x66ormat\x18\x08 \x01(\x0e\x32\x1d.aos.evidence.v1.ExportFormat\x12\x14\n\x0c\x63ontent_type\x18\t \x01(\t\x12\x10\n\x08\x66ilename\x18\n \x01(\t\x12\x12\n\nsize_bytes\x18\x0b \x01(\x03\x12\x10\n\x08\x63hecksum\x18\x0c \x01(\t\x12.\n\ncreated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11requested_by_type\x18\x0e \x01(\x0e\x32\x1a.aos.evidence.v1.ActorType\x12\x17\n\x0frequested_by_id\x18\x0f \x01(\t\x12\x0b\n\x03seq\x18\x10 \x01(\x03\x12\x11\n\tprev_hash\x18\x11 \x01(\t\x12\x12\n\nchain_hash\x18\x12 \x01(\t\x12\x16\n\x0esigning_key_id\x18\x13 \x01(\t\x12\x34\n\tredaction\x18\x14 \x01(\x0b\x32!.aos.evidence.v1.RedactionSummary\x12\x10\n\x08manifest\x18\x15 \x01(\t\x12\x15\n\rdsse_envelope\x18\x16 \x01(\t\x12\x1c\n\x0fidempotency_key\x18\x17 \x01(\tH\x03\x88\x01\x01\x12\x33\n\x08metadata\x18\x18 \x01(\x0b\x32!.aos.evidence.v1.EvidenceMetadata\x12\x17\n\x0fretention_class\x18\x19 \x01(\t\x12\x17\n\x0f\x63ompliance_tags\x18\x1a \x03(\t\x12\x16\n\x0e\x63ontent_erased\x18\x1b \x01(\x08\x12\x17\n\x0fpayloads_erased\x18\x1c \x01(\x05\x12\x13\n\x0b\x65rasure_ids\x18\x1d \x03(\tB\t\n\x07_run_idB\x0e\n\x0c_incident_idB\x0f\n\r_slice_filterB\x12\n\x10_idempotency_key\"\xd7\x01\n\nSigningKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\talgorithm\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12.\n\nvalid_from\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x06status\x18\x06 \x01(\x0e\x32!.aos.evidence.v1.SigningKeyStatus\";\n\x0b\x45xportCheck\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06passed\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t*\xdb\x01\n\x0b\x45xportScope\x12\x1c\n\x18\x45XPORT_SCOPE_UNSPECIFIED\x10\x00\x12%\n\x14\x45XPORT_SCOPE_LLM_RUN\x10\x01\x1a\x0b\x92\xb5\x18\x07LLM_RUN\x12\'\n\x15\x45XPORT_SCOPE_INCIDENT\x10\x02\x1a\x0c\x92\xb5\x18\x08INCIDENT\x12-\n\x18\x45XPORT_SCOPE_AUDIT_SLICE\x10\x03\x1a\x0f\x92\xb5\x18\x0b\x41UDIT_SLICE\x12/\n\x19\x45XPORT_SCOPE_SYSTEM_SLICE\x10\x04\x1a\x10\x92\xb5\x18\x0cSYSTEM_SLICE*\x9b\x01\n\nBundleType\x12\x1b\n\x17\x42UNDLE_TYPE_UNSPECIFIED\x10\x00\x12&\n\x14\x42UNDLE_TYPE_EVIDENCE\x10\x01\x1a\x0c\x92\xb5\x18\x08\x45VIDENCE\x12\x1e\n\x10\x42UNDLE_TYPE_SOC2\x10\x02\x1a\x08\x92\xb5\x18\x04SOC2\x12(\n\x15\x42UNDLE_TYPE_EXECUTIVE\x10\x03\x1a\r\x92\xb5\x18\tEXECUTIVE*\xaf\x01\n\x0c\x45xportFormat\x12\x1d\n\x19\x45XPORT_FORMAT_UNSPECIFIED\x10\x00\x12 \n\x12\x45XPORT_FORMAT_JSON\x10\x01\x1a\x08\x92\xb5\x18\x04JSON\x12\x1e\n\x11\x45XPORT_FORMAT_CSV\x10\x02\x1a\x07\x92\xb5\x18\x03\x43SV\x12\x1e\n\x11\x45XPORT_FORMAT_PDF\x10\x03\x1a\x07\x92\xb5\x18\x03PDF\x12\x1e\n\x11\x45XPORT_FORMAT_ZIP\x10\x04\x1a\x07\x92\xb5\x18\x03ZIP*u\n\x10SigningKeyStatus\x12\"\n\x1eSIGNING_KEY_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19SIGNING_KEY_STATUS_ACTIVE\x10\x01\x12\x1e\n\x1aSIGNING_KEY_STATUS_RETIRED\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x61os/evidence/v1/bundle.proto\x12\x0f\x61os.evidence.v1\x1a\x1e\x61os/evidence/v1/evidence.proto\x1a\x1d\x61os/evidence/v1/options.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x99\x01\n\rExportErasure\x12\x12\n\nerasure_id\x18\x01 \x01(\t\x12,\n\x05\x62\x61sis\x18\x02 \x01(\x0e\x32\x1d.aos.evidence.v1.ErasureBasis\x12\x17\n\x0fpayloads_erased\x18\x03 \x01(\x05\x12-\n\terased_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"-\n\x0eRedactionCount\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x03\"T\n\x10RedactionSummary\x12\x0f\n\x07profile\x18\x01 \x01(\t\x12/\n\x06\x63ounts\x18\x02 \x03(\x0b\x32\x1f.aos.evidence.v1.RedactionCount\"\xbc\x07\n\x06\x45xport\x12\x11\n\texport_id\x18\x01 \x01(\t\x12\x11\n\ttenant_id\x18\x02 \x01(\t\x12+\n\x05scope\x18\x03 \x01(\x0e\x32\x1c.aos.evidence.v1.ExportScope\x12\x13\n\x06run_id\x18\x04 \x01(\tH\x00\x88\x01\x01\x12\x18\n\x0bincident_id\x18\x05 \x01(\tH\x01\x88\x01\x01\x12\x19\n\x0cslice_filter\x18\x06 \x01(\tH\x02\x88\x01\x01\x12\x30\n\x0b\x62undle_type\x18\x07 \x01(\x0e\x32\x1b.aos.evidence.v1.BundleType\x12-\n\x06\x66ormat\x18\x08 \x01(\x0e\x32\x1d.aos.evidence.v1.ExportFormat\x12\x14\n\x0c\x63ontent_type\x18\t \x01(\t\x12\x10\n\x08\x66ilename\x18\n \x01(\t\x12\x12\n\nsize_bytes\x18\x0b \x01(\x03\x12\x10\n\x08\x63hecksum\x18\x0c \x01(\t\x12.\n\ncreated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x35\n\x11requested_by_type\x18\x0e \x01(\x0e\x32\x1a.aos.evidence.v1.ActorType\x12\x17\n\x0frequested_by_id\x18\x0f \x01(\t\x12\x0b\n\x03seq\x18\x10 \x01(\x03\x12\x11\n\tprev_hash\x18\x11 \x01(\t\x12\x12\n\nchain_hash\x18\x12 \x01(\t\x12\x16\n\x0esigning_key_id\x18\x13 \x01(\t\x12\x34\n\tredaction\x18\x14 \x01(\x0b\x32!.aos.evidence.v1.RedactionSummary\x12\x10\n\x08manifest\x18\x15 \x01(\t\x12\x15\n\rdsse_envelope\x18\x16 \x01(\t\x12\x1c\n\x0fidempotency_key\x18\x17 \x01(\tH\x03\x88\x01\x01\x12\x33\n\x08metadata\x18\x18 \x01(\x0b\x32!.aos.evidence.v1.EvidenceMetadata\x12\x17\n\x0fretention_class\x18\x19 \x01(\t\x12\x17\n\x0f\x63ompliance_tags\x18\x1a \x03(\t\x12\x16\n\x0e\x63ontent_erased\x18\x1b \x01(\x08\x12\x17\n\x0fpayloads_erased\x18\x1c \x01(\x05\x12\x13\n\x0b\x65rasure_ids\x18\x1d \x03(\t\x12\x30\n\x08\x65rasures\x18\x1e \x03(\x0b\x32\x1e.aos.evidence.v1.ExportErasureB\t\n\x07_run_idB\x0e\n\x0c_incident_idB\x0f\n\r_slice_filterB\x12\n\x10_idempotency_key\"\xd7\x01\n\nSigningKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x11\n\talgorithm\x18\x02 \x01(\t\x12\x12\n\npublic_key\x18\x03 \x01(\x0c\x12.\n\nvalid_from\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\x06status\x18\x06 \x01(\x0e\x32!.aos.evidence.v1.SigningKeyStatus\";\n\x0b\x45xportCheck\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06passed\x18\x02 \x01(\x08\x12\x0e\n\x06\x64\x65tail\x18\x03 \x01(\t*\xdb\x01\n\x0b\x45xportScope\x12\x1c\n\x18\x45XPORT_SCOPE_UNSPECIFIED\x10\x00\x12%\n\x14\x45XPORT_SCOPE_LLM_RUN\x10\x01\x1a\x0b\x92\xb5\x18\x07LLM_RUN\x12\'\n\x15\x45XPORT_SCOPE_INCIDENT\x10\x02\x1a\x0c\x92\xb5\x18\x08INCIDENT\x12-\n\x18\x45XPORT_SCOPE_AUDIT_SLICE\x10\x03\x1a\x0f\x92\xb5\x18\x0b\x41UDIT_SLICE\x12/\n\x19\x45XPORT_SCOPE_SYSTEM_SLICE\x10\x04\x1a\x10\x92\xb5\x18\x0cSYSTEM_SLICE*\x9b\x01\n\nBundleType\x12\x1b\n\x17\x42UNDLE_TYPE_UNSPECIFIED\x10\x00\x12&\n\x14\x42UNDLE_TYPE_EVIDENCE\x10\x01\x1a\x0c\x92\xb5\x18\x08\x45VIDENCE\x12\x1e\n\x10\x42UNDLE_TYPE_SOC2\x10\x02\x1a\x08\x92\xb5\x18\x04SOC2\x12(\n\x15\x42UNDLE_TYPE_EXECUTIVE\x10\x03\x1a\r\x92\xb5\x18\tEXECUTIVE*\xaf\x01\n\x0c\x45xportFormat\x12\x1d\n\x19\x45XPORT_FORMAT_UNSPECIFIED\x10\x00\x12 \n\x12\x45XPORT_FORMAT_JSON\x10\x01\x1a\x08\x92\xb5\x18\x04JSON\x12\x1e\n\x11\x45XPORT_FORMAT_CSV\x10\x02\x1a\x07\x92\xb5\x18\x03\x43SV\x12\x1e\n\x11\x45XPORT_FORMAT_PDF\x10\x03\x1a\x07\x92\xb5\x18\x03PDF\x12\x1e\n\x11\x45XPORT_FORMAT_ZIP\x10\x04\x1a\x07\x92\xb5\x18\x03ZIP*u\n\x10SigningKeyStatus\x12\"\n\x1eSIGNING_KEY_STATUS_UNSPECIFIED\x10\x00\x12\x1d\n\x19SIGNING_KEY_STATUS_ACTIVE\x10\x01\x12\x1e\n\x1aSIGNING_KEY_STATUS_RETIRED\x10\x02*\x83\x01\n\x0c\x45rasureBasis\x12\x1d\n\x19\x45RASURE_BASIS_UNSPECIFIED\x10\x00\x12(\n\x16\x45RASURE_BASIS_RECORDED\x10\x01\x1a\x0c\x92\xb5\x18\x08RECORDED\x12*\n\x17\x45RASURE_BASIS_UNTRACKED\x10\x02\x1a\r\x92\xb5\x18\tUNTRACKEDb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -56,22 +56,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXPORTFORMAT'].values_by_name["EXPORT_FORMAT_PDF"]._serialized_options = b'\222\265\030\003PDF'
   _globals['_EXPORTFORMAT'].values_by_name["EXPORT_FORMAT_ZIP"]._loaded_options = None
   _globals['_EXPORTFORMAT'].values_by_name["EXPORT_FORMAT_ZIP"]._serialized_options = b'\222\265\030\003ZIP'
-  _globals['_EXPORTSCOPE']._serialized_start=1467
-  _globals['_EXPORTSCOPE']._serialized_end=1686
-  _globals['_BUNDLETYPE']._serialized_start=1689
-  _globals['_BUNDLETYPE']._serialized_end=1844
-  _globals['_EXPORTFORMAT']._serialized_start=1847
-  _globals['_EXPORTFORMAT']._serialized_end=2022
-  _globals['_SIGNINGKEYSTATUS']._serialized_start=2024
-  _globals['_SIGNINGKEYSTATUS']._serialized_end=2141
-  _globals['_REDACTIONCOUNT']._serialized_start=145
-  _globals['_REDACTIONCOUNT']._serialized_end=190
-  _globals['_REDACTIONSUMMARY']._serialized_start=192
-  _globals['_REDACTIONSUMMARY']._serialized_end=276
-  _globals['_EXPORT']._serialized_start=279
-  _globals['_EXPORT']._serialized_end=1185
-  _globals['_SIGNINGKEY']._serialized_start=1188
-  _globals['_SIGNINGKEY']._serialized_end=1403
-  _globals['_EXPORTCHECK']._serialized_start=1405
-  _globals['_EXPORTCHECK']._serialized_end=1464
+  _globals['_ERASUREBASIS'].values_by_name["ERASURE_BASIS_RECORDED"]._loaded_options = None
+  _globals['_ERASUREBASIS'].values_by_name["ERASURE_BASIS_RECORDED"]._serialized_options = b'\222\265\030\010RECORDED'
+  _globals['_ERASUREBASIS'].values_by_name["ERASURE_BASIS_UNTRACKED"]._loaded_options = None
+  _globals['_ERASUREBASIS'].values_by_name["ERASURE_BASIS_UNTRACKED"]._serialized_options = b'\222\265\030\tUNTRACKED'
+  _globals['_EXPORTSCOPE']._serialized_start=1673
+  _globals['_EXPORTSCOPE']._serialized_end=1892
+  _globals['_BUNDLETYPE']._serialized_start=1895
+  _globals['_BUNDLETYPE']._serialized_end=2050
+  _globals['_EXPORTFORMAT']._serialized_start=2053
+  _globals['_EXPORTFORMAT']._serialized_end=2228
+  _globals['_SIGNINGKEYSTATUS']._serialized_start=2230
+  _globals['_SIGNINGKEYSTATUS']._serialized_end=2347
+  _globals['_ERASUREBASIS']._serialized_start=2350
+  _globals['_ERASUREBASIS']._serialized_end=2481
+  _globals['_EXPORTERASURE']._serialized_start=146
+  _globals['_EXPORTERASURE']._serialized_end=299
+  _globals['_REDACTIONCOUNT']._serialized_start=301
+  _globals['_REDACTIONCOUNT']._serialized_end=346
+  _globals['_REDACTIONSUMMARY']._serialized_start=348
+  _globals['_REDACTIONSUMMARY']._serialized_end=432
+  _globals['_EXPORT']._serialized_start=435
+  _globals['_EXPORT']._serialized_end=1391
+  _globals['_SIGNINGKEY']._serialized_start=1394
+  _globals['_SIGNINGKEY']._serialized_end=1609
+  _globals['_EXPORTCHECK']._serialized_start=1611
+  _globals['_EXPORTCHECK']._serialized_end=1670
 # @@protoc_insertion_point(module_scope)

@@ -40,6 +40,12 @@ class SigningKeyStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     SIGNING_KEY_STATUS_UNSPECIFIED: _ClassVar[SigningKeyStatus]
     SIGNING_KEY_STATUS_ACTIVE: _ClassVar[SigningKeyStatus]
     SIGNING_KEY_STATUS_RETIRED: _ClassVar[SigningKeyStatus]
+
+class ErasureBasis(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ERASURE_BASIS_UNSPECIFIED: _ClassVar[ErasureBasis]
+    ERASURE_BASIS_RECORDED: _ClassVar[ErasureBasis]
+    ERASURE_BASIS_UNTRACKED: _ClassVar[ErasureBasis]
 EXPORT_SCOPE_UNSPECIFIED: ExportScope
 EXPORT_SCOPE_LLM_RUN: ExportScope
 EXPORT_SCOPE_INCIDENT: ExportScope
@@ -57,6 +63,21 @@ EXPORT_FORMAT_ZIP: ExportFormat
 SIGNING_KEY_STATUS_UNSPECIFIED: SigningKeyStatus
 SIGNING_KEY_STATUS_ACTIVE: SigningKeyStatus
 SIGNING_KEY_STATUS_RETIRED: SigningKeyStatus
+ERASURE_BASIS_UNSPECIFIED: ErasureBasis
+ERASURE_BASIS_RECORDED: ErasureBasis
+ERASURE_BASIS_UNTRACKED: ErasureBasis
+
+class ExportErasure(_message.Message):
+    __slots__ = ("erasure_id", "basis", "payloads_erased", "erased_at")
+    ERASURE_ID_FIELD_NUMBER: _ClassVar[int]
+    BASIS_FIELD_NUMBER: _ClassVar[int]
+    PAYLOADS_ERASED_FIELD_NUMBER: _ClassVar[int]
+    ERASED_AT_FIELD_NUMBER: _ClassVar[int]
+    erasure_id: str
+    basis: ErasureBasis
+    payloads_erased: int
+    erased_at: _timestamp_pb2.Timestamp
+    def __init__(self, erasure_id: _Optional[str] = ..., basis: _Optional[_Union[ErasureBasis, str]] = ..., payloads_erased: _Optional[int] = ..., erased_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class RedactionCount(_message.Message):
     __slots__ = ("kind", "count")
@@ -75,7 +96,7 @@ class RedactionSummary(_message.Message):
     def __init__(self, profile: _Optional[str] = ..., counts: _Optional[_Iterable[_Union[RedactionCount, _Mapping]]] = ...) -> None: ...
 
 class Export(_message.Message):
-    __slots__ = ("export_id", "tenant_id", "scope", "run_id", "incident_id", "slice_filter", "bundle_type", "format", "content_type", "filename", "size_bytes", "checksum", "created_at", "requested_by_type", "requested_by_id", "seq", "prev_hash", "chain_hash", "signing_key_id", "redaction", "manifest", "dsse_envelope", "idempotency_key", "metadata", "retention_class", "compliance_tags", "content_erased", "payloads_erased", "erasure_ids")
+    __slots__ = ("export_id", "tenant_id", "scope", "run_id", "incident_id", "slice_filter", "bundle_type", "format", "content_type", "filename", "size_bytes", "checksum", "created_at", "requested_by_type", "requested_by_id", "seq", "prev_hash", "chain_hash", "signing_key_id", "redaction", "manifest", "dsse_envelope", "idempotency_key", "metadata", "retention_class", "compliance_tags", "content_erased", "payloads_erased", "erasure_ids", "erasures")
     EXPORT_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_ID_FIELD_NUMBER: _ClassVar[int]
     SCOPE_FIELD_NUMBER: _ClassVar[int]
@@ -105,6 +126,7 @@ class Export(_message.Message):
     CONTENT_ERASED_FIELD_NUMBER: _ClassVar[int]
     PAYLOADS_ERASED_FIELD_NUMBER: _ClassVar[int]
     ERASURE_IDS_FIELD_NUMBER: _ClassVar[int]
+    ERASURES_FIELD_NUMBER: _ClassVar[int]
     export_id: str
     tenant_id: str
     scope: ExportScope
@@ -134,7 +156,8 @@ class Export(_message.Message):
     content_erased: bool
     payloads_erased: int
     erasure_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, export_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., scope: _Optional[_Union[ExportScope, str]] = ..., run_id: _Optional[str] = ..., incident_id: _Optional[str] = ..., slice_filter: _Optional[str] = ..., bundle_type: _Optional[_Union[BundleType, str]] = ..., format: _Optional[_Union[ExportFormat, str]] = ..., content_type: _Optional[str] = ..., filename: _Optional[str] = ..., size_bytes: _Optional[int] = ..., checksum: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requested_by_type: _Optional[_Union[_evidence_pb2.ActorType, str]] = ..., requested_by_id: _Optional[str] = ..., seq: _Optional[int] = ..., prev_hash: _Optional[str] = ..., chain_hash: _Optional[str] = ..., signing_key_id: _Optional[str] = ..., redaction: _Optional[_Union[RedactionSummary, _Mapping]] = ..., manifest: _Optional[str] = ..., dsse_envelope: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., metadata: _Optional[_Union[_evidence_pb2.EvidenceMetadata, _Mapping]] = ..., retention_class: _Optional[str] = ..., compliance_tags: _Optional[_Iterable[str]] = ..., content_erased: _Optional[bool] = ..., payloads_erased: _Optional[int] = ..., erasure_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    erasures: _containers.RepeatedCompositeFieldContainer[ExportErasure]
+    def __init__(self, export_id: _Optional[str] = ..., tenant_id: _Optional[str] = ..., scope: _Optional[_Union[ExportScope, str]] = ..., run_id: _Optional[str] = ..., incident_id: _Optional[str] = ..., slice_filter: _Optional[str] = ..., bundle_type: _Optional[_Union[BundleType, str]] = ..., format: _Optional[_Union[ExportFormat, str]] = ..., content_type: _Optional[str] = ..., filename: _Optional[str] = ..., size_bytes: _Optional[int] = ..., checksum: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., requested_by_type: _Optional[_Union[_evidence_pb2.ActorType, str]] = ..., requested_by_id: _Optional[str] = ..., seq: _Optional[int] = ..., prev_hash: _Optional[str] = ..., chain_hash: _Optional[str] = ..., signing_key_id: _Optional[str] = ..., redaction: _Optional[_Union[RedactionSummary, _Mapping]] = ..., manifest: _Optional[str] = ..., dsse_envelope: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., metadata: _Optional[_Union[_evidence_pb2.EvidenceMetadata, _Mapping]] = ..., retention_class: _Optional[str] = ..., compliance_tags: _Optional[_Iterable[str]] = ..., content_erased: _Optional[bool] = ..., payloads_erased: _Optional[int] = ..., erasure_ids: _Optional[_Iterable[str]] = ..., erasures: _Optional[_Iterable[_Union[ExportErasure, _Mapping]]] = ...) -> None: ...
 
 class SigningKey(_message.Message):
     __slots__ = ("key_id", "algorithm", "public_key", "valid_from", "valid_until", "status")

@@ -147,7 +147,7 @@ class VerifyExportRequest(_message.Message):
     def __init__(self, export_id: _Optional[str] = ..., recompute: _Optional[bool] = ...) -> None: ...
 
 class VerifyExportResponse(_message.Message):
-    __slots__ = ("valid", "checks", "verified_at", "recorded", "verifier_version", "audit_entry_id", "audit_entry_seq", "payloads_erased", "erasure_ids")
+    __slots__ = ("valid", "checks", "verified_at", "recorded", "verifier_version", "audit_entry_id", "audit_entry_seq", "payloads_erased", "erasure_ids", "erasures")
     VALID_FIELD_NUMBER: _ClassVar[int]
     CHECKS_FIELD_NUMBER: _ClassVar[int]
     VERIFIED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +157,7 @@ class VerifyExportResponse(_message.Message):
     AUDIT_ENTRY_SEQ_FIELD_NUMBER: _ClassVar[int]
     PAYLOADS_ERASED_FIELD_NUMBER: _ClassVar[int]
     ERASURE_IDS_FIELD_NUMBER: _ClassVar[int]
+    ERASURES_FIELD_NUMBER: _ClassVar[int]
     valid: bool
     checks: _containers.RepeatedCompositeFieldContainer[_bundle_pb2.ExportCheck]
     verified_at: _timestamp_pb2.Timestamp
@@ -166,7 +167,8 @@ class VerifyExportResponse(_message.Message):
     audit_entry_seq: int
     payloads_erased: int
     erasure_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, valid: _Optional[bool] = ..., checks: _Optional[_Iterable[_Union[_bundle_pb2.ExportCheck, _Mapping]]] = ..., verified_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recorded: _Optional[bool] = ..., verifier_version: _Optional[str] = ..., audit_entry_id: _Optional[str] = ..., audit_entry_seq: _Optional[int] = ..., payloads_erased: _Optional[int] = ..., erasure_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    erasures: _containers.RepeatedCompositeFieldContainer[_bundle_pb2.ExportErasure]
+    def __init__(self, valid: _Optional[bool] = ..., checks: _Optional[_Iterable[_Union[_bundle_pb2.ExportCheck, _Mapping]]] = ..., verified_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., recorded: _Optional[bool] = ..., verifier_version: _Optional[str] = ..., audit_entry_id: _Optional[str] = ..., audit_entry_seq: _Optional[int] = ..., payloads_erased: _Optional[int] = ..., erasure_ids: _Optional[_Iterable[str]] = ..., erasures: _Optional[_Iterable[_Union[_bundle_pb2.ExportErasure, _Mapping]]] = ...) -> None: ...
 
 class ListSigningKeysRequest(_message.Message):
     __slots__ = ()

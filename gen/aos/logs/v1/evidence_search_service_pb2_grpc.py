@@ -28,7 +28,10 @@ if _version_not_supported:
 class EvidenceSearchServiceStub:
     """Full-text search over a tenant's evidence: audit entries, trace steps and
     system records, with structured filters. Read-only; PostgreSQL full-text search
-    (docs/DATABASE.md "Search").
+    (docs/DATABASE.md "Search"). A record in hash format 2 (written with a data
+    subject, docs/ERASURE.md) is found by its payload fields (an entry's reason and
+    states, a step's input and output, a record's summary and details) while they are
+    held, each field matched on its own; once erased they match nothing.
     """
 
     def __init__(self, channel):
@@ -47,7 +50,10 @@ class EvidenceSearchServiceStub:
 class EvidenceSearchServiceServicer:
     """Full-text search over a tenant's evidence: audit entries, trace steps and
     system records, with structured filters. Read-only; PostgreSQL full-text search
-    (docs/DATABASE.md "Search").
+    (docs/DATABASE.md "Search"). A record in hash format 2 (written with a data
+    subject, docs/ERASURE.md) is found by its payload fields (an entry's reason and
+    states, a step's input and output, a record's summary and details) while they are
+    held, each field matched on its own; once erased they match nothing.
     """
 
     def SearchEvidence(self, request, context):
@@ -76,7 +82,10 @@ def add_EvidenceSearchServiceServicer_to_server(servicer, server):
 class EvidenceSearchService:
     """Full-text search over a tenant's evidence: audit entries, trace steps and
     system records, with structured filters. Read-only; PostgreSQL full-text search
-    (docs/DATABASE.md "Search").
+    (docs/DATABASE.md "Search"). A record in hash format 2 (written with a data
+    subject, docs/ERASURE.md) is found by its payload fields (an entry's reason and
+    states, a step's input and output, a record's summary and details) while they are
+    held, each field matched on its own; once erased they match nothing.
     """
 
     @staticmethod
