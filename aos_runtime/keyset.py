@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from aos_runtime.db import fetch_rows, fetch_rows_and_value, fetch_value
@@ -140,6 +139,8 @@ def count_total(conn: Connection, count_from: str, where: str, params: dict[str,
                         {**params, "cap": EXACT_TOTAL_LIMIT + 1})
     if exact <= EXACT_TOTAL_LIMIT:
         return exact, False
-    plan = conn.execute(text(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {count_from} WHERE {where}"), params).scalar_one()
+    # Through the driver as the count above: in a pipelined read (aos_runtime.db.pipelined)
+    # SQLAlchemy's result of a statement sent in pipeline mode comes back closed.
+    plan = fetch_value(conn, f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {count_from} WHERE {where}", params)
     plan = plan if isinstance(plan, list) else json.loads(plan)
     return max(int(plan[0]["Plan"]["Plan Rows"]), EXACT_TOTAL_LIMIT + 1), True

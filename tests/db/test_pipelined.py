@@ -175,3 +175,27 @@ async def test_the_ledger_reads_in_binary_format_the_values_text_gives(databases
         assert one is not None and one["commitments"] == v2[0]["commitments"]
     finally:
         await db.close()
+
+
+async def test_a_total_past_the_exact_cap_is_a_flagged_estimate_in_a_pipelined_read(databases, monkeypatch):
+    """Past EXACT_TOTAL_LIMIT matches a list's total is the planner's estimate, read with EXPLAIN:
+    in pipeline mode that statement too must be read through the driver (through SQLAlchemy it
+    came back empty: INTERNAL on the page)."""
+    from datetime import datetime, timezone
+
+    from aos_runtime import keyset
+
+    monkeypatch.setattr(keyset, "EXACT_TOTAL_LIMIT", 100)
+    url = databases.create()
+    bulk.load(url, bulk.Volume(tenants=1, ledger=400, traces=0, steps=0, system=0))
+    (tenant,) = bulk.tenant_ids(1)
+    db = Database(login_url(url, "logs"), service="logs", pool_size=1)
+    try:
+        wide = store.AuditFilters(created_after=datetime(2000, 1, 1, tzinfo=timezone.utc))
+        first = await db.run(tenant, store.list_audit_entries, tenant, wide, None, 50)
+        assert first.total_is_estimate and first.total > 100 and first.has_more
+        last = first.rows[-1]
+        second = await db.run(tenant, store.list_audit_entries, tenant, wide, (last["created_at"].isoformat(), last["id"]), 50)
+        assert second.total_is_estimate and second.total > 100 and len(second.rows) == 50
+    finally:
+        await db.close()
