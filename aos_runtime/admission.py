@@ -310,43 +310,16 @@ class FairGate:
         target (``Limits.target_s``) and a service time known for its ``kind`` — if it must wait
         and would not end within ``min(deadline, target)`` of its arrival."""
         now = time.monotonic()
-        limits = self.limits
-        # What the call already waited before we saw it (gRPC's queue while the loop lags).
-        waited = self._lag.lag_s if self._lag is not None else 0.0
         left = math.inf if deadline is None else deadline - now
         if left <= 0:
             # Expired before it reached us (e.g. grpc-timeout 1n): its deadline, not our load, ends it.
             raise DeadlinePassed("it could start")
-        # The queue budget counts the loop's lag (time already spent in gRPC's queue); the time to
-        # the deadline is measured now, so that wait is in it already.
-        queue_budget = limits.budget_s - waited
-        budget = min(queue_budget, left)
-        if self._eligible(tenant) and queue_budget > 0:
+        decision = self._decide(tenant, left, kind)
+        if decision is None:
             return self._grant(tenant, now, kind)
-        if limits.queue_per_tenant == 0:  # none may wait: refused by the limit that holds it back
-            raise self._refusal(tenant, "no slot is free and none may wait", tenant_limit=self._tenant_bound(tenant),
-                                cause="queue_full")
-        if limits.queue_per_tenant is not None and self.waiting_of(tenant) >= limits.queue_per_tenant:
-            raise self._refusal(tenant, "its queue is full", tenant_limit=True, cause="queue_full",
-                                limit=f"{limits.name} calls of one tenant waiting per process "
-                                      f"({limits.queue_setting}={limits.queue_per_tenant})")
-        estimate = self.estimated_wait_s(tenant)
-        own = self.service_estimate_s(kind) if limits.target_s > 0 else None
-        if own is not None:
-            # Predicted completion: it waits ~estimate, then runs ~own; it must end within
-            # min(deadline, target) of its arrival (``waited`` ago).
-            end_left = min(left, limits.target_s - waited)
-            if estimate + own > end_left:
-                bound = (f"its deadline in {left:.2f} s" if left < limits.target_s - waited else
-                         f"AOS_ACCEPTED_TARGET_S={limits.target_s:g}")
-                raise self._refusal(tenant, f"it would end ~{waited + estimate + own:.2f} s after it arrived "
-                                            f"(~{estimate:.2f} s to wait, ~{own:.2f} s to run), past {bound}",
-                                    tenant_limit=self._tenant_bound(tenant), cause="predicted_late")
-            budget = min(budget, end_left - own)  # a later start could no longer end in time
-        if budget <= 0 or estimate > budget:
-            raise self._refusal(tenant, f"it would wait ~{estimate + waited:.2f} s to start, longer than its budget "
-                                        f"of {max(budget + waited, 0):.2f} s", tenant_limit=self._tenant_bound(tenant),
-                                cause="wait_too_long")
+        if isinstance(decision, Overloaded):
+            raise decision
+        budget = decision
         ticket: asyncio.Future[float] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(tenant, deque()).append(ticket)
         try:
@@ -359,6 +332,61 @@ class FairGate:
             raise self._refusal(tenant, f"it did not start within its budget of {budget:.2f} s",
                                 tenant_limit=self._tenant_bound(tenant), cause="budget_passed")
         return Permit(self, tenant, ticket.result(), kind)
+
+    def may_refuse(self) -> bool:
+        """Whether ``refusal_now`` could refuse any tenant's call now: a full gate, a gate with a
+        per-tenant share that runs a call, or a loop late by the whole budget. False: every call
+        would start at once (the call wrapper then need not look at the call's tenant early)."""
+        if self._total >= self.concurrency or (self.limits.per_tenant is not None and self._total > 0):
+            return True
+        return self._lag is not None and self.limits.budget_s - self._lag.lag_s <= 0
+
+    def refusal_now(self, tenant: str, kind: str = "") -> Overloaded | None:
+        """The refusal ``acquire`` would raise at once for a call of ``tenant`` arriving now whatever
+        its deadline (its tenant's queue full, its wait longer than the budget, its predicted end
+        past the target), or None. Changes nothing: the call wrapper asks it before the call's
+        request is read (``CallPolicy``), so that such a call is answered without that work."""
+        decision = self._decide(tenant, math.inf, kind)
+        return decision if isinstance(decision, Overloaded) else None
+
+    def _decide(self, tenant: str, left: float, kind: str) -> Overloaded | float | None:
+        """What admission does with a call of ``tenant`` (of ``kind``) arriving now with ``left``
+        seconds to its deadline: None, it starts now; a budget (s), it waits at most that long;
+        an Overloaded, it is refused at once."""
+        limits = self.limits
+        # What the call already waited before we saw it (gRPC's queue while the loop lags).
+        waited = self._lag.lag_s if self._lag is not None else 0.0
+        # The queue budget counts the loop's lag (time already spent in gRPC's queue); the time to
+        # the deadline is measured now, so that wait is in it already.
+        queue_budget = limits.budget_s - waited
+        budget = min(queue_budget, left)
+        if self._eligible(tenant) and queue_budget > 0:
+            return None
+        if limits.queue_per_tenant == 0:  # none may wait: refused by the limit that holds it back
+            return self._refusal(tenant, "no slot is free and none may wait", tenant_limit=self._tenant_bound(tenant),
+                                 cause="queue_full")
+        if limits.queue_per_tenant is not None and self.waiting_of(tenant) >= limits.queue_per_tenant:
+            return self._refusal(tenant, "its queue is full", tenant_limit=True, cause="queue_full",
+                                 limit=f"{limits.name} calls of one tenant waiting per process "
+                                       f"({limits.queue_setting}={limits.queue_per_tenant})")
+        estimate = self.estimated_wait_s(tenant)
+        own = self.service_estimate_s(kind) if limits.target_s > 0 else None
+        if own is not None:
+            # Predicted completion: it waits ~estimate, then runs ~own; it must end within
+            # min(deadline, target) of its arrival (``waited`` ago).
+            end_left = min(left, limits.target_s - waited)
+            if estimate + own > end_left:
+                bound = (f"its deadline in {left:.2f} s" if left < limits.target_s - waited else
+                         f"AOS_ACCEPTED_TARGET_S={limits.target_s:g}")
+                return self._refusal(tenant, f"it would end ~{waited + estimate + own:.2f} s after it arrived "
+                                             f"(~{estimate:.2f} s to wait, ~{own:.2f} s to run), past {bound}",
+                                     tenant_limit=self._tenant_bound(tenant), cause="predicted_late")
+            budget = min(budget, end_left - own)  # a later start could no longer end in time
+        if budget <= 0 or estimate > budget:
+            return self._refusal(tenant, f"it would wait ~{estimate + waited:.2f} s to start, longer than its budget "
+                                         f"of {max(budget + waited, 0):.2f} s", tenant_limit=self._tenant_bound(tenant),
+                                 cause="wait_too_long")
+        return budget
 
     def _eligible(self, tenant: str) -> bool:
         per_tenant = self.limits.per_tenant

@@ -210,6 +210,12 @@ def _code(context: Any, failure: BaseException | None) -> str:
     return "Unknown"  # what grpc answers for an exception that set no status
 
 
+# Set on a handler function served as another kind than its method's (the call policy's refusals,
+# which never read the request: aos_runtime.server.CallPolicy._shed): the method's own kind, the
+# ``grpc_type`` label its calls are counted under.
+RPC_KIND = "aos_rpc_kind"
+
+
 class RpcMetrics(grpc.aio.ServerInterceptor):
     """Counts and times every RPC (the contract's, health and reflection) with the code it ended with.
 
@@ -245,7 +251,14 @@ class RpcMetrics(grpc.aio.ServerInterceptor):
                 response_serializer=handler.response_serializer)
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
-                self._unary(handler.stream_unary, "client_stream", service, name),
+                self._unary(handler.stream_unary, getattr(handler.stream_unary, RPC_KIND, "client_stream"),
+                            service, name),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+        kind = getattr(handler.stream_stream, RPC_KIND, None)
+        if kind is not None:  # a server stream's refusal served as a bidirectional stream
+            return grpc.stream_stream_rpc_method_handler(
+                self._streaming(handler.stream_stream, kind, service, name),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer)
         return handler  # no bidirectional streams in the contract

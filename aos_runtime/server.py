@@ -147,6 +147,11 @@ class CallSlot:
 
 
 _call_slot: contextvars.ContextVar[CallSlot | None] = contextvars.ContextVar("call_slot", default=None)
+# The principal CallPolicy verified for a call before its request was read (to ask the call's gate
+# whether it is refused at once), with the authorization values it came from: the call wrapper
+# takes it instead of verifying the same token twice. Per call: each call runs in its own task.
+_verified: contextvars.ContextVar[tuple[tuple[str, ...], auth.Principal] | None] = contextvars.ContextVar(
+    "verified_principal", default=None)
 
 
 async def continue_as_stream() -> None:
@@ -189,9 +194,11 @@ class CallPolicy(grpc.aio.ServerInterceptor):
         if handler is None or method.startswith(OPEN_PREFIXES):
             return handler
         if self._admission is not None:
-            refusal = self._admission.shed(method in self._heavy, method)
+            started = time.monotonic()
+            heavy = method in self._heavy
+            refusal = self._admission.shed(heavy, method) or self._refused_now(details, handler, method, heavy)
             if refusal is not None:
-                return self._shed(handler, method, refusal, time.monotonic())
+                return self._shed(handler, method, refusal, started)
         kept = self._wrapped.get(method)
         if kept is not None and kept[0] is handler:
             return kept[1]
@@ -225,35 +232,67 @@ class CallPolicy(grpc.aio.ServerInterceptor):
         return grpc.stream_stream_rpc_method_handler(refused, request_deserializer=handler.request_deserializer,
                                                      response_serializer=handler.response_serializer)
 
+    def _refused_now(self, details, handler, method: str, heavy: bool) -> Overloaded | None:
+        """The refusal the call's gate would answer at once (``FairGate.refusal_now``: its tenant's
+        heavy queue full, its wait or predicted end too long), decided here, before the call's
+        request is read — where the call wrapper would decide it only after the request came in and
+        was parsed (issue #19: refusals in < 10 ms as the caller sees them). Needs the tenant, so the
+        token is verified here (the wrapper then takes that principal, ``_verified``), and only when
+        the gate could refuse anyone now. A call whose token or scope fails is left to the wrapper
+        (UNAUTHENTICATED, PERMISSION_DENIED before any refusal for load, as before); a client
+        stream is admitted when it ends, as before."""
+        if not (handler.unary_unary or handler.unary_stream):
+            return None
+        gate = self._admission.gate(heavy) if self._admission is not None else None
+        if gate is None or not gate.may_refuse():
+            return None
+        values = tuple(value for key, value in details.invocation_metadata or () if key == "authorization")
+        try:
+            principal = self._verifier.verify(auth.single_authorization(values))
+        except auth.AuthError:
+            return None
+        _verified.set((values, principal))
+        scope = self._scopes.get(method)
+        allowed = auth.SCOPE_ACTOR_TYPES.get(scope or "")
+        if scope not in principal.scopes or (allowed is not None and principal.actor_type not in allowed):
+            return None
+        refusal = gate.refusal_now(principal.tenant_id, method)
+        if refusal is not None:
+            auth.current_principal.set(principal)  # the call log names the tenant, as the wrapper's refusal does
+        return refusal
+
     def _shed(self, handler, method: str, refusal: Overloaded, started: float):
-        """A handler that answers the refusal at once (Admission.shed): before the token is
-        checked, so an unauthenticated call is refused the same; one line in the call log.
-        ``started``: when the policy first looked at the call (the refusal is timed from it)."""
+        """A handler that answers the refusal at once (Admission.shed, or the gate's refusal decided
+        before the request is read: ``_refused_now``): a shed call before its token is checked, so an
+        unauthenticated call is refused the same; one line in the call log. ``started``: when the
+        policy first looked at the call (the refusal is timed from it)."""
         async def refuse(context) -> None:
             if method in self._heavy:
-                metrics.heavy_refused.labels(service=self._service, reason="SERVER_OVERLOADED").inc()
+                reason = "TENANT_HEAVY_LIMIT" if refusal.tenant_limit else "SERVER_OVERLOADED"
+                metrics.heavy_refused.labels(service=self._service, reason=reason).inc()
             metrics.admission_refused.labels(service=self._service, gate=refusal.gate, cause=refusal.cause).inc()
             await self._fail(context, method, refusal, started)
 
-        # No request deserializer: the refusal never parses the request (gRPC hands the handler its
-        # bytes, unread), so a refused call costs the loop no more than its status.
-        if handler.unary_unary:
-            async def unary(request, context):
+        # The request is never read, nor parsed: gRPC's asyncio server receives a unary call's
+        # message before it runs the handler — one more round trip through its completion queue and
+        # a turn of the event loop, behind every other call's work on a busy loop — but hands a
+        # client-streaming handler its messages only as it reads them. So the refusal of a unary
+        # (server-streaming) call is served as a client-streaming (bidirectional) one that reads
+        # nothing: the wire is the same, and the status goes out as soon as the policy decided it.
+        # The metrics keep the method's own kind (metrics.RPC_KIND).
+        if handler.unary_unary or handler.stream_unary:
+            async def unread(requests, context):
                 await refuse(context)
-            return grpc.unary_unary_rpc_method_handler(unary, request_deserializer=None,
-                                                       response_serializer=handler.response_serializer)
+            setattr(unread, metrics.RPC_KIND, "unary" if handler.unary_unary else "client_stream")
+            return grpc.stream_unary_rpc_method_handler(unread, request_deserializer=None,
+                                                        response_serializer=handler.response_serializer)
         if handler.unary_stream:
-            async def streaming(request, context):
+            async def unread_stream(requests, context):
                 await refuse(context)
                 yield  # pragma: no cover - abort_with_status raised
-            return grpc.unary_stream_rpc_method_handler(streaming, request_deserializer=None,
-                                                        response_serializer=handler.response_serializer)
-        if handler.stream_unary:
-            async def client_stream(requests, context):
-                await refuse(context)
-            return grpc.stream_unary_rpc_method_handler(client_stream,
-                                                        request_deserializer=handler.request_deserializer,
-                                                        response_serializer=handler.response_serializer)
+            setattr(unread_stream, metrics.RPC_KIND, "server_stream")
+            return grpc.stream_stream_rpc_method_handler(unread_stream, request_deserializer=None,
+                                                         response_serializer=handler.response_serializer)
         return handler
 
     async def _admit(self, method: str) -> CallSlot:
@@ -293,12 +332,16 @@ class CallPolicy(grpc.aio.ServerInterceptor):
         request_id.set(rid)
         remaining = context.time_remaining()
         call_deadline.set(time.monotonic() + remaining if remaining is not None else None)
-        try:
-            # Every entry, not the dict's last one: two credentials are refused, never one picked.
-            principal = self._verifier.verify(auth.single_authorization(
-                [value for key, value in metadata if key == "authorization"]))
-        except auth.AuthError as exc:
-            raise errors.unauthenticated(exc.reason, str(exc)) from None
+        # Every entry, not the dict's last one: two credentials are refused, never one picked.
+        values = tuple(value for key, value in metadata if key == "authorization")
+        early = _verified.get()
+        if early is not None and early[0] == values:  # verified a moment ago, before the request was read
+            principal = early[1]
+        else:
+            try:
+                principal = self._verifier.verify(auth.single_authorization(values))
+            except auth.AuthError as exc:
+                raise errors.unauthenticated(exc.reason, str(exc)) from None
         # Known before the scope check: a refusal of a verified caller is recorded in its tenant
         # (access evidence) and logged with it. Handlers only run once every check below passed.
         auth.current_principal.set(principal)

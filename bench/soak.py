@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/soak.py [--minutes 10] [--load 0.8] [--probe-seconds 30] [--rate R] [--out soak.json]
     .venv/bin/python bench/soak.py --overload 2.0 [--minutes 5] [--calm-seconds 60] [--capacity C]
-        [--max-pending-calls N] [--env AOS_X=V ...]    # issue #19
+        [--max-pending-calls N] [--env AOS_X=V ...] [--probe-rps N]    # issue #19
 
 With --overload F (issue #19), instead of step 2: --calm-seconds at --load × capacity
 (before), --minutes at F × capacity (the surge), --calm-seconds at --load × capacity again
@@ -305,15 +305,22 @@ class Mix:
         del self.export_ids[:-10]
 
 
+# A refusal's message when the call waited in its gate's queue and gave up (admission's
+# ``budget_passed``): decided after that wait by design, not at once.
+WAITED = "did not start within its budget"
+
+
 async def timed(mix: Mix, rng: random.Random, results: list) -> None:
     call = mix.pick(rng)
     started = time.monotonic()
+    waited = False
     try:
         await call()
         code = "OK"
     except grpc.aio.AioRpcError as err:
         code = err.code().name
-    results.append((started, time.monotonic() - started, code, call.__name__))
+        waited = WAITED in (err.details() or "")
+    results.append((started, time.monotonic() - started, code, call.__name__, waited))
 
 
 async def settle(mix: Mix, concurrency: int) -> int:
@@ -511,12 +518,81 @@ class LoopLag:
         self._task.cancel()
 
 
+class Probe:
+    """A second, light caller that is not this Python process (issue #19): h2load, one HTTP/2
+    connection per target and one call at a time, ``rps`` calls/s each, for the surge. It tells
+    "the load generator is slow" from "the server is slow": the generator is Python on the same
+    two cores as the services, and its own wait for a CPU and its event loop's lag enter every
+    latency it records, a refusal's too.
+
+    Its calls are refusals by construction: the heavy RPCs the soak's refusals are (integrity,
+    create export) with a token that is not one, so every call is answered UNAUTHENTICATED
+    (checked once before, through curl) — the same server path as admission's refusal (gRPC's
+    queues, the interceptors, the request read, the call wrapper up to the refusal, the status),
+    less the gate's few microseconds — at every moment of the surge, not only when a tenant's
+    heavy queue is full (the soak's own refusals come in its busiest moments). Each call carries
+    ``grpc-timeout: 10S`` as the generator's do. h2load's per-request log is the latency."""
+
+    TOKEN = "not-a-token"
+
+    def __init__(self, addresses: dict[str, str], rps: int, work: Path) -> None:
+        self.rps, self.work = rps, work
+        self.urls: dict[str, tuple[str, Path]] = {}
+        self.running: dict[str, tuple[subprocess.Popen, Path]] = {}
+        targets = {"logs": ("/aos.logs.v1.AuditLedgerService/GetIntegrityReport",
+                            au_pb.GetIntegrityReportRequest(max_entries=INTEGRITY_WINDOW)),
+                   "export": ("/aos.export.v1.ExportService/CreateExport",
+                              ex_pb.CreateExportRequest(run_id=RUN, bundle_type=1, format=1))}
+        for name, (method, request) in targets.items():
+            body = work / f"probe-{name}.bin"
+            raw = request.SerializeToString()
+            body.write_bytes(b"\0" + len(raw).to_bytes(4, "big") + raw)  # gRPC's frame: no compression, length
+            self.urls[name] = (f"http://{addresses[name]}{method}", body)
+
+    def _headers(self) -> list[str]:
+        return ["-H", "content-type: application/grpc", "-H", "te: trailers", "-H", "grpc-timeout: 10S",
+                "-H", f"authorization: Bearer {self.TOKEN}"]
+
+    def check(self) -> None:
+        """Every probe call must be the refusal it is meant to be: grpc-status 16 (UNAUTHENTICATED)."""
+        for name, (url, body) in self.urls.items():
+            out = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "-o", "/dev/null", "-D", "-",
+                                  "--data-binary", f"@{body}", *self._headers(), url],
+                                 check=True, capture_output=True, text=True).stdout
+            found = re.search(r"^grpc-status:\s*(\d+)", out, re.M | re.I)
+            if not found or found.group(1) != "16":
+                raise RuntimeError(f"the probe's call to {name} is not refused UNAUTHENTICATED:\n{out}")
+
+    def start(self, seconds: float) -> None:
+        for name, (url, body) in self.urls.items():
+            log = self.work / f"probe-{name}.tsv"
+            self.running[name] = (subprocess.Popen(
+                ["h2load", "-t", "1", "-c", "1", "-m", "1", "--rps", str(self.rps), "-D", str(max(1, int(seconds))),
+                 "-d", str(body), *self._headers(), "--log-file", str(log), url],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), log)
+
+    def result(self) -> dict:
+        found = {}
+        for name, (process, log) in self.running.items():
+            out, _ = process.communicate(timeout=120)
+            rows = [row.split("\t") for row in log.read_text().splitlines()] if log.exists() else []
+            ms = sorted(int(row[2]) / 1000 for row in rows if row[1] == "200")
+            found[name] = {"calls": len(ms), "failed": sum(1 for row in rows if row[1] != "200"),
+                           "p50_ms": round(statistics.median(ms), 2) if ms else None,
+                           "p99_ms": round(ms[int(0.99 * (len(ms) - 1))], 2) if ms else None,
+                           "max_ms": round(ms[-1], 2) if ms else None,
+                           "under_10ms_pct": round(sum(1 for m in ms if m < 10) / len(ms) * 100, 1) if ms else None,
+                           **({} if ms else {"h2load": out[-2000:]})}
+        return found
+
+
 async def overload(mix: Mix, capacity_per_s: float, args, pids: dict[str, int] | None = None,
-                   metrics_ports: dict[str, int] | None = None) -> dict:
+                   metrics_ports: dict[str, int] | None = None, probe: Probe | None = None) -> dict:
     """Calm, surge (args.overload × capacity for args.minutes), calm again: see the module's doc."""
     rng = random.Random(11)
     lag = LoopLag()
     marks = [time.monotonic()]
+    offset = time.time() - marks[0]  # the phases' bounds in Unix time too, to match the services' logs
     # Per phase boundary: each service's histograms and every process's run-queue figures.
     snaps = [(scrape(metrics_ports or {}), run_queue(pids or {}))]
     calm = capacity_per_s * args.load
@@ -526,6 +602,8 @@ async def overload(mix: Mix, capacity_per_s: float, args, pids: dict[str, int] |
     surge_started = time.monotonic()
     marks.append(surge_started)
     cpu_before = cpu_seconds(pids or {})
+    if probe is not None:
+        probe.start(args.minutes * 60)
     surge = await offer(mix, surge_rate, args.minutes * 60, rng)
     surge_s = time.monotonic() - surge_started
     cpu_after = cpu_seconds(pids or {})
@@ -552,13 +630,21 @@ async def overload(mix: Mix, capacity_per_s: float, args, pids: dict[str, int] |
     return {
         "capacity_calls_per_s": round(capacity_per_s, 1), "calm_rate_per_s": round(calm, 1),
         "surge_rate_per_s": round(surge_rate, 1), "surge_s": round(surge_s, 1),
+        "phases_unix": [round(mark + offset, 3) for mark in marks],
         "surge": {"offered": len(surge), "codes": codes, "refused_by_call": by_reason,
                   "goodput_per_s": round(goodput, 1),
                   "goodput_vs_capacity_pct": round(goodput / capacity_per_s * 100, 1),
                   "accepted": accepted, "refusals": refusals,
                   "refusals_by_code": {code: latencies(surge, code) for code in REFUSED},
                   "refusals_under_10ms_pct": round(sum(1 for ms in refusal_ms if ms < 10) / len(refusal_ms) * 100, 1)
-                  if refusal_ms else None},
+                  if refusal_ms else None,
+                  # The refusals the services decided at once, without those that waited in a gate's
+                  # queue and gave up (WAITED: admission's budget_passed, late by design).
+                  "refusals_at_once": {**latencies(at_once := [r for r in refused if not r[4]], None),
+                                       "under_10ms_pct": round(sum(1 for r in at_once if r[1] < 0.01)
+                                                               / len(at_once) * 100, 1) if at_once else None},
+                  # The same refusal path as a light non-Python caller sees it (Probe; --probe-rps).
+                  **({"probe_refusals": probe.result()} if probe is not None else {})},
         # Share of one core each process used in the surge (2 cores = 200 %): the load generator
         # runs on the same two cores as the services.
         "surge_cpu_pct": {name: round((cpu_after[name] - cpu_before[name]) / surge_s * 100, 1) for name in cpu_after},
@@ -601,7 +687,7 @@ def _codes(results: list) -> dict[str, int]:
 
 
 async def run(addresses: dict[str, str], token: str, args, pids: dict[str, int],
-              metrics_ports: dict[str, int] | None = None) -> dict:
+              metrics_ports: dict[str, int] | None = None, probe: Probe | None = None) -> dict:
     channels = {name: grpc.aio.insecure_channel(address) for name, address in addresses.items()}
     mix = Mix(channels, (("authorization", f"Bearer {token}"),))
     for _ in range(30):  # warm every path once
@@ -624,7 +710,7 @@ async def run(addresses: dict[str, str], token: str, args, pids: dict[str, int],
     if args.overload:
         result = {"ledger_head_before": head, "capacity_cpu_pct": cap_cpu, "ramp": ramp_steps,
                   "overload": args.overload, "minutes": args.minutes, "calm_seconds": args.calm_seconds,
-                  **await overload(mix, cap, args, pids, metrics_ports)}
+                  **await overload(mix, cap, args, pids, metrics_ports, probe)}
         for channel in channels.values():
             await channel.close()
         return result
@@ -662,6 +748,10 @@ def main() -> None:
                         help="this load generator's niceness (e.g. -10, as root): on a machine shared with other "
                              "work the generator is starved too, and its own wait for a CPU enters every latency "
                              "it records; the services keep theirs")
+    parser.add_argument("--probe-rps", type=int, default=0,
+                        help="with --overload: a second, light, non-Python caller (h2load, `apt-get install -y "
+                             "nghttp2-client`) refused on the same server path, this many calls/s to Logs and to "
+                             "Export each, through the surge (Probe): the refusals' latency without this generator's")
     parser.add_argument("--out", type=Path, default=Path("soak.json"))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="aos-soak-"))
@@ -698,7 +788,11 @@ def main() -> None:
         if args.generator_nice:
             # After the suite started (its processes keep the niceness they were started with).
             os.setpriority(os.PRIO_PROCESS, 0, args.generator_nice)
-        measured = asyncio.run(run(addresses, token, args, pids, metrics_ports))
+        probe = None
+        if args.probe_rps and args.overload:
+            probe = Probe(addresses, args.probe_rps, work)
+            probe.check()
+        measured = asyncio.run(run(addresses, token, args, pids, metrics_ports, probe))
         result = {"command": " ".join(["bench/soak.py", *sys.argv[1:]]),
                   "generator_nice": os.getpriority(os.PRIO_PROCESS, 0), **measured}
         args.out.write_text(json.dumps(result, indent=2))

@@ -363,6 +363,57 @@ async def test_rest_answers_a_refusal_429_with_retry_after(ledger):
     assert "google.rpc.RetryInfo" in kinds and kinds["google.rpc.QuotaFailure"]["violations"][0]["subject"] == a
 
 
+async def test_a_call_its_gate_refuses_at_once_is_refused_before_its_request_is_read(ledger):
+    """Issue #19 (refusals in < 10 ms as the caller sees them): a call its gate refuses at once —
+    here A's heavy share taken and no heavy call of A may wait — is answered TENANT_HEAVY_LIMIT
+    (RetryInfo, QuotaFailure) without its request being read: a client that sends the call's
+    headers and never its message gets the refusal at once. Before, gRPC's asyncio server waited
+    for the message (one more trip through its completion queue and the loop) and the call
+    wrapper parsed it before the gate said no: this client would wait out its deadline
+    (DEADLINE_EXCEEDED). The token and scope are still checked first (a bad token is
+    UNAUTHENTICATED, a missing scope PERMISSION_DENIED), B's call is served, and the refusal is
+    counted under the method's own kind (grpc_type unary)."""
+    url, a, b = ledger
+    method = "/aos.logs.v1.AuditLedgerService/GetIntegrityReport"
+    labels = {"grpc_type": "unary", "grpc_service": "aos.logs.v1.AuditLedgerService",
+              "grpc_method": "GetIntegrityReport", "grpc_code": "ResourceExhausted"}
+    async with logs_server(url, heavy_queue_per_tenant=0) as (server, stub):
+        for _ in range(2):  # service times for the retry delay
+            await integrity(a, stub, SHORT)
+        held = asyncio.ensure_future(integrity(a, stub))
+        await until(lambda: server.admission.heavy.running_of(a) == 1)
+        counted = REGISTRY.get_sample_value("grpc_server_handled_total", labels) or 0
+        never = asyncio.Event()
+
+        async def unsent():
+            await never.wait()
+            yield b""  # pragma: no cover - never sent
+
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as raw:
+            opened = raw.stream_unary(method)  # no (de)serializers: the request is never sent at all
+            started = time.monotonic()
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await opened(unsent(), metadata=auth(a), timeout=3)
+            took = time.monotonic() - started
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, refused.value
+            found = details(refused.value)
+            assert found[error_details_pb2.ErrorInfo].reason == "TENANT_HEAVY_LIMIT"
+            assert found[error_details_pb2.RetryInfo].retry_delay.ToNanoseconds() > 0
+            assert found[error_details_pb2.QuotaFailure].violations[0].subject == a
+            assert took < 1.0, f"refused after {took:.3f} s: the server waited for the request"
+            # The access checks come first: a bad token, a token without the scope.
+            for metadata, code in (((("authorization", "Bearer not-a-token"),), grpc.StatusCode.UNAUTHENTICATED),
+                                   ((("authorization", f"Bearer {token(a, scopes=('overview.read',))}"),),
+                                    grpc.StatusCode.PERMISSION_DENIED)):
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stub.GetIntegrityReport(pb.GetIntegrityReportRequest(max_entries=SHORT),
+                                                  metadata=metadata, timeout=5)
+                assert refused.value.code() == code, refused.value
+        assert REGISTRY.get_sample_value("grpc_server_handled_total", labels) == counted + 1
+        assert (await integrity(b, stub, SHORT)).head.seq > 0  # B's share is free
+        await held
+
+
 async def test_a_saturated_process_refuses_before_any_other_work(ledger):
     """AOS_SHED_LAG_S: with the event loop late and every light slot taken, a call is refused at
     once, before its token is checked (a bad token gets the same refusal), with RetryInfo; with a

@@ -381,6 +381,30 @@ async def test_a_full_gate_sheds_a_call_predicted_to_end_past_the_target_before_
         permit.release()
 
 
+async def test_refusal_now_is_what_acquire_would_refuse_at_once_and_changes_nothing():
+    """FairGate.refusal_now (asked by the call wrapper before a call's request is read): None while
+    the gate would start or queue the call, the very refusal acquire raises at once when its tenant's
+    queue is full — and asking changes no count. may_refuse is False only while every call would
+    start at once."""
+    g = gate(concurrency=2, per_tenant=1, queue_per_tenant=1)
+    assert not g.may_refuse() and g.refusal_now("a") is None
+    running = await g.acquire("a", None)
+    assert g.may_refuse(), "a tenant's share is taken: its next call could be refused"
+    assert g.refusal_now("a") is None and g.refusal_now("b") is None  # a would wait, b starts
+    waiting = asyncio.ensure_future(g.acquire("a", None))
+    await settle()
+    refusal = g.refusal_now("a")
+    assert isinstance(refusal, Overloaded) and refusal.cause == "queue_full" and refusal.tenant_limit
+    assert (g.running, g.waiting_of("a")) == (1, 1), "asking changed nothing"
+    with pytest.raises(Overloaded) as raised:
+        await g.acquire("a", None)
+    assert (raised.value.cause, str(raised.value)) == (refusal.cause, str(refusal))
+    assert g.refusal_now("b") is None
+    running.release()
+    (await waiting).release()
+    assert not g.may_refuse()
+
+
 # --- the adaptive in-flight limit (AOS_ADAPTIVE_INFLIGHT_MIN) -----------------------------------
 def test_the_adaptive_limit_shrinks_while_calls_queue_and_grows_back_when_they_do_not():
     """Two methods of very different cost, each at its baseline: the limit stays at the maximum.
