@@ -10,7 +10,15 @@ With --overload F (issue #19), instead of step 2: --calm-seconds at --load × ca
 accepted calls' p99 (target <= 1 s), how fast refusals (RESOURCE_EXHAUSTED from the services,
 CANCELLED from their gRPC core beyond AOS_MAX_PENDING_CALLS) came back
 (target < 10 ms), any other error, and the calm minute after the surge against the one
-before (target: as fast).
+before (target: as fast). What changes after the surge, to find why it is not as fast:
+each call type's latency in both calm phases (by_call); each call type alone, 40 calls one
+at a time, before and after, with every process's CPU ms per call (alone_cpu_ms_per_call,
+from schedstat: no queue, no concurrency); per phase each service's CPU per call handled, its
+Python collections per generation and heap trims, the generator's own collections (CPU
+time), PostgreSQL's table counters (rows fetched per table, rows inserted, live/dead rows,
+autovacuum/autoanalyze runs), the machine's CPU by kind; every 5 s each process's CPU share
+and what autovacuum is doing (samples); --py-spy DIR records the services in both calm phases;
+--gc-probe DIR has every process time its own collections (bench/gc_probe/).
 
 Starts the suite as `make run` does (python -m services: embedded Postgres in a
 temporary AOS_DATA_DIR, migrations, the demo data, the three services), then:
@@ -749,11 +757,6 @@ async def overload(mix: Mix, capacity_per_s: float, args, pids: dict[str, int] |
     tables.append(await asyncio.to_thread(table_stats, admin_url))
     gcs.append(gc_timer.snapshot())
     machine.append(machine_cpu())
-    if args.generator_gc_freeze:
-        # The surge's results stay in this generator's heap for the report: out of its collector's
-        # reach, so that its calm phase after does not pay for walking them.
-        gc.collect()
-        gc.freeze()
     after_started = time.monotonic()
     spies = profile("after", pids or {}, args)
     after = await offer(mix, calm, args.calm_seconds, rng)
@@ -911,13 +914,13 @@ def main() -> None:
                         help="this load generator's niceness (e.g. -10, as root): on a machine shared with other "
                              "work the generator is starved too, and its own wait for a CPU enters every latency "
                              "it records; the services keep theirs")
-    parser.add_argument("--generator-gc-freeze", action="store_true",
-                        help="with --overload: gc.freeze() this generator's heap (the surge's results) before the "
-                             "calm phase after, so that its own collections do not walk them")
     parser.add_argument("--py-spy", type=Path, metavar="DIR",
                         help="with --overload: py-spy record (on PATH) the services of --py-spy-services in each "
                              "calm phase, collapsed stacks into DIR")
     parser.add_argument("--py-spy-services", default="logs,export,overview")
+    parser.add_argument("--gc-probe", type=Path, metavar="DIR",
+                        help="every process of the suite times its garbage collections into DIR/<pid>.json "
+                             "(bench/gc_probe/sitecustomize.py): each full collection's CPU ms, GC-tracked objects")
     parser.add_argument("--out", type=Path, default=Path("soak.json"))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="aos-soak-"))
@@ -933,6 +936,11 @@ def main() -> None:
         env["AOS_SHED_LAG_S"] = args.shed_lag_s
     if args.max_pending_calls is not None:
         env["AOS_MAX_PENDING_CALLS"] = args.max_pending_calls
+    if args.gc_probe:
+        args.gc_probe.mkdir(parents=True, exist_ok=True)
+        env["SOAK_GC_PROBE_DIR"] = str(args.gc_probe.resolve())
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().with_name("gc_probe")),
+                                                          env.get("PYTHONPATH")]))
     for setting in args.env:
         name, _, value = setting.partition("=")
         env[name] = value
