@@ -10,7 +10,15 @@ With --overload F (issue #19), instead of step 2: --calm-seconds at --load × ca
 accepted calls' p99 (target <= 1 s), how fast refusals (RESOURCE_EXHAUSTED from the services,
 CANCELLED from their gRPC core beyond AOS_MAX_PENDING_CALLS) came back
 (target < 10 ms), any other error, and the calm minute after the surge against the one
-before (target: as fast).
+before (target: as fast). What changes after the surge, to find why it is not as fast:
+each call type's latency in both calm phases (by_call); each call type alone, 40 calls one
+at a time, before and after, with every process's CPU ms per call (alone_cpu_ms_per_call,
+from schedstat: no queue, no concurrency); per phase each service's CPU per call handled, its
+Python collections per generation and heap trims, the generator's own collections (CPU
+time), PostgreSQL's table counters (rows fetched per table, rows inserted, live/dead rows,
+autovacuum/autoanalyze runs), the machine's CPU by kind; every 5 s each process's CPU share
+and what autovacuum is doing (samples); --py-spy DIR records the services in both calm phases;
+--gc-probe DIR has every process time its own collections (bench/gc_probe/).
 
 Starts the suite as `make run` does (python -m services: embedded Postgres in a
 temporary AOS_DATA_DIR, migrations, the demo data, the three services), then:
@@ -34,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import random
@@ -59,6 +68,7 @@ from aos.logs.v1 import (
     system_logs_service_pb2_grpc as sy_grpc,
 )
 from aos.overview.v1 import overview_service_pb2 as ov_pb, overview_service_pb2_grpc as ov_grpc
+from aos_runtime.embedded import EmbeddedPostgres
 from scratch import free_port
 
 RUN = "tenant-demo.run-support-103"
@@ -76,6 +86,14 @@ def rss_mib(pid: int) -> float:
 
 
 TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def machine_cpu() -> dict[str, float]:
+    """The machine's CPU seconds so far by kind (/proc/stat's first line, all CPUs): what every
+    process and the kernel did, the suite's or not (writeback, other work on a shared machine)."""
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:9]
+    return {kind: int(value) / TICKS for kind, value in
+            zip(("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"), fields, strict=True)}
 
 
 def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
@@ -144,6 +162,11 @@ def _kids(pid: int) -> list[int]:
         return []
 
 
+# Counters read from each service at each phase boundary (family names, without _total): the
+# heap trims after heavy calls (aos_runtime.heap) and what they cost.
+COUNTERS = ("aos_heap_trims", "aos_heap_trim_seconds", "aos_heap_trim_released_bytes")
+
+
 def scrape(ports: dict[str, int]) -> dict[str, dict]:
     """Each service's /metrics (issue #19's split of a call's time inside the process): the
     histograms' cumulative bucket counts by name, every label but ``le`` summed over."""
@@ -161,7 +184,16 @@ def scrape(ports: dict[str, int]) -> dict[str, dict]:
             continue
         buckets: dict[str, dict[float, float]] = {}
         refused: dict[str, float] = {}
+        collections: dict[str, float] = {}
+        counters: dict[str, float] = {}
         for family in text_string_to_metric_families(text):
+            if family.name == "python_gc_collections":  # prometheus_client's GC collector, per generation
+                for sample in family.samples:
+                    if sample.name.endswith("_total"):
+                        collections[sample.labels["generation"]] = sample.value
+            if family.name in COUNTERS:
+                counters[family.name] = sum(sample.value for sample in family.samples
+                                            if sample.name.endswith("_total"))
             if family.name == "aos_admission_refused":  # the counter's family name, without _total
                 for sample in family.samples:
                     if sample.name.endswith("_total"):
@@ -174,7 +206,8 @@ def scrape(ports: dict[str, int]) -> dict[str, dict]:
                     le = float(sample.labels["le"])
                     mine = buckets.setdefault(family.name, {})
                     mine[le] = mine.get(le, 0.0) + sample.value
-        found[name] = {**buckets, "refused_by_cause": refused}  # type: ignore[dict-item]
+        found[name] = {**buckets, "refused_by_cause": refused, "gc_collections": collections,  # type: ignore[dict-item]
+                       "counters": counters}
     return found
 
 
@@ -209,6 +242,13 @@ def inside(start: dict, end: dict, rq0: dict, rq1: dict, seconds: float) -> dict
         entry: dict = {"cpu_pct": round(ran / seconds * 100, 1), "run_queue_wait_pct": round(waited / seconds * 100, 1),
                        # Of the time it was runnable, the share spent waiting for a CPU.
                        "starved_pct": round(waited / (ran + waited) * 100, 1) if ran + waited else None}
+        # Python's collections by generation in the phase (a full one, "2", walks the whole heap).
+        g0, g1 = start.get(name, {}).get("gc_collections", {}), end.get(name, {}).get("gc_collections", {})
+        if g1:
+            entry["gc_collections"] = {gen: int(g1[gen] - g0.get(gen, 0.0)) for gen in sorted(g1)}
+        k0, k1 = start.get(name, {}).get("counters", {}), end.get(name, {}).get("counters", {})
+        if k1:
+            entry["counters"] = {key: round(k1[key] - k0.get(key, 0.0), 3) for key in sorted(k1)}
         for metric, label in (("aos_event_loop_lag_seconds", "loop_lag"), ("grpc_server_handling_seconds", "handling"),
                               ("aos_db_pool_wait_seconds", "pool_wait"),
                               # Admission's refusals timed by the service's own clock.
@@ -218,6 +258,9 @@ def inside(start: dict, end: dict, rq0: dict, rq1: dict, seconds: float) -> dict
             if diff:
                 entry[label] = {"n": int(diff[max(diff)]), "p50_ms": _quantile(diff, 0.5),
                                 "p99_ms": _quantile(diff, 0.99)}
+        if entry.get("handling", {}).get("n"):
+            # The process's CPU per call it handled (ms): what "after costs more than before" is in.
+            entry["cpu_ms_per_call"] = round(ran * 1000 / entry["handling"]["n"], 2)
         # Admission's refusals by gate and cause (aos_admission_refused_total; AOS_ACCEPTED_TARGET_S).
         c0, c1 = start.get(name, {}).get("refused_by_cause", {}), end.get(name, {}).get("refused_by_cause", {})
         causes = {key: int(c1[key] - c0.get(key, 0.0)) for key in sorted(c1) if c1[key] - c0.get(key, 0.0)}
@@ -225,6 +268,60 @@ def inside(start: dict, end: dict, rq0: dict, rq1: dict, seconds: float) -> dict
             entry["refused_by_cause"] = causes
         out[name] = entry
     return out
+
+
+# PostgreSQL's own counters per table (partitions by their own name), read as the admin at each
+# phase boundary: what the calm phases read (scans, rows fetched), what the surge grew (rows
+# inserted, live and dead rows) and whether autovacuum/autoanalyze ran in a phase.
+_TABLE_STATS = ("SELECT relname, seq_scan, seq_tup_read, coalesce(idx_scan, 0), coalesce(idx_tup_fetch, 0), n_tup_ins, "
+                "n_live_tup, n_dead_tup, autovacuum_count, autoanalyze_count FROM pg_stat_user_tables")
+_TABLE_FIELDS = ("seq_scan", "seq_tup_read", "idx_scan", "idx_tup_fetch", "n_tup_ins", "n_live_tup", "n_dead_tup",
+                 "autovacuum_count", "autoanalyze_count")
+_GROWING = ("n_live_tup", "n_dead_tup")  # levels, not counters: reported as they are at the phase's end
+
+
+def table_stats(admin_url: str | None) -> dict[str, dict[str, int]]:
+    if not admin_url:
+        return {}
+    import psycopg
+
+    try:
+        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute("SELECT pg_stat_clear_snapshot()")
+            rows = conn.execute(_TABLE_STATS).fetchall()
+            blocks = conn.execute("SELECT blks_hit + blks_read, tup_returned, tup_fetched FROM pg_stat_database "
+                                  "WHERE datname = current_database()").fetchone()
+    except psycopg.Error:
+        return {}
+    found = {row[0]: dict(zip(_TABLE_FIELDS, (int(v) for v in row[1:]), strict=True)) for row in rows}
+    found["(database)"] = dict(zip(("blocks", "tup_returned", "tup_fetched"), (int(v) for v in blocks), strict=True))
+    return found
+
+
+def table_diff(start: dict, end: dict) -> dict[str, dict[str, int]]:
+    """Per table, what changed in a phase (counters as differences, live/dead rows as levels at its end)."""
+    out = {}
+    for table, now in sorted(end.items()):
+        was = start.get(table, {})
+        changed = {field: value - was.get(field, 0) for field, value in now.items()
+                   if field not in _GROWING and value != was.get(field, 0)}
+        if changed:
+            out[table] = {**changed, **{field: now[field] for field in _GROWING if field in now}}
+    return out
+
+
+def autovacuum_now(admin_url: str | None) -> list[str]:
+    """What autovacuum workers are doing at this moment (their query text)."""
+    if not admin_url:
+        return []
+    import psycopg
+
+    try:
+        with psycopg.connect(admin_url, autocommit=True, connect_timeout=5) as conn:
+            return [row[0] for row in conn.execute(
+                "SELECT query FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'").fetchall()]
+    except psycopg.Error:
+        return []
 
 
 def children_of(pid: int) -> dict[str, int]:
@@ -356,6 +453,23 @@ async def solo(mix: Mix, repeat: int = 20) -> dict[str, float]:
             times.append(time.monotonic() - started)
         medians[call.__name__] = round(statistics.median(times) * 1000, 1)
     return medians
+
+
+async def solo_cpu(mix: Mix, pids: dict[str, int], repeat: int = 40) -> dict[str, dict[str, float]]:
+    """Each call type alone, one at a time: CPU ms per call of each process (its threads'
+    schedstat, ns resolution; PostgreSQL's postmaster and backends together), over ``repeat``
+    calls. Taken before the calm phase and after the calm phase after the surge: whether a call
+    itself costs more CPU afterwards, with no queue and no concurrency to blur it."""
+    found = {}
+    for call in dict.fromkeys(mix.calls):
+        await call()  # one first, so that a cold path's first call is not in it
+        before = run_queue(pids)
+        for _ in range(repeat):
+            await call()
+        after = run_queue(pids)
+        found[call.__name__] = {name: round((after[name][0] - before[name][0]) * 1000 / repeat, 2)
+                                for name in after if name != "ingest"}
+    return found
 
 
 async def capacity(mix: Mix, seconds: float, concurrency: int, pids: dict[str, int]) -> tuple[float, dict]:
@@ -586,18 +700,129 @@ class Probe:
         return found
 
 
+
+class GcTimer:
+    """This load generator's own garbage collections (gc.callbacks): count and CPU seconds per
+    generation so far. Its heap holds every call's result, so it grows with the surge too."""
+
+    def __init__(self) -> None:
+        self.count = [0, 0, 0]
+        self.seconds = [0.0, 0.0, 0.0]
+        self._started = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict) -> None:
+        # CPU time of the collecting thread, not wall time: on a busy machine a collection is
+        # preempted, and its wall time would be the machine's, not the collector's.
+        if phase == "start":
+            self._started = time.thread_time()
+        else:
+            self.count[info["generation"]] += 1
+            self.seconds[info["generation"]] += time.thread_time() - self._started
+
+    def snapshot(self) -> tuple[list[int], list[float]]:
+        return list(self.count), list(self.seconds)
+
+    def stop(self) -> None:
+        gc.callbacks.remove(self._callback)
+
+
+def gc_between(a: tuple[list[int], list[float]], b: tuple[list[int], list[float]]) -> dict:
+    return {str(gen): {"n": b[0][gen] - a[0][gen], "ms": round((b[1][gen] - a[1][gen]) * 1000, 1)}
+            for gen in range(3)}
+
+
+class Sampler:
+    """Every ``every`` seconds through all three phases: each process's CPU share since the last
+    sample and what autovacuum workers are doing — the shape of the phase after the surge
+    (a transient that decays, or a level)."""
+
+    def __init__(self, pids: dict[str, int], admin_url: str | None, every: float = 5.0) -> None:
+        self.pids, self.admin_url, self.every = pids, admin_url, every
+        self.samples: list[dict] = []
+        self.origin = time.monotonic()
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        last, last_at, was = cpu_seconds(self.pids), time.monotonic(), machine_cpu()
+        while True:
+            await asyncio.sleep(self.every)
+            now, now_at, machine = cpu_seconds(self.pids), time.monotonic(), machine_cpu()
+            busy = sum(machine[k] - was[k] for k in machine if k not in ("idle", "iowait"))
+            was = machine
+            vacuum = await asyncio.to_thread(autovacuum_now, self.admin_url)
+            self.samples.append({"t_s": round(now_at - self.origin, 1),
+                                 "cpu_pct": {name: round((now[name] - last[name]) / (now_at - last_at) * 100, 1)
+                                             for name in now},
+                                 "machine_busy_pct": round(busy / (now_at - last_at) * 100, 1),
+                                 **({"autovacuum": vacuum} if vacuum else {})})
+            last, last_at = now, now_at
+
+    def stop(self) -> None:
+        self._task.cancel()
+
+
+def by_call(results: list) -> dict[str, dict]:
+    """Per call type: its OK calls' latency (and any other code)."""
+    return {name: {**latencies([r for r in results if r[3] == name]),
+                   **({"codes": codes} if len(codes := _codes([r for r in results if r[3] == name])) > 1
+                      or "OK" not in codes else {})}
+            for name in sorted({r[3] for r in results})}
+
+
+def windows(results: list, started: float, seconds: float = 10) -> list[dict]:
+    """Each ``seconds`` of a phase: offered, OK, the accepted calls' p50/p99."""
+    if not results:
+        return []
+    span = max(r[0] for r in results) - started
+    return [{"from_s": w * seconds, "offered": len(win), "ok": sum(1 for r in win if r[2] == "OK"),
+             "accepted_p50_ms": latencies(win).get("p50_ms"), "accepted_p99_ms": latencies(win).get("p99_ms")}
+            for w in range(int(span // seconds) + 1)
+            if (win := [r for r in results if w * seconds <= r[0] - started < (w + 1) * seconds])]
+
+
+def profile(phase: str, pids: dict[str, int], args) -> list[subprocess.Popen]:
+    """With --py-spy DIR: a py-spy (on PATH; not a dependency of the project) sampling each
+    service named in --py-spy-services for the calm phase, without pausing it (--nonblocking),
+    collapsed stacks into DIR/<phase>-<service>.txt. The same cost in both calm phases."""
+    if not args.py_spy:
+        return []
+    args.py_spy.mkdir(parents=True, exist_ok=True)
+    return [subprocess.Popen(["py-spy", "record", "--nonblocking", "-r", "50", "-f", "raw", "-p", str(pids[name]),
+                              "-d", str(int(args.calm_seconds)), "-o", str(args.py_spy / f"{phase}-{name}.txt")],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for name in args.py_spy_services.split(",") if name in pids]
+
+
+async def finish(spies: list) -> None:
+    for spy in spies:
+        await asyncio.to_thread(spy.wait)
+
+
 async def overload(mix: Mix, capacity_per_s: float, args, pids: dict[str, int] | None = None,
-                   metrics_ports: dict[str, int] | None = None, probe: Probe | None = None) -> dict:
+                   metrics_ports: dict[str, int] | None = None, probe: Probe | None = None,
+                   admin_url: str | None = None) -> dict:
     """Calm, surge (args.overload × capacity for args.minutes), calm again: see the module's doc."""
     rng = random.Random(11)
     lag = LoopLag()
+    gc_timer = GcTimer()
+    sampler = Sampler(pids or {}, admin_url)
     marks = [time.monotonic()]
     offset = time.time() - marks[0]  # the phases' bounds in Unix time too, to match the services' logs
-    # Per phase boundary: each service's histograms and every process's run-queue figures.
+    # Per phase boundary: each service's histograms and every process's run-queue figures,
+    # PostgreSQL's table counters, this generator's collections.
     snaps = [(scrape(metrics_ports or {}), run_queue(pids or {}))]
+    tables = [await asyncio.to_thread(table_stats, admin_url)]
+    gcs = [gc_timer.snapshot()]
+    machine = [machine_cpu()]
     calm = capacity_per_s * args.load
+    spies = profile("before", pids or {}, args)
     before = await offer(mix, calm, args.calm_seconds, rng)
+    await finish(spies)
     snaps.append((scrape(metrics_ports or {}), run_queue(pids or {})))
+    tables.append(await asyncio.to_thread(table_stats, admin_url))
+    gcs.append(gc_timer.snapshot())
+    machine.append(machine_cpu())
     surge_rate = capacity_per_s * args.overload
     surge_started = time.monotonic()
     marks.append(surge_started)
@@ -609,12 +834,30 @@ async def overload(mix: Mix, capacity_per_s: float, args, pids: dict[str, int] |
     cpu_after = cpu_seconds(pids or {})
     marks.append(time.monotonic())
     snaps.append((scrape(metrics_ports or {}), run_queue(pids or {})))
+    tables.append(await asyncio.to_thread(table_stats, admin_url))
+    gcs.append(gc_timer.snapshot())
+    machine.append(machine_cpu())
+    after_started = time.monotonic()
+    spies = profile("after", pids or {}, args)
     after = await offer(mix, calm, args.calm_seconds, rng)
+    await finish(spies)
     marks.append(time.monotonic())
     snaps.append((scrape(metrics_ports or {}), run_queue(pids or {})))
+    tables.append(await asyncio.to_thread(table_stats, admin_url))
+    gcs.append(gc_timer.snapshot())
+    machine.append(machine_cpu())
     lag.stop()
+    sampler.stop()
+    gc_timer.stop()
     phases = {phase: inside(snaps[i][0], snaps[i + 1][0], snaps[i][1], snaps[i + 1][1], marks[i + 1] - marks[i])
               for i, phase in enumerate(("before", "surge", "after"))}
+    for i, phase in enumerate(("before", "surge", "after")):
+        phases[phase]["load generator"]["gc"] = gc_between(gcs[i], gcs[i + 1])
+    database = {phase: table_diff(tables[i], tables[i + 1]) for i, phase in enumerate(("before", "surge", "after"))}
+    # The whole machine's CPU per phase (share of one core; 2 cores = 200 %) by kind.
+    machine_pct = {phase: {kind: round((machine[i + 1][kind] - machine[i][kind]) / (marks[i + 1] - marks[i]) * 100, 1)
+                           for kind in machine[i]}
+                   for i, phase in enumerate(("before", "surge", "after"))}
     ok = sum(1 for r in surge if r[2] == "OK")
     codes: dict[str, int] = {}
     for r in surge:
@@ -667,6 +910,12 @@ async def overload(mix: Mix, capacity_per_s: float, args, pids: dict[str, int] |
         "load_generator_loop_lag": {"before": lag.between(marks[0], marks[1]),
                                     "surge": lag.between(marks[1], marks[2]),
                                     "after": lag.between(marks[2], marks[3])},
+        # Issue #19's "as fast after as before", per call type: which calls got dearer.
+        "by_call": {"before": by_call(before), "after": by_call(after)},
+        "after_windows": windows(after, after_started),
+        "database": database,
+        "machine_cpu_pct": machine_pct,
+        "samples": sampler.samples,
         "before": {"codes": _codes(before), **latencies(before)},
         "after": {"codes": _codes(after), **latencies(after)},
         "first_minute_after": {"codes": _codes([r for r in after if r[0] - after[0][0] < 60]),
@@ -687,7 +936,8 @@ def _codes(results: list) -> dict[str, int]:
 
 
 async def run(addresses: dict[str, str], token: str, args, pids: dict[str, int],
-              metrics_ports: dict[str, int] | None = None, probe: Probe | None = None) -> dict:
+              metrics_ports: dict[str, int] | None = None, probe: Probe | None = None,
+              admin_url: str | None = None) -> dict:
     channels = {name: grpc.aio.insecure_channel(address) for name, address in addresses.items()}
     mix = Mix(channels, (("authorization", f"Bearer {token}"),))
     for _ in range(30):  # warm every path once
@@ -708,9 +958,14 @@ async def run(addresses: dict[str, str], token: str, args, pids: dict[str, int],
         cap, cap_cpu = await capacity(mix, args.probe_seconds, args.concurrency, pids)
     print(json.dumps({"capacity_calls_per_s": round(cap, 1), "cpu_pct": cap_cpu}), flush=True)
     if args.overload:
+        cpu_before = await solo_cpu(mix, pids)
         result = {"ledger_head_before": head, "capacity_cpu_pct": cap_cpu, "ramp": ramp_steps,
                   "overload": args.overload, "minutes": args.minutes, "calm_seconds": args.calm_seconds,
-                  **await overload(mix, cap, args, pids, metrics_ports, probe)}
+                  **await overload(mix, cap, args, pids, metrics_ports, probe, admin_url)}
+        # Each call type alone, one at a time, before the calm phase and after the calm phase after
+        # the surge: a call that itself got dearer (not only queued) shows here.
+        result["alone_ms"] = {"before": before, "after": await solo(mix)}
+        result["alone_cpu_ms_per_call"] = {"before": cpu_before, "after": await solo_cpu(mix, pids)}
         for channel in channels.values():
             await channel.close()
         return result
@@ -752,6 +1007,13 @@ def main() -> None:
                         help="with --overload: a second, light, non-Python caller (h2load, `apt-get install -y "
                              "nghttp2-client`) refused on the same server path, this many calls/s to Logs and to "
                              "Export each, through the surge (Probe): the refusals' latency without this generator's")
+    parser.add_argument("--py-spy", type=Path, metavar="DIR",
+                        help="with --overload: py-spy record (on PATH) the services of --py-spy-services in each "
+                             "calm phase, collapsed stacks into DIR")
+    parser.add_argument("--py-spy-services", default="logs,export,overview")
+    parser.add_argument("--gc-probe", type=Path, metavar="DIR",
+                        help="every process of the suite times its garbage collections into DIR/<pid>.json "
+                             "(bench/gc_probe/sitecustomize.py): each full collection's CPU ms, GC-tracked objects")
     parser.add_argument("--out", type=Path, default=Path("soak.json"))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="aos-soak-"))
@@ -767,6 +1029,11 @@ def main() -> None:
         env["AOS_SHED_LAG_S"] = args.shed_lag_s
     if args.max_pending_calls is not None:
         env["AOS_MAX_PENDING_CALLS"] = args.max_pending_calls
+    if args.gc_probe:
+        args.gc_probe.mkdir(parents=True, exist_ok=True)
+        env["SOAK_GC_PROBE_DIR"] = str(args.gc_probe.resolve())
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().with_name("gc_probe")),
+                                                          env.get("PYTHONPATH")]))
     for setting in args.env:
         name, _, value = setting.partition("=")
         env[name] = value
@@ -792,7 +1059,13 @@ def main() -> None:
         if args.probe_rps and args.overload:
             probe = Probe(addresses, args.probe_rps, work)
             probe.check()
-        measured = asyncio.run(run(addresses, token, args, pids, metrics_ports, probe))
+        admin_url = None
+        if (pg_port := EmbeddedPostgres.running_port(work / "aos")) is not None:
+            # The admin's DSN of this run's own scratch cluster: PostgreSQL's table counters per phase.
+            server = EmbeddedPostgres(work / "aos")
+            server.port = pg_port
+            admin_url = server.url
+        measured = asyncio.run(run(addresses, token, args, pids, metrics_ports, probe, admin_url))
         result = {"command": " ".join(["bench/soak.py", *sys.argv[1:]]),
                   "generator_nice": os.getpriority(os.PRIO_PROCESS, 0), **measured}
         args.out.write_text(json.dumps(result, indent=2))
