@@ -25,12 +25,14 @@ heavy job), each lives as long as the service's Database, and one that dies is r
 from __future__ import annotations
 
 import asyncio
+import importlib
 import io
 import logging
 import multiprocessing
 import os
 import pickle
 import signal
+import sys
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -103,9 +105,14 @@ def _interrupt(_signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
 
 
-def _worker(pipe: Pipe, service: str, url: str, options: dict[str, Any], log_level: str, trim_heap: bool) -> None:
-    """A heavy worker's life: build the residents, then run jobs until the pipe closes."""
+def _worker(pipe: Pipe, service: str, url: str, options: dict[str, Any], log_level: str, trim_heap: bool,
+            modules: list[str]) -> None:
+    """A heavy worker's life: import what the service imported, build the residents, then run
+    jobs until the pipe closes."""
     global _running
+    # Before the priority drops: on a busy machine a niced import of the export stack took seconds.
+    for module in modules:
+        importlib.import_module(module)
     from aos_runtime.db import Database  # here: the parent imported it already, a fresh child not yet
     from aos_runtime.heap import _malloc_trim
     from aos_runtime.observability import configure_logging
@@ -244,7 +251,8 @@ class HeavyProcesses:
         context: Any = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
         parent, child = context.Pipe()
         process = context.Process(target=_worker, name=f"aos-{self.service}-heavy", daemon=True, args=(
-            child, self.service, self._url, self._options, self._log_level, self._trim_heap))
+            child, self.service, self._url, self._options, self._log_level, self._trim_heap,
+            sorted(name for name in sys.modules if name.startswith("services."))))
         process.start()
         child.close()
         return _Worker(process, parent)
