@@ -50,6 +50,7 @@ from aos_recording.driver import driver_sql as _driver_sql, observed as _observe
 from aos_recording.logins import login_problems
 from aos_runtime.config import ConfigError
 from aos_runtime.faults import DeadlinePassed, PoolExhausted, ReplicaBehind
+from aos_runtime.offload import HEAVY_NICE as OFFLOAD_NICE, HeavyProcesses
 
 T = TypeVar("T")
 log = logging.getLogger("aos.db")
@@ -178,6 +179,16 @@ def pipelined(work: Callable[..., T]) -> Callable[..., T]:
     return work
 
 
+def cpu_bound(work: Callable[..., T]) -> Callable[..., T]:
+    """Marks work that is mostly the process's own CPU (hashing, rendering: an export, a
+    verification's re-render, an integrity walk). In a heavy call, with heavy worker
+    processes (AOS_HEAVY_PROCESSES), ``Database.run`` runs it in one of those
+    (aos_runtime.offload), apart from the light calls' interpreter: a module-level function
+    whose arguments and result pickle, or are objects the service shared (``Database.share``)."""
+    work.cpu_bound = True  # type: ignore[attr-defined]
+    return work
+
+
 class UnsafeDatabaseLogin(ConfigError):
     """A service's database login could do more than its role: raised at start, never served."""
 
@@ -238,7 +249,7 @@ def _lower_thread_priority() -> None:
 # proto declares ``(aos.evidence.v1.heavy) = true``): its transactions then run on the heavy
 # pool, whose connections and threads light reads never wait behind.
 heavy_call: contextvars.ContextVar[bool] = contextvars.ContextVar("heavy_call", default=False)
-HEAVY_NICE = 10
+HEAVY_NICE = OFFLOAD_NICE  # as the heavy worker processes (aos_runtime.offload)
 
 
 class Database:
@@ -246,7 +257,8 @@ class Database:
     ``heavy_pool_size`` a second pool (its own connections and threads) for heavy calls."""
 
     def __init__(self, url: str, *, service: str, pool_size: int = 10, pool_timeout_s: float = 5,
-                 statement_timeout_ms: int = 30000, connect_timeout_s: int = 3, heavy_pool_size: int = 0) -> None:
+                 statement_timeout_ms: int = 30000, connect_timeout_s: int = 3, heavy_pool_size: int = 0,
+                 heavy_processes: bool = False, log_level: str = "INFO", trim_heap: bool = True) -> None:
         self.service = service
         self.url = url
         self.pool_timeout_s = pool_timeout_s
@@ -261,6 +273,29 @@ class Database:
                             lower_priority=True) if heavy_pool_size else None
         # Told how long each call waited for a connection (a database thread): the metrics set it.
         self.observe_wait: Callable[[float], None] | None = None
+        # A heavy call's ``cpu_bound`` work runs in processes of its own (aos_runtime.offload), as
+        # many as heavy calls run at once, each with one connection of this login.
+        self.offload: HeavyProcesses | None = None
+        if heavy_pool_size and heavy_processes:
+            self.offload = HeavyProcesses(heavy_pool_size, service=service, url=url, log_level=log_level,
+                                          pool_timeout_s=pool_timeout_s, trim_heap=trim_heap, options={
+                                              "pool_timeout_s": pool_timeout_s,
+                                              "statement_timeout_ms": statement_timeout_ms,
+                                              "connect_timeout_s": connect_timeout_s})
+
+    @property
+    def pool(self) -> _Pool:
+        """The light calls' pool (a heavy worker process's only one)."""
+        return self._light
+
+    def share(self, obj: T, name: str, factory: Callable[..., T], *args: Any) -> T:
+        """``obj``, a long-lived object of the service that ``cpu_bound`` work takes as an
+        argument and that must not be pickled (it holds a secret: the signing key ring), named
+        ``name``: a heavy worker process builds its own as ``factory(*args)`` (from the
+        settings), and a job refers to it by name. Returns ``obj``."""
+        if self.offload is not None:
+            self.offload.share(obj, name, factory, *args)
+        return obj
 
     def _engine(self, size: int, kind: str) -> Any:
         service = self.service
@@ -317,40 +352,55 @@ class Database:
             raise DeadlinePassed()
         return min(self.statement_timeout_ms, remaining)
 
+    def transact(self, pool: _Pool, tenant_id: str | None, work: Callable[..., T], args: tuple[Any, ...], *,
+                 read_write: bool = False, deadline: float | None = None, wanted: str | None = None,
+                 running: dict[str, Any] | None = None) -> T:
+        """``work(conn, *args)`` in one transaction of ``pool``'s, scoped to ``tenant_id``, its
+        statement timeout what is left until ``deadline`` (``run``'s job, in its pool thread or
+        a heavy worker process). ``running`` is told the connection while it runs (to cancel it)."""
+        # Timed when the job starts, not when it was queued: time spent waiting
+        # for a connection is time the call no longer has.
+        timeout_ms = str(self._timeout_ms(deadline))
+        started = time.monotonic()
+        try:
+            with pool.engine.begin() as conn:
+                if running is not None:
+                    running["dbapi"] = conn.connection.dbapi_connection
+                try:
+                    if read_write:  # before any query: PostgreSQL sets the mode only then
+                        conn.exec_driver_sql("SET TRANSACTION READ WRITE")
+                    scope = {"tenant": tenant_id or "", "timeout": timeout_ms}
+                    hot = getattr(work, "pipelined", False)
+                    if hot and wanted is None and not read_write and not _observed(conn):
+                        return _pipelined(conn, scope, work, args)
+                    # The tenant scope: through psycopg as the hot reads are (fetch_rows).
+                    fetch_rows(conn, _HOT_SCOPE if hot else _SCOPE, scope)
+                    if wanted is not None:
+                        _await_replay(conn, wanted, deadline)
+                    return work(conn, *args)
+                finally:
+                    if running is not None:
+                        running.pop("dbapi", None)
+        finally:
+            pool.durations.append(time.monotonic() - started)
+
     async def run(self, tenant_id: str | None, work: Callable[..., T], *args: Any, read_write: bool = False) -> T:
         """Run ``work(conn, *args)`` in one transaction scoped to ``tenant_id`` (None: no tenant rows).
         ``read_write``: the transaction may write even in a read-only service's session (its
         access entries, aos_runtime.access); what it may write is its role's grants' business."""
         deadline, wanted = call_deadline.get(), min_wal_position.get()
-        pool = self._heavy if heavy_call.get() and self._heavy is not None else self._light
+        heavy = heavy_call.get()
+        if heavy and self.offload is not None and getattr(work, "cpu_bound", False):
+            return await self.offload.run(tenant_id, work, args, read_write=read_write, deadline=deadline,
+                                          wanted=wanted)
+        pool = self._heavy if heavy and self._heavy is not None else self._light
         running: dict[str, Any] = {}
 
         def job() -> T:
             if self.observe_wait is not None:
                 self.observe_wait(time.monotonic() - submitted)
-            # Timed when the job starts, not when it was queued: time spent waiting
-            # for a connection is time the call no longer has.
-            timeout_ms = str(self._timeout_ms(deadline))
-            started = time.monotonic()
-            try:
-                with pool.engine.begin() as conn:
-                    running["dbapi"] = conn.connection.dbapi_connection
-                    try:
-                        if read_write:  # before any query: PostgreSQL sets the mode only then
-                            conn.exec_driver_sql("SET TRANSACTION READ WRITE")
-                        scope = {"tenant": tenant_id or "", "timeout": timeout_ms}
-                        hot = getattr(work, "pipelined", False)
-                        if hot and wanted is None and not read_write and not _observed(conn):
-                            return _pipelined(conn, scope, work, args)
-                        # The tenant scope: through psycopg as the hot reads are (fetch_rows).
-                        fetch_rows(conn, _HOT_SCOPE if hot else _SCOPE, scope)
-                        if wanted is not None:
-                            _await_replay(conn, wanted, deadline)
-                        return work(conn, *args)
-                    finally:
-                        running.pop("dbapi", None)
-            finally:
-                pool.durations.append(time.monotonic() - started)
+            return self.transact(pool, tenant_id, work, args, read_write=read_write, deadline=deadline,
+                                 wanted=wanted, running=running)
 
         submitted = time.monotonic()
         # In the call's context (its trace span, request id): the statements' spans are its children.
@@ -472,6 +522,8 @@ class Database:
             await conn.execute("SELECT 1")
 
     async def close(self) -> None:
+        if self.offload is not None:
+            await self.offload.close()
         for pool in (self._light, self._heavy):
             if pool is not None:
                 pool.executor.shutdown(wait=False, cancel_futures=True)

@@ -59,7 +59,9 @@ def build_server(name: str, servicers: Callable[[ServiceContext], list[Servicer]
     db = Database(database_url, service=name, pool_size=settings.pool_size,
                   pool_timeout_s=settings.pool_timeout_s, statement_timeout_ms=settings.statement_timeout_ms,
                   connect_timeout_s=settings.connect_timeout_s,
-                  heavy_pool_size=settings.heavy_concurrency if settings.heavy_isolation else 0)
+                  heavy_pool_size=settings.heavy_concurrency if settings.heavy_isolation else 0,
+                  heavy_processes=settings.heavy_processes, log_level=settings.log_level,
+                  trim_heap=settings.heap_trim)
     try:
         db.check_login()
     except BaseException:

@@ -1,7 +1,7 @@
 """Noisy neighbour (issue #19): one tenant's heavy work against another tenant's light reads.
 
     .venv/bin/python bench/noisy_neighbour.py [--seconds 60] [--alone-seconds 30] [--ledger 100000]
-        [--isolation on|off] [--out bench/results/noisy_neighbour.json]
+        [--isolation on|off] [--env AOS_X=value ...] [--out bench/results/noisy_neighbour.json]
 
 Starts the three services as their own processes (python -m services.<name>, as `make run`
 does) on a scratch database: tenant A (bulk) with --ledger audit entries, tenant B
@@ -12,9 +12,12 @@ does) on a scratch database: tenant A (bulk) with --ledger audit entries, tenant
    AUDIT_SLICE JSON export of its whole ledger, --a-integrity callers each asking
    GetIntegrityReport(max_entries=100000), --a-verify callers each re-verifying A's export
    (VerifyExport re-renders it). A's callers retry a refusal after its RetryInfo delay.
-Reports B's p50/p99 alone and under A (target: p99 ≤ 3× alone, no error for B), A's
-completed heavy calls per minute and its refusals, as one JSON document (--out).
-AOS_HEAVY_ISOLATION is --isolation: `off` shows the same run without the isolation.
+Reports B's p50/p99 alone and under A (target: p99 ≤ 3× alone, no error for B), each of B's
+call types apart (``by_call``), A's completed heavy calls per minute and its refusals, the CPU
+seconds each service's process tree (its heavy worker processes included) and PostgreSQL used
+in each phase, and the machine's load average at each phase's start and end, as one JSON
+document (--out). AOS_HEAVY_ISOLATION is --isolation: `off` shows the same run without the
+isolation; --env sets any other variable of the services (e.g. AOS_HEAVY_PROCESSES=off).
 """
 from __future__ import annotations
 
@@ -22,6 +25,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -29,6 +33,7 @@ import time
 from pathlib import Path
 
 import grpc
+import psutil
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
@@ -63,6 +68,41 @@ def summary(latencies: list[float], errors: list[str], seconds: float) -> dict:
             "p50_ms": round(statistics.median(latencies) * 1000, 1) if latencies else None,
             "p99_ms": round(quantile(latencies, 0.99) * 1000, 1) if latencies else None,
             "errors": {code: errors.count(code) for code in sorted(set(errors))}}
+
+
+class CpuMeter:
+    """CPU seconds (user + system) of each service's process tree (its heavy worker processes
+    too) and of PostgreSQL's (the postmaster and its backends), read from /proc by psutil."""
+
+    def __init__(self, services: dict[str, int], postmaster: int | None) -> None:
+        self.roots = {**services, **({"postgresql": postmaster} if postmaster else {})}
+
+    @staticmethod
+    def _tree_s(pid: int) -> float:
+        try:
+            root = psutil.Process(pid)
+            total = 0.0
+            for proc in [root, *root.children(recursive=True)]:
+                try:
+                    t = proc.cpu_times()
+                    total += t.user + t.system + t.children_user + t.children_system
+                except psutil.NoSuchProcess:
+                    pass
+            return total
+        except psutil.NoSuchProcess:
+            return 0.0
+
+    def read(self) -> dict[str, float]:
+        own = psutil.Process().cpu_times()  # this process alone: B's and A's callers
+        return {**{name: self._tree_s(pid) for name, pid in self.roots.items()}, "client": own.user + own.system}
+
+    @staticmethod
+    def spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+        return {name: round(after[name] - before[name], 1) for name in before}
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 class Tenant:
@@ -101,9 +141,10 @@ class Tenant:
         await self.ex.VerifyExport(ex_pb.VerifyExportRequest(export_id=export_id), metadata=self.md, timeout=600)
 
 
-async def light_loops(b: Tenant, callers: int, seconds: float) -> dict:
+async def light_loops(b: Tenant, callers: int, seconds: float, cpu: CpuMeter | None = None) -> dict:
     latencies: list[float] = []
     errors: list[str] = []
+    by_call: dict[str, tuple[list[float], list[str]]] = {}
     end = time.monotonic() + seconds
 
     async def caller(offset: int) -> None:
@@ -111,16 +152,26 @@ async def light_loops(b: Tenant, callers: int, seconds: float) -> dict:
         for call in calls:
             if time.monotonic() >= end:
                 return
+            own = by_call.setdefault(call.__name__, ([], []))
             started = time.monotonic()
             try:
                 await call()
                 latencies.append(time.monotonic() - started)
+                own[0].append(latencies[-1])
             except grpc.aio.AioRpcError as err:
                 errors.append(err.code().name)
+                own[1].append(err.code().name)
 
+    load_before, cpu_before = load(), cpu.read() if cpu else None
     started = time.monotonic()
     await asyncio.gather(*[caller(i) for i in range(callers)])
-    return summary(latencies, errors, time.monotonic() - started)
+    took = time.monotonic() - started
+    result = summary(latencies, errors, took)
+    result["by_call"] = {name: summary(own, failed, took) for name, (own, failed) in sorted(by_call.items())}
+    result["load_average"] = {"start": load_before, "end": load()}
+    if cpu is not None and cpu_before is not None:
+        result["cpu_s"] = CpuMeter.spent(cpu_before, cpu.read())
+    return result
 
 
 def retry_delay(err: grpc.aio.AioRpcError) -> float | None:
@@ -147,7 +198,7 @@ async def heavy_loop(name: str, call, stop: asyncio.Event, done: dict) -> None:
             await asyncio.sleep(min(delay if delay is not None else 1.0, MAX_RETRY_WAIT_S))
 
 
-async def measure(addresses: dict[str, str], a_tenant: str, args) -> dict:
+async def measure(addresses: dict[str, str], a_tenant: str, args, cpu: CpuMeter | None = None) -> dict:
     options = [("grpc.max_receive_message_length", 64 << 20)]
     channels = {name: grpc.aio.insecure_channel(address, options=options) for name, address in addresses.items()}
     a, b = Tenant(channels, a_tenant), Tenant(channels, B)
@@ -156,7 +207,7 @@ async def measure(addresses: dict[str, str], a_tenant: str, args) -> dict:
     started = time.monotonic()
     export_id = await a.export()  # the export A's verifications re-render
     first_export_s = time.monotonic() - started
-    alone = await light_loops(b, args.b_callers, args.alone_seconds)
+    alone = await light_loops(b, args.b_callers, args.alone_seconds, cpu)
     print(json.dumps({"b_alone": alone}), flush=True)
     stop = asyncio.Event()
     done = {name: {"ok": 0, "refused": 0, "errors": 0, "seconds": []} for name in ("export", "integrity", "verify")}
@@ -165,7 +216,7 @@ async def measure(addresses: dict[str, str], a_tenant: str, args) -> dict:
              + [heavy_loop("verify", lambda: a.verify(export_id), stop, done) for _ in range(args.a_verify)])
     tasks = [asyncio.ensure_future(h) for h in heavy]
     await asyncio.sleep(2)  # A's mix under way
-    loaded = await light_loops(b, args.b_callers, args.seconds)
+    loaded = await light_loops(b, args.b_callers, args.seconds, cpu)
     stop.set()
     for task in tasks:
         task.cancel()
@@ -186,6 +237,12 @@ async def measure(addresses: dict[str, str], a_tenant: str, args) -> dict:
     }
 
 
+def postmaster(work: Path) -> int | None:
+    """The scratch embedded PostgreSQL's postmaster (None with DATABASE_URL: not ours to watch)."""
+    pidfile = work / "pg" / "pgdata" / "postmaster.pid"
+    return int(pidfile.read_text().splitlines()[0]) if pidfile.exists() else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=60, help="B's reads under A's heavy mix")
@@ -196,8 +253,13 @@ def main() -> None:
     parser.add_argument("--a-integrity", type=int, default=4)
     parser.add_argument("--a-verify", type=int, default=4)
     parser.add_argument("--isolation", choices=("on", "off"), default="on", help="AOS_HEAVY_ISOLATION")
+    parser.add_argument("--env", action="append", default=[], metavar="AOS_X=VALUE",
+                        help="a variable of the services' environment (repeatable)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "noisy_neighbour.json")
     args = parser.parse_args()
+    extra = dict(item.split("=", 1) for item in args.env)
+    if any(not name.startswith("AOS_") for name in extra):
+        parser.error("--env takes AOS_ variables only")
     with scratch_database(prefix="aos-noisy-") as (url, work):
         started = time.monotonic()
         bulk.load(url, bulk.Volume(tenants=1, ledger=args.ledger, traces=0, steps=0, system=0))
@@ -214,17 +276,20 @@ def main() -> None:
                 env = service_env(dsns, name, **{f"AOS_{name.upper()}_PORT": str(ports[name])},
                                   AOS_DATA_DIR=str(work / "aos"), AOS_AUTH_JWT_SECRET=SECRET,
                                   AOS_LOG_LEVEL="WARNING", AOS_HEAVY_ISOLATION=args.isolation,
-                                  AOS_DB_STATEMENT_TIMEOUT_MS="600000")
+                                  AOS_DB_STATEMENT_TIMEOUT_MS="600000", **extra)
                 processes.append(subprocess.Popen([sys.executable, "-m", f"services.{name}"], env=env))
             for name in SERVICES:
                 grpc.channel_ready_future(grpc.insecure_channel(f"127.0.0.1:{ports[name]}")).result(timeout=120)
-            result = asyncio.run(measure({name: f"127.0.0.1:{port}" for name, port in ports.items()}, a_tenant, args))
+            cpu = CpuMeter({name: p.pid for name, p in zip(SERVICES, processes, strict=True)}, postmaster(work))
+            result = asyncio.run(measure({name: f"127.0.0.1:{port}" for name, port in ports.items()}, a_tenant, args,
+                                         cpu))
         finally:
             for process in processes:
                 process.terminate()
             for process in processes:
                 process.wait(timeout=60)
     result = {"command": " ".join(["bench/noisy_neighbour.py", *sys.argv[1:]]), "isolation": args.isolation,
+              "env": extra,
               "ledger_a": args.ledger, "load_s": round(load_s, 1), "seconds": args.seconds,
               "alone_seconds": args.alone_seconds, **result}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ from aos_recording import dsse, erasure, verify_export
 from aos_recording.hashing import GENESIS, canonical_json, manifest_hash, rfc3339
 from aos_recording.writers import AuditLedgerWriter, new_id
 from aos_runtime import faults
+from aos_runtime.db import cpu_bound
 from services.export import artifacts, bundles, checkpoints, quotas, retention_store, store
 
 # v2: signed_at and signed_by (the signing time and key, inside what is signed: a verifier
@@ -222,6 +223,7 @@ def _tapped(records: Iterator[dict[str, Any]], seqs: array.array) -> Iterator[di
 
 # --- recording ------------------------------------------------------------------------
 
+@cpu_bound
 def create(conn: Connection, plan: Plan, keys: dsse.KeyRing, actor_type: str, actor_id: str,
            limits: quotas.Limits = quotas.NONE, log: checkpoints.LogSigner | None = None) -> Mapping[str, Any]:
     """Renders, signs and records one export; returns its log_exports row. Refuses with a

@@ -72,6 +72,9 @@ class ExportService(pb_grpc.ExportServiceServicer):
             raise ConfigError("the export service needs its settings: its signing key ring is read from them")
         self.keys = key_ring(ctx.settings)
         self.logs = log_signer(ctx.settings, self.keys)
+        if ctx.db is not None:  # a heavy worker process builds its own from the settings (aos_runtime.offload)
+            ctx.db.share(self.keys, "export.keys", key_ring, ctx.settings)
+            ctx.db.share(self.logs, "export.logs", log_signer, ctx.settings, self.keys)
         self.witnesses = witness_keys(ctx.settings)
         self.checkpoint_interval_s = ctx.settings.checkpoint_interval_s
         self._verifying: dict[tuple[str, str, bool], asyncio.Future[tuple[Mapping[str, Any], bool]]] = {}

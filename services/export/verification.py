@@ -20,6 +20,7 @@ from aos_evidence.kinds import ExportFormat
 from aos_recording import dsse, verify, verify_export
 from aos_recording.hashing import artifact_checksum, canonical_json, manifest_hash, rfc3339
 from aos_recording.writers import AuditLedgerWriter
+from aos_runtime.db import cpu_bound
 from services.export import builder, redaction, store
 
 # Names the checks below and how they compare. A recorded result is reused only by the
@@ -110,6 +111,7 @@ def check_export(conn: Connection, row: Mapping[str, Any], keys: dsse.KeyRing) -
     return checks
 
 
+@cpu_bound
 def verify_and_record(conn: Connection, row: Mapping[str, Any], keys: dsse.KeyRing, actor_type: str,
                       actor_id: str) -> Mapping[str, Any]:
     """Every check of the export, recorded as an ExportVerified ledger entry in the same

@@ -13,7 +13,7 @@ from aos_evidence import queries as evidence, wire
 from aos_evidence.messages import audit_entry, export_message, struct
 from aos_recording import retention, tlog, verify
 from aos_runtime import auth, errors, faults
-from aos_runtime.db import pipelined
+from aos_runtime.db import cpu_bound, pipelined
 from aos_runtime.evidence import timestamp
 from aos_runtime.keyset import Page
 from aos_runtime.pagination import Listing
@@ -257,6 +257,7 @@ def get_audit_entry_response(row: Mapping[str, Any]) -> pb.GetAuditEntryResponse
                                     after_state=struct(row["after_state"]))
 
 
+@cpu_bound
 def _verify_range(conn, tenant: str, start: int, to_seq: int | None, budget: int):
     """The head and a verification of at most ``budget`` entries from ``start`` (one transaction).
 

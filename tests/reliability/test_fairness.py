@@ -519,3 +519,58 @@ async def test_grpc_core_refuses_calls_beyond_the_pending_bound_without_the_proc
         assert held, figures
     else:
         assert not held, f"unbounded, every call should have waited for the loop: {figures}"
+
+
+def _cpu_s(process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
+@pytest.mark.parametrize("processes", [True, False], ids=["heavy-processes", "threads-must-fail"])
+async def test_a_heavy_calls_cpu_runs_apart_from_the_light_calls_process(ledger, processes):
+    """AOS_HEAVY_PROCESSES (aos_runtime.offload): the integrity walks' hashing — CPU-bound Python —
+    runs in worker processes of the service at nice +10, not in the interpreter that serves the
+    light calls. Measured as CPU time: over a few walks, the workers (children of this process,
+    which hosts the server) spend more of it than this process; the walks answer as before. With
+    the processes off (the heavy pool's threads) the same measure fails: the walks' CPU is this
+    process's own."""
+    psutil = pytest.importorskip("psutil")
+    url, a, b = ledger
+    me = psutil.Process()
+    async with logs_server(url, heavy_processes=processes) as (server, stub):
+        first = await integrity(a, stub)  # starts the workers, if any
+        assert first.entries_checked == LEDGER
+        workers = server.db.offload.pids() if server.db.offload is not None else []
+
+        def children_s() -> float:
+            return sum(_cpu_s(psutil.Process(pid)) for pid in workers)
+
+        own, others = _cpu_s(me), children_s()
+        for _ in range(3):
+            assert (await integrity(a, stub)).entries_checked == LEDGER
+        own, others = _cpu_s(me) - own, children_s() - others
+        niceness = [psutil.Process(pid).nice() for pid in workers]
+    figures = (f"3 walks of {LEDGER} entries: the server's process {own:.2f} s of CPU, its heavy worker processes "
+               f"{others:.2f} s (pids {workers}, nice {niceness})")
+    print(figures)
+    apart = bool(workers) and others > own and all(n >= 10 for n in niceness)
+    if processes:
+        assert apart, figures
+    else:
+        assert not apart, f"in threads the walks' CPU should have been the server's process's: {figures}"
+
+
+async def test_a_cancelled_heavy_call_interrupts_its_worker_which_serves_the_next(ledger):
+    """A walk whose caller's deadline passes is interrupted in its worker process (the query
+    cancelled, the transaction rolled back): DEADLINE_EXCEEDED, and the same workers (none
+    replaced) answer the next walks in full."""
+    url, a, b = ledger
+    async with logs_server(url) as (server, stub):
+        await integrity(a, stub, SHORT)
+        workers = server.db.offload.pids()
+        with pytest.raises(grpc.aio.AioRpcError) as late:
+            await integrity(a, stub, LEDGER, timeout=0.05)
+        assert late.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        for _ in range(3):
+            assert (await integrity(a, stub)).entries_checked == LEDGER
+        assert sorted(server.db.offload.pids()) == sorted(workers)

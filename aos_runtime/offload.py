@@ -1,0 +1,363 @@
+"""Heavy work in processes of its own (issue #19: "heavy work apart from light work").
+
+A heavy call's CPU-bound transaction — an export's render, a verification's re-render, an
+integrity walk's hashing, each marked ``@db.cpu_bound`` — is mostly Python holding the GIL.
+Run in a thread of the service's process, it took the interpreter from the light calls of
+the same process: the event loop and the light pool's threads waited for the GIL (up to the
+switch interval each time), and its garbage collections and heap trims paused them, whatever
+the thread's OS priority. So, with ``AOS_HEAVY_PROCESSES=on`` (the default with the heavy
+isolation), ``Database.run`` hands such work, in a heavy call, to one of
+``AOS_HEAVY_CONCURRENCY`` worker processes of the service — each with one database
+connection in the service's own login, at ``nice`` +``HEAVY_NICE`` (the kernel gives the
+light calls' process the CPU first) — and awaits its answer. The transaction is the same
+(``Database.transact``: tenant scope, statement timeout from the call's deadline, row-level
+security); so are its faults (re-raised in the service as the worker raised them) and its
+cancellation: a call that goes away interrupts the worker (SIGINT: psycopg cancels the
+running query, the transaction rolls back) and the worker takes the next job afterwards.
+
+What crosses: the work function and its arguments by pickle — module-level functions and
+plain values — except the service's long-lived objects that hold secrets (the export signing
+key ring), which never leave the process: the service registers them (``Database.share``)
+with how to build them from the settings, each worker builds its own once, and a job names
+them (pickle's persistent ids). Workers come from a fork server (started once, on the first
+heavy job), each lives as long as the service's Database, and one that dies is replaced.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import io
+import logging
+import multiprocessing
+import os
+import pickle
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.connection import Connection as Pipe
+from typing import Any
+
+from aos_runtime.faults import PoolExhausted
+
+log = logging.getLogger("aos.offload")
+
+# How much a heavy worker process is niced (as the heavy threads were, aos_runtime.db).
+HEAVY_NICE = 10
+
+
+class WorkerLost(RuntimeError):
+    """A heavy worker process ended while it ran a job (killed, out of memory)."""
+
+
+class _Pickler(pickle.Pickler):
+    def __init__(self, file: io.BytesIO, names: dict[int, str]) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self._names = names
+
+    def persistent_id(self, obj: Any) -> str | None:  # pickle's hook
+        return self._names.get(id(obj))
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, residents: dict[str, Any]) -> None:
+        super().__init__(file)
+        self._residents = residents
+
+    def persistent_load(self, pid: Any) -> Any:  # pickle's hook
+        return self._residents[pid]
+
+
+def dumps(value: Any, names: dict[int, str]) -> bytes:
+    buffer = io.BytesIO()
+    _Pickler(buffer, names).dump(value)
+    return buffer.getvalue()
+
+
+def loads(data: bytes, residents: dict[str, Any]) -> Any:
+    return _Unpickler(io.BytesIO(data), residents).load()
+
+
+def _exception_state(exc: BaseException) -> tuple[type[BaseException], tuple[Any, ...], dict[str, Any], str]:
+    """An exception as (class, args, attributes, traceback text): rebuilt without calling its
+    ``__init__`` (the domain faults take keyword arguments that default pickling would lose)."""
+    return type(exc), exc.args, dict(vars(exc)), "".join(traceback.format_exception(exc))
+
+
+def _rebuild_exception(cls: type[BaseException], args: tuple[Any, ...], attributes: dict[str, Any],
+                       text: str) -> BaseException:
+    exc = cls.__new__(cls)
+    exc.args = args
+    vars(exc).update(attributes)
+    exc.add_note(f"raised in a heavy worker process:\n{text}")
+    return exc
+
+
+# --- the worker process ------------------------------------------------------------------
+_running = False
+
+
+def _interrupt(_signum: int, _frame: Any) -> None:
+    # Only a job is interrupted: a SIGINT that arrives between jobs (its job ended meanwhile) is moot.
+    if _running:
+        raise KeyboardInterrupt
+
+
+def _worker(pipe: Pipe, service: str, url: str, options: dict[str, Any], log_level: str, trim_heap: bool,
+            modules: list[str]) -> None:
+    """A heavy worker's life: import what the service imported, build the residents, then run
+    jobs until the pipe closes."""
+    global _running
+    # Before the priority drops: on a busy machine a niced import of the export stack took seconds.
+    for module in modules:
+        importlib.import_module(module)
+    from aos_runtime.db import Database  # here: the parent imported it already, a fresh child not yet
+    from aos_runtime.heap import _malloc_trim
+    from aos_runtime.observability import configure_logging
+
+    configure_logging(log_level)
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        os.nice(HEAVY_NICE)
+    except OSError:
+        pass
+    db = Database(url, service=service, pool_size=1, **options)
+    # After each job, the freed heap back to the system (glibc; aos_runtime.heap): a worker idles
+    # at about its size before the job, as the service's process does after its heavy calls.
+    trim = _malloc_trim() if trim_heap else None
+    residents: dict[str, Any] = {}
+    while True:
+        try:
+            message = pipe.recv_bytes()
+        except (EOFError, OSError):
+            break
+        kind, payload = message[:1], message[1:]
+        if kind == b"r":  # a resident: (name, factory, args)
+            name, factory, args = loads(payload, residents)
+            residents[name] = factory(*args)
+            continue
+        try:
+            tenant_id, work, args, read_write, deadline, wanted = loads(payload, residents)
+            _running = True
+            try:
+                result = db.transact(db.pool, tenant_id, work, args, read_write=read_write, deadline=deadline,
+                                     wanted=wanted)
+            finally:
+                _running = False
+            reply = b"o" + dumps(_plain(result), {})
+        except KeyboardInterrupt:
+            # Cancelled: whatever state the interrupt left the connection in, the next job gets a new one.
+            db.engine.dispose()
+            reply = b"c"
+        except Exception as exc:  # noqa: BLE001 - every failure goes back to the call
+            try:
+                reply = b"e" + dumps(_exception_state(exc), {})
+            except Exception:  # noqa: BLE001 - an attribute that does not pickle
+                reply = b"e" + dumps((RuntimeError, (f"{type(exc).__name__}: {exc}",), {},
+                                      "".join(traceback.format_exception(exc))), {})
+        try:
+            pipe.send_bytes(reply)
+        except (BrokenPipeError, OSError):
+            break
+        del reply
+        if trim is not None:
+            trim(0)
+    db.engine.dispose()
+
+
+def _plain(value: Any) -> Any:
+    """A result as it pickles: a row mapping (SQLAlchemy's RowMapping) as a dict, in a tuple too."""
+    if isinstance(value, tuple):
+        return tuple(_plain(item) for item in value)
+    if isinstance(value, Mapping) and not isinstance(value, dict):
+        return dict(value)
+    return value
+
+
+class _Worker:
+    """One worker process, its pipe, and the thread that waits for its answers."""
+
+    def __init__(self, process: multiprocessing.process.BaseProcess, pipe: Pipe) -> None:
+        self.process = process
+        self.pipe = pipe
+        self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="offload")
+        self.sent_residents = 0
+
+    def exchange(self, message: bytes) -> bytes:
+        """Sends a job, returns its answer (in the worker's thread: the pipe blocks)."""
+        self.pipe.send_bytes(message)
+        try:
+            return self.pipe.recv_bytes()
+        except (EOFError, OSError) as exc:
+            raise WorkerLost(f"heavy worker process {self.process.pid} ended "
+                             f"(exit code {self.process.exitcode})") from exc
+
+    def stop(self) -> None:
+        try:
+            self.pipe.close()
+        finally:
+            self.thread.shutdown(wait=False, cancel_futures=True)
+        self.process.join(timeout=5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=5)
+
+
+def _stop_all(workers: list[_Worker]) -> None:
+    for worker in workers:
+        worker.stop()
+
+
+class HeavyProcesses:
+    """``size`` worker processes for a service's CPU-bound heavy work (module docstring).
+    Started on first use; ``close()`` stops them."""
+
+    def __init__(self, size: int, *, service: str, url: str, options: dict[str, Any], log_level: str,
+                 pool_timeout_s: float, trim_heap: bool = True) -> None:
+        self.size = size
+        self.service = service
+        self._url = url
+        self._options = options
+        self._log_level = log_level
+        self._trim_heap = trim_heap
+        self._pool_timeout_s = pool_timeout_s
+        self._names: dict[int, str] = {}
+        self._residents: list[bytes] = []
+        self._workers: list[_Worker] = []
+        self._idle: asyncio.Queue[_Worker] | None = None
+        self._starting: asyncio.Lock | None = None
+        self._closed = False
+        self._tasks: set[asyncio.Future[None]] = set()
+        self.durations: list[float] = []
+
+    # --- residents ---------------------------------------------------------------------
+    def share(self, obj: Any, name: str, factory: Callable[..., Any], *args: Any) -> None:
+        """``obj`` is named ``name`` in jobs; a worker builds its own as ``factory(*args)``
+        (``args`` may name residents shared before)."""
+        self._residents.append(b"r" + dumps((name, factory, args), self._names))
+        self._names[id(obj)] = name
+
+    # --- workers ---------------------------------------------------------------------
+    def pids(self) -> list[int]:
+        return [w.process.pid for w in self._workers if w.process.pid is not None]
+
+    def _start_one(self) -> _Worker:
+        # A fork server (one clean process forks the workers; never a fork of this one, whose
+        # gRPC threads forbid it), else a fresh interpreter per worker.
+        methods = multiprocessing.get_all_start_methods()
+        context: Any = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+        parent, child = context.Pipe()
+        process = context.Process(target=_worker, name=f"aos-{self.service}-heavy", daemon=True, args=(
+            child, self.service, self._url, self._options, self._log_level, self._trim_heap,
+            sorted(name for name in sys.modules if name.startswith("services."))))
+        process.start()
+        child.close()
+        return _Worker(process, parent)
+
+    async def _ready(self) -> asyncio.Queue[_Worker]:
+        if self._idle is None:
+            if self._starting is None:
+                self._starting = asyncio.Lock()
+            async with self._starting:
+                if self._idle is None:
+                    started = time.monotonic()
+                    workers = await asyncio.to_thread(lambda: [self._start_one() for _ in range(self.size)])
+                    self._workers.extend(workers)
+                    idle: asyncio.Queue[_Worker] = asyncio.Queue()
+                    for worker in workers:
+                        idle.put_nowait(worker)
+                    self._idle = idle
+                    log.info("heavy worker processes started", extra={
+                        "service": self.service, "pids": self.pids(),
+                        "ms": round((time.monotonic() - started) * 1000, 1)})
+        return self._idle
+
+    def _replace(self, lost: _Worker) -> _Worker:
+        lost.stop()
+        self._workers.remove(lost)
+        worker = self._start_one()
+        self._workers.append(worker)
+        log.warning("heavy worker process replaced", extra={"service": self.service, "lost": lost.process.pid,
+                                                             "exit_code": lost.process.exitcode,
+                                                             "pid": worker.process.pid})
+        return worker
+
+    def _give_back(self, worker: _Worker) -> None:
+        if self._closed:
+            worker.stop()
+        elif self._idle is not None:
+            self._idle.put_nowait(worker)
+
+    def retry_after_s(self) -> float | None:
+        if not self.durations:
+            return None
+        recent = self.durations[-50:]
+        return round(sum(recent) / len(recent), 3)
+
+    async def run(self, tenant_id: str | None, work: Callable[..., Any], args: tuple[Any, ...], *,
+                  read_write: bool, deadline: float | None, wanted: str | None) -> Any:
+        """``work(conn, *args)`` in one transaction of a worker's (``Database.transact``)."""
+        job = b"j" + dumps((tenant_id, work, args, read_write, deadline, wanted), self._names)
+        idle = await self._ready()
+        try:
+            worker = await asyncio.wait_for(idle.get(), self._pool_timeout_s)
+        except TimeoutError:
+            raise PoolExhausted(retry_after_s=self.retry_after_s()) from None
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        try:
+            if worker.sent_residents < len(self._residents):
+                for resident in self._residents[worker.sent_residents:]:
+                    await loop.run_in_executor(worker.thread, worker.pipe.send_bytes, resident)
+                worker.sent_residents = len(self._residents)
+            answer = loop.run_in_executor(worker.thread, worker.exchange, job)
+        except BaseException:
+            self._give_back(worker)
+            raise
+        try:
+            reply = await asyncio.shield(answer)
+        except asyncio.CancelledError:
+            # The call went away: interrupt the job (its query is cancelled, its transaction rolls
+            # back); the worker is free again once it has answered.
+            if worker.process.pid is not None and worker.process.is_alive():
+                try:
+                    os.kill(worker.process.pid, signal.SIGINT)
+                except ProcessLookupError:
+                    pass
+            answer.add_done_callback(lambda done: self._after_cancel(worker, done))
+            raise
+        except WorkerLost:
+            await self._replace_and_give_back(worker)
+            raise
+        self.durations.append(time.monotonic() - started)
+        del self.durations[:-50]
+        self._give_back(worker)
+        kind, payload = reply[:1], reply[1:]
+        if kind == b"o":
+            return loads(payload, {})
+        if kind == b"e":
+            raise _rebuild_exception(*loads(payload, {}))
+        raise asyncio.CancelledError()  # b"c": interrupted, yet this caller waited: it is gone too
+
+    def _after_cancel(self, worker: _Worker, done: asyncio.Future[bytes]) -> None:
+        """A cancelled job's worker, once it answered: idle again, or replaced if it was lost."""
+        if not done.cancelled() and done.exception() is None:
+            self._give_back(worker)
+        elif self._closed:
+            worker.stop()
+        else:
+            task = asyncio.ensure_future(self._replace_and_give_back(worker))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _replace_and_give_back(self, worker: _Worker) -> None:
+        self._give_back(await asyncio.to_thread(self._replace, worker))
+
+    async def close(self) -> None:
+        self._closed = True
+        workers, self._workers = self._workers, []
+        if workers:
+            await asyncio.to_thread(_stop_all, workers)
