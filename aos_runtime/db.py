@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 
 import psycopg
 import sqlalchemy.exc
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 
@@ -114,24 +114,26 @@ def fetch_rows(conn: Any, sql: str, params: Mapping[str, Any], *, binary: bool =
 _STREAMS = itertools.count()
 
 
-def stream_rows(conn: Any, sql: str, params: Mapping[str, Any], *, batch: int,
-                binary: bool = False) -> Iterator[Mapping[str, Any]]:
-    """The rows of a long read (an export's records) as dicts, ``batch`` at a time through a
-    server-side cursor on ``conn``'s connection and transaction, through psycopg directly
-    (``fetch_rows``' reasons: no SQLAlchemy result machinery or RowMapping per row); through
-    SQLAlchemy's streamed result when anything listens to the engine's statements. ``binary``
-    as for ``fetch_rows``. Statements on ``conn`` between the batches are fine: the cursor is
-    a named one, fetched ``batch`` rows at a time."""
+def stream_tuples(conn: Any, sql: str, params: Mapping[str, Any], *, batch: int,
+                  binary: bool = False) -> Iterator[list[tuple[Any, ...]]]:
+    """The rows of a long read (an export's records) as tuples in the statement's column order,
+    a list of ``batch`` at a time (the last may be shorter, or empty), through a server-side cursor
+    on ``conn``'s connection and transaction, through psycopg directly (``fetch_rows``' reasons: no
+    SQLAlchemy result machinery or RowMapping per row; and no dict per row: issue #22); through
+    SQLAlchemy's streamed result when anything listens to the engine's statements. ``binary`` as
+    for ``fetch_rows``. Statements on ``conn`` between the batches are fine: the cursor is a named
+    one, fetched ``batch`` rows at a time."""
     if _observed(conn):
-        yield from conn.execute(text(sql), params,
-                                execution_options={"stream_results": True, "yield_per": batch}).mappings()
+        result = conn.execute(text(sql), params, execution_options={"stream_results": True, "yield_per": batch})
+        for part in result.partitions():
+            yield [tuple(row) for row in part]
         return
     driver = conn.connection.driver_connection
-    with driver.cursor(name=f"aos_stream_{next(_STREAMS)}", row_factory=dict_row, binary=binary) as cursor:
+    with driver.cursor(name=f"aos_stream_{next(_STREAMS)}", row_factory=tuple_row, binary=binary) as cursor:
         cursor.execute(_driver_sql(sql), params)
         while True:  # fetchmany: the cursor's own iterator runs Python per row
             rows = cursor.fetchmany(batch)
-            yield from rows
+            yield rows
             if len(rows) < batch:
                 return
 

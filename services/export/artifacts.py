@@ -2,8 +2,9 @@
 
 Everything here is a pure function of the bundle (or of the slice's records): no
 clock, no export id, no randomness, so the bytes are reproducible. Slices stream:
-their records are redacted, written and forgotten one by one, so an export of a
-million ledger entries holds one record (and counters) in memory, not a million.
+their records are redacted, written and forgotten as they come (an audit slice's a batch
+of rows at a time: the 1,000 its reader fetches), so an export of a million ledger entries
+holds one batch (and counters) in memory, not a million.
 A run or incident bundle holds its few records (run, incidents, breaches, ledger
 entries) but not its trace's steps, of which a run may have any number: they were
 spooled as they were redacted (bundles.Steps) and are streamed into its JSON.
@@ -287,11 +288,14 @@ def render_slice(head: dict[str, Any], kind: str, records: Iterable[dict[str, An
     soc2 = bundle_type is BundleType.SOC2
     executive = bundle_type is BundleType.EXECUTIVE
 
+    def visit(record: dict[str, Any]) -> None:
+        summary.add(record)
+        if soc2:
+            record["control"] = bundles.slice_control(kind, record)
+
     def counted() -> Iterator[dict[str, Any]]:
         for record in records:
-            summary.add(record)
-            if soc2:
-                record["control"] = bundles.slice_control(kind, record)
+            visit(record)
             yield record
 
     def redaction() -> dict[str, Any]:
@@ -308,7 +312,10 @@ def render_slice(head: dict[str, Any], kind: str, records: Iterable[dict[str, An
         return extra
 
     if fmt is ExportFormat.JSON and not executive:
-        _stream_json(head, counted(), tail, sink)
+        if isinstance(records, bundles.AuditRecords):  # the records' JSON a batch at a time
+            _stream_json(head, records.json_batches(visit), tail, sink, batches=True)
+        else:
+            _stream_json(head, counted(), tail, sink)
     elif fmt is ExportFormat.CSV:
         if executive:
             for _ in counted():
@@ -405,15 +412,24 @@ def _write_batched(sink: _Writable, parts: Iterable[bytes]) -> None:
         sink.write(b"".join(batch))
 
 
-def _stream_json(head: Mapping[str, Any], records: Iterator[dict[str, Any]], tail: Callable[[], dict[str, Any]],
-                 sink: _Writable) -> dict[str, Any]:
+def _stream_json(head: Mapping[str, Any], records: Iterator[Any], tail: Callable[[], dict[str, Any]],
+                 sink: _Writable, *, batches: bool = False) -> dict[str, Any]:
     """RFC 8785 JSON of ``head`` + records + tail, written as it goes. JCS orders an
     object's members by key: the members before "records" come from ``head``, the
-    records stream, and the members after (counted on the way) from ``tail``."""
+    records stream, and the members after (counted on the way) from ``tail``. With
+    ``batches``, ``records`` gives the records' JSON already written, comma-separated, a
+    batch at a time (bundles.AuditRecords.json_batches)."""
     before = {k: v for k, v in head.items() if k < "records"}
     sink.write(canonical_json(before)[:-1] + (b',"records":[' if before else b'{"records":['))
-    _write_batched(sink, (b"," + canonical_json(record) if n else canonical_json(record)
-                          for n, record in enumerate(records)))
+    if batches:
+        first = True
+        for batch in records:
+            if batch:
+                sink.write(batch if first else b"," + batch)
+                first = False
+    else:
+        _write_batched(sink, (b"," + canonical_json(record) if n else canonical_json(record)
+                              for n, record in enumerate(records)))
     after = {**{k: v for k, v in head.items() if k > "records"}, **tail()}
     if any(k < "records" for k in after):
         raise AssertionError("a member computed after the records must sort after them")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import array
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -173,7 +173,7 @@ def _slice_records(conn: Connection, plan: Plan, writer: bundles.RecordWriter, b
                                created_after=_time(f.get("created_after")),
                                created_before=_time(f.get("created_before")))
         rows = store.audit_slice(conn, plan.tenant_id, filters, bounds["max_seq"])
-        return "audit_entry", (writer.audit_entry(r) for r in rows)
+        return "audit_entry", bundles.AuditRecords(writer, rows)
     system_filters = {**{k: f.get(k) for k in ("component", "event_type", "severity")},
                       "created_after": _time(f.get("created_after")),
                       "created_before": _time(f.get("created_before")),
@@ -210,15 +210,9 @@ def render(conn: Connection, plan: Plan, key: dsse.SigningKey, sink: artifacts.S
             ledger_seqs.extend(e["seq"] for e in bundle.get("governance") or hashes.get("ledger") or [])
         return artifacts.render_bundle(bundle, plan.format, writer.redactor.counts, key, sink)
     kind, records = _slice_records(conn, plan, writer, bounds)
-    if ledger_seqs is not None and kind == "audit_entry":
-        records = _tapped(records, ledger_seqs)
+    if ledger_seqs is not None and isinstance(records, bundles.AuditRecords):
+        records.seqs = ledger_seqs
     return artifacts.render_slice(_head(plan), kind, records, plan.format, writer, key, sink)
-
-
-def _tapped(records: Iterator[dict[str, Any]], seqs: array.array) -> Iterator[dict[str, Any]]:
-    for record in records:
-        seqs.append(record["seq"])
-        yield record
 
 
 # --- recording ------------------------------------------------------------------------

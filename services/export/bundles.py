@@ -16,20 +16,26 @@ Bundle types (seed 003 section 6.3):
 """
 from __future__ import annotations
 
+import array
+import functools
 import heapq
+import operator
 import tempfile
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 from aos_evidence.kinds import ExportScope
 from aos_recording.hashing import (
     LEDGER_FIELDS,
+    LEDGER_ROW_COLUMNS,
     LLM_RUN_FIELDS,
     STEP_FIELDS,
     SYSTEM_RECORD_FIELDS,
     canonical_json,
+    canonical_json_joined,
+    json_plain,
     rfc3339,
 )
 from services.export import render
@@ -90,6 +96,13 @@ Opener = Callable[[str, Mapping[str, Any]], Mapping[str, Any]]
 
 
 _AS_IS = frozenset((str, int, bool, float, type(None)))
+_PLAIN_LEAVES = frozenset((str, int, bool, type(None)))
+_AUDIT_FIELDS = LEDGER_FIELDS + ("seq", "content_hash", "prev_hash", "chain_hash")
+_SEQ_OF = operator.itemgetter("seq")
+# A ledger row's fields that go out as stored (text, and seq), by their place in LEDGER_ROW_COLUMNS.
+_ROW_AS_IS = operator.itemgetter(*(LEDGER_ROW_COLUMNS.index(c) for c in (
+    "id", "tenant_id", "event_type", "entity_type", "entity_id", "actor_type", "actor_id", "action_reason",
+    "correlation_id", "seq")))
 
 
 def newest_time(value: Any) -> str:
@@ -241,7 +254,48 @@ class RecordWriter:
         return record
 
     def audit_entry(self, row: Mapping[str, Any]) -> dict[str, Any]:
-        return self.record("audit_entry", row, LEDGER_FIELDS + ("seq", "content_hash", "prev_hash", "chain_hash"))
+        return self.record("audit_entry", row, _AUDIT_FIELDS)
+
+    def audit_row(self, row: Sequence[Any]) -> dict[str, Any]:
+        """``audit_entry`` of a ledger row given as a tuple in ``LEDGER_ROW_COLUMNS`` order."""
+        record = self.plain_audit_rows([row])[0]
+        return record if record is not None else self.generic_audit_row(row)
+
+    def generic_audit_row(self, row: Sequence[Any]) -> dict[str, Any]:
+        return self.record("audit_entry", dict(zip(LEDGER_ROW_COLUMNS, row, strict=True)), _AUDIT_FIELDS)
+
+    def plain_audit_rows(self, rows: Sequence[Sequence[Any]]) -> list[dict[str, Any] | None]:
+        """``audit_row`` of each v1 row as the ledger holds one — text and integer fields,
+        created_at a datetime, the three hashes bytes, states that are null or plain JSON
+        (``hashing.json_plain``: no float) — made without the generic conversions, each plain
+        JSON itself (redaction gives text for text); None for any other row (a v2 row, a float
+        anywhere, another type), which ``generic_audit_row`` takes. The same records: for a
+        plain JSON value ``_plain`` is a copy, so redacting the value is redacting its copy
+        (tests/unit/test_export_fast.py compares the two on generated rows)."""
+        redactor = self.redactor
+        redact = redactor.redact
+        made: list[dict[str, Any] | None] = []
+        for row in rows:
+            (seq, content, prev, chain, version, _commitments, id_, tenant_id, event_type, entity_type, entity_id,
+             actor_type, actor_id, reason, correlation_id, created, before, after) = row
+            if (version == 2 or not _PLAIN_LEAVES.issuperset(map(type, _ROW_AS_IS(row)))
+                    or type(created) is not datetime or type(content) is not bytes or type(prev) is not bytes
+                    or type(chain) is not bytes or not json_plain(before) or not json_plain(after)):
+                made.append(None)
+                continue
+            total = redactor.total
+            record = {"id": id_, "tenant_id": tenant_id, "event_type": event_type, "entity_type": entity_type,
+                      "entity_id": entity_id, "actor_type": actor_type,
+                      "actor_id": actor_id if actor_id is None else redact(actor_id),
+                      "action_reason": reason if reason is None else redact(reason),
+                      "correlation_id": correlation_id, "created_at": rfc3339(created),
+                      "before_state": before if before is None else redact(before),
+                      "after_state": after if after is None else redact(after),
+                      "seq": seq, "content_hash": content.hex(), "prev_hash": prev.hex(),
+                      "chain_hash": chain.hex()}
+            record["redacted"] = redactor.total != total
+            made.append(record)
+        return made
 
     def system_record(self, row: Mapping[str, Any]) -> dict[str, Any]:
         return self.record("system_record", row, SYSTEM_RECORD_FIELDS + ("content_hash",))
@@ -286,6 +340,47 @@ class RecordWriter:
     def breach(self, row: Mapping[str, Any]) -> dict[str, Any]:
         return self.record("limit_breach", row, ("id", "limit_id", "run_id", "breach_type", "value_at_breach",
                                                  "limit_value", "details", "breached_at"))
+
+
+class AuditRecords:
+    """An audit slice's records, in order, from its rows as they are read: batches of tuples in
+    ``LEDGER_ROW_COLUMNS`` order (``writer.audit_row`` makes each record). Iterated one record at a
+    time, or by ``json_batches`` a batch at a time with the records' RFC 8785 text (the records
+    RecordWriter.plain_audit_rows makes, plain JSON all of them, are written with one orjson call
+    per batch instead of one canonical_json walk each). ``seqs``, when given, collects each
+    record's seq as it passes. Taken once."""
+
+    def __init__(self, writer: RecordWriter, batches: Iterable[Sequence[Sequence[Any]]],
+                 seqs: array.array | None = None) -> None:
+        self._writer = writer
+        self._batches = batches
+        self.seqs = seqs
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for records, _plain_ones in self._made():
+            yield from records
+
+    def _made(self) -> Iterator[tuple[list[dict[str, Any]], list[bool]]]:
+        """Per batch of rows: its records, and which of them plain_audit_rows made (plain JSON)."""
+        writer, seqs = self._writer, self.seqs
+        for batch in self._batches:
+            made = writer.plain_audit_rows(batch)
+            plain = [record is not None for record in made]
+            records = [record if record is not None else writer.generic_audit_row(row)
+                       for record, row in zip(made, batch, strict=True)]
+            if seqs is not None:
+                seqs.extend(map(_SEQ_OF, records))
+            yield records, plain
+
+    def json_batches(self, visit: Callable[[dict[str, Any]], None]) -> Iterator[bytes]:
+        """The records' canonical_json, comma-separated, one batch of rows at a time (no comma
+        between batches; an empty batch gives nothing). ``visit`` sees each record, in order,
+        before its batch is written; it may add plain members (text, integers) and nothing else."""
+        for records, plain in self._made():
+            if records:
+                for record in records:
+                    visit(record)
+                yield canonical_json_joined(records, plain)
 
 
 # --- SOC2 and executive views ---------------------------------------------------
@@ -337,14 +432,19 @@ def run_controls(bundle: Mapping[str, Any]) -> dict[str, list[str]]:
 def slice_control(kind: str, record: Mapping[str, Any]) -> str:
     """The control one slice record evidences: responses are CC7.4, evaluations CC7.3, the rest monitoring."""
     if kind == "audit_entry":
-        event = record["event_type"]
-        if event.startswith(("IncidentAcknowledged", "IncidentResolved", "IncidentManuallyClosed", "Emergency",
-                             "LimitOverride", "PolicyProposal", "PolicyRule")):
-            return "CC7.4"
-        if event in ("LimitBreached", "AccessDenied"):
-            return "CC7.3"
-        return "CC7.2"
+        return _audit_control(record["event_type"])
     return "CC7.3" if record["severity"] in ("ERROR", "CRITICAL") else "CC7.2"
+
+
+@functools.lru_cache(maxsize=1024)  # a ledger has a few dozen event types
+def _audit_control(event: str) -> str:
+    """An audit entry's control: a function of its event type alone."""
+    if event.startswith(("IncidentAcknowledged", "IncidentResolved", "IncidentManuallyClosed", "Emergency",
+                         "LimitOverride", "PolicyProposal", "PolicyRule")):
+        return "CC7.4"
+    if event in ("LimitBreached", "AccessDenied"):
+        return "CC7.3"
+    return "CC7.2"
 
 
 def run_debrief(bundle: Mapping[str, Any]) -> dict[str, Any]:
@@ -379,8 +479,18 @@ class SliceSummary:
         self.first_seq: int | None = None
         self.last_seq: int | None = None
         self.by_type: Counter[str] = Counter()
-        self.by_control: Counter[str] = Counter()
+        self._by_control: Counter[str] = Counter()  # system records' (an audit entry's follows its event type)
         self.redacted = 0
+
+    @property
+    def by_control(self) -> Counter[str]:
+        """Records per control (slice_control)."""
+        if self.kind != "audit_entry":
+            return self._by_control
+        controls: Counter[str] = Counter()
+        for event, count in self.by_type.items():
+            controls[_audit_control(event)] += count
+        return controls
 
     def add(self, record: Mapping[str, Any]) -> None:
         self.count += 1
@@ -391,7 +501,8 @@ class SliceSummary:
             self.first_seq = record["seq"] if self.first_seq is None else self.first_seq
             self.last_seq = record["seq"]
         self.by_type[record["event_type"]] += 1
-        self.by_control[slice_control(self.kind, record)] += 1
+        if self.kind != "audit_entry":
+            self._by_control[slice_control(self.kind, record)] += 1
         self.redacted += bool(record["redacted"])
 
     def as_dict(self) -> dict[str, Any]:

@@ -392,6 +392,16 @@ def _scan(text: str) -> tuple[str, tuple[tuple[str, int], ...]]:
 # strings are scanned once: at most 16,384 of at most 128 characters (a few MiB).
 _scan_short = functools.lru_cache(maxsize=16_384)(_scan)
 
+
+@functools.lru_cache(maxsize=16_384)
+def _plain_key(key: str) -> bool | None:
+    """For a dict key with nothing to redact in it (the scan leaves it as it is, counting
+    nothing): whether it names a secret; None for a key the scan changes. One cached look-up
+    for what Redactor._redact_dict asks of every key (exports repeat the same few keys)."""
+    text, found = _scan_short(key)
+    return _is_secret_key(key) if text == key and not found else None
+
+
 # Every kind a manifest can name.
 KINDS = tuple(sorted({_SECRET_FIELD} | {rule.kind for rule in _RULES}))
 
@@ -422,6 +432,13 @@ class Redactor:
         return dict(sorted(self._counts.items()))
 
     def redact(self, value: Any) -> Any:
+        kind = type(value)  # exact types first (every value of every exported state passes here)
+        if kind is str:
+            return self._redact_text(value)
+        if kind is dict:
+            return self._redact_dict(value)
+        if kind is int or kind is bool or value is None or kind is float:
+            return value
         if isinstance(value, str):
             return self._redact_text(value)
         if isinstance(value, dict):
@@ -443,6 +460,11 @@ class Redactor:
     def _redact_dict(self, value: dict[Any, Any]) -> dict[Any, Any]:
         redacted: dict[Any, Any] = {}
         for key, item in value.items():
+            if type(key) is str and len(key) <= 128:
+                secret = _plain_key(key)
+                if secret is not None:  # the loop's own steps for a key with nothing to redact in it
+                    redacted[key] = self._withhold(item) if secret and item is not None else self.redact(item)
+                    continue
             new_key = key
             if isinstance(key, str):
                 # A token used as a key ({"sk-proj-...": {...}}) leaks like any other string.
