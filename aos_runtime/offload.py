@@ -105,11 +105,31 @@ def _interrupt(_signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
 
 
+def _die_with_parent() -> None:
+    """A worker ends the moment the process that started it does (Linux's PR_SET_PDEATHSIG):
+    a service killed outright (SIGKILL, the OOM killer) must not leave a worker that finishes
+    its job and commits it — an export killed mid-way leaves nothing (tests/e2e/test_export_crash.py).
+    The parent is the fork server, which exits when the service does (its pipe closes).
+    Elsewhere, as before: the worker ends when its pipe closes, after its job."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    parent = os.getppid()
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent ended before the request took effect
+        os._exit(1)
+
+
 def _worker(pipe: Pipe, service: str, url: str, options: dict[str, Any], log_level: str, trim_heap: bool,
             modules: list[str]) -> None:
     """A heavy worker's life: import what the service imported, build the residents, then run
     jobs until the pipe closes."""
     global _running
+    _die_with_parent()
     # Before the priority drops: on a busy machine a niced import of the export stack took seconds.
     for module in modules:
         importlib.import_module(module)

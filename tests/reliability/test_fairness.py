@@ -565,7 +565,7 @@ async def test_a_cancelled_heavy_call_interrupts_its_worker_which_serves_the_nex
     cancelled, the transaction rolled back): DEADLINE_EXCEEDED, and the same workers (none
     replaced) answer the next walks in full."""
     url, a, b = ledger
-    async with logs_server(url) as (server, stub):
+    async with logs_server(url, heavy_processes=True) as (server, stub):  # opt-in (AOS_HEAVY_PROCESSES)
         await integrity(a, stub, SHORT)
         workers = server.db.offload.pids()
         with pytest.raises(grpc.aio.AioRpcError) as late:

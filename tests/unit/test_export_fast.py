@@ -22,7 +22,7 @@ from hypothesis import given, settings, strategies as st
 from aos_evidence.kinds import BundleType, ExportFormat, ExportScope
 from aos_recording import hashing
 from services.export import artifacts, builder, bundles, redaction
-from tests.unit import test_export_bytes as pins
+from tests.unit import export_pins as pins
 
 _SECRETS = ["Bearer sk-proj-abcdefghijklmnopqrstuvwxyz012345", "alice@example.com", "password=hunter2",
             "AKIA" + "IOSFODNN7EXAMPLE", "4111 1111 1111 1111", "[REDACTED:email]"]
