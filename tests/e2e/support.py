@@ -137,3 +137,12 @@ def a_run(run_id: str, started: datetime | None = None, **kw) -> ingest_pb.RunIn
                   completed_at=ts(started + timedelta(seconds=3)), steps=steps)
     fields.update(kw)
     return ingest_pb.RunInput(**fields)
+
+
+def register_tenants(producer, *tenants: str) -> None:
+    """Each tenant's row (the producer's login), once: the tests that write their own tenants' evidence."""
+    from sqlalchemy import text
+
+    for tenant in tenants:
+        with producer.transaction(tenant) as conn:
+            conn.execute(text("INSERT INTO tenants (id, name) VALUES (:t, :t) ON CONFLICT DO NOTHING"), {"t": tenant})

@@ -10,13 +10,12 @@ from datetime import timedelta
 
 import grpc
 import pytest
-from sqlalchemy import text
 
 from aos.evidence.v1 import evidence_pb2
 from aos.logs.v1 import audit_ledger_service_pb2 as audit_pb, llm_runs_service_pb2 as pb, llm_runs_service_pb2_grpc
 from aos_recording.sources import SourceWriter
 from aos_recording.writers import AuditLedgerWriter, LlmRunRecordWriter, Producer, TraceRecorder
-from tests.e2e.support import BASE, auth, violations
+from tests.e2e.support import BASE, auth, register_tenants, violations
 from tests.logins import login_url
 
 pytestmark = pytest.mark.db
@@ -41,10 +40,7 @@ STEPS = [("llm_call", "heron prompt"), ("policy_check", "heron policy check"),
 def seeded(database_url):
     producer = Producer(login_url(database_url, "producer"), pool_size=1)
     try:
-        for tenant in (A, B):
-            with producer.transaction(tenant) as conn:
-                conn.execute(text("INSERT INTO tenants (id, name) VALUES (:t, :t) ON CONFLICT DO NOTHING"),
-                             {"t": tenant})
+        register_tenants(producer, A, B)
         with producer.transaction(A) as conn:
             LlmRunRecordWriter(conn).write(tenant_id=A, run_id=RUN, provider="openai", model="gpt",
                                            execution_status="succeeded", started_at=START, created_at=START)

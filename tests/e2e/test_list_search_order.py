@@ -7,7 +7,6 @@ from datetime import timedelta
 
 import grpc
 import pytest
-from sqlalchemy import text
 
 from aos.evidence.v1 import evidence_pb2
 from aos.logs.v1 import (
@@ -21,7 +20,7 @@ from aos.logs.v1 import (
     system_logs_service_pb2_grpc as sys_grpc,
 )
 from aos_recording.writers import AuditLedgerWriter, LlmRunRecordWriter, Producer, SystemRecordWriter, TraceRecorder
-from tests.e2e.support import BASE, DEMO, auth, ts, violations
+from tests.e2e.support import BASE, DEMO, auth, register_tenants, ts, violations
 from tests.logins import login_url
 
 pytestmark = pytest.mark.db
@@ -39,10 +38,7 @@ def seeded(database_url):
     Tenant B: 'heron' in 2 entries, a record and a run of its own."""
     producer = Producer(login_url(database_url, "producer"), pool_size=1)
     try:
-        for tenant in (A, B):
-            with producer.transaction(tenant) as conn:
-                conn.execute(text("INSERT INTO tenants (id, name) VALUES (:t, :t) ON CONFLICT DO NOTHING"),
-                             {"t": tenant})
+        register_tenants(producer, A, B)
         with producer.transaction(A) as conn:
             ledger = AuditLedgerWriter(conn)
             for i in range(HERON_ENTRIES + 2):

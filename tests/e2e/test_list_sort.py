@@ -9,7 +9,6 @@ from datetime import timedelta
 
 import grpc
 import pytest
-from sqlalchemy import text
 
 from aos.evidence.v1 import evidence_pb2
 from aos.logs.v1 import (
@@ -22,7 +21,7 @@ from aos.logs.v1 import (
 )
 from aos_recording.writers import AuditLedgerWriter, LlmRunRecordWriter, Producer, SystemRecordWriter
 from aos_runtime.validation import by_number
-from tests.e2e.support import BASE, auth, violations
+from tests.e2e.support import BASE, auth, register_tenants, violations
 from tests.logins import login_url
 
 pytestmark = pytest.mark.db
@@ -49,10 +48,7 @@ def seeded(database_url):
     B: one of each, so that A's lists show none of them."""
     producer = Producer(login_url(database_url, "producer"), pool_size=1)
     try:
-        for tenant in (A, B):
-            with producer.transaction(tenant) as conn:
-                conn.execute(text("INSERT INTO tenants (id, name) VALUES (:t, :t) ON CONFLICT DO NOTHING"),
-                             {"t": tenant})
+        register_tenants(producer, A, B)
         with producer.transaction(A) as conn:
             ledger = AuditLedgerWriter(conn)
             for i in range(15):

@@ -8,7 +8,6 @@ from datetime import timedelta
 
 import grpc
 import pytest
-from sqlalchemy import text
 
 from aos.evidence.v1 import records_pb2 as vocab_pb2
 from aos.ingest.v1 import ingest_service_pb2 as ingest_pb, ingest_service_pb2_grpc as ingest_grpc
@@ -22,7 +21,7 @@ from aos.logs.v1 import (
 )
 from aos_recording.writers import AuditLedgerWriter, Producer, SystemRecordWriter, TraceRecorder
 from services.logs.search import normalise_query
-from tests.e2e.support import BASE, auth, token, ts, violations
+from tests.e2e.support import BASE, auth, register_tenants, token, ts, violations
 from tests.logins import login_url
 
 pytestmark = pytest.mark.db
@@ -39,10 +38,7 @@ def seeded(database_url):
     'walrus' only in an audit state. Tenant B: 'zebra' and 'okapi' in its own entries."""
     producer = Producer(login_url(database_url, "producer"), pool_size=1)
     try:
-        for tenant in (A, B):
-            with producer.transaction(tenant) as conn:
-                conn.execute(text("INSERT INTO tenants (id, name) VALUES (:t, :t) ON CONFLICT DO NOTHING"),
-                             {"t": tenant})
+        register_tenants(producer, A, B)
         with producer.transaction(A) as conn:
             ledger = AuditLedgerWriter(conn)
             ledger.append(tenant_id=A, event_type="LimitCreated", entity_type="LIMIT", entity_id=f"{A}.lim-zebra-9",

@@ -13,7 +13,6 @@ from datetime import timedelta
 import grpc
 import httpx
 import pytest
-from sqlalchemy import text
 
 from aos.evidence.v1 import evidence_pb2
 from aos.ingest.v1 import ingest_service_pb2 as ingest_pb, ingest_service_pb2_grpc as ingest_grpc
@@ -31,7 +30,7 @@ from aos.logs.v1 import (
 from aos_recording.writers import AuditLedgerWriter, LlmRunRecordWriter, Producer, SystemRecordWriter, TraceRecorder
 from gateway import backend_addresses, create_app
 from tests.e2e.erasure_support import officer, producer
-from tests.e2e.support import BASE, auth, ts
+from tests.e2e.support import BASE, auth, register_tenants, ts
 from tests.logins import login_url
 
 pytestmark = pytest.mark.db
@@ -54,9 +53,7 @@ def seeded(database_url):
     producer = Producer(login_url(database_url, "producer"), pool_size=1)
     try:
         for tenant in (A, B):
-            with producer.transaction(tenant) as conn:
-                conn.execute(text("INSERT INTO tenants (id, name) VALUES (:t, :t) ON CONFLICT DO NOTHING"),
-                             {"t": tenant})
+            register_tenants(producer, tenant)
             with producer.transaction(tenant) as conn:
                 run = run_of(tenant)
                 LlmRunRecordWriter(conn).write(tenant_id=tenant, run_id=run, provider="openai", model="gpt",
