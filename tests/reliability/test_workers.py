@@ -23,8 +23,8 @@ from tests.e2e.support import auth
 from tests.reliability.processes import Service
 
 pytestmark = pytest.mark.db
-LEDGER = 60_000          # entries GetIntegrityReport verifies: long enough to be in flight at SIGTERM
-                         # (30,000 left a margin of ~2x once verification got faster)
+LEDGER = 60_000          # entries GetIntegrityReport verifies (one walk: 0.5–0.8 s on this machine)
+WALKS_PER_WORKER = 4     # integrity walks sent to each worker before SIGTERM, run one after another
 CHANNELS = 24            # all on one worker by chance: 2 × 2^-24
 
 
@@ -42,6 +42,11 @@ def _gone(pid: int, timeout: float = 10) -> bool:
     return True
 
 
+def _outcome(future: grpc.Future) -> str:
+    error = future.exception()
+    return f"OK, {future.result().entries_checked} entries" if error is None else f"{error.code().name}: {error.details()}"
+
+
 def _channel(address: str) -> grpc.Channel:
     # Its own subchannel, hence its own TCP connection, even to an address another channel uses.
     return grpc.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
@@ -51,7 +56,8 @@ def test_workers_share_the_port_serve_calls_and_drain_on_sigterm(databases, tmp_
     url = databases.create()
     bulk.load(url, bulk.Volume(tenants=1, ledger=LEDGER, traces=0, steps=0, system=0))
     (tenant,) = bulk.tenant_ids(1)
-    service = Service(url, tmp_path / "aos", workers="2")
+    # The walks queued on a worker below must not be refused for waiting, however loaded the machine.
+    service = Service(url, tmp_path / "aos", workers="2", AOS_HEAVY_QUEUE_BUDGET_S="120")
     channels: list[grpc.Channel] = []
     try:
         address, pids = service.start_workers(2)
@@ -80,17 +86,26 @@ def test_workers_share_the_port_serve_calls_and_drain_on_sigterm(databases, tmp_
         finally:
             intruder.stop()
 
-        # SIGTERM with slow calls in flight on each worker: every call finishes OK, then all exit 0.
-        in_flight = []
+        # SIGTERM with calls in flight on each worker: every call finishes OK, then all exit 0.
+        # A worker runs one heavy call of a tenant at a time (AOS_HEAVY_PER_TENANT=1), so the
+        # WALKS_PER_WORKER walks sent on one of its connections run one after another: the last
+        # ends WALKS_PER_WORKER walks later, well after the signal even on a machine several times
+        # faster than this one (a walk of LEDGER entries took 0.5–0.8 s here; a single walk in
+        # flight once finished before a 0.3 s pause ended on a faster run).
+        in_flight: dict[int, list[grpc.Future]] = {}
         for pid in pids:
-            for i in [c for c, p in served_by.items() if p == pid][:2]:
-                stub = pb_grpc.AuditLedgerServiceStub(channels[i])
-                in_flight.append(stub.GetIntegrityReport.future(
-                    pb.GetIntegrityReportRequest(max_entries=LEDGER), metadata=auth(tenant), timeout=120))
-        time.sleep(0.3)
-        assert not any(f.done() for f in in_flight), "the calls finished before the signal: make them longer"
+            channel = channels[next(c for c, p in served_by.items() if p == pid)]
+            stub = pb_grpc.AuditLedgerServiceStub(channel)
+            in_flight[pid] = [stub.GetIntegrityReport.future(pb.GetIntegrityReportRequest(max_entries=LEDGER),
+                                                             metadata=auth(tenant), timeout=120)
+                              for _ in range(WALKS_PER_WORKER)]
+        time.sleep(0.3)  # the calls reach their worker
+        finished = {pid: [_outcome(f) for f in calls if f.done()] for pid, calls in in_flight.items()}
+        assert all(len(done) < WALKS_PER_WORKER for done in finished.values()), \
+            f"every call of a worker finished before the signal: {finished}"
         service.process.send_signal(signal.SIGTERM)
-        assert [f.result().entries_checked for f in in_flight] == [LEDGER] * len(in_flight)
+        assert [[f.result().entries_checked for f in calls] for calls in in_flight.values()] == \
+            [[LEDGER] * WALKS_PER_WORKER] * len(pids)
         assert service.wait(timeout=60) == 0, service.lines
         assert {line["pid"] for line in service.wait_for("draining", count=2)} == set(pids)
         assert service.wait_for("workers stopped")[0]["clean"] is True
