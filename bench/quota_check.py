@@ -35,7 +35,7 @@ LOAD = ("INSERT INTO log_exports (id, tenant_id, scope, bundle_type, format, con
         "checksum, manifest, dsse_envelope, signing_key_id, redaction, requested_by_type, requested_by_id, "
         "created_at, content_hash) SELECT %(t)s || '-' || n, %(t)s, 'AUDIT_SLICE', 'EVIDENCE', 'JSON', "
         "'application/json', 'x.json', 1000 + n, sha256(''::bytea), '{}', '{}', 'k', '{}', 'HUMAN', 'u', now(), "
-        "sha256(convert_to(%(t)s || n, 'UTF8')) FROM generate_series(%(first)s, %(last)s) n")
+        "sha256(convert_to(%(t)s || n, 'UTF8')) FROM generate_series(%(first)s::bigint, %(last)s::bigint) n")
 STATEMENTS = {
     "sum": "SELECT coalesce(sum(size_bytes), 0) FROM log_exports WHERE tenant_id = %(t)s",  # main's
     "total": "SELECT coalesce((SELECT stored_bytes FROM export_stored_bytes WHERE tenant_id = %(t)s), 0)",  # 0035's
