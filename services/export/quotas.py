@@ -2,7 +2,8 @@
 
 The database is the truth, so every instance of the service agrees: the rate is a sliding
 window over the tenant's log_exports rows (their created_at, the database's clock), the
-stored bytes the sum of their size_bytes. ``builder.create`` checks twice: before rendering
+stored bytes the sum of their size_bytes (a running total the database keeps per tenant,
+migration 0035: one row read, whatever the tenant's exports). ``builder.create`` checks twice: before rendering
 (a refused call costs no work) and again under the tenant's export chain lock with the
 artifact's real size (so concurrent calls on any instances cannot together pass a limit).
 An idempotent replay never gets here: it is answered from its recorded export.

@@ -277,9 +277,11 @@ def export_rate_window(conn: Connection, tenant_id: str, limit: int, window_s: i
 
 
 def stored_artifact_bytes(conn: Connection, tenant_id: str) -> int:
-    """The bytes of every export artifact the tenant has stored."""
-    return int(conn.execute(text("SELECT coalesce(sum(size_bytes), 0) FROM log_exports WHERE tenant_id = :t"),
-                            {"t": tenant_id}).scalar_one())
+    """The bytes of every export artifact the tenant has stored: the sum of its log_exports
+    rows' size_bytes, as the database keeps it (migration 0035: one row, moved by a trigger on
+    log_exports under the tenant's chain lock). No row: no exports."""
+    return int(conn.execute(text("SELECT coalesce((SELECT stored_bytes FROM export_stored_bytes "
+                                 "WHERE tenant_id = :t), 0)"), {"t": tenant_id}).scalar_one())
 
 
 def recorded_verification(conn: Connection, tenant_id: str, export_id: str,

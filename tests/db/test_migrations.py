@@ -18,7 +18,9 @@ TABLES = {"tenants", "incidents", "policy_proposals", "limits", "limit_breaches"
           # 0030 (docs/ERASURE.md §3c)
           "export_subjects_tracked",
           # 0032 (issue #20: each tenant's ledger head)
-          "ledger_heads"}
+          "ledger_heads",
+          # 0035 (issue #19: each tenant's stored export bytes)
+          "export_stored_bytes"}
 
 
 def tables(url: str) -> set[str]:

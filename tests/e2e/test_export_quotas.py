@@ -1,7 +1,9 @@
 """Per-tenant export quotas through real Export services on port 0: the hourly rate and the
 stored artifact bytes refuse with RESOURCE_EXHAUSTED, ErrorInfo, QuotaFailure and (for the
 rate) RetryInfo; an idempotent replay is never refused; other tenants are untouched; and
-two instances on one database together never pass a limit (the database is the truth)."""
+two instances on one database together never pass a limit (the database is the truth); the
+stored bytes the database keeps per tenant (migration 0035) stay the sum of its exports' sizes
+under concurrent creates of two tenants."""
 from __future__ import annotations
 
 import asyncio
@@ -12,6 +14,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import grpc
+import psycopg
 import pytest
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
@@ -25,11 +28,12 @@ from tests.logins import load_demo_scenarios, login_url
 
 pytestmark = pytest.mark.db
 RATE_A, RATE_B, STORE, SHARED = "tenant-quota-ra", "tenant-quota-rb", "tenant-quota-st", "tenant-quota-sh"
+BYTES_A, BYTES_B, BYTES_SHARED = "tenant-quota-ba", "tenant-quota-bb", "tenant-quota-bs"
 
 
 @pytest.fixture(scope="module")
 def quota_data(database_url):
-    for tenant in (RATE_A, RATE_B, STORE, SHARED):
+    for tenant in (RATE_A, RATE_B, STORE, SHARED, BYTES_A, BYTES_B, BYTES_SHARED):
         load_demo_scenarios(database_url, tenant, base=BASE)
 
 
@@ -122,3 +126,40 @@ async def test_two_instances_on_one_database_never_pass_the_rate_together(databa
         assert (len(made), len(refused)) == (3, 3), results
         assert all(r.code() == grpc.StatusCode.RESOURCE_EXHAUSTED for r in refused)
         assert await listed(stubs[0], SHARED) == 3
+
+
+def stored(database_url: str, tenant: str) -> tuple[int | None, int]:
+    """(the total the database keeps, the sum over the tenant's log_exports), read as the admin."""
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute("SELECT (SELECT stored_bytes FROM export_stored_bytes WHERE tenant_id = %(t)s), "
+                           "(SELECT coalesce(sum(size_bytes), 0) FROM log_exports WHERE tenant_id = %(t)s)",
+                           {"t": tenant}).fetchone()
+    return row[0], row[1]
+
+
+async def test_concurrent_creates_of_two_tenants_keep_each_stored_total_the_sum(database_url, quota_data):
+    async with export_services(database_url, count=2, export_rate_per_hour=0,
+                               export_stored_bytes_per_tenant=10 ** 12) as stubs:
+        tenants = [BYTES_A, BYTES_B] * 3
+        made = await asyncio.gather(*[stubs[i % 2].CreateExport(audit_slice(("JSON", "CSV", "JSON")[i // 2]),
+                                                                metadata=auth(tenant))
+                                      for i, tenant in enumerate(tenants)])
+    for tenant in (BYTES_A, BYTES_B):
+        sizes = sum(r.export.size_bytes for r, t in zip(made, tenants, strict=True) if t == tenant)
+        assert stored(database_url, tenant) == (sizes, sizes)
+
+
+async def test_two_instances_on_one_database_never_pass_the_stored_bytes_together(database_url, quota_data):
+    async with export_services(database_url, export_rate_per_hour=0) as (probe,):
+        size = (await probe.CreateExport(audit_slice(), metadata=auth(BYTES_SHARED))).export.size_bytes
+    # Room for two more of the same: six at once on two instances make exactly two.
+    async with export_services(database_url, count=2, export_rate_per_hour=0,
+                               export_stored_bytes_per_tenant=3 * size + size // 2) as stubs:
+        results = await asyncio.gather(*[stubs[i % 2].CreateExport(audit_slice(), metadata=auth(BYTES_SHARED))
+                                         for i in range(6)], return_exceptions=True)
+    made = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert (len(made), len(refused)) == (2, 4), results
+    assert {(r.code(), details(r)["ErrorInfo"].reason) for r in refused} == {
+        (grpc.StatusCode.RESOURCE_EXHAUSTED, "EXPORT_STORAGE_QUOTA")}
+    assert stored(database_url, BYTES_SHARED) == (3 * size, 3 * size)
