@@ -1,6 +1,6 @@
 """How the gateway's HTTP server treats slow and numerous clients.
 
-uvicorn 0.54 (h11) has no request-read timeout: a connection that sends nothing, or
+uvicorn 0.54 (h11 or httptools) has no request-read timeout: a connection that sends nothing, or
 sends its headers a byte at a time (slowloris), is kept for as long as the client
 likes — its keep-alive timer only starts after a response. Its ``limit_concurrency``
 is no connection cap either: it answers 503 to *requests* once that many connections
@@ -15,8 +15,9 @@ request away. The protocol below adds, per connection:
   never holds a slot a working one needs); only when every connection is busy with a
   request is the new one refused (closed at once).
 
-A subclass of uvicorn's own h11 protocol, selected through ``uvicorn.Config(http=...)``:
-the smallest hook there is (no ASGI middleware sees a connection before its headers).
+A subclass of uvicorn's own protocol for the parser AOS_GATEWAY_HTTP_PARSER names (httptools,
+the default, or h11), selected through ``uvicorn.Config(http=...)``: the smallest hook there is
+(no ASGI middleware sees a connection before its headers).
 """
 from __future__ import annotations
 
@@ -33,6 +34,64 @@ log = logging.getLogger("aos.gateway")
 
 # Their side of the connection is still sending a request (or has not begun one).
 _READING = (h11.IDLE, h11.SEND_BODY)
+
+
+# A write up to this size waits for the next one (gateway.serving._JoinedWrites): a response's head.
+JOIN_BYTES = 16 * 1024
+
+
+class _JoinedWrites:
+    """A connection's transport that sends a response's head and its body in one write.
+
+    uvicorn writes the status line and headers, then the body, as two transport writes: two
+    send() calls, two TCP segments and, often, two wake-ups of the client for every answer. A
+    write of at most JOIN_BYTES is held until the next write or the end of the event loop's turn
+    (``call_soon``), whichever comes first, and sent with it: the same bytes in the same order,
+    never later than the turn that wrote them. close() sends what is held first; abort() drops
+    it, as it drops the transport's own buffer."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._held: bytes | None = None
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        held = self._held
+        if held is not None:
+            self._held = None
+            self._transport.write(held + data)
+        elif len(data) <= JOIN_BYTES:
+            if data:
+                self._held = bytes(data)
+                self._loop.call_soon(self._flush)
+        else:
+            self._transport.write(data)
+
+    def writelines(self, lines: Any) -> None:
+        self.write(b"".join(lines))
+
+    def _flush(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            self._transport.write(held)
+
+    def write_eof(self) -> None:
+        self._flush()
+        self._transport.write_eof()
+
+    def close(self) -> None:
+        self._flush()
+        self._transport.close()
+
+    def abort(self) -> None:
+        self._held = None
+        self._transport.abort()
+
+    def get_write_buffer_size(self) -> int:
+        return self._transport.get_write_buffer_size() + len(self._held or b"")
+
+    def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, pause_reading, …
+        return getattr(self._transport, name)
 
 
 class _ReadGuard:
@@ -60,7 +119,7 @@ class _ReadGuard:
         raise NotImplementedError
 
     def connection_made(self, transport: Any) -> None:  # uvicorn's: an asyncio.Transport
-        super().connection_made(transport)  # type: ignore[misc]
+        super().connection_made(_JoinedWrites(transport, self.loop))  # type: ignore[misc]
         self.opened_at = self.loop.time()
         self._arm()
         if len(self.connections) > self.max_connections:
@@ -128,11 +187,14 @@ def _address(client: tuple[str, int] | None) -> str | None:
 # uvicorn keeps): the httptools protocol below refuses past the same size, as h11 would.
 MAX_HEAD_BYTES = 16 * 1024
 PARSERS = ("h11", "httptools")
+# httptools (llhttp, C): about a quarter less of the gateway's CPU per REST call than h11 (pure
+# Python), with the same guarantees here (BENCHMARKS.md, "REST through the gateway").
+DEFAULT_PARSER = "httptools"
 
 
 def _httptools_protocol() -> type[Any]:
     """uvicorn's httptools protocol (llhttp, C) with the same read deadline, connection cap and
-    head limit as GuardedH11Protocol (AOS_GATEWAY_HTTP_PARSER=httptools; issue #22: the HTTP
+    head limit as GuardedH11Protocol (AOS_GATEWAY_HTTP_PARSER, the default; issue #22: the HTTP
     parser's share of a REST call). Imported on demand: httptools is only needed when chosen."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -181,7 +243,7 @@ def _httptools_protocol() -> type[Any]:
     return GuardedHttpToolsProtocol
 
 
-def protocol(header_timeout_s: float, max_connections: int, parser: str = "h11") -> type[Any]:
+def protocol(header_timeout_s: float, max_connections: int, parser: str = DEFAULT_PARSER) -> type[Any]:
     """The protocol class for these limits (uvicorn builds one instance per connection)."""
     if parser not in PARSERS:
         raise ValueError(f"unknown HTTP parser {parser!r}: one of {', '.join(PARSERS)}")
@@ -191,10 +253,16 @@ def protocol(header_timeout_s: float, max_connections: int, parser: str = "h11")
 
 
 def config(app: ASGIApp, *, host: str, port: int, header_timeout_s: float, max_connections: int,
-           parser: str = "h11", **kwargs: Any) -> uvicorn.Config:
-    """uvicorn's configuration for the gateway: the guarded protocol (``parser``: h11, or httptools),
+           parser: str = DEFAULT_PARSER, **kwargs: Any) -> uvicorn.Config:
+    """uvicorn's configuration for the gateway: the guarded protocol (``parser``: httptools, or h11),
     keep-alive no longer than the read deadline, and a listen backlog that holds a burst the size
-    of the cap."""
+    of the cap.
+
+    Without uvicorn's proxy headers middleware (on by default, trusting 127.0.0.1 and ::1 or
+    FORWARDED_ALLOW_IPS): it replaced the connection's peer with X-Forwarded-For's before the
+    gateway saw it, so a client on the gateway's host named any address it liked as the one the
+    access evidence records. X-Forwarded-For is read by gateway.clients alone, from the
+    AOS_TRUSTED_PROXIES only (and the middleware was per-call work besides)."""
     return uvicorn.Config(app, host=host, port=port, http=protocol(header_timeout_s, max_connections, parser),
                           timeout_keep_alive=min(5, max(1, int(header_timeout_s))),
-                          backlog=max(2048, max_connections), **kwargs)
+                          backlog=max(2048, max_connections), proxy_headers=False, **kwargs)
