@@ -36,64 +36,6 @@ log = logging.getLogger("aos.gateway")
 _READING = (h11.IDLE, h11.SEND_BODY)
 
 
-# A write up to this size waits for the next one (gateway.serving._JoinedWrites): a response's head.
-JOIN_BYTES = 16 * 1024
-
-
-class _JoinedWrites:
-    """A connection's transport that sends a response's head and its body in one write.
-
-    uvicorn writes the status line and headers, then the body, as two transport writes: two
-    send() calls, two TCP segments and, often, two wake-ups of the client for every answer. A
-    write of at most JOIN_BYTES is held until the next write or the end of the event loop's turn
-    (``call_soon``), whichever comes first, and sent with it: the same bytes in the same order,
-    never later than the turn that wrote them. close() sends what is held first; abort() drops
-    it, as it drops the transport's own buffer."""
-
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
-        self._transport = transport
-        self._loop = loop
-        self._held: bytes | None = None
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        held = self._held
-        if held is not None:
-            self._held = None
-            self._transport.write(held + data)
-        elif len(data) <= JOIN_BYTES:
-            if data:
-                self._held = bytes(data)
-                self._loop.call_soon(self._flush)
-        else:
-            self._transport.write(data)
-
-    def writelines(self, lines: Any) -> None:
-        self.write(b"".join(lines))
-
-    def _flush(self) -> None:
-        held, self._held = self._held, None
-        if held is not None:
-            self._transport.write(held)
-
-    def write_eof(self) -> None:
-        self._flush()
-        self._transport.write_eof()
-
-    def close(self) -> None:
-        self._flush()
-        self._transport.close()
-
-    def abort(self) -> None:
-        self._held = None
-        self._transport.abort()
-
-    def get_write_buffer_size(self) -> int:
-        return self._transport.get_write_buffer_size() + len(self._held or b"")
-
-    def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, pause_reading, …
-        return getattr(self._transport, name)
-
-
 class _ReadGuard:
     """A request-read deadline and a connection cap for a uvicorn HTTP protocol (class attributes,
     set by ``protocol``): mixed into the h11 and httptools protocols before uvicorn's own class;
@@ -119,7 +61,7 @@ class _ReadGuard:
         raise NotImplementedError
 
     def connection_made(self, transport: Any) -> None:  # uvicorn's: an asyncio.Transport
-        super().connection_made(_JoinedWrites(transport, self.loop))  # type: ignore[misc]
+        super().connection_made(transport)  # type: ignore[misc]
         self.opened_at = self.loop.time()
         self._arm()
         if len(self.connections) > self.max_connections:
@@ -187,7 +129,7 @@ def _address(client: tuple[str, int] | None) -> str | None:
 # uvicorn keeps): the httptools protocol below refuses past the same size, as h11 would.
 MAX_HEAD_BYTES = 16 * 1024
 PARSERS = ("h11", "httptools")
-# httptools (llhttp, C): about a quarter less of the gateway's CPU per REST call than h11 (pure
+# httptools (llhttp, C): about a seventh less of the gateway's CPU per REST call than h11 (pure
 # Python), with the same guarantees here (BENCHMARKS.md, "REST through the gateway").
 DEFAULT_PARSER = "httptools"
 

@@ -77,3 +77,4 @@ def test_a_request_id_the_gateway_makes_is_uuid4s_hex(random, monkeypatch):
 
     monkeypatch.setattr(app.os, "urandom", lambda n: random[:n])
     assert app.new_request_id() == uuid.UUID(bytes=random, version=4).hex
+
