@@ -58,9 +58,9 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("AOS_GATEWAY_MAX_CONNECTIONS", "1000",
            "Open connections the gateway keeps; past it a new connection closes the oldest one still waiting "
            "for its request (only when all are busy is the new one refused)."),
-    EnvVar("AOS_GATEWAY_HTTP_PARSER", "h11",
-           "The gateway's HTTP/1.1 parser: h11 (pure Python) or httptools (C, llhttp; the same read deadline, "
-           "connection cap and 16 KiB head limit)."),
+    EnvVar("AOS_GATEWAY_HTTP_PARSER", "httptools",
+           "The gateway's HTTP/1.1 parser: httptools (C, llhttp) or h11 (pure Python); the same read deadline, "
+           "connection cap and 16 KiB head limit either way."),
     EnvVar("AOS_OVERVIEW_METRICS_PORT", "0",
            "Port of the Overview service's Prometheus /metrics (on AOS_BIND_HOST); 0: no metrics endpoint. With "
            "AOS_WORKERS > 1, worker i serves on this port + i. Suggested: 9461 (docs/OBSERVABILITY.md)."),
@@ -250,7 +250,7 @@ def _get(env: Mapping[str, str], name: str) -> str | None:
 
 
 def _http_parser(env: Mapping[str, str]) -> str:
-    value = (_get(env, "AOS_GATEWAY_HTTP_PARSER") or "h11").strip().lower()
+    value = (_get(env, "AOS_GATEWAY_HTTP_PARSER") or "httptools").strip().lower()
     if value not in ("h11", "httptools"):
         raise ConfigError(f"AOS_GATEWAY_HTTP_PARSER must be h11 or httptools, got {value!r}")
     return value
@@ -403,7 +403,7 @@ class Settings:
     downloads_per_tenant: int = 4        # AOS_DOWNLOADS_PER_TENANT
     gateway_header_timeout_s: int = 10   # AOS_GATEWAY_HEADER_TIMEOUT_S
     gateway_max_connections: int = 1000  # AOS_GATEWAY_MAX_CONNECTIONS
-    gateway_http_parser: str = "h11"     # AOS_GATEWAY_HTTP_PARSER
+    gateway_http_parser: str = "httptools"  # AOS_GATEWAY_HTTP_PARSER
     log_origin: str = "aos-evidence.local"  # AOS_LOG_ORIGIN
     checkpoint_interval_s: int = 60      # AOS_CHECKPOINT_INTERVAL_S (0: on demand only)
     retention_interval_s: int = 86400    # AOS_RETENTION_INTERVAL_S (0: no scheduled retention)

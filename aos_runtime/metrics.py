@@ -180,10 +180,19 @@ def observe_export(scope: str, format: str, size_bytes: int, seconds: float) -> 
     export_duration.labels(scope, format).observe(seconds)
 
 
+# The two series of each (method, route, status) the gateway has answered: labels() checks and
+# converts its values and takes a lock on every call; the set is the metrics' own label sets.
+_http_series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
 def observe_http(method: str, route: str, status: int, seconds: float) -> None:
     """One request the gateway answered; ``route`` is the template, never the path."""
-    http_requests.labels(method, route, str(status)).inc()
-    http_duration.labels(method, route).observe(seconds)
+    series = _http_series.get((method, route, status))
+    if series is None:
+        series = _http_series[(method, route, status)] = (http_requests.labels(method, route, str(status)),
+                                                           http_duration.labels(method, route))
+    series[0].inc()
+    series[1].observe(seconds)
 
 
 # --- the RPC interceptor --------------------------------------------------------------------------

@@ -118,7 +118,9 @@ class Gateway:
         env.update(AOS_LOGS_ADDRESS=logs, AOS_GATEWAY_PORT=str(self.port), AOS_LOG_LEVEL="INFO",
                    AOS_DATA_DIR=str(work / "aos"), **extra)
         self.log = (work / "gateway.log").open("w")
-        self.process = subprocess.Popen([sys.executable, "-m", "gateway"], env=env, stdout=subprocess.DEVNULL,
+        # -P: ``python -m`` puts the working directory first on sys.path, ahead of PYTHONPATH, so
+        # every copy ran the gateway of the directory the benchmark was started in.
+        self.process = subprocess.Popen([sys.executable, "-P", "-m", "gateway"], env=env, stdout=subprocess.DEVNULL,
                                         stderr=self.log)
         deadline = time.monotonic() + 60
         while True:

@@ -62,7 +62,9 @@ class LogsService:
                           AOS_DATA_DIR=str(work / "aos"), AOS_AUTH_JWT_SECRET=SECRET, AOS_LOG_LEVEL="INFO",
                           **variables)
         with open(self.log_path, "w") as log:
-            self.process = subprocess.Popen([sys.executable, "-m", "services.logs"], env=env,
+            # -P: without it ``python -m`` puts the working directory ahead of PYTHONPATH, and a
+            # benchmark comparing checkouts by PYTHONPATH ran the working directory's code in each.
+            self.process = subprocess.Popen([sys.executable, "-P", "-m", "services.logs"], env=env,
                                             stdout=subprocess.DEVNULL, stderr=log)
         deadline = time.monotonic() + 60
         while len([e for e in self.new_entries(advance=False) if e.get("msg") == "listening"]) < workers:

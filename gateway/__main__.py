@@ -6,7 +6,7 @@ AOS_GATEWAY_PORT. SIGTERM or SIGINT: uvicorn stops accepting, lets in-flight
 requests finish within AOS_GRACE_PERIOD_S, and the process exits 0. Slow and
 numerous clients are bounded by AOS_GATEWAY_HEADER_TIMEOUT_S and
 AOS_GATEWAY_MAX_CONNECTIONS (gateway/serving.py), whichever HTTP parser AOS_GATEWAY_HTTP_PARSER
-names (h11 by default, or httptools).
+names (httptools by default, or h11).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """How the gateway's HTTP server treats slow and numerous clients.
 
-uvicorn 0.54 (h11) has no request-read timeout: a connection that sends nothing, or
+uvicorn 0.54 (h11 or httptools) has no request-read timeout: a connection that sends nothing, or
 sends its headers a byte at a time (slowloris), is kept for as long as the client
 likes — its keep-alive timer only starts after a response. Its ``limit_concurrency``
 is no connection cap either: it answers 503 to *requests* once that many connections
@@ -15,8 +15,9 @@ request away. The protocol below adds, per connection:
   never holds a slot a working one needs); only when every connection is busy with a
   request is the new one refused (closed at once).
 
-A subclass of uvicorn's own h11 protocol, selected through ``uvicorn.Config(http=...)``:
-the smallest hook there is (no ASGI middleware sees a connection before its headers).
+A subclass of uvicorn's own protocol for the parser AOS_GATEWAY_HTTP_PARSER names (httptools,
+the default, or h11), selected through ``uvicorn.Config(http=...)``: the smallest hook there is
+(no ASGI middleware sees a connection before its headers).
 """
 from __future__ import annotations
 
@@ -128,11 +129,14 @@ def _address(client: tuple[str, int] | None) -> str | None:
 # uvicorn keeps): the httptools protocol below refuses past the same size, as h11 would.
 MAX_HEAD_BYTES = 16 * 1024
 PARSERS = ("h11", "httptools")
+# httptools (llhttp, C): about a seventh less of the gateway's CPU per REST call than h11 (pure
+# Python), with the same guarantees here (BENCHMARKS.md, "REST through the gateway").
+DEFAULT_PARSER = "httptools"
 
 
 def _httptools_protocol() -> type[Any]:
     """uvicorn's httptools protocol (llhttp, C) with the same read deadline, connection cap and
-    head limit as GuardedH11Protocol (AOS_GATEWAY_HTTP_PARSER=httptools; issue #22: the HTTP
+    head limit as GuardedH11Protocol (AOS_GATEWAY_HTTP_PARSER, the default; issue #22: the HTTP
     parser's share of a REST call). Imported on demand: httptools is only needed when chosen."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -181,7 +185,7 @@ def _httptools_protocol() -> type[Any]:
     return GuardedHttpToolsProtocol
 
 
-def protocol(header_timeout_s: float, max_connections: int, parser: str = "h11") -> type[Any]:
+def protocol(header_timeout_s: float, max_connections: int, parser: str = DEFAULT_PARSER) -> type[Any]:
     """The protocol class for these limits (uvicorn builds one instance per connection)."""
     if parser not in PARSERS:
         raise ValueError(f"unknown HTTP parser {parser!r}: one of {', '.join(PARSERS)}")
@@ -191,10 +195,16 @@ def protocol(header_timeout_s: float, max_connections: int, parser: str = "h11")
 
 
 def config(app: ASGIApp, *, host: str, port: int, header_timeout_s: float, max_connections: int,
-           parser: str = "h11", **kwargs: Any) -> uvicorn.Config:
-    """uvicorn's configuration for the gateway: the guarded protocol (``parser``: h11, or httptools),
+           parser: str = DEFAULT_PARSER, **kwargs: Any) -> uvicorn.Config:
+    """uvicorn's configuration for the gateway: the guarded protocol (``parser``: httptools, or h11),
     keep-alive no longer than the read deadline, and a listen backlog that holds a burst the size
-    of the cap."""
+    of the cap.
+
+    Without uvicorn's proxy headers middleware (on by default, trusting 127.0.0.1 and ::1 or
+    FORWARDED_ALLOW_IPS): it replaced the connection's peer with X-Forwarded-For's before the
+    gateway saw it, so a client on the gateway's host named any address it liked as the one the
+    access evidence records. X-Forwarded-For is read by gateway.clients alone, from the
+    AOS_TRUSTED_PROXIES only (and the middleware was per-call work besides)."""
     return uvicorn.Config(app, host=host, port=port, http=protocol(header_timeout_s, max_connections, parser),
                           timeout_keep_alive=min(5, max(1, int(header_timeout_s))),
-                          backlog=max(2048, max_connections), **kwargs)
+                          backlog=max(2048, max_connections), proxy_headers=False, **kwargs)

@@ -14,9 +14,8 @@ from tests.gateway.support import WRITER, bearer, start_uvicorn
 from tests.logins import load_demo_scenarios
 
 
-def _parser() -> str | type:
-    parser = os.environ.get("AOS_TEST_HTTP_PARSER", "h11")
-    return "h11" if parser == "h11" else serving.protocol(60, 10_000, parser)
+def _parser() -> type:
+    return serving.protocol(60, 10_000, os.environ.get("AOS_TEST_HTTP_PARSER", serving.DEFAULT_PARSER))
 
 
 @pytest.fixture(scope="session")
@@ -41,10 +40,9 @@ async def client(app, demo) -> httpx.AsyncClient:
 
 @pytest.fixture(scope="session")
 async def served(app) -> str:
-    """The same app behind a real uvicorn socket on an ephemeral port: its base URL. h11, the
-    gateway's default parser (uvicorn's "auto" would take httptools once it is installed);
-    AOS_TEST_HTTP_PARSER=httptools runs the socket tests over the other one, with the gateway's
-    head limit (gateway.serving)."""
+    """The same app behind a real uvicorn socket on an ephemeral port: its base URL. The
+    gateway's protocol (gateway.serving: its head limit) over its default parser, httptools;
+    AOS_TEST_HTTP_PARSER=h11 runs the socket tests over the other one."""
     server, task, host, port = await start_uvicorn(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off",
                                                                   log_config=None, access_log=False,
                                                                   http=_parser()))

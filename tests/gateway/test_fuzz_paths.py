@@ -283,9 +283,10 @@ async def send(pool: httpcore.AsyncConnectionPool, base: str, request: Request) 
     return Answer(reply.status, {k.lower(): v for k, v in reply.headers}, reply.content)
 
 
-# h11's default limit on a request's head, which uvicorn keeps: when a read leaves more than this
-# of a head still incomplete, the HTTP parser refuses it before the gateway, in plain text (so a
-# 100k URL gets the gateway's answer or the parser's, depending on how the bytes arrive).
+# h11's default limit on a request's head, which uvicorn keeps and gateway.serving holds httptools
+# to (serving.MAX_HEAD_BYTES): when a read leaves more than this of a head still incomplete, the
+# HTTP parser refuses it before the gateway, in plain text (so a 100k URL gets the gateway's
+# answer or the parser's, depending on how the bytes arrive).
 H11_HEAD_LIMIT = 16 * 1024
 PARSER_REFUSAL = b"Invalid HTTP request received."
 
