@@ -277,13 +277,21 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
 
 def explain(args: argparse.Namespace) -> dict[str, object]:
     """Every statement one SearchEvidence (or one ListAuditEntries with --list) runs for
-    --tenant and --query, as the Logs login, with EXPLAIN (ANALYZE, BUFFERS): where the time goes."""
+    --tenant and --query, as the Logs login, with EXPLAIN (ANALYZE, BUFFERS): where the time goes.
+    --without-payloads: the lists' matcher in its form before migration 0034, to compare plans."""
     from sqlalchemy import create_engine, event, text
 
     from aos_runtime.db import sync_url
     from scratch import service_logins
     from services.logs import search as search_service, store
 
+    if args.without_payloads:
+        # The lists' matcher as before migration 0034 (the row documents' keys alone, no UNION ALL
+        # with payload_search's): the same matches while evidence_payloads is empty, as here. A
+        # diagnostic of the plan, in this process only.
+        from aos_evidence import queries
+
+        queries.payload_keys = lambda *args, **kwargs: None
     data_dir = Path(args.data_dir).resolve()
     pg = server(data_dir)
     engine = create_engine(sync_url(service_logins(pg.url, data_dir / "aos")["logs"]))
@@ -356,6 +364,8 @@ def main() -> int:
     parser.add_argument("--tenant", default="bulk-00500", help="explain: as this tenant")
     parser.add_argument("--query", default="customer", help="explain: this query")
     parser.add_argument("--list", action="store_true", help="explain: ListAuditEntries' search")
+    parser.add_argument("--without-payloads", action="store_true",
+                        help="explain: the lists' matcher without 0034's held-payload keys (a diagnostic)")
     args = parser.parse_args()
     random.seed(25)
     if args.action == "stop":
