@@ -256,9 +256,20 @@ def check(url: str, tenant: str) -> dict[str, object]:
             "appended_entry_proved": True}
 
 
+def without_payloads(args: argparse.Namespace) -> None:
+    """--without-payloads: the lists' matcher as before migration 0034 (the row documents' keys
+    alone, no UNION ALL with payload_search's), in this process only (Logs runs in it): the same
+    matches while evidence_payloads is empty, as in a bulk load. A diagnostic of the plan."""
+    if args.without_payloads:
+        from aos_evidence import queries
+
+        queries.payload_keys = lambda *args, **kwargs: None
+
+
 def measure(args: argparse.Namespace) -> dict[str, object]:
     import search
 
+    without_payloads(args)
     data_dir = Path(args.data_dir).resolve()
     pg = server(data_dir)
     from scratch import service_logins
@@ -285,13 +296,7 @@ def explain(args: argparse.Namespace) -> dict[str, object]:
     from scratch import service_logins
     from services.logs import search as search_service, store
 
-    if args.without_payloads:
-        # The lists' matcher as before migration 0034 (the row documents' keys alone, no UNION ALL
-        # with payload_search's): the same matches while evidence_payloads is empty, as here. A
-        # diagnostic of the plan, in this process only.
-        from aos_evidence import queries
-
-        queries.payload_keys = lambda *args, **kwargs: None
+    without_payloads(args)
     data_dir = Path(args.data_dir).resolve()
     pg = server(data_dir)
     engine = create_engine(sync_url(service_logins(pg.url, data_dir / "aos")["logs"]))
@@ -365,7 +370,7 @@ def main() -> int:
     parser.add_argument("--query", default="customer", help="explain: this query")
     parser.add_argument("--list", action="store_true", help="explain: ListAuditEntries' search")
     parser.add_argument("--without-payloads", action="store_true",
-                        help="explain: the lists' matcher without 0034's held-payload keys (a diagnostic)")
+                        help="measure, explain: the lists' matcher without 0034's held-payload keys (a diagnostic)")
     args = parser.parse_args()
     random.seed(25)
     if args.action == "stop":
