@@ -18,11 +18,13 @@ one reaches the same database faster:
   stored hashes are computed afterwards from the rows in seq order, the trigger's way (bench/
   tlog.py --tree offline, the method checked there against the trigger at 3,000 and 10 M), then
   the trigger is enabled again (ENABLE ALWAYS, as migration 0013 leaves it);
-- the four search GIN indexes of migration 0021 are dropped before the COPY and created
-  again after it from their own definitions (pg_get_indexdef: same expression, opclass and
-  gin_pending_list_limit), one CREATE INDEX on each parent (its partitions follow). A GIN
-  index built in one pass is denser than one grown by appends through pending lists: the
-  figures are those of a freshly built (or REINDEXed) index;
+- the four search GIN indexes of migration 0021 and the payloads' of 0034 are dropped before
+  the COPY and created again after it from their migrations' own definitions (same expression,
+  opclass and gin_pending_list_limit), one CREATE INDEX on each parent (its partitions follow).
+  A GIN index built in one pass is denser than one grown by appends through pending lists: the
+  figures are those of a freshly built (or REINDEXed) index. (The bulk rows are hash format 1:
+  evidence_payloads stays empty and 0034's index costs the COPY nothing; it is handled the same
+  way so a load of format-2 rows would be too.);
 - then VACUUM (ANALYZE), and a check: a sample tenant's chain verified whole
   (aos_recording.verify.verify_ledger), its tree's root recomputed from its leaves, one entry
   appended through the live triggers on top of the offline tree and its inclusion proof
@@ -57,7 +59,7 @@ from tlog import offline_tree  # bench/tlog.py, beside this file (the stored-has
 
 MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations" / "versions"
 SEARCH_INDEXES = ("ix_audit_ledger_search", "ix_aos_trace_steps_search", "ix_system_records_search",
-                  "ix_platform_records_search")
+                  "ix_platform_records_search", "ix_evidence_payloads_search")
 # Memory for a 10 M-entry cluster on a 23 GB machine shared with others: the search indexes and
 # the hot btrees fit in shared_buffers; the heaps are read through the OS cache.
 SETTINGS = {"shared_buffers": "3GB", "effective_cache_size": "12GB", "maintenance_work_mem": "1GB",
@@ -98,16 +100,18 @@ def in_parallel(worker, jobs: list) -> list:
         return pool.map(worker, jobs)
 
 
-def migration_0021():
-    spec = importlib.util.spec_from_file_location("evidence_search_migration", MIGRATIONS / "0021_evidence_search.py")
+def migration(filename: str):
+    spec = importlib.util.spec_from_file_location(f"migration_{filename[:4]}", MIGRATIONS / filename)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
 
 
 def search_index_sql() -> dict[str, str]:
-    """Migration 0021's CREATE INDEX of each search index, from its own definitions."""
-    m = migration_0021()
+    """The CREATE INDEX of each search index (SEARCH_INDEXES), from migrations 0021's and
+    0034's own definitions."""
+    m = migration("0021_evidence_search.py")
+    payloads = migration("0034_payload_search.py")
     return {"ix_audit_ledger_search": f"CREATE INDEX ix_audit_ledger_search ON audit_ledger USING gin "
                                       f"(tenant_id, ({m.AUDIT_DOC})) {m.PENDING}",
             "ix_aos_trace_steps_search": f"CREATE INDEX ix_aos_trace_steps_search ON aos_trace_steps USING gin "
@@ -115,7 +119,9 @@ def search_index_sql() -> dict[str, str]:
             "ix_system_records_search": f"CREATE INDEX ix_system_records_search ON system_records USING gin "
                                         f"(tenant_id, ({m.SYSTEM_DOC})) {m.PENDING}",
             "ix_platform_records_search": f"CREATE INDEX ix_platform_records_search ON platform_records USING gin "
-                                          f"(({m.SYSTEM_DOC})) {m.PENDING}"}
+                                          f"(({m.SYSTEM_DOC})) {m.PENDING}",
+            "ix_evidence_payloads_search": f"CREATE INDEX ix_evidence_payloads_search ON evidence_payloads USING gin "
+                                           f"(tenant_id, record_type, ({payloads.DOC})) {m.PENDING}"}
 
 
 def prepare(args: argparse.Namespace) -> tuple[EmbeddedPostgres, str, list[str]]:
@@ -250,9 +256,20 @@ def check(url: str, tenant: str) -> dict[str, object]:
             "appended_entry_proved": True}
 
 
+def without_payloads(args: argparse.Namespace) -> None:
+    """--without-payloads: the lists' matcher as before migration 0034 (the row documents' keys
+    alone, no UNION ALL with payload_search's), in this process only (Logs runs in it): the same
+    matches while evidence_payloads is empty, as in a bulk load. A diagnostic of the plan."""
+    if args.without_payloads:
+        from aos_evidence import queries
+
+        queries.payload_keys = lambda *args, **kwargs: None
+
+
 def measure(args: argparse.Namespace) -> dict[str, object]:
     import search
 
+    without_payloads(args)
     data_dir = Path(args.data_dir).resolve()
     pg = server(data_dir)
     from scratch import service_logins
@@ -261,7 +278,8 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
     tenants = loaded_tenants(pg.url, bulk.tenant_ids(args.tenants))  # the callers: tenants with a ledger
     with psycopg.connect(libpq_url(pg.url), autocommit=True) as admin:
         volume = {table: admin.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
-                  for table in ("audit_ledger", "aos_trace_steps", "system_records", "platform_records")}
+                  for table in ("audit_ledger", "aos_trace_steps", "system_records", "platform_records",
+                                "evidence_payloads")}
     result = asyncio.run(search.measure(logs, data_dir, tenants, args.ledger // args.tenants, args.queries,
                                         args.lists, text=True))
     return {"tenants_with_a_ledger": len(tenants), "rows": volume, "queries_per_class": args.queries,
@@ -270,13 +288,15 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
 
 def explain(args: argparse.Namespace) -> dict[str, object]:
     """Every statement one SearchEvidence (or one ListAuditEntries with --list) runs for
-    --tenant and --query, as the Logs login, with EXPLAIN (ANALYZE, BUFFERS): where the time goes."""
+    --tenant and --query, as the Logs login, with EXPLAIN (ANALYZE, BUFFERS): where the time goes.
+    --without-payloads: the lists' matcher in its form before migration 0034, to compare plans."""
     from sqlalchemy import create_engine, event, text
 
     from aos_runtime.db import sync_url
     from scratch import service_logins
     from services.logs import search as search_service, store
 
+    without_payloads(args)
     data_dir = Path(args.data_dir).resolve()
     pg = server(data_dir)
     engine = create_engine(sync_url(service_logins(pg.url, data_dir / "aos")["logs"]))
@@ -349,6 +369,8 @@ def main() -> int:
     parser.add_argument("--tenant", default="bulk-00500", help="explain: as this tenant")
     parser.add_argument("--query", default="customer", help="explain: this query")
     parser.add_argument("--list", action="store_true", help="explain: ListAuditEntries' search")
+    parser.add_argument("--without-payloads", action="store_true",
+                        help="measure, explain: the lists' matcher without 0034's held-payload keys (a diagnostic)")
     args = parser.parse_args()
     random.seed(25)
     if args.action == "stop":
