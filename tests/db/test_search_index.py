@@ -17,6 +17,7 @@ from services.logs.search import normalise_query
 pytestmark = pytest.mark.db
 
 TABLES = ("audit_ledger", "aos_trace_steps", "system_records", "platform_records")
+ENTRIES = 10_000  # one tenant's ledger where a word in every entry must be hash-joined (as at 10 M)
 MIGRATION = Path(__file__).resolve().parents[2] / "migrations" / "versions" / "0021_evidence_search.py"
 
 
@@ -277,3 +278,26 @@ def test_held_payloads_are_searched_on_their_index_with_the_tenant(loaded):
     assert [r["entity_id"] for r in page.rows] == [f"{first}.held"]
     assert [(r["record"]["entity_id"], r["matched_fields"]) for r in hits.rows] == [
         (f"{first}.held", ["action_reason"])]
+
+
+def test_a_word_in_every_entry_is_a_hashed_semi_join_in_the_ledger_list(databases):
+    """The lists' matcher (queries.search_match) with format-2 payloads' keys: a word in every
+    entry of the tenant ("actor", from each entry's actor-N) must still be joined to the ledger by
+    hashing its keys. As a UNION ALL of the row keys and the payload keys (0034's first form) the
+    planner assumed 200 distinct keys and probed every partition's primary key once per key
+    (370–480 ms p50 at 10 M entries, BENCHMARKS.md). A tenant of 10,000 entries, as there."""
+    url = databases.create()
+    bulk.load(url, bulk.Volume(tenants=1, ledger=ENTRIES, traces=0, steps=0, system=0))
+    (tenant,) = bulk.tenant_ids(1)
+    engine, seen = logs_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("SELECT set_config('aos.tenant_id', :t, true)"), {"t": tenant})
+        page = store.list_audit_entries(conn, tenant, store.AuditFilters(search="actor"), None, 10)
+        assert page.total == ENTRIES and len(page.rows) == 10
+        counted = [(s, p) for s, p in seen if "count(" in s and "v.doc @@ " in s]
+        plans = [conn.exec_driver_sql("EXPLAIN (FORMAT JSON) " + s, p).scalar_one() for s, p in counted]
+    engine.dispose()
+    assert plans, "the total is counted with the matcher"
+    for plan in plans:
+        joins = {(n["Node Type"], n.get("Join Type")) for n in nodes(plan[0]["Plan"]) if "Join Type" in n}
+        assert joins & {("Hash Join", "Semi"), ("Hash Join", "Right Semi")}, joins
