@@ -150,9 +150,11 @@ async def test_a_heavy_flood_leaves_another_tenants_reads_fast(ledger, isolation
         await asyncio.sleep(0.5)  # the flood is under way
         loaded, failures = await light_loop(stub, b, seconds=2.5)
         stop.set()
-        for task in flood:  # cancelled: the server cancels their walks
-            task.cancel()
-        await asyncio.gather(*flood, return_exceptions=True)
+        # The walks A has been admitted for end (no new one starts): in worker processes at nice +10
+        # (AOS_HEAVY_PROCESSES, the default) A yields the CPU to B's loop, and on a loaded machine
+        # its walks may end only once B's loop has stopped (seen: 1 walk done in the 2.5 s, 24
+        # refused while its queue was full). They ran all the same; counted once done.
+        await asyncio.wait_for(asyncio.gather(*flood, return_exceptions=True), 120)
     bound = max(SLOWDOWN * p99(alone), FLOOR_S)
     figures = (f"B alone p50/p99 {statistics.median(alone) * 1000:.1f}/{p99(alone) * 1000:.1f} ms; under A's flood "
                f"{(statistics.median(loaded) * 1000) if loaded else 0:.1f}/{(p99(loaded) * 1000) if loaded else 0:.1f}"
@@ -577,7 +579,7 @@ async def test_a_cancelled_heavy_call_interrupts_its_worker_which_serves_the_nex
     cancelled, the transaction rolled back): DEADLINE_EXCEEDED, and the same workers (none
     replaced) answer the next walks in full."""
     url, a, b = ledger
-    async with logs_server(url, heavy_processes=True) as (server, stub):  # opt-in (AOS_HEAVY_PROCESSES)
+    async with logs_server(url, heavy_processes=True) as (server, stub):  # the default, said here (AOS_HEAVY_PROCESSES)
         await integrity(a, stub, SHORT)
         workers = server.db.offload.pids()
         with pytest.raises(grpc.aio.AioRpcError) as late:
