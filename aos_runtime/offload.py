@@ -345,6 +345,11 @@ class HeavyProcesses:
                         "ms": round((time.monotonic() - started) * 1000, 1)})
         return self._idle
 
+    async def start(self) -> None:
+        """Starts the worker processes now (else the first heavy job starts them, and its time
+        includes their start-up: the fork server, the imports)."""
+        await self._ready()
+
     def _replace(self, lost: _Worker) -> _Worker:
         lost.stop()
         self._workers.remove(lost)
