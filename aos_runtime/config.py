@@ -195,13 +195,13 @@ ENV_VARS: tuple[EnvVar, ...] = (
     EnvVar("AOS_HEAVY_ISOLATION", "on",
            "`off` only to diagnose: heavy calls are then admitted as light ones, on the shared pool, with no "
            "per-tenant limit (the fairness tests show what that costs another tenant)."),
-    EnvVar("AOS_HEAVY_PROCESSES", "off",
-           "`on` (opt-in, not yet the default): with the heavy isolation on, a heavy call's CPU-bound work (an "
-           "export's render, a verification's re-render, an integrity walk) runs in AOS_HEAVY_CONCURRENCY worker "
-           "processes of the service at nice +10, each with one database connection of the service's login, instead "
-           "of a thread of the process that serves the light calls (whose interpreter, GIL and pauses it shared). "
-           "Known gap in `on`: an export whose service is killed mid-way can still be committed "
-           "(tests/e2e/test_export_crash.py fails with it). `off`: in the heavy pool's threads."),
+    EnvVar("AOS_HEAVY_PROCESSES", "on",
+           "`on`: with the heavy isolation on, a heavy call's CPU-bound work (an export's render, a verification's "
+           "re-render, an integrity walk) runs in AOS_HEAVY_CONCURRENCY worker processes of the service at nice +10, "
+           "each with one database connection of the service's login, instead of a thread of the process that "
+           "serves the light calls (whose interpreter, GIL and pauses it shared). A worker commits only on its "
+           "service's word and ends with it (a service killed mid-export leaves no row and no process: "
+           "tests/e2e/test_export_crash.py). `off`: in the heavy pool's threads."),
     EnvVar("AOS_HEAP_TRIM", "on",
            "When a process's heavy calls and downloads have all ended, close its idle database connections "
            "(the light calls' only once none has run for 2 s) (libpq keeps each one's largest message buffered "
@@ -398,7 +398,7 @@ class Settings:
     heavy_queue_per_tenant: int = 8      # AOS_HEAVY_QUEUE_PER_TENANT
     heavy_queue_budget_s: float = 10.0   # AOS_HEAVY_QUEUE_BUDGET_S
     heavy_isolation: bool = True         # AOS_HEAVY_ISOLATION
-    heavy_processes: bool = False        # AOS_HEAVY_PROCESSES
+    heavy_processes: bool = True         # AOS_HEAVY_PROCESSES
     heap_trim: bool = True               # AOS_HEAP_TRIM
     downloads_per_tenant: int = 4        # AOS_DOWNLOADS_PER_TENANT
     gateway_header_timeout_s: int = 10   # AOS_GATEWAY_HEADER_TIMEOUT_S

@@ -356,10 +356,12 @@ class Database:
 
     def transact(self, pool: _Pool, tenant_id: str | None, work: Callable[..., T], args: tuple[Any, ...], *,
                  read_write: bool = False, deadline: float | None = None, wanted: str | None = None,
-                 running: dict[str, Any] | None = None) -> T:
+                 running: dict[str, Any] | None = None, before_commit: Callable[[], None] | None = None) -> T:
         """``work(conn, *args)`` in one transaction of ``pool``'s, scoped to ``tenant_id``, its
         statement timeout what is left until ``deadline`` (``run``'s job, in its pool thread or
-        a heavy worker process). ``running`` is told the connection while it runs (to cancel it)."""
+        a heavy worker process). ``running`` is told the connection while it runs (to cancel it).
+        ``before_commit`` is called once the work has returned, before the COMMIT; what it raises
+        rolls the transaction back (a heavy worker asks its service there: aos_runtime.offload)."""
         # Timed when the job starts, not when it was queued: time spent waiting
         # for a connection is time the call no longer has.
         timeout_ms = str(self._timeout_ms(deadline))
@@ -374,12 +376,15 @@ class Database:
                     scope = {"tenant": tenant_id or "", "timeout": timeout_ms}
                     hot = getattr(work, "pipelined", False)
                     if hot and wanted is None and not read_write and not _observed(conn):
-                        return _pipelined(conn, scope, work, args)
+                        return _pipelined(conn, scope, work, args, before_commit)
                     # The tenant scope: through psycopg as the hot reads are (fetch_rows).
                     fetch_rows(conn, _HOT_SCOPE if hot else _SCOPE, scope)
                     if wanted is not None:
                         _await_replay(conn, wanted, deadline)
-                    return work(conn, *args)
+                    result = work(conn, *args)
+                    if before_commit is not None:
+                        before_commit()
+                    return result
                 finally:
                     if running is not None:
                         running.pop("dbapi", None)
@@ -532,15 +537,19 @@ class Database:
                 await asyncio.to_thread(pool.engine.dispose)
 
 
-def _pipelined(conn: Any, scope: Mapping[str, str], work: Callable[..., T], args: tuple[Any, ...]) -> T:
+def _pipelined(conn: Any, scope: Mapping[str, str], work: Callable[..., T], args: tuple[Any, ...],
+               before_commit: Callable[[], None] | None = None) -> T:
     """``work`` in pipeline mode (``pipelined``): BEGIN and the scope are queued, not awaited;
     the work's first read sends them with its own statements; the COMMIT is sent and the pipeline
     synced before the connection goes back (SQLAlchemy's own commit then finds the
-    transaction ended). An error in any statement aborts the rest and is raised here."""
+    transaction ended). An error in any statement aborts the rest and is raised here.
+    ``before_commit`` as in ``Database.transact``, before the COMMIT is queued."""
     driver = conn.connection.driver_connection
     with driver.pipeline(), driver.cursor() as cursor:
         cursor.execute(_driver_sql(_HOT_SCOPE), scope)
         result = work(conn, *args)
+        if before_commit is not None:
+            before_commit()
         driver.commit()
     return result
 

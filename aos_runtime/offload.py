@@ -15,6 +15,19 @@ security); so are its faults (re-raised in the service as the worker raised them
 cancellation: a call that goes away interrupts the worker (SIGINT: psycopg cancels the
 running query, the transaction rolls back) and the worker takes the next job afterwards.
 
+Crash safety (tests/e2e/test_export_crash.py): a job's transaction commits only on the service's
+word. The worker does the work in its transaction, then asks over the job's pipe (``p``) and waits:
+the service's thread for that worker answers ``y`` (commit) unless the call went away meanwhile
+(``n``: roll back); a pipe that closes instead (the service ended, however) rolls back. The decision
+is taken in the service's process while it is alive, as a heavy thread's own COMMIT was — so a
+service killed before it said ``y`` leaves nothing, whatever the worker is doing at that moment.
+And a worker does not outlive its service: a thread of the worker waits for the service's end of
+the pipe to close (its hangup) and ends the worker there and then (``_exit``: the database rolls
+the open transaction back when its connection drops). The fork server then ends too, its last
+client gone. (Not the parent-death signal, tried before: a worker's parent is the fork server,
+which ends only once every worker has ended — each holds the write end of its "alive" pipe — so
+a worker killed "with its parent" was killed only after it had finished, and committed, its job.)
+
 What crosses: the work function and its arguments by pickle — module-level functions and
 plain values — except the service's long-lived objects that hold secrets (the export signing
 key ring), which never leave the process: the service registers them (``Database.share``)
@@ -31,8 +44,10 @@ import logging
 import multiprocessing
 import os
 import pickle
+import select
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Mapping
@@ -105,23 +120,49 @@ def _interrupt(_signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt
 
 
-def _die_with_parent() -> None:
-    """A worker ends the moment the process that started it does (Linux's PR_SET_PDEATHSIG):
-    a service killed outright (SIGKILL, the OOM killer) must not leave a worker that finishes
-    its job and commits it — an export killed mid-way leaves nothing (tests/e2e/test_export_crash.py).
-    The parent is the fork server, which exits when the service does (its pipe closes).
-    Elsewhere, as before: the worker ends when its pipe closes, after its job."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
+class _Withdrawn(Exception):
+    """The service answered "no" before the commit: the call went away; the transaction rolls back."""
 
-    parent = os.getppid()
+
+class _RequesterGone(Exception):
+    """The job's pipe closed before the service's answer: the transaction rolls back, the worker ends."""
+
+
+def _end_with_requester(pipe: Pipe) -> None:
+    """Ends this worker the moment the service's end of ``pipe`` closes — the service exited,
+    was killed (SIGKILL, the OOM killer) or stopped this worker — whatever the worker is doing
+    then (a render, a query, waiting for the go-ahead): a thread waits for the socket's hangup
+    (poll: no data is read, the main thread's protocol is untouched) and ``_exit``s. The database
+    sees the connection drop and rolls back the open transaction; no COMMIT can have been sent
+    without the service's ``y`` (``_go_ahead``). Waiting for the requester itself, not for a
+    parent: the fork server that forked us outlives the service until its last worker ends."""
+    poller = select.poll()
+    # POLLRDHUP (Linux): the peer closed its end, even with unread data; POLLHUP and POLLERR are
+    # always reported.
+    poller.register(pipe.fileno(), getattr(select, "POLLRDHUP", 0) | select.POLLHUP)
+
+    def watch() -> None:
+        while not poller.poll():
+            pass
+        os._exit(0)
+
+    threading.Thread(target=watch, name="requester-watch", daemon=True).start()
+
+
+def _go_ahead(pipe: Pipe) -> None:
+    """Before the job's COMMIT: asks the service (``p``) and waits for its word; returns on ``y``,
+    raises (the transaction rolls back) on ``n`` or a closed pipe. From here the job is no longer
+    interrupted by a SIGINT: a call that went away is answered ``n`` here (the service sets its
+    flag before it signals), and its interrupt then finds no job running."""
+    global _running
+    _running = False
+    pipe.send_bytes(b"p")
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the parent ended before the request took effect
-        os._exit(1)
+        answer = pipe.recv_bytes()
+    except (EOFError, OSError):
+        raise _RequesterGone() from None
+    if answer != b"y":
+        raise _Withdrawn()
 
 
 def _worker(pipe: Pipe, service: str, url: str, options: dict[str, Any], log_level: str, trim_heap: bool,
@@ -129,7 +170,7 @@ def _worker(pipe: Pipe, service: str, url: str, options: dict[str, Any], log_lev
     """A heavy worker's life: import what the service imported, build the residents, then run
     jobs until the pipe closes."""
     global _running
-    _die_with_parent()
+    _end_with_requester(pipe)
     # Before the priority drops: on a busy machine a niced import of the export stack took seconds.
     for module in modules:
         importlib.import_module(module)
@@ -164,10 +205,14 @@ def _worker(pipe: Pipe, service: str, url: str, options: dict[str, Any], log_lev
             _running = True
             try:
                 result = db.transact(db.pool, tenant_id, work, args, read_write=read_write, deadline=deadline,
-                                     wanted=wanted)
+                                     wanted=wanted, before_commit=lambda: _go_ahead(pipe))
             finally:
                 _running = False
             reply = b"o" + dumps(_plain(result), {})
+        except _RequesterGone:
+            break
+        except _Withdrawn:
+            reply = b"c"
         except KeyboardInterrupt:
             # Cancelled: whatever state the interrupt left the connection in, the next job gets a new one.
             db.engine.dispose()
@@ -206,11 +251,16 @@ class _Worker:
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="offload")
         self.sent_residents = 0
 
-    def exchange(self, message: bytes) -> bytes:
-        """Sends a job, returns its answer (in the worker's thread: the pipe blocks)."""
-        self.pipe.send_bytes(message)
+    def exchange(self, message: bytes, withdrawn: threading.Event) -> bytes:
+        """Sends a job, returns its answer (in the worker's thread: the pipe blocks). Before the
+        job's COMMIT the worker asks (``p``): yes, unless the call went away (``withdrawn``)."""
         try:
-            return self.pipe.recv_bytes()
+            self.pipe.send_bytes(message)
+            reply = self.pipe.recv_bytes()
+            if reply == b"p":
+                self.pipe.send_bytes(b"n" if withdrawn.is_set() else b"y")
+                reply = self.pipe.recv_bytes()
+            return reply
         except (EOFError, OSError) as exc:
             raise WorkerLost(f"heavy worker process {self.process.pid} ended "
                              f"(exit code {self.process.exitcode})") from exc
@@ -295,6 +345,11 @@ class HeavyProcesses:
                         "ms": round((time.monotonic() - started) * 1000, 1)})
         return self._idle
 
+    async def start(self) -> None:
+        """Starts the worker processes now (else the first heavy job starts them, and its time
+        includes their start-up: the fork server, the imports)."""
+        await self._ready()
+
     def _replace(self, lost: _Worker) -> _Worker:
         lost.stop()
         self._workers.remove(lost)
@@ -333,7 +388,8 @@ class HeavyProcesses:
                 for resident in self._residents[worker.sent_residents:]:
                     await loop.run_in_executor(worker.thread, worker.pipe.send_bytes, resident)
                 worker.sent_residents = len(self._residents)
-            answer = loop.run_in_executor(worker.thread, worker.exchange, job)
+            withdrawn = threading.Event()
+            answer = loop.run_in_executor(worker.thread, worker.exchange, job, withdrawn)
         except BaseException:
             self._give_back(worker)
             raise
@@ -341,7 +397,9 @@ class HeavyProcesses:
             reply = await asyncio.shield(answer)
         except asyncio.CancelledError:
             # The call went away: interrupt the job (its query is cancelled, its transaction rolls
-            # back); the worker is free again once it has answered.
+            # back), or, if it is done, refuse its commit (``exchange``: the flag first, then the
+            # signal); the worker is free again once it has answered.
+            withdrawn.set()
             if worker.process.pid is not None and worker.process.is_alive():
                 try:
                     os.kill(worker.process.pid, signal.SIGINT)

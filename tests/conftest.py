@@ -10,6 +10,7 @@ its own role, as it does in production. A migrated database has those logins pro
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import tempfile
@@ -99,9 +100,15 @@ def producer_url(database_url) -> str:
 # (defined here, once: a conftest imported by another would start a second suite).
 
 @pytest.fixture(scope="session")
-async def suite(database_url, tmp_path_factory):
+def suite_settings(tmp_path_factory):
+    """The suite's settings (its data directory holds the export signing keys they all use)."""
+    return settings(tmp_path_factory.mktemp("suite"))
+
+
+@pytest.fixture(scope="session")
+async def suite(database_url, suite_settings):
     """The three services in this process, each on its own ephemeral port: {name: address}."""
-    conf = settings(tmp_path_factory.mktemp("suite"))
+    conf = suite_settings
     modules = service_modules()
     servers = {name: build_server(name, modules[name].servicers, conf, login_url(database_url, name),
                                       port=0) for name in SERVICES}
@@ -111,6 +118,24 @@ async def suite(database_url, tmp_path_factory):
     yield addresses
     for server in servers.values():
         await server.stop(grace=1)
+
+
+@pytest.fixture(scope="session")
+async def export_in_threads(suite, database_url, suite_settings):
+    """The address of a second Export service on the suite's database, with the suite's settings
+    and keys but its heavy calls' CPU-bound work in threads of this process
+    (AOS_HEAVY_PROCESSES=off), for the tests that monkeypatch what that work calls (a verifier
+    version, a re-render counted, the redaction profile, a recording step left out): a patch made
+    in this process does not reach the suite's heavy worker processes, which imported their own
+    copies of the modules. Those tests are about the patched behaviour, not about where it runs;
+    the worker processes are tried by the rest of the suite (the default) and
+    tests/e2e/test_export_crash.py."""
+    conf = dataclasses.replace(suite_settings, heavy_processes=False)
+    server = build_server("export", service_modules()["export"].servicers, conf, login_url(database_url, "export"),
+                          port=0)
+    address = f"127.0.0.1:{await server.start()}"
+    yield address
+    await server.stop(grace=1)
 
 
 @pytest.fixture(scope="session")

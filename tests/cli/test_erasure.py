@@ -116,7 +116,7 @@ async def test_runs_and_exports_after_an_erasure_say_erased(cli, suite, writer_t
     assert [(e["erasure_id"], e["basis"]) for e in export["erasures"]] == [(erasure_id, "ERASURE_BASIS_RECORDED")]
 
 
-async def test_an_untracked_export_says_its_basis(cli, suite, writer_tenant, monkeypatch):
+async def test_an_untracked_export_says_its_basis(cli, suite, export_in_threads, writer_tenant, monkeypatch):
     """An export rendered without recording whose payloads it carried (what the Export service did
     before migration 0026), made after the subject's payloads: the erasure takes it on basis
     UNTRACKED (docs/ERASURE.md §3c), and export show / list / verify say so, with the count as an
@@ -133,7 +133,9 @@ async def test_an_untracked_export_says_its_basis(cli, suite, writer_tenant, mon
         correlation = await write_subject(pb_grpc.IngestServiceStub(channel), subject, tenant=writer_tenant)
     with monkeypatch.context() as pre_0026:
         pre_0026.setattr(export_store, "record_payload_subjects", lambda *args, **kwargs: None)
-        async with grpc.aio.insecure_channel(suite["export"]) as channel:
+        # An Export service whose heavy work runs in threads of this process (tests/conftest.py's
+        # export_in_threads): the patch above does not reach a heavy worker process.
+        async with grpc.aio.insecure_channel(export_in_threads) as channel:
             made = (await export_grpc.ExportServiceStub(channel).CreateExport(export_pb.CreateExportRequest(
                 bundle_type=bundle_pb2.BUNDLE_TYPE_EVIDENCE, format=bundle_pb2.EXPORT_FORMAT_JSON,
                 audit_slice=export_pb.AuditSlice(correlation_id=correlation)), metadata=reader)).export

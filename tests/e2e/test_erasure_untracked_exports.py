@@ -43,9 +43,11 @@ def tenant(database_url):
 
 
 @pytest.fixture()
-async def stubs(suite, tenant):
+async def stubs(suite, export_in_threads, tenant):
+    # The Export service whose heavy work runs in threads of this process (tests/conftest.py's
+    # export_in_threads): the recording step this test leaves out (a monkeypatch) is in that work.
     async with grpc.aio.insecure_channel(suite["ingest"]) as ingest, \
-            grpc.aio.insecure_channel(suite["export"]) as export:
+            grpc.aio.insecure_channel(export_in_threads) as export:
         yield pb_grpc.IngestServiceStub(ingest), export_grpc.ExportServiceStub(export)
 
 

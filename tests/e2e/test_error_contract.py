@@ -69,6 +69,8 @@ async def stubs(suite):
 
 
 def _not_found_calls(stubs, early_run):
+    """Each call not yet made (one at a time: the two CreateExports of one tenant at once would
+    make the second wait, and admission by predicted completion may refuse a waiting export)."""
     runs = runs_grpc.LlmRunsServiceStub(stubs["logs"])
     system = sys_grpc.SystemLogsServiceStub(stubs["logs"])
     audit = audit_grpc.AuditLedgerServiceStub(stubs["logs"])
@@ -76,24 +78,25 @@ def _not_found_calls(stubs, early_run):
     missing = f"{DEMO}.no-such-run"
     evidence = dict(bundle_type=bundle_pb2.BUNDLE_TYPE_EVIDENCE, format=bundle_pb2.EXPORT_FORMAT_JSON)
     return {
-        errors.Resource.LLM_RUN: runs.GetLlmRunEnvelope(runs_pb.GetLlmRunEnvelopeRequest(run_id=missing),
-                                                        metadata=auth()),
-        errors.Resource.TRACE: runs.GetLlmRunTrace(runs_pb.GetLlmRunTraceRequest(run_id=missing), metadata=auth()),
-        errors.Resource.SYSTEM_BASELINE: system.GetSystemSnapshot(
+        errors.Resource.LLM_RUN: lambda: runs.GetLlmRunEnvelope(runs_pb.GetLlmRunEnvelopeRequest(run_id=missing),
+                                                                metadata=auth()),
+        errors.Resource.TRACE: lambda: runs.GetLlmRunTrace(runs_pb.GetLlmRunTraceRequest(run_id=missing),
+                                                           metadata=auth()),
+        errors.Resource.SYSTEM_BASELINE: lambda: system.GetSystemSnapshot(
             sys_pb.GetSystemSnapshotRequest(run_id=early_run), metadata=auth(EARLY)),
-        errors.Resource.AUDIT_ENTRY: audit.GetAuditEntry(audit_pb.GetAuditEntryRequest(entry_id="aud_no_such_entry"),
+        errors.Resource.AUDIT_ENTRY: lambda: audit.GetAuditEntry(
+            audit_pb.GetAuditEntryRequest(entry_id="aud_no_such_entry"), metadata=auth()),
+        errors.Resource.EXPORT: lambda: export.GetExport(export_pb.GetExportRequest(export_id="exp_no_such_export"),
                                                          metadata=auth()),
-        errors.Resource.EXPORT: export.GetExport(export_pb.GetExportRequest(export_id="exp_no_such_export"),
-                                                 metadata=auth()),
-        errors.Resource.RUN: export.CreateExport(export_pb.CreateExportRequest(run_id=missing, **evidence),
-                                                 metadata=auth()),
-        errors.Resource.INCIDENT: export.CreateExport(
+        errors.Resource.RUN: lambda: export.CreateExport(export_pb.CreateExportRequest(run_id=missing, **evidence),
+                                                         metadata=auth()),
+        errors.Resource.INCIDENT: lambda: export.CreateExport(
             export_pb.CreateExportRequest(incident_id=f"{DEMO}.inc-none", **evidence), metadata=auth()),
-        errors.Resource.TRACE_STEP: runs.GetLlmRunReplay(runs_pb.GetLlmRunReplayRequest(run_id=GAP_RUN, at_step=1),
-                                                         metadata=auth(EARLY)),
-        errors.Resource.CHECKPOINT: export.GetLedgerCheckpoint(
+        errors.Resource.TRACE_STEP: lambda: runs.GetLlmRunReplay(
+            runs_pb.GetLlmRunReplayRequest(run_id=GAP_RUN, at_step=1), metadata=auth(EARLY)),
+        errors.Resource.CHECKPOINT: lambda: export.GetLedgerCheckpoint(
             export_pb.GetLedgerCheckpointRequest(tree_size=10 ** 12), metadata=auth()),
-        errors.Resource.LEGAL_HOLD: retention_grpc.RetentionServiceStub(stubs["export"]).ReleaseLegalHold(
+        errors.Resource.LEGAL_HOLD: lambda: retention_grpc.RetentionServiceStub(stubs["export"]).ReleaseLegalHold(
             retention_pb.ReleaseLegalHoldRequest(hold_id="hold_no_such_hold", reason="closed"), metadata=auth()),
     }
 
@@ -104,7 +107,7 @@ async def test_each_resources_not_found_reason_on_the_wire(stubs, demo, early_ru
     assert set(calls) == set(errors.Resource)
     for resource, call in calls.items():
         with pytest.raises(grpc.aio.AioRpcError) as err:
-            await call
+            await call()
         assert err.value.code() == grpc.StatusCode.NOT_FOUND, (resource, err.value.details())
         info = error_info(err.value)
         assert (info.reason, info.domain) == (resource.reason, "aos.evidence")

@@ -39,6 +39,14 @@ async def stub(suite, demo_data):
         yield pb_grpc.ExportServiceStub(channel)
 
 
+@pytest.fixture
+async def threaded(export_in_threads, demo_data):
+    """For the test that monkeypatches the redaction profile: the verification's re-render in
+    threads of this process (tests/conftest.py's export_in_threads), which the patch reaches."""
+    async with grpc.aio.insecure_channel(export_in_threads) as channel:
+        yield pb_grpc.ExportServiceStub(channel)
+
+
 async def _export(stub, **subject) -> tuple[bundle_pb2.Export, bytes]:
     created = (await stub.CreateExport(pb.CreateExportRequest(
         bundle_type=bundle_pb2.BUNDLE_TYPE_EVIDENCE, format=bundle_pb2.EXPORT_FORMAT_JSON, **subject),
@@ -114,7 +122,8 @@ async def test_demo_exports_keep_every_hash_and_verify_offline(stub, database_ur
     assert set(kinds) <= {"email"}, kinds
 
 
-async def test_an_export_redacted_under_another_profile_is_named_not_blamed_on_its_records(stub, monkeypatch):
+async def test_an_export_redacted_under_another_profile_is_named_not_blamed_on_its_records(threaded, monkeypatch):
+    stub = threaded
     # After an upgrade changes the redaction profile, VerifyExport cannot re-render an
     # older export byte for byte: it says so, instead of "the source records changed".
     created, _ = await _export(stub, run_id=RUN)

@@ -34,6 +34,14 @@ async def stub(suite, verified_data):
         yield pb_grpc.ExportServiceStub(channel)
 
 
+@pytest.fixture
+async def threaded(export_in_threads, verified_data):
+    """The tests that monkeypatch the verification's work run it in threads of this process
+    (tests/conftest.py's export_in_threads): a patch does not reach a heavy worker process."""
+    async with grpc.aio.insecure_channel(export_in_threads) as channel:
+        yield pb_grpc.ExportServiceStub(channel)
+
+
 async def _export(stub, fmt: str = "ZIP") -> bundle_pb2.Export:
     return (await stub.CreateExport(pb.CreateExportRequest(
         audit_slice=pb.AuditSlice(created_before=ts(BASE + timedelta(hours=1))),
@@ -76,7 +84,8 @@ async def test_a_verification_is_recorded_once_and_answered_from_the_record(stub
     assert latest.recorded and latest.audit_entry_id == fresh.audit_entry_id   # the newest record answers
 
 
-async def test_a_record_by_another_verifier_version_is_not_reused(stub, database_url, monkeypatch):
+async def test_a_record_by_another_verifier_version_is_not_reused(threaded, database_url, monkeypatch):
+    stub = threaded
     export = await _export(stub, "JSON")
     older = await stub.VerifyExport(pb.VerifyExportRequest(export_id=export.export_id), metadata=auth(TENANT))
     monkeypatch.setattr(verification, "VERIFIER_VERSION", "aos-export-verifier/99")  # the service after an upgrade
@@ -87,7 +96,8 @@ async def test_a_record_by_another_verifier_version_is_not_reused(stub, database
         '"aos-export-verifier/1"', '"aos-export-verifier/99"']
 
 
-async def test_concurrent_verifications_of_one_export_share_one_re_render(stub, database_url, monkeypatch):
+async def test_concurrent_verifications_of_one_export_share_one_re_render(threaded, database_url, monkeypatch):
+    stub = threaded
     export = await _export(stub)
     renders = []
     rerender = verification.builder.rerender_checksum
