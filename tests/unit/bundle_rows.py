@@ -46,6 +46,14 @@ def _hash(rng: random.Random) -> str:
     return rng.randbytes(32).hex()
 
 
+def link(row: dict[str, Any], prev: str) -> str:
+    """Gives ``row`` its content hash and its place after ``prev`` in the chain; returns its chain hash."""
+    row["content_hash"] = hashing.ledger_content_hash(row)
+    row["prev_hash"] = prev
+    row["chain_hash"] = hashing.chain_hash(prev, row["content_hash"])
+    return row["chain_hash"]
+
+
 def ledger(rng: random.Random, first_seq: int, count: int, run_id: str, prefix: str) -> list[dict[str, Any]]:
     rows, prev = [], hashing.GENESIS
     for seq in range(first_seq, first_seq + count):
@@ -58,9 +66,7 @@ def ledger(rng: random.Random, first_seq: int, count: int, run_id: str, prefix: 
                "correlation_id": run_id,
                "created_at": T0 + timedelta(seconds=seq * 37, microseconds=rng.randrange(10**6)),
                "before_state": rng.choice([None, state(rng)]), "after_state": state(rng), "hash_version": 1}
-        row["content_hash"] = hashing.ledger_content_hash(row)
-        row["prev_hash"] = prev
-        row["chain_hash"] = prev = hashing.chain_hash(prev, row["content_hash"])
+        prev = link(row, prev)
         rows.append(row)
     return rows
 

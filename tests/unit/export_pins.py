@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from aos_evidence.kinds import BundleType, ExportFormat, ExportScope
 from aos_recording import dsse, hashing
 from services.export import artifacts, builder, bundles
-from tests.unit.bundle_rows import state
+from tests.unit.bundle_rows import link, state
 
 T0 = datetime(2026, 3, 1, 8, 0, 0, tzinfo=timezone.utc)
 _TEXTS = ["plain", "é and ü", "\U0001f602 emoji", "\ufb33 dalet", "tab\there", "line\nbreak", "quote \" back \\",
@@ -36,9 +36,7 @@ def ledger_rows(count: int = 400, seed: int = 22) -> list[dict]:
                "action_reason": rng.choice([None, *_TEXTS]), "correlation_id": rng.choice([None, f"run-{seq // 3}"]),
                "created_at": T0 + timedelta(seconds=seq * 37, microseconds=rng.randrange(10**6)),
                "before_state": rng.choice([None, _state(rng)]), "after_state": _state(rng), "hash_version": 1}
-        row["content_hash"] = hashing.ledger_content_hash(row)
-        row["prev_hash"] = prev
-        row["chain_hash"] = prev = hashing.chain_hash(prev, row["content_hash"])
+        prev = link(row, prev)
         rows.append(row)
     return rows
 
