@@ -50,6 +50,7 @@ from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import make_url
 
 from aos_recording.driver import driver_sql as _driver_sql, observed as _observed
+from aos_recording.hashing import json_plain
 from aos_recording.logins import login_problems
 from aos_runtime.config import ConfigError
 from aos_runtime.faults import DeadlinePassed, PoolExhausted, ReplicaBehind
@@ -125,23 +126,11 @@ def json_loads(data: bytes | str) -> Any:
     and structure come out the same (tests/unit/test_json_loads.py)."""
     try:
         value = orjson.loads(data)
-        if _float_free(value):
+        if json_plain(value):  # what orjson gives is plain JSON (hashing.json_plain) but for floats
             return value
     except (orjson.JSONDecodeError, RecursionError):  # deep nesting, a number past a double's range
         pass
     return json.loads(data)
-
-
-def _float_free(value: Any) -> bool:
-    kind = type(value)
-    if kind is dict:
-        return all(type(v) is not float and (type(v) not in _NESTED or _float_free(v)) for v in value.values())
-    if kind is list:
-        return all(type(v) is not float and (type(v) not in _NESTED or _float_free(v)) for v in value)
-    return kind is not float
-
-
-_NESTED = frozenset((dict, list))
 
 
 def stream_tuples(conn: Any, sql: str, params: Mapping[str, Any], *, batch: int,
