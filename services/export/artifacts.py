@@ -28,6 +28,7 @@ from aos_evidence.kinds import BundleType, ExportFormat, ExportScope
 from aos_recording import dsse
 from aos_recording.hashing import artifact_digest, canonical_json
 from services.export import bundles
+from services.export.dbthread import ConnectionThread
 from services.export.redaction import PROFILE
 from services.export.render import (
     PDF_MAX_ROWS,
@@ -49,10 +50,16 @@ newest_time = bundles.newest_time  # the latest RFC 3339 time in a bundle or rec
 
 class Sink:
     """Receives an artifact's bytes, hands them on in chunks of CHUNK_BYTES and
-    keeps the running size and checksum."""
+    keeps the running size and checksum.
 
-    def __init__(self, flush: Callable[[int, bytes], None]) -> None:
+    With ``thread`` (an audit slice's export, dbthread), each chunk is hashed and handed on
+    by that helper thread, behind the renderer: hashlib lets go of the GIL over a chunk, so
+    the artifact's SHA-256 runs on the other core (the digest of the chunks in order is the
+    digest of the bytes written); ``close`` waits for them all."""
+
+    def __init__(self, flush: Callable[[int, bytes], None], thread: ConnectionThread | None = None) -> None:
         self._flush = flush
+        self._thread = thread
         self._buffer = bytearray()
         self._digest = artifact_digest()
         self._chunks = 0
@@ -60,21 +67,29 @@ class Sink:
 
     def write(self, data: bytes) -> None:
         self._buffer += data
-        self._digest.update(data)
         self.size += len(data)
         while len(self._buffer) >= CHUNK_BYTES:
             self._emit(bytes(self._buffer[:CHUNK_BYTES]))
             del self._buffer[:CHUNK_BYTES]
 
     def _emit(self, chunk: bytes) -> None:
-        self._flush(self._chunks, chunk)
+        if self._thread is not None:
+            self._thread.write(self._hand_on, self._chunks, chunk)
+        else:
+            self._hand_on(self._chunks, chunk)
         self._chunks += 1
+
+    def _hand_on(self, number: int, chunk: bytes) -> None:
+        self._digest.update(chunk)
+        self._flush(number, chunk)
 
     def close(self) -> bytes:
         if self._buffer or not self._chunks:
             if self._buffer:
                 self._emit(bytes(self._buffer))
             self._buffer.clear()
+        if self._thread is not None:
+            self._thread.drain()
         return self._digest.digest()
 
 

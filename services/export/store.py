@@ -84,10 +84,11 @@ def audit_slice(conn: Connection, tenant_id: str, filters: AuditFilters, max_seq
     # Through psycopg in binary (issue #22): audit_ledger's columns are text, integers, timestamptz,
     # jsonb and bytea, all of which psycopg loads from binary as from text; as tuples, no dict per row;
     # the columns a record is made of (and a v2 row opened with), not the row's bookkeeping
-    # (recorded_at, is_synthetic, synthetic_scenario_id).
+    # (recorded_at, is_synthetic, synthetic_scenario_id). The states' jsonb by orjson where it reads
+    # as json.loads does (db.json_loads: json.loads was a tenth of the export's time).
     return stream_tuples(conn, f"SELECT {_SLICE_COLUMNS} FROM audit_ledger a WHERE {where} AND a.seq <= :max_seq "
                          "ORDER BY a.seq", {**params, "tenant": tenant_id, "max_seq": max_seq}, batch=STREAM_BATCH,
-                         binary=True)
+                         binary=True, fast_json=True)
 
 
 _SLICE_COLUMNS = ", ".join(f"a.{c}" for c in LEDGER_ROW_COLUMNS)
