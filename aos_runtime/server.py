@@ -640,6 +640,7 @@ class ServiceServer:
         self.health_probe_interval_s = health_probe_interval_s
         self.service_names = [s.descriptor.full_name for s in servicers]
         self.admission = admission  # its gates' state: what runs and waits now
+        self.heavy_methods = heavy_methods([s.descriptor for s in servicers])
         self.health = health_aio.HealthServicer()
         for engine in db.engines():
             tracing.instrument_engine(engine)
@@ -660,7 +661,7 @@ class ServiceServer:
             interceptors=[metrics.RpcMetrics(), *tracing.server_interceptors(),
                           CallPolicy(verifier, required_scopes([s.descriptor for s in servicers],
                                                      {s.descriptor.full_name: s.scope for s in servicers if s.scope}),
-                                     admission=admission, heavy=heavy_methods([s.descriptor for s in servicers]),
+                                     admission=admission, heavy=self.heavy_methods,
                                      service=name, access=access,
                                      bound_bytes=frozenset(f"/{s.descriptor.full_name}/{m.name}" for s in servicers
                                                            if s.bound_bytes for m in s.descriptor.methods))],
@@ -680,9 +681,17 @@ class ServiceServer:
         self.port = self.server.add_insecure_port(f"{self.host}:{self.requested_port}")
         if not self.port:
             raise OSError(f"cannot listen on {self.host}:{self.requested_port}")
+        # The heavy worker processes (AOS_HEAVY_PROCESSES) of a service that serves heavy RPCs
+        # start now, alongside the database probe, and the server takes calls once they are warm
+        # (their imports, their connection open and checked), at most offload.WARM_WAIT_S: the first
+        # heavy call would otherwise pay their start-up, and the heavy gate learn it as a service time.
+        warming = asyncio.ensure_future(self.db.offload.start()) \
+            if self.heavy_methods and self.db.offload is not None else None
         # At start there is no earlier answer to fall back on: give the first probe
         # longer than the periodic ones.
         await self._set_serving(await self._database_answers(timeout=max(5.0, 2 * self.health_probe_interval_s)))
+        if warming is not None:
+            await warming
         await self.server.start()
         if self.admission is not None:
             self.admission.lag.start()
