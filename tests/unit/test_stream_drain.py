@@ -46,3 +46,12 @@ async def test_a_slow_stream_is_read_only_for_the_time_bound(monkeypatch):
     started = time.monotonic()
     await asyncio.wait_for(server.drain(trickle()), 5)
     assert 0.15 < time.monotonic() - started < 1.0
+
+
+async def test_a_stream_that_fails_to_read_ends_the_drain():
+    """A chunk that does not parse (the request iterator raises): the refusal goes out as it is."""
+    async def broken():
+        yield b"x"
+        raise ValueError("not a message")
+
+    await server.drain(broken())
