@@ -32,8 +32,16 @@ What crosses: the work function and its arguments by pickle — module-level fun
 plain values — except the service's long-lived objects that hold secrets (the export signing
 key ring), which never leave the process: the service registers them (``Database.share``)
 with how to build them from the settings, each worker builds its own once, and a job names
-them (pickle's persistent ids). Workers come from a fork server (started once, on the first
-heavy job), each lives as long as the service's Database, and one that dies is replaced.
+them (pickle's persistent ids). Workers come from a fork server, which imports what they need
+once; they start with the service (``HeavyProcesses.start``, called by the server's start for a
+service that serves heavy RPCs; else on the first heavy job), each lives as long as the service's
+Database, and one that dies is replaced.
+
+Warm before the first job (issue #19): a worker imports, opens its database connection and checks
+it with one empty transaction (``_warm``), then says so (``w``); the service hands it jobs only
+after that word (``_Worker.prepare``), sends it the residents then, and its start waits for it
+(at most WARM_WAIT_S). So a job's time — what the heavy gate learns its service times from — is
+the job's alone; a replacement worker is warmed the same way before it is given back.
 """
 from __future__ import annotations
 
@@ -61,6 +69,10 @@ log = logging.getLogger("aos.offload")
 
 # How much a heavy worker process is niced (as the heavy threads were, aos_runtime.db).
 HEAVY_NICE = 10
+# How long a service's start waits for its heavy workers to be warm (their imports, their
+# connection: ~0.1-0.3 s with the fork server's preload, more on a loaded machine) before it
+# serves anyway; a worker warm later takes its first job then.
+WARM_WAIT_S = 10.0
 
 
 class WorkerLost(RuntimeError):
@@ -170,6 +182,7 @@ def _worker(pipe: Pipe, service: str, url: str, options: dict[str, Any], log_lev
     """A heavy worker's life: import what the service imported, build the residents, then run
     jobs until the pipe closes."""
     global _running
+    started = time.monotonic()
     _end_with_requester(pipe)
     # Before the priority drops: on a busy machine a niced import of the export stack took seconds.
     for module in modules:
@@ -181,11 +194,20 @@ def _worker(pipe: Pipe, service: str, url: str, options: dict[str, Any], log_lev
     configure_logging(log_level)
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    db = Database(url, service=service, pool_size=1, **options)
+    imported = time.monotonic()
+    connected = _warm(db, service)
+    # The jobs run niced; the warm-up not: the service's start waits for it, and niced on a
+    # busy machine it took a second where it costs some 20-50 ms of CPU.
     try:
         os.nice(HEAVY_NICE)
     except OSError:
         pass
-    db = Database(url, service=service, pool_size=1, **options)
+    # Warm: the service hands this worker jobs from now on (``_Worker.prepare``). What it took
+    # goes back with the word, for the service's log.
+    pipe.send_bytes(b"w" + dumps({"import_ms": round((imported - started) * 1000, 1),
+                                  "connect_ms": round((time.monotonic() - imported) * 1000, 1),
+                                  "cpu_ms": round(time.process_time() * 1000, 1), "connected": connected}, {}))
     # After each job, the freed heap back to the system (glibc; aos_runtime.heap): a worker idles
     # at about its size before the job, as the service's process does after its heavy calls.
     trim = _malloc_trim() if trim_heap else None
@@ -233,6 +255,27 @@ def _worker(pipe: Pipe, service: str, url: str, options: dict[str, Any], log_lev
     db.engine.dispose()
 
 
+def _nothing(_conn: Any) -> None:
+    """The warm-up's transaction: the tenant scope and a COMMIT, as every job's transaction has."""
+
+
+def _warm(db: Any, service: str) -> bool:
+    """Opens the worker's one connection and checks it — the login's check on connect
+    (``check_login``), SQLAlchemy's first-connect queries, then one empty transaction through
+    ``Database.transact`` (the scope statement every job runs first) — so that its first job
+    pays none of that (a worker's first job took ~1.0-1.25 s against ~0.2 s after: its start-up
+    and its connection, issue #19). A database that does not answer now is no reason to hold the
+    worker back: its first job connects, as the service's own pools do (False)."""
+    try:
+        db.transact(db.pool, None, _nothing, ())
+        return True
+    except Exception as exc:  # noqa: BLE001 - any failure: connect on the first job instead
+        log.warning("heavy worker process could not open its database connection at start",
+                    extra={"service": service, "error": type(exc).__name__})
+        db.engine.dispose()
+        return False
+
+
 def _plain(value: Any) -> Any:
     """A result as it pickles: a row mapping (SQLAlchemy's RowMapping) as a dict, in a tuple too."""
     if isinstance(value, tuple):
@@ -245,15 +288,40 @@ def _plain(value: Any) -> Any:
 class _Worker:
     """One worker process, its pipe, and the thread that waits for its answers."""
 
-    def __init__(self, process: multiprocessing.process.BaseProcess, pipe: Pipe) -> None:
+    def __init__(self, process: multiprocessing.process.BaseProcess, pipe: Pipe, residents: list[bytes]) -> None:
         self.process = process
         self.pipe = pipe
         self.thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="offload")
+        self.residents = residents  # the service's (HeavyProcesses._residents): only ever appended to
         self.sent_residents = 0
+        self.warm: dict[str, Any] | None = None  # the worker's word that it is warm (``_worker``), once read
+        self.started = time.monotonic()
+
+    def prepare(self) -> dict[str, Any]:
+        """Waits for the worker's word that it is warm (its imports done, its connection open and
+        checked: ``_warm``), then sends it the residents it has not had yet. In the worker's
+        thread, before its first job and before each job after (``exchange``); the word is read
+        once. Its start-up is thus never inside a job's time — the time the heavy gate learns
+        its service times from (aos_runtime.admission)."""
+        try:
+            if self.warm is None:
+                message = self.pipe.recv_bytes()
+                if message[:1] != b"w":
+                    raise WorkerLost(f"heavy worker process {self.process.pid} said {message[:1]!r} "
+                                     "before it was warm")
+                self.warm = {**loads(message[1:], {}), "ms": round((time.monotonic() - self.started) * 1000, 1)}
+            while self.sent_residents < len(self.residents):
+                self.pipe.send_bytes(self.residents[self.sent_residents])
+                self.sent_residents += 1
+        except (EOFError, OSError) as exc:
+            raise WorkerLost(f"heavy worker process {self.process.pid} ended before it was warm "
+                             f"(exit code {self.process.exitcode})") from exc
+        return self.warm
 
     def exchange(self, message: bytes, withdrawn: threading.Event) -> bytes:
         """Sends a job, returns its answer (in the worker's thread: the pipe blocks). Before the
         job's COMMIT the worker asks (``p``): yes, unless the call went away (``withdrawn``)."""
+        self.prepare()
         try:
             self.pipe.send_bytes(message)
             reply = self.pipe.recv_bytes()
@@ -314,18 +382,52 @@ class HeavyProcesses:
     def pids(self) -> list[int]:
         return [w.process.pid for w in self._workers if w.process.pid is not None]
 
+    def warm_reports(self) -> list[dict[str, Any] | None]:
+        """What each worker said when it was warm (its imports, its connection: ms, CPU ms,
+        whether it connected), None for one not warm yet; for logs and tests."""
+        return [w.warm for w in self._workers]
+
     def _start_one(self) -> _Worker:
         # A fork server (one clean process forks the workers; never a fork of this one, whose
         # gRPC threads forbid it), else a fresh interpreter per worker.
         methods = multiprocessing.get_all_start_methods()
         context: Any = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+        modules = sorted(name for name in sys.modules if name.startswith("services."))
+        if "forkserver" in methods:
+            # The fork server imports what a worker needs once, when it starts (the first worker
+            # of the process), and every worker it forks has it already: a worker is then warm in
+            # the time of its fork and its connection, not of its imports (~0.7 s of CPU each),
+            # and so is a replacement. A hint only: a module that fails to import there is
+            # imported by the worker itself (``_worker``); once the fork server runs, this is moot.
+            context.set_forkserver_preload(["aos_runtime.db", "aos_runtime.heap", "aos_runtime.observability",
+                                            *modules])
         parent, child = context.Pipe()
         process = context.Process(target=_worker, name=f"aos-{self.service}-heavy", daemon=True, args=(
-            child, self.service, self._url, self._options, self._log_level, self._trim_heap,
-            sorted(name for name in sys.modules if name.startswith("services."))))
+            child, self.service, self._url, self._options, self._log_level, self._trim_heap, modules))
         process.start()
         child.close()
-        return _Worker(process, parent)
+        return _Worker(process, parent, self._residents)
+
+    async def _warmed(self, workers: list[_Worker]) -> list[dict[str, Any]]:
+        """Waits until each of ``workers`` is warm (``_Worker.prepare``), at most WARM_WAIT_S;
+        what each reported (a worker not warm by then: its first job waits for it, in its
+        thread, as before; one that ended: its first job replaces it)."""
+        loop = asyncio.get_running_loop()
+        warming = [loop.run_in_executor(worker.thread, worker.prepare) for worker in workers]
+        _, late = await asyncio.wait(warming, timeout=WARM_WAIT_S)
+        reports: list[dict[str, Any]] = []
+        for worker, future in zip(workers, warming, strict=True):
+            if future in late:
+                future.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved, not logged twice
+                reports.append({"pid": worker.process.pid, "warm": False})
+            elif future.exception() is not None:
+                reports.append({"pid": worker.process.pid, "warm": False, "error": str(future.exception())})
+            else:
+                reports.append({"pid": worker.process.pid, "warm": True, **future.result()})
+        if late or any(not r["warm"] for r in reports):
+            log.warning("heavy worker processes not warm in time", extra={
+                "service": self.service, "workers": reports, "wait_s": WARM_WAIT_S})
+        return reports
 
     async def _ready(self) -> asyncio.Queue[_Worker]:
         if self._idle is None:
@@ -336,18 +438,21 @@ class HeavyProcesses:
                     started = time.monotonic()
                     workers = await asyncio.to_thread(lambda: [self._start_one() for _ in range(self.size)])
                     self._workers.extend(workers)
+                    # Jobs only once the workers are warm: a job waiting here (the lock) is not
+                    # timed by the worker's start-up, and neither is any job after.
+                    reports = await self._warmed(workers)
                     idle: asyncio.Queue[_Worker] = asyncio.Queue()
                     for worker in workers:
                         idle.put_nowait(worker)
                     self._idle = idle
                     log.info("heavy worker processes started", extra={
-                        "service": self.service, "pids": self.pids(),
+                        "service": self.service, "pids": self.pids(), "workers": reports,
                         "ms": round((time.monotonic() - started) * 1000, 1)})
         return self._idle
 
     async def start(self) -> None:
-        """Starts the worker processes now (else the first heavy job starts them, and its time
-        includes their start-up: the fork server, the imports)."""
+        """Starts the worker processes now and returns once they are warm (``_warmed``): the
+        service's start calls it (aos_runtime.server), so that no heavy call pays their start-up."""
         await self._ready()
 
     def _replace(self, lost: _Worker) -> _Worker:
@@ -384,10 +489,6 @@ class HeavyProcesses:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
         try:
-            if worker.sent_residents < len(self._residents):
-                for resident in self._residents[worker.sent_residents:]:
-                    await loop.run_in_executor(worker.thread, worker.pipe.send_bytes, resident)
-                worker.sent_residents = len(self._residents)
             withdrawn = threading.Event()
             answer = loop.run_in_executor(worker.thread, worker.exchange, job, withdrawn)
         except BaseException:
@@ -408,7 +509,8 @@ class HeavyProcesses:
             answer.add_done_callback(lambda done: self._after_cancel(worker, done))
             raise
         except WorkerLost:
-            await self._replace_and_give_back(worker)
+            # The call fails now; its worker's replacement joins the others once warm.
+            self._replace_later(worker)
             raise
         self.durations.append(time.monotonic() - started)
         del self.durations[:-50]
@@ -427,15 +529,23 @@ class HeavyProcesses:
         elif self._closed:
             worker.stop()
         else:
-            task = asyncio.ensure_future(self._replace_and_give_back(worker))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._replace_later(worker)
+
+    def _replace_later(self, worker: _Worker) -> None:
+        task = asyncio.ensure_future(self._replace_and_give_back(worker))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _replace_and_give_back(self, worker: _Worker) -> None:
-        self._give_back(await asyncio.to_thread(self._replace, worker))
+        # Warm before its first job, as the first workers were (``_warmed``).
+        replacement = await asyncio.to_thread(self._replace, worker)
+        await self._warmed([replacement])
+        self._give_back(replacement)
 
     async def close(self) -> None:
         self._closed = True
+        # A replacement under way is stopped as it is given back (``_give_back``, closed).
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         workers, self._workers = self._workers, []
         if workers:
             await asyncio.to_thread(_stop_all, workers)

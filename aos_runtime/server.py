@@ -21,7 +21,7 @@ import re
 import signal
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,8 +49,35 @@ OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
 # Refusals that are access decisions (recorded as AccessDenied): the caller may not, or the
 # evidence is not there for it (another tenant's id answers NOT_FOUND too, by design).
 ACCESS_DECISIONS = frozenset({grpc.StatusCode.PERMISSION_DENIED, grpc.StatusCode.NOT_FOUND})
+# A client stream refused before its client finished writing it is read to its end (and dropped)
+# before the refusal goes out, at most this many bytes for at most this long (``drain``).
+DRAIN_BYTES = 4 * 1024 * 1024   # a whole RecordRunStream (its runs are at most 4 MiB over all chunks)
+DRAIN_S = 2.0
 # A pg_lsn as PostgreSQL prints it: two hex words.
 _WAL_POSITION = re.compile(r"[0-9A-Fa-f]{1,8}/[0-9A-Fa-f]{1,8}")
+
+
+async def drain(requests: AsyncIterator[Any]) -> None:
+    """Reads what is left of a client stream the server is about to refuse, and drops it, so that
+    the refusal reaches the client as itself. A status sent while the client still writes ends
+    the stream under it (trailers, then RST_STREAM NO_ERROR); grpc.aio's client (grpcio 1.85)
+    then fails its next write and reports that failure — INTERNAL "Internal error from Core" —
+    in place of the status it was sent (grpc/grpc#36066, open; the client-side fix is
+    grpc/grpc#43486, not released). Read to its end, the stream has no write left to fail: the
+    client half-closes and reads the status. Bounded — DRAIN_BYTES, DRAIN_S — as a web server's
+    lingering close is (nginx's lingering_time): past either the refusal goes out anyway, and a
+    client still writing then may see INTERNAL again. A stream already read to its end, or one
+    its client cancelled, ends at once. Raw chunks (a call shed before its request is parsed)
+    are counted as they came; parsed ones by their size."""
+    read = 0
+    try:
+        async with asyncio.timeout(DRAIN_S):
+            async for chunk in requests:
+                read += len(chunk) if isinstance(chunk, bytes) else chunk.ByteSize()
+                if read > DRAIN_BYTES:
+                    return
+    except Exception:  # noqa: BLE001 - the time bound, or a chunk that does not parse: the refusal goes out as is
+        return
 
 
 @dataclass(frozen=True)
@@ -266,12 +293,12 @@ class CallPolicy(grpc.aio.ServerInterceptor):
         before the request is read: ``_refused_now``): a shed call before its token is checked, so an
         unauthenticated call is refused the same; one line in the call log. ``started``: when the
         policy first looked at the call (the refusal is timed from it)."""
-        async def refuse(context) -> None:
+        async def refuse(context, requests: AsyncIterator[Any] | None = None) -> None:
             if method in self._heavy:
                 reason = "TENANT_HEAVY_LIMIT" if refusal.tenant_limit else "SERVER_OVERLOADED"
                 metrics.heavy_refused.labels(service=self._service, reason=reason).inc()
             metrics.admission_refused.labels(service=self._service, gate=refusal.gate, cause=refusal.cause).inc()
-            await self._fail(context, method, refusal, started)
+            await self._fail(context, method, refusal, started, requests=requests)
 
         # The request is never read, nor parsed: gRPC's asyncio server receives a unary call's
         # message before it runs the handler — one more round trip through its completion queue and
@@ -282,7 +309,9 @@ class CallPolicy(grpc.aio.ServerInterceptor):
         # The metrics keep the method's own kind (metrics.RPC_KIND).
         if handler.unary_unary or handler.stream_unary:
             async def unread(requests, context):
-                await refuse(context)
+                # A unary call's one message comes with its end: nothing to wait for. A client
+                # stream's client may still be writing: read first (``drain``).
+                await refuse(context, requests if handler.stream_unary else None)
             setattr(unread, metrics.RPC_KIND, "unary" if handler.unary_unary else "client_stream")
             return grpc.stream_unary_rpc_method_handler(unread, request_deserializer=None,
                                                         response_serializer=handler.response_serializer)
@@ -383,7 +412,9 @@ class CallPolicy(grpc.aio.ServerInterceptor):
                              "the entries of earlier reads are still being written; retry shortly")
 
     async def _fail(self, context, method: str, exc: BaseException, started: float, request: Any = None, *,
-                    record: bool = True) -> None:
+                    record: bool = True, requests: AsyncIterator[Any] | None = None) -> None:
+        """Answers the call with the status of ``exc`` (errors.from_exception), logged and recorded;
+        a client stream's (``requests``) once what its client still sends is read (``drain``)."""
         remaining = context.time_remaining()
         error = errors.from_exception(exc, deadline_passed=remaining is not None and remaining <= 0)
         if error.code == grpc.StatusCode.INTERNAL:
@@ -393,6 +424,8 @@ class CallPolicy(grpc.aio.ServerInterceptor):
         if isinstance(exc, Overloaded):
             metrics.refusal_time.labels(service=self._service).observe(time.monotonic() - started)
         self._log(method, error.code, started, error.reason)
+        if requests is not None:
+            await drain(requests)
         rid = request_id.get()
         await context.abort_with_status(error.to_status((("x-request-id", rid),) if rid else ()))
 
@@ -483,7 +516,9 @@ class CallPolicy(grpc.aio.ServerInterceptor):
             except (grpc.aio.AbortError, asyncio.CancelledError):
                 raise
             except BaseException as exc:  # noqa: BLE001 - every failure gets a status
-                await self._fail(context, method, exc, started)
+                # Refused on its headers (token, scope) or part-way (a bound, a bad chunk): what
+                # the client still writes is read first, else it may see INTERNAL (``drain``).
+                await self._fail(context, method, exc, started, requests=requests)
                 return None
             finally:
                 slot.permit.release()
@@ -605,6 +640,7 @@ class ServiceServer:
         self.health_probe_interval_s = health_probe_interval_s
         self.service_names = [s.descriptor.full_name for s in servicers]
         self.admission = admission  # its gates' state: what runs and waits now
+        self.heavy_methods = heavy_methods([s.descriptor for s in servicers])
         self.health = health_aio.HealthServicer()
         for engine in db.engines():
             tracing.instrument_engine(engine)
@@ -625,7 +661,7 @@ class ServiceServer:
             interceptors=[metrics.RpcMetrics(), *tracing.server_interceptors(),
                           CallPolicy(verifier, required_scopes([s.descriptor for s in servicers],
                                                      {s.descriptor.full_name: s.scope for s in servicers if s.scope}),
-                                     admission=admission, heavy=heavy_methods([s.descriptor for s in servicers]),
+                                     admission=admission, heavy=self.heavy_methods,
                                      service=name, access=access,
                                      bound_bytes=frozenset(f"/{s.descriptor.full_name}/{m.name}" for s in servicers
                                                            if s.bound_bytes for m in s.descriptor.methods))],
@@ -645,9 +681,17 @@ class ServiceServer:
         self.port = self.server.add_insecure_port(f"{self.host}:{self.requested_port}")
         if not self.port:
             raise OSError(f"cannot listen on {self.host}:{self.requested_port}")
+        # The heavy worker processes (AOS_HEAVY_PROCESSES) of a service that serves heavy RPCs
+        # start now, alongside the database probe, and the server takes calls once they are warm
+        # (their imports, their connection open and checked), at most offload.WARM_WAIT_S: the first
+        # heavy call would otherwise pay their start-up, and the heavy gate learn it as a service time.
+        warming = asyncio.ensure_future(self.db.offload.start()) \
+            if self.heavy_methods and self.db.offload is not None else None
         # At start there is no earlier answer to fall back on: give the first probe
         # longer than the periodic ones.
         await self._set_serving(await self._database_answers(timeout=max(5.0, 2 * self.health_probe_interval_s)))
+        if warming is not None:
+            await warming
         await self.server.start()
         if self.admission is not None:
             self.admission.lag.start()

@@ -81,12 +81,7 @@ def _kill_the_service_while_it_exports(ledger, tmp_path, processes: str, when) -
     entries = _count(url, "SELECT count(*) FROM audit_ledger WHERE tenant_id = %s", tenant)
     tag = uuid.uuid4().hex
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AOS_")}
-    env.update({TAG: tag}, AOS_EXPORT_DATABASE_URL=login_url(url, "export"), AOS_EXPORT_PORT=str(port),
-               AOS_DATA_DIR=str(tmp_path / "aos"), AOS_AUTH_JWT_SECRET=SECRET, AOS_DEV_KEYS="true",
-               AOS_LOG_LEVEL="WARNING", AOS_HEAVY_PROCESSES=processes)
-    service = subprocess.Popen([sys.executable, "-m", "services.export"], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    service = _start_service(url, tmp_path, tag, port, processes)
     try:
         channel = grpc.insecure_channel(f"127.0.0.1:{port}")
         grpc.channel_ready_future(channel).result(timeout=60)
@@ -102,26 +97,42 @@ def _kill_the_service_while_it_exports(ledger, tmp_path, processes: str, when) -
         with pytest.raises(grpc.RpcError):
             call.result()
         channel.close()
-        # Every process the service started ends with it (the fork server, its workers, the
-        # resource tracker) ...
-        deadline = time.monotonic() + 15
-        while left := _tagged(tag):
-            assert time.monotonic() < deadline, f"processes of the killed service still run: {left}"
-            time.sleep(0.05)
-        # ... and so does every session of the service's.
-        deadline = time.monotonic() + 30
-        while _count(url, SERVICE_SESSIONS):
-            assert time.monotonic() < deadline, "the killed service's sessions did not end"
-            time.sleep(0.05)
+        _nothing_of_it_left(url, tag)
     finally:
-        if service.poll() is None:
-            service.kill()
-            service.wait(timeout=30)
-        for pid in _tagged(tag):  # only after a failure above: none may be left
-            os.kill(pid, signal.SIGKILL)
+        _stop(service, tag)
     assert _count(url, "SELECT count(*) FROM log_exports") == exports, "the killed export was committed"
     assert _count(url, "SELECT count(*) FROM log_export_artifacts") == chunks
     assert _count(url, "SELECT count(*) FROM audit_ledger WHERE tenant_id = %s", tenant) == entries
+
+
+def _start_service(url: str, tmp_path: Path, tag: str, port: int, processes: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AOS_")}
+    env.update({TAG: tag}, AOS_EXPORT_DATABASE_URL=login_url(url, "export"), AOS_EXPORT_PORT=str(port),
+               AOS_DATA_DIR=str(tmp_path / "aos"), AOS_AUTH_JWT_SECRET=SECRET, AOS_DEV_KEYS="true",
+               AOS_LOG_LEVEL="WARNING", AOS_HEAVY_PROCESSES=processes)
+    return subprocess.Popen([sys.executable, "-m", "services.export"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
+def _nothing_of_it_left(url: str, tag: str) -> None:
+    """Every process the killed service started ends with it (the fork server, its workers, the
+    resource tracker), and so does every session of the service's."""
+    deadline = time.monotonic() + 15
+    while left := _tagged(tag):
+        assert time.monotonic() < deadline, f"processes of the killed service still run: {left}"
+        time.sleep(0.05)
+    deadline = time.monotonic() + 30
+    while _count(url, SERVICE_SESSIONS):
+        assert time.monotonic() < deadline, "the killed service's sessions did not end"
+        time.sleep(0.05)
+
+
+def _stop(service: subprocess.Popen, tag: str) -> None:
+    if service.poll() is None:
+        service.kill()
+        service.wait(timeout=30)
+    for pid in _tagged(tag):  # only after a failure: none may be left
+        os.kill(pid, signal.SIGKILL)
 
 
 def _writing(url: str, _service: subprocess.Popen, _tag: str) -> bool:
@@ -135,8 +146,10 @@ def test_a_killed_export_leaves_nothing(ledger, tmp_path, processes):
 
 
 def _worker_forked(_url: str, service: subprocess.Popen, tag: str) -> bool:
-    # A heavy worker exists (a process of the fork server's, itself the service's child): it is
-    # starting (its imports), its job not yet begun.
+    # A heavy worker exists (a process of the fork server's, itself the service's child). The
+    # workers start with the service and are warm before it serves (issue #19), so in a call this
+    # is the moment it was made, its job not yet begun; at the service's start, a worker starting
+    # (test_a_service_killed_while_its_workers_start_leaves_no_process).
     processes = _tagged(tag)
     return any(parent in processes and parent != service.pid for parent in processes.values())
 
@@ -164,3 +177,24 @@ def _done_but_not_committed(url: str, service: subprocess.Popen, _tag: str) -> b
                          ids=["worker-starting", "reading", "writing", "done-awaiting-commit"])
 def test_a_service_killed_anywhere_in_a_heavy_call_commits_nothing_and_leaves_no_process(ledger, tmp_path, when):
     _kill_the_service_while_it_exports(ledger, tmp_path, "on", when)
+
+
+def test_a_service_killed_while_its_workers_start_leaves_no_process(ledger, tmp_path):
+    """The heavy workers start with the service, which serves only once they are warm (their
+    imports, their connection: aos_runtime.offload). A service SIGKILLed as soon as a worker of its
+    is seen (a scan of /proc every few ms: as a rule while the workers warm, ~0.1 s of CPU each)
+    leaves no process (the fork server, the workers, the resource tracker) and no session."""
+    url, _tenant = ledger
+    tag = uuid.uuid4().hex
+    port = free_port()
+    service = _start_service(url, tmp_path, tag, port, "on")
+    try:
+        deadline = time.monotonic() + 60
+        while not _worker_forked(url, service, tag):
+            assert time.monotonic() < deadline and service.poll() is None, "no heavy worker was started"
+            time.sleep(0.005)
+        service.send_signal(signal.SIGKILL)
+        service.wait(timeout=30)
+        _nothing_of_it_left(url, tag)
+    finally:
+        _stop(service, tag)

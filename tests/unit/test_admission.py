@@ -12,7 +12,7 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
-from aos_runtime import errors
+from aos_runtime import admission, errors
 from aos_runtime.admission import (
     MIN_SAMPLES,
     AdaptiveLimit,
@@ -146,6 +146,35 @@ async def test_recent_service_times_refuse_at_once_what_would_wait_too_long():
     assert 0.15 < refused.value.retry_after_s < 0.4
     held.release()
     (await second).release()
+
+
+@pytest.mark.parametrize("robust", [True, False], ids=["trimmed-mean", "plain-mean-must-fail"])
+async def test_one_outlying_service_time_does_not_refuse_the_calls_after_it(robust, monkeypatch):
+    """Calls take ~0.05 s, but one of the five the gate learned from took 0.5 s (a worker's first
+    job, a stalled machine). With one slot busy and a budget of 0.1 s, the next caller would wait
+    ~0.05 s: admitted to wait, and its retry delay is not the outlier's. With the plain mean
+    (0.14 s) the same caller is refused at once — the same assertion fails."""
+    if not robust:
+        monkeypatch.setattr(admission, "trimmed_mean", lambda samples: sum(samples) / len(samples))
+    g = gate(concurrency=1, per_tenant=None, budget_s=0.1)
+    for took in (0.5, 0.05, 0.05, 0.05, 0.05):
+        permit = await g.acquire("a", None, SLOW)
+        await asyncio.sleep(took)
+        permit.release()
+    assert g.service_estimate_s(SLOW) == pytest.approx(0.05, abs=0.04), "the kind's p90: robust already"
+    held = await g.acquire("a", None, SLOW)
+    waiter = asyncio.ensure_future(g.acquire("b", None, SLOW))
+    await settle()
+    figures = f"mean service time {g.mean_service_s():.3f} s, wait estimate {g.estimated_wait_s('c'):.3f} s"
+    if robust:
+        assert not waiter.done(), f"refused at once: {figures}"
+        assert g.mean_service_s() == pytest.approx(0.05, abs=0.04), figures
+    else:
+        assert waiter.done() and isinstance(waiter.exception(), Overloaded), figures
+    held.release()
+    if robust:
+        (await waiter).release()
+    assert g.running == 0
 
 
 async def test_a_cancelled_waiter_gives_its_place_and_a_granted_one_its_slot():
