@@ -47,6 +47,16 @@ def custom_plans(conn: Connection, search: str | None) -> None:
         fetch_rows(conn, "SELECT set_config('plan_cache_mode', 'force_custom_plan', true)", {})
 
 
+def generic_plans(conn: Connection) -> None:
+    """SearchEvidence's statements planned once per connection (prepared at their first use,
+    ``fetch_rows(prepare=True)``) and that generic plan kept: planning a search's keys and count
+    over four sources of ~15 monthly partitions each was a third of a call (35-42 ms at 10 M
+    entries, BENCHMARKS.md). What a custom plan learnt from the words (how rare) no longer chose
+    the plan: both statements run under ``gin_scans``, where every source's matches are a bitmap
+    on its GIN index whatever the words — the plan a custom plan chose for every class measured."""
+    fetch_rows(conn, "SELECT set_config('plan_cache_mode', 'force_generic_plan', true)", {})
+
+
 @contextlib.contextmanager
 def gin_scans(conn: Connection) -> Iterator[None]:
     """Within: no plain index scan, no sequential scan (after: the transaction's own settings
@@ -584,7 +594,7 @@ def search_evidence(conn: Connection, tenant_id: str, filters: SearchFilters, af
     candidate's. The total: exact when the page holds every match or a source has at most
     SEARCH_EXACT_TOTAL; above that the planner's estimate, flagged. A phrase's total is its
     own (each candidate checked): SPEC §3's exact count is what a phrase costs most."""
-    custom_plans(conn, filters.query)
+    generic_plans(conn)
     params: dict[str, Any] = {"tenant": tenant_id, "query": filters.query, "run": filters.run_id,
                               "limit": limit + 1}
     if after is not None:
@@ -610,13 +620,17 @@ def search_evidence(conn: Connection, tenant_id: str, filters: SearchFilters, af
         else:
             selects.append(f"(SELECT '{source.name}' AS source, k.id, k.created_at FROM ({candidates}) k "
                            "LIMIT :limit)")
-    keys = all_of(conn.execute(text(
-        f"SELECT * FROM ({' UNION ALL '.join(selects)}) u ORDER BY created_at DESC, id DESC, source DESC LIMIT :limit"),
-        params))
-    if after is None and len(keys) <= limit:
-        total, estimate = len(keys), False
-    else:
-        total, estimate = _search_total(conn, [*(filters.branches() if phrase else branches), *held], params)
+    with gin_scans(conn):
+        keys = fetch_rows(conn, f"SELECT * FROM ({' UNION ALL '.join(selects)}) u "
+                                "ORDER BY created_at DESC, id DESC, source DESC LIMIT :limit", params, prepare=True)
+        if after is None and len(keys) <= limit:
+            total, estimate, over = len(keys), False, []
+        else:
+            total, estimate, over = _search_count(conn, [*(filters.branches() if phrase else branches), *held], params)
+    for clauses in over:  # a source past SEARCH_EXACT_TOTAL: the planner's estimate of its matches, flagged
+        plan = conn.execute(text(f"EXPLAIN (FORMAT JSON) {clauses}"), params).scalar_one()
+        plan = plan if isinstance(plan, list) else json.loads(plan)
+        total, estimate = total + max(int(plan[0]["Plan"]["Plan Rows"]), SEARCH_EXACT_TOTAL + 1), True
     page = cut(keys, limit, total, estimate)
     records = _search_records(conn, tenant_id, filters.query, page.rows)
     rows: list[Mapping[str, Any]] = [{**key, **records[(key["source"], key["id"])]} for key in page.rows
@@ -624,26 +638,22 @@ def search_evidence(conn: Connection, tenant_id: str, filters: SearchFilters, af
     return Page(rows=rows, has_more=page.has_more, total=page.total, total_is_estimate=page.total_is_estimate)
 
 
-def _search_total(conn: Connection, branches: Sequence[tuple[SearchSource, str, dict[str, Any]]],
-                  params: dict[str, Any]) -> tuple[int, bool]:
-    """(total, is_estimate) over the branches: one statement (one round trip, one plan) counting
-    each source's matches up to SEARCH_EXACT_TOTAL + 1, where there were four; a source past it
-    is the planner's estimate of its matches, flagged."""
+def _search_count(conn: Connection, branches: Sequence[tuple[SearchSource, str, dict[str, Any]]],
+                  params: dict[str, Any]) -> tuple[int, bool, list[str]]:
+    """(exact total, False, []) over the branches, or the exact part and the SELECTs of the sources
+    past SEARCH_EXACT_TOTAL (to be estimated: search_evidence): one statement (one round trip, one
+    plan) counting each source's matches up to SEARCH_EXACT_TOTAL + 1, where there were four."""
     counts = [f"(SELECT count(*) FROM (SELECT 1 FROM {source.view} v WHERE {clauses} LIMIT :cap) c)"
               for source, clauses, _ in branches]
-    with gin_scans(conn):
-        found = fetch_rows(conn, f"SELECT ARRAY[{', '.join(counts)}] AS counts",
-                           {**params, "cap": SEARCH_EXACT_TOTAL + 1})
-    total, estimate = 0, False
+    found = fetch_rows(conn, f"SELECT ARRAY[{', '.join(counts)}] AS counts", {**params, "cap": SEARCH_EXACT_TOTAL + 1},
+                       prepare=True)
+    total, over = 0, []
     for (source, clauses, _), count in zip(branches, found[0]["counts"], strict=True):
         if count <= SEARCH_EXACT_TOTAL:
             total += count
-            continue
-        plan = conn.execute(text(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {source.view} v WHERE {clauses}"),
-                            params).scalar_one()
-        plan = plan if isinstance(plan, list) else json.loads(plan)
-        total, estimate = total + max(int(plan[0]["Plan"]["Plan Rows"]), SEARCH_EXACT_TOTAL + 1), True
-    return total, estimate
+        else:
+            over.append(f"SELECT 1 FROM {source.view} v WHERE {clauses}")
+    return total, False, over
 
 
 def _search_records(conn: Connection, tenant_id: str, query: str, keys: Sequence[Mapping[str, Any]]
