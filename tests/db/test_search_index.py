@@ -363,3 +363,33 @@ def test_a_kept_plan_answers_every_query_as_its_own(loaded):
             assert (page.total, page.total_is_estimate) == (total, False), query
             assert [r["id"] for r in page.rows] == ids, query
     engine.dispose()
+
+
+@pytest.mark.parametrize("per_key", [12, 0.4])
+def test_a_source_past_the_exact_total_is_walked_newest_first(loaded, monkeypatch, per_key):
+    """A word in more of a source's records than the exact total (here 100: `actor`, in each of the
+    tenant's 2,000 entries) has that source's keys from a walk of its newest records, each one's
+    document checked (store.SEARCH_WALK_ROWS_PER_KEY); a window too small to fill the page (4 rows
+    for a page of 10) falls back to the GIN index. Either way every page is the query's own, newest first, and paging walks
+    the matches in the views' order."""
+    monkeypatch.setattr(store, "SEARCH_EXACT_TOTAL", 100)
+    monkeypatch.setattr(store, "SEARCH_WALK_ROWS_PER_KEY", per_key)
+    statements: list[str] = []
+    fetch = store.fetch_rows
+    monkeypatch.setattr(store, "fetch_rows", lambda conn, sql, *a, **k: (statements.append(sql), fetch(conn, sql, *a, **k))[1])
+    tenant = bulk.tenant_ids(2)[0]
+    engine = plain_logs_engine(loaded)
+    seen, after = [], None
+    with engine.connect() as conn:
+        for _ in range(3):
+            with conn.begin():
+                conn.execute(text("SELECT set_config('aos.tenant_id', :t, true)"), {"t": tenant})
+                page = store.search_evidence(conn, tenant, store.SearchFilters(query="actor"), after, 10)
+                total, ids = reference(conn, "actor", 40)
+            assert page.total_is_estimate and page.total > 100 and page.has_more
+            seen += [r["id"] for r in page.rows]
+            last = page.rows[-1]
+            after = [last["created_at"].isoformat(), last["id"], last["source"]]
+    engine.dispose()
+    assert seen == ids[:30]
+    assert any("v.doc FROM audit_search v" in s and ":window" in s for s in statements)
