@@ -93,7 +93,8 @@ _SCOPE = "SELECT set_config('aos.tenant_id', :tenant, true), set_config('stateme
 _HOT_SCOPE = _SCOPE + ", set_config('plan_cache_mode', 'force_generic_plan', true)"
 
 
-def fetch_rows(conn: Any, sql: str, params: Mapping[str, Any], *, binary: bool = False) -> list[dict[str, Any]]:
+def fetch_rows(conn: Any, sql: str, params: Mapping[str, Any], *, binary: bool = False,
+               prepare: bool | None = None) -> list[dict[str, Any]]:
     """The rows of a hot read (issue #22) as dicts, through psycopg directly: the same
     connection and transaction as ``conn`` (so the tenant scope and statement timeout that
     ``Database.run`` set, and row-level security, apply), without SQLAlchemy's per-statement
@@ -107,11 +108,14 @@ def fetch_rows(conn: Any, sql: str, params: Mapping[str, Any], *, binary: bool =
     (bench/driver_floor.py, issue #22): no text to parse for times, integers and bytea. Only for a
     statement whose every result column is of a type psycopg loads from binary (text, integers,
     timestamptz, bytea, json/jsonb, boolean): a column of another type (an enum, a composite)
-    would come back as bytes."""
+    would come back as bytes.
+
+    ``prepare``: True prepares the statement on the connection at its first execution (psycopg's
+    ``prepare``), not its fifth: for a statement whose generic plan is wanted from the start."""
     if _observed(conn):
         return [dict(row) for row in conn.execute(text(sql), params).mappings()]
     with conn.connection.driver_connection.cursor(row_factory=dict_row, binary=binary) as cursor:
-        cursor.execute(_driver_sql(sql), params)
+        cursor.execute(_driver_sql(sql), params, prepare=prepare)
         return cursor.fetchall()
 
 

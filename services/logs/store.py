@@ -47,18 +47,30 @@ def custom_plans(conn: Connection, search: str | None) -> None:
         fetch_rows(conn, "SELECT set_config('plan_cache_mode', 'force_custom_plan', true)", {})
 
 
+def generic_plans(conn: Connection) -> None:
+    """SearchEvidence's statements planned once per connection (prepared at their first use,
+    ``fetch_rows(prepare=True)``) and that generic plan kept: planning a search's keys and count
+    over four sources of ~15 monthly partitions each was a third of a call (35-42 ms at 10 M
+    entries, BENCHMARKS.md). What a custom plan learnt from the words (how rare) no longer chose
+    the plan: both statements run under ``gin_scans``, where every source's matches are a bitmap
+    on its GIN index whatever the words — the plan a custom plan chose for every class measured."""
+    fetch_rows(conn, "SELECT set_config('plan_cache_mode', 'force_generic_plan', true)", {})
+
+
 @contextlib.contextmanager
-def gin_scans(conn: Connection) -> Iterator[None]:
+def gin_scans(conn: Connection, *, index_scans: bool = False) -> Iterator[None]:
     """Within: no plain index scan, no sequential scan (after: the transaction's own settings
     again), so a search's matches are read as a bitmap over its GIN index. The planner charges
     a bitmap heap scan the recheck of every candidate's document, which a query of words never
     needs (GIN answers AND/OR/NOT of words exactly; only phrases are rechecked), so
     for a word in most of a tenant's records it preferred walking the tenant's 10,000 entries
     on a btree, computing each document: the count of `customer` (6,862 of 10,000) took 462 ms
-    that way against 15 ms on the GIN index (5 M entries, bench/search_scale.py explain)."""
+    that way against 15 ms on the GIN index (5 M entries, bench/search_scale.py explain).
+    ``index_scans``: plain index scans stay allowed (a search's walk, SEARCH_WALK_ROWS_PER_KEY)."""
     before = fetch_rows(conn, "SELECT current_setting('enable_indexscan') AS i, "
-                              "current_setting('enable_seqscan') AS s, set_config('enable_indexscan', 'off', true), "
-                              "set_config('enable_seqscan', 'off', true)", {})[0]
+                              "current_setting('enable_seqscan') AS s, set_config('enable_indexscan', :index, true), "
+                              "set_config('enable_seqscan', 'off', true)",
+                        {"index": "on" if index_scans else "off"})[0]
     yield
     fetch_rows(conn, "SELECT set_config('enable_indexscan', :i, true), set_config('enable_seqscan', :s, true)",
                {"i": before["i"], "s": before["s"]})
@@ -517,9 +529,11 @@ class SearchFilters:
     actor_id: str | None = None
     correlation_id: str | None = None
 
-    def branches(self, words: str = TSQUERY, held: bool = False) -> list[tuple[SearchSource, str, dict[str, Any]]]:
+    def branches(self, words: str | None = TSQUERY,
+                 held: bool = False) -> list[tuple[SearchSource, str, dict[str, Any]]]:
         """(source, WHERE on its view ``v``, parameters) for each source the filters leave in;
-        ``words``: the tsquery the documents must match (the query's own, or WORDS). ``held``: instead,
+        ``words``: the tsquery the documents must match (the query's own, or WORDS; None: the
+        filters without the words, for a walk that checks each row's document). ``held``: instead,
         the records whose row does not match the query and a held format-2 payload does (migration 0034,
         aos_evidence.queries.payload_keys), for the sources whose records hold payloads: disjoint from
         the row matches, so a record is one hit and the totals add up."""
@@ -528,7 +542,7 @@ class SearchFilters:
             kind = "SYSTEM" if source.name == "PLATFORM" else source.name
             if self.sources and kind not in self.sources:
                 continue
-            base = f"v.doc @@ {words}"
+            base = f"v.doc @@ {words}" if words is not None else "true"
             if held:
                 keys = payload_keys(source.view, "id", TSQUERY)
                 if keys is None:
@@ -573,6 +587,17 @@ WORDS = f"regexp_replace({TSQUERY}::text, '<(-|[0-9]+)>', '&', 'g')::tsquery"
 SEARCH_EXACT_TOTAL = EXACT_TOTAL_LIMIT
 
 
+# A source with more matches than SEARCH_EXACT_TOTAL (a very common word: `the` in ~20,000 of
+# the 100,000 system-wide records at 10 M entries) has its page's keys from a walk of its newest
+# records on its (tenant,) created_at, id index, each row's document checked, until the page is
+# full: as a bitmap on its GIN index every match (over 10,000) would be fetched and sorted for a
+# page of 50. The walk reads at most SEARCH_WALK_ROWS_PER_KEY rows per key of the page (~35 µs a
+# document against ~2 µs a match fetched: past that the GIN index's 10,000 fetches cost less);
+# a walk that window cuts short (a large source where the word is not that dense) is read from
+# the GIN index after all. Its count, read first, says a source is past the exact total.
+SEARCH_WALK_ROWS_PER_KEY = 12
+
+
 def search_evidence(conn: Connection, tenant_id: str, filters: SearchFilters, after: Sequence[Any] | None,
                     limit: int) -> Page:
     """The page's hits, newest first, as rows {source, id, created_at, matched_fields, record[, trace]}.
@@ -583,10 +608,12 @@ def search_evidence(conn: Connection, tenant_id: str, filters: SearchFilters, af
     row until the page is full: the phrase's document work is the page's, not every
     candidate's. The total: exact when the page holds every match or a source has at most
     SEARCH_EXACT_TOTAL; above that the planner's estimate, flagged. A phrase's total is its
-    own (each candidate checked): SPEC §3's exact count is what a phrase costs most."""
-    custom_plans(conn, filters.query)
+    own (each candidate checked): SPEC §3's exact count is what a phrase costs most. A query of
+    words is counted first: a source past SEARCH_EXACT_TOTAL has its keys from a walk
+    (SEARCH_WALK_ROWS_PER_KEY)."""
+    generic_plans(conn)
     params: dict[str, Any] = {"tenant": tenant_id, "query": filters.query, "run": filters.run_id,
-                              "limit": limit + 1}
+                              "limit": limit + 1, "window": int((limit + 1) * SEARCH_WALK_ROWS_PER_KEY)}
     if after is not None:
         params.update(position(after), after_source=after[2])
     phrase = filters.phrase()
@@ -594,13 +621,63 @@ def search_evidence(conn: Connection, tenant_id: str, filters: SearchFilters, af
     if not branches:
         return cut([], limit, 0, False)
     held = filters.branches(held=True)  # format-2 records found by a held payload only (migration 0034)
-    selects = []
-    for (source, clauses, branch_params), by_payload in [*((b, False) for b in branches), *((b, True) for b in held)]:
+    counted = [*(filters.branches() if phrase else branches), *held]
+    for _, _, branch_params in [*branches, *held, *filters.branches(None)]:
         params.update(branch_params)
+    over: list[tuple[int, SearchSource, str]] = []
+    dense: set[str] = set()
+    with gin_scans(conn):
+        if not phrase:  # counted first: a source past the exact total has its keys from a walk
+            total, over = _search_count(conn, counted, params)
+            dense = {source.name for i, source, _ in over if i < len(branches)}
+        if phrase or not dense:
+            keys = _search_keys(conn, filters, branches, held, params, after, phrase) if phrase or total or over else []
+        if phrase and (after is not None or len(keys) > limit):
+            total, over = _search_count(conn, counted, params)
+        elif phrase:
+            total = len(keys)
+    if dense:
+        keys = _walked_keys(conn, filters, branches, held, params, after, dense, limit)
+    estimate = False
+    for _, _, select in over:  # a source past SEARCH_EXACT_TOTAL: the planner's estimate of its matches, flagged
+        plan = conn.execute(text(f"EXPLAIN (FORMAT JSON) {select}"), params).scalar_one()
+        plan = plan if isinstance(plan, list) else json.loads(plan)
+        total, estimate = total + max(int(plan[0]["Plan"]["Plan Rows"]), SEARCH_EXACT_TOTAL + 1), True
+    page = cut(keys, limit, total, estimate)
+    records = _search_records(conn, tenant_id, filters.query, page.rows)
+    rows: list[Mapping[str, Any]] = [{**key, **records[(key["source"], key["id"])]} for key in page.rows
+            if (key["source"], key["id"]) in records]  # a key row-level security does not show is no hit
+    return Page(rows=rows, has_more=page.has_more, total=page.total, total_is_estimate=page.total_is_estimate)
+
+
+Branch = tuple[SearchSource, str, dict[str, Any]]
+
+
+def _key_selects(filters: SearchFilters, branches: Sequence[Branch], held: Sequence[Branch],
+                 after: Sequence[Any] | None, phrase: bool, walked: frozenset[str] = frozenset()) -> list[str]:
+    """Each source's SELECT of its page's keys (``walked``: those sources by a walk, SEARCH_WALK_ROWS_PER_KEY)."""
+    selects = []
+    bare = {source.name: clauses for source, clauses, _ in filters.branches(None)}
+    for (source, clauses, _), by_payload in [*((b, False) for b in branches), *((b, True) for b in held)]:
         past = f" AND {_SEARCH_KEYSET.format(source=source.name)}" if after is not None else ""
         candidates = (f"SELECT v.id, v.created_at FROM {source.view} v WHERE {clauses}{past} "
                       "ORDER BY v.created_at DESC, v.id DESC")
-        if phrase and not by_payload:
+        if source.name in walked and not by_payload:
+            # The source's newest rows (the window) on its created_at index, then each one's
+            # document checked in that order until the page is full: the LIMIT stops it, and the
+            # planner computes an expensive column of a LIMITed sort's input only for the rows
+            # the LIMIT takes.
+            selects.append(f"(SELECT '{source.name}' AS source, w.id, w.created_at FROM ("
+                           f"SELECT v.id, v.created_at, v.doc FROM {source.view} v WHERE {bare[source.name]}{past} "
+                           "ORDER BY v.created_at DESC, v.id DESC LIMIT :window) w "
+                           f"WHERE w.doc @@ {TSQUERY} ORDER BY w.created_at DESC, w.id DESC LIMIT :limit)")
+        elif walked:
+            # Beside a walk (plain index scans allowed): all of the source's matches (OFFSET 0: a
+            # subquery of its own, with no order to walk for), on its GIN index, then sorted.
+            selects.append(f"(SELECT '{source.name}' AS source, k.id, k.created_at FROM ("
+                           f"SELECT v.id, v.created_at FROM {source.view} v WHERE {clauses}{past} OFFSET 0) k "
+                           "ORDER BY k.created_at DESC, k.id DESC LIMIT :limit)")
+        elif phrase and not by_payload:
             # OFFSET 0: the candidates sorted first (no document computed), then the phrase
             # checked on each in that order, the LIMIT stopping it.
             selects.append(f"(SELECT '{source.name}' AS source, k.id, k.created_at FROM ({candidates} OFFSET 0) k "
@@ -610,40 +687,55 @@ def search_evidence(conn: Connection, tenant_id: str, filters: SearchFilters, af
         else:
             selects.append(f"(SELECT '{source.name}' AS source, k.id, k.created_at FROM ({candidates}) k "
                            "LIMIT :limit)")
-    keys = all_of(conn.execute(text(
-        f"SELECT * FROM ({' UNION ALL '.join(selects)}) u ORDER BY created_at DESC, id DESC, source DESC LIMIT :limit"),
-        params))
-    if after is None and len(keys) <= limit:
-        total, estimate = len(keys), False
-    else:
-        total, estimate = _search_total(conn, [*(filters.branches() if phrase else branches), *held], params)
-    page = cut(keys, limit, total, estimate)
-    records = _search_records(conn, tenant_id, filters.query, page.rows)
-    rows: list[Mapping[str, Any]] = [{**key, **records[(key["source"], key["id"])]} for key in page.rows
-            if (key["source"], key["id"]) in records]  # a key row-level security does not show is no hit
-    return Page(rows=rows, has_more=page.has_more, total=page.total, total_is_estimate=page.total_is_estimate)
+    return selects
 
 
-def _search_total(conn: Connection, branches: Sequence[tuple[SearchSource, str, dict[str, Any]]],
-                  params: dict[str, Any]) -> tuple[int, bool]:
-    """(total, is_estimate) over the branches: one statement (one round trip, one plan) counting
-    each source's matches up to SEARCH_EXACT_TOTAL + 1, where there were four; a source past it
-    is the planner's estimate of its matches, flagged."""
+def _search_keys(conn: Connection, filters: SearchFilters, branches: Sequence[Branch], held: Sequence[Branch],
+                 params: dict[str, Any], after: Sequence[Any] | None, phrase: bool) -> list[dict[str, Any]]:
+    """The page's keys (page + 1), every source on its GIN index: under ``gin_scans``."""
+    selects = _key_selects(filters, branches, held, after, phrase)
+    return fetch_rows(conn, f"SELECT * FROM ({' UNION ALL '.join(selects)}) u "
+                            "ORDER BY created_at DESC, id DESC, source DESC LIMIT :limit", params, prepare=True)
+
+
+def _walked_keys(conn: Connection, filters: SearchFilters, branches: Sequence[Branch], held: Sequence[Branch],
+                 params: dict[str, Any], after: Sequence[Any] | None, dense: set[str], limit: int
+                 ) -> list[dict[str, Any]]:
+    """The page's keys with the ``dense`` sources walked: plain index scans allowed (the walk is
+    one), sequential scans not. Every source's keys come back (not only the page's), so that a
+    walk the window cut short is seen: those sources are then read on their GIN index."""
+    walked = frozenset(dense)
+    while True:
+        selects = _key_selects(filters, branches, held, after, False, walked)
+        with gin_scans(conn, index_scans=True):
+            rows = fetch_rows(conn, f"SELECT * FROM ({' UNION ALL '.join(selects)}) u "
+                                    "ORDER BY created_at DESC, id DESC, source DESC", params, prepare=True)
+        short = {name for name in walked if sum(1 for r in rows if r["source"] == name) < limit + 1}
+        if not short:
+            return rows[: limit + 1]
+        walked -= short
+        if not walked:
+            with gin_scans(conn):
+                return _search_keys(conn, filters, branches, held, params, after, False)
+
+
+def _search_count(conn: Connection, branches: Sequence[Branch], params: dict[str, Any]
+                  ) -> tuple[int, list[tuple[int, SearchSource, str]]]:
+    """(the exact matches of the sources that have at most SEARCH_EXACT_TOTAL, [(its index in
+    ``branches``, source, its SELECT) for each source past it: to be estimated]): one statement
+    (one round trip, one plan) counting each source's matches up to SEARCH_EXACT_TOTAL + 1, where
+    there were four."""
     counts = [f"(SELECT count(*) FROM (SELECT 1 FROM {source.view} v WHERE {clauses} LIMIT :cap) c)"
               for source, clauses, _ in branches]
-    with gin_scans(conn):
-        found = fetch_rows(conn, f"SELECT ARRAY[{', '.join(counts)}] AS counts",
-                           {**params, "cap": SEARCH_EXACT_TOTAL + 1})
-    total, estimate = 0, False
-    for (source, clauses, _), count in zip(branches, found[0]["counts"], strict=True):
+    found = fetch_rows(conn, f"SELECT ARRAY[{', '.join(counts)}] AS counts", {**params, "cap": SEARCH_EXACT_TOTAL + 1},
+                       prepare=True)
+    total, over = 0, []
+    for i, ((source, clauses, _), count) in enumerate(zip(branches, found[0]["counts"], strict=True)):
         if count <= SEARCH_EXACT_TOTAL:
             total += count
-            continue
-        plan = conn.execute(text(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {source.view} v WHERE {clauses}"),
-                            params).scalar_one()
-        plan = plan if isinstance(plan, list) else json.loads(plan)
-        total, estimate = total + max(int(plan[0]["Plan"]["Plan Rows"]), SEARCH_EXACT_TOTAL + 1), True
-    return total, estimate
+        else:
+            over.append((i, source, f"SELECT 1 FROM {source.view} v WHERE {clauses}"))
+    return total, over
 
 
 def _search_records(conn: Connection, tenant_id: str, query: str, keys: Sequence[Mapping[str, Any]]

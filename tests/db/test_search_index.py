@@ -301,3 +301,95 @@ def test_a_word_in_every_entry_is_a_hashed_semi_join_in_the_ledger_list(database
     for plan in plans:
         joins = {(n["Node Type"], n.get("Join Type")) for n in nodes(plan[0]["Plan"]) if "Join Type" in n}
         assert joins & {("Hash Join", "Semi"), ("Hash Join", "Right Semi")}, joins
+
+
+def plain_logs_engine(url: str):
+    """As the logs login, nothing listening to its statements: fetch_rows' own psycopg path (the
+    service's), where a statement can be prepared."""
+    return create_engine(sync_url(url), connect_args={"options": "-c role=aos_logs"})
+
+
+def reference(conn, query: str, limit: int) -> tuple[int, list[str]]:
+    """The query's exact total and first ``limit`` ids over the four sources, newest first, by
+    the views' own condition (custom-planned here: a statement of its own each time)."""
+    union = " UNION ALL ".join(
+        f"SELECT '{source}' AS source, v.id, v.created_at FROM {view} v "
+        "WHERE v.doc @@ websearch_to_tsquery('simple', :q)"
+        for source, view in (("AUDIT", "audit_search"), ("TRACE_STEP", "trace_step_search"),
+                             ("SYSTEM", "system_search"), ("PLATFORM", "platform_search")))
+    rows = conn.execute(text(f"SELECT id FROM ({union}) u ORDER BY created_at DESC, id DESC, source DESC"),
+                        {"q": query}).scalars().all()
+    return len(rows), list(rows[:limit])
+
+
+# A rare word, a word in one entry in 30, a word in every entry, phrases (an actor id, a step's
+# words), an exclusion: one connection's kept plans must answer each as its own.
+QUERIES = ("17", "limitcreated", "actor", '"actor 17"', '"step 3"', "actor -limitcreated", "nosuchword")
+
+
+def test_search_statements_keep_one_generic_plan_per_connection(loaded):
+    """SearchEvidence's keys and count are prepared on their first use and planned once, generically
+    (store.generic_plans: planning them over every source's monthly partitions was a third of a
+    search at 10 M entries); each later search on the connection runs that plan, whatever its words."""
+    tenant = bulk.tenant_ids(2)[0]
+    engine = plain_logs_engine(loaded)
+    with engine.connect() as conn:
+        for query in ("limitcreated", "actor", "limitcreated"):
+            with conn.begin():
+                conn.execute(text("SELECT set_config('aos.tenant_id', :t, true)"), {"t": tenant})
+                store.search_evidence(conn, tenant, store.SearchFilters(query=query), None, 10)
+        prepared = conn.execute(text(
+            "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements")).all()
+    engine.dispose()
+    keys = [p for p in prepared if "UNION ALL" in p.statement and "count(" not in p.statement]
+    counts = [p for p in prepared if "count(" in p.statement and "v.doc @@ " in p.statement]
+    assert [(p.generic_plans, p.custom_plans) for p in keys] == [(3, 0)], prepared
+    assert [(p.generic_plans, p.custom_plans) for p in counts] == [(3, 0)], prepared
+
+
+def test_a_kept_plan_answers_every_query_as_its_own(loaded):
+    """The same prepared statements for a rare word, a word everywhere, phrases and an exclusion, in
+    turn, twice, on one connection: each page and total is the query's own (its exact count and
+    newest ids by the views' own condition), as when each was planned for its words."""
+    tenant = bulk.tenant_ids(2)[0]
+    engine = plain_logs_engine(loaded)
+    with engine.connect() as conn:
+        for query in (*QUERIES, *QUERIES):
+            with conn.begin():
+                conn.execute(text("SELECT set_config('aos.tenant_id', :t, true)"), {"t": tenant})
+                normalised, _ = normalise_query(query)
+                page = store.search_evidence(conn, tenant, store.SearchFilters(query=normalised), None, 10)
+                total, ids = reference(conn, normalised, 10)
+            assert (page.total, page.total_is_estimate) == (total, False), query
+            assert [r["id"] for r in page.rows] == ids, query
+    engine.dispose()
+
+
+@pytest.mark.parametrize("per_key", [12, 0.4])
+def test_a_source_past_the_exact_total_is_walked_newest_first(loaded, monkeypatch, per_key):
+    """A word in more of a source's records than the exact total (here 100: `actor`, in each of the
+    tenant's 2,000 entries) has that source's keys from a walk of its newest records, each one's
+    document checked (store.SEARCH_WALK_ROWS_PER_KEY); a window too small to fill the page (4 rows
+    for a page of 10) falls back to the GIN index. Either way every page is the query's own, newest first, and paging walks
+    the matches in the views' order."""
+    monkeypatch.setattr(store, "SEARCH_EXACT_TOTAL", 100)
+    monkeypatch.setattr(store, "SEARCH_WALK_ROWS_PER_KEY", per_key)
+    statements: list[str] = []
+    fetch = store.fetch_rows
+    monkeypatch.setattr(store, "fetch_rows", lambda conn, sql, *a, **k: (statements.append(sql), fetch(conn, sql, *a, **k))[1])
+    tenant = bulk.tenant_ids(2)[0]
+    engine = plain_logs_engine(loaded)
+    seen, after = [], None
+    with engine.connect() as conn:
+        for _ in range(3):
+            with conn.begin():
+                conn.execute(text("SELECT set_config('aos.tenant_id', :t, true)"), {"t": tenant})
+                page = store.search_evidence(conn, tenant, store.SearchFilters(query="actor"), after, 10)
+                total, ids = reference(conn, "actor", 40)
+            assert page.total_is_estimate and page.total > 100 and page.has_more
+            seen += [r["id"] for r in page.rows]
+            last = page.rows[-1]
+            after = [last["created_at"].isoformat(), last["id"], last["source"]]
+    engine.dispose()
+    assert seen == ids[:30]
+    assert any("v.doc FROM audit_search v" in s and ":window" in s for s in statements)
