@@ -28,6 +28,15 @@ client gone. (Not the parent-death signal, tried before: a worker's parent is th
 which ends only once every worker has ended — each holds the write end of its "alive" pipe — so
 a worker killed "with its parent" was killed only after it had finished, and committed, its job.)
 
+Memory (issue #19: a service's resident memory returns to about idle after its exports): after
+each job a worker gives its freed heap back (glibc's ``malloc_trim``), but what a large job grew
+stays — pymalloc's 1 MiB arenas go back only when wholly empty, and a few survivors keep each of
+them. So a worker whose own memory (its private pages: what ending it gives back) is more than
+``recycle_mib`` above what it held at its first job ends after the job and is replaced
+(``AOS_HEAVY_WORKER_RECYCLE_MIB``): after every answer the worker says whether it stays (``k``)
+or ends (``x``); the caller has its answer before that, and a replacement starts from the fork
+server as a worker lost would.
+
 What crosses: the work function and its arguments by pickle — module-level functions and
 plain values — except the service's long-lived objects that hold secrets (the export signing
 key ring), which never leave the process: the service registers them (``Database.share``)
@@ -165,10 +174,25 @@ def _go_ahead(pipe: Pipe) -> None:
         raise _Withdrawn()
 
 
+def private_kib(pid: int | str = "self") -> int:
+    """A process's private memory (KiB): its pages no other process maps (smaps_rollup's
+    Private_Clean + Private_Dirty) — what ending it gives back. 0 where /proc has no smaps_rollup."""
+    found = 0
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            for line in rollup:
+                if line.startswith(("Private_Clean:", "Private_Dirty:")):
+                    found += int(line.split()[1])
+    except OSError:
+        return 0
+    return found
+
+
 def _worker(pipe: Pipe, service: str, url: str, options: dict[str, Any], log_level: str, trim_heap: bool,
-            modules: list[str]) -> None:
+            modules: list[str], recycle_kib: int = 0) -> None:
     """A heavy worker's life: import what the service imported, build the residents, then run
-    jobs until the pipe closes."""
+    jobs until the pipe closes, or until a job left it ``recycle_kib`` larger than at its first
+    (0: never)."""
     global _running
     _end_with_requester(pipe)
     # Before the priority drops: on a busy machine a niced import of the export stack took seconds.
@@ -190,6 +214,7 @@ def _worker(pipe: Pipe, service: str, url: str, options: dict[str, Any], log_lev
     # at about its size before the job, as the service's process does after its heavy calls.
     trim = _malloc_trim() if trim_heap else None
     residents: dict[str, Any] = {}
+    baseline_kib: int | None = None  # private memory when the first job came, the residents built
     while True:
         try:
             message = pipe.recv_bytes()
@@ -200,6 +225,8 @@ def _worker(pipe: Pipe, service: str, url: str, options: dict[str, Any], log_lev
             name, factory, args = loads(payload, residents)
             residents[name] = factory(*args)
             continue
+        if baseline_kib is None and recycle_kib:
+            baseline_kib = private_kib()
         try:
             tenant_id, work, args, read_write, deadline, wanted = loads(payload, residents)
             _running = True
@@ -230,6 +257,14 @@ def _worker(pipe: Pipe, service: str, url: str, options: dict[str, Any], log_lev
         del reply
         if trim is not None:
             trim(0)
+        # Stay (k) or end (x): the service reads this once it has answered the call.
+        grown = bool(recycle_kib and baseline_kib is not None and private_kib() - baseline_kib > recycle_kib)
+        try:
+            pipe.send_bytes(b"x" if grown else b"k")
+        except (BrokenPipeError, OSError):
+            break
+        if grown:
+            break
     db.engine.dispose()
 
 
@@ -265,6 +300,14 @@ class _Worker:
             raise WorkerLost(f"heavy worker process {self.process.pid} ended "
                              f"(exit code {self.process.exitcode})") from exc
 
+    def word(self) -> bytes:
+        """After a job's answer, the worker's word: it stays (``k``), or the job grew it past the
+        bound and it ends (``x``); empty if the pipe closed meanwhile (the worker was lost)."""
+        try:
+            return self.pipe.recv_bytes()
+        except (EOFError, OSError):
+            return b""
+
     def stop(self) -> None:
         try:
             self.pipe.close()
@@ -286,8 +329,10 @@ class HeavyProcesses:
     Started on first use; ``close()`` stops them."""
 
     def __init__(self, size: int, *, service: str, url: str, options: dict[str, Any], log_level: str,
-                 pool_timeout_s: float, trim_heap: bool = True) -> None:
+                 pool_timeout_s: float, trim_heap: bool = True, recycle_mib: int = 0) -> None:
         self.size = size
+        self.recycle_mib = recycle_mib
+        self.recycled = 0  # workers replaced because a job grew them past recycle_mib
         self.service = service
         self._url = url
         self._options = options
@@ -314,6 +359,10 @@ class HeavyProcesses:
     def pids(self) -> list[int]:
         return [w.process.pid for w in self._workers if w.process.pid is not None]
 
+    def idle_count(self) -> int:
+        """Workers waiting for a job (none before the first job started them)."""
+        return self._idle.qsize() if self._idle is not None else 0
+
     def _start_one(self) -> _Worker:
         # A fork server (one clean process forks the workers; never a fork of this one, whose
         # gRPC threads forbid it), else a fresh interpreter per worker.
@@ -322,7 +371,7 @@ class HeavyProcesses:
         parent, child = context.Pipe()
         process = context.Process(target=_worker, name=f"aos-{self.service}-heavy", daemon=True, args=(
             child, self.service, self._url, self._options, self._log_level, self._trim_heap,
-            sorted(name for name in sys.modules if name.startswith("services."))))
+            sorted(name for name in sys.modules if name.startswith("services.")), self.recycle_mib * 1024))
         process.start()
         child.close()
         return _Worker(process, parent)
@@ -350,14 +399,21 @@ class HeavyProcesses:
         includes their start-up: the fork server, the imports)."""
         await self._ready()
 
-    def _replace(self, lost: _Worker) -> _Worker:
+    def _replace(self, lost: _Worker, grown: bool = False) -> _Worker:
         lost.stop()
-        self._workers.remove(lost)
+        if lost in self._workers:  # not if close() took the list meanwhile
+            self._workers.remove(lost)
         worker = self._start_one()
         self._workers.append(worker)
-        log.warning("heavy worker process replaced", extra={"service": self.service, "lost": lost.process.pid,
-                                                             "exit_code": lost.process.exitcode,
-                                                             "pid": worker.process.pid})
+        if grown:
+            self.recycled += 1
+            log.info("heavy worker process recycled: a job grew it past AOS_HEAVY_WORKER_RECYCLE_MIB", extra={
+                "service": self.service, "ended": lost.process.pid, "pid": worker.process.pid,
+                "recycle_mib": self.recycle_mib})
+        else:
+            log.warning("heavy worker process replaced", extra={"service": self.service, "lost": lost.process.pid,
+                                                                 "exit_code": lost.process.exitcode,
+                                                                 "pid": worker.process.pid})
         return worker
 
     def _give_back(self, worker: _Worker) -> None:
@@ -365,6 +421,26 @@ class HeavyProcesses:
             worker.stop()
         elif self._idle is not None:
             self._idle.put_nowait(worker)
+
+    def _settle(self, worker: _Worker) -> None:
+        """After a job's answer (the caller has it): the worker's word, read in its thread, then
+        idle again, or replaced if the job grew it past the bound (or it ended)."""
+        word = asyncio.get_running_loop().run_in_executor(worker.thread, worker.word)
+        word.add_done_callback(lambda done: self._after_word(worker, done))
+
+    def _after_word(self, worker: _Worker, done: asyncio.Future[bytes]) -> None:
+        said = b"" if done.cancelled() or done.exception() is not None else done.result()
+        if said == b"k":
+            self._give_back(worker)
+        elif self._closed:
+            worker.stop()
+        else:
+            self._in_background(self._replace_and_give_back(worker, grown=said == b"x"))
+
+    def _in_background(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def retry_after_s(self) -> float | None:
         if not self.durations:
@@ -412,7 +488,7 @@ class HeavyProcesses:
             raise
         self.durations.append(time.monotonic() - started)
         del self.durations[:-50]
-        self._give_back(worker)
+        self._settle(worker)
         kind, payload = reply[:1], reply[1:]
         if kind == b"o":
             return loads(payload, {})
@@ -423,16 +499,14 @@ class HeavyProcesses:
     def _after_cancel(self, worker: _Worker, done: asyncio.Future[bytes]) -> None:
         """A cancelled job's worker, once it answered: idle again, or replaced if it was lost."""
         if not done.cancelled() and done.exception() is None:
-            self._give_back(worker)
+            self._settle(worker)
         elif self._closed:
             worker.stop()
         else:
-            task = asyncio.ensure_future(self._replace_and_give_back(worker))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._in_background(self._replace_and_give_back(worker))
 
-    async def _replace_and_give_back(self, worker: _Worker) -> None:
-        self._give_back(await asyncio.to_thread(self._replace, worker))
+    async def _replace_and_give_back(self, worker: _Worker, grown: bool = False) -> None:
+        self._give_back(await asyncio.to_thread(self._replace, worker, grown))
 
     async def close(self) -> None:
         self._closed = True
