@@ -206,7 +206,8 @@ ENV_VARS: tuple[EnvVar, ...] = (
            "A heavy worker process (AOS_HEAVY_PROCESSES) whose own memory after a job (its private pages, "
            "after the heap trim) is more than this many MiB above what it held at its first job ends and is "
            "replaced, once the call has its answer: what a large export grew (Python's memory arenas, kept "
-           "by a few survivors) goes back to the system with it. 0: never."),
+           "by a few survivors) goes back to the system with it (counted in `aos_heavy_worker_recycles_total`). "
+           "0: never."),
     EnvVar("AOS_HEAP_TRIM", "on",
            "When a process's heavy calls and downloads have all ended, close its idle database connections "
            "(the light calls' only once none has run for 2 s) (libpq keeps each one's largest message buffered "

@@ -64,6 +64,7 @@ from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection as Pipe
 from typing import Any
 
+from aos_runtime import metrics
 from aos_runtime.faults import PoolExhausted
 
 log = logging.getLogger("aos.offload")
@@ -419,6 +420,7 @@ class HeavyProcesses:
         self._workers.append(worker)
         if grown:
             self.recycled += 1
+            metrics.heavy_worker_recycles.labels(service=self.service).inc()
             log.info("heavy worker process recycled: a job grew it past AOS_HEAVY_WORKER_RECYCLE_MIB", extra={
                 "service": self.service, "ended": lost.process.pid, "pid": worker.process.pid,
                 "recycle_mib": self.recycle_mib})
