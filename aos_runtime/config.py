@@ -203,8 +203,8 @@ ENV_VARS: tuple[EnvVar, ...] = (
            "service's word and ends with it (a service killed mid-export leaves no row and no process: "
            "tests/e2e/test_export_crash.py). `off`: in the heavy pool's threads."),
     EnvVar("AOS_HEAVY_WORKER_RECYCLE_MIB", "64",
-           "A heavy worker process (AOS_HEAVY_PROCESSES) whose own memory after a job (its private pages, "
-           "after the heap trim) is more than this many MiB above what it held at its first job ends and is "
+           "A heavy worker process (AOS_HEAVY_PROCESSES) whose heap after a job (its resident anonymous "
+           "memory, after the heap trim) is more than this many MiB above what it held at its first job ends and is "
            "replaced, once the call has its answer: what a large export grew (Python's memory arenas, kept "
            "by a few survivors) goes back to the system with it (counted in `aos_heavy_worker_recycles_total`). "
            "0: never."),

@@ -31,8 +31,8 @@ a worker killed "with its parent" was killed only after it had finished, and com
 Memory (issue #19: a service's resident memory returns to about idle after its exports): after
 each job a worker gives its freed heap back (glibc's ``malloc_trim``), but what a large job grew
 stays — pymalloc's 1 MiB arenas go back only when wholly empty, and a few survivors keep each of
-them. So a worker whose own memory (its private pages: what ending it gives back) is more than
-``recycle_mib`` above what it held at its first job ends after the job and is replaced
+them. So a worker whose anonymous memory (its heap) is more than ``recycle_mib`` above what it
+held at its first job ends after the job and is replaced
 (``AOS_HEAVY_WORKER_RECYCLE_MIB``): after every answer the worker says whether it stays (``k``)
 or ends (``x``); the caller has its answer before that, and a replacement starts from the fork
 server as a worker lost would.
@@ -178,15 +178,23 @@ def _go_ahead(pipe: Pipe) -> None:
 def private_kib(pid: int | str = "self") -> int:
     """A process's private memory (KiB): its pages no other process maps (smaps_rollup's
     Private_Clean + Private_Dirty) — what ending it gives back. 0 where /proc has no smaps_rollup."""
-    found = 0
+    return sum(_proc_kib(f"/proc/{pid}/smaps_rollup", ("Private_Clean:", "Private_Dirty:")))
+
+
+def anonymous_kib(pid: int | str = "self") -> int:
+    """A process's resident anonymous memory (KiB, /proc/PID/status RssAnon): its heap, shared
+    with the fork server or not. What a worker's jobs grew, without the fork server's pages it
+    merely copied by writing to them (running the preloaded modules' code writes their objects'
+    reference counts: the page becomes private, not new). 0 where /proc has no status."""
+    return sum(_proc_kib(f"/proc/{pid}/status", ("RssAnon:",)))
+
+
+def _proc_kib(path: str, fields: tuple[str, ...]) -> list[int]:
     try:
-        with open(f"/proc/{pid}/smaps_rollup") as rollup:
-            for line in rollup:
-                if line.startswith(("Private_Clean:", "Private_Dirty:")):
-                    found += int(line.split()[1])
+        with open(path) as lines:
+            return [int(line.split()[1]) for line in lines if line.startswith(fields)]
     except OSError:
-        return 0
-    return found
+        return []
 
 
 # What every worker imports besides the service's modules (_worker).
@@ -219,7 +227,7 @@ def _worker(pipe: Pipe, service: str, url: str, options: dict[str, Any], log_lev
     # at about its size before the job, as the service's process does after its heavy calls.
     trim = _malloc_trim() if trim_heap else None
     residents: dict[str, Any] = {}
-    baseline_kib: int | None = None  # private memory when the first job came, the residents built
+    baseline_kib: int | None = None  # anonymous memory when the first job came, the residents built
     while True:
         try:
             message = pipe.recv_bytes()
@@ -231,7 +239,7 @@ def _worker(pipe: Pipe, service: str, url: str, options: dict[str, Any], log_lev
             residents[name] = factory(*args)
             continue
         if baseline_kib is None and recycle_kib:
-            baseline_kib = private_kib()
+            baseline_kib = anonymous_kib()
         try:
             tenant_id, work, args, read_write, deadline, wanted = loads(payload, residents)
             _running = True
@@ -263,7 +271,7 @@ def _worker(pipe: Pipe, service: str, url: str, options: dict[str, Any], log_lev
         if trim is not None:
             trim(0)
         # Stay (k) or end (x): the service reads this once it has answered the call.
-        grown = bool(recycle_kib and baseline_kib is not None and private_kib() - baseline_kib > recycle_kib)
+        grown = bool(recycle_kib and baseline_kib is not None and anonymous_kib() - baseline_kib > recycle_kib)
         try:
             pipe.send_bytes(b"x" if grown else b"k")
         except (BrokenPipeError, OSError):

@@ -6,8 +6,9 @@ memory idle, at its peak under four concurrent exports of each format, and after
                                             [--run-steps N] [--env AOS_HEAP_TRIM=off] [--return-mib 25]
 
 Bulk-loads one tenant's audit ledger (aos_recording.bulk), starts the Export service as its
-own process (python -m services.export, its own login), warms it (one list, one small export:
-that starts its heavy worker processes), then per format: ``concurrency`` CreateExport calls
+own process (python -m services.export, its own login), warms it (one list, then ``concurrency``
+small exports of each format at once: that starts its heavy worker processes and runs each
+format's code in each of them), then per format: ``concurrency`` CreateExport calls
 of an AUDIT_SLICE of the whole ledger at once, then the same number of DownloadExport streams
 at once. The memory of the service's process tree — the service, the fork server of its heavy
 worker processes and the workers (aos_runtime.offload) — is sampled every 50 ms throughout in
@@ -216,18 +217,25 @@ def main() -> None:
             grpc.channel_ready_future(channel).result(timeout=60)
             stub = pb_grpc.ExportServiceStub(channel)
             metadata = (("authorization", f"Bearer {mint_token(secret=SECRET, tenant_id=tenant, subject='bench')}"),)
-            # Warm: one small call, so idle is the service as it serves, not as it booted; then one
-            # small export (the first hours of the slice), which starts the heavy worker processes
-            # (they start on the first heavy job, all at once): without it "idle" would lack them
-            # and every later figure would count their start-up as the exports' memory.
+            # Warm: one small call, so idle is the service as it serves, not as it booted; then
+            # ``concurrency`` small exports (the first hour of the slice, a few records) of each
+            # format at once. They start the heavy worker processes (on the first heavy job, all at
+            # once) and run each format's code in each worker: a worker forked from the fork server
+            # shares its imported modules' pages until running their code writes to them (reference
+            # counts), and from then holds its own copy — memory the workers take on their first
+            # jobs of a kind, whatever their size. Without this "idle" would lack both, and the
+            # first large exports' figures would count them as the exports' memory.
             stub.ListExports(pb.ListExportsRequest(), metadata=metadata, timeout=60)
             time.sleep(1)
             cold = memory(service.pid)
             small = timestamp_pb2.Timestamp()
             small.FromDatetime(bulk.EPOCH + timedelta(hours=1))
-            stub.CreateExport(pb.CreateExportRequest(
-                audit_slice=pb.AuditSlice(created_before=small), bundle_type=bundle_pb2.BUNDLE_TYPE_EVIDENCE,
-                format=bundle_pb2.EXPORT_FORMAT_JSON), metadata=metadata, timeout=600)
+            with ThreadPoolExecutor(args.concurrency) as pool:
+                for fmt in args.formats.split(","):
+                    list(pool.map(lambda _i, f=fmt: stub.CreateExport(pb.CreateExportRequest(
+                        audit_slice=pb.AuditSlice(created_before=small), bundle_type=bundle_pb2.BUNDLE_TYPE_EVIDENCE,
+                        format=bundle_pb2.ExportFormat.Value(f"EXPORT_FORMAT_{f}")), metadata=metadata, timeout=600),
+                        range(args.concurrency)))
             idle_mem = steady(service.pid)
             idle = {k: idle_mem[k] for k in ("rss", "pss")}
             idle_parts = rss_parts_mib(service.pid)
