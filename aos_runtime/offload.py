@@ -32,7 +32,7 @@ Memory (issue #19: a service's resident memory returns to about idle after its e
 each job a worker gives its freed heap back (glibc's ``malloc_trim``), but what a large job grew
 stays — pymalloc's 1 MiB arenas go back only when wholly empty, and a few survivors keep each of
 them. So a worker whose anonymous memory (its heap) is more than ``recycle_mib`` above what it
-held at its first job ends after the job and is replaced
+held after its first job (its connection open, its caches filled) ends after the job and is replaced
 (``AOS_HEAVY_WORKER_RECYCLE_MIB``): after every answer the worker says whether it stays (``k``)
 or ends (``x``); the caller has its answer before that, and a replacement starts from the fork
 server as a worker lost would.
@@ -47,6 +47,7 @@ heavy job), each lives as long as the service's Database, and one that dies is r
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import io
 import logging
@@ -204,8 +205,8 @@ _WORKER_MODULES = ("aos_runtime.db", "aos_runtime.heap", "aos_runtime.observabil
 def _worker(pipe: Pipe, service: str, url: str, options: dict[str, Any], log_level: str, trim_heap: bool,
             modules: list[str], recycle_kib: int = 0) -> None:
     """A heavy worker's life: import what the service imported, build the residents, then run
-    jobs until the pipe closes, or until a job left it ``recycle_kib`` larger than at its first
-    (0: never)."""
+    jobs until the pipe closes, or until a job left it ``recycle_kib`` larger than its first job
+    did (0: never)."""
     global _running
     _end_with_requester(pipe)
     # Before the priority drops: on a busy machine a niced import of the export stack took seconds.
@@ -215,6 +216,13 @@ def _worker(pipe: Pipe, service: str, url: str, options: dict[str, Any], log_lev
     from aos_runtime.heap import _malloc_trim
     from aos_runtime.observability import configure_logging
 
+    # What the fork server imported stays shared with it only while nothing writes to its pages;
+    # the collector writes to every object it walks (its GC header), and a large job's collections
+    # walk them all — copying the modules' pages into this worker (+60-100 MiB of PSS across four
+    # export workers after 200,000-entry exports, bench/export_memory.py). Frozen, the collector
+    # leaves them alone (gc.freeze: the objects there now are never collected; they live as long as
+    # the worker anyway).
+    gc.freeze()
     configure_logging(log_level)
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -227,7 +235,9 @@ def _worker(pipe: Pipe, service: str, url: str, options: dict[str, Any], log_lev
     # at about its size before the job, as the service's process does after its heavy calls.
     trim = _malloc_trim() if trim_heap else None
     residents: dict[str, Any] = {}
-    baseline_kib: int | None = None  # anonymous memory when the first job came, the residents built
+    # Anonymous memory after the first job (its connection open, its caches filled: the worker as
+    # it serves); what a later job leaves above it beyond recycle_kib ends the worker.
+    baseline_kib: int | None = None
     while True:
         try:
             message = pipe.recv_bytes()
@@ -238,8 +248,6 @@ def _worker(pipe: Pipe, service: str, url: str, options: dict[str, Any], log_lev
             name, factory, args = loads(payload, residents)
             residents[name] = factory(*args)
             continue
-        if baseline_kib is None and recycle_kib:
-            baseline_kib = anonymous_kib()
         try:
             tenant_id, work, args, read_write, deadline, wanted = loads(payload, residents)
             _running = True
@@ -271,7 +279,12 @@ def _worker(pipe: Pipe, service: str, url: str, options: dict[str, Any], log_lev
         if trim is not None:
             trim(0)
         # Stay (k) or end (x): the service reads this once it has answered the call.
-        grown = bool(recycle_kib and baseline_kib is not None and anonymous_kib() - baseline_kib > recycle_kib)
+        grown = False
+        if recycle_kib:
+            now_kib = anonymous_kib()
+            if baseline_kib is None:
+                baseline_kib = now_kib
+            grown = now_kib - baseline_kib > recycle_kib
         try:
             pipe.send_bytes(b"x" if grown else b"k")
         except (BrokenPipeError, OSError):
