@@ -68,8 +68,15 @@ def _kib(path: str, field: str) -> int:
 
 def _children(pid: int) -> list[int]:
     found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found.extend(int(c) for c in (task / "children").read_text().split())
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except FileNotFoundError:  # the process ended meanwhile (a recycled worker)
+        return found
+    for task in tasks:
+        try:
+            found.extend(int(c) for c in (task / "children").read_text().split())
+        except FileNotFoundError:  # a thread that ended meanwhile
+            continue
     return found
 
 
@@ -126,8 +133,14 @@ def workers(pid: int) -> set[int]:
 def rss_parts_mib(pid: int) -> dict[str, float]:
     """Resident memory by kind, summed over the tree: anonymous (the heap: Python objects, malloc
     arenas, buffers) and file-backed (shared libraries' pages touched so far)."""
-    return {field: round(sum(_kib(f"/proc/{p}/status", field) for p in family(pid)) / 1024, 1)
-            for field in ("RssAnon", "RssFile")}
+    found = {"RssAnon": 0, "RssFile": 0}
+    for p in family(pid):
+        for field in found:
+            try:
+                found[field] += _kib(f"/proc/{p}/status", field)
+            except FileNotFoundError:
+                continue
+    return {field: round(kib / 1024, 1) for field, kib in found.items()}
 
 
 def steady(pid: int, timeout_s: float = 30.0) -> dict:
