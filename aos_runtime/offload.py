@@ -218,8 +218,8 @@ def _worker(pipe: Pipe, service: str, url: str, options: dict[str, Any], log_lev
 
     # What the fork server imported stays shared with it only while nothing writes to its pages;
     # the collector writes to every object it walks (its GC header), and a large job's collections
-    # walk them all — copying the modules' pages into this worker (+60-100 MiB of PSS across four
-    # export workers after 200,000-entry exports, bench/export_memory.py). Frozen, the collector
+    # walk them all — copying the modules' pages into this worker (four export workers after
+    # 200,000-entry JSON exports, unfrozen: +95 MiB of PSS over idle where their RSS was +29). Frozen, the collector
     # leaves them alone (gc.freeze: the objects there now are never collected; they live as long as
     # the worker anyway).
     gc.freeze()
@@ -397,10 +397,11 @@ class HeavyProcesses:
         modules = sorted(name for name in sys.modules if name.startswith("services."))
         if "forkserver" in methods:
             # The fork server imports the service's modules once, when it starts (this process's
-            # first worker): each worker is then a fork that shares those pages with it (~45 MiB of
-            # an export worker's ~50 MiB were its own imports) and starts without importing for
-            # seconds — what makes replacing a worker that grew (recycle_mib) cheap. Only the
-            # first call counts (one fork server per process); a worker imports what it lacks.
+            # first worker): each worker is then a fork that shares those pages with it and starts
+            # without importing for seconds — what makes replacing a worker that grew (recycle_mib)
+            # cheap. Four warmed export workers: 137.7 MiB of PSS (+35 the fork server's) where
+            # each importing on its own held 290.6 (bench/export_memory.py, RELIABILITY.md). Only
+            # the first call counts (one fork server per process); a worker imports what it lacks.
             context.set_forkserver_preload([*_WORKER_MODULES, *modules])
         parent, child = context.Pipe()
         process = context.Process(target=_worker, name=f"aos-{self.service}-heavy", daemon=True, args=(
