@@ -202,6 +202,14 @@ ENV_VARS: tuple[EnvVar, ...] = (
            "serves the light calls (whose interpreter, GIL and pauses it shared). A worker commits only on its "
            "service's word and ends with it (a service killed mid-export leaves no row and no process: "
            "tests/e2e/test_export_crash.py). `off`: in the heavy pool's threads."),
+    EnvVar("AOS_HEAVY_WORKER_RECYCLE_MIB", "0",
+           "A heavy worker process (AOS_HEAVY_PROCESSES) whose heap after a job (its resident anonymous "
+           "memory, after the heap trim) is more than this many MiB above what it held after its first job (its "
+           "connection open, its caches filled) ends and is replaced, once the call has its answer: what a "
+           "large export grew (Python's memory arenas kept by a few survivors, its connection's buffers) goes "
+           "back to the system with it (counted in `aos_heavy_worker_recycles_total`). 0 (the default): never — "
+           "off until its baseline is the worker's own before any job (taken after the first job, a replacement "
+           "whose first job is a large export keeps that export's residue: RELIABILITY.md)."),
     EnvVar("AOS_HEAP_TRIM", "on",
            "When a process's heavy calls and downloads have all ended, close its idle database connections "
            "(the light calls' only once none has run for 2 s) (libpq keeps each one's largest message buffered "
@@ -400,6 +408,7 @@ class Settings:
     heavy_isolation: bool = True         # AOS_HEAVY_ISOLATION
     heavy_processes: bool = True         # AOS_HEAVY_PROCESSES
     heap_trim: bool = True               # AOS_HEAP_TRIM
+    heavy_worker_recycle_mib: int = 0    # AOS_HEAVY_WORKER_RECYCLE_MIB (0: never)
     downloads_per_tenant: int = 4        # AOS_DOWNLOADS_PER_TENANT
     gateway_header_timeout_s: int = 10   # AOS_GATEWAY_HEADER_TIMEOUT_S
     gateway_max_connections: int = 1000  # AOS_GATEWAY_MAX_CONNECTIONS
@@ -489,6 +498,7 @@ class Settings:
             heavy_isolation=_bool(env, "AOS_HEAVY_ISOLATION"),
             heavy_processes=_bool(env, "AOS_HEAVY_PROCESSES"),
             heap_trim=_bool(env, "AOS_HEAP_TRIM"),
+            heavy_worker_recycle_mib=_int(env, "AOS_HEAVY_WORKER_RECYCLE_MIB"),
             downloads_per_tenant=_int(env, "AOS_DOWNLOADS_PER_TENANT", minimum=1),
             gateway_header_timeout_s=_int(env, "AOS_GATEWAY_HEADER_TIMEOUT_S", minimum=1),
             gateway_max_connections=_int(env, "AOS_GATEWAY_MAX_CONNECTIONS", minimum=1),

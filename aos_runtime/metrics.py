@@ -133,6 +133,11 @@ heap_trim_seconds = _OnFirstUse(Counter("aos_heap_trim_seconds_total",
                                         "Seconds the heap trims took (in a thread of their own).", ["service"],
                                         registry=None))
 
+# --- heavy worker processes (aos_runtime.offload) ---------------------------------------------------
+heavy_worker_recycles = _OnFirstUse(Counter("aos_heavy_worker_recycles_total",
+                                            "Heavy worker processes ended and replaced after a job grew them past "
+                                            "AOS_HEAVY_WORKER_RECYCLE_MIB.", ["service"], registry=None))
+
 # --- admission by predicted completion (aos_runtime.admission, AOS_ACCEPTED_TARGET_S) ---------------
 admission_service = _OnFirstUse(Gauge("aos_admission_service_seconds",
                                       "The service time admission predicts for a call of this method (the 90th "

@@ -28,6 +28,15 @@ client gone. (Not the parent-death signal, tried before: a worker's parent is th
 which ends only once every worker has ended — each holds the write end of its "alive" pipe — so
 a worker killed "with its parent" was killed only after it had finished, and committed, its job.)
 
+Memory (issue #19: a service's resident memory returns to about idle after its exports): after
+each job a worker gives its freed heap back (glibc's ``malloc_trim``), but what a large job grew
+stays — pymalloc's 1 MiB arenas go back only when wholly empty, and a few survivors keep each of
+them. So a worker whose anonymous memory (its heap) is more than ``recycle_mib`` above what it
+held after its first job (its connection open, its caches filled) ends after the job and is replaced
+(``AOS_HEAVY_WORKER_RECYCLE_MIB``): after every answer the worker says whether it stays (``k``)
+or ends (``x``); the caller has its answer before that, and a replacement starts from the fork
+server as a worker lost would.
+
 What crosses: the work function and its arguments by pickle — module-level functions and
 plain values — except the service's long-lived objects that hold secrets (the export signing
 key ring), which never leave the process: the service registers them (``Database.share``)
@@ -46,6 +55,7 @@ the job's alone; a replacement worker is warmed the same way before it is given 
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import io
 import logging
@@ -63,6 +73,7 @@ from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection as Pipe
 from typing import Any
 
+from aos_runtime import metrics
 from aos_runtime.faults import PoolExhausted
 
 log = logging.getLogger("aos.offload")
@@ -177,10 +188,37 @@ def _go_ahead(pipe: Pipe) -> None:
         raise _Withdrawn()
 
 
+def private_kib(pid: int | str = "self") -> int:
+    """A process's private memory (KiB): its pages no other process maps (smaps_rollup's
+    Private_Clean + Private_Dirty) — what ending it gives back. 0 where /proc has no smaps_rollup."""
+    return sum(_proc_kib(f"/proc/{pid}/smaps_rollup", ("Private_Clean:", "Private_Dirty:")))
+
+
+def anonymous_kib(pid: int | str = "self") -> int:
+    """A process's resident anonymous memory (KiB, /proc/PID/status RssAnon): its heap, shared
+    with the fork server or not. What a worker's jobs grew, without the fork server's pages it
+    merely copied by writing to them (running the preloaded modules' code writes their objects'
+    reference counts: the page becomes private, not new). 0 where /proc has no status."""
+    return sum(_proc_kib(f"/proc/{pid}/status", ("RssAnon:",)))
+
+
+def _proc_kib(path: str, fields: tuple[str, ...]) -> list[int]:
+    try:
+        with open(path) as lines:
+            return [int(line.split()[1]) for line in lines if line.startswith(fields)]
+    except OSError:
+        return []
+
+
+# What every worker imports besides the service's modules (_worker).
+_WORKER_MODULES = ("aos_runtime.db", "aos_runtime.heap", "aos_runtime.observability")
+
+
 def _worker(pipe: Pipe, service: str, url: str, options: dict[str, Any], log_level: str, trim_heap: bool,
-            modules: list[str]) -> None:
+            modules: list[str], recycle_kib: int = 0) -> None:
     """A heavy worker's life: import what the service imported, build the residents, then run
-    jobs until the pipe closes."""
+    jobs until the pipe closes, or until a job left it ``recycle_kib`` larger than its first job
+    did (0: never)."""
     global _running
     started = time.monotonic()
     _end_with_requester(pipe)
@@ -191,6 +229,13 @@ def _worker(pipe: Pipe, service: str, url: str, options: dict[str, Any], log_lev
     from aos_runtime.heap import _malloc_trim
     from aos_runtime.observability import configure_logging
 
+    # What the fork server imported stays shared with it only while nothing writes to its pages;
+    # the collector writes to every object it walks (its GC header), and a large job's collections
+    # walk them all — copying the modules' pages into this worker (four export workers after
+    # 200,000-entry JSON exports, unfrozen: +95 MiB of PSS over idle where their RSS was +29). Frozen, the collector
+    # leaves them alone (gc.freeze: the objects there now are never collected; they live as long as
+    # the worker anyway).
+    gc.freeze()
     configure_logging(log_level)
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -212,6 +257,9 @@ def _worker(pipe: Pipe, service: str, url: str, options: dict[str, Any], log_lev
     # at about its size before the job, as the service's process does after its heavy calls.
     trim = _malloc_trim() if trim_heap else None
     residents: dict[str, Any] = {}
+    # Anonymous memory after the first job (its connection open, its caches filled: the worker as
+    # it serves); what a later job leaves above it beyond recycle_kib ends the worker.
+    baseline_kib: int | None = None
     while True:
         try:
             message = pipe.recv_bytes()
@@ -252,6 +300,19 @@ def _worker(pipe: Pipe, service: str, url: str, options: dict[str, Any], log_lev
         del reply
         if trim is not None:
             trim(0)
+        # Stay (k) or end (x): the service reads this once it has answered the call.
+        grown = False
+        if recycle_kib:
+            now_kib = anonymous_kib()
+            if baseline_kib is None:
+                baseline_kib = now_kib
+            grown = now_kib - baseline_kib > recycle_kib
+        try:
+            pipe.send_bytes(b"x" if grown else b"k")
+        except (BrokenPipeError, OSError):
+            break
+        if grown:
+            break
     db.engine.dispose()
 
 
@@ -333,6 +394,14 @@ class _Worker:
             raise WorkerLost(f"heavy worker process {self.process.pid} ended "
                              f"(exit code {self.process.exitcode})") from exc
 
+    def word(self) -> bytes:
+        """After a job's answer, the worker's word: it stays (``k``), or the job grew it past the
+        bound and it ends (``x``); empty if the pipe closed meanwhile (the worker was lost)."""
+        try:
+            return self.pipe.recv_bytes()
+        except (EOFError, OSError):
+            return b""
+
     def stop(self) -> None:
         try:
             self.pipe.close()
@@ -354,8 +423,10 @@ class HeavyProcesses:
     Started on first use; ``close()`` stops them."""
 
     def __init__(self, size: int, *, service: str, url: str, options: dict[str, Any], log_level: str,
-                 pool_timeout_s: float, trim_heap: bool = True) -> None:
+                 pool_timeout_s: float, trim_heap: bool = True, recycle_mib: int = 0) -> None:
         self.size = size
+        self.recycle_mib = recycle_mib
+        self.recycled = 0  # workers replaced because a job grew them past recycle_mib
         self.service = service
         self._url = url
         self._options = options
@@ -387,6 +458,10 @@ class HeavyProcesses:
         whether it connected), None for one not warm yet; for logs and tests."""
         return [w.warm for w in self._workers]
 
+    def idle_count(self) -> int:
+        """Workers waiting for a job (none before the first job started them)."""
+        return self._idle.qsize() if self._idle is not None else 0
+
     def _start_one(self) -> _Worker:
         # A fork server (one clean process forks the workers; never a fork of this one, whose
         # gRPC threads forbid it), else a fresh interpreter per worker.
@@ -394,16 +469,17 @@ class HeavyProcesses:
         context: Any = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
         modules = sorted(name for name in sys.modules if name.startswith("services."))
         if "forkserver" in methods:
-            # The fork server imports what a worker needs once, when it starts (the first worker
-            # of the process), and every worker it forks has it already: a worker is then warm in
-            # the time of its fork and its connection, not of its imports (~0.7 s of CPU each),
-            # and so is a replacement. A hint only: a module that fails to import there is
-            # imported by the worker itself (``_worker``); once the fork server runs, this is moot.
-            context.set_forkserver_preload(["aos_runtime.db", "aos_runtime.heap", "aos_runtime.observability",
-                                            *modules])
+            # The fork server imports the service's modules once, when it starts (this process's
+            # first worker): each worker is then a fork that shares those pages with it and starts
+            # without importing for seconds — what makes replacing a worker that grew (recycle_mib)
+            # cheap. Four warmed export workers: 137.7 MiB of PSS (+35 the fork server's) where
+            # each importing on its own held 290.6 (bench/export_memory.py, RELIABILITY.md). Only
+            # the first call counts (one fork server per process); a worker imports what it lacks.
+            context.set_forkserver_preload([*_WORKER_MODULES, *modules])
         parent, child = context.Pipe()
         process = context.Process(target=_worker, name=f"aos-{self.service}-heavy", daemon=True, args=(
-            child, self.service, self._url, self._options, self._log_level, self._trim_heap, modules))
+            child, self.service, self._url, self._options, self._log_level, self._trim_heap, modules,
+            self.recycle_mib * 1024))
         process.start()
         child.close()
         return _Worker(process, parent, self._residents)
@@ -455,14 +531,22 @@ class HeavyProcesses:
         service's start calls it (aos_runtime.server), so that no heavy call pays their start-up."""
         await self._ready()
 
-    def _replace(self, lost: _Worker) -> _Worker:
+    def _replace(self, lost: _Worker, grown: bool = False) -> _Worker:
         lost.stop()
-        self._workers.remove(lost)
+        if lost in self._workers:  # not if close() took the list meanwhile
+            self._workers.remove(lost)
         worker = self._start_one()
         self._workers.append(worker)
-        log.warning("heavy worker process replaced", extra={"service": self.service, "lost": lost.process.pid,
-                                                             "exit_code": lost.process.exitcode,
-                                                             "pid": worker.process.pid})
+        if grown:
+            self.recycled += 1
+            metrics.heavy_worker_recycles.labels(service=self.service).inc()
+            log.info("heavy worker process recycled: a job grew it past AOS_HEAVY_WORKER_RECYCLE_MIB", extra={
+                "service": self.service, "ended": lost.process.pid, "pid": worker.process.pid,
+                "recycle_mib": self.recycle_mib})
+        else:
+            log.warning("heavy worker process replaced", extra={"service": self.service, "lost": lost.process.pid,
+                                                                 "exit_code": lost.process.exitcode,
+                                                                 "pid": worker.process.pid})
         return worker
 
     def _give_back(self, worker: _Worker) -> None:
@@ -470,6 +554,26 @@ class HeavyProcesses:
             worker.stop()
         elif self._idle is not None:
             self._idle.put_nowait(worker)
+
+    def _settle(self, worker: _Worker) -> None:
+        """After a job's answer (the caller has it): the worker's word, read in its thread, then
+        idle again, or replaced if the job grew it past the bound (or it ended)."""
+        word = asyncio.get_running_loop().run_in_executor(worker.thread, worker.word)
+        word.add_done_callback(lambda done: self._after_word(worker, done))
+
+    def _after_word(self, worker: _Worker, done: asyncio.Future[bytes]) -> None:
+        said = b"" if done.cancelled() or done.exception() is not None else done.result()
+        if said == b"k":
+            self._give_back(worker)
+        elif self._closed:
+            worker.stop()
+        else:
+            self._in_background(self._replace_and_give_back(worker, grown=said == b"x"))
+
+    def _in_background(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def retry_after_s(self) -> float | None:
         if not self.durations:
@@ -510,11 +614,11 @@ class HeavyProcesses:
             raise
         except WorkerLost:
             # The call fails now; its worker's replacement joins the others once warm.
-            self._replace_later(worker)
+            self._in_background(self._replace_and_give_back(worker))
             raise
         self.durations.append(time.monotonic() - started)
         del self.durations[:-50]
-        self._give_back(worker)
+        self._settle(worker)
         kind, payload = reply[:1], reply[1:]
         if kind == b"o":
             return loads(payload, {})
@@ -525,20 +629,15 @@ class HeavyProcesses:
     def _after_cancel(self, worker: _Worker, done: asyncio.Future[bytes]) -> None:
         """A cancelled job's worker, once it answered: idle again, or replaced if it was lost."""
         if not done.cancelled() and done.exception() is None:
-            self._give_back(worker)
+            self._settle(worker)
         elif self._closed:
             worker.stop()
         else:
-            self._replace_later(worker)
+            self._in_background(self._replace_and_give_back(worker))
 
-    def _replace_later(self, worker: _Worker) -> None:
-        task = asyncio.ensure_future(self._replace_and_give_back(worker))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _replace_and_give_back(self, worker: _Worker) -> None:
+    async def _replace_and_give_back(self, worker: _Worker, grown: bool = False) -> None:
         # Warm before its first job, as the first workers were (``_warmed``).
-        replacement = await asyncio.to_thread(self._replace, worker)
+        replacement = await asyncio.to_thread(self._replace, worker, grown)
         await self._warmed([replacement])
         self._give_back(replacement)
 

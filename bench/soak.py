@@ -687,9 +687,12 @@ class Probe:
 
     def result(self) -> dict:
         found = {}
+        self.calls: dict[str, list[tuple[float, float]]] = {}
         for name, (process, log) in self.running.items():
             out, _ = process.communicate(timeout=120)
             rows = [row.split("\t") for row in log.read_text().splitlines()] if log.exists() else []
+            # (Unix start s, ms) of each call: h2load logs its start in µs since the epoch.
+            self.calls[name] = [(int(row[0]) / 1e6, int(row[2]) / 1000) for row in rows if row[1] == "200"]
             ms = sorted(int(row[2]) / 1000 for row in rows if row[1] == "200")
             found[name] = {"calls": len(ms), "failed": sum(1 for row in rows if row[1] != "200"),
                            "p50_ms": round(statistics.median(ms), 2) if ms else None,
@@ -699,6 +702,55 @@ class Probe:
                            **({} if ms else {"h2load": out[-2000:]})}
         return found
 
+
+
+def _loop_during(start: float, ms: float, slow: list, gcs: list, seconds: dict) -> dict:
+    """The loop-probe's records of one process overlapping a call's [start, start + ms]."""
+    end = start + ms / 1000
+    held = [(w, c, what) for t, w, c, what in slow if t < end and t + w / 1000 > start]
+    return {"held": held, "gc_ms": sum(g for t, _, g in gcs if start <= t < end),
+            "busy": seconds.get(str(int(start)), [0.0])[0] / 1000}
+
+
+def loop_during_refusals(calls: dict[str, list[tuple[float, float]]], probe_dir: Path,
+                         pids: dict[str, int]) -> dict:
+    """--loop-probe with --probe-rps: what each service's event loop was doing while the probe's
+    refusals were in flight (bench/loop_probe/), the late ones (>= 10 ms) against the rest. Per
+    refusal: whether a callback of >= 5 ms ran in it and how much of that callback's wall time was
+    CPU (near 100 %: the loop was working; far below: the process was waiting for a CPU), whether
+    a collection of >= 2 ms ran in it, and how busy the loop was in that second (callbacks' wall
+    time); the coroutines or callbacks that held the loop longest during the late ones."""
+    found: dict[str, dict] = {}
+    for name, rows in calls.items():
+        path = probe_dir / f"{pids.get(name)}.json"
+        if not rows or not path.exists():
+            continue
+        seconds = json.loads(path.read_text())["seconds"]
+        items = [json.loads(line) for line in path.with_suffix(".jsonl").read_text().splitlines()]
+        slow = [item[1:] for item in items if item[0] == "slow"]
+        gcs = [item[1:] for item in items if item[0] == "gc"]
+
+        groups: dict[str, dict] = {}
+        for label, chosen in (("late", [r for r in rows if r[1] >= 10]), ("fast", [r for r in rows if r[1] < 10])):
+            seen = [_loop_during(start, ms, slow, gcs, seconds) for start, ms in chosen]
+            if not seen:
+                continue
+            with_held = [x for x in seen if x["held"]]
+            wall = sum(w for x in with_held for w, _, _ in x["held"])
+            cpu = sum(c for x in with_held for _, c, _ in x["held"])
+            names: dict[str, float] = {}
+            for x in with_held:
+                for w, _, what in x["held"]:
+                    names[what] = names.get(what, 0.0) + w
+            groups[label] = {
+                "calls": len(seen), "p50_ms": round(statistics.median(r[1] for r in chosen), 2),
+                "with_a_callback_over_5ms_pct": round(len(with_held) / len(seen) * 100, 1),
+                "those_callbacks_cpu_of_wall_pct": round(cpu / wall * 100, 1) if wall else None,
+                "with_a_collection_over_2ms_pct": round(sum(1 for x in seen if x["gc_ms"]) / len(seen) * 100, 1),
+                "loop_busy_in_their_second_p50_pct": round(statistics.median(x["busy"] for x in seen) * 100, 1),
+                "longest_holders_ms": {k: round(v, 1) for k, v in sorted(names.items(), key=lambda kv: -kv[1])[:8]}}
+        found[name] = groups
+    return found
 
 
 class GcTimer:
@@ -962,6 +1014,8 @@ async def run(addresses: dict[str, str], token: str, args, pids: dict[str, int],
         result = {"ledger_head_before": head, "capacity_cpu_pct": cap_cpu, "ramp": ramp_steps,
                   "overload": args.overload, "minutes": args.minutes, "calm_seconds": args.calm_seconds,
                   **await overload(mix, cap, args, pids, metrics_ports, probe, admin_url)}
+        if probe is not None and args.loop_probe:
+            result["surge"]["loop_during_probe_refusals"] = loop_during_refusals(probe.calls, args.loop_probe, pids)
         # Each call type alone, one at a time, before the calm phase and after the calm phase after
         # the surge: a call that itself got dearer (not only queued) shows here.
         result["alone_ms"] = {"before": before, "after": await solo(mix)}
@@ -1014,8 +1068,15 @@ def main() -> None:
     parser.add_argument("--gc-probe", type=Path, metavar="DIR",
                         help="every process of the suite times its garbage collections into DIR/<pid>.json "
                              "(bench/gc_probe/sitecustomize.py): each full collection's CPU ms, GC-tracked objects")
+    parser.add_argument("--loop-probe", type=Path, metavar="DIR",
+                        help="every process of the suite records what holds its event loop into DIR/<pid>.json "
+                             "(bench/loop_probe/sitecustomize.py); with --probe-rps, what each service's loop did "
+                             "while the probe's refusals were late (surge.loop_during_probe_refusals). Not with "
+                             "--gc-probe (both are a sitecustomize)")
     parser.add_argument("--out", type=Path, default=Path("soak.json"))
     args = parser.parse_args()
+    if args.gc_probe and args.loop_probe:
+        parser.error("--gc-probe and --loop-probe are both a sitecustomize: one at a time")
     work = Path(tempfile.mkdtemp(prefix="aos-soak-"))
     ports = {name: free_port() for name in ("overview", "logs", "export", "gateway")}
     metrics_ports = {name: free_port() for name in ("overview", "logs", "export")}
@@ -1033,6 +1094,11 @@ def main() -> None:
         args.gc_probe.mkdir(parents=True, exist_ok=True)
         env["SOAK_GC_PROBE_DIR"] = str(args.gc_probe.resolve())
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().with_name("gc_probe")),
+                                                          env.get("PYTHONPATH")]))
+    if args.loop_probe:
+        args.loop_probe.mkdir(parents=True, exist_ok=True)
+        env["SOAK_LOOP_PROBE_DIR"] = str(args.loop_probe.resolve())
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().with_name("loop_probe")),
                                                           env.get("PYTHONPATH")]))
     for setting in args.env:
         name, _, value = setting.partition("=")

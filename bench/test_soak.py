@@ -37,3 +37,19 @@ def test_by_call_names_other_codes_only_where_there_were_any():
     found = soak.by_call(results)
     assert found["audit"] == {"calls": 2, "p50_ms": 20.0, "p99_ms": 10.0, "max_ms": 30.0}
     assert found["integrity"]["calls"] == 1 and found["integrity"]["codes"] == {"RESOURCE_EXHAUSTED": 1, "OK": 1}
+
+
+def test_loop_during_refusals_tells_the_late_ones_loop_from_the_fast_ones(tmp_path):
+    # The Logs service's loop: a 40 ms task step at t=100.00 (4 ms of it CPU: off the CPU) and a
+    # 6 ms collection inside it; the late refusal (t=100.01, 30 ms) overlaps both, the fast one
+    # (t=101.5, 2 ms) neither.
+    (tmp_path / "7.json").write_text('{"seconds": {"100": [300.0, 50.0, 80, 6.0], "101": [50.0, 40.0, 60, 0.0]}}')
+    (tmp_path / "7.jsonl").write_text('["slow", 100.0, 40.0, 4.0, "ListAuditEntries"]\n'
+                                      '["gc", 100.02, 2, 6.0]\n')
+    found = soak.loop_during_refusals({"logs": [(100.01, 30.0), (101.5, 2.0)]}, tmp_path, {"logs": 7})
+    late, fast = found["logs"]["late"], found["logs"]["fast"]
+    assert (late["calls"], late["with_a_callback_over_5ms_pct"], late["those_callbacks_cpu_of_wall_pct"],
+            late["with_a_collection_over_2ms_pct"], late["loop_busy_in_their_second_p50_pct"]) == (1, 100.0, 10.0,
+                                                                                                 100.0, 30.0)
+    assert late["longest_holders_ms"] == {"ListAuditEntries": 40.0}
+    assert (fast["with_a_callback_over_5ms_pct"], fast["with_a_collection_over_2ms_pct"]) == (0.0, 0.0)

@@ -608,7 +608,9 @@ async def test_a_cancelled_heavy_call_interrupts_its_worker_which_serves_the_nex
     cancelled, the transaction rolled back): DEADLINE_EXCEEDED, and the same workers (none
     replaced) answer the next walks in full."""
     url, a, b = ledger
-    async with logs_server(url, heavy_processes=True) as (server, stub):  # the default, said here (AOS_HEAVY_PROCESSES)
+    # Workers are not recycled here (AOS_HEAVY_WORKER_RECYCLE_MIB=0): a walk of LEDGER entries after a
+    # first SHORT one may grow a worker past the bound, and its replacement would be no sign of the cancel.
+    async with logs_server(url, heavy_processes=True, heavy_worker_recycle_mib=0) as (server, stub):
         await integrity(a, stub, SHORT)
         workers = server.db.offload.pids()
         with pytest.raises(grpc.aio.AioRpcError) as late:
