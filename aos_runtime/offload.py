@@ -73,7 +73,6 @@ from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection as Pipe
 from typing import Any
 
-from aos_runtime import metrics
 from aos_runtime.faults import PoolExhausted
 
 log = logging.getLogger("aos.offload")
@@ -539,6 +538,10 @@ class HeavyProcesses:
         self._workers.append(worker)
         if grown:
             self.recycled += 1
+            # Imported here: aos_runtime.metrics imports grpc, which the database layer (aos_runtime.db,
+            # and this module with it) must not load (tests/unit/test_layers.py).
+            from aos_runtime import metrics
+
             metrics.heavy_worker_recycles.labels(service=self.service).inc()
             log.info("heavy worker process recycled: a job grew it past AOS_HEAVY_WORKER_RECYCLE_MIB", extra={
                 "service": self.service, "ended": lost.process.pid, "pid": worker.process.pid,
