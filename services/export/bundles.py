@@ -370,9 +370,12 @@ class AuditRecords:
         writer, seqs = self._writer, self.seqs
         for batch in self._batches:
             made = writer.plain_audit_rows(batch)
-            plain = [record is not None for record in made]
-            records = [record if record is not None else writer.generic_audit_row(row)
-                       for record, row in zip(made, batch, strict=True)]
+            if None in made:
+                plain = [record is not None for record in made]
+                records = [record if record is not None else writer.generic_audit_row(row)
+                           for record, row in zip(made, batch, strict=True)]
+            else:  # every record plain JSON (the usual batch): no copies
+                plain, records = [True] * len(made), made  # type: ignore[assignment]
             if seqs is not None:
                 seqs.extend(map(_SEQ_OF, records))
             yield records, plain
