@@ -13,8 +13,10 @@ an AUDIT_SLICE EVIDENCE JSON artifact to a sink that only hashes (``artifacts.re
 ``bundles.AuditRecords``, as ``builder.render`` does), timed with ``time.process_time``; the minimum
 and the median are printed, with the artifact's SHA-256 (the same for any checkout that renders the
 same bytes). The rows are made first and frozen out of the garbage collector's sight (the service
-holds a few batches at a time, not all). ``--profile`` writes a cProfile of one more render and prints the top functions.
-Run it with another checkout first on PYTHONPATH to measure that checkout's code on the same rows.
+holds a few batches at a time, not all). ``--profile`` writes a cProfile of one more render and
+prints the top functions. Run it with another checkout first on PYTHONPATH (from that checkout:
+``cd MAIN_COPY && PYTHONPATH=/path/to/this/bench:.:gen:bench python /path/to/this/bench/export_render_cost.py``)
+to measure that checkout's code on the same rows.
 """
 from __future__ import annotations
 
