@@ -177,7 +177,10 @@ def canonical_json_joined(documents: Sequence[Any], plain: Sequence[bool]) -> by
     a character past U+FFFF is done document by document (canonical_json decides each)."""
     if not documents:
         return b""
-    items = [d if p else orjson.Fragment(canonical_json(d)) for d, p in zip(documents, plain, strict=True)]
+    if len(plain) != len(documents):
+        raise ValueError("one plain flag per document")
+    items = documents if all(plain) else [d if p else orjson.Fragment(canonical_json(d))
+                                          for d, p in zip(documents, plain, strict=True)]
     try:
         out = orjson.dumps(items, option=_JOINED_OPTIONS)
     except TypeError:

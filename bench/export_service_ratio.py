@@ -21,6 +21,9 @@ suite_bench's), the CPU seconds the service's process tree and the database serv
 the export, and the artifact's size and checksum. Each export appends its EvidenceExported entry
 to the ledger, and an unfiltered slice carries it: every export's artifact differs from the last
 by that entry, so the bytes are compared elsewhere (bench/export_verify_cost.py, the pinned tests).
+``--verify`` then asks the same service to VerifyExport that export (its checks and a re-render of
+the slice: the verification of an export), timed the same way (``verify_s``, its CPU seconds, and
+``verify_ratio``: records/s of the verification ÷ rows/s of the read).
 ``--py-spy DIR`` records each export's worker processes with py-spy (a flame graph per run; the
 sampling costs CPU: a profiled run's times are not the figures).
 """
@@ -82,7 +85,8 @@ def _read(producer_url: str, tenant: str) -> tuple[int, float, float]:
         producer.close()
 
 
-def _export(root: Path, logins: dict[str, str], work: Path, tenant: str, spy: Path | None, label: str) -> dict:
+def _export(root: Path, logins: dict[str, str], work: Path, tenant: str, spy: Path | None, label: str,
+            verify: bool = False) -> dict:
     from aos.evidence.v1 import bundle_pb2
     from aos.export.v1 import export_service_pb2 as pb, export_service_pb2_grpc as pb_grpc
     from aos_runtime.auth import mint_token
@@ -123,10 +127,20 @@ def _export(root: Path, logins: dict[str, str], work: Path, tenant: str, spy: Pa
         create_s = time.perf_counter() - started
         svc_cpu = _tree_cpu(service.pid) - svc_before
         pg_cpu = (_tree_cpu(postmaster) - pg_before) if postmaster else None
-        channel.close()
         manifest = json.loads(export.manifest)
-        return {"create_s": create_s, "records": manifest["records"], "size": export.size_bytes,
-                "checksum": manifest["checksum"], "service_cpu_s": svc_cpu, "postgres_cpu_s": pg_cpu}
+        figures = {"create_s": create_s, "records": manifest["records"], "size": export.size_bytes,
+                   "checksum": manifest["checksum"], "service_cpu_s": svc_cpu, "postgres_cpu_s": pg_cpu}
+        if verify:
+            pg_before = _tree_cpu(postmaster) if postmaster else 0.0
+            svc_before = _tree_cpu(service.pid)
+            started = time.perf_counter()
+            verified = stub.VerifyExport(pb.VerifyExportRequest(export_id=export.export_id), metadata=metadata,
+                                         timeout=3600)
+            figures.update(verify_s=time.perf_counter() - started, verify_valid=verified.valid,
+                           verify_service_cpu_s=_tree_cpu(service.pid) - svc_before,
+                           verify_postgres_cpu_s=(_tree_cpu(postmaster) - pg_before) if postmaster else None)
+        channel.close()
+        return figures
     finally:
         for s in spies:
             s.send_signal(2)
@@ -143,6 +157,7 @@ def main() -> None:
                         help="a checkout to measure (repeatable; default: this one)")
     parser.add_argument("--keep", type=Path, help="keep the loaded database in this directory (a later run "
                                                   "with the same --keep and --entries reuses it)")
+    parser.add_argument("--verify", action="store_true", help="then VerifyExport each export, timed")
     parser.add_argument("--py-spy", type=Path, dest="spy", help="record each export with py-spy into this directory")
     parser.add_argument("--out", type=Path, help="write the figures as JSON here")
     args = parser.parse_args()
@@ -165,9 +180,15 @@ def main() -> None:
             for name, path in (copies.items() if n % 2 == 0 else reversed(copies.items())):
                 rows, read_s, read_cpu = _read(logins["producer"], tenant)
                 load = os.getloadavg()[0]
-                figures = _export(Path(path).resolve(), logins, work, tenant, args.spy, f"{name}-{n + 1}")
+                figures = _export(Path(path).resolve(), logins, work, tenant, args.spy, f"{name}-{n + 1}",
+                                  args.verify)
                 figures.update(rows=rows, read_s=read_s, read_cpu_s=read_cpu, load_1min=load,
                                ratio=round((figures["records"] / figures["create_s"]) / (rows / read_s), 3))
+                if args.verify:
+                    figures["verify_ratio"] = round((figures["records"] / figures["verify_s"]) / (rows / read_s), 3)
+                    print(f"round {n + 1} {name}: verify {figures['verify_s']:.2f} s (valid "
+                          f"{figures['verify_valid']}, service CPU {figures['verify_service_cpu_s']:.2f} s); "
+                          f"verify ratio {figures['verify_ratio']}", file=sys.stderr)
                 results[name].append(figures)
                 print(f"round {n + 1} {name} (load {load:.1f}): read {rows:,} rows {read_s:.2f} s; export "
                       f"{figures['records']:,} records {figures['create_s']:.2f} s (service CPU "
@@ -179,8 +200,9 @@ def main() -> None:
         summary["copies"][name] = {
             "runs": runs,
             "median": {k: round(statistics.median(r[k] for r in runs), 3)
-                       for k in ("read_s", "create_s", "ratio", "service_cpu_s", "postgres_cpu_s")
-                       if all(r[k] is not None for r in runs)}}
+                       for k in ("read_s", "create_s", "ratio", "service_cpu_s", "postgres_cpu_s", "verify_s",
+                                 "verify_ratio", "verify_service_cpu_s", "verify_postgres_cpu_s")
+                       if all(r.get(k) is not None for r in runs)}}
     text = json.dumps(summary, indent=2)
     print(text)
     if args.out:

@@ -308,6 +308,12 @@ def render_slice(head: dict[str, Any], kind: str, records: Iterable[dict[str, An
         if soc2:
             record["control"] = bundles.slice_control(kind, record)
 
+    def visit_all(batch: list[dict[str, Any]]) -> None:  # an audit slice's batch of records
+        summary.add_all(batch)
+        if soc2:
+            for record in batch:
+                record["control"] = bundles.slice_control(kind, record)
+
     def counted() -> Iterator[dict[str, Any]]:
         for record in records:
             visit(record)
@@ -328,7 +334,7 @@ def render_slice(head: dict[str, Any], kind: str, records: Iterable[dict[str, An
 
     if fmt is ExportFormat.JSON and not executive:
         if isinstance(records, bundles.AuditRecords):  # the records' JSON a batch at a time
-            _stream_json(head, records.json_batches(visit), tail, sink, batches=True)
+            _stream_json(head, records.json_batches(visit_all), tail, sink, batches=True)
         else:
             _stream_json(head, counted(), tail, sink)
     elif fmt is ExportFormat.CSV:

@@ -273,28 +273,33 @@ class RecordWriter:
         plain JSON value ``_plain`` is a copy, so redacting the value is redacting its copy
         (tests/unit/test_export_fast.py compares the two on generated rows)."""
         redactor = self.redactor
-        redact = redactor.redact
+        redact, text, state = redactor.redact, redactor.redact_text, redactor.redact_dict
         made: list[dict[str, Any] | None] = []
+        append = made.append
         for row in rows:
             (seq, content, prev, chain, version, _commitments, id_, tenant_id, event_type, entity_type, entity_id,
              actor_type, actor_id, reason, correlation_id, created, before, after) = row
             if (version == 2 or not _PLAIN_LEAVES.issuperset(map(type, _ROW_AS_IS(row)))
                     or type(created) is not datetime or type(content) is not bytes or type(prev) is not bytes
                     or type(chain) is not bytes or not json_plain(before) or not json_plain(after)):
-                made.append(None)
+                append(None)
                 continue
             total = redactor.total
-            record = {"id": id_, "tenant_id": tenant_id, "event_type": event_type, "entity_type": entity_type,
-                      "entity_id": entity_id, "actor_type": actor_type,
-                      "actor_id": actor_id if actor_id is None else redact(actor_id),
-                      "action_reason": reason if reason is None else redact(reason),
-                      "correlation_id": correlation_id, "created_at": rfc3339(created),
-                      "before_state": before if before is None else redact(before),
-                      "after_state": after if after is None else redact(after),
-                      "seq": seq, "content_hash": content.hex(), "prev_hash": prev.hex(),
-                      "chain_hash": chain.hex()}
-            record["redacted"] = redactor.total != total
-            made.append(record)
+            # redact() of each, by its type (the row's text fields are str, int, bool or None; a
+            # state is None or plain JSON), in the order of the record's members.
+            if type(actor_id) is str:
+                actor_id = text(actor_id)
+            if type(reason) is str:
+                reason = text(reason)
+            if before is not None:
+                before = state(before) if type(before) is dict else redact(before)
+            if after is not None:
+                after = state(after) if type(after) is dict else redact(after)
+            append({"id": id_, "tenant_id": tenant_id, "event_type": event_type, "entity_type": entity_type,
+                    "entity_id": entity_id, "actor_type": actor_type, "actor_id": actor_id, "action_reason": reason,
+                    "correlation_id": correlation_id, "created_at": rfc3339(created), "before_state": before,
+                    "after_state": after, "seq": seq, "content_hash": content.hex(), "prev_hash": prev.hex(),
+                    "chain_hash": chain.hex(), "redacted": redactor.total != total})
         return made
 
     def system_record(self, row: Mapping[str, Any]) -> dict[str, Any]:
@@ -365,21 +370,23 @@ class AuditRecords:
         writer, seqs = self._writer, self.seqs
         for batch in self._batches:
             made = writer.plain_audit_rows(batch)
-            plain = [record is not None for record in made]
-            records = [record if record is not None else writer.generic_audit_row(row)
-                       for record, row in zip(made, batch, strict=True)]
+            if None in made:
+                plain = [record is not None for record in made]
+                records = [record if record is not None else writer.generic_audit_row(row)
+                           for record, row in zip(made, batch, strict=True)]
+            else:  # every record plain JSON (the usual batch): no copies
+                plain, records = [True] * len(made), made  # type: ignore[assignment]
             if seqs is not None:
                 seqs.extend(map(_SEQ_OF, records))
             yield records, plain
 
-    def json_batches(self, visit: Callable[[dict[str, Any]], None]) -> Iterator[bytes]:
+    def json_batches(self, visit: Callable[[list[dict[str, Any]]], None]) -> Iterator[bytes]:
         """The records' canonical_json, comma-separated, one batch of rows at a time (no comma
-        between batches; an empty batch gives nothing). ``visit`` sees each record, in order,
-        before its batch is written; it may add plain members (text, integers) and nothing else."""
+        between batches; an empty batch gives nothing). ``visit`` sees each batch's records, in
+        order, before they are written; it may add plain members (text, integers) and nothing else."""
         for records, plain in self._made():
             if records:
-                for record in records:
-                    visit(record)
+                visit(records)
                 yield canonical_json_joined(records, plain)
 
 
@@ -491,6 +498,31 @@ class SliceSummary:
         for event, count in self.by_type.items():
             controls[_audit_control(event)] += count
         return controls
+
+    def add_all(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """``add`` of each record, in order (one loop for a batch: the same counters)."""
+        if self.kind != "audit_entry":
+            for record in records:
+                self.add(record)
+            return
+        first, last, first_seq, last_seq, by_type = self.first, self.last, self.first_seq, self.last_seq, self.by_type
+        redacted = 0
+        for record in records:
+            at = record["created_at"]
+            if first is None or at < first:
+                first = at
+            if last is None or at > last:
+                last = at
+            if "seq" in record:
+                if first_seq is None:
+                    first_seq = record["seq"]
+                last_seq = record["seq"]
+            by_type[record["event_type"]] += 1
+            if record["redacted"]:
+                redacted += 1
+        self.count += len(records)
+        self.first, self.last, self.first_seq, self.last_seq = first, last, first_seq, last_seq
+        self.redacted += redacted
 
     def add(self, record: Mapping[str, Any]) -> None:
         self.count += 1

@@ -20,6 +20,7 @@ value gives the same output and the same counts.
 from __future__ import annotations
 
 import base64
+import bisect
 import functools
 import re
 from collections.abc import Callable
@@ -339,29 +340,39 @@ _ASSIGNMENT = _Rule("secret_assignment", re.compile(
 
 _RULES = _OWN_RULES + _library_rules() + (_ASSIGNMENT,)
 
-# (needle, positions in _RULES of the rules it lets run). Each needle is looked for
-# once per string, not once per rule (measured by bench/redaction_cost.py: per-rule
-# checks cost more than the regexes they spare). A regex with a literal prefix that
-# sre scans for in C ("AKIA|ASIA|...", "AC[a-z0-9]{32}") needs no needle: over a 4 KB
-# prompt it costs what a substring test does.
-_RULES_OF: dict[str, set[int]] = {}
-for _position, _rule in enumerate(_RULES):
-    for _needle in _rule.needles or ():
-        _RULES_OF.setdefault(_needle, set()).add(_position)
-_NEEDLES = tuple(_RULES_OF.items())
-_ALWAYS = frozenset(position for position, rule in enumerate(_RULES) if rule.needles is None)
+# The needles, each looked for once per string, not once per rule (measured by
+# bench/redaction_cost.py: per-rule checks cost more than the regexes they spare); a rule with
+# needles runs only on a string holding one of them. A regex with a literal prefix that sre
+# scans for in C ("AKIA|ASIA|...", "AC[a-z0-9]{32}") needs no needle: over a 4 KB prompt it
+# costs what a substring test does.
+_NEEDLE_TEXTS = tuple(dict.fromkeys(needle for rule in _RULES for needle in rule.needles or ()))
+# The lengths at which a rule starts to apply: a string's place among them (bisect) says which
+# rules its length admits.
+_LENGTHS = tuple(sorted({rule.min_length for rule in _RULES}))
 
 
-def _rules_for(text: str) -> list[_Rule]:
-    """The rules that can match `text`, in their order."""
+@functools.lru_cache(maxsize=4096)  # a handful of (needles found, length class) pairs in practice
+def _rules_of(found: tuple[str, ...], length_class: int) -> tuple[tuple[_Rule, ...], bool]:
+    """The rules, in their order, a string can match given the needles it holds (``found``) and
+    how long it is (``length_class``: how many of _LENGTHS it reaches); and whether any of them
+    has a gate (which the string itself must pass)."""
+    rules = tuple(rule for rule in _RULES if bisect.bisect_right(_LENGTHS, rule.min_length) <= length_class
+                  and (rule.needles is None or not set(found).isdisjoint(rule.needles)))
+    return rules, any(rule.gate is not None for rule in rules)
+
+
+def _rules_for(text: str) -> tuple[_Rule, ...]:
+    """The rules that can match `text`, in their order: not those none of whose needles is in the
+    lowercased text, nor those whose min_length the text is short of or whose gate refuses it."""
+    # The needles found and the length's class name the rules in one cached look-up (a plain loop
+    # of `in` tests is the cheapest way to find the needles; tests/unit/test_redaction_fast.py
+    # holds this to the rules picked one by one).
     lowered = text.lower()
-    active = set(_ALWAYS)
-    for needle, positions in _NEEDLES:
-        if needle in lowered:
-            active |= positions
-    size = len(text)
-    return [rule for rule in (_RULES[position] for position in sorted(active))
-            if size >= rule.min_length and (rule.gate is None or rule.gate(text))]
+    rules, gated = _rules_of(tuple([needle for needle in _NEEDLE_TEXTS if needle in lowered]),
+                             bisect.bisect_right(_LENGTHS, len(text)))
+    if gated:
+        return tuple(rule for rule in rules if rule.gate is None or rule.gate(text))
+    return rules
 
 
 def _replace(rule: _Rule, counts: dict[str, int], match: re.Match[str]) -> str:
@@ -383,7 +394,10 @@ def _scan(text: str) -> tuple[str, tuple[tuple[str, int], ...]]:
     while True:
         before = text
         for rule in _rules_for(text):
-            text = rule.pattern.sub(functools.partial(_replace, rule, counts), text)
+            # A rule that finds nothing leaves the text as it is: one search, no substitution
+            # (and no replacement function made) for it.
+            if rule.pattern.search(text) is not None:
+                text = rule.pattern.sub(functools.partial(_replace, rule, counts), text)
         if text == before:
             return text, tuple(counts.items())
 
@@ -397,7 +411,7 @@ _scan_short = functools.lru_cache(maxsize=16_384)(_scan)
 def _plain_key(key: str) -> bool | None:
     """For a dict key with nothing to redact in it (the scan leaves it as it is, counting
     nothing): whether it names a secret; None for a key the scan changes. One cached look-up
-    for what Redactor._redact_dict asks of every key (exports repeat the same few keys)."""
+    for what Redactor.redact_dict asks of every key (exports repeat the same few keys)."""
     text, found = _scan_short(key)
     return _is_secret_key(key) if text == key and not found else None
 
@@ -434,22 +448,22 @@ class Redactor:
     def redact(self, value: Any) -> Any:
         kind = type(value)  # exact types first (every value of every exported state passes here)
         if kind is str:
-            return self._redact_text(value)
+            return self.redact_text(value)
         if kind is dict:
-            return self._redact_dict(value)
+            return self.redact_dict(value)
         if kind is int or kind is bool or value is None or kind is float:
             return value
         if isinstance(value, str):
-            return self._redact_text(value)
+            return self.redact_text(value)
         if isinstance(value, dict):
-            return self._redact_dict(value)
+            return self.redact_dict(value)
         if isinstance(value, (list, tuple)):
             if len(value) == 2 and isinstance(value[0], str):
                 # [["Authorization", "Bearer ..."], ["X-Api-Key", "..."]]: the value after a
                 # secret's name is withheld whole, as it would be under that dict key. The
                 # name is judged as given and as redacted, so redacting again finds the
                 # same pair (idempotence).
-                name = self._redact_text(value[0])
+                name = self.redact_text(value[0])
                 secret = value[1] is not None and (_is_secret_name(value[0]) or _is_secret_name(name))
                 items = [name, self._withhold(value[1]) if secret else self.redact(value[1])]
             else:
@@ -457,18 +471,32 @@ class Redactor:
             return items if isinstance(value, list) else tuple(items)
         return value
 
-    def _redact_dict(self, value: dict[Any, Any]) -> dict[Any, Any]:
+    def redact_dict(self, value: dict[Any, Any]) -> dict[Any, Any]:
+        """``redact`` of a dict."""
         redacted: dict[Any, Any] = {}
         for key, item in value.items():
             if type(key) is str and len(key) <= 128:
                 secret = _plain_key(key)
                 if secret is not None:  # the loop's own steps for a key with nothing to redact in it
-                    redacted[key] = self._withhold(item) if secret and item is not None else self.redact(item)
+                    if secret and item is not None:
+                        redacted[key] = self._withhold(item)
+                        continue
+                    # redact's first steps, inline (every member of every exported state is here)
+                    kind = type(item)
+                    if kind is str:
+                        text, found = _scan_short(item) if len(item) <= 128 else _scan(item)
+                        if found:
+                            self._add(found)
+                        redacted[key] = text
+                    elif kind is int or kind is bool or item is None or kind is float:
+                        redacted[key] = item
+                    else:
+                        redacted[key] = self.redact(item)
                     continue
             new_key = key
             if isinstance(key, str):
                 # A token used as a key ({"sk-proj-...": {...}}) leaks like any other string.
-                new_key = self._redact_text(key)
+                new_key = self.redact_text(key)
                 # Two redacted keys must not collapse into one entry (a value would be lost):
                 # the second becomes "[REDACTED:kind]#2", in the dict's own order.
                 number, base = 2, new_key
@@ -488,12 +516,17 @@ class Redactor:
             self._count(_SECRET_FIELD)
         return _FIELD_PLACEHOLDER
 
-    def _redact_text(self, text: str) -> str:
+    def redact_text(self, text: str) -> str:
+        """``redact`` of a str."""
         text, found = _scan_short(text) if len(text) <= 128 else _scan(text)
+        if found:
+            self._add(found)
+        return text
+
+    def _add(self, found: tuple[tuple[str, int], ...]) -> None:
         for kind, count in found:
             self._counts[kind] = self._counts.get(kind, 0) + count
             self.total += count
-        return text
 
     def _count(self, kind: str) -> None:
         self._counts[kind] = self._counts.get(kind, 0) + 1

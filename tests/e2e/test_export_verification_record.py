@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from datetime import timedelta
 
 import grpc
@@ -116,3 +117,23 @@ async def test_concurrent_verifications_of_one_export_share_one_re_render(thread
     # Another export is verified on its own, not blocked behind the first one's flight.
     other = await _export(stub, "CSV")
     assert (await stub.VerifyExport(pb.VerifyExportRequest(export_id=other.export_id), metadata=auth(TENANT))).valid
+
+
+async def test_an_audit_slice_is_read_again_on_the_helper_thread(threaded, monkeypatch):
+    """VerifyExport's re-render of an audit slice reads the slice's rows ahead on the export's
+    helper thread (services/export/dbthread.py), as CreateExport does: the database's time overlaps
+    the render's. Every batch of rows is fetched there, none on the verifying thread."""
+    stub = threaded
+    export = await _export(stub, "JSON")
+    readers: list[str] = []
+    audit_slice = verification.builder.store.audit_slice
+
+    def watched(*args, **kwargs):
+        for batch in audit_slice(*args, **kwargs):
+            readers.append(threading.current_thread().name)  # the thread that fetched this batch
+            yield batch
+
+    monkeypatch.setattr(verification.builder.store, "audit_slice", watched)
+    answer = await stub.VerifyExport(pb.VerifyExportRequest(export_id=export.export_id), metadata=auth(TENANT))
+    assert answer.valid and {c.name: c.passed for c in answer.checks}["reproducible"]
+    assert readers and all(name.startswith("export-db") for name in readers), readers

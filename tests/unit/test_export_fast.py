@@ -195,16 +195,16 @@ def test_audit_controls_follow_event_types(events):
 
 
 class _Before(redaction.Redactor):
-    """Redactor.redact and _redact_dict as they were before their exact-type and clean-key paths."""
+    """Redactor.redact and redact_dict as they were before their exact-type and clean-key paths."""
 
     def redact(self, value):
         if isinstance(value, str):
-            return self._redact_text(value)
+            return self.redact_text(value)
         if isinstance(value, dict):
-            return self._redact_dict(value)
+            return self.redact_dict(value)
         if isinstance(value, (list, tuple)):
             if len(value) == 2 and isinstance(value[0], str):
-                name = self._redact_text(value[0])
+                name = self.redact_text(value[0])
                 secret = value[1] is not None and (redaction._is_secret_name(value[0])
                                                    or redaction._is_secret_name(name))
                 items = [name, self._withhold(value[1]) if secret else self.redact(value[1])]
@@ -213,12 +213,12 @@ class _Before(redaction.Redactor):
             return items if isinstance(value, list) else tuple(items)
         return value
 
-    def _redact_dict(self, value):
+    def redact_dict(self, value):
         redacted = {}
         for key, item in value.items():
             new_key = key
             if isinstance(key, str):
-                new_key = self._redact_text(key)
+                new_key = self.redact_text(key)
                 number, base = 2, new_key
                 while new_key != key and (new_key in redacted or new_key in value):
                     new_key, number = f"{base}#{number}", number + 1
