@@ -32,10 +32,11 @@ Memory (issue #19: a service's resident memory returns to about idle after its e
 each job a worker gives its freed heap back (glibc's ``malloc_trim``), but what a large job grew
 stays — pymalloc's 1 MiB arenas go back only when wholly empty, and a few survivors keep each of
 them. So a worker whose anonymous memory (its heap) is more than ``recycle_mib`` above what it
-held after its first job (its connection open, its caches filled) ends after the job and is replaced
-(``AOS_HEAVY_WORKER_RECYCLE_MIB``): after every answer the worker says whether it stays (``k``)
-or ends (``x``); the caller has its answer before that, and a replacement starts from the fork
-server as a worker lost would.
+held warm, before its first job (its imports, its frozen objects, its connection, the residents),
+ends after the job and is replaced (``AOS_HEAVY_WORKER_RECYCLE_MIB``): every job is judged
+against that, the first included, so a replacement whose first job is a large export goes too.
+After every answer the worker says whether it stays (``k``) or ends (``x``); the caller has its
+answer before that, and a replacement starts from the fork server as a worker lost would.
 
 What crosses: the work function and its arguments by pickle — module-level functions and
 plain values — except the service's long-lived objects that hold secrets (the export signing
@@ -216,8 +217,8 @@ _WORKER_MODULES = ("aos_runtime.db", "aos_runtime.heap", "aos_runtime.observabil
 def _worker(pipe: Pipe, service: str, url: str, options: dict[str, Any], log_level: str, trim_heap: bool,
             modules: list[str], recycle_kib: int = 0) -> None:
     """A heavy worker's life: import what the service imported, build the residents, then run
-    jobs until the pipe closes, or until a job left it ``recycle_kib`` larger than its first job
-    did (0: never)."""
+    jobs until the pipe closes, or until a job left it ``recycle_kib`` larger than it was warm,
+    before its first job (0: never)."""
     global _running
     started = time.monotonic()
     _end_with_requester(pipe)
@@ -256,8 +257,9 @@ def _worker(pipe: Pipe, service: str, url: str, options: dict[str, Any], log_lev
     # at about its size before the job, as the service's process does after its heavy calls.
     trim = _malloc_trim() if trim_heap else None
     residents: dict[str, Any] = {}
-    # Anonymous memory after the first job (its connection open, its caches filled: the worker as
-    # it serves); what a later job leaves above it beyond recycle_kib ends the worker.
+    # Anonymous memory of the worker warm, taken as its first job arrives (its imports, its frozen
+    # objects, its connection, the residents built), after a heap trim: what any job, the first
+    # included, leaves above it beyond recycle_kib ends the worker.
     baseline_kib: int | None = None
     while True:
         try:
@@ -269,6 +271,10 @@ def _worker(pipe: Pipe, service: str, url: str, options: dict[str, Any], log_lev
             name, factory, args = loads(payload, residents)
             residents[name] = factory(*args)
             continue
+        if recycle_kib and baseline_kib is None:
+            if trim is not None:
+                trim(0)
+            baseline_kib = anonymous_kib()
         try:
             tenant_id, work, args, read_write, deadline, wanted = loads(payload, residents)
             _running = True
@@ -300,12 +306,7 @@ def _worker(pipe: Pipe, service: str, url: str, options: dict[str, Any], log_lev
         if trim is not None:
             trim(0)
         # Stay (k) or end (x): the service reads this once it has answered the call.
-        grown = False
-        if recycle_kib:
-            now_kib = anonymous_kib()
-            if baseline_kib is None:
-                baseline_kib = now_kib
-            grown = now_kib - baseline_kib > recycle_kib
+        grown = baseline_kib is not None and anonymous_kib() - baseline_kib > recycle_kib
         try:
             pipe.send_bytes(b"x" if grown else b"k")
         except (BrokenPipeError, OSError):
