@@ -210,6 +210,12 @@ ENV_VARS: tuple[EnvVar, ...] = (
            "back to the system with it (counted in `aos_heavy_worker_recycles_total`). 0 (the default): never — "
            "off until its baseline is the worker's own before any job (taken after the first job, a replacement "
            "whose first job is a large export keeps that export's residue: RELIABILITY.md)."),
+    EnvVar("AOS_HEAVY_NICE", "10",
+           "How much the heavy work yields the CPU (0-19, the `nice` increment): the heavy worker processes "
+           "(AOS_HEAVY_PROCESSES) or the heavy pool's threads run at it, and so does each heavy worker's "
+           "PostgreSQL backend when the database runs on this machine and may be reniced by this user (a "
+           "Unix socket or loopback address; else it keeps its priority and the service says so once in its "
+           "log). 0: heavy work competes with the light calls as equals."),
     EnvVar("AOS_HEAP_TRIM", "on",
            "When a process's heavy calls and downloads have all ended, close its idle database connections "
            "(the light calls' only once none has run for 2 s) (libpq keeps each one's largest message buffered "
@@ -264,7 +270,7 @@ def _http_parser(env: Mapping[str, str]) -> str:
     return value
 
 
-def _int(env: Mapping[str, str], name: str, *, minimum: int = 0) -> int:
+def _int(env: Mapping[str, str], name: str, *, minimum: int = 0, maximum: int | None = None) -> int:
     raw = _get(env, name)
     try:
         value = int(raw)  # type: ignore[arg-type]
@@ -272,6 +278,8 @@ def _int(env: Mapping[str, str], name: str, *, minimum: int = 0) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be <= {maximum}, got {value}")
     return value
 
 
@@ -409,6 +417,7 @@ class Settings:
     heavy_processes: bool = True         # AOS_HEAVY_PROCESSES
     heap_trim: bool = True               # AOS_HEAP_TRIM
     heavy_worker_recycle_mib: int = 0    # AOS_HEAVY_WORKER_RECYCLE_MIB (0: never)
+    heavy_nice: int = 10                 # AOS_HEAVY_NICE
     downloads_per_tenant: int = 4        # AOS_DOWNLOADS_PER_TENANT
     gateway_header_timeout_s: int = 10   # AOS_GATEWAY_HEADER_TIMEOUT_S
     gateway_max_connections: int = 1000  # AOS_GATEWAY_MAX_CONNECTIONS
@@ -499,6 +508,7 @@ class Settings:
             heavy_processes=_bool(env, "AOS_HEAVY_PROCESSES"),
             heap_trim=_bool(env, "AOS_HEAP_TRIM"),
             heavy_worker_recycle_mib=_int(env, "AOS_HEAVY_WORKER_RECYCLE_MIB"),
+            heavy_nice=_int(env, "AOS_HEAVY_NICE", maximum=19),
             downloads_per_tenant=_int(env, "AOS_DOWNLOADS_PER_TENANT", minimum=1),
             gateway_header_timeout_s=_int(env, "AOS_GATEWAY_HEADER_TIMEOUT_S", minimum=1),
             gateway_max_connections=_int(env, "AOS_GATEWAY_MAX_CONNECTIONS", minimum=1),
