@@ -216,6 +216,9 @@ ENV_VARS: tuple[EnvVar, ...] = (
            "PostgreSQL backend when the database runs on this machine and may be reniced by this user (a "
            "Unix socket or loopback address; else it keeps its priority and the service says so once in its "
            "log). 0: heavy work competes with the light calls as equals."),
+    EnvVar("AOS_HEAVY_BACKEND_NICE", "on",
+           "`on`: a heavy worker's PostgreSQL backend runs at AOS_HEAVY_NICE as the worker does (where it can be "
+           "reniced: above). `off`: the backends keep the database server's priority."),
     EnvVar("AOS_HEAP_TRIM", "on",
            "When a process's heavy calls and downloads have all ended, close its idle database connections "
            "(the light calls' only once none has run for 2 s) (libpq keeps each one's largest message buffered "
@@ -418,6 +421,7 @@ class Settings:
     heap_trim: bool = True               # AOS_HEAP_TRIM
     heavy_worker_recycle_mib: int = 0    # AOS_HEAVY_WORKER_RECYCLE_MIB (0: never)
     heavy_nice: int = 10                 # AOS_HEAVY_NICE
+    heavy_backend_nice: bool = True      # AOS_HEAVY_BACKEND_NICE
     downloads_per_tenant: int = 4        # AOS_DOWNLOADS_PER_TENANT
     gateway_header_timeout_s: int = 10   # AOS_GATEWAY_HEADER_TIMEOUT_S
     gateway_max_connections: int = 1000  # AOS_GATEWAY_MAX_CONNECTIONS
@@ -509,6 +513,7 @@ class Settings:
             heap_trim=_bool(env, "AOS_HEAP_TRIM"),
             heavy_worker_recycle_mib=_int(env, "AOS_HEAVY_WORKER_RECYCLE_MIB"),
             heavy_nice=_int(env, "AOS_HEAVY_NICE", maximum=19),
+            heavy_backend_nice=_bool(env, "AOS_HEAVY_BACKEND_NICE"),
             downloads_per_tenant=_int(env, "AOS_DOWNLOADS_PER_TENANT", minimum=1),
             gateway_header_timeout_s=_int(env, "AOS_GATEWAY_HEADER_TIMEOUT_S", minimum=1),
             gateway_max_connections=_int(env, "AOS_GATEWAY_MAX_CONNECTIONS", minimum=1),

@@ -288,7 +288,7 @@ class Database:
     def __init__(self, url: str, *, service: str, pool_size: int = 10, pool_timeout_s: float = 5,
                  statement_timeout_ms: int = 30000, connect_timeout_s: int = 3, heavy_pool_size: int = 0,
                  heavy_processes: bool = False, log_level: str = "INFO", trim_heap: bool = True,
-                 worker_recycle_mib: int = 0, heavy_nice: int = OFFLOAD_NICE) -> None:
+                 worker_recycle_mib: int = 0, heavy_nice: int = OFFLOAD_NICE, heavy_backend_nice: bool = True) -> None:
         self.service = service
         self.url = url
         self.pool_timeout_s = pool_timeout_s
@@ -309,7 +309,8 @@ class Database:
         if heavy_pool_size and heavy_processes:
             self.offload = HeavyProcesses(heavy_pool_size, service=service, url=url, log_level=log_level,
                                           pool_timeout_s=pool_timeout_s, trim_heap=trim_heap,
-                                          recycle_mib=worker_recycle_mib, nice=heavy_nice, options={
+                                          recycle_mib=worker_recycle_mib, nice=heavy_nice,
+                                          backend_nice=heavy_backend_nice, options={
                                               "pool_timeout_s": pool_timeout_s,
                                               "statement_timeout_ms": statement_timeout_ms,
                                               "connect_timeout_s": connect_timeout_s})

@@ -535,8 +535,8 @@ class HeavyProcesses:
                  backend_nice: bool = True) -> None:
         self.size = size
         self.recycle_mib = recycle_mib
-        # The workers' nice increment, and whether their database backends take it too (False: they
-        # keep the server's priority, as before; the tests' must-fail variant).
+        # The workers' nice increment (AOS_HEAVY_NICE), and whether their database backends take it
+        # too (AOS_HEAVY_BACKEND_NICE; False: they keep the server's priority).
         self.nice = nice
         self.backend_nice = backend_nice
         self.recycled = 0  # workers replaced because a job grew them past recycle_mib

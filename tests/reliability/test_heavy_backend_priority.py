@@ -2,7 +2,8 @@
 process runs at nice +AOS_HEAVY_NICE, and so does the PostgreSQL backend serving its connection —
 the reads of an export or an integrity walk are much of the database's CPU — while the light
 calls' backends keep nice 0. Also a backend the worker connects anew (a cancelled job's connection
-is re-made) is reniced. Read from /proc: the tests' embedded Postgres runs on this machine.
+is re-made) is reniced. Read from /proc: the tests' embedded Postgres runs on this machine. The
+must-fail variant is AOS_HEAVY_BACKEND_NICE=off (``backend_nice=False``): the backends as before.
 """
 from __future__ import annotations
 
