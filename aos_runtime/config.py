@@ -199,8 +199,8 @@ ENV_VARS: tuple[EnvVar, ...] = (
            "`on`: with the heavy isolation on, a heavy call's CPU-bound work (an export's render, a verification's "
            "re-render, an integrity walk) runs in AOS_HEAVY_CONCURRENCY worker processes of the service at nice "
            "+AOS_HEAVY_NICE, each with one database connection of the service's login, instead of a thread of "
-           "the process that serves the light calls (whose interpreter, GIL and pauses it shared). A worker commits only on its "
-           "service's word and ends with it (a service killed mid-export leaves no row and no process: "
+           "the process that serves the light calls (whose interpreter, GIL and pauses it shared). A worker commits "
+           "only on its service's word and ends with it (a service killed mid-export leaves no row and no process: "
            "tests/e2e/test_export_crash.py). `off`: in the heavy pool's threads."),
     EnvVar("AOS_HEAVY_WORKER_RECYCLE_MIB", "0",
            "A heavy worker process (AOS_HEAVY_PROCESSES) whose heap after a job (its resident anonymous "
