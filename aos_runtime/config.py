@@ -202,14 +202,13 @@ ENV_VARS: tuple[EnvVar, ...] = (
            "the process that serves the light calls (whose interpreter, GIL and pauses it shared). A worker commits "
            "only on its service's word and ends with it (a service killed mid-export leaves no row and no process: "
            "tests/e2e/test_export_crash.py). `off`: in the heavy pool's threads."),
-    EnvVar("AOS_HEAVY_WORKER_RECYCLE_MIB", "0",
+    EnvVar("AOS_HEAVY_WORKER_RECYCLE_MIB", "8",
            "A heavy worker process (AOS_HEAVY_PROCESSES) whose heap after a job (its resident anonymous "
-           "memory, after the heap trim) is more than this many MiB above what it held after its first job (its "
-           "connection open, its caches filled) ends and is replaced, once the call has its answer: what a "
-           "large export grew (Python's memory arenas kept by a few survivors, its connection's buffers) goes "
-           "back to the system with it (counted in `aos_heavy_worker_recycles_total`). 0 (the default): never — "
-           "off until its baseline is the worker's own before any job (taken after the first job, a replacement "
-           "whose first job is a large export keeps that export's residue: RELIABILITY.md)."),
+           "memory, after the heap trim) is more than this many MiB above what it held warm, before its first job "
+           "(its imports, its connection), ends and is replaced, once the call has its answer: what a large "
+           "export grew (Python's memory arenas kept by a few survivors, its connection's buffers) goes back to "
+           "the system with it (counted in `aos_heavy_worker_recycles_total`); small calls grow a worker by "
+           "~1 MiB and leave it be (RELIABILITY.md). 0: never."),
     EnvVar("AOS_HEAVY_NICE", "10",
            "How much the heavy work yields the CPU (0-19, the `nice` increment): the heavy worker processes "
            "(AOS_HEAVY_PROCESSES) or the heavy pool's threads run at it, and so does each heavy worker's "
@@ -419,7 +418,7 @@ class Settings:
     heavy_isolation: bool = True         # AOS_HEAVY_ISOLATION
     heavy_processes: bool = True         # AOS_HEAVY_PROCESSES
     heap_trim: bool = True               # AOS_HEAP_TRIM
-    heavy_worker_recycle_mib: int = 0    # AOS_HEAVY_WORKER_RECYCLE_MIB (0: never)
+    heavy_worker_recycle_mib: int = 8    # AOS_HEAVY_WORKER_RECYCLE_MIB (0: never)
     heavy_nice: int = 10                 # AOS_HEAVY_NICE
     heavy_backend_nice: bool = True      # AOS_HEAVY_BACKEND_NICE
     downloads_per_tenant: int = 4        # AOS_DOWNLOADS_PER_TENANT
