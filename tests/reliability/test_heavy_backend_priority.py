@@ -74,3 +74,16 @@ async def test_a_heavy_workers_backend_runs_at_the_workers_nice_and_a_light_call
         assert yielded and warm[0] is not None and warm[0]["backend_nice"] == expected, figures
     else:
         assert not yielded and all(n == light_nice for _, _, _, n in niced), figures
+
+
+def test_a_backend_that_keeps_its_priority_is_said_once_per_service(caplog):
+    """Where a worker's backend cannot be reniced (a database elsewhere, another user), each worker
+    says why in its warm word; the service logs it once, not once per worker or replacement."""
+    from aos_runtime.offload import _tell_backend_priority
+
+    caplog.set_level("INFO", logger="aos.offload")
+    for _ in range(3):
+        _tell_backend_priority("aos-test-heavy", {"backend_nice": "kept: the database is not on this machine"})
+    _tell_backend_priority("aos-test-heavy", {"backend_nice": 10})
+    said = [r for r in caplog.records if "keep their priority" in r.getMessage()]
+    assert len(said) == 1 and said[0].reason == "the database is not on this machine", said
