@@ -197,19 +197,27 @@ ENV_VARS: tuple[EnvVar, ...] = (
            "per-tenant limit (the fairness tests show what that costs another tenant)."),
     EnvVar("AOS_HEAVY_PROCESSES", "on",
            "`on`: with the heavy isolation on, a heavy call's CPU-bound work (an export's render, a verification's "
-           "re-render, an integrity walk) runs in AOS_HEAVY_CONCURRENCY worker processes of the service at nice +10, "
-           "each with one database connection of the service's login, instead of a thread of the process that "
-           "serves the light calls (whose interpreter, GIL and pauses it shared). A worker commits only on its "
-           "service's word and ends with it (a service killed mid-export leaves no row and no process: "
+           "re-render, an integrity walk) runs in AOS_HEAVY_CONCURRENCY worker processes of the service at nice "
+           "+AOS_HEAVY_NICE, each with one database connection of the service's login, instead of a thread of "
+           "the process that serves the light calls (whose interpreter, GIL and pauses it shared). A worker commits "
+           "only on its service's word and ends with it (a service killed mid-export leaves no row and no process: "
            "tests/e2e/test_export_crash.py). `off`: in the heavy pool's threads."),
-    EnvVar("AOS_HEAVY_WORKER_RECYCLE_MIB", "0",
+    EnvVar("AOS_HEAVY_WORKER_RECYCLE_MIB", "8",
            "A heavy worker process (AOS_HEAVY_PROCESSES) whose heap after a job (its resident anonymous "
-           "memory, after the heap trim) is more than this many MiB above what it held after its first job (its "
-           "connection open, its caches filled) ends and is replaced, once the call has its answer: what a "
-           "large export grew (Python's memory arenas kept by a few survivors, its connection's buffers) goes "
-           "back to the system with it (counted in `aos_heavy_worker_recycles_total`). 0 (the default): never — "
-           "off until its baseline is the worker's own before any job (taken after the first job, a replacement "
-           "whose first job is a large export keeps that export's residue: RELIABILITY.md)."),
+           "memory, after the heap trim) is more than this many MiB above what it held warm, before its first job "
+           "(its imports, its connection), ends and is replaced, once the call has its answer: what a large "
+           "export grew (Python's memory arenas kept by a few survivors, its connection's buffers) goes back to "
+           "the system with it (counted in `aos_heavy_worker_recycles_total`); small calls grow a worker by "
+           "~1 MiB and leave it be (RELIABILITY.md). 0: never."),
+    EnvVar("AOS_HEAVY_NICE", "10",
+           "How much the heavy work yields the CPU (0-19, the `nice` increment): the heavy worker processes "
+           "(AOS_HEAVY_PROCESSES) or the heavy pool's threads run at it, and so does each heavy worker's "
+           "PostgreSQL backend when the database runs on this machine and may be reniced by this user (a "
+           "Unix socket or loopback address; else it keeps its priority and the service says so once in its "
+           "log). 0: heavy work competes with the light calls as equals."),
+    EnvVar("AOS_HEAVY_BACKEND_NICE", "on",
+           "`on`: a heavy worker's PostgreSQL backend runs at AOS_HEAVY_NICE as the worker does (where it can be "
+           "reniced: above). `off`: the backends keep the database server's priority."),
     EnvVar("AOS_HEAP_TRIM", "on",
            "When a process's heavy calls and downloads have all ended, close its idle database connections "
            "(the light calls' only once none has run for 2 s) (libpq keeps each one's largest message buffered "
@@ -264,7 +272,7 @@ def _http_parser(env: Mapping[str, str]) -> str:
     return value
 
 
-def _int(env: Mapping[str, str], name: str, *, minimum: int = 0) -> int:
+def _int(env: Mapping[str, str], name: str, *, minimum: int = 0, maximum: int | None = None) -> int:
     raw = _get(env, name)
     try:
         value = int(raw)  # type: ignore[arg-type]
@@ -272,6 +280,8 @@ def _int(env: Mapping[str, str], name: str, *, minimum: int = 0) -> int:
         raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
     if value < minimum:
         raise ConfigError(f"{name} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be <= {maximum}, got {value}")
     return value
 
 
@@ -408,7 +418,9 @@ class Settings:
     heavy_isolation: bool = True         # AOS_HEAVY_ISOLATION
     heavy_processes: bool = True         # AOS_HEAVY_PROCESSES
     heap_trim: bool = True               # AOS_HEAP_TRIM
-    heavy_worker_recycle_mib: int = 0    # AOS_HEAVY_WORKER_RECYCLE_MIB (0: never)
+    heavy_worker_recycle_mib: int = 8    # AOS_HEAVY_WORKER_RECYCLE_MIB (0: never)
+    heavy_nice: int = 10                 # AOS_HEAVY_NICE
+    heavy_backend_nice: bool = True      # AOS_HEAVY_BACKEND_NICE
     downloads_per_tenant: int = 4        # AOS_DOWNLOADS_PER_TENANT
     gateway_header_timeout_s: int = 10   # AOS_GATEWAY_HEADER_TIMEOUT_S
     gateway_max_connections: int = 1000  # AOS_GATEWAY_MAX_CONNECTIONS
@@ -499,6 +511,8 @@ class Settings:
             heavy_processes=_bool(env, "AOS_HEAVY_PROCESSES"),
             heap_trim=_bool(env, "AOS_HEAP_TRIM"),
             heavy_worker_recycle_mib=_int(env, "AOS_HEAVY_WORKER_RECYCLE_MIB"),
+            heavy_nice=_int(env, "AOS_HEAVY_NICE", maximum=19),
+            heavy_backend_nice=_bool(env, "AOS_HEAVY_BACKEND_NICE"),
             downloads_per_tenant=_int(env, "AOS_DOWNLOADS_PER_TENANT", minimum=1),
             gateway_header_timeout_s=_int(env, "AOS_GATEWAY_HEADER_TIMEOUT_S", minimum=1),
             gateway_max_connections=_int(env, "AOS_GATEWAY_MAX_CONNECTIONS", minimum=1),

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import itertools
 import json
 import logging
@@ -249,11 +250,11 @@ class _Pool:
     """One SQLAlchemy pool and the thread pool exactly as large that runs its transactions,
     with the recent transaction times (for a refusal's retry delay)."""
 
-    def __init__(self, engine: Any, size: int, name: str, *, lower_priority: bool = False) -> None:
+    def __init__(self, engine: Any, size: int, name: str, *, nice: int = 0) -> None:
         self.engine = engine
         self.size = size
-        self.executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix=name,
-                                           initializer=_lower_thread_priority if lower_priority else None)
+        lower = functools.partial(_lower_thread_priority, nice) if nice else None
+        self.executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix=name, initializer=lower)
         self.durations: deque[float] = deque(maxlen=50)
 
     def retry_after_s(self) -> float | None:
@@ -263,12 +264,12 @@ class _Pool:
         return round(sum(self.durations) / len(self.durations), 3)
 
 
-def _lower_thread_priority() -> None:
-    """A heavy pool's thread runs at nice +10 (Linux: a thread's own priority), so that on a
-    busy machine the kernel gives light work (other threads, other services) the CPU first.
-    Raising one's niceness needs no privilege; where it is not possible, nothing changes."""
+def _lower_thread_priority(nice: int = OFFLOAD_NICE) -> None:
+    """A heavy pool's thread runs at nice +``nice`` (AOS_HEAVY_NICE; Linux: a thread's own priority),
+    so that on a busy machine the kernel gives light work (other threads, other services) the CPU
+    first. Raising one's niceness needs no privilege; where it is not possible, nothing changes."""
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), HEAVY_NICE)
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
     except (OSError, AttributeError):
         pass
 
@@ -287,7 +288,7 @@ class Database:
     def __init__(self, url: str, *, service: str, pool_size: int = 10, pool_timeout_s: float = 5,
                  statement_timeout_ms: int = 30000, connect_timeout_s: int = 3, heavy_pool_size: int = 0,
                  heavy_processes: bool = False, log_level: str = "INFO", trim_heap: bool = True,
-                 worker_recycle_mib: int = 0) -> None:
+                 worker_recycle_mib: int = 0, heavy_nice: int = OFFLOAD_NICE, heavy_backend_nice: bool = True) -> None:
         self.service = service
         self.url = url
         self.pool_timeout_s = pool_timeout_s
@@ -299,7 +300,7 @@ class Database:
         # heavy pool is as large as the number of heavy calls admitted at once, each holding
         # at most one connection at a time.
         self._heavy = _Pool(self._engine(heavy_pool_size, "heavy"), heavy_pool_size, f"db-{service}-heavy",
-                            lower_priority=True) if heavy_pool_size else None
+                            nice=heavy_nice) if heavy_pool_size else None
         # Told how long each call waited for a connection (a database thread): the metrics set it.
         self.observe_wait: Callable[[float], None] | None = None
         # A heavy call's ``cpu_bound`` work runs in processes of its own (aos_runtime.offload), as
@@ -308,7 +309,8 @@ class Database:
         if heavy_pool_size and heavy_processes:
             self.offload = HeavyProcesses(heavy_pool_size, service=service, url=url, log_level=log_level,
                                           pool_timeout_s=pool_timeout_s, trim_heap=trim_heap,
-                                          recycle_mib=worker_recycle_mib, options={
+                                          recycle_mib=worker_recycle_mib, nice=heavy_nice,
+                                          backend_nice=heavy_backend_nice, options={
                                               "pool_timeout_s": pool_timeout_s,
                                               "statement_timeout_ms": statement_timeout_ms,
                                               "connect_timeout_s": connect_timeout_s})

@@ -32,10 +32,22 @@ Memory (issue #19: a service's resident memory returns to about idle after its e
 each job a worker gives its freed heap back (glibc's ``malloc_trim``), but what a large job grew
 stays — pymalloc's 1 MiB arenas go back only when wholly empty, and a few survivors keep each of
 them. So a worker whose anonymous memory (its heap) is more than ``recycle_mib`` above what it
-held after its first job (its connection open, its caches filled) ends after the job and is replaced
-(``AOS_HEAVY_WORKER_RECYCLE_MIB``): after every answer the worker says whether it stays (``k``)
-or ends (``x``); the caller has its answer before that, and a replacement starts from the fork
-server as a worker lost would.
+held warm, before its first job (its imports, its frozen objects, its connection, the residents),
+ends after the job and is replaced (``AOS_HEAVY_WORKER_RECYCLE_MIB``): every job is judged
+against that, the first included, so a replacement whose first job is a large export goes too.
+After every answer the worker says whether it stays (``k``) or ends (``x``); the caller has its
+answer before that, and a replacement starts from the fork server as a worker lost would.
+
+Priority (issue #19): a worker runs at nice +``nice`` (``AOS_HEAVY_NICE``), and so does the
+PostgreSQL backend that serves its connection — an export's or an integrity walk's reads are
+much of the database's CPU, and a backend at nice 0 competes with the light calls' backends as
+the worker no longer does. A process may lower the priority of its own user's processes without
+privilege; so when the database runs on this machine (a Unix socket or a loopback address, its
+backend's process title naming this connection: never another process that happens to have the
+backend's pid), each new connection of the worker's — at its warm-up, and again after a cancel
+re-made it — has its backend reniced to the worker's nice (``_BackendPriority``). Where that is
+not possible (a database elsewhere, a server of another user: EPERM) the backend keeps its
+priority and the service says so once in its log.
 
 What crosses: the work function and its arguments by pickle — module-level functions and
 plain values — except the service's long-lived objects that hold secrets (the export signing
@@ -58,12 +70,14 @@ import asyncio
 import gc
 import importlib
 import io
+import ipaddress
 import logging
 import multiprocessing
 import os
 import pickle
 import select
 import signal
+import socket
 import sys
 import threading
 import time
@@ -77,7 +91,8 @@ from aos_runtime.faults import PoolExhausted
 
 log = logging.getLogger("aos.offload")
 
-# How much a heavy worker process is niced (as the heavy threads were, aos_runtime.db).
+# How much a heavy worker process (and its database backend) is niced by default
+# (AOS_HEAVY_NICE; the heavy threads too, aos_runtime.db).
 HEAVY_NICE = 10
 # How long a service's start waits for its heavy workers to be warm (their imports, their
 # connection: ~0.1-0.3 s with the fork server's preload, more on a loaded machine) before it
@@ -209,15 +224,98 @@ def _proc_kib(path: str, fields: tuple[str, ...]) -> list[int]:
         return []
 
 
+def nice_of(pid: int | str = "self") -> int | None:
+    """A process's nice value (/proc/PID/stat), None if there is no such process here."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            # After the command's closing parenthesis: state is field 3, nice field 19.
+            return int(stat.read().rsplit(b")", 1)[1].split()[16])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _local_backend(dbapi_conn: Any) -> tuple[int | None, str]:
+    """(pid, "") of the PostgreSQL backend serving ``dbapi_conn`` (psycopg's) when it is a process
+    of this machine; else (None, why not). A backend's pid is the server's: a database elsewhere
+    (or in another pid namespace, a container's) may have a backend whose pid is that of some
+    unrelated process here. So only a Unix socket or a loopback address counts, and only a process
+    whose title (PostgreSQL's ``update_process_title``, on by default) names this connection: its
+    client's port (TCP), ``[local]`` (a Unix socket)."""
+    info = dbapi_conn.info
+    pid, host = info.backend_pid, info.host or ""
+    if host.startswith("/"):  # the directory of a Unix socket: a server on this machine
+        mark = b"[local]"
+    else:
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            return None, f"the database is not on this machine (host {host})"
+        with socket.socket(fileno=os.dup(dbapi_conn.fileno())) as sock:
+            mark = f"({sock.getsockname()[1]})".encode()
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            title = cmdline.read()
+    except OSError:
+        return None, f"no process {pid} on this machine (the database runs in another pid namespace)"
+    if not title.startswith(b"postgres") or mark not in title:
+        return None, (f"process {pid} is not this connection's backend by its title (another pid namespace, "
+                      "or update_process_title off)")
+    return pid, ""
+
+
+class _BackendPriority:
+    """A heavy worker's ``connect`` listener: renices each new connection's backend to ``nice``
+    (never raising its priority); ``outcome`` is the last result: the backend's nice, or why it
+    kept its own (for the warm word and the log)."""
+
+    def __init__(self, nice: int, service: str) -> None:
+        self.nice = nice
+        self.service = service
+        self.outcome: int | str | None = None
+
+    def __call__(self, dbapi_conn: Any, _record: Any) -> None:
+        try:
+            pid, why = _local_backend(dbapi_conn)
+            if pid is not None:
+                if os.getpriority(os.PRIO_PROCESS, pid) < self.nice:
+                    os.setpriority(os.PRIO_PROCESS, pid, self.nice)
+                self.outcome = os.getpriority(os.PRIO_PROCESS, pid)
+                return
+        except PermissionError:
+            why = "not permitted (the database server runs as another user)"
+        except OSError as exc:  # ESRCH: the backend ended meanwhile; the connection fails on its own
+            why = f"{type(exc).__name__}: {exc}"
+        self.outcome = f"kept: {why}"
+        log.debug("heavy worker's database backend keeps its priority",
+                  extra={"service": self.service, "reason": why})
+
+
+# Services whose log said already that their heavy workers' backends keep their priority.
+_told_backend_priority: set[str] = set()
+
+
+def _tell_backend_priority(name: str, warm: Mapping[str, Any]) -> None:
+    """Once per service (process name) in this process's log: the first worker's warm word that
+    says its backend could not be reniced (``_BackendPriority``)."""
+    outcome = warm.get("backend_nice")
+    if isinstance(outcome, str) and name not in _told_backend_priority:
+        _told_backend_priority.add(name)
+        log.info("heavy workers' database backends keep their priority (AOS_HEAVY_NICE applies to the "
+                 "workers only)", extra={"worker": name, "reason": outcome.removeprefix("kept: ")})
+
+
 # What every worker imports besides the service's modules (_worker).
 _WORKER_MODULES = ("aos_runtime.db", "aos_runtime.heap", "aos_runtime.observability")
 
 
 def _worker(pipe: Pipe, service: str, url: str, options: dict[str, Any], log_level: str, trim_heap: bool,
-            modules: list[str], recycle_kib: int = 0) -> None:
+            modules: list[str], recycle_kib: int = 0, nice: int = HEAVY_NICE, backend_nice: bool = True) -> None:
     """A heavy worker's life: import what the service imported, build the residents, then run
-    jobs until the pipe closes, or until a job left it ``recycle_kib`` larger than its first job
-    did (0: never)."""
+    jobs until the pipe closes, or until a job left it ``recycle_kib`` larger than it was warm,
+    before its first job (0: never). It runs at nice +``nice``, and with ``backend_nice`` its
+    database backends too (``_BackendPriority``)."""
     global _running
     started = time.monotonic()
     _end_with_requester(pipe)
@@ -239,25 +337,36 @@ def _worker(pipe: Pipe, service: str, url: str, options: dict[str, Any], log_lev
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     db = Database(url, service=service, pool_size=1, **options)
+    # The nice the worker takes after its warm-up; each of its connections' backends (the warm-up's
+    # first: it is the one its jobs use) gets the same as it connects.
+    niced = min(19, os.getpriority(os.PRIO_PROCESS, 0) + nice)
+    backends = _BackendPriority(niced, service) if backend_nice and nice > 0 else None
+    if backends is not None:
+        from sqlalchemy import event
+
+        event.listen(db.engine, "connect", backends)
     imported = time.monotonic()
     connected = _warm(db, service)
     # The jobs run niced; the warm-up not: the service's start waits for it, and niced on a
     # busy machine it took a second where it costs some 20-50 ms of CPU.
     try:
-        os.nice(HEAVY_NICE)
+        os.nice(nice)
     except OSError:
         pass
     # Warm: the service hands this worker jobs from now on (``_Worker.prepare``). What it took
     # goes back with the word, for the service's log.
     pipe.send_bytes(b"w" + dumps({"import_ms": round((imported - started) * 1000, 1),
                                   "connect_ms": round((time.monotonic() - imported) * 1000, 1),
-                                  "cpu_ms": round(time.process_time() * 1000, 1), "connected": connected}, {}))
+                                  "cpu_ms": round(time.process_time() * 1000, 1), "connected": connected,
+                                  "nice": os.getpriority(os.PRIO_PROCESS, 0),
+                                  "backend_nice": backends.outcome if backends is not None else None}, {}))
     # After each job, the freed heap back to the system (glibc; aos_runtime.heap): a worker idles
     # at about its size before the job, as the service's process does after its heavy calls.
     trim = _malloc_trim() if trim_heap else None
     residents: dict[str, Any] = {}
-    # Anonymous memory after the first job (its connection open, its caches filled: the worker as
-    # it serves); what a later job leaves above it beyond recycle_kib ends the worker.
+    # Anonymous memory of the worker warm, taken as its first job arrives (its imports, its frozen
+    # objects, its connection, the residents built), after a heap trim: what any job, the first
+    # included, leaves above it beyond recycle_kib ends the worker.
     baseline_kib: int | None = None
     while True:
         try:
@@ -269,6 +378,10 @@ def _worker(pipe: Pipe, service: str, url: str, options: dict[str, Any], log_lev
             name, factory, args = loads(payload, residents)
             residents[name] = factory(*args)
             continue
+        if recycle_kib and baseline_kib is None:
+            if trim is not None:
+                trim(0)
+            baseline_kib = anonymous_kib()
         try:
             tenant_id, work, args, read_write, deadline, wanted = loads(payload, residents)
             _running = True
@@ -300,12 +413,7 @@ def _worker(pipe: Pipe, service: str, url: str, options: dict[str, Any], log_lev
         if trim is not None:
             trim(0)
         # Stay (k) or end (x): the service reads this once it has answered the call.
-        grown = False
-        if recycle_kib:
-            now_kib = anonymous_kib()
-            if baseline_kib is None:
-                baseline_kib = now_kib
-            grown = now_kib - baseline_kib > recycle_kib
+        grown = baseline_kib is not None and anonymous_kib() - baseline_kib > recycle_kib
         try:
             pipe.send_bytes(b"x" if grown else b"k")
         except (BrokenPipeError, OSError):
@@ -370,6 +478,7 @@ class _Worker:
                     raise WorkerLost(f"heavy worker process {self.process.pid} said {message[:1]!r} "
                                      "before it was warm")
                 self.warm = {**loads(message[1:], {}), "ms": round((time.monotonic() - self.started) * 1000, 1)}
+                _tell_backend_priority(self.process.name, self.warm)
             while self.sent_residents < len(self.residents):
                 self.pipe.send_bytes(self.residents[self.sent_residents])
                 self.sent_residents += 1
@@ -422,9 +531,14 @@ class HeavyProcesses:
     Started on first use; ``close()`` stops them."""
 
     def __init__(self, size: int, *, service: str, url: str, options: dict[str, Any], log_level: str,
-                 pool_timeout_s: float, trim_heap: bool = True, recycle_mib: int = 0) -> None:
+                 pool_timeout_s: float, trim_heap: bool = True, recycle_mib: int = 0, nice: int = HEAVY_NICE,
+                 backend_nice: bool = True) -> None:
         self.size = size
         self.recycle_mib = recycle_mib
+        # The workers' nice increment (AOS_HEAVY_NICE), and whether their database backends take it
+        # too (AOS_HEAVY_BACKEND_NICE; False: they keep the server's priority).
+        self.nice = nice
+        self.backend_nice = backend_nice
         self.recycled = 0  # workers replaced because a job grew them past recycle_mib
         self.service = service
         self._url = url
@@ -478,7 +592,7 @@ class HeavyProcesses:
         parent, child = context.Pipe()
         process = context.Process(target=_worker, name=f"aos-{self.service}-heavy", daemon=True, args=(
             child, self.service, self._url, self._options, self._log_level, self._trim_heap, modules,
-            self.recycle_mib * 1024))
+            self.recycle_mib * 1024, self.nice, self.backend_nice))
         process.start()
         child.close()
         return _Worker(process, parent, self._residents)

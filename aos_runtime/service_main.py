@@ -61,7 +61,8 @@ def build_server(name: str, servicers: Callable[[ServiceContext], list[Servicer]
                   connect_timeout_s=settings.connect_timeout_s,
                   heavy_pool_size=settings.heavy_concurrency if settings.heavy_isolation else 0,
                   heavy_processes=settings.heavy_processes, log_level=settings.log_level,
-                  trim_heap=settings.heap_trim, worker_recycle_mib=settings.heavy_worker_recycle_mib)
+                  trim_heap=settings.heap_trim, worker_recycle_mib=settings.heavy_worker_recycle_mib,
+                  heavy_nice=settings.heavy_nice, heavy_backend_nice=settings.heavy_backend_nice)
     try:
         db.check_login()
     except BaseException:

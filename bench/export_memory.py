@@ -130,6 +130,18 @@ def workers(pid: int) -> set[int]:
     return {p for p, role in family(pid).items() if role == "worker"}
 
 
+def workers_anon_mib(pid: int) -> dict[str, float]:
+    """Each heavy worker's resident anonymous memory (RssAnon, MiB) by pid: what the recycling bound
+    (AOS_HEAVY_WORKER_RECYCLE_MIB) is judged on, against the worker's own before its first job."""
+    found = {}
+    for p in sorted(workers(pid)):
+        try:
+            found[str(p)] = round(_kib(f"/proc/{p}/status", "RssAnon") / 1024, 1)
+        except FileNotFoundError:
+            continue
+    return found
+
+
 def rss_parts_mib(pid: int) -> dict[str, float]:
     """Resident memory by kind, summed over the tree: anonymous (the heap: Python objects, malloc
     arenas, buffers) and file-backed (shared libraries' pages touched so far)."""
@@ -241,6 +253,8 @@ def main() -> None:
             stub.ListExports(pb.ListExportsRequest(), metadata=metadata, timeout=60)
             time.sleep(1)
             cold = memory(service.pid)
+            # The workers warm (the service starts them), before any job: the recycling baseline.
+            cold_anon = workers_anon_mib(service.pid)
             small = timestamp_pb2.Timestamp()
             small.FromDatetime(bulk.EPOCH + timedelta(hours=1))
             with ThreadPoolExecutor(args.concurrency) as pool:
@@ -252,6 +266,7 @@ def main() -> None:
             idle_mem = steady(service.pid)
             idle = {k: idle_mem[k] for k in ("rss", "pss")}
             idle_parts = rss_parts_mib(service.pid)
+            idle_anon = workers_anon_mib(service.pid)
             sampler = Sampler(service.pid)
             results = {"command": " ".join(["bench/export_memory.py", *sys.argv[1:]]),
                        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -262,6 +277,9 @@ def main() -> None:
                        "bulk_load_s": round(load_s, 1),
                        # MiB of the service's process tree: the sum of VmRSS and the sum of PSS.
                        "idle_before_workers_mib": cold, "idle_mib": idle_mem, "idle_rss_parts_mib": idle_parts,
+                       # Each worker's RssAnon warm before any job, and after the small exports (workers
+                       # recycled meanwhile have other pids): what small jobs grow a warm worker by.
+                       "workers_anon_warm_mib": cold_anon, "workers_anon_idle_mib": idle_anon,
                        "bound_mib": BOUND_MIB, "return_mib": args.return_mib,
                        "runs": []}
 
@@ -321,6 +339,7 @@ def main() -> None:
                         # Each {rss, pss}: MiB of the whole tree (the service, its fork server, its workers).
                         "before_mib": before, "peak_during_creates_mib": peak_create, "peak_mib": peak,
                         "after_mib": after, "after_rss_parts_mib": rss_parts_mib(service.pid),
+                        "workers_anon_after_mib": workers_anon_mib(service.pid),
                         "peak_over_idle_mib": over, "after_over_idle_mib": after_over,
                         # The issue's bound, on the fair measure (PSS); the RSS sum beside it.
                         "within_bound": over["pss"] <= BOUND_MIB, "rss_sum_within_bound": over["rss"] <= BOUND_MIB,

@@ -92,6 +92,21 @@ class CpuMeter:
         except psutil.NoSuchProcess:
             return 0.0
 
+    def backends_by_nice(self) -> dict[str, int]:
+        """PostgreSQL's processes (the postmaster's children) counted by nice value, {} without ours."""
+        counts: dict[str, int] = {}
+        if "postgresql" in self.roots:
+            try:
+                for proc in psutil.Process(self.roots["postgresql"]).children():
+                    try:
+                        nice = str(proc.nice())
+                    except psutil.NoSuchProcess:
+                        continue
+                    counts[nice] = counts.get(nice, 0) + 1
+            except psutil.NoSuchProcess:
+                pass
+        return dict(sorted(counts.items()))
+
     def read(self) -> dict[str, float]:
         own = psutil.Process().cpu_times()  # this process alone: B's and A's callers
         return {**{name: self._tree_s(pid) for name, pid in self.roots.items()}, "client": own.user + own.system}
@@ -217,6 +232,7 @@ async def measure(addresses: dict[str, str], a_tenant: str, args, cpu: CpuMeter 
     tasks = [asyncio.ensure_future(h) for h in heavy]
     await asyncio.sleep(2)  # A's mix under way
     loaded = await light_loops(b, args.b_callers, args.seconds, cpu)
+    backends = cpu.backends_by_nice() if cpu is not None else {}
     stop.set()
     for task in tasks:
         task.cancel()
@@ -228,6 +244,9 @@ async def measure(addresses: dict[str, str], a_tenant: str, args, cpu: CpuMeter 
     return {
         "first_export_s": round(first_export_s, 1),
         "b_alone": alone, "b_with_a": loaded, "b_p99_ratio": ratio,
+        # PostgreSQL's backends as A's mix ends, counted by nice value (the heavy workers' at
+        # AOS_HEAVY_NICE where the database is local: aos_runtime.offload).
+        "postgres_backends_by_nice": backends,
         "targets": {"b_p99_within_3x": ratio is not None and ratio <= 3,
                     "b_no_errors": not loaded["errors"]},
         "a_heavy": {name: {"done_per_min": round(d["ok"] / minutes, 1), "refused": d["refused"],

@@ -557,7 +557,9 @@ async def test_a_heavy_calls_cpu_runs_apart_from_the_light_calls_process(ledger,
     psutil = pytest.importorskip("psutil")
     url, a, b = ledger
     me = psutil.Process()
-    async with logs_server(url, heavy_processes=processes) as (server, stub):
+    # Workers are not recycled here (AOS_HEAVY_WORKER_RECYCLE_MIB=0): a walk of LEDGER entries grows a
+    # worker past the default bound, and the CPU of a worker replaced meanwhile could not be read.
+    async with logs_server(url, heavy_processes=processes, heavy_worker_recycle_mib=0) as (server, stub):
         first = await integrity(a, stub)  # starts the workers, if any
         assert first.entries_checked == LEDGER
         workers = server.db.offload.pids() if server.db.offload is not None else []

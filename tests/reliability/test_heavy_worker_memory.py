@@ -87,3 +87,39 @@ async def test_a_worker_a_job_grew_past_the_bound_is_replaced_and_its_memory_ret
         assert returned, figures
     else:
         assert not returned and after - before > recycle_mib + 32, figures
+
+
+@pytest.mark.parametrize("recycle_mib", [32, 0], ids=["recycled", "off-must-fail"])
+async def test_a_worker_whose_first_job_is_large_is_recycled_and_so_is_its_replacement(database_url, recycle_mib):
+    """The baseline is the worker warm, before any job: a worker whose very first job is large — a
+    replacement's, typically, when the calls that follow a large export are large too — is judged
+    against it and replaced as well. (Taken after the first job, as it was, that job's residue was
+    the baseline: the worker and each replacement kept it for ever.)"""
+    offload = HeavyProcesses(1, service="logs", url=login_url(database_url, "logs"), log_level="WARNING",
+                             pool_timeout_s=30, recycle_mib=recycle_mib,
+                             options={"pool_timeout_s": 30, "statement_timeout_ms": 60000, "connect_timeout_s": 10})
+
+    async def job(work, *args):
+        return await offload.run(None, work, args, read_write=False, deadline=None, wanted=None)
+
+    try:
+        await offload.start()
+        warm = private_mib(offload)
+        seen = list(offload.pids())
+        kept = []
+        for _ in range(2):  # the first worker's first job, then its replacement's first job
+            kept.append(await job(grow, 1_000_000))
+            await settled(offload)
+            seen.extend(p for p in offload.pids() if p not in seen)
+        after = private_mib(offload)
+    finally:
+        await offload.close()
+    figures = (f"workers' private memory {warm:.1f} MiB warm, {after:.1f} MiB after two large first jobs "
+               f"(pids {seen}, recycled {offload.recycled}, each job saw {kept} kept)")
+    print(figures)
+    # Each large job ran in a fresh worker (nothing kept from the one before) and each worker went.
+    recycled = offload.recycled == 2 and len(seen) == 3 and kept == [5_000, 5_000] and after - warm < 16
+    if recycle_mib:
+        assert recycled, figures
+    else:
+        assert not recycled and offload.recycled == 0 and after - warm > recycle_mib + 32, figures

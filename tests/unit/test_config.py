@@ -24,7 +24,7 @@ def test_overrides():
 @pytest.mark.parametrize("env", [{"AOS_LOGS_PORT": "http"}, {"AOS_DB_POOL_SIZE": "0"},
                                  {"AOS_MIGRATE_ON_START": "maybe"}, {"AOS_LOG_LEVEL": "LOUD"},
                                  {"AOS_LOGS_PROT": "1"}, {"AOS_MAX_UNREQUESTED_S": "0"},
-                                 {"AOS_MAX_PENDING_CALLS": "-1"},
+                                 {"AOS_MAX_PENDING_CALLS": "-1"}, {"AOS_HEAVY_NICE": "20"}, {"AOS_HEAVY_NICE": "-1"},
                                  {"AOS_MAX_PENDING_CALLS": "8", "AOS_PENDING_CALLS_EARLY_DROP": "9"}])
 def test_bad_values_and_unknown_names_are_refused(env):
     with pytest.raises(ConfigError):
