@@ -98,6 +98,9 @@ HEAVY_NICE = 10
 # connection: ~0.1-0.3 s with the fork server's preload, more on a loaded machine) before it
 # serves anyway; a worker warm later takes its first job then.
 WARM_WAIT_S = 10.0
+# How long a worker told to end (its pipe shut down: it exits on the hangup, in milliseconds)
+# is waited for before it is killed.
+STOP_WAIT_S = 5.0
 
 
 class WorkerLost(RuntimeError):
@@ -511,14 +514,30 @@ class _Worker:
             return b""
 
     def stop(self) -> None:
+        """Ends the worker: its pipe shut down (the worker's watch sees the hangup and exits; a
+        read of ours still waiting on it — a warm-up not over yet — ends at once, where a close
+        alone would leave the socket open under that read until the worker wrote), then closed;
+        killed if it is still there after STOP_WAIT_S."""
         try:
+            _shut_down(self.pipe)
             self.pipe.close()
         finally:
             self.thread.shutdown(wait=False, cancel_futures=True)
-        self.process.join(timeout=5)
+        self.process.join(timeout=STOP_WAIT_S)
         if self.process.is_alive():
             self.process.kill()
-            self.process.join(timeout=5)
+            self.process.join(timeout=STOP_WAIT_S)
+
+
+def _shut_down(pipe: Pipe) -> None:
+    """Shuts the socket under ``pipe`` down both ways (a duplicate of its descriptor: the shutdown
+    is the socket's, whoever holds it), so that the worker sees its hangup now and any read of
+    ours on it returns; a pipe closed already is left as it is."""
+    try:
+        with socket.socket(fileno=os.dup(pipe.fileno())) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    except (OSError, ValueError):
+        pass
 
 
 def _stop_all(workers: list[_Worker]) -> None:
@@ -613,7 +632,7 @@ class HeavyProcesses:
                 reports.append({"pid": worker.process.pid, "warm": False, "error": str(future.exception())})
             else:
                 reports.append({"pid": worker.process.pid, "warm": True, **future.result()})
-        if late or any(not r["warm"] for r in reports):
+        if (late or any(not r["warm"] for r in reports)) and not self._closed:
             log.warning("heavy worker processes not warm in time", extra={
                 "service": self.service, "workers": reports, "wait_s": WARM_WAIT_S})
         return reports
@@ -628,11 +647,14 @@ class HeavyProcesses:
                     workers = await asyncio.to_thread(lambda: [self._start_one() for _ in range(self.size)])
                     self._workers.extend(workers)
                     # Jobs only once the workers are warm: a job waiting here (the lock) is not
-                    # timed by the worker's start-up, and neither is any job after.
-                    reports = await self._warmed(workers)
+                    # timed by the worker's start-up, and neither is any job after. A close()
+                    # meanwhile (a service stopped while its workers start) shuts them down:
+                    # their warm-up ends at once, and close() stops what it did not see yet.
+                    reports = await self._warmed(workers) if not self._closed else []
                     idle: asyncio.Queue[_Worker] = asyncio.Queue()
                     for worker in workers:
-                        idle.put_nowait(worker)
+                        if not self._closed:
+                            idle.put_nowait(worker)
                     self._idle = idle
                     log.info("heavy worker processes started", extra={
                         "service": self.service, "pids": self.pids(), "workers": reports,
@@ -640,9 +662,15 @@ class HeavyProcesses:
         return self._idle
 
     async def start(self) -> None:
-        """Starts the worker processes now and returns once they are warm (``_warmed``): the
-        service's start calls it (aos_runtime.server), so that no heavy call pays their start-up."""
+        """Starts the worker processes now and returns once they are warm (``_warmed``). The
+        service's start runs it in the background (aos_runtime.server): the service serves its
+        light calls meanwhile, and a heavy call waits for it before its turn in the heavy gate,
+        so that no heavy call's time, as the gate or ``durations`` learn it, holds their start-up."""
         await self._ready()
+
+    def warm(self) -> bool:
+        """Whether the workers have started and are warm (or were given up waiting for: ``_warmed``)."""
+        return self._idle is not None
 
     def _replace(self, lost: _Worker, grown: bool = False) -> _Worker:
         lost.stop()
@@ -762,6 +790,14 @@ class HeavyProcesses:
         self._closed = True
         # A replacement under way is stopped as it is given back (``_give_back``, closed).
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        workers, self._workers = self._workers, []
-        if workers:
-            await asyncio.to_thread(_stop_all, workers)
+        while True:
+            workers, self._workers = self._workers, []
+            if workers:
+                await asyncio.to_thread(_stop_all, workers)
+            # The first workers still starting (``_ready``, the service stopped during its start):
+            # their warm-up fails at once with their pipes shut down; those started after the list
+            # was taken are stopped on the next turn.
+            if self._starting is None or not self._starting.locked():
+                break
+            async with self._starting:
+                pass

@@ -211,6 +211,9 @@ class CallPolicy(grpc.aio.ServerInterceptor):
         self._admission = admission
         self._heavy = heavy
         self._access = access
+        # The service's heavy workers warming (ServiceServer.start): a heavy call waits for them
+        # before its turn in the heavy gate (``_admit``); None or done: nothing to wait for.
+        self.heavy_ready: asyncio.Future[None] | None = None
         # method → (the handler wrapped, its wrapper): built on a method's first call, not on
         # every call (issue #22); a handler the server hands over anew is wrapped anew.
         self._wrapped: dict[str, tuple[Any, Any]] = {}
@@ -332,6 +335,11 @@ class CallPolicy(grpc.aio.ServerInterceptor):
         heavy = method in self._heavy and self._admission.heavy is not None
         principal = auth.current_principal.get()
         tenant = principal.tenant_id if principal else ""
+        if heavy and self.heavy_ready is not None and not self.heavy_ready.done():
+            # The service has just started and its heavy workers are not warm yet: the call waits
+            # for them before it takes a heavy slot, so that the gate's service times (its wait
+            # estimates, its refusals) never hold their start-up. Its own deadline still bounds it.
+            await asyncio.wait([self.heavy_ready])
         try:
             slot = CallSlot(self._admission, tenant, await self._admission.gate(heavy).acquire(
                 tenant, call_deadline.get(), method))
@@ -656,15 +664,15 @@ class ServiceServer:
             for gate in (admission.light, admission.heavy):
                 if gate is not None:
                     gate.on_estimate = metrics.admission_service_observer(name, gate.limits.name)
+        scopes = required_scopes([s.descriptor for s in servicers],
+                                 {s.descriptor.full_name: s.scope for s in servicers if s.scope})
+        self.policy = CallPolicy(verifier, scopes,
+                                 admission=admission, heavy=self.heavy_methods, service=name, access=access,
+                                 bound_bytes=frozenset(f"/{s.descriptor.full_name}/{m.name}" for s in servicers
+                                                       if s.bound_bytes for m in s.descriptor.methods))
         self.server = grpc.aio.server(
             # Metrics outermost (every call counts, refused ones too), then the trace span, then the policy.
-            interceptors=[metrics.RpcMetrics(), *tracing.server_interceptors(),
-                          CallPolicy(verifier, required_scopes([s.descriptor for s in servicers],
-                                                     {s.descriptor.full_name: s.scope for s in servicers if s.scope}),
-                                     admission=admission, heavy=self.heavy_methods,
-                                     service=name, access=access,
-                                     bound_bytes=frozenset(f"/{s.descriptor.full_name}/{m.name}" for s in servicers
-                                                           if s.bound_bytes for m in s.descriptor.methods))],
+            interceptors=[metrics.RpcMetrics(), *tracing.server_interceptors(), self.policy],
             options=server_options(max_message_bytes, reuse_port=reuse_port, pending=pending))
         for servicer in servicers:
             servicer.add_to_server(servicer.implementation, self.server)
@@ -676,22 +684,25 @@ class ServiceServer:
         self._serving: bool | None = None
         self._background = [s.background for s in servicers if s.background is not None]
         self._tasks: list[asyncio.Task] = []
+        self._warming: asyncio.Future[None] | None = None
 
     async def start(self) -> int:
         self.port = self.server.add_insecure_port(f"{self.host}:{self.requested_port}")
         if not self.port:
             raise OSError(f"cannot listen on {self.host}:{self.requested_port}")
         # The heavy worker processes (AOS_HEAVY_PROCESSES) of a service that serves heavy RPCs
-        # start now, alongside the database probe, and the server takes calls once they are warm
-        # (their imports, their connection open and checked), at most offload.WARM_WAIT_S: the first
-        # heavy call would otherwise pay their start-up, and the heavy gate learn it as a service time.
-        warming = asyncio.ensure_future(self.db.offload.start()) \
-            if self.heavy_methods and self.db.offload is not None else None
+        # start now and warm (their imports — the fork server's preload, a second or more in a new
+        # process on a busy machine —, their connection open and checked) in the background: the
+        # server takes its light calls meanwhile. A heavy call waits for them before its turn in the
+        # heavy gate (CallPolicy.heavy_ready), so neither the gate's service times nor a job's time
+        # (HeavyProcesses.durations) hold their start-up.
+        if self.heavy_methods and self.db.offload is not None:
+            self._warming = asyncio.ensure_future(self.db.offload.start())
+            self._warming.add_done_callback(self._warmed)
+            self.policy.heavy_ready = self._warming
         # At start there is no earlier answer to fall back on: give the first probe
         # longer than the periodic ones.
         await self._set_serving(await self._database_answers(timeout=max(5.0, 2 * self.health_probe_interval_s)))
-        if warming is not None:
-            await warming
         await self.server.start()
         if self.admission is not None:
             self.admission.lag.start()
@@ -703,6 +714,12 @@ class ServiceServer:
         log.info("listening", extra={"service": self.name, "address": f"{self.host}:{self.port}",
                                      "grpc_services": self.service_names})
         return self.port
+
+    def _warmed(self, warming: asyncio.Future[None]) -> None:
+        if not warming.cancelled() and warming.exception() is not None:
+            # A heavy call starts them again (HeavyProcesses._ready) and fails as they fail.
+            log.error("heavy worker processes did not start", extra={
+                "service": self.name, "error": f"{type(warming.exception()).__name__}: {warming.exception()}"})
 
     async def _database_answers(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 - wait_for's bound
         try:
@@ -755,7 +772,10 @@ class ServiceServer:
                 await self.access.db.close()
         metrics.forget_database(self.db)
         metrics.serving.forget(self)
+        # Closing the pool stops the heavy workers, those still warming too (HeavyProcesses.close).
         await self.db.close()
+        if self._warming is not None:
+            await asyncio.wait([self._warming])
 
     async def wait_for_termination(self) -> None:
         await self.server.wait_for_termination()
