@@ -593,7 +593,9 @@ async def test_a_heavy_workers_first_job_takes_as_long_as_its_later_ones(ledger)
     went into the gate's estimates. The first call here comes at once after the start, while the
     workers may still warm (``warm_at_start`` says whether they were)."""
     url, a, b = ledger
-    async with logs_server(url) as (server, stub):
+    # Workers are not recycled here (AOS_HEAVY_WORKER_RECYCLE_MIB=0): a replacement's warm-up report is
+    # None until it is warm, and a replaced worker's next job is another worker's first.
+    async with logs_server(url, heavy_worker_recycle_mib=0) as (server, stub):
         offload = server.db.offload
         assert offload is not None
         warm_at_start = offload.warm()
