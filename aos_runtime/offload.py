@@ -467,6 +467,8 @@ class _Worker:
         self.sent_residents = 0
         self.warm: dict[str, Any] | None = None  # the worker's word that it is warm (``_worker``), once read
         self.started = time.monotonic()
+        self._stopping = threading.Lock()
+        self._stopped = False
 
     def prepare(self) -> dict[str, Any]:
         """Waits for the worker's word that it is warm (its imports done, its connection open and
@@ -514,19 +516,28 @@ class _Worker:
             return b""
 
     def stop(self) -> None:
-        """Ends the worker: its pipe shut down (the worker's watch sees the hangup and exits; a
-        read of ours still waiting on it — a warm-up not over yet — ends at once, where a close
-        alone would leave the socket open under that read until the worker wrote), then closed;
-        killed if it is still there after STOP_WAIT_S."""
+        """Ends the worker, once whoever calls (the service's close, a replacement, the answer of
+        a job whose word comes as the service closes: from more than one thread at a time): its
+        pipe shut down (the worker's watch sees the hangup and exits; a read of ours still waiting
+        on it — a warm-up, a job's word — ends at once), then, once this worker's thread has left
+        it, closed (killed if it is still there after STOP_WAIT_S). Closed only once and only when
+        no read of ours is on it: a descriptor closed twice, or read after its close, may by then
+        be another's — gRPC's event engine's (EBADF in its epoll, in the suite's run before this)."""
+        with self._stopping:
+            if self._stopped:
+                return
+            self._stopped = True
         try:
             _shut_down(self.pipe)
-            self.pipe.close()
-        finally:
             self.thread.shutdown(wait=False, cancel_futures=True)
-        self.process.join(timeout=STOP_WAIT_S)
-        if self.process.is_alive():
-            self.process.kill()
             self.process.join(timeout=STOP_WAIT_S)
+            if self.process.is_alive():
+                self.process.kill()
+                self.process.join(timeout=STOP_WAIT_S)
+            # The worker gone, its end of the pipe is closed: a read of ours has returned by now.
+            self.thread.shutdown(wait=True)
+        finally:
+            self.pipe.close()
 
 
 def _shut_down(pipe: Pipe) -> None:

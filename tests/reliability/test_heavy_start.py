@@ -70,3 +70,37 @@ async def test_light_calls_are_served_whether_or_not_the_heavy_workers_are_warm(
         assert light is not None and heavy is not None
     finally:
         await server.stop(grace=1)
+
+
+async def test_a_worker_stopped_from_several_threads_at_once_closes_its_pipe_once(database_url, tmp_path):
+    """A worker's stop may come from more than one thread at a time — the service's close in one, the
+    answer of a job whose word arrives as the service closes on the loop — while a read of ours still
+    waits on its pipe. Its pipe's descriptor is closed once, after that read has returned: closed twice
+    (or read after its close), the number may by then be another's. (The suite's run before this: EBADF
+    on a pipe's close in a service's stop, and gRPC's epoll failing on a descriptor closed under it.)
+    The close is slowed here so that concurrent stops overlap it, as they can at any time."""
+    server = build_server("logs", service_modules()["logs"].servicers, settings(tmp_path),
+                          login_url(database_url, "logs"), port=0)
+    await server.start()
+    try:
+        offload = server.db.offload
+        assert offload is not None
+        await offload.start()
+        worker = offload._workers[0]
+        waiting = asyncio.get_running_loop().run_in_executor(worker.thread, worker.word)
+        closes: list[int] = []
+        close = worker.pipe._close
+
+        def slow_close() -> None:
+            closes.append(worker.pipe._handle)
+            time.sleep(0.05)
+            close()
+
+        worker.pipe._close = slow_close  # type: ignore[method-assign]
+        stops = [asyncio.to_thread(worker.stop) for _ in range(4)]
+        results = await asyncio.gather(*stops, return_exceptions=True)
+        assert [r for r in results if r is not None] == [], results
+        assert len(closes) == 1, f"the pipe was closed {len(closes)} times"
+        assert await waiting == b"", "the read waiting on the pipe ended with its hangup"
+    finally:
+        await server.stop(grace=0)
