@@ -6,6 +6,7 @@ tests/reliability/test_fairness.py::test_a_heavy_workers_first_job_takes_as_long
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from multiprocessing import forkserver
 
@@ -87,7 +88,14 @@ async def test_a_worker_stopped_from_several_threads_at_once_closes_its_pipe_onc
         assert offload is not None
         await offload.start()
         worker = offload._workers[0]
-        waiting = asyncio.get_running_loop().run_in_executor(worker.thread, worker.word)
+        reading = threading.Event()
+
+        def read_word() -> bytes:
+            reading.set()
+            return worker.word()
+
+        waiting = asyncio.get_running_loop().run_in_executor(worker.thread, read_word)
+        assert await asyncio.to_thread(reading.wait, 5)  # the read under way before the stops
         closes: list[int] = []
         close = worker.pipe._close
 
