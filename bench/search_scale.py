@@ -40,6 +40,7 @@ import asyncio
 import importlib.util
 import json
 import multiprocessing
+import os
 import random
 import sys
 import time
@@ -281,8 +282,9 @@ def measure(args: argparse.Namespace) -> dict[str, object]:
                   for table in ("audit_ledger", "aos_trace_steps", "system_records", "platform_records",
                                 "evidence_payloads")}
     result = asyncio.run(search.measure(logs, data_dir, tenants, args.ledger // args.tenants, args.queries,
-                                        args.lists, text=True))
-    return {"tenants_with_a_ledger": len(tenants), "rows": volume, "queries_per_class": args.queries,
+                                        args.lists, text=True, seed=args.seed))
+    return {"tenants_with_a_ledger": len(tenants), "rows": volume, "queries_per_class": args.queries, "seed": args.seed,
+            "load_average": os.getloadavg(),
             "first_page_of_50": result, "bytes": search.index_sizes(pg.url)}
 
 
@@ -366,6 +368,7 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=0, help="load: begin no tenant after this long")
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--lists", action="store_true")
+    parser.add_argument("--seed", type=int, default=25, help="measure: which random tenants and words")
     parser.add_argument("--tenant", default="bulk-00500", help="explain: as this tenant")
     parser.add_argument("--query", default="customer", help="explain: this query")
     parser.add_argument("--list", action="store_true", help="explain: ListAuditEntries' search")
