@@ -278,7 +278,6 @@ def _lower_thread_priority(nice: int = OFFLOAD_NICE) -> None:
 # proto declares ``(aos.evidence.v1.heavy) = true``): its transactions then run on the heavy
 # pool, whose connections and threads light reads never wait behind.
 heavy_call: contextvars.ContextVar[bool] = contextvars.ContextVar("heavy_call", default=False)
-HEAVY_NICE = OFFLOAD_NICE  # as the heavy worker processes (aos_runtime.offload)
 
 
 class Database:
